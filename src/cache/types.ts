@@ -1,0 +1,121 @@
+// The storage contract the proxy depends on. Stores never parse Cache-Control
+// or Vary: the proxy (proxy/policy.ts) decides, and hands the store absolute
+// timestamps and an opaque serialised policy.
+
+import type { Readable } from 'node:stream'
+
+/** Metadata of one stored response variant. Everything here is JSON-safe. */
+export interface EntryMeta {
+  /** Primary cache key: scheme + host + path + query (see proxy/cache-key.ts). */
+  key: string
+  /** Variant id under the key: '' when the response has no Vary, else a digest of the Vary'd request headers. */
+  variant: string
+  /** Absolute request URL, for listings and purges by URL / prefix. */
+  url: string
+  /** Host the entry belongs to (lower case, no port when default). */
+  host: string
+  status: number
+  /** Response headers exactly as they will be served (hop-by-hop and Set-Cookie already removed). */
+  headers: Record<string, string>
+  /** Request headers named by Vary (already normalised), needed to rebuild the policy. */
+  varyHeaders: Record<string, string>
+  /** http-cache-semantics CachePolicy#toObject(); only proxy/policy.ts reads it. */
+  policy: unknown
+  /** Epoch ms when the response was received. */
+  storedAt: number
+  /** Epoch ms when the entry turns stale (no longer fresh). */
+  staleAt: number
+  /** Epoch ms after which the entry is useless even for stale-while-revalidate / stale-if-error; the store may drop it. */
+  deleteAt: number
+  /** Body length in bytes. */
+  size: number
+  /** Subresource integrity of the body (sha512), set by the store when it is written. */
+  integrity: string
+  /** Cache tags from Surrogate-Key / Cache-Tag, for purge by tag. */
+  tags: string[]
+  contentType: string
+}
+
+/** What the proxy hands the store to write: the store computes size and integrity itself. */
+export type NewEntry = Omit<EntryMeta, 'size' | 'integrity'>
+
+/** A body read from the store. `buffer` when it came from memory (or is small), else a stream. */
+export type StoredBody =
+  | { kind: 'buffer'; buffer: Buffer; tier: 'memory' | 'disk' }
+  | { kind: 'stream'; stream: Readable; tier: 'disk' }
+
+/** Byte range (inclusive), for 206 answers straight from the store. */
+export interface ByteRange {
+  start: number
+  end: number
+}
+
+/**
+ * A pending write. The proxy feeds it the body as it streams to the client;
+ * nothing becomes visible until commit() resolves, and abort() (or a body over
+ * the per-object limit) leaves nothing behind.
+ */
+export interface EntryWriter {
+  /** Append a chunk. Returns false once the writer has given up (too large or failed): stop feeding it. */
+  write(chunk: Uint8Array): boolean
+  /** Finish: verify, persist atomically, make visible. Resolves to the stored meta, or undefined if the write was given up. */
+  commit(): Promise<EntryMeta | undefined>
+  /** Discard everything written so far. Safe to call more than once or after commit. */
+  abort(reason?: unknown): void
+}
+
+export type StoreEvent =
+  | { type: 'stored'; meta: EntryMeta }
+  | { type: 'deleted'; key: string; variant: string; reason: 'evicted' | 'purged' | 'replaced' | 'expired' | 'corrupt' | 'cleared' }
+  | { type: 'integrity-failure'; key: string; variant: string }
+  | { type: 'write-failure'; key: string; error: unknown }
+
+export interface StoreStats {
+  entries: number
+  bytes: number
+  memoryEntries: number
+  memoryBytes: number
+  integrityFailures: number
+  writeFailures: number
+  evictions: number
+}
+
+export interface ListOptions {
+  /** Substring match on url (case-insensitive). */
+  filter?: string
+  offset?: number
+  limit?: number
+}
+
+export interface ListedEntry extends EntryMeta {
+  inMemory: boolean
+  lastAccess: number
+}
+
+export interface CacheStore {
+  /** All variants stored under a primary key (metadata only, no body I/O). */
+  variants(key: string): Promise<EntryMeta[]>
+  /**
+   * Open the body of one variant. Resolves undefined when the entry is gone
+   * or its integrity check fails (then the entry is dropped and counted).
+   * With `range`, only those bytes are returned.
+   */
+  read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined>
+  /** Start writing a new variant; replaces an existing one with the same key+variant on commit. */
+  writer(entry: NewEntry): EntryWriter
+  /** Replace the metadata of a stored variant (after a 304 revalidation), keeping its body. */
+  updateMeta(meta: EntryMeta): Promise<void>
+  /** Delete one variant, or every variant of a key when variant is omitted. Resolves to how many were removed. */
+  delete(key: string, variant?: string): Promise<number>
+  /** Delete every entry matching the predicate (purge by prefix, tag, host...). */
+  deleteWhere(predicate: (meta: EntryMeta) => boolean, reason?: 'purged' | 'cleared'): Promise<number>
+  /** Remove everything (admin "Clear FS"). */
+  clear(): Promise<number>
+  /** Page through entries, newest first. */
+  list(options?: ListOptions): Promise<{ total: number; entries: ListedEntry[] }>
+  stats(): StoreStats
+  /** Subscribe to store / delete events (used to record the manifest). Returns an unsubscribe function. */
+  subscribe(listener: (event: StoreEvent) => void): () => void
+  /** Wait for pending writes and release resources. */
+  close(): Promise<void>
+}

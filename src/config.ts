@@ -1,0 +1,279 @@
+// Every setting comes from an environment variable or the matching --flag
+// (CAJE_CACHE_DIR ⇔ --cache-dir, PORT ⇔ --port). A bad value stops start-up
+// with a ConfigError that names the variable and says how to fix it.
+
+import os from 'node:os'
+import path from 'node:path'
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`)
+    this.name = 'ConfigError'
+  }
+}
+
+export interface Config {
+  port: number
+  listenHost: string
+  /** Origin for every host; undefined means "run the built-in demo origin". */
+  origin: URL | undefined
+  /** Host (lower case, with port if non-default) → origin. Checked before `origin`. */
+  sites: Map<string, URL>
+  cacheDir: string
+  databasePath: string
+  memoryCacheBytes: number
+  cacheMaxBytes: number
+  maxObjectBytes: number
+  nodeId: string
+  region: string
+  litefsDir: string | undefined
+  clusterSecret: string | undefined
+  primaryUrlTemplate: string
+  internalUrl: string
+  populateInterval: number
+  populateConcurrency: number
+  adminPassword: string | undefined
+  allowPasswordLogin: boolean
+  apiToken: string | undefined
+  rpId: string
+  rpName: string
+  publicOrigin: string
+  metricsToken: string | undefined
+  /** Connect / response-headers / body-idle timeouts towards the origin, ms. */
+  originConnectTimeoutMs: number
+  originHeadersTimeoutMs: number
+  originBodyTimeoutMs: number
+  /** Store responses carrying Set-Cookie (Set-Cookie itself is never stored or replayed). */
+  cacheSetCookie: boolean
+  /** Trust X-Forwarded-Host / -Proto from the client (only behind a proxy you run). */
+  trustForwardedHeaders: boolean
+  /** Client-side: idle keep-alive and request-header timeouts, ms. */
+  requestTimeoutMs: number
+  headersTimeoutMs: number
+  shutdownTimeoutMs: number
+  accessLog: boolean
+  workers: number
+}
+
+type Source = Record<string, string | undefined>
+
+const KIB = 1024
+const MIB = 1024 * KIB
+const GIB = 1024 * MIB
+
+/** Turn `--cache-dir=x` / `--cache-dir x` / `--port 9000` into CAJE_CACHE_DIR / PORT entries. */
+export function flagsToEnv(argv: readonly string[]): Source {
+  const out: Source = {}
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!arg.startsWith('--')) throw new ConfigError(arg, `unexpected argument; flags look like --cache-dir=/path (run with --help for the list)`)
+    let name = arg.slice(2)
+    let value: string | undefined
+    const eq = name.indexOf('=')
+    if (eq >= 0) {
+      value = name.slice(eq + 1)
+      name = name.slice(0, eq)
+    } else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) {
+      value = argv[++i]
+    } else {
+      value = 'true'
+    }
+    const upper = name.replace(/-/g, '_').toUpperCase()
+    const variable = upper === 'PORT' ? 'PORT' : `CAJE_${upper}`
+    out[variable] = value
+  }
+  return out
+}
+
+/** Parse `1048576`, `64kb`, `512MB`, `2GiB` into bytes. */
+export function parseBytes(variable: string, raw: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$/i.exec(raw)
+  if (!m) throw new ConfigError(variable, `"${raw}" is not a size; use bytes or a unit, e.g. 1048576, 256MB, 2GiB`)
+  const n = Number(m[1])
+  const unit = (m[2] ?? 'b').toLowerCase()[0]
+  const mult = unit === 'k' ? KIB : unit === 'm' ? MIB : unit === 'g' ? GIB : unit === 't' ? GIB * 1024 : 1
+  return Math.floor(n * mult)
+}
+
+function int(variable: string, raw: string, min: number, max: number): number {
+  if (!/^\s*-?\d+\s*$/.test(raw)) throw new ConfigError(variable, `"${raw}" is not a whole number; set it to a number between ${min} and ${max}`)
+  const n = Number(raw)
+  if (n < min || n > max) throw new ConfigError(variable, `${n} is out of range; set it to a number between ${min} and ${max}`)
+  return n
+}
+
+function bool(variable: string, raw: string): boolean {
+  const v = raw.trim().toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return false
+  throw new ConfigError(variable, `"${raw}" is not a boolean; use true or false`)
+}
+
+function httpUrl(variable: string, raw: string): URL {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(variable, `"${raw}" is not a URL; use an absolute http(s) URL such as http://127.0.0.1:3000`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError(variable, `"${raw}" must use http:// or https://`)
+  }
+  if (url.username || url.password) throw new ConfigError(variable, `do not put credentials in the origin URL; the origin must accept the proxied requests as they are`)
+  if (url.search || url.hash) throw new ConfigError(variable, `"${raw}" must not have a query or fragment; give the base URL only`)
+  return url
+}
+
+/** Lower-cased host with the port kept only when it is not the scheme's default. */
+export function normaliseHost(raw: string): string {
+  const host = raw.trim().toLowerCase().replace(/\.$/, '')
+  if (host.endsWith(':80')) return host.slice(0, -3)
+  if (host.endsWith(':443')) return host.slice(0, -4)
+  return host
+}
+
+/** `CAJE_SITES`: `a.example=http://10.0.0.1:3000,b.example=https://b-origin` or a JSON object. */
+export function parseSites(raw: string): Map<string, URL> {
+  const sites = new Map<string, URL>()
+  const text = raw.trim()
+  if (!text) return sites
+  let pairs: [string, string][]
+  if (text.startsWith('{')) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      throw new ConfigError('CAJE_SITES', `is not valid JSON; use {"host":"http://origin"} or host=http://origin,host2=http://origin2`)
+    }
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError('CAJE_SITES', 'must be a JSON object of host → origin URL')
+    pairs = Object.entries(parsed as Record<string, unknown>).map(([k, v]) => {
+      if (typeof v !== 'string') throw new ConfigError('CAJE_SITES', `origin for "${k}" must be a string URL`)
+      return [k, v]
+    })
+  } else {
+    pairs = text.split(',').map((part) => {
+      const eq = part.indexOf('=')
+      if (eq <= 0) throw new ConfigError('CAJE_SITES', `"${part.trim()}" is not host=origin; write e.g. www.example.com=http://127.0.0.1:3000`)
+      return [part.slice(0, eq), part.slice(eq + 1)]
+    })
+  }
+  for (const [host, origin] of pairs) {
+    if (!/^[a-z0-9.-]+(:\d+)?$/i.test(host.trim())) throw new ConfigError('CAJE_SITES', `"${host}" is not a host name`)
+    sites.set(normaliseHost(host), httpUrl('CAJE_SITES', origin.trim()))
+  }
+  return sites
+}
+
+/** Build the validated Config from environment variables, overridden by CLI flags. */
+export function loadConfig(env: Source = process.env, argv: readonly string[] = []): Config {
+  const src: Source = { ...env, ...flagsToEnv(argv) }
+  const get = (name: string): string | undefined => {
+    const v = src[name]
+    return v === undefined || v === '' ? undefined : v
+  }
+  const bytes = (name: string, fallback: number) => {
+    const v = get(name)
+    return v === undefined ? fallback : parseBytes(name, v)
+  }
+  const number = (name: string, fallback: number, min: number, max: number) => {
+    const v = get(name)
+    return v === undefined ? fallback : int(name, v, min, max)
+  }
+  const flag = (name: string, fallback: boolean) => {
+    const v = get(name)
+    return v === undefined ? fallback : bool(name, v)
+  }
+
+  const port = number('PORT', 8080, 0, 65535)
+  const listenHost = get('CAJE_LISTEN_HOST') ?? '0.0.0.0'
+  const originRaw = get('CAJE_ORIGIN')
+  const origin = originRaw ? httpUrl('CAJE_ORIGIN', originRaw) : undefined
+  const sites = parseSites(get('CAJE_SITES') ?? '')
+
+  const dataDir = get('CAJE_DATA_DIR') ?? path.resolve('.caje')
+  const cacheDir = path.resolve(get('CAJE_CACHE_DIR') ?? path.join(dataDir, 'cache'))
+  const databasePath = path.resolve(get('CAJE_DATABASE_PATH') ?? path.join(dataDir, 'manifest.db'))
+
+  const memoryCacheBytes = bytes('CAJE_MEMORY_CACHE_BYTES', 64 * MIB)
+  const cacheMaxBytes = bytes('CAJE_CACHE_MAX_BYTES', 1 * GIB)
+  const maxObjectBytes = bytes('CAJE_MAX_OBJECT_BYTES', 100 * MIB)
+  if (maxObjectBytes <= 0) throw new ConfigError('CAJE_MAX_OBJECT_BYTES', 'must be larger than 0')
+  if (cacheMaxBytes < maxObjectBytes) {
+    throw new ConfigError('CAJE_CACHE_MAX_BYTES', `(${cacheMaxBytes} bytes) is smaller than CAJE_MAX_OBJECT_BYTES (${maxObjectBytes}); raise the disk budget or lower the object limit`)
+  }
+
+  const nodeId = get('CAJE_NODE_ID') ?? get('FLY_MACHINE_ID') ?? os.hostname()
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(nodeId)) throw new ConfigError('CAJE_NODE_ID', `"${nodeId}" may only contain letters, digits, '.', '_' and '-' (at most 64)`)
+  const region = get('CAJE_REGION') ?? get('FLY_REGION') ?? 'local'
+
+  const litefsDir = get('CAJE_LITEFS_DIR')
+  const clusterSecret = get('CAJE_CLUSTER_SECRET')
+  if (clusterSecret !== undefined && clusterSecret.length < 16) {
+    throw new ConfigError('CAJE_CLUSTER_SECRET', 'is too short; use at least 16 random characters (e.g. `openssl rand -hex 32`)')
+  }
+  if (litefsDir && !clusterSecret) {
+    throw new ConfigError('CAJE_CLUSTER_SECRET', 'must be set when CAJE_LITEFS_DIR is set: replicas authenticate to the primary with it')
+  }
+  const flyApp = get('FLY_APP_NAME')
+  const primaryUrlTemplate = get('CAJE_PRIMARY_URL_TEMPLATE') ?? (flyApp ? `http://{host}.vm.${flyApp}.internal:{port}` : 'http://{host}:{port}')
+  const internalUrl =
+    get('CAJE_INTERNAL_URL') ??
+    (flyApp && get('FLY_MACHINE_ID') ? `http://${get('FLY_MACHINE_ID')}.vm.${flyApp}.internal:${port}` : `http://127.0.0.1:${port}`)
+  httpUrl('CAJE_INTERNAL_URL', internalUrl)
+
+  const adminPassword = get('CAJE_ADMIN_PASSWORD')
+  if (adminPassword !== undefined && adminPassword.length < 12) {
+    throw new ConfigError('CAJE_ADMIN_PASSWORD', 'is too short; use at least 12 characters (it only enrols the first passkey)')
+  }
+  const apiToken = get('CAJE_API_TOKEN')
+  if (apiToken !== undefined && apiToken.length < 24) throw new ConfigError('CAJE_API_TOKEN', 'is too short; use at least 24 random characters')
+  const metricsToken = get('CAJE_METRICS_TOKEN')
+
+  const publicOriginRaw = get('CAJE_PUBLIC_ORIGIN') ?? `http://localhost:${port}`
+  const publicOriginUrl = httpUrl('CAJE_PUBLIC_ORIGIN', publicOriginRaw)
+  const publicOrigin = publicOriginUrl.origin
+  const rpId = get('CAJE_RP_ID') ?? publicOriginUrl.hostname
+  if (!publicOriginUrl.hostname.endsWith(rpId)) {
+    throw new ConfigError('CAJE_RP_ID', `"${rpId}" must be the host of CAJE_PUBLIC_ORIGIN (${publicOriginUrl.hostname}) or a parent domain of it`)
+  }
+
+  return {
+    port,
+    listenHost,
+    origin,
+    sites,
+    cacheDir,
+    databasePath,
+    memoryCacheBytes,
+    cacheMaxBytes,
+    maxObjectBytes,
+    nodeId,
+    region,
+    litefsDir: litefsDir ? path.resolve(litefsDir) : undefined,
+    clusterSecret,
+    primaryUrlTemplate,
+    internalUrl: internalUrl.replace(/\/$/, ''),
+    populateInterval: number('CAJE_POPULATE_INTERVAL', 300, 0, 7 * 24 * 3600),
+    populateConcurrency: number('CAJE_POPULATE_CONCURRENCY', 4, 1, 64),
+    adminPassword,
+    allowPasswordLogin: flag('CAJE_ALLOW_PASSWORD_LOGIN', false),
+    apiToken,
+    rpId,
+    rpName: get('CAJE_RP_NAME') ?? 'caje',
+    publicOrigin,
+    metricsToken,
+    originConnectTimeoutMs: number('CAJE_ORIGIN_CONNECT_TIMEOUT_MS', 5_000, 1, 600_000),
+    originHeadersTimeoutMs: number('CAJE_ORIGIN_TIMEOUT_MS', 30_000, 1, 3_600_000),
+    originBodyTimeoutMs: number('CAJE_ORIGIN_BODY_TIMEOUT_MS', 30_000, 1, 3_600_000),
+    cacheSetCookie: flag('CAJE_CACHE_SET_COOKIE', false),
+    trustForwardedHeaders: flag('CAJE_TRUST_FORWARDED', false),
+    requestTimeoutMs: number('CAJE_REQUEST_TIMEOUT_MS', 300_000, 1_000, 3_600_000),
+    headersTimeoutMs: number('CAJE_HEADERS_TIMEOUT_MS', 20_000, 1_000, 600_000),
+    shutdownTimeoutMs: number('CAJE_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    accessLog: flag('CAJE_ACCESS_LOG', true),
+    workers: number('CAJE_WORKERS', 1, 1, 256),
+  }
+}
