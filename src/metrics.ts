@@ -1,0 +1,285 @@
+// Prometheus metrics for one caje process, in its own prom-client Registry
+// (never the global one, so tests and several apps in one process never share
+// counters).
+//
+// The proxy calls small named methods on the hot path. Those that run on every
+// request (request, bytesServed) or on every store event cost one array
+// increment: the counts live in Float64Arrays indexed by a label table fixed at
+// start, and are handed to prom-client only when /_caje/metrics is scraped
+// (each counter's collect() adds what changed since the last scrape). prom-client's
+// own `.labels(...).inc()` allocates a label object and a hash string per
+// call, which is fine once per scrape and not once per hit. Only the origin
+// latency histogram goes through prom-client per call (a cached child per
+// status), and it runs only when caje already made a network round trip.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export const CACHE_STATUSES = ['hit', 'stale', 'miss', 'revalidated', 'bypass', 'pass', 'error'] as const
+/** How the proxy answered one request (the `cache_status` label of caje_requests_total). */
+export type CacheStatusLabel = (typeof CACHE_STATUSES)[number]
+
+export const SERVE_TIERS = ['memory', 'disk', 'origin'] as const
+/** Where the bytes of a response body came from. */
+export type ServeTier = (typeof SERVE_TIERS)[number]
+
+/** Same names as OriginFailureKind in proxy/origin.ts; anything else is counted as 'other'. */
+export const ORIGIN_ERROR_KINDS = ['connect', 'timeout', 'reset', 'protocol', 'dns', 'aborted', 'other'] as const
+export type OriginErrorKind = (typeof ORIGIN_ERROR_KINDS)[number]
+
+export const POPULATE_RESULTS = ['done', 'skipped', 'failed'] as const
+export type PopulateResult = (typeof POPULATE_RESULTS)[number]
+
+export const PURGE_KINDS = ['url', 'prefix', 'tag', 'all'] as const
+export type PurgeKind = (typeof PURGE_KINDS)[number]
+
+/** What the cache gauges show; CacheStore#stats() returns a superset of this. */
+export interface CacheGaugeStats {
+  entries: number
+  bytes: number
+  memoryEntries: number
+  memoryBytes: number
+}
+
+export interface MetricsOptions {
+  /** Read at scrape time for the cache gauges. Can also be set later with setCacheStats(). */
+  cacheStats?: () => CacheGaugeStats
+  /** Add prom-client's process and Node.js metrics (CPU, RSS, heap, event-loop lag). Default true. */
+  processMetrics?: boolean
+  /** Upper bounds, in seconds, of the origin latency histogram. */
+  originLatencyBuckets?: number[]
+}
+
+export interface Metrics {
+  readonly registry: Registry
+  /** One client request answered, by how the cache handled it. */
+  request(cacheStatus: CacheStatusLabel): void
+  /** Time until the origin's response headers arrived, by origin status code. */
+  originLatency(seconds: number, status: number): void
+  /** Response body bytes sent to clients, by where they came from. */
+  bytesServed(tier: ServeTier, n: number): void
+  /** A response was stored (a new or replaced variant). */
+  stored(): void
+  /** Entries dropped to stay within the disk or memory budget. */
+  evicted(n?: number): void
+  /** A stored body failed its integrity check (it is dropped and fetched again). */
+  integrityFailure(): void
+  /** Writing a response to the cache failed (the response itself was still served). */
+  writeFailure(): void
+  /** An origin exchange failed before a usable response, by kind. */
+  originError(kind: OriginErrorKind): void
+  /** One entry handled by a populate run; bytes counted when it was fetched. */
+  populate(result: PopulateResult, bytes?: number): void
+  /** A purge applied on this node. */
+  purge(kind: PurgeKind): void
+  /** Where the cache gauges read from (the CacheStore usually exists after the metrics). */
+  setCacheStats(source: () => CacheGaugeStats): void
+}
+
+const DEFAULT_ORIGIN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/**
+ * Counts kept in a Float64Array (index = position in `labelValues`), published
+ * into a prom-client Counter at scrape time. Every label value is published
+ * from the start at 0, so `rate()` works from the first scrape.
+ */
+class CounterTable {
+  readonly counts: Float64Array
+  private readonly published: Float64Array
+  private readonly children: { inc(value?: number): void }[]
+
+  constructor(registry: Registry, config: { name: string; help: string; labelName?: string; labelValues?: readonly string[] }) {
+    const labelValues = config.labelValues ?? ['']
+    this.counts = new Float64Array(labelValues.length)
+    this.published = new Float64Array(labelValues.length)
+    const table = this
+    const counter = new Counter({
+      name: config.name,
+      help: config.help,
+      labelNames: config.labelName ? [config.labelName] : [],
+      registers: [registry],
+      collect() {
+        table.publish()
+      },
+    })
+    this.children = labelValues.map((value) => {
+      const child = config.labelName ? counter.labels(value) : { inc: (n?: number) => counter.inc(n ?? 1) }
+      child.inc(0)
+      return child
+    })
+  }
+
+  private publish(): void {
+    for (let i = 0; i < this.counts.length; i++) {
+      const delta = this.counts[i]! - this.published[i]!
+      if (delta > 0) {
+        this.children[i]!.inc(delta)
+        this.published[i] = this.counts[i]!
+      }
+    }
+  }
+}
+
+function indexOf<T extends string>(values: readonly T[]): Record<T, number> {
+  const out = {} as Record<T, number>
+  values.forEach((v, i) => {
+    out[v] = i
+  })
+  return out
+}
+
+const CACHE_STATUS_INDEX = indexOf(CACHE_STATUSES)
+const SERVE_TIER_INDEX = indexOf(SERVE_TIERS)
+const ORIGIN_ERROR_INDEX = indexOf(ORIGIN_ERROR_KINDS)
+const POPULATE_INDEX = indexOf(POPULATE_RESULTS)
+const PURGE_INDEX = indexOf(PURGE_KINDS)
+const OTHER_ORIGIN_ERROR = ORIGIN_ERROR_INDEX.other
+
+export function createMetrics(options: MetricsOptions = {}): Metrics {
+  const registry = new Registry()
+  if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry })
+
+  const requests = new CounterTable(registry, {
+    name: 'caje_requests_total',
+    help: 'Client requests answered, by cache status (hit, stale, miss, revalidated, bypass, pass, error).',
+    labelName: 'cache_status',
+    labelValues: CACHE_STATUSES,
+  }).counts
+  const served = new CounterTable(registry, {
+    name: 'caje_served_bytes_total',
+    help: 'Response body bytes sent to clients, by the tier they came from (memory, disk, origin).',
+    labelName: 'tier',
+    labelValues: SERVE_TIERS,
+  }).counts
+  const storedCount = new CounterTable(registry, { name: 'caje_cache_stored_total', help: 'Responses written to the cache.' }).counts
+  const evictedCount = new CounterTable(registry, {
+    name: 'caje_cache_evictions_total',
+    help: 'Entries evicted to stay within the cache budgets.',
+  }).counts
+  const integrityCount = new CounterTable(registry, {
+    name: 'caje_cache_integrity_failures_total',
+    help: 'Stored bodies that failed their integrity check and were dropped.',
+  }).counts
+  const writeFailureCount = new CounterTable(registry, {
+    name: 'caje_cache_write_failures_total',
+    help: 'Cache writes that failed (the response was still served).',
+  }).counts
+  const originErrors = new CounterTable(registry, {
+    name: 'caje_origin_errors_total',
+    help: 'Origin exchanges that failed, by kind (connect, timeout, reset, protocol, dns, aborted, other).',
+    labelName: 'kind',
+    labelValues: ORIGIN_ERROR_KINDS,
+  }).counts
+  const populated = new CounterTable(registry, {
+    name: 'caje_populate_entries_total',
+    help: 'Entries handled by populate runs, by result (done, skipped, failed).',
+    labelName: 'result',
+    labelValues: POPULATE_RESULTS,
+  }).counts
+  const populatedBytes = new CounterTable(registry, {
+    name: 'caje_populate_bytes_total',
+    help: 'Body bytes fetched by populate runs.',
+  }).counts
+  const purges = new CounterTable(registry, {
+    name: 'caje_purges_total',
+    help: 'Purges applied on this node, by kind (url, prefix, tag, all).',
+    labelName: 'kind',
+    labelValues: PURGE_KINDS,
+  }).counts
+
+  const originLatencyHistogram = new Histogram({
+    name: 'caje_origin_response_seconds',
+    help: 'Time from sending a request to the origin until its response headers arrived, by origin status code.',
+    labelNames: ['status'],
+    buckets: options.originLatencyBuckets ?? DEFAULT_ORIGIN_BUCKETS,
+    registers: [registry],
+  })
+  const latencyChildren = new Map<number, { observe(value: number): void }>()
+  const latencyChild = (status: number) => {
+    const code = Number.isInteger(status) && status >= 100 && status <= 599 ? status : 0
+    let child = latencyChildren.get(code)
+    if (!child) {
+      child = originLatencyHistogram.labels(code === 0 ? 'other' : String(code))
+      latencyChildren.set(code, child)
+    }
+    return child
+  }
+
+  let cacheStats = options.cacheStats
+  const cacheGauge = (name: string, help: string, read: (s: CacheGaugeStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        if (!cacheStats) return
+        let value: number
+        try {
+          value = read(cacheStats())
+        } catch {
+          // The scrape must still answer; the failure is counted, the gauge keeps its last value.
+          collectErrors[0]!++
+          return
+        }
+        if (Number.isFinite(value)) this.set(value)
+      },
+    })
+  cacheGauge('caje_cache_entries', 'Entries in the cache of this node (all tiers).', (s) => s.entries)
+  cacheGauge('caje_cache_bytes', 'Body bytes in the disk cache of this node.', (s) => s.bytes)
+  cacheGauge('caje_memory_cache_entries', 'Entries held in the memory tier.', (s) => s.memoryEntries)
+  cacheGauge('caje_memory_cache_bytes', 'Body bytes held in the memory tier.', (s) => s.memoryBytes)
+
+  const collectErrors = new CounterTable(registry, {
+    name: 'caje_metrics_collect_errors_total',
+    help: 'Scrapes where the cache statistics could not be read (the cache gauges kept their last value).',
+  }).counts
+
+  const metrics: Metrics = {
+    registry,
+    request(cacheStatus) {
+      const i = CACHE_STATUS_INDEX[cacheStatus]
+      if (i !== undefined) requests[i]!++
+    },
+    originLatency(seconds, status) {
+      // prom-client throws on a non-finite value; a metric must never fail a response.
+      if (!(seconds >= 0) || seconds === Infinity) return
+      latencyChild(status).observe(seconds)
+    },
+    bytesServed(tier, n) {
+      const i = SERVE_TIER_INDEX[tier]
+      if (i !== undefined && n > 0) served[i]! += n
+    },
+    stored() {
+      storedCount[0]!++
+    },
+    evicted(n = 1) {
+      if (n > 0) evictedCount[0]! += n
+    },
+    integrityFailure() {
+      integrityCount[0]!++
+    },
+    writeFailure() {
+      writeFailureCount[0]!++
+    },
+    originError(kind) {
+      originErrors[ORIGIN_ERROR_INDEX[kind] ?? OTHER_ORIGIN_ERROR]!++
+    },
+    populate(result, bytes) {
+      const i = POPULATE_INDEX[result]
+      if (i !== undefined) populated[i]!++
+      if (bytes !== undefined && bytes > 0) populatedBytes[0]! += bytes
+    },
+    purge(kind) {
+      const i = PURGE_INDEX[kind]
+      if (i !== undefined) purges[i]!++
+    },
+    setCacheStats(source) {
+      cacheStats = source
+    },
+  }
+  return metrics
+}
+
+/** The Prometheus text exposition of everything in this Metrics' registry. */
+export async function renderMetrics(metrics: Metrics): Promise<{ contentType: string; body: string }> {
+  return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }
+}
