@@ -1,0 +1,58 @@
+import { spawnSync } from 'node:child_process'
+import { describe, expect, it } from 'vitest'
+import { ConfigError, flagsToEnv, loadConfig, parseBytes, parseSites } from './config.ts'
+
+describe('loadConfig', () => {
+  it('has working defaults: no origin means the demo origin', () => {
+    const c = loadConfig({})
+    expect(c.port).toBe(8080)
+    expect(c.origin).toBeUndefined()
+    expect(c.memoryCacheBytes).toBe(64 * 1024 * 1024)
+    expect(c.rpId).toBe('localhost')
+  })
+
+  it('reads flags over environment variables', () => {
+    const c = loadConfig({ PORT: '9000', CAJE_ORIGIN: 'http://a:1' }, ['--port', '9100', '--memory-cache-bytes=2MB', '--origin=http://b:2'])
+    expect(c.port).toBe(9100)
+    expect(c.memoryCacheBytes).toBe(2 * 1024 * 1024)
+    expect(c.origin?.href).toBe('http://b:2/')
+    expect(flagsToEnv(['--trust-forwarded'])).toEqual({ CAJE_TRUST_FORWARDED: 'true' })
+  })
+
+  it.each([
+    [{ PORT: 'eighty' }, /^PORT: "eighty" is not a whole number/],
+    [{ PORT: '70000' }, /^PORT: 70000 is out of range/],
+    [{ CAJE_ORIGIN: 'ftp://x' }, /^CAJE_ORIGIN: "ftp:\/\/x" must use http:\/\/ or https:\/\//],
+    [{ CAJE_ORIGIN: 'not a url' }, /^CAJE_ORIGIN: "not a url" is not a URL/],
+    [{ CAJE_MEMORY_CACHE_BYTES: 'lots' }, /^CAJE_MEMORY_CACHE_BYTES: "lots" is not a size/],
+    [{ CAJE_CACHE_MAX_BYTES: '1MB', CAJE_MAX_OBJECT_BYTES: '2MB' }, /^CAJE_CACHE_MAX_BYTES: .* smaller than CAJE_MAX_OBJECT_BYTES/],
+    [{ CAJE_ACCESS_LOG: 'maybe' }, /^CAJE_ACCESS_LOG: "maybe" is not a boolean/],
+    [{ CAJE_LITEFS_DIR: '/litefs' }, /^CAJE_CLUSTER_SECRET: must be set when CAJE_LITEFS_DIR is set/],
+    [{ CAJE_ADMIN_PASSWORD: 'short' }, /^CAJE_ADMIN_PASSWORD: is too short/],
+    [{ CAJE_SITES: 'nonsense' }, /^CAJE_SITES: "nonsense" is not host=origin/],
+  ])('rejects %o with a message naming the variable', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError)
+    expect(() => loadConfig(env)).toThrow(message)
+  })
+
+  it('parses sizes and site maps', () => {
+    expect(parseBytes('X', '1.5KiB')).toBe(1536)
+    expect(parseBytes('X', '0')).toBe(0)
+    const sites = parseSites('WWW.Example.com=http://127.0.0.1:3000, b.example:443=https://b')
+    expect(sites.get('www.example.com')?.href).toBe('http://127.0.0.1:3000/')
+    expect(sites.get('b.example')?.href).toBe('https://b/')
+    expect(parseSites('{"a.example":"http://x:1"}').get('a.example')?.port).toBe('1')
+  })
+})
+
+describe('start-up with a bad value', () => {
+  it('stops with exit code 2 and names the variable and the fix', () => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      env: { ...process.env, PORT: '0', CAJE_MEMORY_CACHE_BYTES: 'plenty' },
+      encoding: 'utf8',
+      timeout: 20_000,
+    })
+    expect(run.status).toBe(2)
+    expect(run.stderr).toContain('caje: configuration error: CAJE_MEMORY_CACHE_BYTES: "plenty" is not a size; use bytes or a unit')
+  })
+})

@@ -1,0 +1,57 @@
+// The only module with side effects at start: read config, start the node,
+// announce it, and shut down gracefully on SIGTERM / SIGINT.
+
+import { startCaje } from './caje.ts'
+import { ConfigError, loadConfig } from './config.ts'
+import { createLogger } from './log.ts'
+
+async function main(): Promise<void> {
+  let config
+  try {
+    config = loadConfig(process.env, process.argv.slice(2))
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`caje: configuration error: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
+  const log = createLogger({ nodeId: config.nodeId })
+  const node = await startCaje(config, log)
+
+  const banner = [
+    `caje is listening on ${node.url} (node ${config.nodeId}, region ${config.region})`,
+    node.demoOrigin
+      ? `  no origin configured (CAJE_ORIGIN / CAJE_SITES): fronting the built-in demo origin at ${node.demoOrigin.url}`
+      : `  origin: ${config.origin?.href ?? '(per host, CAJE_SITES)'}${config.sites.size ? `; sites: ${[...config.sites.keys()].join(', ')}` : ''}`,
+    `  try:    curl -i ${node.url}/cacheable   (twice: watch Cache-Status go from fwd=uri-miss to hit)`,
+    `  admin:  ${config.publicOrigin}/_caje/list`,
+    `  health: ${node.url}/_caje/health`,
+  ]
+  process.stdout.write(banner.join('\n') + '\n')
+  log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, database: config.databasePath })
+
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log({ msg: 'shutting down', signal })
+    node.close().then(
+      () => {
+        log({ msg: 'stopped' })
+        process.exit(0)
+      },
+      (err: unknown) => {
+        log({ level: 'error', msg: 'shutdown failed', error: (err as Error).message })
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`caje: failed to start: ${(err as Error).stack ?? String(err)}\n`)
+  process.exit(1)
+})

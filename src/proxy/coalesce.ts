@@ -1,0 +1,62 @@
+// Request coalescing: concurrent misses on one key make one origin request.
+// The first caller leads; the others wait for the leader's outcome and then
+// look the key up again. The leader only reports *whether* it stored a
+// shareable response: waiters never receive the leader's response itself, so
+// a private or Set-Cookie response can never reach another user (each waiter
+// then goes to the origin on its own).
+
+export type LeaderOutcome = 'stored' | 'not-shared'
+
+export class Coalescer {
+  private readonly inflight = new Map<string, Promise<LeaderOutcome>>()
+
+  /** Number of keys with a leader in flight (for tests and metrics). */
+  get size(): number {
+    return this.inflight.size
+  }
+
+  /**
+   * If a leader is in flight for `key`, returns its outcome promise (you are a
+   * waiter). Otherwise makes you the leader: returns a `settle` function you
+   * must call exactly once, whatever happens.
+   */
+  join(key: string): { role: 'waiter'; outcome: Promise<LeaderOutcome> } | { role: 'leader'; settle: (o: LeaderOutcome) => void } {
+    const existing = this.inflight.get(key)
+    if (existing) return { role: 'waiter', outcome: existing }
+    let resolve!: (o: LeaderOutcome) => void
+    const outcome = new Promise<LeaderOutcome>((r) => (resolve = r))
+    this.inflight.set(key, outcome)
+    let settled = false
+    return {
+      role: 'leader',
+      settle: (o) => {
+        if (settled) return
+        settled = true
+        this.inflight.delete(key)
+        resolve(o)
+      },
+    }
+  }
+}
+
+/** Runs a background task at most once per key at a time (stale-while-revalidate refreshes). */
+export class OncePerKey {
+  private readonly running = new Set<string>()
+
+  get size(): number {
+    return this.running.size
+  }
+
+  /** Starts `task` unless one is already running for `key`; returns whether it started. */
+  run(key: string, task: () => Promise<void>): boolean {
+    if (this.running.has(key)) return false
+    this.running.add(key)
+    void task().finally(() => this.running.delete(key))
+    return true
+  }
+
+  /** Resolves when no task is running (for graceful shutdown). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await new Promise((r) => setTimeout(r, 10))
+  }
+}

@@ -1,0 +1,58 @@
+// Header hygiene for both directions of the proxy.
+
+/** RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. */
+export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+/** Incoming header bag as Node gives it (lower-case names). */
+export type HeaderBag = Record<string, string | string[] | undefined>
+
+/** Flat, lower-cased header map: repeated fields joined with ", " (RFC 9110 §5.3), Set-Cookie kept apart by the caller. */
+export type FlatHeaders = Record<string, string>
+
+/** Field names listed in Connection (RFC 9110 §7.6.1), which are hop-by-hop too. */
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (!value) return undefined
+  const joined = Array.isArray(value) ? value.join(',') : value
+  const tokens = new Set<string>()
+  for (const t of joined.split(',')) {
+    const name = t.trim().toLowerCase()
+    if (name) tokens.add(name)
+  }
+  return tokens.size ? tokens : undefined
+}
+
+/** Copy headers without hop-by-hop fields, joining repeated values. `set-cookie` is returned separately. */
+export function stripHopByHop(headers: HeaderBag): { headers: FlatHeaders; setCookie: string[] } {
+  const extra = connectionTokens(headers.connection)
+  const out: FlatHeaders = {}
+  let setCookie: string[] = []
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined) continue
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP_HEADERS.has(lower) || extra?.has(lower)) continue
+    if (lower === 'set-cookie') {
+      setCookie = Array.isArray(value) ? value : [value]
+      continue
+    }
+    out[lower] = Array.isArray(value) ? value.join(', ') : value
+  }
+  return { headers: out, setCookie }
+}
+
+export const VIA = '1.1 caje'
+
+/** Append caje to Via (RFC 9110 §7.6.3). */
+export function appendVia(existing: string | undefined): string {
+  return existing ? `${existing}, ${VIA}` : VIA
+}

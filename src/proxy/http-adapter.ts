@@ -1,0 +1,167 @@
+// Between Hono and the proxy core. Under @hono/node-server the Node request
+// and response are used directly (bodies piped as Node streams, no web-stream
+// conversion on the hot path); under app.request() (tests, other runtimes) a
+// web Response is built from the same ProxyResult.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Readable } from 'node:stream'
+import type { Context, MiddlewareHandler } from 'hono'
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
+import { normaliseHost } from '../config.ts'
+import type { Logger } from '../log.ts'
+import { formatCacheStatus } from './cache-status.ts'
+import type { FlatHeaders } from './headers.ts'
+import type { Proxy, ProxyRequest, ProxyResult } from './proxy.ts'
+
+interface NodeBindings {
+  incoming?: IncomingMessage
+  outgoing?: ServerResponse
+}
+
+export interface ProxyHandlerOptions {
+  proxy: Proxy
+  log: Logger
+  accessLog: boolean
+  trustForwarded: boolean
+  /** Called with each finished exchange (metrics of bytes by tier). */
+  onServed?: (result: ProxyResult, bytes: number) => void
+}
+
+function headersFromWeb(headers: Headers): FlatHeaders {
+  const out: FlatHeaders = {}
+  headers.forEach((value, name) => {
+    out[name] = value
+  })
+  return out
+}
+
+function flatten(headers: IncomingMessage['headers']): FlatHeaders {
+  const out: FlatHeaders = {}
+  for (const name in headers) {
+    const v = headers[name]
+    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v
+  }
+  return out
+}
+
+function badRequest(message: string): Response {
+  return new Response(`400 Bad Request: ${message}\n`, {
+    status: 400,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'cache-status': formatCacheStatus({ fwd: 'bypass', detail: 'bad-request' }) },
+  })
+}
+
+/** The fallback route: every request outside /_caje/ goes through the proxy. */
+export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
+  return async function proxyRoute(c: Context) {
+    const env = (c.env ?? {}) as NodeBindings
+    const incoming = env.incoming
+    const outgoing = env.outgoing
+    const started = performance.now()
+    const headers = incoming ? flatten(incoming.headers) : headersFromWeb(c.req.raw.headers)
+
+    const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
+    if (!hostRaw) return badRequest('the request has no Host header; send one naming the site you want')
+    if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return badRequest('the Host header is not a valid host name')
+    const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim() : undefined
+    const scheme = protoRaw === 'https' ? 'https' : 'http'
+
+    const url = incoming?.url ?? new URL(c.req.url).pathname + new URL(c.req.url).search
+    const path = url.startsWith('/') ? url : new URL(url).pathname + new URL(url).search
+    const controller = new AbortController()
+    const method = c.req.method
+    let body: ProxyRequest['body'] = null
+    if (method !== 'GET' && method !== 'HEAD') {
+      if (incoming) body = incoming
+      else if (c.req.raw.body) body = c.req.raw.body as unknown as AsyncIterable<Uint8Array>
+    }
+    if (outgoing) {
+      outgoing.once('close', () => {
+        if (!outgoing.writableFinished) controller.abort()
+      })
+    } else {
+      c.req.raw.signal?.addEventListener('abort', () => controller.abort(), { once: true })
+    }
+
+    const req: ProxyRequest = {
+      method,
+      scheme,
+      host: normaliseHost(hostRaw),
+      path,
+      headers,
+      body,
+      clientIp: (incoming?.socket.remoteAddress ?? headers['x-real-ip'] ?? '127.0.0.1').replace(/^::ffff:/, ''),
+      signal: controller.signal,
+    }
+    const result = await opts.proxy.handle(req)
+
+    const finish = (bytes: number, aborted: boolean) => {
+      opts.onServed?.(result, bytes)
+      if (!opts.accessLog) return
+      opts.log({
+        msg: 'request',
+        method,
+        url: path,
+        host: req.host,
+        status: result.status,
+        cache: formatCacheStatus(result.cacheStatus),
+        originMs: result.originMs === undefined ? undefined : Math.round(result.originMs * 10) / 10,
+        ms: Math.round((performance.now() - started) * 10) / 10,
+        bytes,
+        aborted: aborted || undefined,
+      })
+    }
+
+    if (outgoing) {
+      sendNode(outgoing, result, finish)
+      return RESPONSE_ALREADY_SENT
+    }
+    return toWebResponse(result, finish)
+  }
+}
+
+function sendNode(outgoing: ServerResponse, result: ProxyResult, finish: (bytes: number, aborted: boolean) => void): void {
+  let bytes = 0
+  outgoing.once('close', () => finish(bytes, !outgoing.writableFinished))
+  outgoing.writeHead(result.status, result.headers)
+  const body = result.body
+  if (body === null) {
+    outgoing.end()
+    return
+  }
+  if (Buffer.isBuffer(body)) {
+    bytes = body.length
+    outgoing.end(body)
+    return
+  }
+  body.on('data', (chunk: Buffer) => {
+    bytes += chunk.length
+  })
+  // An error mid-body (origin died, corrupt disk read) cannot change the status any more:
+  // cut the connection so the client sees a truncated response, never a complete-looking wrong one.
+  body.once('error', () => outgoing.destroy())
+  outgoing.once('close', () => {
+    if (!body.destroyed && !body.readableEnded) body.destroy()
+  })
+  body.pipe(outgoing)
+}
+
+function toWebResponse(result: ProxyResult, finish: (bytes: number, aborted: boolean) => void): Response {
+  const headers = new Headers()
+  for (const [name, value] of Object.entries(result.headers)) {
+    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
+    else headers.set(name, value)
+  }
+  const body = result.body
+  if (body === null || Buffer.isBuffer(body)) {
+    finish(body?.length ?? 0, false)
+    return new Response(body === null ? null : new Uint8Array(body), { status: result.status, headers })
+  }
+  let bytes = 0
+  body.on('data', (chunk: Buffer) => {
+    bytes += chunk.length
+  })
+  body.once('end', () => finish(bytes, false))
+  body.once('error', () => finish(bytes, true))
+  return new Response(Readable.toWeb(body) as unknown as ReadableStream, { status: result.status, headers })
+}

@@ -1,0 +1,123 @@
+// Talking to the origin: one keep-alive pool per origin (undici Agent), no
+// redirects followed, no decompression (undici.request hands us raw bytes),
+// and every failure classified so the client gets a clear 502 or 504.
+
+import { Agent, request as undiciRequest, errors as undiciErrors } from 'undici'
+import type { Readable } from 'node:stream'
+import type { HeaderBag } from './headers.ts'
+
+export interface OriginOptions {
+  connectTimeoutMs: number
+  headersTimeoutMs: number
+  bodyTimeoutMs: number
+}
+
+export interface OriginRequest {
+  /** Origin base URL, e.g. http://127.0.0.1:3000 (a path prefix is honoured). */
+  origin: URL
+  method: string
+  /** Path and query exactly as the client sent them. */
+  path: string
+  headers: Record<string, string | string[]>
+  body?: Readable | AsyncIterable<Uint8Array> | Buffer | null
+  signal?: AbortSignal
+}
+
+export interface OriginResponse {
+  status: number
+  headers: HeaderBag
+  body: Readable
+  /** ms from sending until the response headers arrived. */
+  headersMs: number
+}
+
+export type OriginFailureKind = 'connect' | 'timeout' | 'reset' | 'protocol' | 'dns' | 'aborted' | 'other'
+
+/** A failed origin exchange, already mapped to the status the client should see. */
+export class OriginError extends Error {
+  constructor(
+    readonly kind: OriginFailureKind,
+    readonly status: 502 | 504,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+    this.name = 'OriginError'
+  }
+}
+
+/** Map undici / socket errors to what went wrong, in words an operator can act on. */
+export function classifyOriginError(err: unknown, origin: URL): OriginError {
+  if (err instanceof OriginError) return err
+  const e = err as { code?: string; name?: string; message?: string }
+  const code = e?.code ?? ''
+  const where = origin.host
+  if (e?.name === 'AbortError' || code === 'UND_ERR_ABORTED' || code === 'ABORT_ERR') {
+    return new OriginError('aborted', 502, `request to origin ${where} was aborted`, { cause: err })
+  }
+  if (err instanceof undiciErrors.ConnectTimeoutError || code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new OriginError('timeout', 504, `origin ${where} did not accept the connection in time`, { cause: err })
+  }
+  if (err instanceof undiciErrors.HeadersTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new OriginError('timeout', 504, `origin ${where} did not answer in time`, { cause: err })
+  }
+  if (err instanceof undiciErrors.BodyTimeoutError || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new OriginError('timeout', 504, `origin ${where} stopped sending the body`, { cause: err })
+  }
+  if (code === 'ECONNREFUSED') return new OriginError('connect', 502, `origin ${where} refused the connection`, { cause: err })
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new OriginError('dns', 502, `origin host ${origin.hostname} could not be resolved`, { cause: err })
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') {
+    return new OriginError('reset', 502, `origin ${where} closed the connection unexpectedly`, { cause: err })
+  }
+  if (code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') {
+    return new OriginError('protocol', 502, `origin ${where} sent an invalid HTTP response`, { cause: err })
+  }
+  return new OriginError('other', 502, `request to origin ${where} failed`, { cause: err })
+}
+
+export interface OriginClient {
+  send(req: OriginRequest): Promise<OriginResponse>
+  close(): Promise<void>
+}
+
+export function createOriginClient(opts: OriginOptions): OriginClient {
+  const agent = new Agent({
+    connectTimeout: opts.connectTimeoutMs,
+    headersTimeout: opts.headersTimeoutMs,
+    bodyTimeout: opts.bodyTimeoutMs,
+    keepAliveTimeout: 4_000,
+    keepAliveMaxTimeout: 60_000,
+    // Pipelining would let one slow response hold up others on the socket.
+    pipelining: 1,
+    connections: 256,
+  })
+
+  return {
+    async send(req) {
+      const base = req.origin.pathname.replace(/\/$/, '')
+      const started = performance.now()
+      try {
+        const res = await undiciRequest(new URL(req.origin.origin), {
+          dispatcher: agent,
+          method: req.method as 'GET',
+          path: base + req.path,
+          headers: req.headers,
+          body: req.body ?? null,
+          signal: req.signal,
+          // No redirect interceptor is installed: a 3xx goes back to the client as it is.
+        } as Parameters<typeof undiciRequest>[1])
+        return {
+          status: res.statusCode,
+          headers: res.headers as HeaderBag,
+          body: res.body as unknown as Readable,
+          headersMs: performance.now() - started,
+        }
+      } catch (err) {
+        throw classifyOriginError(err, req.origin)
+      }
+    },
+    async close() {
+      await agent.close()
+    },
+  }
+}

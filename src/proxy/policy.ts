@@ -1,0 +1,348 @@
+// HTTP caching decisions (RFC 9111, shared cache), in one place. This is the
+// only module that imports http-cache-semantics: it is used for the RFC 9111
+// §3 "may this be stored" baseline, and caje adds what that library does not
+// do (or does too conservatively): CDN-Cache-Control (RFC 9213), first-value
+// rules for duplicated directives, the full §4.2.3 age calculation,
+// must-revalidate/proxy-revalidate applying only once stale, and the §4.2.4
+// prohibitions on serving stale.
+
+import CachePolicy from 'http-cache-semantics'
+import type { FlatHeaders } from './headers.ts'
+
+/** What caje keeps about freshness, precomputed at store time so a hit is a comparison. */
+export interface FreshnessPolicy {
+  v: 1
+  /** Epoch ms the request was sent / the response received (RFC 9111 §4.2.3). */
+  requestTime: number
+  responseTime: number
+  /** corrected_initial_age, seconds. */
+  initialAge: number
+  /** Freshness lifetime, seconds (§4.2.1), heuristic or explicit. */
+  lifetime: number
+  heuristic: boolean
+  /** no-cache: every reuse needs validation (§5.2.2.4). */
+  noCache: boolean
+  /** must-revalidate, proxy-revalidate, or s-maxage (§5.2.2.2, §5.2.2.8, §5.2.2.10): never serve stale. */
+  mustRevalidate: boolean
+  /** RFC 5861 windows, seconds. */
+  staleWhileRevalidate: number
+  staleIfError: number
+  /** Which field the decision was made from. */
+  source: 'cdn-cache-control' | 'cache-control'
+}
+
+export type Directives = Map<string, string | true>
+
+/**
+ * Parse a Cache-Control style list. Directive names are case-insensitive; when
+ * a directive appears twice the first occurrence wins (RFC 9111 §4.2.1 allows
+ * "the first occurrence should be used"); quoted values are unquoted.
+ */
+export function parseDirectives(value: string | undefined): Directives {
+  const out: Directives = new Map()
+  if (!value) return out
+  // Split on commas outside quotes: no-cache="a, b" is one directive.
+  const parts = value.match(/(?:[^,"]|"(?:\\.|[^"])*")+/g) ?? []
+  for (const part of parts) {
+    const eq = part.indexOf('=')
+    const name = (eq < 0 ? part : part.slice(0, eq)).trim().toLowerCase()
+    if (!name || out.has(name)) continue
+    if (eq < 0) {
+      out.set(name, true)
+      continue
+    }
+    let v = part.slice(eq + 1).trim()
+    if (v.startsWith('"') && v.endsWith('"') && v.length >= 2) v = v.slice(1, -1).replace(/\\(.)/g, '$1')
+    out.set(name, v)
+  }
+  return out
+}
+
+/** delta-seconds (RFC 9111 §1.2.2): digits only; anything else is invalid (undefined). Overflow saturates at 2^31. */
+export function deltaSeconds(v: string | true | undefined): number | undefined {
+  if (typeof v !== 'string' || !/^\d+$/.test(v)) return undefined
+  const n = Number(v)
+  return n > 2147483648 ? 2147483648 : n
+}
+
+/** HTTP-date (RFC 9110 §5.6.7), lenient as §4.2 of RFC 9111 allows; invalid → undefined. */
+export function httpDate(v: string | undefined): number | undefined {
+  if (!v) return undefined
+  const t = Date.parse(v)
+  return Number.isFinite(t) ? t : undefined
+}
+
+/** First value of a field that may only appear once (Expires, Date, Age, Last-Modified, ETag). */
+function single(headers: FlatHeaders, name: string): string | undefined {
+  const v = headers[name]
+  if (v === undefined) return undefined
+  // Dates contain ", " themselves: only split where a new field value starts.
+  if (name === 'expires' || name === 'date' || name === 'last-modified') {
+    const m = /^(.*?\d{2}:\d{2}:\d{2}(?: GMT)?)(?:\s*,.*)?$/.exec(v)
+    return (m ? m[1] : v).trim()
+  }
+  return v.split(',')[0]!.trim()
+}
+
+/** Status codes RFC 9110 §15.1 defines as heuristically cacheable. */
+export const HEURISTICALLY_CACHEABLE: ReadonlySet<number> = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
+/** Final status codes caje understands well enough to store (RFC 9111 §3: "the response status code is final" and understood). 206 is never stored: caje stores whole bodies. */
+const UNDERSTOOD: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501])
+
+/** The directives caje acts on: CDN-Cache-Control when present (RFC 9213 §2.1), else Cache-Control. */
+export function targetedDirectives(headers: FlatHeaders): { cc: Directives; source: FreshnessPolicy['source'] } {
+  const cdn = headers['cdn-cache-control']
+  if (cdn !== undefined) {
+    const cc = parseDirectives(cdn)
+    // RFC 9213 §2.1: an invalid targeted field is ignored, and the cache falls back to Cache-Control.
+    if (cc.size > 0) return { cc, source: 'cdn-cache-control' }
+  }
+  return { cc: parseDirectives(headers['cache-control']), source: 'cache-control' }
+}
+
+export interface StoreRequest {
+  method: string
+  url: string
+  headers: FlatHeaders
+  requestTime: number
+}
+
+export interface StoreResponse {
+  status: number
+  headers: FlatHeaders
+  hasSetCookie: boolean
+  responseTime: number
+}
+
+export type StoreDecision =
+  | { store: true; policy: FreshnessPolicy; staleAt: number; deleteAt: number }
+  | { store: false; reason: string }
+
+/** How long an entry with validators is kept past its freshness, so it can be revalidated with a 304 instead of refetched. */
+const KEEP_FOR_REVALIDATION_MS = 24 * 3600 * 1000
+/** Cap for heuristic freshness (RFC 9111 §4.2.2 suggests a fraction of the Last-Modified age; caps are common practice). */
+const HEURISTIC_CAP_S = 24 * 3600
+
+/** RFC 9111 §3 + caje's own rules: may this response be stored, and for how long is it fresh? */
+export function decideStore(req: StoreRequest, res: StoreResponse, opts: { cacheSetCookie: boolean }): StoreDecision {
+  if (req.method !== 'GET') return { store: false, reason: 'method' }
+  if (!UNDERSTOOD.has(res.status)) return { store: false, reason: 'status' }
+  const reqcc = parseDirectives(req.headers['cache-control'])
+  if (reqcc.has('no-store')) return { store: false, reason: 'request-no-store' }
+  const { cc, source } = targetedDirectives(res.headers)
+  if (cc.has('no-store')) return { store: false, reason: 'no-store' }
+  // A shared cache must not store private responses (§5.2.2.7); CDN-Cache-Control cannot make them public.
+  if (parseDirectives(res.headers['cache-control']).has('private') || cc.has('private')) return { store: false, reason: 'private' }
+  if (res.hasSetCookie && !opts.cacheSetCookie) return { store: false, reason: 'set-cookie' }
+  const vary = res.headers.vary
+  if (vary && vary.split(',').some((f) => f.trim() === '*')) return { store: false, reason: 'vary-star' }
+
+  // Baseline check by http-cache-semantics (method, status, Authorization rules of §3.5, explicit freshness or heuristics).
+  const baselineHeaders: Record<string, string> = { ...res.headers, 'cache-control': serialiseDirectives(cc) }
+  if (source === 'cdn-cache-control') delete baselineHeaders.expires
+  const baseline = new CachePolicy({ method: req.method, url: req.url, headers: req.headers }, { status: res.status, headers: baselineHeaders }, { shared: true })
+  if (!baseline.storable()) {
+    return { store: false, reason: req.headers.authorization ? 'authorization' : 'not-storable' }
+  }
+
+  const policy = freshness(req, res, cc, source)
+  const hasValidator = res.headers.etag !== undefined || res.headers['last-modified'] !== undefined
+  const staleAt = staleTime(policy)
+  const windowEnd = staleAt + Math.max(policy.staleWhileRevalidate, policy.staleIfError) * 1000
+  const deleteAt = Math.max(windowEnd, hasValidator ? staleAt + KEEP_FOR_REVALIDATION_MS : staleAt)
+  // A response that is stale at once, with nothing to revalidate with and no stale window, is useless to keep.
+  if (deleteAt <= res.responseTime) return { store: false, reason: 'no-freshness' }
+  return { store: true, policy, staleAt, deleteAt }
+}
+
+function serialiseDirectives(cc: Directives): string {
+  return [...cc].map(([k, v]) => (v === true ? k : `${k}=${v}`)).join(', ')
+}
+
+/** RFC 9111 §4.2.1 freshness lifetime and §4.2.3 initial age. */
+function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source: FreshnessPolicy['source']): FreshnessPolicy {
+  const h = res.headers
+  const date = httpDate(single(h, 'date'))
+  const dateValue = date ?? res.responseTime
+
+  let lifetime: number | undefined
+  let heuristic = false
+  const sMaxAge = deltaSeconds(cc.get('s-maxage'))
+  const maxAge = deltaSeconds(cc.get('max-age'))
+  if (sMaxAge !== undefined) lifetime = sMaxAge
+  else if (maxAge !== undefined) lifetime = maxAge
+  else if (cc.has('max-age') || cc.has('s-maxage')) lifetime = 0 // present but invalid: treat as stale (§4.2.1)
+  else if (source === 'cache-control' && h.expires !== undefined) {
+    const expires = httpDate(single(h, 'expires'))
+    // §5.3: an invalid Expires (e.g. "0") means "already expired".
+    lifetime = expires === undefined ? 0 : Math.max(0, Math.floor((expires - dateValue) / 1000))
+  } else if (HEURISTICALLY_CACHEABLE.has(res.status) || cc.has('public')) {
+    // §4.2.2 heuristic freshness: 10% of the time since Last-Modified.
+    const lastModified = httpDate(single(h, 'last-modified'))
+    heuristic = true
+    lifetime = lastModified !== undefined && lastModified < dateValue ? Math.min(HEURISTIC_CAP_S, Math.floor((dateValue - lastModified) / 10_000)) : 0
+  } else lifetime = 0
+
+  // §4.2.3 age calculation.
+  const ageValue = deltaSeconds(single(h, 'age')) ?? 0
+  const apparentAge = Math.max(0, (res.responseTime - dateValue) / 1000)
+  const responseDelay = Math.max(0, (res.responseTime - req.requestTime) / 1000)
+  const correctedAgeValue = ageValue + responseDelay
+  const initialAge = Math.max(apparentAge, correctedAgeValue)
+
+  return {
+    v: 1,
+    requestTime: req.requestTime,
+    responseTime: res.responseTime,
+    initialAge,
+    lifetime,
+    heuristic,
+    noCache: cc.has('no-cache') || (source === 'cache-control' && !h['cache-control'] && /no-cache/i.test(h.pragma ?? '')),
+    mustRevalidate: cc.has('must-revalidate') || cc.has('proxy-revalidate') || sMaxAge !== undefined,
+    staleWhileRevalidate: deltaSeconds(cc.get('stale-while-revalidate')) ?? 0,
+    staleIfError: deltaSeconds(cc.get('stale-if-error')) ?? 0,
+    source,
+  }
+}
+
+/** Epoch ms at which current_age reaches the freshness lifetime. */
+export function staleTime(p: FreshnessPolicy): number {
+  return p.responseTime + (p.lifetime - p.initialAge) * 1000
+}
+
+/** current_age in seconds (§4.2.3). */
+export function currentAge(p: FreshnessPolicy, now: number): number {
+  return p.initialAge + Math.max(0, now - p.responseTime) / 1000
+}
+
+/** Age header value: integer seconds (RFC 9111 §5.1). */
+export function ageHeader(p: FreshnessPolicy, now: number): string {
+  return String(Math.floor(currentAge(p, now)))
+}
+
+/** Seconds of freshness left; negative once stale. */
+export function ttl(p: FreshnessPolicy, now: number): number {
+  return p.lifetime - currentAge(p, now)
+}
+
+export function isFreshnessPolicy(v: unknown): v is FreshnessPolicy {
+  return !!v && typeof v === 'object' && (v as FreshnessPolicy).v === 1 && typeof (v as FreshnessPolicy).lifetime === 'number'
+}
+
+export type ReuseDecision =
+  /** Serve as is. */
+  | { kind: 'fresh' }
+  /** Stale, within stale-while-revalidate: serve now, revalidate in the background. */
+  | { kind: 'stale-while-revalidate' }
+  /** Must go to the origin first (conditional request); `staleIfError` says whether stale may be served if that fails. */
+  | { kind: 'revalidate'; reason: 'stale' | 'no-cache' | 'request'; staleIfError: boolean }
+
+/**
+ * RFC 9111 §4: may a stored response be reused for this request?
+ * Request directives (§5.2.1) are honoured: no-cache, max-age, min-fresh, max-stale.
+ */
+export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: number): ReuseDecision {
+  const age = currentAge(p, now)
+  const remaining = p.lifetime - age
+  const fresh = remaining > 0
+  const staleness = -remaining
+  // §4.2.4: stale responses may not be served when a directive forbids it.
+  const mayServeStale = !p.mustRevalidate && !p.noCache
+  const staleIfError = mayServeStale && staleness <= p.staleIfError
+
+  const rc = reqHeaders['cache-control']
+  const reqcc = rc ? parseDirectives(rc) : undefined
+  if (reqcc?.has('no-cache') || (!rc && /no-cache/i.test(reqHeaders.pragma ?? ''))) {
+    return { kind: 'revalidate', reason: 'request', staleIfError: false }
+  }
+  if (p.noCache) return { kind: 'revalidate', reason: 'no-cache', staleIfError: false }
+  if (reqcc) {
+    const maxAge = deltaSeconds(reqcc.get('max-age'))
+    if (maxAge !== undefined && age > maxAge) return { kind: 'revalidate', reason: 'request', staleIfError }
+    const minFresh = deltaSeconds(reqcc.get('min-fresh'))
+    if (minFresh !== undefined && remaining < minFresh) return { kind: 'revalidate', reason: 'request', staleIfError }
+    if (!fresh && mayServeStale && reqcc.has('max-stale')) {
+      const maxStale = reqcc.get('max-stale')
+      const limit = maxStale === true ? Infinity : deltaSeconds(maxStale)
+      if (limit !== undefined && staleness <= limit) return { kind: 'fresh' }
+    }
+  }
+  if (fresh) return { kind: 'fresh' }
+  if (mayServeStale && staleness <= p.staleWhileRevalidate) return { kind: 'stale-while-revalidate' }
+  return { kind: 'revalidate', reason: 'stale', staleIfError }
+}
+
+/** Whether a stale copy may answer for an origin failure right now (RFC 5861 §4, RFC 9111 §4.2.4). */
+export function mayServeStaleOnError(p: FreshnessPolicy, now: number): boolean {
+  if (p.mustRevalidate || p.noCache) return false
+  return -ttl(p, now) <= p.staleIfError
+}
+
+/** Request headers for revalidating a stored response (RFC 9111 §4.3.1): its validators, never the client's. */
+export function validatorsFor(stored: FlatHeaders): FlatHeaders {
+  const out: FlatHeaders = {}
+  if (stored.etag) out['if-none-match'] = stored.etag
+  if (stored['last-modified']) out['if-modified-since'] = stored['last-modified']
+  return out
+}
+
+/** Fields a 304 must not overwrite in the stored response (RFC 9111 §3.2: they describe the stored body). */
+const NOT_UPDATED_BY_304: ReadonlySet<string> = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'content-range', 'content-type'])
+
+/** RFC 9111 §4.3.4: merge a 304's header fields into the stored ones. */
+export function mergeNotModified(stored: FlatHeaders, notModified: FlatHeaders): FlatHeaders {
+  const merged: FlatHeaders = { ...stored }
+  for (const name in notModified) {
+    if (NOT_UPDATED_BY_304.has(name)) continue
+    merged[name] = notModified[name]!
+  }
+  return merged
+}
+
+/**
+ * RFC 9111 §4.3.4: does a 304 select this stored response? Strong ETag must
+ * match; a weak one matches weakly; else Last-Modified; else (no validators at
+ * all) the single stored response is selected.
+ */
+export function notModifiedMatches(stored: FlatHeaders, notModified: FlatHeaders): boolean {
+  const etag = notModified.etag
+  if (etag) return !!stored.etag && stripWeak(stored.etag) === stripWeak(etag)
+  const lm = notModified['last-modified']
+  if (lm) return stored['last-modified'] === lm
+  return true
+}
+
+function stripWeak(tag: string): string {
+  return tag.trim().replace(/^W\//, '')
+}
+
+/** Weak comparison of entity tags (RFC 9110 §8.8.3.2), for If-None-Match. */
+export function etagListMatches(header: string, etag: string | undefined): boolean {
+  if (header.trim() === '*') return etag !== undefined
+  if (!etag) return false
+  const target = stripWeak(etag)
+  return header.split(',').some((t) => stripWeak(t) === target)
+}
+
+/**
+ * RFC 9110 §13.2.2: evaluate the client's conditionals against a stored 200.
+ * Returns true when the answer is 304 Not Modified.
+ */
+export function clientNotModified(method: string, reqHeaders: FlatHeaders, stored: FlatHeaders): boolean {
+  if (method !== 'GET' && method !== 'HEAD') return false
+  const inm = reqHeaders['if-none-match']
+  if (inm !== undefined) return etagListMatches(inm, stored.etag)
+  const ims = httpDate(reqHeaders['if-modified-since'])
+  if (ims === undefined) return false
+  const lm = httpDate(stored['last-modified']) ?? httpDate(stored.date)
+  return lm !== undefined && lm <= ims
+}
+
+/** Response fields a 304 carries (RFC 9110 §15.4.5). */
+export const NOT_MODIFIED_FIELDS: readonly string[] = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified']
+
+/** Responses to unsafe methods that invalidate stored entries (RFC 9111 §4.4): non-error status. */
+export function invalidates(method: string, status: number): boolean {
+  if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS' || method === 'TRACE') return false
+  return status >= 200 && status < 400
+}

@@ -1,0 +1,446 @@
+import http from 'node:http'
+import { gzipSync } from 'node:zlib'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startNode, startOrigin, type TestNode, type TestOrigin } from '../test-support/servers.ts'
+
+const cleanups: Array<() => Promise<void>> = []
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!()
+})
+
+async function setup(handler: Parameters<typeof startOrigin>[0], env: Record<string, string> = {}): Promise<{ origin: TestOrigin; node: TestNode }> {
+  const origin = await startOrigin(handler)
+  cleanups.push(() => origin.close())
+  const node = await startNode(origin.url, env)
+  cleanups.push(() => node.close())
+  return { origin, node }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Raw GET without fetch's decompression. */
+function rawGet(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+        res.on('error', reject)
+      })
+      .on('error', reject)
+  })
+}
+
+describe('storing and serving', () => {
+  it('serves a cacheable response from cache the second time', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' })
+      res.end('hello')
+    })
+    const first = await node.get('/a')
+    expect(first.status).toBe(200)
+    expect(await first.text()).toBe('hello')
+    expect(first.headers.get('cache-status')).toBe('caje; fwd=uri-miss; fwd-status=200; stored')
+    await sleep(50)
+    const second = await node.get('/a')
+    expect(await second.text()).toBe('hello')
+    expect(second.headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
+    expect(second.headers.get('age')).toMatch(/^\d+$/)
+    expect(second.headers.get('via')).toContain('caje')
+    expect(origin.count('/a')).toBe(1)
+  })
+
+  it.each([
+    ['no-store', { 'cache-control': 'no-store' }, 'no-store'],
+    ['private', { 'cache-control': 'private, max-age=60' }, 'private'],
+    ['set-cookie', { 'cache-control': 'max-age=60', 'set-cookie': 'sid=1' }, 'set-cookie'],
+  ])('does not share %s responses', async (_name, headers, detail) => {
+    let n = 0
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, headers as Record<string, string>)
+      res.end(`body ${++n}`)
+    })
+    const a = await node.get('/x')
+    expect(a.headers.get('cache-status')).toBe(`caje; fwd=uri-miss; fwd-status=200; detail=${detail}`)
+    expect(await a.text()).toBe('body 1')
+    const b = await node.get('/x')
+    expect(await b.text()).toBe('body 2')
+    expect(origin.count('/x')).toBe(2)
+  })
+
+  it('does not share a response to a request with Authorization unless the response allows it', async () => {
+    const { origin, node } = await setup((req, res) => {
+      res.writeHead(200, { 'cache-control': req.url === '/public' ? 'public, max-age=60' : 'max-age=60' })
+      res.end(`for ${req.headers.authorization}`)
+    })
+    await (await node.get('/secret', { headers: { authorization: 'Bearer alice' } })).text()
+    const bob = await node.get('/secret', { headers: { authorization: 'Bearer bob' } })
+    expect(await bob.text()).toBe('for Bearer bob')
+    expect(origin.count('/secret')).toBe(2)
+    // `public` explicitly allows a shared cache to store it (RFC 9111 §3.5).
+    await (await node.get('/public', { headers: { authorization: 'Bearer alice' } })).text()
+    await sleep(30)
+    const again = await node.get('/public')
+    expect(again.headers.get('cache-status')).toMatch(/hit/)
+    expect(origin.count('/public')).toBe(1)
+  })
+
+  it('keeps Vary variants apart and normalises Accept-Encoding', async () => {
+    const { origin, node } = await setup((req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', vary: 'Accept-Language, Accept-Encoding' })
+      res.end(`lang=${req.headers['accept-language']}`)
+    })
+    const get = (lang: string, enc: string) => rawGet(node.url + '/v', { 'accept-language': lang, 'accept-encoding': enc })
+    expect((await get('en', 'gzip, br')).body.toString()).toBe('lang=en')
+    await sleep(30)
+    expect((await get('fr', 'gzip, br')).body.toString()).toBe('lang=fr')
+    await sleep(30)
+    const en = await get('en', 'br,gzip')
+    expect(en.body.toString()).toBe('lang=en')
+    expect(en.headers['cache-status']).toMatch(/^caje; hit/)
+    const fr = await get('fr', 'br, gzip')
+    expect(fr.body.toString()).toBe('lang=fr')
+    expect(fr.headers['cache-status']).toMatch(/^caje; hit/)
+    const de = await get('de', 'gzip')
+    expect(de.headers['cache-status']).toMatch(/fwd=vary-miss/)
+    expect(origin.count('/v')).toBe(3)
+  })
+
+  it('answers HEAD from the GET entry', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' })
+      res.end('0123456789')
+    })
+    await (await node.get('/h')).text()
+    await sleep(30)
+    const head = await node.get('/h', { method: 'HEAD' })
+    expect(head.status).toBe(200)
+    expect(head.headers.get('content-length')).toBe('10')
+    expect(head.headers.get('cache-status')).toMatch(/hit/)
+    expect(await head.text()).toBe('')
+    expect(origin.count('/h')).toBe(1)
+  })
+
+  it('answers Range requests with 206 from the cached body', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"r1"' })
+      res.end('0123456789')
+    })
+    await (await node.get('/r')).text()
+    await sleep(30)
+    const part = await node.get('/r', { headers: { range: 'bytes=2-5' } })
+    expect(part.status).toBe(206)
+    expect(part.headers.get('content-range')).toBe('bytes 2-5/10')
+    expect(await part.text()).toBe('2345')
+    const suffix = await node.get('/r', { headers: { range: 'bytes=-3' } })
+    expect(await suffix.text()).toBe('789')
+    const bad = await node.get('/r', { headers: { range: 'bytes=50-60' } })
+    expect(bad.status).toBe(416)
+    expect(bad.headers.get('content-range')).toBe('bytes */10')
+    const staleIfRange = await node.get('/r', { headers: { range: 'bytes=0-1', 'if-range': '"other"' } })
+    expect(staleIfRange.status).toBe(200)
+    expect(await staleIfRange.text()).toBe('0123456789')
+    expect(origin.count('/r')).toBe(1)
+  })
+
+  it('passes gzip bodies through byte-identical with their Content-Encoding', async () => {
+    const gz = gzipSync(Buffer.from('compressed body '.repeat(100)))
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-encoding': 'gzip', vary: 'Accept-Encoding', 'content-length': String(gz.length) })
+      res.end(gz)
+    })
+    const miss = await rawGet(node.url + '/gz', { 'accept-encoding': 'gzip' })
+    expect(miss.headers['content-encoding']).toBe('gzip')
+    expect(miss.body.equals(gz)).toBe(true)
+    await sleep(30)
+    const hit = await rawGet(node.url + '/gz', { 'accept-encoding': 'gzip' })
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['content-encoding']).toBe('gzip')
+    expect(hit.body.equals(gz)).toBe(true)
+    expect(origin.count('/gz')).toBe(1)
+  })
+
+  it('honours CDN-Cache-Control over Cache-Control for its own storage, and passes Cache-Control on', async () => {
+    const { origin, node } = await setup((req, res) => {
+      if (req.url === '/cdn-only') res.writeHead(200, { 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=60' })
+      else res.writeHead(200, { 'cache-control': 'max-age=60', 'cdn-cache-control': 'no-store' })
+      res.end('x')
+    })
+    await (await node.get('/cdn-only')).text()
+    await sleep(30)
+    const hit = await node.get('/cdn-only')
+    expect(hit.headers.get('cache-status')).toMatch(/hit/)
+    expect(hit.headers.get('cache-control')).toBe('no-store')
+    expect(origin.count('/cdn-only')).toBe(1)
+
+    await (await node.get('/browser-only')).text()
+    const again = await node.get('/browser-only')
+    expect(again.headers.get('cache-status')).toMatch(/detail=no-store/)
+    expect(origin.count('/browser-only')).toBe(2)
+  })
+})
+
+describe('revalidation and stale content', () => {
+  it('revalidates a stale entry with If-None-Match and a 304 refreshes it', async () => {
+    let version = 0
+    const { origin, node } = await setup((req, res) => {
+      if (req.headers['if-none-match'] === '"v1"') {
+        res.writeHead(304, { etag: '"v1"', 'cache-control': 'max-age=60', 'x-refreshed': 'yes' })
+        return res.end()
+      }
+      version++
+      // Age equal to max-age: stored already stale, so the next request must revalidate.
+      res.writeHead(200, { 'cache-control': 'max-age=10', age: '10', etag: '"v1"', 'x-refreshed': 'no' })
+      res.end(`body v${version}`)
+    })
+    await (await node.get('/s')).text()
+    await sleep(30)
+    const revalidated = await node.get('/s')
+    expect(await revalidated.text()).toBe('body v1')
+    expect(revalidated.headers.get('cache-status')).toMatch(/^caje; fwd=stale; fwd-status=304/)
+    expect(revalidated.headers.get('x-refreshed')).toBe('yes')
+    expect(origin.requests[1]!.headers['if-none-match']).toBe('"v1"')
+    await sleep(30)
+    const hit = await node.get('/s')
+    expect(hit.headers.get('cache-status')).toMatch(/^caje; hit/)
+    expect(await hit.text()).toBe('body v1')
+    expect(origin.count('/s')).toBe(2)
+  })
+
+  it('answers a client If-None-Match on a hit with 304 from cache', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"abc"', 'content-type': 'text/plain' })
+      res.end('body')
+    })
+    await (await node.get('/c')).text()
+    await sleep(30)
+    const nm = await node.get('/c', { headers: { 'if-none-match': 'W/"abc"' } })
+    expect(nm.status).toBe(304)
+    expect(nm.headers.get('etag')).toBe('"abc"')
+    expect(nm.headers.get('cache-status')).toMatch(/hit/)
+    const other = await node.get('/c', { headers: { 'if-none-match': '"zzz"' } })
+    expect(other.status).toBe(200)
+    expect(origin.count('/c')).toBe(1)
+  })
+
+  it('serves stale-while-revalidate immediately and refreshes once in the background', async () => {
+    let n = 0
+    const { origin, node } = await setup((_req, res) => {
+      n++
+      setTimeout(() => {
+        res.writeHead(200, { 'cache-control': 'max-age=10, stale-while-revalidate=60', age: n === 1 ? '11' : '0' })
+        res.end(`render ${n}`)
+      }, n === 1 ? 0 : 200)
+    })
+    await (await node.get('/swr')).text()
+    await sleep(30)
+    const started = Date.now()
+    const stale = await Promise.all([node.get('/swr'), node.get('/swr'), node.get('/swr')])
+    for (const r of stale) {
+      expect(await r.text()).toBe('render 1')
+      expect(r.headers.get('cache-status')).toMatch(/hit; ttl=-\d+; detail=stale-while-revalidate/)
+    }
+    expect(Date.now() - started).toBeLessThan(200 + 150)
+    await sleep(400)
+    expect(origin.count('/swr')).toBe(2)
+    const fresh = await node.get('/swr')
+    expect(await fresh.text()).toBe('render 2')
+    expect(fresh.headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
+  })
+
+  it('serves stale-if-error when the origin is down, and 502 when the window is over', async () => {
+    const origin = await startOrigin((req, res) => {
+      res.writeHead(200, { 'cache-control': req.url === '/sie' ? 'max-age=10, stale-if-error=600' : 'max-age=10', age: '11', etag: '"e"' })
+      res.end('still here')
+    })
+    const node = await startNode(origin.url)
+    cleanups.push(() => node.close())
+    await (await node.get('/sie')).text()
+    await (await node.get('/plain')).text()
+    await origin.close()
+    const stale = await node.get('/sie')
+    expect(stale.status).toBe(200)
+    expect(await stale.text()).toBe('still here')
+    expect(stale.headers.get('cache-status')).toMatch(/fwd=stale.*detail=stale-if-error/)
+    const down = await node.get('/plain')
+    expect(down.status).toBe(502)
+    expect(await down.text()).toMatch(/502 Bad Gateway: origin 127\.0\.0\.1:\d+ refused the connection/)
+  })
+
+  it('serves stale-if-error when the origin answers 5xx', async () => {
+    let fail = false
+    const { node } = await setup((_req, res) => {
+      if (fail) {
+        res.writeHead(503)
+        return res.end('down')
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=10, stale-if-error=600', age: '11' })
+      res.end('good copy')
+    })
+    await (await node.get('/e')).text()
+    fail = true
+    const r = await node.get('/e')
+    expect(r.status).toBe(200)
+    expect(await r.text()).toBe('good copy')
+    expect(r.headers.get('cache-status')).toMatch(/fwd-status=503.*stale-if-error/)
+  })
+
+  it('never serves stale when must-revalidate forbids it', async () => {
+    let fail = false
+    const { node } = await setup((_req, res) => {
+      if (fail) {
+        res.writeHead(500)
+        return res.end('broken')
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=10, must-revalidate, stale-if-error=600', age: '11', etag: '"m"' })
+      res.end('copy')
+    })
+    await (await node.get('/m')).text()
+    fail = true
+    const r = await node.get('/m')
+    expect(r.status).toBe(500)
+  })
+})
+
+describe('coalescing', () => {
+  it('sends 100 concurrent misses on one URL to the origin once', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      setTimeout(() => {
+        res.writeHead(200, { 'cache-control': 'max-age=60' })
+        res.end('shared')
+      }, 150)
+    })
+    const responses = await Promise.all(Array.from({ length: 100 }, () => node.get('/hot')))
+    const bodies = await Promise.all(responses.map((r) => r.text()))
+    expect(bodies.every((b) => b === 'shared')).toBe(true)
+    expect(origin.count('/hot')).toBe(1)
+    expect(responses.filter((r) => r.headers.get('cache-status')?.includes('collapsed')).length).toBe(99)
+  })
+
+  it('gives 100 concurrent misses on a Set-Cookie URL each their own response', async () => {
+    let n = 0
+    const { origin, node } = await setup((_req, res) => {
+      const mine = ++n
+      setTimeout(() => {
+        res.writeHead(200, { 'cache-control': 'max-age=60', 'set-cookie': `session=${mine}` })
+        res.end(`user ${mine}`)
+      }, 100)
+    })
+    const responses = await Promise.all(Array.from({ length: 100 }, () => node.get('/login')))
+    const seen = new Set<string>()
+    for (const r of responses) {
+      const body = await r.text()
+      const cookie = r.headers.get('set-cookie')
+      expect(cookie).toBe(`session=${body.slice(5)}`)
+      seen.add(body)
+    }
+    expect(seen.size).toBe(100)
+    expect(origin.count('/login')).toBe(100)
+  })
+})
+
+describe('unsafe methods', () => {
+  it('forwards POST with its body and invalidates the URL and Location', async () => {
+    const { origin, node } = await setup((req, res, body) => {
+      if (req.method === 'POST') {
+        res.writeHead(201, { location: '/items/2' })
+        return res.end(`created from ${body}`)
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=60' })
+      res.end(`get ${req.url} #${origin.count(req.url)}`)
+    })
+    await (await node.get('/items')).text()
+    await (await node.get('/items/2')).text()
+    await sleep(30)
+    expect((await node.get('/items')).headers.get('cache-status')).toMatch(/hit/)
+    const post = await node.get('/items', { method: 'POST', body: 'payload', headers: { 'content-type': 'text/plain' } })
+    expect(post.status).toBe(201)
+    expect(await post.text()).toBe('created from payload')
+    expect(post.headers.get('cache-status')).toBe('caje; fwd=method; fwd-status=201')
+    const after = await node.get('/items')
+    expect(after.headers.get('cache-status')).toMatch(/fwd=uri-miss/)
+    const item = await node.get('/items/2')
+    expect(item.headers.get('cache-status')).toMatch(/fwd=uri-miss/)
+  })
+
+  it('streams large request bodies to the origin', async () => {
+    const { node } = await setup((_req, res, body) => {
+      res.writeHead(200)
+      res.end(String(body.length))
+    })
+    const big = 'x'.repeat(5 * 1024 * 1024)
+    const r = await node.get('/upload', { method: 'PUT', body: big })
+    expect(await r.text()).toBe(String(big.length))
+  })
+})
+
+describe('origin failures', () => {
+  it('answers 502 with a clear body when the origin is down', async () => {
+    const origin = await startOrigin(() => {})
+    await origin.close()
+    const node = await startNode(origin.url)
+    cleanups.push(() => node.close())
+    const r = await node.get('/down')
+    expect(r.status).toBe(502)
+    expect(r.headers.get('cache-status')).toMatch(/detail=connect/)
+    expect(await r.text()).toMatch(/^502 Bad Gateway: origin .* refused the connection/)
+  })
+
+  it('answers 504 when the origin is too slow', async () => {
+    const { node } = await setup(() => {
+      /* never answers */
+    }, { CAJE_ORIGIN_TIMEOUT_MS: '300' })
+    const r = await node.get('/slow')
+    expect(r.status).toBe(504)
+    expect(await r.text()).toMatch(/^504 Gateway Timeout: origin .* did not answer in time/)
+  })
+
+  it('stores nothing when the origin dies mid-body', async () => {
+    let n = 0
+    const { origin, node } = await setup((_req, res) => {
+      n++
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': '100000' })
+      res.write(Buffer.alloc(50_000, 1))
+      setTimeout(() => res.destroy(), 20)
+    })
+    await expect(rawGet(node.url + '/partial')).rejects.toThrow()
+    await sleep(100)
+    expect(node.store.stats().entries).toBe(0)
+    await expect(rawGet(node.url + '/partial')).rejects.toThrow()
+    expect(origin.count('/partial')).toBe(2)
+    expect(n).toBe(2)
+  })
+
+  it('answers 421 for a host that is not one of the configured sites', async () => {
+    const origin = await startOrigin((_req, res) => res.end('site a'))
+    cleanups.push(() => origin.close())
+    const node = await startNode('', { CAJE_ORIGIN: '', CAJE_SITES: `a.example=${origin.url}` })
+    cleanups.push(() => node.close())
+    const ok = await rawGet(node.url + '/', { host: 'a.example' })
+    expect(ok.body.toString()).toBe('site a')
+    const other = await rawGet(node.url + '/', { host: 'b.example' })
+    expect(other.status).toBe(421)
+    expect(other.body.toString()).toMatch(/no site for host "b.example"/)
+  })
+})
+
+describe('persistence', () => {
+  it('keeps the cache across a restart', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600' })
+      res.end('persisted')
+    })
+    cleanups.push(() => origin.close())
+    const first = await startNode(origin.url)
+    await (await first.get('/p')).text()
+    await sleep(50)
+    await first.close()
+    const second = await startNode(origin.url, {}, { dir: first.dir })
+    cleanups.push(() => second.close())
+    const r = await second.get('/p')
+    expect(await r.text()).toBe('persisted')
+    expect(r.headers.get('cache-status')).toMatch(/hit/)
+    expect(origin.count('/p')).toBe(1)
+  })
+})

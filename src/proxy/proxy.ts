@@ -1,0 +1,543 @@
+// The request path: key → lookup → (hit | revalidate | forward) → store → respond.
+// HTTP semantics are decided in policy.ts; storage is behind the CacheStore
+// interface; coalescing lives in coalesce.ts. This module only orchestrates.
+
+import { Transform, type Readable } from 'node:stream'
+import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
+import { primaryKey, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
+import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
+import { Coalescer, OncePerKey } from './coalesce.ts'
+import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
+import { appendVia, type FlatHeaders } from './headers.ts'
+import { OriginError, type OriginClient, type OriginResponse } from './origin.ts'
+import {
+  ageHeader,
+  clientNotModified,
+  decideReuse,
+  decideStore,
+  invalidates,
+  isFreshnessPolicy,
+  mayServeStaleOnError,
+  mergeNotModified,
+  notModifiedMatches,
+  NOT_MODIFIED_FIELDS,
+  parseDirectives,
+  ttl,
+  validatorsFor,
+  type FreshnessPolicy,
+} from './policy.ts'
+import { ifRangeAllows, parseRange } from './range.ts'
+
+export interface ProxyRequest {
+  method: string
+  scheme: 'http' | 'https'
+  /** Normalised host (lower case, default port dropped). */
+  host: string
+  /** Path and query as sent. */
+  path: string
+  /** Client request headers, lower-case names, repeated fields joined. */
+  headers: FlatHeaders
+  body: Readable | AsyncIterable<Uint8Array> | null
+  clientIp: string
+  signal: AbortSignal
+}
+
+export interface ProxyResult {
+  status: number
+  headers: Record<string, string | string[]>
+  body: Buffer | Readable | null
+  cacheStatus: CacheStatus
+  /** Where the body came from, for metrics. */
+  tier: 'memory' | 'disk' | 'origin' | 'none'
+  originMs?: number
+}
+
+/** The counters the proxy reports; src/metrics.ts implements them. */
+export interface ProxyMetrics {
+  request(label: ReturnType<typeof statusLabel>): void
+  originLatency(seconds: number, status: number): void
+  originError(kind: 'connect' | 'timeout' | 'reset' | 'other'): void
+}
+
+export interface ProxyOptions {
+  store: CacheStore
+  origin: OriginClient
+  /** Origin for a request's host; undefined means "not a site caje serves". */
+  resolveOrigin: (host: string) => URL | undefined
+  maxObjectBytes: number
+  cacheSetCookie: boolean
+  preserveHost: boolean
+  trustForwarded: boolean
+  log: (entry: Record<string, unknown>) => void
+  metrics?: ProxyMetrics
+  now?: () => number
+}
+
+export interface Proxy {
+  handle(req: ProxyRequest): Promise<ProxyResult>
+  /** Fetch a URL from the origin and store it if allowed (populate's fallback when no peer has it). */
+  fill(url: URL, requestHeaders: FlatHeaders, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
+  /** Resolves when background revalidations have finished (graceful shutdown). */
+  idle(): Promise<void>
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD'])
+
+function textResult(status: number, message: string, cacheStatus: CacheStatus): ProxyResult {
+  const body = Buffer.from(`${message}\n`)
+  return {
+    status,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(body.length), 'cache-control': 'no-store', 'cache-status': formatCacheStatus(cacheStatus), via: appendVia(undefined) },
+    body,
+    cacheStatus,
+    tier: 'none',
+  }
+}
+
+export function createProxy(opts: ProxyOptions): Proxy {
+  const { store, origin } = opts
+  const now = opts.now ?? Date.now
+  const coalescer = new Coalescer()
+  const background = new OncePerKey()
+
+  function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
+    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
+  }
+
+  /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
+  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
+    const variants = await store.variants(key)
+    if (variants.length === 0) return { hadVariants: false }
+    let best: EntryMeta | undefined
+    for (const v of variants) {
+      if (!isFreshnessPolicy(v.policy)) continue
+      if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
+      if (!best || v.storedAt > best.storedAt) best = v
+    }
+    return { meta: best, hadVariants: true }
+  }
+
+  async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
+    try {
+      const res = await origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal })
+      opts.metrics?.originLatency(res.headersMs / 1000, res.status)
+      return res
+    } catch (err) {
+      const e = err as OriginError
+      if (e.kind !== 'aborted') opts.metrics?.originError(e.kind === 'connect' || e.kind === 'timeout' || e.kind === 'reset' ? e.kind : 'other')
+      throw err
+    }
+  }
+
+  function originFailure(err: unknown, cacheStatus: CacheStatus): ProxyResult {
+    const e = err instanceof OriginError ? err : new OriginError('other', 502, 'request to origin failed')
+    opts.log({ level: 'warn', msg: 'origin request failed', kind: e.kind, error: e.message, cause: (e.cause as Error | undefined)?.message })
+    const title = e.status === 504 ? '504 Gateway Timeout' : '502 Bad Gateway'
+    return textResult(e.status, `${title}: ${e.message}. caje could not get a response from the origin; try again shortly.`, { ...cacheStatus, detail: e.kind })
+  }
+
+  /** Serve a stored entry: client conditionals → 304, Range → 206, HEAD → headers only. Undefined when the body is gone or corrupt. */
+  async function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): Promise<ProxyResult | undefined> {
+    const t = now()
+    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
+    const headers: Record<string, string> = { ...meta.headers, age: ageHeader(policy, t), via: appendVia(meta.headers.via), 'cache-status': formatCacheStatus(status) }
+
+    if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers)) {
+      const h: Record<string, string> = { age: headers.age!, via: headers.via!, 'cache-status': headers['cache-status']! }
+      for (const f of NOT_MODIFIED_FIELDS) if (meta.headers[f] !== undefined) h[f] = meta.headers[f]!
+      return { status: 304, headers: h, body: null, cacheStatus: status, tier: 'none' }
+    }
+
+    if (meta.status === 200) headers['accept-ranges'] = 'bytes'
+    let range = meta.status === 200 && req.method === 'GET' && ifRangeAllows(req.headers, meta.headers) ? parseRange(req.headers.range, meta.size) : ({ kind: 'none' } as const)
+    if (range.kind === 'unsatisfiable') {
+      const h: Record<string, string> = { 'content-range': `bytes */${meta.size}`, 'cache-status': headers['cache-status']!, via: headers.via!, 'content-length': '0' }
+      return { status: 416, headers: h, body: Buffer.alloc(0), cacheStatus: status, tier: 'none' }
+    }
+    headers['content-length'] = String(meta.size)
+    if (req.method === 'HEAD') return { status: meta.status, headers, body: null, cacheStatus: status, tier: 'none' }
+
+    const stored = await store.read(meta.key, meta.variant, range.kind === 'range' ? range.range : undefined)
+    if (!stored) return undefined
+    const body = stored.kind === 'buffer' ? stored.buffer : stored.stream
+    if (range.kind === 'range') {
+      const { start, end } = range.range
+      headers['content-range'] = `bytes ${start}-${end}/${meta.size}`
+      headers['content-length'] = String(end - start + 1)
+      return { status: 206, headers, body, cacheStatus: status, tier: stored.tier }
+    }
+    return { status: meta.status, headers, body, cacheStatus: status, tier: stored.tier }
+  }
+
+  interface StoreTarget {
+    key: string
+    url: string
+    host: string
+  }
+
+  /**
+   * Take an origin response for a cache-filling GET: decide whether to store
+   * it, and return a body that streams to the client while it is written.
+   * `onStored` learns the outcome once the body is complete.
+   */
+  function admit(
+    target: StoreTarget,
+    req: { method: string; headers: FlatHeaders; requestTime: number },
+    res: OriginResponse,
+    onOutcome: (stored: boolean, meta?: EntryMeta) => void,
+  ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
+    const responseTime = now()
+    const { headers, setCookie } = cleanResponseHeaders(res.headers)
+    const decision = decideStore(
+      { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
+      { status: res.status, headers, hasSetCookie: setCookie.length > 0, responseTime },
+      { cacheSetCookie: opts.cacheSetCookie },
+    )
+    const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
+    let detail: string | undefined
+    if (!decision.store) detail = decision.reason
+    else if (declared !== undefined && declared > opts.maxObjectBytes) detail = 'too-large'
+    if (detail !== undefined || !decision.store) {
+      onOutcome(false)
+      return { headers, setCookie, body: res.body, stored: false, detail }
+    }
+
+    const fields = varyFields(headers.vary)
+    const values = varyValues(fields, req.headers)
+    const toStore: FlatHeaders = storedHeaders(headers)
+    const entry: NewEntry = {
+      key: target.key,
+      variant: variantId(values),
+      url: target.url,
+      host: target.host,
+      status: res.status,
+      headers: toStore,
+      varyHeaders: values,
+      policy: decision.policy,
+      storedAt: responseTime,
+      staleAt: decision.staleAt,
+      deleteAt: decision.deleteAt,
+      tags: cacheTags(headers),
+      contentType: headers['content-type'] ?? '',
+    }
+    const writer = store.writer(entry)
+    let feeding = true
+    let received = 0
+    let finished = false
+    const finish = (stored: boolean, meta?: EntryMeta) => {
+      if (finished) return
+      finished = true
+      onOutcome(stored, meta)
+    }
+    const tee = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        received += chunk.length
+        if (feeding && !writer.write(chunk)) feeding = false
+        cb(null, chunk)
+      },
+      flush(cb) {
+        // A body shorter or longer than announced is broken: never store it.
+        if (declared !== undefined && received !== declared) {
+          writer.abort(new Error('content-length mismatch'))
+          finish(false)
+          cb(new Error(`origin body was ${received} bytes, Content-Length said ${declared}`))
+          return
+        }
+        writer.commit().then(
+          (meta) => finish(meta !== undefined, meta),
+          (err: unknown) => {
+            opts.log({ level: 'error', msg: 'cache write failed', key: target.key, error: (err as Error).message })
+            finish(false)
+          },
+        )
+        cb()
+      },
+    })
+    tee.on('close', () => {
+      if (!tee.writableFinished) {
+        writer.abort(new Error('response body did not complete'))
+        finish(false)
+      }
+    })
+    res.body.on('error', (err) => tee.destroy(err))
+    tee.on('error', () => res.body.destroy())
+    res.body.pipe(tee)
+    return { headers, setCookie, body: tee, stored: true }
+  }
+
+  /** Response for the client from an origin response that was (maybe) admitted to the cache. */
+  function clientResult(
+    req: ProxyRequest,
+    admitted: { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string },
+    res: OriginResponse,
+    cacheStatus: CacheStatus,
+  ): ProxyResult {
+    const status: CacheStatus = { ...cacheStatus, fwdStatus: res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
+    const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
+    const upstream = admitted.headers['cache-status']
+    headers['cache-status'] = upstream ? `${upstream}, ${formatCacheStatus(status)}` : formatCacheStatus(status)
+    if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
+    let body: Readable | null = admitted.body
+    if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
+      admitted.body.resume()
+      body = null
+    }
+    return { status: res.status, headers, body, cacheStatus: status, tier: 'origin', originMs: res.headersMs }
+  }
+
+  /** Cache-filling GET to the origin (a miss, or a revalidation that came back 200). */
+  async function fetchAndStore(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus, onOutcome: (stored: boolean) => void): Promise<ProxyResult> {
+    const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
+    const requestTime = now()
+    let res: OriginResponse
+    try {
+      res = await sendToOrigin(req, originUrl, 'GET', headers, null)
+    } catch (err) {
+      onOutcome(false)
+      throw err
+    }
+    const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
+    return clientResult(req, admitted, res, cacheStatus)
+  }
+
+  /** Plain pass-through: the request goes to the origin as the client sent it, nothing is stored. */
+  async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
+    const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
+    const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
+    const cleaned = cleanResponseHeaders(res.headers)
+    return clientResult(req, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
+  }
+
+  /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
+  async function invalidateAfter(req: ProxyRequest, result: ProxyResult): Promise<void> {
+    if (!invalidates(req.method, result.status)) return
+    const keys = [primaryKey(req.scheme, req.host, req.path)]
+    const base = new URL(keys[0]!)
+    for (const field of ['location', 'content-location']) {
+      const v = result.headers[field]
+      if (typeof v !== 'string') continue
+      try {
+        const u = new URL(v, base)
+        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, u.pathname + u.search))
+      } catch {
+        // An unparseable Location names nothing we could have stored.
+      }
+    }
+    for (const key of keys) {
+      try {
+        await store.delete(key)
+      } catch (err) {
+        opts.log({ level: 'error', msg: 'invalidation failed', key, error: (err as Error).message })
+      }
+    }
+  }
+
+  /** Conditional request for a stored entry (RFC 9111 §4.3); refreshes it on 304, replaces it on 200. */
+  async function revalidate(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy, background: boolean): Promise<
+    | { kind: 'refreshed'; meta: EntryMeta; policy: FreshnessPolicy; originMs: number }
+    | { kind: 'replaced'; result: ProxyResult }
+    | { kind: 'failed'; error?: unknown; status?: number; response?: OriginResponse }
+  > {
+    const base = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
+    const headers = { ...base, ...validatorsFor(meta.headers) }
+    const requestTime = now()
+    let res: OriginResponse
+    try {
+      res = await origin.send({ origin: originUrl, method: 'GET', path: new URL(meta.url).pathname + new URL(meta.url).search, headers, signal: background ? undefined : req.signal })
+      opts.metrics?.originLatency(res.headersMs / 1000, res.status)
+    } catch (error) {
+      return { kind: 'failed', error }
+    }
+    if (res.status === 304) {
+      res.body.resume()
+      const { headers: notModified } = cleanResponseHeaders(res.headers)
+      if (!notModifiedMatches(meta.headers, notModified)) {
+        // §4.3.4: a 304 that selects no stored response cannot update it; drop it and fetch afresh.
+        await store.delete(meta.key, meta.variant)
+        return { kind: 'failed', status: 304 }
+      }
+      const merged = mergeNotModified(meta.headers, storedHeaders(notModified))
+      const responseTime = now()
+      const decision = decideStore(
+        { method: 'GET', url: meta.url, headers: req.headers, requestTime },
+        { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
+        { cacheSetCookie: opts.cacheSetCookie },
+      )
+      if (!decision.store) {
+        // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
+        await store.delete(meta.key, meta.variant)
+        const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
+        return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
+      }
+      const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: cacheTags(merged) }
+      try {
+        await store.updateMeta(updated)
+      } catch (err) {
+        opts.log({ level: 'error', msg: 'cache metadata update failed', key: meta.key, error: (err as Error).message })
+      }
+      return { kind: 'refreshed', meta: updated, policy: decision.policy, originMs: res.headersMs }
+    }
+    if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
+    const key = meta.key
+    const admitted = admit({ key, url: meta.url, host: meta.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    return { kind: 'replaced', result: clientResult(req, admitted, res, { fwd: 'stale' }) }
+  }
+
+  function backgroundRevalidate(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): void {
+    background.run(`${meta.key}\0${meta.variant}`, async () => {
+      const outcome = await revalidate(req, originUrl, meta, policy, true)
+      if (outcome.kind === 'replaced') {
+        // Drain the new body into the cache; nobody is waiting for it.
+        const body = outcome.result.body
+        if (body && !Buffer.isBuffer(body)) {
+          const stream = body
+          await new Promise<void>((resolve) => {
+            stream.on('end', resolve).on('error', resolve).on('close', resolve)
+            stream.resume()
+          })
+        }
+      } else if (outcome.kind === 'failed') {
+        outcome.response?.body.resume()
+        opts.log({ level: 'warn', msg: 'background revalidation failed', key: meta.key, status: outcome.status, error: (outcome.error as Error | undefined)?.message })
+      }
+    })
+  }
+
+  async function handleCacheable(req: ProxyRequest, originUrl: URL): Promise<ProxyResult> {
+    const key = primaryKey(req.scheme, req.host, req.path)
+    const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
+
+    for (let attempt = 0; ; attempt++) {
+      const { meta, hadVariants } = await lookup(key, req.headers)
+      if (meta) {
+        const policy = meta.policy as FreshnessPolicy
+        const decision = decideReuse(policy, req.headers, now())
+        if (decision.kind === 'fresh') {
+          const served = await serveStored(req, meta, policy, { hit: true, collapsed: attempt > 0 || undefined })
+          if (served) return served
+          continue // body gone or corrupt: the store dropped it; look again (→ miss)
+        }
+        if (decision.kind === 'stale-while-revalidate') {
+          const served = await serveStored(req, meta, policy, { hit: true, detail: 'stale-while-revalidate' })
+          if (served) {
+            backgroundRevalidate(req, originUrl, meta, policy)
+            return served
+          }
+          continue
+        }
+        // Must revalidate before use.
+        const outcome = await revalidate(req, originUrl, meta, policy, false)
+        if (outcome.kind === 'refreshed') {
+          const served = await serveStored(req, outcome.meta, outcome.policy, { fwd: decision.reason === 'request' ? 'request' : 'stale', fwdStatus: 304 })
+          if (served) return { ...served, originMs: outcome.originMs }
+          continue
+        }
+        if (outcome.kind === 'replaced') {
+          outcome.result.cacheStatus.fwd = decision.reason === 'request' ? 'request' : 'stale'
+          outcome.result.headers['cache-status'] = formatCacheStatus(outcome.result.cacheStatus)
+          return outcome.result
+        }
+        // Origin failed or answered 5xx: stale-if-error (RFC 5861 §4) when allowed.
+        if (mayServeStaleOnError(policy, now())) {
+          outcome.response?.body.resume()
+          const served = await serveStored(req, meta, policy, { fwd: 'stale', fwdStatus: outcome.status, detail: 'stale-if-error' })
+          if (served) return served
+        }
+        if (outcome.response) {
+          const cleaned = cleanResponseHeaders(outcome.response.headers)
+          return clientResult(req, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
+        }
+        if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
+        return originFailure(outcome.error, { fwd: 'stale' })
+      }
+
+      // RFC 9111 §5.2.1.7: only-if-cached with nothing usable stored → 504.
+      if (reqcc?.has('only-if-cached')) return textResult(504, '504 Gateway Timeout: not in cache and the request said only-if-cached', { fwd: 'miss', detail: 'only-if-cached' })
+
+      const fwd = hadVariants ? 'vary-miss' : 'uri-miss'
+      // Ranges, HEAD and second attempts go straight to the origin without coalescing.
+      if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
+        return pass(req, originUrl, { fwd })
+      }
+      const role = coalescer.join(key)
+      if (role.role === 'waiter') {
+        const outcome = await role.outcome
+        if (outcome === 'stored') continue
+        // Not shareable (private, Set-Cookie, error...): this waiter asks the origin itself.
+        return fetchAndStore(req, originUrl, key, { fwd, collapsed: true }, () => {})
+      }
+      let settled = false
+      const settle = (stored: boolean) => {
+        if (settled) return
+        settled = true
+        role.settle(stored ? 'stored' : 'not-shared')
+      }
+      try {
+        return await fetchAndStore(req, originUrl, key, { fwd }, settle)
+      } catch (err) {
+        settle(false)
+        throw err
+      }
+    }
+  }
+
+  return {
+    async handle(req) {
+      const originUrl = opts.resolveOrigin(req.host)
+      let result: ProxyResult
+      if (!originUrl) {
+        result = textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
+      } else {
+        try {
+          if (SAFE_METHODS.has(req.method)) result = await handleCacheable(req, originUrl)
+          else {
+            result = await pass(req, originUrl, { fwd: 'method' })
+            await invalidateAfter(req, result)
+          }
+        } catch (err) {
+          result = originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
+        }
+      }
+      opts.metrics?.request(statusLabel(result.cacheStatus))
+      return result
+    },
+
+    async fill(url, requestHeaders, signal) {
+      const host = url.host.toLowerCase()
+      const originUrl = opts.resolveOrigin(host)
+      if (!originUrl) throw new Error(`no origin configured for host ${host}`)
+      const req: ProxyRequest = {
+        method: 'GET',
+        scheme: url.protocol === 'https:' ? 'https' : 'http',
+        host,
+        path: url.pathname + url.search,
+        headers: { ...requestHeaders, host },
+        body: null,
+        clientIp: '127.0.0.1',
+        signal: signal ?? new AbortController().signal,
+      }
+      const key = primaryKey(req.scheme, host, req.path)
+      let resolveOutcome!: (s: boolean) => void
+      const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
+      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s))
+      let bytes = 0
+      const body = result.body
+      if (body instanceof Buffer) bytes = body.length
+      else if (body) {
+        for await (const chunk of body) bytes += (chunk as Buffer).length
+      }
+      return { stored: await storedOutcome, status: result.status, bytes }
+    },
+
+    idle: () => background.idle(),
+  }
+}
+
+/** Cache tags for purge by tag: Surrogate-Key (space separated) and Cache-Tag (comma separated). */
+export function cacheTags(headers: FlatHeaders): string[] {
+  const tags = new Set<string>()
+  for (const t of (headers['surrogate-key'] ?? '').split(/\s+/)) if (t) tags.add(t)
+  for (const t of (headers['cache-tag'] ?? '').split(',')) if (t.trim()) tags.add(t.trim())
+  return [...tags]
+}
+

@@ -1,0 +1,81 @@
+// Real servers for tests: an origin on port 0 whose behaviour each test
+// scripts, and a full caje node on port 0 with its own temp cache dir.
+
+import fs from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { startCaje, type RunningCaje } from '../caje.ts'
+import { loadConfig } from '../config.ts'
+import { silentLogger, type Logger } from '../log.ts'
+
+export interface TestOrigin {
+  url: string
+  port: number
+  /** Every request the origin saw, in order. */
+  requests: Array<{ method: string; url: string; headers: http.IncomingHttpHeaders; body: string }>
+  count(pathname?: string): number
+  close(): Promise<void>
+}
+
+export type OriginHandler = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void
+
+export async function startOrigin(handler: OriginHandler, port = 0): Promise<TestOrigin> {
+  const requests: TestOrigin['requests'] = []
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString()
+      requests.push({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body })
+      handler(req, res, body)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  const actual = (server.address() as AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${actual}`,
+    port: actual,
+    requests,
+    count: (pathname) => requests.filter((r) => pathname === undefined || r.url === pathname).length,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+export async function tempDir(prefix = 'caje-test-'): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), prefix))
+}
+
+export interface TestNode extends RunningCaje {
+  dir: string
+  /** fetch() a path on this node. */
+  get(pathname: string, init?: RequestInit): Promise<Response>
+}
+
+/** Start a caje node in front of `origin` with a fresh temp dir; env overrides are CAJE_* variables. */
+export async function startNode(origin: string, env: Record<string, string> = {}, opts: { dir?: string; log?: Logger } = {}): Promise<TestNode> {
+  const dir = opts.dir ?? (await tempDir())
+  const config = loadConfig({
+    PORT: '0',
+    CAJE_LISTEN_HOST: '127.0.0.1',
+    CAJE_ORIGIN: origin,
+    CAJE_CACHE_DIR: path.join(dir, 'cache'),
+    CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
+    CAJE_NODE_ID: 'test-node',
+    CAJE_ACCESS_LOG: 'false',
+    CAJE_POPULATE_INTERVAL: '0',
+    CAJE_SHUTDOWN_TIMEOUT_MS: '2000',
+    ...env,
+  })
+  const node = await startCaje(config, opts.log ?? silentLogger)
+  return {
+    ...node,
+    dir,
+    get: (pathname, init) => fetch(node.url + pathname, init),
+  }
+}
