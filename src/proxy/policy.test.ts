@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest'
+import { clientNotModified, currentAge, decideReuse, decideStore, mergeNotModified, notModifiedMatches, parseDirectives, type FreshnessPolicy } from './policy.ts'
+import { normaliseFieldValue, variantId, varyFields } from './cache-key.ts'
+import { parseRange } from './range.ts'
+
+const T = Date.parse('2026-01-01T00:00:00Z')
+const httpDate = (ms: number) => new Date(ms).toUTCString()
+
+function store(headers: Record<string, string>, opts: { status?: number; req?: Record<string, string>; setCookie?: boolean } = {}) {
+  return decideStore(
+    { method: 'GET', url: 'http://h/x', headers: { host: 'h', ...opts.req }, requestTime: T },
+    { status: opts.status ?? 200, headers: { date: httpDate(T), ...headers }, hasSetCookie: !!opts.setCookie, responseTime: T },
+    { cacheSetCookie: false },
+  )
+}
+
+function policyOf(headers: Record<string, string>, status = 200): FreshnessPolicy {
+  const d = store(headers, { status })
+  if (!d.store) throw new Error(`not stored: ${d.reason}`)
+  return d.policy
+}
+
+describe('decideStore (RFC 9111 §3)', () => {
+  it('refuses what a shared cache must not store', () => {
+    expect(store({ 'cache-control': 'no-store, max-age=60' })).toMatchObject({ store: false, reason: 'no-store' })
+    expect(store({ 'cache-control': 'private, max-age=60' })).toMatchObject({ store: false, reason: 'private' })
+    expect(store({ 'cache-control': 'max-age=60' }, { req: { 'cache-control': 'no-store' } })).toMatchObject({ store: false })
+    expect(store({ 'cache-control': 'max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: false, reason: 'authorization' })
+    expect(store({ 'cache-control': 's-maxage=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'max-age=60', vary: '*' })).toMatchObject({ store: false, reason: 'vary-star' })
+    expect(store({ 'cache-control': 'max-age=60' }, { setCookie: true })).toMatchObject({ store: false, reason: 'set-cookie' })
+    expect(store({ 'cache-control': 'max-age=60' }, { status: 206 })).toMatchObject({ store: false, reason: 'status' })
+    expect(store({ 'cache-control': 'max-age=60' }, { status: 500 })).toMatchObject({ store: false })
+  })
+
+  it('stores heuristically cacheable statuses only with validators or freshness', () => {
+    expect(store({}, { status: 200 })).toMatchObject({ store: false, reason: 'no-freshness' })
+    expect(store({ 'last-modified': httpDate(T - 100_000_000) })).toMatchObject({ store: true })
+    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000) }).lifetime).toBe(10_000)
+    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000_000) }).lifetime).toBe(24 * 3600)
+    expect(store({ etag: '"a"' }, { status: 302 })).toMatchObject({ store: false })
+    expect(store({ 'cache-control': 'max-age=60' }, { status: 302 })).toMatchObject({ store: true })
+  })
+
+  it('computes freshness lifetime: s-maxage > max-age > Expires', () => {
+    expect(policyOf({ 'cache-control': 'max-age=60, s-maxage=120' }).lifetime).toBe(120)
+    expect(policyOf({ 'cache-control': 'max-age=60', expires: httpDate(T + 999_000) }).lifetime).toBe(60)
+    expect(policyOf({ expires: httpDate(T + 300_000) }).lifetime).toBe(300)
+    // §5.3: an invalid Expires means already expired.
+    expect(policyOf({ expires: '0', etag: '"x"' }).lifetime).toBe(0)
+    // §4.2.1: duplicate directives, the first wins.
+    expect(policyOf({ 'cache-control': 'max-age=60, max-age=3600' }).lifetime).toBe(60)
+    // Invalid max-age: stale.
+    expect(policyOf({ 'cache-control': 'max-age=abc', etag: '"x"' }).lifetime).toBe(0)
+    expect(policyOf({ 'cache-control': 'max-age="30"' }).lifetime).toBe(30)
+  })
+
+  it('uses CDN-Cache-Control over Cache-Control and Expires (RFC 9213)', () => {
+    const p = policyOf({ 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=90', expires: httpDate(T + 5_000) })
+    expect(p.lifetime).toBe(90)
+    expect(p.source).toBe('cdn-cache-control')
+    expect(store({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'no-store' })).toMatchObject({ store: false, reason: 'no-store' })
+  })
+
+  it('calculates the initial age (§4.2.3) from Age, Date and response delay', () => {
+    const d = decideStore(
+      { method: 'GET', url: 'http://h/x', headers: { host: 'h' }, requestTime: T - 2000 },
+      { status: 200, headers: { date: httpDate(T - 10_000), age: '3', 'cache-control': 'max-age=60' }, hasSetCookie: false, responseTime: T },
+      { cacheSetCookie: false },
+    )
+    if (!d.store) throw new Error('expected store')
+    // apparent_age = 10, corrected_age_value = 3 + 2 = 5 → 10
+    expect(d.policy.initialAge).toBe(10)
+    expect(currentAge(d.policy, T + 5000)).toBe(15)
+    // A negative or invalid Age is ignored.
+    expect(policyOf({ age: '-50', 'cache-control': 'max-age=60' }).initialAge).toBe(0)
+  })
+})
+
+describe('decideReuse (RFC 9111 §4)', () => {
+  it('serves fresh, then requires revalidation', () => {
+    const p = policyOf({ 'cache-control': 'max-age=60', etag: '"a"' })
+    expect(decideReuse(p, {}, T + 1000).kind).toBe('fresh')
+    expect(decideReuse(p, {}, T + 61_000)).toMatchObject({ kind: 'revalidate', reason: 'stale' })
+  })
+
+  it('applies must-revalidate only once stale, and forbids stale serving then', () => {
+    const p = policyOf({ 'cache-control': 'max-age=60, must-revalidate, stale-while-revalidate=60, stale-if-error=60' })
+    expect(decideReuse(p, {}, T + 1000).kind).toBe('fresh')
+    expect(decideReuse(p, {}, T + 70_000)).toMatchObject({ kind: 'revalidate', staleIfError: false })
+    // §5.2.2.10: s-maxage implies proxy-revalidate.
+    const s = policyOf({ 'cache-control': 's-maxage=60, stale-while-revalidate=60' })
+    expect(decideReuse(s, {}, T + 70_000).kind).toBe('revalidate')
+  })
+
+  it('honours stale-while-revalidate and no-cache', () => {
+    const p = policyOf({ 'cache-control': 'max-age=60, stale-while-revalidate=30' })
+    expect(decideReuse(p, {}, T + 70_000).kind).toBe('stale-while-revalidate')
+    expect(decideReuse(p, {}, T + 100_000).kind).toBe('revalidate')
+    const nc = policyOf({ 'cache-control': 'no-cache, max-age=60', etag: '"a"' })
+    expect(decideReuse(nc, {}, T + 1).kind).toBe('revalidate')
+  })
+
+  it('honours request directives (§5.2.1)', () => {
+    const p = policyOf({ 'cache-control': 'max-age=60' })
+    expect(decideReuse(p, { 'cache-control': 'no-cache' }, T + 1000)).toMatchObject({ reason: 'request' })
+    expect(decideReuse(p, { pragma: 'no-cache' }, T + 1000)).toMatchObject({ reason: 'request' })
+    expect(decideReuse(p, { 'cache-control': 'max-age=5' }, T + 10_000)).toMatchObject({ reason: 'request' })
+    expect(decideReuse(p, { 'cache-control': 'min-fresh=55' }, T + 10_000)).toMatchObject({ reason: 'request' })
+    expect(decideReuse(p, { 'cache-control': 'max-stale=100' }, T + 100_000).kind).toBe('fresh')
+    expect(decideReuse(p, { 'cache-control': 'max-stale=10' }, T + 100_000).kind).toBe('revalidate')
+  })
+})
+
+describe('validation', () => {
+  it('merges 304 headers except those describing the body (§4.3.4)', () => {
+    const merged = mergeNotModified({ etag: '"a"', 'content-length': '10', 'x-a': '1', 'content-encoding': 'gzip' }, { 'x-a': '2', 'content-length': '0', 'content-encoding': 'br' })
+    expect(merged).toEqual({ etag: '"a"', 'content-length': '10', 'x-a': '2', 'content-encoding': 'gzip' })
+    expect(notModifiedMatches({ etag: '"a"' }, { etag: '"a"' })).toBe(true)
+    expect(notModifiedMatches({ etag: '"a"' }, { etag: '"b"' })).toBe(false)
+    expect(notModifiedMatches({ 'last-modified': 'x' }, {})).toBe(true)
+  })
+
+  it('evaluates client conditionals (RFC 9110 §13.2.2)', () => {
+    const stored = { etag: '"abc"', 'last-modified': httpDate(T) }
+    expect(clientNotModified('GET', { 'if-none-match': '"x", W/"abc"' }, stored)).toBe(true)
+    expect(clientNotModified('GET', { 'if-none-match': '*' }, stored)).toBe(true)
+    expect(clientNotModified('GET', { 'if-none-match': '"x"', 'if-modified-since': httpDate(T) }, stored)).toBe(false)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 1000) }, stored)).toBe(true)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, stored)).toBe(false)
+    expect(clientNotModified('POST', { 'if-none-match': '*' }, stored)).toBe(false)
+  })
+})
+
+describe('cache keys', () => {
+  it('normalises Accept-Encoding as a set and hides secrets', () => {
+    expect(normaliseFieldValue('accept-encoding', 'gzip, br')).toBe(normaliseFieldValue('accept-encoding', 'br,gzip'))
+    expect(normaliseFieldValue('accept-encoding', 'gzip;q=0, br')).toBe('br')
+    expect(normaliseFieldValue('cookie', 'sid=secret')).not.toContain('secret')
+    expect(varyFields('Accept-Encoding, accept-language,ACCEPT-ENCODING')).toEqual(['accept-encoding', 'accept-language'])
+    expect(variantId({})).toBe('')
+    expect(variantId({ a: '1' })).not.toBe(variantId({ a: '2' }))
+  })
+
+  it('parses directives with quoted commas', () => {
+    expect([...parseDirectives('no-cache="a, b", max-age=5').keys()]).toEqual(['no-cache', 'max-age'])
+  })
+})
+
+describe('ranges', () => {
+  it('parses single byte ranges', () => {
+    expect(parseRange('bytes=0-4', 10)).toEqual({ kind: 'range', range: { start: 0, end: 4 } })
+    expect(parseRange('bytes=5-', 10)).toEqual({ kind: 'range', range: { start: 5, end: 9 } })
+    expect(parseRange('bytes=-20', 10)).toEqual({ kind: 'range', range: { start: 0, end: 9 } })
+    expect(parseRange('bytes=10-', 10)).toEqual({ kind: 'unsatisfiable' })
+    expect(parseRange('bytes=0-1,3-4', 10)).toEqual({ kind: 'none' })
+    expect(parseRange('items=0-1', 10)).toEqual({ kind: 'none' })
+  })
+})
