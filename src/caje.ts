@@ -54,7 +54,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   })
   const app = createApp({ config, store, proxy, log })
 
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.listenHost }) as Server
+  // Native Response objects: the server's lightweight Response ignores the "already sent" marker
+  // on HEAD requests (Hono answers HEAD by wrapping the GET response), which would write headers twice.
+  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.listenHost, overrideGlobalObjects: false }) as Server
   await new Promise<void>((resolve, reject) => {
     if (server.listening) return resolve()
     server.once('listening', resolve)

@@ -15,6 +15,11 @@ export class Coalescer {
     return this.inflight.size
   }
 
+  /** The outcome of the leader in flight for `key`, if any (for requests that may wait but never lead). */
+  pending(key: string): Promise<LeaderOutcome> | undefined {
+    return this.inflight.get(key)
+  }
+
   /**
    * If a leader is in flight for `key`, returns its outcome promise (you are a
    * waiter). Otherwise makes you the leader: returns a `settle` function you

@@ -6,12 +6,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
-import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response'
 import { normaliseHost } from '../config.ts'
 import type { Logger } from '../log.ts'
 import { formatCacheStatus } from './cache-status.ts'
 import type { FlatHeaders } from './headers.ts'
 import type { Proxy, ProxyRequest, ProxyResult } from './proxy.ts'
+
+/**
+ * The marker that tells @hono/node-server "the response was written already".
+ * It must be a *native* Response: the server's lightweight Response (which it
+ * installs as the global one) takes a fast path that ignores the marker and
+ * writes a second set of headers.
+ */
+const NativeResponse: typeof Response = (() => {
+  const current = globalThis.Response
+  const parent = Object.getPrototypeOf(current) as typeof Response | null
+  return parent && parent.name === 'Response' ? parent : current
+})()
+const ALREADY_SENT_HEADER = 'x-hono-already-sent'
+const alreadySent = (): Response => new NativeResponse(null, { headers: { [ALREADY_SENT_HEADER]: 'true' } })
 
 interface NodeBindings {
   incoming?: IncomingMessage
@@ -114,7 +127,7 @@ export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
 
     if (outgoing) {
       sendNode(outgoing, result, finish)
-      return RESPONSE_ALREADY_SENT
+      return alreadySent()
     }
     return toWebResponse(result, finish)
   }

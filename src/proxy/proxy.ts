@@ -277,6 +277,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const upstream = admitted.headers['cache-status']
     headers['cache-status'] = upstream ? `${upstream}, ${formatCacheStatus(status)}` : formatCacheStatus(status)
     if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
+    // The cache fill asked for the full response; the client's own conditionals are answered
+    // here (RFC 9110 §13.2.2), while the body keeps flowing into the cache.
+    if (res.status === 200 && clientNotModified(req.method, req.headers, admitted.headers)) {
+      admitted.body.resume()
+      const h: Record<string, string | string[]> = { via: headers.via as string, 'cache-status': headers['cache-status'] as string }
+      for (const f of NOT_MODIFIED_FIELDS) if (admitted.headers[f] !== undefined) h[f] = admitted.headers[f]!
+      if (admitted.setCookie.length) h['set-cookie'] = admitted.setCookie
+      return { status: 304, headers: h, body: null, cacheStatus: status, tier: 'origin', originMs: res.headersMs }
+    }
     let body: Readable | null = admitted.body
     if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
       admitted.body.resume()
@@ -455,8 +464,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (reqcc?.has('only-if-cached')) return textResult(504, '504 Gateway Timeout: not in cache and the request said only-if-cached', { fwd: 'miss', detail: 'only-if-cached' })
 
       const fwd = hadVariants ? 'vary-miss' : 'uri-miss'
-      // Ranges, HEAD and second attempts go straight to the origin without coalescing.
+      // Ranges and HEAD never lead a cache fill (they do not fetch the whole body), but they
+      // wait for a fill already in flight, which will likely answer them from cache.
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
+        const pending = attempt > 1 ? undefined : coalescer.pending(key)
+        if (pending && (await pending) === 'stored') continue
         return pass(req, originUrl, { fwd })
       }
       const role = coalescer.join(key)
