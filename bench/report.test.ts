@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest'
+import type { LoadResult } from './load.ts'
+import { BASELINE, markdownTable, median, renderResults, summarize, textTable, type Measurement } from './report.ts'
+
+function load(rps: number, p50 = 1, p99 = 10, errors = 0): LoadResult {
+  return {
+    tool: 'wrk',
+    requests: rps * 10,
+    durationSec: 10,
+    rps,
+    bytes: 0,
+    latencyMs: { p50, p90: p50, p99, max: p99, mean: p50 },
+    errors: { connect: 0, read: 0, write: 0, timeout: 0, status: errors },
+    command: 'wrk',
+  }
+}
+
+describe('median', () => {
+  it('takes the middle value, or the mean of the two middle ones', () => {
+    expect(median([3, 1, 2])).toBe(2)
+    expect(median([4, 1, 2, 3])).toBe(2.5)
+    expect(median([])).toBeNaN()
+  })
+})
+
+describe('summarize', () => {
+  const ms: Measurement[] = [
+    { scenario: 's', system: BASELINE, rep: 1, load: load(100) },
+    { scenario: 's', system: 'caje', rep: 1, load: load(50, 2, 20), peakRssBytes: 100, originRequests: 0 },
+    { scenario: 's', system: BASELINE, rep: 2, load: load(200) },
+    { scenario: 's', system: 'caje', rep: 2, load: load(60, 3, 30, 1), peakRssBytes: 300, originRequests: 60 },
+    { scenario: 's', system: BASELINE, rep: 3, load: load(100) },
+    { scenario: 's', system: 'caje', rep: 3, load: load(70, 4, 40), peakRssBytes: 200, originRequests: 70 },
+  ]
+
+  it('compares each repetition with bare in the same repetition, then takes medians', () => {
+    const [bare, caje] = summarize(ms)
+    expect(bare!.vsBare).toBe(1)
+    expect(bare!.hitRatio).toBeUndefined()
+    expect(caje!.runs).toBe(3)
+    expect(caje!.rps).toBe(60)
+    // ratios 0.5, 0.3, 0.7 → 0.5 (a ratio of medians would say 60/100 = 0.6)
+    expect(caje!.vsBare).toBeCloseTo(0.5, 10)
+    expect(caje!.p50Ms).toBe(3)
+    expect(caje!.p99Ms).toBe(30)
+    expect(caje!.errors).toBe(1)
+    expect(caje!.peakRssBytes).toBe(300)
+    // hit ratios 1, 0.9, 0.9 → 0.9
+    expect(caje!.hitRatio).toBeCloseTo(0.9, 10)
+  })
+
+  it('renders the tables and the results page', () => {
+    const rows = summarize(ms, new Map([['s\u0000caje', ['wrong body']]]))
+    const md = markdownTable(rows)
+    expect(md.split('\n')).toHaveLength(4)
+    expect(md).toContain('| s | caje | 60 | 3.00 | 30.0 | 0.50 | 1 | 0 MB | 90.0% | wrong body |')
+    expect(textTable(rows)).toContain('caje')
+    const page = renderResults(
+      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', tool: 'wrk', toolVersion: '4', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], warnings: [] },
+      rows,
+    )
+    expect(page).toContain('nproc): 2, cpu')
+    expect(page).toContain('`npm run bench`')
+    expect(page).not.toContain('## Warnings')
+  })
+})

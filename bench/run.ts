@@ -1,0 +1,585 @@
+// npm run bench [-- options]: caje against the bare Node ceiling, the origin
+// itself, nginx proxy_cache and Varnish, on this machine and 127.0.0.1 only.
+// `--smoke` is the quick CI check: one short run per scenario, no nginx or
+// Varnish, and a non-zero exit when caje serves a wrong body or errors.
+
+import { execFileSync } from 'node:child_process'
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { OBJECT_COUNT, contentFor, sha256 } from './content.ts'
+import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
+import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
+import { BASELINE, noteKey, renderResults, summarize, textTable, type Measurement } from './report.ts'
+import {
+  ensureTools,
+  killAllSync,
+  pollPeakRss,
+  processTree,
+  startCaje,
+  startNginx,
+  startNodeScript,
+  startVarnish,
+  statusBytes,
+  type RunningSystem,
+  type Workspace,
+} from './systems.ts'
+
+const HELP = `npm run bench [-- options]
+
+  --smoke               quick CI check: 1 run of 1 s per scenario, bare/origin/caje only,
+                        exits non-zero when caje fails to start, serves a wrong body or errors
+  --duration <s>        seconds per measured run (default 10; smoke 1)
+  --runs <n>            repetitions, systems interleaved in each (default 3; smoke 1)
+  --warmup <s>          unmeasured run per system and scenario first (default 2; smoke 0)
+  --connections <n>     concurrent connections (default 50)
+  --threads <n>         wrk threads (default 1: leaves the other core to the server)
+  --scenarios <list>    comma list of: ${'{scenarios}'}
+  --systems <list>      comma list of: bare,origin,caje,nginx,varnish (default all; smoke: bare,origin,caje)
+  --tool <wrk|autocannon>  load generator (default wrk when installed, else autocannon)
+  --zipf-exponent <s>   Zipf exponent for the ${OBJECT_COUNT}-object scenario (default 1.0)
+  --caje-memory <bytes> caje memory tier for the memory scenarios (default 268435456)
+  --caje-workers <n>    CAJE_WORKERS for caje (default: caje's default)
+  --nginx-workers <n>   nginx worker_processes (default 1, like one caje process)
+  --origin-delay-ms <n> added to every origin response (default 0)
+  --no-install          do not try apt-get for missing wrk/nginx/varnish
+  --out <file>          results file (default bench/RESULTS.md; smoke: bench/out/RESULTS-smoke.md)
+`
+
+interface Scenario {
+  id: string
+  workload: (rep: string) => Workload
+  /** Which caje instance serves it. */
+  caje: 'memory' | 'disk'
+  /** Cache systems should answer it from cache after priming. */
+  expectHit: boolean
+  inSmoke: boolean
+}
+
+const fixed = (p: string) => () => ({ kind: 'fixed', path: p }) as Workload
+
+function scenarios(zipfExponent: number): Scenario[] {
+  return [
+    { id: 'hit-1k-memory', workload: fixed('/1k'), caje: 'memory', expectHit: true, inSmoke: true },
+    { id: 'hit-1k-disk', workload: fixed('/1k'), caje: 'disk', expectHit: true, inSmoke: true },
+    { id: 'hit-64k', workload: fixed('/64k'), caje: 'memory', expectHit: true, inSmoke: true },
+    { id: 'hit-1m', workload: fixed('/1m'), caje: 'memory', expectHit: true, inSmoke: false },
+    { id: 'pass-1k', workload: fixed('/nocache-1k'), caje: 'memory', expectHit: false, inSmoke: true },
+    {
+      id: 'zipf-10k',
+      // A fresh query per repetition gives every cache a cold key space for that run.
+      workload: (rep) => ({ kind: 'zipf', count: OBJECT_COUNT, exponent: zipfExponent, pathPrefix: '/obj/', query: `r=${rep}` }),
+      caje: 'memory',
+      expectHit: false,
+      inSmoke: true,
+    },
+  ]
+}
+
+const SYSTEM_ORDER = ['bare', 'origin', 'caje', 'nginx', 'varnish'] as const
+type SystemId = (typeof SYSTEM_ORDER)[number]
+
+interface Options {
+  smoke: boolean
+  durationSec: number
+  runs: number
+  warmupSec: number
+  connections: number
+  threads: number
+  scenarioIds: string[]
+  systems: SystemId[]
+  tool: LoadTool | undefined
+  zipfExponent: number
+  cajeMemoryBytes: number
+  cajeWorkers: string | undefined
+  nginxWorkers: number
+  originDelayMs: number
+  install: boolean
+  out: string
+}
+
+function positive(name: string, raw: string | undefined, fallback: number, allowZero = false): number {
+  if (raw === undefined) return fallback
+  const n = Number(raw)
+  if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new Error(`--${name}: "${raw}" is not a ${allowZero ? 'non-negative' : 'positive'} number`)
+  return n
+}
+
+function parseOptions(argv: string[], repoDir: string): Options | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      smoke: { type: 'boolean', default: false },
+      duration: { type: 'string' },
+      runs: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      threads: { type: 'string' },
+      scenarios: { type: 'string' },
+      systems: { type: 'string' },
+      tool: { type: 'string' },
+      'zipf-exponent': { type: 'string' },
+      'caje-memory': { type: 'string' },
+      'caje-workers': { type: 'string' },
+      'nginx-workers': { type: 'string' },
+      'origin-delay-ms': { type: 'string' },
+      'no-install': { type: 'boolean', default: false },
+      'no-caje': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  })
+  const zipfExponent = positive('zipf-exponent', values['zipf-exponent'], 1.0)
+  const all = scenarios(zipfExponent)
+  if (values.help) {
+    process.stdout.write(HELP.replace('{scenarios}', all.map((s) => s.id).join(',')))
+    return undefined
+  }
+  const smoke = values.smoke
+  const scenarioIds = values.scenarios ? values.scenarios.split(',').map((s) => s.trim()) : all.filter((s) => !smoke || s.inSmoke).map((s) => s.id)
+  for (const id of scenarioIds) if (!all.some((s) => s.id === id)) throw new Error(`--scenarios: unknown "${id}"; choose from ${all.map((s) => s.id).join(', ')}`)
+  let systems = (values.systems ? values.systems.split(',').map((s) => s.trim()) : smoke ? ['bare', 'origin', 'caje'] : [...SYSTEM_ORDER]) as SystemId[]
+  for (const s of systems) if (!SYSTEM_ORDER.includes(s)) throw new Error(`--systems: unknown "${s}"; choose from ${SYSTEM_ORDER.join(', ')}`)
+  if (values['no-caje']) systems = systems.filter((s) => s !== 'caje')
+  if (!systems.includes('bare')) systems.unshift('bare')
+  systems.sort((a, b) => SYSTEM_ORDER.indexOf(a) - SYSTEM_ORDER.indexOf(b))
+  if (values.tool !== undefined && values.tool !== 'wrk' && values.tool !== 'autocannon') throw new Error(`--tool: use wrk or autocannon`)
+  const connections = positive('connections', values.connections, 50)
+  return {
+    smoke,
+    durationSec: positive('duration', values.duration, smoke ? 1 : 10),
+    runs: Math.round(positive('runs', values.runs, smoke ? 1 : 3)),
+    warmupSec: positive('warmup', values.warmup, smoke ? 0 : 2, true),
+    connections,
+    threads: Math.min(connections, Math.round(positive('threads', values.threads, 1))),
+    scenarioIds,
+    systems,
+    tool: values.tool as LoadTool | undefined,
+    zipfExponent,
+    cajeMemoryBytes: positive('caje-memory', values['caje-memory'], 256 * 1024 * 1024),
+    cajeWorkers: values['caje-workers'],
+    nginxWorkers: Math.round(positive('nginx-workers', values['nginx-workers'], 1)),
+    originDelayMs: positive('origin-delay-ms', values['origin-delay-ms'], 0, true),
+    install: !values['no-install'] && !smoke,
+    out: path.resolve(repoDir, values.out ?? (smoke ? 'bench/out/RESULTS-smoke.md' : 'bench/RESULTS.md')),
+  }
+}
+
+// ---- small HTTP helpers -------------------------------------------------------
+
+interface Fetched {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: Buffer
+}
+
+/** One GET on a fresh connection (no pooling, no decompression). */
+function get(url: string, timeoutMs = 10_000): Promise<Fetched> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out after ${timeoutMs} ms`)))
+    req.on('error', reject)
+  })
+}
+
+/** Did this response come from the system's cache? undefined for systems that are not caches. */
+function cacheVerdict(system: RunningSystem, res: Fetched): boolean | undefined {
+  if (system.kind === 'caje') return /;\s*hit\b/i.test(String(res.headers['cache-status'] ?? ''))
+  if (system.kind === 'nginx' || system.kind === 'varnish') return String(res.headers['x-cache-status'] ?? '').toUpperCase() === 'HIT'
+  return undefined
+}
+
+/** GET a path and compare status and body with what the origin serves; returns a problem or undefined. */
+async function checkBody(system: RunningSystem, p: string): Promise<{ problem?: string; res?: Fetched }> {
+  const expected = contentFor(p)
+  if (!expected) throw new Error(`no content for ${p}`)
+  let res: Fetched
+  try {
+    res = await get(system.baseUrl + p)
+  } catch (err) {
+    return { problem: `GET ${p} failed: ${(err as Error).message}` }
+  }
+  if (res.status !== 200) return { problem: `GET ${p} answered ${res.status}`, res }
+  if (res.body.length !== expected.body.length || sha256(res.body) !== sha256(expected.body)) {
+    return { problem: `GET ${p} returned a wrong body (${res.body.length} bytes, expected ${expected.body.length})`, res }
+  }
+  return { res }
+}
+
+async function originStats(origin: RunningSystem): Promise<OriginStats> {
+  const res = await get(origin.baseUrl + ORIGIN_STATS_PATH)
+  return JSON.parse(res.body.toString('utf8')) as OriginStats
+}
+
+/** caje_requests_total by cache_status from /_caje/metrics, or undefined when it is not there. */
+async function cajeRequestCounts(caje: RunningSystem): Promise<Map<string, number> | undefined> {
+  try {
+    const res = await get(`${caje.baseUrl}/_caje/metrics`, 5000)
+    if (res.status !== 200) return undefined
+    const counts = new Map<string, number>()
+    for (const m of res.body.toString('utf8').matchAll(/^caje_requests_total\{[^}]*cache_status="([^"]+)"[^}]*\} (\S+)$/gm)) {
+      counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + Number(m[2]))
+    }
+    return counts.size > 0 ? counts : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Objects at evenly spaced quantiles of the Zipf mix (popular and rare ones alike). */
+function sampleObjects(count: number, exponent: number, n: number): number[] {
+  const cdf = zipfCdf(count, exponent)
+  return [...new Set([...Array.from({ length: n }, (_, i) => zipfPick(cdf, (i + 0.5) / n)), Math.floor(count / 2), count - 1])]
+}
+
+// ---- the run --------------------------------------------------------------
+
+interface Problem {
+  scenario: string
+  system: string
+  message: string
+}
+
+function log(line: string): void {
+  process.stderr.write(`[bench] ${line}\n`)
+}
+
+function toolVersion(tool: LoadTool, wrkPath: string | undefined, repoDir: string): Promise<string> {
+  if (tool === 'wrk') {
+    try {
+      const out = execFileSync(wrkPath ?? 'wrk', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+      return Promise.resolve(/^wrk (\S+)/.exec(out)?.[1] ?? 'unknown')
+    } catch (err) {
+      // wrk -v exits 1 after printing its version
+      const out = String((err as { stdout?: string }).stdout ?? '')
+      return Promise.resolve(/^wrk (\S+)/.exec(out)?.[1] ?? 'unknown')
+    }
+  }
+  return readFile(path.join(repoDir, 'node_modules/autocannon/package.json'), 'utf8').then((t) => (JSON.parse(t) as { version: string }).version)
+}
+
+async function main(): Promise<number> {
+  const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+  const opts = parseOptions(process.argv.slice(2), repoDir)
+  if (!opts) return 0
+  const outDir = path.join(repoDir, 'bench', 'out')
+  await mkdir(outDir, { recursive: true })
+  const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-bench-'))
+  const ws: Workspace = { tmpDir, outDir, repoDir }
+  const warnings: string[] = []
+  const warn = (line: string) => {
+    warnings.push(line)
+    log(`WARNING: ${line}`)
+  }
+
+  // Tools.
+  const wanted = [...(opts.tool === 'autocannon' ? [] : ['wrk']), ...(opts.systems.includes('nginx') ? ['nginx'] : []), ...(opts.systems.includes('varnish') ? ['varnishd'] : [])]
+  const { paths: tools, missing } = ensureTools(wanted, opts.install, log)
+  const tool: LoadTool = opts.tool ?? (tools.has('wrk') ? 'wrk' : 'autocannon')
+  if (opts.tool === 'wrk' && !tools.has('wrk')) throw new Error('--tool wrk: wrk is not installed (Debian package "wrk")')
+  if (missing.includes('wrk') && !opts.tool) warn('wrk is not installed (Debian package "wrk"); using autocannon, which runs inside this Node process and is slower')
+  for (const m of missing.filter((m) => m !== 'wrk')) {
+    warn(`${m} is not installed (Debian package "${m === 'varnishd' ? 'varnish' : m}") and could not be installed${opts.install ? '' : ' (--no-install / smoke mode)'}; it is left out`)
+  }
+
+  const systems: RunningSystem[] = []
+  const problems: Problem[] = []
+  const measurements: Measurement[] = []
+  const notes = new Map<string, string[]>()
+  const addNote = (scenario: string, system: string, note: string) => {
+    const k = noteKey(scenario, system)
+    const list = notes.get(k) ?? []
+    if (!list.includes(note)) list.push(note)
+    notes.set(k, list)
+  }
+  const startLines: string[] = []
+
+  try {
+    // Origin and the bare ceiling.
+    const origin = await startNodeScript(ws, {
+      name: 'origin',
+      kind: 'origin',
+      script: 'bench/origin.ts',
+      args: opts.originDelayMs > 0 ? ['--delay-ms', String(opts.originDelayMs)] : [],
+    })
+    systems.push(origin)
+    startLines.push(`node --import tsx bench/origin.ts --port 0${opts.originDelayMs > 0 ? ` --delay-ms ${opts.originDelayMs}` : ''}`)
+    const bare = await startNodeScript(ws, { name: BASELINE, kind: 'bare', script: 'bench/bare.ts' })
+    systems.push(bare)
+    startLines.push('node --import tsx bench/bare.ts --port 0')
+    const originPort = Number(new URL(origin.baseUrl).port)
+    log(`origin ${origin.baseUrl}, bare node ${bare.baseUrl}`)
+
+    // caje: one instance with a memory tier, one disk-only.
+    const selected = scenarios(opts.zipfExponent).filter((s) => opts.scenarioIds.includes(s.id))
+    const cajes = new Map<'memory' | 'disk', RunningSystem>()
+    let cajeFailed = false
+    if (opts.systems.includes('caje')) {
+      for (const tier of ['memory', 'disk'] as const) {
+        if (!selected.some((s) => s.caje === tier)) continue
+        const memoryCacheBytes = tier === 'memory' ? opts.cajeMemoryBytes : 0
+        try {
+          const caje = await startCaje(ws, {
+            name: `caje (${tier})`,
+            originUrl: origin.baseUrl,
+            memoryCacheBytes,
+            env: opts.cajeWorkers ? { CAJE_WORKERS: opts.cajeWorkers } : {},
+          })
+          cajes.set(tier, caje)
+          systems.push(caje)
+          startLines.push(
+            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_ACCESS_LOG=false CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${opts.cajeWorkers ? ` CAJE_WORKERS=${opts.cajeWorkers}` : ''} node --import tsx src/main.ts`,
+          )
+          log(`caje (${tier}) ${caje.baseUrl}`)
+        } catch (err) {
+          cajeFailed = true
+          const msg = `caje (${tier}) did not start, so it is left out: ${(err as Error).message}`
+          warn(msg.split('\n')[0]!)
+          log(msg)
+          problems.push({ scenario: 'start', system: `caje (${tier})`, message: (err as Error).message.split('\n')[0]! })
+        }
+      }
+    }
+    const others: RunningSystem[] = []
+    if (opts.systems.includes('nginx') && tools.has('nginx')) {
+      try {
+        const nginx = await startNginx(ws, tools.get('nginx')!, { originPort, workers: opts.nginxWorkers })
+        others.push(nginx)
+        systems.push(nginx)
+        startLines.push(`${tools.get('nginx')} -p <tmp>/nginx -c <tmp>/nginx/nginx.conf   (proxy_cache on disk, worker_processes ${opts.nginxWorkers}, keepalive upstream, sendfile)`)
+      } catch (err) {
+        warn(`nginx did not start: ${(err as Error).message.split('\n')[0]}`)
+      }
+    }
+    if (opts.systems.includes('varnish') && tools.has('varnishd')) {
+      try {
+        const varnish = await startVarnish(ws, tools.get('varnishd')!, { originPort })
+        others.push(varnish)
+        systems.push(varnish)
+        startLines.push(`${tools.get('varnishd')} -F -j none -f <tmp>/bench.vcl -a 127.0.0.1:<port> -s malloc,1g   (builtin VCL + an X-Cache-Status header)`)
+      } catch (err) {
+        warn(`varnish did not start: ${(err as Error).message.split('\n')[0]}`)
+      }
+    }
+
+    const loadCommands: string[] = []
+    const load = (system: RunningSystem, workload: Workload, durationSec: number): Promise<LoadResult> =>
+      runLoad({
+        tool,
+        wrkPath: tools.get('wrk'),
+        baseUrl: system.baseUrl,
+        workload,
+        connections: opts.connections,
+        durationSec,
+        threads: opts.threads,
+        timeoutSec: 10,
+        scratchDir: outDir,
+      })
+
+    for (const scenario of selected) {
+      const lineup: RunningSystem[] = [bare]
+      if (opts.systems.includes('origin')) lineup.push(origin)
+      const caje = cajes.get(scenario.caje)
+      if (caje) lineup.push(caje)
+      lineup.push(...others)
+      log(`scenario ${scenario.id}: ${lineup.map((s) => s.name).join(', ')}`)
+
+      // Check bodies and prime the caches.
+      for (const system of lineup) {
+        const report = (message: string) => {
+          problems.push({ scenario: scenario.id, system: system.name, message })
+          addNote(scenario.id, system.name, message)
+          warn(`${scenario.id} / ${system.name}: ${message}`)
+        }
+        const probe = scenario.workload('verify')
+        const paths =
+          probe.kind === 'fixed'
+            ? [probe.path]
+            : sampleObjects(probe.count, probe.exponent, 20).map((n) => `${probe.pathPrefix}${n}?verify=1`)
+        for (const p of paths) {
+          const first = await checkBody(system, p)
+          if (first.problem) {
+            report(first.problem)
+            break
+          }
+          if (!scenario.expectHit || probe.kind !== 'fixed') continue
+          // A store may commit just after the response ends: give it a moment to become a hit.
+          let hit = cacheVerdict(system, first.res!)
+          for (let i = 0; i < 20 && hit === false; i++) {
+            const again = await checkBody(system, p)
+            if (again.problem) {
+              report(again.problem)
+              break
+            }
+            hit = cacheVerdict(system, again.res!)
+            if (!hit) await new Promise((r) => setTimeout(r, 50))
+          }
+          if (hit === false) report(`${p} was not served from cache after priming`)
+        }
+      }
+
+      const firstWorkload = scenario.workload('1')
+      loadCommands.push(
+        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${opts.threads} -c ${opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : ''}`,
+      )
+
+      if (opts.warmupSec > 0) {
+        for (const system of lineup) {
+          try {
+            await load(system, scenario.workload('warm'), opts.warmupSec)
+          } catch (err) {
+            warn(`${scenario.id} / ${system.name}: warm-up failed: ${(err as Error).message}`)
+          }
+        }
+      }
+
+      for (let rep = 1; rep <= opts.runs; rep++) {
+        for (const system of lineup) {
+          const workload = scenario.workload(String(rep))
+          const before = await originStats(origin)
+          const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
+          const rss = pollPeakRss(await processTree(system.pid))
+          let result: LoadResult
+          try {
+            result = await load(system, workload, opts.durationSec)
+          } catch (err) {
+            await rss.stop()
+            const message = `load run failed: ${(err as Error).message.split('\n')[0]}`
+            problems.push({ scenario: scenario.id, system: system.name, message })
+            addNote(scenario.id, system.name, message)
+            warn(`${scenario.id} / ${system.name}: ${message}`)
+            continue
+          }
+          const peakRssBytes = await rss.stop()
+          const after = await originStats(origin)
+          let cajeHitRatio: number | undefined
+          if (system.kind === 'caje') {
+            const cajeAfter = await cajeRequestCounts(system)
+            if (cajeBefore && cajeAfter) {
+              let total = 0
+              for (const [k, v] of cajeAfter) total += v - (cajeBefore.get(k) ?? 0)
+              const hits = (cajeAfter.get('hit') ?? 0) - (cajeBefore.get('hit') ?? 0)
+              cajeHitRatio = total > 0 ? hits / total : undefined
+            }
+          }
+          const isCache = system.kind !== 'bare' && system.kind !== 'origin'
+          measurements.push({
+            scenario: scenario.id,
+            system: system.name,
+            rep,
+            load: result,
+            peakRssBytes,
+            originRequests: isCache ? after.requests - before.requests : undefined,
+            cajeHitRatio,
+            idealHitRatio: isCache && workload.kind === 'zipf' ? zipfIdealHitRatio(workload.count, workload.exponent, result.requests) : undefined,
+          })
+          const errors = totalErrors(result)
+          if (errors > 0) {
+            const e = result.errors
+            const message = `${errors} errors in run ${rep} (connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}, non-2xx/3xx ${e.status})`
+            problems.push({ scenario: scenario.id, system: system.name, message })
+            warn(`${scenario.id} / ${system.name}: ${message}`)
+          }
+          log(
+            `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${errors ? `  errors ${errors}` : ''}`,
+          )
+        }
+      }
+
+      // After the load, caje must still serve the right bytes.
+      if (caje) {
+        const probe = scenario.workload('verify')
+        const p = probe.kind === 'fixed' ? probe.path : `${probe.pathPrefix}0?verify=1`
+        const after = await checkBody(caje, p)
+        if (after.problem) {
+          const message = `after load: ${after.problem}`
+          problems.push({ scenario: scenario.id, system: caje.name, message })
+          addNote(scenario.id, caje.name, message)
+          warn(`${scenario.id} / ${caje.name}: ${message}`)
+        }
+      }
+    }
+
+    for (const [tier, caje] of cajes) {
+      const hwm = await statusBytes([caje.pid], 'VmHWM')
+      if (hwm > 0) startLines.push(`caje (${tier}) peak RSS since start (VmHWM): ${(hwm / 1024 / 1024).toFixed(0)} MB`)
+    }
+
+    // Report.
+    const rows = summarize(measurements, notes)
+    const meta = {
+      date: new Date().toISOString(),
+      nproc: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memory: `${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB`,
+      node: process.version,
+      os: `${os.type()} ${os.release()}`,
+      tool,
+      toolVersion: await toolVersion(tool, tools.get('wrk'), repoDir),
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+      settings: [
+        `${opts.connections} connections, ${tool === 'wrk' ? `${opts.threads} wrk thread(s), ` : ''}${opts.durationSec} s per run, ${opts.runs} repetition(s), ${opts.warmupSec} s warm-up per system and scenario`,
+        `scenarios: ${selected.map((s) => s.id).join(', ')}; hit-1k-disk uses caje with CAJE_MEMORY_CACHE_BYTES=0, the others ${opts.cajeMemoryBytes}`,
+        `zipf-10k: ${OBJECT_COUNT} objects of 10 KiB, rank ~ Zipf(s=${opts.zipfExponent}); each repetition uses a new query string, so every cache starts that run cold`,
+        `nginx worker_processes ${opts.nginxWorkers}; Varnish with its default thread pools (it uses both cores); caje ${opts.cajeWorkers ? `CAJE_WORKERS=${opts.cajeWorkers}` : 'as configured by default'}`,
+        `origin delay ${opts.originDelayMs} ms; everything on 127.0.0.1; the load generator shares the ${os.availableParallelism()} cores with the server under test`,
+      ],
+      systems: startLines,
+      loadCommands,
+      warnings: [...warnings, ...(cajeFailed && !opts.smoke ? ['caje is left out of the table above because it did not start'] : [])],
+    }
+    const markdown = renderResults(meta, rows)
+    await mkdir(path.dirname(opts.out), { recursive: true })
+    await writeFile(opts.out, markdown)
+    const stamp = meta.date.replace(/[:.]/g, '-')
+    await writeFile(path.join(outDir, `results-${stamp}.json`), JSON.stringify({ meta, options: opts, measurements, rows, problems }, null, 2))
+    process.stdout.write(`\n${textTable(rows)}\n\nwritten to ${path.relative(process.cwd(), opts.out)}\n`)
+
+    if (opts.smoke) {
+      const cajeProblems = problems.filter((p) => p.system.startsWith('caje'))
+      if (!opts.systems.includes('caje')) {
+        log('smoke: caje left out by --systems/--no-caje; only the harness was checked')
+      } else if (cajeProblems.length > 0) {
+        log(`smoke FAILED: ${cajeProblems.length} caje problem(s):`)
+        for (const p of cajeProblems) log(`  ${p.scenario} / ${p.system}: ${p.message}`)
+        return 1
+      }
+      const harness = problems.filter((p) => !p.system.startsWith('caje'))
+      if (harness.length > 0) {
+        log('smoke FAILED: the benchmark harness itself had problems:')
+        for (const p of harness) log(`  ${p.scenario} / ${p.system}: ${p.message}`)
+        return 1
+      }
+      log('smoke passed')
+    }
+    return 0
+  } finally {
+    await Promise.allSettled(systems.reverse().map((s) => s.stop()))
+    await rm(tmpDir, { recursive: true, force: true })
+  }
+}
+
+process.on('exit', killAllSync)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killAllSync()
+    process.exit(130)
+  })
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    log(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+    process.exit(2)
+  },
+)
