@@ -5,11 +5,13 @@ import { Hono } from 'hono'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
+import { renderMetrics, type Metrics } from './metrics.ts'
+import { secretEquals } from './admin/secrets.ts'
 import { proxyHandler } from './proxy/http-adapter.ts'
 import type { Proxy, ProxyResult } from './proxy/proxy.ts'
 
 export interface AppDeps {
-  config: Pick<Config, 'nodeId' | 'region' | 'accessLog' | 'trustForwardedHeaders'>
+  config: Pick<Config, 'nodeId' | 'region' | 'accessLog' | 'trustForwardedHeaders' | 'metricsToken'>
   store: CacheStore
   proxy: Proxy
   log: Logger
@@ -18,6 +20,7 @@ export interface AppDeps {
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
   onServed?: (result: ProxyResult, bytes: number) => void
+  metrics?: Metrics
 }
 
 export const ADMIN_PREFIX = '/_caje'
@@ -38,6 +41,22 @@ export function createApp(deps: AppDeps): Hono {
       cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures },
       ...deps.healthInfo?.(),
     })
+  })
+
+  // Prometheus text; behind a bearer token when CAJE_METRICS_TOKEN is set.
+  app.get(`${ADMIN_PREFIX}/metrics`, async (c) => {
+    c.header('cache-control', 'no-store')
+    const token = deps.config.metricsToken
+    if (token) {
+      const auth = c.req.header('authorization') ?? ''
+      if (!auth.startsWith('Bearer ') || !secretEquals(auth.slice(7), token)) {
+        c.header('www-authenticate', 'Bearer realm="caje metrics"')
+        return c.text('401 Unauthorized: send Authorization: Bearer <CAJE_METRICS_TOKEN>\n', 401)
+      }
+    }
+    if (!deps.metrics) return c.text('404 Not Found: metrics are not enabled on this node\n', 404)
+    const { contentType, body } = await renderMetrics(deps.metrics)
+    return c.body(body, 200, { 'content-type': contentType })
   })
 
   for (const m of deps.mounts ?? []) app.route(`${ADMIN_PREFIX}${m.path}`, m.app)

@@ -12,6 +12,7 @@ import { startDemoOrigin, type DemoOrigin } from './demo-origin.ts'
 import type { Logger } from './log.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
 
 export interface RunningCaje {
   /** http://host:port caje listens on. */
@@ -20,6 +21,7 @@ export interface RunningCaje {
   config: Config
   store: CacheStore
   proxy: Proxy
+  metrics: Metrics
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** Stop accepting, finish in-flight requests (up to shutdownTimeoutMs), close stores. */
@@ -37,6 +39,20 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     maxObjectBytes: config.maxObjectBytes,
     log,
   })
+  const metrics = createMetrics({ cacheStats: () => store.stats() })
+  store.subscribe((event) => {
+    switch (event.type) {
+      case 'stored':
+        return metrics.stored()
+      case 'deleted':
+        if (event.reason === 'evicted') metrics.evicted(1)
+        return
+      case 'integrity-failure':
+        return metrics.integrityFailure()
+      case 'write-failure':
+        return metrics.writeFailure()
+    }
+  })
   const origin = createOriginClient({
     connectTimeoutMs: config.originConnectTimeoutMs,
     headersTimeoutMs: config.originHeadersTimeoutMs,
@@ -51,8 +67,18 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     preserveHost: config.preserveHost,
     trustForwarded: config.trustForwardedHeaders,
     log,
+    metrics,
   })
-  const app = createApp({ config, store, proxy, log })
+  const app = createApp({
+    config,
+    store,
+    proxy,
+    log,
+    metrics,
+    onServed: (result, bytes) => {
+      if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
+    },
+  })
 
   // Native Response objects: the server's lightweight Response ignores the "already sent" marker
   // on HEAD requests (Hono answers HEAD by wrapping the GET response), which would write headers twice.
@@ -77,6 +103,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     config,
     store,
     proxy,
+    metrics,
     demoOrigin,
     close() {
       closing ??= (async () => {

@@ -4,6 +4,7 @@
 
 import { Transform, type Readable } from 'node:stream'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
+import type { Metrics } from '../metrics.ts'
 import { primaryKey, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, OncePerKey } from './coalesce.ts'
@@ -53,11 +54,7 @@ export interface ProxyResult {
 }
 
 /** The counters the proxy reports; src/metrics.ts implements them. */
-export interface ProxyMetrics {
-  request(label: ReturnType<typeof statusLabel>): void
-  originLatency(seconds: number, status: number): void
-  originError(kind: 'connect' | 'timeout' | 'reset' | 'other'): void
-}
+export type ProxyMetrics = Pick<Metrics, 'request' | 'originLatency' | 'originError'>
 
 export interface ProxyOptions {
   store: CacheStore
@@ -124,7 +121,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       return res
     } catch (err) {
       const e = err as OriginError
-      if (e.kind !== 'aborted') opts.metrics?.originError(e.kind === 'connect' || e.kind === 'timeout' || e.kind === 'reset' ? e.kind : 'other')
+      if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
       throw err
     }
   }

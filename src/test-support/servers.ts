@@ -55,6 +55,17 @@ export interface TestNode extends RunningCaje {
   dir: string
   /** fetch() a path on this node. */
   get(pathname: string, init?: RequestInit): Promise<Response>
+  /** Wait until `variants` variants of a path are stored (commits finish after the response). */
+  stored(pathname: string, variants?: number): Promise<void>
+}
+
+/** Poll `check` until it returns true, failing after `timeoutMs`. */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
 }
 
 /** Start a caje node in front of `origin` with a fresh temp dir; env overrides are CAJE_* variables. */
@@ -77,5 +88,9 @@ export async function startNode(origin: string, env: Record<string, string> = {}
     ...node,
     dir,
     get: (pathname, init) => fetch(node.url + pathname, init),
+    stored: (pathname, variants = 1) => {
+      const key = `http://${new URL(node.url).host}${pathname}`
+      return waitFor(async () => (await node.store.variants(key)).length >= variants, `${variants} stored variant(s) of ${pathname}`)
+    },
   }
 }
