@@ -1,7 +1,9 @@
+import fs from 'node:fs/promises'
 import http from 'node:http'
+import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, type TestNode, type TestOrigin } from '../test-support/servers.ts'
+import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -439,14 +441,79 @@ describe('persistence', () => {
     })
     cleanups.push(() => origin.close())
     const first = await startNode(origin.url)
-    await (await first.get('/p')).text()
-    await first.stored('/p')
+    // A fixed Host: the restarted node listens on another port, and the key includes the host.
+    const host = { host: 'www.example.test' }
+    expect((await rawGet(first.url + '/p', host)).body.toString()).toBe('persisted')
+    await waitFor(async () => (await first.store.variants('http://www.example.test/p')).length === 1, 'the entry to be stored')
     await first.close()
     const second = await startNode(origin.url, {}, { dir: first.dir })
     cleanups.push(() => second.close())
-    const r = await second.get('/p')
-    expect(await r.text()).toBe('persisted')
-    expect(r.headers.get('cache-status')).toMatch(/hit/)
+    const r = await rawGet(second.url + '/p', host)
+    expect(r.body.toString()).toBe('persisted')
+    expect(r.headers['cache-status']).toMatch(/hit/)
     expect(origin.count('/p')).toBe(1)
+  })
+})
+
+async function contentFiles(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const entry of await fs.readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) out.push(path.join(entry.parentPath, entry.name))
+  }
+  return out
+}
+
+describe('cache integrity and limits', () => {
+  it('never serves a corrupt cache file: drops it, counts it and fetches again', async () => {
+    const body = 'the true body '.repeat(50)
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600' })
+      res.end(body)
+    }, { CAJE_MEMORY_CACHE_BYTES: '0' })
+    await (await node.get('/c')).text()
+    await node.stored('/c')
+    const files = await contentFiles(path.join(node.dir, 'cache', 'content-v2'))
+    expect(files.length).toBe(1)
+    const original = await fs.readFile(files[0]!)
+    await fs.writeFile(files[0]!, Buffer.from(original.toString().replace('true', 'fake')))
+    const r = await node.get('/c')
+    expect(await r.text()).toBe(body)
+    expect(r.headers.get('cache-status')).toMatch(/fwd=uri-miss/)
+    expect(node.store.stats().integrityFailures).toBe(1)
+    expect(origin.count('/c')).toBe(2)
+  })
+
+  it('keeps the disk cache under its budget, evicting the least recently used', async () => {
+    const { node } = await setup((req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600' })
+      res.end(Buffer.from(req.url!.padEnd(8 * 1024, '.')))
+    }, { CAJE_CACHE_MAX_BYTES: '40KB', CAJE_MAX_OBJECT_BYTES: '10KB', CAJE_MEMORY_CACHE_BYTES: '0' })
+    await (await node.get('/keep')).arrayBuffer()
+    await node.stored('/keep')
+    for (let i = 0; i < 12; i++) {
+      await (await node.get(`/o${i}`)).arrayBuffer()
+      await node.stored(`/o${i}`)
+      // Reading /keep keeps it recently used.
+      expect((await node.get('/keep')).headers.get('cache-status')).toMatch(/hit/)
+      expect(node.store.stats().bytes).toBeLessThanOrEqual(40 * 1024)
+    }
+    expect(node.store.stats().entries).toBeLessThanOrEqual(5)
+    expect((await node.get('/o0')).headers.get('cache-status')).toMatch(/miss/)
+  })
+
+  it('streams bodies over the per-object limit through without storing them', async () => {
+    const { origin, node } = await setup((req, res) => {
+      // /big announces its length; /chunked does not, so the limit is only found while streaming.
+      res.writeHead(200, { 'cache-control': 'max-age=600', ...(req.url === '/big' ? { 'content-length': String(64 * 1024) } : {}) })
+      res.end(Buffer.alloc(64 * 1024, 7))
+    }, { CAJE_MAX_OBJECT_BYTES: '16KB' })
+    const a = await node.get('/big')
+    expect((await a.arrayBuffer()).byteLength).toBe(64 * 1024)
+    expect(a.headers.get('cache-status')).toMatch(/detail=too-large/)
+    await (await node.get('/big')).arrayBuffer()
+    expect(origin.count('/big')).toBe(2)
+    for (let i = 0; i < 2; i++) expect((await (await node.get('/chunked')).arrayBuffer()).byteLength).toBe(64 * 1024)
+    expect(origin.count('/chunked')).toBe(2)
+    expect(node.store.stats().entries).toBe(0)
   })
 })
