@@ -1,0 +1,60 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { tempDir, waitFor } from './test-support/servers.ts'
+
+const children: ChildProcessWithoutNullStreams[] = []
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
+})
+
+async function startMain(env: Record<string, string>): Promise<{ child: ChildProcessWithoutNullStreams; out: () => string; url: () => string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, ...env } })
+  children.push(child)
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  await waitFor(() => /caje is listening on (http:\/\/\S+)/.test(out) || child.exitCode !== null, 'caje to start', 20_000)
+  const url = () => /caje is listening on (http:\/\/\S+)/.exec(out)?.[1] ?? ''
+  return { child, out: () => out, url }
+}
+
+describe('npm start', () => {
+  it('fronts the built-in demo origin without configuration, logs each request as JSON, and shuts down gracefully', async () => {
+    const dir = await tempDir()
+    const { child, out, url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
+    expect(out()).toMatch(/no origin configured \(CAJE_ORIGIN \/ CAJE_SITES\): fronting the built-in demo origin at http:\/\/127\.0\.0\.1:\d+/)
+    const first = await fetch(url() + '/cacheable')
+    expect(first.status).toBe(200)
+    expect(first.headers.get('cache-status')).toMatch(/fwd=uri-miss; fwd-status=200; stored/)
+    await first.text()
+    await waitFor(async () => ((await (await fetch(url() + '/_caje/health')).json()) as { cache: { entries: number } }).cache.entries === 1, 'the demo page to be stored')
+    const second = await fetch(url() + '/cacheable')
+    expect(second.headers.get('cache-status')).toMatch(/^caje; hit/)
+    await second.text()
+
+    const requestLines = () =>
+      out()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.msg === 'request' && l.url === '/cacheable')
+    // The access log line is written when the server side of the exchange closes.
+    await waitFor(() => requestLines().length === 2, 'two access log lines')
+    const requests = requestLines()
+    expect(requests[0]).toMatchObject({ method: 'GET', status: 200, bytes: expect.any(Number), originMs: expect.any(Number) })
+    expect(requests[1]!.cache).toMatch(/hit/)
+    expect(out()).not.toContain('correct horse battery')
+
+    // A request in flight when SIGTERM arrives still completes (the demo origin answers after 300 ms).
+    const inflight = fetch(url() + '/uncacheable').then(async (r) => ({ status: r.status, body: await r.text() }))
+    await new Promise((r) => setTimeout(r, 100))
+    child.kill('SIGTERM')
+    const done = await inflight
+    expect(done.status).toBe(200)
+    expect(done.body).toContain('Uncacheable')
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    expect(code).toBe(0)
+    expect(out()).toContain('"msg":"stopped"')
+  })
+})
