@@ -1,0 +1,165 @@
+// Sessions (random id in an HttpOnly cookie, SHA-256 in the database, sliding
+// expiry), bearer tokens, and the middleware that guards every admin route.
+
+import type { Context, MiddlewareHandler } from 'hono'
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
+import { PATHS } from '../../views/paths.ts'
+import { TEXT } from '../../views/text.ts'
+import type { AdminEnv, Auth, Shared } from './context.ts'
+import { bearerToken, isCrossSite, jsonError, readBody, setFlash, wantsJson } from './http.ts'
+import * as repo from './repo.ts'
+import { hashToken, randomToken, secretEquals } from './secrets.ts'
+
+/** Start a session for an admin and set its cookie. */
+export async function startSession(c: Context, shared: Shared, adminId: string): Promise<void> {
+  const id = randomToken(32)
+  const now = shared.now()
+  await repo.insertSession(shared.db, {
+    idHash: hashToken(id),
+    adminId,
+    csrfToken: randomToken(24),
+    createdAt: now,
+    expiresAt: now + shared.session.idleMs,
+    userAgent: c.req.header('user-agent')?.slice(0, 256) ?? null,
+  })
+  setCookie(c, shared.cookies.session, id, {
+    httpOnly: true,
+    sameSite: 'Strict',
+    secure: shared.cookies.secure,
+    path: shared.cookies.path,
+  })
+}
+
+export function clearSessionCookie(c: Context, shared: Shared): void {
+  deleteCookie(c, shared.cookies.session, { path: shared.cookies.path, secure: shared.cookies.secure })
+}
+
+type SessionLookup = { state: 'none' } | { state: 'ended' } | { state: 'ok'; auth: Extract<Auth, { kind: 'session' }> }
+
+/** The session named by the cookie; expired ones are deleted on sight. */
+export async function lookupSession(c: Context, shared: Shared): Promise<SessionLookup> {
+  const id = getCookie(c, shared.cookies.session)
+  if (!id) return { state: 'none' }
+  const idHash = hashToken(id)
+  const row = await repo.getSessionWithAdmin(shared.db, idHash)
+  if (!row) return { state: 'ended' }
+  const now = shared.now()
+  const hardEnd = row.created_at + shared.session.absoluteMs
+  if (row.expires_at <= now || hardEnd <= now) {
+    await repo.deleteSession(shared.db, idHash)
+    return { state: 'ended' }
+  }
+  if (now - row.last_seen_at >= shared.session.touchEveryMs) {
+    await repo.touchSession(shared.db, idHash, now, Math.min(now + shared.session.idleMs, hardEnd))
+  }
+  return {
+    state: 'ok',
+    auth: { kind: 'session', adminId: row.admin_id, adminName: row.admin_name, csrfToken: row.csrf_token, sessionHash: idHash },
+  }
+}
+
+/** CAJE_API_TOKEN or an active token from the UI; undefined when unknown or revoked. */
+export async function lookupBearer(shared: Shared, token: string): Promise<Extract<Auth, { kind: 'token' }> | undefined> {
+  if (shared.config.apiToken !== undefined && secretEquals(token, shared.config.apiToken)) {
+    return { kind: 'token', tokenId: null, name: 'CAJE_API_TOKEN' }
+  }
+  const row = await repo.findActiveApiToken(shared.db, hashToken(token))
+  if (!row) return undefined
+  const now = shared.now()
+  if (row.last_used_at === null || now - row.last_used_at >= 60_000) await repo.touchApiToken(shared.db, row.id, now)
+  return { kind: 'token', tokenId: row.id, name: row.name }
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+export interface RequireAdminOptions {
+  /** Refuse API tokens: passkeys, invites and tokens are managed by signed-in admins only. */
+  sessionOnly?: boolean
+}
+
+/** How a refused request is answered: pages redirect to sign-in, everything else is 401. */
+function refuse(c: Context, shared: Shared, ended: boolean): Response {
+  const page = (c.req.method === 'GET' || c.req.method === 'HEAD') && !wantsJson(c)
+  if (ended) clearSessionCookie(c, shared)
+  if (page) {
+    if (ended) setFlash(c, shared, { kind: 'error', text: TEXT.flash.sessionEnded })
+    const next = new URL(c.req.url)
+    return c.redirect(`${PATHS.auth}?next=${encodeURIComponent(next.pathname + next.search)}`, 303)
+  }
+  c.header('WWW-Authenticate', 'Bearer realm="caje"')
+  return jsonError(c, 401, ended ? TEXT.flash.sessionEnded : TEXT.errors.unauthorized)
+}
+
+/**
+ * Decide whether the request comes from a signed-in admin (session cookie, with
+ * the CSRF token and a same-origin check on every unsafe method) or carries a
+ * valid bearer token (no cookies involved, so no CSRF check). Returns the
+ * identity, or the refusal to send.
+ */
+export async function authorize(c: Context, shared: Shared, opts: RequireAdminOptions = {}): Promise<Auth | Response> {
+  const token = bearerToken(c)
+  if (token !== undefined) {
+    const auth = await lookupBearer(shared, token)
+    if (!auth) {
+      shared.log({ event: 'admin.auth_refused', reason: 'bad_token', path: c.req.path, ip: shared.clientIp(c) })
+      c.header('WWW-Authenticate', 'Bearer realm="caje", error="invalid_token"')
+      return jsonError(c, 401, 'The API token is unknown or revoked.')
+    }
+    if (opts.sessionOnly) return jsonError(c, 403, 'API tokens cannot manage passkeys, invites or tokens; sign in in the browser.')
+    return auth
+  }
+
+  const found = await lookupSession(c, shared)
+  if (found.state !== 'ok') return refuse(c, shared, found.state === 'ended')
+
+  if (!SAFE_METHODS.has(c.req.method)) {
+    if (isCrossSite(c, shared.config.publicOrigin)) {
+      shared.log({ event: 'admin.csrf_refused', reason: 'cross_site', path: c.req.path, origin: c.req.header('origin') ?? null })
+      return jsonError(c, 403, TEXT.errors.forbidden)
+    }
+    const body = await readBody(c)
+    const sent = c.req.header('x-csrf-token') ?? (typeof body._csrf === 'string' ? body._csrf : '')
+    if (!sent || !secretEquals(sent, found.auth.csrfToken)) {
+      shared.log({ event: 'admin.csrf_refused', reason: 'bad_token', path: c.req.path, admin: found.auth.adminId })
+      return jsonError(c, 403, TEXT.errors.forbidden)
+    }
+  }
+  return found.auth
+}
+
+/** Middleware form of `authorize`: sets `c.var.auth` or answers with the refusal. */
+export const requireAdmin = (shared: Shared, opts: RequireAdminOptions = {}): MiddlewareHandler<AdminEnv> =>
+  async function requireAdmin(c, next) {
+    const auth = await authorize(c, shared, opts)
+    if (auth instanceof Response) return auth
+    c.set('auth', auth)
+    await next()
+  }
+
+/** Who did it, for logs and the purge record. */
+export function actor(auth: Auth): string {
+  return auth.kind === 'session' ? `admin:${auth.adminId}` : auth.tokenId ? `token:${auth.tokenId}` : 'token:CAJE_API_TOKEN'
+}
+
+/**
+ * Guard for the sign-in endpoints (no session yet): refuse cross-site posts and
+ * count the attempt against the client's budget. Returns a response to send, or
+ * undefined to go on.
+ */
+export function guardAttempt(c: Context, shared: Shared, redirectTo: string): Response | undefined {
+  if (isCrossSite(c, shared.config.publicOrigin)) {
+    shared.log({ event: 'admin.csrf_refused', reason: 'cross_site', path: c.req.path, origin: c.req.header('origin') ?? null })
+    return jsonError(c, 403, TEXT.errors.forbidden)
+  }
+  const ip = shared.clientIp(c)
+  const wait = shared.limiter.hit(ip)
+  if (wait > 0) {
+    shared.log({ event: 'admin.rate_limited', path: c.req.path, ip })
+    c.header('Retry-After', String(wait))
+    const message = TEXT.flash.rateLimited(wait)
+    if (wantsJson(c) || c.req.header('content-type')?.includes('application/json')) return jsonError(c, 429, message)
+    setFlash(c, shared, { kind: 'error', text: message })
+    return c.redirect(redirectTo, 303)
+  }
+  return undefined
+}

@@ -1,0 +1,52 @@
+// Small pieces shared by several pages.
+
+import type { FC } from 'hono/jsx'
+
+export interface Flash {
+  kind: 'ok' | 'error'
+  text: string
+  /** A value shown once (invite link, API token), rendered in a copyable field. */
+  secret?: { label: string; value: string }
+}
+
+export const FlashMessage: FC<{ flash: Flash | undefined }> = ({ flash }) => {
+  if (!flash) return null
+  return (
+    <div data-component="flash" data-kind={flash.kind} role={flash.kind === 'error' ? 'alert' : 'status'}>
+      <p data-slot="text">{flash.text}</p>
+      {flash.secret ? (
+        <label data-slot="secret">
+          <span>{flash.secret.label}</span>
+          <input type="text" readonly value={flash.secret.value} data-select-on-focus="" spellcheck={false} />
+        </label>
+      ) : null}
+    </div>
+  )
+}
+
+/** Hidden CSRF field for every state-changing form. */
+export const Csrf: FC<{ token: string }> = ({ token }) => <input type="hidden" name="_csrf" value={token} />
+
+/** A one-button POST form. */
+export const PostButton: FC<{
+  action: string
+  csrfToken: string
+  label: string
+  variant?: 'primary' | 'danger' | 'quiet'
+  fields?: Record<string, string>
+  disabled?: boolean
+  title?: string
+}> = (p) => (
+  <form method="post" action={p.action} data-component="inline-form">
+    <Csrf token={p.csrfToken} />
+    {Object.entries(p.fields ?? {}).map(([name, value]) => (
+      <input type="hidden" name={name} value={value} />
+    ))}
+    <button type="submit" data-variant={p.variant ?? 'quiet'} disabled={p.disabled} title={p.title}>
+      {p.label}
+    </button>
+  </form>
+)
+
+export const Empty: FC<{ text: string }> = ({ text }) => <p data-component="empty">{text}</p>
+

@@ -1,0 +1,51 @@
+// Small pure formatters shared by the pages.
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+
+export function formatBytes(n: number): string {
+  if (!Number.isFinite(n) || n < 0) return '—'
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024
+    u++
+  }
+  return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${UNITS[u]}`
+}
+
+/** `2025-03-01 14:05` in UTC, compact and sortable. */
+export function formatTime(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return '—'
+  return new Date(ms).toISOString().slice(0, 16).replace('T', ' ')
+}
+
+/** Full ISO timestamp for title attributes. */
+export function isoTime(ms: number | null | undefined): string | undefined {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return undefined
+  return new Date(ms).toISOString()
+}
+
+/** `45s`, `12m`, `3h 20m`, `5d 4h`. */
+export function formatDuration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000))
+  if (s < 60) return `${s}s`
+  const m = Math.floor(s / 60)
+  if (m < 60) return `${m}m${s % 60 ? ` ${s % 60}s` : ''}`
+  const h = Math.floor(m / 60)
+  if (h < 48) return `${h}h${m % 60 ? ` ${m % 60}m` : ''}`
+  const d = Math.floor(h / 24)
+  return `${d}d${h % 24 ? ` ${h % 24}h` : ''}`
+}
+
+/** `3 min ago`, `in 2 h`, relative to now. */
+export function formatRelative(ms: number | null | undefined, now: number): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return '—'
+  const d = ms - now
+  if (Math.abs(d) < 5000) return 'just now'
+  return d < 0 ? `${formatDuration(-d)} ago` : `in ${formatDuration(d)}`
+}
+
+export function formatRatio(r: number | null): string | undefined {
+  if (r === null || !Number.isFinite(r)) return undefined
+  return `${(r * 100).toFixed(1)} %`
+}

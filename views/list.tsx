@@ -1,0 +1,314 @@
+import type { FC } from 'hono/jsx'
+import type { DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
+import { Csrf, Empty, type Flash } from './components.tsx'
+import { formatBytes, formatDuration, formatRelative, formatTime, isoTime } from './format.ts'
+import { Layout, type Chrome } from './layout.tsx'
+import { PATHS } from './paths.ts'
+import { TEXT } from './text.ts'
+
+export interface Page<T> {
+  total: number
+  offset: number
+  entries: T[]
+}
+
+export interface ListPageProps {
+  chrome: Chrome
+  flash?: Flash
+  now: number
+  filter: string
+  limit: number
+  disk: Page<DiskEntry>
+  manifest: Page<ManifestEntry>
+  populate: PopulateStatus | undefined
+  /** False when the admin signed in with the password and has not registered a passkey. */
+  hasPasskey: boolean
+}
+
+type Table = 'disk' | 'manifest'
+
+/** Query string for the list page with one table's offset changed. */
+function listHref(p: ListPageProps, table: Table, offset: number): string {
+  const q = new URLSearchParams()
+  if (p.filter) q.set('filter', p.filter)
+  const disk = table === 'disk' ? offset : p.disk.offset
+  const manifest = table === 'manifest' ? offset : p.manifest.offset
+  if (disk > 0) q.set('disk', String(disk))
+  if (manifest > 0) q.set('manifest', String(manifest))
+  if (p.limit !== DEFAULT_LIMIT) q.set('limit', String(p.limit))
+  const s = q.toString()
+  return `${PATHS.list}${s ? `?${s}` : ''}#${table}`
+}
+
+export const DEFAULT_LIMIT = 50
+
+const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => {
+  const page = props[table]
+  const { limit } = props
+  const from = page.total === 0 ? 0 : page.offset + 1
+  const to = Math.min(page.offset + page.entries.length, page.total)
+  const lastOffset = Math.max(0, Math.floor((page.total - 1) / limit) * limit)
+  const hasPrev = page.offset > 0
+  const hasNext = page.offset + limit < page.total
+  const link = (label: string, offset: number, enabled: boolean, rel?: string) =>
+    enabled ? (
+      <a href={listHref(props, table, offset)} rel={rel} data-component="button-link">
+        {label}
+      </a>
+    ) : (
+      <span data-component="button-link" aria-disabled="true">
+        {label}
+      </span>
+    )
+  return (
+    <nav data-component="pager" aria-label={`${table} pages`}>
+      <span data-slot="range">{TEXT.list.range(from, to, page.total)}</span>
+      <span data-slot="links">
+        {link(TEXT.list.first, 0, hasPrev)}
+        {link(TEXT.list.prev, Math.max(0, page.offset - limit), hasPrev, 'prev')}
+        {link(TEXT.list.next, page.offset + limit, hasNext, 'next')}
+        {link(TEXT.list.last, lastOffset, hasNext)}
+      </span>
+    </nav>
+  )
+}
+
+const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) =>
+  staleAt > now ? (
+    <span title={isoTime(staleAt)}>{formatDuration(staleAt - now)}</span>
+  ) : (
+    <span data-component="badge" data-kind="stale" title={isoTime(staleAt)}>
+      {TEXT.list.stale} {formatRelative(staleAt, now)}
+    </span>
+  )
+
+const StatusCode: FC<{ status: number }> = ({ status }) => (
+  <span data-component="status-code" data-class={`${Math.floor(status / 100)}xx`}>
+    {status}
+  </span>
+)
+
+const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
+  const t = TEXT.list
+  if (props.disk.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.diskEmpty} />
+  return (
+    <div data-component="table-wrap">
+      <table data-component="table" data-table="disk">
+        <thead>
+          <tr>
+            <th scope="col">{t.col.key}</th>
+            <th scope="col" data-align="end">
+              {t.col.status}
+            </th>
+            <th scope="col" data-align="end">
+              {t.col.size}
+            </th>
+            <th scope="col">{t.col.type}</th>
+            <th scope="col">{t.col.stored}</th>
+            <th scope="col">{t.col.expires}</th>
+            <th scope="col">{t.col.tier}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.disk.entries.map((e) => (
+            <tr>
+              <td data-slot="url">
+                <span title={e.key}>{e.url}</span>
+                {e.variant ? <small data-slot="variant">{e.variant}</small> : null}
+              </td>
+              <td data-align="end">
+                <StatusCode status={e.status} />
+              </td>
+              <td data-align="end" data-slot="num">
+                {formatBytes(e.size)}
+              </td>
+              <td data-slot="type">{e.contentType ?? '—'}</td>
+              <td data-slot="time" title={isoTime(e.storedAt)}>
+                {formatTime(e.storedAt)}
+              </td>
+              <td>
+                <Freshness staleAt={e.staleAt} now={props.now} />
+              </td>
+              <td>
+                <span data-component="badge" data-kind={e.inMemory ? 'memory' : 'disk'}>
+                  {e.inMemory ? t.tierMemory : t.tierDisk}
+                </span>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  )
+}
+
+const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
+  const t = TEXT.list
+  const self = props.chrome.status.nodeId
+  if (props.manifest.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.manifestEmpty} />
+  return (
+    <div data-component="table-wrap">
+      <table data-component="table" data-table="manifest">
+        <thead>
+          <tr>
+            <th scope="col">{t.col.url}</th>
+            <th scope="col" data-align="end">
+              {t.col.status}
+            </th>
+            <th scope="col" data-align="end">
+              {t.col.variants}
+            </th>
+            <th scope="col" data-align="end">
+              {t.col.size}
+            </th>
+            <th scope="col">{t.col.stored}</th>
+            <th scope="col">{t.col.expires}</th>
+            <th scope="col">{t.col.nodes}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.manifest.entries.map((e) => (
+            <tr>
+              <td data-slot="url">
+                <span title={e.key}>{e.url}</span>
+              </td>
+              <td data-align="end">
+                <StatusCode status={e.status} />
+              </td>
+              <td data-align="end" data-slot="num">
+                {e.variants}
+              </td>
+              <td data-align="end" data-slot="num">
+                {formatBytes(e.size)}
+              </td>
+              <td data-slot="time" title={isoTime(e.storedAt)}>
+                {formatTime(e.storedAt)}
+              </td>
+              <td>
+                <Freshness staleAt={e.staleAt} now={props.now} />
+              </td>
+              <td data-slot="nodes">
+                {e.nodes.map((n) => (
+                  <span data-component="badge" data-kind={n === self ? 'self' : 'node'}>
+                    {n}
+                  </span>
+                ))}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  )
+}
+
+/** One line about the running or last populate run; also sent to the page script while it polls. */
+export function populateSummary(status: PopulateStatus | undefined, now: number): string {
+  const t = TEXT.actions
+  if (!status) return t.populateNever
+  const when = status.running ? `started ${formatRelative(status.startedAt, now)}` : `finished ${formatRelative(status.finishedAt, now)}`
+  return `${status.running ? t.populateRunning : t.populateFinished} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)} · ${when}`
+}
+
+const PopulateState: FC<{ status: PopulateStatus | undefined; now: number }> = ({ status, now }) => (
+  <p data-slot="populate-state" data-running={status?.running ? 'true' : 'false'}>
+    {status?.running ? <span data-component="spinner" aria-hidden="true"></span> : null}
+    <span data-slot="summary">{populateSummary(status, now)}</span>
+  </p>
+)
+
+const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
+  const t = TEXT.actions
+  const csrf = props.chrome.csrfToken
+  return (
+    <section data-component="actions" aria-label={t.heading}>
+      <div data-component="card">
+        <h2>{t.purgeHeading}</h2>
+        <p>{t.purgeLead}</p>
+        <form method="post" action={PATHS.purge} data-component="form" data-layout="row">
+          <Csrf token={csrf} />
+          <select name="kind" aria-label="What to purge">
+            <option value="url">{t.purgeKind.url}</option>
+            <option value="prefix">{t.purgeKind.prefix}</option>
+            <option value="tag">{t.purgeKind.tag}</option>
+            <option value="all">{t.purgeKind.all}</option>
+          </select>
+          <input type="text" name="value" aria-label={t.purgeValueLabel} placeholder={t.purgeValuePlaceholder} spellcheck={false} />
+          <button type="submit" data-variant="danger">
+            {t.purgeButton}
+          </button>
+        </form>
+      </div>
+      <div data-component="card">
+        <h2>{t.populateHeading}</h2>
+        <p>{t.populateLead}</p>
+        <div data-slot="row">
+          <form method="post" action={PATHS.populate} data-component="inline-form">
+            <Csrf token={csrf} />
+            <button type="submit" data-variant="primary" disabled={props.populate?.running}>
+              {t.populateButton}
+            </button>
+          </form>
+        </div>
+        <div data-component="populate" data-poll={props.populate?.running ? 'true' : 'false'}>
+          <PopulateState status={props.populate} now={props.now} />
+        </div>
+      </div>
+      <div data-component="card">
+        <h2>{t.clearHeading}</h2>
+        <p>{t.clearLead}</p>
+        <div data-slot="row">
+          <a href={PATHS.confirm('clear_fs')} data-component="button-link" data-variant="danger">
+            {t.clearFsButton}
+          </a>
+          <a href={PATHS.confirm('clear_db')} data-component="button-link" data-variant="danger">
+            {t.clearDbButton}
+          </a>
+        </div>
+      </div>
+    </section>
+  )
+}
+
+export const ListPage: FC<ListPageProps> = (props) => {
+  const t = TEXT.list
+  return (
+    <Layout title={t.title} chrome={props.chrome} flash={props.flash} scripts={['list.js']}>
+      {props.hasPasskey ? null : (
+        <div data-component="flash" data-kind="warn" role="status">
+          <p data-slot="text">
+            {t.noPasskeyBanner} <a href={PATHS.access}>{t.noPasskeyLink}</a>
+          </p>
+        </div>
+      )}
+      <Actions props={props} />
+      <form method="get" action={PATHS.list} data-component="filter" role="search">
+        <label for="filter">{t.filterLabel}</label>
+        <input id="filter" type="search" name="filter" value={props.filter} placeholder={t.filterPlaceholder} spellcheck={false} />
+        {props.limit !== DEFAULT_LIMIT ? <input type="hidden" name="limit" value={String(props.limit)} /> : null}
+        <button type="submit" data-variant="primary">
+          {t.filterButton}
+        </button>
+        {props.filter ? (
+          <a href={PATHS.list} data-component="button-link">
+            {t.filterClear}
+          </a>
+        ) : null}
+      </form>
+      <section data-component="panel" id="disk">
+        <header data-slot="panel-head">
+          <h2>{t.diskHeading}</h2>
+          <Pager props={props} table="disk" />
+        </header>
+        <DiskTable props={props} />
+      </section>
+      <section data-component="panel" id="manifest">
+        <header data-slot="panel-head">
+          <h2>{t.manifestHeading}</h2>
+          <Pager props={props} table="manifest" />
+        </header>
+        <ManifestTable props={props} />
+      </section>
+    </Layout>
+  )
+}
