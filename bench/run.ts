@@ -44,8 +44,11 @@ const HELP = `npm run bench [-- options]
   --caje-memory <bytes> caje memory tier for the memory scenarios (default 268435456)
   --caje-workers <n>    CAJE_WORKERS for caje (default: caje's default)
   --nginx-workers <n>   nginx worker_processes (default 1, like one caje process)
+  --nginx-lock <on|off> nginx proxy_cache_lock: coalesce misses (default on; it waits in 500 ms
+                        steps, which shows in the p99 of uncacheable and cold requests)
   --origin-delay-ms <n> added to every origin response (default 0)
   --no-install          do not try apt-get for missing wrk/nginx/varnish
+  --no-caje             leave caje out (to check the harness itself)
   --out <file>          results file (default bench/RESULTS.md; smoke: bench/out/RESULTS-smoke.md)
 `
 
@@ -96,6 +99,7 @@ interface Options {
   cajeMemoryBytes: number
   cajeWorkers: string | undefined
   nginxWorkers: number
+  nginxLock: boolean
   originDelayMs: number
   install: boolean
   out: string
@@ -125,6 +129,7 @@ function parseOptions(argv: string[], repoDir: string): Options | undefined {
       'caje-memory': { type: 'string' },
       'caje-workers': { type: 'string' },
       'nginx-workers': { type: 'string' },
+      'nginx-lock': { type: 'string' },
       'origin-delay-ms': { type: 'string' },
       'no-install': { type: 'boolean', default: false },
       'no-caje': { type: 'boolean', default: false },
@@ -149,6 +154,8 @@ function parseOptions(argv: string[], repoDir: string): Options | undefined {
   systems.sort((a, b) => SYSTEM_ORDER.indexOf(a) - SYSTEM_ORDER.indexOf(b))
   if (values.tool !== undefined && values.tool !== 'wrk' && values.tool !== 'autocannon') throw new Error(`--tool: use wrk or autocannon`)
   const connections = positive('connections', values.connections, 50)
+  const nginxLock = values['nginx-lock'] ?? 'on'
+  if (nginxLock !== 'on' && nginxLock !== 'off') throw new Error(`--nginx-lock: use on or off`)
   return {
     smoke,
     durationSec: positive('duration', values.duration, smoke ? 1 : 10),
@@ -163,6 +170,7 @@ function parseOptions(argv: string[], repoDir: string): Options | undefined {
     cajeMemoryBytes: positive('caje-memory', values['caje-memory'], 256 * 1024 * 1024),
     cajeWorkers: values['caje-workers'],
     nginxWorkers: Math.round(positive('nginx-workers', values['nginx-workers'], 1)),
+    nginxLock: nginxLock === 'on',
     originDelayMs: positive('origin-delay-ms', values['origin-delay-ms'], 0, true),
     install: !values['no-install'] && !smoke,
     out: path.resolve(repoDir, values.out ?? (smoke ? 'bench/out/RESULTS-smoke.md' : 'bench/RESULTS.md')),
@@ -352,10 +360,10 @@ async function main(): Promise<number> {
     const others: RunningSystem[] = []
     if (opts.systems.includes('nginx') && tools.has('nginx')) {
       try {
-        const nginx = await startNginx(ws, tools.get('nginx')!, { originPort, workers: opts.nginxWorkers })
+        const nginx = await startNginx(ws, tools.get('nginx')!, { originPort, workers: opts.nginxWorkers, cacheLock: opts.nginxLock })
         others.push(nginx)
         systems.push(nginx)
-        startLines.push(`${tools.get('nginx')} -p <tmp>/nginx -c <tmp>/nginx/nginx.conf   (proxy_cache on disk, worker_processes ${opts.nginxWorkers}, keepalive upstream, sendfile)`)
+        startLines.push(`${tools.get('nginx')} -p <tmp>/nginx -c <tmp>/nginx/nginx.conf   (proxy_cache on disk, proxy_cache_lock ${opts.nginxLock ? 'on' : 'off'}, worker_processes ${opts.nginxWorkers}, keepalive upstream, sendfile)`)
       } catch (err) {
         warn(`nginx did not start: ${(err as Error).message.split('\n')[0]}`)
       }
@@ -530,7 +538,7 @@ async function main(): Promise<number> {
         `${opts.connections} connections, ${tool === 'wrk' ? `${opts.threads} wrk thread(s), ` : ''}${opts.durationSec} s per run, ${opts.runs} repetition(s), ${opts.warmupSec} s warm-up per system and scenario`,
         `scenarios: ${selected.map((s) => s.id).join(', ')}; hit-1k-disk uses caje with CAJE_MEMORY_CACHE_BYTES=0, the others ${opts.cajeMemoryBytes}`,
         `zipf-10k: ${OBJECT_COUNT} objects of 10 KiB, rank ~ Zipf(s=${opts.zipfExponent}); each repetition uses a new query string, so every cache starts that run cold`,
-        `nginx worker_processes ${opts.nginxWorkers}; Varnish with its default thread pools (it uses both cores); caje ${opts.cajeWorkers ? `CAJE_WORKERS=${opts.cajeWorkers}` : 'as configured by default'}`,
+        `nginx worker_processes ${opts.nginxWorkers}, proxy_cache_lock ${opts.nginxLock ? 'on (misses coalesce; waiters poll every 500 ms, visible in p99 of pass-1k and zipf-10k)' : 'off'}; Varnish with its default thread pools (it uses both cores); caje ${opts.cajeWorkers ? `CAJE_WORKERS=${opts.cajeWorkers}` : 'as configured by default'}`,
         `origin delay ${opts.originDelayMs} ms; everything on 127.0.0.1; the load generator shares the ${os.availableParallelism()} cores with the server under test`,
       ],
       systems: startLines,

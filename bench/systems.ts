@@ -172,6 +172,8 @@ export interface ProxyOptions {
   originPort: number
   /** nginx worker_processes (1 matches caje's single process). */
   workers?: number
+  /** nginx proxy_cache_lock (default on). */
+  cacheLock?: boolean
 }
 
 /** nginx with proxy_cache in front of the origin; `X-Cache-Status` tells HIT/MISS. */
@@ -211,7 +213,7 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_cache bench;
-      proxy_cache_lock on;
+      proxy_cache_lock ${opts.cacheLock === false ? 'off' : 'on'};
       proxy_cache_revalidate on;
       add_header X-Cache-Status $upstream_cache_status;
     }
