@@ -25,6 +25,8 @@ export interface Row {
   system: string
   runs: number
   rps: number
+  /** Half the range of req/s across repetitions, as a fraction of the median (noise indicator). */
+  rpsSpread: number
   p50Ms: number
   p99Ms: number
   /** Median of (this system's req/s ÷ bare's req/s in the same repetition). */
@@ -77,11 +79,14 @@ export function summarize(measurements: readonly Measurement[], notes: ReadonlyM
       ? []
       : list.map((m) => (m.originRequests === undefined || m.load.requests === 0 ? undefined : Math.max(0, 1 - m.originRequests / m.load.requests)))
     const peaks = list.map((m) => m.peakRssBytes).filter((v): v is number => v !== undefined)
+    const rpsList = list.map((m) => m.load.rps)
+    const rps = median(rpsList)
     rows.push({
       scenario,
       system,
       runs: list.length,
-      rps: median(list.map((m) => m.load.rps)),
+      rps,
+      rpsSpread: rps > 0 ? (Math.max(...rpsList) - Math.min(...rpsList)) / 2 / rps : 0,
       p50Ms: median(list.map((m) => m.load.latencyMs.p50)),
       p99Ms: median(list.map((m) => m.load.latencyMs.p99)),
       vsBare: medianOrUndefined(ratios),
@@ -103,6 +108,7 @@ export function noteKey(scenario: string, system: string): string {
 const fmtInt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–')
 const fmtMs = (n: number) => (!Number.isFinite(n) ? '–' : n < 10 ? n.toFixed(2) : n.toFixed(1))
 const fmtPct = (n: number | undefined) => (n === undefined ? '' : `${(n * 100).toFixed(1)}%`)
+const fmtSpread = (r: Row) => (r.runs < 2 ? '' : `±${(r.rpsSpread * 100).toFixed(0)}%`)
 const fmtMb = (n: number | undefined) => (n === undefined ? '' : `${(n / 1024 / 1024).toFixed(0)} MB`)
 
 function hitCell(r: Row): string {
@@ -112,12 +118,12 @@ function hitCell(r: Row): string {
 }
 
 export function markdownTable(rows: readonly Row[]): string {
-  const header = ['scenario', 'system', 'req/s', 'p50 ms', 'p99 ms', '× bare', 'errors', 'peak RSS', 'hit ratio', 'notes']
-  const lines = [`| ${header.join(' | ')} |`, `| ${header.map((h, i) => (i >= 2 && i <= 8 ? '---:' : '---')).join(' | ')} |`]
+  const header = ['scenario', 'system', 'req/s', 'spread', 'p50 ms', 'p99 ms', '× bare', 'errors', 'peak RSS', 'hit ratio', 'notes']
+  const lines = [`| ${header.join(' | ')} |`, `| ${header.map((h, i) => (i >= 2 && i <= 9 ? '---:' : '---')).join(' | ')} |`]
   for (const r of rows) {
     const hit = hitCell(r)
     lines.push(
-      `| ${[r.scenario, r.system, fmtInt(r.rps), fmtMs(r.p50Ms), fmtMs(r.p99Ms), r.vsBare === undefined ? '' : r.vsBare.toFixed(2), String(r.errors), fmtMb(r.peakRssBytes), hit, r.notes.join('; ')].join(' | ')} |`,
+      `| ${[r.scenario, r.system, fmtInt(r.rps), fmtSpread(r), fmtMs(r.p50Ms), fmtMs(r.p99Ms), r.vsBare === undefined ? '' : r.vsBare.toFixed(2), String(r.errors), fmtMb(r.peakRssBytes), hit, r.notes.join('; ')].join(' | ')} |`,
     )
   }
   return lines.join('\n')
@@ -125,11 +131,12 @@ export function markdownTable(rows: readonly Row[]): string {
 
 /** Plain fixed-width table for the terminal. */
 export function textTable(rows: readonly Row[]): string {
-  const header = ['scenario', 'system', 'req/s', 'p50 ms', 'p99 ms', 'x bare', 'errors', 'peak RSS', 'hit ratio']
+  const header = ['scenario', 'system', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'x bare', 'errors', 'peak RSS', 'hit ratio']
   const cells = rows.map((r) => [
     r.scenario,
     r.system,
     fmtInt(r.rps),
+    fmtSpread(r),
     fmtMs(r.p50Ms),
     fmtMs(r.p99Ms),
     r.vsBare === undefined ? '' : r.vsBare.toFixed(2),
@@ -149,6 +156,8 @@ export interface ReportMeta {
   memory: string
   node: string
   os: string
+  /** 1-minute load average when the run started and when it ended. */
+  loadAverage: { start: number; end: number }
   tool: string
   toolVersion: string
   /** The command that produced this report. */
@@ -173,6 +182,7 @@ Produced by \`${meta.command}\` on ${meta.date}. Regenerate with \`npm run bench
 - CPUs (nproc): ${meta.nproc}, ${meta.cpuModel}
 - Memory: ${meta.memory}
 - Node.js ${meta.node}, ${meta.os}
+- Load average (1 min) at start ${meta.loadAverage.start.toFixed(1)}, at end ${meta.loadAverage.end.toFixed(1)}${Math.max(meta.loadAverage.start, meta.loadAverage.end) > meta.nproc / 2 ? ' — other work was running: expect noisy numbers and read "× bare" rather than req/s' : ''}
 - Load generator: ${meta.tool} ${meta.toolVersion}
 
 ## Settings
@@ -187,7 +197,8 @@ server's req/s in the same repetition. Hit ratio is 1 − (requests that reached
 for caje the ratio of \`hit\` it reports itself in \`/_caje/metrics\` is shown beside it when available, and for
 the Zipf mix the ratio an unbounded, coalescing cache would reach for the same number of requests ("ideal": a
 system that serves fewer requests in the same time starts cold for a larger share of them). Peak RSS is the
-largest resident set of the system's whole process tree sampled during its runs.
+largest resident set of the system's whole process tree sampled during its runs. "spread" is half the range of
+req/s across the repetitions relative to the median: a large one means the machine was not quiet.
 
 ${markdownTable(rows)}
 ${meta.warnings.length > 0 ? `\n## Warnings\n\n${bullet(meta.warnings)}\n` : ''}

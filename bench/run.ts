@@ -283,6 +283,7 @@ async function main(): Promise<number> {
   await mkdir(outDir, { recursive: true })
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-bench-'))
   const ws: Workspace = { tmpDir, outDir, repoDir }
+  const loadAtStart = os.loadavg()[0]!
   const warnings: string[] = []
   const warn = (line: string) => {
     warnings.push(line)
@@ -531,6 +532,7 @@ async function main(): Promise<number> {
       memory: `${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB`,
       node: process.version,
       os: `${os.type()} ${os.release()}`,
+      loadAverage: { start: loadAtStart, end: os.loadavg()[0]! },
       tool,
       toolVersion: await toolVersion(tool, tools.get('wrk'), repoDir),
       command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
