@@ -65,3 +65,32 @@ export class OncePerKey {
     while (this.running.size > 0) await new Promise((r) => setTimeout(r, 10))
   }
 }
+
+/** A bounded set whose members expire: the oldest are dropped first when it is full. */
+export class ExpiringSet {
+  private readonly until = new Map<string, number>()
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly limit: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  add(key: string): void {
+    this.until.delete(key)
+    this.until.set(key, this.now() + this.ttlMs)
+    if (this.until.size > this.limit) this.until.delete(this.until.keys().next().value!)
+  }
+
+  has(key: string): boolean {
+    const t = this.until.get(key)
+    if (t === undefined) return false
+    if (t > this.now()) return true
+    this.until.delete(key)
+    return false
+  }
+
+  delete(key: string): void {
+    this.until.delete(key)
+  }
+}

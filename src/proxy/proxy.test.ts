@@ -517,3 +517,27 @@ describe('cache integrity and limits', () => {
     expect(node.store.stats().entries).toBe(0)
   })
 })
+
+describe('uncacheable URLs under concurrency', () => {
+  it('stops coalescing a URL whose responses are not shareable, so requests do not queue behind one another', async () => {
+    let inflight = 0
+    let maxInflight = 0
+    const { origin, node } = await setup((_req, res) => {
+      inflight++
+      maxInflight = Math.max(maxInflight, inflight)
+      setTimeout(() => {
+        inflight--
+        res.writeHead(200, { 'cache-control': 'no-store' })
+        res.end('fresh every time')
+      }, 100)
+    })
+    await (await node.get('/dynamic')).text()
+    maxInflight = 0
+    const responses = await Promise.all(Array.from({ length: 20 }, () => node.get('/dynamic')))
+    for (const r of responses) expect(await r.text()).toBe('fresh every time')
+    expect(origin.count('/dynamic')).toBe(21)
+    // All 20 went to the origin together instead of one leader first and then the rest.
+    expect(maxInflight).toBe(20)
+    expect(responses.some((r) => r.headers.get('cache-status')?.includes('collapsed'))).toBe(false)
+  })
+})

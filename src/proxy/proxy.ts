@@ -7,7 +7,7 @@ import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import { primaryKey, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
-import { Coalescer, OncePerKey } from './coalesce.ts'
+import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
 import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, type FlatHeaders } from './headers.ts'
 import { OriginError, type OriginClient, type OriginResponse } from './origin.ts'
@@ -79,6 +79,9 @@ export interface Proxy {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
+/** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
+const PASS_MARK_TTL_MS = 60_000
+const PASS_MARK_LIMIT = 10_000
 
 function textResult(status: number, message: string, cacheStatus: CacheStatus): ProxyResult {
   const body = Buffer.from(`${message}\n`)
@@ -96,6 +99,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const now = opts.now ?? Date.now
   const coalescer = new Coalescer()
   const background = new OncePerKey()
+  const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
@@ -468,6 +472,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
         if (pending && (await pending) === 'stored') continue
         return pass(req, originUrl, { fwd })
       }
+      // A key whose last fill was not shareable skips coalescing for a while ("hit-for-miss"):
+      // otherwise every wave of concurrent requests to an uncacheable URL would queue behind one.
+      if (passMarks.has(key)) {
+        return fetchAndStore(req, originUrl, key, { fwd }, (stored) => {
+          if (stored) passMarks.delete(key)
+        })
+      }
       const role = coalescer.join(key)
       if (role.role === 'waiter') {
         const outcome = await role.outcome
@@ -479,6 +490,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const settle = (stored: boolean) => {
         if (settled) return
         settled = true
+        if (stored) passMarks.delete(key)
+        else passMarks.add(key)
         role.settle(stored ? 'stored' : 'not-shared')
       }
       try {
