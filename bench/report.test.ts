@@ -56,7 +56,7 @@ describe('summarize', () => {
     expect(md).toContain('| s | caje | 60 | ±17% | 3.00 | 30.0 | 0.50 | 1 | 0 MB | 90.0% | wrong body |')
     expect(textTable(rows)).toContain('caje')
     const page = renderResults(
-      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], warnings: [] },
+      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], facts: [], warnings: [] },
       rows,
     )
     expect(page).toContain('nproc): 2, cpu')

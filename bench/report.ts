@@ -167,6 +167,8 @@ export interface ReportMeta {
   systems: string[]
   /** One load command per scenario (the URL's host part stands for every system). */
   loadCommands: string[]
+  /** Extra facts, e.g. caje's VmHWM at the end. */
+  facts: string[]
   /** Anything skipped or failed, in words. */
   warnings: string[]
 }
@@ -201,7 +203,7 @@ largest resident set of the system's whole process tree sampled during its runs.
 req/s across the repetitions relative to the median: a large one means the machine was not quiet.
 
 ${markdownTable(rows)}
-${meta.warnings.length > 0 ? `\n## Warnings\n\n${bullet(meta.warnings)}\n` : ''}
+${meta.facts.length > 0 ? `\n${bullet(meta.facts)}\n` : ''}${meta.warnings.length > 0 ? `\n## Warnings\n\n${bullet(meta.warnings)}\n` : ''}
 ## How it ran
 
 Systems:

@@ -518,9 +518,10 @@ async function main(): Promise<number> {
       }
     }
 
+    const facts: string[] = []
     for (const [tier, caje] of cajes) {
       const hwm = await statusBytes([caje.pid], 'VmHWM')
-      if (hwm > 0) startLines.push(`caje (${tier}) peak RSS since start (VmHWM): ${(hwm / 1024 / 1024).toFixed(0)} MB`)
+      if (hwm > 0) facts.push(`caje (${tier}) peak RSS since start (VmHWM): ${(hwm / 1024 / 1024).toFixed(0)} MB`)
     }
 
     // Report.
@@ -545,6 +546,7 @@ async function main(): Promise<number> {
       ],
       systems: startLines,
       loadCommands,
+      facts,
       warnings: [...warnings, ...(cajeFailed && !opts.smoke ? ['caje is left out of the table above because it did not start'] : [])],
     }
     const markdown = renderResults(meta, rows)
