@@ -1,0 +1,217 @@
+// Body files in cacache's content-addressed layout, read straight from disk.
+// cacache.get re-reads its index and re-hashes the body on every call, which
+// makes a hit several times slower than serving from memory; here the store's
+// own index knows the path, and a file is hashed only when it has not been
+// seen intact in this process (or changed since: inode, size, mtime, ctime),
+// so "never serve a corrupt body" costs one hash per file per process.
+
+import { createHash } from 'node:crypto'
+import fs from 'node:fs'
+import { mkdir, rename, stat } from 'node:fs/promises'
+import path from 'node:path'
+import { Transform, pipeline } from 'node:stream'
+import { promisify } from 'node:util'
+import type { ContentRecord, FileSignature } from './entry-index.ts'
+import type { FileLease, OpenFiles } from './open-files.ts'
+import type { ByteRange, StoredBody } from './types.ts'
+
+/**
+ * Bodies up to this size are buffered: written in one piece, read whole and
+ * verified before they are returned. Larger ones are streamed both ways.
+ */
+export const SMALL_BODY_BYTES = 1024 * 1024
+
+// Plain descriptors rather than FileHandle objects: those are tracked for
+// GC-close warnings and cost noticeably on the hit path.
+const openFd = promisify(fs.open)
+const readFd = promisify(fs.read)
+const closeFd = promisify(fs.close)
+
+const SHA512_SRI = /^sha512-([A-Za-z0-9+/]{86}==)$/
+
+/** sha512 Subresource Integrity string of a finished hash, the format cacache uses. */
+export function integrityOf(hash: ReturnType<typeof createHash>): string {
+  return `sha512-${hash.digest('base64')}`
+}
+
+/**
+ * Where cacache keeps the body with this integrity (lib/content/path.js:
+ * content-v2/<algo>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>). Undefined for
+ * anything but a single sha512 digest, the only kind this store writes.
+ */
+export function contentPath(dir: string, integrity: string): string | undefined {
+  const match = SHA512_SRI.exec(integrity)
+  if (!match) return undefined
+  const hex = Buffer.from(match[1], 'base64').toString('hex')
+  return path.join(contentDir(dir), 'sha512', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
+}
+
+export function contentDir(dir: string): string {
+  return path.join(dir, 'content-v2')
+}
+
+export function signatureOf(st: fs.Stats): FileSignature {
+  return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+}
+
+function sameSignature(a: FileSignature, b: fs.Stats): boolean {
+  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs
+}
+
+/** Moves a finished temp file to its content path; identical content may already be there and is replaced. */
+export async function moveIntoPlace(tmpPath: string, destination: string): Promise<FileSignature> {
+  await mkdir(path.dirname(destination), { recursive: true })
+  // rename() replaces atomically: readers holding the old file keep their
+  // descriptor, and a corrupt file with this digest is healed by a rewrite.
+  await rename(tmpPath, destination)
+  return signatureOf(await stat(destination))
+}
+
+export function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+export type ContentRead =
+  | { ok: true; body: StoredBody }
+  | { ok: false; reason: 'missing' | 'corrupt' }
+
+export interface ReadHooks {
+  /** A streamed body turned out corrupt at its end (the stream errors right after). */
+  onStreamCorrupt(): void
+}
+
+/**
+ * Reads a body (or an inclusive byte range of it, already clamped by the
+ * caller) and guarantees it matches content.integrity. Marks the content as
+ * verified on success. Other I/O errors reject.
+ */
+export async function readContent(files: OpenFiles, content: ContentRecord, range: ByteRange | undefined, hooks: ReadHooks): Promise<ContentRead> {
+  const opened = await openCurrent(files, content.path)
+  if (!opened) return { ok: false, reason: 'missing' }
+  const { lease, st } = opened
+  try {
+    // A truncated or extended file cannot match: no need to hash it.
+    if (st.size !== content.size) return { ok: false, reason: 'corrupt' }
+    const fd = lease.fd
+    const start = range ? range.start : 0
+    const end = range ? range.end : content.size - 1
+    const length = end - start + 1
+    let trusted = content.verified !== undefined && sameSignature(content.verified, st)
+
+    if (!trusted && content.size <= SMALL_BODY_BYTES) {
+      const whole = await readExact(fd, 0, content.size)
+      if (integrityOf(createHash('sha512').update(whole)) !== content.integrity) return { ok: false, reason: 'corrupt' }
+      content.verified = signatureOf(st)
+      return { ok: true, body: { kind: 'buffer', buffer: range ? whole.subarray(start, end + 1) : whole, tier: 'disk' } }
+    }
+
+    if (!trusted && range) {
+      // A range of an unverified large file: only a whole-file hash can vouch
+      // for it, so pay that once before serving any of its bytes.
+      if ((await hashFile(fd, content.size)) !== content.integrity) return { ok: false, reason: 'corrupt' }
+      content.verified = signatureOf(st)
+      trusted = true
+    }
+
+    if (trusted && length <= SMALL_BODY_BYTES) {
+      return { ok: true, body: { kind: 'buffer', buffer: await readExact(fd, start, length), tier: 'disk' } }
+    }
+
+    // A stream gets a descriptor of its own: fs streams close theirs when
+    // destroyed (a client going away), whatever autoClose says.
+    const source = fs.createReadStream(content.path, { fd: await openSame(content.path, st), start, end, autoClose: true })
+    if (trusted) return { ok: true, body: { kind: 'stream', stream: source, tier: 'disk' } }
+    return { ok: true, body: { kind: 'stream', stream: verifyingStream(source, content, signatureOf(st), hooks), tier: 'disk' } }
+  } finally {
+    lease.release()
+  }
+}
+
+/** Opens `filePath` again, insisting on the very file `expected` describes (it may have been replaced meanwhile). */
+async function openSame(filePath: string, expected: fs.Stats): Promise<number> {
+  const fd = await openFd(filePath, 'r')
+  const st = fs.fstatSync(fd)
+  if (st.ino === expected.ino && st.dev === expected.dev) return fd
+  await closeFd(fd)
+  throw Object.assign(new Error(`content file replaced while opening it: ${filePath}`), { code: 'ECHANGED' })
+}
+
+/**
+ * A descriptor of the file now at `path` and its stat, or undefined when there
+ * is none. A cached descriptor of a file since deleted or replaced (nlink 0)
+ * is dropped and the path opened again.
+ */
+async function openCurrent(files: OpenFiles, filePath: string): Promise<{ lease: FileLease; st: fs.Stats } | undefined> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let lease: FileLease
+    try {
+      lease = await files.acquire(filePath)
+    } catch (err) {
+      if (isMissing(err)) return undefined
+      throw err
+    }
+    let st: fs.Stats
+    try {
+      // Synchronous on purpose: fstat of an open descriptor reads the inode the
+      // kernel already holds in memory, never the disk, and saves the hit a
+      // thread-pool round trip.
+      st = fs.fstatSync(lease.fd)
+    } catch (err) {
+      lease.release(true)
+      throw err
+    }
+    if (st.nlink > 0) return { lease, st }
+    lease.release(true)
+  }
+  return undefined // unlinked again right after a fresh open: gone
+}
+
+/** Passes a whole body through, hashing it, and errors at the end instead of finishing when the digest is wrong. */
+function verifyingStream(source: fs.ReadStream, content: ContentRecord, signature: FileSignature, hooks: ReadHooks): Transform {
+  const hash = createHash('sha512')
+  const check = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk)
+      callback(null, chunk)
+    },
+    flush(callback) {
+      if (integrityOf(hash) === content.integrity) {
+        content.verified = signature
+        callback()
+        return
+      }
+      hooks.onStreamCorrupt()
+      callback(Object.assign(new Error(`cached body failed its integrity check: ${content.path}`), { code: 'EINTEGRITY' }))
+    },
+  })
+  // pipeline() destroys the file stream when the consumer gives up early and
+  // destroys `check` with any read error, so the consumer sees every failure
+  // on the stream it holds; the callback would only get that same error again.
+  pipeline(source, check, () => {})
+  return check
+}
+
+async function readExact(fd: number, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(length)
+  let done = 0
+  while (done < length) {
+    const { bytesRead } = await readFd(fd, buffer, done, length - done, position + done)
+    if (bytesRead === 0) throw Object.assign(new Error('content file shrank while reading'), { code: 'EINTEGRITY' })
+    done += bytesRead
+  }
+  return buffer
+}
+
+async function hashFile(fd: number, size: number): Promise<string> {
+  const hash = createHash('sha512')
+  const buffer = Buffer.allocUnsafe(Math.min(size, SMALL_BODY_BYTES))
+  let position = 0
+  while (position < size) {
+    const { bytesRead } = await readFd(fd, buffer, 0, Math.min(buffer.length, size - position), position)
+    if (bytesRead === 0) break
+    hash.update(buffer.subarray(0, bytesRead))
+    position += bytesRead
+  }
+  return integrityOf(hash)
+}

@@ -1,0 +1,520 @@
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import cacache from 'cacache'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { contentPath } from './content-file.ts'
+import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
+import { bodyOf, bytesOf, contentBytesOnDisk, filesUnder, newEntry, put, recordEvents, sri, tempDir } from './test-support.ts'
+
+const MiB = 1024 * 1024
+
+let dir: string
+let cleanup: () => Promise<void>
+const open: DiskStore[] = []
+let logs: Record<string, unknown>[]
+
+beforeEach(async () => {
+  ;({ dir, cleanup } = await tempDir())
+  logs = []
+})
+
+afterEach(async () => {
+  for (const store of open.splice(0)) await store.close()
+  await cleanup()
+})
+
+async function openStore(overrides: Partial<DiskStoreOptions> = {}): Promise<DiskStore> {
+  const store = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: 10 * MiB, log: (obj) => logs.push(obj), ...overrides })
+  open.push(store)
+  return store
+}
+
+async function reopen(store: DiskStore, overrides: Partial<DiskStoreOptions> = {}): Promise<DiskStore> {
+  await store.close()
+  open.splice(open.indexOf(store), 1)
+  return openStore(overrides)
+}
+
+async function readBody(store: DiskStore, url: string, variant = ''): Promise<Buffer | undefined> {
+  const body = await store.read(url, variant)
+  return body && bytesOf(body)
+}
+
+async function corruptContent(integrity: string, mutate: (bytes: Buffer) => Buffer): Promise<void> {
+  const file = contentPath(dir, integrity) as string
+  await writeFile(file, mutate(await readFile(file)))
+}
+
+describe('disk store', () => {
+  it('writes, commits and reads back small and large bodies', async () => {
+    const store = await openStore()
+    const small = bodyOf(1000)
+    const large = bodyOf(3 * MiB, 2)
+    const events = recordEvents(store)
+
+    const meta = await put(store, newEntry('https://a.test/small'), small)
+    expect(meta).toMatchObject({ key: 'https://a.test/small', size: 1000, integrity: sri(small) })
+    const metaLarge = await put(store, newEntry('https://a.test/large'), large)
+    expect(metaLarge?.size).toBe(large.length)
+    expect(events.filter((e) => e.type === 'stored')).toHaveLength(2)
+
+    const smallBody = await store.read('https://a.test/small', '')
+    expect(smallBody?.kind).toBe('buffer')
+    expect(smallBody?.tier).toBe('disk')
+    expect(await bytesOf(smallBody!)).toEqual(small)
+
+    const largeBody = await store.read('https://a.test/large', '')
+    expect(largeBody?.kind).toBe('stream')
+    expect((await bytesOf(largeBody!)).equals(large)).toBe(true)
+    // Second read of a verified large body: a plain file stream.
+    expect((await bytesOf((await store.read('https://a.test/large', ''))!)).equals(large)).toBe(true)
+
+    expect(await store.variants('https://a.test/small')).toEqual([meta])
+    expect(await store.read('https://a.test/none', '')).toBeUndefined()
+    expect(store.stats()).toMatchObject({ entries: 2, bytes: 1000 + 3 * MiB })
+
+    // The directory is a regular cacache: its own reader agrees with us.
+    const viaCacache = await cacache.get(dir, entryId('https://a.test/small', ''))
+    expect(viaCacache.data.equals(small)).toBe(true)
+    expect(viaCacache.integrity).toBe(meta!.integrity)
+  })
+
+  it('a reader abandoning a large stream does not disturb other readers', async () => {
+    const store = await openStore()
+    const large = bodyOf(3 * MiB)
+    const small = bodyOf(1000, 2)
+    await put(store, newEntry('https://a.test/l'), large)
+    await put(store, newEntry('https://a.test/s'), small)
+    for (let i = 0; i < 5; i++) {
+      const abandoned = await store.read('https://a.test/l', '')
+      if (abandoned?.kind !== 'stream') throw new Error('expected a stream')
+      await new Promise<void>((resolve) => abandoned.stream.once('data', () => resolve()))
+      abandoned.stream.destroy()
+      const [a, b] = await Promise.all([readBody(store, 'https://a.test/l'), readBody(store, 'https://a.test/s')])
+      expect(a?.equals(large)).toBe(true)
+      expect(b).toEqual(small)
+    }
+    expect(store.stats().integrityFailures).toBe(0)
+  })
+
+  it('stores an empty body', async () => {
+    const store = await openStore()
+    const writer = store.writer(newEntry('https://a.test/empty'))
+    const meta = await writer.commit()
+    expect(meta?.size).toBe(0)
+    expect(await readBody(store, 'https://a.test/empty')).toEqual(Buffer.alloc(0))
+  })
+
+  it('keeps several variants under one key', async () => {
+    const store = await openStore()
+    await put(store, newEntry('https://a.test/v', { variant: 'gzip' }), bodyOf(10, 1))
+    await put(store, newEntry('https://a.test/v', { variant: 'br' }), bodyOf(10, 2))
+    expect((await store.variants('https://a.test/v')).map((m) => m.variant).sort()).toEqual(['br', 'gzip'])
+    expect(await readBody(store, 'https://a.test/v', 'br')).toEqual(bodyOf(10, 2))
+  })
+
+  it('abort leaves nothing behind, also after a restart', async () => {
+    let store = await openStore()
+    for (const size of [5000, 3 * MiB]) {
+      const writer = store.writer(newEntry(`https://a.test/aborted-${size}`))
+      const body = bodyOf(size)
+      for (let offset = 0; offset < size; offset += 64 * 1024) expect(writer.write(body.subarray(offset, offset + 64 * 1024))).toBe(true)
+      writer.abort(new Error('client went away'))
+      writer.abort() // twice is fine
+      expect(await writer.commit()).toBeUndefined()
+      expect(writer.write(Buffer.from('more'))).toBe(false)
+    }
+    expect(await store.variants('https://a.test/aborted-5000')).toEqual([])
+    expect((await store.list()).total).toBe(0)
+    store = await reopen(store)
+    expect((await store.list()).total).toBe(0)
+    expect(await filesUnder(dir)).toEqual([])
+    expect(store.stats().writeFailures).toBe(0)
+  })
+
+  it('stores nothing for a body over the per-object limit', async () => {
+    const store = await openStore({ maxObjectBytes: 1000 })
+    const writer = store.writer(newEntry('https://a.test/big'))
+    expect(writer.write(bodyOf(600))).toBe(true)
+    expect(writer.write(bodyOf(600))).toBe(false)
+    expect(writer.write(bodyOf(1))).toBe(false)
+    expect(await writer.commit()).toBeUndefined()
+    expect(await store.variants('https://a.test/big')).toEqual([])
+    await store.close()
+    expect(await filesUnder(dir)).toEqual([])
+    expect(store.stats()).toMatchObject({ entries: 0, bytes: 0, writeFailures: 0 })
+    // Exactly at the limit is allowed.
+    const again = await openStore({ maxObjectBytes: 1000 })
+    expect(await put(again, newEntry('https://a.test/exact'), bodyOf(1000))).toBeDefined()
+  })
+
+  it('keeps entries, metadata and listing order across a restart', async () => {
+    let store = await openStore()
+    const metas = []
+    for (let i = 0; i < 3; i++) {
+      metas.push(await put(store, newEntry(`https://a.test/${i}`, { headers: { etag: `"${i}"` }, tags: [`t${i}`] }), bodyOf(100 + i, i)))
+    }
+    await put(store, newEntry('https://a.test/large'), bodyOf(2 * MiB, 9))
+    store = await reopen(store)
+    expect(store.stats()).toMatchObject({ entries: 4, bytes: 303 + 2 * MiB })
+    expect(await store.variants('https://a.test/1')).toEqual([metas[1]])
+    expect(await readBody(store, 'https://a.test/2')).toEqual(bodyOf(102, 2))
+    expect((await readBody(store, 'https://a.test/large'))?.equals(bodyOf(2 * MiB, 9))).toBe(true)
+    expect((await store.list()).entries.map((e) => e.url)).toEqual(['https://a.test/large', 'https://a.test/2', 'https://a.test/1', 'https://a.test/0'])
+  })
+
+  it('drops expired entries on access and at start', async () => {
+    let store = await openStore()
+    const events = recordEvents(store)
+    await put(store, newEntry('https://a.test/old', { deleteAt: Date.now() - 1 }), bodyOf(10))
+    expect(await store.variants('https://a.test/old')).toEqual([])
+    expect(events).toContainEqual({ type: 'deleted', key: 'https://a.test/old', variant: '', reason: 'expired' })
+
+    await put(store, newEntry('https://a.test/soon', { deleteAt: Date.now() + 150 }), bodyOf(20))
+    await put(store, newEntry('https://a.test/keep'), bodyOf(30))
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    store = await reopen(store)
+    expect(store.stats().entries).toBe(1)
+    await store.close() // lets the start-up clean-up finish
+    expect(await filesUnder(path.join(dir, 'content-v2'))).toHaveLength(1)
+  })
+
+  it('never serves a corrupt small body: drops it, counts it, and accepts a new write', async () => {
+    const store = await openStore()
+    const body = bodyOf(5000)
+    const events = recordEvents(store)
+    const meta = await put(store, newEntry('https://a.test/c'), body)
+    await corruptContent(meta!.integrity, (bytes) => {
+      bytes[100] ^= 0xff
+      return bytes
+    })
+    expect(await store.read('https://a.test/c', '')).toBeUndefined()
+    expect(await store.variants('https://a.test/c')).toEqual([])
+    expect(store.stats()).toMatchObject({ integrityFailures: 1, entries: 0, bytes: 0 })
+    expect(events).toContainEqual({ type: 'integrity-failure', key: 'https://a.test/c', variant: '' })
+    expect(events).toContainEqual({ type: 'deleted', key: 'https://a.test/c', variant: '', reason: 'corrupt' })
+    expect(logs.some((l) => l.msg === 'cache body failed its integrity check')).toBe(true)
+
+    expect(await put(store, newEntry('https://a.test/c'), body)).toBeDefined()
+    expect(await readBody(store, 'https://a.test/c')).toEqual(body)
+  })
+
+  it('notices corruption after a verified read (the file changed since)', async () => {
+    const store = await openStore()
+    const body = bodyOf(5000)
+    const meta = await put(store, newEntry('https://a.test/c'), body)
+    expect(await readBody(store, 'https://a.test/c')).toEqual(body)
+    await corruptContent(meta!.integrity, (bytes) => {
+      bytes[0] ^= 1
+      return bytes
+    })
+    expect(await store.read('https://a.test/c', '')).toBeUndefined()
+    expect(store.stats().integrityFailures).toBe(1)
+  })
+
+  it('errors a corrupt large stream at its end and drops the entry', async () => {
+    let store = await openStore()
+    const body = bodyOf(3 * MiB)
+    const meta = await put(store, newEntry('https://a.test/big'), body)
+    // Restart: the new process has not verified the file yet.
+    store = await reopen(store)
+    await corruptContent(meta!.integrity, (bytes) => {
+      bytes[2 * MiB] ^= 0xff
+      return bytes
+    })
+    const read = await store.read('https://a.test/big', '')
+    expect(read?.kind).toBe('stream')
+    await expect(bytesOf(read!)).rejects.toMatchObject({ code: 'EINTEGRITY' })
+    expect(await store.variants('https://a.test/big')).toEqual([])
+    expect(store.stats().integrityFailures).toBe(1)
+    // A truncated file is caught before any byte is served.
+    const again = await put(store, newEntry('https://a.test/big'), body)
+    store = await reopen(store)
+    await corruptContent(again!.integrity, (bytes) => bytes.subarray(0, 1000))
+    expect(await store.read('https://a.test/big', '')).toBeUndefined()
+  })
+
+  it('treats a missing content file as corruption', async () => {
+    const store = await openStore()
+    const meta = await put(store, newEntry('https://a.test/m'), bodyOf(100))
+    await rm(contentPath(dir, meta!.integrity) as string)
+    expect(await store.read('https://a.test/m', '')).toBeUndefined()
+    expect(await store.variants('https://a.test/m')).toEqual([])
+    expect(store.stats()).toMatchObject({ entries: 0, integrityFailures: 1 })
+  })
+
+  it('notices a content file deleted or replaced after it was read (and kept open)', async () => {
+    const store = await openStore()
+    const meta = await put(store, newEntry('https://a.test/gone'), bodyOf(100))
+    expect(await readBody(store, 'https://a.test/gone')).toEqual(bodyOf(100))
+    await rm(contentPath(dir, meta!.integrity) as string)
+    expect(await store.read('https://a.test/gone', '')).toBeUndefined()
+
+    const body = bodyOf(300, 2)
+    const replaced = await put(store, newEntry('https://a.test/swapped'), body)
+    expect(await readBody(store, 'https://a.test/swapped')).toEqual(body)
+    // Another file renamed over it: same size, same mtime window, new inode, wrong bytes.
+    const file = contentPath(dir, replaced!.integrity) as string
+    await writeFile(`${file}.new`, bodyOf(300, 3))
+    await rename(`${file}.new`, file)
+    expect(await store.read('https://a.test/swapped', '')).toBeUndefined()
+    expect(store.stats().integrityFailures).toBe(2)
+  })
+
+  it('evicts least recently read entries to stay under the disk budget', async () => {
+    const store = await openStore({ maxBytes: 10_000 })
+    const events = recordEvents(store)
+    for (let i = 1; i <= 3; i++) await put(store, newEntry(`https://a.test/${i}`), bodyOf(3000, i))
+    await readBody(store, 'https://a.test/1') // 2 is now the least recently read
+    await put(store, newEntry('https://a.test/4'), bodyOf(3000, 4))
+    expect(events.filter((e) => e.type === 'deleted')).toEqual([{ type: 'deleted', key: 'https://a.test/2', variant: '', reason: 'evicted' }])
+    expect(store.stats()).toMatchObject({ entries: 3, bytes: 9000, evictions: 1 })
+    expect(await contentBytesOnDisk(dir)).toBe(9000)
+
+    for (let i = 5; i <= 20; i++) {
+      await put(store, newEntry(`https://a.test/${i}`), bodyOf(2500 + i, i))
+      expect(store.stats().bytes).toBeLessThanOrEqual(10_000)
+      expect(await contentBytesOnDisk(dir)).toBeLessThanOrEqual(10_000)
+    }
+    expect(await store.variants('https://a.test/20')).toHaveLength(1)
+  })
+
+  it('shares one content file between entries with the same body', async () => {
+    const store = await openStore()
+    const body = bodyOf(4000)
+    await put(store, newEntry('https://a.test/x'), body)
+    await put(store, newEntry('https://a.test/y'), body)
+    expect(store.stats().bytes).toBe(4000)
+    await store.delete('https://a.test/x')
+    expect(await readBody(store, 'https://a.test/y')).toEqual(body)
+    await store.delete('https://a.test/y')
+    await store.close()
+    expect(await filesUnder(path.join(dir, 'content-v2'))).toEqual([])
+  })
+
+  it('answers byte ranges from small and large bodies', async () => {
+    let store = await openStore()
+    const small = bodyOf(10_000)
+    const large = bodyOf(3 * MiB, 3)
+    await put(store, newEntry('https://a.test/s'), small)
+    await put(store, newEntry('https://a.test/l'), large)
+    store = await reopen(store) // nothing verified yet
+
+    const s = await store.read('https://a.test/s', '', { start: 10, end: 19 })
+    expect(s?.kind).toBe('buffer')
+    expect(await bytesOf(s!)).toEqual(small.subarray(10, 20))
+    // An end past the body is clamped, like RFC 9110 §14.1.2 asks.
+    expect(await bytesOf((await store.read('https://a.test/s', '', { start: 9990, end: 20_000 }))!)).toEqual(small.subarray(9990))
+
+    const firstLarge = await store.read('https://a.test/l', '', { start: MiB, end: MiB + 99 })
+    expect(firstLarge?.kind).toBe('buffer')
+    expect(await bytesOf(firstLarge!)).toEqual(large.subarray(MiB, MiB + 100))
+    const wide = await store.read('https://a.test/l', '', { start: 100, end: 2 * MiB + 99 })
+    expect(wide?.kind).toBe('stream')
+    expect((await bytesOf(wide!)).equals(large.subarray(100, 2 * MiB + 100))).toBe(true)
+
+    await expect(store.read('https://a.test/s', '', { start: 10_000, end: 10_001 })).rejects.toThrow(RangeError)
+    await expect(store.read('https://a.test/s', '', { start: 5, end: 4 })).rejects.toThrow(RangeError)
+  })
+
+  it('refuses a range of a corrupt large body before serving any of it', async () => {
+    let store = await openStore()
+    const large = bodyOf(2 * MiB)
+    const meta = await put(store, newEntry('https://a.test/l'), large)
+    store = await reopen(store)
+    await corruptContent(meta!.integrity, (bytes) => {
+      bytes[bytes.length - 1] ^= 1
+      return bytes
+    })
+    expect(await store.read('https://a.test/l', '', { start: 0, end: 9 })).toBeUndefined()
+    expect(store.stats().integrityFailures).toBe(1)
+  })
+
+  it('updateMeta replaces metadata and keeps the body, across restarts', async () => {
+    let store = await openStore()
+    const body = bodyOf(2000)
+    const meta = (await put(store, newEntry('https://a.test/u'), body))!
+    const later = Date.now() + 999_000
+    // size and integrity from the caller are ignored: the body did not change.
+    await store.updateMeta({ ...meta, staleAt: later, headers: { etag: '"2"' }, size: 1, integrity: 'sha512-bogus' })
+    const [updated] = await store.variants('https://a.test/u')
+    expect(updated).toMatchObject({ staleAt: later, headers: { etag: '"2"' }, size: 2000, integrity: meta.integrity })
+    expect(await readBody(store, 'https://a.test/u')).toEqual(body)
+    // Many revalidations do not grow the on-disk index without bound.
+    for (let i = 0; i < 30; i++) await store.updateMeta({ ...updated, staleAt: later + i })
+    const buckets = await filesUnder(path.join(dir, 'index-v5'))
+    expect(buckets).toHaveLength(1)
+    const lines = (await readFile(path.join(dir, 'index-v5', buckets[0]), 'utf8')).split('\n').filter(Boolean)
+    expect(lines.length).toBeLessThanOrEqual(9)
+
+    store = await reopen(store)
+    expect((await store.variants('https://a.test/u'))[0]).toMatchObject({ staleAt: later + 29, headers: { etag: '"2"' } })
+    expect(await readBody(store, 'https://a.test/u')).toEqual(body)
+    // Listing order stays the commit order, not the update order.
+    await put(store, newEntry('https://a.test/second'), bodyOf(10))
+    await store.updateMeta({ ...(await store.variants('https://a.test/u'))[0], staleAt: 1 })
+    expect((await store.list()).entries.map((e) => e.url)).toEqual(['https://a.test/second', 'https://a.test/u'])
+    // Updating something that is not stored is a no-op.
+    await store.updateMeta({ ...meta, key: 'https://a.test/nope', url: 'https://a.test/nope' })
+    expect(await store.variants('https://a.test/nope')).toEqual([])
+  })
+
+  it('returns frozen metadata so callers cannot change the index by accident', async () => {
+    const store = await openStore()
+    await put(store, newEntry('https://a.test/f'), bodyOf(1))
+    const [meta] = await store.variants('https://a.test/f')
+    expect(Object.isFrozen(meta)).toBe(true)
+    expect(Object.isFrozen(meta.headers)).toBe(true)
+  })
+
+  it('deletes by key, by variant and by predicate; clear removes everything', async () => {
+    let store = await openStore()
+    const events = recordEvents(store)
+    await put(store, newEntry('https://a.test/k', { variant: 'a' }), bodyOf(10, 1))
+    await put(store, newEntry('https://a.test/k', { variant: 'b' }), bodyOf(10, 2))
+    await put(store, newEntry('https://a.test/k', { variant: 'c' }), bodyOf(10, 3))
+    expect(await store.delete('https://a.test/k', 'a')).toBe(1)
+    expect(await store.delete('https://a.test/k', 'a')).toBe(0)
+    expect(await store.delete('https://a.test/k')).toBe(2)
+    expect(events.filter((e) => e.type === 'deleted').every((e) => e.type === 'deleted' && e.reason === 'purged')).toBe(true)
+
+    for (let i = 0; i < 6; i++) await put(store, newEntry(`https://a.test/p/${i}`, { tags: i % 2 ? ['odd'] : [] }), bodyOf(10, i))
+    expect(await store.deleteWhere((m) => m.tags.includes('odd'))).toBe(3)
+    expect(await store.deleteWhere((m) => m.url.startsWith('https://a.test/p/4'))).toBe(1)
+    expect((await store.list()).entries.map((e) => e.url)).toEqual(['https://a.test/p/2', 'https://a.test/p/0'])
+    await expect(
+      store.deleteWhere(() => {
+        throw new Error('bad predicate')
+      }),
+    ).rejects.toThrow('bad predicate')
+    expect(store.stats().entries).toBe(2)
+
+    expect(await store.clear()).toBe(2)
+    expect(events.filter((e) => e.type === 'deleted' && e.reason === 'cleared')).toHaveLength(2)
+    expect(store.stats()).toMatchObject({ entries: 0, bytes: 0 })
+    expect(await filesUnder(dir)).toEqual([])
+    // Still usable after a clear, and the clear survives a restart.
+    await put(store, newEntry('https://a.test/after'), bodyOf(10))
+    store = await reopen(store)
+    expect((await store.list()).entries.map((e) => e.url)).toEqual(['https://a.test/after'])
+  })
+
+  it('pages and filters the listing, newest first', async () => {
+    const store = await openStore()
+    for (let i = 0; i < 25; i++) await put(store, newEntry(`https://${i % 5 === 0 ? 'IMG' : 'www'}.a.test/${i}`), bodyOf(10, i))
+    await readBody(store, 'https://www.a.test/1')
+    const page = await store.list({ offset: 2, limit: 3 })
+    expect(page.total).toBe(25)
+    expect(page.entries.map((e) => e.url)).toEqual(['https://www.a.test/22', 'https://www.a.test/21', 'https://IMG.a.test/20'])
+    const imgs = await store.list({ filter: 'img.A.TEST' })
+    expect(imgs.total).toBe(5)
+    expect(imgs.entries.map((e) => e.url)).toEqual([20, 15, 10, 5, 0].map((i) => `https://IMG.a.test/${i}`))
+    const [one] = (await store.list({ filter: 'www.a.test/1', limit: 100 })).entries.filter((e) => e.url === 'https://www.a.test/1')
+    expect(one.inMemory).toBe(false)
+    expect(one.lastAccess).toBeGreaterThanOrEqual(one.storedAt)
+  })
+
+  it('recovers when the cache directory is removed under it', async () => {
+    let store = await openStore()
+    await put(store, newEntry('https://a.test/before'), bodyOf(100))
+    await put(store, newEntry('https://a.test/read-before'), bodyOf(100, 5))
+    expect(await readBody(store, 'https://a.test/read-before')).toEqual(bodyOf(100, 5))
+    await rm(dir, { recursive: true, force: true })
+    expect(await store.read('https://a.test/read-before', '')).toBeUndefined()
+    expect(await store.read('https://a.test/before', '')).toBeUndefined()
+    expect(store.stats().entries).toBe(0)
+    // Both the buffered and the spilled write paths recreate what they need.
+    expect(await put(store, newEntry('https://a.test/after'), bodyOf(100, 2))).toBeDefined()
+    await rm(dir, { recursive: true, force: true })
+    expect(await put(store, newEntry('https://a.test/large'), bodyOf(2 * MiB, 3))).toBeDefined()
+    expect((await readBody(store, 'https://a.test/large'))?.equals(bodyOf(2 * MiB, 3))).toBe(true)
+    expect(store.stats().writeFailures).toBe(0)
+    store = await reopen(store)
+    expect((await readBody(store, 'https://a.test/large'))?.equals(bodyOf(2 * MiB, 3))).toBe(true)
+  })
+
+  it('counts, logs and reports a failed write without rejecting commit()', async () => {
+    const store = await openStore()
+    const events = recordEvents(store)
+    // A file where the temp directory should be: every write fails (even as root).
+    await writeFile(path.join(dir, 'tmp'), 'in the way')
+    expect(await put(store, newEntry('https://a.test/small'), bodyOf(100))).toBeUndefined()
+    const large = store.writer(newEntry('https://a.test/large'))
+    large.write(bodyOf(2 * MiB))
+    expect(await large.commit()).toBeUndefined()
+    expect(store.stats()).toMatchObject({ writeFailures: 2, entries: 0 })
+    expect(events.filter((e) => e.type === 'write-failure').map((e) => e.type === 'write-failure' && e.key)).toEqual([
+      'https://a.test/small',
+      'https://a.test/large',
+    ])
+    expect(logs.filter((l) => l.msg === 'cache write failed')).toHaveLength(2)
+
+    await rm(path.join(dir, 'tmp'))
+    expect(await put(store, newEntry('https://a.test/small'), bodyOf(100))).toBeDefined()
+  })
+
+  it('concurrent writes of one key: the last commit wins, with no corruption', async () => {
+    let store = await openStore()
+    const url = 'https://a.test/race'
+    const slow = store.writer(newEntry(url, { headers: { n: 'slow' } }))
+    const fast = store.writer(newEntry(url, { headers: { n: 'fast' } }))
+    const slowBody = bodyOf(3 * MiB, 1)
+    const fastBody = bodyOf(10, 2)
+    for (let offset = 0; offset < slowBody.length; offset += 64 * 1024) slow.write(slowBody.subarray(offset, offset + 64 * 1024))
+    fast.write(fastBody)
+    // The large body is committed first and takes longer to finish; the small one is committed last.
+    const results = await Promise.all([slow.commit(), fast.commit()])
+    expect(results.every((r) => r !== undefined)).toBe(true)
+    expect((await store.variants(url))[0].headers.n).toBe('fast')
+    expect(await readBody(store, url)).toEqual(fastBody)
+
+    const writers = Array.from({ length: 12 }, (_, i) => {
+      const writer = store.writer(newEntry(url, { headers: { n: String(i) } }))
+      writer.write(bodyOf(i % 3 === 0 ? 2 * MiB : 500, i + 10))
+      return writer
+    })
+    await Promise.all(writers.map((w) => w.commit()))
+    expect((await store.variants(url))[0].headers.n).toBe('11')
+    expect(await readBody(store, url)).toEqual(bodyOf(500, 21))
+    expect(store.stats()).toMatchObject({ entries: 1, bytes: 500, integrityFailures: 0 })
+    store = await reopen(store)
+    expect(await readBody(store, url)).toEqual(bodyOf(500, 21))
+    await store.close()
+    expect(await filesUnder(path.join(dir, 'content-v2'))).toHaveLength(1)
+  })
+
+  it('cleans up crash leftovers at start: temp files, foreign index entries, unreferenced content', async () => {
+    let store = await openStore()
+    const kept = bodyOf(100)
+    await put(store, newEntry('https://a.test/kept'), kept)
+    await store.close()
+    expect(await put(store, newEntry('https://a.test/late'), bodyOf(10))).toBeUndefined() // a closed store takes no writes
+    // An index entry without our metadata, and its content.
+    const stray = bodyOf(50, 7)
+    await cacache.put(dir, 'scratch', stray)
+    // An orphaned content file, as left by a crash between rename and index insert.
+    const orphan = bodyOf(60, 8)
+    await cacache.put(dir, 'orphan', orphan)
+    await cacache.rm.entry(dir, 'orphan')
+    await mkdir(path.join(dir, 'tmp'), { recursive: true })
+    await writeFile(path.join(dir, 'tmp', 'half-written'), 'x')
+    store = await openStore()
+    await store.close()
+    const content = await filesUnder(path.join(dir, 'content-v2'))
+    expect(content).toEqual([path.relative(path.join(dir, 'content-v2'), contentPath(dir, sri(kept)) as string)])
+    expect(await filesUnder(path.join(dir, 'tmp'))).toEqual([])
+    expect(store.stats().entries).toBe(1)
+    store = await openStore()
+    expect(await readBody(store, 'https://a.test/kept')).toEqual(kept)
+  })
+
+  it('applies a lowered budget at start', async () => {
+    let store = await openStore()
+    for (let i = 0; i < 5; i++) await put(store, newEntry(`https://a.test/${i}`), bodyOf(1000, i))
+    store = await reopen(store, { maxBytes: 2500 })
+    await store.close()
+    expect(store.stats()).toMatchObject({ entries: 2, bytes: 2000, evictions: 3 })
+    expect(await readdir(path.join(dir, 'content-v2', 'sha512'))).toBeDefined()
+    expect(await contentBytesOnDisk(dir)).toBe(2000)
+  })
+})

@@ -1,0 +1,110 @@
+// A small cache of open file descriptors for content files, so a hit on a
+// small body is two thread-pool round trips (fstat, read) instead of four
+// (open, fstat, read, close). Keeping a descriptor open is safe for integrity:
+// the caller still fstat()s on every read, and a file that was deleted or
+// replaced shows up as nlink 0 (then it is reopened by path), one changed in
+// place as a new mtime/ctime (then it is hashed again).
+
+import fs from 'node:fs'
+import { promisify } from 'node:util'
+
+const openFd = promisify(fs.open)
+const closeFd = promisify(fs.close)
+
+interface OpenFile {
+  fd: Promise<number>
+  users: number
+  /** Set when the file must not be handed out again; closed once the last user releases it. */
+  retired: boolean
+}
+
+export interface FileLease {
+  readonly fd: number
+  /** Give the descriptor back; `retire` closes it (the file was found deleted or bad). */
+  release(retire?: boolean): void
+}
+
+export interface OpenFilesOptions {
+  /** Descriptors kept open at most (those in use are never closed early). */
+  max: number
+  /** Where close failures go: they are not worth failing a read for, but not silent either. */
+  onCloseError(error: unknown, path: string): void
+}
+
+export class OpenFiles {
+  readonly #files = new Map<string, OpenFile>()
+  readonly #opts: OpenFilesOptions
+
+  constructor(opts: OpenFilesOptions) {
+    this.#opts = opts
+  }
+
+  /** An open descriptor for `path`, shared with other readers. Rejects like fs.open (ENOENT...). */
+  async acquire(path: string): Promise<FileLease> {
+    let file = this.#files.get(path)
+    if (file) {
+      // Most recently used last, so trimming closes the coldest first.
+      this.#files.delete(path)
+      this.#files.set(path, file)
+    } else {
+      file = { fd: openFd(path, 'r'), users: 0, retired: false }
+      this.#files.set(path, file)
+      this.#trim()
+    }
+    file.users++
+    const entry = file
+    let fd: number
+    try {
+      fd = await entry.fd
+    } catch (error) {
+      entry.users--
+      if (this.#files.get(path) === entry) this.#files.delete(path)
+      throw error
+    }
+    let released = false
+    return {
+      fd,
+      release: (retire = false) => {
+        if (released) return
+        released = true
+        entry.users--
+        if (retire) this.#retire(path, entry)
+        else if (entry.retired && entry.users === 0) this.#close(path, entry)
+      },
+    }
+  }
+
+  /** Stops handing out the descriptor of `path` (the file was removed or replaced). */
+  forget(path: string): void {
+    const file = this.#files.get(path)
+    if (file) this.#retire(path, file)
+  }
+
+  /** Closes everything not in use and retires the rest. */
+  closeAll(): void {
+    for (const [path, file] of this.#files) this.#retire(path, file)
+  }
+
+  #retire(path: string, file: OpenFile): void {
+    if (this.#files.get(path) === file) this.#files.delete(path)
+    file.retired = true
+    if (file.users === 0) this.#close(path, file)
+  }
+
+  #trim(): void {
+    if (this.#files.size <= this.#opts.max) return
+    for (const [path, file] of this.#files) {
+      if (this.#files.size <= this.#opts.max) break
+      this.#retire(path, file)
+    }
+  }
+
+  #close(path: string, file: OpenFile): void {
+    if (file.users !== 0) return
+    file.users = -1 // closed: never close twice
+    file.fd.then(
+      (fd) => closeFd(fd).catch((error: unknown) => this.#opts.onCloseError(error, path)),
+      () => {}, // the open itself failed: that error went to the reader that asked for it
+    )
+  }
+}

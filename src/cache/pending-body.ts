@@ -1,0 +1,155 @@
+// A body being written: hashed as it arrives, kept in memory while small and
+// spilled to a temp file in <dir>/tmp once it grows, so a large response never
+// sits whole in memory. Nothing here is visible to readers; the store moves
+// the finished temp file into cacache's content layout on commit.
+
+import { createHash, randomUUID } from 'node:crypto'
+import fs from 'node:fs'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { SMALL_BODY_BYTES, integrityOf } from './content-file.ts'
+
+const openFd = promisify(fs.open)
+const writevFd = promisify(fs.writev)
+const closeFd = promisify(fs.close)
+
+export interface FinishedBody {
+  tmpPath: string
+  integrity: string
+  size: number
+  /** The whole body, when it stayed small enough to be buffered. */
+  body?: Buffer
+}
+
+export interface PendingBodyOptions {
+  tmpDir: string
+  /** The per-object limit: beyond it the write is given up. */
+  maxBytes: number
+  /** Called once, as soon as writing to the temp file fails. */
+  onFailure(error: unknown): void
+}
+
+export type WriteOutcome = 'ok' | 'too-large' | 'failed'
+
+export class PendingBody {
+  readonly #opts: PendingBodyOptions
+  readonly #hash = createHash('sha512')
+  readonly #tmpPath: string
+  #bytes = 0
+  /** Chunks not yet on disk: the whole body until it spills, then the backlog. */
+  #chunks: Buffer[] = []
+  #fd: Promise<number> | undefined
+  #draining: Promise<void> | undefined
+  #failure: { error: unknown } | undefined
+  #closed = false
+
+  constructor(opts: PendingBodyOptions) {
+    this.#opts = opts
+    this.#tmpPath = path.join(opts.tmpDir, randomUUID())
+  }
+
+  write(chunk: Uint8Array): WriteOutcome {
+    if (this.#failure) return 'failed'
+    this.#bytes += chunk.byteLength
+    if (this.#bytes > this.#opts.maxBytes) return 'too-large'
+    // No copy: the proxy hands over chunks it no longer changes.
+    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    this.#hash.update(buffer)
+    this.#chunks.push(buffer)
+    if (this.#fd) this.#drain()
+    else if (this.#bytes > SMALL_BODY_BYTES) {
+      this.#fd = this.#openTmp()
+      this.#drain()
+    }
+    return 'ok'
+  }
+
+  /** Puts the whole body in a temp file and reports its digest. Rejects on I/O failure. */
+  async finish(): Promise<FinishedBody> {
+    if (!this.#fd) {
+      const body = this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks, this.#bytes)
+      this.#chunks = []
+      await mkdir(this.#opts.tmpDir, { recursive: true })
+      await writeFile(this.#tmpPath, body, { flag: 'wx' })
+      return { tmpPath: this.#tmpPath, integrity: integrityOf(this.#hash), size: this.#bytes, body }
+    }
+    while (this.#draining) await this.#draining
+    await this.#close()
+    if (this.#failure) throw this.#failure.error
+    return { tmpPath: this.#tmpPath, integrity: integrityOf(this.#hash), size: this.#bytes }
+  }
+
+  /** Drops everything written so far, including the temp file. */
+  async discard(): Promise<void> {
+    this.#chunks = []
+    while (this.#draining) await this.#draining
+    await this.#close()
+    await rm(this.#tmpPath, { force: true })
+  }
+
+  async #openTmp(): Promise<number> {
+    // mkdir every time: the cache directory may have been removed under us.
+    await mkdir(this.#opts.tmpDir, { recursive: true })
+    return openFd(this.#tmpPath, 'wx')
+  }
+
+  #drain(): void {
+    if (this.#draining || !this.#fd) return
+    const fdPromise = this.#fd
+    this.#draining = (async () => {
+      try {
+        const fd = await fdPromise
+        while (this.#chunks.length > 0 && !this.#failure) {
+          const batch = this.#chunks
+          this.#chunks = []
+          await writeAll(fd, batch)
+        }
+      } catch (error) {
+        this.#fail(error)
+      } finally {
+        this.#draining = undefined
+      }
+    })()
+  }
+
+  #fail(error: unknown): void {
+    if (this.#failure) return
+    this.#failure = { error }
+    this.#chunks = []
+    this.#opts.onFailure(error)
+  }
+
+  async #close(): Promise<void> {
+    if (this.#closed || !this.#fd) return
+    this.#closed = true
+    let fd: number
+    try {
+      fd = await this.#fd
+    } catch {
+      return // opening failed: already reported through #fail, nothing to close
+    }
+    try {
+      await closeFd(fd)
+    } catch (error) {
+      this.#fail(error)
+    }
+  }
+}
+
+/** writev until every byte is down: a short write (disk nearly full) continues where it stopped. */
+async function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
+  let pending = buffers
+  while (pending.length > 0) {
+    const { bytesWritten } = await writevFd(fd, pending)
+    let skip = bytesWritten
+    let i = 0
+    while (i < pending.length && skip >= pending[i].length) {
+      skip -= pending[i].length
+      i++
+    }
+    pending = pending.slice(i)
+    if (pending.length > 0 && skip > 0) pending[0] = pending[0].subarray(skip)
+    if (bytesWritten === 0 && pending.length > 0) throw Object.assign(new Error('no progress writing cache temp file'), { code: 'ENOSPC' })
+  }
+}

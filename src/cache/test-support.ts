@@ -1,0 +1,97 @@
+// Helpers shared by the cache tests: real temp directories, entries and bodies.
+
+import { createHash } from 'node:crypto'
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { CacheStore, EntryMeta, NewEntry, StoreEvent, StoredBody } from './types.ts'
+
+export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-cache-'))
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) }
+}
+
+export function newEntry(url: string, overrides: Partial<NewEntry> = {}): NewEntry {
+  const now = Date.now()
+  const { host } = new URL(url)
+  return {
+    key: url,
+    variant: '',
+    url,
+    host,
+    status: 200,
+    headers: { 'content-type': 'text/plain' },
+    varyHeaders: {},
+    policy: { v: 1 },
+    storedAt: now,
+    staleAt: now + 60_000,
+    deleteAt: now + 3_600_000,
+    tags: [],
+    contentType: 'text/plain',
+    ...overrides,
+  }
+}
+
+/** A deterministic body of `size` bytes that differs per seed. */
+export function bodyOf(size: number, seed = 1): Buffer {
+  const buffer = Buffer.allocUnsafe(size)
+  let x = seed * 2654435761 >>> 0
+  for (let i = 0; i < size; i++) {
+    x = (x * 1664525 + 1013904223) >>> 0
+    buffer[i] = x >>> 24
+  }
+  return buffer
+}
+
+export function sri(body: Buffer): string {
+  return `sha512-${createHash('sha512').update(body).digest('base64')}`
+}
+
+/** Writes a body in chunks and commits it. */
+export async function put(store: CacheStore, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
+  const writer = store.writer(entry)
+  for (let offset = 0; offset < body.length; offset += chunkSize) {
+    if (!writer.write(body.subarray(offset, offset + chunkSize))) break
+  }
+  return writer.commit()
+}
+
+export async function bytesOf(body: StoredBody): Promise<Buffer> {
+  if (body.kind === 'buffer') return body.buffer
+  const chunks: Buffer[] = []
+  for await (const chunk of body.stream) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+export function recordEvents(store: CacheStore): StoreEvent[] {
+  const events: StoreEvent[] = []
+  store.subscribe((event) => events.push(event))
+  return events
+}
+
+/** Every regular file under `root` (relative paths), for "nothing left behind" checks. */
+export async function filesUnder(root: string): Promise<string[]> {
+  const out: string[] = []
+  async function walk(dir: string): Promise<void> {
+    let names: string[]
+    try {
+      names = await readdir(dir)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return // absent directory: no files
+      throw error
+    }
+    for (const name of names) {
+      const full = path.join(dir, name)
+      if ((await stat(full)).isDirectory()) await walk(full)
+      else out.push(path.relative(root, full))
+    }
+  }
+  await walk(root)
+  return out.sort()
+}
+
+export async function contentBytesOnDisk(dir: string): Promise<number> {
+  let total = 0
+  for (const file of await filesUnder(path.join(dir, 'content-v2'))) total += (await stat(path.join(dir, 'content-v2', file))).size
+  return total
+}

@@ -1,0 +1,124 @@
+// The CacheStore the proxy uses: the disk tier is the record of what is
+// stored; the memory tier only holds copies of small bodies. A memory copy is
+// served only while the disk index still has that variant with the same
+// integrity, so deletes, purges, evictions and replacements on disk can never
+// leave a stale body served from memory.
+
+import { type DiskStore, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
+import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
+import type { ByteRange, CacheStore, EntryMeta, EntryWriter, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
+
+export interface CacheStoreOptions {
+  /** cacache directory of this node. */
+  dir: string
+  /** Disk budget for bodies, in bytes. */
+  maxBytes: number
+  /** Memory tier budget in bytes; 0 disables it. */
+  memoryBytes: number
+  /** Per-object limit: larger bodies are not stored. */
+  maxObjectBytes: number
+  log?: LogFn
+}
+
+export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheStore> {
+  const disk = await createDiskStore({ dir: opts.dir, maxBytes: opts.maxBytes, maxObjectBytes: opts.maxObjectBytes, log: opts.log })
+  // Only bodies the disk tier hands over as buffers go to memory, and a quarter
+  // of the budget at most, so one object cannot flush the rest.
+  const memory = createMemoryTier({
+    maxBytes: opts.memoryBytes,
+    maxObjectBytes: Math.min(Math.floor(opts.memoryBytes / 4), SMALL_BODY_BYTES),
+  })
+  return createTieredStore(disk, memory)
+}
+
+/** Combines an opened disk store with a memory tier (exported for tests that need their own tiers). */
+export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheStore {
+  // Disk removals of any kind (including 'replaced') end the memory copy.
+  const unsubscribe = disk.subscribe((event) => {
+    if (event.type === 'deleted') memory.delete(entryId(event.key, event.variant))
+  })
+
+  function remember(meta: EntryMeta, buffer: Buffer): void {
+    if (buffer.length === meta.size) memory.set(entryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
+  }
+
+  return {
+    variants: (key) => disk.variants(key),
+
+    async read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined> {
+      const id = entryId(key, variant)
+      const held = memory.get(id)
+      if (held) {
+        // touch() also keeps the disk LRU aware of memory hits: a body hot in
+        // memory must not be the first one evicted from disk.
+        const meta = disk.touch(key, variant)
+        if (meta && meta.integrity === held.integrity) {
+          return { kind: 'buffer', buffer: range ? sliceRange(held.buffer, range) : held.buffer, tier: 'memory' }
+        }
+        memory.delete(id)
+      }
+      // A range of a body small enough for memory: read it whole once, keep it, serve the slice.
+      const current = range ? disk.touch(key, variant) : undefined
+      const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes
+      const found = await disk.readWithMeta(key, variant, wholeForMemory ? undefined : range)
+      if (!found) return undefined
+      const { body, meta } = found
+      if (body.kind === 'buffer' && (wholeForMemory || !range)) {
+        remember(meta, body.buffer)
+        if (range) return { kind: 'buffer', buffer: sliceRange(body.buffer, range), tier: 'disk' }
+      }
+      return body
+    },
+
+    writer(entry: NewEntry): EntryWriter {
+      const inner = disk.writer(entry)
+      return {
+        write: (chunk) => inner.write(chunk),
+        abort: (reason) => inner.abort(reason),
+        async commit() {
+          const committed = await inner.commitWithBody()
+          if (!committed) return undefined
+          if (committed.body) remember(committed.meta, committed.body)
+          return committed.meta
+        },
+      }
+    },
+
+    updateMeta: (meta) => disk.updateMeta(meta),
+    delete: (key, variant) => disk.delete(key, variant),
+    deleteWhere: (predicate, reason) => disk.deleteWhere(predicate, reason),
+
+    async clear(): Promise<number> {
+      const removed = await disk.clear()
+      memory.clear()
+      return removed
+    },
+
+    async list(options?: ListOptions): Promise<{ total: number; entries: ListedEntry[] }> {
+      const page = await disk.list(options)
+      for (const entry of page.entries) entry.inMemory = memory.has(entryId(entry.key, entry.variant))
+      return page
+    },
+
+    stats(): StoreStats {
+      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes }
+    },
+
+    subscribe: (listener: (event: StoreEvent) => void) => disk.subscribe(listener),
+
+    async close(): Promise<void> {
+      await disk.close()
+      unsubscribe()
+      memory.clear()
+    },
+  }
+}
+
+/** The inclusive range of a whole body held in memory (same clamping and errors as the disk tier). */
+function sliceRange(buffer: Buffer, range: ByteRange): Buffer {
+  const { start, end } = range
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || start >= buffer.length) {
+    throw new RangeError(`unsatisfiable range ${start}-${end} for a body of ${buffer.length} bytes`)
+  }
+  return buffer.subarray(start, Math.min(end, buffer.length - 1) + 1)
+}
