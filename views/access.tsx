@@ -163,7 +163,7 @@ const Admins: FC<{ p: AccessPageProps }> = ({ p }) => {
             {p.admins.map((a) => (
               <tr>
                 <td>
-                  {a.name}
+                  {a.name}{' '}
                   {a.id === p.adminId ? (
                     <span data-component="badge" data-kind="self">
                       {t.you}

@@ -10,7 +10,7 @@ export function formatBytes(n: number): string {
     v /= 1024
     u++
   }
-  return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${UNITS[u]}`
+  return u === 0 ? `${v}\u00a0B` : `${v < 10 ? v.toFixed(1) : Math.round(v)}\u00a0${UNITS[u]}`
 }
 
 /** `2025-03-01 14:05` in UTC, compact and sortable. */
@@ -47,5 +47,5 @@ export function formatRelative(ms: number | null | undefined, now: number): stri
 
 export function formatRatio(r: number | null): string | undefined {
   if (r === null || !Number.isFinite(r)) return undefined
-  return `${(r * 100).toFixed(1)} %`
+  return `${(r * 100).toFixed(1)}\u00a0%`
 }

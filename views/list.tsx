@@ -242,6 +242,9 @@ const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
       <div data-component="card">
         <h2>{t.populateHeading}</h2>
         <p>{t.populateLead}</p>
+        <div data-component="populate" data-poll={props.populate?.running ? 'true' : 'false'}>
+          <PopulateState status={props.populate} now={props.now} />
+        </div>
         <div data-slot="row">
           <form method="post" action={PATHS.populate} data-component="inline-form">
             <Csrf token={csrf} />
@@ -249,9 +252,6 @@ const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
               {t.populateButton}
             </button>
           </form>
-        </div>
-        <div data-component="populate" data-poll={props.populate?.running ? 'true' : 'false'}>
-          <PopulateState status={props.populate} now={props.now} />
         </div>
       </div>
       <div data-component="card">
@@ -301,6 +301,11 @@ export const ListPage: FC<ListPageProps> = (props) => {
           <Pager props={props} table="disk" />
         </header>
         <DiskTable props={props} />
+        {props.disk.entries.length > 0 ? (
+          <footer data-slot="panel-foot">
+            <Pager props={props} table="disk" />
+          </footer>
+        ) : null}
       </section>
       <section data-component="panel" id="manifest">
         <header data-slot="panel-head">
@@ -308,6 +313,11 @@ export const ListPage: FC<ListPageProps> = (props) => {
           <Pager props={props} table="manifest" />
         </header>
         <ManifestTable props={props} />
+        {props.manifest.entries.length > 0 ? (
+          <footer data-slot="panel-foot">
+            <Pager props={props} table="manifest" />
+          </footer>
+        ) : null}
       </section>
     </Layout>
   )

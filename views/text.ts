@@ -21,7 +21,7 @@ export const TEXT = {
   },
   signIn: {
     title: 'Sign in',
-    heading: 'Sign in with a passkey',
+    heading: 'Sign in to caje',
     lead: 'Use the passkey you registered for this caje. Your browser or phone will ask you to confirm.',
     button: 'Sign in with a passkey',
     working: 'Waiting for your passkey…',
@@ -56,7 +56,7 @@ export const TEXT = {
       status: 'Status',
       size: 'Size',
       type: 'Type',
-      stored: 'Stored',
+      stored: 'Stored (UTC)',
       expires: 'Fresh for',
       tier: 'Tier',
       url: 'URL',

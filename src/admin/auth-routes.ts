@@ -40,6 +40,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const next = safeNext(c.req.query('next'), PATHS.list)
     const found = await lookupSession(c, shared)
     if (found.state === 'ok') return c.redirect(next, 303)
+    if (found.state === 'ended') clearSessionCookie(c, shared)
     const passkeysExist = (await repo.countPasskeys(shared.db)) > 0
     return renderPage(c, SignInPage, {
       passwordMode: passwordMode(shared, passkeysExist),

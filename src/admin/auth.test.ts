@@ -192,6 +192,15 @@ describe('passkeys', () => {
     expect((await repo.getPasskey(h.deps.db, credential.id))?.counter).toBe(2)
   })
 
+  it('refuses to start a registration without the CSRF token', async () => {
+    h = await setup()
+    const c = h.client()
+    await c.signInWithPassword()
+    expect((await c.request('/_caje/register/options', { json: {}, csrf: false })).status).toBe(403)
+    expect((await c.request('/_caje/register/verify', { json: { challengeId: 'x', response: {} }, csrf: false })).status).toBe(403)
+    expect(await h.deps.db.selectFrom('challenges').selectAll().execute()).toEqual([])
+  })
+
   it('refuses an unknown credential', async () => {
     h = await setup()
     const o = (await (await h.client().request('/_caje/auth/options', { json: {} })).json()) as Options

@@ -125,7 +125,7 @@ describe('list', () => {
     expect(res.status).toBe(200)
     expect(html).toContain('node-a')
     expect(html).toContain('ams')
-    expect(html).toContain('82.0 %')
+    expect(html).toContain('82.0\u00a0%')
     expect(html).toContain('primary')
     expect(html).toContain('https://www.example.com/blog/post-1<')
     expect(html).toMatch(/1–50 of 109/) // disk: 5 of every 6 sample entries

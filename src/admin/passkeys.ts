@@ -37,12 +37,14 @@ export function newAdminId(): string {
   return `adm_${randomToken(16)}`
 }
 
-async function storeChallenge(shared: Shared, challenge: string, kind: 'registration' | 'authentication', adminId: string | null): Promise<string> {
+/** Store a challenge for one ceremony (and sweep expired ones while at it). */
+async function storeChallenge(
+  shared: Shared,
+  ch: { id: string; challenge: string; kind: 'registration' | 'authentication'; adminId: string | null },
+): Promise<void> {
   const now = shared.now()
   await repo.deleteExpired(shared.db, now)
-  const id = randomToken(18)
-  await repo.insertChallenge(shared.db, { id, challenge, kind, adminId, expiresAt: now + CHALLENGE_TTL_MS })
-  return id
+  await repo.insertChallenge(shared.db, { ...ch, expiresAt: now + CHALLENGE_TTL_MS })
 }
 
 // ── authentication ──────────────────────────────────────────────────────
@@ -53,7 +55,8 @@ export async function authenticationOptions(shared: Shared): Promise<{ challenge
     userVerification: 'required',
     timeout: CHALLENGE_TTL_MS,
   })
-  const challengeId = await storeChallenge(shared, options.challenge, 'authentication', null)
+  const challengeId = randomToken(18)
+  await storeChallenge(shared, { id: challengeId, challenge: options.challenge, kind: 'authentication', adminId: null })
   return { challengeId, options }
 }
 
@@ -113,7 +116,7 @@ export async function registrationOptions(
   let adminId: string | null
   let userName: string
   let exclude: { id: string; transports?: AuthenticatorTransportFuture[] }[] = []
-  let challengeId = randomToken(18)
+  const challengeId = randomToken(18)
   if (target.kind === 'admin') {
     adminId = target.adminId
     userName = target.adminName
@@ -136,14 +139,7 @@ export async function registrationOptions(
     excludeCredentials: exclude,
     authenticatorSelection: { residentKey: 'required', userVerification: 'required' },
   })
-  await repo.deleteExpired(shared.db, now)
-  await repo.insertChallenge(shared.db, {
-    id: challengeId,
-    challenge: options.challenge,
-    kind: 'registration',
-    adminId,
-    expiresAt: now + CHALLENGE_TTL_MS,
-  })
+  await storeChallenge(shared, { id: challengeId, challenge: options.challenge, kind: 'registration', adminId })
   return { ok: true, value: { challengeId, options } }
 }
 
