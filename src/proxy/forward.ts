@@ -34,12 +34,35 @@ export function originRequestHeaders(client: FlatHeaders, ctx: ForwardContext): 
     delete out['x-forwarded-port']
     delete out['x-real-ip']
   }
+  if (out.cookie !== undefined) {
+    const kept = withoutAdminCookies(out.cookie)
+    if (kept) out.cookie = kept
+    else delete out.cookie
+  }
   out['x-forwarded-for'] = out['x-forwarded-for'] ? `${out['x-forwarded-for']}, ${ctx.clientIp}` : ctx.clientIp
   out['x-forwarded-proto'] ??= ctx.scheme
   out['x-forwarded-host'] ??= ctx.host
   out.via = appendVia(out.via)
   out.host = ctx.preserveHost ? ctx.host : ctx.origin.host
   return out
+}
+
+/**
+ * caje's own admin cookies (the session is scoped to Path=/ under the __Host-
+ * prefix on https) must never reach the origin: an origin that logs cookies
+ * would otherwise hold working admin sessions.
+ */
+const ADMIN_COOKIE = /^(?:__Host-)?caje_[a-z]+$/
+
+export function withoutAdminCookies(cookie: string): string {
+  return cookie
+    .split(';')
+    .filter((pair) => {
+      const name = pair.split('=', 1)[0]!.trim()
+      return name !== '' && !ADMIN_COOKIE.test(name)
+    })
+    .map((pair) => pair.trim())
+    .join('; ')
 }
 
 /** The headers of a request made to fill the cache: no client conditionals or ranges (caje wants the full representation). */

@@ -372,6 +372,14 @@ describe('unsafe methods', () => {
     expect(item.headers.get('cache-status')).toMatch(/fwd=uri-miss/)
   })
 
+  it("never forwards caje's admin cookies to the origin", async () => {
+    const { origin, node } = await setup((_req, res) => res.end('ok'))
+    await (await node.get('/page', { headers: { cookie: '__Host-caje_session=secret1; theme=dark; caje_flash=x; caje_session=secret2' } })).text()
+    await (await node.get('/other', { headers: { cookie: 'caje_session=only' } })).text()
+    expect(origin.requests[0]!.headers.cookie).toBe('theme=dark')
+    expect(origin.requests[1]!.headers.cookie).toBeUndefined()
+  })
+
   it('streams large request bodies to the origin', async () => {
     const { node } = await setup((_req, res, body) => {
       res.writeHead(200)
