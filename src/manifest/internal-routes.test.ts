@@ -1,0 +1,97 @@
+import { Hono } from 'hono'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
+import type { ManifestOp } from './ops.ts'
+import { countEntries } from './repositories.ts'
+import { captureLog, entry, freshManifest } from './test-helpers.ts'
+
+const SECRET = 'a-cluster-secret-of-some-length'
+const op: ManifestOp = { type: 'stored', nodeId: 'n2', entry: entry({ url: 'https://ex.com/x' }) }
+
+describe('internal routes', () => {
+  let db: Kysely<Database>
+  let cleanup: () => Promise<void>
+  beforeEach(async () => {
+    ;({ db, cleanup } = await freshManifest())
+  })
+  afterEach(async () => {
+    await cleanup()
+  })
+
+  function app(deps: Partial<Parameters<typeof createInternalApp>[0]> = {}): Hono {
+    const root = new Hono()
+    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => db, log: captureLog().log, ...deps }))
+    return root
+  }
+
+  const post = (a: Hono, body: unknown, auth?: string) =>
+    a.request(`${INTERNAL_BASE_PATH}/manifest`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(auth === undefined ? {} : { authorization: auth }) },
+      body: JSON.stringify(body),
+    })
+
+  it('refuses without the secret or with a wrong one, and applies nothing', async () => {
+    const a = app()
+    for (const auth of [undefined, `Bearer ${SECRET}x`, `Bearer ${SECRET.slice(0, -1)}`, SECRET, 'Basic abc', 'Bearer ']) {
+      const res = await post(a, { ops: [op] }, auth)
+      expect(res.status, String(auth)).toBe(401)
+      expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/)
+      expect(await res.json()).toEqual({ error: 'missing or wrong cluster secret' })
+    }
+    // Unknown paths too: no route names leak without the secret.
+    expect((await a.request(`${INTERNAL_BASE_PATH}/nope`)).status).toBe(401)
+    expect((await a.request(`${INTERNAL_BASE_PATH}/role`)).status).toBe(401)
+    expect(await countEntries(db)).toBe(0)
+  })
+
+  it('is disabled when no cluster secret is configured', async () => {
+    const res = await post(app({ clusterSecret: undefined }), { ops: [op] }, 'Bearer anything')
+    expect(res.status).toBe(503)
+    expect(await countEntries(db)).toBe(0)
+  })
+
+  it('applies a batch on the primary', async () => {
+    const res = await post(app(), { ops: [op, { type: 'deleted', nodeId: 'n2', key: 'https://ex.com/none', variant: '' }] }, `Bearer ${SECRET}`)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    expect(await res.json()).toEqual({ applied: 2, failed: 0 })
+    expect(await countEntries(db)).toBe(1)
+  })
+
+  it('answers 409 with the primary it knows on a replica', async () => {
+    const a = app({
+      writableDb: () => undefined,
+      role: () => ({ kind: 'replica', primaryHost: 'm1', primaryUrl: 'http://m1:8080' }),
+    })
+    const res = await post(a, { ops: [op] }, `Bearer ${SECRET}`)
+    expect(res.status).toBe(409)
+    expect(await res.json()).toMatchObject({ error: expect.stringContaining('replica'), primaryUrl: 'http://m1:8080' })
+    const role = await a.request(`${INTERNAL_BASE_PATH}/role`, { headers: { authorization: `Bearer ${SECRET}` } })
+    expect(await role.json()).toEqual({ role: 'replica', primaryUrl: 'http://m1:8080' })
+  })
+
+  it('refuses malformed batches with the reason, and 503s when the database is busy', async () => {
+    const bad = await post(app(), { ops: [{ type: 'stored', nodeId: 'n2' }] }, `Bearer ${SECRET}`)
+    expect(bad.status).toBe(400)
+    expect(await bad.json()).toEqual({ error: 'ops[0]: entry: not an object' })
+
+    const notJson = await app().request(`${INTERNAL_BASE_PATH}/manifest`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' },
+      body: '{',
+    })
+    expect(notJson.status).toBe(400)
+
+    const busy = app({
+      applyOps: async () => {
+        throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })
+      },
+    })
+    const res = await post(busy, { ops: [op] }, `Bearer ${SECRET}`)
+    expect(res.status).toBe(503)
+    expect(await res.json()).toEqual({ error: 'manifest is busy; retry' })
+  })
+})

@@ -1,0 +1,121 @@
+// Node-to-node endpoints, mounted at /_caje/internal. Only other caje nodes
+// call these, with `Authorization: Bearer <CAJE_CLUSTER_SECRET>`; without the
+// secret every route answers 401 and does nothing, including unknown paths
+// (so probing reveals no route names).
+//
+// Routes:
+//   POST /manifest   a replica's batch of ManifestOps, applied by the primary
+//   GET  /role       this node's view of the cluster (debugging, peer checks)
+// The populate and purge phase adds object streaming for peers and a purge
+// nudge here, behind the same middleware.
+
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import type { MiddlewareHandler } from 'hono'
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import { describeError, jsonLog } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts'
+import type { ApplyResult, ManifestOp } from './ops.ts'
+import type { ClusterRole } from './primary.ts'
+
+export const INTERNAL_BASE_PATH = '/_caje/internal'
+
+export interface InternalAppDeps {
+  clusterSecret: string | undefined
+  /**
+   * The manifest this node may write, or undefined on a replica. Asked on
+   * every request: LiteFS can promote or demote the node while it runs.
+   */
+  writableDb(): Kysely<Database> | undefined
+  /** This node's role, for the answer a replica gives to a misdirected batch. */
+  role?(): ClusterRole
+  /** How to apply a received batch; defaults to applying it to writableDb() in one transaction. */
+  applyOps?(db: Kysely<Database>, ops: ManifestOp[]): Promise<ApplyResult>
+  nodeId?: string
+  /** Largest accepted request body. */
+  maxBodyBytes?: number
+  log?: ManifestLog
+}
+
+/** `Authorization: Bearer <secret>`, compared in constant time. */
+export const requireClusterSecret = (secret: string | undefined): MiddlewareHandler => {
+  // Hash both sides: timingSafeEqual needs equal lengths, and comparing
+  // digests leaks neither the secret's content nor its length.
+  const expected = secret ? createHash('sha256').update(secret).digest() : undefined
+  return async function requireClusterSecret(c, next) {
+    c.header('cache-control', 'no-store')
+    if (!expected) {
+      return c.json({ error: 'internal endpoints are disabled on this node: set CAJE_CLUSTER_SECRET on every node' }, 503)
+    }
+    const header = c.req.header('authorization') ?? ''
+    const match = /^Bearer\s+(.+)$/i.exec(header)
+    const given = createHash('sha256')
+      .update(match?.[1] ?? '')
+      .digest()
+    if (!match || !timingSafeEqual(given, expected)) {
+      c.header('www-authenticate', 'Bearer realm="caje-internal"')
+      return c.json({ error: 'missing or wrong cluster secret' }, 401)
+    }
+    await next()
+  }
+}
+
+export function createInternalApp(deps: InternalAppDeps): Hono {
+  const log = deps.log ?? jsonLog
+  const apply = deps.applyOps ?? ((db: Kysely<Database>, ops: ManifestOp[]) => applyOpsToDb(db, ops, log))
+  const app = new Hono()
+
+  app.use('*', requireClusterSecret(deps.clusterSecret))
+
+  app.get('/role', (c) => {
+    const role = deps.role?.() ?? (deps.writableDb() ? { kind: 'primary' as const } : undefined)
+    return c.json({ nodeId: deps.nodeId, role: role?.kind ?? 'replica', primaryUrl: role?.kind === 'replica' ? role.primaryUrl : undefined })
+  })
+
+  app.post(
+    '/manifest',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes ?? 32 * 1024 * 1024,
+      onError: (c) => c.json({ error: 'batch too large; send fewer ops per request' }, 413),
+    }),
+    async (c) => {
+      const db = deps.writableDb()
+      if (!db) {
+        // The sender's view of the primary is stale (LiteFS moved it): 409
+        // tells it to retry, and where this node thinks the primary is.
+        const role = deps.role?.()
+        return c.json(
+          {
+            error: 'this node is a replica and cannot write the manifest; send manifest writes to the primary',
+            primaryUrl: role?.kind === 'replica' ? role.primaryUrl : undefined,
+          },
+          409,
+        )
+      }
+      let body: unknown
+      try {
+        body = await c.req.json()
+      } catch {
+        return c.json({ error: 'body is not valid JSON' }, 400)
+      }
+      const parsed = parseOps(body)
+      if (!parsed.ok) {
+        log('warn', 'refused a manifest batch from a peer', { from: c.req.header('x-caje-node'), error: parsed.error })
+        return c.json({ error: parsed.error }, 400)
+      }
+      try {
+        const result = await apply(db, parsed.ops)
+        return c.json(result)
+      } catch (err) {
+        log('error', 'applying a peer manifest batch failed', { from: c.req.header('x-caje-node'), ops: parsed.ops.length, error: describeError(err) })
+        // Busy or read-only right now: the sender keeps the batch and retries.
+        return c.json({ error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' }, 503)
+      }
+    },
+  )
+
+  return app
+}

@@ -1,0 +1,86 @@
+import path from 'node:path'
+import { sql } from 'kysely'
+import type { Kysely } from 'kysely'
+import { afterEach, describe, expect, it } from 'vitest'
+import { openDatabase } from './database.ts'
+import type { Database } from './database.ts'
+import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrateToLatest } from './migrate.ts'
+import { tableNames, tempDir } from './test-helpers.ts'
+
+const ALL_TABLES = ['admins', 'api_tokens', 'challenges', 'entries', 'entry_nodes', 'invites', 'nodes', 'passkeys', 'purges', 'sessions']
+
+describe('migrations', () => {
+  const cleanups: (() => void | Promise<void>)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  function open(): { db: Kysely<Database>; file: string } {
+    const { dir, cleanup } = tempDir()
+    cleanups.push(cleanup)
+    const file = path.join(dir, 'manifest.db')
+    const { db } = openDatabase({ path: file })
+    cleanups.push(() => db.destroy())
+    return { db, file }
+  }
+
+  it('builds the whole schema on a fresh file, and a second run does nothing', async () => {
+    const { db } = open()
+    const applied = await migrateToLatest(db)
+    expect(applied).toEqual(Object.keys(MIGRATIONS))
+    expect((await tableNames(db)).filter((t) => !t.startsWith('kysely_'))).toEqual(ALL_TABLES)
+    expect(await migrateToLatest(db)).toEqual([])
+    expect(await appliedMigrations(db)).toEqual(Object.keys(MIGRATIONS))
+  })
+
+  it('upgrades a database made by the first migration, keeping its rows', async () => {
+    const { db } = open()
+    const [first] = Object.keys(MIGRATIONS)
+    expect(await migrateTo(db, first!)).toEqual([first])
+    await db
+      .insertInto('nodes')
+      .values({ id: 'n1', region: 'ams', internal_url: 'http://n1:8080', started_at: 1, last_seen_at: 2 } as never)
+      .execute()
+    const before = await db.introspection.getTables()
+    expect(before.find((t) => t.name === 'nodes')!.columns.map((c) => c.name)).not.toContain('last_purge_id')
+
+    expect(await migrateToLatest(db)).toEqual(Object.keys(MIGRATIONS).slice(1))
+    const node = await db.selectFrom('nodes').selectAll().executeTakeFirstOrThrow()
+    expect(node).toMatchObject({ id: 'n1', region: 'ams', last_purge_id: 0 })
+    const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
+    expect(indexes.rows.map((r) => r.name)).toEqual(expect.arrayContaining(['entries_stale_at', 'entries_delete_at']))
+  })
+
+  it('lets several processes migrate the same file at once', async () => {
+    const { db, file } = open()
+    const others = [openDatabase({ path: file }), openDatabase({ path: file })]
+    cleanups.push(async () => {
+      for (const o of others) await o.db.destroy()
+    })
+    await Promise.all([migrateToLatest(db), ...others.map((o) => migrateToLatest(o.db))])
+    expect(await appliedMigrations(db)).toEqual(Object.keys(MIGRATIONS))
+  })
+
+  it('names the failing migration and applies nothing of a failed run', async () => {
+    const { db } = open()
+    const broken = {
+      ...MIGRATIONS,
+      '2999010101_broken': {
+        async up(k: Kysely<unknown>) {
+          await sql`create table nodes (id text)`.execute(k)
+        },
+      },
+    }
+    const err = await migrateToLatest(db, { migrations: broken }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(MigrationFailedError)
+    expect((err as MigrationFailedError).migration).toBe('2999010101_broken')
+    expect((err as Error).message).toMatch(/2999010101_broken.*already exists/)
+    // One transaction: the good migrations before it were rolled back too.
+    expect(await appliedMigrations(db)).toEqual([])
+    expect((await tableNames(db)).filter((t) => !t.startsWith('kysely_'))).toEqual([])
+
+    await migrateToLatest(db)
+    await expect(migrateToLatest(db, { migrations: broken })).rejects.toThrow(/2999010101_broken/)
+    expect(await appliedMigrations(db)).toEqual(Object.keys(MIGRATIONS))
+  })
+})

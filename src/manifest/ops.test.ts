@@ -1,0 +1,67 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import { applyOps, parseOps } from './ops.ts'
+import type { ManifestOp } from './ops.ts'
+import { countEntries, listManifest, listNodes, purgesAfter } from './repositories.ts'
+import { captureLog, entry, freshManifest } from './test-helpers.ts'
+
+const T = 1_700_000_000_000
+
+const sample: ManifestOp[] = [
+  { type: 'node-heartbeat', node: { id: 'a', region: 'ams', internalUrl: 'http://a:8080', startedAt: T }, at: T + 1 },
+  { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/1', tags: ['t'] }) },
+  { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/2' }) },
+  { type: 'deleted', nodeId: 'a', key: 'https://ex.com/2', variant: '' },
+  { type: 'purge', purge: { requestId: 'r1', kind: 'tag', value: 't', host: null, createdAt: T, createdBy: 'admin', nodeId: 'a' } },
+  { type: 'purge-applied', nodeId: 'a', purgeId: 1 },
+  { type: 'node-cleared', nodeId: 'a' },
+  { type: 'prune', before: T },
+  { type: 'clear', at: T, by: 'admin' },
+]
+
+describe('parseOps', () => {
+  it('accepts every op kind as JSON round-trips it', () => {
+    const parsed = parseOps(JSON.parse(JSON.stringify({ ops: sample })))
+    expect(parsed).toEqual({ ok: true, ops: sample })
+  })
+
+  it('refuses the whole batch with the reason when one op does not fit', () => {
+    expect(parseOps({})).toMatchObject({ ok: false, error: expect.stringContaining('{"ops"') })
+    expect(parseOps({ ops: [sample[0], { type: 'explode' }] })).toEqual({ ok: false, error: 'ops[1]: unknown op type "explode"' })
+    const badEntry = { type: 'stored', nodeId: 'a', entry: { ...entry({ url: 'https://ex.com/' }), storedAt: 'yesterday' } }
+    expect(parseOps({ ops: [badEntry] })).toEqual({ ok: false, error: 'ops[0]: entry: storedAt must be an epoch-ms number' })
+    const badPurge = { type: 'purge', purge: { requestId: 'r', kind: 'regex', value: '.*', host: null, createdAt: T, createdBy: 'x', nodeId: 'a' } }
+    expect(parseOps({ ops: [badPurge] })).toMatchObject({ ok: false, error: expect.stringContaining('purge.kind') })
+    expect(parseOps({ ops: new Array(11).fill(sample[0]) }, 10)).toMatchObject({ ok: false, error: expect.stringContaining('too many') })
+  })
+})
+
+describe('applyOps', () => {
+  let db: Kysely<Database>
+  let cleanup: () => Promise<void>
+  beforeEach(async () => {
+    ;({ db, cleanup } = await freshManifest())
+  })
+  afterEach(async () => {
+    await cleanup()
+  })
+
+  it('applies a batch in order, in one transaction', async () => {
+    const result = await applyOps(db, sample.slice(0, 6))
+    expect(result).toEqual({ applied: 6, failed: 0 })
+    expect(await listNodes(db)).toMatchObject([{ id: 'a', lastPurgeId: 1 }])
+    expect(await countEntries(db)).toBe(1) // /1 purged by tag; /2 stays, held by nobody
+    expect((await listManifest(db)).entries[0]).toMatchObject({ url: 'https://ex.com/2', nodeIds: [] })
+    expect(await purgesAfter(db, 0)).toHaveLength(1)
+  })
+
+  it('drops only the op that cannot be applied, and says so', async () => {
+    const { log, lines } = captureLog()
+    const bad = { type: 'purge', purge: { requestId: 'r2', kind: 'regex', value: 'x', host: null, createdAt: T, createdBy: 'a', nodeId: 'a' } } as unknown as ManifestOp
+    const result = await applyOps(db, [sample[1]!, bad, sample[2]!], log)
+    expect(result).toEqual({ applied: 2, failed: 1 })
+    expect(await countEntries(db)).toBe(2)
+    expect(lines.map((l) => l.msg)).toContain('manifest op dropped: it cannot be applied')
+  })
+})

@@ -1,0 +1,240 @@
+// Manifest writes as data. Every write to the shared manifest is a ManifestOp:
+// the primary (or a node without LiteFS) applies it to its own file, a replica
+// sends it as JSON to the primary, which applies it the same way. Ops carry
+// their own timestamps and node ids, so applying one later, or on another
+// machine, records the same thing.
+
+import type { Kysely } from 'kysely'
+import type { Database, PurgeKind } from './database.ts'
+import { describeError } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import {
+  clearManifest,
+  inTransaction,
+  insertPurge,
+  markPurgeApplied,
+  pruneExpired,
+  recordDeleted,
+  recordNodeCleared,
+  recordStored,
+  upsertNode,
+} from './repositories.ts'
+import type { EntryRecord, NewPurge, NodeInfo } from './repositories.ts'
+
+export type ManifestOp =
+  /** nodeId committed this variant to its disk cache. */
+  | { type: 'stored'; nodeId: string; entry: EntryRecord }
+  /** nodeId dropped this variant from its disk cache. */
+  | { type: 'deleted'; nodeId: string; key: string; variant: string }
+  /** nodeId emptied its disk cache. */
+  | { type: 'node-cleared'; nodeId: string }
+  /** nodeId is alive and reachable at node.internalUrl. */
+  | { type: 'node-heartbeat'; node: NodeInfo; at: number }
+  /** Record a purge (any node may ask; the primary assigns its id). */
+  | { type: 'purge'; purge: NewPurge }
+  /** nodeId has applied every purge up to purgeId to its own cache. */
+  | { type: 'purge-applied'; nodeId: string; purgeId: number }
+  /** Empty the shared manifest (admin "Clear DB"). */
+  | { type: 'clear'; at: number; by: string }
+  /** Drop entries whose delete_at has passed. */
+  | { type: 'prune'; before: number }
+// Admin writes (passkeys, sessions, challenges, invites, tokens) join this
+// union when the admin routes move onto the writer, so they work from replicas.
+
+export type ManifestOpType = ManifestOp['type']
+
+export interface ApplyResult {
+  applied: number
+  /** Ops that could not be applied and were dropped (logged). */
+  failed: number
+}
+
+/** Apply one op inside the caller's transaction. */
+export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<void> {
+  switch (op.type) {
+    case 'stored':
+      await recordStored(db, op.nodeId, op.entry)
+      return
+    case 'deleted':
+      await recordDeleted(db, op.nodeId, op.key, op.variant)
+      return
+    case 'node-cleared':
+      await recordNodeCleared(db, op.nodeId)
+      return
+    case 'node-heartbeat':
+      await upsertNode(db, op.node, op.at)
+      return
+    case 'purge':
+      await insertPurge(db, op.purge)
+      return
+    case 'purge-applied':
+      await markPurgeApplied(db, op.nodeId, op.purgeId)
+      return
+    case 'clear':
+      await clearManifest(db)
+      return
+    case 'prune':
+      await pruneExpired(db, op.before)
+      return
+  }
+}
+
+/**
+ * Apply a batch in one transaction (one fsync for hundreds of ops). If the
+ * batch fails for a reason that will pass (the file is locked or read-only
+ * right now), the error is thrown so the caller keeps the ops and retries.
+ * Any other failure is blamed on single ops: the batch is replayed one op per
+ * transaction and only the ops that fail again are dropped, so one bad op
+ * never blocks the queue behind it.
+ */
+export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
+  if (ops.length === 0) return { applied: 0, failed: 0 }
+  try {
+    await inTransaction(db, async (trx) => {
+      for (const op of ops) await applyOp(trx, op)
+    })
+    return { applied: ops.length, failed: 0 }
+  } catch (err) {
+    if (isTransientDbError(err)) throw err
+    if (db.isTransaction) throw err
+    log?.('warn', 'manifest batch failed; applying its ops one by one', { ops: ops.length, error: describeError(err) })
+  }
+  let applied = 0
+  let failed = 0
+  for (const op of ops) {
+    try {
+      await inTransaction(db, (trx) => applyOp(trx, op))
+      applied++
+    } catch (err) {
+      if (isTransientDbError(err)) throw err
+      failed++
+      log?.('error', 'manifest op dropped: it cannot be applied', { op: op.type, error: describeError(err) })
+    }
+  }
+  return { applied, failed }
+}
+
+/** SQLite errors that say "not now" rather than "never": busy, locked, read-only (demoted), I/O, disk full. */
+export function isTransientDbError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code !== 'string') return false
+  return /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(code)
+}
+
+// ── validation of ops received over HTTP ────────────────────────────────
+
+export type ParseResult = { ok: true; ops: ManifestOp[] } | { ok: false; error: string }
+
+const PURGE_KINDS: readonly PurgeKind[] = ['url', 'prefix', 'tag', 'all']
+
+/**
+ * Check a batch received from a peer. Peers are authenticated, but they may
+ * run another version: anything that does not fit is refused whole with the
+ * reason, rather than half-applied.
+ */
+export function parseOps(input: unknown, maxOps = 10_000): ParseResult {
+  const list = isRecord(input) ? input.ops : undefined
+  if (!Array.isArray(list)) return { ok: false, error: 'body must be {"ops": [...]}' }
+  if (list.length > maxOps) return { ok: false, error: `too many ops in one batch (${list.length} > ${maxOps})` }
+  const ops: ManifestOp[] = []
+  for (let i = 0; i < list.length; i++) {
+    const op = parseOp(list[i])
+    if (typeof op === 'string') return { ok: false, error: `ops[${i}]: ${op}` }
+    ops.push(op)
+  }
+  return { ok: true, ops }
+}
+
+function parseOp(v: unknown): ManifestOp | string {
+  if (!isRecord(v)) return 'not an object'
+  switch (v.type) {
+    case 'stored': {
+      if (!isStr(v.nodeId)) return 'nodeId must be a string'
+      const entry = parseEntry(v.entry)
+      return typeof entry === 'string' ? `entry: ${entry}` : { type: 'stored', nodeId: v.nodeId, entry }
+    }
+    case 'deleted':
+      if (!isStr(v.nodeId) || !isStr(v.key) || typeof v.variant !== 'string') return 'nodeId, key and variant must be strings'
+      return { type: 'deleted', nodeId: v.nodeId, key: v.key, variant: v.variant }
+    case 'node-cleared':
+      if (!isStr(v.nodeId)) return 'nodeId must be a string'
+      return { type: 'node-cleared', nodeId: v.nodeId }
+    case 'node-heartbeat': {
+      const n = v.node
+      if (!isRecord(n) || !isStr(n.id) || typeof n.region !== 'string' || !isStr(n.internalUrl) || !isTime(n.startedAt)) {
+        return 'node must be {id, region, internalUrl, startedAt}'
+      }
+      if (!isTime(v.at)) return 'at must be an epoch-ms number'
+      return { type: 'node-heartbeat', node: { id: n.id, region: n.region, internalUrl: n.internalUrl, startedAt: n.startedAt }, at: v.at }
+    }
+    case 'purge': {
+      const p = v.purge
+      if (!isRecord(p)) return 'purge must be an object'
+      if (!isStr(p.requestId) || !isStr(p.createdBy) || !isStr(p.nodeId)) return 'purge.requestId, createdBy and nodeId must be strings'
+      if (!PURGE_KINDS.includes(p.kind as PurgeKind)) return `purge.kind must be one of ${PURGE_KINDS.join(', ')}`
+      if (typeof p.value !== 'string' || (p.kind !== 'all' && p.value === '')) return 'purge.value must be a non-empty string'
+      if (p.host !== null && typeof p.host !== 'string') return 'purge.host must be a string or null'
+      if (!isTime(p.createdAt)) return 'purge.createdAt must be an epoch-ms number'
+      return {
+        type: 'purge',
+        purge: {
+          requestId: p.requestId,
+          kind: p.kind as PurgeKind,
+          value: p.value,
+          host: p.host,
+          createdAt: p.createdAt,
+          createdBy: p.createdBy,
+          nodeId: p.nodeId,
+        },
+      }
+    }
+    case 'purge-applied':
+      if (!isStr(v.nodeId) || !Number.isSafeInteger(v.purgeId) || (v.purgeId as number) < 0) return 'nodeId must be a string and purgeId a whole number'
+      return { type: 'purge-applied', nodeId: v.nodeId, purgeId: v.purgeId as number }
+    case 'clear':
+      if (!isTime(v.at) || !isStr(v.by)) return 'clear needs at (epoch ms) and by'
+      return { type: 'clear', at: v.at, by: v.by }
+    case 'prune':
+      if (!isTime(v.before)) return 'before must be an epoch-ms number'
+      return { type: 'prune', before: v.before }
+    default:
+      return `unknown op type ${JSON.stringify(v.type)}`
+  }
+}
+
+function parseEntry(v: unknown): EntryRecord | string {
+  if (!isRecord(v)) return 'not an object'
+  for (const k of ['key', 'url', 'host'] as const) if (!isStr(v[k])) return `${k} must be a non-empty string`
+  for (const k of ['variant', 'contentType'] as const) if (typeof v[k] !== 'string') return `${k} must be a string`
+  for (const k of ['status', 'size'] as const) if (!Number.isSafeInteger(v[k]) || (v[k] as number) < 0) return `${k} must be a whole number`
+  for (const k of ['storedAt', 'staleAt', 'deleteAt'] as const) if (!isTime(v[k])) return `${k} must be an epoch-ms number`
+  if (!Array.isArray(v.tags) || !v.tags.every((t) => typeof t === 'string')) return 'tags must be an array of strings'
+  const vary = v.varyHeaders
+  if (!isRecord(vary) || !Object.values(vary).every((h) => typeof h === 'string')) return 'varyHeaders must be an object of strings'
+  return {
+    key: v.key as string,
+    variant: v.variant as string,
+    host: v.host as string,
+    url: v.url as string,
+    status: v.status as number,
+    size: v.size as number,
+    contentType: v.contentType as string,
+    storedAt: v.storedAt as number,
+    staleAt: v.staleAt as number,
+    deleteAt: v.deleteAt as number,
+    tags: [...(v.tags as string[])],
+    varyHeaders: { ...(vary as Record<string, string>) },
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function isStr(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0
+}
+
+function isTime(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0
+}

@@ -1,0 +1,66 @@
+// Turns this node's cache events into manifest ops. The store emits events
+// synchronously from its write path; submit() only queues, so recording never
+// slows a response and a manifest outage never fails one.
+
+import type { CacheStore, StoreEvent } from '../cache/types.ts'
+import { describeError, jsonLog } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import { toEntryRecord } from './repositories.ts'
+import type { NodeInfo } from './repositories.ts'
+import type { ManifestOp } from './ops.ts'
+import type { ManifestWriter } from './writer.ts'
+
+/** The op a store event becomes, or undefined when the manifest does not care. */
+export function opForStoreEvent(event: StoreEvent, nodeId: string): ManifestOp | undefined {
+  switch (event.type) {
+    case 'stored':
+      return { type: 'stored', nodeId, entry: toEntryRecord(event.meta) }
+    case 'deleted':
+      // 'replaced' is followed by the 'stored' of the new copy, which
+      // overwrites the entry; recording a delete in between would only make
+      // the manifest flicker for other nodes' populate.
+      if (event.reason === 'replaced') return undefined
+      return { type: 'deleted', nodeId, key: event.key, variant: event.variant }
+    case 'integrity-failure':
+    case 'write-failure':
+      // The store follows an integrity failure with 'deleted' (reason
+      // 'corrupt'); a failed write never became visible.
+      return undefined
+  }
+}
+
+/** Record every store / delete of this node in the manifest. Returns the unsubscribe function. */
+export function recordStoreEvents(
+  store: Pick<CacheStore, 'subscribe'>,
+  writer: Pick<ManifestWriter, 'submit'>,
+  nodeId: string,
+  log: ManifestLog = jsonLog,
+): () => void {
+  return store.subscribe((event) => {
+    try {
+      const op = opForStoreEvent(event, nodeId)
+      if (op) writer.submit(op)
+    } catch (err) {
+      // A listener that throws would break the store's emit loop for the others.
+      log('error', 'could not record a cache event in the manifest', { event: event.type, error: describeError(err) })
+    }
+  })
+}
+
+export interface HeartbeatOptions {
+  writer: Pick<ManifestWriter, 'submit'>
+  node: NodeInfo
+  /** Default 15 s; populate treats nodes unseen for several intervals as gone. */
+  intervalMs?: number
+  now?: () => number
+}
+
+/** Announce this node (id, region, internal URL) now and every interval. Returns a stop function. */
+export function startHeartbeat(options: HeartbeatOptions): () => void {
+  const now = options.now ?? Date.now
+  const beat = () => options.writer.submit({ type: 'node-heartbeat', node: options.node, at: now() })
+  beat()
+  const timer = setInterval(beat, options.intervalMs ?? 15_000)
+  timer.unref()
+  return () => clearInterval(timer)
+}

@@ -1,0 +1,268 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import {
+  clearManifest,
+  countEntries,
+  entriesMissingOn,
+  getNode,
+  insertPurge,
+  lastAppliedPurge,
+  latestPurgeId,
+  listManifest,
+  listNodes,
+  markPurgeApplied,
+  matchesPurge,
+  pruneExpired,
+  purgesAfter,
+  recordDeleted,
+  recordNodeCleared,
+  recordStored,
+  upsertNode,
+} from './repositories.ts'
+import type { NewPurge } from './repositories.ts'
+import { entry, freshManifest } from './test-helpers.ts'
+
+const T = 1_700_000_000_000
+
+describe('manifest repositories', () => {
+  let db: Kysely<Database>
+  let cleanup: () => Promise<void>
+  beforeEach(async () => {
+    const m = await freshManifest()
+    db = m.db
+    cleanup = m.cleanup
+  })
+  afterEach(async () => {
+    await cleanup()
+  })
+
+  const node = (id: string, startedAt = T) => ({ id, region: 'ams', internalUrl: `http://${id}:8080`, startedAt })
+
+  it('upsertNode is idempotent, keeps last_seen_at monotonic and never resets purge progress', async () => {
+    await upsertNode(db, node('a'), T + 10)
+    await upsertNode(db, node('a'), T + 10)
+    await markPurgeApplied(db, 'a', 7)
+    await upsertNode(db, { ...node('a', T + 5), internalUrl: 'http://a2:8080' }, T + 5)
+    expect(await listNodes(db)).toEqual([
+      { id: 'a', region: 'ams', internalUrl: 'http://a2:8080', startedAt: T + 5, lastSeenAt: T + 10, lastPurgeId: 7 },
+    ])
+  })
+
+  it('recordStored is an idempotent upsert of the entry and the holding', async () => {
+    const e = entry({ url: 'https://ex.com/a', tags: ['t1'], varyHeaders: { 'accept-encoding': 'br' } })
+    await recordStored(db, 'a', e)
+    await recordStored(db, 'a', e)
+    await recordStored(db, 'b', { ...e, storedAt: T + 1000, staleAt: T + 9000 })
+    // An older copy arriving late does not roll the metadata back.
+    await recordStored(db, 'c', { ...e, storedAt: T - 1000, staleAt: T })
+    expect(await countEntries(db)).toBe(1)
+    const { entries, total } = await listManifest(db)
+    expect(total).toBe(1)
+    expect(entries[0]).toMatchObject({ url: 'https://ex.com/a', storedAt: T + 1000, staleAt: T + 9000, tags: ['t1'], nodeIds: ['a', 'b', 'c'] })
+    expect(entries[0]!.varyHeaders).toEqual({ 'accept-encoding': 'br' })
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(1)
+  })
+
+  it('recordDeleted drops only that node’s holding; the entry stays for populate', async () => {
+    const e = entry({ url: 'https://ex.com/a' })
+    await recordStored(db, 'a', e)
+    await recordStored(db, 'b', e)
+    expect(await recordDeleted(db, 'a', e.key, e.variant)).toBe(true)
+    expect(await recordDeleted(db, 'a', e.key, e.variant)).toBe(false)
+    expect((await listManifest(db)).entries[0]!.nodeIds).toEqual(['b'])
+    expect(await recordNodeCleared(db, 'b')).toBe(1)
+    expect((await listManifest(db)).entries[0]!.nodeIds).toEqual([])
+    expect(await countEntries(db)).toBe(1)
+  })
+
+  it('listManifest pages newest first and filters by URL substring, host and node', async () => {
+    for (let i = 0; i < 25; i++) {
+      const host = i % 2 ? 'a.example' : 'b.example'
+      await recordStored(db, i % 3 ? 'n1' : 'n2', entry({ url: `https://${host}/page/${i}_x`, storedAt: T + i }))
+    }
+    const first = await listManifest(db, { limit: 10 })
+    expect(first.total).toBe(25)
+    expect(first.entries.map((e) => e.storedAt)).toEqual(Array.from({ length: 10 }, (_, i) => T + 24 - i))
+    const last = await listManifest(db, { limit: 10, offset: 20 })
+    expect(last.entries.map((e) => e.storedAt)).toEqual([T + 4, T + 3, T + 2, T + 1, T])
+
+    expect((await listManifest(db, { filter: 'PAGE/1' })).total).toBe(11) // 1, 10..19: case-insensitive
+    expect((await listManifest(db, { filter: '/page/2', host: 'a.example' })).entries.map((e) => e.url)).toEqual([
+      'https://a.example/page/23_x',
+      'https://a.example/page/21_x',
+    ])
+    // % and _ are literal characters, not wildcards.
+    expect((await listManifest(db, { filter: '%' })).total).toBe(0)
+    expect((await listManifest(db, { filter: '1_x' })).total).toBe(3) // 1_x, 11_x, 21_x
+    const onN2 = await listManifest(db, { nodeId: 'n2', limit: 100 })
+    expect(onN2.total).toBe(9)
+    expect(onN2.entries.every((e) => e.nodeIds.includes('n2'))).toBe(true)
+  })
+
+  it('entriesMissingOn lists fresh entries this node lacks, with the holders’ internal URLs', async () => {
+    await upsertNode(db, node('a'), T)
+    await upsertNode(db, node('b'), T + 50)
+    const now = T + 1000
+    const held = entry({ url: 'https://ex.com/held', staleAt: now + 10 })
+    const lacked = entry({ url: 'https://ex.com/lacked', staleAt: now + 10, varyHeaders: { 'accept-language': 'fr' } })
+    const stale = entry({ url: 'https://ex.com/stale', staleAt: now })
+    const orphan = entry({ url: 'https://ex.com/orphan', staleAt: now + 10 })
+    await recordStored(db, 'me', held)
+    await recordStored(db, 'a', held)
+    await recordStored(db, 'a', lacked)
+    await recordStored(db, 'b', lacked)
+    await recordStored(db, 'a', stale)
+    await recordStored(db, 'x', orphan)
+    await recordDeleted(db, 'x', orphan.key, '')
+
+    const missing = await entriesMissingOn(db, 'me', now)
+    expect(missing.map((m) => m.url)).toEqual(['https://ex.com/lacked', 'https://ex.com/orphan'])
+    expect(missing[0]!.varyHeaders).toEqual({ 'accept-language': 'fr' })
+    expect(missing[0]!.holders).toEqual([
+      { nodeId: 'b', internalUrl: 'http://b:8080', lastSeenAt: T + 50 },
+      { nodeId: 'a', internalUrl: 'http://a:8080', lastSeenAt: T },
+    ])
+    expect(missing[1]!.holders).toEqual([])
+
+    const page1 = await entriesMissingOn(db, 'me', now, { limit: 1 })
+    const page2 = await entriesMissingOn(db, 'me', now, { limit: 1, after: page1[0]! })
+    expect([...page1, ...page2].map((m) => m.url)).toEqual(['https://ex.com/lacked', 'https://ex.com/orphan'])
+  })
+
+  it('records purges once per request id and drops the matching entries', async () => {
+    const put = (url: string, tags: string[] = []) => recordStored(db, 'a', entry({ url, tags }))
+    await put('https://ex.com/a')
+    await put('https://ex.com/a?x=1')
+    await put('https://ex.com/blog/1', ['blog'])
+    await put('https://ex.com/blog/2', ['blog', 'home'])
+    await put('https://other.com/blog/3', ['blog'])
+    await recordStored(db, 'a', entry({ url: 'https://ex.com/a', variant: 'br' }))
+
+    const purge = (p: Partial<NewPurge> & Pick<NewPurge, 'kind' | 'value'>): NewPurge => ({
+      requestId: `${p.kind}:${p.value}:${p.host}`,
+      host: null,
+      createdAt: T,
+      createdBy: 'test',
+      nodeId: 'a',
+      ...p,
+    })
+    const byUrl = await insertPurge(db, purge({ kind: 'url', value: 'https://ex.com/a' }))
+    expect(byUrl).toMatchObject({ inserted: true, removed: 2 }) // both variants
+    const byTag = await insertPurge(db, purge({ kind: 'tag', value: 'blog', host: 'ex.com' }))
+    expect(byTag).toMatchObject({ inserted: true, removed: 2 })
+    expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/a?x=1', 'https://other.com/blog/3'])
+
+    // Redelivery of the same request changes nothing, even for entries stored since.
+    await put('https://ex.com/a')
+    expect(await insertPurge(db, purge({ kind: 'url', value: 'https://ex.com/a' }))).toEqual({ id: byUrl.id, inserted: false, removed: 0 })
+    expect(await countEntries(db)).toBe(3)
+
+    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://EX.com/' }))).toMatchObject({ removed: 0 })
+    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://ex.com/' }))).toMatchObject({ removed: 2 })
+    expect(await insertPurge(db, purge({ kind: 'all', value: '' }))).toMatchObject({ removed: 1 })
+
+    const all = await purgesAfter(db, 0)
+    expect(all.map((p) => p.kind)).toEqual(['url', 'tag', 'prefix', 'prefix', 'all'])
+    expect(all[1]).toMatchObject({ host: 'ex.com', value: 'blog', createdBy: 'test', nodeId: 'a' })
+    expect((await purgesAfter(db, all[2]!.id)).map((p) => p.id)).toEqual([all[3]!.id, all[4]!.id])
+    expect(await latestPurgeId(db)).toBe(all[4]!.id)
+  })
+
+  it('markPurgeApplied never moves a node backwards', async () => {
+    await upsertNode(db, node('a'), T)
+    await markPurgeApplied(db, 'a', 5)
+    await markPurgeApplied(db, 'a', 3)
+    expect(await lastAppliedPurge(db, 'a')).toBe(5)
+    expect((await getNode(db, 'a'))!.lastPurgeId).toBe(5)
+    expect(await lastAppliedPurge(db, 'nobody')).toBe(0)
+  })
+
+  it('matchesPurge agrees with the SQL used on the manifest', async () => {
+    const entries = [
+      entry({ url: 'https://ex.com/a', tags: ['x'] }),
+      entry({ url: 'https://ex.com/a/b', tags: ['y', 'x'] }),
+      entry({ url: 'https://ex.com/A', tags: [] }),
+      entry({ url: 'https://o.com/a', tags: ['x'] }),
+    ]
+    const purges: Pick<NewPurge, 'kind' | 'value' | 'host'>[] = [
+      { kind: 'url', value: 'https://ex.com/a', host: null },
+      { kind: 'prefix', value: 'https://ex.com/a', host: null },
+      { kind: 'tag', value: 'x', host: null },
+      { kind: 'tag', value: 'x', host: 'o.com' },
+      { kind: 'all', value: '', host: 'ex.com' },
+      { kind: 'all', value: '', host: null },
+    ]
+    for (const [i, p] of purges.entries()) {
+      await clearManifest(db)
+      for (const e of entries) await recordStored(db, 'n', e)
+      await insertPurge(db, { ...p, requestId: `r${i}`, createdAt: T, createdBy: 't', nodeId: 'n' })
+      const left = (await listManifest(db)).entries.map((e) => e.url).sort()
+      const expected = entries.filter((e) => !matchesPurge(p, e)).map((e) => e.url).sort()
+      expect(left, JSON.stringify(p)).toEqual(expected)
+    }
+  })
+
+  it('clearManifest empties entries and holdings and says how many; pruneExpired drops dead entries', async () => {
+    await recordStored(db, 'a', entry({ url: 'https://ex.com/1', deleteAt: T + 10 }))
+    await recordStored(db, 'b', entry({ url: 'https://ex.com/1', deleteAt: T + 10 }))
+    await recordStored(db, 'a', entry({ url: 'https://ex.com/2', deleteAt: T + 20 }))
+    expect(await pruneExpired(db, T + 10)).toBe(1)
+    expect(await db.selectFrom('entry_nodes').selectAll().execute()).toHaveLength(1) // cascaded
+    expect(await clearManifest(db)).toBe(1)
+    expect(await countEntries(db)).toBe(0)
+    expect(await db.selectFrom('entry_nodes').selectAll().execute()).toHaveLength(0)
+  })
+
+  it('stays fast with 100,000 entries', async () => {
+    // Bulk-load through one prepared statement: this test measures reads.
+    const rows = Array.from({ length: 100_000 }, (_, i) => entry({ url: `https://ex.com/p/${i}`, storedAt: T + i, staleAt: T + i + 1000 }))
+    await db.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += 500) {
+        const chunk = rows.slice(i, i + 500)
+        await trx
+          .insertInto('entries')
+          .values(
+            chunk.map((e) => ({
+              key: e.key,
+              variant: e.variant,
+              host: e.host,
+              url: e.url,
+              status: e.status,
+              size: e.size,
+              content_type: e.contentType,
+              stored_at: e.storedAt,
+              stale_at: e.staleAt,
+              delete_at: e.deleteAt,
+              tags: '[]',
+              vary_headers: '{}',
+            })),
+          )
+          .execute()
+        await trx
+          .insertInto('entry_nodes')
+          .values(chunk.map((e) => ({ key: e.key, variant: e.variant, node_id: 'n1', stored_at: e.storedAt })))
+          .execute()
+      }
+    })
+    const time = async <R>(fn: () => Promise<R>): Promise<[R, number]> => {
+      const t0 = performance.now()
+      const r = await fn()
+      return [r, performance.now() - t0]
+    }
+    const [firstPage, tFirst] = await time(() => listManifest(db, { limit: 50 }))
+    expect(firstPage.total).toBe(100_000)
+    expect(firstPage.entries[0]).toMatchObject({ url: 'https://ex.com/p/99999', nodeIds: ['n1'] })
+    const [lastPage, tLast] = await time(() => listManifest(db, { limit: 50, offset: 99_950 }))
+    expect(lastPage.entries.at(-1)!.url).toBe('https://ex.com/p/0')
+    const [filtered, tFilter] = await time(() => listManifest(db, { filter: '/p/4242', limit: 50 }))
+    expect(filtered.total).toBe(11)
+    const [missing, tMissing] = await time(() => entriesMissingOn(db, 'n2', T, { limit: 1000 }))
+    expect(missing).toHaveLength(1000)
+    // Generous bounds for slow CI machines; locally these take a few ms to tens of ms.
+    expect(tFirst).toBeLessThan(500)
+    expect(tLast).toBeLessThan(1000)
+    expect(tFilter).toBeLessThan(1000)
+    expect(tMissing).toBeLessThan(1000)
+  })
+})

@@ -1,0 +1,524 @@
+// Every read and write of the manifest's cluster tables (nodes, entries,
+// entry_nodes, purges). Free functions taking the database first, so the same
+// function runs on the Kysely instance or inside a transaction.
+//
+// Writes are idempotent: a replica's batch may be delivered twice (the primary
+// committed, the answer was lost, the replica retried), so every write is an
+// upsert on a unique key or a delete, never read-then-insert.
+//
+// Callers outside this folder should not write through these directly: writes
+// go through the ManifestWriter (writer.ts), which sends them to the primary
+// when this node is a LiteFS replica.
+
+import { sql } from 'kysely'
+import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely'
+import type { Database, EntryRow, NodeRow, PurgeKind, PurgeRow } from './database.ts'
+
+type Db = Kysely<Database>
+
+/**
+ * What the manifest keeps of a stored variant. The cache's EntryMeta is a
+ * superset, so a StoreEvent's meta can be passed as is; headers and the cache
+ * policy stay on the node that holds the body.
+ */
+export interface EntryRecord {
+  key: string
+  variant: string
+  host: string
+  url: string
+  status: number
+  size: number
+  contentType: string
+  storedAt: number
+  staleAt: number
+  deleteAt: number
+  tags: string[]
+  varyHeaders: Record<string, string>
+}
+
+export interface ListedEntry extends EntryRecord {
+  /** Nodes whose disk holds this variant, sorted. */
+  nodeIds: string[]
+}
+
+export interface Holder {
+  nodeId: string
+  internalUrl: string
+  lastSeenAt: number
+}
+
+export interface MissingEntry extends EntryRecord {
+  /** Peers holding the variant, most recently seen first; empty means "fetch from the origin". */
+  holders: Holder[]
+}
+
+/** A node's identity as announced by its heartbeat. */
+export interface NodeInfo {
+  id: string
+  region: string
+  internalUrl: string
+  startedAt: number
+}
+
+export interface ClusterNode extends NodeInfo {
+  lastSeenAt: number
+  lastPurgeId: number
+}
+
+export interface NewPurge {
+  /** Unique per purge request (e.g. crypto.randomUUID()), so redelivery records it once. */
+  requestId: string
+  kind: PurgeKind
+  /** URL, prefix or tag; '' for 'all'. */
+  value: string
+  /** Only entries of this host; null for every host. */
+  host: string | null
+  createdAt: number
+  createdBy: string
+  nodeId: string
+}
+
+export interface Purge extends NewPurge {
+  id: number
+}
+
+/** Pick the manifest's fields out of anything entry-shaped (an EntryMeta carries headers and policy too). */
+export function toEntryRecord(meta: EntryRecord): EntryRecord {
+  return {
+    key: meta.key,
+    variant: meta.variant,
+    host: meta.host,
+    url: meta.url,
+    status: meta.status,
+    size: meta.size,
+    contentType: meta.contentType,
+    storedAt: meta.storedAt,
+    staleAt: meta.staleAt,
+    deleteAt: meta.deleteAt,
+    tags: [...meta.tags],
+    varyHeaders: { ...meta.varyHeaders },
+  }
+}
+
+/** Run fn in a transaction, or in the caller's when db already is one (Kysely cannot nest them). */
+export async function inTransaction<T>(db: Db, fn: (trx: Db) => Promise<T>): Promise<T> {
+  if (db.isTransaction) return fn(db)
+  return db.transaction().execute(fn)
+}
+
+// ── nodes ───────────────────────────────────────────────────────────────
+
+export async function upsertNode(db: Db, node: NodeInfo, seenAt: number): Promise<void> {
+  await db
+    .insertInto('nodes')
+    .values({ id: node.id, region: node.region, internal_url: node.internalUrl, started_at: node.startedAt, last_seen_at: seenAt })
+    .onConflict((oc) =>
+      oc.column('id').doUpdateSet((eb) => ({
+        region: eb.ref('excluded.region'),
+        internal_url: eb.ref('excluded.internal_url'),
+        started_at: eb.ref('excluded.started_at'),
+        // A delayed heartbeat must not move last_seen_at backwards.
+        last_seen_at: sql<number>`max(nodes.last_seen_at, excluded.last_seen_at)`,
+      })),
+    )
+    .execute()
+}
+
+export async function listNodes(db: Db): Promise<ClusterNode[]> {
+  const rows = await db.selectFrom('nodes').selectAll().orderBy('id').execute()
+  return rows.map(nodeFromRow)
+}
+
+export async function getNode(db: Db, id: string): Promise<ClusterNode | undefined> {
+  const row = await db.selectFrom('nodes').selectAll().where('id', '=', id).executeTakeFirst()
+  return row ? nodeFromRow(row) : undefined
+}
+
+function nodeFromRow(row: NodeRow): ClusterNode {
+  return {
+    id: row.id,
+    region: row.region,
+    internalUrl: row.internal_url,
+    startedAt: row.started_at,
+    lastSeenAt: row.last_seen_at,
+    lastPurgeId: row.last_purge_id,
+  }
+}
+
+// ── entries and holdings ───────────────────────────────────────────────
+
+/** nodeId now holds this variant. The entry's metadata follows the most recent store of it on any node. */
+export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): Promise<void> {
+  await inTransaction(db, async (trx) => {
+    await trx
+      .insertInto('entries')
+      .values(entryToRow(meta))
+      .onConflict((oc) =>
+        oc
+          .columns(['key', 'variant'])
+          .doUpdateSet((eb) => ({
+            host: eb.ref('excluded.host'),
+            url: eb.ref('excluded.url'),
+            status: eb.ref('excluded.status'),
+            size: eb.ref('excluded.size'),
+            content_type: eb.ref('excluded.content_type'),
+            stored_at: eb.ref('excluded.stored_at'),
+            stale_at: eb.ref('excluded.stale_at'),
+            delete_at: eb.ref('excluded.delete_at'),
+            tags: eb.ref('excluded.tags'),
+            vary_headers: eb.ref('excluded.vary_headers'),
+          }))
+          // Ops from different nodes arrive in any order: an older copy must not
+          // overwrite the freshness of a newer one.
+          .where((eb) => eb('entries.stored_at', '<=', eb.ref('excluded.stored_at'))),
+      )
+      .execute()
+    await trx
+      .insertInto('entry_nodes')
+      .values({ key: meta.key, variant: meta.variant, node_id: nodeId, stored_at: meta.storedAt })
+      .onConflict((oc) => oc.columns(['key', 'variant', 'node_id']).doUpdateSet((eb) => ({ stored_at: eb.ref('excluded.stored_at') })))
+      .execute()
+  })
+}
+
+/**
+ * nodeId no longer holds this variant (evicted, expired, corrupt). The entry
+ * itself stays until it expires or is purged: other nodes may hold it, and
+ * populate can still fetch it from the origin.
+ */
+export async function recordDeleted(db: Db, nodeId: string, key: string, variant: string): Promise<boolean> {
+  const res = await db
+    .deleteFrom('entry_nodes')
+    .where('key', '=', key)
+    .where('variant', '=', variant)
+    .where('node_id', '=', nodeId)
+    .executeTakeFirst()
+  return Number(res.numDeletedRows) > 0
+}
+
+/** nodeId emptied its whole body cache (its "clear FS"). Resolves to how many holdings were dropped. */
+export async function recordNodeCleared(db: Db, nodeId: string): Promise<number> {
+  const res = await db.deleteFrom('entry_nodes').where('node_id', '=', nodeId).executeTakeFirst()
+  return Number(res.numDeletedRows)
+}
+
+export interface ListManifestOptions {
+  /** Case-insensitive substring of the URL or key; empty matches everything. */
+  filter?: string
+  host?: string
+  /** Only entries this node holds. */
+  nodeId?: string
+  offset?: number
+  limit?: number
+}
+
+/** One page of entries, newest first, each with the nodes holding it. Two statements, whatever the page size. */
+export async function listManifest(db: Db, options: ListManifestOptions = {}): Promise<{ total: number; entries: ListedEntry[] }> {
+  const limit = clampInt(options.limit ?? 50, 1, 1000)
+  const offset = clampInt(options.offset ?? 0, 0, Number.MAX_SAFE_INTEGER)
+  let base = db.selectFrom('entries as e')
+  const filter = options.filter?.trim()
+  if (filter) {
+    const pattern = `%${escapeLike(filter)}%`
+    // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
+    base = base.where((eb) => eb.or([sql<SqlBool>`e.url like ${pattern} escape '\\'`, sql<SqlBool>`e.key like ${pattern} escape '\\'`]))
+  }
+  if (options.host) base = base.where('e.host', '=', options.host)
+  const nodeId = options.nodeId
+  if (nodeId) {
+    base = base.where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom('entry_nodes as h')
+          .select(sql`1`.as('one'))
+          .whereRef('h.key', '=', 'e.key')
+          .whereRef('h.variant', '=', 'e.variant')
+          .where('h.node_id', '=', nodeId),
+      ),
+    )
+  }
+
+  const { total } = await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()
+  // Find the page's rowids first: without a filter that walks the
+  // (stored_at, key, variant) index only, so a deep OFFSET skips index
+  // entries rather than whole rows. Then fetch just those rows.
+  const pageIds = base
+    .select(sql<number>`e.rowid`.as('rid'))
+    .orderBy('e.stored_at', 'desc')
+    .orderBy('e.key', 'desc')
+    .orderBy('e.variant', 'desc')
+    .limit(limit)
+    .offset(offset)
+  const rows = await db
+    .selectFrom('entries as e')
+    .selectAll('e')
+    .select((eb) =>
+      eb
+        .selectFrom('entry_nodes as en')
+        .select(sql<string>`json_group_array(en.node_id)`.as('ids'))
+        .whereRef('en.key', '=', 'e.key')
+        .whereRef('en.variant', '=', 'e.variant')
+        .as('node_ids'),
+    )
+    .where(sql<number>`e.rowid`, 'in', pageIds)
+    .orderBy('e.stored_at', 'desc')
+    .orderBy('e.key', 'desc')
+    .orderBy('e.variant', 'desc')
+    .execute()
+
+  return {
+    total: Number(total),
+    entries: rows.map((row) => ({ ...entryFromRow(row), nodeIds: parseJson<string[]>(row.node_ids, []).sort() })),
+  }
+}
+
+export interface MissingOptions {
+  /** Page size; populate calls again with `after` set to the last entry it got. */
+  limit?: number
+  after?: { key: string; variant: string }
+}
+
+/**
+ * Entries still fresh at `now` that nodeId does not hold, in key order, each
+ * with the peers that hold it (and how to reach them), for populate.
+ */
+export async function entriesMissingOn(db: Db, nodeId: string, now: number, options: MissingOptions = {}): Promise<MissingEntry[]> {
+  const limit = clampInt(options.limit ?? 1000, 1, 10_000)
+  let q = db
+    .selectFrom('entries as e')
+    .selectAll('e')
+    .select((eb) =>
+      eb
+        .selectFrom('entry_nodes as en')
+        .innerJoin('nodes as n', 'n.id', 'en.node_id')
+        .select(
+          sql<string>`json_group_array(json_object('nodeId', n.id, 'internalUrl', n.internal_url, 'lastSeenAt', n.last_seen_at))`.as('h'),
+        )
+        .whereRef('en.key', '=', 'e.key')
+        .whereRef('en.variant', '=', 'e.variant')
+        .where('en.node_id', '!=', nodeId)
+        .as('holders'),
+    )
+    .where('e.stale_at', '>', now)
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('entry_nodes as mine')
+            .select(sql`1`.as('one'))
+            .whereRef('mine.key', '=', 'e.key')
+            .whereRef('mine.variant', '=', 'e.variant')
+            .where('mine.node_id', '=', nodeId),
+        ),
+      ),
+    )
+  const after = options.after
+  if (after) q = q.where((eb) => eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant)))
+  const rows = await q.orderBy('e.key').orderBy('e.variant').limit(limit).execute()
+  return rows.map((row) => ({
+    ...entryFromRow(row),
+    holders: parseJson<Holder[]>(row.holders, []).sort((a, b) => b.lastSeenAt - a.lastSeenAt),
+  }))
+}
+
+export async function countEntries(db: Db, options: { nodeId?: string } = {}): Promise<number> {
+  if (options.nodeId) {
+    const { n } = await db
+      .selectFrom('entry_nodes')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('node_id', '=', options.nodeId)
+      .executeTakeFirstOrThrow()
+    return Number(n)
+  }
+  const { n } = await db.selectFrom('entries').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
+  return Number(n)
+}
+
+/** Empty the shared manifest ("Clear DB"): entries and holdings; nodes and the purge log stay. Resolves to the entries removed. */
+export async function clearManifest(db: Db): Promise<number> {
+  return inTransaction(db, async (trx) => {
+    await trx.deleteFrom('entry_nodes').execute()
+    const res = await trx.deleteFrom('entries').executeTakeFirst()
+    return Number(res.numDeletedRows)
+  })
+}
+
+/** Drop entries no node may serve any more, even stale (their holdings cascade). */
+export async function pruneExpired(db: Db, now: number): Promise<number> {
+  const res = await db.deleteFrom('entries').where('delete_at', '<=', now).executeTakeFirst()
+  return Number(res.numDeletedRows)
+}
+
+// ── purges ─────────────────────────────────────────────────────────────
+
+/**
+ * Record a purge and drop the matching entries from the manifest. A repeated
+ * request id changes nothing: in particular it does not delete entries stored
+ * since the first delivery.
+ */
+export async function insertPurge(db: Db, purge: NewPurge): Promise<{ id: number; inserted: boolean; removed: number }> {
+  return inTransaction(db, async (trx) => {
+    const inserted = await trx
+      .insertInto('purges')
+      .values({
+        request_id: purge.requestId,
+        kind: purge.kind,
+        value: purge.kind === 'all' ? '' : purge.value,
+        host: purge.host,
+        created_at: purge.createdAt,
+        created_by: purge.createdBy,
+        node_id: purge.nodeId,
+      })
+      .onConflict((oc) => oc.column('request_id').doNothing())
+      .returning('id')
+      .executeTakeFirst()
+    if (!inserted) {
+      const existing = await trx.selectFrom('purges').select('id').where('request_id', '=', purge.requestId).executeTakeFirstOrThrow()
+      return { id: existing.id, inserted: false, removed: 0 }
+    }
+    const res = await trx
+      .deleteFrom('entries')
+      .where((eb) => purgeCondition(eb, purge))
+      .executeTakeFirst()
+    return { id: inserted.id, inserted: true, removed: Number(res.numDeletedRows) }
+  })
+}
+
+/** Purges with id > afterId, oldest first: what a node that applied up to afterId still has to apply. */
+export async function purgesAfter(db: Db, afterId: number, limit = 500): Promise<Purge[]> {
+  const rows = await db
+    .selectFrom('purges')
+    .selectAll()
+    .where('id', '>', afterId)
+    .orderBy('id')
+    .limit(clampInt(limit, 1, 10_000))
+    .execute()
+  return rows.map(purgeFromRow)
+}
+
+export async function latestPurgeId(db: Db): Promise<number> {
+  const row = await db.selectFrom('purges').select((eb) => eb.fn.max('id').as('id')).executeTakeFirst()
+  return Number(row?.id ?? 0)
+}
+
+/** nodeId has applied every purge up to purgeId. Never moves backwards (batches may be redelivered). */
+export async function markPurgeApplied(db: Db, nodeId: string, purgeId: number): Promise<void> {
+  await db
+    .updateTable('nodes')
+    .set({ last_purge_id: sql<number>`max(last_purge_id, ${purgeId})` })
+    .where('id', '=', nodeId)
+    .execute()
+}
+
+export async function lastAppliedPurge(db: Db, nodeId: string): Promise<number> {
+  const row = await db.selectFrom('nodes').select('last_purge_id').where('id', '=', nodeId).executeTakeFirst()
+  return row?.last_purge_id ?? 0
+}
+
+/**
+ * Whether a purge covers an entry. The node applying a purge to its own
+ * cache (CacheStore#deleteWhere) uses this; it must agree with
+ * purgeCondition below, which does the same in SQL for the manifest.
+ */
+export function matchesPurge(purge: Pick<NewPurge, 'kind' | 'value' | 'host'>, entry: Pick<EntryRecord, 'url' | 'host' | 'tags'>): boolean {
+  if (purge.host !== null && entry.host !== purge.host) return false
+  switch (purge.kind) {
+    case 'url':
+      return entry.url === purge.value
+    case 'prefix':
+      return entry.url.startsWith(purge.value)
+    case 'tag':
+      return entry.tags.includes(purge.value)
+    case 'all':
+      return true
+  }
+}
+
+function purgeCondition(eb: ExpressionBuilder<Database, 'entries'>, purge: Pick<NewPurge, 'kind' | 'value' | 'host'>): Expression<SqlBool> {
+  const parts: Expression<SqlBool>[] = []
+  if (purge.host !== null) parts.push(eb('entries.host', '=', purge.host))
+  switch (purge.kind) {
+    case 'url':
+      parts.push(eb('entries.url', '=', purge.value))
+      break
+    case 'prefix':
+      // substr, not LIKE: LIKE ignores case and would purge /A when asked for /a.
+      parts.push(sql<SqlBool>`substr(entries.url, 1, length(${purge.value})) = ${purge.value}`)
+      break
+    case 'tag':
+      parts.push(sql<SqlBool>`exists (select 1 from json_each(entries.tags) where json_each.value = ${purge.value})`)
+      break
+    case 'all':
+      break
+  }
+  return parts.length === 0 ? sql<SqlBool>`1 = 1` : eb.and(parts)
+}
+
+function purgeFromRow(row: PurgeRow): Purge {
+  return {
+    id: row.id,
+    requestId: row.request_id,
+    kind: row.kind,
+    value: row.value,
+    host: row.host,
+    createdAt: row.created_at,
+    createdBy: row.created_by,
+    nodeId: row.node_id,
+  }
+}
+
+// ── row mapping ─────────────────────────────────────────────────────────
+
+function entryToRow(meta: EntryRecord) {
+  return {
+    key: meta.key,
+    variant: meta.variant,
+    host: meta.host,
+    url: meta.url,
+    status: meta.status,
+    size: meta.size,
+    content_type: meta.contentType,
+    stored_at: meta.storedAt,
+    stale_at: meta.staleAt,
+    delete_at: meta.deleteAt,
+    tags: JSON.stringify(meta.tags),
+    vary_headers: JSON.stringify(meta.varyHeaders),
+  }
+}
+
+function entryFromRow(row: EntryRow): EntryRecord {
+  return {
+    key: row.key,
+    variant: row.variant,
+    host: row.host,
+    url: row.url,
+    status: row.status,
+    size: row.size,
+    contentType: row.content_type,
+    storedAt: row.stored_at,
+    staleAt: row.stale_at,
+    deleteAt: row.delete_at,
+    tags: parseJson<string[]>(row.tags, []),
+    varyHeaders: parseJson<Record<string, string>>(row.vary_headers, {}),
+  }
+}
+
+function parseJson<T>(text: string | null | undefined, fallback: T): T {
+  if (!text) return fallback
+  try {
+    return JSON.parse(text) as T
+  } catch {
+    // Only this code writes these columns; an unparsable value means a hand
+    // edit, and an empty list is the safe reading of it.
+    return fallback
+  }
+}
+
+function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`)
+}
+
+function clampInt(n: number, min: number, max: number): number {
+  if (!Number.isFinite(n)) return min
+  return Math.min(max, Math.max(min, Math.floor(n)))
+}

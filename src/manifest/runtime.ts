@@ -1,0 +1,126 @@
+// The manifest as main.ts uses it: the role watcher, the switching writer,
+// the database handles and their lifetimes, wired the one right way.
+//
+//  - Without LiteFS every node writes the shared file: one writable handle,
+//    migrated before start, serves reads and the DirectWriter.
+//  - Under LiteFS the primary opens the file writable (migrating it first);
+//    a replica opens it read-only and sends writes to the primary. When
+//    LiteFS moves the primary, the writer follows (writer.ts) and a promoted
+//    node opens its writable handle, migrates, then writes.
+
+import type { Kysely } from 'kysely'
+import { openDatabase } from './database.ts'
+import type { Database } from './database.ts'
+import { jsonLog } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import { migrateToLatest } from './migrate.ts'
+import { staticPrimary, watchPrimary } from './primary.ts'
+import type { PrimaryWatcher } from './primary.ts'
+import { DirectWriter, createManifestWriter } from './writer.ts'
+import type { BatchOptions, RemoteWriterOptions, SwitchingManifestWriter } from './writer.ts'
+
+export interface ManifestRuntimeOptions {
+  databasePath: string
+  litefsDir: string | undefined
+  primaryUrlTemplate: string
+  port: number
+  nodeId: string
+  clusterSecret: string | undefined
+  log?: ManifestLog
+  /** Tuning (tests): queue/batch options of both writers, the `.primary` poll interval. */
+  direct?: BatchOptions
+  remote?: Partial<Omit<RemoteWriterOptions, 'primaryUrl' | 'clusterSecret'>>
+  pollIntervalMs?: number
+}
+
+export interface ManifestRuntime {
+  role: PrimaryWatcher
+  writer: SwitchingManifestWriter
+  /**
+   * The handle to read the manifest with now: the writable one while this
+   * node writes, else a read-only one (opened on first use; it throws while
+   * LiteFS has not yet replicated the file to this node).
+   */
+  readDb(): Kysely<Database>
+  /** Deliver queued writes (bounded by the writers' close timeouts), stop watching, close handles. */
+  close(): Promise<void>
+}
+
+export async function startManifest(options: ManifestRuntimeOptions): Promise<ManifestRuntime> {
+  const log = options.log ?? jsonLog
+  const path = options.databasePath
+
+  if (!options.litefsDir) {
+    const { db } = openDatabase({ path })
+    await migrateToLatest(db)
+    const role = staticPrimary()
+    const writer = createManifestWriter({
+      role,
+      openDirect: () => new DirectWriter({ ...options.direct, db, label: path, log }),
+      // Never used without LiteFS (always primary), but the type wants it.
+      remote: { clusterSecret: options.clusterSecret ?? '', nodeId: options.nodeId, log },
+      log,
+    })
+    return {
+      role,
+      writer,
+      readDb: () => db,
+      async close() {
+        await writer.close()
+        role.close()
+        await db.destroy()
+      },
+    }
+  }
+
+  if (!options.clusterSecret) {
+    throw new Error('CAJE_CLUSTER_SECRET must be set when CAJE_LITEFS_DIR is set: replicas authenticate to the primary with it')
+  }
+  const role = watchPrimary({
+    litefsDir: options.litefsDir,
+    primaryUrlTemplate: options.primaryUrlTemplate,
+    port: options.port,
+    pollIntervalMs: options.pollIntervalMs,
+    log,
+  })
+  const openDirect = () => {
+    const { db } = openDatabase({ path })
+    return new DirectWriter({
+      ...options.direct,
+      db,
+      label: path,
+      log,
+      // A node promoted while running may be newer than the old primary.
+      prepare: async () => {
+        await migrateToLatest(db)
+      },
+      onRelease: () => db.destroy(),
+    })
+  }
+  const writer = createManifestWriter({
+    role,
+    openDirect,
+    remote: { log, ...options.remote, clusterSecret: options.clusterSecret, nodeId: options.nodeId },
+    log,
+  })
+  // Primary at start: the schema is ready before the node serves anything.
+  const writable = writer.writableDb()
+  if (writable) await migrateToLatest(writable)
+
+  let reader: Kysely<Database> | undefined
+  return {
+    role,
+    writer,
+    readDb() {
+      const w = writer.writableDb()
+      if (w) return w
+      reader ??= openDatabase({ path, readonly: true }).db
+      return reader
+    },
+    async close() {
+      await writer.close()
+      role.close()
+      await reader?.destroy()
+    },
+  }
+}

@@ -1,0 +1,336 @@
+import net from 'node:net'
+import type { Server } from 'node:http'
+import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Kysely } from 'kysely'
+import { openDatabase } from './database.ts'
+import type { Database } from './database.ts'
+import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
+import type { ManifestOp } from './ops.ts'
+import type { ClusterRole, RoleListener, RoleSource } from './primary.ts'
+import { countEntries, listManifest } from './repositories.ts'
+import { captureLog, entry, freshManifest, waitFor } from './test-helpers.ts'
+import { DirectWriter, RemoteWriter, createManifestWriter } from './writer.ts'
+
+const SECRET = 'a-cluster-secret-of-some-length'
+
+const stored = (i: number, nodeId = 'n2'): ManifestOp => ({ type: 'stored', nodeId, entry: entry({ url: `https://ex.com/${i}` }) })
+
+interface Peer {
+  url: string
+  port: number
+  requests: { node: string | undefined; ops: number }[]
+  close(): Promise<void>
+}
+
+/** A primary's internal endpoint on a real socket, applying to `db`. */
+async function startPeer(db: Kysely<Database> | undefined, port = 0, secret = SECRET): Promise<Peer> {
+  const requests: Peer['requests'] = []
+  const root = new Hono()
+  root.use(`${INTERNAL_BASE_PATH}/*`, async (c, next) => {
+    const body = (await c.req.raw.clone().json().catch(() => ({}))) as { ops?: unknown[] }
+    requests.push({ node: c.req.header('x-caje-node'), ops: body.ops?.length ?? 0 })
+    await next()
+  })
+  root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: secret, writableDb: () => db, log: captureLog().log }))
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: root.fetch, port, hostname: '127.0.0.1' }, () => resolve(s as Server)) as Server
+  })
+  const address = server.address() as net.AddressInfo
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    port: address.port,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address() as net.AddressInfo
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+describe('DirectWriter', () => {
+  let db: Kysely<Database>
+  let path: string
+  let cleanup: () => Promise<void>
+  beforeEach(async () => {
+    ;({ db, path, cleanup } = await freshManifest())
+  })
+  afterEach(async () => {
+    await cleanup()
+  })
+
+  it('batches submissions into one transaction, off the caller’s path', async () => {
+    const writer = new DirectWriter({ db, log: captureLog().log })
+    for (let i = 0; i < 200; i++) writer.submit(stored(i))
+    // submit() only queued: nothing is written yet.
+    expect(await countEntries(db)).toBe(0)
+    expect(writer.stats()).toMatchObject({ mode: 'direct', queued: 200, submitted: 200, written: 0 })
+    await waitFor(() => writer.stats().written === 200, 2000, 'the batch')
+    expect(writer.stats()).toMatchObject({ queued: 0, batches: 1, failedAttempts: 0 })
+    expect(await countEntries(db)).toBe(200)
+    await writer.close()
+  })
+
+  it('splits large queues into maxBatch transactions; flush waits for all of them', async () => {
+    const writer = new DirectWriter({ db, maxBatch: 30, intervalMs: 10_000, log: captureLog().log })
+    for (let i = 0; i < 100; i++) writer.submit(stored(i))
+    await writer.flush()
+    expect(writer.stats()).toMatchObject({ written: 100, batches: 4, queued: 0 })
+    expect(await countEntries(db)).toBe(100)
+    await writer.close()
+  })
+
+  it('keeps ops while the file refuses writes (demoted), and hands them back on stop', async () => {
+    const replica = openDatabase({ path, readonly: true })
+    const { log, lines } = captureLog()
+    const writer = new DirectWriter({ db: replica.db, backoffMs: 10, maxBackoffMs: 20, log, onRelease: () => replica.db.destroy() })
+    writer.submit(stored(1))
+    writer.submit(stored(2))
+    await waitFor(() => writer.stats().failedAttempts >= 2, 2000, 'retries')
+    expect(writer.stats()).toMatchObject({ queued: 2, written: 0, rejected: 0, lastError: expect.stringContaining('SQLITE_READONLY') })
+    expect(lines.some((l) => l.msg === 'manifest delivery failed; will retry')).toBe(true)
+    const rest = await writer.stop()
+    expect(rest).toEqual([stored(1), stored(2)])
+  })
+
+  it('close() delivers what is queued and then refuses new ops', async () => {
+    const { log, lines } = captureLog()
+    const writer = new DirectWriter({ db, intervalMs: 60_000, log })
+    writer.submit(stored(1))
+    writer.submit(stored(2))
+    await writer.close()
+    expect(await countEntries(db)).toBe(2)
+    writer.submit(stored(3))
+    expect(writer.stats().dropped).toBe(1)
+    expect(lines.some((l) => l.msg.includes('after the writer closed'))).toBe(true)
+  })
+})
+
+describe('RemoteWriter', () => {
+  let primaryDb: Kysely<Database>
+  let cleanup: () => Promise<void>
+  const peers: Peer[] = []
+  const writers: { close(): Promise<void> }[] = []
+  beforeEach(async () => {
+    ;({ db: primaryDb, cleanup } = await freshManifest())
+  })
+  afterEach(async () => {
+    for (const w of writers.splice(0)) await w.close()
+    for (const p of peers.splice(0)) await p.close()
+    await cleanup()
+  })
+
+  function remote(options: Partial<ConstructorParameters<typeof RemoteWriter>[0]> & { primaryUrl: string | undefined }) {
+    const captured = captureLog()
+    const writer = new RemoteWriter({ clusterSecret: SECRET, nodeId: 'n2', backoffMs: 20, maxBackoffMs: 200, closeTimeoutMs: 1000, log: captured.log, ...options })
+    writers.push(writer)
+    return { writer, lines: captured.lines }
+  }
+
+  it('delivers batches to the primary’s internal endpoint', async () => {
+    const peer = await startPeer(primaryDb)
+    peers.push(peer)
+    const { writer } = remote({ primaryUrl: peer.url })
+    for (let i = 0; i < 120; i++) writer.submit(stored(i))
+    await writer.flush({ timeoutMs: 5000 })
+    expect(await countEntries(primaryDb)).toBe(120)
+    expect(writer.stats()).toMatchObject({ mode: 'remote', target: peer.url, written: 120, queued: 0, failedAttempts: 0 })
+    expect(peer.requests.length).toBeLessThanOrEqual(2)
+    expect(peer.requests.every((r) => r.node === 'n2')).toBe(true)
+    expect((await listManifest(primaryDb, { limit: 1 })).entries[0]!.nodeIds).toEqual(['n2'])
+  })
+
+  it('retries with growing delays while the primary is down, then delivers when it is back', async () => {
+    const port = await freePort()
+    const { writer, lines } = remote({ primaryUrl: `http://127.0.0.1:${port}` })
+    writer.submit(stored(1))
+    writer.submit(stored(2))
+    await waitFor(() => writer.stats().failedAttempts >= 3, 3000, 'failed attempts')
+    const s = writer.stats()
+    expect(s).toMatchObject({ queued: 2, written: 0, lastError: expect.stringContaining('ECONNREFUSED') })
+    // Backoff, not a tight loop: 20, 40, 80, 160, 200 ms... at most a handful in 600 ms.
+    await new Promise((r) => setTimeout(r, 600))
+    expect(writer.stats().failedAttempts).toBeLessThan(12)
+    // Logged once when it started failing, not once per attempt.
+    expect(lines.filter((l) => l.msg === 'manifest delivery failed; will retry').length).toBeLessThanOrEqual(2)
+
+    const peer = await startPeer(primaryDb, port)
+    peers.push(peer)
+    await writer.flush({ timeoutMs: 5000 })
+    expect(await countEntries(primaryDb)).toBe(2)
+    expect(writer.stats()).toMatchObject({ queued: 0, written: 2 })
+    expect(lines.some((l) => l.msg === 'manifest delivery recovered')).toBe(true)
+  })
+
+  it('bounds its queue: overflow is dropped, counted and logged once', async () => {
+    const { writer, lines } = remote({ primaryUrl: undefined, maxQueue: 5 })
+    for (let i = 0; i < 8; i++) writer.submit(stored(i))
+    expect(writer.stats()).toMatchObject({ queued: 5, submitted: 5, dropped: 3 })
+    const overflow = lines.filter((l) => l.msg === 'manifest queue full; dropping ops')
+    expect(overflow).toHaveLength(1)
+    expect(overflow[0]!.fields).toMatchObject({ maxQueue: 5 })
+
+    // The primary becomes known: what was kept is delivered.
+    const peer = await startPeer(primaryDb)
+    peers.push(peer)
+    writer.setPrimaryUrl(peer.url)
+    await writer.flush({ timeoutMs: 5000 })
+    expect(await countEntries(primaryDb)).toBe(5)
+  })
+
+  it('close() delivers what is queued', async () => {
+    const peer = await startPeer(primaryDb)
+    peers.push(peer)
+    const { writer } = remote({ primaryUrl: peer.url, intervalMs: 60_000 })
+    writer.submit(stored(1))
+    writer.submit(stored(2))
+    writer.submit(stored(3))
+    expect(peer.requests).toHaveLength(0)
+    await writer.close()
+    expect(await countEntries(primaryDb)).toBe(3)
+  })
+
+  it('close() gives up at its deadline and logs how many ops were not delivered', async () => {
+    const port = await freePort()
+    const { writer, lines } = remote({ primaryUrl: `http://127.0.0.1:${port}`, closeTimeoutMs: 300 })
+    writer.submit(stored(1))
+    writer.submit(stored(2))
+    const t0 = Date.now()
+    await writer.close()
+    expect(Date.now() - t0).toBeLessThan(2000)
+    const line = lines.find((l) => l.msg === 'manifest writer closed with ops not delivered')
+    expect(line?.fields).toMatchObject({ undelivered: 2, mode: 'remote' })
+  })
+
+  it('keeps retrying on a wrong secret or a replica answer, and drops a batch the primary calls malformed', async () => {
+    const wrong = await startPeer(primaryDb, 0, 'another-secret-entirely-123')
+    peers.push(wrong)
+    const { writer } = remote({ primaryUrl: wrong.url })
+    writer.submit(stored(1))
+    await waitFor(() => writer.stats().failedAttempts >= 1, 3000, 'refusal')
+    expect(writer.stats()).toMatchObject({ queued: 1, lastError: expect.stringContaining('401') })
+
+    const replica = await startPeer(undefined)
+    peers.push(replica)
+    writer.setPrimaryUrl(replica.url)
+    await waitFor(() => (writer.stats().lastError ?? '').includes('409'), 3000, '409')
+    expect(writer.stats().queued).toBe(1)
+
+    const good = await startPeer(primaryDb)
+    peers.push(good)
+    writer.setPrimaryUrl(good.url)
+    writer.submit({ type: 'from-the-future' } as unknown as ManifestOp)
+    writer.submit(stored(2))
+    await writer.flush({ timeoutMs: 5000 })
+    // A batch holding an op the primary cannot parse is refused whole (400)
+    // and dropped, so one bad op never blocks the queue behind it.
+    expect(writer.stats().rejected).toBeGreaterThan(0)
+    expect(writer.stats().queued).toBe(0)
+  })
+})
+
+describe('createManifestWriter', () => {
+  class FakeRole implements RoleSource {
+    private listeners = new Set<RoleListener>()
+    constructor(private role: ClusterRole) {}
+    current() {
+      return this.role
+    }
+    subscribe(l: RoleListener) {
+      this.listeners.add(l)
+      return () => void this.listeners.delete(l)
+    }
+    set(next: ClusterRole) {
+      const prev = this.role
+      this.role = next
+      for (const l of this.listeners) l(next, prev)
+    }
+  }
+
+  let file: string
+  let primaryDb: Kysely<Database>
+  let cleanup: () => Promise<void>
+  beforeEach(async () => {
+    ;({ db: primaryDb, path: file, cleanup } = await freshManifest())
+  })
+  afterEach(async () => {
+    await cleanup()
+  })
+
+  const openDirect = () => {
+    const opened = openDatabase({ path: file })
+    return new DirectWriter({ db: opened.db, label: file, log: captureLog().log, onRelease: () => opened.db.destroy() })
+  }
+
+  it('writes through the primary while a replica, follows a moved primary, and writes directly once promoted', async () => {
+    const peerA = await startPeer(primaryDb)
+    const role = new FakeRole({ kind: 'replica', primaryHost: 'a', primaryUrl: peerA.url })
+    const writer = createManifestWriter({
+      role,
+      openDirect,
+      remote: { clusterSecret: SECRET, nodeId: 'n2', backoffMs: 20, maxBackoffMs: 100 },
+      log: captureLog().log,
+    })
+    expect(writer.writableDb()).toBeUndefined()
+    writer.submit(stored(1))
+    await writer.flush({ timeoutMs: 5000 })
+    expect(peerA.requests).toHaveLength(1)
+
+    // LiteFS moves the primary to b.
+    const peerB = await startPeer(primaryDb)
+    role.set({ kind: 'replica', primaryHost: 'b', primaryUrl: peerB.url })
+    writer.submit(stored(2))
+    await writer.flush({ timeoutMs: 5000 })
+    expect(peerB.requests).toHaveLength(1)
+    expect(writer.stats()).toMatchObject({ mode: 'remote', target: peerB.url, role: 'replica' })
+
+    // b goes away with ops queued, then this node is promoted: the queued ops
+    // are written locally, in order, before anything submitted after.
+    await peerB.close()
+    writer.submit(stored(3))
+    writer.submit({ type: 'deleted', nodeId: 'n2', key: 'https://ex.com/3', variant: '' })
+    await waitFor(() => writer.stats().failedAttempts >= 1, 3000, 'a failed delivery')
+    role.set({ kind: 'primary' })
+    writer.submit(stored(3, 'n9'))
+    await writer.flush({ timeoutMs: 5000 })
+    expect(writer.writableDb()).toBeDefined()
+    expect(writer.stats()).toMatchObject({ mode: 'direct', role: 'primary', queued: 0, written: 5 })
+    const { entries } = await listManifest(primaryDb)
+    expect(entries.map((e) => [e.url, e.nodeIds])).toEqual(
+      expect.arrayContaining([
+        ['https://ex.com/1', ['n2']],
+        ['https://ex.com/2', ['n2']],
+        ['https://ex.com/3', ['n9']],
+      ]),
+    )
+    await writer.close()
+    await peerA.close()
+  })
+
+  it('hands a demoted primary’s queue to the remote writer', async () => {
+    const role = new FakeRole({ kind: 'primary' })
+    const writer = createManifestWriter({ role, openDirect, remote: { clusterSecret: SECRET, backoffMs: 20 }, log: captureLog().log })
+    writer.submit(stored(1))
+    await writer.flush()
+    const peer = await startPeer(primaryDb)
+    role.set({ kind: 'replica', primaryHost: 'p', primaryUrl: peer.url })
+    writer.submit(stored(2))
+    await writer.flush({ timeoutMs: 5000 })
+    expect(writer.writableDb()).toBeUndefined()
+    expect(peer.requests.reduce((n, r) => n + r.ops, 0)).toBe(1)
+    expect(await countEntries(primaryDb)).toBe(2)
+    expect(writer.stats()).toMatchObject({ written: 2, submitted: 2, role: 'replica' })
+    await writer.close()
+    await peer.close()
+  })
+})

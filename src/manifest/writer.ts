@@ -1,0 +1,680 @@
+// The manifest writer: every write to the shared manifest goes through here,
+// off the request path. Callers submit() an op and move on; a background loop
+// delivers batches.
+//
+//  - DirectWriter applies batches to the local SQLite file (the primary, or
+//    every node when there is no LiteFS): one transaction every ~50 ms instead
+//    of one fsync per cached response.
+//  - RemoteWriter, on a LiteFS replica, POSTs batches to the primary's
+//    /_caje/internal/manifest, retrying with exponential backoff while the
+//    primary is away. Its queue is bounded: past the bound, ops are dropped,
+//    counted and logged, because a cache must keep serving even when its
+//    bookkeeping cannot keep up.
+//  - createManifestWriter() follows the node's role (primary.ts) and moves
+//    queued ops, in order, from one to the other when LiteFS moves the primary.
+
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import { describeError, jsonLog } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import { applyOps, isTransientDbError } from './ops.ts'
+import type { ApplyResult, ManifestOp } from './ops.ts'
+import type { ClusterRole, RoleSource } from './primary.ts'
+
+export type { ManifestOp } from './ops.ts'
+
+/** Where a replica sends its batches, under the primary's base URL. */
+export const MANIFEST_OPS_PATH = '/_caje/internal/manifest'
+
+export interface WriterStats {
+  mode: 'direct' | 'remote'
+  /** Database path or primary URL, for the admin status page. */
+  target: string | undefined
+  /** Ops waiting (including a batch being delivered). */
+  queued: number
+  submitted: number
+  /** Ops applied to the manifest (here, or by the primary). */
+  written: number
+  /** Ops refused because the queue was full or the writer closed. */
+  dropped: number
+  /** Ops delivered but refused as invalid, or that failed to apply; never retried. */
+  rejected: number
+  /** Successful deliveries (transactions here, requests to the primary). */
+  batches: number
+  /** Delivery attempts that failed and will be retried. */
+  failedAttempts: number
+  lastError: string | undefined
+  /** Epoch ms of the last successful delivery. */
+  lastWriteAt: number | undefined
+}
+
+export interface FlushOptions {
+  /** Reject if what was queued at the call is not delivered in time. Default 30 s. */
+  timeoutMs?: number
+}
+
+export interface ManifestWriter {
+  /** Queue one op. Never throws and never waits: safe on the request path. */
+  submit(op: ManifestOp): void
+  /** Resolve once every op submitted before the call is delivered (or dropped as invalid). */
+  flush(options?: FlushOptions): Promise<void>
+  /** Stop accepting ops, try to deliver the queue, release resources. */
+  close(): Promise<void>
+  stats(): WriterStats
+}
+
+/** A writer was stopped (role change, shutdown) before a flush completed; the switcher retries on its successor. */
+export class WriterStoppedError extends Error {
+  constructor() {
+    super('manifest writer stopped before the flush completed')
+    this.name = 'WriterStoppedError'
+  }
+}
+
+export interface BatchOptions {
+  /** Wait this long after the first queued op before delivering, to gather a batch. */
+  intervalMs?: number
+  /** Most ops in one transaction / request. */
+  maxBatch?: number
+  /** Most ops waiting; more are dropped and counted. */
+  maxQueue?: number
+  /** First retry delay after a failure; doubles up to maxBackoffMs. */
+  backoffMs?: number
+  maxBackoffMs?: number
+  /** How long close() keeps trying to deliver the queue. */
+  closeTimeoutMs?: number
+  log?: ManifestLog
+}
+
+type Outcome = { kind: 'ok'; result: ApplyResult } | { kind: 'retry'; error: string } | { kind: 'reject'; error: string }
+
+interface FlushWaiter {
+  target: number
+  resolve: () => void
+  reject: (err: Error) => void
+  timer: NodeJS.Timeout
+}
+
+/** Queue, batching, backoff and flush bookkeeping shared by both writers; subclasses only deliver. */
+export abstract class BatchWriter implements ManifestWriter {
+  protected readonly log: ManifestLog
+  protected readonly intervalMs: number
+  protected maxBatch: number
+  private readonly maxQueue: number
+  private readonly baseBackoffMs: number
+  private readonly maxBackoffMs: number
+  private readonly closeTimeoutMs: number
+
+  // The queue is queue[head..]; the first `inFlight` of those are being delivered.
+  private queue: ManifestOp[] = []
+  private head = 0
+  private inFlight = 0
+  private running: Promise<void> | undefined
+  private abortInFlight: AbortController | undefined
+  private timer: NodeJS.Timeout | undefined
+  private timerDue = 0
+  private backoff = 0
+  private retryAt = 0
+  private paused = false
+  private closing = false
+  private stopped = false
+  /** Ops that left the queue for good (delivered, rejected). flush() waits on this. */
+  private settled = 0
+  private waiters: FlushWaiter[] = []
+  private lastOverflowLog = 0
+  private overflowSinceLog = 0
+  private lastRetryLog = 0
+
+  private counters = { submitted: 0, written: 0, dropped: 0, rejected: 0, batches: 0, failedAttempts: 0 }
+  private lastError: string | undefined
+  private lastWriteAt: number | undefined
+
+  protected constructor(options: BatchOptions) {
+    this.log = options.log ?? jsonLog
+    this.intervalMs = options.intervalMs ?? 50
+    this.maxBatch = Math.max(1, options.maxBatch ?? 1000)
+    this.maxQueue = Math.max(1, options.maxQueue ?? 100_000)
+    this.baseBackoffMs = options.backoffMs ?? 100
+    this.maxBackoffMs = options.maxBackoffMs ?? 10_000
+    this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000
+  }
+
+  protected abstract readonly mode: 'direct' | 'remote'
+  protected abstract target(): string | undefined
+  /** Deliver one batch. Throwing counts as a retryable failure. */
+  protected abstract deliver(batch: ManifestOp[], signal: AbortSignal): Promise<Outcome>
+  /** Release resources after the last delivery (close the database...). */
+  protected async release(): Promise<void> {}
+
+  submit(op: ManifestOp): void {
+    if (this.closing || this.stopped) {
+      this.counters.dropped++
+      this.log('warn', 'manifest op submitted after the writer closed; dropped', { op: op.type })
+      return
+    }
+    if (this.size() >= this.maxQueue) {
+      this.counters.dropped++
+      this.overflowSinceLog++
+      const now = Date.now()
+      // One line per 10 s, not one per op: an overflow happens under load.
+      if (now - this.lastOverflowLog >= 10_000) {
+        this.log('warn', 'manifest queue full; dropping ops', {
+          mode: this.mode,
+          target: this.target(),
+          maxQueue: this.maxQueue,
+          droppedSinceLastLog: this.overflowSinceLog,
+          droppedTotal: this.counters.dropped,
+          lastError: this.lastError,
+        })
+        this.lastOverflowLog = now
+        this.overflowSinceLog = 0
+      }
+      return
+    }
+    this.queue.push(op)
+    this.counters.submitted++
+    this.schedule(this.size() >= this.maxBatch ? 0 : this.intervalMs)
+  }
+
+  flush(options: FlushOptions = {}): Promise<void> {
+    const target = this.settled + this.size()
+    if (this.settled >= target) return Promise.resolve()
+    if (this.stopped) return Promise.reject(new WriterStoppedError())
+    const timeoutMs = options.timeoutMs ?? 30_000
+    return new Promise<void>((resolve, reject) => {
+      const waiter: FlushWaiter = {
+        target,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter)
+          const pending = target - this.settled
+          reject(new Error(`manifest flush timed out after ${timeoutMs} ms with ${pending} op(s) undelivered${this.lastError ? ` (last error: ${this.lastError})` : ''}`))
+        }, timeoutMs),
+      }
+      waiter.timer.unref()
+      this.waiters.push(waiter)
+      // A flush is someone waiting: try now, even during a backoff.
+      this.schedule(0, true)
+    })
+  }
+
+  async close(): Promise<void> {
+    if (this.closing || this.stopped) return
+    this.closing = true
+    this.paused = false
+    const deadline = Date.now() + this.closeTimeoutMs
+    this.clearTimer()
+    // A delivery already in flight may have a longer timeout than close has left.
+    const cutoff = setTimeout(() => this.abortInFlight?.abort(), this.closeTimeoutMs)
+    cutoff.unref()
+    try {
+      while (this.size() > 0 && Date.now() < deadline) {
+        if (this.running) {
+          await this.running
+          continue
+        }
+        const wait = this.retryAt - Date.now()
+        if (wait > 0) await sleep(Math.min(wait, deadline - Date.now()))
+        if (Date.now() >= deadline) break
+        await this.runOnce(deadline - Date.now())
+      }
+    } finally {
+      clearTimeout(cutoff)
+      this.stopped = true
+      this.clearTimer()
+      const left = this.size()
+      if (left > 0) {
+        this.log('warn', 'manifest writer closed with ops not delivered', {
+          mode: this.mode,
+          target: this.target(),
+          undelivered: left,
+          lastError: this.lastError,
+        })
+      }
+      this.failWaiters(new WriterStoppedError())
+      await this.release()
+    }
+  }
+
+  /**
+   * Stop delivering and hand back everything not yet delivered, in order
+   * (role change: the ops move to the other writer). An in-flight delivery is
+   * aborted; if it had in fact arrived, redelivery is harmless (ops are idempotent).
+   */
+  async stop(): Promise<ManifestOp[]> {
+    if (this.stopped) return []
+    this.stopped = true
+    this.clearTimer()
+    this.abortInFlight?.abort()
+    if (this.running) await this.running
+    const rest = this.queue.slice(this.head)
+    this.queue = []
+    this.head = 0
+    this.failWaiters(new WriterStoppedError())
+    await this.release()
+    return rest
+  }
+
+  /** Queue nothing out until resume(): lets the switcher put the previous writer's ops first. */
+  pause(): void {
+    this.paused = true
+    this.clearTimer()
+  }
+
+  resume(): void {
+    this.paused = false
+    if (this.size() > 0) this.schedule(0)
+  }
+
+  /** Put ops at the front of the queue (before anything not yet in flight). Not bounded: they were accepted once. */
+  prepend(ops: readonly ManifestOp[]): void {
+    if (ops.length === 0) return
+    if (this.stopped) {
+      this.counters.dropped += ops.length
+      this.log('warn', 'manifest ops handed to a stopped writer; dropped', { count: ops.length })
+      return
+    }
+    this.queue.splice(this.head + this.inFlight, 0, ...ops)
+    this.counters.submitted += ops.length
+    this.schedule(0)
+  }
+
+  stats(): WriterStats {
+    return {
+      mode: this.mode,
+      target: this.target(),
+      queued: this.size(),
+      ...this.counters,
+      lastError: this.lastError,
+      lastWriteAt: this.lastWriteAt,
+    }
+  }
+
+  /** Try again now instead of waiting out the backoff (the target changed). */
+  protected retryNow(): void {
+    this.backoff = 0
+    this.retryAt = 0
+    if (this.size() > 0) this.schedule(0, true)
+  }
+
+  private size(): number {
+    return this.queue.length - this.head
+  }
+
+  private schedule(delayMs: number, ignoreBackoff = false): void {
+    if (this.stopped || this.paused || this.closing) return
+    if (this.running) return // the running delivery reschedules when it ends
+    const now = Date.now()
+    let due = now + delayMs
+    if (!ignoreBackoff && this.retryAt > due) due = this.retryAt
+    if (this.timer && this.timerDue <= due) return
+    this.clearTimer()
+    this.timerDue = due
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      void this.runOnce()
+    }, Math.max(0, due - now))
+    this.timer.unref()
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  private runOnce(budgetMs?: number): Promise<void> {
+    if (this.running) return this.running
+    if (this.size() === 0 || this.stopped || (this.paused && !this.closing)) return Promise.resolve()
+    const batch = this.queue.slice(this.head, this.head + this.maxBatch)
+    this.inFlight = batch.length
+    const abort = new AbortController()
+    this.abortInFlight = abort
+    const signal = budgetMs === undefined ? abort.signal : AbortSignal.any([abort.signal, AbortSignal.timeout(Math.max(1, budgetMs))])
+    this.running = (async () => {
+      let outcome: Outcome
+      try {
+        outcome = await this.deliver(batch, signal)
+      } catch (err) {
+        outcome = { kind: 'retry', error: describeError(err) }
+      }
+      this.inFlight = 0
+      this.abortInFlight = undefined
+      if (this.stopped && outcome.kind === 'retry') return // stop() takes the batch back
+      this.settle(batch, outcome)
+    })().finally(() => {
+      this.running = undefined
+      // Someone is waiting in flush(), or a full batch is ready: no need to gather more.
+      if (this.size() > 0) this.schedule(this.waiters.length > 0 || this.size() >= this.maxBatch ? 0 : this.intervalMs)
+    })
+    return this.running
+  }
+
+  private settle(batch: ManifestOp[], outcome: Outcome): void {
+    if (outcome.kind === 'retry') {
+      this.counters.failedAttempts++
+      this.lastError = outcome.error
+      this.backoff = this.backoff === 0 ? this.baseBackoffMs : Math.min(this.maxBackoffMs, this.backoff * 2)
+      // ±20 % jitter so replicas that lost the primary together do not retry in step.
+      this.retryAt = Date.now() + Math.round(this.backoff * (0.8 + Math.random() * 0.4))
+      const now = Date.now()
+      if (this.backoff === this.baseBackoffMs || now - this.lastRetryLog >= 30_000) {
+        this.log('warn', 'manifest delivery failed; will retry', {
+          mode: this.mode,
+          target: this.target(),
+          queued: this.size(),
+          retryInMs: this.retryAt - now,
+          error: outcome.error,
+        })
+        this.lastRetryLog = now
+      }
+      return
+    }
+    this.head += batch.length
+    this.settled += batch.length
+    if (outcome.kind === 'ok') {
+      this.counters.written += outcome.result.applied
+      this.counters.batches++
+      this.counters.rejected += outcome.result.failed
+      this.lastWriteAt = Date.now()
+      if (this.backoff > 0) this.log('info', 'manifest delivery recovered', { mode: this.mode, target: this.target(), queued: this.size() })
+      this.backoff = 0
+      this.retryAt = 0
+    } else {
+      this.counters.rejected += batch.length
+      this.lastError = outcome.error
+      this.log('error', 'manifest batch refused; dropped', { mode: this.mode, target: this.target(), ops: batch.length, error: outcome.error })
+    }
+    // Reclaim the delivered prefix once it dominates the array.
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head)
+      this.head = 0
+    }
+    this.resolveWaiters()
+  }
+
+  private resolveWaiters(): void {
+    if (this.waiters.length === 0) return
+    const keep: FlushWaiter[] = []
+    for (const w of this.waiters) {
+      if (this.settled >= w.target) {
+        clearTimeout(w.timer)
+        w.resolve()
+      } else keep.push(w)
+    }
+    this.waiters = keep
+  }
+
+  private failWaiters(err: Error): void {
+    for (const w of this.waiters) {
+      clearTimeout(w.timer)
+      w.reject(err)
+    }
+    this.waiters = []
+  }
+}
+
+// ── direct: this node writes the SQLite file ─────────────────────────────
+
+export interface DirectWriterOptions extends BatchOptions {
+  db: Kysely<Database>
+  /** Shown in stats (the database path). */
+  label?: string
+  /** Runs once before the first batch (e.g. migrations after a promotion); a failure is retried with backoff. */
+  prepare?: () => Promise<void>
+  /** Runs when the writer stops or closes (e.g. destroy a database opened for it). */
+  onRelease?: () => Promise<void> | void
+}
+
+export class DirectWriter extends BatchWriter {
+  protected readonly mode = 'direct' as const
+  readonly db: Kysely<Database>
+  private readonly label: string | undefined
+  private prepare: (() => Promise<void>) | undefined
+  private readonly onRelease: (() => Promise<void> | void) | undefined
+
+  constructor(options: DirectWriterOptions) {
+    super({ maxBatch: 1000, ...options })
+    this.db = options.db
+    this.label = options.label
+    this.prepare = options.prepare
+    this.onRelease = options.onRelease
+  }
+
+  protected target(): string | undefined {
+    return this.label
+  }
+
+  protected async deliver(batch: ManifestOp[]): Promise<Outcome> {
+    try {
+      if (this.prepare) {
+        await this.prepare()
+        this.prepare = undefined
+      }
+      return { kind: 'ok', result: await applyOps(this.db, batch, this.log) }
+    } catch (err) {
+      // Locked or read-only (LiteFS just demoted us) passes; keep the ops.
+      if (isTransientDbError(err) || this.prepare) return { kind: 'retry', error: describeError(err) }
+      return { kind: 'reject', error: describeError(err) }
+    }
+  }
+
+  protected override async release(): Promise<void> {
+    try {
+      await this.onRelease?.()
+    } catch (err) {
+      this.log('error', 'releasing the manifest database failed', { error: describeError(err) })
+    }
+  }
+}
+
+// ── remote: a replica sends its ops to the primary ──────────────────────
+
+export interface RemoteWriterOptions extends BatchOptions {
+  /** The primary's base URL (e.g. http://machine.vm.app.internal:8080); undefined while unknown. */
+  primaryUrl: string | undefined
+  clusterSecret: string
+  /** Sent as X-Caje-Node so the primary's logs say who sent a batch. */
+  nodeId?: string
+  /** Per-request timeout. */
+  requestTimeoutMs?: number
+}
+
+export class RemoteWriter extends BatchWriter {
+  protected readonly mode = 'remote' as const
+  private primaryUrl: string | undefined
+  private readonly clusterSecret: string
+  private readonly nodeId: string | undefined
+  private readonly requestTimeoutMs: number
+
+  constructor(options: RemoteWriterOptions) {
+    super({ maxBatch: 500, backoffMs: 200, maxBackoffMs: 10_000, ...options })
+    this.primaryUrl = options.primaryUrl?.replace(/\/+$/, '')
+    this.clusterSecret = options.clusterSecret
+    this.nodeId = options.nodeId
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
+  }
+
+  protected target(): string | undefined {
+    return this.primaryUrl
+  }
+
+  /** LiteFS moved the primary: send there from now on, starting at once. */
+  setPrimaryUrl(url: string | undefined): void {
+    const next = url?.replace(/\/+$/, '')
+    if (next === this.primaryUrl) return
+    this.primaryUrl = next
+    if (next) this.retryNow()
+  }
+
+  protected async deliver(batch: ManifestOp[], signal: AbortSignal): Promise<Outcome> {
+    const base = this.primaryUrl
+    if (!base) return { kind: 'retry', error: 'the primary is not known yet (LiteFS .primary is empty)' }
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.clusterSecret}`,
+      'content-type': 'application/json',
+    }
+    if (this.nodeId) headers['x-caje-node'] = this.nodeId
+    let res: Response
+    try {
+      res = await fetch(`${base}${MANIFEST_OPS_PATH}`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ ops: batch }),
+        signal: AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeoutMs)]),
+        redirect: 'manual',
+      })
+    } catch (err) {
+      return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: ${describeCause(err)}` }
+    }
+    const text = await res.text().catch(() => '')
+    if (res.ok) {
+      const body = safeJson(text)
+      const applied = typeof body?.applied === 'number' ? body.applied : batch.length
+      const failed = typeof body?.failed === 'number' ? body.failed : 0
+      return { kind: 'ok', result: { applied, failed } }
+    }
+    const detail = `primary answered ${res.status}: ${errorText(text)}`
+    if (res.status === 413 && batch.length > 1) {
+      // Too large for the primary's body limit: smaller batches from now on.
+      this.maxBatch = Math.max(1, Math.floor(batch.length / 2))
+      return { kind: 'retry', error: detail }
+    }
+    // Malformed for the primary (another version?): retrying cannot help.
+    if (res.status === 400 || res.status === 413 || res.status === 422) return { kind: 'reject', error: detail }
+    // 401/403 (secret mismatch), 409/503 (not the primary yet/any more), 5xx:
+    // keep the ops and retry; the queue bound limits what this can cost.
+    return { kind: 'retry', error: detail }
+  }
+}
+
+function safeJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(text)
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function errorText(text: string): string {
+  const body = safeJson(text)
+  const msg = typeof body?.error === 'string' ? body.error : text
+  return msg.slice(0, 200)
+}
+
+/** fetch() says only "fetch failed"; the useful part (ECONNREFUSED...) is in the cause. */
+function describeCause(err: unknown): string {
+  const cause = (err as { cause?: unknown } | null)?.cause
+  return cause ? `${describeError(err)} (${describeError(cause)})` : describeError(err)
+}
+
+// ── the switcher: Direct on the primary, Remote on a replica ────────────
+
+export interface CreateManifestWriterOptions {
+  role: RoleSource
+  /** Called each time this node becomes the writer: at start when primary, and on promotion. */
+  openDirect(): DirectWriter
+  /** Options of the RemoteWriter used while this node is a replica. */
+  remote: Omit<RemoteWriterOptions, 'primaryUrl'>
+  log?: ManifestLog
+}
+
+export interface SwitchingManifestWriter extends ManifestWriter {
+  stats(): WriterStats & { role: ClusterRole['kind'] }
+  /** The writable database while this node is the writer, else undefined (the internal route uses it). */
+  writableDb(): Kysely<Database> | undefined
+}
+
+export function createManifestWriter(options: CreateManifestWriterOptions): SwitchingManifestWriter {
+  const log = options.log ?? jsonLog
+  const forRole = (role: ClusterRole): DirectWriter | RemoteWriter =>
+    role.kind === 'primary' ? options.openDirect() : new RemoteWriter({ log, ...options.remote, primaryUrl: role.primaryUrl })
+
+  let current = forRole(options.role.current())
+  let switching: Promise<void> = Promise.resolve()
+  let closed = false
+  // Counters of writers retired by role changes, so stats() stay cumulative.
+  const retired = { submitted: 0, written: 0, dropped: 0, rejected: 0, batches: 0, failedAttempts: 0 }
+
+  const unsubscribe = options.role.subscribe((role) => {
+    if (closed) return
+    if (role.kind === 'replica' && current instanceof RemoteWriter) {
+      current.setPrimaryUrl(role.primaryUrl)
+      return
+    }
+    if ((role.kind === 'primary') === current instanceof DirectWriter) return
+    let next: DirectWriter | RemoteWriter
+    try {
+      next = forRole(role)
+    } catch (err) {
+      log('error', 'cannot switch the manifest writer to the new role; keeping the old one', { role: role.kind, error: describeError(err) })
+      return
+    }
+    const old = current
+    // New ops queue behind the old writer's leftovers: pause the new writer,
+    // take the old one's queue, put it first, then start.
+    next.pause()
+    current = next
+    switching = switching.then(async () => {
+      const rest = await old.stop()
+      const s = old.stats()
+      retired.submitted += s.submitted - rest.length
+      retired.written += s.written
+      retired.dropped += s.dropped
+      retired.rejected += s.rejected
+      retired.batches += s.batches
+      retired.failedAttempts += s.failedAttempts
+      next.prepend(rest)
+      next.resume()
+      log('info', 'manifest writer switched', { mode: next.stats().mode, target: next.stats().target, handedOver: rest.length })
+    })
+  })
+
+  return {
+    submit(op) {
+      current.submit(op)
+    },
+    async flush(flushOptions = {}) {
+      const deadline = Date.now() + (flushOptions.timeoutMs ?? 30_000)
+      for (;;) {
+        await switching
+        const writer = current
+        try {
+          await writer.flush({ timeoutMs: Math.max(1, deadline - Date.now()) })
+          if (writer === current) return
+        } catch (err) {
+          // The writer was swapped during the flush: its ops moved to the new one.
+          if (!(err instanceof WriterStoppedError) || closed || Date.now() >= deadline) throw err
+        }
+      }
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      unsubscribe()
+      await switching
+      await current.close()
+    },
+    stats() {
+      const s = current.stats()
+      return {
+        ...s,
+        submitted: s.submitted + retired.submitted,
+        written: s.written + retired.written,
+        dropped: s.dropped + retired.dropped,
+        rejected: s.rejected + retired.rejected,
+        batches: s.batches + retired.batches,
+        failedAttempts: s.failedAttempts + retired.failedAttempts,
+        role: options.role.current().kind,
+      }
+    },
+    writableDb() {
+      return current instanceof DirectWriter ? current.db : undefined
+    },
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
+}
