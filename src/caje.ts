@@ -1,18 +1,31 @@
-// Assembles one caje node from a Config: stores, origin client, proxy, app,
-// HTTP server. main.ts calls it once; tests call it with port 0 and temp dirs.
+// Assembles one caje node from a Config: stores, manifest, origin client,
+// proxy, admin and internal apps, HTTP server. main.ts calls it once; tests
+// call it with port 0 and temp dirs.
 
+import { randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
+import type { PurgeRequest } from './admin/actions.ts'
 import { createApp } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import { startDemoOrigin, type DemoOrigin } from './demo-origin.ts'
+import { forwardWritesToPrimary } from './forward-to-primary.ts'
 import type { Logger } from './log.ts'
+import { createInternalApp } from './manifest/internal-routes.ts'
+import type { ManifestLog } from './manifest/log.ts'
+import { recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
+import { matchesPurge } from './manifest/repositories.ts'
+import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
+import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
-import { createMetrics, type Metrics } from './metrics.ts'
 
 export interface RunningCaje {
   /** http://host:port caje listens on. */
@@ -22,13 +35,17 @@ export interface RunningCaje {
   store: CacheStore
   proxy: Proxy
   metrics: Metrics
+  manifest: ManifestRuntime
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
+  /** What an operator must know at start (how to enrol the first passkey). */
+  notices: string[]
   /** Stop accepting, finish in-flight requests (up to shutdownTimeoutMs), close stores. */
   close(): Promise<void>
 }
 
 export async function startCaje(config: Config, log: Logger): Promise<RunningCaje> {
+  const manifestLog: ManifestLog = (level, msg, fields) => log({ level, msg, ...fields })
   const demoOrigin = !config.origin && config.sites.size === 0 ? await startDemoOrigin() : undefined
   const defaultOrigin = config.origin ?? (demoOrigin ? new URL(demoOrigin.url) : undefined)
 
@@ -39,6 +56,18 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     maxObjectBytes: config.maxObjectBytes,
     log,
   })
+  const manifest = await startManifest({
+    databasePath: config.databasePath,
+    litefsDir: config.litefsDir,
+    primaryUrlTemplate: config.primaryUrlTemplate,
+    port: config.port,
+    nodeId: config.nodeId,
+    clusterSecret: config.clusterSecret,
+    log: manifestLog,
+  })
+  // Every store and eviction reaches the manifest through the writer's queue, never on the request path.
+  const stopRecording = recordStoreEvents(store, manifest.writer, config.nodeId, manifestLog)
+
   const metrics = createMetrics({ cacheStats: () => store.stats() })
   store.subscribe((event) => {
     switch (event.type) {
@@ -69,14 +98,59 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log,
     metrics,
   })
+
+  const hits: HitCounter = { hits: 0, misses: 0 }
+  const jobs: ClusterJobs = {
+    // Populate is not available on this node yet; the admin shows "not started".
+    populate: async () => ({ started: false }),
+    populateStatus: () => undefined,
+    async purge(request: PurgeRequest) {
+      const value = request.kind === 'all' ? '' : request.value
+      const purge = { kind: request.kind, value, host: null }
+      manifest.writer.submit({ type: 'purge', purge: { ...purge, requestId: randomUUID(), createdAt: Date.now(), createdBy: config.nodeId, nodeId: config.nodeId } })
+      metrics.purge(request.kind)
+      return { removed: await store.deleteWhere((meta) => matchesPurge(purge, meta), 'purged') }
+    },
+  }
+  const actions = createNodeActions({
+    config,
+    store,
+    readDb: () => manifest.readDb(),
+    writer: manifest.writer,
+    role: () => manifest.role.current(),
+    hits,
+    jobs,
+  })
+  const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
+  const adminDb = manifest.readDb()
+  const adminApp = createAdminApp({ config, db: adminDb, actions, log, enrolmentCode })
+  const internalApp = createInternalApp({
+    clusterSecret: config.clusterSecret,
+    writableDb: () => manifest.writer.writableDb(),
+    role: () => manifest.role.current(),
+    nodeId: config.nodeId,
+    log: manifestLog,
+  })
+  const admin = new Hono()
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal'] }))
+  admin.route('/', adminApp)
+
   const app = createApp({
     config,
     store,
     proxy,
     log,
     metrics,
+    healthInfo: () => ({ role: manifest.role.current().kind, manifestWriter: manifest.writer.stats() }),
+    mounts: [
+      { path: '/internal', app: internalApp },
+      { path: '', app: admin },
+    ],
     onServed: (result, bytes) => {
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
+      const label = statusLabel(result.cacheStatus)
+      if (label === 'hit' || label === 'stale') hits.hits++
+      else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
     },
   })
 
@@ -95,16 +169,25 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
 
   const port = (server.address() as AddressInfo).port
   const host = config.listenHost === '0.0.0.0' || config.listenHost === '::' ? '127.0.0.1' : config.listenHost
-  let closing: Promise<void> | undefined
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  const internalUrl = config.internalUrl.endsWith(':0') ? url : config.internalUrl
+  const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
 
+  const notices: string[] = []
+  const notice = await enrolmentNotice({ config, db: adminDb, enrolmentCode })
+  if (notice) notices.push(notice)
+
+  let closing: Promise<void> | undefined
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url,
     port,
     config,
     store,
     proxy,
     metrics,
+    manifest,
     demoOrigin,
+    notices,
     close() {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()))
@@ -115,8 +198,12 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
           server.closeAllConnections()
           await closed
         }
+        stopHeartbeat()
         await proxy.idle()
         await store.close()
+        stopRecording()
+        // Queued manifest writes are delivered (or counted as lost) before the handles close.
+        await manifest.close()
         await origin.close()
         await demoOrigin?.close()
       })()

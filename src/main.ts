@@ -27,6 +27,7 @@ async function main(): Promise<void> {
     `  try:    curl -i ${node.url}/cacheable   (twice: watch Cache-Status go from fwd=uri-miss to hit)`,
     `  admin:  ${config.publicOrigin}/_caje/list`,
     `  health: ${node.url}/_caje/health`,
+    ...node.notices.map((n) => `  ${n}`),
   ]
   process.stdout.write(banner.join('\n') + '\n')
   log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, database: config.databasePath })
