@@ -4,7 +4,7 @@
 //  2. runs all vitest suites (unit, integration, multi-node, e2e in Chromium),
 //  3. runs the benchmark's smoke mode once (a few seconds, checks bodies and errors).
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
 
 const run = (cmd, args, opts = {}) => spawnSync(cmd, args, { stdio: 'inherit', ...opts })
 
@@ -15,24 +15,34 @@ if (!existsSync('/usr/bin/chromium')) {
 }
 
 mkdirSync('test-results', { recursive: true })
-const report = 'test-results/vitest.json'
-const vitest = run(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...process.argv.slice(2)])
 
 let passed = 0
 let failed = 0
 let skipped = 0
-try {
-  const r = JSON.parse(readFileSync(report, 'utf8'))
-  passed = r.numPassedTests
-  // A file that failed to load has no failed test of its own: count it as one failure.
-  const brokenFiles = (r.testResults ?? []).filter((f) => f.status === 'failed' && !f.assertionResults?.some((a) => a.status === 'failed')).length
-  failed = r.numFailedTests + brokenFiles
-  skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0)
-} catch {
-  failed += 1
-  console.error(`vitest wrote no report (${report}); exit code ${vitest.status}`)
+
+/** Run one vitest configuration and add its counts. */
+function vitestRun(name, configArgs) {
+  const report = `test-results/vitest-${name}.json`
+  rmSync(report, { force: true })
+  const r = run(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', ...configArgs, '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...process.argv.slice(2)])
+  let counted = false
+  try {
+    const json = JSON.parse(readFileSync(report, 'utf8'))
+    passed += json.numPassedTests
+    // A file that failed to load has no failed test of its own: count it as one failure.
+    const brokenFiles = (json.testResults ?? []).filter((f) => f.status === 'failed' && !f.assertionResults?.some((a) => a.status === 'failed')).length
+    failed += json.numFailedTests + brokenFiles
+    skipped += (json.numPendingTests ?? 0) + (json.numTodoTests ?? 0)
+    counted = json.numFailedTests + brokenFiles > 0
+  } catch {
+    console.error(`vitest (${name}) wrote no report (${report}); exit code ${r.status}`)
+  }
+  if (r.status !== 0 && !counted) failed += 1
 }
-if (vitest.status !== 0 && failed === 0) failed = 1
+
+vitestRun('unit', [])
+// Browser tests in Debian Chromium (playwright-core), one file at a time.
+if (process.argv.length <= 2) vitestRun('e2e', ['--config', 'e2e/vitest.config.ts'])
 
 if (process.argv.length <= 2) {
   console.log('\nbenchmark smoke run (npm run bench -- --smoke)')
