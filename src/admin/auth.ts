@@ -37,6 +37,19 @@ export function clearSessionCookie(c: Context, shared: Shared): void {
 type SessionLookup = { state: 'none' } | { state: 'ended' } | { state: 'ok'; auth: Extract<Auth, { kind: 'session' }> }
 
 /** The session named by the cookie; expired ones are deleted on sight. */
+/**
+ * Writes that only keep books (sliding expiry, last use) must not fail a
+ * read: on a LiteFS replica the manifest is read-only, and the next request
+ * that reaches the primary catches up.
+ */
+async function bookkeeping(shared: Shared, what: string, write: () => Promise<unknown>): Promise<void> {
+  try {
+    await write()
+  } catch (err) {
+    shared.log({ level: 'debug', event: 'admin.bookkeeping_skipped', what, error: (err as Error).message })
+  }
+}
+
 export async function lookupSession(c: Context, shared: Shared): Promise<SessionLookup> {
   const id = getCookie(c, shared.cookies.session)
   if (!id) return { state: 'none' }
@@ -46,11 +59,11 @@ export async function lookupSession(c: Context, shared: Shared): Promise<Session
   const now = shared.now()
   const hardEnd = row.created_at + shared.session.absoluteMs
   if (row.expires_at <= now || hardEnd <= now) {
-    await repo.deleteSession(shared.db, idHash)
+    await bookkeeping(shared, 'delete expired session', () => repo.deleteSession(shared.db, idHash))
     return { state: 'ended' }
   }
   if (now - row.last_seen_at >= shared.session.touchEveryMs) {
-    await repo.touchSession(shared.db, idHash, now, Math.min(now + shared.session.idleMs, hardEnd))
+    await bookkeeping(shared, 'extend session', () => repo.touchSession(shared.db, idHash, now, Math.min(now + shared.session.idleMs, hardEnd)))
   }
   return {
     state: 'ok',
@@ -66,7 +79,7 @@ export async function lookupBearer(shared: Shared, token: string): Promise<Extra
   const row = await repo.findActiveApiToken(shared.db, hashToken(token))
   if (!row) return undefined
   const now = shared.now()
-  if (row.last_used_at === null || now - row.last_used_at >= 60_000) await repo.touchApiToken(shared.db, row.id, now)
+  if (row.last_used_at === null || now - row.last_used_at >= 60_000) await bookkeeping(shared, 'record token use', () => repo.touchApiToken(shared.db, row.id, now))
   return { kind: 'token', tokenId: row.id, name: row.name }
 }
 
