@@ -53,6 +53,8 @@ export interface IndexPage {
 export class EntryIndex {
   /** Least recently read first. */
   readonly #lru = new Map<string, IndexRecord>()
+  /** The record at the most-recent end of #lru, when known. */
+  #newest: IndexRecord | undefined
   /** Oldest commit first. */
   readonly #byCommit = new Map<string, IndexRecord>()
   /** Variants per key: nearly always one or two, so an array beats a Map per key (100,000 of them). */
@@ -70,9 +72,12 @@ export class EntryIndex {
   touch(id: string, now: number): IndexRecord | undefined {
     const record = this.#lru.get(id)
     if (!record) return undefined
+    record.lastAccess = now
+    // Already the most recent: skip the Map re-insertion (the hot-key case).
+    if (this.#newest === record) return record
     this.#lru.delete(id)
     this.#lru.set(id, record)
-    record.lastAccess = now
+    this.#newest = record
     return record
   }
 
@@ -89,6 +94,7 @@ export class EntryIndex {
   set(record: IndexRecord): IndexRecord | undefined {
     const previous = this.delete(record.id)
     this.#lru.set(record.id, record)
+    this.#newest = record
     this.#byCommit.set(record.id, record)
     const variants = this.#byKey.get(record.meta.key)
     if (variants) variants.push(record)
@@ -99,6 +105,7 @@ export class EntryIndex {
   delete(id: string): IndexRecord | undefined {
     const record = this.#lru.get(id)
     if (!record) return undefined
+    if (this.#newest === record) this.#newest = undefined
     this.#lru.delete(id)
     this.#byCommit.delete(id)
     const variants = this.#byKey.get(record.meta.key)
@@ -112,6 +119,7 @@ export class EntryIndex {
 
   clear(): IndexRecord[] {
     const all = [...this.#lru.values()]
+    this.#newest = undefined
     this.#lru.clear()
     this.#byCommit.clear()
     this.#byKey.clear()

@@ -44,11 +44,14 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
   }
   const maxObjectBytes = Math.min(opts.maxObjectBytes ?? Math.floor(maxBytes / 4), maxBytes)
   const items = new Map<string, MemoryItem>()
+  /** The item at the most-recently-used end, when known. */
+  let newest: MemoryItem | undefined
   let bytes = 0
 
   function remove(key: string): boolean {
     const item = items.get(key)
     if (!item) return false
+    if (item === newest) newest = undefined
     items.delete(key)
     bytes -= item.buffer.length
     return true
@@ -66,9 +69,12 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     get(key) {
       const item = items.get(key)
       if (!item) return undefined
-      // Re-inserting moves the key to the most-recently-used end.
-      items.delete(key)
-      items.set(key, item)
+      // Re-inserting moves the key to the most-recently-used end (skipped when it is there already).
+      if (item !== newest) {
+        items.delete(key)
+        items.set(key, item)
+        newest = item
+      }
       return item
     },
     has(key) {
@@ -81,16 +87,19 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       // The Map iterates oldest first: those are the least recently used.
       for (const [oldKey, old] of items) {
         if (bytes + length <= maxBytes) break
+        if (old === newest) newest = undefined
         items.delete(oldKey)
         bytes -= old.buffer.length
       }
       items.set(key, item)
+      newest = item
       bytes += length
       return true
     },
     delete: remove,
     clear() {
       items.clear()
+      newest = undefined
       bytes = 0
     },
   }

@@ -14,6 +14,10 @@ export interface CacheStatus {
 }
 
 export function formatCacheStatus(s: CacheStatus): string {
+  // The common case, a plain hit, without the general builder.
+  if (s.hit && s.fwd === undefined && s.detail === undefined && !s.collapsed && s.ttl !== undefined && s.fwdStatus === undefined && !s.stored) {
+    return `caje; hit; ttl=${Math.trunc(s.ttl)}`
+  }
   let out = 'caje'
   if (s.hit) out += '; hit'
   if (s.fwd) out += `; fwd=${s.fwd}`
