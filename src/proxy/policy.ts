@@ -41,9 +41,7 @@ export type Directives = Map<string, string | true>
 export function parseDirectives(value: string | undefined): Directives {
   const out: Directives = new Map()
   if (!value) return out
-  // Split on commas outside quotes: no-cache="a, b" is one directive.
-  const parts = value.match(/(?:[^,"]|"(?:\\.|[^"])*")+/g) ?? []
-  for (const part of parts) {
+  for (const part of splitList(value)) {
     const eq = part.indexOf('=')
     const name = (eq < 0 ? part : part.slice(0, eq)).trim().toLowerCase()
     if (!name || out.has(name)) continue
@@ -56,6 +54,50 @@ export function parseDirectives(value: string | undefined): Directives {
     out.set(name, v)
   }
   return out
+}
+
+/**
+ * Split a list on commas outside quoted-strings: no-cache="a, b" is one member.
+ * A hand-written scan, linear in the input: request Cache-Control is client
+ * input, and the regex this replaces (`"(?:\\.|[^"])*"` inside a repeated group)
+ * backtracked exponentially on an unterminated quote full of backslashes, and
+ * quadratically even once fixed, freezing the event loop for every request.
+ * Inside quotes a backslash starts a quoted-pair (RFC 9110 §5.6.4). A quote
+ * that is never closed separates members, as before, so a directive after it
+ * (`x="a, no-store`) is still seen.
+ */
+function splitList(value: string): string[] {
+  const parts: string[] = []
+  let start = 0
+  // Once one quote has no closing quote, no later one has either (the scan already covered them).
+  let closable = true
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (c === 0x2c /* , */) {
+      if (i > start) parts.push(value.slice(start, i))
+      start = i + 1
+    } else if (c === 0x22 /* " */) {
+      let close = -1
+      if (closable) {
+        for (let k = i + 1; k < value.length; k++) {
+          const d = value.charCodeAt(k)
+          if (d === 0x5c /* \ */) k++
+          else if (d === 0x22) {
+            close = k
+            break
+          }
+        }
+        if (close < 0) closable = false
+      }
+      if (close >= 0) i = close
+      else {
+        if (i > start) parts.push(value.slice(start, i))
+        start = i + 1
+      }
+    }
+  }
+  if (start < value.length) parts.push(value.slice(start))
+  return parts
 }
 
 /** delta-seconds (RFC 9111 §1.2.2): digits only; anything else is invalid (undefined). Overflow saturates at 2^31. */
