@@ -25,6 +25,27 @@ export function varyFields(vary: string | undefined): string[] {
 const SECRET_FIELDS: ReadonlySet<string> = new Set(['cookie', 'authorization', 'proxy-authorization'])
 
 /**
+ * The normalised value of a field that is present but normalises to nothing (`X-Lang:`,
+ * `Accept-Encoding: gzip;q=0`). RFC 9111 §4.1: an absent field only matches an absent
+ * one, and an empty Accept-Encoding means "no coding" where an absent one means "any"
+ * (RFC 9110 §12.5.3). No normalised value can equal it: they never start with a space.
+ */
+const PRESENT_EMPTY = ' '
+
+/** A field's value; own properties only, so Vary: constructor / __proto__ are ordinary fields. */
+function fieldValue(headers: Readonly<Record<string, string>>, name: string): string | undefined {
+  return Object.hasOwn(headers, name) ? headers[name] : undefined
+}
+
+/** Collapse HTTP whitespace (SP, HTAB; RFC 9110 §5.6.3) and trim it. Not JavaScript's \s or trim(), which also eat NBSP (obs-text) and other Unicode spaces the origin may tell apart. */
+function collapseOws(value: string): string {
+  const collapsed = value.replace(/[ \t]+/g, ' ')
+  const from = collapsed.startsWith(' ') ? 1 : 0
+  const to = collapsed.endsWith(' ') ? collapsed.length - 1 : collapsed.length
+  return from >= to ? '' : collapsed.slice(from, to)
+}
+
+/**
  * Normalise one request header value for variant matching (RFC 9111 §4.1
  * allows normalising whitespace and case where the field's semantics permit).
  * Accept-Encoding is a set of codings: `gzip, br` and `br,gzip` are one variant,
@@ -36,24 +57,24 @@ export function normaliseFieldValue(name: string, value: string | undefined): st
     const codings = new Set<string>()
     for (const part of value.split(',')) {
       const [coding, ...params] = part.split(';')
-      const c = coding!.trim().toLowerCase()
+      const c = collapseOws(coding!).toLowerCase()
       if (!c) continue
-      const q = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith('q='))
+      const q = params.map((p) => collapseOws(p).toLowerCase()).find((p) => p.startsWith('q='))
       if (q && Number(q.slice(2)) === 0) continue
       codings.add(c === 'x-gzip' ? 'gzip' : c)
     }
-    return [...codings].sort().join(',')
+    return codings.size ? [...codings].sort().join(',') : PRESENT_EMPTY
   }
-  const collapsed = value.trim().replace(/\s+/g, ' ')
-  if (SECRET_FIELDS.has(name)) return collapsed ? `sha256:${createHash('sha256').update(collapsed).digest('base64url')}` : ''
+  const collapsed = collapseOws(value)
+  if (!collapsed) return PRESENT_EMPTY
+  if (SECRET_FIELDS.has(name)) return `sha256:${createHash('sha256').update(collapsed).digest('base64url')}`
   return collapsed
 }
 
 /** The normalised values of the Vary'd fields of a request. */
 export function varyValues(fields: readonly string[], headers: FlatHeaders): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const f of fields) out[f] = normaliseFieldValue(f, headers[f])
-  return out
+  // fromEntries defines own properties: a plain assignment to out['__proto__'] would be lost.
+  return Object.fromEntries(fields.map((f) => [f, normaliseFieldValue(f, fieldValue(headers, f))]))
 }
 
 /** Variant id: '' without Vary; else a digest of the field names and normalised values. */
@@ -68,7 +89,7 @@ export function variantId(values: Record<string, string>): string {
 /** Does a stored variant match this request? Both sides normalised the same way. */
 export function variantMatches(stored: Record<string, string>, fields: readonly string[], headers: FlatHeaders): boolean {
   for (const f of fields) {
-    if ((stored[f] ?? '') !== normaliseFieldValue(f, headers[f])) return false
+    if ((fieldValue(stored, f) ?? '') !== normaliseFieldValue(f, fieldValue(headers, f))) return false
   }
   return true
 }
