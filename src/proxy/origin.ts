@@ -69,7 +69,9 @@ export function classifyOriginError(err: unknown, origin: URL): OriginError {
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') {
     return new OriginError('reset', 502, `origin ${where} closed the connection unexpectedly`, { cause: err })
   }
-  if (code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') {
+  // undici's HTTPParserError often has no code (it looks the llhttp error number up in a
+  // name → number table, which yields undefined): recognise the class, not only HPE_* codes.
+  if (err instanceof undiciErrors.HTTPParserError || e?.name === 'HTTPParserError' || code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') {
     return new OriginError('protocol', 502, `origin ${where} sent an invalid HTTP response`, { cause: err })
   }
   return new OriginError('other', 502, `request to origin ${where} failed`, { cause: err })
