@@ -26,6 +26,10 @@ const CONDITIONAL_FIELDS = ['if-none-match', 'if-modified-since', 'if-match', 'i
 export function originRequestHeaders(client: FlatHeaders, ctx: ForwardContext): Record<string, string> {
   const { headers } = stripHopByHop(client)
   const out: Record<string, string> = headers
+  // Expect: 100-continue (RFC 9110 §10.1.1) was already met on the client's hop: Node's server
+  // answers 100 Continue itself, and caje then streams the body. undici refuses to send Expect
+  // (it throws), which turned every such upload (curl sends it above 1 MB) into a 502.
+  delete out.expect
   if (!ctx.trustForwarded) {
     delete out.forwarded
     delete out['x-forwarded-host']
