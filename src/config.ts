@@ -131,10 +131,12 @@ function httpUrl(variable: string, raw: string): URL {
 
 /** Lower-cased host with the port kept only when it is not the scheme's default. */
 export function normaliseHost(raw: string): string {
-  const host = raw.trim().toLowerCase().replace(/\.$/, '')
-  if (host.endsWith(':80')) return host.slice(0, -3)
-  if (host.endsWith(':443')) return host.slice(0, -4)
-  return host
+  const host = raw.trim().toLowerCase()
+  // The trailing dot of a fully qualified name belongs to the name, before any port:
+  // `a.test.:80` and `a.test.:8080` are a.test too, or they would be separate cache keys (and unknown sites).
+  const port = /:\d+$/.exec(host)?.[0] ?? ''
+  const name = host.slice(0, host.length - port.length).replace(/\.$/, '')
+  return port === ':80' || port === ':443' ? name : name + port
 }
 
 /** `CAJE_SITES`: `a.example=http://10.0.0.1:3000,b.example=https://b-origin` or a JSON object. */
