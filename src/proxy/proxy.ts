@@ -9,7 +9,7 @@ import { primaryKey, varyFields, varyValues, variantId, variantMatches } from '.
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
 import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
-import { appendVia, type FlatHeaders } from './headers.ts'
+import { appendVia, stripHopByHop, type FlatHeaders } from './headers.ts'
 import { OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
   ageHeader,
@@ -204,7 +204,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
 
     const fields = varyFields(headers.vary)
-    const values = varyValues(fields, req.headers)
+    // The variant is the request the origin answered (RFC 9111 §4.1). Fields the client named in
+    // Connection were removed before forwarding (RFC 9110 §7.6.1), so the origin never saw them:
+    // `X-Lang: fr` + `Connection: x-lang` gets the default page, which must not become the fr variant.
+    const values = varyValues(fields, stripHopByHop(req.headers).headers)
     const toStore: FlatHeaders = storedHeaders(headers)
     const entry: NewEntry = {
       key: target.key,
