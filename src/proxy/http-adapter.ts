@@ -74,6 +74,9 @@ export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
     const started = performance.now()
     const headers = incoming ? flatten(incoming.headers) : headersFromWeb(c.req.raw.headers)
 
+    // RFC 9112 §3.2: a request with more than one Host field line gets a 400. Node keeps the first
+    // one; a proxy in front of caje may key on the last, and the two would disagree on the site.
+    if (incoming && countHost(incoming.rawHeaders) > 1) return badRequest('the request has more than one Host header; send exactly one')
     const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
     if (!hostRaw) return badRequest('the request has no Host header; send one naming the site you want')
     if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return badRequest('the Host header is not a valid host name')
@@ -139,6 +142,13 @@ export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
     }
     return toWebResponse(result, finish)
   }
+}
+
+/** Host field lines in a raw header list (names at even indexes). */
+function countHost(rawHeaders: readonly string[]): number {
+  let n = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') n++
+  return n
 }
 
 function sendNode(outgoing: ServerResponse, result: ProxyResult, finish: (bytes: number, aborted: boolean) => void): void {
