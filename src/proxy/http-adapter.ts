@@ -119,16 +119,16 @@ export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
     }
     const result = await opts.proxy.handle(req)
 
-    const finish = (bytes: number, aborted: boolean) => {
-      opts.onServed?.(result, bytes)
+    const finish = (bytes: number, aborted: boolean, sent: ProxyResult = result) => {
+      opts.onServed?.(sent, bytes)
       if (!opts.accessLog) return
       opts.log({
         msg: 'request',
         method,
         url: path,
         host: req.host,
-        status: result.status,
-        cache: formatCacheStatus(result.cacheStatus),
+        status: sent.status,
+        cache: formatCacheStatus(sent.cacheStatus),
         originMs: result.originMs === undefined ? undefined : Math.round(result.originMs * 10) / 10,
         ms: Math.round((performance.now() - started) * 10) / 10,
         bytes,
@@ -151,26 +151,44 @@ function countHost(rawHeaders: readonly string[]): number {
   return n
 }
 
-function sendNode(outgoing: ServerResponse, result: ProxyResult, finish: (bytes: number, aborted: boolean) => void): void {
+function sendNode(outgoing: ServerResponse, result: ProxyResult, finish: (bytes: number, aborted: boolean, sent?: ProxyResult) => void): void {
   let bytes = 0
-  outgoing.once('close', () => finish(bytes, !outgoing.writableFinished))
-  outgoing.writeHead(result.status, result.headers)
+  let sent = result
+  outgoing.once('close', () => finish(bytes, !outgoing.writableFinished, sent))
   const body = result.body
-  if (body === null) {
-    outgoing.end()
+  if (body === null || Buffer.isBuffer(body)) {
+    outgoing.writeHead(result.status, result.headers)
+    bytes = body?.length ?? 0
+    outgoing.end(body ?? undefined)
     return
   }
-  if (Buffer.isBuffer(body)) {
-    bytes = body.length
-    outgoing.end(body)
-    return
+  // Node puts the head on the wire with the first body chunk anyway. Writing it only then means an
+  // origin that fails before its first body byte (stalls past the body timeout, closes) still gets
+  // the client a clear 502/504 (RFC 9110 §15.6.3, §15.6.5) instead of an empty reply.
+  let headSent = false
+  const sendHead = () => {
+    if (headSent) return
+    headSent = true
+    outgoing.writeHead(result.status, result.headers)
   }
+  // Registered before pipe() so the head goes out before pipe writes the first chunk or ends.
   body.on('data', (chunk: Buffer) => {
+    sendHead()
     bytes += chunk.length
   })
-  // An error mid-body (origin died, corrupt disk read) cannot change the status any more:
-  // cut the connection so the client sees a truncated response, never a complete-looking wrong one.
-  body.once('error', () => outgoing.destroy())
+  body.once('end', sendHead)
+  body.once('error', (err: unknown) => {
+    if (!headSent && result.bodyFailure && !outgoing.destroyed) {
+      headSent = true
+      sent = result.bodyFailure(err)
+      outgoing.writeHead(sent.status, sent.headers)
+      outgoing.end(Buffer.isBuffer(sent.body) ? sent.body : undefined)
+      return
+    }
+    // Once the head is out, an error mid-body (origin died, corrupt disk read) cannot change the status:
+    // cut the connection so the client sees a truncated response, never a complete-looking wrong one.
+    outgoing.destroy()
+  })
   outgoing.once('close', () => {
     if (!body.destroyed && !body.readableEnded) body.destroy()
   })

@@ -10,7 +10,7 @@ import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
 import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, stripHopByHop, type FlatHeaders } from './headers.ts'
-import { OriginError, type OriginClient, type OriginResponse } from './origin.ts'
+import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
   ageHeader,
   clientNotModified,
@@ -51,6 +51,8 @@ export interface ProxyResult {
   /** Where the body came from, for metrics. */
   tier: 'memory' | 'disk' | 'origin' | 'none'
   originMs?: number
+  /** For a streamed origin body: the 502/504 to send instead if the body fails before its first byte. */
+  bodyFailure?: (err: unknown) => ProxyResult
 }
 
 /** The counters the proxy reports; src/metrics.ts implements them. */
@@ -272,6 +274,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /** Response for the client from an origin response that was (maybe) admitted to the cache. */
   function clientResult(
     req: ProxyRequest,
+    originUrl: URL,
     admitted: { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string },
     res: OriginResponse,
     cacheStatus: CacheStatus,
@@ -295,7 +298,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
       admitted.body.resume()
       body = null
     }
-    return { status: res.status, headers, body, cacheStatus: status, tier: 'origin', originMs: res.headersMs }
+    const bodyFailure = (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: res.status })
+    return { status: res.status, headers, body, cacheStatus: status, tier: 'origin', originMs: res.headersMs, bodyFailure }
   }
 
   /** Cache-filling GET to the origin (a miss, or a revalidation that came back 200). */
@@ -310,7 +314,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       throw err
     }
     const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
-    return clientResult(req, admitted, res, cacheStatus)
+    return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
   /** Plain pass-through: the request goes to the origin as the client sent it, nothing is stored. */
@@ -318,7 +322,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
     const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
     const cleaned = cleanResponseHeaders(res.headers)
-    return clientResult(req, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
+    return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
   }
 
   /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
@@ -393,7 +397,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
     const key = meta.key
     const admitted = admit({ key, url: meta.url, host: meta.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
-    return { kind: 'replaced', result: clientResult(req, admitted, res, { fwd: 'stale' }) }
+    return { kind: 'replaced', result: clientResult(req, originUrl, admitted, res, { fwd: 'stale' }) }
   }
 
   function backgroundRevalidate(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): void {
@@ -458,7 +462,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         }
         if (outcome.response) {
           const cleaned = cleanResponseHeaders(outcome.response.headers)
-          return clientResult(req, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
+          return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
         return originFailure(outcome.error, { fwd: 'stale' })
