@@ -156,7 +156,16 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
 
   // Native Response objects: the server's lightweight Response ignores the "already sent" marker
   // on HEAD requests (Hono answers HEAD by wrapping the GET response), which would write headers twice.
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.listenHost, overrideGlobalObjects: false }) as Server
+  const server = serve({
+    fetch: app.fetch,
+    port: config.port,
+    hostname: config.listenHost,
+    overrideGlobalObjects: false,
+    // Node enforces headersTimeout / requestTimeout only when it sweeps its connections, every
+    // connectionsCheckingInterval (default 30 s, settable only here): a slowloris client held its
+    // connection up to 30 s past CAJE_HEADERS_TIMEOUT_MS. Once a second keeps it within a second.
+    serverOptions: { connectionsCheckingInterval: 1_000 },
+  }) as Server
   await new Promise<void>((resolve, reject) => {
     if (server.listening) return resolve()
     server.once('listening', resolve)
