@@ -2,13 +2,11 @@
 // proxy, admin and internal apps, HTTP server. main.ts calls it once; tests
 // call it with port 0 and temp dirs.
 
-import { randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
-import type { PurgeRequest } from './admin/actions.ts'
 import { createApp } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
@@ -19,7 +17,8 @@ import type { Logger } from './log.ts'
 import { createInternalApp } from './manifest/internal-routes.ts'
 import type { ManifestLog } from './manifest/log.ts'
 import { recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
-import { matchesPurge } from './manifest/repositories.ts'
+import { createPopulator } from './manifest/populate.ts'
+import { createPurgeApplier } from './manifest/purge.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
@@ -100,17 +99,31 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   })
 
   const hits: HitCounter = { hits: 0, misses: 0 }
+  // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
+  const purges = createPurgeApplier({
+    readDb: () => manifest.readDb(),
+    store,
+    writer: manifest.writer,
+    nodeId: config.nodeId,
+    clusterSecret: config.clusterSecret,
+    log: manifestLog,
+    metrics,
+  })
+  const populator = createPopulator({
+    readDb: () => manifest.readDb(),
+    store,
+    nodeId: config.nodeId,
+    clusterSecret: config.clusterSecret,
+    fill: (url, varyHeaders, signal) => proxy.fill(url, varyHeaders, signal),
+    concurrency: config.populateConcurrency,
+    log: manifestLog,
+    metrics,
+    isPurged: (meta) => purges.covers(meta),
+  })
   const jobs: ClusterJobs = {
-    // Populate is not available on this node yet; the admin shows "not started".
-    populate: async () => ({ started: false }),
-    populateStatus: () => undefined,
-    async purge(request: PurgeRequest) {
-      const value = request.kind === 'all' ? '' : request.value
-      const purge = { kind: request.kind, value, host: null }
-      manifest.writer.submit({ type: 'purge', purge: { ...purge, requestId: randomUUID(), createdAt: Date.now(), createdBy: config.nodeId, nodeId: config.nodeId } })
-      metrics.purge(request.kind)
-      return { removed: await store.deleteWhere((meta) => matchesPurge(purge, meta), 'purged') }
-    },
+    populate: () => populator.run(),
+    populateStatus: () => populator.status(),
+    purge: (request) => purges.purge(request),
   }
   const actions = createNodeActions({
     config,
@@ -129,10 +142,14 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     writableDb: () => manifest.writer.writableDb(),
     role: () => manifest.role.current(),
     nodeId: config.nodeId,
+    store,
+    onPurgeNudge: () => purges.nudge(),
     log: manifestLog,
   })
   const admin = new Hono()
-  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal'] }))
+  // Populate warms this node and purge applies here first (its manifest write goes
+  // through the writer): both stay on the node they were asked on.
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge'] }))
   admin.route('/', adminApp)
 
   const app = createApp({
@@ -141,7 +158,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     log,
     metrics,
-    healthInfo: () => ({ role: manifest.role.current().kind, manifestWriter: manifest.writer.stats() }),
+    healthInfo: () => ({ role: manifest.role.current().kind, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
     mounts: [
       { path: '/internal', app: internalApp },
       { path: '', app: admin },
@@ -181,6 +198,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
   const internalUrl = config.internalUrl.endsWith(':0') ? url : config.internalUrl
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
+  // After the heartbeat: this node's row exists before its first 'purge-applied'.
+  purges.start()
+  populator.start(config.populateInterval)
 
   const notices: string[] = []
   const notice = await enrolmentNotice({ config, db: adminDb, enrolmentCode })
@@ -208,6 +228,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
           await closed
         }
         stopHeartbeat()
+        await populator.close()
+        await purges.close()
         await proxy.idle()
         await store.close()
         stopRecording()

@@ -6,14 +6,21 @@
 // Routes:
 //   POST /manifest   a replica's batch of ManifestOps, applied by the primary
 //   GET  /role       this node's view of the cluster (debugging, peer checks)
-// The populate and purge phase adds object streaming for peers and a purge
-// nudge here, behind the same middleware.
+//   GET  /object?key=&variant=
+//                    one variant of this node's cache, for a peer's populate:
+//                    the body opens with the EntryMeta as JSON (its byte length
+//                    in X-Caje-Meta-Bytes), followed by the stored body; 404
+//                    when this node does not hold it (any more)
+//   POST /purge-nudge
+//                    a peer recorded a purge: apply pending purges now
 
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { MiddlewareHandler } from 'hono'
 import type { Kysely } from 'kysely'
+import type { CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -35,6 +42,10 @@ export interface InternalAppDeps {
   /** How to apply a received batch; defaults to applying it to writableDb() in one transaction. */
   applyOps?(db: Kysely<Database>, ops: ManifestOp[]): Promise<ApplyResult>
   nodeId?: string
+  /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
+  store?: Pick<CacheStore, 'variants' | 'read'>
+  /** A peer recorded a purge (POST /purge-nudge): apply pending purges now. Must not throw. */
+  onPurgeNudge?: () => void
   /** Largest accepted request body. */
   maxBodyBytes?: number
   log?: ManifestLog
@@ -117,5 +128,56 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
     },
   )
 
+  app.get('/object', async (c) => {
+    const key = c.req.query('key')
+    const variant = c.req.query('variant') ?? ''
+    if (!key) return c.json({ error: 'key is required' }, 400)
+    const found = deps.store ? await openStored(deps.store, key, variant) : undefined
+    if (!found) return c.json({ error: 'this node does not hold that entry' }, 404)
+    const { meta, body } = found
+    const prelude = Buffer.from(JSON.stringify(meta), 'utf8')
+    const headers = {
+      'content-type': OBJECT_CONTENT_TYPE,
+      [META_BYTES_HEADER]: String(prelude.length),
+      'content-length': String(prelude.length + meta.size),
+      'cache-control': 'no-store',
+    }
+    if (body.kind === 'buffer') return new Response(new Uint8Array(Buffer.concat([prelude, body.buffer])), { status: 200, headers })
+    const stream = Readable.from(
+      (async function* () {
+        yield prelude
+        yield* body.stream
+      })(),
+      { objectMode: false },
+    )
+    return new Response(Readable.toWeb(stream) as unknown as ReadableStream, { status: 200, headers })
+  })
+
+  app.post('/purge-nudge', (c) => {
+    deps.onPurgeNudge?.()
+    return c.json({ ok: true }, 202)
+  })
+
   return app
+}
+
+/** Header and content type of GET /object (populate.ts reads them). */
+export const META_BYTES_HEADER = 'x-caje-meta-bytes'
+export const OBJECT_CONTENT_TYPE = 'application/vnd.caje.object'
+
+/**
+ * The metadata and body of one stored variant, consistent with each other:
+ * if the variant is replaced between reading the two, try once more.
+ */
+async function openStored(store: Pick<CacheStore, 'variants' | 'read'>, key: string, variant: string): Promise<{ meta: EntryMeta; body: StoredBody } | undefined> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const meta = (await store.variants(key)).find((m) => m.variant === variant)
+    if (!meta) return undefined
+    const body = await store.read(key, variant)
+    if (!body) return undefined
+    const after = (await store.variants(key)).find((m) => m.variant === variant)
+    if (after?.integrity === meta.integrity) return { meta, body }
+    if (body.kind === 'stream') body.stream.destroy()
+  }
+  return undefined
 }

@@ -184,6 +184,7 @@ describe('manifest repositories', () => {
       entry({ url: 'https://ex.com/a/b', tags: ['y', 'x'] }),
       entry({ url: 'https://ex.com/A', tags: [] }),
       entry({ url: 'https://o.com/a', tags: ['x'] }),
+      entry({ url: 'https://ex.com/c?x', key: 'https://ex.com/a', variant: 'v1' }),
     ]
     const purges: Pick<NewPurge, 'kind' | 'value' | 'host'>[] = [
       { kind: 'url', value: 'https://ex.com/a', host: null },

@@ -420,11 +420,12 @@ export async function lastAppliedPurge(db: Db, nodeId: string): Promise<number> 
  * cache (CacheStore#deleteWhere) uses this; it must agree with
  * purgeCondition below, which does the same in SQL for the manifest.
  */
-export function matchesPurge(purge: Pick<NewPurge, 'kind' | 'value' | 'host'>, entry: Pick<EntryRecord, 'url' | 'host' | 'tags'>): boolean {
+export function matchesPurge(purge: Pick<NewPurge, 'kind' | 'value' | 'host'>, entry: Pick<EntryRecord, 'key' | 'url' | 'host' | 'tags'>): boolean {
   if (purge.host !== null && entry.host !== purge.host) return false
   switch (purge.kind) {
     case 'url':
-      return entry.url === purge.value
+      // Every variant of the URL; a script may name the entry by its cache key instead.
+      return entry.url === purge.value || entry.key === purge.value
     case 'prefix':
       return entry.url.startsWith(purge.value)
     case 'tag':
@@ -439,7 +440,7 @@ function purgeCondition(eb: ExpressionBuilder<Database, 'entries'>, purge: Pick<
   if (purge.host !== null) parts.push(eb('entries.host', '=', purge.host))
   switch (purge.kind) {
     case 'url':
-      parts.push(eb('entries.url', '=', purge.value))
+      parts.push(eb.or([eb('entries.url', '=', purge.value), eb('entries.key', '=', purge.value)]))
       break
     case 'prefix':
       // substr, not LIKE: LIKE ignores case and would purge /A when asked for /a.

@@ -1,0 +1,247 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import path from 'node:path'
+import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import type { Kysely } from 'kysely'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createCacheStore } from '../cache/tiered-store.ts'
+import { bodyOf, bytesOf, newEntry, put } from '../cache/test-support.ts'
+import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
+import type { Database } from './database.ts'
+import { INTERNAL_BASE_PATH, META_BYTES_HEADER, createInternalApp } from './internal-routes.ts'
+import { createPopulator } from './populate.ts'
+import type { FillFn, PopulatorOptions } from './populate.ts'
+import { recordStored, toEntryRecord, upsertNode } from './repositories.ts'
+import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
+
+const SECRET = 'a-cluster-secret-of-some-length'
+
+async function openStore(dir: string): Promise<CacheStore> {
+  return createCacheStore({ dir, maxBytes: 1e9, memoryBytes: 8 * 1024 * 1024, maxObjectBytes: 50 * 1024 * 1024 })
+}
+
+async function listen(fetchHandler: (req: Request) => Response | Promise<Response>): Promise<{ url: string; close(): Promise<void> }> {
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: fetchHandler, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server)) as Server
+  })
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+describe('populate', () => {
+  let db: Kysely<Database>
+  let dir: string
+  let cleanup: () => Promise<void>
+  let peerStore: CacheStore
+  let localStore: CacheStore
+  let peer: { url: string; close(): Promise<void> }
+  let peerRequests: number
+  const closers: (() => Promise<void>)[] = []
+
+  beforeEach(async () => {
+    ;({ db, dir, cleanup } = await freshManifest())
+    peerStore = await openStore(path.join(dir, 'peer'))
+    localStore = await openStore(path.join(dir, 'local'))
+    const root = new Hono()
+    root.use('*', async (_c, next) => {
+      peerRequests++
+      await next()
+    })
+    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: peerStore, log: captureLog().log }))
+    peer = await listen(root.fetch)
+    peerRequests = 0
+    await upsertNode(db, { id: 'peer', region: 'r', internalUrl: peer.url, startedAt: Date.now() }, Date.now())
+    await upsertNode(db, { id: 'me', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: Date.now() }, Date.now())
+  })
+
+  afterEach(async () => {
+    for (const close of closers.splice(0)) await close()
+    await peer.close()
+    await peerStore.close()
+    await localStore.close()
+    await cleanup()
+  })
+
+  /** Store a body on the peer and record in the manifest that the peer holds it. */
+  async function onPeer(url: string, body: Buffer, overrides: Partial<NewEntry> = {}): Promise<EntryMeta> {
+    const meta = (await put(peerStore, newEntry(url, overrides), body))!
+    await recordStored(db, 'peer', toEntryRecord(meta))
+    return meta
+  }
+
+  function populator(overrides: Partial<PopulatorOptions> = {}, fill: FillFn = () => Promise.reject(new Error('the origin must not be asked'))) {
+    const p = createPopulator({ readDb: () => db, store: localStore, nodeId: 'me', clusterSecret: SECRET, fill, concurrency: 4, log: captureLog().log, ...overrides })
+    closers.push(() => p.close())
+    return p
+  }
+
+  async function runToEnd(p: ReturnType<typeof createPopulator>) {
+    expect(await p.run()).toEqual({ started: true })
+    await p.idle()
+    return p.status()!
+  }
+
+  it('copies what a peer holds, verified, without asking the origin', async () => {
+    const small = bodyOf(5_000, 1)
+    const large = bodyOf(3 * 1024 * 1024 + 17, 2) // streamed both ways
+    const a = await onPeer('https://ex.com/a', small, { tags: ['t1'], headers: { 'content-type': 'text/plain', etag: '"a"' } })
+    const b = await onPeer('https://ex.com/b', large)
+    const c = await onPeer('https://ex.com/c', Buffer.alloc(0))
+
+    const status = await runToEnd(populator())
+    expect(status).toMatchObject({ running: false, done: 3, skipped: 0, failed: 0, bytes: small.length + large.length })
+    expect(status.finishedAt).toBeGreaterThanOrEqual(status.startedAt)
+    for (const [meta, body] of [
+      [a, small],
+      [b, large],
+      [c, Buffer.alloc(0)],
+    ] as const) {
+      const [local] = await localStore.variants(meta.key)
+      expect(local).toMatchObject({ integrity: meta.integrity, size: meta.size, storedAt: meta.storedAt, staleAt: meta.staleAt, headers: meta.headers, tags: meta.tags })
+      expect((await bytesOf((await localStore.read(meta.key, ''))!)).equals(body)).toBe(true)
+    }
+
+    // A second run finds nothing missing... once the manifest knows this node holds them.
+    for (const m of [a, b, c]) await recordStored(db, 'me', toEntryRecord(m))
+    expect(await runToEnd(populator())).toMatchObject({ done: 0, skipped: 0, failed: 0 })
+  })
+
+  it('falls back to the origin with the stored Vary headers when no peer can give it', async () => {
+    const calls: { url: string; headers: Record<string, string> }[] = []
+    const fill: FillFn = async (url, headers) => {
+      calls.push({ url: url.href, headers })
+      return { stored: true, status: 200, bytes: 42 }
+    }
+    const now = Date.now()
+    // Nobody holds it.
+    await recordStored(db, 'gone', { ...toEntryRecord({ ...newEntry('https://ex.com/orphan'), size: 1 }), varyHeaders: { 'accept-encoding': 'br,gzip' } })
+    // The manifest says the peer holds it, but the peer does not any more (404).
+    await recordStored(db, 'peer', toEntryRecord({ ...newEntry('https://ex.com/evicted'), size: 1 }))
+    // Depends on a cookie: only a digest is kept, so it cannot be asked for again.
+    await recordStored(db, 'gone', { ...toEntryRecord({ ...newEntry('https://ex.com/private', { variant: 'v' }), size: 1 }), varyHeaders: { cookie: 'sha256:abc' } })
+    // Stale already: not listed at all.
+    await recordStored(db, 'gone', toEntryRecord({ ...newEntry('https://ex.com/stale', { staleAt: now - 1 }), size: 1 }))
+
+    const status = await runToEnd(populator({}, fill))
+    expect(status).toMatchObject({ done: 2, skipped: 1, failed: 0, bytes: 84 })
+    expect(calls.sort((x, y) => x.url.localeCompare(y.url))).toEqual([
+      { url: 'https://ex.com/evicted', headers: {} },
+      { url: 'https://ex.com/orphan', headers: { 'accept-encoding': 'br,gzip' } },
+    ])
+    expect(peerRequests).toBe(1)
+  })
+
+  it('one failure never aborts the run: a bad peer copy falls back to the origin, an origin error is counted', async () => {
+    // A peer that lies about integrity.
+    const liar = await listen(async (req) => {
+      const key = new URL(req.url).searchParams.get('key')!
+      const body = Buffer.from('tampered body')
+      const meta = { ...newEntry(key), size: body.length, integrity: 'sha512-' + 'A'.repeat(86) + '==' }
+      const prelude = Buffer.from(JSON.stringify(meta))
+      return new Response(new Uint8Array(Buffer.concat([prelude, body])), { headers: { [META_BYTES_HEADER]: String(prelude.length) } })
+    })
+    closers.push(() => liar.close())
+    await upsertNode(db, { id: 'liar', region: 'r', internalUrl: liar.url, startedAt: Date.now() }, Date.now())
+    for (let i = 0; i < 6; i++) await onPeer(`https://ex.com/ok${i}`, bodyOf(100, i))
+    await recordStored(db, 'liar', toEntryRecord({ ...newEntry('https://ex.com/lied'), size: 13 }))
+    await recordStored(db, 'nobody', toEntryRecord({ ...newEntry('https://ex.com/broken'), size: 1 }))
+    await recordStored(db, 'nobody', toEntryRecord({ ...newEntry('https://ex.com/uncacheable'), size: 1 }))
+
+    const filled: string[] = []
+    const fill: FillFn = async (url) => {
+      filled.push(url.pathname)
+      if (url.pathname === '/broken') throw new Error('connect ECONNREFUSED')
+      if (url.pathname === '/uncacheable') return { stored: false, status: 200, bytes: 10 }
+      return { stored: true, status: 200, bytes: 7 }
+    }
+    const { log, lines } = captureLog()
+    const status = await runToEnd(populator({ concurrency: 2, log }, fill))
+    expect(status).toMatchObject({ done: 7, skipped: 0, failed: 2 })
+    expect(filled.sort()).toEqual(['/broken', '/lied', '/uncacheable'])
+    // The tampered copy never became visible here.
+    expect(await localStore.variants('https://ex.com/lied')).toEqual([])
+    expect(lines.filter((l) => l.msg === 'populate could not fetch an entry').map((l) => l.fields?.url).sort()).toEqual(['https://ex.com/broken', 'https://ex.com/uncacheable'])
+  })
+
+  it('never runs twice at once; a later run starts again', async () => {
+    for (let i = 0; i < 3; i++) await recordStored(db, 'nobody', toEntryRecord({ ...newEntry(`https://ex.com/slow${i}`), size: 1 }))
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    let inFlight = 0
+    let maxInFlight = 0
+    const fill: FillFn = async () => {
+      inFlight++
+      maxInFlight = Math.max(maxInFlight, inFlight)
+      await gate
+      inFlight--
+      return { stored: true, status: 200, bytes: 1 }
+    }
+    const p = populator({ concurrency: 2 }, fill)
+    expect(await p.run()).toEqual({ started: true })
+    expect(await p.run()).toEqual({ started: false })
+    await waitFor(() => inFlight === 2, 2000, 'two fetches in flight')
+    expect(p.status()).toMatchObject({ running: true, done: 0 })
+    release()
+    await p.idle()
+    expect(maxInFlight).toBe(2) // bounded by the concurrency
+    expect(p.status()).toMatchObject({ running: false, done: 3 })
+    expect(await p.run()).toEqual({ started: true })
+    await p.idle()
+  })
+
+  it('runs in the background on an interval, and close() stops it', async () => {
+    await recordStored(db, 'nobody', toEntryRecord({ ...newEntry('https://ex.com/bg'), size: 1 }))
+    let fills = 0
+    const p = populator({}, async () => {
+      fills++
+      return { stored: false, status: 500, bytes: 0 }
+    })
+    p.start(0.05)
+    await waitFor(() => fills >= 2, 3000, 'two background runs')
+    await p.close()
+    const after = fills
+    await new Promise((r) => setTimeout(r, 150))
+    expect(fills).toBe(after)
+    expect(await p.run()).toEqual({ started: false })
+  })
+
+  it('drops a peer copy that a purge this node already applied covers', async () => {
+    const meta = await onPeer('https://ex.com/purged', bodyOf(10, 3))
+    const fill: FillFn = async () => ({ stored: true, status: 200, bytes: 9 })
+    const status = await runToEnd(populator({ isPurged: (m) => m.url === meta.url }, fill))
+    // The old copy is not kept: the origin's current one is fetched instead.
+    expect(status).toMatchObject({ done: 1, bytes: 9 })
+    expect(await localStore.variants(meta.key)).toEqual([])
+  })
+
+  it('internal /object streams a stored variant with its metadata, 404 when absent, 401 without the secret', async () => {
+    const meta = await onPeer('https://ex.com/obj', bodyOf(1234, 9), { variant: 'v1' })
+    const get = (q: string, auth = `Bearer ${SECRET}`) =>
+      new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+        http
+          .get(`${peer.url}${INTERNAL_BASE_PATH}/object?${q}`, { headers: { authorization: auth } }, (res) => {
+            const chunks: Buffer[] = []
+            res.on('data', (c: Buffer) => chunks.push(c))
+            res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }))
+          })
+          .on('error', reject)
+      })
+    const ok = await get(`key=${encodeURIComponent(meta.key)}&variant=v1`)
+    expect(ok.status).toBe(200)
+    const n = Number(ok.headers[META_BYTES_HEADER])
+    expect(JSON.parse(ok.body.subarray(0, n).toString())).toEqual(JSON.parse(JSON.stringify(meta)))
+    expect(ok.body.subarray(n).equals(bodyOf(1234, 9))).toBe(true)
+    expect(ok.headers['cache-control']).toBe('no-store')
+    expect((await get(`key=${encodeURIComponent(meta.key)}&variant=other`)).status).toBe(404)
+    expect((await get('variant=v1')).status).toBe(400)
+    expect((await get(`key=${encodeURIComponent(meta.key)}&variant=v1`, 'Bearer wrong')).status).toBe(401)
+  })
+})

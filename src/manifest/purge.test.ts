@@ -1,0 +1,181 @@
+import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import path from 'node:path'
+import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import type { Kysely } from 'kysely'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createCacheStore } from '../cache/tiered-store.ts'
+import { bodyOf, newEntry, put } from '../cache/test-support.ts'
+import type { CacheStore, NewEntry } from '../cache/types.ts'
+import type { Database } from './database.ts'
+import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
+import { PURGE_CLOCK_SKEW_MS, createPurgeApplier, purgeCovers } from './purge.ts'
+import type { PurgeApplier, PurgeApplierOptions } from './purge.ts'
+import { insertPurge, lastAppliedPurge, listManifest, recordStored, toEntryRecord, upsertNode } from './repositories.ts'
+import type { NewPurge } from './repositories.ts'
+import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
+import { DirectWriter } from './writer.ts'
+
+const SECRET = 'a-cluster-secret-of-some-length'
+
+describe('purge applier', () => {
+  let db: Kysely<Database>
+  let dir: string
+  let cleanup: () => Promise<void>
+  let writer: DirectWriter
+  const stores: CacheStore[] = []
+  const closers: (() => Promise<void>)[] = []
+
+  beforeEach(async () => {
+    ;({ db, dir, cleanup } = await freshManifest())
+    writer = new DirectWriter({ db, intervalMs: 5, log: captureLog().log })
+  })
+
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close()
+    await writer.close()
+    for (const s of stores.splice(0)) await s.close()
+    await cleanup()
+  })
+
+  async function store(name: string): Promise<CacheStore> {
+    const s = await createCacheStore({ dir: path.join(dir, name), maxBytes: 1e9, memoryBytes: 1024 * 1024, maxObjectBytes: 1e7 })
+    stores.push(s)
+    return s
+  }
+
+  function applier(s: CacheStore, nodeId: string, overrides: Partial<PurgeApplierOptions> = {}): PurgeApplier {
+    const a = createPurgeApplier({ readDb: () => db, store: s, writer, nodeId, clusterSecret: SECRET, log: captureLog().log, pollMs: 0, ...overrides })
+    closers.push(() => a.close())
+    return a
+  }
+
+  async function keys(s: CacheStore): Promise<string[]> {
+    return (await s.list({ limit: 1000 })).entries.map((e) => `${e.key}#${e.variant}`).sort()
+  }
+
+  let requestSeq = 0
+  const purge = (p: Pick<NewPurge, 'kind' | 'value'> & Partial<NewPurge>) =>
+    insertPurge(db, { host: null, requestId: `r${++requestSeq}`, createdAt: Date.now(), createdBy: 'test', nodeId: 'other', ...p })
+
+  const fill = async (s: CacheStore, url: string, overrides: Partial<NewEntry> = {}) => {
+    const meta = (await put(s, newEntry(url, overrides), bodyOf(50)))!
+    await recordStored(db, 'n1', toEntryRecord(meta))
+    return meta
+  }
+
+  it('applies every purge after the last applied one, in id order, each kind, and records its progress', async () => {
+    await upsertNode(db, { id: 'n1', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: 0 }, Date.now())
+    const s = await store('n1')
+    await fill(s, 'https://ex.com/a')
+    await fill(s, 'https://ex.com/a', { variant: 'gz' })
+    await fill(s, 'https://ex.com/ab')
+    await fill(s, 'https://ex.com/dir/x')
+    await fill(s, 'https://ex.com/dir/y')
+    await fill(s, 'https://ex.com/tagged', { tags: ['blue', 'red'] })
+    await fill(s, 'https://other.com/z', { tags: ['red'] })
+    await fill(s, 'https://other.com/keep')
+
+    await purge({ kind: 'url', value: 'https://ex.com/a' }) // both variants, not /ab
+    await purge({ kind: 'prefix', value: 'https://ex.com/dir/' })
+    const { id: last } = await purge({ kind: 'tag', value: 'red', host: 'ex.com' }) // only ex.com's
+    const { log, lines } = captureLog()
+    const metrics: string[] = []
+    const a = applier(s, 'n1', { log, metrics: { purge: (k) => void metrics.push(k) } })
+    await a.applyPending()
+    expect(await keys(s)).toEqual(['https://ex.com/ab#', 'https://other.com/keep#', 'https://other.com/z#'])
+    expect(metrics).toEqual(['url', 'prefix', 'tag'])
+    expect(a.lastApplied()).toBe(last)
+    await writer.flush()
+    expect(await lastAppliedPurge(db, 'n1')).toBe(last)
+    expect(lines.some((l) => l.msg === 'applied purges' && l.fields?.removed === 5)).toBe(true)
+
+    // Nothing new: nothing happens. Then 'all'.
+    await a.applyPending()
+    expect(metrics).toHaveLength(3)
+    await purge({ kind: 'all', value: '' })
+    await a.applyPending()
+    expect(await keys(s)).toEqual([])
+
+    // A restarted node resumes after what it recorded: earlier purges are not applied again.
+    await writer.flush()
+    await fill(s, 'https://ex.com/a')
+    const again = applier(s, 'n1')
+    await again.applyPending()
+    expect(await keys(s)).toEqual(['https://ex.com/a#'])
+  })
+
+  it('keeps entries stored well after a purge when an old purge is applied late', async () => {
+    const s = await store('late')
+    const createdAt = Date.now() - 10 * 60_000
+    await purge({ kind: 'all', value: '', createdAt })
+    await fill(s, 'https://ex.com/old', { storedAt: createdAt - 1000 })
+    await fill(s, 'https://ex.com/skewed', { storedAt: createdAt + PURGE_CLOCK_SKEW_MS - 1 })
+    await fill(s, 'https://ex.com/new', { storedAt: Date.now() })
+    // A new node: no row yet, so it starts from the beginning of the log.
+    await applier(s, 'newcomer').applyPending()
+    expect(await keys(s)).toEqual(['https://ex.com/new#'])
+    expect(purgeCovers({ kind: 'url', value: 'https://ex.com/k', host: null, createdAt }, { key: 'https://ex.com/k', url: 'https://ex.com/other', host: 'ex.com', tags: [], storedAt: createdAt })).toBe(true)
+  })
+
+  it('polls the log: a purge recorded elsewhere is applied within the poll interval', async () => {
+    const s = await store('poller')
+    await fill(s, 'https://ex.com/p')
+    const a = applier(s, 'poller', { pollMs: 20 })
+    a.start()
+    await waitFor(() => a.lastApplied() !== undefined, 2000, 'the first pass')
+    const started = Date.now()
+    await purge({ kind: 'url', value: 'https://ex.com/p' })
+    await waitFor(async () => (await keys(s)).length === 0, 2000, 'the poll to apply the purge')
+    expect(Date.now() - started).toBeLessThan(1000)
+  })
+
+  it('purge() applies here at once, records the purge, and nudges peers, which apply it without polling', async () => {
+    const here = await store('here')
+    const there = await store('there')
+    await fill(here, 'https://ex.com/t', { tags: ['x'] })
+    await fill(there, 'https://ex.com/t', { tags: ['x'] })
+    await fill(there, 'https://ex.com/u')
+
+    // The peer: its internal app on a real socket, its applier only nudged (no poll).
+    const peerApplier = applier(there, 'there')
+    const root = new Hono()
+    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: there, onPurgeNudge: () => peerApplier.nudge(), log: captureLog().log }))
+    const server = await new Promise<Server>((resolve) => {
+      const srv = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(srv as Server)) as Server
+    })
+    closers.unshift(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const peerUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    await upsertNode(db, { id: 'there', region: 'r', internalUrl: peerUrl, startedAt: 0 }, Date.now())
+    await upsertNode(db, { id: 'gone', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: 0 }, Date.now() - 3600_000)
+    await upsertNode(db, { id: 'here', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: 0 }, Date.now())
+    await peerApplier.applyPending()
+
+    const nudged: string[] = []
+    const counted: string[] = []
+    const a = applier(here, 'here', {
+      metrics: { purge: (k) => void counted.push(k) },
+      fetchImpl: (input, init) => {
+        nudged.push(String(input))
+        return fetch(input, init)
+      },
+    })
+    const started = Date.now()
+    expect(await a.purge({ kind: 'tag', value: 'x' })).toEqual({ removed: 1 })
+    expect(await keys(here)).toEqual([])
+    expect(a.covers({ key: 'https://ex.com/t', url: 'https://ex.com/t', host: 'ex.com', tags: ['x'], storedAt: started })).toBe(true)
+
+    await waitFor(() => peerApplier.lastApplied() === 1, 3000, 'the nudged peer to apply the purge')
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(await keys(there)).toEqual(['https://ex.com/u#'])
+    // Only live peers are nudged, never this node itself.
+    expect(nudged).toEqual([`${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`])
+    // The purge is in the manifest's log, and its entry is gone from the manifest.
+    expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/u'])
+    // When it shows up in the log, this node does not apply (or count) it a second time.
+    await a.applyPending()
+    expect(counted).toEqual(['tag'])
+    expect(a.lastApplied()).toBe(1)
+  })
+})

@@ -1,0 +1,271 @@
+// Purges, cluster-wide. A purge is a row in the manifest's purge log; every
+// node applies the log, in id order, to its own body cache and records how
+// far it got (nodes.last_purge_id, via a 'purge-applied' op).
+//
+//  - purge(request) records a purge through the writer (on a replica that is
+//    a round trip to the primary), applies it to this node's cache at once
+//    without waiting for that round trip, and, once the primary has it,
+//    nudges every known peer so they apply it now instead of at their next poll.
+//  - The applier polls the log every second and on a nudge
+//    (POST /_caje/internal/purge-nudge).
+//  - covers(meta) tells populate whether a purge this node knows of already
+//    covers a copy it just wrote (a peer that had not applied the purge yet
+//    can hand out the old copy): populate drops such a copy.
+//
+// A purge removes what was stored before it. Entries are compared by
+// storedAt with an allowance for clock skew between nodes, so re-applying an
+// old purge (a node whose progress was not recorded, a new node) never
+// deletes content fetched long after it.
+
+import { randomUUID } from 'node:crypto'
+import type { Kysely } from 'kysely'
+import type { PurgeRequest } from '../admin/actions.ts'
+import type { CacheStore, EntryMeta } from '../cache/types.ts'
+import type { Metrics } from '../metrics.ts'
+import type { Database } from './database.ts'
+import { describeError, jsonLog } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import { lastAppliedPurge, listNodes, matchesPurge, purgesAfter } from './repositories.ts'
+import type { NewPurge } from './repositories.ts'
+import type { ManifestWriter } from './writer.ts'
+import { INTERNAL_BASE_PATH } from './internal-routes.ts'
+
+/** Entries stored up to this long after a purge (by the clocks involved) still count as stored before it. */
+export const PURGE_CLOCK_SKEW_MS = 60_000
+/** Where peers are nudged, under their internal URL. */
+export const PURGE_NUDGE_PATH = `${INTERNAL_BASE_PATH}/purge-nudge`
+/** Purges remembered for covers(): how long, and how many at most. */
+const RECENT_PURGE_MS = 10 * 60_000
+const RECENT_PURGE_LIMIT = 2000
+/** Peers not seen for this long are not nudged (machines that are gone). */
+const PEER_MAX_SILENCE_MS = 5 * 60_000
+/** Purges read from the log per statement. */
+const PAGE = 500
+
+export type PurgeSpec = Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt'>
+
+/** Does this purge remove this stored entry? Matching entries stored (well) after the purge are kept. */
+export function purgeCovers(purge: PurgeSpec, meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): boolean {
+  return meta.storedAt <= purge.createdAt + PURGE_CLOCK_SKEW_MS && matchesPurge(purge, meta)
+}
+
+export interface PurgeApplierOptions {
+  readDb: () => Kysely<Database>
+  store: Pick<CacheStore, 'deleteWhere'>
+  writer: Pick<ManifestWriter, 'submit' | 'flush'>
+  nodeId: string
+  /** Sent to peers' purge-nudge route; without it peers are not nudged (they still poll). */
+  clusterSecret?: string
+  log?: ManifestLog
+  metrics?: Pick<Metrics, 'purge'>
+  /** How often the purge log is read; 0 disables the poll (nudges and purge() still apply). Default 1000. */
+  pollMs?: number
+  /** Per-peer nudge timeout. Default 2000. */
+  nudgeTimeoutMs?: number
+  fetchImpl?: typeof fetch
+  now?: () => number
+}
+
+export interface PurgeApplier {
+  /** Record a purge for the whole cluster, apply it here now, nudge the peers. Resolves to what was removed here. */
+  purge(request: PurgeRequest & { host?: string | null }, by?: string): Promise<{ removed: number }>
+  /** Apply every purge in the log this node has not applied yet. Concurrent calls share one pass. */
+  applyPending(): Promise<void>
+  /** Apply pending purges soon (a peer said there is a new one). Never throws. */
+  nudge(): void
+  /** Whether a purge this node applied recently covers this entry (populate checks each copy it writes). */
+  covers(meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): boolean
+  /** Highest purge id applied here, undefined before the first read of the log. */
+  lastApplied(): number | undefined
+  /** Start polling the log (and apply what is pending now). */
+  start(): void
+  /** Stop polling; waits for a pass and for nudges in flight. */
+  close(): Promise<void>
+}
+
+export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
+  const log = options.log ?? jsonLog
+  const now = options.now ?? Date.now
+  const fetchImpl = options.fetchImpl ?? fetch
+  const pollMs = options.pollMs ?? 1000
+  const nudgeTimeoutMs = options.nudgeTimeoutMs ?? 2000
+
+  let cursor: number | undefined
+  let recordedAt = 0
+  let pass: Promise<void> | undefined
+  let again = false
+  let timer: NodeJS.Timeout | undefined
+  let started = false
+  let closed = false
+  let lastFailureLog = 0
+  const background = new Set<Promise<unknown>>()
+  const abort = new AbortController()
+  const aborted = new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }))
+  /** Purges applied here lately, for covers(). */
+  let recent: { at: number; purge: PurgeSpec }[] = []
+  /** Request ids of purges applied locally by purge(), not yet seen in the log. */
+  const appliedLocally = new Set<string>()
+
+  const remember = (purge: PurgeSpec) => {
+    const t = now()
+    recent.push({ at: t, purge })
+    if (recent.length > RECENT_PURGE_LIMIT || recent[0]!.at < t - RECENT_PURGE_MS) {
+      recent = recent.filter((r) => r.at >= t - RECENT_PURGE_MS).slice(-RECENT_PURGE_LIMIT)
+    }
+  }
+
+  const track = (p: Promise<unknown>) => {
+    background.add(p)
+    void p.finally(() => background.delete(p))
+  }
+
+  async function applyOnce(): Promise<void> {
+    const db = options.readDb()
+    const recorded = await lastAppliedPurge(db, options.nodeId)
+    if (cursor === undefined || recorded > cursor) cursor = recorded
+    let advanced = false
+    for (;;) {
+      const batch = await purgesAfter(db, cursor, PAGE)
+      if (batch.length === 0) break
+      const toApply = batch.filter((p) => !appliedLocally.delete(p.requestId))
+      // Remember first: a populate write that commits while deleteWhere runs is caught by covers().
+      for (const p of toApply) remember(p)
+      if (toApply.length > 0) {
+        const removed = await options.store.deleteWhere((meta) => toApply.some((p) => purgeCovers(p, meta)), 'purged')
+        for (const p of toApply) options.metrics?.purge(p.kind)
+        log('info', 'applied purges', { from: batch[0]!.id, to: batch[batch.length - 1]!.id, purges: toApply.length, removed })
+      }
+      cursor = batch[batch.length - 1]!.id
+      advanced = true
+      if (batch.length < PAGE) break
+    }
+    // Record progress after advancing, and again now and then while the
+    // manifest still says less (a replica's op was lost, or the node's row did
+    // not exist yet when the first one arrived).
+    if (advanced || (recorded < cursor && now() - recordedAt >= 10_000)) {
+      options.writer.submit({ type: 'purge-applied', nodeId: options.nodeId, purgeId: cursor })
+      recordedAt = now()
+    }
+  }
+
+  function applyPending(): Promise<void> {
+    if (pass) {
+      again = true
+      return pass
+    }
+    pass = (async () => {
+      do {
+        again = false
+        try {
+          await applyOnce()
+        } catch (err) {
+          // A replica before LiteFS has the file, a locked file: the next poll or nudge tries again.
+          const t = now()
+          if (t - lastFailureLog >= 30_000) {
+            lastFailureLog = t
+            log('warn', 'cannot read the purge log; will retry', { error: describeError(err) })
+          }
+          return
+        }
+      } while (again && !closed)
+    })().finally(() => {
+      pass = undefined
+    })
+    return pass
+  }
+
+  async function nudgePeers(): Promise<void> {
+    const secret = options.clusterSecret
+    if (!secret) return
+    // Peers read the purge from the manifest: let it get there first.
+    try {
+      await Promise.race([options.writer.flush({ timeoutMs: 5_000 }), aborted])
+    } catch (err) {
+      log('warn', 'purge not yet in the manifest; peers will apply it when it arrives', { error: describeError(err) })
+      return
+    }
+    if (abort.signal.aborted) return
+    const t = now()
+    const peers = (await listNodes(options.readDb())).filter((n) => n.id !== options.nodeId && n.lastSeenAt >= t - PEER_MAX_SILENCE_MS)
+    await Promise.all(
+      peers.map(async (peer) => {
+        try {
+          const res = await fetchImpl(`${peer.internalUrl.replace(/\/+$/, '')}${PURGE_NUDGE_PATH}`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId },
+            signal: AbortSignal.any([abort.signal, AbortSignal.timeout(nudgeTimeoutMs)]),
+            redirect: 'manual',
+          })
+          await res.body?.cancel()
+          if (!res.ok) log('warn', 'a peer refused the purge nudge; it will apply the purge at its next poll', { peer: peer.id, status: res.status })
+        } catch (err) {
+          log('debug', 'could not nudge a peer; it will apply the purge at its next poll', { peer: peer.id, error: describeError(err) })
+        }
+      }),
+    )
+  }
+
+  return {
+    async purge(request, by) {
+      const purge: NewPurge = {
+        requestId: randomUUID(),
+        kind: request.kind,
+        value: request.kind === 'all' ? '' : request.value,
+        host: request.host ?? null,
+        createdAt: now(),
+        createdBy: by ?? options.nodeId,
+        nodeId: options.nodeId,
+      }
+      options.writer.submit({ type: 'purge', purge })
+      appliedLocally.add(purge.requestId)
+      // Bounded: a purge whose op never reached the manifest is never seen in the log.
+      if (appliedLocally.size > 10_000) appliedLocally.delete(appliedLocally.values().next().value as string)
+      remember(purge)
+      const removed = await options.store.deleteWhere((meta) => purgeCovers(purge, meta), 'purged')
+      options.metrics?.purge(purge.kind)
+      log('info', 'purge requested', { kind: purge.kind, value: purge.value, host: purge.host, removed })
+      if (!closed) {
+        track(
+          nudgePeers().catch((err: unknown) => {
+            log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
+          }),
+        )
+      }
+      return { removed }
+    },
+
+    applyPending,
+
+    nudge() {
+      if (closed) return
+      track(applyPending())
+    },
+
+    covers(meta) {
+      return recent.some((r) => purgeCovers(r.purge, meta))
+    },
+
+    lastApplied: () => cursor,
+
+    start() {
+      if (closed || started) return
+      started = true
+      track(applyPending())
+      if (pollMs <= 0) return
+      timer = setInterval(() => {
+        if (!pass) track(applyPending())
+      }, pollMs)
+      timer.unref()
+    },
+
+    async close() {
+      if (closed) return
+      closed = true
+      if (timer) clearInterval(timer)
+      timer = undefined
+      abort.abort()
+      await Promise.allSettled([...background])
+      await pass
+    },
+  }
+}

@@ -1,0 +1,284 @@
+// Three caje processes on loopback, the local model of a LiteFS cluster: one
+// SQLite manifest file shared by all, a cache dir each. Node 1 is the primary
+// (its LiteFS-style dir has no `.primary`); nodes 2 and 3 are replicas (their
+// `.primary` names 127.0.0.1, and CAJE_PRIMARY_URL_TEMPLATE bakes in node 1's
+// port), so they open the file read-only and send their writes to node 1.
+//
+// Every request goes out with `Host: cdn.test`, as behind one public name,
+// so the three nodes share cache keys.
+
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import fs from 'node:fs/promises'
+import http from 'node:http'
+import net from 'node:net'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openDatabase } from '../src/manifest/database.ts'
+import { migrateToLatest } from '../src/manifest/migrate.ts'
+import { startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+
+const SECRET = 'cluster-secret-for-the-three-node-test'
+const TOKEN = 'api-token-for-the-three-node-test-0123456789'
+const HOST = 'cdn.test'
+
+interface Node {
+  name: string
+  port: number
+  url: string
+  env: Record<string, string>
+  child: ChildProcessWithoutNullStreams
+  out: () => string
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address() as net.AddressInfo
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, ...env } })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, `${name} to start`, 20_000)
+  if (child.exitCode !== null) throw new Error(`${name} exited at start:\n${out}`)
+  const port = Number(env.PORT)
+  return { name, port, url: `http://127.0.0.1:${port}`, env, child, out: () => out }
+}
+
+async function stopNode(node: Node): Promise<void> {
+  if (node.child.exitCode !== null) return
+  const exited = new Promise<void>((resolve) => node.child.once('exit', () => resolve()))
+  node.child.kill('SIGTERM')
+  const timer = setTimeout(() => node.child.kill('SIGKILL'), 5_000)
+  await exited
+  clearTimeout(timer)
+}
+
+/** A proxied GET with Host: cdn.test (fetch cannot set Host). */
+function get(node: Node, pathname: string): Promise<{ status: number; cacheStatus: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST }, agent: false }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (c: string) => (body += c))
+        res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body }))
+      })
+      .on('error', reject)
+  })
+}
+
+async function admin<T>(node: Node, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T }> {
+  const res = await fetch(node.url + pathname, {
+    method: init.method ?? 'GET',
+    headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  })
+  return { status: res.status, json: (await res.json()) as T }
+}
+
+interface ListJson {
+  disk: { total: number; entries: { url: string }[] }
+  manifest: { total: number; entries: { url: string; nodes: string[] }[] }
+}
+interface PopulateJson {
+  populate: { running: boolean; done: number; skipped: number; failed: number; bytes: number; startedAt: number; finishedAt: number | null } | null
+}
+
+const list = async (node: Node, filter: string, limit = 50) => (await admin<ListJson>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=${limit}`)).json
+const holders = async (node: Node, url: string) => (await list(node, url)).manifest.entries.find((e) => e.url === url)?.nodes ?? []
+const diskHas = async (node: Node, filter: string) => (await list(node, filter)).disk.total
+
+/** Start a populate run on `node` and wait for it to finish. */
+async function populate(node: Node, timeoutMs = 15_000): Promise<NonNullable<PopulateJson['populate']>> {
+  const started = await admin<{ started: boolean }>(node, '/_caje/populate', { method: 'POST', body: {} })
+  expect(started.status).toBe(202)
+  expect(started.json.started).toBe(true)
+  let status: PopulateJson['populate'] = null
+  await waitFor(
+    async () => {
+      status = (await admin<PopulateJson>(node, '/_caje/populate')).json.populate
+      return status !== null && !status.running
+    },
+    `populate on ${node.name}`,
+    timeoutMs,
+  )
+  return status!
+}
+
+describe('three caje nodes sharing one manifest', () => {
+  let origin: TestOrigin
+  let root: string
+  const nodes: Node[] = []
+  let env1: Record<string, string>
+
+  beforeAll(async () => {
+    origin = await startOrigin((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=600', 'surrogate-key': 'cluster-test' })
+      res.end(`hello from the origin: ${req.url}`)
+    })
+    root = await tempDir('caje-cluster-')
+    const ports = [await freePort(), await freePort(), await freePort()]
+    const common = {
+      CAJE_ORIGIN: origin.url,
+      CAJE_LISTEN_HOST: '127.0.0.1',
+      CAJE_DATABASE_PATH: path.join(root, 'shared', 'manifest.db'),
+      CAJE_CLUSTER_SECRET: SECRET,
+      CAJE_API_TOKEN: TOKEN,
+      CAJE_ADMIN_PASSWORD: 'correct horse battery staple',
+      CAJE_PRIMARY_URL_TEMPLATE: `http://{host}:${ports[0]}`,
+      CAJE_ACCESS_LOG: 'false',
+      CAJE_POPULATE_INTERVAL: '0',
+      CAJE_POPULATE_CONCURRENCY: '4',
+      CAJE_SHUTDOWN_TIMEOUT_MS: '2000',
+    }
+    const envFor = async (i: number): Promise<Record<string, string>> => {
+      const litefs = path.join(root, `litefs${i + 1}`)
+      await fs.mkdir(litefs, { recursive: true })
+      if (i > 0) await fs.writeFile(path.join(litefs, '.primary'), '127.0.0.1\n')
+      return {
+        ...common,
+        PORT: String(ports[i]),
+        CAJE_NODE_ID: `node${i + 1}`,
+        CAJE_CACHE_DIR: path.join(root, `cache${i + 1}`),
+        CAJE_LITEFS_DIR: litefs,
+        CAJE_INTERNAL_URL: `http://127.0.0.1:${ports[i]}`,
+      }
+    }
+    // Replicas open the file read-only and must find it, as under LiteFS once the
+    // primary's copy has arrived: create it first, so all three can start together.
+    const { db } = openDatabase({ path: common.CAJE_DATABASE_PATH })
+    await migrateToLatest(db)
+    await db.destroy()
+    env1 = await envFor(0)
+    const t0 = Date.now()
+    nodes.push(...(await Promise.all([spawnNode('node1', env1), spawnNode('node2', await envFor(1)), spawnNode('node3', await envFor(2))])))
+    console.log(`three nodes started in ${Date.now() - t0} ms`)
+    const roles = await Promise.all(nodes.map(async (n) => ((await (await fetch(`${n.url}/_caje/health`)).json()) as { role: string }).role))
+    expect(roles).toEqual(['primary', 'replica', 'replica'])
+  })
+
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => stopNode(n)))
+    await origin?.close()
+    if (root) await fs.rm(root, { recursive: true, force: true })
+  })
+
+  const [n1, n2, n3] = [0, 1, 2].map((i) => () => nodes[i]!)
+
+  it('records a response cached through node 1 in the manifest as held by node 1', async () => {
+    const first = await get(n1(), '/page')
+    expect(first.status).toBe(200)
+    expect(first.cacheStatus).toMatch(/fwd=uri-miss; fwd-status=200; stored/)
+    // Read through a replica: its read-only handle sees what the primary wrote.
+    await waitFor(async () => (await holders(n2(), `http://${HOST}/page`)).join() === 'node1', 'the manifest to show node1 holding /page')
+  })
+
+  it('populate on node 2 fills from node 1, not the origin, and node 2 then serves a hit', async () => {
+    const originBefore = origin.count('/page')
+    const status = await populate(n2())
+    expect(status).toMatchObject({ done: 1, failed: 0 })
+    expect(origin.count('/page')).toBe(originBefore)
+    const hit = await get(n2(), '/page')
+    expect(hit.cacheStatus).toMatch(/^caje; hit/)
+    expect(hit.body).toBe('hello from the origin: /page')
+    await waitFor(async () => (await holders(n1(), `http://${HOST}/page`)).join() === 'node1,node2', 'the manifest to show node2 holding /page too')
+  })
+
+  it('measures populate throughput', async () => {
+    const N = 200
+    let next = 0
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < N) {
+          const r = await get(n1(), `/obj/${next++}`)
+          expect(r.status).toBe(200)
+        }
+      }),
+    )
+    await waitFor(async () => (await list(n2(), '/obj/', 1)).manifest.total === N, `${N} objects in the manifest`, 10_000)
+    const originBefore = origin.requests.length
+    const t0 = Date.now()
+    const status = await populate(n2(), 20_000)
+    const wallMs = Date.now() - t0
+    expect(status).toMatchObject({ done: N, failed: 0 })
+    expect(origin.requests.length).toBe(originBefore)
+    const runMs = Math.max(1, status.finishedAt! - status.startedAt)
+    console.log(
+      `populate throughput (concurrency 4): ${N} objects (${status.bytes} bytes) from a peer in ${runMs} ms = ${Math.round((N * 1000) / runMs)} objects/s ` +
+        `(${wallMs} ms from the POST until the status said finished, polled)`,
+    )
+    expect((await get(n2(), `/obj/${N - 1}`)).cacheStatus).toMatch(/^caje; hit/)
+  })
+
+  it('a purge sent to node 3 (a replica) removes the object from all three nodes within 5 s', async () => {
+    expect(await populate(n3(), 20_000)).toMatchObject({ failed: 0 })
+    for (const n of nodes) expect(await diskHas(n, '/page'), n.name).toBe(1)
+
+    const t0 = Date.now()
+    const res = await admin<{ ok: boolean; removed: number }>(n3(), '/_caje/purge', { method: 'POST', body: { url: `http://${HOST}/page` } })
+    expect(res.status).toBe(200)
+    expect(res.json.removed).toBe(1)
+    const goneAt: Record<string, number> = {}
+    await waitFor(
+      async () => {
+        for (const n of nodes) if (goneAt[n.name] === undefined && (await diskHas(n, '/page')) === 0) goneAt[n.name] = Date.now() - t0
+        return Object.keys(goneAt).length === 3
+      },
+      'the purge on every node',
+      5_000,
+    )
+    const latency = Math.max(...Object.values(goneAt))
+    console.log(`purge by URL via replica node3: gone from every node after ${latency} ms (${JSON.stringify(goneAt)})`)
+    expect(latency).toBeLessThan(5_000)
+    await waitFor(async () => (await list(n1(), '/page')).manifest.total === 0, 'the manifest entry to go')
+    const after = await get(n1(), '/page')
+    expect(after.cacheStatus).toMatch(/fwd=uri-miss/)
+
+    // By prefix, sent to the other replica: 200 objects on three nodes.
+    const t1 = Date.now()
+    const prefix = await admin<{ removed: number }>(n2(), '/_caje/purge', { method: 'POST', body: { prefix: `http://${HOST}/obj/` } })
+    expect(prefix.json.removed).toBe(200)
+    await waitFor(async () => (await Promise.all(nodes.map((n) => diskHas(n, '/obj/')))).every((t) => t === 0), 'the prefix purge on every node', 5_000)
+    console.log(`purge by prefix (200 objects) via replica node2: gone from every node after ${Date.now() - t1} ms`)
+  })
+
+  it('internal endpoints refuse requests without the cluster secret', async () => {
+    const key = encodeURIComponent(`http://${HOST}/page`)
+    for (const n of nodes) {
+      for (const auth of [undefined, 'Bearer not-the-secret', `Bearer ${TOKEN}`]) {
+        const headers: Record<string, string> = auth ? { authorization: auth } : {}
+        expect((await fetch(`${n.url}/_caje/internal/object?key=${key}&variant=`, { headers })).status, `${n.name} object ${auth}`).toBe(401)
+        expect((await fetch(`${n.url}/_caje/internal/purge-nudge`, { method: 'POST', headers })).status).toBe(401)
+        expect((await fetch(`${n.url}/_caje/internal/manifest`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: '{"ops":[]}' })).status).toBe(401)
+      }
+      // With the secret the same routes answer.
+      const ok = await fetch(`${n.url}/_caje/internal/object?key=${encodeURIComponent(`http://${HOST}/nothing`)}&variant=`, { headers: { authorization: `Bearer ${SECRET}` } })
+      expect(ok.status).toBe(404)
+    }
+  })
+
+  it('a replica whose primary is down queues its writes and delivers them when the primary returns', async () => {
+    await stopNode(n1())
+    const cached = await get(n2(), '/while-primary-down')
+    expect(cached.cacheStatus).toMatch(/stored/)
+    // The write is waiting in node 2's queue, retried with backoff.
+    await waitFor(
+      async () => {
+        const h = (await (await fetch(`${n2().url}/_caje/health`)).json()) as { manifestWriter: { queued: number; failedAttempts: number } }
+        return h.manifestWriter.queued > 0 && h.manifestWriter.failedAttempts > 0
+      },
+      'node2 to queue and retry',
+    )
+    expect(await holders(n2(), `http://${HOST}/while-primary-down`)).toEqual([])
+
+    nodes[0] = await spawnNode('node1', env1)
+    const t0 = Date.now()
+    await waitFor(async () => (await holders(n1(), `http://${HOST}/while-primary-down`)).join() === 'node2', "node2's queued write in the manifest", 15_000)
+    console.log(`queued replica write delivered ${Date.now() - t0} ms after the primary was back`)
+  })
+})
