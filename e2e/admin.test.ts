@@ -1,13 +1,16 @@
-// The admin UI in Debian's Chromium with a virtual WebAuthn authenticator:
-// enrol with the password, register a passkey, sign out, sign in with the
-// passkey, then use the cache actions and manage passkeys.
-// Needs /usr/bin/chromium (scripts/install-chromium.sh).
+// The admin UI in Debian's Chromium with a virtual WebAuthn authenticator,
+// against two real caje nodes and a real origin (see server.ts): enrol with the
+// password, register a passkey, sign out, sign in with the passkey, then list,
+// filter, purge, populate from the peer, clear, and manage passkeys.
+// Needs /usr/bin/chromium (scripts/install-chromium.sh; `npm test` installs it).
 
 import fs from 'node:fs'
 import path from 'node:path'
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type E2eServer } from './server.ts'
+import { formatRatio } from '../views/format.ts'
+import { waitFor } from '../src/test-support/servers.ts'
+import { PEER_ONLY, SITE_PAGES, startServer, type E2eServer } from './server.ts'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const SHOTS = path.resolve('test-results')
@@ -37,12 +40,30 @@ async function flash(): Promise<string> {
   return (await page.locator('[data-component="flash"] [data-slot="text"]').first().textContent())?.trim() ?? ''
 }
 
+/** Submit the list page's filter form. */
+async function filterBy(text: string) {
+  await page.getByLabel('Filter by URL').fill(text)
+  await page.getByRole('button', { name: 'Filter', exact: true }).click()
+  await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === text)
+}
+
+/** The "Held by" badges of the manifest row for exactly `url` on the current page (after filtering by `filter`, when given). */
+async function nodesOf(url: string, filter?: string): Promise<string[]> {
+  if (filter !== undefined) await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(filter)}`)
+  const row = page.locator('table[data-table="manifest"] tbody tr').filter({ has: page.locator(`td[data-slot="url"] span[title="${url}"]`) })
+  expect(await row.count(), `manifest rows for ${url}`).toBe(1)
+  return row.locator('[data-slot="nodes"] [data-component="badge"]').allTextContents()
+}
+
 async function shot(name: string, opts: { fullPage?: boolean } = {}) {
   await page.screenshot({ path: path.join(SHOTS, name), fullPage: opts.fullPage ?? false })
 }
 
-describe.skipIf(!fs.existsSync(CHROMIUM))('admin UI in Chromium', { timeout: 120_000 }, () => {
+describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, () => {
   beforeAll(async () => {
+    if (!fs.existsSync(CHROMIUM)) {
+      throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`sh scripts/install-chromium.sh\` (npm test does this), or point CHROMIUM_PATH at a Chromium binary`)
+    }
     fs.mkdirSync(SHOTS, { recursive: true })
     server = await startServer()
     browser = await chromium.launch({
@@ -111,68 +132,154 @@ describe.skipIf(!fs.existsSync(CHROMIUM))('admin UI in Chromium', { timeout: 120
     await shot('sign-in.png')
   })
 
-  it('signs in with the passkey and sees the entries', async () => {
+  it('signs in with the passkey and sees the real entries', async () => {
     await page.getByRole('button', { name: 'Sign in with a passkey' }).click()
     await page.waitForURL('**/_caje/list')
     expect(await flash()).toBe('Signed in.')
+    const { node1Disk, manifest } = server.counts
     await expect.poll(() => page.locator('table[data-table="disk"] tbody tr').count()).toBe(50)
     expect(await page.locator('table[data-table="manifest"] tbody tr').count()).toBe(50)
-    expect(await page.locator('[data-component="status"]').textContent()).toContain('e2e-node-1')
-    expect(await page.locator('[data-component="status"]').textContent()).toContain('87.3\u00a0%')
+    expect(await page.locator('#disk [data-slot="range"]').first().textContent()).toBe(`1–50 of ${node1Disk}`)
+    expect(await page.locator('#manifest [data-slot="range"]').first().textContent()).toBe(`1–50 of ${manifest}`)
+    // Rows are the proxy's own keys under the public host, with the origin's types and sizes.
+    for (const text of await page.locator('table[data-table="disk"] td[data-slot="url"] span').allTextContents()) {
+      expect(text.startsWith(`${server.origin}/`)).toBe(true)
+    }
+    expect(await page.locator('table[data-table="disk"] td[data-slot="type"]').allTextContents()).toContain('text/javascript; charset=utf-8')
+    const status = (await page.locator('[data-component="status"]').textContent()) ?? ''
+    const { hits, misses } = server.warmup
+    expect(status).toContain('e2e-node-1')
+    expect(status).toContain('ams')
+    expect(status).toContain('primary')
+    expect(status).toContain(formatRatio(hits / (hits + misses))!)
+    expect(status).toContain(`Entries${node1Disk}`)
     await shot('list.png')
     await page.locator('#manifest').screenshot({ path: path.join(SHOTS, 'list-manifest.png') })
     const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId: firstAuthenticator })
     expect(credentials[0]!.signCount).toBeGreaterThan(0)
   })
 
-  it('filters and pages', async () => {
-    await page.getByLabel('Filter by URL').fill('/api/products/')
-    await page.getByRole('button', { name: 'Filter', exact: true }).click()
-    await page.waitForURL('**/_caje/list?filter=*')
+  it('shows which nodes hold each manifest entry, and the Vary variants on disk', async () => {
+    await filterBy('/assets/app-1.js')
+    expect(await nodesOf(`${server.origin}/assets/app-1.js`)).toEqual(['e2e-node-1', 'e2e-node-2'])
+    await filterBy('/assets/vendor-3.js')
+    expect(await page.locator('#disk [data-component="empty"]').textContent()).toBe('Nothing matches this filter.')
+    expect(await nodesOf(`${server.origin}/assets/vendor-3.js`)).toEqual(['e2e-node-2'])
+    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(`${server.origin}/`)}&limit=500`)
+    const home = page.locator('table[data-table="disk"] tbody tr').filter({ has: page.locator(`td[data-slot="url"] span:text-is("${server.origin}/")`) })
+    expect(await home.count()).toBe(2)
+    expect(await home.locator('[data-slot="variant"]').count()).toBe(2)
+  })
+
+  it('filters by a path prefix and pages', async () => {
+    await page.goto(`${server.origin}/_caje/list`)
+    await filterBy('/api/products/')
+    const isProduct = (p: string) => p.startsWith('/api/products/')
+    const disk = page.locator('table[data-table="disk"] tbody tr')
     const rows = page.locator('table[data-table="manifest"] tbody tr')
-    expect(await rows.count()).toBe(48)
+    expect(await disk.count()).toBe(SITE_PAGES.filter(isProduct).length)
+    expect(await rows.count()).toBe(SITE_PAGES.filter(isProduct).length + PEER_ONLY.filter(isProduct).length)
     for (const text of await rows.locator('td[data-slot="url"]').allTextContents()) expect(text).toContain('/api/products/')
+    for (const text of await disk.locator('td[data-slot="url"]').allTextContents()) expect(text).toContain('/api/products/')
+    expect(await nodesOf(`${server.origin}/api/products/35`)).toEqual(['e2e-node-2'])
     await page.getByRole('link', { name: 'Clear filter' }).click()
     await page.locator('#disk').getByRole('link', { name: 'Next' }).first().click()
     await page.waitForURL('**/_caje/list?disk=50*')
-    expect(await page.locator('#disk [data-slot="range"]').first().textContent()).toBe('51–100 of 200')
+    const total = server.counts.node1Disk
+    expect(await page.locator('#disk [data-slot="range"]').first().textContent()).toBe(`51–${total} of ${total}`)
+    expect(await page.locator('table[data-table="disk"] tbody tr').count()).toBe(total - 50)
   })
 
-  it('purges a URL', async () => {
-    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(server.sampleUrl)}`)
-    expect(await page.locator('table[data-table="disk"] tbody tr').count()).toBeGreaterThan(0)
+  it('purges a URL on every node’s list, and the proxy then misses it', async () => {
+    const url = server.sampleUrl
+    const pathname = new URL(url).pathname
+    const before = server.upstream.count(pathname)
+    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(url)}`)
+    expect(await page.locator('table[data-table="disk"] tbody tr').count()).toBe(1)
+    expect(await nodesOf(url)).toEqual(['e2e-node-1', 'e2e-node-2'])
     await page.locator('select[name="kind"]').selectOption('url')
-    await page.getByLabel('URL, prefix or tag').fill(server.sampleUrl)
+    await page.getByLabel('URL, prefix or tag').fill(url)
     await page.getByRole('button', { name: 'Purge', exact: true }).click()
     await page.waitForURL('**/_caje/list')
-    expect(await flash()).toMatch(new RegExp(`^Purged ${server.sampleUrl.replace(/[.?/]/g, '\\$&')}: 1 entry removed`))
-    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(server.sampleUrl)}`)
-    expect(await page.locator('#disk [data-component="empty"]').textContent()).toBe('Nothing matches this filter.')
+    expect(await flash()).toBe(`Purged ${url}: 1 entry removed on this node; other nodes follow within seconds.`)
+    // Node 2 held it too and applies the purge on its own disk within seconds.
+    await waitFor(async () => (await server.node2.store.variants(server.node2.keyOf(pathname))).length === 0, 'node 2 to apply the purge', 10_000)
+    // The manifest side is written through the cluster writer: poll until the purge lands.
+    await expect
+      .poll(async () => {
+        await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(url)}`)
+        return page.locator('[data-component="empty"]').allTextContents()
+      })
+      .toEqual(['Nothing matches this filter.', 'Nothing matches this filter.'])
+
+    const res = await fetch(url)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('cache-status')).toContain('fwd=uri-miss')
+    await res.arrayBuffer()
+    expect(server.upstream.count(pathname)).toBe(before + 1)
+    await waitFor(async () => (await server.node1.store.variants(server.node1.keyOf(pathname))).length === 1, `node 1 to store ${pathname} again`)
   })
 
-  it('populates this node and shows progress until done', async () => {
+  it('purges by cache tag (Surrogate-Key)', async () => {
+    await page.goto(`${server.origin}/_caje/list`)
+    await page.locator('select[name="kind"]').selectOption('tag')
+    await page.getByLabel('URL, prefix or tag').fill('product-7')
+    await page.getByRole('button', { name: 'Purge', exact: true }).click()
+    await page.waitForURL('**/_caje/list')
+    expect(await flash()).toBe('Purged tag product-7: 1 entry removed on this node; other nodes follow within seconds.')
+    const res = await fetch(`${server.origin}/api/products/7`)
+    expect(res.headers.get('cache-status')).toContain('fwd=uri-miss')
+    await res.arrayBuffer()
+    // Purged and fetched again: node 1 stores it anew, so it holds as many entries as before the purges.
+    await waitFor(async () => (await server.node1.store.variants(server.node1.keyOf('/api/products/7'))).length === 1, 'node 1 to store /api/products/7 again')
+  })
+
+  it('populates node 1 from its peer and shows the result', async () => {
+    const { node1Disk, peerOnly } = server.counts
+    const originBefore = PEER_ONLY.map((p) => server.upstream.count(p))
     await page.goto(`${server.origin}/_caje/list`)
     await page.getByRole('button', { name: 'Populate this node' }).click()
     await page.waitForURL('**/_caje/list')
     expect(await flash()).toBe('Populate started. Progress shows below.')
     await expect
       .poll(() => page.locator('[data-slot="populate-state"] [data-slot="summary"]').textContent(), { timeout: 30_000 })
-      .toMatch(/^Last run · \d+ fetched, \d+ skipped, 0 failed/)
+      .toMatch(new RegExp(`^Last run · ${peerOnly} fetched, \\d+ skipped, 0 failed`))
     expect(await page.getByRole('button', { name: 'Populate this node' }).isEnabled()).toBe(true)
+    // Node 2 had every one of them: nothing went to the origin.
+    expect(PEER_ONLY.map((p) => server.upstream.count(p))).toEqual(originBefore)
     await page.reload()
-    expect(await page.locator('#disk [data-slot="range"]').first().textContent()).toMatch(/of (2[0-3]\d)$/)
+    expect(await page.locator('#disk [data-slot="range"]').first().textContent()).toBe(`1–50 of ${node1Disk + peerOnly}`)
     await shot('list-after-populate.png')
+    await filterBy('/assets/vendor-')
+    expect(await page.locator('table[data-table="disk"] tbody tr').count()).toBe(PEER_ONLY.filter((p) => p.startsWith('/assets/vendor-')).length)
+    await expect.poll(async () => {
+      await page.reload()
+      return nodesOf(`${server.origin}/assets/vendor-3.js`)
+    }).toEqual(['e2e-node-1', 'e2e-node-2'])
   })
 
   it('clears the disk cache after a confirmation', async () => {
+    const held = (await server.node1.store.list({ limit: 1 })).total
+    await page.goto(`${server.origin}/_caje/list`)
     await page.getByRole('link', { name: 'Clear FS…' }).click()
     await page.waitForURL('**/_caje/confirm/clear_fs')
     expect(await page.locator('h1').textContent()).toBe('Clear this node’s disk cache?')
     await shot('confirm-clear-fs.png')
     await page.getByRole('button', { name: 'Yes, clear the disk cache' }).click()
     await page.waitForURL('**/_caje/list')
-    expect(await flash()).toMatch(/^Cleared this node’s disk cache: \d+ entries removed\.$/)
+    expect(await flash()).toBe(`Cleared this node’s disk cache: ${held} entries removed.`)
     expect(await page.locator('#disk [data-component="empty"]').textContent()).toBe('No entries on this node’s disk.')
+    // The manifest forgets node 1 as a holder; node 2's copies stay listed.
+    await expect
+      .poll(async () => {
+        await page.reload()
+        return page.locator('table[data-table="manifest"] [data-slot="nodes"] [data-kind="self"]').count()
+      })
+      .toBe(0)
+    expect(await nodesOf(`${server.origin}/assets/app-1.js`, '/assets/app-1.js')).toEqual(['e2e-node-2'])
+    const res = await fetch(`${server.origin}/assets/app-1.js`)
+    expect(res.headers.get('cache-status')).toContain('fwd=uri-miss')
+    await res.arrayBuffer()
   })
 
   it('adds and removes a second passkey, never the last one', async () => {
@@ -195,7 +302,8 @@ describe.skipIf(!fs.existsSync(CHROMIUM))('admin UI in Chromium', { timeout: 120
     expect(await rows.first().getByRole('button', { name: 'Remove' }).isDisabled()).toBe(true)
   })
 
-  it('raised no browser errors (CSP, scripts, server)', () => {
+  it('raised no browser errors (CSP, scripts, 5xx) and no server errors', () => {
     expect(problems).toEqual([])
+    expect(server.serverErrors).toEqual([])
   })
 })
