@@ -77,6 +77,20 @@ export function varyValues(fields: readonly string[], headers: FlatHeaders): Rec
   return Object.fromEntries(fields.map((f) => [f, normaliseFieldValue(f, fieldValue(headers, f))]))
 }
 
+/**
+ * Request headers that reproduce a stored variant (populate fetching it from the origin):
+ * an absent field stays absent and a present-but-empty one is sent empty, so the refetched
+ * response lands on the same variant.
+ */
+export function requestHeadersForVariant(values: Readonly<Record<string, string>>): FlatHeaders {
+  const out: FlatHeaders = {}
+  for (const [name, value] of Object.entries(values)) {
+    if (value === '') continue
+    Object.defineProperty(out, name, { value: value === PRESENT_EMPTY ? '' : value, enumerable: true, writable: true, configurable: true })
+  }
+  return out
+}
+
 /** Variant id: '' without Vary; else a digest of the field names and normalised values. */
 export function variantId(values: Record<string, string>): string {
   const names = Object.keys(values).sort()

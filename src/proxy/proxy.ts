@@ -5,7 +5,7 @@
 import { Transform, type Readable } from 'node:stream'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
-import { primaryKey, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
+import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
 import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
@@ -74,8 +74,8 @@ export interface ProxyOptions {
 
 export interface Proxy {
   handle(req: ProxyRequest): Promise<ProxyResult>
-  /** Fetch a URL from the origin and store it if allowed (populate's fallback when no peer has it). */
-  fill(url: URL, requestHeaders: FlatHeaders, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
+  /** Fetch a URL from the origin and store it if allowed (populate's fallback when no peer has it), as a request with the stored Vary values of the variant. */
+  fill(url: URL, varyHeaders: Record<string, string>, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
   /** Resolves when background revalidations have finished (graceful shutdown). */
   idle(): Promise<void>
 }
@@ -531,7 +531,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       return result
     },
 
-    async fill(url, requestHeaders, signal) {
+    async fill(url, varyHeaders, signal) {
       const host = url.host.toLowerCase()
       const originUrl = opts.resolveOrigin(host)
       if (!originUrl) throw new Error(`no origin configured for host ${host}`)
@@ -540,7 +540,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
         scheme: url.protocol === 'https:' ? 'https' : 'http',
         host,
         path: url.pathname + url.search,
-        headers: { ...requestHeaders, host },
+        // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
+        headers: { ...requestHeadersForVariant(varyHeaders), host },
         body: null,
         clientIp: '127.0.0.1',
         signal: signal ?? new AbortController().signal,
