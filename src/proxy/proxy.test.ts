@@ -549,3 +549,26 @@ describe('uncacheable URLs under concurrency', () => {
     expect(responses.some((r) => r.headers.get('cache-status')?.includes('collapsed'))).toBe(false)
   })
 })
+
+describe('fill (populate from the origin)', () => {
+  it('refetches each stored variant onto the same variant: an absent Vary’d field stays absent, an empty one stays empty', async () => {
+    const { origin, node } = await setup((req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', vary: 'X-Lang' })
+      res.end(req.headers['x-lang'] === undefined ? 'absent' : `x-lang=[${req.headers['x-lang']}]`)
+    })
+    await rawGet(node.url + '/v')
+    await rawGet(node.url + '/v', { 'x-lang': '' })
+    await rawGet(node.url + '/v', { 'x-lang': 'fr' })
+    await node.stored('/v', 3)
+    const key = `http://${new URL(node.url).host}/v`
+    const before = (await node.store.variants(key)).map((v) => ({ variant: v.variant, varyHeaders: v.varyHeaders }))
+    await node.store.clear()
+    for (const v of before) expect((await node.proxy.fill(new URL(key), v.varyHeaders)).stored).toBe(true)
+    await node.stored('/v', 3)
+    expect((await node.store.variants(key)).map((v) => v.variant).sort()).toEqual(before.map((v) => v.variant).sort())
+    expect(origin.requests.slice(3).map((r) => r.headers['x-lang'])).toEqual(before.map((v) => (v.varyHeaders['x-lang'] === '' ? undefined : v.varyHeaders['x-lang']!.trim())))
+    const hit = await rawGet(node.url + '/v')
+    expect(hit.headers['cache-status']).toMatch(/^caje; hit/)
+    expect(hit.body.toString()).toBe('absent')
+  })
+})
