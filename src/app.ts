@@ -7,7 +7,9 @@ import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
 import { renderMetrics, type Metrics } from './metrics.ts'
 import { secretEquals } from './admin/secrets.ts'
-import { proxyHandler } from './proxy/http-adapter.ts'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { getRequestListener } from '@hono/node-server'
+import { nodeProxyListener, proxyHandler, type ProxyHandlerOptions } from './proxy/http-adapter.ts'
 import type { Proxy, ProxyResult } from './proxy/proxy.ts'
 
 export interface AppDeps {
@@ -68,6 +70,47 @@ export function createApp(deps: AppDeps): Hono {
   })
   app.all(ADMIN_PREFIX, (c) => c.redirect(`${ADMIN_PREFIX}/list`, 302))
 
-  app.all('*', proxyHandler({ proxy: deps.proxy, log: deps.log, accessLog: deps.config.accessLog, trustForwarded: deps.config.trustForwardedHeaders, onServed: deps.onServed }))
+  app.all('*', proxyHandler(proxyOptions(deps)))
   return app
+}
+
+function proxyOptions(deps: AppDeps): ProxyHandlerOptions {
+  return { proxy: deps.proxy, log: deps.log, accessLog: deps.config.accessLog, trustForwarded: deps.config.trustForwardedHeaders, onServed: deps.onServed }
+}
+
+/** Whether a request target belongs to caje's own routes (anything else is proxied). */
+export function isAdminTarget(url: string): boolean {
+  if (!url.startsWith('/')) return true // absolute-form or odd targets: let the router decide
+  // The router resolves dot segments and percent-encoding (`/../_caje`, `/%5Fcaje`) before it
+  // matches, so the fast path must see the same path, or such a target would reach the origin.
+  if (url.includes('%') || url.includes('/.')) {
+    let path = new URL(url, 'http://caje.invalid').pathname
+    try {
+      path = decodeURIComponent(path)
+    } catch {
+      return true // undecodable: the router answers it
+    }
+    return hasAdminPrefix(path)
+  }
+  return hasAdminPrefix(url)
+}
+
+function hasAdminPrefix(path: string): boolean {
+  if (!path.startsWith(ADMIN_PREFIX)) return false
+  const next = path.charCodeAt(ADMIN_PREFIX.length)
+  return Number.isNaN(next) || next === 47 /* / */ || next === 63 /* ? */
+}
+
+/**
+ * The Node request listener for a node: /_caje/ goes through Hono, everything
+ * else straight to the proxy handler that Hono's fallback route would reach,
+ * without the router's promise plumbing on the hit path.
+ */
+export function createRequestListener(app: Hono, deps: AppDeps): (incoming: IncomingMessage, outgoing: ServerResponse) => void {
+  const viaHono = getRequestListener(app.fetch, { overrideGlobalObjects: false })
+  const direct = nodeProxyListener(proxyOptions(deps))
+  return (incoming, outgoing) => {
+    if (isAdminTarget(incoming.url ?? '/')) void viaHono(incoming, outgoing)
+    else direct(incoming, outgoing)
+  }
 }

@@ -3,11 +3,10 @@
 // call it with port 0 and temp dirs.
 
 import type { AddressInfo } from 'node:net'
-import type { Server } from 'node:http'
-import { serve } from '@hono/node-server'
+import http from 'node:http'
 import { Hono } from 'hono'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
-import { createApp } from './app.ts'
+import { createApp, createRequestListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
@@ -147,12 +146,12 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
   })
   const admin = new Hono()
-  // Populate warms this node and purge applies here first (its manifest write goes
-  // through the writer): both stay on the node they were asked on.
-  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge'] }))
+  // Populate warms this node, Clear FS empties this node's disk, and purge applies here first
+  // (their manifest writes go through the writer): they stay on the node they were asked on.
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'] }))
   admin.route('/', adminApp)
 
-  const app = createApp({
+  const appDeps: AppDeps = {
     config,
     store,
     proxy,
@@ -169,20 +168,16 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       if (label === 'hit' || label === 'stale') hits.hits++
       else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
     },
-  })
+  }
+  const app = createApp(appDeps)
 
-  // Native Response objects: the server's lightweight Response ignores the "already sent" marker
-  // on HEAD requests (Hono answers HEAD by wrapping the GET response), which would write headers twice.
-  const server = serve({
-    fetch: app.fetch,
-    port: config.port,
-    hostname: config.listenHost,
-    overrideGlobalObjects: false,
-    // Node enforces headersTimeout / requestTimeout only when it sweeps its connections, every
-    // connectionsCheckingInterval (default 30 s, settable only here): a slowloris client held its
-    // connection up to 30 s past CAJE_HEADERS_TIMEOUT_MS. Once a second keeps it within a second.
-    serverOptions: { connectionsCheckingInterval: 1_000 },
-  }) as Server
+  // /_caje/ goes through Hono (with native Response objects: the server's lightweight Response
+  // ignores the "already sent" marker on HEAD); everything else goes straight to the proxy.
+  // Node enforces headersTimeout / requestTimeout only when it sweeps its connections, every
+  // connectionsCheckingInterval (default 30 s): once a second keeps a slowloris client within a
+  // second of CAJE_HEADERS_TIMEOUT_MS.
+  const server = http.createServer({ connectionsCheckingInterval: 1_000 }, createRequestListener(app, appDeps))
+  server.listen(config.port, config.listenHost)
   await new Promise<void>((resolve, reject) => {
     if (server.listening) return resolve()
     server.once('listening', resolve)
