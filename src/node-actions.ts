@@ -43,7 +43,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
         total,
         entries: entries.map((e) => ({
           key: e.key,
-          variant: e.variant,
+          variant: variantLabel(e.varyHeaders),
           url: e.url,
           status: e.status,
           size: e.size,
@@ -107,4 +107,15 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       }
     },
   }
+}
+
+/** A readable name for a Vary variant, e.g. `accept-encoding=gzip`; secrets stay digests. */
+export function variantLabel(varyHeaders: Record<string, string>): string {
+  return Object.keys(varyHeaders)
+    .sort()
+    .map((name) => {
+      const value = varyHeaders[name]!
+      return `${name}=${value === '' ? '(none)' : value.startsWith('sha256:') ? value.slice(0, 15) + '…' : value}`
+    })
+    .join(' ')
 }
