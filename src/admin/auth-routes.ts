@@ -115,18 +115,8 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   // or the signed-in admin adding a passkey (session + CSRF token).
   app.post('/register/options', async (c) => {
     const body = await readBody(c)
-    const invite = field(body, 'invite', 256)
-    let target: RegistrationTarget
-    if (invite) {
-      const refused = guardAttempt(c, shared, PATHS.auth)
-      if (refused) return refused
-      target = { kind: 'invite', inviteToken: invite, name: field(body, 'adminName', NAME_MAX) }
-    } else {
-      const auth = await authorize(c, shared, { sessionOnly: true })
-      if (auth instanceof Response) return auth
-      if (auth.kind !== 'session') return jsonError(c, 403, TEXT.errors.forbidden)
-      target = { kind: 'admin', adminId: auth.adminId, adminName: auth.adminName }
-    }
+    const target = await registrationTarget(c, shared, body)
+    if (target instanceof Response) return target
     const result = await registrationOptions(shared, target)
     if (!result.ok) return jsonError(c, result.status, result.message)
     return c.json(result.value)
@@ -134,18 +124,8 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.post('/register/verify', async (c) => {
     const body = await readBody(c)
-    const invite = field(body, 'invite', 256)
-    let target: RegistrationTarget
-    if (invite) {
-      const refused = guardAttempt(c, shared, PATHS.auth)
-      if (refused) return refused
-      target = { kind: 'invite', inviteToken: invite, name: field(body, 'adminName', NAME_MAX) }
-    } else {
-      const auth = await authorize(c, shared, { sessionOnly: true })
-      if (auth instanceof Response) return auth
-      if (auth.kind !== 'session') return jsonError(c, 403, TEXT.errors.forbidden)
-      target = { kind: 'admin', adminId: auth.adminId, adminName: auth.adminName }
-    }
+    const target = await registrationTarget(c, shared, body)
+    if (target instanceof Response) return target
     const result = await verifyRegistration(shared, {
       challengeId: field(body, 'challengeId', 128),
       response: body.response,
@@ -188,4 +168,21 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     shared.log({ event: 'admin.signed_out_everywhere', admin: auth.adminId, sessions: n })
     return finish(c, shared, { ok: true, message: TEXT.flash.signedOutEverywhere(n), redirect: PATHS.auth })
   })
+}
+
+/**
+ * Who a registration ceremony is for: an invitee (the body carries the invite;
+ * rate-limited like sign-in) or the signed-in admin adding a passkey.
+ */
+async function registrationTarget(c: Context, shared: Shared, body: Record<string, unknown>): Promise<RegistrationTarget | Response> {
+  const invite = field(body, 'invite', 256)
+  if (invite) {
+    const refused = guardAttempt(c, shared, PATHS.auth)
+    if (refused) return refused
+    return { kind: 'invite', inviteToken: invite, name: field(body, 'adminName', NAME_MAX) }
+  }
+  const auth = await authorize(c, shared, { sessionOnly: true })
+  if (auth instanceof Response) return auth
+  if (auth.kind !== 'session') return jsonError(c, 403, TEXT.errors.forbidden)
+  return { kind: 'admin', adminId: auth.adminId, adminName: auth.adminName }
 }
