@@ -42,7 +42,6 @@ const HELP = `npm run bench [-- options]
   --tool <wrk|autocannon>  load generator (default wrk when installed, else autocannon)
   --zipf-exponent <s>   Zipf exponent for the ${OBJECT_COUNT}-object scenario (default 1.0)
   --caje-memory <bytes> caje memory tier for the memory scenarios (default 268435456)
-  --caje-workers <n>    CAJE_WORKERS for caje (default: caje's default)
   --nginx-workers <n>   nginx worker_processes (default 1, like one caje process)
   --nginx-lock <on|off> nginx proxy_cache_lock: coalesce misses (default on; it waits in 500 ms
                         steps, which shows in the p99 of uncacheable and cold requests)
@@ -97,7 +96,6 @@ interface Options {
   tool: LoadTool | undefined
   zipfExponent: number
   cajeMemoryBytes: number
-  cajeWorkers: string | undefined
   nginxWorkers: number
   nginxLock: boolean
   originDelayMs: number
@@ -127,7 +125,6 @@ function parseOptions(argv: string[], repoDir: string): Options | undefined {
       tool: { type: 'string' },
       'zipf-exponent': { type: 'string' },
       'caje-memory': { type: 'string' },
-      'caje-workers': { type: 'string' },
       'nginx-workers': { type: 'string' },
       'nginx-lock': { type: 'string' },
       'origin-delay-ms': { type: 'string' },
@@ -168,7 +165,6 @@ function parseOptions(argv: string[], repoDir: string): Options | undefined {
     tool: values.tool as LoadTool | undefined,
     zipfExponent,
     cajeMemoryBytes: positive('caje-memory', values['caje-memory'], 256 * 1024 * 1024),
-    cajeWorkers: values['caje-workers'],
     nginxWorkers: Math.round(positive('nginx-workers', values['nginx-workers'], 1)),
     nginxLock: nginxLock === 'on',
     originDelayMs: positive('origin-delay-ms', values['origin-delay-ms'], 0, true),
@@ -341,12 +337,12 @@ async function main(): Promise<number> {
             name: `caje (${tier})`,
             originUrl: origin.baseUrl,
             memoryCacheBytes,
-            env: opts.cajeWorkers ? { CAJE_WORKERS: opts.cajeWorkers } : {},
+            env: {},
           })
           cajes.set(tier, caje)
           systems.push(caje)
           startLines.push(
-            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_ACCESS_LOG=false CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${opts.cajeWorkers ? ` CAJE_WORKERS=${opts.cajeWorkers}` : ''} node --import tsx src/main.ts`,
+            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_ACCESS_LOG=false CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes} node --import tsx src/main.ts`,
           )
           log(`caje (${tier}) ${caje.baseUrl}`)
         } catch (err) {
@@ -541,7 +537,7 @@ async function main(): Promise<number> {
         `${opts.connections} connections, ${tool === 'wrk' ? `${opts.threads} wrk thread(s), ` : ''}${opts.durationSec} s per run, ${opts.runs} repetition(s), ${opts.warmupSec} s warm-up per system and scenario`,
         `scenarios: ${selected.map((s) => s.id).join(', ')}; hit-1k-disk uses caje with CAJE_MEMORY_CACHE_BYTES=0, the others ${opts.cajeMemoryBytes}`,
         `zipf-10k: ${OBJECT_COUNT} objects of 10 KiB, rank ~ Zipf(s=${opts.zipfExponent}); each repetition uses a new query string, so every cache starts that run cold`,
-        `nginx worker_processes ${opts.nginxWorkers}, proxy_cache_lock ${opts.nginxLock ? 'on (misses coalesce; waiters poll every 500 ms, visible in p99 of pass-1k and zipf-10k)' : 'off'}; Varnish with its default thread pools (it uses both cores); caje ${opts.cajeWorkers ? `CAJE_WORKERS=${opts.cajeWorkers}` : 'as configured by default'}`,
+        `nginx worker_processes ${opts.nginxWorkers}, proxy_cache_lock ${opts.nginxLock ? 'on (misses coalesce; waiters poll every 500 ms, visible in p99 of pass-1k and zipf-10k)' : 'off'}; Varnish with its default thread pools (it uses both cores); caje as one process with its defaults`,
         `origin delay ${opts.originDelayMs} ms; everything on 127.0.0.1; the load generator shares the ${os.availableParallelism()} cores with the server under test`,
       ],
       systems: startLines,

@@ -132,7 +132,7 @@ export interface CajeOptions {
   name: string
   originUrl: string
   memoryCacheBytes: number
-  /** Extra environment (e.g. CAJE_WORKERS). */
+  /** Extra environment for caje. */
   env?: Record<string, string>
   startTimeoutMs?: number
 }

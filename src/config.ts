@@ -57,7 +57,6 @@ export interface Config {
   headersTimeoutMs: number
   shutdownTimeoutMs: number
   accessLog: boolean
-  workers: number
 }
 
 type Source = Record<string, string | undefined>
@@ -279,6 +278,5 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     headersTimeoutMs: number('CAJE_HEADERS_TIMEOUT_MS', 20_000, 1_000, 600_000),
     shutdownTimeoutMs: number('CAJE_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     accessLog: flag('CAJE_ACCESS_LOG', true),
-    workers: number('CAJE_WORKERS', 1, 1, 256),
   }
 }

@@ -6,7 +6,8 @@ describe('variantLabel', () => {
   it('names a variant by its Vary values, sorted, without revealing secrets', () => {
     expect(variantLabel({})).toBe('')
     expect(variantLabel({ 'accept-language': 'fr', 'accept-encoding': 'br,gzip' })).toBe('accept-encoding=br,gzip accept-language=fr')
-    expect(variantLabel({ 'accept-encoding': '' })).toBe('accept-encoding=(none)')
+    expect(variantLabel({ 'accept-encoding': '' })).toBe('accept-encoding=(absent)')
+    expect(variantLabel({ 'accept-encoding': normaliseFieldValue('accept-encoding', '') })).toBe('accept-encoding=(empty)')
     const cookie = normaliseFieldValue('cookie', 'session=very-secret')
     const label = variantLabel({ cookie })
     expect(label).toMatch(/^cookie=sha256:.{8}…$/)

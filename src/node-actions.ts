@@ -115,7 +115,8 @@ export function variantLabel(varyHeaders: Record<string, string>): string {
     .sort()
     .map((name) => {
       const value = varyHeaders[name]!
-      return `${name}=${value === '' ? '(none)' : value.startsWith('sha256:') ? value.slice(0, 15) + '…' : value}`
+      const shown = value === '' ? '(absent)' : value.trim() === '' ? '(empty)' : value.startsWith('sha256:') ? value.slice(0, 15) + '…' : value
+      return `${name}=${shown}`
     })
     .join(' ')
 }
