@@ -4,7 +4,7 @@
 // their own timestamps and node ids, so applying one later, or on another
 // machine, records the same thing.
 
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import type { Database, PurgeKind } from './database.ts'
 import { describeError } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -90,7 +90,7 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
 export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
   if (ops.length === 0) return { applied: 0, failed: 0 }
   try {
-    await inTransaction(db, async (trx) => {
+    await withoutBusyWait(db, async (trx) => {
       for (const op of ops) await applyOp(trx, op)
     })
     return { applied: ops.length, failed: 0 }
@@ -103,7 +103,7 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
   let failed = 0
   for (const op of ops) {
     try {
-      await inTransaction(db, (trx) => applyOp(trx, op))
+      await withoutBusyWait(db, (trx) => applyOp(trx, op))
       applied++
     } catch (err) {
       if (isTransientDbError(err)) throw err
@@ -112,6 +112,27 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
     }
   }
   return { applied, failed }
+}
+
+/**
+ * A transaction that fails at once with SQLITE_BUSY instead of waiting for
+ * another process's lock. better-sqlite3 is synchronous: SQLite's busy wait
+ * (busy_timeout, 5 s) would freeze the whole event loop, so every request the
+ * node serves would stall behind a background manifest write while another
+ * node or tool holds the file. Ops are applied by the writer (which keeps
+ * them and retries with backoff) and by the internal endpoint (which answers
+ * 503 retry), so not waiting here loses nothing.
+ */
+async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+  return inTransaction(db, async (trx) => {
+    const previous = (await sql<{ timeout: number }>`PRAGMA busy_timeout`.execute(trx)).rows[0]?.timeout ?? 5000
+    await sql`PRAGMA busy_timeout = 0`.execute(trx)
+    try {
+      return await fn(trx)
+    } finally {
+      await sql.raw(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(previous))}`).execute(trx)
+    }
+  })
 }
 
 /** SQLite errors that say "not now" rather than "never": busy, locked, read-only (demoted), I/O, disk full. */
