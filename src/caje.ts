@@ -15,7 +15,7 @@ import { forwardWritesToPrimary } from './forward-to-primary.ts'
 import type { Logger } from './log.ts'
 import { createInternalApp } from './manifest/internal-routes.ts'
 import type { ManifestLog } from './manifest/log.ts'
-import { recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
+import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
@@ -65,6 +65,14 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   })
   // Every store and eviction reaches the manifest through the writer's queue, never on the request path.
   const stopRecording = recordStoreEvents(store, manifest.writer, config.nodeId, manifestLog)
+  // After a crash the disk and the manifest disagree on what this node holds: settle it before serving.
+  try {
+    const settled = await reconcileHoldings({ store, db: manifest.readDb(), writer: manifest.writer, nodeId: config.nodeId })
+    if (settled.recorded + settled.forgotten > 0) log({ msg: 'manifest reconciled with this node\'s disk cache', ...settled })
+  } catch (err) {
+    // A replica whose file LiteFS has not synced yet: its next stores and evictions still get recorded.
+    log({ level: 'warn', msg: 'could not reconcile the manifest with this node\'s disk cache', error: (err as Error).message })
+  }
 
   const metrics = createMetrics({ cacheStats: () => store.stats() })
   store.subscribe((event) => {

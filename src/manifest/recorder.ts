@@ -2,10 +2,12 @@
 // synchronously from its write path; submit() only queues, so recording never
 // slows a response and a manifest outage never fails one.
 
+import type { Kysely } from 'kysely'
 import type { CacheStore, StoreEvent } from '../cache/types.ts'
+import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { toEntryRecord } from './repositories.ts'
+import { heldBy, toEntryRecord } from './repositories.ts'
 import type { NodeInfo } from './repositories.ts'
 import type { ManifestOp } from './ops.ts'
 import type { ManifestWriter } from './writer.ts'
@@ -45,6 +47,37 @@ export function recordStoreEvents(
       log('error', 'could not record a cache event in the manifest', { event: event.type, error: describeError(err) })
     }
   })
+}
+
+export interface ReconcileOptions {
+  store: Pick<CacheStore, 'list'>
+  db: Kysely<Database>
+  writer: Pick<ManifestWriter, 'submit'>
+  nodeId: string
+}
+
+/**
+ * Make the manifest's record of what this node holds match its disk, once at
+ * start. Store events reach the manifest through the writer's queue, so a
+ * node killed (SIGKILL, OOM, power) loses the ops still queued: bodies
+ * committed in its last second are on disk but never recorded as held here,
+ * and entries the disk store drops at start (expired, unreadable) are still
+ * recorded. Without this the two stay apart until the entry is evicted.
+ */
+export async function reconcileHoldings(options: ReconcileOptions): Promise<{ recorded: number; forgotten: number }> {
+  const recordedHere = new Set((await heldBy(options.db, options.nodeId)).map((r) => `${r.key}\n${r.variant}`))
+  const { entries } = await options.store.list({ limit: Number.MAX_SAFE_INTEGER })
+  let recorded = 0
+  for (const meta of entries) {
+    if (recordedHere.delete(`${meta.key}\n${meta.variant}`)) continue
+    options.writer.submit({ type: 'stored', nodeId: options.nodeId, entry: toEntryRecord(meta) })
+    recorded++
+  }
+  for (const id of recordedHere) {
+    const [key, variant] = id.split('\n') as [string, string]
+    options.writer.submit({ type: 'deleted', nodeId: options.nodeId, key, variant })
+  }
+  return { recorded, forgotten: recordedHere.size }
 }
 
 export interface HeartbeatOptions {

@@ -196,6 +196,11 @@ export async function recordDeleted(db: Db, nodeId: string, key: string, variant
   return Number(res.numDeletedRows) > 0
 }
 
+/** Every variant the manifest records nodeId as holding. */
+export async function heldBy(db: Db, nodeId: string): Promise<Array<{ key: string; variant: string }>> {
+  return db.selectFrom('entry_nodes').select(['key', 'variant']).where('node_id', '=', nodeId).execute()
+}
+
 /** nodeId emptied its whole body cache (its "clear FS"). Resolves to how many holdings were dropped. */
 export async function recordNodeCleared(db: Db, nodeId: string): Promise<number> {
   const res = await db.deleteFrom('entry_nodes').where('node_id', '=', nodeId).executeTakeFirst()
