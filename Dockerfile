@@ -28,6 +28,8 @@ COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 COPY views ./views
 COPY public ./public
+# The server runs from one esbuild bundle (dist/main.js): plain JavaScript, no loader at run time.
+RUN npm run build
 COPY litefs.yml /etc/litefs.yml
 
 EXPOSE 8080

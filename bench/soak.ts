@@ -10,6 +10,7 @@
 // --record appends the figures to bench/RESULTS.md under "## Soak".
 // Only 127.0.0.1 is used: the origin runs in this process, caje in a child.
 
+import { buildCaje } from './build.ts'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
@@ -108,7 +109,7 @@ async function startSoakOrigin(): Promise<{ url: string; close(): Promise<void> 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
 async function startCajeProcess(originUrl: string, dir: string, apiToken: string): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, [buildCaje(repoRoot)], {
     cwd: repoRoot,
     env: {
       ...process.env,

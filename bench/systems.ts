@@ -1,9 +1,10 @@
 // Starting and stopping the systems under test, all on 127.0.0.1 and as the
 // current user: the origin and the bare server (node children), caje (a child
-// `node --import tsx src/main.ts`), nginx with proxy_cache and Varnish
+// `node dist/main.js`, the production build), nginx with proxy_cache and Varnish
 // (non-daemon, configs in a temp dir). Every child is tracked so an
 // interrupted run still stops what it started.
 
+import { buildCaje } from './build.ts'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createWriteStream, existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
@@ -137,10 +138,10 @@ export interface CajeOptions {
   startTimeoutMs?: number
 }
 
-/** Start caje as `node --import tsx src/main.ts` with a fresh cache dir and database. */
+/** Start caje from its build (`node dist/main.js`, built first) with a fresh cache dir and database. */
 export async function startCaje(ws: Workspace, opts: CajeOptions): Promise<RunningSystem> {
-  const main = path.join(ws.repoDir, 'src', 'main.ts')
-  if (!existsSync(main)) throw new Error(`${path.relative(ws.repoDir, main)} does not exist yet`)
+  if (!existsSync(path.join(ws.repoDir, 'src', 'main.ts'))) throw new Error('src/main.ts does not exist yet')
+  const main = buildCaje(ws.repoDir)
   const port = await freePort()
   const slug = opts.name.replace(/[^a-z0-9]+/gi, '-').replace(/-+$/, '').toLowerCase()
   const dataDir = path.join(ws.tmpDir, slug)
@@ -162,7 +163,7 @@ export async function startCaje(ws: Workspace, opts: CajeOptions): Promise<Runni
     CAJE_PUBLIC_ORIGIN: `http://127.0.0.1:${port}`,
     ...opts.env,
   }
-  const child = spawnLogged(process.execPath, ['--import', 'tsx', main], { cwd: ws.repoDir, env, logPath })
+  const child = spawnLogged(process.execPath, [main], { cwd: ws.repoDir, env, logPath })
   const baseUrl = `http://127.0.0.1:${port}`
   await waitForHttp(`${baseUrl}/_caje/health`, child, opts.startTimeoutMs ?? 30_000, logPath)
   return { name: opts.name, kind: 'caje', baseUrl, pid: child.pid!, logPath, stop: () => stopChild(child, 'SIGTERM', 10_000) }

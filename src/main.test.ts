@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { buildCaje } from '../bench/build.ts'
 import { tempDir, waitFor } from './test-support/servers.ts'
 
 const children: ChildProcessWithoutNullStreams[] = []
@@ -8,8 +9,8 @@ afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
 })
 
-async function startMain(env: Record<string, string>): Promise<{ child: ChildProcessWithoutNullStreams; out: () => string; url: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, ...env } })
+async function startMain(env: Record<string, string>, entry: string[] = ['--import', 'tsx', 'src/main.ts']): Promise<{ child: ChildProcessWithoutNullStreams; out: () => string; url: () => string }> {
+  const child = spawn(process.execPath, entry, { env: { ...process.env, ...env } })
   children.push(child)
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
@@ -56,5 +57,22 @@ describe('npm start', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
     expect(code).toBe(0)
     expect(out()).toContain('"msg":"stopped"')
+  })
+})
+
+describe('the production build', () => {
+  it('builds one bundle that starts, serves the admin assets and proxies', async () => {
+    const bundle = buildCaje(process.cwd())
+    const dir = await tempDir()
+    const { out, url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'build-test' }, [bundle])
+    expect(out()).toContain('fronting the built-in demo origin')
+    // The one-time enrolment code is printed when no password is set.
+    expect(out()).toMatch(/one-time enrolment code [A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}/)
+    const css = await fetch(url() + '/_caje/assets/admin.css')
+    expect(css.status).toBe(200)
+    expect(css.headers.get('content-type')).toContain('text/css')
+    const page = await fetch(url() + '/')
+    expect(page.status).toBe(200)
+    expect(await page.text()).toContain('caje demo origin')
   })
 })

@@ -15,7 +15,19 @@ const TYPES: Record<string, string> = {
   '.svg': 'image/svg+xml',
 }
 
-export const PUBLIC_DIR = fileURLToPath(new URL('../../public/', import.meta.url))
+/**
+ * The repository's public/ folder, found by walking up from this module: it is
+ * src/admin/ when run from source and dist/ when run from the build.
+ */
+export const PUBLIC_DIR = findPublicDir(path.dirname(fileURLToPath(import.meta.url)))
+
+function findPublicDir(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'public')
+    if (fs.existsSync(path.join(candidate, 'admin.css'))) return candidate + path.sep
+    if (path.dirname(dir) === dir) throw new Error(`caje: the admin's public/ folder (with admin.css) was not found above ${from}; run caje from its repository or image`)
+  }
+}
 
 /** The `esm/` folder of @simplewebauthn/browser (same major version as the server library). */
 export function webauthnBrowserDir(): string {
