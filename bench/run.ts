@@ -547,7 +547,10 @@ async function main(): Promise<number> {
     }
     const markdown = renderResults(meta, rows)
     await mkdir(path.dirname(opts.out), { recursive: true })
-    await writeFile(opts.out, markdown)
+    // The soak runs (bench/soak.ts --record) keep their own section at the end: carry it over.
+    const previous = await readFile(opts.out, 'utf8').catch(() => '')
+    const soak = /\n## Soak\n[\s\S]*$/.exec(previous)?.[0] ?? ''
+    await writeFile(opts.out, soak ? `${markdown.replace(/\n*$/, '\n')}${soak}` : markdown)
     const stamp = meta.date.replace(/[:.]/g, '-')
     await writeFile(path.join(outDir, `results-${stamp}.json`), JSON.stringify({ meta, options: opts, measurements, rows, problems }, null, 2))
     process.stdout.write(`\n${textTable(rows)}\n\nwritten to ${path.relative(process.cwd(), opts.out)}\n`)
