@@ -10,7 +10,7 @@ import { normaliseHost } from '../config.ts'
 import type { Logger } from '../log.ts'
 import { formatCacheStatus } from './cache-status.ts'
 import type { FlatHeaders } from './headers.ts'
-import type { Proxy, ProxyRequest, ProxyResult } from './proxy.ts'
+import { textResult, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
 
 /**
  * The marker that tells @hono/node-server "the response was written already".
@@ -58,21 +58,13 @@ function flatten(headers: IncomingMessage['headers']): FlatHeaders {
   return out
 }
 
-/** Send a small web Response (a refusal) on the Node response, or hand it back for Hono. */
-async function reply(outgoing: ServerResponse | undefined, res: Response): Promise<Response | undefined> {
-  if (!outgoing) return res
-  const headers: Record<string, string> = {}
-  res.headers.forEach((v, k) => (headers[k] = v))
-  outgoing.writeHead(res.status, headers)
-  outgoing.end(Buffer.from(await res.arrayBuffer()))
+/** A request caje refuses before it reaches the proxy (RFC 9110 §15.5.1), sent the way every result is. */
+function refuse(outgoing: ServerResponse | undefined, message: string): Response | undefined {
+  const result = textResult(400, `400 Bad Request: ${message}`, { fwd: 'bypass', detail: 'bad-request' })
+  const done = () => {}
+  if (!outgoing) return toWebResponse(result, done)
+  sendNode(outgoing, result, done)
   return undefined
-}
-
-function badRequest(message: string): Response {
-  return new Response(`400 Bad Request: ${message}\n`, {
-    status: 400,
-    headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'cache-status': formatCacheStatus({ fwd: 'bypass', detail: 'bad-request' }) },
-  })
 }
 
 /** The fallback route: every request outside /_caje/ goes through the proxy. */
@@ -111,10 +103,10 @@ async function exchange(opts: ProxyHandlerOptions, incoming: IncomingMessage | u
 
   // RFC 9112 §3.2: a request with more than one Host field line gets a 400. Node keeps the first
   // one; a proxy in front of caje may key on the last, and the two would disagree on the site.
-  if (incoming && countHost(incoming.rawHeaders) > 1) return reply(outgoing, badRequest('the request has more than one Host header; send exactly one'))
+  if (incoming && countHost(incoming.rawHeaders) > 1) return refuse(outgoing, 'the request has more than one Host header; send exactly one')
   const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
-  if (!hostRaw) return reply(outgoing, badRequest('the request has no Host header; send one naming the site you want'))
-  if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return reply(outgoing, badRequest('the Host header is not a valid host name'))
+  if (!hostRaw) return refuse(outgoing, 'the request has no Host header; send one naming the site you want')
+  if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return refuse(outgoing, 'the Host header is not a valid host name')
   const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim() : undefined
   const scheme = protoRaw === 'https' ? 'https' : 'http'
 

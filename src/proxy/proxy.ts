@@ -85,7 +85,8 @@ const SAFE_METHODS = new Set(['GET', 'HEAD'])
 const PASS_MARK_TTL_MS = 60_000
 const PASS_MARK_LIMIT = 10_000
 
-function textResult(status: number, message: string, cacheStatus: CacheStatus): ProxyResult {
+/** A short plain-text answer caje gives itself (errors, refusals): never cached downstream. */
+export function textResult(status: number, message: string, cacheStatus: CacheStatus): ProxyResult {
   const body = Buffer.from(`${message}\n`)
   return {
     status,
