@@ -2,8 +2,13 @@
 // hits, misses, revalidations, uncacheable passes and periodic purges through
 // the JSON API, every response body checked against the bytes the origin
 // serves for that path. Reports requests, wrong bodies, 5xx, other errors,
-// and caje's RSS and open descriptors after warm-up and at the end (a leak
-// shows as growth between the two).
+// and a timeline of caje's RSS, V8 heap, cache entries and open descriptors
+// from the end of the warm-up to the end (a leak shows as growth along it).
+//
+// caje runs with a small disk budget (64 MiB, about 2,700 of the soak's
+// objects) and memory tier (16 MiB): the unique-URL misses keep eviction
+// running in both tiers, so the cache reaches a steady size early and memory
+// has a steady state to return to.
 //
 //   node --import tsx bench/soak.ts --duration 300 --connections 200 [--record]
 //
@@ -24,16 +29,41 @@ import { Pool } from 'undici'
 export interface SoakOptions {
   durationS: number
   connections: number
-  /** Seconds of load before the first RSS / fd sample (default: 10 % of the duration, 2–20 s). */
+  /**
+   * Seconds of load before the first sample. Default: until caje first evicts
+   * (its disk budget is full, the cache at its steady size), but at least 10 %
+   * of the duration (2–20 s) and at most half of it.
+   */
   warmupS?: number
   /** Seconds between purges through the JSON API (default 2). */
   purgeEveryS?: number
+  /** Seconds between timeline samples after the warm-up (default: a tenth of the rest of the run, at least 1). */
+  sampleEveryS?: number
+  /** caje's disk budget, CAJE_CACHE_MAX_BYTES (default 64 MiB). */
+  cacheMaxBytes?: number
+  /** caje's memory tier, CAJE_MEMORY_CACHE_BYTES (default 16 MiB). */
+  memoryCacheBytes?: number
   log?: (line: string) => void
 }
 
 export interface ProcessSample {
+  /** Seconds since the load started. */
+  atS: number
   rssBytes: number
   fds: number
+  /** V8 heap in use when sampled (nodejs_heap_size_used_bytes from /_caje/metrics). */
+  heapUsedBytes: number
+  /**
+   * Lowest V8 heap in use seen over the sampling interval before this sample
+   * (heap is read every second): garbage not yet collected makes single
+   * readings jump, the low point is close to what is really alive.
+   */
+  heapFloorBytes: number
+  /** Memory of Buffers and other objects outside the V8 heap (nodejs_external_memory_bytes): cached bodies live here. */
+  externalBytes: number
+  /** Entries in caje's cache (caje_cache_entries) and evictions so far (caje_cache_evictions_total). */
+  cacheEntries: number
+  evictions: number
 }
 
 export interface SoakResult {
@@ -52,8 +82,17 @@ export interface SoakResult {
   otherStatuses: number
   purges: number
   purgeFailures: number
+  /** Seconds the warm-up lasted. */
+  warmupS: number
+  /** Reads of /_caje/metrics that failed (the heap and cache figures come from there). */
+  metricsFailures: number
+  cacheMaxBytes: number
+  memoryCacheBytes: number
+  /** After the warm-up, and at the end. */
   start: ProcessSample
   end: ProcessSample
+  /** start, samples every sampleEveryS, end. */
+  timeline: ProcessSample[]
   /** First few problems, for the report. */
   problems: string[]
 }
@@ -62,6 +101,9 @@ type Kind = 'hit' | 'miss' | 'revalidate' | 'pass'
 
 const HOT_OBJECTS = 200
 const REVALIDATED_OBJECTS = 50
+const MIB = 1024 * 1024
+const DEFAULT_CACHE_MAX_BYTES = 64 * MIB
+const DEFAULT_MEMORY_CACHE_BYTES = 16 * MIB
 
 /** The body the origin serves for a path: deterministic, 0.5–48 KB, so a mix-up between paths always shows. */
 function bodyFor(pathname: string): Buffer {
@@ -108,7 +150,13 @@ async function startSoakOrigin(): Promise<{ url: string; close(): Promise<void> 
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-async function startCajeProcess(originUrl: string, dir: string, apiToken: string): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+interface CajeSettings {
+  apiToken: string
+  cacheMaxBytes: number
+  memoryCacheBytes: number
+}
+
+async function startCajeProcess(originUrl: string, dir: string, settings: CajeSettings): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const child = spawn(process.execPath, [buildCaje(repoRoot)], {
     cwd: repoRoot,
     env: {
@@ -121,7 +169,12 @@ async function startCajeProcess(originUrl: string, dir: string, apiToken: string
       CAJE_NODE_ID: 'soak',
       CAJE_ACCESS_LOG: 'false',
       CAJE_POPULATE_INTERVAL: '0',
-      CAJE_API_TOKEN: apiToken,
+      CAJE_CACHE_MAX_BYTES: String(settings.cacheMaxBytes),
+      CAJE_MEMORY_CACHE_BYTES: String(settings.memoryCacheBytes),
+      // The soak's bodies are under 49 KB; the default limit (100 MiB) would not fit the small budget.
+      CAJE_MAX_OBJECT_BYTES: String(MIB),
+      CAJE_API_TOKEN: settings.apiToken,
+      CAJE_METRICS_TOKEN: settings.apiToken,
       CAJE_ADMIN_PASSWORD: randomBytes(16).toString('hex'),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -141,12 +194,27 @@ async function startCajeProcess(originUrl: string, dir: string, apiToken: string
   }
 }
 
-async function sample(pid: number): Promise<ProcessSample> {
+async function readProc(pid: number): Promise<{ rssBytes: number; fds: number }> {
   const status = await fs.readFile(`/proc/${pid}/status`, 'utf8')
   const rssKb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN)
   const fds = (await fs.readdir(`/proc/${pid}/fd`)).length
   return { rssBytes: rssKb * 1024, fds }
 }
+
+/** The unlabelled samples of caje's Prometheus text, by metric name. */
+async function readMetrics(cajeUrl: string, token: string): Promise<Map<string, number>> {
+  const res = await fetch(`${cajeUrl}/_caje/metrics`, { headers: { authorization: `Bearer ${token}` } })
+  const text = await res.text()
+  if (!res.ok) throw new Error(`/_caje/metrics answered ${res.status}`)
+  const values = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_:]+) (\S+)$/i.exec(line)
+    if (m) values.set(m[1]!, Number(m[2]))
+  }
+  return values
+}
+
+const emptySample = (): ProcessSample => ({ atS: 0, rssBytes: 0, fds: 0, heapUsedBytes: 0, heapFloorBytes: 0, externalBytes: 0, cacheEntries: 0, evictions: 0 })
 
 function pick(): { kind: Kind; pathname: string } {
   const r = Math.random()
@@ -159,12 +227,21 @@ function pick(): { kind: Kind; pathname: string } {
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const log = options.log ?? (() => {})
   const durationMs = options.durationS * 1000
-  const warmupMs = (options.warmupS ?? Math.min(20, Math.max(2, options.durationS * 0.1))) * 1000
+  const minWarmupMs = (options.warmupS ?? Math.min(20, Math.max(2, options.durationS * 0.1))) * 1000
+  const maxWarmupMs = options.warmupS !== undefined ? minWarmupMs : Math.max(minWarmupMs, durationMs / 2)
   const purgeEveryMs = (options.purgeEveryS ?? 2) * 1000
+  // Set again when the warm-up ends (a tenth of the rest of the run) unless given.
+  let sampleEveryMs = options.sampleEveryS !== undefined ? options.sampleEveryS * 1000 : Math.max(1000, (durationMs - minWarmupMs) / 10)
+  const cacheMaxBytes = options.cacheMaxBytes ?? DEFAULT_CACHE_MAX_BYTES
+  const memoryCacheBytes = options.memoryCacheBytes ?? DEFAULT_MEMORY_CACHE_BYTES
   const apiToken = randomBytes(24).toString('hex')
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'caje-soak-'))
   const origin = await startSoakOrigin()
-  const caje = await startCajeProcess(origin.url, dir, apiToken)
+  const caje = await startCajeProcess(origin.url, dir, { apiToken, cacheMaxBytes, memoryCacheBytes }).catch(async (err: unknown) => {
+    await origin.close()
+    await fs.rm(dir, { recursive: true, force: true })
+    throw err
+  })
   const pid = caje.child.pid!
   const pool = new Pool(caje.url, { connections: options.connections, pipelining: 1, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 30_000 })
   const result: SoakResult = {
@@ -179,8 +256,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     otherStatuses: 0,
     purges: 0,
     purgeFailures: 0,
-    start: { rssBytes: 0, fds: 0 },
-    end: { rssBytes: 0, fds: 0 },
+    warmupS: 0,
+    metricsFailures: 0,
+    cacheMaxBytes,
+    memoryCacheBytes,
+    start: emptySample(),
+    end: emptySample(),
+    timeline: [],
     problems: [],
   }
   const problem = (text: string) => {
@@ -189,7 +271,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 
   const startedAt = Date.now()
   const stopAt = startedAt + durationMs
-  log(`soak: caje pid ${pid} at ${caje.url}, origin ${origin.url}; ${options.connections} connections for ${options.durationS} s (warm-up ${warmupMs / 1000} s)`)
+  log(`soak: caje pid ${pid} at ${caje.url}, origin ${origin.url}; ${options.connections} connections for ${options.durationS} s (warm-up ${minWarmupMs / 1000}–${maxWarmupMs / 1000} s, until the first eviction)`)
 
   const worker = async () => {
     while (Date.now() < stopAt) {
@@ -242,15 +324,63 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     }
   }
 
+  // Heap in use, read every second: each timeline sample reports the low point of its interval.
+  const heapReadings: { at: number; bytes: number }[] = []
+  const scrape = async (): Promise<Map<string, number> | undefined> => {
+    try {
+      const values = await readMetrics(caje.url, apiToken)
+      heapReadings.push({ at: Date.now(), bytes: values.get('nodejs_heap_size_used_bytes') ?? NaN })
+      while (heapReadings.length > 0 && heapReadings[0]!.at < Date.now() - sampleEveryMs) heapReadings.shift()
+      return values
+    } catch (err) {
+      result.metricsFailures++
+      problem(`reading /_caje/metrics failed: ${(err as Error).message}`)
+      return undefined
+    }
+  }
+  const takeSample = async (): Promise<ProcessSample> => {
+    const [proc, values] = await Promise.all([readProc(pid), scrape()])
+    const s: ProcessSample = {
+      atS: Math.round((Date.now() - startedAt) / 1000),
+      ...proc,
+      heapUsedBytes: values?.get('nodejs_heap_size_used_bytes') ?? NaN,
+      heapFloorBytes: heapReadings.length > 0 ? Math.min(...heapReadings.map((r) => r.bytes)) : NaN,
+      externalBytes: values?.get('nodejs_external_memory_bytes') ?? NaN,
+      cacheEntries: values?.get('caje_cache_entries') ?? NaN,
+      evictions: values?.get('caje_cache_evictions_total') ?? NaN,
+    }
+    result.timeline.push(s)
+    log(`soak: ${s.atS} s: RSS ${mb(s.rssBytes)}, heap ${mb(s.heapUsedBytes)} (low ${mb(s.heapFloorBytes)}), external ${mb(s.externalBytes)}, ${s.cacheEntries} entries, ${s.evictions} evicted, ${s.fds} fds, ${result.requests} requests`)
+    return s
+  }
   const sampler = (async () => {
-    await new Promise((r) => setTimeout(r, warmupMs))
-    result.start = await sample(pid)
-    log(`soak: after warm-up: RSS ${mb(result.start.rssBytes)}, ${result.start.fds} fds, ${result.requests} requests so far`)
+    let nextSampleAt: number | undefined
+    for (;;) {
+      const wait = Math.max(0, Math.min(1000, (nextSampleAt ?? Infinity) - Date.now()))
+      if (Date.now() + wait >= stopAt) return
+      await new Promise((r) => setTimeout(r, wait))
+      if (nextSampleAt === undefined) {
+        const values = await scrape()
+        const elapsed = Date.now() - startedAt
+        const evicting = (values?.get('caje_cache_evictions_total') ?? 0) > 0
+        if (elapsed < minWarmupMs || (elapsed < maxWarmupMs && !evicting)) continue
+        result.warmupS = Math.round(elapsed / 1000)
+        if (options.sampleEveryS === undefined) sampleEveryMs = Math.max(1000, (stopAt - Date.now()) / 10)
+        result.start = await takeSample()
+        nextSampleAt = Date.now() + sampleEveryMs
+      } else if (Date.now() < nextSampleAt) {
+        await scrape()
+      } else {
+        await takeSample()
+        nextSampleAt += sampleEveryMs
+      }
+    }
   })()
 
   try {
     await Promise.all([...Array.from({ length: options.connections }, worker), purger(), sampler])
-    result.end = await sample(pid)
+    result.end = await takeSample()
+    if (result.timeline.length === 1) result.start = result.end
     if (caje.child.exitCode !== null) problem(`caje exited during the soak (code ${caje.child.exitCode})`)
   } finally {
     await pool.close().catch(() => {})
@@ -273,6 +403,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 }
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`
+const mib = (bytes: number) => `${+(bytes / MIB).toFixed(1)} MiB`
 
 export function formatSoak(r: SoakResult, when = new Date()): string {
   const rate = (r.requests / r.durationS).toFixed(0)
@@ -281,10 +412,17 @@ export function formatSoak(r: SoakResult, when = new Date()): string {
     '',
     `\`node --import tsx bench/soak.ts --duration ${r.durationS} --connections ${r.connections}\` on ${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}), shared machine.`,
     `Mix: 60 % hits (${HOT_OBJECTS} objects), 15 % misses (unique URLs), 15 % revalidations (max-age=1 + ETag, ${REVALIDATED_OBJECTS} objects), 10 % uncacheable passes; a purge (URL or prefix) every 2 s through the JSON API.`,
+    `Bodies 0.5–48 KB. caje's disk budget ${mib(r.cacheMaxBytes)} (CAJE_CACHE_MAX_BYTES), memory tier ${mib(r.memoryCacheBytes)}: the unique URLs keep both evicting.`,
     '',
-    '| requests | req/s | hot / unique / revalidated / uncacheable | served as hit | wrong bodies | 5xx | failed requests | purges (failed) | RSS start → end | fds start → end |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    `| ${r.requests} | ${rate} | ${r.byKind.hit} / ${r.byKind.miss} / ${r.byKind.revalidate} / ${r.byKind.pass} | ${r.cacheHits} | ${r.wrongBodies} | ${r.serverErrors} | ${r.failures} | ${r.purges} (${r.purgeFailures}) | ${mb(r.start.rssBytes)} → ${mb(r.end.rssBytes)} | ${r.start.fds} → ${r.end.fds} |`,
+    '| requests | req/s | hot / unique / revalidated / uncacheable | served as hit | wrong bodies | 5xx | failed requests | purges (failed) | RSS start → end | V8 heap (low) start → end | fds start → end |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| ${r.requests} | ${rate} | ${r.byKind.hit} / ${r.byKind.miss} / ${r.byKind.revalidate} / ${r.byKind.pass} | ${r.cacheHits} | ${r.wrongBodies} | ${r.serverErrors} | ${r.failures} | ${r.purges} (${r.purgeFailures}) | ${mb(r.start.rssBytes)} → ${mb(r.end.rssBytes)} | ${mb(r.start.heapFloorBytes)} → ${mb(r.end.heapFloorBytes)} | ${r.start.fds} → ${r.end.fds} |`,
+    '',
+    `Timeline from the end of the warm-up (${r.warmupS} s${r.start.evictions > 0 ? ': the disk budget full, caje evicting' : ''}), V8 heap in use when sampled and the lowest reading of the interval before (read every second):`,
+    '',
+    '| s | RSS | V8 heap used | V8 heap low | external (Buffers) | cache entries | evicted so far | fds |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...r.timeline.map((s) => `| ${s.atS} | ${mb(s.rssBytes)} | ${mb(s.heapUsedBytes)} | ${mb(s.heapFloorBytes)} | ${mb(s.externalBytes)} | ${s.cacheEntries} | ${s.evictions} | ${s.fds} |`),
     '',
   ].join('\n')
 }
@@ -319,6 +457,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     await record(text)
     console.log('appended to bench/RESULTS.md')
   }
-  const bad = result.wrongBodies + result.serverErrors + result.failures + result.otherStatuses + result.purgeFailures
+  const bad = result.wrongBodies + result.serverErrors + result.failures + result.otherStatuses + result.purgeFailures + result.metricsFailures
   process.exit(bad === 0 ? 0 : 1)
 }
