@@ -261,6 +261,39 @@ describe('disk store', () => {
     expect(store.stats().integrityFailures).toBe(2)
   })
 
+  it('reads a small body at once only while its verified file is open and unchanged', async () => {
+    const store = await openStore()
+    const body = bodyOf(5000)
+    const meta = await put(store, newEntry('https://a.test/now'), body)
+    const now = () => store.readNow('https://a.test/now', '')
+    // Not opened by this process yet: only the asynchronous read opens (and vouches for) a file.
+    expect(now()).toBeUndefined()
+    expect(await readBody(store, 'https://a.test/now')).toEqual(body)
+    expect(now()).toMatchObject({ kind: 'buffer', tier: 'disk', buffer: body })
+    expect(store.readNow('https://a.test/now', '', { start: 10, end: 19 })).toMatchObject({ buffer: body.subarray(10, 20) })
+
+    // Changed in place after it was verified: no synchronous answer, and the full read drops it.
+    await corruptContent(meta!.integrity, (bytes) => {
+      bytes[0] ^= 1
+      return bytes
+    })
+    expect(now()).toBeUndefined()
+    expect(await store.read('https://a.test/now', '')).toBeUndefined()
+    expect(store.stats().integrityFailures).toBe(1)
+
+    // Deleted while open: the descriptor still reads the old bytes, but nlink 0 says they are gone.
+    const kept = await put(store, newEntry('https://a.test/rm'), bodyOf(700, 2))
+    expect(await readBody(store, 'https://a.test/rm')).toEqual(bodyOf(700, 2))
+    expect(store.readNow('https://a.test/rm', '')).toBeDefined()
+    await rm(contentPath(dir, kept!.integrity) as string)
+    expect(store.readNow('https://a.test/rm', '')).toBeUndefined()
+
+    // Large bodies always take the asynchronous path.
+    await put(store, newEntry('https://a.test/large'), bodyOf(200 * 1024, 3))
+    expect(await readBody(store, 'https://a.test/large')).toEqual(bodyOf(200 * 1024, 3))
+    expect(store.readNow('https://a.test/large', '')).toBeUndefined()
+  })
+
   it('evicts least recently read entries to stay under the disk budget', async () => {
     const store = await openStore({ maxBytes: 10_000 })
     const events = recordEvents(store)

@@ -14,7 +14,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
-import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing, moveIntoPlace, readContent } from './content-file.ts'
+import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing, moveIntoPlace, readContent, readTrustedNow } from './content-file.ts'
 import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
 import { type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
@@ -274,6 +274,10 @@ class CacacheDiskStore implements DiskStore {
   }
 
   async variants(key: string): Promise<EntryMeta[]> {
+    return this.variantsNow(key)
+  }
+
+  variantsNow(key: string): EntryMeta[] {
     const now = Date.now()
     const metas: EntryMeta[] = []
     for (const record of this.#index.variantsOf(key)) {
@@ -289,6 +293,12 @@ class CacacheDiskStore implements DiskStore {
 
   async read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined> {
     return (await this.readWithMeta(key, variant, range))?.body
+  }
+
+  readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
+    const record = this.#current(key, variant, true)
+    if (!record) return undefined
+    return readTrustedNow(this.#files, record.content, range ? clampRange(range, record.meta.size) : undefined)
   }
 
   async readWithMeta(key: string, variant: string, range?: ByteRange): Promise<{ body: StoredBody; meta: EntryMeta } | undefined> {

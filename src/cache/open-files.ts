@@ -13,6 +13,8 @@ const closeFd = promisify(fs.close)
 
 interface OpenFile {
   fd: Promise<number>
+  /** The descriptor once the open has succeeded. */
+  opened?: number
   users: number
   /** Set when the file must not be handed out again; closed once the last user releases it. */
   retired: boolean
@@ -47,7 +49,12 @@ export class OpenFiles {
       this.#files.delete(path)
       this.#files.set(path, file)
     } else {
-      file = { fd: openFd(path, 'r'), users: 0, retired: false }
+      const opening: OpenFile = { fd: openFd(path, 'r'), users: 0, retired: false }
+      opening.fd.then(
+        (fd) => (opening.opened = fd),
+        () => {},
+      )
+      file = opening
       this.#files.set(path, file)
       this.#trim()
     }
@@ -72,6 +79,19 @@ export class OpenFiles {
         else if (entry.retired && entry.users === 0) this.#close(path, entry)
       },
     }
+  }
+
+  /**
+   * The descriptor of `path` if it is open already, for a synchronous read that
+   * finishes before anything else runs (so it needs no lease: nothing can close
+   * the descriptor in between). Marks it recently used.
+   */
+  peek(path: string): number | undefined {
+    const file = this.#files.get(path)
+    if (file?.opened === undefined || file.retired) return undefined
+    this.#files.delete(path)
+    this.#files.set(path, file)
+    return file.opened
   }
 
   /** Stops handing out the descriptor of `path` (the file was removed or replaced). */

@@ -48,7 +48,7 @@ export function sri(body: Buffer): string {
 }
 
 /** Writes a body in chunks and commits it. */
-export async function put(store: CacheStore, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
+export async function put(store: Pick<CacheStore, 'writer'>, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
   const writer = store.writer(entry)
   for (let offset = 0; offset < body.length; offset += chunkSize) {
     if (!writer.write(body.subarray(offset, offset + chunkSize))) break
@@ -63,7 +63,7 @@ export async function bytesOf(body: StoredBody): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
-export function recordEvents(store: CacheStore): StoreEvent[] {
+export function recordEvents(store: Pick<CacheStore, 'subscribe'>): StoreEvent[] {
   const events: StoreEvent[] = []
   store.subscribe((event) => events.push(event))
   return events

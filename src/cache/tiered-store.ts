@@ -42,21 +42,39 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     if (buffer.length === meta.size) memory.set(entryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
   }
 
+  /** The memory copy of a variant, if it is still the body the disk index has. */
+  function fromMemory(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
+    const id = entryId(key, variant)
+    const held = memory.get(id)
+    if (!held) return undefined
+    // touch() also keeps the disk LRU aware of memory hits: a body hot in
+    // memory must not be the first one evicted from disk.
+    const meta = disk.touch(key, variant)
+    if (meta && meta.integrity === held.integrity) {
+      return { kind: 'buffer', buffer: range ? sliceRange(held.buffer, range) : held.buffer, tier: 'memory' }
+    }
+    memory.delete(id)
+    return undefined
+  }
+
   return {
     variants: (key) => disk.variants(key),
+    variantsNow: (key) => disk.variantsNow(key),
+
+    readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
+      const held = fromMemory(key, variant, range)
+      if (held || range) return held
+      const body = disk.readNow(key, variant)
+      if (body?.kind === 'buffer') {
+        const meta = disk.touch(key, variant)
+        if (meta) remember(meta, body.buffer)
+      }
+      return body
+    },
 
     async read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined> {
-      const id = entryId(key, variant)
-      const held = memory.get(id)
-      if (held) {
-        // touch() also keeps the disk LRU aware of memory hits: a body hot in
-        // memory must not be the first one evicted from disk.
-        const meta = disk.touch(key, variant)
-        if (meta && meta.integrity === held.integrity) {
-          return { kind: 'buffer', buffer: range ? sliceRange(held.buffer, range) : held.buffer, tier: 'memory' }
-        }
-        memory.delete(id)
-      }
+      const held = fromMemory(key, variant, range)
+      if (held) return held
       // A range of a body small enough for memory: read it whole once, keep it, serve the slice.
       const current = range ? disk.touch(key, variant) : undefined
       const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes

@@ -95,6 +95,14 @@ export interface ListedEntry extends EntryMeta {
 export interface CacheStore {
   /** All variants stored under a primary key (metadata only, no body I/O). */
   variants(key: string): Promise<EntryMeta[]>
+  /** variants() without the promise: metadata lives in memory, so a hit can be answered without waiting a tick. */
+  variantsNow(key: string): EntryMeta[]
+  /**
+   * The body of a variant when the memory tier holds it (no I/O, marks it
+   * recently used), else undefined: then read() it. Undefined says nothing
+   * about whether the entry exists.
+   */
+  readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined
   /**
    * Open the body of one variant. Resolves undefined when the entry is gone
    * or its integrity check fails (then the entry is dropped and counted).

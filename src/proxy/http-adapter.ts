@@ -49,7 +49,13 @@ function headersFromWeb(headers: Headers): FlatHeaders {
   return out
 }
 
+/**
+ * Node's request headers as caje's flat record. Node already lower-cases names and joins
+ * repeated fields; only Set-Cookie stays an array, and a request has no business sending
+ * one, so the object is used as it is unless it does.
+ */
 function flatten(headers: IncomingMessage['headers']): FlatHeaders {
+  if (headers['set-cookie'] === undefined) return headers as FlatHeaders
   const out: FlatHeaders = {}
   for (const name in headers) {
     const v = headers[name]
@@ -58,116 +64,197 @@ function flatten(headers: IncomingMessage['headers']): FlatHeaders {
   return out
 }
 
-/** A request caje refuses before it reaches the proxy (RFC 9110 §15.5.1), sent the way every result is. */
-function refuse(outgoing: ServerResponse | undefined, message: string): Response | undefined {
-  const result = textResult(400, `400 Bad Request: ${message}`, { fwd: 'bypass', detail: 'bad-request' })
-  const done = () => {}
-  if (!outgoing) return toWebResponse(result, done)
-  sendNode(outgoing, result, done)
-  return undefined
+/** A request caje refuses before it reaches the proxy (RFC 9110 §15.5.1). */
+function refusal(message: string): ProxyResult {
+  return textResult(400, `400 Bad Request: ${message}`, { fwd: 'bypass', detail: 'bad-request' })
+}
+
+/** Host names already normalised: the same few hosts arrive on every request. Bounded, since clients choose them. */
+const normalisedHosts = new Map<string, string>()
+const NORMALISED_HOSTS_LIMIT = 1024
+
+/** The site a request is for (Host, or X-Forwarded-Host when trusted), or why it is refused. */
+function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string; scheme: 'http' | 'https' } | string {
+  const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
+  if (!hostRaw) return 'the request has no Host header; send one naming the site you want'
+  let host = normalisedHosts.get(hostRaw)
+  if (host === undefined) {
+    if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return 'the Host header is not a valid host name'
+    host = normaliseHost(hostRaw)
+    if (normalisedHosts.size >= NORMALISED_HOSTS_LIMIT) normalisedHosts.clear()
+    normalisedHosts.set(hostRaw, host)
+  }
+  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim() : undefined
+  return { host, scheme: protoRaw === 'https' ? 'https' : 'http' }
+}
+
+/**
+ * A request arriving on Node's server. A class, not an object literal with closures: the
+ * abort signal and client address are worked out only when something asks (origin
+ * requests), and a hit allocates nothing for them.
+ */
+class NodeProxyRequest implements ProxyRequest {
+  readonly body: ProxyRequest['body']
+  #controller: AbortController | undefined
+  constructor(
+    readonly method: string,
+    readonly scheme: 'http' | 'https',
+    readonly host: string,
+    readonly path: string,
+    readonly headers: FlatHeaders,
+    readonly incoming: IncomingMessage,
+    readonly outgoing: ServerResponse,
+    readonly started: number,
+  ) {
+    this.body = method === 'GET' || method === 'HEAD' ? null : incoming
+  }
+
+  get clientIp(): string {
+    return (this.incoming.socket.remoteAddress ?? '127.0.0.1').replace(/^::ffff:/, '')
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller) return this.#controller.signal
+    const ctrl = (this.#controller = new AbortController())
+    const outgoing = this.outgoing
+    if (outgoing.closed && !outgoing.writableFinished) ctrl.abort()
+    else
+      outgoing.once('close', () => {
+        if (!outgoing.writableFinished) ctrl.abort()
+      })
+    return ctrl.signal
+  }
+}
+
+function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgoing: ServerResponse, started: number): NodeProxyRequest | string {
+  // RFC 9112 §3.2: a request with more than one Host field line gets a 400. Node keeps the first
+  // one; a proxy in front of caje may key on the last, and the two would disagree on the site.
+  if (countHost(incoming.rawHeaders) > 1) return 'the request has more than one Host header; send exactly one'
+  const headers = flatten(incoming.headers)
+  const site = siteOf(opts, headers)
+  if (typeof site === 'string') return site
+  const url = incoming.url ?? '/'
+  const path = url.startsWith('/') ? url : pathAndQuery(url)
+  return new NodeProxyRequest(incoming.method ?? 'GET', site.scheme, site.host, path, headers, incoming, outgoing, started)
+}
+
+function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (ProxyRequest & Served) | string {
+  const headers = headersFromWeb(raw.headers)
+  const site = siteOf(opts, headers)
+  if (typeof site === 'string') return site
+  const method = raw.method
+  let controller: AbortController | undefined
+  return {
+    method,
+    scheme: site.scheme,
+    host: site.host,
+    path: pathAndQuery(raw.url),
+    headers,
+    body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
+    clientIp: (headers['x-real-ip'] ?? '127.0.0.1').replace(/^::ffff:/, ''),
+    started,
+    get signal() {
+      if (!controller) {
+        const ctrl = (controller = new AbortController())
+        raw.signal?.addEventListener('abort', () => ctrl.abort(), { once: true })
+      }
+      return controller.signal
+    },
+  }
+}
+
+function pathAndQuery(url: string): string {
+  const u = new URL(url)
+  return u.pathname + u.search
 }
 
 /** The fallback route: every request outside /_caje/ goes through the proxy. */
 export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
+  const listener = nodeProxyListener(opts)
   return async function proxyRoute(c: Context) {
     const env = (c.env ?? {}) as NodeBindings
     if (env.incoming && env.outgoing) {
-      await exchange(opts, env.incoming, env.outgoing, undefined)
+      const outgoing = env.outgoing
+      listener(env.incoming, outgoing)
+      // Settles once the answer is out (or the client left), as a handler that wrote it itself would.
+      if (!outgoing.writableEnded) await new Promise<void>((resolve) => outgoing.once('close', resolve).once('finish', resolve))
       return ALREADY_SENT
     }
-    return (await exchange(opts, undefined, undefined, c.req.raw))!
+    return webExchange(opts, c.req.raw)
   }
 }
 
 /**
- * The same exchange as a plain Node request listener, for the server's fast
- * path: requests outside /_caje/ reach the proxy without a trip through the
- * router, whose promise handling costs a hit more than the hit itself.
+ * The exchange as a plain Node request listener, for the server's fast path:
+ * requests outside /_caje/ reach the proxy without a trip through the router.
+ * A fresh hit held in memory is answered synchronously, before this returns;
+ * everything else goes through the proxy's full (asynchronous) path.
  */
 export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: IncomingMessage, outgoing: ServerResponse) => void {
   return (incoming, outgoing) => {
-    exchange(opts, incoming, outgoing, undefined).catch((err: unknown) => {
-      opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
-      if (!outgoing.headersSent) {
-        outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
-        outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
-      } else outgoing.destroy()
-    })
+    const started = opts.accessLog ? performance.now() : 0
+    const req = nodeRequest(opts, incoming, outgoing, started)
+    if (typeof req === 'string') {
+      sendNode(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
+      return
+    }
+    let quick: ProxyResult | undefined
+    try {
+      quick = opts.proxy.hitNow(req)
+    } catch (err) {
+      // The full path answers instead, and reports whatever is wrong in its own way.
+      opts.log({ level: 'warn', msg: 'fast hit path failed; taking the full path', error: (err as Error).message })
+    }
+    if (quick) {
+      sendNode(opts, outgoing, req, quick)
+      return
+    }
+    opts.proxy.handle(req).then(
+      (result) => sendNode(opts, outgoing, req, result),
+      (err: unknown) => {
+        opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
+        if (!outgoing.headersSent) {
+          outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
+          outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
+        } else outgoing.destroy()
+      },
+    )
   }
 }
 
-/** One proxied exchange: from the Node request/response (written directly) or a web Request (a Response is returned). */
-async function exchange(opts: ProxyHandlerOptions, incoming: IncomingMessage | undefined, outgoing: ServerResponse | undefined, raw: Request | undefined): Promise<Response | undefined> {
-  const started = performance.now()
-  const headers = incoming ? flatten(incoming.headers) : headersFromWeb(raw!.headers)
+/** One proxied exchange from a web Request (app.request(), other runtimes): a Response is returned. */
+async function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Response> {
+  const started = opts.accessLog ? performance.now() : 0
+  const req = webRequest(opts, raw, started)
+  if (typeof req === 'string') return toWebResponse(opts, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
+  return toWebResponse(opts, req, await opts.proxy.handle(req))
+}
 
-  // RFC 9112 §3.2: a request with more than one Host field line gets a 400. Node keeps the first
-  // one; a proxy in front of caje may key on the last, and the two would disagree on the site.
-  if (incoming && countHost(incoming.rawHeaders) > 1) return refuse(outgoing, 'the request has more than one Host header; send exactly one')
-  const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
-  if (!hostRaw) return refuse(outgoing, 'the request has no Host header; send one naming the site you want')
-  if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return refuse(outgoing, 'the Host header is not a valid host name')
-  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim() : undefined
-  const scheme = protoRaw === 'https' ? 'https' : 'http'
+/** What the access log says of a request, whatever became of it. */
+interface Served {
+  method: string
+  path: string
+  host: string
+  /** performance.now() at arrival; 0 when there is no access log. */
+  started: number
+}
 
-  const url = incoming?.url ?? new URL(raw!.url).pathname + new URL(raw!.url).search
-  const path = url.startsWith('/') ? url : new URL(url).pathname + new URL(url).search
-  // Created only when something needs it (origin requests): hits never pay for an AbortController.
-  let controller: AbortController | undefined
-  const method = incoming?.method ?? raw!.method
-  let body: ProxyRequest['body'] = null
-  if (method !== 'GET' && method !== 'HEAD') {
-    if (incoming) body = incoming
-    else if (raw!.body) body = raw!.body as unknown as AsyncIterable<Uint8Array>
-  }
-  const signal = (): AbortSignal => {
-    if (controller) return controller.signal
-    const ctrl = (controller = new AbortController())
-    if (outgoing) {
-      if (outgoing.closed && !outgoing.writableFinished) ctrl.abort()
-      else outgoing.once('close', () => {
-        if (!outgoing.writableFinished) ctrl.abort()
-      })
-    } else raw!.signal?.addEventListener('abort', () => ctrl.abort(), { once: true })
-    return ctrl.signal
-  }
-
-  const req: ProxyRequest = {
-    method,
-    scheme,
-    host: normaliseHost(hostRaw),
-    path,
-    headers,
-    body,
-    clientIp: (incoming?.socket.remoteAddress ?? headers['x-real-ip'] ?? '127.0.0.1').replace(/^::ffff:/, ''),
-    get signal() {
-      return signal()
-    },
-  }
-  const result = await opts.proxy.handle(req)
-
-  const finish = (bytes: number, aborted: boolean, sent: ProxyResult = result) => {
-    opts.onServed?.(sent, bytes)
-    if (!opts.accessLog) return
-    opts.log({
-      msg: 'request',
-      method,
-      url: path,
-      host: req.host,
-      status: sent.status,
-      cache: formatCacheStatus(sent.cacheStatus),
-      originMs: result.originMs === undefined ? undefined : Math.round(result.originMs * 10) / 10,
-      ms: Math.round((performance.now() - started) * 10) / 10,
-      bytes,
-      aborted: aborted || undefined,
-    })
-  }
-
-  if (outgoing) {
-    sendNode(outgoing, result, finish)
-    return undefined
-  }
-  return toWebResponse(result, finish)
+/** Metrics and the access log for one finished exchange. */
+function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
+  opts.onServed?.(sent, bytes)
+  if (!opts.accessLog) return
+  opts.log({
+    msg: 'request',
+    method: served.method,
+    url: served.path,
+    host: served.host,
+    status: sent.status,
+    cache: formatCacheStatus(sent.cacheStatus),
+    originMs: sent.originMs === undefined ? undefined : Math.round(sent.originMs * 10) / 10,
+    ms: Math.round((performance.now() - served.started) * 10) / 10,
+    bytes,
+    aborted: aborted || undefined,
+  })
 }
 
 /** Host field lines in a raw header list (names at even indexes). */
@@ -177,17 +264,18 @@ function countHost(rawHeaders: readonly string[]): number {
   return n
 }
 
-function sendNode(outgoing: ServerResponse, result: ProxyResult, finish: (bytes: number, aborted: boolean, sent?: ProxyResult) => void): void {
-  let bytes = 0
-  let sent = result
-  outgoing.once('close', () => finish(bytes, !outgoing.writableFinished, sent))
+function sendNode(opts: ProxyHandlerOptions, outgoing: ServerResponse, served: Served, result: ProxyResult): void {
   const body = result.body
   if (body === null || Buffer.isBuffer(body)) {
+    // The whole answer is handed to the socket here: account for it now, without a listener per request.
     outgoing.writeHead(result.status, result.headers)
-    bytes = body?.length ?? 0
     outgoing.end(body ?? undefined)
+    finished(opts, served, result, body?.length ?? 0, false)
     return
   }
+  let bytes = 0
+  let sent = result
+  outgoing.once('close', () => finished(opts, served, sent, bytes, !outgoing.writableFinished))
   // Node puts the head on the wire with the first body chunk anyway. Writing it only then means an
   // origin that fails before its first body byte (stalls past the body timeout, closes) still gets
   // the client a clear 502/504 (RFC 9110 §15.6.3, §15.6.5) instead of an empty reply.
@@ -221,7 +309,8 @@ function sendNode(outgoing: ServerResponse, result: ProxyResult, finish: (bytes:
   body.pipe(outgoing)
 }
 
-function toWebResponse(result: ProxyResult, finish: (bytes: number, aborted: boolean) => void): Response {
+function toWebResponse(opts: ProxyHandlerOptions, served: Served, result: ProxyResult): Response {
+  const finish = (bytes: number, aborted: boolean) => finished(opts, served, result, bytes, aborted)
   const headers = new Headers()
   for (const [name, value] of Object.entries(result.headers)) {
     if (Array.isArray(value)) for (const v of value) headers.append(name, v)

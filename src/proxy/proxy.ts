@@ -3,7 +3,7 @@
 // interface; coalescing lives in coalesce.ts. This module only orchestrates.
 
 import { Transform, type Readable } from 'node:stream'
-import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
+import type { ByteRange, CacheStore, EntryMeta, NewEntry, StoredBody } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
@@ -74,6 +74,8 @@ export interface ProxyOptions {
 
 export interface Proxy {
   handle(req: ProxyRequest): Promise<ProxyResult>
+  /** The answer to a fresh hit whose body can be had without waiting (memory, or a small verified file already open), synchronously; undefined when handle() is needed. */
+  hitNow(req: ProxyRequest): ProxyResult | undefined
   /** Fetch a URL from the origin and store it if allowed (populate's fallback when no peer has it), as a request with the stored Vary values of the variant. */
   fill(url: URL, varyHeaders: Record<string, string>, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
   /** Resolves when background revalidations have finished (graceful shutdown). */
@@ -81,6 +83,8 @@ export interface Proxy {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
+const HIT: CacheStatus = { hit: true }
+const NO_RANGE = { kind: 'none' } as const
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
 const PASS_MARK_TTL_MS = 60_000
 const PASS_MARK_LIMIT = 10_000
@@ -109,16 +113,20 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
-  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
-    const variants = await store.variants(key)
-    if (variants.length === 0) return { hadVariants: false }
+  function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders): EntryMeta | undefined {
     let best: EntryMeta | undefined
     for (const v of variants) {
       if (!isFreshnessPolicy(v.policy)) continue
       if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
       if (!best || v.storedAt > best.storedAt) best = v
     }
-    return { meta: best, hadVariants: true }
+    return best
+  }
+
+  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
+    const variants = await store.variants(key)
+    if (variants.length === 0) return { hadVariants: false }
+    return { meta: pickVariant(variants, headers), hadVariants: true }
   }
 
   async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -140,37 +148,94 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return textResult(e.status, `${title}: ${e.message}. caje could not get a response from the origin; try again shortly.`, { ...cacheStatus, detail: e.kind })
   }
 
-  /** Serve a stored entry: client conditionals → 304, Range → 206, HEAD → headers only. Undefined when the body is gone or corrupt. */
-  async function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): Promise<ProxyResult | undefined> {
+  /**
+   * The header fields every answer from one stored response shares: the stored fields
+   * (RFC 9111 §3.1), Via, Accept-Ranges and Content-Length. Built once per stored entry
+   * (entries are immutable; an update is a new object) and copied per answer. Age and
+   * Cache-Status change per answer: their placeholders give every copy the same shape.
+   */
+  const storedHeads = new WeakMap<EntryMeta, Readonly<Record<string, string>>>()
+  function storedHead(meta: EntryMeta): Readonly<Record<string, string>> {
+    let head = storedHeads.get(meta)
+    if (!head) {
+      const h: Record<string, string> = { ...meta.headers, age: '', via: appendVia(meta.headers.via), 'cache-status': '' }
+      if (meta.status === 200) h['accept-ranges'] = 'bytes'
+      h['content-length'] = String(meta.size)
+      storedHeads.set(meta, (head = h))
+    }
+    return head
+  }
+
+  /**
+   * The answer a stored entry gives, before its body is opened: client conditionals → 304,
+   * an unsatisfiable Range → 416, HEAD → headers only (all finished), else the 200/206 whose
+   * body (`range`, or all of it) still has to be read.
+   */
+  function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const t = now()
     const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
-    const headers: Record<string, string> = { ...meta.headers, age: ageHeader(policy, t), via: appendVia(meta.headers.via), 'cache-status': formatCacheStatus(status) }
+    const headers: Record<string, string> = { ...storedHead(meta) }
+    headers.age = ageHeader(policy, t)
+    headers['cache-status'] = formatCacheStatus(status)
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers)) {
-      const h: Record<string, string> = { age: headers.age!, via: headers.via!, 'cache-status': headers['cache-status']! }
+      const h: Record<string, string> = { age: headers.age, via: headers.via!, 'cache-status': headers['cache-status'] }
       for (const f of NOT_MODIFIED_FIELDS) if (meta.headers[f] !== undefined) h[f] = meta.headers[f]!
-      return { status: 304, headers: h, body: null, cacheStatus: status, tier: 'none' }
+      return { result: { status: 304, headers: h, body: null, cacheStatus: status, tier: 'none' }, needsBody: false }
     }
 
-    if (meta.status === 200) headers['accept-ranges'] = 'bytes'
-    let range = meta.status === 200 && req.method === 'GET' && ifRangeAllows(req.headers, meta.headers) ? parseRange(req.headers.range, meta.size) : ({ kind: 'none' } as const)
+    const range = meta.status === 200 && req.method === 'GET' && req.headers.range !== undefined && ifRangeAllows(req.headers, meta.headers) ? parseRange(req.headers.range, meta.size) : NO_RANGE
     if (range.kind === 'unsatisfiable') {
-      const h: Record<string, string> = { 'content-range': `bytes */${meta.size}`, 'cache-status': headers['cache-status']!, via: headers.via!, 'content-length': '0' }
-      return { status: 416, headers: h, body: Buffer.alloc(0), cacheStatus: status, tier: 'none' }
+      const h: Record<string, string> = { 'content-range': `bytes */${meta.size}`, 'cache-status': headers['cache-status'], via: headers.via!, 'content-length': '0' }
+      return { result: { status: 416, headers: h, body: Buffer.alloc(0), cacheStatus: status, tier: 'none' }, needsBody: false }
     }
-    headers['content-length'] = String(meta.size)
-    if (req.method === 'HEAD') return { status: meta.status, headers, body: null, cacheStatus: status, tier: 'none' }
-
-    const stored = await store.read(meta.key, meta.variant, range.kind === 'range' ? range.range : undefined)
-    if (!stored) return undefined
-    const body = stored.kind === 'buffer' ? stored.buffer : stored.stream
+    if (req.method === 'HEAD') return { result: { status: meta.status, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: false }
     if (range.kind === 'range') {
       const { start, end } = range.range
       headers['content-range'] = `bytes ${start}-${end}/${meta.size}`
       headers['content-length'] = String(end - start + 1)
-      return { status: 206, headers, body, cacheStatus: status, tier: stored.tier }
+      return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: range.range }
     }
-    return { status: meta.status, headers, body, cacheStatus: status, tier: stored.tier }
+    return { result: { status: meta.status, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true }
+  }
+
+  function withBody(result: ProxyResult, stored: StoredBody): ProxyResult {
+    result.body = stored.kind === 'buffer' ? stored.buffer : stored.stream
+    result.tier = stored.tier
+    return result
+  }
+
+  /** Serve a stored entry (see storedAnswer). Undefined when the body is gone or corrupt. */
+  async function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): Promise<ProxyResult | undefined> {
+    const answer = storedAnswer(req, meta, policy, cacheStatus)
+    if (!answer.needsBody) return answer.result
+    const stored = await store.read(meta.key, meta.variant, answer.range)
+    return stored && withBody(answer.result, stored)
+  }
+
+  /**
+   * A fresh hit answered at once, without waiting a tick: the metadata is in memory and so is
+   * the body (or none is needed). Undefined means "take the full path", which also covers
+   * disk reads, revalidation and misses.
+   */
+  function hitNow(req: ProxyRequest): ProxyResult | undefined {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return undefined
+    if (!opts.resolveOrigin(req.host)) return undefined
+    const key = primaryKey(req.scheme, req.host, req.path)
+    const variants = store.variantsNow(key)
+    if (variants.length === 0) return undefined
+    const meta = pickVariant(variants, req.headers)
+    if (!meta) return undefined
+    const policy = meta.policy as FreshnessPolicy
+    if (decideReuse(policy, req.headers, now()).kind !== 'fresh') return undefined
+    const answer = storedAnswer(req, meta, policy, HIT)
+    let result: ProxyResult | undefined = answer.result
+    if (answer.needsBody) {
+      const stored = store.readNow(meta.key, meta.variant, answer.range)
+      result = stored && withBody(answer.result, stored)
+    }
+    if (result) opts.metrics?.request(statusLabel(result.cacheStatus))
+    return result
   }
 
   interface StoreTarget {
@@ -512,6 +577,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   return {
+    hitNow,
+
     async handle(req) {
       const originUrl = opts.resolveOrigin(req.host)
       let result: ProxyResult
