@@ -12,6 +12,7 @@ import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+import { TEXT } from '../views/text.ts'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
@@ -318,4 +319,79 @@ describe('manifest locked by another writer', () => {
     // Serving never waited for the lock (a synchronous SQLite busy wait would stall every request).
     expect(slowest.ms, `slowest request while locked: ${slowest.what}`).toBeLessThan(500)
   }, 40_000)
+
+  it('an admin sign-in while the lock is held never stalls serving: 503 "busy" past the retry window, signed in when the lock goes in time', async () => {
+    const dir = await tempDir('caje-locked-admin-')
+    const { origin, expected } = await bodyOrigin({ size: 8 * 1024, chunk: 8 * 1024, pauseMs: 0 })
+    const node = await spawnCaje(dir, origin.url)
+    await getBody(node.url + '/o/warm')
+    await waitFor(async () => (await health(node.url)).manifestWriter.queued === 0 && (await health(node.url)).cache.entries === 1, 'the warm-up object to be recorded', 10_000)
+
+    const lockFor = (ms: number) => {
+      const locker = new SQLite(path.join(dir, 'manifest.db'))
+      locker.exec('BEGIN EXCLUSIVE')
+      let released = false
+      const release = () => {
+        if (released) return
+        released = true
+        locker.exec('ROLLBACK')
+        locker.close()
+      }
+      cleanups.push(async () => release())
+      setTimeout(release, ms)
+    }
+    const signIn = () =>
+      fetch(`${node.url}/_caje/auth/password`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body: JSON.stringify({ password: 'process-faults-password' }),
+      })
+    /** Cache hits, one after another, while the sign-in is pending; the slowest one. */
+    const serveWhile = async (pending: Promise<unknown>) => {
+      let done = false
+      void pending.then(
+        () => (done = true),
+        () => (done = true),
+      )
+      let slowest = 0
+      let served = 0
+      while (!done) {
+        const t = Date.now()
+        const r = await getBody(node.url + '/o/warm')
+        slowest = Math.max(slowest, Date.now() - t)
+        expect(r.status).toBe(200)
+        expect(r.hash).toBe(expected('/o/warm'))
+        served++
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      return { slowest, served }
+    }
+
+    // Held past the retry window (3 s): the admin gets a clear 503, the proxy keeps serving.
+    lockFor(4500)
+    const t0 = Date.now()
+    const refused = signIn()
+    const whileRefused = await serveWhile(refused)
+    const res = await refused
+    expect(whileRefused.slowest, 'slowest hit while the sign-in waited').toBeLessThan(500)
+    expect(whileRefused.served).toBeGreaterThan(10)
+    expect(res.status).toBe(503)
+    expect(res.headers.get('retry-after')).toBe('1')
+    expect(await res.json()).toEqual({ ok: false, error: TEXT.errors.manifestBusy })
+    expect(Date.now() - t0).toBeLessThan(4500)
+    await new Promise((r) => setTimeout(r, 4600 - (Date.now() - t0)))
+
+    // Released within the window: the same sign-in waits for it, still without stalling the proxy, and succeeds.
+    lockFor(1000)
+    const t1 = Date.now()
+    const accepted = signIn()
+    const whileAccepted = await serveWhile(accepted)
+    const ok = await accepted
+    expect(ok.status, await ok.clone().text()).toBe(200)
+    expect(ok.headers.getSetCookie().some((c) => c.startsWith('caje_session='))).toBe(true)
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(900)
+    expect(whileAccepted.slowest, 'slowest hit while the sign-in waited').toBeLessThan(500)
+    expect(node.child.exitCode).toBeNull()
+    expect(node.logs().filter((l) => l.event === 'admin.error')).toEqual([])
+  }, 60_000)
 })

@@ -230,6 +230,7 @@ export const TEXT = {
     unauthorized: 'Sign in first.',
     badRequest: 'The request was not understood.',
     internal: 'Something went wrong. The details are in the server log.',
+    manifestBusy: 'The manifest is busy (another process holds its write lock); try again in a moment.',
     back: 'Back to the cache',
   },
   time: {

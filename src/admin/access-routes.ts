@@ -56,7 +56,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
     const auth = session(c.get('auth'))
     const name = field(await readBody(c), 'name', NAME_MAX + 1)
     if (!name || name.length > NAME_MAX) return finish(c, shared, { ok: false, message: TEXT.flash.nameRequired, redirect: back })
-    const ok = await repo.renamePasskey(shared.db, auth.adminId, c.req.param('id'), name)
+    const ok = await shared.write((trx) => repo.renamePasskey(trx, auth.adminId, c.req.param('id'), name))
     if (!ok) return finish(c, shared, { ok: false, message: TEXT.flash.passkeyNotFound, status: 404, redirect: back })
     shared.log({ event: 'admin.passkey_renamed', admin: auth.adminId, passkey: c.req.param('id') })
     return finish(c, shared, { ok: true, message: TEXT.flash.passkeyRenamed(name), redirect: back })
@@ -65,7 +65,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
   app.post('/passkeys/:id/remove', signedIn, async (c) => {
     const auth = session(c.get('auth'))
     const id = c.req.param('id')
-    const result = await repo.removePasskey(shared.db, auth.adminId, id)
+    const result = await shared.write((trx) => repo.removePasskey(trx, auth.adminId, id))
     if (result === 'last') return finish(c, shared, { ok: false, message: TEXT.flash.passkeyLast, status: 409, redirect: back })
     if (result === 'not-found') return finish(c, shared, { ok: false, message: TEXT.flash.passkeyNotFound, status: 404, redirect: back })
     shared.log({ event: 'admin.passkey_removed', admin: auth.adminId, passkey: id })
@@ -77,7 +77,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
     const id = c.req.param('id')
     if (id === auth.adminId) return finish(c, shared, { ok: false, message: TEXT.flash.adminSelf, status: 409, redirect: back })
     if (!(await repo.getAdmin(shared.db, id))) return finish(c, shared, { ok: false, message: TEXT.errors.notFound, status: 404, redirect: back })
-    if (!(await repo.deleteAdmin(shared.db, id))) return finish(c, shared, { ok: false, message: TEXT.flash.adminLast, status: 409, redirect: back })
+    if (!(await shared.write((trx) => repo.deleteAdmin(trx, id)))) return finish(c, shared, { ok: false, message: TEXT.flash.adminLast, status: 409, redirect: back })
     shared.log({ event: 'admin.admin_removed', admin: auth.adminId, removed: id })
     return finish(c, shared, { ok: true, message: TEXT.flash.adminRemoved, redirect: back })
   })
@@ -86,7 +86,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
     const auth = session(c.get('auth'))
     const token = randomToken(24)
     const now = shared.now()
-    await repo.insertInvite(shared.db, { tokenHash: hashToken(token), createdBy: auth.adminId, createdAt: now, expiresAt: now + INVITE_TTL_MS })
+    await shared.write((trx) => repo.insertInvite(trx, { tokenHash: hashToken(token), createdBy: auth.adminId, createdAt: now, expiresAt: now + INVITE_TTL_MS }))
     const link = `${shared.config.publicOrigin}${PATHS.invite(token)}`
     shared.log({ event: 'admin.invite_created', admin: auth.adminId })
     return finish(c, shared, {
@@ -101,7 +101,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
 
   app.post('/invites/:id/revoke', signedIn, async (c) => {
     const auth = session(c.get('auth'))
-    const ok = await repo.deleteInvite(shared.db, c.req.param('id'))
+    const ok = await shared.write((trx) => repo.deleteInvite(trx, c.req.param('id')))
     if (!ok) return finish(c, shared, { ok: false, message: TEXT.flash.inviteGone, status: 404, redirect: `${back}#invites` })
     shared.log({ event: 'admin.invite_revoked', admin: auth.adminId })
     return finish(c, shared, { ok: true, message: TEXT.flash.inviteRevoked, redirect: `${back}#invites` })
@@ -113,7 +113,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
     if (!name || name.length > NAME_MAX) return finish(c, shared, { ok: false, message: TEXT.flash.nameRequired, redirect: `${back}#tokens` })
     const token = `caje_${randomToken(32)}`
     const id = `tok_${randomToken(12)}`
-    await repo.insertApiToken(shared.db, { id, name, tokenHash: hashToken(token), createdBy: auth.adminId, createdAt: shared.now() })
+    await shared.write((trx) => repo.insertApiToken(trx, { id, name, tokenHash: hashToken(token), createdBy: auth.adminId, createdAt: shared.now() }))
     shared.log({ event: 'admin.token_created', admin: auth.adminId, token: id })
     return finish(c, shared, {
       ok: true,
@@ -128,7 +128,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
   app.post('/tokens/:id/revoke', signedIn, async (c) => {
     const auth = session(c.get('auth'))
     const id = c.req.param('id')
-    const ok = await repo.revokeApiToken(shared.db, id, shared.now())
+    const ok = await shared.write((trx) => repo.revokeApiToken(trx, id, shared.now()))
     if (!ok) return finish(c, shared, { ok: false, message: TEXT.flash.tokenGone, status: 404, redirect: `${back}#tokens` })
     shared.log({ event: 'admin.token_revoked', admin: auth.adminId, token: id })
     return finish(c, shared, { ok: true, message: TEXT.flash.tokenRevoked, redirect: `${back}#tokens` })

@@ -9,6 +9,7 @@ import { ErrorPage } from '../../views/error.tsx'
 import { TEXT } from '../../views/text.ts'
 import type { Config } from '../config.ts'
 import type { Database } from '../manifest/database.ts'
+import { DEFAULT_BUSY_RETRY_MS, ManifestBusyError, writeWhenFree } from '../manifest/ops.ts'
 import type { AdminActions } from './actions.ts'
 import { registerAccessRoutes } from './access-routes.ts'
 import { registerAssetRoutes } from './assets.ts'
@@ -42,6 +43,11 @@ export interface AdminDeps {
   /** Sign-in / enrolment attempts per client per window; default 20 per 5 minutes. */
   loginRateLimit?: { max: number; windowMs: number }
   session?: Partial<SessionTimes>
+  /**
+   * How long an admin write keeps retrying while another process holds the
+   * manifest's write lock before the request is answered 503. Default 3000.
+   */
+  busyRetryMs?: number
 }
 
 export const DEFAULT_SESSION: SessionTimes = {
@@ -77,9 +83,11 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
     })
   }
   const limit = deps.loginRateLimit ?? { max: 20, windowMs: 5 * 60_000 }
+  const busyRetry = { totalMs: deps.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS }
   const shared: Shared = {
     config: deps.config,
     db: deps.db,
+    write: (fn) => writeWhenFree(deps.db, fn, busyRetry),
     actions: deps.actions,
     log: deps.log,
     now,
@@ -99,6 +107,12 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
 
   app.notFound((c) => (wantsJson(c) ? jsonError(c, 404, TEXT.errors.notFound) : renderPage(c, ErrorPage, { status: 404, message: TEXT.errors.notFound }, 404)))
   app.onError((err, c) => {
+    if (err instanceof ManifestBusyError) {
+      // Another process (a node, a migration, sqlite3 in a shell) held the write lock past the retry window.
+      deps.log({ level: 'warn', event: 'admin.manifest_busy', path: c.req.path, method: c.req.method, waitedMs: err.waitedMs, attempts: err.attempts })
+      c.header('Retry-After', '1')
+      return wantsJson(c) ? jsonError(c, 503, TEXT.errors.manifestBusy) : renderPage(c, ErrorPage, { status: 503, message: TEXT.errors.manifestBusy }, 503)
+    }
     if (err instanceof HTTPException && err.status < 500) {
       return wantsJson(c) ? jsonError(c, err.status, err.message || TEXT.errors.badRequest) : renderPage(c, ErrorPage, { status: err.status, message: err.message || TEXT.errors.badRequest }, err.status)
     }

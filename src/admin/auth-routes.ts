@@ -76,7 +76,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     if (!admin) {
       const now = shared.now()
       const created = { id: newAdminId(), name: field(body, 'name', NAME_MAX) || 'admin', createdAt: now }
-      await repo.insertAdmin(shared.db, created)
+      await shared.write((trx) => repo.insertAdmin(trx, created))
       admin = { id: created.id, name: created.name, created_at: now }
       shared.log({ event: 'admin.enrolled', admin: admin.id, via: mode })
     }
@@ -154,7 +154,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.post('/logout', signedIn, async (c) => {
     const auth = c.get('auth')
-    if (auth.kind === 'session') await repo.deleteSession(shared.db, auth.sessionHash)
+    if (auth.kind === 'session') await shared.write((trx) => repo.deleteSession(trx, auth.sessionHash))
     clearSessionCookie(c, shared)
     shared.log({ event: 'admin.signed_out', admin: auth.kind === 'session' ? auth.adminId : null })
     return finish(c, shared, { ok: true, message: TEXT.flash.signedOut, redirect: PATHS.auth })
@@ -163,7 +163,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   app.post('/logout/all', signedIn, async (c) => {
     const auth = c.get('auth')
     if (auth.kind !== 'session') return jsonError(c, 403, TEXT.errors.forbidden)
-    const n = await repo.deleteAdminSessions(shared.db, auth.adminId)
+    const n = await shared.write((trx) => repo.deleteAdminSessions(trx, auth.adminId))
     clearSessionCookie(c, shared)
     shared.log({ event: 'admin.signed_out_everywhere', admin: auth.adminId, sessions: n })
     return finish(c, shared, { ok: true, message: TEXT.flash.signedOutEverywhere(n), redirect: PATHS.auth })

@@ -5,6 +5,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { PATHS } from '../../views/paths.ts'
 import { TEXT } from '../../views/text.ts'
+import { writeWhenFree } from '../manifest/ops.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
 import { bearerToken, isCrossSite, jsonError, readBody, setFlash, wantsJson } from './http.ts'
 import * as repo from './repo.ts'
@@ -14,14 +15,15 @@ import { hashToken, randomToken, secretEquals } from './secrets.ts'
 export async function startSession(c: Context, shared: Shared, adminId: string): Promise<void> {
   const id = randomToken(32)
   const now = shared.now()
-  await repo.insertSession(shared.db, {
+  const session = {
     idHash: hashToken(id),
     adminId,
     csrfToken: randomToken(24),
     createdAt: now,
     expiresAt: now + shared.session.idleMs,
     userAgent: c.req.header('user-agent')?.slice(0, 256) ?? null,
-  })
+  }
+  await shared.write((trx) => repo.insertSession(trx, session))
   setCookie(c, shared.cookies.session, id, {
     httpOnly: true,
     sameSite: 'Strict',
@@ -36,20 +38,22 @@ export function clearSessionCookie(c: Context, shared: Shared): void {
 
 type SessionLookup = { state: 'none' } | { state: 'ended' } | { state: 'ok'; auth: Extract<Auth, { kind: 'session' }> }
 
-/** The session named by the cookie; expired ones are deleted on sight. */
 /**
  * Writes that only keep books (sliding expiry, last use) must not fail a
  * read: on a LiteFS replica the manifest is read-only, and the next request
- * that reaches the primary catches up.
+ * that reaches the primary catches up. Nor do they wait: one attempt that
+ * fails at once when another process holds the write lock (the next request
+ * tries again), so a page never waits for its bookkeeping.
  */
-async function bookkeeping(shared: Shared, what: string, write: () => Promise<unknown>): Promise<void> {
+async function bookkeeping(shared: Shared, what: string, write: (trx: repo.Tx) => Promise<unknown>): Promise<void> {
   try {
-    await write()
+    await writeWhenFree(shared.db, write, { totalMs: 0 })
   } catch (err) {
     shared.log({ level: 'debug', event: 'admin.bookkeeping_skipped', what, error: (err as Error).message })
   }
 }
 
+/** The session named by the cookie; expired ones are deleted on sight. */
 export async function lookupSession(c: Context, shared: Shared): Promise<SessionLookup> {
   const id = getCookie(c, shared.cookies.session)
   if (!id) return { state: 'none' }
@@ -59,11 +63,11 @@ export async function lookupSession(c: Context, shared: Shared): Promise<Session
   const now = shared.now()
   const hardEnd = row.created_at + shared.session.absoluteMs
   if (row.expires_at <= now || hardEnd <= now) {
-    await bookkeeping(shared, 'delete expired session', () => repo.deleteSession(shared.db, idHash))
+    await bookkeeping(shared, 'delete expired session', (trx) => repo.deleteSession(trx, idHash))
     return { state: 'ended' }
   }
   if (now - row.last_seen_at >= shared.session.touchEveryMs) {
-    await bookkeeping(shared, 'extend session', () => repo.touchSession(shared.db, idHash, now, Math.min(now + shared.session.idleMs, hardEnd)))
+    await bookkeeping(shared, 'extend session', (trx) => repo.touchSession(trx, idHash, now, Math.min(now + shared.session.idleMs, hardEnd)))
   }
   return {
     state: 'ok',
@@ -79,7 +83,7 @@ export async function lookupBearer(shared: Shared, token: string): Promise<Extra
   const row = await repo.findActiveApiToken(shared.db, hashToken(token))
   if (!row) return undefined
   const now = shared.now()
-  if (row.last_used_at === null || now - row.last_used_at >= 60_000) await bookkeeping(shared, 'record token use', () => repo.touchApiToken(shared.db, row.id, now))
+  if (row.last_used_at === null || now - row.last_used_at >= 60_000) await bookkeeping(shared, 'record token use', (trx) => repo.touchApiToken(trx, row.id, now))
   return { kind: 'token', tokenId: row.id, name: row.name }
 }
 

@@ -6,6 +6,7 @@ import type { Config } from '../config.ts'
 import type { Database } from '../manifest/database.ts'
 import type { AdminActions } from './actions.ts'
 import type { RateLimiter } from './rate-limit.ts'
+import type { Tx } from './repo.ts'
 
 /** Who is making the request. */
 export type Auth =
@@ -35,7 +36,14 @@ export interface SessionTimes {
 
 export interface Shared {
   config: Config
+  /** For reads (WAL: they never wait for a writer). Writes go through `write`. */
   db: Kysely<Database>
+  /**
+   * Run admin writes as one transaction without blocking the event loop on
+   * another process's write lock (writeWhenFree): retried with timers for a
+   * few seconds, then ManifestBusyError, which the app answers with 503.
+   */
+  write<T>(fn: (trx: Tx) => Promise<T>): Promise<T>
   actions: AdminActions
   log: (o: Record<string, unknown>) => void
   now: () => number

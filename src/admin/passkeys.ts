@@ -43,8 +43,10 @@ async function storeChallenge(
   ch: { id: string; challenge: string; kind: 'registration' | 'authentication'; adminId: string | null },
 ): Promise<void> {
   const now = shared.now()
-  await repo.deleteExpired(shared.db, now)
-  await repo.insertChallenge(shared.db, { ...ch, expiresAt: now + CHALLENGE_TTL_MS })
+  await shared.write(async (trx) => {
+    await repo.deleteExpired(trx, now)
+    await repo.insertChallenge(trx, { ...ch, expiresAt: now + CHALLENGE_TTL_MS })
+  })
 }
 
 // ── authentication ──────────────────────────────────────────────────────
@@ -72,7 +74,10 @@ export async function verifyAuthentication(
 ): Promise<Result<{ adminId: string; passkeyId: string }>> {
   const now = shared.now()
   // Consumed before anything else: a replay, a failure and a success all use it up.
-  const challenge = input.challengeId ? await repo.takeChallenge(shared.db, input.challengeId, now) : undefined
+  // (While another process holds the manifest's lock nothing is written, this
+  // included: the request is answered 503 and the challenge can be answered again.)
+  const challengeId = input.challengeId
+  const challenge = challengeId ? await shared.write((trx) => repo.takeChallenge(trx, challengeId, now)) : undefined
   if (!challenge || challenge.kind !== 'authentication') return fail(400, TEXT.ceremony.expired, 'challenge_unknown')
   if (!isCredentialJson(input.response)) return fail(400, TEXT.ceremony.badRequest, 'malformed_response')
   const response = input.response as unknown as AuthenticationResponseJSON
@@ -102,7 +107,7 @@ export async function verifyAuthentication(
   if (!verification.verified) return fail(401, TEXT.ceremony.failed, 'not_verified')
 
   const info = verification.authenticationInfo
-  await repo.recordPasskeyUse(shared.db, passkey.id, { counter: info.newCounter, backedUp: info.credentialBackedUp, at: now })
+  await shared.write((trx) => repo.recordPasskeyUse(trx, passkey.id, { counter: info.newCounter, backedUp: info.credentialBackedUp, at: now }))
   return { ok: true, value: { adminId: passkey.admin_id, passkeyId: passkey.id } }
 }
 
@@ -148,7 +153,8 @@ export async function verifyRegistration(
   input: { challengeId: string; response: unknown; passkeyName: string; target: RegistrationTarget },
 ): Promise<Result<{ adminId: string; passkeyId: string; passkeyName: string }>> {
   const now = shared.now()
-  const challenge = input.challengeId ? await repo.takeChallenge(shared.db, input.challengeId, now) : undefined
+  const challengeId = input.challengeId
+  const challenge = challengeId ? await shared.write((trx) => repo.takeChallenge(trx, challengeId, now)) : undefined
   const target = input.target
   const expectedAdmin = target.kind === 'admin' ? target.adminId : null
   if (!challenge || challenge.kind !== 'registration' || challenge.admin_id !== expectedAdmin) {
@@ -180,29 +186,32 @@ export async function verifyRegistration(
   const info = verification.registrationInfo
   if (await repo.getPasskey(shared.db, info.credential.id)) return fail(409, TEXT.ceremony.duplicate, 'duplicate_credential')
 
-  let adminId: string
-  if (target.kind === 'invite') {
-    // One use only: the conditional update fails if another request used it first.
-    if (!(await repo.useInvite(shared.db, inviteHash!, now))) return fail(400, TEXT.ceremony.inviteGone, 'invite_race')
-    adminId = inviteeAdminId(challenge.id)
-    await repo.insertAdmin(shared.db, { id: adminId, name: target.name || 'admin', createdAt: now })
-  } else {
-    adminId = target.adminId
-  }
-  const count = await repo.countPasskeys(shared.db, adminId)
-  const passkeyName = input.passkeyName || `Passkey ${count + 1}`
-  await repo.insertPasskey(shared.db, {
-    id: info.credential.id,
-    adminId,
-    publicKey: info.credential.publicKey,
-    counter: info.credential.counter,
-    transports: info.credential.transports,
-    deviceType: info.credentialDeviceType,
-    backedUp: info.credentialBackedUp,
-    name: passkeyName,
-    createdAt: now,
+  // One transaction: an invite is never used up without its admin and passkey.
+  return shared.write(async (trx) => {
+    let adminId: string
+    if (target.kind === 'invite') {
+      // One use only: the conditional update fails if another request used it first.
+      if (!(await repo.useInvite(trx, inviteHash!, now))) return fail(400, TEXT.ceremony.inviteGone, 'invite_race')
+      adminId = inviteeAdminId(challenge.id)
+      await repo.insertAdmin(trx, { id: adminId, name: target.name || 'admin', createdAt: now })
+    } else {
+      adminId = target.adminId
+    }
+    const count = await repo.countPasskeys(trx, adminId)
+    const passkeyName = input.passkeyName || `Passkey ${count + 1}`
+    await repo.insertPasskey(trx, {
+      id: info.credential.id,
+      adminId,
+      publicKey: info.credential.publicKey,
+      counter: info.credential.counter,
+      transports: info.credential.transports,
+      deviceType: info.credentialDeviceType,
+      backedUp: info.credentialBackedUp,
+      name: passkeyName,
+      createdAt: now,
+    })
+    return { ok: true, value: { adminId, passkeyId: info.credential.id, passkeyName } }
   })
-  return { ok: true, value: { adminId, passkeyId: info.credential.id, passkeyName } }
 }
 
 function parseTransports(raw: string | null): AuthenticatorTransportFuture[] | undefined {

@@ -2,8 +2,14 @@
 // live only here so they can be routed to the primary later (a replica must not
 // write to the LiteFS-replicated file; see DESIGN.md "Cluster").
 // TODO(Admin UI with passkey sign-in): route writes through the cluster writer on replicas.
+//
+// Reads take the database; writes take a transaction (`Tx`), which callers get
+// from `shared.write` (writeWhenFree in manifest/ops.ts): it never blocks the
+// event loop on another process's write lock, so the proxy keeps serving while
+// an admin write waits. A plain Kysely handle is not a Tx, so a write that
+// skips that path does not type-check.
 
-import type { Kysely, Selectable } from 'kysely'
+import type { Kysely, Selectable, Transaction } from 'kysely'
 import type { Database } from '../manifest/database.ts'
 
 export type AdminRow = Selectable<Database['admins']>
@@ -14,11 +20,13 @@ export type InviteRow = Selectable<Database['invites']>
 export type ApiTokenRow = Selectable<Database['api_tokens']>
 
 type Db = Kysely<Database>
+/** A write transaction opened by writeWhenFree (see the top of this file). */
+export type Tx = Transaction<Database>
 
 // ── admins ──────────────────────────────────────────────────────────────
 
-export async function insertAdmin(db: Db, admin: { id: string; name: string; createdAt: number }): Promise<void> {
-  await db.insertInto('admins').values({ id: admin.id, name: admin.name, created_at: admin.createdAt }).execute()
+export async function insertAdmin(trx: Tx, admin: { id: string; name: string; createdAt: number }): Promise<void> {
+  await trx.insertInto('admins').values({ id: admin.id, name: admin.name, created_at: admin.createdAt }).execute()
 }
 
 export async function getAdmin(db: Db, id: string): Promise<AdminRow | undefined> {
@@ -49,20 +57,18 @@ export async function listAdmins(db: Db): Promise<AdminSummary[]> {
 }
 
 /** Remove an admin with their passkeys and sessions. Refused (false) for the last admin holding passkeys. */
-export async function deleteAdmin(db: Db, id: string): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
-    const others = await trx
-      .selectFrom('passkeys')
-      .select(({ fn }) => fn.countAll<number>().as('n'))
-      .where('admin_id', '!=', id)
-      .executeTakeFirstOrThrow()
-    if (Number(others.n) === 0) return false
-    await trx.deleteFrom('sessions').where('admin_id', '=', id).execute()
-    await trx.deleteFrom('challenges').where('admin_id', '=', id).execute()
-    await trx.deleteFrom('passkeys').where('admin_id', '=', id).execute()
-    const res = await trx.deleteFrom('admins').where('id', '=', id).executeTakeFirst()
-    return Number(res.numDeletedRows) === 1
-  })
+export async function deleteAdmin(trx: Tx, id: string): Promise<boolean> {
+  const others = await trx
+    .selectFrom('passkeys')
+    .select(({ fn }) => fn.countAll<number>().as('n'))
+    .where('admin_id', '!=', id)
+    .executeTakeFirstOrThrow()
+  if (Number(others.n) === 0) return false
+  await trx.deleteFrom('sessions').where('admin_id', '=', id).execute()
+  await trx.deleteFrom('challenges').where('admin_id', '=', id).execute()
+  await trx.deleteFrom('passkeys').where('admin_id', '=', id).execute()
+  const res = await trx.deleteFrom('admins').where('id', '=', id).executeTakeFirst()
+  return Number(res.numDeletedRows) === 1
 }
 
 // ── passkeys ────────────────────────────────────────────────────────────
@@ -94,8 +100,8 @@ export interface NewPasskey {
   createdAt: number
 }
 
-export async function insertPasskey(db: Db, p: NewPasskey): Promise<void> {
-  await db
+export async function insertPasskey(trx: Tx, p: NewPasskey): Promise<void> {
+  await trx
     .insertInto('passkeys')
     .values({
       id: p.id,
@@ -113,39 +119,37 @@ export async function insertPasskey(db: Db, p: NewPasskey): Promise<void> {
 }
 
 /** After a verified sign-in: the authenticator's new signature counter and backup state. */
-export async function recordPasskeyUse(db: Db, id: string, use: { counter: number; backedUp: boolean; at: number }): Promise<void> {
-  await db
+export async function recordPasskeyUse(trx: Tx, id: string, use: { counter: number; backedUp: boolean; at: number }): Promise<void> {
+  await trx
     .updateTable('passkeys')
     .set({ counter: use.counter, backed_up: use.backedUp ? 1 : 0, last_used_at: use.at })
     .where('id', '=', id)
     .execute()
 }
 
-export async function renamePasskey(db: Db, adminId: string, id: string, name: string): Promise<boolean> {
-  const res = await db.updateTable('passkeys').set({ name }).where('id', '=', id).where('admin_id', '=', adminId).executeTakeFirst()
+export async function renamePasskey(trx: Tx, adminId: string, id: string, name: string): Promise<boolean> {
+  const res = await trx.updateTable('passkeys').set({ name }).where('id', '=', id).where('admin_id', '=', adminId).executeTakeFirst()
   return Number(res.numUpdatedRows) === 1
 }
 
 export type RemovePasskeyResult = 'removed' | 'not-found' | 'last'
 
 /** Remove one of the admin's passkeys; never their last one. */
-export async function removePasskey(db: Db, adminId: string, id: string): Promise<RemovePasskeyResult> {
-  return db.transaction().execute(async (trx) => {
-    const own = await trx.selectFrom('passkeys').select('id').where('admin_id', '=', adminId).execute()
-    if (!own.some((p) => p.id === id)) return 'not-found'
-    if (own.length <= 1) return 'last'
-    await trx.deleteFrom('passkeys').where('id', '=', id).where('admin_id', '=', adminId).execute()
-    return 'removed'
-  })
+export async function removePasskey(trx: Tx, adminId: string, id: string): Promise<RemovePasskeyResult> {
+  const own = await trx.selectFrom('passkeys').select('id').where('admin_id', '=', adminId).execute()
+  if (!own.some((p) => p.id === id)) return 'not-found'
+  if (own.length <= 1) return 'last'
+  await trx.deleteFrom('passkeys').where('id', '=', id).where('admin_id', '=', adminId).execute()
+  return 'removed'
 }
 
 // ── sessions ────────────────────────────────────────────────────────────
 
 export async function insertSession(
-  db: Db,
+  trx: Tx,
   s: { idHash: string; adminId: string; csrfToken: string; createdAt: number; expiresAt: number; userAgent: string | null },
 ): Promise<void> {
-  await db
+  await trx
     .insertInto('sessions')
     .values({
       id_hash: s.idHash,
@@ -164,16 +168,16 @@ export async function getSession(db: Db, idHash: string): Promise<SessionRow | u
 }
 
 /** Sliding expiry: push expires_at forward on use. */
-export async function touchSession(db: Db, idHash: string, at: number, expiresAt: number): Promise<void> {
-  await db.updateTable('sessions').set({ last_seen_at: at, expires_at: expiresAt }).where('id_hash', '=', idHash).execute()
+export async function touchSession(trx: Tx, idHash: string, at: number, expiresAt: number): Promise<void> {
+  await trx.updateTable('sessions').set({ last_seen_at: at, expires_at: expiresAt }).where('id_hash', '=', idHash).execute()
 }
 
-export async function deleteSession(db: Db, idHash: string): Promise<void> {
-  await db.deleteFrom('sessions').where('id_hash', '=', idHash).execute()
+export async function deleteSession(trx: Tx, idHash: string): Promise<void> {
+  await trx.deleteFrom('sessions').where('id_hash', '=', idHash).execute()
 }
 
-export async function deleteAdminSessions(db: Db, adminId: string): Promise<number> {
-  const res = await db.deleteFrom('sessions').where('admin_id', '=', adminId).executeTakeFirst()
+export async function deleteAdminSessions(trx: Tx, adminId: string): Promise<number> {
+  const res = await trx.deleteFrom('sessions').where('admin_id', '=', adminId).executeTakeFirst()
   return Number(res.numDeletedRows)
 }
 
@@ -190,10 +194,10 @@ export async function countAdminSessions(db: Db, adminId: string, now: number): 
 // ── challenges ──────────────────────────────────────────────────────────
 
 export async function insertChallenge(
-  db: Db,
+  trx: Tx,
   ch: { id: string; challenge: string; kind: 'registration' | 'authentication'; adminId: string | null; expiresAt: number },
 ): Promise<void> {
-  await db
+  await trx
     .insertInto('challenges')
     .values({ id: ch.id, challenge: ch.challenge, kind: ch.kind, admin_id: ch.adminId, expires_at: ch.expiresAt })
     .execute()
@@ -203,8 +207,8 @@ export async function insertChallenge(
  * Consume a challenge: it is deleted whatever happens next, so it can be
  * answered at most once. Returns it only while it has not expired.
  */
-export async function takeChallenge(db: Db, id: string, now: number): Promise<ChallengeRow | undefined> {
-  const row = await db.deleteFrom('challenges').where('id', '=', id).returningAll().executeTakeFirst()
+export async function takeChallenge(trx: Tx, id: string, now: number): Promise<ChallengeRow | undefined> {
+  const row = await trx.deleteFrom('challenges').where('id', '=', id).returningAll().executeTakeFirst()
   if (!row || Number(row.expires_at) <= now) return undefined
   return row
 }
@@ -212,16 +216,16 @@ export async function takeChallenge(db: Db, id: string, now: number): Promise<Ch
 // ── housekeeping ────────────────────────────────────────────────────────
 
 /** Drop expired challenges, sessions and invites; cheap, run on sign-in paths. */
-export async function deleteExpired(db: Db, now: number): Promise<void> {
-  await db.deleteFrom('challenges').where('expires_at', '<=', now).execute()
-  await db.deleteFrom('sessions').where('expires_at', '<=', now).execute()
-  await db.deleteFrom('invites').where('expires_at', '<=', now).where('used_at', 'is', null).execute()
+export async function deleteExpired(trx: Tx, now: number): Promise<void> {
+  await trx.deleteFrom('challenges').where('expires_at', '<=', now).execute()
+  await trx.deleteFrom('sessions').where('expires_at', '<=', now).execute()
+  await trx.deleteFrom('invites').where('expires_at', '<=', now).where('used_at', 'is', null).execute()
 }
 
 // ── invites ─────────────────────────────────────────────────────────────
 
-export async function insertInvite(db: Db, inv: { tokenHash: string; createdBy: string; createdAt: number; expiresAt: number }): Promise<void> {
-  await db
+export async function insertInvite(trx: Tx, inv: { tokenHash: string; createdBy: string; createdAt: number; expiresAt: number }): Promise<void> {
+  await trx
     .insertInto('invites')
     .values({ token_hash: inv.tokenHash, created_by: inv.createdBy, created_at: inv.createdAt, expires_at: inv.expiresAt, used_at: null })
     .execute()
@@ -239,8 +243,8 @@ export async function getOpenInvite(db: Db, tokenHash: string, now: number): Pro
 }
 
 /** Mark an invite used; false when it was used or expired in the meantime (one use only). */
-export async function useInvite(db: Db, tokenHash: string, now: number): Promise<boolean> {
-  const res = await db
+export async function useInvite(trx: Tx, tokenHash: string, now: number): Promise<boolean> {
+  const res = await trx
     .updateTable('invites')
     .set({ used_at: now })
     .where('token_hash', '=', tokenHash)
@@ -262,18 +266,18 @@ export async function listOpenInvites(db: Db, now: number): Promise<Array<Invite
     .execute()
 }
 
-export async function deleteInvite(db: Db, tokenHash: string): Promise<boolean> {
-  const res = await db.deleteFrom('invites').where('token_hash', '=', tokenHash).where('used_at', 'is', null).executeTakeFirst()
+export async function deleteInvite(trx: Tx, tokenHash: string): Promise<boolean> {
+  const res = await trx.deleteFrom('invites').where('token_hash', '=', tokenHash).where('used_at', 'is', null).executeTakeFirst()
   return Number(res.numDeletedRows) === 1
 }
 
 // ── API tokens ──────────────────────────────────────────────────────────
 
 export async function insertApiToken(
-  db: Db,
+  trx: Tx,
   t: { id: string; name: string; tokenHash: string; createdBy: string; createdAt: number },
 ): Promise<void> {
-  await db
+  await trx
     .insertInto('api_tokens')
     .values({ id: t.id, name: t.name, token_hash: t.tokenHash, created_by: t.createdBy, created_at: t.createdAt, last_used_at: null, revoked_at: null })
     .execute()
@@ -283,16 +287,16 @@ export async function findActiveApiToken(db: Db, tokenHash: string): Promise<Api
   return db.selectFrom('api_tokens').selectAll().where('token_hash', '=', tokenHash).where('revoked_at', 'is', null).executeTakeFirst()
 }
 
-export async function touchApiToken(db: Db, id: string, at: number): Promise<void> {
-  await db.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', id).execute()
+export async function touchApiToken(trx: Tx, id: string, at: number): Promise<void> {
+  await trx.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', id).execute()
 }
 
 export async function listApiTokens(db: Db): Promise<ApiTokenRow[]> {
   return db.selectFrom('api_tokens').selectAll().orderBy('revoked_at').orderBy('created_at', 'desc').execute()
 }
 
-export async function revokeApiToken(db: Db, id: string, at: number): Promise<boolean> {
-  const res = await db.updateTable('api_tokens').set({ revoked_at: at }).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst()
+export async function revokeApiToken(trx: Tx, id: string, at: number): Promise<boolean> {
+  const res = await trx.updateTable('api_tokens').set({ revoked_at: at }).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst()
   return Number(res.numUpdatedRows) === 1
 }
 

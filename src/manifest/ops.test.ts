@@ -1,10 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
-import { applyOps, parseOps } from './ops.ts'
+import { applyOps, isTransientDbError, ManifestBusyError, parseOps, writeWhenFree } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries, listManifest, listNodes, purgesAfter } from './repositories.ts'
-import { captureLog, entry, freshManifest } from './test-helpers.ts'
+import { captureLog, entry, freshManifest, holdWriteLock, loopWatch } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
 
@@ -63,5 +63,76 @@ describe('applyOps', () => {
     expect(result).toEqual({ applied: 2, failed: 1 })
     expect(await countEntries(db)).toBe(2)
     expect(lines.map((l) => l.msg)).toContain('manifest op dropped: it cannot be applied')
+  })
+})
+
+describe('writeWhenFree', () => {
+  let m: Awaited<ReturnType<typeof freshManifest>>
+  const unlocks: Array<() => void> = []
+  beforeEach(async () => {
+    m = await freshManifest()
+  })
+  afterEach(async () => {
+    for (const unlock of unlocks.splice(0)) unlock()
+    await m.cleanup()
+  })
+  const insertAdmin = (id: string) => (trx: Kysely<Database>) => trx.insertInto('admins').values({ id, name: id, created_at: T }).execute()
+  const admins = async () => (await m.db.selectFrom('admins').select('id').execute()).map((r) => r.id)
+
+  it('waits for a foreign write lock with timers, not in SQLite: the event loop keeps turning, and the write lands once the lock is gone', async () => {
+    const lock = holdWriteLock(m.path)
+    unlocks.push(lock.release)
+    lock.releaseAfter(400)
+    const watch = loopWatch()
+    const t0 = Date.now()
+    await writeWhenFree(m.db, insertAdmin('a'), { totalMs: 3000 })
+    const elapsed = Date.now() - t0
+    const { longestGapMs, ticks } = watch.stop()
+    expect(await admins()).toEqual(['a'])
+    expect(elapsed).toBeGreaterThanOrEqual(350)
+    // A synchronous busy wait would stop the 5 ms timer for the whole wait.
+    expect(longestGapMs).toBeLessThan(150)
+    expect(ticks).toBeGreaterThan(20)
+    // The connection's own busy timeout is back for everyone else.
+    expect(m.sqlite.pragma('busy_timeout', { simple: true })).toBe(5000)
+  })
+
+  it('gives up with ManifestBusyError after the window when the lock is held longer, and writes nothing', async () => {
+    const lock = holdWriteLock(m.path)
+    unlocks.push(lock.release)
+    const watch = loopWatch()
+    const t0 = Date.now()
+    const err = await writeWhenFree(m.db, insertAdmin('a'), { totalMs: 500 }).catch((e: unknown) => e)
+    const elapsed = Date.now() - t0
+    const { longestGapMs } = watch.stop()
+    expect(err).toBeInstanceOf(ManifestBusyError)
+    expect((err as ManifestBusyError).attempts).toBeGreaterThan(2)
+    expect(((err as ManifestBusyError).cause as { code?: string }).code).toMatch(/^SQLITE_BUSY/)
+    expect(isTransientDbError(err)).toBe(true)
+    expect(elapsed).toBeGreaterThanOrEqual(450)
+    expect(elapsed).toBeLessThan(1500)
+    expect(longestGapMs).toBeLessThan(150)
+    lock.release()
+    expect(await admins()).toEqual([])
+  })
+
+  it('throws other errors at once, without retrying', async () => {
+    await writeWhenFree(m.db, insertAdmin('a'))
+    let calls = 0
+    const t0 = Date.now()
+    const err = await writeWhenFree(m.db, (trx) => (calls++, insertAdmin('a')(trx))).catch((e: unknown) => e)
+    expect((err as { code?: string }).code).toMatch(/^SQLITE_CONSTRAINT/)
+    expect(err).not.toBeInstanceOf(ManifestBusyError)
+    expect(calls).toBe(1)
+    expect(Date.now() - t0).toBeLessThan(200)
+  })
+
+  it('with totalMs 0 makes exactly one attempt', async () => {
+    const lock = holdWriteLock(m.path)
+    unlocks.push(lock.release)
+    let calls = 0
+    const err = await writeWhenFree(m.db, (trx) => (calls++, insertAdmin('a')(trx)), { totalMs: 0 }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ManifestBusyError)
+    expect(calls).toBe(1)
   })
 })

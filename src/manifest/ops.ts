@@ -4,7 +4,7 @@
 // their own timestamps and node ids, so applying one later, or on another
 // machine, records the same thing.
 
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely, type Transaction } from 'kysely'
 import type { Database, PurgeKind } from './database.ts'
 import { describeError } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -38,8 +38,9 @@ export type ManifestOp =
   | { type: 'clear'; at: number; by: string }
   /** Drop entries whose delete_at has passed. */
   | { type: 'prune'; before: number }
-// Admin writes (passkeys, sessions, challenges, invites, tokens) join this
-// union when the admin routes move onto the writer, so they work from replicas.
+// Admin writes (passkeys, sessions, challenges, invites, tokens) are made by
+// the primary itself (replicas forward admin posts to it), through
+// writeWhenFree below; they join this union if they ever move onto the writer.
 
 export type ManifestOpType = ManifestOp['type']
 
@@ -121,22 +122,84 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
  * node serves would stall behind a background manifest write while another
  * node or tool holds the file. Ops are applied by the writer (which keeps
  * them and retries with backoff) and by the internal endpoint (which answers
- * 503 retry), so not waiting here loses nothing.
+ * 503 retry), so not waiting here loses nothing. Writes that a person waits
+ * for go through writeWhenFree, which retries this with timers.
  */
-async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
   return inTransaction(db, async (trx) => {
     const previous = (await sql<{ timeout: number }>`PRAGMA busy_timeout`.execute(trx)).rows[0]?.timeout ?? 5000
     await sql`PRAGMA busy_timeout = 0`.execute(trx)
     try {
-      return await fn(trx)
+      // inTransaction hands over the caller's transaction or the one it opened: a Transaction either way.
+      return await fn(trx as Transaction<Database>)
     } finally {
       await sql.raw(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(previous))}`).execute(trx)
     }
   })
 }
 
+/** How long writeWhenFree keeps trying by default: a person is waiting for the answer. */
+export const DEFAULT_BUSY_RETRY_MS = 3000
+
+export interface BusyRetryOptions {
+  /** Give up after about this long; 0 makes one attempt. Default DEFAULT_BUSY_RETRY_MS. */
+  totalMs?: number
+  /** Pause after the first busy attempt; doubles up to maxDelayMs. Default 10. */
+  firstDelayMs?: number
+  /** Default 250. */
+  maxDelayMs?: number
+}
+
+/** A manifest write gave up: another process held the file's write lock for the whole retry window. */
+export class ManifestBusyError extends Error {
+  constructor(
+    readonly waitedMs: number,
+    readonly attempts: number,
+    options?: ErrorOptions,
+  ) {
+    super(`the manifest is busy: another process held its write lock for ${waitedMs} ms (${attempts} attempt${attempts === 1 ? '' : 's'})`, options)
+    this.name = 'ManifestBusyError'
+  }
+}
+
+/**
+ * Run fn as one write transaction without ever blocking the event loop on
+ * another process's lock (admin sign-in, sessions, passkeys, invites, tokens).
+ * Each attempt fails at once with SQLITE_BUSY (withoutBusyWait); the pauses
+ * between attempts are timers, so the node keeps serving while it waits.
+ * After options.totalMs it gives up with ManifestBusyError. Other errors
+ * (read-only replica, constraint) are thrown at once: waiting cannot fix them.
+ * Inside a caller's transaction fn runs once and the caller retries the whole.
+ */
+export async function writeWhenFree<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>, options: BusyRetryOptions = {}): Promise<T> {
+  if (db.isTransaction) return withoutBusyWait(db, fn)
+  const totalMs = Math.max(0, options.totalMs ?? DEFAULT_BUSY_RETRY_MS)
+  const maxDelayMs = Math.max(1, options.maxDelayMs ?? 250)
+  let delayMs = Math.min(maxDelayMs, Math.max(1, options.firstDelayMs ?? 10))
+  const started = Date.now()
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await withoutBusyWait(db, fn)
+    } catch (err) {
+      if (!isLockContention(err)) throw err
+      const waitedMs = Date.now() - started
+      if (waitedMs >= totalMs) throw new ManifestBusyError(waitedMs, attempt, { cause: err })
+      // The last pause ends at the deadline, for one more attempt there.
+      await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, totalMs - waitedMs)))
+      delayMs = Math.min(delayMs * 2, maxDelayMs)
+    }
+  }
+}
+
+/** Another connection holds the lock: worth waiting for, unlike a read-only file or a full disk. */
+export function isLockContention(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^SQLITE_(BUSY|LOCKED)/.test(code)
+}
+
 /** SQLite errors that say "not now" rather than "never": busy, locked, read-only (demoted), I/O, disk full. */
 export function isTransientDbError(err: unknown): boolean {
+  if (err instanceof ManifestBusyError) return true
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code !== 'string') return false
   return /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(code)

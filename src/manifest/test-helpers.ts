@@ -3,6 +3,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import SQLite from 'better-sqlite3'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { openDatabase } from './database.ts'
@@ -73,4 +74,47 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
 export async function tableNames(db: Kysely<Database>): Promise<string[]> {
   const tables = await db.introspection.getTables()
   return tables.map((t) => t.name).sort()
+}
+
+/**
+ * Another writer holding the manifest's write lock: a second connection, not
+ * through openDatabase (so not behind this process's per-file queue), in
+ * `BEGIN IMMEDIATE` until released. To the connection under test it is a
+ * foreign lock, exactly like another node or `sqlite3` in a shell.
+ */
+export function holdWriteLock(file: string): { release: () => void; releaseAfter: (ms: number) => void } {
+  const locker = new SQLite(file)
+  locker.exec('BEGIN IMMEDIATE')
+  let released = false
+  const release = () => {
+    if (released) return
+    released = true
+    locker.exec('ROLLBACK')
+    locker.close()
+  }
+  return { release, releaseAfter: (ms) => void setTimeout(release, ms) }
+}
+
+/**
+ * Watches the event loop: a timer every 5 ms records the longest gap between
+ * two of its runs. A synchronous SQLite busy wait shows up as a gap of
+ * seconds; a loop that keeps turning, as a few milliseconds.
+ */
+export function loopWatch(): { stop: () => { longestGapMs: number; ticks: number } } {
+  let last = performance.now()
+  let longestGapMs = 0
+  let ticks = 0
+  const timer = setInterval(() => {
+    const t = performance.now()
+    longestGapMs = Math.max(longestGapMs, t - last)
+    last = t
+    ticks++
+  }, 5)
+  return {
+    stop() {
+      clearInterval(timer)
+      longestGapMs = Math.max(longestGapMs, performance.now() - last)
+      return { longestGapMs, ticks }
+    },
+  }
 }

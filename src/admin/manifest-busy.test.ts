@@ -1,0 +1,217 @@
+// Admin writes while another process holds the manifest's write lock (another
+// node, a migration, sqlite3 in a shell). better-sqlite3 is synchronous, so a
+// write that waited in SQLite's busy handler would freeze the event loop and
+// with it every request the node serves. Admin writes fail fast and retry with
+// timers instead (writeWhenFree), and answer 503 when the lock outlasts the
+// retry window.
+
+import { afterEach, describe, expect, it } from 'vitest'
+import { TEXT } from '../../views/text.ts'
+import { holdWriteLock, loopWatch } from '../manifest/test-helpers.ts'
+import * as repo from './repo.ts'
+import { createCredential, getAssertion } from './soft-authenticator.test-support.ts'
+import { ORIGIN, PASSWORD, setup, type Client, type Harness } from './test-setup.test-support.ts'
+
+let h: Harness
+const unlocks: Array<() => void> = []
+afterEach(async () => {
+  for (const unlock of unlocks.splice(0)) unlock()
+  await h?.close()
+})
+
+function lockManifest(): ReturnType<typeof holdWriteLock> {
+  const lock = holdWriteLock(h.config.databasePath)
+  unlocks.push(lock.release)
+  return lock
+}
+
+/** A synchronous busy wait stops every timer for its whole length (5 s by default); timers between retries do not. */
+const LOOP_GAP_LIMIT_MS = 150
+
+type Options = { challengeId: string; options: Parameters<typeof createCredential>[0] & Parameters<typeof getAssertion>[1] }
+
+/** The signed-in admin registers a passkey (the soft authenticator's). */
+async function registerPasskey(c: Client) {
+  const o = (await (await c.request('/_caje/register/options', { json: {} })).json()) as Options
+  const { credential, response } = createCredential(o.options, ORIGIN)
+  expect((await c.request('/_caje/register/verify', { json: { challengeId: o.challengeId, response } })).status).toBe(200)
+  return credential
+}
+
+const sessionRows = () => h.deps.db.selectFrom('sessions').selectAll().execute()
+
+describe('admin writes while another process holds the manifest write lock', () => {
+  it('password sign-in waits without stopping the event loop, other admin requests are answered meanwhile, and it signs in once the lock is released', async () => {
+    h = await setup({ deps: { busyRetryMs: 3000 } })
+    const lock = lockManifest()
+    lock.releaseAfter(600)
+    const watch = loopWatch()
+    const t0 = Date.now()
+    let signInDone = false
+    const signIn = h
+      .client()
+      .request('/_caje/auth/password', { form: { password: PASSWORD, name: 'Ada' } })
+      .finally(() => (signInDone = true))
+    // Another request while the sign-in waits for the lock: a read, answered at once.
+    await new Promise((r) => setTimeout(r, 50))
+    const page = await h.client().page('/_caje/auth')
+    expect(page.res.status).toBe(200)
+    expect(signInDone, 'the sign-in was still waiting for the lock when the other request was answered').toBe(false)
+
+    const res = await signIn
+    const elapsed = Date.now() - t0
+    const { longestGapMs } = watch.stop()
+    expect(res.status).toBe(303)
+    expect(res.headers.get('location')).toBe('/_caje/passkeys')
+    expect(elapsed).toBeGreaterThanOrEqual(550)
+    expect(longestGapMs).toBeLessThan(LOOP_GAP_LIMIT_MS)
+    expect(await repo.listAdmins(h.deps.db)).toMatchObject([{ name: 'Ada' }])
+    expect(await sessionRows()).toHaveLength(1)
+  })
+
+  it('passkey sign-in (challenge, counter, session) waits for a lock released within the window and succeeds', async () => {
+    h = await setup({ deps: { busyRetryMs: 3000 } })
+    const a = h.client()
+    await a.signInWithPassword()
+    const credential = await registerPasskey(a)
+    const c = h.client()
+    const o = (await (await c.request('/_caje/auth/options', { json: {} })).json()) as Options
+    const lock = lockManifest()
+    lock.releaseAfter(400)
+    const watch = loopWatch()
+    const res = await c.request('/_caje/auth/verify', { json: { challengeId: o.challengeId, response: getAssertion(credential, o.options, ORIGIN) } })
+    const { longestGapMs } = watch.stop()
+    expect(res.status, await res.clone().text()).toBe(200)
+    expect(longestGapMs).toBeLessThan(LOOP_GAP_LIMIT_MS)
+    expect((await c.page('/_caje/list')).res.status).toBe(200)
+    expect((await repo.getPasskey(h.deps.db, credential.id))?.counter).toBe(1)
+    expect(await sessionRows()).toHaveLength(2)
+  })
+
+  it('an invitee registration (invite used, admin and passkey created) waits for the lock and lands whole', async () => {
+    h = await setup({ deps: { busyRetryMs: 3000 } })
+    const a = h.client()
+    await a.signInWithPassword()
+    const { url } = (await (await a.request('/_caje/invites', { json: {} })).json()) as { url: string }
+    const token = url.split('/').pop()!
+    const b = h.client()
+    const o = (await (await b.request('/_caje/register/options', { json: { invite: token, adminName: 'Bob' } })).json()) as Options
+    const { response } = createCredential(o.options, ORIGIN)
+    const lock = lockManifest()
+    lock.releaseAfter(400)
+    const watch = loopWatch()
+    const res = await b.request('/_caje/register/verify', { json: { invite: token, adminName: 'Bob', challengeId: o.challengeId, response } })
+    const { longestGapMs } = watch.stop()
+    expect(res.status, await res.clone().text()).toBe(200)
+    expect(longestGapMs).toBeLessThan(LOOP_GAP_LIMIT_MS)
+    expect((await repo.listAdmins(h.deps.db)).map((x) => [x.name, x.passkeys]).sort()).toEqual([
+      ['Ada', 0],
+      ['Bob', 1],
+    ])
+  })
+
+  it('a session touch (sliding expiry) never waits: the page is answered at once and a later request extends the session', async () => {
+    h = await setup({ deps: { busyRetryMs: 3000 } })
+    const c = h.client()
+    await c.signInWithPassword()
+    const [before] = await sessionRows()
+    h.clock.now += 5 * 60_000 // past touchEveryMs: the next request extends the session
+    const lock = lockManifest()
+    const watch = loopWatch()
+    const t0 = Date.now()
+    const page = await c.page('/_caje/list')
+    const elapsed = Date.now() - t0
+    const { longestGapMs } = watch.stop()
+    expect(page.res.status).toBe(200)
+    expect(elapsed).toBeLessThan(500)
+    expect(longestGapMs).toBeLessThan(LOOP_GAP_LIMIT_MS)
+    expect((await sessionRows())[0]!.expires_at).toBe(before!.expires_at)
+    expect(h.logs.some((l) => l.event === 'admin.bookkeeping_skipped' && l.what === 'extend session')).toBe(true)
+
+    lock.release()
+    expect((await c.page('/_caje/list')).res.status).toBe(200)
+    expect((await sessionRows())[0]!.expires_at).toBe(h.clock.now + 12 * 3600_000)
+  })
+
+  it('answers 503 "the manifest is busy" (JSON and page) when the lock is held past the window, writes nothing, and works after', async () => {
+    const windowMs = 400
+    h = await setup({ deps: { busyRetryMs: windowMs } })
+    const c = h.client()
+    await c.signInWithPassword()
+    // Something for every write to act on: two passkeys, another admin, a token, an invite.
+    const [k1, k2] = [await registerPasskey(c), await registerPasskey(c)]
+    await h.deps.db.insertInto('admins').values({ id: 'adm_x', name: 'X', created_at: 1 }).execute()
+    const { id: tokenId } = (await (await c.request('/_caje/tokens', { json: { name: 'ci' } })).json()) as { id: string }
+    await c.request('/_caje/invites', { json: {} })
+    const [invite] = await repo.listOpenInvites(h.deps.db, h.clock.now)
+    const snapshot = async () => ({
+      admins: await repo.listAdmins(h.deps.db),
+      passkeys: await h.deps.db.selectFrom('passkeys').selectAll().orderBy('id').execute(),
+      sessions: await h.deps.db.selectFrom('sessions').selectAll().orderBy('id_hash').execute(),
+      challenges: await h.deps.db.selectFrom('challenges').selectAll().orderBy('id').execute(),
+      invites: await h.deps.db.selectFrom('invites').selectAll().orderBy('token_hash').execute(),
+      tokens: await repo.listApiTokens(h.deps.db),
+    })
+    const d = h.client()
+    const pending = (await (await d.request('/_caje/auth/options', { json: {} })).json()) as Options
+    const before = await snapshot()
+    const lock = lockManifest()
+
+    // Every admin write path, as a script (JSON) would call it.
+    const writes: Array<[string, Record<string, unknown>]> = [
+      ['/_caje/tokens', { name: 'deploy' }],
+      [`/_caje/tokens/${tokenId}/revoke`, {}],
+      ['/_caje/invites', {}],
+      [`/_caje/invites/${invite!.token_hash}/revoke`, {}],
+      [`/_caje/passkeys/${encodeURIComponent(k1.id)}/rename`, { name: 'Laptop' }],
+      [`/_caje/passkeys/${encodeURIComponent(k2.id)}/remove`, {}],
+      ['/_caje/admins/adm_x/remove', {}],
+      ['/_caje/register/options', {}],
+      ['/_caje/logout', {}],
+      ['/_caje/logout/all', {}],
+    ]
+    const watch = loopWatch()
+    for (const [p, json] of writes) {
+      const t0 = Date.now()
+      const res = await c.request(p, { json })
+      const elapsed = Date.now() - t0
+      expect(res.status, p).toBe(503)
+      expect(res.headers.get('retry-after'), p).toBe('1')
+      expect(await res.json(), p).toEqual({ ok: false, error: TEXT.errors.manifestBusy })
+      // It kept trying for the whole window, and not much longer.
+      expect(elapsed, p).toBeGreaterThanOrEqual(windowMs - 50)
+      expect(elapsed, p).toBeLessThan(windowMs + 1000)
+    }
+    // Passkey sign-in from a new browser: the options step stores a challenge, the verify step consumes it.
+    for (const [p, json] of [
+      ['/_caje/auth/options', {}],
+      ['/_caje/auth/verify', { challengeId: pending.challengeId, response: getAssertion(k1, pending.options, ORIGIN) }],
+    ] as const) {
+      const res = await d.request(p, { json })
+      expect(res.status, p).toBe(503)
+      expect(((await res.json()) as { error: string }).error, p).toBe(TEXT.errors.manifestBusy)
+    }
+    // A form post gets the message as a page, without details.
+    const form = await c.request('/_caje/invites', { form: {} })
+    expect(form.status).toBe(503)
+    expect(form.headers.get('content-type')).toMatch(/^text\/html/)
+    const html = await form.text()
+    expect(html).toContain(TEXT.errors.manifestBusy)
+    expect(html).not.toMatch(/SQLITE|\.ts:\d+/)
+    const { longestGapMs } = watch.stop()
+    expect(longestGapMs).toBeLessThan(LOOP_GAP_LIMIT_MS)
+    expect(h.logs.filter((l) => l.event === 'admin.error')).toEqual([])
+    expect(h.logs.filter((l) => l.event === 'admin.manifest_busy')).toHaveLength(writes.length + 3)
+
+    // Nothing was half-written (the session survived the refused sign-outs), and everything works once the lock is gone.
+    lock.release()
+    expect(await snapshot()).toEqual(before)
+    // The refused verify did not use up its challenge: nothing was written.
+    const retried = await d.request('/_caje/auth/verify', { json: { challengeId: pending.challengeId, response: getAssertion(k1, pending.options, ORIGIN) } })
+    expect(retried.status, await retried.clone().text()).toBe(200)
+    expect((await c.request('/_caje/tokens', { json: { name: 'deploy' } })).status).toBe(201)
+    expect((await c.request(`/_caje/passkeys/${encodeURIComponent(k2.id)}/remove`, { json: {} })).status).toBe(200)
+    expect((await c.request('/_caje/logout', { json: {} })).status).toBe(200)
+    expect(await sessionRows()).toHaveLength(1) // d's
+  })
+})
