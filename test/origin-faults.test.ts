@@ -330,6 +330,32 @@ describe('origin faults after the response head', () => {
     } else expect(stale.status).toBe(502)
   })
 
+  it('origin ends its body by closing the connection (no Content-Length, not chunked) → passed through whole or cut, never stored', async () => {
+    // RFC 9112 §6.3 rule 8: such a body ends where the connection ends, so a connection reset
+    // halfway is indistinguishable from the end of the body. caje must not keep either.
+    const { origin, node } = await setup((s) => {
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\n\r\nfirst half')
+      setTimeout(() => s.resetAndDestroy(), 30)
+    })
+    const r = await get(node.url + '/fault')
+    if (r.status === 200) expect(r.body.toString()).toBe('first half')
+    expect(r.headers['cache-status']).toContain('detail=no-length')
+    await sleep(50)
+    expect(node.store.stats().entries).toBe(0)
+    await expectStillServingAndNothingStored(node, origin)
+  })
+
+  it('a chunked body without Content-Length is stored: its end is marked in the stream', async () => {
+    const { origin, node } = await setup((s) => s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n'))
+    const r = await get(node.url + '/fault')
+    expect(r.body.toString()).toBe('hello world')
+    await node.stored('/fault')
+    const again = await get(node.url + '/fault')
+    expect(again.body.toString()).toBe('hello world')
+    expect(again.headers['cache-status']).toMatch(/^caje; hit/)
+    expect(origin.count('/fault')).toBe(1)
+  })
+
   it('origin sends more bytes than its Content-Length → the extra bytes reach no one and are not stored', async () => {
     // The surplus is a whole second response: if caje's origin connection took it as the answer to
     // the next request, one URL's body would be served (and cached) for another (response desync).

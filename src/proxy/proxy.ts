@@ -266,6 +266,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
     let detail: string | undefined
     if (!decision.store) detail = decision.reason
     else if (declared !== undefined && declared > opts.maxObjectBytes) detail = 'too-large'
+    else if (declared === undefined && !isChunked(res.headers['transfer-encoding'])) {
+      // RFC 9112 §6.3 rule 8: with neither Content-Length nor chunked coding, the body ends when
+      // the origin closes the connection, so a connection cut short looks like a complete body.
+      // Pass such a response through, but never store what could be a truncated copy.
+      detail = 'no-length'
+    }
     if (detail !== undefined || !decision.store) {
       onOutcome(false)
       return { headers, setCookie, body: res.body, stored: false, detail }
@@ -629,6 +635,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
     idle: () => background.idle(),
   }
+}
+
+/** Whether the last transfer coding is chunked: the body's end is then marked in the stream (RFC 9112 §7.1). */
+function isChunked(transferEncoding: string | string[] | undefined): boolean {
+  if (transferEncoding === undefined) return false
+  const codings = (Array.isArray(transferEncoding) ? transferEncoding.join(',') : transferEncoding).split(',')
+  return codings[codings.length - 1]!.trim().toLowerCase() === 'chunked'
 }
 
 /** Cache tags for purge by tag: Surrogate-Key (space separated) and Cache-Tag (comma separated). */
