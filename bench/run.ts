@@ -59,6 +59,8 @@ interface Scenario {
   /** Cache systems should answer it from cache after priming. */
   expectHit: boolean
   inSmoke: boolean
+  /** Connections for this scenario instead of --connections. */
+  connections?: number
 }
 
 const fixed = (p: string) => () => ({ kind: 'fixed', path: p }) as Workload
@@ -70,6 +72,9 @@ function scenarios(zipfExponent: number): Scenario[] {
     { id: 'hit-64k', workload: fixed('/64k'), caje: 'memory', expectHit: true, inSmoke: true },
     { id: 'hit-1m', workload: fixed('/1m'), caje: 'memory', expectHit: true, inSmoke: false },
     { id: 'pass-1k', workload: fixed('/nocache-1k'), caje: 'memory', expectHit: false, inSmoke: true },
+    // One connection: what a pass-through costs a request that is not queued behind others (at 50
+    // connections on 2 shared cores, p50 is mostly waiting for the CPU, i.e. throughput).
+    { id: 'pass-1k-c1', workload: fixed('/nocache-1k'), caje: 'memory', expectHit: false, inSmoke: false, connections: 1 },
     {
       id: 'zipf-10k',
       // A fresh query per repetition gives every cache a cold key space for that run.
@@ -377,13 +382,13 @@ async function main(): Promise<number> {
     }
 
     const loadCommands: string[] = []
-    const load = (system: RunningSystem, workload: Workload, durationSec: number): Promise<LoadResult> =>
+    const load = (system: RunningSystem, workload: Workload, durationSec: number, connections: number): Promise<LoadResult> =>
       runLoad({
         tool,
         wrkPath: tools.get('wrk'),
         baseUrl: system.baseUrl,
         workload,
-        connections: opts.connections,
+        connections,
         durationSec,
         threads: opts.threads,
         timeoutSec: 10,
@@ -434,13 +439,13 @@ async function main(): Promise<number> {
 
       const firstWorkload = scenario.workload('1')
       loadCommands.push(
-        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${opts.threads} -c ${opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : ''}`,
+        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : ''}`,
       )
 
       if (opts.warmupSec > 0) {
         for (const system of lineup) {
           try {
-            await load(system, scenario.workload('warm'), opts.warmupSec)
+            await load(system, scenario.workload('warm'), opts.warmupSec, scenario.connections ?? opts.connections)
           } catch (err) {
             warn(`${scenario.id} / ${system.name}: warm-up failed: ${(err as Error).message}`)
           }
@@ -455,7 +460,7 @@ async function main(): Promise<number> {
           const rss = pollPeakRss(await processTree(system.pid))
           let result: LoadResult
           try {
-            result = await load(system, workload, opts.durationSec)
+            result = await load(system, workload, opts.durationSec, scenario.connections ?? opts.connections)
           } catch (err) {
             await rss.stop()
             const message = `load run failed: ${(err as Error).message.split('\n')[0]}`
@@ -535,7 +540,7 @@ async function main(): Promise<number> {
       command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
       settings: [
         `${opts.connections} connections, ${tool === 'wrk' ? `${opts.threads} wrk thread(s), ` : ''}${opts.durationSec} s per run, ${opts.runs} repetition(s), ${opts.warmupSec} s warm-up per system and scenario`,
-        `scenarios: ${selected.map((s) => s.id).join(', ')}; hit-1k-disk uses caje with CAJE_MEMORY_CACHE_BYTES=0, the others ${opts.cajeMemoryBytes}`,
+        `scenarios: ${selected.map((s) => s.id).join(', ')}; ${selected.filter((s) => s.connections).map((s) => `${s.id} uses ${s.connections} connection(s)`).join(', ') || 'all use the same connections'}; hit-1k-disk uses caje with CAJE_MEMORY_CACHE_BYTES=0, the others ${opts.cajeMemoryBytes}`,
         `zipf-10k: ${OBJECT_COUNT} objects of 10 KiB, rank ~ Zipf(s=${opts.zipfExponent}); each repetition uses a new query string, so every cache starts that run cold`,
         `nginx worker_processes ${opts.nginxWorkers}, proxy_cache_lock ${opts.nginxLock ? 'on (misses coalesce; waiters poll every 500 ms, visible in p99 of pass-1k and zipf-10k)' : 'off'}; Varnish with its default thread pools (it uses both cores); caje as one process with its defaults`,
         `origin delay ${opts.originDelayMs} ms; everything on 127.0.0.1; the load generator shares the ${os.availableParallelism()} cores with the server under test`,
