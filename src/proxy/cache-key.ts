@@ -10,9 +10,11 @@ export function primaryKey(scheme: string, host: string, pathAndQuery: string): 
   return `${scheme}://${host}${pathAndQuery}`
 }
 
+const NO_FIELDS: readonly string[] = Object.freeze([])
+
 /** Field names listed in Vary, lower-cased, de-duplicated, sorted. */
-export function varyFields(vary: string | undefined): string[] {
-  if (!vary) return []
+export function varyFields(vary: string | undefined): readonly string[] {
+  if (!vary) return NO_FIELDS
   const names = new Set<string>()
   for (const part of vary.split(',')) {
     const n = part.trim().toLowerCase()
