@@ -257,11 +257,6 @@ export function currentAge(p: FreshnessPolicy, now: number): number {
   return p.initialAge + Math.max(0, now - p.responseTime) / 1000
 }
 
-/** Age header value: integer seconds (RFC 9111 §5.1). */
-export function ageHeader(p: FreshnessPolicy, now: number): string {
-  return String(Math.floor(currentAge(p, now)))
-}
-
 /** Seconds of freshness left; negative once stale. */
 export function ttl(p: FreshnessPolicy, now: number): number {
   return p.lifetime - currentAge(p, now)

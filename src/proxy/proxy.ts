@@ -12,7 +12,7 @@ import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutCondi
 import { appendVia, stripHopByHop, type FlatHeaders } from './headers.ts'
 import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
-  ageHeader,
+  currentAge,
   clientNotModified,
   decideReuse,
   decideStore,
@@ -148,20 +148,30 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return textResult(e.status, `${title}: ${e.message}. caje could not get a response from the origin; try again shortly.`, { ...cacheStatus, detail: e.kind })
   }
 
+  /** What every answer from one stored response shares (see storedHead). */
+  interface StoredHead {
+    fields: Readonly<Record<string, string>>
+    /** Whole seconds of Age last sent, and its text. */
+    age: number
+    ageText: string
+    /** Whole seconds of ttl last sent in a plain hit's Cache-Status, and that field. */
+    ttl: number
+    hitStatus: string
+  }
   /**
    * The header fields every answer from one stored response shares: the stored fields
    * (RFC 9111 §3.1), Via, Accept-Ranges and Content-Length. Built once per stored entry
    * (entries are immutable; an update is a new object) and copied per answer. Age and
    * Cache-Status change per answer: their placeholders give every copy the same shape.
    */
-  const storedHeads = new WeakMap<EntryMeta, Readonly<Record<string, string>>>()
-  function storedHead(meta: EntryMeta): Readonly<Record<string, string>> {
+  const storedHeads = new WeakMap<EntryMeta, StoredHead>()
+  function storedHead(meta: EntryMeta): StoredHead {
     let head = storedHeads.get(meta)
     if (!head) {
-      const h: Record<string, string> = { ...meta.headers, age: '', via: appendVia(meta.headers.via), 'cache-status': '' }
-      if (meta.status === 200) h['accept-ranges'] = 'bytes'
-      h['content-length'] = String(meta.size)
-      storedHeads.set(meta, (head = h))
+      const fields: Record<string, string> = { ...meta.headers, age: '', via: appendVia(meta.headers.via), 'cache-status': '' }
+      if (meta.status === 200) fields['accept-ranges'] = 'bytes'
+      fields['content-length'] = String(meta.size)
+      storedHeads.set(meta, (head = { fields, age: -1, ageText: '', ttl: NaN, hitStatus: '' }))
     }
     return head
   }
@@ -174,9 +184,24 @@ export function createProxy(opts: ProxyOptions): Proxy {
   function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const t = now()
     const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
-    const headers: Record<string, string> = { ...storedHead(meta) }
-    headers.age = ageHeader(policy, t)
-    headers['cache-status'] = formatCacheStatus(status)
+    const head = storedHead(meta)
+    const headers: Record<string, string> = { ...head.fields }
+    // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
+    // second, not once a hit: reuse their text.
+    const age = Math.floor(currentAge(policy, t))
+    if (head.age !== age) {
+      head.age = age
+      head.ageText = String(age)
+    }
+    headers.age = head.ageText
+    if (cacheStatus === HIT) {
+      const whole = Math.trunc(status.ttl!)
+      if (head.ttl !== whole) {
+        head.ttl = whole
+        head.hitStatus = formatCacheStatus(status)
+      }
+      headers['cache-status'] = head.hitStatus
+    } else headers['cache-status'] = formatCacheStatus(status)
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers)) {
       const h: Record<string, string> = { age: headers.age, via: headers.via!, 'cache-status': headers['cache-status'] }
