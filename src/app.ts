@@ -6,7 +6,7 @@ import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
 import { renderMetrics, type Metrics } from './metrics.ts'
-import { secretEquals } from './admin/secrets.ts'
+import { bearerToken, secretEquals } from './bearer.ts'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { getRequestListener } from '@hono/node-server'
 import { nodeProxyListener, proxyHandler, type ProxyHandlerOptions } from './proxy/http-adapter.ts'
@@ -50,8 +50,8 @@ export function createApp(deps: AppDeps): Hono {
     c.header('cache-control', 'no-store')
     const token = deps.config.metricsToken
     if (token) {
-      const auth = c.req.header('authorization') ?? ''
-      if (!auth.startsWith('Bearer ') || !secretEquals(auth.slice(7), token)) {
+      const sent = bearerToken(c)
+      if (sent === undefined || !secretEquals(sent, token)) {
         c.header('www-authenticate', 'Bearer realm="caje metrics"')
         return c.text('401 Unauthorized: send Authorization: Bearer <CAJE_METRICS_TOKEN>\n', 401)
       }

@@ -30,6 +30,8 @@ describe('loadConfig', () => {
     [{ CAJE_LITEFS_DIR: '/litefs' }, /^CAJE_CLUSTER_SECRET: must be set when CAJE_LITEFS_DIR is set/],
     [{ CAJE_ADMIN_PASSWORD: 'short' }, /^CAJE_ADMIN_PASSWORD: is too short/],
     [{ CAJE_SITES: 'nonsense' }, /^CAJE_SITES: "nonsense" is not host=origin/],
+    [{ CAJE_CLUSTER_SECRET: 'correct horse battery staple' }, /^CAJE_CLUSTER_SECRET: contains whitespace/],
+    [{ CAJE_METRICS_TOKEN: 'scrape me\tplease' }, /^CAJE_METRICS_TOKEN: contains whitespace/],
   ])('rejects %o with a message naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError)
     expect(() => loadConfig(env)).toThrow(message)

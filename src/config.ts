@@ -65,6 +65,12 @@ const KIB = 1024
 const MIB = 1024 * KIB
 const GIB = 1024 * MIB
 
+/** A secret sent as `Authorization: Bearer <secret>`: one token, so no whitespace (RFC 6750 §2.1). */
+function bearerSecret(name: string, value: string | undefined): string | undefined {
+  if (value !== undefined && /\s/.test(value)) throw new ConfigError(name, 'contains whitespace; it is sent as a bearer token, so use letters, digits and -._~+/= only (e.g. `openssl rand -hex 32`)')
+  return value
+}
+
 /** Turn `--cache-dir=x` / `--cache-dir x` / `--port 9000` into CAJE_CACHE_DIR / PORT entries. */
 export function flagsToEnv(argv: readonly string[]): Source {
   const out: Source = {}
@@ -213,7 +219,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   const region = get('CAJE_REGION') ?? get('FLY_REGION') ?? 'local'
 
   const litefsDir = get('CAJE_LITEFS_DIR')
-  const clusterSecret = get('CAJE_CLUSTER_SECRET')
+  const clusterSecret = bearerSecret('CAJE_CLUSTER_SECRET', get('CAJE_CLUSTER_SECRET'))
   if (clusterSecret !== undefined && clusterSecret.length < 16) {
     throw new ConfigError('CAJE_CLUSTER_SECRET', 'is too short; use at least 16 random characters (e.g. `openssl rand -hex 32`)')
   }
@@ -231,9 +237,9 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   if (adminPassword !== undefined && adminPassword.length < 12) {
     throw new ConfigError('CAJE_ADMIN_PASSWORD', 'is too short; use at least 12 characters (it only enrols the first passkey)')
   }
-  const apiToken = get('CAJE_API_TOKEN')
+  const apiToken = bearerSecret('CAJE_API_TOKEN', get('CAJE_API_TOKEN'))
   if (apiToken !== undefined && apiToken.length < 24) throw new ConfigError('CAJE_API_TOKEN', 'is too short; use at least 24 random characters')
-  const metricsToken = get('CAJE_METRICS_TOKEN')
+  const metricsToken = bearerSecret('CAJE_METRICS_TOKEN', get('CAJE_METRICS_TOKEN'))
 
   const publicOriginRaw = get('CAJE_PUBLIC_ORIGIN') ?? `http://localhost:${port}`
   const publicOriginUrl = httpUrl('CAJE_PUBLIC_ORIGIN', publicOriginRaw)

@@ -17,7 +17,8 @@ import {
   type RegistrationTarget,
 } from './passkeys.ts'
 import * as repo from './repo.ts'
-import { hashToken, normaliseCode, secretEquals } from './secrets.ts'
+import { secretEquals } from '../bearer.ts'
+import { hashToken, normaliseCode } from './secrets.ts'
 
 const NAME_MAX = 64
 

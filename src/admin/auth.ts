@@ -7,9 +7,10 @@ import { PATHS } from '../../views/paths.ts'
 import { TEXT } from '../../views/text.ts'
 import { writeWhenFree } from '../manifest/ops.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
-import { bearerToken, isCrossSite, jsonError, readBody, setFlash, wantsJson } from './http.ts'
+import { bearerToken, secretEquals } from '../bearer.ts'
+import { isCrossSite, jsonError, readBody, setFlash, wantsJson } from './http.ts'
 import * as repo from './repo.ts'
-import { hashToken, randomToken, secretEquals } from './secrets.ts'
+import { hashToken, randomToken } from './secrets.ts'
 
 /** Start a session for an admin and set its cookie. */
 export async function startSession(c: Context, shared: Shared, adminId: string): Promise<void> {

@@ -1,5 +1,6 @@
 // Request and response helpers shared by the admin routes.
 
+import { bearerToken } from '../bearer.ts'
 import type { Context, MiddlewareHandler } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { jsx, type FC } from 'hono/jsx'
@@ -31,14 +32,6 @@ export const securityHeaders = (): MiddlewareHandler =>
     h.set('X-Content-Type-Options', 'nosniff')
     h.set('Cross-Origin-Opener-Policy', 'same-origin')
   }
-
-/** The bearer token from `Authorization`, or undefined when there is none. */
-export function bearerToken(c: Context): string | undefined {
-  const h = c.req.header('authorization')
-  if (!h) return undefined
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(h)
-  return m ? m[1] : undefined
-}
 
 /** Scripts and API clients get JSON; browsers navigating get pages and redirects. */
 export function wantsJson(c: Context): boolean {

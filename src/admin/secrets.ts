@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 
 /** A random URL-safe token (session ids, invite and API tokens, challenge ids). */
 export function randomToken(bytes = 32): string {
@@ -8,16 +8,6 @@ export function randomToken(bytes = 32): string {
 /** What we store instead of a bearer secret: its SHA-256, hex. */
 export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex')
-}
-
-/**
- * Compare two secrets in constant time. Both sides are hashed first so that
- * neither the content nor the length of the expected value leaks through timing.
- */
-export function secretEquals(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given, 'utf8').digest()
-  const b = createHash('sha256').update(expected, 'utf8').digest()
-  return timingSafeEqual(a, b)
 }
 
 const CODE_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789' // no 0/O, 1/I

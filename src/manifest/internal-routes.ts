@@ -14,12 +14,12 @@
 //   POST /purge-nudge
 //                    a peer recorded a purge: apply pending purges now
 
-import { createHash, timingSafeEqual } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { MiddlewareHandler } from 'hono'
 import type { Kysely } from 'kysely'
+import { bearerToken, secretEquals } from '../bearer.ts'
 import type { CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
@@ -51,22 +51,15 @@ export interface InternalAppDeps {
   log?: ManifestLog
 }
 
-/** `Authorization: Bearer <secret>`, compared in constant time. */
+/** `Authorization: Bearer <secret>`, compared in constant time (secretEquals). */
 export const requireClusterSecret = (secret: string | undefined): MiddlewareHandler => {
-  // Hash both sides: timingSafeEqual needs equal lengths, and comparing
-  // digests leaks neither the secret's content nor its length.
-  const expected = secret ? createHash('sha256').update(secret).digest() : undefined
   return async function requireClusterSecret(c, next) {
     c.header('cache-control', 'no-store')
-    if (!expected) {
+    if (!secret) {
       return c.json({ error: 'internal endpoints are disabled on this node: set CAJE_CLUSTER_SECRET on every node' }, 503)
     }
-    const header = c.req.header('authorization') ?? ''
-    const match = /^Bearer\s+(.+)$/i.exec(header)
-    const given = createHash('sha256')
-      .update(match?.[1] ?? '')
-      .digest()
-    if (!match || !timingSafeEqual(given, expected)) {
+    const sent = bearerToken(c)
+    if (sent === undefined || !secretEquals(sent, secret)) {
       c.header('www-authenticate', 'Bearer realm="caje-internal"')
       return c.json({ error: 'missing or wrong cluster secret' }, 401)
     }
