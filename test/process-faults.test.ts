@@ -11,6 +11,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { holdWriteLock } from '../src/manifest/test-helpers.ts'
 import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 import { TEXT } from '../views/text.ts'
 
@@ -333,17 +334,9 @@ describe('manifest locked by another writer', () => {
     await waitFor(async () => (await health(node.url)).manifestWriter.queued === 0 && (await health(node.url)).cache.entries === 1, 'the warm-up object to be recorded', 10_000)
 
     const lockFor = (ms: number) => {
-      const locker = new SQLite(path.join(dir, 'manifest.db'))
-      locker.exec('BEGIN EXCLUSIVE')
-      let released = false
-      const release = () => {
-        if (released) return
-        released = true
-        locker.exec('ROLLBACK')
-        locker.close()
-      }
-      cleanups.push(async () => release())
-      setTimeout(release, ms)
+      const lock = holdWriteLock(path.join(dir, 'manifest.db'), 'EXCLUSIVE')
+      cleanups.push(async () => lock.release())
+      lock.releaseAfter(ms)
     }
     const signIn = () =>
       fetch(`${node.url}/_caje/auth/password`, {

@@ -82,9 +82,9 @@ export async function tableNames(db: Kysely<Database>): Promise<string[]> {
  * `BEGIN IMMEDIATE` until released. To the connection under test it is a
  * foreign lock, exactly like another node or `sqlite3` in a shell.
  */
-export function holdWriteLock(file: string): { release: () => void; releaseAfter: (ms: number) => void } {
+export function holdWriteLock(file: string, mode: 'IMMEDIATE' | 'EXCLUSIVE' = 'IMMEDIATE'): { release: () => void; releaseAfter: (ms: number) => void } {
   const locker = new SQLite(file)
-  locker.exec('BEGIN IMMEDIATE')
+  locker.exec(`BEGIN ${mode}`)
   let released = false
   const release = () => {
     if (released) return
