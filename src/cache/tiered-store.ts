@@ -65,7 +65,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       const held = fromMemory(key, variant, range)
       if (held || range) return held
       const body = disk.readNow(key, variant)
-      if (body?.kind === 'buffer') {
+      // The metadata is looked up again only for a body the memory tier would keep.
+      if (body?.kind === 'buffer' && body.buffer.length <= memory.maxObjectBytes) {
         const meta = disk.touch(key, variant)
         if (meta) remember(meta, body.buffer)
       }
