@@ -61,6 +61,10 @@ export function createApp(deps: AppDeps): Hono {
     return c.body(body, 200, { 'content-type': contentType })
   })
 
+  // The README's address for the admin, `/_caje/`, and the bare `/_caje` both lead to the list.
+  // Registered before the mounts: a sub-app mounted at '' does not match the trailing slash.
+  app.all(`${ADMIN_PREFIX}/`, (c) => c.redirect(`${ADMIN_PREFIX}/list`, 303))
+
   for (const m of deps.mounts ?? []) app.route(`${ADMIN_PREFIX}${m.path}`, m.app)
 
   // Anything else under /_caje/ is caje's own namespace: never proxied, never cached.
