@@ -102,8 +102,10 @@ describe('password enrolment', () => {
     const page = await h.client().page('/_caje/auth')
     expect(page.html).toContain('one-time enrolment code')
     expect((await h.client().request('/_caje/auth/password', { json: { password: 'ABCD-EFGH-JKLM-NPQS' } })).status).toBe(401)
-    const ok = await h.client().request('/_caje/auth/password', { json: { password: 'abcd efgh jklm npqr' } })
-    expect(ok.status).toBe(200)
+    const ok = await h.client().request('/_caje/auth/password', { form: { password: 'abcd efgh jklm npqr' } })
+    expect(ok.status).toBe(303)
+    // The message names what was used: the code, not a password.
+    expect(flashOf(ok)?.text).toBe('Signed in with the one-time code. Register a passkey now: the code works only once.')
     // One use only.
     const again = await h.client().request('/_caje/auth/password', { json: { password: 'ABCD-EFGH-JKLM-NPQR' } })
     expect(again.status).toBe(403)

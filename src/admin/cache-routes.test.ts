@@ -94,17 +94,52 @@ describe('CSRF', () => {
     h = await setup()
     const c = h.client()
     await c.signInWithPassword()
-    expect((await c.request('/_caje/purge', { form: { kind: 'url', value: 'https://www.example.com/' }, csrf: false })).status).toBe(403)
-    expect((await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes', _csrf: 'x'.repeat(32) } })).status).toBe(403)
+    expect((await c.request('/_caje/purge', { form: { kind: 'url', value: 'https://www.example.com/' }, csrf: false, headers: { accept: 'application/json' } })).status).toBe(403)
+    expect((await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes', _csrf: 'x'.repeat(32) }, headers: { accept: 'application/json' } })).status).toBe(403)
     expect((await c.request('/_caje/clear_fs', { json: {}, headers: { 'x-csrf-token': 'nope' } })).status).toBe(403)
     expect((await c.request('/_caje/clear_db', { form: { confirm: 'yes' }, headers: { origin: 'https://evil.example' } })).status).toBe(403)
     expect((await c.request('/_caje/populate', { form: {}, headers: { 'sec-fetch-site': 'same-site' } })).status).toBe(403)
-    expect((await c.request('/_caje/logout', { form: {}, csrf: false })).status).toBe(403)
+    expect((await c.request('/_caje/logout', { form: {}, csrf: false, headers: { accept: 'application/json' } })).status).toBe(403)
     expect(h.actions.calls.filter((x) => !x.startsWith('list'))).toEqual([])
     // The same requests with the token and our origin go through.
     const ok = await c.request('/_caje/populate', { form: {}, headers: { origin: 'http://localhost:8080', 'sec-fetch-site': 'same-origin' } })
     expect(ok.status).toBe(303)
     expect(h.actions.calls).toContain('populate')
+  })
+
+  it('sends a browser form with a stale token back to its page with a message, and does nothing', async () => {
+    h = await setup()
+    const c = h.client()
+    await c.signInWithPassword()
+    const referer = 'http://localhost:8080/_caje/list?filter=blog'
+    const res = await c.request('/_caje/purge', { form: { kind: 'url', value: 'https://www.example.com/blog/post-1', _csrf: 'x'.repeat(32) }, headers: { referer } })
+    expect(res.status).toBe(303)
+    expect(res.headers.get('location')).toBe('/_caje/list?filter=blog')
+    expect(flashOf(res)).toMatchObject({ kind: 'error', text: 'This page was out of date, so that was not done. Try again.' })
+    // A Referer from elsewhere never chooses where to go.
+    const elsewhere = await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes', _csrf: 'x'.repeat(32) }, headers: { referer: 'https://evil.example/_caje/passkeys' } })
+    expect(elsewhere.headers.get('location')).toBe('/_caje/list')
+    // A cross-site post gets an error page, not JSON.
+    const cross = await c.request('/_caje/clear_db', { form: { confirm: 'yes' }, headers: { origin: 'https://evil.example' } })
+    expect(cross.status).toBe(403)
+    expect(cross.headers.get('content-type')).toMatch(/^text\/html/)
+    expect(await cross.text()).toContain('Error 403')
+    expect(h.actions.calls.filter((x) => !x.startsWith('list'))).toEqual([])
+  })
+
+  it('shows the sign-in page, with the page to return to, for a form posted after the session ended', async () => {
+    h = await setup()
+    const c = h.client()
+    await c.signInWithPassword()
+    const stale = c.csrfToken!
+    await c.request('/_caje/logout', { form: {} })
+    const res = await c.request('/_caje/purge', { form: { kind: 'url', value: 'https://www.example.com/blog/post-1', _csrf: stale }, headers: { referer: 'http://localhost:8080/_caje/list?filter=blog' } })
+    expect(res.status).toBe(401)
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/)
+    const html = await res.text()
+    expect(html).toContain('Your session ended, so that was not done. Sign in, then try again.')
+    expect(html).toContain('name="next" value="/_caje/list?filter=blog"')
+    expect(h.actions.calls.filter((x) => !x.startsWith('list'))).toEqual([])
   })
 
   it('accepts the token in the X-CSRF-Token header', async () => {
