@@ -140,6 +140,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     hits,
     jobs,
+    log,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   const adminDb = manifest.readDb()

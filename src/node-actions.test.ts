@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { normaliseFieldValue } from './proxy/cache-key.ts'
 import { variantLabel } from './node-actions.ts'
+import { startNode, startOrigin, type TestNode } from './test-support/servers.ts'
 
 describe('variantLabel', () => {
   it('names a variant by its Vary values, sorted, without revealing secrets', () => {
@@ -12,5 +13,73 @@ describe('variantLabel', () => {
     const label = variantLabel({ cookie })
     expect(label).toMatch(/^cookie=sha256:.{8}…$/)
     expect(label).not.toContain('very-secret')
+  })
+})
+
+describe('admin actions on a real node', () => {
+  const cleanups: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  const TOKEN = 'node-actions-test-token-0123456789abcdef'
+  const api = (node: TestNode, p: string, body?: unknown) =>
+    node.get(p, {
+      method: body === undefined ? 'GET' : 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+  type ListJson = { manifest: { total: number; entries: Array<{ url: string; nodes: string[] }> }; disk: { total: number } }
+
+  async function nodeWithPages(pages: string[]): Promise<TestNode> {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' })
+      res.end('body')
+    })
+    cleanups.push(() => origin.close())
+    // The writer gathers ops for 50 ms before a batch: an answer that did not wait for it comes first.
+    const node = await startNode(origin.url, { CAJE_API_TOKEN: TOKEN })
+    cleanups.push(() => node.close())
+    for (const p of pages) {
+      await (await node.get(p)).text()
+      await node.stored(p)
+    }
+    await node.manifest.writer.flush()
+    return node
+  }
+
+  it('answers a purge once the manifest no longer lists what it removed', async () => {
+    const node = await nodeWithPages(['/a', '/b'])
+    const url = `${node.url}/a`
+    const before = (await (await api(node, '/_caje/list')).json()) as ListJson
+    expect(before.manifest.entries.map((e) => e.url).sort()).toEqual([`${node.url}/a`, `${node.url}/b`])
+    const res = await api(node, '/_caje/purge', { url })
+    expect(res.status).toBe(200)
+    const after = (await (await api(node, '/_caje/list')).json()) as ListJson
+    expect(after.manifest.entries.map((e) => e.url)).toEqual([`${node.url}/b`])
+  })
+
+  it('answers a purge of what only a peer holds once the manifest no longer lists it', async () => {
+    const node = await nodeWithPages(['/a'])
+    // A second node on the same manifest file holds /c; this node never saw it, so removing it here costs nothing.
+    const peer = await startNode(node.config.origin!.href, { CAJE_NODE_ID: 'peer-node', CAJE_DATABASE_PATH: node.config.databasePath })
+    cleanups.push(() => peer.close())
+    const url = `${peer.url}/c`
+    await (await peer.get('/c')).text()
+    await peer.stored('/c')
+    await peer.manifest.writer.flush()
+    const res = await api(node, '/_caje/purge', { url })
+    expect(res.status).toBe(200)
+    const after = (await (await api(node, '/_caje/list')).json()) as ListJson
+    expect(after.manifest.entries.map((e) => e.url)).toEqual([`${node.url}/a`])
+  })
+
+  it('answers Clear FS once the manifest no longer lists this node as a holder', async () => {
+    const node = await nodeWithPages(['/a'])
+    const res = await api(node, '/_caje/clear_fs', {})
+    expect(res.status).toBe(200)
+    const after = (await (await api(node, '/_caje/list')).json()) as ListJson
+    expect(after.disk.total).toBe(0)
+    expect(after.manifest.entries.flatMap((e) => e.nodes)).toEqual([])
   })
 })

@@ -32,10 +32,29 @@ export interface NodeActionsDeps {
   hits: HitCounter
   jobs: ClusterJobs
   now?: () => number
+  log?: (o: Record<string, unknown>) => void
 }
+
+/** How long an admin action waits for its manifest writes before answering anyway. */
+const SETTLE_TIMEOUT_MS = 5_000
 
 export function createNodeActions(deps: NodeActionsDeps): AdminActions {
   const now = deps.now ?? Date.now
+  const log = deps.log ?? (() => {})
+
+  /**
+   * Wait until this node's manifest writes so far are delivered, so the page
+   * the admin lands on (or the script's next read) shows the action's result.
+   * Writes are fast; when the primary cannot be reached, the action has still
+   * been applied here, and the writer keeps retrying: answer anyway.
+   */
+  async function settled(): Promise<void> {
+    try {
+      await deps.writer.flush({ timeoutMs: SETTLE_TIMEOUT_MS })
+    } catch (err) {
+      log({ level: 'warn', event: 'admin.manifest_pending', error: (err as Error).message })
+    }
+  }
   return {
     async listDisk(query) {
       const { total, entries } = await deps.store.list(query)
@@ -79,6 +98,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
     async clearFs() {
       const removed = await deps.store.clear()
       deps.writer.submit({ type: 'node-cleared', nodeId: deps.config.nodeId })
+      await settled()
       return removed
     },
 
@@ -92,7 +112,11 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
 
     populate: () => deps.jobs.populate(),
     populateStatus: () => deps.jobs.populateStatus(),
-    purge: (request) => deps.jobs.purge(request),
+    async purge(request) {
+      const result = await deps.jobs.purge(request)
+      await settled()
+      return result
+    },
 
     status() {
       const stats = deps.store.stats()
