@@ -252,7 +252,8 @@ describe('purge', () => {
     const c = h.client()
     const url = await c.request('/_caje/purge', { json: { url: 'https://www.example.com/blog/post-1' }, headers: bearer() })
     expect(url.status).toBe(200)
-    expect(await url.json()).toMatchObject({ ok: true, removed: 1 })
+    // Scripts get machine fields, never the page's sentences.
+    expect(await url.json()).toEqual({ ok: true, purge: { kind: 'url', value: 'https://www.example.com/blog/post-1' }, removed: 1 })
     expect((await c.request('/_caje/purge', { json: { prefix: 'https://www.example.com/docs/' }, headers: bearer() })).status).toBe(200)
     expect((await c.request('/_caje/purge', { json: { tag: 'assets' }, headers: bearer() })).status).toBe(200)
     const all = await c.request('/_caje/purge', { json: { all: true }, headers: bearer() })
@@ -267,6 +268,10 @@ describe('purge', () => {
     for (const body of [{}, { url: '' }, { url: 'not a url' }, { url: 'ftp://x/y' }, { prefix: '' }, { tag: '  ' }, { all: false }]) {
       const res = await c.request('/_caje/purge', { json: body, headers: bearer() })
       expect(res.status, JSON.stringify(body)).toBe(400)
+      const answer = (await res.json()) as { ok: boolean; code: string; error: string }
+      expect(answer.ok).toBe(false)
+      expect(answer.code, JSON.stringify(body)).toBe(body.url === 'not a url' || body.url === 'ftp://x/y' ? 'purge_bad_url' : 'purge_needs_value')
+      expect(answer.error).toMatch(/\.$/)
     }
     expect(h.actions.calls).toEqual([])
   })
@@ -293,7 +298,9 @@ describe('populate', () => {
     const res = await c.request('/_caje/populate', { form: {} })
     expect(flashOf(res)?.text).toBe('Populate started. Progress shows below.')
     const again = await c.request('/_caje/populate', { json: {} })
-    expect(await again.json()).toMatchObject({ started: false, message: 'Populate is already running.' })
+    const body = (await again.json()) as Record<string, unknown>
+    expect(body).toMatchObject({ ok: true, started: false, populate: { running: true } })
+    expect(body).not.toHaveProperty('message')
     await h.actions.populateIdle()
     expect(h.actions.disk.length).toBeGreaterThan(before)
     const status = (await (await c.request('/_caje/populate', { headers: { accept: 'application/json' } })).json()) as {

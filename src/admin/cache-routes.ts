@@ -9,7 +9,7 @@ import type { Chrome } from '../../views/layout.tsx'
 import { PATHS } from '../../views/paths.ts'
 import { TEXT } from '../../views/text.ts'
 import type { PurgeRequest } from './actions.ts'
-import { actor, requireAdmin } from './auth.ts'
+import { actor, formPage, requireAdmin } from './auth.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
 import { field, finish, readBody, renderPage, takeFlash, wantsJson, type Body } from './http.ts'
 import * as repo from './repo.ts'
@@ -27,7 +27,10 @@ export async function chrome(c: Context, shared: Shared, auth: Auth, current: Ch
   return { adminName: auth.adminName, csrfToken: auth.csrfToken, status: shared.actions.status(), current }
 }
 
-type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; message: string } | { ok: 'confirm' }
+/** Machine-readable reasons a cache action was refused, for scripts (the sentence is for people). */
+export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'action_failed'
+
+type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; code: ActionErrorCode; message: string } | { ok: 'confirm' }
 
 /** `{"url":…}|{"prefix":…}|{"tag":…}|{"all":true}` from scripts, `kind` + `value` from the form. */
 export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
@@ -48,23 +51,36 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
       if (fromForm && body.confirm !== 'yes') return { ok: 'confirm' }
       return { ok: true, request: { kind: 'all' }, label: 'everything' }
     case 'url': {
-      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
       let url: URL
       try {
         url = new URL(value)
       } catch {
-        return { ok: false, message: TEXT.flash.purgeBadUrl }
+        return { ok: false, code: 'purge_bad_url', message: TEXT.flash.purgeBadUrl }
       }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, message: TEXT.flash.purgeBadUrl }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, code: 'purge_bad_url', message: TEXT.flash.purgeBadUrl }
       return { ok: true, request: { kind: 'url', value: url.href }, label: url.href }
     }
     case 'prefix':
     case 'tag':
-      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
       return { ok: true, request: { kind, value }, label: `${kind} ${value}` }
     default:
-      return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
   }
+}
+
+/**
+ * Finish a cache action: scripts get machine fields (`json`, or `code` on a
+ * failure, with the sentence as `error`), forms a 303 back with the sentence.
+ */
+function done(
+  c: Context,
+  shared: Shared,
+  o: { ok: true; message: string; json: Record<string, unknown>; status?: 200 | 202 } | { ok: false; code: ActionErrorCode; message: string; status: 400 | 500 },
+): Response {
+  if (wantsJson(c)) return o.ok ? c.json({ ok: true, ...o.json }, o.status ?? 200) : c.json({ ok: false, code: o.code, error: o.message }, o.status)
+  return finish(c, shared, { ok: o.ok, message: o.message, redirect: formPage(c, shared) })
 }
 
 export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
@@ -77,7 +93,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       return { ok: true, value: await run() }
     } catch (err) {
       shared.log({ event: 'admin.action_failed', action: what, error: err instanceof Error ? (err.stack ?? err.message) : String(err) })
-      return { ok: false, response: finish(c, shared, { ok: false, message: TEXT.flash.actionFailed, status: 500, redirect: PATHS.list }) }
+      return { ok: false, response: done(c, shared, { ok: false, code: 'action_failed', message: TEXT.flash.actionFailed, status: 500 }) }
     }
   }
 
@@ -133,16 +149,11 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const auth = c.get('auth')
     const parsed = parsePurge(await readBody(c), isForm(c))
     if (parsed.ok === 'confirm') return c.redirect(PATHS.confirm('purge_all'), 303)
-    if (!parsed.ok) return finish(c, shared, { ok: false, message: parsed.message, status: 400, redirect: PATHS.list })
+    if (!parsed.ok) return done(c, shared, { ok: false, code: parsed.code, message: parsed.message, status: 400 })
     const r = await attempt(c, 'purge', () => shared.actions.purge(parsed.request))
     if (!r.ok) return r.response
     shared.log({ event: 'admin.purge', by: actor(auth), ...parsed.request, removed: r.value.removed })
-    return finish(c, shared, {
-      ok: true,
-      message: TEXT.flash.purged(r.value.removed, parsed.label),
-      data: { removed: r.value.removed },
-      redirect: PATHS.list,
-    })
+    return done(c, shared, { ok: true, message: TEXT.flash.purged(r.value.removed, parsed.label), json: { purge: parsed.request, removed: r.value.removed } })
   })
 
   app.post('/populate', admin, async (c) => {
@@ -150,12 +161,11 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const r = await attempt(c, 'populate', () => shared.actions.populate())
     if (!r.ok) return r.response
     shared.log({ event: 'admin.populate', by: actor(auth), started: r.value.started })
-    return finish(c, shared, {
+    return done(c, shared, {
       ok: true,
       message: r.value.started ? TEXT.flash.populateStarted : TEXT.flash.populateAlreadyRunning,
-      data: { started: r.value.started },
+      json: { started: r.value.started, populate: shared.actions.populateStatus() ?? null },
       status: r.value.started ? 202 : 200,
-      redirect: PATHS.list,
     })
   })
 
@@ -171,7 +181,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const r = await attempt(c, 'clear_fs', () => shared.actions.clearFs())
     if (!r.ok) return r.response
     shared.log({ event: 'admin.clear_fs', by: actor(auth), removed: r.value })
-    return finish(c, shared, { ok: true, message: TEXT.flash.clearedFs(r.value), data: { removed: r.value }, redirect: PATHS.list })
+    return done(c, shared, { ok: true, message: TEXT.flash.clearedFs(r.value), json: { removed: r.value } })
   })
 
   app.post('/clear_db', admin, async (c) => {
@@ -181,6 +191,6 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const r = await attempt(c, 'clear_db', () => shared.actions.clearDb())
     if (!r.ok) return r.response
     shared.log({ event: 'admin.clear_db', by: actor(auth), removed: r.value })
-    return finish(c, shared, { ok: true, message: TEXT.flash.clearedDb(r.value), data: { removed: r.value }, redirect: PATHS.list })
+    return done(c, shared, { ok: true, message: TEXT.flash.clearedDb(r.value), json: { removed: r.value } })
   })
 }
