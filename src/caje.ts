@@ -128,7 +128,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     isPurged: (meta) => purges.covers(meta),
   })
   const jobs: ClusterJobs = {
-    populate: () => populator.run(),
+    populate: (options) => populator.run(options),
     populateStatus: () => populator.status(),
     purge: (request) => purges.purge(request),
   }

@@ -3,7 +3,7 @@
 // applier. The admin app sees only this interface.
 
 import type { Kysely } from 'kysely'
-import type { AdminActions, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
+import type { AdminActions, EntryVia, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
@@ -18,7 +18,7 @@ export interface HitCounter {
 }
 
 export interface ClusterJobs {
-  populate(): Promise<{ started: boolean }>
+  populate(options?: { key?: string }): Promise<{ started: boolean }>
   populateStatus(): PopulateStatus | undefined
   purge(request: PurgeRequest): Promise<{ removed: number }>
 }
@@ -70,6 +70,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
           storedAt: e.storedAt,
           staleAt: e.staleAt,
           inMemory: e.inMemory,
+          via: entryVia(e.via),
         })),
       }
     },
@@ -110,7 +111,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return total
     },
 
-    populate: () => deps.jobs.populate(),
+    populate: (options) => deps.jobs.populate(options),
     populateStatus: () => deps.jobs.populateStatus(),
     async purge(request) {
       const result = await deps.jobs.purge(request)
@@ -131,6 +132,13 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       }
     },
   }
+}
+
+/** How this node got an entry, from EntryMeta.via. */
+export function entryVia(via: string | undefined): EntryVia {
+  if (via === 'populate') return { kind: 'populate' }
+  if (via?.startsWith('peer:')) return { kind: 'peer', node: via.slice('peer:'.length) }
+  return { kind: 'request' }
 }
 
 /** A readable name for a Vary variant, e.g. `accept-encoding=gzip`; secrets stay digests. */

@@ -73,14 +73,42 @@ const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => 
   )
 }
 
-const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) =>
-  staleAt > now ? (
-    <span title={isoTime(staleAt)}>{formatDuration(staleAt - now)}</span>
-  ) : (
-    <span data-component="badge" data-kind="stale" title={isoTime(staleAt)}>
-      {TEXT.list.stale} {formatRelative(staleAt, now)}
+/**
+ * One display for every entry: a fresh one is served as is for the time
+ * shown; a stale one is still served, after the origin confirms it (a 304
+ * keeps the body), so it is not an error.
+ */
+const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) => {
+  const fresh = staleAt > now
+  return (
+    <span data-component="freshness" data-state={fresh ? 'fresh' : 'stale'} title={`${fresh ? TEXT.list.freshUntil : TEXT.list.staleSince} ${isoTime(staleAt)}`}>
+      <span data-component="badge" data-kind={fresh ? 'fresh' : 'stale'}>
+        {fresh ? TEXT.list.fresh : TEXT.list.stale}
+      </span>
+      <span data-slot="detail">{fresh ? TEXT.list.freshFor(formatDuration(staleAt - now)) : TEXT.list.revalidates}</span>
     </span>
   )
+}
+
+/** Purge this URL (all its variants, on every node); the form returns to the page it is on. */
+const RowPurge: FC<{ url: string; csrf: string }> = ({ url, csrf }) => (
+  <form method="post" action={PATHS.purge} data-component="inline-form">
+    <Csrf token={csrf} />
+    <input type="hidden" name="kind" value="url" />
+    <input type="hidden" name="value" value={url} />
+    <button type="submit" data-variant="danger" data-size="small" aria-label={`${TEXT.list.rowPurge} ${url}`}>
+      {TEXT.list.rowPurge}
+    </button>
+  </form>
+)
+
+/** How this node got a copy: a client's request, or populate (from a peer or the origin). */
+const Source: FC<{ via: DiskEntry['via'] }> = ({ via }) => {
+  const t = TEXT.list.via
+  if (via.kind === 'peer') return <span data-component="badge" data-kind="peer" title={t.peerTitle(via.node)}>{t.peer(via.node)}</span>
+  if (via.kind === 'populate') return <span data-component="badge" data-kind="origin" title={t.populateTitle}>{t.populate}</span>
+  return <span data-slot="muted">{t.request}</span>
+}
 
 const StatusCode: FC<{ status: number }> = ({ status }) => (
   <span data-component="status-code" data-class={`${Math.floor(status / 100)}xx`}>
@@ -107,6 +135,10 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
             <th scope="col">{t.col.stored}</th>
             <th scope="col">{t.col.expires}</th>
             <th scope="col">{t.col.tier}</th>
+            <th scope="col">{t.col.source}</th>
+            <th scope="col" data-align="end">
+              <span data-visually-hidden="">{t.col.actions}</span>
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -133,6 +165,12 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
                 <span data-component="badge" data-kind={e.inMemory ? 'memory' : 'disk'}>
                   {e.inMemory ? t.tierMemory : t.tierDisk}
                 </span>
+              </td>
+              <td data-slot="source">
+                <Source via={e.via} />
+              </td>
+              <td data-align="end" data-slot="row-actions">
+                <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
               </td>
             </tr>
           ))}
@@ -164,6 +202,9 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
             <th scope="col">{t.col.stored}</th>
             <th scope="col">{t.col.expires}</th>
             <th scope="col">{t.col.nodes}</th>
+            <th scope="col" data-align="end">
+              <span data-visually-hidden="">{t.col.actions}</span>
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -194,6 +235,18 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
                   </span>
                 ))}
               </td>
+              <td data-align="end" data-slot="row-actions">
+                {!e.nodes.includes(self) && e.staleAt > props.now ? (
+                  <form method="post" action={PATHS.populate} data-component="inline-form">
+                    <Csrf token={props.chrome.csrfToken} />
+                    <input type="hidden" name="key" value={e.key} />
+                    <button type="submit" data-size="small" aria-label={`${t.rowPopulate} ${e.url}`} disabled={props.populate?.running}>
+                      {t.rowPopulate}
+                    </button>
+                  </form>
+                ) : null}
+                <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
+              </td>
             </tr>
           ))}
         </tbody>
@@ -207,7 +260,8 @@ export function populateSummary(status: PopulateStatus | undefined, now: number)
   const t = TEXT.actions
   if (!status) return t.populateNever
   const when = status.running ? `started ${formatRelative(status.startedAt, now)}` : `finished ${formatRelative(status.finishedAt, now)}`
-  return `${status.running ? t.populateRunning : t.populateFinished} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)} · ${when}`
+  const what = status.key === null ? '' : ` (${status.key.replace(/^GET /, '')})`
+  return `${status.running ? t.populateRunning : t.populateFinished}${what} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)} · ${when}`
 }
 
 const PopulateState: FC<{ status: PopulateStatus | undefined; now: number }> = ({ status, now }) => (

@@ -30,7 +30,11 @@ export interface DiskEntry {
   staleAt: number
   /** Also held by the memory tier. */
   inMemory: boolean
+  /** How this node got it: a client's request through it, or populate from a peer or the origin. */
+  via: EntryVia
 }
+
+export type EntryVia = { kind: 'request' } | { kind: 'peer'; node: string } | { kind: 'populate' }
 
 /** One URL in the shared manifest, with the nodes that hold a copy. */
 export interface ManifestEntry {
@@ -48,7 +52,12 @@ export interface ManifestEntry {
 
 export interface PopulateStatus {
   running: boolean
+  /** The one key a run was asked for (a row's Populate button); null for a run over the whole manifest. */
+  key: string | null
   done: number
+  /** Of `done`: copied from a peer that held them, and fetched from the origin because no peer could give them. */
+  fromPeers: number
+  fromOrigin: number
   skipped: number
   failed: number
   bytes: number
@@ -80,8 +89,8 @@ export interface AdminActions {
   clearFs(): Promise<number>
   /** Empty the shared manifest (entries, holders). Resolves to the number of rows removed. */
   clearDb(): Promise<number>
-  /** Start warming this node from the manifest; `started: false` when a run is already going. */
-  populate(): Promise<{ started: boolean }>
+  /** Start warming this node from the manifest (or only `key`'s variants); `started: false` when a run is already going. */
+  populate(options?: { key?: string }): Promise<{ started: boolean }>
   /** The running or last finished run, undefined before the first one. */
   populateStatus(): PopulateStatus | undefined
   /** Record a purge in the manifest and apply it here; the other nodes apply it within seconds. */

@@ -310,7 +310,30 @@ describe('populate', () => {
     expect(status.populate.running).toBe(false)
     expect(status.summary).toMatch(/^Last run · \d+ fetched/)
     const { html } = await c.page('/_caje/list')
-    expect(html).toMatch(/Last run · \d+ fetched, \d+ skipped, 0 failed/)
+    expect(html).toMatch(/Last run · \d+ fetched \(\d+ from peers, \d+ from the origin\), \d+ skipped, 0 failed/)
+  })
+
+  it('fetches one entry from its row, and each row can be purged where it is listed', async () => {
+    h = await setup({ entries: 12 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const missing = h.actions.manifest.filter((m) => !m.nodes.includes('node-a') && m.staleAt > h.clock.now)
+    expect(missing.length).toBeGreaterThan(0)
+    const { html } = await c.page('/_caje/list')
+    // A row Populate button for each fresh entry this node lacks, and none for what it holds.
+    expect(html.match(/<input type="hidden" name="key"/g)?.length).toBe(missing.length)
+    expect(html).toContain(`<input type="hidden" name="key" value="${missing[0]!.key}"/>`)
+    // A row Purge button per disk row and per manifest row.
+    expect(html.match(/<input type="hidden" name="kind" value="url"\/>/g)?.length).toBe(h.actions.disk.length + h.actions.manifest.length)
+
+    const res = await c.request('/_caje/populate', { form: { key: missing[0]!.key }, headers: { referer: 'http://localhost:8080/_caje/list?filter=x' } })
+    expect(res.headers.get('location')).toBe('/_caje/list?filter=x')
+    await h.actions.populateIdle()
+    expect(h.actions.calls).toContain(`populate:${missing[0]!.key}`)
+    expect(h.actions.populateStatus()).toMatchObject({ key: missing[0]!.key, done: 1, fromPeers: 1, fromOrigin: 0 })
+    expect(h.actions.disk.filter((d) => missing.some((m) => m.key === d.key)).map((d) => d.key)).toEqual([missing[0]!.key])
+    const after = (await c.page('/_caje/list')).html
+    expect(after).toContain('peer node-b')
   })
 
   it('answers 202 to a script that starts a run', async () => {

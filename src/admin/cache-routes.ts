@@ -158,9 +158,11 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.post('/populate', admin, async (c) => {
     const auth = c.get('auth')
-    const r = await attempt(c, 'populate', () => shared.actions.populate())
+    // A row's Populate button sends its cache key: fetch only that entry's variants.
+    const key = field(await readBody(c), 'key', 4096) || undefined
+    const r = await attempt(c, 'populate', () => shared.actions.populate(key === undefined ? {} : { key }))
     if (!r.ok) return r.response
-    shared.log({ event: 'admin.populate', by: actor(auth), started: r.value.started })
+    shared.log({ event: 'admin.populate', by: actor(auth), started: r.value.started, key: key ?? null })
     return done(c, shared, {
       ok: true,
       message: r.value.started ? TEXT.flash.populateStarted : TEXT.flash.populateAlreadyRunning,

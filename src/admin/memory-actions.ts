@@ -68,7 +68,7 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
   }
 
   async function runPopulate(status: PopulateStatus) {
-    for (const m of [...manifest]) {
+    for (const m of manifest.filter((e) => status.key === null || e.key === status.key)) {
       if (opts.populateDelayMs) await new Promise((r) => setTimeout(r, opts.populateDelayMs))
       else await Promise.resolve()
       if (disk.some((d) => d.key === m.key)) {
@@ -89,7 +89,10 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
         storedAt: now(),
         staleAt: m.staleAt,
         inMemory: false,
+        via: m.nodes.some((n) => n !== opts.nodeId) ? { kind: 'peer', node: m.nodes.find((n) => n !== opts.nodeId)! } : { kind: 'populate' },
       })
+      if (m.nodes.some((n) => n !== opts.nodeId)) status.fromPeers++
+      else status.fromOrigin++
       if (!m.nodes.includes(opts.nodeId)) m.nodes.push(opts.nodeId)
       status.done++
       status.bytes += m.size
@@ -118,10 +121,10 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
       calls.push('clearDb')
       return manifest.splice(0, manifest.length).length
     },
-    async populate() {
-      calls.push('populate')
+    async populate(options = {}) {
+      calls.push(options.key === undefined ? 'populate' : `populate:${options.key}`)
       if (populate?.running) return { started: false }
-      const status: PopulateStatus = { running: true, done: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
+      const status: PopulateStatus = { running: true, key: options.key ?? null, done: 0, fromPeers: 0, fromOrigin: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
       populate = status
       running = runPopulate(status)
       return { started: true }
@@ -190,6 +193,7 @@ export function sampleEntries(opts: { n: number; nodeId: string; peers?: string[
         storedAt,
         staleAt,
         inMemory: i % 3 === 0,
+        via: { kind: 'request' },
       })
     }
     const nodes = [...(onThisNode ? [opts.nodeId] : []), ...(opts.peers ?? []).filter((_, j) => (i + j) % 2 === 0)]

@@ -60,7 +60,7 @@ export interface PopulatorOptions {
 
 export interface Populator {
   /** Start a run now; `started: false` when one is already running (or the populator is closed). */
-  run(): Promise<{ started: boolean }>
+  run(options?: { key?: string }): Promise<{ started: boolean }>
   /** The running or last finished run; undefined before the first. */
   status(): PopulateStatus | undefined
   /** Run every intervalSeconds in the background (0 disables); the first run comes sooner. */
@@ -71,7 +71,7 @@ export interface Populator {
   close(): Promise<void>
 }
 
-type Outcome = { result: 'done'; bytes: number } | { result: 'skipped'; reason: string } | { result: 'failed'; reason: string }
+type Outcome = { result: 'done'; bytes: number; from: 'peer' | 'origin' } | { result: 'skipped'; reason: string } | { result: 'failed'; reason: string }
 
 /** Why a peer's copy was not used; the next holder, then the origin, is tried. */
 class PeerMiss extends Error {}
@@ -91,10 +91,13 @@ export function createPopulator(options: PopulatorOptions): Populator {
   let closed = false
 
   async function execute(status: PopulateStatus, signal: AbortSignal): Promise<void> {
+    const key = status.key ?? undefined
     let failuresLogged = 0
     const count = (outcome: Outcome, entry: MissingEntry) => {
       if (outcome.result === 'done') {
         status.done++
+        if (outcome.from === 'peer') status.fromPeers++
+        else status.fromOrigin++
         status.bytes += outcome.bytes
         options.metrics?.populate('done', outcome.bytes)
         return
@@ -109,7 +112,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
     let after: { key: string; variant: string } | undefined
     while (!signal.aborted) {
-      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after })
+      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key })
       if (page.length === 0) break
       let next = 0
       const worker = async () => {
@@ -144,7 +147,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
       for (const holder of holders) {
         if (signal.aborted) return { result: 'failed', reason: 'populate was stopped' }
         try {
-          return { result: 'done', bytes: await fromPeer(holder, entry, signal) }
+          return { result: 'done', bytes: await fromPeer(holder, entry, signal), from: 'peer' }
         } catch (err) {
           misses.push(`${holder.nodeId}: ${describeError(err)}`)
           if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
@@ -157,7 +160,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
     const secret = Object.keys(entry.varyHeaders).find((name) => SECRET_VARY_FIELDS.has(name) && entry.varyHeaders[name] !== '')
     if (secret) return { result: 'skipped', reason: `the variant depends on the client's ${secret}, which is not kept; no peer could give it` }
     const filled = await options.fill(new URL(entry.url), entry.varyHeaders, signal)
-    if (filled.stored) return { result: 'done', bytes: filled.bytes }
+    if (filled.stored) return { result: 'done', bytes: filled.bytes, from: 'origin' }
     const peers = misses.length > 0 ? `; peers: ${misses.join('; ')}` : ''
     return { result: 'failed', reason: `the origin answered ${filled.status} and the response was not stored${peers}` }
   }
@@ -205,8 +208,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
         if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
         if (meta.staleAt <= now()) throw new PeerMiss('the peer copy is no longer fresh')
 
-        const { size: _size, integrity: _integrity, ...newEntry } = meta
-        writer = options.store.writer(newEntry satisfies NewEntry)
+        const { size: _size, integrity: _integrity, ...copied } = meta
+        const newEntry: NewEntry = { ...copied, origin: typeof copied.origin === 'string' ? copied.origin : undefined, via: `peer:${holder.nodeId}` }
+        writer = options.store.writer(newEntry)
         const hash = createHash('sha512')
         let bytes = 0
         const feed = (chunk: Buffer) => {
@@ -251,9 +255,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
     }
   }
 
-  function startRun(): boolean {
+  function startRun(key?: string): boolean {
     if (running || closed) return false
-    const status: PopulateStatus = { running: true, done: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
+    const status: PopulateStatus = { running: true, key: key ?? null, done: 0, fromPeers: 0, fromOrigin: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
     current = status
     const controller = new AbortController()
     abort = controller
@@ -267,7 +271,10 @@ export function createPopulator(options: PopulatorOptions): Populator {
       status.running = false
       status.finishedAt = now()
       log('info', 'populate run finished', {
+        key: status.key,
         done: status.done,
+        fromPeers: status.fromPeers,
+        fromOrigin: status.fromOrigin,
         skipped: status.skipped,
         failed: status.failed,
         bytes: status.bytes,
@@ -282,8 +289,8 @@ export function createPopulator(options: PopulatorOptions): Populator {
   }
 
   return {
-    async run() {
-      return { started: startRun() }
+    async run(runOptions = {}) {
+      return { started: startRun(runOptions.key) }
     },
 
     status: () => (current ? { ...current } : undefined),

@@ -281,6 +281,8 @@ export interface MissingOptions {
   /** Page size; populate calls again with `after` set to the last entry it got. */
   limit?: number
   after?: { key: string; variant: string }
+  /** Only the variants of this key (populate one entry from the admin list). */
+  key?: string
 }
 
 /**
@@ -317,6 +319,7 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
         ),
       ),
     )
+  if (options.key !== undefined) q = q.where('e.key', '=', options.key)
   const after = options.after
   if (after) q = q.where((eb) => eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant)))
   const rows = await q.orderBy('e.key').orderBy('e.variant').limit(limit).execute()

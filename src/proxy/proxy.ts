@@ -112,10 +112,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
   }
 
-  /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
-  function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders): EntryMeta | undefined {
+  /**
+   * Pick the stored variant matching this request (RFC 9111 §4.1), newest first. A response
+   * another origin gave (before CAJE_ORIGIN or the site's origin changed) is not this origin's
+   * answer: it counts as absent, and the fill that follows replaces it.
+   */
+  function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders, originUrl: URL): EntryMeta | undefined {
     let best: EntryMeta | undefined
     for (const v of variants) {
+      if (v.origin !== undefined && v.origin !== originUrl.href) continue
       if (!isFreshnessPolicy(v.policy)) continue
       if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
       if (!best || v.storedAt > best.storedAt) best = v
@@ -123,10 +128,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return best
   }
 
-  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
+  async function lookup(key: string, headers: FlatHeaders, originUrl: URL): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
     const variants = await store.variants(key)
-    if (variants.length === 0) return { hadVariants: false }
-    return { meta: pickVariant(variants, headers), hadVariants: true }
+    // Only this origin's variants count: with none, the miss is a uri-miss, not a vary-miss.
+    if (!variants.some((v) => v.origin === undefined || v.origin === originUrl.href)) return { hadVariants: false }
+    return { meta: pickVariant(variants, headers, originUrl), hadVariants: true }
   }
 
   async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -245,11 +251,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function hitNow(req: ProxyRequest): ProxyResult | undefined {
     if (req.method !== 'GET' && req.method !== 'HEAD') return undefined
-    if (!opts.resolveOrigin(req.host)) return undefined
+    const originUrl = opts.resolveOrigin(req.host)
+    if (!originUrl) return undefined
     const key = primaryKey(req.scheme, req.host, req.path)
     const variants = store.variantsNow(key)
     if (variants.length === 0) return undefined
-    const meta = pickVariant(variants, req.headers)
+    const meta = pickVariant(variants, req.headers, originUrl)
     if (!meta) return undefined
     const policy = meta.policy as FreshnessPolicy
     if (decideReuse(policy, req.headers, now()).kind !== 'fresh') return undefined
@@ -267,6 +274,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     key: string
     url: string
     host: string
+    /** The origin that answered (recorded so an entry from another origin is never served). */
+    origin: URL
+    /** How the entry came to be fetched (EntryMeta.via); undefined for a client's request. */
+    via?: string
   }
 
   /**
@@ -322,6 +333,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
       deleteAt: decision.deleteAt,
       tags: cacheTags(headers),
       contentType: headers['content-type'] ?? '',
+      origin: target.origin.href,
+      via: target.via,
     }
     const writer = store.writer(entry)
     let feeding = true
@@ -400,7 +413,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /** Cache-filling GET to the origin (a miss, or a revalidation that came back 200). */
-  async function fetchAndStore(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus, onOutcome: (stored: boolean) => void): Promise<ProxyResult> {
+  async function fetchAndStore(
+    req: ProxyRequest,
+    originUrl: URL,
+    key: string,
+    cacheStatus: CacheStatus,
+    onOutcome: (stored: boolean) => void,
+    via?: string,
+  ): Promise<ProxyResult> {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const requestTime = now()
     let res: OriginResponse
@@ -410,7 +430,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       onOutcome(false)
       throw err
     }
-    const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
+    const admitted = admit({ key, url: key, host: req.host, origin: originUrl, via }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -493,7 +513,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
     const key = meta.key
-    const admitted = admit({ key, url: meta.url, host: meta.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    const admitted = admit({ key, url: meta.url, host: meta.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
     return { kind: 'replaced', result: clientResult(req, originUrl, admitted, res, { fwd: 'stale' }) }
   }
 
@@ -522,7 +542,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants } = await lookup(key, req.headers)
+      const { meta, hadVariants } = await lookup(key, req.headers, originUrl)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
@@ -648,7 +668,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const key = primaryKey(req.scheme, host, req.path)
       let resolveOutcome!: (s: boolean) => void
       const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
-      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s))
+      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s), 'populate')
       let bytes = 0
       const body = result.body
       if (body instanceof Buffer) bytes = body.length
