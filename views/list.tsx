@@ -154,7 +154,9 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
               <td data-align="end" data-slot="num">
                 {formatBytes(e.size)}
               </td>
-              <td data-slot="type">{e.contentType ?? '—'}</td>
+              <td data-slot="type" title={e.contentType ?? undefined}>
+                {e.contentType?.split(';')[0] ?? '—'}
+              </td>
               <td data-slot="time" title={isoTime(e.storedAt)}>
                 {formatTime(e.storedAt)}
               </td>
