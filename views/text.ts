@@ -27,6 +27,9 @@ export const TEXT = {
     working: 'Waiting for your passkey…',
     noWebAuthn: 'This browser cannot use passkeys. Use a current browser, over https or on localhost.',
     failed: 'Sign-in did not complete. Try again.',
+    wrongOrigin: (actual: string) =>
+      `Passkeys work only at the address in CAJE_PUBLIC_ORIGIN, and this page was opened at ${actual}. Sign in there:`,
+    wrongOriginLink: (expected: string) => `open ${expected}`,
     cancelled: 'Sign-in was cancelled.',
     setupHeading: 'First-time setup',
     setupLeadPassword: 'No passkey exists yet. Enter the admin password (CAJE_ADMIN_PASSWORD) to sign in once and register the first passkey.',

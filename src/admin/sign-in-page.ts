@@ -17,5 +17,11 @@ export function passwordMode(shared: Shared, passkeysExist: boolean): PasswordMo
 
 export async function renderSignIn(c: Context, shared: Shared, o: { next: string; flash?: Flash; status?: ContentfulStatusCode }): Promise<Response> {
   const passkeysExist = (await repo.countPasskeys(shared.db)) > 0
-  return renderPage(c, SignInPage, { passwordMode: passwordMode(shared, passkeysExist), passkeysExist, next: o.next, flash: o.flash }, o.status ?? 200)
+  // WebAuthn binds a passkey to CAJE_PUBLIC_ORIGIN (its rpID); opened at 127.0.0.1 or another
+  // name, the ceremony can only fail ("Sign-in did not complete"): say so and link there.
+  // Hosts are compared, not origins: behind a TLS-terminating proxy the request itself is http.
+  const actual = new URL(c.req.url)
+  const expected = shared.config.publicOrigin
+  const wrongOrigin = actual.host !== new URL(expected).host ? { expected, actual: actual.host } : undefined
+  return renderPage(c, SignInPage, { passwordMode: passwordMode(shared, passkeysExist), passkeysExist, next: o.next, flash: o.flash, wrongOrigin }, o.status ?? 200)
 }
