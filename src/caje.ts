@@ -141,6 +141,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     hits,
     jobs,
     log,
+    direct: config.litefsDir === undefined,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   const adminDb = manifest.readDb()

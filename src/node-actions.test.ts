@@ -16,20 +16,25 @@ describe('variantLabel', () => {
   })
 })
 
+const TOKEN = 'node-actions-test-token-0123456789abcdef'
+const api = (node: TestNode, p: string, body?: unknown) =>
+  node.get(p, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+type ListJson = {
+  manifest: { total: number; entries: Array<{ url: string; nodes: string[] }> }
+  disk: { total: number }
+  nodes: Array<{ id: string; online: boolean; self: boolean; holds: number; lastSeenAt: number }>
+}
+
 describe('admin actions on a real node', () => {
   const cleanups: Array<() => Promise<void>> = []
   afterEach(async () => {
     while (cleanups.length) await cleanups.pop()!()
   })
 
-  const TOKEN = 'node-actions-test-token-0123456789abcdef'
-  const api = (node: TestNode, p: string, body?: unknown) =>
-    node.get(p, {
-      method: body === undefined ? 'GET' : 'POST',
-      headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-  type ListJson = { manifest: { total: number; entries: Array<{ url: string; nodes: string[] }> }; disk: { total: number } }
 
   async function nodeWithPages(pages: string[]): Promise<TestNode> {
     const origin = await startOrigin((_req, res) => {
@@ -81,5 +86,53 @@ describe('admin actions on a real node', () => {
     const after = (await (await api(node, '/_caje/list')).json()) as ListJson
     expect(after.disk.total).toBe(0)
     expect(after.manifest.entries.flatMap((e) => e.nodes)).toEqual([])
+  })
+})
+
+describe('nodes on a real node', () => {
+  const cleanups: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  it('lists nodes with their last heartbeat, marks a silent one offline, and forgets it with its holdings', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600' })
+      res.end('x')
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url, { CAJE_NODE_ID: 'alive', CAJE_API_TOKEN: TOKEN })
+    cleanups.push(() => node.close())
+    await (await node.get('/a')).text()
+    await node.stored('/a')
+    // An old node that stopped two minutes ago and held /a too.
+    const entry = (await node.store.variants(`${new URL(node.url).origin}/a`))[0]!
+    const gone = Date.now() - 120_000
+    node.manifest.writer.submit({ type: 'node-heartbeat', node: { id: 'old-node', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: gone - 1000 }, at: gone })
+    node.manifest.writer.submit({ type: 'stored', nodeId: 'old-node', entry: { ...entry, tags: entry.tags } })
+    // And a peer that is still alive.
+    node.manifest.writer.submit({ type: 'node-heartbeat', node: { id: 'peer', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: Date.now() }, at: Date.now() })
+    await node.manifest.writer.flush()
+
+    const before = (await (await api(node, '/_caje/list')).json()) as ListJson
+    expect(before.nodes.map((n) => [n.id, n.online, n.self, n.holds])).toEqual([
+      ['alive', true, true, 1],
+      ['old-node', false, false, 1],
+      ['peer', true, false, 0],
+    ])
+    expect(before.nodes[1]!.lastSeenAt).toBe(gone)
+    expect(before.manifest.entries.map((e) => e.nodes)).toEqual([['alive', 'old-node']])
+    const self = await api(node, '/_caje/nodes/alive/forget', {})
+    expect([self.status, ((await self.json()) as { code: string }).code]).toEqual([409, 'node_self'])
+    const online = await api(node, '/_caje/nodes/peer/forget', {})
+    expect([online.status, ((await online.json()) as { code: string }).code]).toEqual([409, 'node_online'])
+    const unknown = await api(node, '/_caje/nodes/nobody/forget', {})
+    expect([unknown.status, ((await unknown.json()) as { code: string }).code]).toEqual([404, 'node_unknown'])
+    const forgot = await api(node, '/_caje/nodes/old-node/forget', {})
+    expect(await forgot.json()).toEqual({ ok: true, node: 'old-node', dropped: 1 })
+    // Answered once written: the manifest no longer knows it, nor lists it as a holder.
+    const after = (await (await api(node, '/_caje/list')).json()) as ListJson
+    expect(after.nodes.map((n) => n.id)).toEqual(['alive', 'peer'])
+    expect(after.manifest.entries.map((e) => e.nodes)).toEqual([['alive']])
   })
 })

@@ -8,7 +8,8 @@ import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
-import { listManifest } from './manifest/repositories.ts'
+import { NODE_OFFLINE_AFTER_MS } from './manifest/recorder.ts'
+import { countEntries, getNode, listManifest, listNodes } from './manifest/repositories.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
 /** Hits and misses of cacheable requests since start, for the status header. */
@@ -33,6 +34,8 @@ export interface NodeActionsDeps {
   jobs: ClusterJobs
   now?: () => number
   log?: (o: Record<string, unknown>) => void
+  /** No LiteFS: every node writes the shared file itself, none is primary. */
+  direct?: boolean
 }
 
 /** How long an admin action waits for its manifest writes before answering anyway. */
@@ -96,6 +99,37 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       }
     },
 
+    async listNodes() {
+      const db = deps.readDb()
+      const t = now()
+      const nodes = await listNodes(db)
+      const views = await Promise.all(
+        nodes.map(async (n) => ({
+          id: n.id,
+          region: n.region,
+          startedAt: n.startedAt,
+          lastSeenAt: n.lastSeenAt,
+          online: n.id === deps.config.nodeId || t - n.lastSeenAt <= NODE_OFFLINE_AFTER_MS,
+          self: n.id === deps.config.nodeId,
+          holds: await countEntries(db, { nodeId: n.id }),
+        })),
+      )
+      return views.sort((a, b) => Number(b.self) - Number(a.self) || a.id.localeCompare(b.id))
+    },
+
+    async forgetNode(nodeId) {
+      if (nodeId === deps.config.nodeId) return { forgotten: false, reason: 'self' }
+      const node = await getNode(deps.readDb(), nodeId)
+      if (!node) return { forgotten: false, reason: 'unknown' }
+      // A node still sending heartbeats holds what the manifest says; forgetting it would only
+      // hide copies it goes on serving.
+      if (now() - node.lastSeenAt <= NODE_OFFLINE_AFTER_MS) return { forgotten: false, reason: 'online' }
+      const dropped = await countEntries(deps.readDb(), { nodeId })
+      deps.writer.submit({ type: 'node-forgotten', nodeId })
+      await settled()
+      return { forgotten: true, dropped }
+    },
+
     async clearFs() {
       const removed = await deps.store.clear()
       deps.writer.submit({ type: 'node-cleared', nodeId: deps.config.nodeId })
@@ -125,7 +159,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return {
         nodeId: deps.config.nodeId,
         region: deps.config.region,
-        role: deps.role().kind,
+        role: deps.direct ? 'direct' : deps.role().kind,
         hitRatio: hits + misses === 0 ? null : hits / (hits + misses),
         cacheBytes: stats.bytes,
         entries: stats.entries,

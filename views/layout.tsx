@@ -37,7 +37,7 @@ const StatusBar: FC<{ status: NodeStatus }> = ({ status }) => (
     <div>
       <dt>Role</dt>
       <dd>
-        <span data-component="badge" data-kind={status.role}>
+        <span data-component="badge" data-kind={status.role} title={TEXT.status.roleTitle[status.role]}>
           {TEXT.status.role[status.role]}
         </span>
       </dd>

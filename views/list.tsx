@@ -1,5 +1,5 @@
 import type { FC } from 'hono/jsx'
-import type { DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
+import type { ClusterNodeView, DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
 import { Csrf, Empty, type Flash } from './components.tsx'
 import { formatBytes, formatDuration, formatRelative, formatTime, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
@@ -21,6 +21,8 @@ export interface ListPageProps {
   disk: Page<DiskEntry>
   manifest: Page<ManifestEntry>
   populate: PopulateStatus | undefined
+  /** Every node that announced itself (heartbeats), this one first. */
+  nodes: ClusterNodeView[]
   /** False when the admin signed in with the password and has not registered a passkey. */
   hasPasskey: boolean
 }
@@ -185,6 +187,7 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
 const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
   const t = TEXT.list
   const self = props.chrome.status.nodeId
+  const byId = new Map(props.nodes.map((n) => [n.id, n]))
   if (props.manifest.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.manifestEmpty} />
   return (
     <div data-component="table-wrap">
@@ -231,11 +234,19 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
                 <Freshness staleAt={e.staleAt} now={props.now} />
               </td>
               <td data-slot="nodes">
-                {e.nodes.map((n) => (
-                  <span data-component="badge" data-kind={n === self ? 'self' : 'node'}>
-                    {n}
-                  </span>
-                ))}
+                {e.nodes.map((n) => {
+                  const node = byId.get(n)
+                  const offline = node !== undefined && !node.online
+                  return (
+                    <span
+                      data-component="badge"
+                      data-kind={n === self ? 'self' : offline ? 'offline' : 'node'}
+                      title={offline ? t.nodeOfflineTitle(formatRelative(node.lastSeenAt, props.now)) : undefined}
+                    >
+                      {n}
+                    </span>
+                  )
+                })}
               </td>
               <td data-align="end" data-slot="row-actions">
                 {!e.nodes.includes(self) && e.staleAt > props.now ? (
@@ -326,6 +337,73 @@ const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
   )
 }
 
+/** The cluster as heartbeats describe it: when each node was last heard from, and a way to forget one that is gone. */
+const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
+  const t = TEXT.nodes
+  return (
+    <section data-component="panel" id="nodes">
+      <header data-slot="panel-head">
+        <div>
+          <h2>{t.heading}</h2>
+          <p>{t.lead}</p>
+        </div>
+      </header>
+      <div data-component="table-wrap">
+        <table data-component="table" data-table="nodes">
+          <thead>
+            <tr>
+              <th scope="col">{t.col.node}</th>
+              <th scope="col">{t.col.region}</th>
+              <th scope="col">{t.col.heartbeat}</th>
+              <th scope="col">{t.col.state}</th>
+              <th scope="col" data-align="end">
+                {t.col.holds}
+              </th>
+              <th scope="col" data-align="end">
+                <span data-visually-hidden="">{TEXT.list.col.actions}</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {props.nodes.map((n) => (
+              <tr data-node={n.id}>
+                <td data-slot="node">
+                  <span data-component="badge" data-kind={n.self ? 'self' : n.online ? 'node' : 'offline'}>
+                    {n.id}
+                  </span>
+                  {n.self ? <small data-slot="muted"> {t.thisNode}</small> : null}
+                </td>
+                <td>{n.region}</td>
+                <td data-slot="time" title={isoTime(n.lastSeenAt)}>
+                  {formatRelative(n.lastSeenAt, props.now)}
+                </td>
+                <td>
+                  <span data-component="badge" data-kind={n.online ? 'fresh' : 'offline'}>
+                    {n.online ? t.online : t.offline}
+                  </span>
+                </td>
+                <td data-align="end" data-slot="num">
+                  {n.holds.toLocaleString('en')}
+                </td>
+                <td data-align="end" data-slot="row-actions">
+                  {n.self || n.online ? null : (
+                    <form method="post" action={PATHS.nodeForget(n.id)} data-component="inline-form">
+                      <Csrf token={props.chrome.csrfToken} />
+                      <button type="submit" data-variant="danger" data-size="small" aria-label={`${t.forget} ${n.id}`}>
+                        {t.forget}
+                      </button>
+                    </form>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </section>
+  )
+}
+
 export const ListPage: FC<ListPageProps> = (props) => {
   const t = TEXT.list
   return (
@@ -338,6 +416,7 @@ export const ListPage: FC<ListPageProps> = (props) => {
         </div>
       )}
       <Actions props={props} />
+      <NodesPanel props={props} />
       <form method="get" action={PATHS.list} data-component="filter" role="search">
         <label for="filter">{t.filterLabel}</label>
         <input id="filter" type="search" name="filter" value={props.filter} placeholder={t.filterPlaceholder} spellcheck={false} />

@@ -19,6 +19,7 @@ export const PATHS = {
   tokenRevoke: (id: string) => `${ADMIN_BASE}/tokens/${encodeURIComponent(id)}/revoke`,
   confirm: (action: string) => `${ADMIN_BASE}/confirm/${action}`,
   purge: `${ADMIN_BASE}/purge`,
+  nodeForget: (id: string) => `${ADMIN_BASE}/nodes/${encodeURIComponent(id)}/forget`,
   populate: `${ADMIN_BASE}/populate`,
   clearFs: `${ADMIN_BASE}/clear_fs`,
   clearDb: `${ADMIN_BASE}/clear_db`,

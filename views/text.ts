@@ -13,7 +13,12 @@ export const TEXT = {
   status: {
     node: 'Node',
     region: 'Region',
-    role: { primary: 'primary', replica: 'replica' },
+    role: { primary: 'primary', replica: 'replica', direct: 'shared file' },
+    roleTitle: {
+      primary: 'Writes the LiteFS-replicated manifest; replicas send their writes here.',
+      replica: 'Reads the replicated manifest; sends its writes to the primary.',
+      direct: 'No LiteFS: every node writes the shared manifest file directly.',
+    },
     hitRatio: 'Hit ratio',
     cacheBytes: 'Cache size',
     entries: 'Entries',
@@ -76,6 +81,7 @@ export const TEXT = {
     revalidates: 'revalidates',
     freshUntil: 'Served from cache without asking the origin until',
     staleSince: 'Still served: the next request checks with the origin first (a 304 keeps the body). Stale since',
+    nodeOfflineTitle: (ago: string) => `Offline: last heartbeat ${ago}`,
     rowPurge: 'Purge',
     rowPopulate: 'Populate',
     via: {
@@ -93,6 +99,15 @@ export const TEXT = {
     last: 'Last',
     noPasskeyBanner: 'You signed in with the password and have no passkey yet.',
     noPasskeyLink: 'Register a passkey now',
+  },
+  nodes: {
+    heading: 'Nodes',
+    lead: 'Every node that sends heartbeats to the shared manifest (every 15 s). One silent for a minute is offline; forget it once it is gone for good.',
+    col: { node: 'Node', region: 'Region', heartbeat: 'Last heartbeat', state: 'State', holds: 'Holds' },
+    thisNode: '(this node)',
+    online: 'online',
+    offline: 'offline',
+    forget: 'Forget',
   },
   actions: {
     heading: 'Actions',
@@ -213,6 +228,12 @@ export const TEXT = {
     purged: (n: number, what: string) => `Purged ${what}: ${plural(n, 'entry', 'entries')} removed on this node; other nodes follow within seconds.`,
     purgeNeedsValue: 'Enter a URL, prefix or tag to purge.',
     purgeBadUrl: 'A URL purge needs an absolute URL, e.g. https://example.com/page.',
+    nodeForgotten: (id: string, n: number) => `Forgot node ${id}: ${plural(n, 'holding', 'holdings')} dropped from the manifest.`,
+    nodeForgetRefused: {
+      self: 'This node cannot forget itself.',
+      online: 'That node is still sending heartbeats: stop it first, then forget it once it shows offline.',
+      unknown: 'No node by that id in the manifest.',
+    },
     clearedFs: (n: number) => `Cleared this node’s disk cache: ${plural(n, 'entry', 'entries')} removed.`,
     clearedDb: (n: number) => `Cleared the shared manifest: ${plural(n, 'row', 'rows')} removed.`,
     populateStarted: 'Populate started. Progress shows below.',

@@ -75,14 +75,36 @@ export type PurgeRequest =
 export interface NodeStatus {
   nodeId: string
   region: string
-  role: 'primary' | 'replica'
+  /** `direct`: no LiteFS, every node writes the shared manifest file itself (no primary). */
+  role: 'primary' | 'replica' | 'direct'
   /** 0..1, or null before the first cacheable request. */
   hitRatio: number | null
   cacheBytes: number
   entries: number
 }
 
+/** A node of the cluster as its heartbeats describe it. */
+export interface ClusterNodeView {
+  id: string
+  region: string
+  /** Epoch ms. */
+  startedAt: number
+  lastSeenAt: number
+  /** False once several heartbeats were missed. */
+  online: boolean
+  /** This node. */
+  self: boolean
+  /** Manifest entries (variants) it holds. */
+  holds: number
+}
+
+export type ForgetNodeResult = { forgotten: true; dropped: number } | { forgotten: false; reason: 'self' | 'online' | 'unknown' }
+
 export interface AdminActions {
+  /** Every node that has announced itself, this one first. */
+  listNodes(): Promise<ClusterNodeView[]>
+  /** Drop an offline node and its holdings from the manifest; never this node or one still sending heartbeats. */
+  forgetNode(nodeId: string): Promise<ForgetNodeResult>
   listDisk(query: ListQuery): Promise<ListResult<DiskEntry>>
   listManifest(query: ListQuery): Promise<ListResult<ManifestEntry>>
   /** Empty this node's body cache (disk and memory). Resolves to the number of entries removed. */

@@ -196,7 +196,8 @@ describe('list', () => {
     const ms = performance.now() - t0
     expect(res.status).toBe(200)
     expect(html).toMatch(/99,951–100,000 of 100,000/)
-    expect((html.match(/<tr>/g) ?? []).length).toBeLessThanOrEqual(102)
+    // Two pages of 50 rows, their two header rows, and the nodes table's header row.
+    expect((html.match(/<tr>/g) ?? []).length).toBeLessThanOrEqual(103)
     expect(ms).toBeLessThan(500)
   })
 
@@ -311,6 +312,28 @@ describe('populate', () => {
     expect(status.summary).toMatch(/^Last run · \d+ fetched/)
     const { html } = await c.page('/_caje/list')
     expect(html).toMatch(/Last run · \d+ fetched \(\d+ from peers, \d+ from the origin\), \d+ skipped, 0 failed/)
+  })
+
+  it('shows each node’s last heartbeat, marks a silent one offline everywhere, and forgets it', async () => {
+    h = await setup({ entries: 12 })
+    h.actions.manifest[0]!.nodes.push('node-old')
+    const c = h.client()
+    await c.signInWithPassword()
+    // node-b beat just now; node-old two minutes ago.
+    h.actions.heartbeat('node-old', h.clock.now - 120_000)
+    const { html } = await c.page('/_caje/list')
+    expect(html).toMatch(/<tr data-node="node-old">.*?2m ago.*?offline.*?Forget/s)
+    expect(html).toMatch(/<tr data-node="node-b">.*?online/s)
+    expect(html).not.toMatch(/<tr data-node="node-b">(?:(?!<\/tr>).)*Forget/s)
+    expect(html).toContain('title="Offline: last heartbeat 2m ago">node-old</span>')
+    const res = await c.request('/_caje/nodes/node-old/forget', { form: {} })
+    expect(res.status).toBe(303)
+    expect(flashOf(res)?.text).toBe('Forgot node node-old: 1 holding dropped from the manifest.')
+    const after = (await c.page('/_caje/list')).html
+    expect(after).not.toContain('data-node="node-old"')
+    expect(after).not.toContain('>node-old</span>')
+    const refused = await c.request('/_caje/nodes/node-b/forget', { form: {} })
+    expect(flashOf(refused)).toMatchObject({ kind: 'error', text: 'That node is still sending heartbeats: stop it first, then forget it once it shows offline.' })
   })
 
   it('fetches one entry from its row, and each row can be purged where it is listed', async () => {

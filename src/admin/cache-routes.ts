@@ -28,7 +28,7 @@ export async function chrome(c: Context, shared: Shared, auth: Auth, current: Ch
 }
 
 /** Machine-readable reasons a cache action was refused, for scripts (the sentence is for people). */
-export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'action_failed'
+export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'action_failed' | 'node_self' | 'node_online' | 'node_unknown'
 
 type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; code: ActionErrorCode; message: string } | { ok: 'confirm' }
 
@@ -77,7 +77,7 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
 function done(
   c: Context,
   shared: Shared,
-  o: { ok: true; message: string; json: Record<string, unknown>; status?: 200 | 202 } | { ok: false; code: ActionErrorCode; message: string; status: 400 | 500 },
+  o: { ok: true; message: string; json: Record<string, unknown>; status?: 200 | 202 } | { ok: false; code: ActionErrorCode; message: string; status: 400 | 404 | 409 | 500 },
 ): Response {
   if (wantsJson(c)) return o.ok ? c.json({ ok: true, ...o.json }, o.status ?? 200) : c.json({ ok: false, code: o.code, error: o.message }, o.status)
   return finish(c, shared, { ok: o.ok, message: o.message, redirect: formPage(c, shared) })
@@ -110,6 +110,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       shared.actions.listManifest({ filter, offset: manifestOffset, limit }),
     ])
     const populate = shared.actions.populateStatus()
+    const nodes = await shared.actions.listNodes()
     const ui = await chrome(c, shared, auth, 'list')
     if (wantsJson(c) || !ui) {
       return c.json({
@@ -119,6 +120,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
         disk: { total: disk.total, offset: diskOffset, entries: disk.entries },
         manifest: { total: manifest.total, offset: manifestOffset, entries: manifest.entries },
         populate: populate ?? null,
+        nodes,
       })
     }
     const hasPasskey = auth.kind !== 'session' || (await repo.countPasskeys(shared.db, auth.adminId)) > 0
@@ -131,6 +133,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       disk: { total: disk.total, offset: diskOffset, entries: disk.entries },
       manifest: { total: manifest.total, offset: manifestOffset, entries: manifest.entries },
       populate,
+      nodes,
       hasPasskey,
     })
   })
@@ -174,6 +177,19 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   app.get('/populate', admin, (c) => {
     const status = shared.actions.populateStatus()
     return c.json({ populate: status ?? null, summary: populateSummary(status, shared.now()) })
+  })
+
+  app.post('/nodes/:id/forget', admin, async (c) => {
+    const auth = c.get('auth')
+    const id = c.req.param('id')
+    const r = await attempt(c, 'forget_node', () => shared.actions.forgetNode(id))
+    if (!r.ok) return r.response
+    const result = r.value
+    shared.log({ event: 'admin.forget_node', by: actor(auth), node: id, ...result })
+    if (!result.forgotten) {
+      return done(c, shared, { ok: false, code: `node_${result.reason}`, message: TEXT.flash.nodeForgetRefused[result.reason], status: result.reason === 'unknown' ? 404 : 409 })
+    }
+    return done(c, shared, { ok: true, message: TEXT.flash.nodeForgotten(id, result.dropped), json: { node: id, dropped: result.dropped } })
   })
 
   app.post('/clear_fs', admin, async (c) => {

@@ -8,7 +8,9 @@ import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, Nod
 export interface MemoryActionsOptions {
   nodeId: string
   region: string
-  role?: 'primary' | 'replica'
+  role?: 'primary' | 'replica' | 'direct'
+  /** Last heartbeat per node id (epoch ms); nodes named in the manifest default to now. */
+  heartbeats?: Record<string, number>
   disk?: DiskEntry[]
   manifest?: ManifestEntry[]
   /** Cache tags per URL, for purge by tag. */
@@ -26,6 +28,8 @@ export interface MemoryActions extends AdminActions {
   readonly calls: string[]
   /** Resolves when the running populate (if any) has finished. */
   populateIdle(): Promise<void>
+  /** Record a node's heartbeat at `at` (epoch ms). */
+  heartbeat(nodeId: string, at: number): void
 }
 
 function page<T>(items: T[], q: ListQuery, text: (t: T) => string): ListResult<T> {
@@ -40,6 +44,7 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
   const manifest = [...(opts.manifest ?? [])]
   const tags = opts.tags ?? {}
   const calls: string[] = []
+  const heartbeats = { ...(opts.heartbeats ?? {}) }
   let populate: PopulateStatus | undefined
   let running: Promise<void> = Promise.resolve()
 
@@ -113,6 +118,42 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
       calls.push('listManifest')
       return page(manifest, q, (e) => `${e.url} ${e.key}`)
     },
+    async listNodes() {
+      calls.push('listNodes')
+      const ids = new Set([opts.nodeId, ...manifest.flatMap((m) => m.nodes), ...Object.keys(heartbeats)])
+      return [...ids]
+        .map((id) => {
+          const lastSeenAt = heartbeats[id] ?? now()
+          return {
+            id,
+            region: id === opts.nodeId ? opts.region : 'fra',
+            startedAt: lastSeenAt - 3_600_000,
+            lastSeenAt,
+            online: id === opts.nodeId || now() - lastSeenAt <= 60_000,
+            self: id === opts.nodeId,
+            holds: manifest.filter((m) => m.nodes.includes(id)).length,
+          }
+        })
+        .sort((a, b) => Number(b.self) - Number(a.self) || a.id.localeCompare(b.id))
+    },
+    async forgetNode(id) {
+      calls.push(`forgetNode:${id}`)
+      if (id === opts.nodeId) return { forgotten: false, reason: 'self' }
+      const known = manifest.some((m) => m.nodes.includes(id)) || id in heartbeats
+      if (!known) return { forgotten: false, reason: 'unknown' }
+      if (now() - (heartbeats[id] ?? now()) <= 60_000) return { forgotten: false, reason: 'online' }
+      let dropped = 0
+      for (const m of manifest) {
+        const i = m.nodes.indexOf(id)
+        if (i >= 0) {
+          m.nodes.splice(i, 1)
+          dropped++
+        }
+      }
+      removeWhere(manifest, (m) => m.nodes.length === 0)
+      delete heartbeats[id]
+      return { forgotten: true, dropped }
+    },
     async clearFs() {
       calls.push('clearFs')
       return disk.splice(0, disk.length).length
@@ -150,6 +191,9 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
     },
     populateIdle() {
       return running
+    },
+    heartbeat(nodeId, at) {
+      heartbeats[nodeId] = at
     },
   }
 }

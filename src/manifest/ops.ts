@@ -15,6 +15,7 @@ import {
   markPurgeApplied,
   pruneExpired,
   recordDeleted,
+  forgetNode,
   recordNodeCleared,
   recordStored,
   upsertNode,
@@ -28,6 +29,8 @@ export type ManifestOp =
   | { type: 'deleted'; nodeId: string; key: string; variant: string }
   /** nodeId emptied its disk cache. */
   | { type: 'node-cleared'; nodeId: string }
+  /** nodeId is gone for good (an admin forgot it): drop its holdings and its row. */
+  | { type: 'node-forgotten'; nodeId: string }
   /** nodeId is alive and reachable at node.internalUrl. */
   | { type: 'node-heartbeat'; node: NodeInfo; at: number }
   /** Record a purge (any node may ask; the primary assigns its id). */
@@ -64,6 +67,9 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
       return
     case 'node-heartbeat':
       await upsertNode(db, op.node, op.at)
+      return
+    case 'node-forgotten':
+      await forgetNode(db, op.nodeId)
       return
     case 'purge':
       await insertPurge(db, op.purge)
@@ -243,6 +249,9 @@ function parseOp(v: unknown): ManifestOp | string {
     case 'node-cleared':
       if (!isStr(v.nodeId)) return 'nodeId must be a string'
       return { type: 'node-cleared', nodeId: v.nodeId }
+    case 'node-forgotten':
+      if (!isStr(v.nodeId)) return 'nodeId must be a string'
+      return { type: 'node-forgotten', nodeId: v.nodeId }
     case 'node-heartbeat': {
       const n = v.node
       if (!isRecord(n) || !isStr(n.id) || typeof n.region !== 'string' || !isStr(n.internalUrl) || !isTime(n.startedAt)) {

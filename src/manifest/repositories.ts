@@ -207,6 +207,13 @@ export async function recordNodeCleared(db: Db, nodeId: string): Promise<number>
   return Number(res.numDeletedRows)
 }
 
+/** Drop a node that is gone: its holdings and its row (an admin's "forget node"). Resolves to the holdings dropped. */
+export async function forgetNode(db: Db, nodeId: string): Promise<number> {
+  const dropped = await recordNodeCleared(db, nodeId)
+  await db.deleteFrom('nodes').where('id', '=', nodeId).execute()
+  return dropped
+}
+
 export interface ListManifestOptions {
   /** Case-insensitive substring of the URL or key; empty matches everything. */
   filter?: string
