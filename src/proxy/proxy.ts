@@ -278,6 +278,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     origin: URL
     /** How the entry came to be fetched (EntryMeta.via); undefined for a client's request. */
     via?: string
+    /** Called once the origin's whole body is in, before the cache write (the coalescing leader's cue). */
+    onReceived?: () => void
   }
 
   /**
@@ -359,6 +361,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
           cb(new Error(`origin body was ${received} bytes, Content-Length said ${declared}`))
           return
         }
+        target.onReceived?.()
         writer.commit().then(
           (meta) => finish(meta !== undefined, meta),
           (err: unknown) => {
@@ -419,7 +422,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     key: string,
     cacheStatus: CacheStatus,
     onOutcome: (stored: boolean) => void,
-    via?: string,
+    target: Pick<StoreTarget, 'via' | 'onReceived'> = {},
   ): Promise<ProxyResult> {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const requestTime = now()
@@ -430,7 +433,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       onOutcome(false)
       throw err
     }
-    const admitted = admit({ key, url: key, host: req.host, origin: originUrl, via }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
+    const admitted = admit({ key, url: key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -541,13 +544,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const key = primaryKey(req.scheme, req.host, req.path)
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
+    /** This request waited for another's origin fetch (Cache-Status `collapsed`). */
+    let collapsed = false
     for (let attempt = 0; ; attempt++) {
       const { meta, hadVariants } = await lookup(key, req.headers, originUrl)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
         if (decision.kind === 'fresh') {
-          const served = await serveStored(req, meta, policy, { hit: true, collapsed: attempt > 0 || undefined })
+          const served = await serveStored(req, meta, policy, { hit: true, collapsed: collapsed || undefined })
           if (served) return served
           continue // body gone or corrupt: the store dropped it; look again (→ miss)
         }
@@ -593,6 +598,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // wait for a fill already in flight, which will likely answer them from cache.
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
         const pending = attempt > 1 ? undefined : coalescer.pending(key)
+        if (pending) collapsed = coalescer.awaitingOrigin(key)
         if (pending && (await pending) === 'stored') continue
         return pass(req, originUrl, { fwd })
       }
@@ -606,9 +612,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const role = coalescer.join(key)
       if (role.role === 'waiter') {
         const outcome = await role.outcome
+        // `collapsed` only for a request that waited on the origin with the leader, not one that
+        // arrived while the leader's complete response was being written to the cache.
+        collapsed = role.collapsed
         if (outcome === 'stored') continue
         // Not shareable (private, Set-Cookie, error...): this waiter asks the origin itself.
-        return fetchAndStore(req, originUrl, key, { fwd, collapsed: true }, () => {})
+        return fetchAndStore(req, originUrl, key, { fwd, collapsed: role.collapsed || undefined }, () => {})
       }
       let settled = false
       const settle = (stored: boolean) => {
@@ -619,7 +628,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         role.settle(stored ? 'stored' : 'not-shared')
       }
       try {
-        return await fetchAndStore(req, originUrl, key, { fwd }, settle)
+        return await fetchAndStore(req, originUrl, key, { fwd }, settle, { onReceived: role.received })
       } catch (err) {
         settle(false)
         throw err
@@ -668,7 +677,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const key = primaryKey(req.scheme, host, req.path)
       let resolveOutcome!: (s: boolean) => void
       const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
-      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s), 'populate')
+      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s), { via: 'populate' })
       let bytes = 0
       const body = result.body
       if (body instanceof Buffer) bytes = body.length
