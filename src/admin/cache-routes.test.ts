@@ -375,8 +375,10 @@ describe('clear', () => {
     expect(ask.headers.get('location')).toBe('/_caje/confirm/clear_db')
     expect(h.actions.calls).not.toContain('clearDb')
     expect((await c.page('/_caje/confirm/clear_db')).html).toContain('Clear the shared manifest?')
-    const db = await c.request('/_caje/clear_db', { form: { confirm: 'yes' } })
+    const db = await c.request('/_caje/clear_db', { form: { confirm: 'yes' }, headers: { referer: 'http://localhost:8080/_caje/confirm/clear_db' } })
     expect(flashOf(db)?.text).toBe('Cleared the shared manifest: 12 rows removed.')
+    // Done with the confirmation page: back to the list.
+    expect(db.headers.get('location')).toBe('/_caje/list')
     const fs = await c.request('/_caje/clear_fs', { form: { confirm: 'yes' } })
     expect(flashOf(fs)?.text).toBe('Cleared this node’s disk cache: 10 entries removed.')
     expect(h.actions.disk).toHaveLength(0)

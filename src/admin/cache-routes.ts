@@ -80,7 +80,9 @@ function done(
   o: { ok: true; message: string; json: Record<string, unknown>; status?: 200 | 202 } | { ok: false; code: ActionErrorCode; message: string; status: 400 | 404 | 409 | 500 },
 ): Response {
   if (wantsJson(c)) return o.ok ? c.json({ ok: true, ...o.json }, o.status ?? 200) : c.json({ ok: false, code: o.code, error: o.message }, o.status)
-  return finish(c, shared, { ok: o.ok, message: o.message, redirect: formPage(c, shared) })
+  // Back to the page the form was on (a filtered list stays filtered); a confirmation page has done its job.
+  const from = formPage(c, shared)
+  return finish(c, shared, { ok: o.ok, message: o.message, redirect: from.startsWith(PATHS.confirm('')) ? PATHS.list : from })
 }
 
 export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
