@@ -130,7 +130,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const jobs: ClusterJobs = {
     populate: (options) => populator.run(options),
     populateStatus: () => populator.status(),
-    purge: (request) => purges.purge(request),
+    purge: (request, by) => purges.purge(request, by),
   }
   const actions = createNodeActions({
     config,

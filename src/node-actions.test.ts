@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { normaliseFieldValue } from './proxy/cache-key.ts'
 import { variantLabel } from './node-actions.ts'
-import { startNode, startOrigin, type TestNode } from './test-support/servers.ts'
+import { startNode, startOrigin, waitFor, type TestNode } from './test-support/servers.ts'
 
 describe('variantLabel', () => {
   it('names a variant by its Vary values, sorted, without revealing secrets', () => {
@@ -77,6 +77,25 @@ describe('admin actions on a real node', () => {
     expect(res.status).toBe(200)
     const after = (await (await api(node, '/_caje/list')).json()) as ListJson
     expect(after.manifest.entries.map((e) => e.url)).toEqual([`${node.url}/a`])
+  })
+
+  it('previews what a purge covers, and its history says which nodes applied it', async () => {
+    const node = await nodeWithPages(['/a/1', '/a/2', '/b'])
+    const prefix = `${node.url}/a/`
+    const preview = await api(node, `/_caje/purge/preview?kind=prefix&value=${encodeURIComponent(prefix)}`)
+    expect(await preview.json()).toEqual({ ok: true, purge: { kind: 'prefix', value: prefix }, entries: 2, bytes: 8, nodes: ['test-node'] })
+    const all = (await (await api(node, '/_caje/purge/preview?kind=all')).json()) as { entries: number }
+    expect(all.entries).toBe(3)
+    expect((await api(node, '/_caje/purge', { prefix })).status).toBe(200)
+    type History = { purges: Array<{ request: { kind: string; value: string }; createdBy: string; appliedOn: string[]; pendingOn: string[] }> }
+    const first = (await (await api(node, '/_caje/purges')).json()) as History
+    expect(first.purges).toHaveLength(1)
+    expect(first.purges[0]).toMatchObject({ request: { kind: 'prefix', value: prefix }, createdBy: 'token:CAJE_API_TOKEN' })
+    // The node records how far it got in the purge log; then the history says so.
+    await waitFor(async () => {
+      const h = (await (await api(node, '/_caje/purges')).json()) as History
+      return h.purges[0]!.appliedOn.join() === 'test-node' && h.purges[0]!.pendingOn.length === 0
+    }, 'the purge to show as applied on this node')
   })
 
   it('answers Clear FS once the manifest no longer lists this node as a holder', async () => {

@@ -3,13 +3,13 @@
 // applier. The admin app sees only this interface.
 
 import type { Kysely } from 'kysely'
-import type { AdminActions, EntryVia, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
+import type { AdminActions, EntryVia, ManifestEntry, PopulateStatus, PurgeRecord, PurgeRequest } from './admin/actions.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { NODE_OFFLINE_AFTER_MS } from './manifest/recorder.ts'
-import { countEntries, getNode, listManifest, listNodes } from './manifest/repositories.ts'
+import { countEntries, getNode, listManifest, listNodes, purgeCoverage, recentPurges } from './manifest/repositories.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
 /** Hits and misses of cacheable requests since start, for the status header. */
@@ -21,7 +21,7 @@ export interface HitCounter {
 export interface ClusterJobs {
   populate(options?: { key?: string }): Promise<{ started: boolean }>
   populateStatus(): PopulateStatus | undefined
-  purge(request: PurgeRequest): Promise<{ removed: number }>
+  purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
 }
 
 export interface NodeActionsDeps {
@@ -147,10 +147,31 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
 
     populate: (options) => deps.jobs.populate(options),
     populateStatus: () => deps.jobs.populateStatus(),
-    async purge(request) {
-      const result = await deps.jobs.purge(request)
+    async purge(request, by) {
+      const result = await deps.jobs.purge(request, by)
       await settled()
       return result
+    },
+
+    async purgePreview(request) {
+      return purgeCoverage(deps.readDb(), { kind: request.kind, value: request.kind === 'all' ? '' : request.value, host: null })
+    },
+
+    async purgeHistory(limit) {
+      const db = deps.readDb()
+      const t = now()
+      const [purges, nodes] = await Promise.all([recentPurges(db, limit), listNodes(db)])
+      // Offline nodes apply nothing until they return (and then everything in order): count the live ones.
+      const live = nodes.filter((n) => n.id === deps.config.nodeId || t - n.lastSeenAt <= NODE_OFFLINE_AFTER_MS)
+      return purges.map((p): PurgeRecord => ({
+        id: p.id,
+        request: p.kind === 'all' ? { kind: 'all' } : { kind: p.kind, value: p.value },
+        createdAt: p.createdAt,
+        createdBy: p.createdBy,
+        nodeId: p.nodeId,
+        appliedOn: live.filter((n) => n.lastPurgeId >= p.id).map((n) => n.id),
+        pendingOn: live.filter((n) => n.lastPurgeId < p.id).map((n) => n.id),
+      }))
     },
 
     status() {

@@ -10,7 +10,7 @@ export interface Chrome {
   adminName: string
   csrfToken: string
   status: NodeStatus
-  current: 'list' | 'access'
+  current: 'list' | 'purges' | 'access'
 }
 
 export interface LayoutProps {
@@ -67,6 +67,9 @@ const Header: FC<{ chrome: Chrome }> = ({ chrome }) => (
       <nav>
         <a href={PATHS.list} aria-current={chrome.current === 'list' ? 'page' : undefined}>
           {TEXT.nav.list}
+        </a>
+        <a href={PATHS.purges} aria-current={chrome.current === 'purges' ? 'page' : undefined}>
+          {TEXT.nav.purges}
         </a>
         <a href={PATHS.access} aria-current={chrome.current === 'access' ? 'page' : undefined}>
           {TEXT.nav.access}

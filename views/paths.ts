@@ -19,6 +19,8 @@ export const PATHS = {
   tokenRevoke: (id: string) => `${ADMIN_BASE}/tokens/${encodeURIComponent(id)}/revoke`,
   confirm: (action: string) => `${ADMIN_BASE}/confirm/${action}`,
   purge: `${ADMIN_BASE}/purge`,
+  purges: `${ADMIN_BASE}/purges`,
+  purgeConfirm: (kind: string, value: string) => `${ADMIN_BASE}/confirm/purge?${new URLSearchParams(kind === 'all' ? { kind } : { kind, value }).toString()}`,
   nodeForget: (id: string) => `${ADMIN_BASE}/nodes/${encodeURIComponent(id)}/forget`,
   populate: `${ADMIN_BASE}/populate`,
   clearFs: `${ADMIN_BASE}/clear_fs`,

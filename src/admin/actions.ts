@@ -98,6 +98,28 @@ export interface ClusterNodeView {
   holds: number
 }
 
+/** What a purge covers before it is made: manifest variants, their bytes, the nodes holding them. */
+export interface PurgePreview {
+  entries: number
+  bytes: number
+  nodes: string[]
+}
+
+/** One purge in the log, and how far the cluster got with it. */
+export interface PurgeRecord {
+  id: number
+  request: PurgeRequest
+  /** Epoch ms. */
+  createdAt: number
+  /** Who asked (`admin:<id>`, `token:<id>`) or the node it was asked on. */
+  createdBy: string
+  /** Node it was asked on. */
+  nodeId: string
+  /** Online nodes that have applied it, and those that have not yet. */
+  appliedOn: string[]
+  pendingOn: string[]
+}
+
 export type ForgetNodeResult = { forgotten: true; dropped: number } | { forgotten: false; reason: 'self' | 'online' | 'unknown' }
 
 export interface AdminActions {
@@ -116,6 +138,10 @@ export interface AdminActions {
   /** The running or last finished run, undefined before the first one. */
   populateStatus(): PopulateStatus | undefined
   /** Record a purge in the manifest and apply it here; the other nodes apply it within seconds. */
-  purge(request: PurgeRequest): Promise<{ removed: number }>
+  purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
+  /** What a purge would cover, without making it. */
+  purgePreview(request: PurgeRequest): Promise<PurgePreview>
+  /** The latest purges, newest first, with the nodes that have applied each. */
+  purgeHistory(limit: number): Promise<PurgeRecord[]>
   status(): NodeStatus
 }

@@ -220,9 +220,9 @@ describe('purge', () => {
     expect(byUrl.status).toBe(303)
     expect(byUrl.headers.get('location')).toBe('/_caje/list')
     expect(flashOf(byUrl)).toMatchObject({ kind: 'ok', text: expect.stringMatching(/1 entry removed/) })
-    const byPrefix = await c.request('/_caje/purge', { form: { kind: 'prefix', value: 'https://www.example.com/api/' } })
+    const byPrefix = await c.request('/_caje/purge', { form: { kind: 'prefix', value: 'https://www.example.com/api/', confirm: 'yes' } })
     expect(flashOf(byPrefix)?.text).toMatch(/Purged prefix https:\/\/www\.example\.com\/api\/: \d+ entries removed/)
-    const byTag = await c.request('/_caje/purge', { form: { kind: 'tag', value: 'images' } })
+    const byTag = await c.request('/_caje/purge', { form: { kind: 'tag', value: 'images', confirm: 'yes' } })
     expect(flashOf(byTag)?.text).toMatch(/Purged tag images/)
     expect(h.actions.calls).toEqual(
       expect.arrayContaining(['purge:url:https://www.example.com/blog/post-1', 'purge:prefix:https://www.example.com/api/', 'purge:tag:images']),
@@ -233,15 +233,37 @@ describe('purge', () => {
     expect((await c.page('/_caje/list')).html).not.toContain('Purged tag images')
   })
 
+  it('shows what a prefix, tag or everything purge covers and asks to confirm; then lists it in the history', async () => {
+    h = await setup({ entries: 30 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const prefix = 'https://www.example.com/api/'
+    const ask = await c.request('/_caje/purge', { form: { kind: 'prefix', value: prefix } })
+    expect(ask.headers.get('location')).toBe(`/_caje/confirm/purge?kind=prefix&value=${encodeURIComponent(prefix)}`)
+    expect(h.actions.calls.filter((x) => x.startsWith('purge'))).toEqual([])
+    const covered = h.actions.manifest.filter((m) => m.url.startsWith(prefix))
+    const preview = await c.page(ask.headers.get('location')!)
+    expect(preview.html).toContain(`Purge prefix ${prefix}?`)
+    expect(preview.html).toContain(`<dd data-slot="entries">${covered.reduce((n, m) => n + m.variants, 0)}</dd>`)
+    expect(preview.html).toContain('<dd data-slot="nodes">node-a, node-b</dd>')
+    // Scripts ask the same question without the page.
+    const json = await c.request(`/_caje/purge/preview?kind=prefix&value=${encodeURIComponent(prefix)}`, { headers: bearer() })
+    expect(await json.json()).toMatchObject({ ok: true, purge: { kind: 'prefix', value: prefix }, entries: covered.length, nodes: ['node-a', 'node-b'] })
+    const yes = await c.request('/_caje/purge', { form: { kind: 'prefix', value: prefix, confirm: 'yes' } })
+    expect(flashOf(yes)?.text).toMatch(/^Purged prefix/)
+    const history = await c.page('/_caje/purges')
+    expect(history.html).toMatch(new RegExp(`<tr data-purge="1">.*${prefix.replace(/[/.]/g, '\\$&')}.*admin:.*applied on 1 of 2 nodes`, 's'))
+  })
+
   it('asks for confirmation before purging everything from the form', async () => {
     h = await setup()
     const c = h.client()
     await c.signInWithPassword()
     const res = await c.request('/_caje/purge', { form: { kind: 'all' } })
     expect(res.status).toBe(303)
-    expect(res.headers.get('location')).toBe('/_caje/confirm/purge_all')
+    expect(res.headers.get('location')).toBe('/_caje/confirm/purge?kind=all')
     expect(h.actions.calls).not.toContain('purge:all')
-    const { html } = await c.page('/_caje/confirm/purge_all')
+    const { html } = await c.page('/_caje/confirm/purge?kind=all')
     expect(html).toContain('Purge everything?')
     const done = await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes' } })
     expect(flashOf(done)?.text).toMatch(/Purged everything/)
@@ -448,10 +470,10 @@ describe('admins', () => {
 
 describe('parsePurge', () => {
   it('reads both the form and the JSON shapes', () => {
-    expect(parsePurge({ kind: 'prefix', value: ' https://a/ ' }, true)).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://a/' } })
-    expect(parsePurge({ kind: 'all' }, true)).toEqual({ ok: 'confirm' })
-    expect(parsePurge({ kind: 'all' }, false)).toMatchObject({ ok: true, request: { kind: 'all' } })
-    expect(parsePurge({ url: 'https://a.example/x?y=1' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://a.example/x?y=1' } })
-    expect(parsePurge({ kind: 'bogus', value: 'x' }, true)).toMatchObject({ ok: false })
+    expect(parsePurge({ kind: 'prefix', value: ' https://a/ ' })).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://a/' } })
+    expect(parsePurge({ kind: 'all' })).toMatchObject({ ok: true, request: { kind: 'all' } })
+    expect(parsePurge({ all: true })).toMatchObject({ ok: true, request: { kind: 'all' } })
+    expect(parsePurge({ url: 'https://a.example/x?y=1' })).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://a.example/x?y=1' } })
+    expect(parsePurge({ kind: 'bogus', value: 'x' })).toMatchObject({ ok: false })
   })
 })

@@ -6,6 +6,7 @@ import type { Context, Hono } from 'hono'
 import { CONFIRM_ACTIONS, ConfirmPage, type ConfirmAction } from '../../views/confirm.tsx'
 import { DEFAULT_LIMIT, ListPage, populateSummary } from '../../views/list.tsx'
 import type { Chrome } from '../../views/layout.tsx'
+import { PurgeConfirmPage, PurgeHistoryPage } from '../../views/purges.tsx'
 import { PATHS } from '../../views/paths.ts'
 import { TEXT } from '../../views/text.ts'
 import type { PurgeRequest } from './actions.ts'
@@ -30,10 +31,10 @@ export async function chrome(c: Context, shared: Shared, auth: Auth, current: Ch
 /** Machine-readable reasons a cache action was refused, for scripts (the sentence is for people). */
 export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'action_failed' | 'node_self' | 'node_online' | 'node_unknown'
 
-type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; code: ActionErrorCode; message: string } | { ok: 'confirm' }
+type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; code: ActionErrorCode; message: string }
 
 /** `{"url":…}|{"prefix":…}|{"tag":…}|{"all":true}` from scripts, `kind` + `value` from the form. */
-export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
+export function parsePurge(body: Body): PurgeParse {
   let kind: string
   let value: string
   if (typeof body.kind === 'string') {
@@ -48,7 +49,6 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
   }
   switch (kind) {
     case 'all':
-      if (fromForm && body.confirm !== 'yes') return { ok: 'confirm' }
       return { ok: true, request: { kind: 'all' }, label: 'everything' }
     case 'url': {
       if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
@@ -142,6 +142,34 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.get('/status', admin, (c) => c.json({ status: shared.actions.status(), populate: shared.actions.populateStatus() ?? null }))
 
+  /** What a purge would cover: `?kind=prefix&value=…` (or url, tag, all). */
+  const previewOf = async (c: Context) => {
+    const parsed = parsePurge({ kind: c.req.query('kind') ?? '', value: c.req.query('value') ?? '' })
+    if (!parsed.ok) return parsed
+    return { ok: true as const, request: parsed.request, preview: await shared.actions.purgePreview(parsed.request) }
+  }
+
+  app.get('/purge/preview', admin, async (c) => {
+    const p = await previewOf(c)
+    if (!p.ok) return c.json({ ok: false, code: p.code, error: p.message }, 400)
+    return c.json({ ok: true, purge: p.request, ...p.preview })
+  })
+
+  app.get('/confirm/purge', admin, async (c) => {
+    const p = await previewOf(c)
+    const ui = await chrome(c, shared, c.get('auth'), 'list')
+    if (!ui) return c.notFound()
+    if (!p.ok) return done(c, shared, { ok: false, code: p.code, message: p.message, status: 400 })
+    return renderPage(c, PurgeConfirmPage, { chrome: ui, request: p.request, preview: p.preview })
+  })
+
+  app.get('/purges', admin, async (c) => {
+    const purges = await shared.actions.purgeHistory(50)
+    const ui = await chrome(c, shared, c.get('auth'), 'purges')
+    if (wantsJson(c) || !ui) return c.json({ purges })
+    return renderPage(c, PurgeHistoryPage, { chrome: ui, flash: takeFlash(c, shared), now: shared.now(), purges })
+  })
+
   app.get('/confirm/:action', admin, async (c) => {
     const action = c.req.param('action') as ConfirmAction
     if (!CONFIRM_ACTIONS.includes(action)) return c.notFound()
@@ -152,10 +180,14 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.post('/purge', admin, async (c) => {
     const auth = c.get('auth')
-    const parsed = parsePurge(await readBody(c), isForm(c))
-    if (parsed.ok === 'confirm') return c.redirect(PATHS.confirm('purge_all'), 303)
+    const body = await readBody(c)
+    const parsed = parsePurge(body)
     if (!parsed.ok) return done(c, shared, { ok: false, code: parsed.code, message: parsed.message, status: 400 })
-    const r = await attempt(c, 'purge', () => shared.actions.purge(parsed.request))
+    // From the form, a purge wider than one URL first shows what it covers and asks to confirm.
+    if (isForm(c) && parsed.request.kind !== 'url' && body.confirm !== 'yes') {
+      return c.redirect(PATHS.purgeConfirm(parsed.request.kind, parsed.request.kind === 'all' ? '' : parsed.request.value), 303)
+    }
+    const r = await attempt(c, 'purge', () => shared.actions.purge(parsed.request, actor(auth)))
     if (!r.ok) return r.response
     shared.log({ event: 'admin.purge', by: actor(auth), ...parsed.request, removed: r.value.removed })
     return done(c, shared, { ok: true, message: TEXT.flash.purged(r.value.removed, parsed.label), json: { purge: parsed.request, removed: r.value.removed } })

@@ -3,7 +3,7 @@
 // real stores). Behaves like the real thing in shape: filter, offset/limit,
 // purge by URL/prefix/tag/all, an asynchronous populate with progress.
 
-import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, NodeStatus, PopulateStatus, PurgeRequest } from './actions.ts'
+import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, NodeStatus, PopulateStatus, PurgeRecord, PurgeRequest } from './actions.ts'
 
 export interface MemoryActionsOptions {
   nodeId: string
@@ -45,6 +45,7 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
   const tags = opts.tags ?? {}
   const calls: string[] = []
   const heartbeats = { ...(opts.heartbeats ?? {}) }
+  const purges: Array<Omit<PurgeRecord, 'appliedOn' | 'pendingOn'>> = []
   let populate: PopulateStatus | undefined
   let running: Promise<void> = Promise.resolve()
 
@@ -173,7 +174,20 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
     populateStatus() {
       return populate ? { ...populate } : undefined
     },
-    async purge(r) {
+    async purgePreview(r) {
+      const hit = manifest.filter((e) => matches(e.url, r))
+      return { entries: hit.reduce((n, e) => n + e.variants, 0), bytes: hit.reduce((n, e) => n + e.size, 0), nodes: [...new Set(hit.flatMap((e) => e.nodes))].sort() }
+    },
+    async purgeHistory(limit) {
+      // This node applies a purge at once; the others are shown as still to apply it.
+      const others = [...new Set(manifest.flatMap((m) => m.nodes))].filter((n) => n !== opts.nodeId).sort()
+      return purges
+        .slice(-limit)
+        .reverse()
+        .map((p) => ({ ...p, appliedOn: [opts.nodeId], pendingOn: others }))
+    },
+    async purge(r, by) {
+      purges.push({ id: purges.length + 1, request: r, createdAt: now(), createdBy: by ?? opts.nodeId, nodeId: opts.nodeId })
       calls.push(`purge:${r.kind}${r.kind === 'all' ? '' : `:${r.value}`}`)
       const removed = removeWhere(disk, (e) => matches(e.url, r))
       removeWhere(manifest, (e) => matches(e.url, r))

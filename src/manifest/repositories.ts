@@ -538,3 +538,35 @@ function clampInt(n: number, min: number, max: number): number {
   if (!Number.isFinite(n)) return min
   return Math.min(max, Math.max(min, Math.floor(n)))
 }
+
+/** What a purge would remove from the manifest: variants, their bytes and the nodes holding them (the admin's preview). */
+export async function purgeCoverage(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host'>): Promise<{ entries: number; bytes: number; nodes: string[] }> {
+  const totals = await db
+    .selectFrom('entries')
+    .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.sum<number | null>('entries.size').as('bytes')])
+    .where((eb) => purgeCondition(eb, purge))
+    .executeTakeFirstOrThrow()
+  const holders = await db
+    .selectFrom('entry_nodes')
+    .select('entry_nodes.node_id')
+    .distinct()
+    .where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom('entries')
+          .select(sql`1`.as('one'))
+          .whereRef('entries.key', '=', 'entry_nodes.key')
+          .whereRef('entries.variant', '=', 'entry_nodes.variant')
+          .where((inner) => purgeCondition(inner as unknown as ExpressionBuilder<Database, 'entries'>, purge)),
+      ),
+    )
+    .orderBy('entry_nodes.node_id')
+    .execute()
+  return { entries: Number(totals.n), bytes: Number(totals.bytes ?? 0), nodes: holders.map((h) => h.node_id) }
+}
+
+/** The latest purges, newest first. */
+export async function recentPurges(db: Db, limit = 50): Promise<Purge[]> {
+  const rows = await db.selectFrom('purges').selectAll().orderBy('id', 'desc').limit(clampInt(limit, 1, 1000)).execute()
+  return rows.map(purgeFromRow)
+}
