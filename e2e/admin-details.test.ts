@@ -83,6 +83,8 @@ describe.each([
       ['list', '/_caje/list'],
       ['passkeys', '/_caje/passkeys'],
       ['confirm-clear-fs', '/_caje/confirm/clear_fs'],
+      ['confirm-purge-all', '/_caje/confirm/purge?kind=all'],
+      ['purges', '/_caje/purges'],
     ] as const) {
       await page.goto(`${server.origin}${p}`)
       expect(await pageWidth(), `${p} is laid out wider than the screen`).toBeLessThanOrEqual(width)

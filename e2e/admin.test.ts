@@ -220,13 +220,31 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
     await waitFor(async () => (await server.node1.store.variants(server.node1.keyOf(pathname))).length === 1, `node 1 to store ${pathname} again`)
   })
 
-  it('purges by cache tag (Surrogate-Key)', async () => {
+  it('purges by cache tag (Surrogate-Key) after showing what it covers, and lists it in the history', async () => {
     await page.goto(`${server.origin}/_caje/list`)
     await page.locator('select[name="kind"]').selectOption('tag')
     await page.getByLabel('URL, prefix or tag').fill('product-7')
     await page.getByRole('button', { name: 'Purge', exact: true }).click()
+    await page.waitForURL('**/_caje/confirm/purge?kind=tag&value=product-7')
+    expect(await page.locator('h1').textContent()).toBe('Purge tag product-7?')
+    expect(await page.locator('[data-slot="entries"]').textContent()).toBe('1')
+    expect(await page.locator('[data-slot="nodes"]').textContent()).toBe('e2e-node-1')
+    await shot('confirm-purge-tag.png')
+    await page.getByRole('button', { name: 'Yes, purge' }).click()
     await page.waitForURL('**/_caje/list')
     expect(await flash()).toBe('Purged tag product-7: 1 entry removed on this node; other nodes follow within seconds.')
+    // The history shows it, and both live nodes apply it within seconds.
+    await page.getByRole('link', { name: 'Purges' }).click()
+    await page.waitForURL('**/_caje/purges')
+    const row = page.locator('table[data-table="purges"] tbody tr').first()
+    expect(await row.locator('td').first().textContent()).toBe('tag product-7')
+    await expect
+      .poll(async () => {
+        await page.reload()
+        return page.locator('table[data-table="purges"] tbody tr').first().locator('[data-slot="applied"]').textContent()
+      })
+      .toBe('applied on 2 of 2 nodes')
+    await shot('purges.png')
     const res = await fetch(`${server.origin}/api/products/7`)
     expect(res.headers.get('cache-status')).toContain('fwd=uri-miss')
     await res.arrayBuffer()
