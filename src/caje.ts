@@ -21,6 +21,7 @@ import { createPurgeApplier } from './manifest/purge.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
@@ -132,6 +133,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     populateStatus: () => populator.status(),
     purge: (request, by) => purges.purge(request, by),
   }
+  const traffic = createTrafficRecorder()
   const actions = createNodeActions({
     config,
     store,
@@ -142,6 +144,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     jobs,
     log,
     direct: config.litefsDir === undefined,
+    traffic,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   const adminDb = manifest.readDb()
@@ -173,6 +176,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '', app: admin },
     ],
     onServed: (result, bytes) => {
+      traffic.record(result, bytes)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale') hits.hits++
@@ -202,6 +206,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const host = config.listenHost === '0.0.0.0' || config.listenHost === '::' ? '127.0.0.1' : config.listenHost
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
   const internalUrl = config.internalUrl.endsWith(':0') ? url : config.internalUrl
+  const stopTraffic = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
@@ -233,6 +238,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
           await closed
         }
         stopHeartbeat()
+        stopTraffic()
         await populator.close()
         await purges.close()
         await proxy.idle()

@@ -155,3 +155,37 @@ describe('nodes on a real node', () => {
     expect(after.manifest.entries.map((e) => e.nodes)).toEqual([['alive']])
   })
 })
+
+describe('traffic on a real node', () => {
+  const cleanups: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!()
+  })
+
+  it('shows this node’s current minute at once, and every node’s minutes once recorded in the manifest', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600' })
+      res.end('0123456789')
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url, { CAJE_NODE_ID: 'me', CAJE_API_TOKEN: TOKEN })
+    cleanups.push(() => node.close())
+    await (await node.get('/t')).text()
+    await node.stored('/t')
+    await (await node.get('/t')).text()
+    type Traffic = { minutes: Array<{ nodeId: string; minute: number; requests: number; hits: number; misses: number; bytesCache: number; bytesOrigin: number }> }
+    const read = async () => ((await (await api(node, '/_caje/traffic')).json()) as Traffic).minutes
+    // The access log and the counters run when the response has been sent: wait for both requests.
+    await waitFor(async () => (await read()).reduce((n, m) => n + m.requests, 0) === 2, 'both requests to be counted')
+    const mine = (await read()).filter((m) => m.nodeId === 'me')
+    expect(mine.reduce((a, m) => ({ hits: a.hits + m.hits, misses: a.misses + m.misses, c: a.c + m.bytesCache, o: a.o + m.bytesOrigin }), { hits: 0, misses: 0, c: 0, o: 0 })).toEqual({ hits: 1, misses: 1, c: 10, o: 10 })
+
+    // Another node's finished minutes arrive through the manifest (a redelivered batch counts once).
+    const minute = Math.floor(Date.now() / 60_000) * 60_000 - 120_000
+    const batch = { type: 'minutes' as const, nodeId: 'peer', minutes: [{ minute, requests: 40, hits: 30, misses: 10, bytesCache: 3000, bytesOrigin: 1000 }] }
+    node.manifest.writer.submit(batch)
+    node.manifest.writer.submit(batch)
+    await node.manifest.writer.flush()
+    expect((await read()).filter((m) => m.nodeId === 'peer')).toEqual([{ nodeId: 'peer', ...batch.minutes[0]! }])
+  })
+})

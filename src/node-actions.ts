@@ -9,7 +9,8 @@ import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { NODE_OFFLINE_AFTER_MS } from './manifest/recorder.ts'
-import { countEntries, getNode, listManifest, listNodes, purgeCoverage, recentPurges } from './manifest/repositories.ts'
+import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeCoverage, recentPurges } from './manifest/repositories.ts'
+import type { TrafficRecorder } from './traffic.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
 /** Hits and misses of cacheable requests since start, for the status header. */
@@ -36,6 +37,8 @@ export interface NodeActionsDeps {
   log?: (o: Record<string, unknown>) => void
   /** No LiteFS: every node writes the shared file itself, none is primary. */
   direct?: boolean
+  /** This node's minutes not yet in the manifest. */
+  traffic?: Pick<TrafficRecorder, 'pending'>
 }
 
 /** How long an admin action waits for its manifest writes before answering anyway. */
@@ -172,6 +175,13 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
         appliedOn: live.filter((n) => n.lastPurgeId >= p.id).map((n) => n.id),
         pendingOn: live.filter((n) => n.lastPurgeId < p.id).map((n) => n.id),
       }))
+    },
+
+    async traffic(since) {
+      const recorded = await minutesSince(deps.readDb(), since)
+      const mine = new Set(recorded.filter((m) => m.nodeId === deps.config.nodeId).map((m) => m.minute))
+      const pending = (deps.traffic?.pending() ?? []).filter((m) => m.minute >= since && !mine.has(m.minute)).map((m) => ({ ...m, nodeId: deps.config.nodeId }))
+      return [...recorded, ...pending].sort((a, b) => a.minute - b.minute || a.nodeId.localeCompare(b.nodeId))
     },
 
     status() {

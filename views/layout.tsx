@@ -10,7 +10,7 @@ export interface Chrome {
   adminName: string
   csrfToken: string
   status: NodeStatus
-  current: 'list' | 'purges' | 'access'
+  current: 'list' | 'traffic' | 'purges' | 'access'
 }
 
 export interface LayoutProps {
@@ -67,6 +67,9 @@ const Header: FC<{ chrome: Chrome }> = ({ chrome }) => (
       <nav>
         <a href={PATHS.list} aria-current={chrome.current === 'list' ? 'page' : undefined}>
           {TEXT.nav.list}
+        </a>
+        <a href={PATHS.traffic} aria-current={chrome.current === 'traffic' ? 'page' : undefined}>
+          {TEXT.nav.traffic}
         </a>
         <a href={PATHS.purges} aria-current={chrome.current === 'purges' ? 'page' : undefined}>
           {TEXT.nav.purges}

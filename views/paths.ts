@@ -20,6 +20,7 @@ export const PATHS = {
   confirm: (action: string) => `${ADMIN_BASE}/confirm/${action}`,
   purge: `${ADMIN_BASE}/purge`,
   purges: `${ADMIN_BASE}/purges`,
+  traffic: `${ADMIN_BASE}/traffic`,
   purgeConfirm: (kind: string, value: string) => `${ADMIN_BASE}/confirm/purge?${new URLSearchParams(kind === 'all' ? { kind } : { kind, value }).toString()}`,
   nodeForget: (id: string) => `${ADMIN_BASE}/nodes/${encodeURIComponent(id)}/forget`,
   populate: `${ADMIN_BASE}/populate`,

@@ -120,6 +120,17 @@ export interface PurgeRecord {
   pendingOn: string[]
 }
 
+/** One node's traffic in one minute (epoch ms of its start). */
+export interface TrafficMinute {
+  nodeId: string
+  minute: number
+  requests: number
+  hits: number
+  misses: number
+  bytesCache: number
+  bytesOrigin: number
+}
+
 export type ForgetNodeResult = { forgotten: true; dropped: number } | { forgotten: false; reason: 'self' | 'online' | 'unknown' }
 
 export interface AdminActions {
@@ -143,5 +154,7 @@ export interface AdminActions {
   purgePreview(request: PurgeRequest): Promise<PurgePreview>
   /** The latest purges, newest first, with the nodes that have applied each. */
   purgeHistory(limit: number): Promise<PurgeRecord[]>
+  /** Every node's traffic per minute since `since` (epoch ms), this node's unrecorded minutes included. */
+  traffic(since: number): Promise<TrafficMinute[]>
   status(): NodeStatus
 }

@@ -468,6 +468,28 @@ describe('admins', () => {
   })
 })
 
+describe('traffic', () => {
+  it('draws requests, hit ratio and bytes as inline SVG for all nodes or one, over an hour or a day', async () => {
+    h = await setup()
+    const c = h.client()
+    await c.signInWithPassword()
+    const hour = await c.page('/_caje/traffic')
+    expect(hour.res.status).toBe(200)
+    expect(hour.html.match(/<svg viewBox="0 0 480 180" role="img"/g)).toHaveLength(3)
+    expect(hour.html).toContain('Traffic, all nodes')
+    // Sixty one-minute points per line.
+    const points = /<polyline points="([^"]+)" data-series="requests"/.exec(hour.html)![1]!.split(' ')
+    expect(points.length).toBeGreaterThanOrEqual(59)
+    const day = await c.page('/_caje/traffic?period=day&node=node-b')
+    expect(day.html).toContain('Traffic, node node-b')
+    const dayPoints = /<polyline points="([^"]+)" data-series="requests"/.exec(day.html)![1]!.split(' ')
+    expect(dayPoints.length).toBeGreaterThanOrEqual(143)
+    expect(day.html).toMatch(/<dd data-slot="saved">\d+\.\d\u00a0%<\/dd>/)
+    // An unknown node falls back to all nodes.
+    expect((await c.page('/_caje/traffic?node=nope')).html).toContain('Traffic, all nodes')
+  })
+})
+
 describe('parsePurge', () => {
   it('reads both the form and the JSON shapes', () => {
     expect(parsePurge({ kind: 'prefix', value: ' https://a/ ' })).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://a/' } })

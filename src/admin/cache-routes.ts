@@ -7,6 +7,7 @@ import { CONFIRM_ACTIONS, ConfirmPage, type ConfirmAction } from '../../views/co
 import { DEFAULT_LIMIT, ListPage, populateSummary } from '../../views/list.tsx'
 import type { Chrome } from '../../views/layout.tsx'
 import { PurgeConfirmPage, PurgeHistoryPage } from '../../views/purges.tsx'
+import { PERIODS, TrafficPage, type TrafficPeriod } from '../../views/traffic.tsx'
 import { PATHS } from '../../views/paths.ts'
 import { TEXT } from '../../views/text.ts'
 import type { PurgeRequest } from './actions.ts'
@@ -161,6 +162,18 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     if (!ui) return c.notFound()
     if (!p.ok) return done(c, shared, { ok: false, code: p.code, message: p.message, status: 400 })
     return renderPage(c, PurgeConfirmPage, { chrome: ui, request: p.request, preview: p.preview })
+  })
+
+  app.get('/traffic', admin, async (c) => {
+    const period: TrafficPeriod = c.req.query('period') === 'day' ? 'day' : 'hour'
+    const now = shared.now()
+    const [minutes, nodes] = await Promise.all([shared.actions.traffic(now - PERIODS[period].ms - 600_000), shared.actions.listNodes()])
+    const ids = [...new Set([...nodes.map((n) => n.id), ...minutes.map((m) => m.nodeId)])]
+    const asked = c.req.query('node')
+    const node = asked !== undefined && ids.includes(asked) ? asked : null
+    const ui = await chrome(c, shared, c.get('auth'), 'traffic')
+    if (wantsJson(c) || !ui) return c.json({ period, minutes })
+    return renderPage(c, TrafficPage, { chrome: ui, now, period, node, nodes: ids, minutes })
   })
 
   app.get('/purges', admin, async (c) => {

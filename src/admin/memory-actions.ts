@@ -3,12 +3,14 @@
 // real stores). Behaves like the real thing in shape: filter, offset/limit,
 // purge by URL/prefix/tag/all, an asynchronous populate with progress.
 
-import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, NodeStatus, PopulateStatus, PurgeRecord, PurgeRequest } from './actions.ts'
+import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, NodeStatus, PopulateStatus, PurgeRecord, PurgeRequest, TrafficMinute } from './actions.ts'
 
 export interface MemoryActionsOptions {
   nodeId: string
   region: string
   role?: 'primary' | 'replica' | 'direct'
+  /** Traffic per node per minute; default: a plausible day for this node and node-b. */
+  traffic?: TrafficMinute[]
   /** Last heartbeat per node id (epoch ms); nodes named in the manifest default to now. */
   heartbeats?: Record<string, number>
   disk?: DiskEntry[]
@@ -46,6 +48,7 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
   const calls: string[] = []
   const heartbeats = { ...(opts.heartbeats ?? {}) }
   const purges: Array<Omit<PurgeRecord, 'appliedOn' | 'pendingOn'>> = []
+  const traffic = opts.traffic ?? sampleTraffic({ nodes: [opts.nodeId, 'node-b'], now: now() })
   let populate: PopulateStatus | undefined
   let running: Promise<void> = Promise.resolve()
 
@@ -174,6 +177,9 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
     populateStatus() {
       return populate ? { ...populate } : undefined
     },
+    async traffic(since) {
+      return traffic.filter((m) => m.minute >= since)
+    },
     async purgePreview(r) {
       const hit = manifest.filter((e) => matches(e.url, r))
       return { entries: hit.reduce((n, e) => n + e.variants, 0), bytes: hit.reduce((n, e) => n + e.size, 0), nodes: [...new Set(hit.flatMap((e) => e.nodes))].sort() }
@@ -210,6 +216,21 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
       heartbeats[nodeId] = at
     },
   }
+}
+
+/** A day of plausible traffic per node, one row per minute, deterministic. */
+export function sampleTraffic(opts: { nodes: string[]; now: number }): TrafficMinute[] {
+  const out: TrafficMinute[] = []
+  const last = Math.floor(opts.now / 60_000) * 60_000
+  for (let i = 1440; i >= 1; i--) {
+    const minute = last - i * 60_000
+    opts.nodes.forEach((nodeId, n) => {
+      const requests = 200 + ((i * 37 + n * 101) % 150) + Math.round(80 * Math.sin(i / 90))
+      const hits = Math.round(requests * (0.75 + 0.15 * Math.sin((i + n * 30) / 120)))
+      out.push({ nodeId, minute, requests, hits, misses: requests - hits, bytesCache: hits * 24_000, bytesOrigin: (requests - hits) * 30_000 })
+    })
+  }
+  return out
 }
 
 /** A plausible cache for demos and screenshots: `n` pages on one site. */

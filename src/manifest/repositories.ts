@@ -539,6 +539,40 @@ function clampInt(n: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, Math.floor(n)))
 }
 
+/** One node's traffic in one minute. */
+export interface MinuteStats {
+  /** Epoch ms of the minute's start. */
+  minute: number
+  requests: number
+  hits: number
+  misses: number
+  bytesCache: number
+  bytesOrigin: number
+}
+
+/** How long recorded minutes are kept. */
+export const MINUTES_KEPT_MS = 2 * 24 * 3600_000
+
+/** Record a node's finished minutes (a redelivered batch overwrites itself) and drop its minutes older than two days. */
+export async function recordMinutes(db: Db, nodeId: string, minutes: MinuteStats[]): Promise<void> {
+  for (const m of minutes) {
+    const row = { node_id: nodeId, minute: m.minute, requests: m.requests, hits: m.hits, misses: m.misses, bytes_cache: m.bytesCache, bytes_origin: m.bytesOrigin }
+    await db
+      .insertInto('node_minutes')
+      .values(row)
+      .onConflict((oc) => oc.columns(['node_id', 'minute']).doUpdateSet({ requests: row.requests, hits: row.hits, misses: row.misses, bytes_cache: row.bytes_cache, bytes_origin: row.bytes_origin }))
+      .execute()
+  }
+  const newest = Math.max(...minutes.map((m) => m.minute))
+  if (Number.isFinite(newest)) await db.deleteFrom('node_minutes').where('node_id', '=', nodeId).where('minute', '<', newest - MINUTES_KEPT_MS).execute()
+}
+
+/** Every node's recorded minutes since `since` (epoch ms), oldest first. */
+export async function minutesSince(db: Db, since: number): Promise<Array<MinuteStats & { nodeId: string }>> {
+  const rows = await db.selectFrom('node_minutes').selectAll().where('minute', '>=', since).orderBy('minute').orderBy('node_id').execute()
+  return rows.map((r) => ({ nodeId: r.node_id, minute: r.minute, requests: r.requests, hits: r.hits, misses: r.misses, bytesCache: r.bytes_cache, bytesOrigin: r.bytes_origin }))
+}
+
 /** What a purge would remove from the manifest: variants, their bytes and the nodes holding them (the admin's preview). */
 export async function purgeCoverage(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host'>): Promise<{ entries: number; bytes: number; nodes: string[] }> {
   const totals = await db
