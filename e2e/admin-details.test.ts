@@ -85,6 +85,7 @@ describe.each([
       ['confirm-clear-fs', '/_caje/confirm/clear_fs'],
       ['confirm-purge-all', '/_caje/confirm/purge?kind=all'],
       ['purges', '/_caje/purges'],
+      ['traffic', '/_caje/traffic'],
     ] as const) {
       await page.goto(`${server.origin}${p}`)
       expect(await pageWidth(), `${p} is laid out wider than the screen`).toBeLessThanOrEqual(width)
@@ -246,6 +247,27 @@ describe.each([
     expect(await flash()).toBe('Forgot node e2e-old-node: 1 holding dropped from the manifest.')
     expect(await page.locator('tr[data-node="e2e-old-node"]').count()).toBe(0)
     expect(await manifestRow(page, server.node1.keyOf('/css/site.css')).locator('[data-slot="nodes"] [data-component="badge"]').allTextContents()).toEqual(['e2e-node-1'])
+  })
+
+  it('draws the traffic as inline SVG: requests, hit ratio and bytes, for all nodes or one, over an hour or a day', async () => {
+    await page.goto(`${server.origin}/_caje/traffic`)
+    const charts = page.locator('[data-component="chart"] svg')
+    expect(await charts.count()).toBe(3)
+    // Node 1's warm-up shows at once (its current minute is read live).
+    expect(Number((await page.locator('[data-slot="requests"]').textContent())!.replace(/,/g, ''))).toBeGreaterThanOrEqual(server.warmup.hits + server.warmup.misses)
+    for (const chart of await charts.all()) {
+      const box = (await chart.boundingBox())!
+      expect(box.x + box.width).toBeLessThanOrEqual(width)
+      expect(box.height).toBeGreaterThan(100)
+    }
+    expect(await page.locator('polyline[data-series="requests"]').count()).toBeGreaterThan(0)
+    await shot('traffic', page, true)
+    await page.getByRole('link', { name: 'Last day' }).click()
+    await page.waitForURL((u) => u.searchParams.get('period') === 'day')
+    await page.getByRole('link', { name: 'e2e-node-1', exact: true }).click()
+    await page.waitForURL((u) => u.searchParams.get('node') === 'e2e-node-1' && u.searchParams.get('period') === 'day')
+    expect(await page.locator('#traffic h2').textContent()).toBe('Traffic, node e2e-node-1')
+    expect(await pageWidth()).toBeLessThanOrEqual(width)
   })
 
   it('raised no browser errors and no server errors', () => {
