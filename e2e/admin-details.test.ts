@@ -261,6 +261,10 @@ describe.each([
       expect(box.height).toBeGreaterThan(100)
     }
     expect(await page.locator('polyline[data-series="requests"]').count()).toBeGreaterThan(0)
+    // The private cart, asked for three times in the warm-up, went to the origin each time, and says why.
+    const cart = page.locator('table[data-table="top-misses"] tbody tr').filter({ hasText: '/api/cart' })
+    expect(await cart.locator('td').nth(1).textContent()).toBe('3')
+    expect(await cart.locator('[data-slot="reasons"]').textContent()).toMatch(/^(no-store|private) × 3$/)
     await shot('traffic', page, true)
     await page.getByRole('link', { name: 'Last day' }).click()
     await page.waitForURL((u) => u.searchParams.get('period') === 'day')

@@ -21,7 +21,7 @@ export interface AppDeps {
   healthInfo?: () => Record<string, unknown>
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
-  onServed?: (result: ProxyResult, bytes: number) => void
+  onServed?: (result: ProxyResult, bytes: number, request: { host: string; path: string }) => void
   metrics?: Metrics
 }
 

@@ -175,8 +175,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '/internal', app: internalApp },
       { path: '', app: admin },
     ],
-    onServed: (result, bytes) => {
-      traffic.record(result, bytes)
+    onServed: (result, bytes, request) => {
+      traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale') hits.hits++

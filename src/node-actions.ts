@@ -38,7 +38,7 @@ export interface NodeActionsDeps {
   /** No LiteFS: every node writes the shared file itself, none is primary. */
   direct?: boolean
   /** This node's minutes not yet in the manifest. */
-  traffic?: Pick<TrafficRecorder, 'pending'>
+  traffic?: Pick<TrafficRecorder, 'pending' | 'topMisses'>
 }
 
 /** How long an admin action waits for its manifest writes before answering anyway. */
@@ -176,6 +176,8 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
         pendingOn: live.filter((n) => n.lastPurgeId < p.id).map((n) => n.id),
       }))
     },
+
+    topMisses: (since, limit, by) => deps.traffic?.topMisses(since, limit, by) ?? [],
 
     async traffic(since) {
       const recorded = await minutesSince(deps.readDb(), since)

@@ -26,6 +26,28 @@ describe('traffic per minute', () => {
     expect(t.pending().map((m) => m.minute)).toEqual([minute + 60_000])
   })
 
+  it('ranks the paths that went to the origin by misses and by origin bytes, with why', () => {
+    const clock = { now: Date.UTC(2026, 0, 1, 12, 0, 30) }
+    const t = createTrafficRecorder({ now: () => clock.now })
+    const at = (path: string) => ({ host: 'shop.example', path })
+    for (let i = 0; i < 3; i++) t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'private' }, 'origin'), 10, at('/cart'))
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'too-large' }, 'origin'), 5_000_000, at('/video.mp4'))
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, stored: true }, 'origin'), 100, at('/page'))
+    t.record(served({ fwd: 'vary-miss', fwdStatus: 200, stored: true }, 'origin'), 100, at('/page'))
+    t.record(served({ hit: true, ttl: 5 }, 'memory'), 100, at('/page'))
+    clock.now += 60_000
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'private' }, 'origin'), 10, at('/cart'))
+    const byMisses = t.topMisses(clock.now - 3600_000, 10, 'misses')
+    expect(byMisses).toEqual([
+      { path: 'shop.example/cart', misses: 4, originBytes: 40, reasons: { private: 4 } },
+      { path: 'shop.example/page', misses: 2, originBytes: 200, reasons: { 'not yet cached': 1, 'vary-miss': 1 } },
+      { path: 'shop.example/video.mp4', misses: 1, originBytes: 5_000_000, reasons: { 'too-large': 1 } },
+    ])
+    expect(t.topMisses(clock.now - 3600_000, 1, 'bytes').map((p) => p.path)).toEqual(['shop.example/video.mp4'])
+    // Only the minutes asked for.
+    expect(t.topMisses(clock.now, 10, 'misses')).toEqual([{ path: 'shop.example/cart', misses: 1, originBytes: 10, reasons: { private: 1 } }])
+  })
+
   it('records what is left, the current minute included, when it stops', () => {
     const ops: unknown[] = []
     const t = createTrafficRecorder()

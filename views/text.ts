@@ -122,6 +122,12 @@ export const TEXT = {
     bytesChart: 'Bytes per minute',
     fromCacheSeries: 'served from cache',
     fromOriginSeries: 'fetched from the origin',
+    topByMisses: (node: string) => `Top paths by misses, node ${node}, last hour`,
+    topByBytes: (node: string) => `Top paths by origin bytes, node ${node}, last hour`,
+    topLead: 'Requests this node sent to the origin, and why: what kept the response out of the cache (no-store, private, set-cookie, too-large, a Vary it does not keep), or the kind of miss.',
+    topEmpty: 'Nothing went to the origin in the last hour.',
+    col: { path: 'Path', misses: 'Misses', originBytes: 'Origin bytes', why: 'Why' },
+    reasonTitle: (reason: string) => `Cache-Status: ${reason}`,
   },
   purges: {
     title: 'Purges',

@@ -1,5 +1,5 @@
 import type { FC } from 'hono/jsx'
-import type { TrafficMinute } from '../src/admin/actions.ts'
+import type { PathMisses, TrafficMinute } from '../src/admin/actions.ts'
 import { LineChart } from './charts.tsx'
 import { formatBytes, formatRatio, formatTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
@@ -22,6 +22,67 @@ export interface TrafficPageProps {
   node: string | null
   nodes: string[]
   minutes: TrafficMinute[]
+  /** This node's paths that went to the origin in the last hour, by misses and by origin bytes. */
+  topByMisses: PathMisses[]
+  topByBytes: PathMisses[]
+}
+
+const TopMisses: FC<{ id: string; title: string; rows: PathMisses[] }> = ({ id, title, rows }) => {
+  const t = TEXT.traffic
+  return (
+    <section data-component="panel" id={id}>
+      <header data-slot="panel-head">
+        <div>
+          <h2>{title}</h2>
+          <p>{t.topLead}</p>
+        </div>
+      </header>
+      {rows.length === 0 ? (
+        <p data-component="empty">{t.topEmpty}</p>
+      ) : (
+        <div data-component="table-wrap">
+          <table data-component="table" data-table={id}>
+            <thead>
+              <tr>
+                <th scope="col">{t.col.path}</th>
+                <th scope="col" data-align="end">
+                  {t.col.misses}
+                </th>
+                <th scope="col" data-align="end">
+                  {t.col.originBytes}
+                </th>
+                <th scope="col">{t.col.why}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map((r) => (
+                <tr>
+                  <td data-slot="url">
+                    <span>{r.path}</span>
+                  </td>
+                  <td data-align="end" data-slot="num">
+                    {r.misses.toLocaleString('en')}
+                  </td>
+                  <td data-align="end" data-slot="num">
+                    {formatBytes(r.originBytes)}
+                  </td>
+                  <td data-slot="reasons">
+                    {Object.entries(r.reasons)
+                      .sort((a, b) => b[1] - a[1])
+                      .map(([reason, n]) => (
+                        <span data-component="badge" data-kind="stale" title={t.reasonTitle(reason)}>
+                          {reason} × {n.toLocaleString('en')}
+                        </span>
+                      ))}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  )
 }
 
 interface Bucket {
@@ -142,6 +203,8 @@ export const TrafficPage: FC<TrafficPageProps> = (props) => {
           </div>
         )}
       </section>
+      <TopMisses id="top-misses" title={t.topByMisses(props.chrome.status.nodeId)} rows={props.topByMisses} />
+      <TopMisses id="top-origin-bytes" title={t.topByBytes(props.chrome.status.nodeId)} rows={props.topByBytes} />
     </Layout>
   )
 }

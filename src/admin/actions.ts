@@ -131,6 +131,14 @@ export interface TrafficMinute {
   bytesOrigin: number
 }
 
+/** A path that went to the origin: how often, how many bytes, and why (Cache-Status detail, or the kind of miss). */
+export interface PathMisses {
+  path: string
+  misses: number
+  originBytes: number
+  reasons: Record<string, number>
+}
+
 export type ForgetNodeResult = { forgotten: true; dropped: number } | { forgotten: false; reason: 'self' | 'online' | 'unknown' }
 
 export interface AdminActions {
@@ -156,5 +164,7 @@ export interface AdminActions {
   purgeHistory(limit: number): Promise<PurgeRecord[]>
   /** Every node's traffic per minute since `since` (epoch ms), this node's unrecorded minutes included. */
   traffic(since: number): Promise<TrafficMinute[]>
+  /** This node's paths that went to the origin in the last hour, most misses (or origin bytes) first, with why. */
+  topMisses(since: number, limit: number, by: 'misses' | 'bytes'): PathMisses[]
   status(): NodeStatus
 }

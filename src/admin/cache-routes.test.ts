@@ -485,6 +485,9 @@ describe('traffic', () => {
     const dayPoints = /<polyline points="([^"]+)" data-series="requests"/.exec(day.html)![1]!.split(' ')
     expect(dayPoints.length).toBeGreaterThanOrEqual(143)
     expect(day.html).toMatch(/<dd data-slot="saved">\d+\.\d\u00a0%<\/dd>/)
+    // This node's top paths to the origin, with why.
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*www\.example\.com\/api\/cart.*private × 420/s)
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-origin-bytes">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/video\/intro\.mp4/s)
     // An unknown node falls back to all nodes.
     expect((await c.page('/_caje/traffic?node=nope')).html).toContain('Traffic, all nodes')
   })

@@ -172,8 +172,11 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const asked = c.req.query('node')
     const node = asked !== undefined && ids.includes(asked) ? asked : null
     const ui = await chrome(c, shared, c.get('auth'), 'traffic')
-    if (wantsJson(c) || !ui) return c.json({ period, minutes })
-    return renderPage(c, TrafficPage, { chrome: ui, now, period, node, nodes: ids, minutes })
+    const hourAgo = now - 3600_000
+    const topByMisses = shared.actions.topMisses(hourAgo, 10, 'misses')
+    const topByBytes = shared.actions.topMisses(hourAgo, 10, 'bytes')
+    if (wantsJson(c) || !ui) return c.json({ period, minutes, topByMisses, topByBytes })
+    return renderPage(c, TrafficPage, { chrome: ui, now, period, node, nodes: ids, minutes, topByMisses, topByBytes })
   })
 
   app.get('/purges', admin, async (c) => {

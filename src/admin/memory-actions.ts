@@ -3,7 +3,7 @@
 // real stores). Behaves like the real thing in shape: filter, offset/limit,
 // purge by URL/prefix/tag/all, an asynchronous populate with progress.
 
-import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, NodeStatus, PopulateStatus, PurgeRecord, PurgeRequest, TrafficMinute } from './actions.ts'
+import type { AdminActions, DiskEntry, ListQuery, ListResult, ManifestEntry, NodeStatus, PopulateStatus, PathMisses, PurgeRecord, PurgeRequest, TrafficMinute } from './actions.ts'
 
 export interface MemoryActionsOptions {
   nodeId: string
@@ -176,6 +176,15 @@ export function createMemoryActions(opts: MemoryActionsOptions): MemoryActions {
     },
     populateStatus() {
       return populate ? { ...populate } : undefined
+    },
+    topMisses(_since, limit, by) {
+      const rows: PathMisses[] = [
+        { path: 'www.example.com/api/cart', misses: 420, originBytes: 1_300_000, reasons: { private: 420 } },
+        { path: 'www.example.com/search?q=shoes', misses: 160, originBytes: 5_100_000, reasons: { 'no-store': 160 } },
+        { path: 'www.example.com/video/intro.mp4', misses: 12, originBytes: 480_000_000, reasons: { 'too-large': 12 } },
+        { path: 'www.example.com/', misses: 30, originBytes: 900_000, reasons: { 'set-cookie': 18, 'not yet cached': 12 } },
+      ]
+      return rows.sort((a, b) => (by === 'misses' ? b.misses - a.misses : b.originBytes - a.originBytes)).slice(0, limit)
     },
     async traffic(since) {
       return traffic.filter((m) => m.minute >= since)
