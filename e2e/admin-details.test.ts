@@ -119,6 +119,25 @@ describe.each([
     expect(await page.locator('[data-component="freshness"] [data-component="badge"]').count()).toBe(states.length)
   })
 
+  it('populates one row from the peer, says where it came from, refreshes the tables, and purges a row with the true state at once', async () => {
+    const url = server.node1.keyOf('/assets/vendor-2.js')
+    const filter = '/assets/vendor-2.js'
+    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(filter)}`)
+    expect(await page.locator('#disk [data-component="empty"]').count()).toBe(1)
+    await manifestRow(page, url).getByRole('button', { name: `Populate ${url}` }).click()
+    await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === filter)
+    // Without a reload: the page either loaded after the run ended, or refreshes its tables when it does.
+    await expect
+      .poll(() => page.locator('table[data-table="disk"] td[data-slot="source"]').allTextContents(), { timeout: 30_000 })
+      .toEqual(['peer e2e-node-2'])
+    expect(await page.locator('[data-slot="populate-state"] [data-slot="summary"]').textContent()).toMatch(/· 1 fetched \(1 from peers, 0 from the origin\)/)
+    await page.locator('#disk').screenshot({ path: path.join(SHOTS, `row-populated-${width}.png`) })
+    // Purge it from its disk row: both tables are empty on the page the purge lands on.
+    await page.locator('table[data-table="disk"]').getByRole('button', { name: `Purge ${url}` }).click()
+    await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === filter)
+    expect(await page.locator('[data-component="empty"]').allTextContents()).toEqual(['Nothing matches this filter.', 'Nothing matches this filter.'])
+  })
+
   it('disables the value field for "Everything"', async () => {
     await page.goto(`${server.origin}/_caje/list`)
     const value = page.getByLabel('URL, prefix or tag')
