@@ -99,6 +99,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     resolveOrigin: (host) => config.sites.get(host) ?? defaultOrigin,
     maxObjectBytes: config.maxObjectBytes,
     cacheSetCookie: config.cacheSetCookie,
+    heuristicFreshness: config.heuristicFreshness,
     preserveHost: config.preserveHost,
     trustForwarded: config.trustForwardedHeaders,
     log,

@@ -48,6 +48,8 @@ export interface Config {
   originBodyTimeoutMs: number
   /** Store responses carrying Set-Cookie (Set-Cookie itself is never stored or replayed). */
   cacheSetCookie: boolean
+  /** RFC 9111 §4.2.2 heuristic freshness; false: only responses with explicit freshness are stored. */
+  heuristicFreshness: boolean
   /** Trust X-Forwarded-Host / -Proto from the client (only behind a proxy you run). */
   trustForwardedHeaders: boolean
   /** Send the client's Host to the origin (default: the origin URL's host, as nginx does). */
@@ -278,6 +280,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     originHeadersTimeoutMs: number('CAJE_ORIGIN_TIMEOUT_MS', 30_000, 1, 3_600_000),
     originBodyTimeoutMs: number('CAJE_ORIGIN_BODY_TIMEOUT_MS', 30_000, 1, 3_600_000),
     cacheSetCookie: flag('CAJE_CACHE_SET_COOKIE', false),
+    heuristicFreshness: flag('CAJE_HEURISTIC_FRESHNESS', false),
     trustForwardedHeaders: flag('CAJE_TRUST_FORWARDED', false),
     preserveHost: flag('CAJE_PRESERVE_HOST', false),
     requestTimeoutMs: number('CAJE_REQUEST_TIMEOUT_MS', 300_000, 1_000, 3_600_000),

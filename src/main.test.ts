@@ -33,6 +33,10 @@ describe('npm start', () => {
     const second = await fetch(url() + '/cacheable')
     expect(second.headers.get('cache-status')).toMatch(/^caje; hit/)
     await second.text()
+    // What the quick start promises for a page without caching headers: passed through, and why.
+    const plain = await fetch(url() + '/no-headers')
+    expect(plain.headers.get('cache-status')).toBe('caje; fwd=uri-miss; fwd-status=200; detail=no-explicit-freshness')
+    await plain.text()
 
     const requestLines = () =>
       out()

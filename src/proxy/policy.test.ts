@@ -1,21 +1,21 @@
 import { describe, expect, it } from 'vitest'
-import { clientNotModified, currentAge, decideReuse, decideStore, mergeNotModified, notModifiedMatches, parseDirectives, type FreshnessPolicy } from './policy.ts'
+import { clientNotModified, currentAge, decideReuse, decideStore, mayServeStaleOnError, mergeNotModified, notModifiedMatches, parseDirectives, type FreshnessPolicy } from './policy.ts'
 import { normaliseFieldValue, variantId, varyFields } from './cache-key.ts'
 import { parseRange } from './range.ts'
 
 const T = Date.parse('2026-01-01T00:00:00Z')
 const httpDate = (ms: number) => new Date(ms).toUTCString()
 
-function store(headers: Record<string, string>, opts: { status?: number; req?: Record<string, string>; setCookie?: boolean } = {}) {
+function store(headers: Record<string, string>, opts: { status?: number; req?: Record<string, string>; setCookie?: boolean; heuristic?: boolean } = {}) {
   return decideStore(
     { method: 'GET', url: 'http://h/x', headers: { host: 'h', ...opts.req }, requestTime: T },
     { status: opts.status ?? 200, headers: { date: httpDate(T), ...headers }, hasSetCookie: !!opts.setCookie, responseTime: T },
-    { cacheSetCookie: false },
+    { cacheSetCookie: false, heuristicFreshness: !!opts.heuristic },
   )
 }
 
-function policyOf(headers: Record<string, string>, status = 200): FreshnessPolicy {
-  const d = store(headers, { status })
+function policyOf(headers: Record<string, string>, status = 200, heuristic = false): FreshnessPolicy {
+  const d = store(headers, { status, heuristic })
   if (!d.store) throw new Error(`not stored: ${d.reason}`)
   return d.policy
 }
@@ -33,13 +33,39 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(store({ 'cache-control': 'max-age=60' }, { status: 500 })).toMatchObject({ store: false })
   })
 
-  it('stores heuristically cacheable statuses only with validators or freshness', () => {
-    expect(store({}, { status: 200 })).toMatchObject({ store: false, reason: 'no-freshness' })
-    expect(store({ 'last-modified': httpDate(T - 100_000_000) })).toMatchObject({ store: true })
-    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000) }).lifetime).toBe(10_000)
-    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000_000) }).lifetime).toBe(24 * 3600)
-    expect(store({ etag: '"a"' }, { status: 302 })).toMatchObject({ store: false })
+  it('by default stores only responses with explicit freshness (RFC 9111 §4.2.1)', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000) }
+    expect(store(lm)).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ etag: '"a"' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ etag: '"a"', 'cache-control': 'public' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ etag: '"a"', 'cache-control': 'no-store', 'cdn-cache-control': 'public' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ ...lm, 'cache-control': 'max-age=60' })).toMatchObject({ store: true })
+    expect(store({ ...lm, 'cache-control': 's-maxage=60' })).toMatchObject({ store: true })
+    expect(store({ ...lm, 'cdn-cache-control': 'max-age=60' })).toMatchObject({ store: true })
+    expect(store({ ...lm, expires: httpDate(T + 60_000) })).toMatchObject({ store: true })
+    // max-age=0 with a validator is an explicit "store, revalidate every time" (Express's static files).
+    expect(store({ etag: '"a"', 'cache-control': 'public, max-age=0' })).toMatchObject({ store: true })
+    // A valid CDN-Cache-Control overrides Expires (RFC 9213 §2.1), so Expires alone does not opt in.
+    expect(store({ ...lm, expires: httpDate(T + 60_000), 'cdn-cache-control': 'public' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+  })
+
+  it('with heuristic freshness, stores heuristically cacheable statuses only with validators or freshness', () => {
+    const heuristic = true
+    expect(store({}, { status: 200, heuristic })).toMatchObject({ store: false, reason: 'no-freshness' })
+    expect(store({ 'last-modified': httpDate(T - 100_000_000) }, { heuristic })).toMatchObject({ store: true })
+    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000) }, 200, heuristic)).toMatchObject({ lifetime: 10_000, heuristic: true })
+    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000_000) }, 200, heuristic).lifetime).toBe(24 * 3600)
+    expect(store({ etag: '"a"' }, { status: 302, heuristic })).toMatchObject({ store: false })
     expect(store({ 'cache-control': 'max-age=60' }, { status: 302 })).toMatchObject({ store: true })
+    expect(policyOf({ 'cache-control': 'max-age=60' }, 200, heuristic).heuristic).toBe(false)
+  })
+
+  it('never guesses freshness for a request with Cookie or Authorization (RFC 9111 §4.2.2)', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000), etag: '"a"' }
+    expect(store(lm, { heuristic: true, req: { cookie: 'sid=alice' } })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ ...lm, 'cache-control': 'public' }, { heuristic: true, req: { authorization: 'Bearer x' } })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    // With explicit freshness the origin decided; Cookie does not change that.
+    expect(store({ ...lm, 'cache-control': 'max-age=60' }, { heuristic: true, req: { cookie: 'sid=alice' } })).toMatchObject({ store: true })
   })
 
   it('computes freshness lifetime: s-maxage > max-age > Expires', () => {
@@ -66,7 +92,7 @@ describe('decideStore (RFC 9111 §3)', () => {
     const d = decideStore(
       { method: 'GET', url: 'http://h/x', headers: { host: 'h' }, requestTime: T - 2000 },
       { status: 200, headers: { date: httpDate(T - 10_000), age: '3', 'cache-control': 'max-age=60' }, hasSetCookie: false, responseTime: T },
-      { cacheSetCookie: false },
+      { cacheSetCookie: false, heuristicFreshness: false },
     )
     if (!d.store) throw new Error('expected store')
     // apparent_age = 10, corrected_age_value = 3 + 2 = 5 → 10
@@ -109,6 +135,18 @@ describe('decideReuse (RFC 9111 §4)', () => {
     expect(decideReuse(p, { 'cache-control': 'min-fresh=55' }, T + 10_000)).toMatchObject({ reason: 'request' })
     expect(decideReuse(p, { 'cache-control': 'max-stale=100' }, T + 100_000).kind).toBe('fresh')
     expect(decideReuse(p, { 'cache-control': 'max-stale=10' }, T + 100_000).kind).toBe('revalidate')
+  })
+
+  it('never serves a response without explicit freshness stale, whatever the request or response allows', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000), etag: '"a"', 'cache-control': 'stale-while-revalidate=600, stale-if-error=600' }
+    const p = policyOf(lm, 200, true)
+    expect(decideReuse(p, {}, T + 1000).kind).toBe('fresh')
+    expect(decideReuse(p, { 'cache-control': 'max-stale' }, T + 10_001_000)).toMatchObject({ kind: 'revalidate', staleIfError: false })
+    expect(decideReuse(p, {}, T + 10_001_000)).toMatchObject({ kind: 'revalidate', staleIfError: false })
+    expect(mayServeStaleOnError(p, T + 10_001_000)).toBe(false)
+    // Stale at once (no Last-Modified), kept only for revalidation.
+    const z = policyOf({ etag: '"a"' }, 200, true)
+    expect(decideReuse(z, { 'cache-control': 'max-stale' }, T + 1000)).toMatchObject({ kind: 'revalidate' })
   })
 })
 

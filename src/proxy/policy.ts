@@ -19,6 +19,7 @@ export interface FreshnessPolicy {
   initialAge: number
   /** Freshness lifetime, seconds (§4.2.1), heuristic or explicit. */
   lifetime: number
+  /** The origin gave no lifetime (§4.2.2): such an entry is never served stale without revalidation. */
   heuristic: boolean
   /** no-cache: every reuse needs validation (§5.2.2.4). */
   noCache: boolean
@@ -165,8 +166,30 @@ const KEEP_FOR_REVALIDATION_MS = 24 * 3600 * 1000
 /** Cap for heuristic freshness (RFC 9111 §4.2.2 suggests a fraction of the Last-Modified age; caps are common practice). */
 const HEURISTIC_CAP_S = 24 * 3600
 
+/** The configurable part of the store decision. */
+export interface StoreRules {
+  /** Store responses that carry Set-Cookie (the cookie itself is never stored). */
+  cacheSetCookie: boolean
+  /**
+   * RFC 9111 §4.2.2 heuristic freshness for responses without explicit freshness. Off by
+   * default: caje then stores only what the origin asked it to (opt-in caching).
+   */
+  heuristicFreshness: boolean
+}
+
+/**
+ * Whether the origin gave the response an explicit freshness lifetime (RFC 9111 §4.2.1):
+ * s-maxage or max-age in the directives caje acts on, or Expires when those come from
+ * Cache-Control (RFC 9213 §2.1: a valid CDN-Cache-Control overrides Expires too). An
+ * invalid max-age still counts: the origin asked for a lifetime, which is then zero.
+ */
+function hasExplicitFreshness(headers: FlatHeaders, cc: Directives, source: FreshnessPolicy['source']): boolean {
+  if (cc.has('s-maxage') || cc.has('max-age')) return true
+  return source === 'cache-control' && headers.expires !== undefined
+}
+
 /** RFC 9111 §3 + caje's own rules: may this response be stored, and for how long is it fresh? */
-export function decideStore(req: StoreRequest, res: StoreResponse, opts: { cacheSetCookie: boolean }): StoreDecision {
+export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRules): StoreDecision {
   if (req.method !== 'GET') return { store: false, reason: 'method' }
   if (!UNDERSTOOD.has(res.status)) return { store: false, reason: 'status' }
   const reqcc = parseDirectives(req.headers['cache-control'])
@@ -178,6 +201,15 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: { cache
   if (res.hasSetCookie && !opts.cacheSetCookie) return { store: false, reason: 'set-cookie' }
   const vary = res.headers.vary
   if (vary && vary.split(',').some((f) => f.trim() === '*')) return { store: false, reason: 'vary-star' }
+  // Opt-in caching: without explicit freshness the origin never asked for this response to be
+  // shared. Many frameworks send an ETag or Last-Modified on every page, per-user pages
+  // included; storing those on a heuristic would hand one user's page to the next.
+  if (!hasExplicitFreshness(res.headers, cc, source)) {
+    if (!opts.heuristicFreshness) return { store: false, reason: 'no-explicit-freshness' }
+    // RFC 9111 §4.2.2 lets a cache guess a lifetime; never for a request that carried
+    // credentials, whose answer is likely personal even when it does not say so.
+    if (req.headers.cookie !== undefined || req.headers.authorization !== undefined) return { store: false, reason: 'no-explicit-freshness' }
+  }
 
   // Baseline check by http-cache-semantics (method, status, Authorization rules of §3.5, explicit freshness or heuristics).
   const baselineHeaders: Record<string, string> = { ...res.headers, 'cache-control': serialiseDirectives(cc) }
@@ -218,12 +250,15 @@ function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source
     const expires = httpDate(single(h, 'expires'))
     // §5.3: an invalid Expires (e.g. "0") means "already expired".
     lifetime = expires === undefined ? 0 : Math.max(0, Math.floor((expires - dateValue) / 1000))
-  } else if (HEURISTICALLY_CACHEABLE.has(res.status) || cc.has('public')) {
-    // §4.2.2 heuristic freshness: 10% of the time since Last-Modified.
-    const lastModified = httpDate(single(h, 'last-modified'))
+  } else {
+    // No lifetime from the origin: whatever caje uses is its own guess.
     heuristic = true
-    lifetime = lastModified !== undefined && lastModified < dateValue ? Math.min(HEURISTIC_CAP_S, Math.floor((dateValue - lastModified) / 10_000)) : 0
-  } else lifetime = 0
+    if (HEURISTICALLY_CACHEABLE.has(res.status) || cc.has('public')) {
+      // §4.2.2 heuristic freshness: 10% of the time since Last-Modified.
+      const lastModified = httpDate(single(h, 'last-modified'))
+      lifetime = lastModified !== undefined && lastModified < dateValue ? Math.min(HEURISTIC_CAP_S, Math.floor((dateValue - lastModified) / 10_000)) : 0
+    } else lifetime = 0
+  }
 
   // §4.2.3 age calculation.
   const ageValue = deltaSeconds(single(h, 'age')) ?? 0
@@ -283,8 +318,7 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
   const remaining = p.lifetime - age
   const fresh = remaining > 0
   const staleness = -remaining
-  // §4.2.4: stale responses may not be served when a directive forbids it.
-  const mayServeStale = !p.mustRevalidate && !p.noCache
+  const mayServeStale = mayEverServeStale(p)
   const staleIfError = mayServeStale && staleness <= p.staleIfError
 
   const rc = reqHeaders['cache-control']
@@ -309,9 +343,19 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
   return { kind: 'revalidate', reason: 'stale', staleIfError }
 }
 
+/**
+ * Whether a stale copy of this response may ever be served without revalidating it first.
+ * RFC 9111 §4.2.4: not when a directive forbids it. And not when its lifetime was a guess
+ * (§4.2.2): the origin never said it may be shared, so neither a request's max-stale nor a
+ * stale window may stretch that guess.
+ */
+function mayEverServeStale(p: FreshnessPolicy): boolean {
+  return !p.mustRevalidate && !p.noCache && !p.heuristic
+}
+
 /** Whether a stale copy may answer for an origin failure right now (RFC 5861 §4, RFC 9111 §4.2.4). */
 export function mayServeStaleOnError(p: FreshnessPolicy, now: number): boolean {
-  if (p.mustRevalidate || p.noCache) return false
+  if (!mayEverServeStale(p)) return false
   return -ttl(p, now) <= p.staleIfError
 }
 

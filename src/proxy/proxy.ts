@@ -26,6 +26,7 @@ import {
   ttl,
   validatorsFor,
   type FreshnessPolicy,
+  type StoreRules,
 } from './policy.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 
@@ -65,6 +66,8 @@ export interface ProxyOptions {
   resolveOrigin: (host: string) => URL | undefined
   maxObjectBytes: number
   cacheSetCookie: boolean
+  /** RFC 9111 §4.2.2 heuristic freshness (default false: only responses with explicit freshness are stored). */
+  heuristicFreshness?: boolean
   preserveHost: boolean
   trustForwarded: boolean
   log: (entry: Record<string, unknown>) => void
@@ -107,6 +110,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const coalescer = new Coalescer()
   const background = new OncePerKey()
   const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
+  const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
@@ -285,7 +289,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const decision = decideStore(
       { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
       { status: res.status, headers, hasSetCookie: setCookie.length > 0, responseTime },
-      { cacheSetCookie: opts.cacheSetCookie },
+      storeRules,
     )
     const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
     let detail: string | undefined
@@ -475,7 +479,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const decision = decideStore(
         { method: 'GET', url: meta.url, headers: req.headers, requestTime },
         { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
-        { cacheSetCookie: opts.cacheSetCookie },
+        storeRules,
       )
       if (!decision.store) {
         // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
