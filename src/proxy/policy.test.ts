@@ -81,6 +81,21 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(policyOf({ 'cache-control': 'max-age="30"' }).lifetime).toBe(30)
   })
 
+  it('reads Expires only as an exact HTTP-date; anything else is already expired (RFC 9111 §5.3)', () => {
+    const validator = { etag: '"x"' }
+    expect(policyOf({ expires: 'Thursday, 18-Aug-50 02:01:18 GMT' }).lifetime).toBe((Date.parse('2050-08-18T02:01:18Z') - T) / 1000)
+    expect(policyOf({ expires: 'Thu Aug 18 02:01:18 2050' }).lifetime).toBe((Date.parse('2050-08-18T02:01:18Z') - T) / 1000)
+    for (const invalid of ['Thu, 18 Aug 2050 02:01:18 UTC', 'Thu 18 Aug 2050 02:01:18 GMT', 'Thu, 18  Aug  2050 02:01:18 GMT', 'Thu, 18-Aug-2050 02:01:18 GMT', 'Thu, 18 Aug 2050 2:01:18 GMT']) {
+      expect(policyOf({ expires: invalid, ...validator }).lifetime, invalid).toBe(0)
+      // Stale at once and nothing to revalidate with: not worth keeping.
+      expect(store({ expires: invalid }), invalid).toMatchObject({ store: false, reason: 'no-freshness' })
+    }
+    // Two Expires lines (joined by the parser) are not one date: stale (RFC 9111 §4.2).
+    expect(policyOf({ expires: `${httpDate(T + 60_000)}, ${httpDate(T + 120_000)}`, ...validator }).lifetime).toBe(0)
+    // An invalid Date is ignored: the response time stands in (§4.2.3, RFC 9110 §6.6.1).
+    expect(policyOf({ date: 'Thu, 01 Jan 2026 00:00:00 UTC', expires: httpDate(T + 60_000) }).lifetime).toBe(60)
+  })
+
   it('uses CDN-Cache-Control over Cache-Control and Expires (RFC 9213)', () => {
     const p = policyOf({ 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=90', expires: httpDate(T + 5_000) })
     expect(p.lifetime).toBe(90)
@@ -167,6 +182,8 @@ describe('validation', () => {
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 1000) }, stored)).toBe(true)
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, stored)).toBe(false)
     expect(clientNotModified('POST', { 'if-none-match': '*' }, stored)).toBe(false)
+    // RFC 9110 §13.1.3: an If-Modified-Since that is not a valid HTTP-date is ignored.
+    expect(clientNotModified('GET', { 'if-modified-since': new Date(T + 1000).toISOString() }, stored)).toBe(false)
   })
 })
 

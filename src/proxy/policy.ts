@@ -8,6 +8,7 @@
 
 import CachePolicy from 'http-cache-semantics'
 import type { FlatHeaders } from './headers.ts'
+import { parseHttpDate } from './http-date.ts'
 
 /** What caje keeps about freshness, precomputed at store time so a hit is a comparison. */
 export interface FreshnessPolicy {
@@ -108,22 +109,19 @@ export function deltaSeconds(v: string | true | undefined): number | undefined {
   return n > 2147483648 ? 2147483648 : n
 }
 
-/** HTTP-date (RFC 9110 §5.6.7), lenient as §4.2 of RFC 9111 allows; invalid → undefined. */
+/**
+ * HTTP-date (RFC 9110 §5.6.7) in one of its three forms, exactly; invalid → undefined. A
+ * field that appears twice (`a, b` once joined) is not one date, so it is invalid too: for
+ * Expires that means stale (RFC 9111 §4.2 and §5.3).
+ */
 export function httpDate(v: string | undefined): number | undefined {
-  if (!v) return undefined
-  const t = Date.parse(v)
-  return Number.isFinite(t) ? t : undefined
+  return parseHttpDate(v)
 }
 
-/** First value of a field that may only appear once (Expires, Date, Age, Last-Modified, ETag). */
+/** First value of a field that may only appear once (Age, ETag). */
 function single(headers: FlatHeaders, name: string): string | undefined {
   const v = headers[name]
   if (v === undefined) return undefined
-  // Dates contain ", " themselves: only split where a new field value starts.
-  if (name === 'expires' || name === 'date' || name === 'last-modified') {
-    const m = /^(.*?\d{2}:\d{2}:\d{2}(?: GMT)?)(?:\s*,.*)?$/.exec(v)
-    return (m ? m[1] : v).trim()
-  }
   return v.split(',')[0]!.trim()
 }
 
@@ -236,7 +234,7 @@ function serialiseDirectives(cc: Directives): string {
 /** RFC 9111 §4.2.1 freshness lifetime and §4.2.3 initial age. */
 function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source: FreshnessPolicy['source']): FreshnessPolicy {
   const h = res.headers
-  const date = httpDate(single(h, 'date'))
+  const date = httpDate(h['date'])
   const dateValue = date ?? res.responseTime
 
   let lifetime: number | undefined
@@ -247,7 +245,7 @@ function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source
   else if (maxAge !== undefined) lifetime = maxAge
   else if (cc.has('max-age') || cc.has('s-maxage')) lifetime = 0 // present but invalid: treat as stale (§4.2.1)
   else if (source === 'cache-control' && h.expires !== undefined) {
-    const expires = httpDate(single(h, 'expires'))
+    const expires = httpDate(h['expires'])
     // §5.3: an invalid Expires (e.g. "0") means "already expired".
     lifetime = expires === undefined ? 0 : Math.max(0, Math.floor((expires - dateValue) / 1000))
   } else {
@@ -255,7 +253,7 @@ function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source
     heuristic = true
     if (HEURISTICALLY_CACHEABLE.has(res.status) || cc.has('public')) {
       // §4.2.2 heuristic freshness: 10% of the time since Last-Modified.
-      const lastModified = httpDate(single(h, 'last-modified'))
+      const lastModified = httpDate(h['last-modified'])
       lifetime = lastModified !== undefined && lastModified < dateValue ? Math.min(HEURISTIC_CAP_S, Math.floor((dateValue - lastModified) / 10_000)) : 0
     } else lifetime = 0
   }
