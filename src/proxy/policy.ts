@@ -8,6 +8,7 @@
 
 import CachePolicy from 'http-cache-semantics'
 import type { FlatHeaders } from './headers.ts'
+import { parseTargetedField } from './cdn-cache-control.ts'
 import { parseHttpDate } from './http-date.ts'
 
 /** What caje keeps about freshness, precomputed at store time so a hit is a comparison. */
@@ -134,9 +135,9 @@ const UNDERSTOOD: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 302, 3
 export function targetedDirectives(headers: FlatHeaders): { cc: Directives; source: FreshnessPolicy['source'] } {
   const cdn = headers['cdn-cache-control']
   if (cdn !== undefined) {
-    const cc = parseDirectives(cdn)
+    const cc = parseTargetedField(cdn)
     // RFC 9213 §2.1: an invalid targeted field is ignored, and the cache falls back to Cache-Control.
-    if (cc.size > 0) return { cc, source: 'cdn-cache-control' }
+    if (cc) return { cc, source: 'cdn-cache-control' }
   }
   return { cc: parseDirectives(headers['cache-control']), source: 'cache-control' }
 }
