@@ -9,7 +9,8 @@ import type { Context, MiddlewareHandler } from 'hono'
 import { normaliseHost } from '../config.ts'
 import type { Logger } from '../log.ts'
 import { formatCacheStatus } from './cache-status.ts'
-import type { FlatHeaders } from './headers.ts'
+import type { FlatHeaders, HeaderBag } from './headers.ts'
+import { writeInterim } from './interim.ts'
 import { textResult, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
 
 /**
@@ -107,6 +108,10 @@ class NodeProxyRequest implements ProxyRequest {
     readonly started: number,
   ) {
     this.body = method === 'GET' || method === 'HEAD' ? null : incoming
+  }
+
+  interim(status: number, headers: HeaderBag): void {
+    writeInterim(this.incoming, this.outgoing, status, headers)
   }
 
   get clientIp(): string {

@@ -9,7 +9,7 @@ import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
 import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
-import { appendVia, stripHopByHop, type FlatHeaders } from './headers.ts'
+import { appendVia, stripHopByHop, type FlatHeaders, type HeaderBag } from './headers.ts'
 import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
   currentAge,
@@ -42,6 +42,8 @@ export interface ProxyRequest {
   body: Readable | AsyncIterable<Uint8Array> | null
   clientIp: string
   signal: AbortSignal
+  /** Pass an interim (1xx) response from the origin on to this client (see interim.ts); absent where there is no way to. */
+  interim?(status: number, headers: HeaderBag): void
 }
 
 export interface ProxyResult {
@@ -135,7 +137,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
   async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
     try {
-      const res = await origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal })
+      const res = await origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal, onInterim: interimFor(req) })
       opts.metrics?.originLatency(res.headersMs / 1000, res.status)
       return res
     } catch (err) {
@@ -461,7 +463,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const requestTime = now()
     let res: OriginResponse
     try {
-      res = await origin.send({ origin: originUrl, method: 'GET', path: new URL(meta.url).pathname + new URL(meta.url).search, headers, signal: background ? undefined : req.signal })
+      res = await origin.send({
+        origin: originUrl,
+        method: 'GET',
+        path: new URL(meta.url).pathname + new URL(meta.url).search,
+        headers,
+        signal: background ? undefined : req.signal,
+        onInterim: background ? undefined : interimFor(req),
+      })
       opts.metrics?.originLatency(res.headersMs / 1000, res.status)
     } catch (error) {
       return { kind: 'failed', error }
@@ -664,6 +673,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
     idle: () => background.idle(),
   }
+}
+
+/** Interim responses for the client waiting on this origin request: only its own, never stored. */
+function interimFor(req: ProxyRequest): ((status: number, headers: HeaderBag) => void) | undefined {
+  return req.interim && ((status, headers) => req.interim!(status, headers))
 }
 
 /** Whether the last transfer coding is chunked: the body's end is then marked in the stream (RFC 9112 §7.1). */
