@@ -27,10 +27,47 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(store({ 'cache-control': 'max-age=60' }, { req: { 'cache-control': 'no-store' } })).toMatchObject({ store: false })
     expect(store({ 'cache-control': 'max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: false, reason: 'authorization' })
     expect(store({ 'cache-control': 's-maxage=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'public, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'must-revalidate, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cdn-cache-control': 'public, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
     expect(store({ 'cache-control': 'max-age=60', vary: '*' })).toMatchObject({ store: false, reason: 'vary-star' })
     expect(store({ 'cache-control': 'max-age=60' }, { setCookie: true })).toMatchObject({ store: false, reason: 'set-cookie' })
     expect(store({ 'cache-control': 'max-age=60' }, { status: 206 })).toMatchObject({ store: false, reason: 'status' })
-    expect(store({ 'cache-control': 'max-age=60' }, { status: 500 })).toMatchObject({ store: false })
+  })
+
+  it('stores explicit freshness for every final status it understands (RFC 9111 §3, RFC 9110 §15)', () => {
+    for (const status of [200, 201, 204, 302, 400, 403, 404, 429, 500, 502, 503, 504]) {
+      expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: true, policy: { lifetime: 60 } })
+      expect(store({ expires: httpDate(T + 60_000) }, { status }), String(status)).toMatchObject({ store: true })
+      expect(store({ 'cache-control': 's-maxage=60' }, { status }), String(status)).toMatchObject({ store: true })
+    }
+    // An unknown status in a known class is that class's x00.
+    for (const status of [299, 399, 499, 599]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: true })
+    // Not final, not a status, a partial body, or an update rather than a response.
+    for (const status of [100, 103, 199, 206, 304, 600, 999]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: false, reason: 'status' })
+  })
+
+  it('guesses freshness only for the heuristically cacheable statuses of RFC 9110 §15.1, or public', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000) }
+    for (const status of [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]) {
+      expect(store(lm, { status, heuristic: true }), String(status)).toMatchObject({ store: true, policy: { lifetime: 10_000, heuristic: true } })
+    }
+    for (const status of [201, 299, 302, 307, 400, 403, 500, 503]) {
+      expect(store(lm, { status, heuristic: true }), String(status)).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    }
+    expect(store({ ...lm, 'cache-control': 'public' }, { status: 500, heuristic: true })).toMatchObject({ store: true, policy: { heuristic: true } })
+  })
+
+  it('honours must-understand: stored despite no-store when the status is understood (RFC 9111 §5.2.2.3)', () => {
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' })).toMatchObject({ store: true, policy: { lifetime: 60 } })
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' }, { status: 404 })).toMatchObject({ store: true })
+    expect(store({ 'cdn-cache-control': 'no-store, must-understand, max-age=60' })).toMatchObject({ store: true })
+    // A status caje knows only by its class: not understood, so not stored at all.
+    expect(store({ 'cache-control': 'must-understand, max-age=60' }, { status: 299 })).toMatchObject({ store: false, reason: 'must-understand' })
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' }, { status: 299 })).toMatchObject({ store: false })
+    // must-understand does not override private, or a request's no-store.
+    expect(store({ 'cache-control': 'private, no-store, must-understand, max-age=60' })).toMatchObject({ store: false, reason: 'private' })
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' }, { req: { 'cache-control': 'no-store' } })).toMatchObject({ store: false })
   })
 
   it('by default stores only responses with explicit freshness (RFC 9111 §4.2.1)', () => {

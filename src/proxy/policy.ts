@@ -1,12 +1,11 @@
-// HTTP caching decisions (RFC 9111, shared cache), in one place. This is the
-// only module that imports http-cache-semantics: it is used for the RFC 9111
-// §3 "may this be stored" baseline, and caje adds what that library does not
-// do (or does too conservatively): CDN-Cache-Control (RFC 9213), first-value
-// rules for duplicated directives, the full §4.2.3 age calculation,
-// must-revalidate/proxy-revalidate applying only once stale, and the §4.2.4
-// prohibitions on serving stale.
+// HTTP caching decisions (RFC 9111, shared cache), in one place: may a
+// response be stored (§3), how long is it fresh (§4.2), may a stored one be
+// reused (§4, §4.2.4), and how does a 304 update it (§4.3.4). Beyond the RFC's
+// minimum: CDN-Cache-Control (RFC 9213), first-value rules for duplicated
+// directives, the full §4.2.3 age calculation, must-revalidate/proxy-revalidate
+// applying only once stale, and opt-in caching (explicit freshness only, unless
+// heuristics are turned on).
 
-import CachePolicy from 'http-cache-semantics'
 import type { FlatHeaders } from './headers.ts'
 import { parseTargetedField } from './cdn-cache-control.ts'
 import { parseHttpDate } from './http-date.ts'
@@ -128,8 +127,24 @@ function single(headers: FlatHeaders, name: string): string | undefined {
 
 /** Status codes RFC 9110 §15.1 defines as heuristically cacheable. */
 export const HEURISTICALLY_CACHEABLE: ReadonlySet<number> = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
-/** Final status codes caje understands well enough to store (RFC 9111 §3: "the response status code is final" and understood). 206 is never stored: caje stores whole bodies. */
-const UNDERSTOOD: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501])
+/**
+ * Status codes whose caching requirements caje knows (those of RFC 9110 §15, 429 of RFC 6585,
+ * 451 of RFC 7725): what `must-understand` asks for (RFC 9111 §5.2.2.3). 206 and 304 are left
+ * out: caje does not store either.
+ */
+const KNOWN_STATUSES: ReadonlySet<number> = new Set([
+  200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 429, 451, 500, 501, 502, 503, 504, 505,
+])
+
+/**
+ * RFC 9111 §3: only a final response may be stored, and caje stores any final status it
+ * understands. RFC 9110 §15: a status unknown in a known class is understood as that class's
+ * x00, so a 299 with max-age is stored like a 200. Never stored: 206 (caje stores whole
+ * bodies) and 304 (it updates a stored response, it is not one).
+ */
+function storableStatus(status: number): boolean {
+  return status >= 200 && status <= 599 && status !== 206 && status !== 304
+}
 
 /** The directives caje acts on: CDN-Cache-Control when present (RFC 9213 §2.1), else Cache-Control. */
 export function targetedDirectives(headers: FlatHeaders): { cc: Directives; source: FreshnessPolicy['source'] } {
@@ -190,11 +205,15 @@ function hasExplicitFreshness(headers: FlatHeaders, cc: Directives, source: Fres
 /** RFC 9111 §3 + caje's own rules: may this response be stored, and for how long is it fresh? */
 export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRules): StoreDecision {
   if (req.method !== 'GET') return { store: false, reason: 'method' }
-  if (!UNDERSTOOD.has(res.status)) return { store: false, reason: 'status' }
+  if (!storableStatus(res.status)) return { store: false, reason: 'status' }
   const reqcc = parseDirectives(req.headers['cache-control'])
   if (reqcc.has('no-store')) return { store: false, reason: 'request-no-store' }
   const { cc, source } = targetedDirectives(res.headers)
-  if (cc.has('no-store')) return { store: false, reason: 'no-store' }
+  // RFC 9111 §5.2.2.3: must-understand stores only where the status code is understood, and
+  // there it overrides no-store (which it is sent with, for caches that do not know it).
+  const mustUnderstand = cc.has('must-understand')
+  if (mustUnderstand && !KNOWN_STATUSES.has(res.status)) return { store: false, reason: 'must-understand' }
+  if (cc.has('no-store') && !mustUnderstand) return { store: false, reason: 'no-store' }
   // A shared cache must not store private responses (§5.2.2.7); CDN-Cache-Control cannot make them public.
   if (parseDirectives(res.headers['cache-control']).has('private') || cc.has('private')) return { store: false, reason: 'private' }
   if (res.hasSetCookie && !opts.cacheSetCookie) return { store: false, reason: 'set-cookie' }
@@ -208,14 +227,13 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
     // RFC 9111 §4.2.2 lets a cache guess a lifetime; never for a request that carried
     // credentials, whose answer is likely personal even when it does not say so.
     if (req.headers.cookie !== undefined || req.headers.authorization !== undefined) return { store: false, reason: 'no-explicit-freshness' }
+    // §3, §4.2.2: heuristics only for the statuses RFC 9110 §15.1 lists, or a response marked public.
+    if (!HEURISTICALLY_CACHEABLE.has(res.status) && !cc.has('public')) return { store: false, reason: 'no-explicit-freshness' }
   }
-
-  // Baseline check by http-cache-semantics (method, status, Authorization rules of §3.5, explicit freshness or heuristics).
-  const baselineHeaders: Record<string, string> = { ...res.headers, 'cache-control': serialiseDirectives(cc) }
-  if (source === 'cdn-cache-control') delete baselineHeaders.expires
-  const baseline = new CachePolicy({ method: req.method, url: req.url, headers: req.headers }, { status: res.status, headers: baselineHeaders }, { shared: true })
-  if (!baseline.storable()) {
-    return { store: false, reason: req.headers.authorization ? 'authorization' : 'not-storable' }
+  // §3.5: a shared cache stores an answer to a request with Authorization only when the response
+  // says it may be shared: must-revalidate, public or s-maxage.
+  if (req.headers.authorization !== undefined && !cc.has('must-revalidate') && !cc.has('public') && !cc.has('s-maxage')) {
+    return { store: false, reason: 'authorization' }
   }
 
   const policy = freshness(req, res, cc, source)
@@ -226,10 +244,6 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
   // A response that is stale at once, with nothing to revalidate with and no stale window, is useless to keep.
   if (deleteAt <= res.responseTime) return { store: false, reason: 'no-freshness' }
   return { store: true, policy, staleAt, deleteAt }
-}
-
-function serialiseDirectives(cc: Directives): string {
-  return [...cc].map(([k, v]) => (v === true ? k : `${k}=${v}`)).join(', ')
 }
 
 /** RFC 9111 §4.2.1 freshness lifetime and §4.2.3 initial age. */

@@ -176,7 +176,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     if (!head) {
       const fields: Record<string, string> = { ...meta.headers, age: '', via: appendVia(meta.headers.via), 'cache-status': '' }
       if (meta.status === 200) fields['accept-ranges'] = 'bytes'
-      fields['content-length'] = String(meta.size)
+      // RFC 9110 §8.6: a 204 carries no Content-Length.
+      if (meta.status !== 204) fields['content-length'] = String(meta.size)
       storedHeads.set(meta, (head = { fields, age: -1, ageText: '', ttl: NaN, hitStatus: '' }))
     }
     return head
@@ -297,10 +298,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
     let detail: string | undefined
     if (!decision.store) detail = decision.reason
     else if (declared !== undefined && declared > opts.maxObjectBytes) detail = 'too-large'
-    else if (declared === undefined && !isChunked(res.headers['transfer-encoding'])) {
+    else if (declared === undefined && res.status !== 204 && !isChunked(res.headers['transfer-encoding'])) {
       // RFC 9112 §6.3 rule 8: with neither Content-Length nor chunked coding, the body ends when
       // the origin closes the connection, so a connection cut short looks like a complete body.
-      // Pass such a response through, but never store what could be a truncated copy.
+      // Pass such a response through, but never store what could be a truncated copy. (A 204
+      // has no body at all, rule 1.)
       detail = 'no-length'
     }
     if (detail !== undefined || !decision.store) {

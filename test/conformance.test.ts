@@ -1,0 +1,86 @@
+// HTTP caching conformance through a real caje node: storing by status and
+// directive (RFC 9111 §3), reading dates and targeted fields, client
+// conditionals (RFC 9110 §13). The rules themselves are unit-tested beside
+// src/proxy/policy.ts; here each is checked end to end, as a client sees it.
+
+import http from 'node:http'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startNode, startOrigin, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+
+const cleanups: Array<() => Promise<void>> = []
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!()
+})
+
+type Route = (req: http.IncomingMessage, res: http.ServerResponse) => void
+
+/** An origin whose answer per path is scripted by the test, in front of a fresh caje node. */
+async function setup(routes: Record<string, Route>, env: Record<string, string> = {}): Promise<{ origin: TestOrigin; node: TestNode }> {
+  const origin = await startOrigin((req, res) => {
+    const route = routes[new URL(req.url ?? '/', 'http://o').pathname]
+    if (route) return route(req, res)
+    res.writeHead(404, { 'content-length': '0' })
+    res.end()
+  })
+  cleanups.push(() => origin.close())
+  const node = await startNode(origin.url, env)
+  cleanups.push(() => node.close())
+  return { origin, node }
+}
+
+const reply =
+  (status: number, headers: Record<string, string>, body = `status ${status}`): Route =>
+  (_req, res) => {
+    if (status === 204) {
+      res.writeHead(204, headers)
+      res.end()
+      return
+    }
+    res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), ...headers })
+    res.end(body)
+  }
+
+/** GET twice (waiting for the first to be stored when it says so); the second's Cache-Status and status. */
+async function twice(node: TestNode, path: string, init?: RequestInit): Promise<{ first: Response; second: Response; secondBody: string }> {
+  const first = await node.get(path, init)
+  await first.arrayBuffer()
+  if (first.headers.get('cache-status')?.includes('stored')) await node.stored(path)
+  const second = await node.get(path, init)
+  return { first, second, secondBody: await second.text() }
+}
+
+describe('storing by status (RFC 9111 §3)', () => {
+  it('stores and reuses 204, 4xx and 5xx responses with explicit freshness', async () => {
+    const { origin, node } = await setup({
+      '/empty': reply(204, { 'cache-control': 'max-age=60' }),
+      '/gone': reply(404, { 'cache-control': 'max-age=60' }),
+      '/teapot': reply(418, { expires: new Date(Date.now() + 60_000).toUTCString() }),
+      '/down': reply(503, { 'cache-control': 's-maxage=60' }),
+      '/odd': reply(299, { 'cache-control': 'max-age=60' }),
+    })
+    for (const [path, status] of [['/empty', 204], ['/gone', 404], ['/teapot', 418], ['/down', 503], ['/odd', 299]] as const) {
+      const { first, second, secondBody } = await twice(node, path)
+      expect(first.headers.get('cache-status'), path).toContain('stored')
+      expect(second.status, path).toBe(status)
+      expect(second.headers.get('cache-status'), path).toMatch(/^caje; hit/)
+      expect(origin.count(path), path).toBe(1)
+      if (status === 204) {
+        expect(secondBody).toBe('')
+        // RFC 9110 §8.6: no Content-Length on a 204.
+        expect(second.headers.get('content-length')).toBeNull()
+      } else expect(secondBody).toBe(`status ${status}`)
+    }
+  })
+
+  it('stores a no-store response that also says must-understand, for a status it knows (RFC 9111 §5.2.2.3)', async () => {
+    const { origin, node } = await setup({
+      '/mu': reply(200, { 'cache-control': 'no-store, must-understand, max-age=60' }),
+      '/mu-unknown': reply(299, { 'cache-control': 'no-store, must-understand, max-age=60' }),
+    })
+    expect((await twice(node, '/mu')).second.headers.get('cache-status')).toMatch(/^caje; hit/)
+    const unknown = await twice(node, '/mu-unknown')
+    expect(unknown.second.headers.get('cache-status')).toContain('detail=must-understand')
+    expect(origin.count('/mu')).toBe(1)
+    expect(origin.count('/mu-unknown')).toBe(2)
+  })
+})
