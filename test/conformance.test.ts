@@ -84,3 +84,47 @@ describe('storing by status (RFC 9111 §3)', () => {
     expect(origin.count('/mu-unknown')).toBe(2)
   })
 })
+
+/** GET with raw header values (an array is sent as separate field lines), for what fetch() cannot send. */
+function rawGet(url: string, headers: Record<string, string | string[]>): Promise<{ status: number; cacheStatus: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+  })
+}
+
+describe('variants (RFC 9111 §4.1)', () => {
+  it('equivalent requests share a variant: Accept-Language order, case and spacing; list spacing and repeated lines in any field', async () => {
+    const varied = (field: string): Route => (req, res) => {
+      const body = `variant for ${String(req.headers[field])}`
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'max-age=60', vary: field })
+      res.end(body)
+    }
+    const { origin, node } = await setup({ '/lang': varied('accept-language'), '/foo': varied('foo') })
+
+    const first = await rawGet(node.url + '/lang', { 'accept-language': 'en, de;q=0.5, fr' })
+    expect(first.cacheStatus).toContain('stored')
+    await node.stored('/lang')
+    for (const same of ['fr,en,de;q=0.5', 'DE;Q=0.5 ,  FR, en']) {
+      const r = await rawGet(node.url + '/lang', { 'accept-language': same })
+      expect(r.cacheStatus, same).toMatch(/^caje; hit/)
+      expect(r.body).toBe('variant for en, de;q=0.5, fr')
+    }
+    // Another weighting is another variant.
+    expect((await rawGet(node.url + '/lang', { 'accept-language': 'de, en;q=0.5, fr' })).cacheStatus).toContain('fwd=vary-miss')
+
+    expect((await rawGet(node.url + '/foo', { foo: '1,2' })).cacheStatus).toContain('stored')
+    await node.stored('/foo')
+    expect((await rawGet(node.url + '/foo', { foo: ' 1, 2 ' })).cacheStatus).toMatch(/^caje; hit/)
+    expect((await rawGet(node.url + '/foo', { foo: ['1', '2'] })).cacheStatus).toMatch(/^caje; hit/)
+    expect((await rawGet(node.url + '/foo', { foo: '2,1' })).cacheStatus).toContain('fwd=vary-miss')
+    expect(origin.count('/lang')).toBe(2)
+    expect(origin.count('/foo')).toBe(2)
+  })
+})

@@ -88,13 +88,36 @@ describe('normaliseFieldValue', () => {
     )
   })
 
-  it('merges general field values only when they differ in HTTP whitespace (SP/HTAB), never otherwise', () => {
+  it('merges general field values only when they differ in HTTP whitespace (SP/HTAB) or list spacing, never otherwise', () => {
     // Small alphabet with NBSP (obs-text, which JavaScript's \s also matches) to provoke collisions.
     const v = fc.string({ unit: fc.constantFrom('a', 'b', ' ', '\t', '\u00a0', ','), maxLength: 6 })
+    // RFC 9110 §5.6.1: the OWS around a list comma is not part of either member.
+    const canonicalList = (x: string) => canonicalOws(x).replace(/ ?, ?/g, ',')
     fc.assert(
-      fc.property(fieldName, v, v, (name, a, b) => {
-        const same = normaliseFieldValue(name, a) === normaliseFieldValue(name, b)
-        expect(same).toBe(canonicalOws(a) === canonicalOws(b))
+      fc.property(
+        fieldName.filter((n) => n !== 'accept-language'),
+        v,
+        v,
+        (name, a, b) => {
+          const same = normaliseFieldValue(name, a) === normaliseFieldValue(name, b)
+          expect(same).toBe(canonicalList(a) === canonicalList(b))
+        },
+      ),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('reads Accept-Language as a weighted set: order of equal weights, case and whitespace do not matter, weights do', () => {
+    const range = fc.record({ tag: fc.constantFrom('en', 'en-us', 'de', 'fr', '*'), upper: fc.boolean(), q: fc.constantFrom('', ';q=1', ';q=0.5', ';q=0.50', '; Q=0.5', ';q=0.1'), before: ows, after: ows })
+    type Range = { tag: string; upper: boolean; q: string; before: string; after: string }
+    const render = (rs: Range[]) => rs.map((r) => `${r.before}${r.upper ? r.tag.toUpperCase() : r.tag}${r.q}${r.after}`).join(',')
+    /** tag → weight, the meaning the origin reads (no tag twice, to keep the meaning unambiguous). */
+    const meaning = (rs: Range[]) => [...new Set(rs.map((r) => `${r.tag}=${Number(/q=([\d.]+)/i.exec(r.q)?.[1] ?? 1)}`))].sort().join(' ')
+    const ranges = fc.uniqueArray(range, { selector: (r) => r.tag, minLength: 1, maxLength: 4 })
+    fc.assert(
+      fc.property(ranges, ranges, (a, b) => {
+        const same = normaliseFieldValue('accept-language', render(a)) === normaliseFieldValue('accept-language', render(b))
+        expect(same).toBe(meaning(a) === meaning(b))
       }),
       { numRuns: 2000 },
     )

@@ -234,6 +234,23 @@ describe('cache keys', () => {
     expect(variantId({ a: '1' })).not.toBe(variantId({ a: '2' }))
   })
 
+  it('normalises Accept-Language as a weighted set, and list whitespace in any field (RFC 9111 §4.1)', () => {
+    const lang = (v: string) => normaliseFieldValue('accept-language', v)
+    expect(lang('en, de')).toBe(lang('de,en'))
+    expect(lang('en, de')).toBe(lang(' DE ,  En '))
+    expect(lang('en;q=0.8, de')).toBe(lang('de, en; Q=0.80'))
+    expect(lang('en;q=1, de')).toBe(lang('de, en'))
+    // Weights still tell preferences apart.
+    expect(lang('en;q=0.5, de')).not.toBe(lang('en, de;q=0.5'))
+    expect(lang('en')).not.toBe(lang('en, de'))
+    const foo = (v: string) => normaliseFieldValue('foo', v)
+    expect(foo('1,2')).toBe(foo(' 1, 2 '))
+    expect(foo('1 ,2')).toBe(foo('1,\t2'))
+    // Inside a quoted-string whitespace is content; case is too, outside Accept-Language.
+    expect(foo('"a, b"')).not.toBe(foo('"a,b"'))
+    expect(foo('A')).not.toBe(foo('a'))
+  })
+
   it('parses directives with quoted commas', () => {
     expect([...parseDirectives('no-cache="a, b", max-age=5').keys()]).toEqual(['no-cache', 'max-age'])
   })
