@@ -128,3 +128,37 @@ describe('variants (RFC 9111 §4.1)', () => {
     expect(origin.count('/foo')).toBe(2)
   })
 })
+
+describe('client conditionals on a hit (RFC 9110 §13.1.3, RFC 9111 §4.3.2)', () => {
+  it('evaluates If-Modified-Since against Last-Modified, else Date, in any HTTP-date form', async () => {
+    const lastModified = new Date(Date.now() - 3_000_000)
+    const date = new Date(Date.now() - 1000)
+    const { origin, node } = await setup({
+      '/lm': reply(200, { 'cache-control': 'max-age=10000', 'last-modified': lastModified.toUTCString(), date: date.toUTCString() }),
+      '/no-lm': reply(200, { 'cache-control': 'max-age=10000', date: date.toUTCString() }),
+    })
+    await twice(node, '/lm')
+    await twice(node, '/no-lm')
+    const rfc850 = (d: Date) => {
+      const [day, dd, mon, yyyy, time] = d.toUTCString().replace(',', '').split(' ')
+      const long = { Sun: 'Sunday', Mon: 'Monday', Tue: 'Tuesday', Wed: 'Wednesday', Thu: 'Thursday', Fri: 'Friday', Sat: 'Saturday' }[day!]
+      return `${long}, ${dd}-${mon}-${yyyy!.slice(2)} ${time} GMT`
+    }
+    // Not fetch(): with a conditional header it adds Cache-Control: no-cache (Fetch's "no-store" mode).
+    const ims = async (path: string, value: string) => {
+      const r = await rawGet(node.url + path, { 'if-modified-since': value })
+      expect(r.cacheStatus, `${path} ${value}`).toMatch(/^caje; hit/)
+      return r.status
+    }
+    expect(await ims('/lm', lastModified.toUTCString())).toBe(304)
+    expect(await ims('/lm', rfc850(lastModified))).toBe(304)
+    expect(await ims('/lm', new Date(lastModified.getTime() - 1000).toUTCString())).toBe(200)
+    // Not an HTTP-date: ignored.
+    expect(await ims('/lm', lastModified.toISOString())).toBe(200)
+    expect(await ims('/no-lm', date.toUTCString())).toBe(304)
+    // The stored copy is newer than the client's: modified since, so sent in full.
+    expect(await ims('/no-lm', new Date(date.getTime() - 3_000_000).toUTCString())).toBe(200)
+    expect(origin.count('/lm')).toBe(1)
+    expect(origin.count('/no-lm')).toBe(1)
+  })
+})

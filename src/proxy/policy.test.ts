@@ -219,6 +219,16 @@ describe('validation', () => {
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 1000) }, stored)).toBe(true)
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, stored)).toBe(false)
     expect(clientNotModified('POST', { 'if-none-match': '*' }, stored)).toBe(false)
+    // RFC 9111 §4.3.2: without Last-Modified, the stored Date decides, else the time it was received.
+    const noLm = { date: httpDate(T) }
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, noLm)).toBe(true)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 3_000_000) }, noLm)).toBe(true)
+    // A stored copy newer than the client's date has been modified since: sent in full (the public
+    // suite's conditional-lm-fresh-no-lm expects a 304 here, against both RFC readings).
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 3_000_000) }, noLm)).toBe(false)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, {}, T)).toBe(true)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, {}, T)).toBe(false)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, {})).toBe(false)
     // RFC 9110 §13.1.3: an If-Modified-Since that is not a valid HTTP-date is ignored.
     expect(clientNotModified('GET', { 'if-modified-since': new Date(T + 1000).toISOString() }, stored)).toBe(false)
   })

@@ -422,13 +422,17 @@ export function etagListMatches(header: string, etag: string | undefined): boole
  * RFC 9110 §13.2.2: evaluate the client's conditionals against a stored 200.
  * Returns true when the answer is 304 Not Modified.
  */
-export function clientNotModified(method: string, reqHeaders: FlatHeaders, stored: FlatHeaders): boolean {
+export function clientNotModified(method: string, reqHeaders: FlatHeaders, stored: FlatHeaders, receivedAt?: number): boolean {
   if (method !== 'GET' && method !== 'HEAD') return false
   const inm = reqHeaders['if-none-match']
   if (inm !== undefined) return etagListMatches(inm, stored.etag)
+  // §13.1.3: an If-Modified-Since that is not one valid HTTP-date is ignored.
   const ims = httpDate(reqHeaders['if-modified-since'])
   if (ims === undefined) return false
-  const lm = httpDate(stored['last-modified']) ?? httpDate(stored.date)
+  // RFC 9111 §4.3.2: without Last-Modified, the stored response's Date stands in for its
+  // modification date, or else the time it was received. Not modified only when that is no
+  // later than the client's date: a copy newer than the client's is sent in full.
+  const lm = httpDate(stored['last-modified']) ?? httpDate(stored.date) ?? receivedAt
   return lm !== undefined && lm <= ims
 }
 

@@ -210,7 +210,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       headers['cache-status'] = head.hitStatus
     } else headers['cache-status'] = formatCacheStatus(status)
 
-    if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers)) {
+    if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
       const h: Record<string, string> = { age: headers.age, via: headers.via!, 'cache-status': headers['cache-status'] }
       for (const f of NOT_MODIFIED_FIELDS) if (meta.headers[f] !== undefined) h[f] = meta.headers[f]!
       return { result: { status: 304, headers: h, body: null, cacheStatus: status, tier: 'none' }, needsBody: false }
