@@ -203,13 +203,25 @@ describe('origin faults before the response head', () => {
 })
 
 describe('origin answers 5xx', () => {
-  it.each([500, 502, 503, 504])('passes a %i through without storing it, even with max-age', async (status) => {
-    const { origin, node } = await setup((s) => writeResponse(s, status, { 'cache-control': 'public, max-age=600', 'content-type': 'text/plain' }, `origin says ${status}`))
+  it.each([500, 502, 503, 504])('passes a %i without caching headers through without storing it', async (status) => {
+    const { origin, node } = await setup((s) => writeResponse(s, status, { 'content-type': 'text/plain', etag: '"e"' }, `origin says ${status}`))
     const r = await get(node.url + '/fault')
     expect(r.status).toBe(status)
     expect(r.body.toString()).toBe(`origin says ${status}`)
-    expect(r.headers['cache-status']).toBe(`caje; fwd=uri-miss; fwd-status=${status}; detail=status`)
+    expect(r.headers['cache-status']).toBe(`caje; fwd=uri-miss; fwd-status=${status}; detail=no-explicit-freshness`)
     await expectStillServingAndNothingStored(node, origin)
+  })
+
+  it.each([500, 503])('stores a %i the origin gave a lifetime, like any final status (RFC 9111 §3)', async (status) => {
+    const { origin, node } = await setup((s) => writeResponse(s, status, { 'cache-control': 'public, max-age=600', 'content-type': 'text/plain' }, `origin says ${status}`))
+    const first = await get(node.url + '/fault')
+    expect(first.headers['cache-status']).toBe(`caje; fwd=uri-miss; fwd-status=${status}; stored`)
+    await node.stored('/fault')
+    const again = await get(node.url + '/fault')
+    expect(again.status).toBe(status)
+    expect(again.body.toString()).toBe(`origin says ${status}`)
+    expect(again.headers['cache-status']).toMatch(/^caje; hit/)
+    expect(origin.count('/fault')).toBe(1)
   })
 
   it('serves the stale copy for a 503 when stale-if-error allows it', async () => {
