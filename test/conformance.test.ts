@@ -5,7 +5,7 @@
 
 import http from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -160,5 +160,120 @@ describe('client conditionals on a hit (RFC 9110 §13.1.3, RFC 9111 §4.3.2)', (
     expect(await ims('/no-lm', new Date(date.getTime() - 3_000_000).toUTCString())).toBe(200)
     expect(origin.count('/lm')).toBe(1)
     expect(origin.count('/no-lm')).toBe(1)
+  })
+})
+
+describe('partial content (RFC 9111 §3.3)', () => {
+  const BODY = '0123456789'
+  /** An origin that answers ranges of BODY, like a static file server, with a lifetime. */
+  const ranged: Route = (req, res) => {
+    const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
+    const headers = { 'cache-control': 'max-age=600', etag: '"ten"', 'content-type': 'text/plain' }
+    if (!m) {
+      res.writeHead(200, { ...headers, 'content-length': String(BODY.length) })
+      res.end(BODY)
+      return
+    }
+    const start = m[1] === '' ? BODY.length - Number(m[2]) : Number(m[1])
+    const end = m[1] === '' || m[2] === '' ? BODY.length - 1 : Math.min(Number(m[2]), BODY.length - 1)
+    const part = BODY.slice(start, end + 1)
+    res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${BODY.length}`, 'content-length': String(part.length) })
+    res.end(part)
+  }
+
+  it('stores a 206 as a part, answers ranges inside it, and never takes it for the whole response', async () => {
+    const { origin, node } = await setup({ '/file': ranged })
+    const first = await rawGet(node.url + '/file', { range: 'bytes=4-8' })
+    expect(first.status).toBe(206)
+    expect(first.body).toBe('45678')
+    expect(first.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=206; stored')
+    expect(origin.requests[0]!.headers.range).toBe('bytes=4-8')
+    await node.stored('/file')
+
+    // Ranges inside the part: from cache.
+    for (const [range, body, contentRange] of [
+      ['bytes=4-8', '45678', 'bytes 4-8/10'],
+      ['bytes=5-7', '567', 'bytes 5-7/10'],
+      ['bytes=8-8', '8', 'bytes 8-8/10'],
+    ] as const) {
+      const r = await new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        http
+          .get(node.url + '/file', { headers: { range }, agent: false }, (res) => {
+            let b = ''
+            res.setEncoding('utf8')
+            res.on('data', (c: string) => (b += c))
+            res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: b }))
+          })
+          .on('error', reject)
+      })
+      expect(r.status, range).toBe(206)
+      expect(r.body, range).toBe(body)
+      expect(r.headers['content-range'], range).toBe(contentRange)
+      expect(r.headers['content-length'], range).toBe(String(body.length))
+      expect(String(r.headers['cache-status']), range).toMatch(/^caje; hit/)
+    }
+    expect(origin.count('/file')).toBe(1)
+
+    // A range reaching past the part goes to the origin.
+    const past = await rawGet(node.url + '/file', { range: 'bytes=6-' })
+    expect(past.body).toBe('6789')
+    expect(past.cacheStatus).toContain('fwd=uri-miss')
+    // A whole-response request is never answered from a part.
+    const whole = await rawGet(node.url + '/file', {})
+    expect(whole.status).toBe(200)
+    expect(whole.body).toBe(BODY)
+    expect(whole.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=200; stored')
+    expect(origin.requests.at(-1)!.headers.range).toBeUndefined()
+    await waitFor(async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.status === 200), 'the whole response to be stored')
+    // Now every range comes from the whole response.
+    const fromWhole = await rawGet(node.url + '/file', { range: 'bytes=0-2' })
+    expect(fromWhole.body).toBe('012')
+    expect(fromWhole.cacheStatus).toMatch(/^caje; hit/)
+    expect(origin.count('/file')).toBe(3)
+  })
+
+  it('a part stored after the whole response (a slow range fill) does not replace it', async () => {
+    let releaseRange!: () => void
+    const rangeHeld = new Promise<void>((resolve) => (releaseRange = resolve))
+    let rangeArrived!: () => void
+    const rangeSeen = new Promise<void>((resolve) => (rangeArrived = resolve))
+    const { origin, node } = await setup({
+      '/file': (req, res) => {
+        if (req.headers.range === undefined) return ranged(req, res)
+        rangeArrived()
+        void rangeHeld.then(() => ranged(req, res))
+      },
+    })
+    const slowRange = rawGet(node.url + '/file', { range: 'bytes=0-1' })
+    await rangeSeen
+    const whole = await rawGet(node.url + '/file', {})
+    expect(whole.cacheStatus).toContain('stored')
+    await node.stored('/file')
+    releaseRange()
+    expect((await slowRange).body).toBe('01')
+    await node.stored('/file', 2)
+    const again = await rawGet(node.url + '/file', {})
+    expect(again.status).toBe(200)
+    expect(again.body).toBe(BODY)
+    expect(again.cacheStatus).toMatch(/^caje; hit/)
+    expect(origin.count('/file')).toBe(2)
+  })
+
+  it('passes a range with If-Range through, and stores a 200 when the origin ignores Range', async () => {
+    const { origin, node } = await setup({
+      '/file': ranged,
+      '/no-ranges': reply(200, { 'cache-control': 'max-age=600' }, BODY),
+    })
+    const conditional = await rawGet(node.url + '/file', { range: 'bytes=0-1', 'if-range': '"ten"' })
+    expect(conditional.status).toBe(206)
+    expect(conditional.cacheStatus).not.toContain('stored')
+    expect(origin.requests[0]!.headers['if-range']).toBe('"ten"')
+
+    const ignored = await rawGet(node.url + '/no-ranges', { range: 'bytes=0-1' })
+    expect(ignored.status).toBe(200)
+    expect(ignored.body).toBe(BODY)
+    expect(ignored.cacheStatus).toContain('stored')
+    await node.stored('/no-ranges')
+    expect((await rawGet(node.url + '/no-ranges', {})).cacheStatus).toMatch(/^caje; hit/)
   })
 })

@@ -153,6 +153,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
     }
 
     if (signal.aborted) return { result: 'failed', reason: 'populate was stopped' }
+    // A stored part (206) is one range a client asked for; fetching the whole response in its
+    // place would store another variant, and this one would stay missing on every run.
+    if (entry.status === 206) return { result: 'skipped', reason: 'a stored part is copied from a peer or not at all; no peer could give it' }
     // No peer could give it: the origin, as a client with the stored Vary'd headers would.
     const secret = Object.keys(entry.varyHeaders).find((name) => SECRET_VARY_FIELDS.has(name) && entry.varyHeaders[name] !== '')
     if (secret) return { result: 'skipped', reason: `the variant depends on the client's ${secret}, which is not kept; no peer could give it` }

@@ -32,7 +32,6 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(store({ 'cdn-cache-control': 'public, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
     expect(store({ 'cache-control': 'max-age=60', vary: '*' })).toMatchObject({ store: false, reason: 'vary-star' })
     expect(store({ 'cache-control': 'max-age=60' }, { setCookie: true })).toMatchObject({ store: false, reason: 'set-cookie' })
-    expect(store({ 'cache-control': 'max-age=60' }, { status: 206 })).toMatchObject({ store: false, reason: 'status' })
   })
 
   it('stores explicit freshness for every final status it understands (RFC 9111 §3, RFC 9110 §15)', () => {
@@ -44,7 +43,27 @@ describe('decideStore (RFC 9111 §3)', () => {
     // An unknown status in a known class is that class's x00.
     for (const status of [299, 399, 499, 599]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: true })
     // Not final, not a status, a partial body, or an update rather than a response.
-    for (const status of [100, 103, 199, 206, 304, 600, 999]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: false, reason: 'status' })
+    for (const status of [100, 103, 199, 304, 600, 999]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: false, reason: 'status' })
+  })
+
+  it('stores a 206 as a part only when its place in the representation is known (RFC 9111 §3.3)', () => {
+    const part = (headers: Record<string, string>) => store({ 'cache-control': 'max-age=60', ...headers }, { status: 206 })
+    expect(part({ 'content-range': 'bytes 4-8/10', 'content-length': '5' })).toMatchObject({ store: true })
+    expect(part({ 'content-range': 'bytes 0-0/1', 'content-length': '1' })).toMatchObject({ store: true })
+    const bad: Array<Record<string, string>> = [
+      {},
+      { 'content-range': 'bytes 4-8/*', 'content-length': '5' },
+      { 'content-range': 'bytes 4-9/10', 'content-length': '5' },
+      { 'content-range': 'bytes 4-8/10' },
+      { 'content-range': 'bytes 8-4/10', 'content-length': '5' },
+      { 'content-range': 'bytes 4-10/10', 'content-length': '7' },
+      { 'content-range': 'bytes */10', 'content-length': '0' },
+      { 'content-range': 'items 4-8/10', 'content-length': '5' },
+      { 'content-type': 'multipart/byteranges; boundary=x', 'content-length': '99' },
+    ]
+    for (const headers of bad) expect(part(headers), JSON.stringify(headers)).toMatchObject({ store: false, reason: 'partial' })
+    // Opt-in applies to parts as to the whole.
+    expect(store({ 'content-range': 'bytes 4-8/10', 'content-length': '5', etag: '"a"' }, { status: 206 })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
   })
 
   it('guesses freshness only for the heuristically cacheable statuses of RFC 9110 §15.1, or public', () => {

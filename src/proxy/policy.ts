@@ -9,6 +9,7 @@
 import type { FlatHeaders } from './headers.ts'
 import { parseTargetedField } from './cdn-cache-control.ts'
 import { parseHttpDate } from './http-date.ts'
+import { parseContentRange } from './range.ts'
 
 /** What caje keeps about freshness, precomputed at store time so a hit is a comparison. */
 export interface FreshnessPolicy {
@@ -129,21 +130,21 @@ function single(headers: FlatHeaders, name: string): string | undefined {
 export const HEURISTICALLY_CACHEABLE: ReadonlySet<number> = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
 /**
  * Status codes whose caching requirements caje knows (those of RFC 9110 §15, 429 of RFC 6585,
- * 451 of RFC 7725): what `must-understand` asks for (RFC 9111 §5.2.2.3). 206 and 304 are left
- * out: caje does not store either.
+ * 451 of RFC 7725): what `must-understand` asks for (RFC 9111 §5.2.2.3). 304 is left out: it
+ * is never stored.
  */
 const KNOWN_STATUSES: ReadonlySet<number> = new Set([
-  200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 429, 451, 500, 501, 502, 503, 504, 505,
+  200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 429, 451, 500, 501, 502, 503, 504, 505,
 ])
 
 /**
  * RFC 9111 §3: only a final response may be stored, and caje stores any final status it
  * understands. RFC 9110 §15: a status unknown in a known class is understood as that class's
- * x00, so a 299 with max-age is stored like a 200. Never stored: 206 (caje stores whole
- * bodies) and 304 (it updates a stored response, it is not one).
+ * x00, so a 299 with max-age is stored like a 200. Never stored: 304 (it updates a stored
+ * response, it is not one). A 206 is stored as a part (see decideStore).
  */
 function storableStatus(status: number): boolean {
-  return status >= 200 && status <= 599 && status !== 206 && status !== 304
+  return status >= 200 && status <= 599 && status !== 304
 }
 
 /** The directives caje acts on: CDN-Cache-Control when present (RFC 9213 §2.1), else Cache-Control. */
@@ -206,6 +207,15 @@ function hasExplicitFreshness(headers: FlatHeaders, cc: Directives, source: Fres
 export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRules): StoreDecision {
   if (req.method !== 'GET') return { store: false, reason: 'method' }
   if (!storableStatus(res.status)) return { store: false, reason: 'status' }
+  if (res.status === 206) {
+    // RFC 9111 §3.3: an incomplete response may be stored, as long as it is never taken for
+    // the whole. caje keeps a single range whose place in the representation is known, and
+    // only when the body announced is exactly that range (a multipart/byteranges answer has no
+    // top-level Content-Range, so it is passed through).
+    const part = parseContentRange(res.headers['content-range'])
+    const declared = res.headers['content-length']
+    if (!part || declared === undefined || Number(declared) !== part.end - part.start + 1) return { store: false, reason: 'partial' }
+  }
   const reqcc = parseDirectives(req.headers['cache-control'])
   if (reqcc.has('no-store')) return { store: false, reason: 'request-no-store' }
   const { cc, source } = targetedDirectives(res.headers)

@@ -28,7 +28,7 @@ import {
   type FreshnessPolicy,
   type StoreRules,
 } from './policy.ts'
-import { ifRangeAllows, parseRange } from './range.ts'
+import { ifRangeAllows, parseContentRange, parseRange, rangeWithinPart } from './range.ts'
 
 export interface ProxyRequest {
   method: string
@@ -88,6 +88,8 @@ export interface Proxy {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
+/** Appended to the variant id of a stored part (206), which lives beside its variant's whole response. */
+const PART_VARIANT_SUFFIX = '~part'
 const HIT: CacheStatus = { hit: true }
 const NO_RANGE = { kind: 'none' } as const
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
@@ -122,17 +124,35 @@ export function createProxy(opts: ProxyOptions): Proxy {
   function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders): EntryMeta | undefined {
     let best: EntryMeta | undefined
     for (const v of variants) {
-      if (!isFreshnessPolicy(v.policy)) continue
+      // A stored part (206) is never taken for the whole response; only partFor() uses it.
+      if (v.status === 206 || !isFreshnessPolicy(v.policy)) continue
       if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
       if (!best || v.storedAt > best.storedAt) best = v
     }
     return best
   }
 
-  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
+  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] }> {
     const variants = await store.variants(key)
-    if (variants.length === 0) return { hadVariants: false }
-    return { meta: pickVariant(variants, headers), hadVariants: true }
+    if (variants.length === 0) return { hadVariants: false, variants }
+    return { meta: pickVariant(variants, headers), hadVariants: variants.some((v) => v.status !== 206), variants }
+  }
+
+  /**
+   * A fresh stored part (RFC 9111 §3.3) of the variant this request selects that holds all of
+   * the range it asks for, if any. A stale part is not revalidated: a new range fill replaces it.
+   */
+  function partFor(req: ProxyRequest, variants: readonly EntryMeta[]): EntryMeta | undefined {
+    if (req.method !== 'GET' || req.headers.range === undefined || req.headers['if-range'] !== undefined) return undefined
+    const t = now()
+    for (const v of variants) {
+      if (v.status !== 206 || !isFreshnessPolicy(v.policy)) continue
+      if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), req.headers)) continue
+      const part = parseContentRange(v.headers['content-range'])
+      if (!part || !rangeWithinPart(req.headers.range, part)) continue
+      if (decideReuse(v.policy, req.headers, t).kind === 'fresh') return v
+    }
+    return undefined
   }
 
   async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -209,6 +229,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
       }
       headers['cache-status'] = head.hitStatus
     } else headers['cache-status'] = formatCacheStatus(status)
+
+    if (meta.status === 206) {
+      // A stored part answers the range inside it that the request asks for (partFor chose it),
+      // as a 206 of just that range (RFC 9110 §14.4, §15.3.7).
+      const part = parseContentRange(meta.headers['content-range'])
+      const range = part && rangeWithinPart(req.headers.range, part)
+      if (part && range) {
+        headers['content-range'] = `bytes ${range.start}-${range.end}/${part.length}`
+        headers['content-length'] = String(range.end - range.start + 1)
+        return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: { start: range.start - part.start, end: range.end - part.start } }
+      }
+    }
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
       const h: Record<string, string> = { age: headers.age, via: headers.via!, 'cache-status': headers['cache-status'] }
@@ -318,7 +350,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const toStore: FlatHeaders = storedHeaders(headers)
     const entry: NewEntry = {
       key: target.key,
-      variant: variantId(values),
+      // A part lives beside the whole response of its variant, so neither ever replaces the other.
+      variant: res.status === 206 ? variantId(values) + PART_VARIANT_SUFFIX : variantId(values),
       url: target.url,
       host: target.host,
       status: res.status,
@@ -419,6 +452,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
       throw err
     }
     const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
+    return clientResult(req, originUrl, admitted, res, cacheStatus)
+  }
+
+  /**
+   * A range request the cache cannot answer: forwarded with its Range, and a 206 that comes back
+   * is stored as a part (a 200, when the origin ignores Range, as the whole response).
+   */
+  async function fetchRange(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus): Promise<ProxyResult> {
+    const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
+    const requestTime = now()
+    const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
+    const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -537,7 +582,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants } = await lookup(key, req.headers)
+      const { meta, hadVariants, variants } = await lookup(key, req.headers)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
@@ -580,6 +625,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
         return originFailure(outcome.error, { fwd: 'stale' })
       }
 
+      const part = partFor(req, variants)
+      if (part) {
+        const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: attempt > 0 || undefined })
+        if (served) return served
+        continue
+      }
+
       // RFC 9111 §5.2.1.7: only-if-cached with nothing usable stored → 504.
       if (reqcc?.has('only-if-cached')) return textResult(504, '504 Gateway Timeout: not in cache and the request said only-if-cached', { fwd: 'miss', detail: 'only-if-cached' })
 
@@ -589,6 +641,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
         const pending = attempt > 1 ? undefined : coalescer.pending(key)
         if (pending && (await pending) === 'stored') continue
+        // A range asked for without If-Range: its 206 can be stored as a part (RFC 9111 §3.3).
+        // With If-Range the client holds a copy of its own to combine with: pass it through.
+        if (req.method === 'GET' && req.headers.range !== undefined && req.headers['if-range'] === undefined) return fetchRange(req, originUrl, key, { fwd })
         return pass(req, originUrl, { fwd })
       }
       // A key whose last fill was not shareable skips coalescing for a while ("hit-for-miss"):
