@@ -4,9 +4,10 @@
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import http from 'node:http'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
 const children: ChildProcessWithoutNullStreams[] = []
 const origins: TestOrigin[] = []
@@ -107,5 +108,47 @@ describe('opt-in caching through a caje process', () => {
     expect(again.headers.get('cache-status')).toMatch(/^caje; fwd=stale; fwd-status=304/)
     expect(origin.requests.length).toBe(3)
     expect(origin.requests[2]!.headers['if-none-match']).toBeDefined()
+  })
+})
+
+describe('entries stored on a guessed lifetime', () => {
+  it('are not served once heuristic freshness is off (a configuration change, or an upgrade from a caje that guessed)', async () => {
+    const origin = await startOrigin((_req, res) => {
+      // Last-Modified a year ago: a guessed lifetime of a day.
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '4', 'last-modified': new Date(Date.now() - 365 * 24 * 3600 * 1000).toUTCString() })
+      res.end('page')
+    })
+    origins.push(origin)
+    const dir = await tempDir('caje-opt-in-')
+    // One site name across both runs (the port changes, and the cache key holds the host).
+    const get = (node: { port: number }) =>
+      new Promise<{ cacheStatus: string; body: string }>((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port: node.port, path: '/old', headers: { host: 'site.test' }, agent: false }, (res) => {
+            let body = ''
+            res.setEncoding('utf8')
+            res.on('data', (c: string) => (body += c))
+            res.on('end', () => resolve({ cacheStatus: String(res.headers['cache-status']), body }))
+          })
+          .on('error', reject)
+      })
+    const guessing = await startNode(origin.url, { CAJE_HEURISTIC_FRESHNESS: 'true' }, { dir })
+    try {
+      expect((await get(guessing)).cacheStatus).toContain('stored')
+      await waitFor(async () => (await guessing.store.variants('http://site.test/old')).length === 1, 'the page to be stored')
+      expect((await get(guessing)).cacheStatus).toMatch(/^caje; hit/)
+    } finally {
+      await guessing.close()
+    }
+    const optIn = await startNode(origin.url, {}, { dir })
+    try {
+      expect(await optIn.store.variants('http://site.test/old')).toHaveLength(1)
+      const r = await get(optIn)
+      expect(r.body).toBe('page')
+      expect(r.cacheStatus).toBe('caje; fwd=vary-miss; fwd-status=200; detail=no-explicit-freshness')
+      expect(origin.count('/old')).toBe(2)
+    } finally {
+      await optIn.close()
+    }
   })
 })

@@ -126,6 +126,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
     for (const v of variants) {
       // A stored part (206) is never taken for the whole response; only partFor() uses it.
       if (v.status === 206 || !isFreshnessPolicy(v.policy)) continue
+      // Stored on a guessed lifetime while heuristic freshness was on (or by an older caje):
+      // with it off, such an entry is as good as absent.
+      if (v.policy.heuristic && !storeRules.heuristicFreshness) continue
       if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
       if (!best || v.storedAt > best.storedAt) best = v
     }
