@@ -28,7 +28,8 @@ import {
   type FreshnessPolicy,
   type StoreRules,
 } from './policy.ts'
-import { ifRangeAllows, parseContentRange, parseRange, rangeWithinPart } from './range.ts'
+import { partSlice, storedVariantId, usablePart } from './part.ts'
+import { ifRangeAllows, parseRange } from './range.ts'
 
 export interface ProxyRequest {
   method: string
@@ -88,8 +89,6 @@ export interface Proxy {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
-/** Appended to the variant id of a stored part (206), which lives beside its variant's whole response. */
-const PART_VARIANT_SUFFIX = '~part'
 const HIT: CacheStatus = { hit: true }
 const NO_RANGE = { kind: 'none' } as const
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
@@ -124,7 +123,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders): EntryMeta | undefined {
     let best: EntryMeta | undefined
     for (const v of variants) {
-      // A stored part (206) is never taken for the whole response; only partFor() uses it.
+      // A stored part (206) is never taken for the whole response; only usablePart() picks one.
       if (v.status === 206 || !isFreshnessPolicy(v.policy)) continue
       // Stored on a guessed lifetime while heuristic freshness was on (or by an older caje):
       // with it off, such an entry is as good as absent.
@@ -139,23 +138,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const variants = await store.variants(key)
     if (variants.length === 0) return { hadVariants: false, variants }
     return { meta: pickVariant(variants, headers), hadVariants: variants.some((v) => v.status !== 206), variants }
-  }
-
-  /**
-   * A fresh stored part (RFC 9111 §3.3) of the variant this request selects that holds all of
-   * the range it asks for, if any. A stale part is not revalidated: a new range fill replaces it.
-   */
-  function partFor(req: ProxyRequest, variants: readonly EntryMeta[]): EntryMeta | undefined {
-    if (req.method !== 'GET' || req.headers.range === undefined || req.headers['if-range'] !== undefined) return undefined
-    const t = now()
-    for (const v of variants) {
-      if (v.status !== 206 || !isFreshnessPolicy(v.policy)) continue
-      if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), req.headers)) continue
-      const part = parseContentRange(v.headers['content-range'])
-      if (!part || !rangeWithinPart(req.headers.range, part)) continue
-      if (decideReuse(v.policy, req.headers, t).kind === 'fresh') return v
-    }
-    return undefined
   }
 
   async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -233,16 +215,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       headers['cache-status'] = head.hitStatus
     } else headers['cache-status'] = formatCacheStatus(status)
 
-    if (meta.status === 206) {
-      // A stored part answers the range inside it that the request asks for (partFor chose it),
-      // as a 206 of just that range (RFC 9110 §14.4, §15.3.7).
-      const part = parseContentRange(meta.headers['content-range'])
-      const range = part && rangeWithinPart(req.headers.range, part)
-      if (part && range) {
-        headers['content-range'] = `bytes ${range.start}-${range.end}/${part.length}`
-        headers['content-length'] = String(range.end - range.start + 1)
-        return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: { start: range.start - part.start, end: range.end - part.start } }
-      }
+    // A stored part answers only the range inside it that usablePart() found.
+    const slice = meta.status === 206 ? partSlice(meta, req.headers.range) : undefined
+    if (slice) {
+      headers['content-range'] = slice.contentRange
+      headers['content-length'] = slice.contentLength
+      return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: slice.body }
     }
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
@@ -353,8 +331,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const toStore: FlatHeaders = storedHeaders(headers)
     const entry: NewEntry = {
       key: target.key,
-      // A part lives beside the whole response of its variant, so neither ever replaces the other.
-      variant: res.status === 206 ? variantId(values) + PART_VARIANT_SUFFIX : variantId(values),
+      variant: storedVariantId(res.status, variantId(values)),
       url: target.url,
       host: target.host,
       status: res.status,
@@ -628,7 +605,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         return originFailure(outcome.error, { fwd: 'stale' })
       }
 
-      const part = partFor(req, variants)
+      const part = usablePart(req.method, req.headers, variants, now())
       if (part) {
         const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: attempt > 0 || undefined })
         if (served) return served
