@@ -6,7 +6,7 @@
 import type { ByteRange, EntryMeta } from '../cache/types.ts'
 import { varyFields, variantMatches } from './cache-key.ts'
 import type { FlatHeaders } from './headers.ts'
-import { decideReuse, isFreshnessPolicy } from './policy.ts'
+import { decideReuse, isFreshnessPolicy, usableUnder, type StoreRules } from './policy.ts'
 import { parseContentRange, rangeWithinPart } from './range.ts'
 
 /** Appended to the variant id of a stored part. */
@@ -19,14 +19,14 @@ export function storedVariantId(status: number, variant: string): string {
 
 /**
  * A fresh stored part of the variant this request selects that holds all of the range it asks
- * for, if any. Only plain GETs with a Range and no If-Range qualify (with If-Range the client
+ * for, if any (`variants`: the key's stored entries, or just its parts). Only plain GETs with a Range and no If-Range qualify (with If-Range the client
  * has a copy of its own to combine with). A stale part is not revalidated: a new range fill
  * replaces it.
  */
-export function usablePart(method: string, headers: FlatHeaders, variants: readonly EntryMeta[], now: number): EntryMeta | undefined {
+export function usablePart(method: string, headers: FlatHeaders, variants: readonly EntryMeta[], now: number, rules: StoreRules): EntryMeta | undefined {
   if (method !== 'GET' || headers.range === undefined || headers['if-range'] !== undefined) return undefined
   for (const v of variants) {
-    if (v.status !== 206 || !isFreshnessPolicy(v.policy)) continue
+    if (v.status !== 206 || !isFreshnessPolicy(v.policy) || !usableUnder(v.policy, rules)) continue
     if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
     if (!partSlice(v, headers.range)) continue
     if (decideReuse(v.policy, headers, now).kind === 'fresh') return v

@@ -305,6 +305,14 @@ function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source
   }
 }
 
+/**
+ * Whether a stored entry may be used under the current rules. One stored on a guessed lifetime
+ * (heuristic freshness on, or an older caje) is as good as absent while heuristics are off.
+ */
+export function usableUnder(p: FreshnessPolicy, rules: StoreRules): boolean {
+  return !p.heuristic || rules.heuristicFreshness
+}
+
 /** Epoch ms at which current_age reaches the freshness lifetime. */
 export function staleTime(p: FreshnessPolicy): number {
   return p.responseTime + (p.lifetime - p.initialAge) * 1000

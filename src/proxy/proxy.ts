@@ -27,6 +27,7 @@ import {
   validatorsFor,
   type FreshnessPolicy,
   type StoreRules,
+  usableUnder,
 } from './policy.ts'
 import { partSlice, storedVariantId, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
@@ -125,9 +126,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     for (const v of variants) {
       // A stored part (206) is never taken for the whole response; only usablePart() picks one.
       if (v.status === 206 || !isFreshnessPolicy(v.policy)) continue
-      // Stored on a guessed lifetime while heuristic freshness was on (or by an older caje):
-      // with it off, such an entry is as good as absent.
-      if (v.policy.heuristic && !storeRules.heuristicFreshness) continue
+      if (!usableUnder(v.policy, storeRules)) continue
       if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
       if (!best || v.storedAt > best.storedAt) best = v
     }
@@ -605,7 +604,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         return originFailure(outcome.error, { fwd: 'stale' })
       }
 
-      const part = usablePart(req.method, req.headers, variants, now())
+      const part = usablePart(req.method, req.headers, variants, now(), storeRules)
       if (part) {
         const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: attempt > 0 || undefined })
         if (served) return served
