@@ -101,6 +101,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     cacheSetCookie: config.cacheSetCookie,
     preserveHost: config.preserveHost,
     trustForwarded: config.trustForwardedHeaders,
+    stripRequestHeaders: config.stripRequestHeaders,
     log,
     metrics,
   })

@@ -84,7 +84,10 @@ function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string
     if (normalisedHosts.size >= NORMALISED_HOSTS_LIMIT) normalisedHosts.clear()
     normalisedHosts.set(hostRaw, host)
   }
-  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim() : undefined
+  // The first value is the one the trusted proxy nearest the client wrote; anything but https
+  // (scheme names are case-insensitive, RFC 3986 §3.1) keys as http. The origin is sent this
+  // normalised scheme and host (forward.ts), never the raw fields, so key and body agree.
+  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() : undefined
   return { host, scheme: protoRaw === 'https' ? 'https' : 'http' }
 }
 

@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
-import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
+import { cleanResponseHeaders, originRequestHeaders, STEERING_REQUEST_HEADERS, storedHeaders, withoutConditionals, type CleanedResponseHeaders, type ForwardContext } from './forward.ts'
 import { appendVia, stripHopByHop, type FlatHeaders } from './headers.ts'
 import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
@@ -67,6 +67,8 @@ export interface ProxyOptions {
   cacheSetCookie: boolean
   preserveHost: boolean
   trustForwarded: boolean
+  /** Request fields never forwarded to the origin; default STEERING_REQUEST_HEADERS. */
+  stripRequestHeaders?: ReadonlySet<string>
   log: (entry: Record<string, unknown>) => void
   metrics?: ProxyMetrics
   now?: () => number
@@ -107,9 +109,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const coalescer = new Coalescer()
   const background = new OncePerKey()
   const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
+  const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
-    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
+    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
   }
 
   /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
@@ -139,6 +142,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
       throw err
     }
+  }
+
+  /** An origin response's headers cleaned for the client (forward.ts); a refused cookie is logged, as the origin's owner will wonder where it went. */
+  function responseHeaders(res: OriginResponse, url: string): CleanedResponseHeaders {
+    const cleaned = cleanResponseHeaders(res.headers)
+    if (cleaned.refusedCookies.length) opts.log({ level: 'warn', msg: "origin response tried to set caje's own cookie; Set-Cookie dropped", url, cookies: cleaned.refusedCookies })
+    return cleaned
   }
 
   function originFailure(err: unknown, cacheStatus: CacheStatus): ProxyResult {
@@ -281,10 +291,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     onOutcome: (stored: boolean, meta?: EntryMeta) => void,
   ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
     const responseTime = now()
-    const { headers, setCookie } = cleanResponseHeaders(res.headers)
+    const { headers, setCookie, hadSetCookie } = responseHeaders(res, target.url)
     const decision = decideStore(
       { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
-      { status: res.status, headers, hasSetCookie: setCookie.length > 0, responseTime },
+      { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
       { cacheSetCookie: opts.cacheSetCookie },
     )
     const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
@@ -418,7 +428,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
     const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
-    const cleaned = cleanResponseHeaders(res.headers)
+    const cleaned = responseHeaders(res, req.path)
     return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
   }
 
@@ -558,7 +568,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
           if (served) return served
         }
         if (outcome.response) {
-          const cleaned = cleanResponseHeaders(outcome.response.headers)
+          const cleaned = responseHeaders(outcome.response, meta.url)
           return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
