@@ -1,12 +1,13 @@
 // What caje tells the origin, through a real caje process: request fields that
 // would steer the origin to render something other than the cache key never
-// reach it, trusted forwarding fields reach it exactly as keyed, and the origin
-// cannot set caje's own cookies.
+// reach it, trusted forwarding fields reach it exactly as keyed, the origin
+// cannot set caje's own cookies, and one canonical path serves the key, the
+// origin and purge.
 
 import { afterEach, describe, expect, it } from 'vitest'
 import { STEERING_REQUEST_HEADERS } from '../src/proxy/forward.ts'
 import { startNode, startOrigin, waitFor, type OriginHandler, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
-import { get } from './support/raw.ts'
+import { get, rawExchange, statusCodes } from './support/raw.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -160,5 +161,58 @@ describe("the origin cannot set caje's own cookies", () => {
     const hit = await get(node.url + '/page')
     expect(hit.headers['cache-status']).toMatch(/^caje; hit/)
     expect(hit.headers['set-cookie']).toBeUndefined()
+  })
+})
+
+describe('one canonical path for the key, the origin and purge', () => {
+  const TOKEN = 'api-token-for-canonical-path-tests'
+  const echo: OriginHandler = (req, res) => {
+    res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' })
+    res.end(`page ${req.url}`)
+  }
+  const rawGet = async (node: TestNode, target: string) => {
+    const r = await rawExchange(node.port, `GET ${target} HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nConnection: close\r\n\r\n`)
+    return { status: statusCodes(r.text)[0], cacheStatus: /\r\ncache-status: ([^\r]*)/i.exec(r.text)?.[1] ?? '', body: r.text.slice(r.text.indexOf('\r\n\r\n') + 4) }
+  }
+  const purge = async (node: TestNode, url: string) => {
+    const res = await fetch(node.url + '/_caje/purge', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ url }),
+    })
+    expect(res.status).toBe(200)
+    return ((await res.json()) as { removed: number }).removed
+  }
+
+  it('GET /docs/%2e%2e/legal/old is keyed as /legal/old, the origin sees /legal/old, and a purge of /legal/old removes it', async () => {
+    const { origin, node } = await setup(echo, { CAJE_API_TOKEN: TOKEN })
+    const host = new URL(node.url).host
+    const first = await rawGet(node, '/docs/%2e%2e/legal/old')
+    expect(first.status).toBe(200)
+    expect(first.body).toContain('page /legal/old')
+    expect(origin.requests.map((r) => r.url)).toEqual(['/legal/old'])
+    await node.stored('/legal/old')
+    expect((await node.store.variants(`http://${host}/docs/%2e%2e/legal/old`)).length).toBe(0)
+
+    // Every spelling of the same path is the same entry.
+    for (const spelling of ['/legal/old', '/legal/./old', '/%6cegal/%6Fld', '/x/../legal/old?']) {
+      const again = await rawGet(node, spelling)
+      expect(again.cacheStatus, spelling).toMatch(/^caje; hit/)
+      expect(again.body).toContain('page /legal/old')
+    }
+    expect(origin.requests).toHaveLength(1)
+
+    expect(await purge(node, `http://${host}/legal/old`)).toBe(1)
+    expect(await node.store.variants(`http://${host}/legal/old`)).toEqual([])
+    expect((await rawGet(node, '/docs/%2e%2e/legal/old')).cacheStatus).toMatch(/fwd=uri-miss/)
+  })
+
+  it('a purge naming the URL in another spelling removes the entry too', async () => {
+    const { node } = await setup(echo, { CAJE_API_TOKEN: TOKEN })
+    const host = new URL(node.url).host
+    await rawGet(node, '/~user/a%2fb?q=%7e')
+    await node.stored('/~user/a%2Fb?q=~')
+    expect(await purge(node, `http://${host.toUpperCase()}/docs/%2E%2E/%7Euser/a%2fb?q=~`)).toBe(1)
+    expect(await node.store.variants(`http://${host}/~user/a%2Fb?q=~`)).toEqual([])
   })
 })

@@ -364,4 +364,9 @@ describe('parsePurge', () => {
     expect(parsePurge({ url: 'https://a.example/x?y=1' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://a.example/x?y=1' } })
     expect(parsePurge({ kind: 'bogus', value: 'x' }, true)).toMatchObject({ ok: false })
   })
+
+  it('spells a URL as the proxy keys it: host normalised, dot segments and escapes of unreserved characters resolved', () => {
+    expect(parsePurge({ url: 'http://Site.Test:80/docs/%2e%2e/legal/%6Fld?q=%7e' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'http://site.test/legal/old?q=~' } })
+    expect(parsePurge({ url: 'https://site.test.' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://site.test/' } })
+  })
 })

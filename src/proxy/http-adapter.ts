@@ -8,6 +8,7 @@ import { Readable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
 import { normaliseHost } from '../config.ts'
 import type { Logger } from '../log.ts'
+import { canonicalTarget } from '../canonical-url.ts'
 import { formatCacheStatus } from './cache-status.ts'
 import type { FlatHeaders } from './headers.ts'
 import { textResult, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
@@ -137,7 +138,8 @@ function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgo
   const site = siteOf(opts, headers)
   if (typeof site === 'string') return site
   const url = incoming.url ?? '/'
-  const path = url.startsWith('/') ? url : pathAndQuery(url)
+  // One spelling of the target for the key, the origin and purge (canonical-url.ts).
+  const path = canonicalTarget(url.startsWith('/') ? url : pathAndQuery(url))
   return new NodeProxyRequest(incoming.method ?? 'GET', site.scheme, site.host, path, headers, incoming, outgoing, started)
 }
 
@@ -151,7 +153,7 @@ function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (
     method,
     scheme: site.scheme,
     host: site.host,
-    path: pathAndQuery(raw.url),
+    path: canonicalTarget(pathAndQuery(raw.url)),
     headers,
     body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
     clientIp: (headers['x-real-ip'] ?? '127.0.0.1').replace(/^::ffff:/, ''),

@@ -5,6 +5,7 @@
 import { Transform, type Readable } from 'node:stream'
 import type { ByteRange, CacheStore, EntryMeta, NewEntry, StoredBody } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
+import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
@@ -34,7 +35,7 @@ export interface ProxyRequest {
   scheme: 'http' | 'https'
   /** Normalised host (lower case, default port dropped). */
   host: string
-  /** Path and query as sent. */
+  /** Path and query in canonical form (canonical-url.ts): what the key holds and the origin is sent. */
   path: string
   /** Client request headers, lower-case names, repeated fields joined. */
   headers: FlatHeaders
@@ -442,7 +443,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, u.pathname + u.search))
+        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, canonicalTarget(u.pathname + u.search)))
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
@@ -648,7 +649,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         method: 'GET',
         scheme: url.protocol === 'https:' ? 'https' : 'http',
         host,
-        path: url.pathname + url.search,
+        path: canonicalTarget(url.pathname + url.search),
         // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
         headers: { ...requestHeadersForVariant(varyHeaders), host },
         body: null,
