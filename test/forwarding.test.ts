@@ -131,11 +131,19 @@ describe("the origin cannot set caje's own cookies", () => {
       res.end('page')
     }
 
-  it('Set-Cookie for caje_session, __Host-caje_session, caje_flash and any caje_* is dropped; the origin’s own cookies pass', async () => {
-    const { node } = await setup(cookieOrigin('no-store'))
+  it('Set-Cookie for caje_session, __Host-caje_session, caje_flash and any caje_* is dropped (and logged by name); the origin’s own cookies pass', async () => {
+    const origin = await startOrigin(cookieOrigin('no-store'))
+    cleanups.push(() => origin.close())
+    const logs: Record<string, unknown>[] = []
+    const node = await startNode(origin.url, {}, { log: (l) => logs.push(l) })
+    cleanups.push(() => node.close())
     const res = await get(node.url + '/page')
     expect(res.status).toBe(200)
     expect(res.headers['set-cookie']).toEqual(['app=1; Path=/', 'mycaje_x=2'])
+    const warning = logs.find((l) => String(l.msg).includes("caje's own cookie"))
+    expect(warning).toMatchObject({ level: 'warn', url: `http://${new URL(node.url).host}/page` })
+    expect(warning!.names).toEqual(['caje_session', '__Host-caje_session', 'caje_flash', '__Secure-caje_other', '__HOST-CAJE_SESSION', 'caje_session', 'caje_session'])
+    expect(JSON.stringify(warning)).not.toContain('fixed')
   })
 
   it('a response that only tried to set caje cookies is still a response with Set-Cookie: not stored by default', async () => {

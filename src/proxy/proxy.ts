@@ -145,10 +145,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
   }
 
-  /** An origin response's headers cleaned for the client (forward.ts); a refused cookie is logged, as the origin's owner will wonder where it went. */
+  /**
+   * An origin response's headers cleaned for the client (forward.ts). A refused cookie is
+   * logged by name (never its value), as the origin's owner will wonder where it went.
+   */
   function responseHeaders(res: OriginResponse, url: string): CleanedResponseHeaders {
     const cleaned = cleanResponseHeaders(res.headers)
-    if (cleaned.refusedCookies.length) opts.log({ level: 'warn', msg: "origin response tried to set caje's own cookie; Set-Cookie dropped", url, cookies: cleaned.refusedCookies })
+    if (cleaned.refusedCookies.length) {
+      opts.log({ level: 'warn', msg: "origin response tried to set caje's own cookie names (caje_*); Set-Cookie dropped, rename the cookie at the origin", url, names: cleaned.refusedCookies })
+    }
     return cleaned
   }
 
@@ -429,7 +434,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
     const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
-    const cleaned = responseHeaders(res, req.path)
+    const cleaned = responseHeaders(res, primaryKey(req.scheme, req.host, req.path))
     return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
   }
 
