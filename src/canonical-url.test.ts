@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { canonicalTarget, canonicalTargetOf } from './canonical-url.ts'
+import { canonicalTarget, canonicalTargetOf, canonicalUrlPrefix } from './canonical-url.ts'
 
 describe('canonicalTarget', () => {
   it.each([
@@ -60,5 +60,39 @@ describe('canonicalTargetOf (URLs an operator writes)', () => {
     ['http://site.test/%7Euser?q=%27', '/~user?q=%27'],
   ])('%s → %s', (written, expected) => {
     expect(canonicalTargetOf(new URL(written), written)).toBe(expected)
+  })
+})
+
+describe('canonicalUrlPrefix (purge by prefix)', () => {
+  it.each([
+    ['https://Site.Test/blog/', 'https://site.test/blog/'],
+    ['https://site.test:443/%7euser/a%2fb', 'https://site.test/~user/a%2Fb'],
+    ['https://site.test/docs/../legal/', 'https://site.test/legal/'],
+    ['https://site.test/docs/%2E%2E/legal/ol', 'https://site.test/legal/ol'],
+    // The unfinished end is a prefix of something longer: kept as it is.
+    ['https://site.test/a/..', 'https://site.test/a/..'],
+    ['https://site.test/a/.', 'https://site.test/a/.'],
+    ['https://site.test/caf%c3%a', 'https://site.test/caf%C3%A'],
+    ['https://site.test/100%', 'https://site.test/100%'],
+    ['https://site.test/a?', 'https://site.test/a?'],
+    ['https://site.test/a?q=%7e&r=%2f', 'https://site.test/a?q=~&r=%2F'],
+    ['https://site.test?x', 'https://site.test/?x'],
+    // No path, or no URL: as written.
+    ['https://site.test', 'https://site.test'],
+    ['/blog/', '/blog/'],
+    ['ftp://site.test/x', 'ftp://site.test/x'],
+  ])('%s → %s', (written, expected) => {
+    expect(canonicalUrlPrefix(written)).toBe(expected)
+  })
+
+  it('covers the canonical form of every target it covered as written', () => {
+    for (const [prefix, target] of [
+      ['http://h/%7Euser/', '/~user/page'],
+      ['http://h/docs/', '/docs/%2e/a'],
+      ['http://h/caf%c3%a', '/caf%C3%A9'],
+      ['http://h/a/..', '/a/..x'],
+    ] as const) {
+      expect(`http://h${canonicalTarget(target)}`.startsWith(canonicalUrlPrefix(prefix)), `${prefix} ${target}`).toBe(true)
+    }
   })
 })

@@ -149,3 +149,35 @@ export function canonicalTargetOf(url: URL, written: string): string {
 export function canonicalUrl(url: URL, written: string): string {
   return `${url.protocol}//${normaliseHost(url.host)}${canonicalTargetOf(url, written)}`
 }
+
+/**
+ * A URL prefix (purge by prefix) in the spelling keys use, so `https://Site.Test/%7Euser/`
+ * covers entries under `https://site.test/~user/`. Only what is certain of a prefix is
+ * changed: complete segments are canonicalised like a target, the unfinished last segment
+ * (or query) only has its escapes normalised, and an unfinished escape or a trailing `?`
+ * at the end is kept. A prefix that is no http(s) URL with a path is returned as written.
+ */
+export function canonicalUrlPrefix(written: string): string {
+  let url: URL
+  try {
+    url = new URL(written)
+  } catch {
+    return written
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return written
+  const m = /^\s*https?:\/\/[^/?#\\]*([/?][^#]*)$/i.exec(written)
+  if (!m) return written
+  let rest = m[1]!
+  const unfinished = /%[0-9A-Fa-f]?$/.exec(rest)?.[0] ?? ''
+  rest = rest.slice(0, rest.length - unfinished.length)
+  if (rest.startsWith('?')) rest = `/${rest}`
+  const q = rest.indexOf('?')
+  let canonical: string
+  if (q >= 0) {
+    canonical = `${removeDotSegments(normaliseEncoding(rest.slice(0, q), false))}?${normaliseEncoding(rest.slice(q + 1), true)}`
+  } else {
+    const cut = rest.lastIndexOf('/') + 1
+    canonical = removeDotSegments(normaliseEncoding(rest.slice(0, cut), false)) + normaliseEncoding(rest.slice(cut), false)
+  }
+  return `${url.protocol}//${normaliseHost(url.host)}${canonical}${unfinished.toUpperCase()}`
+}

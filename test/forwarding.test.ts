@@ -182,11 +182,11 @@ describe('one canonical path for the key, the origin and purge', () => {
     const r = await rawExchange(node.port, `GET ${target} HTTP/1.1\r\nHost: ${new URL(node.url).host}\r\nConnection: close\r\n\r\n`)
     return { status: statusCodes(r.text)[0], cacheStatus: /\r\ncache-status: ([^\r]*)/i.exec(r.text)?.[1] ?? '', body: r.text.slice(r.text.indexOf('\r\n\r\n') + 4) }
   }
-  const purge = async (node: TestNode, url: string) => {
+  const purge = async (node: TestNode, url: string, kind: 'url' | 'prefix' = 'url') => {
     const res = await fetch(node.url + '/_caje/purge', {
       method: 'POST',
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify({ url }),
+      body: JSON.stringify({ [kind]: url }),
     })
     expect(res.status).toBe(200)
     return ((await res.json()) as { removed: number }).removed
@@ -222,5 +222,18 @@ describe('one canonical path for the key, the origin and purge', () => {
     await node.stored('/~user/a%2Fb?q=~')
     expect(await purge(node, `http://${host.toUpperCase()}/docs/%2E%2E/%7Euser/a%2fb?q=~`)).toBe(1)
     expect(await node.store.variants(`http://${host}/~user/a%2Fb?q=~`)).toEqual([])
+  })
+
+  it('a purge by prefix in another spelling covers the entries under it', async () => {
+    const { node } = await setup(echo, { CAJE_API_TOKEN: TOKEN })
+    const host = new URL(node.url).host
+    await rawGet(node, '/%7Euser/a')
+    await rawGet(node, '/~user/b/../c')
+    await rawGet(node, '/other')
+    await node.stored('/~user/a')
+    await node.stored('/~user/c')
+    await node.stored('/other')
+    expect(await purge(node, `http://${host.toUpperCase()}/%7euser/`, 'prefix')).toBe(2)
+    expect(await node.store.variants(`http://${host}/other`)).toHaveLength(1)
   })
 })

@@ -3,7 +3,7 @@
 // bearer token) with JSON.
 
 import type { Context, Hono } from 'hono'
-import { canonicalUrl } from '../canonical-url.ts'
+import { canonicalUrl, canonicalUrlPrefix } from '../canonical-url.ts'
 import { CONFIRM_ACTIONS, ConfirmPage, type ConfirmAction } from '../../views/confirm.tsx'
 import { DEFAULT_LIMIT, ListPage, populateSummary } from '../../views/list.tsx'
 import type { Chrome } from '../../views/layout.tsx'
@@ -61,7 +61,11 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
       const canonical = canonicalUrl(url, value)
       return { ok: true, request: { kind: 'url', value: canonical }, label: canonical }
     }
-    case 'prefix':
+    case 'prefix': {
+      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      const prefix = canonicalUrlPrefix(value)
+      return { ok: true, request: { kind, value: prefix }, label: `${kind} ${prefix}` }
+    }
     case 'tag':
       if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
       return { ok: true, request: { kind, value }, label: `${kind} ${value}` }
