@@ -102,6 +102,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     heuristicFreshness: config.heuristicFreshness,
     preserveHost: config.preserveHost,
     trustForwarded: config.trustForwardedHeaders,
+    stripRequestHeaders: config.stripRequestHeaders,
     log,
     metrics,
   })

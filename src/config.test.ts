@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, flagsToEnv, loadConfig, parseBytes, parseSites } from './config.ts'
+import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
 
 describe('loadConfig', () => {
   it('has working defaults: no origin means the demo origin', () => {
@@ -56,5 +57,24 @@ describe('start-up with a bad value', () => {
     })
     expect(run.status).toBe(2)
     expect(run.stderr).toContain('caje: configuration error: CAJE_MEMORY_CACHE_BYTES: "plenty" is not a size; use bytes or a unit')
+  })
+})
+
+describe('CAJE_STRIP_REQUEST_HEADERS', () => {
+  it('adds names, lower-cased, to the steering headers caje always strips', () => {
+    const { stripRequestHeaders } = loadConfig({ CAJE_STRIP_REQUEST_HEADERS: ' X-Tenant ,x-debug-host,,' })
+    expect(stripRequestHeaders.has('x-tenant')).toBe(true)
+    expect(stripRequestHeaders.has('x-debug-host')).toBe(true)
+    for (const name of STEERING_REQUEST_HEADERS) expect(stripRequestHeaders.has(name)).toBe(true)
+    expect(loadConfig({}).stripRequestHeaders).toEqual(new Set(STEERING_REQUEST_HEADERS))
+  })
+
+  it.each([
+    ['X Tenant', /^CAJE_STRIP_REQUEST_HEADERS: "X Tenant" is not a header field name; list names separated by commas/],
+    ['x-a;x-b', /^CAJE_STRIP_REQUEST_HEADERS: "x-a;x-b" is not a header field name/],
+    ['x-a,Host', /^CAJE_STRIP_REQUEST_HEADERS: "Host" cannot be stripped: caje always sends the origin a Host/],
+  ])('refuses %j with a message naming the variable and the fix', (value, message) => {
+    expect(() => loadConfig({ CAJE_STRIP_REQUEST_HEADERS: value })).toThrow(ConfigError)
+    expect(() => loadConfig({ CAJE_STRIP_REQUEST_HEADERS: value })).toThrow(message)
   })
 })

@@ -4,6 +4,7 @@
 
 import os from 'node:os'
 import path from 'node:path'
+import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
 
 export class ConfigError extends Error {
   constructor(
@@ -52,6 +53,8 @@ export interface Config {
   heuristicFreshness: boolean
   /** Trust X-Forwarded-Host / -Proto from the client (only behind a proxy you run). */
   trustForwardedHeaders: boolean
+  /** Request fields never forwarded to the origin (lower case): STEERING_REQUEST_HEADERS plus CAJE_STRIP_REQUEST_HEADERS. */
+  stripRequestHeaders: ReadonlySet<string>
   /** Send the client's Host to the origin (default: the origin URL's host, as nginx does). */
   preserveHost: boolean
   /** Client-side: idle keep-alive and request-header timeouts, ms. */
@@ -144,6 +147,28 @@ export function normaliseHost(raw: string): string {
   const port = /:\d+$/.exec(host)?.[0] ?? ''
   const name = host.slice(0, host.length - port.length).replace(/\.$/, '')
   return port === ':80' || port === ':443' ? name : name + port
+}
+
+/** Fields caje must send the origin, so stripping them is refused. */
+const UNSTRIPPABLE = new Set(['host'])
+
+/**
+ * `CAJE_STRIP_REQUEST_HEADERS`: comma-separated field names (RFC 9110 §5.1 tokens) never
+ * forwarded to the origin, added to STEERING_REQUEST_HEADERS (which cannot be removed).
+ */
+export function parseStripHeaders(raw: string): ReadonlySet<string> {
+  const names = new Set(STEERING_REQUEST_HEADERS)
+  for (const part of raw.split(',')) {
+    const name = part.trim()
+    if (!name) continue
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+      throw new ConfigError('CAJE_STRIP_REQUEST_HEADERS', `"${name}" is not a header field name; list names separated by commas, e.g. X-Debug-Host,X-Tenant`)
+    }
+    const lower = name.toLowerCase()
+    if (UNSTRIPPABLE.has(lower)) throw new ConfigError('CAJE_STRIP_REQUEST_HEADERS', `"${name}" cannot be stripped: caje always sends the origin a Host; remove it from the list`)
+    names.add(lower)
+  }
+  return names
 }
 
 /** `CAJE_SITES`: `a.example=http://10.0.0.1:3000,b.example=https://b-origin` or a JSON object. */
@@ -283,6 +308,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     heuristicFreshness: flag('CAJE_HEURISTIC_FRESHNESS', false),
     trustForwardedHeaders: flag('CAJE_TRUST_FORWARDED', false),
     preserveHost: flag('CAJE_PRESERVE_HOST', false),
+    stripRequestHeaders: parseStripHeaders(get('CAJE_STRIP_REQUEST_HEADERS') ?? ''),
     requestTimeoutMs: number('CAJE_REQUEST_TIMEOUT_MS', 300_000, 1_000, 3_600_000),
     headersTimeoutMs: number('CAJE_HEADERS_TIMEOUT_MS', 20_000, 1_000, 600_000),
     shutdownTimeoutMs: number('CAJE_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),

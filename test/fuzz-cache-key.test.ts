@@ -1,10 +1,12 @@
 // Hardening: property-based tests (fast-check) for the pure functions that
 // decide what is "the same request": cache keys, Vary normalisation and
-// variant ids, Cache-Control parsing and hop-by-hop stripping.
+// variant ids, canonical request targets, Cache-Control parsing and hop-by-hop
+// stripping.
 
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { normaliseHost } from '../src/config.ts'
+import { canonicalTarget } from '../src/canonical-url.ts'
 import { normaliseFieldValue, primaryKey, variantId, variantMatches, varyFields, varyValues } from '../src/proxy/cache-key.ts'
 import { HOP_BY_HOP_HEADERS, stripHopByHop, type HeaderBag } from '../src/proxy/headers.ts'
 import { parseDirectives } from '../src/proxy/policy.ts'
@@ -31,6 +33,81 @@ const secretName = fc.constantFrom(...SECRET)
 
 /** What RFC 9111 §4.1 lets a cache treat as equal in a general field value: runs of SP/HTAB, and OWS at the ends. */
 const canonicalOws = (v: string) => v.replace(/[ \t]+/g, ' ').replace(/^ | $/g, '')
+
+// ---------------------------------------------------------------- canonical target
+
+describe('canonicalTarget', () => {
+  // Small alphabets, so dot segments, escapes of unreserved and reserved characters, stray
+  // '%' and characters that need encoding all occur often. No space: it ends the request
+  // target (RFC 9112 §3), so none arrives inside one.
+  const targetChar = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom('/', '/', '.', '.', 'a', 'B', '~', '-', '?', '=', '&', "'", ':', '@', '+') },
+    { weight: 3, arbitrary: fc.constantFrom('%2e', '%2E', '%2f', '%2F', '%7e', '%41', '%3f', '%25', '%', '%z', '%e9', '%C3%A9') },
+    { weight: 1, arbitrary: fc.constantFrom('"', '<', '>', '`', '{', '}', '|', '^', '[', ']', '\u00e9', '\u{1F600}') },
+  )
+  const target = fc.array(targetChar, { maxLength: 16 }).map((cs) => `/${cs.join('')}`)
+  /** The path and query undici would send for a target (it parses `origin + target` with the WHATWG parser). */
+  const whatwg = (t: string) => {
+    const u = new URL(`http://origin.test${t}`)
+    return u.pathname + u.search
+  }
+
+  it('is a fixed point: canonicalising twice changes nothing', () => {
+    fc.assert(
+      fc.property(target, (t) => {
+        const c = canonicalTarget(t)
+        expect(canonicalTarget(c)).toBe(c)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('is what the origin receives: the WHATWG parser undici applies leaves it unchanged', () => {
+    fc.assert(
+      fc.property(target, (t) => {
+        const c = canonicalTarget(t)
+        expect(whatwg(c)).toBe(c)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('agrees with the WHATWG parser on which resource is meant (backslash aside, which that parser reads as /)', () => {
+    fc.assert(
+      fc.property(target, (t) => {
+        if (t.includes('\\')) return
+        expect(canonicalTarget(whatwg(t))).toBe(canonicalTarget(t))
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('leaves no dot segment in the path, plain or percent-encoded', () => {
+    fc.assert(
+      fc.property(target, (t) => {
+        const path = canonicalTarget(t).split('?', 1)[0]!
+        for (const segment of path.split('/')) expect(['.', '..']).not.toContain(segment.replace(/%2e/gi, '.'))
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('changes only the spelling: decoding both gives the same text, escapes of reserved characters stay escapes', () => {
+    // Decoding only escapes of unreserved characters and upper-casing the rest must give the
+    // same string from a target without dot segments or characters needing encoding.
+    const plain = fc.array(fc.constantFrom('a', '/x', '-', '%7e', '%7E', '%2f', '%2F', '%41', '%3f', '?', '=', '%2b'), { maxLength: 12 }).map((cs) => `/${cs.join('')}`)
+    fc.assert(
+      fc.property(plain, (t) => {
+        const c = canonicalTarget(t)
+        const decode = (s: string) => s.replace(/%([0-9a-f]{2})/gi, (_m, h: string) => String.fromCharCode(parseInt(h, 16)))
+        // An empty query is dropped (as the WHATWG parser drops it).
+        expect(decode(c)).toBe(decode(t.indexOf('?') === t.length - 1 ? t.slice(0, -1) : t))
+        expect(c.match(/%2F|%3F|%2B/g) ?? []).toEqual(t.toUpperCase().match(/%2F|%3F|%2B/g) ?? [])
+      }),
+      { numRuns: 1000 },
+    )
+  })
+})
 
 // ---------------------------------------------------------------- primary key
 

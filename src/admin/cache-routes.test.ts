@@ -364,4 +364,10 @@ describe('parsePurge', () => {
     expect(parsePurge({ url: 'https://a.example/x?y=1' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://a.example/x?y=1' } })
     expect(parsePurge({ kind: 'bogus', value: 'x' }, true)).toMatchObject({ ok: false })
   })
+
+  it('spells a URL or URL prefix as the proxy keys it: host normalised, dot segments and escapes of unreserved characters resolved', () => {
+    expect(parsePurge({ url: 'http://Site.Test:80/docs/%2e%2e/legal/%6Fld?q=%7e' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'http://site.test/legal/old?q=~' } })
+    expect(parsePurge({ url: 'https://site.test.' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://site.test/' } })
+    expect(parsePurge({ prefix: 'HTTPS://Site.Test/%7euser/' }, false)).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://site.test/~user/' } })
+  })
 })

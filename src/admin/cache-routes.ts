@@ -3,6 +3,7 @@
 // bearer token) with JSON.
 
 import type { Context, Hono } from 'hono'
+import { canonicalUrl, canonicalUrlPrefix } from '../canonical-url.ts'
 import { CONFIRM_ACTIONS, ConfirmPage, type ConfirmAction } from '../../views/confirm.tsx'
 import { DEFAULT_LIMIT, ListPage, populateSummary } from '../../views/list.tsx'
 import type { Chrome } from '../../views/layout.tsx'
@@ -56,9 +57,15 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
         return { ok: false, message: TEXT.flash.purgeBadUrl }
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, message: TEXT.flash.purgeBadUrl }
-      return { ok: true, request: { kind: 'url', value: url.href }, label: url.href }
+      // Spelled as the proxy keys it, so `/docs/%2e%2e/a` and `/a` name one entry (RFC 3986 §6.2.2).
+      const canonical = canonicalUrl(url, value)
+      return { ok: true, request: { kind: 'url', value: canonical }, label: canonical }
     }
-    case 'prefix':
+    case 'prefix': {
+      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      const prefix = canonicalUrlPrefix(value)
+      return { ok: true, request: { kind, value: prefix }, label: `${kind} ${prefix}` }
+    }
     case 'tag':
       if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
       return { ok: true, request: { kind, value }, label: `${kind} ${value}` }

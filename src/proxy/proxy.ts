@@ -5,10 +5,11 @@
 import { Transform, type Readable } from 'node:stream'
 import type { ByteRange, CacheStore, EntryMeta, NewEntry, StoredBody } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
+import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
-import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
+import { cleanResponseHeaders, originRequestHeaders, STEERING_REQUEST_HEADERS, storedHeaders, withoutConditionals, type CleanedResponseHeaders, type ForwardContext } from './forward.ts'
 import { appendVia, stripHopByHop, type FlatHeaders, type HeaderBag } from './headers.ts'
 import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
@@ -37,7 +38,7 @@ export interface ProxyRequest {
   scheme: 'http' | 'https'
   /** Normalised host (lower case, default port dropped). */
   host: string
-  /** Path and query as sent. */
+  /** Path and query in canonical form (canonical-url.ts): what the key holds and the origin is sent. */
   path: string
   /** Client request headers, lower-case names, repeated fields joined. */
   headers: FlatHeaders
@@ -74,6 +75,8 @@ export interface ProxyOptions {
   heuristicFreshness?: boolean
   preserveHost: boolean
   trustForwarded: boolean
+  /** Request fields never forwarded to the origin; default STEERING_REQUEST_HEADERS. */
+  stripRequestHeaders?: ReadonlySet<string>
   log: (entry: Record<string, unknown>) => void
   metrics?: ProxyMetrics
   now?: () => number
@@ -115,9 +118,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const background = new OncePerKey()
   const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
   const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
+  const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
-    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
+    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
   }
 
   /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
@@ -149,6 +153,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
       throw err
     }
+  }
+
+  /**
+   * An origin response's headers cleaned for the client (forward.ts). A refused cookie is
+   * logged by name (never its value), as the origin's owner will wonder where it went.
+   */
+  function responseHeaders(res: OriginResponse, url: string): CleanedResponseHeaders {
+    const cleaned = cleanResponseHeaders(res.headers)
+    if (cleaned.refusedCookies.length) {
+      opts.log({ level: 'warn', msg: "origin response tried to set caje's own cookie names (caje_*); Set-Cookie dropped, rename the cookie at the origin", url, names: cleaned.refusedCookies })
+    }
+    return cleaned
   }
 
   function originFailure(err: unknown, cacheStatus: CacheStatus): ProxyResult {
@@ -300,10 +316,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     onOutcome: (stored: boolean, meta?: EntryMeta) => void,
   ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
     const responseTime = now()
-    const { headers, setCookie } = cleanResponseHeaders(res.headers)
+    const { headers, setCookie, hadSetCookie } = responseHeaders(res, target.url)
     const decision = decideStore(
       { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
-      { status: res.status, headers, hasSetCookie: setCookie.length > 0, responseTime },
+      { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
       storeRules,
     )
     const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
@@ -450,7 +466,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
     const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
-    const cleaned = cleanResponseHeaders(res.headers)
+    const cleaned = responseHeaders(res, primaryKey(req.scheme, req.host, req.path))
     return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
   }
 
@@ -464,7 +480,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, u.pathname + u.search))
+        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, canonicalTarget(u.pathname + u.search)))
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
@@ -597,7 +613,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
           if (served) return served
         }
         if (outcome.response) {
-          const cleaned = cleanResponseHeaders(outcome.response.headers)
+          const cleaned = responseHeaders(outcome.response, meta.url)
           return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
@@ -687,7 +703,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         method: 'GET',
         scheme: url.protocol === 'https:' ? 'https' : 'http',
         host,
-        path: url.pathname + url.search,
+        path: canonicalTarget(url.pathname + url.search),
         // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
         headers: { ...requestHeadersForVariant(varyHeaders), host },
         body: null,
