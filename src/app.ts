@@ -2,6 +2,7 @@
 // through the proxy. No side effects here: main.ts builds the dependencies.
 
 import { Hono } from 'hono'
+import { ADMIN_BODY_LIMIT_BYTES, limitBody } from './admin/body-limit.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
@@ -30,6 +31,10 @@ export const ADMIN_PREFIX = '/_caje'
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
   const startedAt = Date.now()
+
+  // Every body sent to caje's own routes is capped before anything reads it; the internal
+  // routes authenticate first and keep their own, larger limit for manifest batches.
+  app.use(`${ADMIN_PREFIX}/*`, limitBody({ maxBytes: ADMIN_BODY_LIMIT_BYTES, except: [`${ADMIN_PREFIX}/internal/`] }))
 
   // Health is public (load balancers and fly checks call it) and reveals nothing secret.
   app.get(`${ADMIN_PREFIX}/health`, (c) => {

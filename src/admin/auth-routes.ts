@@ -115,8 +115,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   // Registration: an invitee creating their account (body carries the invite),
   // or the signed-in admin adding a passkey (session + CSRF token).
   app.post('/register/options', async (c) => {
-    const body = await readBody(c)
-    const target = await registrationTarget(c, shared, body)
+    const target = await registrationTarget(c, shared)
     if (target instanceof Response) return target
     const result = await registrationOptions(shared, target)
     if (!result.ok) return jsonError(c, result.status, result.message)
@@ -124,9 +123,9 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   })
 
   app.post('/register/verify', async (c) => {
-    const body = await readBody(c)
-    const target = await registrationTarget(c, shared, body)
+    const target = await registrationTarget(c, shared)
     if (target instanceof Response) return target
+    const body = await readBody(c)
     const result = await verifyRegistration(shared, {
       challengeId: field(body, 'challengeId', 128),
       response: body.response,
@@ -172,14 +171,26 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 }
 
 /**
- * Who a registration ceremony is for: an invitee (the body carries the invite;
- * rate-limited like sign-in) or the signed-in admin adding a passkey.
+ * Who a registration ceremony is for: the signed-in admin adding a passkey
+ * (session + CSRF token), or an invitee (the body carries the invite;
+ * rate-limited like sign-in). Without a session the attempt is counted before
+ * the body is read, so an anonymous client can never make caje read more than
+ * its budget of (capped) bodies.
  */
-async function registrationTarget(c: Context, shared: Shared, body: Record<string, unknown>): Promise<RegistrationTarget | Response> {
-  const invite = field(body, 'invite', 256)
-  if (invite) {
+async function registrationTarget(c: Context, shared: Shared): Promise<RegistrationTarget | Response> {
+  const found = await lookupSession(c, shared)
+  if (found.state !== 'ok') {
     const refused = guardAttempt(c, shared, PATHS.auth)
     if (refused) return refused
+  }
+  const body = await readBody(c)
+  const invite = field(body, 'invite', 256)
+  if (invite) {
+    // A signed-in admin opening an invite link is counted too: invites are guessed only at the sign-in rate.
+    if (found.state === 'ok') {
+      const refused = guardAttempt(c, shared, PATHS.auth)
+      if (refused) return refused
+    }
     return { kind: 'invite', inviteToken: invite, name: field(body, 'adminName', NAME_MAX) }
   }
   const auth = await authorize(c, shared, { sessionOnly: true })

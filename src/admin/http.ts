@@ -1,6 +1,8 @@
 // Request and response helpers shared by the admin routes.
 
 import { bearerToken } from '../bearer.ts'
+import { HTTPException } from 'hono/http-exception'
+import { bodyTooLarge, bodyTooLargeMessage } from './body-limit.ts'
 import type { Context, MiddlewareHandler } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { jsx, type FC } from 'hono/jsx'
@@ -42,7 +44,10 @@ export function wantsJson(c: Context): boolean {
 
 export type Body = Record<string, unknown>
 
-/** The request body as a plain object: JSON, urlencoded or multipart. Hono caches the parse. */
+/**
+ * The request body as a plain object: JSON, urlencoded or multipart. Hono caches the parse.
+ * A body over the admin cap (body-limit.ts) is a 413, never a silently empty form.
+ */
 export async function readBody(c: Context): Promise<Body> {
   const type = c.req.header('content-type') ?? ''
   try {
@@ -53,7 +58,9 @@ export async function readBody(c: Context): Promise<Body> {
     if (type.includes('application/x-www-form-urlencoded') || type.includes('multipart/form-data')) {
       return (await c.req.parseBody()) as Body
     }
-  } catch {
+  } catch (err) {
+    const tooLarge = bodyTooLarge(err)
+    if (tooLarge) throw new HTTPException(413, { message: bodyTooLargeMessage(tooLarge.limitBytes) })
     // A malformed body is treated as an empty one; every handler validates its fields.
     return {}
   }
