@@ -83,7 +83,9 @@ export const limitBody = (opts: LimitBodyOptions): MiddlewareHandler =>
       // Pull only when the route reads: nothing is fetched ahead for a request that is refused.
       { highWaterMark: 0 },
     )
-    c.req.raw = new Request(c.req.raw, { body: counted, duplex: 'half' } as RequestInit)
+    // Built from its parts: undici's Request cannot copy @hono/node-server's lightweight one.
+    const raw = c.req.raw
+    c.req.raw = new Request(raw.url, { method: raw.method, headers: raw.headers, signal: raw.signal, body: counted, duplex: 'half' } as RequestInit)
     capped.add(c.req.raw)
     return next()
   }
