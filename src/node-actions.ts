@@ -3,13 +3,13 @@
 // applier. The admin app sees only this interface.
 
 import type { Kysely } from 'kysely'
-import type { AdminActions, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
+import type { AdminActions, ManifestEntry, NodeStatus, PopulateStatus, PurgeRequest } from './admin/actions.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { listManifest } from './manifest/repositories.ts'
-import type { ManifestWriter } from './manifest/writer.ts'
+import type { ManifestWriter, WriterStats } from './manifest/writer.ts'
 
 /** Hits and misses of cacheable requests since start, for the status header. */
 export interface HitCounter {
@@ -27,7 +27,7 @@ export interface NodeActionsDeps {
   config: Pick<Config, 'nodeId' | 'region'>
   store: CacheStore
   readDb: () => Kysely<Database>
-  writer: Pick<ManifestWriter, 'submit' | 'flush'>
+  writer: Pick<ManifestWriter, 'submit' | 'flush'> & Partial<Pick<ManifestWriter, 'stats'>>
   role: () => ClusterRole
   hits: HitCounter
   jobs: ClusterJobs
@@ -104,9 +104,15 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
         hitRatio: hits + misses === 0 ? null : hits / (hits + misses),
         cacheBytes: stats.bytes,
         entries: stats.entries,
+        manifest: manifestDetails(deps.writer.stats?.()),
       }
     },
   }
+}
+
+function manifestDetails(w: WriterStats | undefined): NodeStatus['manifest'] {
+  if (!w) return undefined
+  return { mode: w.mode, target: w.target, queued: w.queued, failedAttempts: w.failedAttempts, lastError: w.lastError, lastWriteAt: w.lastWriteAt }
 }
 
 /** A readable name for a Vary variant, e.g. `accept-encoding=gzip`; secrets stay digests. */

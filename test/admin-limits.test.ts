@@ -175,6 +175,29 @@ const limitedAfter20 = (s: number[]) => {
   expect(s.slice(20).every((x) => x === 429), s.join(' ')).toBe(true)
 }
 
+const API_TOKEN = 'api-token-for-the-admin-limits-test-0123'
+
+/** A primary and a replica sharing one manifest file, the local model of LiteFS (see test/cluster.test.ts). */
+async function startCluster(): Promise<{ primary: TestNode; replica: TestNode; databasePath: string }> {
+  const o = (await origin()).url
+  const root = await tempDir('caje-admin-limits-cluster-')
+  const databasePath = path.join(root, 'manifest.db')
+  await fs.mkdir(path.join(root, 'litefs-primary'))
+  await fs.mkdir(path.join(root, 'litefs-replica'))
+  await fs.writeFile(path.join(root, 'litefs-replica', '.primary'), '127.0.0.1\n')
+  const cluster = { CAJE_DATABASE_PATH: databasePath, CAJE_CLUSTER_SECRET: SECRET, CAJE_API_TOKEN: API_TOKEN }
+  const primary = await node(o, { ...cluster, CAJE_NODE_ID: 'primary', CAJE_LITEFS_DIR: path.join(root, 'litefs-primary'), CAJE_CACHE_DIR: path.join(root, 'c1') })
+  const replica = await node(o, {
+    ...cluster,
+    CAJE_NODE_ID: 'replica',
+    CAJE_LITEFS_DIR: path.join(root, 'litefs-replica'),
+    CAJE_CACHE_DIR: path.join(root, 'c2'),
+    CAJE_PRIMARY_URL_TEMPLATE: `http://{host}:${primary.port}`,
+  })
+  expect(replica.manifest.role.current().kind).toBe('replica')
+  return { primary, replica, databasePath }
+}
+
 describe('the sign-in rate limit', () => {
   it('behind a trusted proxy, counts the address the proxy added, whatever the client puts before it', async () => {
     const n = await node((await origin()).url, { CAJE_TRUST_FORWARDED: 'true' })
@@ -201,23 +224,7 @@ describe('the sign-in rate limit', () => {
   })
 
   it('counts per client, not per replica, when a replica relays sign-in to the primary', async () => {
-    const o = (await origin()).url
-    const root = await tempDir('caje-admin-limits-cluster-')
-    const shared = path.join(root, 'manifest.db')
-    await fs.mkdir(path.join(root, 'litefs-primary'))
-    await fs.mkdir(path.join(root, 'litefs-replica'))
-    await fs.writeFile(path.join(root, 'litefs-replica', '.primary'), '127.0.0.1\n')
-    const cluster = { CAJE_DATABASE_PATH: shared, CAJE_CLUSTER_SECRET: SECRET }
-    const primary = await node(o, { ...cluster, CAJE_NODE_ID: 'primary', CAJE_LITEFS_DIR: path.join(root, 'litefs-primary'), CAJE_CACHE_DIR: path.join(root, 'c1') })
-    const replica = await node(o, {
-      ...cluster,
-      CAJE_NODE_ID: 'replica',
-      CAJE_LITEFS_DIR: path.join(root, 'litefs-replica'),
-      CAJE_CACHE_DIR: path.join(root, 'c2'),
-      CAJE_PRIMARY_URL_TEMPLATE: `http://{host}:${primary.port}`,
-    })
-    expect(replica.manifest.role.current().kind).toBe('replica')
-
+    const { primary, replica } = await startCluster()
     // Client A (127.0.0.2) uses up its budget through the replica; the primary refuses it...
     limitedAfter20(await statuses(30, () => wrongPassword(replica.url, {}, '127.0.0.2')))
     // ...but not client B (127.0.0.3) behind the same replica.
@@ -227,5 +234,32 @@ describe('the sign-in rate limit', () => {
     limitedAfter20(await statuses(30, (i) => wrongPassword(replica.url, forged(i), '127.0.0.4')))
     // Sent straight to the primary, unsigned relay headers are ignored as well.
     limitedAfter20(await statuses(30, (i) => wrongPassword(primary.url, forged(i), '127.0.0.5')))
+  })
+})
+
+describe('/_caje/health', () => {
+  it('shows status, node, region, role and counts; where the manifest lives is for signed-in admins', async () => {
+    const { primary, replica, databasePath } = await startCluster()
+    const primaryUrl = `http://127.0.0.1:${primary.port}`
+    for (const [n, role] of [[primary, 'primary'], [replica, 'replica']] as const) {
+      const text = await (await n.get('/_caje/health')).text()
+      const health = JSON.parse(text) as Record<string, unknown>
+      expect(Object.keys(health).sort()).toEqual(['cache', 'manifestWriter', 'node', 'populate', 'region', 'role', 'status', 'uptimeSeconds'])
+      expect(health).toMatchObject({ status: 'ok', node: role, role })
+      for (const part of ['cache', 'manifestWriter'] as const) {
+        for (const [k, v] of Object.entries(health[part] as object)) expect(typeof v, `${part}.${k}`).toBe('number')
+      }
+      expect(text).not.toContain(databasePath)
+      expect(text).not.toContain(path.basename(databasePath))
+      expect(text).not.toContain(primaryUrl)
+      expect(text).not.toContain(`:${primary.port}`)
+    }
+    // The signed-in status shows them.
+    const status = async (n: TestNode) =>
+      ((await (await n.get('/_caje/status', { headers: { authorization: `Bearer ${API_TOKEN}`, accept: 'application/json' } })).json()) as { status: { manifest: { mode: string; target: string } } }).status.manifest
+    expect(await status(primary)).toMatchObject({ mode: 'direct', target: databasePath })
+    expect((await status(replica)).mode).toBe('remote')
+    expect((await status(replica)).target).toContain(primaryUrl)
+    expect((await (await replica.get('/_caje/status')).text())).not.toContain(primaryUrl)
   })
 })
