@@ -6,7 +6,6 @@ import type { AddressInfo } from 'node:net'
 import http from 'node:http'
 import { Hono } from 'hono'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
-import { directClientAddress } from './admin/client-address.ts'
 import { createApp, createRequestListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
@@ -157,15 +156,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const admin = new Hono()
   // Populate warms this node, Clear FS empties this node's disk, and purge applies here first
   // (their manifest writes go through the writer): they stay on the node they were asked on.
-  admin.use(
-    '*',
-    forwardWritesToPrimary({
-      role: () => manifest.role.current(),
-      log,
-      localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'],
-      clientAddress: { secret: config.clusterSecret, of: directClientAddress(config) },
-    }),
-  )
+  // A replica relays the client's address with sign-in, signed, so the primary rate-limits per client.
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'], clientAddress: config }))
   admin.route('/', adminApp)
 
   const appDeps: AppDeps = {

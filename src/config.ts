@@ -29,6 +29,8 @@ export interface Config {
   maxObjectBytes: number
   nodeId: string
   region: string
+  /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
+  runningOnFly: boolean
   litefsDir: string | undefined
   clusterSecret: string | undefined
   primaryUrlTemplate: string
@@ -50,8 +52,6 @@ export interface Config {
   cacheSetCookie: boolean
   /** Trust X-Forwarded-Host / -Proto from the client (only behind a proxy you run). */
   trustForwardedHeaders: boolean
-  /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
-  runningOnFly: boolean
   /** Send the client's Host to the origin (default: the origin URL's host, as nginx does). */
   preserveHost: boolean
   /** Client-side: idle keep-alive and request-header timeouts, ms. */
@@ -263,6 +263,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     maxObjectBytes,
     nodeId,
     region,
+    runningOnFly: flyApp !== undefined || get('FLY_MACHINE_ID') !== undefined,
     litefsDir: litefsDir ? path.resolve(litefsDir) : undefined,
     clusterSecret,
     primaryUrlTemplate,
@@ -281,7 +282,6 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     originBodyTimeoutMs: number('CAJE_ORIGIN_BODY_TIMEOUT_MS', 30_000, 1, 3_600_000),
     cacheSetCookie: flag('CAJE_CACHE_SET_COOKIE', false),
     trustForwardedHeaders: flag('CAJE_TRUST_FORWARDED', false),
-    runningOnFly: flyApp !== undefined || get('FLY_MACHINE_ID') !== undefined,
     preserveHost: flag('CAJE_PRESERVE_HOST', false),
     requestTimeoutMs: number('CAJE_REQUEST_TIMEOUT_MS', 300_000, 1_000, 3_600_000),
     headersTimeoutMs: number('CAJE_HEADERS_TIMEOUT_MS', 20_000, 1_000, 600_000),

@@ -2,9 +2,9 @@
 // change state (sign-in, passkeys, purge, clear...) are relayed to the
 // primary as they are, and its answer is relayed back. Reads stay local.
 
-import type { Context, MiddlewareHandler } from 'hono'
+import type { MiddlewareHandler } from 'hono'
 import { bodyTooLarge, tooLargeResponse } from './admin/body-limit.ts'
-import { RELAYED_CLIENT_HEADER, RELAYED_CLIENT_SIGNATURE_HEADER, relayedClientHeaders } from './admin/client-address.ts'
+import { directClientAddress, RELAYED_CLIENT_HEADER, RELAYED_CLIENT_SIGNATURE_HEADER, relayedClientHeaders, type ClientAddressSettings } from './admin/client-address.ts'
 import type { Logger } from './log.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { HOP_BY_HOP_HEADERS } from './proxy/headers.ts'
@@ -16,10 +16,10 @@ export interface ForwardToPrimaryOptions {
   localPrefixes: readonly string[]
   timeoutMs?: number
   /**
-   * With the cluster secret, the client's address (as this node sees it) goes to the primary
+   * With the cluster secret set, the client's address (as this node sees it) goes to the primary
    * in a signed header, so the primary's sign-in rate limit counts per client, not per replica.
    */
-  clientAddress?: { secret: string | undefined; of: (c: Context) => string }
+  clientAddress?: ClientAddressSettings
 }
 
 function copyHeaders(from: Headers, drop: ReadonlySet<string>): Headers {
@@ -36,6 +36,8 @@ const DROP_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'content-length', 'content
 
 export const forwardWritesToPrimary = (opts: ForwardToPrimaryOptions): MiddlewareHandler => {
   const timeoutMs = opts.timeoutMs ?? 15_000
+  const clientSecret = opts.clientAddress?.clusterSecret
+  const clientAddress = opts.clientAddress && directClientAddress(opts.clientAddress)
   return async function forwardWritesToPrimary(c, next) {
     const role = opts.role()
     const method = c.req.method
@@ -50,8 +52,7 @@ export const forwardWritesToPrimary = (opts: ForwardToPrimaryOptions): Middlewar
     const target = role.primaryUrl.replace(/\/$/, '') + url.pathname + url.search
     const headers = copyHeaders(c.req.raw.headers, DROP_REQUEST)
     headers.set('accept-encoding', 'identity')
-    const secret = opts.clientAddress?.secret
-    if (secret) for (const [name, value] of Object.entries(relayedClientHeaders(secret, opts.clientAddress!.of(c)))) headers.set(name, value)
+    if (clientSecret && clientAddress) for (const [name, value] of Object.entries(relayedClientHeaders(clientSecret, clientAddress(c)))) headers.set(name, value)
     // The main app caps /_caje/ bodies (admin/body-limit.ts): reading fails past the cap.
     let body: ArrayBuffer
     try {

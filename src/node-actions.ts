@@ -3,7 +3,7 @@
 // applier. The admin app sees only this interface.
 
 import type { Kysely } from 'kysely'
-import type { AdminActions, ManifestEntry, NodeStatus, PopulateStatus, PurgeRequest } from './admin/actions.ts'
+import type { AdminActions, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
@@ -110,11 +110,6 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
   }
 }
 
-function manifestDetails(w: WriterStats | undefined): NodeStatus['manifest'] {
-  if (!w) return undefined
-  return { mode: w.mode, target: w.target, queued: w.queued, failedAttempts: w.failedAttempts, lastError: w.lastError, lastWriteAt: w.lastWriteAt }
-}
-
 /** A readable name for a Vary variant, e.g. `accept-encoding=gzip`; secrets stay digests. */
 export function variantLabel(varyHeaders: Record<string, string>): string {
   return Object.keys(varyHeaders)
@@ -125,4 +120,10 @@ export function variantLabel(varyHeaders: Record<string, string>): string {
       return `${name}=${shown}`
     })
     .join(' ')
+}
+
+/** Where this node's manifest writes go, for the signed-in status (never for the public health). */
+function manifestDetails(w: WriterStats | undefined): ReturnType<AdminActions['status']>['manifest'] {
+  if (!w) return undefined
+  return { mode: w.mode, target: w.target, queued: w.queued, failedAttempts: w.failedAttempts, lastError: w.lastError, lastWriteAt: w.lastWriteAt }
 }
