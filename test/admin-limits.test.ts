@@ -271,6 +271,9 @@ describe('the sign-in rate limit', () => {
     limitedAfter20(await statuses(30, (i) => wrongPassword(replica.url, forged(i), '127.0.0.4')))
     // Sent straight to the primary, unsigned relay headers are ignored as well.
     limitedAfter20(await statuses(30, (i) => wrongPassword(primary.url, forged(i), '127.0.0.5')))
+    // The replica caps what it relays like any admin route.
+    expect((await partialPost(replica.url + '/_caje/register/options', 'content-length', 100 * MB, 0)).status).toBe(413)
+    expect((await partialPost(replica.url + '/_caje/register/options', 'chunked', 0, 65 * 1024)).status).toBe(413)
   })
 })
 
