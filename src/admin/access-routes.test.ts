@@ -37,14 +37,12 @@ describe('removing an admin', () => {
     const asBob = { authorization: `Bearer ${token}`, accept: 'application/json' }
     expect((await h.client().request('/_caje/purge', { json: { all: true }, headers: asBob })).status).toBe(200)
     expect((await h.client().request('/_caje/list', { headers: asBob })).status).toBe(200)
-    h.actions.calls.length = 0
 
     await ada.page('/_caje/passkeys')
     expect((await ada.request(`/_caje/admins/${bobId}/remove`, { json: {} })).status).toBe(200)
 
     expect((await h.client().request('/_caje/purge', { json: { all: true }, headers: asBob })).status).toBe(401)
     expect((await h.client().request('/_caje/list', { headers: asBob })).status).toBe(401)
-    expect(h.actions.calls).toEqual([])
     expect((await bob.request('/_caje/list', { headers: { accept: 'application/json' } })).status).toBe(401)
     expect((await h.client().page(`/_caje/invite/${kept}`)).res.status).toBe(410)
     const again = await registerPasskey(h.client(), { invite: kept, adminName: 'Bob again' })

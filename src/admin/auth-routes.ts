@@ -1,13 +1,14 @@
 // Sign-in page, password enrolment, passkey ceremonies, sign-out, invites.
 
 import type { Context, Hono } from 'hono'
+import { getCookie } from 'hono/cookie'
 import { InvitePage } from '../../views/invite.tsx'
 import { PATHS } from '../../views/paths.ts'
 import { SignInPage, type PasswordMode } from '../../views/sign-in.tsx'
 import { TEXT } from '../../views/text.ts'
 import { authorize, clearSessionCookie, guardAttempt, lookupSession, requireAdmin, startSession } from './auth.ts'
 import type { AdminEnv, Shared } from './context.ts'
-import { field, finish, jsonError, readBody, renderPage, safeNext, setFlash, takeFlash } from './http.ts'
+import { field, finish, jsonError, readBody, renderPage, safeNext, setFlash, takeFlash, type Body } from './http.ts'
 import {
   authenticationOptions,
   newAdminId,
@@ -17,7 +18,7 @@ import {
   type RegistrationTarget,
 } from './passkeys.ts'
 import * as repo from './repo.ts'
-import { secretEquals } from '../bearer.ts'
+import { bearerToken, secretEquals } from '../bearer.ts'
 import { hashToken, normaliseCode } from './secrets.ts'
 
 const NAME_MAX = 64
@@ -173,25 +174,30 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 /**
  * Who a registration ceremony is for: the signed-in admin adding a passkey
  * (session + CSRF token), or an invitee (the body carries the invite;
- * rate-limited like sign-in). Without a session the attempt is counted before
- * the body is read, so an anonymous client can never make caje read more than
- * its budget of (capped) bodies.
+ * rate-limited like sign-in). No body is read before the request is
+ * authenticated or counted: a request presenting a credential (bearer token,
+ * session cookie) is checked first and a bad one refused unread (the refusal
+ * clears a stale cookie, so an invitee's retry goes through); one presenting
+ * none can only be an invitee's, and is counted against the client's sign-in
+ * budget before its body is read.
  */
 async function registrationTarget(c: Context, shared: Shared): Promise<RegistrationTarget | Response> {
-  const found = await lookupSession(c, shared)
-  if (found.state !== 'ok') {
+  const invitee = (body: Body): RegistrationTarget => ({ kind: 'invite', inviteToken: field(body, 'invite', 256), name: field(body, 'adminName', NAME_MAX) })
+  if (bearerToken(c) === undefined && getCookie(c, shared.cookies.session) === undefined) {
     const refused = guardAttempt(c, shared, PATHS.auth)
     if (refused) return refused
-  }
-  const body = await readBody(c)
-  const invite = field(body, 'invite', 256)
-  if (invite) {
-    // A signed-in admin opening an invite link is counted too: invites are guessed only at the sign-in rate.
-    if (found.state === 'ok') {
-      const refused = guardAttempt(c, shared, PATHS.auth)
-      if (refused) return refused
+    const body = await readBody(c)
+    if (field(body, 'invite', 256)) return invitee(body)
+  } else {
+    const found = bearerToken(c) === undefined ? await lookupSession(c, shared) : undefined
+    if (found?.state === 'ok') {
+      const body = await readBody(c)
+      if (field(body, 'invite', 256)) {
+        // A signed-in admin opening an invite link is counted too: invites are guessed only at the sign-in rate.
+        const refused = guardAttempt(c, shared, PATHS.auth)
+        return refused ?? invitee(body)
+      }
     }
-    return { kind: 'invite', inviteToken: invite, name: field(body, 'adminName', NAME_MAX) }
   }
   const auth = await authorize(c, shared, { sessionOnly: true })
   if (auth instanceof Response) return auth

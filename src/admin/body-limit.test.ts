@@ -58,7 +58,6 @@ describe('request bodies on admin routes', () => {
     const res = await post('/_caje/purge', stream, { authorization: `Bearer ${API_TOKEN}` })
     expect(res.status).toBe(413)
     expect(counter.pulled).toBeLessThanOrEqual(ADMIN_BODY_LIMIT_BYTES + 2 * CHUNK)
-    expect(h.actions.calls).toEqual([])
   })
 
   it('accept a body within the cap, chunked or not', async () => {
