@@ -9,7 +9,7 @@ import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { listManifest } from './manifest/repositories.ts'
-import type { ManifestWriter, WriterStats } from './manifest/writer.ts'
+import type { ManifestWriter } from './manifest/writer.ts'
 
 /** Hits and misses of cacheable requests since start, for the status header. */
 export interface HitCounter {
@@ -123,7 +123,7 @@ export function variantLabel(varyHeaders: Record<string, string>): string {
 }
 
 /** Where this node's manifest writes go, for the signed-in status (never for the public health). */
-function manifestDetails(w: WriterStats | undefined): ReturnType<AdminActions['status']>['manifest'] {
+function manifestDetails(w: ReturnType<ManifestWriter['stats']> | undefined): ReturnType<AdminActions['status']>['manifest'] {
   if (!w) return undefined
   return { mode: w.mode, target: w.target, queued: w.queued, failedAttempts: w.failedAttempts, lastError: w.lastError, lastWriteAt: w.lastWriteAt }
 }
