@@ -1,8 +1,8 @@
 // The admin's limits against a client that lies or floods, through real nodes:
 // huge bodies posted to the sign-in and registration endpoints of a caje
-// process (answered 413 at once, its memory flat), and the sign-in rate limit
+// process (answered 413 at once, its memory flat), the sign-in rate limit
 // with rotating forwarding headers, on Fly and off it, and across a replica
-// that relays sign-in to the primary.
+// that relays sign-in to the primary; and what the public health check tells.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import fs from 'node:fs/promises'
