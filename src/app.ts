@@ -2,6 +2,7 @@
 // through the proxy. No side effects here: main.ts builds the dependencies.
 
 import { Hono } from 'hono'
+import { ADMIN_BODY_LIMIT_BYTES, limitBody } from './admin/body-limit.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
@@ -17,8 +18,8 @@ export interface AppDeps {
   store: CacheStore
   proxy: Proxy
   log: Logger
-  /** Extra fields for /_caje/health (role, populate progress, ...). */
-  healthInfo?: () => Record<string, unknown>
+  /** Extra fields for /_caje/health: the role, and counts (only numbers and flags are shown). */
+  healthInfo?: () => HealthInfo
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
   onServed?: (result: ProxyResult, bytes: number) => void
@@ -27,13 +28,39 @@ export interface AppDeps {
 
 export const ADMIN_PREFIX = '/_caje'
 
+export interface HealthInfo {
+  role: 'primary' | 'replica'
+  /** Queue and delivery counts of the manifest writer. */
+  manifestWriter?: object
+  /** The last populate run's counts. */
+  populate?: object | null
+}
+
+/**
+ * Only the numbers and flags of an object: health is public, so a path, a URL
+ * or an error text (the manifest file, the primary's internal address) that a
+ * stats object also carries stays on the signed-in status page.
+ */
+function countsOf(o: object | null | undefined): Record<string, number | boolean | null> | null {
+  if (!o) return null
+  const out: Record<string, number | boolean | null> = {}
+  for (const [k, v] of Object.entries(o)) if (typeof v === 'number' || typeof v === 'boolean') out[k] = v
+  return out
+}
+
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
   const startedAt = Date.now()
 
-  // Health is public (load balancers and fly checks call it) and reveals nothing secret.
+  // Every body sent to caje's own routes is capped before anything reads it; the internal
+  // routes authenticate first and keep their own, larger limit for manifest batches.
+  app.use(`${ADMIN_PREFIX}/*`, limitBody({ maxBytes: ADMIN_BODY_LIMIT_BYTES, except: [`${ADMIN_PREFIX}/internal/`] }))
+
+  // Health is public (load balancers and fly checks call it): status, node, region, role and
+  // counts, nothing about where the manifest lives or how to reach the primary.
   app.get(`${ADMIN_PREFIX}/health`, (c) => {
     const stats = deps.store.stats()
+    const info = deps.healthInfo?.()
     c.header('cache-control', 'no-store')
     return c.json({
       status: 'ok',
@@ -41,7 +68,7 @@ export function createApp(deps: AppDeps): Hono {
       region: deps.config.region,
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
       cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures },
-      ...deps.healthInfo?.(),
+      ...(info && { role: info.role, manifestWriter: countsOf(info.manifestWriter), populate: countsOf(info.populate) }),
     })
   })
 

@@ -158,7 +158,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const admin = new Hono()
   // Populate warms this node, Clear FS empties this node's disk, and purge applies here first
   // (their manifest writes go through the writer): they stay on the node they were asked on.
-  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'] }))
+  // A replica relays the client's address with sign-in, signed, so the primary rate-limits per client.
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'], clientAddress: config }))
   admin.route('/', adminApp)
 
   const appDeps: AppDeps = {

@@ -30,6 +30,8 @@ export interface Config {
   maxObjectBytes: number
   nodeId: string
   region: string
+  /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
+  runningOnFly: boolean
   litefsDir: string | undefined
   clusterSecret: string | undefined
   primaryUrlTemplate: string
@@ -288,6 +290,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     maxObjectBytes,
     nodeId,
     region,
+    runningOnFly: flyApp !== undefined || get('FLY_MACHINE_ID') !== undefined,
     litefsDir: litefsDir ? path.resolve(litefsDir) : undefined,
     clusterSecret,
     primaryUrlTemplate,

@@ -71,6 +71,12 @@ export interface NodeStatus {
   hitRatio: number | null
   cacheBytes: number
   entries: number
+  /**
+   * Where this node's manifest writes go and how that is going: the database file on the
+   * primary, the primary's internal URL on a replica. For signed-in admins only (never in
+   * the public /_caje/health).
+   */
+  manifest?: { mode: 'direct' | 'remote'; target: string | undefined; queued: number; failedAttempts: number; lastError: string | undefined; lastWriteAt: number | undefined }
 }
 
 export interface AdminActions {

@@ -14,9 +14,11 @@ import type { AdminActions } from './actions.ts'
 import { registerAccessRoutes } from './access-routes.ts'
 import { registerAssetRoutes } from './assets.ts'
 import { registerAuthRoutes } from './auth-routes.ts'
+import { ADMIN_BODY_LIMIT_BYTES, limitBody } from './body-limit.ts'
 import { registerCacheRoutes } from './cache-routes.ts'
 import { cookieSettings, type AdminEnv, type SessionTimes, type Shared } from './context.ts'
 import { jsonError, renderPage, securityHeaders, wantsJson } from './http.ts'
+import { clientAddress } from './client-address.ts'
 import { createRateLimiter } from './rate-limit.ts'
 import * as repo from './repo.ts'
 import { createEnrolmentCode } from './secrets.ts'
@@ -38,7 +40,11 @@ export interface AdminDeps {
    * one itself and logs it (event `admin.enrolment_code`).
    */
   enrolmentCode?: string
-  /** The client's address for rate limiting; default: the socket's address (or X-Forwarded-For / Fly-Client-IP when trusted). */
+  /**
+   * The client's address for rate limiting; default `clientAddress(config)`: the socket's
+   * address, the trusted proxy's (rightmost X-Forwarded-For; Fly-Client-IP on Fly), or the
+   * one a replica relayed, signed with the cluster secret.
+   */
   clientIp?: (c: Context) => string
   /** Sign-in / enrolment attempts per client per window; default 20 per 5 minutes. */
   loginRateLimit?: { max: number; windowMs: number }
@@ -54,20 +60,6 @@ export const DEFAULT_SESSION: SessionTimes = {
   idleMs: 12 * 3600_000,
   absoluteMs: 7 * 24 * 3600_000,
   touchEveryMs: 60_000,
-}
-
-/** Socket address from @hono/node-server's env, or the proxy's header when configured as trusted. */
-function defaultClientIp(trustForwarded: boolean) {
-  return (c: Context): string => {
-    if (trustForwarded) {
-      const fly = c.req.header('fly-client-ip')
-      if (fly) return fly.trim()
-      const xff = c.req.header('x-forwarded-for')
-      if (xff) return xff.split(',')[0]!.trim()
-    }
-    const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined
-    return env?.incoming?.socket?.remoteAddress ?? 'unknown'
-  }
 }
 
 export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
@@ -95,11 +87,13 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
     session: { ...DEFAULT_SESSION, ...deps.session },
     limiter: createRateLimiter({ max: limit.max, windowMs: limit.windowMs, now }),
     enrolment: { code: enrolmentCode, used: false },
-    clientIp: deps.clientIp ?? defaultClientIp(deps.config.trustForwardedHeaders),
+    clientIp: deps.clientIp ?? clientAddress(deps.config),
   }
 
   const app = new Hono<AdminEnv>()
   app.use('*', securityHeaders())
+  // Mounted in the main app the cap is already in place; the app alone (tests) gets it here.
+  app.use('*', limitBody({ maxBytes: ADMIN_BODY_LIMIT_BYTES }))
   registerAssetRoutes(app)
   registerAuthRoutes(app, shared)
   registerCacheRoutes(app, shared)
