@@ -2,7 +2,6 @@
 // proxy, admin and internal apps, HTTP server. main.ts calls it once; tests
 // call it with port 0 and temp dirs.
 
-import type { AddressInfo } from 'node:net'
 import http from 'node:http'
 import { Hono } from 'hono'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
