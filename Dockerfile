@@ -22,8 +22,8 @@ FROM node:22-slim
 RUN apt-get update -y \
  && apt-get install -y --no-install-recommends ca-certificates fuse3 sqlite3 \
  && rm -rf /var/lib/apt/lists/*
-# 0.5.14 is LiteFS's last release (see docs/manifest-engines.md).
-COPY --from=flyio/litefs:0.5.14 /usr/local/bin/litefs /usr/local/bin/litefs
+# 0.5 resolves to 0.5.14, LiteFS's last release (see docs/manifest-engines.md).
+COPY --from=flyio/litefs:0.5 /usr/local/bin/litefs /usr/local/bin/litefs
 
 WORKDIR /app
 ENV NODE_ENV=production
