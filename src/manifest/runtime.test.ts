@@ -78,6 +78,32 @@ describe('startManifest', () => {
     expect(await countEntries(replica.readDb())).toBe(2)
   })
 
+  it('under LiteFS with an internal listener: a replica sends its batches to the primary\'s internal port, not the public one', async () => {
+    const { dir, cleanup } = tempDir()
+    cleanups.push(cleanup)
+    const file = path.join(dir, 'manifest.db')
+    const common = { databasePath: file, litefsDir: dir, primaryUrlTemplate: 'http://127.0.0.1:{port}', clusterSecret: SECRET, reconnectDelayMs: 20, log: captureLog().log }
+    const primaryLitefs = await startFakeLitefs({ isPrimary: true })
+    cleanups.push(() => primaryLitefs.close())
+    const primary = await startManifest({ ...common, litefsApi: primaryLitefs.url, port: 0, nodeId: 'p' })
+    cleanups.push(() => primary.close())
+    // The primary's internal routes listen here; its public port (9) has nothing.
+    const server = await listen(primary)
+    cleanups.push(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))))
+    const internalPort = (server.address() as net.AddressInfo).port
+
+    const replicaLitefs = await startFakeLitefs({ isPrimary: false, hostname: 'primary-host' })
+    cleanups.push(() => replicaLitefs.close())
+    const replica = await startManifest({ ...common, litefsApi: replicaLitefs.url, port: 9, internalPort, nodeId: 'r' })
+    cleanups.push(() => replica.close())
+    // Admin relays use the public URL; the writer the internal one.
+    expect(replica.role.current()).toMatchObject({ kind: 'replica', primaryUrl: 'http://127.0.0.1:9' })
+    replica.writer.submit({ type: 'stored', nodeId: 'r', entry: entry({ url: 'https://ex.com/i' }) })
+    await replica.writer.flush({ timeoutMs: 5000 })
+    expect(replica.writer.stats()).toMatchObject({ mode: 'remote', target: `http://127.0.0.1:${internalPort}`, written: 1 })
+    expect(await countEntries(primary.readDb())).toBe(1)
+  })
+
   it('under LiteFS: with the primary unknown, writes wait in the queue (never written here) and go to the primary LiteFS names next', async () => {
     const { dir, cleanup } = tempDir()
     cleanups.push(cleanup)
