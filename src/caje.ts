@@ -17,6 +17,7 @@ import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
+import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
@@ -169,7 +170,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     log,
     metrics,
-    healthInfo: () => ({ role: manifest.role.current().kind, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
+    healthInfo: () => ({ role: describeRole(manifest.role.current()).role, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
     mounts: [
       // With CAJE_INTERNAL_LISTEN, peers use the internal listener and the public port refuses internal routes.
       { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },

@@ -145,12 +145,16 @@ describe('a replica loses and regains its primary while traffic continues', () =
     await waitFor(async () => (await heldByReplica()) >= 5, 'the replica to record entries through the primary', 15_000)
 
     // LiteFS loses the primary (for the replica, `.primary` would now be missing).
+    const failedBefore = (await health(r)).manifestWriter.failedAttempts
     litefsR.losePrimary()
     await waitFor(async () => (await internalRole(r)).primaryUrl === undefined, 'the replica to know no primary', 10_000)
+    // A delivery attempt that failed for want of a primary: any batch in flight before has landed.
+    await waitFor(async () => (await health(r)).manifestWriter.failedAttempts > failedBefore, 'a delivery attempt without a primary', 10_000)
     const recordedBefore = await heldByReplica()
     const nBefore = n
-    await waitFor(async () => n >= nBefore + 10 && (await health(r)).manifestWriter.failedAttempts > 0, 'traffic during the outage', 15_000)
+    await waitFor(async () => n >= nBefore + 10 && (await health(r)).manifestWriter.queued > 0, 'traffic during the outage', 15_000)
     const during = await health(r)
+    expect(during.role).toBe('replica, primary unknown')
     // Writes wait in the queue; the replica never switched to writing the file itself.
     expect(during.manifestWriter).toMatchObject({ mode: 'remote' })
     expect(during.manifestWriter.queued).toBeGreaterThan(0)
@@ -168,8 +172,8 @@ describe('a replica loses and regains its primary while traffic continues', () =
     await waitFor(async () => (await health(r)).manifestWriter.queued === 0 && n > nAfter + 5, 'the queue to drain', 20_000)
     running = false
     await traffic
-    await waitFor(async () => (await health(r)).manifestWriter.queued === 0, 'the last writes', 10_000)
-    expect(await heldByReplica()).toBe(n)
+    // Stores finish after their responses: every one of them reaches the manifest.
+    await waitFor(async () => (await heldByReplica()) === n, 'every proxied response recorded as held by the replica', 15_000)
     expect((await createToken('after-the-outage')).status).toBe(201)
     expect(failures).toEqual([])
     expect(adminReads).toBe(n)
