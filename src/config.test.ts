@@ -12,6 +12,23 @@ describe('loadConfig', () => {
     expect(c.rpId).toBe('localhost')
   })
 
+  it('listens dual stack by default; CAJE_INTERNAL_LISTEN and CAJE_LITEFS_API are checked', () => {
+    expect(loadConfig({})).toMatchObject({ listenHost: '::', listenHostDefaulted: true, internalListen: undefined })
+    expect(loadConfig({ CAJE_LISTEN_HOST: '[::1]' })).toMatchObject({ listenHost: '::1', listenHostDefaulted: false })
+    expect(loadConfig({ CAJE_INTERNAL_LISTEN: '[::]:8081' }).internalListen).toEqual({ host: '::', port: 8081 })
+    expect(loadConfig({ CAJE_INTERNAL_LISTEN: ':8081' }).internalListen).toEqual({ host: '::', port: 8081 })
+    expect(loadConfig({ CAJE_INTERNAL_LISTEN: '127.0.0.1:9' }).internalListen).toEqual({ host: '127.0.0.1', port: 9 })
+    expect(() => loadConfig({ CAJE_INTERNAL_LISTEN: '8081' })).toThrow(/CAJE_INTERNAL_LISTEN: "8081" is not host:port; write e\.g\. \[::\]:8081/)
+    expect(() => loadConfig({ PORT: '8080', CAJE_INTERNAL_LISTEN: '[::]:8080' })).toThrow(/CAJE_INTERNAL_LISTEN: uses port 8080, which is PORT/)
+    // Peers reach the internal routes on the internal listener's port.
+    expect(loadConfig({ FLY_APP_NAME: 'app', FLY_MACHINE_ID: 'm1', CAJE_INTERNAL_LISTEN: '[::]:8081' }).internalUrl).toBe('http://m1.vm.app.internal:8081')
+    const litefs = { CAJE_LITEFS_DIR: '/litefs', CAJE_CLUSTER_SECRET: 'x'.repeat(32) }
+    expect(loadConfig(litefs).litefsApi).toBe('http://localhost:20202')
+    expect(loadConfig({ ...litefs, CAJE_LITEFS_API: 'http://127.0.0.1:20203/' }).litefsApi).toBe('http://127.0.0.1:20203')
+    expect(() => loadConfig({ ...litefs, CAJE_LITEFS_API: 'localhost:20202' })).toThrow(/CAJE_LITEFS_API/)
+    expect(() => loadConfig({ CAJE_LITEFS_API: 'http://localhost:20202' })).toThrow(/CAJE_LITEFS_API: is set but CAJE_LITEFS_DIR is not/)
+  })
+
   it('reads flags over environment variables', () => {
     const c = loadConfig({ PORT: '9000', CAJE_ORIGIN: 'http://a:1' }, ['--port', '9100', '--memory-cache-bytes=2MB', '--origin=http://b:2'])
     expect(c.port).toBe(9100)

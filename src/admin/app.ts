@@ -29,7 +29,12 @@ export { createEnrolmentCode } from './secrets.ts'
 
 export interface AdminDeps {
   config: Config
-  db: Kysely<Database>
+  /**
+   * The manifest, or a function giving the handle to use now. Under LiteFS
+   * pass the function: a promotion opens a writable handle and a demotion
+   * closes it, so a handle kept from start-up goes read-only or destroyed.
+   */
+  db: Kysely<Database> | (() => Kysely<Database>)
   actions: AdminActions
   log: (o: Record<string, unknown>) => void
   now?: () => number
@@ -76,10 +81,13 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
   }
   const limit = deps.loginRateLimit ?? { max: 20, windowMs: 5 * 60_000 }
   const busyRetry = { totalMs: deps.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS }
+  const db = currentDb(deps.db)
   const shared: Shared = {
     config: deps.config,
-    db: deps.db,
-    write: (fn) => writeWhenFree(deps.db, fn, busyRetry),
+    get db() {
+      return db()
+    },
+    write: (fn) => writeWhenFree(db(), fn, busyRetry),
     actions: deps.actions,
     log: deps.log,
     now,
@@ -121,9 +129,13 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
  * and the password or one-time code to use. Undefined once a passkey exists.
  */
 export async function enrolmentNotice(deps: Pick<AdminDeps, 'config' | 'db' | 'enrolmentCode'>): Promise<string | undefined> {
-  if ((await repo.countPasskeys(deps.db)) > 0) return undefined
+  if ((await repo.countPasskeys(currentDb(deps.db)())) > 0) return undefined
   const url = `${deps.config.publicOrigin}/_caje/auth`
   if (deps.config.adminPassword !== undefined) return `No admin passkey yet: open ${url} and sign in with CAJE_ADMIN_PASSWORD to register one.`
   if (deps.enrolmentCode === undefined) return undefined
   return `No admin passkey yet: open ${url} and enter the one-time enrolment code ${deps.enrolmentCode} to register one.`
+}
+
+function currentDb(db: AdminDeps['db']): () => Kysely<Database> {
+  return typeof db === 'function' ? db : () => db
 }

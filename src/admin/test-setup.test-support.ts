@@ -5,7 +5,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Hono } from 'hono'
+import type { Kysely } from 'kysely'
 import { loadConfig, type Config } from '../config.ts'
+import type { Database } from '../manifest/database.ts'
 import { openDatabase } from '../manifest/database.ts'
 import { migrateToLatest } from '../manifest/migrate.ts'
 import { createAdminApp, type AdminDeps } from './app.ts'
@@ -17,7 +19,8 @@ export const API_TOKEN = 'static-api-token-for-tests-0123456789'
 
 export interface Harness {
   app: Hono
-  deps: AdminDeps
+  /** The tests reach the database itself, not a getter. */
+  deps: AdminDeps & { db: Kysely<Database> }
   actions: MemoryActions
   config: Config
   logs: Record<string, unknown>[]
@@ -27,7 +30,7 @@ export interface Harness {
 }
 
 export async function setup(
-  opts: { env?: Record<string, string>; entries?: number; populateDelayMs?: number; deps?: Partial<AdminDeps> } = {},
+  opts: { env?: Record<string, string>; entries?: number; populateDelayMs?: number; deps?: Partial<Omit<AdminDeps, 'db'>> } = {},
 ): Promise<Harness> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-admin-'))
   const config = loadConfig({
@@ -45,7 +48,7 @@ export async function setup(
   const sample = sampleEntries({ n: opts.entries ?? 12, nodeId: 'node-a', peers: ['node-b'], now: clock.now })
   const actions = createMemoryActions({ nodeId: 'node-a', region: 'ams', hitRatio: 0.82, now: () => clock.now, populateDelayMs: opts.populateDelayMs, ...sample })
   const logs: Record<string, unknown>[] = []
-  const deps: AdminDeps = {
+  const deps: AdminDeps & { db: Kysely<Database> } = {
     config,
     db,
     actions,

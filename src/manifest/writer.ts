@@ -509,7 +509,7 @@ export class RemoteWriter extends BatchWriter {
 
   protected async deliver(batch: ManifestOp[], signal: AbortSignal): Promise<Outcome> {
     const base = this.primaryUrl
-    if (!base) return { kind: 'retry', error: 'the primary is not known yet (LiteFS .primary is empty)' }
+    if (!base) return { kind: 'retry', error: 'LiteFS names no primary yet; the batch waits in the queue' }
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.clusterSecret}`,
       'content-type': 'application/json',
