@@ -34,6 +34,8 @@ export interface RunningCaje {
   proxy: Proxy
   metrics: Metrics
   manifest: ManifestRuntime
+  /** The Hono app answering /_caje/* (its `routes` list every admin and internal route). */
+  app: Hono
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
@@ -218,6 +220,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     metrics,
     manifest,
+    app,
     demoOrigin,
     notices,
     close() {
