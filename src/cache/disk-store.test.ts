@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -547,7 +547,14 @@ describe('disk store', () => {
     store = await reopen(store, { maxBytes: 2500 })
     await store.close()
     expect(store.stats()).toMatchObject({ entries: 2, bytes: 2000, evictions: 3 })
-    expect(await readdir(path.join(dir, 'content-v2', 'sha512'))).toBeDefined()
+    // The files left are the bodies of the two entries kept, nothing else.
+    const content = path.join(dir, 'content-v2')
+    const files = (await filesUnder(content)).sort()
+    store = await openStore({ maxBytes: 2500 })
+    const kept: number[] = []
+    for (let i = 0; i < 5; i++) if (await readBody(store, `https://a.test/${i}`)) kept.push(i)
+    expect(kept).toHaveLength(2)
+    expect(files).toEqual(kept.map((i) => path.relative(content, contentPath(dir, sri(bodyOf(1000, i))) as string)).sort())
     expect(await contentBytesOnDisk(dir)).toBe(2000)
   })
 })
