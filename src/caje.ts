@@ -117,6 +117,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     clusterSecret: config.clusterSecret,
     log: manifestLog,
     metrics,
+    pollMs: config.purgePollMs,
   })
   const populator = createPopulator({
     readDb: () => manifest.readDb(),
