@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net'
 import http from 'node:http'
 import { Hono } from 'hono'
-import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
+import { createAdminApp, createEnrolmentCode, enrolmentNotice, type AdminActions } from './admin/app.ts'
 import { createApp, createRequestListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
@@ -36,6 +36,8 @@ export interface RunningCaje {
   manifest: ManifestRuntime
   /** The Hono app answering /_caje/* (its `routes` list every admin and internal route). */
   app: Hono
+  /** What the admin asks of this node: its disk store, the manifest, populate and purge. */
+  actions: AdminActions
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
@@ -222,6 +224,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     metrics,
     manifest,
     app,
+    actions,
     demoOrigin,
     notices,
     close() {
