@@ -40,6 +40,12 @@ async function readBody(store: DiskStore, url: string, variant = ''): Promise<Bu
   return body && bytesOf(body)
 }
 
+/** Resolve once the wall clock has moved on to the next millisecond. */
+async function nextMillisecond(): Promise<void> {
+  const now = Date.now()
+  while (Date.now() === now) await new Promise((resolve) => setImmediate(resolve))
+}
+
 async function corruptContent(integrity: string, mutate: (bytes: Buffer) => Buffer): Promise<void> {
   const file = contentPath(dir, integrity) as string
   await writeFile(file, mutate(await readFile(file)))
@@ -151,8 +157,10 @@ describe('disk store', () => {
   it('keeps entries, metadata and listing order across a restart', async () => {
     let store = await openStore()
     const metas = []
+    // After a restart the order comes from the index's commit times, in milliseconds: one commit per millisecond.
     for (let i = 0; i < 3; i++) {
       metas.push(await put(store, newEntry(`https://a.test/${i}`, { headers: { etag: `"${i}"` }, tags: [`t${i}`] }), bodyOf(100 + i, i)))
+      await nextMillisecond()
     }
     await put(store, newEntry('https://a.test/large'), bodyOf(2 * MiB, 9))
     store = await reopen(store)
