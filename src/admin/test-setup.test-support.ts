@@ -14,6 +14,7 @@ import { loadConfig, type Config } from '../config.ts'
 import { silentLogger } from '../log.ts'
 import { toEntryRecord } from '../manifest/repositories.ts'
 import { startOrigin, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import type { ManifestEntry } from './actions.ts'
 import { createAdminApp, type AdminDeps } from './app.ts'
 
 export const ORIGIN = 'http://localhost:8080'
@@ -60,6 +61,8 @@ export interface Harness {
   manifestCount(filter?: string): Promise<number>
   /** Purges recorded in the manifest's log, once queued writes are in. */
   purgeCount(): Promise<number>
+  /** The manifest's entries (up to 1000), once queued writes are in. */
+  manifestEntries(filter?: string): Promise<ManifestEntry[]>
   close(): Promise<void>
 }
 
@@ -149,6 +152,10 @@ export async function setup(
     async manifestCount(filter = '') {
       await node.manifest.writer.flush()
       return (await node.actions.listManifest({ filter, offset: 0, limit: 1 })).total
+    },
+    async manifestEntries(filter = '') {
+      await node.manifest.writer.flush()
+      return (await node.actions.listManifest({ filter, offset: 0, limit: 1000 })).entries
     },
     async purgeCount() {
       await node.manifest.writer.flush()
