@@ -202,7 +202,11 @@ async function seed(node: RunningCaje, n: number): Promise<void> {
     if (onThisNode(i)) continue
     const url = `${SITE}${samplePath(i)}`
     peerUrls.add(url)
-    for (const meta of await node.store.variants(url)) node.manifest.writer.submit({ type: 'stored', nodeId: PEER, entry: toEntryRecord(meta) })
+    for (const meta of await node.store.variants(url)) {
+      node.manifest.writer.submit({ type: 'stored', nodeId: PEER, entry: toEntryRecord(meta) })
+      // Gone from this node as an eviction would record it (a purge would remove the manifest entry too).
+      node.manifest.writer.submit({ type: 'deleted', nodeId: node.config.nodeId, key: meta.key, variant: meta.variant })
+    }
   }
   await node.store.deleteWhere((meta) => peerUrls.has(meta.url), 'purged')
   await node.manifest.writer.flush()
