@@ -8,10 +8,12 @@ import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { Hono } from 'hono'
+import type { Kysely } from 'kysely'
 import type { RunningCaje } from '../caje.ts'
 import { startCaje } from '../caje.ts'
 import { loadConfig, type Config } from '../config.ts'
 import { silentLogger } from '../log.ts'
+import type { Database } from '../manifest/database.ts'
 import { toEntryRecord } from '../manifest/repositories.ts'
 import { startOrigin, waitFor, type TestOrigin } from '../test-support/servers.ts'
 import type { ManifestEntry } from './actions.ts'
@@ -45,7 +47,8 @@ export const onThisNode = (i: number) => i % 6 !== 5
 
 export interface Harness {
   app: Hono
-  deps: AdminDeps
+  /** The tests reach the database itself, not a getter. */
+  deps: AdminDeps & { db: Kysely<Database> }
   /** The real node whose actions the admin app drives: node.store is its disk cache, node.manifest the shared file. */
   node: RunningCaje
   origin: TestOrigin
@@ -73,7 +76,7 @@ export async function setup(
     entries?: number
     /** Further manifest rows held by the peer only, written straight into the file (for the 100,000-entry check). */
     peerRows?: number
-    deps?: Partial<AdminDeps>
+    deps?: Partial<Omit<AdminDeps, 'db'>>
   } = {},
 ): Promise<Harness> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-admin-'))
@@ -121,7 +124,7 @@ export async function setup(
 
   const clock = { now: Date.UTC(2026, 0, 15, 12, 0, 0) }
   const logs: Record<string, unknown>[] = []
-  const deps: AdminDeps = {
+  const deps: AdminDeps & { db: Kysely<Database> } = {
     config,
     db,
     actions: node.actions,
