@@ -553,18 +553,26 @@ describe('uncacheable URLs under concurrency', () => {
   it('stops coalescing a URL whose responses are not shareable, so requests do not queue behind one another', async () => {
     let inflight = 0
     let maxInflight = 0
+    // During the concurrent phase the origin answers once all 20 are in (or after 10 s: requests
+    // queued behind a leader never arrive together, and then maxInflight says so).
+    let hold: Promise<void> | undefined
+    let release!: () => void
     const { origin, node } = await setup((_req, res) => {
       inflight++
       maxInflight = Math.max(maxInflight, inflight)
-      setTimeout(() => {
+      if (inflight >= 20) release()
+      void (hold ?? Promise.resolve()).then(() => {
         inflight--
         res.writeHead(200, { 'cache-control': 'no-store' })
         res.end('fresh every time')
-      }, 100)
+      })
     })
     await (await node.get('/dynamic')).text()
     maxInflight = 0
+    hold = new Promise<void>((resolve) => (release = resolve))
+    const fallback = setTimeout(release, 10_000)
     const responses = await Promise.all(Array.from({ length: 20 }, () => node.get('/dynamic')))
+    clearTimeout(fallback)
     for (const r of responses) expect(await r.text()).toBe('fresh every time')
     expect(origin.count('/dynamic')).toBe(21)
     // All 20 went to the origin together instead of one leader first and then the rest.
