@@ -4,6 +4,7 @@
 
 import http from 'node:http'
 import { Hono } from 'hono'
+import type { AdminActions } from './admin/actions.ts'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
 import { createApp, createRequestListener, listen, localUrl, refuseInternalRoutes, startInternalListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
@@ -36,6 +37,10 @@ export interface RunningCaje {
   proxy: Proxy
   metrics: Metrics
   manifest: ManifestRuntime
+  /** The Hono app answering /_caje/* (its `routes` list every admin and internal route). */
+  app: Hono
+  /** What the admin asks of this node: its disk store, the manifest, populate and purge. */
+  actions: AdminActions
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
@@ -121,6 +126,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     clusterSecret: config.clusterSecret,
     log: manifestLog,
     metrics,
+    pollMs: config.purgePollMs,
   })
   const populator = createPopulator({
     readDb: () => manifest.readDb(),
@@ -228,6 +234,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     metrics,
     manifest,
+    app,
+    actions,
     demoOrigin,
     notices,
     close() {

@@ -10,6 +10,8 @@ describe('loadConfig', () => {
     expect(c.origin).toBeUndefined()
     expect(c.memoryCacheBytes).toBe(64 * 1024 * 1024)
     expect(c.rpId).toBe('localhost')
+    expect(c.purgePollMs).toBe(1000)
+    expect(loadConfig({ CAJE_PURGE_POLL_MS: '0' }).purgePollMs).toBe(0)
   })
 
   it('listens dual stack by default; CAJE_INTERNAL_LISTEN and CAJE_LITEFS_API are checked', () => {
@@ -45,6 +47,7 @@ describe('loadConfig', () => {
     [{ CAJE_MEMORY_CACHE_BYTES: 'lots' }, /^CAJE_MEMORY_CACHE_BYTES: "lots" is not a size/],
     [{ CAJE_CACHE_MAX_BYTES: '1MB', CAJE_MAX_OBJECT_BYTES: '2MB' }, /^CAJE_CACHE_MAX_BYTES: .* smaller than CAJE_MAX_OBJECT_BYTES/],
     [{ CAJE_ACCESS_LOG: 'maybe' }, /^CAJE_ACCESS_LOG: "maybe" is not a boolean/],
+    [{ CAJE_PURGE_POLL_MS: '-1' }, /^CAJE_PURGE_POLL_MS: -1 is out of range; set it to a number between 0 and 3600000/],
     [{ CAJE_LITEFS_DIR: '/litefs' }, /^CAJE_CLUSTER_SECRET: must be set when CAJE_LITEFS_DIR is set/],
     [{ CAJE_ADMIN_PASSWORD: 'short' }, /^CAJE_ADMIN_PASSWORD: is too short/],
     [{ CAJE_SITES: 'nonsense' }, /^CAJE_SITES: "nonsense" is not host=origin/],

@@ -47,6 +47,8 @@ export interface Config {
   internalUrl: string
   populateInterval: number
   populateConcurrency: number
+  /** How often this node reads the purge log, ms; 0: only when a peer nudges it (and at start). */
+  purgePollMs: number
   adminPassword: string | undefined
   allowPasswordLogin: boolean
   apiToken: string | undefined
@@ -337,6 +339,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     internalUrl: internalUrl.replace(/\/$/, ''),
     populateInterval: number('CAJE_POPULATE_INTERVAL', 300, 0, 7 * 24 * 3600),
     populateConcurrency: number('CAJE_POPULATE_CONCURRENCY', 4, 1, 64),
+    purgePollMs: number('CAJE_PURGE_POLL_MS', 1_000, 0, 3_600_000),
     adminPassword,
     allowPasswordLogin: flag('CAJE_ALLOW_PASSWORD_LOGIN', false),
     apiToken,

@@ -21,6 +21,11 @@ import { startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-supp
 const SECRET = 'cluster-secret-for-the-three-node-test'
 const TOKEN = 'api-token-for-the-three-node-test-0123456789'
 const HOST = 'cdn.test'
+/**
+ * The purge-log poll, slowed far beyond every wait in this file: a purge can
+ * only reach the other nodes in time through the nudge the purging node sends.
+ */
+const PURGE_POLL_MS = 600_000
 
 interface Node {
   name: string
@@ -136,6 +141,7 @@ describe('three caje nodes sharing one manifest', () => {
       CAJE_ACCESS_LOG: 'false',
       CAJE_POPULATE_INTERVAL: '0',
       CAJE_POPULATE_CONCURRENCY: '4',
+      CAJE_PURGE_POLL_MS: String(PURGE_POLL_MS),
       CAJE_SHUTDOWN_TIMEOUT_MS: '2000',
     }
     const envFor = async (i: number): Promise<Record<string, string>> => {
@@ -220,7 +226,8 @@ describe('three caje nodes sharing one manifest', () => {
     expect((await get(n2(), `/obj/${N - 1}`)).cacheStatus).toMatch(/^caje; hit/)
   })
 
-  it('a purge sent to node 3 (a replica) removes the object from all three nodes within 5 s', async () => {
+  // The nodes poll the purge log every 10 minutes: what arrives within 5 s came by the nudge.
+  it('a purge sent to node 3 (a replica) reaches all three nodes within 5 s, by the nudge, long before their poll', async () => {
     expect(await populate(n3(), 20_000)).toMatchObject({ failed: 0 })
     for (const n of nodes) expect(await diskHas(n, '/page'), n.name).toBe(1)
 
@@ -239,7 +246,7 @@ describe('three caje nodes sharing one manifest', () => {
     )
     const latency = Math.max(...Object.values(goneAt))
     console.log(`purge by URL via replica node3: gone from every node after ${latency} ms (${JSON.stringify(goneAt)})`)
-    expect(latency).toBeLessThan(5_000)
+    expect(latency).toBeLessThan(PURGE_POLL_MS / 100)
     await waitFor(async () => (await list(n1(), '/page')).manifest.total === 0, 'the manifest entry to go')
     const after = await get(n1(), '/page')
     expect(after.cacheStatus).toMatch(/fwd=uri-miss/)

@@ -125,10 +125,9 @@ describe('purge applier', () => {
     const a = applier(s, 'poller', { pollMs: 20 })
     a.start()
     await waitFor(() => a.lastApplied() !== undefined, 2000, 'the first pass')
-    const started = Date.now()
+    // Nothing but the poll applies purges recorded elsewhere (no nudge, no purge() here).
     await purge({ kind: 'url', value: 'https://ex.com/p' })
-    await waitFor(async () => (await keys(s)).length === 0, 2000, 'the poll to apply the purge')
-    expect(Date.now() - started).toBeLessThan(1000)
+    await waitFor(async () => (await keys(s)).length === 0, 10_000, 'the poll to apply the purge')
   })
 
   it('purge() applies here at once, records the purge, and nudges peers, which apply it without polling', async () => {
@@ -166,8 +165,8 @@ describe('purge applier', () => {
     expect(await keys(here)).toEqual([])
     expect(a.covers({ key: 'https://ex.com/t', url: 'https://ex.com/t', host: 'ex.com', tags: ['x'], storedAt: started })).toBe(true)
 
-    await waitFor(() => peerApplier.lastApplied() === 1, 3000, 'the nudged peer to apply the purge')
-    expect(Date.now() - started).toBeLessThan(1000)
+    // The peer does not poll (pollMs 0): only the nudge can make it apply the purge.
+    await waitFor(() => peerApplier.lastApplied() === 1, 10_000, 'the nudged peer to apply the purge')
     expect(await keys(there)).toEqual(['https://ex.com/u#'])
     // Only live peers are nudged, never this node itself.
     expect(nudged).toEqual([`${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`])
