@@ -10,9 +10,22 @@
 // go through the ManifestWriter (writer.ts), which sends them to the primary
 // when this node is a LiteFS replica.
 
-import { sql } from 'kysely'
+import { CompiledQuery, sql } from 'kysely'
 import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely'
 import type { Database, EntryRow, NodeRow, PurgeKind, PurgeRow } from './database.ts'
+import {
+  CLEAR_NODE_SQL,
+  COVERED_BY_PURGE_SQL,
+  DELETE_HOLDING_SQL,
+  MARK_PURGE_APPLIED_SQL,
+  UPSERT_ENTRY_SQL,
+  UPSERT_HOLDING_SQL,
+  UPSERT_NODE_SQL,
+  coveredParams,
+  entryParams,
+  holdingParams,
+  nodeParams,
+} from './statements.ts'
 
 type Db = Kysely<Database>
 
@@ -109,19 +122,7 @@ export async function inTransaction<T>(db: Db, fn: (trx: Db) => Promise<T>): Pro
 // ── nodes ───────────────────────────────────────────────────────────────
 
 export async function upsertNode(db: Db, node: NodeInfo, seenAt: number): Promise<void> {
-  await db
-    .insertInto('nodes')
-    .values({ id: node.id, region: node.region, internal_url: node.internalUrl, started_at: node.startedAt, last_seen_at: seenAt })
-    .onConflict((oc) =>
-      oc.column('id').doUpdateSet((eb) => ({
-        region: eb.ref('excluded.region'),
-        internal_url: eb.ref('excluded.internal_url'),
-        started_at: eb.ref('excluded.started_at'),
-        // A delayed heartbeat must not move last_seen_at backwards.
-        last_seen_at: sql<number>`max(nodes.last_seen_at, excluded.last_seen_at)`,
-      })),
-    )
-    .execute()
+  await db.executeQuery(CompiledQuery.raw(UPSERT_NODE_SQL, nodeParams(node, seenAt)))
 }
 
 export async function listNodes(db: Db): Promise<ClusterNode[]> {
@@ -147,37 +148,20 @@ function nodeFromRow(row: NodeRow): ClusterNode {
 
 // ── entries and holdings ───────────────────────────────────────────────
 
-/** nodeId now holds this variant. The entry's metadata follows the most recent store of it on any node. */
-export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): Promise<void> {
-  await inTransaction(db, async (trx) => {
-    await trx
-      .insertInto('entries')
-      .values(entryToRow(meta))
-      .onConflict((oc) =>
-        oc
-          .columns(['key', 'variant'])
-          .doUpdateSet((eb) => ({
-            host: eb.ref('excluded.host'),
-            url: eb.ref('excluded.url'),
-            status: eb.ref('excluded.status'),
-            size: eb.ref('excluded.size'),
-            content_type: eb.ref('excluded.content_type'),
-            stored_at: eb.ref('excluded.stored_at'),
-            stale_at: eb.ref('excluded.stale_at'),
-            delete_at: eb.ref('excluded.delete_at'),
-            tags: eb.ref('excluded.tags'),
-            vary_headers: eb.ref('excluded.vary_headers'),
-          }))
-          // Ops from different nodes arrive in any order: an older copy must not
-          // overwrite the freshness of a newer one.
-          .where((eb) => eb('entries.stored_at', '<=', eb.ref('excluded.stored_at'))),
-      )
-      .execute()
-    await trx
-      .insertInto('entry_nodes')
-      .values({ key: meta.key, variant: meta.variant, node_id: nodeId, stored_at: meta.storedAt })
-      .onConflict((oc) => oc.columns(['key', 'variant', 'node_id']).doUpdateSet((eb) => ({ stored_at: eb.ref('excluded.stored_at') })))
-      .execute()
+/**
+ * nodeId now holds this variant. The entry's metadata follows the most recent
+ * store of it on any node. Nothing is recorded when a purge already in the
+ * log covers it (stored before the purge, delivered after it): the node that
+ * stored it drops it when it applies that purge, without an op per entry.
+ * Resolves to whether it was recorded.
+ */
+export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): Promise<boolean> {
+  return inTransaction(db, async (trx) => {
+    const covered = await trx.executeQuery(CompiledQuery.raw(COVERED_BY_PURGE_SQL, coveredParams(meta)))
+    if (covered.rows.length > 0) return false
+    await trx.executeQuery(CompiledQuery.raw(UPSERT_ENTRY_SQL, entryParams(meta)))
+    await trx.executeQuery(CompiledQuery.raw(UPSERT_HOLDING_SQL, holdingParams(nodeId, meta)))
+    return true
   })
 }
 
@@ -187,13 +171,15 @@ export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): P
  * populate can still fetch it from the origin.
  */
 export async function recordDeleted(db: Db, nodeId: string, key: string, variant: string): Promise<boolean> {
-  const res = await db
-    .deleteFrom('entry_nodes')
-    .where('key', '=', key)
-    .where('variant', '=', variant)
-    .where('node_id', '=', nodeId)
-    .executeTakeFirst()
-  return Number(res.numDeletedRows) > 0
+  const res = await db.executeQuery(CompiledQuery.raw(DELETE_HOLDING_SQL, [key, variant, nodeId]))
+  return Number(res.numAffectedRows ?? 0) > 0
+}
+
+/** nodeId no longer holds any of these variants (it reconciled its disk with the manifest). */
+export async function forgetHoldings(db: Db, nodeId: string, entries: readonly { key: string; variant: string }[]): Promise<void> {
+  await inTransaction(db, async (trx) => {
+    for (const e of entries) await trx.executeQuery(CompiledQuery.raw(DELETE_HOLDING_SQL, [e.key, e.variant, nodeId]))
+  })
 }
 
 /** Every variant the manifest records nodeId as holding. */
@@ -203,8 +189,8 @@ export async function heldBy(db: Db, nodeId: string): Promise<Array<{ key: strin
 
 /** nodeId emptied its whole body cache (its "clear FS"). Resolves to how many holdings were dropped. */
 export async function recordNodeCleared(db: Db, nodeId: string): Promise<number> {
-  const res = await db.deleteFrom('entry_nodes').where('node_id', '=', nodeId).executeTakeFirst()
-  return Number(res.numDeletedRows)
+  const res = await db.executeQuery(CompiledQuery.raw(CLEAR_NODE_SQL, [nodeId]))
+  return Number(res.numAffectedRows ?? 0)
 }
 
 export interface ListManifestOptions {
@@ -381,9 +367,12 @@ export async function insertPurge(db: Db, purge: NewPurge): Promise<{ id: number
       const existing = await trx.selectFrom('purges').select('id').where('request_id', '=', purge.requestId).executeTakeFirstOrThrow()
       return { id: existing.id, inserted: false, removed: 0 }
     }
+    // Only what was stored before the purge: an entry stored later (by the
+    // clocks involved) is newer content, whatever order the ops arrive in.
     const res = await trx
       .deleteFrom('entries')
       .where((eb) => purgeCondition(eb, purge))
+      .where('entries.stored_at', '<=', purge.createdAt)
       .executeTakeFirst()
     return { id: inserted.id, inserted: true, removed: Number(res.numDeletedRows) }
   })
@@ -408,11 +397,7 @@ export async function latestPurgeId(db: Db): Promise<number> {
 
 /** nodeId has applied every purge up to purgeId. Never moves backwards (batches may be redelivered). */
 export async function markPurgeApplied(db: Db, nodeId: string, purgeId: number): Promise<void> {
-  await db
-    .updateTable('nodes')
-    .set({ last_purge_id: sql<number>`max(last_purge_id, ${purgeId})` })
-    .where('id', '=', nodeId)
-    .execute()
+  await db.executeQuery(CompiledQuery.raw(MARK_PURGE_APPLIED_SQL, [purgeId, nodeId]))
 }
 
 export async function lastAppliedPurge(db: Db, nodeId: string): Promise<number> {
@@ -474,23 +459,6 @@ function purgeFromRow(row: PurgeRow): Purge {
 }
 
 // ── row mapping ─────────────────────────────────────────────────────────
-
-function entryToRow(meta: EntryRecord) {
-  return {
-    key: meta.key,
-    variant: meta.variant,
-    host: meta.host,
-    url: meta.url,
-    status: meta.status,
-    size: meta.size,
-    content_type: meta.contentType,
-    stored_at: meta.storedAt,
-    stale_at: meta.staleAt,
-    delete_at: meta.deleteAt,
-    tags: JSON.stringify(meta.tags),
-    vary_headers: JSON.stringify(meta.varyHeaders),
-  }
-}
 
 function entryFromRow(row: EntryRow): EntryRecord {
   return {

@@ -17,7 +17,7 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { applyOps, isTransientDbError } from './ops.ts'
+import { applyOps, isTransientDbError, opWeight } from './ops.ts'
 import type { ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole, RoleSource } from './primary.ts'
 
@@ -326,7 +326,12 @@ export abstract class BatchWriter implements ManifestWriter {
   private runOnce(budgetMs?: number): Promise<void> {
     if (this.running) return this.running
     if (this.size() === 0 || this.stopped || (this.paused && !this.closing)) return Promise.resolve()
-    const batch = this.queue.slice(this.head, this.head + this.maxBatch)
+    // maxBatch bounds the batch's weight: an op naming many variants counts for each.
+    let end = this.head
+    for (let weight = 0; end < this.queue.length && (end === this.head || weight + opWeight(this.queue[end]!) <= this.maxBatch); end++) {
+      weight += opWeight(this.queue[end]!)
+    }
+    const batch = this.queue.slice(this.head, end)
     this.inFlight = batch.length
     const abort = new AbortController()
     this.abortInFlight = abort
