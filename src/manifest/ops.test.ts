@@ -64,6 +64,62 @@ describe('applyOps', () => {
     expect(await countEntries(db)).toBe(2)
     expect(lines.map((l) => l.msg)).toContain('manifest op dropped: it cannot be applied')
   })
+
+  it('records the same manifest through the prepared statements as through Kysely', async () => {
+    const ops: ManifestOp[] = [
+      ...sample.slice(0, 6),
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/3', storedAt: T + 5 }) },
+      { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/3', storedAt: T + 7, size: 9 }) },
+      // Older than what is recorded: the holding is kept, the metadata is not.
+      { type: 'stored', nodeId: 'c', entry: entry({ url: 'https://ex.com/3', storedAt: T + 6, size: 1 }) },
+      { type: 'holdings-forgotten', nodeId: 'b', entries: [{ key: 'https://ex.com/3', variant: '' }, { key: 'https://ex.com/nope', variant: '' }] },
+      { type: 'node-heartbeat', node: { id: 'a', region: 'ams', internalUrl: 'http://a:8080', startedAt: T }, at: T },
+    ]
+    const other = await freshManifest()
+    try {
+      expect(await applyOps(db, ops)).toEqual({ applied: ops.length, failed: 0 })
+      // Inside a caller's Kysely transaction there is no prepared path: every op goes through Kysely.
+      await other.db.transaction().execute((trx) => applyOps(trx, ops))
+      const snapshot = async (d: Kysely<Database>) => ({
+        entries: (await listManifest(d)).entries,
+        nodes: await listNodes(d),
+        purges: await purgesAfter(d, 0),
+      })
+      const fast = await snapshot(db)
+      expect(fast.entries.find((e) => e.url === 'https://ex.com/3')).toMatchObject({ size: 9, nodeIds: ['a', 'c'] })
+      expect(fast.nodes).toMatchObject([{ id: 'a', lastSeenAt: T + 1, lastPurgeId: 1 }])
+      expect(await snapshot(other.db)).toEqual(fast)
+    } finally {
+      await other.cleanup()
+    }
+  })
+
+  it('does not record a variant that a purge in the log already covers (stored before it, delivered after it)', async () => {
+    const purge: ManifestOp = { type: 'purge', purge: { requestId: 'p', kind: 'prefix', value: 'https://ex.com/a/', host: null, createdAt: T + 100, createdBy: 'x', nodeId: 'a' } }
+    await applyOps(db, [purge])
+    await applyOps(db, [
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/old', storedAt: T + 99 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/new', storedAt: T + 101 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/b/old', storedAt: T + 99 }) },
+    ])
+    expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/a/new', 'https://ex.com/b/old'])
+  })
+
+  it('lets the event loop turn while it applies a large batch', async () => {
+    const ops: ManifestOp[] = Array.from({ length: 20_000 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/many/${i}` }) }))
+    let turns = 0
+    let counting = true
+    const count = () => {
+      turns++
+      if (counting) setImmediate(count)
+    }
+    setImmediate(count)
+    expect(await applyOps(db, ops)).toEqual({ applied: ops.length, failed: 0 })
+    counting = false
+    expect(await countEntries(db)).toBe(ops.length)
+    // One synchronous pass would let the loop turn about once; a pause every few ms lets it turn many times.
+    expect(turns).toBeGreaterThan(5)
+  })
 })
 
 describe('writeWhenFree', () => {
