@@ -12,7 +12,8 @@
 //                    in X-Caje-Meta-Bytes), followed by the stored body; 404
 //                    when this node does not hold it (any more)
 //   POST /purge-nudge
-//                    a peer recorded a purge: apply pending purges now
+//                    a peer recorded a purge: apply it (sent as {"purge": {...}})
+//                    and any other pending purges now
 
 import { Readable } from 'node:stream'
 import { Hono } from 'hono'
@@ -27,6 +28,7 @@ import type { ManifestLog } from './log.ts'
 import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts'
 import type { ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole } from './primary.ts'
+import type { NewPurge } from './repositories.ts'
 
 export const INTERNAL_BASE_PATH = '/_caje/internal'
 
@@ -44,8 +46,8 @@ export interface InternalAppDeps {
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
   store?: Pick<CacheStore, 'variants' | 'read'>
-  /** A peer recorded a purge (POST /purge-nudge): apply pending purges now. Must not throw. */
-  onPurgeNudge?: () => void
+  /** A peer recorded a purge (POST /purge-nudge, with the purge when the peer sent it): apply it now. Must not throw. */
+  onPurgeNudge?: (purge?: NewPurge) => void
   /** Largest accepted request body. */
   maxBodyBytes?: number
   log?: ManifestLog
@@ -146,8 +148,24 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
     return new Response(Readable.toWeb(stream) as unknown as ReadableStream, { status: 200, headers })
   })
 
-  app.post('/purge-nudge', (c) => {
-    deps.onPurgeNudge?.()
+  app.post('/purge-nudge', bodyLimit({ maxSize: 64 * 1024, onError: (c) => c.json({ error: 'a purge nudge is one purge; body too large' }, 413) }), async (c) => {
+    const text = await c.req.text()
+    let purge: NewPurge | undefined
+    // An empty body is the nudge of an older version: "read the log now".
+    if (text.trim() !== '') {
+      let body: unknown
+      try {
+        body = JSON.parse(text)
+      } catch {
+        return c.json({ error: 'body is not valid JSON; send {"purge": {...}} or nothing' }, 400)
+      }
+      const sent = typeof body === 'object' && body !== null ? (body as { purge?: unknown }).purge : undefined
+      const parsed = parseOps({ ops: [{ type: 'purge', purge: sent }] })
+      if (!parsed.ok) return c.json({ error: parsed.error.replace(/^ops\[0\]: /, '') }, 400)
+      const op = parsed.ops[0]!
+      if (op.type === 'purge') purge = op.purge
+    }
+    deps.onPurgeNudge?.(purge)
     return c.json({ ok: true }, 202)
   })
 
