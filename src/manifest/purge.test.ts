@@ -170,8 +170,9 @@ describe('purge applier', () => {
     await waitFor(() => peerApplier.lastApplied() === 1, 3000, 'the nudged peer to apply the purge')
     expect(Date.now() - started).toBeLessThan(1000)
     expect(await keys(there)).toEqual(['https://ex.com/u#'])
-    // Only live peers are nudged, never this node itself.
-    expect(nudged).toEqual([`${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`])
+    // Only live peers are nudged, never this node itself: at once with the purge, and again once it is in the log.
+    await waitFor(() => nudged.length === 2, 3000, 'the second nudge')
+    expect(nudged).toEqual([`${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`, `${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`])
     // The purge is in the manifest's log, and its entry is gone from the manifest.
     expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/u'])
     // When it shows up in the log, this node does not apply (or count) it a second time.

@@ -194,18 +194,18 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
    * every op queued before the purge). A peer that misses the nudge applies
    * the purge from the log at its next poll.
    */
-  async function nudgePeers(purge: NewPurge): Promise<void> {
+  async function nudgePeers(purge: NewPurge | undefined): Promise<void> {
     const secret = options.clusterSecret
     if (!secret) return
     const t = now()
     const peers = (await listNodes(options.readDb())).filter((n) => n.id !== options.nodeId && n.lastSeenAt >= t - PEER_MAX_SILENCE_MS)
-    const body = JSON.stringify({ purge })
+    const body = purge ? JSON.stringify({ purge }) : undefined
     await Promise.all(
       peers.map(async (peer) => {
         try {
           const res = await fetchImpl(`${peer.internalUrl.replace(/\/+$/, '')}${PURGE_NUDGE_PATH}`, {
             method: 'POST',
-            headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId, 'content-type': 'application/json' },
+            headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId, ...(body ? { 'content-type': 'application/json' } : {}) },
             body,
             signal: AbortSignal.any([abort.signal, AbortSignal.timeout(nudgeTimeoutMs)]),
             redirect: 'manual',
@@ -217,6 +217,21 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
         }
       }),
     )
+  }
+
+  /**
+   * Nudge the peers twice: at once with the purge (they apply it now), and
+   * again once it is in the manifest, so they read the log and record their
+   * progress without waiting for their poll.
+   */
+  async function announce(purge: NewPurge): Promise<void> {
+    try {
+      await nudgePeers(purge)
+      await Promise.race([options.writer.flush({ timeoutMs: 30_000 }), aborted])
+      if (!abort.signal.aborted) await nudgePeers(undefined)
+    } catch (err) {
+      log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
+    }
   }
 
   return {
@@ -231,13 +246,7 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
         nodeId: options.nodeId,
       }
       options.writer.submit({ type: 'purge', purge })
-      if (!closed) {
-        track(
-          nudgePeers(purge).catch((err: unknown) => {
-            log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
-          }),
-        )
-      }
+      if (!closed) track(announce(purge))
       const removed = await applyHere(purge)
       log('info', 'purge requested', { kind: purge.kind, value: purge.value, host: purge.host, removed })
       return { removed }
