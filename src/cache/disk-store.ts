@@ -18,7 +18,7 @@ import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing,
 import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
 import { type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
-import { KeyedSerial, SharedExclusiveGate } from './serial.ts'
+import { KeyedSerial, Limiter, SharedExclusiveGate } from './serial.ts'
 import type {
   ByteRange,
   CacheStore,
@@ -71,6 +71,10 @@ const OPEN_FILES = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */
 const COMPACT_AFTER_LINES = 8
+/** File removals in flight at once: enough to keep a disk busy, few enough to leave libuv's threads to reads and commits. */
+const REMOVAL_CONCURRENCY = 8
+/** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
+const YIELD_EVERY_MS = 4
 
 type DeleteReason = Extract<StoreEvent, { type: 'deleted' }>['reason']
 
@@ -174,6 +178,8 @@ class CacacheDiskStore implements DiskStore {
   readonly #entryOps = new KeyedSerial()
   readonly #contentOps = new KeyedSerial()
   readonly #gate = new SharedExclusiveGate()
+  /** File removals (index buckets, content files) in flight at most; see Limiter. */
+  readonly #removals = new Limiter(REMOVAL_CONCURRENCY)
   readonly #files: OpenFiles
   /** Background work close() must wait for. Every tracked promise resolves; failures are logged where they happen. */
   readonly #inflight = new Set<Promise<unknown>>()
@@ -490,7 +496,7 @@ class CacacheDiskStore implements DiskStore {
       await this.#entryOps.run(id, () =>
         this.#gate.shared(async () => {
           // A commit queued before this removal may have stored the entry again: keep its bucket.
-          if (!this.#index.get(id)) await removeIndex(this.dir, id, { removeFully: true })
+          if (!this.#index.get(id)) await this.#removals.run(() => removeIndex(this.dir, id, { removeFully: true }))
         }),
       )
     } catch (error) {
@@ -519,7 +525,7 @@ class CacacheDiskStore implements DiskStore {
     this.#files.forget(content.path)
     const removal = this.#gate.shared(() =>
       this.#contentOps.run(content.path, async () => {
-        if (!this.#contents.has(content.path)) await rm(content.path, { force: true })
+        if (!this.#contents.has(content.path)) await this.#removals.run(() => rm(content.path, { force: true }))
       }),
     )
     this.#track(
@@ -546,10 +552,25 @@ class CacacheDiskStore implements DiskStore {
     return records.length
   }
 
+  /**
+   * One pass over the index decides (a predicate that throws leaves the store
+   * untouched), then the matches are dropped from the index, a few
+   * milliseconds' worth per turn of the event loop so a purge of 10,000
+   * entries never stalls the requests being served. Resolves once none of
+   * them is served any more; their files are removed in the background, a
+   * few at a time (close() waits for them).
+   */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
-    // Decide first, drop after: a predicate that throws leaves the store untouched.
-    const matches = [...this.#index.values()].filter((record) => predicate(record.meta))
-    await Promise.all(matches.map((record) => this.#drop(record, reason)))
+    const matches: IndexRecord[] = []
+    for (const record of this.#index.values()) if (predicate(record.meta)) matches.push(record)
+    let turnStarted = performance.now()
+    for (const record of matches) {
+      void this.#drop(record, reason)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        turnStarted = performance.now()
+      }
+    }
     return matches.length
   }
 

@@ -1,4 +1,4 @@
-// Two small ordering tools for the disk store's file operations.
+// Small ordering tools for the disk store's file operations.
 
 const settled = (): void => {}
 
@@ -59,6 +59,48 @@ export class SharedExclusiveGate {
     } finally {
       this.#exclusive = undefined
       release()
+    }
+  }
+}
+
+/**
+ * At most `limit` tasks at a time; the rest wait their turn in call order.
+ * A purge or eviction of 10,000 entries is 20,000 file removals: started all
+ * at once they queue in libuv's four threads behind every read and commit and
+ * keep the event loop busy settling them; a few at a time, they drain in the
+ * background while the node serves.
+ */
+export class Limiter {
+  readonly #limit: number
+  #running = 0
+  readonly #waiting: (() => void)[] = []
+  #head = 0
+
+  constructor(limit: number) {
+    this.#limit = Math.max(1, Math.floor(limit))
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#running >= this.#limit) await new Promise<void>((resolve) => this.#waiting.push(resolve))
+    else this.#running++
+    try {
+      return await task()
+    } finally {
+      const next = this.#waiting[this.#head]
+      if (next) {
+        // The slot passes straight to the next task: #running stays the same.
+        this.#head++
+        if (this.#head === this.#waiting.length) {
+          this.#waiting.length = 0
+          this.#head = 0
+        } else if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
+          this.#waiting.splice(0, this.#head)
+          this.#head = 0
+        }
+        next()
+      } else {
+        this.#running--
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 // Purges and reconciliation at scale: what one purge or one restart costs
 // the manifest, with real SQLite files, real disk stores and real sockets.
 
+import fs from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import path from 'node:path'
@@ -88,6 +89,18 @@ describe('purges and reconciliation at scale', () => {
     // The one purge op removed the entries (and their holdings) from the manifest.
     expect((await listManifest(db, { limit: 1000 })).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/keep/0', 'https://ex.com/keep/1', 'https://ex.com/keep/2'])
     expect((await heldBy(db, 'n1')).length).toBe(3)
+  })
+
+  it('drops a thousand entries from the index at once and removes their files in the background', async () => {
+    const s = await store('bulk')
+    await fillMany(s, '/bulk/', 1000, Date.now() - 1000)
+    expect(await s.deleteWhere((m) => m.url.includes('/bulk/'))).toBe(1000)
+    expect(s.stats().entries).toBe(0)
+    expect(await s.read('https://ex.com/bulk/7', '')).toBeUndefined()
+    // close() waits for the background removals: nothing is left on disk but the (empty) layout.
+    await s.close()
+    const left = await fs.readdir(path.join(dir, 'bulk', 'content-v2'), { recursive: true, withFileTypes: true }).catch(() => [])
+    expect(left.filter((e) => e.isFile())).toEqual([])
   })
 
   it('sends the purge to peers at once: they apply it while the purging node has not yet delivered its queue', async () => {
