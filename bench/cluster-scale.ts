@@ -351,7 +351,12 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     120_000,
     200,
   )
+  // The same probes on the idle cluster first: what the shared machine costs a probe anyway.
+  const idle = probeHealth(cluster.nodes)
+  await new Promise((r) => setTimeout(r, 1000))
+  const idleWorst = await idle.stop()
   const probes = probeHealth(cluster.nodes)
+  const window = profileWindow('purge')
   const t0 = performance.now()
   const missAt: (number | undefined)[] = cluster.nodes.map(() => undefined)
   const watchers = cluster.nodes.map(async (node, i) => {
@@ -372,12 +377,27 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     }),
   )
   const worst = await probes.stop()
+  window.end()
   if (purged.status !== 200) throw new Error(`purge answered ${purged.status}: ${JSON.stringify(purged.json)}`)
   return {
     purgeRequestMs: Math.round(purgeMs),
     firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
     allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
     healthWorstMs: Math.round(Math.max(...worst)),
+    healthIdleWorstMs: Math.round(Math.max(...idleWorst)),
+  }
+}
+
+/**
+ * Print a scenario's span on the monotonic clock V8's profiler stamps its
+ * samples with (microseconds), so a --cpu-prof profile can be cut to it.
+ */
+function profileWindow(name: string): { end(): void } {
+  const start = process.hrtime.bigint() / 1000n
+  return {
+    end() {
+      console.log(`profile window ${name}: ${start} ${process.hrtime.bigint() / 1000n}`)
+    },
   }
 }
 
@@ -402,6 +422,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
   const before = cluster.originRequests()
   const node = cluster.nodes[2]!
   const probes = probeHealth(cluster.nodes)
+  const window = profileWindow('populate')
   const t0 = performance.now()
   const started = await admin<{ started: boolean }>(node, '/_caje/populate', { method: 'POST', body: {} })
   if (started.status !== 202) throw new Error(`populate answered ${started.status}`)
@@ -417,6 +438,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
   )
   const seconds = (performance.now() - t0) / 1000
   const worst = await probes.stop()
+  window.end()
   const s = status as unknown as { done: number; failed: number }
   return {
     objectsPerSecond: Math.round(s.done / seconds),
