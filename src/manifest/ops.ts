@@ -190,7 +190,7 @@ function applyHot(hot: HotStatements, op: ManifestOp): boolean {
  * 503 retry), so not waiting here loses nothing. Writes that a person waits
  * for go through writeWhenFree, which retries this with timers.
  */
-async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+export async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
   return inTransaction(db, async (trx) => {
     const previous = (await sql<{ timeout: number }>`PRAGMA busy_timeout`.execute(trx)).rows[0]?.timeout ?? 5000
     await sql`PRAGMA busy_timeout = 0`.execute(trx)

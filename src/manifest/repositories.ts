@@ -11,7 +11,7 @@
 // when this node is a LiteFS replica.
 
 import { CompiledQuery, sql } from 'kysely'
-import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely'
+import type { Expression, ExpressionBuilder, Kysely, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { Database, EntryRow, NodeRow, PurgeKind, PurgeRow } from './database.ts'
 import {
   CLEAR_NODE_SQL,
@@ -26,6 +26,7 @@ import {
   holdingParams,
   nodeParams,
 } from './statements.ts'
+import { MIN_INDEXED_FILTER, candidateRowids, clearSearchIndex } from './search.ts'
 
 type Db = Kysely<Database>
 
@@ -201,19 +202,44 @@ export interface ListManifestOptions {
   nodeId?: string
   offset?: number
   limit?: number
+  /**
+   * Keyset paging: the page after this cursor (a previous page's
+   * nextCursor); offset is ignored. A deep page costs as little as the first.
+   */
+  cursor?: string
 }
 
-/** One page of entries, newest first, each with the nodes holding it. Two statements, whatever the page size. */
-export async function listManifest(db: Db, options: ListManifestOptions = {}): Promise<{ total: number; entries: ListedEntry[] }> {
+export interface ManifestPage {
+  /** Matching entries; with a filter, counted up to FILTER_COUNT_CAP (see totalIsLowerBound). */
+  total: number
+  /** True when a filter matches more than FILTER_COUNT_CAP entries: there are at least `total`. */
+  totalIsLowerBound: boolean
+  entries: ListedEntry[]
+  /** Pass as `cursor` for the next page; undefined on the last page. */
+  nextCursor: string | undefined
+}
+
+/**
+ * A filtered list counts its matches up to this many. Counting all of a
+ * common substring's matches among a million entries takes longer than the
+ * page itself; "10,000+" says as much.
+ */
+export const FILTER_COUNT_CAP = 10_000
+
+/**
+ * One page of entries, newest first, each with the nodes holding it.
+ *
+ * A filter of three characters or more finds its candidates through the
+ * trigram index (search.ts). When they are few (up to FILTER_COUNT_CAP) the
+ * page is sorted from them; when they are many, matches are dense, and
+ * walking the stored_at index until the page is full is faster than sorting
+ * them. Every path costs a few milliseconds at a million entries.
+ */
+export async function listManifest(db: Db, options: ListManifestOptions = {}): Promise<ManifestPage> {
   const limit = clampInt(options.limit ?? 50, 1, 1000)
-  const offset = clampInt(options.offset ?? 0, 0, Number.MAX_SAFE_INTEGER)
+  const cursor = options.cursor ? decodeCursor(options.cursor) : undefined
+  const offset = cursor ? 0 : clampInt(options.offset ?? 0, 0, Number.MAX_SAFE_INTEGER)
   let base = db.selectFrom('entries as e')
-  const filter = options.filter?.trim()
-  if (filter) {
-    const pattern = `%${escapeLike(filter)}%`
-    // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
-    base = base.where((eb) => eb.or([sql<SqlBool>`e.url like ${pattern} escape '\\'`, sql<SqlBool>`e.key like ${pattern} escape '\\'`]))
-  }
   if (options.host) base = base.where('e.host', '=', options.host)
   const nodeId = options.nodeId
   if (nodeId) {
@@ -228,8 +254,25 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
       ),
     )
   }
+  let total: number
+  let totalIsLowerBound = false
+  const filter = options.filter?.trim()
+  if (filter) {
+    const pattern = `%${escapeLike(filter)}%`
+    // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
+    const matching = base.where((eb) => eb.or([sql<SqlBool>`e.url like ${pattern} escape '\\'`, sql<SqlBool>`e.key like ${pattern} escape '\\'`]))
+    const indexed = filter.length >= MIN_INDEXED_FILTER ? matching.where(sql<SqlBool>`e.rowid in ${candidateRowids(filter)}`) : matching
+    const counted = await countUpTo(db, indexed, FILTER_COUNT_CAP + 1)
+    totalIsLowerBound = counted > FILTER_COUNT_CAP
+    total = Math.min(counted, FILTER_COUNT_CAP)
+    base = totalIsLowerBound ? matching : indexed
+  } else {
+    total = Number((await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()).total)
+  }
+  if (cursor) {
+    base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.key', 'e.variant'), '<', eb.tuple(cursor.storedAt, cursor.key, cursor.variant)))
+  }
 
-  const { total } = await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()
   // Find the page's rowids first: without a filter that walks the
   // (stored_at, key, variant) index only, so a deep OFFSET skips index
   // entries rather than whole rows. Then fetch just those rows.
@@ -257,10 +300,53 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
     .orderBy('e.variant', 'desc')
     .execute()
 
+  const entries = rows.map((row) => ({ ...entryFromRow(row), nodeIds: parseJson<string[]>(row.node_ids, []).sort() }))
+  const last = entries[entries.length - 1]
   return {
-    total: Number(total),
-    entries: rows.map((row) => ({ ...entryFromRow(row), nodeIds: parseJson<string[]>(row.node_ids, []).sort() })),
+    total,
+    totalIsLowerBound,
+    entries,
+    nextCursor: last && entries.length === limit ? encodeCursor({ storedAt: last.storedAt, key: last.key, variant: last.variant }) : undefined,
   }
+}
+
+interface ListCursor {
+  storedAt: number
+  key: string
+  variant: string
+}
+
+function encodeCursor(c: ListCursor): string {
+  return Buffer.from(JSON.stringify([c.storedAt, c.key, c.variant]), 'utf8').toString('base64url')
+}
+
+/** A cursor this code did not make is a client error, said as such. */
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('the list cursor is not valid: use the nextCursor of a previous page, or leave it out for the first page')
+    this.name = 'InvalidCursorError'
+  }
+}
+
+function decodeCursor(text: string): ListCursor {
+  let v: unknown
+  try {
+    v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'))
+  } catch {
+    throw new InvalidCursorError()
+  }
+  if (!Array.isArray(v) || v.length !== 3 || !Number.isSafeInteger(v[0]) || typeof v[1] !== 'string' || typeof v[2] !== 'string') throw new InvalidCursorError()
+  return { storedAt: v[0] as number, key: v[1] as string, variant: v[2] as string }
+}
+
+/** count(*) of a query's rows, stopping at `cap`. */
+async function countUpTo(db: Db, query: SelectQueryBuilder<Database & { e: Database['entries'] }, 'e', object>, cap: number): Promise<number> {
+  const limited = query.select(sql<number>`1`.as('one')).limit(cap)
+  const row = await db
+    .selectFrom(limited.as('c'))
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow()
+  return Number(row.n)
 }
 
 export interface MissingOptions {
@@ -330,6 +416,7 @@ export async function clearManifest(db: Db): Promise<number> {
   return inTransaction(db, async (trx) => {
     await trx.deleteFrom('entry_nodes').execute()
     const res = await trx.deleteFrom('entries').executeTakeFirst()
+    await clearSearchIndex(trx)
     return Number(res.numDeletedRows)
   })
 }

@@ -18,6 +18,7 @@ import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { applyOps, isTransientDbError, opWeight } from './ops.ts'
+import { indexQueued } from './search.ts'
 import type { ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole, RoleSource } from './primary.ts'
 
@@ -437,6 +438,8 @@ export class DirectWriter extends BatchWriter {
   private readonly label: string | undefined
   private prepare: (() => Promise<void>) | undefined
   private readonly onRelease: (() => Promise<void> | void) | undefined
+  private indexing: Promise<void> | undefined
+  private released = false
 
   constructor(options: DirectWriterOptions) {
     super({ maxBatch: 1000, ...options })
@@ -456,7 +459,9 @@ export class DirectWriter extends BatchWriter {
         await this.prepare()
         this.prepare = undefined
       }
-      return { kind: 'ok', result: await applyOps(this.db, batch, this.log) }
+      const result = await applyOps(this.db, batch, this.log)
+      this.indexInBackground()
+      return { kind: 'ok', result }
     } catch (err) {
       // Locked or read-only (LiteFS just demoted us) passes; keep the ops.
       if (isTransientDbError(err) || this.prepare) return { kind: 'retry', error: describeError(err) }
@@ -464,7 +469,28 @@ export class DirectWriter extends BatchWriter {
     }
   }
 
+  /**
+   * Bring the URL search index up to date (search.ts) after the batches
+   * that changed it: in chunks of a few ms, never more than one run at a
+   * time, and never on the batch's own path.
+   */
+  private indexInBackground(): void {
+    if (this.indexing || this.released) return
+    this.indexing = (async () => {
+      try {
+        while (!this.released && (await indexQueued(this.db))) await sleep(10)
+      } catch (err) {
+        // Busy (another node's transaction), read-only (demoted): the next batch tries again.
+        if (!isTransientDbError(err)) this.log('warn', 'indexing entry URLs for the admin filter failed; will retry after the next batch', { error: describeError(err) })
+      } finally {
+        this.indexing = undefined
+      }
+    })()
+  }
+
   protected override async release(): Promise<void> {
+    this.released = true
+    await this.indexing
     try {
       await this.onRelease?.()
     } catch (err) {
