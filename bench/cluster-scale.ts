@@ -450,7 +450,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
 }
 
 /** Bulk-load entries straight into the manifest file (as if stored by the three nodes), then time the admin list. */
-async function seedManifest(dbPath: string, entries: number): Promise<void> {
+async function seedManifest(dbPath: string, entries: number): Promise<{ now: number; keyOf: (i: number) => string }> {
   const sqlite = new SQLite(dbPath)
   sqlite.pragma('busy_timeout = 10000')
   const now = Date.now()
@@ -460,12 +460,14 @@ async function seedManifest(dbPath: string, entries: number): Promise<void> {
   )
   const holding = sqlite.prepare(`insert or ignore into entry_nodes (key, variant, node_id, stored_at) values (?, '', ?, ?)`)
   const sections = ['blog', 'assets', 'img', 'docs', 'api', 'shop', 'news', 'video']
+  const urlOf = (i: number) => `https://${HOST}/${sections[i % sections.length]}/${i.toString(36)}/page-${i}.html`
+  const keyOf = (i: number) => `${HOST}${urlOf(i).slice(8 + HOST.length)}`
   const chunk = 20_000
   for (let start = 0; start < entries; start += chunk) {
     sqlite.transaction(() => {
       for (let i = start; i < Math.min(entries, start + chunk); i++) {
-        const url = `https://${HOST}/${sections[i % sections.length]}/${i.toString(36)}/page-${i}.html`
-        const key = `${HOST}${url.slice(8 + HOST.length)}`
+        const url = urlOf(i)
+        const key = keyOf(i)
         entry.run(key, HOST, url, now - i, now + 3_600_000, now + 7_200_000)
         holding.run(key, `node${(i % 3) + 1}`, now - i)
       }
@@ -474,11 +476,27 @@ async function seedManifest(dbPath: string, entries: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 5))
   }
   sqlite.close()
+  return { now, keyOf }
 }
 
-async function scenarioList(cluster: Cluster, entries: number): Promise<Record<string, number>> {
+/** Wait for the primary's writer to index the seeded URLs for the filter; resolves to rows indexed per second. */
+async function waitForSearchIndex(dbPath: string, entries: number): Promise<number> {
+  const sqlite = new SQLite(dbPath, { readonly: true })
+  const t0 = performance.now()
+  try {
+    const queued = sqlite.prepare('select count(*) from entries_search_queue').pluck()
+    await waitFor(() => (queued.get() as number) === 0, 'the search index to catch up', 30 * 60_000, 500)
+  } finally {
+    sqlite.close()
+  }
+  return Math.round(entries / ((performance.now() - t0) / 1000))
+}
+
+async function scenarioList(cluster: Cluster, entries: number, seeded: { now: number; keyOf: (i: number) => string }): Promise<Record<string, number>> {
   const node = cluster.nodes[1]!
   const probes = probeHealth(cluster.nodes)
+  const deep = Math.max(0, entries - 100)
+  const deepCursor = Buffer.from(JSON.stringify([seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
   const time = async (q: string) => {
     const samples: number[] = []
     for (let i = 0; i < 5; i++) {
@@ -492,7 +510,8 @@ async function scenarioList(cluster: Cluster, entries: number): Promise<Record<s
     firstPageMs: await time('limit=50'),
     filterRareMs: await time(`filter=${encodeURIComponent(`page-${entries - 7}.html`)}&limit=50`),
     filterCommonMs: await time(`filter=${encodeURIComponent('/blog/')}&limit=50`),
-    deepPageMs: await time(`limit=50&manifest=${Math.max(0, entries - 100)}`),
+    deepPageOffsetMs: await time(`limit=50&manifest=${Math.max(0, entries - 100)}`),
+    deepPageCursorMs: await time(`limit=50&manifest_cursor=${deepCursor}`),
   }
   const worst = await probes.stop()
   return { ...result, healthWorstMs: Math.round(Math.max(...worst)) }
@@ -599,9 +618,12 @@ async function main(): Promise<void> {
         print(`populate (${options.objects} objects into node 3)`, runs)
       }
       if (options.scenarios.has('list')) {
-        await seedManifest(cluster.nodes[0]!.env.CAJE_DATABASE_PATH!, options.entries)
+        const dbPath = cluster.nodes[0]!.env.CAJE_DATABASE_PATH!
+        const seeded = await seedManifest(dbPath, options.entries)
+        const indexRate = await waitForSearchIndex(dbPath, options.entries)
+        console.log(`search index caught up with ${options.entries} seeded entries at ${indexRate} rows/s`)
         const runs = []
-        for (let r = 0; r < options.runs; r++) runs.push(await scenarioList(cluster, options.entries))
+        for (let r = 0; r < options.runs; r++) runs.push({ ...(await scenarioList(cluster, options.entries, seeded)), indexRowsPerSecond: indexRate })
         print(`list (${options.entries} manifest entries)`, runs)
       }
     } catch (err) {

@@ -10,6 +10,8 @@
 
 import { CompiledQuery, sql } from 'kysely'
 import type { Kysely, RawBuilder } from 'kysely'
+import type SQLite from 'better-sqlite3'
+import { sqliteHandleOf } from './database.ts'
 import type { Database } from './database.ts'
 import { withoutBusyWait } from './ops.ts'
 
@@ -28,33 +30,74 @@ export const MIN_INDEXED_FILTER = 3
  * change twice, which FTS5 would not survive.
  */
 export async function indexQueued(db: Db, maxRows = 2000): Promise<boolean> {
+  const sqlite = sqliteHandleOf(db)
   let done = 0
   while (done < maxRows) {
     const count = await withoutBusyWait(db, async (trx) => {
-      const rows = (
-        await trx.executeQuery<{ rid: number; old_url: string | null; old_key: string | null; url: string | null; key: string | null }>(
-          CompiledQuery.raw(
-            'select q.rid, q.old_url, q.old_key, e.url, e.key from entries_search_queue q left join entries e on e.rowid = q.rid order by q.rid limit ?',
-            [CHUNK],
-          ),
-        )
-      ).rows
-      for (const row of rows) {
-        if (row.old_url !== null) {
-          await trx.executeQuery(
-            CompiledQuery.raw(`insert into entries_search (entries_search, rowid, url, key) values ('delete', ?, ?, ?)`, [row.rid, row.old_url, row.old_key]),
-          )
-        }
-        if (row.url !== null) await trx.executeQuery(CompiledQuery.raw('insert into entries_search (rowid, url, key) values (?, ?, ?)', [row.rid, row.url, row.key]))
-        await trx.executeQuery(CompiledQuery.raw('delete from entries_search_queue where rid = ?', [row.rid]))
-      }
-      return rows.length
+      if (sqlite) return indexChunk(preparedIndexer(sqlite))
+      // A handle not opened by openDatabase (or a caller's transaction): the same statements through Kysely.
+      return indexChunk({
+        next: async () => (await trx.executeQuery<QueueRow>(CompiledQuery.raw(NEXT_SQL, [CHUNK]))).rows,
+        remove: async (rid, url, key) => void (await trx.executeQuery(CompiledQuery.raw(REMOVE_SQL, [rid, url, key]))),
+        add: async (rid, url, key) => void (await trx.executeQuery(CompiledQuery.raw(ADD_SQL, [rid, url, key]))),
+        dequeue: async (rid) => void (await trx.executeQuery(CompiledQuery.raw(DEQUEUE_SQL, [rid]))),
+      })
     })
     done += count
     if (count < CHUNK) return false
     await new Promise<void>((resolve) => setImmediate(resolve))
   }
   return true
+}
+
+interface QueueRow {
+  rid: number
+  old_url: string | null
+  old_key: string | null
+  url: string | null
+  key: string | null
+}
+
+const NEXT_SQL = 'select q.rid, q.old_url, q.old_key, e.url, e.key from entries_search_queue q left join entries e on e.rowid = q.rid order by q.rid limit ?'
+const REMOVE_SQL = `insert into entries_search (entries_search, rowid, url, key) values ('delete', ?, ?, ?)`
+const ADD_SQL = 'insert into entries_search (rowid, url, key) values (?, ?, ?)'
+const DEQUEUE_SQL = 'delete from entries_search_queue where rid = ?'
+
+interface Indexer {
+  next(): QueueRow[] | Promise<QueueRow[]>
+  remove(rid: number, url: string, key: string | null): void | Promise<void>
+  add(rid: number, url: string, key: string | null): void | Promise<void>
+  dequeue(rid: number): void | Promise<void>
+}
+
+/** One chunk of the queue into the index; resolves to the rows handled. */
+async function indexChunk(ix: Indexer): Promise<number> {
+  const rows = await ix.next()
+  for (const row of rows) {
+    if (row.old_url !== null) await ix.remove(row.rid, row.old_url, row.old_key)
+    if (row.url !== null) await ix.add(row.rid, row.url, row.key)
+    await ix.dequeue(row.rid)
+  }
+  return rows.length
+}
+
+const indexers = new WeakMap<SQLite.Database, Indexer>()
+
+function preparedIndexer(sqlite: SQLite.Database): Indexer {
+  let ix = indexers.get(sqlite)
+  if (ix) return ix
+  const next = sqlite.prepare(NEXT_SQL)
+  const remove = sqlite.prepare(REMOVE_SQL)
+  const add = sqlite.prepare(ADD_SQL)
+  const dequeue = sqlite.prepare(DEQUEUE_SQL)
+  ix = {
+    next: () => next.all(CHUNK) as QueueRow[],
+    remove: (rid, url, key) => void remove.run(rid, url, key),
+    add: (rid, url, key) => void add.run(rid, url, key),
+    dequeue: (rid) => void dequeue.run(rid),
+  }
+  indexers.set(sqlite, ix)
+  return ix
 }
 
 /** Changes not yet indexed (0 once the writer has caught up). */
