@@ -195,7 +195,7 @@ export async function recordNodeCleared(db: Db, nodeId: string): Promise<number>
 }
 
 export interface ListManifestOptions {
-  /** Case-insensitive substring of the URL or key; empty matches everything. */
+  /** Case-insensitive substring of the URL; empty matches everything. */
   filter?: string
   host?: string
   /** Only entries this node holds. */
@@ -260,7 +260,7 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
   if (filter) {
     const pattern = `%${escapeLike(filter)}%`
     // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
-    const matching = base.where((eb) => eb.or([sql<SqlBool>`e.url like ${pattern} escape '\\'`, sql<SqlBool>`e.key like ${pattern} escape '\\'`]))
+    const matching = base.where(sql<SqlBool>`e.url like ${pattern} escape '\\'`)
     const indexed = filter.length >= MIN_INDEXED_FILTER ? matching.where(sql<SqlBool>`e.rowid in ${candidateRowids(filter)}`) : matching
     const counted = await countUpTo(db, indexed, FILTER_COUNT_CAP + 1)
     totalIsLowerBound = counted > FILTER_COUNT_CAP

@@ -1,4 +1,4 @@
-// The admin list's URL filter at a million entries: a trigram index of URLs and keys
+// The admin list's URL filter at a million entries: a trigram index of URLs
 // (entries_search, see the 2026120102 migration) kept up to date by the
 // manifest writer in the background, and the queries that use it.
 //
@@ -38,8 +38,8 @@ export async function indexQueued(db: Db, maxRows = 2000): Promise<boolean> {
       // A handle not opened by openDatabase (or a caller's transaction): the same statements through Kysely.
       return indexChunk({
         next: async () => (await trx.executeQuery<QueueRow>(CompiledQuery.raw(NEXT_SQL, [CHUNK]))).rows,
-        remove: async (rid, url, key) => void (await trx.executeQuery(CompiledQuery.raw(REMOVE_SQL, [rid, url, key]))),
-        add: async (rid, url, key) => void (await trx.executeQuery(CompiledQuery.raw(ADD_SQL, [rid, url, key]))),
+        remove: async (rid, url) => void (await trx.executeQuery(CompiledQuery.raw(REMOVE_SQL, [rid, url]))),
+        add: async (rid, url) => void (await trx.executeQuery(CompiledQuery.raw(ADD_SQL, [rid, url]))),
         dequeue: async (rid) => void (await trx.executeQuery(CompiledQuery.raw(DEQUEUE_SQL, [rid]))),
       })
     })
@@ -53,20 +53,18 @@ export async function indexQueued(db: Db, maxRows = 2000): Promise<boolean> {
 interface QueueRow {
   rid: number
   old_url: string | null
-  old_key: string | null
   url: string | null
-  key: string | null
 }
 
-const NEXT_SQL = 'select q.rid, q.old_url, q.old_key, e.url, e.key from entries_search_queue q left join entries e on e.rowid = q.rid order by q.rid limit ?'
-const REMOVE_SQL = `insert into entries_search (entries_search, rowid, url, key) values ('delete', ?, ?, ?)`
-const ADD_SQL = 'insert into entries_search (rowid, url, key) values (?, ?, ?)'
+const NEXT_SQL = 'select q.rid, q.old_url, e.url from entries_search_queue q left join entries e on e.rowid = q.rid order by q.rid limit ?'
+const REMOVE_SQL = `insert into entries_search (entries_search, rowid, url) values ('delete', ?, ?)`
+const ADD_SQL = 'insert into entries_search (rowid, url) values (?, ?)'
 const DEQUEUE_SQL = 'delete from entries_search_queue where rid = ?'
 
 interface Indexer {
   next(): QueueRow[] | Promise<QueueRow[]>
-  remove(rid: number, url: string, key: string | null): void | Promise<void>
-  add(rid: number, url: string, key: string | null): void | Promise<void>
+  remove(rid: number, url: string): void | Promise<void>
+  add(rid: number, url: string): void | Promise<void>
   dequeue(rid: number): void | Promise<void>
 }
 
@@ -74,8 +72,8 @@ interface Indexer {
 async function indexChunk(ix: Indexer): Promise<number> {
   const rows = await ix.next()
   for (const row of rows) {
-    if (row.old_url !== null) await ix.remove(row.rid, row.old_url, row.old_key)
-    if (row.url !== null) await ix.add(row.rid, row.url, row.key)
+    if (row.old_url !== null) await ix.remove(row.rid, row.old_url)
+    if (row.url !== null) await ix.add(row.rid, row.url)
     await ix.dequeue(row.rid)
   }
   return rows.length
@@ -92,8 +90,8 @@ function preparedIndexer(sqlite: SQLite.Database): Indexer {
   const dequeue = sqlite.prepare(DEQUEUE_SQL)
   ix = {
     next: () => next.all(CHUNK) as QueueRow[],
-    remove: (rid, url, key) => void remove.run(rid, url, key),
-    add: (rid, url, key) => void add.run(rid, url, key),
+    remove: (rid, url) => void remove.run(rid, url),
+    add: (rid, url) => void add.run(rid, url),
     dequeue: (rid) => void dequeue.run(rid),
   }
   indexers.set(sqlite, ix)

@@ -1,32 +1,31 @@
 // Frozen in time (see 2026112401_initial.ts).
 //
-// A substring index over entry URLs and keys for the admin list's filter: an
-// FTS5 table with the trigram tokenizer (SQLite 3.34+), its content read
-// from `entries` by rowid. Tokenizing a URL costs tens of microseconds, too much
+// A substring index over entry URLs for the admin list's filter: an FTS5
+// table with the trigram tokenizer (SQLite 3.34+), its content read from
+// `entries` by rowid. Tokenizing a URL costs tens of microseconds, too much
 // for the primary's hot loop of 'stored' ops, so triggers only queue the
 // rowids whose URL changed (entries_search_queue) and the manifest writer
-// indexes the queue in small background chunks. old_url and old_key are
-// what the index holds for that rowid (null: nothing), which FTS5 needs to
-// remove it.
+// indexes the queue in small background chunks. old_url is what the index
+// holds for that rowid (null: nothing), which FTS5 needs to remove it.
 
 import type { Kysely } from 'kysely'
 import { sql } from 'kysely'
 
 export async function up(db: Kysely<any>): Promise<void> {
-  await sql`create virtual table entries_search using fts5(url, key, content='entries', content_rowid='rowid', tokenize='trigram')`.execute(db)
-  await sql`create table entries_search_queue (rid integer primary key, old_url text, old_key text)`.execute(db)
+  await sql`create virtual table entries_search using fts5(url, content='entries', content_rowid='rowid', tokenize='trigram')`.execute(db)
+  await sql`create table entries_search_queue (rid integer primary key, old_url text)`.execute(db)
   // "do nothing" on conflict: a row already queued keeps the old_url the index really holds.
   await sql`create trigger entries_search_insert after insert on entries begin
-    insert into entries_search_queue (rid, old_url, old_key) values (new.rowid, null, null) on conflict (rid) do nothing;
+    insert into entries_search_queue (rid, old_url) values (new.rowid, null) on conflict (rid) do nothing;
   end`.execute(db)
   await sql`create trigger entries_search_delete after delete on entries begin
-    insert into entries_search_queue (rid, old_url, old_key) values (old.rowid, old.url, old.key) on conflict (rid) do nothing;
+    insert into entries_search_queue (rid, old_url) values (old.rowid, old.url) on conflict (rid) do nothing;
   end`.execute(db)
-  await sql`create trigger entries_search_update after update of url, key on entries when old.url <> new.url or old.key <> new.key begin
-    insert into entries_search_queue (rid, old_url, old_key) values (old.rowid, old.url, old.key) on conflict (rid) do nothing;
+  await sql`create trigger entries_search_update after update of url on entries when old.url <> new.url begin
+    insert into entries_search_queue (rid, old_url) values (old.rowid, old.url) on conflict (rid) do nothing;
   end`.execute(db)
   // Entries already recorded are indexed by the writer in the background, like new ones.
-  await sql`insert into entries_search_queue (rid, old_url, old_key) select rowid, null, null from entries`.execute(db)
+  await sql`insert into entries_search_queue (rid, old_url) select rowid, null from entries`.execute(db)
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
