@@ -40,6 +40,7 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --runs <n>           repetitions; medians are reported (default 3)
   --cpu-prof <dir>     start the caje processes with node --cpu-prof, profiles written there
   --keep               keep the temp dir (manifest, caches, logs)
+  --threadpool <n>     UV_THREADPOOL_SIZE of the caje processes (default: Node's 4)
 `
 
 const SECRET = 'cluster-scale-bench-secret'
@@ -55,6 +56,7 @@ interface Options {
   runs: number
   cpuProf: string | undefined
   keep: boolean
+  threadpool: number | undefined
 }
 
 function parseOptions(): Options {
@@ -67,6 +69,7 @@ function parseOptions(): Options {
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
       keep: { type: 'boolean' },
+      threadpool: { type: 'string' },
       help: { type: 'boolean' },
     },
     allowPositionals: false,
@@ -92,6 +95,7 @@ function parseOptions(): Options {
     runs: int('runs', values.runs, 3),
     cpuProf: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined,
     keep: values.keep ?? false,
+    threadpool: values.threadpool === undefined ? undefined : int('threadpool', values.threadpool, 4),
   }
 }
 
@@ -186,6 +190,7 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
     CAJE_POPULATE_CONCURRENCY: '16',
     CAJE_SHUTDOWN_TIMEOUT_MS: '5000',
     CAJE_MEMORY_CACHE_BYTES: '0',
+    ...(options.threadpool ? { UV_THREADPOOL_SIZE: String(options.threadpool) } : {}),
   }
   const envFor = async (i: number): Promise<Record<string, string>> => {
     const litefs = path.join(root, `litefs${i + 1}`)
