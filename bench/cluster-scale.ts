@@ -356,10 +356,7 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     120_000,
     200,
   )
-  // The same probes on the idle cluster first: what the shared machine costs a probe anyway.
-  const idle = probeHealth(cluster.nodes)
-  await new Promise((r) => setTimeout(r, 1000))
-  const idleWorst = await idle.stop()
+  const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('purge')
   const t0 = performance.now()
@@ -389,8 +386,15 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
     allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
     healthWorstMs: Math.round(Math.max(...worst)),
-    healthIdleWorstMs: Math.round(Math.max(...idleWorst)),
+    healthIdleWorstMs: idleWorst,
   }
+}
+
+/** The same probes on the idle cluster for a second: what the shared machine costs a probe anyway. */
+async function idleProbeWorst(cluster: Cluster): Promise<number> {
+  const idle = probeHealth(cluster.nodes)
+  await new Promise((r) => setTimeout(r, 1000))
+  return Math.round(Math.max(...(await idle.stop())))
 }
 
 /**
@@ -426,6 +430,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
   await waitFor(async () => (await admin<{ manifest: { total: number } }>(cluster.nodes[2]!, `/_caje/list?filter=${encodeURIComponent(prefix)}&limit=1`)).json.manifest.total === objects, 'the manifest', 60_000, 100)
   const before = cluster.originRequests()
   const node = cluster.nodes[2]!
+  const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('populate')
   const t0 = performance.now()
@@ -451,6 +456,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
     failed: s.failed,
     originRequests: cluster.originRequests() - before,
     healthWorstMs: Math.round(Math.max(...worst)),
+    healthIdleWorstMs: idleWorst,
   }
 }
 
@@ -499,6 +505,7 @@ async function waitForSearchIndex(dbPath: string, entries: number): Promise<numb
 
 async function scenarioList(cluster: Cluster, entries: number, seeded: { now: number; keyOf: (i: number) => string }): Promise<Record<string, number>> {
   const node = cluster.nodes[1]!
+  const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const deep = Math.max(0, entries - 100)
   const deepCursor = Buffer.from(JSON.stringify([seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
@@ -519,7 +526,7 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: { now: nu
     deepPageCursorMs: await time(`limit=50&manifest_cursor=${deepCursor}`),
   }
   const worst = await probes.stop()
-  return { ...result, healthWorstMs: Math.round(Math.max(...worst)) }
+  return { ...result, healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
 }
 
 /** Heap per entry of the in-memory index, filled like the disk store fills it. */
