@@ -239,6 +239,17 @@ function get(node: Node, pathname: string): Promise<{ status: number; cacheStatu
   })
 }
 
+function getOnlyIfCached(node: Node, pathname: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST, 'cache-control': 'only-if-cached' }, agent }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode!))
+      })
+      .on('error', reject)
+  })
+}
+
 async function admin<T>(node: Node, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T; ms: number }> {
   const t0 = performance.now()
   const res = await fetch(node.url + pathname, {
@@ -362,9 +373,9 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   const t0 = performance.now()
   const missAt: (number | undefined)[] = cluster.nodes.map(() => undefined)
   const watchers = cluster.nodes.map(async (node, i) => {
-    // A random object (not the last), without recording anything: HEAD-less GET
-    // would refill it, so watch the disk listing instead.
-    await waitFor(async () => (await diskTotal(node, prefix)) < objects, `${node.name} to drop the purged objects`, 60_000, 5)
+    // The node answers a miss for a purged object (only-if-cached: RFC 9111
+    // §5.2.1.7, 504 when nothing usable is stored, without filling it).
+    await waitFor(async () => (await getOnlyIfCached(node, `${prefix}${objects - 1}`)) === 504, `${node.name} to miss the purged object`, 60_000, 5)
     missAt[i] = performance.now() - t0
   })
   const purge = admin<{ removed: number }>(cluster.nodes[1]!, '/_caje/purge', { method: 'POST', body: { prefix: `http://${HOST}${prefix}` } })
@@ -374,7 +385,7 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   const goneAt: number[] = []
   await Promise.all(
     cluster.nodes.map(async (node) => {
-      await waitFor(async () => (await diskTotal(node, prefix)) === 0, `${node.name} to finish the purge`, 60_000, 10)
+      await waitFor(async () => (await diskTotal(node, prefix)) === 0, `${node.name} to finish the purge`, 60_000, 50)
       goneAt.push(performance.now() - t0)
     }),
   )
