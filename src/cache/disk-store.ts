@@ -18,7 +18,7 @@ import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing,
 import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
 import { type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
-import { KeyedSerial, Limiter, SharedExclusiveGate } from './serial.ts'
+import { KeyedSerial, SharedExclusiveGate, WorkQueue } from './serial.ts'
 import type {
   ByteRange,
   CacheStore,
@@ -178,8 +178,8 @@ class CacacheDiskStore implements DiskStore {
   readonly #entryOps = new KeyedSerial()
   readonly #contentOps = new KeyedSerial()
   readonly #gate = new SharedExclusiveGate()
-  /** File removals (index buckets, content files) in flight at most; see Limiter. */
-  readonly #removals = new Limiter(REMOVAL_CONCURRENCY)
+  /** File removals (index buckets, content files), REMOVAL_CONCURRENCY at a time; see WorkQueue. */
+  readonly #removals = new WorkQueue(REMOVAL_CONCURRENCY)
   readonly #files: OpenFiles
   /** Background work close() must wait for. Every tracked promise resolves; failures are logged where they happen. */
   readonly #inflight = new Set<Promise<unknown>>()
@@ -485,23 +485,30 @@ class CacacheDiskStore implements DiskStore {
   #drop(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (this.#index.get(record.id) !== record) return Promise.resolve()
     this.#index.delete(record.id)
+    return this.#forget(record, reason)
+  }
+
+  /** The rest of a drop, for a record already out of the index: accounting, the event, the files (queued). */
+  #forget(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (reason === 'evicted') this.#evictions++
     this.#release(record.content)
     this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason })
-    return this.#track(this.#removeBucket(record.id))
+    return this.#removeBucket(record.id)
   }
 
-  async #removeBucket(id: string): Promise<void> {
-    try {
-      await this.#entryOps.run(id, () =>
-        this.#gate.shared(async () => {
-          // A commit queued before this removal may have stored the entry again: keep its bucket.
-          if (!this.#index.get(id)) await this.#removals.run(() => removeIndex(this.dir, id, { removeFully: true }))
-        }),
-      )
-    } catch (error) {
-      this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(error) })
-    }
+  #removeBucket(id: string): Promise<void> {
+    return this.#removals.push(async () => {
+      try {
+        await this.#entryOps.run(id, () =>
+          this.#gate.shared(async () => {
+            // A commit since the drop may have stored the entry again: keep its bucket.
+            if (!this.#index.get(id)) await removeIndex(this.dir, id, { removeFully: true })
+          }),
+        )
+      } catch (error) {
+        this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(error) })
+      }
+    })
   }
 
   #pin(integrity: string, size: number): ContentRecord {
@@ -516,23 +523,27 @@ class CacacheDiskStore implements DiskStore {
     return content
   }
 
-  /** Drops one reference; the last one removes the file (in the file's turn, after any rename queued before). */
+  /**
+   * Drops one reference; the last one removes the file, in the background
+   * (in the file's turn: a commit that put the same content back since keeps it).
+   */
   #release(content: ContentRecord): void {
     content.refs--
     if (content.refs > 0 || this.#contents.get(content.path) !== content) return
     this.#contents.delete(content.path)
     this.#bytes -= content.size
     this.#files.forget(content.path)
-    const removal = this.#gate.shared(() =>
-      this.#contentOps.run(content.path, async () => {
-        if (!this.#contents.has(content.path)) await this.#removals.run(() => rm(content.path, { force: true }))
-      }),
-    )
-    this.#track(
-      removal.catch((error: unknown) => {
+    void this.#removals.push(async () => {
+      try {
+        await this.#gate.shared(() =>
+          this.#contentOps.run(content.path, async () => {
+            if (!this.#contents.has(content.path)) await rm(content.path, { force: true })
+          }),
+        )
+      } catch (error) {
         this.#log({ level: 'error', msg: 'cache could not remove a content file', path: content.path, ...describeError(error) })
-      }),
-    )
+      }
+    })
   }
 
   /** Evicts least recently read entries until the body bytes fit the budget. */
@@ -554,18 +565,19 @@ class CacacheDiskStore implements DiskStore {
 
   /**
    * One pass over the index decides (a predicate that throws leaves the store
-   * untouched), then the matches are dropped from the index, a few
-   * milliseconds' worth per turn of the event loop so a purge of 10,000
-   * entries never stalls the requests being served. Resolves once none of
-   * them is served any more; their files are removed in the background, a
-   * few at a time (close() waits for them).
+   * untouched) and takes every match out of the index at once: from then on
+   * none is served. The accounting and events follow, a few milliseconds'
+   * worth per turn of the event loop, so a purge of 10,000 entries never
+   * stalls the requests being served; the files are removed in the
+   * background, a few at a time (close() waits for them).
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const matches: IndexRecord[] = []
     for (const record of this.#index.values()) if (predicate(record.meta)) matches.push(record)
+    for (const record of matches) this.#index.delete(record.id)
     let turnStarted = performance.now()
     for (const record of matches) {
-      void this.#drop(record, reason)
+      void this.#forget(record, reason)
       if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve))
         turnStarted = performance.now()
@@ -633,7 +645,7 @@ class CacacheDiskStore implements DiskStore {
 
   async close(): Promise<void> {
     this.#closed = true
-    while (this.#inflight.size > 0) await Promise.all([...this.#inflight])
+    while (this.#inflight.size > 0 || this.#removals.pending > 0) await Promise.all([...this.#inflight, this.#removals.idle()])
     this.#files.closeAll()
   }
 

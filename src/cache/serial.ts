@@ -64,43 +64,64 @@ export class SharedExclusiveGate {
 }
 
 /**
- * At most `limit` tasks at a time; the rest wait their turn in call order.
+ * Background tasks run at most `concurrency` at a time, in the order queued.
  * A purge or eviction of 10,000 entries is 20,000 file removals: started all
- * at once they queue in libuv's four threads behind every read and commit and
- * keep the event loop busy settling them; a few at a time, they drain in the
- * background while the node serves.
+ * at once they would queue in libuv's four threads behind every read and
+ * commit, and build 20,000 promise chains on the event loop at once; queued
+ * here, each costs an array slot until a worker takes it.
  */
-export class Limiter {
-  readonly #limit: number
-  #running = 0
-  readonly #waiting: (() => void)[] = []
+export class WorkQueue {
+  readonly #concurrency: number
+  #tasks: Array<{ run: () => Promise<void>; done: () => void } | undefined> = []
   #head = 0
+  #workers = 0
+  #idleWaiters: (() => void)[] = []
 
-  constructor(limit: number) {
-    this.#limit = Math.max(1, Math.floor(limit))
+  constructor(concurrency: number) {
+    this.#concurrency = Math.max(1, Math.floor(concurrency))
   }
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#running >= this.#limit) await new Promise<void>((resolve) => this.#waiting.push(resolve))
-    else this.#running++
-    try {
-      return await task()
-    } finally {
-      const next = this.#waiting[this.#head]
-      if (next) {
-        // The slot passes straight to the next task: #running stays the same.
-        this.#head++
-        if (this.#head === this.#waiting.length) {
-          this.#waiting.length = 0
-          this.#head = 0
-        } else if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
-          this.#waiting.splice(0, this.#head)
-          this.#head = 0
-        }
-        next()
-      } else {
-        this.#running--
+  /** Queue a task; resolves when it has run. A task that throws is the caller's to log: the queue goes on. */
+  push(run: () => Promise<void>): Promise<void> {
+    return new Promise<void>((done) => {
+      this.#tasks.push({ run, done })
+      if (this.#workers < this.#concurrency) {
+        this.#workers++
+        void this.#work()
+      }
+    })
+  }
+
+  get pending(): number {
+    return this.#tasks.length - this.#head + this.#workers
+  }
+
+  /** Resolves once every task queued so far (and since) has run. */
+  idle(): Promise<void> {
+    if (this.#workers === 0) return Promise.resolve()
+    return new Promise<void>((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  async #work(): Promise<void> {
+    while (this.#head < this.#tasks.length) {
+      const task = this.#tasks[this.#head]!
+      this.#tasks[this.#head++] = undefined
+      if (this.#head === this.#tasks.length) {
+        this.#tasks = []
+        this.#head = 0
+      } else if (this.#head > 1024 && this.#head * 2 > this.#tasks.length) {
+        this.#tasks = this.#tasks.slice(this.#head)
+        this.#head = 0
+      }
+      try {
+        await task.run()
+      } catch {
+        // Tasks log their own failures (see push); one failure must not stop the others.
+      } finally {
+        task.done()
       }
     }
+    this.#workers--
+    if (this.#workers === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve()
   }
 }
