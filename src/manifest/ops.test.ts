@@ -3,7 +3,8 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { applyOps, isTransientDbError, ManifestBusyError, parseOps, writeWhenFree } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
-import { countEntries, listManifest, listNodes, purgesAfter } from './repositories.ts'
+import { countEntries, listManifest, listNodes, purgesAfter, recordPurge, sweepPurge } from './repositories.ts'
+import type { NewPurge } from './repositories.ts'
 import { captureLog, entry, freshManifest, holdWriteLock, loopWatch } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
@@ -103,6 +104,35 @@ describe('applyOps', () => {
       { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/b/old', storedAt: T + 99 }) },
     ])
     expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/a/new', 'https://ex.com/b/old'])
+  })
+
+  it('removes the entries of a large purge in chunks, letting the loop turn; a redelivery finishes a sweep cut short', async () => {
+    const stored: ManifestOp[] = Array.from({ length: 2000 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/p/${i}`, storedAt: T + i }) }))
+    stored.push({ type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/keep', storedAt: T }) })
+    await applyOps(db, stored)
+    const purge: NewPurge = { requestId: 'big', kind: 'prefix', value: 'https://ex.com/p/', host: null, createdAt: T + 1999, createdBy: 'x', nodeId: 'a' }
+    let turns = 0
+    let counting = true
+    const count = () => {
+      turns++
+      if (counting) setImmediate(count)
+    }
+    setImmediate(count)
+    expect(await applyOps(db, [{ type: 'purge', purge }])).toEqual({ applied: 1, failed: 0 })
+    counting = false
+    expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/keep'])
+    // 2,000 entries in chunks of 250: the loop turned between every two.
+    expect(turns).toBeGreaterThanOrEqual(7)
+
+    // A primary that stopped after recording a purge and sweeping part of it.
+    await applyOps(db, Array.from({ length: 600 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/q/${i}`, storedAt: T + i }) })))
+    const second: NewPurge = { ...purge, requestId: 'cut-short', value: 'https://ex.com/q/' }
+    await recordPurge(db, second)
+    expect(await sweepPurge(db, second, 100)).toBe(100)
+    await applyOps(db, [{ type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/q/after', storedAt: T + 5000 }) }])
+    // The replica delivers the purge again: the rest goes, what was stored since stays.
+    expect(await applyOps(db, [{ type: 'purge', purge: second }])).toEqual({ applied: 1, failed: 0 })
+    expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/keep', 'https://ex.com/q/after'])
   })
 
   it('lets the event loop turn while it applies a large batch', async () => {

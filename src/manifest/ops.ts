@@ -16,9 +16,11 @@ import {
   insertPurge,
   markPurgeApplied,
   pruneExpired,
+  recordPurge,
   recordDeleted,
   recordNodeCleared,
   recordStored,
+  sweepPurge,
   upsertNode,
 } from './repositories.ts'
 import type { EntryRecord, NewPurge, NodeInfo } from './repositories.ts'
@@ -101,7 +103,8 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
 }
 
 /**
- * Apply a batch in one transaction (one fsync for hundreds of ops). If the
+ * Apply a batch in one transaction (one fsync for hundreds of ops), each
+ * purge in transactions of its own (applyPurge). If the
  * batch fails for a reason that will pass (the file is locked or read-only
  * right now), the error is thrown so the caller keeps the ops and retries.
  * Any other failure is blamed on single ops: the batch is replayed one op per
@@ -110,6 +113,53 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
  */
 export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
   if (ops.length === 0) return { applied: 0, failed: 0 }
+  // Inside a caller's transaction nothing can be split: everything in it.
+  if (db.isTransaction) return applyBatch(db, ops, log)
+  // A purge may remove 10,000 entries (and their holdings and index rows):
+  // in one transaction that is half a second of SQLite with the event loop
+  // stopped. It gets transactions of its own, a chunk of entries each.
+  const result: ApplyResult = { applied: 0, failed: 0 }
+  let start = 0
+  for (let i = 0; i <= ops.length; i++) {
+    const op = ops[i]
+    if (op !== undefined && op.type !== 'purge') continue
+    if (i > start) add(result, await applyBatch(db, ops.slice(start, i), log))
+    if (op?.type === 'purge') add(result, await applyPurge(db, op.purge, log))
+    start = i + 1
+  }
+  return result
+}
+
+function add(total: ApplyResult, part: ApplyResult): void {
+  total.applied += part.applied
+  total.failed += part.failed
+}
+
+/** Entries one purge transaction removes: a few milliseconds of SQLite each. */
+const PURGE_SWEEP_CHUNK = 250
+
+/**
+ * Record a purge, then remove its entries PURGE_SWEEP_CHUNK per transaction,
+ * letting the event loop turn in between. Stores the purge covers are never
+ * recorded once it is in the log (statements.ts), so the chunks cannot race
+ * them; a redelivered purge sweeps again and finishes what a crash cut short.
+ */
+async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestLog): Promise<ApplyResult> {
+  try {
+    await withoutBusyWait(db, (trx) => recordPurge(trx, purge))
+    while ((await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, PURGE_SWEEP_CHUNK))) >= PURGE_SWEEP_CHUNK) {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+    return { applied: 1, failed: 0 }
+  } catch (err) {
+    if (isTransientDbError(err)) throw err
+    log?.('error', 'manifest op dropped: it cannot be applied', { op: 'purge', error: describeError(err) })
+    return { applied: 0, failed: 1 }
+  }
+}
+
+/** Apply a batch in one transaction, or op by op when one of them fails (see applyOps). */
+async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
   const sqlite = sqliteHandleOf(db)
   const hot = sqlite ? hotStatements(sqlite) : undefined
   try {

@@ -436,33 +436,54 @@ export async function pruneExpired(db: Db, now: number): Promise<number> {
  */
 export async function insertPurge(db: Db, purge: NewPurge): Promise<{ id: number; inserted: boolean; removed: number }> {
   return inTransaction(db, async (trx) => {
-    const inserted = await trx
-      .insertInto('purges')
-      .values({
-        request_id: purge.requestId,
-        kind: purge.kind,
-        value: purge.kind === 'all' ? '' : purge.value,
-        host: purge.host,
-        created_at: purge.createdAt,
-        created_by: purge.createdBy,
-        node_id: purge.nodeId,
-      })
-      .onConflict((oc) => oc.column('request_id').doNothing())
-      .returning('id')
-      .executeTakeFirst()
-    if (!inserted) {
-      const existing = await trx.selectFrom('purges').select('id').where('request_id', '=', purge.requestId).executeTakeFirstOrThrow()
-      return { id: existing.id, inserted: false, removed: 0 }
-    }
-    // Only what was stored before the purge: an entry stored later (by the
-    // clocks involved) is newer content, whatever order the ops arrive in.
-    const res = await trx
-      .deleteFrom('entries')
+    const recorded = await recordPurge(trx, purge)
+    return { ...recorded, removed: recorded.inserted ? await sweepPurge(trx, purge) : 0 }
+  })
+}
+
+/** Record a purge in the log, once per request id; its entries are removed by sweepPurge. */
+export async function recordPurge(db: Db, purge: NewPurge): Promise<{ id: number; inserted: boolean }> {
+  const inserted = await db
+    .insertInto('purges')
+    .values({
+      request_id: purge.requestId,
+      kind: purge.kind,
+      value: purge.kind === 'all' ? '' : purge.value,
+      host: purge.host,
+      created_at: purge.createdAt,
+      created_by: purge.createdBy,
+      node_id: purge.nodeId,
+    })
+    .onConflict((oc) => oc.column('request_id').doNothing())
+    .returning('id')
+    .executeTakeFirst()
+  if (inserted) return { id: inserted.id, inserted: true }
+  const existing = await db.selectFrom('purges').select('id').where('request_id', '=', purge.requestId).executeTakeFirstOrThrow()
+  return { id: existing.id, inserted: false }
+}
+
+/**
+ * Remove (up to `limit` of) the entries a purge covers; resolves to how many.
+ * Only what was stored before the purge: an entry stored later (by the
+ * clocks involved) is newer content, whatever order the ops arrive in. So a
+ * sweep may run again at any time (a redelivered purge whose first sweep was
+ * cut short) without touching anything stored since.
+ */
+export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt'>, limit?: number): Promise<number> {
+  let q = db.deleteFrom('entries')
+  if (limit === undefined) {
+    q = q.where((eb) => purgeCondition(eb, purge)).where('entries.stored_at', '<=', purge.createdAt)
+  } else {
+    const some = db
+      .selectFrom('entries')
+      .select(sql<number>`entries.rowid`.as('rid'))
       .where((eb) => purgeCondition(eb, purge))
       .where('entries.stored_at', '<=', purge.createdAt)
-      .executeTakeFirst()
-    return { id: inserted.id, inserted: true, removed: Number(res.numDeletedRows) }
-  })
+      .limit(Math.max(1, Math.floor(limit)))
+    q = q.where(sql<number>`entries.rowid`, 'in', some)
+  }
+  const res = await q.executeTakeFirst()
+  return Number(res.numDeletedRows)
 }
 
 /** Purges with id > afterId, oldest first: what a node that applied up to afterId still has to apply. */
