@@ -565,25 +565,33 @@ class CacacheDiskStore implements DiskStore {
 
   /**
    * One pass over the index decides (a predicate that throws leaves the store
-   * untouched) and takes every match out of the index at once: from then on
-   * none is served. The accounting and events follow, a few milliseconds'
-   * worth per turn of the event loop, so a purge of 10,000 entries never
-   * stalls the requests being served; the files are removed in the
+   * untouched), then a second drops the matches: from the index (so they are
+   * no longer served), the accounting and the events. Both passes let the
+   * event loop turn every few milliseconds, so a purge of 10,000 entries
+   * never stalls the requests being served; an entry read (and so moved in
+   * the LRU order) meanwhile is dropped once. The files are removed in the
    * background, a few at a time (close() waits for them).
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const matches: IndexRecord[] = []
-    for (const record of this.#index.values()) if (predicate(record.meta)) matches.push(record)
-    for (const record of matches) this.#index.delete(record.id)
     let turnStarted = performance.now()
-    for (const record of matches) {
-      void this.#forget(record, reason)
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        turnStarted = performance.now()
-      }
+    const nextTurn = async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      turnStarted = performance.now()
     }
-    return matches.length
+    for (const record of this.#index.values()) {
+      if (predicate(record.meta)) matches.push(record)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    let dropped = 0
+    for (const record of matches) {
+      if (this.#index.get(record.id) === record) {
+        dropped++
+        void this.#drop(record, reason)
+      }
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    return dropped
   }
 
   async clear(): Promise<number> {
