@@ -163,7 +163,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     nodeId: config.nodeId,
     store,
-    onPurgeNudge: () => purges.nudge(),
+    onPurgeNudge: (purge) => purges.nudge(purge),
     log: manifestLog,
   })
   const admin = new Hono()

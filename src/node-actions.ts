@@ -56,11 +56,13 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
     },
 
     async listManifest(query) {
-      const { total, entries } = await listManifest(deps.readDb(), query)
+      const { total, totalIsLowerBound, nextCursor, entries } = await listManifest(deps.readDb(), query)
       const perKey = new Map<string, number>()
       for (const e of entries) perKey.set(e.key, (perKey.get(e.key) ?? 0) + 1)
       return {
         total,
+        totalIsLowerBound,
+        nextCursor,
         entries: entries.map(
           (e): ManifestEntry => ({
             key: e.key,

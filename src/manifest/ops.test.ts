@@ -3,7 +3,8 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { applyOps, isTransientDbError, ManifestBusyError, parseOps, writeWhenFree } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
-import { countEntries, listManifest, listNodes, purgesAfter } from './repositories.ts'
+import { countEntries, listManifest, listNodes, purgesAfter, recordPurge, sweepPurge } from './repositories.ts'
+import type { NewPurge } from './repositories.ts'
 import { TEST_BUSY_TIMEOUT_MS, captureLog, entry, freshManifest, holdWriteLock, loopTurnsWhile } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
@@ -63,6 +64,91 @@ describe('applyOps', () => {
     expect(result).toEqual({ applied: 2, failed: 1 })
     expect(await countEntries(db)).toBe(2)
     expect(lines.map((l) => l.msg)).toContain('manifest op dropped: it cannot be applied')
+  })
+
+  it('records the same manifest through the prepared statements as through Kysely', async () => {
+    const ops: ManifestOp[] = [
+      ...sample.slice(0, 6),
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/3', storedAt: T + 5 }) },
+      { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/3', storedAt: T + 7, size: 9 }) },
+      // Older than what is recorded: the holding is kept, the metadata is not.
+      { type: 'stored', nodeId: 'c', entry: entry({ url: 'https://ex.com/3', storedAt: T + 6, size: 1 }) },
+      { type: 'holdings-forgotten', nodeId: 'b', entries: [{ key: 'https://ex.com/3', variant: '' }, { key: 'https://ex.com/nope', variant: '' }] },
+      { type: 'node-heartbeat', node: { id: 'a', region: 'ams', internalUrl: 'http://a:8080', startedAt: T }, at: T },
+    ]
+    const other = await freshManifest()
+    try {
+      expect(await applyOps(db, ops)).toEqual({ applied: ops.length, failed: 0 })
+      // Inside a caller's Kysely transaction there is no prepared path: every op goes through Kysely.
+      await other.db.transaction().execute((trx) => applyOps(trx, ops))
+      const snapshot = async (d: Kysely<Database>) => ({
+        entries: (await listManifest(d)).entries,
+        nodes: await listNodes(d),
+        purges: await purgesAfter(d, 0),
+      })
+      const fast = await snapshot(db)
+      expect(fast.entries.find((e) => e.url === 'https://ex.com/3')).toMatchObject({ size: 9, nodeIds: ['a', 'c'] })
+      expect(fast.nodes).toMatchObject([{ id: 'a', lastSeenAt: T + 1, lastPurgeId: 1 }])
+      expect(await snapshot(other.db)).toEqual(fast)
+    } finally {
+      await other.cleanup()
+    }
+  })
+
+  it('does not record a variant that a purge in the log already covers (stored before it, delivered after it)', async () => {
+    const purge: ManifestOp = { type: 'purge', purge: { requestId: 'p', kind: 'prefix', value: 'https://ex.com/a/', host: null, createdAt: T + 100, createdBy: 'x', nodeId: 'a' } }
+    await applyOps(db, [purge])
+    await applyOps(db, [
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/old', storedAt: T + 99 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/new', storedAt: T + 101 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/b/old', storedAt: T + 99 }) },
+    ])
+    expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/a/new', 'https://ex.com/b/old'])
+  })
+
+  it('removes the entries of a large purge in chunks, letting the loop turn; a redelivery finishes a sweep cut short', async () => {
+    const stored: ManifestOp[] = Array.from({ length: 2000 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/p/${i}`, storedAt: T + i }) }))
+    stored.push({ type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/keep', storedAt: T }) })
+    await applyOps(db, stored)
+    const purge: NewPurge = { requestId: 'big', kind: 'prefix', value: 'https://ex.com/p/', host: null, createdAt: T + 1999, createdBy: 'x', nodeId: 'a' }
+    let turns = 0
+    let counting = true
+    const count = () => {
+      turns++
+      if (counting) setImmediate(count)
+    }
+    setImmediate(count)
+    expect(await applyOps(db, [{ type: 'purge', purge }])).toEqual({ applied: 1, failed: 0 })
+    counting = false
+    expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/keep'])
+    // 2,000 entries in chunks of 250: the loop turned between every two.
+    expect(turns).toBeGreaterThanOrEqual(7)
+
+    // A primary that stopped after recording a purge and sweeping part of it.
+    await applyOps(db, Array.from({ length: 600 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/q/${i}`, storedAt: T + i }) })))
+    const second: NewPurge = { ...purge, requestId: 'cut-short', value: 'https://ex.com/q/' }
+    await recordPurge(db, second)
+    expect(await sweepPurge(db, second, 100)).toBe(100)
+    await applyOps(db, [{ type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/q/after', storedAt: T + 5000 }) }])
+    // The replica delivers the purge again: the rest goes, what was stored since stays.
+    expect(await applyOps(db, [{ type: 'purge', purge: second }])).toEqual({ applied: 1, failed: 0 })
+    expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/keep', 'https://ex.com/q/after'])
+  })
+
+  it('lets the event loop turn while it applies a large batch', async () => {
+    const ops: ManifestOp[] = Array.from({ length: 20_000 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/many/${i}` }) }))
+    let turns = 0
+    let counting = true
+    const count = () => {
+      turns++
+      if (counting) setImmediate(count)
+    }
+    setImmediate(count)
+    expect(await applyOps(db, ops)).toEqual({ applied: ops.length, failed: 0 })
+    counting = false
+    expect(await countEntries(db)).toBe(ops.length)
+    // One synchronous pass would let the loop turn about once; a pause every few ms lets it turn many times.
+    expect(turns).toBeGreaterThan(5)
   })
 })
 
