@@ -27,4 +27,10 @@ describe('start-up banner', () => {
     const prod = startBanner({ config: { ...base, publicOrigin: 'https://cdn.example.com' }, url: 'http://127.0.0.1:8080', notices: [] }).join('\n')
     expect(prod).toContain('curl -i https://cdn.example.com/ ')
   })
+
+  it('names the internal listener when peers have one of their own', () => {
+    expect(startBanner({ config: base, url: 'http://127.0.0.1:8080', notices: [] }).join('\n')).not.toContain('internal routes')
+    const text = startBanner({ config: base, url: 'http://127.0.0.1:8080', internalListenUrl: 'http://[fd00::1]:8081', notices: [] }).join('\n')
+    expect(text).toContain('  internal routes (peers only): http://[fd00::1]:8081/_caje/internal/')
+  })
 })

@@ -9,6 +9,8 @@ export interface BannerInput {
   url: string
   /** Set when no origin is configured and the built-in demo origin runs. */
   demoOrigin?: { url: string }
+  /** Set when CAJE_INTERNAL_LISTEN gives peers a listener of their own. */
+  internalListenUrl?: string
   notices: string[]
 }
 
@@ -32,6 +34,7 @@ export function startBanner(b: BannerInput): string[] {
     `  admin:  ${config.publicOrigin}/_caje/`,
     `          passkeys work only at this address (CAJE_PUBLIC_ORIGIN; WebAuthn refuses IP addresses such as 127.0.0.1)`,
     `  health: ${base}/_caje/health`,
+    ...(b.internalListenUrl ? [`  internal routes (peers only): ${b.internalListenUrl}/_caje/internal/`] : []),
     ...b.notices.map((n) => `  ${n}`),
   ]
   return lines

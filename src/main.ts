@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   const log = createLogger({ nodeId: config.nodeId })
   const node = await startCaje(config, log)
 
-  const banner = startBanner({ config, url: node.url, demoOrigin: node.demoOrigin, notices: node.notices })
+  const banner = startBanner({ config, url: node.url, demoOrigin: node.demoOrigin, internalListenUrl: node.internalListenUrl, notices: node.notices })
   process.stdout.write(banner.join('\n') + '\n')
   log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, database: config.databasePath })
 

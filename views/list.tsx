@@ -10,6 +10,10 @@ export interface Page<T> {
   total: number
   offset: number
   entries: T[]
+  /** `total` is a count up to a cap (a filter matching very many entries): at least this many. */
+  totalIsLowerBound?: boolean
+  /** The next page by keyset (the manifest list): as fast deep in the list as on page 1. */
+  nextCursor?: string
 }
 
 export interface ListPageProps {
@@ -29,14 +33,19 @@ export interface ListPageProps {
 
 type Table = 'disk' | 'manifest'
 
-/** Query string for the list page with one table's offset changed. */
-function listHref(p: ListPageProps, table: Table, offset: number): string {
+/**
+ * Query string for the list page with one table's offset changed. With a
+ * cursor, the manifest page is found by keyset and the offset only numbers
+ * the rows shown.
+ */
+function listHref(p: ListPageProps, table: Table, offset: number, cursor?: string): string {
   const q = new URLSearchParams()
   if (p.filter) q.set('filter', p.filter)
   const disk = table === 'disk' ? offset : p.disk.offset
   const manifest = table === 'manifest' ? offset : p.manifest.offset
   if (disk > 0) q.set('disk', String(disk))
   if (manifest > 0) q.set('manifest', String(manifest))
+  if (table === 'manifest' && cursor !== undefined) q.set('manifest_cursor', cursor)
   if (p.limit !== DEFAULT_LIMIT) q.set('limit', String(p.limit))
   const s = q.toString()
   return `${PATHS.list}${s ? `?${s}` : ''}#${table}`
@@ -47,14 +56,16 @@ export const DEFAULT_LIMIT = 50
 const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => {
   const page = props[table]
   const { limit } = props
-  const from = page.total === 0 ? 0 : page.offset + 1
-  const to = Math.min(page.offset + page.entries.length, page.total)
+  const atLeast = page.totalIsLowerBound === true
+  const from = page.entries.length === 0 ? 0 : page.offset + 1
+  const to = page.offset + page.entries.length
   const lastOffset = Math.max(0, Math.floor((page.total - 1) / limit) * limit)
   const hasPrev = page.offset > 0
-  const hasNext = page.offset + limit < page.total
-  const link = (label: string, offset: number, enabled: boolean, rel?: string) =>
+  // Past a counted-up-to total, only the cursor says whether there is a next page.
+  const hasNext = atLeast ? page.nextCursor !== undefined : page.offset + limit < page.total
+  const link = (label: string, offset: number, enabled: boolean, rel?: string, cursor?: string) =>
     enabled ? (
-      <a href={listHref(props, table, offset)} rel={rel} data-component="button-link">
+      <a href={listHref(props, table, offset, cursor)} rel={rel} data-component="button-link">
         {label}
       </a>
     ) : (
@@ -64,12 +75,13 @@ const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => 
     )
   return (
     <nav data-component="pager" aria-label={`${table} pages`}>
-      <span data-slot="range">{TEXT.list.range(from, to, page.total)}</span>
+      <span data-slot="range">{TEXT.list.range(from, to, page.total, atLeast)}</span>
       <span data-slot="links">
         {link(TEXT.list.first, 0, hasPrev)}
         {link(TEXT.list.prev, Math.max(0, page.offset - limit), hasPrev, 'prev')}
-        {link(TEXT.list.next, page.offset + limit, hasNext, 'next')}
-        {link(TEXT.list.last, lastOffset, hasNext)}
+        {link(TEXT.list.next, page.offset + limit, hasNext, 'next', page.nextCursor)}
+        {/* The last page of an uncounted list is unknown. */}
+        {link(TEXT.list.last, lastOffset, hasNext && !atLeast)}
       </span>
     </nav>
   )

@@ -93,8 +93,9 @@ export const TEXT = {
       populate: 'origin (populate)',
       populateTitle: 'Fetched from the origin by populate: no peer could give it',
     },
-    range: (from: number, to: number, total: number) =>
-      total === 0 ? 'none' : `${from.toLocaleString('en')}–${to.toLocaleString('en')} of ${total.toLocaleString('en')}`,
+    /** `atLeast`: the total was counted up to a cap, so it reads "10,000+". */
+    range: (from: number, to: number, total: number, atLeast = false) =>
+      total === 0 || to === 0 ? 'none' : `${from.toLocaleString('en')}–${to.toLocaleString('en')} of ${total.toLocaleString('en')}${atLeast ? '+' : ''}`,
     first: 'First',
     prev: 'Previous',
     next: 'Next',

@@ -18,7 +18,7 @@ import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing,
 import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
 import { type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
-import { KeyedSerial, SharedExclusiveGate } from './serial.ts'
+import { KeyedSerial, SharedExclusiveGate, WorkQueue } from './serial.ts'
 import type {
   ByteRange,
   CacheStore,
@@ -71,6 +71,10 @@ const OPEN_FILES = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */
 const COMPACT_AFTER_LINES = 8
+/** File removals in flight at once: enough to keep a disk busy, few enough to leave libuv's threads to reads and commits. */
+const REMOVAL_CONCURRENCY = 8
+/** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
+const YIELD_EVERY_MS = 4
 
 type DeleteReason = Extract<StoreEvent, { type: 'deleted' }>['reason']
 
@@ -174,6 +178,8 @@ class CacacheDiskStore implements DiskStore {
   readonly #entryOps = new KeyedSerial()
   readonly #contentOps = new KeyedSerial()
   readonly #gate = new SharedExclusiveGate()
+  /** File removals (index buckets, content files), REMOVAL_CONCURRENCY at a time; see WorkQueue. */
+  readonly #removals = new WorkQueue(REMOVAL_CONCURRENCY)
   readonly #files: OpenFiles
   /** Background work close() must wait for. Every tracked promise resolves; failures are logged where they happen. */
   readonly #inflight = new Set<Promise<unknown>>()
@@ -479,23 +485,30 @@ class CacacheDiskStore implements DiskStore {
   #drop(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (this.#index.get(record.id) !== record) return Promise.resolve()
     this.#index.delete(record.id)
+    return this.#forget(record, reason)
+  }
+
+  /** The rest of a drop, for a record already out of the index: accounting, the event, the files (queued). */
+  #forget(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (reason === 'evicted') this.#evictions++
     this.#release(record.content)
     this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason })
-    return this.#track(this.#removeBucket(record.id))
+    return this.#removeBucket(record.id)
   }
 
-  async #removeBucket(id: string): Promise<void> {
-    try {
-      await this.#entryOps.run(id, () =>
-        this.#gate.shared(async () => {
-          // A commit queued before this removal may have stored the entry again: keep its bucket.
-          if (!this.#index.get(id)) await removeIndex(this.dir, id, { removeFully: true })
-        }),
-      )
-    } catch (error) {
-      this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(error) })
-    }
+  #removeBucket(id: string): Promise<void> {
+    return this.#removals.push(async () => {
+      try {
+        await this.#entryOps.run(id, () =>
+          this.#gate.shared(async () => {
+            // A commit since the drop may have stored the entry again: keep its bucket.
+            if (!this.#index.get(id)) await removeIndex(this.dir, id, { removeFully: true })
+          }),
+        )
+      } catch (error) {
+        this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(error) })
+      }
+    })
   }
 
   #pin(integrity: string, size: number): ContentRecord {
@@ -510,23 +523,27 @@ class CacacheDiskStore implements DiskStore {
     return content
   }
 
-  /** Drops one reference; the last one removes the file (in the file's turn, after any rename queued before). */
+  /**
+   * Drops one reference; the last one removes the file, in the background
+   * (in the file's turn: a commit that put the same content back since keeps it).
+   */
   #release(content: ContentRecord): void {
     content.refs--
     if (content.refs > 0 || this.#contents.get(content.path) !== content) return
     this.#contents.delete(content.path)
     this.#bytes -= content.size
     this.#files.forget(content.path)
-    const removal = this.#gate.shared(() =>
-      this.#contentOps.run(content.path, async () => {
-        if (!this.#contents.has(content.path)) await rm(content.path, { force: true })
-      }),
-    )
-    this.#track(
-      removal.catch((error: unknown) => {
+    void this.#removals.push(async () => {
+      try {
+        await this.#gate.shared(() =>
+          this.#contentOps.run(content.path, async () => {
+            if (!this.#contents.has(content.path)) await rm(content.path, { force: true })
+          }),
+        )
+      } catch (error) {
         this.#log({ level: 'error', msg: 'cache could not remove a content file', path: content.path, ...describeError(error) })
-      }),
-    )
+      }
+    })
   }
 
   /** Evicts least recently read entries until the body bytes fit the budget. */
@@ -546,11 +563,35 @@ class CacacheDiskStore implements DiskStore {
     return records.length
   }
 
+  /**
+   * One pass over the index decides (a predicate that throws leaves the store
+   * untouched), then a second drops the matches: from the index (so they are
+   * no longer served), the accounting and the events. Both passes let the
+   * event loop turn every few milliseconds, so a purge of 10,000 entries
+   * never stalls the requests being served; an entry read (and so moved in
+   * the LRU order) meanwhile is dropped once. The files are removed in the
+   * background, a few at a time (close() waits for them).
+   */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
-    // Decide first, drop after: a predicate that throws leaves the store untouched.
-    const matches = [...this.#index.values()].filter((record) => predicate(record.meta))
-    await Promise.all(matches.map((record) => this.#drop(record, reason)))
-    return matches.length
+    const matches: IndexRecord[] = []
+    let turnStarted = performance.now()
+    const nextTurn = async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      turnStarted = performance.now()
+    }
+    for (const record of this.#index.values()) {
+      if (predicate(record.meta)) matches.push(record)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    let dropped = 0
+    for (const record of matches) {
+      if (this.#index.get(record.id) === record) {
+        dropped++
+        void this.#drop(record, reason)
+      }
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    return dropped
   }
 
   async clear(): Promise<number> {
@@ -612,7 +653,7 @@ class CacacheDiskStore implements DiskStore {
 
   async close(): Promise<void> {
     this.#closed = true
-    while (this.#inflight.size > 0) await Promise.all([...this.#inflight])
+    while (this.#inflight.size > 0 || this.#removals.pending > 0) await Promise.all([...this.#inflight, this.#removals.idle()])
     this.#files.closeAll()
   }
 
