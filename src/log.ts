@@ -1,10 +1,20 @@
 // Structured logs: one JSON object per line on stdout (errors on stderr).
 // Secrets never reach a log line: callers pass only what is safe, and any
 // field whose name looks like a credential is redacted here as a last guard.
+//
+// Lines to stdout are buffered and written together once per turn of the
+// event loop (or sooner when 64 KiB pile up): one write for a few dozen
+// access-log lines instead of one synchronous write each, which cost about a
+// third of a small hit's throughput. Errors are written at once. What is still
+// buffered is written when the process exits (process.exit, end of the loop);
+// a SIGKILL loses at most the lines of the current turn.
 
 export type Logger = (entry: Record<string, unknown>) => void
 
 const SECRET_KEY = /pass(word)?|secret|token|authorization|cookie|credential/i
+
+/** Flush the buffer at once past this many characters (bounds memory between turns). */
+const FLUSH_AT_CHARS = 64 * 1024
 
 function redact(entry: Record<string, unknown>): Record<string, unknown> {
   let out: Record<string, unknown> | undefined
@@ -17,8 +27,60 @@ function redact(entry: Record<string, unknown>): Record<string, unknown> {
   return out ?? entry
 }
 
+export interface LineWriter {
+  /** Queue one line (without its newline). Errors are written before this returns. */
+  write(line: string, isError: boolean): void
+  /** Write out everything queued, synchronously. */
+  flush(): void
+}
+
+/**
+ * Lines batched per event-loop turn into one write on `out`. Writes to files, pipes and
+ * terminals are synchronous in Node on Linux, so a flush never leaves bytes in flight.
+ */
+export function bufferedLines(out: { write(chunk: string): unknown } = process.stdout, err: { write(chunk: string): unknown } = process.stderr): LineWriter {
+  let pending = ''
+  let scheduled = false
+  const flush = (): void => {
+    scheduled = false
+    if (pending === '') return
+    const chunk = pending
+    pending = ''
+    out.write(chunk)
+  }
+  return {
+    write(line, isError) {
+      if (isError) {
+        // Keep the order of what was logged before it.
+        flush()
+        err.write(line + '\n')
+        return
+      }
+      pending += line + '\n'
+      if (pending.length >= FLUSH_AT_CHARS) flush()
+      else if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    },
+    flush,
+  }
+}
+
+let processLines: LineWriter | undefined
+
+/** The process-wide stdout/stderr writer, flushed on exit. */
+function stdLines(): LineWriter {
+  if (!processLines) {
+    const lines = bufferedLines()
+    process.on('exit', () => lines.flush())
+    processLines = lines
+  }
+  return processLines
+}
+
 export function createLogger(opts: { nodeId: string; write?: (line: string, isError: boolean) => void; silent?: boolean }): Logger {
-  const write = opts.write ?? ((line, isError) => (isError ? process.stderr : process.stdout).write(line + '\n'))
+  const write = opts.write ?? ((line: string, isError: boolean) => stdLines().write(line, isError))
   return (entry) => {
     if (opts.silent) return
     const level = (entry.level as string | undefined) ?? 'info'
