@@ -19,7 +19,7 @@ import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest
 import { createPopulator } from './manifest/populate.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
-import { createMetrics, type Metrics } from './metrics.ts'
+import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
@@ -52,6 +52,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     maxBytes: config.cacheMaxBytes,
     memoryBytes: config.memoryCacheBytes,
     maxObjectBytes: config.maxObjectBytes,
+    maxVariants: config.maxVariants,
+    writeQueueBytes: config.writeQueueBytes,
     log,
   })
   const manifest = await startManifest({
@@ -75,19 +77,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   }
 
   const metrics = createMetrics({ cacheStats: () => store.stats() })
-  store.subscribe((event) => {
-    switch (event.type) {
-      case 'stored':
-        return metrics.stored()
-      case 'deleted':
-        if (event.reason === 'evicted') metrics.evicted(1)
-        return
-      case 'integrity-failure':
-        return metrics.integrityFailure()
-      case 'write-failure':
-        return metrics.writeFailure()
-    }
-  })
+  store.subscribe(countStoreEvents(metrics))
   const origin = createOriginClient({
     connectTimeoutMs: config.originConnectTimeoutMs,
     headersTimeoutMs: config.originHeadersTimeoutMs,
@@ -165,7 +155,10 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     log,
     metrics,
-    healthInfo: () => ({ role: manifest.role.current().kind, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
+    healthInfo: () => {
+      const { writeQueueJobs, writeQueueBytes } = store.stats()
+      return { role: manifest.role.current().kind, manifestWriter: manifest.writer.stats(), diskWriter: { jobs: writeQueueJobs, bytes: writeQueueBytes }, populate: populator.status() ?? null }
+    },
     mounts: [
       { path: '/internal', app: internalApp },
       { path: '', app: admin },

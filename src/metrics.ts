@@ -13,6 +13,7 @@
 // status), and it runs only when caje already made a network round trip.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { StoreEvent } from './cache/types.ts'
 
 export const CACHE_STATUSES = ['hit', 'stale', 'miss', 'revalidated', 'bypass', 'pass', 'error'] as const
 /** How the proxy answered one request (the `cache_status` label of caje_requests_total). */
@@ -38,6 +39,9 @@ export interface CacheGaugeStats {
   bytes: number
   memoryEntries: number
   memoryBytes: number
+  /** Disk writes queued and not yet done, and the body bytes they hold. */
+  writeQueueJobs?: number
+  writeQueueBytes?: number
 }
 
 export interface MetricsOptions {
@@ -65,6 +69,8 @@ export interface Metrics {
   integrityFailure(): void
   /** Writing a response to the cache failed (the response itself was still served). */
   writeFailure(): void
+  /** A storable response was served without being stored: the disk write queue was full. */
+  writeSkipped(): void
   /** An origin exchange failed before a usable response, by kind. */
   originError(kind: OriginErrorKind): void
   /** One entry handled by a populate run; bytes counted when it was fetched. */
@@ -163,6 +169,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     name: 'caje_cache_write_failures_total',
     help: 'Cache writes that failed (the response was still served).',
   }).counts
+  const writeSkippedCount = new CounterTable(registry, {
+    name: 'caje_cache_writes_skipped_total',
+    help: 'Storable responses served without being stored because the disk write queue was full.',
+  }).counts
   const originErrors = new CounterTable(registry, {
     name: 'caje_origin_errors_total',
     help: 'Origin exchanges that failed, by kind (connect, timeout, reset, protocol, dns, aborted, other).',
@@ -227,6 +237,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   cacheGauge('caje_cache_bytes', 'Body bytes in the disk cache of this node.', (s) => s.bytes)
   cacheGauge('caje_memory_cache_entries', 'Entries held in the memory tier.', (s) => s.memoryEntries)
   cacheGauge('caje_memory_cache_bytes', 'Body bytes held in the memory tier.', (s) => s.memoryBytes)
+  cacheGauge('caje_cache_write_queue_jobs', 'Disk writes queued and not yet done.', (s) => s.writeQueueJobs ?? 0)
+  cacheGauge('caje_cache_write_queue_bytes', 'Body bytes waiting in the disk write queue.', (s) => s.writeQueueBytes ?? 0)
 
   const collectErrors = new CounterTable(registry, {
     name: 'caje_metrics_collect_errors_total',
@@ -260,6 +272,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     writeFailure() {
       writeFailureCount[0]!++
     },
+    writeSkipped() {
+      writeSkippedCount[0]!++
+    },
     originError(kind) {
       originErrors[ORIGIN_ERROR_INDEX[kind] ?? OTHER_ORIGIN_ERROR]!++
     },
@@ -277,6 +292,25 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
   }
   return metrics
+}
+
+/** Counts what a cache store reports (subscribe this to CacheStore#subscribe). */
+export function countStoreEvents(metrics: Metrics): (event: StoreEvent) => void {
+  return (event) => {
+    switch (event.type) {
+      case 'stored':
+        return metrics.stored()
+      case 'deleted':
+        if (event.reason === 'evicted') metrics.evicted(1)
+        return
+      case 'integrity-failure':
+        return metrics.integrityFailure()
+      case 'write-failure':
+        return metrics.writeFailure()
+      case 'write-skipped':
+        return metrics.writeSkipped()
+    }
+  }
 }
 
 /** The Prometheus text exposition of everything in this Metrics' registry. */

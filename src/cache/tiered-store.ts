@@ -17,11 +17,15 @@ export interface CacheStoreOptions {
   memoryBytes: number
   /** Per-object limit: larger bodies are not stored. */
   maxObjectBytes: number
+  /** Body bytes waiting for the disk writer at most (see DiskStoreOptions). */
+  writeQueueBytes?: number
+  /** Variants kept under one key at most (see DiskStoreOptions). */
+  maxVariants?: number
   log?: LogFn
 }
 
 export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheStore> {
-  const disk = await createDiskStore({ dir: opts.dir, maxBytes: opts.maxBytes, maxObjectBytes: opts.maxObjectBytes, log: opts.log })
+  const disk = await createDiskStore({ dir: opts.dir, maxBytes: opts.maxBytes, maxObjectBytes: opts.maxObjectBytes, writeQueueBytes: opts.writeQueueBytes, maxVariants: opts.maxVariants, log: opts.log })
   // Only bodies the disk tier hands over as buffers go to memory, and a quarter
   // of the budget at most, so one object cannot flush the rest.
   const memory = createMemoryTier({
@@ -60,6 +64,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   return {
     variants: (key) => disk.variants(key),
     variantsNow: (key) => disk.variantsNow(key),
+    varyOf: (key) => disk.varyOf(key),
+    variant: (key, variant) => disk.variant(key, variant),
 
     readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
       const held = fromMemory(key, variant, range)
@@ -88,6 +94,9 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       }
       return body
     },
+
+    admits: (key, size) => disk.admits(key, size),
+    drain: () => disk.drain(),
 
     writer(entry: NewEntry): EntryWriter {
       const inner = disk.writer(entry)

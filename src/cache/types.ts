@@ -69,6 +69,8 @@ export type StoreEvent =
   | { type: 'deleted'; key: string; variant: string; reason: 'evicted' | 'purged' | 'replaced' | 'expired' | 'corrupt' | 'cleared' }
   | { type: 'integrity-failure'; key: string; variant: string }
   | { type: 'write-failure'; key: string; error: unknown }
+  /** A response that was not stored because the disk write queue was full (it was still served). */
+  | { type: 'write-skipped'; key: string; reason: 'queue-full' }
 
 export interface StoreStats {
   entries: number
@@ -77,6 +79,11 @@ export interface StoreStats {
   memoryBytes: number
   integrityFailures: number
   writeFailures: number
+  /** Responses not stored because the write queue was full. */
+  writesSkipped: number
+  /** Disk writes queued and not yet done (jobs, and body bytes they hold in memory). */
+  writeQueueJobs: number
+  writeQueueBytes: number
   evictions: number
 }
 
@@ -98,6 +105,14 @@ export interface CacheStore {
   /** variants() without the promise: metadata lives in memory, so a hit can be answered without waiting a tick. */
   variantsNow(key: string): EntryMeta[]
   /**
+   * The distinct Vary header values (as stored; '' for none) among a key's variants, nearly
+   * always one: the caller works out the request's variant id per value and asks variant().
+   * Empty when nothing is stored under the key.
+   */
+  varyOf(key: string): readonly string[]
+  /** One variant's metadata by its id (no body I/O), or undefined (absent or expired). */
+  variant(key: string, variant: string): EntryMeta | undefined
+  /**
    * The body of a variant when the memory tier holds it (no I/O, marks it
    * recently used), else undefined: then read() it. Undefined says nothing
    * about whether the entry exists.
@@ -109,6 +124,14 @@ export interface CacheStore {
    * With `range`, only those bytes are returned.
    */
   read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined>
+  /**
+   * Whether a response for `key` with a body of `size` bytes (undefined: not known yet) can be
+   * stored now. False while the disk write queue is full: the response is then served without
+   * being stored, and the store counts it (stats().writesSkipped, a 'write-skipped' event).
+   */
+  admits(key: string, size: number | undefined): boolean
+  /** Resolves once every write queued so far is on disk. */
+  drain(): Promise<void>
   /** Start writing a new variant; replaces an existing one with the same key+variant on commit. */
   writer(entry: NewEntry): EntryWriter
   /** Replace the metadata of a stored variant (after a 304 revalidation), keeping its body. */

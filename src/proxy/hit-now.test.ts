@@ -76,6 +76,8 @@ async function fill(proxy: Proxy, path: string, headers: Record<string, string> 
   const key = `http://site.test${path}`
   for (let i = 0; i < 100 && store.variantsNow(key).length === 0; i++) await new Promise((r) => setTimeout(r, 10))
   expect(store.variantsNow(key).length).toBeGreaterThan(0)
+  // Served from memory until the disk writer has it on disk.
+  await store.drain()
 }
 
 describe('the synchronous hit path', () => {

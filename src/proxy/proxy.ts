@@ -112,21 +112,23 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
   }
 
-  /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
-  function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders): EntryMeta | undefined {
+  /**
+   * The stored variant matching this request (RFC 9111 §4.1), newest first. Found by id: the
+   * request's variant id is worked out once per distinct stored Vary value (nearly always one),
+   * so a URL with many variants costs no more than one with a single variant.
+   */
+  function lookup(key: string, headers: FlatHeaders): { meta?: EntryMeta; hadVariants: boolean } {
+    const varies = store.varyOf(key)
+    if (varies.length === 0) return { hadVariants: false }
     let best: EntryMeta | undefined
-    for (const v of variants) {
-      if (!isFreshnessPolicy(v.policy)) continue
-      if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
-      if (!best || v.storedAt > best.storedAt) best = v
+    for (const vary of varies) {
+      const fields = varyFields(vary)
+      const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
+      if (!meta || !isFreshnessPolicy(meta.policy)) continue
+      if (!variantMatches(meta.varyHeaders, fields, headers)) continue
+      if (!best || meta.storedAt > best.storedAt) best = meta
     }
-    return best
-  }
-
-  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean }> {
-    const variants = await store.variants(key)
-    if (variants.length === 0) return { hadVariants: false }
-    return { meta: pickVariant(variants, headers), hadVariants: true }
+    return { meta: best, hadVariants: true }
   }
 
   async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -247,9 +249,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     if (req.method !== 'GET' && req.method !== 'HEAD') return undefined
     if (!opts.resolveOrigin(req.host)) return undefined
     const key = primaryKey(req.scheme, req.host, req.path)
-    const variants = store.variantsNow(key)
-    if (variants.length === 0) return undefined
-    const meta = pickVariant(variants, req.headers)
+    const { meta } = lookup(key, req.headers)
     if (!meta) return undefined
     const policy = meta.policy as FreshnessPolicy
     if (decideReuse(policy, req.headers, now()).kind !== 'fresh') return undefined
@@ -296,6 +296,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // the origin closes the connection, so a connection cut short looks like a complete body.
       // Pass such a response through, but never store what could be a truncated copy.
       detail = 'no-length'
+    } else if (!store.admits(target.key, declared)) {
+      // The disk writer is behind: serve this one without storing it rather than queue without bound.
+      detail = 'write-queue-full'
     }
     if (detail !== undefined || !decision.store) {
       onOutcome(false)
@@ -522,7 +525,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants } = await lookup(key, req.headers)
+      const { meta, hadVariants } = lookup(key, req.headers)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
