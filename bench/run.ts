@@ -61,6 +61,10 @@ interface Scenario {
   inSmoke: boolean
   /** Connections for this scenario instead of --connections. */
   connections?: number
+  /** Seconds per measured run instead of --duration (not in smoke mode). */
+  durationSec?: number
+  /** After each caje run: time until its disk writer and manifest writer have nothing queued. */
+  measureSettle?: boolean
 }
 
 const fixed = (p: string) => () => ({ kind: 'fixed', path: p }) as Workload
@@ -82,6 +86,17 @@ function scenarios(zipfExponent: number): Scenario[] {
       caje: 'memory',
       expectHit: false,
       inSmoke: true,
+    },
+    {
+      id: 'miss-storm',
+      // Every request a URL never seen before: each one is fetched, stored and recorded. What
+      // matters is what it leaves behind: memory (peak RSS) and work still queued when it stops.
+      workload: (rep) => ({ kind: 'unique', count: OBJECT_COUNT, pathPrefix: '/obj/', query: `storm=${rep}` }),
+      caje: 'memory',
+      expectHit: false,
+      inSmoke: false,
+      durationSec: 20,
+      measureSettle: true,
     },
   ]
 }
@@ -224,6 +239,25 @@ async function checkBody(system: RunningSystem, p: string): Promise<{ problem?: 
   return { res }
 }
 
+/**
+ * ms from now until caje's health shows nothing queued for the disk writer and the manifest
+ * writer (polled every 20 ms), or undefined after 30 s.
+ */
+async function settleTime(caje: RunningSystem): Promise<number | undefined> {
+  const started = performance.now()
+  while (performance.now() - started < 30_000) {
+    try {
+      const res = await get(`${caje.baseUrl}/_caje/health`, 5000)
+      const health = JSON.parse(res.body.toString('utf8')) as { diskWriter?: { jobs: number }; manifestWriter?: { queued: number } }
+      if ((health.diskWriter?.jobs ?? 0) === 0 && (health.manifestWriter?.queued ?? 0) === 0) return Math.round(performance.now() - started)
+    } catch {
+      // Busy or restarting: ask again.
+    }
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return undefined
+}
+
 async function originStats(origin: RunningSystem): Promise<OriginStats> {
   const res = await get(origin.baseUrl + ORIGIN_STATS_PATH)
   return JSON.parse(res.body.toString('utf8')) as OriginStats
@@ -305,6 +339,7 @@ async function main(): Promise<number> {
   const problems: Problem[] = []
   const measurements: Measurement[] = []
   const notes = new Map<string, string[]>()
+  const settleNotes: { scenario: string; system: string; ms: number | undefined }[] = []
   const addNote = (scenario: string, system: string, note: string) => {
     const k = noteKey(scenario, system)
     const list = notes.get(k) ?? []
@@ -414,7 +449,7 @@ async function main(): Promise<number> {
         const paths =
           probe.kind === 'fixed'
             ? [probe.path]
-            : sampleObjects(probe.count, probe.exponent, 20).map((n) => `${probe.pathPrefix}${n}?verify=1`)
+            : sampleObjects(probe.count, probe.kind === 'zipf' ? probe.exponent : 1, 20).map((n) => `${probe.pathPrefix}${n}?verify=1`)
         for (const p of paths) {
           const first = await checkBody(system, p)
           if (first.problem) {
@@ -439,13 +474,14 @@ async function main(): Promise<number> {
 
       const firstWorkload = scenario.workload('1')
       loadCommands.push(
-        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : ''}`,
+        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : firstWorkload.kind === 'unique' ? ` (request(): /obj/<i mod ${firstWorkload.count}>?storm=<rep>-<thread>-<i>: a new URL every time)` : ''}`,
       )
 
+      const scenarioSeconds = opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)
       if (opts.warmupSec > 0) {
         for (const system of lineup) {
           try {
-            await load(system, scenario.workload('warm'), opts.warmupSec, scenario.connections ?? opts.connections)
+            await load(system, scenario.workload('warm'), Math.min(opts.warmupSec, scenarioSeconds), scenario.connections ?? opts.connections)
           } catch (err) {
             warn(`${scenario.id} / ${system.name}: warm-up failed: ${(err as Error).message}`)
           }
@@ -460,7 +496,7 @@ async function main(): Promise<number> {
           const rss = pollPeakRss(await processTree(system.pid))
           let result: LoadResult
           try {
-            result = await load(system, workload, opts.durationSec, scenario.connections ?? opts.connections)
+            result = await load(system, workload, scenarioSeconds, scenario.connections ?? opts.connections)
           } catch (err) {
             await rss.stop()
             const message = `load run failed: ${(err as Error).message.split('\n')[0]}`
@@ -468,6 +504,12 @@ async function main(): Promise<number> {
             addNote(scenario.id, system.name, message)
             warn(`${scenario.id} / ${system.name}: ${message}`)
             continue
+          }
+          // Settling first: the RSS poll stays on until the work queued by this run is done.
+          if (scenario.measureSettle && system.kind === 'caje') {
+            const settled = await settleTime(system)
+            settleNotes.push({ scenario: scenario.id, system: system.name, ms: settled })
+            log(`  ${scenario.id} run ${rep}/${opts.runs} ${system.name}: ${settled === undefined ? 'still had work queued after 30 s' : `nothing queued ${settled} ms after the load ended`}`)
           }
           const peakRssBytes = await rss.stop()
           const after = await originStats(origin)
@@ -503,6 +545,13 @@ async function main(): Promise<number> {
             `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${errors ? `  errors ${errors}` : ''}`,
           )
         }
+      }
+
+      for (const system of lineup) {
+        const times = settleNotes.filter((n) => n.scenario === scenario.id && n.system === system.name).map((n) => n.ms)
+        if (times.length === 0) continue
+        const text = times.map((t) => (t === undefined ? '>30000' : String(t))).join(', ')
+        addNote(scenario.id, system.name, `nothing queued (disk writer, manifest) ${text} ms after the load ended`)
       }
 
       // After the load, caje must still serve the right bytes.

@@ -47,3 +47,22 @@ describe('createLogger', () => {
     expect(JSON.parse(lines[0]!)).toMatchObject({ node: 'n', msg: 'x', password: '[redacted]', token: '[redacted]' })
   })
 })
+
+describe('log lines', () => {
+  it('are the JSON of time, level, node and the entry, in that order, whatever the entry holds', () => {
+    const lines: string[] = []
+    const log = createLogger({ nodeId: 'n"1', write: (l) => lines.push(l) })
+    log({ msg: 'request', status: 200, skipped: undefined })
+    log({})
+    log({ level: 'warn', msg: 'w' })
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(parsed.map((p) => Object.keys(p))).toEqual([
+      ['time', 'level', 'node', 'msg', 'status'],
+      ['time', 'level', 'node'],
+      ['time', 'level', 'node', 'msg'],
+    ])
+    expect(parsed[0]).toMatchObject({ level: 'info', node: 'n"1', msg: 'request', status: 200 })
+    expect(parsed[2]).toMatchObject({ level: 'warn', msg: 'w' })
+    expect(new Date(parsed[0]!.time as string).getTime()).toBeGreaterThan(0)
+  })
+})
