@@ -474,7 +474,7 @@ async function main(): Promise<number> {
 
       const firstWorkload = scenario.workload('1')
       loadCommands.push(
-        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : firstWorkload.kind === 'unique' ? ` (request(): /obj/<i mod ${firstWorkload.count}>?storm=<rep>-<thread>-<i>: a new URL every time)` : ''}`,
+        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : firstWorkload.kind === 'unique' ? ` (request(): /obj/<i mod ${firstWorkload.count}>?storm=<rep>-<thread>-<i>: a new URL every time)` : ''}`,
       )
 
       const scenarioSeconds = opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)

@@ -356,10 +356,11 @@ class CacacheDiskStore implements DiskStore {
   // ---- writes -------------------------------------------------------------
 
   writer(entry: NewEntry): DiskEntryWriter {
-    // A JSON round trip: the caller may keep mutating its object, and what is in memory must be
-    // exactly what a restart reads back from disk. The JSON is also the index line's metadata.
-    const metadataJson = JSON.stringify(storedMetadata(entry))
-    return new EntryWriterImpl(this.#writerHost, JSON.parse(metadataJson) as NewEntry, metadataJson)
+    // The JSON is the index line's metadata, taken now: a restart reads back exactly this. The
+    // object itself is kept (and frozen on commit) rather than parsed back, so the strings it
+    // shares with the proxy's own (key, url) are held once for the 100,000s of entries in memory.
+    const metadata = storedMetadata(entry)
+    return new EntryWriterImpl(this.#writerHost, metadata, JSON.stringify(metadata))
   }
 
   admits(key: string, size: number | undefined): boolean {
