@@ -363,6 +363,15 @@ class CacacheDiskStore implements DiskStore {
     return new EntryWriterImpl(this.#writerHost, metadata, JSON.stringify(metadata))
   }
 
+  async put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
+    const writer = this.writer(entry)
+    if (!writer.write(body)) {
+      writer.abort()
+      return undefined
+    }
+    return writer.commit()
+  }
+
   admits(key: string, size: number | undefined): boolean {
     if (this.#writer.hasRoom(size)) return true
     this.#skipped(key)

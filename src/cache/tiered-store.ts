@@ -98,6 +98,15 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     admits: (key, size) => disk.admits(key, size),
     drain: () => disk.drain(),
 
+    put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
+      const writer = this.writer(entry)
+      if (!writer.write(body)) {
+        writer.abort()
+        return Promise.resolve(undefined)
+      }
+      return writer.commit()
+    },
+
     writer(entry: NewEntry): EntryWriter {
       const inner = disk.writer(entry)
       return {

@@ -132,6 +132,11 @@ export interface CacheStore {
   admits(key: string, size: number | undefined): boolean
   /** Resolves once every write queued so far is on disk. */
   drain(): Promise<void>
+  /**
+   * Store a variant whose whole body is at hand (populate): the same write path as writer()
+   * (write-behind, bounded queue). Resolves to the stored meta, or undefined when not stored.
+   */
+  put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined>
   /** Start writing a new variant; replaces an existing one with the same key+variant on commit. */
   writer(entry: NewEntry): EntryWriter
   /** Replace the metadata of a stored variant (after a 304 revalidation), keeping its body. */

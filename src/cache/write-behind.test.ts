@@ -45,6 +45,15 @@ describe('write-behind disk writer', () => {
     expect(viaCacache.metadata).toMatchObject({ key: 'https://a.test/now', url: 'https://a.test/now' })
   })
 
+  it('put() stores a whole body through the same writer, and refuses one over the object limit', async () => {
+    const store = await openStore({ maxObjectBytes: 1000 })
+    expect((await store.put(newEntry('https://a.test/p'), bodyOf(900)))?.size).toBe(900)
+    expect(await store.put(newEntry('https://a.test/too-big'), bodyOf(1001))).toBeUndefined()
+    await store.drain()
+    expect((await cacache.get(dir, entryId('https://a.test/p', ''))).data.equals(bodyOf(900))).toBe(true)
+    expect(store.stats().entries).toBe(1)
+  })
+
   it('keeps cacache able to read an entry whose bucket was rewritten by many metadata updates', async () => {
     const store = await openStore()
     const meta = (await put(store, newEntry('https://a.test/m'), bodyOf(100)))!
