@@ -190,6 +190,7 @@ class CacacheDiskStore implements DiskStore {
   /** Per entry id, the seq of the last commit() called (see Committing.seq). */
   readonly #lastCommit = new Map<string, number>()
   #commitSeq = 0
+  #lastCommitAt = 0
   readonly #files: OpenFiles
   /** Background work close() must wait for. Every tracked promise resolves; failures are logged where they happen. */
   readonly #inflight = new Set<Promise<unknown>>()
@@ -224,6 +225,7 @@ class CacacheDiskStore implements DiskStore {
       else unwanted.push(entry.key)
     }
     loaded.sort((a, b) => a.committedAt - b.committedAt)
+    this.#lastCommitAt = loaded.at(-1)?.committedAt ?? 0
     for (const record of loaded) {
       record.content = this.#pin(record.meta.integrity, record.meta.size).content
       this.#index.set(record)
@@ -442,7 +444,7 @@ class CacacheDiskStore implements DiskStore {
         return undefined
       }
       const { content } = this.#pin(finished.integrity, finished.size)
-      const committedAt = Date.now()
+      const committedAt = this.#commitTime()
       const previous = this.#index.get(id)
       const indexLines = (previous?.indexLines ?? 0) + 1
       const line = indexJson(id, finished.integrity, committedAt, finished.size, metadataJson)
@@ -468,8 +470,17 @@ class CacacheDiskStore implements DiskStore {
     return this.#track(committing)
   }
 
+  /**
+   * Commit times are milliseconds, strictly increasing in this store: commits in the same
+   * millisecond keep their order in listings after a restart (which sorts by this time).
+   */
+  #commitTime(): number {
+    this.#lastCommitAt = Math.max(Date.now(), this.#lastCommitAt + 1)
+    return this.#lastCommitAt
+  }
+
   /** Makes a committed variant visible in the index, replacing the one with the same id. */
-  #publish(id: string, entry: NewEntry, content: ContentRecord, committedAt = Date.now()): IndexRecord {
+  #publish(id: string, entry: NewEntry, content: ContentRecord, committedAt = this.#commitTime()): IndexRecord {
     const previous = this.#index.get(id)
     const meta = freezeMeta({ ...entry, size: content.size, integrity: content.integrity })
     const record: IndexRecord = {
@@ -605,7 +616,7 @@ class CacacheDiskStore implements DiskStore {
   #capVariants(key: string): void {
     const count = this.#index.variantCount(key)
     if (count <= this.#maxVariants) return
-    const variants = this.#index.variantsOf(key).sort((a, b) => a.lastAccess - b.lastAccess)
+    const variants = this.#index.variantsOf(key).sort((a, b) => (a.recency ?? 0) - (b.recency ?? 0))
     for (let i = 0; i < count - this.#maxVariants; i++) this.#drop(variants[i]!, 'evicted')
   }
 

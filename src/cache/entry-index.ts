@@ -41,6 +41,8 @@ export interface IndexRecord {
   committedAt: number
   /** Epoch ms of the last read (commit time until the first one). */
   lastAccess: number
+  /** Order of use (set by EntryIndex on every set and touch): unlike lastAccess, never a tie. */
+  recency?: number
   /** Lower-cased url, computed once so filtering 100,000 entries does no string allocation. */
   urlLower: string
   /** Lines in this entry's cacache bucket; updates append, so the bucket is compacted now and then. */
@@ -84,6 +86,7 @@ export class EntryIndex {
   readonly #lru = new Map<string, IndexRecord>()
   /** The record at the most-recent end of #lru, when known. */
   #newest: IndexRecord | undefined
+  #uses = 0
   /** Oldest commit first. */
   readonly #byCommit = new Map<string, IndexRecord>()
   /** Variants per key: nearly always one or two, so an array beats a Map per key (100,000 of them). */
@@ -102,6 +105,7 @@ export class EntryIndex {
     const record = this.#lru.get(id)
     if (!record) return undefined
     record.lastAccess = now
+    record.recency = ++this.#uses
     // Already the most recent: skip the Map re-insertion (the hot-key case).
     if (this.#newest === record) return record
     this.#lru.delete(id)
@@ -149,6 +153,7 @@ export class EntryIndex {
    */
   set(record: IndexRecord): IndexRecord | undefined {
     const previous = this.delete(record.id)
+    record.recency = ++this.#uses
     this.#lru.set(record.id, record)
     this.#newest = record
     this.#byCommit.set(record.id, record)
