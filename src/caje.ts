@@ -82,6 +82,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     connectTimeoutMs: config.originConnectTimeoutMs,
     headersTimeoutMs: config.originHeadersTimeoutMs,
     bodyTimeoutMs: config.originBodyTimeoutMs,
+    metrics,
   })
   const proxy = createProxy({
     store,

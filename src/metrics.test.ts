@@ -181,7 +181,7 @@ describe('createMetrics', () => {
     fail = true
     const m = await scrape(metrics)
     expect(m.value('caje_cache_entries')).toBe(7)
-    expect(m.value('caje_metrics_collect_errors_total')).toBe(4)
+    expect(m.value('caje_metrics_collect_errors_total')).toBe(6) // once per cache gauge: entries, bytes, memory entries and bytes, write queue jobs and bytes
   })
 
   it('uses its own registry: two instances and the global registry never share counts', async () => {

@@ -55,8 +55,8 @@ export interface ProxyResult {
   bodyFailure?: (err: unknown) => ProxyResult
 }
 
-/** The counters the proxy reports; src/metrics.ts implements them. */
-export type ProxyMetrics = Pick<Metrics, 'request' | 'originLatency' | 'originError'>
+/** The counters the proxy reports (origin exchanges are counted by the origin sender); src/metrics.ts implements them. */
+export type ProxyMetrics = Pick<Metrics, 'request'>
 
 export interface ProxyOptions {
   store: CacheStore
@@ -131,16 +131,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return { meta: best, hadVariants: true }
   }
 
-  async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
-    try {
-      const res = await origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal })
-      opts.metrics?.originLatency(res.headersMs / 1000, res.status)
-      return res
-    } catch (err) {
-      const e = err as OriginError
-      if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
-      throw err
-    }
+  function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
+    return origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal })
   }
 
   function originFailure(err: unknown, cacheStatus: CacheStatus): ProxyResult {
@@ -461,7 +453,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
     let res: OriginResponse
     try {
       res = await origin.send({ origin: originUrl, method: 'GET', path: new URL(meta.url).pathname + new URL(meta.url).search, headers, signal: background ? undefined : req.signal })
-      opts.metrics?.originLatency(res.headersMs / 1000, res.status)
     } catch (error) {
       return { kind: 'failed', error }
     }
