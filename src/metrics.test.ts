@@ -215,3 +215,15 @@ describe('createMetrics', () => {
     expect(nsPerPair).toBeLessThan(500)
   })
 })
+
+describe('hitRatio', () => {
+  it('is hits and stale answers over the answers of cacheable requests, null before any', () => {
+    const metrics = createMetrics({ processMetrics: false })
+    expect(metrics.hitRatio()).toBeNull()
+    metrics.request('bypass')
+    metrics.request('error')
+    expect(metrics.hitRatio()).toBeNull()
+    for (const s of ['hit', 'hit', 'stale', 'miss', 'revalidated', 'pass'] as const) metrics.request(s)
+    expect(metrics.hitRatio()).toBe(3 / 6)
+  })
+})

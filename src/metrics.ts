@@ -79,6 +79,8 @@ export interface Metrics {
   purge(kind: PurgeKind): void
   /** Where the cache gauges read from (the CacheStore usually exists after the metrics). */
   setCacheStats(source: () => CacheGaugeStats): void
+  /** Hits ÷ answers of cacheable requests since start (hit and stale over those plus miss, revalidated and pass); null before any. */
+  hitRatio(): number | null
 }
 
 const DEFAULT_ORIGIN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -289,6 +291,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     setCacheStats(source) {
       cacheStats = source
+    },
+    hitRatio() {
+      const count = (label: CacheStatusLabel) => requests[CACHE_STATUS_INDEX[label]!]!
+      const hits = count('hit') + count('stale')
+      const answers = hits + count('miss') + count('revalidated') + count('pass')
+      return answers === 0 ? null : hits / answers
     },
   }
   return metrics
