@@ -9,7 +9,9 @@
 // buffered is written when the process exits (process.exit, end of the loop);
 // a SIGKILL loses at most the lines of the current turn.
 
-export type Logger = (entry: Record<string, unknown>) => void
+import type { Logger } from './vocabulary.ts'
+
+export type { Logger }
 
 const SECRET_KEY = /pass(word)?|secret|token|authorization|cookie|credential/i
 

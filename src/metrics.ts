@@ -14,24 +14,10 @@
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { StoreEvent } from './cache/types.ts'
+import { CACHE_STATUSES, ORIGIN_ERROR_KINDS, POPULATE_RESULTS, PURGE_KINDS, SERVE_TIERS, type CacheStatusLabel, type OriginErrorKind, type PopulateResult, type PurgeKind, type ServeTier } from './vocabulary.ts'
 
-export const CACHE_STATUSES = ['hit', 'stale', 'miss', 'revalidated', 'bypass', 'pass', 'error'] as const
-/** How the proxy answered one request (the `cache_status` label of caje_requests_total). */
-export type CacheStatusLabel = (typeof CACHE_STATUSES)[number]
-
-export const SERVE_TIERS = ['memory', 'disk', 'origin'] as const
-/** Where the bytes of a response body came from. */
-export type ServeTier = (typeof SERVE_TIERS)[number]
-
-/** Same names as OriginFailureKind in proxy/origin.ts; anything else is counted as 'other'. */
-export const ORIGIN_ERROR_KINDS = ['connect', 'timeout', 'reset', 'protocol', 'dns', 'aborted', 'other'] as const
-export type OriginErrorKind = (typeof ORIGIN_ERROR_KINDS)[number]
-
-export const POPULATE_RESULTS = ['done', 'skipped', 'failed'] as const
-export type PopulateResult = (typeof POPULATE_RESULTS)[number]
-
-export const PURGE_KINDS = ['url', 'prefix', 'tag', 'all'] as const
-export type PurgeKind = (typeof PURGE_KINDS)[number]
+export { CACHE_STATUSES, ORIGIN_ERROR_KINDS, POPULATE_RESULTS, PURGE_KINDS, SERVE_TIERS } from './vocabulary.ts'
+export type { CacheStatusLabel, OriginErrorKind, PopulateResult, PurgeKind, ServeTier } from './vocabulary.ts'
 
 /** What the cache gauges show; CacheStore#stats() returns a superset of this. */
 export interface CacheGaugeStats {

@@ -6,6 +6,7 @@
 
 import { Agent, request as undiciRequest, errors as undiciErrors } from 'undici'
 import type { Readable } from 'node:stream'
+import type { OriginErrorKind } from '../vocabulary.ts'
 import type { HeaderBag } from './headers.ts'
 
 export interface OriginOptions {
@@ -41,7 +42,7 @@ export interface OriginResponse {
   headersMs: number
 }
 
-export type OriginFailureKind = 'connect' | 'timeout' | 'reset' | 'protocol' | 'dns' | 'aborted' | 'other'
+export type OriginFailureKind = OriginErrorKind
 
 /** A failed origin exchange, already mapped to the status the client should see. */
 export class OriginError extends Error {
