@@ -151,7 +151,9 @@ function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (
     path: pathAndQuery(raw.url),
     headers,
     body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
-    clientIp: (headers['x-real-ip'] ?? '127.0.0.1').replace(/^::ffff:/, ''),
+    // A web Request carries no peer address (app.request() is a call inside this process), and a
+    // client's own X-Real-IP must never stand in for one: X-Forwarded-For would carry its lie on.
+    clientIp: '127.0.0.1',
     started,
     get signal() {
       if (!controller) {
