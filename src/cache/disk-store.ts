@@ -23,6 +23,7 @@ import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './ent
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
 import type {
+  BodyLookup,
   ByteRange,
   CacheStore,
   EntryMeta,
@@ -67,13 +68,20 @@ export interface DiskEntryWriter extends EntryWriter {
   commitWithBody(): Promise<CommittedBody | undefined>
 }
 
+/** A body with the metadata it belongs to, now or later. */
+export type EntryLookup = EntryBody | undefined | Promise<EntryBody | undefined>
+export interface EntryBody {
+  body: StoredBody
+  meta: EntryMeta
+}
+
 export interface DiskStore extends CacheStore {
   readonly dir: string
   writer(entry: NewEntry): DiskEntryWriter
   /** The current metadata of a variant, marking it recently used (memory-tier hits call this so disk LRU sees them). */
   touch(key: string, variant: string): EntryMeta | undefined
-  /** read(), plus the metadata the returned body belongs to. */
-  readWithMeta(key: string, variant: string, range?: ByteRange): Promise<{ body: StoredBody; meta: EntryMeta } | undefined>
+  /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
+  readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
   /** The disk writer's backlog. */
   writeQueue(): DiskWriterStats
 }
@@ -288,11 +296,7 @@ class CacacheDiskStore implements DiskStore {
     return record
   }
 
-  async variants(key: string): Promise<EntryMeta[]> {
-    return this.variantsNow(key)
-  }
-
-  variantsNow(key: string): EntryMeta[] {
+  variants(key: string): EntryMeta[] {
     const now = Date.now()
     const metas: EntryMeta[] = []
     for (const record of this.#index.variantsOf(key)) {
@@ -314,20 +318,22 @@ class CacacheDiskStore implements DiskStore {
     return this.#current(key, variant, true)?.meta
   }
 
-  async read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined> {
-    return (await this.readWithMeta(key, variant, range))?.body
+  read(key: string, variant: string, range?: ByteRange): BodyLookup {
+    const found = this.readEntry(key, variant, range)
+    if (found instanceof Promise) return found.then((f) => f?.body)
+    return found?.body
   }
 
-  readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
-    const record = this.#current(key, variant, true)
-    if (!record) return undefined
-    return readTrustedNow(this.#files, record.content, range ? clampRange(range, record.meta.size) : undefined)
-  }
-
-  async readWithMeta(key: string, variant: string, range?: ByteRange): Promise<{ body: StoredBody; meta: EntryMeta } | undefined> {
+  readEntry(key: string, variant: string, range?: ByteRange): EntryLookup {
     const record = this.#current(key, variant, true)
     if (!record) return undefined
     const clamped = range ? clampRange(range, record.meta.size) : undefined
+    const now = readTrustedNow(this.#files, record.content, clamped)
+    return now ? { body: now, meta: record.meta } : this.#readFile(record, clamped)
+  }
+
+  async #readFile(record: IndexRecord, clamped: ByteRange | undefined): Promise<EntryBody | undefined> {
+    const { key, variant } = record.meta
     let result: ContentRead
     try {
       result = await readContent(this.#files, record.content, clamped, { onStreamCorrupt: () => this.#corrupt(record, 'corrupt') })

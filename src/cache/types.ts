@@ -44,6 +44,9 @@ export type StoredBody =
   | { kind: 'buffer'; buffer: Buffer; tier: 'memory' | 'disk' }
   | { kind: 'stream'; stream: Readable; tier: 'disk' }
 
+/** A body now, a body later, or none. */
+export type BodyLookup = StoredBody | undefined | Promise<StoredBody | undefined>
+
 /** Byte range (inclusive), for 206 answers straight from the store. */
 export interface ByteRange {
   start: number
@@ -100,10 +103,8 @@ export interface ListedEntry extends EntryMeta {
 }
 
 export interface CacheStore {
-  /** All variants stored under a primary key (metadata only, no body I/O). */
-  variants(key: string): Promise<EntryMeta[]>
-  /** variants() without the promise: metadata lives in memory, so a hit can be answered without waiting a tick. */
-  variantsNow(key: string): EntryMeta[]
+  /** All variants stored under a primary key (metadata only: it lives in memory, so no waiting). */
+  variants(key: string): EntryMeta[]
   /**
    * The distinct Vary header values (as stored; '' for none) among a key's variants, nearly
    * always one: the caller works out the request's variant id per value and asks variant().
@@ -113,17 +114,13 @@ export interface CacheStore {
   /** One variant's metadata by its id (no body I/O), or undefined (absent or expired). */
   variant(key: string, variant: string): EntryMeta | undefined
   /**
-   * The body of a variant when the memory tier holds it (no I/O, marks it
-   * recently used), else undefined: then read() it. Undefined says nothing
-   * about whether the entry exists.
+   * The body of one variant (marks it recently used). When the body is at hand (memory tier, a
+   * write not yet on disk, a small file verified before and already open) it is returned at
+   * once; otherwise a promise, as undici's cache store get() does. Undefined, now or from the
+   * promise, when the entry is gone or its integrity check fails (then it is dropped and
+   * counted). With `range`, only those bytes are returned.
    */
-  readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined
-  /**
-   * Open the body of one variant. Resolves undefined when the entry is gone
-   * or its integrity check fails (then the entry is dropped and counted).
-   * With `range`, only those bytes are returned.
-   */
-  read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined>
+  read(key: string, variant: string, range?: ByteRange): BodyLookup
   /**
    * Whether a response for `key` with a body of `size` bytes (undefined: not known yet) can be
    * stored now. False while the disk write queue is full: the response is then served without

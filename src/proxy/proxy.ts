@@ -73,9 +73,8 @@ export interface ProxyOptions {
 }
 
 export interface Proxy {
-  handle(req: ProxyRequest): Promise<ProxyResult>
-  /** The answer to a fresh hit whose body can be had without waiting (memory, or a small verified file already open), synchronously; undefined when handle() is needed. */
-  hitNow(req: ProxyRequest): ProxyResult | undefined
+  /** The answer to one request: at once for a fresh hit whose body is at hand, else a promise (as Hono's dispatch returns Response | Promise<Response>). */
+  serve(req: ProxyRequest): ProxyResult | Promise<ProxyResult>
   /** Fetch a URL from the origin and store it if allowed (populate's fallback when no peer has it), as a request with the stored Vary values of the variant. */
   fill(url: URL, varyHeaders: Record<string, string>, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
   /** Resolves when background revalidations have finished (graceful shutdown). */
@@ -224,35 +223,16 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return result
   }
 
-  /** Serve a stored entry (see storedAnswer). Undefined when the body is gone or corrupt. */
-  async function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): Promise<ProxyResult | undefined> {
+  /**
+   * Serve a stored entry (see storedAnswer): at once when the store has the body at hand, else a
+   * promise. Undefined (now or later) when the body is gone or corrupt.
+   */
+  function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): ProxyResult | undefined | Promise<ProxyResult | undefined> {
     const answer = storedAnswer(req, meta, policy, cacheStatus)
     if (!answer.needsBody) return answer.result
-    const stored = await store.read(meta.key, meta.variant, answer.range)
+    const stored = store.read(meta.key, meta.variant, answer.range)
+    if (stored instanceof Promise) return stored.then((s) => s && withBody(answer.result, s))
     return stored && withBody(answer.result, stored)
-  }
-
-  /**
-   * A fresh hit answered at once, without waiting a tick: the metadata is in memory and so is
-   * the body (or none is needed). Undefined means "take the full path", which also covers
-   * disk reads, revalidation and misses.
-   */
-  function hitNow(req: ProxyRequest): ProxyResult | undefined {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return undefined
-    if (!opts.resolveOrigin(req.host)) return undefined
-    const key = primaryKey(req.scheme, req.host, req.path)
-    const { meta } = lookup(key, req.headers)
-    if (!meta) return undefined
-    const policy = meta.policy as FreshnessPolicy
-    if (decideReuse(policy, req.headers, now()).kind !== 'fresh') return undefined
-    const answer = storedAnswer(req, meta, policy, HIT)
-    let result: ProxyResult | undefined = answer.result
-    if (answer.needsBody) {
-      const stored = store.readNow(meta.key, meta.variant, answer.range)
-      result = stored && withBody(answer.result, stored)
-    }
-    if (result) opts.metrics?.request(statusLabel(result.cacheStatus))
-    return result
   }
 
   interface StoreTarget {
@@ -601,27 +581,41 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
   }
 
-  return {
-    hitNow,
+  /** Everything but a fresh hit answered at once: misses, revalidation, pass-through, unsafe methods. */
+  async function handle(req: ProxyRequest, originUrl: URL | undefined): Promise<ProxyResult> {
+    if (!originUrl) {
+      return textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
+    }
+    try {
+      if (SAFE_METHODS.has(req.method)) return await handleCacheable(req, originUrl)
+      const result = await pass(req, originUrl, { fwd: 'method' })
+      await invalidateAfter(req, result)
+      return result
+    } catch (err) {
+      return originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
+    }
+  }
 
-    async handle(req) {
+  function counted(result: ProxyResult): ProxyResult {
+    opts.metrics?.request(statusLabel(result.cacheStatus))
+    return result
+  }
+
+  return {
+    serve(req) {
       const originUrl = opts.resolveOrigin(req.host)
-      let result: ProxyResult
-      if (!originUrl) {
-        result = textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
-      } else {
-        try {
-          if (SAFE_METHODS.has(req.method)) result = await handleCacheable(req, originUrl)
-          else {
-            result = await pass(req, originUrl, { fwd: 'method' })
-            await invalidateAfter(req, result)
-          }
-        } catch (err) {
-          result = originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
+      // A fresh hit is answered at once when its body is at hand (memory, or a small verified
+      // file already open), without a promise; everything else takes the asynchronous path.
+      if (originUrl && SAFE_METHODS.has(req.method)) {
+        const { meta } = lookup(primaryKey(req.scheme, req.host, req.path), req.headers)
+        const policy = meta?.policy as FreshnessPolicy | undefined
+        if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
+          const served = serveStored(req, meta, policy, HIT)
+          if (served instanceof Promise) return served.then((r) => (r ? r : handle(req, originUrl))).then(counted)
+          if (served) return counted(served)
         }
       }
-      opts.metrics?.request(statusLabel(result.cacheStatus))
-      return result
+      return handle(req, originUrl).then(counted)
     },
 
     async fill(url, varyHeaders, signal) {
