@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net'
 import http from 'node:http'
 import { Hono } from 'hono'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
+import { NODE_LOCAL_PATHS } from './admin/cache-routes.ts'
 import { createApp, createRequestListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
@@ -13,7 +14,7 @@ import type { Config } from './config.ts'
 import { startDemoOrigin, type DemoOrigin } from './demo-origin.ts'
 import { forwardWritesToPrimary } from './forward-to-primary.ts'
 import type { Logger } from './log.ts'
-import { createInternalApp } from './manifest/internal-routes.ts'
+import { createInternalApp, INTERNAL_BASE_PATH } from './manifest/internal-routes.ts'
 import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
@@ -139,9 +140,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
   })
   const admin = new Hono()
-  // Populate warms this node, Clear FS empties this node's disk, and purge applies here first
-  // (their manifest writes go through the writer): they stay on the node they were asked on.
-  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'] }))
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: [INTERNAL_BASE_PATH, ...NODE_LOCAL_PATHS] }))
   admin.route('/', adminApp)
 
   const appDeps: AppDeps = {
