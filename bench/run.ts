@@ -239,23 +239,31 @@ async function checkBody(system: RunningSystem, p: string): Promise<{ problem?: 
   return { res }
 }
 
-/**
- * ms from now until caje's health shows nothing queued for the disk writer and the manifest
- * writer (polled every 20 ms), or undefined after 30 s.
- */
-async function settleTime(caje: RunningSystem): Promise<number | undefined> {
+interface Settled {
+  /** ms until the disk writer had nothing queued (undefined: not within 30 s). */
+  disk: number | undefined
+  /** ms until the manifest writer had nothing queued. */
+  manifest: number | undefined
+}
+
+/** How long after now caje's health shows nothing queued for its disk writer and its manifest writer (polled every 20 ms, for 30 s at most). */
+async function settleTime(caje: RunningSystem): Promise<Settled> {
   const started = performance.now()
+  const settled: Settled = { disk: undefined, manifest: undefined }
   while (performance.now() - started < 30_000) {
     try {
       const res = await get(`${caje.baseUrl}/_caje/health`, 5000)
       const health = JSON.parse(res.body.toString('utf8')) as { diskWriter?: { jobs: number }; manifestWriter?: { queued: number } }
-      if ((health.diskWriter?.jobs ?? 0) === 0 && (health.manifestWriter?.queued ?? 0) === 0) return Math.round(performance.now() - started)
+      const ms = Math.round(performance.now() - started)
+      if (settled.disk === undefined && (health.diskWriter?.jobs ?? 0) === 0) settled.disk = ms
+      if (settled.manifest === undefined && (health.manifestWriter?.queued ?? 0) === 0) settled.manifest = ms
+      if (settled.disk !== undefined && settled.manifest !== undefined) return settled
     } catch {
       // Busy or restarting: ask again.
     }
     await new Promise((r) => setTimeout(r, 20))
   }
-  return undefined
+  return settled
 }
 
 async function originStats(origin: RunningSystem): Promise<OriginStats> {
@@ -339,7 +347,7 @@ async function main(): Promise<number> {
   const problems: Problem[] = []
   const measurements: Measurement[] = []
   const notes = new Map<string, string[]>()
-  const settleNotes: { scenario: string; system: string; ms: number | undefined }[] = []
+  const settleNotes: { scenario: string; system: string; settled: Settled }[] = []
   const addNote = (scenario: string, system: string, note: string) => {
     const k = noteKey(scenario, system)
     const list = notes.get(k) ?? []
@@ -508,8 +516,8 @@ async function main(): Promise<number> {
           // Settling first: the RSS poll stays on until the work queued by this run is done.
           if (scenario.measureSettle && system.kind === 'caje') {
             const settled = await settleTime(system)
-            settleNotes.push({ scenario: scenario.id, system: system.name, ms: settled })
-            log(`  ${scenario.id} run ${rep}/${opts.runs} ${system.name}: ${settled === undefined ? 'still had work queued after 30 s' : `nothing queued ${settled} ms after the load ended`}`)
+            settleNotes.push({ scenario: scenario.id, system: system.name, settled })
+            log(`  ${scenario.id} run ${rep}/${opts.runs} ${system.name}: after the load, disk writer idle in ${settled.disk ?? '>30000'} ms, manifest writer in ${settled.manifest ?? '>30000'} ms`)
           }
           const peakRssBytes = await rss.stop()
           const after = await originStats(origin)
@@ -548,10 +556,10 @@ async function main(): Promise<number> {
       }
 
       for (const system of lineup) {
-        const times = settleNotes.filter((n) => n.scenario === scenario.id && n.system === system.name).map((n) => n.ms)
-        if (times.length === 0) continue
-        const text = times.map((t) => (t === undefined ? '>30000' : String(t))).join(', ')
-        addNote(scenario.id, system.name, `nothing queued (disk writer, manifest) ${text} ms after the load ended`)
+        const runs = settleNotes.filter((n) => n.scenario === scenario.id && n.system === system.name).map((n) => n.settled)
+        if (runs.length === 0) continue
+        const list = (pick: (s: Settled) => number | undefined) => runs.map((s) => pick(s) ?? '>30000').join(', ')
+        addNote(scenario.id, system.name, `after the load: disk writer idle in ${list((s) => s.disk)} ms, manifest writer in ${list((s) => s.manifest)} ms`)
       }
 
       // After the load, caje must still serve the right bytes.
