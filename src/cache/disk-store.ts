@@ -91,6 +91,8 @@ const OPEN_FILES = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */
 const COMPACT_AFTER_LINES = 8
+/** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
+const YIELD_EVERY_MS = 4
 
 type DeleteReason = Extract<StoreEvent, { type: 'deleted' }>['reason']
 
@@ -639,10 +641,25 @@ class CacacheDiskStore implements DiskStore {
     return records.length
   }
 
+  /**
+   * One pass over the index decides (a predicate that throws leaves the store
+   * untouched), then the matches are dropped from the index, a few
+   * milliseconds' worth per turn of the event loop so a purge of 10,000
+   * entries never stalls the requests being served. Resolves once none of
+   * them is served any more; their files are removed in the background by
+   * the disk writer (close() waits for them).
+   */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
-    // Decide first, drop after: a predicate that throws leaves the store untouched.
-    const matches = [...this.#index.values()].filter((record) => predicate(record.meta))
-    await Promise.all(matches.map((record) => this.#drop(record, reason)))
+    const matches: IndexRecord[] = []
+    for (const record of this.#index.values()) if (predicate(record.meta)) matches.push(record)
+    let turnStarted = performance.now()
+    for (const record of matches) {
+      void this.#drop(record, reason)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        turnStarted = performance.now()
+      }
+    }
     return matches.length
   }
 
