@@ -21,7 +21,8 @@ import { createPopulator } from './manifest/populate.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
-import { createNodeActions } from './node-actions.ts'
+import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
 
@@ -96,6 +97,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     metrics,
   })
 
+  const hits: HitCounter = { hits: 0, misses: 0 }
   // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
   const purges = createPurgeApplier({
     readDb: () => manifest.readDb(),
@@ -117,15 +119,19 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     metrics,
     isPurged: (meta) => purges.covers(meta),
   })
+  const jobs: ClusterJobs = {
+    populate: () => populator.run(),
+    populateStatus: () => populator.status(),
+    purge: (request) => purges.purge(request),
+  }
   const actions = createNodeActions({
     config,
     store,
     readDb: () => manifest.readDb(),
     writer: manifest.writer,
     role: () => manifest.role.current(),
-    hitRatio: () => metrics.hitRatio(),
-    populator,
-    purges,
+    hits,
+    jobs,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   const adminDb = manifest.readDb()
@@ -159,6 +165,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     ],
     onServed: (result, bytes) => {
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
+      const label = statusLabel(result.cacheStatus)
+      if (label === 'hit' || label === 'stale') hits.hits++
+      else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
     },
   }
   const app = createApp(appDeps)

@@ -3,16 +3,25 @@
 // applier. The admin app sees only this interface.
 
 import type { Kysely } from 'kysely'
-import type { AdminActions, ManifestEntry } from './admin/actions.ts'
+import type { AdminActions, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
-import type { Populator } from './manifest/populate.ts'
 import type { ClusterRole } from './manifest/primary.ts'
-import type { PurgeApplier } from './manifest/purge.ts'
 import { listManifest } from './manifest/repositories.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
+/** Hits and misses of cacheable requests since start, for the status header. */
+export interface HitCounter {
+  hits: number
+  misses: number
+}
+
+export interface ClusterJobs {
+  populate(): Promise<{ started: boolean }>
+  populateStatus(): PopulateStatus | undefined
+  purge(request: PurgeRequest): Promise<{ removed: number }>
+}
 
 export interface NodeActionsDeps {
   config: Pick<Config, 'nodeId' | 'region'>
@@ -20,10 +29,8 @@ export interface NodeActionsDeps {
   readDb: () => Kysely<Database>
   writer: Pick<ManifestWriter, 'submit' | 'flush'>
   role: () => ClusterRole
-  /** Hit ratio since start, for the status header (from the metrics). */
-  hitRatio: () => number | null
-  populator: Pick<Populator, 'run' | 'status'>
-  purges: Pick<PurgeApplier, 'purge'>
+  hits: HitCounter
+  jobs: ClusterJobs
   now?: () => number
 }
 
@@ -83,17 +90,18 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return total
     },
 
-    populate: () => deps.populator.run(),
-    populateStatus: () => deps.populator.status(),
-    purge: (request) => deps.purges.purge(request),
+    populate: () => deps.jobs.populate(),
+    populateStatus: () => deps.jobs.populateStatus(),
+    purge: (request) => deps.jobs.purge(request),
 
     status() {
       const stats = deps.store.stats()
+      const { hits, misses } = deps.hits
       return {
         nodeId: deps.config.nodeId,
         region: deps.config.region,
         role: deps.role().kind,
-        hitRatio: deps.hitRatio(),
+        hitRatio: hits + misses === 0 ? null : hits / (hits + misses),
         cacheBytes: stats.bytes,
         entries: stats.entries,
       }
