@@ -609,9 +609,9 @@ async function main(): Promise<number> {
     }
     const markdown = renderResults(meta, rows)
     await mkdir(path.dirname(opts.out), { recursive: true })
-    // The soak runs (bench/soak.ts --record) keep their own section at the end: carry it over.
+    // The profile notes and the soak runs (bench/soak.ts --record) keep their own sections at the end: carry them over.
     const previous = await readFile(opts.out, 'utf8').catch(() => '')
-    const soak = /\n## Soak\n[\s\S]*$/.exec(previous)?.[0] ?? ''
+    const soak = /\n## (Profiles|Soak)\n[\s\S]*$/.exec(previous)?.[0] ?? ''
     await writeFile(opts.out, soak ? `${markdown.replace(/\n*$/, '\n')}${soak}` : markdown)
     const stamp = meta.date.replace(/[:.]/g, '-')
     await writeFile(path.join(outDir, `results-${stamp}.json`), JSON.stringify({ meta, options: opts, measurements, rows, problems }, null, 2))
