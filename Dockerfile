@@ -1,10 +1,13 @@
 # caje under LiteFS on Fly.io. LiteFS is PID 1: it mounts /litefs, joins the
 # cluster (Consul lease), then runs the commands in litefs.yml, the last one
 # being caje itself. Run as root: LiteFS needs FUSE (see the LiteFS docs).
+#
+# Node 22 (an LTS with security support; Node 20 reached end of life on
+# 2026-04-30). The test suite runs on Node 20 and 22 (.ci/run).
 
 # Dependencies in their own stage: better-sqlite3 may compile its native
 # addon, which needs a toolchain the final image does not.
-FROM node:20-slim AS deps
+FROM node:22-slim AS deps
 WORKDIR /app
 RUN apt-get update -y \
  && apt-get install -y --no-install-recommends python3 make g++ ca-certificates \
@@ -13,12 +16,13 @@ COPY package.json package-lock.json ./
 # tsx is a runtime dependency (caje runs its TypeScript directly); dev tools stay out.
 RUN npm ci --omit=dev
 
-FROM node:20-slim
+FROM node:22-slim
 # fuse3: LiteFS's FUSE mount. ca-certificates: TLS to Consul and to https origins.
 # sqlite3: inspecting /litefs/manifest.db from `fly ssh console`.
 RUN apt-get update -y \
  && apt-get install -y --no-install-recommends ca-certificates fuse3 sqlite3 \
  && rm -rf /var/lib/apt/lists/*
+# 0.5 resolves to 0.5.14, LiteFS's last release (see docs/manifest-engines.md).
 COPY --from=flyio/litefs:0.5 /usr/local/bin/litefs /usr/local/bin/litefs
 
 WORKDIR /app
@@ -32,5 +36,6 @@ COPY public ./public
 RUN npm run build
 COPY litefs.yml /etc/litefs.yml
 
-EXPOSE 8080
+# 8080: public (Fly's proxy). 8081: internal routes, private network only.
+EXPOSE 8080 8081
 ENTRYPOINT ["litefs", "mount"]

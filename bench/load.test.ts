@@ -74,7 +74,10 @@ describe('runLoad against a real origin', () => {
 
   const wrk = findExecutable('wrk')
   for (const tool of ['wrk', 'autocannon'] as const) {
-    it.skipIf(tool === 'wrk' && !wrk)(`${tool}: drives the Zipf mix and reports requests and latency`, async () => {
+    it(`${tool}: drives the Zipf mix and reports requests and latency`, async () => {
+      // The benchmark's default load generator: a machine without it fails here instead of skipping
+      // (.ci/run installs it; elsewhere: apt-get install wrk).
+      if (tool === 'wrk') expect(wrk, 'wrk is not installed: install the Debian package "wrk" (apt-get install -y wrk)').toBeDefined()
       const before = (await (await fetch(baseUrl + ORIGIN_STATS_PATH)).json()) as { requests: number }
       const r = await runLoad({
         tool,

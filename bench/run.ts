@@ -253,9 +253,9 @@ async function settleTime(caje: RunningSystem): Promise<Settled> {
   while (performance.now() - started < 30_000) {
     try {
       const res = await get(`${caje.baseUrl}/_caje/health`, 5000)
-      const health = JSON.parse(res.body.toString('utf8')) as { diskWriter?: { jobs: number }; manifestWriter?: { queued: number } }
+      const health = JSON.parse(res.body.toString('utf8')) as { cache?: { writeQueueJobs?: number }; manifestWriter?: { queued: number } }
       const ms = Math.round(performance.now() - started)
-      if (settled.disk === undefined && (health.diskWriter?.jobs ?? 0) === 0) settled.disk = ms
+      if (settled.disk === undefined && (health.cache?.writeQueueJobs ?? 0) === 0) settled.disk = ms
       if (settled.manifest === undefined && (health.manifestWriter?.queued ?? 0) === 0) settled.manifest = ms
       if (settled.disk !== undefined && settled.manifest !== undefined) return settled
     } catch {

@@ -171,6 +171,8 @@ export async function startServer(): Promise<E2eServer> {
       CAJE_PUBLIC_ORIGIN: `http://localhost:${port}`,
       CAJE_ADMIN_PASSWORD: adminPassword,
       CAJE_POPULATE_INTERVAL: '0',
+      // Purges reach the other node by the nudge only: its poll of the purge log is 10 minutes away.
+      CAJE_PURGE_POLL_MS: '600000',
       CAJE_ACCESS_LOG: 'false',
       CAJE_SHUTDOWN_TIMEOUT_MS: '2000',
     })

@@ -2,12 +2,14 @@
 // through the proxy. No side effects here: main.ts builds the dependencies.
 
 import { Hono } from 'hono'
+import { ADMIN_BODY_LIMIT_BYTES, limitBody } from './admin/body-limit.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Logger } from './log.ts'
 import { renderMetrics, type Metrics } from './metrics.ts'
 import { bearerToken, secretEquals } from './bearer.ts'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo, Server } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
 import { nodeProxyListener, proxyHandler, type ProxyHandlerOptions } from './proxy/http-adapter.ts'
 import type { Proxy, ProxyResult } from './proxy/proxy.ts'
@@ -17,8 +19,8 @@ export interface AppDeps {
   store: CacheStore
   proxy: Proxy
   log: Logger
-  /** Extra fields for /_caje/health (role, populate progress, ...). */
-  healthInfo?: () => Record<string, unknown>
+  /** Extra fields for /_caje/health: the role, and counts (only numbers and flags are shown). */
+  healthInfo?: () => HealthInfo
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
   onServed?: (result: ProxyResult, bytes: number) => void
@@ -27,21 +29,47 @@ export interface AppDeps {
 
 export const ADMIN_PREFIX = '/_caje'
 
+export interface HealthInfo {
+  role: 'primary' | 'replica' | 'replica, primary unknown'
+  /** Queue and delivery counts of the manifest writer. */
+  manifestWriter?: object
+  /** The last populate run's counts. */
+  populate?: object | null
+}
+
+/**
+ * Only the numbers and flags of an object: health is public, so a path, a URL
+ * or an error text (the manifest file, the primary's internal address) that a
+ * stats object also carries stays on the signed-in status page.
+ */
+function countsOf(o: object | null | undefined): Record<string, number | boolean | null> | null {
+  if (!o) return null
+  const out: Record<string, number | boolean | null> = {}
+  for (const [k, v] of Object.entries(o)) if (typeof v === 'number' || typeof v === 'boolean') out[k] = v
+  return out
+}
+
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
   const startedAt = Date.now()
 
-  // Health is public (load balancers and fly checks call it) and reveals nothing secret.
+  // Every body sent to caje's own routes is capped before anything reads it; the internal
+  // routes authenticate first and keep their own, larger limit for manifest batches.
+  app.use(`${ADMIN_PREFIX}/*`, limitBody({ maxBytes: ADMIN_BODY_LIMIT_BYTES, except: [`${ADMIN_PREFIX}/internal/`] }))
+
+  // Health is public (load balancers and fly checks call it): status, node, region, role and
+  // counts, nothing about where the manifest lives or how to reach the primary.
   app.get(`${ADMIN_PREFIX}/health`, (c) => {
     const stats = deps.store.stats()
+    const info = deps.healthInfo?.()
     c.header('cache-control', 'no-store')
     return c.json({
       status: 'ok',
       node: deps.config.nodeId,
       region: deps.config.region,
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-      cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures },
-      ...deps.healthInfo?.(),
+      cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures, writesSkipped: stats.writesSkipped, writeQueueJobs: stats.writeQueueJobs, writeQueueBytes: stats.writeQueueBytes },
+      ...(info && { role: info.role, manifestWriter: countsOf(info.manifestWriter), populate: countsOf(info.populate) }),
     })
   })
 
@@ -112,5 +140,119 @@ export function createRequestListener(app: Hono, deps: AppDeps): (incoming: Inco
   return (incoming, outgoing) => {
     if (isAdminTarget(incoming.url ?? '/')) void viaHono(incoming, outgoing)
     else direct(incoming, outgoing)
+  }
+}
+
+// ── listeners ────────────────────────────────────────────────────────────
+
+/** Errors that mean "this host has no IPv6" when binding `::`. */
+const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EPROTONOSUPPORT', 'EADDRNOTAVAIL'])
+
+export interface ListenOptions {
+  host: string
+  port: number
+  /** The setting that chose the address, named in errors (CAJE_LISTEN_HOST, CAJE_INTERNAL_LISTEN). */
+  variable: string
+  /** `::` was the default, not asked for: on a host without IPv6, listen on 0.0.0.0 instead (and say so). */
+  fallbackToIpv4?: boolean
+  log: Logger
+}
+
+/**
+ * Bind `server`. `::` is dual stack (IPv6 and IPv4-mapped addresses): Fly's
+ * private network (`<machine>.vm.<app>.internal`) is IPv6 only, and clients
+ * on 127.0.0.1 must still reach the node. Errors name the setting to change.
+ */
+export async function listen(server: Server, opts: ListenOptions): Promise<AddressInfo> {
+  try {
+    return await listenOnce(server, opts.host, opts.port)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? ''
+    if (opts.host === '::' && NO_IPV6.has(code)) {
+      if (opts.fallbackToIpv4) {
+        opts.log({ level: 'warn', msg: `this host has no IPv6 (${code}): listening on 0.0.0.0 (IPv4 only); peers that reach this node over IPv6 will fail. Set ${opts.variable}=0.0.0.0 to say so explicitly`, port: opts.port })
+        return await listenOnce(server, '0.0.0.0', opts.port)
+      }
+      throw new Error(`${opts.variable}: cannot listen on :: because this host has no IPv6 (${code}); set ${opts.variable} to 0.0.0.0 (IPv4 only) or an address this host has`)
+    }
+    if (code === 'EADDRINUSE') throw new Error(`${opts.variable}: port ${opts.port} on ${opts.host} is already in use; stop the other process or choose another port`)
+    if (code === 'EADDRNOTAVAIL') throw new Error(`${opts.variable}: ${opts.host} is not an address of this host; use ::, 0.0.0.0 or one of its interface addresses`)
+    throw err
+  }
+}
+
+function listenOnce(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      server.off('listening', onListening)
+      reject(err)
+    }
+    const onListening = () => {
+      server.off('error', onError)
+      resolve(server.address() as AddressInfo)
+    }
+    server.once('error', onError)
+    server.once('listening', onListening)
+    // ipv6Only: false, whatever net.ipv6.bindv6only says: one socket for both families.
+    server.listen({ host, port, ipv6Only: false })
+  })
+}
+
+/** A URL to reach a listener bound to `address` from this machine (`::`/`0.0.0.0` → loopback). */
+export function localUrl(address: AddressInfo): string {
+  const host = address.address === '::' || address.address === '0.0.0.0' ? '127.0.0.1' : address.address
+  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`
+}
+
+export const INTERNAL_ONLY_TEXT = '404 Not Found: internal routes are served on the internal listener (CAJE_INTERNAL_LISTEN) only\n'
+
+/** Mounted at /_caje/internal on the public listener when CAJE_INTERNAL_LISTEN is set: the public port refuses them. */
+export function refuseInternalRoutes(): Hono {
+  const app = new Hono()
+  app.all('*', (c) => {
+    c.header('cache-control', 'no-store')
+    return c.text(INTERNAL_ONLY_TEXT, 404)
+  })
+  return app
+}
+
+export interface InternalListener {
+  url: string
+  server: http.Server
+  close(): Promise<void>
+}
+
+/**
+ * CAJE_INTERNAL_LISTEN: a second listener that serves /_caje/internal/* and
+ * nothing else, so peers' traffic can stay on the private network (Fly:
+ * bind it on `[::]` and expose no service for its port).
+ */
+export async function startInternalListener(opts: {
+  internalApp: Hono
+  host: string
+  port: number
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  log: Logger
+}): Promise<InternalListener> {
+  const app = new Hono()
+  app.route(`${ADMIN_PREFIX}/internal`, opts.internalApp)
+  app.all('*', (c) => {
+    c.header('cache-control', 'no-store')
+    return c.text('404 Not Found: this listener serves /_caje/internal/* only\n', 404)
+  })
+  const server = http.createServer({ connectionsCheckingInterval: 1_000 }, getRequestListener(app.fetch, { overrideGlobalObjects: false }))
+  server.headersTimeout = opts.headersTimeoutMs
+  server.requestTimeout = opts.requestTimeoutMs
+  server.keepAliveTimeout = 5_000
+  const address = await listen(server, { host: opts.host, port: opts.port, variable: 'CAJE_INTERNAL_LISTEN', log: opts.log })
+  return {
+    url: localUrl(address),
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeIdleConnections()
+      }),
   }
 }

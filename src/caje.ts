@@ -2,12 +2,12 @@
 // proxy, admin and internal apps, HTTP server. main.ts calls it once; tests
 // call it with port 0 and temp dirs.
 
-import type { AddressInfo } from 'node:net'
 import http from 'node:http'
 import { Hono } from 'hono'
+import type { AdminActions } from './admin/actions.ts'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
 import { NODE_LOCAL_PATHS } from './admin/cache-routes.ts'
-import { createApp, createRequestListener, type AppDeps } from './app.ts'
+import { createApp, createRequestListener, listen, localUrl, refuseInternalRoutes, startInternalListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
@@ -19,6 +19,7 @@ import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
+import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
@@ -30,11 +31,17 @@ export interface RunningCaje {
   /** http://host:port caje listens on. */
   url: string
   port: number
+  /** http://host:port of the internal listener (CAJE_INTERNAL_LISTEN), when there is one. */
+  internalListenUrl?: string
   config: Config
   store: CacheStore
   proxy: Proxy
   metrics: Metrics
   manifest: ManifestRuntime
+  /** The Hono app answering /_caje/* (its `routes` list every admin and internal route). */
+  app: Hono
+  /** What the admin asks of this node: its disk store, the manifest, populate and purge. */
+  actions: AdminActions
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
@@ -60,8 +67,10 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const manifest = await startManifest({
     databasePath: config.databasePath,
     litefsDir: config.litefsDir,
+    litefsApi: config.litefsApi,
     primaryUrlTemplate: config.primaryUrlTemplate,
     port: config.port,
+    internalPort: config.internalListen?.port,
     nodeId: config.nodeId,
     clusterSecret: config.clusterSecret,
     log: manifestLog,
@@ -91,8 +100,10 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     resolveOrigin: (host) => config.sites.get(host) ?? defaultOrigin,
     maxObjectBytes: config.maxObjectBytes,
     cacheSetCookie: config.cacheSetCookie,
+    heuristicFreshness: config.heuristicFreshness,
     preserveHost: config.preserveHost,
     trustForwarded: config.trustForwardedHeaders,
+    stripRequestHeaders: config.stripRequestHeaders,
     log,
     metrics,
   })
@@ -107,6 +118,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     clusterSecret: config.clusterSecret,
     log: manifestLog,
     metrics,
+    pollMs: config.purgePollMs,
   })
   const populator = createPopulator({
     readDb: () => manifest.readDb(),
@@ -134,7 +146,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     jobs,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
-  const adminDb = manifest.readDb()
+  // Resolved per request: a promotion opens a writable handle, a demotion closes it.
+  const adminDb = () => manifest.readDb()
   const adminApp = createAdminApp({ config, db: adminDb, actions, log, enrolmentCode })
   const internalApp = createInternalApp({
     clusterSecret: config.clusterSecret,
@@ -142,11 +155,12 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     nodeId: config.nodeId,
     store,
-    onPurgeNudge: () => purges.nudge(),
+    onPurgeNudge: (purge) => purges.nudge(purge),
     log: manifestLog,
   })
   const admin = new Hono()
-  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: [INTERNAL_BASE_PATH, ...NODE_LOCAL_PATHS] }))
+  // A replica relays the client's address with sign-in, signed, so the primary rate-limits per client.
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: [INTERNAL_BASE_PATH, ...NODE_LOCAL_PATHS], clientAddress: config }))
   admin.route('/', adminApp)
 
   const appDeps: AppDeps = {
@@ -155,12 +169,10 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     log,
     metrics,
-    healthInfo: () => {
-      const { writeQueueJobs, writeQueueBytes } = store.stats()
-      return { role: manifest.role.current().kind, manifestWriter: manifest.writer.stats(), diskWriter: { jobs: writeQueueJobs, bytes: writeQueueBytes }, populate: populator.status() ?? null }
-    },
+    healthInfo: () => ({ role: describeRole(manifest.role.current()).role, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
     mounts: [
-      { path: '/internal', app: internalApp },
+      // With CAJE_INTERNAL_LISTEN, peers use the internal listener and the public port refuses internal routes.
+      { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },
       { path: '', app: admin },
     ],
     onServed: (result, bytes) => {
@@ -178,49 +190,53 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   // connectionsCheckingInterval (default 30 s): once a second keeps a slowloris client within a
   // second of CAJE_HEADERS_TIMEOUT_MS.
   const server = http.createServer({ connectionsCheckingInterval: 1_000 }, createRequestListener(app, appDeps))
-  server.listen(config.port, config.listenHost)
-  await new Promise<void>((resolve, reject) => {
-    if (server.listening) return resolve()
-    server.once('listening', resolve)
-    server.once('error', reject)
-  })
+  const address = await listen(server, { host: config.listenHost, port: config.port, variable: 'CAJE_LISTEN_HOST', fallbackToIpv4: config.listenHostDefaulted, log })
+  const internalListener = config.internalListen
+    ? await startInternalListener({ internalApp, ...config.internalListen, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs, log }).catch(async (err: unknown) => {
+        server.close()
+        throw err
+      })
+    : undefined
   // Slow clients must not hold connections forever (slowloris): bound header and request time.
   server.headersTimeout = config.headersTimeoutMs
   server.requestTimeout = config.requestTimeoutMs
   server.keepAliveTimeout = 5_000
 
-  const port = (server.address() as AddressInfo).port
-  const host = config.listenHost === '0.0.0.0' || config.listenHost === '::' ? '127.0.0.1' : config.listenHost
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
-  const internalUrl = config.internalUrl.endsWith(':0') ? url : config.internalUrl
+  const port = address.port
+  const url = localUrl(address)
+  const internalUrl = config.internalUrl.endsWith(':0') ? (internalListener?.url ?? url) : config.internalUrl
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
   populator.start(config.populateInterval)
 
   const notices: string[] = []
-  const notice = await enrolmentNotice({ config, db: adminDb, enrolmentCode })
+  const notice = await enrolmentNotice({ config, db: adminDb(), enrolmentCode })
   if (notice) notices.push(notice)
 
   let closing: Promise<void> | undefined
   return {
     url,
     port,
+    internalListenUrl: internalListener?.url,
     config,
     store,
     proxy,
     metrics,
     manifest,
+    app,
+    actions,
     demoOrigin,
     notices,
     close() {
       closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+        const closed = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), internalListener?.close()])
         server.closeIdleConnections()
         const deadline = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), config.shutdownTimeoutMs).unref())
         if ((await Promise.race([closed, deadline])) === 'timeout') {
           log({ level: 'warn', msg: 'shutdown timeout reached; closing remaining connections' })
           server.closeAllConnections()
+          internalListener?.server.closeAllConnections()
           await closed
         }
         stopHeartbeat()

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, flagsToEnv, loadConfig, parseBytes, parseSites } from './config.ts'
+import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
 
 describe('loadConfig', () => {
   it('has working defaults: no origin means the demo origin', () => {
@@ -9,6 +10,25 @@ describe('loadConfig', () => {
     expect(c.origin).toBeUndefined()
     expect(c.memoryCacheBytes).toBe(64 * 1024 * 1024)
     expect(c.rpId).toBe('localhost')
+    expect(c.purgePollMs).toBe(1000)
+    expect(loadConfig({ CAJE_PURGE_POLL_MS: '0' }).purgePollMs).toBe(0)
+  })
+
+  it('listens dual stack by default; CAJE_INTERNAL_LISTEN and CAJE_LITEFS_API are checked', () => {
+    expect(loadConfig({})).toMatchObject({ listenHost: '::', listenHostDefaulted: true, internalListen: undefined })
+    expect(loadConfig({ CAJE_LISTEN_HOST: '[::1]' })).toMatchObject({ listenHost: '::1', listenHostDefaulted: false })
+    expect(loadConfig({ CAJE_INTERNAL_LISTEN: '[::]:8081' }).internalListen).toEqual({ host: '::', port: 8081 })
+    expect(loadConfig({ CAJE_INTERNAL_LISTEN: ':8081' }).internalListen).toEqual({ host: '::', port: 8081 })
+    expect(loadConfig({ CAJE_INTERNAL_LISTEN: '127.0.0.1:9' }).internalListen).toEqual({ host: '127.0.0.1', port: 9 })
+    expect(() => loadConfig({ CAJE_INTERNAL_LISTEN: '8081' })).toThrow(/CAJE_INTERNAL_LISTEN: "8081" is not host:port; write e\.g\. \[::\]:8081/)
+    expect(() => loadConfig({ PORT: '8080', CAJE_INTERNAL_LISTEN: '[::]:8080' })).toThrow(/CAJE_INTERNAL_LISTEN: uses port 8080, which is PORT/)
+    // Peers reach the internal routes on the internal listener's port.
+    expect(loadConfig({ FLY_APP_NAME: 'app', FLY_MACHINE_ID: 'm1', CAJE_INTERNAL_LISTEN: '[::]:8081' }).internalUrl).toBe('http://m1.vm.app.internal:8081')
+    const litefs = { CAJE_LITEFS_DIR: '/litefs', CAJE_CLUSTER_SECRET: 'x'.repeat(32) }
+    expect(loadConfig(litefs).litefsApi).toBe('http://localhost:20202')
+    expect(loadConfig({ ...litefs, CAJE_LITEFS_API: 'http://127.0.0.1:20203/' }).litefsApi).toBe('http://127.0.0.1:20203')
+    expect(() => loadConfig({ ...litefs, CAJE_LITEFS_API: 'localhost:20202' })).toThrow(/CAJE_LITEFS_API/)
+    expect(() => loadConfig({ CAJE_LITEFS_API: 'http://localhost:20202' })).toThrow(/CAJE_LITEFS_API: is set but CAJE_LITEFS_DIR is not/)
   })
 
   it('reads flags over environment variables', () => {
@@ -27,6 +47,7 @@ describe('loadConfig', () => {
     [{ CAJE_MEMORY_CACHE_BYTES: 'lots' }, /^CAJE_MEMORY_CACHE_BYTES: "lots" is not a size/],
     [{ CAJE_CACHE_MAX_BYTES: '1MB', CAJE_MAX_OBJECT_BYTES: '2MB' }, /^CAJE_CACHE_MAX_BYTES: .* smaller than CAJE_MAX_OBJECT_BYTES/],
     [{ CAJE_ACCESS_LOG: 'maybe' }, /^CAJE_ACCESS_LOG: "maybe" is not a boolean/],
+    [{ CAJE_PURGE_POLL_MS: '-1' }, /^CAJE_PURGE_POLL_MS: -1 is out of range; set it to a number between 0 and 3600000/],
     [{ CAJE_LITEFS_DIR: '/litefs' }, /^CAJE_CLUSTER_SECRET: must be set when CAJE_LITEFS_DIR is set/],
     [{ CAJE_ADMIN_PASSWORD: 'short' }, /^CAJE_ADMIN_PASSWORD: is too short/],
     [{ CAJE_SITES: 'nonsense' }, /^CAJE_SITES: "nonsense" is not host=origin/],
@@ -56,5 +77,24 @@ describe('start-up with a bad value', () => {
     })
     expect(run.status).toBe(2)
     expect(run.stderr).toContain('caje: configuration error: CAJE_MEMORY_CACHE_BYTES: "plenty" is not a size; use bytes or a unit')
+  })
+})
+
+describe('CAJE_STRIP_REQUEST_HEADERS', () => {
+  it('adds names, lower-cased, to the steering headers caje always strips', () => {
+    const { stripRequestHeaders } = loadConfig({ CAJE_STRIP_REQUEST_HEADERS: ' X-Tenant ,x-debug-host,,' })
+    expect(stripRequestHeaders.has('x-tenant')).toBe(true)
+    expect(stripRequestHeaders.has('x-debug-host')).toBe(true)
+    for (const name of STEERING_REQUEST_HEADERS) expect(stripRequestHeaders.has(name)).toBe(true)
+    expect(loadConfig({}).stripRequestHeaders).toEqual(new Set(STEERING_REQUEST_HEADERS))
+  })
+
+  it.each([
+    ['X Tenant', /^CAJE_STRIP_REQUEST_HEADERS: "X Tenant" is not a header field name; list names separated by commas/],
+    ['x-a;x-b', /^CAJE_STRIP_REQUEST_HEADERS: "x-a;x-b" is not a header field name/],
+    ['x-a,Host', /^CAJE_STRIP_REQUEST_HEADERS: "Host" cannot be stripped: caje always sends the origin a Host/],
+  ])('refuses %j with a message naming the variable and the fix', (value, message) => {
+    expect(() => loadConfig({ CAJE_STRIP_REQUEST_HEADERS: value })).toThrow(ConfigError)
+    expect(() => loadConfig({ CAJE_STRIP_REQUEST_HEADERS: value })).toThrow(message)
   })
 })

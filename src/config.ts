@@ -2,8 +2,11 @@
 // (CAJE_CACHE_DIR ⇔ --cache-dir, PORT ⇔ --port). A bad value stops start-up
 // with a ConfigError that names the variable and says how to fix it.
 
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { DEFAULT_LITEFS_API } from './manifest/primary.ts'
+import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
 
 export class ConfigError extends Error {
   constructor(
@@ -17,7 +20,12 @@ export class ConfigError extends Error {
 
 export interface Config {
   port: number
+  /** Address to listen on; `::` (IPv6 and IPv4, dual stack) unless CAJE_LISTEN_HOST says otherwise. */
   listenHost: string
+  /** CAJE_LISTEN_HOST was not set: on a host without IPv6, `::` falls back to `0.0.0.0`. */
+  listenHostDefaulted: boolean
+  /** CAJE_INTERNAL_LISTEN: a second listener serving only /_caje/internal/* (the public port then refuses them). */
+  internalListen: { host: string; port: number } | undefined
   /** Origin for every host; undefined means "run the built-in demo origin". */
   origin: URL | undefined
   /** Host (lower case, with port if non-default) → origin. Checked before `origin`. */
@@ -33,12 +41,18 @@ export interface Config {
   writeQueueBytes: number
   nodeId: string
   region: string
+  /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
+  runningOnFly: boolean
   litefsDir: string | undefined
+  /** LiteFS's HTTP API, which says whether this node is primary (CAJE_LITEFS_API). */
+  litefsApi: string
   clusterSecret: string | undefined
   primaryUrlTemplate: string
   internalUrl: string
   populateInterval: number
   populateConcurrency: number
+  /** How often this node reads the purge log, ms; 0: only when a peer nudges it (and at start). */
+  purgePollMs: number
   adminPassword: string | undefined
   allowPasswordLogin: boolean
   apiToken: string | undefined
@@ -52,8 +66,12 @@ export interface Config {
   originBodyTimeoutMs: number
   /** Store responses carrying Set-Cookie (Set-Cookie itself is never stored or replayed). */
   cacheSetCookie: boolean
+  /** RFC 9111 §4.2.2 heuristic freshness; false: only responses with explicit freshness are stored. */
+  heuristicFreshness: boolean
   /** Trust X-Forwarded-Host / -Proto from the client (only behind a proxy you run). */
   trustForwardedHeaders: boolean
+  /** Request fields never forwarded to the origin (lower case): STEERING_REQUEST_HEADERS plus CAJE_STRIP_REQUEST_HEADERS. */
+  stripRequestHeaders: ReadonlySet<string>
   /** Send the client's Host to the origin (default: the origin URL's host, as nginx does). */
   preserveHost: boolean
   /** Client-side: idle keep-alive and request-header timeouts, ms. */
@@ -138,6 +156,21 @@ function httpUrl(variable: string, raw: string): URL {
   return url
 }
 
+/** An IP literal or host name to bind: `::`, `0.0.0.0`, `127.0.0.1`, `[::1]`, `localhost`. */
+function listenAddress(variable: string, raw: string): string {
+  const host = raw.trim().replace(/^\[(.*)\]$/, '$1')
+  if (net.isIP(host) || /^[a-z0-9.-]+$/i.test(host)) return host
+  throw new ConfigError(variable, `"${raw}" is not an address to listen on; use :: (IPv6 and IPv4), 0.0.0.0 (IPv4 only) or an interface address`)
+}
+
+/** `[::]:8081`, `0.0.0.0:8081`, `127.0.0.1:8081` or `:8081` (all interfaces, dual stack) → host and port. */
+export function parseListen(variable: string, raw: string): { host: string; port: number } {
+  const m = /^\s*(\[[^\]]*\]|[^:\s]*):(\d+)\s*$/.exec(raw)
+  if (!m) throw new ConfigError(variable, `"${raw}" is not host:port; write e.g. [::]:8081 (all interfaces) or 127.0.0.1:8081`)
+  const port = int(variable, m[2]!, 0, 65535)
+  return { host: m[1] === '' ? '::' : listenAddress(variable, m[1]!), port }
+}
+
 /** Lower-cased host with the port kept only when it is not the scheme's default. */
 export function normaliseHost(raw: string): string {
   const host = raw.trim().toLowerCase()
@@ -146,6 +179,28 @@ export function normaliseHost(raw: string): string {
   const port = /:\d+$/.exec(host)?.[0] ?? ''
   const name = host.slice(0, host.length - port.length).replace(/\.$/, '')
   return port === ':80' || port === ':443' ? name : name + port
+}
+
+/** Fields caje must send the origin, so stripping them is refused. */
+const UNSTRIPPABLE = new Set(['host'])
+
+/**
+ * `CAJE_STRIP_REQUEST_HEADERS`: comma-separated field names (RFC 9110 §5.1 tokens) never
+ * forwarded to the origin, added to STEERING_REQUEST_HEADERS (which cannot be removed).
+ */
+export function parseStripHeaders(raw: string): ReadonlySet<string> {
+  const names = new Set(STEERING_REQUEST_HEADERS)
+  for (const part of raw.split(',')) {
+    const name = part.trim()
+    if (!name) continue
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+      throw new ConfigError('CAJE_STRIP_REQUEST_HEADERS', `"${name}" is not a header field name; list names separated by commas, e.g. X-Debug-Host,X-Tenant`)
+    }
+    const lower = name.toLowerCase()
+    if (UNSTRIPPABLE.has(lower)) throw new ConfigError('CAJE_STRIP_REQUEST_HEADERS', `"${name}" cannot be stripped: caje always sends the origin a Host; remove it from the list`)
+    names.add(lower)
+  }
+  return names
 }
 
 /** `CAJE_SITES`: `a.example=http://10.0.0.1:3000,b.example=https://b-origin` or a JSON object. */
@@ -201,7 +256,13 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   }
 
   const port = number('PORT', 8080, 0, 65535)
-  const listenHost = get('CAJE_LISTEN_HOST') ?? '0.0.0.0'
+  const listenHostRaw = get('CAJE_LISTEN_HOST')
+  const listenHost = listenHostRaw === undefined ? '::' : listenAddress('CAJE_LISTEN_HOST', listenHostRaw)
+  const internalListenRaw = get('CAJE_INTERNAL_LISTEN')
+  const internalListen = internalListenRaw === undefined ? undefined : parseListen('CAJE_INTERNAL_LISTEN', internalListenRaw)
+  if (internalListen && internalListen.port !== 0 && internalListen.port === port) {
+    throw new ConfigError('CAJE_INTERNAL_LISTEN', `uses port ${port}, which is PORT (the public listener); give the internal listener its own port, e.g. [::]:8081`)
+  }
   const originRaw = get('CAJE_ORIGIN')
   const origin = originRaw ? httpUrl('CAJE_ORIGIN', originRaw) : undefined
   const sites = parseSites(get('CAJE_SITES') ?? '')
@@ -223,6 +284,11 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   const region = get('CAJE_REGION') ?? get('FLY_REGION') ?? 'local'
 
   const litefsDir = get('CAJE_LITEFS_DIR')
+  const litefsApiRaw = get('CAJE_LITEFS_API')
+  if (litefsApiRaw !== undefined && !litefsDir) {
+    throw new ConfigError('CAJE_LITEFS_API', 'is set but CAJE_LITEFS_DIR is not; set CAJE_LITEFS_DIR to the LiteFS mount (e.g. /litefs) to run under LiteFS, or unset CAJE_LITEFS_API')
+  }
+  const litefsApi = httpUrl('CAJE_LITEFS_API', litefsApiRaw ?? DEFAULT_LITEFS_API).href.replace(/\/+$/, '')
   const clusterSecret = bearerSecret('CAJE_CLUSTER_SECRET', get('CAJE_CLUSTER_SECRET'))
   if (clusterSecret !== undefined && clusterSecret.length < 16) {
     throw new ConfigError('CAJE_CLUSTER_SECRET', 'is too short; use at least 16 random characters (e.g. `openssl rand -hex 32`)')
@@ -232,9 +298,11 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   }
   const flyApp = get('FLY_APP_NAME')
   const primaryUrlTemplate = get('CAJE_PRIMARY_URL_TEMPLATE') ?? (flyApp ? `http://{host}.vm.${flyApp}.internal:{port}` : 'http://{host}:{port}')
+  // Peers reach this node's internal routes on the internal listener when there is one.
+  const internalPort = internalListen?.port ?? port
   const internalUrl =
     get('CAJE_INTERNAL_URL') ??
-    (flyApp && get('FLY_MACHINE_ID') ? `http://${get('FLY_MACHINE_ID')}.vm.${flyApp}.internal:${port}` : `http://127.0.0.1:${port}`)
+    (flyApp && get('FLY_MACHINE_ID') ? `http://${get('FLY_MACHINE_ID')}.vm.${flyApp}.internal:${internalPort}` : `http://127.0.0.1:${internalPort}`)
   httpUrl('CAJE_INTERNAL_URL', internalUrl)
 
   const adminPassword = get('CAJE_ADMIN_PASSWORD')
@@ -256,6 +324,8 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   return {
     port,
     listenHost,
+    listenHostDefaulted: listenHostRaw === undefined,
+    internalListen,
     origin,
     sites,
     cacheDir,
@@ -265,7 +335,9 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     maxObjectBytes,
     nodeId,
     region,
+    runningOnFly: flyApp !== undefined || get('FLY_MACHINE_ID') !== undefined,
     litefsDir: litefsDir ? path.resolve(litefsDir) : undefined,
+    litefsApi,
     clusterSecret,
     primaryUrlTemplate,
     internalUrl: internalUrl.replace(/\/$/, ''),
@@ -273,6 +345,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     populateConcurrency: number('CAJE_POPULATE_CONCURRENCY', 4, 1, 64),
     maxVariants: number('CAJE_MAX_VARIANTS', 32, 1, 10_000),
     writeQueueBytes: bytes('CAJE_WRITE_QUEUE_BYTES', 64 * MIB),
+    purgePollMs: number('CAJE_PURGE_POLL_MS', 1_000, 0, 3_600_000),
     adminPassword,
     allowPasswordLogin: flag('CAJE_ALLOW_PASSWORD_LOGIN', false),
     apiToken,
@@ -284,8 +357,10 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     originHeadersTimeoutMs: number('CAJE_ORIGIN_TIMEOUT_MS', 30_000, 1, 3_600_000),
     originBodyTimeoutMs: number('CAJE_ORIGIN_BODY_TIMEOUT_MS', 30_000, 1, 3_600_000),
     cacheSetCookie: flag('CAJE_CACHE_SET_COOKIE', false),
+    heuristicFreshness: flag('CAJE_HEURISTIC_FRESHNESS', false),
     trustForwardedHeaders: flag('CAJE_TRUST_FORWARDED', false),
     preserveHost: flag('CAJE_PRESERVE_HOST', false),
+    stripRequestHeaders: parseStripHeaders(get('CAJE_STRIP_REQUEST_HEADERS') ?? ''),
     requestTimeoutMs: number('CAJE_REQUEST_TIMEOUT_MS', 300_000, 1_000, 3_600_000),
     headersTimeoutMs: number('CAJE_HEADERS_TIMEOUT_MS', 20_000, 1_000, 600_000),
     shutdownTimeoutMs: number('CAJE_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),

@@ -20,6 +20,7 @@ const INDEX = `<p>This is the built-in demo origin behind caje. Try these, twice
 <li><a href="/private">/private</a>: Cache-Control: private (never shared)</li>
 <li><a href="/cookie">/cookie</a>: sets a cookie (never stored)</li>
 <li><a href="/uncacheable">/uncacheable</a>: no-store</li>
+<li><a href="/no-headers">/no-headers</a>: an ETag and no caching headers, like many frameworks by default (passed through, not stored: <code>detail=no-explicit-freshness</code>)</li>
 <li><a href="/vary">/vary</a>: Vary: Accept-Language</li>
 </ul>`
 
@@ -61,6 +62,9 @@ export async function startDemoOrigin(): Promise<DemoOrigin> {
           return send(200, { 'cache-control': 'max-age=60', 'set-cookie': `demo=${counter}; Path=/; HttpOnly` }, page('Cookie', '<p>Sets a cookie.</p>'))
         case '/uncacheable':
           return send(200, { 'cache-control': 'no-store' }, page('Uncacheable', `<p>Render #${counter}.</p>`))
+        case '/no-headers':
+          // Only the ETag send() adds: caje stores responses only when the origin gives them a lifetime.
+          return send(200, {}, page('No caching headers', `<p>Render #${counter}. caje passes this through: add Cache-Control: max-age (or CDN-Cache-Control) to cache it.</p>`))
         case '/vary': {
           const lang = (req.headers['accept-language'] ?? 'en').split(',')[0]!.trim()
           return send(200, { 'cache-control': 'public, max-age=60', vary: 'Accept-Language' }, page('Vary', `<p>Language: ${lang.replace(/[<>&"]/g, '')}</p>`))

@@ -3,6 +3,8 @@
 // primary as they are, and its answer is relayed back. Reads stay local.
 
 import type { MiddlewareHandler } from 'hono'
+import { bodyTooLarge, tooLargeResponse } from './admin/body-limit.ts'
+import { directClientAddress, RELAYED_CLIENT_HEADER, RELAYED_CLIENT_SIGNATURE_HEADER, relayedClientHeaders, type ClientAddressSettings } from './admin/client-address.ts'
 import type { Logger } from './log.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { HOP_BY_HOP_HEADERS } from './proxy/headers.ts'
@@ -13,6 +15,11 @@ export interface ForwardToPrimaryOptions {
   /** Paths (below the mount point) that are never relayed: internal routes answer for themselves. */
   localPrefixes: readonly string[]
   timeoutMs?: number
+  /**
+   * With the cluster secret set, the client's address (as this node sees it) goes to the primary
+   * in a signed header, so the primary's sign-in rate limit counts per client, not per replica.
+   */
+  clientAddress?: ClientAddressSettings
 }
 
 function copyHeaders(from: Headers, drop: ReadonlySet<string>): Headers {
@@ -23,11 +30,14 @@ function copyHeaders(from: Headers, drop: ReadonlySet<string>): Headers {
   return out
 }
 
-const DROP_REQUEST = new Set([...HOP_BY_HOP_HEADERS, 'host', 'content-length', 'accept-encoding'])
+// A client's own relayed-address headers never reach the primary: only this node signs one.
+const DROP_REQUEST = new Set([...HOP_BY_HOP_HEADERS, 'host', 'content-length', 'accept-encoding', RELAYED_CLIENT_HEADER, RELAYED_CLIENT_SIGNATURE_HEADER])
 const DROP_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'content-length', 'content-encoding', 'set-cookie'])
 
 export const forwardWritesToPrimary = (opts: ForwardToPrimaryOptions): MiddlewareHandler => {
   const timeoutMs = opts.timeoutMs ?? 15_000
+  const clientSecret = opts.clientAddress?.clusterSecret
+  const clientAddress = opts.clientAddress && directClientAddress(opts.clientAddress)
   return async function forwardWritesToPrimary(c, next) {
     const role = opts.role()
     const method = c.req.method
@@ -42,11 +52,22 @@ export const forwardWritesToPrimary = (opts: ForwardToPrimaryOptions): Middlewar
     const target = role.primaryUrl.replace(/\/$/, '') + url.pathname + url.search
     const headers = copyHeaders(c.req.raw.headers, DROP_REQUEST)
     headers.set('accept-encoding', 'identity')
+    if (clientSecret && clientAddress) for (const [name, value] of Object.entries(relayedClientHeaders(clientSecret, clientAddress(c)))) headers.set(name, value)
+    // The main app caps /_caje/ bodies (admin/body-limit.ts): reading fails past the cap.
+    let body: ArrayBuffer
+    try {
+      body = await c.req.arrayBuffer()
+    } catch (err) {
+      const tooLarge = bodyTooLarge(err)
+      if (tooLarge) return tooLargeResponse(c, tooLarge.limitBytes)
+      opts.log({ level: 'warn', msg: 'could not read an admin request body to relay', path: url.pathname, error: (err as Error).message })
+      return c.text('400 Bad Request: the request body could not be read.\n', 400)
+    }
     try {
       const res = await fetch(target, {
         method,
         headers,
-        body: await c.req.arrayBuffer(),
+        body,
         redirect: 'manual',
         signal: AbortSignal.timeout(timeoutMs),
       })

@@ -27,6 +27,7 @@ async function main(): Promise<void> {
     `  try:    curl -i ${node.url}/cacheable   (twice: watch Cache-Status go from fwd=uri-miss to hit)`,
     `  admin:  ${config.publicOrigin}/_caje/list`,
     `  health: ${node.url}/_caje/health`,
+    ...(node.internalListenUrl ? [`  internal routes (peers only): ${node.internalListenUrl}/_caje/internal/`] : []),
     ...node.notices.map((n) => `  ${n}`),
   ]
   process.stdout.write(banner.join('\n') + '\n')

@@ -27,7 +27,7 @@ export interface NodeActionsDeps {
   config: Pick<Config, 'nodeId' | 'region'>
   store: CacheStore
   readDb: () => Kysely<Database>
-  writer: Pick<ManifestWriter, 'submit' | 'flush'>
+  writer: Pick<ManifestWriter, 'submit' | 'flush'> & Partial<Pick<ManifestWriter, 'stats'>>
   role: () => ClusterRole
   hits: HitCounter
   jobs: ClusterJobs
@@ -56,11 +56,13 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
     },
 
     async listManifest(query) {
-      const { total, entries } = await listManifest(deps.readDb(), query)
+      const { total, totalIsLowerBound, nextCursor, entries } = await listManifest(deps.readDb(), query)
       const perKey = new Map<string, number>()
       for (const e of entries) perKey.set(e.key, (perKey.get(e.key) ?? 0) + 1)
       return {
         total,
+        totalIsLowerBound,
+        nextCursor,
         entries: entries.map(
           (e): ManifestEntry => ({
             key: e.key,
@@ -104,6 +106,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
         hitRatio: hits + misses === 0 ? null : hits / (hits + misses),
         cacheBytes: stats.bytes,
         entries: stats.entries,
+        manifest: manifestDetails(deps.writer.stats?.()),
       }
     },
   }
@@ -119,4 +122,10 @@ export function variantLabel(varyHeaders: Record<string, string>): string {
       return `${name}=${shown}`
     })
     .join(' ')
+}
+
+/** Where this node's manifest writes go, for the signed-in status (never for the public health). */
+function manifestDetails(w: ReturnType<ManifestWriter['stats']> | undefined): ReturnType<AdminActions['status']>['manifest'] {
+  if (!w) return undefined
+  return { mode: w.mode, target: w.target, queued: w.queued, failedAttempts: w.failedAttempts, lastError: w.lastError, lastWriteAt: w.lastWriteAt }
 }

@@ -77,7 +77,7 @@ export function registerAccessRoutes(app: Hono<AdminEnv>, shared: Shared): void 
     const id = c.req.param('id')
     if (id === auth.adminId) return finish(c, shared, { ok: false, message: TEXT.flash.adminSelf, status: 409, redirect: back })
     if (!(await repo.getAdmin(shared.db, id))) return finish(c, shared, { ok: false, message: TEXT.errors.notFound, status: 404, redirect: back })
-    if (!(await shared.write((trx) => repo.deleteAdmin(trx, id)))) return finish(c, shared, { ok: false, message: TEXT.flash.adminLast, status: 409, redirect: back })
+    if (!(await shared.write((trx) => repo.deleteAdmin(trx, id, shared.now())))) return finish(c, shared, { ok: false, message: TEXT.flash.adminLast, status: 409, redirect: back })
     shared.log({ event: 'admin.admin_removed', admin: auth.adminId, removed: id })
     return finish(c, shared, { ok: true, message: TEXT.flash.adminRemoved, redirect: back })
   })

@@ -9,12 +9,18 @@ export interface ListQuery {
   filter: string
   offset: number
   limit: number
+  /** Keyset paging (the manifest list): a previous page's nextCursor; offset is then ignored. */
+  cursor?: string
 }
 
 export interface ListResult<T> {
   /** Number of entries matching the filter (not only this page). */
   total: number
   entries: T[]
+  /** True when `total` is a lower bound (a filter matching very many entries is counted up to a cap). */
+  totalIsLowerBound?: boolean
+  /** The next page's cursor, when the list pages by cursor and this is not the last page. */
+  nextCursor?: string
 }
 
 /** One stored response in this node's disk cache. */
@@ -58,6 +64,12 @@ export interface NodeStatus {
   hitRatio: number | null
   cacheBytes: number
   entries: number
+  /**
+   * Where this node's manifest writes go and how that is going: the database file on the
+   * primary, the primary's internal URL on a replica. For signed-in admins only (never in
+   * the public /_caje/health).
+   */
+  manifest?: { mode: 'direct' | 'remote'; target: string | undefined; queued: number; failedAttempts: number; lastError: string | undefined; lastWriteAt: number | undefined }
 }
 
 export interface AdminActions {

@@ -14,9 +14,11 @@ import type { AdminActions } from './actions.ts'
 import { registerAccessRoutes } from './access-routes.ts'
 import { registerAssetRoutes } from './assets.ts'
 import { registerAuthRoutes } from './auth-routes.ts'
+import { ADMIN_BODY_LIMIT_BYTES, limitBody } from './body-limit.ts'
 import { registerCacheRoutes } from './cache-routes.ts'
 import { cookieSettings, type AdminEnv, type SessionTimes, type Shared } from './context.ts'
 import { jsonError, renderPage, securityHeaders, wantsJson } from './http.ts'
+import { clientAddress } from './client-address.ts'
 import { createRateLimiter } from './rate-limit.ts'
 import * as repo from './repo.ts'
 import { createEnrolmentCode } from './secrets.ts'
@@ -27,7 +29,12 @@ export { createEnrolmentCode } from './secrets.ts'
 
 export interface AdminDeps {
   config: Config
-  db: Kysely<Database>
+  /**
+   * The manifest, or a function giving the handle to use now. Under LiteFS
+   * pass the function: a promotion opens a writable handle and a demotion
+   * closes it, so a handle kept from start-up goes read-only or destroyed.
+   */
+  db: Kysely<Database> | (() => Kysely<Database>)
   actions: AdminActions
   log: (o: Record<string, unknown>) => void
   now?: () => number
@@ -38,7 +45,11 @@ export interface AdminDeps {
    * one itself and logs it (event `admin.enrolment_code`).
    */
   enrolmentCode?: string
-  /** The client's address for rate limiting; default: the socket's address (or X-Forwarded-For / Fly-Client-IP when trusted). */
+  /**
+   * The client's address for rate limiting; default `clientAddress(config)`: the socket's
+   * address, the trusted proxy's (rightmost X-Forwarded-For; Fly-Client-IP on Fly), or the
+   * one a replica relayed, signed with the cluster secret.
+   */
   clientIp?: (c: Context) => string
   /** Sign-in / enrolment attempts per client per window; default 20 per 5 minutes. */
   loginRateLimit?: { max: number; windowMs: number }
@@ -56,20 +67,6 @@ export const DEFAULT_SESSION: SessionTimes = {
   touchEveryMs: 60_000,
 }
 
-/** Socket address from @hono/node-server's env, or the proxy's header when configured as trusted. */
-function defaultClientIp(trustForwarded: boolean) {
-  return (c: Context): string => {
-    if (trustForwarded) {
-      const fly = c.req.header('fly-client-ip')
-      if (fly) return fly.trim()
-      const xff = c.req.header('x-forwarded-for')
-      if (xff) return xff.split(',')[0]!.trim()
-    }
-    const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined
-    return env?.incoming?.socket?.remoteAddress ?? 'unknown'
-  }
-}
-
 export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
   const now = deps.now ?? Date.now
   let enrolmentCode = deps.enrolmentCode
@@ -84,10 +81,13 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
   }
   const limit = deps.loginRateLimit ?? { max: 20, windowMs: 5 * 60_000 }
   const busyRetry = { totalMs: deps.busyRetryMs ?? DEFAULT_BUSY_RETRY_MS }
+  const db = currentDb(deps.db)
   const shared: Shared = {
     config: deps.config,
-    db: deps.db,
-    write: (fn) => writeWhenFree(deps.db, fn, busyRetry),
+    get db() {
+      return db()
+    },
+    write: (fn) => writeWhenFree(db(), fn, busyRetry),
     actions: deps.actions,
     log: deps.log,
     now,
@@ -95,11 +95,13 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
     session: { ...DEFAULT_SESSION, ...deps.session },
     limiter: createRateLimiter({ max: limit.max, windowMs: limit.windowMs, now }),
     enrolment: { code: enrolmentCode, used: false },
-    clientIp: deps.clientIp ?? defaultClientIp(deps.config.trustForwardedHeaders),
+    clientIp: deps.clientIp ?? clientAddress(deps.config),
   }
 
   const app = new Hono<AdminEnv>()
   app.use('*', securityHeaders())
+  // Mounted in the main app the cap is already in place; the app alone (tests) gets it here.
+  app.use('*', limitBody({ maxBytes: ADMIN_BODY_LIMIT_BYTES }))
   registerAssetRoutes(app)
   registerAuthRoutes(app, shared)
   registerCacheRoutes(app, shared)
@@ -127,9 +129,13 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
  * and the password or one-time code to use. Undefined once a passkey exists.
  */
 export async function enrolmentNotice(deps: Pick<AdminDeps, 'config' | 'db' | 'enrolmentCode'>): Promise<string | undefined> {
-  if ((await repo.countPasskeys(deps.db)) > 0) return undefined
+  if ((await repo.countPasskeys(currentDb(deps.db)())) > 0) return undefined
   const url = `${deps.config.publicOrigin}/_caje/auth`
   if (deps.config.adminPassword !== undefined) return `No admin passkey yet: open ${url} and sign in with CAJE_ADMIN_PASSWORD to register one.`
   if (deps.enrolmentCode === undefined) return undefined
   return `No admin passkey yet: open ${url} and enter the one-time enrolment code ${deps.enrolmentCode} to register one.`
+}
+
+function currentDb(db: AdminDeps['db']): () => Kysely<Database> {
+  return typeof db === 'function' ? db : () => db
 }

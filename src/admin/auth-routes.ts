@@ -1,13 +1,14 @@
 // Sign-in page, password enrolment, passkey ceremonies, sign-out, invites.
 
 import type { Context, Hono } from 'hono'
+import { getCookie } from 'hono/cookie'
 import { InvitePage } from '../../views/invite.tsx'
 import { PATHS } from '../../views/paths.ts'
 import { SignInPage, type PasswordMode } from '../../views/sign-in.tsx'
 import { TEXT } from '../../views/text.ts'
 import { authorize, clearSessionCookie, guardAttempt, lookupSession, requireAdmin, startSession } from './auth.ts'
 import type { AdminEnv, Shared } from './context.ts'
-import { field, finish, jsonError, readBody, renderPage, safeNext, setFlash, takeFlash } from './http.ts'
+import { field, finish, jsonError, readBody, renderPage, safeNext, setFlash, takeFlash, type Body } from './http.ts'
 import {
   authenticationOptions,
   newAdminId,
@@ -17,7 +18,7 @@ import {
   type RegistrationTarget,
 } from './passkeys.ts'
 import * as repo from './repo.ts'
-import { secretEquals } from '../bearer.ts'
+import { bearerToken, secretEquals } from '../bearer.ts'
 import { hashToken, normaliseCode } from './secrets.ts'
 
 const NAME_MAX = 64
@@ -115,8 +116,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   // Registration: an invitee creating their account (body carries the invite),
   // or the signed-in admin adding a passkey (session + CSRF token).
   app.post('/register/options', async (c) => {
-    const body = await readBody(c)
-    const target = await registrationTarget(c, shared, body)
+    const target = await registrationTarget(c, shared)
     if (target instanceof Response) return target
     const result = await registrationOptions(shared, target)
     if (!result.ok) return jsonError(c, result.status, result.message)
@@ -124,9 +124,9 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
   })
 
   app.post('/register/verify', async (c) => {
-    const body = await readBody(c)
-    const target = await registrationTarget(c, shared, body)
+    const target = await registrationTarget(c, shared)
     if (target instanceof Response) return target
+    const body = await readBody(c)
     const result = await verifyRegistration(shared, {
       challengeId: field(body, 'challengeId', 128),
       response: body.response,
@@ -172,15 +172,32 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 }
 
 /**
- * Who a registration ceremony is for: an invitee (the body carries the invite;
- * rate-limited like sign-in) or the signed-in admin adding a passkey.
+ * Who a registration ceremony is for: the signed-in admin adding a passkey
+ * (session + CSRF token), or an invitee (the body carries the invite;
+ * rate-limited like sign-in). No body is read before the request is
+ * authenticated or counted: a request presenting a credential (bearer token,
+ * session cookie) is checked first and a bad one refused unread (the refusal
+ * clears a stale cookie, so an invitee's retry goes through); one presenting
+ * none can only be an invitee's, and is counted against the client's sign-in
+ * budget before its body is read.
  */
-async function registrationTarget(c: Context, shared: Shared, body: Record<string, unknown>): Promise<RegistrationTarget | Response> {
-  const invite = field(body, 'invite', 256)
-  if (invite) {
+async function registrationTarget(c: Context, shared: Shared): Promise<RegistrationTarget | Response> {
+  const invitee = (body: Body): RegistrationTarget => ({ kind: 'invite', inviteToken: field(body, 'invite', 256), name: field(body, 'adminName', NAME_MAX) })
+  if (bearerToken(c) === undefined && getCookie(c, shared.cookies.session) === undefined) {
     const refused = guardAttempt(c, shared, PATHS.auth)
     if (refused) return refused
-    return { kind: 'invite', inviteToken: invite, name: field(body, 'adminName', NAME_MAX) }
+    const body = await readBody(c)
+    if (field(body, 'invite', 256)) return invitee(body)
+  } else {
+    const found = bearerToken(c) === undefined ? await lookupSession(c, shared) : undefined
+    if (found?.state === 'ok') {
+      const body = await readBody(c)
+      if (field(body, 'invite', 256)) {
+        // A signed-in admin opening an invite link is counted too: invites are guessed only at the sign-in rate.
+        const refused = guardAttempt(c, shared, PATHS.auth)
+        return refused ?? invitee(body)
+      }
+    }
   }
   const auth = await authorize(c, shared, { sessionOnly: true })
   if (auth instanceof Response) return auth

@@ -3,6 +3,8 @@
 // bearer token) with JSON.
 
 import type { Context, Hono } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import { canonicalUrl, canonicalUrlPrefix } from '../canonical-url.ts'
 import { CONFIRM_ACTIONS, ConfirmPage, type ConfirmAction } from '../../views/confirm.tsx'
 import { DEFAULT_LIMIT, ListPage, populateSummary } from '../../views/list.tsx'
 import type { Chrome } from '../../views/layout.tsx'
@@ -13,6 +15,7 @@ import { actor, requireAdmin } from './auth.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
 import { field, finish, readBody, renderPage, takeFlash, wantsJson, type Body } from './http.ts'
 import * as repo from './repo.ts'
+import { InvalidCursorError } from '../manifest/repositories.ts'
 
 export const MAX_LIMIT = 500
 
@@ -63,9 +66,15 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
         return { ok: false, message: TEXT.flash.purgeBadUrl }
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, message: TEXT.flash.purgeBadUrl }
-      return { ok: true, request: { kind: 'url', value: url.href }, label: url.href }
+      // Spelled as the proxy keys it, so `/docs/%2e%2e/a` and `/a` name one entry (RFC 3986 §6.2.2).
+      const canonical = canonicalUrl(url, value)
+      return { ok: true, request: { kind: 'url', value: canonical }, label: canonical }
     }
-    case 'prefix':
+    case 'prefix': {
+      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      const prefix = canonicalUrlPrefix(value)
+      return { ok: true, request: { kind, value: prefix }, label: `${kind} ${prefix}` }
+    }
     case 'tag':
       if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
       return { ok: true, request: { kind, value }, label: `${kind} ${value}` }
@@ -96,9 +105,14 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const limit = intParam(c.req.query('limit'), DEFAULT_LIMIT, 1, MAX_LIMIT)
     const diskOffset = intParam(c.req.query('disk') ?? c.req.query('offset'), 0, 0, MAX_OFFSET)
     const manifestOffset = intParam(c.req.query('manifest') ?? c.req.query('offset'), 0, 0, MAX_OFFSET)
+    // Keyset paging through the manifest: as fast on page 20,000 as on page 1.
+    const manifestCursor = c.req.query('manifest_cursor') || undefined
     const [disk, manifest] = await Promise.all([
       shared.actions.listDisk({ filter, offset: diskOffset, limit }),
-      shared.actions.listManifest({ filter, offset: manifestOffset, limit }),
+      shared.actions.listManifest({ filter, offset: manifestOffset, limit, cursor: manifestCursor }).catch((err: unknown) => {
+        if (err instanceof InvalidCursorError) throw new HTTPException(400, { message: err.message })
+        throw err
+      }),
     ])
     const populate = shared.actions.populateStatus()
     const ui = await chrome(c, shared, auth, 'list')
@@ -108,7 +122,13 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
         filter,
         limit,
         disk: { total: disk.total, offset: diskOffset, entries: disk.entries },
-        manifest: { total: manifest.total, offset: manifestOffset, entries: manifest.entries },
+        manifest: {
+          total: manifest.total,
+          totalIsLowerBound: manifest.totalIsLowerBound ?? false,
+          offset: manifestOffset,
+          nextCursor: manifest.nextCursor ?? null,
+          entries: manifest.entries,
+        },
         populate: populate ?? null,
       })
     }

@@ -1,6 +1,8 @@
 // Request and response helpers shared by the admin routes.
 
 import { bearerToken } from '../bearer.ts'
+import { HTTPException } from 'hono/http-exception'
+import { bodyTooLarge, bodyTooLargeMessage } from './body-limit.ts'
 import type { Context, MiddlewareHandler } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { jsx, type FC } from 'hono/jsx'
@@ -42,7 +44,10 @@ export function wantsJson(c: Context): boolean {
 
 export type Body = Record<string, unknown>
 
-/** The request body as a plain object: JSON, urlencoded or multipart. Hono caches the parse. */
+/**
+ * The request body as a plain object: JSON, urlencoded or multipart. Hono caches the parse.
+ * A body over the admin cap (body-limit.ts) is a 413, never a silently empty form.
+ */
 export async function readBody(c: Context): Promise<Body> {
   const type = c.req.header('content-type') ?? ''
   try {
@@ -53,7 +58,9 @@ export async function readBody(c: Context): Promise<Body> {
     if (type.includes('application/x-www-form-urlencoded') || type.includes('multipart/form-data')) {
       return (await c.req.parseBody()) as Body
     }
-  } catch {
+  } catch (err) {
+    const tooLarge = bodyTooLarge(err)
+    if (tooLarge) throw new HTTPException(413, { message: bodyTooLargeMessage(tooLarge.limitBytes) })
     // A malformed body is treated as an empty one; every handler validates its fields.
     return {}
   }
@@ -79,12 +86,29 @@ export function isCrossSite(c: Context, publicOrigin: string): boolean {
   return false
 }
 
-/** An /_caje/ path to return to after sign-in; anything else becomes the list. */
+/** Base for resolving a relative `next`; only its origin matters (the resolved URL must keep it). */
+const NEXT_BASE = 'http://caje.invalid'
+
+/**
+ * An /_caje/ path to return to after sign-in; anything else becomes `fallback`.
+ * The value is resolved as a browser would resolve the redirect (WHATWG URL:
+ * dot segments, `%2e`, backslashes, RFC 3986 §5.2) and the resolved path is
+ * checked, so `/_caje/..//evil.example` (which resolves to `//evil.example`)
+ * cannot leave /_caje/. The resolved form is what the redirect sends.
+ */
 export function safeNext(raw: string | undefined, fallback: string): string {
-  if (!raw) return fallback
-  if (!raw.startsWith('/_caje/') || raw.startsWith('//') || raw.includes('\\') || /[\r\n]/.test(raw)) return fallback
-  if (raw.startsWith('/_caje/auth') || raw.startsWith('/_caje/assets/')) return fallback
-  return raw
+  // The URL parser drops tabs and newlines silently; a value carrying them is not a path we made.
+  if (!raw || raw.length > 2048 || !raw.startsWith('/') || /[\\\t\r\n]/.test(raw)) return fallback
+  let url: URL
+  try {
+    url = new URL(raw, NEXT_BASE)
+  } catch {
+    return fallback
+  }
+  const path = url.pathname
+  if (url.origin !== NEXT_BASE || !path.startsWith('/_caje/') || path.startsWith('//')) return fallback
+  if (path === '/_caje/auth' || path.startsWith('/_caje/auth/') || path.startsWith('/_caje/assets/')) return fallback
+  return path + url.search
 }
 
 // ── flash messages (one request, via a short-lived HttpOnly cookie) ─────

@@ -56,8 +56,14 @@ export async function listAdmins(db: Db): Promise<AdminSummary[]> {
   return rows.map((r) => ({ id: r.id, name: r.name, createdAt: Number(r.created_at), passkeys: Number(r.passkeys) }))
 }
 
-/** Remove an admin with their passkeys and sessions. Refused (false) for the last admin holding passkeys. */
-export async function deleteAdmin(trx: Tx, id: string): Promise<boolean> {
+/**
+ * Remove an admin and everything they could still use, in the caller's one
+ * transaction: passkeys, sessions, pending challenges, the API tokens they
+ * created (revoked at `at`, kept for the record) and their open invites (an
+ * unused link they kept would enrol them again). Refused (false) for the last
+ * admin holding passkeys.
+ */
+export async function deleteAdmin(trx: Tx, id: string, at: number): Promise<boolean> {
   const others = await trx
     .selectFrom('passkeys')
     .select(({ fn }) => fn.countAll<number>().as('n'))
@@ -67,6 +73,8 @@ export async function deleteAdmin(trx: Tx, id: string): Promise<boolean> {
   await trx.deleteFrom('sessions').where('admin_id', '=', id).execute()
   await trx.deleteFrom('challenges').where('admin_id', '=', id).execute()
   await trx.deleteFrom('passkeys').where('admin_id', '=', id).execute()
+  await trx.updateTable('api_tokens').set({ revoked_at: at }).where('created_by', '=', id).where('revoked_at', 'is', null).execute()
+  await trx.deleteFrom('invites').where('created_by', '=', id).where('used_at', 'is', null).execute()
   const res = await trx.deleteFrom('admins').where('id', '=', id).executeTakeFirst()
   return Number(res.numDeletedRows) === 1
 }

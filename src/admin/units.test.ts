@@ -50,6 +50,43 @@ describe('safeNext', () => {
       expect(safeNext(bad, '/_caje/list'), bad).toBe('/_caje/list')
     }
   })
+
+  it('checks the path a browser resolves, not the text', () => {
+    const escapes = [
+      '/_caje/..//evil.example',
+      '/_caje/..//evil.example/_caje/list',
+      '/_caje/%2e%2e//evil.example',
+      '/_caje/%2E%2E/%2e%2E//evil.example',
+      '/_caje/./..//evil.example',
+      '/_caje/x/../..//evil.example',
+      '/_caje/../other',
+      '/_caje/../_caje/auth',
+      '/_caje/assets/../auth',
+      '/_caje/\t/..//evil.example',
+      '/_caje/..\\evil.example',
+    ]
+    for (const bad of escapes) expect(safeNext(bad, '/_caje/list'), bad).toBe('/_caje/list')
+    // Dot segments that stay inside /_caje/ are resolved, and the query kept.
+    expect(safeNext('/_caje/assets/../list?filter=a%20b', '/_caje/list')).toBe('/_caje/list?filter=a%20b')
+    expect(safeNext('/_caje/list?next=//evil.example', '/x')).toBe('/_caje/list?next=//evil.example')
+    // An encoded tab is an ordinary segment: removed by the `..` after it, leaving a path on this host.
+    expect(safeNext('/_caje/%09/..//evil.example', '/_caje/list')).toBe('/_caje//evil.example')
+  })
+
+  it('sends a signed-in visitor of the sign-in page nowhere outside /_caje/', async () => {
+    const h = await setup()
+    try {
+      const c = h.client()
+      await c.signInWithPassword()
+      for (const next of ['/_caje/..//evil.example', '/_caje/%2e%2e//evil.example/x', '/_caje/..\\evil.example']) {
+        const res = await c.request(`/_caje/auth?next=${encodeURIComponent(next)}`)
+        expect(res.status, next).toBe(303)
+        expect(res.headers.get('location'), next).toBe('/_caje/list')
+      }
+    } finally {
+      await h.close()
+    }
+  })
 })
 
 describe('formatting', () => {

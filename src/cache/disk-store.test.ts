@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -38,6 +38,12 @@ async function reopen(store: DiskStore, overrides: Partial<DiskStoreOptions> = {
 async function readBody(store: DiskStore, url: string, variant = ''): Promise<Buffer | undefined> {
   const body = await store.read(url, variant)
   return body && bytesOf(body)
+}
+
+/** Resolve once the wall clock has moved on to the next millisecond. */
+async function nextMillisecond(): Promise<void> {
+  const now = Date.now()
+  while (Date.now() === now) await new Promise((resolve) => setImmediate(resolve))
 }
 
 async function corruptContent(integrity: string, mutate: (bytes: Buffer) => Buffer): Promise<void> {
@@ -151,8 +157,10 @@ describe('disk store', () => {
   it('keeps entries, metadata and listing order across a restart', async () => {
     let store = await openStore()
     const metas = []
+    // After a restart the order comes from the index's commit times, in milliseconds: one commit per millisecond.
     for (let i = 0; i < 3; i++) {
       metas.push(await put(store, newEntry(`https://a.test/${i}`, { headers: { etag: `"${i}"` }, tags: [`t${i}`] }), bodyOf(100 + i, i)))
+      await nextMillisecond()
     }
     await put(store, newEntry('https://a.test/large'), bodyOf(2 * MiB, 9))
     store = await reopen(store)
@@ -553,7 +561,14 @@ describe('disk store', () => {
     store = await reopen(store, { maxBytes: 2500 })
     await store.close()
     expect(store.stats()).toMatchObject({ entries: 2, bytes: 2000, evictions: 3 })
-    expect(await readdir(path.join(dir, 'content-v2', 'sha512'))).toBeDefined()
+    // The files left are the bodies of the two entries kept, nothing else.
+    const content = path.join(dir, 'content-v2')
+    const files = (await filesUnder(content)).sort()
+    store = await openStore({ maxBytes: 2500 })
+    const kept: number[] = []
+    for (let i = 0; i < 5; i++) if (await readBody(store, `https://a.test/${i}`)) kept.push(i)
+    expect(kept).toHaveLength(2)
+    expect(files).toEqual(kept.map((i) => path.relative(content, contentPath(dir, sri(bodyOf(1000, i))) as string)).sort())
     expect(await contentBytesOnDisk(dir)).toBe(2000)
   })
 })

@@ -568,6 +568,11 @@ class CacacheDiskStore implements DiskStore {
   #drop(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (this.#index.get(record.id) !== record) return Promise.resolve()
     this.#index.delete(record.id)
+    return this.#forget(record, reason)
+  }
+
+  /** The rest of a drop, for a record already out of the index: accounting, the event, the files (queued). */
+  #forget(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (reason === 'evicted') this.#evictions++
     const content = this.#release(record.content)
     this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason })
@@ -643,24 +648,33 @@ class CacacheDiskStore implements DiskStore {
 
   /**
    * One pass over the index decides (a predicate that throws leaves the store
-   * untouched), then the matches are dropped from the index, a few
-   * milliseconds' worth per turn of the event loop so a purge of 10,000
-   * entries never stalls the requests being served. Resolves once none of
-   * them is served any more; their files are removed in the background by
-   * the disk writer (close() waits for them).
+   * untouched), then a second drops the matches: from the index (so they are
+   * no longer served), the accounting and the events. Both passes let the
+   * event loop turn every few milliseconds, so a purge of 10,000 entries
+   * never stalls the requests being served; an entry read (and so moved in
+   * the LRU order) meanwhile is dropped once. The files are removed in the
+   * background by the disk writer (close() waits for them).
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const matches: IndexRecord[] = []
-    for (const record of this.#index.values()) if (predicate(record.meta)) matches.push(record)
     let turnStarted = performance.now()
-    for (const record of matches) {
-      void this.#drop(record, reason)
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        turnStarted = performance.now()
-      }
+    const nextTurn = async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      turnStarted = performance.now()
     }
-    return matches.length
+    for (const record of this.#index.values()) {
+      if (predicate(record.meta)) matches.push(record)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    let dropped = 0
+    for (const record of matches) {
+      if (this.#index.get(record.id) === record) {
+        dropped++
+        void this.#drop(record, reason)
+      }
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    return dropped
   }
 
   async clear(): Promise<number> {

@@ -19,7 +19,7 @@ export interface EntryMeta {
   headers: Record<string, string>
   /** Request headers named by Vary (already normalised), needed to rebuild the policy. */
   varyHeaders: Record<string, string>
-  /** http-cache-semantics CachePolicy#toObject(); only proxy/policy.ts reads it. */
+  /** The freshness policy proxy/policy.ts worked out when storing (FreshnessPolicy); only the proxy reads it. */
   policy: unknown
   /** Epoch ms when the response was received. */
   storedAt: number

@@ -208,7 +208,20 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
   }
   const key = options.path === ':memory:' ? undefined : fs.realpathSync(options.path)
   const db = new Kysely<Database>({ dialect: new FileLockedSqliteDialect(sqlite, key) })
+  handles.set(db, sqlite)
   return { db, sqlite }
+}
+
+const handles = new WeakMap<Kysely<Database>, SQLite.Database>()
+
+/**
+ * The better-sqlite3 handle under a Kysely instance opened by openDatabase,
+ * for the hot paths that run prepared statements directly (ops.ts). Only
+ * while a Kysely transaction or connection of that instance is held: then
+ * both run on the same (single) connection, in the same transaction.
+ */
+export function sqliteHandleOf(db: Kysely<Database>): SQLite.Database | undefined {
+  return handles.get(db)
 }
 
 // ── one lock per file per process ───────────────────────────────────────

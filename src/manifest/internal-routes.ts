@@ -11,8 +11,14 @@
 //                    the body opens with the EntryMeta as JSON (its byte length
 //                    in X-Caje-Meta-Bytes), followed by the stored body; 404
 //                    when this node does not hold it (any more)
+//   POST /objects    {"items": [{key, variant}, ...]} (at most 256): the variants
+//                    one after the other in one response, each as a frame:
+//                    4-byte big-endian length of the metadata JSON, the
+//                    metadata (or {"key", "variant", "missing": true} when this
+//                    node does not hold it), then meta.size body bytes
 //   POST /purge-nudge
-//                    a peer recorded a purge: apply pending purges now
+//                    a peer recorded a purge: apply it (sent as {"purge": {...}})
+//                    and any other pending purges now
 
 import { Readable } from 'node:stream'
 import { Hono } from 'hono'
@@ -27,6 +33,7 @@ import type { ManifestLog } from './log.ts'
 import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts'
 import type { ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole } from './primary.ts'
+import type { NewPurge } from './repositories.ts'
 
 export const INTERNAL_BASE_PATH = '/_caje/internal'
 
@@ -44,8 +51,8 @@ export interface InternalAppDeps {
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
   store?: Pick<CacheStore, 'variants' | 'read'>
-  /** A peer recorded a purge (POST /purge-nudge): apply pending purges now. Must not throw. */
-  onPurgeNudge?: () => void
+  /** A peer recorded a purge (POST /purge-nudge, with the purge when the peer sent it): apply it now. Must not throw. */
+  onPurgeNudge?: (purge?: NewPurge) => void
   /** Largest accepted request body. */
   maxBodyBytes?: number
   log?: ManifestLog
@@ -146,8 +153,50 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
     return new Response(Readable.toWeb(stream) as unknown as ReadableStream, { status: 200, headers })
   })
 
-  app.post('/purge-nudge', (c) => {
-    deps.onPurgeNudge?.()
+  app.post('/objects', bodyLimit({ maxSize: 1024 * 1024, onError: (c) => c.json({ error: `too many items; send at most ${MAX_OBJECTS_PER_REQUEST}` }, 413) }), async (c) => {
+    let items: Array<{ key: string; variant: string }>
+    try {
+      items = parseItems(await c.req.json())
+    } catch (err) {
+      return c.json({ error: describeError(err) }, 400)
+    }
+    const store = deps.store
+    const frames = Readable.from(
+      (async function* () {
+        for (const item of items) {
+          const found = store ? await openStored(store, item.key, item.variant) : undefined
+          if (!found) {
+            yield frame({ key: item.key, variant: item.variant, missing: true })
+            continue
+          }
+          yield frame(found.meta)
+          if (found.body.kind === 'buffer') yield found.body.buffer
+          else yield* found.body.stream
+        }
+      })(),
+      { objectMode: false },
+    )
+    return new Response(Readable.toWeb(frames) as unknown as ReadableStream, { status: 200, headers: { 'content-type': OBJECTS_CONTENT_TYPE, 'cache-control': 'no-store' } })
+  })
+
+  app.post('/purge-nudge', bodyLimit({ maxSize: 64 * 1024, onError: (c) => c.json({ error: 'a purge nudge is one purge; body too large' }, 413) }), async (c) => {
+    const text = await c.req.text()
+    let purge: NewPurge | undefined
+    // An empty body is the nudge of an older version: "read the log now".
+    if (text.trim() !== '') {
+      let body: unknown
+      try {
+        body = JSON.parse(text)
+      } catch {
+        return c.json({ error: 'body is not valid JSON; send {"purge": {...}} or nothing' }, 400)
+      }
+      const sent = typeof body === 'object' && body !== null ? (body as { purge?: unknown }).purge : undefined
+      const parsed = parseOps({ ops: [{ type: 'purge', purge: sent }] })
+      if (!parsed.ok) return c.json({ error: parsed.error.replace(/^ops\[0\]: /, '') }, 400)
+      const op = parsed.ops[0]!
+      if (op.type === 'purge') purge = op.purge
+    }
+    deps.onPurgeNudge?.(purge)
     return c.json({ ok: true }, 202)
   })
 
@@ -157,6 +206,31 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
 /** Header and content type of GET /object (populate.ts reads them). */
 export const META_BYTES_HEADER = 'x-caje-meta-bytes'
 export const OBJECT_CONTENT_TYPE = 'application/vnd.caje.object'
+export const OBJECTS_CONTENT_TYPE = 'application/vnd.caje.objects'
+/** Most variants one /objects request may ask for. */
+export const MAX_OBJECTS_PER_REQUEST = 256
+
+function parseItems(body: unknown): Array<{ key: string; variant: string }> {
+  const items = typeof body === 'object' && body !== null ? (body as { items?: unknown }).items : undefined
+  if (!Array.isArray(items) || items.length === 0 || items.length > MAX_OBJECTS_PER_REQUEST) {
+    throw new Error(`body must be {"items": [{"key", "variant"}, ...]} with 1 to ${MAX_OBJECTS_PER_REQUEST} items`)
+  }
+  return items.map((item: unknown, i) => {
+    const v = item as { key?: unknown; variant?: unknown } | null
+    if (typeof v !== 'object' || v === null || typeof v.key !== 'string' || v.key === '' || typeof v.variant !== 'string') {
+      throw new Error(`items[${i}] must be {"key": "...", "variant": "..."}`)
+    }
+    return { key: v.key, variant: v.variant }
+  })
+}
+
+/** One frame's head: the metadata's length (4 bytes, big-endian), then the metadata as JSON. */
+function frame(meta: unknown): Buffer {
+  const json = Buffer.from(JSON.stringify(meta), 'utf8')
+  const head = Buffer.alloc(4)
+  head.writeUInt32BE(json.length, 0)
+  return Buffer.concat([head, json])
+}
 
 /**
  * The metadata and body of one stored variant, consistent with each other:

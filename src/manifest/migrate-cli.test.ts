@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDatabase } from './database.ts'
+import { startFakeLitefs } from '../test-support/fake-litefs.ts'
 import { MIGRATIONS, appliedMigrations } from './migrate.ts'
 import { tempDir } from './test-helpers.ts'
 
@@ -37,13 +38,40 @@ describe('migrate-cli', () => {
     await db.destroy()
   }, 60_000)
 
-  it('does nothing on a LiteFS replica', async () => {
+  it('does nothing where LiteFS says this node is not the primary, including while no primary is known', async () => {
     const { dir, cleanup } = tempDir()
     cleanups.push(cleanup)
-    fs.writeFileSync(path.join(dir, '.primary'), 'machine-a')
     const file = path.join(dir, 'manifest.db')
-    const { stderr } = await cli({ CAJE_DATABASE_PATH: file, CAJE_LITEFS_DIR: dir, CAJE_CLUSTER_SECRET: 'x'.repeat(32) })
-    expect(stderr).toContain('skipped')
-    expect(fs.existsSync(file)).toBe(false)
+    for (const status of [{ isPrimary: false, hostname: 'machine-a' }, { isPrimary: false, hostname: '' }]) {
+      // No `.primary` file in the dir: under LiteFS that is also what "no primary known" looks like.
+      const litefs = await startFakeLitefs(status)
+      try {
+        const { stderr } = await cli({ CAJE_DATABASE_PATH: file, CAJE_LITEFS_DIR: dir, CAJE_LITEFS_API: litefs.url, CAJE_CLUSTER_SECRET: 'x'.repeat(32) })
+        expect(stderr).toContain('skipped')
+      } finally {
+        await litefs.close()
+      }
+      expect(fs.existsSync(file)).toBe(false)
+    }
+  }, 60_000)
+
+  it('migrates where LiteFS says this node is the primary, and fails clearly when LiteFS cannot be asked', async () => {
+    const { dir, cleanup } = tempDir()
+    cleanups.push(cleanup)
+    const file = path.join(dir, 'manifest.db')
+    const litefs = await startFakeLitefs({ isPrimary: true })
+    const env = { CAJE_DATABASE_PATH: file, CAJE_LITEFS_DIR: dir, CAJE_LITEFS_API: litefs.url, CAJE_CLUSTER_SECRET: 'x'.repeat(32) }
+    try {
+      const { stderr } = await cli(env)
+      expect(stderr).toContain('"manifest migrated"')
+    } finally {
+      await litefs.close()
+    }
+    const failed = await cli(env).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    )
+    expect(failed?.code).toBe(1)
+    expect(failed?.stderr).toMatch(/cannot reach the LiteFS API/)
   }, 60_000)
 })

@@ -4,13 +4,18 @@
 // migration fails visibly before serving. The app also migrates at start when
 // it is the writer; both are idempotent.
 //
+// Under LiteFS it migrates only when LiteFS's API says this node is primary:
+// a replica, or a node that knows no primary (the `.primary` file is missing
+// then too), must not write. Exit codes: 0 done or skipped, 1 migration or
+// LiteFS API failure, 2 configuration error.
+//
 // An entry point like main.ts: the only other file here with side effects.
 
 import { ConfigError, loadConfig } from '../config.ts'
 import { openDatabase } from './database.ts'
 import { jsonLog } from './log.ts'
 import { migrateToLatest } from './migrate.ts'
-import { readRole } from './primary.ts'
+import { describeRole, fetchLitefsStatus, roleFromStatus } from './primary.ts'
 
 async function run(): Promise<number> {
   let config
@@ -24,10 +29,17 @@ async function run(): Promise<number> {
     throw err
   }
   if (config.litefsDir) {
-    const role = readRole(config.litefsDir, config.primaryUrlTemplate, config.port)
+    let role
+    try {
+      role = roleFromStatus(await fetchLitefsStatus(config.litefsApi), config.primaryUrlTemplate, config.port)
+    } catch (err) {
+      jsonLog('error', `manifest migrations not run: ${err instanceof Error ? err.message : String(err)}`, { api: config.litefsApi })
+      return 1
+    }
     if (role.kind === 'replica') {
-      // A candidate that did not win the lease: the primary migrates.
-      jsonLog('info', 'manifest migrations skipped: this node is a LiteFS replica', { primaryHost: role.primaryHost })
+      // A candidate that did not win the lease, or no primary yet: the primary
+      // migrates (caje does so at start and on promotion).
+      jsonLog('info', 'manifest migrations skipped: LiteFS says this node is not the primary', describeRole(role))
       return 0
     }
   }

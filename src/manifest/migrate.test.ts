@@ -7,7 +7,24 @@ import type { Database } from './database.ts'
 import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrateToLatest } from './migrate.ts'
 import { tableNames, tempDir } from './test-helpers.ts'
 
-const ALL_TABLES = ['admins', 'api_tokens', 'challenges', 'entries', 'entry_nodes', 'invites', 'nodes', 'passkeys', 'purges', 'sessions']
+const ALL_TABLES = [
+  'admins',
+  'api_tokens',
+  'challenges',
+  'entries',
+  'entries_search',
+  'entries_search_config',
+  'entries_search_data',
+  'entries_search_docsize',
+  'entries_search_idx',
+  'entries_search_queue',
+  'entry_nodes',
+  'invites',
+  'nodes',
+  'passkeys',
+  'purges',
+  'sessions',
+]
 
 describe('migrations', () => {
   const cleanups: (() => void | Promise<void>)[] = []

@@ -9,11 +9,15 @@ import { Migrator, NO_MIGRATIONS, sql } from 'kysely'
 import type { Kysely, Migration, MigrationProvider, MigrationResult } from 'kysely'
 import * as m2026112401 from './migrations/2026112401_initial.ts'
 import * as m2026112402 from './migrations/2026112402_purge_progress.ts'
+import * as m2026120101 from './migrations/2026120101_purge_created_at.ts'
+import * as m2026120102 from './migrations/2026120102_entries_search.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026112401_initial': m2026112401,
   '2026112402_purge_progress': m2026112402,
+  '2026120101_purge_created_at': m2026120101,
+  '2026120102_entries_search': m2026120102,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -5,27 +5,35 @@
 // machine, records the same thing.
 
 import { sql, type Kysely, type Transaction } from 'kysely'
+import { sqliteHandleOf } from './database.ts'
 import type { Database, PurgeKind } from './database.ts'
 import { describeError } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import {
   clearManifest,
+  forgetHoldings,
   inTransaction,
   insertPurge,
   markPurgeApplied,
   pruneExpired,
+  recordPurge,
   recordDeleted,
   recordNodeCleared,
   recordStored,
+  sweepPurge,
   upsertNode,
 } from './repositories.ts'
 import type { EntryRecord, NewPurge, NodeInfo } from './repositories.ts'
+import { hotStatements } from './statements.ts'
+import type { HotStatements } from './statements.ts'
 
 export type ManifestOp =
   /** nodeId committed this variant to its disk cache. */
   | { type: 'stored'; nodeId: string; entry: EntryRecord }
   /** nodeId dropped this variant from its disk cache. */
   | { type: 'deleted'; nodeId: string; key: string; variant: string }
+  /** nodeId does not hold these variants (any more): its disk reconciled with the manifest at start. */
+  | { type: 'holdings-forgotten'; nodeId: string; entries: Array<{ key: string; variant: string }> }
   /** nodeId emptied its disk cache. */
   | { type: 'node-cleared'; nodeId: string }
   /** nodeId is alive and reachable at node.internalUrl. */
@@ -44,6 +52,17 @@ export type ManifestOp =
 
 export type ManifestOpType = ManifestOp['type']
 
+/** Most variants one 'holdings-forgotten' op may name (a batch stays a few hundred KB). */
+export const MAX_FORGOTTEN_PER_OP = 1000
+
+/** How much of a batch an op is: one, or one per variant it names. The writers bound batches by this. */
+export function opWeight(op: ManifestOp): number {
+  return op.type === 'holdings-forgotten' ? Math.max(1, op.entries.length) : 1
+}
+
+/** Longest stretch a batch runs before letting the event loop serve requests, in ms. */
+const YIELD_EVERY_MS = 4
+
 export interface ApplyResult {
   applied: number
   /** Ops that could not be applied and were dropped (logged). */
@@ -58,6 +77,9 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
       return
     case 'deleted':
       await recordDeleted(db, op.nodeId, op.key, op.variant)
+      return
+    case 'holdings-forgotten':
+      await forgetHoldings(db, op.nodeId, op.entries)
       return
     case 'node-cleared':
       await recordNodeCleared(db, op.nodeId)
@@ -81,7 +103,8 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
 }
 
 /**
- * Apply a batch in one transaction (one fsync for hundreds of ops). If the
+ * Apply a batch in one transaction (one fsync for hundreds of ops), each
+ * purge in transactions of its own (applyPurge). If the
  * batch fails for a reason that will pass (the file is locked or read-only
  * right now), the error is thrown so the caller keeps the ops and retries.
  * Any other failure is blamed on single ops: the batch is replayed one op per
@@ -90,9 +113,68 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
  */
 export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
   if (ops.length === 0) return { applied: 0, failed: 0 }
+  // Inside a caller's transaction nothing can be split: everything in it.
+  if (db.isTransaction) return applyBatch(db, ops, log)
+  // A purge may remove 10,000 entries (and their holdings and index rows):
+  // in one transaction that is half a second of SQLite with the event loop
+  // stopped. It gets transactions of its own, a chunk of entries each.
+  const result: ApplyResult = { applied: 0, failed: 0 }
+  let start = 0
+  for (let i = 0; i <= ops.length; i++) {
+    const op = ops[i]
+    if (op !== undefined && op.type !== 'purge') continue
+    if (i > start) add(result, await applyBatch(db, ops.slice(start, i), log))
+    if (op?.type === 'purge') add(result, await applyPurge(db, op.purge, log))
+    start = i + 1
+  }
+  return result
+}
+
+function add(total: ApplyResult, part: ApplyResult): void {
+  total.applied += part.applied
+  total.failed += part.failed
+}
+
+/** Entries one purge transaction removes: a few milliseconds of SQLite each. */
+const PURGE_SWEEP_CHUNK = 250
+
+/**
+ * Record a purge, then remove its entries PURGE_SWEEP_CHUNK per transaction,
+ * letting the event loop turn in between. Stores the purge covers are never
+ * recorded once it is in the log (statements.ts), so the chunks cannot race
+ * them; a redelivered purge sweeps again and finishes what a crash cut short.
+ */
+async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestLog): Promise<ApplyResult> {
+  try {
+    await withoutBusyWait(db, (trx) => recordPurge(trx, purge))
+    while ((await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, PURGE_SWEEP_CHUNK))) >= PURGE_SWEEP_CHUNK) {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+    return { applied: 1, failed: 0 }
+  } catch (err) {
+    if (isTransientDbError(err)) throw err
+    log?.('error', 'manifest op dropped: it cannot be applied', { op: 'purge', error: describeError(err) })
+    return { applied: 0, failed: 1 }
+  }
+}
+
+/** Apply a batch in one transaction, or op by op when one of them fails (see applyOps). */
+async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
+  const sqlite = sqliteHandleOf(db)
+  const hot = sqlite ? hotStatements(sqlite) : undefined
   try {
     await withoutBusyWait(db, async (trx) => {
-      for (const op of ops) await applyOp(trx, op)
+      let turnStarted = performance.now()
+      for (const op of ops) {
+        if (!hot || !applyHot(hot, op)) await applyOp(trx, op)
+        // better-sqlite3 is synchronous: a 1,000-op batch in one go would hold
+        // the event loop for tens of ms. The transaction (and the file lock)
+        // stays open across the pause; requests are served in between.
+        if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve))
+          turnStarted = performance.now()
+        }
+      }
     })
     return { applied: ops.length, failed: 0 }
   } catch (err) {
@@ -104,7 +186,9 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
   let failed = 0
   for (const op of ops) {
     try {
-      await withoutBusyWait(db, (trx) => applyOp(trx, op))
+      await withoutBusyWait(db, async (trx) => {
+        if (!hot || !applyHot(hot, op)) await applyOp(trx, op)
+      })
       applied++
     } catch (err) {
       if (isTransientDbError(err)) throw err
@@ -113,6 +197,37 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
     }
   }
   return { applied, failed }
+}
+
+/**
+ * Apply the ops that make up nearly all of the traffic with statements
+ * prepared once (statements.ts), synchronously, inside the transaction the
+ * caller holds on the same handle. False for the rare kinds (purge, clear,
+ * prune), which go through Kysely.
+ */
+function applyHot(hot: HotStatements, op: ManifestOp): boolean {
+  switch (op.type) {
+    case 'stored':
+      hot.recordStored(op.nodeId, op.entry)
+      return true
+    case 'deleted':
+      hot.recordDeleted(op.nodeId, op.key, op.variant)
+      return true
+    case 'holdings-forgotten':
+      hot.forgetHoldings(op.nodeId, op.entries)
+      return true
+    case 'node-cleared':
+      hot.recordNodeCleared(op.nodeId)
+      return true
+    case 'node-heartbeat':
+      hot.upsertNode(op.node, op.at)
+      return true
+    case 'purge-applied':
+      hot.markPurgeApplied(op.nodeId, op.purgeId)
+      return true
+    default:
+      return false
+  }
 }
 
 /**
@@ -125,7 +240,7 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
  * 503 retry), so not waiting here loses nothing. Writes that a person waits
  * for go through writeWhenFree, which retries this with timers.
  */
-async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+export async function withoutBusyWait<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
   return inTransaction(db, async (trx) => {
     const previous = (await sql<{ timeout: number }>`PRAGMA busy_timeout`.execute(trx)).rows[0]?.timeout ?? 5000
     await sql`PRAGMA busy_timeout = 0`.execute(trx)
@@ -240,6 +355,16 @@ function parseOp(v: unknown): ManifestOp | string {
     case 'deleted':
       if (!isStr(v.nodeId) || !isStr(v.key) || typeof v.variant !== 'string') return 'nodeId, key and variant must be strings'
       return { type: 'deleted', nodeId: v.nodeId, key: v.key, variant: v.variant }
+    case 'holdings-forgotten': {
+      if (!isStr(v.nodeId)) return 'nodeId must be a string'
+      if (!Array.isArray(v.entries) || v.entries.length > MAX_FORGOTTEN_PER_OP) return `entries must be an array of at most ${MAX_FORGOTTEN_PER_OP} {key, variant}`
+      const entries: Array<{ key: string; variant: string }> = []
+      for (const e of v.entries as unknown[]) {
+        if (!isRecord(e) || !isStr(e.key) || typeof e.variant !== 'string') return 'entries must be {key, variant} with string values'
+        entries.push({ key: e.key, variant: e.variant })
+      }
+      return { type: 'holdings-forgotten', nodeId: v.nodeId, entries }
+    }
     case 'node-cleared':
       if (!isStr(v.nodeId)) return 'nodeId must be a string'
       return { type: 'node-cleared', nodeId: v.nodeId }

@@ -10,8 +10,8 @@ import { createCacheStore } from '../cache/tiered-store.ts'
 import { bodyOf, bytesOf, newEntry, put } from '../cache/test-support.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Database } from './database.ts'
-import { INTERNAL_BASE_PATH, META_BYTES_HEADER, createInternalApp } from './internal-routes.ts'
-import { createPopulator } from './populate.ts'
+import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE, createInternalApp } from './internal-routes.ts'
+import { OBJECTS_PER_REQUEST, createPopulator } from './populate.ts'
 import type { FillFn, PopulatorOptions } from './populate.ts'
 import { recordStored, toEntryRecord, upsertNode } from './repositories.ts'
 import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
@@ -129,9 +129,11 @@ describe('populate', () => {
     await recordStored(db, 'gone', { ...toEntryRecord({ ...newEntry('https://ex.com/private', { variant: 'v' }), size: 1 }), varyHeaders: { cookie: 'sha256:abc' } })
     // Stale already: not listed at all.
     await recordStored(db, 'gone', toEntryRecord({ ...newEntry('https://ex.com/stale', { staleAt: now - 1 }), size: 1 }))
+    // A stored part (one range of a 206): fetching the whole instead would never give this variant.
+    await recordStored(db, 'gone', toEntryRecord({ ...newEntry('https://ex.com/part', { variant: '~part', status: 206 }), size: 1 }))
 
     const status = await runToEnd(populator({}, fill))
-    expect(status).toMatchObject({ done: 2, skipped: 1, failed: 0, bytes: 84 })
+    expect(status).toMatchObject({ done: 2, skipped: 2, failed: 0, bytes: 84 })
     expect(calls.sort((x, y) => x.url.localeCompare(y.url))).toEqual([
       { url: 'https://ex.com/evicted', headers: {} },
       { url: 'https://ex.com/orphan', headers: { 'accept-encoding': 'br,gzip' } },
@@ -243,5 +245,50 @@ describe('populate', () => {
     expect((await get(`key=${encodeURIComponent(meta.key)}&variant=other`)).status).toBe(404)
     expect((await get('variant=v1')).status).toBe(400)
     expect((await get(`key=${encodeURIComponent(meta.key)}&variant=v1`, 'Bearer wrong')).status).toBe(401)
+  })
+
+  it('copies many entries from a peer per request, and asks for the ones a batch did not bring one by one', async () => {
+    const metas: EntryMeta[] = []
+    for (let i = 0; i < OBJECTS_PER_REQUEST + 8; i++) metas.push(await onPeer(`https://ex.com/many/${i}`, bodyOf(300 + i, i + 1)))
+    // The manifest says the peer holds these two, but it no longer does.
+    await recordStored(db, 'peer', toEntryRecord({ ...newEntry('https://ex.com/many/gone-a'), size: 1 }))
+    await recordStored(db, 'peer', toEntryRecord({ ...newEntry('https://ex.com/many/gone-b'), size: 1 }))
+    const filled: string[] = []
+    const fill: FillFn = async (url) => {
+      filled.push(url.pathname)
+      return { stored: true, status: 200, bytes: 1 }
+    }
+    const status = await runToEnd(populator({ concurrency: 1 }, fill))
+    expect(status).toMatchObject({ done: metas.length + 2, skipped: 0, failed: 0 })
+    // Two /objects requests (32 + 10 entries); the peer is not asked again for what it said it lacks.
+    expect(peerRequests).toBe(2)
+    expect(filled.sort()).toEqual(['/many/gone-a', '/many/gone-b'])
+    for (const meta of [metas[0]!, metas[metas.length - 1]!]) {
+      expect((await localStore.variants(meta.key))[0]).toMatchObject({ integrity: meta.integrity })
+    }
+  })
+
+  it('internal /objects streams frames of metadata and body, marks what it lacks, and refuses a bad request', async () => {
+    const a = await onPeer('https://ex.com/fa', bodyOf(700, 3))
+    const b = await onPeer('https://ex.com/fb', Buffer.alloc(0))
+    const post = (body: unknown, auth = `Bearer ${SECRET}`) =>
+      fetch(`${peer.url}${INTERNAL_BASE_PATH}/objects`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const res = await post({ items: [{ key: a.key, variant: '' }, { key: 'https://ex.com/none', variant: '' }, { key: b.key, variant: '' }] })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toBe(OBJECTS_CONTENT_TYPE)
+    let buf = Buffer.from(await res.arrayBuffer())
+    const frames: Array<{ meta: Record<string, unknown>; body: Buffer }> = []
+    while (buf.length > 0) {
+      const n = buf.readUInt32BE(0)
+      const meta = JSON.parse(buf.subarray(4, 4 + n).toString()) as Record<string, unknown>
+      const size = meta.missing ? 0 : (meta.size as number)
+      frames.push({ meta, body: buf.subarray(4 + n, 4 + n + size) })
+      buf = buf.subarray(4 + n + size)
+    }
+    expect(frames.map((f) => f.meta.missing ?? f.meta.integrity)).toEqual([a.integrity, true, b.integrity])
+    expect(frames[0]!.body.equals(bodyOf(700, 3))).toBe(true)
+    expect((await post({ items: [] })).status).toBe(400)
+    expect((await post({ items: [{ key: 1 }] })).status).toBe(400)
+    expect((await post({ items: [{ key: a.key, variant: '' }] }, 'Bearer wrong')).status).toBe(401)
   })
 })

@@ -1,7 +1,9 @@
 // Populate: warm this node with every manifest entry it lacks that is still
-// fresh. Each entry comes from a peer that holds it (its internal /object
-// route, authenticated with the cluster secret) and, when no peer can give
-// it, from the origin with the stored Vary request headers.
+// fresh. Entries come from a peer that holds them, many per request (its
+// internal /objects route streams them one after the other, authenticated
+// with the cluster secret); what a peer cannot give is asked of the next
+// holder one by one (/object) and, when no peer can give it, of the origin
+// with the stored Vary request headers.
 //
 // A peer's copy is written through this node's own store.writer(), so the
 // store computes size and integrity itself; populate hashes the body as it
@@ -16,7 +18,7 @@ import type { PopulateStatus } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import type { Database } from './database.ts'
-import { INTERNAL_BASE_PATH, META_BYTES_HEADER } from './internal-routes.ts'
+import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE } from './internal-routes.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { entriesMissingOn } from './repositories.ts'
@@ -24,6 +26,8 @@ import type { Holder, MissingEntry } from './repositories.ts'
 
 /** The peer route, under a node's internal URL. */
 export const OBJECT_PATH = `${INTERNAL_BASE_PATH}/object`
+/** The peer route for many objects in one response. */
+export const OBJECTS_PATH = `${INTERNAL_BASE_PATH}/objects`
 
 /** Request headers populate must not replay to the origin: the manifest keeps only a digest of them. */
 const SECRET_VARY_FIELDS = new Set(['cookie', 'authorization', 'proxy-authorization'])
@@ -33,6 +37,8 @@ const HOLDER_MAX_SILENCE_MS = 5 * 60_000
 const MAX_HOLDERS_TRIED = 3
 /** Manifest entries read per statement. */
 const PAGE = 500
+/** Entries asked of one peer in one /objects request. */
+export const OBJECTS_PER_REQUEST = 32
 /** Failures logged one by one per run; the rest only in the run's summary. */
 const FAILURES_LOGGED = 10
 
@@ -107,24 +113,44 @@ export function createPopulator(options: PopulatorOptions): Populator {
       options.metrics?.populate(outcome.result)
     }
 
+    const run = async (entry: MissingEntry, skip?: string) => {
+      let outcome: Outcome
+      try {
+        outcome = await populateOne(entry, signal, skip)
+      } catch (err) {
+        outcome = { result: 'failed', reason: describeError(err) }
+      }
+      count(outcome, entry)
+    }
+
     let after: { key: string; variant: string } | undefined
     while (!signal.aborted) {
       const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after })
       if (page.length === 0) break
+      const units = await planUnits(page, count)
       let next = 0
       const worker = async () => {
-        while (!signal.aborted && next < page.length) {
-          const entry = page[next++]!
-          let outcome: Outcome
-          try {
-            outcome = await populateOne(entry, signal)
-          } catch (err) {
-            outcome = { result: 'failed', reason: describeError(err) }
+        while (!signal.aborted && next < units.length) {
+          const unit = units[next++]!
+          if (unit.holder === undefined) {
+            for (const entry of unit.entries) await run(entry)
+            continue
           }
-          count(outcome, entry)
+          let left: MissingEntry[]
+          try {
+            left = await fromPeerBatch(unit.holder, unit.entries, signal, count)
+          } catch (err) {
+            log('debug', 'populate: batch from a peer failed; asking for each entry', { peer: unit.holder.nodeId, entries: unit.entries.length, error: describeError(err) })
+            left = unit.entries
+          }
+          // What the batch did not bring: the next holders one by one, then the origin.
+          for (const entry of left) {
+            if (signal.aborted) break
+            await run(entry, unit.holder.nodeId)
+          }
         }
       }
-      await Promise.all(Array.from({ length: Math.min(concurrency, page.length) }, worker))
+      await Promise.all(Array.from({ length: Math.min(concurrency, units.length) }, worker))
       const last = page[page.length - 1]!
       after = { key: last.key, variant: last.variant }
       if (page.length < PAGE) break
@@ -132,15 +158,54 @@ export function createPopulator(options: PopulatorOptions): Populator {
     if (failuresLogged > FAILURES_LOGGED) log('warn', 'populate: more failures than logged', { notLogged: failuresLogged - FAILURES_LOGGED })
   }
 
-  async function populateOne(entry: MissingEntry, signal: AbortSignal): Promise<Outcome> {
+  /** Entries grouped by the peer to ask first, OBJECTS_PER_REQUEST to a group; entries no peer holds alone. */
+  async function planUnits(page: MissingEntry[], count: (o: Outcome, e: MissingEntry) => void): Promise<Array<{ holder: Holder | undefined; entries: MissingEntry[] }>> {
     const t = now()
-    if (entry.staleAt <= t) return { result: 'skipped', reason: 'no longer fresh' }
+    const units: Array<{ holder: Holder | undefined; entries: MissingEntry[] }> = []
+    const open = new Map<string, { holder: Holder; entries: MissingEntry[] }>()
+    for (const entry of page) {
+      const skip = await skipReason(entry, t)
+      if (skip) {
+        count({ result: 'skipped', reason: skip }, entry)
+        continue
+      }
+      const holder = options.clusterSecret ? liveHolders(entry, t)[0] : undefined
+      if (!holder) {
+        units.push({ holder: undefined, entries: [entry] })
+        continue
+      }
+      let unit = open.get(holder.nodeId)
+      if (!unit) {
+        unit = { holder, entries: [] }
+        open.set(holder.nodeId, unit)
+        units.push(unit)
+      }
+      unit.entries.push(entry)
+      if (unit.entries.length >= OBJECTS_PER_REQUEST) open.delete(holder.nodeId)
+    }
+    return units
+  }
+
+  function liveHolders(entry: MissingEntry, t: number): Holder[] {
+    return entry.holders.filter((h) => h.lastSeenAt >= t - HOLDER_MAX_SILENCE_MS).slice(0, MAX_HOLDERS_TRIED)
+  }
+
+  async function skipReason(entry: MissingEntry, t: number): Promise<string | undefined> {
+    if (entry.staleAt <= t) return 'no longer fresh'
     const local = await options.store.variants(entry.key)
-    if (local.some((m) => m.variant === entry.variant)) return { result: 'skipped', reason: 'already held' }
+    if (local.some((m) => m.variant === entry.variant)) return 'already held'
+    return undefined
+  }
+
+  /** One entry: each live holder in turn (but `skip`, already asked), then the origin. */
+  async function populateOne(entry: MissingEntry, signal: AbortSignal, skip?: string): Promise<Outcome> {
+    const t = now()
+    const skipped = await skipReason(entry, t)
+    if (skipped) return { result: 'skipped', reason: skipped }
 
     const misses: string[] = []
     if (options.clusterSecret) {
-      const holders = entry.holders.filter((h) => h.lastSeenAt >= t - HOLDER_MAX_SILENCE_MS).slice(0, MAX_HOLDERS_TRIED)
+      const holders = liveHolders(entry, t).filter((h) => h.nodeId !== skip)
       for (const holder of holders) {
         if (signal.aborted) return { result: 'failed', reason: 'populate was stopped' }
         try {
@@ -153,6 +218,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
     }
 
     if (signal.aborted) return { result: 'failed', reason: 'populate was stopped' }
+    // A stored part (206) is one range a client asked for; fetching the whole response in its
+    // place would store another variant, and this one would stay missing on every run.
+    if (entry.status === 206) return { result: 'skipped', reason: 'a stored part is copied from a peer or not at all; no peer could give it' }
     // No peer could give it: the origin, as a client with the stored Vary'd headers would.
     const secret = Object.keys(entry.varyHeaders).find((name) => SECRET_VARY_FIELDS.has(name) && entry.varyHeaders[name] !== '')
     if (secret) return { result: 'skipped', reason: `the variant depends on the client's ${secret}, which is not kept; no peer could give it` }
@@ -188,67 +256,123 @@ export function createPopulator(options: PopulatorOptions): Populator {
         throw new Error(`the peer answered ${res.status}${res.ok ? ` without a valid ${META_BYTES_HEADER}` : ''}`)
       }
 
-      const reader = res.body.getReader()
-      let writer: ReturnType<CacheStore['writer']> | undefined
+      const reader = new ByteReader(res.body.getReader(), touch)
       try {
         // The body opens with the EntryMeta as JSON (metaBytes long), then the stored body.
-        let head = Buffer.alloc(0)
-        let rest: Buffer | undefined
-        while (rest === undefined) {
-          const { done, value } = await reader.read()
-          if (done) throw new Error('the peer closed the connection inside the metadata')
-          touch()
-          head = head.length === 0 ? Buffer.from(value) : Buffer.concat([head, value])
-          if (head.length >= metaBytes) rest = head.subarray(metaBytes)
-        }
-        const meta = parseMeta(head.subarray(0, metaBytes).toString('utf8'))
-        if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
-        if (meta.staleAt <= now()) throw new PeerMiss('the peer copy is no longer fresh')
-
-        const { size: _size, integrity: _integrity, ...newEntry } = meta
-        writer = options.store.writer(newEntry satisfies NewEntry)
-        const hash = createHash('sha512')
-        let bytes = 0
-        const feed = (chunk: Buffer) => {
-          if (chunk.length === 0) return
-          bytes += chunk.length
-          if (bytes > meta.size) throw new Error(`the peer sent more than the announced ${meta.size} bytes`)
-          hash.update(chunk)
-          if (!writer!.write(chunk)) throw new Error('this node refused to store the body (over the per-object limit, or a disk failure)')
-        }
-        feed(rest)
-        for (;;) {
-          const { done, value } = await reader.read()
-          if (done) break
-          touch()
-          feed(Buffer.from(value.buffer, value.byteOffset, value.byteLength))
-        }
-        const integrity = `sha512-${hash.digest('base64')}`
-        if (bytes !== meta.size || integrity !== meta.integrity) {
-          throw new Error(`the body does not match the peer's integrity (${bytes} of ${meta.size} bytes)`)
-        }
-        const committed = await writer.commit()
-        writer = undefined
-        if (!committed) throw new Error('this node gave up storing the body')
-        if (committed.integrity !== meta.integrity) {
-          await options.store.delete(committed.key, committed.variant)
-          throw new Error('the stored body does not match the peer integrity')
-        }
-        if (options.isPurged?.(committed)) {
-          // The peer had not applied a purge this node already applied: keep nothing.
-          await options.store.delete(committed.key, committed.variant)
-          throw new PeerMiss('a purge covers the peer copy')
-        }
-        return bytes
+        const meta = parseMeta((await reader.exact(metaBytes, 'inside the metadata')).toString('utf8'))
+        return await storeCopy(entry, meta, reader)
       } finally {
-        writer?.abort()
-        reader.releaseLock()
         // Whatever is left (an abandoned body) is not read: cancel it so the connection is freed.
-        await res.body.cancel().catch(() => {})
+        await reader.cancel()
       }
     } finally {
       clearTimeout(idleTimer)
     }
+  }
+
+  /**
+   * Write a peer's copy of `entry` (its meta already read, its body next in
+   * `reader`) into this node's store, checked against the integrity the peer
+   * announced before it becomes visible. Resolves to the body bytes.
+   */
+  async function storeCopy(entry: MissingEntry, meta: EntryMeta, reader: ByteReader): Promise<number> {
+    if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
+    const fresh = meta.staleAt > now()
+    const { size: _size, integrity: _integrity, ...newEntry } = meta
+    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry satisfies NewEntry) : undefined
+    try {
+      const hash = createHash('sha512')
+      let bytes = 0
+      let refused = false
+      // Read to the end of the body whatever happens: in a batch the next object follows it.
+      for await (const chunk of reader.chunks(meta.size)) {
+        bytes += chunk.length
+        hash.update(chunk)
+        if (writer && !refused && !writer.write(chunk)) refused = true
+      }
+      if (!writer) throw new PeerMiss('the peer copy is no longer fresh')
+      if (refused) throw new Error('this node refused to store the body (over the per-object limit, or a disk failure)')
+      const integrity = `sha512-${hash.digest('base64')}`
+      if (bytes !== meta.size || integrity !== meta.integrity) {
+        throw new Error(`the body does not match the peer's integrity (${bytes} of ${meta.size} bytes)`)
+      }
+      const committed = await writer.commit()
+      writer = undefined
+      if (!committed) throw new Error('this node gave up storing the body')
+      if (committed.integrity !== meta.integrity) {
+        await options.store.delete(committed.key, committed.variant)
+        throw new Error('the stored body does not match the peer integrity')
+      }
+      if (options.isPurged?.(committed)) {
+        // The peer had not applied a purge this node already applied: keep nothing.
+        await options.store.delete(committed.key, committed.variant)
+        throw new PeerMiss('a purge covers the peer copy')
+      }
+      return bytes
+    } finally {
+      writer?.abort()
+    }
+  }
+
+  /**
+   * Ask one peer for many entries in one request (POST /objects): each
+   * arrives as a frame (meta length, meta, body) and is checked and written
+   * on its own, so one bad copy costs only itself. Resolves to the entries
+   * not brought (the peer no longer holds them, or a copy failed); throws
+   * when the request as a whole failed, so the caller asks for each.
+   */
+  async function fromPeerBatch(holder: Holder, entries: MissingEntry[], runSignal: AbortSignal, count: (o: Outcome, e: MissingEntry) => void): Promise<MissingEntry[]> {
+    const secret = options.clusterSecret as string
+    const idle = new AbortController()
+    let idleTimer = setTimeout(() => idle.abort(new Error(`peer sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs)
+    const touch = () => {
+      clearTimeout(idleTimer)
+      idleTimer = setTimeout(() => idle.abort(new Error(`peer sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs)
+    }
+    const left: MissingEntry[] = []
+    let at = 0
+    try {
+      const res = await fetchImpl(`${holder.internalUrl.replace(/\/+$/, '')}${OBJECTS_PATH}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId, 'content-type': 'application/json' },
+        body: JSON.stringify({ items: entries.map((e) => ({ key: e.key, variant: e.variant })) }),
+        signal: AbortSignal.any([runSignal, idle.signal]),
+        redirect: 'manual',
+      })
+      if (!res.ok || !res.body || res.headers.get('content-type') !== OBJECTS_CONTENT_TYPE) {
+        await res.body?.cancel()
+        throw new Error(`the peer answered ${res.status} ${res.headers.get('content-type') ?? ''}`.trim())
+      }
+      const reader = new ByteReader(res.body.getReader(), touch)
+      try {
+        for (; at < entries.length; at++) {
+          const entry = entries[at]!
+          const metaBytes = (await reader.exact(4, 'between objects')).readUInt32BE(0)
+          if (metaBytes === 0 || metaBytes > 16 * 1024 * 1024) throw new Error(`the peer sent a frame of ${metaBytes} metadata bytes`)
+          const head = parseFrameHead((await reader.exact(metaBytes, 'inside the metadata')).toString('utf8'))
+          if (head === 'missing') {
+            left.push(entry)
+            continue
+          }
+          try {
+            count({ result: 'done', bytes: await storeCopy(entry, head, reader) }, entry)
+          } catch (err) {
+            // The body was read to its end (or the stream broke, which the next read says).
+            if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
+            left.push(entry)
+          }
+        }
+      } finally {
+        await reader.cancel()
+      }
+    } catch (err) {
+      // Entries from `at` on were not brought; the ones before are settled.
+      if (at === 0 && left.length === 0) throw err
+      left.push(...entries.slice(at))
+    } finally {
+      clearTimeout(idleTimer)
+    }
+    return left
   }
 
   function startRun(): boolean {
@@ -314,6 +438,60 @@ export function createPopulator(options: PopulatorOptions): Populator {
       abort?.abort()
       await running
     },
+  }
+}
+
+/** A frame of /objects: the entry's metadata, or `{"key", "variant", "missing": true}`. */
+function parseFrameHead(text: string): EntryMeta | 'missing' {
+  try {
+    const v = JSON.parse(text) as { missing?: unknown }
+    if (typeof v === 'object' && v !== null && v.missing === true) return 'missing'
+  } catch {
+    // parseMeta says what is wrong.
+  }
+  return parseMeta(text)
+}
+
+/** Reads exact byte counts from a response body, calling onData for every chunk that arrives. */
+class ByteReader {
+  private buf: Buffer = Buffer.alloc(0)
+
+  constructor(
+    private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    private readonly onData: () => void,
+  ) {}
+
+  private async more(where: string): Promise<void> {
+    const { done, value } = await this.reader.read()
+    if (done) throw new Error(`the peer closed the connection ${where}`)
+    this.onData()
+    const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
+  }
+
+  async exact(n: number, where: string): Promise<Buffer> {
+    while (this.buf.length < n) await this.more(where)
+    const out = this.buf.subarray(0, n)
+    this.buf = this.buf.subarray(n)
+    return out
+  }
+
+  /** The next n bytes, as they arrive. */
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    let left = n
+    while (left > 0) {
+      if (this.buf.length === 0) await this.more('inside a body')
+      const take = Math.min(left, this.buf.length)
+      const out = this.buf.subarray(0, take)
+      this.buf = this.buf.subarray(take)
+      left -= take
+      yield out
+    }
+  }
+
+  /** Unread bytes are not wanted: cancel the body so the connection is freed. */
+  async cancel(): Promise<void> {
+    await this.reader.cancel().catch(() => {})
   }
 }
 

@@ -1,99 +1,114 @@
-import fs from 'node:fs'
-import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createRoleSource, primaryUrlFor, readRole, watchPrimary } from './primary.ts'
-import type { ClusterRole, PrimaryWatcher } from './primary.ts'
-import { captureLog, tempDir, waitFor } from './test-helpers.ts'
+import { startFakeLitefs, type FakeLitefs } from '../test-support/fake-litefs.ts'
+import { PRIMARY_UNKNOWN, createRoleSource, fetchLitefsStatus, parseEvent, primaryUrlFor, roleFromStatus, watchLitefs } from './primary.ts'
+import type { ClusterRole } from './primary.ts'
+import { captureLog, waitFor } from './test-helpers.ts'
 
 const TEMPLATE = 'http://{host}.vm.caje.internal:{port}'
 
-describe('primary.ts', () => {
-  const cleanups: (() => void)[] = []
-  afterEach(() => {
-    for (const c of cleanups.splice(0).reverse()) c()
+describe('primary.ts: the role from LiteFS', () => {
+  const cleanups: (() => void | Promise<void>)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
   })
 
-  function setup(pollIntervalMs = 25): { dir: string; watcher: PrimaryWatcher; seen: ClusterRole[]; write: (s: string) => void } {
-    const { dir, cleanup } = tempDir('caje-litefs-')
-    cleanups.push(cleanup)
-    const { log } = captureLog()
-    const watcher = watchPrimary({ litefsDir: dir, primaryUrlTemplate: TEMPLATE, port: 8080, pollIntervalMs, log })
+  async function setup(initial: { isPrimary: boolean; hostname?: string }, pollIntervalMs = 60_000) {
+    const litefs = await startFakeLitefs(initial)
+    cleanups.push(() => litefs.close())
+    const { log, lines } = captureLog()
+    const watcher = watchLitefs({ apiUrl: litefs.url, primaryUrlTemplate: TEMPLATE, port: 8080, pollIntervalMs, reconnectDelayMs: 20, log })
     cleanups.push(() => watcher.close())
     const seen: ClusterRole[] = []
     watcher.subscribe((role) => seen.push(role))
-    // Write through a temp file + rename, as an atomic replace.
-    const write = (s: string) => {
-      fs.writeFileSync(path.join(dir, '.primary.tmp'), s)
-      fs.renameSync(path.join(dir, '.primary.tmp'), path.join(dir, '.primary'))
-    }
-    return { dir, watcher, seen, write }
+    return { litefs, watcher, seen, lines }
   }
+  const label = (r: ClusterRole) => (r.kind === 'primary' ? 'primary' : (r.primaryHost ?? 'unknown'))
+  const streamUp = (litefs: FakeLitefs) => waitFor(() => litefs.streams() === 1, 10_000, 'the event stream to connect')
 
   it('builds the primary URL from the template', () => {
     expect(primaryUrlFor('http://{host}:{port}/', 'm1', 8080)).toBe('http://m1:8080')
     expect(primaryUrlFor(TEMPLATE, 'abc', 9000)).toBe('http://abc.vm.caje.internal:9000')
   })
 
-  it('reads the role once: no file means primary, a hostname means replica', () => {
-    const { dir, cleanup } = tempDir('caje-litefs-')
-    cleanups.push(cleanup)
-    expect(readRole(dir, TEMPLATE, 8080)).toEqual({ kind: 'primary' })
-    fs.writeFileSync(path.join(dir, '.primary'), 'machine-a\n')
-    expect(readRole(dir, TEMPLATE, 8080)).toEqual({ kind: 'replica', primaryHost: 'machine-a', primaryUrl: 'http://machine-a.vm.caje.internal:8080' })
+  it('maps what LiteFS says to three states: primary, replica of a host, primary unknown', () => {
+    expect(roleFromStatus({ isPrimary: true, hostname: '' }, TEMPLATE, 8080)).toEqual({ kind: 'primary' })
+    expect(roleFromStatus({ isPrimary: false, hostname: 'machine-a' }, TEMPLATE, 8080)).toEqual({
+      kind: 'replica',
+      primaryHost: 'machine-a',
+      primaryUrl: 'http://machine-a.vm.caje.internal:8080',
+    })
+    // Not primary and no hostname: LiteFS lost the primary (this is also when `.primary` is missing).
+    expect(roleFromStatus({ isPrimary: false, hostname: '' }, TEMPLATE, 8080)).toBe(PRIMARY_UNKNOWN)
+    expect(parseEvent('{"type":"tx","db":"manifest.db","data":{"txID":"0000000000000002"}}')).toBeUndefined()
+    expect(parseEvent('{"type":"primaryChange","data":{"isPrimary":false,"hostname":"node-2"}}')).toEqual({ isPrimary: false, hostname: 'node-2' })
+    expect(() => parseEvent('{"type":"init","data":{}}')).toThrow(/isPrimary/)
   })
 
-  it('follows .primary appearing, changing and disappearing without a restart', async () => {
-    const { watcher, seen, write, dir } = setup()
+  it('reads /info once (the migration CLI does) and names the fix when LiteFS cannot be reached', async () => {
+    const litefs = await startFakeLitefs({ isPrimary: false, hostname: 'machine-a' })
+    cleanups.push(() => litefs.close())
+    expect(await fetchLitefsStatus(litefs.url)).toEqual({ isPrimary: false, hostname: 'machine-a' })
+    await litefs.pause()
+    await expect(fetchLitefsStatus(litefs.url)).rejects.toThrow(/cannot reach the LiteFS API .*CAJE_LITEFS_API/)
+  })
+
+  it('follows promotion, demotion and a lost primary from the event stream', async () => {
+    const { litefs, watcher, seen } = await setup({ isPrimary: false, hostname: 'machine-a' })
+    // Until LiteFS has said anything, the node does not write.
+    expect(watcher.current()).toBe(PRIMARY_UNKNOWN)
+    await waitFor(() => watcher.current().kind === 'replica' && label(watcher.current()) === 'machine-a', 10_000, 'the init event')
+    await streamUp(litefs)
+
+    litefs.tx() // write traffic on the stream says nothing about the role
+    litefs.losePrimary()
+    await waitFor(() => label(watcher.current()) === 'unknown', 10_000, 'primary unknown')
+    expect(watcher.current()).toEqual(PRIMARY_UNKNOWN)
+
+    litefs.promote()
+    await waitFor(() => watcher.current().kind === 'primary', 10_000, 'promotion')
+    litefs.follow('machine-b')
+    await waitFor(() => label(watcher.current()) === 'machine-b', 10_000, 'demotion to a replica of machine-b')
+    expect(watcher.current()).toEqual({ kind: 'replica', primaryHost: 'machine-b', primaryUrl: 'http://machine-b.vm.caje.internal:8080' })
+
+    // One notification per change; the poll interval is a minute, so all of this came from the stream.
+    expect(seen.map(label)).toEqual(['machine-a', 'unknown', 'primary', 'machine-b'])
+    expect(litefs.requests('/info')).toBe(0)
+  })
+
+  it('never takes a missing answer for "primary": LiteFS unreachable is primary unknown, and the role returns with LiteFS', async () => {
+    const { litefs, watcher, lines } = await setup({ isPrimary: true })
+    await watcher.refresh()
     expect(watcher.current()).toEqual({ kind: 'primary' })
+    await streamUp(litefs)
 
-    write('machine-a')
-    await waitFor(() => watcher.current().kind === 'replica', 3000, 'replica role')
-    expect(watcher.current()).toEqual({ kind: 'replica', primaryHost: 'machine-a', primaryUrl: 'http://machine-a.vm.caje.internal:8080' })
+    await litefs.pause()
+    await waitFor(() => watcher.current() === PRIMARY_UNKNOWN, 10_000, 'primary unknown while LiteFS is away')
+    expect(lines.some((l) => l.level === 'error' && /cannot ask LiteFS/.test(l.msg))).toBe(true)
 
-    write('machine-b\n')
-    await waitFor(() => hostOf(watcher.current()) === 'machine-b', 3000, 'new primary')
-
-    fs.rmSync(path.join(dir, '.primary'))
-    await waitFor(() => watcher.current().kind === 'primary', 3000, 'primary role')
-
-    // One notification per change, none for repeated reads of the same content.
-    await watcher.refresh()
-    expect(seen.map((r) => (r.kind === 'primary' ? 'primary' : r.primaryHost))).toEqual(['machine-a', 'machine-b', 'primary'])
+    await litefs.resume()
+    await waitFor(() => watcher.current().kind === 'primary', 10_000, 'the role back after reconnecting')
+    await streamUp(litefs)
   })
 
-  it('keeps the known primary while .primary is momentarily empty', async () => {
-    const { watcher, write } = setup()
-    write('machine-a')
-    await watcher.refresh()
-    write('')
-    await watcher.refresh()
-    expect(watcher.current()).toMatchObject({ kind: 'replica', primaryHost: 'machine-a' })
+  it('reconnects a dropped stream and catches a change made while it was down', async () => {
+    const { litefs, watcher } = await setup({ isPrimary: false, hostname: 'machine-a' })
+    await streamUp(litefs)
+    await waitFor(() => label(watcher.current()) === 'machine-a', 10_000, 'replica of machine-a')
+    litefs.dropStreams()
+    litefs.promote() // nobody is listening: only /info or the next init event can tell
+    await waitFor(() => watcher.current().kind === 'primary', 10_000, 'promotion seen after the reconnect')
   })
 
-  it('notices a change by polling alone (FUSE may not deliver inotify events)', async () => {
-    const { dir, cleanup } = tempDir('caje-litefs-')
-    cleanups.push(cleanup)
-    const watcher = watchPrimary({ litefsDir: path.join(dir, 'not-yet'), primaryUrlTemplate: TEMPLATE, port: 1, pollIntervalMs: 20, log: captureLog().log })
-    cleanups.push(() => watcher.close())
-    expect(watcher.current().kind).toBe('primary')
-    fs.mkdirSync(path.join(dir, 'not-yet'))
-    fs.writeFileSync(path.join(dir, 'not-yet', '.primary'), 'm')
-    await waitFor(() => watcher.current().kind === 'replica', 3000, 'poll to see the file')
-  })
-
-  it('sees changes through fs.watch well before a slow poll would', async () => {
-    const { watcher, write } = setup(60_000)
-    write('machine-w')
-    await waitFor(() => hostOf(watcher.current()) === 'machine-w', 2000, 'fs.watch to report the file')
+  it('also polls /info, so a node whose stream went quiet still converges', async () => {
+    const { litefs, watcher } = await setup({ isPrimary: true }, 30)
+    await waitFor(() => litefs.requests('/info') >= 2, 10_000, 'two polls')
+    expect(watcher.current()).toEqual({ kind: 'primary' })
   })
 
   it('is always primary without LiteFS', () => {
-    const source = createRoleSource({ litefsDir: undefined, primaryUrlTemplate: TEMPLATE, port: 8080 })
+    const source = createRoleSource({ litefsDir: undefined, litefsApi: 'http://localhost:20202', primaryUrlTemplate: TEMPLATE, port: 8080 })
     expect(source.current()).toEqual({ kind: 'primary' })
     source.close()
   })
 })
 
-function hostOf(role: ClusterRole): string | undefined {
-  return role.kind === 'replica' ? role.primaryHost : undefined
-}

@@ -1,21 +1,39 @@
 // Which node may write the manifest, followed while the process runs.
 //
-// LiteFS tells a node it is a replica by the file `<mount>/.primary`, whose
-// content is the current primary's hostname; on the primary the file does not
-// exist. The primary changes on deploys and failures, so the file is watched
-// (fs.watch for speed) and also polled (FUSE mounts do not always deliver
-// inotify events). Without LiteFS every node is "primary": all of them write
-// the shared SQLite file directly.
+// Under LiteFS the role comes from LiteFS's own HTTP API (default
+// http://localhost:20202, CAJE_LITEFS_API), never from the `.primary` file:
+// LiteFS removes that file both when the node is primary and when it cannot
+// determine or reach a primary (a failover in progress, or no candidate up),
+// so a missing file cannot tell "I write" from "nobody knows who writes".
+// The API says it outright:
+//
+//   GET /info    {"isPrimary":bool, "candidate":bool, "primary":{"hostname":""}, ...}
+//   GET /events  one JSON object per line, for as long as the connection lasts:
+//                {"type":"init","data":{"isPrimary":bool,"hostname":"..."}} first,
+//                then {"type":"primaryChange","data":{...}} on every change
+//                (and "tx" events, which caje ignores).
+//
+// Three states follow from it: primary (write directly), replica of a known
+// primary (send writes there), and replica whose primary is unknown (queue
+// writes, answer admin writes 503) — the last is also where a node waits
+// whenever LiteFS itself cannot be asked. Without LiteFS every node is
+// "primary": all of them write the shared SQLite file directly.
 
-import fs from 'node:fs'
-import path from 'node:path'
+import http from 'node:http'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 
 export type ClusterRole =
   | { kind: 'primary' }
-  /** primaryHost/primaryUrl are undefined while `.primary` exists but is still empty. */
+  /**
+   * Not primary. primaryHost/primaryUrl are undefined while no primary is
+   * known (PRIMARY_UNKNOWN): manifest writes wait in the queue and admin
+   * writes answer 503 until LiteFS names one.
+   */
   | { kind: 'replica'; primaryHost: string | undefined; primaryUrl: string | undefined }
+
+/** Not primary, primary unknown: LiteFS has no primary for us (failover, no candidate) or cannot be asked. */
+export const PRIMARY_UNKNOWN: ClusterRole = Object.freeze({ kind: 'replica', primaryHost: undefined, primaryUrl: undefined })
 
 export type RoleListener = (role: ClusterRole, previous: ClusterRole) => void
 
@@ -26,39 +44,79 @@ export interface RoleSource {
 }
 
 export interface PrimaryWatcher extends RoleSource {
-  /** Re-read `.primary` now (the poll does this every second). */
+  /** Ask LiteFS now (the poll does this every few seconds). */
   refresh(): Promise<void>
   close(): void
 }
 
-export const PRIMARY_FILE = '.primary'
+/** Where LiteFS's HTTP API listens by default (litefs.yml `http.addr`, ":20202"). */
+export const DEFAULT_LITEFS_API = 'http://localhost:20202'
 
 /** `http://{host}:{port}` → `http://machine-1:8080`; no trailing slash. */
 export function primaryUrlFor(template: string, host: string, port: number): string {
   return template.replaceAll('{host}', host).replaceAll('{port}', String(port)).replace(/\/+$/, '')
 }
 
-/** The role as `<litefsDir>/.primary` says it is right now. */
-export function readRole(litefsDir: string, primaryUrlTemplate: string, port: number): ClusterRole {
-  let content: string
-  try {
-    content = fs.readFileSync(path.join(litefsDir, PRIMARY_FILE), 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'primary' }
-    throw err
-  }
-  return roleFromContent(content, primaryUrlTemplate, port)
-}
-
-function roleFromContent(content: string, template: string, port: number): ClusterRole {
-  const host = content.trim()
-  if (!host) return { kind: 'replica', primaryHost: undefined, primaryUrl: undefined }
-  return { kind: 'replica', primaryHost: host, primaryUrl: primaryUrlFor(template, host, port) }
-}
-
 export function sameRole(a: ClusterRole, b: ClusterRole): boolean {
   if (a.kind !== b.kind) return false
   return a.kind === 'primary' || (b.kind === 'replica' && a.primaryHost === b.primaryHost && a.primaryUrl === b.primaryUrl)
+}
+
+export function isPrimaryUnknown(role: ClusterRole): boolean {
+  return role.kind === 'replica' && role.primaryUrl === undefined
+}
+
+/** What LiteFS reports about this node, from /info or an init/primaryChange event. */
+export interface LitefsPrimaryStatus {
+  isPrimary: boolean
+  /** The primary's lease hostname; empty or absent while no primary is known. */
+  hostname: string | undefined
+}
+
+export function roleFromStatus(status: LitefsPrimaryStatus, template: string, port: number): ClusterRole {
+  if (status.isPrimary) return { kind: 'primary' }
+  const host = status.hostname?.trim()
+  if (!host) return PRIMARY_UNKNOWN
+  return { kind: 'replica', primaryHost: host, primaryUrl: primaryUrlFor(template, host, port) }
+}
+
+/** `GET /info` → the status, or an error naming what is wrong. */
+export function parseInfo(body: unknown): LitefsPrimaryStatus {
+  const info = body as { isPrimary?: unknown; primary?: { hostname?: unknown } } | null
+  if (typeof info !== 'object' || info === null || typeof info.isPrimary !== 'boolean') {
+    throw new Error('LiteFS /info answered without a boolean "isPrimary" (is CAJE_LITEFS_API the LiteFS HTTP API, LiteFS 0.5 or later?)')
+  }
+  const hostname = typeof info.primary?.hostname === 'string' ? info.primary.hostname : undefined
+  return { isPrimary: info.isPrimary, hostname }
+}
+
+/** One `/events` line → the status it carries, or undefined for events that say nothing about the primary. */
+export function parseEvent(line: string): LitefsPrimaryStatus | undefined {
+  const event = JSON.parse(line) as { type?: unknown; data?: { isPrimary?: unknown; hostname?: unknown } } | null
+  if (!event || (event.type !== 'init' && event.type !== 'primaryChange')) return undefined
+  if (typeof event.data?.isPrimary !== 'boolean') throw new Error(`LiteFS "${String(event.type)}" event without a boolean "isPrimary"`)
+  return { isPrimary: event.data.isPrimary, hostname: typeof event.data.hostname === 'string' ? event.data.hostname : undefined }
+}
+
+/** Ask LiteFS once (`GET <api>/info`). Throws when LiteFS cannot be reached or answers oddly. */
+export async function fetchLitefsStatus(apiUrl: string, timeoutMs = 5_000): Promise<LitefsPrimaryStatus> {
+  const url = `${apiUrl.replace(/\/+$/, '')}/info`
+  let res: Response
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'error' })
+  } catch (err) {
+    const cause = (err as { cause?: unknown }).cause
+    throw new Error(`cannot reach the LiteFS API at ${url} (${describeError(cause ?? err)}); is LiteFS running, and is CAJE_LITEFS_API its http address?`)
+  }
+  const text = await res.text()
+  if (!res.ok) throw new Error(`the LiteFS API at ${url} answered ${res.status}: ${text.slice(0, 200)}`)
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    throw new Error(`the LiteFS API at ${url} did not answer JSON; is CAJE_LITEFS_API the LiteFS HTTP API?`)
+  }
+  return parseInfo(body)
 }
 
 /** A node that always writes directly (no LiteFS: local runs, tests). */
@@ -72,42 +130,44 @@ export function staticPrimary(): PrimaryWatcher {
   }
 }
 
-export interface WatchPrimaryOptions {
-  litefsDir: string
+export interface WatchLitefsOptions {
+  /** LiteFS's HTTP API base URL (CAJE_LITEFS_API). */
+  apiUrl: string
   primaryUrlTemplate: string
   /** Port the primary's caje listens on (the same on every node). */
   port: number
+  /** How often /info is asked as well, in case an event was missed. Default 5000. */
   pollIntervalMs?: number
+  /** Wait before reconnecting a lost /events stream. Default 1000. */
+  reconnectDelayMs?: number
+  requestTimeoutMs?: number
   log?: ManifestLog
 }
 
-export function watchPrimary(options: WatchPrimaryOptions): PrimaryWatcher {
+/**
+ * Follow LiteFS's view of this node: the /events stream for prompt changes,
+ * /info at start and on a poll. Starts as PRIMARY_UNKNOWN; call refresh() and
+ * await it to know the role before serving.
+ */
+export function watchLitefs(options: WatchLitefsOptions): PrimaryWatcher {
   const log = options.log ?? jsonLog
-  const file = path.join(options.litefsDir, PRIMARY_FILE)
+  const apiUrl = options.apiUrl.replace(/\/+$/, '')
+  const pollIntervalMs = options.pollIntervalMs ?? 5_000
+  const reconnectDelayMs = options.reconnectDelayMs ?? 1_000
+  const requestTimeoutMs = options.requestTimeoutMs ?? 5_000
   const listeners = new Set<RoleListener>()
+  let role: ClusterRole = PRIMARY_UNKNOWN
   let closed = false
-  let reading: Promise<void> | undefined
-  let again = false
+  // Bumped by every stream event: an /info answer that was asked before the
+  // latest event is older than what the stream said, and is dropped.
+  let generation = 0
+  let unreachableLogged = false
 
-  let role: ClusterRole
-  try {
-    role = readRole(options.litefsDir, options.primaryUrlTemplate, options.port)
-  } catch (err) {
-    // Unreadable (not missing) .primary: assuming primary could make a
-    // replica write to a LiteFS file, so start as a replica that waits.
-    log('error', 'cannot read the LiteFS .primary file; acting as a replica until it can be read', { file, error: describeError(err) })
-    role = { kind: 'replica', primaryHost: undefined, primaryUrl: undefined }
-  }
-  if (!fs.existsSync(options.litefsDir)) {
-    log('warn', 'CAJE_LITEFS_DIR does not exist (is LiteFS mounted?); acting as primary until a .primary file appears', { dir: options.litefsDir })
-  }
-  log('info', 'manifest role', describeRole(role))
-
-  const set = (next: ClusterRole) => {
+  const set = (next: ClusterRole, source: string) => {
     if (closed || sameRole(role, next)) return
     const previous = role
     role = next
-    log('info', 'manifest role changed', { ...describeRole(next), previous: previous.kind })
+    log(next.kind === 'primary' || !isPrimaryUnknown(next) ? 'info' : 'warn', 'manifest role changed', { ...describeRole(next), previous: describeRole(previous).role, source })
     for (const listener of listeners) {
       try {
         listener(next, previous)
@@ -117,52 +177,78 @@ export function watchPrimary(options: WatchPrimaryOptions): PrimaryWatcher {
     }
   }
 
-  const readOnce = async () => {
+  const refresh = async (): Promise<void> => {
+    const asked = generation
     try {
-      const content = await fs.promises.readFile(file, 'utf8')
-      const next = roleFromContent(content, options.primaryUrlTemplate, options.port)
-      // LiteFS may truncate before it writes: an empty file is "replica, primary
-      // not known yet", but it must not forget a primary already known.
-      if (next.kind === 'replica' && next.primaryHost === undefined && role.kind === 'replica') return
-      set(next)
+      const status = await fetchLitefsStatus(apiUrl, requestTimeoutMs)
+      if (unreachableLogged) log('info', 'the LiteFS API answers again', { api: apiUrl })
+      unreachableLogged = false
+      if (generation === asked) set(roleFromStatus(status, options.primaryUrlTemplate, options.port), 'info')
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') set({ kind: 'primary' })
-      else log('warn', 'cannot read the LiteFS .primary file; keeping the current role', { file, error: describeError(err) })
+      // Nobody can say who writes: never guess "primary". Writes wait in the queue.
+      if (!unreachableLogged) log('error', 'cannot ask LiteFS for this node\'s role; acting as a replica whose primary is unknown', { api: apiUrl, error: describeError(err) })
+      unreachableLogged = true
+      if (generation === asked) set(PRIMARY_UNKNOWN, 'info')
     }
   }
 
-  // Serialise reads; a change seen during a read triggers one more.
-  const refresh = (): Promise<void> => {
-    if (reading) {
-      again = true
-      return reading
+  let request: http.ClientRequest | undefined
+  let reconnectTimer: NodeJS.Timeout | undefined
+  let streamLossLogged = false
+  const connect = () => {
+    reconnectTimer = undefined
+    if (closed) return
+    let buffered = ''
+    let settled = false
+    const lost = (why: string) => {
+      if (settled) return
+      settled = true
+      request = undefined
+      if (closed) return
+      if (!streamLossLogged) log('warn', 'LiteFS event stream lost; asking /info and reconnecting', { api: apiUrl, reason: why })
+      streamLossLogged = true
+      void refresh()
+      reconnectTimer = setTimeout(connect, reconnectDelayMs)
+      reconnectTimer.unref()
     }
-    reading = (async () => {
-      do {
-        again = false
-        await readOnce()
-      } while (again && !closed)
-    })().finally(() => {
-      reading = undefined
+    // node:http rather than fetch: fetch's body timeout would cut a quiet stream.
+    const req = http.get(`${apiUrl}/events`, { headers: { accept: 'application/json' } }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume()
+        return lost(`GET /events answered ${res.statusCode}`)
+      }
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        buffered += chunk
+        let nl: number
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl).trim()
+          buffered = buffered.slice(nl + 1)
+          if (!line) continue
+          let status: LitefsPrimaryStatus | undefined
+          try {
+            status = parseEvent(line)
+          } catch (err) {
+            log('warn', 'unreadable LiteFS event; ignored', { error: describeError(err), line: line.slice(0, 200) })
+            continue
+          }
+          if (!status) continue
+          if (streamLossLogged) log('info', 'LiteFS event stream connected again', { api: apiUrl })
+          streamLossLogged = false
+          generation++
+          set(roleFromStatus(status, options.primaryUrlTemplate, options.port), 'events')
+        }
+      })
+      res.on('end', () => lost('the stream ended'))
+      res.on('error', (err) => lost(describeError(err)))
+      res.on('close', () => lost('the connection closed'))
     })
-    return reading
+    req.on('error', (err) => lost(describeError(err)))
+    request = req
   }
+  connect()
 
-  let watcher: fs.FSWatcher | undefined
-  try {
-    // Watch the directory, not the file: the file comes and goes.
-    watcher = fs.watch(options.litefsDir, { persistent: false }, (_event, name) => {
-      if (name === null || name === PRIMARY_FILE) void refresh()
-    })
-    watcher.on('error', (err) => {
-      log('debug', 'fs.watch on the LiteFS dir failed; polling only', { error: describeError(err) })
-      watcher?.close()
-      watcher = undefined
-    })
-  } catch (err) {
-    log('debug', 'fs.watch is not available on the LiteFS dir; polling only', { error: describeError(err) })
-  }
-  const poll = setInterval(() => void refresh(), options.pollIntervalMs ?? 1000)
+  const poll = setInterval(() => void refresh(), pollIntervalMs)
   poll.unref()
 
   return {
@@ -175,21 +261,24 @@ export function watchPrimary(options: WatchPrimaryOptions): PrimaryWatcher {
     close() {
       closed = true
       clearInterval(poll)
-      watcher?.close()
+      if (reconnectTimer) clearTimeout(reconnectTimer)
+      request?.destroy()
       listeners.clear()
     },
   }
 }
 
-/** The role source for a config: watched under LiteFS, always primary without it. */
+/** The role source for a config: LiteFS's API under LiteFS, always primary without it. */
 export function createRoleSource(
-  config: { litefsDir: string | undefined; primaryUrlTemplate: string; port: number },
+  config: { litefsDir: string | undefined; litefsApi: string; primaryUrlTemplate: string; port: number },
   log?: ManifestLog,
 ): PrimaryWatcher {
   if (!config.litefsDir) return staticPrimary()
-  return watchPrimary({ litefsDir: config.litefsDir, primaryUrlTemplate: config.primaryUrlTemplate, port: config.port, log })
+  return watchLitefs({ apiUrl: config.litefsApi, primaryUrlTemplate: config.primaryUrlTemplate, port: config.port, log })
 }
 
-function describeRole(role: ClusterRole): Record<string, unknown> {
-  return role.kind === 'primary' ? { role: 'primary' } : { role: 'replica', primaryHost: role.primaryHost, primaryUrl: role.primaryUrl }
+export function describeRole(role: ClusterRole): { role: 'primary' | 'replica' | 'replica, primary unknown'; primaryHost?: string; primaryUrl?: string } {
+  if (role.kind === 'primary') return { role: 'primary' }
+  if (role.primaryUrl === undefined) return { role: 'replica, primary unknown' }
+  return { role: 'replica', primaryHost: role.primaryHost, primaryUrl: role.primaryUrl }
 }

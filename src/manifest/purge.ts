@@ -3,19 +3,22 @@
 // far it got (nodes.last_purge_id, via a 'purge-applied' op).
 //
 //  - purge(request) records a purge through the writer (on a replica that is
-//    a round trip to the primary), applies it to this node's cache at once
-//    without waiting for that round trip, and, once the primary has it,
-//    nudges every known peer so they apply it now instead of at their next poll.
-//  - The applier polls the log every second and on a nudge
-//    (POST /_caje/internal/purge-nudge).
+//    a round trip to the primary), sends it at once to every known peer
+//    (POST /_caje/internal/purge-nudge with the purge in the body), and
+//    applies it to this node's cache, without waiting for either: peers
+//    apply it within a round trip, not once the writer's queue has drained.
+//  - The applier polls the log every second and on a nudge; a purge a peer
+//    sent is applied at once and skipped when it shows up in the log.
 //  - covers(meta) tells populate whether a purge this node knows of already
 //    covers a copy it just wrote (a peer that had not applied the purge yet
 //    can hand out the old copy): populate drops such a copy.
 //
-// A purge removes what was stored before it. Entries are compared by
-// storedAt with an allowance for clock skew between nodes, so re-applying an
-// old purge (a node whose progress was not recorded, a new node) never
-// deletes content fetched long after it.
+// A purge removes what was stored before it: an entry whose storedAt is at or
+// before the purge's createdAt. There is no allowance for clock skew, so
+// re-applying an old purge (a node whose progress was not recorded, a node
+// restarted under a new id) never deletes content fetched after it; the
+// nodes' clocks are expected to agree (NTP) to well within the time between
+// a store and a purge of it.
 
 import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
@@ -30,8 +33,6 @@ import type { NewPurge } from './repositories.ts'
 import type { ManifestWriter } from './writer.ts'
 import { INTERNAL_BASE_PATH } from './internal-routes.ts'
 
-/** Entries stored up to this long after a purge (by the clocks involved) still count as stored before it. */
-export const PURGE_CLOCK_SKEW_MS = 60_000
 /** Where peers are nudged, under their internal URL. */
 export const PURGE_NUDGE_PATH = `${INTERNAL_BASE_PATH}/purge-nudge`
 /** Purges remembered for covers(): how long, and how many at most. */
@@ -44,9 +45,9 @@ const PAGE = 500
 
 export type PurgeSpec = Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt'>
 
-/** Does this purge remove this stored entry? Matching entries stored (well) after the purge are kept. */
+/** Does this purge remove this stored entry? Only if it matches and was stored before the purge. */
 export function purgeCovers(purge: PurgeSpec, meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): boolean {
-  return meta.storedAt <= purge.createdAt + PURGE_CLOCK_SKEW_MS && matchesPurge(purge, meta)
+  return meta.storedAt <= purge.createdAt && matchesPurge(purge, meta)
 }
 
 export interface PurgeApplierOptions {
@@ -71,8 +72,8 @@ export interface PurgeApplier {
   purge(request: PurgeRequest & { host?: string | null }, by?: string): Promise<{ removed: number }>
   /** Apply every purge in the log this node has not applied yet. Concurrent calls share one pass. */
   applyPending(): Promise<void>
-  /** Apply pending purges soon (a peer said there is a new one). Never throws. */
-  nudge(): void
+  /** A peer recorded a purge (sent along when known): apply it now, then whatever else is pending. Never throws. */
+  nudge(purge?: NewPurge): void
   /** Whether a purge this node applied recently covers this entry (populate checks each copy it writes). */
   covers(meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): boolean
   /** Highest purge id applied here, undefined before the first read of the log. */
@@ -174,25 +175,38 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
     return pass
   }
 
-  async function nudgePeers(): Promise<void> {
+  /** Apply one purge here (purge() and a peer's nudge): remember it for covers() first, then one pass over the index. */
+  async function applyHere(purge: NewPurge): Promise<number> {
+    appliedLocally.add(purge.requestId)
+    // Bounded: a purge whose op never reached the manifest is never seen in the log.
+    if (appliedLocally.size > 10_000) appliedLocally.delete(appliedLocally.values().next().value as string)
+    // Remember first: a populate write that commits while deleteWhere runs is caught by covers().
+    remember(purge)
+    const removed = await options.store.deleteWhere((meta) => purgeCovers(purge, meta), 'purged')
+    options.metrics?.purge(purge.kind)
+    return removed
+  }
+
+  /**
+   * Send the purge itself to every peer seen lately, at once: they apply it
+   * without reading the manifest, so they do not wait for this node's writer
+   * to deliver its queue (on a replica, a round trip to the primary behind
+   * every op queued before the purge). A peer that misses the nudge applies
+   * the purge from the log at its next poll.
+   */
+  async function nudgePeers(purge: NewPurge | undefined): Promise<void> {
     const secret = options.clusterSecret
     if (!secret) return
-    // Peers read the purge from the manifest: let it get there first.
-    try {
-      await Promise.race([options.writer.flush({ timeoutMs: 5_000 }), aborted])
-    } catch (err) {
-      log('warn', 'purge not yet in the manifest; peers will apply it when it arrives', { error: describeError(err) })
-      return
-    }
-    if (abort.signal.aborted) return
     const t = now()
     const peers = (await listNodes(options.readDb())).filter((n) => n.id !== options.nodeId && n.lastSeenAt >= t - PEER_MAX_SILENCE_MS)
+    const body = purge ? JSON.stringify({ purge }) : undefined
     await Promise.all(
       peers.map(async (peer) => {
         try {
           const res = await fetchImpl(`${peer.internalUrl.replace(/\/+$/, '')}${PURGE_NUDGE_PATH}`, {
             method: 'POST',
-            headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId },
+            headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId, ...(body ? { 'content-type': 'application/json' } : {}) },
+            body,
             signal: AbortSignal.any([abort.signal, AbortSignal.timeout(nudgeTimeoutMs)]),
             redirect: 'manual',
           })
@@ -203,6 +217,21 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
         }
       }),
     )
+  }
+
+  /**
+   * Nudge the peers twice: at once with the purge (they apply it now), and
+   * again once it is in the manifest, so they read the log and record their
+   * progress without waiting for their poll.
+   */
+  async function announce(purge: NewPurge): Promise<void> {
+    try {
+      await nudgePeers(purge)
+      await Promise.race([options.writer.flush({ timeoutMs: 30_000 }), aborted])
+      if (!abort.signal.aborted) await nudgePeers(undefined)
+    } catch (err) {
+      log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
+    }
   }
 
   return {
@@ -217,27 +246,24 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
         nodeId: options.nodeId,
       }
       options.writer.submit({ type: 'purge', purge })
-      appliedLocally.add(purge.requestId)
-      // Bounded: a purge whose op never reached the manifest is never seen in the log.
-      if (appliedLocally.size > 10_000) appliedLocally.delete(appliedLocally.values().next().value as string)
-      remember(purge)
-      const removed = await options.store.deleteWhere((meta) => purgeCovers(purge, meta), 'purged')
-      options.metrics?.purge(purge.kind)
+      if (!closed) track(announce(purge))
+      const removed = await applyHere(purge)
       log('info', 'purge requested', { kind: purge.kind, value: purge.value, host: purge.host, removed })
-      if (!closed) {
-        track(
-          nudgePeers().catch((err: unknown) => {
-            log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
-          }),
-        )
-      }
       return { removed }
     },
 
     applyPending,
 
-    nudge() {
+    nudge(purge) {
       if (closed) return
+      if (purge && !appliedLocally.has(purge.requestId)) {
+        track(
+          applyHere(purge).then(
+            (removed) => log('info', 'applied a purge sent by a peer', { kind: purge.kind, value: purge.value, host: purge.host, from: purge.nodeId, removed }),
+            (err: unknown) => log('warn', 'applying a purge sent by a peer failed; it is applied from the log at the next poll', { error: describeError(err) }),
+          ),
+        )
+      }
       track(applyPending())
     },
 

@@ -37,6 +37,9 @@ describe('recorder', () => {
       variant: 'v',
     })
     expect(opForStoreEvent({ type: 'deleted', key: 'k', variant: 'v', reason: 'replaced' }, 'n1')).toBeUndefined()
+    // A purge and a clear are one op each (the purge, 'node-cleared'), never one per variant.
+    expect(opForStoreEvent({ type: 'deleted', key: 'k', variant: 'v', reason: 'purged' }, 'n1')).toBeUndefined()
+    expect(opForStoreEvent({ type: 'deleted', key: 'k', variant: 'v', reason: 'cleared' }, 'n1')).toBeUndefined()
     expect(opForStoreEvent({ type: 'integrity-failure', key: 'k', variant: 'v' }, 'n1')).toBeUndefined()
     expect(opForStoreEvent({ type: 'write-failure', key: 'k', error: new Error('x') }, 'n1')).toBeUndefined()
   })
@@ -58,7 +61,7 @@ describe('recorder', () => {
       log,
     )
     store.emit({ type: 'stored', meta })
-    store.emit({ type: 'deleted', key: 'k', variant: '', reason: 'purged' })
+    store.emit({ type: 'deleted', key: 'k', variant: '', reason: 'evicted' })
     expect(ops.map((o) => o.type)).toEqual(['stored', 'deleted'])
     fail = true
     expect(() => store.emit({ type: 'stored', meta })).not.toThrow()

@@ -9,6 +9,7 @@ import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { heldBy, toEntryRecord } from './repositories.ts'
 import type { NodeInfo } from './repositories.ts'
+import { MAX_FORGOTTEN_PER_OP } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import type { ManifestWriter } from './writer.ts'
 
@@ -22,6 +23,12 @@ export function opForStoreEvent(event: StoreEvent, nodeId: string): ManifestOp |
       // overwrites the entry; recording a delete in between would only make
       // the manifest flicker for other nodes' populate.
       if (event.reason === 'replaced') return undefined
+      // A purge is one op, applied to the manifest by the primary in one
+      // statement (the purge removes the entries and their holdings, and a
+      // 'stored' op it covers is never recorded): one op per purged variant
+      // would be 10,000 ops for a 10,000-object purge, on every node. A clear
+      // is followed by its one 'node-cleared' op (node-actions.ts).
+      if (event.reason === 'purged' || event.reason === 'cleared') return undefined
       return { type: 'deleted', nodeId, key: event.key, variant: event.variant }
     case 'integrity-failure':
     case 'write-failure':
@@ -52,8 +59,12 @@ export function recordStoreEvents(
 export interface ReconcileOptions {
   store: Pick<CacheStore, 'list'>
   db: Kysely<Database>
-  writer: Pick<ManifestWriter, 'submit'>
+  writer: Pick<ManifestWriter, 'submit' | 'flush'>
   nodeId: string
+  /** Ops submitted before waiting for the writer to deliver them (backpressure). Default 5,000. */
+  chunk?: number
+  /** How long to wait for one chunk to be delivered. Default 10 minutes: the primary may be away. */
+  flushTimeoutMs?: number
 }
 
 /**
@@ -63,20 +74,49 @@ export interface ReconcileOptions {
  * committed in its last second are on disk but never recorded as held here,
  * and entries the disk store drops at start (expired, unreadable) are still
  * recorded. Without this the two stay apart until the entry is evicted.
+ *
+ * Nothing is ever dropped, whatever the sizes: an empty disk is one
+ * 'node-cleared' op; holdings the disk no longer has go in
+ * 'holdings-forgotten' ops of up to MAX_FORGOTTEN_PER_OP variants; and after
+ * every `chunk` ops this waits for the writer to deliver them, so the
+ * writer's bounded queue (which drops past its bound) never fills, and the
+ * node's own heartbeat and store events keep their room.
  */
 export async function reconcileHoldings(options: ReconcileOptions): Promise<{ recorded: number; forgotten: number }> {
+  const chunk = Math.max(1, options.chunk ?? 5000)
+  const flushTimeoutMs = options.flushTimeoutMs ?? 10 * 60_000
   const recordedHere = new Set((await heldBy(options.db, options.nodeId)).map((r) => `${r.key}\n${r.variant}`))
   const { entries } = await options.store.list({ limit: Number.MAX_SAFE_INTEGER })
+  let pending = 0
+  const submit = async (op: ManifestOp, weight = 1) => {
+    options.writer.submit(op)
+    pending += weight
+    if (pending >= chunk) {
+      pending = 0
+      await options.writer.flush({ timeoutMs: flushTimeoutMs })
+    }
+  }
+  if (entries.length === 0) {
+    const forgotten = recordedHere.size
+    if (forgotten > 0) await submit({ type: 'node-cleared', nodeId: options.nodeId })
+    return { recorded: 0, forgotten }
+  }
   let recorded = 0
   for (const meta of entries) {
     if (recordedHere.delete(`${meta.key}\n${meta.variant}`)) continue
-    options.writer.submit({ type: 'stored', nodeId: options.nodeId, entry: toEntryRecord(meta) })
+    await submit({ type: 'stored', nodeId: options.nodeId, entry: toEntryRecord(meta) })
     recorded++
   }
+  let batch: Array<{ key: string; variant: string }> = []
   for (const id of recordedHere) {
     const [key, variant] = id.split('\n') as [string, string]
-    options.writer.submit({ type: 'deleted', nodeId: options.nodeId, key, variant })
+    batch.push({ key, variant })
+    if (batch.length === MAX_FORGOTTEN_PER_OP) {
+      await submit({ type: 'holdings-forgotten', nodeId: options.nodeId, entries: batch }, batch.length)
+      batch = []
+    }
   }
+  if (batch.length > 0) await submit({ type: 'holdings-forgotten', nodeId: options.nodeId, entries: batch }, batch.length)
   return { recorded, forgotten: recordedHere.size }
 }
 

@@ -154,19 +154,21 @@ describe('manifest repositories', () => {
     expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/a?x=1', 'https://other.com/blog/3'])
 
     // Redelivery of the same request changes nothing, even for entries stored since.
-    await put('https://ex.com/a')
+    await recordStored(db, 'a', entry({ url: 'https://ex.com/a', storedAt: T + 1 }))
     expect(await insertPurge(db, purge({ kind: 'url', value: 'https://ex.com/a' }))).toEqual({ id: byUrl.id, inserted: false, removed: 0 })
     expect(await countEntries(db)).toBe(3)
 
-    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://EX.com/' }))).toMatchObject({ removed: 0 })
-    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://ex.com/' }))).toMatchObject({ removed: 2 })
-    expect(await insertPurge(db, purge({ kind: 'all', value: '' }))).toMatchObject({ removed: 1 })
+    // A purge covers only what was stored before it.
+    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://ex.com/', requestId: 'before' }))).toMatchObject({ removed: 1 })
+    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://EX.com/', createdAt: T + 2 }))).toMatchObject({ removed: 0 })
+    expect(await insertPurge(db, purge({ kind: 'prefix', value: 'https://ex.com/', createdAt: T + 2 }))).toMatchObject({ removed: 1 })
+    expect(await insertPurge(db, purge({ kind: 'all', value: '', createdAt: T + 2 }))).toMatchObject({ removed: 1 })
 
     const all = await purgesAfter(db, 0)
-    expect(all.map((p) => p.kind)).toEqual(['url', 'tag', 'prefix', 'prefix', 'all'])
+    expect(all.map((p) => p.kind)).toEqual(['url', 'tag', 'prefix', 'prefix', 'prefix', 'all'])
     expect(all[1]).toMatchObject({ host: 'ex.com', value: 'blog', createdBy: 'test', nodeId: 'a' })
-    expect((await purgesAfter(db, all[2]!.id)).map((p) => p.id)).toEqual([all[3]!.id, all[4]!.id])
-    expect(await latestPurgeId(db)).toBe(all[4]!.id)
+    expect((await purgesAfter(db, all[3]!.id)).map((p) => p.id)).toEqual([all[4]!.id, all[5]!.id])
+    expect(await latestPurgeId(db)).toBe(all[5]!.id)
   })
 
   it('markPurgeApplied never moves a node backwards', async () => {
@@ -196,8 +198,10 @@ describe('manifest repositories', () => {
     ]
     for (const [i, p] of purges.entries()) {
       await clearManifest(db)
-      for (const e of entries) await recordStored(db, 'n', e)
-      await insertPurge(db, { ...p, requestId: `r${i}`, createdAt: T, createdBy: 't', nodeId: 'n' })
+      // Stored after the previous rounds' purges, before this one's.
+      const at = T + i * 10
+      for (const e of entries) await recordStored(db, 'n', { ...e, storedAt: at + 1 })
+      await insertPurge(db, { ...p, requestId: `r${i}`, createdAt: at + 2, createdBy: 't', nodeId: 'n' })
       const left = (await listManifest(db)).entries.map((e) => e.url).sort()
       const expected = entries.filter((e) => !matchesPurge(p, e)).map((e) => e.url).sort()
       expect(left, JSON.stringify(p)).toEqual(expected)

@@ -10,9 +10,23 @@
 // go through the ManifestWriter (writer.ts), which sends them to the primary
 // when this node is a LiteFS replica.
 
-import { sql } from 'kysely'
-import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely'
+import { CompiledQuery, sql } from 'kysely'
+import type { Expression, ExpressionBuilder, Kysely, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { Database, EntryRow, NodeRow, PurgeKind, PurgeRow } from './database.ts'
+import {
+  CLEAR_NODE_SQL,
+  COVERED_BY_PURGE_SQL,
+  DELETE_HOLDING_SQL,
+  MARK_PURGE_APPLIED_SQL,
+  UPSERT_ENTRY_SQL,
+  UPSERT_HOLDING_SQL,
+  UPSERT_NODE_SQL,
+  coveredParams,
+  entryParams,
+  holdingParams,
+  nodeParams,
+} from './statements.ts'
+import { MIN_INDEXED_FILTER, candidateRowids, clearSearchIndex } from './search.ts'
 
 type Db = Kysely<Database>
 
@@ -109,19 +123,7 @@ export async function inTransaction<T>(db: Db, fn: (trx: Db) => Promise<T>): Pro
 // ── nodes ───────────────────────────────────────────────────────────────
 
 export async function upsertNode(db: Db, node: NodeInfo, seenAt: number): Promise<void> {
-  await db
-    .insertInto('nodes')
-    .values({ id: node.id, region: node.region, internal_url: node.internalUrl, started_at: node.startedAt, last_seen_at: seenAt })
-    .onConflict((oc) =>
-      oc.column('id').doUpdateSet((eb) => ({
-        region: eb.ref('excluded.region'),
-        internal_url: eb.ref('excluded.internal_url'),
-        started_at: eb.ref('excluded.started_at'),
-        // A delayed heartbeat must not move last_seen_at backwards.
-        last_seen_at: sql<number>`max(nodes.last_seen_at, excluded.last_seen_at)`,
-      })),
-    )
-    .execute()
+  await db.executeQuery(CompiledQuery.raw(UPSERT_NODE_SQL, nodeParams(node, seenAt)))
 }
 
 export async function listNodes(db: Db): Promise<ClusterNode[]> {
@@ -147,37 +149,20 @@ function nodeFromRow(row: NodeRow): ClusterNode {
 
 // ── entries and holdings ───────────────────────────────────────────────
 
-/** nodeId now holds this variant. The entry's metadata follows the most recent store of it on any node. */
-export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): Promise<void> {
-  await inTransaction(db, async (trx) => {
-    await trx
-      .insertInto('entries')
-      .values(entryToRow(meta))
-      .onConflict((oc) =>
-        oc
-          .columns(['key', 'variant'])
-          .doUpdateSet((eb) => ({
-            host: eb.ref('excluded.host'),
-            url: eb.ref('excluded.url'),
-            status: eb.ref('excluded.status'),
-            size: eb.ref('excluded.size'),
-            content_type: eb.ref('excluded.content_type'),
-            stored_at: eb.ref('excluded.stored_at'),
-            stale_at: eb.ref('excluded.stale_at'),
-            delete_at: eb.ref('excluded.delete_at'),
-            tags: eb.ref('excluded.tags'),
-            vary_headers: eb.ref('excluded.vary_headers'),
-          }))
-          // Ops from different nodes arrive in any order: an older copy must not
-          // overwrite the freshness of a newer one.
-          .where((eb) => eb('entries.stored_at', '<=', eb.ref('excluded.stored_at'))),
-      )
-      .execute()
-    await trx
-      .insertInto('entry_nodes')
-      .values({ key: meta.key, variant: meta.variant, node_id: nodeId, stored_at: meta.storedAt })
-      .onConflict((oc) => oc.columns(['key', 'variant', 'node_id']).doUpdateSet((eb) => ({ stored_at: eb.ref('excluded.stored_at') })))
-      .execute()
+/**
+ * nodeId now holds this variant. The entry's metadata follows the most recent
+ * store of it on any node. Nothing is recorded when a purge already in the
+ * log covers it (stored before the purge, delivered after it): the node that
+ * stored it drops it when it applies that purge, without an op per entry.
+ * Resolves to whether it was recorded.
+ */
+export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): Promise<boolean> {
+  return inTransaction(db, async (trx) => {
+    const covered = await trx.executeQuery(CompiledQuery.raw(COVERED_BY_PURGE_SQL, coveredParams(meta)))
+    if (covered.rows.length > 0) return false
+    await trx.executeQuery(CompiledQuery.raw(UPSERT_ENTRY_SQL, entryParams(meta)))
+    await trx.executeQuery(CompiledQuery.raw(UPSERT_HOLDING_SQL, holdingParams(nodeId, meta)))
+    return true
   })
 }
 
@@ -187,13 +172,15 @@ export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): P
  * populate can still fetch it from the origin.
  */
 export async function recordDeleted(db: Db, nodeId: string, key: string, variant: string): Promise<boolean> {
-  const res = await db
-    .deleteFrom('entry_nodes')
-    .where('key', '=', key)
-    .where('variant', '=', variant)
-    .where('node_id', '=', nodeId)
-    .executeTakeFirst()
-  return Number(res.numDeletedRows) > 0
+  const res = await db.executeQuery(CompiledQuery.raw(DELETE_HOLDING_SQL, [key, variant, nodeId]))
+  return Number(res.numAffectedRows ?? 0) > 0
+}
+
+/** nodeId no longer holds any of these variants (it reconciled its disk with the manifest). */
+export async function forgetHoldings(db: Db, nodeId: string, entries: readonly { key: string; variant: string }[]): Promise<void> {
+  await inTransaction(db, async (trx) => {
+    for (const e of entries) await trx.executeQuery(CompiledQuery.raw(DELETE_HOLDING_SQL, [e.key, e.variant, nodeId]))
+  })
 }
 
 /** Every variant the manifest records nodeId as holding. */
@@ -203,31 +190,56 @@ export async function heldBy(db: Db, nodeId: string): Promise<Array<{ key: strin
 
 /** nodeId emptied its whole body cache (its "clear FS"). Resolves to how many holdings were dropped. */
 export async function recordNodeCleared(db: Db, nodeId: string): Promise<number> {
-  const res = await db.deleteFrom('entry_nodes').where('node_id', '=', nodeId).executeTakeFirst()
-  return Number(res.numDeletedRows)
+  const res = await db.executeQuery(CompiledQuery.raw(CLEAR_NODE_SQL, [nodeId]))
+  return Number(res.numAffectedRows ?? 0)
 }
 
 export interface ListManifestOptions {
-  /** Case-insensitive substring of the URL or key; empty matches everything. */
+  /** Case-insensitive substring of the URL; empty matches everything. */
   filter?: string
   host?: string
   /** Only entries this node holds. */
   nodeId?: string
   offset?: number
   limit?: number
+  /**
+   * Keyset paging: the page after this cursor (a previous page's
+   * nextCursor); offset is ignored. A deep page costs as little as the first.
+   */
+  cursor?: string
 }
 
-/** One page of entries, newest first, each with the nodes holding it. Two statements, whatever the page size. */
-export async function listManifest(db: Db, options: ListManifestOptions = {}): Promise<{ total: number; entries: ListedEntry[] }> {
+export interface ManifestPage {
+  /** Matching entries; with a filter, counted up to FILTER_COUNT_CAP (see totalIsLowerBound). */
+  total: number
+  /** True when a filter matches more than FILTER_COUNT_CAP entries: there are at least `total`. */
+  totalIsLowerBound: boolean
+  entries: ListedEntry[]
+  /** Pass as `cursor` for the next page; undefined on the last page. */
+  nextCursor: string | undefined
+}
+
+/**
+ * A filtered list counts its matches up to this many. Counting all of a
+ * common substring's matches among a million entries takes longer than the
+ * page itself; "10,000+" says as much.
+ */
+export const FILTER_COUNT_CAP = 10_000
+
+/**
+ * One page of entries, newest first, each with the nodes holding it.
+ *
+ * A filter of three characters or more finds its candidates through the
+ * trigram index (search.ts). When they are few (up to FILTER_COUNT_CAP) the
+ * page is sorted from them; when they are many, matches are dense, and
+ * walking the stored_at index until the page is full is faster than sorting
+ * them. Every path costs a few milliseconds at a million entries.
+ */
+export async function listManifest(db: Db, options: ListManifestOptions = {}): Promise<ManifestPage> {
   const limit = clampInt(options.limit ?? 50, 1, 1000)
-  const offset = clampInt(options.offset ?? 0, 0, Number.MAX_SAFE_INTEGER)
+  const cursor = options.cursor ? decodeCursor(options.cursor) : undefined
+  const offset = cursor ? 0 : clampInt(options.offset ?? 0, 0, Number.MAX_SAFE_INTEGER)
   let base = db.selectFrom('entries as e')
-  const filter = options.filter?.trim()
-  if (filter) {
-    const pattern = `%${escapeLike(filter)}%`
-    // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
-    base = base.where((eb) => eb.or([sql<SqlBool>`e.url like ${pattern} escape '\\'`, sql<SqlBool>`e.key like ${pattern} escape '\\'`]))
-  }
   if (options.host) base = base.where('e.host', '=', options.host)
   const nodeId = options.nodeId
   if (nodeId) {
@@ -242,8 +254,25 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
       ),
     )
   }
+  let total: number
+  let totalIsLowerBound = false
+  const filter = options.filter?.trim()
+  if (filter) {
+    const pattern = `%${escapeLike(filter)}%`
+    // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
+    const matching = base.where(sql<SqlBool>`e.url like ${pattern} escape '\\'`)
+    const indexed = filter.length >= MIN_INDEXED_FILTER ? matching.where(sql<SqlBool>`e.rowid in ${candidateRowids(filter)}`) : matching
+    const counted = await countUpTo(db, indexed, FILTER_COUNT_CAP + 1)
+    totalIsLowerBound = counted > FILTER_COUNT_CAP
+    total = Math.min(counted, FILTER_COUNT_CAP)
+    base = totalIsLowerBound ? matching : indexed
+  } else {
+    total = Number((await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()).total)
+  }
+  if (cursor) {
+    base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.key', 'e.variant'), '<', eb.tuple(cursor.storedAt, cursor.key, cursor.variant)))
+  }
 
-  const { total } = await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()
   // Find the page's rowids first: without a filter that walks the
   // (stored_at, key, variant) index only, so a deep OFFSET skips index
   // entries rather than whole rows. Then fetch just those rows.
@@ -271,10 +300,53 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
     .orderBy('e.variant', 'desc')
     .execute()
 
+  const entries = rows.map((row) => ({ ...entryFromRow(row), nodeIds: parseJson<string[]>(row.node_ids, []).sort() }))
+  const last = entries[entries.length - 1]
   return {
-    total: Number(total),
-    entries: rows.map((row) => ({ ...entryFromRow(row), nodeIds: parseJson<string[]>(row.node_ids, []).sort() })),
+    total,
+    totalIsLowerBound,
+    entries,
+    nextCursor: last && entries.length === limit ? encodeCursor({ storedAt: last.storedAt, key: last.key, variant: last.variant }) : undefined,
   }
+}
+
+interface ListCursor {
+  storedAt: number
+  key: string
+  variant: string
+}
+
+function encodeCursor(c: ListCursor): string {
+  return Buffer.from(JSON.stringify([c.storedAt, c.key, c.variant]), 'utf8').toString('base64url')
+}
+
+/** A cursor this code did not make is a client error, said as such. */
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('the list cursor is not valid: use the nextCursor of a previous page, or leave it out for the first page')
+    this.name = 'InvalidCursorError'
+  }
+}
+
+function decodeCursor(text: string): ListCursor {
+  let v: unknown
+  try {
+    v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'))
+  } catch {
+    throw new InvalidCursorError()
+  }
+  if (!Array.isArray(v) || v.length !== 3 || !Number.isSafeInteger(v[0]) || typeof v[1] !== 'string' || typeof v[2] !== 'string') throw new InvalidCursorError()
+  return { storedAt: v[0] as number, key: v[1] as string, variant: v[2] as string }
+}
+
+/** count(*) of a query's rows, stopping at `cap`. */
+async function countUpTo(db: Db, query: SelectQueryBuilder<Database & { e: Database['entries'] }, 'e', object>, cap: number): Promise<number> {
+  const limited = query.select(sql<number>`1`.as('one')).limit(cap)
+  const row = await db
+    .selectFrom(limited.as('c'))
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow()
+  return Number(row.n)
 }
 
 export interface MissingOptions {
@@ -344,6 +416,7 @@ export async function clearManifest(db: Db): Promise<number> {
   return inTransaction(db, async (trx) => {
     await trx.deleteFrom('entry_nodes').execute()
     const res = await trx.deleteFrom('entries').executeTakeFirst()
+    await clearSearchIndex(trx)
     return Number(res.numDeletedRows)
   })
 }
@@ -363,30 +436,54 @@ export async function pruneExpired(db: Db, now: number): Promise<number> {
  */
 export async function insertPurge(db: Db, purge: NewPurge): Promise<{ id: number; inserted: boolean; removed: number }> {
   return inTransaction(db, async (trx) => {
-    const inserted = await trx
-      .insertInto('purges')
-      .values({
-        request_id: purge.requestId,
-        kind: purge.kind,
-        value: purge.kind === 'all' ? '' : purge.value,
-        host: purge.host,
-        created_at: purge.createdAt,
-        created_by: purge.createdBy,
-        node_id: purge.nodeId,
-      })
-      .onConflict((oc) => oc.column('request_id').doNothing())
-      .returning('id')
-      .executeTakeFirst()
-    if (!inserted) {
-      const existing = await trx.selectFrom('purges').select('id').where('request_id', '=', purge.requestId).executeTakeFirstOrThrow()
-      return { id: existing.id, inserted: false, removed: 0 }
-    }
-    const res = await trx
-      .deleteFrom('entries')
-      .where((eb) => purgeCondition(eb, purge))
-      .executeTakeFirst()
-    return { id: inserted.id, inserted: true, removed: Number(res.numDeletedRows) }
+    const recorded = await recordPurge(trx, purge)
+    return { ...recorded, removed: recorded.inserted ? await sweepPurge(trx, purge) : 0 }
   })
+}
+
+/** Record a purge in the log, once per request id; its entries are removed by sweepPurge. */
+export async function recordPurge(db: Db, purge: NewPurge): Promise<{ id: number; inserted: boolean }> {
+  const inserted = await db
+    .insertInto('purges')
+    .values({
+      request_id: purge.requestId,
+      kind: purge.kind,
+      value: purge.kind === 'all' ? '' : purge.value,
+      host: purge.host,
+      created_at: purge.createdAt,
+      created_by: purge.createdBy,
+      node_id: purge.nodeId,
+    })
+    .onConflict((oc) => oc.column('request_id').doNothing())
+    .returning('id')
+    .executeTakeFirst()
+  if (inserted) return { id: inserted.id, inserted: true }
+  const existing = await db.selectFrom('purges').select('id').where('request_id', '=', purge.requestId).executeTakeFirstOrThrow()
+  return { id: existing.id, inserted: false }
+}
+
+/**
+ * Remove (up to `limit` of) the entries a purge covers; resolves to how many.
+ * Only what was stored before the purge: an entry stored later (by the
+ * clocks involved) is newer content, whatever order the ops arrive in. So a
+ * sweep may run again at any time (a redelivered purge whose first sweep was
+ * cut short) without touching anything stored since.
+ */
+export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt'>, limit?: number): Promise<number> {
+  let q = db.deleteFrom('entries')
+  if (limit === undefined) {
+    q = q.where((eb) => purgeCondition(eb, purge)).where('entries.stored_at', '<=', purge.createdAt)
+  } else {
+    const some = db
+      .selectFrom('entries')
+      .select(sql<number>`entries.rowid`.as('rid'))
+      .where((eb) => purgeCondition(eb, purge))
+      .where('entries.stored_at', '<=', purge.createdAt)
+      .limit(Math.max(1, Math.floor(limit)))
+    q = q.where(sql<number>`entries.rowid`, 'in', some)
+  }
+  const res = await q.executeTakeFirst()
+  return Number(res.numDeletedRows)
 }
 
 /** Purges with id > afterId, oldest first: what a node that applied up to afterId still has to apply. */
@@ -408,11 +505,7 @@ export async function latestPurgeId(db: Db): Promise<number> {
 
 /** nodeId has applied every purge up to purgeId. Never moves backwards (batches may be redelivered). */
 export async function markPurgeApplied(db: Db, nodeId: string, purgeId: number): Promise<void> {
-  await db
-    .updateTable('nodes')
-    .set({ last_purge_id: sql<number>`max(last_purge_id, ${purgeId})` })
-    .where('id', '=', nodeId)
-    .execute()
+  await db.executeQuery(CompiledQuery.raw(MARK_PURGE_APPLIED_SQL, [purgeId, nodeId]))
 }
 
 export async function lastAppliedPurge(db: Db, nodeId: string): Promise<number> {
@@ -448,7 +541,12 @@ function purgeCondition(eb: ExpressionBuilder<Database, 'entries'>, purge: Pick<
       parts.push(eb.or([eb('entries.url', '=', purge.value), eb('entries.key', '=', purge.value)]))
       break
     case 'prefix':
-      // substr, not LIKE: LIKE ignores case and would purge /A when asked for /a.
+      // The range lets SQLite walk the url index instead of scanning every
+      // entry (a million on a large cluster); every URL with the prefix sorts
+      // inside it (URLs are ASCII). substr decides, not LIKE: LIKE ignores
+      // case and would purge /A when asked for /a.
+      parts.push(eb('entries.url', '>=', purge.value))
+      parts.push(eb('entries.url', '<', `${purge.value}\u{10FFFF}`))
       parts.push(sql<SqlBool>`substr(entries.url, 1, length(${purge.value})) = ${purge.value}`)
       break
     case 'tag':
@@ -474,23 +572,6 @@ function purgeFromRow(row: PurgeRow): Purge {
 }
 
 // ── row mapping ─────────────────────────────────────────────────────────
-
-function entryToRow(meta: EntryRecord) {
-  return {
-    key: meta.key,
-    variant: meta.variant,
-    host: meta.host,
-    url: meta.url,
-    status: meta.status,
-    size: meta.size,
-    content_type: meta.contentType,
-    stored_at: meta.storedAt,
-    stale_at: meta.staleAt,
-    delete_at: meta.deleteAt,
-    tags: JSON.stringify(meta.tags),
-    vary_headers: JSON.stringify(meta.varyHeaders),
-  }
-}
 
 function entryFromRow(row: EntryRow): EntryRecord {
   return {

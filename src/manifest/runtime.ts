@@ -3,10 +3,12 @@
 //
 //  - Without LiteFS every node writes the shared file: one writable handle,
 //    migrated before start, serves reads and the DirectWriter.
-//  - Under LiteFS the primary opens the file writable (migrating it first);
-//    a replica opens it read-only and sends writes to the primary. When
-//    LiteFS moves the primary, the writer follows (writer.ts) and a promoted
-//    node opens its writable handle, migrates, then writes.
+//  - Under LiteFS the role comes from LiteFS's HTTP API (primary.ts). The
+//    primary opens the file writable (migrating it first); a replica opens it
+//    read-only and sends writes to the primary; a replica whose primary is
+//    unknown queues them. When LiteFS moves the primary, the writer follows
+//    (writer.ts) and a promoted node opens its writable handle, migrates,
+//    then writes.
 
 import type { Kysely } from 'kysely'
 import { openDatabase } from './database.ts'
@@ -14,23 +16,28 @@ import type { Database } from './database.ts'
 import { jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { migrateToLatest } from './migrate.ts'
-import { staticPrimary, watchPrimary } from './primary.ts'
-import type { PrimaryWatcher } from './primary.ts'
+import { DEFAULT_LITEFS_API, primaryUrlFor, staticPrimary, watchLitefs } from './primary.ts'
+import type { ClusterRole, PrimaryWatcher, RoleSource } from './primary.ts'
 import { DirectWriter, createManifestWriter } from './writer.ts'
 import type { BatchOptions, RemoteWriterOptions, SwitchingManifestWriter } from './writer.ts'
 
 export interface ManifestRuntimeOptions {
   databasePath: string
   litefsDir: string | undefined
+  /** LiteFS's HTTP API (CAJE_LITEFS_API); used when litefsDir is set. */
+  litefsApi?: string
   primaryUrlTemplate: string
   port: number
+  /** The port of every node's internal routes (CAJE_INTERNAL_LISTEN), when not `port`. */
+  internalPort?: number
   nodeId: string
   clusterSecret: string | undefined
   log?: ManifestLog
-  /** Tuning (tests): queue/batch options of both writers, the `.primary` poll interval. */
+  /** Tuning (tests): queue/batch options of both writers, the LiteFS /info poll and stream reconnect intervals. */
   direct?: BatchOptions
   remote?: Partial<Omit<RemoteWriterOptions, 'primaryUrl' | 'clusterSecret'>>
   pollIntervalMs?: number
+  reconnectDelayMs?: number
 }
 
 export interface ManifestRuntime {
@@ -76,13 +83,16 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   if (!options.clusterSecret) {
     throw new Error('CAJE_CLUSTER_SECRET must be set when CAJE_LITEFS_DIR is set: replicas authenticate to the primary with it')
   }
-  const role = watchPrimary({
-    litefsDir: options.litefsDir,
+  const role = watchLitefs({
+    apiUrl: options.litefsApi ?? DEFAULT_LITEFS_API,
     primaryUrlTemplate: options.primaryUrlTemplate,
     port: options.port,
     pollIntervalMs: options.pollIntervalMs,
+    reconnectDelayMs: options.reconnectDelayMs,
     log,
   })
+  // Know the role before anything is written: primary now means migrate now.
+  await role.refresh()
   const openDirect = () => {
     const { db } = openDatabase({ path })
     return new DirectWriter({
@@ -97,8 +107,11 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
       onRelease: () => db.destroy(),
     })
   }
+  const internalPort = options.internalPort
   const writer = createManifestWriter({
-    role,
+    // A replica sends its batches to the primary's internal routes, which may
+    // have a port of their own (CAJE_INTERNAL_LISTEN); admin relays keep the public URL.
+    role: internalPort === undefined || internalPort === options.port ? role : onInternalPort(role, options.primaryUrlTemplate, internalPort),
     openDirect,
     remote: { log, ...options.remote, clusterSecret: options.clusterSecret, nodeId: options.nodeId },
     log,
@@ -122,5 +135,15 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
       role.close()
       await reader?.destroy()
     },
+  }
+}
+
+/** The same roles, with the primary's URL on the internal listener's port. */
+function onInternalPort(source: RoleSource, template: string, port: number): RoleSource {
+  const map = (role: ClusterRole): ClusterRole =>
+    role.kind === 'replica' && role.primaryHost !== undefined ? { ...role, primaryUrl: primaryUrlFor(template, role.primaryHost, port) } : role
+  return {
+    current: () => map(source.current()),
+    subscribe: (listener) => source.subscribe((next, previous) => listener(map(next), map(previous))),
   }
 }

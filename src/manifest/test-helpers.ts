@@ -96,25 +96,28 @@ export function holdWriteLock(file: string, mode: 'IMMEDIATE' | 'EXCLUSIVE' = 'I
 }
 
 /**
- * Watches the event loop: a timer every 5 ms records the longest gap between
- * two of its runs. A synchronous SQLite busy wait shows up as a gap of
- * seconds; a loop that keeps turning, as a few milliseconds.
+ * A busy timeout longer than any test: an operation that waited for a lock in
+ * SQLite's busy handler (synchronously, the event loop stopped) instead of on
+ * timers would hold the test far past its timeout, so it cannot pass.
  */
-export function loopWatch(): { stop: () => { longestGapMs: number; ticks: number } } {
-  let last = performance.now()
-  let longestGapMs = 0
-  let ticks = 0
-  const timer = setInterval(() => {
-    const t = performance.now()
-    longestGapMs = Math.max(longestGapMs, t - last)
-    last = t
-    ticks++
-  }, 5)
-  return {
-    stop() {
-      clearInterval(timer)
-      longestGapMs = Math.max(longestGapMs, performance.now() - last)
-      return { longestGapMs, ticks }
-    },
+export const TEST_BUSY_TIMEOUT_MS = 60_000
+
+/**
+ * Proof, by the order of events, that `pending` waits for a lock without
+ * holding up the event loop: `turns` timers and file-system round trips
+ * complete one after the other, and `pending` has still not settled. Call it
+ * while a lock `pending` needs is held, with a retry window far longer than the
+ * turns take, on a connection whose busy timeout is TEST_BUSY_TIMEOUT_MS.
+ */
+export async function loopTurnsWhile(pending: Promise<unknown>, turns = 10): Promise<void> {
+  let settled = false
+  pending.then(
+    () => (settled = true),
+    () => (settled = true),
+  )
+  for (let i = 0; i < turns; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1))
+    await fs.promises.stat(os.tmpdir())
   }
+  if (settled) throw new Error('the operation settled while the lock was still held: it did not wait for the lock')
 }

@@ -17,7 +17,8 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { applyOps, isTransientDbError } from './ops.ts'
+import { applyOps, isTransientDbError, opWeight } from './ops.ts'
+import { indexQueued } from './search.ts'
 import type { ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole, RoleSource } from './primary.ts'
 
@@ -326,7 +327,12 @@ export abstract class BatchWriter implements ManifestWriter {
   private runOnce(budgetMs?: number): Promise<void> {
     if (this.running) return this.running
     if (this.size() === 0 || this.stopped || (this.paused && !this.closing)) return Promise.resolve()
-    const batch = this.queue.slice(this.head, this.head + this.maxBatch)
+    // maxBatch bounds the batch's weight: an op naming many variants counts for each.
+    let end = this.head
+    for (let weight = 0; end < this.queue.length && (end === this.head || weight + opWeight(this.queue[end]!) <= this.maxBatch); end++) {
+      weight += opWeight(this.queue[end]!)
+    }
+    const batch = this.queue.slice(this.head, end)
     this.inFlight = batch.length
     const abort = new AbortController()
     this.abortInFlight = abort
@@ -432,6 +438,8 @@ export class DirectWriter extends BatchWriter {
   private readonly label: string | undefined
   private prepare: (() => Promise<void>) | undefined
   private readonly onRelease: (() => Promise<void> | void) | undefined
+  private indexing: Promise<void> | undefined
+  private released = false
 
   constructor(options: DirectWriterOptions) {
     super({ maxBatch: 1000, ...options })
@@ -451,7 +459,9 @@ export class DirectWriter extends BatchWriter {
         await this.prepare()
         this.prepare = undefined
       }
-      return { kind: 'ok', result: await applyOps(this.db, batch, this.log) }
+      const result = await applyOps(this.db, batch, this.log)
+      this.indexInBackground()
+      return { kind: 'ok', result }
     } catch (err) {
       // Locked or read-only (LiteFS just demoted us) passes; keep the ops.
       if (isTransientDbError(err) || this.prepare) return { kind: 'retry', error: describeError(err) }
@@ -459,7 +469,28 @@ export class DirectWriter extends BatchWriter {
     }
   }
 
+  /**
+   * Bring the URL search index up to date (search.ts) after the batches
+   * that changed it: in chunks of a few ms, never more than one run at a
+   * time, and never on the batch's own path.
+   */
+  private indexInBackground(): void {
+    if (this.indexing || this.released) return
+    this.indexing = (async () => {
+      try {
+        while (!this.released && (await indexQueued(this.db))) await sleep(10)
+      } catch (err) {
+        // Busy (another node's transaction), read-only (demoted): the next batch tries again.
+        if (!isTransientDbError(err)) this.log('warn', 'indexing entry URLs for the admin filter failed; will retry after the next batch', { error: describeError(err) })
+      } finally {
+        this.indexing = undefined
+      }
+    })()
+  }
+
   protected override async release(): Promise<void> {
+    this.released = true
+    await this.indexing
     try {
       await this.onRelease?.()
     } catch (err) {
@@ -509,7 +540,7 @@ export class RemoteWriter extends BatchWriter {
 
   protected async deliver(batch: ManifestOp[], signal: AbortSignal): Promise<Outcome> {
     const base = this.primaryUrl
-    if (!base) return { kind: 'retry', error: 'the primary is not known yet (LiteFS .primary is empty)' }
+    if (!base) return { kind: 'retry', error: 'LiteFS names no primary yet; the batch waits in the queue' }
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.clusterSecret}`,
       'content-type': 'application/json',

@@ -48,13 +48,72 @@ function collapseOws(value: string): string {
 }
 
 /**
+ * Drop the optional whitespace around list commas (RFC 9110 §5.6.1), outside quoted-strings:
+ * `1,2`, ` 1, 2 ` and two field lines `1` and `2` (joined as `1, 2`) are one value. Linear:
+ * request fields are client input.
+ */
+function tightenListOws(value: string): string {
+  if (!value.includes(',')) return value
+  const out: string[] = []
+  let quoted = false
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]!
+    if (quoted) {
+      out.push(c)
+      if (c === '\\' && i + 1 < value.length) out.push(value[++i]!)
+      else if (c === '"') quoted = false
+    } else if (c === '"') {
+      quoted = true
+      out.push(c)
+    } else if (c === ',') {
+      // collapseOws left at most one space on either side.
+      if (out[out.length - 1] === ' ') out.pop()
+      out.push(c)
+      if (value[i + 1] === ' ') i++
+    } else out.push(c)
+  }
+  return out.join('')
+}
+
+/**
+ * Accept-Language as the set of language ranges with their weights (RFC 9110 §12.5.4): case,
+ * whitespace and the order of equally weighted ranges do not change which language the
+ * origin picks, so `en, de`, `de,en` and `DE, EN` are one variant. Canonical form: by weight
+ * (highest first), then by name; `q=1` (the default) is left out.
+ */
+function normaliseAcceptLanguage(value: string): string {
+  const ranges: Array<{ tag: string; q: number; text: string }> = []
+  for (const part of value.split(',')) {
+    const [range, ...params] = part.split(';')
+    const tag = collapseOws(range!).toLowerCase()
+    if (!tag) continue
+    let q = 1
+    let text = tag
+    for (const p of params) {
+      const param = collapseOws(p).toLowerCase().replace(/ /g, '')
+      const weight = /^q=([01](?:\.\d{0,3})?)$/.exec(param)
+      if (weight && Number(weight[1]) <= 1) q = Number(weight[1])
+      // A parameter that is not a valid weight is kept as sent: the origin may read it.
+      else if (param) text += `;${param}`
+    }
+    if (q !== 1) text += `;q=${q}`
+    ranges.push({ tag, q, text })
+  }
+  ranges.sort((a, b) => b.q - a.q || (a.text < b.text ? -1 : a.text > b.text ? 1 : 0))
+  return ranges.map((r) => r.text).join(',')
+}
+
+/**
  * Normalise one request header value for variant matching (RFC 9111 §4.1
  * allows normalising whitespace and case where the field's semantics permit).
  * Accept-Encoding is a set of codings: `gzip, br` and `br,gzip` are one variant,
- * and codings refused with q=0 are dropped.
+ * and codings refused with q=0 are dropped. Accept-Language is a weighted set of
+ * language ranges (see normaliseAcceptLanguage). Any other field loses only the
+ * optional whitespace around its list commas.
  */
 export function normaliseFieldValue(name: string, value: string | undefined): string {
   if (value === undefined) return ''
+  if (name === 'accept-language') return normaliseAcceptLanguage(value) || PRESENT_EMPTY
   if (name === 'accept-encoding') {
     const codings = new Set<string>()
     for (const part of value.split(',')) {
@@ -67,7 +126,7 @@ export function normaliseFieldValue(name: string, value: string | undefined): st
     }
     return codings.size ? [...codings].sort().join(',') : PRESENT_EMPTY
   }
-  const collapsed = collapseOws(value)
+  const collapsed = tightenListOws(collapseOws(value))
   if (!collapsed) return PRESENT_EMPTY
   if (SECRET_FIELDS.has(name)) return `sha256:${createHash('sha256').update(collapsed).digest('base64url')}`
   return collapsed

@@ -8,8 +8,10 @@ import { Readable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
 import { normaliseHost } from '../config.ts'
 import type { Logger } from '../log.ts'
+import { canonicalTarget } from '../canonical-url.ts'
 import { formatCacheStatus } from './cache-status.ts'
-import type { FlatHeaders } from './headers.ts'
+import type { FlatHeaders, HeaderBag } from './headers.ts'
+import { writeInterim } from './interim.ts'
 import { textResult, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
 
 /**
@@ -84,7 +86,10 @@ function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string
     if (normalisedHosts.size >= NORMALISED_HOSTS_LIMIT) normalisedHosts.clear()
     normalisedHosts.set(hostRaw, host)
   }
-  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim() : undefined
+  // The first value is the one the trusted proxy nearest the client wrote; anything but https
+  // (scheme names are case-insensitive, RFC 3986 §3.1) keys as http. The origin is sent this
+  // normalised scheme and host (forward.ts), never the raw fields, so key and body agree.
+  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() : undefined
   return { host, scheme: protoRaw === 'https' ? 'https' : 'http' }
 }
 
@@ -107,6 +112,10 @@ class NodeProxyRequest implements ProxyRequest {
     readonly started: number,
   ) {
     this.body = method === 'GET' || method === 'HEAD' ? null : incoming
+  }
+
+  interim(status: number, headers: HeaderBag): void {
+    writeInterim(this.incoming, this.outgoing, status, headers)
   }
 
   get clientIp(): string {
@@ -134,7 +143,8 @@ function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgo
   const site = siteOf(opts, headers)
   if (typeof site === 'string') return site
   const url = incoming.url ?? '/'
-  const path = url.startsWith('/') ? url : pathAndQuery(url)
+  // One spelling of the target for the key, the origin and purge (canonical-url.ts).
+  const path = canonicalTarget(url.startsWith('/') ? url : pathAndQuery(url))
   return new NodeProxyRequest(incoming.method ?? 'GET', site.scheme, site.host, path, headers, incoming, outgoing, started)
 }
 
@@ -148,7 +158,7 @@ function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (
     method,
     scheme: site.scheme,
     host: site.host,
-    path: pathAndQuery(raw.url),
+    path: canonicalTarget(pathAndQuery(raw.url)),
     headers,
     body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
     // A web Request carries no peer address (app.request() is a call inside this process), and a

@@ -32,6 +32,8 @@ export interface OriginRequest {
   headers: Record<string, string | string[]>
   body?: Readable | AsyncIterable<Uint8Array> | Buffer | null
   signal?: AbortSignal
+  /** Each interim (1xx) response the origin sends before its final one (RFC 9110 §15.2). */
+  onInterim?: (status: number, headers: HeaderBag) => void
 }
 
 export interface OriginResponse {
@@ -117,6 +119,7 @@ export function createOriginClient(opts: OriginOptions): OriginClient {
           headers: req.headers,
           body: req.body ?? null,
           signal: req.signal,
+          onInfo: req.onInterim && ((info: { statusCode: number; headers: HeaderBag }) => req.onInterim!(info.statusCode, info.headers)),
           // No redirect interceptor is installed: a 3xx goes back to the client as it is.
         } as Parameters<typeof undiciRequest>[1])
         const headersMs = performance.now() - started

@@ -1,21 +1,21 @@
 import { describe, expect, it } from 'vitest'
-import { clientNotModified, currentAge, decideReuse, decideStore, mergeNotModified, notModifiedMatches, parseDirectives, type FreshnessPolicy } from './policy.ts'
+import { clientNotModified, currentAge, decideReuse, decideStore, mayServeStaleOnError, mergeNotModified, notModifiedMatches, parseDirectives, type FreshnessPolicy } from './policy.ts'
 import { normaliseFieldValue, variantId, varyFields } from './cache-key.ts'
 import { parseRange } from './range.ts'
 
 const T = Date.parse('2026-01-01T00:00:00Z')
 const httpDate = (ms: number) => new Date(ms).toUTCString()
 
-function store(headers: Record<string, string>, opts: { status?: number; req?: Record<string, string>; setCookie?: boolean } = {}) {
+function store(headers: Record<string, string>, opts: { status?: number; req?: Record<string, string>; setCookie?: boolean; heuristic?: boolean } = {}) {
   return decideStore(
     { method: 'GET', url: 'http://h/x', headers: { host: 'h', ...opts.req }, requestTime: T },
     { status: opts.status ?? 200, headers: { date: httpDate(T), ...headers }, hasSetCookie: !!opts.setCookie, responseTime: T },
-    { cacheSetCookie: false },
+    { cacheSetCookie: false, heuristicFreshness: !!opts.heuristic },
   )
 }
 
-function policyOf(headers: Record<string, string>, status = 200): FreshnessPolicy {
-  const d = store(headers, { status })
+function policyOf(headers: Record<string, string>, status = 200, heuristic = false): FreshnessPolicy {
+  const d = store(headers, { status, heuristic })
   if (!d.store) throw new Error(`not stored: ${d.reason}`)
   return d.policy
 }
@@ -27,19 +27,101 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(store({ 'cache-control': 'max-age=60' }, { req: { 'cache-control': 'no-store' } })).toMatchObject({ store: false })
     expect(store({ 'cache-control': 'max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: false, reason: 'authorization' })
     expect(store({ 'cache-control': 's-maxage=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'public, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'must-revalidate, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
+    expect(store({ 'cdn-cache-control': 'public, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
     expect(store({ 'cache-control': 'max-age=60', vary: '*' })).toMatchObject({ store: false, reason: 'vary-star' })
     expect(store({ 'cache-control': 'max-age=60' }, { setCookie: true })).toMatchObject({ store: false, reason: 'set-cookie' })
-    expect(store({ 'cache-control': 'max-age=60' }, { status: 206 })).toMatchObject({ store: false, reason: 'status' })
-    expect(store({ 'cache-control': 'max-age=60' }, { status: 500 })).toMatchObject({ store: false })
   })
 
-  it('stores heuristically cacheable statuses only with validators or freshness', () => {
-    expect(store({}, { status: 200 })).toMatchObject({ store: false, reason: 'no-freshness' })
-    expect(store({ 'last-modified': httpDate(T - 100_000_000) })).toMatchObject({ store: true })
-    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000) }).lifetime).toBe(10_000)
-    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000_000) }).lifetime).toBe(24 * 3600)
-    expect(store({ etag: '"a"' }, { status: 302 })).toMatchObject({ store: false })
+  it('stores explicit freshness for every final status it understands (RFC 9111 §3, RFC 9110 §15)', () => {
+    for (const status of [200, 201, 204, 302, 400, 403, 404, 429, 500, 502, 503, 504]) {
+      expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: true, policy: { lifetime: 60 } })
+      expect(store({ expires: httpDate(T + 60_000) }, { status }), String(status)).toMatchObject({ store: true })
+      expect(store({ 'cache-control': 's-maxage=60' }, { status }), String(status)).toMatchObject({ store: true })
+    }
+    // An unknown status in a known class is that class's x00.
+    for (const status of [299, 399, 499, 599]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: true })
+    // Not final, not a status, a partial body, or an update rather than a response.
+    for (const status of [100, 103, 199, 304, 600, 999]) expect(store({ 'cache-control': 'max-age=60' }, { status }), String(status)).toMatchObject({ store: false, reason: 'status' })
+  })
+
+  it('stores a 206 as a part only when its place in the representation is known (RFC 9111 §3.3)', () => {
+    const part = (headers: Record<string, string>) => store({ 'cache-control': 'max-age=60', ...headers }, { status: 206 })
+    expect(part({ 'content-range': 'bytes 4-8/10', 'content-length': '5' })).toMatchObject({ store: true })
+    expect(part({ 'content-range': 'bytes 0-0/1', 'content-length': '1' })).toMatchObject({ store: true })
+    const bad: Array<Record<string, string>> = [
+      {},
+      { 'content-range': 'bytes 4-8/*', 'content-length': '5' },
+      { 'content-range': 'bytes 4-9/10', 'content-length': '5' },
+      { 'content-range': 'bytes 4-8/10' },
+      { 'content-range': 'bytes 8-4/10', 'content-length': '5' },
+      { 'content-range': 'bytes 4-10/10', 'content-length': '7' },
+      { 'content-range': 'bytes */10', 'content-length': '0' },
+      { 'content-range': 'items 4-8/10', 'content-length': '5' },
+      { 'content-type': 'multipart/byteranges; boundary=x', 'content-length': '99' },
+    ]
+    for (const headers of bad) expect(part(headers), JSON.stringify(headers)).toMatchObject({ store: false, reason: 'partial' })
+    // Opt-in applies to parts as to the whole.
+    expect(store({ 'content-range': 'bytes 4-8/10', 'content-length': '5', etag: '"a"' }, { status: 206 })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+  })
+
+  it('guesses freshness only for the heuristically cacheable statuses of RFC 9110 §15.1, or public', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000) }
+    for (const status of [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]) {
+      expect(store(lm, { status, heuristic: true }), String(status)).toMatchObject({ store: true, policy: { lifetime: 10_000, heuristic: true } })
+    }
+    for (const status of [201, 299, 302, 307, 400, 403, 500, 503]) {
+      expect(store(lm, { status, heuristic: true }), String(status)).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    }
+    expect(store({ ...lm, 'cache-control': 'public' }, { status: 500, heuristic: true })).toMatchObject({ store: true, policy: { heuristic: true } })
+  })
+
+  it('honours must-understand: stored despite no-store when the status is understood (RFC 9111 §5.2.2.3)', () => {
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' })).toMatchObject({ store: true, policy: { lifetime: 60 } })
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' }, { status: 404 })).toMatchObject({ store: true })
+    expect(store({ 'cdn-cache-control': 'no-store, must-understand, max-age=60' })).toMatchObject({ store: true })
+    // A status caje knows only by its class: not understood, so not stored at all.
+    expect(store({ 'cache-control': 'must-understand, max-age=60' }, { status: 299 })).toMatchObject({ store: false, reason: 'must-understand' })
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' }, { status: 299 })).toMatchObject({ store: false })
+    // must-understand does not override private, or a request's no-store.
+    expect(store({ 'cache-control': 'private, no-store, must-understand, max-age=60' })).toMatchObject({ store: false, reason: 'private' })
+    expect(store({ 'cache-control': 'no-store, must-understand, max-age=60' }, { req: { 'cache-control': 'no-store' } })).toMatchObject({ store: false })
+  })
+
+  it('by default stores only responses with explicit freshness (RFC 9111 §4.2.1)', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000) }
+    expect(store(lm)).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ etag: '"a"' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ etag: '"a"', 'cache-control': 'public' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ etag: '"a"', 'cache-control': 'no-store', 'cdn-cache-control': 'public' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ ...lm, 'cache-control': 'max-age=60' })).toMatchObject({ store: true })
+    expect(store({ ...lm, 'cache-control': 's-maxage=60' })).toMatchObject({ store: true })
+    expect(store({ ...lm, 'cdn-cache-control': 'max-age=60' })).toMatchObject({ store: true })
+    expect(store({ ...lm, expires: httpDate(T + 60_000) })).toMatchObject({ store: true })
+    // max-age=0 with a validator is an explicit "store, revalidate every time" (Express's static files).
+    expect(store({ etag: '"a"', 'cache-control': 'public, max-age=0' })).toMatchObject({ store: true })
+    // A valid CDN-Cache-Control overrides Expires (RFC 9213 §2.1), so Expires alone does not opt in.
+    expect(store({ ...lm, expires: httpDate(T + 60_000), 'cdn-cache-control': 'public' })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+  })
+
+  it('with heuristic freshness, stores heuristically cacheable statuses only with validators or freshness', () => {
+    const heuristic = true
+    expect(store({}, { status: 200, heuristic })).toMatchObject({ store: false, reason: 'no-freshness' })
+    expect(store({ 'last-modified': httpDate(T - 100_000_000) }, { heuristic })).toMatchObject({ store: true })
+    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000) }, 200, heuristic)).toMatchObject({ lifetime: 10_000, heuristic: true })
+    expect(policyOf({ 'last-modified': httpDate(T - 100_000_000_000) }, 200, heuristic).lifetime).toBe(24 * 3600)
+    expect(store({ etag: '"a"' }, { status: 302, heuristic })).toMatchObject({ store: false })
     expect(store({ 'cache-control': 'max-age=60' }, { status: 302 })).toMatchObject({ store: true })
+    expect(policyOf({ 'cache-control': 'max-age=60' }, 200, heuristic).heuristic).toBe(false)
+  })
+
+  it('never guesses freshness for a request with Cookie or Authorization (RFC 9111 §4.2.2)', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000), etag: '"a"' }
+    expect(store(lm, { heuristic: true, req: { cookie: 'sid=alice' } })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    expect(store({ ...lm, 'cache-control': 'public' }, { heuristic: true, req: { authorization: 'Bearer x' } })).toMatchObject({ store: false, reason: 'no-explicit-freshness' })
+    // With explicit freshness the origin decided; Cookie does not change that.
+    expect(store({ ...lm, 'cache-control': 'max-age=60' }, { heuristic: true, req: { cookie: 'sid=alice' } })).toMatchObject({ store: true })
   })
 
   it('computes freshness lifetime: s-maxage > max-age > Expires', () => {
@@ -55,6 +137,21 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(policyOf({ 'cache-control': 'max-age="30"' }).lifetime).toBe(30)
   })
 
+  it('reads Expires only as an exact HTTP-date; anything else is already expired (RFC 9111 §5.3)', () => {
+    const validator = { etag: '"x"' }
+    expect(policyOf({ expires: 'Thursday, 18-Aug-50 02:01:18 GMT' }).lifetime).toBe((Date.parse('2050-08-18T02:01:18Z') - T) / 1000)
+    expect(policyOf({ expires: 'Thu Aug 18 02:01:18 2050' }).lifetime).toBe((Date.parse('2050-08-18T02:01:18Z') - T) / 1000)
+    for (const invalid of ['Thu, 18 Aug 2050 02:01:18 UTC', 'Thu 18 Aug 2050 02:01:18 GMT', 'Thu, 18  Aug  2050 02:01:18 GMT', 'Thu, 18-Aug-2050 02:01:18 GMT', 'Thu, 18 Aug 2050 2:01:18 GMT']) {
+      expect(policyOf({ expires: invalid, ...validator }).lifetime, invalid).toBe(0)
+      // Stale at once and nothing to revalidate with: not worth keeping.
+      expect(store({ expires: invalid }), invalid).toMatchObject({ store: false, reason: 'no-freshness' })
+    }
+    // Two Expires lines (joined by the parser) are not one date: stale (RFC 9111 §4.2).
+    expect(policyOf({ expires: `${httpDate(T + 60_000)}, ${httpDate(T + 120_000)}`, ...validator }).lifetime).toBe(0)
+    // An invalid Date is ignored: the response time stands in (§4.2.3, RFC 9110 §6.6.1).
+    expect(policyOf({ date: 'Thu, 01 Jan 2026 00:00:00 UTC', expires: httpDate(T + 60_000) }).lifetime).toBe(60)
+  })
+
   it('uses CDN-Cache-Control over Cache-Control and Expires (RFC 9213)', () => {
     const p = policyOf({ 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=90', expires: httpDate(T + 5_000) })
     expect(p.lifetime).toBe(90)
@@ -66,7 +163,7 @@ describe('decideStore (RFC 9111 §3)', () => {
     const d = decideStore(
       { method: 'GET', url: 'http://h/x', headers: { host: 'h' }, requestTime: T - 2000 },
       { status: 200, headers: { date: httpDate(T - 10_000), age: '3', 'cache-control': 'max-age=60' }, hasSetCookie: false, responseTime: T },
-      { cacheSetCookie: false },
+      { cacheSetCookie: false, heuristicFreshness: false },
     )
     if (!d.store) throw new Error('expected store')
     // apparent_age = 10, corrected_age_value = 3 + 2 = 5 → 10
@@ -110,6 +207,18 @@ describe('decideReuse (RFC 9111 §4)', () => {
     expect(decideReuse(p, { 'cache-control': 'max-stale=100' }, T + 100_000).kind).toBe('fresh')
     expect(decideReuse(p, { 'cache-control': 'max-stale=10' }, T + 100_000).kind).toBe('revalidate')
   })
+
+  it('never serves a response without explicit freshness stale, whatever the request or response allows', () => {
+    const lm = { 'last-modified': httpDate(T - 100_000_000), etag: '"a"', 'cache-control': 'stale-while-revalidate=600, stale-if-error=600' }
+    const p = policyOf(lm, 200, true)
+    expect(decideReuse(p, {}, T + 1000).kind).toBe('fresh')
+    expect(decideReuse(p, { 'cache-control': 'max-stale' }, T + 10_001_000)).toMatchObject({ kind: 'revalidate', staleIfError: false })
+    expect(decideReuse(p, {}, T + 10_001_000)).toMatchObject({ kind: 'revalidate', staleIfError: false })
+    expect(mayServeStaleOnError(p, T + 10_001_000)).toBe(false)
+    // Stale at once (no Last-Modified), kept only for revalidation.
+    const z = policyOf({ etag: '"a"' }, 200, true)
+    expect(decideReuse(z, { 'cache-control': 'max-stale' }, T + 1000)).toMatchObject({ kind: 'revalidate' })
+  })
 })
 
 describe('validation', () => {
@@ -129,6 +238,18 @@ describe('validation', () => {
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 1000) }, stored)).toBe(true)
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, stored)).toBe(false)
     expect(clientNotModified('POST', { 'if-none-match': '*' }, stored)).toBe(false)
+    // RFC 9111 §4.3.2: without Last-Modified, the stored Date decides, else the time it was received.
+    const noLm = { date: httpDate(T) }
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, noLm)).toBe(true)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 3_000_000) }, noLm)).toBe(true)
+    // A stored copy newer than the client's date has been modified since: sent in full (the public
+    // suite's conditional-lm-fresh-no-lm expects a 304 here, against both RFC readings).
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 3_000_000) }, noLm)).toBe(false)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, {}, T)).toBe(true)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, {}, T)).toBe(false)
+    expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, {})).toBe(false)
+    // RFC 9110 §13.1.3: an If-Modified-Since that is not a valid HTTP-date is ignored.
+    expect(clientNotModified('GET', { 'if-modified-since': new Date(T + 1000).toISOString() }, stored)).toBe(false)
   })
 })
 
@@ -140,6 +261,23 @@ describe('cache keys', () => {
     expect(varyFields('Accept-Encoding, accept-language,ACCEPT-ENCODING')).toEqual(['accept-encoding', 'accept-language'])
     expect(variantId({})).toBe('')
     expect(variantId({ a: '1' })).not.toBe(variantId({ a: '2' }))
+  })
+
+  it('normalises Accept-Language as a weighted set, and list whitespace in any field (RFC 9111 §4.1)', () => {
+    const lang = (v: string) => normaliseFieldValue('accept-language', v)
+    expect(lang('en, de')).toBe(lang('de,en'))
+    expect(lang('en, de')).toBe(lang(' DE ,  En '))
+    expect(lang('en;q=0.8, de')).toBe(lang('de, en; Q=0.80'))
+    expect(lang('en;q=1, de')).toBe(lang('de, en'))
+    // Weights still tell preferences apart.
+    expect(lang('en;q=0.5, de')).not.toBe(lang('en, de;q=0.5'))
+    expect(lang('en')).not.toBe(lang('en, de'))
+    const foo = (v: string) => normaliseFieldValue('foo', v)
+    expect(foo('1,2')).toBe(foo(' 1, 2 '))
+    expect(foo('1 ,2')).toBe(foo('1,\t2'))
+    // Inside a quoted-string whitespace is content; case is too, outside Accept-Language.
+    expect(foo('"a, b"')).not.toBe(foo('"a,b"'))
+    expect(foo('A')).not.toBe(foo('a'))
   })
 
   it('parses directives with quoted commas', () => {

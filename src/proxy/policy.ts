@@ -1,13 +1,15 @@
-// HTTP caching decisions (RFC 9111, shared cache), in one place. This is the
-// only module that imports http-cache-semantics: it is used for the RFC 9111
-// §3 "may this be stored" baseline, and caje adds what that library does not
-// do (or does too conservatively): CDN-Cache-Control (RFC 9213), first-value
-// rules for duplicated directives, the full §4.2.3 age calculation,
-// must-revalidate/proxy-revalidate applying only once stale, and the §4.2.4
-// prohibitions on serving stale.
+// HTTP caching decisions (RFC 9111, shared cache), in one place: may a
+// response be stored (§3), how long is it fresh (§4.2), may a stored one be
+// reused (§4, §4.2.4), and how does a 304 update it (§4.3.4). Beyond the RFC's
+// minimum: CDN-Cache-Control (RFC 9213), first-value rules for duplicated
+// directives, the full §4.2.3 age calculation, must-revalidate/proxy-revalidate
+// applying only once stale, and opt-in caching (explicit freshness only, unless
+// heuristics are turned on).
 
-import CachePolicy from 'http-cache-semantics'
 import type { FlatHeaders } from './headers.ts'
+import { parseTargetedField } from './cdn-cache-control.ts'
+import { parseHttpDate } from './http-date.ts'
+import { parseContentRange } from './range.ts'
 
 /** What caje keeps about freshness, precomputed at store time so a hit is a comparison. */
 export interface FreshnessPolicy {
@@ -19,6 +21,7 @@ export interface FreshnessPolicy {
   initialAge: number
   /** Freshness lifetime, seconds (§4.2.1), heuristic or explicit. */
   lifetime: number
+  /** The origin gave no lifetime (§4.2.2): such an entry is never served stale without revalidation. */
   heuristic: boolean
   /** no-cache: every reuse needs validation (§5.2.2.4). */
   noCache: boolean
@@ -107,37 +110,50 @@ export function deltaSeconds(v: string | true | undefined): number | undefined {
   return n > 2147483648 ? 2147483648 : n
 }
 
-/** HTTP-date (RFC 9110 §5.6.7), lenient as §4.2 of RFC 9111 allows; invalid → undefined. */
+/**
+ * HTTP-date (RFC 9110 §5.6.7) in one of its three forms, exactly; invalid → undefined. A
+ * field that appears twice (`a, b` once joined) is not one date, so it is invalid too: for
+ * Expires that means stale (RFC 9111 §4.2 and §5.3).
+ */
 export function httpDate(v: string | undefined): number | undefined {
-  if (!v) return undefined
-  const t = Date.parse(v)
-  return Number.isFinite(t) ? t : undefined
+  return parseHttpDate(v)
 }
 
-/** First value of a field that may only appear once (Expires, Date, Age, Last-Modified, ETag). */
+/** First value of a field that may only appear once (Age, ETag). */
 function single(headers: FlatHeaders, name: string): string | undefined {
   const v = headers[name]
   if (v === undefined) return undefined
-  // Dates contain ", " themselves: only split where a new field value starts.
-  if (name === 'expires' || name === 'date' || name === 'last-modified') {
-    const m = /^(.*?\d{2}:\d{2}:\d{2}(?: GMT)?)(?:\s*,.*)?$/.exec(v)
-    return (m ? m[1] : v).trim()
-  }
   return v.split(',')[0]!.trim()
 }
 
 /** Status codes RFC 9110 §15.1 defines as heuristically cacheable. */
 export const HEURISTICALLY_CACHEABLE: ReadonlySet<number> = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501])
-/** Final status codes caje understands well enough to store (RFC 9111 §3: "the response status code is final" and understood). 206 is never stored: caje stores whole bodies. */
-const UNDERSTOOD: ReadonlySet<number> = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501])
+/**
+ * Status codes whose caching requirements caje knows (those of RFC 9110 §15, 429 of RFC 6585,
+ * 451 of RFC 7725): what `must-understand` asks for (RFC 9111 §5.2.2.3). 304 is left out: it
+ * is never stored.
+ */
+const KNOWN_STATUSES: ReadonlySet<number> = new Set([
+  200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 429, 451, 500, 501, 502, 503, 504, 505,
+])
+
+/**
+ * RFC 9111 §3: only a final response may be stored, and caje stores any final status it
+ * understands. RFC 9110 §15: a status unknown in a known class is understood as that class's
+ * x00, so a 299 with max-age is stored like a 200. Never stored: 304 (it updates a stored
+ * response, it is not one). A 206 is stored as a part (see decideStore).
+ */
+function storableStatus(status: number): boolean {
+  return status >= 200 && status <= 599 && status !== 304
+}
 
 /** The directives caje acts on: CDN-Cache-Control when present (RFC 9213 §2.1), else Cache-Control. */
 export function targetedDirectives(headers: FlatHeaders): { cc: Directives; source: FreshnessPolicy['source'] } {
   const cdn = headers['cdn-cache-control']
   if (cdn !== undefined) {
-    const cc = parseDirectives(cdn)
+    const cc = parseTargetedField(cdn)
     // RFC 9213 §2.1: an invalid targeted field is ignored, and the cache falls back to Cache-Control.
-    if (cc.size > 0) return { cc, source: 'cdn-cache-control' }
+    if (cc) return { cc, source: 'cdn-cache-control' }
   }
   return { cc: parseDirectives(headers['cache-control']), source: 'cache-control' }
 }
@@ -165,26 +181,69 @@ const KEEP_FOR_REVALIDATION_MS = 24 * 3600 * 1000
 /** Cap for heuristic freshness (RFC 9111 §4.2.2 suggests a fraction of the Last-Modified age; caps are common practice). */
 const HEURISTIC_CAP_S = 24 * 3600
 
+/** The configurable part of the store decision. */
+export interface StoreRules {
+  /** Store responses that carry Set-Cookie (the cookie itself is never stored). */
+  cacheSetCookie: boolean
+  /**
+   * RFC 9111 §4.2.2 heuristic freshness for responses without explicit freshness. Off by
+   * default: caje then stores only what the origin asked it to (opt-in caching).
+   */
+  heuristicFreshness: boolean
+}
+
+/**
+ * Whether the origin gave the response an explicit freshness lifetime (RFC 9111 §4.2.1):
+ * s-maxage or max-age in the directives caje acts on, or Expires when those come from
+ * Cache-Control (RFC 9213 §2.1: a valid CDN-Cache-Control overrides Expires too). An
+ * invalid max-age still counts: the origin asked for a lifetime, which is then zero.
+ */
+function hasExplicitFreshness(headers: FlatHeaders, cc: Directives, source: FreshnessPolicy['source']): boolean {
+  if (cc.has('s-maxage') || cc.has('max-age')) return true
+  return source === 'cache-control' && headers.expires !== undefined
+}
+
 /** RFC 9111 §3 + caje's own rules: may this response be stored, and for how long is it fresh? */
-export function decideStore(req: StoreRequest, res: StoreResponse, opts: { cacheSetCookie: boolean }): StoreDecision {
+export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRules): StoreDecision {
   if (req.method !== 'GET') return { store: false, reason: 'method' }
-  if (!UNDERSTOOD.has(res.status)) return { store: false, reason: 'status' }
+  if (!storableStatus(res.status)) return { store: false, reason: 'status' }
+  if (res.status === 206) {
+    // RFC 9111 §3.3: an incomplete response may be stored, as long as it is never taken for
+    // the whole. caje keeps a single range whose place in the representation is known, and
+    // only when the body announced is exactly that range (a multipart/byteranges answer has no
+    // top-level Content-Range, so it is passed through).
+    const part = parseContentRange(res.headers['content-range'])
+    const declared = res.headers['content-length']
+    if (!part || declared === undefined || Number(declared) !== part.end - part.start + 1) return { store: false, reason: 'partial' }
+  }
   const reqcc = parseDirectives(req.headers['cache-control'])
   if (reqcc.has('no-store')) return { store: false, reason: 'request-no-store' }
   const { cc, source } = targetedDirectives(res.headers)
-  if (cc.has('no-store')) return { store: false, reason: 'no-store' }
+  // RFC 9111 §5.2.2.3: must-understand stores only where the status code is understood, and
+  // there it overrides no-store (which it is sent with, for caches that do not know it).
+  const mustUnderstand = cc.has('must-understand')
+  if (mustUnderstand && !KNOWN_STATUSES.has(res.status)) return { store: false, reason: 'must-understand' }
+  if (cc.has('no-store') && !mustUnderstand) return { store: false, reason: 'no-store' }
   // A shared cache must not store private responses (§5.2.2.7); CDN-Cache-Control cannot make them public.
   if (parseDirectives(res.headers['cache-control']).has('private') || cc.has('private')) return { store: false, reason: 'private' }
   if (res.hasSetCookie && !opts.cacheSetCookie) return { store: false, reason: 'set-cookie' }
   const vary = res.headers.vary
   if (vary && vary.split(',').some((f) => f.trim() === '*')) return { store: false, reason: 'vary-star' }
-
-  // Baseline check by http-cache-semantics (method, status, Authorization rules of §3.5, explicit freshness or heuristics).
-  const baselineHeaders: Record<string, string> = { ...res.headers, 'cache-control': serialiseDirectives(cc) }
-  if (source === 'cdn-cache-control') delete baselineHeaders.expires
-  const baseline = new CachePolicy({ method: req.method, url: req.url, headers: req.headers }, { status: res.status, headers: baselineHeaders }, { shared: true })
-  if (!baseline.storable()) {
-    return { store: false, reason: req.headers.authorization ? 'authorization' : 'not-storable' }
+  // Opt-in caching: without explicit freshness the origin never asked for this response to be
+  // shared. Many frameworks send an ETag or Last-Modified on every page, per-user pages
+  // included; storing those on a heuristic would hand one user's page to the next.
+  if (!hasExplicitFreshness(res.headers, cc, source)) {
+    if (!opts.heuristicFreshness) return { store: false, reason: 'no-explicit-freshness' }
+    // RFC 9111 §4.2.2 lets a cache guess a lifetime; never for a request that carried
+    // credentials, whose answer is likely personal even when it does not say so.
+    if (req.headers.cookie !== undefined || req.headers.authorization !== undefined) return { store: false, reason: 'no-explicit-freshness' }
+    // §3, §4.2.2: heuristics only for the statuses RFC 9110 §15.1 lists, or a response marked public.
+    if (!HEURISTICALLY_CACHEABLE.has(res.status) && !cc.has('public')) return { store: false, reason: 'no-explicit-freshness' }
+  }
+  // §3.5: a shared cache stores an answer to a request with Authorization only when the response
+  // says it may be shared: must-revalidate, public or s-maxage.
+  if (req.headers.authorization !== undefined && !cc.has('must-revalidate') && !cc.has('public') && !cc.has('s-maxage')) {
+    return { store: false, reason: 'authorization' }
   }
 
   const policy = freshness(req, res, cc, source)
@@ -197,14 +256,10 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: { cache
   return { store: true, policy, staleAt, deleteAt }
 }
 
-function serialiseDirectives(cc: Directives): string {
-  return [...cc].map(([k, v]) => (v === true ? k : `${k}=${v}`)).join(', ')
-}
-
 /** RFC 9111 §4.2.1 freshness lifetime and §4.2.3 initial age. */
 function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source: FreshnessPolicy['source']): FreshnessPolicy {
   const h = res.headers
-  const date = httpDate(single(h, 'date'))
+  const date = httpDate(h['date'])
   const dateValue = date ?? res.responseTime
 
   let lifetime: number | undefined
@@ -215,15 +270,18 @@ function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source
   else if (maxAge !== undefined) lifetime = maxAge
   else if (cc.has('max-age') || cc.has('s-maxage')) lifetime = 0 // present but invalid: treat as stale (§4.2.1)
   else if (source === 'cache-control' && h.expires !== undefined) {
-    const expires = httpDate(single(h, 'expires'))
+    const expires = httpDate(h['expires'])
     // §5.3: an invalid Expires (e.g. "0") means "already expired".
     lifetime = expires === undefined ? 0 : Math.max(0, Math.floor((expires - dateValue) / 1000))
-  } else if (HEURISTICALLY_CACHEABLE.has(res.status) || cc.has('public')) {
-    // §4.2.2 heuristic freshness: 10% of the time since Last-Modified.
-    const lastModified = httpDate(single(h, 'last-modified'))
+  } else {
+    // No lifetime from the origin: whatever caje uses is its own guess.
     heuristic = true
-    lifetime = lastModified !== undefined && lastModified < dateValue ? Math.min(HEURISTIC_CAP_S, Math.floor((dateValue - lastModified) / 10_000)) : 0
-  } else lifetime = 0
+    if (HEURISTICALLY_CACHEABLE.has(res.status) || cc.has('public')) {
+      // §4.2.2 heuristic freshness: 10% of the time since Last-Modified.
+      const lastModified = httpDate(h['last-modified'])
+      lifetime = lastModified !== undefined && lastModified < dateValue ? Math.min(HEURISTIC_CAP_S, Math.floor((dateValue - lastModified) / 10_000)) : 0
+    } else lifetime = 0
+  }
 
   // §4.2.3 age calculation.
   const ageValue = deltaSeconds(single(h, 'age')) ?? 0
@@ -245,6 +303,14 @@ function freshness(req: StoreRequest, res: StoreResponse, cc: Directives, source
     staleIfError: deltaSeconds(cc.get('stale-if-error')) ?? 0,
     source,
   }
+}
+
+/**
+ * Whether a stored entry may be used under the current rules. One stored on a guessed lifetime
+ * (heuristic freshness on, or an older caje) is as good as absent while heuristics are off.
+ */
+export function usableUnder(p: FreshnessPolicy, rules: StoreRules): boolean {
+  return !p.heuristic || rules.heuristicFreshness
 }
 
 /** Epoch ms at which current_age reaches the freshness lifetime. */
@@ -283,8 +349,7 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
   const remaining = p.lifetime - age
   const fresh = remaining > 0
   const staleness = -remaining
-  // §4.2.4: stale responses may not be served when a directive forbids it.
-  const mayServeStale = !p.mustRevalidate && !p.noCache
+  const mayServeStale = mayEverServeStale(p)
   const staleIfError = mayServeStale && staleness <= p.staleIfError
 
   const rc = reqHeaders['cache-control']
@@ -309,9 +374,19 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
   return { kind: 'revalidate', reason: 'stale', staleIfError }
 }
 
+/**
+ * Whether a stale copy of this response may ever be served without revalidating it first.
+ * RFC 9111 §4.2.4: not when a directive forbids it. And not when its lifetime was a guess
+ * (§4.2.2): the origin never said it may be shared, so neither a request's max-stale nor a
+ * stale window may stretch that guess.
+ */
+function mayEverServeStale(p: FreshnessPolicy): boolean {
+  return !p.mustRevalidate && !p.noCache && !p.heuristic
+}
+
 /** Whether a stale copy may answer for an origin failure right now (RFC 5861 §4, RFC 9111 §4.2.4). */
 export function mayServeStaleOnError(p: FreshnessPolicy, now: number): boolean {
-  if (p.mustRevalidate || p.noCache) return false
+  if (!mayEverServeStale(p)) return false
   return -ttl(p, now) <= p.staleIfError
 }
 
@@ -365,13 +440,17 @@ export function etagListMatches(header: string, etag: string | undefined): boole
  * RFC 9110 §13.2.2: evaluate the client's conditionals against a stored 200.
  * Returns true when the answer is 304 Not Modified.
  */
-export function clientNotModified(method: string, reqHeaders: FlatHeaders, stored: FlatHeaders): boolean {
+export function clientNotModified(method: string, reqHeaders: FlatHeaders, stored: FlatHeaders, receivedAt?: number): boolean {
   if (method !== 'GET' && method !== 'HEAD') return false
   const inm = reqHeaders['if-none-match']
   if (inm !== undefined) return etagListMatches(inm, stored.etag)
+  // §13.1.3: an If-Modified-Since that is not one valid HTTP-date is ignored.
   const ims = httpDate(reqHeaders['if-modified-since'])
   if (ims === undefined) return false
-  const lm = httpDate(stored['last-modified']) ?? httpDate(stored.date)
+  // RFC 9111 §4.3.2: without Last-Modified, the stored response's Date stands in for its
+  // modification date, or else the time it was received. Not modified only when that is no
+  // later than the client's date: a copy newer than the client's is sent in full.
+  const lm = httpDate(stored['last-modified']) ?? httpDate(stored.date) ?? receivedAt
   return lm !== undefined && lm <= ims
 }
 

@@ -18,7 +18,6 @@ async function setup(handler: Parameters<typeof startOrigin>[0], env: Record<str
   return { origin, node }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Raw GET without fetch's decompression. */
 function rawGet(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
@@ -233,23 +232,39 @@ describe('revalidation and stale content', () => {
 
   it('serves stale-while-revalidate immediately and refreshes once in the background', async () => {
     let n = 0
+    // The revalidation's answer waits for `release`: stale answers must arrive while it is held.
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let released = false
     const { origin, node } = await setup((_req, res) => {
       n++
-      setTimeout(() => {
+      const answer = () => {
         res.writeHead(200, { 'cache-control': 'max-age=10, stale-while-revalidate=60', age: n === 1 ? '11' : '0' })
         res.end(`render ${n}`)
-      }, n === 1 ? 0 : 200)
+      }
+      if (n === 1) answer()
+      else void held.then(answer)
     })
     await (await node.get('/swr')).text()
     await node.stored('/swr')
-    const started = Date.now()
+    const key = `http://${new URL(node.url).host}/swr`
+    const [first] = await node.store.variants(key)
+    // Should serving stale wait for the revalidation, the held answer comes after 20 s and the check below fails.
+    const fallback = setTimeout(() => {
+      released = true
+      release()
+    }, 20_000)
     const stale = await Promise.all([node.get('/swr'), node.get('/swr'), node.get('/swr')])
     for (const r of stale) {
       expect(await r.text()).toBe('render 1')
       expect(r.headers.get('cache-status')).toMatch(/hit; ttl=-\d+; detail=stale-while-revalidate/)
     }
-    expect(Date.now() - started).toBeLessThan(200 + 150)
-    await sleep(400)
+    expect(released, 'stale answers waited for the revalidation').toBe(false)
+    clearTimeout(fallback)
+    release()
+    // One background revalidation for the three stale hits; its answer replaces the entry.
+    await waitFor(async () => (await node.store.variants(key))[0]?.storedAt !== first!.storedAt, 'the revalidated entry')
+    await node.proxy.idle()
     expect(origin.count('/swr')).toBe(2)
     const fresh = await node.get('/swr')
     expect(await fresh.text()).toBe('render 2')
@@ -414,18 +429,26 @@ describe('origin failures', () => {
 
   it('stores nothing when the origin dies mid-body', async () => {
     let n = 0
-    const { origin, node } = await setup((_req, res) => {
+    const { origin, node } = await setup((req, res) => {
+      if (req.url === '/whole') {
+        res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': '5' })
+        res.end('whole')
+        return
+      }
       n++
       res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': '100000' })
       res.write(Buffer.alloc(50_000, 1))
       setTimeout(() => res.destroy(), 20)
     })
     await expect(rawGet(node.url + '/partial')).rejects.toThrow()
-    await sleep(100)
-    expect(node.store.stats().entries).toBe(0)
     await expect(rawGet(node.url + '/partial')).rejects.toThrow()
     expect(origin.count('/partial')).toBe(2)
     expect(n).toBe(2)
+    // A later page stored: a commit of the partial body, begun before it, would have landed too.
+    await (await node.get('/whole')).arrayBuffer()
+    await node.stored('/whole')
+    expect(await node.store.variants(`http://${new URL(node.url).host}/partial`)).toEqual([])
+    expect(node.store.stats().entries).toBe(1)
   })
 
   it('answers 421 for a host that is not one of the configured sites', async () => {
@@ -530,18 +553,26 @@ describe('uncacheable URLs under concurrency', () => {
   it('stops coalescing a URL whose responses are not shareable, so requests do not queue behind one another', async () => {
     let inflight = 0
     let maxInflight = 0
+    // During the concurrent phase the origin answers once all 20 are in (or after 10 s: requests
+    // queued behind a leader never arrive together, and then maxInflight says so).
+    let hold: Promise<void> | undefined
+    let release!: () => void
     const { origin, node } = await setup((_req, res) => {
       inflight++
       maxInflight = Math.max(maxInflight, inflight)
-      setTimeout(() => {
+      if (inflight >= 20) release()
+      void (hold ?? Promise.resolve()).then(() => {
         inflight--
         res.writeHead(200, { 'cache-control': 'no-store' })
         res.end('fresh every time')
-      }, 100)
+      })
     })
     await (await node.get('/dynamic')).text()
     maxInflight = 0
+    hold = new Promise<void>((resolve) => (release = resolve))
+    const fallback = setTimeout(release, 10_000)
     const responses = await Promise.all(Array.from({ length: 20 }, () => node.get('/dynamic')))
+    clearTimeout(fallback)
     for (const r of responses) expect(await r.text()).toBe('fresh every time')
     expect(origin.count('/dynamic')).toBe(21)
     // All 20 went to the origin together instead of one leader first and then the rest.

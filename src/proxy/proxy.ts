@@ -5,11 +5,12 @@
 import { Transform, type Readable } from 'node:stream'
 import type { ByteRange, CacheStore, EntryMeta, NewEntry, StoredBody } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
+import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
-import { cleanResponseHeaders, originRequestHeaders, storedHeaders, withoutConditionals, type ForwardContext } from './forward.ts'
-import { appendVia, stripHopByHop, type FlatHeaders } from './headers.ts'
+import { cleanResponseHeaders, originRequestHeaders, STEERING_REQUEST_HEADERS, storedHeaders, withoutConditionals, type CleanedResponseHeaders, type ForwardContext } from './forward.ts'
+import { appendVia, stripHopByHop, type FlatHeaders, type HeaderBag } from './headers.ts'
 import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
   currentAge,
@@ -26,7 +27,10 @@ import {
   ttl,
   validatorsFor,
   type FreshnessPolicy,
+  type StoreRules,
+  usableUnder,
 } from './policy.ts'
+import { partSlice, storedVariantId, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 
 export interface ProxyRequest {
@@ -34,13 +38,15 @@ export interface ProxyRequest {
   scheme: 'http' | 'https'
   /** Normalised host (lower case, default port dropped). */
   host: string
-  /** Path and query as sent. */
+  /** Path and query in canonical form (canonical-url.ts): what the key holds and the origin is sent. */
   path: string
   /** Client request headers, lower-case names, repeated fields joined. */
   headers: FlatHeaders
   body: Readable | AsyncIterable<Uint8Array> | null
   clientIp: string
   signal: AbortSignal
+  /** Pass an interim (1xx) response from the origin on to this client (see interim.ts); absent where there is no way to. */
+  interim?(status: number, headers: HeaderBag): void
 }
 
 export interface ProxyResult {
@@ -65,8 +71,12 @@ export interface ProxyOptions {
   resolveOrigin: (host: string) => URL | undefined
   maxObjectBytes: number
   cacheSetCookie: boolean
+  /** RFC 9111 §4.2.2 heuristic freshness (default false: only responses with explicit freshness are stored). */
+  heuristicFreshness?: boolean
   preserveHost: boolean
   trustForwarded: boolean
+  /** Request fields never forwarded to the origin; default STEERING_REQUEST_HEADERS. */
+  stripRequestHeaders?: ReadonlySet<string>
   log: (entry: Record<string, unknown>) => void
   metrics?: ProxyMetrics
   now?: () => number
@@ -83,6 +93,7 @@ export interface Proxy {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
 const HIT: CacheStatus = { hit: true }
+const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
 const PASS_MARK_TTL_MS = 60_000
@@ -106,9 +117,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const coalescer = new Coalescer()
   const background = new OncePerKey()
   const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
+  const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
+  const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
-    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded }
+    return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
   }
 
   /**
@@ -116,22 +129,40 @@ export function createProxy(opts: ProxyOptions): Proxy {
    * request's variant id is worked out once per distinct stored Vary value (nearly always one),
    * so a URL with many variants costs no more than one with a single variant.
    */
-  function lookup(key: string, headers: FlatHeaders): { meta?: EntryMeta; hadVariants: boolean } {
+  function lookup(key: string, headers: FlatHeaders): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
     const varies = store.varyOf(key)
-    if (varies.length === 0) return { hadVariants: false }
+    if (varies.length === 0) return { hadVariants: false, variants: NO_VARIANTS }
     let best: EntryMeta | undefined
     for (const vary of varies) {
       const fields = varyFields(vary)
       const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
-      if (!meta || !isFreshnessPolicy(meta.policy)) continue
+      // A stored part (206) is never taken for the whole response; only usablePart() picks one.
+      if (!meta || meta.status === 206 || !isFreshnessPolicy(meta.policy)) continue
+      if (!usableUnder(meta.policy, storeRules)) continue
       if (!variantMatches(meta.varyHeaders, fields, headers)) continue
       if (!best || meta.storedAt > best.storedAt) best = meta
     }
-    return { meta: best, hadVariants: true }
+    if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
+    // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
+    // exists (vary-miss or uri-miss) need the whole list, on this miss path only.
+    const variants = store.variants(key)
+    return { hadVariants: variants.some((v) => v.status !== 206), variants }
   }
 
   function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
-    return origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal })
+    return origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal, onInterim: interimFor(req) })
+  }
+
+  /**
+   * An origin response's headers cleaned for the client (forward.ts). A refused cookie is
+   * logged by name (never its value), as the origin's owner will wonder where it went.
+   */
+  function responseHeaders(res: OriginResponse, url: string): CleanedResponseHeaders {
+    const cleaned = cleanResponseHeaders(res.headers)
+    if (cleaned.refusedCookies.length) {
+      opts.log({ level: 'warn', msg: "origin response tried to set caje's own cookie names (caje_*); Set-Cookie dropped, rename the cookie at the origin", url, names: cleaned.refusedCookies })
+    }
+    return cleaned
   }
 
   function originFailure(err: unknown, cacheStatus: CacheStatus): ProxyResult {
@@ -163,7 +194,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     if (!head) {
       const fields: Record<string, string> = { ...meta.headers, age: '', via: appendVia(meta.headers.via), 'cache-status': '' }
       if (meta.status === 200) fields['accept-ranges'] = 'bytes'
-      fields['content-length'] = String(meta.size)
+      // RFC 9110 §8.6: a 204 carries no Content-Length.
+      if (meta.status !== 204) fields['content-length'] = String(meta.size)
       storedHeads.set(meta, (head = { fields, age: -1, ageText: '', ttl: NaN, hitStatus: '' }))
     }
     return head
@@ -196,7 +228,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
       headers['cache-status'] = head.hitStatus
     } else headers['cache-status'] = formatCacheStatus(status)
 
-    if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers)) {
+    // A stored part answers only the range inside it that usablePart() found.
+    const slice = meta.status === 206 ? partSlice(meta, req.headers.range) : undefined
+    if (slice) {
+      headers['content-range'] = slice.contentRange
+      headers['content-length'] = slice.contentLength
+      return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: slice.body }
+    }
+
+    if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
       const h: Record<string, string> = { age: headers.age, via: headers.via!, 'cache-status': headers['cache-status'] }
       for (const f of NOT_MODIFIED_FIELDS) if (meta.headers[f] !== undefined) h[f] = meta.headers[f]!
       return { result: { status: 304, headers: h, body: null, cacheStatus: status, tier: 'none' }, needsBody: false }
@@ -253,20 +293,21 @@ export function createProxy(opts: ProxyOptions): Proxy {
     onOutcome: (stored: boolean, meta?: EntryMeta) => void,
   ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
     const responseTime = now()
-    const { headers, setCookie } = cleanResponseHeaders(res.headers)
+    const { headers, setCookie, hadSetCookie } = responseHeaders(res, target.url)
     const decision = decideStore(
       { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
-      { status: res.status, headers, hasSetCookie: setCookie.length > 0, responseTime },
-      { cacheSetCookie: opts.cacheSetCookie },
+      { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
+      storeRules,
     )
     const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
     let detail: string | undefined
     if (!decision.store) detail = decision.reason
     else if (declared !== undefined && declared > opts.maxObjectBytes) detail = 'too-large'
-    else if (declared === undefined && !isChunked(res.headers['transfer-encoding'])) {
+    else if (declared === undefined && res.status !== 204 && !isChunked(res.headers['transfer-encoding'])) {
       // RFC 9112 §6.3 rule 8: with neither Content-Length nor chunked coding, the body ends when
       // the origin closes the connection, so a connection cut short looks like a complete body.
-      // Pass such a response through, but never store what could be a truncated copy.
+      // Pass such a response through, but never store what could be a truncated copy. (A 204
+      // has no body at all, rule 1.)
       detail = 'no-length'
     } else if (!store.admits(target.key, declared)) {
       // The disk writer is behind: serve this one without storing it rather than queue without bound.
@@ -285,7 +326,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const toStore: FlatHeaders = storedHeaders(headers)
     const entry: NewEntry = {
       key: target.key,
-      variant: variantId(values),
+      variant: storedVariantId(res.status, variantId(values)),
       url: target.url,
       host: target.host,
       status: res.status,
@@ -389,11 +430,23 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
+  /**
+   * A range request the cache cannot answer: forwarded with its Range, and a 206 that comes back
+   * is stored as a part (a 200, when the origin ignores Range, as the whole response).
+   */
+  async function fetchRange(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus): Promise<ProxyResult> {
+    const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
+    const requestTime = now()
+    const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
+    const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    return clientResult(req, originUrl, admitted, res, cacheStatus)
+  }
+
   /** Plain pass-through: the request goes to the origin as the client sent it, nothing is stored. */
   async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
     const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
-    const cleaned = cleanResponseHeaders(res.headers)
+    const cleaned = responseHeaders(res, primaryKey(req.scheme, req.host, req.path))
     return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
   }
 
@@ -407,7 +460,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, u.pathname + u.search))
+        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, canonicalTarget(u.pathname + u.search)))
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
@@ -432,7 +485,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const requestTime = now()
     let res: OriginResponse
     try {
-      res = await origin.send({ origin: originUrl, method: 'GET', path: new URL(meta.url).pathname + new URL(meta.url).search, headers, signal: background ? undefined : req.signal })
+      res = await origin.send({
+        origin: originUrl,
+        method: 'GET',
+        path: new URL(meta.url).pathname + new URL(meta.url).search,
+        headers,
+        signal: background ? undefined : req.signal,
+        onInterim: background ? undefined : interimFor(req),
+      })
     } catch (error) {
       return { kind: 'failed', error }
     }
@@ -449,7 +509,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const decision = decideStore(
         { method: 'GET', url: meta.url, headers: req.headers, requestTime },
         { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
-        { cacheSetCookie: opts.cacheSetCookie },
+        storeRules,
       )
       if (!decision.store) {
         // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
@@ -496,7 +556,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants } = lookup(key, req.headers)
+      const { meta, hadVariants, variants } = lookup(key, req.headers)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
@@ -532,11 +592,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
           if (served) return served
         }
         if (outcome.response) {
-          const cleaned = cleanResponseHeaders(outcome.response.headers)
+          const cleaned = responseHeaders(outcome.response, meta.url)
           return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
         return originFailure(outcome.error, { fwd: 'stale' })
+      }
+
+      const part = usablePart(req.method, req.headers, variants, now(), storeRules)
+      if (part) {
+        const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: attempt > 0 || undefined })
+        if (served) return served
+        continue
       }
 
       // RFC 9111 §5.2.1.7: only-if-cached with nothing usable stored → 504.
@@ -548,6 +615,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
         const pending = attempt > 1 ? undefined : coalescer.pending(key)
         if (pending && (await pending) === 'stored') continue
+        // A range asked for without If-Range: its 206 can be stored as a part (RFC 9111 §3.3).
+        // With If-Range the client holds a copy of its own to combine with: pass it through.
+        if (req.method === 'GET' && req.headers.range !== undefined && req.headers['if-range'] === undefined) return fetchRange(req, originUrl, key, { fwd })
         return pass(req, originUrl, { fwd })
       }
       // A key whose last fill was not shareable skips coalescing for a while ("hit-for-miss"):
@@ -626,7 +696,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         method: 'GET',
         scheme: url.protocol === 'https:' ? 'https' : 'http',
         host,
-        path: url.pathname + url.search,
+        path: canonicalTarget(url.pathname + url.search),
         // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
         headers: { ...requestHeadersForVariant(varyHeaders), host },
         body: null,
@@ -648,6 +718,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
     idle: () => background.idle(),
   }
+}
+
+/** Interim responses for the client waiting on this origin request: only its own, never stored. */
+function interimFor(req: ProxyRequest): ((status: number, headers: HeaderBag) => void) | undefined {
+  return req.interim && ((status, headers) => req.interim!(status, headers))
 }
 
 /** Whether the last transfer coding is chunked: the body's end is then marked in the stream (RFC 9112 §7.1). */

@@ -1,8 +1,9 @@
-// Single byte-range requests answered from a stored body (RFC 9110 §14).
+// Single byte-range requests answered from a stored body (RFC 9110 §14), and
+// the stored parts (206 responses) that can answer some of them.
 
 import type { ByteRange } from '../cache/types.ts'
-import { httpDate } from './policy.ts'
 import type { FlatHeaders } from './headers.ts'
+import { parseHttpDate as httpDate } from './http-date.ts'
 
 export type RangeResult = { kind: 'none' } | { kind: 'range'; range: ByteRange } | { kind: 'unsatisfiable' }
 
@@ -42,4 +43,34 @@ export function ifRangeAllows(reqHeaders: FlatHeaders, stored: FlatHeaders): boo
   const date = httpDate(v)
   const lm = httpDate(stored['last-modified'])
   return date !== undefined && lm !== undefined && date === lm
+}
+
+/** One stored range of a representation: bytes `start`-`end` of `length`. */
+export interface StoredPart {
+  start: number
+  end: number
+  length: number
+}
+
+/**
+ * The Content-Range of a single-part 206 (RFC 9110 §14.4): `bytes first-last/complete-length`.
+ * Undefined for anything else, an unknown complete length (`/*`) included: such a part could
+ * never be placed in its representation.
+ */
+export function parseContentRange(value: string | undefined): StoredPart | undefined {
+  if (value === undefined) return undefined
+  const m = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15})$/i.exec(value.trim())
+  if (!m) return undefined
+  const start = Number(m[1])
+  const end = Number(m[2])
+  const length = Number(m[3])
+  if (start > end || end >= length) return undefined
+  return { start, end, length }
+}
+
+/** The range a request asks for, when a stored part holds all of it (in the representation's byte positions). */
+export function rangeWithinPart(header: string | undefined, part: StoredPart): ByteRange | undefined {
+  const r = parseRange(header, part.length)
+  if (r.kind !== 'range') return undefined
+  return r.range.start >= part.start && r.range.end <= part.end ? r.range : undefined
 }

@@ -48,8 +48,8 @@ describe('disk write queue', () => {
     })
     await Promise.all(Array.from({ length: 20 }, (_, i) => node.get(`/w${i}`).then((r) => r.text())))
     await node.store.drain()
-    const health = (await (await node.get('/_caje/health')).json()) as { diskWriter?: { jobs: number; bytes: number } }
-    expect(health.diskWriter).toEqual({ jobs: 0, bytes: 0 })
+    const health = (await (await node.get('/_caje/health')).json()) as { cache: { writeQueueJobs: number; writeQueueBytes: number } }
+    expect(health.cache).toMatchObject({ writeQueueJobs: 0, writeQueueBytes: 0 })
   })
 })
 

@@ -1,0 +1,668 @@
+// npm run bench:cluster-scale [-- options]: the cluster at scale, on this
+// machine and 127.0.0.1 only. Three caje processes share one manifest file as
+// under LiteFS (node 1 the primary, nodes 2 and 3 replicas writing through
+// it), 10 KiB objects, and measures:
+//
+//   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest)
+//   purge     a prefix purge of --objects objects held by all 3 nodes: the purge request,
+//             when each node first answers a miss, the slowest health probe meanwhile
+//   populate  objects/s node 3 copies from its peers after losing its disk; origin requests
+//   list      the admin list at --entries manifest entries: filtered, first and deep pages
+//   index     heap bytes per entry of the disk tier's in-memory index
+//
+// Health probes open a fresh connection to every node every 50 ms during the
+// purge, the populate and the list requests; their worst wait is reported.
+// The machine is shared: every figure is the median of --runs repetitions.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs/promises'
+import http from 'node:http'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+import SQLite from 'better-sqlite3'
+import { buildCaje } from './build.ts'
+import { EntryIndex, entryId, type IndexRecord } from '../src/cache/entry-index.ts'
+import type { EntryMeta } from '../src/cache/types.ts'
+import { openDatabase } from '../src/manifest/database.ts'
+import { migrateToLatest } from '../src/manifest/migrate.ts'
+import type { ManifestOp } from '../src/manifest/ops.ts'
+
+const HELP = `npm run bench:cluster-scale [-- options]
+
+  --scenarios <list>   comma list of: apply,purge,populate,list,index (default all)
+  --objects <n>        objects purged and populated (default 3000; the issue's figure is 10000)
+  --entries <n>        manifest entries for the list scenario (default 300000; issue: 1000000)
+  --index-entries <n>  entries for the in-memory index measure (default 100000)
+  --runs <n>           repetitions; medians are reported (default 3)
+  --cpu-prof <dir>     start the caje processes with node --cpu-prof, profiles written there
+  --keep               keep the temp dir (manifest, caches, logs)
+  --threadpool <n>     UV_THREADPOOL_SIZE of the caje processes (default: Node's 4)
+`
+
+const SECRET = 'cluster-scale-bench-secret'
+const TOKEN = 'cluster-scale-bench-api-token-0123456789'
+const HOST = 'cdn.bench'
+const OBJECT_BYTES = 10 * 1024
+
+interface Options {
+  scenarios: Set<string>
+  objects: number
+  entries: number
+  indexEntries: number
+  runs: number
+  cpuProf: string | undefined
+  keep: boolean
+  threadpool: number | undefined
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      scenarios: { type: 'string' },
+      objects: { type: 'string' },
+      entries: { type: 'string' },
+      'index-entries': { type: 'string' },
+      runs: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      keep: { type: 'boolean' },
+      threadpool: { type: 'string' },
+      help: { type: 'boolean' },
+    },
+    allowPositionals: false,
+  })
+  if (values.help) {
+    console.log(HELP)
+    process.exit(0)
+  }
+  const int = (name: string, v: string | undefined, d: number) => {
+    if (v === undefined) return d
+    const n = Number(v)
+    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive whole number, got ${JSON.stringify(v)}`)
+    return n
+  }
+  const all = ['apply', 'purge', 'populate', 'list', 'index']
+  const scenarios = new Set((values.scenarios ?? all.join(',')).split(',').map((s) => s.trim()).filter(Boolean))
+  for (const s of scenarios) if (!all.includes(s)) throw new Error(`--scenarios: unknown scenario ${JSON.stringify(s)}; choose from ${all.join(', ')}`)
+  return {
+    scenarios,
+    objects: int('objects', values.objects, 3000),
+    entries: int('entries', values.entries, 300_000),
+    indexEntries: int('index-entries', values['index-entries'], 100_000),
+    runs: int('runs', values.runs, 3),
+    cpuProf: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined,
+    keep: values.keep ?? false,
+    threadpool: values.threadpool === undefined ? undefined : int('threadpool', values.threadpool, 4),
+  }
+}
+
+// ── processes ───────────────────────────────────────────────────────────
+
+interface Node {
+  name: string
+  port: number
+  url: string
+  env: Record<string, string>
+  child: ChildProcess
+  out: () => string
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address() as net.AddressInfo
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number, everyMs = 10): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+/** The production bundle, as `npm start` runs it (no TypeScript loader thread in the profiles). */
+let bundle = ''
+
+async function spawnNode(name: string, env: Record<string, string>, cpuProf: string | undefined): Promise<Node> {
+  const args: string[] = []
+  if (cpuProf) args.push('--cpu-prof', '--cpu-prof-dir', cpuProf, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`)
+  args.push(bundle)
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const keep = (d: Buffer) => {
+    out += d.toString()
+    if (out.length > 1_000_000) out = out.slice(-500_000)
+  }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, `${name} to start`, 30_000, 20)
+  if (child.exitCode !== null) throw new Error(`${name} exited at start:\n${out}`)
+  const port = Number(env.PORT)
+  return { name, port, url: `http://127.0.0.1:${port}`, env, child, out: () => out }
+}
+
+async function stopNode(node: Node): Promise<void> {
+  if (node.child.exitCode !== null) return
+  const exited = new Promise<void>((resolve) => node.child.once('exit', () => resolve()))
+  node.child.kill('SIGTERM')
+  const timer = setTimeout(() => node.child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}
+
+interface Cluster {
+  root: string
+  nodes: Node[]
+  originRequests: () => number
+  envFor(i: number): Promise<Record<string, string>>
+  close(): Promise<void>
+}
+
+async function startCluster(options: Options, tag: string): Promise<Cluster> {
+  let originRequests = 0
+  const body = Buffer.alloc(OBJECT_BYTES, 'x')
+  const origin = http.createServer((req, res) => {
+    originRequests++
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'public, max-age=3600', 'content-length': String(body.length) })
+    res.end(body)
+  })
+  await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve))
+  const originUrl = `http://127.0.0.1:${(origin.address() as net.AddressInfo).port}`
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), `caje-scale-${tag}-`))
+  const ports = [await freePort(), await freePort(), await freePort()]
+  const common = {
+    CAJE_ORIGIN: originUrl,
+    CAJE_LISTEN_HOST: '127.0.0.1',
+    CAJE_DATABASE_PATH: path.join(root, 'shared', 'manifest.db'),
+    CAJE_CLUSTER_SECRET: SECRET,
+    CAJE_API_TOKEN: TOKEN,
+    CAJE_ADMIN_PASSWORD: 'correct horse battery staple',
+    CAJE_PRIMARY_URL_TEMPLATE: `http://{host}:${ports[0]}`,
+    CAJE_ACCESS_LOG: 'false',
+    CAJE_POPULATE_INTERVAL: '0',
+    CAJE_POPULATE_CONCURRENCY: '16',
+    CAJE_SHUTDOWN_TIMEOUT_MS: '5000',
+    CAJE_MEMORY_CACHE_BYTES: '0',
+    ...(options.threadpool ? { UV_THREADPOOL_SIZE: String(options.threadpool) } : {}),
+  }
+  const envFor = async (i: number): Promise<Record<string, string>> => {
+    const litefs = path.join(root, `litefs${i + 1}`)
+    await fs.mkdir(litefs, { recursive: true })
+    if (i > 0) await fs.writeFile(path.join(litefs, '.primary'), '127.0.0.1\n')
+    return {
+      ...common,
+      PORT: String(ports[i]),
+      CAJE_NODE_ID: `node${i + 1}`,
+      CAJE_CACHE_DIR: path.join(root, `cache${i + 1}`),
+      CAJE_LITEFS_DIR: litefs,
+      CAJE_INTERNAL_URL: `http://127.0.0.1:${ports[i]}`,
+    }
+  }
+  const { db } = openDatabase({ path: common.CAJE_DATABASE_PATH })
+  await migrateToLatest(db)
+  await db.destroy()
+  const nodes = await Promise.all([0, 1, 2].map(async (i) => spawnNode(`node${i + 1}`, await envFor(i), options.cpuProf)))
+  return {
+    root,
+    nodes,
+    originRequests: () => originRequests,
+    envFor,
+    async close() {
+      await Promise.all(nodes.map((n) => stopNode(n)))
+      origin.closeAllConnections()
+      await new Promise<void>((resolve) => origin.close(() => resolve()))
+      if (!options.keep) await fs.rm(root, { recursive: true, force: true })
+      else console.log(`kept ${root}`)
+    },
+  }
+}
+
+// ── HTTP ────────────────────────────────────────────────────────────────
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 32 })
+
+function get(node: Node, pathname: string): Promise<{ status: number; cacheStatus: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST }, agent }, (res) => {
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? '') }))
+      })
+      .on('error', reject)
+  })
+}
+
+function getOnlyIfCached(node: Node, pathname: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST, 'cache-control': 'only-if-cached' }, agent }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode!))
+      })
+      .on('error', reject)
+  })
+}
+
+async function admin<T>(node: Node, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T; ms: number }> {
+  const t0 = performance.now()
+  const res = await fetch(node.url + pathname, {
+    method: init.method ?? 'GET',
+    headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  })
+  const json = (await res.json()) as T
+  return { status: res.status, json, ms: performance.now() - t0 }
+}
+
+/** Run fn over items with at most `limit` in flight. */
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!)
+    }),
+  )
+}
+
+/** A health probe on a fresh connection to every node every 50 ms; stop() resolves to the worst wait per node (ms). */
+function probeHealth(nodes: Node[]): { stop(): Promise<number[]> } {
+  const worst = nodes.map(() => 0)
+  const inflight = new Set<Promise<void>>()
+  const probe = (node: Node, i: number) => {
+    const t0 = performance.now()
+    const p = new Promise<void>((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port: node.port, path: '/_caje/health', agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => {
+          worst[i] = Math.max(worst[i]!, performance.now() - t0)
+          resolve()
+        })
+      })
+      req.on('error', () => {
+        worst[i] = Math.max(worst[i]!, performance.now() - t0)
+        resolve()
+      })
+    })
+    inflight.add(p)
+    void p.finally(() => inflight.delete(p))
+  }
+  const timer = setInterval(() => nodes.forEach(probe), 50)
+  nodes.forEach(probe)
+  return {
+    async stop() {
+      clearInterval(timer)
+      await Promise.all([...inflight])
+      return worst
+    },
+  }
+}
+
+// ── scenarios ───────────────────────────────────────────────────────────
+
+function entryRecord(i: number, now: number, prefix = '/obj/') {
+  const url = `http://${HOST}${prefix}${i}`
+  return {
+    key: `${HOST}${prefix}${i}`,
+    variant: '',
+    host: HOST,
+    url,
+    status: 200,
+    size: OBJECT_BYTES,
+    contentType: 'application/octet-stream',
+    storedAt: now,
+    staleAt: now + 3_600_000,
+    deleteAt: now + 7_200_000,
+    tags: [] as string[],
+    varyHeaders: {} as Record<string, string>,
+  }
+}
+
+/** The primary applying replica batches: POST /_caje/internal/manifest, 1000 ops each, as a replica sends them. */
+async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record<string, number>> {
+  const primary = cluster.nodes[0]!
+  const now = Date.now()
+  const batches: ManifestOp[][] = []
+  for (let b = 0; b * 1000 < totalOps; b++) {
+    const ops: ManifestOp[] = []
+    for (let i = b * 1000; i < Math.min(totalOps, (b + 1) * 1000); i++) {
+      // Already stale: populate (a later scenario) leaves these alone.
+      const entry = { ...entryRecord(i, now + i, '/apply/'), staleAt: now - 1000 }
+      ops.push({ type: 'stored', nodeId: `node${(i % 2) + 2}`, entry })
+    }
+    batches.push(ops)
+  }
+  const bodies = batches.map((ops) => JSON.stringify({ ops }))
+  const t0 = performance.now()
+  let applied = 0
+  for (const body of bodies) {
+    const res = await fetch(`${primary.url}/_caje/internal/manifest`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', 'x-caje-node': 'bench' },
+      body,
+    })
+    const json = (await res.json()) as { applied?: number; error?: string }
+    if (!res.ok) throw new Error(`primary refused a batch: ${res.status} ${json.error}`)
+    applied += json.applied ?? 0
+  }
+  const seconds = (performance.now() - t0) / 1000
+  return { opsPerSecond: Math.round(applied / seconds) }
+}
+
+/** Fill every node with the objects, then purge them by prefix through node 2 (a replica). */
+async function scenarioPurge(cluster: Cluster, objects: number, run: number): Promise<Record<string, number>> {
+  const prefix = `/purge${run}/`
+  const paths = Array.from({ length: objects }, (_, i) => `${prefix}${i}`)
+  for (const node of cluster.nodes) await pool(paths, 16, async (p) => void (await get(node, p)))
+  // Every node has committed every object (commits finish after the response).
+  await waitFor(
+    async () => (await Promise.all(cluster.nodes.map((n) => diskTotal(n, prefix)))).every((t) => t === objects),
+    'every node to hold the objects',
+    120_000,
+    200,
+  )
+  const idleWorst = await idleProbeWorst(cluster)
+  const probes = probeHealth(cluster.nodes)
+  const window = profileWindow('purge')
+  const t0 = performance.now()
+  const missAt: (number | undefined)[] = cluster.nodes.map(() => undefined)
+  const watchers = cluster.nodes.map(async (node, i) => {
+    // The node answers a miss for a purged object (only-if-cached: RFC 9111
+    // §5.2.1.7, 504 when nothing usable is stored, without filling it).
+    await waitFor(async () => (await getOnlyIfCached(node, `${prefix}${objects - 1}`)) === 504, `${node.name} to miss the purged object`, 60_000, 5)
+    missAt[i] = performance.now() - t0
+  })
+  const purge = admin<{ removed: number }>(cluster.nodes[1]!, '/_caje/purge', { method: 'POST', body: { prefix: `http://${HOST}${prefix}` } })
+  const purged = await purge
+  const purgeMs = performance.now() - t0
+  await Promise.all(watchers)
+  const goneAt: number[] = []
+  await Promise.all(
+    cluster.nodes.map(async (node) => {
+      await waitFor(async () => (await diskTotal(node, prefix)) === 0, `${node.name} to finish the purge`, 60_000, 50)
+      goneAt.push(performance.now() - t0)
+    }),
+  )
+  const worst = await probes.stop()
+  window.end()
+  if (purged.status !== 200) throw new Error(`purge answered ${purged.status}: ${JSON.stringify(purged.json)}`)
+  return {
+    purgeRequestMs: Math.round(purgeMs),
+    firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
+    allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
+    healthWorstMs: Math.round(Math.max(...worst)),
+    healthIdleWorstMs: idleWorst,
+  }
+}
+
+/** The same probes on the idle cluster for a second: what the shared machine costs a probe anyway. */
+async function idleProbeWorst(cluster: Cluster): Promise<number> {
+  const idle = probeHealth(cluster.nodes)
+  await new Promise((r) => setTimeout(r, 1000))
+  return Math.round(Math.max(...(await idle.stop())))
+}
+
+/**
+ * Print a scenario's span on the monotonic clock V8's profiler stamps its
+ * samples with (microseconds), so a --cpu-prof profile can be cut to it.
+ */
+function profileWindow(name: string): { end(): void } {
+  const start = process.hrtime.bigint() / 1000n
+  return {
+    end() {
+      console.log(`profile window ${name}: ${start} ${process.hrtime.bigint() / 1000n}`)
+    },
+  }
+}
+
+async function diskTotal(node: Node, filter: string): Promise<number> {
+  const res = await admin<{ disk: { total: number } }>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=1`)
+  return res.json.disk.total
+}
+
+/** Node 1 and 2 hold the objects; node 3 starts on an empty disk and populates from them. */
+async function scenarioPopulate(cluster: Cluster, objects: number, run: number): Promise<Record<string, number>> {
+  const prefix = `/pop${run}/`
+  const paths = Array.from({ length: objects }, (_, i) => `${prefix}${i}`)
+  for (const node of cluster.nodes.slice(0, 2)) await pool(paths, 16, async (p) => void (await get(node, p)))
+  await waitFor(
+    async () => (await Promise.all(cluster.nodes.slice(0, 2).map((n) => diskTotal(n, prefix)))).every((t) => t === objects),
+    'nodes 1 and 2 to hold the objects',
+    120_000,
+    200,
+  )
+  // The manifest lists them as held (replicas' ops reach the primary in batches).
+  await waitFor(async () => (await admin<{ manifest: { total: number } }>(cluster.nodes[2]!, `/_caje/list?filter=${encodeURIComponent(prefix)}&limit=1`)).json.manifest.total === objects, 'the manifest', 60_000, 100)
+  const before = cluster.originRequests()
+  const node = cluster.nodes[2]!
+  const idleWorst = await idleProbeWorst(cluster)
+  const probes = probeHealth(cluster.nodes)
+  const window = profileWindow('populate')
+  const t0 = performance.now()
+  const started = await admin<{ started: boolean }>(node, '/_caje/populate', { method: 'POST', body: {} })
+  if (started.status !== 202) throw new Error(`populate answered ${started.status}`)
+  let status: { running: boolean; done: number; failed: number } | null = null
+  await waitFor(
+    async () => {
+      status = (await admin<{ populate: typeof status }>(node, '/_caje/populate')).json.populate
+      return status !== null && !status.running
+    },
+    'populate to finish',
+    600_000,
+    50,
+  )
+  const seconds = (performance.now() - t0) / 1000
+  const worst = await probes.stop()
+  window.end()
+  const s = status as unknown as { done: number; failed: number }
+  return {
+    objectsPerSecond: Math.round(s.done / seconds),
+    copied: s.done,
+    failed: s.failed,
+    originRequests: cluster.originRequests() - before,
+    healthWorstMs: Math.round(Math.max(...worst)),
+    healthIdleWorstMs: idleWorst,
+  }
+}
+
+/** Bulk-load entries straight into the manifest file (as if stored by the three nodes), then time the admin list. */
+async function seedManifest(dbPath: string, entries: number): Promise<{ now: number; keyOf: (i: number) => string }> {
+  const sqlite = new SQLite(dbPath)
+  sqlite.pragma('busy_timeout = 10000')
+  const now = Date.now()
+  const entry = sqlite.prepare(
+    `insert or ignore into entries (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
+     values (?, '', ?, ?, 200, ${OBJECT_BYTES}, 'text/html', ?, ?, ?, '[]', '{}')`,
+  )
+  const holding = sqlite.prepare(`insert or ignore into entry_nodes (key, variant, node_id, stored_at) values (?, '', ?, ?)`)
+  const sections = ['blog', 'assets', 'img', 'docs', 'api', 'shop', 'news', 'video']
+  const urlOf = (i: number) => `https://${HOST}/${sections[i % sections.length]}/${i.toString(36)}/page-${i}.html`
+  const keyOf = (i: number) => `${HOST}${urlOf(i).slice(8 + HOST.length)}`
+  const chunk = 20_000
+  for (let start = 0; start < entries; start += chunk) {
+    sqlite.transaction(() => {
+      for (let i = start; i < Math.min(entries, start + chunk); i++) {
+        const url = urlOf(i)
+        const key = keyOf(i)
+        entry.run(key, HOST, url, now - i, now + 3_600_000, now + 7_200_000)
+        holding.run(key, `node${(i % 3) + 1}`, now - i)
+      }
+    })()
+    // Let the nodes' own writes in between.
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  sqlite.close()
+  return { now, keyOf }
+}
+
+/** Wait for the primary's writer to index the seeded URLs for the filter; resolves to rows indexed per second. */
+async function waitForSearchIndex(dbPath: string, entries: number): Promise<number> {
+  const sqlite = new SQLite(dbPath, { readonly: true })
+  const t0 = performance.now()
+  try {
+    const queued = sqlite.prepare('select count(*) from entries_search_queue').pluck()
+    await waitFor(() => (queued.get() as number) === 0, 'the search index to catch up', 30 * 60_000, 500)
+  } finally {
+    sqlite.close()
+  }
+  return Math.round(entries / ((performance.now() - t0) / 1000))
+}
+
+async function scenarioList(cluster: Cluster, entries: number, seeded: { now: number; keyOf: (i: number) => string }): Promise<Record<string, number>> {
+  const node = cluster.nodes[1]!
+  const idleWorst = await idleProbeWorst(cluster)
+  const probes = probeHealth(cluster.nodes)
+  const deep = Math.max(0, entries - 100)
+  const deepCursor = Buffer.from(JSON.stringify([seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
+  const time = async (q: string) => {
+    const samples: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const r = await admin<{ manifest: { total: number } }>(node, `/_caje/list?${q}`)
+      if (r.status !== 200) throw new Error(`list ${q} answered ${r.status}`)
+      samples.push(r.ms)
+    }
+    return Math.round(median(samples) * 10) / 10
+  }
+  const result = {
+    firstPageMs: await time('limit=50'),
+    filterRareMs: await time(`filter=${encodeURIComponent(`page-${entries - 7}.html`)}&limit=50`),
+    filterCommonMs: await time(`filter=${encodeURIComponent('/blog/')}&limit=50`),
+    deepPageOffsetMs: await time(`limit=50&manifest=${Math.max(0, entries - 100)}`),
+    deepPageCursorMs: await time(`limit=50&manifest_cursor=${deepCursor}`),
+  }
+  const worst = await probes.stop()
+  return { ...result, healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
+}
+
+/** Heap per entry of the in-memory index, filled like the disk store fills it. */
+function scenarioIndex(count: number): Record<string, number> {
+  v8.setFlagsFromString('--expose-gc')
+  const gc = vm.runInNewContext('gc') as () => void
+  gc()
+  const before = process.memoryUsage().heapUsed
+  const index = new EntryIndex()
+  const now = Date.now()
+  for (let i = 0; i < count; i++) {
+    const url = `https://${HOST}/assets/${i.toString(36)}/file-${i}.js`
+    const key = `${HOST}/assets/${i.toString(36)}/file-${i}.js`
+    const integrity = `sha512-${Buffer.from(`${i}`.padEnd(64, 'x')).toString('base64')}`
+    const meta = Object.freeze({
+      key,
+      variant: '',
+      host: HOST,
+      url,
+      status: 200,
+      statusText: 'OK',
+      headers: [
+        ['content-type', 'application/javascript'],
+        ['cache-control', 'public, max-age=3600'],
+        ['etag', `"${i}"`],
+      ],
+      size: OBJECT_BYTES,
+      integrity,
+      contentType: 'application/javascript',
+      storedAt: now,
+      staleAt: now + 3_600_000,
+      deleteAt: now + 7_200_000,
+      tags: [],
+      varyHeaders: {},
+    }) as unknown as EntryMeta
+    const record: IndexRecord = {
+      id: entryId(key, ''),
+      meta,
+      content: { integrity, path: `/cache/content-v2/sha512/${i}`, size: OBJECT_BYTES, refs: 1 },
+      committedAt: now,
+      lastAccess: now,
+      urlLower: url.toLowerCase(),
+      indexLines: 1,
+    }
+    index.set(record)
+  }
+  gc()
+  const after = process.memoryUsage().heapUsed
+  const perEntry = Math.round((after - before) / count)
+  if (index.size !== count) throw new Error('index lost entries')
+  return { bytesPerEntry: perEntry }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+function medians(runs: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const k of Object.keys(runs[0] ?? {})) out[k] = median(runs.map((r) => r[k]!))
+  return out
+}
+
+// ── main ────────────────────────────────────────────────────────────────
+
+async function main(): Promise<void> {
+  const options = parseOptions()
+  if (options.cpuProf) await fs.mkdir(options.cpuProf, { recursive: true })
+  const report: Record<string, Record<string, number>> = {}
+  const print = (name: string, runs: Record<string, number>[]) => {
+    report[name] = medians(runs)
+    console.log(`${name}: ${JSON.stringify(report[name])}  (runs: ${runs.map((r) => JSON.stringify(r)).join(' ')})`)
+  }
+
+  if (options.scenarios.has('index')) {
+    const runs = []
+    for (let r = 0; r < options.runs; r++) runs.push(scenarioIndex(options.indexEntries))
+    print(`index (${options.indexEntries} entries)`, runs)
+  }
+
+  const needsCluster = ['apply', 'purge', 'populate', 'list'].some((s) => options.scenarios.has(s))
+  if (needsCluster) {
+    bundle = buildCaje(process.cwd(), `cluster-scale-${process.pid}.js`)
+    const cluster = await startCluster(options, 'main')
+    try {
+      if (options.scenarios.has('apply')) {
+        const runs = []
+        for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, 20_000))
+        print('apply (primary, 20000 stored ops in batches of 1000)', runs)
+      }
+      if (options.scenarios.has('purge')) {
+        const runs = []
+        for (let r = 0; r < options.runs; r++) runs.push(await scenarioPurge(cluster, options.objects, r))
+        print(`purge (prefix, ${options.objects} objects on 3 nodes)`, runs)
+      }
+      if (options.scenarios.has('populate')) {
+        const runs = []
+        for (let r = 0; r < options.runs; r++) runs.push(await scenarioPopulate(cluster, options.objects, r))
+        print(`populate (${options.objects} objects into node 3)`, runs)
+      }
+      if (options.scenarios.has('list')) {
+        const dbPath = cluster.nodes[0]!.env.CAJE_DATABASE_PATH!
+        const seeded = await seedManifest(dbPath, options.entries)
+        const indexRate = await waitForSearchIndex(dbPath, options.entries)
+        console.log(`search index caught up with ${options.entries} seeded entries at ${indexRate} rows/s`)
+        const runs = []
+        for (let r = 0; r < options.runs; r++) runs.push({ ...(await scenarioList(cluster, options.entries, seeded)), indexRowsPerSecond: indexRate })
+        print(`list (${options.entries} manifest entries)`, runs)
+      }
+    } catch (err) {
+      for (const n of cluster.nodes) console.error(`--- ${n.name} output (tail) ---\n${n.out().slice(-3000)}`)
+      throw err
+    } finally {
+      agent.destroy()
+      await cluster.close()
+      await fs.rm(bundle, { force: true })
+    }
+  }
+  console.log(`\nmedians of ${options.runs} run(s), ${os.cpus().length} CPU(s), node ${process.version}, ${new Date().toISOString()}`)
+  console.log(JSON.stringify(report, null, 2))
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exit(1)
+})

@@ -1,0 +1,123 @@
+// The admin list's URL filter at a million entries: a trigram index of URLs
+// (entries_search, see the 2026120102 migration) kept up to date by the
+// manifest writer in the background, and the queries that use it.
+//
+// Triggers on `entries` queue every rowid whose URL changed; indexQueued()
+// moves a chunk of the queue into the FTS5 index in one short transaction.
+// Queries read the index for what it holds and the queue for what it does
+// not hold yet, and check every candidate against the row itself, so a
+// result is never stale or missing while the writer catches up.
+
+import { CompiledQuery, sql } from 'kysely'
+import type { Kysely, RawBuilder } from 'kysely'
+import type SQLite from 'better-sqlite3'
+import { sqliteHandleOf } from './database.ts'
+import type { Database } from './database.ts'
+import { withoutBusyWait } from './ops.ts'
+
+type Db = Kysely<Database>
+
+/** Queue rows indexed per transaction: a few milliseconds of tokenizing. */
+const CHUNK = 100
+/** The trigram tokenizer needs three characters; a shorter filter scans. */
+export const MIN_INDEXED_FILTER = 3
+
+/**
+ * Index up to `maxRows` queued URL changes, CHUNK rows per transaction
+ * (each its own turn of the event loop). Resolves to whether rows are left.
+ * Reading and writing the queue in one write transaction keeps two writers
+ * (every node writes the file when there is no LiteFS) from applying a
+ * change twice, which FTS5 would not survive.
+ */
+export async function indexQueued(db: Db, maxRows = 2000): Promise<boolean> {
+  const sqlite = sqliteHandleOf(db)
+  let done = 0
+  while (done < maxRows) {
+    const count = await withoutBusyWait(db, async (trx) => {
+      if (sqlite) return indexChunk(preparedIndexer(sqlite))
+      // A handle not opened by openDatabase (or a caller's transaction): the same statements through Kysely.
+      return indexChunk({
+        next: async () => (await trx.executeQuery<QueueRow>(CompiledQuery.raw(NEXT_SQL, [CHUNK]))).rows,
+        remove: async (rid, url) => void (await trx.executeQuery(CompiledQuery.raw(REMOVE_SQL, [rid, url]))),
+        add: async (rid, url) => void (await trx.executeQuery(CompiledQuery.raw(ADD_SQL, [rid, url]))),
+        dequeue: async (rid) => void (await trx.executeQuery(CompiledQuery.raw(DEQUEUE_SQL, [rid]))),
+      })
+    })
+    done += count
+    if (count < CHUNK) return false
+    await new Promise<void>((resolve) => setImmediate(resolve))
+  }
+  return true
+}
+
+interface QueueRow {
+  rid: number
+  old_url: string | null
+  url: string | null
+}
+
+const NEXT_SQL = 'select q.rid, q.old_url, e.url from entries_search_queue q left join entries e on e.rowid = q.rid order by q.rid limit ?'
+const REMOVE_SQL = `insert into entries_search (entries_search, rowid, url) values ('delete', ?, ?)`
+const ADD_SQL = 'insert into entries_search (rowid, url) values (?, ?)'
+const DEQUEUE_SQL = 'delete from entries_search_queue where rid = ?'
+
+interface Indexer {
+  next(): QueueRow[] | Promise<QueueRow[]>
+  remove(rid: number, url: string): void | Promise<void>
+  add(rid: number, url: string): void | Promise<void>
+  dequeue(rid: number): void | Promise<void>
+}
+
+/** One chunk of the queue into the index; resolves to the rows handled. */
+async function indexChunk(ix: Indexer): Promise<number> {
+  const rows = await ix.next()
+  for (const row of rows) {
+    if (row.old_url !== null) await ix.remove(row.rid, row.old_url)
+    if (row.url !== null) await ix.add(row.rid, row.url)
+    await ix.dequeue(row.rid)
+  }
+  return rows.length
+}
+
+const indexers = new WeakMap<SQLite.Database, Indexer>()
+
+function preparedIndexer(sqlite: SQLite.Database): Indexer {
+  let ix = indexers.get(sqlite)
+  if (ix) return ix
+  const next = sqlite.prepare(NEXT_SQL)
+  const remove = sqlite.prepare(REMOVE_SQL)
+  const add = sqlite.prepare(ADD_SQL)
+  const dequeue = sqlite.prepare(DEQUEUE_SQL)
+  ix = {
+    next: () => next.all(CHUNK) as QueueRow[],
+    remove: (rid, url) => void remove.run(rid, url),
+    add: (rid, url) => void add.run(rid, url),
+    dequeue: (rid) => void dequeue.run(rid),
+  }
+  indexers.set(sqlite, ix)
+  return ix
+}
+
+/** Changes not yet indexed (0 once the writer has caught up). */
+export async function queuedForIndex(db: Db): Promise<number> {
+  const row = (await db.executeQuery<{ n: number }>(CompiledQuery.raw('select count(*) as n from entries_search_queue'))).rows[0]
+  return Number(row?.n ?? 0)
+}
+
+/** After a clear of every entry: an empty index and queue, without tokenizing a million deletions. */
+export async function clearSearchIndex(trx: Db): Promise<void> {
+  await trx.executeQuery(CompiledQuery.raw('delete from entries_search_queue'))
+  await trx.executeQuery(CompiledQuery.raw(`insert into entries_search (entries_search) values ('delete-all')`))
+}
+
+/**
+ * Rowids that may match `filter` (three characters or more): what the
+ * index finds plus everything still queued. Callers check each candidate
+ * against the row (an index entry can be stale until the writer catches up).
+ */
+export function candidateRowids(filter: string): RawBuilder<number> {
+  // An FTS5 phrase: double quotes inside are doubled; the trigram tokenizer
+  // matches it as a case-insensitive substring.
+  const phrase = `"${filter.replace(/"/g, '""')}"`
+  return sql<number>`(select rowid from entries_search where entries_search match ${phrase} union select rid from entries_search_queue)`
+}

@@ -1,0 +1,279 @@
+// HTTP caching conformance through a real caje node: storing by status and
+// directive (RFC 9111 §3), reading dates and targeted fields, client
+// conditionals (RFC 9110 §13). The rules themselves are unit-tested beside
+// src/proxy/policy.ts; here each is checked end to end, as a client sees it.
+
+import http from 'node:http'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+
+const cleanups: Array<() => Promise<void>> = []
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!()
+})
+
+type Route = (req: http.IncomingMessage, res: http.ServerResponse) => void
+
+/** An origin whose answer per path is scripted by the test, in front of a fresh caje node. */
+async function setup(routes: Record<string, Route>, env: Record<string, string> = {}): Promise<{ origin: TestOrigin; node: TestNode }> {
+  const origin = await startOrigin((req, res) => {
+    const route = routes[new URL(req.url ?? '/', 'http://o').pathname]
+    if (route) return route(req, res)
+    res.writeHead(404, { 'content-length': '0' })
+    res.end()
+  })
+  cleanups.push(() => origin.close())
+  const node = await startNode(origin.url, env)
+  cleanups.push(() => node.close())
+  return { origin, node }
+}
+
+const reply =
+  (status: number, headers: Record<string, string>, body = `status ${status}`): Route =>
+  (_req, res) => {
+    if (status === 204) {
+      res.writeHead(204, headers)
+      res.end()
+      return
+    }
+    res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), ...headers })
+    res.end(body)
+  }
+
+/** GET twice (waiting for the first to be stored when it says so); the second's Cache-Status and status. */
+async function twice(node: TestNode, path: string, init?: RequestInit): Promise<{ first: Response; second: Response; secondBody: string }> {
+  const first = await node.get(path, init)
+  await first.arrayBuffer()
+  if (first.headers.get('cache-status')?.includes('stored')) await node.stored(path)
+  const second = await node.get(path, init)
+  return { first, second, secondBody: await second.text() }
+}
+
+describe('storing by status (RFC 9111 §3)', () => {
+  it('stores and reuses 204, 4xx and 5xx responses with explicit freshness', async () => {
+    const { origin, node } = await setup({
+      '/empty': reply(204, { 'cache-control': 'max-age=60' }),
+      '/gone': reply(404, { 'cache-control': 'max-age=60' }),
+      '/teapot': reply(418, { expires: new Date(Date.now() + 60_000).toUTCString() }),
+      '/down': reply(503, { 'cache-control': 's-maxage=60' }),
+      '/odd': reply(299, { 'cache-control': 'max-age=60' }),
+    })
+    for (const [path, status] of [['/empty', 204], ['/gone', 404], ['/teapot', 418], ['/down', 503], ['/odd', 299]] as const) {
+      const { first, second, secondBody } = await twice(node, path)
+      expect(first.headers.get('cache-status'), path).toContain('stored')
+      expect(second.status, path).toBe(status)
+      expect(second.headers.get('cache-status'), path).toMatch(/^caje; hit/)
+      expect(origin.count(path), path).toBe(1)
+      if (status === 204) {
+        expect(secondBody).toBe('')
+        // RFC 9110 §8.6: no Content-Length on a 204.
+        expect(second.headers.get('content-length')).toBeNull()
+      } else expect(secondBody).toBe(`status ${status}`)
+    }
+  })
+
+  it('stores a no-store response that also says must-understand, for a status it knows (RFC 9111 §5.2.2.3)', async () => {
+    const { origin, node } = await setup({
+      '/mu': reply(200, { 'cache-control': 'no-store, must-understand, max-age=60' }),
+      '/mu-unknown': reply(299, { 'cache-control': 'no-store, must-understand, max-age=60' }),
+    })
+    expect((await twice(node, '/mu')).second.headers.get('cache-status')).toMatch(/^caje; hit/)
+    const unknown = await twice(node, '/mu-unknown')
+    expect(unknown.second.headers.get('cache-status')).toContain('detail=must-understand')
+    expect(origin.count('/mu')).toBe(1)
+    expect(origin.count('/mu-unknown')).toBe(2)
+  })
+})
+
+/** GET with raw header values (an array is sent as separate field lines), for what fetch() cannot send. */
+function rawGet(url: string, headers: Record<string, string | string[]>): Promise<{ status: number; cacheStatus: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+  })
+}
+
+describe('variants (RFC 9111 §4.1)', () => {
+  it('equivalent requests share a variant: Accept-Language order, case and spacing; list spacing and repeated lines in any field', async () => {
+    const varied = (field: string): Route => (req, res) => {
+      const body = `variant for ${String(req.headers[field])}`
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'max-age=60', vary: field })
+      res.end(body)
+    }
+    const { origin, node } = await setup({ '/lang': varied('accept-language'), '/foo': varied('foo') })
+
+    const first = await rawGet(node.url + '/lang', { 'accept-language': 'en, de;q=0.5, fr' })
+    expect(first.cacheStatus).toContain('stored')
+    await node.stored('/lang')
+    for (const same of ['fr,en,de;q=0.5', 'DE;Q=0.5 ,  FR, en']) {
+      const r = await rawGet(node.url + '/lang', { 'accept-language': same })
+      expect(r.cacheStatus, same).toMatch(/^caje; hit/)
+      expect(r.body).toBe('variant for en, de;q=0.5, fr')
+    }
+    // Another weighting is another variant.
+    expect((await rawGet(node.url + '/lang', { 'accept-language': 'de, en;q=0.5, fr' })).cacheStatus).toContain('fwd=vary-miss')
+
+    expect((await rawGet(node.url + '/foo', { foo: '1,2' })).cacheStatus).toContain('stored')
+    await node.stored('/foo')
+    expect((await rawGet(node.url + '/foo', { foo: ' 1, 2 ' })).cacheStatus).toMatch(/^caje; hit/)
+    expect((await rawGet(node.url + '/foo', { foo: ['1', '2'] })).cacheStatus).toMatch(/^caje; hit/)
+    expect((await rawGet(node.url + '/foo', { foo: '2,1' })).cacheStatus).toContain('fwd=vary-miss')
+    expect(origin.count('/lang')).toBe(2)
+    expect(origin.count('/foo')).toBe(2)
+  })
+})
+
+describe('client conditionals on a hit (RFC 9110 §13.1.3, RFC 9111 §4.3.2)', () => {
+  it('evaluates If-Modified-Since against Last-Modified, else Date, in any HTTP-date form', async () => {
+    const lastModified = new Date(Date.now() - 3_000_000)
+    const date = new Date(Date.now() - 1000)
+    const { origin, node } = await setup({
+      '/lm': reply(200, { 'cache-control': 'max-age=10000', 'last-modified': lastModified.toUTCString(), date: date.toUTCString() }),
+      '/no-lm': reply(200, { 'cache-control': 'max-age=10000', date: date.toUTCString() }),
+    })
+    await twice(node, '/lm')
+    await twice(node, '/no-lm')
+    const rfc850 = (d: Date) => {
+      const [day, dd, mon, yyyy, time] = d.toUTCString().replace(',', '').split(' ')
+      const long = { Sun: 'Sunday', Mon: 'Monday', Tue: 'Tuesday', Wed: 'Wednesday', Thu: 'Thursday', Fri: 'Friday', Sat: 'Saturday' }[day!]
+      return `${long}, ${dd}-${mon}-${yyyy!.slice(2)} ${time} GMT`
+    }
+    // Not fetch(): with a conditional header it adds Cache-Control: no-cache (Fetch's "no-store" mode).
+    const ims = async (path: string, value: string) => {
+      const r = await rawGet(node.url + path, { 'if-modified-since': value })
+      expect(r.cacheStatus, `${path} ${value}`).toMatch(/^caje; hit/)
+      return r.status
+    }
+    expect(await ims('/lm', lastModified.toUTCString())).toBe(304)
+    expect(await ims('/lm', rfc850(lastModified))).toBe(304)
+    expect(await ims('/lm', new Date(lastModified.getTime() - 1000).toUTCString())).toBe(200)
+    // Not an HTTP-date: ignored.
+    expect(await ims('/lm', lastModified.toISOString())).toBe(200)
+    expect(await ims('/no-lm', date.toUTCString())).toBe(304)
+    // The stored copy is newer than the client's: modified since, so sent in full.
+    expect(await ims('/no-lm', new Date(date.getTime() - 3_000_000).toUTCString())).toBe(200)
+    expect(origin.count('/lm')).toBe(1)
+    expect(origin.count('/no-lm')).toBe(1)
+  })
+})
+
+describe('partial content (RFC 9111 §3.3)', () => {
+  const BODY = '0123456789'
+  /** An origin that answers ranges of BODY, like a static file server, with a lifetime. */
+  const ranged: Route = (req, res) => {
+    const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
+    const headers = { 'cache-control': 'max-age=600', etag: '"ten"', 'content-type': 'text/plain' }
+    if (!m) {
+      res.writeHead(200, { ...headers, 'content-length': String(BODY.length) })
+      res.end(BODY)
+      return
+    }
+    const start = m[1] === '' ? BODY.length - Number(m[2]) : Number(m[1])
+    const end = m[1] === '' || m[2] === '' ? BODY.length - 1 : Math.min(Number(m[2]), BODY.length - 1)
+    const part = BODY.slice(start, end + 1)
+    res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${BODY.length}`, 'content-length': String(part.length) })
+    res.end(part)
+  }
+
+  it('stores a 206 as a part, answers ranges inside it, and never takes it for the whole response', async () => {
+    const { origin, node } = await setup({ '/file': ranged })
+    const first = await rawGet(node.url + '/file', { range: 'bytes=4-8' })
+    expect(first.status).toBe(206)
+    expect(first.body).toBe('45678')
+    expect(first.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=206; stored')
+    expect(origin.requests[0]!.headers.range).toBe('bytes=4-8')
+    await node.stored('/file')
+
+    // Ranges inside the part: from cache.
+    for (const [range, body, contentRange] of [
+      ['bytes=4-8', '45678', 'bytes 4-8/10'],
+      ['bytes=5-7', '567', 'bytes 5-7/10'],
+      ['bytes=8-8', '8', 'bytes 8-8/10'],
+    ] as const) {
+      const r = await new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        http
+          .get(node.url + '/file', { headers: { range }, agent: false }, (res) => {
+            let b = ''
+            res.setEncoding('utf8')
+            res.on('data', (c: string) => (b += c))
+            res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: b }))
+          })
+          .on('error', reject)
+      })
+      expect(r.status, range).toBe(206)
+      expect(r.body, range).toBe(body)
+      expect(r.headers['content-range'], range).toBe(contentRange)
+      expect(r.headers['content-length'], range).toBe(String(body.length))
+      expect(String(r.headers['cache-status']), range).toMatch(/^caje; hit/)
+    }
+    expect(origin.count('/file')).toBe(1)
+
+    // A range reaching past the part goes to the origin.
+    const past = await rawGet(node.url + '/file', { range: 'bytes=6-' })
+    expect(past.body).toBe('6789')
+    expect(past.cacheStatus).toContain('fwd=uri-miss')
+    // A whole-response request is never answered from a part.
+    const whole = await rawGet(node.url + '/file', {})
+    expect(whole.status).toBe(200)
+    expect(whole.body).toBe(BODY)
+    expect(whole.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=200; stored')
+    expect(origin.requests.at(-1)!.headers.range).toBeUndefined()
+    await waitFor(async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.status === 200), 'the whole response to be stored')
+    // Now every range comes from the whole response.
+    const fromWhole = await rawGet(node.url + '/file', { range: 'bytes=0-2' })
+    expect(fromWhole.body).toBe('012')
+    expect(fromWhole.cacheStatus).toMatch(/^caje; hit/)
+    expect(origin.count('/file')).toBe(3)
+  })
+
+  it('a part stored after the whole response (a slow range fill) does not replace it', async () => {
+    let releaseRange!: () => void
+    const rangeHeld = new Promise<void>((resolve) => (releaseRange = resolve))
+    let rangeArrived!: () => void
+    const rangeSeen = new Promise<void>((resolve) => (rangeArrived = resolve))
+    const { origin, node } = await setup({
+      '/file': (req, res) => {
+        if (req.headers.range === undefined) return ranged(req, res)
+        rangeArrived()
+        void rangeHeld.then(() => ranged(req, res))
+      },
+    })
+    const slowRange = rawGet(node.url + '/file', { range: 'bytes=0-1' })
+    await rangeSeen
+    const whole = await rawGet(node.url + '/file', {})
+    expect(whole.cacheStatus).toContain('stored')
+    await node.stored('/file')
+    releaseRange()
+    expect((await slowRange).body).toBe('01')
+    await node.stored('/file', 2)
+    const again = await rawGet(node.url + '/file', {})
+    expect(again.status).toBe(200)
+    expect(again.body).toBe(BODY)
+    expect(again.cacheStatus).toMatch(/^caje; hit/)
+    expect(origin.count('/file')).toBe(2)
+  })
+
+  it('passes a range with If-Range through, and stores a 200 when the origin ignores Range', async () => {
+    const { origin, node } = await setup({
+      '/file': ranged,
+      '/no-ranges': reply(200, { 'cache-control': 'max-age=600' }, BODY),
+    })
+    const conditional = await rawGet(node.url + '/file', { range: 'bytes=0-1', 'if-range': '"ten"' })
+    expect(conditional.status).toBe(206)
+    expect(conditional.cacheStatus).not.toContain('stored')
+    expect(origin.requests[0]!.headers['if-range']).toBe('"ten"')
+
+    const ignored = await rawGet(node.url + '/no-ranges', { range: 'bytes=0-1' })
+    expect(ignored.status).toBe(200)
+    expect(ignored.body).toBe(BODY)
+    expect(ignored.cacheStatus).toContain('stored')
+    await node.stored('/no-ranges')
+    expect((await rawGet(node.url + '/no-ranges', {})).cacheStatus).toMatch(/^caje; hit/)
+  })
+})
