@@ -2,6 +2,8 @@
 // reaches into proxy or cache internals: the main program implements this
 // interface with the real stores and the manifest and passes it in.
 
+import type { PopulateStatus, PurgeRequest } from '../vocabulary.ts'
+
 export interface ListQuery {
   /** Substring to match against the URL / cache key; empty matches everything. */
   filter: string
@@ -56,27 +58,7 @@ export interface ManifestEntry {
   nodes: string[]
 }
 
-export interface PopulateStatus {
-  running: boolean
-  /** The one key a run was asked for (a row's Populate button); null for a run over the whole manifest. */
-  key: string | null
-  done: number
-  /** Of `done`: copied from a peer that held them, and fetched from the origin because no peer could give them. */
-  fromPeers: number
-  fromOrigin: number
-  skipped: number
-  failed: number
-  bytes: number
-  /** Epoch ms. */
-  startedAt: number
-  finishedAt: number | null
-}
-
-export type PurgeRequest =
-  | { kind: 'url'; value: string }
-  | { kind: 'prefix'; value: string }
-  | { kind: 'tag'; value: string }
-  | { kind: 'all' }
+export type { PopulateStatus, PurgeRequest }
 
 export interface NodeStatus {
   nodeId: string
