@@ -25,6 +25,8 @@ import {
 } from './repositories.ts'
 import type { EntryRecord, NewPurge, NodeInfo } from './repositories.ts'
 import { hotStatements } from './statements.ts'
+import { parseHitsOp, recordHits } from './hot-set.ts'
+import type { HitsOp } from './hot-set.ts'
 import type { HotStatements } from './statements.ts'
 
 export type ManifestOp =
@@ -46,6 +48,8 @@ export type ManifestOp =
   | { type: 'clear'; at: number; by: string }
   /** Drop entries whose delete_at has passed. */
   | { type: 'prune'; before: number }
+  /** Requests per cache key a node served since its last batch (hot-set.ts). */
+  | HitsOp
 // Admin writes (passkeys, sessions, challenges, invites, tokens) are made by
 // the primary itself (replicas forward admin posts to it), through
 // writeWhenFree below; they join this union if they ever move onto the writer.
@@ -57,7 +61,9 @@ export const MAX_FORGOTTEN_PER_OP = 1000
 
 /** How much of a batch an op is: one, or one per variant it names. The writers bound batches by this. */
 export function opWeight(op: ManifestOp): number {
-  return op.type === 'holdings-forgotten' ? Math.max(1, op.entries.length) : 1
+  if (op.type === 'holdings-forgotten') return Math.max(1, op.entries.length)
+  if (op.type === 'hits') return Math.max(1, op.counts.length)
+  return 1
 }
 
 /** Longest stretch a batch runs before letting the event loop serve requests, in ms. */
@@ -98,6 +104,9 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
       return
     case 'prune':
       await pruneExpired(db, op.before)
+      return
+    case 'hits':
+      await recordHits(db, op)
       return
   }
 }
@@ -406,6 +415,8 @@ function parseOp(v: unknown): ManifestOp | string {
     case 'prune':
       if (!isTime(v.before)) return 'before must be an epoch-ms number'
       return { type: 'prune', before: v.before }
+    case 'hits':
+      return parseHitsOp(v)
     default:
       return `unknown op type ${JSON.stringify(v.type)}`
   }
