@@ -39,8 +39,8 @@ export interface ProxyHandlerOptions {
   log: Logger
   accessLog: boolean
   trustForwarded: boolean
-  /** Called with each finished exchange (metrics of bytes by tier). */
-  onServed?: (result: ProxyResult, bytes: number) => void
+  /** Called with each finished exchange (metrics of bytes by tier, hit counts per key); `request` is absent for refused requests. */
+  onServed?: (result: ProxyResult, bytes: number, request?: ServedRequest) => void
 }
 
 function headersFromWeb(headers: Headers): FlatHeaders {
@@ -240,6 +240,9 @@ async function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Res
   return toWebResponse(opts, req, await opts.proxy.handle(req))
 }
 
+/** A request the proxy handled (not refused): enough to name its cache key (cache-key.ts primaryKey). */
+export type ServedRequest = Pick<ProxyRequest, 'method' | 'scheme' | 'host' | 'path'>
+
 /** What the access log says of a request, whatever became of it. */
 interface Served {
   method: string
@@ -251,7 +254,7 @@ interface Served {
 
 /** Metrics and the access log for one finished exchange. */
 function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
-  opts.onServed?.(sent, bytes)
+  opts.onServed?.(sent, bytes, 'scheme' in served ? (served as ServedRequest) : undefined)
   if (!opts.accessLog) return
   opts.log({
     msg: 'request',
