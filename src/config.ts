@@ -35,6 +35,10 @@ export interface Config {
   memoryCacheBytes: number
   cacheMaxBytes: number
   maxObjectBytes: number
+  /** Most variants (Vary) kept under one URL; the least recently used goes first. */
+  maxVariants: number
+  /** Most body bytes waiting to be written to disk; a response that does not fit is served without being stored. */
+  writeQueueBytes: number
   nodeId: string
   region: string
   /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
@@ -360,6 +364,8 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     readyHotSet: number('CAJE_READY_HOT_SET', 1000, 1, 100_000),
     readyTimeoutSeconds: number('CAJE_READY_TIMEOUT', 300, 1, 24 * 3600),
     hitFlushSeconds: number('CAJE_HIT_FLUSH_SECONDS', 60, 1, 3600),
+    maxVariants: number('CAJE_MAX_VARIANTS', 32, 1, 10_000),
+    writeQueueBytes: bytes('CAJE_WRITE_QUEUE_BYTES', 64 * MIB),
     purgePollMs: number('CAJE_PURGE_POLL_MS', 1_000, 0, 3_600_000),
     adminPassword,
     allowPasswordLogin: flag('CAJE_ALLOW_PASSWORD_LOGIN', false),
