@@ -80,6 +80,18 @@ describe('hit counts', () => {
     expect(await rows()).toEqual([['http://h/new', 1]])
   })
 
+  it('records the same counts inside a caller\'s transaction (through Kysely) as with prepared statements', async () => {
+    const at = Date.now()
+    await applyOps(db, [{ type: 'hits', nodeId: 'n1', at, counts: [{ key: 'http://h/a', hits: 2 }] }])
+    await db.transaction().execute((trx) => applyOps(trx, [{ type: 'hits', nodeId: 'n2', at: at - 5, counts: [{ key: 'http://h/a', hits: 3 }, { key: 'http://h/b', hits: 1 }] }]))
+    expect(await rows()).toEqual([
+      ['http://h/a', 5],
+      ['http://h/b', 1],
+    ])
+    // An older batch delivered late does not move the newest hit back.
+    expect((await db.selectFrom('url_hits').select('last_hit_at').where('key', '=', 'http://h/a').executeTakeFirstOrThrow()).last_hit_at).toBe(at)
+  })
+
   it('refuses a malformed batch from a peer with the reason', () => {
     expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 0 }] }] })).toEqual({ ok: false, error: 'ops[0]: each count needs hits (a positive integer)' })
     expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })).toEqual({ ok: true, ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })

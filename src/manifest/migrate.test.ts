@@ -24,6 +24,7 @@ const ALL_TABLES = [
   'passkeys',
   'purges',
   'sessions',
+  'url_hits',
 ]
 
 describe('migrations', () => {

@@ -25,7 +25,7 @@ import {
 } from './repositories.ts'
 import type { EntryRecord, NewPurge, NodeInfo } from './repositories.ts'
 import { hotStatements } from './statements.ts'
-import { parseHitsOp, recordHits } from './hot-set.ts'
+import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
 import type { HotStatements } from './statements.ts'
 
@@ -175,7 +175,7 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
     await withoutBusyWait(db, async (trx) => {
       let turnStarted = performance.now()
       for (const op of ops) {
-        if (!hot || !applyHot(hot, op)) await applyOp(trx, op)
+        if (!applyPrepared(sqlite, hot, op)) await applyOp(trx, op)
         // better-sqlite3 is synchronous: a 1,000-op batch in one go would hold
         // the event loop for tens of ms. The transaction (and the file lock)
         // stays open across the pause; requests are served in between.
@@ -196,7 +196,7 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
   for (const op of ops) {
     try {
       await withoutBusyWait(db, async (trx) => {
-        if (!hot || !applyHot(hot, op)) await applyOp(trx, op)
+        if (!applyPrepared(sqlite, hot, op)) await applyOp(trx, op)
       })
       applied++
     } catch (err) {
@@ -206,6 +206,15 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
     }
   }
   return { applied, failed }
+}
+
+/** Ops with statements prepared once per handle: the hot writes, and hit counts (hot-set.ts). */
+function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatements | undefined, op: ManifestOp): boolean {
+  if (op.type === 'hits' && sqlite) {
+    recordHitsNow(sqlite, op)
+    return true
+  }
+  return hot !== undefined && applyHot(hot, op)
 }
 
 /**
