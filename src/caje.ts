@@ -25,6 +25,7 @@ import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
 import { primaryKey } from './proxy/cache-key.ts'
+import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
@@ -149,10 +150,11 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
   })
   const jobs: ClusterJobs = {
-    populate: () => populator.run(),
+    populate: (options) => populator.run(options),
     populateStatus: () => populator.status(),
-    purge: (request) => purges.purge(request),
+    purge: (request, by) => purges.purge(request, by),
   }
+  const traffic = createTrafficRecorder()
   const actions = createNodeActions({
     config,
     store,
@@ -161,6 +163,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     hits,
     jobs,
+    log,
+    direct: config.litefsDir === undefined,
+    traffic,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   // Resolved per request: a promotion opens a writable handle, a demotion closes it.
@@ -194,12 +199,13 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '', app: admin },
     ],
     onServed: (result, bytes, request) => {
+      traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale') hits.hits++
       else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
       // Only what the cache keeps is worth warming: passes, bypasses and errors are never stored.
-      if (request && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
+      if (request.scheme && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
         hitCounts.hit(primaryKey(request.scheme, request.host, request.path))
       }
     },
@@ -227,6 +233,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const port = address.port
   const url = localUrl(address)
   const internalUrl = config.internalUrl.endsWith(':0') ? (internalListener?.url ?? url) : config.internalUrl
+  const stopTraffic = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
@@ -265,6 +272,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
         warmUp.close()
         // The last counts go out with the writer's queue below.
         hitCounts.close()
+        stopTraffic()
         await populator.close()
         await purges.close()
         await proxy.idle()

@@ -39,8 +39,8 @@ export interface ProxyHandlerOptions {
   log: Logger
   accessLog: boolean
   trustForwarded: boolean
-  /** Called with each finished exchange (metrics of bytes by tier, hit counts per key); `request` is absent for refused requests. */
-  onServed?: (result: ProxyResult, bytes: number, request?: ServedRequest) => void
+  /** After each exchange (metrics, traffic, hit counts per key); `request` is what the access log names (host and path with query). */
+  onServed?: (result: ProxyResult, bytes: number, request: ServedRequest) => void
 }
 
 function headersFromWeb(headers: Headers): FlatHeaders {
@@ -237,8 +237,13 @@ async function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Res
   return toWebResponse(opts, req, await opts.proxy.serve(req))
 }
 
-/** A request the proxy handled (not refused): enough to name its cache key (cache-key.ts primaryKey). */
-export type ServedRequest = Pick<ProxyRequest, 'method' | 'scheme' | 'host' | 'path'>
+/** A finished exchange's request; with a scheme when the proxy handled it (not refused), enough to name its cache key (cache-key.ts primaryKey). */
+export interface ServedRequest {
+  method: string
+  host: string
+  path: string
+  scheme?: ProxyRequest['scheme']
+}
 
 /** What the access log says of a request, whatever became of it. */
 interface Served {
@@ -251,7 +256,7 @@ interface Served {
 
 /** Metrics and the access log for one finished exchange. */
 function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
-  opts.onServed?.(sent, bytes, 'scheme' in served ? (served as ServedRequest) : undefined)
+  opts.onServed?.(sent, bytes, served)
   if (!opts.accessLog) return
   opts.log({
     msg: 'request',
