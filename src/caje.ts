@@ -25,6 +25,8 @@ import { createNodeActions, type ClusterJobs, type HitCounter } from './node-act
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
+import { explain } from './rules/explain.ts'
+import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
 
 export interface RunningCaje {
   /** http://host:port caje listens on. */
@@ -41,6 +43,8 @@ export interface RunningCaje {
   app: Hono
   /** What the admin asks of this node: its disk store, the manifest, populate and purge. */
   actions: AdminActions
+  /** The rules file in force (reload on SIGHUP). */
+  rules: RulesRuntime
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
@@ -51,8 +55,15 @@ export interface RunningCaje {
 
 export async function startCaje(config: Config, log: Logger): Promise<RunningCaje> {
   const manifestLog: ManifestLog = (level, msg, fields) => log({ level, msg, ...fields })
-  const demoOrigin = !config.origin && config.sites.size === 0 ? await startDemoOrigin() : undefined
-  const defaultOrigin = config.origin ?? (demoOrigin ? new URL(demoOrigin.url) : undefined)
+  const rules = createRulesRuntime({ path: config.rulesPath, initial: config.rules, log })
+  const demoOrigin = !config.origin && config.sites.size === 0 && !rules.current().hasSites ? await startDemoOrigin() : undefined
+  const demoUrl = demoOrigin ? new URL(demoOrigin.url) : undefined
+  // Environment before file (CAJE_SITES, then CAJE_ORIGIN over the file's top-level origin); a
+  // site's own origin in the file is more specific than either default.
+  const resolveOrigin = (host: string): URL | undefined => {
+    const current = rules.current()
+    return config.sites.get(host) ?? current.origin(host) ?? config.origin ?? current.defaultOrigin ?? demoUrl
+  }
 
   const store = await createCacheStore({
     dir: config.cacheDir,
@@ -105,7 +116,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const proxy = createProxy({
     store,
     origin,
-    resolveOrigin: (host) => config.sites.get(host) ?? defaultOrigin,
+    resolveOrigin,
+    rules: () => rules.current(),
     maxObjectBytes: config.maxObjectBytes,
     cacheSetCookie: config.cacheSetCookie,
     heuristicFreshness: config.heuristicFreshness,
@@ -142,7 +154,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const jobs: ClusterJobs = {
     populate: () => populator.run(),
     populateStatus: () => populator.status(),
-    purge: (request) => purges.purge(request),
+    // Purge by URL names what the rules made the key of: the URL with their query changes.
+    purge: (request) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request),
   }
   const actions = createNodeActions({
     config,
@@ -156,7 +169,14 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   // Resolved per request: a promotion opens a writable handle, a demotion closes it.
   const adminDb = () => manifest.readDb()
-  const adminApp = createAdminApp({ config, db: adminDb, actions, log, enrolmentCode })
+  const adminApp = createAdminApp({
+    config,
+    db: adminDb,
+    actions,
+    log,
+    enrolmentCode,
+    rules: { explain: (url) => explain({ rules: () => rules.current(), store, readDb: () => manifest.readDb(), resolveOrigin }, url), reload: () => rules.reload(), status: () => rules.status() },
+  })
   const internalApp = createInternalApp({
     clusterSecret: config.clusterSecret,
     writableDb: () => manifest.writer.writableDb(),
@@ -236,6 +256,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     manifest,
     app,
     actions,
+    rules,
     demoOrigin,
     notices,
     close() {

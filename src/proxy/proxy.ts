@@ -32,6 +32,7 @@ import {
 } from './policy.ts'
 import { partSlice, storedVariantId, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
+import { NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
 export interface ProxyRequest {
   method: string
@@ -47,6 +48,8 @@ export interface ProxyRequest {
   signal: AbortSignal
   /** Pass an interim (1xx) response from the origin on to this client (see interim.ts); absent where there is no way to. */
   interim?(status: number, headers: HeaderBag): void
+  /** What the rules file says about this request; filled in once, on first use (ruleMatch). */
+  rules?: RuleMatch
 }
 
 export interface ProxyResult {
@@ -78,6 +81,8 @@ export interface ProxyOptions {
   /** Request fields never forwarded to the origin; default STEERING_REQUEST_HEADERS. */
   stripRequestHeaders?: ReadonlySet<string>
   log: (entry: Record<string, unknown>) => void
+  /** The rules in force now (they can be reloaded); default none. */
+  rules?: () => RuleSet
   metrics?: ProxyMetrics
   now?: () => number
 }
@@ -119,6 +124,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
   const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
   const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
+
+  /** The rules' answer for this request: asked once, kept on the request. */
+  function ruleMatch(req: ProxyRequest): RuleMatch {
+    return (req.rules ??= (opts.rules?.() ?? NO_RULES).match(req))
+  }
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
@@ -213,6 +223,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
     const head = storedHead(meta)
     const headers: Record<string, string> = { ...head.fields }
+    const rules = req.rules && req.rules.matched.length ? req.rules.response(meta.status, meta.headers['content-type']) : undefined
+    if (rules) {
+      status.rule = rules.rule ?? req.rules!.rule
+      if (rules.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
+    }
+    if (req.rules?.keyChanged) status.key = req.rules.key
     // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
     // second, not once a hit: reuse their text.
     const age = Math.floor(currentAge(policy, t))
@@ -221,7 +237,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       head.ageText = String(age)
     }
     headers.age = head.ageText
-    if (cacheStatus === HIT) {
+    if (cacheStatus === HIT && status.rule === undefined && status.key === undefined) {
       const whole = Math.trunc(status.ttl!)
       if (head.ttl !== whole) {
         head.ttl = whole
@@ -281,7 +297,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
   function hitNow(req: ProxyRequest): ProxyResult | undefined {
     if (req.method !== 'GET' && req.method !== 'HEAD') return undefined
     if (!opts.resolveOrigin(req.host)) return undefined
-    const key = primaryKey(req.scheme, req.host, req.path)
+    const rules = ruleMatch(req)
+    if (rules.bypass) return undefined
+    const key = rules.key
     const variants = store.variantsNow(key)
     if (variants.length === 0) return undefined
     const meta = pickVariant(variants, req.headers)
@@ -311,16 +329,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function admit(
     target: StoreTarget,
-    req: { method: string; headers: FlatHeaders; requestTime: number },
+    req: { method: string; headers: FlatHeaders; requestTime: number; rules?: RuleMatch },
     res: OriginResponse,
     onOutcome: (stored: boolean, meta?: EntryMeta) => void,
   ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
     const responseTime = now()
     const { headers, setCookie, hadSetCookie } = responseHeaders(res, target.url)
+    const rules = req.rules?.response(res.status, headers['content-type'])
     const decision = decideStore(
       { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
       { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
       storeRules,
+      rules?.store,
     )
     const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
     let detail: string | undefined
@@ -356,7 +376,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       storedAt: responseTime,
       staleAt: decision.staleAt,
       deleteAt: decision.deleteAt,
-      tags: cacheTags(headers),
+      tags: rules?.tags.length ? [...new Set([...cacheTags(headers), ...rules.tags])] : cacheTags(headers),
       contentType: headers['content-type'] ?? '',
     }
     const writer = store.writer(entry)
@@ -414,6 +434,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
   ): ProxyResult {
     const status: CacheStatus = { ...cacheStatus, fwdStatus: res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
     const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
+    if (req.rules && req.rules.matched.length) {
+      const rules = req.rules.response(res.status, admitted.headers['content-type'])
+      status.rule = rules.rule ?? req.rules.rule
+      // The browser TTL replaces what the origin told clients; the cache decided on the origin's own.
+      if (rules.browserTtl !== undefined && !req.rules.bypass) headers['cache-control'] = `max-age=${rules.browserTtl}`
+    }
+    if (req.rules?.keyChanged) status.key = req.rules.key
     const upstream = admitted.headers['cache-status']
     headers['cache-status'] = upstream ? `${upstream}, ${formatCacheStatus(status)}` : formatCacheStatus(status)
     if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
@@ -446,7 +473,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       onOutcome(false)
       throw err
     }
-    const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
+    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, (stored) => onOutcome(stored))
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -458,7 +485,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const admitted = admit({ key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -473,14 +500,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
   async function invalidateAfter(req: ProxyRequest, result: ProxyResult): Promise<void> {
     if (!invalidates(req.method, result.status)) return
-    const keys = [primaryKey(req.scheme, req.host, req.path)]
-    const base = new URL(keys[0]!)
+    const keys = [ruleMatch(req).key]
+    const base = new URL(primaryKey(req.scheme, req.host, req.path))
     for (const field of ['location', 'content-location']) {
       const v = result.headers[field]
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, canonicalTarget(u.pathname + u.search)))
+        if (u.host.toLowerCase() === base.host) keys.push((opts.rules?.() ?? NO_RULES).match({ ...req, path: canonicalTarget(u.pathname + u.search) }).key)
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
@@ -527,10 +554,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       }
       const merged = mergeNotModified(meta.headers, storedHeaders(notModified))
       const responseTime = now()
+      const rules = req.rules?.response(meta.status, merged['content-type'])
       const decision = decideStore(
         { method: 'GET', url: meta.url, headers: req.headers, requestTime },
         { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
         storeRules,
+        rules?.store,
       )
       if (!decision.store) {
         // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
@@ -538,7 +567,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
         return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
       }
-      const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: cacheTags(merged) }
+      const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: rules?.tags.length ? [...new Set([...cacheTags(merged), ...rules.tags])] : cacheTags(merged) }
       try {
         await store.updateMeta(updated)
       } catch (err) {
@@ -548,7 +577,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
     const key = meta.key
-    const admitted = admit({ key, url: meta.url, host: meta.host }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    const admitted = admit({ key, url: meta.url, host: meta.host }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
     return { kind: 'replaced', result: clientResult(req, originUrl, admitted, res, { fwd: 'stale' }) }
   }
 
@@ -573,7 +602,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   async function handleCacheable(req: ProxyRequest, originUrl: URL): Promise<ProxyResult> {
-    const key = primaryKey(req.scheme, req.host, req.path)
+    const key = ruleMatch(req).key
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     for (let attempt = 0; ; attempt++) {
@@ -682,7 +711,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
         result = textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
       } else {
         try {
-          if (SAFE_METHODS.has(req.method)) result = await handleCacheable(req, originUrl)
+          if (SAFE_METHODS.has(req.method) && ruleMatch(req).bypass) result = await pass(req, originUrl, { fwd: 'bypass' })
+          else if (SAFE_METHODS.has(req.method)) result = await handleCacheable(req, originUrl)
           else {
             result = await pass(req, originUrl, { fwd: 'method' })
             await invalidateAfter(req, result)
@@ -710,7 +740,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         clientIp: '127.0.0.1',
         signal: signal ?? new AbortController().signal,
       }
-      const key = primaryKey(req.scheme, host, req.path)
+      const key = ruleMatch(req).key
       let resolveOutcome!: (s: boolean) => void
       const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
       const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s))
