@@ -248,8 +248,11 @@ function resolveResponse(hits: readonly Hit[], status: number, contentType: stri
     swr ??= s.stale_while_revalidate
     sie ??= s.stale_if_error
     browserTtl ??= s.browser_ttl
-    decided = rule.name
-    if (!s.continue) break
+    if (!s.continue) {
+      // A rule with `continue` adds to the decision; the rule it stops at makes it.
+      decided = rule.name
+      break
+    }
   }
   if (used.length === 0) return NOTHING
   const store = ttl !== undefined || swr !== undefined || sie !== undefined ? { ttl, staleWhileRevalidate: swr, staleIfError: sie } : undefined
@@ -297,9 +300,11 @@ export function compileRules(file: RulesFile): RuleSet {
       if (!captures) continue
       hits.push({ rule: r, captures })
       if (r.onResponse) continue
-      rule = r.name
       if (r.spec.bypass) bypass = true
-      if (!r.spec.continue) break
+      if (!r.spec.continue) {
+        rule = r.name
+        break
+      }
     }
     if (hits.length === 0) return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: () => NOTHING }
     const url = primaryKey(req.scheme, req.host, keyPath(req.path, hits))

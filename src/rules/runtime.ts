@@ -13,8 +13,8 @@ export interface RulesStatus {
   ruleCount: number
   /** Epoch ms the running rules were loaded. */
   loadedAt: number
-  /** Why the last reload was refused (cleared by a good one). */
-  lastError: string | undefined
+  /** Why the last reload was refused (null again after a good one). */
+  lastError: string | null
 }
 
 export type ReloadOutcome = { ok: true; ruleCount: number } | { ok: false; error: string }
@@ -29,7 +29,7 @@ export function createRulesRuntime(opts: { path: string | undefined; initial: Ru
   const now = opts.now ?? Date.now
   let rules = opts.initial ? compileRules(opts.initial) : NO_RULES
   let loadedAt = now()
-  let lastError: string | undefined
+  let lastError: string | null = null
   return {
     current: () => rules,
     reload() {
@@ -38,7 +38,7 @@ export function createRulesRuntime(opts: { path: string | undefined; initial: Ru
         const next = compileRules(loadRulesFile(opts.path))
         rules = next
         loadedAt = now()
-        lastError = undefined
+        lastError = null
         opts.log({ msg: 'rules reloaded', file: opts.path, rules: next.ruleCount })
         return { ok: true, ruleCount: next.ruleCount }
       } catch (err) {
