@@ -24,8 +24,9 @@ import { createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
-import { createProxy, type Proxy } from './proxy/proxy.ts'
+import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy/proxy.ts'
 import { explain } from './rules/explain.ts'
+import { createLastStatus } from './rules/last-status.ts'
 import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
 
 export interface RunningCaje {
@@ -113,7 +114,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     headersTimeoutMs: config.originHeadersTimeoutMs,
     bodyTimeoutMs: config.originBodyTimeoutMs,
   })
-  const proxy = createProxy({
+  const core = createProxy({
     store,
     origin,
     resolveOrigin,
@@ -127,6 +128,25 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log,
     metrics,
   })
+  // The explain page shows the last Cache-Status sent for a key: noted as each answer leaves.
+  const lastStatus = createLastStatus()
+  const noteStatus = (req: ProxyRequest, result: ProxyResult) => {
+    const sent = result.headers['cache-status']
+    if (req.rules && typeof sent === 'string') lastStatus.record(req.rules.key, sent)
+  }
+  const proxy: Proxy = {
+    ...core,
+    hitNow(req) {
+      const result = core.hitNow(req)
+      if (result) noteStatus(req, result)
+      return result
+    },
+    async handle(req) {
+      const result = await core.handle(req)
+      noteStatus(req, result)
+      return result
+    },
+  }
 
   const hits: HitCounter = { hits: 0, misses: 0 }
   // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
@@ -175,7 +195,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     actions,
     log,
     enrolmentCode,
-    rules: { explain: (url) => explain({ rules: () => rules.current(), store, readDb: () => manifest.readDb(), resolveOrigin }, url), reload: () => rules.reload(), status: () => rules.status() },
+    rules: { explain: (url) => explain({ rules: () => rules.current(), store, readDb: () => manifest.readDb(), resolveOrigin, lastStatus: (key) => lastStatus.get(key) }, url), reload: () => rules.reload(), status: () => rules.status() },
   })
   const internalApp = createInternalApp({
     clusterSecret: config.clusterSecret,

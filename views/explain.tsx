@@ -88,6 +88,8 @@ export const ExplainPage: FC<ExplainPageProps> = ({ chrome, url, explanation: e,
               <dd>{e.onOk.browserTtl} s</dd>
             </>
           )}
+          <dt>Last Cache-Status here</dt>
+          <dd data-slot="last-status">{e.lastCacheStatus ? `${e.lastCacheStatus.cacheStatus} (${when(e.lastCacheStatus.at)})` : 'none since this node started'}</dd>
           {e.onOk.tags.length > 0 && (
             <>
               <dt>Tags from the path</dt>

@@ -36,6 +36,8 @@ export interface Explanation {
   onOk: { rule: string | undefined; edgeTtl: { seconds: number; mode: string } | undefined; browserTtl: number | undefined; staleWhileRevalidate: number | undefined; staleIfError: number | undefined; tags: readonly string[] }
   thisNode: ExplainedVariant[]
   manifest: ExplainedVariant[]
+  /** The last Cache-Status this node sent for the key, and when (epoch ms). */
+  lastCacheStatus: { cacheStatus: string; at: number } | null
 }
 
 export class ExplainInputError extends Error {}
@@ -45,6 +47,7 @@ export interface ExplainDeps {
   store: Pick<CacheStore, 'variants'>
   readDb: () => Kysely<Database>
   resolveOrigin: (host: string) => URL | undefined
+  lastStatus?: (key: string) => { cacheStatus: string; at: number } | undefined
 }
 
 export async function explain(deps: ExplainDeps, raw: string): Promise<Explanation> {
@@ -88,5 +91,6 @@ export async function explain(deps: ExplainDeps, raw: string): Promise<Explanati
     onOk: { rule: ok.rule, edgeTtl: ok.store?.ttl, browserTtl: ok.browserTtl, staleWhileRevalidate: ok.store?.staleWhileRevalidate, staleIfError: ok.store?.staleIfError, tags: ok.tags },
     thisNode,
     manifest: [...manifest.values()],
+    lastCacheStatus: deps.lastStatus?.(m.key) ?? null,
   }
 }

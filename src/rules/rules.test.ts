@@ -251,6 +251,7 @@ describe('rules file, through a real caje process', () => {
       onOk: { rule: 'blog', tags: ['blog', 'post-explained'] },
       thisNode: [expect.objectContaining({ status: 200, tags: ['blog', 'post-explained'] })],
       rules: { ruleCount: 13, lastError: null },
+      lastCacheStatus: { cacheStatus: expect.stringMatching(/^caje; hit/), at: expect.any(Number) },
     })
     await waitFor(async () => ((await (await fetch(res.url, { headers: auth })).json()) as { manifest: unknown[] }).manifest.length === 1, 'the manifest row')
     const site = (await (await fetch(`${caje!.url}/_caje/explain?url=${encodeURIComponent('https://www.site.test/api/x')}`, { headers: auth })).json()) as Record<string, unknown>
