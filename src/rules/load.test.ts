@@ -86,6 +86,14 @@ rules:
     expect(problems('rules:\n  - name: a\n   bypass: true\n')[0]).toMatch(/^caje\.yml:3:\d+: \(top\): .*fix the YAML syntax here/)
   })
 
+  it('accepts the README example, and a JSON file naming its schema', () => {
+    const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+    const example = /## Rules file[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)![1]!
+    const file = parseRulesText('README.md', example)
+    expect(file.rules?.map((r) => r.name)).toEqual(['tracking', 'logged-in', 'api', 'static', 'errors', 'blog', 'by-language'])
+    expect(parseRulesText('caje.json', '{"$schema": "./caje.schema.json", "rules": []}')).toEqual({ $schema: './caje.schema.json', rules: [] })
+  })
+
   it('ships caje.schema.json generated from the shape caje checks', () => {
     expect(JSON.parse(fs.readFileSync(new URL('../../caje.schema.json', import.meta.url), 'utf8'))).toEqual(jsonSchema())
   })

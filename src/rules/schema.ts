@@ -77,6 +77,7 @@ export const RULE_SHAPE: Shape = {
 export const FILE_SHAPE: Shape = {
   type: 'object',
   props: {
+    $schema: { type: 'string', hint: 'the path or URL of caje.schema.json', description: 'For editors: where this schema is' },
     origin: ORIGIN,
     sites: {
       type: 'list',

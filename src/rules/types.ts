@@ -59,6 +59,7 @@ export interface SiteSpec {
 }
 
 export interface RulesFile {
+  $schema?: string
   origin?: string
   sites?: SiteSpec[]
   /** Rules for every host, tried after the site's own. */
