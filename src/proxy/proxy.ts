@@ -193,6 +193,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
     /** Whole seconds of ttl last sent in a plain hit's Cache-Status, and that field. */
     ttl: number
     hitStatus: string
+    /** The rule and key that hitStatus names. */
+    rule?: string
+    key?: string
   }
   /**
    * The header fields every answer from one stored response shares: the stored fields
@@ -237,10 +240,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       head.ageText = String(age)
     }
     headers.age = head.ageText
-    if (cacheStatus === HIT && status.rule === undefined && status.key === undefined) {
+    if (cacheStatus === HIT) {
       const whole = Math.trunc(status.ttl!)
-      if (head.ttl !== whole) {
+      if (head.ttl !== whole || head.rule !== status.rule || head.key !== status.key) {
         head.ttl = whole
+        head.rule = status.rule
+        head.key = status.key
         head.hitStatus = formatCacheStatus(status)
       }
       headers['cache-status'] = head.hitStatus

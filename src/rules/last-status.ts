@@ -10,6 +10,12 @@ export function createLastStatus(limit = 10_000, now: () => number = Date.now): 
   const seen = new Map<string, { cacheStatus: string; at: number }>()
   return {
     record(key, cacheStatus) {
+      const known = seen.get(key)
+      // The same answer again (a hit's Cache-Status changes once a second): only its time moves.
+      if (known !== undefined && known.cacheStatus === cacheStatus) {
+        known.at = now()
+        return
+      }
       seen.delete(key)
       seen.set(key, { cacheStatus, at: now() })
       if (seen.size > limit) seen.delete(seen.keys().next().value!)

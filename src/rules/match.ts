@@ -259,10 +259,78 @@ function resolveResponse(hits: readonly Hit[], status: number, contentType: stri
   return { rule: decided, store, browserTtl, tags: fillTags(used) }
 }
 
+/** response() for one match, remembering its last answer (a hit asks again with the same status and type). */
+function lastResponse(hits: readonly Hit[]): RuleMatch['response'] {
+  let lastStatus = -1
+  let lastType: string | undefined
+  let last: ResponseRules = NOTHING
+  return (status, contentType) => {
+    if (status !== lastStatus || contentType !== lastType) {
+      last = resolveResponse(hits, status, contentType)
+      lastStatus = status
+      lastType = contentType
+    }
+    return last
+  }
+}
+
 interface Site {
   name?: string
   origin: URL | undefined
   rules: readonly CompiledRule[]
+  /** Request fields and cookies any of its rules reads: what, besides the URL and method, a match depends on. */
+  fields: readonly string[]
+  cookies: readonly string[]
+  /** Which of `fields` / `cookies` go into a key by value (the others count by presence). */
+  fieldValued: readonly boolean[]
+  cookieValued: readonly boolean[]
+  /** Matches already made, by path, then by everything else they depend on (see extras()). */
+  memo: Map<string, MemoEntry[]>
+  memoSize: number
+}
+
+interface MemoEntry {
+  method: string
+  scheme: string
+  host: string
+  extras: string
+  match: RuleMatch
+}
+
+/** Most matches remembered per site; past that the memo starts afresh (a burst of unique URLs costs one rebuild). */
+const MEMO_LIMIT = 4096
+
+function newSite(name: string | undefined, origin: URL | undefined, rules: readonly CompiledRule[]): Site {
+  const fields = new Map<string, boolean>()
+  const cookies = new Map<string, boolean>()
+  for (const r of rules) {
+    for (const h of r.headers ?? []) if (!fields.has(h)) fields.set(h, false)
+    for (const h of r.spec.cache_key?.headers ?? []) fields.set(h.toLowerCase(), true)
+    for (const c of r.cookies ?? []) if (!cookies.has(c)) cookies.set(c, false)
+    for (const c of r.spec.cache_key?.cookies ?? []) cookies.set(c, true)
+  }
+  return { name, origin, rules, fields: [...fields.keys()], fieldValued: [...fields.values()], cookies: [...cookies.keys()], cookieValued: [...cookies.values()], memo: new Map(), memoSize: 0 }
+}
+
+/**
+ * What a site's match depends on besides method, scheme, host and path: which of the fields
+ * and cookies its rules read are present, and the values of those a key holds. '' (no string
+ * built) for the common request that carries none of them.
+ */
+function extras(site: Site, req: RequestFacts): string {
+  let out = ''
+  for (let i = 0; i < site.fields.length; i++) {
+    const v = req.headers[site.fields[i]!]
+    if (v !== undefined) out += site.fieldValued[i] ? `h${i}=${v}\0` : `h${i}\0`
+  }
+  if (site.cookies.length && req.headers.cookie !== undefined) {
+    const jar = parseCookies(req.headers.cookie)
+    for (let i = 0; i < site.cookies.length; i++) {
+      const v = jar.get(site.cookies[i]!)
+      if (v !== undefined) out += site.cookieValued[i] ? `c${i}=${v}\0` : `c${i}\0`
+    }
+  }
+  return out
 }
 
 /** Compile a checked rules file (load.ts) into the form the request path uses. */
@@ -274,20 +342,42 @@ export function compileRules(file: RulesFile): RuleSet {
   for (const s of file.sites ?? []) {
     const rules = (s.rules ?? []).map(compileRule)
     count += rules.length
-    const site: Site = { name: s.host[0], origin: s.origin ? new URL(s.origin) : undefined, rules: [...rules, ...global] }
+    const site = newSite(s.host[0], s.origin ? new URL(s.origin) : undefined, [...rules, ...global])
     for (const h of s.host) {
       if (h.includes('*')) patterns.push({ re: hostRegExp([h]), site })
       else if (!exact.has(h.toLowerCase())) exact.set(h.toLowerCase(), site)
     }
   }
   const defaultOrigin = file.origin ? new URL(file.origin) : undefined
-  const fallback: Site = { origin: undefined, rules: global }
+  const fallback = newSite(undefined, undefined, global)
   const siteFor = (host: string): Site => exact.get(host) ?? patterns.find((p) => p.re.test(host))?.site ?? fallback
 
   function match(req: RequestFacts): RuleMatch {
-    const rules = siteFor(req.host).rules
+    const site = siteFor(req.host)
+    if (site.rules.length === 0) {
+      const plain = primaryKey(req.scheme, req.host, req.path)
+      return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: () => NOTHING }
+    }
+    // A hit costs a lookup, not a walk over every rule: the same request gets the same match.
+    const more = extras(site, req)
+    let entries = site.memo.get(req.path)
+    if (entries) {
+      for (const e of entries) if (e.method === req.method && e.host === req.host && e.scheme === req.scheme && e.extras === more) return e.match
+    } else {
+      if (site.memoSize >= MEMO_LIMIT) {
+        site.memo.clear()
+        site.memoSize = 0
+      }
+      site.memo.set(req.path, (entries = []))
+    }
+    const match = walk(site.rules, req)
+    entries.push({ method: req.method, scheme: req.scheme, host: req.host, extras: more, match })
+    site.memoSize++
+    return match
+  }
+
+  function walk(rules: readonly CompiledRule[], req: RequestFacts): RuleMatch {
     const plain = primaryKey(req.scheme, req.host, req.path)
-    if (rules.length === 0) return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: () => NOTHING }
     const q = req.path.indexOf('?')
     const pathOnly = q < 0 ? req.path : req.path.slice(0, q)
     let jar: Map<string, string> | undefined
@@ -316,7 +406,7 @@ export function compileRules(file: RulesFile): RuleSet {
       key,
       url,
       keyChanged: key !== plain,
-      response: (status, contentType) => resolveResponse(hits, status, contentType),
+      response: lastResponse(hits),
     }
   }
 
