@@ -10,6 +10,7 @@ import http from 'node:http'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startNode, startOrigin, tempDir, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+import { startFakeLitefs } from '../src/test-support/fake-litefs.ts'
 
 const PASSWORD = 'admin-limits-test-password'
 const SECRET = 'cluster-secret-for-the-admin-limits-test'
@@ -221,13 +222,17 @@ async function startCluster(): Promise<{ primary: TestNode; replica: TestNode; d
   const databasePath = path.join(root, 'manifest.db')
   await fs.mkdir(path.join(root, 'litefs-primary'))
   await fs.mkdir(path.join(root, 'litefs-replica'))
-  await fs.writeFile(path.join(root, 'litefs-replica', '.primary'), '127.0.0.1\n')
+  // The role comes from LiteFS's HTTP API: a fake of it says who is primary.
+  const primaryApi = await startFakeLitefs({ isPrimary: true })
+  const replicaApi = await startFakeLitefs({ isPrimary: false, hostname: '127.0.0.1' })
+  cleanups.push(() => primaryApi.close(), () => replicaApi.close())
   const cluster = { CAJE_DATABASE_PATH: databasePath, CAJE_CLUSTER_SECRET: SECRET, CAJE_API_TOKEN: API_TOKEN }
-  const primary = await node(o, { ...cluster, CAJE_NODE_ID: 'primary', CAJE_LITEFS_DIR: path.join(root, 'litefs-primary'), CAJE_CACHE_DIR: path.join(root, 'c1') })
+  const primary = await node(o, { ...cluster, CAJE_NODE_ID: 'primary', CAJE_LITEFS_DIR: path.join(root, 'litefs-primary'), CAJE_LITEFS_API: primaryApi.url, CAJE_CACHE_DIR: path.join(root, 'c1') })
   const replica = await node(o, {
     ...cluster,
     CAJE_NODE_ID: 'replica',
     CAJE_LITEFS_DIR: path.join(root, 'litefs-replica'),
+    CAJE_LITEFS_API: replicaApi.url,
     CAJE_CACHE_DIR: path.join(root, 'c2'),
     CAJE_PRIMARY_URL_TEMPLATE: `http://{host}:${primary.port}`,
   })

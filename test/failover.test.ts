@@ -10,7 +10,7 @@ import fs from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
 import type { Hono } from 'hono'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Client, PASSWORD } from '../src/admin/test-setup.test-support.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
@@ -125,14 +125,23 @@ describe('a replica loses and regains its primary while traffic continues', () =
     let running = true
     const traffic = (async () => {
       while (running) {
-        const status = await get(r, `/load/${n++}`)
-        if (status !== 200) failures.push(`GET /load/${n - 1}: ${status}`)
-        const list = await fetch(`${r.url}/_caje/list?limit=5`, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json' } })
-        await list.arrayBuffer()
-        if (list.status !== 200) failures.push(`GET /_caje/list: ${list.status}`)
-        adminReads++
+        try {
+          const status = await get(r, `/load/${n++}`)
+          if (status !== 200) failures.push(`GET /load/${n - 1}: ${status}`)
+          const list = await fetch(`${r.url}/_caje/list?limit=5`, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json' } })
+          await list.arrayBuffer()
+          if (list.status !== 200) failures.push(`GET /_caje/list: ${list.status}`)
+          adminReads++
+        } catch (error) {
+          // A request that fails outright is a failure of the test, reported below, not a stray rejection.
+          failures.push(`request failed: ${String(error)}`)
+          break
+        }
       }
     })()
+    onTestFinished(() => {
+      running = false
+    })
     const heldByReplica = async () => {
       const { db } = openDatabase({ path: database, readonly: true })
       try {
@@ -155,8 +164,8 @@ describe('a replica loses and regains its primary while traffic continues', () =
     await waitFor(async () => n >= nBefore + 10 && (await health(r)).manifestWriter.queued > 0, 'traffic during the outage', 15_000)
     const during = await health(r)
     expect(during.role).toBe('replica, primary unknown')
-    // Writes wait in the queue; the replica never switched to writing the file itself.
-    expect(during.manifestWriter).toMatchObject({ mode: 'remote' })
+    // Writes wait in the queue; the replica never switched to writing the file itself
+    // (health shows counts only; the held count below is unchanged).
     expect(during.manifestWriter.queued).toBeGreaterThan(0)
     expect(await heldByReplica()).toBe(recordedBefore)
     // Admin writes: the documented 503 with a retry hint. Admin reads: as usual (the traffic loop checks them).

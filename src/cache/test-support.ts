@@ -75,15 +75,14 @@ export async function filesUnder(root: string): Promise<string[]> {
   async function walk(dir: string): Promise<void> {
     let names: string[]
     try {
-      names = await readdir(dir)
+      names = await readdir(dir, { withFileTypes: true }).then((entries) => entries.map((e) => (e.isDirectory() ? `${e.name}/` : e.name)))
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return // absent directory: no files
       throw error
     }
     for (const name of names) {
-      const full = path.join(dir, name)
-      if ((await stat(full)).isDirectory()) await walk(full)
-      else out.push(path.relative(root, full))
+      if (name.endsWith('/')) await walk(path.join(dir, name.slice(0, -1)))
+      else out.push(path.relative(root, path.join(dir, name)))
     }
   }
   await walk(root)
@@ -92,6 +91,16 @@ export async function filesUnder(root: string): Promise<string[]> {
 
 export async function contentBytesOnDisk(dir: string): Promise<number> {
   let total = 0
-  for (const file of await filesUnder(path.join(dir, 'content-v2'))) total += (await stat(path.join(dir, 'content-v2', file))).size
+  for (const file of await filesUnder(path.join(dir, 'content-v2'))) {
+    // A file removed in the background between the listing and the stat is gone: it counts nothing.
+    const size = await stat(path.join(dir, 'content-v2', file)).then(
+      (s) => s.size,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return 0
+        throw error
+      },
+    )
+    total += size
+  }
   return total
 }
