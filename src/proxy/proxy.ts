@@ -32,7 +32,7 @@ import {
 } from './policy.ts'
 import { partSlice, storedVariantId, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
-import { NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
+import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
 export interface ProxyRequest {
   method: string
@@ -740,7 +740,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         host,
         path: canonicalTarget(url.pathname + url.search),
         // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
-        headers: { ...requestHeadersForVariant(varyHeaders), host },
+        headers: { ...requestHeadersForVariant(varyHeaders), ...fieldsFromKey(url.hash), host },
         body: null,
         clientIp: '127.0.0.1',
         signal: signal ?? new AbortController().signal,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { parseRulesText } from './load.ts'
-import { compileRules, globRegExp } from './match.ts'
+import { compileRules, fieldsFromKey, globRegExp } from './match.ts'
 
 const rules = (yaml: string) => compileRules(parseRulesText('t.yml', yaml))
 const req = (path: string, extra: { host?: string; method?: string; headers?: Record<string, string> } = {}) => ({ scheme: 'https', host: extra.host ?? 'www.example.com', method: extra.method ?? 'GET', path, headers: extra.headers ?? {} })
@@ -56,6 +56,12 @@ rules:
     expect(set.match(req('/n?x=1', { headers: { 'x-device': 'mobile' } })).key).toBe('https://www.example.com/n#h:x-device=mobile')
     expect(set.purgeUrl('https://www.example.com/q?utm_medium=z&b=1')).toBe('https://www.example.com/q?b=1')
     expect(set.match(req('/other?utm_a=1')).keyChanged).toBe(false)
+    // populate refetches a key with the fields its '#' part stands for, and lands on the same key.
+    const key = set.match(req('/n', { headers: { 'x-device': 'tablet 10"' } })).key
+    const headers = fieldsFromKey(new URL(key).hash)
+    expect(headers).toEqual({ 'x-device': 'tablet 10"' })
+    expect(set.match(req('/n', { headers })).key).toBe(key)
+    expect(fieldsFromKey(new URL(set.match(req('/q?a=1', { headers: { cookie: 'currency=CHF' } })).key).hash)).toEqual({ cookie: 'currency=CHF' })
   })
 
   it('sites: exact hosts before patterns, their rules before the global ones, origins per site', () => {

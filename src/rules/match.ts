@@ -219,6 +219,30 @@ function keyExtras(hits: readonly Hit[], req: RequestFacts, cookies: () => Map<s
   return parts.length ? `#${[...new Set(parts)].join('&')}` : ''
 }
 
+/**
+ * The request fields a key's '#' part stands for (see keyExtras): populate refetching an entry
+ * sends them again, so the answer lands on the same key.
+ */
+export function fieldsFromKey(hash: string): FlatHeaders {
+  const out: FlatHeaders = {}
+  if (!hash.startsWith('#')) return out
+  const cookies: string[] = []
+  for (const part of hash.slice(1).split('&')) {
+    const m = /^([hc]):([^=]+)=(.*)$/.exec(part)
+    if (!m || m[3] === '') continue
+    let value: string
+    try {
+      value = decodeURIComponent(m[3]!)
+    } catch {
+      continue
+    }
+    if (m[1] === 'h') Object.defineProperty(out, m[2]!, { value, enumerable: true, writable: true, configurable: true })
+    else cookies.push(`${m[2]}=${value}`)
+  }
+  if (cookies.length) out.cookie = cookies.join('; ')
+  return out
+}
+
 function fillTags(hits: readonly Hit[]): readonly string[] {
   const tags: string[] = []
   for (const { rule, captures } of hits) {
