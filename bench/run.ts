@@ -62,6 +62,10 @@ interface Scenario {
   inSmoke: boolean
   /** Connections for this scenario instead of --connections. */
   connections?: number
+  /** Seconds per measured run instead of --duration (not in smoke mode). */
+  durationSec?: number
+  /** After each caje run: time until its disk writer and manifest writer have nothing queued. */
+  measureSettle?: boolean
 }
 
 type CajeInstance = 'memory' | 'disk' | 'rules'
@@ -87,6 +91,17 @@ function scenarios(zipfExponent: number): Scenario[] {
       caje: 'memory',
       expectHit: false,
       inSmoke: true,
+    },
+    {
+      id: 'miss-storm',
+      // Every request a URL never seen before: each one is fetched, stored and recorded. What
+      // matters is what it leaves behind: memory (peak RSS) and work still queued when it stops.
+      workload: (rep) => ({ kind: 'unique', count: OBJECT_COUNT, pathPrefix: '/obj/', query: `storm=${rep}` }),
+      caje: 'memory',
+      expectHit: false,
+      inSmoke: false,
+      durationSec: 20,
+      measureSettle: true,
     },
   ]
 }
@@ -229,6 +244,33 @@ async function checkBody(system: RunningSystem, p: string): Promise<{ problem?: 
   return { res }
 }
 
+interface Settled {
+  /** ms until the disk writer had nothing queued (undefined: not within 30 s). */
+  disk: number | undefined
+  /** ms until the manifest writer had nothing queued. */
+  manifest: number | undefined
+}
+
+/** How long after now caje's health shows nothing queued for its disk writer and its manifest writer (polled every 20 ms, for 30 s at most). */
+async function settleTime(caje: RunningSystem): Promise<Settled> {
+  const started = performance.now()
+  const settled: Settled = { disk: undefined, manifest: undefined }
+  while (performance.now() - started < 30_000) {
+    try {
+      const res = await get(`${caje.baseUrl}/_caje/health`, 5000)
+      const health = JSON.parse(res.body.toString('utf8')) as { cache?: { writeQueueJobs?: number }; manifestWriter?: { queued: number } }
+      const ms = Math.round(performance.now() - started)
+      if (settled.disk === undefined && (health.cache?.writeQueueJobs ?? 0) === 0) settled.disk = ms
+      if (settled.manifest === undefined && (health.manifestWriter?.queued ?? 0) === 0) settled.manifest = ms
+      if (settled.disk !== undefined && settled.manifest !== undefined) return settled
+    } catch {
+      // Busy or restarting: ask again.
+    }
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return settled
+}
+
 async function originStats(origin: RunningSystem): Promise<OriginStats> {
   const res = await get(origin.baseUrl + ORIGIN_STATS_PATH)
   return JSON.parse(res.body.toString('utf8')) as OriginStats
@@ -310,6 +352,7 @@ async function main(): Promise<number> {
   const problems: Problem[] = []
   const measurements: Measurement[] = []
   const notes = new Map<string, string[]>()
+  const settleNotes: { scenario: string; system: string; settled: Settled }[] = []
   const addNote = (scenario: string, system: string, note: string) => {
     const k = noteKey(scenario, system)
     const list = notes.get(k) ?? []
@@ -360,7 +403,7 @@ async function main(): Promise<number> {
           cajes.set(tier, caje)
           systems.push(caje)
           startLines.push(
-            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_ACCESS_LOG=false CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${rulesEnv} node dist/main.js (after npm run build)`,
+            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${rulesEnv} node dist/main.js (after npm run build)`,
           )
           log(`caje (${tier}) ${caje.baseUrl}`)
         } catch (err) {
@@ -427,7 +470,7 @@ async function main(): Promise<number> {
         const paths =
           probe.kind === 'fixed'
             ? [probe.path]
-            : sampleObjects(probe.count, probe.exponent, 20).map((n) => `${probe.pathPrefix}${n}?verify=1`)
+            : sampleObjects(probe.count, probe.kind === 'zipf' ? probe.exponent : 1, 20).map((n) => `${probe.pathPrefix}${n}?verify=1`)
         for (const p of paths) {
           const first = await checkBody(system, p)
           if (first.problem) {
@@ -452,13 +495,14 @@ async function main(): Promise<number> {
 
       const firstWorkload = scenario.workload('1')
       loadCommands.push(
-        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.durationSec}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : ''}`,
+        `${scenario.id}: ${tool === 'wrk' ? `wrk -t ${Math.min(opts.threads, scenario.connections ?? opts.connections)} -c ${scenario.connections ?? opts.connections} -d ${opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)}s --timeout 10s -s <script.lua> http://127.0.0.1:<port>${firstWorkload.kind === 'fixed' ? firstWorkload.path : '/'}` : `autocannon -c ${scenario.connections ?? opts.connections} -d ${opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)}`}${firstWorkload.kind === 'zipf' ? ` (request(): /obj/<rank-1>?r=<rep>, rank ~ Zipf(s=${firstWorkload.exponent}) over ${firstWorkload.count} objects)` : firstWorkload.kind === 'unique' ? ` (request(): /obj/<i mod ${firstWorkload.count}>?storm=<rep>-<thread>-<i>: a new URL every time)` : ''}`,
       )
 
+      const scenarioSeconds = opts.smoke ? opts.durationSec : (scenario.durationSec ?? opts.durationSec)
       if (opts.warmupSec > 0) {
         for (const system of lineup) {
           try {
-            await load(system, scenario.workload('warm'), opts.warmupSec, scenario.connections ?? opts.connections)
+            await load(system, scenario.workload('warm'), Math.min(opts.warmupSec, scenarioSeconds), scenario.connections ?? opts.connections)
           } catch (err) {
             warn(`${scenario.id} / ${system.name}: warm-up failed: ${(err as Error).message}`)
           }
@@ -473,7 +517,7 @@ async function main(): Promise<number> {
           const rss = pollPeakRss(await processTree(system.pid))
           let result: LoadResult
           try {
-            result = await load(system, workload, opts.durationSec, scenario.connections ?? opts.connections)
+            result = await load(system, workload, scenarioSeconds, scenario.connections ?? opts.connections)
           } catch (err) {
             await rss.stop()
             const message = `load run failed: ${(err as Error).message.split('\n')[0]}`
@@ -481,6 +525,12 @@ async function main(): Promise<number> {
             addNote(scenario.id, system.name, message)
             warn(`${scenario.id} / ${system.name}: ${message}`)
             continue
+          }
+          // Settling first: the RSS poll stays on until the work queued by this run is done.
+          if (scenario.measureSettle && system.kind === 'caje') {
+            const settled = await settleTime(system)
+            settleNotes.push({ scenario: scenario.id, system: system.name, settled })
+            log(`  ${scenario.id} run ${rep}/${opts.runs} ${system.name}: after the load, disk writer idle in ${settled.disk ?? '>30000'} ms, manifest writer in ${settled.manifest ?? '>30000'} ms`)
           }
           const peakRssBytes = await rss.stop()
           const after = await originStats(origin)
@@ -516,6 +566,13 @@ async function main(): Promise<number> {
             `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${errors ? `  errors ${errors}` : ''}`,
           )
         }
+      }
+
+      for (const system of lineup) {
+        const runs = settleNotes.filter((n) => n.scenario === scenario.id && n.system === system.name).map((n) => n.settled)
+        if (runs.length === 0) continue
+        const list = (pick: (s: Settled) => number | undefined) => runs.map((s) => pick(s) ?? '>30000').join(', ')
+        addNote(scenario.id, system.name, `after the load: disk writer idle in ${list((s) => s.disk)} ms, manifest writer in ${list((s) => s.manifest)} ms`)
       }
 
       // After the load, caje must still serve the right bytes.
@@ -565,9 +622,9 @@ async function main(): Promise<number> {
     }
     const markdown = renderResults(meta, rows)
     await mkdir(path.dirname(opts.out), { recursive: true })
-    // The soak runs (bench/soak.ts --record) keep their own section at the end: carry it over.
+    // The profile notes and the soak runs (bench/soak.ts --record) keep their own sections at the end: carry them over.
     const previous = await readFile(opts.out, 'utf8').catch(() => '')
-    const soak = /\n## Soak\n[\s\S]*$/.exec(previous)?.[0] ?? ''
+    const soak = /\n## (Profiles|Soak)\n[\s\S]*$/.exec(previous)?.[0] ?? ''
     await writeFile(opts.out, soak ? `${markdown.replace(/\n*$/, '\n')}${soak}` : markdown)
     const stamp = meta.date.replace(/[:.]/g, '-')
     await writeFile(path.join(outDir, `results-${stamp}.json`), JSON.stringify({ meta, options: opts, measurements, rows, problems }, null, 2))

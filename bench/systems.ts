@@ -6,7 +6,7 @@
 
 import { buildCaje } from './build.ts'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { createWriteStream, existsSync } from 'node:fs'
+import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
@@ -48,12 +48,13 @@ export async function freePort(): Promise<number> {
 }
 
 function spawnLogged(command: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; logPath: string; stdoutPipe?: boolean }): ChildProcess {
-  const log = createWriteStream(opts.logPath, { flags: 'a' })
-  const child = spawn(command, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // The log file is the child's own stdout/stderr (as under a service manager writing to a file):
+  // piping through this process would put the runner's CPU into the numbers of a logging system.
+  const fd = openSync(opts.logPath, 'a')
+  const child = spawn(command, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', opts.stdoutPipe ? 'pipe' : fd, fd] })
+  closeSync(fd)
   live.add(child)
   child.once('exit', () => live.delete(child))
-  if (!opts.stdoutPipe) child.stdout!.pipe(log)
-  child.stderr!.pipe(log)
   return child
 }
 
@@ -155,7 +156,6 @@ export async function startCaje(ws: Workspace, opts: CajeOptions): Promise<Runni
     CAJE_ORIGIN: opts.originUrl,
     CAJE_CACHE_DIR: path.join(dataDir, 'cache'),
     CAJE_DATABASE_PATH: path.join(dataDir, 'manifest.db'),
-    CAJE_ACCESS_LOG: 'false',
     CAJE_POPULATE_INTERVAL: '0',
     CAJE_MEMORY_CACHE_BYTES: String(opts.memoryCacheBytes),
     CAJE_CACHE_MAX_BYTES: String(4 * 1024 ** 3),

@@ -6,6 +6,7 @@ import http from 'node:http'
 import { Hono } from 'hono'
 import type { AdminActions } from './admin/actions.ts'
 import { createAdminApp, createEnrolmentCode, enrolmentNotice } from './admin/app.ts'
+import { NODE_LOCAL_PATHS } from './admin/cache-routes.ts'
 import { createApp, createRequestListener, listen, localUrl, refuseInternalRoutes, startInternalListener, type AppDeps } from './app.ts'
 import { createCacheStore } from './cache/tiered-store.ts'
 import type { CacheStore } from './cache/types.ts'
@@ -13,14 +14,14 @@ import type { Config } from './config.ts'
 import { startDemoOrigin, type DemoOrigin } from './demo-origin.ts'
 import { forwardWritesToPrimary } from './forward-to-primary.ts'
 import type { Logger } from './log.ts'
-import { createInternalApp } from './manifest/internal-routes.ts'
+import { createInternalApp, INTERNAL_BASE_PATH } from './manifest/internal-routes.ts'
 import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
-import { createMetrics, type Metrics } from './metrics.ts'
+import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
@@ -71,6 +72,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     maxBytes: config.cacheMaxBytes,
     memoryBytes: config.memoryCacheBytes,
     maxObjectBytes: config.maxObjectBytes,
+    maxVariants: config.maxVariants,
+    writeQueueBytes: config.writeQueueBytes,
     log,
   })
   const manifest = await startManifest({
@@ -96,23 +99,12 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   }
 
   const metrics = createMetrics({ cacheStats: () => store.stats() })
-  store.subscribe((event) => {
-    switch (event.type) {
-      case 'stored':
-        return metrics.stored()
-      case 'deleted':
-        if (event.reason === 'evicted') metrics.evicted(1)
-        return
-      case 'integrity-failure':
-        return metrics.integrityFailure()
-      case 'write-failure':
-        return metrics.writeFailure()
-    }
-  })
+  store.subscribe(countStoreEvents(metrics))
   const origin = createOriginClient({
     connectTimeoutMs: config.originConnectTimeoutMs,
     headersTimeoutMs: config.originHeadersTimeoutMs,
     bodyTimeoutMs: config.originBodyTimeoutMs,
+    metrics,
   })
   const core = createProxy({
     store,
@@ -136,13 +128,14 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   }
   const proxy: Proxy = {
     ...core,
-    hitNow(req) {
-      const result = core.hitNow(req)
-      if (result) noteStatus(req, result)
-      return result
-    },
-    async handle(req) {
-      const result = await core.handle(req)
+    serve(req) {
+      const result = core.serve(req)
+      if (result instanceof Promise) {
+        return result.then((r) => {
+          noteStatus(req, r)
+          return r
+        })
+      }
       noteStatus(req, result)
       return result
     },
@@ -207,10 +200,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
   })
   const admin = new Hono()
-  // Populate warms this node, Clear FS empties this node's disk, and purge applies here first
-  // (their manifest writes go through the writer): they stay on the node they were asked on.
   // A replica relays the client's address with sign-in, signed, so the primary rate-limits per client.
-  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: ['/_caje/internal', '/_caje/populate', '/_caje/purge', '/_caje/clear_fs'], clientAddress: config }))
+  admin.use('*', forwardWritesToPrimary({ role: () => manifest.role.current(), log, localPrefixes: [INTERNAL_BASE_PATH, ...NODE_LOCAL_PATHS], clientAddress: config }))
   admin.route('/', adminApp)
 
   const appDeps: AppDeps = {

@@ -37,6 +37,10 @@ export interface Config {
   memoryCacheBytes: number
   cacheMaxBytes: number
   maxObjectBytes: number
+  /** Most variants (Vary) kept under one URL; the least recently used goes first. */
+  maxVariants: number
+  /** Most body bytes waiting to be written to disk; a response that does not fit is served without being stored. */
+  writeQueueBytes: number
   nodeId: string
   region: string
   /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
@@ -357,6 +361,8 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     internalUrl: internalUrl.replace(/\/$/, ''),
     populateInterval: number('CAJE_POPULATE_INTERVAL', 300, 0, 7 * 24 * 3600),
     populateConcurrency: number('CAJE_POPULATE_CONCURRENCY', 4, 1, 64),
+    maxVariants: number('CAJE_MAX_VARIANTS', 32, 1, 10_000),
+    writeQueueBytes: bytes('CAJE_WRITE_QUEUE_BYTES', 64 * MIB),
     purgePollMs: number('CAJE_PURGE_POLL_MS', 1_000, 0, 3_600_000),
     adminPassword,
     allowPasswordLogin: flag('CAJE_ALLOW_PASSWORD_LOGIN', false),

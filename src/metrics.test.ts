@@ -181,7 +181,7 @@ describe('createMetrics', () => {
     fail = true
     const m = await scrape(metrics)
     expect(m.value('caje_cache_entries')).toBe(7)
-    expect(m.value('caje_metrics_collect_errors_total')).toBe(4)
+    expect(m.value('caje_metrics_collect_errors_total')).toBe(6) // once per cache gauge: entries, bytes, memory entries and bytes, write queue jobs and bytes
   })
 
   it('uses its own registry: two instances and the global registry never share counts', async () => {
@@ -213,5 +213,17 @@ describe('createMetrics', () => {
     const nsPerPair = Number(process.hrtime.bigint() - start) / n
     // Generous bound for a shared CI machine; the real cost is a few ns.
     expect(nsPerPair).toBeLessThan(500)
+  })
+})
+
+describe('hitRatio', () => {
+  it('is hits and stale answers over the answers of cacheable requests, null before any', () => {
+    const metrics = createMetrics({ processMetrics: false })
+    expect(metrics.hitRatio()).toBeNull()
+    metrics.request('bypass')
+    metrics.request('error')
+    expect(metrics.hitRatio()).toBeNull()
+    for (const s of ['hit', 'hit', 'stale', 'miss', 'revalidated', 'pass'] as const) metrics.request(s)
+    expect(metrics.hitRatio()).toBe(3 / 6)
   })
 })

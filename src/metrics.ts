@@ -13,24 +13,11 @@
 // status), and it runs only when caje already made a network round trip.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { StoreEvent } from './cache/types.ts'
+import { CACHE_STATUSES, ORIGIN_ERROR_KINDS, POPULATE_RESULTS, PURGE_KINDS, SERVE_TIERS, type CacheStatusLabel, type OriginErrorKind, type PopulateResult, type PurgeKind, type ServeTier } from './vocabulary.ts'
 
-export const CACHE_STATUSES = ['hit', 'stale', 'miss', 'revalidated', 'bypass', 'pass', 'error'] as const
-/** How the proxy answered one request (the `cache_status` label of caje_requests_total). */
-export type CacheStatusLabel = (typeof CACHE_STATUSES)[number]
-
-export const SERVE_TIERS = ['memory', 'disk', 'origin'] as const
-/** Where the bytes of a response body came from. */
-export type ServeTier = (typeof SERVE_TIERS)[number]
-
-/** Same names as OriginFailureKind in proxy/origin.ts; anything else is counted as 'other'. */
-export const ORIGIN_ERROR_KINDS = ['connect', 'timeout', 'reset', 'protocol', 'dns', 'aborted', 'other'] as const
-export type OriginErrorKind = (typeof ORIGIN_ERROR_KINDS)[number]
-
-export const POPULATE_RESULTS = ['done', 'skipped', 'failed'] as const
-export type PopulateResult = (typeof POPULATE_RESULTS)[number]
-
-export const PURGE_KINDS = ['url', 'prefix', 'tag', 'all'] as const
-export type PurgeKind = (typeof PURGE_KINDS)[number]
+export { CACHE_STATUSES, ORIGIN_ERROR_KINDS, POPULATE_RESULTS, PURGE_KINDS, SERVE_TIERS } from './vocabulary.ts'
+export type { CacheStatusLabel, OriginErrorKind, PopulateResult, PurgeKind, ServeTier } from './vocabulary.ts'
 
 /** What the cache gauges show; CacheStore#stats() returns a superset of this. */
 export interface CacheGaugeStats {
@@ -38,6 +25,9 @@ export interface CacheGaugeStats {
   bytes: number
   memoryEntries: number
   memoryBytes: number
+  /** Disk writes queued and not yet done, and the body bytes they hold. */
+  writeQueueJobs?: number
+  writeQueueBytes?: number
 }
 
 export interface MetricsOptions {
@@ -65,6 +55,8 @@ export interface Metrics {
   integrityFailure(): void
   /** Writing a response to the cache failed (the response itself was still served). */
   writeFailure(): void
+  /** A storable response was served without being stored: the disk write queue was full. */
+  writeSkipped(): void
   /** An origin exchange failed before a usable response, by kind. */
   originError(kind: OriginErrorKind): void
   /** One entry handled by a populate run; bytes counted when it was fetched. */
@@ -73,6 +65,8 @@ export interface Metrics {
   purge(kind: PurgeKind): void
   /** Where the cache gauges read from (the CacheStore usually exists after the metrics). */
   setCacheStats(source: () => CacheGaugeStats): void
+  /** Hits ÷ answers of cacheable requests since start (hit and stale over those plus miss, revalidated and pass); null before any. */
+  hitRatio(): number | null
 }
 
 const DEFAULT_ORIGIN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -163,6 +157,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     name: 'caje_cache_write_failures_total',
     help: 'Cache writes that failed (the response was still served).',
   }).counts
+  const writeSkippedCount = new CounterTable(registry, {
+    name: 'caje_cache_writes_skipped_total',
+    help: 'Storable responses served without being stored because the disk write queue was full.',
+  }).counts
   const originErrors = new CounterTable(registry, {
     name: 'caje_origin_errors_total',
     help: 'Origin exchanges that failed, by kind (connect, timeout, reset, protocol, dns, aborted, other).',
@@ -227,6 +225,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   cacheGauge('caje_cache_bytes', 'Body bytes in the disk cache of this node.', (s) => s.bytes)
   cacheGauge('caje_memory_cache_entries', 'Entries held in the memory tier.', (s) => s.memoryEntries)
   cacheGauge('caje_memory_cache_bytes', 'Body bytes held in the memory tier.', (s) => s.memoryBytes)
+  cacheGauge('caje_cache_write_queue_jobs', 'Disk writes queued and not yet done.', (s) => s.writeQueueJobs ?? 0)
+  cacheGauge('caje_cache_write_queue_bytes', 'Body bytes waiting in the disk write queue.', (s) => s.writeQueueBytes ?? 0)
 
   const collectErrors = new CounterTable(registry, {
     name: 'caje_metrics_collect_errors_total',
@@ -260,6 +260,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     writeFailure() {
       writeFailureCount[0]!++
     },
+    writeSkipped() {
+      writeSkippedCount[0]!++
+    },
     originError(kind) {
       originErrors[ORIGIN_ERROR_INDEX[kind] ?? OTHER_ORIGIN_ERROR]!++
     },
@@ -275,8 +278,33 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     setCacheStats(source) {
       cacheStats = source
     },
+    hitRatio() {
+      const count = (label: CacheStatusLabel) => requests[CACHE_STATUS_INDEX[label]!]!
+      const hits = count('hit') + count('stale')
+      const answers = hits + count('miss') + count('revalidated') + count('pass')
+      return answers === 0 ? null : hits / answers
+    },
   }
   return metrics
+}
+
+/** Counts what a cache store reports (subscribe this to CacheStore#subscribe). */
+export function countStoreEvents(metrics: Metrics): (event: StoreEvent) => void {
+  return (event) => {
+    switch (event.type) {
+      case 'stored':
+        return metrics.stored()
+      case 'deleted':
+        if (event.reason === 'evicted') metrics.evicted(1)
+        return
+      case 'integrity-failure':
+        return metrics.integrityFailure()
+      case 'write-failure':
+        return metrics.writeFailure()
+      case 'write-skipped':
+        return metrics.writeSkipped()
+    }
+  }
 }
 
 /** The Prometheus text exposition of everything in this Metrics' registry. */

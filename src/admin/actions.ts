@@ -2,6 +2,8 @@
 // reaches into proxy or cache internals: the main program implements this
 // interface with the real stores and the manifest and passes it in.
 
+import type { PopulateStatus, PurgeRequest } from '../vocabulary.ts'
+
 export interface ListQuery {
   /** Substring to match against the URL / cache key; empty matches everything. */
   filter: string
@@ -52,22 +54,7 @@ export interface ManifestEntry {
   nodes: string[]
 }
 
-export interface PopulateStatus {
-  running: boolean
-  done: number
-  skipped: number
-  failed: number
-  bytes: number
-  /** Epoch ms. */
-  startedAt: number
-  finishedAt: number | null
-}
-
-export type PurgeRequest =
-  | { kind: 'url'; value: string }
-  | { kind: 'prefix'; value: string }
-  | { kind: 'tag'; value: string }
-  | { kind: 'all' }
+export type { PopulateStatus, PurgeRequest }
 
 export interface NodeStatus {
   nodeId: string

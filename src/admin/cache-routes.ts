@@ -18,6 +18,13 @@ import * as repo from './repo.ts'
 import { InvalidCursorError } from '../manifest/repositories.ts'
 
 export const MAX_LIMIT = 500
+
+/**
+ * Actions that act on the node they are asked on (populate warms it, Clear FS empties its disk,
+ * purge applies here first); their manifest writes go through the writer. A replica keeps them
+ * instead of relaying them to the primary like other admin writes.
+ */
+export const NODE_LOCAL_PATHS = ['/_caje/populate', '/_caje/purge', '/_caje/clear_fs'] as const
 const MAX_OFFSET = 1_000_000_000
 
 function intParam(raw: string | undefined, fallback: number, min: number, max: number): number {

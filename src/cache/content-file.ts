@@ -87,6 +87,8 @@ export interface ReadHooks {
  * verified on success. Other I/O errors reject.
  */
 export async function readContent(files: OpenFiles, content: ContentRecord, range: ByteRange | undefined, hooks: ReadHooks): Promise<ContentRead> {
+  const pending = pendingBody(content, range)
+  if (pending) return { ok: true, body: pending }
   const opened = await openCurrent(files, content.path)
   if (!opened) return { ok: false, reason: 'missing' }
   const { lease, st } = opened
@@ -142,6 +144,8 @@ export const SYNC_READ_BYTES = 64 * 1024
  * unlinked). Undefined means "use readContent()", never "missing".
  */
 export function readTrustedNow(files: OpenFiles, content: ContentRecord, range: ByteRange | undefined): StoredBody | undefined {
+  const pending = pendingBody(content, range)
+  if (pending) return pending
   if (content.verified === undefined || content.size > SYNC_READ_BYTES) return undefined
   const fd = files.peek(content.path)
   if (fd === undefined) return undefined
@@ -161,6 +165,13 @@ export function readTrustedNow(files: OpenFiles, content: ContentRecord, range: 
   } catch {
     return undefined // EIO and friends: readContent() reports them
   }
+}
+
+/** A body not yet on disk is answered from the bytes the disk writer is about to write (their digest was taken on the way in). */
+function pendingBody(content: ContentRecord, range: ByteRange | undefined): StoredBody | undefined {
+  const body = content.pending
+  if (!body) return undefined
+  return { kind: 'buffer', buffer: range ? body.subarray(range.start, range.end + 1) : body, tier: 'memory' }
 }
 
 /** Opens `filePath` again, insisting on the very file `expected` describes (it may have been replaced meanwhile). */

@@ -5,21 +5,25 @@
 // restarts and can be inspected with cacache's own tools.
 //
 // Invariants:
-// - The in-memory index is the truth while running; disk follows it.
-// - Per entry, disk operations run in call order (KeyedSerial by entry id), so
-//   the last commit() called wins; per content file likewise (by path).
+// - The in-memory index is the truth while running; disk follows it through
+//   the disk writer (disk-writer.ts), whose jobs run in the order they were
+//   queued: the last commit() called wins on disk as in memory, and a removal
+//   never deletes a file a later write put in place.
+// - A small body is served from memory from its commit until the writer has
+//   put it on disk (write-behind); a large one becomes visible once on disk.
 // - A content file is shared by every entry with the same digest and removed
 //   when the last one goes (reference count in ContentRecord.refs).
 
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
-import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing, moveIntoPlace, readContent, readTrustedNow } from './content-file.ts'
+import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing, readContent, readTrustedNow } from './content-file.ts'
+import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from './disk-writer.ts'
 import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
-import { type FinishedBody, PendingBody } from './pending-body.ts'
+import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
-import { KeyedSerial, SharedExclusiveGate, WorkQueue } from './serial.ts'
 import type {
+  BodyLookup,
   ByteRange,
   CacheStore,
   EntryMeta,
@@ -43,8 +47,15 @@ export interface DiskStoreOptions {
   maxBytes: number
   /** Bodies larger than this are not stored. */
   maxObjectBytes: number
+  /** Most body bytes waiting for the disk writer; a body that does not fit is served but not stored (default 64 MiB). */
+  writeQueueBytes?: number
+  /** Most variants kept under one key; the least recently used goes first (default 32). */
+  maxVariants?: number
   log?: LogFn
 }
+
+export const DEFAULT_WRITE_QUEUE_BYTES = 64 * 1024 * 1024
+export const DEFAULT_MAX_VARIANTS = 32
 
 export interface CommittedBody {
   meta: EntryMeta
@@ -57,13 +68,22 @@ export interface DiskEntryWriter extends EntryWriter {
   commitWithBody(): Promise<CommittedBody | undefined>
 }
 
+/** A body with the metadata it belongs to, now or later. */
+export type EntryLookup = EntryBody | undefined | Promise<EntryBody | undefined>
+export interface EntryBody {
+  body: StoredBody
+  meta: EntryMeta
+}
+
 export interface DiskStore extends CacheStore {
   readonly dir: string
   writer(entry: NewEntry): DiskEntryWriter
   /** The current metadata of a variant, marking it recently used (memory-tier hits call this so disk LRU sees them). */
   touch(key: string, variant: string): EntryMeta | undefined
-  /** read(), plus the metadata the returned body belongs to. */
-  readWithMeta(key: string, variant: string, range?: ByteRange): Promise<{ body: StoredBody; meta: EntryMeta } | undefined>
+  /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
+  readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
+  /** The disk writer's backlog. */
+  writeQueue(): DiskWriterStats
 }
 
 /** Content files kept open for fast hits (the hottest ones; each costs one descriptor). */
@@ -71,8 +91,6 @@ const OPEN_FILES = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */
 const COMPACT_AFTER_LINES = 8
-/** File removals in flight at once: enough to keep a disk busy, few enough to leave libuv's threads to reads and commits. */
-const REMOVAL_CONCURRENCY = 8
 /** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
 const YIELD_EVERY_MS = 4
 
@@ -132,12 +150,6 @@ function storedMetadata(meta: NewEntry | EntryMeta): NewEntry {
   return rest
 }
 
-function snapshot<T>(value: T): T {
-  // A JSON round trip: the caller may keep mutating its object, and what is
-  // in memory must be exactly what a restart will read back from disk.
-  return JSON.parse(JSON.stringify(value)) as T
-}
-
 function isMetadata(value: unknown): value is NewEntry {
   const m = value as Partial<NewEntry> | null
   return (
@@ -149,21 +161,29 @@ function isMetadata(value: unknown): value is NewEntry {
   )
 }
 
-// @types/cacache leaves out options cacache supports: `time` on insert (keeps
-// the commit time across metadata updates) and `removeFully` on delete
-// (removes the bucket file instead of appending a tombstone line).
-const insertIndex = cacache.index.insert as (
-  cache: string,
-  key: string,
-  integrity: string,
-  opts: { metadata: unknown; size: number; time: number },
-) => Promise<cacache.CacheObject | undefined>
-const removeIndex = cacache.rm.entry as (cache: string, key: string, opts: { removeFully: boolean }) => Promise<unknown>
+/** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
+function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
+  return `{"key":${JSON.stringify(id)},"integrity":${JSON.stringify(integrity)},"time":${time},"size":${size},"metadata":${metadataJson}}`
+}
+
+function jobError(result: JobResult): Error {
+  if (result.ok) return new Error('no error')
+  return Object.assign(new Error(result.error.message), { code: result.error.code })
+}
+
+/** What a writer hands over on commit: its metadata (as stored and as JSON) and its body. */
+interface Committing {
+  entry: NewEntry
+  metadataJson: string
+  /** Order of commit() calls per entry: a large body finishing after a newer commit is dropped. */
+  seq: number
+}
 
 class CacacheDiskStore implements DiskStore {
   readonly dir: string
   readonly #maxBytes: number
   readonly #maxObjectBytes: number
+  readonly #maxVariants: number
   readonly #log: LogFn
   readonly #tmpDir: string
   readonly #index = new EntryIndex()
@@ -173,13 +193,14 @@ class CacacheDiskStore implements DiskStore {
   #bytes = 0
   #integrityFailures = 0
   #writeFailures = 0
+  #writesSkipped = 0
   #evictions = 0
   readonly #listeners = new Set<(event: StoreEvent) => void>()
-  readonly #entryOps = new KeyedSerial()
-  readonly #contentOps = new KeyedSerial()
-  readonly #gate = new SharedExclusiveGate()
-  /** File removals (index buckets, content files), REMOVAL_CONCURRENCY at a time; see WorkQueue. */
-  readonly #removals = new WorkQueue(REMOVAL_CONCURRENCY)
+  readonly #writer: DiskWriter
+  /** Per entry id, the seq of the last commit() called (see Committing.seq). */
+  readonly #lastCommit = new Map<string, number>()
+  #commitSeq = 0
+  #lastCommitAt = 0
   readonly #files: OpenFiles
   /** Background work close() must wait for. Every tracked promise resolves; failures are logged where they happen. */
   readonly #inflight = new Set<Promise<unknown>>()
@@ -189,8 +210,10 @@ class CacacheDiskStore implements DiskStore {
     this.dir = opts.dir
     this.#maxBytes = opts.maxBytes
     this.#maxObjectBytes = opts.maxObjectBytes
+    this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#tmpDir = path.join(opts.dir, 'tmp')
+    this.#writer = new DiskWriter({ dir: opts.dir, maxQueueBytes: opts.writeQueueBytes ?? DEFAULT_WRITE_QUEUE_BYTES })
     this.#files = new OpenFiles({
       max: OPEN_FILES,
       onCloseError: (error, file) => this.#log({ level: 'warn', msg: 'cache could not close a content file', path: file, ...describeError(error) }),
@@ -212,14 +235,17 @@ class CacacheDiskStore implements DiskStore {
       else unwanted.push(entry.key)
     }
     loaded.sort((a, b) => a.committedAt - b.committedAt)
+    this.#lastCommitAt = loaded.at(-1)?.committedAt ?? 0
     for (const record of loaded) {
-      record.content = this.#pin(record.meta.integrity, record.meta.size)
+      record.content = this.#pin(record.meta.integrity, record.meta.size).content
       this.#index.set(record)
+      // A lowered variant cap applies at once.
+      this.#capVariants(record.meta.key)
     }
     if (unwanted.length > 0) this.#log({ level: 'info', msg: 'cache dropping expired or unreadable entries at start', count: unwanted.length })
     this.#track(this.#cleanUp(unwanted))
     // A budget lowered since the last run applies at once.
-    this.#track(this.#evict())
+    this.#evict()
   }
 
   #recordFromDisk(entry: cacache.CacheObject, now: number): IndexRecord | undefined {
@@ -237,30 +263,23 @@ class CacacheDiskStore implements DiskStore {
 
   /** Removes index buckets not loaded, then content files nothing references (crash leftovers, expired entries). */
   async #cleanUp(unwantedIds: string[]): Promise<void> {
-    for (const id of unwantedIds) await this.#removeBucket(id)
+    for (const id of unwantedIds) this.#removeBucket(id)
     const root = path.join(contentDir(this.dir), 'sha512')
-    let removed = 0
+    const removals: Promise<JobResult>[] = []
     try {
       for (const a of await readdirOrEmpty(root)) {
         for (const b of await readdirOrEmpty(path.join(root, a))) {
           for (const name of await readdirOrEmpty(path.join(root, a, b))) {
             const file = path.join(root, a, b, name)
-            if (this.#contents.has(file)) continue
-            const gone = await this.#gate.shared(() =>
-              this.#contentOps.run(file, async () => {
-                // Checked again in turn: a commit may have claimed the file meanwhile.
-                if (this.#contents.has(file)) return false
-                await rm(file, { force: true })
-                return true
-              }),
-            )
-            if (gone) removed++
+            // Decided when queued: a write of this content queued later puts it back after the removal.
+            if (!this.#contents.has(file)) removals.push(this.#writer.run({ op: 'rm-content', path: file }))
           }
         }
       }
     } catch (error) {
       this.#log({ level: 'warn', msg: 'cache orphan sweep failed', dir: this.dir, ...describeError(error) })
     }
+    const removed = (await Promise.all(removals)).filter((r) => r.ok).length
     if (removed > 0) this.#log({ level: 'info', msg: 'cache removed unreferenced content files', count: removed })
   }
 
@@ -273,44 +292,50 @@ class CacacheDiskStore implements DiskStore {
     const record = touch ? this.#index.touch(id, now) : this.#index.get(id)
     if (!record) return undefined
     if (isExpired(record.meta, now)) {
-      void this.#drop(record, 'expired')
+      this.#drop(record, 'expired')
       return undefined
     }
     return record
   }
 
-  async variants(key: string): Promise<EntryMeta[]> {
-    return this.variantsNow(key)
-  }
-
-  variantsNow(key: string): EntryMeta[] {
+  variants(key: string): EntryMeta[] {
     const now = Date.now()
     const metas: EntryMeta[] = []
     for (const record of this.#index.variantsOf(key)) {
-      if (isExpired(record.meta, now)) void this.#drop(record, 'expired')
+      if (isExpired(record.meta, now)) this.#drop(record, 'expired')
       else metas.push(record.meta)
     }
     return metas
+  }
+
+  varyOf(key: string): readonly string[] {
+    return this.#index.varyOf(key)
+  }
+
+  variant(key: string, variant: string): EntryMeta | undefined {
+    return this.#current(key, variant, false)?.meta
   }
 
   touch(key: string, variant: string): EntryMeta | undefined {
     return this.#current(key, variant, true)?.meta
   }
 
-  async read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined> {
-    return (await this.readWithMeta(key, variant, range))?.body
+  read(key: string, variant: string, range?: ByteRange): BodyLookup {
+    const found = this.readEntry(key, variant, range)
+    if (found instanceof Promise) return found.then((f) => f?.body)
+    return found?.body
   }
 
-  readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
-    const record = this.#current(key, variant, true)
-    if (!record) return undefined
-    return readTrustedNow(this.#files, record.content, range ? clampRange(range, record.meta.size) : undefined)
-  }
-
-  async readWithMeta(key: string, variant: string, range?: ByteRange): Promise<{ body: StoredBody; meta: EntryMeta } | undefined> {
+  readEntry(key: string, variant: string, range?: ByteRange): EntryLookup {
     const record = this.#current(key, variant, true)
     if (!record) return undefined
     const clamped = range ? clampRange(range, record.meta.size) : undefined
+    const now = readTrustedNow(this.#files, record.content, clamped)
+    return now ? { body: now, meta: record.meta } : this.#readFile(record, clamped)
+  }
+
+  async #readFile(record: IndexRecord, clamped: ByteRange | undefined): Promise<EntryBody | undefined> {
+    const { key, variant } = record.meta
     let result: ContentRead
     try {
       result = await readContent(this.#files, record.content, clamped, { onStreamCorrupt: () => this.#corrupt(record, 'corrupt') })
@@ -335,105 +360,171 @@ class CacacheDiskStore implements DiskStore {
     this.#files.forget(record.content.path)
     this.#log({ level: 'warn', msg: 'cache body failed its integrity check', key: record.meta.key, variant: record.meta.variant, reason, path: record.content.path })
     this.#emit({ type: 'integrity-failure', key: record.meta.key, variant: record.meta.variant })
-    void this.#drop(record, 'corrupt')
+    this.#drop(record, 'corrupt')
   }
 
   // ---- writes -------------------------------------------------------------
 
   writer(entry: NewEntry): DiskEntryWriter {
-    return new DiskWriter(this.#writerHost, snapshot(storedMetadata(entry)))
+    // The JSON is the index line's metadata, taken now: a restart reads back exactly this. The
+    // object itself is kept (and frozen on commit) rather than parsed back, so the strings it
+    // shares with the proxy's own (key, url) are held once for the 100,000s of entries in memory.
+    const metadata = storedMetadata(entry)
+    return new EntryWriterImpl(this.#writerHost, metadata, JSON.stringify(metadata))
+  }
+
+  async put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
+    const writer = this.writer(entry)
+    if (!writer.write(body)) {
+      writer.abort()
+      return undefined
+    }
+    return writer.commit()
+  }
+
+  admits(key: string, size: number | undefined): boolean {
+    if (this.#writer.hasRoom(size)) return true
+    this.#skipped(key)
+    return false
+  }
+
+  #skipped(key: string): void {
+    this.#writesSkipped++
+    this.#emit({ type: 'write-skipped', key, reason: 'queue-full' })
   }
 
   readonly #writerHost: WriterHost = {
     closed: () => this.#closed,
     newBody: (onFailure) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure }),
-    commit: (entry, body, reportFailure) => this.#commit(entry, body, reportFailure),
+    commitBuffered: (entry, metadataJson, body) => this.#commitBuffered(entry, metadataJson, body),
+    commitSpilled: (entry, metadataJson, body, reportFailure) => this.#commitSpilled(entry, metadataJson, body, reportFailure),
     discard: (entry, body) => this.#track(this.#discard(entry, body)),
     reportFailure: (key, error) => this.#writeFailed(key, error),
   }
 
-  #commit(entry: NewEntry, body: PendingBody, reportFailure: (error: unknown) => void): Promise<CommittedBody | undefined> {
+  #nextCommit(id: string): number {
+    const seq = ++this.#commitSeq
+    this.#lastCommit.set(id, seq)
+    return seq
+  }
+
+  /**
+   * A body held in memory: visible at once (served from memory until the disk writer has
+   * written it), or not stored at all when the write queue is full.
+   */
+  #commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined {
     const id = entryId(entry.key, entry.variant)
-    // Hashing and flushing the temp file overlap with other commits; only the
-    // publishing step waits for this entry's turn (taken now, in call order).
-    const finished = body.finish().then(
-      (value) => ({ ok: true as const, value }),
-      (error: unknown) => ({ ok: false as const, error }),
-    )
-    const published = this.#entryOps.run(id, async () => {
-      const outcome = await finished
-      if (!outcome.ok) {
-        reportFailure(outcome.error)
-        await this.#discard(entry, body)
-        return undefined
-      }
+    if (!this.#writer.hasRoom(body.size)) {
+      this.#skipped(entry.key)
+      return undefined
+    }
+    // A large body of this entry still being written is superseded by this later commit.
+    this.#lastCommit.delete(id)
+    const { content, created } = this.#pin(body.integrity, body.size)
+    if (created) content.pending = body.body
+    const record = this.#publish(id, entry, content)
+    const job: DiskJob = { op: 'put', body: body.body, contentPath: content.path, id, line: this.#line(record, metadataJson), compact: record.indexLines > COMPACT_AFTER_LINES }
+    if (job.compact) record.indexLines = 1
+    this.#track(this.#writer.run(job).then((result) => this.#written(record, content, body.body, result)))
+    this.#evict()
+    return { meta: record.meta, body: body.body }
+  }
+
+  /** A body that spilled to a temp file: the disk writer moves it into place, then it becomes visible. */
+  #commitSpilled(entry: NewEntry, metadataJson: string, body: PendingBody, reportFailure: (error: unknown) => void): Promise<CommittedBody | undefined> {
+    const id = entryId(entry.key, entry.variant)
+    const seq = this.#nextCommit(id)
+    const committing = (async (): Promise<CommittedBody | undefined> => {
+      let finished: FinishedBody
       try {
-        return await this.#gate.shared(() => this.#publish(id, entry, outcome.value))
+        finished = await body.finish()
       } catch (error) {
         reportFailure(error)
         await this.#discard(entry, body)
         return undefined
       }
-    })
-    return this.#track(
-      published.then(async (result) => {
-        if (result) await this.#evict()
-        return result
-      }),
-    )
-  }
-
-  async #publish(id: string, entry: NewEntry, finished: FinishedBody): Promise<CommittedBody> {
-    const filePath = contentPath(this.dir, finished.integrity)
-    if (!filePath) throw new Error(`unexpected integrity format: ${finished.integrity}`)
-    const content = this.#pin(finished.integrity, finished.size)
-    let published = false
-    try {
-      content.verified = await this.#contentOps.run(filePath, () => moveIntoPlace(finished.tmpPath, filePath))
-      const committedAt = Date.now()
+      const path = contentPath(this.dir, finished.integrity)
+      // Superseded by a later commit (or a delete) while the temp file was finishing: its
+      // index line must not land after the newer one's.
+      if (this.#lastCommit.get(id) !== seq || this.#closed || !path) {
+        if (!path) reportFailure(new Error(`unexpected integrity format: ${finished.integrity}`))
+        await this.#discard(entry, body)
+        return undefined
+      }
+      const { content } = this.#pin(finished.integrity, finished.size)
+      const committedAt = this.#commitTime()
       const previous = this.#index.get(id)
-      await this.#insertIndex(id, entry, finished, committedAt)
-      published = true
-      const meta = freezeMeta({ ...entry, size: finished.size, integrity: finished.integrity })
-      const record: IndexRecord = {
-        id,
-        meta,
-        content,
-        committedAt,
-        lastAccess: committedAt,
-        urlLower: meta.url.toLowerCase(),
-        indexLines: (previous?.indexLines ?? 0) + 1,
+      const indexLines = (previous?.indexLines ?? 0) + 1
+      const line = indexJson(id, finished.integrity, committedAt, finished.size, metadataJson)
+      const result = await this.#writer.run({ op: 'put', tmpPath: finished.tmpPath, contentPath: path, id, line, compact: indexLines > COMPACT_AFTER_LINES })
+      if (!result.ok) {
+        this.#release(content)
+        reportFailure(jobError(result))
+        return undefined
       }
-      const replaced = this.#index.set(record)
-      if (replaced) {
-        this.#release(replaced.content)
-        this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced' })
+      if (result.file) content.verified = result.file
+      if (this.#lastCommit.get(id) !== seq) {
+        // A newer commit or a delete came while this one was being written: it is on disk
+        // before theirs, so theirs wins after a restart too; here it simply never shows.
+        this.#release(content)
+        return undefined
       }
-      this.#emit({ type: 'stored', meta })
-      await this.#maybeCompact(record)
-      return { meta, body: finished.body }
-    } finally {
-      if (!published) this.#release(content)
-    }
+      this.#lastCommit.delete(id)
+      const record = this.#publish(id, entry, content, committedAt)
+      record.indexLines = indexLines > COMPACT_AFTER_LINES ? 1 : indexLines
+      this.#evict()
+      return { meta: record.meta }
+    })()
+    return this.#track(committing)
   }
 
-  async #insertIndex(id: string, metadata: NewEntry, body: { integrity: string; size: number }, time: number): Promise<void> {
-    const opts = { metadata, size: body.size, time }
-    // cacache returns undefined instead of failing when the bucket directory
-    // vanished between its mkdir and its append (cache dir removed): once more.
-    const inserted = (await insertIndex(this.dir, id, body.integrity, opts)) ?? (await insertIndex(this.dir, id, body.integrity, opts))
-    if (!inserted) throw Object.assign(new Error('cache index directory keeps disappearing'), { code: 'ENOENT' })
+  /**
+   * Commit times are milliseconds, strictly increasing in this store: commits in the same
+   * millisecond keep their order in listings after a restart (which sorts by this time).
+   */
+  #commitTime(): number {
+    this.#lastCommitAt = Math.max(Date.now(), this.#lastCommitAt + 1)
+    return this.#lastCommitAt
   }
 
-  async #maybeCompact(record: IndexRecord): Promise<void> {
-    if (record.indexLines <= COMPACT_AFTER_LINES) return
-    try {
-      // Keep only the newest line (matchFn "every line is the same entry").
-      await cacache.index.compact(this.dir, record.id, () => true)
-      record.indexLines = 1
-    } catch (error) {
-      this.#log({ level: 'warn', msg: 'cache index compaction failed', key: record.meta.key, ...describeError(error) })
+  /** Makes a committed variant visible in the index, replacing the one with the same id. */
+  #publish(id: string, entry: NewEntry, content: ContentRecord, committedAt = this.#commitTime()): IndexRecord {
+    const previous = this.#index.get(id)
+    const meta = freezeMeta({ ...entry, size: content.size, integrity: content.integrity })
+    const record: IndexRecord = {
+      id,
+      meta,
+      content,
+      committedAt,
+      lastAccess: committedAt,
+      urlLower: meta.url.toLowerCase(),
+      indexLines: (previous?.indexLines ?? 0) + 1,
     }
+    const replaced = this.#index.set(record)
+    if (replaced) {
+      this.#release(replaced.content)
+      this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced' })
+    }
+    this.#emit({ type: 'stored', meta })
+    this.#capVariants(meta.key)
+    return record
+  }
+
+  #line(record: IndexRecord, metadataJson: string): string {
+    return indexJson(record.id, record.meta.integrity, record.committedAt, record.meta.size, metadataJson)
+  }
+
+  /** The disk writer's answer for a buffered body. */
+  #written(record: IndexRecord, content: ContentRecord, body: Buffer, result: JobResult): void {
+    if (content.pending === body) content.pending = undefined
+    if (result.ok) {
+      // Just written from bytes whose digest was taken on the way in: trust this version of the file.
+      if (result.file && this.#contents.get(content.path) === content) content.verified = result.file
+      return
+    }
+    this.#writeFailed(record.meta.key, jobError(result))
+    // Not on disk: it must not be served from a file that is not there, nor recorded as held.
+    if (this.#index.get(record.id) === record) this.#drop(record, 'corrupt')
   }
 
   async #discard(entry: NewEntry, body: PendingBody): Promise<void> {
@@ -451,36 +542,28 @@ class CacacheDiskStore implements DiskStore {
   }
 
   async updateMeta(meta: EntryMeta): Promise<void> {
-    const next = snapshot(storedMetadata(meta))
+    const metadataJson = JSON.stringify(storedMetadata(meta))
+    const next = JSON.parse(metadataJson) as NewEntry
     const id = entryId(next.key, next.variant)
-    await this.#track(
-      this.#entryOps.run(id, () =>
-        this.#gate.shared(async () => {
-          const record = this.#index.get(id)
-          if (!record) return
-          // The body is untouched, so size and integrity stay those of the stored body.
-          record.meta = freezeMeta({ ...next, size: record.meta.size, integrity: record.meta.integrity })
-          record.urlLower = record.meta.url.toLowerCase()
-          this.#emit({ type: 'stored', meta: record.meta })
-          try {
-            await this.#insertIndex(id, next, record.meta, record.committedAt)
-            record.indexLines++
-            await this.#maybeCompact(record)
-          } catch (error) {
-            // The new metadata still applies in this process; a restart falls back to the previous one.
-            this.#writeFailed(next.key, error)
-          }
-        }),
-      ),
-    )
+    const record = this.#index.get(id)
+    if (!record) return
+    // The body is untouched, so size and integrity stay those of the stored body.
+    this.#index.updateMeta(record, freezeMeta({ ...next, size: record.meta.size, integrity: record.meta.integrity }))
+    record.indexLines++
+    const compact = record.indexLines > COMPACT_AFTER_LINES
+    if (compact) record.indexLines = 1
+    this.#emit({ type: 'stored', meta: record.meta })
+    const result = await this.#track(this.#writer.run({ op: 'index', id, line: this.#line(record, metadataJson), compact }))
+    // The new metadata still applies in this process; a restart falls back to the previous one.
+    if (!result.ok) this.#writeFailed(next.key, jobError(result))
   }
 
   // ---- deletes and eviction -----------------------------------------------
 
   /**
    * Removes a record from the index now (so it is no longer served and no
-   * longer counts against the budget) and from disk in its turn. Resolves when
-   * the files are gone; never rejects (failures are logged).
+   * longer counts against the budget) and from disk in its turn. The promise
+   * resolves when the files are gone; it never rejects (failures are logged).
    */
   #drop(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (this.#index.get(record.id) !== record) return Promise.resolve()
@@ -491,74 +574,74 @@ class CacacheDiskStore implements DiskStore {
   /** The rest of a drop, for a record already out of the index: accounting, the event, the files (queued). */
   #forget(record: IndexRecord, reason: DeleteReason): Promise<void> {
     if (reason === 'evicted') this.#evictions++
-    this.#release(record.content)
+    const content = this.#release(record.content)
     this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason })
-    return this.#removeBucket(record.id)
+    const bucket = this.#removeBucket(record.id)
+    return content ? Promise.all([bucket, content]).then(() => undefined) : bucket
   }
 
   #removeBucket(id: string): Promise<void> {
-    return this.#removals.push(async () => {
-      try {
-        await this.#entryOps.run(id, () =>
-          this.#gate.shared(async () => {
-            // A commit since the drop may have stored the entry again: keep its bucket.
-            if (!this.#index.get(id)) await removeIndex(this.dir, id, { removeFully: true })
-          }),
-        )
-      } catch (error) {
-        this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(error) })
-      }
-    })
+    // A commit queued after this removal puts its bucket back afterwards.
+    return this.#track(
+      this.#writer.run({ op: 'rm-bucket', id }).then((result) => {
+        if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(jobError(result)) })
+      }),
+    )
   }
 
-  #pin(integrity: string, size: number): ContentRecord {
+  #pin(integrity: string, size: number): { content: ContentRecord; created: boolean } {
     const filePath = contentPath(this.dir, integrity) as string
     let content = this.#contents.get(filePath)
+    const created = !content
     if (!content) {
       content = { integrity, path: filePath, size, refs: 0 }
       this.#contents.set(filePath, content)
       this.#bytes += size
     }
     content.refs++
-    return content
+    return { content, created }
   }
 
-  /**
-   * Drops one reference; the last one removes the file, in the background
-   * (in the file's turn: a commit that put the same content back since keeps it).
-   */
-  #release(content: ContentRecord): void {
+  /** Drops one reference; the last one removes the file (queued after any write of it queued before). */
+  #release(content: ContentRecord): Promise<void> | undefined {
     content.refs--
-    if (content.refs > 0 || this.#contents.get(content.path) !== content) return
+    if (content.refs > 0 || this.#contents.get(content.path) !== content) return undefined
     this.#contents.delete(content.path)
     this.#bytes -= content.size
     this.#files.forget(content.path)
-    void this.#removals.push(async () => {
-      try {
-        await this.#gate.shared(() =>
-          this.#contentOps.run(content.path, async () => {
-            if (!this.#contents.has(content.path)) await rm(content.path, { force: true })
-          }),
-        )
-      } catch (error) {
-        this.#log({ level: 'error', msg: 'cache could not remove a content file', path: content.path, ...describeError(error) })
-      }
-    })
+    return this.#track(
+      this.#writer.run({ op: 'rm-content', path: content.path }).then((result) => {
+        if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove a content file', path: content.path, ...describeError(jobError(result)) })
+      }),
+    )
   }
 
   /** Evicts least recently read entries until the body bytes fit the budget. */
-  async #evict(): Promise<void> {
+  #evict(): void {
     if (this.#bytes <= this.#maxBytes) return
-    const removals: Promise<void>[] = []
     for (const record of this.#index.leastRecentlyUsed()) {
       if (this.#bytes <= this.#maxBytes) break
-      removals.push(this.#drop(record, 'evicted'))
+      this.#drop(record, 'evicted')
     }
-    await Promise.all(removals)
+  }
+
+  /** Keeps at most maxVariants variants under a key: the least recently used go (a Vary on a field with many values must not grow one key without bound). */
+  #capVariants(key: string): void {
+    const count = this.#index.variantCount(key)
+    if (count <= this.#maxVariants) return
+    const variants = this.#index.variantsOf(key).sort((a, b) => (a.recency ?? 0) - (b.recency ?? 0))
+    for (let i = 0; i < count - this.#maxVariants; i++) this.#drop(variants[i]!, 'evicted')
   }
 
   async delete(key: string, variant?: string): Promise<number> {
     const records = variant === undefined ? this.#index.variantsOf(key) : [this.#index.get(entryId(key, variant))].filter((r) => r !== undefined)
+    // A large body still being written for this key must not appear after the delete.
+    // (Its index line may be queued already: a bucket removal queued now runs after it.)
+    const writing = variant === undefined ? [...this.#lastCommit.keys()].filter((id) => id.startsWith(`${key}\u0000`)) : [entryId(key, variant)].filter((id) => this.#lastCommit.has(id))
+    for (const id of writing) {
+      this.#lastCommit.delete(id)
+      if (!this.#index.get(id)) void this.#removeBucket(id)
+    }
     await Promise.all(records.map((record) => this.#drop(record, 'purged')))
     return records.length
   }
@@ -570,7 +653,7 @@ class CacacheDiskStore implements DiskStore {
    * event loop turn every few milliseconds, so a purge of 10,000 entries
    * never stalls the requests being served; an entry read (and so moved in
    * the LRU order) meanwhile is dropped once. The files are removed in the
-   * background, a few at a time (close() waits for them).
+   * background by the disk writer (close() waits for them).
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const matches: IndexRecord[] = []
@@ -595,20 +678,19 @@ class CacacheDiskStore implements DiskStore {
   }
 
   async clear(): Promise<number> {
-    return this.#gate.exclusive(async () => {
-      const records = this.#index.clear()
-      this.#contents.clear()
-      this.#files.closeAll()
-      this.#bytes = 0
-      for (const record of records) this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason: 'cleared' })
-      try {
-        await cacache.rm.all(this.dir)
-      } catch (error) {
-        this.#log({ level: 'error', msg: 'cache clear could not remove files', dir: this.dir, ...describeError(error) })
-        throw error
-      }
-      return records.length
-    })
+    const records = this.#index.clear()
+    this.#contents.clear()
+    this.#lastCommit.clear()
+    this.#files.closeAll()
+    this.#bytes = 0
+    for (const record of records) this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason: 'cleared' })
+    const result = await this.#track(this.#writer.run({ op: 'clear' }))
+    if (!result.ok) {
+      const error = jobError(result)
+      this.#log({ level: 'error', msg: 'cache clear could not remove files', dir: this.dir, ...describeError(error) })
+      throw error
+    }
+    return records.length
   }
 
   // ---- listing, stats, events, lifecycle ----------------------------------
@@ -622,6 +704,7 @@ class CacacheDiskStore implements DiskStore {
   }
 
   stats(): StoreStats {
+    const queue = this.#writer.stats()
     return {
       entries: this.#index.size,
       bytes: this.#bytes,
@@ -629,8 +712,20 @@ class CacacheDiskStore implements DiskStore {
       memoryBytes: 0,
       integrityFailures: this.#integrityFailures,
       writeFailures: this.#writeFailures,
+      writesSkipped: this.#writesSkipped,
+      writeQueueJobs: queue.jobs,
+      writeQueueBytes: queue.bytes,
       evictions: this.#evictions,
     }
+  }
+
+  writeQueue(): DiskWriterStats {
+    return this.#writer.stats()
+  }
+
+  async drain(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.all([...this.#inflight])
+    await this.#writer.drain()
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {
@@ -653,7 +748,8 @@ class CacacheDiskStore implements DiskStore {
 
   async close(): Promise<void> {
     this.#closed = true
-    while (this.#inflight.size > 0 || this.#removals.pending > 0) await Promise.all([...this.#inflight, this.#removals.idle()])
+    await this.drain()
+    await this.#writer.close()
     this.#files.closeAll()
   }
 
@@ -666,6 +762,7 @@ class CacacheDiskStore implements DiskStore {
     return promise
   }
 }
+
 
 function clampRange(range: ByteRange, size: number): ByteRange {
   const { start, end } = range
@@ -689,22 +786,25 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 interface WriterHost {
   closed(): boolean
   newBody(onFailure: (error: unknown) => void): PendingBody
-  commit(entry: NewEntry, body: PendingBody, reportFailure: (error: unknown) => void): Promise<CommittedBody | undefined>
+  commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined
+  commitSpilled(entry: NewEntry, metadataJson: string, body: PendingBody, reportFailure: (error: unknown) => void): Promise<CommittedBody | undefined>
   discard(entry: NewEntry, body: PendingBody): void
   reportFailure(key: string, error: unknown): void
 }
 
-class DiskWriter implements DiskEntryWriter {
+class EntryWriterImpl implements DiskEntryWriter {
   readonly #host: WriterHost
   readonly #entry: NewEntry
+  readonly #metadataJson: string
   readonly #body: PendingBody
   #state: 'open' | 'given-up' | 'committing' | 'aborted'
   #result: Promise<CommittedBody | undefined> | undefined
   #failureReported = false
 
-  constructor(host: WriterHost, entry: NewEntry) {
+  constructor(host: WriterHost, entry: NewEntry, metadataJson: string) {
     this.#host = host
     this.#entry = entry
+    this.#metadataJson = metadataJson
     this.#body = host.newBody((error) => this.#reportFailure(error))
     this.#state = host.closed() ? 'given-up' : 'open'
   }
@@ -726,10 +826,14 @@ class DiskWriter implements DiskEntryWriter {
 
   commitWithBody(): Promise<CommittedBody | undefined> {
     if (!this.#result) {
-      if (this.#state === 'open') {
+      if (this.#state === 'open' && !this.#host.closed()) {
         this.#state = 'committing'
-        this.#result = this.#host.commit(this.#entry, this.#body, (error) => this.#reportFailure(error))
+        const buffered = this.#body.buffered()
+        this.#result = buffered
+          ? Promise.resolve(this.#host.commitBuffered(this.#entry, this.#metadataJson, buffered))
+          : this.#host.commitSpilled(this.#entry, this.#metadataJson, this.#body, (error) => this.#reportFailure(error))
       } else {
+        if (this.#state === 'open') this.abort()
         this.#result = Promise.resolve(undefined)
       }
     }

@@ -4,7 +4,7 @@ import type { EntryMeta } from './types.ts'
 
 function record(i: number, host = 'example.com'): IndexRecord {
   const url = `https://${host}/item/${i}`
-  const meta = { key: url, variant: '', url, host, size: 10, integrity: 'sha512-x' } as EntryMeta
+  const meta = { key: url, variant: '', url, host, headers: {}, size: 10, integrity: 'sha512-x' } as unknown as EntryMeta
   return {
     id: entryId(url, ''),
     meta,

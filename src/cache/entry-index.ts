@@ -21,6 +21,8 @@ export interface ContentRecord {
   refs: number
   /** Identity of the file when it was last known good; see content-file.ts. */
   verified?: FileSignature
+  /** The body, while the disk writer has not put it on disk yet: reads are answered from it. */
+  pending?: Buffer
 }
 
 /** What identifies one version of a file on disk: a change to any of these means "hash it again". */
@@ -39,10 +41,39 @@ export interface IndexRecord {
   committedAt: number
   /** Epoch ms of the last read (commit time until the first one). */
   lastAccess: number
+  /** Order of use (set by EntryIndex on every set and touch): unlike lastAccess, never a tie. */
+  recency?: number
   /** Lower-cased url, computed once so filtering 100,000 entries does no string allocation. */
   urlLower: string
   /** Lines in this entry's cacache bucket; updates append, so the bucket is compacted now and then. */
   indexLines: number
+}
+
+interface KeyVariants {
+  records: IndexRecord[]
+  /** Variants per distinct stored Vary value. */
+  varies: Map<string, number>
+  /** varies' keys, built when asked and dropped on change. */
+  varyList?: string[]
+}
+
+const NO_VARY: readonly string[] = Object.freeze([])
+
+function addVary(variants: KeyVariants, meta: EntryMeta): void {
+  const vary = meta.headers.vary ?? ''
+  const n = variants.varies.get(vary)
+  if (n === undefined) variants.varyList = undefined
+  variants.varies.set(vary, (n ?? 0) + 1)
+}
+
+function removeVary(variants: KeyVariants, meta: EntryMeta): void {
+  const vary = meta.headers.vary ?? ''
+  const n = variants.varies.get(vary) ?? 0
+  if (n > 1) variants.varies.set(vary, n - 1)
+  else {
+    variants.varies.delete(vary)
+    variants.varyList = undefined
+  }
 }
 
 export interface IndexPage {
@@ -55,10 +86,11 @@ export class EntryIndex {
   readonly #lru = new Map<string, IndexRecord>()
   /** The record at the most-recent end of #lru, when known. */
   #newest: IndexRecord | undefined
+  #uses = 0
   /** Oldest commit first. */
   readonly #byCommit = new Map<string, IndexRecord>()
   /** Variants per key: nearly always one or two, so an array beats a Map per key (100,000 of them). */
-  readonly #byKey = new Map<string, IndexRecord[]>()
+  readonly #byKey = new Map<string, KeyVariants>()
 
   get size(): number {
     return this.#lru.size
@@ -73,6 +105,7 @@ export class EntryIndex {
     const record = this.#lru.get(id)
     if (!record) return undefined
     record.lastAccess = now
+    record.recency = ++this.#uses
     // Already the most recent: skip the Map re-insertion (the hot-key case).
     if (this.#newest === record) return record
     this.#lru.delete(id)
@@ -83,7 +116,34 @@ export class EntryIndex {
 
   variantsOf(key: string): IndexRecord[] {
     const variants = this.#byKey.get(key)
-    return variants ? variants.slice() : []
+    return variants ? variants.records.slice() : []
+  }
+
+  variantCount(key: string): number {
+    return this.#byKey.get(key)?.records.length ?? 0
+  }
+
+  /**
+   * The distinct Vary header values (as stored, '' for none) of a key's variants: nearly
+   * always one. A lookup works out the request's variant id once per value and finds the
+   * variant by id, whatever the number of variants.
+   */
+  varyOf(key: string): readonly string[] {
+    const variants = this.#byKey.get(key)
+    if (!variants) return NO_VARY
+    variants.varyList ??= [...variants.varies.keys()]
+    return variants.varyList
+  }
+
+  /** Replaces a record's metadata (its Vary may change with a 304's headers). */
+  updateMeta(record: IndexRecord, meta: EntryMeta): void {
+    const variants = this.#byKey.get(record.meta.key)
+    if (variants && this.#lru.get(record.id) === record) {
+      removeVary(variants, record.meta)
+      addVary(variants, meta)
+    }
+    record.meta = meta
+    record.urlLower = meta.url.toLowerCase()
   }
 
   /**
@@ -93,12 +153,14 @@ export class EntryIndex {
    */
   set(record: IndexRecord): IndexRecord | undefined {
     const previous = this.delete(record.id)
+    record.recency = ++this.#uses
     this.#lru.set(record.id, record)
     this.#newest = record
     this.#byCommit.set(record.id, record)
-    const variants = this.#byKey.get(record.meta.key)
-    if (variants) variants.push(record)
-    else this.#byKey.set(record.meta.key, [record])
+    let variants = this.#byKey.get(record.meta.key)
+    if (!variants) this.#byKey.set(record.meta.key, (variants = { records: [], varies: new Map() }))
+    variants.records.push(record)
+    addVary(variants, record.meta)
     return previous
   }
 
@@ -110,9 +172,12 @@ export class EntryIndex {
     this.#byCommit.delete(id)
     const variants = this.#byKey.get(record.meta.key)
     if (variants) {
-      const at = variants.indexOf(record)
-      if (at >= 0) variants.splice(at, 1)
-      if (variants.length === 0) this.#byKey.delete(record.meta.key)
+      const at = variants.records.indexOf(record)
+      if (at >= 0) {
+        variants.records.splice(at, 1)
+        removeVary(variants, record.meta)
+      }
+      if (variants.records.length === 0) this.#byKey.delete(record.meta.key)
     }
     return record
   }

@@ -1,11 +1,11 @@
 // A body being written: hashed as it arrives, kept in memory while small and
 // spilled to a temp file in <dir>/tmp once it grows, so a large response never
-// sits whole in memory. Nothing here is visible to readers; the store moves
-// the finished temp file into cacache's content layout on commit.
+// sits whole in memory. Nothing here is visible to readers; on commit the
+// store hands the buffered body (or the finished temp file) to its disk writer.
 
 import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { SMALL_BODY_BYTES, integrityOf } from './content-file.ts'
@@ -18,8 +18,12 @@ export interface FinishedBody {
   tmpPath: string
   integrity: string
   size: number
-  /** The whole body, when it stayed small enough to be buffered. */
-  body?: Buffer
+}
+
+export interface BufferedBody {
+  integrity: string
+  size: number
+  body: Buffer
 }
 
 export interface PendingBodyOptions {
@@ -35,7 +39,8 @@ export type WriteOutcome = 'ok' | 'too-large' | 'failed'
 export class PendingBody {
   readonly #opts: PendingBodyOptions
   readonly #hash = createHash('sha512')
-  readonly #tmpPath: string
+  /** Named when the body spills (most bodies never do). */
+  #tmpPath: string | undefined
   #bytes = 0
   /** Chunks not yet on disk: the whole body until it spills, then the backlog. */
   #chunks: Buffer[] = []
@@ -46,7 +51,6 @@ export class PendingBody {
 
   constructor(opts: PendingBodyOptions) {
     this.#opts = opts
-    this.#tmpPath = path.join(opts.tmpDir, randomUUID())
   }
 
   write(chunk: Uint8Array): WriteOutcome {
@@ -65,19 +69,21 @@ export class PendingBody {
     return 'ok'
   }
 
-  /** Puts the whole body in a temp file and reports its digest. Rejects on I/O failure. */
+  /** The whole body and its digest when it stayed small enough to be kept in memory (nothing is on disk then); else undefined: use finish(). */
+  buffered(): BufferedBody | undefined {
+    if (this.#fd) return undefined
+    const body = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#bytes)
+    this.#chunks = []
+    return { integrity: integrityOf(this.#hash), size: this.#bytes, body }
+  }
+
+  /** For a body that spilled to its temp file: the whole body on disk and its digest. Rejects on I/O failure. */
   async finish(): Promise<FinishedBody> {
-    if (!this.#fd) {
-      const body = this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks, this.#bytes)
-      this.#chunks = []
-      await mkdir(this.#opts.tmpDir, { recursive: true })
-      await writeFile(this.#tmpPath, body, { flag: 'wx' })
-      return { tmpPath: this.#tmpPath, integrity: integrityOf(this.#hash), size: this.#bytes, body }
-    }
+    if (!this.#fd) throw new Error('finish() is for a body that spilled to a temp file; use buffered()')
     while (this.#draining) await this.#draining
     await this.#close()
     if (this.#failure) throw this.#failure.error
-    return { tmpPath: this.#tmpPath, integrity: integrityOf(this.#hash), size: this.#bytes }
+    return { tmpPath: this.#tmpPath!, integrity: integrityOf(this.#hash), size: this.#bytes }
   }
 
   /** Drops everything written so far, including the temp file. */
@@ -85,12 +91,13 @@ export class PendingBody {
     this.#chunks = []
     while (this.#draining) await this.#draining
     await this.#close()
-    await rm(this.#tmpPath, { force: true })
+    if (this.#tmpPath) await rm(this.#tmpPath, { force: true })
   }
 
   async #openTmp(): Promise<number> {
     // mkdir every time: the cache directory may have been removed under us.
     await mkdir(this.#opts.tmpDir, { recursive: true })
+    this.#tmpPath = path.join(this.#opts.tmpDir, randomUUID())
     return openFd(this.#tmpPath, 'wx')
   }
 

@@ -47,13 +47,15 @@ export function sri(body: Buffer): string {
   return `sha512-${createHash('sha512').update(body).digest('base64')}`
 }
 
-/** Writes a body in chunks and commits it. */
-export async function put(store: Pick<CacheStore, 'writer'>, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
+/** Writes a body in chunks, commits it, and waits until it is on disk (the store writes behind). */
+export async function put(store: Pick<CacheStore, 'writer'> & Partial<Pick<CacheStore, 'drain'>>, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
   const writer = store.writer(entry)
   for (let offset = 0; offset < body.length; offset += chunkSize) {
     if (!writer.write(body.subarray(offset, offset + chunkSize))) break
   }
-  return writer.commit()
+  const meta = await writer.commit()
+  await store.drain?.()
+  return meta
 }
 
 export async function bytesOf(body: StoredBody): Promise<Buffer> {

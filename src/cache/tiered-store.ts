@@ -4,9 +4,9 @@
 // integrity, so deletes, purges, evictions and replacements on disk can never
 // leave a stale body served from memory.
 
-import { type DiskStore, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
+import { type DiskStore, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
-import type { ByteRange, CacheStore, EntryMeta, EntryWriter, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
+import type { BodyLookup, ByteRange, CacheStore, EntryMeta, EntryWriter, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
 
 export interface CacheStoreOptions {
   /** cacache directory of this node. */
@@ -17,11 +17,15 @@ export interface CacheStoreOptions {
   memoryBytes: number
   /** Per-object limit: larger bodies are not stored. */
   maxObjectBytes: number
+  /** Body bytes waiting for the disk writer at most (see DiskStoreOptions). */
+  writeQueueBytes?: number
+  /** Variants kept under one key at most (see DiskStoreOptions). */
+  maxVariants?: number
   log?: LogFn
 }
 
 export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheStore> {
-  const disk = await createDiskStore({ dir: opts.dir, maxBytes: opts.maxBytes, maxObjectBytes: opts.maxObjectBytes, log: opts.log })
+  const disk = await createDiskStore({ dir: opts.dir, maxBytes: opts.maxBytes, maxObjectBytes: opts.maxObjectBytes, writeQueueBytes: opts.writeQueueBytes, maxVariants: opts.maxVariants, log: opts.log })
   // Only bodies the disk tier hands over as buffers go to memory, and a quarter
   // of the budget at most, so one object cannot flush the rest.
   const memory = createMemoryTier({
@@ -57,36 +61,40 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return undefined
   }
 
+  /** A body read from disk, kept in memory when the tier takes it; the slice asked for when the whole was read for memory. */
+  function kept(found: EntryBody, range: ByteRange | undefined, wholeForMemory: boolean): StoredBody {
+    const { body, meta } = found
+    if (body.kind !== 'buffer' || (range !== undefined && !wholeForMemory)) return body
+    if (body.buffer.length <= memory.maxObjectBytes) remember(meta, body.buffer)
+    return range ? { kind: 'buffer', buffer: sliceRange(body.buffer, range), tier: 'disk' } : body
+  }
+
   return {
     variants: (key) => disk.variants(key),
-    variantsNow: (key) => disk.variantsNow(key),
+    varyOf: (key) => disk.varyOf(key),
+    variant: (key, variant) => disk.variant(key, variant),
 
-    readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
-      const held = fromMemory(key, variant, range)
-      if (held || range) return held
-      const body = disk.readNow(key, variant)
-      // The metadata is looked up again only for a body the memory tier would keep.
-      if (body?.kind === 'buffer' && body.buffer.length <= memory.maxObjectBytes) {
-        const meta = disk.touch(key, variant)
-        if (meta) remember(meta, body.buffer)
-      }
-      return body
-    },
-
-    async read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined> {
+    read(key: string, variant: string, range?: ByteRange): BodyLookup {
       const held = fromMemory(key, variant, range)
       if (held) return held
       // A range of a body small enough for memory: read it whole once, keep it, serve the slice.
       const current = range ? disk.touch(key, variant) : undefined
       const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes
-      const found = await disk.readWithMeta(key, variant, wholeForMemory ? undefined : range)
-      if (!found) return undefined
-      const { body, meta } = found
-      if (body.kind === 'buffer' && (wholeForMemory || !range)) {
-        remember(meta, body.buffer)
-        if (range) return { kind: 'buffer', buffer: sliceRange(body.buffer, range), tier: 'disk' }
+      const found = disk.readEntry(key, variant, wholeForMemory ? undefined : range)
+      if (found instanceof Promise) return found.then((f) => f && kept(f, range, wholeForMemory))
+      return found && kept(found, range, wholeForMemory)
+    },
+
+    admits: (key, size) => disk.admits(key, size),
+    drain: () => disk.drain(),
+
+    put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
+      const writer = this.writer(entry)
+      if (!writer.write(body)) {
+        writer.abort()
+        return Promise.resolve(undefined)
       }
-      return body
+      return writer.commit()
     },
 
     writer(entry: NewEntry): EntryWriter {

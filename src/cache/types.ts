@@ -44,6 +44,9 @@ export type StoredBody =
   | { kind: 'buffer'; buffer: Buffer; tier: 'memory' | 'disk' }
   | { kind: 'stream'; stream: Readable; tier: 'disk' }
 
+/** A body now, a body later, or none. */
+export type BodyLookup = StoredBody | undefined | Promise<StoredBody | undefined>
+
 /** Byte range (inclusive), for 206 answers straight from the store. */
 export interface ByteRange {
   start: number
@@ -69,6 +72,8 @@ export type StoreEvent =
   | { type: 'deleted'; key: string; variant: string; reason: 'evicted' | 'purged' | 'replaced' | 'expired' | 'corrupt' | 'cleared' }
   | { type: 'integrity-failure'; key: string; variant: string }
   | { type: 'write-failure'; key: string; error: unknown }
+  /** A response that was not stored because the disk write queue was full (it was still served). */
+  | { type: 'write-skipped'; key: string; reason: 'queue-full' }
 
 export interface StoreStats {
   entries: number
@@ -77,6 +82,11 @@ export interface StoreStats {
   memoryBytes: number
   integrityFailures: number
   writeFailures: number
+  /** Responses not stored because the write queue was full. */
+  writesSkipped: number
+  /** Disk writes queued and not yet done (jobs, and body bytes they hold in memory). */
+  writeQueueJobs: number
+  writeQueueBytes: number
   evictions: number
 }
 
@@ -93,22 +103,37 @@ export interface ListedEntry extends EntryMeta {
 }
 
 export interface CacheStore {
-  /** All variants stored under a primary key (metadata only, no body I/O). */
-  variants(key: string): Promise<EntryMeta[]>
-  /** variants() without the promise: metadata lives in memory, so a hit can be answered without waiting a tick. */
-  variantsNow(key: string): EntryMeta[]
+  /** All variants stored under a primary key (metadata only: it lives in memory, so no waiting). */
+  variants(key: string): EntryMeta[]
   /**
-   * The body of a variant when the memory tier holds it (no I/O, marks it
-   * recently used), else undefined: then read() it. Undefined says nothing
-   * about whether the entry exists.
+   * The distinct Vary header values (as stored; '' for none) among a key's variants, nearly
+   * always one: the caller works out the request's variant id per value and asks variant().
+   * Empty when nothing is stored under the key.
    */
-  readNow(key: string, variant: string, range?: ByteRange): StoredBody | undefined
+  varyOf(key: string): readonly string[]
+  /** One variant's metadata by its id (no body I/O), or undefined (absent or expired). */
+  variant(key: string, variant: string): EntryMeta | undefined
   /**
-   * Open the body of one variant. Resolves undefined when the entry is gone
-   * or its integrity check fails (then the entry is dropped and counted).
-   * With `range`, only those bytes are returned.
+   * The body of one variant (marks it recently used). When the body is at hand (memory tier, a
+   * write not yet on disk, a small file verified before and already open) it is returned at
+   * once; otherwise a promise, as undici's cache store get() does. Undefined, now or from the
+   * promise, when the entry is gone or its integrity check fails (then it is dropped and
+   * counted). With `range`, only those bytes are returned.
    */
-  read(key: string, variant: string, range?: ByteRange): Promise<StoredBody | undefined>
+  read(key: string, variant: string, range?: ByteRange): BodyLookup
+  /**
+   * Whether a response for `key` with a body of `size` bytes (undefined: not known yet) can be
+   * stored now. False while the disk write queue is full: the response is then served without
+   * being stored, and the store counts it (stats().writesSkipped, a 'write-skipped' event).
+   */
+  admits(key: string, size: number | undefined): boolean
+  /** Resolves once every write queued so far is on disk. */
+  drain(): Promise<void>
+  /**
+   * Store a variant whose whole body is at hand (populate): the same write path as writer()
+   * (write-behind, bounded queue). Resolves to the stored meta, or undefined when not stored.
+   */
+  put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined>
   /** Start writing a new variant; replaces an existing one with the same key+variant on commit. */
   writer(entry: NewEntry): EntryWriter
   /** Replace the metadata of a stored variant (after a 304 revalidation), keeping its body. */

@@ -14,11 +14,4 @@ export const jsonLog: ManifestLog = (level, msg, fields) => {
 
 export const silentLog: ManifestLog = () => {}
 
-/** A safe one-line description of an error for logs (never sent to clients). */
-export function describeError(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code
-    return typeof code === 'string' ? `${code}: ${err.message}` : err.message
-  }
-  return String(err)
-}
+export { describeError } from '../vocabulary.ts'

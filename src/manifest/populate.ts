@@ -14,7 +14,7 @@
 
 import { createHash } from 'node:crypto'
 import type { Kysely } from 'kysely'
-import type { PopulateStatus } from '../admin/actions.ts'
+import type { PopulateStatus } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import type { Database } from './database.ts'

@@ -22,7 +22,7 @@
 
 import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
-import type { PurgeRequest } from '../admin/actions.ts'
+import type { PurgeRequest } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import type { Database } from './database.ts'

@@ -161,7 +161,9 @@ function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (
     path: canonicalTarget(pathAndQuery(raw.url)),
     headers,
     body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
-    clientIp: (headers['x-real-ip'] ?? '127.0.0.1').replace(/^::ffff:/, ''),
+    // A web Request carries no peer address (app.request() is a call inside this process), and a
+    // client's own X-Real-IP must never stand in for one: X-Forwarded-For would carry its lie on.
+    clientIp: '127.0.0.1',
     started,
     get signal() {
       if (!controller) {
@@ -197,8 +199,8 @@ export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
 /**
  * The exchange as a plain Node request listener, for the server's fast path:
  * requests outside /_caje/ reach the proxy without a trip through the router.
- * A fresh hit held in memory is answered synchronously, before this returns;
- * everything else goes through the proxy's full (asynchronous) path.
+ * The proxy answers a result or a promise of one (a fresh hit whose body is at
+ * hand is written before this returns); one writer sends either.
  */
 export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: IncomingMessage, outgoing: ServerResponse) => void {
   return (incoming, outgoing) => {
@@ -208,27 +210,22 @@ export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: Incomin
       sendNode(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
       return
     }
-    let quick: ProxyResult | undefined
-    try {
-      quick = opts.proxy.hitNow(req)
-    } catch (err) {
-      // The full path answers instead, and reports whatever is wrong in its own way.
-      opts.log({ level: 'warn', msg: 'fast hit path failed; taking the full path', error: (err as Error).message })
+    const failed = (err: unknown) => {
+      opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
+      if (!outgoing.headersSent) {
+        outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
+        outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
+      } else outgoing.destroy()
     }
-    if (quick) {
-      sendNode(opts, outgoing, req, quick)
+    let answer: ProxyResult | Promise<ProxyResult>
+    try {
+      answer = opts.proxy.serve(req)
+    } catch (err) {
+      failed(err)
       return
     }
-    opts.proxy.handle(req).then(
-      (result) => sendNode(opts, outgoing, req, result),
-      (err: unknown) => {
-        opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
-        if (!outgoing.headersSent) {
-          outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
-          outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
-        } else outgoing.destroy()
-      },
-    )
+    if (answer instanceof Promise) answer.then((result) => sendNode(opts, outgoing, req, result), failed)
+    else sendNode(opts, outgoing, req, answer)
   }
 }
 
@@ -237,7 +234,7 @@ async function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Res
   const started = opts.accessLog ? performance.now() : 0
   const req = webRequest(opts, raw, started)
   if (typeof req === 'string') return toWebResponse(opts, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
-  return toWebResponse(opts, req, await opts.proxy.handle(req))
+  return toWebResponse(opts, req, await opts.proxy.serve(req))
 }
 
 /** What the access log says of a request, whatever became of it. */

@@ -1,15 +1,26 @@
 // Talking to the origin: one keep-alive pool per origin (undici Agent), no
 // redirects followed, no decompression (undici.request hands us raw bytes),
-// and every failure classified so the client gets a clear 502 or 504.
+// and every failure classified so the client gets a clear 502 or 504. This is
+// the one sender: every origin request (fill, pass, revalidation, populate)
+// goes through send(), which counts its latency or its failure.
 
 import { Agent, request as undiciRequest, errors as undiciErrors } from 'undici'
 import type { Readable } from 'node:stream'
+import type { OriginErrorKind } from '../vocabulary.ts'
 import type { HeaderBag } from './headers.ts'
 
 export interface OriginOptions {
   connectTimeoutMs: number
   headersTimeoutMs: number
   bodyTimeoutMs: number
+  /** Where every origin exchange is counted: fills, pass-through, revalidations, populate. */
+  metrics?: OriginMetrics
+}
+
+/** What the origin sender reports (src/metrics.ts implements it). */
+export interface OriginMetrics {
+  originLatency(seconds: number, status: number): void
+  originError(kind: OriginFailureKind): void
 }
 
 export interface OriginRequest {
@@ -33,7 +44,7 @@ export interface OriginResponse {
   headersMs: number
 }
 
-export type OriginFailureKind = 'connect' | 'timeout' | 'reset' | 'protocol' | 'dns' | 'aborted' | 'other'
+export type OriginFailureKind = OriginErrorKind
 
 /** A failed origin exchange, already mapped to the status the client should see. */
 export class OriginError extends Error {
@@ -111,14 +122,14 @@ export function createOriginClient(opts: OriginOptions): OriginClient {
           onInfo: req.onInterim && ((info: { statusCode: number; headers: HeaderBag }) => req.onInterim!(info.statusCode, info.headers)),
           // No redirect interceptor is installed: a 3xx goes back to the client as it is.
         } as Parameters<typeof undiciRequest>[1])
-        return {
-          status: res.statusCode,
-          headers: res.headers as HeaderBag,
-          body: res.body as unknown as Readable,
-          headersMs: performance.now() - started,
-        }
+        const headersMs = performance.now() - started
+        opts.metrics?.originLatency(headersMs / 1000, res.statusCode)
+        return { status: res.statusCode, headers: res.headers as HeaderBag, body: res.body as unknown as Readable, headersMs }
       } catch (err) {
-        throw classifyOriginError(err, req.origin)
+        const e = classifyOriginError(err, req.origin)
+        // A client that went away is not the origin's failure.
+        if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
+        throw e
       }
     },
     async close() {

@@ -64,8 +64,8 @@ export interface ProxyResult {
   bodyFailure?: (err: unknown) => ProxyResult
 }
 
-/** The counters the proxy reports; src/metrics.ts implements them. */
-export type ProxyMetrics = Pick<Metrics, 'request' | 'originLatency' | 'originError'>
+/** The counters the proxy reports (origin exchanges are counted by the origin sender); src/metrics.ts implements them. */
+export type ProxyMetrics = Pick<Metrics, 'request'>
 
 export interface ProxyOptions {
   store: CacheStore
@@ -88,9 +88,8 @@ export interface ProxyOptions {
 }
 
 export interface Proxy {
-  handle(req: ProxyRequest): Promise<ProxyResult>
-  /** The answer to a fresh hit whose body can be had without waiting (memory, or a small verified file already open), synchronously; undefined when handle() is needed. */
-  hitNow(req: ProxyRequest): ProxyResult | undefined
+  /** The answer to one request: at once for a fresh hit whose body is at hand, else a promise (as Hono's dispatch returns Response | Promise<Response>). */
+  serve(req: ProxyRequest): ProxyResult | Promise<ProxyResult>
   /** Fetch a URL from the origin and store it if allowed (populate's fallback when no peer has it), as a request with the stored Vary values of the variant. */
   fill(url: URL, varyHeaders: Record<string, string>, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
   /** Resolves when background revalidations have finished (graceful shutdown). */
@@ -99,6 +98,7 @@ export interface Proxy {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
 const HIT: CacheStatus = { hit: true }
+const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
 const PASS_MARK_TTL_MS = 60_000
@@ -134,35 +134,33 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
   }
 
-  /** Pick the stored variant matching this request (RFC 9111 §4.1), newest first. */
-  function pickVariant(variants: readonly EntryMeta[], headers: FlatHeaders): EntryMeta | undefined {
+  /**
+   * The stored variant matching this request (RFC 9111 §4.1), newest first. Found by id: the
+   * request's variant id is worked out once per distinct stored Vary value (nearly always one),
+   * so a URL with many variants costs no more than one with a single variant.
+   */
+  function lookup(key: string, headers: FlatHeaders): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
+    const varies = store.varyOf(key)
+    if (varies.length === 0) return { hadVariants: false, variants: NO_VARIANTS }
     let best: EntryMeta | undefined
-    for (const v of variants) {
+    for (const vary of varies) {
+      const fields = varyFields(vary)
+      const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
       // A stored part (206) is never taken for the whole response; only usablePart() picks one.
-      if (v.status === 206 || !isFreshnessPolicy(v.policy)) continue
-      if (!usableUnder(v.policy, storeRules)) continue
-      if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
-      if (!best || v.storedAt > best.storedAt) best = v
+      if (!meta || meta.status === 206 || !isFreshnessPolicy(meta.policy)) continue
+      if (!usableUnder(meta.policy, storeRules)) continue
+      if (!variantMatches(meta.varyHeaders, fields, headers)) continue
+      if (!best || meta.storedAt > best.storedAt) best = meta
     }
-    return best
+    if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
+    // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
+    // exists (vary-miss or uri-miss) need the whole list, on this miss path only.
+    const variants = store.variants(key)
+    return { hadVariants: variants.some((v) => v.status !== 206), variants }
   }
 
-  async function lookup(key: string, headers: FlatHeaders): Promise<{ meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] }> {
-    const variants = await store.variants(key)
-    if (variants.length === 0) return { hadVariants: false, variants }
-    return { meta: pickVariant(variants, headers), hadVariants: variants.some((v) => v.status !== 206), variants }
-  }
-
-  async function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
-    try {
-      const res = await origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal, onInterim: interimFor(req) })
-      opts.metrics?.originLatency(res.headersMs / 1000, res.status)
-      return res
-    } catch (err) {
-      const e = err as OriginError
-      if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
-      throw err
-    }
+  function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
+    return origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal, onInterim: interimFor(req) })
   }
 
   /**
@@ -286,39 +284,16 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return result
   }
 
-  /** Serve a stored entry (see storedAnswer). Undefined when the body is gone or corrupt. */
-  async function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): Promise<ProxyResult | undefined> {
+  /**
+   * Serve a stored entry (see storedAnswer): at once when the store has the body at hand, else a
+   * promise. Undefined (now or later) when the body is gone or corrupt.
+   */
+  function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): ProxyResult | undefined | Promise<ProxyResult | undefined> {
     const answer = storedAnswer(req, meta, policy, cacheStatus)
     if (!answer.needsBody) return answer.result
-    const stored = await store.read(meta.key, meta.variant, answer.range)
+    const stored = store.read(meta.key, meta.variant, answer.range)
+    if (stored instanceof Promise) return stored.then((s) => s && withBody(answer.result, s))
     return stored && withBody(answer.result, stored)
-  }
-
-  /**
-   * A fresh hit answered at once, without waiting a tick: the metadata is in memory and so is
-   * the body (or none is needed). Undefined means "take the full path", which also covers
-   * disk reads, revalidation and misses.
-   */
-  function hitNow(req: ProxyRequest): ProxyResult | undefined {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return undefined
-    if (!opts.resolveOrigin(req.host)) return undefined
-    const rules = ruleMatch(req)
-    if (rules.bypass) return undefined
-    const key = rules.key
-    const variants = store.variantsNow(key)
-    if (variants.length === 0) return undefined
-    const meta = pickVariant(variants, req.headers)
-    if (!meta) return undefined
-    const policy = meta.policy as FreshnessPolicy
-    if (decideReuse(policy, req.headers, now()).kind !== 'fresh') return undefined
-    const answer = storedAnswer(req, meta, policy, HIT)
-    let result: ProxyResult | undefined = answer.result
-    if (answer.needsBody) {
-      const stored = store.readNow(meta.key, meta.variant, answer.range)
-      result = stored && withBody(answer.result, stored)
-    }
-    if (result) opts.metrics?.request(statusLabel(result.cacheStatus))
-    return result
   }
 
   interface StoreTarget {
@@ -357,6 +332,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // Pass such a response through, but never store what could be a truncated copy. (A 204
       // has no body at all, rule 1.)
       detail = 'no-length'
+    } else if (!store.admits(target.key, declared)) {
+      // The disk writer is behind: serve this one without storing it rather than queue without bound.
+      detail = 'write-queue-full'
     }
     if (detail !== undefined || !decision.store) {
       onOutcome(false)
@@ -545,7 +523,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
         signal: background ? undefined : req.signal,
         onInterim: background ? undefined : interimFor(req),
       })
-      opts.metrics?.originLatency(res.headersMs / 1000, res.status)
     } catch (error) {
       return { kind: 'failed', error }
     }
@@ -611,7 +588,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants, variants } = await lookup(key, req.headers)
+      const { meta, hadVariants, variants } = lookup(key, req.headers)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
@@ -706,28 +683,42 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
   }
 
-  return {
-    hitNow,
+  /** Everything but a fresh hit answered at once: misses, revalidation, pass-through, unsafe methods. */
+  async function handle(req: ProxyRequest, originUrl: URL | undefined): Promise<ProxyResult> {
+    if (!originUrl) {
+      return textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
+    }
+    try {
+      if (SAFE_METHODS.has(req.method) && ruleMatch(req).bypass) return await pass(req, originUrl, { fwd: 'bypass' })
+      if (SAFE_METHODS.has(req.method)) return await handleCacheable(req, originUrl)
+      const result = await pass(req, originUrl, { fwd: 'method' })
+      await invalidateAfter(req, result)
+      return result
+    } catch (err) {
+      return originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
+    }
+  }
 
-    async handle(req) {
+  function counted(result: ProxyResult): ProxyResult {
+    opts.metrics?.request(statusLabel(result.cacheStatus))
+    return result
+  }
+
+  return {
+    serve(req) {
       const originUrl = opts.resolveOrigin(req.host)
-      let result: ProxyResult
-      if (!originUrl) {
-        result = textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
-      } else {
-        try {
-          if (SAFE_METHODS.has(req.method) && ruleMatch(req).bypass) result = await pass(req, originUrl, { fwd: 'bypass' })
-          else if (SAFE_METHODS.has(req.method)) result = await handleCacheable(req, originUrl)
-          else {
-            result = await pass(req, originUrl, { fwd: 'method' })
-            await invalidateAfter(req, result)
-          }
-        } catch (err) {
-          result = originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
+      // A fresh hit is answered at once when its body is at hand (memory, or a small verified
+      // file already open), without a promise; everything else takes the asynchronous path.
+      if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
+        const { meta } = lookup(ruleMatch(req).key, req.headers)
+        const policy = meta?.policy as FreshnessPolicy | undefined
+        if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
+          const served = serveStored(req, meta, policy, HIT)
+          if (served instanceof Promise) return served.then((r) => (r ? r : handle(req, originUrl))).then(counted)
+          if (served) return counted(served)
         }
       }
-      opts.metrics?.request(statusLabel(result.cacheStatus))
-      return result
+      return handle(req, originUrl).then(counted)
     },
 
     async fill(url, varyHeaders, signal) {

@@ -55,7 +55,7 @@ export interface TestNode extends RunningCaje {
   dir: string
   /** fetch() a path on this node. */
   get(pathname: string, init?: RequestInit): Promise<Response>
-  /** Wait until `variants` variants of a path are stored (commits finish after the response). */
+  /** Wait until `variants` variants of a path are stored and on disk (commits finish after the response). */
   stored(pathname: string, variants?: number): Promise<void>
 }
 
@@ -90,7 +90,8 @@ export async function startNode(origin: string, env: Record<string, string> = {}
     get: (pathname, init) => fetch(node.url + pathname, init),
     stored: (pathname, variants = 1) => {
       const key = `http://${new URL(node.url).host}${pathname}`
-      return waitFor(async () => (await node.store.variants(key)).length >= variants, `${variants} stored variant(s) of ${pathname}`)
+      // Stored bodies are written behind: wait for the disk writer too, so the files are there.
+      return waitFor(async () => (await node.store.variants(key)).length >= variants, `${variants} stored variant(s) of ${pathname}`).then(() => node.store.drain())
     },
   }
 }

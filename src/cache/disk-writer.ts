@@ -1,0 +1,271 @@
+// The one disk write path of the cache: a bounded write-behind queue whose jobs
+// a worker thread carries out with synchronous file I/O, a batch at a time.
+// A chain of asynchronous fs calls per stored object (mkdir, open, write,
+// close, rename, mkdir, append...) costs the main thread far more than the
+// request it serves; here the main thread only queues, and one message per
+// batch crosses to the worker and back.
+//
+// The files are cacache's format (content-v2/ bodies named by their sha512,
+// index-v5/ buckets of hashed JSON lines), so cacache's own tools read them.
+// Crash safety: a body is written to tmp/ and renamed into place whole, and its
+// index line is appended only after that, so a SIGKILL at any moment leaves
+// at worst an unreferenced content file or a torn last index line, which
+// cacache's reader skips (each line carries the sha1 of its JSON) and the
+// store's start-up sweep removes.
+//
+// Jobs run strictly in the order they were queued: a removal queued after a
+// write happens after it, so the store needs no per-file locking.
+
+import { Worker } from 'node:worker_threads'
+
+/** What identifies one version of a file on disk (see entry-index.ts FileSignature). */
+export interface WrittenFile {
+  ino: number
+  size: number
+  mtimeMs: number
+  ctimeMs: number
+}
+
+export type DiskJob =
+  /** A body (or a finished temp file) moved into content-v2, then its index line appended (or the bucket rewritten to that line). */
+  | { op: 'put'; body?: Uint8Array; tmpPath?: string; contentPath: string; id: string; line: string; compact: boolean }
+  /** An index line for a body already in place (a metadata update). */
+  | { op: 'index'; id: string; line: string; compact: boolean }
+  | { op: 'rm-bucket'; id: string }
+  | { op: 'rm-content'; path: string }
+  /** Everything cacache keeps (cacache.rm.all): content-v*, index-v*. */
+  | { op: 'clear' }
+
+export type JobResult = { ok: true; file?: WrittenFile } | { ok: false; error: { message: string; code?: string } }
+
+export interface DiskWriterOptions {
+  /** The cacache directory. */
+  dir: string
+  /** Most body bytes waiting to be written; a body that does not fit is not stored. */
+  maxQueueBytes: number
+}
+
+export interface DiskWriterStats {
+  /** Jobs queued or being carried out. */
+  jobs: number
+  /** Body bytes queued or being written. */
+  bytes: number
+}
+
+interface Queued {
+  job: DiskJob
+  bytes: number
+  done: (result: JobResult) => void
+}
+
+export class DiskWriter {
+  readonly #dir: string
+  readonly #maxQueueBytes: number
+  #worker: Worker | undefined
+  #queue: Queued[] = []
+  #inFlight: Queued[] | undefined
+  #scheduled = false
+  #bytes = 0
+  #jobs = 0
+  #idle: (() => void)[] = []
+  #closed = false
+
+  constructor(opts: DiskWriterOptions) {
+    if (!Number.isSafeInteger(opts.maxQueueBytes) || opts.maxQueueBytes < 0) throw new RangeError(`write queue bytes must be a non-negative integer, got ${opts.maxQueueBytes}`)
+    this.#dir = opts.dir
+    this.#maxQueueBytes = opts.maxQueueBytes
+  }
+
+  /** Whether a body of `bytes` (unknown: any body) would be queued now. */
+  hasRoom(bytes: number | undefined): boolean {
+    return bytes === undefined ? this.#bytes < this.#maxQueueBytes : this.#bytes + bytes <= this.#maxQueueBytes
+  }
+
+  stats(): DiskWriterStats {
+    return { jobs: this.#jobs, bytes: this.#bytes }
+  }
+
+  /** Queue a job; resolves when the worker has carried it out (never rejects: failures are results). */
+  run(job: DiskJob): Promise<JobResult> {
+    if (this.#closed) return Promise.resolve({ ok: false, error: { message: 'the cache is closed', code: 'ECLOSED' } })
+    const bytes = job.op === 'put' && job.body ? job.body.byteLength : 0
+    this.#bytes += bytes
+    this.#jobs++
+    return new Promise<JobResult>((done) => {
+      this.#queue.push({ job, bytes, done })
+      this.#schedule()
+    })
+  }
+
+  /** Resolves once every job queued so far is done. */
+  drain(): Promise<void> {
+    if (this.#jobs === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#idle.push(resolve))
+  }
+
+  /** Finish the queue, then stop the worker. */
+  async close(): Promise<void> {
+    await this.drain()
+    this.#closed = true
+    const worker = this.#worker
+    this.#worker = undefined
+    await worker?.terminate()
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#inFlight || this.#queue.length === 0) return
+    this.#scheduled = true
+    // Jobs queued in this turn of the event loop go together.
+    setImmediate(() => {
+      this.#scheduled = false
+      this.#send()
+    })
+  }
+
+  #send(): void {
+    if (this.#inFlight || this.#queue.length === 0) return
+    const batch = this.#queue
+    this.#queue = []
+    this.#inFlight = batch
+    this.#ensureWorker().postMessage(batch.map((q) => q.job))
+  }
+
+  #ensureWorker(): Worker {
+    if (this.#worker) return this.#worker
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { dir: this.#dir } })
+    // The store's close() drains the queue; an idle writer must not keep the process alive.
+    worker.unref()
+    worker.on('message', (results: JobResult[]) => this.#finished(results))
+    worker.on('error', (error: Error) => {
+      // A crashed worker fails its batch; the next batch starts a new one.
+      if (this.#worker === worker) this.#worker = undefined
+      const failed = this.#inFlight?.map((): JobResult => ({ ok: false, error: { message: `cache writer thread failed: ${error.message}` } }))
+      if (failed) this.#finished(failed)
+    })
+    this.#worker = worker
+    return worker
+  }
+
+  #finished(results: JobResult[]): void {
+    const batch = this.#inFlight ?? []
+    this.#inFlight = undefined
+    for (let i = 0; i < batch.length; i++) {
+      const q = batch[i]!
+      this.#bytes -= q.bytes
+      this.#jobs--
+      q.done(results[i] ?? { ok: false, error: { message: 'cache writer thread gave no result' } })
+    }
+    if (this.#jobs === 0) for (const resolve of this.#idle.splice(0)) resolve()
+    this.#schedule()
+  }
+}
+
+/**
+ * The worker's body. It runs as a script of its own (eval), so it must not
+ * refer to anything outside this function; Node's built-in modules come from
+ * process.getBuiltinModule.
+ */
+function diskWriterThread(): void {
+  const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
+  const fs = process.getBuiltinModule('node:fs')
+  const path = process.getBuiltinModule('node:path')
+  const crypto = process.getBuiltinModule('node:crypto')
+  const dir: string = (workerData as { dir: string }).dir
+  const tmpDir = path.join(dir, 'tmp')
+  let tmpCounter = 0
+
+  const isMissing = (error: unknown): boolean => {
+    const code = (error as { code?: string } | null)?.code
+    return code === 'ENOENT'
+  }
+  /** Runs `op`; when a directory is missing (first use, or the cache dir removed under us), creates it and runs it again. */
+  const withDir = <T>(dirPath: string, op: () => T): T => {
+    try {
+      return op()
+    } catch (error) {
+      if (!isMissing(error)) throw error
+      fs.mkdirSync(dirPath, { recursive: true })
+      return op()
+    }
+  }
+  const bucketPath = (id: string): string => {
+    // cacache lib/entry-index.js bucketPath: index-v5/<sha256 hex split 2/2/rest>.
+    const hex = crypto.createHash('sha256').update(id).digest('hex')
+    return path.join(dir, 'index-v5', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
+  }
+  const tmpName = (): string => path.join(tmpDir, `w${process.pid}-${++tmpCounter}`)
+  /** cacache's index line: the sha1 of the JSON, a tab, the JSON (its reader skips lines whose hash does not match). */
+  const indexLine = (json: string): string => `\n${crypto.createHash('sha1').update(json).digest('hex')}\t${json}`
+  const writeIndex = (id: string, json: string, compact: boolean): void => {
+    const bucket = bucketPath(id)
+    if (compact) {
+      // The bucket rewritten to its newest line, atomically (what cacache.index.compact does).
+      const tmp = tmpName()
+      withDir(tmpDir, () => fs.writeFileSync(tmp, indexLine(json), { flag: 'wx' }))
+      try {
+        withDir(path.dirname(bucket), () => fs.renameSync(tmp, bucket))
+      } catch (error) {
+        fs.rmSync(tmp, { force: true })
+        throw error
+      }
+      return
+    }
+    withDir(path.dirname(bucket), () => fs.appendFileSync(bucket, indexLine(json)))
+  }
+
+  const run = (job: DiskJob): JobResult => {
+    switch (job.op) {
+      case 'put': {
+        let source = job.tmpPath
+        if (job.body) {
+          const tmp = tmpName()
+          const body = job.body
+          withDir(tmpDir, () => fs.writeFileSync(tmp, body, { flag: 'wx' }))
+          source = tmp
+        }
+        if (!source) throw new Error('a put job needs a body or a temp file')
+        try {
+          // rename() replaces atomically: readers holding the old file keep their descriptor.
+          withDir(path.dirname(job.contentPath), () => fs.renameSync(source, job.contentPath))
+        } catch (error) {
+          fs.rmSync(source, { force: true })
+          throw error
+        }
+        const st = fs.statSync(job.contentPath)
+        writeIndex(job.id, job.line, job.compact)
+        return { ok: true, file: { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs } }
+      }
+      case 'index':
+        writeIndex(job.id, job.line, job.compact)
+        return { ok: true }
+      case 'rm-bucket':
+        fs.rmSync(bucketPath(job.id), { force: true })
+        return { ok: true }
+      case 'rm-content':
+        fs.rmSync(job.path, { force: true })
+        return { ok: true }
+      case 'clear':
+        for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+          if (/^(content|index)-v\d+$/.test(name)) fs.rmSync(path.join(dir, name), { recursive: true, force: true })
+        }
+        return { ok: true }
+    }
+  }
+
+  parentPort!.on('message', (jobs: DiskJob[]) => {
+    const results: JobResult[] = []
+    for (const job of jobs) {
+      try {
+        results.push(run(job))
+      } catch (error) {
+        const e = error as { message?: string; code?: string }
+        results.push({ ok: false, error: { message: e?.message ?? String(error), code: e?.code } })
+      }
+    }
+    parentPort!.postMessage(results)
+  })
+}
+
+// Transpilers may wrap named functions in a `__name(fn, "name")` helper that the eval'd script
+// would not have: give it a no-op one.
+const WORKER_SOURCE = `var __name = (f) => f;\n(${diskWriterThread.toString()})()`

@@ -1,0 +1,131 @@
+// The disk writer behind the store: bounded queue, cacache's format on disk,
+// variant cap, and what a SIGKILL in the middle of writing leaves behind.
+
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import cacache from 'cacache'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
+import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+let dir: string
+let cleanup: () => Promise<void>
+const open: DiskStore[] = []
+
+beforeEach(async () => {
+  ;({ dir, cleanup } = await tempDir())
+})
+
+afterEach(async () => {
+  for (const store of open.splice(0)) await store.close()
+  await cleanup()
+})
+
+async function openStore(overrides: Partial<DiskStoreOptions> = {}): Promise<DiskStore> {
+  const store = await createDiskStore({ dir, maxBytes: 100 * 1024 * 1024, maxObjectBytes: 10 * 1024 * 1024, log: () => {}, ...overrides })
+  open.push(store)
+  return store
+}
+
+describe('write-behind disk writer', () => {
+  it('serves a commit at once from memory and has it on disk, readable by cacache, once drained', async () => {
+    const store = await openStore()
+    const writer = store.writer(newEntry('https://a.test/now'))
+    writer.write(bodyOf(3000))
+    const meta = await writer.commit()
+    expect(meta?.size).toBe(3000)
+    const body = await store.read('https://a.test/now', '')
+    expect(body && (await bytesOf(body))).toEqual(bodyOf(3000))
+    await store.drain()
+    expect(store.stats()).toMatchObject({ writeQueueJobs: 0, writeQueueBytes: 0 })
+    const viaCacache = await cacache.get(dir, entryId('https://a.test/now', ''))
+    expect(viaCacache.data.equals(bodyOf(3000))).toBe(true)
+    expect(viaCacache.metadata).toMatchObject({ key: 'https://a.test/now', url: 'https://a.test/now' })
+  })
+
+  it('put() stores a whole body through the same writer, and refuses one over the object limit', async () => {
+    const store = await openStore({ maxObjectBytes: 1000 })
+    expect((await store.put(newEntry('https://a.test/p'), bodyOf(900)))?.size).toBe(900)
+    expect(await store.put(newEntry('https://a.test/too-big'), bodyOf(1001))).toBeUndefined()
+    await store.drain()
+    expect((await cacache.get(dir, entryId('https://a.test/p', ''))).data.equals(bodyOf(900))).toBe(true)
+    expect(store.stats().entries).toBe(1)
+  })
+
+  it('keeps cacache able to read an entry whose bucket was rewritten by many metadata updates', async () => {
+    const store = await openStore()
+    const meta = (await put(store, newEntry('https://a.test/m'), bodyOf(100)))!
+    for (let i = 0; i < 20; i++) await store.updateMeta({ ...meta, headers: { n: String(i) } })
+    await store.drain()
+    const info = await cacache.get.info(dir, entryId('https://a.test/m', ''))
+    expect((info?.metadata as { headers: { n: string } }).headers.n).toBe('19')
+    expect((await cacache.ls(dir))[entryId('https://a.test/m', '')]).toBeDefined()
+  })
+
+  it('serves without storing, and counts it, when the write queue is full', async () => {
+    const store = await openStore({ writeQueueBytes: 1000 })
+    const events = recordEvents(store)
+    expect(store.admits('https://a.test/big', 5000)).toBe(false)
+    expect(await put(store, newEntry('https://a.test/big'), bodyOf(5000))).toBeUndefined()
+    expect(await store.read('https://a.test/big', '')).toBeUndefined()
+    expect(store.stats()).toMatchObject({ writesSkipped: 2, entries: 0 })
+    expect(events.filter((e) => e.type === 'write-skipped')).toHaveLength(2)
+    // What fits is stored.
+    expect(store.admits('https://a.test/small', 500)).toBe(true)
+    expect(await put(store, newEntry('https://a.test/small'), bodyOf(500))).toBeDefined()
+  })
+
+  it('keeps at most maxVariants variants per key, dropping the least recently used', async () => {
+    const store = await openStore({ maxVariants: 3 })
+    const url = 'https://a.test/vary'
+    for (const v of ['a', 'b', 'c']) await put(store, newEntry(url, { variant: v, headers: { vary: 'x-foo' } }), bodyOf(10, v.charCodeAt(0)))
+    // 'a' is read, so 'b' is now the least recently used.
+    expect(await store.read(url, 'a')).toBeDefined()
+    await put(store, newEntry(url, { variant: 'd', headers: { vary: 'x-foo' } }), bodyOf(10, 9))
+    expect((await store.variants(url)).map((m) => m.variant).sort()).toEqual(['a', 'c', 'd'])
+    expect(store.stats().entries).toBe(3)
+    // The cap holds after a restart with a lower one too.
+    await store.close()
+    open.splice(0)
+    const reopened = await openStore({ maxVariants: 2 })
+    expect(await reopened.variants(url)).toHaveLength(2)
+  })
+
+  it('never serves a corrupt body after a SIGKILL in the middle of writing', async () => {
+    const script = `
+      import { createDiskStore } from ${JSON.stringify(path.join(here, 'disk-store.ts'))}
+      import { bodyOf, newEntry } from ${JSON.stringify(path.join(here, 'test-support.ts'))}
+      const store = await createDiskStore({ dir: ${JSON.stringify(dir)}, maxBytes: 1e9, maxObjectBytes: 1e8 })
+      for (let i = 0; ; i++) {
+        const size = i % 7 === 0 ? 1_200_000 : 2000 + i
+        const w = store.writer(newEntry('https://a.test/' + i + '?size=' + size))
+        w.write(bodyOf(size, i))
+        await w.commit()
+        if (i % 50 === 0) process.stdout.write(i + '\\n')
+      }
+    `
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    // Kill it once it has committed a few hundred entries, while writes are certainly queued.
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        if (d.split('\n').some((l) => Number(l) >= 300)) resolve()
+      })
+      child.once('exit', (code) => reject(new Error(`writer exited early (${code})`)))
+    })
+    child.kill('SIGKILL')
+    await new Promise((resolve) => child.once('exit', resolve))
+
+    const store = await openStore()
+    const { entries } = await store.list({ limit: 100_000 })
+    expect(entries.length).toBeGreaterThan(0)
+    for (const entry of entries) {
+      const m = /^https:\/\/a\.test\/(\d+)\?size=(\d+)$/.exec(entry.url)!
+      const body = await store.read(entry.key, entry.variant)
+      expect(body, entry.url).toBeDefined()
+      expect((await bytesOf(body!)).equals(bodyOf(Number(m[2]), Number(m[1]))), entry.url).toBe(true)
+    }
+    expect(store.stats().integrityFailures).toBe(0)
+  })
+})

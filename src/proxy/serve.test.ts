@@ -1,0 +1,157 @@
+// Proxy#serve answers a fresh hit whose body is at hand at once (no promise),
+// and everything it cannot answer without waiting with a promise: misses,
+// stale entries, request directives that force revalidation, Vary
+// mismatches, bodies that are neither in memory nor in a verified open file.
+
+import fs from 'node:fs/promises'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createCacheStore } from '../cache/tiered-store.ts'
+import type { CacheStore } from '../cache/types.ts'
+import { startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
+import { createOriginClient, type OriginClient } from './origin.ts'
+import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
+
+let dir: string
+let origin: TestOrigin
+let client: OriginClient
+let store: CacheStore
+let clock: number
+
+beforeEach(async () => {
+  dir = await tempDir()
+  clock = Date.now()
+  origin = await startOrigin((req, res) => {
+    const headers: Record<string, string> = { 'cache-control': 'public, max-age=60', etag: '"v1"', 'content-type': 'text/plain' }
+    if (req.url === '/vary') headers.vary = 'x-lang'
+    if (req.url === '/big') {
+      res.writeHead(200, headers)
+      res.end(Buffer.alloc(300 * 1024, 7))
+      return
+    }
+    res.writeHead(200, headers)
+    res.end(`body of ${req.url} for ${req.headers['x-lang'] ?? 'nobody'}`)
+  })
+  client = createOriginClient({ connectTimeoutMs: 2000, headersTimeoutMs: 2000, bodyTimeoutMs: 2000 })
+})
+
+afterEach(async () => {
+  await store.close()
+  await client.close()
+  await origin.close()
+  await fs.rm(dir, { recursive: true, force: true })
+})
+
+async function proxyWith(memoryBytes: number): Promise<Proxy> {
+  store = await createCacheStore({ dir, maxBytes: 1e8, memoryBytes, maxObjectBytes: 1e7 })
+  return createProxy({
+    store,
+    origin: client,
+    resolveOrigin: (host) => (host === 'site.test' ? new URL(origin.url) : undefined),
+    maxObjectBytes: 1e7,
+    cacheSetCookie: false,
+    preserveHost: false,
+    trustForwarded: false,
+    log: () => {},
+    now: () => clock,
+  })
+}
+
+function request(path: string, headers: Record<string, string> = {}, method = 'GET'): ProxyRequest {
+  return { method, scheme: 'http', host: 'site.test', path, headers: { host: 'site.test', ...headers }, body: null, clientIp: '127.0.0.1', signal: new AbortController().signal }
+}
+
+async function bodyOf(result: ProxyResult): Promise<Buffer> {
+  const body = result.body
+  if (body === null) return Buffer.alloc(0)
+  if (Buffer.isBuffer(body)) return body
+  const chunks: Buffer[] = []
+  for await (const chunk of body) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+/** The answer to a request, whether it came at once, and its body (always read to the end). */
+async function answer(proxy: Proxy, req: ProxyRequest): Promise<{ now: boolean; result: ProxyResult; body: string }> {
+  const r = proxy.serve(req)
+  const now = !(r instanceof Promise)
+  const result = await r
+  return { now, result, body: (await bodyOf(result)).toString() }
+}
+
+/** A miss, then wait until the store has the entry. */
+async function fill(proxy: Proxy, path: string, headers: Record<string, string> = {}): Promise<void> {
+  await answer(proxy, request(path, headers))
+  const key = `http://site.test${path}`
+  for (let i = 0; i < 100 && store.variants(key).length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  expect(store.variants(key).length).toBeGreaterThan(0)
+  // Served from memory until the disk writer has it on disk.
+  await store.drain()
+}
+
+describe('serve', () => {
+  it('answers a fresh hit from memory at once, and a miss with a promise', async () => {
+    const proxy = await proxyWith(1 << 20)
+    const miss = await answer(proxy, request('/a'))
+    expect(miss.now).toBe(false)
+    expect(miss.result.cacheStatus.fwd).toBe('uri-miss')
+    await store.drain()
+    clock += 5000
+    const hit = await answer(proxy, request('/a'))
+    expect(hit.now).toBe(true)
+    expect(hit.result.status).toBe(200)
+    expect(hit.result.tier).toBe('memory')
+    expect(hit.result.headers.age).toBe('5')
+    expect(hit.result.headers['cache-status']).toMatch(/^caje; hit; ttl=5[45]$/)
+    expect(hit.body).toBe('body of /a for nobody')
+    expect(origin.count('/a')).toBe(1)
+  })
+
+  it('answers conditionals, ranges and HEAD on a hit at once', async () => {
+    const proxy = await proxyWith(1 << 20)
+    await fill(proxy, '/c')
+    const notModified = await answer(proxy, request('/c', { 'if-none-match': '"v1"' }))
+    expect(notModified).toMatchObject({ now: true, result: { status: 304, body: null } })
+    const partial = await answer(proxy, request('/c', { range: 'bytes=0-3' }))
+    expect(partial).toMatchObject({ now: true, body: 'body', result: { status: 206 } })
+    expect(partial.result.headers['content-range']).toMatch(/^bytes 0-3\/\d+$/)
+    expect(await answer(proxy, request('/c', { range: 'bytes=9999-' }))).toMatchObject({ now: true, result: { status: 416 } })
+    const head = await answer(proxy, request('/c', {}, 'HEAD'))
+    expect(head).toMatchObject({ now: true, result: { status: 200, body: null } })
+    expect(head.result.headers['content-length']).toBe(String('body of /c for nobody'.length))
+  })
+
+  it('takes the asynchronous path for stale entries, request no-cache and max-age=0, unsafe methods and unknown hosts', async () => {
+    const proxy = await proxyWith(1 << 20)
+    await fill(proxy, '/s')
+    expect((await answer(proxy, request('/s'))).now).toBe(true)
+    for (const headers of [{ 'cache-control': 'no-cache' }, { 'cache-control': 'max-age=0' }, { pragma: 'no-cache' }] as Record<string, string>[]) {
+      expect((await answer(proxy, request('/s', headers))).now).toBe(false)
+    }
+    expect((await answer(proxy, request('/s', {}, 'POST'))).now).toBe(false)
+    const unknown = await answer(proxy, { ...request('/s'), host: 'other.test' })
+    expect(unknown).toMatchObject({ now: false, result: { status: 421 } })
+    clock += 61_000
+    expect((await answer(proxy, request('/s'))).now).toBe(false)
+  })
+
+  it('serves only the variant the request selects (RFC 9111 §4.1)', async () => {
+    const proxy = await proxyWith(1 << 20)
+    await fill(proxy, '/vary', { 'x-lang': 'fr' })
+    expect(await answer(proxy, request('/vary', { 'x-lang': 'fr' }))).toMatchObject({ now: true, body: 'body of /vary for fr' })
+    expect(await answer(proxy, request('/vary', { 'x-lang': 'de' }))).toMatchObject({ now: false, body: 'body of /vary for de' })
+    expect(await answer(proxy, request('/vary'))).toMatchObject({ now: false, body: 'body of /vary for nobody' })
+  })
+
+  it('reads a small verified body from disk at once, and large or unverified ones with a promise', async () => {
+    const proxy = await proxyWith(0)
+    await fill(proxy, '/d')
+    // The file is not open in this process yet: only the asynchronous read opens (and, if needed, hashes) it.
+    expect(await answer(proxy, request('/d'))).toMatchObject({ now: false, body: 'body of /d for nobody', result: { tier: 'disk' } })
+    expect(await answer(proxy, request('/d'))).toMatchObject({ now: true, body: 'body of /d for nobody', result: { tier: 'disk' } })
+
+    await fill(proxy, '/big')
+    await answer(proxy, request('/big'))
+    expect((await answer(proxy, request('/big'))).now).toBe(false)
+    expect(origin.count('/d')).toBe(1)
+    expect(origin.count('/big')).toBe(1)
+  })
+})
