@@ -221,15 +221,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const t = now()
-    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
+    const match = req.rules
+    const rules = match !== undefined && match.matched.length !== 0 ? match.response(meta.status, meta.headers['content-type']) : undefined
+    // One object literal, so every answer's status has the same shape.
+    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined }
     const head = storedHead(meta)
     const headers: Record<string, string> = { ...head.fields }
-    const rules = req.rules && req.rules.matched.length ? req.rules.response(meta.status, meta.headers['content-type']) : undefined
-    if (rules) {
-      status.rule = rules.rule ?? req.rules!.rule
-      if (rules.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
-    }
-    if (req.rules?.keyChanged) status.key = req.rules.key
+    if (rules?.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
     // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
     // second, not once a hit: reuse their text.
     const age = Math.floor(currentAge(policy, t))
