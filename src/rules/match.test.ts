@@ -64,6 +64,19 @@ rules:
     expect(fieldsFromKey(new URL(set.match(req('/q?a=1', { headers: { cookie: 'currency=CHF' } })).key).hash)).toEqual({ cookie: 'currency=CHF' })
   })
 
+  it('remembers matches, and matches long paths afresh without remembering them', () => {
+    const set = rules(`
+rules:
+  - { name: long, match: { path_glob: "/l/:id" }, tags: ["id-:id"] }
+  - { name: other, match: { header: x-a }, bypass: true }
+`)
+    expect(set.match(req('/l/a'))).toBe(set.match(req('/l/a')))
+    expect(set.match(req('/l/a', { headers: { 'x-a': '1' } }))).not.toBe(set.match(req('/l/a')))
+    const long = `/l/${'x'.repeat(2000)}`
+    expect(set.match(req(long))).not.toBe(set.match(req(long)))
+    expect(set.match(req(long)).response(200, undefined).tags).toEqual([`id-${'x'.repeat(2000)}`])
+  })
+
   it('sites: exact hosts before patterns, their rules before the global ones, origins per site', () => {
     const set = rules(`
 origin: http://10.0.0.1

@@ -323,6 +323,8 @@ interface MemoEntry {
 
 /** Most matches remembered per site; past that the memo starts afresh (a burst of unique URLs costs one rebuild). */
 const MEMO_LIMIT = 4096
+/** Longer paths (with the fields they depend on) are matched afresh each time, so the memo stays small (4096 × 1 KiB at most). */
+const MEMO_MAX_CHARS = 1024
 
 function newSite(name: string | undefined, origin: URL | undefined, rules: readonly CompiledRule[]): Site {
   const fields = new Map<string, boolean>()
@@ -384,6 +386,7 @@ export function compileRules(file: RulesFile): RuleSet {
     }
     // A hit costs a lookup, not a walk over every rule: the same request gets the same match.
     const more = extras(site, req)
+    if (req.path.length + more.length > MEMO_MAX_CHARS) return walk(site.rules, req)
     let entries = site.memo.get(req.path)
     if (entries) {
       for (const e of entries) if (e.method === req.method && e.host === req.host && e.scheme === req.scheme && e.extras === more) return e.match
