@@ -23,6 +23,7 @@ import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy/proxy.ts'
@@ -165,11 +166,12 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     isPurged: (meta) => purges.covers(meta),
   })
   const jobs: ClusterJobs = {
-    populate: () => populator.run(),
+    populate: (options) => populator.run(options),
     populateStatus: () => populator.status(),
     // Purge by URL names what the rules made the key of: the URL with their query changes.
-    purge: (request) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request),
+    purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
   }
+  const traffic = createTrafficRecorder()
   const actions = createNodeActions({
     config,
     store,
@@ -178,6 +180,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     hits,
     jobs,
+    log,
+    direct: config.litefsDir === undefined,
+    traffic,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   // Resolved per request: a promotion opens a writable handle, a demotion closes it.
@@ -216,7 +221,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },
       { path: '', app: admin },
     ],
-    onServed: (result, bytes) => {
+    onServed: (result, bytes, request) => {
+      traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale') hits.hits++
@@ -246,6 +252,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const port = address.port
   const url = localUrl(address)
   const internalUrl = config.internalUrl.endsWith(':0') ? (internalListener?.url ?? url) : config.internalUrl
+  const stopTraffic = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
@@ -282,6 +289,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
           await closed
         }
         stopHeartbeat()
+        stopTraffic()
         await populator.close()
         await purges.close()
         await proxy.idle()

@@ -137,15 +137,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /**
    * The stored variant matching this request (RFC 9111 §4.1), newest first. Found by id: the
    * request's variant id is worked out once per distinct stored Vary value (nearly always one),
-   * so a URL with many variants costs no more than one with a single variant.
+   * so a URL with many variants costs no more than one with a single variant. A response
+   * another origin gave (before CAJE_ORIGIN or the site's origin changed) is not this origin's
+   * answer: it counts as absent, whole or part, and the fill that follows replaces it.
    */
-  function lookup(key: string, headers: FlatHeaders): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
+  function lookup(key: string, headers: FlatHeaders, originUrl: URL): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
     const varies = store.varyOf(key)
     if (varies.length === 0) return { hadVariants: false, variants: NO_VARIANTS }
     let best: EntryMeta | undefined
     for (const vary of varies) {
       const fields = varyFields(vary)
       const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
+      if (meta && !fromOrigin(meta, originUrl)) continue
       // A stored part (206) is never taken for the whole response; only usablePart() picks one.
       if (!meta || meta.status === 206 || !isFreshnessPolicy(meta.policy)) continue
       if (!usableUnder(meta.policy, storeRules)) continue
@@ -154,9 +157,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
     // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
-    // exists (vary-miss or uri-miss) need the whole list, on this miss path only.
-    const variants = store.variants(key)
+    // exists (vary-miss or uri-miss) need the whole list, on this miss path only. Only this
+    // origin's count: with none, the miss is a uri-miss, not a vary-miss.
+    const variants = store.variants(key).filter((v) => fromOrigin(v, originUrl))
     return { hadVariants: variants.some((v) => v.status !== 206), variants }
+  }
+
+  /** Stored from this origin (entries stored before the origin was recorded count as this origin's). */
+  function fromOrigin(meta: EntryMeta, originUrl: URL): boolean {
+    return meta.origin === undefined || meta.origin === originUrl.href
   }
 
   function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -298,6 +307,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
     key: string
     url: string
     host: string
+    /** The origin that answered (recorded so an entry from another origin is never served). */
+    origin: URL
+    /** How the entry came to be fetched (EntryMeta.via); undefined for a client's request. */
+    via?: string
+    /** Called once the origin's whole body is in, before the cache write (the coalescing leader's cue). */
+    onReceived?: () => void
   }
 
   /**
@@ -359,6 +374,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
       deleteAt: decision.deleteAt,
       tags: rules?.tags.length ? [...new Set([...cacheTags(headers), ...rules.tags])] : cacheTags(headers),
       contentType: headers['content-type'] ?? '',
+      origin: target.origin.href,
+      via: target.via,
     }
     const writer = store.writer(entry)
     let feeding = true
@@ -383,6 +400,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
           cb(new Error(`origin body was ${received} bytes, Content-Length said ${declared}`))
           return
         }
+        target.onReceived?.()
         writer.commit().then(
           (meta) => finish(meta !== undefined, meta),
           (err: unknown) => {
@@ -444,7 +462,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /** Cache-filling GET to the origin (a miss, or a revalidation that came back 200). */
-  async function fetchAndStore(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus, onOutcome: (stored: boolean) => void): Promise<ProxyResult> {
+  async function fetchAndStore(
+    req: ProxyRequest,
+    originUrl: URL,
+    key: string,
+    cacheStatus: CacheStatus,
+    onOutcome: (stored: boolean) => void,
+    target: Pick<StoreTarget, 'via' | 'onReceived'> = {},
+  ): Promise<ProxyResult> {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const requestTime = now()
     let res: OriginResponse
@@ -454,7 +479,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       onOutcome(false)
       throw err
     }
-    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, (stored) => onOutcome(stored))
+    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, (stored) => onOutcome(stored))
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -466,7 +491,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
+    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -557,7 +582,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
     const key = meta.key
-    const admitted = admit({ key, url: meta.url, host: meta.host }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
+    const admitted = admit({ key, url: meta.url, host: meta.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
     return { kind: 'replaced', result: clientResult(req, originUrl, admitted, res, { fwd: 'stale' }) }
   }
 
@@ -585,13 +610,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const key = ruleMatch(req).key
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
+    /** This request waited for another's origin fetch (Cache-Status `collapsed`). */
+    let collapsed = false
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants, variants } = lookup(key, req.headers)
+      const { meta, hadVariants, variants } = lookup(key, req.headers, originUrl)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
         if (decision.kind === 'fresh') {
-          const served = await serveStored(req, meta, policy, { hit: true, collapsed: attempt > 0 || undefined })
+          const served = await serveStored(req, meta, policy, { hit: true, collapsed: collapsed || undefined })
           if (served) return served
           continue // body gone or corrupt: the store dropped it; look again (→ miss)
         }
@@ -631,7 +658,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
       const part = usablePart(req.method, req.headers, variants, now(), storeRules)
       if (part) {
-        const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: attempt > 0 || undefined })
+        const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: collapsed || undefined })
         if (served) return served
         continue
       }
@@ -644,6 +671,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // wait for a fill already in flight, which will likely answer them from cache.
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
         const pending = attempt > 1 ? undefined : coalescer.pending(key)
+        if (pending) collapsed = coalescer.awaitingOrigin(key)
         if (pending && (await pending) === 'stored') continue
         // A range asked for without If-Range: its 206 can be stored as a part (RFC 9111 §3.3).
         // With If-Range the client holds a copy of its own to combine with: pass it through.
@@ -660,9 +688,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const role = coalescer.join(key)
       if (role.role === 'waiter') {
         const outcome = await role.outcome
+        // `collapsed` only for a request that waited on the origin with the leader, not one that
+        // arrived while the leader's complete response was being written to the cache.
+        collapsed = role.collapsed
         if (outcome === 'stored') continue
         // Not shareable (private, Set-Cookie, error...): this waiter asks the origin itself.
-        return fetchAndStore(req, originUrl, key, { fwd, collapsed: true }, () => {})
+        return fetchAndStore(req, originUrl, key, { fwd, collapsed: role.collapsed || undefined }, () => {})
       }
       let settled = false
       const settle = (stored: boolean) => {
@@ -673,7 +704,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         role.settle(stored ? 'stored' : 'not-shared')
       }
       try {
-        return await fetchAndStore(req, originUrl, key, { fwd }, settle)
+        return await fetchAndStore(req, originUrl, key, { fwd }, settle, { onReceived: role.received })
       } catch (err) {
         settle(false)
         throw err
@@ -708,7 +739,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // A fresh hit is answered at once when its body is at hand (memory, or a small verified
       // file already open), without a promise; everything else takes the asynchronous path.
       if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
-        const { meta } = lookup(ruleMatch(req).key, req.headers)
+        const { meta } = lookup(ruleMatch(req).key, req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
         if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT)
@@ -737,7 +768,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const key = ruleMatch(req).key
       let resolveOutcome!: (s: boolean) => void
       const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
-      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s))
+      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s), { via: 'populate' })
       let bytes = 0
       const body = result.body
       if (body instanceof Buffer) bytes = body.length
