@@ -247,7 +247,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
       // Only what the cache keeps is worth warming: passes, bypasses and errors are never stored.
       if (request.scheme && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
-        hitCounts.hit(primaryKey(request.scheme, request.host, request.path))
+        // The key the entry is stored under: the rules file may have shaped it.
+        hitCounts.hit(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
       }
     },
   }
