@@ -352,7 +352,14 @@ export function isTransientDbError(err: unknown): boolean {
 
 // ── validation of ops received over HTTP ────────────────────────────────
 
-export type ParseResult = { ok: true; ops: ManifestOp[] } | { ok: false; error: string }
+/**
+ * `unknownTypes`: op types this version does not know, skipped. During a rolling deploy a newer
+ * node may send an op its older primary has never seen: the primary applies the rest of the batch
+ * instead of refusing it whole (which would drop the `stored` ops beside it), and says what it skipped.
+ */
+export type ParseResult = { ok: true; ops: ManifestOp[]; unknownTypes: string[] } | { ok: false; error: string }
+
+const UNKNOWN_TYPE = Symbol('unknown op type')
 
 const PURGE_KINDS: readonly PurgeKind[] = ['url', 'prefix', 'tag', 'all']
 
@@ -366,16 +373,22 @@ export function parseOps(input: unknown, maxOps = 10_000): ParseResult {
   if (!Array.isArray(list)) return { ok: false, error: 'body must be {"ops": [...]}' }
   if (list.length > maxOps) return { ok: false, error: `too many ops in one batch (${list.length} > ${maxOps})` }
   const ops: ManifestOp[] = []
+  const unknownTypes = new Set<string>()
   for (let i = 0; i < list.length; i++) {
     const op = parseOp(list[i])
+    if (op === UNKNOWN_TYPE) {
+      unknownTypes.add(String((list[i] as { type?: unknown }).type).slice(0, 64))
+      continue
+    }
     if (typeof op === 'string') return { ok: false, error: `ops[${i}]: ${op}` }
     ops.push(op)
   }
-  return { ok: true, ops }
+  return { ok: true, ops, unknownTypes: [...unknownTypes] }
 }
 
-function parseOp(v: unknown): ManifestOp | string {
+function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
   if (!isRecord(v)) return 'not an object'
+  if (typeof v.type !== 'string') return 'type must be a string'
   switch (v.type) {
     case 'stored': {
       if (!isStr(v.nodeId)) return 'nodeId must be a string'
@@ -454,7 +467,7 @@ function parseOp(v: unknown): ManifestOp | string {
     case 'hits':
       return parseHitsOp(v)
     default:
-      return `unknown op type ${JSON.stringify(v.type)}`
+      return UNKNOWN_TYPE
   }
 }
 
