@@ -32,6 +32,7 @@ import {
 } from './policy.ts'
 import { partSlice, storedVariantId, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
+import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
 export interface ProxyRequest {
   method: string
@@ -47,6 +48,8 @@ export interface ProxyRequest {
   signal: AbortSignal
   /** Pass an interim (1xx) response from the origin on to this client (see interim.ts); absent where there is no way to. */
   interim?(status: number, headers: HeaderBag): void
+  /** What the rules file says about this request; filled in once, on first use (ruleMatch). */
+  rules?: RuleMatch
 }
 
 export interface ProxyResult {
@@ -78,6 +81,8 @@ export interface ProxyOptions {
   /** Request fields never forwarded to the origin; default STEERING_REQUEST_HEADERS. */
   stripRequestHeaders?: ReadonlySet<string>
   log: (entry: Record<string, unknown>) => void
+  /** The rules in force now (they can be reloaded); default none. */
+  rules?: () => RuleSet
   metrics?: ProxyMetrics
   now?: () => number
 }
@@ -119,6 +124,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
   const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
   const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
+
+  /** The rules' answer for this request: asked once, kept on the request. */
+  function ruleMatch(req: ProxyRequest): RuleMatch {
+    return (req.rules ??= (opts.rules?.() ?? NO_RULES).match(req))
+  }
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
@@ -190,6 +200,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
     /** Whole seconds of ttl last sent in a plain hit's Cache-Status, and that field. */
     ttl: number
     hitStatus: string
+    /** The rule and key that hitStatus names. */
+    rule?: string
+    key?: string
   }
   /**
    * The header fields every answer from one stored response shares: the stored fields
@@ -217,9 +230,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const t = now()
-    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
+    const match = req.rules
+    const rules = match !== undefined && match.matched.length !== 0 ? match.response(meta.status, meta.headers['content-type']) : undefined
+    // One object literal, so every answer's status has the same shape.
+    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined }
     const head = storedHead(meta)
     const headers: Record<string, string> = { ...head.fields }
+    if (rules?.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
     // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
     // second, not once a hit: reuse their text.
     const age = Math.floor(currentAge(policy, t))
@@ -230,8 +247,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     headers.age = head.ageText
     if (cacheStatus === HIT) {
       const whole = Math.trunc(status.ttl!)
-      if (head.ttl !== whole) {
+      if (head.ttl !== whole || head.rule !== status.rule || head.key !== status.key) {
         head.ttl = whole
+        head.rule = status.rule
+        head.key = status.key
         head.hitStatus = formatCacheStatus(status)
       }
       headers['cache-status'] = head.hitStatus
@@ -303,16 +322,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function admit(
     target: StoreTarget,
-    req: { method: string; headers: FlatHeaders; requestTime: number },
+    req: { method: string; headers: FlatHeaders; requestTime: number; rules?: RuleMatch },
     res: OriginResponse,
     onOutcome: (stored: boolean, meta?: EntryMeta) => void,
   ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
     const responseTime = now()
     const { headers, setCookie, hadSetCookie } = responseHeaders(res, target.url)
+    const rules = req.rules?.response(res.status, headers['content-type'])
     const decision = decideStore(
       { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
       { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
       storeRules,
+      rules?.store,
     )
     const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
     let detail: string | undefined
@@ -351,7 +372,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       storedAt: responseTime,
       staleAt: decision.staleAt,
       deleteAt: decision.deleteAt,
-      tags: cacheTags(headers),
+      tags: rules?.tags.length ? [...new Set([...cacheTags(headers), ...rules.tags])] : cacheTags(headers),
       contentType: headers['content-type'] ?? '',
       origin: target.origin.href,
       via: target.via,
@@ -412,6 +433,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
   ): ProxyResult {
     const status: CacheStatus = { ...cacheStatus, fwdStatus: res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
     const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
+    if (req.rules && req.rules.matched.length) {
+      const rules = req.rules.response(res.status, admitted.headers['content-type'])
+      status.rule = rules.rule ?? req.rules.rule
+      // The browser TTL replaces what the origin told clients; the cache decided on the origin's own.
+      if (rules.browserTtl !== undefined && !req.rules.bypass) headers['cache-control'] = `max-age=${rules.browserTtl}`
+    }
+    if (req.rules?.keyChanged) status.key = req.rules.key
     const upstream = admitted.headers['cache-status']
     headers['cache-status'] = upstream ? `${upstream}, ${formatCacheStatus(status)}` : formatCacheStatus(status)
     if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
@@ -451,7 +479,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       onOutcome(false)
       throw err
     }
-    const admitted = admit({ key, url: key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime }, res, (stored) => onOutcome(stored))
+    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, (stored) => onOutcome(stored))
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -463,7 +491,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const admitted = admit({ key, url: key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
     return clientResult(req, originUrl, admitted, res, cacheStatus)
   }
 
@@ -478,14 +506,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
   async function invalidateAfter(req: ProxyRequest, result: ProxyResult): Promise<void> {
     if (!invalidates(req.method, result.status)) return
-    const keys = [primaryKey(req.scheme, req.host, req.path)]
-    const base = new URL(keys[0]!)
+    const keys = [ruleMatch(req).key]
+    const base = new URL(primaryKey(req.scheme, req.host, req.path))
     for (const field of ['location', 'content-location']) {
       const v = result.headers[field]
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, canonicalTarget(u.pathname + u.search)))
+        if (u.host.toLowerCase() === base.host) keys.push((opts.rules?.() ?? NO_RULES).match({ ...req, path: canonicalTarget(u.pathname + u.search) }).key)
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
@@ -531,10 +559,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       }
       const merged = mergeNotModified(meta.headers, storedHeaders(notModified))
       const responseTime = now()
+      const rules = req.rules?.response(meta.status, merged['content-type'])
       const decision = decideStore(
         { method: 'GET', url: meta.url, headers: req.headers, requestTime },
         { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
         storeRules,
+        rules?.store,
       )
       if (!decision.store) {
         // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
@@ -542,7 +572,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
         return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
       }
-      const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: cacheTags(merged) }
+      const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: rules?.tags.length ? [...new Set([...cacheTags(merged), ...rules.tags])] : cacheTags(merged) }
       try {
         await store.updateMeta(updated)
       } catch (err) {
@@ -552,7 +582,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
     const key = meta.key
-    const admitted = admit({ key, url: meta.url, host: meta.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime }, res, () => {})
+    const admitted = admit({ key, url: meta.url, host: meta.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
     return { kind: 'replaced', result: clientResult(req, originUrl, admitted, res, { fwd: 'stale' }) }
   }
 
@@ -577,7 +607,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   async function handleCacheable(req: ProxyRequest, originUrl: URL): Promise<ProxyResult> {
-    const key = primaryKey(req.scheme, req.host, req.path)
+    const key = ruleMatch(req).key
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     /** This request waited for another's origin fetch (Cache-Status `collapsed`). */
@@ -688,6 +718,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       return textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
     }
     try {
+      if (SAFE_METHODS.has(req.method) && ruleMatch(req).bypass) return await pass(req, originUrl, { fwd: 'bypass' })
       if (SAFE_METHODS.has(req.method)) return await handleCacheable(req, originUrl)
       const result = await pass(req, originUrl, { fwd: 'method' })
       await invalidateAfter(req, result)
@@ -707,8 +738,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const originUrl = opts.resolveOrigin(req.host)
       // A fresh hit is answered at once when its body is at hand (memory, or a small verified
       // file already open), without a promise; everything else takes the asynchronous path.
-      if (originUrl && SAFE_METHODS.has(req.method)) {
-        const { meta } = lookup(primaryKey(req.scheme, req.host, req.path), req.headers, originUrl)
+      if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
+        const { meta } = lookup(ruleMatch(req).key, req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
         if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT)
@@ -729,12 +760,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
         host,
         path: canonicalTarget(url.pathname + url.search),
         // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
-        headers: { ...requestHeadersForVariant(varyHeaders), host },
+        headers: { ...requestHeadersForVariant(varyHeaders), ...fieldsFromKey(url.hash), host },
         body: null,
         clientIp: '127.0.0.1',
         signal: signal ?? new AbortController().signal,
       }
-      const key = primaryKey(req.scheme, host, req.path)
+      const key = ruleMatch(req).key
       let resolveOutcome!: (s: boolean) => void
       const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
       const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s), { via: 'populate' })
