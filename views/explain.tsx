@@ -3,6 +3,7 @@ import type { Explanation, ExplainedVariant } from '../src/rules/explain.ts'
 import type { RulesStatus } from '../src/rules/runtime.ts'
 import { PostButton } from './components.tsx'
 import { Layout, type Chrome } from './layout.tsx'
+import { PATHS } from './paths.ts'
 
 export interface ExplainPageProps {
   chrome: Chrome
@@ -53,7 +54,7 @@ export const ExplainPage: FC<ExplainPageProps> = ({ chrome, url, explanation: e,
   <Layout title="Explain a URL" chrome={chrome}>
     <section data-component="card">
       <h1>Explain a URL</h1>
-      <form method="get" action="/_caje/explain" data-component="form">
+      <form method="get" action={PATHS.explain} data-component="form">
         <label>
           URL <input type="url" name="url" value={url} required placeholder="https://www.example.com/path?query" />
         </label>

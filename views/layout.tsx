@@ -10,7 +10,7 @@ export interface Chrome {
   adminName: string
   csrfToken: string
   status: NodeStatus
-  current: 'list' | 'traffic' | 'purges' | 'access'
+  current: 'list' | 'traffic' | 'purges' | 'explain' | 'access'
 }
 
 export interface LayoutProps {
@@ -73,6 +73,9 @@ const Header: FC<{ chrome: Chrome }> = ({ chrome }) => (
         </a>
         <a href={PATHS.purges} aria-current={chrome.current === 'purges' ? 'page' : undefined}>
           {TEXT.nav.purges}
+        </a>
+        <a href={PATHS.explain} aria-current={chrome.current === 'explain' ? 'page' : undefined}>
+          {TEXT.nav.explain}
         </a>
         <a href={PATHS.access} aria-current={chrome.current === 'access' ? 'page' : undefined}>
           {TEXT.nav.access}

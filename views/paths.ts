@@ -21,6 +21,7 @@ export const PATHS = {
   purge: `${ADMIN_BASE}/purge`,
   purges: `${ADMIN_BASE}/purges`,
   traffic: `${ADMIN_BASE}/traffic`,
+  explain: `${ADMIN_BASE}/explain`,
   purgeConfirm: (kind: string, value: string) => `${ADMIN_BASE}/confirm/purge?${new URLSearchParams(kind === 'all' ? { kind } : { kind, value }).toString()}`,
   nodeForget: (id: string) => `${ADMIN_BASE}/nodes/${encodeURIComponent(id)}/forget`,
   populate: `${ADMIN_BASE}/populate`,

@@ -9,6 +9,7 @@ export const TEXT = {
     list: 'Cache',
     traffic: 'Traffic',
     purges: 'Purges',
+    explain: 'Explain',
     access: 'Passkeys & access',
     signOut: 'Sign out',
   },

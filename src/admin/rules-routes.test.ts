@@ -33,6 +33,8 @@ describe('explain and reload in the admin', () => {
     const html = await page.text()
     expect(html).toContain('<dd data-slot="matched">blog</dd>')
     expect(html).toContain('post-post-1')
+    // The page is in the admin navigation, marked as the current one.
+    expect(html).toContain('<a href="/_caje/explain" aria-current="page">Explain</a>')
 
     // Without the CSRF token the reload is refused (the form goes back with a message) and nothing changes.
     fs.writeFileSync(file, 'rules:\n  - name: other\n    bypass: true\n')

@@ -33,7 +33,7 @@ export function registerRulesRoutes(app: Hono<AdminEnv>, shared: Shared, rules: 
         error = err.message
       }
     }
-    const ui = await chrome(c, shared, c.get('auth'), 'list')
+    const ui = await chrome(c, shared, c.get('auth'), 'explain')
     if (wantsJson(c) || !ui) {
       if (!url) throw new HTTPException(400, { message: 'give the URL to explain as ?url=https://host/path' })
       if (error) throw new HTTPException(400, { message: error })
