@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.ts'
 import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
-import { Coalescer, ExpiringSet } from './coalesce.ts'
+import { FillGate } from './coalesce.ts'
 import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome } from './fill.ts'
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
 import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
@@ -112,8 +112,7 @@ export function textResult(status: number, message: string, cacheStatus: CacheSt
 export function createProxy(opts: ProxyOptions): Proxy {
   const { store, origin } = opts
   const now = opts.now ?? Date.now
-  const coalescer = new Coalescer()
-  const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
+  const fills = new FillGate(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
   const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
   const fillDeps: FillDeps = { store, storeRules, maxObjectBytes: opts.maxObjectBytes, log: opts.log, now }
   const revalidateDeps: RevalidateDeps = { ...fillDeps, origin }
@@ -412,42 +411,28 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // Ranges and HEAD never lead a cache fill (they do not fetch the whole body), but they
       // wait for a fill already in flight, which will likely answer them from cache.
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
-        const pending = attempt > 1 ? undefined : coalescer.pending(key)
+        const pending = attempt > 1 ? undefined : fills.pending(key)
         if (pending && (await pending) === 'stored') continue
         // A range asked for without If-Range: its 206 can be stored as a part (RFC 9111 §3.3).
         // With If-Range the client holds a copy of its own to combine with: pass it through.
         if (req.method === 'GET' && req.headers.range !== undefined && req.headers['if-range'] === undefined) return fetchRange(req, originUrl, key, { fwd })
         return pass(req, originUrl, { fwd })
       }
-      // A key whose last fill was not shareable skips coalescing for a while ("hit-for-miss"):
-      // otherwise every wave of concurrent requests to an uncacheable URL would queue behind one.
-      if (passMarks.has(key)) {
-        const { result, outcome } = await fetchAndStore(req, originUrl, key, { fwd })
-        void outcome.then(({ stored }) => {
-          if (stored) passMarks.delete(key)
-        })
-        return result
-      }
-      const role = coalescer.join(key)
-      if (role.role === 'waiter') {
-        const outcome = await role.outcome
-        if (outcome === 'stored') continue
+      // One fill per key at a time (coalesce.ts); the others wait for its outcome.
+      const turn = fills.join(key)
+      if (turn.role === 'waiter') {
+        if ((await turn.outcome) === 'stored') continue
         // Not shareable (private, Set-Cookie, error...): this waiter asks the origin itself.
         return (await fetchAndStore(req, originUrl, key, { fwd, collapsed: true })).result
-      }
-      const settle = (stored: boolean) => {
-        if (stored) passMarks.delete(key)
-        else passMarks.add(key)
-        role.settle(stored ? 'stored' : 'not-shared')
       }
       let filled: Awaited<ReturnType<typeof fetchAndStore>>
       try {
         filled = await fetchAndStore(req, originUrl, key, { fwd })
       } catch (err) {
-        settle(false)
+        turn.settle(false)
         throw err
       }
-      void filled.outcome.then(({ stored }) => settle(stored))
+      void filled.outcome.then(({ stored }) => turn.settle(stored))
       return filled.result
     }
   }
