@@ -79,7 +79,7 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
         '--disable-sync',
       ],
     })
-    context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 })
+    context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 })
     page = await context.newPage()
     page.on('console', (m) => {
       if (m.type() === 'error') problems.push(`console: ${m.text()}`)
@@ -145,12 +145,16 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
     for (const text of await page.locator('table[data-table="disk"] td[data-slot="url"] span').allTextContents()) {
       expect(text.startsWith(`${server.origin}/`)).toBe(true)
     }
-    expect(await page.locator('table[data-table="disk"] td[data-slot="type"]').allTextContents()).toContain('text/javascript; charset=utf-8')
+    // The media type, with the full Content-Type on hover.
+    expect(await page.locator('table[data-table="disk"] td[data-slot="type"]').allTextContents()).toContain('text/javascript')
+    expect(await page.locator('table[data-table="disk"] td[data-slot="type"][title="text/javascript; charset=utf-8"]').count()).toBeGreaterThan(0)
     const status = (await page.locator('[data-component="status"]').textContent()) ?? ''
     const { hits, misses } = server.warmup
     expect(status).toContain('e2e-node-1')
     expect(status).toContain('ams')
-    expect(status).toContain('primary')
+    // Two nodes on one shared file, no LiteFS: neither is a primary.
+    expect(status).toContain('shared file')
+    expect(status).not.toContain('primary')
     expect(status).toContain(formatRatio(hits / (hits + misses))!)
     expect(status).toContain(`Entries${node1Disk}`)
     await shot('list.png')
@@ -200,17 +204,13 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
     await page.locator('select[name="kind"]').selectOption('url')
     await page.getByLabel('URL, prefix or tag').fill(url)
     await page.getByRole('button', { name: 'Purge', exact: true }).click()
-    await page.waitForURL('**/_caje/list')
+    // Back on the page the form was on (still filtered), showing the true state at once:
+    // the answer waited for the manifest write, so neither table lists the URL any more.
+    await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === url)
     expect(await flash()).toBe(`Purged ${url}: 1 entry removed on this node; other nodes follow within seconds.`)
+    expect(await page.locator('[data-component="empty"]').allTextContents()).toEqual(['Nothing matches this filter.', 'Nothing matches this filter.'])
     // Node 2 held it too and applies the purge on its own disk within seconds.
     await waitFor(async () => (await server.node2.store.variants(server.node2.keyOf(pathname))).length === 0, 'node 2 to apply the purge', 10_000)
-    // The manifest side is written through the cluster writer: poll until the purge lands.
-    await expect
-      .poll(async () => {
-        await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(url)}`)
-        return page.locator('[data-component="empty"]').allTextContents()
-      })
-      .toEqual(['Nothing matches this filter.', 'Nothing matches this filter.'])
 
     const res = await fetch(url)
     expect(res.status).toBe(200)
@@ -220,18 +220,55 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
     await waitFor(async () => (await server.node1.store.variants(server.node1.keyOf(pathname))).length === 1, `node 1 to store ${pathname} again`)
   })
 
-  it('purges by cache tag (Surrogate-Key)', async () => {
+  it('purges by cache tag (Surrogate-Key) after showing what it covers, and lists it in the history', async () => {
     await page.goto(`${server.origin}/_caje/list`)
     await page.locator('select[name="kind"]').selectOption('tag')
     await page.getByLabel('URL, prefix or tag').fill('product-7')
     await page.getByRole('button', { name: 'Purge', exact: true }).click()
+    await page.waitForURL('**/_caje/confirm/purge?kind=tag&value=product-7')
+    expect(await page.locator('h1').textContent()).toBe('Purge tag product-7?')
+    expect(await page.locator('[data-slot="entries"]').textContent()).toBe('1')
+    expect(await page.locator('[data-slot="nodes"]').textContent()).toBe('e2e-node-1')
+    await shot('confirm-purge-tag.png')
+    await page.getByRole('button', { name: 'Yes, purge' }).click()
     await page.waitForURL('**/_caje/list')
     expect(await flash()).toBe('Purged tag product-7: 1 entry removed on this node; other nodes follow within seconds.')
+    // The history shows it, and both live nodes apply it within seconds.
+    await page.getByRole('link', { name: 'Purges' }).click()
+    await page.waitForURL('**/_caje/purges')
+    const row = page.locator('table[data-table="purges"] tbody tr').first()
+    expect(await row.locator('td').first().textContent()).toBe('tag product-7')
+    await expect
+      .poll(async () => {
+        await page.reload()
+        return page.locator('table[data-table="purges"] tbody tr').first().locator('[data-slot="applied"]').textContent()
+      })
+      .toBe('applied on 2 of 2 nodes')
+    await shot('purges.png')
     const res = await fetch(`${server.origin}/api/products/7`)
     expect(res.headers.get('cache-status')).toContain('fwd=uri-miss')
     await res.arrayBuffer()
     // Purged and fetched again: node 1 stores it anew, so it holds as many entries as before the purges.
     await waitFor(async () => (await server.node1.store.variants(server.node1.keyOf('/api/products/7'))).length === 1, 'node 1 to store /api/products/7 again')
+  })
+
+  it('populates one entry from its row, from the peer, and says where it came from', async () => {
+    const one = `${server.origin}/assets/vendor-1.js`
+    const originBefore = server.upstream.count('/assets/vendor-1.js')
+    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent('/assets/vendor-')}`)
+    const row = page.locator('table[data-table="manifest"] tbody tr').filter({ has: page.locator(`td[data-slot="url"] span[title="${server.node1.keyOf('/assets/vendor-1.js')}"]`) })
+    await row.getByRole('button', { name: `Populate ${one}` }).click()
+    await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === '/assets/vendor-')
+    expect(await flash()).toBe('Populate started. Progress shows below.')
+    await expect
+      .poll(() => page.locator('[data-slot="populate-state"] [data-slot="summary"]').textContent(), { timeout: 30_000 })
+      .toMatch(/^Last run \(http:\/\/localhost:\d+\/assets\/vendor-1\.js\) · 1 fetched \(1 from peers, 0 from the origin\), 0 skipped, 0 failed/)
+    // Without a reload (the page either loaded after the run, or refreshed its tables when it ended):
+    // the disk table lists it, copied from the peer.
+    const disk = page.locator('table[data-table="disk"] tbody tr')
+    await expect.poll(() => disk.locator('td[data-slot="source"]').allTextContents()).toEqual(['peer e2e-node-2'])
+    expect(server.upstream.count('/assets/vendor-1.js')).toBe(originBefore)
+    await waitFor(async () => (await nodesOf(one, '/assets/vendor-1.js')).length === 2, 'the manifest to list node 1 as a holder')
   })
 
   it('populates node 1 from its peer and shows the result', async () => {
@@ -243,12 +280,13 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
     expect(await flash()).toBe('Populate started. Progress shows below.')
     await expect
       .poll(() => page.locator('[data-slot="populate-state"] [data-slot="summary"]').textContent(), { timeout: 30_000 })
-      .toMatch(new RegExp(`^Last run · ${peerOnly} fetched, \\d+ skipped, 0 failed`))
+      .toMatch(new RegExp(`^Last run · ${peerOnly - 1} fetched \\(${peerOnly - 1} from peers, 0 from the origin\\), \\d+ skipped, 0 failed`))
     expect(await page.getByRole('button', { name: 'Populate this node' }).isEnabled()).toBe(true)
     // Node 2 had every one of them: nothing went to the origin.
     expect(PEER_ONLY.map((p) => server.upstream.count(p))).toEqual(originBefore)
-    await page.reload()
-    expect(await page.locator('#disk [data-slot="range"]').first().textContent()).toBe(`1–50 of ${node1Disk + peerOnly}`)
+    // The page refreshed its tables and header when the run finished, without a reload.
+    await expect.poll(() => page.locator('#disk [data-slot="range"]').first().textContent()).toBe(`1–50 of ${node1Disk + peerOnly}`)
+    expect(await page.locator('[data-component="status"]').textContent()).toContain(`Entries${node1Disk + peerOnly}`)
     await shot('list-after-populate.png')
     await filterBy('/assets/vendor-')
     expect(await page.locator('table[data-table="disk"] tbody tr').count()).toBe(PEER_ONLY.filter((p) => p.startsWith('/assets/vendor-')).length)

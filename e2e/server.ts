@@ -56,6 +56,8 @@ export interface E2eServer {
   origin: string
   /** The CAJE_ADMIN_PASSWORD the nodes were started with. */
   adminPassword: string
+  /** The CAJE_API_TOKEN the nodes were started with (the JSON API for scripts). */
+  apiToken: string
   /** A URL node 1 and node 2 both hold, for purge. */
   sampleUrl: string
   node1: E2eNode
@@ -143,6 +145,7 @@ function proxyGet(nodeUrl: string, pathname: string, headers: Record<string, str
 export async function startServer(): Promise<E2eServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-e2e-'))
   const adminPassword = 'e2e admin password 1234'
+  const apiToken = 'e2e-api-token-0123456789abcdefghij'
   const clusterSecret = 'e2e-cluster-secret-0123456789abcdef'
   const databasePath = path.join(dir, 'manifest.db')
   const serverErrors: string[] = []
@@ -170,6 +173,7 @@ export async function startServer(): Promise<E2eServer> {
       CAJE_CLUSTER_SECRET: clusterSecret,
       CAJE_PUBLIC_ORIGIN: `http://localhost:${port}`,
       CAJE_ADMIN_PASSWORD: adminPassword,
+      CAJE_API_TOKEN: apiToken,
       CAJE_POPULATE_INTERVAL: '0',
       // Purges reach the other node by the nudge only: its poll of the purge log is 10 minutes away.
       CAJE_PURGE_POLL_MS: '600000',
@@ -215,6 +219,7 @@ export async function startServer(): Promise<E2eServer> {
   return {
     origin,
     adminPassword,
+    apiToken,
     sampleUrl: `${origin}/assets/app-2.js`,
     node1,
     node2,

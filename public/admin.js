@@ -1,18 +1,25 @@
 // Every page: one-time secrets (invite links, API tokens) select themselves and can be copied.
-for (const input of document.querySelectorAll('input[data-select-on-focus]')) {
-  input.addEventListener('focus', () => input.select())
+function selectAll(node) {
+  const range = document.createRange()
+  range.selectNodeContents(node)
+  const selection = window.getSelection()
+  selection.removeAllRanges()
+  selection.addRange(range)
+}
+for (const value of document.querySelectorAll('[data-copy]')) {
+  value.addEventListener('focus', () => selectAll(value))
   const copy = document.createElement('button')
   copy.type = 'button'
   copy.textContent = 'Copy'
   copy.dataset.variant = 'quiet'
   copy.addEventListener('click', async () => {
-    input.select()
+    selectAll(value)
     try {
-      await navigator.clipboard.writeText(input.value)
+      await navigator.clipboard.writeText(value.textContent.trim())
       copy.textContent = 'Copied'
     } catch {
       copy.textContent = 'Press Ctrl+C'
     }
   })
-  input.after(copy)
+  value.after(copy)
 }

@@ -22,6 +22,11 @@ describe('caje routes', () => {
     expect(health.headers.get('cache-control')).toBe('no-store')
     const body = (await health.json()) as { status: string; node: string; region: string; cache: { entries: number; bytes: number } }
     expect(body).toMatchObject({ status: 'ok', node: 'node-a', region: 'ams', cache: { entries: 1, bytes: 1 } })
+    for (const root of ['/_caje', '/_caje/']) {
+      const res = await node.get(root, { redirect: 'manual' })
+      expect(res.status, root).toBe(303)
+      expect(res.headers.get('location'), root).toBe('/_caje/list')
+    }
     const unknown = await node.get('/_caje/nope')
     expect(unknown.status).toBe(404)
     expect(origin.count('/_caje/nope')).toBe(0)

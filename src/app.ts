@@ -23,7 +23,7 @@ export interface AppDeps {
   healthInfo?: () => HealthInfo
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
-  onServed?: (result: ProxyResult, bytes: number) => void
+  onServed?: (result: ProxyResult, bytes: number, request: { host: string; path: string }) => void
   metrics?: Metrics
 }
 
@@ -88,6 +88,10 @@ export function createApp(deps: AppDeps): Hono {
     const { contentType, body } = await renderMetrics(deps.metrics)
     return c.body(body, 200, { 'content-type': contentType })
   })
+
+  // The README's address for the admin, `/_caje/`, and the bare `/_caje` both lead to the list.
+  // Registered before the mounts: a sub-app mounted at '' does not match the trailing slash.
+  app.all(`${ADMIN_PREFIX}/`, (c) => c.redirect(`${ADMIN_PREFIX}/list`, 303))
 
   for (const m of deps.mounts ?? []) app.route(`${ADMIN_PREFIX}${m.path}`, m.app)
 

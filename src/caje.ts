@@ -23,6 +23,7 @@ import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
@@ -132,10 +133,11 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     isPurged: (meta) => purges.covers(meta),
   })
   const jobs: ClusterJobs = {
-    populate: () => populator.run(),
+    populate: (options) => populator.run(options),
     populateStatus: () => populator.status(),
-    purge: (request) => purges.purge(request),
+    purge: (request, by) => purges.purge(request, by),
   }
+  const traffic = createTrafficRecorder()
   const actions = createNodeActions({
     config,
     store,
@@ -144,6 +146,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     hits,
     jobs,
+    log,
+    direct: config.litefsDir === undefined,
+    traffic,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   // Resolved per request: a promotion opens a writable handle, a demotion closes it.
@@ -175,7 +180,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },
       { path: '', app: admin },
     ],
-    onServed: (result, bytes) => {
+    onServed: (result, bytes, request) => {
+      traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale') hits.hits++
@@ -205,6 +211,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const port = address.port
   const url = localUrl(address)
   const internalUrl = config.internalUrl.endsWith(':0') ? (internalListener?.url ?? url) : config.internalUrl
+  const stopTraffic = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
@@ -240,6 +247,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
           await closed
         }
         stopHeartbeat()
+        stopTraffic()
         await populator.close()
         await purges.close()
         await proxy.idle()

@@ -1,6 +1,7 @@
 // The only module with side effects at start: read config, start the node,
 // announce it, and shut down gracefully on SIGTERM / SIGINT.
 
+import { startBanner } from './banner.ts'
 import { startCaje } from './caje.ts'
 import { ConfigError, loadConfig } from './config.ts'
 import { createLogger } from './log.ts'
@@ -19,17 +20,7 @@ async function main(): Promise<void> {
   const log = createLogger({ nodeId: config.nodeId })
   const node = await startCaje(config, log)
 
-  const banner = [
-    `caje is listening on ${node.url} (node ${config.nodeId}, region ${config.region})`,
-    node.demoOrigin
-      ? `  no origin configured (CAJE_ORIGIN / CAJE_SITES): fronting the built-in demo origin at ${node.demoOrigin.url}`
-      : `  origin: ${config.origin?.href ?? '(per host, CAJE_SITES)'}${config.sites.size ? `; sites: ${[...config.sites.keys()].join(', ')}` : ''}`,
-    `  try:    curl -i ${node.url}/cacheable   (twice: watch Cache-Status go from fwd=uri-miss to hit)`,
-    `  admin:  ${config.publicOrigin}/_caje/list`,
-    `  health: ${node.url}/_caje/health`,
-    ...(node.internalListenUrl ? [`  internal routes (peers only): ${node.internalListenUrl}/_caje/internal/`] : []),
-    ...node.notices.map((n) => `  ${n}`),
-  ]
+  const banner = startBanner({ config, url: node.url, demoOrigin: node.demoOrigin, internalListenUrl: node.internalListenUrl, notices: node.notices })
   process.stdout.write(banner.join('\n') + '\n')
   log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, database: config.databasePath })
 

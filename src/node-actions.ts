@@ -3,12 +3,14 @@
 // applier. The admin app sees only this interface.
 
 import type { Kysely } from 'kysely'
-import type { AdminActions, ManifestEntry, PopulateStatus, PurgeRequest } from './admin/actions.ts'
+import type { AdminActions, EntryVia, ManifestEntry, PopulateStatus, PurgeRecord, PurgeRequest } from './admin/actions.ts'
 import type { CacheStore } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
-import { listManifest } from './manifest/repositories.ts'
+import { NODE_OFFLINE_AFTER_MS } from './manifest/recorder.ts'
+import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeCoverage, recentPurges } from './manifest/repositories.ts'
+import type { TrafficRecorder } from './traffic.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
 /** Hits and misses of cacheable requests since start, for the status header. */
@@ -18,9 +20,9 @@ export interface HitCounter {
 }
 
 export interface ClusterJobs {
-  populate(): Promise<{ started: boolean }>
+  populate(options?: { key?: string }): Promise<{ started: boolean }>
   populateStatus(): PopulateStatus | undefined
-  purge(request: PurgeRequest): Promise<{ removed: number }>
+  purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
 }
 
 export interface NodeActionsDeps {
@@ -32,10 +34,33 @@ export interface NodeActionsDeps {
   hits: HitCounter
   jobs: ClusterJobs
   now?: () => number
+  log?: (o: Record<string, unknown>) => void
+  /** No LiteFS: every node writes the shared file itself, none is primary. */
+  direct?: boolean
+  /** This node's minutes not yet in the manifest. */
+  traffic?: Pick<TrafficRecorder, 'pending' | 'topMisses'>
 }
+
+/** How long an admin action waits for its manifest writes before answering anyway. */
+const SETTLE_TIMEOUT_MS = 5_000
 
 export function createNodeActions(deps: NodeActionsDeps): AdminActions {
   const now = deps.now ?? Date.now
+  const log = deps.log ?? (() => {})
+
+  /**
+   * Wait until this node's manifest writes so far are delivered, so the page
+   * the admin lands on (or the script's next read) shows the action's result.
+   * Writes are fast; when the primary cannot be reached, the action has still
+   * been applied here, and the writer keeps retrying: answer anyway.
+   */
+  async function settled(): Promise<void> {
+    try {
+      await deps.writer.flush({ timeoutMs: SETTLE_TIMEOUT_MS })
+    } catch (err) {
+      log({ level: 'warn', event: 'admin.manifest_pending', error: (err as Error).message })
+    }
+  }
   return {
     async listDisk(query) {
       const { total, entries } = await deps.store.list(query)
@@ -51,6 +76,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
           storedAt: e.storedAt,
           staleAt: e.staleAt,
           inMemory: e.inMemory,
+          via: entryVia(e.via),
         })),
       }
     },
@@ -78,9 +104,41 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       }
     },
 
+    async listNodes() {
+      const db = deps.readDb()
+      const t = now()
+      const nodes = await listNodes(db)
+      const views = await Promise.all(
+        nodes.map(async (n) => ({
+          id: n.id,
+          region: n.region,
+          startedAt: n.startedAt,
+          lastSeenAt: n.lastSeenAt,
+          online: n.id === deps.config.nodeId || t - n.lastSeenAt <= NODE_OFFLINE_AFTER_MS,
+          self: n.id === deps.config.nodeId,
+          holds: await countEntries(db, { nodeId: n.id }),
+        })),
+      )
+      return views.sort((a, b) => Number(b.self) - Number(a.self) || a.id.localeCompare(b.id))
+    },
+
+    async forgetNode(nodeId) {
+      if (nodeId === deps.config.nodeId) return { forgotten: false, reason: 'self' }
+      const node = await getNode(deps.readDb(), nodeId)
+      if (!node) return { forgotten: false, reason: 'unknown' }
+      // A node still sending heartbeats holds what the manifest says; forgetting it would only
+      // hide copies it goes on serving.
+      if (now() - node.lastSeenAt <= NODE_OFFLINE_AFTER_MS) return { forgotten: false, reason: 'online' }
+      const dropped = await countEntries(deps.readDb(), { nodeId })
+      deps.writer.submit({ type: 'node-forgotten', nodeId })
+      await settled()
+      return { forgotten: true, dropped }
+    },
+
     async clearFs() {
       const removed = await deps.store.clear()
       deps.writer.submit({ type: 'node-cleared', nodeId: deps.config.nodeId })
+      await settled()
       return removed
     },
 
@@ -92,9 +150,43 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return total
     },
 
-    populate: () => deps.jobs.populate(),
+    populate: (options) => deps.jobs.populate(options),
     populateStatus: () => deps.jobs.populateStatus(),
-    purge: (request) => deps.jobs.purge(request),
+    async purge(request, by) {
+      const result = await deps.jobs.purge(request, by)
+      await settled()
+      return result
+    },
+
+    async purgePreview(request) {
+      return purgeCoverage(deps.readDb(), { kind: request.kind, value: request.kind === 'all' ? '' : request.value, host: null })
+    },
+
+    async purgeHistory(limit) {
+      const db = deps.readDb()
+      const t = now()
+      const [purges, nodes] = await Promise.all([recentPurges(db, limit), listNodes(db)])
+      // Offline nodes apply nothing until they return (and then everything in order): count the live ones.
+      const live = nodes.filter((n) => n.id === deps.config.nodeId || t - n.lastSeenAt <= NODE_OFFLINE_AFTER_MS)
+      return purges.map((p): PurgeRecord => ({
+        id: p.id,
+        request: p.kind === 'all' ? { kind: 'all' } : { kind: p.kind, value: p.value },
+        createdAt: p.createdAt,
+        createdBy: p.createdBy,
+        nodeId: p.nodeId,
+        appliedOn: live.filter((n) => n.lastPurgeId >= p.id).map((n) => n.id),
+        pendingOn: live.filter((n) => n.lastPurgeId < p.id).map((n) => n.id),
+      }))
+    },
+
+    topMisses: (since, limit, by) => deps.traffic?.topMisses(since, limit, by) ?? [],
+
+    async traffic(since) {
+      const recorded = await minutesSince(deps.readDb(), since)
+      const mine = new Set(recorded.filter((m) => m.nodeId === deps.config.nodeId).map((m) => m.minute))
+      const pending = (deps.traffic?.pending() ?? []).filter((m) => m.minute >= since && !mine.has(m.minute)).map((m) => ({ ...m, nodeId: deps.config.nodeId }))
+      return [...recorded, ...pending].sort((a, b) => a.minute - b.minute || a.nodeId.localeCompare(b.nodeId))
+    },
 
     status() {
       const stats = deps.store.stats()
@@ -102,7 +194,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return {
         nodeId: deps.config.nodeId,
         region: deps.config.region,
-        role: deps.role().kind,
+        role: deps.direct ? 'direct' : deps.role().kind,
         hitRatio: hits + misses === 0 ? null : hits / (hits + misses),
         cacheBytes: stats.bytes,
         entries: stats.entries,
@@ -110,6 +202,13 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       }
     },
   }
+}
+
+/** How this node got an entry, from EntryMeta.via. */
+export function entryVia(via: string | undefined): EntryVia {
+  if (via === 'populate') return { kind: 'populate' }
+  if (via?.startsWith('peer:')) return { kind: 'peer', node: via.slice('peer:'.length) }
+  return { kind: 'request' }
 }
 
 /** A readable name for a Vary variant, e.g. `accept-encoding=gzip`; secrets stay digests. */

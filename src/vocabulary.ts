@@ -29,7 +29,12 @@ export type PurgeRequest =
 
 export interface PopulateStatus {
   running: boolean
+  /** The one key a run was asked for (a row's Populate button); null for a run over the whole manifest. */
+  key: string | null
   done: number
+  /** Of `done`: copied from a peer that held them, and fetched from the origin because no peer could give them. */
+  fromPeers: number
+  fromOrigin: number
   skipped: number
   failed: number
   bytes: number

@@ -15,10 +15,14 @@ export const FlashMessage: FC<{ flash: Flash | undefined }> = ({ flash }) => {
     <div data-component="flash" data-kind={flash.kind} role={flash.kind === 'error' ? 'alert' : 'status'}>
       <p data-slot="text">{flash.text}</p>
       {flash.secret ? (
-        <label data-slot="secret">
-          <span>{flash.secret.label}</span>
-          <input type="text" readonly value={flash.secret.value} data-select-on-focus="" spellcheck={false} />
-        </label>
+        // A block of text, not an input: it wraps at any width and its line box is tall enough
+        // for every glyph (an input's clipped underscores in DejaVu Sans Mono at 1x).
+        <div data-slot="secret">
+          <span id="secret-label">{flash.secret.label}</span>
+          <code data-slot="secret-value" tabindex={0} aria-labelledby="secret-label" data-copy="">
+            {flash.secret.value}
+          </code>
+        </div>
       ) : null}
     </div>
   )

@@ -4,9 +4,9 @@ import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
 
-export type ConfirmAction = 'clear_fs' | 'clear_db' | 'purge_all'
+export type ConfirmAction = 'clear_fs' | 'clear_db'
 
-export const CONFIRM_ACTIONS: readonly ConfirmAction[] = ['clear_fs', 'clear_db', 'purge_all']
+export const CONFIRM_ACTIONS: readonly ConfirmAction[] = ['clear_fs', 'clear_db']
 
 export interface ConfirmPageProps {
   chrome: Chrome
@@ -16,7 +16,6 @@ export interface ConfirmPageProps {
 const TARGET: Record<ConfirmAction, { action: string; fields: Record<string, string> }> = {
   clear_fs: { action: PATHS.clearFs, fields: {} },
   clear_db: { action: PATHS.clearDb, fields: {} },
-  purge_all: { action: PATHS.purge, fields: { kind: 'all' } },
 }
 
 export const ConfirmPage: FC<ConfirmPageProps> = ({ chrome, action }) => {

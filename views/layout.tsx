@@ -10,7 +10,7 @@ export interface Chrome {
   adminName: string
   csrfToken: string
   status: NodeStatus
-  current: 'list' | 'access'
+  current: 'list' | 'traffic' | 'purges' | 'access'
 }
 
 export interface LayoutProps {
@@ -37,7 +37,7 @@ const StatusBar: FC<{ status: NodeStatus }> = ({ status }) => (
     <div>
       <dt>Role</dt>
       <dd>
-        <span data-component="badge" data-kind={status.role}>
+        <span data-component="badge" data-kind={status.role} title={TEXT.status.roleTitle[status.role]}>
           {TEXT.status.role[status.role]}
         </span>
       </dd>
@@ -67,6 +67,12 @@ const Header: FC<{ chrome: Chrome }> = ({ chrome }) => (
       <nav>
         <a href={PATHS.list} aria-current={chrome.current === 'list' ? 'page' : undefined}>
           {TEXT.nav.list}
+        </a>
+        <a href={PATHS.traffic} aria-current={chrome.current === 'traffic' ? 'page' : undefined}>
+          {TEXT.nav.traffic}
+        </a>
+        <a href={PATHS.purges} aria-current={chrome.current === 'purges' ? 'page' : undefined}>
+          {TEXT.nav.purges}
         </a>
         <a href={PATHS.access} aria-current={chrome.current === 'access' ? 'page' : undefined}>
           {TEXT.nav.access}

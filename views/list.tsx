@@ -1,5 +1,5 @@
 import type { FC } from 'hono/jsx'
-import type { DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
+import type { ClusterNodeView, DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
 import { Csrf, Empty, type Flash } from './components.tsx'
 import { formatBytes, formatDuration, formatRelative, formatTime, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
@@ -10,6 +10,10 @@ export interface Page<T> {
   total: number
   offset: number
   entries: T[]
+  /** `total` is a count up to a cap (a filter matching very many entries): at least this many. */
+  totalIsLowerBound?: boolean
+  /** The next page by keyset (the manifest list): as fast deep in the list as on page 1. */
+  nextCursor?: string
 }
 
 export interface ListPageProps {
@@ -21,20 +25,27 @@ export interface ListPageProps {
   disk: Page<DiskEntry>
   manifest: Page<ManifestEntry>
   populate: PopulateStatus | undefined
+  /** Every node that announced itself (heartbeats), this one first. */
+  nodes: ClusterNodeView[]
   /** False when the admin signed in with the password and has not registered a passkey. */
   hasPasskey: boolean
 }
 
 type Table = 'disk' | 'manifest'
 
-/** Query string for the list page with one table's offset changed. */
-function listHref(p: ListPageProps, table: Table, offset: number): string {
+/**
+ * Query string for the list page with one table's offset changed. With a
+ * cursor, the manifest page is found by keyset and the offset only numbers
+ * the rows shown.
+ */
+function listHref(p: ListPageProps, table: Table, offset: number, cursor?: string): string {
   const q = new URLSearchParams()
   if (p.filter) q.set('filter', p.filter)
   const disk = table === 'disk' ? offset : p.disk.offset
   const manifest = table === 'manifest' ? offset : p.manifest.offset
   if (disk > 0) q.set('disk', String(disk))
   if (manifest > 0) q.set('manifest', String(manifest))
+  if (table === 'manifest' && cursor !== undefined) q.set('manifest_cursor', cursor)
   if (p.limit !== DEFAULT_LIMIT) q.set('limit', String(p.limit))
   const s = q.toString()
   return `${PATHS.list}${s ? `?${s}` : ''}#${table}`
@@ -45,14 +56,16 @@ export const DEFAULT_LIMIT = 50
 const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => {
   const page = props[table]
   const { limit } = props
-  const from = page.total === 0 ? 0 : page.offset + 1
-  const to = Math.min(page.offset + page.entries.length, page.total)
+  const atLeast = page.totalIsLowerBound === true
+  const from = page.entries.length === 0 ? 0 : page.offset + 1
+  const to = page.offset + page.entries.length
   const lastOffset = Math.max(0, Math.floor((page.total - 1) / limit) * limit)
   const hasPrev = page.offset > 0
-  const hasNext = page.offset + limit < page.total
-  const link = (label: string, offset: number, enabled: boolean, rel?: string) =>
+  // Past a counted-up-to total, only the cursor says whether there is a next page.
+  const hasNext = atLeast ? page.nextCursor !== undefined : page.offset + limit < page.total
+  const link = (label: string, offset: number, enabled: boolean, rel?: string, cursor?: string) =>
     enabled ? (
-      <a href={listHref(props, table, offset)} rel={rel} data-component="button-link">
+      <a href={listHref(props, table, offset, cursor)} rel={rel} data-component="button-link">
         {label}
       </a>
     ) : (
@@ -62,25 +75,54 @@ const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => 
     )
   return (
     <nav data-component="pager" aria-label={`${table} pages`}>
-      <span data-slot="range">{TEXT.list.range(from, to, page.total)}</span>
+      <span data-slot="range">{TEXT.list.range(from, to, page.total, atLeast)}</span>
       <span data-slot="links">
         {link(TEXT.list.first, 0, hasPrev)}
         {link(TEXT.list.prev, Math.max(0, page.offset - limit), hasPrev, 'prev')}
-        {link(TEXT.list.next, page.offset + limit, hasNext, 'next')}
-        {link(TEXT.list.last, lastOffset, hasNext)}
+        {link(TEXT.list.next, page.offset + limit, hasNext, 'next', page.nextCursor)}
+        {/* The last page of an uncounted list is unknown. */}
+        {link(TEXT.list.last, lastOffset, hasNext && !atLeast)}
       </span>
     </nav>
   )
 }
 
-const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) =>
-  staleAt > now ? (
-    <span title={isoTime(staleAt)}>{formatDuration(staleAt - now)}</span>
-  ) : (
-    <span data-component="badge" data-kind="stale" title={isoTime(staleAt)}>
-      {TEXT.list.stale} {formatRelative(staleAt, now)}
+/**
+ * One display for every entry: a fresh one is served as is for the time
+ * shown; a stale one is still served, after the origin confirms it (a 304
+ * keeps the body), so it is not an error.
+ */
+const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) => {
+  const fresh = staleAt > now
+  return (
+    <span data-component="freshness" data-state={fresh ? 'fresh' : 'stale'} title={`${fresh ? TEXT.list.freshUntil : TEXT.list.staleSince} ${isoTime(staleAt)}`}>
+      <span data-component="badge" data-kind={fresh ? 'fresh' : 'stale'}>
+        {fresh ? TEXT.list.fresh : TEXT.list.stale}
+      </span>
+      <span data-slot="detail">{fresh ? TEXT.list.freshFor(formatDuration(staleAt - now)) : TEXT.list.revalidates}</span>
     </span>
   )
+}
+
+/** Purge this URL (all its variants, on every node); the form returns to the page it is on. */
+const RowPurge: FC<{ url: string; csrf: string }> = ({ url, csrf }) => (
+  <form method="post" action={PATHS.purge} data-component="inline-form">
+    <Csrf token={csrf} />
+    <input type="hidden" name="kind" value="url" />
+    <input type="hidden" name="value" value={url} />
+    <button type="submit" data-variant="danger" data-size="small" aria-label={`${TEXT.list.rowPurge} ${url}`}>
+      {TEXT.list.rowPurge}
+    </button>
+  </form>
+)
+
+/** How this node got a copy: a client's request, or populate (from a peer or the origin). */
+const Source: FC<{ via: DiskEntry['via'] }> = ({ via }) => {
+  const t = TEXT.list.via
+  if (via.kind === 'peer') return <span data-component="badge" data-kind="peer" title={t.peerTitle(via.node)}>{t.peer(via.node)}</span>
+  if (via.kind === 'populate') return <span data-component="badge" data-kind="origin" title={t.populateTitle}>{t.populate}</span>
+  return <span data-slot="muted">{t.request}</span>
+}
 
 const StatusCode: FC<{ status: number }> = ({ status }) => (
   <span data-component="status-code" data-class={`${Math.floor(status / 100)}xx`}>
@@ -107,6 +149,10 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
             <th scope="col">{t.col.stored}</th>
             <th scope="col">{t.col.expires}</th>
             <th scope="col">{t.col.tier}</th>
+            <th scope="col">{t.col.source}</th>
+            <th scope="col" data-align="end">
+              <span data-visually-hidden="">{t.col.actions}</span>
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -122,7 +168,9 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
               <td data-align="end" data-slot="num">
                 {formatBytes(e.size)}
               </td>
-              <td data-slot="type">{e.contentType ?? '—'}</td>
+              <td data-slot="type" title={e.contentType ?? undefined}>
+                {e.contentType?.split(';')[0] ?? '—'}
+              </td>
               <td data-slot="time" title={isoTime(e.storedAt)}>
                 {formatTime(e.storedAt)}
               </td>
@@ -133,6 +181,12 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
                 <span data-component="badge" data-kind={e.inMemory ? 'memory' : 'disk'}>
                   {e.inMemory ? t.tierMemory : t.tierDisk}
                 </span>
+              </td>
+              <td data-slot="source">
+                <Source via={e.via} />
+              </td>
+              <td data-align="end" data-slot="row-actions">
+                <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
               </td>
             </tr>
           ))}
@@ -145,6 +199,7 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
 const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
   const t = TEXT.list
   const self = props.chrome.status.nodeId
+  const byId = new Map(props.nodes.map((n) => [n.id, n]))
   if (props.manifest.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.manifestEmpty} />
   return (
     <div data-component="table-wrap">
@@ -164,6 +219,9 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
             <th scope="col">{t.col.stored}</th>
             <th scope="col">{t.col.expires}</th>
             <th scope="col">{t.col.nodes}</th>
+            <th scope="col" data-align="end">
+              <span data-visually-hidden="">{t.col.actions}</span>
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -188,11 +246,31 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
                 <Freshness staleAt={e.staleAt} now={props.now} />
               </td>
               <td data-slot="nodes">
-                {e.nodes.map((n) => (
-                  <span data-component="badge" data-kind={n === self ? 'self' : 'node'}>
-                    {n}
-                  </span>
-                ))}
+                {e.nodes.map((n) => {
+                  const node = byId.get(n)
+                  const offline = node !== undefined && !node.online
+                  return (
+                    <span
+                      data-component="badge"
+                      data-kind={n === self ? 'self' : offline ? 'offline' : 'node'}
+                      title={offline ? t.nodeOfflineTitle(formatRelative(node.lastSeenAt, props.now)) : undefined}
+                    >
+                      {n}
+                    </span>
+                  )
+                })}
+              </td>
+              <td data-align="end" data-slot="row-actions">
+                {!e.nodes.includes(self) && e.staleAt > props.now ? (
+                  <form method="post" action={PATHS.populate} data-component="inline-form">
+                    <Csrf token={props.chrome.csrfToken} />
+                    <input type="hidden" name="key" value={e.key} />
+                    <button type="submit" data-size="small" aria-label={`${t.rowPopulate} ${e.url}`} disabled={props.populate?.running}>
+                      {t.rowPopulate}
+                    </button>
+                  </form>
+                ) : null}
+                <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
               </td>
             </tr>
           ))}
@@ -207,7 +285,8 @@ export function populateSummary(status: PopulateStatus | undefined, now: number)
   const t = TEXT.actions
   if (!status) return t.populateNever
   const when = status.running ? `started ${formatRelative(status.startedAt, now)}` : `finished ${formatRelative(status.finishedAt, now)}`
-  return `${status.running ? t.populateRunning : t.populateFinished} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)} · ${when}`
+  const what = status.key === null ? '' : ` (${status.key.replace(/^GET /, '')})`
+  return `${status.running ? t.populateRunning : t.populateFinished}${what} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)} · ${when}`
 }
 
 const PopulateState: FC<{ status: PopulateStatus | undefined; now: number }> = ({ status, now }) => (
@@ -270,6 +349,73 @@ const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
   )
 }
 
+/** The cluster as heartbeats describe it: when each node was last heard from, and a way to forget one that is gone. */
+const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
+  const t = TEXT.nodes
+  return (
+    <section data-component="panel" id="nodes">
+      <header data-slot="panel-head">
+        <div>
+          <h2>{t.heading}</h2>
+          <p>{t.lead}</p>
+        </div>
+      </header>
+      <div data-component="table-wrap">
+        <table data-component="table" data-table="nodes">
+          <thead>
+            <tr>
+              <th scope="col">{t.col.node}</th>
+              <th scope="col">{t.col.region}</th>
+              <th scope="col">{t.col.heartbeat}</th>
+              <th scope="col">{t.col.state}</th>
+              <th scope="col" data-align="end">
+                {t.col.holds}
+              </th>
+              <th scope="col" data-align="end">
+                <span data-visually-hidden="">{TEXT.list.col.actions}</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {props.nodes.map((n) => (
+              <tr data-node={n.id}>
+                <td data-slot="node">
+                  <span data-component="badge" data-kind={n.self ? 'self' : n.online ? 'node' : 'offline'}>
+                    {n.id}
+                  </span>
+                  {n.self ? <small data-slot="muted"> {t.thisNode}</small> : null}
+                </td>
+                <td>{n.region}</td>
+                <td data-slot="time" title={isoTime(n.lastSeenAt)}>
+                  {formatRelative(n.lastSeenAt, props.now)}
+                </td>
+                <td>
+                  <span data-component="badge" data-kind={n.online ? 'fresh' : 'offline'}>
+                    {n.online ? t.online : t.offline}
+                  </span>
+                </td>
+                <td data-align="end" data-slot="num">
+                  {n.holds.toLocaleString('en')}
+                </td>
+                <td data-align="end" data-slot="row-actions">
+                  {n.self || n.online ? null : (
+                    <form method="post" action={PATHS.nodeForget(n.id)} data-component="inline-form">
+                      <Csrf token={props.chrome.csrfToken} />
+                      <button type="submit" data-variant="danger" data-size="small" aria-label={`${t.forget} ${n.id}`}>
+                        {t.forget}
+                      </button>
+                    </form>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </section>
+  )
+}
+
 export const ListPage: FC<ListPageProps> = (props) => {
   const t = TEXT.list
   return (
@@ -282,6 +428,7 @@ export const ListPage: FC<ListPageProps> = (props) => {
         </div>
       )}
       <Actions props={props} />
+      <NodesPanel props={props} />
       <form method="get" action={PATHS.list} data-component="filter" role="search">
         <label for="filter">{t.filterLabel}</label>
         <input id="filter" type="search" name="filter" value={props.filter} placeholder={t.filterPlaceholder} spellcheck={false} />

@@ -20,6 +20,8 @@ export interface SignInPageProps {
   /** Where to go after signing in (an /_caje/ path). */
   next: string
   flash?: Flash
+  /** Set when the page was opened at another address than CAJE_PUBLIC_ORIGIN, where passkeys cannot work. */
+  wrongOrigin?: { expected: string; actual: string }
 }
 
 const Heading: FC<{ main: boolean; text: string }> = ({ main, text }) => (main ? <h1>{text}</h1> : <h2>{text}</h2>)
@@ -76,6 +78,14 @@ export const SignInPage: FC<SignInPageProps> = (props) => {
         {TEXT.brand}
         <small>{TEXT.brandSub}</small>
       </div>
+      {props.wrongOrigin ? (
+        <div data-component="flash" data-kind="warn" role="alert" data-slot="wrong-origin">
+          <p data-slot="text">
+            {t.wrongOrigin(props.wrongOrigin.actual)}{' '}
+            <a href={`${props.wrongOrigin.expected}${PATHS.auth}`}>{t.wrongOriginLink(props.wrongOrigin.expected)}</a>
+          </p>
+        </div>
+      ) : null}
       {props.passkeysExist ? (
         <section data-component="card" data-slot="passkey">
           <h1>{t.heading}</h1>

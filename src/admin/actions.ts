@@ -38,7 +38,11 @@ export interface DiskEntry {
   staleAt: number
   /** Also held by the memory tier. */
   inMemory: boolean
+  /** How this node got it: a client's request through it, or populate from a peer or the origin. */
+  via: EntryVia
 }
+
+export type EntryVia = { kind: 'request' } | { kind: 'peer'; node: string } | { kind: 'populate' }
 
 /** One URL in the shared manifest, with the nodes that hold a copy. */
 export interface ManifestEntry {
@@ -59,7 +63,8 @@ export type { PopulateStatus, PurgeRequest }
 export interface NodeStatus {
   nodeId: string
   region: string
-  role: 'primary' | 'replica'
+  /** `direct`: no LiteFS, every node writes the shared manifest file itself (no primary). */
+  role: 'primary' | 'replica' | 'direct'
   /** 0..1, or null before the first cacheable request. */
   hitRatio: number | null
   cacheBytes: number
@@ -72,18 +77,88 @@ export interface NodeStatus {
   manifest?: { mode: 'direct' | 'remote'; target: string | undefined; queued: number; failedAttempts: number; lastError: string | undefined; lastWriteAt: number | undefined }
 }
 
+/** A node of the cluster as its heartbeats describe it. */
+export interface ClusterNodeView {
+  id: string
+  region: string
+  /** Epoch ms. */
+  startedAt: number
+  lastSeenAt: number
+  /** False once several heartbeats were missed. */
+  online: boolean
+  /** This node. */
+  self: boolean
+  /** Manifest entries (variants) it holds. */
+  holds: number
+}
+
+/** What a purge covers before it is made: manifest variants, their bytes, the nodes holding them. */
+export interface PurgePreview {
+  entries: number
+  bytes: number
+  nodes: string[]
+}
+
+/** One purge in the log, and how far the cluster got with it. */
+export interface PurgeRecord {
+  id: number
+  request: PurgeRequest
+  /** Epoch ms. */
+  createdAt: number
+  /** Who asked (`admin:<id>`, `token:<id>`) or the node it was asked on. */
+  createdBy: string
+  /** Node it was asked on. */
+  nodeId: string
+  /** Online nodes that have applied it, and those that have not yet. */
+  appliedOn: string[]
+  pendingOn: string[]
+}
+
+/** One node's traffic in one minute (epoch ms of its start). */
+export interface TrafficMinute {
+  nodeId: string
+  minute: number
+  requests: number
+  hits: number
+  misses: number
+  bytesCache: number
+  bytesOrigin: number
+}
+
+/** A path that went to the origin: how often, how many bytes, and why (Cache-Status detail, or the kind of miss). */
+export interface PathMisses {
+  path: string
+  misses: number
+  originBytes: number
+  reasons: Record<string, number>
+}
+
+export type ForgetNodeResult = { forgotten: true; dropped: number } | { forgotten: false; reason: 'self' | 'online' | 'unknown' }
+
 export interface AdminActions {
+  /** Every node that has announced itself, this one first. */
+  listNodes(): Promise<ClusterNodeView[]>
+  /** Drop an offline node and its holdings from the manifest; never this node or one still sending heartbeats. */
+  forgetNode(nodeId: string): Promise<ForgetNodeResult>
   listDisk(query: ListQuery): Promise<ListResult<DiskEntry>>
   listManifest(query: ListQuery): Promise<ListResult<ManifestEntry>>
   /** Empty this node's body cache (disk and memory). Resolves to the number of entries removed. */
   clearFs(): Promise<number>
   /** Empty the shared manifest (entries, holders). Resolves to the number of rows removed. */
   clearDb(): Promise<number>
-  /** Start warming this node from the manifest; `started: false` when a run is already going. */
-  populate(): Promise<{ started: boolean }>
+  /** Start warming this node from the manifest (or only `key`'s variants); `started: false` when a run is already going. */
+  populate(options?: { key?: string }): Promise<{ started: boolean }>
   /** The running or last finished run, undefined before the first one. */
   populateStatus(): PopulateStatus | undefined
   /** Record a purge in the manifest and apply it here; the other nodes apply it within seconds. */
-  purge(request: PurgeRequest): Promise<{ removed: number }>
+  purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
+  /** What a purge would cover, without making it. */
+  purgePreview(request: PurgeRequest): Promise<PurgePreview>
+  /** The latest purges, newest first, with the nodes that have applied each. */
+  purgeHistory(limit: number): Promise<PurgeRecord[]>
+  /** Every node's traffic per minute since `since` (epoch ms), this node's unrecorded minutes included. */
+  traffic(since: number): Promise<TrafficMinute[]>
+  /** This node's paths that went to the origin in the last hour, most misses (or origin bytes) first, with why. */
+  topMisses(since: number, limit: number, by: 'misses' | 'bytes'): PathMisses[]
   status(): NodeStatus
 }

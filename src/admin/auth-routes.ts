@@ -4,7 +4,6 @@ import type { Context, Hono } from 'hono'
 import { getCookie } from 'hono/cookie'
 import { InvitePage } from '../../views/invite.tsx'
 import { PATHS } from '../../views/paths.ts'
-import { SignInPage, type PasswordMode } from '../../views/sign-in.tsx'
 import { TEXT } from '../../views/text.ts'
 import { authorize, clearSessionCookie, guardAttempt, lookupSession, requireAdmin, startSession } from './auth.ts'
 import type { AdminEnv, Shared } from './context.ts'
@@ -20,14 +19,10 @@ import {
 import * as repo from './repo.ts'
 import { bearerToken, secretEquals } from '../bearer.ts'
 import { hashToken, normaliseCode } from './secrets.ts'
+import { passwordMode, renderSignIn } from './sign-in-page.ts'
 
 const NAME_MAX = 64
 
-export function passwordMode(shared: Shared, passkeysExist: boolean): PasswordMode {
-  if (passkeysExist) return shared.config.allowPasswordLogin && shared.config.adminPassword !== undefined ? 'password-login' : 'none'
-  if (shared.config.adminPassword !== undefined) return 'enrol-password'
-  return shared.enrolment.code !== undefined && !shared.enrolment.used ? 'enrol-code' : 'code-used'
-}
 
 /** A ceremony's verify step answers the page script with JSON; the message waits for the next page. */
 function ceremonyDone(c: Context, shared: Shared, message: string, redirect: string): Response {
@@ -43,13 +38,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const found = await lookupSession(c, shared)
     if (found.state === 'ok') return c.redirect(next, 303)
     if (found.state === 'ended') clearSessionCookie(c, shared)
-    const passkeysExist = (await repo.countPasskeys(shared.db)) > 0
-    return renderPage(c, SignInPage, {
-      passwordMode: passwordMode(shared, passkeysExist),
-      passkeysExist,
-      next,
-      flash: takeFlash(c, shared),
-    })
+    return renderSignIn(c, shared, { next, flash: takeFlash(c, shared) })
   })
 
   // Password (or start-up code) sign-in: enrols the first admin; afterwards only with CAJE_ALLOW_PASSWORD_LOGIN.
@@ -87,7 +76,7 @@ export function registerAuthRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const hasPasskey = (await repo.countPasskeys(shared.db, admin.id)) > 0
     return finish(c, shared, {
       ok: true,
-      message: hasPasskey ? TEXT.flash.signedIn : TEXT.flash.passwordWelcome,
+      message: hasPasskey ? TEXT.flash.signedIn : mode === 'enrol-code' ? TEXT.flash.codeWelcome : TEXT.flash.passwordWelcome,
       redirect: hasPasskey ? safeNext(field(body, 'next'), PATHS.list) : PATHS.access,
     })
   })

@@ -35,6 +35,16 @@ describe('sign-in page', () => {
     expect(html).not.toContain('sign-in.js')
   })
 
+  it('says passkeys need the CAJE_PUBLIC_ORIGIN address when opened at another one, and links there', async () => {
+    h = await setup()
+    const at127 = await h.app.request('http://127.0.0.1:8080/_caje/auth')
+    const html = await at127.text()
+    expect(html).toContain('Passkeys work only at the address in CAJE_PUBLIC_ORIGIN, and this page was opened at 127.0.0.1:8080.')
+    expect(html).toContain('<a href="http://localhost:8080/_caje/auth">open http://localhost:8080</a>')
+    const right = await h.app.request('http://localhost:8080/_caje/auth')
+    expect(await right.text()).not.toContain('wrong-origin')
+  })
+
   it('offers only the passkey once one exists', async () => {
     h = await setup()
     const c = h.client()
@@ -102,8 +112,10 @@ describe('password enrolment', () => {
     const page = await h.client().page('/_caje/auth')
     expect(page.html).toContain('one-time enrolment code')
     expect((await h.client().request('/_caje/auth/password', { json: { password: 'ABCD-EFGH-JKLM-NPQS' } })).status).toBe(401)
-    const ok = await h.client().request('/_caje/auth/password', { json: { password: 'abcd efgh jklm npqr' } })
-    expect(ok.status).toBe(200)
+    const ok = await h.client().request('/_caje/auth/password', { form: { password: 'abcd efgh jklm npqr' } })
+    expect(ok.status).toBe(303)
+    // The message names what was used: the code, not a password.
+    expect(flashOf(ok)?.text).toBe('Signed in with the one-time code. Register a passkey now: the code works only once.')
     // One use only.
     const again = await h.client().request('/_caje/auth/password', { json: { password: 'ABCD-EFGH-JKLM-NPQR' } })
     expect(again.status).toBe(403)

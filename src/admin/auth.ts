@@ -8,7 +8,9 @@ import { TEXT } from '../../views/text.ts'
 import { writeWhenFree } from '../manifest/ops.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
 import { bearerToken, secretEquals } from '../bearer.ts'
-import { isCrossSite, jsonError, readBody, setFlash, wantsJson } from './http.ts'
+import { ErrorPage } from '../../views/error.tsx'
+import { isCrossSite, jsonError, readBody, renderPage, safeNext, setFlash, wantsJson } from './http.ts'
+import { renderSignIn } from './sign-in-page.ts'
 import * as repo from './repo.ts'
 import { hashToken, randomToken } from './secrets.ts'
 
@@ -95,8 +97,35 @@ export interface RequireAdminOptions {
   sessionOnly?: boolean
 }
 
-/** How a refused request is answered: pages redirect to sign-in, everything else is 401. */
-function refuse(c: Context, shared: Shared, ended: boolean): Response {
+/** A form a browser submitted (not a script's JSON call): it gets pages, never JSON. */
+function isBrowserForm(c: Context): boolean {
+  if (wantsJson(c)) return false
+  const type = c.req.header('content-type') ?? ''
+  return type.includes('application/x-www-form-urlencoded') || type.includes('multipart/form-data')
+}
+
+/**
+ * The admin page a form was posted from (same-origin Referer, which
+ * Referrer-Policy: same-origin keeps), to go back to; the list otherwise.
+ */
+export function formPage(c: Context, shared: Shared): string {
+  const referer = c.req.header('referer')
+  if (!referer) return PATHS.list
+  try {
+    const u = new URL(referer)
+    if (u.origin !== shared.config.publicOrigin && u.origin !== new URL(c.req.url).origin) return PATHS.list
+    return safeNext(u.pathname + u.search, PATHS.list)
+  } catch {
+    return PATHS.list
+  }
+}
+
+/**
+ * How a refused request is answered: page loads redirect to sign-in; a form
+ * posted after the session ended gets the sign-in page (401) with a message
+ * and the page to return to; everything else is 401 JSON.
+ */
+async function refuse(c: Context, shared: Shared, ended: boolean): Promise<Response> {
   const page = (c.req.method === 'GET' || c.req.method === 'HEAD') && !wantsJson(c)
   if (ended) clearSessionCookie(c, shared)
   if (page) {
@@ -105,7 +134,24 @@ function refuse(c: Context, shared: Shared, ended: boolean): Response {
     return c.redirect(`${PATHS.auth}?next=${encodeURIComponent(next.pathname + next.search)}`, 303)
   }
   c.header('WWW-Authenticate', 'Bearer realm="caje"')
+  if (isBrowserForm(c)) {
+    // Nothing was done: the admin signs in and lands back on the page the form was on.
+    return renderSignIn(c, shared, { status: 401, next: formPage(c, shared), flash: { kind: 'error', text: TEXT.flash.signInToContinue } })
+  }
   return jsonError(c, 401, ended ? TEXT.flash.sessionEnded : TEXT.errors.unauthorized)
+}
+
+/**
+ * A refused state change. A browser form whose token no longer matches the
+ * session (signed out and in again in another tab, a page left open for
+ * days) goes back to its page, freshly rendered with a new token, with a
+ * message; a cross-site post gets an error page; scripts get JSON.
+ */
+function refuseForm(c: Context, shared: Shared, reason: 'cross_site' | 'bad_token'): Response | Promise<Response> {
+  if (!isBrowserForm(c)) return jsonError(c, 403, TEXT.errors.forbidden)
+  if (reason === 'cross_site') return renderPage(c, ErrorPage, { status: 403, message: TEXT.errors.forbidden }, 403)
+  setFlash(c, shared, { kind: 'error', text: TEXT.flash.pageOutOfDate })
+  return c.redirect(formPage(c, shared), 303)
 }
 
 /**
@@ -128,18 +174,18 @@ export async function authorize(c: Context, shared: Shared, opts: RequireAdminOp
   }
 
   const found = await lookupSession(c, shared)
-  if (found.state !== 'ok') return refuse(c, shared, found.state === 'ended')
+  if (found.state !== 'ok') return await refuse(c, shared, found.state === 'ended')
 
   if (!SAFE_METHODS.has(c.req.method)) {
     if (isCrossSite(c, shared.config.publicOrigin)) {
       shared.log({ event: 'admin.csrf_refused', reason: 'cross_site', path: c.req.path, origin: c.req.header('origin') ?? null })
-      return jsonError(c, 403, TEXT.errors.forbidden)
+      return await refuseForm(c, shared, 'cross_site')
     }
     const body = await readBody(c)
     const sent = c.req.header('x-csrf-token') ?? (typeof body._csrf === 'string' ? body._csrf : '')
     if (!sent || !secretEquals(sent, found.auth.csrfToken)) {
       shared.log({ event: 'admin.csrf_refused', reason: 'bad_token', path: c.req.path, admin: found.auth.adminId })
-      return jsonError(c, 403, TEXT.errors.forbidden)
+      return await refuseForm(c, shared, 'bad_token')
     }
   }
   return found.auth

@@ -3,7 +3,8 @@ import { waitFor } from '../test-support/servers.ts'
 import { parsePurge } from './cache-routes.ts'
 import { CONTENT_SECURITY_POLICY } from './http.ts'
 import * as repo from './repo.ts'
-import { API_TOKEN, SITE, flashOf, setup, type Harness } from './test-setup.test-support.ts'
+import { toEntryRecord } from '../manifest/repositories.ts'
+import { API_TOKEN, PEER, SITE, fetchAsSite, flashOf, setup, type Harness } from './test-setup.test-support.ts'
 
 let h: Harness
 afterEach(async () => {
@@ -15,6 +16,12 @@ const bearer = (token = API_TOKEN) => ({ authorization: `Bearer ${token}` })
 /** What the admin's actions change: this node's disk, the manifest, the purge log, populate. */
 async function state() {
   return { disk: h.diskCount(), manifest: await h.manifestCount(), purges: await h.purgeCount(), populate: h.node.actions.populateStatus() ?? null }
+}
+
+/** Record a heartbeat of node `id` sent at `at` (epoch ms), as that node's writer would. */
+async function heartbeat(id: string, at: number) {
+  h.node.manifest.writer.submit({ type: 'node-heartbeat', node: { id, region: 'fra', internalUrl: `http://${id}.internal:8081`, startedAt: at - 3_600_000 }, at })
+  await h.node.manifest.writer.flush()
 }
 
 /** Wait for the populate run to finish and return its status. */
@@ -110,18 +117,56 @@ describe('CSRF', () => {
     const c = h.client()
     await c.signInWithPassword()
     const before = await state()
-    expect((await c.request('/_caje/purge', { form: { kind: 'url', value: `${SITE}/blog/post-1` }, csrf: false })).status).toBe(403)
-    expect((await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes', _csrf: 'x'.repeat(32) } })).status).toBe(403)
+    // Scripts (JSON) get 403; a browser form is sent back to its page instead (see below).
+    expect((await c.request('/_caje/purge', { form: { kind: 'url', value: `${SITE}/blog/post-1` }, csrf: false, headers: { accept: 'application/json' } })).status).toBe(403)
+    expect((await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes', _csrf: 'x'.repeat(32) }, headers: { accept: 'application/json' } })).status).toBe(403)
     expect((await c.request('/_caje/clear_fs', { json: {}, headers: { 'x-csrf-token': 'nope' } })).status).toBe(403)
     expect((await c.request('/_caje/clear_db', { form: { confirm: 'yes' }, headers: { origin: 'https://evil.example' } })).status).toBe(403)
     expect((await c.request('/_caje/populate', { form: {}, headers: { 'sec-fetch-site': 'same-site' } })).status).toBe(403)
-    expect((await c.request('/_caje/logout', { form: {}, csrf: false })).status).toBe(403)
+    expect((await c.request('/_caje/logout', { form: {}, csrf: false, headers: { accept: 'application/json' } })).status).toBe(403)
     expect(await state()).toEqual(before)
     // The same requests with the token and our origin go through.
     const ok = await c.request('/_caje/populate', { form: {}, headers: { origin: 'http://localhost:8080', 'sec-fetch-site': 'same-origin' } })
     expect(ok.status).toBe(303)
     expect(await populateDone()).toMatchObject({ done: 1, failed: 0 })
     expect(h.diskCount()).toBe(6)
+  })
+
+  it('sends a browser form with a stale token back to its page with a message, and does nothing', async () => {
+    h = await setup({ entries: 6 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const before = await state()
+    const referer = 'http://localhost:8080/_caje/list?filter=blog'
+    const res = await c.request('/_caje/purge', { form: { kind: 'url', value: `${SITE}/blog/post-1`, _csrf: 'x'.repeat(32) }, headers: { referer } })
+    expect(res.status).toBe(303)
+    expect(res.headers.get('location')).toBe('/_caje/list?filter=blog')
+    expect(flashOf(res)).toMatchObject({ kind: 'error', text: 'This page was out of date, so that was not done. Try again.' })
+    // A Referer from elsewhere never chooses where to go.
+    const elsewhere = await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes', _csrf: 'x'.repeat(32) }, headers: { referer: 'https://evil.example/_caje/passkeys' } })
+    expect(elsewhere.headers.get('location')).toBe('/_caje/list')
+    // A cross-site post gets an error page, not JSON.
+    const cross = await c.request('/_caje/clear_db', { form: { confirm: 'yes' }, headers: { origin: 'https://evil.example' } })
+    expect(cross.status).toBe(403)
+    expect(cross.headers.get('content-type')).toMatch(/^text\/html/)
+    expect(await cross.text()).toContain('Error 403')
+    expect(await state()).toEqual(before)
+  })
+
+  it('shows the sign-in page, with the page to return to, for a form posted after the session ended', async () => {
+    h = await setup({ entries: 6 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const before = await state()
+    const stale = c.csrfToken!
+    await c.request('/_caje/logout', { form: {} })
+    const res = await c.request('/_caje/purge', { form: { kind: 'url', value: `${SITE}/blog/post-1`, _csrf: stale }, headers: { referer: 'http://localhost:8080/_caje/list?filter=blog' } })
+    expect(res.status).toBe(401)
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/)
+    const html = await res.text()
+    expect(html).toContain('Your session ended, so that was not done. Sign in, then try again.')
+    expect(html).toContain('name="next" value="/_caje/list?filter=blog"')
+    expect(await state()).toEqual(before)
   })
 
   it('accepts the token in the X-CSRF-Token header', async () => {
@@ -181,11 +226,33 @@ describe('list', () => {
     expect(res.status).toBe(200)
     expect(html).toMatch(/41–50 of 50/)
     expect(html).toMatch(/99,951–100,000 of 100,000/)
-    // One page of each, never the whole manifest.
-    expect((html.match(/<tr>/g) ?? []).length).toBeLessThanOrEqual(62)
+    // One page of each, never the whole manifest: 10 + 50 rows and the three tables' header rows.
+    expect((html.match(/<tr>/g) ?? []).length).toBeLessThanOrEqual(63)
     // A page costs milliseconds; the bound only catches reading or rendering all 100,000 rows,
     // with a margin no loaded machine uses up (bench/ measures speed).
     expect(ms).toBeLessThan(5_000)
+  })
+
+  it('pages a filter matching more entries than it counts by cursor, and says "10,000+"', async () => {
+    h = await setup({ peerRows: 10_100 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const first = await c.page('/_caje/list?filter=%2Fbulk%2F')
+    expect(first.html).toContain('<nav data-component="pager" aria-label="manifest pages"><span data-slot="range">1–50 of 10,000+</span>')
+    // No last page to offer: the count stopped at the cap.
+    expect(first.html).toMatch(/aria-label="manifest pages">.*?<span data-component="button-link" aria-disabled="true">Last<\/span>/s)
+    const next = /aria-label="manifest pages">.*?<a href="([^"]+)" rel="next"/s.exec(first.html)?.[1]?.replace(/&amp;/g, '&')
+    expect(next).toMatch(/^\/_caje\/list\?filter=%2Fbulk%2F&manifest=50&manifest_cursor=[^&#]+#manifest$/)
+    const second = await c.page(next!)
+    expect(second.html).toContain('<span data-slot="range">51–100 of 10,000+</span>')
+    // The newest first: the second page starts where the first ended.
+    const urls = (html: string) => [...html.matchAll(/<span title="(http:\/\/www\.example\.com\/bulk\/\d+)">/g)].map((m) => m[1])
+    expect(urls(first.html)[0]).toBe(`${SITE}/bulk/10099`)
+    expect(urls(second.html)[0]).toBe(`${SITE}/bulk/10049`)
+    // A cursor this node did not make is refused with what to do instead.
+    const bad = await c.request('/_caje/list?manifest_cursor=nonsense', { headers: bearer() })
+    expect(bad.status).toBe(400)
+    expect(await bad.text()).toMatch(/nextCursor/)
   })
 
   it('clamps silly paging values', async () => {
@@ -207,10 +274,10 @@ describe('purge', () => {
     expect(byUrl.status).toBe(303)
     expect(byUrl.headers.get('location')).toBe('/_caje/list')
     expect(flashOf(byUrl)).toMatchObject({ kind: 'ok', text: expect.stringMatching(/1 entry removed/) })
-    const byPrefix = await c.request('/_caje/purge', { form: { kind: 'prefix', value: `${SITE}/api/` } })
+    const byPrefix = await c.request('/_caje/purge', { form: { kind: 'prefix', value: `${SITE}/api/`, confirm: 'yes' } })
     // /api/products/4, 9, ..., 29: six pages, /api/products/24 on the peer only.
     expect(flashOf(byPrefix)?.text).toMatch(/^Purged prefix http:\/\/www\.example\.com\/api\/: 5 entries removed/)
-    const byTag = await c.request('/_caje/purge', { form: { kind: 'tag', value: 'images' } })
+    const byTag = await c.request('/_caje/purge', { form: { kind: 'tag', value: 'images', confirm: 'yes' } })
     expect(flashOf(byTag)?.text).toMatch(/Purged tag images: 5 entries removed/)
     // Gone from this node's disk and from the manifest (the peer's pages too); the rest stays.
     expect(await h.node.store.variants(`${SITE}/blog/post-1`)).toEqual([])
@@ -225,15 +292,42 @@ describe('purge', () => {
     expect((await c.page('/_caje/list')).html).not.toContain('Purged tag images')
   })
 
+  it('shows what a prefix, tag or everything purge covers and asks to confirm; then lists it in the history', async () => {
+    h = await setup({ entries: 30 })
+    // The peer is alive (it counts among the nodes to apply a purge) but applies nothing here.
+    await heartbeat(PEER, Date.now())
+    const c = h.client()
+    await c.signInWithPassword()
+    const prefix = `${SITE}/api/`
+    const ask = await c.request('/_caje/purge', { form: { kind: 'prefix', value: prefix } })
+    expect(ask.headers.get('location')).toBe(`/_caje/confirm/purge?kind=prefix&value=${encodeURIComponent(prefix)}`)
+    expect(await h.purgeCount()).toBe(0)
+    const covered = (await h.manifestEntries()).filter((m) => m.url.startsWith(prefix))
+    // /api/products/4, 9, ..., 29: on this node but /api/products/24, which only the peer holds.
+    expect(covered).toHaveLength(6)
+    const preview = await c.page(ask.headers.get('location')!)
+    expect(preview.html).toContain(`Purge prefix ${prefix}?`)
+    expect(preview.html).toContain(`<dd data-slot="entries">${covered.reduce((n, m) => n + m.variants, 0)}</dd>`)
+    expect(preview.html).toContain('<dd data-slot="nodes">node-a, node-b</dd>')
+    // Scripts ask the same question without the page.
+    const json = await c.request(`/_caje/purge/preview?kind=prefix&value=${encodeURIComponent(prefix)}`, { headers: bearer() })
+    expect(await json.json()).toMatchObject({ ok: true, purge: { kind: 'prefix', value: prefix }, entries: covered.length, nodes: ['node-a', 'node-b'] })
+    const yes = await c.request('/_caje/purge', { form: { kind: 'prefix', value: prefix, confirm: 'yes' } })
+    expect(flashOf(yes)?.text).toMatch(/^Purged prefix/)
+    // This node records that it applied the purge on its next pass over the purge log; the peer never does here.
+    const row = new RegExp(`<tr data-purge="1">.*${prefix.replace(/[/.]/g, '\\$&')}.*admin:.*applied on 1 of 2 nodes`, 's')
+    await waitFor(async () => row.test((await c.page('/_caje/purges')).html), 'the history to show the purge applied on this node')
+  })
+
   it('asks for confirmation before purging everything from the form', async () => {
     h = await setup({ entries: 6 })
     const c = h.client()
     await c.signInWithPassword()
     const res = await c.request('/_caje/purge', { form: { kind: 'all' } })
     expect(res.status).toBe(303)
-    expect(res.headers.get('location')).toBe('/_caje/confirm/purge_all')
+    expect(res.headers.get('location')).toBe('/_caje/confirm/purge?kind=all')
     expect(await state()).toEqual({ disk: 5, manifest: 6, purges: 0, populate: null })
-    const { html } = await c.page('/_caje/confirm/purge_all')
+    const { html } = await c.page('/_caje/confirm/purge?kind=all')
     expect(html).toContain('Purge everything?')
     const done = await c.request('/_caje/purge', { form: { kind: 'all', confirm: 'yes' } })
     expect(flashOf(done)?.text).toMatch(/Purged everything: 5 entries removed/)
@@ -245,7 +339,8 @@ describe('purge', () => {
     const c = h.client()
     const url = await c.request('/_caje/purge', { json: { url: `${SITE}/blog/post-1` }, headers: bearer() })
     expect(url.status).toBe(200)
-    expect(await url.json()).toMatchObject({ ok: true, removed: 1 })
+    // Scripts get machine fields, never the page's sentences.
+    expect(await url.json()).toEqual({ ok: true, purge: { kind: 'url', value: `${SITE}/blog/post-1` }, removed: 1 })
     const docs = await c.request('/_caje/purge', { json: { prefix: `${SITE}/docs/` }, headers: bearer() })
     expect(await docs.json()).toMatchObject({ ok: true, removed: 2 })
     const assets = await c.request('/_caje/purge', { json: { tag: 'assets' }, headers: bearer() })
@@ -262,6 +357,10 @@ describe('purge', () => {
     for (const body of [{}, { url: '' }, { url: 'not a url' }, { url: 'ftp://x/y' }, { prefix: '' }, { tag: '  ' }, { all: false }]) {
       const res = await c.request('/_caje/purge', { json: body, headers: bearer() })
       expect(res.status, JSON.stringify(body)).toBe(400)
+      const answer = (await res.json()) as { ok: boolean; code: string; error: string }
+      expect(answer.ok).toBe(false)
+      expect(answer.code, JSON.stringify(body)).toBe(body.url === 'not a url' || body.url === 'ftp://x/y' ? 'purge_bad_url' : 'purge_needs_value')
+      expect(answer.error).toMatch(/\.$/)
     }
     expect(await h.purgeCount()).toBe(0)
   })
@@ -291,11 +390,13 @@ describe('populate', () => {
     const res = await c.request('/_caje/populate', { form: {} })
     expect(flashOf(res)?.text).toBe('Populate started. Progress shows below.')
     const again = await c.request('/_caje/populate', { json: {} })
-    expect(await again.json()).toMatchObject({ started: false, message: 'Populate is already running.' })
+    const body = (await again.json()) as Record<string, unknown>
+    expect(body).toMatchObject({ ok: true, started: false, populate: { running: true } })
+    expect(body).not.toHaveProperty('message')
     expect(h.node.actions.populateStatus()?.running).toBe(true)
     release()
-    expect(await populateDone()).toMatchObject({ done: 2, failed: 0 })
-    // The peer's two pages are on this node's disk now, fetched from the origin.
+    // No cluster secret here, so no peer to copy from: the peer's two pages come from the origin.
+    expect(await populateDone()).toMatchObject({ done: 2, fromPeers: 0, fromOrigin: 2, failed: 0 })
     expect(h.diskCount()).toBe(12)
     expect(await h.node.store.variants(`${SITE}/blog/post-6`)).toHaveLength(1)
     const status = (await (await c.request('/_caje/populate', { headers: { accept: 'application/json' } })).json()) as {
@@ -305,7 +406,62 @@ describe('populate', () => {
     expect(status.populate.running).toBe(false)
     expect(status.summary).toMatch(/^Last run · 2 fetched/)
     const { html } = await c.page('/_caje/list')
-    expect(html).toMatch(/Last run · 2 fetched, \d+ skipped, 0 failed/)
+    expect(html).toMatch(/Last run · 2 fetched \(0 from peers, 2 from the origin\), \d+ skipped, 0 failed/)
+  })
+
+  it('shows each node’s last heartbeat, marks a silent one offline everywhere, and forgets it', async () => {
+    h = await setup({ entries: 12 })
+    // Heartbeats carry the time they were sent: the admin's clock is the real one here.
+    h.clock.now = Date.now()
+    const [first] = await h.node.store.variants(`${SITE}/blog/post-1`)
+    // node-b beat just now; node-old, which holds one entry, two minutes ago.
+    await heartbeat(PEER, h.clock.now)
+    await heartbeat('node-old', h.clock.now - 120_000)
+    h.node.manifest.writer.submit({ type: 'stored', nodeId: 'node-old', entry: toEntryRecord(first!) })
+    await h.node.manifest.writer.flush()
+    const c = h.client()
+    await c.signInWithPassword()
+    const { html } = await c.page('/_caje/list')
+    expect(html).toMatch(/<tr data-node="node-old">.*?2m ago.*?offline.*?Forget/s)
+    expect(html).toMatch(/<tr data-node="node-b">.*?online/s)
+    expect(html).not.toMatch(/<tr data-node="node-b">(?:(?!<\/tr>).)*Forget/s)
+    expect(html).toContain('title="Offline: last heartbeat 2m ago">node-old</span>')
+    const res = await c.request('/_caje/nodes/node-old/forget', { form: {} })
+    expect(res.status).toBe(303)
+    expect(flashOf(res)?.text).toBe('Forgot node node-old: 1 holding dropped from the manifest.')
+    const after = (await c.page('/_caje/list')).html
+    expect(after).not.toContain('data-node="node-old"')
+    expect(after).not.toContain('>node-old</span>')
+    expect((await h.manifestEntries()).filter((e) => e.nodes.includes('node-old'))).toEqual([])
+    // The entry stays: this node still holds it.
+    expect(await h.manifestCount('/blog/post-1')).toBeGreaterThan(0)
+    const refused = await c.request('/_caje/nodes/node-b/forget', { form: {} })
+    expect(flashOf(refused)).toMatchObject({ kind: 'error', text: 'That node is still sending heartbeats: stop it first, then forget it once it shows offline.' })
+    expect((await h.manifestEntries()).some((e) => e.nodes.includes(PEER))).toBe(true)
+  })
+
+  it('fetches one entry from its row, and each row can be purged where it is listed', async () => {
+    h = await setup({ entries: 12 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const manifest = await h.manifestEntries()
+    const missing = manifest.filter((m) => !m.nodes.includes('node-a') && m.staleAt > Date.now())
+    expect(missing.length).toBe(2)
+    const { html } = await c.page('/_caje/list')
+    // A row Populate button for each fresh entry this node lacks, and none for what it holds.
+    expect(html.match(/<input type="hidden" name="key"/g)?.length).toBe(missing.length)
+    expect(html).toContain(`<input type="hidden" name="key" value="${missing[0]!.key}"/>`)
+    // A row Purge button per disk row and per manifest row.
+    expect(html.match(/<input type="hidden" name="kind" value="url"\/>/g)?.length).toBe(h.diskCount() + manifest.length)
+
+    const res = await c.request('/_caje/populate', { form: { key: missing[0]!.key }, headers: { referer: 'http://localhost:8080/_caje/list?filter=x' } })
+    expect(res.headers.get('location')).toBe('/_caje/list?filter=x')
+    // Without a cluster secret there is no peer to ask: the origin gives it.
+    expect(await populateDone()).toMatchObject({ key: missing[0]!.key, done: 1, fromPeers: 0, fromOrigin: 1 })
+    expect(await h.node.store.variants(missing[0]!.key)).toHaveLength(1)
+    expect(await h.node.store.variants(missing[1]!.key)).toEqual([])
+    const after = (await c.page('/_caje/list')).html
+    expect(after).toContain('origin (populate)')
   })
 
   it('answers 202 to a script that starts a run', async () => {
@@ -325,8 +481,10 @@ describe('clear', () => {
     expect(ask.headers.get('location')).toBe('/_caje/confirm/clear_db')
     expect(await h.manifestCount()).toBe(12)
     expect((await c.page('/_caje/confirm/clear_db')).html).toContain('Clear the shared manifest?')
-    const db = await c.request('/_caje/clear_db', { form: { confirm: 'yes' } })
+    const db = await c.request('/_caje/clear_db', { form: { confirm: 'yes' }, headers: { referer: 'http://localhost:8080/_caje/confirm/clear_db' } })
     expect(flashOf(db)?.text).toBe('Cleared the shared manifest: 12 rows removed.')
+    // Done with the confirmation page: back to the list.
+    expect(db.headers.get('location')).toBe('/_caje/list')
     expect(await h.manifestCount()).toBe(0)
     expect(h.diskCount()).toBe(10)
     const fs = await c.request('/_caje/clear_fs', { form: { confirm: 'yes' } })
@@ -402,18 +560,54 @@ describe('admins', () => {
   })
 })
 
+describe('traffic', () => {
+  it('draws requests, hit ratio and bytes as inline SVG for all nodes or one, over an hour or a day', async () => {
+    h = await setup()
+    // Minutes are stamped with the real time: the admin's clock is the real one here.
+    h.clock.now = Date.now()
+    // The peer's last day, recorded as its writer does once a minute: a steady 80 % hit ratio.
+    const minuteNow = Math.floor(h.clock.now / 60_000) * 60_000
+    const minutes = Array.from({ length: 1440 }, (_, i) => ({ minute: minuteNow - (1440 - i) * 60_000, requests: 100, hits: 80, misses: 20, bytesCache: 80_000, bytesOrigin: 20_000 }))
+    h.node.manifest.writer.submit({ type: 'minutes', nodeId: PEER, minutes })
+    await h.node.manifest.writer.flush()
+    // This node's own traffic: a page for one user three times (never stored), a page once.
+    for (let i = 0; i < 3; i++) expect(await fetchAsSite(h.node, '/private/cart')).toBe(200)
+    expect(await fetchAsSite(h.node, '/blog/post-1')).toBe(200)
+    const c = h.client()
+    await c.signInWithPassword()
+    const hour = await c.page('/_caje/traffic')
+    expect(hour.res.status).toBe(200)
+    expect(hour.html.match(/<svg viewBox="0 0 480 180" role="img"/g)).toHaveLength(3)
+    expect(hour.html).toContain('Traffic, all nodes')
+    // Sixty one-minute points per line.
+    const points = /<polyline points="([^"]+)" data-series="requests"/.exec(hour.html)![1]!.split(' ')
+    expect(points.length).toBeGreaterThanOrEqual(59)
+    const day = await c.page('/_caje/traffic?period=day&node=node-b')
+    expect(day.html).toContain('Traffic, node node-b')
+    const dayPoints = /<polyline points="([^"]+)" data-series="requests"/.exec(day.html)![1]!.split(' ')
+    expect(dayPoints.length).toBeGreaterThanOrEqual(143)
+    expect(day.html).toMatch(/<dd data-slot="saved">\d+\.\d\u00a0%<\/dd>/)
+    // This node's top paths to the origin, with why.
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/private\/cart.*?private × 3/s)
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*www\.example\.com\/blog\/post-1.*not yet cached × 1/s)
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-origin-bytes">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/private\/cart/s)
+    // An unknown node falls back to all nodes.
+    expect((await c.page('/_caje/traffic?node=nope')).html).toContain('Traffic, all nodes')
+  })
+})
+
 describe('parsePurge', () => {
   it('reads both the form and the JSON shapes', () => {
-    expect(parsePurge({ kind: 'prefix', value: ' https://a/ ' }, true)).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://a/' } })
-    expect(parsePurge({ kind: 'all' }, true)).toEqual({ ok: 'confirm' })
-    expect(parsePurge({ kind: 'all' }, false)).toMatchObject({ ok: true, request: { kind: 'all' } })
-    expect(parsePurge({ url: 'https://a.example/x?y=1' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://a.example/x?y=1' } })
-    expect(parsePurge({ kind: 'bogus', value: 'x' }, true)).toMatchObject({ ok: false })
+    expect(parsePurge({ kind: 'prefix', value: ' https://a/ ' })).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://a/' } })
+    expect(parsePurge({ kind: 'all' })).toMatchObject({ ok: true, request: { kind: 'all' } })
+    expect(parsePurge({ all: true })).toMatchObject({ ok: true, request: { kind: 'all' } })
+    expect(parsePurge({ url: 'https://a.example/x?y=1' })).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://a.example/x?y=1' } })
+    expect(parsePurge({ kind: 'bogus', value: 'x' })).toMatchObject({ ok: false })
   })
 
   it('spells a URL or URL prefix as the proxy keys it: host normalised, dot segments and escapes of unreserved characters resolved', () => {
-    expect(parsePurge({ url: 'http://Site.Test:80/docs/%2e%2e/legal/%6Fld?q=%7e' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'http://site.test/legal/old?q=~' } })
-    expect(parsePurge({ url: 'https://site.test.' }, false)).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://site.test/' } })
-    expect(parsePurge({ prefix: 'HTTPS://Site.Test/%7euser/' }, false)).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://site.test/~user/' } })
+    expect(parsePurge({ url: 'http://Site.Test:80/docs/%2e%2e/legal/%6Fld?q=%7e' })).toMatchObject({ ok: true, request: { kind: 'url', value: 'http://site.test/legal/old?q=~' } })
+    expect(parsePurge({ url: 'https://site.test.' })).toMatchObject({ ok: true, request: { kind: 'url', value: 'https://site.test/' } })
+    expect(parsePurge({ prefix: 'HTTPS://Site.Test/%7euser/' })).toMatchObject({ ok: true, request: { kind: 'prefix', value: 'https://site.test/~user/' } })
   })
 })

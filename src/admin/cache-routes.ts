@@ -8,10 +8,12 @@ import { canonicalUrl, canonicalUrlPrefix } from '../canonical-url.ts'
 import { CONFIRM_ACTIONS, ConfirmPage, type ConfirmAction } from '../../views/confirm.tsx'
 import { DEFAULT_LIMIT, ListPage, populateSummary } from '../../views/list.tsx'
 import type { Chrome } from '../../views/layout.tsx'
+import { PurgeConfirmPage, PurgeHistoryPage } from '../../views/purges.tsx'
+import { PERIODS, TrafficPage, type TrafficPeriod } from '../../views/traffic.tsx'
 import { PATHS } from '../../views/paths.ts'
 import { TEXT } from '../../views/text.ts'
 import type { PurgeRequest } from './actions.ts'
-import { actor, requireAdmin } from './auth.ts'
+import { actor, formPage, requireAdmin } from './auth.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
 import { field, finish, readBody, renderPage, takeFlash, wantsJson, type Body } from './http.ts'
 import * as repo from './repo.ts'
@@ -37,10 +39,13 @@ export async function chrome(c: Context, shared: Shared, auth: Auth, current: Ch
   return { adminName: auth.adminName, csrfToken: auth.csrfToken, status: shared.actions.status(), current }
 }
 
-type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; message: string } | { ok: 'confirm' }
+/** Machine-readable reasons a cache action was refused, for scripts (the sentence is for people). */
+export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'action_failed' | 'node_self' | 'node_online' | 'node_unknown'
+
+type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; code: ActionErrorCode; message: string }
 
 /** `{"url":…}|{"prefix":…}|{"tag":…}|{"all":true}` from scripts, `kind` + `value` from the form. */
-export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
+export function parsePurge(body: Body): PurgeParse {
   let kind: string
   let value: string
   if (typeof body.kind === 'string') {
@@ -55,32 +60,46 @@ export function parsePurge(body: Body, fromForm: boolean): PurgeParse {
   }
   switch (kind) {
     case 'all':
-      if (fromForm && body.confirm !== 'yes') return { ok: 'confirm' }
       return { ok: true, request: { kind: 'all' }, label: 'everything' }
     case 'url': {
-      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
       let url: URL
       try {
         url = new URL(value)
       } catch {
-        return { ok: false, message: TEXT.flash.purgeBadUrl }
+        return { ok: false, code: 'purge_bad_url', message: TEXT.flash.purgeBadUrl }
       }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, message: TEXT.flash.purgeBadUrl }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, code: 'purge_bad_url', message: TEXT.flash.purgeBadUrl }
       // Spelled as the proxy keys it, so `/docs/%2e%2e/a` and `/a` name one entry (RFC 3986 §6.2.2).
       const canonical = canonicalUrl(url, value)
       return { ok: true, request: { kind: 'url', value: canonical }, label: canonical }
     }
     case 'prefix': {
-      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
       const prefix = canonicalUrlPrefix(value)
       return { ok: true, request: { kind, value: prefix }, label: `${kind} ${prefix}` }
     }
     case 'tag':
-      if (!value) return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
       return { ok: true, request: { kind, value }, label: `${kind} ${value}` }
     default:
-      return { ok: false, message: TEXT.flash.purgeNeedsValue }
+      return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
   }
+}
+
+/**
+ * Finish a cache action: scripts get machine fields (`json`, or `code` on a
+ * failure, with the sentence as `error`), forms a 303 back with the sentence.
+ */
+function done(
+  c: Context,
+  shared: Shared,
+  o: { ok: true; message: string; json: Record<string, unknown>; status?: 200 | 202 } | { ok: false; code: ActionErrorCode; message: string; status: 400 | 404 | 409 | 500 },
+): Response {
+  if (wantsJson(c)) return o.ok ? c.json({ ok: true, ...o.json }, o.status ?? 200) : c.json({ ok: false, code: o.code, error: o.message }, o.status)
+  // Back to the page the form was on (a filtered list stays filtered); a confirmation page has done its job.
+  const from = formPage(c, shared)
+  return finish(c, shared, { ok: o.ok, message: o.message, redirect: from.startsWith(PATHS.confirm('')) ? PATHS.list : from })
 }
 
 export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
@@ -93,7 +112,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       return { ok: true, value: await run() }
     } catch (err) {
       shared.log({ event: 'admin.action_failed', action: what, error: err instanceof Error ? (err.stack ?? err.message) : String(err) })
-      return { ok: false, response: finish(c, shared, { ok: false, message: TEXT.flash.actionFailed, status: 500, redirect: PATHS.list }) }
+      return { ok: false, response: done(c, shared, { ok: false, code: 'action_failed', message: TEXT.flash.actionFailed, status: 500 }) }
     }
   }
 
@@ -115,6 +134,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       }),
     ])
     const populate = shared.actions.populateStatus()
+    const nodes = await shared.actions.listNodes()
     const ui = await chrome(c, shared, auth, 'list')
     if (wantsJson(c) || !ui) {
       return c.json({
@@ -130,6 +150,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
           entries: manifest.entries,
         },
         populate: populate ?? null,
+        nodes,
       })
     }
     const hasPasskey = auth.kind !== 'session' || (await repo.countPasskeys(shared.db, auth.adminId)) > 0
@@ -140,13 +161,57 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       filter,
       limit,
       disk: { total: disk.total, offset: diskOffset, entries: disk.entries },
-      manifest: { total: manifest.total, offset: manifestOffset, entries: manifest.entries },
+      manifest: { total: manifest.total, totalIsLowerBound: manifest.totalIsLowerBound, offset: manifestOffset, nextCursor: manifest.nextCursor, entries: manifest.entries },
       populate,
+      nodes,
       hasPasskey,
     })
   })
 
   app.get('/status', admin, (c) => c.json({ status: shared.actions.status(), populate: shared.actions.populateStatus() ?? null }))
+
+  /** What a purge would cover: `?kind=prefix&value=…` (or url, tag, all). */
+  const previewOf = async (c: Context) => {
+    const parsed = parsePurge({ kind: c.req.query('kind') ?? '', value: c.req.query('value') ?? '' })
+    if (!parsed.ok) return parsed
+    return { ok: true as const, request: parsed.request, preview: await shared.actions.purgePreview(parsed.request) }
+  }
+
+  app.get('/purge/preview', admin, async (c) => {
+    const p = await previewOf(c)
+    if (!p.ok) return c.json({ ok: false, code: p.code, error: p.message }, 400)
+    return c.json({ ok: true, purge: p.request, ...p.preview })
+  })
+
+  app.get('/confirm/purge', admin, async (c) => {
+    const p = await previewOf(c)
+    const ui = await chrome(c, shared, c.get('auth'), 'list')
+    if (!ui) return c.notFound()
+    if (!p.ok) return done(c, shared, { ok: false, code: p.code, message: p.message, status: 400 })
+    return renderPage(c, PurgeConfirmPage, { chrome: ui, request: p.request, preview: p.preview })
+  })
+
+  app.get('/traffic', admin, async (c) => {
+    const period: TrafficPeriod = c.req.query('period') === 'day' ? 'day' : 'hour'
+    const now = shared.now()
+    const [minutes, nodes] = await Promise.all([shared.actions.traffic(now - PERIODS[period].ms - 600_000), shared.actions.listNodes()])
+    const ids = [...new Set([...nodes.map((n) => n.id), ...minutes.map((m) => m.nodeId)])]
+    const asked = c.req.query('node')
+    const node = asked !== undefined && ids.includes(asked) ? asked : null
+    const ui = await chrome(c, shared, c.get('auth'), 'traffic')
+    const hourAgo = now - 3600_000
+    const topByMisses = shared.actions.topMisses(hourAgo, 10, 'misses')
+    const topByBytes = shared.actions.topMisses(hourAgo, 10, 'bytes')
+    if (wantsJson(c) || !ui) return c.json({ period, minutes, topByMisses, topByBytes })
+    return renderPage(c, TrafficPage, { chrome: ui, now, period, node, nodes: ids, minutes, topByMisses, topByBytes })
+  })
+
+  app.get('/purges', admin, async (c) => {
+    const purges = await shared.actions.purgeHistory(50)
+    const ui = await chrome(c, shared, c.get('auth'), 'purges')
+    if (wantsJson(c) || !ui) return c.json({ purges })
+    return renderPage(c, PurgeHistoryPage, { chrome: ui, flash: takeFlash(c, shared), now: shared.now(), purges })
+  })
 
   app.get('/confirm/:action', admin, async (c) => {
     const action = c.req.param('action') as ConfirmAction
@@ -158,37 +223,50 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.post('/purge', admin, async (c) => {
     const auth = c.get('auth')
-    const parsed = parsePurge(await readBody(c), isForm(c))
-    if (parsed.ok === 'confirm') return c.redirect(PATHS.confirm('purge_all'), 303)
-    if (!parsed.ok) return finish(c, shared, { ok: false, message: parsed.message, status: 400, redirect: PATHS.list })
-    const r = await attempt(c, 'purge', () => shared.actions.purge(parsed.request))
+    const body = await readBody(c)
+    const parsed = parsePurge(body)
+    if (!parsed.ok) return done(c, shared, { ok: false, code: parsed.code, message: parsed.message, status: 400 })
+    // From the form, a purge wider than one URL first shows what it covers and asks to confirm.
+    if (isForm(c) && parsed.request.kind !== 'url' && body.confirm !== 'yes') {
+      return c.redirect(PATHS.purgeConfirm(parsed.request.kind, parsed.request.kind === 'all' ? '' : parsed.request.value), 303)
+    }
+    const r = await attempt(c, 'purge', () => shared.actions.purge(parsed.request, actor(auth)))
     if (!r.ok) return r.response
     shared.log({ event: 'admin.purge', by: actor(auth), ...parsed.request, removed: r.value.removed })
-    return finish(c, shared, {
-      ok: true,
-      message: TEXT.flash.purged(r.value.removed, parsed.label),
-      data: { removed: r.value.removed },
-      redirect: PATHS.list,
-    })
+    return done(c, shared, { ok: true, message: TEXT.flash.purged(r.value.removed, parsed.label), json: { purge: parsed.request, removed: r.value.removed } })
   })
 
   app.post('/populate', admin, async (c) => {
     const auth = c.get('auth')
-    const r = await attempt(c, 'populate', () => shared.actions.populate())
+    // A row's Populate button sends its cache key: fetch only that entry's variants.
+    const key = field(await readBody(c), 'key', 4096) || undefined
+    const r = await attempt(c, 'populate', () => shared.actions.populate(key === undefined ? {} : { key }))
     if (!r.ok) return r.response
-    shared.log({ event: 'admin.populate', by: actor(auth), started: r.value.started })
-    return finish(c, shared, {
+    shared.log({ event: 'admin.populate', by: actor(auth), started: r.value.started, key: key ?? null })
+    return done(c, shared, {
       ok: true,
       message: r.value.started ? TEXT.flash.populateStarted : TEXT.flash.populateAlreadyRunning,
-      data: { started: r.value.started },
+      json: { started: r.value.started, populate: shared.actions.populateStatus() ?? null },
       status: r.value.started ? 202 : 200,
-      redirect: PATHS.list,
     })
   })
 
   app.get('/populate', admin, (c) => {
     const status = shared.actions.populateStatus()
     return c.json({ populate: status ?? null, summary: populateSummary(status, shared.now()) })
+  })
+
+  app.post('/nodes/:id/forget', admin, async (c) => {
+    const auth = c.get('auth')
+    const id = c.req.param('id')
+    const r = await attempt(c, 'forget_node', () => shared.actions.forgetNode(id))
+    if (!r.ok) return r.response
+    const result = r.value
+    shared.log({ event: 'admin.forget_node', by: actor(auth), node: id, ...result })
+    if (!result.forgotten) {
+      return done(c, shared, { ok: false, code: `node_${result.reason}`, message: TEXT.flash.nodeForgetRefused[result.reason], status: result.reason === 'unknown' ? 404 : 409 })
+    }
+    return done(c, shared, { ok: true, message: TEXT.flash.nodeForgotten(id, result.dropped), json: { node: id, dropped: result.dropped } })
   })
 
   app.post('/clear_fs', admin, async (c) => {
@@ -198,7 +276,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const r = await attempt(c, 'clear_fs', () => shared.actions.clearFs())
     if (!r.ok) return r.response
     shared.log({ event: 'admin.clear_fs', by: actor(auth), removed: r.value })
-    return finish(c, shared, { ok: true, message: TEXT.flash.clearedFs(r.value), data: { removed: r.value }, redirect: PATHS.list })
+    return done(c, shared, { ok: true, message: TEXT.flash.clearedFs(r.value), json: { removed: r.value } })
   })
 
   app.post('/clear_db', admin, async (c) => {
@@ -208,6 +286,6 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const r = await attempt(c, 'clear_db', () => shared.actions.clearDb())
     if (!r.ok) return r.response
     shared.log({ event: 'admin.clear_db', by: actor(auth), removed: r.value })
-    return finish(c, shared, { ok: true, message: TEXT.flash.clearedDb(r.value), data: { removed: r.value }, redirect: PATHS.list })
+    return done(c, shared, { ok: true, message: TEXT.flash.clearedDb(r.value), json: { removed: r.value } })
   })
 }

@@ -88,7 +88,8 @@ export async function setup(
     const send = () => {
       res.writeHead(200, {
         'content-type': kind?.type ?? 'text/plain',
-        'cache-control': 'public, max-age=3600',
+        // /private/…: a page for one user, which a shared cache must not store (RFC 9111 §5.2.2.7).
+        'cache-control': pathname.startsWith('/private/') ? 'private' : 'public, max-age=3600',
         ...(kind ? { 'surrogate-key': `${kind.tag} item-${n}` } : {}),
       })
       res.end(`sample page ${pathname}\n`.repeat(8))
@@ -173,7 +174,7 @@ export async function setup(
 }
 
 /** GET a path through the node as the sample site. */
-function fetchAsSite(node: RunningCaje, pathname: string): Promise<number> {
+export function fetchAsSite(node: RunningCaje, pathname: string): Promise<number> {
   return new Promise((resolve, reject) => {
     http
       .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: new URL(SITE).host }, agent: false }, (res) => {

@@ -34,6 +34,14 @@ export interface EntryMeta {
   /** Cache tags from Surrogate-Key / Cache-Tag, for purge by tag. */
   tags: string[]
   contentType: string
+  /**
+   * The origin the response came from (its base URL, e.g. `https://origin.example/`). The proxy
+   * treats an entry from another origin as absent (CAJE_ORIGIN or a site's origin changed).
+   * Absent on entries stored before it was recorded.
+   */
+  origin?: string
+  /** How this node got the entry: absent for a client's request; `populate` (from the origin) or `peer:<node id>`. */
+  via?: string
 }
 
 /** What the proxy hands the store to write: the store computes size and integrity itself. */

@@ -72,6 +72,19 @@ export interface PurgeTable {
   node_id: string
 }
 
+/** One node's traffic in one minute (epoch ms of the minute's start), for the admin's charts. */
+export interface NodeMinuteTable {
+  node_id: string
+  minute: number
+  requests: number
+  /** Answered from cache (fresh, stale-while-revalidate, or revalidated with a 304). */
+  hits: number
+  /** Fetched from the origin (stored or passed through). */
+  misses: number
+  bytes_cache: number
+  bytes_origin: number
+}
+
 export interface AdminTable {
   id: string
   name: string
@@ -142,6 +155,7 @@ export interface Database {
   challenges: ChallengeTable
   invites: InviteTable
   api_tokens: ApiTokenTable
+  node_minutes: NodeMinuteTable
 }
 
 export type NodeRow = Selectable<NodeTable>

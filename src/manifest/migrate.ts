@@ -11,6 +11,7 @@ import * as m2026112401 from './migrations/2026112401_initial.ts'
 import * as m2026112402 from './migrations/2026112402_purge_progress.ts'
 import * as m2026120101 from './migrations/2026120101_purge_created_at.ts'
 import * as m2026120102 from './migrations/2026120102_entries_search.ts'
+import * as m2026120107 from './migrations/2026120107_node_minutes.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -18,6 +19,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026112402_purge_progress': m2026112402,
   '2026120101_purge_created_at': m2026120101,
   '2026120102_entries_search': m2026120102,
+  '2026120107_node_minutes': m2026120107,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

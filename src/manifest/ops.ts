@@ -18,12 +18,14 @@ import {
   pruneExpired,
   recordPurge,
   recordDeleted,
+  forgetNode,
+  recordMinutes,
   recordNodeCleared,
   recordStored,
   sweepPurge,
   upsertNode,
 } from './repositories.ts'
-import type { EntryRecord, NewPurge, NodeInfo } from './repositories.ts'
+import type { EntryRecord, MinuteStats, NewPurge, NodeInfo } from './repositories.ts'
 import { hotStatements } from './statements.ts'
 import type { HotStatements } from './statements.ts'
 
@@ -36,6 +38,10 @@ export type ManifestOp =
   | { type: 'holdings-forgotten'; nodeId: string; entries: Array<{ key: string; variant: string }> }
   /** nodeId emptied its disk cache. */
   | { type: 'node-cleared'; nodeId: string }
+  /** nodeId's traffic, one row per finished minute. */
+  | { type: 'minutes'; nodeId: string; minutes: MinuteStats[] }
+  /** nodeId is gone for good (an admin forgot it): drop its holdings and its row. */
+  | { type: 'node-forgotten'; nodeId: string }
   /** nodeId is alive and reachable at node.internalUrl. */
   | { type: 'node-heartbeat'; node: NodeInfo; at: number }
   /** Record a purge (any node may ask; the primary assigns its id). */
@@ -86,6 +92,12 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
       return
     case 'node-heartbeat':
       await upsertNode(db, op.node, op.at)
+      return
+    case 'node-forgotten':
+      await forgetNode(db, op.nodeId)
+      return
+    case 'minutes':
+      await recordMinutes(db, op.nodeId, op.minutes)
       return
     case 'purge':
       await insertPurge(db, op.purge)
@@ -368,6 +380,21 @@ function parseOp(v: unknown): ManifestOp | string {
     case 'node-cleared':
       if (!isStr(v.nodeId)) return 'nodeId must be a string'
       return { type: 'node-cleared', nodeId: v.nodeId }
+    case 'node-forgotten':
+      if (!isStr(v.nodeId)) return 'nodeId must be a string'
+      return { type: 'node-forgotten', nodeId: v.nodeId }
+    case 'minutes': {
+      if (!isStr(v.nodeId)) return 'nodeId must be a string'
+      if (!Array.isArray(v.minutes) || v.minutes.length > 10_000) return 'minutes must be an array (at most 10000)'
+      const minutes: MinuteStats[] = []
+      for (const m of v.minutes as unknown[]) {
+        if (!isRecord(m)) return 'each minute must be an object'
+        const fields = ['minute', 'requests', 'hits', 'misses', 'bytesCache', 'bytesOrigin'] as const
+        if (!fields.every((k) => Number.isSafeInteger(m[k]) && (m[k] as number) >= 0)) return `each minute needs whole numbers ${fields.join(', ')}`
+        minutes.push({ minute: m.minute as number, requests: m.requests as number, hits: m.hits as number, misses: m.misses as number, bytesCache: m.bytesCache as number, bytesOrigin: m.bytesOrigin as number })
+      }
+      return { type: 'minutes', nodeId: v.nodeId, minutes }
+    }
     case 'node-heartbeat': {
       const n = v.node
       if (!isRecord(n) || !isStr(n.id) || typeof n.region !== 'string' || !isStr(n.internalUrl) || !isTime(n.startedAt)) {

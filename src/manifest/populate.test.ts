@@ -97,7 +97,7 @@ describe('populate', () => {
     const c = await onPeer('https://ex.com/c', Buffer.alloc(0))
 
     const status = await runToEnd(populator())
-    expect(status).toMatchObject({ running: false, done: 3, skipped: 0, failed: 0, bytes: small.length + large.length })
+    expect(status).toMatchObject({ running: false, done: 3, fromPeers: 3, fromOrigin: 0, skipped: 0, failed: 0, bytes: small.length + large.length })
     expect(status.finishedAt).toBeGreaterThanOrEqual(status.startedAt)
     for (const [meta, body] of [
       [a, small],
@@ -105,7 +105,8 @@ describe('populate', () => {
       [c, Buffer.alloc(0)],
     ] as const) {
       const [local] = await localStore.variants(meta.key)
-      expect(local).toMatchObject({ integrity: meta.integrity, size: meta.size, storedAt: meta.storedAt, staleAt: meta.staleAt, headers: meta.headers, tags: meta.tags })
+      // Marked as copied from the peer, for the admin's "Came from".
+      expect(local).toMatchObject({ integrity: meta.integrity, size: meta.size, storedAt: meta.storedAt, staleAt: meta.staleAt, headers: meta.headers, tags: meta.tags, via: 'peer:peer' })
       expect((await bytesOf((await localStore.read(meta.key, ''))!)).equals(body)).toBe(true)
     }
 
@@ -259,12 +260,12 @@ describe('populate', () => {
       return { stored: true, status: 200, bytes: 1 }
     }
     const status = await runToEnd(populator({ concurrency: 1 }, fill))
-    expect(status).toMatchObject({ done: metas.length + 2, skipped: 0, failed: 0 })
+    expect(status).toMatchObject({ done: metas.length + 2, fromPeers: metas.length, fromOrigin: 2, skipped: 0, failed: 0 })
     // Two /objects requests (32 + 10 entries); the peer is not asked again for what it said it lacks.
     expect(peerRequests).toBe(2)
     expect(filled.sort()).toEqual(['/many/gone-a', '/many/gone-b'])
     for (const meta of [metas[0]!, metas[metas.length - 1]!]) {
-      expect((await localStore.variants(meta.key))[0]).toMatchObject({ integrity: meta.integrity })
+      expect((await localStore.variants(meta.key))[0]).toMatchObject({ integrity: meta.integrity, via: 'peer:peer' })
     }
   })
 

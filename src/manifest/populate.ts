@@ -66,7 +66,7 @@ export interface PopulatorOptions {
 
 export interface Populator {
   /** Start a run now; `started: false` when one is already running (or the populator is closed). */
-  run(): Promise<{ started: boolean }>
+  run(options?: { key?: string }): Promise<{ started: boolean }>
   /** The running or last finished run; undefined before the first. */
   status(): PopulateStatus | undefined
   /** Run every intervalSeconds in the background (0 disables); the first run comes sooner. */
@@ -77,7 +77,7 @@ export interface Populator {
   close(): Promise<void>
 }
 
-type Outcome = { result: 'done'; bytes: number } | { result: 'skipped'; reason: string } | { result: 'failed'; reason: string }
+type Outcome = { result: 'done'; bytes: number; from: 'peer' | 'origin' } | { result: 'skipped'; reason: string } | { result: 'failed'; reason: string }
 
 /** Why a peer's copy was not used; the next holder, then the origin, is tried. */
 class PeerMiss extends Error {}
@@ -97,10 +97,13 @@ export function createPopulator(options: PopulatorOptions): Populator {
   let closed = false
 
   async function execute(status: PopulateStatus, signal: AbortSignal): Promise<void> {
+    const key = status.key ?? undefined
     let failuresLogged = 0
     const count = (outcome: Outcome, entry: MissingEntry) => {
       if (outcome.result === 'done') {
         status.done++
+        if (outcome.from === 'peer') status.fromPeers++
+        else status.fromOrigin++
         status.bytes += outcome.bytes
         options.metrics?.populate('done', outcome.bytes)
         return
@@ -125,7 +128,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
     let after: { key: string; variant: string } | undefined
     while (!signal.aborted) {
-      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after })
+      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key })
       if (page.length === 0) break
       const units = await planUnits(page, count)
       let next = 0
@@ -209,7 +212,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
       for (const holder of holders) {
         if (signal.aborted) return { result: 'failed', reason: 'populate was stopped' }
         try {
-          return { result: 'done', bytes: await fromPeer(holder, entry, signal) }
+          return { result: 'done', bytes: await fromPeer(holder, entry, signal), from: 'peer' }
         } catch (err) {
           misses.push(`${holder.nodeId}: ${describeError(err)}`)
           if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
@@ -225,7 +228,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
     const secret = Object.keys(entry.varyHeaders).find((name) => SECRET_VARY_FIELDS.has(name) && entry.varyHeaders[name] !== '')
     if (secret) return { result: 'skipped', reason: `the variant depends on the client's ${secret}, which is not kept; no peer could give it` }
     const filled = await options.fill(new URL(entry.url), entry.varyHeaders, signal)
-    if (filled.stored) return { result: 'done', bytes: filled.bytes }
+    if (filled.stored) return { result: 'done', bytes: filled.bytes, from: 'origin' }
     const peers = misses.length > 0 ? `; peers: ${misses.join('; ')}` : ''
     return { result: 'failed', reason: `the origin answered ${filled.status} and the response was not stored${peers}` }
   }
@@ -260,7 +263,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
       try {
         // The body opens with the EntryMeta as JSON (metaBytes long), then the stored body.
         const meta = parseMeta((await reader.exact(metaBytes, 'inside the metadata')).toString('utf8'))
-        return await storeCopy(entry, meta, reader)
+        return await storeCopy(holder, entry, meta, reader)
       } finally {
         // Whatever is left (an abandoned body) is not read: cancel it so the connection is freed.
         await reader.cancel()
@@ -273,13 +276,15 @@ export function createPopulator(options: PopulatorOptions): Populator {
   /**
    * Write a peer's copy of `entry` (its meta already read, its body next in
    * `reader`) into this node's store, checked against the integrity the peer
-   * announced before it becomes visible. Resolves to the body bytes.
+   * announced before it becomes visible, and marked as copied from `holder`.
+   * Resolves to the body bytes.
    */
-  async function storeCopy(entry: MissingEntry, meta: EntryMeta, reader: ByteReader): Promise<number> {
+  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: ByteReader): Promise<number> {
     if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
     const fresh = meta.staleAt > now()
-    const { size: _size, integrity: _integrity, ...newEntry } = meta
-    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry satisfies NewEntry) : undefined
+    const { size: _size, integrity: _integrity, ...copied } = meta
+    const newEntry: NewEntry = { ...copied, origin: typeof copied.origin === 'string' ? copied.origin : undefined, via: `peer:${holder.nodeId}` }
+    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry) : undefined
     try {
       const hash = createHash('sha512')
       let bytes = 0
@@ -355,7 +360,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
             continue
           }
           try {
-            count({ result: 'done', bytes: await storeCopy(entry, head, reader) }, entry)
+            count({ result: 'done', bytes: await storeCopy(holder, entry, head, reader), from: 'peer' }, entry)
           } catch (err) {
             // The body was read to its end (or the stream broke, which the next read says).
             if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
@@ -375,9 +380,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
     return left
   }
 
-  function startRun(): boolean {
+  function startRun(key?: string): boolean {
     if (running || closed) return false
-    const status: PopulateStatus = { running: true, done: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
+    const status: PopulateStatus = { running: true, key: key ?? null, done: 0, fromPeers: 0, fromOrigin: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
     current = status
     const controller = new AbortController()
     abort = controller
@@ -391,7 +396,10 @@ export function createPopulator(options: PopulatorOptions): Populator {
       status.running = false
       status.finishedAt = now()
       log('info', 'populate run finished', {
+        key: status.key,
         done: status.done,
+        fromPeers: status.fromPeers,
+        fromOrigin: status.fromOrigin,
         skipped: status.skipped,
         failed: status.failed,
         bytes: status.bytes,
@@ -406,8 +414,8 @@ export function createPopulator(options: PopulatorOptions): Populator {
   }
 
   return {
-    async run() {
-      return { started: startRun() }
+    async run(runOptions = {}) {
+      return { started: startRun(runOptions.key) }
     },
 
     status: () => (current ? { ...current } : undefined),

@@ -222,13 +222,15 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
   /**
    * Nudge the peers twice: at once with the purge (they apply it now), and
    * again once it is in the manifest, so they read the log and record their
-   * progress without waiting for their poll.
+   * progress without waiting for their poll. This node records its own
+   * progress then too: the purge history counts it among the nodes that
+   * applied the purge as soon as the purge is in the log.
    */
   async function announce(purge: NewPurge): Promise<void> {
     try {
       await nudgePeers(purge)
       await Promise.race([options.writer.flush({ timeoutMs: 30_000 }), aborted])
-      if (!abort.signal.aborted) await nudgePeers(undefined)
+      if (!abort.signal.aborted) await Promise.all([applyPending(), nudgePeers(undefined)])
     } catch (err) {
       log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
     }

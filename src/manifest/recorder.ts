@@ -120,6 +120,11 @@ export async function reconcileHoldings(options: ReconcileOptions): Promise<{ re
   return { recorded, forgotten: recordedHere.size }
 }
 
+/** How often a node announces itself. */
+export const HEARTBEAT_INTERVAL_MS = 15_000
+/** A node whose last heartbeat is older than this (four missed beats) is shown offline and may be forgotten. */
+export const NODE_OFFLINE_AFTER_MS = 4 * HEARTBEAT_INTERVAL_MS
+
 export interface HeartbeatOptions {
   writer: Pick<ManifestWriter, 'submit'>
   node: NodeInfo
@@ -133,7 +138,7 @@ export function startHeartbeat(options: HeartbeatOptions): () => void {
   const now = options.now ?? Date.now
   const beat = () => options.writer.submit({ type: 'node-heartbeat', node: options.node, at: now() })
   beat()
-  const timer = setInterval(beat, options.intervalMs ?? 15_000)
+  const timer = setInterval(beat, options.intervalMs ?? HEARTBEAT_INTERVAL_MS)
   timer.unref()
   return () => clearInterval(timer)
 }

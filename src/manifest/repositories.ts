@@ -194,6 +194,13 @@ export async function recordNodeCleared(db: Db, nodeId: string): Promise<number>
   return Number(res.numAffectedRows ?? 0)
 }
 
+/** Drop a node that is gone: its holdings and its row (an admin's "forget node"). Resolves to the holdings dropped. */
+export async function forgetNode(db: Db, nodeId: string): Promise<number> {
+  const dropped = await recordNodeCleared(db, nodeId)
+  await db.deleteFrom('nodes').where('id', '=', nodeId).execute()
+  return dropped
+}
+
 export interface ListManifestOptions {
   /** Case-insensitive substring of the URL; empty matches everything. */
   filter?: string
@@ -353,6 +360,8 @@ export interface MissingOptions {
   /** Page size; populate calls again with `after` set to the last entry it got. */
   limit?: number
   after?: { key: string; variant: string }
+  /** Only the variants of this key (populate one entry from the admin list). */
+  key?: string
 }
 
 /**
@@ -389,6 +398,7 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
         ),
       ),
     )
+  if (options.key !== undefined) q = q.where('e.key', '=', options.key)
   const after = options.after
   if (after) q = q.where((eb) => eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant)))
   const rows = await q.orderBy('e.key').orderBy('e.variant').limit(limit).execute()
@@ -608,4 +618,70 @@ function escapeLike(text: string): string {
 function clampInt(n: number, min: number, max: number): number {
   if (!Number.isFinite(n)) return min
   return Math.min(max, Math.max(min, Math.floor(n)))
+}
+
+/** One node's traffic in one minute. */
+export interface MinuteStats {
+  /** Epoch ms of the minute's start. */
+  minute: number
+  requests: number
+  hits: number
+  misses: number
+  bytesCache: number
+  bytesOrigin: number
+}
+
+/** How long recorded minutes are kept. */
+export const MINUTES_KEPT_MS = 2 * 24 * 3600_000
+
+/** Record a node's finished minutes (a redelivered batch overwrites itself) and drop its minutes older than two days. */
+export async function recordMinutes(db: Db, nodeId: string, minutes: MinuteStats[]): Promise<void> {
+  for (const m of minutes) {
+    const row = { node_id: nodeId, minute: m.minute, requests: m.requests, hits: m.hits, misses: m.misses, bytes_cache: m.bytesCache, bytes_origin: m.bytesOrigin }
+    await db
+      .insertInto('node_minutes')
+      .values(row)
+      .onConflict((oc) => oc.columns(['node_id', 'minute']).doUpdateSet({ requests: row.requests, hits: row.hits, misses: row.misses, bytes_cache: row.bytes_cache, bytes_origin: row.bytes_origin }))
+      .execute()
+  }
+  const newest = Math.max(...minutes.map((m) => m.minute))
+  if (Number.isFinite(newest)) await db.deleteFrom('node_minutes').where('node_id', '=', nodeId).where('minute', '<', newest - MINUTES_KEPT_MS).execute()
+}
+
+/** Every node's recorded minutes since `since` (epoch ms), oldest first. */
+export async function minutesSince(db: Db, since: number): Promise<Array<MinuteStats & { nodeId: string }>> {
+  const rows = await db.selectFrom('node_minutes').selectAll().where('minute', '>=', since).orderBy('minute').orderBy('node_id').execute()
+  return rows.map((r) => ({ nodeId: r.node_id, minute: r.minute, requests: r.requests, hits: r.hits, misses: r.misses, bytesCache: r.bytes_cache, bytesOrigin: r.bytes_origin }))
+}
+
+/** What a purge would remove from the manifest: variants, their bytes and the nodes holding them (the admin's preview). */
+export async function purgeCoverage(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host'>): Promise<{ entries: number; bytes: number; nodes: string[] }> {
+  const totals = await db
+    .selectFrom('entries')
+    .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.sum<number | null>('entries.size').as('bytes')])
+    .where((eb) => purgeCondition(eb, purge))
+    .executeTakeFirstOrThrow()
+  const holders = await db
+    .selectFrom('entry_nodes')
+    .select('entry_nodes.node_id')
+    .distinct()
+    .where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom('entries')
+          .select(sql`1`.as('one'))
+          .whereRef('entries.key', '=', 'entry_nodes.key')
+          .whereRef('entries.variant', '=', 'entry_nodes.variant')
+          .where((inner) => purgeCondition(inner as unknown as ExpressionBuilder<Database, 'entries'>, purge)),
+      ),
+    )
+    .orderBy('entry_nodes.node_id')
+    .execute()
+  return { entries: Number(totals.n), bytes: Number(totals.bytes ?? 0), nodes: holders.map((h) => h.node_id) }
+}
+
+/** The latest purges, newest first. */
+export async function recentPurges(db: Db, limit = 50): Promise<Purge[]> {
+  const rows = await db.selectFrom('purges').selectAll().orderBy('id', 'desc').limit(clampInt(limit, 1, 1000)).execute()
+  return rows.map(purgeFromRow)
 }

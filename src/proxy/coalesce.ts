@@ -7,8 +7,14 @@
 
 export type LeaderOutcome = 'stored' | 'not-shared'
 
+interface Inflight {
+  outcome: Promise<LeaderOutcome>
+  /** The leader has the origin's whole response; only the cache write is left. */
+  received: boolean
+}
+
 export class Coalescer {
-  private readonly inflight = new Map<string, Promise<LeaderOutcome>>()
+  private readonly inflight = new Map<string, Inflight>()
 
   /** Number of keys with a leader in flight (for tests and metrics). */
   get size(): number {
@@ -17,23 +23,37 @@ export class Coalescer {
 
   /** The outcome of the leader in flight for `key`, if any (for requests that may wait but never lead). */
   pending(key: string): Promise<LeaderOutcome> | undefined {
-    return this.inflight.get(key)
+    return this.inflight.get(key)?.outcome
+  }
+
+  /** Whether a leader for `key` is still waiting for the origin (not only for its cache write). */
+  awaitingOrigin(key: string): boolean {
+    const f = this.inflight.get(key)
+    return f !== undefined && !f.received
   }
 
   /**
    * If a leader is in flight for `key`, returns its outcome promise (you are a
-   * waiter). Otherwise makes you the leader: returns a `settle` function you
-   * must call exactly once, whatever happens.
+   * waiter; `collapsed` says whether you joined while the leader still waited
+   * for the origin, rather than only for its cache write). Otherwise makes you
+   * the leader: call `received` once the origin's response is complete, and
+   * `settle` exactly once, whatever happens.
    */
-  join(key: string): { role: 'waiter'; outcome: Promise<LeaderOutcome> } | { role: 'leader'; settle: (o: LeaderOutcome) => void } {
+  join(
+    key: string,
+  ): { role: 'waiter'; outcome: Promise<LeaderOutcome>; collapsed: boolean } | { role: 'leader'; received: () => void; settle: (o: LeaderOutcome) => void } {
     const existing = this.inflight.get(key)
-    if (existing) return { role: 'waiter', outcome: existing }
+    if (existing) return { role: 'waiter', outcome: existing.outcome, collapsed: !existing.received }
     let resolve!: (o: LeaderOutcome) => void
     const outcome = new Promise<LeaderOutcome>((r) => (resolve = r))
-    this.inflight.set(key, outcome)
+    const entry: Inflight = { outcome, received: false }
+    this.inflight.set(key, entry)
     let settled = false
     return {
       role: 'leader',
+      received: () => {
+        entry.received = true
+      },
       settle: (o) => {
         if (settled) return
         settled = true
@@ -46,10 +66,13 @@ export class Coalescer {
 
 /** A request's part in filling a key from the origin (see FillGate). */
 export type FillTurn =
-  /** Fetch and store; `settle` reports whether the response was stored. */
-  | { role: 'leader' | 'alone'; settle: (stored: boolean) => void }
-  /** Wait for the leader, then look the key up again ('stored') or ask the origin yourself ('not-shared'). */
-  | { role: 'waiter'; outcome: Promise<LeaderOutcome> }
+  /** Fetch and store; `received` once the origin's whole response is in, `settle` with whether it was stored. */
+  | { role: 'leader' | 'alone'; received: () => void; settle: (stored: boolean) => void }
+  /**
+   * Wait for the leader, then look the key up again ('stored') or ask the origin yourself
+   * ('not-shared'); `collapsed`: joined while the leader still waited for the origin.
+   */
+  | { role: 'waiter'; outcome: Promise<LeaderOutcome>; collapsed: boolean }
 
 /**
  * Coalescing for cache fills, with "hit-for-miss": a key whose last fill was not shareable
@@ -70,12 +93,18 @@ export class FillGate {
     return this.coalescer.pending(key)
   }
 
+  /** Whether a leader for `key` is still waiting for the origin (not only for its cache write). */
+  awaitingOrigin(key: string): boolean {
+    return this.coalescer.awaitingOrigin(key)
+  }
+
   /** This request's turn for `key`; a leader or lone filler must call `settle` exactly once, whatever happens. */
   join(key: string): FillTurn {
     const marks = this.passMarks
     if (marks.has(key)) {
       return {
         role: 'alone',
+        received: () => {},
         settle: (stored) => {
           if (stored) marks.delete(key)
         },
@@ -85,6 +114,7 @@ export class FillGate {
     if (role.role === 'waiter') return role
     return {
       role: 'leader',
+      received: role.received,
       settle: (stored) => {
         if (stored) marks.delete(key)
         else marks.add(key)

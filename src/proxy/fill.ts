@@ -30,6 +30,12 @@ export interface FillTarget {
   key: string
   url: string
   host: string
+  /** The origin that answered (recorded so an entry from another origin is never served). */
+  origin: URL
+  /** How the entry came to be fetched (EntryMeta.via); undefined for a client's request. */
+  via?: string
+  /** Called once the origin's whole body is in, before the cache write (the coalescing leader's cue). */
+  onReceived?: () => void
 }
 
 /** The request the origin answered (its Vary values pick the variant). */
@@ -121,6 +127,8 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     deleteAt: decision.deleteAt,
     tags: cacheTags(headers),
     contentType: headers['content-type'] ?? '',
+    origin: target.origin.href,
+    via: target.via,
   }
   const writer = store.writer(entry)
   let feeding = true
@@ -147,6 +155,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
         cb(new Error(`origin body was ${received} bytes, Content-Length said ${declared}`))
         return
       }
+      target.onReceived?.()
       writer.commit().then(
         (meta) => finish(meta !== undefined, meta),
         (err: unknown) => {

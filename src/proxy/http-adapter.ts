@@ -40,7 +40,8 @@ export interface ProxyHandlerOptions {
   accessLog: boolean
   trustForwarded: boolean
   /** Called with each finished exchange (metrics of bytes by tier). */
-  onServed?: (result: ProxyResult, bytes: number) => void
+  /** After each exchange; `request` is what the access log names (host and path with query). */
+  onServed?: (result: ProxyResult, bytes: number, request: { host: string; path: string }) => void
 }
 
 function headersFromWeb(headers: Headers): FlatHeaders {
@@ -248,7 +249,7 @@ interface Served {
 
 /** Metrics and the access log for one finished exchange. */
 function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
-  opts.onServed?.(sent, bytes)
+  opts.onServed?.(sent, bytes, served)
   if (!opts.accessLog) return
   opts.log({
     msg: 'request',

@@ -9,7 +9,7 @@ import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { FillGate } from './coalesce.ts'
-import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome } from './fill.ts'
+import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome, type FillTarget } from './fill.ts'
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
 import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, type FlatHeaders, type HeaderBag } from './headers.ts'
@@ -126,15 +126,18 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /**
    * The stored variant matching this request (RFC 9111 §4.1), newest first. Found by id: the
    * request's variant id is worked out once per distinct stored Vary value (nearly always one),
-   * so a URL with many variants costs no more than one with a single variant.
+   * so a URL with many variants costs no more than one with a single variant. A response
+   * another origin gave (before CAJE_ORIGIN or the site's origin changed) is not this origin's
+   * answer: it counts as absent, whole or part, and the fill that follows replaces it.
    */
-  function lookup(key: string, headers: FlatHeaders): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
+  function lookup(key: string, headers: FlatHeaders, originUrl: URL): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
     const varies = store.varyOf(key)
     if (varies.length === 0) return { hadVariants: false, variants: NO_VARIANTS }
     let best: EntryMeta | undefined
     for (const vary of varies) {
       const fields = varyFields(vary)
       const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
+      if (meta && !fromOrigin(meta, originUrl)) continue
       // A stored part (206) is never taken for the whole response; only usablePart() picks one.
       if (!meta || meta.status === 206 || !isFreshnessPolicy(meta.policy)) continue
       if (!usableUnder(meta.policy, storeRules)) continue
@@ -143,9 +146,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
     // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
-    // exists (vary-miss or uri-miss) need the whole list, on this miss path only.
-    const variants = store.variants(key)
+    // exists (vary-miss or uri-miss) need the whole list, on this miss path only. Only this
+    // origin's count: with none, the miss is a uri-miss, not a vary-miss.
+    const variants = store.variants(key).filter((v) => fromOrigin(v, originUrl))
     return { hadVariants: variants.some((v) => v.status !== 206), variants }
+  }
+
+  /** Stored from this origin (entries stored before the origin was recorded count as this origin's). */
+  function fromOrigin(meta: EntryMeta, originUrl: URL): boolean {
+    return meta.origin === undefined || meta.origin === originUrl.href
   }
 
   function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
@@ -294,11 +303,17 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /** Cache-filling GET to the origin (a miss): the client's answer, and the outcome of the fill behind it. */
-  async function fetchAndStore(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus): Promise<{ result: ProxyResult; outcome: Promise<FillOutcome> }> {
+  async function fetchAndStore(
+    req: ProxyRequest,
+    originUrl: URL,
+    key: string,
+    cacheStatus: CacheStatus,
+    target: Pick<FillTarget, 'via' | 'onReceived'> = {},
+  ): Promise<{ result: ProxyResult; outcome: Promise<FillOutcome> }> {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const fill = startFill(fillDeps, { key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res)
+    const fill = startFill(fillDeps, { key, url: key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime }, res)
     return { result: clientResult(req, originUrl, fill, res, cacheStatus), outcome: fill.outcome }
   }
 
@@ -310,7 +325,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const fill = startFill(fillDeps, { key, url: key, host: req.host }, { method: 'GET', headers: req.headers, requestTime }, res)
+    const fill = startFill(fillDeps, { key, url: key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime }, res)
     return clientResult(req, originUrl, fill, res, cacheStatus)
   }
 
@@ -355,13 +370,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const key = primaryKey(req.scheme, req.host, req.path)
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
+    /** This request waited for another's origin fetch (Cache-Status `collapsed`). */
+    let collapsed = false
     for (let attempt = 0; ; attempt++) {
-      const { meta, hadVariants, variants } = lookup(key, req.headers)
+      const { meta, hadVariants, variants } = lookup(key, req.headers, originUrl)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
         const decision = decideReuse(policy, req.headers, now())
         if (decision.kind === 'fresh') {
-          const served = await serveStored(req, meta, policy, { hit: true, collapsed: attempt > 0 || undefined })
+          const served = await serveStored(req, meta, policy, { hit: true, collapsed: collapsed || undefined })
           if (served) return served
           continue // body gone or corrupt: the store dropped it; look again (→ miss)
         }
@@ -399,7 +416,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
       const part = usablePart(req.method, req.headers, variants, now(), storeRules)
       if (part) {
-        const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: attempt > 0 || undefined })
+        const served = await serveStored(req, part, part.policy as FreshnessPolicy, { hit: true, collapsed: collapsed || undefined })
         if (served) return served
         continue
       }
@@ -412,6 +429,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // wait for a fill already in flight, which will likely answer them from cache.
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
         const pending = attempt > 1 ? undefined : fills.pending(key)
+        if (pending) collapsed = fills.awaitingOrigin(key)
         if (pending && (await pending) === 'stored') continue
         // A range asked for without If-Range: its 206 can be stored as a part (RFC 9111 §3.3).
         // With If-Range the client holds a copy of its own to combine with: pass it through.
@@ -421,13 +439,17 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // One fill per key at a time (coalesce.ts); the others wait for its outcome.
       const turn = fills.join(key)
       if (turn.role === 'waiter') {
-        if ((await turn.outcome) === 'stored') continue
+        const outcome = await turn.outcome
+        // `collapsed` only for a request that waited on the origin with the leader, not one that
+        // arrived while the leader's complete response was being written to the cache.
+        collapsed = turn.collapsed
+        if (outcome === 'stored') continue
         // Not shareable (private, Set-Cookie, error...): this waiter asks the origin itself.
-        return (await fetchAndStore(req, originUrl, key, { fwd, collapsed: true })).result
+        return (await fetchAndStore(req, originUrl, key, { fwd, collapsed: turn.collapsed || undefined })).result
       }
       let filled: Awaited<ReturnType<typeof fetchAndStore>>
       try {
-        filled = await fetchAndStore(req, originUrl, key, { fwd })
+        filled = await fetchAndStore(req, originUrl, key, { fwd }, { onReceived: turn.received })
       } catch (err) {
         turn.settle(false)
         throw err
@@ -463,7 +485,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // A fresh hit is answered at once when its body is at hand (memory, or a small verified
       // file already open), without a promise; everything else takes the asynchronous path.
       if (originUrl && SAFE_METHODS.has(req.method)) {
-        const { meta } = lookup(primaryKey(req.scheme, req.host, req.path), req.headers)
+        const { meta } = lookup(primaryKey(req.scheme, req.host, req.path), req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
         if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT)
@@ -490,7 +512,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         signal: signal ?? new AbortController().signal,
       }
       const key = primaryKey(req.scheme, host, req.path)
-      const { result, outcome } = await fetchAndStore(req, originUrl, key, { fwd: 'miss' })
+      const { result, outcome } = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, { via: 'populate' })
       let bytes = 0
       const body = result.body
       if (body instanceof Buffer) bytes = body.length

@@ -84,7 +84,7 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
     return { kind: 'refreshed', meta: updated, policy: decision.policy, originMs: res.headersMs }
   }
   if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
-  const fill = startFill(deps, { key: meta.key, url: meta.url, host: meta.host }, { method: 'GET', headers: r.clientHeaders, requestTime }, res)
+  const fill = startFill(deps, { key: meta.key, url: meta.url, host: meta.host, origin: r.originUrl }, { method: 'GET', headers: r.clientHeaders, requestTime }, res)
   return { kind: 'replaced', response: res, fill }
 }
 

@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest'
+import { startNode, startOrigin } from '../test-support/servers.ts'
+import { Coalescer } from './coalesce.ts'
+
+describe('Coalescer', () => {
+  it('calls a waiter collapsed only while the leader still waits for the origin', async () => {
+    const c = new Coalescer()
+    const leader = c.join('k')
+    if (leader.role !== 'leader') throw new Error('first caller leads')
+    const early = c.join('k')
+    expect(early).toMatchObject({ role: 'waiter', collapsed: true })
+    expect(c.awaitingOrigin('k')).toBe(true)
+    leader.received()
+    // The origin's answer is complete; only the cache write is left.
+    const late = c.join('k')
+    expect(late).toMatchObject({ role: 'waiter', collapsed: false })
+    expect(c.awaitingOrigin('k')).toBe(false)
+    leader.settle('stored')
+    expect(await (early as { outcome: Promise<string> }).outcome).toBe('stored')
+    expect(c.join('k').role).toBe('leader')
+  })
+})
+
+describe('Cache-Status collapsed', () => {
+  it('is not said of a request that arrives after the miss before it completed', async () => {
+    const body = 'x'.repeat(4 * 1024 * 1024)
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': String(body.length) })
+      res.end(body)
+    })
+    const node = await startNode(origin.url, { CAJE_MAX_OBJECT_BYTES: String(16 * 1024 * 1024), CAJE_MEMORY_CACHE_BYTES: '0' })
+    try {
+      const statuses: string[] = []
+      for (let i = 0; i < 10; i++) {
+        const first = await node.get(`/big-${i}`)
+        await first.arrayBuffer()
+        // The miss is complete on the client's side; the node may still be writing it to disk.
+        const next = await node.get(`/big-${i}`)
+        await next.arrayBuffer()
+        statuses.push(next.headers.get('cache-status') ?? '')
+      }
+      expect(statuses.filter((s) => s.includes('collapsed'))).toEqual([])
+      expect(origin.count('/big-0')).toBe(1)
+    } finally {
+      await node.close()
+      await origin.close()
+    }
+  })
+})

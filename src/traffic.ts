@@ -1,0 +1,120 @@
+// This node's traffic per minute: requests, answers from cache and from the
+// origin, and the bytes of each. Kept in memory and recorded in the manifest
+// once a minute (one batch of finished minutes), so any node can draw every
+// node's charts.
+
+import type { PathMisses } from './admin/actions.ts'
+import type { ManifestWriter } from './manifest/writer.ts'
+import type { MinuteStats } from './manifest/repositories.ts'
+import { statusLabel } from './proxy/cache-status.ts'
+import type { ProxyResult } from './proxy/proxy.ts'
+
+export const MINUTE_MS = 60_000
+
+/** Paths remembered per minute for the top-misses tables; more are counted under OTHER_PATHS. */
+const PATHS_PER_MINUTE = 500
+export const OTHER_PATHS = '(other paths)'
+/** Minutes of per-path misses kept in memory (the traffic page's last hour). */
+const MISS_MINUTES_KEPT = 60
+
+export type { PathMisses }
+
+export interface TrafficRecorder {
+  /** Count one answered request (called when its body has been sent). */
+  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: { host: string; path: string }): void
+  /** This node's paths that went to the origin since `since` (epoch ms), most misses (or origin bytes) first. */
+  topMisses(since: number, limit: number, by?: 'misses' | 'bytes'): PathMisses[]
+  /** Finished minutes not taken yet, oldest first; they leave the recorder. */
+  takeFinished(): MinuteStats[]
+  /** Everything still held here, the current minute included (not yet in the manifest). */
+  pending(): MinuteStats[]
+}
+
+export function createTrafficRecorder(options: { now?: () => number } = {}): TrafficRecorder {
+  const now = options.now ?? Date.now
+  const minutes = new Map<number, MinuteStats>()
+  const missesByMinute = new Map<number, Map<string, PathMisses>>()
+  const noteMiss = (minute: number, path: string, reason: string, bytes: number) => {
+    let paths = missesByMinute.get(minute)
+    if (!paths) {
+      paths = new Map()
+      missesByMinute.set(minute, paths)
+      for (const old of missesByMinute.keys()) if (old < minute - MISS_MINUTES_KEPT * MINUTE_MS) missesByMinute.delete(old)
+    }
+    const key = paths.has(path) || paths.size < PATHS_PER_MINUTE ? path : OTHER_PATHS
+    let p = paths.get(key)
+    if (!p) {
+      p = { path: key, misses: 0, originBytes: 0, reasons: {} }
+      paths.set(key, p)
+    }
+    p.misses++
+    p.originBytes += bytes
+    p.reasons[reason] = (p.reasons[reason] ?? 0) + 1
+  }
+  const bucket = (minute: number): MinuteStats => {
+    let m = minutes.get(minute)
+    if (!m) {
+      m = { minute, requests: 0, hits: 0, misses: 0, bytesCache: 0, bytesOrigin: 0 }
+      minutes.set(minute, m)
+    }
+    return m
+  }
+  return {
+    record(result, bytes, request) {
+      const m = bucket(Math.floor(now() / MINUTE_MS) * MINUTE_MS)
+      m.requests++
+      const label = statusLabel(result.cacheStatus)
+      if (label === 'hit' || label === 'stale' || label === 'revalidated') m.hits++
+      else if (label === 'miss' || label === 'pass') {
+        m.misses++
+        if (request) {
+          const s = result.cacheStatus
+          // Why: what kept it out of the cache (no-store, private, set-cookie, too-large...), else the kind of miss.
+          const reason = s.detail ?? (s.fwd === 'vary-miss' ? 'vary-miss' : s.fwd === 'stale' ? 'stale' : s.stored ? 'not yet cached' : (s.fwd ?? 'miss'))
+          noteMiss(m.minute, `${request.host}${request.path.slice(0, 300)}`, reason, result.tier === 'origin' ? bytes : 0)
+        }
+      }
+      if (result.tier === 'memory' || result.tier === 'disk') m.bytesCache += bytes
+      else if (result.tier === 'origin') m.bytesOrigin += bytes
+    },
+    takeFinished() {
+      const current = Math.floor(now() / MINUTE_MS) * MINUTE_MS
+      const done = [...minutes.values()].filter((m) => m.minute < current).sort((a, b) => a.minute - b.minute)
+      for (const m of done) minutes.delete(m.minute)
+      return done.map((m) => ({ ...m }))
+    },
+    topMisses(since, limit, by = 'misses') {
+      const total = new Map<string, PathMisses>()
+      for (const [minute, paths] of missesByMinute) {
+        if (minute < Math.floor(since / MINUTE_MS) * MINUTE_MS) continue
+        for (const p of paths.values()) {
+          const t = total.get(p.path) ?? { path: p.path, misses: 0, originBytes: 0, reasons: {} }
+          t.misses += p.misses
+          t.originBytes += p.originBytes
+          for (const [r, n] of Object.entries(p.reasons)) t.reasons[r] = (t.reasons[r] ?? 0) + n
+          total.set(p.path, t)
+        }
+      }
+      const order = by === 'misses' ? (a: PathMisses, b: PathMisses) => b.misses - a.misses || b.originBytes - a.originBytes : (a: PathMisses, b: PathMisses) => b.originBytes - a.originBytes || b.misses - a.misses
+      return [...total.values()].sort((a, b) => order(a, b) || a.path.localeCompare(b.path)).slice(0, limit)
+    },
+
+    pending() {
+      return [...minutes.values()].sort((a, b) => a.minute - b.minute).map((m) => ({ ...m }))
+    },
+  }
+}
+
+/** Record finished minutes in the manifest every interval; the returned function stops and records what is left. */
+export function startTrafficRecording(options: { recorder: TrafficRecorder; writer: Pick<ManifestWriter, 'submit'>; nodeId: string; intervalMs?: number }): () => void {
+  const submit = (minutes: MinuteStats[]) => {
+    if (minutes.length > 0) options.writer.submit({ type: 'minutes', nodeId: options.nodeId, minutes })
+  }
+  const timer = setInterval(() => submit(options.recorder.takeFinished()), options.intervalMs ?? MINUTE_MS)
+  timer.unref()
+  return () => {
+    clearInterval(timer)
+    // At shutdown the current minute is recorded as it stands.
+    submit([...options.recorder.takeFinished(), ...options.recorder.pending()])
+  }
+}

@@ -1,0 +1,121 @@
+import type { FC } from 'hono/jsx'
+import type { PurgePreview, PurgeRecord, PurgeRequest } from '../src/admin/actions.ts'
+import { Csrf, Empty, type Flash } from './components.tsx'
+import { formatBytes, formatRelative, isoTime } from './format.ts'
+import { Layout, type Chrome } from './layout.tsx'
+import { PATHS } from './paths.ts'
+import { TEXT } from './text.ts'
+
+/** `prefix https://…`, `tag product-7`, `everything`, or the URL. */
+export function purgeLabel(r: PurgeRequest): string {
+  return r.kind === 'all' ? TEXT.purges.everything : r.kind === 'url' ? r.value : `${r.kind} ${r.value}`
+}
+
+export interface PurgeConfirmPageProps {
+  chrome: Chrome
+  request: PurgeRequest
+  preview: PurgePreview
+}
+
+/** Before a prefix, tag or everything purge: what it covers, and a button to go ahead. */
+export const PurgeConfirmPage: FC<PurgeConfirmPageProps> = ({ chrome, request, preview }) => {
+  const t = TEXT.purges
+  return (
+    <Layout title={TEXT.confirm.title} chrome={chrome} narrow>
+      <section data-component="card" data-kind="danger">
+        <h1>{t.confirmHeading(purgeLabel(request))}</h1>
+        <dl data-component="preview">
+          <div>
+            <dt>{t.previewEntries}</dt>
+            <dd data-slot="entries">{preview.entries.toLocaleString('en')}</dd>
+          </div>
+          <div>
+            <dt>{t.previewBytes}</dt>
+            <dd data-slot="bytes">{formatBytes(preview.bytes)}</dd>
+          </div>
+          <div>
+            <dt>{t.previewNodes}</dt>
+            <dd data-slot="nodes">{preview.nodes.length === 0 ? '—' : preview.nodes.join(', ')}</dd>
+          </div>
+        </dl>
+        <p>{request.kind === 'all' ? TEXT.confirm.purge_all.body() : t.confirmBody}</p>
+        <form method="post" action={PATHS.purge} data-component="form">
+          <Csrf token={chrome.csrfToken} />
+          <input type="hidden" name="confirm" value="yes" />
+          <input type="hidden" name="kind" value={request.kind} />
+          {request.kind === 'all' ? null : <input type="hidden" name="value" value={request.value} />}
+          <div data-slot="actions">
+            <a href={PATHS.list} data-component="button-link">
+              {TEXT.confirm.cancel}
+            </a>
+            <button type="submit" data-variant="danger">
+              {t.confirmButton}
+            </button>
+          </div>
+        </form>
+      </section>
+    </Layout>
+  )
+}
+
+export interface PurgeHistoryPageProps {
+  chrome: Chrome
+  flash?: Flash
+  now: number
+  purges: PurgeRecord[]
+}
+
+/** Every recent purge and how far the cluster got with it ("applied on 2 of 3 nodes"). */
+export const PurgeHistoryPage: FC<PurgeHistoryPageProps> = ({ chrome, flash, now, purges }) => {
+  const t = TEXT.purges
+  return (
+    <Layout title={t.title} chrome={chrome} flash={flash}>
+      <section data-component="panel" id="purges">
+        <header data-slot="panel-head">
+          <div>
+            <h2>{t.heading}</h2>
+            <p>{t.lead}</p>
+          </div>
+        </header>
+        {purges.length === 0 ? (
+          <Empty text={t.empty} />
+        ) : (
+          <div data-component="table-wrap">
+            <table data-component="table" data-table="purges">
+              <thead>
+                <tr>
+                  <th scope="col">{t.col.what}</th>
+                  <th scope="col">{t.col.when}</th>
+                  <th scope="col">{t.col.by}</th>
+                  <th scope="col">{t.col.applied}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {purges.map((p) => {
+                  const total = p.appliedOn.length + p.pendingOn.length
+                  const done = p.pendingOn.length === 0
+                  return (
+                    <tr data-purge={String(p.id)}>
+                      <td data-slot="url">
+                        <span>{purgeLabel(p.request)}</span>
+                      </td>
+                      <td data-slot="time" title={isoTime(p.createdAt)}>
+                        {formatRelative(p.createdAt, now)}
+                      </td>
+                      <td>{p.createdBy}</td>
+                      <td data-slot="applied">
+                        <span data-component="badge" data-kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
+                          {t.appliedOn(p.appliedOn.length, total)}
+                        </span>
+                      </td>
+                    </tr>
+                  )
+                })}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </section>
+    </Layout>
+  )
+}
