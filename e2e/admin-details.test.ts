@@ -155,6 +155,8 @@ describe.each([
     await page.getByRole('button', { name: 'Create token' }).click()
     const secret = page.locator('[data-slot="secret-value"]')
     await secret.waitFor()
+    // The stylesheet must have applied before its line box is measured (until then it reads "normal").
+    await page.waitForLoadState('load')
     const token = (await secret.textContent())!.trim()
     expect(token).toMatch(/^caje_[A-Za-z0-9_-]{20,}$/)
     // Nothing clipped: no hidden overflow sideways, and the line box holds underscores' descent.

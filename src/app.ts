@@ -11,7 +11,8 @@ import { bearerToken, secretEquals } from './bearer.ts'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo, Server } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
-import { nodeProxyListener, proxyHandler, type ProxyHandlerOptions } from './proxy/http-adapter.ts'
+import { nodeProxyListener, proxyHandler, type ProxyHandlerOptions, type ServedRequest } from './proxy/http-adapter.ts'
+import type { ReadyStatus } from './manifest/hot-set.ts'
 import type { Proxy, ProxyResult } from './proxy/proxy.ts'
 
 export interface AppDeps {
@@ -19,11 +20,13 @@ export interface AppDeps {
   store: CacheStore
   proxy: Proxy
   log: Logger
+  /** Whether this node has warmed up (hot-set.ts), for /_caje/ready; absent means always ready. */
+  readiness?: () => ReadyStatus
   /** Extra fields for /_caje/health: the role, and counts (only numbers and flags are shown). */
   healthInfo?: () => HealthInfo
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
-  onServed?: (result: ProxyResult, bytes: number, request: { host: string; path: string }) => void
+  onServed?: (result: ProxyResult, bytes: number, request: ServedRequest) => void
   metrics?: Metrics
 }
 
@@ -71,6 +74,16 @@ export function createApp(deps: AppDeps): Hono {
       cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures, writesSkipped: stats.writesSkipped, writeQueueJobs: stats.writeQueueJobs, writeQueueBytes: stats.writeQueueBytes },
       ...(info && { role: info.role, manifestWriter: countsOf(info.manifestWriter), populate: countsOf(info.populate) }),
     })
+  })
+
+  // Readiness, for load balancers: 503 while a node that started empty fetches the cluster's hot
+  // set, then 200 for good. Liveness stays /_caje/health (a warming node is alive, not broken).
+  // Public like health: counts and a state name only.
+  app.get(`${ADMIN_PREFIX}/ready`, (c) => {
+    c.header('cache-control', 'no-store')
+    const status = deps.readiness?.()
+    if (!status) return c.json({ ready: true, state: 'not-empty', node: deps.config.nodeId })
+    return c.json({ node: deps.config.nodeId, ...status }, status.ready ? 200 : 503)
   })
 
   // Prometheus text; behind a bearer token when CAJE_METRICS_TOKEN is set.

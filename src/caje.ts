@@ -18,11 +18,13 @@ import { createInternalApp, INTERNAL_BASE_PATH } from './manifest/internal-route
 import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
+import { createHitRecorder, createWarmUp } from './manifest/hot-set.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { primaryKey } from './proxy/cache-key.ts'
 import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
@@ -131,6 +133,21 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
     metrics,
     isPurged: (meta) => purges.covers(meta),
+    hotFirst: config.readyHotSet,
+  })
+  // Requests per cache key, to the manifest in one op per batch: what a node that starts empty fetches first.
+  const hitCounts = createHitRecorder({ writer: manifest.writer, nodeId: config.nodeId, flushMs: config.hitFlushSeconds * 1000 })
+  // Decided before the first request: a node whose disk is empty fetches the hot set before /_caje/ready says 200.
+  const warmUp = await createWarmUp({
+    store,
+    readDb: () => manifest.readDb(),
+    nodeId: config.nodeId,
+    share: config.readyWarmShare,
+    hotSetSize: config.readyHotSet,
+    timeoutMs: config.readyTimeoutSeconds * 1000,
+    populateEnabled: config.populateInterval > 0,
+    populate: () => void populator.run(),
+    log: manifestLog,
   })
   const jobs: ClusterJobs = {
     populate: (options) => populator.run(options),
@@ -174,6 +191,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     proxy,
     log,
     metrics,
+    readiness: () => warmUp.status(),
     healthInfo: () => ({ role: describeRole(manifest.role.current()).role, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
     mounts: [
       // With CAJE_INTERNAL_LISTEN, peers use the internal listener and the public port refuses internal routes.
@@ -186,6 +204,10 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale') hits.hits++
       else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
+      // Only what the cache keeps is worth warming: passes, bypasses and errors are never stored.
+      if (request.scheme && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
+        hitCounts.hit(primaryKey(request.scheme, request.host, request.path))
+      }
     },
   }
   const app = createApp(appDeps)
@@ -247,6 +269,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
           await closed
         }
         stopHeartbeat()
+        warmUp.close()
+        // The last counts go out with the writer's queue below.
+        hitCounts.close()
         stopTraffic()
         await populator.close()
         await purges.close()

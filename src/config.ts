@@ -51,6 +51,14 @@ export interface Config {
   internalUrl: string
   populateInterval: number
   populateConcurrency: number
+  /** Share (0..1) of the hot set a node that started empty holds before /_caje/ready answers 200; 0 turns warm-up off. */
+  readyWarmShare: number
+  /** Entries in the hot set: the most asked-for fresh entries in the manifest. */
+  readyHotSet: number
+  /** Seconds after which a warming node is ready anyway (no peer, origin down). */
+  readyTimeoutSeconds: number
+  /** Seconds between this node's batches of per-key hit counts to the manifest. */
+  hitFlushSeconds: number
   /** How often this node reads the purge log, ms; 0: only when a peer nudges it (and at start). */
   purgePollMs: number
   adminPassword: string | undefined
@@ -131,6 +139,15 @@ function int(variable: string, raw: string, min: number, max: number): number {
   if (!/^\s*-?\d+\s*$/.test(raw)) throw new ConfigError(variable, `"${raw}" is not a whole number; set it to a number between ${min} and ${max}`)
   const n = Number(raw)
   if (n < min || n > max) throw new ConfigError(variable, `${n} is out of range; set it to a number between ${min} and ${max}`)
+  return n
+}
+
+/** A share between 0 and 1, written as 0.9 or 90%. */
+function share(variable: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback
+  const m = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(%?)\s*$/.exec(raw)
+  const n = m ? Number(m[1]) / (m[2] ? 100 : 1) : NaN
+  if (!(n >= 0 && n <= 1)) throw new ConfigError(variable, `"${raw}" is not a share; set it to a number between 0 and 1 (e.g. 0.9) or a percentage (90%)`)
   return n
 }
 
@@ -343,6 +360,10 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     internalUrl: internalUrl.replace(/\/$/, ''),
     populateInterval: number('CAJE_POPULATE_INTERVAL', 300, 0, 7 * 24 * 3600),
     populateConcurrency: number('CAJE_POPULATE_CONCURRENCY', 4, 1, 64),
+    readyWarmShare: share('CAJE_READY_WARM_SHARE', get('CAJE_READY_WARM_SHARE'), 0.9),
+    readyHotSet: number('CAJE_READY_HOT_SET', 1000, 1, 100_000),
+    readyTimeoutSeconds: number('CAJE_READY_TIMEOUT', 300, 1, 24 * 3600),
+    hitFlushSeconds: number('CAJE_HIT_FLUSH_SECONDS', 60, 1, 3600),
     maxVariants: number('CAJE_MAX_VARIANTS', 32, 1, 10_000),
     writeQueueBytes: bytes('CAJE_WRITE_QUEUE_BYTES', 64 * MIB),
     purgePollMs: number('CAJE_PURGE_POLL_MS', 1_000, 0, 3_600_000),

@@ -52,6 +52,17 @@ describe('deployment files', () => {
     expect(Number(service.internal_port)).toBe(config.port)
   })
 
+  it("routes users by readiness (/_caje/ready) and watches liveness (/_caje/health) apart", () => {
+    // The proxy routes by service checks; top-level checks only report.
+    expect(tomlTable(fly, '[http_service.checks]').path).toBe('/_caje/ready')
+    const alive = tomlTable(fly, 'checks.alive')
+    expect(alive.path).toBe('/_caje/health')
+    expect(Number(alive.port)).toBe(Number(service.internal_port))
+    // A warm-up gives up before `fly deploy` stops waiting for checks (5 minutes by default).
+    const config = loadConfig({ ...env, FLY_APP_NAME: 'caje-example', FLY_MACHINE_ID: 'm1', CAJE_CLUSTER_SECRET: 'x'.repeat(32) })
+    expect(config.readyTimeoutSeconds).toBeLessThan(300)
+  })
+
   it('never auto-stops or auto-starts machines (Fly: not with LiteFS)', () => {
     expect(service.auto_stop_machines).toBe('off')
     expect(service.auto_start_machines).toBe('false')

@@ -144,6 +144,14 @@ export interface ApiTokenTable {
   revoked_at: number | null
 }
 
+/** How often a cache key was asked for, summed over the cluster (hot-set.ts). */
+export interface UrlHitsTable {
+  key: string
+  hits: number
+  /** Epoch ms of the newest batch that counted this key; old rows are pruned. */
+  last_hit_at: number
+}
+
 export interface Database {
   nodes: NodeTable
   entries: EntryTable
@@ -155,6 +163,7 @@ export interface Database {
   challenges: ChallengeTable
   invites: InviteTable
   api_tokens: ApiTokenTable
+  url_hits: UrlHitsTable
   node_minutes: NodeMinuteTable
 }
 

@@ -117,6 +117,9 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
         log('warn', 'refused a manifest batch from a peer', { from: c.req.header('x-caje-node'), error: parsed.error })
         return c.json({ error: parsed.error }, 400)
       }
+      if (parsed.unknownTypes.length > 0) {
+        log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from: c.req.header('x-caje-node'), types: parsed.unknownTypes })
+      }
       try {
         const result = await apply(db, parsed.ops)
         return c.json(result)

@@ -25,6 +25,7 @@ const ALL_TABLES = [
   'passkeys',
   'purges',
   'sessions',
+  'url_hits',
 ]
 
 describe('migrations', () => {

@@ -12,6 +12,7 @@ import * as m2026112402 from './migrations/2026112402_purge_progress.ts'
 import * as m2026120101 from './migrations/2026120101_purge_created_at.ts'
 import * as m2026120102 from './migrations/2026120102_entries_search.ts'
 import * as m2026120107 from './migrations/2026120107_node_minutes.ts'
+import * as m2026120108 from './migrations/2026120108_url_hits.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -20,6 +21,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120101_purge_created_at': m2026120101,
   '2026120102_entries_search': m2026120102,
   '2026120107_node_minutes': m2026120107,
+  '2026120108_url_hits': m2026120108,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

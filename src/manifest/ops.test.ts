@@ -24,12 +24,17 @@ const sample: ManifestOp[] = [
 describe('parseOps', () => {
   it('accepts every op kind as JSON round-trips it', () => {
     const parsed = parseOps(JSON.parse(JSON.stringify({ ops: sample })))
-    expect(parsed).toEqual({ ok: true, ops: sample })
+    expect(parsed).toEqual({ ok: true, ops: sample, unknownTypes: [] })
+  })
+
+  it('skips ops of a type it does not know and keeps the rest of the batch (a newer peer during a rolling deploy)', () => {
+    const stored = sample[1]!
+    expect(parseOps({ ops: [stored, { type: 'from-the-future', x: 1 }, stored] })).toEqual({ ok: true, ops: [stored, stored], unknownTypes: ['from-the-future'] })
+    expect(parseOps({ ops: [{ nodeId: 'a' }] })).toEqual({ ok: false, error: 'ops[0]: type must be a string' })
   })
 
   it('refuses the whole batch with the reason when one op does not fit', () => {
     expect(parseOps({})).toMatchObject({ ok: false, error: expect.stringContaining('{"ops"') })
-    expect(parseOps({ ops: [sample[0], { type: 'explode' }] })).toEqual({ ok: false, error: 'ops[1]: unknown op type "explode"' })
     const badEntry = { type: 'stored', nodeId: 'a', entry: { ...entry({ url: 'https://ex.com/' }), storedAt: 'yesterday' } }
     expect(parseOps({ ops: [badEntry] })).toEqual({ ok: false, error: 'ops[0]: entry: storedAt must be an epoch-ms number' })
     const badPurge = { type: 'purge', purge: { requestId: 'r', kind: 'regex', value: '.*', host: null, createdAt: T, createdBy: 'x', nodeId: 'a' } }

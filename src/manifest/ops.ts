@@ -27,6 +27,8 @@ import {
 } from './repositories.ts'
 import type { EntryRecord, MinuteStats, NewPurge, NodeInfo } from './repositories.ts'
 import { hotStatements } from './statements.ts'
+import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
+import type { HitsOp } from './hot-set.ts'
 import type { HotStatements } from './statements.ts'
 
 export type ManifestOp =
@@ -52,6 +54,8 @@ export type ManifestOp =
   | { type: 'clear'; at: number; by: string }
   /** Drop entries whose delete_at has passed. */
   | { type: 'prune'; before: number }
+  /** Requests per cache key a node served since its last batch (hot-set.ts). */
+  | HitsOp
 // Admin writes (passkeys, sessions, challenges, invites, tokens) are made by
 // the primary itself (replicas forward admin posts to it), through
 // writeWhenFree below; they join this union if they ever move onto the writer.
@@ -63,7 +67,9 @@ export const MAX_FORGOTTEN_PER_OP = 1000
 
 /** How much of a batch an op is: one, or one per variant it names. The writers bound batches by this. */
 export function opWeight(op: ManifestOp): number {
-  return op.type === 'holdings-forgotten' ? Math.max(1, op.entries.length) : 1
+  if (op.type === 'holdings-forgotten') return Math.max(1, op.entries.length)
+  if (op.type === 'hits') return Math.max(1, op.counts.length)
+  return 1
 }
 
 /** Longest stretch a batch runs before letting the event loop serve requests, in ms. */
@@ -110,6 +116,9 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
       return
     case 'prune':
       await pruneExpired(db, op.before)
+      return
+    case 'hits':
+      await recordHits(db, op)
       return
   }
 }
@@ -178,7 +187,7 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
     await withoutBusyWait(db, async (trx) => {
       let turnStarted = performance.now()
       for (const op of ops) {
-        if (!hot || !applyHot(hot, op)) await applyOp(trx, op)
+        if (!applyPrepared(sqlite, hot, op)) await applyOp(trx, op)
         // better-sqlite3 is synchronous: a 1,000-op batch in one go would hold
         // the event loop for tens of ms. The transaction (and the file lock)
         // stays open across the pause; requests are served in between.
@@ -199,7 +208,7 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
   for (const op of ops) {
     try {
       await withoutBusyWait(db, async (trx) => {
-        if (!hot || !applyHot(hot, op)) await applyOp(trx, op)
+        if (!applyPrepared(sqlite, hot, op)) await applyOp(trx, op)
       })
       applied++
     } catch (err) {
@@ -209,6 +218,15 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
     }
   }
   return { applied, failed }
+}
+
+/** Ops with statements prepared once per handle: the hot writes, and hit counts (hot-set.ts). */
+function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatements | undefined, op: ManifestOp): boolean {
+  if (op.type === 'hits' && sqlite) {
+    recordHitsNow(sqlite, op)
+    return true
+  }
+  return hot !== undefined && applyHot(hot, op)
 }
 
 /**
@@ -334,7 +352,14 @@ export function isTransientDbError(err: unknown): boolean {
 
 // ── validation of ops received over HTTP ────────────────────────────────
 
-export type ParseResult = { ok: true; ops: ManifestOp[] } | { ok: false; error: string }
+/**
+ * `unknownTypes`: op types this version does not know, skipped. During a rolling deploy a newer
+ * node may send an op its older primary has never seen: the primary applies the rest of the batch
+ * instead of refusing it whole (which would drop the `stored` ops beside it), and says what it skipped.
+ */
+export type ParseResult = { ok: true; ops: ManifestOp[]; unknownTypes: string[] } | { ok: false; error: string }
+
+const UNKNOWN_TYPE = Symbol('unknown op type')
 
 const PURGE_KINDS: readonly PurgeKind[] = ['url', 'prefix', 'tag', 'all']
 
@@ -348,16 +373,22 @@ export function parseOps(input: unknown, maxOps = 10_000): ParseResult {
   if (!Array.isArray(list)) return { ok: false, error: 'body must be {"ops": [...]}' }
   if (list.length > maxOps) return { ok: false, error: `too many ops in one batch (${list.length} > ${maxOps})` }
   const ops: ManifestOp[] = []
+  const unknownTypes = new Set<string>()
   for (let i = 0; i < list.length; i++) {
     const op = parseOp(list[i])
+    if (op === UNKNOWN_TYPE) {
+      unknownTypes.add(String((list[i] as { type?: unknown }).type).slice(0, 64))
+      continue
+    }
     if (typeof op === 'string') return { ok: false, error: `ops[${i}]: ${op}` }
     ops.push(op)
   }
-  return { ok: true, ops }
+  return { ok: true, ops, unknownTypes: [...unknownTypes] }
 }
 
-function parseOp(v: unknown): ManifestOp | string {
+function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
   if (!isRecord(v)) return 'not an object'
+  if (typeof v.type !== 'string') return 'type must be a string'
   switch (v.type) {
     case 'stored': {
       if (!isStr(v.nodeId)) return 'nodeId must be a string'
@@ -433,8 +464,10 @@ function parseOp(v: unknown): ManifestOp | string {
     case 'prune':
       if (!isTime(v.before)) return 'before must be an epoch-ms number'
       return { type: 'prune', before: v.before }
+    case 'hits':
+      return parseHitsOp(v)
     default:
-      return `unknown op type ${JSON.stringify(v.type)}`
+      return UNKNOWN_TYPE
   }
 }
 

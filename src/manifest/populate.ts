@@ -21,6 +21,7 @@ import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE } from './internal-routes.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
+import { hottestMissingOn } from './hot-set.ts'
 import { entriesMissingOn } from './repositories.ts'
 import type { Holder, MissingEntry } from './repositories.ts'
 
@@ -59,6 +60,8 @@ export interface PopulatorOptions {
   fetchImpl?: typeof fetch
   /** A purge this node knows of covers the copy (purge.ts covers()): such a copy is dropped, not kept. */
   isPurged?: (meta: EntryMeta) => boolean
+  /** Each run first fetches up to this many missing entries the cluster asks for most, hottest first (url_hits). Default 1,000; 0 keeps manifest order. */
+  hotFirst?: number
   /** A peer that sends nothing for this long is given up on. Default 15 s. */
   peerIdleTimeoutMs?: number
   now?: () => number
@@ -88,6 +91,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
   const fetchImpl = options.fetchImpl ?? fetch
   const concurrency = Math.max(1, Math.floor(options.concurrency))
   const idleTimeoutMs = options.peerIdleTimeoutMs ?? 15_000
+  const hotFirst = Math.max(0, Math.floor(options.hotFirst ?? 1000))
 
   let current: PopulateStatus | undefined
   let running: Promise<void> | undefined
@@ -126,10 +130,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
       count(outcome, entry)
     }
 
-    let after: { key: string; variant: string } | undefined
-    while (!signal.aborted) {
-      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key })
-      if (page.length === 0) break
+    const fetchPage = async (page: MissingEntry[]) => {
       const units = await planUnits(page, count)
       let next = 0
       const worker = async () => {
@@ -154,6 +155,29 @@ export function createPopulator(options: PopulatorOptions): Populator {
         }
       }
       await Promise.all(Array.from({ length: Math.min(concurrency, units.length) }, worker))
+    }
+
+    // The entries the cluster asks for most come first: a node that starts
+    // empty serves its first requests warm, and /_caje/ready (hot-set.ts)
+    // waits for these. Pages go out in order, so with one worker the order is
+    // exactly hottest first; with more, each page's hottest start first.
+    const hotDone = new Set<string>()
+    // A run for one key (the admin's "populate this URL") has nothing to order.
+    if (hotFirst > 0 && key === undefined) {
+      const hot = await hottestMissingOn(options.readDb(), options.nodeId, now(), hotFirst)
+      for (let i = 0; i < hot.length && !signal.aborted; i += PAGE) {
+        const page = hot.slice(i, i + PAGE)
+        for (const e of page) hotDone.add(`${e.key}\n${e.variant}`)
+        await fetchPage(page)
+      }
+    }
+
+    let after: { key: string; variant: string } | undefined
+    while (!signal.aborted) {
+      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key })
+      if (page.length === 0) break
+      // Already tried in the hot pass: counted once per run.
+      await fetchPage(hotDone.size === 0 ? page : page.filter((e) => !hotDone.has(`${e.key}\n${e.variant}`)))
       const last = page[page.length - 1]!
       after = { key: last.key, variant: last.variant }
       if (page.length < PAGE) break

@@ -583,7 +583,7 @@ function purgeFromRow(row: PurgeRow): Purge {
 
 // ── row mapping ─────────────────────────────────────────────────────────
 
-function entryFromRow(row: EntryRow): EntryRecord {
+export function entryFromRow(row: EntryRow): EntryRecord {
   return {
     key: row.key,
     variant: row.variant,
@@ -600,7 +600,7 @@ function entryFromRow(row: EntryRow): EntryRecord {
   }
 }
 
-function parseJson<T>(text: string | null | undefined, fallback: T): T {
+export function parseJson<T>(text: string | null | undefined, fallback: T): T {
   if (!text) return fallback
   try {
     return JSON.parse(text) as T

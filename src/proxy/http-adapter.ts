@@ -39,9 +39,8 @@ export interface ProxyHandlerOptions {
   log: Logger
   accessLog: boolean
   trustForwarded: boolean
-  /** Called with each finished exchange (metrics of bytes by tier). */
-  /** After each exchange; `request` is what the access log names (host and path with query). */
-  onServed?: (result: ProxyResult, bytes: number, request: { host: string; path: string }) => void
+  /** After each exchange (metrics, traffic, hit counts per key); `request` is what the access log names (host and path with query). */
+  onServed?: (result: ProxyResult, bytes: number, request: ServedRequest) => void
 }
 
 function headersFromWeb(headers: Headers): FlatHeaders {
@@ -236,6 +235,14 @@ async function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Res
   const req = webRequest(opts, raw, started)
   if (typeof req === 'string') return toWebResponse(opts, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
   return toWebResponse(opts, req, await opts.proxy.serve(req))
+}
+
+/** A finished exchange's request; with a scheme when the proxy handled it (not refused), enough to name its cache key (cache-key.ts primaryKey). */
+export interface ServedRequest {
+  method: string
+  host: string
+  path: string
+  scheme?: ProxyRequest['scheme']
 }
 
 /** What the access log says of a request, whatever became of it. */

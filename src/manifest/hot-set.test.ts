@@ -1,0 +1,113 @@
+import type { Kysely } from 'kysely'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Database } from './database.ts'
+import { HIT_RETENTION_MS, MAX_KEYS_PER_HITS_OP, createHitRecorder, hottestMissingOn } from './hot-set.ts'
+import { applyOps, parseOps } from './ops.ts'
+import type { ManifestOp } from './ops.ts'
+import { recordStored, upsertNode } from './repositories.ts'
+import { captureLog, entry, freshManifest } from './test-helpers.ts'
+import { DirectWriter } from './writer.ts'
+
+describe('hit counts', () => {
+  let db: Kysely<Database>
+  let cleanup: () => Promise<void>
+  let writer: DirectWriter
+  let submitted: ManifestOp[]
+  const counting = () => ({
+    submit(op: ManifestOp) {
+      submitted.push(op)
+      writer.submit(op)
+    },
+  })
+
+  beforeEach(async () => {
+    ;({ db, cleanup } = await freshManifest())
+    writer = new DirectWriter({ db, intervalMs: 5, log: captureLog().log })
+    submitted = []
+  })
+  afterEach(async () => {
+    await writer.close()
+    await cleanup()
+  })
+
+  const rows = async () => (await db.selectFrom('url_hits').select(['key', 'hits']).orderBy('key').execute()).map((r) => [r.key, r.hits])
+
+  it('are kept in memory and reach the manifest as one op per batch, added to what other nodes counted', async () => {
+    const recorder = createHitRecorder({ writer: counting(), nodeId: 'n1', flushMs: 0 })
+    for (let i = 0; i < 5; i++) recorder.hit('http://h/z')
+    for (let i = 0; i < 3; i++) recorder.hit('http://h/y')
+    recorder.hit('http://h/a')
+    expect(submitted).toHaveLength(0)
+    await writer.flush()
+    expect(await rows()).toEqual([])
+
+    recorder.flush()
+    expect(submitted).toHaveLength(1)
+    expect(submitted[0]).toMatchObject({ type: 'hits', nodeId: 'n1', counts: expect.arrayContaining([{ key: 'http://h/z', hits: 5 }]) })
+    await writer.flush()
+    expect(await rows()).toEqual([
+      ['http://h/a', 1],
+      ['http://h/y', 3],
+      ['http://h/z', 5],
+    ])
+
+    // Another node's batch adds to the same rows.
+    const other = createHitRecorder({ writer: counting(), nodeId: 'n2', flushMs: 0 })
+    other.hit('http://h/a')
+    other.hit('http://h/a')
+    other.close()
+    recorder.flush() // nothing counted since: no op
+    expect(submitted).toHaveLength(2)
+    await writer.flush()
+    expect(await rows()).toContainEqual(['http://h/a', 3])
+  })
+
+  it('flushes early when a batch is full, so memory stays bounded whatever the traffic', async () => {
+    const recorder = createHitRecorder({ writer: counting(), nodeId: 'n1', flushMs: 0 })
+    for (let i = 0; i < MAX_KEYS_PER_HITS_OP + 10; i++) recorder.hit(`http://h/${i}`)
+    expect(submitted).toHaveLength(1)
+    expect((submitted[0] as { counts: unknown[] }).counts).toHaveLength(MAX_KEYS_PER_HITS_OP)
+    recorder.close()
+    expect(submitted).toHaveLength(2)
+    await writer.flush()
+    expect(await rows()).toHaveLength(MAX_KEYS_PER_HITS_OP + 10)
+  })
+
+  it('prunes keys not asked for within the retention window', async () => {
+    const at = Date.now()
+    await applyOps(db, [{ type: 'hits', nodeId: 'n1', at: at - HIT_RETENTION_MS - 1000, counts: [{ key: 'http://h/old', hits: 100 }] }])
+    await applyOps(db, [{ type: 'hits', nodeId: 'n1', at, counts: [{ key: 'http://h/new', hits: 1 }] }])
+    expect(await rows()).toEqual([['http://h/new', 1]])
+  })
+
+  it('records the same counts inside a caller\'s transaction (through Kysely) as with prepared statements', async () => {
+    const at = Date.now()
+    await applyOps(db, [{ type: 'hits', nodeId: 'n1', at, counts: [{ key: 'http://h/a', hits: 2 }] }])
+    await db.transaction().execute((trx) => applyOps(trx, [{ type: 'hits', nodeId: 'n2', at: at - 5, counts: [{ key: 'http://h/a', hits: 3 }, { key: 'http://h/b', hits: 1 }] }]))
+    expect(await rows()).toEqual([
+      ['http://h/a', 5],
+      ['http://h/b', 1],
+    ])
+    // An older batch delivered late does not move the newest hit back.
+    expect((await db.selectFrom('url_hits').select('last_hit_at').where('key', '=', 'http://h/a').executeTakeFirstOrThrow()).last_hit_at).toBe(at)
+  })
+
+  it('refuses a malformed batch from a peer with the reason', () => {
+    expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 0 }] }] })).toEqual({ ok: false, error: 'ops[0]: each count needs hits (a positive integer)' })
+    expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })).toEqual({ ok: true, ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })
+  })
+
+  it('orders the entries a node lacks hottest first, skipping what it holds and what is no longer fresh', async () => {
+    const now = 1_700_000_000_000 + 1000 // entry() stores at 1_700_000_000_000, fresh for a minute
+    await upsertNode(db, { id: 'peer', region: 'r', internalUrl: 'http://127.0.0.1:1', startedAt: now }, now)
+    for (const url of ['http://h/a', 'http://h/b', 'http://h/c', 'http://h/held']) await recordStored(db, 'peer', entry({ url }))
+    await recordStored(db, 'me', entry({ url: 'http://h/held' }))
+    await recordStored(db, 'peer', entry({ url: 'http://h/stale', staleAt: now - 1 }))
+    await applyOps(db, [
+      { type: 'hits', nodeId: 'peer', at: now, counts: [{ key: 'http://h/b', hits: 9 }, { key: 'http://h/c', hits: 4 }, { key: 'http://h/held', hits: 50 }, { key: 'http://h/stale', hits: 70 }] },
+    ])
+    const hot = await hottestMissingOn(db, 'me', now, 10)
+    expect(hot.map((e) => e.key)).toEqual(['http://h/b', 'http://h/c'])
+    expect(hot[0]!.holders.map((h) => h.nodeId)).toEqual(['peer'])
+  })
+})

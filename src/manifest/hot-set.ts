@@ -1,0 +1,326 @@
+// The cluster's hot set: how often each cache key is asked for, summed over
+// every node in the manifest's url_hits table, and the use made of it when a
+// node starts with an empty disk (a new machine, a lost volume).
+//
+//  - Each node counts the requests it serves per key in memory and adds them
+//    to the manifest as ONE 'hits' op per batch (every CAJE_HIT_FLUSH_SECONDS,
+//    or sooner when MAX_KEYS_PER_HITS_OP distinct keys are waiting), through
+//    the manifest writer like every other write: never on the request path.
+//  - Applying a batch also prunes keys not asked for within HIT_RETENTION_MS,
+//    and the least asked-for keys past MAX_HIT_ROWS, so the table stays bounded.
+//  - Populate fetches the hottest missing entries first (hottestMissingOn),
+//    and a node that started empty answers /_caje/ready with 503 until it
+//    holds a share of the hot set (createWarmUp).
+
+import { CompiledQuery, sql } from 'kysely'
+import type { Kysely } from 'kysely'
+import type SQLite from 'better-sqlite3'
+import type { CacheStore } from '../cache/types.ts'
+import type { Database } from './database.ts'
+import { describeError, jsonLog } from './log.ts'
+import type { ManifestLog } from './log.ts'
+import { entryFromRow, parseJson } from './repositories.ts'
+import type { Holder, MissingEntry } from './repositories.ts'
+import type { ManifestWriter } from './writer.ts'
+
+type Db = Kysely<Database>
+
+/** Most keys one 'hits' op names: a batch stays well under the internal body limit. */
+export const MAX_KEYS_PER_HITS_OP = 1000
+/** Keys not asked for within this long are dropped from the counts. */
+export const HIT_RETENTION_MS = 7 * 24 * 3600_000
+/** Most keys counted; past it the least asked-for are dropped. */
+export const MAX_HIT_ROWS = 200_000
+
+export interface HitsOp {
+  type: 'hits'
+  nodeId: string
+  /** Epoch ms the batch was taken. */
+  at: number
+  counts: Array<{ key: string; hits: number }>
+}
+
+/** Batches arrive in any order: the newest hit stays the newest. */
+const ADD_HITS_SQL = `insert into url_hits (key, hits, last_hit_at) values (?, ?, ?)
+  on conflict (key) do update set hits = url_hits.hits + excluded.hits, last_hit_at = max(url_hits.last_hit_at, excluded.last_hit_at)`
+const PRUNE_OLD_SQL = 'delete from url_hits where last_hit_at < ?'
+/** The least asked-for keys past the bound (none while under it). */
+const PRUNE_OVER_SQL = `delete from url_hits where key in (
+  select key from url_hits order by hits asc, last_hit_at asc
+  limit max(0, (select count(*) from url_hits) - ?))`
+
+/** Add one batch of counts, then prune what is old or past the bound. Runs inside the writer's transaction. */
+export async function recordHits(db: Db, op: HitsOp): Promise<void> {
+  for (const { key, hits } of op.counts) await db.executeQuery(CompiledQuery.raw(ADD_HITS_SQL, [key, hits, op.at]))
+  await db.executeQuery(CompiledQuery.raw(PRUNE_OLD_SQL, [op.at - HIT_RETENTION_MS]))
+  await db.executeQuery(CompiledQuery.raw(PRUNE_OVER_SQL, [MAX_HIT_ROWS]))
+}
+
+const prepared = new WeakMap<SQLite.Database, (op: HitsOp) => void>()
+
+/**
+ * recordHits with statements prepared once per handle, synchronously inside
+ * the transaction the writer holds (statements.ts): a batch of 1,000 keys is
+ * a millisecond or two of SQLite, not a thousand query builds.
+ */
+export function recordHitsNow(sqlite: SQLite.Database, op: HitsOp): void {
+  let apply = prepared.get(sqlite)
+  if (!apply) {
+    const add = sqlite.prepare(ADD_HITS_SQL)
+    const pruneOld = sqlite.prepare(PRUNE_OLD_SQL)
+    const pruneOver = sqlite.prepare(PRUNE_OVER_SQL)
+    apply = (o) => {
+      for (const { key, hits } of o.counts) add.run(key, hits, o.at)
+      pruneOld.run(o.at - HIT_RETENTION_MS)
+      pruneOver.run(MAX_HIT_ROWS)
+    }
+    prepared.set(sqlite, apply)
+  }
+  apply(op)
+}
+
+/** Check a 'hits' op received from a peer; a string says what is wrong. */
+export function parseHitsOp(v: Record<string, unknown>): HitsOp | string {
+  if (typeof v.nodeId !== 'string' || v.nodeId === '') return 'nodeId must be a string'
+  if (typeof v.at !== 'number' || !Number.isSafeInteger(v.at)) return 'at must be an integer (epoch ms)'
+  if (!Array.isArray(v.counts)) return 'counts must be an array'
+  if (v.counts.length > MAX_KEYS_PER_HITS_OP) return `counts names more than ${MAX_KEYS_PER_HITS_OP} keys`
+  const counts: HitsOp['counts'] = []
+  for (const c of v.counts as unknown[]) {
+    const r = c as { key?: unknown; hits?: unknown } | null
+    if (typeof r !== 'object' || r === null || typeof r.key !== 'string' || r.key === '') return 'each count needs a key (string)'
+    if (typeof r.hits !== 'number' || !Number.isSafeInteger(r.hits) || r.hits < 1) return 'each count needs hits (a positive integer)'
+    counts.push({ key: r.key, hits: r.hits })
+  }
+  return { type: 'hits', nodeId: v.nodeId, at: v.at, counts }
+}
+
+/**
+ * The `limit` fresh entries this node lacks whose keys are asked for most,
+ * hottest first, with their holders (as entriesMissingOn).
+ */
+export async function hottestMissingOn(db: Db, nodeId: string, now: number, limit: number): Promise<MissingEntry[]> {
+  const rows = await db
+    .selectFrom('url_hits as h')
+    .innerJoin('entries as e', 'e.key', 'h.key')
+    .selectAll('e')
+    .select((eb) =>
+      eb
+        .selectFrom('entry_nodes as en')
+        .innerJoin('nodes as n', 'n.id', 'en.node_id')
+        .select(sql<string>`json_group_array(json_object('nodeId', n.id, 'internalUrl', n.internal_url, 'lastSeenAt', n.last_seen_at))`.as('h'))
+        .whereRef('en.key', '=', 'e.key')
+        .whereRef('en.variant', '=', 'e.variant')
+        .where('en.node_id', '!=', nodeId)
+        .as('holders'),
+    )
+    .where('e.stale_at', '>', now)
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('entry_nodes as mine')
+            .select(sql`1`.as('one'))
+            .whereRef('mine.key', '=', 'e.key')
+            .whereRef('mine.variant', '=', 'e.variant')
+            .where('mine.node_id', '=', nodeId),
+        ),
+      ),
+    )
+    .orderBy('h.hits', 'desc')
+    .orderBy('e.key')
+    .orderBy('e.variant')
+    .limit(Math.max(1, Math.floor(limit)))
+    .execute()
+  return rows.map((row) => ({
+    ...entryFromRow(row),
+    holders: parseJson<Holder[]>(row.holders, []).sort((a, b) => b.lastSeenAt - a.lastSeenAt),
+  }))
+}
+
+// ── counting hits on this node ──────────────────────────────────────────
+
+export interface HitRecorder {
+  /** Count one request for a cache key. Synchronous and cheap: called for every request served. */
+  hit(key: string): void
+  /** Hand what is counted to the writer now, as one op. */
+  flush(): void
+  /** Stop the timer and hand over what is left. */
+  close(): void
+}
+
+export interface HitRecorderOptions {
+  writer: Pick<ManifestWriter, 'submit'>
+  nodeId: string
+  /** How often counts go to the manifest; 0 sends them only at close or when a batch is full. */
+  flushMs: number
+  now?: () => number
+}
+
+export function createHitRecorder(options: HitRecorderOptions): HitRecorder {
+  const now = options.now ?? Date.now
+  let counts = new Map<string, number>()
+  let closed = false
+  const flush = () => {
+    if (counts.size === 0) return
+    const batch = counts
+    counts = new Map()
+    options.writer.submit({ type: 'hits', nodeId: options.nodeId, at: now(), counts: Array.from(batch, ([key, hits]) => ({ key, hits })) })
+  }
+  const timer = options.flushMs > 0 ? setInterval(flush, options.flushMs) : undefined
+  timer?.unref()
+  return {
+    hit(key) {
+      if (closed) return
+      counts.set(key, (counts.get(key) ?? 0) + 1)
+      // Memory stays bounded by the batch size, whatever the traffic.
+      if (counts.size >= MAX_KEYS_PER_HITS_OP) flush()
+    },
+    flush,
+    close() {
+      if (closed) return
+      closed = true
+      if (timer) clearInterval(timer)
+      flush()
+    },
+  }
+}
+
+// ── warm-up and readiness ───────────────────────────────────────────────
+
+export type WarmUpState =
+  /** The disk was not empty at start: nothing to warm. */
+  | 'not-empty'
+  /** Warm-up is off (CAJE_READY_WARM_SHARE=0 or CAJE_POPULATE_INTERVAL=0). */
+  | 'disabled'
+  /** The cluster has no hit counts for fresh entries: nothing is hot. */
+  | 'no-hot-set'
+  /** The manifest could not be read at start (a replica LiteFS has not synced yet). */
+  | 'manifest-unreadable'
+  | 'warming'
+  /** The share of the hot set is held. */
+  | 'warm'
+  /** CAJE_READY_TIMEOUT passed first: ready anyway, cold. */
+  | 'timed-out'
+
+export interface ReadyStatus {
+  ready: boolean
+  state: WarmUpState
+  /** Entries in the hot set (at most CAJE_READY_HOT_SET). */
+  hotSet: number
+  /** Hot-set entries to hold before ready. */
+  target: number
+  /** Hot-set entries held so far. */
+  fetched: number
+  /** fetched / target, 0..1. */
+  progress: number
+  elapsedSeconds: number
+  timeoutSeconds: number
+}
+
+export interface WarmUp {
+  status(): ReadyStatus
+  close(): void
+}
+
+export interface WarmUpOptions {
+  store: Pick<CacheStore, 'subscribe' | 'stats'>
+  readDb: () => Db
+  nodeId: string
+  /** Share of the hot set to hold before ready, 0..1; 0 turns warm-up off. */
+  share: number
+  /** Entries in the hot set. */
+  hotSetSize: number
+  /** Ready after this long whatever was fetched. */
+  timeoutMs: number
+  /** False turns warm-up off (populate is off: nothing would fetch the hot set). */
+  populateEnabled: boolean
+  /** Start fetching (a populate run, hottest first). */
+  populate: () => void
+  log?: ManifestLog
+  now?: () => number
+}
+
+/**
+ * Decide at start whether this node must warm up, and follow it: a node whose
+ * disk is empty is not ready until it holds `share` of the hot set (stores of
+ * hot-set entries are counted as they happen), or until `timeoutMs` passed.
+ * Readiness only ever goes from not ready to ready: a warm node that later
+ * evicts is still serving, and a load balancer must not drop it for that.
+ */
+export async function createWarmUp(options: WarmUpOptions): Promise<WarmUp> {
+  const log = options.log ?? jsonLog
+  const now = options.now ?? Date.now
+  const started = now()
+  const timeoutSeconds = Math.round(options.timeoutMs / 1000)
+  let state: WarmUpState = 'warming'
+  let hotSet = 0
+  let target = 0
+  let fetched = 0
+  const pending = new Set<string>()
+  let unsubscribe = () => {}
+  let timer: NodeJS.Timeout | undefined
+
+  const status = (): ReadyStatus => ({
+    ready: state !== 'warming',
+    state,
+    hotSet,
+    target,
+    fetched,
+    progress: target === 0 ? 1 : Math.min(1, fetched / target),
+    elapsedSeconds: Math.round((now() - started) / 1000),
+    timeoutSeconds,
+  })
+  const finish = (next: WarmUpState) => {
+    if (state !== 'warming') return
+    state = next
+    unsubscribe()
+    if (timer) clearTimeout(timer)
+    pending.clear()
+  }
+
+  if (options.store.stats().entries > 0) state = 'not-empty'
+  else if (!options.populateEnabled || !(options.share > 0)) state = 'disabled'
+  else {
+    try {
+      const hot = await hottestMissingOn(options.readDb(), options.nodeId, now(), options.hotSetSize)
+      for (const e of hot) pending.add(`${e.key}\n${e.variant}`)
+    } catch (err) {
+      state = 'manifest-unreadable'
+      log('warn', 'warm-up skipped: the manifest could not be read; this node is ready cold', { error: describeError(err) })
+    }
+    hotSet = pending.size
+    target = Math.min(hotSet, Math.ceil(hotSet * Math.min(1, options.share)))
+    if (state === 'warming' && target === 0) state = 'no-hot-set'
+  }
+  if (state !== 'warming') return { status, close: () => {} }
+
+  unsubscribe = options.store.subscribe((event) => {
+    if (event.type !== 'stored' || !pending.delete(`${event.meta.key}\n${event.meta.variant}`)) return
+    fetched++
+    if (fetched >= target) {
+      finish('warm')
+      log('info', 'warm-up done: this node holds its share of the hot set and is ready', { fetched, target, hotSet, ms: now() - started })
+    }
+  })
+  timer = setTimeout(() => {
+    if (state !== 'warming') return
+    finish('timed-out')
+    log('warn', 'warm-up gave up: the hot set could not be fetched in time (no peer holds it, or the origin is down); this node is ready cold', {
+      fetched,
+      target,
+      hotSet,
+      timeoutSeconds,
+    })
+  }, options.timeoutMs)
+  timer.unref()
+  log('info', 'warm-up started: this node started with an empty disk and fetches the hot set, hottest first, before it is ready', { hotSet, target, timeoutSeconds })
+  options.populate()
+  return {
+    status,
+    close: () => {
+      unsubscribe()
+      if (timer) clearTimeout(timer)
+    },
+  }
+}
