@@ -1,6 +1,10 @@
-// The request path: key → lookup → (hit | revalidate | forward) → store → respond.
+// The request path: key → lookup → hit | revalidate | fill | pass → respond.
 // HTTP semantics are decided in policy.ts; storage is behind the CacheStore
-// interface; coalescing lives in coalesce.ts. This module only orchestrates.
+// interface. Each step with a lifecycle of its own is its own unit, given the
+// small dependency objects it needs: fill.ts stores one origin response while
+// it streams, revalidate.ts sends conditional requests and merges 304s, and
+// coalesce.ts decides which request fills a key while the others wait. This
+// module only orchestrates them (serve → handleCacheable reads in order).
 
 import type { Readable } from 'node:stream'
 import type { ByteRange, CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
