@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util'
 import { OBJECT_COUNT, contentFor, sha256 } from './content.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
+import { rules50 } from './rules50.ts'
 import { BASELINE, noteKey, renderResults, summarize, textTable, type Measurement } from './report.ts'
 import {
   ensureTools,
@@ -54,8 +55,8 @@ const HELP = `npm run bench [-- options]
 interface Scenario {
   id: string
   workload: (rep: string) => Workload
-  /** Which caje instance serves it. */
-  caje: 'memory' | 'disk'
+  /** Which caje instance serves it ('rules': the memory one with a 50-rule CAJE_CONFIG, bench/rules50.ts). */
+  caje: CajeInstance
   /** Cache systems should answer it from cache after priming. */
   expectHit: boolean
   inSmoke: boolean
@@ -67,11 +68,15 @@ interface Scenario {
   measureSettle?: boolean
 }
 
+type CajeInstance = 'memory' | 'disk' | 'rules'
+
 const fixed = (p: string) => () => ({ kind: 'fixed', path: p }) as Workload
 
 function scenarios(zipfExponent: number): Scenario[] {
   return [
     { id: 'hit-1k-memory', workload: fixed('/1k'), caje: 'memory', expectHit: true, inSmoke: true },
+    // What a 50-rule file costs a memory hit (compare with hit-1k-memory; the target is at most 2%).
+    { id: 'hit-1k-memory-rules50', workload: fixed('/1k'), caje: 'rules', expectHit: true, inSmoke: true },
     { id: 'hit-1k-disk', workload: fixed('/1k'), caje: 'disk', expectHit: true, inSmoke: true },
     { id: 'hit-64k', workload: fixed('/64k'), caje: 'memory', expectHit: true, inSmoke: true },
     { id: 'hit-1m', workload: fixed('/1m'), caje: 'memory', expectHit: true, inSmoke: false },
@@ -372,25 +377,33 @@ async function main(): Promise<number> {
     const originPort = Number(new URL(origin.baseUrl).port)
     log(`origin ${origin.baseUrl}, bare node ${bare.baseUrl}`)
 
-    // caje: one instance with a memory tier, one disk-only.
+    // caje: one instance with a memory tier, one disk-only, one with a memory tier and 50 rules.
     const selected = scenarios(opts.zipfExponent).filter((s) => opts.scenarioIds.includes(s.id))
-    const cajes = new Map<'memory' | 'disk', RunningSystem>()
+    const cajes = new Map<CajeInstance, RunningSystem>()
     let cajeFailed = false
     if (opts.systems.includes('caje')) {
-      for (const tier of ['memory', 'disk'] as const) {
+      for (const tier of ['memory', 'disk', 'rules'] as const) {
         if (!selected.some((s) => s.caje === tier)) continue
-        const memoryCacheBytes = tier === 'memory' ? opts.cajeMemoryBytes : 0
+        const memoryCacheBytes = tier === 'disk' ? 0 : opts.cajeMemoryBytes
+        let rulesEnv = ''
+        const env: Record<string, string> = {}
+        if (tier === 'rules') {
+          const file = path.join(ws.tmpDir, 'rules50.yml')
+          await writeFile(file, rules50())
+          env.CAJE_CONFIG = file
+          rulesEnv = ' CAJE_CONFIG=<tmp>/rules50.yml (bench/rules50.ts)'
+        }
         try {
           const caje = await startCaje(ws, {
             name: `caje (${tier})`,
             originUrl: origin.baseUrl,
             memoryCacheBytes,
-            env: {},
+            env,
           })
           cajes.set(tier, caje)
           systems.push(caje)
           startLines.push(
-            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes} node dist/main.js (after npm run build)`,
+            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${rulesEnv} node dist/main.js (after npm run build)`,
           )
           log(`caje (${tier}) ${caje.baseUrl}`)
         } catch (err) {

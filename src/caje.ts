@@ -28,7 +28,10 @@ import { primaryKey } from './proxy/cache-key.ts'
 import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
-import { createProxy, type Proxy } from './proxy/proxy.ts'
+import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy/proxy.ts'
+import { explain } from './rules/explain.ts'
+import { createLastStatus } from './rules/last-status.ts'
+import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
 
 export interface RunningCaje {
   /** http://host:port caje listens on. */
@@ -45,6 +48,8 @@ export interface RunningCaje {
   app: Hono
   /** What the admin asks of this node: its disk store, the manifest, populate and purge. */
   actions: AdminActions
+  /** The rules file in force (reload on SIGHUP). */
+  rules: RulesRuntime
   /** Set when the built-in demo origin is running. */
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
@@ -55,8 +60,15 @@ export interface RunningCaje {
 
 export async function startCaje(config: Config, log: Logger): Promise<RunningCaje> {
   const manifestLog: ManifestLog = (level, msg, fields) => log({ level, msg, ...fields })
-  const demoOrigin = !config.origin && config.sites.size === 0 ? await startDemoOrigin() : undefined
-  const defaultOrigin = config.origin ?? (demoOrigin ? new URL(demoOrigin.url) : undefined)
+  const rules = createRulesRuntime({ path: config.rulesPath, initial: config.rules, log })
+  const demoOrigin = !config.origin && config.sites.size === 0 && !rules.current().hasSites ? await startDemoOrigin() : undefined
+  const demoUrl = demoOrigin ? new URL(demoOrigin.url) : undefined
+  // Environment before file (CAJE_SITES, then CAJE_ORIGIN over the file's top-level origin); a
+  // site's own origin in the file is more specific than either default.
+  const resolveOrigin = (host: string): URL | undefined => {
+    const current = rules.current()
+    return config.sites.get(host) ?? current.origin(host) ?? config.origin ?? current.defaultOrigin ?? demoUrl
+  }
 
   const store = await createCacheStore({
     dir: config.cacheDir,
@@ -97,10 +109,11 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     bodyTimeoutMs: config.originBodyTimeoutMs,
     metrics,
   })
-  const proxy = createProxy({
+  const core = createProxy({
     store,
     origin,
-    resolveOrigin: (host) => config.sites.get(host) ?? defaultOrigin,
+    resolveOrigin,
+    rules: () => rules.current(),
     maxObjectBytes: config.maxObjectBytes,
     cacheSetCookie: config.cacheSetCookie,
     heuristicFreshness: config.heuristicFreshness,
@@ -110,6 +123,26 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log,
     metrics,
   })
+  // The explain page shows the last Cache-Status sent for a key: noted as each answer leaves.
+  const lastStatus = createLastStatus()
+  const noteStatus = (req: ProxyRequest, result: ProxyResult) => {
+    const sent = result.headers['cache-status']
+    if (req.rules && typeof sent === 'string') lastStatus.record(req.rules.key, sent)
+  }
+  const proxy: Proxy = {
+    ...core,
+    serve(req) {
+      const result = core.serve(req)
+      if (result instanceof Promise) {
+        return result.then((r) => {
+          noteStatus(req, r)
+          return r
+        })
+      }
+      noteStatus(req, result)
+      return result
+    },
+  }
 
   const hits: HitCounter = { hits: 0, misses: 0 }
   // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
@@ -152,7 +185,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const jobs: ClusterJobs = {
     populate: (options) => populator.run(options),
     populateStatus: () => populator.status(),
-    purge: (request, by) => purges.purge(request, by),
+    // Purge by URL names what the rules made the key of: the URL with their query changes.
+    purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
   }
   const traffic = createTrafficRecorder()
   const actions = createNodeActions({
@@ -170,7 +204,14 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   // Resolved per request: a promotion opens a writable handle, a demotion closes it.
   const adminDb = () => manifest.readDb()
-  const adminApp = createAdminApp({ config, db: adminDb, actions, log, enrolmentCode })
+  const adminApp = createAdminApp({
+    config,
+    db: adminDb,
+    actions,
+    log,
+    enrolmentCode,
+    rules: { explain: (url) => explain({ rules: () => rules.current(), store, readDb: () => manifest.readDb(), resolveOrigin, lastStatus: (key) => lastStatus.get(key) }, url), reload: () => rules.reload(), status: () => rules.status() },
+  })
   const internalApp = createInternalApp({
     clusterSecret: config.clusterSecret,
     writableDb: () => manifest.writer.writableDb(),
@@ -206,7 +247,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
       // Only what the cache keeps is worth warming: passes, bypasses and errors are never stored.
       if (request.scheme && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
-        hitCounts.hit(primaryKey(request.scheme, request.host, request.path))
+        // The key the entry is stored under: the rules file may have shaped it.
+        hitCounts.hit(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
       }
     },
   }
@@ -255,6 +297,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     manifest,
     app,
     actions,
+    rules,
     demoOrigin,
     notices,
     close() {

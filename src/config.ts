@@ -7,6 +7,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { DEFAULT_LITEFS_API } from './manifest/primary.ts'
 import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
+import { loadRulesFile, RulesFileError } from './rules/load.ts'
+import type { RulesFile } from './rules/types.ts'
 
 export class ConfigError extends Error {
   constructor(
@@ -87,6 +89,9 @@ export interface Config {
   headersTimeoutMs: number
   shutdownTimeoutMs: number
   accessLog: boolean
+  /** CAJE_CONFIG: the rules file's path (absolute) and its checked contents. */
+  rulesPath: string | undefined
+  rules: RulesFile | undefined
 }
 
 type Source = Record<string, string | undefined>
@@ -338,7 +343,20 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     throw new ConfigError('CAJE_RP_ID', `"${rpId}" must be the host of CAJE_PUBLIC_ORIGIN (${publicOriginUrl.hostname}) or a parent domain of it`)
   }
 
+  const rulesPath = get('CAJE_CONFIG') === undefined ? undefined : path.resolve(get('CAJE_CONFIG')!)
+  let rules: RulesFile | undefined
+  if (rulesPath !== undefined) {
+    try {
+      rules = loadRulesFile(rulesPath)
+    } catch (err) {
+      if (err instanceof RulesFileError) throw new ConfigError('CAJE_CONFIG', err.message)
+      throw err
+    }
+  }
+
   return {
+    rulesPath,
+    rules,
     port,
     listenHost,
     listenHostDefaulted: listenHostRaw === undefined,

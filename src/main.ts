@@ -1,5 +1,6 @@
 // The only module with side effects at start: read config, start the node,
-// announce it, and shut down gracefully on SIGTERM / SIGINT.
+// announce it, reload the rules file on SIGHUP, and shut down gracefully on
+// SIGTERM / SIGINT.
 
 import { startBanner } from './banner.ts'
 import { startCaje } from './caje.ts'
@@ -40,6 +41,10 @@ async function main(): Promise<void> {
       },
     )
   }
+  // SIGHUP reloads the rules file (CAJE_CONFIG); a file with mistakes is logged and the running rules stay.
+  process.on('SIGHUP', () => {
+    if (!stopping) node.rules.reload()
+  })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
 }

@@ -16,6 +16,7 @@ import { registerAssetRoutes } from './assets.ts'
 import { registerAuthRoutes } from './auth-routes.ts'
 import { ADMIN_BODY_LIMIT_BYTES, limitBody } from './body-limit.ts'
 import { registerCacheRoutes } from './cache-routes.ts'
+import { registerRulesRoutes, type RulesAdmin } from './rules-routes.ts'
 import { cookieSettings, type AdminEnv, type SessionTimes, type Shared } from './context.ts'
 import { jsonError, renderPage, securityHeaders, wantsJson } from './http.ts'
 import { clientAddress } from './client-address.ts'
@@ -45,6 +46,8 @@ export interface AdminDeps {
    * one itself and logs it (event `admin.enrolment_code`).
    */
   enrolmentCode?: string
+  /** The rules file: explain and reload (absent: those routes are not served). */
+  rules?: RulesAdmin
   /**
    * The client's address for rate limiting; default `clientAddress(config)`: the socket's
    * address, the trusted proxy's (rightmost X-Forwarded-For; Fly-Client-IP on Fly), or the
@@ -106,6 +109,7 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
   registerAuthRoutes(app, shared)
   registerCacheRoutes(app, shared)
   registerAccessRoutes(app, shared)
+  if (deps.rules) registerRulesRoutes(app, shared, deps.rules)
 
   app.notFound((c) => (wantsJson(c) ? jsonError(c, 404, TEXT.errors.notFound) : renderPage(c, ErrorPage, { status: 404, message: TEXT.errors.notFound }, 404)))
   app.onError((err, c) => {

@@ -94,7 +94,7 @@ describe('hit counts', () => {
 
   it('refuses a malformed batch from a peer with the reason', () => {
     expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 0 }] }] })).toEqual({ ok: false, error: 'ops[0]: each count needs hits (a positive integer)' })
-    expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })).toEqual({ ok: true, ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })
+    expect(parseOps({ ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }] })).toEqual({ ok: true, ops: [{ type: 'hits', nodeId: 'n1', at: 1, counts: [{ key: 'k', hits: 2 }] }], unknownTypes: [] })
   })
 
   it('orders the entries a node lacks hottest first, skipping what it holds and what is no longer fresh', async () => {

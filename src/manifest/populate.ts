@@ -251,7 +251,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
     // No peer could give it: the origin, as a client with the stored Vary'd headers would.
     const secret = Object.keys(entry.varyHeaders).find((name) => SECRET_VARY_FIELDS.has(name) && entry.varyHeaders[name] !== '')
     if (secret) return { result: 'skipped', reason: `the variant depends on the client's ${secret}, which is not kept; no peer could give it` }
-    const filled = await options.fill(new URL(entry.url), entry.varyHeaders, signal)
+    // The key, not the URL: a rules-file key holds the query the origin is asked for and, after
+    // '#', the header and cookie values that make it (fill() sends them again).
+    const filled = await options.fill(new URL(entry.key), entry.varyHeaders, signal)
     if (filled.stored) return { result: 'done', bytes: filled.bytes, from: 'origin' }
     const peers = misses.length > 0 ? `; peers: ${misses.join('; ')}` : ''
     return { result: 'failed', reason: `the origin answered ${filled.status} and the response was not stored${peers}` }

@@ -229,7 +229,8 @@ describe('RemoteWriter', () => {
     const good = await startPeer(primaryDb)
     peers.push(good)
     writer.setPrimaryUrl(good.url)
-    writer.submit({ type: 'from-the-future' } as unknown as ManifestOp)
+    // A known op type with a malformed body (an op of an unknown type would be skipped, not refused).
+    writer.submit({ type: 'stored', nodeId: 'n', entry: { url: 42 } } as unknown as ManifestOp)
     writer.submit(stored(2))
     await writer.flush({ timeoutMs: 5000 })
     // A batch holding an op the primary cannot parse is refused whole (400)

@@ -11,11 +11,15 @@ export interface CacheStatus {
   /** Seconds of freshness left; negative when stale. */
   ttl?: number
   detail?: string
+  /** The rules-file rule that decided (reported as `detail=rule:<name>`). */
+  rule?: string
+  /** The cache key, when a rule made it differ from the URL (RFC 9211 §2.7). */
+  key?: string
 }
 
 export function formatCacheStatus(s: CacheStatus): string {
   // The common case, a plain hit, without the general builder.
-  if (s.hit && s.fwd === undefined && s.detail === undefined && !s.collapsed && s.ttl !== undefined && s.fwdStatus === undefined && !s.stored) {
+  if (s.hit && s.fwd === undefined && s.detail === undefined && s.rule === undefined && s.key === undefined && !s.collapsed && s.ttl !== undefined && s.fwdStatus === undefined && !s.stored) {
     return `caje; hit; ttl=${Math.trunc(s.ttl)}`
   }
   let out = 'caje'
@@ -25,7 +29,10 @@ export function formatCacheStatus(s: CacheStatus): string {
   if (s.stored) out += '; stored'
   if (s.collapsed) out += '; collapsed'
   if (s.ttl !== undefined) out += `; ttl=${Math.trunc(s.ttl)}`
-  if (s.detail) out += `; detail=${/^[A-Za-z][A-Za-z0-9_.*-]*$/.test(s.detail) ? s.detail : JSON.stringify(s.detail)}`
+  const detail = s.rule !== undefined ? (s.detail ? `rule:${s.rule} ${s.detail}` : `rule:${s.rule}`) : s.detail
+  // An sf-token when it is one (RFC 8941 §3.3.4), else an sf-string.
+  if (detail) out += `; detail=${/^[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*$/.test(detail) ? detail : JSON.stringify(detail)}`
+  if (s.key !== undefined) out += `; key=${JSON.stringify(s.key)}`
   return out
 }
 

@@ -15,6 +15,7 @@ import { stripHopByHop, type FlatHeaders } from './headers.ts'
 import type { OriginResponse } from './origin.ts'
 import { decideStore, type StoreRules } from './policy.ts'
 import { storedVariantId } from './part.ts'
+import type { RuleMatch } from '../rules/match.ts'
 
 /** What a fill needs from the proxy: given once, shared by every fill. */
 export interface FillDeps {
@@ -43,6 +44,8 @@ export interface FillRequest {
   method: string
   headers: FlatHeaders
   requestTime: number
+  /** The rules file's answer for the request: it can override the store decision and add tags. */
+  rules?: RuleMatch
 }
 
 /** How one fill ended: stored (with the stored entry) or not. */
@@ -85,10 +88,12 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
   const { store } = deps
   const responseTime = deps.now()
   const { headers, setCookie, hadSetCookie } = cleanedForClient(res, target.url, deps.log)
+  const rules = req.rules?.response(res.status, headers['content-type'])
   const decision = decideStore(
     { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
     { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
     deps.storeRules,
+    rules?.store,
   )
   const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
   let detail: string | undefined
@@ -125,7 +130,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     storedAt: responseTime,
     staleAt: decision.staleAt,
     deleteAt: decision.deleteAt,
-    tags: cacheTags(headers),
+    tags: entryTags(headers, rules?.tags),
     contentType: headers['content-type'] ?? '',
     origin: target.origin.href,
     via: target.via,
@@ -183,6 +188,11 @@ function isChunked(transferEncoding: string | string[] | undefined): boolean {
   if (transferEncoding === undefined) return false
   const codings = (Array.isArray(transferEncoding) ? transferEncoding.join(',') : transferEncoding).split(',')
   return codings[codings.length - 1]!.trim().toLowerCase() === 'chunked'
+}
+
+/** An entry's tags: the response's own (cacheTags) and those a matching rule adds. */
+export function entryTags(headers: FlatHeaders, ruleTags: readonly string[] | undefined): string[] {
+  return ruleTags?.length ? [...new Set([...cacheTags(headers), ...ruleTags])] : cacheTags(headers)
 }
 
 /** Cache tags for purge by tag: Surrogate-Key (space separated) and Cache-Tag (comma separated). */

@@ -243,6 +243,8 @@ export interface ServedRequest {
   host: string
   path: string
   scheme?: ProxyRequest['scheme']
+  /** The rules' match, when the request reached the proxy: its key is the one stored. */
+  rules?: ProxyRequest['rules']
 }
 
 /** What the access log says of a request, whatever became of it. */

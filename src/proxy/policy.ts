@@ -193,6 +193,19 @@ export interface StoreRules {
 }
 
 /**
+ * What a matching rule (rules file) changes in the store decision. The rule speaks for the
+ * operator, who owns the origin: `force` stores for its seconds whatever the origin's
+ * Cache-Control says; `default` only fills in a lifetime the origin left out (and still
+ * honours no-store and private). Set-Cookie, Authorization and Vary: * keep protecting users.
+ */
+export interface StoreOverride {
+  ttl?: { seconds: number; mode: 'force' | 'default' }
+  /** RFC 5861 windows used when the origin sends none. */
+  staleWhileRevalidate?: number
+  staleIfError?: number
+}
+
+/**
  * Whether the origin gave the response an explicit freshness lifetime (RFC 9111 §4.2.1):
  * s-maxage or max-age in the directives caje acts on, or Expires when those come from
  * Cache-Control (RFC 9213 §2.1: a valid CDN-Cache-Control overrides Expires too). An
@@ -204,9 +217,12 @@ function hasExplicitFreshness(headers: FlatHeaders, cc: Directives, source: Fres
 }
 
 /** RFC 9111 §3 + caje's own rules: may this response be stored, and for how long is it fresh? */
-export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRules): StoreDecision {
+export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRules, override?: StoreOverride): StoreDecision {
   if (req.method !== 'GET') return { store: false, reason: 'method' }
   if (!storableStatus(res.status)) return { store: false, reason: 'status' }
+  const forced = override?.ttl?.mode === 'force' ? override.ttl.seconds : undefined
+  // A rule's TTL of 0 means "do not keep this".
+  if (override?.ttl?.seconds === 0 && forced !== undefined) return { store: false, reason: 'rule-ttl-0' }
   if (res.status === 206) {
     // RFC 9111 §3.3: an incomplete response may be stored, as long as it is never taken for
     // the whole. caje keeps a single range whose place in the representation is known, and
@@ -222,13 +238,20 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
   // RFC 9111 §5.2.2.3: must-understand stores only where the status code is understood, and
   // there it overrides no-store (which it is sent with, for caches that do not know it).
   const mustUnderstand = cc.has('must-understand')
-  if (mustUnderstand && !KNOWN_STATUSES.has(res.status)) return { store: false, reason: 'must-understand' }
-  if (cc.has('no-store') && !mustUnderstand) return { store: false, reason: 'no-store' }
-  // A shared cache must not store private responses (§5.2.2.7); CDN-Cache-Control cannot make them public.
-  if (parseDirectives(res.headers['cache-control']).has('private') || cc.has('private')) return { store: false, reason: 'private' }
+  if (forced === undefined) {
+    if (mustUnderstand && !KNOWN_STATUSES.has(res.status)) return { store: false, reason: 'must-understand' }
+    if (cc.has('no-store') && !mustUnderstand) return { store: false, reason: 'no-store' }
+    // A shared cache must not store private responses (§5.2.2.7); CDN-Cache-Control cannot make them public.
+    if (parseDirectives(res.headers['cache-control']).has('private') || cc.has('private')) return { store: false, reason: 'private' }
+  }
   if (res.hasSetCookie && !opts.cacheSetCookie) return { store: false, reason: 'set-cookie' }
   const vary = res.headers.vary
   if (vary && vary.split(',').some((f) => f.trim() === '*')) return { store: false, reason: 'vary-star' }
+  if (forced !== undefined || (override?.ttl && !hasExplicitFreshness(res.headers, cc, source))) {
+    // §3.5 still holds: an answer to a request with Authorization is shared only when the origin says so.
+    if (req.headers.authorization !== undefined && !cc.has('must-revalidate') && !cc.has('public') && !cc.has('s-maxage')) return { store: false, reason: 'authorization' }
+    return ruleStore(req, res, cc, source, override!)
+  }
   // Opt-in caching: without explicit freshness the origin never asked for this response to be
   // shared. Many frameworks send an ETag or Last-Modified on every page, per-user pages
   // included; storing those on a heuristic would hand one user's page to the next.
@@ -246,7 +269,35 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
     return { store: false, reason: 'authorization' }
   }
 
-  const policy = freshness(req, res, cc, source)
+  const policy = withStaleDefaults(freshness(req, res, cc, source), cc, override)
+  return keepFor(policy, res)
+}
+
+/** The origin's stale windows, or the rule's where the origin sends none. */
+function withStaleDefaults(policy: FreshnessPolicy, cc: Directives, override: StoreOverride | undefined): FreshnessPolicy {
+  if (!override) return policy
+  if (override.staleWhileRevalidate !== undefined && !cc.has('stale-while-revalidate')) policy.staleWhileRevalidate = override.staleWhileRevalidate
+  if (override.staleIfError !== undefined && !cc.has('stale-if-error')) policy.staleIfError = override.staleIfError
+  return policy
+}
+
+/** A lifetime the rule gives: the origin's own, with the rule's seconds, and none of the directives that would stop reuse when forced. */
+function ruleStore(req: StoreRequest, res: StoreResponse, cc: Directives, source: FreshnessPolicy['source'], override: StoreOverride): StoreDecision {
+  const base = freshness(req, res, cc, source)
+  const forced = override.ttl!.mode === 'force'
+  const policy: FreshnessPolicy = {
+    ...base,
+    lifetime: override.ttl!.seconds,
+    heuristic: false,
+    noCache: forced ? false : base.noCache,
+    mustRevalidate: forced ? false : base.mustRevalidate,
+    // The lifetime is counted from when caje received the response, not from the origin's Age.
+    initialAge: forced ? 0 : base.initialAge,
+  }
+  return keepFor(withStaleDefaults(policy, cc, override), res)
+}
+
+function keepFor(policy: FreshnessPolicy, res: StoreResponse): StoreDecision {
   const hasValidator = res.headers.etag !== undefined || res.headers['last-modified'] !== undefined
   const staleAt = staleTime(policy)
   const windowEnd = staleAt + Math.max(policy.staleWhileRevalidate, policy.staleIfError) * 1000

@@ -34,6 +34,7 @@ import {
 } from './policy.ts'
 import { partSlice, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
+import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
 export interface ProxyRequest {
   method: string
@@ -49,6 +50,8 @@ export interface ProxyRequest {
   signal: AbortSignal
   /** Pass an interim (1xx) response from the origin on to this client (see interim.ts); absent where there is no way to. */
   interim?(status: number, headers: HeaderBag): void
+  /** What the rules file says about this request; filled in once, on first use (ruleMatch). */
+  rules?: RuleMatch
 }
 
 export interface ProxyResult {
@@ -80,6 +83,8 @@ export interface ProxyOptions {
   /** Request fields never forwarded to the origin; default STEERING_REQUEST_HEADERS. */
   stripRequestHeaders?: ReadonlySet<string>
   log: (entry: Record<string, unknown>) => void
+  /** The rules in force now (they can be reloaded); default none. */
+  rules?: () => RuleSet
   metrics?: ProxyMetrics
   now?: () => number
 }
@@ -122,6 +127,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
   const revalidateDeps: RevalidateDeps = { ...fillDeps, origin }
   const background = new BackgroundRevalidator(revalidateDeps)
   const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
+
+  /** The rules' answer for this request: asked once, kept on the request. */
+  function ruleMatch(req: ProxyRequest): RuleMatch {
+    return (req.rules ??= (opts.rules?.() ?? NO_RULES).match(req))
+  }
 
   function forwardContext(req: ProxyRequest, originUrl: URL): ForwardContext {
     return { host: req.host, scheme: req.scheme, clientIp: req.clientIp, origin: originUrl, preserveHost: opts.preserveHost, trustForwarded: opts.trustForwarded, stripHeaders }
@@ -181,6 +191,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
     /** Whole seconds of ttl last sent in a plain hit's Cache-Status, and that field. */
     ttl: number
     hitStatus: string
+    /** The rule and key that hitStatus names. */
+    rule?: string
+    key?: string
   }
   /**
    * The header fields every answer from one stored response shares: the stored fields
@@ -208,9 +221,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const t = now()
-    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t) }
+    const match = req.rules
+    const rules = match !== undefined && match.matched.length !== 0 ? match.response(meta.status, meta.headers['content-type']) : undefined
+    // One object literal, so every answer's status has the same shape.
+    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined }
     const head = storedHead(meta)
     const headers: Record<string, string> = { ...head.fields }
+    if (rules?.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
     // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
     // second, not once a hit: reuse their text.
     const age = Math.floor(currentAge(policy, t))
@@ -221,8 +238,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     headers.age = head.ageText
     if (cacheStatus === HIT) {
       const whole = Math.trunc(status.ttl!)
-      if (head.ttl !== whole) {
+      if (head.ttl !== whole || head.rule !== status.rule || head.key !== status.key) {
         head.ttl = whole
+        head.rule = status.rule
+        head.key = status.key
         head.hitStatus = formatCacheStatus(status)
       }
       headers['cache-status'] = head.hitStatus
@@ -285,6 +304,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
   ): ProxyResult {
     const status: CacheStatus = { ...cacheStatus, fwdStatus: res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
     const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
+    if (req.rules && req.rules.matched.length) {
+      const rules = req.rules.response(res.status, admitted.headers['content-type'])
+      status.rule = rules.rule ?? req.rules.rule
+      // The browser TTL replaces what the origin told clients; the cache decided on the origin's own.
+      if (rules.browserTtl !== undefined && !req.rules.bypass) headers['cache-control'] = `max-age=${rules.browserTtl}`
+    }
+    if (req.rules?.keyChanged) status.key = req.rules.key
     const upstream = admitted.headers['cache-status']
     headers['cache-status'] = upstream ? `${upstream}, ${formatCacheStatus(status)}` : formatCacheStatus(status)
     if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
@@ -317,7 +343,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const fill = startFill(fillDeps, { key, url: key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime }, res)
+    const fill = startFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res)
     return { result: clientResult(req, originUrl, fill, res, cacheStatus), outcome: fill.outcome }
   }
 
@@ -329,7 +355,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const fill = startFill(fillDeps, { key, url: key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime }, res)
+    const fill = startFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res)
     return clientResult(req, originUrl, fill, res, cacheStatus)
   }
 
@@ -344,14 +370,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
   async function invalidateAfter(req: ProxyRequest, result: ProxyResult): Promise<void> {
     if (!invalidates(req.method, result.status)) return
-    const keys = [primaryKey(req.scheme, req.host, req.path)]
-    const base = new URL(keys[0]!)
+    const keys = [ruleMatch(req).key]
+    const base = new URL(primaryKey(req.scheme, req.host, req.path))
     for (const field of ['location', 'content-location']) {
       const v = result.headers[field]
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push(primaryKey(req.scheme, req.host, canonicalTarget(u.pathname + u.search)))
+        if (u.host.toLowerCase() === base.host) keys.push((opts.rules?.() ?? NO_RULES).match({ ...req, path: canonicalTarget(u.pathname + u.search) }).key)
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
@@ -367,11 +393,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
   /** The revalidation of a stored entry this request found stale (revalidate.ts). */
   function revalidation(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): Revalidation {
-    return { meta, policy, originUrl, clientHeaders: req.headers, forwardHeaders: originRequestHeaders(req.headers, forwardContext(req, originUrl)), signal: req.signal, onInterim: interimFor(req) }
+    return { meta, policy, originUrl, clientHeaders: req.headers, forwardHeaders: originRequestHeaders(req.headers, forwardContext(req, originUrl)), signal: req.signal, onInterim: interimFor(req), rules: req.rules }
   }
 
   async function handleCacheable(req: ProxyRequest, originUrl: URL): Promise<ProxyResult> {
-    const key = primaryKey(req.scheme, req.host, req.path)
+    const key = ruleMatch(req).key
     const reqcc = req.headers['cache-control'] ? parseDirectives(req.headers['cache-control']) : undefined
 
     /** This request waited for another's origin fetch (Cache-Status `collapsed`). */
@@ -469,6 +495,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       return textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
     }
     try {
+      if (SAFE_METHODS.has(req.method) && ruleMatch(req).bypass) return await pass(req, originUrl, { fwd: 'bypass' })
       if (SAFE_METHODS.has(req.method)) return await handleCacheable(req, originUrl)
       const result = await pass(req, originUrl, { fwd: 'method' })
       await invalidateAfter(req, result)
@@ -488,8 +515,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const originUrl = opts.resolveOrigin(req.host)
       // A fresh hit is answered at once when its body is at hand (memory, or a small verified
       // file already open), without a promise; everything else takes the asynchronous path.
-      if (originUrl && SAFE_METHODS.has(req.method)) {
-        const { meta } = lookup(primaryKey(req.scheme, req.host, req.path), req.headers, originUrl)
+      if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
+        const { meta } = lookup(ruleMatch(req).key, req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
         if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT)
@@ -510,12 +537,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
         host,
         path: canonicalTarget(url.pathname + url.search),
         // Stored Vary values are normalised: '' is an absent field, which must not be sent as an empty one.
-        headers: { ...requestHeadersForVariant(varyHeaders), host },
+        headers: { ...requestHeadersForVariant(varyHeaders), ...fieldsFromKey(url.hash), host },
         body: null,
         clientIp: '127.0.0.1',
         signal: signal ?? new AbortController().signal,
       }
-      const key = primaryKey(req.scheme, host, req.path)
+      const key = ruleMatch(req).key
       const { result, outcome } = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, { via: 'populate' })
       let bytes = 0
       const body = result.body

@@ -8,7 +8,8 @@
 
 import type { EntryMeta } from '../cache/types.ts'
 import { OncePerKey } from './coalesce.ts'
-import { cacheTags, startFill, type Fill, type FillDeps } from './fill.ts'
+import { entryTags, startFill, type Fill, type FillDeps } from './fill.ts'
+import type { RuleMatch } from '../rules/match.ts'
 import { cleanResponseHeaders, storedHeaders, withoutConditionals } from './forward.ts'
 import type { FlatHeaders, HeaderBag } from './headers.ts'
 import type { OriginClient, OriginResponse } from './origin.ts'
@@ -31,6 +32,8 @@ export interface Revalidation {
   /** Absent for a background refresh: nobody is waiting, so nobody can cancel it or see interim responses. */
   signal?: AbortSignal
   onInterim?: (status: number, headers: HeaderBag) => void
+  /** The rules file's answer for the request (store overrides, tags), if any. */
+  rules?: RuleMatch
 }
 
 export type RevalidationOutcome =
@@ -64,10 +67,12 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
     }
     const merged = mergeNotModified(meta.headers, storedHeaders(notModified))
     const responseTime = deps.now()
+    const rules = r.rules?.response(meta.status, merged['content-type'])
     const decision = decideStore(
       { method: 'GET', url: meta.url, headers: r.clientHeaders, requestTime },
       { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
       deps.storeRules,
+      rules?.store,
     )
     if (!decision.store) {
       // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
@@ -75,7 +80,7 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
       const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
       return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
     }
-    const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: cacheTags(merged) }
+    const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: entryTags(merged, rules?.tags) }
     try {
       await store.updateMeta(updated)
     } catch (err) {
@@ -84,7 +89,7 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
     return { kind: 'refreshed', meta: updated, policy: decision.policy, originMs: res.headersMs }
   }
   if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
-  const fill = startFill(deps, { key: meta.key, url: meta.url, host: meta.host, origin: r.originUrl }, { method: 'GET', headers: r.clientHeaders, requestTime }, res)
+  const fill = startFill(deps, { key: meta.key, url: meta.url, host: meta.host, origin: r.originUrl }, { method: 'GET', headers: r.clientHeaders, requestTime, rules: r.rules }, res)
   return { kind: 'replaced', response: res, fill }
 }
 
