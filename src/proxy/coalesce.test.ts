@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { startNode, startOrigin } from '../test-support/servers.ts'
-import { Coalescer } from './coalesce.ts'
+import { Coalescer, FillGate } from './coalesce.ts'
 
 describe('Coalescer', () => {
   it('calls a waiter collapsed only while the leader still waits for the origin', async () => {
@@ -18,6 +18,33 @@ describe('Coalescer', () => {
     leader.settle('stored')
     expect(await (early as { outcome: Promise<string> }).outcome).toBe('stored')
     expect(c.join('k').role).toBe('leader')
+  })
+})
+
+describe('FillGate', () => {
+  it('lets a key whose last fill was not shareable be filled alone until one is stored or the mark expires', async () => {
+    let clock = 0
+    const gate = new FillGate(1000, 10, () => clock)
+    const first = gate.join('k')
+    if (first.role !== 'leader') throw new Error('first caller leads')
+    const waiter = gate.join('k')
+    first.settle(false)
+    expect(waiter.role === 'waiter' && (await waiter.outcome)).toBe('not-shared')
+    // Not shareable: each request now goes to the origin on its own, none waits.
+    expect(gate.join('k').role).toBe('alone')
+    expect(gate.join('k').role).toBe('alone')
+    expect(gate.pending('k')).toBeUndefined()
+    clock += 1001
+    const again = gate.join('k')
+    expect(again.role).toBe('leader')
+    if (again.role === 'waiter') return
+    again.settle(false)
+    const alone = gate.join('k')
+    expect(alone.role).toBe('alone')
+    if (alone.role === 'waiter') return
+    // A lone fill that was stored clears the mark: the next miss leads again.
+    alone.settle(true)
+    expect(gate.join('k').role).toBe('leader')
   })
 })
 

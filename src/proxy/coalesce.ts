@@ -64,6 +64,66 @@ export class Coalescer {
   }
 }
 
+/** A request's part in filling a key from the origin (see FillGate). */
+export type FillTurn =
+  /** Fetch and store; `received` once the origin's whole response is in, `settle` with whether it was stored. */
+  | { role: 'leader' | 'alone'; received: () => void; settle: (stored: boolean) => void }
+  /**
+   * Wait for the leader, then look the key up again ('stored') or ask the origin yourself
+   * ('not-shared'); `collapsed`: joined while the leader still waited for the origin.
+   */
+  | { role: 'waiter'; outcome: Promise<LeaderOutcome>; collapsed: boolean }
+
+/**
+ * Coalescing for cache fills, with "hit-for-miss": a key whose last fill was not shareable
+ * skips coalescing for a while (`alone`), as otherwise every wave of concurrent requests to an
+ * uncacheable URL would queue behind one. A stored fill clears the mark.
+ */
+export class FillGate {
+  private readonly coalescer = new Coalescer()
+  private readonly passMarks: ExpiringSet
+
+  /** `markTtlMs`, `markLimit`: how long a key that was not shareable bypasses coalescing, and how many such keys are remembered. */
+  constructor(markTtlMs: number, markLimit: number, now: () => number = Date.now) {
+    this.passMarks = new ExpiringSet(markTtlMs, markLimit, now)
+  }
+
+  /** The outcome of the fill in flight for `key`, if any (for requests that may wait but never lead). */
+  pending(key: string): Promise<LeaderOutcome> | undefined {
+    return this.coalescer.pending(key)
+  }
+
+  /** Whether a leader for `key` is still waiting for the origin (not only for its cache write). */
+  awaitingOrigin(key: string): boolean {
+    return this.coalescer.awaitingOrigin(key)
+  }
+
+  /** This request's turn for `key`; a leader or lone filler must call `settle` exactly once, whatever happens. */
+  join(key: string): FillTurn {
+    const marks = this.passMarks
+    if (marks.has(key)) {
+      return {
+        role: 'alone',
+        received: () => {},
+        settle: (stored) => {
+          if (stored) marks.delete(key)
+        },
+      }
+    }
+    const role = this.coalescer.join(key)
+    if (role.role === 'waiter') return role
+    return {
+      role: 'leader',
+      received: role.received,
+      settle: (stored) => {
+        if (stored) marks.delete(key)
+        else marks.add(key)
+        role.settle(stored ? 'stored' : 'not-shared')
+      },
+    }
+  }
+}
+
 /** Runs a background task at most once per key at a time (stale-while-revalidate refreshes). */
 export class OncePerKey {
   private readonly running = new Set<string>()

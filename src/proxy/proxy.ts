@@ -1,36 +1,38 @@
-// The request path: key → lookup → (hit | revalidate | forward) → store → respond.
+// The request path: key → lookup → hit | revalidate | fill | pass → respond.
 // HTTP semantics are decided in policy.ts; storage is behind the CacheStore
-// interface; coalescing lives in coalesce.ts. This module only orchestrates.
+// interface. Each step with a lifecycle of its own is its own unit, given the
+// small dependency objects it needs: fill.ts stores one origin response while
+// it streams, revalidate.ts sends conditional requests and merges 304s, and
+// coalesce.ts decides which request fills a key while the others wait. This
+// module only orchestrates them (serve → handleCacheable reads in order).
 
-import { Transform, type Readable } from 'node:stream'
-import type { ByteRange, CacheStore, EntryMeta, NewEntry, StoredBody } from '../cache/types.ts'
+import type { Readable } from 'node:stream'
+import type { ByteRange, CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
-import { Coalescer, ExpiringSet, OncePerKey } from './coalesce.ts'
-import { cleanResponseHeaders, originRequestHeaders, STEERING_REQUEST_HEADERS, storedHeaders, withoutConditionals, type CleanedResponseHeaders, type ForwardContext } from './forward.ts'
-import { appendVia, stripHopByHop, type FlatHeaders, type HeaderBag } from './headers.ts'
+import { FillGate } from './coalesce.ts'
+import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome, type FillTarget } from './fill.ts'
+import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
+import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
+import { appendVia, type FlatHeaders, type HeaderBag } from './headers.ts'
 import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
 import {
   currentAge,
   clientNotModified,
   decideReuse,
-  decideStore,
   invalidates,
   isFreshnessPolicy,
   mayServeStaleOnError,
-  mergeNotModified,
-  notModifiedMatches,
   NOT_MODIFIED_FIELDS,
   parseDirectives,
   ttl,
-  validatorsFor,
   type FreshnessPolicy,
   type StoreRules,
   usableUnder,
 } from './policy.ts'
-import { partSlice, storedVariantId, usablePart } from './part.ts'
+import { partSlice, usablePart } from './part.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
@@ -119,10 +121,11 @@ export function textResult(status: number, message: string, cacheStatus: CacheSt
 export function createProxy(opts: ProxyOptions): Proxy {
   const { store, origin } = opts
   const now = opts.now ?? Date.now
-  const coalescer = new Coalescer()
-  const background = new OncePerKey()
-  const passMarks = new ExpiringSet(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
+  const fills = new FillGate(PASS_MARK_TTL_MS, PASS_MARK_LIMIT, now)
   const storeRules: StoreRules = { cacheSetCookie: opts.cacheSetCookie, heuristicFreshness: opts.heuristicFreshness ?? false }
+  const fillDeps: FillDeps = { store, storeRules, maxObjectBytes: opts.maxObjectBytes, log: opts.log, now }
+  const revalidateDeps: RevalidateDeps = { ...fillDeps, origin }
+  const background = new BackgroundRevalidator(revalidateDeps)
   const stripHeaders = opts.stripRequestHeaders ?? new Set(STEERING_REQUEST_HEADERS)
 
   /** The rules' answer for this request: asked once, kept on the request. */
@@ -170,18 +173,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
   function sendToOrigin(req: ProxyRequest, originUrl: URL, method: string, headers: Record<string, string>, body: ProxyRequest['body']): Promise<OriginResponse> {
     return origin.send({ origin: originUrl, method, path: req.path, headers, body, signal: req.signal, onInterim: interimFor(req) })
-  }
-
-  /**
-   * An origin response's headers cleaned for the client (forward.ts). A refused cookie is
-   * logged by name (never its value), as the origin's owner will wonder where it went.
-   */
-  function responseHeaders(res: OriginResponse, url: string): CleanedResponseHeaders {
-    const cleaned = cleanResponseHeaders(res.headers)
-    if (cleaned.refusedCookies.length) {
-      opts.log({ level: 'warn', msg: "origin response tried to set caje's own cookie names (caje_*); Set-Cookie dropped, rename the cookie at the origin", url, names: cleaned.refusedCookies })
-    }
-    return cleaned
   }
 
   function originFailure(err: unknown, cacheStatus: CacheStatus): ProxyResult {
@@ -303,131 +294,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return stored && withBody(answer.result, stored)
   }
 
-  interface StoreTarget {
-    key: string
-    url: string
-    host: string
-    /** The origin that answered (recorded so an entry from another origin is never served). */
-    origin: URL
-    /** How the entry came to be fetched (EntryMeta.via); undefined for a client's request. */
-    via?: string
-    /** Called once the origin's whole body is in, before the cache write (the coalescing leader's cue). */
-    onReceived?: () => void
-  }
-
-  /**
-   * Take an origin response for a cache-filling GET: decide whether to store
-   * it, and return a body that streams to the client while it is written.
-   * `onStored` learns the outcome once the body is complete.
-   */
-  function admit(
-    target: StoreTarget,
-    req: { method: string; headers: FlatHeaders; requestTime: number; rules?: RuleMatch },
-    res: OriginResponse,
-    onOutcome: (stored: boolean, meta?: EntryMeta) => void,
-  ): { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string } {
-    const responseTime = now()
-    const { headers, setCookie, hadSetCookie } = responseHeaders(res, target.url)
-    const rules = req.rules?.response(res.status, headers['content-type'])
-    const decision = decideStore(
-      { method: req.method, url: target.url, headers: req.headers, requestTime: req.requestTime },
-      { status: res.status, headers, hasSetCookie: hadSetCookie, responseTime },
-      storeRules,
-      rules?.store,
-    )
-    const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
-    let detail: string | undefined
-    if (!decision.store) detail = decision.reason
-    else if (declared !== undefined && declared > opts.maxObjectBytes) detail = 'too-large'
-    else if (declared === undefined && res.status !== 204 && !isChunked(res.headers['transfer-encoding'])) {
-      // RFC 9112 §6.3 rule 8: with neither Content-Length nor chunked coding, the body ends when
-      // the origin closes the connection, so a connection cut short looks like a complete body.
-      // Pass such a response through, but never store what could be a truncated copy. (A 204
-      // has no body at all, rule 1.)
-      detail = 'no-length'
-    } else if (!store.admits(target.key, declared)) {
-      // The disk writer is behind: serve this one without storing it rather than queue without bound.
-      detail = 'write-queue-full'
-    }
-    if (detail !== undefined || !decision.store) {
-      onOutcome(false)
-      return { headers, setCookie, body: res.body, stored: false, detail }
-    }
-
-    const fields = varyFields(headers.vary)
-    // The variant is the request the origin answered (RFC 9111 §4.1). Fields the client named in
-    // Connection were removed before forwarding (RFC 9110 §7.6.1), so the origin never saw them:
-    // `X-Lang: fr` + `Connection: x-lang` gets the default page, which must not become the fr variant.
-    const values = varyValues(fields, stripHopByHop(req.headers).headers)
-    const toStore: FlatHeaders = storedHeaders(headers)
-    const entry: NewEntry = {
-      key: target.key,
-      variant: storedVariantId(res.status, variantId(values)),
-      url: target.url,
-      host: target.host,
-      status: res.status,
-      headers: toStore,
-      varyHeaders: values,
-      policy: decision.policy,
-      storedAt: responseTime,
-      staleAt: decision.staleAt,
-      deleteAt: decision.deleteAt,
-      tags: rules?.tags.length ? [...new Set([...cacheTags(headers), ...rules.tags])] : cacheTags(headers),
-      contentType: headers['content-type'] ?? '',
-      origin: target.origin.href,
-      via: target.via,
-    }
-    const writer = store.writer(entry)
-    let feeding = true
-    let received = 0
-    let finished = false
-    const finish = (stored: boolean, meta?: EntryMeta) => {
-      if (finished) return
-      finished = true
-      onOutcome(stored, meta)
-    }
-    const tee = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        received += chunk.length
-        if (feeding && !writer.write(chunk)) feeding = false
-        cb(null, chunk)
-      },
-      flush(cb) {
-        // A body shorter or longer than announced is broken: never store it.
-        if (declared !== undefined && received !== declared) {
-          writer.abort(new Error('content-length mismatch'))
-          finish(false)
-          cb(new Error(`origin body was ${received} bytes, Content-Length said ${declared}`))
-          return
-        }
-        target.onReceived?.()
-        writer.commit().then(
-          (meta) => finish(meta !== undefined, meta),
-          (err: unknown) => {
-            opts.log({ level: 'error', msg: 'cache write failed', key: target.key, error: (err as Error).message })
-            finish(false)
-          },
-        )
-        cb()
-      },
-    })
-    tee.on('close', () => {
-      if (!tee.writableFinished) {
-        writer.abort(new Error('response body did not complete'))
-        finish(false)
-      }
-    })
-    res.body.on('error', (err) => tee.destroy(err))
-    tee.on('error', () => res.body.destroy())
-    res.body.pipe(tee)
-    return { headers, setCookie, body: tee, stored: true }
-  }
-
   /** Response for the client from an origin response that was (maybe) admitted to the cache. */
   function clientResult(
     req: ProxyRequest,
     originUrl: URL,
-    admitted: { headers: FlatHeaders; setCookie: string[]; body: Readable; stored: boolean; detail?: string },
+    admitted: Pick<Fill, 'headers' | 'setCookie' | 'body' | 'stored' | 'detail'>,
     res: OriginResponse,
     cacheStatus: CacheStatus,
   ): ProxyResult {
@@ -461,26 +332,19 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return { status: res.status, headers, body, cacheStatus: status, tier: 'origin', originMs: res.headersMs, bodyFailure }
   }
 
-  /** Cache-filling GET to the origin (a miss, or a revalidation that came back 200). */
+  /** Cache-filling GET to the origin (a miss): the client's answer, and the outcome of the fill behind it. */
   async function fetchAndStore(
     req: ProxyRequest,
     originUrl: URL,
     key: string,
     cacheStatus: CacheStatus,
-    onOutcome: (stored: boolean) => void,
-    target: Pick<StoreTarget, 'via' | 'onReceived'> = {},
-  ): Promise<ProxyResult> {
+    target: Pick<FillTarget, 'via' | 'onReceived'> = {},
+  ): Promise<{ result: ProxyResult; outcome: Promise<FillOutcome> }> {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const requestTime = now()
-    let res: OriginResponse
-    try {
-      res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    } catch (err) {
-      onOutcome(false)
-      throw err
-    }
-    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, (stored) => onOutcome(stored))
-    return clientResult(req, originUrl, admitted, res, cacheStatus)
+    const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
+    const fill = startFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res)
+    return { result: clientResult(req, originUrl, fill, res, cacheStatus), outcome: fill.outcome }
   }
 
   /**
@@ -491,15 +355,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const admitted = admit({ key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
-    return clientResult(req, originUrl, admitted, res, cacheStatus)
+    const fill = startFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res)
+    return clientResult(req, originUrl, fill, res, cacheStatus)
   }
 
   /** Plain pass-through: the request goes to the origin as the client sent it, nothing is stored. */
   async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
     const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
-    const cleaned = responseHeaders(res, primaryKey(req.scheme, req.host, req.path))
+    const cleaned = cleanedForClient(res, primaryKey(req.scheme, req.host, req.path), opts.log)
     return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
   }
 
@@ -527,83 +391,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
   }
 
-  /** Conditional request for a stored entry (RFC 9111 §4.3); refreshes it on 304, replaces it on 200. */
-  async function revalidate(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy, background: boolean): Promise<
-    | { kind: 'refreshed'; meta: EntryMeta; policy: FreshnessPolicy; originMs: number }
-    | { kind: 'replaced'; result: ProxyResult }
-    | { kind: 'failed'; error?: unknown; status?: number; response?: OriginResponse }
-  > {
-    const base = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
-    const headers = { ...base, ...validatorsFor(meta.headers) }
-    const requestTime = now()
-    let res: OriginResponse
-    try {
-      res = await origin.send({
-        origin: originUrl,
-        method: 'GET',
-        path: new URL(meta.url).pathname + new URL(meta.url).search,
-        headers,
-        signal: background ? undefined : req.signal,
-        onInterim: background ? undefined : interimFor(req),
-      })
-    } catch (error) {
-      return { kind: 'failed', error }
-    }
-    if (res.status === 304) {
-      res.body.resume()
-      const { headers: notModified } = cleanResponseHeaders(res.headers)
-      if (!notModifiedMatches(meta.headers, notModified)) {
-        // §4.3.4: a 304 that selects no stored response cannot update it; drop it and fetch afresh.
-        await store.delete(meta.key, meta.variant)
-        return { kind: 'failed', status: 304 }
-      }
-      const merged = mergeNotModified(meta.headers, storedHeaders(notModified))
-      const responseTime = now()
-      const rules = req.rules?.response(meta.status, merged['content-type'])
-      const decision = decideStore(
-        { method: 'GET', url: meta.url, headers: req.headers, requestTime },
-        { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
-        storeRules,
-        rules?.store,
-      )
-      if (!decision.store) {
-        // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
-        await store.delete(meta.key, meta.variant)
-        const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
-        return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
-      }
-      const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: rules?.tags.length ? [...new Set([...cacheTags(merged), ...rules.tags])] : cacheTags(merged) }
-      try {
-        await store.updateMeta(updated)
-      } catch (err) {
-        opts.log({ level: 'error', msg: 'cache metadata update failed', key: meta.key, error: (err as Error).message })
-      }
-      return { kind: 'refreshed', meta: updated, policy: decision.policy, originMs: res.headersMs }
-    }
-    if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
-    const key = meta.key
-    const admitted = admit({ key, url: meta.url, host: meta.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, () => {})
-    return { kind: 'replaced', result: clientResult(req, originUrl, admitted, res, { fwd: 'stale' }) }
-  }
-
-  function backgroundRevalidate(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): void {
-    background.run(`${meta.key}\0${meta.variant}`, async () => {
-      const outcome = await revalidate(req, originUrl, meta, policy, true)
-      if (outcome.kind === 'replaced') {
-        // Drain the new body into the cache; nobody is waiting for it.
-        const body = outcome.result.body
-        if (body && !Buffer.isBuffer(body)) {
-          const stream = body
-          await new Promise<void>((resolve) => {
-            stream.on('end', resolve).on('error', resolve).on('close', resolve)
-            stream.resume()
-          })
-        }
-      } else if (outcome.kind === 'failed') {
-        outcome.response?.body.resume()
-        opts.log({ level: 'warn', msg: 'background revalidation failed', key: meta.key, status: outcome.status, error: (outcome.error as Error | undefined)?.message })
-      }
-    })
+  /** The revalidation of a stored entry this request found stale (revalidate.ts). */
+  function revalidation(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): Revalidation {
+    return { meta, policy, originUrl, clientHeaders: req.headers, forwardHeaders: originRequestHeaders(req.headers, forwardContext(req, originUrl)), signal: req.signal, onInterim: interimFor(req), rules: req.rules }
   }
 
   async function handleCacheable(req: ProxyRequest, originUrl: URL): Promise<ProxyResult> {
@@ -625,22 +415,20 @@ export function createProxy(opts: ProxyOptions): Proxy {
         if (decision.kind === 'stale-while-revalidate') {
           const served = await serveStored(req, meta, policy, { hit: true, detail: 'stale-while-revalidate' })
           if (served) {
-            backgroundRevalidate(req, originUrl, meta, policy)
+            background.start(revalidation(req, originUrl, meta, policy))
             return served
           }
           continue
         }
         // Must revalidate before use.
-        const outcome = await revalidate(req, originUrl, meta, policy, false)
+        const outcome = await revalidate(revalidateDeps, revalidation(req, originUrl, meta, policy))
         if (outcome.kind === 'refreshed') {
           const served = await serveStored(req, outcome.meta, outcome.policy, { fwd: decision.reason === 'request' ? 'request' : 'stale', fwdStatus: 304 })
           if (served) return { ...served, originMs: outcome.originMs }
           continue
         }
         if (outcome.kind === 'replaced') {
-          outcome.result.cacheStatus.fwd = decision.reason === 'request' ? 'request' : 'stale'
-          outcome.result.headers['cache-status'] = formatCacheStatus(outcome.result.cacheStatus)
-          return outcome.result
+          return clientResult(req, originUrl, outcome.fill, outcome.response, { fwd: decision.reason === 'request' ? 'request' : 'stale' })
         }
         // Origin failed or answered 5xx: stale-if-error (RFC 5861 §4) when allowed.
         if (mayServeStaleOnError(policy, now())) {
@@ -649,7 +437,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
           if (served) return served
         }
         if (outcome.response) {
-          const cleaned = responseHeaders(outcome.response, meta.url)
+          const cleaned = cleanedForClient(outcome.response, meta.url, opts.log)
           return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
@@ -670,45 +458,34 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // Ranges and HEAD never lead a cache fill (they do not fetch the whole body), but they
       // wait for a fill already in flight, which will likely answer them from cache.
       if (req.method === 'HEAD' || req.headers.range !== undefined || attempt > 1) {
-        const pending = attempt > 1 ? undefined : coalescer.pending(key)
-        if (pending) collapsed = coalescer.awaitingOrigin(key)
+        const pending = attempt > 1 ? undefined : fills.pending(key)
+        if (pending) collapsed = fills.awaitingOrigin(key)
         if (pending && (await pending) === 'stored') continue
         // A range asked for without If-Range: its 206 can be stored as a part (RFC 9111 §3.3).
         // With If-Range the client holds a copy of its own to combine with: pass it through.
         if (req.method === 'GET' && req.headers.range !== undefined && req.headers['if-range'] === undefined) return fetchRange(req, originUrl, key, { fwd })
         return pass(req, originUrl, { fwd })
       }
-      // A key whose last fill was not shareable skips coalescing for a while ("hit-for-miss"):
-      // otherwise every wave of concurrent requests to an uncacheable URL would queue behind one.
-      if (passMarks.has(key)) {
-        return fetchAndStore(req, originUrl, key, { fwd }, (stored) => {
-          if (stored) passMarks.delete(key)
-        })
-      }
-      const role = coalescer.join(key)
-      if (role.role === 'waiter') {
-        const outcome = await role.outcome
+      // One fill per key at a time (coalesce.ts); the others wait for its outcome.
+      const turn = fills.join(key)
+      if (turn.role === 'waiter') {
+        const outcome = await turn.outcome
         // `collapsed` only for a request that waited on the origin with the leader, not one that
         // arrived while the leader's complete response was being written to the cache.
-        collapsed = role.collapsed
+        collapsed = turn.collapsed
         if (outcome === 'stored') continue
         // Not shareable (private, Set-Cookie, error...): this waiter asks the origin itself.
-        return fetchAndStore(req, originUrl, key, { fwd, collapsed: role.collapsed || undefined }, () => {})
+        return (await fetchAndStore(req, originUrl, key, { fwd, collapsed: turn.collapsed || undefined })).result
       }
-      let settled = false
-      const settle = (stored: boolean) => {
-        if (settled) return
-        settled = true
-        if (stored) passMarks.delete(key)
-        else passMarks.add(key)
-        role.settle(stored ? 'stored' : 'not-shared')
-      }
+      let filled: Awaited<ReturnType<typeof fetchAndStore>>
       try {
-        return await fetchAndStore(req, originUrl, key, { fwd }, settle, { onReceived: role.received })
+        filled = await fetchAndStore(req, originUrl, key, { fwd }, { onReceived: turn.received })
       } catch (err) {
-        settle(false)
+        turn.settle(false)
         throw err
       }
+      void filled.outcome.then(({ stored }) => turn.settle(stored))
+      return filled.result
     }
   }
 
@@ -766,16 +543,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
         signal: signal ?? new AbortController().signal,
       }
       const key = ruleMatch(req).key
-      let resolveOutcome!: (s: boolean) => void
-      const storedOutcome = new Promise<boolean>((r) => (resolveOutcome = r))
-      const result = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, (s) => resolveOutcome(s), { via: 'populate' })
+      const { result, outcome } = await fetchAndStore(req, originUrl, key, { fwd: 'miss' }, { via: 'populate' })
       let bytes = 0
       const body = result.body
       if (body instanceof Buffer) bytes = body.length
       else if (body) {
         for await (const chunk of body) bytes += (chunk as Buffer).length
       }
-      return { stored: await storedOutcome, status: result.status, bytes }
+      return { stored: (await outcome).stored, status: result.status, bytes }
     },
 
     idle: () => background.idle(),
@@ -787,18 +562,4 @@ function interimFor(req: ProxyRequest): ((status: number, headers: HeaderBag) =>
   return req.interim && ((status, headers) => req.interim!(status, headers))
 }
 
-/** Whether the last transfer coding is chunked: the body's end is then marked in the stream (RFC 9112 §7.1). */
-function isChunked(transferEncoding: string | string[] | undefined): boolean {
-  if (transferEncoding === undefined) return false
-  const codings = (Array.isArray(transferEncoding) ? transferEncoding.join(',') : transferEncoding).split(',')
-  return codings[codings.length - 1]!.trim().toLowerCase() === 'chunked'
-}
-
-/** Cache tags for purge by tag: Surrogate-Key (space separated) and Cache-Tag (comma separated). */
-export function cacheTags(headers: FlatHeaders): string[] {
-  const tags = new Set<string>()
-  for (const t of (headers['surrogate-key'] ?? '').split(/\s+/)) if (t) tags.add(t)
-  for (const t of (headers['cache-tag'] ?? '').split(',')) if (t.trim()) tags.add(t.trim())
-  return [...tags]
-}
-
+export { cacheTags } from './fill.ts'

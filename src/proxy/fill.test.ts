@@ -1,0 +1,120 @@
+// One cache fill against a real origin and a real store: the body streams on
+// while it is stored, a response policy forbids is passed on untouched, and a
+// fill whose client goes away before the end stores nothing.
+
+import fs from 'node:fs/promises'
+import type http from 'node:http'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createCacheStore } from '../cache/tiered-store.ts'
+import type { CacheStore } from '../cache/types.ts'
+import { startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
+import { startFill, type FillDeps, type FillTarget } from './fill.ts'
+import { createOriginClient, type OriginClient, type OriginResponse } from './origin.ts'
+
+let dir: string
+let origin: TestOrigin
+let client: OriginClient
+let store: CacheStore
+let deps: FillDeps
+/** Responses the origin is holding open, to end when a test says so. */
+let held: http.ServerResponse[]
+const log: Array<Record<string, unknown>> = []
+
+beforeEach(async () => {
+  dir = await tempDir()
+  held = []
+  log.length = 0
+  origin = await startOrigin((req, res) => {
+    if (req.url === '/private') {
+      res.writeHead(200, { 'cache-control': 'private, max-age=60', 'content-length': '2' })
+      res.end('me')
+      return
+    }
+    if (req.url === '/slow') {
+      // Half the announced body, then nothing until the test ends it.
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': '8' })
+      res.write('half')
+      held.push(res)
+      return
+    }
+    res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"v1"', 'content-type': 'text/plain', 'surrogate-key': 'a b' })
+    res.end(`body of ${req.url}`)
+  })
+  client = createOriginClient({ connectTimeoutMs: 2000, headersTimeoutMs: 2000, bodyTimeoutMs: 2000 })
+  store = await createCacheStore({ dir, maxBytes: 1e8, memoryBytes: 1 << 20, maxObjectBytes: 1e7 })
+  deps = { store, storeRules: { cacheSetCookie: false, heuristicFreshness: false }, maxObjectBytes: 1e7, log: (e) => log.push(e), now: Date.now }
+})
+
+afterEach(async () => {
+  for (const res of held) res.destroy()
+  await store.close()
+  await client.close()
+  await origin.close()
+  await fs.rm(dir, { recursive: true, force: true })
+})
+
+function target(path: string): FillTarget {
+  const url = `http://site.test${path}`
+  return { key: url, url, host: 'site.test', origin: new URL(origin.url) }
+}
+
+function fetchOrigin(path: string): Promise<OriginResponse> {
+  return client.send({ origin: new URL(origin.url), method: 'GET', path, headers: { host: 'site.test' } })
+}
+
+async function readAll(body: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of body) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString()
+}
+
+describe('startFill', () => {
+  it('streams the body on while it stores it, and reports the stored entry once the body is complete', async () => {
+    const res = await fetchOrigin('/a')
+    let received = 0
+    const fill = startFill(deps, { ...target('/a'), via: 'populate', onReceived: () => received++ }, { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+    expect(fill.stored).toBe(true)
+    expect(fill.detail).toBeUndefined()
+    expect(await readAll(fill.body)).toBe('body of /a')
+    const outcome = await fill.outcome
+    expect(received).toBe(1)
+    expect(outcome.stored).toBe(true)
+    expect(outcome.meta).toMatchObject({ key: 'http://site.test/a', status: 200, tags: ['a', 'b'], origin: new URL(origin.url).href, via: 'populate' })
+    const stored = await store.read(outcome.meta!.key, outcome.meta!.variant)
+    expect(stored && stored.kind === 'buffer' ? stored.buffer.toString() : undefined).toBe('body of /a')
+  })
+
+  it('passes a response policy forbids on untouched, with the reason, and stores nothing', async () => {
+    const res = await fetchOrigin('/private')
+    const fill = startFill(deps, target('/private'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+    expect(fill).toMatchObject({ stored: false, detail: 'private' })
+    expect(fill.body).toBe(res.body)
+    expect(await readAll(fill.body)).toBe('me')
+    expect(await fill.outcome).toEqual({ stored: false })
+    expect(store.variants('http://site.test/private')).toEqual([])
+  })
+
+  it('stores nothing when the client goes away before the body is complete', async () => {
+    const res = await fetchOrigin('/slow')
+    const fill = startFill(deps, target('/slow'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+    expect(fill.stored).toBe(true)
+    // The client reads what there is, then disconnects (the adapter destroys the body it was sending).
+    await new Promise<void>((resolve) => fill.body.once('data', () => resolve()))
+    fill.body.destroy()
+    expect(await fill.outcome).toEqual({ stored: false, meta: undefined })
+    await store.drain()
+    expect(store.variants('http://site.test/slow')).toEqual([])
+  })
+
+  it('stores nothing, and fails the client body, when the origin connection is cut before the body is complete', async () => {
+    const res = await fetchOrigin('/slow')
+    const fill = startFill(deps, target('/slow'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+    const read = readAll(fill.body).catch((err: Error) => err)
+    // The origin handler holds the response before its headers go out, so it is there by now.
+    held[0]!.destroy()
+    expect(await read).toBeInstanceOf(Error)
+    expect((await fill.outcome).stored).toBe(false)
+    await store.drain()
+    expect(store.variants('http://site.test/slow')).toEqual([])
+  })
+})
