@@ -106,6 +106,23 @@ describe('startFill', () => {
     expect(store.variants('http://site.test/slow')).toEqual([])
   })
 
+  it('lets go of the origin connection at once when the client goes away', async () => {
+    // A body timeout far beyond the test's own: only releasing the origin body closes the connection in time.
+    const patient = createOriginClient({ connectTimeoutMs: 2000, headersTimeoutMs: 2000, bodyTimeoutMs: 600_000 })
+    try {
+      const res = await patient.send({ origin: new URL(origin.url), method: 'GET', path: '/slow', headers: { host: 'site.test' } })
+      const originSide = held.at(-1)!
+      const originClosed = new Promise<void>((resolve) => originSide.once('close', () => resolve()))
+      const fill = startFill(deps, target('/slow'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+      await new Promise<void>((resolve) => fill.body.once('data', () => resolve()))
+      fill.body.destroy()
+      await originClosed
+      expect(await fill.outcome).toEqual({ stored: false, meta: undefined })
+    } finally {
+      await patient.close()
+    }
+  })
+
   it('stores nothing, and fails the client body, when the origin connection is cut before the body is complete', async () => {
     const res = await fetchOrigin('/slow')
     const fill = startFill(deps, target('/slow'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)

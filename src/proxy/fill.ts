@@ -175,6 +175,8 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     if (!tee.writableFinished) {
       writer.abort(new Error('response body did not complete'))
       finish(false)
+      // Nobody reads the rest: release the origin connection now, not when its body timeout fires.
+      if (!res.body.destroyed) res.body.destroy()
     }
   })
   res.body.on('error', (err) => tee.destroy(err))
