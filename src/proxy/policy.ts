@@ -6,6 +6,7 @@
 // applying only once stale, and opt-in caching (explicit freshness only, unless
 // heuristics are turned on).
 
+import CachePolicy from 'http-cache-semantics'
 import type { FlatHeaders } from './headers.ts'
 import { parseTargetedField } from './cdn-cache-control.ts'
 import { parseHttpDate } from './http-date.ts'
@@ -263,14 +264,25 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
     // §3, §4.2.2: heuristics only for the statuses RFC 9110 §15.1 lists, or a response marked public.
     if (!HEURISTICALLY_CACHEABLE.has(res.status) && !cc.has('public')) return { store: false, reason: 'no-explicit-freshness' }
   }
-  // §3.5: a shared cache stores an answer to a request with Authorization only when the response
-  // says it may be shared: must-revalidate, public or s-maxage.
-  if (req.headers.authorization !== undefined && !cc.has('must-revalidate') && !cc.has('public') && !cc.has('s-maxage')) {
-    return { store: false, reason: 'authorization' }
+  // The RFC 9111 §3 baseline by http-cache-semantics: method, no-store, private, and §3.5 (a
+  // shared cache stores an answer to a request with Authorization only when the response says
+  // it may be shared: must-revalidate, public or s-maxage). It knows fewer statuses than §3 lets
+  // a cache store with explicit freshness (most 4xx and 5xx), so it judges the request and the
+  // directives caje decides by, with a 200 standing in for the status caje has already judged.
+  if (!baselineStorable(req, res, cc, source, mustUnderstand)) {
+    return { store: false, reason: req.headers.authorization !== undefined ? 'authorization' : 'not-storable' }
   }
 
   const policy = withStaleDefaults(freshness(req, res, cc, source), cc, override)
   return keepFor(policy, res)
+}
+
+function baselineStorable(req: StoreRequest, res: StoreResponse, cc: Directives, source: FreshnessPolicy['source'], mustUnderstand: boolean): boolean {
+  const directives = [...cc].filter(([k]) => !(mustUnderstand && (k === 'no-store' || k === 'must-understand')))
+  const headers: Record<string, string | string[]> = { ...res.headers, 'cache-control': directives.map(([k, v]) => (v === true ? k : `${k}=${v}`)).join(', ') }
+  // CDN-Cache-Control decides freshness for caje: the Expires it overrides does not count.
+  if (source === 'cdn-cache-control') delete headers.expires
+  return new CachePolicy({ method: req.method, url: req.url, headers: req.headers }, { status: 200, headers }, { shared: true }).storable()
 }
 
 /** The origin's stale windows, or the rule's where the origin sends none. */
