@@ -19,8 +19,8 @@ import type { CacheStore } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { entryFromRow, parseJson } from './repositories.ts'
-import type { Holder, MissingEntry } from './repositories.ts'
+import { HOLDERS_JSON, missingEntryFromRow } from './repositories.ts'
+import type { MissingEntry } from './repositories.ts'
 import type { ManifestWriter } from './writer.ts'
 
 type Db = Kysely<Database>
@@ -108,7 +108,7 @@ export async function hottestMissingOn(db: Db, nodeId: string, now: number, limi
       eb
         .selectFrom('entry_nodes as en')
         .innerJoin('nodes as n', 'n.id', 'en.node_id')
-        .select(sql<string>`json_group_array(json_object('nodeId', n.id, 'internalUrl', n.internal_url, 'lastSeenAt', n.last_seen_at))`.as('h'))
+        .select(HOLDERS_JSON.as('h'))
         .whereRef('en.key', '=', 'e.key')
         .whereRef('en.variant', '=', 'e.variant')
         .where('en.node_id', '!=', nodeId)
@@ -132,10 +132,7 @@ export async function hottestMissingOn(db: Db, nodeId: string, now: number, limi
     .orderBy('e.variant')
     .limit(Math.max(1, Math.floor(limit)))
     .execute()
-  return rows.map((row) => ({
-    ...entryFromRow(row),
-    holders: parseJson<Holder[]>(row.holders, []).sort((a, b) => b.lastSeenAt - a.lastSeenAt),
-  }))
+  return rows.map(missingEntryFromRow)
 }
 
 // ── counting hits on this node ──────────────────────────────────────────

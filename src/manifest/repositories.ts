@@ -377,9 +377,7 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
       eb
         .selectFrom('entry_nodes as en')
         .innerJoin('nodes as n', 'n.id', 'en.node_id')
-        .select(
-          sql<string>`json_group_array(json_object('nodeId', n.id, 'internalUrl', n.internal_url, 'lastSeenAt', n.last_seen_at))`.as('h'),
-        )
+        .select(HOLDERS_JSON.as('h'))
         .whereRef('en.key', '=', 'e.key')
         .whereRef('en.variant', '=', 'e.variant')
         .where('en.node_id', '!=', nodeId)
@@ -402,10 +400,15 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
   const after = options.after
   if (after) q = q.where((eb) => eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant)))
   const rows = await q.orderBy('e.key').orderBy('e.variant').limit(limit).execute()
-  return rows.map((row) => ({
-    ...entryFromRow(row),
-    holders: parseJson<Holder[]>(row.holders, []).sort((a, b) => b.lastSeenAt - a.lastSeenAt),
-  }))
+  return rows.map(missingEntryFromRow)
+}
+
+/** The holders of one entry (other nodes, and how to reach them), as a JSON array in a subquery. */
+export const HOLDERS_JSON = sql<string>`json_group_array(json_object('nodeId', n.id, 'internalUrl', n.internal_url, 'lastSeenAt', n.last_seen_at))`
+
+/** An entry row with its holders (HOLDERS_JSON), most recently seen holder first. */
+export function missingEntryFromRow(row: EntryRow & { holders: string | null }): MissingEntry {
+  return { ...entryFromRow(row), holders: parseJson<Holder[]>(row.holders, []).sort((a, b) => b.lastSeenAt - a.lastSeenAt) }
 }
 
 export async function countEntries(db: Db, options: { nodeId?: string } = {}): Promise<number> {
