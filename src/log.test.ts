@@ -27,16 +27,20 @@ describe('bufferedLines', () => {
     expect(out).toEqual(['out:info\n', 'err:boom\n'])
   })
 
-  it('loses no line when the process exits right after logging', async () => {
+  it('loses no line when the process exits right after logging, even when the reader is slow', async () => {
     const script = `
       import { createLogger } from ${JSON.stringify(path.join(here, 'log.ts'))}
       const log = createLogger({ nodeId: 't' })
-      for (let i = 0; i < 2000; i++) log({ msg: 'request', i })
+      for (let i = 0; i < 20000; i++) log({ msg: 'request', i })
       process.exit(0)
     `
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { maxBuffer: 64 * 1024 * 1024 })
+    // A reader that starts late (a log collector busy elsewhere): the pipe fills long before it reads,
+    // so lines that Node queued behind a full pipe would be dropped by process.exit.
+    const node = JSON.stringify(process.execPath)
+    const quoted = `'${script.replaceAll("'", "'\\''")}'`
+    const { stdout } = await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} | { sleep 0.5; cat; }`], { maxBuffer: 64 * 1024 * 1024 })
     const got = stdout.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i)
-    expect(got).toEqual(Array.from({ length: 2000 }, (_, i) => i))
+    expect(got).toEqual(Array.from({ length: 20000 }, (_, i) => i))
   })
 })
 

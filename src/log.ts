@@ -8,6 +8,13 @@
 // third of a small hit's throughput. Errors are written at once. What is still
 // buffered is written when the process exits (process.exit, end of the loop);
 // a SIGKILL loses at most the lines of the current turn.
+//
+// stdout and stderr are made blocking when they are pipes (a log collector,
+// `caje | tee`): Node writes to a full pipe asynchronously on Linux, and
+// whatever waits in that queue is dropped by process.exit. Blocking costs
+// nothing while the reader keeps up (one write per turn) and makes a stalled
+// reader slow caje down instead of growing its memory, as files and terminals
+// already do.
 
 import type { Logger } from './vocabulary.ts'
 
@@ -95,9 +102,17 @@ export function bufferedLines(out: { write(chunk: string): unknown } = process.s
 
 let processLines: LineWriter | undefined
 
+/** Make a stdio pipe's writes synchronous (what Node already does for files, and for pipes on Windows). */
+function blockingIfPipe(stream: NodeJS.WriteStream): void {
+  const handle = (stream as unknown as { _handle?: { setBlocking?: (on: boolean) => number } })._handle
+  if (!stream.isTTY && typeof handle?.setBlocking === 'function') handle.setBlocking(true)
+}
+
 /** The process-wide stdout/stderr writer, flushed on exit. */
 function stdLines(): LineWriter {
   if (!processLines) {
+    blockingIfPipe(process.stdout)
+    blockingIfPipe(process.stderr)
     const lines = bufferedLines()
     process.on('exit', () => lines.flush())
     processLines = lines
