@@ -1,40 +1,29 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { buildCaje } from '../bench/build.ts'
+import { killCajeProcesses, startCajeProcess } from './test-support/caje-process.ts'
 import { startOrigin, tempDir, waitFor } from './test-support/servers.ts'
 
-const children: ChildProcessWithoutNullStreams[] = []
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
-})
+afterEach(killCajeProcesses)
 
-async function startMain(env: Record<string, string>, entry: string[] = ['--import', 'tsx', 'src/main.ts']): Promise<{ child: ChildProcessWithoutNullStreams; out: () => string; url: () => string }> {
-  const child = spawn(process.execPath, entry, { env: { ...process.env, ...env } })
-  children.push(child)
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  await waitFor(() => /caje is listening on (http:\/\/\S+)/.test(out) || child.exitCode !== null, 'caje to start', 20_000)
-  const url = () => /caje is listening on (http:\/\/\S+)/.exec(out)?.[1] ?? ''
-  return { child, out: () => out, url }
-}
+/** `npm start` as a user runs it: the environment given and nothing else (the access log on, as shipped). */
+const startMain = (env: Record<string, string>, entry?: string[]) => startCajeProcess(env, { entry, defaults: false })
 
 describe('npm start', () => {
   it('fronts the built-in demo origin without configuration, logs each request as JSON, and shuts down gracefully', async () => {
     const dir = await tempDir()
     const { child, out, url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
     expect(out()).toMatch(/no origin configured \(CAJE_ORIGIN \/ CAJE_SITES\): fronting the built-in demo origin at http:\/\/127\.0\.0\.1:\d+/)
-    const first = await fetch(url() + '/cacheable')
+    const first = await fetch(url + '/cacheable')
     expect(first.status).toBe(200)
     expect(first.headers.get('cache-status')).toMatch(/fwd=uri-miss; fwd-status=200; stored/)
     await first.text()
-    await waitFor(async () => ((await (await fetch(url() + '/_caje/health')).json()) as { cache: { entries: number } }).cache.entries === 1, 'the demo page to be stored')
-    const second = await fetch(url() + '/cacheable')
+    await waitFor(async () => ((await (await fetch(url + '/_caje/health')).json()) as { cache: { entries: number } }).cache.entries === 1, 'the demo page to be stored')
+    const second = await fetch(url + '/cacheable')
     expect(second.headers.get('cache-status')).toMatch(/^caje; hit/)
     await second.text()
     // What the quick start promises for a page without caching headers: passed through, and why.
-    const plain = await fetch(url() + '/no-headers')
+    const plain = await fetch(url + '/no-headers')
     expect(plain.headers.get('cache-status')).toBe('caje; fwd=uri-miss; fwd-status=200; detail=no-explicit-freshness')
     await plain.text()
 
@@ -73,7 +62,7 @@ describe('npm start', () => {
     try {
       const dir = await tempDir()
       const { child, out, url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ORIGIN: origin.url, CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
-      const inflight = fetch(url() + '/slow').then(async (r) => ({ status: r.status, body: await r.text() }))
+      const inflight = fetch(url + '/slow').then(async (r) => ({ status: r.status, body: await r.text() }))
       await reached
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
       child.kill('SIGTERM')
@@ -97,10 +86,10 @@ describe('the production build', () => {
     expect(out()).toContain('fronting the built-in demo origin')
     // The one-time enrolment code is printed when no password is set.
     expect(out()).toMatch(/one-time enrolment code [A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}/)
-    const css = await fetch(url() + '/_caje/assets/admin.css')
+    const css = await fetch(url + '/_caje/assets/admin.css')
     expect(css.status).toBe(200)
     expect(css.headers.get('content-type')).toContain('text/css')
-    const page = await fetch(url() + '/')
+    const page = await fetch(url + '/')
     expect(page.status).toBe(200)
     expect(await page.text()).toContain('caje demo origin')
   })

@@ -3,17 +3,16 @@
 // what the cluster asks for most first, and /_caje/ready holds traffic back
 // until it has.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { ReadyStatus } from './manifest/hot-set.ts'
+import { killCajeProcesses, startCajeProcess } from './test-support/caje-process.ts'
 import { startNode, startOrigin, tempDir, waitFor, type TestNode, type TestOrigin } from './test-support/servers.ts'
 
 const nodes: TestNode[] = []
 const origins: TestOrigin[] = []
-const children: ChildProcessWithoutNullStreams[] = []
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
+  killCajeProcesses()
   for (const n of nodes.splice(0)) await n.close()
   for (const o of origins.splice(0)) await o.close()
 })
@@ -157,40 +156,27 @@ describe('warm start', () => {
     const shared = await tempDir()
     await clusterWithTraffic(origin.url, shared)
     hold()
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      env: {
-        ...process.env,
-        PORT: '0',
-        CAJE_LISTEN_HOST: '127.0.0.1',
-        CAJE_ORIGIN: origin.url,
-        CAJE_CACHE_DIR: path.join(shared, 'b', 'cache'),
-        CAJE_DATABASE_PATH: path.join(shared, 'manifest.db'),
-        CAJE_NODE_ID: 'b',
-        CAJE_POPULATE_INTERVAL: '300',
-        CAJE_READY_HOT_SET: '2',
-        CAJE_READY_WARM_SHARE: '100%',
-        CAJE_ACCESS_LOG: 'false',
-      },
+    const caje = await startCajeProcess({
+      CAJE_ORIGIN: origin.url,
+      CAJE_CACHE_DIR: path.join(shared, 'b', 'cache'),
+      CAJE_DATABASE_PATH: path.join(shared, 'manifest.db'),
+      CAJE_NODE_ID: 'b',
+      CAJE_POPULATE_INTERVAL: '300',
+      CAJE_READY_HOT_SET: '2',
+      CAJE_READY_WARM_SHARE: '100%',
     })
-    children.push(child)
-    let out = ''
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-    await waitFor(() => /caje is listening on (http:\/\/\S+)/.test(out) || child.exitCode !== null, 'caje to start', 20_000)
-    const url = /caje is listening on (http:\/\/\S+)/.exec(out)![1]!
+    const { url, out } = caje
     const readyNow = async () => {
       const res = await fetch(`${url}/_caje/ready`)
       return { status: res.status, body: (await res.json()) as ReadyStatus }
     }
     expect(await readyNow()).toMatchObject({ status: 503, body: { ready: false, state: 'warming', hotSet: 2, target: 2, fetched: 0, progress: 0 } })
     expect((await fetch(`${url}/_caje/health`)).status).toBe(200)
-    expect(out).toContain('warm-up started')
+    expect(out()).toContain('warm-up started')
     release()
     await waitFor(async () => (await readyNow()).status === 200, '/_caje/ready to answer 200', 20_000)
     expect((await readyNow()).body).toMatchObject({ ready: true, state: 'warm', fetched: 2 })
-    expect(out).toContain('warm-up done')
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    expect(await exited).toBe(0)
+    expect(out()).toContain('warm-up done')
+    expect(await caje.stop()).toBe(0)
   })
 })

@@ -4,11 +4,11 @@
 // with rotating forwarding headers, on Fly and off it, and across a replica
 // that relays sign-in to the primary; and what the public health check tells.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { startCajeProcess } from '../src/test-support/caje-process.ts'
 import { startNode, startOrigin, tempDir, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
 import { startFakeLitefs } from '../src/test-support/fake-litefs.ts'
 
@@ -36,30 +36,15 @@ async function node(originUrl: string, env: Record<string, string> = {}): Promis
 /** caje as its own process, as in production, so its memory is its own. */
 async function spawnCaje(originUrl: string): Promise<{ url: string; pid: number }> {
   const dir = await tempDir('caje-admin-limits-')
-  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      PORT: '0',
-      CAJE_LISTEN_HOST: '127.0.0.1',
-      CAJE_ORIGIN: originUrl,
-      CAJE_CACHE_DIR: path.join(dir, 'cache'),
-      CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
-      CAJE_NODE_ID: 'admin-limits',
-      CAJE_ACCESS_LOG: 'false',
-      CAJE_POPULATE_INTERVAL: '0',
-      CAJE_ADMIN_PASSWORD: PASSWORD,
-    },
+  const caje = await startCajeProcess({
+    CAJE_ORIGIN: originUrl,
+    CAJE_CACHE_DIR: path.join(dir, 'cache'),
+    CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
+    CAJE_NODE_ID: 'admin-limits',
+    CAJE_ADMIN_PASSWORD: PASSWORD,
   })
-  cleanups.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  const listening = /caje is listening on (http:\/\/\S+)/
-  await waitFor(() => listening.test(out) || child.exitCode !== null, 'caje to start', 20_000)
-  if (child.exitCode !== null) throw new Error(`caje exited at start:\n${out}`)
-  return { url: listening.exec(out)![1]!, pid: child.pid! }
+  cleanups.push(() => caje.stop(0))
+  return { url: caje.url, pid: caje.child.pid! }
 }
 
 async function rssBytes(pid: number): Promise<number> {

@@ -5,7 +5,6 @@
 // file itself), answers admin writes 503 with Retry-After and admin reads as
 // usual; when a primary is named again the queue drains into it.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
@@ -15,39 +14,18 @@ import { Client, PASSWORD } from '../src/admin/test-setup.test-support.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
+import { startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
 import { startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
 const SECRET = 'cluster-secret-for-the-failover-test'
 const TOKEN = 'api-token-for-the-failover-test-0123456789'
 
-interface Proc {
-  url: string
-  port: number
-  child: ChildProcessWithoutNullStreams
-  out: () => string
-}
+type Proc = CajeProcess
 
-async function spawnCaje(name: string, env: Record<string, string>): Promise<Proc> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_NODE_ID: name, CAJE_ACCESS_LOG: 'false', CAJE_POPULATE_INTERVAL: '0', CAJE_SHUTDOWN_TIMEOUT_MS: '2000', ...env },
-  })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  const listening = /caje is listening on (http:\/\/\S+)/
-  await waitFor(() => listening.test(out) || child.exitCode !== null, `${name} to start`, 20_000)
-  if (child.exitCode !== null) throw new Error(`${name} exited at start:\n${out}`)
-  const url = listening.exec(out)![1]!
-  return { url, port: Number(new URL(url).port), child, out: () => out }
-}
+const spawnCaje = (name: string, env: Record<string, string>): Promise<Proc> => startCajeProcess({ CAJE_NODE_ID: name, CAJE_SHUTDOWN_TIMEOUT_MS: '2000', ...env })
 
 async function stop(p: Proc | undefined): Promise<void> {
-  if (!p || p.child.exitCode !== null) return
-  const exited = new Promise<void>((resolve) => p.child.once('exit', () => resolve()))
-  p.child.kill('SIGTERM')
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), 5_000)
-  await exited
-  clearTimeout(timer)
+  await p?.stop()
 }
 
 function get(p: Proc, pathname: string): Promise<number> {

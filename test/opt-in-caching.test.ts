@@ -2,46 +2,31 @@
 // origin that, like many frameworks by default, sends an ETag on every page
 // and no Cache-Control, per-user pages included. caje must not share those.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import http from 'node:http'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { killCajeProcesses, startCajeProcess } from '../src/test-support/caje-process.ts'
 import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
-const children: ChildProcessWithoutNullStreams[] = []
 const origins: TestOrigin[] = []
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  killCajeProcesses()
   for (const o of origins.splice(0)) await o.close()
 })
 
 /** caje as its own process (`node --import tsx src/main.ts`), like production. */
 async function spawnCaje(origin: string, env: Record<string, string> = {}): Promise<string> {
   const dir = await tempDir('caje-opt-in-')
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      PORT: '0',
-      CAJE_LISTEN_HOST: '127.0.0.1',
-      CAJE_ORIGIN: origin,
-      CAJE_CACHE_DIR: path.join(dir, 'cache'),
-      CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
-      CAJE_NODE_ID: 'opt-in',
-      CAJE_ACCESS_LOG: 'false',
-      CAJE_POPULATE_INTERVAL: '0',
-      CAJE_ADMIN_PASSWORD: 'opt-in-caching-password',
-      ...env,
-    },
+  const caje = await startCajeProcess({
+    CAJE_ORIGIN: origin,
+    CAJE_CACHE_DIR: path.join(dir, 'cache'),
+    CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
+    CAJE_NODE_ID: 'opt-in',
+    CAJE_ADMIN_PASSWORD: 'opt-in-caching-password',
+    ...env,
   })
-  children.push(child)
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  const listening = /caje is listening on (http:\/\/\S+)/
-  await waitFor(() => listening.test(out) || child.exitCode !== null, 'caje to start', 20_000)
-  if (child.exitCode !== null) throw new Error(`caje exited at start:\n${out}`)
-  return listening.exec(out)![1]!
+  return caje.url
 }
 
 const cacheEntries = async (caje: string): Promise<number> => ((await (await fetch(`${caje}/_caje/health`)).json()) as { cache: { entries: number } }).cache.entries

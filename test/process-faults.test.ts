@@ -4,7 +4,6 @@
 // what caje serves is byte-identical with the origin, caching resumes, and the
 // node stays up.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs/promises'
@@ -12,62 +11,30 @@ import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { holdWriteLock } from '../src/manifest/test-helpers.ts'
+import { killCajeProcesses, startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
 import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 import { TEXT } from '../views/text.ts'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
-interface Child {
-  child: ChildProcessWithoutNullStreams
-  url: string
-  out: () => string
-  /** The JSON log lines written so far. */
-  logs: () => Array<Record<string, unknown>>
-}
-
-const children: ChildProcessWithoutNullStreams[] = []
 const origins: TestOrigin[] = []
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  killCajeProcesses()
   for (const o of origins.splice(0)) await o.close()
   for (const f of cleanups.splice(0)) await f()
 })
 
 /** caje as its own process (`node --import tsx src/main.ts`), like production. */
-async function spawnCaje(dir: string, origin: string, env: Record<string, string> = {}): Promise<Child> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      PORT: '0',
-      CAJE_LISTEN_HOST: '127.0.0.1',
-      CAJE_ORIGIN: origin,
-      CAJE_CACHE_DIR: path.join(dir, 'cache'),
-      CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
-      CAJE_NODE_ID: 'faults',
-      CAJE_ACCESS_LOG: 'false',
-      CAJE_POPULATE_INTERVAL: '0',
-      CAJE_ADMIN_PASSWORD: 'process-faults-password',
-      ...env,
-    },
+async function spawnCaje(dir: string, origin: string, env: Record<string, string> = {}): Promise<CajeProcess> {
+  return startCajeProcess({
+    CAJE_ORIGIN: origin,
+    CAJE_CACHE_DIR: path.join(dir, 'cache'),
+    CAJE_DATABASE_PATH: path.join(dir, 'manifest.db'),
+    CAJE_NODE_ID: 'faults',
+    CAJE_ADMIN_PASSWORD: 'process-faults-password',
+    ...env,
   })
-  children.push(child)
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  const listening = /caje is listening on (http:\/\/\S+)/
-  await waitFor(() => listening.test(out) || child.exitCode !== null, 'caje to start', 20_000)
-  if (child.exitCode !== null) throw new Error(`caje exited at start:\n${out}`)
-  return {
-    child,
-    url: listening.exec(out)![1]!,
-    out: () => out,
-    logs: () =>
-      out
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  }
 }
 
 interface Health {

@@ -1,0 +1,84 @@
+// caje as its own process (`node --import tsx src/main.ts`), the way production
+// runs it: its own memory, its own signals, its own stdout. Tests that need a
+// real process (memory, SIGKILL, SIGHUP, start-up errors, several nodes on one
+// manifest) start it here, so the start-up wait and the clean-up live in one place.
+
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { waitFor } from './servers.ts'
+
+export interface CajeProcess {
+  child: ChildProcessWithoutNullStreams
+  /** The address caje printed it listens on. */
+  url: string
+  port: number
+  /** Everything the process wrote to stdout and stderr so far. */
+  out(): string
+  /** Its JSON log lines so far. */
+  logs(): Record<string, unknown>[]
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code once it has exited. */
+  stop(graceMs?: number): Promise<number | null>
+}
+
+const LISTENING = /caje is listening on (http:\/\/\S+)/
+
+/** What every test process gets unless the test says otherwise: any free port on loopback, no access log, no background populate. */
+export const PROCESS_DEFAULTS: Readonly<Record<string, string>> = {
+  PORT: '0',
+  CAJE_LISTEN_HOST: '127.0.0.1',
+  CAJE_ACCESS_LOG: 'false',
+  CAJE_POPULATE_INTERVAL: '0',
+}
+
+const running = new Set<ChildProcessWithoutNullStreams>()
+
+/**
+ * Start caje with `env` over the test runner's environment and PROCESS_DEFAULTS (pass
+ * `defaults: false` to start with the runner's environment alone), and wait until it listens.
+ * Throws with everything it printed if it exits first.
+ */
+export async function startCajeProcess(
+  env: Record<string, string>,
+  opts: { name?: string; entry?: string[]; defaults?: boolean; startTimeoutMs?: number } = {},
+): Promise<CajeProcess> {
+  const name = opts.name ?? env.CAJE_NODE_ID ?? 'caje'
+  const child = spawn(process.execPath, opts.entry ?? ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, ...(opts.defaults === false ? {} : PROCESS_DEFAULTS), ...env },
+  })
+  running.add(child)
+  child.once('exit', () => running.delete(child))
+  let out = ''
+  // Read everything it writes: caje's stdout is blocking on a pipe, so an unread pipe would stall it.
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  await waitFor(() => LISTENING.test(out) || child.exitCode !== null, `${name} to start`, opts.startTimeoutMs ?? 20_000)
+  if (child.exitCode !== null) throw new Error(`${name} exited at start (code ${child.exitCode}):\n${out}`)
+  const url = LISTENING.exec(out)![1]!
+  return {
+    child,
+    url,
+    port: Number(new URL(url).port),
+    out: () => out,
+    logs: () =>
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    stop: (graceMs = 5_000) => stopProcess(child, graceMs),
+  }
+}
+
+async function stopProcess(child: ChildProcessWithoutNullStreams, graceMs: number): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
+  const code = await exited
+  clearTimeout(timer)
+  return code
+}
+
+/** SIGKILL every caje process a test started and left running (for afterEach). */
+export function killCajeProcesses(): void {
+  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  running.clear()
+}
