@@ -370,6 +370,8 @@ describe('partial content (RFC 9111 §3.3)', () => {
     expect([changed.status, changed.body]).toEqual([200, NEW_BODY])
     const asked = origin.requests.filter((r) => r.url === '/changed').map((r) => [r.headers.range, r.headers['if-range']])
     expect(asked).toEqual([['bytes=0-4', undefined], ['bytes=5-', '"v1"'], [undefined, undefined]])
+    // The whole new response supersedes the old part.
+    await waitFor(async () => (await entries(node, '/changed')).map((v) => v.status).join() === '200', 'the part superseded')
 
     // A range of the new representation replaces the stored part rather than extend it.
     const range = await rawGet(node.url + '/changed-range', { range: 'bytes=5-9' })
@@ -407,7 +409,7 @@ describe('partial content (RFC 9111 §3.3)', () => {
     expect(origin.requests[1]!.headers.range).toBe('bytes=5-')
     expect([whole.status, whole.body]).toEqual([200, 'whole body'])
     expect(whole.cacheStatus).toBe('caje; fwd=partial; fwd-status=200; stored')
-    await waitFor(async () => (await entries(node, '/file')).some((v) => v.status === 200), 'the whole response stored')
+    await waitFor(async () => (await entries(node, '/file')).map((v) => v.status).join() === '200', 'the whole response stored, superseding the part')
     expect((await rawGet(node.url + '/file', {})).cacheStatus).toMatch(/^caje; hit/)
   })
 

@@ -5,7 +5,8 @@
 // committed atomically like any other, and never served half-written. The client
 // gets either the origin's own 206 (a range it asked for) or, when the parts make
 // the whole representation, the complete 200 (a full request that only needed
-// the rest of a stored part).
+// the rest of a stored part). A whole response stored for a variant supersedes
+// the variant's part, which is then removed.
 
 import { Readable, Transform } from 'node:stream'
 import type { ByteRange, EntryMeta, StoredBody } from '../cache/types.ts'
@@ -31,6 +32,13 @@ export interface PartFill {
  */
 export async function startPartFill(deps: FillDeps, target: FillTarget, req: FillRequest, res: OriginResponse, answer: 'part' | 'whole'): Promise<PartFill | undefined> {
   const plain = (): PartFill | undefined => (answer === 'part' ? { fill: startFill(deps, target, req, res), response: res } : undefined)
+  if (res.status === 200 && answer === 'part') {
+    // The origin ignored Range: the whole response holds every byte of the stored part.
+    const fill = startFill(deps, target, req, res)
+    const part = storedPart(deps, target, req, cleanResponseHeaders(res.headers).headers)
+    if (part) supersede(deps, fill.outcome, part)
+    return { fill, response: res }
+  }
   if (res.status !== 206) return plain()
   const cleaned = cleanResponseHeaders(res.headers)
   const stored = storedPart(deps, target, req, cleaned.headers)
@@ -41,7 +49,7 @@ export async function startPartFill(deps: FillDeps, target: FillTarget, req: Fil
 
   const combined: OriginResponse = { ...res, status: plan.status, headers: combinedHeaders(res.headers, plan), body: concatenated([pieces.before, res.body, pieces.after]) }
   const fill = startFill(deps, target, req, combined)
-  if (stored && plan.status === 200) void fill.outcome.then(({ stored: ok }) => ok && dropPart(deps, stored))
+  if (stored && plan.status === 200) supersede(deps, fill.outcome, stored)
   if (answer === 'whole') return { fill, response: combined }
   // The client asked for the origin's range: it gets that 206 as the origin sent it, its bytes
   // cut from the combined body as they stream into the cache.
@@ -90,7 +98,16 @@ function combinedHeaders(origin: HeaderBag, plan: CombinedPart): HeaderBag {
   return headers
 }
 
-/** A part superseded by the complete entry it helped make: removed, unless a newer part replaced it meanwhile. */
+/**
+ * Once a fill has stored the whole response, the stored part of its variant is superseded
+ * (every byte of it is in the whole): it is removed, unless a newer part replaced it meanwhile.
+ */
+export function supersede(deps: FillDeps, outcome: Fill['outcome'], part: EntryMeta): void {
+  void outcome.then(({ stored, meta }) => {
+    if (stored && meta?.status === 200) dropPart(deps, part)
+  })
+}
+
 function dropPart(deps: FillDeps, part: EntryMeta): void {
   const current = deps.store.variant(part.key, part.variant)
   if (current?.integrity !== part.integrity || current.storedAt !== part.storedAt) return

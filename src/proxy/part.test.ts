@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest'
 import type { EntryMeta } from '../cache/types.ts'
-import { combineParts, completablePart, completionRequest } from './part.ts'
+import { combineParts, storedPartFor, completionRequest } from './part.ts'
 import { sameStrongValidator, strongValidator } from './range.ts'
 
 const LM = 'Tue, 01 Dec 2026 08:00:00 GMT'
@@ -77,17 +77,17 @@ describe('completing a stored part (RFC 9111 §3.3)', () => {
     expect(completionRequest(part('bytes 2-7/10'))).toBeUndefined()
   })
 
-  it('picks the newest completable part of the request’s variant, for a plain GET only', () => {
+  it('picks the newest part of the request’s variant, for a plain GET only', () => {
     const old = part('bytes 0-4/10', { etag: '"v1"' }, { storedAt: 1 })
     const newer = part('bytes 5-9/10', { etag: '"v2"' }, { storedAt: 5 })
-    const middle = part('bytes 2-7/10', { etag: '"v3"' }, { storedAt: 9 })
+    const middle = part('bytes 2-7/10', { etag: '"v3"' }, { storedAt: 4 })
     const french = part('bytes 0-4/10', { etag: '"fr"', vary: 'accept-language' }, { storedAt: 10, varyHeaders: { 'accept-language': 'fr' } })
     const whole = { ...old, status: 200, storedAt: 20 }
     const get = { method: 'GET', headers: { 'accept-language': 'de' } }
-    expect(completablePart(get, [old, newer, middle, french, whole])).toBe(newer)
-    expect(completablePart({ method: 'GET', headers: { 'accept-language': 'fr' } }, [old, french])).toBe(french)
-    expect(completablePart({ method: 'GET', headers: { range: 'bytes=0-1' } }, [old])).toBeUndefined()
-    expect(completablePart({ method: 'HEAD', headers: {} }, [old])).toBeUndefined()
+    expect(storedPartFor(get, [old, newer, middle, french, whole])).toBe(newer)
+    expect(storedPartFor({ method: 'GET', headers: { 'accept-language': 'fr' } }, [old, french])).toBe(french)
+    expect(storedPartFor({ method: 'GET', headers: { range: 'bytes=0-1' } }, [old])).toBeUndefined()
+    expect(storedPartFor({ method: 'HEAD', headers: {} }, [old])).toBeUndefined()
   })
 })
 

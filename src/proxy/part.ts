@@ -53,16 +53,17 @@ export function partSlice(meta: EntryMeta, rangeHeader: string | undefined): { c
 }
 
 /**
- * A stored part of the variant this request selects that one range request can complete
- * (completionRequest), for a plain GET of the whole response. Its freshness does not matter:
- * what is combined with it must carry the same strong validator, which shows both are bytes
- * of one representation, and the combined response takes the new response's fields.
+ * The newest stored part of the variant this request selects, for a plain GET of the whole
+ * response: the fill may complete it (completionRequest), and a whole response stored
+ * supersedes it. Its freshness does not matter: what is combined with it must carry the same
+ * strong validator, which shows both are bytes of one representation, and the combined
+ * response takes the new response's fields.
  */
-export function completablePart(req: { method: string; headers: FlatHeaders }, variants: readonly EntryMeta[]): EntryMeta | undefined {
+export function storedPartFor(req: { method: string; headers: FlatHeaders }, variants: readonly EntryMeta[]): EntryMeta | undefined {
   if (req.method !== 'GET' || req.headers.range !== undefined) return undefined
   let best: EntryMeta | undefined
   for (const v of variants) {
-    if (v.status !== 206 || !completionRequest(v)) continue
+    if (v.status !== 206) continue
     if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), req.headers)) continue
     if (!best || v.storedAt > best.storedAt) best = v
   }

@@ -32,8 +32,8 @@ import {
   type StoreRules,
   usableUnder,
 } from './policy.ts'
-import { completablePart, completionRequest, partSlice, usablePart } from './part.ts'
-import { discard, startPartFill } from './part-fill.ts'
+import { completionRequest, storedPartFor, partSlice, usablePart } from './part.ts'
+import { discard, startPartFill, supersede } from './part-fill.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
@@ -339,7 +339,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
    * behind it. With a stored `part` of the response, only the rest of it is asked for (RFC
    * 9111 §3.3, part.ts completionRequest); a 206 that completes the part is combined with it
    * into the whole response (part-fill.ts). Any other 206 or a 416 cannot answer a request for
-   * the whole: it is dropped and the whole response asked for.
+   * the whole: it is dropped and the whole response asked for. A whole response stored
+   * supersedes the part.
    */
   async function fetchAndStore(
     req: ProxyRequest,
@@ -359,9 +360,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const whole = res.status === 206 ? await startPartFill(fillDeps, fillTarget, fillRequest, res, 'whole') : undefined
       if (whole) return { result: clientResult(req, originUrl, whole.fill, whole.response, { ...cacheStatus, fwd: 'partial', fwdStatus: res.status }), outcome: whole.fill.outcome }
       discard(res.body)
-      return fetchAndStore(req, originUrl, key, cacheStatus, target)
+      const again = await fetchAndStore(req, originUrl, key, cacheStatus, target)
+      supersede(fillDeps, again.outcome, part)
+      return again
     }
     const fill = startFill(fillDeps, fillTarget, fillRequest, res)
+    if (part) supersede(fillDeps, fill.outcome, part)
     return { result: clientResult(req, originUrl, fill, res, completion ? { ...cacheStatus, fwd: 'partial' } : cacheStatus), outcome: fill.outcome }
   }
 
@@ -498,7 +502,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       }
       let filled: Awaited<ReturnType<typeof fetchAndStore>>
       try {
-        filled = await fetchAndStore(req, originUrl, key, { fwd }, { onReceived: turn.received }, completablePart(req, variants))
+        filled = await fetchAndStore(req, originUrl, key, { fwd }, { onReceived: turn.received }, storedPartFor(req, variants))
       } catch (err) {
         turn.settle(false)
         throw err
