@@ -75,6 +75,7 @@ describe('completing a stored part (RFC 9111 §3.3)', () => {
     expect(completionRequest(part('bytes 0-4/10', {}))).toEqual({ range: 'bytes=5-' })
     // Missing bytes on both sides: one range cannot complete it.
     expect(completionRequest(part('bytes 2-7/10'))).toBeUndefined()
+    expect(completionRequest(part('bytes 0-9/10'))).toBeUndefined()
   })
 
   it('picks the newest part of the request’s variant, for a plain GET only', () => {

@@ -81,6 +81,8 @@ export function completionRequest(meta: EntryMeta): { range: string; 'if-range'?
   const part = parseContentRange(meta.headers['content-range'])
   if (!part) return undefined
   let range: string
+  // A part that already spans the representation (stored as it came) leaves nothing to ask for.
+  if (part.start === 0 && part.end === part.length - 1) return undefined
   if (part.start === 0) range = `bytes=${part.end + 1}-`
   else if (part.end === part.length - 1) range = `bytes=0-${part.start - 1}`
   else return undefined
