@@ -324,6 +324,16 @@ describe('partial content (RFC 9111 §3.3)', () => {
     expect(origin.count('/file')).toBe(2)
   })
 
+  it('takes a Last-Modified well before Date as a strong validator for completing a part (RFC 9110 §8.8.2.2)', async () => {
+    const LAST_MODIFIED = 'Tue, 01 Dec 2020 08:00:00 GMT'
+    const { origin, node } = await setup({ '/file': rangedWith(() => ({ 'last-modified': LAST_MODIFIED })) })
+    await rawGet(node.url + '/file', { range: 'bytes=6-' })
+    await node.stored('/file')
+    const whole = await rawGet(node.url + '/file', {})
+    expect([whole.status, whole.body, whole.cacheStatus]).toEqual([200, BODY, 'caje; fwd=partial; fwd-status=206; stored'])
+    expect([origin.requests[1]!.headers.range, origin.requests[1]!.headers['if-range']]).toEqual(['bytes=0-5', LAST_MODIFIED])
+  })
+
   it('combines ranges as they arrive into one part, and into the whole response once they add up (RFC 9111 §3.4)', async () => {
     const { origin, node } = await setup({ '/file': ranged })
     expect((await rawGet(node.url + '/file', { range: 'bytes=0-3' })).body).toBe('0123')
