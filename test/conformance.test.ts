@@ -3,6 +3,7 @@
 // conditionals (RFC 9110 §13). The rules themselves are unit-tested beside
 // src/proxy/policy.ts; here each is checked end to end, as a client sees it.
 
+import { createHash } from 'node:crypto'
 import http from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
@@ -86,13 +87,13 @@ describe('storing by status (RFC 9111 §3)', () => {
 })
 
 /** GET with raw header values (an array is sent as separate field lines), for what fetch() cannot send. */
-function rawGet(url: string, headers: Record<string, string | string[]>): Promise<{ status: number; cacheStatus: string; body: string }> {
+function rawGet(url: string, headers: Record<string, string | string[]>): Promise<{ status: number; cacheStatus: string; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { headers, agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body }))
+      res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body, headers: res.headers }))
       res.on('error', reject)
     })
     req.on('error', reject)
@@ -165,21 +166,30 @@ describe('client conditionals on a hit (RFC 9110 §13.1.3, RFC 9111 §4.3.2)', (
 
 describe('partial content (RFC 9111 §3.3)', () => {
   const BODY = '0123456789'
-  /** An origin that answers ranges of BODY, like a static file server, with a lifetime. */
-  const ranged: Route = (req, res) => {
-    const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
-    const headers = { 'cache-control': 'max-age=600', etag: '"ten"', 'content-type': 'text/plain' }
-    if (!m) {
-      res.writeHead(200, { ...headers, 'content-length': String(BODY.length) })
-      res.end(BODY)
-      return
+  /**
+   * An origin that answers ranges of `body`, like a static file server, with a lifetime and
+   * these validators. It ignores If-Range, as an origin that does not support it may.
+   */
+  const rangedWith =
+    (validators: () => Record<string, string>, body: () => string = () => BODY): Route =>
+    (req, res) => {
+      const b = body()
+      const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
+      const headers = { 'cache-control': 'max-age=600', 'content-type': 'text/plain', ...validators() }
+      if (!m) {
+        res.writeHead(200, { ...headers, 'content-length': String(b.length) })
+        res.end(b)
+        return
+      }
+      const start = m[1] === '' ? b.length - Number(m[2]) : Number(m[1])
+      const end = m[1] === '' || m[2] === '' ? b.length - 1 : Math.min(Number(m[2]), b.length - 1)
+      const part = b.slice(start, end + 1)
+      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${b.length}`, 'content-length': String(part.length) })
+      res.end(part)
     }
-    const start = m[1] === '' ? BODY.length - Number(m[2]) : Number(m[1])
-    const end = m[1] === '' || m[2] === '' ? BODY.length - 1 : Math.min(Number(m[2]), BODY.length - 1)
-    const part = BODY.slice(start, end + 1)
-    res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${BODY.length}`, 'content-length': String(part.length) })
-    res.end(part)
-  }
+  const ranged = rangedWith(() => ({ etag: '"ten"' }))
+  /** The entries stored for a path of a node. */
+  const entries = (node: TestNode, path: string) => node.store.variants(`http://${new URL(node.url).host}${path}`)
 
   it('stores a 206 as a part, answers ranges inside it, and never takes it for the whole response', async () => {
     const { origin, node } = await setup({ '/file': ranged })
@@ -214,16 +224,17 @@ describe('partial content (RFC 9111 §3.3)', () => {
     }
     expect(origin.count('/file')).toBe(1)
 
-    // A range reaching past the part goes to the origin.
+    // A range reaching past the part goes to the origin (and its 206 extends the part to 4-9).
     const past = await rawGet(node.url + '/file', { range: 'bytes=6-' })
     expect(past.body).toBe('6789')
     expect(past.cacheStatus).toContain('fwd=uri-miss')
-    // A whole-response request is never answered from a part.
+    await waitFor(async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.headers['content-range'] === 'bytes 4-9/10'), 'the parts 4-8 and 6-9 combined')
+    // A whole-response request is never answered from a part: the origin is asked for the rest.
     const whole = await rawGet(node.url + '/file', {})
     expect(whole.status).toBe(200)
     expect(whole.body).toBe(BODY)
-    expect(whole.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=200; stored')
-    expect(origin.requests.at(-1)!.headers.range).toBeUndefined()
+    expect(whole.cacheStatus).toBe('caje; fwd=partial; fwd-status=206; stored')
+    expect(origin.requests.at(-1)!.headers.range).toBe('bytes=0-3')
     await waitFor(async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.status === 200), 'the whole response to be stored')
     // Now every range comes from the whole response.
     const fromWhole = await rawGet(node.url + '/file', { range: 'bytes=0-2' })
@@ -275,5 +286,161 @@ describe('partial content (RFC 9111 §3.3)', () => {
     expect(ignored.cacheStatus).toContain('stored')
     await node.stored('/no-ranges')
     expect((await rawGet(node.url + '/no-ranges', {})).cacheStatus).toMatch(/^caje; hit/)
+  })
+
+  it('completes a stored part with a request for the rest, and stores the whole response (RFC 9111 §3.3, §3.4)', async () => {
+    const { origin, node } = await setup({ '/file': ranged })
+    expect((await rawGet(node.url + '/file', { range: 'bytes=0-4' })).body).toBe('01234')
+    await node.stored('/file')
+
+    const whole = await rawGet(node.url + '/file', {})
+    expect(whole.status).toBe(200)
+    expect(whole.body).toBe(BODY)
+    expect(whole.headers['content-length']).toBe('10')
+    expect(whole.headers['content-range']).toBeUndefined()
+    expect(whole.cacheStatus).toBe('caje; fwd=partial; fwd-status=206; stored')
+    // Only the missing bytes were asked for, on the condition that they belong to the stored part's representation.
+    expect(origin.requests[1]!.headers.range).toBe('bytes=5-')
+    expect(origin.requests[1]!.headers['if-range']).toBe('"ten"')
+
+    // One complete entry, written as a new body of its own; the part it replaces is gone.
+    await waitFor(async () => {
+      const stored = await entries(node, '/file')
+      return stored.length === 1 && stored[0]!.status === 200
+    }, 'the combined entry alone')
+    await node.store.drain()
+    const [entry] = await entries(node, '/file')
+    expect(entry!.size).toBe(10)
+    expect(entry!.integrity).toBe(`sha512-${createHash('sha512').update(BODY).digest('base64')}`)
+    expect(entry!.headers['content-range']).toBeUndefined()
+
+    // It answers full requests and any range.
+    const again = await rawGet(node.url + '/file', {})
+    expect([again.status, again.body]).toEqual([200, BODY])
+    expect(again.cacheStatus).toMatch(/^caje; hit/)
+    const tail = await rawGet(node.url + '/file', { range: 'bytes=7-' })
+    expect([tail.status, tail.body, tail.headers['content-range']]).toEqual([206, '789', 'bytes 7-9/10'])
+    expect(tail.cacheStatus).toMatch(/^caje; hit/)
+    expect(origin.count('/file')).toBe(2)
+  })
+
+  it('takes a Last-Modified well before Date as a strong validator for completing a part (RFC 9110 §8.8.2.2)', async () => {
+    const LAST_MODIFIED = 'Tue, 01 Dec 2020 08:00:00 GMT'
+    const { origin, node } = await setup({ '/file': rangedWith(() => ({ 'last-modified': LAST_MODIFIED })) })
+    await rawGet(node.url + '/file', { range: 'bytes=6-' })
+    await node.stored('/file')
+    const whole = await rawGet(node.url + '/file', {})
+    expect([whole.status, whole.body, whole.cacheStatus]).toEqual([200, BODY, 'caje; fwd=partial; fwd-status=206; stored'])
+    expect([origin.requests[1]!.headers.range, origin.requests[1]!.headers['if-range']]).toEqual(['bytes=0-5', LAST_MODIFIED])
+  })
+
+  it('combines ranges as they arrive into one part, and into the whole response once they add up (RFC 9111 §3.4)', async () => {
+    const { origin, node } = await setup({ '/file': ranged })
+    expect((await rawGet(node.url + '/file', { range: 'bytes=0-3' })).body).toBe('0123')
+    await node.stored('/file')
+    // The client gets the origin's own 206; the cache keeps the union of both parts.
+    const second = await rawGet(node.url + '/file', { range: 'bytes=4-6' })
+    expect([second.status, second.body, second.headers['content-range'], second.headers['content-length']]).toEqual([206, '456', 'bytes 4-6/10', '3'])
+    expect(second.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=206; stored')
+    await waitFor(async () => (await entries(node, '/file')).some((v) => v.headers['content-range'] === 'bytes 0-6/10'), 'the parts 0-3 and 4-6 combined')
+    // A range across both parts: only the combined part holds it.
+    const across = await rawGet(node.url + '/file', { range: 'bytes=2-5' })
+    expect([across.status, across.body]).toEqual([206, '2345'])
+    expect(across.cacheStatus).toMatch(/^caje; hit/)
+
+    const last = await rawGet(node.url + '/file', { range: 'bytes=7-9' })
+    expect([last.status, last.body, last.headers['content-range']]).toEqual([206, '789', 'bytes 7-9/10'])
+    await waitFor(async () => {
+      const stored = await entries(node, '/file')
+      return stored.length === 1 && stored[0]!.status === 200
+    }, 'the complete entry alone')
+    const whole = await rawGet(node.url + '/file', {})
+    expect([whole.status, whole.body]).toEqual([200, BODY])
+    expect(whole.cacheStatus).toMatch(/^caje; hit/)
+    expect(origin.requests.map((r) => r.headers.range)).toEqual(['bytes=0-3', 'bytes=4-6', 'bytes=7-9'])
+  })
+
+  it('never combines parts whose strong validators differ, or that have only weak ones or none (RFC 9110 §15.3.7.3)', async () => {
+    const NEW_BODY = 'abcdefghij'
+    let version = 1
+    const changing = rangedWith(
+      () => ({ etag: `"v${version}"` }),
+      () => (version === 1 ? BODY : NEW_BODY),
+    )
+    const { origin, node } = await setup({ '/changed': changing, '/changed-range': changing, '/weak': rangedWith(() => ({ etag: 'W/"w"' })), '/none': rangedWith(() => ({})) })
+    for (const path of ['/changed', '/changed-range', '/weak', '/none']) {
+      expect((await rawGet(node.url + path, { range: 'bytes=0-4' })).body, path).toBe('01234')
+      await node.stored(path)
+    }
+    version = 2
+
+    // The representation changed, and this origin ignores If-Range: its 206 is of the new one.
+    // The stored 01234 must not be put in front of it; the whole new response is fetched.
+    const changed = await rawGet(node.url + '/changed', {})
+    expect([changed.status, changed.body]).toEqual([200, NEW_BODY])
+    const asked = origin.requests.filter((r) => r.url === '/changed').map((r) => [r.headers.range, r.headers['if-range']])
+    expect(asked).toEqual([['bytes=0-4', undefined], ['bytes=5-', '"v1"'], [undefined, undefined]])
+    // The whole new response supersedes the old part.
+    await waitFor(async () => (await entries(node, '/changed')).map((v) => v.status).join() === '200', 'the part superseded')
+
+    // A range of the new representation replaces the stored part rather than extend it.
+    const range = await rawGet(node.url + '/changed-range', { range: 'bytes=5-9' })
+    expect([range.status, range.body]).toEqual([206, 'fghij'])
+    await waitFor(async () => (await entries(node, '/changed-range')).some((v) => v.headers['content-range'] === 'bytes 5-9/10'), 'the new part stored')
+    expect((await entries(node, '/changed-range')).map((v) => [v.status, v.headers['content-range']])).toEqual([[206, 'bytes 5-9/10']])
+    expect((await rawGet(node.url + '/changed-range', {})).body).toBe(NEW_BODY)
+
+    // Weak or no validators: nothing shows the bytes belong together, so no If-Range either.
+    for (const path of ['/weak', '/none']) {
+      const whole = await rawGet(node.url + path, {})
+      expect([whole.status, whole.body], path).toEqual([200, BODY])
+      const seen = origin.requests.filter((r) => r.url === path).map((r) => [r.headers.range, r.headers['if-range']])
+      expect(seen, path).toEqual([['bytes=0-4', undefined], ['bytes=5-', undefined], [undefined, undefined]])
+    }
+  })
+
+  it('asks for the rest of a part without validators, and takes a 200 answer as the whole response', async () => {
+    let calls = 0
+    const { origin, node } = await setup({
+      '/file': (req, res) => {
+        calls++
+        if (calls === 1) {
+          res.writeHead(206, { 'cache-control': 'max-age=3600', 'content-range': 'bytes 0-4/10', 'content-length': '5' })
+          res.end('01234')
+          return
+        }
+        res.writeHead(200, { 'cache-control': 'max-age=3600', 'content-length': '10' })
+        res.end('whole body')
+      },
+    })
+    await rawGet(node.url + '/file', { range: 'bytes=-5' })
+    await node.stored('/file')
+    const whole = await rawGet(node.url + '/file', {})
+    expect(origin.requests[1]!.headers.range).toBe('bytes=5-')
+    expect([whole.status, whole.body]).toEqual([200, 'whole body'])
+    expect(whole.cacheStatus).toBe('caje; fwd=partial; fwd-status=200; stored')
+    await waitFor(async () => (await entries(node, '/file')).map((v) => v.status).join() === '200', 'the whole response stored, superseding the part')
+    expect((await rawGet(node.url + '/file', {})).cacheStatus).toMatch(/^caje; hit/)
+  })
+
+  it('stores nothing from a completion cut short: the part stays and the next request completes it', async () => {
+    let cut = true
+    const { origin, node } = await setup({
+      '/file': (req, res) => {
+        if (req.headers.range !== 'bytes=5-' || !cut) return ranged(req, res)
+        cut = false
+        res.writeHead(206, { 'cache-control': 'max-age=600', etag: '"ten"', 'content-range': 'bytes 5-9/10', 'content-length': '5' })
+        res.write('56', () => res.destroy())
+      },
+    })
+    await rawGet(node.url + '/file', { range: 'bytes=0-4' })
+    await node.stored('/file')
+    await expect(rawGet(node.url + '/file', {})).rejects.toThrow()
+    await node.store.drain()
+    expect((await entries(node, '/file')).map((v) => [v.status, v.headers['content-range']])).toEqual([[206, 'bytes 0-4/10']])
+
+    const whole = await rawGet(node.url + '/file', {})
+    expect([whole.status, whole.body]).toEqual([200, BODY])
+    expect(origin.requests.map((r) => r.headers.range)).toEqual(['bytes=0-4', 'bytes=5-', 'bytes=5-'])
   })
 })

@@ -1,6 +1,7 @@
 // The Cache-Status response field (RFC 9211), cache name "caje".
 
-export type ForwardReason = 'uri-miss' | 'vary-miss' | 'stale' | 'request' | 'bypass' | 'method' | 'miss'
+/** RFC 9211 §2.2; `partial`: a stored part was there, and the rest of it was asked for. */
+export type ForwardReason = 'uri-miss' | 'vary-miss' | 'stale' | 'request' | 'bypass' | 'method' | 'miss' | 'partial'
 
 export interface CacheStatus {
   hit?: boolean

@@ -113,14 +113,10 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     return { headers, setCookie, body: res.body, stored: false, detail, outcome: NOT_STORED }
   }
 
-  const fields = varyFields(headers.vary)
-  // The variant is the request the origin answered (RFC 9111 §4.1). Fields the client named in
-  // Connection were removed before forwarding (RFC 9110 §7.6.1), so the origin never saw them:
-  // `X-Lang: fr` + `Connection: x-lang` gets the default page, which must not become the fr variant.
-  const values = varyValues(fields, stripHopByHop(req.headers).headers)
+  const { variant, values } = entryVariant(res.status, headers, req.headers)
   const entry: NewEntry = {
     key: target.key,
-    variant: storedVariantId(res.status, variantId(values)),
+    variant,
     url: target.url,
     host: target.host,
     status: res.status,
@@ -183,6 +179,18 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
   tee.on('error', () => res.body.destroy())
   res.body.pipe(tee)
   return { headers, setCookie, body: tee, stored: true, outcome }
+}
+
+/**
+ * The variant id a response is stored under, and the request's values of the fields its Vary
+ * names. The variant is the request the origin answered (RFC 9111 §4.1). Fields the client
+ * named in Connection were removed before forwarding (RFC 9110 §7.6.1), so the origin never
+ * saw them: `X-Lang: fr` + `Connection: x-lang` gets the default page, which must not become
+ * the fr variant.
+ */
+export function entryVariant(status: number, headers: FlatHeaders, requestHeaders: FlatHeaders): { variant: string; values: Record<string, string> } {
+  const values = varyValues(varyFields(headers.vary), stripHopByHop(requestHeaders).headers)
+  return { variant: storedVariantId(status, variantId(values)), values }
 }
 
 /** Whether the last transfer coding is chunked: the body's end is then marked in the stream (RFC 9112 §7.1). */

@@ -13,7 +13,7 @@ import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { FillGate } from './coalesce.ts'
-import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome, type FillTarget } from './fill.ts'
+import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome, type FillRequest, type FillTarget } from './fill.ts'
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
 import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, type FlatHeaders, type HeaderBag } from './headers.ts'
@@ -32,7 +32,8 @@ import {
   type StoreRules,
   usableUnder,
 } from './policy.ts'
-import { partSlice, usablePart } from './part.ts'
+import { completionRequest, storedPartFor, partSlice, usablePart } from './part.ts'
+import { discard, startPartFill, supersede } from './part-fill.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 
@@ -302,7 +303,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     res: OriginResponse,
     cacheStatus: CacheStatus,
   ): ProxyResult {
-    const status: CacheStatus = { ...cacheStatus, fwdStatus: res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
+    // fwd-status is what the origin sent (RFC 9211 §2.3), which a combined response (part-fill.ts) is not.
+    const status: CacheStatus = { ...cacheStatus, fwdStatus: cacheStatus.fwdStatus ?? res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
     const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
     if (req.rules && req.rules.matched.length) {
       const rules = req.rules.response(res.status, admitted.headers['content-type'])
@@ -328,35 +330,56 @@ export function createProxy(opts: ProxyOptions): Proxy {
       admitted.body.resume()
       body = null
     }
-    const bodyFailure = (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: res.status })
+    const bodyFailure = (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: status.fwdStatus })
     return { status: res.status, headers, body, cacheStatus: status, tier: 'origin', originMs: res.headersMs, bodyFailure }
   }
 
-  /** Cache-filling GET to the origin (a miss): the client's answer, and the outcome of the fill behind it. */
+  /**
+   * Cache-filling GET to the origin (a miss): the client's answer, and the outcome of the fill
+   * behind it. With a stored `part` of the response, only the rest of it is asked for (RFC
+   * 9111 §3.3, part.ts completionRequest); a 206 that completes the part is combined with it
+   * into the whole response (part-fill.ts). Any other 206 or a 416 cannot answer a request for
+   * the whole: it is dropped and the whole response asked for. A whole response stored
+   * supersedes the part.
+   */
   async function fetchAndStore(
     req: ProxyRequest,
     originUrl: URL,
     key: string,
     cacheStatus: CacheStatus,
     target: Pick<FillTarget, 'via' | 'onReceived'> = {},
+    part?: EntryMeta,
   ): Promise<{ result: ProxyResult; outcome: Promise<FillOutcome> }> {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
+    const completion = part && completionRequest(part)
     const requestTime = now()
-    const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const fill = startFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res)
-    return { result: clientResult(req, originUrl, fill, res, cacheStatus), outcome: fill.outcome }
+    const res = await sendToOrigin(req, originUrl, 'GET', completion ? { ...headers, ...completion } : headers, null)
+    const fillTarget: FillTarget = { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }
+    const fillRequest: FillRequest = { method: 'GET', headers: req.headers, requestTime, rules: req.rules }
+    if (completion && (res.status === 206 || res.status === 416)) {
+      const whole = res.status === 206 ? await startPartFill(fillDeps, fillTarget, fillRequest, res, 'whole') : undefined
+      if (whole) return { result: clientResult(req, originUrl, whole.fill, whole.response, { ...cacheStatus, fwd: 'partial', fwdStatus: res.status }), outcome: whole.fill.outcome }
+      discard(res.body)
+      const again = await fetchAndStore(req, originUrl, key, cacheStatus, target)
+      supersede(fillDeps, again.outcome, part)
+      return again
+    }
+    const fill = startFill(fillDeps, fillTarget, fillRequest, res)
+    if (part) supersede(fillDeps, fill.outcome, part)
+    return { result: clientResult(req, originUrl, fill, res, completion ? { ...cacheStatus, fwd: 'partial' } : cacheStatus), outcome: fill.outcome }
   }
 
   /**
    * A range request the cache cannot answer: forwarded with its Range, and a 206 that comes back
-   * is stored as a part (a 200, when the origin ignores Range, as the whole response).
+   * is stored as a part, combined with the stored part it extends (part-fill.ts); a 200, when
+   * the origin ignores Range, is stored as the whole response.
    */
   async function fetchRange(req: ProxyRequest, originUrl: URL, key: string, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = { ...withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl))), range: req.headers.range! }
     const requestTime = now()
     const res = await sendToOrigin(req, originUrl, 'GET', headers, null)
-    const fill = startFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res)
-    return clientResult(req, originUrl, fill, res, cacheStatus)
+    const taken = (await startPartFill(fillDeps, { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl }, { method: 'GET', headers: req.headers, requestTime, rules: req.rules }, res, 'part'))!
+    return clientResult(req, originUrl, taken.fill, taken.response, cacheStatus)
   }
 
   /** Plain pass-through: the request goes to the origin as the client sent it, nothing is stored. */
@@ -479,7 +502,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       }
       let filled: Awaited<ReturnType<typeof fetchAndStore>>
       try {
-        filled = await fetchAndStore(req, originUrl, key, { fwd }, { onReceived: turn.received })
+        filled = await fetchAndStore(req, originUrl, key, { fwd }, { onReceived: turn.received }, storedPartFor(req, variants))
       } catch (err) {
         turn.settle(false)
         throw err

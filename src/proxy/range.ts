@@ -45,6 +45,44 @@ export function ifRangeAllows(reqHeaders: FlatHeaders, stored: FlatHeaders): boo
   return date !== undefined && lm !== undefined && date === lm
 }
 
+/**
+ * The strong validator of a response (RFC 9110 §8.8.1), the one If-Range may carry (§13.1.5):
+ * its entity tag unless that is weak, else, with no entity tag at all, a Last-Modified that is
+ * strong by §8.8.2.2 (see strongLastModified). Undefined when the response has none.
+ */
+export function strongValidator(headers: FlatHeaders): string | undefined {
+  const etag = headers.etag?.trim()
+  if (etag !== undefined) return etag.startsWith('W/') ? undefined : etag
+  return strongLastModified(headers) !== undefined ? headers['last-modified']!.trim() : undefined
+}
+
+/**
+ * RFC 9110 §8.8.2.2: a Last-Modified is only as strong as the one-second resolution of dates
+ * allows. A cache may treat it as strong when its entry's Date is at least one second later
+ * (two changes within that second would share it). Epoch ms of the date when strong.
+ */
+function strongLastModified(headers: FlatHeaders): number | undefined {
+  const lm = httpDate(headers['last-modified'])
+  const date = httpDate(headers.date)
+  return lm !== undefined && date !== undefined && date - lm >= 1000 ? lm : undefined
+}
+
+/**
+ * Whether two responses carry the same strong validator, so their bytes belong to one
+ * representation (RFC 9110 §8.8.3.2 strong comparison; §15.3.7.3 combines parts only then).
+ * Entity tags decide when either has one: both strong and identical. Without entity tags, both
+ * Last-Modified dates must be strong and equal. No validator, a weak one or a mismatch: false.
+ */
+export function sameStrongValidator(a: FlatHeaders, b: FlatHeaders): boolean {
+  if (a.etag !== undefined || b.etag !== undefined) {
+    const ea = a.etag?.trim()
+    const eb = b.etag?.trim()
+    return ea !== undefined && eb !== undefined && !ea.startsWith('W/') && ea === eb
+  }
+  const la = strongLastModified(a)
+  return la !== undefined && la === strongLastModified(b)
+}
+
 /** One stored range of a representation: bytes `start`-`end` of `length`. */
 export interface StoredPart {
   start: number
