@@ -113,7 +113,7 @@ const RowPurge: FC<{ url: string; csrf: string }> = ({ url, csrf }) => (
     <Csrf token={csrf} />
     <input type="hidden" name="kind" value="url" />
     <input type="hidden" name="value" value={url} />
-    <button type="submit" name="soft" value="yes" data-size="small" aria-label={`${TEXT.list.rowSoftPurge} ${url}`} title={TEXT.list.rowSoftPurgeTitle}>
+    <button type="submit" name="soft" value="yes" data-size="small" aria-label={`${TEXT.list.rowSoftPurgeLabel} ${url}`} title={TEXT.list.rowSoftPurgeTitle}>
       {TEXT.list.rowSoftPurge}
     </button>
     <button type="submit" name="soft" value="no" data-variant="danger" data-size="small" aria-label={`${TEXT.list.rowPurge} ${url}`}>

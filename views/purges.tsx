@@ -114,14 +114,16 @@ export const PurgeHistoryPage: FC<PurgeHistoryPageProps> = ({ chrome, flash, now
                       <td data-slot="url">
                         <span>{purgeLabel(p.request)}</span>
                       </td>
-                      <td>
+                      <td data-label={t.col.mode}>
                         <PurgeMode soft={p.request.soft === true} />
                       </td>
-                      <td data-slot="time" title={isoTime(p.createdAt)}>
+                      <td data-slot="time" data-label={t.col.when} title={isoTime(p.createdAt)}>
                         {formatRelative(p.createdAt, now)}
                       </td>
-                      <td>{p.createdBy}</td>
-                      <td data-slot="applied">
+                      <td data-slot="by" data-label={t.col.by}>
+                        {p.createdBy}
+                      </td>
+                      <td data-slot="applied" data-label={t.col.applied}>
                         <span data-component="badge" data-kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
                           {t.appliedOn(p.appliedOn.length, total)}
                         </span>

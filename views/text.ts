@@ -86,7 +86,8 @@ export const TEXT = {
     staleSince: 'Still served: the next request checks with the origin first (a 304 keeps the body). Stale since',
     nodeOfflineTitle: (ago: string) => `Offline: last heartbeat ${ago}`,
     rowPurge: 'Purge',
-    rowSoftPurge: 'Soft purge',
+    rowSoftPurge: 'Soft',
+    rowSoftPurgeLabel: 'Soft purge',
     rowSoftPurgeTitle: 'Mark stale on every node: the next request checks with the origin (a 304 keeps the body); still served if the origin fails, under stale-if-error',
     rowPopulate: 'Populate',
     via: {
