@@ -6,9 +6,8 @@ import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
 
-/** `prefix https://…`, `tag product-7`, `everything`, or the URL. */
+/** `prefix https://…`, `tag product-7`, `everything`, or the URL (hard or soft is shown beside it). */
 export function purgeLabel(r: PurgeRequest): string {
-  // Hard or soft is shown beside it (a badge, the confirmation's heading).
   return r.kind === 'all' ? TEXT.purges.everything : r.kind === 'url' ? r.value : `${r.kind} ${r.value}`
 }
 

@@ -197,10 +197,11 @@ export async function recordNodeCleared(db: Db, nodeId: string): Promise<number>
   return Number(res.numAffectedRows ?? 0)
 }
 
-/** Drop a node that is gone: its holdings and its row (an admin's "forget node"). Resolves to the holdings dropped. */
+/** Drop a node that is gone: its holdings, its row and its purge times (an admin's "forget node"). Resolves to the holdings dropped. */
 export async function forgetNode(db: Db, nodeId: string): Promise<number> {
   const dropped = await recordNodeCleared(db, nodeId)
   await db.deleteFrom('nodes').where('id', '=', nodeId).execute()
+  await db.deleteFrom('purge_nodes').where('node_id', '=', nodeId).execute()
   return dropped
 }
 
