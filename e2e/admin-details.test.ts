@@ -133,7 +133,7 @@ describe.each([
     expect(await page.locator('[data-slot="populate-state"] [data-slot="summary"]').textContent()).toMatch(/· 1 fetched \(1 from peers, 0 from the origin\)/)
     await page.locator('#disk').screenshot({ path: path.join(SHOTS, `row-populated-${width}.png`) })
     // Purge it from its disk row: both tables are empty on the page the purge lands on.
-    await page.locator('table[data-table="disk"]').getByRole('button', { name: `Purge ${url}` }).click()
+    await page.locator('table[data-table="disk"]').getByRole('button', { name: `Purge ${url}`, exact: true }).click()
     await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === filter)
     expect(await page.locator('[data-component="empty"]').allTextContents()).toEqual(['Nothing matches this filter.', 'Nothing matches this filter.'])
   })
@@ -174,7 +174,9 @@ describe.each([
     const api = (p: string, body: unknown) =>
       fetch(`${server.origin}${p}`, { method: 'POST', headers: { authorization: `Bearer ${server.apiToken}`, accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify(body) })
     const purged = await api('/_caje/purge', { url: `${server.origin}/api/products/9` })
-    expect(await purged.json()).toEqual({ ok: true, purge: { kind: 'url', value: `${server.origin}/api/products/9` }, removed: 1 })
+    expect(await purged.json()).toEqual({ ok: true, purge: { kind: 'url', value: `${server.origin}/api/products/9`, soft: false }, removed: 1 })
+    const soft = await api('/_caje/purge', { url: `${server.origin}/api/products/8`, soft: true })
+    expect(await soft.json()).toEqual({ ok: true, purge: { kind: 'url', value: `${server.origin}/api/products/8`, soft: true }, removed: 0, marked: 1 })
     const bad = await api('/_caje/purge', { url: 'not a url' })
     expect(bad.status).toBe(400)
     expect(await bad.json()).toMatchObject({ ok: false, code: 'purge_bad_url' })
@@ -191,7 +193,7 @@ describe.each([
     await other.getByRole('button', { name: 'Sign out', exact: true }).click()
     await other.waitForURL('**/_caje/auth')
     await other.close()
-    await manifestRow(page, url).getByRole('button', { name: `Purge ${url}` }).click()
+    await manifestRow(page, url).getByRole('button', { name: `Purge ${url}`, exact: true }).click()
     await page.locator('[data-component="passkey-sign-in"]').waitFor()
     expect(await flash()).toBe('Your session ended, so that was not done. Sign in, then try again.')
     expect(await page.locator('body').textContent()).not.toContain('"ok":false')
@@ -215,13 +217,13 @@ describe.each([
     await page.waitForURL('**/_caje/auth')
     await page.getByRole('button', { name: 'Sign in with a passkey' }).click()
     await page.waitForURL('**/_caje/list')
-    await manifestRow(stale, url).getByRole('button', { name: `Purge ${url}` }).click()
+    await manifestRow(stale, url).getByRole('button', { name: `Purge ${url}`, exact: true }).click()
     await stale.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === filter)
     expect(await flash(stale)).toBe('This page was out of date, so that was not done. Try again.')
     expect(await manifestRow(stale, url).count()).toBe(1)
     await shot('page-out-of-date', stale)
     // Now the page is current: the same click works.
-    await manifestRow(stale, url).getByRole('button', { name: `Purge ${url}` }).click()
+    await manifestRow(stale, url).getByRole('button', { name: `Purge ${url}`, exact: true }).click()
     await stale.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === filter)
     expect(await flash(stale)).toBe(`Purged ${url}: 1 entry removed on this node; other nodes follow within seconds.`)
     expect(await manifestRow(stale, url).count()).toBe(0)
@@ -293,6 +295,69 @@ describe.each([
     await page.waitForURL((u) => u.searchParams.get('node') === 'e2e-node-1' && u.searchParams.get('period') === 'day')
     expect(await page.locator('#traffic h2').textContent()).toBe('Traffic, node e2e-node-1')
     expect(await pageWidth()).toBeLessThanOrEqual(width)
+  })
+
+  it('soft-purges a row and a prefix: entries stay, marked stale, the confirmation says soft, and the history shows when each node applied it', async () => {
+    // A page both nodes hold, soft-purged from its row.
+    const url = server.node1.keyOf('/assets/app-5.js')
+    const filter = '/assets/app-5.js'
+    await page.goto(`${server.origin}/_caje/list?filter=${encodeURIComponent(filter)}`)
+    await page.locator('#disk').screenshot({ path: path.join(SHOTS, `row-soft-purge-before-${width}.png`) })
+    await manifestRow(page, url).getByRole('button', { name: `Soft purge ${url}`, exact: true }).click()
+    await page.waitForURL((u) => u.pathname === '/_caje/list' && u.searchParams.get('filter') === filter)
+    expect(await flash()).toBe(`Soft-purged ${url}: 1 entry marked stale on this node (each is checked with the origin on its next request); other nodes follow within seconds.`)
+    // Still held, on this node's disk and in the manifest, now stale.
+    expect(await page.locator('table[data-table="disk"] [data-component="freshness"]').getAttribute('data-state')).toBe('stale')
+    expect(await manifestRow(page, url).locator('[data-component="freshness"]').getAttribute('data-state')).toBe('stale')
+    expect(await pageWidth()).toBeLessThanOrEqual(width)
+    await shot('row-soft-purged')
+    // The next request through the proxy asks the origin first, and says why.
+    const proxied = await fetch(`${server.origin}/assets/app-5.js`)
+    await proxied.arrayBuffer()
+    expect(proxied.status).toBe(200)
+    expect(proxied.headers.get('cache-status')).toMatch(/^caje; fwd=stale; fwd-status=(200|304);.*detail=soft-purge$/)
+
+    // A prefix from the form, with "Soft" ticked: the confirmation says soft and what it covers.
+    const prefix = `${server.origin}/api/products/`
+    await page.goto(`${server.origin}/_caje/list`)
+    await page.locator('select[name="kind"]').selectOption('prefix')
+    await page.getByLabel('URL, prefix or tag').fill(prefix)
+    await page.getByLabel('Soft: mark stale').check()
+    await page.locator('[data-component="actions"] [data-component="card"]').first().screenshot({ path: path.join(SHOTS, `purge-form-soft-${width}.png`) })
+    await page.getByRole('button', { name: 'Purge', exact: true }).click()
+    await page.waitForURL((u) => u.pathname === '/_caje/confirm/purge' && u.searchParams.get('soft') === 'yes')
+    expect(await page.locator('h1').textContent()).toBe(`Soft purge prefix ${prefix}?`)
+    expect(await page.locator('dd[data-slot="mode"]').textContent()).toBe('soft: marked stale, kept')
+    expect(Number(await page.locator('dd[data-slot="entries"]').textContent())).toBeGreaterThan(0)
+    expect(await pageWidth()).toBeLessThanOrEqual(width)
+    await shot('confirm-soft-purge')
+    await page.getByRole('button', { name: 'Yes, soft purge' }).click()
+    await page.waitForURL((u) => u.pathname === '/_caje/list')
+    expect(await flash()).toMatch(new RegExp(`^Soft-purged prefix ${prefix.replace(/[/.]/g, '\\$&')}: \\d+ entries marked stale on this node`))
+
+    // The history: both soft purges, each applied on both nodes, with when.
+    await page.goto(`${server.origin}/_caje/purges`)
+    await expect
+      .poll(
+        async () => {
+          await page.reload()
+          return page.locator('tr[data-purge] td[data-slot="applied"] [data-component="badge"]').first().textContent()
+        },
+        { timeout: 10_000 },
+      )
+      .toBe('applied on 2 of 2 nodes')
+    const newest = page.locator('tr[data-purge]').first()
+    expect(await newest.locator('[data-slot="mode"]').textContent()).toBe('soft')
+    expect(await newest.locator('td[data-slot="url"]').textContent()).toBe(`prefix ${prefix}`)
+    const perNode = newest.locator('[data-slot="per-node"] li')
+    expect(await perNode.evaluateAll((li) => li.map((l) => [l.getAttribute('data-node'), l.getAttribute('data-state')]))).toEqual([
+      ['e2e-node-1', 'applied'],
+      ['e2e-node-2', 'applied'],
+    ])
+    for (const time of await newest.locator('[data-slot="per-node"] time').all()) expect(await time.textContent()).toMatch(/^\d\d:\d\d:\d\d \(\d+\.\d\u00a0s after\)$/)
+    expect((await page.locator('tr[data-purge] [data-slot="mode"]').allTextContents()).slice(0, 2)).toEqual(['soft', 'soft'])
+    expect(await pageWidth()).toBeLessThanOrEqual(width)
+    await shot('purges-soft')
   })
 
   it('raised no browser errors and no server errors', () => {

@@ -241,7 +241,7 @@ describe('admin UI in Chromium against two caje nodes', { timeout: 120_000 }, ()
     await expect
       .poll(async () => {
         await page.reload()
-        return page.locator('table[data-table="purges"] tbody tr').first().locator('[data-slot="applied"]').textContent()
+        return page.locator('table[data-table="purges"] tbody tr').first().locator('[data-slot="applied"] [data-component="badge"]').textContent()
       })
       .toBe('applied on 2 of 2 nodes')
     await shot('purges.png')

@@ -166,6 +166,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
     metrics,
     isPurged: (meta) => purges.covers(meta),
+    softPurgedAt: (meta) => purges.softPurgedAt(meta),
     hotFirst: config.readyHotSet,
   })
   // Requests per cache key, to the manifest in one op per batch: what a node that starts empty fetches first.

@@ -9,7 +9,7 @@ import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { NODE_OFFLINE_AFTER_MS } from './manifest/recorder.ts'
-import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeCoverage, recentPurges } from './manifest/repositories.ts'
+import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeApplyTimes, purgeCoverage, recentPurges } from './manifest/repositories.ts'
 import type { TrafficRecorder } from './traffic.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
@@ -166,16 +166,21 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       const db = deps.readDb()
       const t = now()
       const [purges, nodes] = await Promise.all([recentPurges(db, limit), listNodes(db)])
+      const times = await purgeApplyTimes(
+        db,
+        purges.map((p) => p.id),
+      )
       // Offline nodes apply nothing until they return (and then everything in order): count the live ones.
       const live = nodes.filter((n) => n.id === deps.config.nodeId || t - n.lastSeenAt <= NODE_OFFLINE_AFTER_MS)
       return purges.map((p): PurgeRecord => ({
         id: p.id,
-        request: p.kind === 'all' ? { kind: 'all' } : { kind: p.kind, value: p.value },
+        request: { ...(p.kind === 'all' ? { kind: 'all' as const } : { kind: p.kind, value: p.value }), soft: p.soft === true },
         createdAt: p.createdAt,
         createdBy: p.createdBy,
         nodeId: p.nodeId,
         appliedOn: live.filter((n) => n.lastPurgeId >= p.id).map((n) => n.id),
         pendingOn: live.filter((n) => n.lastPurgeId < p.id).map((n) => n.id),
+        appliedAt: Object.fromEntries(times.get(p.id) ?? []),
       }))
     },
 

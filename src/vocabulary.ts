@@ -21,11 +21,20 @@ export type PopulateResult = (typeof POPULATE_RESULTS)[number]
 export const PURGE_KINDS = ['url', 'prefix', 'tag', 'all'] as const
 export type PurgeKind = (typeof PURGE_KINDS)[number]
 
-export type PurgeRequest =
+/**
+ * What a purge asks for. `soft`: mark what it covers stale instead of removing it, so each node
+ * revalidates those entries with the origin on their next use (a 304 keeps the stored body) and
+ * may still serve them under stale-if-error while the origin fails. Absent or false: hard.
+ */
+export type PurgeRequest = (
   | { kind: 'url'; value: string }
   | { kind: 'prefix'; value: string }
   | { kind: 'tag'; value: string }
   | { kind: 'all' }
+) & { soft?: boolean }
+
+/** Cache-Status detail of an answer that went to the origin because a soft purge marked the stored entry stale. */
+export const SOFT_PURGE_DETAIL = 'soft-purge'
 
 export interface PopulateStatus {
   running: boolean

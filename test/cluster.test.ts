@@ -122,9 +122,25 @@ describe('three caje nodes sharing one manifest', () => {
   const nodes: Node[] = []
   const litefs: FakeLitefs[] = []
   let env1: Record<string, string>
+  /** The origin answers /soft/* with 503 while this is set. */
+  let softOriginDown = false
 
   beforeAll(async () => {
     origin = await startOrigin((req, res) => {
+      if (req.url?.startsWith('/soft/')) {
+        // Revalidatable, with a stale-if-error window: what a soft purge is for.
+        if (softOriginDown) {
+          res.writeHead(503, { 'content-type': 'text/plain' })
+          return res.end('origin down')
+        }
+        const headers = { 'cache-control': 'public, max-age=600, stale-if-error=600', etag: '"soft-v1"' }
+        if (req.headers['if-none-match'] === '"soft-v1"') {
+          res.writeHead(304, headers)
+          return res.end()
+        }
+        res.writeHead(200, { ...headers, 'content-type': 'text/plain' })
+        return res.end(`soft body: ${req.url}`)
+      }
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=600', 'surrogate-key': 'cluster-test' })
       res.end(`hello from the origin: ${req.url}`)
     })
@@ -257,6 +273,69 @@ describe('three caje nodes sharing one manifest', () => {
     expect(prefix.json.removed).toBe(200)
     await waitFor(async () => (await Promise.all(nodes.map((n) => diskHas(n, '/obj/')))).every((t) => t === 0), 'the prefix purge on every node', 5_000)
     console.log(`purge by prefix (200 objects) via replica node2: gone from every node after ${Date.now() - t1} ms`)
+  })
+
+  it('a soft purge on node 1 makes node 2 revalidate (a 304 keeps the body), serve stale-if-error while the origin fails, and the history says when each node applied it', async () => {
+    for (const p of ['/soft/a', '/soft/b']) {
+      expect((await get(n1(), p)).cacheStatus).toMatch(/stored/)
+      expect((await get(n2(), p)).cacheStatus).toMatch(/stored/)
+    }
+    await waitFor(async () => (await holders(n1(), `http://${HOST}/soft/b`)).join() === 'node1,node2', 'both nodes to hold /soft/b')
+    expect((await get(n2(), '/soft/a')).cacheStatus).toMatch(/^caje; hit/)
+
+    const res = await admin<{ ok: boolean; purge: { soft: boolean }; removed: number; marked: number }>(n1(), '/_caje/purge', {
+      method: 'POST',
+      body: { prefix: `http://${HOST}/soft/`, soft: true },
+    })
+    expect(res.status).toBe(200)
+    expect(res.json).toMatchObject({ ok: true, purge: { soft: true }, removed: 0, marked: 2 })
+    // Node 2 gets the purge by the nudge (its poll is 10 minutes away) and marks its copies stale, keeping them.
+    await waitFor(
+      async () => {
+        const disk = (await admin<{ disk: { entries: { url: string; staleAt: number }[] } }>(n2(), '/_caje/list?filter=%2Fsoft%2F')).json.disk.entries
+        return disk.length === 2 && disk.every((e) => e.staleAt <= Date.now())
+      },
+      'node2 to mark its copies stale',
+      5_000,
+    )
+
+    const before = origin.requests.length
+    const revalidated = await get(n2(), '/soft/a')
+    expect(revalidated.status).toBe(200)
+    expect(revalidated.body).toBe('soft body: /soft/a')
+    expect(revalidated.cacheStatus).toMatch(/^caje; fwd=stale; fwd-status=304; ttl=\d+; detail=soft-purge$/)
+    // The origin saw one conditional request with the stored validator, and answered 304.
+    const asked = origin.requests.slice(before)
+    expect(asked.map((r) => [r.url, r.headers['if-none-match']])).toEqual([['/soft/a', '"soft-v1"']])
+    // Refreshed: a hit again.
+    expect((await get(n2(), '/soft/a')).cacheStatus).toMatch(/^caje; hit/)
+
+    // The origin fails: /soft/b, still marked stale, is served under stale-if-error.
+    softOriginDown = true
+    try {
+      const stale = await get(n2(), '/soft/b')
+      expect(stale.status).toBe(200)
+      expect(stale.body).toBe('soft body: /soft/b')
+      expect(stale.cacheStatus).toMatch(/fwd=stale; fwd-status=503;.*detail=stale-if-error/)
+    } finally {
+      softOriginDown = false
+    }
+
+    // The history, read on node 3: a soft purge, applied on every node, each with its time.
+    type History = { purges: Array<{ request: { kind: string; soft: boolean }; appliedOn: string[]; pendingOn: string[]; appliedAt: Record<string, number>; createdAt: number }> }
+    let latest: History['purges'][number] | undefined
+    await waitFor(
+      async () => {
+        latest = (await admin<History>(n3(), '/_caje/purges')).json.purges[0]
+        return latest !== undefined && latest.pendingOn.length === 0 && Object.keys(latest.appliedAt).length === 3
+      },
+      'every node to report when it applied the soft purge',
+      5_000,
+    )
+    expect(latest!.request).toMatchObject({ kind: 'prefix', soft: true })
+    expect(latest!.appliedOn.sort()).toEqual(['node1', 'node2', 'node3'])
+    for (const at of Object.values(latest!.appliedAt)) expect(at).toBeGreaterThanOrEqual(latest!.createdAt)
+    console.log(`soft purge applied after (ms): ${JSON.stringify(Object.fromEntries(Object.entries(latest!.appliedAt).map(([n, at]) => [n, at - latest!.createdAt])))}`)
   })
 
   it('internal endpoints refuse requests without the cluster secret', async () => {

@@ -19,6 +19,19 @@ export function formatTime(ms: number | null | undefined): string {
   return new Date(ms).toISOString().slice(0, 16).replace('T', ' ')
 }
 
+/** `14:05:09` in UTC, to the second (purge history per node; the full time is in its title). */
+export function formatClock(ms: number): string {
+  if (!Number.isFinite(ms)) return '—'
+  return new Date(ms).toISOString().slice(11, 19)
+}
+
+/** How long after something another thing happened: `0.3 s`, `12 s`, `4m 2s`. */
+export function formatLag(ms: number): string {
+  const d = Math.max(0, ms)
+  if (d < 10_000) return `${(d / 1000).toFixed(1)} s`
+  return formatDuration(d)
+}
+
 /** Full ISO timestamp for title attributes. */
 export function isoTime(ms: number | null | undefined): string | undefined {
   if (ms === null || ms === undefined || !Number.isFinite(ms)) return undefined

@@ -104,13 +104,19 @@ const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) => {
   )
 }
 
-/** Purge this URL (all its variants, on every node); the form returns to the page it is on. */
+/**
+ * Purge this URL (all its variants, on every node), or soft-purge it (mark it stale: the next
+ * request revalidates it); the form returns to the page it is on.
+ */
 const RowPurge: FC<{ url: string; csrf: string }> = ({ url, csrf }) => (
   <form method="post" action={PATHS.purge} data-component="inline-form">
     <Csrf token={csrf} />
     <input type="hidden" name="kind" value="url" />
     <input type="hidden" name="value" value={url} />
-    <button type="submit" data-variant="danger" data-size="small" aria-label={`${TEXT.list.rowPurge} ${url}`}>
+    <button type="submit" name="soft" value="yes" data-size="small" aria-label={`${TEXT.list.rowSoftPurgeLabel} ${url}`} title={TEXT.list.rowSoftPurgeTitle}>
+      {TEXT.list.rowSoftPurge}
+    </button>
+    <button type="submit" name="soft" value="no" data-variant="danger" data-size="small" aria-label={`${TEXT.list.rowPurge} ${url}`}>
       {TEXT.list.rowPurge}
     </button>
   </form>
@@ -313,6 +319,10 @@ const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
             <option value="all">{t.purgeKind.all}</option>
           </select>
           <input type="text" name="value" aria-label={t.purgeValueLabel} placeholder={t.purgeValuePlaceholder} spellcheck={false} />
+          <label data-slot="check" title={t.purgeSoftTitle}>
+            <input type="checkbox" name="soft" value="yes" />
+            {t.purgeSoft}
+          </label>
           <button type="submit" data-variant="danger">
             {t.purgeButton}
           </button>

@@ -22,7 +22,8 @@ export const PATHS = {
   purges: `${ADMIN_BASE}/purges`,
   traffic: `${ADMIN_BASE}/traffic`,
   explain: `${ADMIN_BASE}/explain`,
-  purgeConfirm: (kind: string, value: string) => `${ADMIN_BASE}/confirm/purge?${new URLSearchParams(kind === 'all' ? { kind } : { kind, value }).toString()}`,
+  purgeConfirm: (kind: string, value: string, soft = false) =>
+    `${ADMIN_BASE}/confirm/purge?${new URLSearchParams({ kind, ...(kind === 'all' ? {} : { value }), ...(soft ? { soft: 'yes' } : {}) }).toString()}`,
   nodeForget: (id: string) => `${ADMIN_BASE}/nodes/${encodeURIComponent(id)}/forget`,
   populate: `${ADMIN_BASE}/populate`,
   clearFs: `${ADMIN_BASE}/clear_fs`,

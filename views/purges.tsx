@@ -1,12 +1,12 @@
 import type { FC } from 'hono/jsx'
 import type { PurgePreview, PurgeRecord, PurgeRequest } from '../src/admin/actions.ts'
 import { Csrf, Empty, type Flash } from './components.tsx'
-import { formatBytes, formatRelative, isoTime } from './format.ts'
+import { formatBytes, formatClock, formatLag, formatRelative, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
 
-/** `prefix https://…`, `tag product-7`, `everything`, or the URL. */
+/** `prefix https://…`, `tag product-7`, `everything`, or the URL (hard or soft is shown beside it). */
 export function purgeLabel(r: PurgeRequest): string {
   return r.kind === 'all' ? TEXT.purges.everything : r.kind === 'url' ? r.value : `${r.kind} ${r.value}`
 }
@@ -17,14 +17,26 @@ export interface PurgeConfirmPageProps {
   preview: PurgePreview
 }
 
-/** Before a prefix, tag or everything purge: what it covers, and a button to go ahead. */
+/** Hard or soft, as a badge (the history's Mode column, the confirmation's preview). */
+const PurgeMode: FC<{ soft: boolean }> = ({ soft }) => (
+  <span data-component="badge" data-kind={soft ? 'soft' : 'hard'} data-slot="mode" title={soft ? TEXT.purges.softTitle : TEXT.purges.hardTitle}>
+    {soft ? TEXT.purges.soft : TEXT.purges.hard}
+  </span>
+)
+
+/** Before a prefix, tag or everything purge: what it covers, hard or soft, and a button to go ahead. */
 export const PurgeConfirmPage: FC<PurgeConfirmPageProps> = ({ chrome, request, preview }) => {
   const t = TEXT.purges
+  const soft = request.soft === true
   return (
     <Layout title={TEXT.confirm.title} chrome={chrome} narrow>
       <section data-component="card" data-kind="danger">
-        <h1>{t.confirmHeading(purgeLabel(request))}</h1>
+        <h1>{soft ? t.confirmSoftHeading(purgeLabel(request)) : t.confirmHeading(purgeLabel(request))}</h1>
         <dl data-component="preview">
+          <div>
+            <dt>{t.previewMode}</dt>
+            <dd data-slot="mode">{soft ? t.previewSoft : t.previewHard}</dd>
+          </div>
           <div>
             <dt>{t.previewEntries}</dt>
             <dd data-slot="entries">{preview.entries.toLocaleString('en')}</dd>
@@ -38,18 +50,19 @@ export const PurgeConfirmPage: FC<PurgeConfirmPageProps> = ({ chrome, request, p
             <dd data-slot="nodes">{preview.nodes.length === 0 ? '—' : preview.nodes.join(', ')}</dd>
           </div>
         </dl>
-        <p>{request.kind === 'all' ? TEXT.confirm.purge_all.body() : t.confirmBody}</p>
+        <p>{soft ? t.confirmSoftBody : request.kind === 'all' ? TEXT.confirm.purge_all.body() : t.confirmBody}</p>
         <form method="post" action={PATHS.purge} data-component="form">
           <Csrf token={chrome.csrfToken} />
           <input type="hidden" name="confirm" value="yes" />
           <input type="hidden" name="kind" value={request.kind} />
           {request.kind === 'all' ? null : <input type="hidden" name="value" value={request.value} />}
+          {soft ? <input type="hidden" name="soft" value="yes" /> : null}
           <div data-slot="actions">
             <a href={PATHS.list} data-component="button-link">
               {TEXT.confirm.cancel}
             </a>
             <button type="submit" data-variant="danger">
-              {t.confirmButton}
+              {soft ? t.confirmSoftButton : t.confirmButton}
             </button>
           </div>
         </form>
@@ -85,6 +98,7 @@ export const PurgeHistoryPage: FC<PurgeHistoryPageProps> = ({ chrome, flash, now
               <thead>
                 <tr>
                   <th scope="col">{t.col.what}</th>
+                  <th scope="col">{t.col.mode}</th>
                   <th scope="col">{t.col.when}</th>
                   <th scope="col">{t.col.by}</th>
                   <th scope="col">{t.col.applied}</th>
@@ -99,14 +113,40 @@ export const PurgeHistoryPage: FC<PurgeHistoryPageProps> = ({ chrome, flash, now
                       <td data-slot="url">
                         <span>{purgeLabel(p.request)}</span>
                       </td>
-                      <td data-slot="time" title={isoTime(p.createdAt)}>
+                      <td data-label={t.col.mode}>
+                        <PurgeMode soft={p.request.soft === true} />
+                      </td>
+                      <td data-slot="time" data-label={t.col.when} title={isoTime(p.createdAt)}>
                         {formatRelative(p.createdAt, now)}
                       </td>
-                      <td>{p.createdBy}</td>
-                      <td data-slot="applied">
+                      <td data-slot="by" data-label={t.col.by}>
+                        {p.createdBy}
+                      </td>
+                      <td data-slot="applied" data-label={t.col.applied}>
                         <span data-component="badge" data-kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
                           {t.appliedOn(p.appliedOn.length, total)}
                         </span>
+                        <ul data-slot="per-node">
+                          {[...p.appliedOn.map((id) => ({ id, done: true })), ...p.pendingOn.map((id) => ({ id, done: false }))].map((n) => {
+                            const at = p.appliedAt[n.id]
+                            return (
+                              <li data-node={n.id} data-state={n.done ? 'applied' : 'pending'}>
+                                <span data-slot="node">{n.id}</span>{' '}
+                                {n.done ? (
+                                  at === undefined ? (
+                                    <span data-slot="at">{t.nodeApplied}</span>
+                                  ) : (
+                                    <time data-slot="at" datetime={isoTime(at)} title={t.nodeAppliedTitle(isoTime(at) ?? '')}>
+                                      {formatClock(at)} <span data-slot="muted">{t.after(formatLag(at - p.createdAt))}</span>
+                                    </time>
+                                  )
+                                ) : (
+                                  <span data-slot="at">{t.nodePending}</span>
+                                )}
+                              </li>
+                            )
+                          })}
+                        </ul>
                       </td>
                     </tr>
                   )

@@ -112,6 +112,8 @@ export interface PurgeRecord {
   /** Online nodes that have applied it, and those that have not yet. */
   appliedOn: string[]
   pendingOn: string[]
+  /** When each node applied it (epoch ms), for the nodes that reported a time. */
+  appliedAt: Record<string, number>
 }
 
 /** One node's traffic in one minute (epoch ms of its start). */
@@ -150,7 +152,7 @@ export interface AdminActions {
   populate(options?: { key?: string }): Promise<{ started: boolean }>
   /** The running or last finished run, undefined before the first one. */
   populateStatus(): PopulateStatus | undefined
-  /** Record a purge in the manifest and apply it here; the other nodes apply it within seconds. */
+  /** Record a purge in the manifest and apply it here; the other nodes apply it within seconds. `removed`: entries removed here, or marked stale when soft. */
   purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
   /** What a purge would cover, without making it. */
   purgePreview(request: PurgeRequest): Promise<PurgePreview>

@@ -340,7 +340,7 @@ describe('purge', () => {
     const url = await c.request('/_caje/purge', { json: { url: `${SITE}/blog/post-1` }, headers: bearer() })
     expect(url.status).toBe(200)
     // Scripts get machine fields, never the page's sentences.
-    expect(await url.json()).toEqual({ ok: true, purge: { kind: 'url', value: `${SITE}/blog/post-1` }, removed: 1 })
+    expect(await url.json()).toEqual({ ok: true, purge: { kind: 'url', value: `${SITE}/blog/post-1`, soft: false }, removed: 1 })
     const docs = await c.request('/_caje/purge', { json: { prefix: `${SITE}/docs/` }, headers: bearer() })
     expect(await docs.json()).toMatchObject({ ok: true, removed: 2 })
     const assets = await c.request('/_caje/purge', { json: { tag: 'assets' }, headers: bearer() })
@@ -349,6 +349,50 @@ describe('purge', () => {
     expect(await all.json()).toMatchObject({ ok: true, removed: 4 })
     expect(await state()).toEqual({ disk: 0, manifest: 0, purges: 4, populate: null })
     expect(h.logs.find((l) => l.event === 'admin.purge')?.by).toBe('token:CAJE_API_TOKEN')
+  })
+
+  it('soft-purges with "soft": true: entries stay, marked stale, and the history and preview say soft', async () => {
+    h = await setup({ entries: 10 })
+    const c = h.client()
+    const before = await state()
+    const res = await c.request('/_caje/purge', { json: { prefix: `${SITE}/docs/`, soft: true }, headers: bearer() })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ ok: true, purge: { kind: 'prefix', value: `${SITE}/docs/`, soft: true }, removed: 0, marked: 2 })
+    // Nothing removed anywhere: the disk and the manifest keep their entries, the purge log has one more.
+    expect(await state()).toEqual({ ...before, purges: 1 })
+    const docs = (await h.node.store.list({ filter: '/docs/', limit: 100 })).entries
+    expect(docs).toHaveLength(2)
+    expect(docs.every((e) => e.softPurgedAt !== undefined && e.staleAt <= Date.now())).toBe(true)
+    expect((await h.manifestEntries()).filter((m) => m.url.includes('/docs/')).every((m) => m.staleAt <= Date.now())).toBe(true)
+    // The preview asks the same question of a soft purge, and says so.
+    const preview = await c.request(`/_caje/purge/preview?kind=tag&value=assets&soft=yes`, { headers: bearer() })
+    expect(await preview.json()).toMatchObject({ ok: true, purge: { kind: 'tag', value: 'assets', soft: true } })
+    // The history: soft, and when this node applied it.
+    await waitFor(async () => {
+      const { purges } = (await (await c.request('/_caje/purges', { headers: bearer() })).json()) as { purges: Array<{ request: { soft: boolean }; appliedAt: Record<string, number> }> }
+      return purges.length === 1 && purges[0]!.request.soft && typeof purges[0]!.appliedAt['node-a'] === 'number'
+    }, 'the history to show when this node applied the soft purge')
+    expect((await c.request('/_caje/purge', { json: { all: true, soft: 'maybe' }, headers: bearer() })).status).toBe(400)
+  })
+
+  it('soft-purges from the form: a row button, and the confirmation of a wider purge keeps the choice', async () => {
+    h = await setup({ entries: 10 })
+    const c = h.client()
+    await c.signInWithPassword()
+    const before = await state()
+    const row = await c.request('/_caje/purge', { form: { kind: 'url', value: `${SITE}/blog/post-1`, soft: 'yes' } })
+    expect(flashOf(row)?.text).toMatch(/^Soft-purged .*1 entry marked stale on this node/)
+    const ask = await c.request('/_caje/purge', { form: { kind: 'tag', value: 'assets', soft: 'yes' } })
+    expect(ask.headers.get('location')).toBe('/_caje/confirm/purge?kind=tag&value=assets&soft=yes')
+    const preview = await c.page(ask.headers.get('location')!)
+    expect(preview.html).toContain('Soft purge tag assets?')
+    expect(preview.html).toContain('<dd data-slot="mode">soft: marked stale, kept</dd>')
+    expect(preview.html).toContain('<input type="hidden" name="soft" value="yes"/>')
+    const yes = await c.request('/_caje/purge', { form: { kind: 'tag', value: 'assets', soft: 'yes', confirm: 'yes' } })
+    expect(flashOf(yes)?.text).toMatch(/^Soft-purged tag assets: 2 entries marked stale/)
+    const history = await c.page('/_caje/purges')
+    expect(history.html.match(/data-kind="soft" data-slot="mode"/g)).toHaveLength(2)
+    expect(await state()).toEqual({ ...before, purges: 2 })
   })
 
   it('refuses bad input', async () => {

@@ -40,12 +40,27 @@ export async function chrome(c: Context, shared: Shared, auth: Auth, current: Ch
 }
 
 /** Machine-readable reasons a cache action was refused, for scripts (the sentence is for people). */
-export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'action_failed' | 'node_self' | 'node_online' | 'node_unknown'
+export type ActionErrorCode = 'purge_needs_value' | 'purge_bad_url' | 'purge_bad_soft' | 'action_failed' | 'node_self' | 'node_online' | 'node_unknown'
 
 type PurgeParse = { ok: true; request: PurgeRequest; label: string } | { ok: false; code: ActionErrorCode; message: string }
 
-/** `{"url":…}|{"prefix":…}|{"tag":…}|{"all":true}` from scripts, `kind` + `value` from the form. */
+/** Form and JSON spellings of `soft`: a checkbox or a button sends `yes`, a script `true`. */
+const SOFT_YES = new Set<unknown>([true, 'true', 'yes', 'on', '1'])
+const SOFT_NO = new Set<unknown>([undefined, null, false, 'false', 'no', '', '0'])
+
+/**
+ * `{"url":…}|{"prefix":…}|{"tag":…}|{"all":true}` from scripts, `kind` + `value` from the form;
+ * `soft` (true, or the form's `yes`) marks what it covers stale instead of removing it.
+ */
 export function parsePurge(body: Body): PurgeParse {
+  const soft = SOFT_YES.has(body.soft)
+  if (!soft && !SOFT_NO.has(body.soft)) return { ok: false, code: 'purge_bad_soft', message: TEXT.flash.purgeBadSoft }
+  const parsed = parsePurgeTarget(body)
+  if (!parsed.ok || !soft) return parsed
+  return { ok: true, request: { ...parsed.request, soft: true }, label: parsed.label }
+}
+
+function parsePurgeTarget(body: Body): PurgeParse {
   let kind: string
   let value: string
   if (typeof body.kind === 'string') {
@@ -172,7 +187,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   /** What a purge would cover: `?kind=prefix&value=…` (or url, tag, all). */
   const previewOf = async (c: Context) => {
-    const parsed = parsePurge({ kind: c.req.query('kind') ?? '', value: c.req.query('value') ?? '' })
+    const parsed = parsePurge({ kind: c.req.query('kind') ?? '', value: c.req.query('value') ?? '', soft: c.req.query('soft') })
     if (!parsed.ok) return parsed
     return { ok: true as const, request: parsed.request, preview: await shared.actions.purgePreview(parsed.request) }
   }
@@ -228,12 +243,18 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     if (!parsed.ok) return done(c, shared, { ok: false, code: parsed.code, message: parsed.message, status: 400 })
     // From the form, a purge wider than one URL first shows what it covers and asks to confirm.
     if (isForm(c) && parsed.request.kind !== 'url' && body.confirm !== 'yes') {
-      return c.redirect(PATHS.purgeConfirm(parsed.request.kind, parsed.request.kind === 'all' ? '' : parsed.request.value), 303)
+      return c.redirect(PATHS.purgeConfirm(parsed.request.kind, parsed.request.kind === 'all' ? '' : parsed.request.value, parsed.request.soft === true), 303)
     }
     const r = await attempt(c, 'purge', () => shared.actions.purge(parsed.request, actor(auth)))
     if (!r.ok) return r.response
-    shared.log({ event: 'admin.purge', by: actor(auth), ...parsed.request, removed: r.value.removed })
-    return done(c, shared, { ok: true, message: TEXT.flash.purged(r.value.removed, parsed.label), json: { purge: parsed.request, removed: r.value.removed } })
+    const soft = parsed.request.soft === true
+    shared.log({ event: 'admin.purge', by: actor(auth), ...parsed.request, soft, removed: r.value.removed })
+    // `removed` counts the entries this node dropped, or (soft) marked stale; `marked` says which for scripts.
+    return done(c, shared, {
+      ok: true,
+      message: soft ? TEXT.flash.softPurged(r.value.removed, parsed.label) : TEXT.flash.purged(r.value.removed, parsed.label),
+      json: { purge: { ...parsed.request, soft }, removed: soft ? 0 : r.value.removed, ...(soft ? { marked: r.value.removed } : {}) },
+    })
   })
 
   app.post('/populate', admin, async (c) => {

@@ -677,6 +677,47 @@ class CacacheDiskStore implements DiskStore {
     return dropped
   }
 
+  /**
+   * One pass over the index, letting the event loop turn every few
+   * milliseconds like deleteWhere. Each mark is new metadata in the index now
+   * (so the next lookup revalidates) and one index line queued for the disk
+   * writer, so a restart loads the entry still marked.
+   */
+  async markStale(purgedAt: (meta: EntryMeta) => number | undefined): Promise<number> {
+    const marks: Array<{ record: IndexRecord; at: number }> = []
+    let turnStarted = performance.now()
+    const nextTurn = async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      turnStarted = performance.now()
+    }
+    for (const record of this.#index.values()) {
+      const at = purgedAt(record.meta)
+      if (at !== undefined && !(record.meta.softPurgedAt !== undefined && record.meta.softPurgedAt >= at)) marks.push({ record, at })
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    let marked = 0
+    for (const { record, at } of marks) {
+      // Gone, replaced or marked later meanwhile: the mark was for the entry as it was.
+      if (this.#index.get(record.id) === record && !(record.meta.softPurgedAt !== undefined && record.meta.softPurgedAt >= at)) {
+        marked++
+        const meta: EntryMeta = { ...record.meta, softPurgedAt: at, staleAt: Math.min(record.meta.staleAt, at) }
+        const metadataJson = JSON.stringify(storedMetadata(meta))
+        this.#index.updateMeta(record, freezeMeta(meta))
+        record.indexLines++
+        const compact = record.indexLines > COMPACT_AFTER_LINES
+        if (compact) record.indexLines = 1
+        void this.#track(
+          this.#writer.run({ op: 'index', id: record.id, line: this.#line(record, metadataJson), compact }).then((result) => {
+            // The mark still applies in this process; a restart would load the entry unmarked.
+            if (!result.ok) this.#writeFailed(meta.key, jobError(result))
+          }),
+        )
+      }
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    }
+    return marked
+  }
+
   async clear(): Promise<number> {
     const records = this.#index.clear()
     this.#contents.clear()

@@ -114,6 +114,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     updateMeta: (meta) => disk.updateMeta(meta),
     delete: (key, variant) => disk.delete(key, variant),
     deleteWhere: (predicate, reason) => disk.deleteWhere(predicate, reason),
+    // The memory tier keeps bodies only; the mark lives in the disk index's metadata.
+    markStale: (purgedAt) => disk.markStale(purgedAt),
 
     async clear(): Promise<number> {
       const removed = await disk.clear()

@@ -42,6 +42,12 @@ export interface EntryMeta {
   origin?: string
   /** How this node got the entry: absent for a client's request; `populate` (from the origin) or `peer:<node id>`. */
   via?: string
+  /**
+   * Epoch ms of the soft purge that marked this entry stale (its staleAt is then no later). The
+   * proxy revalidates such an entry with the origin before serving it again; a 304 or a new
+   * response ends the mark. Absent: not soft-purged.
+   */
+  softPurgedAt?: number
 }
 
 /** What the proxy hands the store to write: the store computes size and integrity itself. */
@@ -150,6 +156,13 @@ export interface CacheStore {
   delete(key: string, variant?: string): Promise<number>
   /** Delete every entry matching the predicate (purge by prefix, tag, host...). */
   deleteWhere(predicate: (meta: EntryMeta) => boolean, reason?: 'purged' | 'cleared'): Promise<number>
+  /**
+   * Mark stale every entry for which `purgedAt` returns a time (a soft purge at that time): sets
+   * softPurgedAt and ends staleAt there, keeping the body, durably (a restart keeps the mark).
+   * An entry already marked at that time or later is left alone. Emits no events: the purge is
+   * one record in the manifest, not one per entry. Resolves to how many entries were marked.
+   */
+  markStale(purgedAt: (meta: EntryMeta) => number | undefined): Promise<number>
   /** Remove everything (admin "Clear FS"). */
   clear(): Promise<number>
   /** Page through entries, newest first. */

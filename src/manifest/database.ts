@@ -70,6 +70,15 @@ export interface PurgeTable {
   created_by: string
   /** Node the purge was requested on. */
   node_id: string
+  /** 1: a soft purge (covered entries are marked stale, not removed); 0: hard. */
+  soft: WithDefault<number>
+}
+
+/** When one node applied one purge to its own cache (the purge history's per-node times). */
+export interface PurgeNodeTable {
+  purge_id: number
+  node_id: string
+  applied_at: number
 }
 
 /** One node's traffic in one minute (epoch ms of the minute's start), for the admin's charts. */
@@ -157,6 +166,7 @@ export interface Database {
   entries: EntryTable
   entry_nodes: EntryNodeTable
   purges: PurgeTable
+  purge_nodes: PurgeNodeTable
   admins: AdminTable
   passkeys: PasskeyTable
   sessions: SessionTable

@@ -23,6 +23,7 @@ const ALL_TABLES = [
   'node_minutes',
   'nodes',
   'passkeys',
+  'purge_nodes',
   'purges',
   'sessions',
   'url_hits',

@@ -13,6 +13,7 @@ import * as m2026120101 from './migrations/2026120101_purge_created_at.ts'
 import * as m2026120102 from './migrations/2026120102_entries_search.ts'
 import * as m2026120107 from './migrations/2026120107_node_minutes.ts'
 import * as m2026120108 from './migrations/2026120108_url_hits.ts'
+import * as m2026120111 from './migrations/2026120111_soft_purge.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -22,6 +23,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120102_entries_search': m2026120102,
   '2026120107_node_minutes': m2026120107,
   '2026120108_url_hits': m2026120108,
+  '2026120111_soft_purge': m2026120111,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -14,8 +14,10 @@ const sample: ManifestOp[] = [
   { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/1', tags: ['t'] }) },
   { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/2' }) },
   { type: 'deleted', nodeId: 'a', key: 'https://ex.com/2', variant: '' },
-  { type: 'purge', purge: { requestId: 'r1', kind: 'tag', value: 't', host: null, createdAt: T, createdBy: 'admin', nodeId: 'a' } },
+  { type: 'purge', purge: { requestId: 'r1', kind: 'tag', value: 't', host: null, createdAt: T, createdBy: 'admin', nodeId: 'a', soft: false } },
   { type: 'purge-applied', nodeId: 'a', purgeId: 1 },
+  { type: 'purge', purge: { requestId: 'r2', kind: 'prefix', value: 'https://ex.com/', host: null, createdAt: T, createdBy: 'admin', nodeId: 'a', soft: true } },
+  { type: 'purge-applied', nodeId: 'a', purgeId: 2, applied: [{ id: 2, at: T + 5 }] },
   { type: 'node-cleared', nodeId: 'a' },
   { type: 'prune', before: T },
   { type: 'clear', at: T, by: 'admin' },
@@ -40,6 +42,15 @@ describe('parseOps', () => {
     const badPurge = { type: 'purge', purge: { requestId: 'r', kind: 'regex', value: '.*', host: null, createdAt: T, createdBy: 'x', nodeId: 'a' } }
     expect(parseOps({ ops: [badPurge] })).toMatchObject({ ok: false, error: expect.stringContaining('purge.kind') })
     expect(parseOps({ ops: new Array(11).fill(sample[0]) }, 10)).toMatchObject({ ok: false, error: expect.stringContaining('too many') })
+    const softMaybe = { type: 'purge', purge: { requestId: 'r', kind: 'all', value: '', host: null, createdAt: T, createdBy: 'x', nodeId: 'a', soft: 'maybe' } }
+    expect(parseOps({ ops: [softMaybe] })).toEqual({ ok: false, error: 'ops[0]: purge.soft must be true or false' })
+    const badTimes = { type: 'purge-applied', nodeId: 'a', purgeId: 2, applied: [{ id: 2, at: 'now' }] }
+    expect(parseOps({ ops: [badTimes] })).toMatchObject({ ok: false, error: expect.stringContaining('applied must be {id, at}') })
+  })
+
+  it('reads a purge from an older node, which sends no soft, as a hard purge', () => {
+    const older = { type: 'purge', purge: { requestId: 'r', kind: 'all', value: '', host: null, createdAt: T, createdBy: 'x', nodeId: 'a' } }
+    expect(parseOps({ ops: [older] })).toMatchObject({ ok: true, ops: [{ type: 'purge', purge: { soft: false } }] })
   })
 })
 

@@ -25,7 +25,7 @@ import {
   sweepPurge,
   upsertNode,
 } from './repositories.ts'
-import type { EntryRecord, MinuteStats, NewPurge, NodeInfo } from './repositories.ts'
+import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PurgeAppliedAt } from './repositories.ts'
 import { hotStatements } from './statements.ts'
 import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
@@ -48,8 +48,11 @@ export type ManifestOp =
   | { type: 'node-heartbeat'; node: NodeInfo; at: number }
   /** Record a purge (any node may ask; the primary assigns its id). */
   | { type: 'purge'; purge: NewPurge }
-  /** nodeId has applied every purge up to purgeId to its own cache. */
-  | { type: 'purge-applied'; nodeId: string; purgeId: number }
+  /**
+   * nodeId has applied every purge up to purgeId to its own cache; `applied` says when it
+   * applied each purge it has not reported before (absent from older nodes).
+   */
+  | { type: 'purge-applied'; nodeId: string; purgeId: number; applied?: PurgeAppliedAt[] }
   /** Empty the shared manifest (admin "Clear DB"). */
   | { type: 'clear'; at: number; by: string }
   /** Drop entries whose delete_at has passed. */
@@ -109,7 +112,7 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
       await insertPurge(db, op.purge)
       return
     case 'purge-applied':
-      await markPurgeApplied(db, op.nodeId, op.purgeId)
+      await markPurgeApplied(db, op.nodeId, op.purgeId, op.applied)
       return
     case 'clear':
       await clearManifest(db)
@@ -253,7 +256,7 @@ function applyHot(hot: HotStatements, op: ManifestOp): boolean {
       hot.upsertNode(op.node, op.at)
       return true
     case 'purge-applied':
-      hot.markPurgeApplied(op.nodeId, op.purgeId)
+      hot.markPurgeApplied(op.nodeId, op.purgeId, op.applied)
       return true
     default:
       return false
@@ -442,6 +445,8 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
       if (typeof p.value !== 'string' || (p.kind !== 'all' && p.value === '')) return 'purge.value must be a non-empty string'
       if (p.host !== null && typeof p.host !== 'string') return 'purge.host must be a string or null'
       if (!isTime(p.createdAt)) return 'purge.createdAt must be an epoch-ms number'
+      // Absent from older nodes: their purges are hard.
+      if (p.soft !== undefined && typeof p.soft !== 'boolean') return 'purge.soft must be true or false'
       return {
         type: 'purge',
         purge: {
@@ -452,12 +457,21 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
           createdAt: p.createdAt,
           createdBy: p.createdBy,
           nodeId: p.nodeId,
+          soft: p.soft === true,
         },
       }
     }
-    case 'purge-applied':
+    case 'purge-applied': {
       if (!isStr(v.nodeId) || !Number.isSafeInteger(v.purgeId) || (v.purgeId as number) < 0) return 'nodeId must be a string and purgeId a whole number'
-      return { type: 'purge-applied', nodeId: v.nodeId, purgeId: v.purgeId as number }
+      if (v.applied === undefined) return { type: 'purge-applied', nodeId: v.nodeId, purgeId: v.purgeId as number }
+      if (!Array.isArray(v.applied) || v.applied.length > 10_000) return 'applied must be an array of at most 10000 {id, at}'
+      const applied: PurgeAppliedAt[] = []
+      for (const a of v.applied as unknown[]) {
+        if (!isRecord(a) || !Number.isSafeInteger(a.id) || (a.id as number) < 1 || !isTime(a.at)) return 'applied must be {id, at} with a whole purge id and an epoch-ms time'
+        applied.push({ id: a.id as number, at: a.at as number })
+      }
+      return { type: 'purge-applied', nodeId: v.nodeId, purgeId: v.purgeId as number, applied }
+    }
     case 'clear':
       if (!isTime(v.at) || !isStr(v.by)) return 'clear needs at (epoch ms) and by'
       return { type: 'clear', at: v.at, by: v.by }

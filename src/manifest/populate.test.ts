@@ -225,6 +225,19 @@ describe('populate', () => {
     expect(await localStore.variants(meta.key)).toEqual([])
   })
 
+  it('keeps a peer copy that a soft purge this node already applied covers, marked stale as here', async () => {
+    const meta = await onPeer('https://ex.com/soft', bodyOf(10, 4))
+    const fill: FillFn = async () => {
+      throw new Error('the origin must not be asked')
+    }
+    const purgedAt = Date.now() - 5
+    const status = await runToEnd(populator({ isPurged: () => false, softPurgedAt: (m) => (m.url === meta.url ? purgedAt : undefined) }, fill))
+    expect(status).toMatchObject({ done: 1, failed: 0 })
+    const [kept] = await localStore.variants(meta.key)
+    expect(kept?.softPurgedAt).toBe(purgedAt)
+    expect(kept?.staleAt).toBeLessThanOrEqual(purgedAt)
+  })
+
   it('internal /object streams a stored variant with its metadata, 404 when absent, 401 without the secret', async () => {
     const meta = await onPeer('https://ex.com/obj', bodyOf(1234, 9), { variant: 'v1' })
     const get = (q: string, auth = `Bearer ${SECRET}`) =>

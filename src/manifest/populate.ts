@@ -47,7 +47,7 @@ export type FillFn = (url: URL, varyHeaders: Record<string, string>, signal: Abo
 
 export interface PopulatorOptions {
   readDb: () => Kysely<Database>
-  store: Pick<CacheStore, 'variants' | 'writer' | 'delete'>
+  store: Pick<CacheStore, 'variants' | 'writer' | 'delete' | 'markStale'>
   nodeId: string
   /** Needed to ask peers; without it every entry comes from the origin. */
   clusterSecret: string | undefined
@@ -60,6 +60,8 @@ export interface PopulatorOptions {
   fetchImpl?: typeof fetch
   /** A purge this node knows of covers the copy (purge.ts covers()): such a copy is dropped, not kept. */
   isPurged?: (meta: EntryMeta) => boolean
+  /** A soft purge this node knows of covers the copy (purge.ts softPurgedAt()): its time; such a copy is kept, marked stale. */
+  softPurgedAt?: (meta: EntryMeta) => number | undefined
   /** Each run first fetches up to this many missing entries the cluster asks for most, hottest first (url_hits). Default 1,000; 0 keeps manifest order. */
   hotFirst?: number
   /** A peer that sends nothing for this long is given up on. Default 15 s. */
@@ -338,6 +340,11 @@ export function createPopulator(options: PopulatorOptions): Populator {
         // The peer had not applied a purge this node already applied: keep nothing.
         await options.store.delete(committed.key, committed.variant)
         throw new PeerMiss('a purge covers the peer copy')
+      }
+      const softAt = options.softPurgedAt?.(committed)
+      if (softAt !== undefined && committed.softPurgedAt === undefined) {
+        // The peer had not applied a soft purge this node already applied: keep the copy, stale as here.
+        await options.store.markStale((m) => (m.key === committed.key && m.variant === committed.variant ? softAt : undefined))
       }
       return bytes
     } finally {

@@ -91,6 +91,40 @@ describe('purges and reconciliation at scale', () => {
     expect((await heldBy(db, 'n1')).length).toBe(3)
   })
 
+  it('records a soft purge of many variants as one op too: marking entries stale sends no op per entry', async () => {
+    const w = writer()
+    const s = await store('soft')
+    // What this node's store events and its purge put on the writer.
+    const submitted: string[] = []
+    const counting: Pick<DirectWriter, 'submit' | 'flush'> = {
+      submit: (op) => {
+        submitted.push(op.type)
+        w.submit(op)
+      },
+      flush: (o) => w.flush(o),
+    }
+    closers.push(async () => stop())
+    const stop = recordStoreEvents(s, counting, 'n1')
+    await fillMany(s, '/p/', 300, Date.now() - 1000)
+    await fillMany(s, '/keep/', 3, Date.now() - 1000)
+    await w.flush()
+    submitted.length = 0
+
+    const a = applier(s, 'n1', w, { writer: counting })
+    expect(await a.purge({ kind: 'prefix', value: 'https://ex.com/p/', soft: true })).toEqual({ removed: 300 })
+    await w.flush()
+    // The purge itself, and (once it is in the log) this node's progress: never an op per marked entry.
+    await waitFor(() => submitted.includes('purge-applied'), 5000, 'this node to record its progress')
+    expect(submitted).toEqual(['purge', 'purge-applied'])
+    // Every entry stays, here and in the manifest; the purged ones are stale from the purge on.
+    expect(s.stats().entries).toBe(303)
+    const rows = (await listManifest(db, { limit: 1000 })).entries
+    expect(rows).toHaveLength(303)
+    expect(rows.filter((e) => e.staleAt <= Date.now()).map((e) => e.url).every((u) => u.startsWith('https://ex.com/p/'))).toBe(true)
+    expect(rows.filter((e) => e.staleAt <= Date.now())).toHaveLength(300)
+    expect((await heldBy(db, 'n1')).length).toBe(303)
+  })
+
   it('drops a thousand entries from the index at once and removes their files in the background', async () => {
     const s = await store('bulk')
     await fillMany(s, '/bulk/', 1000, Date.now() - 1000)

@@ -12,7 +12,7 @@ import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import { createPurgeApplier, purgeCovers } from './purge.ts'
 import type { PurgeApplier, PurgeApplierOptions } from './purge.ts'
-import { insertPurge, lastAppliedPurge, listManifest, recordStored, toEntryRecord, upsertNode } from './repositories.ts'
+import { insertPurge, lastAppliedPurge, listManifest, purgeApplyTimes, recordStored, toEntryRecord, upsertNode } from './repositories.ts'
 import type { NewPurge } from './repositories.ts'
 import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
 import { DirectWriter } from './writer.ts'
@@ -180,5 +180,67 @@ describe('purge applier', () => {
     expect(a.lastApplied()).toBe(1)
     await a.applyPending()
     expect(counted).toEqual(['tag'])
+  })
+
+  it('a soft purge marks what it covers stale instead of removing it, here and in the manifest, and a restart keeps the mark', async () => {
+    await upsertNode(db, { id: 'n1', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: 0 }, Date.now())
+    const s = await store('soft')
+    const before = Date.now() - 1000
+    await fill(s, 'https://ex.com/blog/a', { storedAt: before })
+    await fill(s, 'https://ex.com/blog/b', { storedAt: before, tags: ['t'] })
+    await fill(s, 'https://ex.com/other', { storedAt: before })
+
+    const a = applier(s, 'n1')
+    const { removed } = await a.purge({ kind: 'prefix', value: 'https://ex.com/blog/', soft: true })
+    expect(removed).toBe(2)
+    // Nothing is removed: the covered entries are marked stale as of the purge, the rest untouched.
+    expect(await keys(s)).toEqual(['https://ex.com/blog/a#', 'https://ex.com/blog/b#', 'https://ex.com/other#'])
+    const marked = s.variant('https://ex.com/blog/a', '')!
+    expect(marked.softPurgedAt).toBeGreaterThanOrEqual(before)
+    expect(marked.staleAt).toBe(marked.softPurgedAt)
+    expect(s.variant('https://ex.com/other', '')!.softPurgedAt).toBeUndefined()
+    expect(a.covers(marked)).toBe(false)
+    expect(a.softPurgedAt(marked)).toBe(marked.softPurgedAt)
+
+    // The manifest keeps the entries, stale from the purge on (populate no longer copies them as fresh).
+    await writer.flush()
+    const rows = (await listManifest(db)).entries
+    expect(rows.map((e) => e.url).sort()).toEqual(['https://ex.com/blog/a', 'https://ex.com/blog/b', 'https://ex.com/other'])
+    expect(rows.find((e) => e.url === 'https://ex.com/blog/a')!.staleAt).toBe(marked.softPurgedAt)
+    expect(rows.find((e) => e.url === 'https://ex.com/other')!.staleAt).toBeGreaterThan(Date.now())
+    // A store of the entry delivered after the soft purge is still recorded (only a hard purge keeps one out).
+    expect(await recordStored(db, 'n2', toEntryRecord(marked))).toBe(true)
+
+    // Restart: the store loads its index from disk, still marked.
+    await s.drain()
+    const reopened = await store('soft')
+    expect(reopened.variant('https://ex.com/blog/b', '')!.softPurgedAt).toBe(marked.softPurgedAt)
+    expect(reopened.variant('https://ex.com/other', '')!.softPurgedAt).toBeUndefined()
+    // Entries stored after the soft purge are fresh as usual, even when the purge is applied again.
+    await fill(reopened, 'https://ex.com/blog/new')
+    await applier(reopened, 'fresh-node').applyPending()
+    expect(reopened.variant('https://ex.com/blog/new', '')!.softPurgedAt).toBeUndefined()
+    expect(reopened.variant('https://ex.com/blog/a', '')!.softPurgedAt).toBe(marked.softPurgedAt)
+  })
+
+  it('records when each node applied each purge, the first time only', async () => {
+    await upsertNode(db, { id: 'n1', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: 0 }, Date.now())
+    await upsertNode(db, { id: 'n2', region: 'r', internalUrl: 'http://127.0.0.1:9', startedAt: 0 }, Date.now())
+    let clock = 1_000_000
+    const a = applier(await store('t1'), 'n1', { now: () => clock })
+    await a.purge({ kind: 'url', value: 'https://ex.com/x' })
+    clock = 1_000_500
+    await a.applyPending()
+    await writer.flush()
+    const b = applier(await store('t2'), 'n2', { now: () => clock })
+    clock = 1_002_000
+    await b.applyPending()
+    await writer.flush()
+    // Applied again (a node whose progress was not recorded): the first time stays.
+    clock = 1_009_000
+    await applier(await store('t3'), 'n2', { now: () => clock }).applyPending()
+    await writer.flush()
+    const times = await purgeApplyTimes(db, [1])
+    expect(Object.fromEntries(times.get(1)!)).toEqual({ n1: 1_000_000, n2: 1_002_000 })
   })
 })

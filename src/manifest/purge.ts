@@ -14,7 +14,11 @@
 //    can hand out the old copy): populate drops such a copy.
 //
 // A purge removes what was stored before it: an entry whose storedAt is at or
-// before the purge's createdAt. There is no allowance for clock skew, so
+// before the purge's createdAt. A soft purge removes nothing: it marks those
+// entries stale as of its createdAt (CacheStore#markStale, kept in each
+// entry's metadata on disk, so a restart does not make them fresh again), and
+// the proxy revalidates them on their next use. Entries stored after it are
+// fresh as usual. There is no allowance for clock skew, so
 // re-applying an old purge (a node whose progress was not recorded, a node
 // restarted under a new id) never deletes content fetched after it; the
 // nodes' clocks are expected to agree (NTP) to well within the time between
@@ -29,7 +33,7 @@ import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { lastAppliedPurge, listNodes, matchesPurge, purgesAfter } from './repositories.ts'
-import type { NewPurge } from './repositories.ts'
+import type { NewPurge, PurgeAppliedAt } from './repositories.ts'
 import type { ManifestWriter } from './writer.ts'
 import { INTERNAL_BASE_PATH } from './internal-routes.ts'
 
@@ -43,16 +47,37 @@ const PEER_MAX_SILENCE_MS = 5 * 60_000
 /** Purges read from the log per statement. */
 const PAGE = 500
 
-export type PurgeSpec = Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt'>
+export type PurgeSpec = Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt' | 'soft'>
 
-/** Does this purge remove this stored entry? Only if it matches and was stored before the purge. */
+/** Does this purge cover this stored entry (remove it, or mark it stale when soft)? Only if it matches and was stored before the purge. */
 export function purgeCovers(purge: PurgeSpec, meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): boolean {
   return meta.storedAt <= purge.createdAt && matchesPurge(purge, meta)
 }
 
+/** The time of the latest of these soft purges that covers the entry, if any (what CacheStore#markStale records). */
+export function softPurgedAt(purges: readonly PurgeSpec[], meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): number | undefined {
+  let at: number | undefined
+  for (const p of purges) if (p.soft && purgeCovers(p, meta) && (at === undefined || p.createdAt > at)) at = p.createdAt
+  return at
+}
+
+/**
+ * Apply purges to this node's store: hard ones remove what they cover (one
+ * pass), soft ones mark it stale (one more pass). Resolves to the entries
+ * removed or marked.
+ */
+async function applyToStore(store: Pick<CacheStore, 'deleteWhere' | 'markStale'>, purges: readonly PurgeSpec[]): Promise<number> {
+  const hard = purges.filter((p) => !p.soft)
+  const soft = purges.filter((p) => p.soft)
+  let n = 0
+  if (hard.length > 0) n += await store.deleteWhere((meta) => hard.some((p) => purgeCovers(p, meta)), 'purged')
+  if (soft.length > 0) n += await store.markStale((meta) => softPurgedAt(soft, meta))
+  return n
+}
+
 export interface PurgeApplierOptions {
   readDb: () => Kysely<Database>
-  store: Pick<CacheStore, 'deleteWhere'>
+  store: Pick<CacheStore, 'deleteWhere' | 'markStale'>
   writer: Pick<ManifestWriter, 'submit' | 'flush'>
   nodeId: string
   /** Sent to peers' purge-nudge route; without it peers are not nudged (they still poll). */
@@ -68,14 +93,16 @@ export interface PurgeApplierOptions {
 }
 
 export interface PurgeApplier {
-  /** Record a purge for the whole cluster, apply it here now, nudge the peers. Resolves to what was removed here. */
+  /** Record a purge for the whole cluster, apply it here now, nudge the peers. Resolves to what was removed (or, soft, marked stale) here. */
   purge(request: PurgeRequest & { host?: string | null }, by?: string): Promise<{ removed: number }>
   /** Apply every purge in the log this node has not applied yet. Concurrent calls share one pass. */
   applyPending(): Promise<void>
   /** A peer recorded a purge (sent along when known): apply it now, then whatever else is pending. Never throws. */
   nudge(purge?: NewPurge): void
-  /** Whether a purge this node applied recently covers this entry (populate checks each copy it writes). */
+  /** Whether a hard purge this node applied recently covers this entry (populate checks each copy it writes). */
   covers(meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): boolean
+  /** When a soft purge this node applied recently covers this entry, that purge's time (populate marks such a copy stale). */
+  softPurgedAt(meta: Pick<EntryMeta, 'key' | 'url' | 'host' | 'tags' | 'storedAt'>): number | undefined
   /** Highest purge id applied here, undefined before the first read of the log. */
   lastApplied(): number | undefined
   /** Start polling the log (and apply what is pending now). */
@@ -104,8 +131,8 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
   const aborted = new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }))
   /** Purges applied here lately, for covers(). */
   let recent: { at: number; purge: PurgeSpec }[] = []
-  /** Request ids of purges applied locally by purge(), not yet seen in the log. */
-  const appliedLocally = new Set<string>()
+  /** Purges applied here by purge() or a nudge, not yet seen in the log: request id → when applied. */
+  const appliedLocally = new Map<string, number>()
 
   const remember = (purge: PurgeSpec) => {
     const t = now()
@@ -120,6 +147,9 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
     void p.finally(() => background.delete(p))
   }
 
+  /** When this node applied each purge it has not reported yet (sent with the next 'purge-applied'). */
+  const appliedTimes: PurgeAppliedAt[] = []
+
   async function applyOnce(): Promise<void> {
     const db = options.readDb()
     const recorded = await lastAppliedPurge(db, options.nodeId)
@@ -128,13 +158,25 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
     for (;;) {
       const batch = await purgesAfter(db, cursor, PAGE)
       if (batch.length === 0) break
-      const toApply = batch.filter((p) => !appliedLocally.delete(p.requestId))
+      const toApply: typeof batch = []
+      for (const p of batch) {
+        const at = appliedLocally.get(p.requestId)
+        if (at === undefined) toApply.push(p)
+        else {
+          appliedLocally.delete(p.requestId)
+          appliedTimes.push({ id: p.id, at })
+        }
+      }
       // Remember first: a populate write that commits while deleteWhere runs is caught by covers().
       for (const p of toApply) remember(p)
       if (toApply.length > 0) {
-        const removed = await options.store.deleteWhere((meta) => toApply.some((p) => purgeCovers(p, meta)), 'purged')
-        for (const p of toApply) options.metrics?.purge(p.kind)
-        log('info', 'applied purges', { from: batch[0]!.id, to: batch[batch.length - 1]!.id, purges: toApply.length, removed })
+        const removed = await applyToStore(options.store, toApply)
+        const at = now()
+        for (const p of toApply) {
+          options.metrics?.purge(p.kind)
+          appliedTimes.push({ id: p.id, at })
+        }
+        log('info', 'applied purges', { from: batch[0]!.id, to: batch[batch.length - 1]!.id, purges: toApply.length, soft: toApply.filter((p) => p.soft).length, removed })
       }
       cursor = batch[batch.length - 1]!.id
       advanced = true
@@ -144,7 +186,8 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
     // manifest still says less (a replica's op was lost, or the node's row did
     // not exist yet when the first one arrived).
     if (advanced || (recorded < cursor && now() - recordedAt >= 10_000)) {
-      options.writer.submit({ type: 'purge-applied', nodeId: options.nodeId, purgeId: cursor })
+      // The times go along once: the manifest keeps the first one it gets for a purge and node.
+      options.writer.submit({ type: 'purge-applied', nodeId: options.nodeId, purgeId: cursor, applied: appliedTimes.splice(0) })
       recordedAt = now()
     }
   }
@@ -177,12 +220,14 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
 
   /** Apply one purge here (purge() and a peer's nudge): remember it for covers() first, then one pass over the index. */
   async function applyHere(purge: NewPurge): Promise<number> {
-    appliedLocally.add(purge.requestId)
     // Bounded: a purge whose op never reached the manifest is never seen in the log.
-    if (appliedLocally.size > 10_000) appliedLocally.delete(appliedLocally.values().next().value as string)
+    if (appliedLocally.size >= 10_000) appliedLocally.delete(appliedLocally.keys().next().value as string)
+    appliedLocally.set(purge.requestId, now())
     // Remember first: a populate write that commits while deleteWhere runs is caught by covers().
     remember(purge)
-    const removed = await options.store.deleteWhere((meta) => purgeCovers(purge, meta), 'purged')
+    const removed = await applyToStore(options.store, [purge])
+    // The time it took effect here: the history shows when each node applied it.
+    if (appliedLocally.has(purge.requestId)) appliedLocally.set(purge.requestId, now())
     options.metrics?.purge(purge.kind)
     return removed
   }
@@ -246,11 +291,12 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
         createdAt: now(),
         createdBy: by ?? options.nodeId,
         nodeId: options.nodeId,
+        soft: request.soft === true,
       }
       options.writer.submit({ type: 'purge', purge })
       if (!closed) track(announce(purge))
       const removed = await applyHere(purge)
-      log('info', 'purge requested', { kind: purge.kind, value: purge.value, host: purge.host, removed })
+      log('info', 'purge requested', { kind: purge.kind, value: purge.value, host: purge.host, soft: purge.soft, removed })
       return { removed }
     },
 
@@ -261,7 +307,7 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
       if (purge && !appliedLocally.has(purge.requestId)) {
         track(
           applyHere(purge).then(
-            (removed) => log('info', 'applied a purge sent by a peer', { kind: purge.kind, value: purge.value, host: purge.host, from: purge.nodeId, removed }),
+            (removed) => log('info', 'applied a purge sent by a peer', { kind: purge.kind, value: purge.value, host: purge.host, soft: purge.soft, from: purge.nodeId, removed }),
             (err: unknown) => log('warn', 'applying a purge sent by a peer failed; it is applied from the log at the next poll', { error: describeError(err) }),
           ),
         )
@@ -270,7 +316,14 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
     },
 
     covers(meta) {
-      return recent.some((r) => purgeCovers(r.purge, meta))
+      return recent.some((r) => !r.purge.soft && purgeCovers(r.purge, meta))
+    },
+
+    softPurgedAt(meta) {
+      return softPurgedAt(
+        recent.map((r) => r.purge),
+        meta,
+      )
     },
 
     lastApplied: () => cursor,

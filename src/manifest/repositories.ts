@@ -18,6 +18,7 @@ import {
   COVERED_BY_PURGE_SQL,
   DELETE_HOLDING_SQL,
   MARK_PURGE_APPLIED_SQL,
+  RECORD_PURGE_NODE_SQL,
   UPSERT_ENTRY_SQL,
   UPSERT_HOLDING_SQL,
   UPSERT_NODE_SQL,
@@ -90,6 +91,8 @@ export interface NewPurge {
   createdAt: number
   createdBy: string
   nodeId: string
+  /** Mark covered entries stale (revalidate on next use) instead of removing them. Absent: hard (ops from older nodes). */
+  soft?: boolean
 }
 
 export interface Purge extends NewPurge {
@@ -194,10 +197,11 @@ export async function recordNodeCleared(db: Db, nodeId: string): Promise<number>
   return Number(res.numAffectedRows ?? 0)
 }
 
-/** Drop a node that is gone: its holdings and its row (an admin's "forget node"). Resolves to the holdings dropped. */
+/** Drop a node that is gone: its holdings, its row and its purge times (an admin's "forget node"). Resolves to the holdings dropped. */
 export async function forgetNode(db: Db, nodeId: string): Promise<number> {
   const dropped = await recordNodeCleared(db, nodeId)
   await db.deleteFrom('nodes').where('id', '=', nodeId).execute()
+  await db.deleteFrom('purge_nodes').where('node_id', '=', nodeId).execute()
   return dropped
 }
 
@@ -466,6 +470,7 @@ export async function recordPurge(db: Db, purge: NewPurge): Promise<{ id: number
       created_at: purge.createdAt,
       created_by: purge.createdBy,
       node_id: purge.nodeId,
+      soft: purge.soft ? 1 : 0,
     })
     .onConflict((oc) => oc.column('request_id').doNothing())
     .returning('id')
@@ -481,8 +486,28 @@ export async function recordPurge(db: Db, purge: NewPurge): Promise<{ id: number
  * clocks involved) is newer content, whatever order the ops arrive in. So a
  * sweep may run again at any time (a redelivered purge whose first sweep was
  * cut short) without touching anything stored since.
+ *
+ * A soft purge removes nothing: it ends the freshness of what it covers at
+ * the purge's time (stale_at), so populate no longer copies those entries as
+ * fresh and the admin shows them stale. A node that revalidates one records
+ * it again with its new lifetime. Only entries still fresh at the purge are
+ * touched, so a repeated sweep finds nothing left to do.
  */
-export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt'>, limit?: number): Promise<number> {
+export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt' | 'soft'>, limit?: number): Promise<number> {
+  if (purge.soft) {
+    const some = db
+      .selectFrom('entries')
+      .select(sql<number>`entries.rowid`.as('rid'))
+      .where((eb) => purgeCondition(eb, purge))
+      .where('entries.stored_at', '<=', purge.createdAt)
+      .where('entries.stale_at', '>', purge.createdAt)
+    const res = await db
+      .updateTable('entries')
+      .set({ stale_at: purge.createdAt })
+      .where(sql<number>`entries.rowid`, 'in', limit === undefined ? some : some.limit(Math.max(1, Math.floor(limit))))
+      .executeTakeFirst()
+    return Number(res.numUpdatedRows)
+  }
   let q = db.deleteFrom('entries')
   if (limit === undefined) {
     q = q.where((eb) => purgeCondition(eb, purge)).where('entries.stored_at', '<=', purge.createdAt)
@@ -516,9 +541,33 @@ export async function latestPurgeId(db: Db): Promise<number> {
   return Number(row?.id ?? 0)
 }
 
-/** nodeId has applied every purge up to purgeId. Never moves backwards (batches may be redelivered). */
-export async function markPurgeApplied(db: Db, nodeId: string, purgeId: number): Promise<void> {
+/**
+ * nodeId has applied every purge up to purgeId, and (`applied`) these ones at these times.
+ * Never moves backwards, and the first time recorded for a purge stays (batches may be
+ * redelivered).
+ */
+export async function markPurgeApplied(db: Db, nodeId: string, purgeId: number, applied: readonly PurgeAppliedAt[] = []): Promise<void> {
   await db.executeQuery(CompiledQuery.raw(MARK_PURGE_APPLIED_SQL, [purgeId, nodeId]))
+  for (const a of applied) await db.executeQuery(CompiledQuery.raw(RECORD_PURGE_NODE_SQL, [a.id, nodeId, a.at]))
+}
+
+/** When a node applied one purge: the purge's id and epoch ms. */
+export interface PurgeAppliedAt {
+  id: number
+  at: number
+}
+
+/** When each node applied each of these purges (those that reported a time). */
+export async function purgeApplyTimes(db: Db, purgeIds: readonly number[]): Promise<Map<number, Map<string, number>>> {
+  const out = new Map<number, Map<string, number>>()
+  if (purgeIds.length === 0) return out
+  const rows = await db.selectFrom('purge_nodes').selectAll().where('purge_id', 'in', [...purgeIds]).execute()
+  for (const r of rows) {
+    let perNode = out.get(r.purge_id)
+    if (!perNode) out.set(r.purge_id, (perNode = new Map()))
+    perNode.set(r.node_id, r.applied_at)
+  }
+  return out
 }
 
 export async function lastAppliedPurge(db: Db, nodeId: string): Promise<number> {
@@ -581,6 +630,7 @@ function purgeFromRow(row: PurgeRow): Purge {
     createdAt: row.created_at,
     createdBy: row.created_by,
     nodeId: row.node_id,
+    soft: row.soft === 1,
   }
 }
 

@@ -17,10 +17,13 @@ import type { EntryRecord, NodeInfo } from './repositories.ts'
  * Whether a recorded purge covers an entry (parameters: coveredParams): a
  * purge covers what was stored before it (purge.ts purgeCovers), and matches
  * as matchesPurge in repositories.ts does. The created_at index makes this a
- * look at the few purges newer than the entry.
+ * look at the few purges newer than the entry. A soft purge removes nothing,
+ * so it never keeps a store out: a node that revalidated an entry a soft purge
+ * marked records it again, fresh (its storedAt is the original one).
  */
 export const COVERED_BY_PURGE_SQL = `select 1 from purges p
   where p.created_at >= ?
+    and p.soft = 0
     and (p.host is null or p.host = ?)
     and (
       p.kind = 'all'
@@ -54,6 +57,9 @@ export const UPSERT_NODE_SQL = `insert into nodes (id, region, internal_url, sta
 
 /** Never moves backwards: batches may be redelivered. */
 export const MARK_PURGE_APPLIED_SQL = 'update nodes set last_purge_id = max(last_purge_id, ?) where id = ?'
+
+/** The first time a node reported applying a purge stays (parameters: purge id, node id, epoch ms). */
+export const RECORD_PURGE_NODE_SQL = 'insert into purge_nodes (purge_id, node_id, applied_at) values (?, ?, ?) on conflict (purge_id, node_id) do nothing'
 
 export function coveredParams(entry: EntryRecord): unknown[] {
   return [entry.storedAt, entry.host, entry.url, entry.key, entry.url, JSON.stringify(entry.tags)]
@@ -92,7 +98,7 @@ export interface HotStatements {
   forgetHoldings(nodeId: string, entries: readonly { key: string; variant: string }[]): void
   recordNodeCleared(nodeId: string): void
   upsertNode(node: NodeInfo, seenAt: number): void
-  markPurgeApplied(nodeId: string, purgeId: number): void
+  markPurgeApplied(nodeId: string, purgeId: number, applied?: readonly { id: number; at: number }[]): void
 }
 
 const prepared = new WeakMap<SQLite.Database, HotStatements>()
@@ -108,6 +114,7 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
   const clearNode = sqlite.prepare(CLEAR_NODE_SQL)
   const upsertNode = sqlite.prepare(UPSERT_NODE_SQL)
   const markApplied = sqlite.prepare(MARK_PURGE_APPLIED_SQL)
+  const recordPurgeNode = sqlite.prepare(RECORD_PURGE_NODE_SQL)
   s = {
     recordStored(nodeId, entry) {
       if (covered.get(...coveredParams(entry)) !== undefined) return false
@@ -127,8 +134,9 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
     upsertNode(node, seenAt) {
       upsertNode.run(...nodeParams(node, seenAt))
     },
-    markPurgeApplied(nodeId, purgeId) {
+    markPurgeApplied(nodeId, purgeId, applied = []) {
       markApplied.run(purgeId, nodeId)
+      for (const a of applied) recordPurgeNode.run(a.id, nodeId, a.at)
     },
   }
   prepared.set(sqlite, s)

@@ -32,7 +32,7 @@ export function usablePart(method: string, headers: FlatHeaders, variants: reado
     if (v.status !== 206 || !isFreshnessPolicy(v.policy) || !usableUnder(v.policy, rules)) continue
     if (!variantMatches(v.varyHeaders, varyFields(v.headers.vary), headers)) continue
     if (!partSlice(v, headers.range)) continue
-    if (decideReuse(v.policy, headers, now).kind === 'fresh') return v
+    if (decideReuse(v.policy, headers, now, v.softPurgedAt).kind === 'fresh') return v
   }
   return undefined
 }

@@ -190,6 +190,26 @@ describe('decideReuse (RFC 9111 §4)', () => {
     expect(decideReuse(s, {}, T + 70_000).kind).toBe('revalidate')
   })
 
+  it('revalidates a soft-purged entry before any reuse, keeping stale-if-error counted from the purge', () => {
+    const p = policyOf({ 'cache-control': 'max-age=600, stale-while-revalidate=600, stale-if-error=60', etag: '"a"' })
+    const purgedAt = T + 1000
+    // Fresh by its own lifetime, and a request's max-stale: the purge still sends it to the origin.
+    expect(decideReuse(p, {}, T + 2000, purgedAt)).toEqual({ kind: 'revalidate', reason: 'soft-purge', staleIfError: true })
+    expect(decideReuse(p, { 'cache-control': 'max-stale=9999' }, T + 2000, purgedAt).kind).toBe('revalidate')
+    // Past its lifetime, within stale-while-revalidate: revalidated first all the same.
+    expect(decideReuse(p, {}, T + 700_000, purgedAt)).toMatchObject({ kind: 'revalidate', reason: 'soft-purge' })
+    // stale-if-error: stale since the purge (not since its lifetime ran out).
+    expect(mayServeStaleOnError(p, purgedAt + 59_000, purgedAt)).toBe(true)
+    expect(mayServeStaleOnError(p, purgedAt + 61_000, purgedAt)).toBe(false)
+    expect(decideReuse(p, {}, purgedAt + 61_000, purgedAt)).toMatchObject({ staleIfError: false })
+    // must-revalidate forbids serving it stale, purged or not (RFC 9111 §4.2.4).
+    const mr = policyOf({ 'cache-control': 'max-age=600, must-revalidate, stale-if-error=60' })
+    expect(decideReuse(mr, {}, T + 2000, purgedAt)).toEqual({ kind: 'revalidate', reason: 'soft-purge', staleIfError: false })
+    expect(mayServeStaleOnError(mr, T + 2000, purgedAt)).toBe(false)
+    // Not purged: fresh as before.
+    expect(decideReuse(p, {}, T + 2000).kind).toBe('fresh')
+  })
+
   it('honours stale-while-revalidate and no-cache', () => {
     const p = policyOf({ 'cache-control': 'max-age=60, stale-while-revalidate=30' })
     expect(decideReuse(p, {}, T + 70_000).kind).toBe('stale-while-revalidate')

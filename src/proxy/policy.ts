@@ -400,20 +400,36 @@ export type ReuseDecision =
   | { kind: 'fresh' }
   /** Stale, within stale-while-revalidate: serve now, revalidate in the background. */
   | { kind: 'stale-while-revalidate' }
-  /** Must go to the origin first (conditional request); `staleIfError` says whether stale may be served if that fails. */
-  | { kind: 'revalidate'; reason: 'stale' | 'no-cache' | 'request'; staleIfError: boolean }
+  /**
+   * Must go to the origin first (conditional request); `staleIfError` says whether stale may be
+   * served if that fails. `soft-purge`: an admin's soft purge marked the entry stale.
+   */
+  | { kind: 'revalidate'; reason: 'stale' | 'no-cache' | 'request' | 'soft-purge'; staleIfError: boolean }
+
+/**
+ * Seconds a stored response has been stale: since its lifetime ran out, or since a soft purge
+ * marked it stale (`softPurgedAt`, epoch ms), whichever came first. Negative while fresh.
+ */
+function staleness(p: FreshnessPolicy, now: number, softPurgedAt: number | undefined): number {
+  const sinceExpiry = -ttl(p, now)
+  return softPurgedAt === undefined ? sinceExpiry : Math.max(sinceExpiry, Math.max(0, now - softPurgedAt) / 1000)
+}
 
 /**
  * RFC 9111 §4: may a stored response be reused for this request?
  * Request directives (§5.2.1) are honoured: no-cache, max-age, min-fresh, max-stale.
+ *
+ * `softPurgedAt`: an admin's soft purge marked the entry stale at that time. It is revalidated
+ * before any reuse — the purge asked for the origin's current answer, so neither its remaining
+ * lifetime, nor stale-while-revalidate, nor a request's max-stale serves it unchecked — but
+ * stale-if-error (RFC 5861 §4) still covers an origin failure, counted from the purge.
  */
-export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: number): ReuseDecision {
+export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: number, softPurgedAt?: number): ReuseDecision {
   const age = currentAge(p, now)
   const remaining = p.lifetime - age
   const fresh = remaining > 0
-  const staleness = -remaining
   const mayServeStale = mayEverServeStale(p)
-  const staleIfError = mayServeStale && staleness <= p.staleIfError
+  const staleIfError = mayServeStale && staleness(p, now, softPurgedAt) <= p.staleIfError
 
   const rc = reqHeaders['cache-control']
   const reqcc = rc ? parseDirectives(rc) : undefined
@@ -421,6 +437,8 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
     return { kind: 'revalidate', reason: 'request', staleIfError: false }
   }
   if (p.noCache) return { kind: 'revalidate', reason: 'no-cache', staleIfError: false }
+  if (softPurgedAt !== undefined) return { kind: 'revalidate', reason: 'soft-purge', staleIfError }
+  const stalenessNow = -remaining
   if (reqcc) {
     const maxAge = deltaSeconds(reqcc.get('max-age'))
     if (maxAge !== undefined && age > maxAge) return { kind: 'revalidate', reason: 'request', staleIfError }
@@ -429,11 +447,11 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
     if (!fresh && mayServeStale && reqcc.has('max-stale')) {
       const maxStale = reqcc.get('max-stale')
       const limit = maxStale === true ? Infinity : deltaSeconds(maxStale)
-      if (limit !== undefined && staleness <= limit) return { kind: 'fresh' }
+      if (limit !== undefined && stalenessNow <= limit) return { kind: 'fresh' }
     }
   }
   if (fresh) return { kind: 'fresh' }
-  if (mayServeStale && staleness <= p.staleWhileRevalidate) return { kind: 'stale-while-revalidate' }
+  if (mayServeStale && stalenessNow <= p.staleWhileRevalidate) return { kind: 'stale-while-revalidate' }
   return { kind: 'revalidate', reason: 'stale', staleIfError }
 }
 
@@ -447,10 +465,13 @@ function mayEverServeStale(p: FreshnessPolicy): boolean {
   return !p.mustRevalidate && !p.noCache && !p.heuristic
 }
 
-/** Whether a stale copy may answer for an origin failure right now (RFC 5861 §4, RFC 9111 §4.2.4). */
-export function mayServeStaleOnError(p: FreshnessPolicy, now: number): boolean {
+/**
+ * Whether a stale copy may answer for an origin failure right now (RFC 5861 §4, RFC 9111 §4.2.4).
+ * A soft-purged copy (`softPurgedAt`) counts as stale since the purge.
+ */
+export function mayServeStaleOnError(p: FreshnessPolicy, now: number, softPurgedAt?: number): boolean {
   if (!mayEverServeStale(p)) return false
-  return -ttl(p, now) <= p.staleIfError
+  return staleness(p, now, softPurgedAt) <= p.staleIfError
 }
 
 /** Request headers for revalidating a stored response (RFC 9111 §4.3.1): its validators, never the client's. */

@@ -308,6 +308,67 @@ describe('revalidation and stale content', () => {
     expect(r.headers.get('cache-status')).toMatch(/fwd-status=503.*stale-if-error/)
   })
 
+  it('revalidates a soft-purged entry on its next use (a 304 keeps the body), and still serves it under stale-if-error', async () => {
+    let fail = false
+    let conditional = 0
+    const { origin, node } = await setup((req, res) => {
+      if (fail) {
+        res.writeHead(503)
+        return res.end('down')
+      }
+      if (req.headers['if-none-match'] === '"s1"') {
+        conditional++
+        res.writeHead(304, { etag: '"s1"', 'cache-control': 'max-age=600, stale-if-error=600' })
+        return res.end()
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=600, stale-if-error=600', etag: '"s1"', 'content-type': 'text/plain' })
+      res.end('kept body')
+    })
+    await (await node.get('/soft')).text()
+    await node.stored('/soft')
+    expect((await node.get('/soft')).headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
+
+    const key = `http://${new URL(node.url).host}/soft`
+    expect(await node.actions.purge({ kind: 'url', value: key, soft: true })).toEqual({ removed: 1 })
+    // Still stored, marked stale: the next request asks the origin with the stored validator.
+    const revalidated = await node.get('/soft')
+    expect(await revalidated.text()).toBe('kept body')
+    expect(revalidated.headers.get('cache-status')).toMatch(/^caje; fwd=stale; fwd-status=304; ttl=\d+; detail=soft-purge$/)
+    expect(conditional).toBe(1)
+    expect(origin.count('/soft')).toBe(2)
+    // The 304 ended the mark: a hit again, without the origin.
+    const hit = await node.get('/soft')
+    expect(hit.headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
+    expect(origin.count('/soft')).toBe(2)
+
+    // Soft-purged again, with the origin failing: stale-if-error serves the stored body.
+    await node.actions.purge({ kind: 'prefix', value: key, soft: true })
+    fail = true
+    const stale = await node.get('/soft')
+    expect(stale.status).toBe(200)
+    expect(await stale.text()).toBe('kept body')
+    expect(stale.headers.get('cache-status')).toMatch(/fwd=stale; fwd-status=503;.*detail=stale-if-error/)
+  })
+
+  it('a soft purge never serves a must-revalidate entry stale when the origin fails', async () => {
+    let fail = false
+    const { node } = await setup((_req, res) => {
+      if (fail) {
+        res.writeHead(500)
+        return res.end('broken')
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=600, must-revalidate, stale-if-error=600', etag: '"m"' })
+      res.end('copy')
+    })
+    await (await node.get('/mr')).text()
+    await node.stored('/mr')
+    await node.actions.purge({ kind: 'all', soft: true })
+    fail = true
+    const r = await node.get('/mr')
+    expect(r.status).toBe(500)
+    expect(r.headers.get('cache-status')).toMatch(/fwd=stale; fwd-status=500; detail=soft-purge/)
+  })
+
   it('never serves stale when must-revalidate forbids it', async () => {
     let fail = false
     const { node } = await setup((_req, res) => {

@@ -36,6 +36,7 @@ import { completionRequest, storedPartFor, partSlice, usablePart } from './part.
 import { discard, startPartFill, supersede } from './part-fill.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
+import { SOFT_PURGE_DETAIL } from '../vocabulary.ts'
 
 export interface ProxyRequest {
   method: string
@@ -429,7 +430,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const { meta, hadVariants, variants } = lookup(key, req.headers, originUrl)
       if (meta) {
         const policy = meta.policy as FreshnessPolicy
-        const decision = decideReuse(policy, req.headers, now())
+        const decision = decideReuse(policy, req.headers, now(), meta.softPurgedAt)
+        // Why this answer went to the origin, when a soft purge is the reason (Cache-Status detail).
+        const purged = decision.kind === 'revalidate' && decision.reason === 'soft-purge' ? SOFT_PURGE_DETAIL : undefined
         if (decision.kind === 'fresh') {
           const served = await serveStored(req, meta, policy, { hit: true, collapsed: collapsed || undefined })
           if (served) return served
@@ -446,22 +449,22 @@ export function createProxy(opts: ProxyOptions): Proxy {
         // Must revalidate before use.
         const outcome = await revalidate(revalidateDeps, revalidation(req, originUrl, meta, policy))
         if (outcome.kind === 'refreshed') {
-          const served = await serveStored(req, outcome.meta, outcome.policy, { fwd: decision.reason === 'request' ? 'request' : 'stale', fwdStatus: 304 })
+          const served = await serveStored(req, outcome.meta, outcome.policy, { fwd: decision.reason === 'request' ? 'request' : 'stale', fwdStatus: 304, detail: purged })
           if (served) return { ...served, originMs: outcome.originMs }
           continue
         }
         if (outcome.kind === 'replaced') {
-          return clientResult(req, originUrl, outcome.fill, outcome.response, { fwd: decision.reason === 'request' ? 'request' : 'stale' })
+          return clientResult(req, originUrl, outcome.fill, outcome.response, { fwd: decision.reason === 'request' ? 'request' : 'stale', detail: purged })
         }
         // Origin failed or answered 5xx: stale-if-error (RFC 5861 §4) when allowed.
-        if (mayServeStaleOnError(policy, now())) {
+        if (mayServeStaleOnError(policy, now(), meta.softPurgedAt)) {
           outcome.response?.body.resume()
           const served = await serveStored(req, meta, policy, { fwd: 'stale', fwdStatus: outcome.status, detail: 'stale-if-error' })
           if (served) return served
         }
         if (outcome.response) {
           const cleaned = cleanedForClient(outcome.response, meta.url, opts.log)
-          return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale' })
+          return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale', detail: purged })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
         return originFailure(outcome.error, { fwd: 'stale' })
@@ -541,7 +544,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
         const { meta } = lookup(ruleMatch(req).key, req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
-        if (meta && policy && decideReuse(policy, req.headers, now()).kind === 'fresh') {
+        if (meta && policy && decideReuse(policy, req.headers, now(), meta.softPurgedAt).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT)
           if (served instanceof Promise) return served.then((r) => (r ? r : handle(req, originUrl))).then(counted)
           if (served) return counted(served)

@@ -80,7 +80,8 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
       const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
       return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
     }
-    const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: entryTags(merged, rules?.tags) }
+    // The origin confirmed the stored body: whatever a soft purge marked, it is fresh again.
+    const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: entryTags(merged, rules?.tags), softPurgedAt: undefined }
     try {
       await store.updateMeta(updated)
     } catch (err) {
