@@ -442,10 +442,7 @@ export class DirectWriter extends BatchWriter {
   private released = false
 
   constructor(options: DirectWriterOptions) {
-    // 100 ms of ops per transaction: a commit writes every page the batch touched (each
-    // entry row lands in several indexes), so fewer, larger commits cost less per op, and
-    // a store still reaches the manifest well within a second.
-    super({ maxBatch: 1000, intervalMs: 100, ...options })
+    super({ maxBatch: 1000, ...options })
     this.db = options.db
     this.label = options.label
     this.prepare = options.prepare
