@@ -23,7 +23,7 @@ import { createPurgeApplier } from './manifest/purge.ts'
 import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
-import { createNodeActions, type ClusterJobs, type HitCounter } from './node-actions.ts'
+import { createNodeActions } from './node-actions.ts'
 import { primaryKey } from './proxy/cache-key.ts'
 import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
@@ -144,7 +144,6 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     },
   }
 
-  const hits: HitCounter = { hits: 0, misses: 0 }
   // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
   const purges = createPurgeApplier({
     readDb: () => manifest.readDb(),
@@ -183,12 +182,6 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     populate: () => void populator.run(),
     log: manifestLog,
   })
-  const jobs: ClusterJobs = {
-    populate: (options) => populator.run(options),
-    populateStatus: () => populator.status(),
-    // Purge by URL names what the rules made the key of: the URL with their query changes.
-    purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
-  }
   const traffic = createTrafficRecorder()
   const actions = createNodeActions({
     config,
@@ -196,8 +189,10 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     readDb: () => manifest.readDb(),
     writer: manifest.writer,
     role: () => manifest.role.current(),
-    hits,
-    jobs,
+    hitRatio: () => metrics.hitRatio(),
+    populator,
+    // Purge by URL names what the rules made the key of: the URL with their query changes.
+    purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
     log,
     direct: config.litefsDir === undefined,
     traffic,
@@ -244,8 +239,6 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
-      if (label === 'hit' || label === 'stale') hits.hits++
-      else if (label === 'miss' || label === 'revalidated' || label === 'pass') hits.misses++
       // Only what the cache keeps is worth warming: passes, bypasses and errors are never stored.
       if (request.scheme && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
         // The key the entry is stored under: the rules file may have shaped it.

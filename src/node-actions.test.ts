@@ -98,6 +98,14 @@ describe('admin actions on a real node', () => {
     }, 'the purge to show as applied on this node')
   })
 
+  it('reports the hit ratio of cacheable answers since start: a miss and a hit make one half', async () => {
+    const node = await nodeWithPages(['/a'])
+    type Status = { status: { hitRatio: number | null } }
+    await (await node.get('/a')).text()
+    const status = (await (await api(node, '/_caje/status')).json()) as Status
+    expect(status.status.hitRatio).toBe(0.5)
+  })
+
   it('answers Clear FS once the manifest no longer lists this node as a holder', async () => {
     const node = await nodeWithPages(['/a'])
     const res = await api(node, '/_caje/clear_fs', {})

@@ -13,16 +13,10 @@ import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeAppl
 import type { TrafficRecorder } from './traffic.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
-/** Hits and misses of cacheable requests since start, for the status header. */
-export interface HitCounter {
-  hits: number
-  misses: number
-}
-
-export interface ClusterJobs {
-  populate(options?: { key?: string }): Promise<{ started: boolean }>
-  populateStatus(): PopulateStatus | undefined
-  purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
+/** The populate job as the admin drives it (manifest/populate.ts). */
+export interface PopulateJob {
+  run(options?: { key?: string }): Promise<{ started: boolean }>
+  status(): PopulateStatus | undefined
 }
 
 export interface NodeActionsDeps {
@@ -31,8 +25,11 @@ export interface NodeActionsDeps {
   readDb: () => Kysely<Database>
   writer: Pick<ManifestWriter, 'submit' | 'flush'> & Partial<Pick<ManifestWriter, 'stats'>>
   role: () => ClusterRole
-  hits: HitCounter
-  jobs: ClusterJobs
+  /** Hits ÷ answers of cacheable requests since start (metrics.ts), for the status header. */
+  hitRatio: () => number | null
+  populator: PopulateJob
+  /** Record a purge and apply it here (manifest/purge.ts), with a URL already in the form the rules key on. */
+  purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
   now?: () => number
   log?: (o: Record<string, unknown>) => void
   /** No LiteFS: every node writes the shared file itself, none is primary. */
@@ -150,10 +147,10 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return total
     },
 
-    populate: (options) => deps.jobs.populate(options),
-    populateStatus: () => deps.jobs.populateStatus(),
+    populate: (options) => deps.populator.run(options),
+    populateStatus: () => deps.populator.status(),
     async purge(request, by) {
-      const result = await deps.jobs.purge(request, by)
+      const result = await deps.purge(request, by)
       await settled()
       return result
     },
@@ -195,12 +192,11 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
 
     status() {
       const stats = deps.store.stats()
-      const { hits, misses } = deps.hits
       return {
         nodeId: deps.config.nodeId,
         region: deps.config.region,
         role: deps.direct ? 'direct' : deps.role().kind,
-        hitRatio: hits + misses === 0 ? null : hits / (hits + misses),
+        hitRatio: deps.hitRatio(),
         cacheBytes: stats.bytes,
         entries: stats.entries,
         manifest: manifestDetails(deps.writer.stats?.()),

@@ -69,10 +69,24 @@ export class PendingBody {
     return 'ok'
   }
 
-  /** The whole body and its digest when it stayed small enough to be kept in memory (nothing is on disk then); else undefined: use finish(). */
+  /**
+   * The whole body and its digest when it stayed small enough to be kept in memory (nothing is
+   * on disk then); else undefined: use finish().
+   *
+   * The body is gathered into memory shared between threads (a SharedArrayBuffer): the disk
+   * writer's thread gets it without a copy, and the memory tier keeps the same bytes. A plain
+   * buffer would be copied into the writer thread with every job and stay there until that
+   * thread's next garbage collection: under a storm of misses, a second copy of the whole
+   * write queue. It also holds exactly the body, not the socket read it arrived in.
+   */
   buffered(): BufferedBody | undefined {
     if (this.#fd) return undefined
-    const body = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#bytes)
+    const body = Buffer.from(new SharedArrayBuffer(this.#bytes))
+    let offset = 0
+    for (const chunk of this.#chunks) {
+      body.set(chunk, offset)
+      offset += chunk.length
+    }
     this.#chunks = []
     return { integrity: integrityOf(this.#hash), size: this.#bytes, body }
   }

@@ -116,6 +116,8 @@ describe('applyOps', () => {
     await applyOps(db, [purge])
     await applyOps(db, [
       { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/old', storedAt: T + 99 }) },
+      // Stored in the purge's own millisecond: covered (a purge covers what was stored up to it).
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/same', storedAt: T + 100 }) },
       { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/a/new', storedAt: T + 101 }) },
       { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/b/old', storedAt: T + 99 }) },
     ])

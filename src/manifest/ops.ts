@@ -189,8 +189,11 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
   try {
     await withoutBusyWait(db, async (trx) => {
       let turnStarted = performance.now()
+      // Purges arrive as ops of their own (applyOps splits the batch around them), and this
+      // transaction holds the file: the newest purge cannot change under the batch.
+      const batchPurgeAt = hot && ops.some((op) => op.type === 'stored') ? hot.newestPurgeAt() : undefined
       for (const op of ops) {
-        if (!applyPrepared(sqlite, hot, op)) await applyOp(trx, op)
+        if (!applyPrepared(sqlite, hot, op, batchPurgeAt)) await applyOp(trx, op)
         // better-sqlite3 is synchronous: a 1,000-op batch in one go would hold
         // the event loop for tens of ms. The transaction (and the file lock)
         // stays open across the pause; requests are served in between.
@@ -224,12 +227,12 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
 }
 
 /** Ops with statements prepared once per handle: the hot writes, and hit counts (hot-set.ts). */
-function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatements | undefined, op: ManifestOp): boolean {
+function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatements | undefined, op: ManifestOp, newestPurgeAt?: number | null): boolean {
   if (op.type === 'hits' && sqlite) {
     recordHitsNow(sqlite, op)
     return true
   }
-  return hot !== undefined && applyHot(hot, op)
+  return hot !== undefined && applyHot(hot, op, newestPurgeAt)
 }
 
 /**
@@ -238,10 +241,10 @@ function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatem
  * caller holds on the same handle. False for the rare kinds (purge, clear,
  * prune), which go through Kysely.
  */
-function applyHot(hot: HotStatements, op: ManifestOp): boolean {
+function applyHot(hot: HotStatements, op: ManifestOp, newestPurgeAt?: number | null): boolean {
   switch (op.type) {
     case 'stored':
-      hot.recordStored(op.nodeId, op.entry)
+      hot.recordStored(op.nodeId, op.entry, newestPurgeAt)
       return true
     case 'deleted':
       hot.recordDeleted(op.nodeId, op.key, op.variant)

@@ -33,6 +33,9 @@ export const COVERED_BY_PURGE_SQL = `select 1 from purges p
     )
   limit 1`
 
+/** The newest purge's time: a purge covers only what was stored at or before it (COVERED_BY_PURGE_SQL). */
+export const NEWEST_PURGE_SQL = 'select max(created_at) from purges'
+
 /** Ops from different nodes arrive in any order: an older copy must not overwrite the freshness of a newer one. */
 export const UPSERT_ENTRY_SQL = `insert into entries
   (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
@@ -92,8 +95,14 @@ export function nodeParams(node: NodeInfo, seenAt: number): unknown[] {
 
 /** The hot writes, prepared on one handle. Every method runs synchronously inside the caller's transaction. */
 export interface HotStatements {
-  /** Resolves to false when a recorded purge already covers the entry (nothing written). */
-  recordStored(nodeId: string, entry: EntryRecord): boolean
+  /**
+   * Resolves to false when a recorded purge already covers the entry (nothing written).
+   * `newestPurgeAt` (newestPurgeAt(), read in the same transaction): an entry stored after it
+   * cannot be covered, and the per-entry purge query is skipped.
+   */
+  recordStored(nodeId: string, entry: EntryRecord, newestPurgeAt?: number | null): boolean
+  /** created_at of the newest recorded purge, or null when there is none. */
+  newestPurgeAt(): number | null
   recordDeleted(nodeId: string, key: string, variant: string): void
   forgetHoldings(nodeId: string, entries: readonly { key: string; variant: string }[]): void
   recordNodeCleared(nodeId: string): void
@@ -108,6 +117,7 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
   let s = prepared.get(sqlite)
   if (s) return s
   const covered = sqlite.prepare(COVERED_BY_PURGE_SQL).pluck()
+  const newestPurge = sqlite.prepare(NEWEST_PURGE_SQL).pluck()
   const upsertEntry = sqlite.prepare(UPSERT_ENTRY_SQL)
   const upsertHolding = sqlite.prepare(UPSERT_HOLDING_SQL)
   const deleteHolding = sqlite.prepare(DELETE_HOLDING_SQL)
@@ -116,11 +126,17 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
   const markApplied = sqlite.prepare(MARK_PURGE_APPLIED_SQL)
   const recordPurgeNode = sqlite.prepare(RECORD_PURGE_NODE_SQL)
   s = {
-    recordStored(nodeId, entry) {
-      if (covered.get(...coveredParams(entry)) !== undefined) return false
+    recordStored(nodeId, entry, newestPurgeAt) {
+      // A batch of stores checks the purge log once (newestPurgeAt), not once per entry.
+      const mayBeCovered = newestPurgeAt === undefined || (newestPurgeAt !== null && newestPurgeAt >= entry.storedAt)
+      if (mayBeCovered && covered.get(...coveredParams(entry)) !== undefined) return false
       upsertEntry.run(...entryParams(entry))
       upsertHolding.run(...holdingParams(nodeId, entry))
       return true
+    },
+    newestPurgeAt() {
+      const at = newestPurge.get()
+      return typeof at === 'number' ? at : null
     },
     recordDeleted(nodeId, key, variant) {
       deleteHolding.run(key, variant, nodeId)

@@ -4,7 +4,7 @@
 // the one sender: every origin request (fill, pass, revalidation, populate)
 // goes through send(), which counts its latency or its failure.
 
-import { Agent, request as undiciRequest, errors as undiciErrors } from 'undici'
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
 import type { Readable } from 'node:stream'
 import type { OriginErrorKind } from '../vocabulary.ts'
 import type { HeaderBag } from './headers.ts'
@@ -109,19 +109,21 @@ export function createOriginClient(opts: OriginOptions): OriginClient {
 
   return {
     async send(req) {
-      const base = req.origin.pathname.replace(/\/$/, '')
       const started = performance.now()
       try {
-        const res = await undiciRequest(new URL(req.origin.origin), {
-          dispatcher: agent,
-          method: req.method as 'GET',
-          path: base + req.path,
+        // The agent itself, not undici's request(url, opts) helper, which parses the origin and
+        // the path into URL objects and back on every request. The path goes out exactly as
+        // caje keyed it (canonical-url.ts), after the origin's own path prefix.
+        const res = await agent.request({
+          origin: req.origin.origin,
+          method: req.method as Dispatcher.HttpMethod,
+          path: basePath(req.origin) + req.path,
           headers: req.headers,
           body: req.body ?? null,
           signal: req.signal,
           onInfo: req.onInterim && ((info: { statusCode: number; headers: HeaderBag }) => req.onInterim!(info.statusCode, info.headers)),
           // No redirect interceptor is installed: a 3xx goes back to the client as it is.
-        } as Parameters<typeof undiciRequest>[1])
+        } as Dispatcher.RequestOptions)
         const headersMs = performance.now() - started
         opts.metrics?.originLatency(headersMs / 1000, res.statusCode)
         return { status: res.statusCode, headers: res.headers as HeaderBag, body: res.body as unknown as Readable, headersMs }
@@ -136,4 +138,10 @@ export function createOriginClient(opts: OriginOptions): OriginClient {
       await agent.close()
     },
   }
+}
+
+/** The origin URL's path prefix without its trailing slash ('' for most origins). */
+function basePath(origin: URL): string {
+  const p = origin.pathname
+  return p === '/' ? '' : p.replace(/\/$/, '')
 }
