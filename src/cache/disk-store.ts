@@ -51,6 +51,8 @@ export interface DiskStoreOptions {
   writeQueueBytes?: number
   /** Most variants kept under one key; the least recently used goes first (default 32). */
   maxVariants?: number
+  /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
+  hotEntries?: number
   log?: LogFn
 }
 
@@ -178,7 +180,7 @@ class CacacheDiskStore implements DiskStore {
   readonly #maxVariants: number
   readonly #log: LogFn
   readonly #tmpDir: string
-  readonly #index = new EntryIndex()
+  readonly #index: EntryIndex
   /** Content files by integrity. */
   readonly #contents = new Map<string, ContentRecord>()
   readonly #paths: ContentPaths
@@ -206,6 +208,7 @@ class CacacheDiskStore implements DiskStore {
     this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#tmpDir = path.join(opts.dir, 'tmp')
+    this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
     this.#paths = new ContentPaths((integrity) => contentPath(opts.dir, integrity) as string)
     this.#writer = new DiskWriter({ dir: opts.dir, maxQueueBytes: opts.writeQueueBytes ?? DEFAULT_WRITE_QUEUE_BYTES })
     this.#files = new OpenFiles({
