@@ -228,9 +228,39 @@ export class EntryIndex {
 
   // ---- lookups --------------------------------------------------------------
 
+  /**
+   * The last key hashed and the last variant found: a hit asks about one key several times in
+   * a row (varyOf, variant, touch), and comparing a string is cheaper than hashing it again.
+   */
+  #lastKey = ''
+  #lastHash = hashKey('')
+  #lastVariant = ''
+  #lastFound: Handle = NONE
+
+  #hashOf(key: string): number {
+    if (key !== this.#lastKey) {
+      this.#lastKey = key
+      this.#lastHash = hashKey(key)
+      this.#lastFound = NONE
+    }
+    return this.#lastHash
+  }
+
   #find(key: string, variant: string): number {
     if (this.#capacity === 0) return NONE
-    const h = hashKey(key)
+    const h = this.#hashOf(key)
+    if (this.#lastFound !== NONE && variant === this.#lastVariant) {
+      // The same variant again, still in the index (a removal changes the slot's generation).
+      const slot = this.#slot(this.#lastFound)
+      if (slot !== NONE) return slot
+    }
+    const slot = this.#search(key, variant, h)
+    this.#lastVariant = variant
+    this.#lastFound = slot === NONE ? NONE : this.#handle(slot)
+    return slot
+  }
+
+  #search(key: string, variant: string, h: number): number {
     for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
       if (this.#hash[s] !== h || this.#keyLength[s] !== key.length) continue
       const packed = this.#packed[s]!
@@ -264,7 +294,7 @@ export class EntryIndex {
   #slotsOf(key: string): number[] {
     const slots: number[] = []
     if (this.#capacity === 0) return slots
-    const h = hashKey(key)
+    const h = this.#hashOf(key)
     for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
       if (this.#hash[s] === h && this.#keyLength[s] === key.length && this.#packed[s]!.startsWith(key)) slots.push(s)
     }
@@ -287,7 +317,7 @@ export class EntryIndex {
   varyOf(key: string): readonly string[] {
     if (this.#capacity === 0) return NO_VARY
     // The common case, one Vary value known by number, answers without allocating.
-    const h = hashKey(key)
+    const h = this.#hashOf(key)
     let first = NONE
     let mixed = false
     for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
