@@ -25,8 +25,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import SQLite from 'better-sqlite3'
 import { buildCaje } from './build.ts'
-import { EntryIndex, entryId, type IndexRecord } from '../src/cache/entry-index.ts'
-import type { EntryMeta } from '../src/cache/types.ts'
+import { fillIndex } from './index-entries.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import type { ManifestOp } from '../src/manifest/ops.ts'
@@ -540,50 +539,13 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: { now: nu
   return { ...result, healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
 }
 
-/** Heap per entry of the in-memory index, filled like the disk store fills it. */
+/** Heap per entry of the in-memory index, filled like the disk store fills it at start (bench/index-entries.ts). */
 function scenarioIndex(count: number): Record<string, number> {
   v8.setFlagsFromString('--expose-gc')
   const gc = vm.runInNewContext('gc') as () => void
   gc()
   const before = process.memoryUsage().heapUsed
-  const index = new EntryIndex()
-  const now = Date.now()
-  for (let i = 0; i < count; i++) {
-    const url = `https://${HOST}/assets/${i.toString(36)}/file-${i}.js`
-    const key = `${HOST}/assets/${i.toString(36)}/file-${i}.js`
-    const integrity = `sha512-${Buffer.from(`${i}`.padEnd(64, 'x')).toString('base64')}`
-    const meta = Object.freeze({
-      key,
-      variant: '',
-      host: HOST,
-      url,
-      status: 200,
-      statusText: 'OK',
-      headers: [
-        ['content-type', 'application/javascript'],
-        ['cache-control', 'public, max-age=3600'],
-        ['etag', `"${i}"`],
-      ],
-      size: OBJECT_BYTES,
-      integrity,
-      contentType: 'application/javascript',
-      storedAt: now,
-      staleAt: now + 3_600_000,
-      deleteAt: now + 7_200_000,
-      tags: [],
-      varyHeaders: {},
-    }) as unknown as EntryMeta
-    const record: IndexRecord = {
-      id: entryId(key, ''),
-      meta,
-      content: { integrity, path: `/cache/content-v2/sha512/${i}`, size: OBJECT_BYTES, refs: 1 },
-      committedAt: now,
-      lastAccess: now,
-      urlLower: url.toLowerCase(),
-      indexLines: 1,
-    }
-    index.set(record)
-  }
+  const { index } = fillIndex(count, Date.now())
   gc()
   const after = process.memoryUsage().heapUsed
   const perEntry = Math.round((after - before) / count)

@@ -5,6 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { contentPath } from './content-file.ts'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
 import { waitFor } from '../test-support/servers.ts'
+import { decideStore } from '../proxy/policy.ts'
+import type { EntryMeta, NewEntry } from './types.ts'
 import { bodyOf, bytesOf, contentBytesOnDisk, filesUnder, newEntry, put, recordEvents, sri, tempDir } from './test-support.ts'
 
 const MiB = 1024 * 1024
@@ -572,5 +574,50 @@ describe('disk store', () => {
     expect(kept).toHaveLength(2)
     expect(files).toEqual(kept.map((i) => path.relative(content, contentPath(dir, sri(bodyOf(1000, i))) as string)).sort())
     expect(await contentBytesOnDisk(dir)).toBe(2000)
+  })
+})
+
+describe('disk store index with metadata decoded on demand', () => {
+  /** What a fill stores: a real freshness policy (the compact packed form), tags, a Vary'd variant. */
+  function filled(url: string, overrides: Partial<NewEntry> = {}): NewEntry {
+    const now = Date.now()
+    const headers = { 'content-type': 'text/css', 'cache-control': 'public, max-age=600', etag: `"${url.length}"`, date: new Date(Math.floor(now / 1000) * 1000).toUTCString(), vary: 'Accept-Encoding' }
+    const decision = decideStore({ method: 'GET', url, headers: {}, requestTime: now }, { status: 200, headers, hasSetCookie: false, responseTime: now }, { cacheSetCookie: false, heuristicFreshness: false })
+    if (!decision.store) throw new Error('not storable')
+    return newEntry(url, { headers, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, ...overrides })
+  }
+
+  it('finds every field, Vary variants, prefixes and tags when only one entry stays decoded, before and after a restart', async () => {
+    let store = await openStore({ hotEntries: 1 })
+    const stored: EntryMeta[] = []
+    for (let i = 0; i < 20; i++) {
+      const tags = i % 3 === 0 ? ['third', `item-${i}`] : [`item-${i}`]
+      stored.push((await put(store, filled(`https://a.test/${i < 10 ? 'blog' : 'shop'}/${i}`, { tags }), bodyOf(10, i)))!)
+      stored.push((await put(store, filled(`https://a.test/${i < 10 ? 'blog' : 'shop'}/${i}`, { variant: 'gzip', varyHeaders: { 'accept-encoding': 'gzip' }, tags }), bodyOf(11, i)))!)
+    }
+    for (let round = 0; round < 2; round++) {
+      for (const meta of stored) {
+        expect(store.variant(meta.key, meta.variant)).toEqual(meta)
+        expect(store.varyOf(meta.key)).toEqual(['Accept-Encoding'])
+      }
+      expect(store.variants('https://a.test/blog/3').map((m) => m.variant).sort()).toEqual(['', 'gzip'])
+      expect((await store.list({ filter: 'SHOP/1' })).total).toBe(2 * 10)
+      if (round === 0) store = await reopen(store, { hotEntries: 1 })
+    }
+    expect(await store.deleteWhere((m) => m.url.startsWith('https://a.test/blog/'))).toBe(20)
+    expect(await store.deleteWhere((m) => m.tags.includes('third'))).toBe(6)
+    expect(store.stats().entries).toBe(14)
+    expect(store.variant('https://a.test/shop/12', 'gzip')).toBeUndefined()
+    expect(await readBody(store, 'https://a.test/shop/11', 'gzip')).toEqual(bodyOf(11, 11))
+  })
+
+  it('evicts the least recently read entries whatever is decoded', async () => {
+    const store = await openStore({ hotEntries: 1, maxBytes: 40 })
+    for (let i = 0; i < 4; i++) await put(store, filled(`https://a.test/e/${i}`), bodyOf(10, i))
+    expect(store.variant('https://a.test/e/0', '')).toBeDefined()
+    await readBody(store, 'https://a.test/e/0')
+    await put(store, filled('https://a.test/e/4'), bodyOf(10, 4))
+    expect(store.variant('https://a.test/e/1', '')).toBeUndefined()
+    expect(['0', '2', '3', '4'].every((i) => store.variant(`https://a.test/e/${i}`, '') !== undefined)).toBe(true)
   })
 })

@@ -19,7 +19,7 @@ import path from 'node:path'
 import cacache from 'cacache'
 import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing, readContent, readTrustedNow } from './content-file.ts'
 import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from './disk-writer.ts'
-import { type ContentRecord, EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
+import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
 import type {
@@ -51,6 +51,8 @@ export interface DiskStoreOptions {
   writeQueueBytes?: number
   /** Most variants kept under one key; the least recently used goes first (default 32). */
   maxVariants?: number
+  /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
+  hotEntries?: number
   log?: LogFn
 }
 
@@ -131,17 +133,9 @@ function describeError(error: unknown): Record<string, unknown> {
   return { error: String(error) }
 }
 
-function isExpired(meta: EntryMeta, now: number): boolean {
+function isExpired(deleteAt: number, now: number): boolean {
   // A deleteAt that is not a finite number (lost Infinity, null) means "no limit".
-  return typeof meta.deleteAt === 'number' && Number.isFinite(meta.deleteAt) && meta.deleteAt <= now
-}
-
-/** Metadata is shared with every caller of variants()/read(): freeze it so a caller cannot change the index by accident. */
-function freezeMeta(meta: EntryMeta): EntryMeta {
-  Object.freeze(meta.headers)
-  Object.freeze(meta.varyHeaders)
-  Object.freeze(meta.tags)
-  return Object.freeze(meta)
+  return Number.isFinite(deleteAt) && deleteAt <= now
 }
 
 /** What goes into cacache's `metadata`: everything but size and integrity, which cacache records itself. */
@@ -186,9 +180,10 @@ class CacacheDiskStore implements DiskStore {
   readonly #maxVariants: number
   readonly #log: LogFn
   readonly #tmpDir: string
-  readonly #index = new EntryIndex()
-  /** Content files by path. */
+  readonly #index: EntryIndex
+  /** Content files by integrity. */
   readonly #contents = new Map<string, ContentRecord>()
+  readonly #paths: ContentPaths
   /** Bytes of all content files referenced (including ones being committed). */
   #bytes = 0
   #integrityFailures = 0
@@ -213,6 +208,8 @@ class CacacheDiskStore implements DiskStore {
     this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#tmpDir = path.join(opts.dir, 'tmp')
+    this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
+    this.#paths = new ContentPaths((integrity) => contentPath(opts.dir, integrity) as string)
     this.#writer = new DiskWriter({ dir: opts.dir, maxQueueBytes: opts.writeQueueBytes ?? DEFAULT_WRITE_QUEUE_BYTES })
     this.#files = new OpenFiles({
       max: OPEN_FILES,
@@ -225,22 +222,19 @@ class CacacheDiskStore implements DiskStore {
   /** Rebuilds the in-memory index from cacache's index, then cleans up in the background. */
   async load(): Promise<void> {
     const now = Date.now()
-    const loaded: IndexRecord[] = []
     const unwanted: string[] = []
     // @types/cacache types the stream's items as the whole ls() object; each is one entry.
     const entries = cacache.ls.stream(this.dir) as unknown as AsyncIterable<cacache.CacheObject>
+    // Added as read (the metadata packed at once: a million entries must not all be objects at
+    // the same time), then put in commit order.
     for await (const entry of entries) {
-      const record = this.#recordFromDisk(entry, now)
-      if (record) loaded.push(record)
-      else unwanted.push(entry.key)
+      if (!this.#loadEntry(entry, now)) unwanted.push(entry.key)
     }
-    loaded.sort((a, b) => a.committedAt - b.committedAt)
-    this.#lastCommitAt = loaded.at(-1)?.committedAt ?? 0
-    for (const record of loaded) {
-      record.content = this.#pin(record.meta.integrity, record.meta.size).content
-      this.#index.set(record)
-      // A lowered variant cap applies at once.
-      this.#capVariants(record.meta.key)
+    this.#index.orderByCommitTime()
+    for (const handle of this.#index.handles()) this.#lastCommitAt = Math.max(this.#lastCommitAt, this.#index.committedAt(handle))
+    // A lowered variant cap applies at once.
+    for (const handle of this.#index.handles()) {
+      if (this.#index.live(handle)) this.#capVariants(this.#index.key(handle))
     }
     if (unwanted.length > 0) this.#log({ level: 'info', msg: 'cache dropping expired or unreadable entries at start', count: unwanted.length })
     this.#track(this.#cleanUp(unwanted))
@@ -248,17 +242,18 @@ class CacacheDiskStore implements DiskStore {
     this.#evict()
   }
 
-  #recordFromDisk(entry: cacache.CacheObject, now: number): IndexRecord | undefined {
+  #loadEntry(entry: cacache.CacheObject, now: number): boolean {
     const metadata: unknown = entry.metadata
-    if (!isMetadata(metadata) || entryId(metadata.key, metadata.variant) !== entry.key) return undefined
-    const path = contentPath(this.dir, entry.integrity)
-    if (!path || typeof entry.size !== 'number') return undefined
-    const meta = freezeMeta({ ...metadata, size: entry.size, integrity: entry.integrity })
-    if (isExpired(meta, now)) return undefined
-    const content: ContentRecord = { integrity: entry.integrity, path, size: entry.size, refs: 0 }
+    if (!isMetadata(metadata) || entryId(metadata.key, metadata.variant) !== entry.key) return false
+    if (!contentPath(this.dir, entry.integrity) || typeof entry.size !== 'number') return false
+    const meta: EntryMeta = { ...metadata, size: entry.size, integrity: entry.integrity }
+    if (isExpired(meta.deleteAt, now)) return false
     // lastAccess is not persisted (that would be a write per hit): after a
     // restart, recency starts from commit order.
-    return { id: entry.key, meta, content, committedAt: entry.time, lastAccess: entry.time, urlLower: meta.url.toLowerCase(), indexLines: 1 }
+    const { content } = this.#pin(entry.integrity, entry.size)
+    const { replaced } = this.#index.add({ meta, content, committedAt: entry.time, indexLines: 1, hot: false })
+    if (replaced) this.#release(replaced.content)
+    return true
   }
 
   /** Removes index buckets not loaded, then content files nothing references (crash leftovers, expired entries). */
@@ -272,7 +267,7 @@ class CacacheDiskStore implements DiskStore {
           for (const name of await readdirOrEmpty(path.join(root, a, b))) {
             const file = path.join(root, a, b, name)
             // Decided when queued: a write of this content queued later puts it back after the removal.
-            if (!this.#contents.has(file)) removals.push(this.#writer.run({ op: 'rm-content', path: file }))
+            if (!this.#contents.has(integrityOfPath(a, b, name))) removals.push(this.#writer.run({ op: 'rm-content', path: file }))
           }
         }
       }
@@ -285,25 +280,24 @@ class CacacheDiskStore implements DiskStore {
 
   // ---- reads --------------------------------------------------------------
 
-  /** The live record of a variant, or undefined; drops it when expired. */
-  #current(key: string, variant: string, touch: boolean): IndexRecord | undefined {
-    const id = entryId(key, variant)
+  /** The live variant, or undefined; drops it when expired. */
+  #current(key: string, variant: string, touch: boolean): Handle | undefined {
     const now = Date.now()
-    const record = touch ? this.#index.touch(id, now) : this.#index.get(id)
-    if (!record) return undefined
-    if (isExpired(record.meta, now)) {
-      this.#drop(record, 'expired')
+    const handle = touch ? this.#index.touch(key, variant, now) : this.#index.find(key, variant)
+    if (handle === undefined) return undefined
+    if (isExpired(this.#index.deleteAt(handle), now)) {
+      this.#drop(handle, 'expired')
       return undefined
     }
-    return record
+    return handle
   }
 
   variants(key: string): EntryMeta[] {
     const now = Date.now()
     const metas: EntryMeta[] = []
-    for (const record of this.#index.variantsOf(key)) {
-      if (isExpired(record.meta, now)) this.#drop(record, 'expired')
-      else metas.push(record.meta)
+    for (const handle of this.#index.variantsOf(key)) {
+      if (isExpired(this.#index.deleteAt(handle), now)) this.#drop(handle, 'expired')
+      else metas.push(this.#index.meta(handle))
     }
     return metas
   }
@@ -313,11 +307,13 @@ class CacacheDiskStore implements DiskStore {
   }
 
   variant(key: string, variant: string): EntryMeta | undefined {
-    return this.#current(key, variant, false)?.meta
+    const handle = this.#current(key, variant, false)
+    return handle === undefined ? undefined : this.#index.meta(handle)
   }
 
   touch(key: string, variant: string): EntryMeta | undefined {
-    return this.#current(key, variant, true)?.meta
+    const handle = this.#current(key, variant, true)
+    return handle === undefined ? undefined : this.#index.meta(handle)
   }
 
   read(key: string, variant: string, range?: ByteRange): BodyLookup {
@@ -327,18 +323,20 @@ class CacacheDiskStore implements DiskStore {
   }
 
   readEntry(key: string, variant: string, range?: ByteRange): EntryLookup {
-    const record = this.#current(key, variant, true)
-    if (!record) return undefined
-    const clamped = range ? clampRange(range, record.meta.size) : undefined
-    const now = readTrustedNow(this.#files, record.content, clamped)
-    return now ? { body: now, meta: record.meta } : this.#readFile(record, clamped)
+    const handle = this.#current(key, variant, true)
+    if (handle === undefined) return undefined
+    const content = this.#index.content(handle)
+    const clamped = range ? clampRange(range, content.size) : undefined
+    const now = readTrustedNow(this.#files, content, clamped)
+    return now ? { body: now, meta: this.#index.meta(handle) } : this.#readFile(handle, content, clamped)
   }
 
-  async #readFile(record: IndexRecord, clamped: ByteRange | undefined): Promise<EntryBody | undefined> {
-    const { key, variant } = record.meta
+  async #readFile(handle: Handle, content: ContentRecord, clamped: ByteRange | undefined): Promise<EntryBody | undefined> {
+    const meta = this.#index.meta(handle)
+    const { key, variant } = meta
     let result: ContentRead
     try {
-      result = await readContent(this.#files, record.content, clamped, { onStreamCorrupt: () => this.#corrupt(record, 'corrupt') })
+      result = await readContent(this.#files, content, clamped, { onStreamCorrupt: () => this.#corrupt(handle, 'corrupt') })
     } catch (error) {
       // EMFILE, EIO...: not proof of corruption, so keep the entry and let the
       // caller fetch from the origin this time.
@@ -346,21 +344,23 @@ class CacacheDiskStore implements DiskStore {
       return undefined
     }
     if (!result.ok) {
-      this.#corrupt(record, result.reason)
+      this.#corrupt(handle, result.reason)
       return undefined
     }
-    return { body: result.body, meta: record.meta }
+    return { body: result.body, meta }
   }
 
   /** A body that does not match its integrity (or is gone) is never served: count it and drop the entry. */
-  #corrupt(record: IndexRecord, reason: 'missing' | 'corrupt'): void {
-    if (this.#index.get(record.id) !== record) return // already dropped or replaced: counted once
+  #corrupt(handle: Handle, reason: 'missing' | 'corrupt'): void {
+    if (!this.#index.live(handle)) return // already dropped or replaced: counted once
     this.#integrityFailures++
-    record.content.verified = undefined
-    this.#files.forget(record.content.path)
-    this.#log({ level: 'warn', msg: 'cache body failed its integrity check', key: record.meta.key, variant: record.meta.variant, reason, path: record.content.path })
-    this.#emit({ type: 'integrity-failure', key: record.meta.key, variant: record.meta.variant })
-    this.#drop(record, 'corrupt')
+    const content = this.#index.content(handle)
+    const { key, variant } = this.#index.meta(handle)
+    content.verified = undefined
+    this.#files.forget(content.path)
+    this.#log({ level: 'warn', msg: 'cache body failed its integrity check', key, variant, reason, path: content.path })
+    this.#emit({ type: 'integrity-failure', key, variant })
+    this.#drop(handle, 'corrupt')
   }
 
   // ---- writes -------------------------------------------------------------
@@ -422,12 +422,13 @@ class CacacheDiskStore implements DiskStore {
     this.#lastCommit.delete(id)
     const { content, created } = this.#pin(body.integrity, body.size)
     if (created) content.pending = body.body
-    const record = this.#publish(id, entry, content)
-    const job: DiskJob = { op: 'put', body: body.body, contentPath: content.path, id, line: this.#line(record, metadataJson), compact: record.indexLines > COMPACT_AFTER_LINES }
-    if (job.compact) record.indexLines = 1
-    this.#track(this.#writer.run(job).then((result) => this.#written(record, content, body.body, result)))
+    const { handle, meta } = this.#publish(id, entry, content)
+    const lines = this.#index.indexLines(handle)
+    const job: DiskJob = { op: 'put', body: body.body, contentPath: content.path, id, line: this.#line(handle, meta, metadataJson), compact: lines > COMPACT_AFTER_LINES }
+    if (job.compact) this.#index.setIndexLines(handle, 1)
+    this.#track(this.#writer.run(job).then((result) => this.#written(handle, entry.key, content, body.body, result)))
     this.#evict()
-    return { meta: record.meta, body: body.body }
+    return { meta, body: body.body }
   }
 
   /** A body that spilled to a temp file: the disk writer moves it into place, then it becomes visible. */
@@ -453,8 +454,8 @@ class CacacheDiskStore implements DiskStore {
       }
       const { content } = this.#pin(finished.integrity, finished.size)
       const committedAt = this.#commitTime()
-      const previous = this.#index.get(id)
-      const indexLines = (previous?.indexLines ?? 0) + 1
+      const previous = this.#index.find(entry.key, entry.variant)
+      const indexLines = (previous === undefined ? 0 : this.#index.indexLines(previous)) + 1
       const line = indexJson(id, finished.integrity, committedAt, finished.size, metadataJson)
       const result = await this.#writer.run({ op: 'put', tmpPath: finished.tmpPath, contentPath: path, id, line, compact: indexLines > COMPACT_AFTER_LINES })
       if (!result.ok) {
@@ -470,10 +471,10 @@ class CacacheDiskStore implements DiskStore {
         return undefined
       }
       this.#lastCommit.delete(id)
-      const record = this.#publish(id, entry, content, committedAt)
-      record.indexLines = indexLines > COMPACT_AFTER_LINES ? 1 : indexLines
+      const { handle, meta } = this.#publish(id, entry, content, committedAt)
+      this.#index.setIndexLines(handle, indexLines > COMPACT_AFTER_LINES ? 1 : indexLines)
       this.#evict()
-      return { meta: record.meta }
+      return { meta }
     })()
     return this.#track(committing)
   }
@@ -488,43 +489,35 @@ class CacacheDiskStore implements DiskStore {
   }
 
   /** Makes a committed variant visible in the index, replacing the one with the same id. */
-  #publish(id: string, entry: NewEntry, content: ContentRecord, committedAt = this.#commitTime()): IndexRecord {
-    const previous = this.#index.get(id)
+  #publish(id: string, entry: NewEntry, content: ContentRecord, committedAt = this.#commitTime()): { handle: Handle; meta: EntryMeta } {
+    const previous = this.#index.find(entry.key, entry.variant)
+    const indexLines = (previous === undefined ? 0 : this.#index.indexLines(previous)) + 1
     const meta = freezeMeta({ ...entry, size: content.size, integrity: content.integrity })
-    const record: IndexRecord = {
-      id,
-      meta,
-      content,
-      committedAt,
-      lastAccess: committedAt,
-      urlLower: meta.url.toLowerCase(),
-      indexLines: (previous?.indexLines ?? 0) + 1,
-    }
-    const replaced = this.#index.set(record)
+    const { handle, replaced } = this.#index.add({ meta, content, committedAt, indexLines })
     if (replaced) {
       this.#release(replaced.content)
       this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced' })
     }
     this.#emit({ type: 'stored', meta })
     this.#capVariants(meta.key)
-    return record
+    return { handle, meta }
   }
 
-  #line(record: IndexRecord, metadataJson: string): string {
-    return indexJson(record.id, record.meta.integrity, record.committedAt, record.meta.size, metadataJson)
+  #line(handle: Handle, meta: EntryMeta, metadataJson: string): string {
+    return indexJson(entryId(meta.key, meta.variant), meta.integrity, this.#index.committedAt(handle), meta.size, metadataJson)
   }
 
   /** The disk writer's answer for a buffered body. */
-  #written(record: IndexRecord, content: ContentRecord, body: Buffer, result: JobResult): void {
+  #written(handle: Handle, key: string, content: ContentRecord, body: Buffer, result: JobResult): void {
     if (content.pending === body) content.pending = undefined
     if (result.ok) {
       // Just written from bytes whose digest was taken on the way in: trust this version of the file.
-      if (result.file && this.#contents.get(content.path) === content) content.verified = result.file
+      if (result.file && this.#contents.get(content.integrity) === content) content.verified = result.file
       return
     }
-    this.#writeFailed(record.meta.key, jobError(result))
+    this.#writeFailed(key, jobError(result))
     // Not on disk: it must not be served from a file that is not there, nor recorded as held.
-    if (this.#index.get(record.id) === record) this.#drop(record, 'corrupt')
+    this.#drop(handle, 'corrupt')
   }
 
   async #discard(entry: NewEntry, body: PendingBody): Promise<void> {
@@ -545,15 +538,17 @@ class CacacheDiskStore implements DiskStore {
     const metadataJson = JSON.stringify(storedMetadata(meta))
     const next = JSON.parse(metadataJson) as NewEntry
     const id = entryId(next.key, next.variant)
-    const record = this.#index.get(id)
-    if (!record) return
+    const handle = this.#index.find(next.key, next.variant)
+    if (handle === undefined) return
     // The body is untouched, so size and integrity stay those of the stored body.
-    this.#index.updateMeta(record, freezeMeta({ ...next, size: record.meta.size, integrity: record.meta.integrity }))
-    record.indexLines++
-    const compact = record.indexLines > COMPACT_AFTER_LINES
-    if (compact) record.indexLines = 1
-    this.#emit({ type: 'stored', meta: record.meta })
-    const result = await this.#track(this.#writer.run({ op: 'index', id, line: this.#line(record, metadataJson), compact }))
+    const content = this.#index.content(handle)
+    const updated = freezeMeta({ ...next, size: content.size, integrity: content.integrity })
+    this.#index.updateMeta(handle, updated)
+    const lines = this.#index.indexLines(handle) + 1
+    const compact = lines > COMPACT_AFTER_LINES
+    this.#index.setIndexLines(handle, compact ? 1 : lines)
+    this.#emit({ type: 'stored', meta: updated })
+    const result = await this.#track(this.#writer.run({ op: 'index', id, line: this.#line(handle, updated, metadataJson), compact }))
     // The new metadata still applies in this process; a restart falls back to the previous one.
     if (!result.ok) this.#writeFailed(next.key, jobError(result))
   }
@@ -565,18 +560,18 @@ class CacacheDiskStore implements DiskStore {
    * longer counts against the budget) and from disk in its turn. The promise
    * resolves when the files are gone; it never rejects (failures are logged).
    */
-  #drop(record: IndexRecord, reason: DeleteReason): Promise<void> {
-    if (this.#index.get(record.id) !== record) return Promise.resolve()
-    this.#index.delete(record.id)
-    return this.#forget(record, reason)
+  #drop(handle: Handle, reason: DeleteReason): Promise<void> {
+    const removed = this.#index.remove(handle)
+    if (!removed) return Promise.resolve()
+    return this.#forget(removed, reason)
   }
 
-  /** The rest of a drop, for a record already out of the index: accounting, the event, the files (queued). */
-  #forget(record: IndexRecord, reason: DeleteReason): Promise<void> {
+  /** The rest of a drop, for a variant already out of the index: accounting, the event, the files (queued). */
+  #forget(removed: RemovedEntry, reason: DeleteReason): Promise<void> {
     if (reason === 'evicted') this.#evictions++
-    const content = this.#release(record.content)
-    this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason })
-    const bucket = this.#removeBucket(record.id)
+    const content = this.#release(removed.content)
+    this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason })
+    const bucket = this.#removeBucket(removed.id)
     return content ? Promise.all([bucket, content]).then(() => undefined) : bucket
   }
 
@@ -590,12 +585,11 @@ class CacacheDiskStore implements DiskStore {
   }
 
   #pin(integrity: string, size: number): { content: ContentRecord; created: boolean } {
-    const filePath = contentPath(this.dir, integrity) as string
-    let content = this.#contents.get(filePath)
+    let content = this.#contents.get(integrity)
     const created = !content
     if (!content) {
-      content = { integrity, path: filePath, size, refs: 0 }
-      this.#contents.set(filePath, content)
+      content = new StoredContent(this.#paths, integrity, size)
+      this.#contents.set(integrity, content)
       this.#bytes += size
     }
     content.refs++
@@ -605,8 +599,8 @@ class CacacheDiskStore implements DiskStore {
   /** Drops one reference; the last one removes the file (queued after any write of it queued before). */
   #release(content: ContentRecord): Promise<void> | undefined {
     content.refs--
-    if (content.refs > 0 || this.#contents.get(content.path) !== content) return undefined
-    this.#contents.delete(content.path)
+    if (content.refs > 0 || this.#contents.get(content.integrity) !== content) return undefined
+    this.#contents.delete(content.integrity)
     this.#bytes -= content.size
     this.#files.forget(content.path)
     return this.#track(
@@ -619,9 +613,9 @@ class CacacheDiskStore implements DiskStore {
   /** Evicts least recently read entries until the body bytes fit the budget. */
   #evict(): void {
     if (this.#bytes <= this.#maxBytes) return
-    for (const record of this.#index.leastRecentlyUsed()) {
+    for (const handle of this.#index.leastRecentlyUsed()) {
       if (this.#bytes <= this.#maxBytes) break
-      this.#drop(record, 'evicted')
+      this.#drop(handle, 'evicted')
     }
   }
 
@@ -629,21 +623,21 @@ class CacacheDiskStore implements DiskStore {
   #capVariants(key: string): void {
     const count = this.#index.variantCount(key)
     if (count <= this.#maxVariants) return
-    const variants = this.#index.variantsOf(key).sort((a, b) => (a.recency ?? 0) - (b.recency ?? 0))
+    const variants = this.#index.variantsOf(key).sort((a, b) => this.#index.recency(a) - this.#index.recency(b))
     for (let i = 0; i < count - this.#maxVariants; i++) this.#drop(variants[i]!, 'evicted')
   }
 
   async delete(key: string, variant?: string): Promise<number> {
-    const records = variant === undefined ? this.#index.variantsOf(key) : [this.#index.get(entryId(key, variant))].filter((r) => r !== undefined)
+    const handles = variant === undefined ? this.#index.variantsOf(key) : [this.#index.find(key, variant)].filter((h) => h !== undefined)
     // A large body still being written for this key must not appear after the delete.
     // (Its index line may be queued already: a bucket removal queued now runs after it.)
     const writing = variant === undefined ? [...this.#lastCommit.keys()].filter((id) => id.startsWith(`${key}\u0000`)) : [entryId(key, variant)].filter((id) => this.#lastCommit.has(id))
     for (const id of writing) {
       this.#lastCommit.delete(id)
-      if (!this.#index.get(id)) void this.#removeBucket(id)
+      if (this.#index.find(key, id.slice(key.length + 1)) === undefined) void this.#removeBucket(id)
     }
-    await Promise.all(records.map((record) => this.#drop(record, 'purged')))
-    return records.length
+    await Promise.all(handles.map((handle) => this.#drop(handle, 'purged')))
+    return handles.length
   }
 
   /**
@@ -656,21 +650,22 @@ class CacacheDiskStore implements DiskStore {
    * background by the disk writer (close() waits for them).
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
-    const matches: IndexRecord[] = []
+    const matches: Handle[] = []
     let turnStarted = performance.now()
     const nextTurn = async () => {
       await new Promise<void>((resolve) => setImmediate(resolve))
       turnStarted = performance.now()
     }
-    for (const record of this.#index.values()) {
-      if (predicate(record.meta)) matches.push(record)
+    // Taken now: variants stored while this runs are newer than the purge.
+    for (const handle of this.#index.handles()) {
+      if (this.#index.live(handle) && predicate(this.#index.meta(handle))) matches.push(handle)
       if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
     }
     let dropped = 0
-    for (const record of matches) {
-      if (this.#index.get(record.id) === record) {
+    for (const handle of matches) {
+      if (this.#index.live(handle)) {
         dropped++
-        void this.#drop(record, reason)
+        void this.#drop(handle, reason)
       }
       if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
     }
@@ -719,19 +714,19 @@ class CacacheDiskStore implements DiskStore {
   }
 
   async clear(): Promise<number> {
-    const records = this.#index.clear()
+    const removed = this.#index.clear()
     this.#contents.clear()
     this.#lastCommit.clear()
     this.#files.closeAll()
     this.#bytes = 0
-    for (const record of records) this.#emit({ type: 'deleted', key: record.meta.key, variant: record.meta.variant, reason: 'cleared' })
+    for (const entry of removed) this.#emit({ type: 'deleted', key: entry.key, variant: entry.variant, reason: 'cleared' })
     const result = await this.#track(this.#writer.run({ op: 'clear' }))
     if (!result.ok) {
       const error = jobError(result)
       this.#log({ level: 'error', msg: 'cache clear could not remove files', dir: this.dir, ...describeError(error) })
       throw error
     }
-    return records.length
+    return removed.length
   }
 
   // ---- listing, stats, events, lifecycle ----------------------------------
@@ -740,7 +735,7 @@ class CacacheDiskStore implements DiskStore {
     const page = this.#index.list(options)
     return {
       total: page.total,
-      entries: page.records.map((record) => ({ ...record.meta, inMemory: false, lastAccess: record.lastAccess })),
+      entries: page.records.map((handle) => ({ ...this.#index.meta(handle), inMemory: false, lastAccess: this.#index.lastAccess(handle) })),
     }
   }
 
@@ -811,6 +806,11 @@ function clampRange(range: ByteRange, size: number): ByteRange {
     throw new RangeError(`unsatisfiable range ${start}-${end} for a body of ${size} bytes`)
   }
   return { start, end: Math.min(end, size - 1) }
+}
+
+/** The integrity of the content file at content-v2/sha512/<a>/<b>/<name> (see contentPath). */
+function integrityOfPath(a: string, b: string, name: string): string {
+  return `sha512-${Buffer.from(a + b + name, 'hex').toString('base64')}`
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {

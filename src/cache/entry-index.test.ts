@@ -1,66 +1,167 @@
 import { describe, expect, it } from 'vitest'
-import { EntryIndex, type IndexRecord, entryId } from './entry-index.ts'
+import { ContentPaths, EntryIndex, type Handle, StoredContent, entryId } from './entry-index.ts'
 import type { EntryMeta } from './types.ts'
 
-function record(i: number, host = 'example.com'): IndexRecord {
-  const url = `https://${host}/item/${i}`
-  const meta = { key: url, variant: '', url, host, headers: {}, size: 10, integrity: 'sha512-x' } as unknown as EntryMeta
+const paths = new ContentPaths((integrity) => `/nowhere/${integrity}`)
+
+function meta(i: number, opts: { host?: string; variant?: string; vary?: string; key?: string } = {}): EntryMeta {
+  const host = opts.host ?? 'example.com'
+  const url = opts.key ?? `https://${host}/item/${i}`
   return {
-    id: entryId(url, ''),
-    meta,
-    content: { integrity: 'sha512-x', path: '/nowhere', size: 10, refs: 1 },
-    committedAt: i,
-    lastAccess: i,
-    urlLower: url.toLowerCase(),
-    indexLines: 1,
+    key: url,
+    variant: opts.variant ?? '',
+    url,
+    host,
+    status: 200,
+    headers: { 'content-type': 'text/plain', ...(opts.vary ? { vary: opts.vary } : {}) },
+    varyHeaders: {},
+    policy: undefined,
+    storedAt: i,
+    staleAt: i + 1000,
+    deleteAt: i + 2000,
+    tags: [],
+    contentType: 'text/plain',
+    size: 10,
+    integrity: `sha512-${i}`,
   }
+}
+
+function add(index: EntryIndex, m: EntryMeta, committedAt = m.storedAt): Handle {
+  const content = new StoredContent(paths, m.integrity, m.size)
+  content.refs = 1
+  return index.add({ meta: m, content, committedAt, indexLines: 1 }).handle
 }
 
 describe('entry index', () => {
   it('lists 100,000 entries newest first with paging and a case-insensitive filter', () => {
     const index = new EntryIndex()
     const count = 100_000
-    for (let i = 0; i < count; i++) index.set(record(i, i % 10 === 0 ? 'Img.Example.com' : 'example.com'))
+    for (let i = 0; i < count; i++) add(index, meta(i, { host: i % 10 === 0 ? 'Img.Example.com' : 'example.com' }))
     expect(index.size).toBe(count)
 
+    const committed = (handles: Handle[]) => handles.map((h) => index.committedAt(h))
     const first = index.list({ limit: 3 })
     expect(first.total).toBe(count)
-    expect(first.records.map((r) => r.committedAt)).toEqual([99_999, 99_998, 99_997])
+    expect(committed(first.records)).toEqual([99_999, 99_998, 99_997])
 
     const deep = index.list({ offset: 50_000, limit: 2 })
-    expect(deep.records.map((r) => r.committedAt)).toEqual([49_999, 49_998])
+    expect(committed(deep.records)).toEqual([49_999, 49_998])
 
     const filtered = index.list({ filter: 'IMG.example', offset: 1, limit: 2 })
     expect(filtered.total).toBe(10_000)
-    expect(filtered.records.map((r) => r.committedAt)).toEqual([99_980, 99_970])
+    expect(committed(filtered.records)).toEqual([99_980, 99_970])
 
     const narrow = index.list({ filter: '/item/12345' })
     expect(narrow.total).toBe(1)
-    expect(narrow.records[0].meta.url).toBe('https://example.com/item/12345')
+    expect(index.meta(narrow.records[0]!).url).toBe('https://example.com/item/12345')
 
     expect(index.list({ offset: count, limit: 10 }).records).toEqual([])
     expect(index.list({ filter: 'no-such-thing' })).toEqual({ total: 0, records: [] })
   })
 
-  it('keeps eviction order by reads and listing order by commits', () => {
+  it('filters on the url when it differs from the key', () => {
     const index = new EntryIndex()
-    for (let i = 0; i < 3; i++) index.set(record(i))
-    index.touch(entryId('https://example.com/item/0', ''), 100)
-    expect([...index.leastRecentlyUsed()].map((r) => r.committedAt)).toEqual([1, 2, 0])
-    expect(index.list().records.map((r) => r.committedAt)).toEqual([2, 1, 0])
-    expect(index.get(entryId('https://example.com/item/0', ''))?.lastAccess).toBe(100)
+    add(index, { ...meta(1), key: 'https://example.com/a?x=1', url: 'https://example.com/A?X=1&utm=2' })
+    expect(index.list({ filter: 'utm=' }).total).toBe(1)
   })
 
-  it('groups variants by key and forgets empty keys', () => {
+  it('keeps eviction order by reads and listing order by commits', () => {
     const index = new EntryIndex()
-    const a = record(1)
-    const b = { ...record(2), meta: { ...a.meta, variant: 'gzip' } as EntryMeta, id: entryId(a.meta.key, 'gzip') }
-    index.set(a)
-    index.set(b)
-    expect(index.variantsOf(a.meta.key).map((r) => r.meta.variant).sort()).toEqual(['', 'gzip'])
-    index.delete(a.id)
-    index.delete(b.id)
-    expect(index.variantsOf(a.meta.key)).toEqual([])
-    expect(index.size).toBe(0)
+    for (let i = 0; i < 3; i++) add(index, meta(i))
+    index.touch('https://example.com/item/0', '', 100)
+    expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([1, 2, 0])
+    expect(index.list().records.map((h) => index.committedAt(h))).toEqual([2, 1, 0])
+    expect(index.lastAccess(index.find('https://example.com/item/0', '')!)).toBe(100)
+    expect(index.recency(index.find('https://example.com/item/0', '')!)).toBeGreaterThan(index.recency(index.find('https://example.com/item/2', '')!))
+  })
+
+  it('puts entries added out of order in commit order, as a store loading its index does', () => {
+    const index = new EntryIndex()
+    for (const i of [5, 1, 3, 2, 4]) index.add({ meta: meta(i), content: new StoredContent(paths, `sha512-${i}`, 10), committedAt: i, indexLines: 1, hot: false })
+    index.orderByCommitTime()
+    expect(index.list().records.map((h) => index.committedAt(h))).toEqual([5, 4, 3, 2, 1])
+    expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([1, 2, 3, 4, 5])
+  })
+
+  it('evicts in least-recently-read order while entries are removed during the walk', () => {
+    const index = new EntryIndex()
+    for (let i = 0; i < 10; i++) add(index, meta(i))
+    for (const i of [3, 7]) index.touch(`https://example.com/item/${i}`, '', 50)
+    const evicted: number[] = []
+    for (const h of index.leastRecentlyUsed()) {
+      if (evicted.length === 4) break
+      evicted.push(index.committedAt(h))
+      index.remove(h)
+    }
+    expect(evicted).toEqual([0, 1, 2, 4])
+    expect(index.size).toBe(6)
+    expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5, 6, 8, 9, 3, 7])
+  })
+
+  it('groups variants by key, answers their Vary values, and forgets empty keys', () => {
+    const index = new EntryIndex()
+    const key = 'https://example.com/page'
+    const a = add(index, meta(1, { key, variant: '', vary: 'Accept-Encoding' }))
+    const b = add(index, meta(2, { key, variant: 'gzip', vary: 'Accept-Encoding' }))
+    // A key that is a prefix of another is not its variant.
+    add(index, meta(3, { key: `${key}x` }))
+    expect(index.variantsOf(key).map((h) => index.meta(h).variant).sort()).toEqual(['', 'gzip'])
+    expect(index.varyOf(key)).toEqual(['Accept-Encoding'])
+    const c = add(index, meta(4, { key, variant: 'lang-fr', vary: 'Accept-Language' }))
+    expect([...index.varyOf(key)].sort()).toEqual(['Accept-Encoding', 'Accept-Language'])
+    expect(index.find(key, 'gzip')).toBe(b)
+    expect(index.find(key, 'gzi')).toBeUndefined()
+    index.remove(a)
+    index.remove(b)
+    index.remove(c)
+    expect(index.variantsOf(key)).toEqual([])
+    expect(index.varyOf(key)).toEqual([])
+    expect(index.size).toBe(1)
+  })
+
+  it('replaces a variant with the same id and knows the old handle is stale, even when its slot is reused', () => {
+    const index = new EntryIndex()
+    const first = add(index, meta(1))
+    const { handle: second, replaced } = index.add({ meta: { ...meta(1), storedAt: 9 }, content: new StoredContent(paths, 'sha512-9', 10), committedAt: 9, indexLines: 2 })
+    expect(replaced).toMatchObject({ id: entryId('https://example.com/item/1', ''), key: 'https://example.com/item/1', variant: '' })
+    expect(replaced!.content.integrity).toBe('sha512-1')
+    expect(index.live(first)).toBe(false)
+    expect(index.live(second)).toBe(true)
+    expect(index.meta(second).storedAt).toBe(9)
+    expect(() => index.meta(first)).toThrow(/no longer in the index/)
+    expect(index.size).toBe(1)
+  })
+
+  it('grows past its first capacity and keeps every entry findable', () => {
+    const index = new EntryIndex({ hotEntries: 8 })
+    for (let i = 0; i < 5000; i++) add(index, meta(i))
+    for (let i = 0; i < 5000; i += 2) index.remove(index.find(`https://example.com/item/${i}`, '')!)
+    for (let i = 5000; i < 7000; i++) add(index, meta(i))
+    expect(index.size).toBe(4500)
+    for (let i = 1; i < 7000; i += i < 5000 ? 2 : 1) expect(index.meta(index.find(`https://example.com/item/${i}`, '')!).storedAt).toBe(i)
+    expect(index.find('https://example.com/item/0', '')).toBeUndefined()
+  })
+
+  it('decodes metadata equal to what was added, and keeps the hottest decoded as the same object', () => {
+    const index = new EntryIndex({ hotEntries: 2 })
+    const m = { ...meta(1), origin: 'https://origin.example/', via: 'peer:node-2' }
+    const h = add(index, m)
+    expect(index.meta(h)).toBe(m)
+    for (let i = 2; i < 5; i++) add(index, meta(i))
+    // Pushed out of the decoded set: decoded again from the packed form, equal but new.
+    const again = index.meta(h)
+    expect(again).not.toBe(m)
+    expect(again).toEqual(m)
+    expect(Object.isFrozen(again) && Object.isFrozen(again.headers)).toBe(true)
+    expect(index.meta(h)).toBe(again)
+  })
+
+  it('updates metadata, Vary and deleteAt in place', () => {
+    const index = new EntryIndex()
+    const h = add(index, meta(1))
+    index.updateMeta(h, { ...meta(1), deleteAt: 77, headers: { vary: 'Accept' } })
+    expect(index.deleteAt(h)).toBe(77)
+    expect(index.varyOf('https://example.com/item/1')).toEqual(['Accept'])
+    expect(index.meta(h).deleteAt).toBe(77)
   })
 })

@@ -1,11 +1,23 @@
 // The disk tier's in-memory index: every stored variant with its metadata and
 // content file, in two orders (least recently read first for eviction, oldest
-// commit first for listings), plus a key → variants map for lookups.
+// commit first for listings), and found by key and variant.
 // It is pure bookkeeping: no I/O, so the hit path and admin listings never
 // touch cacache's on-disk index, and tests can fill it with 100,000 records
 // without writing a file.
+//
+// It is sized for a million entries: one JS object per entry costs more than
+// the entry is worth (hidden classes, boxed numbers, a Map entry per order).
+// Each variant is a slot: its numbers live in typed arrays, both orders are
+// doubly linked lists through slot numbers, lookups go through a hash table of
+// slot chains, and the metadata is one packed string (packed-meta.ts), decoded
+// when asked for. The most recently asked-for metadata stays decoded, so a hit
+// on a hot entry decodes nothing and gets the same object every time.
+// Callers hold a Handle: a slot number with the slot's generation, so a handle
+// kept across an await is known to be stale once its variant was removed,
+// even when the slot is reused.
 
-import type { EntryMeta } from './types.ts'
+import type { EntryMeta, NewEntry } from './types.ts'
+import { packMeta, unpackMeta } from './packed-meta.ts'
 
 /** The id of one variant: cacache's index key. NUL cannot occur in a URL-derived key. */
 export function entryId(key: string, variant: string): string {
@@ -15,7 +27,7 @@ export function entryId(key: string, variant: string): string {
 /** A content file, shared by every variant whose body has the same digest. */
 export interface ContentRecord {
   integrity: string
-  path: string
+  readonly path: string
   size: number
   /** Variants (and commits in flight) that use this file. The file is removed when it drops to 0. */
   refs: number
@@ -33,94 +45,268 @@ export interface FileSignature {
   ctimeMs: number
 }
 
-export interface IndexRecord {
+/** Where content files are: a path is worked out from the digest when asked for, and the latest few are kept. */
+export class ContentPaths {
+  readonly #recent = new Map<string, string>()
+  constructor(
+    readonly pathOf: (integrity: string) => string,
+    readonly keep = 4096,
+  ) {}
+
+  get(integrity: string): string {
+    let p = this.#recent.get(integrity)
+    if (p === undefined) {
+      p = this.pathOf(integrity)
+      this.#recent.set(integrity, p)
+      if (this.#recent.size > this.keep) {
+        for (const oldest of this.#recent.keys()) {
+          this.#recent.delete(oldest)
+          break
+        }
+      }
+    }
+    return p
+  }
+}
+
+/**
+ * A content file as the disk store keeps it, one per digest: no path string (about 200
+ * characters, worked out on demand) and the file signature as plain fields rather than
+ * an object of its own.
+ */
+export class StoredContent implements ContentRecord {
+  refs = 0
+  pending: Buffer | undefined = undefined
+  #ino = -1
+  #sigSize = 0
+  #mtimeMs = 0
+  #ctimeMs = 0
+
+  constructor(
+    readonly paths: ContentPaths,
+    public integrity: string,
+    public size: number,
+  ) {}
+
+  get path(): string {
+    return this.paths.get(this.integrity)
+  }
+
+  get verified(): FileSignature | undefined {
+    return this.#ino < 0 ? undefined : { ino: this.#ino, size: this.#sigSize, mtimeMs: this.#mtimeMs, ctimeMs: this.#ctimeMs }
+  }
+
+  set verified(signature: FileSignature | undefined) {
+    if (!signature) {
+      this.#ino = -1
+      return
+    }
+    this.#ino = signature.ino
+    this.#sigSize = signature.size
+    this.#mtimeMs = signature.mtimeMs
+    this.#ctimeMs = signature.ctimeMs
+  }
+}
+
+/** One variant in the index: valid until that variant is removed (see live()). */
+export type Handle = number
+
+/** What remains of a removed variant: enough to announce it and release its file. */
+export interface RemovedEntry {
   id: string
-  meta: EntryMeta
+  key: string
+  variant: string
+  content: ContentRecord
+}
+
+export interface NewRecord {
+  /** The metadata (size and integrity are the content's). Kept decoded as the hottest entry. */
+  meta: EntryMeta | NewEntry
   content: ContentRecord
   /** Epoch ms of the commit; orders listings and survives updateMeta and restarts. */
   committedAt: number
-  /** Epoch ms of the last read (commit time until the first one). */
-  lastAccess: number
-  /** Order of use (set by EntryIndex on every set and touch): unlike lastAccess, never a tie. */
-  recency?: number
-  /** Lower-cased url, computed once so filtering 100,000 entries does no string allocation. */
-  urlLower: string
   /** Lines in this entry's cacache bucket; updates append, so the bucket is compacted now and then. */
   indexLines: number
-}
-
-interface KeyVariants {
-  records: IndexRecord[]
-  /** Variants per distinct stored Vary value. */
-  varies: Map<string, number>
-  /** varies' keys, built when asked and dropped on change. */
-  varyList?: string[]
-}
-
-const NO_VARY: readonly string[] = Object.freeze([])
-
-function addVary(variants: KeyVariants, meta: EntryMeta): void {
-  const vary = meta.headers.vary ?? ''
-  const n = variants.varies.get(vary)
-  if (n === undefined) variants.varyList = undefined
-  variants.varies.set(vary, (n ?? 0) + 1)
-}
-
-function removeVary(variants: KeyVariants, meta: EntryMeta): void {
-  const vary = meta.headers.vary ?? ''
-  const n = variants.varies.get(vary) ?? 0
-  if (n > 1) variants.varies.set(vary, n - 1)
-  else {
-    variants.varies.delete(vary)
-    variants.varyList = undefined
-  }
+  /** Keep `meta` decoded as the hottest (default true; false for entries loaded at start). */
+  hot?: boolean
 }
 
 export interface IndexPage {
   total: number
-  records: IndexRecord[]
+  records: Handle[]
+}
+
+export interface EntryIndexOptions {
+  /** Decoded metadata kept for the most recently used entries (default 4096). */
+  hotEntries?: number
+}
+
+const SLOT_SPAN = 2 ** 26
+const MIN_CAPACITY = 1024
+const NONE = -1
+const DEFAULT_HOT = 4096
+const NO_VARY: readonly string[] = Object.freeze([])
+/** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
+const MAX_VARY_VALUES = 4096
+
+/** FNV-1a over UTF-16 code units: a key's bucket. */
+function hashKey(key: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
+  return h >>> 0
 }
 
 export class EntryIndex {
-  /** Least recently read first. */
-  readonly #lru = new Map<string, IndexRecord>()
-  /** The record at the most-recent end of #lru, when known. */
-  #newest: IndexRecord | undefined
+  #capacity = 0
+  #size = 0
   #uses = 0
+  // Per slot. Slots on the free list chain through #hashNext.
+  #packed: (string | undefined)[] = []
+  #content: (ContentRecord | undefined)[] = []
+  #committedAt = new Float64Array(0)
+  #lastAccess = new Float64Array(0)
+  /** Order of use (set on every add and touch): unlike lastAccess, never a tie. */
+  #recency = new Float64Array(0)
+  #deleteAt = new Float64Array(0)
+  #lruPrev = new Int32Array(0)
+  #lruNext = new Int32Array(0)
+  #commitPrev = new Int32Array(0)
+  #commitNext = new Int32Array(0)
+  #hashNext = new Int32Array(0)
+  #hash = new Uint32Array(0)
+  #keyLength = new Int32Array(0)
+  #gen = new Int32Array(0)
+  #vary = new Int32Array(0)
+  #indexLines = new Int32Array(0)
+  #buckets = new Int32Array(0)
+  #free = NONE
+  /** Least recently read first. */
+  #lruHead = NONE
+  #lruTail = NONE
   /** Oldest commit first. */
-  readonly #byCommit = new Map<string, IndexRecord>()
-  /** Variants per key: nearly always one or two, so an array beats a Map per key (100,000 of them). */
-  readonly #byKey = new Map<string, KeyVariants>()
+  #commitHead = NONE
+  #commitTail = NONE
+  /** Decoded metadata by slot, least recently asked for first. */
+  readonly #hot = new Map<number, EntryMeta>()
+  #hotNewest = NONE
+  readonly #hotMax: number
+  /** Vary header values by number ('' is 0), and each as a one-element list for varyOf. */
+  readonly #varyIds = new Map<string, number>([['', 0]])
+  readonly #varyLists: (readonly string[])[] = [Object.freeze([''])]
+
+  constructor(options: EntryIndexOptions = {}) {
+    this.#hotMax = Math.max(1, options.hotEntries ?? DEFAULT_HOT)
+  }
 
   get size(): number {
-    return this.#lru.size
+    return this.#size
   }
 
-  get(id: string): IndexRecord | undefined {
-    return this.#lru.get(id)
+  // ---- handles --------------------------------------------------------------
+
+  #handle(slot: number): Handle {
+    return this.#gen[slot]! * SLOT_SPAN + slot
   }
 
-  /** Looks a record up and marks it most recently read. */
-  touch(id: string, now: number): IndexRecord | undefined {
-    const record = this.#lru.get(id)
-    if (!record) return undefined
-    record.lastAccess = now
-    record.recency = ++this.#uses
-    // Already the most recent: skip the Map re-insertion (the hot-key case).
-    if (this.#newest === record) return record
-    this.#lru.delete(id)
-    this.#lru.set(id, record)
-    this.#newest = record
-    return record
+  /** The slot of a handle still in the index, else NONE. */
+  #slot(handle: Handle): number {
+    const slot = handle % SLOT_SPAN
+    if (slot >= this.#capacity || this.#packed[slot] === undefined || this.#gen[slot] !== (handle - slot) / SLOT_SPAN) return NONE
+    return slot
   }
 
-  variantsOf(key: string): IndexRecord[] {
-    const variants = this.#byKey.get(key)
-    return variants ? variants.records.slice() : []
+  /** Whether the variant a handle names is still in the index (not removed, not replaced). */
+  live(handle: Handle): boolean {
+    return this.#slot(handle) !== NONE
+  }
+
+  #checked(handle: Handle): number {
+    const slot = this.#slot(handle)
+    if (slot === NONE) throw new Error('entry index: the variant is no longer in the index')
+    return slot
+  }
+
+  // ---- lookups --------------------------------------------------------------
+
+  /**
+   * The last key hashed and the last variant found: a hit asks about one key several times in
+   * a row (varyOf, variant, touch), and comparing a string is cheaper than hashing it again.
+   */
+  #lastKey = ''
+  #lastHash = hashKey('')
+  #lastVariant = ''
+  #lastFound: Handle = NONE
+
+  #hashOf(key: string): number {
+    if (key !== this.#lastKey) {
+      this.#lastKey = key
+      this.#lastHash = hashKey(key)
+      this.#lastFound = NONE
+    }
+    return this.#lastHash
+  }
+
+  #find(key: string, variant: string): number {
+    if (this.#capacity === 0) return NONE
+    const h = this.#hashOf(key)
+    if (this.#lastFound !== NONE && variant === this.#lastVariant) {
+      // The same variant again, still in the index (a removal changes the slot's generation).
+      const slot = this.#slot(this.#lastFound)
+      if (slot !== NONE) return slot
+    }
+    const slot = this.#search(key, variant, h)
+    this.#lastVariant = variant
+    this.#lastFound = slot === NONE ? NONE : this.#handle(slot)
+    return slot
+  }
+
+  #search(key: string, variant: string, h: number): number {
+    for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
+      if (this.#hash[s] !== h || this.#keyLength[s] !== key.length) continue
+      const packed = this.#packed[s]!
+      if (!packed.startsWith(key)) continue
+      const at = key.length + 1
+      if (packed.charCodeAt(at + variant.length) === 0 && packed.startsWith(variant, at)) return s
+    }
+    return NONE
+  }
+
+  /** The variant's handle, or undefined. */
+  find(key: string, variant: string): Handle | undefined {
+    const slot = this.#find(key, variant)
+    return slot === NONE ? undefined : this.#handle(slot)
+  }
+
+  /** Looks a variant up and marks it most recently read. */
+  touch(key: string, variant: string, now: number): Handle | undefined {
+    const slot = this.#find(key, variant)
+    if (slot === NONE) return undefined
+    this.#lastAccess[slot] = now
+    this.#recency[slot] = ++this.#uses
+    // Already the most recent: nothing to move (the hot-key case).
+    if (this.#lruTail !== slot) {
+      this.#unlinkLru(slot)
+      this.#linkLru(slot)
+    }
+    return this.#handle(slot)
+  }
+
+  #slotsOf(key: string): number[] {
+    const slots: number[] = []
+    if (this.#capacity === 0) return slots
+    const h = this.#hashOf(key)
+    for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
+      if (this.#hash[s] === h && this.#keyLength[s] === key.length && this.#packed[s]!.startsWith(key)) slots.push(s)
+    }
+    return slots
+  }
+
+  variantsOf(key: string): Handle[] {
+    return this.#slotsOf(key).map((s) => this.#handle(s))
   }
 
   variantCount(key: string): number {
-    return this.#byKey.get(key)?.records.length ?? 0
+    return this.#slotsOf(key).length
   }
 
   /**
@@ -129,96 +315,354 @@ export class EntryIndex {
    * variant by id, whatever the number of variants.
    */
   varyOf(key: string): readonly string[] {
-    const variants = this.#byKey.get(key)
-    if (!variants) return NO_VARY
-    variants.varyList ??= [...variants.varies.keys()]
-    return variants.varyList
+    if (this.#capacity === 0) return NO_VARY
+    // The common case, one Vary value known by number, answers without allocating.
+    const h = this.#hashOf(key)
+    let first = NONE
+    let mixed = false
+    for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
+      if (this.#hash[s] !== h || this.#keyLength[s] !== key.length || !this.#packed[s]!.startsWith(key)) continue
+      const vary = this.#vary[s]!
+      if (first === NONE) first = vary
+      if (vary === NONE || vary !== first) mixed = true
+    }
+    if (first === NONE && !mixed) return NO_VARY
+    if (!mixed) return this.#varyLists[first]!
+    return [...new Set(this.#slotsOf(key).map((s) => this.#varyValue(s)))]
   }
 
-  /** Replaces a record's metadata (its Vary may change with a 304's headers). */
-  updateMeta(record: IndexRecord, meta: EntryMeta): void {
-    const variants = this.#byKey.get(record.meta.key)
-    if (variants && this.#lru.get(record.id) === record) {
-      removeVary(variants, record.meta)
-      addVary(variants, meta)
+  #varyValue(slot: number): string {
+    const id = this.#vary[slot]!
+    return id !== NONE ? this.#varyLists[id]![0]! : (this.#meta(slot).headers.vary ?? '')
+  }
+
+  #varyId(meta: EntryMeta | NewEntry): number {
+    const vary = meta.headers.vary ?? ''
+    let id = this.#varyIds.get(vary)
+    if (id === undefined) {
+      if (this.#varyLists.length >= MAX_VARY_VALUES) return NONE
+      id = this.#varyLists.length
+      this.#varyIds.set(vary, id)
+      this.#varyLists.push(Object.freeze([vary]))
     }
-    record.meta = meta
-    record.urlLower = meta.url.toLowerCase()
+    return id
+  }
+
+  // ---- fields ---------------------------------------------------------------
+
+  /** The variant's metadata, decoded once while it stays among the hottest. Frozen. */
+  meta(handle: Handle): EntryMeta {
+    return this.#meta(this.#checked(handle))
+  }
+
+  #meta(slot: number): EntryMeta {
+    const hot = this.#hot.get(slot)
+    if (hot !== undefined) {
+      if (this.#hotNewest !== slot) {
+        this.#hot.delete(slot)
+        this.#hot.set(slot, hot)
+        this.#hotNewest = slot
+      }
+      return hot
+    }
+    const content = this.#content[slot]!
+    const meta = freezeMeta(unpackMeta(this.#packed[slot]!, content.size, content.integrity))
+    this.#remember(slot, meta)
+    return meta
+  }
+
+  #remember(slot: number, meta: EntryMeta): void {
+    this.#hot.delete(slot)
+    this.#hot.set(slot, meta)
+    this.#hotNewest = slot
+    if (this.#hot.size > this.#hotMax) {
+      for (const oldest of this.#hot.keys()) {
+        this.#hot.delete(oldest)
+        break
+      }
+    }
+  }
+
+  content(handle: Handle): ContentRecord {
+    return this.#content[this.#checked(handle)]!
+  }
+
+  id(handle: Handle): string {
+    const slot = this.#checked(handle)
+    const packed = this.#packed[slot]!
+    return packed.slice(0, packed.indexOf('\u0000', this.#keyLength[slot]! + 1))
+  }
+
+  key(handle: Handle): string {
+    const slot = this.#checked(handle)
+    return this.#packed[slot]!.slice(0, this.#keyLength[slot])
+  }
+
+  committedAt(handle: Handle): number {
+    return this.#committedAt[this.#checked(handle)]!
+  }
+
+  lastAccess(handle: Handle): number {
+    return this.#lastAccess[this.#checked(handle)]!
+  }
+
+  recency(handle: Handle): number {
+    return this.#recency[this.#checked(handle)]!
+  }
+
+  /** Epoch ms after which the variant is useless (the store drops it); NaN or Infinity: never. */
+  deleteAt(handle: Handle): number {
+    return this.#deleteAt[this.#checked(handle)]!
+  }
+
+  indexLines(handle: Handle): number {
+    return this.#indexLines[this.#checked(handle)]!
+  }
+
+  setIndexLines(handle: Handle, lines: number): void {
+    this.#indexLines[this.#checked(handle)] = lines
+  }
+
+  /** The url, lower-cased, for filters: read from the packed metadata, no object decoded. */
+  #urlLower(slot: number): string {
+    const packed = this.#packed[slot]!
+    const variantEnd = packed.indexOf('\u0000', this.#keyLength[slot]! + 1)
+    // Compact form, url equal to the key (packed-meta.ts writes a 0 length for it).
+    if (packed[variantEnd + 1] === 'A' && packed.charCodeAt(variantEnd + 2) === 0) return packed.slice(0, this.#keyLength[slot]).toLowerCase()
+    return this.#meta(slot).url.toLowerCase()
+  }
+
+  // ---- changes --------------------------------------------------------------
+
+  /** Replaces a variant's metadata (its Vary and deleteAt may change with a 304's headers). */
+  updateMeta(handle: Handle, meta: EntryMeta): void {
+    const slot = this.#checked(handle)
+    this.#packed[slot] = packMeta(meta)
+    this.#deleteAt[slot] = typeof meta.deleteAt === 'number' ? meta.deleteAt : NaN
+    this.#vary[slot] = this.#varyId(meta)
+    this.#remember(slot, freezeMeta(meta as EntryMeta))
   }
 
   /**
-   * Adds a record, replacing one with the same id. A replacement counts as a
+   * Adds a variant, replacing one with the same key and variant. A replacement counts as a
    * fresh commit and a fresh use, so it moves to the newest end of both orders.
-   * Returns the replaced record.
    */
-  set(record: IndexRecord): IndexRecord | undefined {
-    const previous = this.delete(record.id)
-    record.recency = ++this.#uses
-    this.#lru.set(record.id, record)
-    this.#newest = record
-    this.#byCommit.set(record.id, record)
-    let variants = this.#byKey.get(record.meta.key)
-    if (!variants) this.#byKey.set(record.meta.key, (variants = { records: [], varies: new Map() }))
-    variants.records.push(record)
-    addVary(variants, record.meta)
-    return previous
+  add(record: NewRecord): { handle: Handle; replaced?: RemovedEntry } {
+    const { meta } = record
+    const existing = this.#find(meta.key, meta.variant)
+    const replaced = existing === NONE ? undefined : this.#remove(existing)
+    const slot = this.#allocate()
+    this.#packed[slot] = packMeta(meta)
+    this.#content[slot] = record.content
+    this.#committedAt[slot] = record.committedAt
+    this.#lastAccess[slot] = record.committedAt
+    this.#recency[slot] = ++this.#uses
+    this.#deleteAt[slot] = typeof meta.deleteAt === 'number' ? meta.deleteAt : NaN
+    this.#keyLength[slot] = meta.key.length
+    this.#vary[slot] = this.#varyId(meta)
+    this.#indexLines[slot] = record.indexLines
+    const h = hashKey(meta.key)
+    this.#hash[slot] = h
+    const bucket = h & (this.#capacity - 1)
+    this.#hashNext[slot] = this.#buckets[bucket]!
+    this.#buckets[bucket] = slot
+    this.#linkLru(slot)
+    this.#commitPrev[slot] = this.#commitTail
+    this.#commitNext[slot] = NONE
+    if (this.#commitTail !== NONE) this.#commitNext[this.#commitTail] = slot
+    else this.#commitHead = slot
+    this.#commitTail = slot
+    this.#size++
+    if (record.hot !== false && 'size' in meta && 'integrity' in meta) this.#remember(slot, freezeMeta(meta))
+    return { handle: this.#handle(slot), replaced }
   }
 
-  delete(id: string): IndexRecord | undefined {
-    const record = this.#lru.get(id)
-    if (!record) return undefined
-    if (this.#newest === record) this.#newest = undefined
-    this.#lru.delete(id)
-    this.#byCommit.delete(id)
-    const variants = this.#byKey.get(record.meta.key)
-    if (variants) {
-      const at = variants.records.indexOf(record)
-      if (at >= 0) {
-        variants.records.splice(at, 1)
-        removeVary(variants, record.meta)
-      }
-      if (variants.records.length === 0) this.#byKey.delete(record.meta.key)
+  /** Removes a variant; undefined when it is already gone. */
+  remove(handle: Handle): RemovedEntry | undefined {
+    const slot = this.#slot(handle)
+    return slot === NONE ? undefined : this.#remove(slot)
+  }
+
+  #remove(slot: number): RemovedEntry {
+    const packed = this.#packed[slot]!
+    const keyLength = this.#keyLength[slot]!
+    const variantEnd = packed.indexOf('\u0000', keyLength + 1)
+    const removed: RemovedEntry = {
+      id: packed.slice(0, variantEnd),
+      key: packed.slice(0, keyLength),
+      variant: packed.slice(keyLength + 1, variantEnd),
+      content: this.#content[slot]!,
     }
-    return record
+    // Out of its hash chain.
+    const bucket = this.#hash[slot]! & (this.#capacity - 1)
+    if (this.#buckets[bucket] === slot) this.#buckets[bucket] = this.#hashNext[slot]!
+    else {
+      let s = this.#buckets[bucket]!
+      while (this.#hashNext[s] !== slot) s = this.#hashNext[s]!
+      this.#hashNext[s] = this.#hashNext[slot]!
+    }
+    this.#unlinkLru(slot)
+    const prev = this.#commitPrev[slot]!
+    const next = this.#commitNext[slot]!
+    if (prev !== NONE) this.#commitNext[prev] = next
+    else this.#commitHead = next
+    if (next !== NONE) this.#commitPrev[next] = prev
+    else this.#commitTail = prev
+    this.#hot.delete(slot)
+    if (this.#hotNewest === slot) this.#hotNewest = NONE
+    this.#packed[slot] = undefined
+    this.#content[slot] = undefined
+    this.#gen[slot] = (this.#gen[slot]! + 1) % SLOT_SPAN
+    this.#hashNext[slot] = this.#free
+    this.#free = slot
+    this.#size--
+    return removed
   }
 
-  clear(): IndexRecord[] {
-    const all = [...this.#lru.values()]
-    this.#newest = undefined
-    this.#lru.clear()
-    this.#byCommit.clear()
-    this.#byKey.clear()
+  clear(): RemovedEntry[] {
+    const all: RemovedEntry[] = []
+    for (let s = this.#commitHead; s !== NONE; ) {
+      const next = this.#commitNext[s]!
+      all.push(this.#remove(s))
+      s = next
+    }
     return all
   }
 
-  /** Least recently read first: the eviction order. */
-  leastRecentlyUsed(): IterableIterator<IndexRecord> {
-    return this.#lru.values()
+  #linkLru(slot: number): void {
+    this.#lruPrev[slot] = this.#lruTail
+    this.#lruNext[slot] = NONE
+    if (this.#lruTail !== NONE) this.#lruNext[this.#lruTail] = slot
+    else this.#lruHead = slot
+    this.#lruTail = slot
   }
 
-  values(): IterableIterator<IndexRecord> {
-    return this.#lru.values()
+  #unlinkLru(slot: number): void {
+    const prev = this.#lruPrev[slot]!
+    const next = this.#lruNext[slot]!
+    if (prev !== NONE) this.#lruNext[prev] = next
+    else this.#lruHead = next
+    if (next !== NONE) this.#lruPrev[next] = prev
+    else this.#lruTail = prev
+  }
+
+  #allocate(): number {
+    if (this.#free === NONE) this.#grow()
+    const slot = this.#free
+    this.#free = this.#hashNext[slot]!
+    return slot
+  }
+
+  /** Doubles every per-slot array and rebuilds the hash table (one bucket per slot). */
+  #grow(): void {
+    const old = this.#capacity
+    const capacity = Math.max(MIN_CAPACITY, old * 2)
+    if (capacity > SLOT_SPAN) throw new RangeError(`entry index: more than ${SLOT_SPAN} entries`)
+    const f64 = (a: Float64Array) => {
+      const b = new Float64Array(capacity)
+      b.set(a)
+      return b
+    }
+    const i32 = (a: Int32Array) => {
+      const b = new Int32Array(capacity)
+      b.set(a)
+      return b
+    }
+    this.#committedAt = f64(this.#committedAt)
+    this.#lastAccess = f64(this.#lastAccess)
+    this.#recency = f64(this.#recency)
+    this.#deleteAt = f64(this.#deleteAt)
+    this.#lruPrev = i32(this.#lruPrev)
+    this.#lruNext = i32(this.#lruNext)
+    this.#commitPrev = i32(this.#commitPrev)
+    this.#commitNext = i32(this.#commitNext)
+    this.#hashNext = i32(this.#hashNext)
+    this.#keyLength = i32(this.#keyLength)
+    this.#gen = i32(this.#gen)
+    this.#vary = i32(this.#vary)
+    this.#indexLines = i32(this.#indexLines)
+    const hash = new Uint32Array(capacity)
+    hash.set(this.#hash)
+    this.#hash = hash
+    this.#packed.length = capacity
+    this.#content.length = capacity
+    this.#capacity = capacity
+    this.#buckets = new Int32Array(capacity).fill(NONE)
+    for (let s = 0; s < old; s++) {
+      if (this.#packed[s] === undefined) continue
+      const bucket = this.#hash[s]! & (capacity - 1)
+      this.#hashNext[s] = this.#buckets[bucket]!
+      this.#buckets[bucket] = s
+    }
+    // The new slots go on the free list, lowest first.
+    for (let s = capacity - 1; s >= old; s--) {
+      this.#hashNext[s] = this.#free
+      this.#free = s
+    }
+  }
+
+  // ---- orders ---------------------------------------------------------------
+
+  /**
+   * Puts both orders in commit-time order (ties keep their order), and recency with them:
+   * what a store that added its entries as it read them from disk wants (use is not
+   * persisted, so after a restart recency starts from commit order).
+   */
+  orderByCommitTime(): void {
+    const slots: number[] = []
+    for (let s = this.#commitHead; s !== NONE; s = this.#commitNext[s]!) slots.push(s)
+    slots.sort((a, b) => this.#committedAt[a]! - this.#committedAt[b]!)
+    this.#commitHead = this.#commitTail = this.#lruHead = this.#lruTail = NONE
+    for (const slot of slots) {
+      this.#linkLru(slot)
+      this.#recency[slot] = ++this.#uses
+      this.#commitPrev[slot] = this.#commitTail
+      this.#commitNext[slot] = NONE
+      if (this.#commitTail !== NONE) this.#commitNext[this.#commitTail] = slot
+      else this.#commitHead = slot
+      this.#commitTail = slot
+    }
+  }
+
+  /** Least recently read first, the eviction order; removing the variant just visited is safe. */
+  *leastRecentlyUsed(): IterableIterator<Handle> {
+    for (let s = this.#lruHead; s !== NONE; ) {
+      const next = this.#lruNext[s]!
+      yield this.#handle(s)
+      s = next
+    }
+  }
+
+  /** Every variant, least recently read first, as a list taken now (safe to keep across awaits). */
+  handles(): Handle[] {
+    const all: Handle[] = []
+    for (let s = this.#lruHead; s !== NONE; s = this.#lruNext[s]!) all.push(this.#handle(s))
+    return all
   }
 
   /**
-   * One page of records, newest commit first, optionally filtered by a
-   * case-insensitive substring of the url. One linear pass over the index:
-   * at 100,000 records that is a few milliseconds, cheaper than keeping a
-   * sorted structure up to date on every commit.
+   * One page of variants, newest commit first, optionally filtered by a
+   * case-insensitive substring of the url. One linear pass over the index.
    */
   list(options: { filter?: string; offset?: number; limit?: number } = {}): IndexPage {
     const needle = options.filter ? options.filter.toLowerCase() : ''
     const offset = Math.max(0, Math.floor(options.offset ?? 0))
     const limit = Math.max(0, Math.floor(options.limit ?? 50))
-    const oldestFirst = [...this.#byCommit.values()]
-    const records: IndexRecord[] = []
+    const records: Handle[] = []
     let total = 0
-    for (let i = oldestFirst.length - 1; i >= 0; i--) {
-      const record = oldestFirst[i]
-      if (needle && !record.urlLower.includes(needle)) continue
-      if (total >= offset && records.length < limit) records.push(record)
+    for (let s = this.#commitTail; s !== NONE; s = this.#commitPrev[s]!) {
+      if (needle && !this.#urlLower(s).includes(needle)) continue
+      if (total >= offset && records.length < limit) records.push(this.#handle(s))
       total++
     }
     return { total, records }
   }
+}
+
+/** Metadata is shared with every caller: freeze it so a caller cannot change the index by accident. */
+export function freezeMeta(meta: EntryMeta): EntryMeta {
+  Object.freeze(meta.headers)
+  Object.freeze(meta.varyHeaders)
+  Object.freeze(meta.tags)
+  return Object.freeze(meta)
 }
