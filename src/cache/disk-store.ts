@@ -679,30 +679,35 @@ class CacacheDiskStore implements DiskStore {
    * writer, so a restart loads the entry still marked.
    */
   async markStale(purgedAt: (meta: EntryMeta) => number | undefined): Promise<number> {
-    const marks: Array<{ record: IndexRecord; at: number }> = []
+    const marks: Array<{ handle: Handle; at: number }> = []
     let turnStarted = performance.now()
     const nextTurn = async () => {
       await new Promise<void>((resolve) => setImmediate(resolve))
       turnStarted = performance.now()
     }
-    for (const record of this.#index.values()) {
-      const at = purgedAt(record.meta)
-      if (at !== undefined && !(record.meta.softPurgedAt !== undefined && record.meta.softPurgedAt >= at)) marks.push({ record, at })
+    const alreadyMarked = (meta: EntryMeta, at: number) => meta.softPurgedAt !== undefined && meta.softPurgedAt >= at
+    for (const handle of this.#index.handles()) {
+      if (this.#index.live(handle)) {
+        const meta = this.#index.meta(handle)
+        const at = purgedAt(meta)
+        if (at !== undefined && !alreadyMarked(meta, at)) marks.push({ handle, at })
+      }
       if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
     }
     let marked = 0
-    for (const { record, at } of marks) {
+    for (const { handle, at } of marks) {
       // Gone, replaced or marked later meanwhile: the mark was for the entry as it was.
-      if (this.#index.get(record.id) === record && !(record.meta.softPurgedAt !== undefined && record.meta.softPurgedAt >= at)) {
+      const current = this.#index.live(handle) ? this.#index.meta(handle) : undefined
+      if (current && !alreadyMarked(current, at)) {
         marked++
-        const meta: EntryMeta = { ...record.meta, softPurgedAt: at, staleAt: Math.min(record.meta.staleAt, at) }
+        const meta = freezeMeta({ ...current, softPurgedAt: at, staleAt: Math.min(current.staleAt, at) })
         const metadataJson = JSON.stringify(storedMetadata(meta))
-        this.#index.updateMeta(record, freezeMeta(meta))
-        record.indexLines++
-        const compact = record.indexLines > COMPACT_AFTER_LINES
-        if (compact) record.indexLines = 1
+        this.#index.updateMeta(handle, meta)
+        const lines = this.#index.indexLines(handle) + 1
+        const compact = lines > COMPACT_AFTER_LINES
+        this.#index.setIndexLines(handle, compact ? 1 : lines)
         void this.#track(
-          this.#writer.run({ op: 'index', id: record.id, line: this.#line(record, metadataJson), compact }).then((result) => {
+          this.#writer.run({ op: 'index', id: this.#index.id(handle), line: this.#line(handle, meta, metadataJson), compact }).then((result) => {
             // The mark still applies in this process; a restart would load the entry unmarked.
             if (!result.ok) this.#writeFailed(meta.key, jobError(result))
           }),
