@@ -183,7 +183,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log: manifestLog,
   })
   const jobs: ClusterJobs = {
-    populate: (options) => populator.run(options),
+    // A row's key names one variant set; a rule keyed on a request header or cookie value stores
+    // one key per value under the same URL, and warming "this URL" means all of them.
+    populate: (options) => populator.run(options?.key === undefined ? {} : { key: options.key, url: rules.current().purgeUrl(options.key) }),
     populateStatus: () => populator.status(),
     // Purge by URL names what the rules made the key of: the URL with their query changes.
     purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
