@@ -179,6 +179,8 @@ function responseMatches(rule: CompiledRule, status: number, contentType: string
 
 const NO_TAGS: readonly string[] = Object.freeze([])
 const NOTHING: ResponseRules = Object.freeze({ rule: undefined, store: undefined, browserTtl: undefined, tags: NO_TAGS })
+/** response() of a match no rule made: one function for all of them, not one per request. */
+const noResponseRules: RuleMatch['response'] = () => NOTHING
 
 /** The path and query as the key holds it: parameters dropped, sorted or all ignored. */
 function keyPath(path: string, hits: readonly Hit[]): string {
@@ -407,7 +409,7 @@ export function compileRules(file: RulesFile): RuleSet {
     const site = siteFor(req.host)
     if (site.rules.length === 0) {
       const plain = primaryKey(req.scheme, req.host, req.path)
-      return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: () => NOTHING }
+      return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
     }
     // A hit costs a lookup, not a walk over every rule: the same request gets the same match.
     const more = extras(site, req)
@@ -448,7 +450,7 @@ export function compileRules(file: RulesFile): RuleSet {
         break
       }
     }
-    if (hits.length === 0) return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: () => NOTHING }
+    if (hits.length === 0) return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
     const url = primaryKey(req.scheme, req.host, keyPath(req.path, hits))
     const key = url + keyExtras(hits, req, cookies)
     return {
