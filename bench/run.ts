@@ -391,7 +391,7 @@ async function main(): Promise<number> {
     let cajeFailed = false
     if (opts.systems.includes('caje')) {
       for (const tier of ['memory', 'disk', 'rules'] as const) {
-        if (!selected.some((s) => s.caje === tier)) continue
+        if (!selected.some((s) => s.caje === tier || s.compareWith?.caje === tier)) continue
         const memoryCacheBytes = tier === 'disk' ? 0 : opts.cajeMemoryBytes
         let rulesEnv = ''
         const env: Record<string, string> = {}
