@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { LoadResult } from './load.ts'
-import { BASELINE, markdownTable, median, renderResults, summarize, textTable, type Measurement } from './report.ts'
+import { BASELINE, compareSystems, markdownTable, median, renderResults, summarize, textTable, type Measurement } from './report.ts'
 
 function load(rps: number, p50 = 1, p99 = 10, errors = 0): LoadResult {
   return {
@@ -62,5 +62,46 @@ describe('summarize', () => {
     expect(page).toContain('nproc): 2, cpu')
     expect(page).toContain('`npm run bench`')
     expect(page).not.toContain('## Warnings')
+  })
+})
+
+describe('compareSystems', () => {
+  const run = (system: string, rep: number, rps: number, cpuUsPerRequest?: number): Measurement => ({ scenario: 'r', system, rep, load: load(rps), cpuUsPerRequest })
+  const ms: Measurement[] = [
+    run('caje (memory)', 1, 100, 30),
+    run('caje (rules)', 1, 99, 30.3),
+    // A slow repetition for both: its ratio counts like any other.
+    run('caje (rules)', 2, 50, 62),
+    run('caje (memory)', 2, 52, 60),
+    run('caje (memory)', 3, 200, 20),
+    run('caje (rules)', 3, 192, 21),
+    // A repetition the reference missed is left out.
+    run('caje (rules)', 4, 10, 90),
+    { ...run('caje (memory)', 1, 1), scenario: 'other' },
+  ]
+
+  it('takes the ratio within each repetition, then the median, and says whether the cost is within the target', () => {
+    const c = compareSystems(ms, { scenario: 'r', system: 'caje (rules)', reference: 'caje (memory)', maxCost: 0.02 })!
+    expect(c.rpsRatios.map((x) => x.toFixed(3))).toEqual(['0.990', '0.962', '0.960'])
+    expect(c.rpsRatio).toBeCloseTo(50 / 52, 10)
+    expect(c.cpuRatios.map((x) => x.toFixed(3))).toEqual(['1.010', '1.033', '1.050'])
+    expect(c.cpuRatio).toBeCloseTo(62 / 60, 10)
+    expect(c.cost).toBeCloseTo(1 - 50 / 52, 10)
+    expect(c.withinTarget).toBe(false)
+    expect(c.summary).toContain('req/s 0.962 (0.990, 0.962, 0.960)')
+    expect(c.summary).toContain('over the target of at most 2%')
+    expect(compareSystems(ms, { scenario: 'r', system: 'caje (rules)', reference: 'caje (memory)', maxCost: 0.05 })!.withinTarget).toBe(true)
+    expect(compareSystems(ms, { scenario: 'none', system: 'caje (rules)', reference: 'caje (memory)', maxCost: 0.02 })).toBeUndefined()
+  })
+
+  it('puts the comparison on the results page', () => {
+    const c = compareSystems(ms, { scenario: 'r', system: 'caje (rules)', reference: 'caje (memory)', maxCost: 0.05 })!
+    const page = renderResults(
+      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], facts: [], warnings: [] },
+      summarize(ms),
+      [c],
+    )
+    expect(page).toContain('## Side by side')
+    expect(page).toContain(`- ${c.summary}`)
   })
 })

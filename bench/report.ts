@@ -18,6 +18,8 @@ export interface Measurement {
   cajeHitRatio?: number
   /** What an unbounded cache would reach for this many requests (Zipf scenario only). */
   idealHitRatio?: number
+  /** CPU time (user + system, all threads) of the server's process per request answered, microseconds (caje only). */
+  cpuUsPerRequest?: number
 }
 
 export interface Row {
@@ -101,6 +103,56 @@ export function summarize(measurements: readonly Measurement[], notes: ReadonlyM
   return rows
 }
 
+/** One system against another measured in the same repetitions of a scenario. */
+export interface Comparison {
+  scenario: string
+  system: string
+  reference: string
+  /** system's req/s ÷ reference's req/s, per repetition. */
+  rpsRatios: number[]
+  rpsRatio: number
+  /** system's CPU per request ÷ reference's, per repetition (where both were measured). */
+  cpuRatios: number[]
+  cpuRatio: number | undefined
+  /** The largest cost allowed: 0.02 means at most 2% fewer req/s. */
+  maxCost: number
+  /** 1 − the median req/s ratio. */
+  cost: number
+  withinTarget: boolean
+  /** One sentence for the report. */
+  summary: string
+}
+
+/**
+ * `system` against `reference` in each repetition of `scenario` where both ran: ratios of req/s
+ * and of CPU per request, and their medians (a ratio per repetition, not a ratio of medians, so
+ * drift between repetitions cancels out).
+ */
+export function compareSystems(measurements: readonly Measurement[], opts: { scenario: string; system: string; reference: string; maxCost: number }): Comparison | undefined {
+  const byRep = (system: string) => new Map(measurements.filter((m) => m.scenario === opts.scenario && m.system === system).map((m) => [m.rep, m]))
+  const mine = byRep(opts.system)
+  const theirs = byRep(opts.reference)
+  const rpsRatios: number[] = []
+  const cpuRatios: number[] = []
+  for (const [rep, m] of mine) {
+    const r = theirs.get(rep)
+    if (!r || r.load.rps <= 0) continue
+    rpsRatios.push(m.load.rps / r.load.rps)
+    if (m.cpuUsPerRequest !== undefined && r.cpuUsPerRequest !== undefined && r.cpuUsPerRequest > 0) cpuRatios.push(m.cpuUsPerRequest / r.cpuUsPerRequest)
+  }
+  if (rpsRatios.length === 0) return undefined
+  const rpsRatio = median(rpsRatios)
+  const cpuRatio = cpuRatios.length > 0 ? median(cpuRatios) : undefined
+  const cost = 1 - rpsRatio
+  const withinTarget = cost <= opts.maxCost
+  const list = (xs: number[]) => xs.map((x) => x.toFixed(3)).join(', ')
+  const summary =
+    `${opts.scenario}: ${opts.system} ÷ ${opts.reference} in the same repetition: req/s ${rpsRatio.toFixed(3)} (${list(rpsRatios)})` +
+    (cpuRatio === undefined ? '' : `, CPU per request ${cpuRatio.toFixed(3)} (${list(cpuRatios)})`) +
+    ` — a cost of ${(cost * 100).toFixed(1)}% in req/s, ${withinTarget ? 'within' : 'over'} the target of at most ${(opts.maxCost * 100).toFixed(0)}%`
+  return { ...opts, rpsRatios, rpsRatio, cpuRatios, cpuRatio, cost, withinTarget, summary }
+}
+
 export function noteKey(scenario: string, system: string): string {
   return `${scenario}\u0000${system}`
 }
@@ -173,7 +225,7 @@ export interface ReportMeta {
   warnings: string[]
 }
 
-export function renderResults(meta: ReportMeta, rows: readonly Row[]): string {
+export function renderResults(meta: ReportMeta, rows: readonly Row[], comparisons: readonly Comparison[] = []): string {
   const bullet = (xs: string[]) => xs.map((x) => `- ${x}`).join('\n')
   return `# Benchmark results
 
@@ -203,7 +255,20 @@ largest resident set of the system's whole process tree sampled during its runs.
 req/s across the repetitions relative to the median: a large one means the machine was not quiet.
 
 ${markdownTable(rows)}
-${meta.facts.length > 0 ? `\n${bullet(meta.facts)}\n` : ''}${meta.warnings.length > 0 ? `\n## Warnings\n\n${bullet(meta.warnings)}\n` : ''}
+${
+  comparisons.length > 0
+    ? `
+## Side by side
+
+Two caje processes of the same build, with the same origin, URL and log settings, measured one after the other in
+every repetition (their order alternating). Each ratio is taken within a repetition, then the median across them;
+CPU per request is the process's user + system time divided by the requests it answered, which other work on the
+machine disturbs less than req/s.
+
+${bullet(comparisons.map((c) => c.summary))}
+`
+    : ''
+}${meta.facts.length > 0 ? `\n${bullet(meta.facts)}\n` : ''}${meta.warnings.length > 0 ? `\n## Warnings\n\n${bullet(meta.warnings)}\n` : ''}
 ## How it ran
 
 Systems:

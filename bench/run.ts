@@ -14,8 +14,9 @@ import { OBJECT_COUNT, contentFor, sha256 } from './content.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
 import { rules50 } from './rules50.ts'
-import { BASELINE, noteKey, renderResults, summarize, textTable, type Measurement } from './report.ts'
+import { BASELINE, compareSystems, noteKey, renderResults, summarize, textTable, type Comparison, type Measurement } from './report.ts'
 import {
+  cpuSeconds,
   ensureTools,
   killAllSync,
   pollPeakRss,
@@ -66,6 +67,12 @@ interface Scenario {
   durationSec?: number
   /** After each caje run: time until its disk writer and manifest writer have nothing queued. */
   measureSettle?: boolean
+  /**
+   * Run this caje instance too, in every repetition next to `caje` (their order alternating), and
+   * report `caje` ÷ it: the cost of what sets the two apart, with the machine's drift shared.
+   * Only the two caje instances (and bare) take part.
+   */
+  compareWith?: { caje: CajeInstance; maxCost: number }
 }
 
 type CajeInstance = 'memory' | 'disk' | 'rules'
@@ -75,8 +82,9 @@ const fixed = (p: string) => () => ({ kind: 'fixed', path: p }) as Workload
 function scenarios(zipfExponent: number): Scenario[] {
   return [
     { id: 'hit-1k-memory', workload: fixed('/1k'), caje: 'memory', expectHit: true, inSmoke: true },
-    // What a 50-rule file costs a memory hit (compare with hit-1k-memory; the target is at most 2%).
-    { id: 'hit-1k-memory-rules50', workload: fixed('/1k'), caje: 'rules', expectHit: true, inSmoke: true },
+    // What a 50-rule file costs a memory hit: the same build, origin, URL and log settings with and
+    // without CAJE_CONFIG, side by side in each repetition. The target is at most 2%.
+    { id: 'hit-1k-memory-rules50', workload: fixed('/1k'), caje: 'rules', expectHit: true, inSmoke: true, compareWith: { caje: 'memory', maxCost: 0.02 } },
     { id: 'hit-1k-disk', workload: fixed('/1k'), caje: 'disk', expectHit: true, inSmoke: true },
     { id: 'hit-64k', workload: fixed('/64k'), caje: 'memory', expectHit: true, inSmoke: true },
     { id: 'hit-1m', workload: fixed('/1m'), caje: 'memory', expectHit: true, inSmoke: false },
@@ -383,7 +391,7 @@ async function main(): Promise<number> {
     let cajeFailed = false
     if (opts.systems.includes('caje')) {
       for (const tier of ['memory', 'disk', 'rules'] as const) {
-        if (!selected.some((s) => s.caje === tier)) continue
+        if (!selected.some((s) => s.caje === tier || s.compareWith?.caje === tier)) continue
         const memoryCacheBytes = tier === 'disk' ? 0 : opts.cajeMemoryBytes
         let rulesEnv = ''
         const env: Record<string, string> = {}
@@ -455,8 +463,11 @@ async function main(): Promise<number> {
       const lineup: RunningSystem[] = [bare]
       if (opts.systems.includes('origin')) lineup.push(origin)
       const caje = cajes.get(scenario.caje)
+      const reference = scenario.compareWith ? cajes.get(scenario.compareWith.caje) : undefined
+      if (reference) lineup.push(reference)
       if (caje) lineup.push(caje)
-      lineup.push(...others)
+      // nginx and Varnish have no rules file: a comparison between two cajes leaves them out.
+      if (!scenario.compareWith) lineup.push(...others)
       log(`scenario ${scenario.id}: ${lineup.map((s) => s.name).join(', ')}`)
 
       // Check bodies and prime the caches.
@@ -510,11 +521,14 @@ async function main(): Promise<number> {
       }
 
       for (let rep = 1; rep <= opts.runs; rep++) {
-        for (const system of lineup) {
+        // The compared pair swaps places every other repetition, so neither always runs right after bare.
+        const order = reference && caje && rep % 2 === 0 ? lineup.map((s) => (s === reference ? caje : s === caje ? reference : s)) : lineup
+        for (const system of order) {
           const workload = scenario.workload(String(rep))
           const before = await originStats(origin)
           const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
           const rss = pollPeakRss(await processTree(system.pid))
+          const cpuBefore = system.kind === 'caje' ? await cpuSeconds(system.pid) : undefined
           let result: LoadResult
           try {
             result = await load(system, workload, scenarioSeconds, scenario.connections ?? opts.connections)
@@ -532,6 +546,7 @@ async function main(): Promise<number> {
             settleNotes.push({ scenario: scenario.id, system: system.name, settled })
             log(`  ${scenario.id} run ${rep}/${opts.runs} ${system.name}: after the load, disk writer idle in ${settled.disk ?? '>30000'} ms, manifest writer in ${settled.manifest ?? '>30000'} ms`)
           }
+          const cpuAfter = cpuBefore === undefined ? undefined : await cpuSeconds(system.pid)
           const peakRssBytes = await rss.stop()
           const after = await originStats(origin)
           let cajeHitRatio: number | undefined
@@ -553,6 +568,7 @@ async function main(): Promise<number> {
             peakRssBytes,
             originRequests: isCache ? after.requests - before.requests : undefined,
             cajeHitRatio,
+            cpuUsPerRequest: cpuBefore !== undefined && cpuAfter !== undefined && result.requests > 0 ? ((cpuAfter - cpuBefore) * 1e6) / result.requests : undefined,
             idealHitRatio: isCache && workload.kind === 'zipf' ? zipfIdealHitRatio(workload.count, workload.exponent, result.requests) : undefined,
           })
           const errors = totalErrors(result)
@@ -597,6 +613,14 @@ async function main(): Promise<number> {
 
     // Report.
     const rows = summarize(measurements, notes)
+    const comparisons: Comparison[] = []
+    for (const scenario of selected) {
+      const reference = scenario.compareWith && cajes.get(scenario.compareWith.caje)
+      const caje = cajes.get(scenario.caje)
+      if (!scenario.compareWith || !reference || !caje) continue
+      const c = compareSystems(measurements, { scenario: scenario.id, system: caje.name, reference: reference.name, maxCost: scenario.compareWith.maxCost })
+      if (c) comparisons.push(c)
+    }
     const meta = {
       date: new Date().toISOString(),
       nproc: os.availableParallelism(),
@@ -620,15 +644,15 @@ async function main(): Promise<number> {
       facts,
       warnings: [...warnings, ...(cajeFailed && !opts.smoke ? ['caje is left out of the table above because it did not start'] : [])],
     }
-    const markdown = renderResults(meta, rows)
+    const markdown = renderResults(meta, rows, comparisons)
     await mkdir(path.dirname(opts.out), { recursive: true })
     // The profile notes and the soak runs (bench/soak.ts --record) keep their own sections at the end: carry them over.
     const previous = await readFile(opts.out, 'utf8').catch(() => '')
     const soak = /\n## (Profiles|Soak)\n[\s\S]*$/.exec(previous)?.[0] ?? ''
     await writeFile(opts.out, soak ? `${markdown.replace(/\n*$/, '\n')}${soak}` : markdown)
     const stamp = meta.date.replace(/[:.]/g, '-')
-    await writeFile(path.join(outDir, `results-${stamp}.json`), JSON.stringify({ meta, options: opts, measurements, rows, problems }, null, 2))
-    process.stdout.write(`\n${textTable(rows)}\n\nwritten to ${path.relative(process.cwd(), opts.out)}\n`)
+    await writeFile(path.join(outDir, `results-${stamp}.json`), JSON.stringify({ meta, options: opts, measurements, rows, comparisons, problems }, null, 2))
+    process.stdout.write(`\n${textTable(rows)}\n${comparisons.map((c) => `\n${c.summary}`).join('')}\n\nwritten to ${path.relative(process.cwd(), opts.out)}\n`)
 
     if (opts.smoke) {
       const cajeProblems = problems.filter((p) => p.system.startsWith('caje'))

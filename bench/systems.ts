@@ -5,7 +5,7 @@
 // interrupted run still stops what it started.
 
 import { buildCaje } from './build.ts'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import net from 'node:net'
@@ -364,6 +364,36 @@ export async function statusBytes(pids: number[], field: 'VmRSS' | 'VmHWM'): Pro
     }),
   )
   return total
+}
+
+// ---- CPU ------------------------------------------------------------------
+
+let clockTicks: number | undefined
+/** Clock ticks per second of /proc/<pid>/stat times (getconf CLK_TCK; 100 on Linux almost always). */
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+    } catch {
+      clockTicks = 100
+    }
+  }
+  return clockTicks
+}
+
+/**
+ * CPU seconds (user + system, all threads) a process has used so far; undefined without /proc.
+ * Per request, it is a measure of cost that other work on the machine disturbs far less than req/s.
+ */
+export async function cpuSeconds(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond()
+  } catch {
+    return undefined
+  }
 }
 
 /** Polls the RSS of a process tree while a run goes on; stop() returns the peak in bytes. */

@@ -191,6 +191,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     role: () => manifest.role.current(),
     hitRatio: () => metrics.hitRatio(),
     populator,
+    // A row's key names one variant set; a rule keyed on a request header or cookie value stores
+    // one key per value under the same URL, and warming "this URL" means all of them.
+    keyUrl: (key) => rules.current().purgeUrl(key),
     // Purge by URL names what the rules made the key of: the URL with their query changes.
     purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
     log,

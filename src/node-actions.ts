@@ -15,7 +15,7 @@ import type { ManifestWriter } from './manifest/writer.ts'
 
 /** The populate job as the admin drives it (manifest/populate.ts). */
 export interface PopulateJob {
-  run(options?: { key?: string }): Promise<{ started: boolean }>
+  run(options?: { key?: string; url?: string }): Promise<{ started: boolean }>
   status(): PopulateStatus | undefined
 }
 
@@ -28,6 +28,8 @@ export interface NodeActionsDeps {
   /** Hits ÷ answers of cacheable requests since start (metrics.ts), for the status header. */
   hitRatio: () => number | null
   populator: PopulateJob
+  /** The URL a cache key was made from (the rules' key changes undone), so populating a key warms every key of its URL. */
+  keyUrl?: (key: string) => string
   /** Record a purge and apply it here (manifest/purge.ts), with a URL already in the form the rules key on. */
   purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
   now?: () => number
@@ -147,7 +149,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       return total
     },
 
-    populate: (options) => deps.populator.run(options),
+    populate: (options) => deps.populator.run(options?.key === undefined || deps.keyUrl === undefined ? options : { key: options.key, url: deps.keyUrl(options.key) }),
     populateStatus: () => deps.populator.status(),
     async purge(request, by) {
       const result = await deps.purge(request, by)

@@ -148,7 +148,7 @@ export interface AdminActions {
   clearFs(): Promise<number>
   /** Empty the shared manifest (entries, holders). Resolves to the number of rows removed. */
   clearDb(): Promise<number>
-  /** Start warming this node from the manifest (or only `key`'s variants); `started: false` when a run is already going. */
+  /** Start warming this node from the manifest (or only `key`'s URL: every key and variant of it); `started: false` when a run is already going. */
   populate(options?: { key?: string }): Promise<{ started: boolean }>
   /** The running or last finished run, undefined before the first one. */
   populateStatus(): PopulateStatus | undefined

@@ -259,7 +259,8 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
 
   app.post('/populate', admin, async (c) => {
     const auth = c.get('auth')
-    // A row's Populate button sends its cache key: fetch only that entry's variants.
+    // A row's Populate button sends its cache key: fetch that entry's variants, and those of every
+    // other key of its URL (a rule keyed on a request header or cookie value makes one per value).
     const key = field(await readBody(c), 'key', 4096) || undefined
     const r = await attempt(c, 'populate', () => shared.actions.populate(key === undefined ? {} : { key }))
     if (!r.ok) return r.response

@@ -115,6 +115,26 @@ describe('populate', () => {
     expect(await runToEnd(populator())).toMatchObject({ done: 0, skipped: 0, failed: 0 })
   })
 
+  it('a run for one key warms every key of its URL (one per header or cookie value a rule keys on), and nothing else', async () => {
+    // A rule keyed on x-tenant and the lang cookie: one key per value, all with the URL form /t.
+    const keys = ['https://ex.com/t#h:x-tenant=a&c:lang=', 'https://ex.com/t#h:x-tenant=b&c:lang=', 'https://ex.com/t#h:x-tenant=&c:lang=fr']
+    for (const [i, key] of keys.entries()) await onPeer(key, bodyOf(100, i + 1), { key, url: 'https://ex.com/t' })
+    const other = await onPeer('https://ex.com/t2', bodyOf(100, 9))
+
+    const p = populator()
+    expect(await p.run({ key: keys[0], url: 'https://ex.com/t' })).toEqual({ started: true })
+    await p.idle()
+    expect(p.status()).toMatchObject({ key: keys[0], done: 3, fromPeers: 3, fromOrigin: 0, failed: 0 })
+    for (const key of keys) expect(await localStore.variants(key)).toMatchObject([{ key, via: 'peer:peer' }])
+    expect(await localStore.variants(other.key)).toEqual([])
+
+    // Without the URL, a key stays a key: only its own variants.
+    const q = populator()
+    await q.run({ key: other.key })
+    await q.idle()
+    expect(q.status()).toMatchObject({ done: 1 })
+  })
+
   it('falls back to the origin with the stored Vary headers when no peer can give it', async () => {
     const calls: { url: string; headers: Record<string, string> }[] = []
     const fill: FillFn = async (url, headers) => {

@@ -70,8 +70,11 @@ export interface PopulatorOptions {
 }
 
 export interface Populator {
-  /** Start a run now; `started: false` when one is already running (or the populator is closed). */
-  run(options?: { key?: string }): Promise<{ started: boolean }>
+  /**
+   * Start a run now; `started: false` when one is already running (or the populator is closed).
+   * With `key`, only that key's variants, and with `url` as well, those of every key of that URL.
+   */
+  run(options?: { key?: string; url?: string }): Promise<{ started: boolean }>
   /** The running or last finished run; undefined before the first. */
   status(): PopulateStatus | undefined
   /** Run every intervalSeconds in the background (0 disables); the first run comes sooner. */
@@ -102,7 +105,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
   let firstTimer: NodeJS.Timeout | undefined
   let closed = false
 
-  async function execute(status: PopulateStatus, signal: AbortSignal): Promise<void> {
+  async function execute(status: PopulateStatus, url: string | undefined, signal: AbortSignal): Promise<void> {
     const key = status.key ?? undefined
     let failuresLogged = 0
     const count = (outcome: Outcome, entry: MissingEntry) => {
@@ -176,7 +179,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
     let after: { key: string; variant: string } | undefined
     while (!signal.aborted) {
-      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key })
+      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key, url: key === undefined ? undefined : url })
       if (page.length === 0) break
       // Already tried in the hot pass: counted once per run.
       await fetchPage(hotDone.size === 0 ? page : page.filter((e) => !hotDone.has(`${e.key}\n${e.variant}`)))
@@ -413,7 +416,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
     return left
   }
 
-  function startRun(key?: string): boolean {
+  function startRun(key?: string, url?: string): boolean {
     if (running || closed) return false
     const status: PopulateStatus = { running: true, key: key ?? null, done: 0, fromPeers: 0, fromOrigin: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
     current = status
@@ -421,7 +424,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
     abort = controller
     running = (async () => {
       try {
-        await execute(status, controller.signal)
+        await execute(status, url, controller.signal)
       } catch (err) {
         // The manifest could not be read (a replica before LiteFS has the file...).
         log('error', 'populate run stopped early', { error: describeError(err) })
@@ -448,7 +451,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
   return {
     async run(runOptions = {}) {
-      return { started: startRun(runOptions.key) }
+      return { started: startRun(runOptions.key, runOptions.url) }
     },
 
     status: () => (current ? { ...current } : undefined),

@@ -366,6 +366,11 @@ export interface MissingOptions {
   after?: { key: string; variant: string }
   /** Only the variants of this key (populate one entry from the admin list). */
   key?: string
+  /**
+   * With `key`: also every other key whose URL form is this (a rule that adds a request
+   * header or cookie value to the key makes one key per value, all under one URL).
+   */
+  url?: string
 }
 
 /**
@@ -400,7 +405,8 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
         ),
       ),
     )
-  if (options.key !== undefined) q = q.where('e.key', '=', options.key)
+  const { key, url } = options
+  if (key !== undefined) q = url === undefined ? q.where('e.key', '=', key) : q.where((eb) => eb.or([eb('e.key', '=', key), eb('e.url', '=', url)]))
   const after = options.after
   if (after) q = q.where((eb) => eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant)))
   const rows = await q.orderBy('e.key').orderBy('e.variant').limit(limit).execute()

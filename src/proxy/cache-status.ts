@@ -19,9 +19,10 @@ export interface CacheStatus {
 }
 
 export function formatCacheStatus(s: CacheStatus): string {
-  // The common case, a plain hit, without the general builder.
-  if (s.hit && s.fwd === undefined && s.detail === undefined && s.rule === undefined && s.key === undefined && !s.collapsed && s.ttl !== undefined && s.fwdStatus === undefined && !s.stored) {
-    return `caje; hit; ttl=${Math.trunc(s.ttl)}`
+  // The common case, a plain hit (named by a rule or not), without the general builder: the
+  // access log formats every answer's status, a hit's too.
+  if (s.hit && s.fwd === undefined && s.detail === undefined && s.key === undefined && !s.collapsed && s.ttl !== undefined && s.fwdStatus === undefined && !s.stored) {
+    return s.rule === undefined ? `caje; hit; ttl=${Math.trunc(s.ttl)}` : `caje; hit; ttl=${Math.trunc(s.ttl)}${ruleDetail(s.rule)}`
   }
   let out = 'caje'
   if (s.hit) out += '; hit'
@@ -30,11 +31,31 @@ export function formatCacheStatus(s: CacheStatus): string {
   if (s.stored) out += '; stored'
   if (s.collapsed) out += '; collapsed'
   if (s.ttl !== undefined) out += `; ttl=${Math.trunc(s.ttl)}`
-  const detail = s.rule !== undefined ? (s.detail ? `rule:${s.rule} ${s.detail}` : `rule:${s.rule}`) : s.detail
-  // An sf-token when it is one (RFC 8941 §3.3.4), else an sf-string.
-  if (detail) out += `; detail=${/^[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*$/.test(detail) ? detail : JSON.stringify(detail)}`
+  if (s.rule !== undefined && !s.detail) out += ruleDetail(s.rule)
+  else {
+    const detail = s.rule !== undefined ? `rule:${s.rule} ${s.detail}` : s.detail
+    if (detail) out += detailParam(detail)
+  }
   if (s.key !== undefined) out += `; key=${JSON.stringify(s.key)}`
   return out
+}
+
+/** `; detail=…`: an sf-token when it is one (RFC 8941 §3.3.4), else an sf-string. */
+function detailParam(detail: string): string {
+  return `; detail=${/^[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*$/.test(detail) ? detail : JSON.stringify(detail)}`
+}
+
+/** `; detail=rule:<name>` per rule name, worked out once: a rules file has few names and every answer it decides repeats one. */
+const ruleDetails = new Map<string, string>()
+function ruleDetail(rule: string): string {
+  let text = ruleDetails.get(rule)
+  if (text === undefined) {
+    text = detailParam(`rule:${rule}`)
+    // Reloads can bring new names; a bound keeps a long-running node's map small.
+    if (ruleDetails.size >= 1000) ruleDetails.clear()
+    ruleDetails.set(rule, text)
+  }
+  return text
 }
 
 /** Coarse label for logs and metrics. */

@@ -77,6 +77,31 @@ rules:
     expect(set.match(req(long)).response(200, undefined).tags).toEqual([`id-${'x'.repeat(2000)}`])
   })
 
+  it('the memo tells requests apart by every field and cookie the rules read, by presence or by the value a key holds', () => {
+    const set = rules(`
+rules:
+  - { name: preview, match: { header: [X-Preview] }, bypass: true }
+  - { name: logged-in, match: { cookie: session }, bypass: true }
+  - { name: keyed, cache_key: { headers: [x-device, X-Tenant], cookies: [currency] } }
+`)
+    const key = (headers: Record<string, string>) => set.match(req('/p', { headers })).key
+    expect(key({})).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=&c:currency=')
+    expect(key({ 'x-tenant': 'acme' })).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=acme&c:currency=')
+    expect(key({ 'x-tenant': 'globex' })).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=globex&c:currency=')
+    expect(key({ 'x-device': 'mobile', 'x-tenant': 'acme' })).toBe('https://www.example.com/p#h:x-device=mobile&h:x-tenant=acme&c:currency=')
+    expect(key({ cookie: 'currency=EUR' })).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=&c:currency=EUR')
+    expect(key({ cookie: 'currency=CHF; a=1' })).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=&c:currency=CHF')
+    // Asked again in another order: the same answers.
+    expect(key({ 'x-tenant': 'acme' })).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=acme&c:currency=')
+    expect(key({})).toBe('https://www.example.com/p#h:x-device=&h:x-tenant=&c:currency=')
+    // Presence decides a condition: any value of X-Preview, and the session cookie but not a name that contains it.
+    expect(set.match(req('/p', { headers: { 'x-preview': '1' } })).rule).toBe('preview')
+    expect(set.match(req('/p', { headers: { 'x-preview': '' } })).rule).toBe('preview')
+    expect(set.match(req('/p', { headers: { cookie: 'session=s' } })).rule).toBe('logged-in')
+    expect(set.match(req('/p', { headers: { cookie: 'xsession=s; session_id=2' } })).rule).toBe('keyed')
+    expect(set.match(req('/p')).rule).toBe('keyed')
+  })
+
   it('sites: exact hosts before patterns, their rules before the global ones, origins per site', () => {
     const set = rules(`
 origin: http://10.0.0.1
