@@ -124,10 +124,18 @@ export class DiskWriter {
 
   #send(): void {
     if (this.#inFlight || this.#queue.length === 0) return
-    const batch = this.#queue
-    this.#queue = []
+    // A bounded slice of the queue per message: posting thousands of jobs at
+    // once held the event loop for most of a second under a populate.
+    let take = 0
+    let bytes = 0
+    while (take < this.#queue.length && take < MAX_JOBS_PER_MESSAGE && (take === 0 || bytes + this.#queue[take]!.bytes <= MAX_BYTES_PER_MESSAGE)) {
+      bytes += this.#queue[take]!.bytes
+      take++
+    }
+    const batch = this.#queue.splice(0, take)
     this.#inFlight = batch
-    this.#ensureWorker().postMessage(batch.map((q) => q.job))
+    const { message, transfer } = packBatch(batch.map((q) => q.job), bytes)
+    this.#ensureWorker().postMessage(message, transfer)
   }
 
   #ensureWorker(): Worker {
@@ -158,6 +166,42 @@ export class DiskWriter {
     if (this.#jobs === 0) for (const resolve of this.#idle.splice(0)) resolve()
     this.#schedule()
   }
+}
+
+/** Most jobs in one message to the worker. */
+const MAX_JOBS_PER_MESSAGE = 256
+/** Most body bytes in one message (a larger body still goes, alone). */
+const MAX_BYTES_PER_MESSAGE = 4 * 1024 * 1024
+
+/** A job as posted: a body travels as a range of the message's arena. */
+type PostedJob = DiskJob | (Omit<Extract<DiskJob, { op: 'put' }>, 'body'> & { bodyAt: number; bodyBytes: number })
+
+interface BatchMessage {
+  jobs: PostedJob[]
+  arena: ArrayBuffer | undefined
+}
+
+/**
+ * The batch as one message whose bodies are copied into one ArrayBuffer that
+ * is transferred, not cloned. A body is often a view into a larger buffer (a
+ * network read of many objects): cloning a view copies its whole backing
+ * buffer, once per job.
+ */
+function packBatch(jobs: DiskJob[], bodyBytes: number): { message: BatchMessage; transfer: ArrayBuffer[] } {
+  const arena = bodyBytes > 0 ? new ArrayBuffer(bodyBytes) : undefined
+  const view = arena ? new Uint8Array(arena) : undefined
+  let at = 0
+  const posted = jobs.map((job): PostedJob => {
+    if (job.op !== 'put' || !job.body) return job
+    // An empty body has no bytes to place (and its view may still pin a large buffer).
+    if (job.body.byteLength === 0) return { ...job, body: new Uint8Array(0) }
+    const { body, ...rest } = job
+    view!.set(body, at)
+    const placed = { ...rest, bodyAt: at, bodyBytes: body.byteLength }
+    at += body.byteLength
+    return placed
+  })
+  return { message: { jobs: posted, arena }, transfer: arena ? [arena] : [] }
 }
 
 /**
@@ -252,9 +296,11 @@ function diskWriterThread(): void {
     }
   }
 
-  parentPort!.on('message', (jobs: DiskJob[]) => {
+  parentPort!.on('message', ({ jobs, arena }: BatchMessage) => {
     const results: JobResult[] = []
-    for (const job of jobs) {
+    for (const posted of jobs) {
+      const job: DiskJob =
+        posted.op === 'put' && 'bodyAt' in posted ? { ...posted, body: new Uint8Array(arena!, posted.bodyAt, posted.bodyBytes) } : (posted as DiskJob)
       try {
         results.push(run(job))
       } catch (error) {

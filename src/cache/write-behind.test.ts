@@ -64,6 +64,29 @@ describe('write-behind disk writer', () => {
     expect((await cacache.ls(dir))[entryId('https://a.test/m', '')]).toBeDefined()
   })
 
+  it('writes each body exactly when many arrive at once as views into one shared buffer (a network read of many objects)', async () => {
+    const store = await openStore()
+    // 600 bodies of 700 bytes, each a view into one 420,000-byte buffer: more jobs and
+    // bytes than the writer sends the worker in one message.
+    const count = 600
+    const size = 700
+    const shared = bodyOf(count * size, 7)
+    const commits: Promise<unknown>[] = []
+    for (let i = 0; i < count; i++) {
+      const writer = store.writer(newEntry(`https://a.test/view/${i}`))
+      expect(writer.write(shared.subarray(i * size, (i + 1) * size))).toBe(true)
+      commits.push(writer.commit())
+    }
+    await Promise.all(commits)
+    await store.drain()
+    for (const i of [0, 1, 255, 256, 257, 511, 512, count - 1]) {
+      const { data } = await cacache.get(dir, entryId(`https://a.test/view/${i}`, ''))
+      expect(data.equals(shared.subarray(i * size, (i + 1) * size)), `body ${i}`).toBe(true)
+    }
+    expect(Object.keys(await cacache.ls(dir))).toHaveLength(count)
+    expect(store.stats()).toMatchObject({ writeFailures: 0, writeQueueJobs: 0, writeQueueBytes: 0 })
+  })
+
   it('serves without storing, and counts it, when the write queue is full', async () => {
     const store = await openStore({ writeQueueBytes: 1000 })
     const events = recordEvents(store)
