@@ -68,6 +68,7 @@ export class DiskWriter {
   #bytes = 0
   #jobs = 0
   #idle: (() => void)[] = []
+  #roomWaiters: { bytes: number; resolve: () => void }[] = []
   #closed = false
 
   constructor(opts: DiskWriterOptions) {
@@ -83,6 +84,15 @@ export class DiskWriter {
 
   stats(): DiskWriterStats {
     return { jobs: this.#jobs, bytes: this.#bytes }
+  }
+
+  /**
+   * Resolves once a body of `bytes` would be queued (at once when it fits now). A body larger
+   * than the whole queue waits for an empty queue, where hasRoom still refuses it.
+   */
+  room(bytes: number): Promise<void> {
+    if (this.#closed || this.hasRoom(bytes) || this.#jobs === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#roomWaiters.push({ bytes, resolve }))
   }
 
   /** Queue a job; resolves when the worker has carried it out (never rejects: failures are results). */
@@ -107,6 +117,7 @@ export class DiskWriter {
   async close(): Promise<void> {
     await this.drain()
     this.#closed = true
+    for (const waiter of this.#roomWaiters.splice(0)) waiter.resolve()
     const worker = this.#worker
     this.#worker = undefined
     await worker?.terminate()
@@ -164,6 +175,14 @@ export class DiskWriter {
       q.done(results[i] ?? { ok: false, error: { message: 'cache writer thread gave no result' } })
     }
     if (this.#jobs === 0) for (const resolve of this.#idle.splice(0)) resolve()
+    // Waiters are let in oldest first, each counted against the room the ones before it will take.
+    let promised = this.#bytes
+    while (this.#roomWaiters.length > 0) {
+      const next = this.#roomWaiters[0]!
+      if (promised + next.bytes > this.#maxQueueBytes && promised > 0) break
+      promised += next.bytes
+      this.#roomWaiters.shift()!.resolve()
+    }
     this.#schedule()
   }
 }

@@ -100,6 +100,22 @@ describe('write-behind disk writer', () => {
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(500))).toBeDefined()
   })
 
+  it('writeRoom() resolves once the queue has drained enough for the body, so a patient writer is not skipped', async () => {
+    const store = await openStore({ writeQueueBytes: 1000 })
+    expect(await store.put(newEntry('https://a.test/first'), bodyOf(900))).toBeDefined()
+    let roomy = false
+    const room = store.writeRoom(500).then(() => (roomy = true))
+    // The worker's answer can only arrive in a later turn of the event loop.
+    await Promise.resolve()
+    expect(roomy).toBe(false)
+    await room
+    expect(store.admits('https://a.test/second', 500)).toBe(true)
+    expect(await put(store, newEntry('https://a.test/second'), bodyOf(500))).toBeDefined()
+    // With room already, at once.
+    await store.writeRoom(10)
+    expect(store.stats().writesSkipped).toBe(0)
+  })
+
   it('keeps at most maxVariants variants per key, dropping the least recently used', async () => {
     const store = await openStore({ maxVariants: 3 })
     const url = 'https://a.test/vary'
