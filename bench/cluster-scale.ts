@@ -133,7 +133,8 @@ let bundle = ''
 
 async function spawnNode(name: string, env: Record<string, string>, cpuProf: string | undefined): Promise<Node> {
   const args: string[] = []
-  if (cpuProf) args.push('--cpu-prof', '--cpu-prof-dir', cpuProf, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`)
+  // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
+  if (cpuProf) args.push('--cpu-prof', '--cpu-prof-dir', path.join(cpuProf, name))
   args.push(bundle)
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''

@@ -7,11 +7,12 @@
 //
 // The files are cacache's format (content-v2/ bodies named by their sha512,
 // index-v5/ buckets of hashed JSON lines), so cacache's own tools read them.
-// Crash safety: a body is written to tmp/ and renamed into place whole, and its
-// index line is appended only after that, so a SIGKILL at any moment leaves
-// at worst an unreferenced content file or a torn last index line, which
-// cacache's reader skips (each line carries the sha1 of its JSON) and the
-// store's start-up sweep removes.
+// Crash safety: a new body is written under its content name (an existing one
+// is replaced through tmp/ and a rename), and its index line is appended only
+// after that, so a SIGKILL at any moment leaves at worst an unreferenced (maybe
+// torn) content file or a torn last index line, which cacache's reader skips
+// (each line carries the sha1 of its JSON) and the store's start-up sweep
+// removes.
 //
 // Jobs run strictly in the order they were queued: a removal queued after a
 // write happens after it, so the store needs no per-file locking.
@@ -276,11 +277,50 @@ function diskWriterThread(): void {
     withDir(path.dirname(bucket), () => fs.appendFileSync(bucket, indexLine(json)))
   }
 
+  /** Creates `file` with `body` (never over an existing file); undefined when it exists. */
+  const writeNew = (file: string, body: Uint8Array): WrittenFile | undefined => {
+    let fd: number
+    try {
+      fd = withDir(path.dirname(file), () => fs.openSync(file, 'wx'))
+    } catch (error) {
+      if ((error as { code?: string } | null)?.code === 'EEXIST') return undefined
+      throw error
+    }
+    try {
+      for (let at = 0; at < body.byteLength; ) at += fs.writeSync(fd, body, at, body.byteLength - at)
+      const st = fs.fstatSync(fd)
+      fs.closeSync(fd)
+      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+    } catch (error) {
+      // A partial body (disk full...) must not stay under its name.
+      try {
+        fs.closeSync(fd)
+      } catch {
+        // Already closed, or the descriptor is gone: the removal below is what matters.
+      }
+      fs.rmSync(file, { force: true })
+      throw error
+    }
+  }
+
   const run = (job: DiskJob): JobResult => {
     switch (job.op) {
       case 'put': {
         let source = job.tmpPath
         if (job.body) {
+          // A body whose file is not there yet is written straight under its name: no
+          // temp file and rename, the slowest part of a put on ext4. A SIGKILL halfway
+          // leaves a torn file that no index line names yet (the line is appended after),
+          // which the start-up sweep removes; the store checks a body's integrity before
+          // trusting a file it has not written itself.
+          const written = writeNew(job.contentPath, job.body)
+          if (written) {
+            writeIndex(job.id, job.line, job.compact)
+            return { ok: true, file: written }
+          }
+          // The file exists (a body shared with another entry, or an unswept leftover):
+          // replaced whole, atomically, as before.
+
           const tmp = tmpName()
           const body = job.body
           withDir(tmpDir, () => fs.writeFileSync(tmp, body, { flag: 'wx' }))

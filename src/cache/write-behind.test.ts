@@ -8,6 +8,9 @@ import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
 import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
+import { createHash } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { contentPath } from './content-file.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 let dir: string
@@ -98,6 +101,21 @@ describe('write-behind disk writer', () => {
     // What fits is stored.
     expect(store.admits('https://a.test/small', 500)).toBe(true)
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(500))).toBeDefined()
+  })
+
+  it('replaces a torn file left under a body\'s content name, and shares one file between two entries with the same body', async () => {
+    const body = bodyOf(5000, 3)
+    const file = contentPath(dir, `sha512-${createHash('sha512').update(body).digest('base64')}`)!
+    // What a SIGKILL in the middle of a direct write leaves: the first bytes, under the final name.
+    await mkdir(path.dirname(file), { recursive: true })
+    await writeFile(file, body.subarray(0, 1000))
+    const store = await openStore()
+    expect(await put(store, newEntry('https://a.test/one'), body)).toBeDefined()
+    expect(await put(store, newEntry('https://a.test/two'), body)).toBeDefined()
+    for (const url of ['https://a.test/one', 'https://a.test/two']) {
+      expect((await cacache.get(dir, entryId(url, ''))).data.equals(body)).toBe(true)
+    }
+    expect(store.stats().writeFailures).toBe(0)
   })
 
   it('writeRoom() resolves once the queue has drained enough for the body, so a patient writer is not skipped', async () => {
