@@ -3,7 +3,8 @@
 // under LiteFS (node 1 the primary, nodes 2 and 3 replicas writing through
 // it), 10 KiB objects, and measures:
 //
-//   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest)
+//   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest),
+//             and the slowest health probe on a fresh connection to the primary meanwhile
 //   purge     a prefix purge of --objects objects held by all 3 nodes: the purge request,
 //             when each node first answers a miss, the slowest health probe meanwhile
 //   populate  objects/s node 3 copies from its peers after losing its disk; origin requests
@@ -349,6 +350,10 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     batches.push(ops)
   }
   const bodies = batches.map((ops) => JSON.stringify({ ops }))
+  const idleWorst = await idleProbeWorst(cluster)
+  // The saturated primary: fresh connections every 50 ms while batches arrive back to back.
+  const probes = probeHealth([primary])
+  const window = profileWindow('apply')
   const t0 = performance.now()
   let applied = 0
   for (const body of bodies) {
@@ -362,7 +367,9 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     applied += json.applied ?? 0
   }
   const seconds = (performance.now() - t0) / 1000
-  return { opsPerSecond: Math.round(applied / seconds) }
+  const [worst] = await probes.stop()
+  window.end()
+  return { opsPerSecond: Math.round(applied / seconds), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
 }
 
 /** Fill every node with the objects, then purge them by prefix through node 2 (a replica). */
