@@ -3,7 +3,8 @@
 // under LiteFS (node 1 the primary, nodes 2 and 3 replicas writing through
 // it), 10 KiB objects, and measures:
 //
-//   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest)
+//   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest),
+//             and the slowest health probe on a fresh connection to the primary meanwhile
 //   purge     a prefix purge of --objects objects held by all 3 nodes: the purge request,
 //             when each node first answers a miss, the slowest health probe meanwhile
 //   populate  objects/s node 3 copies from its peers after losing its disk; origin requests
@@ -27,6 +28,7 @@ import SQLite from 'better-sqlite3'
 import { buildCaje } from './build.ts'
 import { fillIndex } from './index-entries.ts'
 import { openDatabase } from '../src/manifest/database.ts'
+import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import type { ManifestOp } from '../src/manifest/ops.ts'
 
@@ -117,11 +119,11 @@ async function freePort(): Promise<number> {
   return port
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number, everyMs = 10): Promise<void> {
+async function waitFor(check: () => boolean | Promise<boolean>, what: string | (() => string), timeoutMs: number, everyMs = 10): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`)
     await new Promise((r) => setTimeout(r, everyMs))
   }
 }
@@ -131,7 +133,8 @@ let bundle = ''
 
 async function spawnNode(name: string, env: Record<string, string>, cpuProf: string | undefined): Promise<Node> {
   const args: string[] = []
-  if (cpuProf) args.push('--cpu-prof', '--cpu-prof-dir', cpuProf, '--cpu-prof-name', `${name}-${Date.now()}.cpuprofile`)
+  // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
+  if (cpuProf) args.push('--cpu-prof', '--cpu-prof-dir', path.join(cpuProf, name))
   args.push(bundle)
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
@@ -191,16 +194,20 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
     CAJE_MEMORY_CACHE_BYTES: '0',
     ...(options.threadpool ? { UV_THREADPOOL_SIZE: String(options.threadpool) } : {}),
   }
+  // The role comes from LiteFS's HTTP API: one small stand-in per node (node 1 holds the lease).
+  const litefsApis: FakeLitefs[] = []
   const envFor = async (i: number): Promise<Record<string, string>> => {
     const litefs = path.join(root, `litefs${i + 1}`)
     await fs.mkdir(litefs, { recursive: true })
     if (i > 0) await fs.writeFile(path.join(litefs, '.primary'), '127.0.0.1\n')
+    litefsApis[i] ??= await startFakeLitefs(i === 0 ? { isPrimary: true } : { isPrimary: false, hostname: '127.0.0.1' })
     return {
       ...common,
       PORT: String(ports[i]),
       CAJE_NODE_ID: `node${i + 1}`,
       CAJE_CACHE_DIR: path.join(root, `cache${i + 1}`),
       CAJE_LITEFS_DIR: litefs,
+      CAJE_LITEFS_API: litefsApis[i]!.url,
       CAJE_INTERNAL_URL: `http://127.0.0.1:${ports[i]}`,
     }
   }
@@ -215,10 +222,14 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
     envFor,
     async close() {
       await Promise.all(nodes.map((n) => stopNode(n)))
+      await Promise.all(litefsApis.map((api) => api.close()))
       origin.closeAllConnections()
       await new Promise<void>((resolve) => origin.close(() => resolve()))
       if (!options.keep) await fs.rm(root, { recursive: true, force: true })
-      else console.log(`kept ${root}`)
+      else {
+        for (const n of nodes) await fs.writeFile(path.join(root, `${n.name}.log`), n.out())
+        console.log(`kept ${root} (the nodes' output in node*.log)`)
+      }
     },
   }
 }
@@ -338,6 +349,10 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     batches.push(ops)
   }
   const bodies = batches.map((ops) => JSON.stringify({ ops }))
+  const idleWorst = await idleProbeWorst(cluster)
+  // The saturated primary: fresh connections every 50 ms while batches arrive back to back.
+  const probes = probeHealth([primary])
+  const window = profileWindow('apply')
   const t0 = performance.now()
   let applied = 0
   for (const body of bodies) {
@@ -351,21 +366,16 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     applied += json.applied ?? 0
   }
   const seconds = (performance.now() - t0) / 1000
-  return { opsPerSecond: Math.round(applied / seconds) }
+  const [worst] = await probes.stop()
+  window.end()
+  return { opsPerSecond: Math.round(applied / seconds), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
 }
 
 /** Fill every node with the objects, then purge them by prefix through node 2 (a replica). */
 async function scenarioPurge(cluster: Cluster, objects: number, run: number): Promise<Record<string, number>> {
   const prefix = `/purge${run}/`
   const paths = Array.from({ length: objects }, (_, i) => `${prefix}${i}`)
-  for (const node of cluster.nodes) await pool(paths, 16, async (p) => void (await get(node, p)))
-  // Every node has committed every object (commits finish after the response).
-  await waitFor(
-    async () => (await Promise.all(cluster.nodes.map((n) => diskTotal(n, prefix)))).every((t) => t === objects),
-    'every node to hold the objects',
-    120_000,
-    200,
-  )
+  await fillNodes(cluster.nodes, paths, prefix)
   const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('purge')
@@ -420,6 +430,34 @@ function profileWindow(name: string): { end(): void } {
   }
 }
 
+interface NodeHealth {
+  cache: { writesSkipped: number; writeQueueJobs: number; writeFailures: number }
+}
+
+async function health(node: Node): Promise<NodeHealth> {
+  return (await admin<NodeHealth>(node, '/_caje/health')).json
+}
+
+/**
+ * Request every path from each node until each holds them all. A node whose
+ * disk write queue is full serves a response without storing it (counted as
+ * writesSkipped): such paths are asked again once its queue has drained.
+ */
+async function fillNodes(nodes: Node[], paths: string[], prefix: string): Promise<void> {
+  for (const node of nodes) {
+    const skippedBefore = (await health(node)).cache.writesSkipped
+    for (let round = 1; ; round++) {
+      await pool(paths, 16, async (p) => void (await get(node, p)))
+      // Commits finish after the response: wait for the node's write queue to drain.
+      await waitFor(async () => (await health(node)).cache.writeQueueJobs === 0, `${node.name} to write its queue`, 120_000, 100)
+      const held = await diskTotal(node, prefix)
+      if (held === paths.length) break
+      if (round === 5) throw new Error(`${node.name} holds ${held} of ${paths.length} objects after ${round} rounds of requests`)
+      console.log(`${node.name} holds ${held} of ${paths.length} objects (${(await health(node)).cache.writesSkipped - skippedBefore} writes skipped for a full write queue); asking again`)
+    }
+  }
+}
+
 async function diskTotal(node: Node, filter: string): Promise<number> {
   const res = await admin<{ disk: { total: number } }>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=1`)
   return res.json.disk.total
@@ -429,13 +467,7 @@ async function diskTotal(node: Node, filter: string): Promise<number> {
 async function scenarioPopulate(cluster: Cluster, objects: number, run: number): Promise<Record<string, number>> {
   const prefix = `/pop${run}/`
   const paths = Array.from({ length: objects }, (_, i) => `${prefix}${i}`)
-  for (const node of cluster.nodes.slice(0, 2)) await pool(paths, 16, async (p) => void (await get(node, p)))
-  await waitFor(
-    async () => (await Promise.all(cluster.nodes.slice(0, 2).map((n) => diskTotal(n, prefix)))).every((t) => t === objects),
-    'nodes 1 and 2 to hold the objects',
-    120_000,
-    200,
-  )
+  await fillNodes(cluster.nodes.slice(0, 2), paths, prefix)
   // The manifest lists them as held (replicas' ops reach the primary in batches).
   await waitFor(async () => (await admin<{ manifest: { total: number } }>(cluster.nodes[2]!, `/_caje/list?filter=${encodeURIComponent(prefix)}&limit=1`)).json.manifest.total === objects, 'the manifest', 60_000, 100)
   const before = cluster.originRequests()

@@ -484,8 +484,9 @@ describe('disk store', () => {
   it('counts, logs and reports a failed write without rejecting commit()', async () => {
     const store = await openStore()
     const events = recordEvents(store)
-    // A file where the temp directory should be: every write fails (even as root).
+    // Files where the temp and content directories should be: every write fails (even as root).
     await writeFile(path.join(dir, 'tmp'), 'in the way')
+    await writeFile(path.join(dir, 'content-v2'), 'in the way')
     // A small body is written behind: served from memory until the writer fails, then dropped.
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(100))).toBeDefined()
     expect(await store.read('https://a.test/small', '')).toBeUndefined()
@@ -500,6 +501,7 @@ describe('disk store', () => {
     expect(logs.filter((l) => l.msg === 'cache write failed')).toHaveLength(2)
 
     await rm(path.join(dir, 'tmp'))
+    await rm(path.join(dir, 'content-v2'))
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(100))).toBeDefined()
   })
 

@@ -764,6 +764,10 @@ class CacacheDiskStore implements DiskStore {
     return this.#writer.stats()
   }
 
+  writeRoom(size: number): Promise<void> {
+    return this.#writer.room(size)
+  }
+
   async drain(): Promise<void> {
     while (this.#inflight.size > 0) await Promise.all([...this.#inflight])
     await this.#writer.drain()

@@ -7,11 +7,12 @@
 //
 // The files are cacache's format (content-v2/ bodies named by their sha512,
 // index-v5/ buckets of hashed JSON lines), so cacache's own tools read them.
-// Crash safety: a body is written to tmp/ and renamed into place whole, and its
-// index line is appended only after that, so a SIGKILL at any moment leaves
-// at worst an unreferenced content file or a torn last index line, which
-// cacache's reader skips (each line carries the sha1 of its JSON) and the
-// store's start-up sweep removes.
+// Crash safety: a new body is written under its content name (an existing one
+// is replaced through tmp/ and a rename), and its index line is appended only
+// after that, so a SIGKILL at any moment leaves at worst an unreferenced (maybe
+// torn) content file or a torn last index line, which cacache's reader skips
+// (each line carries the sha1 of its JSON) and the store's start-up sweep
+// removes.
 //
 // Jobs run strictly in the order they were queued: a removal queued after a
 // write happens after it, so the store needs no per-file locking.
@@ -68,6 +69,7 @@ export class DiskWriter {
   #bytes = 0
   #jobs = 0
   #idle: (() => void)[] = []
+  #roomWaiters: { bytes: number; resolve: () => void }[] = []
   #closed = false
 
   constructor(opts: DiskWriterOptions) {
@@ -83,6 +85,15 @@ export class DiskWriter {
 
   stats(): DiskWriterStats {
     return { jobs: this.#jobs, bytes: this.#bytes }
+  }
+
+  /**
+   * Resolves once a body of `bytes` would be queued (at once when it fits now). A body larger
+   * than the whole queue waits for an empty queue, where hasRoom still refuses it.
+   */
+  room(bytes: number): Promise<void> {
+    if (this.#closed || this.hasRoom(bytes) || this.#jobs === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#roomWaiters.push({ bytes, resolve }))
   }
 
   /** Queue a job; resolves when the worker has carried it out (never rejects: failures are results). */
@@ -107,6 +118,7 @@ export class DiskWriter {
   async close(): Promise<void> {
     await this.drain()
     this.#closed = true
+    for (const waiter of this.#roomWaiters.splice(0)) waiter.resolve()
     const worker = this.#worker
     this.#worker = undefined
     await worker?.terminate()
@@ -124,10 +136,18 @@ export class DiskWriter {
 
   #send(): void {
     if (this.#inFlight || this.#queue.length === 0) return
-    const batch = this.#queue
-    this.#queue = []
+    // A bounded slice of the queue per message: posting thousands of jobs at
+    // once held the event loop for most of a second under a populate.
+    let take = 0
+    let bytes = 0
+    while (take < this.#queue.length && take < MAX_JOBS_PER_MESSAGE && (take === 0 || bytes + this.#queue[take]!.bytes <= MAX_BYTES_PER_MESSAGE)) {
+      bytes += this.#queue[take]!.bytes
+      take++
+    }
+    const batch = this.#queue.splice(0, take)
     this.#inFlight = batch
-    this.#ensureWorker().postMessage(batch.map((q) => q.job))
+    const { message, transfer } = packBatch(batch.map((q) => q.job), bytes)
+    this.#ensureWorker().postMessage(message, transfer)
   }
 
   #ensureWorker(): Worker {
@@ -156,8 +176,52 @@ export class DiskWriter {
       q.done(results[i] ?? { ok: false, error: { message: 'cache writer thread gave no result' } })
     }
     if (this.#jobs === 0) for (const resolve of this.#idle.splice(0)) resolve()
+    // Waiters are let in oldest first, each counted against the room the ones before it will take.
+    let promised = this.#bytes
+    while (this.#roomWaiters.length > 0) {
+      const next = this.#roomWaiters[0]!
+      if (promised + next.bytes > this.#maxQueueBytes && promised > 0) break
+      promised += next.bytes
+      this.#roomWaiters.shift()!.resolve()
+    }
     this.#schedule()
   }
+}
+
+/** Most jobs in one message to the worker. */
+const MAX_JOBS_PER_MESSAGE = 256
+/** Most body bytes in one message (a larger body still goes, alone). */
+const MAX_BYTES_PER_MESSAGE = 4 * 1024 * 1024
+
+/** A job as posted: a body travels as a range of the message's arena. */
+type PostedJob = DiskJob | (Omit<Extract<DiskJob, { op: 'put' }>, 'body'> & { bodyAt: number; bodyBytes: number })
+
+interface BatchMessage {
+  jobs: PostedJob[]
+  arena: ArrayBuffer | undefined
+}
+
+/**
+ * The batch as one message whose bodies are copied into one ArrayBuffer that
+ * is transferred, not cloned. A body is often a view into a larger buffer (a
+ * network read of many objects): cloning a view copies its whole backing
+ * buffer, once per job.
+ */
+function packBatch(jobs: DiskJob[], bodyBytes: number): { message: BatchMessage; transfer: ArrayBuffer[] } {
+  const arena = bodyBytes > 0 ? new ArrayBuffer(bodyBytes) : undefined
+  const view = arena ? new Uint8Array(arena) : undefined
+  let at = 0
+  const posted = jobs.map((job): PostedJob => {
+    if (job.op !== 'put' || !job.body) return job
+    // An empty body has no bytes to place (and its view may still pin a large buffer).
+    if (job.body.byteLength === 0) return { ...job, body: new Uint8Array(0) }
+    const { body, ...rest } = job
+    view!.set(body, at)
+    const placed = { ...rest, bodyAt: at, bodyBytes: body.byteLength }
+    at += body.byteLength
+    return placed
+  })
+  return { message: { jobs: posted, arena }, transfer: arena ? [arena] : [] }
 }
 
 /**
@@ -213,11 +277,50 @@ function diskWriterThread(): void {
     withDir(path.dirname(bucket), () => fs.appendFileSync(bucket, indexLine(json)))
   }
 
+  /** Creates `file` with `body` (never over an existing file); undefined when it exists. */
+  const writeNew = (file: string, body: Uint8Array): WrittenFile | undefined => {
+    let fd: number
+    try {
+      fd = withDir(path.dirname(file), () => fs.openSync(file, 'wx'))
+    } catch (error) {
+      if ((error as { code?: string } | null)?.code === 'EEXIST') return undefined
+      throw error
+    }
+    try {
+      for (let at = 0; at < body.byteLength; ) at += fs.writeSync(fd, body, at, body.byteLength - at)
+      const st = fs.fstatSync(fd)
+      fs.closeSync(fd)
+      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+    } catch (error) {
+      // A partial body (disk full...) must not stay under its name.
+      try {
+        fs.closeSync(fd)
+      } catch {
+        // Already closed, or the descriptor is gone: the removal below is what matters.
+      }
+      fs.rmSync(file, { force: true })
+      throw error
+    }
+  }
+
   const run = (job: DiskJob): JobResult => {
     switch (job.op) {
       case 'put': {
         let source = job.tmpPath
         if (job.body) {
+          // A body whose file is not there yet is written straight under its name: no
+          // temp file and rename, the slowest part of a put on ext4. A SIGKILL halfway
+          // leaves a torn file that no index line names yet (the line is appended after),
+          // which the start-up sweep removes; the store checks a body's integrity before
+          // trusting a file it has not written itself.
+          const written = writeNew(job.contentPath, job.body)
+          if (written) {
+            writeIndex(job.id, job.line, job.compact)
+            return { ok: true, file: written }
+          }
+          // The file exists (a body shared with another entry, or an unswept leftover):
+          // replaced whole, atomically, as before.
+
           const tmp = tmpName()
           const body = job.body
           withDir(tmpDir, () => fs.writeFileSync(tmp, body, { flag: 'wx' }))
@@ -252,9 +355,11 @@ function diskWriterThread(): void {
     }
   }
 
-  parentPort!.on('message', (jobs: DiskJob[]) => {
+  parentPort!.on('message', ({ jobs, arena }: BatchMessage) => {
     const results: JobResult[] = []
-    for (const job of jobs) {
+    for (const posted of jobs) {
+      const job: DiskJob =
+        posted.op === 'put' && 'bodyAt' in posted ? { ...posted, body: new Uint8Array(arena!, posted.bodyAt, posted.bodyBytes) } : (posted as DiskJob)
       try {
         results.push(run(job))
       } catch (error) {

@@ -87,6 +87,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
 
     admits: (key, size) => disk.admits(key, size),
     drain: () => disk.drain(),
+    writeRoom: (size) => disk.writeRoom(size),
 
     put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
       const writer = this.writer(entry)

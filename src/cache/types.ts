@@ -144,6 +144,11 @@ export interface CacheStore {
   /** Resolves once every write queued so far is on disk. */
   drain(): Promise<void>
   /**
+   * Resolves once a body of `size` bytes fits in the disk write queue. A writer that can wait
+   * (populate, copying thousands of objects) waits here instead of having its copies skipped.
+   */
+  writeRoom(size: number): Promise<void>
+  /**
    * Store a variant whose whole body is at hand (populate): the same write path as writer()
    * (write-behind, bounded queue). Resolves to the stored meta, or undefined when not stored.
    */

@@ -8,6 +8,9 @@ import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
 import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
+import { createHash } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { contentPath } from './content-file.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 let dir: string
@@ -64,6 +67,29 @@ describe('write-behind disk writer', () => {
     expect((await cacache.ls(dir))[entryId('https://a.test/m', '')]).toBeDefined()
   })
 
+  it('writes each body exactly when many arrive at once as views into one shared buffer (a network read of many objects)', async () => {
+    const store = await openStore()
+    // 600 bodies of 700 bytes, each a view into one 420,000-byte buffer: more jobs and
+    // bytes than the writer sends the worker in one message.
+    const count = 600
+    const size = 700
+    const shared = bodyOf(count * size, 7)
+    const commits: Promise<unknown>[] = []
+    for (let i = 0; i < count; i++) {
+      const writer = store.writer(newEntry(`https://a.test/view/${i}`))
+      expect(writer.write(shared.subarray(i * size, (i + 1) * size))).toBe(true)
+      commits.push(writer.commit())
+    }
+    await Promise.all(commits)
+    await store.drain()
+    for (const i of [0, 1, 255, 256, 257, 511, 512, count - 1]) {
+      const { data } = await cacache.get(dir, entryId(`https://a.test/view/${i}`, ''))
+      expect(data.equals(shared.subarray(i * size, (i + 1) * size)), `body ${i}`).toBe(true)
+    }
+    expect(Object.keys(await cacache.ls(dir))).toHaveLength(count)
+    expect(store.stats()).toMatchObject({ writeFailures: 0, writeQueueJobs: 0, writeQueueBytes: 0 })
+  })
+
   it('serves without storing, and counts it, when the write queue is full', async () => {
     const store = await openStore({ writeQueueBytes: 1000 })
     const events = recordEvents(store)
@@ -75,6 +101,37 @@ describe('write-behind disk writer', () => {
     // What fits is stored.
     expect(store.admits('https://a.test/small', 500)).toBe(true)
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(500))).toBeDefined()
+  })
+
+  it('replaces a torn file left under a body\'s content name, and shares one file between two entries with the same body', async () => {
+    const body = bodyOf(5000, 3)
+    const file = contentPath(dir, `sha512-${createHash('sha512').update(body).digest('base64')}`)!
+    // What a SIGKILL in the middle of a direct write leaves: the first bytes, under the final name.
+    await mkdir(path.dirname(file), { recursive: true })
+    await writeFile(file, body.subarray(0, 1000))
+    const store = await openStore()
+    expect(await put(store, newEntry('https://a.test/one'), body)).toBeDefined()
+    expect(await put(store, newEntry('https://a.test/two'), body)).toBeDefined()
+    for (const url of ['https://a.test/one', 'https://a.test/two']) {
+      expect((await cacache.get(dir, entryId(url, ''))).data.equals(body)).toBe(true)
+    }
+    expect(store.stats().writeFailures).toBe(0)
+  })
+
+  it('writeRoom() resolves once the queue has drained enough for the body, so a patient writer is not skipped', async () => {
+    const store = await openStore({ writeQueueBytes: 1000 })
+    expect(await store.put(newEntry('https://a.test/first'), bodyOf(900))).toBeDefined()
+    let roomy = false
+    const room = store.writeRoom(500).then(() => (roomy = true))
+    // The worker's answer can only arrive in a later turn of the event loop.
+    await Promise.resolve()
+    expect(roomy).toBe(false)
+    await room
+    expect(store.admits('https://a.test/second', 500)).toBe(true)
+    expect(await put(store, newEntry('https://a.test/second'), bodyOf(500))).toBeDefined()
+    // With room already, at once.
+    await store.writeRoom(10)
+    expect(store.stats().writesSkipped).toBe(0)
   })
 
   it('keeps at most maxVariants variants per key, dropping the least recently used', async () => {

@@ -47,7 +47,7 @@ export type FillFn = (url: URL, varyHeaders: Record<string, string>, signal: Abo
 
 export interface PopulatorOptions {
   readDb: () => Kysely<Database>
-  store: Pick<CacheStore, 'variants' | 'writer' | 'delete' | 'markStale'>
+  store: Pick<CacheStore, 'variants' | 'writer' | 'delete' | 'markStale' | 'writeRoom'>
   nodeId: string
   /** Needed to ask peers; without it every entry comes from the origin. */
   clusterSecret: string | undefined
@@ -315,6 +315,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
     const fresh = meta.staleAt > now()
     const { size: _size, integrity: _integrity, ...copied } = meta
     const newEntry: NewEntry = { ...copied, origin: typeof copied.origin === 'string' ? copied.origin : undefined, via: `peer:${holder.nodeId}` }
+    // Copies arrive faster than a disk takes them: wait for room in the write queue (the
+    // peer's stream waits meanwhile) rather than have the store skip the copy.
+    if (fresh) await options.store.writeRoom(meta.size)
     let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry) : undefined
     try {
       const hash = createHash('sha512')
