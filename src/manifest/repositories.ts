@@ -758,15 +758,16 @@ export async function topPathsSince(db: Db, q: TopPathsQuery): Promise<PathMisse
   const rows = [...top, ...more]
   if (rows.length === 0) return []
   // SQLite's json_each sums each reason across the rows of the paths kept (a few dozen).
+  // json_each has a column named path too: name the table's.
   const reasons = await base()
     .innerJoin(sql<{ key: string; value: number }>`json_each(node_minute_paths.reasons)`.as('r'), (join) => join.onTrue())
-    .select((eb) => ['path', sql<string>`r.key`.as('reason'), eb.fn.sum<number>(sql`r.value`).as('n')])
+    .select((eb) => ['node_minute_paths.path', sql<string>`r.key`.as('reason'), eb.fn.sum<number>(sql`r.value`).as('n')])
     .where(
-      'path',
+      'node_minute_paths.path',
       'in',
       rows.map((r) => r.path),
     )
-    .groupBy(['path', sql`r.key`])
+    .groupBy(['node_minute_paths.path', sql`r.key`])
     .execute()
   const out = new Map(rows.map((r) => [r.path, { path: r.path, misses: Number(r.misses), originBytes: Number(r.origin_bytes), reasons: {} as Record<string, number> }]))
   for (const r of reasons) out.get(r.path)!.reasons[r.reason] = Number(r.n)
