@@ -73,12 +73,13 @@ describe('traffic per minute', () => {
     expect(m!.misses).toBe(460)
   })
 
-  it('records what is left, the current minute included, when it stops', () => {
+  it('records what is left, the current minute included with its top paths, when it stops', () => {
     const ops: unknown[] = []
     const t = createTrafficRecorder()
     t.record(served({ hit: true, ttl: 1 }, 'memory'), 1)
-    const stop = startTrafficRecording({ recorder: t, writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', intervalMs: 3_600_000 })
-    stop()
-    expect(ops).toMatchObject([{ type: 'minutes', nodeId: 'n1', minutes: [{ requests: 1, hits: 1 }] }])
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'no-store' }, 'origin'), 9, { host: 'h', path: '/feed' })
+    const recording = startTrafficRecording({ recorder: t, writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', intervalMs: 3_600_000 })
+    recording.stop()
+    expect(ops).toMatchObject([{ type: 'minutes', nodeId: 'n1', minutes: [{ requests: 2, hits: 1, misses: 1, paths: [{ path: 'h/feed', misses: 1, originBytes: 9, reasons: { 'no-store': 1 } }] }] }])
   })
 })

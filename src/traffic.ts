@@ -124,16 +124,27 @@ function topOfMinute(paths: Iterable<PathMisses>): PathMisses[] {
   return [...kept].map((p) => ({ ...p, reasons: { ...p.reasons } }))
 }
 
-/** Record finished minutes in the manifest every interval; the returned function stops and records what is left. */
-export function startTrafficRecording(options: { recorder: TrafficRecorder; writer: Pick<ManifestWriter, 'submit'>; nodeId: string; intervalMs?: number }): () => void {
+export interface TrafficRecording {
+  /** Record every minute held now, the current one as it stands; when it finishes, its full count overwrites it. */
+  recordNow(): void
+  /** Stop, recording what is left. */
+  stop(): void
+}
+
+/** Record finished minutes, each with its top paths, in the manifest every interval. */
+export function startTrafficRecording(options: { recorder: TrafficRecorder; writer: Pick<ManifestWriter, 'submit'>; nodeId: string; intervalMs?: number }): TrafficRecording {
   const submit = (minutes: MinuteStats[]) => {
     if (minutes.length > 0) options.writer.submit({ type: 'minutes', nodeId: options.nodeId, minutes })
   }
   const timer = setInterval(() => submit(options.recorder.takeFinished()), options.intervalMs ?? MINUTE_MS)
   timer.unref()
-  return () => {
-    clearInterval(timer)
-    // At shutdown the current minute is recorded as it stands.
-    submit([...options.recorder.takeFinished(), ...options.recorder.pending()])
+  const recordNow = () => submit([...options.recorder.takeFinished(), ...options.recorder.pending()])
+  return {
+    recordNow,
+    stop() {
+      clearInterval(timer)
+      // At shutdown the current minute is recorded as it stands.
+      recordNow()
+    },
   }
 }
