@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type E2eServer } from './server.ts'
+import { PEER_MISSED, startServer, type E2eServer } from './server.ts'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const SHOTS = path.resolve('test-results')
@@ -288,12 +288,29 @@ describe.each([
     const cart = page.locator('table[data-table="top-misses"] tbody tr').filter({ hasText: '/api/cart' })
     expect(await cart.locator('td').nth(1).textContent()).toBe('3')
     expect(await cart.locator('[data-slot="reasons"]').textContent()).toMatch(/^(no-store|private) × 3$/)
+    // All nodes: node 2's misses are there too, from the manifest (the assets both nodes fetched count twice).
+    const topRow = (table: string, pathname: string) => page.locator(`table[data-table="${table}"] tbody tr`).filter({ hasText: new URL(server.node1.keyOf(pathname)).host + pathname })
+    expect(await page.locator('#top-misses h2').textContent()).toBe('Top paths by misses, all nodes, last hour')
+    const peerMiss = topRow('top-misses', PEER_MISSED)
+    expect(await peerMiss.locator('td').nth(1).textContent()).toBe('4')
+    expect(await peerMiss.locator('[data-slot="reasons"]').textContent()).toMatch(/^(no-store|private) × 4$/)
+    expect(await topRow('top-misses', '/assets/app-10.js').locator('td').nth(1).textContent()).toBe('2')
     await shot('traffic', page, true)
     await page.getByRole('link', { name: 'Last day' }).click()
     await page.waitForURL((u) => u.searchParams.get('period') === 'day')
+    expect(await topRow('top-misses', PEER_MISSED).count()).toBe(1)
     await page.getByRole('link', { name: 'e2e-node-1', exact: true }).click()
     await page.waitForURL((u) => u.searchParams.get('node') === 'e2e-node-1' && u.searchParams.get('period') === 'day')
     expect(await page.locator('#traffic h2').textContent()).toBe('Traffic, node e2e-node-1')
+    // This node alone: its own cart, not node 2's misses.
+    expect(await page.locator('#top-misses h2').textContent()).toBe('Top paths by misses, node e2e-node-1, last day')
+    expect(await topRow('top-misses', '/api/cart').locator('td').nth(1).textContent()).toBe('3')
+    expect(await topRow('top-misses', PEER_MISSED).count()).toBe(0)
+    await shot('traffic-this-node', page, true)
+    await page.getByRole('link', { name: 'e2e-node-2', exact: true }).click()
+    await page.waitForURL((u) => u.searchParams.get('node') === 'e2e-node-2')
+    expect(await topRow('top-misses', PEER_MISSED).locator('td').nth(1).textContent()).toBe('4')
+    expect(await topRow('top-misses', '/api/cart').count()).toBe(0)
     expect(await pageWidth()).toBeLessThanOrEqual(width)
   })
 

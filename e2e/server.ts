@@ -42,6 +42,8 @@ export const PEER_ONLY = [...range(1, 6).map((n) => `/assets/vendor-${n}.js`), .
 const REPEATED = [...range(1, 40).map((n) => `/assets/app-${n}.js`), ...range(1, 10).map((n) => `/api/products/${n}`)]
 /** Private, never stored: counted as misses. */
 const UNCACHEABLE = '/api/cart'
+/** Private too, asked for on node 2 only: the traffic page shows it for all nodes and for node 2, never for node 1. */
+export const PEER_MISSED = '/api/wishlist'
 
 /** Home page variants on node 1: one per Accept-Encoding it was asked with. */
 const HOME_ENCODINGS = ['gzip, br', 'identity']
@@ -110,7 +112,7 @@ function handleOrigin(req: http.IncomingMessage, res: http.ServerResponse): void
     const body = JSON.stringify({ id: n, name: `Product ${n}`, price: 4.5 + n, description: filler(`product ${n}`, 200 + ((n * 97) % 1_400)) })
     return send(200, { 'content-type': 'application/json', 'cache-control': 'public, max-age=600', 'surrogate-key': `products product-${n}` }, body)
   }
-  if (pathname === UNCACHEABLE) {
+  if (pathname === UNCACHEABLE || pathname === PEER_MISSED) {
     return send(200, { 'content-type': 'application/json', 'cache-control': 'private, no-store' }, '{"items":[]}')
   }
   send(404, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60' }, 'not found')
@@ -211,6 +213,12 @@ export async function startServer(): Promise<E2eServer> {
   // Node 2: some of node 1's pages, and the ones only it has.
   for (const p of [...SHARED_PAGES, ...PEER_ONLY]) await get(node2, p)
   for (const p of [...SHARED_PAGES, ...PEER_ONLY]) await stored(node2, p)
+  for (let i = 0; i < 4; i++) await get(node2, PEER_MISSED)
+  // A request is counted once its body is sent, a moment after the client has read it.
+  const since = Date.now() - 3600_000
+  await waitFor(async () => (await node2.actions.topMisses({ since, limit: 10, by: 'misses', node: 'e2e-node-2' })).some((p) => p.path.endsWith(PEER_MISSED) && p.misses === 4), 'node 2 to count its misses')
+  // Node 2 records its minutes once a minute; record them now, as its next batch would, so node 1 can show them.
+  node2.recordTraffic()
 
   // The manifest is written off the request path: wait until both nodes' records are in.
   await node1.manifest.writer.flush({ timeoutMs: 10_000 })

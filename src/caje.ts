@@ -54,6 +54,8 @@ export interface RunningCaje {
   demoOrigin?: DemoOrigin
   /** What an operator must know at start (how to enrol the first passkey). */
   notices: string[]
+  /** Record this node's traffic in the manifest now, the current minute as it stands (it is recorded once a minute anyway). */
+  recordTraffic(): void
   /** Stop accepting, finish in-flight requests (up to shutdownTimeoutMs), close stores. */
   close(): Promise<void>
 }
@@ -272,7 +274,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const port = address.port
   const url = localUrl(address)
   const internalUrl = config.internalUrl.endsWith(':0') ? (internalListener?.url ?? url) : config.internalUrl
-  const stopTraffic = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
+  const trafficRecording = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
@@ -294,6 +296,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     manifest,
     app,
     actions,
+    recordTraffic: () => trafficRecording.recordNow(),
     rules,
     demoOrigin,
     notices,
@@ -312,7 +315,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
         warmUp.close()
         // The last counts go out with the writer's queue below.
         hitCounts.close()
-        stopTraffic()
+        trafficRecording.stop()
         await populator.close()
         await purges.close()
         await proxy.idle()

@@ -9,8 +9,8 @@ import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
 import { NODE_OFFLINE_AFTER_MS } from './manifest/recorder.ts'
-import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeApplyTimes, purgeCoverage, recentPurges } from './manifest/repositories.ts'
-import type { TrafficRecorder } from './traffic.ts'
+import { countEntries, getNode, listManifest, listNodes, minutesSince, purgeApplyTimes, purgeCoverage, recentPurges, topPathsSince } from './manifest/repositories.ts'
+import { MINUTE_MS, rankPaths, type TrafficRecorder } from './traffic.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 
 /** The populate job as the admin drives it (manifest/populate.ts). */
@@ -37,7 +37,7 @@ export interface NodeActionsDeps {
   /** No LiteFS: every node writes the shared file itself, none is primary. */
   direct?: boolean
   /** This node's minutes not yet in the manifest. */
-  traffic?: Pick<TrafficRecorder, 'pending' | 'topMisses'>
+  traffic?: Pick<TrafficRecorder, 'pending'>
 }
 
 /** How long an admin action waits for its manifest writes before answering anyway. */
@@ -183,7 +183,31 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
       }))
     },
 
-    topMisses: (since, limit, by) => deps.traffic?.topMisses(since, limit, by) ?? [],
+    async topMisses({ since, limit, by, node }) {
+      const self = deps.config.nodeId
+      const from = Math.floor(since / MINUTE_MS) * MINUTE_MS
+      const db = deps.readDb()
+      // This node's minutes not in the manifest yet (the current one, a batch on its way) count from memory.
+      let pending = node === null || node === self ? (deps.traffic?.pending() ?? []).filter((m) => m.minute >= from) : []
+      if (pending.length > 0) {
+        const recorded = await db
+          .selectFrom('node_minutes')
+          .select('minute')
+          .where('node_id', '=', self)
+          .where(
+            'minute',
+            'in',
+            pending.map((m) => m.minute),
+          )
+          .execute()
+        const done = new Set(recorded.map((r) => r.minute))
+        pending = pending.filter((m) => !done.has(m.minute))
+      }
+      const lists = pending.map((m) => m.paths ?? [])
+      const alsoPaths = [...new Set(lists.flatMap((l) => l.map((p) => p.path)))]
+      const recorded = await topPathsSince(db, { since: from, nodeId: node, by, limit, alsoPaths })
+      return rankPaths([recorded, ...lists], by, limit)
+    },
 
     async traffic(since) {
       const recorded = await minutesSince(deps.readDb(), since)

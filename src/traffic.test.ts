@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { CacheStatus } from './proxy/cache-status.ts'
-import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
+import { createTrafficRecorder, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED } from './traffic.ts'
 
 const served = (cacheStatus: CacheStatus, tier: 'memory' | 'disk' | 'origin' | 'none') => ({ cacheStatus, tier })
 
@@ -17,8 +17,8 @@ describe('traffic per minute', () => {
     t.record(served({ hit: true, ttl: 10 }, 'memory'), 7)
     const minute = Date.UTC(2026, 0, 1, 12, 0)
     expect(t.pending()).toEqual([
-      { minute, requests: 5, hits: 2, misses: 2, bytesCache: 150, bytesOrigin: 1015 },
-      { minute: minute + 60_000, requests: 1, hits: 1, misses: 0, bytesCache: 7, bytesOrigin: 0 },
+      { minute, requests: 5, hits: 2, misses: 2, bytesCache: 150, bytesOrigin: 1015, paths: [] },
+      { minute: minute + 60_000, requests: 1, hits: 1, misses: 0, bytesCache: 7, bytesOrigin: 0, paths: [] },
     ])
     // Only finished minutes leave; the current one stays until it is over.
     expect(t.takeFinished().map((m) => m.minute)).toEqual([minute])
@@ -37,23 +37,49 @@ describe('traffic per minute', () => {
     t.record(served({ hit: true, ttl: 5 }, 'memory'), 100, at('/page'))
     clock.now += 60_000
     t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'private' }, 'origin'), 10, at('/cart'))
-    const byMisses = t.topMisses(clock.now - 3600_000, 10, 'misses')
-    expect(byMisses).toEqual([
+    const minute = Date.UTC(2026, 0, 1, 12, 0)
+    // Each minute carries its own paths; the finished one leaves with them.
+    expect(t.pending().map((m) => [m.minute, m.paths?.length])).toEqual([
+      [minute, 3],
+      [minute + 60_000, 1],
+    ])
+    const [finished] = t.takeFinished()
+    expect(t.pending()[0]!.paths).toEqual([{ path: 'shop.example/cart', misses: 1, originBytes: 10, reasons: { private: 1 } }])
+    const lists = [finished!.paths!, t.pending()[0]!.paths!]
+    expect(rankPaths(lists, 'misses', 10)).toEqual([
       { path: 'shop.example/cart', misses: 4, originBytes: 40, reasons: { private: 4 } },
       { path: 'shop.example/page', misses: 2, originBytes: 200, reasons: { 'not yet cached': 1, 'vary-miss': 1 } },
       { path: 'shop.example/video.mp4', misses: 1, originBytes: 5_000_000, reasons: { 'too-large': 1 } },
     ])
-    expect(t.topMisses(clock.now - 3600_000, 1, 'bytes').map((p) => p.path)).toEqual(['shop.example/video.mp4'])
-    // Only the minutes asked for.
-    expect(t.topMisses(clock.now, 10, 'misses')).toEqual([{ path: 'shop.example/cart', misses: 1, originBytes: 10, reasons: { private: 1 } }])
+    expect(rankPaths(lists, 'bytes', 1).map((p) => p.path)).toEqual(['shop.example/video.mp4'])
+    // Summing never changes the lists it was given.
+    expect(finished!.paths!.find((p) => p.path === 'shop.example/cart')).toEqual({ path: 'shop.example/cart', misses: 3, originBytes: 30, reasons: { private: 3 } })
   })
 
-  it('records what is left, the current minute included, when it stops', () => {
+  it('records a bounded top of each minute: the most missed paths and the paths with the most origin bytes', () => {
+    const clock = { now: Date.UTC(2026, 0, 1, 12, 0, 30) }
+    const t = createTrafficRecorder({ now: () => clock.now })
+    const miss = served({ fwd: 'uri-miss', fwdStatus: 200, stored: true }, 'origin')
+    // 200 paths missed twice each with small bodies, and 60 missed once with large ones.
+    for (let i = 0; i < 200; i++) for (let n = 0; n < 2; n++) t.record(miss, 10, { host: 'h', path: `/often/${String(i).padStart(3, '0')}` })
+    for (let i = 0; i < 60; i++) t.record(miss, 1_000_000 + i, { host: 'h', path: `/big/${i}` })
+    clock.now += 60_000
+    const [m] = t.takeFinished()
+    const paths = m!.paths!.map((p) => p.path)
+    expect(paths).toHaveLength(2 * TOP_PATHS_RECORDED)
+    expect(paths.filter((p) => p.startsWith('h/often/')).sort()).toEqual(Array.from({ length: TOP_PATHS_RECORDED }, (_, i) => `h/often/${String(i).padStart(3, '0')}`))
+    expect(paths.filter((p) => p.startsWith('h/big/')).sort()).toEqual(Array.from({ length: TOP_PATHS_RECORDED }, (_, i) => `h/big/${i + 10}`).sort())
+    // The minute's own counts are whole, whatever its top lists leave out.
+    expect(m!.misses).toBe(460)
+  })
+
+  it('records what is left, the current minute included with its top paths, when it stops', () => {
     const ops: unknown[] = []
     const t = createTrafficRecorder()
     t.record(served({ hit: true, ttl: 1 }, 'memory'), 1)
-    const stop = startTrafficRecording({ recorder: t, writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', intervalMs: 3_600_000 })
-    stop()
-    expect(ops).toMatchObject([{ type: 'minutes', nodeId: 'n1', minutes: [{ requests: 1, hits: 1 }] }])
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'no-store' }, 'origin'), 9, { host: 'h', path: '/feed' })
+    const recording = startTrafficRecording({ recorder: t, writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', intervalMs: 3_600_000 })
+    recording.stop()
+    expect(ops).toMatchObject([{ type: 'minutes', nodeId: 'n1', minutes: [{ requests: 2, hits: 1, misses: 1, paths: [{ path: 'h/feed', misses: 1, originBytes: 9, reasons: { 'no-store': 1 } }] }] }])
   })
 })

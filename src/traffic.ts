@@ -1,11 +1,11 @@
 // This node's traffic per minute: requests, answers from cache and from the
-// origin, and the bytes of each. Kept in memory and recorded in the manifest
-// once a minute (one batch of finished minutes), so any node can draw every
-// node's charts.
+// origin, the bytes of each, and the paths that went to the origin most (with
+// why). Kept in memory and recorded in the manifest once a minute (one batch of
+// finished minutes, each with its bounded top paths), so any node can draw
+// every node's charts and top-misses tables.
 
-import type { PathMisses } from './admin/actions.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
-import type { MinuteStats } from './manifest/repositories.ts'
+import type { MinuteStats, PathMisses } from './manifest/repositories.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import type { ProxyResult } from './proxy/proxy.ts'
 
@@ -14,19 +14,23 @@ export const MINUTE_MS = 60_000
 /** Paths remembered per minute for the top-misses tables; more are counted under OTHER_PATHS. */
 const PATHS_PER_MINUTE = 500
 export const OTHER_PATHS = '(other paths)'
-/** Minutes of per-path misses kept in memory (the traffic page's last hour). */
+/** Minutes of per-path misses kept in memory when nothing takes them (no manifest writer). */
 const MISS_MINUTES_KEPT = 60
+/**
+ * A minute's paths recorded in the manifest: its top ones by misses and its
+ * top ones by origin bytes (a path can be both). Summed over a window, a path
+ * that is never in a minute's top is left out: the tables show the heavy ones.
+ */
+export const TOP_PATHS_RECORDED = 50
 
 export type { PathMisses }
 
 export interface TrafficRecorder {
   /** Count one answered request (called when its body has been sent). */
   record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: { host: string; path: string }): void
-  /** This node's paths that went to the origin since `since` (epoch ms), most misses (or origin bytes) first. */
-  topMisses(since: number, limit: number, by?: 'misses' | 'bytes'): PathMisses[]
-  /** Finished minutes not taken yet, oldest first; they leave the recorder. */
+  /** Finished minutes not taken yet, oldest first, each with its top paths; they leave the recorder. */
   takeFinished(): MinuteStats[]
-  /** Everything still held here, the current minute included (not yet in the manifest). */
+  /** Everything still held here, the current minute included (not yet in the manifest), each with its top paths. */
   pending(): MinuteStats[]
 }
 
@@ -51,6 +55,7 @@ export function createTrafficRecorder(options: { now?: () => number } = {}): Tra
     p.originBytes += bytes
     p.reasons[reason] = (p.reasons[reason] ?? 0) + 1
   }
+  const withPaths = (m: MinuteStats): MinuteStats => ({ ...m, paths: topOfMinute(missesByMinute.get(m.minute)?.values() ?? []) })
   const bucket = (minute: number): MinuteStats => {
     let m = minutes.get(minute)
     if (!m) {
@@ -80,41 +85,66 @@ export function createTrafficRecorder(options: { now?: () => number } = {}): Tra
     takeFinished() {
       const current = Math.floor(now() / MINUTE_MS) * MINUTE_MS
       const done = [...minutes.values()].filter((m) => m.minute < current).sort((a, b) => a.minute - b.minute)
-      for (const m of done) minutes.delete(m.minute)
-      return done.map((m) => ({ ...m }))
-    },
-    topMisses(since, limit, by = 'misses') {
-      const total = new Map<string, PathMisses>()
-      for (const [minute, paths] of missesByMinute) {
-        if (minute < Math.floor(since / MINUTE_MS) * MINUTE_MS) continue
-        for (const p of paths.values()) {
-          const t = total.get(p.path) ?? { path: p.path, misses: 0, originBytes: 0, reasons: {} }
-          t.misses += p.misses
-          t.originBytes += p.originBytes
-          for (const [r, n] of Object.entries(p.reasons)) t.reasons[r] = (t.reasons[r] ?? 0) + n
-          total.set(p.path, t)
-        }
+      const taken = done.map(withPaths)
+      for (const m of done) {
+        minutes.delete(m.minute)
+        missesByMinute.delete(m.minute)
       }
-      const order = by === 'misses' ? (a: PathMisses, b: PathMisses) => b.misses - a.misses || b.originBytes - a.originBytes : (a: PathMisses, b: PathMisses) => b.originBytes - a.originBytes || b.misses - a.misses
-      return [...total.values()].sort((a, b) => order(a, b) || a.path.localeCompare(b.path)).slice(0, limit)
+      return taken
     },
 
     pending() {
-      return [...minutes.values()].sort((a, b) => a.minute - b.minute).map((m) => ({ ...m }))
+      return [...minutes.values()].sort((a, b) => a.minute - b.minute).map(withPaths)
     },
   }
 }
 
-/** Record finished minutes in the manifest every interval; the returned function stops and records what is left. */
-export function startTrafficRecording(options: { recorder: TrafficRecorder; writer: Pick<ManifestWriter, 'submit'>; nodeId: string; intervalMs?: number }): () => void {
+const byMisses = (a: PathMisses, b: PathMisses) => b.misses - a.misses || b.originBytes - a.originBytes || a.path.localeCompare(b.path)
+const byBytes = (a: PathMisses, b: PathMisses) => b.originBytes - a.originBytes || b.misses - a.misses || a.path.localeCompare(b.path)
+
+/** Paths summed (a path listed in several lists counts once per list), most misses (or origin bytes) first. */
+export function rankPaths(lists: Iterable<Iterable<PathMisses>>, by: 'misses' | 'bytes', limit: number): PathMisses[] {
+  const total = new Map<string, PathMisses>()
+  for (const list of lists) {
+    for (const p of list) {
+      const t = total.get(p.path) ?? { path: p.path, misses: 0, originBytes: 0, reasons: {} }
+      t.misses += p.misses
+      t.originBytes += p.originBytes
+      for (const [r, n] of Object.entries(p.reasons)) t.reasons[r] = (t.reasons[r] ?? 0) + n
+      total.set(p.path, t)
+    }
+  }
+  return [...total.values()].sort(by === 'misses' ? byMisses : byBytes).slice(0, limit)
+}
+
+/** A minute's top paths, by misses and by origin bytes, each once (copies: the recorder keeps counting). */
+function topOfMinute(paths: Iterable<PathMisses>): PathMisses[] {
+  const all = [...paths]
+  const kept = new Set([...all.sort(byMisses).slice(0, TOP_PATHS_RECORDED), ...all.sort(byBytes).slice(0, TOP_PATHS_RECORDED)])
+  return [...kept].map((p) => ({ ...p, reasons: { ...p.reasons } }))
+}
+
+export interface TrafficRecording {
+  /** Record every minute held now, the current one as it stands; when it finishes, its full count overwrites it. */
+  recordNow(): void
+  /** Stop, recording what is left. */
+  stop(): void
+}
+
+/** Record finished minutes, each with its top paths, in the manifest every interval. */
+export function startTrafficRecording(options: { recorder: TrafficRecorder; writer: Pick<ManifestWriter, 'submit'>; nodeId: string; intervalMs?: number }): TrafficRecording {
   const submit = (minutes: MinuteStats[]) => {
     if (minutes.length > 0) options.writer.submit({ type: 'minutes', nodeId: options.nodeId, minutes })
   }
   const timer = setInterval(() => submit(options.recorder.takeFinished()), options.intervalMs ?? MINUTE_MS)
   timer.unref()
-  return () => {
-    clearInterval(timer)
-    // At shutdown the current minute is recorded as it stands.
-    submit([...options.recorder.takeFinished(), ...options.recorder.pending()])
+  const recordNow = () => submit([...options.recorder.takeFinished(), ...options.recorder.pending()])
+  return {
+    recordNow,
+    stop() {
+      clearInterval(timer)
+      // At shutdown the current minute is recorded as it stands.
+      recordNow()
+    },
   }
 }

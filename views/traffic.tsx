@@ -22,7 +22,7 @@ export interface TrafficPageProps {
   node: string | null
   nodes: string[]
   minutes: TrafficMinute[]
-  /** This node's paths that went to the origin in the last hour, by misses and by origin bytes. */
+  /** Paths that went to the origin in the period on the chosen node(s), by misses and by origin bytes. */
   topByMisses: PathMisses[]
   topByBytes: PathMisses[]
 }
@@ -203,8 +203,8 @@ export const TrafficPage: FC<TrafficPageProps> = (props) => {
           </div>
         )}
       </section>
-      <TopMisses id="top-misses" title={t.topByMisses(props.chrome.status.nodeId)} rows={props.topByMisses} />
-      <TopMisses id="top-origin-bytes" title={t.topByBytes(props.chrome.status.nodeId)} rows={props.topByBytes} />
+      <TopMisses id="top-misses" title={t.topByMisses(props.node, t.period[props.period])} rows={props.topByMisses} />
+      <TopMisses id="top-origin-bytes" title={t.topByBytes(props.node, t.period[props.period])} rows={props.topByBytes} />
     </Layout>
   )
 }

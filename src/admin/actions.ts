@@ -160,7 +160,10 @@ export interface AdminActions {
   purgeHistory(limit: number): Promise<PurgeRecord[]>
   /** Every node's traffic per minute since `since` (epoch ms), this node's unrecorded minutes included. */
   traffic(since: number): Promise<TrafficMinute[]>
-  /** This node's paths that went to the origin in the last hour, most misses (or origin bytes) first, with why. */
-  topMisses(since: number, limit: number, by: 'misses' | 'bytes'): PathMisses[]
+  /**
+   * Paths that went to the origin since `since` (epoch ms) on one node or, with node null, on every node summed,
+   * most misses (or origin bytes) first, with why; this node's unrecorded minutes included.
+   */
+  topMisses(query: { since: number; limit: number; by: 'misses' | 'bytes'; node: string | null }): Promise<PathMisses[]>
   status(): NodeStatus
 }

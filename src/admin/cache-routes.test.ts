@@ -3,7 +3,7 @@ import { waitFor } from '../test-support/servers.ts'
 import { parsePurge } from './cache-routes.ts'
 import { CONTENT_SECURITY_POLICY } from './http.ts'
 import * as repo from './repo.ts'
-import { toEntryRecord } from '../manifest/repositories.ts'
+import { toEntryRecord, type MinuteStats, type PathMisses } from '../manifest/repositories.ts'
 import { API_TOKEN, PEER, SITE, fetchAsSite, flashOf, setup, type Harness } from './test-setup.test-support.ts'
 
 let h: Harness
@@ -611,7 +611,14 @@ describe('traffic', () => {
     h.clock.now = Date.now()
     // The peer's last day, recorded as its writer does once a minute: a steady 80 % hit ratio.
     const minuteNow = Math.floor(h.clock.now / 60_000) * 60_000
-    const minutes = Array.from({ length: 1440 }, (_, i) => ({ minute: minuteNow - (1440 - i) * 60_000, requests: 100, hits: 80, misses: 20, bytesCache: 80_000, bytesOrigin: 20_000 }))
+    const HOST = new URL(SITE).host
+    const minutes: MinuteStats[] = Array.from({ length: 1440 }, (_, i) => ({ minute: minuteNow - (1440 - i) * 60_000, requests: 100, hits: 80, misses: 20, bytesCache: 80_000, bytesOrigin: 20_000 }))
+    // Its top paths: five minutes ago the cart this node misses too, and a feed; five hours ago a report.
+    minutes[1435]!.paths = [
+      { path: `${HOST}/private/cart`, misses: 2, originBytes: 20, reasons: { private: 2 } },
+      { path: `${HOST}/feed.xml`, misses: 18, originBytes: 19_000, reasons: { 'no-store': 18 } },
+    ]
+    minutes[1140]!.paths = [{ path: `${HOST}/report.pdf`, misses: 20, originBytes: 20_000, reasons: { 'too-large': 20 } }]
     h.node.manifest.writer.submit({ type: 'minutes', nodeId: PEER, minutes })
     await h.node.manifest.writer.flush()
     // This node's own traffic: a page for one user three times (never stored), a page once.
@@ -631,10 +638,38 @@ describe('traffic', () => {
     const dayPoints = /<polyline points="([^"]+)" data-series="requests"/.exec(day.html)![1]!.split(' ')
     expect(dayPoints.length).toBeGreaterThanOrEqual(143)
     expect(day.html).toMatch(/<dd data-slot="saved">\d+\.\d\u00a0%<\/dd>/)
-    // This node's top paths to the origin, with why.
-    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/private\/cart.*?private × 3/s)
-    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*www\.example\.com\/blog\/post-1.*not yet cached × 1/s)
-    expect(hour.html).toMatch(/<table data-component="table" data-table="top-origin-bytes">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/private\/cart/s)
+    // Every node's top paths to the origin, with why: this node's current minute from memory, the peer's from the manifest.
+    type Top = { node: string | null; topByMisses: PathMisses[]; topByBytes: PathMisses[] }
+    const top = async (query: string) => (await (await c.request(`/_caje/traffic${query}`, { headers: { accept: 'application/json' } })).json()) as Top
+    const all = await top('')
+    expect(all.node).toBeNull()
+    expect(all.topByMisses).toEqual([
+      { path: `${HOST}/feed.xml`, misses: 18, originBytes: 19_000, reasons: { 'no-store': 18 } },
+      { path: `${HOST}/private/cart`, misses: 5, originBytes: expect.any(Number), reasons: { private: 5 } },
+      { path: `${HOST}/blog/post-1`, misses: 1, originBytes: expect.any(Number), reasons: { 'not yet cached': 1 } },
+    ])
+    expect(all.topByBytes.map((p) => p.path)).toEqual([`${HOST}/feed.xml`, expect.any(String), expect.any(String)])
+    expect(hour.html).toContain('Top paths by misses, all nodes, last hour')
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/feed\.xml.*?no-store × 18/s)
+    expect(hour.html).toMatch(/<table data-component="table" data-table="top-misses">.*www\.example\.com\/private\/cart.*private × 5/s)
+    // One node: only its own paths.
+    const self = h.node.config.nodeId
+    expect((await top(`?node=${self}`)).topByMisses.map((p) => [p.path, p.misses])).toEqual([
+      [`${HOST}/private/cart`, 3],
+      [`${HOST}/blog/post-1`, 1],
+    ])
+    const mine = await c.page(`/_caje/traffic?node=${self}`)
+    expect(mine.html).toContain(`Top paths by misses, node ${self}, last hour`)
+    expect(mine.html).toMatch(/<table data-component="table" data-table="top-misses">.*?<tbody><tr><td data-slot="url"><span>www\.example\.com\/private\/cart.*?private × 3/s)
+    expect(mine.html).not.toContain('feed.xml')
+    expect((await top(`?node=${PEER}`)).topByMisses.map((p) => [p.path, p.misses])).toEqual([
+      [`${HOST}/feed.xml`, 18],
+      [`${HOST}/private/cart`, 2],
+    ])
+    // The day reaches the report five hours back; the hour does not.
+    expect(all.topByMisses.map((p) => p.path)).not.toContain(`${HOST}/report.pdf`)
+    expect((await top(`?period=day&node=${PEER}`)).topByMisses.map((p) => p.path)).toEqual([`${HOST}/report.pdf`, `${HOST}/feed.xml`, `${HOST}/private/cart`])
+    expect(day.html).toContain('Top paths by misses, node node-b, last day')
     // An unknown node falls back to all nodes.
     expect((await c.page('/_caje/traffic?node=nope')).html).toContain('Traffic, all nodes')
   })

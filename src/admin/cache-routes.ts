@@ -214,10 +214,9 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const asked = c.req.query('node')
     const node = asked !== undefined && ids.includes(asked) ? asked : null
     const ui = await chrome(c, shared, c.get('auth'), 'traffic')
-    const hourAgo = now - 3600_000
-    const topByMisses = shared.actions.topMisses(hourAgo, 10, 'misses')
-    const topByBytes = shared.actions.topMisses(hourAgo, 10, 'bytes')
-    if (wantsJson(c) || !ui) return c.json({ period, minutes, topByMisses, topByBytes })
+    const since = now - PERIODS[period].ms
+    const [topByMisses, topByBytes] = await Promise.all([shared.actions.topMisses({ since, limit: 10, by: 'misses', node }), shared.actions.topMisses({ since, limit: 10, by: 'bytes', node })])
+    if (wantsJson(c) || !ui) return c.json({ period, node, minutes, topByMisses, topByBytes })
     return renderPage(c, TrafficPage, { chrome: ui, now, period, node, nodes: ids, minutes, topByMisses, topByBytes })
   })
 

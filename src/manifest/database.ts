@@ -94,6 +94,18 @@ export interface NodeMinuteTable {
   bytes_origin: number
 }
 
+/** One of a node's top paths to the origin in one minute (bounded per minute), for the admin's top-misses tables. */
+export interface NodeMinutePathTable {
+  node_id: string
+  minute: number
+  /** Host and path, as the node counted it. */
+  path: string
+  misses: number
+  origin_bytes: number
+  /** JSON object: why it missed (reason → count). */
+  reasons: string
+}
+
 export interface AdminTable {
   id: string
   name: string
@@ -175,6 +187,7 @@ export interface Database {
   api_tokens: ApiTokenTable
   url_hits: UrlHitsTable
   node_minutes: NodeMinuteTable
+  node_minute_paths: NodeMinutePathTable
 }
 
 export type NodeRow = Selectable<NodeTable>

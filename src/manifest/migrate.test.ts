@@ -20,6 +20,7 @@ const ALL_TABLES = [
   'entries_search_queue',
   'entry_nodes',
   'invites',
+  'node_minute_paths',
   'node_minutes',
   'nodes',
   'passkeys',

@@ -25,7 +25,7 @@ import {
   sweepPurge,
   upsertNode,
 } from './repositories.ts'
-import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PurgeAppliedAt } from './repositories.ts'
+import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PathMisses, PurgeAppliedAt } from './repositories.ts'
 import { hotStatements } from './statements.ts'
 import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
@@ -392,6 +392,30 @@ export function parseOps(input: unknown, maxOps = 10_000): ParseResult {
   return { ok: true, ops, unknownTypes: [...unknownTypes] }
 }
 
+/** Bounds on one minute's top paths in a `minutes` op (a node sends far fewer: see src/traffic.ts). */
+export const MAX_PATHS_PER_MINUTE = 1000
+const MAX_PATH_CHARS = 2048
+const MAX_REASONS_PER_PATH = 32
+const MAX_REASON_CHARS = 100
+
+function parseMinutePaths(v: unknown): PathMisses[] | string {
+  if (!Array.isArray(v) || v.length > MAX_PATHS_PER_MINUTE) return `paths must be an array of at most ${MAX_PATHS_PER_MINUTE} {path, misses, originBytes, reasons}`
+  const paths: PathMisses[] = []
+  for (const p of v as unknown[]) {
+    if (!isRecord(p) || !isStr(p.path) || p.path.length > MAX_PATH_CHARS) return `each path needs path, a string of 1 to ${MAX_PATH_CHARS} characters`
+    if (!isCount(p.misses) || !isCount(p.originBytes)) return `path ${p.path.slice(0, 80)}: misses and originBytes must be whole numbers`
+    if (!isRecord(p.reasons)) return `path ${p.path.slice(0, 80)}: reasons must be an object of reason → count`
+    const entries = Object.entries(p.reasons)
+    if (entries.length > MAX_REASONS_PER_PATH || !entries.every(([k, n]) => k.length > 0 && k.length <= MAX_REASON_CHARS && isCount(n))) {
+      return `path ${p.path.slice(0, 80)}: reasons must map at most ${MAX_REASONS_PER_PATH} reasons (1 to ${MAX_REASON_CHARS} characters) to whole numbers`
+    }
+    paths.push({ path: p.path, misses: p.misses, originBytes: p.originBytes, reasons: Object.fromEntries(entries) as Record<string, number> })
+  }
+  return paths
+}
+
+const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0
+
 function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
   if (!isRecord(v)) return 'not an object'
   if (typeof v.type !== 'string') return 'type must be a string'
@@ -428,7 +452,14 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
         if (!isRecord(m)) return 'each minute must be an object'
         const fields = ['minute', 'requests', 'hits', 'misses', 'bytesCache', 'bytesOrigin'] as const
         if (!fields.every((k) => Number.isSafeInteger(m[k]) && (m[k] as number) >= 0)) return `each minute needs whole numbers ${fields.join(', ')}`
-        minutes.push({ minute: m.minute as number, requests: m.requests as number, hits: m.hits as number, misses: m.misses as number, bytesCache: m.bytesCache as number, bytesOrigin: m.bytesOrigin as number })
+        const stats: MinuteStats = { minute: m.minute as number, requests: m.requests as number, hits: m.hits as number, misses: m.misses as number, bytesCache: m.bytesCache as number, bytesOrigin: m.bytesOrigin as number }
+        // Older nodes send no paths: the minute still counts, its top paths stay unknown.
+        if (m.paths !== undefined) {
+          const paths = parseMinutePaths(m.paths)
+          if (typeof paths === 'string') return `minute ${stats.minute}: ${paths}`
+          stats.paths = paths
+        }
+        minutes.push(stats)
       }
       return { type: 'minutes', nodeId: v.nodeId, minutes }
     }

@@ -679,6 +679,14 @@ function clampInt(n: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, Math.floor(n)))
 }
 
+/** A path that went to the origin: how often, how many bytes, and why (Cache-Status detail, or the kind of miss). */
+export interface PathMisses {
+  path: string
+  misses: number
+  originBytes: number
+  reasons: Record<string, number>
+}
+
 /** One node's traffic in one minute. */
 export interface MinuteStats {
   /** Epoch ms of the minute's start. */
@@ -688,12 +696,17 @@ export interface MinuteStats {
   misses: number
   bytesCache: number
   bytesOrigin: number
+  /** The minute's top paths to the origin (bounded by the node); absent from nodes that do not record them. */
+  paths?: PathMisses[]
 }
 
 /** How long recorded minutes are kept. */
 export const MINUTES_KEPT_MS = 2 * 24 * 3600_000
 
-/** Record a node's finished minutes (a redelivered batch overwrites itself) and drop its minutes older than two days. */
+/**
+ * Record a node's finished minutes and their top paths (a redelivered batch
+ * overwrites itself) and drop its minutes older than two days.
+ */
 export async function recordMinutes(db: Db, nodeId: string, minutes: MinuteStats[]): Promise<void> {
   for (const m of minutes) {
     const row = { node_id: nodeId, minute: m.minute, requests: m.requests, hits: m.hits, misses: m.misses, bytes_cache: m.bytesCache, bytes_origin: m.bytesOrigin }
@@ -702,15 +715,69 @@ export async function recordMinutes(db: Db, nodeId: string, minutes: MinuteStats
       .values(row)
       .onConflict((oc) => oc.columns(['node_id', 'minute']).doUpdateSet({ requests: row.requests, hits: row.hits, misses: row.misses, bytes_cache: row.bytes_cache, bytes_origin: row.bytes_origin }))
       .execute()
+    // A minute without paths comes from a node that does not record them: leave its rows alone.
+    if (m.paths === undefined) continue
+    await db.deleteFrom('node_minute_paths').where('node_id', '=', nodeId).where('minute', '=', m.minute).execute()
+    if (m.paths.length > 0) {
+      await db
+        .insertInto('node_minute_paths')
+        .values(m.paths.map((p) => ({ node_id: nodeId, minute: m.minute, path: p.path, misses: p.misses, origin_bytes: p.originBytes, reasons: JSON.stringify(p.reasons) })))
+        .execute()
+    }
   }
   const newest = Math.max(...minutes.map((m) => m.minute))
-  if (Number.isFinite(newest)) await db.deleteFrom('node_minutes').where('node_id', '=', nodeId).where('minute', '<', newest - MINUTES_KEPT_MS).execute()
+  if (Number.isFinite(newest)) {
+    await db.deleteFrom('node_minutes').where('node_id', '=', nodeId).where('minute', '<', newest - MINUTES_KEPT_MS).execute()
+    await db.deleteFrom('node_minute_paths').where('node_id', '=', nodeId).where('minute', '<', newest - MINUTES_KEPT_MS).execute()
+  }
 }
 
 /** Every node's recorded minutes since `since` (epoch ms), oldest first. */
 export async function minutesSince(db: Db, since: number): Promise<Array<MinuteStats & { nodeId: string }>> {
   const rows = await db.selectFrom('node_minutes').selectAll().where('minute', '>=', since).orderBy('minute').orderBy('node_id').execute()
   return rows.map((r) => ({ nodeId: r.node_id, minute: r.minute, requests: r.requests, hits: r.hits, misses: r.misses, bytesCache: r.bytes_cache, bytesOrigin: r.bytes_origin }))
+}
+
+export interface TopPathsQuery {
+  /** Epoch ms: minutes starting at or after it. */
+  since: number
+  /** One node, or null for every node summed. */
+  nodeId: string | null
+  by: 'misses' | 'bytes'
+  limit: number
+  /** Also return these paths' sums (when recorded), top or not: the caller adds counts not recorded yet. */
+  alsoPaths?: readonly string[]
+}
+
+/** Recorded top paths summed over the window (and nodes), most misses (or origin bytes) first, with their reasons. */
+export async function topPathsSince(db: Db, q: TopPathsQuery): Promise<PathMisses[]> {
+  const base = () => {
+    let query = db.selectFrom('node_minute_paths').where('minute', '>=', q.since)
+    if (q.nodeId !== null) query = query.where('node_id', '=', q.nodeId)
+    return query
+  }
+  const sums = base().select((eb) => ['path', eb.fn.sum<number>('misses').as('misses'), eb.fn.sum<number>('origin_bytes').as('origin_bytes')]).groupBy('path')
+  const ordered = q.by === 'misses' ? sums.orderBy('misses', 'desc').orderBy('origin_bytes', 'desc') : sums.orderBy('origin_bytes', 'desc').orderBy('misses', 'desc')
+  const top = await ordered.orderBy('path').limit(Math.max(1, Math.floor(q.limit))).execute()
+  const extra = (q.alsoPaths ?? []).filter((p) => !top.some((t) => t.path === p))
+  const more = extra.length === 0 ? [] : await sums.where('path', 'in', extra).execute()
+  const rows = [...top, ...more]
+  if (rows.length === 0) return []
+  // SQLite's json_each sums each reason across the rows of the paths kept (a few dozen).
+  // json_each has a column named path too: name the table's.
+  const reasons = await base()
+    .innerJoin(sql<{ key: string; value: number }>`json_each(node_minute_paths.reasons)`.as('r'), (join) => join.onTrue())
+    .select((eb) => ['node_minute_paths.path', sql<string>`r.key`.as('reason'), eb.fn.sum<number>(sql`r.value`).as('n')])
+    .where(
+      'node_minute_paths.path',
+      'in',
+      rows.map((r) => r.path),
+    )
+    .groupBy(['node_minute_paths.path', sql`r.key`])
+    .execute()
+  const out = new Map(rows.map((r) => [r.path, { path: r.path, misses: Number(r.misses), originBytes: Number(r.origin_bytes), reasons: {} as Record<string, number> }]))
+  for (const r of reasons) out.get(r.path)!.reasons[r.reason] = Number(r.n)
+  return [...out.values()]
 }
 
 /** What a purge would remove from the manifest: variants, their bytes and the nodes holding them (the admin's preview). */
