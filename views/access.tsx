@@ -1,5 +1,5 @@
 import type { FC } from 'hono/jsx'
-import { Csrf, Empty, PostButton, type Flash } from './components.tsx'
+import { Csrf, DataTable, Empty, Panel, PostButton, type Flash } from './components.tsx'
 import { formatRelative, formatTime, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
@@ -54,67 +54,46 @@ const Passkeys: FC<{ p: AccessPageProps }> = ({ p }) => {
   const csrf = p.chrome.csrfToken
   const last = p.passkeys.length <= 1
   return (
-    <section data-component="panel" id="passkeys">
-      <header data-slot="panel-head">
-        <div>
-          <h2>{t.passkeysHeading}</h2>
-          <p>{t.passkeysLead}</p>
-        </div>
-      </header>
+    <Panel id="passkeys" title={t.passkeysHeading} lead={t.passkeysLead}>
       {p.passkeys.length === 0 ? (
         <Empty text={t.passkeysEmpty} />
       ) : (
-        <div data-component="table-wrap">
-          <table data-component="table" data-table="passkeys">
-            <thead>
-              <tr>
-                <th scope="col">{t.col.name}</th>
-                <th scope="col">{t.col.kind}</th>
-                <th scope="col">{t.col.created}</th>
-                <th scope="col">{t.col.lastUsed}</th>
-                <th scope="col" data-align="end">
-                  <span data-visually-hidden="">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {p.passkeys.map((k) => (
-                <tr data-passkey={k.id}>
-                  <td>
-                    <form method="post" action={PATHS.passkeyRename(k.id)} data-component="rename">
-                      <Csrf token={csrf} />
-                      <input type="text" name="name" value={k.name} required maxlength={64} aria-label={`${t.col.name}: ${k.name}`} />
-                      <button type="submit" data-variant="quiet">
-                        {t.rename}
-                      </button>
-                    </form>
-                  </td>
-                  <td>
-                    <span data-component="badge" data-kind={k.backedUp ? 'synced' : 'node'}>
-                      {k.backedUp ? t.synced : t.deviceBound}
-                    </span>
-                  </td>
-                  <td data-slot="time" title={isoTime(k.createdAt)}>
-                    {formatTime(k.createdAt)}
-                  </td>
-                  <td data-slot="time" title={isoTime(k.lastUsedAt)}>
-                    {k.lastUsedAt ? formatRelative(k.lastUsedAt, p.now) : t.never}
-                  </td>
-                  <td data-align="end">
-                    <PostButton
-                      action={PATHS.passkeyRemove(k.id)}
-                      csrfToken={csrf}
-                      label={t.remove}
-                      variant="danger"
-                      disabled={last}
-                      title={last ? t.removeLastTitle : undefined}
-                    />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable name="passkeys" columns={[{ label: t.col.name }, { label: t.col.kind }, { label: t.col.created }, { label: t.col.lastUsed }, { label: 'Actions', align: 'end', hidden: true }]}>
+          {p.passkeys.map((k) => (
+            <tr data-passkey={k.id}>
+              <td>
+                <form method="post" action={PATHS.passkeyRename(k.id)} data-component="rename">
+                  <Csrf token={csrf} />
+                  <input type="text" name="name" value={k.name} required maxlength={64} aria-label={`${t.col.name}: ${k.name}`} />
+                  <button type="submit" data-variant="quiet">
+                    {t.rename}
+                  </button>
+                </form>
+              </td>
+              <td>
+                <span data-component="badge" data-kind={k.backedUp ? 'synced' : 'node'}>
+                  {k.backedUp ? t.synced : t.deviceBound}
+                </span>
+              </td>
+              <td data-slot="time" title={isoTime(k.createdAt)}>
+                {formatTime(k.createdAt)}
+              </td>
+              <td data-slot="time" title={isoTime(k.lastUsedAt)}>
+                {k.lastUsedAt ? formatRelative(k.lastUsedAt, p.now) : t.never}
+              </td>
+              <td data-align="end">
+                <PostButton
+                  action={PATHS.passkeyRemove(k.id)}
+                  csrfToken={csrf}
+                  label={t.remove}
+                  variant="danger"
+                  disabled={last}
+                  title={last ? t.removeLastTitle : undefined}
+                />
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <div
         data-component="passkey-register"
@@ -131,60 +110,38 @@ const Passkeys: FC<{ p: AccessPageProps }> = ({ p }) => {
         </button>
         <p data-slot="live" role="status" aria-live="polite"></p>
       </div>
-    </section>
+    </Panel>
   )
 }
 
 const Admins: FC<{ p: AccessPageProps }> = ({ p }) => {
   const t = TEXT.access
   return (
-    <section data-component="panel" id="admins">
-      <header data-slot="panel-head">
-        <div>
-          <h2>{t.adminsHeading}</h2>
-          <p>{t.adminsLead}</p>
-        </div>
-      </header>
-      <div data-component="table-wrap">
-        <table data-component="table" data-table="admins">
-          <thead>
-            <tr>
-              <th scope="col">{t.col.admin}</th>
-              <th scope="col" data-align="end">
-                {t.col.passkeys}
-              </th>
-              <th scope="col">{t.col.created}</th>
-              <th scope="col" data-align="end">
-                <span data-visually-hidden="">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {p.admins.map((a) => (
-              <tr>
-                <td>
-                  {a.name}{' '}
-                  {a.id === p.adminId ? (
-                    <span data-component="badge" data-kind="self">
-                      {t.you}
-                    </span>
-                  ) : null}
-                </td>
-                <td data-align="end" data-slot="num">
-                  {a.passkeys}
-                </td>
-                <td data-slot="time">{formatTime(a.createdAt)}</td>
-                <td data-align="end">
-                  {a.id === p.adminId ? null : (
-                    <PostButton action={PATHS.adminRemove(a.id)} csrfToken={p.chrome.csrfToken} label={t.removeAdmin} variant="danger" />
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
-    </section>
+    <Panel id="admins" title={t.adminsHeading} lead={t.adminsLead}>
+      <DataTable name="admins" columns={[{ label: t.col.admin }, { label: t.col.passkeys, align: 'end' }, { label: t.col.created }, { label: 'Actions', align: 'end', hidden: true }]}>
+        {p.admins.map((a) => (
+          <tr>
+            <td>
+              {a.name}{' '}
+              {a.id === p.adminId ? (
+                <span data-component="badge" data-kind="self">
+                  {t.you}
+                </span>
+              ) : null}
+            </td>
+            <td data-align="end" data-slot="num">
+              {a.passkeys}
+            </td>
+            <td data-slot="time">{formatTime(a.createdAt)}</td>
+            <td data-align="end">
+              {a.id === p.adminId ? null : (
+                <PostButton action={PATHS.adminRemove(a.id)} csrfToken={p.chrome.csrfToken} label={t.removeAdmin} variant="danger" />
+              )}
+            </td>
+          </tr>
+        ))}
+      </DataTable>
+    </Panel>
   )
 }
 
@@ -192,47 +149,26 @@ const Invites: FC<{ p: AccessPageProps }> = ({ p }) => {
   const t = TEXT.access
   const csrf = p.chrome.csrfToken
   return (
-    <section data-component="panel" id="invites">
-      <header data-slot="panel-head">
-        <div>
-          <h2>{t.invitesHeading}</h2>
-          <p>{t.invitesLead}</p>
-        </div>
-        <PostButton action={PATHS.invites} csrfToken={csrf} label={t.inviteButton} variant="primary" />
-      </header>
+    <Panel id="invites" title={t.invitesHeading} lead={t.invitesLead} actions={<PostButton action={PATHS.invites} csrfToken={csrf} label={t.inviteButton} variant="primary" />}>
       {p.invites.length === 0 ? (
         <Empty text={t.invitesEmpty} />
       ) : (
-        <div data-component="table-wrap">
-          <table data-component="table" data-table="invites">
-            <thead>
-              <tr>
-                <th scope="col">{t.col.createdBy}</th>
-                <th scope="col">{t.col.created}</th>
-                <th scope="col">{t.col.expires}</th>
-                <th scope="col" data-align="end">
-                  <span data-visually-hidden="">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {p.invites.map((i) => (
-                <tr>
-                  <td>{i.createdBy}</td>
-                  <td data-slot="time">{formatTime(i.createdAt)}</td>
-                  <td data-slot="time" title={isoTime(i.expiresAt)}>
-                    {formatRelative(i.expiresAt, p.now)}
-                  </td>
-                  <td data-align="end">
-                    <PostButton action={PATHS.inviteRevoke(i.id)} csrfToken={csrf} label={t.revoke} variant="danger" />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable name="invites" columns={[{ label: t.col.createdBy }, { label: t.col.created }, { label: t.col.expires }, { label: 'Actions', align: 'end', hidden: true }]}>
+          {p.invites.map((i) => (
+            <tr>
+              <td>{i.createdBy}</td>
+              <td data-slot="time">{formatTime(i.createdAt)}</td>
+              <td data-slot="time" title={isoTime(i.expiresAt)}>
+                {formatRelative(i.expiresAt, p.now)}
+              </td>
+              <td data-align="end">
+                <PostButton action={PATHS.inviteRevoke(i.id)} csrfToken={csrf} label={t.revoke} variant="danger" />
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
-    </section>
+    </Panel>
   )
 }
 
@@ -240,13 +176,7 @@ const Tokens: FC<{ p: AccessPageProps }> = ({ p }) => {
   const t = TEXT.access
   const csrf = p.chrome.csrfToken
   return (
-    <section data-component="panel" id="tokens">
-      <header data-slot="panel-head">
-        <div>
-          <h2>{t.tokensHeading}</h2>
-          <p>{t.tokensLead}</p>
-        </div>
-      </header>
+    <Panel id="tokens" title={t.tokensHeading} lead={t.tokensLead}>
       <form method="post" action={PATHS.tokens} data-component="form" data-layout="row">
         <Csrf token={csrf} />
         <input type="text" name="name" required maxlength={64} aria-label={t.tokenNameLabel} placeholder={t.tokenNamePlaceholder} />
@@ -257,42 +187,26 @@ const Tokens: FC<{ p: AccessPageProps }> = ({ p }) => {
       {p.tokens.length === 0 ? (
         <Empty text={t.tokensEmpty} />
       ) : (
-        <div data-component="table-wrap">
-          <table data-component="table" data-table="tokens">
-            <thead>
-              <tr>
-                <th scope="col">{t.col.name}</th>
-                <th scope="col">{t.col.status}</th>
-                <th scope="col">{t.col.createdBy}</th>
-                <th scope="col">{t.col.created}</th>
-                <th scope="col">{t.col.lastUsed}</th>
-                <th scope="col" data-align="end">
-                  <span data-visually-hidden="">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {p.tokens.map((k) => (
-                <tr data-revoked={k.revokedAt ? 'true' : undefined}>
-                  <td>{k.name}</td>
-                  <td>
-                    <span data-component="badge" data-kind={k.revokedAt ? 'stale' : 'synced'}>
-                      {k.revokedAt ? t.tokenRevoked : t.tokenActive}
-                    </span>
-                  </td>
-                  <td>{k.createdBy}</td>
-                  <td data-slot="time">{formatTime(k.createdAt)}</td>
-                  <td data-slot="time">{k.lastUsedAt ? formatRelative(k.lastUsedAt, p.now) : t.never}</td>
-                  <td data-align="end">
-                    {k.revokedAt ? null : <PostButton action={PATHS.tokenRevoke(k.id)} csrfToken={csrf} label={t.revoke} variant="danger" />}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable name="tokens" columns={[{ label: t.col.name }, { label: t.col.status }, { label: t.col.createdBy }, { label: t.col.created }, { label: t.col.lastUsed }, { label: 'Actions', align: 'end', hidden: true }]}>
+          {p.tokens.map((k) => (
+            <tr data-revoked={k.revokedAt ? 'true' : undefined}>
+              <td>{k.name}</td>
+              <td>
+                <span data-component="badge" data-kind={k.revokedAt ? 'stale' : 'synced'}>
+                  {k.revokedAt ? t.tokenRevoked : t.tokenActive}
+                </span>
+              </td>
+              <td>{k.createdBy}</td>
+              <td data-slot="time">{formatTime(k.createdAt)}</td>
+              <td data-slot="time">{k.lastUsedAt ? formatRelative(k.lastUsedAt, p.now) : t.never}</td>
+              <td data-align="end">
+                {k.revokedAt ? null : <PostButton action={PATHS.tokenRevoke(k.id)} csrfToken={csrf} label={t.revoke} variant="danger" />}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
-    </section>
+    </Panel>
   )
 }
 
@@ -306,15 +220,7 @@ export const AccessPage: FC<AccessPageProps> = (p) => {
         <Invites p={p} />
       </div>
       <Tokens p={p} />
-      <section data-component="panel" id="sessions">
-        <header data-slot="panel-head">
-          <div>
-            <h2>{t.sessionsHeading}</h2>
-            <p>{t.sessionsLead(p.sessions)}</p>
-          </div>
-          <PostButton action={PATHS.logoutAll} csrfToken={p.chrome.csrfToken} label={t.signOutEverywhere} variant="danger" />
-        </header>
-      </section>
+      <Panel id="sessions" title={t.sessionsHeading} lead={t.sessionsLead(p.sessions)} actions={<PostButton action={PATHS.logoutAll} csrfToken={p.chrome.csrfToken} label={t.signOutEverywhere} variant="danger" />} />
     </Layout>
   )
 }

@@ -1,6 +1,6 @@
 // Small pieces shared by several pages.
 
-import type { FC } from 'hono/jsx'
+import type { Child, FC } from 'hono/jsx'
 
 export interface Flash {
   kind: 'ok' | 'error'
@@ -54,3 +54,43 @@ export const PostButton: FC<{
 
 export const Empty: FC<{ text: string }> = ({ text }) => <p data-component="empty">{text}</p>
 
+
+/** A card: its heading and lead, any actions beside them, then its content. */
+export const Panel: FC<{ id: string; title: Child; lead?: Child; actions?: Child; children?: Child }> = ({ id, title, lead, actions, children }) => (
+  <section data-component="panel" id={id}>
+    <header data-slot="panel-head">
+      <div>
+        <h2>{title}</h2>
+        {lead === undefined ? null : <p>{lead}</p>}
+      </div>
+      {actions}
+    </header>
+    {children}
+  </section>
+)
+
+export interface Column {
+  label: Child
+  /** Numbers and actions line up at the end. */
+  align?: 'end'
+  /** Read by screen readers only (the actions column). */
+  hidden?: boolean
+}
+
+/** A table that scrolls inside its card on a narrow screen; `name` is its `data-table`, the children its rows. */
+export const DataTable: FC<{ name: string; columns: Column[]; children?: Child }> = ({ name, columns, children }) => (
+  <div data-component="table-wrap">
+    <table data-component="table" data-table={name}>
+      <thead>
+        <tr>
+          {columns.map((c) => (
+            <th scope="col" data-align={c.align}>
+              {c.hidden ? <span data-visually-hidden="">{c.label}</span> : c.label}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>{children}</tbody>
+    </table>
+  </div>
+)

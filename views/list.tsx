@@ -1,6 +1,6 @@
 import type { FC } from 'hono/jsx'
 import type { ClusterNodeView, DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
-import { Csrf, Empty, type Flash } from './components.tsx'
+import { Csrf, DataTable, Empty, Panel, type Flash } from './components.tsx'
 import { formatBytes, formatDuration, formatRelative, formatTime, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
@@ -140,65 +140,42 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
   const t = TEXT.list
   if (props.disk.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.diskEmpty} />
   return (
-    <div data-component="table-wrap">
-      <table data-component="table" data-table="disk">
-        <thead>
-          <tr>
-            <th scope="col">{t.col.key}</th>
-            <th scope="col" data-align="end">
-              {t.col.status}
-            </th>
-            <th scope="col" data-align="end">
-              {t.col.size}
-            </th>
-            <th scope="col">{t.col.type}</th>
-            <th scope="col">{t.col.stored}</th>
-            <th scope="col">{t.col.expires}</th>
-            <th scope="col">{t.col.tier}</th>
-            <th scope="col">{t.col.source}</th>
-            <th scope="col" data-align="end">
-              <span data-visually-hidden="">{t.col.actions}</span>
-            </th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.disk.entries.map((e) => (
-            <tr>
-              <td data-slot="url">
-                <span title={e.key}>{e.url}</span>
-                {e.variant ? <small data-slot="variant">{e.variant}</small> : null}
-              </td>
-              <td data-align="end">
-                <StatusCode status={e.status} />
-              </td>
-              <td data-align="end" data-slot="num">
-                {formatBytes(e.size)}
-              </td>
-              <td data-slot="type" title={e.contentType ?? undefined}>
-                {e.contentType?.split(';')[0] ?? '—'}
-              </td>
-              <td data-slot="time" title={isoTime(e.storedAt)}>
-                {formatTime(e.storedAt)}
-              </td>
-              <td>
-                <Freshness staleAt={e.staleAt} now={props.now} />
-              </td>
-              <td>
-                <span data-component="badge" data-kind={e.inMemory ? 'memory' : 'disk'}>
-                  {e.inMemory ? t.tierMemory : t.tierDisk}
-                </span>
-              </td>
-              <td data-slot="source">
-                <Source via={e.via} />
-              </td>
-              <td data-align="end" data-slot="row-actions">
-                <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable name="disk" columns={[{ label: t.col.key }, { label: t.col.status, align: 'end' }, { label: t.col.size, align: 'end' }, { label: t.col.type }, { label: t.col.stored }, { label: t.col.expires }, { label: t.col.tier }, { label: t.col.source }, { label: t.col.actions, align: 'end', hidden: true }]}>
+      {props.disk.entries.map((e) => (
+        <tr>
+          <td data-slot="url">
+            <span title={e.key}>{e.url}</span>
+            {e.variant ? <small data-slot="variant">{e.variant}</small> : null}
+          </td>
+          <td data-align="end">
+            <StatusCode status={e.status} />
+          </td>
+          <td data-align="end" data-slot="num">
+            {formatBytes(e.size)}
+          </td>
+          <td data-slot="type" title={e.contentType ?? undefined}>
+            {e.contentType?.split(';')[0] ?? '—'}
+          </td>
+          <td data-slot="time" title={isoTime(e.storedAt)}>
+            {formatTime(e.storedAt)}
+          </td>
+          <td>
+            <Freshness staleAt={e.staleAt} now={props.now} />
+          </td>
+          <td>
+            <span data-component="badge" data-kind={e.inMemory ? 'memory' : 'disk'}>
+              {e.inMemory ? t.tierMemory : t.tierDisk}
+            </span>
+          </td>
+          <td data-slot="source">
+            <Source via={e.via} />
+          </td>
+          <td data-align="end" data-slot="row-actions">
+            <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
+          </td>
+        </tr>
+      ))}
+    </DataTable>
   )
 }
 
@@ -208,81 +185,57 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
   const byId = new Map(props.nodes.map((n) => [n.id, n]))
   if (props.manifest.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.manifestEmpty} />
   return (
-    <div data-component="table-wrap">
-      <table data-component="table" data-table="manifest">
-        <thead>
-          <tr>
-            <th scope="col">{t.col.url}</th>
-            <th scope="col" data-align="end">
-              {t.col.status}
-            </th>
-            <th scope="col" data-align="end">
-              {t.col.variants}
-            </th>
-            <th scope="col" data-align="end">
-              {t.col.size}
-            </th>
-            <th scope="col">{t.col.stored}</th>
-            <th scope="col">{t.col.expires}</th>
-            <th scope="col">{t.col.nodes}</th>
-            <th scope="col" data-align="end">
-              <span data-visually-hidden="">{t.col.actions}</span>
-            </th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.manifest.entries.map((e) => (
-            <tr>
-              <td data-slot="url">
-                <span title={e.key}>{e.url}</span>
-              </td>
-              <td data-align="end">
-                <StatusCode status={e.status} />
-              </td>
-              <td data-align="end" data-slot="num">
-                {e.variants}
-              </td>
-              <td data-align="end" data-slot="num">
-                {formatBytes(e.size)}
-              </td>
-              <td data-slot="time" title={isoTime(e.storedAt)}>
-                {formatTime(e.storedAt)}
-              </td>
-              <td>
-                <Freshness staleAt={e.staleAt} now={props.now} />
-              </td>
-              <td data-slot="nodes">
-                {e.nodes.map((n) => {
-                  const node = byId.get(n)
-                  const offline = node !== undefined && !node.online
-                  return (
-                    <span
-                      data-component="badge"
-                      data-kind={n === self ? 'self' : offline ? 'offline' : 'node'}
-                      title={offline ? t.nodeOfflineTitle(formatRelative(node.lastSeenAt, props.now)) : undefined}
-                    >
-                      {n}
-                    </span>
-                  )
-                })}
-              </td>
-              <td data-align="end" data-slot="row-actions">
-                {!e.nodes.includes(self) && e.staleAt > props.now ? (
-                  <form method="post" action={PATHS.populate} data-component="inline-form">
-                    <Csrf token={props.chrome.csrfToken} />
-                    <input type="hidden" name="key" value={e.key} />
-                    <button type="submit" data-size="small" aria-label={`${t.rowPopulate} ${e.url}`} disabled={props.populate?.running}>
-                      {t.rowPopulate}
-                    </button>
-                  </form>
-                ) : null}
-                <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable name="manifest" columns={[{ label: t.col.url }, { label: t.col.status, align: 'end' }, { label: t.col.variants, align: 'end' }, { label: t.col.size, align: 'end' }, { label: t.col.stored }, { label: t.col.expires }, { label: t.col.nodes }, { label: t.col.actions, align: 'end', hidden: true }]}>
+      {props.manifest.entries.map((e) => (
+        <tr>
+          <td data-slot="url">
+            <span title={e.key}>{e.url}</span>
+          </td>
+          <td data-align="end">
+            <StatusCode status={e.status} />
+          </td>
+          <td data-align="end" data-slot="num">
+            {e.variants}
+          </td>
+          <td data-align="end" data-slot="num">
+            {formatBytes(e.size)}
+          </td>
+          <td data-slot="time" title={isoTime(e.storedAt)}>
+            {formatTime(e.storedAt)}
+          </td>
+          <td>
+            <Freshness staleAt={e.staleAt} now={props.now} />
+          </td>
+          <td data-slot="nodes">
+            {e.nodes.map((n) => {
+              const node = byId.get(n)
+              const offline = node !== undefined && !node.online
+              return (
+                <span
+                  data-component="badge"
+                  data-kind={n === self ? 'self' : offline ? 'offline' : 'node'}
+                  title={offline ? t.nodeOfflineTitle(formatRelative(node.lastSeenAt, props.now)) : undefined}
+                >
+                  {n}
+                </span>
+              )
+            })}
+          </td>
+          <td data-align="end" data-slot="row-actions">
+            {!e.nodes.includes(self) && e.staleAt > props.now ? (
+              <form method="post" action={PATHS.populate} data-component="inline-form">
+                <Csrf token={props.chrome.csrfToken} />
+                <input type="hidden" name="key" value={e.key} />
+                <button type="submit" data-size="small" aria-label={`${t.rowPopulate} ${e.url}`} disabled={props.populate?.running}>
+                  {t.rowPopulate}
+                </button>
+              </form>
+            ) : null}
+            <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
+          </td>
+        </tr>
+      ))}
+    </DataTable>
   )
 }
 
@@ -363,66 +316,42 @@ const Actions: FC<{ props: ListPageProps }> = ({ props }) => {
 const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
   const t = TEXT.nodes
   return (
-    <section data-component="panel" id="nodes">
-      <header data-slot="panel-head">
-        <div>
-          <h2>{t.heading}</h2>
-          <p>{t.lead}</p>
-        </div>
-      </header>
-      <div data-component="table-wrap">
-        <table data-component="table" data-table="nodes">
-          <thead>
-            <tr>
-              <th scope="col">{t.col.node}</th>
-              <th scope="col">{t.col.region}</th>
-              <th scope="col">{t.col.heartbeat}</th>
-              <th scope="col">{t.col.state}</th>
-              <th scope="col" data-align="end">
-                {t.col.holds}
-              </th>
-              <th scope="col" data-align="end">
-                <span data-visually-hidden="">{TEXT.list.col.actions}</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {props.nodes.map((n) => (
-              <tr data-node={n.id}>
-                <td data-slot="node">
-                  <span data-component="badge" data-kind={n.self ? 'self' : n.online ? 'node' : 'offline'}>
-                    {n.id}
-                  </span>
-                  {n.self ? <small data-slot="muted"> {t.thisNode}</small> : null}
-                </td>
-                <td>{n.region}</td>
-                <td data-slot="time" title={isoTime(n.lastSeenAt)}>
-                  {formatRelative(n.lastSeenAt, props.now)}
-                </td>
-                <td>
-                  <span data-component="badge" data-kind={n.online ? 'fresh' : 'offline'}>
-                    {n.online ? t.online : t.offline}
-                  </span>
-                </td>
-                <td data-align="end" data-slot="num">
-                  {n.holds.toLocaleString('en')}
-                </td>
-                <td data-align="end" data-slot="row-actions">
-                  {n.self || n.online ? null : (
-                    <form method="post" action={PATHS.nodeForget(n.id)} data-component="inline-form">
-                      <Csrf token={props.chrome.csrfToken} />
-                      <button type="submit" data-variant="danger" data-size="small" aria-label={`${t.forget} ${n.id}`}>
-                        {t.forget}
-                      </button>
-                    </form>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
-    </section>
+    <Panel id="nodes" title={t.heading} lead={t.lead}>
+      <DataTable name="nodes" columns={[{ label: t.col.node }, { label: t.col.region }, { label: t.col.heartbeat }, { label: t.col.state }, { label: t.col.holds, align: 'end' }, { label: TEXT.list.col.actions, align: 'end', hidden: true }]}>
+        {props.nodes.map((n) => (
+          <tr data-node={n.id}>
+            <td data-slot="node">
+              <span data-component="badge" data-kind={n.self ? 'self' : n.online ? 'node' : 'offline'}>
+                {n.id}
+              </span>
+              {n.self ? <small data-slot="muted"> {t.thisNode}</small> : null}
+            </td>
+            <td>{n.region}</td>
+            <td data-slot="time" title={isoTime(n.lastSeenAt)}>
+              {formatRelative(n.lastSeenAt, props.now)}
+            </td>
+            <td>
+              <span data-component="badge" data-kind={n.online ? 'fresh' : 'offline'}>
+                {n.online ? t.online : t.offline}
+              </span>
+            </td>
+            <td data-align="end" data-slot="num">
+              {n.holds.toLocaleString('en')}
+            </td>
+            <td data-align="end" data-slot="row-actions">
+              {n.self || n.online ? null : (
+                <form method="post" action={PATHS.nodeForget(n.id)} data-component="inline-form">
+                  <Csrf token={props.chrome.csrfToken} />
+                  <button type="submit" data-variant="danger" data-size="small" aria-label={`${t.forget} ${n.id}`}>
+                    {t.forget}
+                  </button>
+                </form>
+              )}
+            </td>
+          </tr>
+        ))}
+      </DataTable>
+    </Panel>
   )
 }
 

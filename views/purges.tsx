@@ -1,6 +1,6 @@
 import type { FC } from 'hono/jsx'
 import type { PurgePreview, PurgeRecord, PurgeRequest } from '../src/admin/actions.ts'
-import { Csrf, Empty, type Flash } from './components.tsx'
+import { Csrf, DataTable, Empty, Panel, type Flash } from './components.tsx'
 import { formatBytes, formatClock, formatLag, formatRelative, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
@@ -83,79 +83,60 @@ export const PurgeHistoryPage: FC<PurgeHistoryPageProps> = ({ chrome, flash, now
   const t = TEXT.purges
   return (
     <Layout title={t.title} chrome={chrome} flash={flash}>
-      <section data-component="panel" id="purges">
-        <header data-slot="panel-head">
-          <div>
-            <h2>{t.heading}</h2>
-            <p>{t.lead}</p>
-          </div>
-        </header>
+      <Panel id="purges" title={t.heading} lead={t.lead}>
         {purges.length === 0 ? (
           <Empty text={t.empty} />
         ) : (
-          <div data-component="table-wrap">
-            <table data-component="table" data-table="purges">
-              <thead>
-                <tr>
-                  <th scope="col">{t.col.what}</th>
-                  <th scope="col">{t.col.mode}</th>
-                  <th scope="col">{t.col.when}</th>
-                  <th scope="col">{t.col.by}</th>
-                  <th scope="col">{t.col.applied}</th>
+          <DataTable name="purges" columns={[{ label: t.col.what }, { label: t.col.mode }, { label: t.col.when }, { label: t.col.by }, { label: t.col.applied }]}>
+            {purges.map((p) => {
+              const total = p.appliedOn.length + p.pendingOn.length
+              const done = p.pendingOn.length === 0
+              return (
+                <tr data-purge={String(p.id)}>
+                  <td data-slot="url">
+                    <span>{purgeLabel(p.request)}</span>
+                  </td>
+                  <td data-label={t.col.mode}>
+                    <PurgeMode soft={p.request.soft === true} />
+                  </td>
+                  <td data-slot="time" data-label={t.col.when} title={isoTime(p.createdAt)}>
+                    {formatRelative(p.createdAt, now)}
+                  </td>
+                  <td data-slot="by" data-label={t.col.by}>
+                    {p.createdBy}
+                  </td>
+                  <td data-slot="applied" data-label={t.col.applied}>
+                    <span data-component="badge" data-kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
+                      {t.appliedOn(p.appliedOn.length, total)}
+                    </span>
+                    <ul data-slot="per-node">
+                      {[...p.appliedOn.map((id) => ({ id, done: true })), ...p.pendingOn.map((id) => ({ id, done: false }))].map((n) => {
+                        const at = p.appliedAt[n.id]
+                        return (
+                          <li data-node={n.id} data-state={n.done ? 'applied' : 'pending'}>
+                            <span data-slot="node">{n.id}</span>{' '}
+                            {n.done ? (
+                              at === undefined ? (
+                                <span data-slot="at">{t.nodeApplied}</span>
+                              ) : (
+                                <time data-slot="at" datetime={isoTime(at)} title={t.nodeAppliedTitle(isoTime(at) ?? '')}>
+                                  {formatClock(at)} <span data-slot="muted">{t.after(formatLag(at - p.createdAt))}</span>
+                                </time>
+                              )
+                            ) : (
+                              <span data-slot="at">{t.nodePending}</span>
+                            )}
+                          </li>
+                        )
+                      })}
+                    </ul>
+                  </td>
                 </tr>
-              </thead>
-              <tbody>
-                {purges.map((p) => {
-                  const total = p.appliedOn.length + p.pendingOn.length
-                  const done = p.pendingOn.length === 0
-                  return (
-                    <tr data-purge={String(p.id)}>
-                      <td data-slot="url">
-                        <span>{purgeLabel(p.request)}</span>
-                      </td>
-                      <td data-label={t.col.mode}>
-                        <PurgeMode soft={p.request.soft === true} />
-                      </td>
-                      <td data-slot="time" data-label={t.col.when} title={isoTime(p.createdAt)}>
-                        {formatRelative(p.createdAt, now)}
-                      </td>
-                      <td data-slot="by" data-label={t.col.by}>
-                        {p.createdBy}
-                      </td>
-                      <td data-slot="applied" data-label={t.col.applied}>
-                        <span data-component="badge" data-kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
-                          {t.appliedOn(p.appliedOn.length, total)}
-                        </span>
-                        <ul data-slot="per-node">
-                          {[...p.appliedOn.map((id) => ({ id, done: true })), ...p.pendingOn.map((id) => ({ id, done: false }))].map((n) => {
-                            const at = p.appliedAt[n.id]
-                            return (
-                              <li data-node={n.id} data-state={n.done ? 'applied' : 'pending'}>
-                                <span data-slot="node">{n.id}</span>{' '}
-                                {n.done ? (
-                                  at === undefined ? (
-                                    <span data-slot="at">{t.nodeApplied}</span>
-                                  ) : (
-                                    <time data-slot="at" datetime={isoTime(at)} title={t.nodeAppliedTitle(isoTime(at) ?? '')}>
-                                      {formatClock(at)} <span data-slot="muted">{t.after(formatLag(at - p.createdAt))}</span>
-                                    </time>
-                                  )
-                                ) : (
-                                  <span data-slot="at">{t.nodePending}</span>
-                                )}
-                              </li>
-                            )
-                          })}
-                        </ul>
-                      </td>
-                    </tr>
-                  )
-                })}
-              </tbody>
-            </table>
-          </div>
+              )
+            })}
+          </DataTable>
         )}
-      </section>
+      </Panel>
     </Layout>
   )
 }

@@ -1,5 +1,6 @@
 import type { FC } from 'hono/jsx'
 import type { PathMisses, TrafficMinute } from '../src/admin/actions.ts'
+import { DataTable, Panel } from './components.tsx'
 import { LineChart } from './charts.tsx'
 import { formatBytes, formatRatio, formatTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
@@ -30,58 +31,36 @@ export interface TrafficPageProps {
 const TopMisses: FC<{ id: string; title: string; rows: PathMisses[] }> = ({ id, title, rows }) => {
   const t = TEXT.traffic
   return (
-    <section data-component="panel" id={id}>
-      <header data-slot="panel-head">
-        <div>
-          <h2>{title}</h2>
-          <p>{t.topLead}</p>
-        </div>
-      </header>
+    <Panel id={id} title={title} lead={t.topLead}>
       {rows.length === 0 ? (
         <p data-component="empty">{t.topEmpty}</p>
       ) : (
-        <div data-component="table-wrap">
-          <table data-component="table" data-table={id}>
-            <thead>
-              <tr>
-                <th scope="col">{t.col.path}</th>
-                <th scope="col" data-align="end">
-                  {t.col.misses}
-                </th>
-                <th scope="col" data-align="end">
-                  {t.col.originBytes}
-                </th>
-                <th scope="col">{t.col.why}</th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((r) => (
-                <tr>
-                  <td data-slot="url">
-                    <span>{r.path}</span>
-                  </td>
-                  <td data-align="end" data-slot="num">
-                    {r.misses.toLocaleString('en')}
-                  </td>
-                  <td data-align="end" data-slot="num">
-                    {formatBytes(r.originBytes)}
-                  </td>
-                  <td data-slot="reasons">
-                    {Object.entries(r.reasons)
-                      .sort((a, b) => b[1] - a[1])
-                      .map(([reason, n]) => (
-                        <span data-component="badge" data-kind="stale" title={t.reasonTitle(reason)}>
-                          {reason} × {n.toLocaleString('en')}
-                        </span>
-                      ))}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable name={id} columns={[{ label: t.col.path }, { label: t.col.misses, align: 'end' }, { label: t.col.originBytes, align: 'end' }, { label: t.col.why }]}>
+          {rows.map((r) => (
+            <tr>
+              <td data-slot="url">
+                <span>{r.path}</span>
+              </td>
+              <td data-align="end" data-slot="num">
+                {r.misses.toLocaleString('en')}
+              </td>
+              <td data-align="end" data-slot="num">
+                {formatBytes(r.originBytes)}
+              </td>
+              <td data-slot="reasons">
+                {Object.entries(r.reasons)
+                  .sort((a, b) => b[1] - a[1])
+                  .map(([reason, n]) => (
+                    <span data-component="badge" data-kind="stale" title={t.reasonTitle(reason)}>
+                      {reason} × {n.toLocaleString('en')}
+                    </span>
+                  ))}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
-    </section>
+    </Panel>
   )
 }
 
@@ -132,12 +111,11 @@ export const TrafficPage: FC<TrafficPageProps> = (props) => {
   const perMinute = (v: number, b: Bucket) => v / b.minutes
   return (
     <Layout title={t.title} chrome={props.chrome}>
-      <section data-component="panel" id="traffic">
-        <header data-slot="panel-head">
-          <div>
-            <h2>{t.heading(props.node)}</h2>
-            <p>{t.lead}</p>
-          </div>
+      <Panel
+        id="traffic"
+        title={t.heading(props.node)}
+        lead={t.lead}
+        actions={
           <nav data-component="tabs" aria-label={t.periodLabel}>
             {(['hour', 'day'] as const).map((p) => (
               <a href={href(p, props.node)} data-component="button-link" aria-current={p === props.period ? 'page' : undefined}>
@@ -145,7 +123,8 @@ export const TrafficPage: FC<TrafficPageProps> = (props) => {
               </a>
             ))}
           </nav>
-        </header>
+        }
+      >
         <nav data-component="tabs" data-slot="nodes" aria-label={t.nodesLabel}>
           <a href={href(props.period, null)} data-component="button-link" aria-current={props.node === null ? 'page' : undefined}>
             {t.allNodes}
@@ -202,7 +181,7 @@ export const TrafficPage: FC<TrafficPageProps> = (props) => {
             />
           </div>
         )}
-      </section>
+      </Panel>
       <TopMisses id="top-misses" title={t.topByMisses(props.node, t.period[props.period])} rows={props.topByMisses} />
       <TopMisses id="top-origin-bytes" title={t.topByBytes(props.node, t.period[props.period])} rows={props.topByBytes} />
     </Layout>
