@@ -26,6 +26,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import SQLite from 'better-sqlite3'
 import { buildCaje } from './build.ts'
+import { freePort } from './systems.ts'
 import { fillIndex } from './index-entries.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
@@ -111,13 +112,6 @@ interface Node {
   out: () => string
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as net.AddressInfo
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
-}
 
 async function waitFor(check: () => boolean | Promise<boolean>, what: string | (() => string), timeoutMs: number, everyMs = 10): Promise<void> {
   const deadline = Date.now() + timeoutMs

@@ -13,11 +13,11 @@
 
 import fs from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { startCaje, type RunningCaje } from '../src/caje.ts'
+import { freePort } from '../src/test-support/servers.ts'
 import { loadConfig } from '../src/config.ts'
 import type { Logger } from '../src/log.ts'
 import { startOrigin, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
@@ -120,17 +120,6 @@ function handleOrigin(req: http.IncomingMessage, res: http.ServerResponse): void
 
 // ---------------------------------------------------------------------------
 
-/** A free loopback port: listen on 0, read it, close. caje then binds it (the gap is microseconds). */
-async function freePort(): Promise<number> {
-  const probe = net.createServer()
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', resolve)
-  })
-  const { port } = probe.address() as net.AddressInfo
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
-  return port
-}
 
 /** GET through a node with an explicit Host (fetch() cannot set one); drains the body. */
 function proxyGet(nodeUrl: string, pathname: string, headers: Record<string, string>): Promise<{ status: number; cacheStatus: string }> {

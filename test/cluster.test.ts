@@ -7,16 +7,15 @@
 // Every request goes out with `Host: cdn.test`, as behind one public name,
 // so the three nodes share cache keys.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
-import net from 'node:net'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDatabase } from '../src/manifest/database.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
-import { startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+import { startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
+import { freePort, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
 const SECRET = 'cluster-secret-for-the-three-node-test'
 const TOKEN = 'api-token-for-the-three-node-test-0123456789'
@@ -27,42 +26,19 @@ const HOST = 'cdn.test'
  */
 const PURGE_POLL_MS = 600_000
 
-interface Node {
+interface Node extends CajeProcess {
   name: string
-  port: number
-  url: string
   env: Record<string, string>
-  child: ChildProcessWithoutNullStreams
-  out: () => string
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as net.AddressInfo
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
-}
 
+/** caje as its own process with exactly `env` (a fixed port each, so peers can be named before they start). */
 async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, ...env } })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, `${name} to start`, 20_000)
-  if (child.exitCode !== null) throw new Error(`${name} exited at start:\n${out}`)
-  const port = Number(env.PORT)
-  return { name, port, url: `http://127.0.0.1:${port}`, env, child, out: () => out }
+  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
+  return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
 }
 
-async function stopNode(node: Node): Promise<void> {
-  if (node.child.exitCode !== null) return
-  const exited = new Promise<void>((resolve) => node.child.once('exit', () => resolve()))
-  node.child.kill('SIGTERM')
-  const timer = setTimeout(() => node.child.kill('SIGKILL'), 5_000)
-  await exited
-  clearTimeout(timer)
-}
+const stopNode = (node: Node): Promise<unknown> => node.stop()
 
 /** A proxied GET with Host: cdn.test (fetch cannot set Host). */
 function get(node: Node, pathname: string): Promise<{ status: number; cacheStatus: string; body: string }> {

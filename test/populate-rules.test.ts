@@ -4,13 +4,12 @@
 // rules file. A row's Populate button on node 2 names one key; node 2 must
 // then hold every key of that URL, copied from node 1, not from the origin.
 
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
-import net from 'node:net'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+import { startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
+import { freePort, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
 const SECRET = 'cluster-secret-for-the-keyed-populate-test'
 const TOKEN = 'api-token-for-the-keyed-populate-test-0123'
@@ -22,41 +21,19 @@ const RULES = `rules:
     cache_key: { headers: [x-tenant], cookies: [lang] }
 `
 
-interface Node {
+interface Node extends CajeProcess {
   name: string
-  url: string
-  port: number
-  child: ChildProcessWithoutNullStreams
-  out: () => string
+  env: Record<string, string>
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as net.AddressInfo
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
-}
 
+/** caje as its own process with exactly `env` (a fixed port each, so peers can be named before they start). */
 async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, ...env } })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, `${name} to start`, 30_000)
-  if (child.exitCode !== null) throw new Error(`${name} exited at start:\n${out}`)
-  const port = Number(env.PORT)
-  return { name, port, url: `http://127.0.0.1:${port}`, child, out: () => out }
+  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
+  return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
 }
 
-async function stopNode(node: Node): Promise<void> {
-  if (node.child.exitCode !== null) return
-  const exited = new Promise<void>((resolve) => node.child.once('exit', () => resolve()))
-  node.child.kill('SIGTERM')
-  const timer = setTimeout(() => node.child.kill('SIGKILL'), 5_000)
-  await exited
-  clearTimeout(timer)
-}
+const stopNode = (node: Node): Promise<unknown> => node.stop()
 
 /** A proxied GET with Host: cdn.test (fetch cannot set Host), so both nodes make the same keys. */
 function get(node: Node, pathname: string, headers: Record<string, string> = {}): Promise<{ status: number; cacheStatus: string; body: string }> {

@@ -10,6 +10,7 @@ import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
 import type { ClusterRole, RoleListener, RoleSource } from './primary.ts'
 import { countEntries, listManifest } from './repositories.ts'
+import { freePort } from '../test-support/servers.ts'
 import { captureLog, entry, freshManifest, waitFor } from './test-helpers.ts'
 import { DirectWriter, RemoteWriter, createManifestWriter } from './writer.ts'
 
@@ -50,13 +51,6 @@ async function startPeer(db: Kysely<Database> | undefined, port = 0, secret = SE
   }
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as net.AddressInfo
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
-}
 
 describe('DirectWriter', () => {
   let db: Kysely<Database>

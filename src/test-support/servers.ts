@@ -3,7 +3,7 @@
 
 import fs from 'node:fs/promises'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { startCaje, type RunningCaje } from '../caje.ts'
@@ -94,4 +94,16 @@ export async function startNode(origin: string, env: Record<string, string> = {}
       return waitFor(async () => (await node.store.variants(key)).length >= variants, `${variants} stored variant(s) of ${pathname}`).then(() => node.store.drain())
     },
   }
+}
+
+/** A free loopback port: listen on 0, read it, close. The caller binds it next (the gap is microseconds). */
+export async function freePort(): Promise<number> {
+  const probe = net.createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', resolve)
+  })
+  const { port } = probe.address() as AddressInfo
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  return port
 }
