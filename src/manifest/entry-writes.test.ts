@@ -1,6 +1,6 @@
 // How a stored op writes its entry row: only what changed, so the indexes and
 // the URL search queue are left alone when nothing they hold changed, and the
-// migration that dropped the unread indexes keeps every query's answer.
+// migration that dropped the unread index keeps every query's answer.
 
 import path from 'node:path'
 import { sql } from 'kysely'
@@ -140,7 +140,7 @@ describe('migration 2026120112_entries_write_indexes', () => {
     expect(before.host.entries.length).toBe(12)
 
     expect(await migrateToLatest(db)).toEqual(['2026120112_entries_write_indexes'])
-    expect(await indexNames(db)).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+    expect(await indexNames(db)).toEqual(['entries_delete_at', 'entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
     expect(await answers()).toEqual(before)
 
     await migrateTo(db, '2026120111_soft_purge')

@@ -69,7 +69,7 @@ describe('migrations', () => {
     expect(node).toMatchObject({ id: 'n1', region: 'ams', last_purge_id: 0 })
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     // Each index is written on every stored op: only those a query reads are kept.
-    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_delete_at', 'entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
   })
 
   it('lets several processes migrate the same file at once', async () => {
