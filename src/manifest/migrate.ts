@@ -15,6 +15,7 @@ import * as m2026120107 from './migrations/2026120107_node_minutes.ts'
 import * as m2026120108 from './migrations/2026120108_url_hits.ts'
 import * as m2026120111 from './migrations/2026120111_soft_purge.ts'
 import * as m2026120112 from './migrations/2026120112_node_minute_paths.ts'
+import * as m2026120113 from './migrations/2026120113_entries_write_indexes.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -26,6 +27,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120108_url_hits': m2026120108,
   '2026120111_soft_purge': m2026120111,
   '2026120112_node_minute_paths': m2026120112,
+  '2026120113_entries_write_indexes': m2026120113,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -17,6 +17,7 @@ import {
   CLEAR_NODE_SQL,
   COVERED_BY_PURGE_SQL,
   DELETE_HOLDING_SQL,
+  FIX_ENTRY_URL_SQL,
   MARK_PURGE_APPLIED_SQL,
   RECORD_PURGE_NODE_SQL,
   UPSERT_ENTRY_SQL,
@@ -24,6 +25,7 @@ import {
   UPSERT_NODE_SQL,
   coveredParams,
   entryParams,
+  fixUrlParams,
   holdingParams,
   nodeParams,
 } from './statements.ts'
@@ -164,6 +166,7 @@ export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): P
     const covered = await trx.executeQuery(CompiledQuery.raw(COVERED_BY_PURGE_SQL, coveredParams(meta)))
     if (covered.rows.length > 0) return false
     await trx.executeQuery(CompiledQuery.raw(UPSERT_ENTRY_SQL, entryParams(meta)))
+    await trx.executeQuery(CompiledQuery.raw(FIX_ENTRY_URL_SQL, fixUrlParams(meta)))
     await trx.executeQuery(CompiledQuery.raw(UPSERT_HOLDING_SQL, holdingParams(nodeId, meta)))
     return true
   })

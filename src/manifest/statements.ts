@@ -36,15 +36,38 @@ export const COVERED_BY_PURGE_SQL = `select 1 from purges p
 /** The newest purge's time: a purge covers only what was stored at or before it (COVERED_BY_PURGE_SQL). */
 export const NEWEST_PURGE_SQL = 'select max(created_at) from purges'
 
-/** Ops from different nodes arrive in any order: an older copy must not overwrite the freshness of a newer one. */
+/**
+ * Ops from different nodes arrive in any order: an older copy must not
+ * overwrite the freshness of a newer one.
+ *
+ * This runs once per stored op, so it writes as little as it can. SQLite
+ * rewrites an index when the UPDATE's SET list names one of its columns,
+ * whatever the values: so host and url, which a key keeps (they are part of
+ * it), are left out here and set by FIX_ENTRY_URL_SQL only when they differ,
+ * and a copy of the same store (a node that populated it records the very
+ * same record) updates nothing at all. An equal stored_at with other values
+ * still updates: a node that revalidated an entry a soft purge marked stale
+ * records it again with its original stored_at and a new lifetime.
+ */
 export const UPSERT_ENTRY_SQL = `insert into entries
   (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
   on conflict (key, variant) do update set
-    host = excluded.host, url = excluded.url, status = excluded.status, size = excluded.size,
-    content_type = excluded.content_type, stored_at = excluded.stored_at, stale_at = excluded.stale_at,
-    delete_at = excluded.delete_at, tags = excluded.tags, vary_headers = excluded.vary_headers
-  where entries.stored_at <= excluded.stored_at`
+    status = excluded.status, size = excluded.size, content_type = excluded.content_type,
+    stored_at = excluded.stored_at, stale_at = excluded.stale_at, delete_at = excluded.delete_at,
+    tags = excluded.tags, vary_headers = excluded.vary_headers
+  where entries.stored_at < excluded.stored_at
+    or (entries.stored_at = excluded.stored_at
+      and (entries.stale_at, entries.delete_at, entries.status, entries.size, entries.content_type, entries.tags, entries.vary_headers)
+        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))`
+
+/**
+ * After UPSERT_ENTRY_SQL changed a row: its host and url, only if they differ
+ * (parameters: fixUrlParams). Untouched, the host and url indexes and the URL
+ * search trigger (which fires on an update of url) do no work.
+ */
+export const FIX_ENTRY_URL_SQL = `update entries set host = ?, url = ?
+  where key = ? and variant = ? and stored_at = ? and (host <> ? or url <> ?)`
 
 export const UPSERT_HOLDING_SQL = `insert into entry_nodes (key, variant, node_id, stored_at) values (?, ?, ?, ?)
   on conflict (key, variant, node_id) do update set stored_at = excluded.stored_at`
@@ -85,6 +108,10 @@ export function entryParams(entry: EntryRecord): unknown[] {
   ]
 }
 
+export function fixUrlParams(entry: EntryRecord): unknown[] {
+  return [entry.host, entry.url, entry.key, entry.variant, entry.storedAt, entry.host, entry.url]
+}
+
 export function holdingParams(nodeId: string, entry: EntryRecord): unknown[] {
   return [entry.key, entry.variant, nodeId, entry.storedAt]
 }
@@ -119,6 +146,7 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
   const covered = sqlite.prepare(COVERED_BY_PURGE_SQL).pluck()
   const newestPurge = sqlite.prepare(NEWEST_PURGE_SQL).pluck()
   const upsertEntry = sqlite.prepare(UPSERT_ENTRY_SQL)
+  const fixUrl = sqlite.prepare(FIX_ENTRY_URL_SQL)
   const upsertHolding = sqlite.prepare(UPSERT_HOLDING_SQL)
   const deleteHolding = sqlite.prepare(DELETE_HOLDING_SQL)
   const clearNode = sqlite.prepare(CLEAR_NODE_SQL)
@@ -130,7 +158,8 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
       // A batch of stores checks the purge log once (newestPurgeAt), not once per entry.
       const mayBeCovered = newestPurgeAt === undefined || (newestPurgeAt !== null && newestPurgeAt >= entry.storedAt)
       if (mayBeCovered && covered.get(...coveredParams(entry)) !== undefined) return false
-      upsertEntry.run(...entryParams(entry))
+      // No change (an older or identical record): nothing of the row can need fixing.
+      if (upsertEntry.run(...entryParams(entry)).changes > 0) fixUrl.run(...fixUrlParams(entry))
       upsertHolding.run(...holdingParams(nodeId, entry))
       return true
     },

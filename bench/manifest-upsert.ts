@@ -1,0 +1,198 @@
+// The per-op cost of recording a stored entry in the manifest, and the plans
+// and times of the queries that read `entries`, at a given table size.
+//
+//   npx tsx bench/manifest-upsert.ts [--entries 1000000] [--ops 20000] [--schema latest|before]
+//
+// `before` migrates to the migration preceding 2026120113_entries_write_indexes
+// and records with the upsert as it was then (every column rewritten), so the
+// two are measured side by side on the same machine. Each run builds its own
+// temp file and removes it.
+
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { openDatabase } from '../src/manifest/database.ts'
+import { migrateTo, migrateToLatest } from '../src/manifest/migrate.ts'
+import { entriesMissingOn, listManifest, pruneExpired, sweepPurge } from '../src/manifest/repositories.ts'
+import type { EntryRecord } from '../src/manifest/repositories.ts'
+import { UPSERT_HOLDING_SQL, entryParams, holdingParams, hotStatements } from '../src/manifest/statements.ts'
+
+/** The upsert before 2026120113: every column set on every conflict. */
+const UPSERT_BEFORE_SQL = `insert into entries
+  (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
+  values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  on conflict (key, variant) do update set
+    host = excluded.host, url = excluded.url, status = excluded.status, size = excluded.size,
+    content_type = excluded.content_type, stored_at = excluded.stored_at, stale_at = excluded.stale_at,
+    delete_at = excluded.delete_at, tags = excluded.tags, vary_headers = excluded.vary_headers
+  where entries.stored_at <= excluded.stored_at`
+
+const { values } = parseArgs({
+  options: { entries: { type: 'string' }, ops: { type: 'string' }, schema: { type: 'string' }, queries: { type: 'boolean' }, plans: { type: 'boolean' } },
+})
+const ENTRIES = Number(values.entries ?? 1_000_000)
+const OPS = Number(values.ops ?? 20_000)
+const SCHEMA = values.schema ?? 'latest'
+const BEFORE = '2026120112_node_minute_paths'
+if (!['latest', 'before'].includes(SCHEMA)) throw new Error('--schema: latest or before')
+
+const HOSTS = ['www.example.com', 'static.example.com', 'api.example.net', 'rare.example.org']
+const NOW = 1_760_000_000_000
+
+function record(i: number, storedAt: number): EntryRecord {
+  // One entry in 1000 is on the rare host: the host filter's selective case.
+  const host = i % 1000 === 7 ? HOSTS[3]! : HOSTS[i % 3]!
+  const url = `https://${host}/assets/${(i % 97).toString(36)}/file-${i}.js?v=${i % 13}`
+  return {
+    key: url,
+    variant: i % 4 === 0 ? 'gzip-variant-digest-0123456789abcdef' : '',
+    host,
+    url,
+    status: 200,
+    size: 1000 + (i % 5000),
+    contentType: 'application/javascript',
+    storedAt,
+    // Lifetimes vary, so the stale/delete columns are not in insertion order.
+    staleAt: storedAt + 60_000 * (1 + (i % 120)),
+    deleteAt: storedAt + 60_000 * (2 + (i % 240)),
+    tags: i % 10 === 0 ? [`post-${i % 1000}`] : [],
+    varyHeaders: i % 4 === 0 ? { 'accept-encoding': 'gzip' } : {},
+  }
+}
+
+/** A shuffled order, so keys land all over the primary-key index as real traffic does. */
+function permutation(n: number, seed: number): number[] {
+  const a = Array.from({ length: n }, (_, i) => i)
+  let s = seed
+  for (let i = n - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) & 0x7fffffff
+    const j = s % (i + 1)
+    ;[a[i], a[j]] = [a[j]!, a[i]!]
+  }
+  return a
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-upsert-'))
+const opened = openDatabase({ path: path.join(dir, 'manifest.db') })
+try {
+  if (SCHEMA === 'latest') await migrateToLatest(opened.db)
+  else await migrateTo(opened.db, BEFORE)
+  const { sqlite } = opened
+  const latest = hotStatements(sqlite)
+  const upsertBefore = sqlite.prepare(UPSERT_BEFORE_SQL)
+  const holdingBefore = sqlite.prepare(UPSERT_HOLDING_SQL)
+  // No purge is recorded here, so the purge check is skipped in both (newestPurgeAt is null).
+  const hot = {
+    ...latest,
+    recordStored(nodeId: string, entry: EntryRecord, newest?: number | null): boolean {
+      if (SCHEMA === 'latest') return latest.recordStored(nodeId, entry, newest)
+      upsertBefore.run(...entryParams(entry))
+      holdingBefore.run(...holdingParams(nodeId, entry))
+      return true
+    },
+  }
+  const nodes = ['node1', 'node2', 'node3']
+  for (const id of nodes) hot.upsertNode({ id, region: 'r', internalUrl: `http://127.0.0.1/${id}`, startedAt: NOW }, NOW)
+
+  // Seed in batches of 1000 ops, as the writer applies them.
+  const seedOrder = permutation(ENTRIES, 1)
+  const batch = sqlite.transaction((from: number, to: number) => {
+    const newest = hot.newestPurgeAt()
+    for (let n = from; n < to; n++) {
+      const i = seedOrder[n]!
+      hot.recordStored(nodes[i % 3]!, record(i, NOW - ENTRIES + i), newest)
+    }
+  })
+  for (let n = 0; n < ENTRIES; n += 1000) batch(n, Math.min(ENTRIES, n + 1000))
+  // Index the URLs so the filter's trigram path is what runs.
+  sqlite.exec(`insert into entries_search(entries_search) values ('rebuild'); delete from entries_search_queue`)
+  sqlite.pragma('wal_checkpoint(TRUNCATE)')
+
+  function timeOps(label: string, make: (n: number) => { node: string; entry: EntryRecord }): void {
+    const list = Array.from({ length: OPS }, (_, n) => make(n))
+    const apply = sqlite.transaction((from: number, to: number) => {
+      const newest = hot.newestPurgeAt()
+      for (let n = from; n < to; n++) hot.recordStored(list[n]!.node, list[n]!.entry, newest)
+    })
+    const t0 = process.hrtime.bigint()
+    for (let n = 0; n < OPS; n += 1000) apply(n, Math.min(OPS, n + 1000))
+    const us = Number(process.hrtime.bigint() - t0) / 1000 / OPS
+    console.log(JSON.stringify({ schema: SCHEMA, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, opsPerSecond: Math.round(1e6 / us) }))
+  }
+  const pick = permutation(ENTRIES, 2)
+  // A new entry (a miss anywhere in the cluster).
+  timeOps('new entry', (n) => ({ node: 'node1', entry: record(ENTRIES + n, NOW + n) }))
+  // Another node stores the same entry again (its own miss): newer stored_at, new lifetime.
+  timeOps('re-stored', (n) => {
+    const i = pick[n]!
+    return { node: 'node2', entry: record(i, NOW + OPS + n) }
+  })
+  // A node populated a copy: the same record, another holder.
+  timeOps('copy recorded', (n) => {
+    const i = pick[OPS + n]!
+    return { node: nodes[(i + 1) % 3]!, entry: record(i, NOW - ENTRIES + i) }
+  })
+
+  if (values.queries) {
+    // Every statement a query runs, for its plan (EXPLAIN QUERY PLAN needs no bound values).
+    const seen: { source: string; args: unknown[] }[] = []
+    const prepare = sqlite.prepare.bind(sqlite)
+    sqlite.prepare = ((source: string) => {
+      const stmt = prepare(source)
+      for (const m of ['all', 'get', 'run', 'iterate'] as const) {
+        const f = (stmt[m] as (...a: unknown[]) => unknown).bind(stmt)
+        ;(stmt as unknown as Record<string, unknown>)[m] = (...args: unknown[]) => {
+          seen.push({ source, args })
+          return f(...args)
+        }
+      }
+      return stmt
+    }) as typeof sqlite.prepare
+    const q = async (label: string, run: () => Promise<unknown>) => {
+      seen.length = 0
+      await run()
+      const plans = seen
+        .filter((s) => /^\s*(select|delete|update|with)/i.test(s.source))
+        .map((s) => prepare(`explain query plan ${s.source}`).all(...s.args).map((r) => (r as { detail: string }).detail).join('; '))
+      const times: number[] = []
+      for (let r = 0; r < 3; r++) {
+        const t0 = performance.now()
+        await run()
+        times.push(performance.now() - t0)
+      }
+      times.sort((a, b) => a - b)
+      console.log(JSON.stringify({ schema: SCHEMA, entries: ENTRIES, query: label, ms: Math.round(times[1]! * 10) / 10 }))
+      if (values.plans) for (const p of plans) console.log(`    ${p}`)
+    }
+    const now = NOW - ENTRIES / 2
+    await q('list first page', () => listManifest(opened.db, { limit: 50 }))
+    await q('list deep page (offset 99950)', () => listManifest(opened.db, { limit: 50, offset: 99_950 }))
+    await q('list host filter (common host)', () => listManifest(opened.db, { limit: 50, host: HOSTS[0] }))
+    await q('list host filter (rare host)', () => listManifest(opened.db, { limit: 50, host: HOSTS[3] }))
+    await q('list host filter rare, deep page', () => listManifest(opened.db, { limit: 50, host: HOSTS[3], offset: 900 }))
+    await q('list url filter', () => listManifest(opened.db, { limit: 50, filter: 'file-12345' }))
+    await q('list node filter', () => listManifest(opened.db, { limit: 50, nodeId: 'node2' }))
+    await q('populate missing page (1000)', () => entriesMissingOn(opened.db, 'node1', now, { limit: 1000 }))
+    await q('populate missing, one key', () => entriesMissingOn(opened.db, 'node1', now, { key: record(123, 0).key, url: record(123, 0).url }))
+    // Purge sweeps in a transaction rolled back, so every rep sees the same rows.
+    const rolledBack = (run: () => Promise<unknown>) => async () => {
+      sqlite.exec('savepoint bench')
+      try {
+        await run()
+      } finally {
+        sqlite.exec('rollback to bench; release bench')
+      }
+    }
+    const at = NOW + 10 * OPS
+    await q('purge prefix (1 dir of 97)', rolledBack(() => sweepPurge(opened.db, { kind: 'prefix', value: `https://${HOSTS[0]}/assets/1/`, host: null, createdAt: at, soft: false })))
+    await q('purge rare host (all)', rolledBack(() => sweepPurge(opened.db, { kind: 'all', value: '', host: HOSTS[3]!, createdAt: at, soft: false })))
+    await q('purge tag', rolledBack(() => sweepPurge(opened.db, { kind: 'tag', value: 'post-10', host: null, createdAt: at, soft: false })))
+    await q('soft purge rare host, chunk 500', rolledBack(() => sweepPurge(opened.db, { kind: 'all', value: '', host: HOSTS[3]!, createdAt: at, soft: true }, 500)))
+    await q('prune expired (none due)', rolledBack(() => pruneExpired(opened.db, NOW - 10 * ENTRIES)))
+    await q('prune expired (0.1% due)', rolledBack(() => pruneExpired(opened.db, NOW - ENTRIES + ENTRIES / 1000 + 120_000)))
+  }
+} finally {
+  await opened.db.destroy()
+  fs.rmSync(dir, { recursive: true, force: true })
+}
