@@ -8,6 +8,7 @@ import fs from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { PopulateStatus } from '../src/vocabulary.ts'
 import { startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
 import { freePort, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
@@ -58,15 +59,6 @@ async function admin<T>(node: Node, pathname: string, body?: unknown): Promise<{
   return { status: res.status, json: (await res.json()) as T }
 }
 
-interface PopulateStatus {
-  running: boolean
-  key: string | null
-  done: number
-  fromPeers: number
-  fromOrigin: number
-  skipped: number
-  failed: number
-}
 
 interface ListJson {
   manifest: { entries: { key: string; url: string; nodes: string[] }[] }

@@ -17,6 +17,7 @@
 //
 // Size and integrity are not packed: the index keeps them with the content file.
 
+import type { FreshnessPolicy } from '../proxy/policy.ts'
 import type { EntryMeta, NewEntry } from './types.ts'
 
 const COMPACT = 'A'
@@ -134,19 +135,8 @@ const DIGITS = /^(?:0|[1-9][0-9]*)$/
 const POLICY_FIELDS = ['v', 'requestTime', 'responseTime', 'initialAge', 'lifetime', 'heuristic', 'noCache', 'mustRevalidate', 'staleWhileRevalidate', 'staleIfError', 'source']
 const META_FIELDS = new Set(['key', 'variant', 'url', 'host', 'status', 'headers', 'varyHeaders', 'policy', 'storedAt', 'staleAt', 'deleteAt', 'tags', 'contentType', 'origin', 'via', 'size', 'integrity'])
 
-interface PackablePolicy {
-  v: 1
-  requestTime: number
-  responseTime: number
-  initialAge: number
-  lifetime: number
-  heuristic: boolean
-  noCache: boolean
-  mustRevalidate: boolean
-  staleWhileRevalidate: number
-  staleIfError: number
-  source: 'cdn-cache-control' | 'cache-control'
-}
+/** The proxy's freshness policy (proxy/policy.ts), the one shape packed field by field; any other is kept as JSON. */
+type PackablePolicy = FreshnessPolicy
 
 function isPackablePolicy(p: unknown): p is PackablePolicy {
   if (typeof p !== 'object' || p === null) return false
