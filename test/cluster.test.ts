@@ -34,7 +34,7 @@ interface Node extends CajeProcess {
 
 /** caje as its own process with exactly `env` (a fixed port each, so peers can be named before they start). */
 async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
-  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
+  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 150_000 })
   return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
 }
 
@@ -162,7 +162,7 @@ describe('three caje nodes sharing one manifest', () => {
     console.log(`three nodes started in ${Date.now() - t0} ms`)
     const roles = await Promise.all(nodes.map(async (n) => ((await (await fetch(`${n.url}/_caje/health`)).json()) as { role: string }).role))
     expect(roles).toEqual(['primary', 'replica', 'replica'])
-  })
+  }, 180_000) // three processes start together: see startCajeProcess
 
   afterAll(async () => {
     await Promise.all(nodes.map((n) => stopNode(n)))

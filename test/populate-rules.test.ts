@@ -30,7 +30,7 @@ interface Node extends CajeProcess {
 
 /** caje as its own process with exactly `env` (a fixed port each, so peers can be named before they start). */
 async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
-  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
+  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 150_000 })
   return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
 }
 
@@ -108,7 +108,7 @@ describe('populate of a URL whose key a rule makes from a header and a cookie', 
     // One after the other: the first creates and migrates the shared file.
     nodes.push(await spawnNode('node1', env(0)))
     nodes.push(await spawnNode('node2', env(1)))
-  })
+  }, 180_000) // three processes start together: see startCajeProcess
 
   afterAll(async () => {
     await Promise.all(nodes.map((n) => stopNode(n)))

@@ -50,7 +50,9 @@ export async function startCajeProcess(
   // Read everything it writes: caje's stdout is blocking on a pipe, so an unread pipe would stall it.
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  await waitFor(() => LISTENING.test(out) || child.exitCode !== null, `${name} to start`, opts.startTimeoutMs ?? 20_000)
+  // Start-up is not under test: under tsx a busy machine takes many seconds to load src/, so
+  // the deadline only stops a process that never listens from hanging the run.
+  await waitFor(() => LISTENING.test(out) || child.exitCode !== null, `${name} to start`, opts.startTimeoutMs ?? 60_000)
   if (child.exitCode !== null) throw new Error(`${name} exited at start (code ${child.exitCode}):\n${out}`)
   const url = LISTENING.exec(out)![1]!
   return {
