@@ -82,4 +82,15 @@ describe('recorded top paths', () => {
       ['a', later],
     ])
   })
+
+  it('forgets a node’s minutes and paths with the node, and keeps the other nodes’', async () => {
+    await applyOps(db, [
+      minutesOp('gone', [minute(M, [path('h/old', 5, 50, { private: 5 })]), minute(M + MIN, [path('h/cart', 1, 10, { private: 1 })])]),
+      minutesOp('b', [minute(M, [path('h/cart', 2, 20, { private: 2 })])]),
+    ])
+    await applyOps(db, [{ type: 'node-forgotten', nodeId: 'gone' }])
+    expect(await top({ since: 0 })).toEqual([path('h/cart', 2, 20, { private: 2 })])
+    expect(await top({ since: 0, nodeId: 'gone' })).toEqual([])
+    expect((await minutesSince(db, 0)).map((m) => [m.nodeId, m.minute])).toEqual([['b', M]])
+  })
 })
