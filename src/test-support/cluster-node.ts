@@ -3,7 +3,7 @@
 // each other's environment before they start.
 
 import http from 'node:http'
-import { startCajeProcess, type CajeProcess } from './caje-process.ts'
+import { startCajeProcess, type CajeProcess, type StartOptions } from './caje-process.ts'
 
 export interface ClusterNode extends CajeProcess {
   name: string
@@ -11,8 +11,8 @@ export interface ClusterNode extends CajeProcess {
 }
 
 /** caje with exactly `env` (no test defaults; `env.PORT` is fixed), reached at 127.0.0.1 on that port. */
-export async function startClusterNode(name: string, env: Record<string, string>): Promise<ClusterNode> {
-  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
+export async function startClusterNode(name: string, env: Record<string, string>, opts: Pick<StartOptions, 'entry' | 'nodeArgs' | 'keepOutputChars'> = {}): Promise<ClusterNode> {
+  const p = await startCajeProcess(env, { ...opts, name, defaults: false, startTimeoutMs: 30_000 })
   return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
 }
 
