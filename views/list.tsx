@@ -1,4 +1,4 @@
-import type { FC } from 'hono/jsx'
+import type { Child, FC } from 'hono/jsx'
 import type { ClusterNodeView, DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
 import { ActionsCell, Badge, BytesCell, Csrf, DataTable, Empty, NumCell, Panel, StatusCell, TimeCell, UrlCell, type Flash } from './components.tsx'
 import { formatBytes, formatDuration, formatRelative, isoTime } from './format.ts'
@@ -314,6 +314,22 @@ const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
   )
 }
 
+/** One of the two entry tables, with its pager above it and, when it has rows, below it too. */
+const PagedPanel: FC<{ props: ListPageProps; table: Table; title: string; children?: Child }> = ({ props, table, title, children }) => (
+  <section data-component="panel" id={table}>
+    <header data-slot="panel-head">
+      <h2>{title}</h2>
+      <Pager props={props} table={table} />
+    </header>
+    {children}
+    {props[table].entries.length > 0 ? (
+      <footer data-slot="panel-foot">
+        <Pager props={props} table={table} />
+      </footer>
+    ) : null}
+  </section>
+)
+
 export const ListPage: FC<ListPageProps> = (props) => {
   const t = TEXT.list
   return (
@@ -340,30 +356,12 @@ export const ListPage: FC<ListPageProps> = (props) => {
           </a>
         ) : null}
       </form>
-      <section data-component="panel" id="disk">
-        <header data-slot="panel-head">
-          <h2>{t.diskHeading}</h2>
-          <Pager props={props} table="disk" />
-        </header>
+      <PagedPanel props={props} table="disk" title={t.diskHeading}>
         <DiskTable props={props} />
-        {props.disk.entries.length > 0 ? (
-          <footer data-slot="panel-foot">
-            <Pager props={props} table="disk" />
-          </footer>
-        ) : null}
-      </section>
-      <section data-component="panel" id="manifest">
-        <header data-slot="panel-head">
-          <h2>{t.manifestHeading}</h2>
-          <Pager props={props} table="manifest" />
-        </header>
+      </PagedPanel>
+      <PagedPanel props={props} table="manifest" title={t.manifestHeading}>
         <ManifestTable props={props} />
-        {props.manifest.entries.length > 0 ? (
-          <footer data-slot="panel-foot">
-            <Pager props={props} table="manifest" />
-          </footer>
-        ) : null}
-      </section>
+      </PagedPanel>
     </Layout>
   )
 }
