@@ -45,6 +45,12 @@ export interface EntryTable {
   vary_headers: string
 }
 
+/** How many rows `entries` has: one row (id 0), kept by triggers on every insert and delete. */
+export interface EntryCountTable {
+  id: number
+  n: number
+}
+
 /** Which node holds which variant on its own disk. Cascades away with the entry. */
 export interface EntryNodeTable {
   key: string
@@ -176,6 +182,7 @@ export interface UrlHitsTable {
 export interface Database {
   nodes: NodeTable
   entries: EntryTable
+  entries_count: EntryCountTable
   entry_nodes: EntryNodeTable
   purges: PurgeTable
   purge_nodes: PurgeNodeTable

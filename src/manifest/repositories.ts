@@ -280,8 +280,10 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
     totalIsLowerBound = counted > FILTER_COUNT_CAP
     total = Math.min(counted, FILTER_COUNT_CAP)
     base = totalIsLowerBound ? matching : indexed
-  } else {
+  } else if (options.host || nodeId) {
     total = Number((await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()).total)
+  } else {
+    total = await entryCount(db)
   }
   if (cursor) {
     base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.key', 'e.variant'), '<', eb.tuple(cursor.storedAt, cursor.key, cursor.variant)))
@@ -433,8 +435,13 @@ export async function countEntries(db: Db, options: { nodeId?: string } = {}): P
       .executeTakeFirstOrThrow()
     return Number(n)
   }
-  const { n } = await db.selectFrom('entries').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
-  return Number(n)
+  return entryCount(db)
+}
+
+/** Every entry, counted by the triggers that keep entries_count (a one-row read, not a walk of an index). */
+async function entryCount(db: Db): Promise<number> {
+  const row = await db.selectFrom('entries_count').select('n').where('id', '=', 0).executeTakeFirst()
+  return Number(row?.n ?? 0)
 }
 
 /** Empty the shared manifest ("Clear DB"): entries and holdings; nodes and the purge log stay. Resolves to the entries removed. */
@@ -447,7 +454,12 @@ export async function clearManifest(db: Db): Promise<number> {
   })
 }
 
-/** Drop entries no node may serve any more, even stale (their holdings cascade). */
+/**
+ * Drop entries no node may serve any more, even stale (their holdings
+ * cascade). No index on delete_at (every stored op would write one more
+ * B-tree for it): this scans the table, so it is for an operator's one-off
+ * 'prune' op, not for a schedule.
+ */
 export async function pruneExpired(db: Db, now: number): Promise<number> {
   const res = await db.deleteFrom('entries').where('delete_at', '<=', now).executeTakeFirst()
   return Number(res.numDeletedRows)
