@@ -58,7 +58,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   const path = options.databasePath
 
   if (!options.litefsDir) {
-    const { db } = openDatabase({ path })
+    const { db } = openDatabase({ path, checkpointInBackground: true })
     await migrateToLatest(db)
     const role = staticPrimary()
     const writer = createManifestWriter({
@@ -94,7 +94,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   // Know the role before anything is written: primary now means migrate now.
   await role.refresh()
   const openDirect = () => {
-    const { db } = openDatabase({ path })
+    const { db } = openDatabase({ path, checkpointInBackground: true })
     return new DirectWriter({
       ...options.direct,
       db,
