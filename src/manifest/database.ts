@@ -53,6 +53,12 @@ export interface EntryCountTable {
   n: number
 }
 
+/** How many variants a node holds (rows of entry_nodes), kept by triggers. */
+export interface NodeHoldingsTable {
+  node_id: string
+  n: number
+}
+
 /** Which node holds which variant on its own disk. Cascades away with the entry. */
 export interface EntryNodeTable {
   key: string
@@ -186,6 +192,7 @@ export interface Database {
   entries: EntryTable
   entries_count: EntryCountTable
   entry_nodes: EntryNodeTable
+  node_holdings: NodeHoldingsTable
   purges: PurgeTable
   purge_nodes: PurgeNodeTable
   admins: AdminTable

@@ -96,7 +96,7 @@ describe('recording a stored entry', () => {
   }
 })
 
-describe('migrations 2026120113_entries_write_indexes and 2026120114_entries_count', () => {
+describe('migrations 2026120113_entries_write_indexes and 2026120114_counts', () => {
   const cleanups: (() => void | Promise<void>)[] = []
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
@@ -136,7 +136,7 @@ describe('migrations 2026120113_entries_write_indexes and 2026120114_entries_cou
       }))),
     })
     // The queries read entries_count (2026120114): they run on the latest schema, made from the old one with its rows.
-    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_entries_count'])
+    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts'])
     expect(await indexNames(db)).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
     const before = await answers()
     expect(before.pruned).toBeGreaterThan(0)

@@ -428,12 +428,9 @@ export function missingEntryFromRow(row: EntryRow & { holders: string | null }):
 
 export async function countEntries(db: Db, options: { nodeId?: string } = {}): Promise<number> {
   if (options.nodeId) {
-    const { n } = await db
-      .selectFrom('entry_nodes')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('node_id', '=', options.nodeId)
-      .executeTakeFirstOrThrow()
-    return Number(n)
+    // Kept by triggers on entry_nodes (2026120114): one row, not a walk of the node's holdings.
+    const row = await db.selectFrom('node_holdings').select('n').where('node_id', '=', options.nodeId).executeTakeFirst()
+    return Number(row?.n ?? 0)
   }
   return entryCount(db)
 }
