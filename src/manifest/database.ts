@@ -9,6 +9,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import { Kysely, SqliteDialect } from 'kysely'
+import { BACKSTOP_WAL_PAGES, startCheckpointer } from './checkpointer.ts'
+import type { Checkpointer } from './checkpointer.ts'
 import type { ColumnType, DatabaseConnection, Driver, Generated, Insertable, QueryCompiler, Selectable, TransactionSettings, Updateable } from 'kysely'
 
 /** A column with a database default: optional on insert, always present when read. */
@@ -43,6 +45,18 @@ export interface EntryTable {
   tags: string
   /** JSON object of the Vary'd request headers, replayed by populate when fetching from the origin. */
   vary_headers: string
+}
+
+/** How many rows `entries` has: one row (id 0), kept by triggers on every insert and delete. */
+export interface EntryCountTable {
+  id: number
+  n: number
+}
+
+/** How many variants a node holds (rows of entry_nodes), kept by triggers. */
+export interface NodeHoldingsTable {
+  node_id: string
+  n: number
 }
 
 /** Which node holds which variant on its own disk. Cascades away with the entry. */
@@ -176,7 +190,9 @@ export interface UrlHitsTable {
 export interface Database {
   nodes: NodeTable
   entries: EntryTable
+  entries_count: EntryCountTable
   entry_nodes: EntryNodeTable
+  node_holdings: NodeHoldingsTable
   purges: PurgeTable
   purge_nodes: PurgeNodeTable
   admins: AdminTable
@@ -221,12 +237,21 @@ export interface OpenDatabaseOptions {
   readonly?: boolean
   /** Milliseconds a statement waits for another writer's lock before SQLITE_BUSY. */
   busyTimeoutMs?: number
+  /**
+   * Copy the WAL back into the file on a thread of its own (checkpointer.ts)
+   * instead of inside the commits of this handle, which run on the event
+   * loop. For the handle a node writes the manifest with; ignored when
+   * readonly or in memory.
+   */
+  checkpointInBackground?: boolean
 }
 
 export interface OpenedDatabase {
   db: Kysely<Database>
   /** The underlying handle, for pragmas and backups; `db.destroy()` closes it. */
   sqlite: SQLite.Database
+  /** With checkpointInBackground: the thread that checkpoints the WAL; `db.destroy()` ends it. */
+  checkpointer?: Checkpointer
 }
 
 export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
@@ -253,9 +278,15 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
     throw err
   }
   const key = options.path === ':memory:' ? undefined : fs.realpathSync(options.path)
-  const db = new Kysely<Database>({ dialect: new FileLockedSqliteDialect(sqlite, key) })
+  let checkpointer: Checkpointer | undefined
+  if (options.checkpointInBackground && !readonly && key !== undefined) {
+    // The backstop: past it this handle checkpoints in its own commits again.
+    sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
+    checkpointer = startCheckpointer({ path: key })
+  }
+  const db = new Kysely<Database>({ dialect: new FileLockedSqliteDialect(sqlite, key, checkpointer) })
   handles.set(db, sqlite)
-  return { db, sqlite }
+  return checkpointer ? { db, sqlite, checkpointer } : { db, sqlite }
 }
 
 const handles = new WeakMap<Kysely<Database>, SQLite.Database>()
@@ -326,6 +357,7 @@ class FileLockedDriver implements Driver {
     private readonly inner: Driver,
     private readonly lock: AsyncLock,
     private readonly key: string,
+    private readonly checkpointer: Checkpointer | undefined,
   ) {}
 
   init(): Promise<void> {
@@ -375,6 +407,8 @@ class FileLockedDriver implements Driver {
   }
 
   async destroy(): Promise<void> {
+    // The thread's last checkpoint runs while this handle is still open, so closing it finds the WAL copied back.
+    await this.checkpointer?.close()
     await this.inner.destroy()
     if (!this.released) {
       this.released = true
@@ -387,12 +421,13 @@ class FileLockedSqliteDialect extends SqliteDialect {
   constructor(
     database: SQLite.Database,
     private readonly fileKey: string | undefined,
+    private readonly checkpointer: Checkpointer | undefined,
   ) {
     super({ database })
   }
 
   override createDriver(): Driver {
     const driver = super.createDriver()
-    return this.fileKey ? new FileLockedDriver(driver, acquireFileLock(this.fileKey), this.fileKey) : driver
+    return this.fileKey ? new FileLockedDriver(driver, acquireFileLock(this.fileKey), this.fileKey, this.checkpointer) : driver
   }
 }

@@ -96,7 +96,7 @@ describe('recording a stored entry', () => {
   }
 })
 
-describe('migration 2026120113_entries_write_indexes', () => {
+describe('migrations 2026120113_entries_write_indexes and 2026120114_counts', () => {
   const cleanups: (() => void | Promise<void>)[] = []
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
@@ -135,16 +135,19 @@ describe('migration 2026120113_entries_write_indexes', () => {
         after: await countEntries(db),
       }))),
     })
+    // The queries read entries_count (2026120114): they run on the latest schema, made from the old one with its rows.
+    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts'])
+    expect(await indexNames(db)).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
     const before = await answers()
     expect(before.pruned).toBeGreaterThan(0)
     expect(before.host.entries.length).toBe(12)
+    expect(before.count).toBe(60)
+    expect(before.list.total).toBe(60)
 
-    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes'])
-    expect(await indexNames(db)).toEqual(['entries_delete_at', 'entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
-    expect(await answers()).toEqual(before)
-
+    // Down past both and up again: the same rows, the same answers.
     await migrateTo(db, '2026120112_node_minute_paths')
     expect(await indexNames(db)).toEqual(['entries_delete_at', 'entries_host', 'entries_stale_at', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+    await migrateToLatest(db)
     expect(await answers()).toEqual(before)
   })
 })

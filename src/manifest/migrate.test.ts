@@ -5,13 +5,16 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { openDatabase } from './database.ts'
 import type { Database } from './database.ts'
 import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrateToLatest } from './migrate.ts'
-import { tableNames, tempDir } from './test-helpers.ts'
+import { clearManifest, countEntries, listManifest, recordStored, sweepPurge } from './repositories.ts'
+import { applyOps } from './ops.ts'
+import { entry, tableNames, tempDir } from './test-helpers.ts'
 
 const ALL_TABLES = [
   'admins',
   'api_tokens',
   'challenges',
   'entries',
+  'entries_count',
   'entries_search',
   'entries_search_config',
   'entries_search_data',
@@ -20,6 +23,7 @@ const ALL_TABLES = [
   'entries_search_queue',
   'entry_nodes',
   'invites',
+  'node_holdings',
   'node_minute_paths',
   'node_minutes',
   'nodes',
@@ -70,7 +74,62 @@ describe('migrations', () => {
     expect(node).toMatchObject({ id: 'n1', region: 'ams', last_purge_id: 0 })
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     // Each index is written on every stored op: only those a query reads are kept.
-    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_delete_at', 'entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+  })
+
+  it('counts the entries of an existing manifest, and the count follows every write after it', async () => {
+    const { db } = open()
+    await migrateTo(db, '2026120113_entries_write_indexes')
+    const T = 1_700_000_000_000
+    for (let i = 0; i < 30; i++) await recordStored(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts'])
+    const total = async () => (await listManifest(db, { limit: 1 })).total
+    const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
+    const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
+    expect(await total()).toBe(30)
+    expect(await countEntries(db, { nodeId: 'a' })).toBe(30)
+
+    // New rows count; an upsert that updates, a copy and an older record do not.
+    await applyOps(db, [
+      { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://h.test/new/1', storedAt: T + 100 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://h.test/old/1', storedAt: T + 1 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://h.test/old/2', storedAt: T + 200 }) },
+      { type: 'stored', nodeId: 'c', entry: entry({ url: 'https://h.test/old/3', storedAt: T - 5 }) },
+    ])
+    await sql`insert or ignore into entries (key, variant, host, url, status, size, stored_at, stale_at, delete_at) values ('https://h.test/old/4', '', 'h.test', 'https://h.test/old/4', 200, 1, 1, 1, 1)`.execute(db)
+    expect(await total()).toBe(31)
+    expect(await counted()).toBe(31)
+    // A node's holdings: new ones count, a copy again does not, a dropped one counts down.
+    await applyOps(db, [
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://h.test/old/1', storedAt: T + 1 }) },
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://h.test/old/5', storedAt: T + 5 }) },
+      { type: 'deleted', nodeId: 'b', key: 'https://h.test/old/2', variant: '' },
+    ])
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(2)
+    expect(await countEntries(db, { nodeId: 'c' })).toBe(1)
+    expect(await countEntries(db, { nodeId: 'nobody' })).toBe(0)
+
+    // Deletes count down, through a purge's chunks and a clear.
+    await sweepPurge(db, { kind: 'prefix', value: 'https://h.test/old/1', host: null, createdAt: T + 1000, soft: false }, 4)
+    expect(await total()).toBe(await counted())
+    // The purge's entries took their holdings with them (a cascade), counted too.
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(await holdings())
+    await sweepPurge(db, { kind: 'prefix', value: 'https://h.test/old/', host: null, createdAt: T + 1000, soft: false })
+    expect(await total()).toBe(1)
+    await applyOps(db, [{ type: 'node-cleared', nodeId: 'c' }])
+    expect(await countEntries(db, { nodeId: 'c' })).toBe(0)
+    await clearManifest(db)
+    expect(await total()).toBe(0)
+    expect(await countEntries(db, { nodeId: 'a' })).toBe(0)
+    await recordStored(db, 'a', entry({ url: 'https://h.test/after-clear', storedAt: T }))
+    expect(await total()).toBe(1)
+
+    // Down again: the index the count replaced is back, the count table gone.
+    await migrateTo(db, '2026120113_entries_write_indexes')
+    const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
+    expect(indexes.rows.map((r) => r.name)).toContain('entries_delete_at')
+    expect(await tableNames(db)).not.toContain('entries_count')
+    expect(await tableNames(db)).not.toContain('node_holdings')
   })
 
   it('lets several processes migrate the same file at once', async () => {

@@ -16,6 +16,7 @@ import * as m2026120108 from './migrations/2026120108_url_hits.ts'
 import * as m2026120111 from './migrations/2026120111_soft_purge.ts'
 import * as m2026120112 from './migrations/2026120112_node_minute_paths.ts'
 import * as m2026120113 from './migrations/2026120113_entries_write_indexes.ts'
+import * as m2026120114 from './migrations/2026120114_counts.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -28,6 +29,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120111_soft_purge': m2026120111,
   '2026120112_node_minute_paths': m2026120112,
   '2026120113_entries_write_indexes': m2026120113,
+  '2026120114_counts': m2026120114,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -1,3 +1,4 @@
+import SQLite from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
@@ -58,7 +59,7 @@ describe('applyOps', () => {
   let db: Kysely<Database>
   freshManifestPerTest((m) => (db = m.db))
 
-  it('applies a batch in order, in one transaction', async () => {
+  it('applies a batch in order', async () => {
     const result = await applyOps(db, sample.slice(0, 6))
     expect(result).toEqual({ applied: 6, failed: 0 })
     expect(await listNodes(db)).toMatchObject([{ id: 'a', lastPurgeId: 1 }])
@@ -161,6 +162,34 @@ describe('applyOps', () => {
     expect(await countEntries(db)).toBe(ops.length)
     // One synchronous pass would let the loop turn about once; a pause every few ms lets it turn many times.
     expect(turns).toBeGreaterThan(5)
+  })
+
+  it('commits a large batch as it goes, so no single commit writes all of it; a bad op costs only itself', async () => {
+    const m = await freshManifest()
+    const reader = new SQLite(m.path, { readonly: true })
+    try {
+      const count = reader.prepare('select count(*) from entries').pluck()
+      const stores = (from: number): ManifestOp[] => Array.from({ length: 5_000 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/chunked/${from + i}` }) }))
+      const seen = new Set<number>()
+      let done = false
+      const applying = applyOps(m.db, stores(0)).finally(() => (done = true))
+      // Between two chunks another connection sees what the earlier ones committed.
+      while (!done) {
+        seen.add(count.get() as number)
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+      expect(await applying).toEqual({ applied: 5_000, failed: 0 })
+      expect([...seen].some((n) => n > 0 && n < 5_000)).toBe(true)
+
+      // NOT NULL: SQLite refuses the row. Its chunk is replayed op by op; every other op lands once.
+      const ops = stores(5_000)
+      ops.splice(2_500, 0, { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/bad', status: null as unknown as number }) })
+      expect(await applyOps(m.db, ops)).toEqual({ applied: 5_000, failed: 1 })
+      expect(count.get()).toBe(10_000)
+    } finally {
+      reader.close()
+      await m.cleanup()
+    }
   })
 })
 

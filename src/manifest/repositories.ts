@@ -29,7 +29,7 @@ import {
   holdingParams,
   nodeParams,
 } from './statements.ts'
-import { MIN_INDEXED_FILTER, candidateRowids, clearSearchIndex } from './search.ts'
+import { MIN_INDEXED_FILTER, candidateRowids, clearSearchIndex, indexedMatchesUpTo } from './search.ts'
 
 type Db = Kysely<Database>
 
@@ -282,13 +282,20 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
     const pattern = `%${escapeLike(filter)}%`
     // SQLite's LIKE is case-insensitive for ASCII, which is what a URL search wants.
     const matching = base.where(sql<SqlBool>`e.url like ${pattern} escape '\\'`)
-    const indexed = filter.length >= MIN_INDEXED_FILTER ? matching.where(sql<SqlBool>`e.rowid in ${candidateRowids(filter)}`) : matching
-    const counted = await countUpTo(db, indexed, FILTER_COUNT_CAP + 1)
+    const useIndex = filter.length >= MIN_INDEXED_FILTER
+    const indexed = useIndex ? matching.where(sql<SqlBool>`e.rowid in ${candidateRowids(filter)}`) : matching
+    // A common substring ("/blog/" at a million entries) has hundreds of thousands of
+    // candidates, and `rowid in (...)` collects them all before counting. The index alone,
+    // read up to the cap, says so in a few ms; only fewer candidates are counted exactly.
+    const common = useIndex && !options.host && !nodeId && (await indexedMatchesUpTo(db, filter, FILTER_COUNT_CAP + 1)) > FILTER_COUNT_CAP
+    const counted = common ? FILTER_COUNT_CAP + 1 : await countUpTo(db, indexed, FILTER_COUNT_CAP + 1)
     totalIsLowerBound = counted > FILTER_COUNT_CAP
     total = Math.min(counted, FILTER_COUNT_CAP)
     base = totalIsLowerBound ? matching : indexed
-  } else {
+  } else if (options.host || nodeId) {
     total = Number((await base.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow()).total)
+  } else {
+    total = await entryCount(db)
   }
   if (cursor) {
     base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.key', 'e.variant'), '<', eb.tuple(cursor.storedAt, cursor.key, cursor.variant)))
@@ -433,15 +440,17 @@ export function missingEntryFromRow(row: EntryRow & { holders: string | null }):
 
 export async function countEntries(db: Db, options: { nodeId?: string } = {}): Promise<number> {
   if (options.nodeId) {
-    const { n } = await db
-      .selectFrom('entry_nodes')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('node_id', '=', options.nodeId)
-      .executeTakeFirstOrThrow()
-    return Number(n)
+    // Kept by triggers on entry_nodes (2026120114): one row, not a walk of the node's holdings.
+    const row = await db.selectFrom('node_holdings').select('n').where('node_id', '=', options.nodeId).executeTakeFirst()
+    return Number(row?.n ?? 0)
   }
-  const { n } = await db.selectFrom('entries').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
-  return Number(n)
+  return entryCount(db)
+}
+
+/** Every entry, counted by the triggers that keep entries_count (a one-row read, not a walk of an index). */
+async function entryCount(db: Db): Promise<number> {
+  const row = await db.selectFrom('entries_count').select('n').where('id', '=', 0).executeTakeFirst()
+  return Number(row?.n ?? 0)
 }
 
 /** Empty the shared manifest ("Clear DB"): entries and holdings; nodes and the purge log stay. Resolves to the entries removed. */
@@ -454,7 +463,12 @@ export async function clearManifest(db: Db): Promise<number> {
   })
 }
 
-/** Drop entries no node may serve any more, even stale (their holdings cascade). */
+/**
+ * Drop entries no node may serve any more, even stale (their holdings
+ * cascade). No index on delete_at (every stored op would write one more
+ * B-tree for it): this scans the table, so it is for an operator's one-off
+ * 'prune' op, not for a schedule.
+ */
 export async function pruneExpired(db: Db, now: number): Promise<number> {
   const res = await db.deleteFrom('entries').where('delete_at', '<=', now).executeTakeFirst()
   return Number(res.numDeletedRows)

@@ -132,6 +132,8 @@ describe('URL filter and keyset paging', () => {
     const next = await listManifest(db, { filter: '/common/', limit: 3, cursor: common.nextCursor })
     expect(next.entries.map((e) => e.url)).toEqual([2, 1, 0].map((d) => `https://ex.com/common/${FILTER_COUNT_CAP + 44 + d}`))
     expect(await listManifest(db, { filter: '/RARE/', limit: 3 })).toMatchObject({ total: 7, totalIsLowerBound: false })
+    // Narrowed by host, the index's count says nothing: matches are counted.
+    expect(await listManifest(db, { filter: '/common/', host: 'other.test' })).toMatchObject({ total: 0, totalIsLowerBound: false, entries: [] })
     expect((await listManifest(db, {})).total).toBe(FILTER_COUNT_CAP + 57)
   })
 })

@@ -121,3 +121,14 @@ export function candidateRowids(filter: string): RawBuilder<number> {
   const phrase = `"${filter.replace(/"/g, '""')}"`
   return sql<number>`(select rowid from entries_search where entries_search match ${phrase} union select rid from entries_search_queue)`
 }
+
+/**
+ * How many rows the index finds for `filter` (three characters or more),
+ * read only up to `cap`. An upper bound of the matches until the writer has
+ * indexed a deletion, so callers use it only to tell "more than cap" apart.
+ */
+export async function indexedMatchesUpTo(db: Kysely<Database>, filter: string, cap: number): Promise<number> {
+  const phrase = `"${filter.replace(/"/g, '""')}"`
+  const row = await sql<{ n: number }>`select count(*) as n from (select rowid from entries_search where entries_search match ${phrase} limit ${cap})`.execute(db)
+  return Number(row.rows[0]?.n ?? 0)
+}

@@ -1,0 +1,52 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { BACKSTOP_WAL_PAGES } from './checkpointer.ts'
+import { openDatabase } from './database.ts'
+import { migrateToLatest } from './migrate.ts'
+import { applyOps } from './ops.ts'
+import type { ManifestOp } from './ops.ts'
+import { entry, tempDir, waitFor } from './test-helpers.ts'
+
+describe('WAL checkpoints on their own thread', () => {
+  const cleanups: (() => void | Promise<void>)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  function open(checkpointInBackground: boolean) {
+    const { dir, cleanup } = tempDir()
+    cleanups.push(cleanup)
+    const file = path.join(dir, 'manifest.db')
+    const opened = openDatabase({ path: file, checkpointInBackground })
+    cleanups.push(() => opened.db.destroy())
+    return { ...opened, file }
+  }
+
+  const stores = (from: number, n: number): ManifestOp[] =>
+    Array.from({ length: n }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://h.test/${'p'.repeat(200)}/${from + i}`, storedAt: 1_700_000_000_000 + from + i }) }))
+
+  it('copies the writer\'s commits back into the file from the thread, the writer only past its backstop', async () => {
+    const { db, sqlite, checkpointer, file } = open(true)
+    expect(checkpointer).toBeDefined()
+    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(BACKSTOP_WAL_PAGES)
+    await migrateToLatest(db)
+    for (let b = 0; b < 5; b++) await applyOps(db, stores(b * 500, 500))
+    // More than SQLite's default 1,000 pages went through the WAL, none of them checkpointed by the writer.
+    await waitFor(() => checkpointer!.stats().frames > 0, 10_000, 'the checkpoint thread to copy the WAL back')
+    expect(checkpointer!.stats().lastError).toBeUndefined()
+    // Everything written is in the file once the handle is closed (the thread's last checkpoint, then the close).
+    await db.destroy()
+    cleanups.pop()
+    expect(fs.existsSync(`${file}-wal`)).toBe(false)
+    const reopened = openDatabase({ path: file, readonly: true })
+    cleanups.push(() => reopened.db.destroy())
+    expect(reopened.sqlite.prepare('select count(*) from entries').pluck().get()).toBe(2500)
+  })
+
+  it('leaves checkpoints to SQLite on handles that do not ask for the thread', async () => {
+    const { sqlite, checkpointer } = open(false)
+    expect(checkpointer).toBeUndefined()
+    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(1000)
+  })
+})
