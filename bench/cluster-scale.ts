@@ -15,7 +15,6 @@
 // purge, the populate and the list requests; their worst wait is reported.
 // The machine is shared: every figure is the median of --runs repetitions.
 
-import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
@@ -30,6 +29,7 @@ import { freePort } from './systems.ts'
 import { fillIndex } from './index-entries.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
+import { startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import type { ManifestOp } from '../src/manifest/ops.ts'
 
@@ -103,16 +103,6 @@ function parseOptions(): Options {
 
 // ── processes ───────────────────────────────────────────────────────────
 
-interface Node {
-  name: string
-  port: number
-  url: string
-  env: Record<string, string>
-  child: ChildProcess
-  out: () => string
-}
-
-
 async function waitFor(check: () => boolean | Promise<boolean>, what: string | (() => string), timeoutMs: number, everyMs = 10): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -125,37 +115,19 @@ async function waitFor(check: () => boolean | Promise<boolean>, what: string | (
 /** The production bundle, as `npm start` runs it (no TypeScript loader thread in the profiles). */
 let bundle = ''
 
-async function spawnNode(name: string, env: Record<string, string>, cpuProf: string | undefined): Promise<Node> {
-  const args: string[] = []
-  // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
-  if (cpuProf) args.push('--cpu-prof', '--cpu-prof-dir', path.join(cpuProf, name))
-  args.push(bundle)
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  const keep = (d: Buffer) => {
-    out += d.toString()
-    if (out.length > 1_000_000) out = out.slice(-500_000)
-  }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
-  await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, `${name} to start`, 30_000, 20)
-  if (child.exitCode !== null) throw new Error(`${name} exited at start:\n${out}`)
-  const port = Number(env.PORT)
-  return { name, port, url: `http://127.0.0.1:${port}`, env, child, out: () => out }
-}
-
-async function stopNode(node: Node): Promise<void> {
-  if (node.child.exitCode !== null) return
-  const exited = new Promise<void>((resolve) => node.child.once('exit', () => resolve()))
-  node.child.kill('SIGTERM')
-  const timer = setTimeout(() => node.child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
+function spawnNode(name: string, env: Record<string, string>, cpuProf: string | undefined): Promise<ClusterNode> {
+  return startClusterNode(name, env, {
+    entry: [bundle],
+    // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
+    nodeArgs: cpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(cpuProf, name)] : [],
+    // A long run prints more than anyone reads: the tail is enough for a failure.
+    keepOutputChars: 1_000_000,
+  })
 }
 
 interface Cluster {
   root: string
-  nodes: Node[]
+  nodes: ClusterNode[]
   originRequests: () => number
   envFor(i: number): Promise<Record<string, string>>
   close(): Promise<void>
@@ -215,7 +187,7 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
     originRequests: () => originRequests,
     envFor,
     async close() {
-      await Promise.all(nodes.map((n) => stopNode(n)))
+      await Promise.all(nodes.map((n) => n.stop(10_000)))
       await Promise.all(litefsApis.map((api) => api.close()))
       origin.closeAllConnections()
       await new Promise<void>((resolve) => origin.close(() => resolve()))
@@ -232,7 +204,7 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 32 })
 
-function get(node: Node, pathname: string): Promise<{ status: number; cacheStatus: string }> {
+function get(node: ClusterNode, pathname: string): Promise<{ status: number; cacheStatus: string }> {
   return new Promise((resolve, reject) => {
     http
       .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST }, agent }, (res) => {
@@ -243,7 +215,7 @@ function get(node: Node, pathname: string): Promise<{ status: number; cacheStatu
   })
 }
 
-function getOnlyIfCached(node: Node, pathname: string): Promise<number> {
+function getOnlyIfCached(node: ClusterNode, pathname: string): Promise<number> {
   return new Promise((resolve, reject) => {
     http
       .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST, 'cache-control': 'only-if-cached' }, agent }, (res) => {
@@ -254,7 +226,7 @@ function getOnlyIfCached(node: Node, pathname: string): Promise<number> {
   })
 }
 
-async function admin<T>(node: Node, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T; ms: number }> {
+async function admin<T>(node: ClusterNode, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T; ms: number }> {
   const t0 = performance.now()
   const res = await fetch(node.url + pathname, {
     method: init.method ?? 'GET',
@@ -276,10 +248,10 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 }
 
 /** A health probe on a fresh connection to every node every 50 ms; stop() resolves to the worst wait per node (ms). */
-function probeHealth(nodes: Node[]): { stop(): Promise<number[]> } {
+function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]> } {
   const worst = nodes.map(() => 0)
   const inflight = new Set<Promise<void>>()
-  const probe = (node: Node, i: number) => {
+  const probe = (node: ClusterNode, i: number) => {
     const t0 = performance.now()
     const p = new Promise<void>((resolve) => {
       const req = http.get({ host: '127.0.0.1', port: node.port, path: '/_caje/health', agent: false }, (res) => {
@@ -428,7 +400,7 @@ interface NodeHealth {
   cache: { writesSkipped: number; writeQueueJobs: number; writeFailures: number }
 }
 
-async function health(node: Node): Promise<NodeHealth> {
+async function health(node: ClusterNode): Promise<NodeHealth> {
   return (await admin<NodeHealth>(node, '/_caje/health')).json
 }
 
@@ -437,7 +409,7 @@ async function health(node: Node): Promise<NodeHealth> {
  * disk write queue is full serves a response without storing it (counted as
  * writesSkipped): such paths are asked again once its queue has drained.
  */
-async function fillNodes(nodes: Node[], paths: string[], prefix: string): Promise<void> {
+async function fillNodes(nodes: ClusterNode[], paths: string[], prefix: string): Promise<void> {
   for (const node of nodes) {
     const skippedBefore = (await health(node)).cache.writesSkipped
     for (let round = 1; ; round++) {
@@ -452,7 +424,7 @@ async function fillNodes(nodes: Node[], paths: string[], prefix: string): Promis
   }
 }
 
-async function diskTotal(node: Node, filter: string): Promise<number> {
+async function diskTotal(node: ClusterNode, filter: string): Promise<number> {
   const res = await admin<{ disk: { total: number } }>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=1`)
   return res.json.disk.total
 }

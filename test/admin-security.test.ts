@@ -6,6 +6,10 @@
 
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Hono } from 'hono'
+import * as adminRepo from '../src/admin/repo.ts'
+import { createCredential } from '../src/admin/soft-authenticator.test-support.ts'
+import { Client, ORIGIN } from '../src/admin/test-setup.test-support.ts'
 import { startNode, startOrigin, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
 
 const SECRETS = {
@@ -319,6 +323,77 @@ describe('CSRF on every POST route the router has', () => {
     for (const path of internal) {
       const res = await call(path, { method: 'POST', headers: { cookie, 'content-type': 'application/json', 'x-csrf-token': csrf }, body: JSON.stringify({ ops: [{ type: 'clear' }] }) })
       expect(res.status, `POST ${path}`).toBe(401)
+    }
+  })
+})
+
+describe('removing an admin through a real node', () => {
+  /** The admin tests' cookie-keeping client, speaking HTTP to the node instead of calling its app. */
+  const httpClient = (on: TestNode) => new Client({ request: (p: string, init: RequestInit) => fetch(on.url + p, { ...init, redirect: 'manual' }) } as unknown as Hono)
+
+  async function registerPasskey(client: Client, body: Record<string, string> = {}): Promise<number> {
+    const res = await client.request('/_caje/register/options', { json: body })
+    if (res.status !== 200) return res.status
+    const o = (await res.json()) as { challengeId: string; options: Parameters<typeof createCredential>[0] }
+    const { response } = createCredential(o.options, ORIGIN)
+    return (await client.request('/_caje/register/verify', { json: { ...body, challengeId: o.challengeId, response, name: 'key' } })).status
+  }
+  const invite = async (c: Client) => ((await (await c.request('/_caje/invites', { json: {} })).json()) as { url: string }).url.split('/').pop()!
+
+  it('leaves nothing they kept working: sessions, API tokens and unused invite links', async () => {
+    const n = await startNode(origin.url, { CAJE_ADMIN_PASSWORD: SECRETS.CAJE_ADMIN_PASSWORD, CAJE_PUBLIC_ORIGIN: ORIGIN })
+    try {
+      const ada = httpClient(n)
+      await ada.signInWithPassword(SECRETS.CAJE_ADMIN_PASSWORD)
+      expect(await registerPasskey(ada)).toBe(200)
+      const bob = httpClient(n)
+      expect(await registerPasskey(bob, { invite: await invite(ada), adminName: 'Bob' })).toBe(200)
+      await bob.page('/_caje/list')
+      const token = ((await (await bob.request('/_caje/tokens', { json: { name: 'deploy' } })).json()) as { secret: string }).secret
+      const kept = await invite(bob)
+      const asBob = { authorization: `Bearer ${token}`, accept: 'application/json' }
+      const purge = () => fetch(`${n.url}/_caje/purge`, { method: 'POST', headers: { ...asBob, 'content-type': 'application/json' }, body: JSON.stringify({ all: true }) })
+      expect((await purge()).status).toBe(200)
+      expect((await fetch(`${n.url}/_caje/list`, { headers: asBob })).status).toBe(200)
+
+      const bobId = (await adminRepo.listAdmins(n.manifest.readDb())).find((a) => a.name === 'Bob')!.id
+      await ada.page('/_caje/passkeys')
+      expect((await ada.request(`/_caje/admins/${bobId}/remove`, { json: {} })).status).toBe(200)
+
+      expect((await purge()).status).toBe(401)
+      expect((await fetch(`${n.url}/_caje/list`, { headers: asBob })).status).toBe(401)
+      expect((await bob.request('/_caje/list', { headers: { accept: 'application/json' } })).status).toBe(401)
+      expect((await httpClient(n).page(`/_caje/invite/${kept}`)).res.status).toBe(410)
+      expect(await registerPasskey(httpClient(n), { invite: kept, adminName: 'Bob again' })).toBe(400)
+      expect((await adminRepo.listAdmins(n.manifest.readDb())).map((a) => a.name)).toEqual(['Ada'])
+      expect((await ada.request('/_caje/list', { headers: { accept: 'application/json' } })).status).toBe(200)
+    } finally {
+      await n.close()
+    }
+  })
+})
+
+describe('the page to return to after sign-in', () => {
+  const ESCAPES = ['/_caje/..//evil.example', '/_caje/%2e%2e//evil.example', '/_caje/x/../..//evil.example/_caje/list', '/_caje/../other']
+
+  it('is only ever a path under /_caje/, as the browser resolves it', async () => {
+    const { cookie } = await signIn()
+    for (const next of ESCAPES) {
+      const res = await call(`/_caje/auth?next=${encodeURIComponent(next)}`, { headers: { cookie } })
+      expect(res.status, next).toBe(303)
+      expect(res.headers.get('location'), next).toBe('/_caje/list')
+    }
+    // Dot segments that stay under /_caje/ are resolved, and the query kept.
+    const inside = await call(`/_caje/auth?next=${encodeURIComponent('/_caje/assets/../passkeys?x=1')}`, { headers: { cookie } })
+    expect(inside.headers.get('location')).toBe('/_caje/passkeys?x=1')
+  })
+
+  it('is not carried into the sign-in form when it would leave /_caje/', async () => {
+    for (const next of ESCAPES) {
+      const page = await call(`/_caje/auth?next=${encodeURIComponent(next)}`)
+      expect(page.status, next).toBe(200)
+      expect(page.body, next).not.toContain('evil.example')
+      expect(page.body, next).not.toContain('/other')
     }
   })
 })

@@ -8,13 +8,12 @@
 // so the three nodes share cache keys.
 
 import fs from 'node:fs/promises'
-import http from 'node:http'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDatabase } from '../src/manifest/database.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
-import { startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
+import { getWithHost, startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
 import { freePort, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
 const SECRET = 'cluster-secret-for-the-three-node-test'
@@ -26,35 +25,10 @@ const HOST = 'cdn.test'
  */
 const PURGE_POLL_MS = 600_000
 
-interface Node extends CajeProcess {
-  name: string
-  env: Record<string, string>
-}
+/** A proxied GET with Host: cdn.test. */
+const get = (node: ClusterNode, pathname: string) => getWithHost(node, HOST, pathname)
 
-
-/** caje as its own process with exactly `env` (a fixed port each, so peers can be named before they start). */
-async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
-  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
-  return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
-}
-
-const stopNode = (node: Node): Promise<unknown> => node.stop()
-
-/** A proxied GET with Host: cdn.test (fetch cannot set Host). */
-function get(node: Node, pathname: string): Promise<{ status: number; cacheStatus: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST }, agent: false }, (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (c: string) => (body += c))
-        res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body }))
-      })
-      .on('error', reject)
-  })
-}
-
-async function admin<T>(node: Node, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T }> {
+async function admin<T>(node: ClusterNode, pathname: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: T }> {
   const res = await fetch(node.url + pathname, {
     method: init.method ?? 'GET',
     headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -71,12 +45,12 @@ interface PopulateJson {
   populate: { running: boolean; done: number; skipped: number; failed: number; bytes: number; startedAt: number; finishedAt: number | null } | null
 }
 
-const list = async (node: Node, filter: string, limit = 50) => (await admin<ListJson>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=${limit}`)).json
-const holders = async (node: Node, url: string) => (await list(node, url)).manifest.entries.find((e) => e.url === url)?.nodes ?? []
-const diskHas = async (node: Node, filter: string) => (await list(node, filter)).disk.total
+const list = async (node: ClusterNode, filter: string, limit = 50) => (await admin<ListJson>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=${limit}`)).json
+const holders = async (node: ClusterNode, url: string) => (await list(node, url)).manifest.entries.find((e) => e.url === url)?.nodes ?? []
+const diskHas = async (node: ClusterNode, filter: string) => (await list(node, filter)).disk.total
 
 /** Start a populate run on `node` and wait for it to finish. */
-async function populate(node: Node, timeoutMs = 15_000): Promise<NonNullable<PopulateJson['populate']>> {
+async function populate(node: ClusterNode, timeoutMs = 15_000): Promise<NonNullable<PopulateJson['populate']>> {
   const started = await admin<{ started: boolean }>(node, '/_caje/populate', { method: 'POST', body: {} })
   expect(started.status).toBe(202)
   expect(started.json.started).toBe(true)
@@ -95,7 +69,7 @@ async function populate(node: Node, timeoutMs = 15_000): Promise<NonNullable<Pop
 describe('three caje nodes sharing one manifest', () => {
   let origin: TestOrigin
   let root: string
-  const nodes: Node[] = []
+  const nodes: ClusterNode[] = []
   const litefs: FakeLitefs[] = []
   let env1: Record<string, string>
   /** The origin answers /soft/* with 503 while this is set. */
@@ -158,14 +132,14 @@ describe('three caje nodes sharing one manifest', () => {
     await db.destroy()
     env1 = await envFor(0)
     const t0 = Date.now()
-    nodes.push(...(await Promise.all([spawnNode('node1', env1), spawnNode('node2', await envFor(1)), spawnNode('node3', await envFor(2))])))
+    nodes.push(...(await Promise.all([startClusterNode('node1', env1), startClusterNode('node2', await envFor(1)), startClusterNode('node3', await envFor(2))])))
     console.log(`three nodes started in ${Date.now() - t0} ms`)
     const roles = await Promise.all(nodes.map(async (n) => ((await (await fetch(`${n.url}/_caje/health`)).json()) as { role: string }).role))
     expect(roles).toEqual(['primary', 'replica', 'replica'])
-  })
+  }, 180_000) // the processes start together: see startClusterNode
 
   afterAll(async () => {
-    await Promise.all(nodes.map((n) => stopNode(n)))
+    await Promise.all(nodes.map((n) => n.stop()))
     await Promise.all(litefs.map((l) => l.close()))
     await origin?.close()
     if (root) await fs.rm(root, { recursive: true, force: true })
@@ -330,7 +304,7 @@ describe('three caje nodes sharing one manifest', () => {
   })
 
   it('a replica whose primary is down queues its writes and delivers them when the primary returns', async () => {
-    await stopNode(n1())
+    await n1().stop()
     const cached = await get(n2(), '/while-primary-down')
     expect(cached.cacheStatus).toMatch(/stored/)
     // The write is waiting in node 2's queue, retried with backoff.
@@ -343,7 +317,7 @@ describe('three caje nodes sharing one manifest', () => {
     )
     expect(await holders(n2(), `http://${HOST}/while-primary-down`)).toEqual([])
 
-    nodes[0] = await spawnNode('node1', env1)
+    nodes[0] = await startClusterNode('node1', env1)
     const t0 = Date.now()
     await waitFor(async () => (await holders(n1(), `http://${HOST}/while-primary-down`)).join() === 'node2', "node2's queued write in the manifest", 15_000)
     console.log(`queued replica write delivered ${Date.now() - t0} ms after the primary was back`)

@@ -78,6 +78,15 @@ describe('deployment files', () => {
     expect(env.CAJE_DATABASE_PATH!.startsWith(`${yamlValue(litefs, 'fuse', 'dir')}/`)).toBe(true)
   })
 
+  it("leaves LiteFS room on the volume the deploy instructions create: the cache budget, its 10 % of index and temporary files and 1 GB of headroom fit", () => {
+    // A full volume stops LiteFS from writing its transaction files, and with them the manifest.
+    const sizes = [...`${fly}\n${read('README.md')}`.matchAll(/fly volumes create \S+ .*--size (\d+)/g)].map((m) => Number(m[1]))
+    expect(sizes.length).toBeGreaterThan(0)
+    const config = loadConfig({ ...env, FLY_APP_NAME: 'caje-example', FLY_MACHINE_ID: 'm1', CAJE_CLUSTER_SECRET: 'x'.repeat(32) })
+    // Fly sizes volumes in GB; counted as 10^9 bytes, the smaller reading.
+    for (const gb of sizes) expect(config.cacheMaxBytes * 1.1 + 1e9, `a ${gb} GB volume`).toBeLessThanOrEqual(gb * 1e9)
+  })
+
   it('stops LiteFS on a startup error (exit-on-error) and builds on Node 22', () => {
     expect(litefs).toMatch(/^exit-on-error: true$/m)
     const froms = [...read('Dockerfile').matchAll(/^FROM (node:\S+)/gm)].map((m) => m[1])

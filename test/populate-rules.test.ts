@@ -5,11 +5,10 @@
 // then hold every key of that URL, copied from node 1, not from the origin.
 
 import fs from 'node:fs/promises'
-import http from 'node:http'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { PopulateStatus } from '../src/vocabulary.ts'
-import { startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
+import { getWithHost, startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
 import { freePort, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
 
 const SECRET = 'cluster-secret-for-the-keyed-populate-test'
@@ -22,35 +21,10 @@ const RULES = `rules:
     cache_key: { headers: [x-tenant], cookies: [lang] }
 `
 
-interface Node extends CajeProcess {
-  name: string
-  env: Record<string, string>
-}
+/** A proxied GET with Host: cdn.test, so both nodes make the same keys. */
+const get = (node: ClusterNode, pathname: string, headers: Record<string, string> = {}) => getWithHost(node, HOST, pathname, headers)
 
-
-/** caje as its own process with exactly `env` (a fixed port each, so peers can be named before they start). */
-async function spawnNode(name: string, env: Record<string, string>): Promise<Node> {
-  const p = await startCajeProcess(env, { name, defaults: false, startTimeoutMs: 30_000 })
-  return { ...p, name, env, url: `http://127.0.0.1:${env.PORT}` }
-}
-
-const stopNode = (node: Node): Promise<unknown> => node.stop()
-
-/** A proxied GET with Host: cdn.test (fetch cannot set Host), so both nodes make the same keys. */
-function get(node: Node, pathname: string, headers: Record<string, string> = {}): Promise<{ status: number; cacheStatus: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers: { host: HOST, ...headers }, agent: false }, (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (c: string) => (body += c))
-        res.on('end', () => resolve({ status: res.statusCode!, cacheStatus: String(res.headers['cache-status'] ?? ''), body }))
-      })
-      .on('error', reject)
-  })
-}
-
-async function admin<T>(node: Node, pathname: string, body?: unknown): Promise<{ status: number; json: T }> {
+async function admin<T>(node: ClusterNode, pathname: string, body?: unknown): Promise<{ status: number; json: T }> {
   const res = await fetch(node.url + pathname, {
     method: body === undefined ? 'GET' : 'POST',
     headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -74,7 +48,7 @@ function keyOf(cacheStatus: string): string {
 describe('populate of a URL whose key a rule makes from a header and a cookie', () => {
   let origin: TestOrigin
   let root: string
-  const nodes: Node[] = []
+  const nodes: ClusterNode[] = []
 
   // The clients: one key each under /t/page.
   const CLIENTS: Record<string, string>[] = [{ 'x-tenant': 'acme' }, { 'x-tenant': 'globex' }, { cookie: 'lang=fr; other=1' }, {}]
@@ -106,18 +80,18 @@ describe('populate of a URL whose key a rule makes from a header and a cookie', 
       CAJE_SHUTDOWN_TIMEOUT_MS: '2000',
     })
     // One after the other: the first creates and migrates the shared file.
-    nodes.push(await spawnNode('node1', env(0)))
-    nodes.push(await spawnNode('node2', env(1)))
-  })
+    nodes.push(await startClusterNode('node1', env(0)))
+    nodes.push(await startClusterNode('node2', env(1)))
+  }, 180_000) // the processes start together: see startClusterNode
 
   afterAll(async () => {
-    await Promise.all(nodes.map((n) => stopNode(n)))
+    await Promise.all(nodes.map((n) => n.stop()))
     await origin?.close()
     if (root) await fs.rm(root, { recursive: true, force: true })
   })
 
   it('warms every key of the URL from the peer when asked for one of them, and then serves each from cache', async () => {
-    const [n1, n2] = nodes as [Node, Node]
+    const [n1, n2] = nodes as [ClusterNode, ClusterNode]
     const keys: string[] = []
     for (const headers of CLIENTS) {
       const first = await get(n1, '/t/page', headers)

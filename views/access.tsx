@@ -1,6 +1,5 @@
 import type { FC } from 'hono/jsx'
-import { Csrf, DataTable, Empty, Panel, PostButton, type Flash } from './components.tsx'
-import { formatRelative, formatTime, isoTime } from './format.ts'
+import { Badge, Csrf, DataTable, Empty, NumCell, Panel, PostButton, TimeCell, type Flash } from './components.tsx'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
@@ -71,16 +70,10 @@ const Passkeys: FC<{ p: AccessPageProps }> = ({ p }) => {
                 </form>
               </td>
               <td>
-                <span data-component="badge" data-kind={k.backedUp ? 'synced' : 'node'}>
-                  {k.backedUp ? t.synced : t.deviceBound}
-                </span>
+                <Badge kind={k.backedUp ? 'synced' : 'node'}>{k.backedUp ? t.synced : t.deviceBound}</Badge>
               </td>
-              <td data-slot="time" title={isoTime(k.createdAt)}>
-                {formatTime(k.createdAt)}
-              </td>
-              <td data-slot="time" title={isoTime(k.lastUsedAt)}>
-                {k.lastUsedAt ? formatRelative(k.lastUsedAt, p.now) : t.never}
-              </td>
+              <TimeCell at={k.createdAt} />
+              <TimeCell at={k.lastUsedAt} now={p.now} none={t.never} />
               <td data-align="end">
                 <PostButton
                   action={PATHS.passkeyRemove(k.id)}
@@ -124,15 +117,11 @@ const Admins: FC<{ p: AccessPageProps }> = ({ p }) => {
             <td>
               {a.name}{' '}
               {a.id === p.adminId ? (
-                <span data-component="badge" data-kind="self">
-                  {t.you}
-                </span>
+                <Badge kind="self">{t.you}</Badge>
               ) : null}
             </td>
-            <td data-align="end" data-slot="num">
-              {a.passkeys}
-            </td>
-            <td data-slot="time">{formatTime(a.createdAt)}</td>
+            <NumCell>{a.passkeys}</NumCell>
+            <TimeCell at={a.createdAt} />
             <td data-align="end">
               {a.id === p.adminId ? null : (
                 <PostButton action={PATHS.adminRemove(a.id)} csrfToken={p.chrome.csrfToken} label={t.removeAdmin} variant="danger" />
@@ -157,10 +146,8 @@ const Invites: FC<{ p: AccessPageProps }> = ({ p }) => {
           {p.invites.map((i) => (
             <tr>
               <td>{i.createdBy}</td>
-              <td data-slot="time">{formatTime(i.createdAt)}</td>
-              <td data-slot="time" title={isoTime(i.expiresAt)}>
-                {formatRelative(i.expiresAt, p.now)}
-              </td>
+              <TimeCell at={i.createdAt} />
+              <TimeCell at={i.expiresAt} now={p.now} />
               <td data-align="end">
                 <PostButton action={PATHS.inviteRevoke(i.id)} csrfToken={csrf} label={t.revoke} variant="danger" />
               </td>
@@ -192,13 +179,11 @@ const Tokens: FC<{ p: AccessPageProps }> = ({ p }) => {
             <tr data-revoked={k.revokedAt ? 'true' : undefined}>
               <td>{k.name}</td>
               <td>
-                <span data-component="badge" data-kind={k.revokedAt ? 'stale' : 'synced'}>
-                  {k.revokedAt ? t.tokenRevoked : t.tokenActive}
-                </span>
+                <Badge kind={k.revokedAt ? 'stale' : 'synced'}>{k.revokedAt ? t.tokenRevoked : t.tokenActive}</Badge>
               </td>
               <td>{k.createdBy}</td>
-              <td data-slot="time">{formatTime(k.createdAt)}</td>
-              <td data-slot="time">{k.lastUsedAt ? formatRelative(k.lastUsedAt, p.now) : t.never}</td>
+              <TimeCell at={k.createdAt} />
+              <TimeCell at={k.lastUsedAt} now={p.now} none={t.never} />
               <td data-align="end">
                 {k.revokedAt ? null : <PostButton action={PATHS.tokenRevoke(k.id)} csrfToken={csrf} label={t.revoke} variant="danger" />}
               </td>

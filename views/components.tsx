@@ -1,6 +1,7 @@
 // Small pieces shared by several pages.
 
 import type { Child, FC } from 'hono/jsx'
+import { formatBytes, formatRelative, formatTime, isoTime } from './format.ts'
 
 export interface Flash {
   kind: 'ok' | 'error'
@@ -93,4 +94,55 @@ export const DataTable: FC<{ name: string; columns: Column[]; children?: Child }
       <tbody>{children}</tbody>
     </table>
   </div>
+)
+
+/** A label with a colour by kind (`fresh`, `stale`, `self`, `node`, `offline`, …; admin.css has them all). */
+export const Badge: FC<{ kind: string; title?: string; children?: Child }> = ({ kind, title, children }) => (
+  <span data-component="badge" data-kind={kind} title={title}>
+    {children}
+  </span>
+)
+
+/** The URL a row is about; `title` (the full cache key) shows on hover, `children` go under it. */
+export const UrlCell: FC<{ url: string; title?: string; children?: Child }> = ({ url, title, children }) => (
+  <td data-slot="url">
+    <span title={title}>{url}</span>
+    {children}
+  </td>
+)
+
+/** An HTTP status, coloured by its class (2xx, 3xx, 4xx/5xx). */
+export const StatusCell: FC<{ status: number }> = ({ status }) => (
+  <td data-align="end">
+    <span data-component="status-code" data-class={`${Math.floor(status / 100)}xx`}>
+      {status}
+    </span>
+  </td>
+)
+
+/** A count or an amount, lined up at the end of its column. */
+export const NumCell: FC<{ children?: Child }> = ({ children }) => (
+  <td data-align="end" data-slot="num">
+    {children}
+  </td>
+)
+
+export const BytesCell: FC<{ bytes: number }> = ({ bytes }) => <NumCell>{formatBytes(bytes)}</NumCell>
+
+/**
+ * A moment: its date, or with `now` how long ago (or until) it is; the exact time on hover.
+ * `none` stands where there is no moment (never used, say). `label` names the column where
+ * a narrow screen stacks the cells.
+ */
+export const TimeCell: FC<{ at: number | null; now?: number; none?: string; label?: string }> = ({ at, now, none, label }) => (
+  <td data-slot="time" data-label={label} title={isoTime(at)}>
+    {at === null && none !== undefined ? none : now === undefined ? formatTime(at) : formatRelative(at, now)}
+  </td>
+)
+
+/** The row's buttons, at the end of the row and never wrapped. */
+export const ActionsCell: FC<{ children?: Child }> = ({ children }) => (
+  <td data-align="end" data-slot="row-actions">
+    {children}
+  </td>
 )

@@ -1,7 +1,7 @@
-import type { FC } from 'hono/jsx'
+import type { Child, FC } from 'hono/jsx'
 import type { ClusterNodeView, DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
-import { Csrf, DataTable, Empty, Panel, type Flash } from './components.tsx'
-import { formatBytes, formatDuration, formatRelative, formatTime, isoTime } from './format.ts'
+import { ActionsCell, Badge, BytesCell, Csrf, DataTable, Empty, NumCell, Panel, StatusCell, TimeCell, UrlCell, type Flash } from './components.tsx'
+import { formatBytes, formatDuration, formatRelative, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
@@ -92,15 +92,15 @@ const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => 
  * shown; a stale one is still served, after the origin confirms it (a 304
  * keeps the body), so it is not an error.
  */
-const Freshness: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) => {
+const FreshnessCell: FC<{ staleAt: number; now: number }> = ({ staleAt, now }) => {
   const fresh = staleAt > now
   return (
-    <span data-component="freshness" data-state={fresh ? 'fresh' : 'stale'} title={`${fresh ? TEXT.list.freshUntil : TEXT.list.staleSince} ${isoTime(staleAt)}`}>
-      <span data-component="badge" data-kind={fresh ? 'fresh' : 'stale'}>
-        {fresh ? TEXT.list.fresh : TEXT.list.stale}
+    <td>
+      <span data-component="freshness" data-state={fresh ? 'fresh' : 'stale'} title={`${fresh ? TEXT.list.freshUntil : TEXT.list.staleSince} ${isoTime(staleAt)}`}>
+        <Badge kind={fresh ? 'fresh' : 'stale'}>{fresh ? TEXT.list.fresh : TEXT.list.stale}</Badge>
+        <span data-slot="detail">{fresh ? TEXT.list.freshFor(formatDuration(staleAt - now)) : TEXT.list.revalidates}</span>
       </span>
-      <span data-slot="detail">{fresh ? TEXT.list.freshFor(formatDuration(staleAt - now)) : TEXT.list.revalidates}</span>
-    </span>
+    </td>
   )
 }
 
@@ -125,16 +125,10 @@ const RowPurge: FC<{ url: string; csrf: string }> = ({ url, csrf }) => (
 /** How this node got a copy: a client's request, or populate (from a peer or the origin). */
 const Source: FC<{ via: DiskEntry['via'] }> = ({ via }) => {
   const t = TEXT.list.via
-  if (via.kind === 'peer') return <span data-component="badge" data-kind="peer" title={t.peerTitle(via.node)}>{t.peer(via.node)}</span>
-  if (via.kind === 'populate') return <span data-component="badge" data-kind="origin" title={t.populateTitle}>{t.populate}</span>
+  if (via.kind === 'peer') return <Badge kind="peer" title={t.peerTitle(via.node)}>{t.peer(via.node)}</Badge>
+  if (via.kind === 'populate') return <Badge kind="origin" title={t.populateTitle}>{t.populate}</Badge>
   return <span data-slot="muted">{t.request}</span>
 }
-
-const StatusCode: FC<{ status: number }> = ({ status }) => (
-  <span data-component="status-code" data-class={`${Math.floor(status / 100)}xx`}>
-    {status}
-  </span>
-)
 
 const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
   const t = TEXT.list
@@ -143,36 +137,25 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
     <DataTable name="disk" columns={[{ label: t.col.key }, { label: t.col.status, align: 'end' }, { label: t.col.size, align: 'end' }, { label: t.col.type }, { label: t.col.stored }, { label: t.col.expires }, { label: t.col.tier }, { label: t.col.source }, { label: t.col.actions, align: 'end', hidden: true }]}>
       {props.disk.entries.map((e) => (
         <tr>
-          <td data-slot="url">
-            <span title={e.key}>{e.url}</span>
+          <UrlCell url={e.url} title={e.key}>
             {e.variant ? <small data-slot="variant">{e.variant}</small> : null}
-          </td>
-          <td data-align="end">
-            <StatusCode status={e.status} />
-          </td>
-          <td data-align="end" data-slot="num">
-            {formatBytes(e.size)}
-          </td>
+          </UrlCell>
+          <StatusCell status={e.status} />
+          <BytesCell bytes={e.size} />
           <td data-slot="type" title={e.contentType ?? undefined}>
             {e.contentType?.split(';')[0] ?? '—'}
           </td>
-          <td data-slot="time" title={isoTime(e.storedAt)}>
-            {formatTime(e.storedAt)}
-          </td>
+          <TimeCell at={e.storedAt} />
+          <FreshnessCell staleAt={e.staleAt} now={props.now} />
           <td>
-            <Freshness staleAt={e.staleAt} now={props.now} />
-          </td>
-          <td>
-            <span data-component="badge" data-kind={e.inMemory ? 'memory' : 'disk'}>
-              {e.inMemory ? t.tierMemory : t.tierDisk}
-            </span>
+            <Badge kind={e.inMemory ? 'memory' : 'disk'}>{e.inMemory ? t.tierMemory : t.tierDisk}</Badge>
           </td>
           <td data-slot="source">
             <Source via={e.via} />
           </td>
-          <td data-align="end" data-slot="row-actions">
+          <ActionsCell>
             <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
-          </td>
+          </ActionsCell>
         </tr>
       ))}
     </DataTable>
@@ -188,40 +171,24 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
     <DataTable name="manifest" columns={[{ label: t.col.url }, { label: t.col.status, align: 'end' }, { label: t.col.variants, align: 'end' }, { label: t.col.size, align: 'end' }, { label: t.col.stored }, { label: t.col.expires }, { label: t.col.nodes }, { label: t.col.actions, align: 'end', hidden: true }]}>
       {props.manifest.entries.map((e) => (
         <tr>
-          <td data-slot="url">
-            <span title={e.key}>{e.url}</span>
-          </td>
-          <td data-align="end">
-            <StatusCode status={e.status} />
-          </td>
-          <td data-align="end" data-slot="num">
-            {e.variants}
-          </td>
-          <td data-align="end" data-slot="num">
-            {formatBytes(e.size)}
-          </td>
-          <td data-slot="time" title={isoTime(e.storedAt)}>
-            {formatTime(e.storedAt)}
-          </td>
-          <td>
-            <Freshness staleAt={e.staleAt} now={props.now} />
-          </td>
+          <UrlCell url={e.url} title={e.key} />
+          <StatusCell status={e.status} />
+          <NumCell>{e.variants}</NumCell>
+          <BytesCell bytes={e.size} />
+          <TimeCell at={e.storedAt} />
+          <FreshnessCell staleAt={e.staleAt} now={props.now} />
           <td data-slot="nodes">
             {e.nodes.map((n) => {
               const node = byId.get(n)
               const offline = node !== undefined && !node.online
               return (
-                <span
-                  data-component="badge"
-                  data-kind={n === self ? 'self' : offline ? 'offline' : 'node'}
-                  title={offline ? t.nodeOfflineTitle(formatRelative(node.lastSeenAt, props.now)) : undefined}
-                >
+                <Badge kind={n === self ? 'self' : offline ? 'offline' : 'node'} title={offline ? t.nodeOfflineTitle(formatRelative(node.lastSeenAt, props.now)) : undefined}>
                   {n}
-                </span>
+                </Badge>
               )
             })}
           </td>
-          <td data-align="end" data-slot="row-actions">
+          <ActionsCell>
             {!e.nodes.includes(self) && e.staleAt > props.now ? (
               <form method="post" action={PATHS.populate} data-component="inline-form">
                 <Csrf token={props.chrome.csrfToken} />
@@ -232,7 +199,7 @@ const ManifestTable: FC<{ props: ListPageProps }> = ({ props }) => {
               </form>
             ) : null}
             <RowPurge url={e.url} csrf={props.chrome.csrfToken} />
-          </td>
+          </ActionsCell>
         </tr>
       ))}
     </DataTable>
@@ -321,24 +288,16 @@ const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
         {props.nodes.map((n) => (
           <tr data-node={n.id}>
             <td data-slot="node">
-              <span data-component="badge" data-kind={n.self ? 'self' : n.online ? 'node' : 'offline'}>
-                {n.id}
-              </span>
+              <Badge kind={n.self ? 'self' : n.online ? 'node' : 'offline'}>{n.id}</Badge>
               {n.self ? <small data-slot="muted"> {t.thisNode}</small> : null}
             </td>
             <td>{n.region}</td>
-            <td data-slot="time" title={isoTime(n.lastSeenAt)}>
-              {formatRelative(n.lastSeenAt, props.now)}
-            </td>
+            <TimeCell at={n.lastSeenAt} now={props.now} />
             <td>
-              <span data-component="badge" data-kind={n.online ? 'fresh' : 'offline'}>
-                {n.online ? t.online : t.offline}
-              </span>
+              <Badge kind={n.online ? 'fresh' : 'offline'}>{n.online ? t.online : t.offline}</Badge>
             </td>
-            <td data-align="end" data-slot="num">
-              {n.holds.toLocaleString('en')}
-            </td>
-            <td data-align="end" data-slot="row-actions">
+            <NumCell>{n.holds.toLocaleString('en')}</NumCell>
+            <ActionsCell>
               {n.self || n.online ? null : (
                 <form method="post" action={PATHS.nodeForget(n.id)} data-component="inline-form">
                   <Csrf token={props.chrome.csrfToken} />
@@ -347,13 +306,29 @@ const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
                   </button>
                 </form>
               )}
-            </td>
+            </ActionsCell>
           </tr>
         ))}
       </DataTable>
     </Panel>
   )
 }
+
+/** One of the two entry tables, with its pager above it and, when it has rows, below it too. */
+const PagedPanel: FC<{ props: ListPageProps; table: Table; title: string; children?: Child }> = ({ props, table, title, children }) => (
+  <section data-component="panel" id={table}>
+    <header data-slot="panel-head">
+      <h2>{title}</h2>
+      <Pager props={props} table={table} />
+    </header>
+    {children}
+    {props[table].entries.length > 0 ? (
+      <footer data-slot="panel-foot">
+        <Pager props={props} table={table} />
+      </footer>
+    ) : null}
+  </section>
+)
 
 export const ListPage: FC<ListPageProps> = (props) => {
   const t = TEXT.list
@@ -381,30 +356,12 @@ export const ListPage: FC<ListPageProps> = (props) => {
           </a>
         ) : null}
       </form>
-      <section data-component="panel" id="disk">
-        <header data-slot="panel-head">
-          <h2>{t.diskHeading}</h2>
-          <Pager props={props} table="disk" />
-        </header>
+      <PagedPanel props={props} table="disk" title={t.diskHeading}>
         <DiskTable props={props} />
-        {props.disk.entries.length > 0 ? (
-          <footer data-slot="panel-foot">
-            <Pager props={props} table="disk" />
-          </footer>
-        ) : null}
-      </section>
-      <section data-component="panel" id="manifest">
-        <header data-slot="panel-head">
-          <h2>{t.manifestHeading}</h2>
-          <Pager props={props} table="manifest" />
-        </header>
+      </PagedPanel>
+      <PagedPanel props={props} table="manifest" title={t.manifestHeading}>
         <ManifestTable props={props} />
-        {props.manifest.entries.length > 0 ? (
-          <footer data-slot="panel-foot">
-            <Pager props={props} table="manifest" />
-          </footer>
-        ) : null}
-      </section>
+      </PagedPanel>
     </Layout>
   )
 }

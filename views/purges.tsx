@@ -1,7 +1,7 @@
 import type { FC } from 'hono/jsx'
 import type { PurgePreview, PurgeRecord, PurgeRequest } from '../src/admin/actions.ts'
-import { Csrf, DataTable, Empty, Panel, type Flash } from './components.tsx'
-import { formatBytes, formatClock, formatLag, formatRelative, isoTime } from './format.ts'
+import { Badge, Csrf, DataTable, Empty, Panel, TimeCell, UrlCell, type Flash } from './components.tsx'
+import { formatBytes, formatClock, formatLag, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
@@ -93,22 +93,18 @@ export const PurgeHistoryPage: FC<PurgeHistoryPageProps> = ({ chrome, flash, now
               const done = p.pendingOn.length === 0
               return (
                 <tr data-purge={String(p.id)}>
-                  <td data-slot="url">
-                    <span>{purgeLabel(p.request)}</span>
-                  </td>
+                  <UrlCell url={purgeLabel(p.request)} />
                   <td data-label={t.col.mode}>
                     <PurgeMode soft={p.request.soft === true} />
                   </td>
-                  <td data-slot="time" data-label={t.col.when} title={isoTime(p.createdAt)}>
-                    {formatRelative(p.createdAt, now)}
-                  </td>
+                  <TimeCell at={p.createdAt} now={now} label={t.col.when} />
                   <td data-slot="by" data-label={t.col.by}>
                     {p.createdBy}
                   </td>
                   <td data-slot="applied" data-label={t.col.applied}>
-                    <span data-component="badge" data-kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
+                    <Badge kind={done ? 'fresh' : 'stale'} title={done ? undefined : t.pendingTitle(p.pendingOn)}>
                       {t.appliedOn(p.appliedOn.length, total)}
-                    </span>
+                    </Badge>
                     <ul data-slot="per-node">
                       {[...p.appliedOn.map((id) => ({ id, done: true })), ...p.pendingOn.map((id) => ({ id, done: false }))].map((n) => {
                         const at = p.appliedAt[n.id]

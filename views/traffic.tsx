@@ -1,6 +1,6 @@
 import type { FC } from 'hono/jsx'
 import type { PathMisses, TrafficMinute } from '../src/admin/actions.ts'
-import { DataTable, Panel } from './components.tsx'
+import { Badge, BytesCell, DataTable, NumCell, Panel, UrlCell } from './components.tsx'
 import { LineChart } from './charts.tsx'
 import { formatBytes, formatRatio, formatTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
@@ -38,22 +38,16 @@ const TopMisses: FC<{ id: string; title: string; rows: PathMisses[] }> = ({ id, 
         <DataTable name={id} columns={[{ label: t.col.path }, { label: t.col.misses, align: 'end' }, { label: t.col.originBytes, align: 'end' }, { label: t.col.why }]}>
           {rows.map((r) => (
             <tr>
-              <td data-slot="url">
-                <span>{r.path}</span>
-              </td>
-              <td data-align="end" data-slot="num">
-                {r.misses.toLocaleString('en')}
-              </td>
-              <td data-align="end" data-slot="num">
-                {formatBytes(r.originBytes)}
-              </td>
+              <UrlCell url={r.path} />
+              <NumCell>{r.misses.toLocaleString('en')}</NumCell>
+              <BytesCell bytes={r.originBytes} />
               <td data-slot="reasons">
                 {Object.entries(r.reasons)
                   .sort((a, b) => b[1] - a[1])
                   .map(([reason, n]) => (
-                    <span data-component="badge" data-kind="stale" title={t.reasonTitle(reason)}>
+                    <Badge kind="stale" title={t.reasonTitle(reason)}>
                       {reason} × {n.toLocaleString('en')}
-                    </span>
+                    </Badge>
                   ))}
               </td>
             </tr>

@@ -1,24 +1,18 @@
 import { Hono } from 'hono'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries } from './repositories.ts'
-import { captureLog, entry, freshManifest } from './test-helpers.ts'
+import { captureLog, entry, freshManifestPerTest } from './test-helpers.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 const op: ManifestOp = { type: 'stored', nodeId: 'n2', entry: entry({ url: 'https://ex.com/x' }) }
 
 describe('internal routes', () => {
   let db: Kysely<Database>
-  let cleanup: () => Promise<void>
-  beforeEach(async () => {
-    ;({ db, cleanup } = await freshManifest())
-  })
-  afterEach(async () => {
-    await cleanup()
-  })
+  freshManifestPerTest((m) => (db = m.db))
 
   function app(deps: Partial<Parameters<typeof createInternalApp>[0]> = {}): Hono {
     const root = new Hono()

@@ -1,11 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { applyOps, isTransientDbError, ManifestBusyError, parseOps, writeWhenFree } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries, listManifest, listNodes, purgesAfter, recordPurge, sweepPurge } from './repositories.ts'
 import type { NewPurge } from './repositories.ts'
-import { TEST_BUSY_TIMEOUT_MS, captureLog, entry, freshManifest, holdWriteLock, loopTurnsWhile } from './test-helpers.ts'
+import { TEST_BUSY_TIMEOUT_MS, captureLog, entry, freshManifest, freshManifestPerTest, holdWriteLock, loopTurnsWhile, type FreshManifest } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
 
@@ -56,13 +56,7 @@ describe('parseOps', () => {
 
 describe('applyOps', () => {
   let db: Kysely<Database>
-  let cleanup: () => Promise<void>
-  beforeEach(async () => {
-    ;({ db, cleanup } = await freshManifest())
-  })
-  afterEach(async () => {
-    await cleanup()
-  })
+  freshManifestPerTest((m) => (db = m.db))
 
   it('applies a batch in order, in one transaction', async () => {
     const result = await applyOps(db, sample.slice(0, 6))
@@ -171,14 +165,11 @@ describe('applyOps', () => {
 })
 
 describe('writeWhenFree', () => {
-  let m: Awaited<ReturnType<typeof freshManifest>>
+  let m: FreshManifest
+  freshManifestPerTest((fresh) => (m = fresh))
   const unlocks: Array<() => void> = []
-  beforeEach(async () => {
-    m = await freshManifest()
-  })
-  afterEach(async () => {
+  afterEach(() => {
     for (const unlock of unlocks.splice(0)) unlock()
-    await m.cleanup()
   })
   const insertAdmin = (id: string) => (trx: Kysely<Database>) => trx.insertInto('admins').values({ id, name: id, created_at: T }).execute()
   const admins = async () => (await m.db.selectFrom('admins').select('id').execute()).map((r) => r.id)

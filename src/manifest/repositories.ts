@@ -200,12 +200,19 @@ export async function recordNodeCleared(db: Db, nodeId: string): Promise<number>
   return Number(res.numAffectedRows ?? 0)
 }
 
-/** Drop a node that is gone: its holdings, its row and its purge times (an admin's "forget node"). Resolves to the holdings dropped. */
+/**
+ * Drop a node that is gone (an admin's "forget node"): its holdings, its row, its purge
+ * times and its traffic minutes, in one transaction. Resolves to the holdings dropped.
+ */
 export async function forgetNode(db: Db, nodeId: string): Promise<number> {
-  const dropped = await recordNodeCleared(db, nodeId)
-  await db.deleteFrom('nodes').where('id', '=', nodeId).execute()
-  await db.deleteFrom('purge_nodes').where('node_id', '=', nodeId).execute()
-  return dropped
+  return inTransaction(db, async (trx) => {
+    const dropped = await recordNodeCleared(trx, nodeId)
+    await trx.deleteFrom('nodes').where('id', '=', nodeId).execute()
+    await trx.deleteFrom('purge_nodes').where('node_id', '=', nodeId).execute()
+    await trx.deleteFrom('node_minutes').where('node_id', '=', nodeId).execute()
+    await trx.deleteFrom('node_minute_paths').where('node_id', '=', nodeId).execute()
+    return dropped
+  })
 }
 
 export interface ListManifestOptions {

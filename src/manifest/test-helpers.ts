@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import SQLite from 'better-sqlite3'
+import { afterEach, beforeEach } from 'vitest'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { openDatabase } from './database.ts'
@@ -32,6 +33,25 @@ export async function freshManifest(): Promise<OpenedDatabase & { path: string; 
       cleanup()
     },
   }
+}
+
+export type FreshManifest = Awaited<ReturnType<typeof freshManifest>>
+
+/**
+ * A fresh migrated manifest for every test of the enclosing describe, removed
+ * after it; `use` receives each before the test runs. Hooks the describe adds
+ * later run before the removal (vitest runs after-hooks last-added first).
+ */
+export function freshManifestPerTest(use: (m: FreshManifest) => void): void {
+  let current: FreshManifest | undefined
+  beforeEach(async () => {
+    current = await freshManifest()
+    use(current)
+  })
+  afterEach(async () => {
+    await current?.cleanup()
+    current = undefined
+  })
 }
 
 export function entry(overrides: Partial<EntryRecord> & { url: string }): EntryRecord {

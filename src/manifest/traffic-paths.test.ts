@@ -1,11 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { applyOps, parseOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { MINUTES_KEPT_MS, minutesSince, topPathsSince } from './repositories.ts'
 import type { MinuteStats, PathMisses } from './repositories.ts'
-import { freshManifest } from './test-helpers.ts'
+import { freshManifestPerTest } from './test-helpers.ts'
 
 const M = Date.UTC(2026, 0, 1, 12, 0)
 const MIN = 60_000
@@ -39,13 +39,7 @@ describe('minutes op with top paths', () => {
 
 describe('recorded top paths', () => {
   let db: Kysely<Database>
-  let cleanup: () => Promise<void>
-  beforeEach(async () => {
-    ;({ db, cleanup } = await freshManifest())
-  })
-  afterEach(async () => {
-    await cleanup()
-  })
+  freshManifestPerTest((m) => (db = m.db))
   const top = (q: { since?: number; nodeId?: string | null; by?: 'misses' | 'bytes'; limit?: number; alsoPaths?: string[] }) =>
     topPathsSince(db, { since: q.since ?? M, nodeId: q.nodeId ?? null, by: q.by ?? 'misses', limit: q.limit ?? 10, alsoPaths: q.alsoPaths })
 
@@ -87,5 +81,16 @@ describe('recorded top paths', () => {
       ['b', M],
       ['a', later],
     ])
+  })
+
+  it('forgets a node’s minutes and paths with the node, and keeps the other nodes’', async () => {
+    await applyOps(db, [
+      minutesOp('gone', [minute(M, [path('h/old', 5, 50, { private: 5 })]), minute(M + MIN, [path('h/cart', 1, 10, { private: 1 })])]),
+      minutesOp('b', [minute(M, [path('h/cart', 2, 20, { private: 2 })])]),
+    ])
+    await applyOps(db, [{ type: 'node-forgotten', nodeId: 'gone' }])
+    expect(await top({ since: 0 })).toEqual([path('h/cart', 2, 20, { private: 2 })])
+    expect(await top({ since: 0, nodeId: 'gone' })).toEqual([])
+    expect((await minutesSince(db, 0)).map((m) => [m.nodeId, m.minute])).toEqual([['b', M]])
   })
 })

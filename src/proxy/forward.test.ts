@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { cleanResponseHeaders, isCajeCookieName, originRequestHeaders, STEERING_REQUEST_HEADERS, withoutAdminCookies, type ForwardContext } from './forward.ts'
 
@@ -34,6 +35,13 @@ describe('originRequestHeaders', () => {
     expect(out['x-forwarded-host']).toBe('site.test')
     expect(out['x-forwarded-proto']).toBe('http')
     expect(out.forwarded).toBeUndefined()
+  })
+
+  it('strips exactly the list the README documents', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+    const start = readme.indexOf('**What the origin is sent.**')
+    const documented = [...readme.slice(start, readme.indexOf('CAJE_STRIP_REQUEST_HEADERS', start)).matchAll(/`([A-Za-z-]+)`/g)].map((m) => m[1]!.toLowerCase())
+    expect(documented.sort()).toEqual([...STEERING_REQUEST_HEADERS].sort())
   })
 
   it('strips the extra names it is given', () => {

@@ -78,4 +78,37 @@ describe('Vary', () => {
     expect(await again.text()).toBe('v0')
     expect(origin.count('/v')).toBe(before + 1)
   })
+
+  it('keeps 32 variants of one URL when CAJE_MAX_VARIANTS is not set', async () => {
+    const { node } = await setup((req, res) => {
+      const foo = String(req.headers['x-foo'] ?? '')
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', vary: 'X-Foo', 'content-length': String(foo.length) })
+      res.end(foo)
+    })
+    for (let i = 0; i < 40; i++) expect(await (await node.get('/v', { headers: { 'x-foo': `v${i}` } })).text()).toBe(`v${i}`)
+    await node.store.drain()
+    expect(await node.store.variants(`http://${new URL(node.url).host}/v`)).toHaveLength(32)
+  })
+
+  it('finds a request’s variant by its id: a hit among many variants never lists them', async () => {
+    const { origin, node } = await setup((req, res) => {
+      const foo = String(req.headers['x-foo'] ?? '')
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', vary: 'X-Foo', 'content-length': String(foo.length) })
+      res.end(foo)
+    }, { CAJE_MAX_VARIANTS: '500' })
+    for (let i = 0; i < 300; i++) await (await node.get('/v', { headers: { 'x-foo': `v${i}` } })).text()
+    await node.store.drain()
+    expect(await node.store.variants(`http://${new URL(node.url).host}/v`)).toHaveLength(300)
+    // Counted on the node's own store: listing a URL's variants is for misses and the admin, not hits.
+    let listed = 0
+    const variants = node.store.variants.bind(node.store)
+    node.store.variants = (key) => (listed++, variants(key))
+    for (const i of [0, 150, 299]) {
+      const res = await node.get('/v', { headers: { 'x-foo': `v${i}` } })
+      expect(await res.text()).toBe(`v${i}`)
+      expect(res.headers.get('cache-status')).toMatch(/^caje; hit/)
+    }
+    expect(listed).toBe(0)
+    expect(origin.count('/v')).toBe(300)
+  })
 })

@@ -31,26 +31,48 @@ export const PROCESS_DEFAULTS: Readonly<Record<string, string>> = {
 
 const running = new Set<ChildProcessWithoutNullStreams>()
 
+export interface StartOptions {
+  /** Names it in errors (default: CAJE_NODE_ID, else `caje`). */
+  name?: string
+  /** What node runs: the TypeScript sources by default; a benchmark passes its bundle. */
+  entry?: string[]
+  /** Node's own options, before the entry (`--cpu-prof`, say). */
+  nodeArgs?: string[]
+  /** `false`: the runner's environment and `env` alone, without PROCESS_DEFAULTS. */
+  defaults?: boolean
+  startTimeoutMs?: number
+  /**
+   * Keep only about the last this many characters of its output, for a process
+   * that runs long enough to print more than a test reads (a benchmark).
+   */
+  keepOutputChars?: number
+}
+
 /**
  * Start caje with `env` over the test runner's environment and PROCESS_DEFAULTS (pass
  * `defaults: false` to start with the runner's environment alone), and wait until it listens.
  * Throws with everything it printed if it exits first.
  */
-export async function startCajeProcess(
-  env: Record<string, string>,
-  opts: { name?: string; entry?: string[]; defaults?: boolean; startTimeoutMs?: number } = {},
-): Promise<CajeProcess> {
+export async function startCajeProcess(env: Record<string, string>, opts: StartOptions = {}): Promise<CajeProcess> {
   const name = opts.name ?? env.CAJE_NODE_ID ?? 'caje'
-  const child = spawn(process.execPath, opts.entry ?? ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...(opts.entry ?? ['--import', 'tsx', 'src/main.ts'])], {
     env: { ...process.env, ...(opts.defaults === false ? {} : PROCESS_DEFAULTS), ...env },
   })
   running.add(child)
   child.once('exit', () => running.delete(child))
   let out = ''
+  const keep = opts.keepOutputChars ?? Infinity
   // Read everything it writes: caje's stdout is blocking on a pipe, so an unread pipe would stall it.
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  await waitFor(() => LISTENING.test(out) || child.exitCode !== null, `${name} to start`, opts.startTimeoutMs ?? 20_000)
+  const read = (d: Buffer) => {
+    out += d.toString()
+    // Cut to half the limit, not to the limit: one slice per many chunks, not one per chunk.
+    if (out.length > keep) out = out.slice(-Math.floor(keep / 2))
+  }
+  child.stdout.on('data', read)
+  child.stderr.on('data', read)
+  // Start-up is not under test: under tsx a busy machine takes many seconds to load src/, so
+  // the deadline only stops a process that never listens from hanging the run.
+  await waitFor(() => LISTENING.test(out) || child.exitCode !== null, `${name} to start`, opts.startTimeoutMs ?? 60_000)
   if (child.exitCode !== null) throw new Error(`${name} exited at start (code ${child.exitCode}):\n${out}`)
   const url = LISTENING.exec(out)![1]!
   return {
