@@ -7,8 +7,9 @@ import type http from 'node:http'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore } from '../cache/types.ts'
-import { startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
-import { startFill, type FillDeps, type FillTarget } from './fill.ts'
+import type { Readable } from 'node:stream'
+import { bodyBytes, startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
+import { startFill, type Fill, type FillDeps, type FillTarget } from './fill.ts'
 import { createOriginClient, type OriginClient, type OriginResponse } from './origin.ts'
 
 let dir: string
@@ -28,6 +29,11 @@ beforeEach(async () => {
     if (req.url === '/private') {
       res.writeHead(200, { 'cache-control': 'private, max-age=60', 'content-length': '2' })
       res.end('me')
+      return
+    }
+    if (req.url === '/small') {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': '10' })
+      res.end('small body')
       return
     }
     if (req.url === '/slow') {
@@ -62,10 +68,14 @@ function fetchOrigin(path: string): Promise<OriginResponse> {
   return client.send({ origin: new URL(origin.url), method: 'GET', path, headers: { host: 'site.test' } })
 }
 
-async function readAll(body: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = []
-  for await (const chunk of body) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString()
+async function readAll(body: NodeJS.ReadableStream | Buffer): Promise<string> {
+  return (await bodyBytes(body)).toString()
+}
+
+/** The body of a fill that streams (the origin's is larger than origin.ts reads whole). */
+function streamOf(fill: Fill): Readable {
+  if (Buffer.isBuffer(fill.body)) throw new Error('expected a streamed body')
+  return fill.body
 }
 
 describe('startFill', () => {
@@ -84,23 +94,42 @@ describe('startFill', () => {
     expect(stored && stored.kind === 'buffer' ? stored.buffer.toString() : undefined).toBe('body of /a')
   })
 
+  it('stores a body that came in the same read as its head in one piece, and hands the same buffer to the client', async () => {
+    const res = await fetchOrigin('/small')
+    expect(res.whole?.toString()).toBe('small body')
+    let received = 0
+    const fill = startFill(deps, { ...target('/small'), onReceived: () => received++ }, { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+    expect(fill.stored).toBe(true)
+    expect(fill.body).toBe(res.whole)
+    const outcome = await fill.outcome
+    expect(received).toBe(1)
+    expect(outcome.meta).toMatchObject({ key: 'http://site.test/small', status: 200, size: 10 })
+    const stored = await store.read(outcome.meta!.key, outcome.meta!.variant)
+    expect(stored && stored.kind === 'buffer' ? stored.buffer.toString() : undefined).toBe('small body')
+    // A consumer that knows only streams still gets the same bytes.
+    expect(await readAll(res.body)).toBe('small body')
+  })
+
   it('passes a response policy forbids on untouched, with the reason, and stores nothing', async () => {
     const res = await fetchOrigin('/private')
     const fill = startFill(deps, target('/private'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
     expect(fill).toMatchObject({ stored: false, detail: 'private' })
-    expect(fill.body).toBe(res.body)
+    // Two bytes that came with the head: handed on as the origin sender read them.
+    expect(fill.body).toBe(res.whole)
     expect(await readAll(fill.body)).toBe('me')
     expect(await fill.outcome).toEqual({ stored: false })
     expect(store.variants('http://site.test/private')).toEqual([])
   })
 
   it('stores nothing when the client goes away before the body is complete', async () => {
+    // The origin sender answers once the head is in; a body still coming streams.
     const res = await fetchOrigin('/slow')
+    expect(res.whole).toBeUndefined()
     const fill = startFill(deps, target('/slow'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
     expect(fill.stored).toBe(true)
     // The client reads what there is, then disconnects (the adapter destroys the body it was sending).
-    await new Promise<void>((resolve) => fill.body.once('data', () => resolve()))
-    fill.body.destroy()
+    await new Promise<void>((resolve) => streamOf(fill).once('data', () => resolve()))
+    streamOf(fill).destroy()
     expect(await fill.outcome).toEqual({ stored: false, meta: undefined })
     await store.drain()
     expect(store.variants('http://site.test/slow')).toEqual([])
@@ -114,8 +143,8 @@ describe('startFill', () => {
       const originSide = held.at(-1)!
       const originClosed = new Promise<void>((resolve) => originSide.once('close', () => resolve()))
       const fill = startFill(deps, target('/slow'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
-      await new Promise<void>((resolve) => fill.body.once('data', () => resolve()))
-      fill.body.destroy()
+      await new Promise<void>((resolve) => streamOf(fill).once('data', () => resolve()))
+      streamOf(fill).destroy()
       await originClosed
       expect(await fill.outcome).toEqual({ stored: false, meta: undefined })
     } finally {

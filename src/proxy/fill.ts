@@ -58,7 +58,8 @@ export interface FillOutcome {
 export interface Fill {
   headers: FlatHeaders
   setCookie: string[]
-  body: Readable
+  /** The body for the client: the whole of it when the origin's was read whole (origin.ts), else a stream. */
+  body: Readable | Buffer
   stored: boolean
   /** Why the response is not stored (a Cache-Status detail). */
   detail?: string
@@ -110,7 +111,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     detail = 'write-queue-full'
   }
   if (detail !== undefined || !decision.store) {
-    return { headers, setCookie, body: res.body, stored: false, detail, outcome: NOT_STORED }
+    return { headers, setCookie, body: res.whole ?? res.body, stored: false, detail, outcome: NOT_STORED }
   }
 
   const { variant, values } = entryVariant(res.status, headers, req.headers)
@@ -131,6 +132,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     origin: target.origin.href,
     via: target.via,
   }
+  if (res.whole) return { headers, setCookie, body: res.whole, stored: true, outcome: storeWhole(deps, target, entry, res.whole) }
   const writer = store.writer(entry)
   let feeding = true
   let received = 0
@@ -179,6 +181,18 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
   tee.on('error', () => res.body.destroy())
   res.body.pipe(tee)
   return { headers, setCookie, body: tee, stored: true, outcome }
+}
+
+/** Store a body that came whole (origin.ts read it before answering): one write, no tee. */
+function storeWhole(deps: FillDeps, target: FillTarget, entry: NewEntry, body: Buffer): Promise<FillOutcome> {
+  target.onReceived?.()
+  return deps.store.put(entry, body).then(
+    (meta) => ({ stored: meta !== undefined, meta }),
+    (err: unknown) => {
+      deps.log({ level: 'error', msg: 'cache write failed', key: target.key, error: (err as Error).message })
+      return { stored: false }
+    },
+  )
 }
 
 /**

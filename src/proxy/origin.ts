@@ -4,8 +4,8 @@
 // the one sender: every origin request (fill, pass, revalidation, populate)
 // goes through send(), which counts its latency or its failure.
 
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
-import type { Readable } from 'node:stream'
+import { Agent, errors as undiciErrors, util as undiciUtil, type Dispatcher } from 'undici'
+import { Readable } from 'node:stream'
 import type { OriginErrorKind } from '../vocabulary.ts'
 import type { HeaderBag } from './headers.ts'
 
@@ -39,15 +39,25 @@ export interface OriginRequest {
 export interface OriginResponse {
   status: number
   headers: HeaderBag
-  body: Readable
+  /** The body as a stream; for a body read whole (`whole`), a stream of it made on first use. */
+  readonly body: Readable
+  /**
+   * The whole body, when it came in the same socket read as the head (most small responses):
+   * the proxy then answers and stores it in one piece, without a stream in between.
+   */
+  whole?: Buffer
   /** ms from sending until the response headers arrived. */
   headersMs: number
 }
+
 
 export type OriginFailureKind = OriginErrorKind
 
 /** A failed origin exchange, already mapped to the status the client should see. */
 export class OriginError extends Error {
+  /** The status of the origin's response head, when the exchange failed after it (in a body read whole). */
+  responseStatus?: number
+
   constructor(
     readonly kind: OriginFailureKind,
     readonly status: 502 | 504,
@@ -108,31 +118,24 @@ export function createOriginClient(opts: OriginOptions): OriginClient {
   })
 
   return {
-    async send(req) {
-      const started = performance.now()
-      try {
-        // The agent itself, not undici's request(url, opts) helper, which parses the origin and
-        // the path into URL objects and back on every request. The path goes out exactly as
-        // caje keyed it (canonical-url.ts), after the origin's own path prefix.
-        const res = await agent.request({
-          origin: req.origin.origin,
-          method: req.method as Dispatcher.HttpMethod,
-          path: basePath(req.origin) + req.path,
-          headers: req.headers,
-          body: req.body ?? null,
-          signal: req.signal,
-          onInfo: req.onInterim && ((info: { statusCode: number; headers: HeaderBag }) => req.onInterim!(info.statusCode, info.headers)),
-          // No redirect interceptor is installed: a 3xx goes back to the client as it is.
-        } as Dispatcher.RequestOptions)
-        const headersMs = performance.now() - started
-        opts.metrics?.originLatency(headersMs / 1000, res.statusCode)
-        return { status: res.statusCode, headers: res.headers as HeaderBag, body: res.body as unknown as Readable, headersMs }
-      } catch (err) {
-        const e = classifyOriginError(err, req.origin)
-        // A client that went away is not the origin's failure.
-        if (e.kind !== 'aborted') opts.metrics?.originError(e.kind)
-        throw e
-      }
+    send(req) {
+      return new Promise<OriginResponse>((resolve, reject) => {
+        // The agent itself, with a handler of our own: no URL parsing per request (undici's
+        // request() helper parses origin and path into URL objects and back), and no body stream
+        // for a small body. The path goes out exactly as caje keyed it (canonical-url.ts), after
+        // the origin's own path prefix. No redirect interceptor is installed: a 3xx goes back to
+        // the client as it is.
+        agent.dispatch(
+          {
+            origin: req.origin.origin,
+            method: req.method as Dispatcher.HttpMethod,
+            path: basePath(req.origin) + req.path,
+            headers: req.headers,
+            body: (req.body ?? null) as Dispatcher.DispatchOptions['body'],
+          },
+          new OriginExchange(req, opts.metrics, resolve, reject),
+        )
+      })
     },
     async close() {
       await agent.close()
@@ -144,4 +147,141 @@ export function createOriginClient(opts: OriginOptions): OriginClient {
 function basePath(origin: URL): string {
   const p = origin.pathname
   return p === '/' ? '' : p.replace(/\/$/, '')
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/**
+ * One origin exchange as an undici dispatch handler. It answers (resolves) as soon as the head is
+ * in, never later: when the whole body came in the same socket read as the head (undici parses a
+ * read in one go), the answer carries it as one buffer (`whole`), and the proxy sends and stores
+ * it without a stream; otherwise the body streams as it arrives, paced by its reader. A failure
+ * before the answer rejects with a classified OriginError. Counts the latency or the failure.
+ */
+class OriginExchange implements Dispatcher.DispatchHandler {
+  private readonly started = performance.now()
+  private abort: ((reason?: Error) => void) | undefined
+  private resumeOrigin: (() => void) | undefined
+  private answered = false
+  private done = false
+  private status = 0
+  private headers: HeaderBag = {}
+  private headersMs = 0
+  /** Chunks that came in the same read as the head, until the answer. */
+  private chunks: Buffer[] = []
+  private stream: Readable | undefined
+
+  constructor(
+    private readonly req: OriginRequest,
+    private readonly metrics: OriginMetrics | undefined,
+    private readonly resolve: (res: OriginResponse) => void,
+    private readonly reject: (err: OriginError) => void,
+  ) {}
+
+  private readonly onSignal = () => this.abort?.(abortReason(this.req.signal!))
+
+  onConnect(abort: (reason?: Error) => void): void {
+    this.abort = abort
+    const signal = this.req.signal
+    if (!signal) return
+    if (signal.aborted) abort(abortReason(signal))
+    else signal.addEventListener('abort', this.onSignal, { once: true })
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    const headers = undiciUtil.parseHeaders(rawHeaders) as HeaderBag
+    if (statusCode < 200) {
+      // Interim responses (RFC 9110 §15.2) are relayed; the final response follows.
+      this.req.onInterim?.(statusCode, headers)
+      return true
+    }
+    this.status = statusCode
+    this.headers = headers
+    this.resumeOrigin = resume
+    this.headersMs = performance.now() - this.started
+    this.metrics?.originLatency(this.headersMs / 1000, statusCode)
+    // After undici has parsed the rest of this read: answer with what there is by then.
+    queueMicrotask(() => this.answerStreaming())
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (!this.answered) {
+      this.chunks.push(chunk)
+      return true
+    }
+    // false pauses the origin socket until the reader asks for more (read() below).
+    return this.stream!.push(chunk)
+  }
+
+  onComplete(): void {
+    this.finish()
+    if (this.answered) {
+      this.stream?.push(null)
+      return
+    }
+    const chunks = this.chunks
+    this.chunks = []
+    this.answerWhole(chunks.length === 0 ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+  }
+
+  onError(err: Error): void {
+    this.finish()
+    if (!this.answered) {
+      this.answered = true
+      const e = classifyOriginError(err, this.req.origin)
+      // A client that went away is not the origin's failure.
+      if (e.kind !== 'aborted') this.metrics?.originError(e.kind)
+      this.reject(e)
+      return
+    }
+    // Mid-body: the reader sees the error (the client's response is cut, never completed).
+    this.stream?.destroy(err)
+  }
+
+  private finish(): void {
+    this.done = true
+    this.req.signal?.removeEventListener('abort', this.onSignal)
+  }
+
+  /** The body is still coming: answer with a stream that starts with the chunks read so far. */
+  private answerStreaming(): void {
+    if (this.answered) return
+    this.answered = true
+    const stream = new Readable({
+      read: () => this.resumeOrigin?.(),
+      destroy: (err, cb) => {
+        // A reader that gives up (client gone) frees the origin connection at once.
+        if (!this.done) this.abort?.(err ?? new undiciErrors.RequestAbortedError())
+        cb(err)
+      },
+    })
+    this.stream = stream
+    for (const chunk of this.chunks) stream.push(chunk)
+    this.chunks = []
+    this.resolve({ status: this.status, headers: this.headers, body: stream, headersMs: this.headersMs })
+  }
+
+  private answerWhole(whole: Buffer): void {
+    this.answered = true
+    let stream: Readable | undefined
+    this.resolve({
+      status: this.status,
+      headers: this.headers,
+      whole,
+      headersMs: this.headersMs,
+      get body() {
+        if (!stream) {
+          stream = new Readable({ read() {} })
+          if (whole.length) stream.push(whole)
+          stream.push(null)
+        }
+        return stream
+      },
+    })
+  }
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new undiciErrors.RequestAbortedError()
 }

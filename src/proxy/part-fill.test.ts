@@ -8,16 +8,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { bodyOf } from '../cache/test-support.ts'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore, NewEntry } from '../cache/types.ts'
-import { startOrigin, tempDir, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import { bodyBytes, startOrigin, tempDir, waitFor, type TestOrigin } from '../test-support/servers.ts'
 import type { FillDeps, FillRequest, FillTarget } from './fill.ts'
 import { createOriginClient, type OriginClient } from './origin.ts'
 import { concatenated, sliced, startPartFill } from './part-fill.ts'
 
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of stream) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
-}
+const readAll = bodyBytes
 
 describe('concatenated and sliced bodies', () => {
   it('streams pieces in order, and a slice of them', async () => {

@@ -47,14 +47,14 @@ export async function startPartFill(deps: FillDeps, target: FillTarget, req: Fil
   const pieces = stored ? await storedPieces(deps, stored, plan) : {}
   if (pieces === undefined) return plain()
 
-  const combined: OriginResponse = { ...res, status: plan.status, headers: combinedHeaders(res.headers, plan), body: concatenated([pieces.before, res.body, pieces.after]) }
+  const combined: OriginResponse = { ...res, whole: undefined, status: plan.status, headers: combinedHeaders(res.headers, plan), body: concatenated([pieces.before, res.body, pieces.after]) }
   const fill = startFill(deps, target, req, combined)
   if (stored && plan.status === 200) supersede(deps, fill.outcome, stored)
   if (answer === 'whole') return { fill, response: combined }
   // The client asked for the origin's range: it gets that 206 as the origin sent it, its bytes
   // cut from the combined body as they stream into the cache.
   const length = Number(cleaned.headers['content-length'])
-  return { fill: { ...fill, headers: cleaned.headers, setCookie: cleaned.setCookie, body: sliced(fill.body, plan.offset, length) }, response: res }
+  return { fill: { ...fill, headers: cleaned.headers, setCookie: cleaned.setCookie, body: Buffer.isBuffer(fill.body) ? fill.body.subarray(plan.offset, plan.offset + length) : sliced(fill.body, plan.offset, length) }, response: res }
 }
 
 /** The stored part (206) of the variant a new response belongs to, when it came from the same origin. */

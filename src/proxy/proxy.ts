@@ -184,6 +184,17 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return textResult(e.status, `${title}: ${e.message}. caje could not get a response from the origin; try again shortly.`, { ...cacheStatus, detail: e.kind })
   }
 
+  /**
+   * The 502/504 for an origin whose response head came but whose body, read whole before
+   * answering (origin.ts), failed: nothing reached the client yet, so it gets a clear error that
+   * says what the origin had answered (RFC 9211 §2.3 fwd-status). Undefined for a failure before
+   * the head, which the caller handles.
+   */
+  function failedAfterHead(err: unknown, cacheStatus: CacheStatus): ProxyResult | undefined {
+    if (!(err instanceof OriginError) || err.responseStatus === undefined) return undefined
+    return originFailure(err, { fwd: cacheStatus.fwd, fwdStatus: err.responseStatus })
+  }
+
   /** What every answer from one stored response shares (see storedHead). */
   interface StoredHead {
     fields: Readonly<Record<string, string>>
@@ -320,15 +331,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     // The cache fill asked for the full response; the client's own conditionals are answered
     // here (RFC 9110 §13.2.2), while the body keeps flowing into the cache.
     if (res.status === 200 && clientNotModified(req.method, req.headers, admitted.headers)) {
-      admitted.body.resume()
+      drain(admitted.body)
       const h: Record<string, string | string[]> = { via: headers.via as string, 'cache-status': headers['cache-status'] as string }
       for (const f of NOT_MODIFIED_FIELDS) if (admitted.headers[f] !== undefined) h[f] = admitted.headers[f]!
       if (admitted.setCookie.length) h['set-cookie'] = admitted.setCookie
       return { status: 304, headers: h, body: null, cacheStatus: status, tier: 'origin', originMs: res.headersMs }
     }
-    let body: Readable | null = admitted.body
+    let body: Readable | Buffer | null = admitted.body
     if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
-      admitted.body.resume()
+      drain(admitted.body)
       body = null
     }
     const bodyFailure = (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: status.fwdStatus })
@@ -354,7 +365,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const headers = withoutConditionals(originRequestHeaders(req.headers, forwardContext(req, originUrl)))
     const completion = part && completionRequest(part)
     const requestTime = now()
-    const res = await sendToOrigin(req, originUrl, 'GET', completion ? { ...headers, ...completion } : headers, null)
+    let res: OriginResponse
+    try {
+      res = await sendToOrigin(req, originUrl, 'GET', completion ? { ...headers, ...completion } : headers, null)
+    } catch (err) {
+      const failed = failedAfterHead(err, cacheStatus)
+      if (failed) return { result: failed, outcome: Promise.resolve({ stored: false }) }
+      throw err
+    }
     const fillTarget: FillTarget = { key, url: req.rules?.url ?? key, host: req.host, origin: originUrl, ...target }
     const fillRequest: FillRequest = { method: 'GET', headers: req.headers, requestTime, rules: req.rules }
     if (completion && (res.status === 206 || res.status === 416)) {
@@ -386,9 +404,16 @@ export function createProxy(opts: ProxyOptions): Proxy {
   /** Plain pass-through: the request goes to the origin as the client sent it, nothing is stored. */
   async function pass(req: ProxyRequest, originUrl: URL, cacheStatus: CacheStatus): Promise<ProxyResult> {
     const headers = originRequestHeaders(req.headers, forwardContext(req, originUrl))
-    const res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
+    let res: OriginResponse
+    try {
+      res = await sendToOrigin(req, originUrl, req.method, headers, SAFE_METHODS.has(req.method) ? null : req.body)
+    } catch (err) {
+      const failed = failedAfterHead(err, cacheStatus)
+      if (failed) return failed
+      throw err
+    }
     const cleaned = cleanedForClient(res, primaryKey(req.scheme, req.host, req.path), opts.log)
-    return clientResult(req, originUrl, { ...cleaned, body: res.body, stored: false }, res, cacheStatus)
+    return clientResult(req, originUrl, { ...cleaned, body: res.whole ?? res.body, stored: false }, res, cacheStatus)
   }
 
   /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
@@ -584,6 +609,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
 }
 
 /** Interim responses for the client waiting on this origin request: only its own, never stored. */
+/** Let a body nobody sends on run to its end (a fill behind it still stores it). */
+function drain(body: Readable | Buffer): void {
+  if (!Buffer.isBuffer(body)) body.resume()
+}
+
 function interimFor(req: ProxyRequest): ((status: number, headers: HeaderBag) => void) | undefined {
   return req.interim && ((status, headers) => req.interim!(status, headers))
 }

@@ -9,7 +9,7 @@ import type http from 'node:http'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore, EntryMeta } from '../cache/types.ts'
-import { startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
+import { bodyBytes, startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
 import { startFill } from './fill.ts'
 import { createOriginClient, type OriginClient } from './origin.ts'
 import type { FreshnessPolicy } from './policy.ts'
@@ -51,7 +51,7 @@ afterEach(async () => {
 async function stored(): Promise<EntryMeta> {
   const res = await client.send({ origin: new URL(origin.url), method: 'GET', path: '/a', headers: { host: 'site.test' } })
   const fill = startFill(deps, { key: URL_A, url: URL_A, host: 'site.test', origin: new URL(origin.url) }, { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
-  fill.body.resume()
+  void bodyBytes(fill.body)
   const { meta } = await fill.outcome
   return meta!
 }
@@ -97,7 +97,7 @@ describe('revalidate', () => {
     const outcome = await revalidate(deps, revalidation(meta))
     expect(outcome.kind).toBe('replaced')
     if (outcome.kind !== 'replaced') return
-    outcome.fill.body.resume()
+    void bodyBytes(outcome.fill.body)
     const { meta: replaced } = await outcome.fill.outcome
     expect(replaced?.headers.etag).toBe('"v2"')
     expect(await bodyOf(replaced!)).toBe('new body')

@@ -108,10 +108,13 @@ export class BackgroundRevalidator {
       if (outcome.kind === 'replaced') {
         // Drain the new body into the cache; nobody is waiting for it.
         const stream = outcome.fill.body
-        await new Promise<void>((resolve) => {
-          stream.on('end', resolve).on('error', resolve).on('close', resolve)
-          stream.resume()
-        })
+        if (Buffer.isBuffer(stream)) await outcome.fill.outcome
+        else {
+          await new Promise<void>((resolve) => {
+            stream.on('end', resolve).on('error', resolve).on('close', resolve)
+            stream.resume()
+          })
+        }
       } else if (outcome.kind === 'failed') {
         outcome.response?.body.resume()
         this.deps.log({ level: 'warn', msg: 'background revalidation failed', key: meta.key, status: outcome.status, error: (outcome.error as Error | undefined)?.message })
