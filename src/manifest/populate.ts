@@ -5,14 +5,13 @@
 // holder one by one (/object) and, when no peer can give it, of the origin
 // with the stored Vary request headers.
 //
-// A peer's copy is written through this node's own store.writer(), so the
-// store computes size and integrity itself; populate hashes the body as it
-// arrives too and aborts the write, before it becomes visible, unless both
-// match what the peer announced. A run has bounded concurrency, counts each
+// A peer's copy is written through this node's own store.writer(), told the
+// size and integrity the peer announced: the store hashes the body once, as
+// it arrives, and refuses the commit, before anything becomes visible, unless
+// both match. A run has bounded concurrency, counts each
 // entry as done, skipped or failed, and never stops for one failure; there
 // is never more than one run at a time.
 
-import { createHash } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { PopulateStatus } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
@@ -318,30 +317,24 @@ export function createPopulator(options: PopulatorOptions): Populator {
     // Copies arrive faster than a disk takes them: wait for room in the write queue (the
     // peer's stream waits meanwhile) rather than have the store skip the copy.
     if (fresh) await options.store.writeRoom(meta.size)
-    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry) : undefined
+    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry, { size: meta.size, integrity: meta.integrity }) : undefined
     try {
-      const hash = createHash('sha512')
       let bytes = 0
       let refused = false
       // Read to the end of the body whatever happens: in a batch the next object follows it.
       for await (const chunk of reader.chunks(meta.size)) {
         bytes += chunk.length
-        hash.update(chunk)
         if (writer && !refused && !writer.write(chunk)) refused = true
       }
       if (!writer) throw new PeerMiss('the peer copy is no longer fresh')
       if (refused) throw new Error('this node refused to store the body (over the per-object limit, or a disk failure)')
-      const integrity = `sha512-${hash.digest('base64')}`
-      if (bytes !== meta.size || integrity !== meta.integrity) {
-        throw new Error(`the body does not match the peer's integrity (${bytes} of ${meta.size} bytes)`)
-      }
-      const committed = await writer.commit()
+      const committing = writer.commit()
       writer = undefined
+      // The store refuses a body that is not the one the peer announced (code EINTEGRITY).
+      const committed = await committing.catch((err: unknown) => {
+        throw new Error(`the body does not match the peer's integrity: ${describeError(err)}`)
+      })
       if (!committed) throw new Error('this node gave up storing the body')
-      if (committed.integrity !== meta.integrity) {
-        await options.store.delete(committed.key, committed.variant)
-        throw new Error('the stored body does not match the peer integrity')
-      }
       if (options.isPurged?.(committed)) {
         // The peer had not applied a purge this node already applied: keep nothing.
         await options.store.delete(committed.key, committed.variant)
