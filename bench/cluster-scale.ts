@@ -163,9 +163,11 @@ interface Cluster {
 
 async function startCluster(options: Options, tag: string): Promise<Cluster> {
   let originRequests = 0
-  const body = Buffer.alloc(OBJECT_BYTES, 'x')
   const origin = http.createServer((req, res) => {
     originRequests++
+    // A body of its own per URL, as on a real site: each object is a content file of its own.
+    const body = Buffer.alloc(OBJECT_BYTES, 'x')
+    body.write(req.url ?? '/')
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'public, max-age=3600', 'content-length': String(body.length) })
     res.end(body)
   })

@@ -147,7 +147,7 @@ export class DiskWriter {
     }
     const batch = this.#queue.splice(0, take)
     this.#inFlight.push(batch)
-    const { message, transfer } = packBatch(batch.map((q) => q.job), bytes)
+    const { message, transfer } = packBatch(batch.map((q) => q.job))
     this.#ensureWorker().postMessage(message, transfer)
   }
 
@@ -201,7 +201,10 @@ const MAX_JOBS_PER_MESSAGE = 256
 /** Most body bytes in one message (a larger body still goes, alone). */
 const MAX_BYTES_PER_MESSAGE = 4 * 1024 * 1024
 
-/** A job as posted: a body travels as a range of the message's arena. */
+/**
+ * A job as posted: a body in memory shared between threads travels as it is; any other body
+ * as a range of the message's arena.
+ */
 type PostedJob = DiskJob | (Omit<Extract<DiskJob, { op: 'put' }>, 'body'> & { bodyAt: number; bodyBytes: number })
 
 interface BatchMessage {
@@ -210,17 +213,20 @@ interface BatchMessage {
 }
 
 /**
- * The batch as one message whose bodies are copied into one ArrayBuffer that
- * is transferred, not cloned. A body is often a view into a larger buffer (a
- * network read of many objects): cloning a view copies its whole backing
- * buffer, once per job.
+ * The batch as one message. A body in a SharedArrayBuffer (what a buffered write holds, see
+ * pending-body.ts) reaches the worker without a copy: structured cloning shares its memory.
+ * Any other body is copied into one ArrayBuffer that is transferred, not cloned: a body is
+ * often a view into a larger buffer (a network read of many objects), and cloning a view
+ * copies its whole backing buffer, once per job.
  */
-function packBatch(jobs: DiskJob[], bodyBytes: number): { message: BatchMessage; transfer: ArrayBuffer[] } {
-  const arena = bodyBytes > 0 ? new ArrayBuffer(bodyBytes) : undefined
+function packBatch(jobs: DiskJob[]): { message: BatchMessage; transfer: ArrayBuffer[] } {
+  let arenaBytes = 0
+  for (const job of jobs) if (job.op === 'put' && job.body && !isShared(job.body)) arenaBytes += job.body.byteLength
+  const arena = arenaBytes > 0 ? new ArrayBuffer(arenaBytes) : undefined
   const view = arena ? new Uint8Array(arena) : undefined
   let at = 0
   const posted = jobs.map((job): PostedJob => {
-    if (job.op !== 'put' || !job.body) return job
+    if (job.op !== 'put' || !job.body || isShared(job.body)) return job
     // An empty body has no bytes to place (and its view may still pin a large buffer).
     if (job.body.byteLength === 0) return { ...job, body: new Uint8Array(0) }
     const { body, ...rest } = job
@@ -230,6 +236,11 @@ function packBatch(jobs: DiskJob[], bodyBytes: number): { message: BatchMessage;
     return placed
   })
   return { message: { jobs: posted, arena }, transfer: arena ? [arena] : [] }
+}
+
+/** A view of exactly one whole SharedArrayBuffer: posting it shares those bytes and no others. */
+function isShared(body: Uint8Array): boolean {
+  return body.buffer instanceof SharedArrayBuffer && body.byteOffset === 0 && body.byteLength === body.buffer.byteLength
 }
 
 /**

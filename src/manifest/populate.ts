@@ -35,10 +35,10 @@ const SECRET_VARY_FIELDS = new Set(['cookie', 'authorization', 'proxy-authorizat
 const HOLDER_MAX_SILENCE_MS = 5 * 60_000
 /** At most this many holders are tried per entry before the origin. */
 const MAX_HOLDERS_TRIED = 3
-/** Manifest entries read per statement. */
-const PAGE = 500
+/** Manifest entries read per statement (a page's requests all finish before the next page's start). */
+const PAGE = 2000
 /** Entries asked of one peer in one /objects request. */
-export const OBJECTS_PER_REQUEST = 32
+export const OBJECTS_PER_REQUEST = 128
 /** Failures logged one by one per run; the rest only in the run's summary. */
 const FAILURES_LOGGED = 10
 
@@ -483,18 +483,20 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
 /** A frame of /objects: the entry's metadata, or `{"key", "variant", "missing": true}`. */
 function parseFrameHead(text: string): EntryMeta | 'missing' {
-  try {
-    const v = JSON.parse(text) as { missing?: unknown }
-    if (typeof v === 'object' && v !== null && v.missing === true) return 'missing'
-  } catch {
-    // parseMeta says what is wrong.
-  }
-  return parseMeta(text)
+  const v = parseJson(text)
+  if (typeof v === 'object' && v !== null && (v as { missing?: unknown }).missing === true) return 'missing'
+  return checkMeta(v)
 }
 
-/** Reads exact byte counts from a response body, calling onData for every chunk that arrives. */
+/**
+ * Reads exact byte counts from a response body, calling onData for every chunk that arrives.
+ * Bytes are handed out as views of the chunks they arrived in: only a piece that straddles two
+ * chunks (a frame's head, at most) is copied.
+ */
 class ByteReader {
-  private buf: Buffer = Buffer.alloc(0)
+  /** Unread bytes: the rest of the current chunk, then any chunks read ahead. */
+  private pending: Buffer[] = []
+  private buffered = 0
 
   constructor(
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -505,14 +507,34 @@ class ByteReader {
     const { done, value } = await this.reader.read()
     if (done) throw new Error(`the peer closed the connection ${where}`)
     this.onData()
-    const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
+    if (value.byteLength === 0) return
+    this.pending.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength))
+    this.buffered += value.byteLength
+  }
+
+  /** Up to n bytes from the front, as one view of the first chunk. */
+  private take(n: number): Buffer {
+    const first = this.pending[0]!
+    if (first.length <= n) {
+      this.pending.shift()
+      this.buffered -= first.length
+      return first
+    }
+    this.pending[0] = first.subarray(n)
+    this.buffered -= n
+    return first.subarray(0, n)
   }
 
   async exact(n: number, where: string): Promise<Buffer> {
-    while (this.buf.length < n) await this.more(where)
-    const out = this.buf.subarray(0, n)
-    this.buf = this.buf.subarray(n)
+    while (this.buffered < n) await this.more(where)
+    if (n === 0) return Buffer.alloc(0)
+    if (this.pending[0]!.length >= n) return this.take(n)
+    const out = Buffer.allocUnsafe(n)
+    for (let at = 0; at < n; ) {
+      const piece = this.take(n - at)
+      out.set(piece, at)
+      at += piece.length
+    }
     return out
   }
 
@@ -520,11 +542,9 @@ class ByteReader {
   async *chunks(n: number): AsyncGenerator<Buffer> {
     let left = n
     while (left > 0) {
-      if (this.buf.length === 0) await this.more('inside a body')
-      const take = Math.min(left, this.buf.length)
-      const out = this.buf.subarray(0, take)
-      this.buf = this.buf.subarray(take)
-      left -= take
+      if (this.buffered === 0) await this.more('inside a body')
+      const out = this.take(left)
+      left -= out.length
       yield out
     }
   }
@@ -537,12 +557,18 @@ class ByteReader {
 
 /** The EntryMeta a peer sent, checked field by field: it is written to disk and served. */
 function parseMeta(text: string): EntryMeta {
-  let v: unknown
+  return checkMeta(parseJson(text))
+}
+
+function parseJson(text: string): unknown {
   try {
-    v = JSON.parse(text)
+    return JSON.parse(text) as unknown
   } catch {
     throw new Error('the peer sent metadata that is not JSON')
   }
+}
+
+function checkMeta(v: unknown): EntryMeta {
   const m = v as Record<string, unknown>
   const str = (k: string) => typeof m[k] === 'string'
   const num = (k: string) => typeof m[k] === 'number' && Number.isFinite(m[k])
