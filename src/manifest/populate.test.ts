@@ -334,6 +334,30 @@ describe('populate', () => {
     for (const i of [0, 2]) expect((await bytesOf((await localStore.read(metas[i]!.key, ''))!)).equals(good[i]!)).toBe(true)
   })
 
+  it('shares the entries several peers hold among them instead of asking the first for all', async () => {
+    const otherStore = await openStore(path.join(dir, 'other'))
+    closers.push(() => otherStore.close())
+    let otherRequests = 0
+    const otherRoot = new Hono()
+    otherRoot.use('*', async (_c, next) => {
+      otherRequests++
+      await next()
+    })
+    otherRoot.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: otherStore, log: captureLog().log }))
+    const other = await listen(otherRoot.fetch)
+    closers.push(() => other.close())
+    await upsertNode(db, { id: 'other', region: 'r', internalUrl: other.url, startedAt: Date.now() }, Date.now())
+    for (let i = 0; i < 20; i++) {
+      const meta = await onPeer(`https://ex.com/shared/${i}`, bodyOf(500, i + 1))
+      await put(otherStore, newEntry(meta.url), bodyOf(500, i + 1))
+      await recordStored(db, 'other', toEntryRecord(meta))
+    }
+    const status = await runToEnd(populator({ concurrency: 1 }))
+    expect(status).toMatchObject({ done: 20, fromPeers: 20, failed: 0 })
+    // One /objects request to each, half of the entries each.
+    expect([peerRequests, otherRequests]).toEqual([1, 1])
+  })
+
   it('waits for room in a full disk write queue instead of failing copies or asking the origin', async () => {
     // A write queue of two bodies: the copies of a 40-entry batch arrive faster than that.
     const slow = await createCacheStore({ dir: path.join(dir, 'small-queue'), maxBytes: 1e9, memoryBytes: 0, maxObjectBytes: 1024 * 1024, writeQueueBytes: 2 * 4096 })

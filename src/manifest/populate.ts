@@ -189,22 +189,31 @@ export function createPopulator(options: PopulatorOptions): Populator {
     if (failuresLogged > FAILURES_LOGGED) log('warn', 'populate: more failures than logged', { notLogged: failuresLogged - FAILURES_LOGGED })
   }
 
-  /** Entries grouped by the peer to ask first, OBJECTS_PER_REQUEST to a group; entries no peer holds alone. */
+  /**
+   * Entries grouped by the peer to ask first, OBJECTS_PER_REQUEST to a group; entries no peer
+   * holds alone. An entry several peers hold goes to the one given the fewest so far, so the
+   * work of reading and sending is shared among them rather than all asked of the first.
+   */
   async function planUnits(page: MissingEntry[], count: (o: Outcome, e: MissingEntry) => void): Promise<Array<{ holder: Holder | undefined; entries: MissingEntry[] }>> {
     const t = now()
     const units: Array<{ holder: Holder | undefined; entries: MissingEntry[] }> = []
     const open = new Map<string, { holder: Holder; entries: MissingEntry[] }>()
+    const given = new Map<string, number>()
     for (const entry of page) {
       const skip = await skipReason(entry, t)
       if (skip) {
         count({ result: 'skipped', reason: skip }, entry)
         continue
       }
-      const holder = options.clusterSecret ? liveHolders(entry, t)[0] : undefined
+      let holder: Holder | undefined
+      for (const h of options.clusterSecret ? liveHolders(entry, t) : []) {
+        if (holder === undefined || (given.get(h.nodeId) ?? 0) < (given.get(holder.nodeId) ?? 0)) holder = h
+      }
       if (!holder) {
         units.push({ holder: undefined, entries: [entry] })
         continue
       }
+      given.set(holder.nodeId, (given.get(holder.nodeId) ?? 0) + 1)
       let unit = open.get(holder.nodeId)
       if (!unit) {
         unit = { holder, entries: [] }
