@@ -135,9 +135,11 @@ interface Cluster {
 
 async function startCluster(options: Options, tag: string): Promise<Cluster> {
   let originRequests = 0
-  const body = Buffer.alloc(OBJECT_BYTES, 'x')
   const origin = http.createServer((req, res) => {
     originRequests++
+    // A body of its own per URL, as on a real site: each object is a content file of its own.
+    const body = Buffer.alloc(OBJECT_BYTES, 'x')
+    body.write(req.url ?? '/')
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'public, max-age=3600', 'content-length': String(body.length) })
     res.end(body)
   })
@@ -429,6 +431,16 @@ async function diskTotal(node: ClusterNode, filter: string): Promise<number> {
   return res.json.disk.total
 }
 
+/** CPU time a node's process has used so far (user + system, all threads), in ms (Linux /proc). */
+async function cpuMs(node: Node): Promise<number> {
+  const stat = await fs.readFile(`/proc/${node.child.pid}/stat`, 'utf8')
+  // Fields after the command name (in parentheses, which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+}
+/** USER_HZ: 100 on every Linux that caje runs on. */
+const CLOCK_TICKS = 100
+
 /** Node 1 and 2 hold the objects; node 3 starts on an empty disk and populates from them. */
 async function scenarioPopulate(cluster: Cluster, objects: number, run: number): Promise<Record<string, number>> {
   const prefix = `/pop${run}/`
@@ -441,6 +453,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
   const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('populate')
+  const cpuBefore = await Promise.all(cluster.nodes.map((n) => cpuMs(n)))
   const t0 = performance.now()
   const started = await admin<{ started: boolean }>(node, '/_caje/populate', { method: 'POST', body: {} })
   if (started.status !== 202) throw new Error(`populate answered ${started.status}`)
@@ -455,11 +468,20 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
     50,
   )
   const seconds = (performance.now() - t0) / 1000
+  // Until the copies are on disk too: the populate counts a copy once it is queued for writing.
+  await waitFor(async () => (await health(node)).cache.writeQueueJobs === 0, 'node3 to write its queue', 120_000, 20)
+  const secondsOnDisk = (performance.now() - t0) / 1000
+  const cpuAfter = await Promise.all(cluster.nodes.map((n) => cpuMs(n)))
   const worst = await probes.stop()
   window.end()
   const s = status as unknown as { done: number; failed: number }
+  const cpu = cpuAfter.map((after, i) => after - cpuBefore[i]!)
   return {
     objectsPerSecond: Math.round(s.done / seconds),
+    objectsOnDiskPerSecond: Math.round(s.done / secondsOnDisk),
+    // CPU time (user + system, every thread) per object: what the machine's load does not change much.
+    receiverCpuUsPerObject: Math.round((cpu[2]! * 1000) / Math.max(1, s.done)),
+    sendersCpuUsPerObject: Math.round(((cpu[0]! + cpu[1]!) * 1000) / Math.max(1, s.done)),
     copied: s.done,
     failed: s.failed,
     originRequests: cluster.originRequests() - before,

@@ -29,6 +29,7 @@ import type {
   EntryMeta,
   EntryWriter,
   ListOptions,
+  ExpectedBody,
   ListedEntry,
   NewEntry,
   StoreEvent,
@@ -79,7 +80,7 @@ export interface EntryBody {
 
 export interface DiskStore extends CacheStore {
   readonly dir: string
-  writer(entry: NewEntry): DiskEntryWriter
+  writer(entry: NewEntry, expected?: ExpectedBody): DiskEntryWriter
   /** The current metadata of a variant, marking it recently used (memory-tier hits call this so disk LRU sees them). */
   touch(key: string, variant: string): EntryMeta | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
@@ -197,7 +198,7 @@ class CacacheDiskStore implements DiskStore {
   #commitSeq = 0
   #lastCommitAt = 0
   readonly #files: OpenFiles
-  /** Background work close() must wait for. Every tracked promise resolves; failures are logged where they happen. */
+  /** Background work close() must wait for. Failures are logged where they happen (a commit refused for an unexpected body rejects to its caller). */
   readonly #inflight = new Set<Promise<unknown>>()
   #closed = false
 
@@ -365,12 +366,12 @@ class CacacheDiskStore implements DiskStore {
 
   // ---- writes -------------------------------------------------------------
 
-  writer(entry: NewEntry): DiskEntryWriter {
+  writer(entry: NewEntry, expected?: ExpectedBody): DiskEntryWriter {
     // The JSON is the index line's metadata, taken now: a restart reads back exactly this. The
     // object itself is kept (and frozen on commit) rather than parsed back, so the strings it
     // shares with the proxy's own (key, url) are held once for the 100,000s of entries in memory.
     const metadata = storedMetadata(entry)
-    return new EntryWriterImpl(this.#writerHost, metadata, JSON.stringify(metadata))
+    return new EntryWriterImpl(this.#writerHost, metadata, JSON.stringify(metadata), expected)
   }
 
   async put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
@@ -397,7 +398,7 @@ class CacacheDiskStore implements DiskStore {
     closed: () => this.#closed,
     newBody: (onFailure) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure }),
     commitBuffered: (entry, metadataJson, body) => this.#commitBuffered(entry, metadataJson, body),
-    commitSpilled: (entry, metadataJson, body, reportFailure) => this.#commitSpilled(entry, metadataJson, body, reportFailure),
+    commitSpilled: (entry, metadataJson, body, reportFailure, expected) => this.#commitSpilled(entry, metadataJson, body, reportFailure, expected),
     discard: (entry, body) => this.#track(this.#discard(entry, body)),
     reportFailure: (key, error) => this.#writeFailed(key, error),
   }
@@ -424,7 +425,13 @@ class CacacheDiskStore implements DiskStore {
     if (created) content.pending = body.body
     const { handle, meta } = this.#publish(id, entry, content)
     const lines = this.#index.indexLines(handle)
-    const job: DiskJob = { op: 'put', body: body.body, contentPath: content.path, id, line: this.#line(handle, meta, metadataJson), compact: lines > COMPACT_AFTER_LINES }
+    const line = this.#line(handle, meta, metadataJson)
+    const compact = lines > COMPACT_AFTER_LINES
+    // The same body under another entry (many URLs, one body): when its file is known good in
+    // this process, or its write is queued ahead of this job, only the index line is written.
+    // A file not verified yet is rewritten, which heals one that was corrupted on disk.
+    const inPlace = !created && (content.pending !== undefined || content.verified !== undefined)
+    const job: DiskJob = inPlace ? { op: 'index', id, line, compact } : { op: 'put', body: body.body, contentPath: content.path, id, line, compact }
     if (job.compact) this.#index.setIndexLines(handle, 1)
     this.#track(this.#writer.run(job).then((result) => this.#written(handle, entry.key, content, body.body, result)))
     this.#evict()
@@ -432,7 +439,13 @@ class CacacheDiskStore implements DiskStore {
   }
 
   /** A body that spilled to a temp file: the disk writer moves it into place, then it becomes visible. */
-  #commitSpilled(entry: NewEntry, metadataJson: string, body: PendingBody, reportFailure: (error: unknown) => void): Promise<CommittedBody | undefined> {
+  #commitSpilled(
+    entry: NewEntry,
+    metadataJson: string,
+    body: PendingBody,
+    reportFailure: (error: unknown) => void,
+    expected: ExpectedBody | undefined,
+  ): Promise<CommittedBody | undefined> {
     const id = entryId(entry.key, entry.variant)
     const seq = this.#nextCommit(id)
     const committing = (async (): Promise<CommittedBody | undefined> => {
@@ -443,6 +456,11 @@ class CacacheDiskStore implements DiskStore {
         reportFailure(error)
         await this.#discard(entry, body)
         return undefined
+      }
+      const mismatch = expected && unexpectedBody(expected, finished)
+      if (mismatch) {
+        await this.#discard(entry, body)
+        throw mismatch
       }
       const path = contentPath(this.dir, finished.integrity)
       // Superseded by a later commit (or a delete) while the temp file was finishing: its
@@ -769,7 +787,7 @@ class CacacheDiskStore implements DiskStore {
   }
 
   async drain(): Promise<void> {
-    while (this.#inflight.size > 0) await Promise.all([...this.#inflight])
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])
     await this.#writer.drain()
   }
 
@@ -833,11 +851,24 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 
 // ---- the writer handed to the proxy -----------------------------------------
 
+/** Why a body is not the one a writer was told to expect; undefined when it is. */
+function unexpectedBody(expected: ExpectedBody, got: { size: number; integrity: string }): Error | undefined {
+  if (got.size === expected.size && got.integrity === expected.integrity) return undefined
+  const what = got.size === expected.size ? 'its digest differs' : `${got.size} bytes instead of ${expected.size}`
+  return Object.assign(new Error(`the body is not the one expected (${what}); nothing was stored`), { code: 'EINTEGRITY' })
+}
+
 interface WriterHost {
   closed(): boolean
   newBody(onFailure: (error: unknown) => void): PendingBody
   commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined
-  commitSpilled(entry: NewEntry, metadataJson: string, body: PendingBody, reportFailure: (error: unknown) => void): Promise<CommittedBody | undefined>
+  commitSpilled(
+    entry: NewEntry,
+    metadataJson: string,
+    body: PendingBody,
+    reportFailure: (error: unknown) => void,
+    expected: ExpectedBody | undefined,
+  ): Promise<CommittedBody | undefined>
   discard(entry: NewEntry, body: PendingBody): void
   reportFailure(key: string, error: unknown): void
 }
@@ -846,15 +877,17 @@ class EntryWriterImpl implements DiskEntryWriter {
   readonly #host: WriterHost
   readonly #entry: NewEntry
   readonly #metadataJson: string
+  readonly #expected: ExpectedBody | undefined
   readonly #body: PendingBody
   #state: 'open' | 'given-up' | 'committing' | 'aborted'
   #result: Promise<CommittedBody | undefined> | undefined
   #failureReported = false
 
-  constructor(host: WriterHost, entry: NewEntry, metadataJson: string) {
+  constructor(host: WriterHost, entry: NewEntry, metadataJson: string, expected: ExpectedBody | undefined) {
     this.#host = host
     this.#entry = entry
     this.#metadataJson = metadataJson
+    this.#expected = expected
     this.#body = host.newBody((error) => this.#reportFailure(error))
     this.#state = host.closed() ? 'given-up' : 'open'
   }
@@ -879,9 +912,12 @@ class EntryWriterImpl implements DiskEntryWriter {
       if (this.#state === 'open' && !this.#host.closed()) {
         this.#state = 'committing'
         const buffered = this.#body.buffered()
-        this.#result = buffered
-          ? Promise.resolve(this.#host.commitBuffered(this.#entry, this.#metadataJson, buffered))
-          : this.#host.commitSpilled(this.#entry, this.#metadataJson, this.#body, (error) => this.#reportFailure(error))
+        const mismatch = buffered && this.#expected && unexpectedBody(this.#expected, buffered)
+        this.#result = mismatch
+          ? Promise.reject(mismatch)
+          : buffered
+            ? Promise.resolve(this.#host.commitBuffered(this.#entry, this.#metadataJson, buffered))
+            : this.#host.commitSpilled(this.#entry, this.#metadataJson, this.#body, (error) => this.#reportFailure(error), this.#expected)
       } else {
         if (this.#state === 'open') this.abort()
         this.#result = Promise.resolve(undefined)

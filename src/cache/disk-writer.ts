@@ -64,7 +64,8 @@ export class DiskWriter {
   readonly #maxQueueBytes: number
   #worker: Worker | undefined
   #queue: Queued[] = []
-  #inFlight: Queued[] | undefined
+  /** Batches posted to the worker and not answered yet, oldest first (it answers in order). */
+  #inFlight: Queued[][] = []
   #scheduled = false
   #bytes = 0
   #jobs = 0
@@ -125,7 +126,7 @@ export class DiskWriter {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#inFlight || this.#queue.length === 0) return
+    if (this.#scheduled || this.#inFlight.length >= MAX_BATCHES_IN_FLIGHT || this.#queue.length === 0) return
     this.#scheduled = true
     // Jobs queued in this turn of the event loop go together.
     setImmediate(() => {
@@ -135,7 +136,7 @@ export class DiskWriter {
   }
 
   #send(): void {
-    if (this.#inFlight || this.#queue.length === 0) return
+    if (this.#inFlight.length >= MAX_BATCHES_IN_FLIGHT || this.#queue.length === 0) return
     // A bounded slice of the queue per message: posting thousands of jobs at
     // once held the event loop for most of a second under a populate.
     let take = 0
@@ -145,8 +146,8 @@ export class DiskWriter {
       take++
     }
     const batch = this.#queue.splice(0, take)
-    this.#inFlight = batch
-    const { message, transfer } = packBatch(batch.map((q) => q.job), bytes)
+    this.#inFlight.push(batch)
+    const { message, transfer } = packBatch(batch.map((q) => q.job))
     this.#ensureWorker().postMessage(message, transfer)
   }
 
@@ -157,18 +158,18 @@ export class DiskWriter {
     worker.unref()
     worker.on('message', (results: JobResult[]) => this.#finished(results))
     worker.on('error', (error: Error) => {
-      // A crashed worker fails its batch; the next batch starts a new one.
+      // A crashed worker fails the batches it was given; the next batch starts a new one.
       if (this.#worker === worker) this.#worker = undefined
-      const failed = this.#inFlight?.map((): JobResult => ({ ok: false, error: { message: `cache writer thread failed: ${error.message}` } }))
-      if (failed) this.#finished(failed)
+      while (this.#inFlight.length > 0) {
+        this.#finished(this.#inFlight[0]!.map((): JobResult => ({ ok: false, error: { message: `cache writer thread failed: ${error.message}` } })))
+      }
     })
     this.#worker = worker
     return worker
   }
 
   #finished(results: JobResult[]): void {
-    const batch = this.#inFlight ?? []
-    this.#inFlight = undefined
+    const batch = this.#inFlight.shift() ?? []
     for (let i = 0; i < batch.length; i++) {
       const q = batch[i]!
       this.#bytes -= q.bytes
@@ -188,12 +189,22 @@ export class DiskWriter {
   }
 }
 
+/**
+ * Batches handed to the worker at once. With one, the worker sat idle from posting its
+ * answer until the main thread, busy serving, got round to sending the next batch; with
+ * two, the next one is already waiting in its message queue. The worker still carries
+ * jobs out strictly in order.
+ */
+const MAX_BATCHES_IN_FLIGHT = 2
 /** Most jobs in one message to the worker. */
 const MAX_JOBS_PER_MESSAGE = 256
 /** Most body bytes in one message (a larger body still goes, alone). */
 const MAX_BYTES_PER_MESSAGE = 4 * 1024 * 1024
 
-/** A job as posted: a body travels as a range of the message's arena. */
+/**
+ * A job as posted: a body in memory shared between threads travels as it is; any other body
+ * as a range of the message's arena.
+ */
 type PostedJob = DiskJob | (Omit<Extract<DiskJob, { op: 'put' }>, 'body'> & { bodyAt: number; bodyBytes: number })
 
 interface BatchMessage {
@@ -202,17 +213,20 @@ interface BatchMessage {
 }
 
 /**
- * The batch as one message whose bodies are copied into one ArrayBuffer that
- * is transferred, not cloned. A body is often a view into a larger buffer (a
- * network read of many objects): cloning a view copies its whole backing
- * buffer, once per job.
+ * The batch as one message. A body in a SharedArrayBuffer (what a buffered write holds, see
+ * pending-body.ts) reaches the worker without a copy: structured cloning shares its memory.
+ * Any other body is copied into one ArrayBuffer that is transferred, not cloned: a body is
+ * often a view into a larger buffer (a network read of many objects), and cloning a view
+ * copies its whole backing buffer, once per job.
  */
-function packBatch(jobs: DiskJob[], bodyBytes: number): { message: BatchMessage; transfer: ArrayBuffer[] } {
-  const arena = bodyBytes > 0 ? new ArrayBuffer(bodyBytes) : undefined
+function packBatch(jobs: DiskJob[]): { message: BatchMessage; transfer: ArrayBuffer[] } {
+  let arenaBytes = 0
+  for (const job of jobs) if (job.op === 'put' && job.body && !isShared(job.body)) arenaBytes += job.body.byteLength
+  const arena = arenaBytes > 0 ? new ArrayBuffer(arenaBytes) : undefined
   const view = arena ? new Uint8Array(arena) : undefined
   let at = 0
   const posted = jobs.map((job): PostedJob => {
-    if (job.op !== 'put' || !job.body) return job
+    if (job.op !== 'put' || !job.body || isShared(job.body)) return job
     // An empty body has no bytes to place (and its view may still pin a large buffer).
     if (job.body.byteLength === 0) return { ...job, body: new Uint8Array(0) }
     const { body, ...rest } = job
@@ -222,6 +236,11 @@ function packBatch(jobs: DiskJob[], bodyBytes: number): { message: BatchMessage;
     return placed
   })
   return { message: { jobs: posted, arena }, transfer: arena ? [arena] : [] }
+}
+
+/** A view of exactly one whole SharedArrayBuffer: posting it shares those bytes and no others. */
+function isShared(body: Uint8Array): boolean {
+  return body.buffer instanceof SharedArrayBuffer && body.byteOffset === 0 && body.byteLength === body.buffer.byteLength
 }
 
 /**
@@ -238,17 +257,50 @@ function diskWriterThread(): void {
   const tmpDir = path.join(dir, 'tmp')
   let tmpCounter = 0
 
-  const isMissing = (error: unknown): boolean => {
-    const code = (error as { code?: string } | null)?.code
-    return code === 'ENOENT'
+  const codeOf = (error: unknown): string | undefined => (error as { code?: string } | null)?.code
+  /**
+   * Directories this thread has made or found. A fresh cache puts nearly every object in
+   * directories of its own (two levels of hex under content-v2 and index-v5: up to 65,536
+   * each), and creating them was most of the thread's time: each is made once per process,
+   * with one mkdir (its parent is known by then), instead of a failed open and a recursive
+   * mkdir per object.
+   */
+  const knownDirs = new Set<string>()
+  const ensureDir = (dirPath: string): void => {
+    if (knownDirs.has(dirPath)) return
+    try {
+      fs.mkdirSync(dirPath)
+    } catch (error) {
+      const code = codeOf(error)
+      if (code === 'ENOENT') {
+        // The parent is missing: made first (the root of the file system always exists).
+        const parent = path.dirname(dirPath)
+        if (parent === dirPath) throw error
+        knownDirs.delete(parent)
+        ensureDir(parent)
+        try {
+          fs.mkdirSync(dirPath)
+        } catch (again) {
+          if (codeOf(again) !== 'EEXIST') throw again
+        }
+      } else if (code !== 'EEXIST') throw error
+    }
+    knownDirs.add(dirPath)
   }
-  /** Runs `op`; when a directory is missing (first use, or the cache dir removed under us), creates it and runs it again. */
+  /**
+   * Runs `op` in `dirPath`, made first when this thread has not seen it. A directory removed
+   * behind the thread's back (by hand, or the whole cache dir) makes `op` fail with ENOENT:
+   * then everything the thread remembers is forgotten, the directory made again, and `op` run
+   * once more, so one removal never makes writes fail for good.
+   */
   const withDir = <T>(dirPath: string, op: () => T): T => {
+    ensureDir(dirPath)
     try {
       return op()
     } catch (error) {
-      if (!isMissing(error)) throw error
-      fs.mkdirSync(dirPath, { recursive: true })
+      if (codeOf(error) !== 'ENOENT') throw error
+      knownDirs.clear()
+      ensureDir(dirPath)
       return op()
     }
   }
@@ -348,6 +400,7 @@ function diskWriterThread(): void {
         fs.rmSync(job.path, { force: true })
         return { ok: true }
       case 'clear':
+        knownDirs.clear()
         for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
           if (/^(content|index)-v\d+$/.test(name)) fs.rmSync(path.join(dir, name), { recursive: true, force: true })
         }

@@ -6,7 +6,7 @@
 
 import { type DiskStore, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
-import type { BodyLookup, ByteRange, CacheStore, EntryMeta, EntryWriter, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
+import type { BodyLookup, ByteRange, CacheStore, EntryMeta, EntryWriter, ExpectedBody, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
 
 export interface CacheStoreOptions {
   /** cacache directory of this node. */
@@ -98,8 +98,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       return writer.commit()
     },
 
-    writer(entry: NewEntry): EntryWriter {
-      const inner = disk.writer(entry)
+    writer(entry: NewEntry, expected?: ExpectedBody): EntryWriter {
+      const inner = disk.writer(entry, expected)
       return {
         write: (chunk) => inner.write(chunk),
         abort: (reason) => inner.abort(reason),

@@ -58,6 +58,13 @@ export type StoredBody =
   | { kind: 'buffer'; buffer: Buffer; tier: 'memory' | 'disk' }
   | { kind: 'stream'; stream: Readable; tier: 'disk' }
 
+/** The body a writer must receive (see CacheStore.writer). */
+export interface ExpectedBody {
+  size: number
+  /** sha512 Subresource Integrity, as EntryMeta.integrity. */
+  integrity: string
+}
+
 /** A body now, a body later, or none. */
 export type BodyLookup = StoredBody | undefined | Promise<StoredBody | undefined>
 
@@ -153,8 +160,13 @@ export interface CacheStore {
    * (write-behind, bounded queue). Resolves to the stored meta, or undefined when not stored.
    */
   put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined>
-  /** Start writing a new variant; replaces an existing one with the same key+variant on commit. */
-  writer(entry: NewEntry): EntryWriter
+  /**
+   * Start writing a new variant; replaces an existing one with the same key+variant on commit.
+   * With `expected` (a copy from a peer, whose digest is known beforehand), commit() rejects
+   * with code EINTEGRITY and stores nothing unless the body is exactly that: the store hashes
+   * the body once, and the caller need not hash it again.
+   */
+  writer(entry: NewEntry, expected?: ExpectedBody): EntryWriter
   /** Replace the metadata of a stored variant (after a 304 revalidation), keeping its body. */
   updateMeta(meta: EntryMeta): Promise<void>
   /** Delete one variant, or every variant of a key when variant is omitted. Resolves to how many were removed. */

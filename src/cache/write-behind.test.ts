@@ -7,10 +7,10 @@ import { fileURLToPath } from 'node:url'
 import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
-import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
+import { bodyOf, bytesOf, filesUnder, newEntry, put, recordEvents, sri, tempDir } from './test-support.ts'
 import { createHash } from 'node:crypto'
-import { mkdir, writeFile } from 'node:fs/promises'
-import { contentPath } from './content-file.ts'
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { SMALL_BODY_BYTES, contentPath } from './content-file.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 let dir: string
@@ -116,6 +116,60 @@ describe('write-behind disk writer', () => {
       expect((await cacache.get(dir, entryId(url, ''))).data.equals(body)).toBe(true)
     }
     expect(store.stats().writeFailures).toBe(0)
+  })
+
+  it('writes a body shared by many entries once: later entries get only their index line, and cacache reads every one', async () => {
+    const store = await openStore()
+    const body = bodyOf(4000, 7)
+    expect(await put(store, newEntry('https://a.test/first'), body)).toBeDefined()
+    const file = contentPath(dir, sri(body))!
+    const before = await stat(file)
+    const writers = Array.from({ length: 5 }, (_, i) => store.writer(newEntry(`https://a.test/same/${i}`)))
+    for (const w of writers) w.write(body)
+    await Promise.all(writers.map((w) => w.commit()))
+    await store.drain()
+    // The very same file, never rewritten nor replaced.
+    const after = await stat(file)
+    expect({ ino: after.ino, mtimeMs: after.mtimeMs }).toEqual({ ino: before.ino, mtimeMs: before.mtimeMs })
+    for (let i = 0; i < 5; i++) expect((await cacache.get(dir, entryId(`https://a.test/same/${i}`, ''))).data.equals(body)).toBe(true)
+    expect(store.stats().writeFailures).toBe(0)
+  })
+
+  it('makes a directory again when it was removed by hand under the running writer, so writes never fail for good', async () => {
+    const store = await openStore()
+    expect(await put(store, newEntry('https://a.test/kept'), bodyOf(3000, 1))).toBeDefined()
+    // The writer has made (and remembers) this entry's bucket directory and the body's directories.
+    await rm(path.join(dir, 'index-v5'), { recursive: true })
+    await rm(path.join(dir, 'content-v2'), { recursive: true })
+    // Same key, so the same (remembered, now missing) bucket directory; and a new body.
+    expect(await put(store, newEntry('https://a.test/kept'), bodyOf(3000, 2))).toBeDefined()
+    expect(await put(store, newEntry('https://a.test/other'), bodyOf(3000, 3))).toBeDefined()
+    expect(store.stats().writeFailures).toBe(0)
+    expect((await cacache.get(dir, entryId('https://a.test/kept', ''))).data.equals(bodyOf(3000, 2))).toBe(true)
+    expect((await cacache.get(dir, entryId('https://a.test/other', ''))).data.equals(bodyOf(3000, 3))).toBe(true)
+  })
+
+  it('a writer told which body to expect refuses any other before it becomes visible, buffered or spilled', async () => {
+    const store = await openStore()
+    for (const size of [2000, SMALL_BODY_BYTES + 100_000]) {
+      const body = bodyOf(size, 4)
+      const url = `https://a.test/expected/${size}`
+      const wrong = store.writer(newEntry(url), { size, integrity: sri(bodyOf(size, 5)) })
+      wrong.write(body)
+      await expect(wrong.commit()).rejects.toMatchObject({ code: 'EINTEGRITY' })
+      const short = store.writer(newEntry(url), { size: size + 1, integrity: sri(body) })
+      short.write(body)
+      await expect(short.commit()).rejects.toMatchObject({ code: 'EINTEGRITY' })
+      await store.drain()
+      expect(store.variants(url)).toEqual([])
+      const right = store.writer(newEntry(url), { size, integrity: sri(body) })
+      right.write(body)
+      expect((await right.commit())?.integrity).toBe(sri(body))
+    }
+    await store.drain()
+    // Nothing of the refused bodies stays behind, not even a temp file.
+    expect(Object.keys(await cacache.ls(dir))).toHaveLength(2)
+    expect(await filesUnder(path.join(dir, 'tmp'))).toEqual([])
   })
 
   it('writeRoom() resolves once the queue has drained enough for the body, so a patient writer is not skipped', async () => {

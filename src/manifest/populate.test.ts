@@ -7,7 +7,7 @@ import { Hono } from 'hono'
 import type { Kysely } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
-import { bodyOf, bytesOf, newEntry, put } from '../cache/test-support.ts'
+import { bodyOf, bytesOf, newEntry, put, sri } from '../cache/test-support.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE, createInternalApp } from './internal-routes.ts'
@@ -294,12 +294,68 @@ describe('populate', () => {
     }
     const status = await runToEnd(populator({ concurrency: 1 }, fill))
     expect(status).toMatchObject({ done: metas.length + 2, fromPeers: metas.length, fromOrigin: 2, skipped: 0, failed: 0 })
-    // Two /objects requests (32 + 10 entries); the peer is not asked again for what it said it lacks.
+    // Two /objects requests (OBJECTS_PER_REQUEST + 10 entries); the peer is not asked again for what it said it lacks.
     expect(peerRequests).toBe(2)
     expect(filled.sort()).toEqual(['/many/gone-a', '/many/gone-b'])
     for (const meta of [metas[0]!, metas[metas.length - 1]!]) {
       expect((await localStore.variants(meta.key))[0]).toMatchObject({ integrity: meta.integrity, via: 'peer:peer' })
     }
+  })
+
+  it('never stores a batch copy whose body is not the one its frame announced, and still takes the copies after it', async () => {
+    const good = [bodyOf(900, 1), bodyOf(900, 2), bodyOf(900, 3)]
+    const metas = good.map((body, i) => ({ ...newEntry(`https://ex.com/framed/${i}`), size: body.length, integrity: sri(body) }))
+    // A peer whose second frame carries other bytes (same length) than its metadata announces.
+    const liar = await listen(async (req) => {
+      const { items } = (await req.json()) as { items: Array<{ key: string }> }
+      const parts: Buffer[] = []
+      for (const item of items) {
+        const i = metas.findIndex((m) => m.key === item.key)
+        const json = Buffer.from(JSON.stringify(metas[i]))
+        const head = Buffer.alloc(4)
+        head.writeUInt32BE(json.length)
+        parts.push(head, json, i === 1 ? bodyOf(900, 99) : good[i]!)
+      }
+      return new Response(new Uint8Array(Buffer.concat(parts)), { headers: { 'content-type': OBJECTS_CONTENT_TYPE } })
+    })
+    closers.push(() => liar.close())
+    await upsertNode(db, { id: 'liar', region: 'r', internalUrl: liar.url, startedAt: Date.now() }, Date.now())
+    for (const meta of metas) await recordStored(db, 'liar', toEntryRecord(meta))
+    const filled: string[] = []
+    const fill: FillFn = async (url) => {
+      filled.push(url.pathname)
+      return { stored: false, status: 503, bytes: 0 }
+    }
+    const status = await runToEnd(populator({ concurrency: 1 }, fill))
+    expect(status).toMatchObject({ done: 2, fromPeers: 2, failed: 1 })
+    expect(filled).toEqual(['/framed/1'])
+    await localStore.drain()
+    expect(localStore.variants(metas[1]!.key)).toEqual([])
+    for (const i of [0, 2]) expect((await bytesOf((await localStore.read(metas[i]!.key, ''))!)).equals(good[i]!)).toBe(true)
+  })
+
+  it('shares the entries several peers hold among them instead of asking the first for all', async () => {
+    const otherStore = await openStore(path.join(dir, 'other'))
+    closers.push(() => otherStore.close())
+    let otherRequests = 0
+    const otherRoot = new Hono()
+    otherRoot.use('*', async (_c, next) => {
+      otherRequests++
+      await next()
+    })
+    otherRoot.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: otherStore, log: captureLog().log }))
+    const other = await listen(otherRoot.fetch)
+    closers.push(() => other.close())
+    await upsertNode(db, { id: 'other', region: 'r', internalUrl: other.url, startedAt: Date.now() }, Date.now())
+    for (let i = 0; i < 20; i++) {
+      const meta = await onPeer(`https://ex.com/shared/${i}`, bodyOf(500, i + 1))
+      await put(otherStore, newEntry(meta.url), bodyOf(500, i + 1))
+      await recordStored(db, 'other', toEntryRecord(meta))
+    }
+    const status = await runToEnd(populator({ concurrency: 1 }))
+    expect(status).toMatchObject({ done: 20, fromPeers: 20, failed: 0 })
+    // One /objects request to each, half of the entries each.
+    expect([peerRequests, otherRequests]).toEqual([1, 1])
   })
 
   it('waits for room in a full disk write queue instead of failing copies or asking the origin', async () => {

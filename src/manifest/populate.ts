@@ -5,14 +5,13 @@
 // holder one by one (/object) and, when no peer can give it, of the origin
 // with the stored Vary request headers.
 //
-// A peer's copy is written through this node's own store.writer(), so the
-// store computes size and integrity itself; populate hashes the body as it
-// arrives too and aborts the write, before it becomes visible, unless both
-// match what the peer announced. A run has bounded concurrency, counts each
+// A peer's copy is written through this node's own store.writer(), told the
+// size and integrity the peer announced: the store hashes the body once, as
+// it arrives, and refuses the commit, before anything becomes visible, unless
+// both match. A run has bounded concurrency, counts each
 // entry as done, skipped or failed, and never stops for one failure; there
 // is never more than one run at a time.
 
-import { createHash } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { PopulateStatus } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
@@ -36,10 +35,10 @@ const SECRET_VARY_FIELDS = new Set(['cookie', 'authorization', 'proxy-authorizat
 const HOLDER_MAX_SILENCE_MS = 5 * 60_000
 /** At most this many holders are tried per entry before the origin. */
 const MAX_HOLDERS_TRIED = 3
-/** Manifest entries read per statement. */
-const PAGE = 500
+/** Manifest entries read per statement (a page's requests all finish before the next page's start). */
+const PAGE = 2000
 /** Entries asked of one peer in one /objects request. */
-export const OBJECTS_PER_REQUEST = 32
+export const OBJECTS_PER_REQUEST = 128
 /** Failures logged one by one per run; the rest only in the run's summary. */
 const FAILURES_LOGGED = 10
 
@@ -190,22 +189,31 @@ export function createPopulator(options: PopulatorOptions): Populator {
     if (failuresLogged > FAILURES_LOGGED) log('warn', 'populate: more failures than logged', { notLogged: failuresLogged - FAILURES_LOGGED })
   }
 
-  /** Entries grouped by the peer to ask first, OBJECTS_PER_REQUEST to a group; entries no peer holds alone. */
+  /**
+   * Entries grouped by the peer to ask first, OBJECTS_PER_REQUEST to a group; entries no peer
+   * holds alone. An entry several peers hold goes to the one given the fewest so far, so the
+   * work of reading and sending is shared among them rather than all asked of the first.
+   */
   async function planUnits(page: MissingEntry[], count: (o: Outcome, e: MissingEntry) => void): Promise<Array<{ holder: Holder | undefined; entries: MissingEntry[] }>> {
     const t = now()
     const units: Array<{ holder: Holder | undefined; entries: MissingEntry[] }> = []
     const open = new Map<string, { holder: Holder; entries: MissingEntry[] }>()
+    const given = new Map<string, number>()
     for (const entry of page) {
       const skip = await skipReason(entry, t)
       if (skip) {
         count({ result: 'skipped', reason: skip }, entry)
         continue
       }
-      const holder = options.clusterSecret ? liveHolders(entry, t)[0] : undefined
+      let holder: Holder | undefined
+      for (const h of options.clusterSecret ? liveHolders(entry, t) : []) {
+        if (holder === undefined || (given.get(h.nodeId) ?? 0) < (given.get(holder.nodeId) ?? 0)) holder = h
+      }
       if (!holder) {
         units.push({ holder: undefined, entries: [entry] })
         continue
       }
+      given.set(holder.nodeId, (given.get(holder.nodeId) ?? 0) + 1)
       let unit = open.get(holder.nodeId)
       if (!unit) {
         unit = { holder, entries: [] }
@@ -318,30 +326,24 @@ export function createPopulator(options: PopulatorOptions): Populator {
     // Copies arrive faster than a disk takes them: wait for room in the write queue (the
     // peer's stream waits meanwhile) rather than have the store skip the copy.
     if (fresh) await options.store.writeRoom(meta.size)
-    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry) : undefined
+    let writer: ReturnType<CacheStore['writer']> | undefined = fresh ? options.store.writer(newEntry, { size: meta.size, integrity: meta.integrity }) : undefined
     try {
-      const hash = createHash('sha512')
       let bytes = 0
       let refused = false
       // Read to the end of the body whatever happens: in a batch the next object follows it.
       for await (const chunk of reader.chunks(meta.size)) {
         bytes += chunk.length
-        hash.update(chunk)
         if (writer && !refused && !writer.write(chunk)) refused = true
       }
       if (!writer) throw new PeerMiss('the peer copy is no longer fresh')
       if (refused) throw new Error('this node refused to store the body (over the per-object limit, or a disk failure)')
-      const integrity = `sha512-${hash.digest('base64')}`
-      if (bytes !== meta.size || integrity !== meta.integrity) {
-        throw new Error(`the body does not match the peer's integrity (${bytes} of ${meta.size} bytes)`)
-      }
-      const committed = await writer.commit()
+      const committing = writer.commit()
       writer = undefined
+      // The store refuses a body that is not the one the peer announced (code EINTEGRITY).
+      const committed = await committing.catch((err: unknown) => {
+        throw new Error(`the body does not match the peer's integrity: ${describeError(err)}`)
+      })
       if (!committed) throw new Error('this node gave up storing the body')
-      if (committed.integrity !== meta.integrity) {
-        await options.store.delete(committed.key, committed.variant)
-        throw new Error('the stored body does not match the peer integrity')
-      }
       if (options.isPurged?.(committed)) {
         // The peer had not applied a purge this node already applied: keep nothing.
         await options.store.delete(committed.key, committed.variant)
@@ -490,18 +492,20 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
 /** A frame of /objects: the entry's metadata, or `{"key", "variant", "missing": true}`. */
 function parseFrameHead(text: string): EntryMeta | 'missing' {
-  try {
-    const v = JSON.parse(text) as { missing?: unknown }
-    if (typeof v === 'object' && v !== null && v.missing === true) return 'missing'
-  } catch {
-    // parseMeta says what is wrong.
-  }
-  return parseMeta(text)
+  const v = parseJson(text)
+  if (typeof v === 'object' && v !== null && (v as { missing?: unknown }).missing === true) return 'missing'
+  return checkMeta(v)
 }
 
-/** Reads exact byte counts from a response body, calling onData for every chunk that arrives. */
+/**
+ * Reads exact byte counts from a response body, calling onData for every chunk that arrives.
+ * Bytes are handed out as views of the chunks they arrived in: only a piece that straddles two
+ * chunks (a frame's head, at most) is copied.
+ */
 class ByteReader {
-  private buf: Buffer = Buffer.alloc(0)
+  /** Unread bytes: the rest of the current chunk, then any chunks read ahead. */
+  private pending: Buffer[] = []
+  private buffered = 0
 
   constructor(
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -512,14 +516,34 @@ class ByteReader {
     const { done, value } = await this.reader.read()
     if (done) throw new Error(`the peer closed the connection ${where}`)
     this.onData()
-    const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
+    if (value.byteLength === 0) return
+    this.pending.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength))
+    this.buffered += value.byteLength
+  }
+
+  /** Up to n bytes from the front, as one view of the first chunk. */
+  private take(n: number): Buffer {
+    const first = this.pending[0]!
+    if (first.length <= n) {
+      this.pending.shift()
+      this.buffered -= first.length
+      return first
+    }
+    this.pending[0] = first.subarray(n)
+    this.buffered -= n
+    return first.subarray(0, n)
   }
 
   async exact(n: number, where: string): Promise<Buffer> {
-    while (this.buf.length < n) await this.more(where)
-    const out = this.buf.subarray(0, n)
-    this.buf = this.buf.subarray(n)
+    while (this.buffered < n) await this.more(where)
+    if (n === 0) return Buffer.alloc(0)
+    if (this.pending[0]!.length >= n) return this.take(n)
+    const out = Buffer.allocUnsafe(n)
+    for (let at = 0; at < n; ) {
+      const piece = this.take(n - at)
+      out.set(piece, at)
+      at += piece.length
+    }
     return out
   }
 
@@ -527,11 +551,9 @@ class ByteReader {
   async *chunks(n: number): AsyncGenerator<Buffer> {
     let left = n
     while (left > 0) {
-      if (this.buf.length === 0) await this.more('inside a body')
-      const take = Math.min(left, this.buf.length)
-      const out = this.buf.subarray(0, take)
-      this.buf = this.buf.subarray(take)
-      left -= take
+      if (this.buffered === 0) await this.more('inside a body')
+      const out = this.take(left)
+      left -= out.length
       yield out
     }
   }
@@ -544,12 +566,18 @@ class ByteReader {
 
 /** The EntryMeta a peer sent, checked field by field: it is written to disk and served. */
 function parseMeta(text: string): EntryMeta {
-  let v: unknown
+  return checkMeta(parseJson(text))
+}
+
+function parseJson(text: string): unknown {
   try {
-    v = JSON.parse(text)
+    return JSON.parse(text) as unknown
   } catch {
     throw new Error('the peer sent metadata that is not JSON')
   }
+}
+
+function checkMeta(v: unknown): EntryMeta {
   const m = v as Record<string, unknown>
   const str = (k: string) => typeof m[k] === 'string'
   const num = (k: string) => typeof m[k] === 'number' && Number.isFinite(m[k])
