@@ -432,7 +432,7 @@ async function diskTotal(node: ClusterNode, filter: string): Promise<number> {
 }
 
 /** CPU time a node's process has used so far (user + system, all threads), in ms (Linux /proc). */
-async function cpuMs(node: Node): Promise<number> {
+async function cpuMs(node: ClusterNode): Promise<number> {
   const stat = await fs.readFile(`/proc/${node.child.pid}/stat`, 'utf8')
   // Fields after the command name (in parentheses, which may hold spaces): utime and stime are the 12th and 13th.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
