@@ -7,6 +7,7 @@ import type { ManifestOp } from './ops.ts'
 import { countEntries, listManifest, listNodes, purgesAfter, recordPurge, sweepPurge } from './repositories.ts'
 import type { NewPurge } from './repositories.ts'
 import { TEST_BUSY_TIMEOUT_MS, captureLog, entry, freshManifest, freshManifestPerTest, holdWriteLock, loopTurnsWhile, type FreshManifest } from './test-helpers.ts'
+import { turnsDuring } from '../test-support/servers.ts'
 
 const T = 1_700_000_000_000
 
@@ -124,15 +125,8 @@ describe('applyOps', () => {
     stored.push({ type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/keep', storedAt: T }) })
     await applyOps(db, stored)
     const purge: NewPurge = { requestId: 'big', kind: 'prefix', value: 'https://ex.com/p/', host: null, createdAt: T + 1999, createdBy: 'x', nodeId: 'a' }
-    let turns = 0
-    let counting = true
-    const count = () => {
-      turns++
-      if (counting) setImmediate(count)
-    }
-    setImmediate(count)
-    expect(await applyOps(db, [{ type: 'purge', purge }])).toEqual({ applied: 1, failed: 0 })
-    counting = false
+    const { result, turns } = await turnsDuring(() => applyOps(db, [{ type: 'purge', purge }]))
+    expect(result).toEqual({ applied: 1, failed: 0 })
     expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/keep'])
     // 2,000 entries in chunks of 250: the loop turned between every two.
     expect(turns).toBeGreaterThanOrEqual(7)
@@ -150,15 +144,8 @@ describe('applyOps', () => {
 
   it('lets the event loop turn while it applies a large batch', async () => {
     const ops: ManifestOp[] = Array.from({ length: 20_000 }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/many/${i}` }) }))
-    let turns = 0
-    let counting = true
-    const count = () => {
-      turns++
-      if (counting) setImmediate(count)
-    }
-    setImmediate(count)
-    expect(await applyOps(db, ops)).toEqual({ applied: ops.length, failed: 0 })
-    counting = false
+    const { result, turns } = await turnsDuring(() => applyOps(db, ops))
+    expect(result).toEqual({ applied: ops.length, failed: 0 })
     expect(await countEntries(db)).toBe(ops.length)
     // One synchronous pass would let the loop turn about once; a pause every few ms lets it turn many times.
     expect(turns).toBeGreaterThan(5)

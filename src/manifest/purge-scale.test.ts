@@ -23,6 +23,21 @@ import { DirectWriter } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 
+/** A writer that passes ops on to `w` and notes the type of each. */
+function countingWriter(w: Pick<DirectWriter, 'submit' | 'flush'>): { submitted: string[]; counting: Pick<DirectWriter, 'submit' | 'flush'> } {
+  const submitted: string[] = []
+  return {
+    submitted,
+    counting: {
+      submit: (op) => {
+        submitted.push(op.type)
+        w.submit(op)
+      },
+      flush: (o) => w.flush(o),
+    },
+  }
+}
+
 describe('purges and reconciliation at scale', () => {
   let db: Kysely<Database>
   let dir: string
@@ -75,14 +90,7 @@ describe('purges and reconciliation at scale', () => {
     const w = writer()
     const s = await store('n1')
     // What this node's store events and its purge put on the writer.
-    const submitted: string[] = []
-    const counting: Pick<DirectWriter, 'submit' | 'flush'> = {
-      submit: (op) => {
-        submitted.push(op.type)
-        w.submit(op)
-      },
-      flush: (o) => w.flush(o),
-    }
+    const { submitted, counting } = countingWriter(w)
     closers.push(async () => stop())
     const stop = recordStoreEvents(s, counting, 'n1')
     await fillMany(s, '/p/', 300, Date.now() - 1000)
@@ -107,14 +115,7 @@ describe('purges and reconciliation at scale', () => {
     const w = writer()
     const s = await store('soft')
     // What this node's store events and its purge put on the writer.
-    const submitted: string[] = []
-    const counting: Pick<DirectWriter, 'submit' | 'flush'> = {
-      submit: (op) => {
-        submitted.push(op.type)
-        w.submit(op)
-      },
-      flush: (o) => w.flush(o),
-    }
+    const { submitted, counting } = countingWriter(w)
     closers.push(async () => stop())
     const stop = recordStoreEvents(s, counting, 'n1')
     await fillMany(s, '/p/', 300, Date.now() - 1000)

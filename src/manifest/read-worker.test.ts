@@ -6,6 +6,7 @@ import { openReadWorkerDatabase } from './read-worker.ts'
 import { countEntries, listManifest } from './repositories.ts'
 import { indexQueued } from './search.ts'
 import { entry, freshManifest } from './test-helpers.ts'
+import { turnsDuring } from '../test-support/servers.ts'
 
 const T = 1_700_000_000_000
 
@@ -46,15 +47,7 @@ describe('manifest reads on a worker thread', () => {
 
   it('runs a long query while the event loop keeps turning, and reports SQL errors as errors', async () => {
     const { reader } = await setUp()
-    let turns = 0
-    let counting = true
-    const count = () => {
-      turns++
-      if (counting) setImmediate(count)
-    }
-    setImmediate(count)
-    const slow = await sql<{ n: number }>`with recursive c(x) as (select 1 union all select x + 1 from c where x < 3000000) select count(*) as n from c`.execute(reader)
-    counting = false
+    const { result: slow, turns } = await turnsDuring(() => sql<{ n: number }>`with recursive c(x) as (select 1 union all select x + 1 from c where x < 3000000) select count(*) as n from c`.execute(reader))
     expect(slow.rows[0]!.n).toBe(3_000_000)
     // On the event loop the query would have run in one synchronous call: the loop could not turn during it.
     expect(turns).toBeGreaterThan(10)

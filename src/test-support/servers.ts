@@ -115,3 +115,19 @@ export async function bodyBytes(body: NodeJS.ReadableStream | Buffer): Promise<B
   for await (const chunk of body) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks)
 }
+
+/** How many times the event loop turns while `work` runs (a synchronous stall lets it turn about once). */
+export async function turnsDuring<T>(work: () => Promise<T>): Promise<{ result: T; turns: number }> {
+  let turns = 0
+  let counting = true
+  const count = () => {
+    turns++
+    if (counting) setImmediate(count)
+  }
+  setImmediate(count)
+  try {
+    return { result: await work(), turns }
+  } finally {
+    counting = false
+  }
+}
