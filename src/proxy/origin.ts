@@ -1,5 +1,5 @@
 // Talking to the origin: one keep-alive pool per origin (undici Agent), no
-// redirects followed, no decompression (undici.request hands us raw bytes),
+// redirects followed, no decompression (undici's dispatch hands us the raw bytes),
 // and every failure classified so the client gets a clear 502 or 504. This is
 // the one sender: every origin request (fill, pass, revalidation, populate)
 // goes through send(), which counts its latency or its failure.
