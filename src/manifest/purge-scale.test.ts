@@ -86,10 +86,13 @@ describe('purges and reconciliation at scale', () => {
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   }
 
-  it('records a purge of many variants as one op, not one "deleted" op per variant', async () => {
+  /**
+   * A store named `name` holding /p/0..299 and /keep/0..2, recorded in the manifest, and its
+   * purge applier; `submitted` then lists the type of each op the node puts on the writer.
+   */
+  async function purgeFixture(name: string) {
     const w = writer()
-    const s = await store('n1')
-    // What this node's store events and its purge put on the writer.
+    const s = await store(name)
     const { submitted, counting } = countingWriter(w)
     closers.push(async () => stop())
     const stop = recordStoreEvents(s, counting, 'n1')
@@ -98,8 +101,11 @@ describe('purges and reconciliation at scale', () => {
     await w.flush()
     expect(await countEntries(db)).toBe(303)
     submitted.length = 0
+    return { w, s, submitted, a: applier(s, 'n1', w, { writer: counting }) }
+  }
 
-    const a = applier(s, 'n1', w, { writer: counting })
+  it('records a purge of many variants as one op, not one "deleted" op per variant', async () => {
+    const { w, submitted, a } = await purgeFixture('n1')
     expect(await a.purge({ kind: 'prefix', value: 'https://ex.com/p/' })).toEqual({ removed: 300 })
     await w.flush()
     // The purge itself, and (once it is in the log, at its own pace) this node's progress: never a
@@ -112,18 +118,7 @@ describe('purges and reconciliation at scale', () => {
   })
 
   it('records a soft purge of many variants as one op too: marking entries stale sends no op per entry', async () => {
-    const w = writer()
-    const s = await store('soft')
-    // What this node's store events and its purge put on the writer.
-    const { submitted, counting } = countingWriter(w)
-    closers.push(async () => stop())
-    const stop = recordStoreEvents(s, counting, 'n1')
-    await fillMany(s, '/p/', 300, Date.now() - 1000)
-    await fillMany(s, '/keep/', 3, Date.now() - 1000)
-    await w.flush()
-    submitted.length = 0
-
-    const a = applier(s, 'n1', w, { writer: counting })
+    const { w, s, submitted, a } = await purgeFixture('soft')
     expect(await a.purge({ kind: 'prefix', value: 'https://ex.com/p/', soft: true })).toEqual({ removed: 300 })
     await w.flush()
     // The purge itself, and (once it is in the log) this node's progress: never an op per marked entry.
