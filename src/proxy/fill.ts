@@ -159,13 +159,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
         return
       }
       target.onReceived?.()
-      writer.commit().then(
-        (meta) => finish(meta !== undefined, meta),
-        (err: unknown) => {
-          deps.log({ level: 'error', msg: 'cache write failed', key: target.key, error: (err as Error).message })
-          finish(false)
-        },
-      )
+      void outcomeOf(deps, target, writer.commit()).then(({ stored, meta }) => finish(stored, meta))
       cb()
     },
   })
@@ -183,10 +177,15 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
   return { headers, setCookie, body: tee, stored: true, outcome }
 }
 
-/** Store a body that came whole (origin.ts read it before answering): one write, no tee. */
+/** Store a body that came whole, in the same read as its head (origin.ts): one write, no tee. */
 function storeWhole(deps: FillDeps, target: FillTarget, entry: NewEntry, body: Buffer): Promise<FillOutcome> {
   target.onReceived?.()
-  return deps.store.put(entry, body).then(
+  return outcomeOf(deps, target, deps.store.put(entry, body))
+}
+
+/** A fill's outcome from its cache write; a failed write is logged and stores nothing. */
+function outcomeOf(deps: FillDeps, target: FillTarget, commit: Promise<EntryMeta | undefined>): Promise<FillOutcome> {
+  return commit.then(
     (meta) => ({ stored: meta !== undefined, meta }),
     (err: unknown) => {
       deps.log({ level: 'error', msg: 'cache write failed', key: target.key, error: (err as Error).message })

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore } from '../cache/types.ts'
-import { startOrigin, tempDir, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import { bodyBytes, startOrigin, tempDir, waitFor, type TestOrigin } from '../test-support/servers.ts'
 import { createOriginClient, type OriginClient } from './origin.ts'
 import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
 
@@ -62,11 +62,7 @@ function request(path: string, headers: Record<string, string> = {}, method = 'G
 
 async function bodyOf(result: ProxyResult): Promise<Buffer> {
   const body = result.body
-  if (body === null) return Buffer.alloc(0)
-  if (Buffer.isBuffer(body)) return body
-  const chunks: Buffer[] = []
-  for await (const chunk of body) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
+  return body === null ? Buffer.alloc(0) : bodyBytes(body)
 }
 
 /** The answer to a request, whether it came at once, and its body (always read to the end). */
