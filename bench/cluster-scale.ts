@@ -249,22 +249,39 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
   )
 }
 
-/** A health probe on a fresh connection to every node every 50 ms; stop() resolves to the worst wait per node (ms). */
-function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]> } {
+/** One health probe: which node, when it was sent (performance.now()) and how long it waited. */
+interface ProbeSample {
+  node: number
+  at: number
+  ms: number
+}
+
+/**
+ * A health probe on a fresh connection to every node every 50 ms; stop()
+ * resolves to the worst wait per node (ms), and `samples` keeps every probe,
+ * so a slow one can be matched with the request that ran meanwhile.
+ */
+function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]>; samples: ProbeSample[] } {
   const worst = nodes.map(() => 0)
+  const samples: ProbeSample[] = []
   const inflight = new Set<Promise<void>>()
   const probe = (node: ClusterNode, i: number) => {
     const t0 = performance.now()
+    const done = () => {
+      const ms = performance.now() - t0
+      worst[i] = Math.max(worst[i]!, ms)
+      samples.push({ node: i, at: t0, ms })
+    }
     const p = new Promise<void>((resolve) => {
       const req = http.get({ host: '127.0.0.1', port: node.port, path: '/_caje/health', agent: false }, (res) => {
         res.resume()
         res.on('end', () => {
-          worst[i] = Math.max(worst[i]!, performance.now() - t0)
+          done()
           resolve()
         })
       })
       req.on('error', () => {
-        worst[i] = Math.max(worst[i]!, performance.now() - t0)
+        done()
         resolve()
       })
     })
@@ -274,11 +291,38 @@ function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]> } {
   const timer = setInterval(() => nodes.forEach(probe), 50)
   nodes.forEach(probe)
   return {
+    samples,
     async stop() {
       clearInterval(timer)
       await Promise.all([...inflight])
       return worst
     },
+  }
+}
+
+/** A request the bench made, for matching with slow probes. */
+interface Span {
+  label: string
+  node: number
+  at: number
+  ms: number
+}
+
+/**
+ * Print each node's slowest probes with the requests that overlapped them:
+ * a probe held up by one request's synchronous reads overlaps that request.
+ */
+function explainSlowProbes(names: string[], samples: ProbeSample[], spans: Span[], top = 3): void {
+  for (let n = 0; n < names.length; n++) {
+    const slow = samples
+      .filter((s) => s.node === n)
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, top)
+    const parts = slow.map((s) => {
+      const during = spans.filter((r) => r.at < s.at + s.ms && r.at + r.ms > s.at).map((r) => `${r.label}@${names[r.node]} ${Math.round(r.ms)} ms`)
+      return `${Math.round(s.ms)} ms (during ${during.length ? during.join(', ') : 'no request'})`
+    })
+    console.log(`  slowest probes ${names[n]}: ${parts.join('; ')}`)
   }
 }
 
@@ -537,26 +581,39 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: { now: nu
   const node = cluster.nodes[1]!
   const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
+  const window = profileWindow('list')
   const deep = Math.max(0, entries - 100)
   const deepCursor = Buffer.from(JSON.stringify([seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
-  const time = async (q: string) => {
+  const spans: Span[] = []
+  const slowest: Record<string, number> = {}
+  const time = async (label: string, q: string) => {
     const samples: number[] = []
     for (let i = 0; i < 5; i++) {
+      const at = performance.now()
       const r = await admin<{ manifest: { total: number } }>(node, `/_caje/list?${q}`)
       if (r.status !== 200) throw new Error(`list ${q} answered ${r.status}`)
       samples.push(r.ms)
+      spans.push({ label: `${label}#${i + 1}`, node: 1, at, ms: r.ms })
     }
+    slowest[label] = Math.round(Math.max(...samples))
     return Math.round(median(samples) * 10) / 10
   }
   const result = {
-    firstPageMs: await time('limit=50'),
-    filterRareMs: await time(`filter=${encodeURIComponent(`page-${entries - 7}.html`)}&limit=50`),
-    filterCommonMs: await time(`filter=${encodeURIComponent('/blog/')}&limit=50`),
-    deepPageOffsetMs: await time(`limit=50&manifest=${Math.max(0, entries - 100)}`),
-    deepPageCursorMs: await time(`limit=50&manifest_cursor=${deepCursor}`),
+    firstPageMs: await time('first', 'limit=50'),
+    filterRareMs: await time('rare', `filter=${encodeURIComponent(`page-${entries - 7}.html`)}&limit=50`),
+    filterCommonMs: await time('common', `filter=${encodeURIComponent('/blog/')}&limit=50`),
+    deepPageOffsetMs: await time('offset', `limit=50&manifest=${Math.max(0, entries - 100)}`),
+    deepPageCursorMs: await time('cursor', `limit=50&manifest_cursor=${deepCursor}`),
   }
   const worst = await probes.stop()
-  return { ...result, healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
+  window.end()
+  console.log(`  list run: slowest request of 5 per kind ${JSON.stringify(slowest)}`)
+  explainSlowProbes(
+    cluster.nodes.map((n) => n.name),
+    probes.samples,
+    spans,
+  )
+  return { ...result, slowestRequestMs: Math.max(...Object.values(slowest)), healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
 }
 
 /** Heap per entry of the in-memory index, filled like the disk store fills it at start (bench/index-entries.ts). */
