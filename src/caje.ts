@@ -189,6 +189,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     config,
     store,
     readDb: () => manifest.readDb(),
+    listDb: () => manifest.listDb(),
     writer: manifest.writer,
     role: () => manifest.role.current(),
     hitRatio: () => metrics.hitRatio(),

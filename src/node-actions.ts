@@ -23,6 +23,8 @@ export interface NodeActionsDeps {
   config: Pick<Config, 'nodeId' | 'region'>
   store: CacheStore
   readDb: () => Kysely<Database>
+  /** For the admin list, which may read long at a million entries: a handle off the event loop (manifest/read-worker.ts). Default readDb. */
+  listDb?: () => Kysely<Database>
   writer: Pick<ManifestWriter, 'submit' | 'flush'> & Partial<Pick<ManifestWriter, 'stats'>>
   role: () => ClusterRole
   /** Hits ÷ answers of cacheable requests since start (metrics.ts), for the status header. */
@@ -81,7 +83,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
     },
 
     async listManifest(query) {
-      const { total, totalIsLowerBound, nextCursor, entries } = await listManifest(deps.readDb(), query)
+      const { total, totalIsLowerBound, nextCursor, entries } = await listManifest((deps.listDb ?? deps.readDb)(), query)
       const perKey = new Map<string, number>()
       for (const e of entries) perKey.set(e.key, (perKey.get(e.key) ?? 0) + 1)
       return {

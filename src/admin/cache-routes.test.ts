@@ -1,10 +1,12 @@
+import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { waitFor } from '../test-support/servers.ts'
 import { parsePurge } from './cache-routes.ts'
 import { CONTENT_SECURITY_POLICY } from './http.ts'
 import * as repo from './repo.ts'
 import { toEntryRecord, type MinuteStats, type PathMisses } from '../manifest/repositories.ts'
-import { API_TOKEN, PEER, SITE, fetchAsSite, flashOf, setup, type Harness } from './test-setup.test-support.ts'
+import { createAdminApp } from './app.ts'
+import { API_TOKEN, Client, PEER, SITE, fetchAsSite, flashOf, setup, type Harness } from './test-setup.test-support.ts'
 
 let h: Harness
 afterEach(async () => {
@@ -451,6 +453,39 @@ describe('populate', () => {
     expect(status.summary).toMatch(/^Last run · 2 fetched/)
     const { html } = await c.page('/_caje/list')
     expect(html).toMatch(/Last run · 2 fetched \(0 from peers, 2 from the origin\), \d+ skipped, 0 failed/)
+  })
+
+  it('never answers a run as ended beside a disk table read before its last copy, though the manifest is read on its own thread', async () => {
+    h = await setup({ entries: 6 })
+    const peerOnly = `${SITE}/blog/post-6`
+    expect(await h.node.store.variants(peerOnly)).toHaveLength(0)
+    // The list's manifest reads go to the node's read thread: hold its one connection, so the
+    // list request waits there after reading this node's disk, as a slow query would make it.
+    let releaseReads!: () => void
+    const readsHeld = new Promise<void>((resolve) => {
+      void h.node.manifest.listDb().connection().execute(async () => {
+        resolve()
+        await new Promise<void>((r) => (releaseReads = r))
+      })
+    })
+    await readsHeld
+    // The run is going (the origin holds its answer) when the page is asked for.
+    const releaseOrigin = h.holdOrigin()
+    expect((await h.client().request('/_caje/populate', { json: {}, headers: bearer() })).status).toBe(202)
+    let diskRead!: () => void
+    const diskWasRead = new Promise<void>((resolve) => (diskRead = resolve))
+    const actions = { ...h.node.actions, listDisk: (q: Parameters<typeof h.node.actions.listDisk>[0]) => (diskRead(), h.node.actions.listDisk(q)) }
+    const client = new Client(new Hono().route('/_caje', createAdminApp({ ...h.deps, actions })))
+    const answer = client.request('/_caje/list?limit=50', { headers: bearer() })
+    await diskWasRead
+    // The run ends while the page waits for the manifest.
+    releaseOrigin()
+    expect(await populateDone()).toMatchObject({ done: 1, fromOrigin: 1, failed: 0 })
+    releaseReads()
+    const body = (await (await answer).json()) as { populate: { running: boolean } | null; disk: { entries: Array<{ url: string }> } }
+    // The answer read the run's state before its tables: it still follows the run, and the page refreshes its tables when it ends.
+    const listed = body.disk.entries.some((e) => e.url === peerOnly)
+    expect({ running: body.populate?.running, listed }).toEqual({ running: true, listed: false })
   })
 
   it('shows each node’s last heartbeat, marks a silent one offline everywhere, and forgets it', async () => {

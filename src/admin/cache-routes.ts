@@ -141,6 +141,11 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const manifestOffset = intParam(c.req.query('manifest') ?? c.req.query('offset'), 0, 0, MAX_OFFSET)
     // Keyset paging through the manifest: as fast on page 20,000 as on page 1.
     const manifestCursor = c.req.query('manifest_cursor') || undefined
+    // The populate state first, then the tables: the manifest is read on a thread of its own,
+    // and a run may end while the page waits for it. Read the other way round, the page could
+    // say the run has ended above tables from before its last copies, and would never refresh
+    // them (list.js refreshes when a run it saw running ends).
+    const populate = shared.actions.populateStatus()
     const [disk, manifest] = await Promise.all([
       shared.actions.listDisk({ filter, offset: diskOffset, limit }),
       shared.actions.listManifest({ filter, offset: manifestOffset, limit, cursor: manifestCursor }).catch((err: unknown) => {
@@ -148,7 +153,6 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
         throw err
       }),
     ])
-    const populate = shared.actions.populateStatus()
     const nodes = await shared.actions.listNodes()
     const ui = await chrome(c, shared, auth, 'list')
     if (wantsJson(c) || !ui) {

@@ -12,6 +12,7 @@
 
 import type { Kysely } from 'kysely'
 import { openDatabase } from './database.ts'
+import { openReadWorkerDatabase } from './read-worker.ts'
 import type { Database } from './database.ts'
 import { jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -49,6 +50,12 @@ export interface ManifestRuntime {
    * LiteFS has not yet replicated the file to this node).
    */
   readDb(): Kysely<Database>
+  /**
+   * A read-only handle whose queries run on a thread of their own
+   * (read-worker.ts), for reads that may take long at a million entries
+   * (the admin list): they never stop the event loop. Opened on first use.
+   */
+  listDb(): Kysely<Database>
   /** Deliver queued writes (bounded by the writers' close timeouts), stop watching, close handles. */
   close(): Promise<void>
 }
@@ -68,13 +75,16 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
       remote: { clusterSecret: options.clusterSecret ?? '', nodeId: options.nodeId, log },
       log,
     })
+    const lists = lazyReadWorker(path)
     return {
       role,
       writer,
       readDb: () => db,
+      listDb: lists.get,
       async close() {
         await writer.close()
         role.close()
+        await lists.close()
         await db.destroy()
       },
     }
@@ -121,6 +131,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   if (writable) await migrateToLatest(writable)
 
   let reader: Kysely<Database> | undefined
+  const lists = lazyReadWorker(path)
   return {
     role,
     writer,
@@ -130,9 +141,11 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
       reader ??= openDatabase({ path, readonly: true }).db
       return reader
     },
+    listDb: lists.get,
     async close() {
       await writer.close()
       role.close()
+      await lists.close()
       await reader?.destroy()
     },
   }
@@ -145,5 +158,17 @@ function onInternalPort(source: RoleSource, template: string, port: number): Rol
   return {
     current: () => map(source.current()),
     subscribe: (listener) => source.subscribe((next, previous) => listener(map(next), map(previous))),
+  }
+}
+
+/** The read thread for a file, started on first use. */
+function lazyReadWorker(path: string): { get: () => Kysely<Database>; close: () => Promise<void> } {
+  let db: Kysely<Database> | undefined
+  return {
+    get: () => (db ??= openReadWorkerDatabase({ path })),
+    close: async () => {
+      await db?.destroy()
+      db = undefined
+    },
   }
 }
