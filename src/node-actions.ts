@@ -83,13 +83,16 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
     },
 
     async listManifest(query) {
-      const { total, totalIsLowerBound, nextCursor, entries } = await listManifest((deps.listDb ?? deps.readDb)(), query)
+      const { total, totalIsLowerBound, nextCursor, prevCursor, lastCursor, offset, entries } = await listManifest((deps.listDb ?? deps.readDb)(), query)
       const perKey = new Map<string, number>()
       for (const e of entries) perKey.set(e.key, (perKey.get(e.key) ?? 0) + 1)
       return {
         total,
         totalIsLowerBound,
         nextCursor,
+        prevCursor,
+        lastCursor,
+        offset,
         entries: entries.map(
           (e): ManifestEntry => ({
             key: e.key,

@@ -12,8 +12,16 @@ export interface Page<T> {
   entries: T[]
   /** `total` is a count up to a cap (a filter matching very many entries): at least this many. */
   totalIsLowerBound?: boolean
-  /** The next page by keyset (the manifest list): as fast deep in the list as on page 1. */
+  /**
+   * The table pages by keyset (the manifest list): its links carry these cursors, as fast deep
+   * in the list as on page 1, and `offset` only numbers the rows.
+   */
+  byCursor?: boolean
+  /** The cursor this page was found by; links that page the other table keep it. */
+  cursor?: string
   nextCursor?: string
+  prevCursor?: string
+  lastCursor?: string
 }
 
 export interface ListPageProps {
@@ -45,7 +53,9 @@ function listHref(p: ListPageProps, table: Table, offset: number, cursor?: strin
   const manifest = table === 'manifest' ? offset : p.manifest.offset
   if (disk > 0) q.set('disk', String(disk))
   if (manifest > 0) q.set('manifest', String(manifest))
-  if (table === 'manifest' && cursor !== undefined) q.set('manifest_cursor', cursor)
+  // Paging one table keeps the other where it is: the manifest by its cursor, not by an offset it would have to walk.
+  const manifestCursor = table === 'manifest' ? cursor : p.manifest.cursor
+  if (manifestCursor !== undefined) q.set('manifest_cursor', manifestCursor)
   if (p.limit !== DEFAULT_LIMIT) q.set('limit', String(p.limit))
   const s = q.toString()
   return `${PATHS.list}${s ? `?${s}` : ''}#${table}`
@@ -60,9 +70,10 @@ const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => 
   const from = page.entries.length === 0 ? 0 : page.offset + 1
   const to = page.offset + page.entries.length
   const lastOffset = Math.max(0, Math.floor((page.total - 1) / limit) * limit)
-  const hasPrev = page.offset > 0
+  const byCursor = page.byCursor === true
+  const hasPrev = byCursor ? page.prevCursor !== undefined : page.offset > 0
   // Past a counted-up-to total, only the cursor says whether there is a next page.
-  const hasNext = atLeast ? page.nextCursor !== undefined : page.offset + limit < page.total
+  const hasNext = byCursor ? page.nextCursor !== undefined : page.offset + limit < page.total
   const link = (label: string, offset: number, enabled: boolean, rel?: string, cursor?: string) =>
     enabled ? (
       <a href={listHref(props, table, offset, cursor)} rel={rel} data-component="button-link">
@@ -78,10 +89,10 @@ const Pager: FC<{ props: ListPageProps; table: Table }> = ({ props, table }) => 
       <span data-slot="range">{TEXT.list.range(from, to, page.total, atLeast)}</span>
       <span data-slot="links">
         {link(TEXT.list.first, 0, hasPrev)}
-        {link(TEXT.list.prev, Math.max(0, page.offset - limit), hasPrev, 'prev')}
-        {link(TEXT.list.next, page.offset + limit, hasNext, 'next', page.nextCursor)}
+        {link(TEXT.list.prev, Math.max(0, page.offset - limit), hasPrev, 'prev', page.prevCursor)}
+        {link(TEXT.list.next, page.offset + page.entries.length, hasNext, 'next', page.nextCursor)}
         {/* The last page of an uncounted list is unknown. */}
-        {link(TEXT.list.last, lastOffset, hasNext && !atLeast)}
+        {link(TEXT.list.last, lastOffset, hasNext && !atLeast && (!byCursor || page.lastCursor !== undefined), undefined, page.lastCursor)}
       </span>
     </nav>
   )

@@ -21,6 +21,12 @@ export interface ListResult<T> {
   totalIsLowerBound?: boolean
   /** The next page's cursor, when the list pages by cursor and this is not the last page. */
   nextCursor?: string
+  /** The previous page's cursor, when the list pages by cursor and this is not the first page. */
+  prevCursor?: string
+  /** The last page's cursor, when the list pages by cursor and its end is known. */
+  lastCursor?: string
+  /** Entries before this page, when the list knows (a page found by cursor in the middle leaves it to the caller). */
+  offset?: number
 }
 
 /** One stored response in this node's disk cache. */

@@ -181,6 +181,12 @@ describe('CSRF', () => {
   })
 })
 
+/** The href of a manifest pager link ("First", "Previous", "Next", "Last"), undefined when it is disabled. */
+function manifestLink(html: string, label: string): string | undefined {
+  const nav = /<nav data-component="pager" aria-label="manifest pages">.*?<\/nav>/s.exec(html)?.[0] ?? ''
+  return new RegExp(`<a href="([^"]+)"[^>]*>${label}</a>`).exec(nav)?.[1]?.replace(/&amp;/g, '&')
+}
+
 describe('list', () => {
   it('shows the disk entries and the manifest with status, filter and pagination', async () => {
     h = await setup({ entries: 130 })
@@ -222,8 +228,9 @@ describe('list', () => {
     h = await setup({ entries: 60, peerRows: 99_940 })
     const c = h.client()
     await c.signInWithPassword()
+    const first = await c.page('/_caje/list?disk=40')
     const t0 = performance.now()
-    const { res, html } = await c.page('/_caje/list?disk=40&manifest=99950')
+    const { res, html } = await c.page(manifestLink(first.html, 'Last')!)
     const ms = performance.now() - t0
     expect(res.status).toBe(200)
     expect(html).toMatch(/41–50 of 50/)
@@ -233,6 +240,19 @@ describe('list', () => {
     // A page costs milliseconds; the bound only catches reading or rendering all 100,000 rows,
     // with a margin no loaded machine uses up (bench/ measures speed).
     expect(ms).toBeLessThan(5_000)
+    // Every link out of a deep page finds its page by cursor: back one page, and paging the disk
+    // table keeps the manifest where it is.
+    const prev = await c.page(manifestLink(html, 'Previous')!)
+    expect(prev.html).toMatch(/99,901–99,950 of 100,000/)
+    expect(manifestLink(prev.html, 'Previous')).toMatch(/manifest=99850&manifest_cursor=/)
+    const diskFirst = /aria-label="disk pages">.*?<a href="([^"]+)" data-component="button-link">First<\/a>/s.exec(prev.html)?.[1]?.replace(/&amp;/g, '&')
+    const kept = await c.page(diskFirst!)
+    expect(kept.html).toMatch(/1–50 of 50/)
+    expect(kept.html).toMatch(/99,901–99,950 of 100,000/)
+    // A deep page by offset would walk every entry before it: refused, saying what to do instead.
+    const deep = await c.request('/_caje/list?manifest=99950', { headers: bearer() })
+    expect(deep.status).toBe(400)
+    expect(await deep.text()).toMatch(/by cursor/)
   })
 
   it('pages a filter matching more entries than it counts by cursor, and says "10,000+"', async () => {

@@ -17,7 +17,7 @@ import { actor, formPage, requireAdmin } from './auth.ts'
 import type { AdminEnv, Auth, Shared } from './context.ts'
 import { field, finish, readBody, renderPage, takeFlash, wantsJson, type Body } from './http.ts'
 import * as repo from './repo.ts'
-import { InvalidCursorError } from '../manifest/repositories.ts'
+import { DeepOffsetError, InvalidCursorError } from '../manifest/repositories.ts'
 
 export const MAX_LIMIT = 500
 
@@ -138,9 +138,10 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const filter = (c.req.query('filter') ?? '').trim().slice(0, 2048)
     const limit = intParam(c.req.query('limit'), DEFAULT_LIMIT, 1, MAX_LIMIT)
     const diskOffset = intParam(c.req.query('disk') ?? c.req.query('offset'), 0, 0, MAX_OFFSET)
-    const manifestOffset = intParam(c.req.query('manifest') ?? c.req.query('offset'), 0, 0, MAX_OFFSET)
-    // Keyset paging through the manifest: as fast on page 20,000 as on page 1.
+    // With a cursor, `manifest` only numbers the rows shown: the page is found by keyset, as fast
+    // on page 20,000 as on page 1. Without one it is an offset, read only up to MAX_LIST_OFFSET.
     const manifestCursor = c.req.query('manifest_cursor') || undefined
+    const askedOffset = intParam(c.req.query('manifest') ?? c.req.query('offset'), 0, 0, MAX_OFFSET)
     // The populate state first, then the tables: the manifest is read on a thread of its own,
     // and a run may end while the page waits for it. Read the other way round, the page could
     // say the run has ended above tables from before its last copies, and would never refresh
@@ -148,11 +149,21 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
     const populate = shared.actions.populateStatus()
     const [disk, manifest] = await Promise.all([
       shared.actions.listDisk({ filter, offset: diskOffset, limit }),
-      shared.actions.listManifest({ filter, offset: manifestOffset, limit, cursor: manifestCursor }).catch((err: unknown) => {
-        if (err instanceof InvalidCursorError) throw new HTTPException(400, { message: err.message })
+      shared.actions.listManifest({ filter, offset: askedOffset, limit, cursor: manifestCursor }).catch((err: unknown) => {
+        if (err instanceof InvalidCursorError || err instanceof DeepOffsetError) throw new HTTPException(400, { message: err.message })
         throw err
       }),
     ])
+    const manifestOffset = manifest.offset ?? askedOffset
+    const manifestPage = {
+      total: manifest.total,
+      totalIsLowerBound: manifest.totalIsLowerBound ?? false,
+      offset: manifestOffset,
+      nextCursor: manifest.nextCursor,
+      prevCursor: manifest.prevCursor,
+      lastCursor: manifest.lastCursor,
+      entries: manifest.entries,
+    }
     const nodes = await shared.actions.listNodes()
     const ui = await chrome(c, shared, auth, 'list')
     if (wantsJson(c) || !ui) {
@@ -161,13 +172,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
         filter,
         limit,
         disk: { total: disk.total, offset: diskOffset, entries: disk.entries },
-        manifest: {
-          total: manifest.total,
-          totalIsLowerBound: manifest.totalIsLowerBound ?? false,
-          offset: manifestOffset,
-          nextCursor: manifest.nextCursor ?? null,
-          entries: manifest.entries,
-        },
+        manifest: { ...manifestPage, nextCursor: manifestPage.nextCursor ?? null, prevCursor: manifestPage.prevCursor ?? null, lastCursor: manifestPage.lastCursor ?? null },
         populate: populate ?? null,
         nodes,
       })
@@ -180,7 +185,7 @@ export function registerCacheRoutes(app: Hono<AdminEnv>, shared: Shared): void {
       filter,
       limit,
       disk: { total: disk.total, offset: diskOffset, entries: disk.entries },
-      manifest: { total: manifest.total, totalIsLowerBound: manifest.totalIsLowerBound, offset: manifestOffset, nextCursor: manifest.nextCursor, entries: manifest.entries },
+      manifest: { ...manifestPage, byCursor: true, cursor: manifestCursor },
       populate,
       nodes,
       hasPasskey,

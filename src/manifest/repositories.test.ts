@@ -3,6 +3,9 @@ import { Kysely, SqliteDialect } from 'kysely'
 import type SQLite from 'better-sqlite3'
 import type { Database } from './database.ts'
 import {
+  DeepOffsetError,
+  InvalidCursorError,
+  MAX_LIST_OFFSET,
   clearManifest,
   countEntries,
   entriesMissingOn,
@@ -101,6 +104,45 @@ describe('manifest repositories', () => {
     const onN2 = await listManifest(db, { nodeId: 'n2', limit: 100 })
     expect(onN2.total).toBe(9)
     expect(onN2.entries.every((e) => e.nodeIds.includes('n2'))).toBe(true)
+  })
+
+  it('listManifest pages by cursor both ways and to the last page, and skips at most MAX_LIST_OFFSET entries', async () => {
+    for (let i = 0; i < 23; i++) await recordStored(db, 'n1', entry({ url: `https://ex.com/${i % 2 ? 'odd' : 'even'}/${i}`, storedAt: T + i }))
+    const at = (page: { entries: Array<{ storedAt: number }> }) => page.entries.map((e) => e.storedAt - T)
+    const range = (from: number, to: number) => Array.from({ length: from - to + 1 }, (_, i) => from - i)
+    const first = await listManifest(db, { limit: 10 })
+    expect({ at: at(first), offset: first.offset, prev: first.prevCursor }).toEqual({ at: range(22, 13), offset: 0, prev: undefined })
+    const second = await listManifest(db, { limit: 10, cursor: first.nextCursor })
+    expect(at(second)).toEqual(range(12, 3))
+    const third = await listManifest(db, { limit: 10, cursor: second.nextCursor })
+    // The last page says so: no cursor to an empty page after it.
+    expect({ at: at(third), next: third.nextCursor }).toEqual({ at: [2, 1, 0], next: undefined })
+    // Back from the third page to the second, and from there to the first.
+    const back = await listManifest(db, { limit: 10, cursor: third.prevCursor })
+    expect({ at: at(back), offset: back.offset }).toEqual({ at: range(12, 3), offset: undefined })
+    const backToFirst = await listManifest(db, { limit: 10, cursor: back.prevCursor })
+    expect({ at: at(backToFirst), offset: backToFirst.offset, prev: backToFirst.prevCursor }).toEqual({ at: range(22, 13), offset: 0, prev: undefined })
+    // The last page lines up with the pages counted from the first: 23 entries, pages of 10, the last holds 3.
+    const last = await listManifest(db, { limit: 10, cursor: first.lastCursor })
+    expect({ at: at(last), offset: last.offset, next: last.nextCursor }).toEqual({ at: [2, 1, 0], offset: 20, next: undefined })
+    expect(at(await listManifest(db, { limit: 10, cursor: last.prevCursor }))).toEqual(range(12, 3))
+    // Walking back from a page that starts 4 entries in: the first page, whole.
+    const fromFifth = await listManifest(db, { limit: 10, offset: 4 })
+    const before = await listManifest(db, { limit: 10, cursor: fromFifth.prevCursor })
+    expect({ at: at(before), offset: before.offset }).toEqual({ at: range(22, 13), offset: 0 })
+    // With a filter, the same in both directions.
+    const odd = await listManifest(db, { limit: 4, filter: '/odd/' })
+    const oddLast = await listManifest(db, { limit: 4, filter: '/odd/', cursor: odd.lastCursor })
+    expect({ total: odd.total, at: at(oddLast), offset: oddLast.offset }).toEqual({ total: 11, at: [5, 3, 1], offset: 8 })
+    const oddBack = await listManifest(db, { limit: 4, filter: '/odd/', cursor: oddLast.prevCursor })
+    expect(at(oddBack)).toEqual([13, 11, 9, 7])
+    // A deep offset would walk every entry before it: refused, with what to do instead.
+    expect((await listManifest(db, { offset: MAX_LIST_OFFSET, limit: 1 })).entries).toEqual([])
+    await expect(listManifest(db, { offset: MAX_LIST_OFFSET + 1 })).rejects.toThrow(DeepOffsetError)
+    await expect(listManifest(db, { offset: MAX_LIST_OFFSET + 1 })).rejects.toThrow(/by cursor/)
+    for (const bad of ['nonsense', Buffer.from('["before",1,"k"]').toString('base64url'), Buffer.from('["first"]').toString('base64url')]) {
+      await expect(listManifest(db, { cursor: bad })).rejects.toThrow(InvalidCursorError)
+    }
   })
 
   it('entriesMissingOn lists fresh entries this node lacks, with the holders’ internal URLs', async () => {
@@ -267,9 +309,11 @@ describe('manifest repositories', () => {
     expect(firstPage.total).toBe(100_000)
     expect(firstPage.entries).toHaveLength(50)
     expect(firstPage.entries[0]).toMatchObject({ url: 'https://ex.com/p/99999', nodeIds: ['n1'] })
-    const [lastPage, pLast] = await plans((d) => listManifest(d, { limit: 50, offset: 99_950 }))
+    const [lastPage, pLast] = await plans((d) => listManifest(d, { limit: 50, cursor: firstPage.lastCursor }))
     expect(lastPage.entries).toHaveLength(50)
     expect(lastPage.entries.at(-1)!.url).toBe('https://ex.com/p/0')
+    const [beforeLast, pBefore] = await plans((d) => listManifest(d, { limit: 50, cursor: lastPage.prevCursor }))
+    expect(beforeLast.entries.map((e) => e.url)).toEqual(Array.from({ length: 50 }, (_, i) => `https://ex.com/p/${99 - i}`))
     const [filtered, pFilter] = await plans((d) => listManifest(d, { filter: '/p/4242', limit: 50 }))
     expect(filtered.total).toBe(11)
     const [missing, pMissing] = await plans((d) => entriesMissingOn(d, 'n2', T, { limit: 1000 }))
@@ -277,12 +321,14 @@ describe('manifest repositories', () => {
     // A page walks an index in the page's order and fetches its rows by rowid: no query reads a
     // table row by row without an index (a bare "SCAN entries" would read and sort all 100,000
     // rows for 50). The filter finds its candidates in the trigram index (entries_search).
-    for (const [what, details] of Object.entries({ pFirst, pLast, pFilter, pMissing })) {
+    for (const [what, details] of Object.entries({ pFirst, pLast, pBefore, pFilter, pMissing })) {
       expect(details.filter((d) => /^SCAN (e|en|n|mine|entries|entry_nodes|nodes)$/.test(d)), what).toEqual([])
     }
     expect(pFirst).toContain('SCAN e USING COVERING INDEX entries_stored_at')
     expect(pFirst).toContain('SEARCH e USING INTEGER PRIMARY KEY (rowid=?)')
+    // The last page and the page before a cursor walk the same index from the other end.
     expect(pLast).toContain('SCAN e USING COVERING INDEX entries_stored_at')
+    expect(pBefore).toContain('SEARCH e USING COVERING INDEX entries_stored_at ((stored_at,key,variant)>(?,?,?))')
     expect(pFilter.some((d) => d.startsWith('SCAN entries_search VIRTUAL TABLE'))).toBe(true)
     expect(pMissing.some((d) => /^SCAN e USING INDEX sqlite_autoindex_entries_1/.test(d))).toBe(true)
   })
