@@ -412,6 +412,12 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   )
   const worst = await probes.stop()
   window.end()
+  console.log(`  purge run ${run}: request ${Math.round(purgeMs)} ms; first miss per node ${missAt.map((m) => Math.round(m!)).join(', ')} ms`)
+  explainSlowProbes(
+    cluster.nodes.map((n) => n.name),
+    probes.samples,
+    [{ label: 'purge', node: 1, at: t0, ms: purgeMs }],
+  )
   if (purged.status !== 200) throw new Error(`purge answered ${purged.status}: ${JSON.stringify(purged.json)}`)
   return {
     purgeRequestMs: Math.round(purgeMs),
@@ -583,7 +589,10 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: { now: nu
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('list')
   const deep = Math.max(0, entries - 100)
+  // Cursors as the list makes them (repositories.ts): the page after, and the page before, entry `deep`.
   const deepCursor = Buffer.from(JSON.stringify([seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
+  const deepBefore = Buffer.from(JSON.stringify(['before', seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
+  const lastCursor = Buffer.from(JSON.stringify(['last'])).toString('base64url')
   const spans: Span[] = []
   const slowest: Record<string, number> = {}
   const time = async (label: string, q: string) => {
@@ -602,8 +611,11 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: { now: nu
     firstPageMs: await time('first', 'limit=50'),
     filterRareMs: await time('rare', `filter=${encodeURIComponent(`page-${entries - 7}.html`)}&limit=50`),
     filterCommonMs: await time('common', `filter=${encodeURIComponent('/blog/')}&limit=50`),
-    deepPageOffsetMs: await time('offset', `limit=50&manifest=${Math.max(0, entries - 100)}`),
     deepPageCursorMs: await time('cursor', `limit=50&manifest_cursor=${deepCursor}`),
+    deepPagePrevMs: await time('prev', `limit=50&manifest_cursor=${deepBefore}`),
+    lastPageMs: await time('last', `limit=50&manifest_cursor=${lastCursor}`),
+    // The deepest offset the list still reads (MAX_LIST_OFFSET); deeper pages go by cursor.
+    offset10000Ms: await time('offset', `limit=50&manifest=10000`),
   }
   const worst = await probes.stop()
   window.end()
