@@ -18,6 +18,30 @@ export interface CacheStatus {
   key?: string
 }
 
+/**
+ * A status with every field present, in one order. Every status caje sends is built here, so
+ * V8 gives them all one hidden class: statuses of a dozen shapes (object spreads of differently
+ * shaped bases) made each read of them in formatting, labelling and logging a megamorphic lookup
+ * and each spread a runtime call, near a tenth of a memory hit's CPU. Fields of `change` that are
+ * set replace those of `base`.
+ */
+export function makeStatus(base: CacheStatus, change?: CacheStatus): CacheStatus {
+  if (change === undefined) {
+    return { hit: base.hit, fwd: base.fwd, fwdStatus: base.fwdStatus, stored: base.stored, collapsed: base.collapsed, ttl: base.ttl, detail: base.detail, rule: base.rule, key: base.key }
+  }
+  return {
+    hit: change.hit ?? base.hit,
+    fwd: change.fwd ?? base.fwd,
+    fwdStatus: change.fwdStatus ?? base.fwdStatus,
+    stored: change.stored ?? base.stored,
+    collapsed: change.collapsed ?? base.collapsed,
+    ttl: change.ttl ?? base.ttl,
+    detail: change.detail ?? base.detail,
+    rule: change.rule ?? base.rule,
+    key: change.key ?? base.key,
+  }
+}
+
 export function formatCacheStatus(s: CacheStatus): string {
   // The common case, a plain hit (named by a rule or not), without the general builder: the
   // access log formats every answer's status, a hit's too.

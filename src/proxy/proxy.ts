@@ -11,7 +11,7 @@ import type { ByteRange, CacheStore, EntryMeta, StoredBody } from '../cache/type
 import type { Metrics } from '../metrics.ts'
 import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
-import { formatCacheStatus, statusLabel, type CacheStatus } from './cache-status.ts'
+import { formatCacheStatus, makeStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { FillGate } from './coalesce.ts'
 import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome, type FillRequest, type FillTarget } from './fill.ts'
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
@@ -101,7 +101,7 @@ export interface Proxy {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
-const HIT: CacheStatus = { hit: true }
+const HIT: CacheStatus = makeStatus({ hit: true })
 const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
@@ -115,7 +115,7 @@ export function textResult(status: number, message: string, cacheStatus: CacheSt
     status,
     headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(body.length), 'cache-control': 'no-store', 'cache-status': formatCacheStatus(cacheStatus), via: appendVia(undefined) },
     body,
-    cacheStatus,
+    cacheStatus: makeStatus(cacheStatus),
     tier: 'none',
   }
 }
@@ -181,7 +181,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const e = err instanceof OriginError ? err : new OriginError('other', 502, 'request to origin failed')
     opts.log({ level: 'warn', msg: 'origin request failed', kind: e.kind, error: e.message, cause: (e.cause as Error | undefined)?.message })
     const title = e.status === 504 ? '504 Gateway Timeout' : '502 Bad Gateway'
-    return textResult(e.status, `${title}: ${e.message}. caje could not get a response from the origin; try again shortly.`, { ...cacheStatus, detail: e.kind })
+    return textResult(e.status, `${title}: ${e.message}. caje could not get a response from the origin; try again shortly.`, makeStatus(cacheStatus, { detail: e.kind }))
   }
 
   /**
@@ -237,7 +237,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const match = req.rules
     const rules = match !== undefined && match.matched.length !== 0 ? match.response(meta.status, meta.headers['content-type']) : undefined
     // One object literal, so every answer's status has the same shape.
-    const status: CacheStatus = { ...cacheStatus, ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined }
+    const status = makeStatus(cacheStatus, { ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined })
     const head = storedHead(meta)
     const headers: Record<string, string> = { ...head.fields }
     if (rules?.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
@@ -316,7 +316,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     cacheStatus: CacheStatus,
   ): ProxyResult {
     // fwd-status is what the origin sent (RFC 9211 §2.3), which a combined response (part-fill.ts) is not.
-    const status: CacheStatus = { ...cacheStatus, fwdStatus: cacheStatus.fwdStatus ?? res.status, stored: admitted.stored || undefined, detail: admitted.detail ?? cacheStatus.detail }
+    const status = makeStatus(cacheStatus, { fwdStatus: cacheStatus.fwdStatus ?? res.status, stored: admitted.stored || undefined, detail: admitted.detail })
     const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
     if (req.rules && req.rules.matched.length) {
       const rules = req.rules.response(res.status, admitted.headers['content-type'])
