@@ -1,3 +1,4 @@
+import type { Worker } from 'node:worker_threads'
 import { sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { applyOps } from './ops.ts'
@@ -53,5 +54,21 @@ describe('manifest reads on a worker thread', () => {
     expect(turns).toBeGreaterThan(10)
     await expect(sql`select * from no_such_table`.execute(reader)).rejects.toThrow(/no such table/)
     await expect(sql`delete from entries`.execute(reader)).rejects.toThrow(/readonly/)
+  })
+
+  it('starts a new thread for the next read when its thread ended, and none once closed', async () => {
+    const m = await freshManifest()
+    cleanups.push(m.cleanup)
+    await applyOps(m.db, [{ type: 'stored', nodeId: 'n1', entry: entry({ url: 'https://ex.com/a', storedAt: T }) }])
+    const threads: Worker[] = []
+    const reader = openReadWorkerDatabase({ path: m.path, onThread: (t) => threads.push(t) })
+    expect(await countEntries(reader, {})).toBe(1)
+    expect(threads).toHaveLength(1)
+    await threads[0]!.terminate()
+    expect(await countEntries(reader, {})).toBe(1)
+    expect(threads).toHaveLength(2)
+    await reader.destroy()
+    await expect(countEntries(reader, {})).rejects.toThrow(/destroyed|closed/)
+    expect(threads).toHaveLength(2)
   })
 })

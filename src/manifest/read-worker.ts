@@ -21,6 +21,8 @@ export interface ReadWorkerOptions {
   path: string
   /** Milliseconds a read waits for a lock (WAL recovery) before SQLITE_BUSY. Default 5000. */
   busyTimeoutMs?: number
+  /** Called with each thread started: the first, and any started again after one ended. */
+  onThread?: (thread: Worker) => void
 }
 
 /** A read-only Kysely instance whose queries run on a worker thread. `destroy()` ends the thread. */
@@ -53,6 +55,7 @@ interface Reply {
 
 class ReadWorkerDriver implements Driver {
   private worker: Worker | undefined
+  private closed = false
   private nextId = 1
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>()
   // One connection, one query at a time, as Kysely's own SQLite driver does.
@@ -73,6 +76,15 @@ class ReadWorkerDriver implements Driver {
   }
 
   async init(): Promise<void> {
+    this.start()
+  }
+
+  /**
+   * A thread for the reads. Also called by a read that finds the last one ended (it died of an
+   * error, or was terminated): the reads in flight then failed with that reason, and the next
+   * ones get a new thread rather than an admin list that fails until the node restarts.
+   */
+  private start(): Worker {
     const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { path: this.options.path, busyTimeoutMs: this.options.busyTimeoutMs ?? 5000, resolveFrom } })
     // An idle read thread must not keep the process alive.
@@ -90,11 +102,13 @@ class ReadWorkerDriver implements Driver {
     worker.on('error', (err) => failAll(err))
     worker.on('exit', () => failAll(new Error('the manifest read thread ended')))
     this.worker = worker
+    this.options.onThread?.(worker)
+    return worker
   }
 
   private async send(sql: string, parameters: readonly unknown[]): Promise<Reply> {
-    const worker = this.worker
-    if (!worker) throw new Error('the manifest read thread is not running')
+    if (this.closed) throw new Error('the manifest read thread was closed with the node')
+    const worker = this.worker ?? this.start()
     const id = this.nextId++
     const reply = await new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject })
@@ -134,6 +148,7 @@ class ReadWorkerDriver implements Driver {
   }
 
   async destroy(): Promise<void> {
+    this.closed = true
     const worker = this.worker
     this.worker = undefined
     await worker?.terminate()
