@@ -32,6 +32,9 @@ export interface PeerResponse {
   body: PeerBody
 }
 
+/** The response body stopped before the bytes asked for: the connection failed, or the peer ended it early. */
+export class PeerStreamError extends Error {}
+
 /** Sends `req` through `dispatcher`; resolves once the response head is in. */
 export function peerRequest(dispatcher: Dispatcher, req: PeerRequest): Promise<PeerResponse> {
   return new Promise((resolve, reject) => {
@@ -84,8 +87,8 @@ export class PeerBody {
 
   /** Waits for more bytes; rejects when none will come, saying where in the stream it stopped. */
   private more(where: string): Promise<void> {
-    if (this.failure) return Promise.reject(new Error(`the peer connection failed ${where}: ${this.failure.message}`))
-    if (this.ended) return Promise.reject(new Error(`the peer closed the connection ${where}`))
+    if (this.failure) return Promise.reject(new PeerStreamError(`the peer connection failed ${where}: ${this.failure.message}`))
+    if (this.ended) return Promise.reject(new PeerStreamError(`the peer closed the connection ${where}`))
     this.resumeIfLow()
     return new Promise((resolve) => (this.waiting = resolve))
   }

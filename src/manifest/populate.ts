@@ -22,7 +22,7 @@ import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE } from './i
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { hottestMissingOn } from './hot-set.ts'
-import { type PeerBody, peerRequest } from './peer-request.ts'
+import { type PeerBody, PeerStreamError, peerRequest } from './peer-request.ts'
 import { entriesMissingOn } from './repositories.ts'
 import type { Holder, MissingEntry } from './repositories.ts'
 
@@ -153,7 +153,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
           try {
             left = await fromPeerBatch(unit.holder, unit.entries, signal, count)
           } catch (err) {
-            log('debug', 'populate: batch from a peer failed; asking for each entry', { peer: unit.holder.nodeId, entries: unit.entries.length, error: describeError(err) })
+            log('warn', 'populate: a batch from a peer failed; asking for each entry', { peer: unit.holder.nodeId, entries: unit.entries.length, error: describeError(err) })
             left = unit.entries
           }
           // What the batch did not bring: the next holders one by one, then the origin.
@@ -392,7 +392,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
           try {
             count({ result: 'done', bytes: await storeCopy(holder, entry, head, reader), from: 'peer' }, entry)
           } catch (err) {
-            // The body was read to its end (or the stream broke, which the next read says).
+            // The response broke off inside this body: nothing more will come (logged below).
+            if (err instanceof PeerStreamError) throw err
+            // Otherwise the body was read to its end, and the next frame follows.
             if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
             left.push(entry)
           }
@@ -403,7 +405,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
     } catch (err) {
       // Entries from `at` on were not brought; the ones before are settled.
       if (at === 0 && left.length === 0) throw err
-      log('debug', 'populate: a batch from a peer broke off; asking for the rest one by one', { peer: holder.nodeId, brought: at, entries: entries.length, error: describeError(err) })
+      log('warn', 'populate: a batch from a peer broke off; asking for the rest one by one', { peer: holder.nodeId, framesRead: at, entries: entries.length, error: describeError(err) })
       left.push(...entries.slice(at))
     }
     return left
