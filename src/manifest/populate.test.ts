@@ -423,16 +423,19 @@ describe('populate', () => {
   })
 
   it('waits for room in a full disk write queue instead of failing copies or asking the origin', async () => {
-    // A write queue of two bodies: the copies of a 40-entry batch arrive faster than that.
-    const slow = await createCacheStore({ dir: path.join(dir, 'small-queue'), maxBytes: 1e9, memoryBytes: 0, maxObjectBytes: 1024 * 1024, writeQueueBytes: 2 * 4096 })
+    // A write queue of two bodies: the copies of a 40-entry batch arrive faster than that. The
+    // batch (2.5 MiB) is more than the receiver reads ahead, so reading the peer's response also
+    // pauses and resumes.
+    const size = 64 * 1024
+    const slow = await createCacheStore({ dir: path.join(dir, 'small-queue'), maxBytes: 1e9, memoryBytes: 0, maxObjectBytes: 1024 * 1024, writeQueueBytes: 2 * size })
     closers.push(() => slow.close())
     const metas: EntryMeta[] = []
-    for (let i = 0; i < 40; i++) metas.push(await onPeer(`https://ex.com/queued/${i}`, bodyOf(4096, i + 1)))
+    for (let i = 0; i < 40; i++) metas.push(await onPeer(`https://ex.com/queued/${i}`, bodyOf(size, i + 1)))
     const status = await runToEnd(populator({ store: slow, concurrency: 2 }))
     expect(status).toMatchObject({ done: 40, fromPeers: 40, fromOrigin: 0, skipped: 0, failed: 0 })
     expect(slow.stats().writesSkipped).toBe(0)
     await slow.drain()
-    for (const meta of [metas[0]!, metas[39]!]) expect((await bytesOf((await slow.read(meta.key, ''))!)).equals(bodyOf(4096, metas.indexOf(meta) + 1))).toBe(true)
+    for (const meta of [metas[0]!, metas[39]!]) expect((await bytesOf((await slow.read(meta.key, ''))!)).equals(bodyOf(size, metas.indexOf(meta) + 1))).toBe(true)
   })
 
   it('internal /objects streams frames of metadata and body, marks what it lacks, and refuses a bad request', async () => {
