@@ -1,6 +1,7 @@
 // A small cache of open file descriptors for content files, so a hit on a
-// small body is two thread-pool round trips (fstat, read) instead of four
-// (open, fstat, read, close). Keeping a descriptor open is safe for integrity:
+// hot body costs a fstat and a read, not an open and a close as well (for a
+// small verified body all four are synchronous: see content-file.ts
+// SYNC_READ_BYTES). Keeping a descriptor open is safe for integrity:
 // the caller still fstat()s on every read, and a file that was deleted or
 // replaced shows up as nlink 0 (then it is reopened by path), one changed in
 // place as a new mtime/ctime (then it is hashed again).
