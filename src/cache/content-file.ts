@@ -131,25 +131,27 @@ export async function readContent(files: OpenFiles, content: ContentRecord, rang
 }
 
 /**
- * Bodies up to this size that were verified in this process and whose file is
- * open already are read synchronously: a read of a few pages that the kernel
- * most likely holds costs less than the thread-pool round trip and promises of
- * an asynchronous one (the same trade nginx makes with its default `aio off`).
+ * Bodies up to this size that were verified in this process are read
+ * synchronously, their file opened synchronously when it is not open yet: a
+ * read of a few pages that the kernel most likely holds costs less than the
+ * thread-pool round trips and promises of an asynchronous open, read and close
+ * (the same trade nginx makes with its default `aio off`). A peer copying
+ * thousands of objects for a populate spent most of its time in those round
+ * trips.
  */
 export const SYNC_READ_BYTES = 64 * 1024
 
 /**
  * readContent() without waiting, for a hit: only when the body is small, was
- * verified before, its file is open and unchanged (same signature, not
- * unlinked). Undefined means "use readContent()", never "missing".
+ * verified before, and its file is unchanged (same signature, not unlinked).
+ * Undefined means "use readContent()", never "missing".
  */
 export function readTrustedNow(files: OpenFiles, content: ContentRecord, range: ByteRange | undefined): StoredBody | undefined {
   const pending = pendingBody(content, range)
   if (pending) return pending
   if (content.verified === undefined || content.size > SYNC_READ_BYTES) return undefined
-  const fd = files.peek(content.path)
-  if (fd === undefined) return undefined
   try {
+    const fd = files.openNow(content.path)
     const st = fs.fstatSync(fd)
     if (st.nlink === 0 || !sameSignature(content.verified, st)) return undefined
     const start = range ? range.start : 0
@@ -163,7 +165,7 @@ export function readTrustedNow(files: OpenFiles, content: ContentRecord, range: 
     }
     return { kind: 'buffer', buffer, tier: 'disk' }
   } catch {
-    return undefined // EIO and friends: readContent() reports them
+    return undefined // ENOENT, EIO and friends: readContent() finds out and reports them
   }
 }
 

@@ -272,7 +272,7 @@ describe('disk store', () => {
     expect(store.stats().integrityFailures).toBe(2)
   })
 
-  it('reads a small body at once only while its verified file is open and unchanged', async () => {
+  it('reads a small body at once only while its verified file is unchanged, opening it when needed', async () => {
     const store = await openStore()
     const body = bodyOf(5000)
     const meta = await put(store, newEntry('https://a.test/now'), body)
@@ -281,8 +281,8 @@ describe('disk store', () => {
       const found = store.read(url, '', range)
       return found instanceof Promise ? { later: await found } : found
     }
-    // Not opened by this process yet: only the asynchronous read opens (and vouches for) a file.
-    expect(await lookup('https://a.test/now')).toMatchObject({ later: { buffer: body } })
+    // Written by this process (so verified) but never opened: opened and read at once.
+    expect(await lookup('https://a.test/now')).toMatchObject({ kind: 'buffer', tier: 'disk', buffer: body })
     expect(await lookup('https://a.test/now')).toMatchObject({ kind: 'buffer', tier: 'disk', buffer: body })
     expect(await lookup('https://a.test/now', { start: 10, end: 19 })).toMatchObject({ buffer: body.subarray(10, 20) })
 
@@ -305,6 +305,18 @@ describe('disk store', () => {
     await put(store, newEntry('https://a.test/large'), bodyOf(200 * 1024, 3))
     expect(await readBody(store, 'https://a.test/large')).toEqual(bodyOf(200 * 1024, 3))
     expect(await lookup('https://a.test/large')).toHaveProperty('later')
+
+    // After a restart no file is vouched for: the first read hashes it (asynchronously), the next is at once.
+    const other = await put(store, newEntry('https://a.test/restart'), bodyOf(900, 4))
+    await store.close()
+    const reopened = await openStore()
+    const again = async (url: string) => {
+      const found = reopened.read(url, '')
+      return found instanceof Promise ? { later: await found } : found
+    }
+    expect(other).toBeDefined()
+    expect(await again('https://a.test/restart')).toMatchObject({ later: { buffer: bodyOf(900, 4) } })
+    expect(await again('https://a.test/restart')).toMatchObject({ kind: 'buffer', tier: 'disk', buffer: bodyOf(900, 4) })
   })
 
   it('evicts least recently read entries to stay under the disk budget', async () => {

@@ -1,6 +1,7 @@
 // A small cache of open file descriptors for content files, so a hit on a
-// small body is two thread-pool round trips (fstat, read) instead of four
-// (open, fstat, read, close). Keeping a descriptor open is safe for integrity:
+// hot body costs a fstat and a read, not an open and a close as well (for a
+// small verified body all four are synchronous: see content-file.ts
+// SYNC_READ_BYTES). Keeping a descriptor open is safe for integrity:
 // the caller still fstat()s on every read, and a file that was deleted or
 // replaced shows up as nlink 0 (then it is reopened by path), one changed in
 // place as a new mtime/ctime (then it is hashed again).
@@ -94,6 +95,23 @@ export class OpenFiles {
     return file.opened
   }
 
+  /**
+   * The descriptor of `path`, opened synchronously when it is not open yet (and then kept like
+   * one from acquire()), for a synchronous read that finishes before anything else runs.
+   * Throws like fs.openSync (ENOENT...).
+   */
+  openNow(path: string): number {
+    const fd = this.peek(path)
+    if (fd !== undefined) return fd
+    // A file still opening asynchronously, or retired, is left to its readers: this one opens its own.
+    const opened = fs.openSync(path, 'r')
+    const previous = this.#files.get(path)
+    if (previous) this.#retire(path, previous)
+    this.#files.set(path, { fd: Promise.resolve(opened), opened, users: 0, retired: false })
+    this.#trim()
+    return opened
+  }
+
   /** Stops handing out the descriptor of `path` (the file was removed or replaced). */
   forget(path: string): void {
     const file = this.#files.get(path)
@@ -122,6 +140,16 @@ export class OpenFiles {
   #close(path: string, file: OpenFile): void {
     if (file.users !== 0) return
     file.users = -1 // closed: never close twice
+    if (file.opened !== undefined) {
+      // Closing a descriptor of a file only read never waits for the disk: done at once, it
+      // saves a thread-pool round trip per file (a populate's peer reads thousands of them).
+      try {
+        fs.closeSync(file.opened)
+      } catch (error) {
+        this.#opts.onCloseError(error, path)
+      }
+      return
+    }
     file.fd.then(
       (fd) => closeFd(fd).catch((error: unknown) => this.#opts.onCloseError(error, path)),
       () => {}, // the open itself failed: that error went to the reader that asked for it

@@ -164,22 +164,7 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
       return c.json({ error: describeError(err) }, 400)
     }
     const store = deps.store
-    const frames = Readable.from(
-      (async function* () {
-        for (const item of items) {
-          const found = store ? await openStored(store, item.key, item.variant) : undefined
-          if (!found) {
-            yield frame({ key: item.key, variant: item.variant, missing: true })
-            continue
-          }
-          yield frame(found.meta)
-          if (found.body.kind === 'buffer') yield found.body.buffer
-          else yield* found.body.stream
-        }
-      })(),
-      { objectMode: false },
-    )
-    return new Response(Readable.toWeb(frames) as unknown as ReadableStream, { status: 200, headers: { 'content-type': OBJECTS_CONTENT_TYPE, 'cache-control': 'no-store' } })
+    return new Response(objectFrames(store, items), { status: 200, headers: { 'content-type': OBJECTS_CONTENT_TYPE, 'cache-control': 'no-store' } })
   })
 
   app.post('/purge-nudge', bodyLimit({ maxSize: 64 * 1024, onError: (c) => c.json({ error: 'a purge nudge is one purge; body too large' }, 413) }), async (c) => {
@@ -235,17 +220,76 @@ function frame(meta: unknown): Buffer {
   return Buffer.concat([head, json])
 }
 
+/** Frames are gathered into pieces of about this size before they are handed to the response. */
+const FRAMES_PIECE_BYTES = 256 * 1024
+
+/**
+ * The frames of POST /objects as a stream. Small bodies (nearly all) are read whole and several
+ * frames go out as one piece: a stream chunk per frame and per body cost the sender more than
+ * reading them. A body the store streams (a large one) goes out chunk by chunk, at the pace
+ * the peer reads it.
+ */
+function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, items: Array<{ key: string; variant: string }>): ReadableStream<Uint8Array> {
+  let next = 0
+  let body: AsyncIterator<Buffer> | undefined
+  let bodyStream: Readable | undefined
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      for (;;) {
+        if (body) {
+          const chunk = await body.next()
+          if (!chunk.done) {
+            controller.enqueue(chunk.value)
+            return
+          }
+          body = undefined
+          bodyStream = undefined
+        }
+        if (next >= items.length) {
+          controller.close()
+          return
+        }
+        const pieces: Buffer[] = []
+        let bytes = 0
+        while (next < items.length && bytes < FRAMES_PIECE_BYTES && !body) {
+          const item = items[next++]!
+          const found = store ? await openStored(store, item.key, item.variant) : undefined
+          const head = frame(found ? found.meta : { key: item.key, variant: item.variant, missing: true })
+          pieces.push(head)
+          bytes += head.length
+          if (found?.body.kind === 'buffer') {
+            pieces.push(found.body.buffer)
+            bytes += found.body.buffer.length
+          } else if (found) {
+            bodyStream = found.body.stream
+            body = bodyStream[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+          }
+        }
+        controller.enqueue(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, bytes))
+        return
+      }
+    },
+    cancel() {
+      // The peer went away: a body file still open is closed now.
+      bodyStream?.destroy()
+    },
+  })
+}
+
 /**
  * The metadata and body of one stored variant, consistent with each other:
  * if the variant is replaced between reading the two, try once more.
  */
 async function openStored(store: Pick<CacheStore, 'variants' | 'read'>, key: string, variant: string): Promise<{ meta: EntryMeta; body: StoredBody } | undefined> {
   for (let attempt = 0; attempt < 2; attempt++) {
-    const meta = (await store.variants(key)).find((m) => m.variant === variant)
+    const meta = store.variants(key).find((m) => m.variant === variant)
     if (!meta) return undefined
-    const body = await store.read(key, variant)
+    const lookup = store.read(key, variant)
+    const body = lookup instanceof Promise ? await lookup : lookup
     if (!body) return undefined
-    const after = (await store.variants(key)).find((m) => m.variant === variant)
+    // Read at once (a small body verified before): nothing can have replaced it meanwhile.
+    if (lookup === body) return { meta, body }
+    const after = store.variants(key).find((m) => m.variant === variant)
     if (after?.integrity === meta.integrity) return { meta, body }
     if (body.kind === 'stream') body.stream.destroy()
   }

@@ -334,6 +334,70 @@ describe('populate', () => {
     for (const i of [0, 2]) expect((await bytesOf((await localStore.read(metas[i]!.key, ''))!)).equals(good[i]!)).toBe(true)
   })
 
+  describe('a peer that breaks off in the middle of a batch', () => {
+    /** A peer that sends `good` whole frames of what it is asked for, then a frame with half its body, then misbehaves. */
+    async function brokenPeer(mode: 'reset' | 'truncate' | 'stall', bodies: Map<string, { meta: EntryMeta; body: Buffer }>, good: number) {
+      const server = http.createServer((req, res) => {
+        const chunks: Buffer[] = []
+        req.on('data', (c: Buffer) => chunks.push(c))
+        req.on('end', () => {
+          const { items } = JSON.parse(Buffer.concat(chunks).toString()) as { items: Array<{ key: string }> }
+          res.writeHead(200, { 'content-type': OBJECTS_CONTENT_TYPE })
+          items.forEach((item, i) => {
+            if (i > good) return
+            const { meta, body } = bodies.get(item.key)!
+            const json = Buffer.from(JSON.stringify(meta))
+            const head = Buffer.alloc(4)
+            head.writeUInt32BE(json.length)
+            res.write(Buffer.concat([head, json, i < good ? body : body.subarray(0, body.length >> 1)]))
+          })
+          // Let the frames reach the client before the misbehaviour.
+          setTimeout(() => {
+            if (mode === 'reset') res.socket?.destroy()
+            else if (mode === 'truncate') res.end()
+            // 'stall': nothing more, ever (the server's close ends it).
+          }, 50)
+        })
+      })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      closers.push(
+        () =>
+          new Promise<void>((resolve) => {
+            server.closeAllConnections()
+            server.close(() => resolve())
+          }),
+      )
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    }
+
+    for (const [mode, reason] of [
+      ['reset', /the peer connection failed inside a body/],
+      ['truncate', /the peer closed the connection inside a body/],
+      ['stall', /peer sent nothing for 300 ms/],
+    ] as const) {
+      it(`(${mode}) keeps the copies it brought, logs why, and takes the rest from another peer without asking the origin`, async () => {
+        const bodies = new Map<string, { meta: EntryMeta; body: Buffer }>()
+        for (let i = 0; i < 20; i++) {
+          const body = bodyOf(2000, i + 1)
+          const meta = await onPeer(`https://ex.com/broken-${mode}/${i}`, body)
+          bodies.set(meta.key, { meta, body })
+        }
+        const url = await brokenPeer(mode, bodies, 3)
+        await upsertNode(db, { id: 'broken', region: 'r', internalUrl: url, startedAt: Date.now() }, Date.now())
+        for (const { meta } of bodies.values()) await recordStored(db, 'broken', toEntryRecord(meta))
+        const { log, lines } = captureLog()
+        const status = await runToEnd(populator({ concurrency: 1, log, peerIdleTimeoutMs: 300 }))
+        expect(status).toMatchObject({ done: 20, fromPeers: 20, fromOrigin: 0, failed: 0 })
+        const brokeOff = lines.filter((l) => l.msg === 'populate: a batch from a peer broke off; asking for the rest one by one')
+        expect(brokeOff).toHaveLength(1)
+        expect(brokeOff[0]).toMatchObject({ level: 'warn', fields: { peer: 'broken', framesRead: 3 } })
+        expect(String(brokeOff[0]!.fields?.error)).toMatch(reason)
+        // The half-sent copy was never stored from the broken peer; every copy is the peer's own body.
+        for (const { meta, body } of bodies.values()) expect((await bytesOf((await localStore.read(meta.key, ''))!)).equals(body)).toBe(true)
+      })
+    }
+  })
+
   it('shares the entries several peers hold among them instead of asking the first for all', async () => {
     const otherStore = await openStore(path.join(dir, 'other'))
     closers.push(() => otherStore.close())
@@ -359,16 +423,19 @@ describe('populate', () => {
   })
 
   it('waits for room in a full disk write queue instead of failing copies or asking the origin', async () => {
-    // A write queue of two bodies: the copies of a 40-entry batch arrive faster than that.
-    const slow = await createCacheStore({ dir: path.join(dir, 'small-queue'), maxBytes: 1e9, memoryBytes: 0, maxObjectBytes: 1024 * 1024, writeQueueBytes: 2 * 4096 })
+    // A write queue of two bodies: the copies of a 40-entry batch arrive faster than that. The
+    // batch (2.5 MiB) is more than the receiver reads ahead, so reading the peer's response also
+    // pauses and resumes.
+    const size = 64 * 1024
+    const slow = await createCacheStore({ dir: path.join(dir, 'small-queue'), maxBytes: 1e9, memoryBytes: 0, maxObjectBytes: 1024 * 1024, writeQueueBytes: 2 * size })
     closers.push(() => slow.close())
     const metas: EntryMeta[] = []
-    for (let i = 0; i < 40; i++) metas.push(await onPeer(`https://ex.com/queued/${i}`, bodyOf(4096, i + 1)))
+    for (let i = 0; i < 40; i++) metas.push(await onPeer(`https://ex.com/queued/${i}`, bodyOf(size, i + 1)))
     const status = await runToEnd(populator({ store: slow, concurrency: 2 }))
     expect(status).toMatchObject({ done: 40, fromPeers: 40, fromOrigin: 0, skipped: 0, failed: 0 })
     expect(slow.stats().writesSkipped).toBe(0)
     await slow.drain()
-    for (const meta of [metas[0]!, metas[39]!]) expect((await bytesOf((await slow.read(meta.key, ''))!)).equals(bodyOf(4096, metas.indexOf(meta) + 1))).toBe(true)
+    for (const meta of [metas[0]!, metas[39]!]) expect((await bytesOf((await slow.read(meta.key, ''))!)).equals(bodyOf(size, metas.indexOf(meta) + 1))).toBe(true)
   })
 
   it('internal /objects streams frames of metadata and body, marks what it lacks, and refuses a bad request', async () => {

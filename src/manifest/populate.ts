@@ -13,6 +13,7 @@
 // is never more than one run at a time.
 
 import type { Kysely } from 'kysely'
+import { Agent, type Dispatcher } from 'undici'
 import type { PopulateStatus } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
@@ -21,6 +22,7 @@ import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE } from './i
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { hottestMissingOn } from './hot-set.ts'
+import { type PeerBody, PeerStreamError, peerRequest } from './peer-request.ts'
 import { entriesMissingOn } from './repositories.ts'
 import type { Holder, MissingEntry } from './repositories.ts'
 
@@ -56,7 +58,8 @@ export interface PopulatorOptions {
   concurrency: number
   log?: ManifestLog
   metrics?: Pick<Metrics, 'populate'>
-  fetchImpl?: typeof fetch
+  /** How peers are reached (default: a keep-alive pool of this populator's own, closed with it). */
+  dispatcher?: Dispatcher
   /** A purge this node knows of covers the copy (purge.ts covers()): such a copy is dropped, not kept. */
   isPurged?: (meta: EntryMeta) => boolean
   /** A soft purge this node knows of covers the copy (purge.ts softPurgedAt()): its time; such a copy is kept, marked stale. */
@@ -92,7 +95,8 @@ class PeerMiss extends Error {}
 export function createPopulator(options: PopulatorOptions): Populator {
   const log = options.log ?? jsonLog
   const now = options.now ?? Date.now
-  const fetchImpl = options.fetchImpl ?? fetch
+  const ownAgent = options.dispatcher ? undefined : new Agent({ keepAliveTimeout: 10_000 })
+  const dispatcher: Dispatcher = options.dispatcher ?? ownAgent!
   const concurrency = Math.max(1, Math.floor(options.concurrency))
   const idleTimeoutMs = options.peerIdleTimeoutMs ?? 15_000
   const hotFirst = Math.max(0, Math.floor(options.hotFirst ?? 1000))
@@ -103,6 +107,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
   let timer: NodeJS.Timeout | undefined
   let firstTimer: NodeJS.Timeout | undefined
   let closed = false
+  let agentClosed: Promise<void> | undefined
 
   async function execute(status: PopulateStatus, url: string | undefined, signal: AbortSignal): Promise<void> {
     const key = status.key ?? undefined
@@ -148,7 +153,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
           try {
             left = await fromPeerBatch(unit.holder, unit.entries, signal, count)
           } catch (err) {
-            log('debug', 'populate: batch from a peer failed; asking for each entry', { peer: unit.holder.nodeId, entries: unit.entries.length, error: describeError(err) })
+            log('warn', 'populate: a batch from a peer failed; asking for each entry', { peer: unit.holder.nodeId, entries: unit.entries.length, error: describeError(err) })
             left = unit.entries
           }
           // What the batch did not bring: the next holders one by one, then the origin.
@@ -275,40 +280,26 @@ export function createPopulator(options: PopulatorOptions): Populator {
   /** Copy one variant from a peer into this node's store. Resolves to the body bytes written. */
   async function fromPeer(holder: Holder, entry: MissingEntry, runSignal: AbortSignal): Promise<number> {
     const secret = options.clusterSecret as string
-    const url = `${holder.internalUrl.replace(/\/+$/, '')}${OBJECT_PATH}?key=${encodeURIComponent(entry.key)}&variant=${encodeURIComponent(entry.variant)}`
-    const idle = new AbortController()
-    let idleTimer = setTimeout(() => idle.abort(new Error(`peer sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs)
-    const touch = () => {
-      clearTimeout(idleTimer)
-      idleTimer = setTimeout(() => idle.abort(new Error(`peer sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs)
-    }
+    const res = await peerRequest(dispatcher, {
+      url: `${holder.internalUrl.replace(/\/+$/, '')}${OBJECT_PATH}?key=${encodeURIComponent(entry.key)}&variant=${encodeURIComponent(entry.variant)}`,
+      method: 'GET',
+      headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId },
+      signal: runSignal,
+      idleTimeoutMs,
+    })
     try {
-      const res = await fetchImpl(url, {
-        headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId },
-        signal: AbortSignal.any([runSignal, idle.signal]),
-        redirect: 'manual',
-      })
-      if (res.status === 404) {
-        await res.body?.cancel()
-        throw new PeerMiss('the peer no longer holds it')
+      if (res.status === 404) throw new PeerMiss('the peer no longer holds it')
+      const metaBytes = Number(res.headers[META_BYTES_HEADER])
+      const ok = res.status >= 200 && res.status < 300
+      if (!ok || !Number.isSafeInteger(metaBytes) || metaBytes <= 0 || metaBytes > 16 * 1024 * 1024) {
+        throw new Error(`the peer answered ${res.status}${ok ? ` without a valid ${META_BYTES_HEADER}` : ''}`)
       }
-      const metaBytes = Number(res.headers.get(META_BYTES_HEADER))
-      if (!res.ok || !res.body || !Number.isSafeInteger(metaBytes) || metaBytes <= 0 || metaBytes > 16 * 1024 * 1024) {
-        await res.body?.cancel()
-        throw new Error(`the peer answered ${res.status}${res.ok ? ` without a valid ${META_BYTES_HEADER}` : ''}`)
-      }
-
-      const reader = new ByteReader(res.body.getReader(), touch)
-      try {
-        // The body opens with the EntryMeta as JSON (metaBytes long), then the stored body.
-        const meta = parseMeta((await reader.exact(metaBytes, 'inside the metadata')).toString('utf8'))
-        return await storeCopy(holder, entry, meta, reader)
-      } finally {
-        // Whatever is left (an abandoned body) is not read: cancel it so the connection is freed.
-        await reader.cancel()
-      }
+      // The body opens with the EntryMeta as JSON (metaBytes long), then the stored body.
+      const meta = parseMeta((await res.body.exact(metaBytes, 'inside the metadata')).toString('utf8'))
+      return await storeCopy(holder, entry, meta, res.body)
     } finally {
-      clearTimeout(idleTimer)
+      // Whatever is left (an abandoned body) is not read: the request is ended so the connection is freed.
+      res.body.cancel()
     }
   }
 
@@ -318,7 +309,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
    * announced before it becomes visible, and marked as copied from `holder`.
    * Resolves to the body bytes.
    */
-  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: ByteReader): Promise<number> {
+  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: PeerBody): Promise<number> {
     if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
     const fresh = meta.staleAt > now()
     const { size: _size, integrity: _integrity, ...copied } = meta
@@ -331,7 +322,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
       let bytes = 0
       let refused = false
       // Read to the end of the body whatever happens: in a batch the next object follows it.
-      for await (const chunk of reader.chunks(meta.size)) {
+      while (bytes < meta.size) {
+        const next = reader.upTo(meta.size - bytes, 'inside a body')
+        const chunk = next instanceof Promise ? await next : next
         bytes += chunk.length
         if (writer && !refused && !writer.write(chunk)) refused = true
       }
@@ -369,33 +362,29 @@ export function createPopulator(options: PopulatorOptions): Populator {
    */
   async function fromPeerBatch(holder: Holder, entries: MissingEntry[], runSignal: AbortSignal, count: (o: Outcome, e: MissingEntry) => void): Promise<MissingEntry[]> {
     const secret = options.clusterSecret as string
-    const idle = new AbortController()
-    let idleTimer = setTimeout(() => idle.abort(new Error(`peer sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs)
-    const touch = () => {
-      clearTimeout(idleTimer)
-      idleTimer = setTimeout(() => idle.abort(new Error(`peer sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs)
-    }
     const left: MissingEntry[] = []
     let at = 0
     try {
-      const res = await fetchImpl(`${holder.internalUrl.replace(/\/+$/, '')}${OBJECTS_PATH}`, {
+      const res = await peerRequest(dispatcher, {
+        url: `${holder.internalUrl.replace(/\/+$/, '')}${OBJECTS_PATH}`,
         method: 'POST',
         headers: { authorization: `Bearer ${secret}`, 'x-caje-node': options.nodeId, 'content-type': 'application/json' },
         body: JSON.stringify({ items: entries.map((e) => ({ key: e.key, variant: e.variant })) }),
-        signal: AbortSignal.any([runSignal, idle.signal]),
-        redirect: 'manual',
+        signal: runSignal,
+        idleTimeoutMs,
       })
-      if (!res.ok || !res.body || res.headers.get('content-type') !== OBJECTS_CONTENT_TYPE) {
-        await res.body?.cancel()
-        throw new Error(`the peer answered ${res.status} ${res.headers.get('content-type') ?? ''}`.trim())
-      }
-      const reader = new ByteReader(res.body.getReader(), touch)
+      const reader = res.body
       try {
+        if (res.status < 200 || res.status >= 300 || res.headers['content-type'] !== OBJECTS_CONTENT_TYPE) {
+          throw new Error(`the peer answered ${res.status} ${String(res.headers['content-type'] ?? '')}`.trim())
+        }
         for (; at < entries.length; at++) {
           const entry = entries[at]!
-          const metaBytes = (await reader.exact(4, 'between objects')).readUInt32BE(0)
+          const length = reader.exact(4, 'between objects')
+          const metaBytes = (length instanceof Promise ? await length : length).readUInt32BE(0)
           if (metaBytes === 0 || metaBytes > 16 * 1024 * 1024) throw new Error(`the peer sent a frame of ${metaBytes} metadata bytes`)
-          const head = parseFrameHead((await reader.exact(metaBytes, 'inside the metadata')).toString('utf8'))
+          const json = reader.exact(metaBytes, 'inside the metadata')
+          const head = parseFrameHead((json instanceof Promise ? await json : json).toString('utf8'))
           if (head === 'missing') {
             left.push(entry)
             continue
@@ -403,20 +392,21 @@ export function createPopulator(options: PopulatorOptions): Populator {
           try {
             count({ result: 'done', bytes: await storeCopy(holder, entry, head, reader), from: 'peer' }, entry)
           } catch (err) {
-            // The body was read to its end (or the stream broke, which the next read says).
+            // The response broke off inside this body: nothing more will come (logged below).
+            if (err instanceof PeerStreamError) throw err
+            // Otherwise the body was read to its end, and the next frame follows.
             if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
             left.push(entry)
           }
         }
       } finally {
-        await reader.cancel()
+        reader.cancel()
       }
     } catch (err) {
       // Entries from `at` on were not brought; the ones before are settled.
       if (at === 0 && left.length === 0) throw err
+      log('warn', 'populate: a batch from a peer broke off; asking for the rest one by one', { peer: holder.nodeId, framesRead: at, entries: entries.length, error: describeError(err) })
       left.push(...entries.slice(at))
-    } finally {
-      clearTimeout(idleTimer)
     }
     return left
   }
@@ -486,6 +476,9 @@ export function createPopulator(options: PopulatorOptions): Populator {
       timer = undefined
       abort?.abort()
       await running
+      // close() may be called again: the pool is closed once.
+      agentClosed ??= ownAgent?.close()
+      await agentClosed
     },
   }
 }
@@ -495,73 +488,6 @@ function parseFrameHead(text: string): EntryMeta | 'missing' {
   const v = parseJson(text)
   if (typeof v === 'object' && v !== null && (v as { missing?: unknown }).missing === true) return 'missing'
   return checkMeta(v)
-}
-
-/**
- * Reads exact byte counts from a response body, calling onData for every chunk that arrives.
- * Bytes are handed out as views of the chunks they arrived in: only a piece that straddles two
- * chunks (a frame's head, at most) is copied.
- */
-class ByteReader {
-  /** Unread bytes: the rest of the current chunk, then any chunks read ahead. */
-  private pending: Buffer[] = []
-  private buffered = 0
-
-  constructor(
-    private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
-    private readonly onData: () => void,
-  ) {}
-
-  private async more(where: string): Promise<void> {
-    const { done, value } = await this.reader.read()
-    if (done) throw new Error(`the peer closed the connection ${where}`)
-    this.onData()
-    if (value.byteLength === 0) return
-    this.pending.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength))
-    this.buffered += value.byteLength
-  }
-
-  /** Up to n bytes from the front, as one view of the first chunk. */
-  private take(n: number): Buffer {
-    const first = this.pending[0]!
-    if (first.length <= n) {
-      this.pending.shift()
-      this.buffered -= first.length
-      return first
-    }
-    this.pending[0] = first.subarray(n)
-    this.buffered -= n
-    return first.subarray(0, n)
-  }
-
-  async exact(n: number, where: string): Promise<Buffer> {
-    while (this.buffered < n) await this.more(where)
-    if (n === 0) return Buffer.alloc(0)
-    if (this.pending[0]!.length >= n) return this.take(n)
-    const out = Buffer.allocUnsafe(n)
-    for (let at = 0; at < n; ) {
-      const piece = this.take(n - at)
-      out.set(piece, at)
-      at += piece.length
-    }
-    return out
-  }
-
-  /** The next n bytes, as they arrive. */
-  async *chunks(n: number): AsyncGenerator<Buffer> {
-    let left = n
-    while (left > 0) {
-      if (this.buffered === 0) await this.more('inside a body')
-      const out = this.take(left)
-      left -= out.length
-      yield out
-    }
-  }
-
-  /** Unread bytes are not wanted: cancel the body so the connection is freed. */
-  async cancel(): Promise<void> {
-    await this.reader.cancel().catch(() => {})
-  }
 }
 
 /** The EntryMeta a peer sent, checked field by field: it is written to disk and served. */
