@@ -258,6 +258,9 @@ describe('validation', () => {
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T + 1000) }, stored)).toBe(true)
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T - 1000) }, stored)).toBe(false)
     expect(clientNotModified('POST', { 'if-none-match': '*' }, stored)).toBe(false)
+    // RFC 9110 §13.1.2: "*" matches a stored representation that has no entity tag too.
+    expect(clientNotModified('GET', { 'if-none-match': '*' }, { 'last-modified': httpDate(T) })).toBe(true)
+    expect(clientNotModified('HEAD', { 'if-none-match': '*' }, {})).toBe(true)
     // RFC 9111 §4.3.2: without Last-Modified, the stored Date decides, else the time it was received.
     const noLm = { date: httpDate(T) }
     expect(clientNotModified('GET', { 'if-modified-since': httpDate(T) }, noLm)).toBe(true)

@@ -512,9 +512,10 @@ function stripWeak(tag: string): string {
   return tag.trim().replace(/^W\//, '')
 }
 
-/** Weak comparison of entity tags (RFC 9110 §8.8.3.2), for If-None-Match. */
+/** Weak comparison of entity tags (RFC 9110 §8.8.3.2), for If-None-Match against a stored 200. */
 export function etagListMatches(header: string, etag: string | undefined): boolean {
-  if (header.trim() === '*') return etag !== undefined
+  // RFC 9110 §13.1.2: "*" matches any current representation, with an entity tag or without one.
+  if (header.trim() === '*') return true
   if (!etag) return false
   const target = stripWeak(etag)
   return header.split(',').some((t) => stripWeak(t) === target)
