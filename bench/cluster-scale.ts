@@ -303,7 +303,7 @@ function entryRecord(i: number, now: number, prefix = '/obj/') {
 }
 
 /** The primary applying replica batches: POST /_caje/internal/manifest, 1000 ops each, as a replica sends them. */
-async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record<string, number>> {
+async function scenarioApply(cluster: Cluster, totalOps: number, run: number): Promise<Record<string, number>> {
   const primary = cluster.nodes[0]!
   const now = Date.now()
   const batches: ManifestOp[][] = []
@@ -311,7 +311,8 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     const ops: ManifestOp[] = []
     for (let i = b * 1000; i < Math.min(totalOps, (b + 1) * 1000); i++) {
       // Already stale: populate (a later scenario) leaves these alone.
-      const entry = { ...entryRecord(i, now + i, '/apply/'), staleAt: now - 1000 }
+      // New entries in every run (their own prefix): the primary inserts, as for new objects.
+      const entry = { ...entryRecord(i, now + i, `/apply${run}/`), staleAt: now - 1000 }
       ops.push({ type: 'stored', nodeId: `node${(i % 2) + 2}`, entry })
     }
     batches.push(ops)
@@ -321,6 +322,8 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
   // The saturated primary: fresh connections every 50 ms while batches arrive back to back.
   const probes = probeHealth([primary])
   const window = profileWindow('apply')
+  // The primary's CPU (all its threads) per op: unlike ops/s, hardly moved by the other work on the machine.
+  const cpuBefore = await cpuMs(primary)
   const t0 = performance.now()
   let applied = 0
   for (const body of bodies) {
@@ -334,9 +337,10 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     applied += json.applied ?? 0
   }
   const seconds = (performance.now() - t0) / 1000
+  const cpuUsPerOp = ((await cpuMs(primary)) - cpuBefore) * 1000 / Math.max(1, applied)
   const [worst] = await probes.stop()
   window.end()
-  return { opsPerSecond: Math.round(applied / seconds), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
+  return { opsPerSecond: Math.round(applied / seconds), cpuUsPerOp: Math.round(cpuUsPerOp), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
 }
 
 /** Fill every node with the objects, then purge them by prefix through node 2 (a replica). */
@@ -609,7 +613,7 @@ async function main(): Promise<void> {
     try {
       if (options.scenarios.has('apply')) {
         const runs = []
-        for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, 20_000))
+        for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, 20_000, r))
         print('apply (primary, 20000 stored ops in batches of 1000)', runs)
       }
       if (options.scenarios.has('purge')) {
