@@ -503,7 +503,7 @@ async function seedManifest(dbPath: string, entries: number): Promise<{ now: num
     `insert or ignore into entries (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
      values (?, '', ?, ?, 200, ${OBJECT_BYTES}, 'text/html', ?, ?, ?, '[]', '{}')`,
   )
-  const holding = sqlite.prepare(`insert or ignore into entry_nodes (key, variant, node_id, stored_at) values (?, '', ?, ?)`)
+  const holding = sqlite.prepare(`insert or ignore into entry_nodes (entry_id, node_id, stored_at) select id, ?, ? from entries where key = ? and variant = ''`)
   const sections = ['blog', 'assets', 'img', 'docs', 'api', 'shop', 'news', 'video']
   const urlOf = (i: number) => `https://${HOST}/${sections[i % sections.length]}/${i.toString(36)}/page-${i}.html`
   const keyOf = (i: number) => `${HOST}${urlOf(i).slice(8 + HOST.length)}`
@@ -514,7 +514,7 @@ async function seedManifest(dbPath: string, entries: number): Promise<{ now: num
         const url = urlOf(i)
         const key = keyOf(i)
         entry.run(key, HOST, url, now - i, now + 3_600_000, now + 7_200_000)
-        holding.run(key, `node${(i % 3) + 1}`, now - i)
+        holding.run(`node${(i % 3) + 1}`, now - i, key)
       }
     })()
     // Let the nodes' own writes in between.
