@@ -347,7 +347,7 @@ function entryRecord(i: number, now: number, prefix = '/obj/') {
 }
 
 /** The primary applying replica batches: POST /_caje/internal/manifest, 1000 ops each, as a replica sends them. */
-async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record<string, number>> {
+async function scenarioApply(cluster: Cluster, totalOps: number, run: number): Promise<Record<string, number>> {
   const primary = cluster.nodes[0]!
   const now = Date.now()
   const batches: ManifestOp[][] = []
@@ -355,7 +355,8 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     const ops: ManifestOp[] = []
     for (let i = b * 1000; i < Math.min(totalOps, (b + 1) * 1000); i++) {
       // Already stale: populate (a later scenario) leaves these alone.
-      const entry = { ...entryRecord(i, now + i, '/apply/'), staleAt: now - 1000 }
+      // New entries in every run (their own prefix): the primary inserts, as for new objects.
+      const entry = { ...entryRecord(i, now + i, `/apply${run}/`), staleAt: now - 1000 }
       ops.push({ type: 'stored', nodeId: `node${(i % 2) + 2}`, entry })
     }
     batches.push(ops)
@@ -365,6 +366,8 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
   // The saturated primary: fresh connections every 50 ms while batches arrive back to back.
   const probes = probeHealth([primary])
   const window = profileWindow('apply')
+  // The primary's CPU (all its threads) per op: unlike ops/s, hardly moved by the other work on the machine.
+  const cpuBefore = await cpuMs(primary)
   const t0 = performance.now()
   let applied = 0
   for (const body of bodies) {
@@ -378,9 +381,10 @@ async function scenarioApply(cluster: Cluster, totalOps: number): Promise<Record
     applied += json.applied ?? 0
   }
   const seconds = (performance.now() - t0) / 1000
+  const cpuUsPerOp = ((await cpuMs(primary)) - cpuBefore) * 1000 / Math.max(1, applied)
   const [worst] = await probes.stop()
   window.end()
-  return { opsPerSecond: Math.round(applied / seconds), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
+  return { opsPerSecond: Math.round(applied / seconds), cpuUsPerOp: Math.round(cpuUsPerOp), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
 }
 
 /** Fill every node with the objects, then purge them by prefix through node 2 (a replica). */
@@ -549,7 +553,7 @@ async function seedManifest(dbPath: string, entries: number): Promise<{ now: num
     `insert or ignore into entries (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
      values (?, '', ?, ?, 200, ${OBJECT_BYTES}, 'text/html', ?, ?, ?, '[]', '{}')`,
   )
-  const holding = sqlite.prepare(`insert or ignore into entry_nodes (key, variant, node_id, stored_at) values (?, '', ?, ?)`)
+  const holding = sqlite.prepare(`insert or ignore into entry_nodes (entry_id, node_id, stored_at) select id, ?, ? from entries where key = ? and variant = ''`)
   const sections = ['blog', 'assets', 'img', 'docs', 'api', 'shop', 'news', 'video']
   const urlOf = (i: number) => `https://${HOST}/${sections[i % sections.length]}/${i.toString(36)}/page-${i}.html`
   const keyOf = (i: number) => `${HOST}${urlOf(i).slice(8 + HOST.length)}`
@@ -560,7 +564,7 @@ async function seedManifest(dbPath: string, entries: number): Promise<{ now: num
         const url = urlOf(i)
         const key = keyOf(i)
         entry.run(key, HOST, url, now - i, now + 3_600_000, now + 7_200_000)
-        holding.run(key, `node${(i % 3) + 1}`, now - i)
+        holding.run(`node${(i % 3) + 1}`, now - i, key)
       }
     })()
     // Let the nodes' own writes in between.
@@ -678,7 +682,7 @@ async function main(): Promise<void> {
     try {
       if (options.scenarios.has('apply')) {
         const runs = []
-        for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, 20_000))
+        for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, 20_000, r))
         print('apply (primary, 20000 stored ops in batches of 1000)', runs)
       }
       if (options.scenarios.has('purge')) {

@@ -3,10 +3,10 @@
 //
 //   npx tsx bench/manifest-upsert.ts [--entries 1000000] [--ops 20000] [--schema latest|before]
 //
-// `before` migrates to the migration preceding 2026120113_entries_write_indexes
-// and records with the upsert as it was then (every column rewritten), so the
-// two are measured side by side on the same machine. Each run builds its own
-// temp file and removes it.
+// `before` migrates to the migration preceding 2026120115_holdings_by_entry_id
+// and records with the statements as they were then (holdings keyed by the
+// entry's text key), so the two are measured side by side on the same
+// machine. Each run builds its own temp file and removes it.
 
 import fs from 'node:fs'
 import os from 'node:os'
@@ -15,18 +15,25 @@ import { parseArgs } from 'node:util'
 import { openDatabase } from '../src/manifest/database.ts'
 import { migrateTo, migrateToLatest } from '../src/manifest/migrate.ts'
 import { entriesMissingOn, listManifest, pruneExpired, sweepPurge } from '../src/manifest/repositories.ts'
-import type { EntryRecord } from '../src/manifest/repositories.ts'
-import { UPSERT_HOLDING_SQL, entryParams, holdingParams, hotStatements } from '../src/manifest/statements.ts'
+import type { EntryRecord, NodeInfo } from '../src/manifest/repositories.ts'
+import { NEWEST_PURGE_SQL, UPSERT_NODE_SQL, entryParams, hotStatements, nodeParams } from '../src/manifest/statements.ts'
 
-/** The upsert before 2026120113: every column set on every conflict. */
+/** The statements before 2026120115: no RETURNING, the url fixed by key, holdings by key. */
 const UPSERT_BEFORE_SQL = `insert into entries
   (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
   on conflict (key, variant) do update set
-    host = excluded.host, url = excluded.url, status = excluded.status, size = excluded.size,
-    content_type = excluded.content_type, stored_at = excluded.stored_at, stale_at = excluded.stale_at,
-    delete_at = excluded.delete_at, tags = excluded.tags, vary_headers = excluded.vary_headers
-  where entries.stored_at <= excluded.stored_at`
+    status = excluded.status, size = excluded.size, content_type = excluded.content_type,
+    stored_at = excluded.stored_at, stale_at = excluded.stale_at, delete_at = excluded.delete_at,
+    tags = excluded.tags, vary_headers = excluded.vary_headers
+  where entries.stored_at < excluded.stored_at
+    or (entries.stored_at = excluded.stored_at
+      and (entries.stale_at, entries.delete_at, entries.status, entries.size, entries.content_type, entries.tags, entries.vary_headers)
+        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))`
+const FIX_URL_BEFORE_SQL = `update entries set host = ?, url = ?
+  where key = ? and variant = ? and stored_at = ? and (host <> ? or url <> ?)`
+const HOLDING_BEFORE_SQL = `insert into entry_nodes (key, variant, node_id, stored_at) values (?, ?, ?, ?)
+  on conflict (key, variant, node_id) do update set stored_at = excluded.stored_at`
 
 const { values } = parseArgs({
   options: { entries: { type: 'string' }, ops: { type: 'string' }, schema: { type: 'string' }, queries: { type: 'boolean' }, plans: { type: 'boolean' } },
@@ -34,7 +41,7 @@ const { values } = parseArgs({
 const ENTRIES = Number(values.entries ?? 1_000_000)
 const OPS = Number(values.ops ?? 20_000)
 const SCHEMA = values.schema ?? 'latest'
-const BEFORE = '2026120112_node_minute_paths'
+const BEFORE = '2026120114_counts'
 if (!['latest', 'before'].includes(SCHEMA)) throw new Error('--schema: latest or before')
 
 const HOSTS = ['www.example.com', 'static.example.com', 'api.example.net', 'rare.example.org']
@@ -79,16 +86,23 @@ try {
   if (SCHEMA === 'latest') await migrateToLatest(opened.db)
   else await migrateTo(opened.db, BEFORE)
   const { sqlite } = opened
-  const latest = hotStatements(sqlite)
-  const upsertBefore = sqlite.prepare(UPSERT_BEFORE_SQL)
-  const holdingBefore = sqlite.prepare(UPSERT_HOLDING_SQL)
+  const latest = SCHEMA === 'latest' ? hotStatements(sqlite) : undefined
+  const upsertNode = sqlite.prepare(UPSERT_NODE_SQL)
+  const newestPurge = sqlite.prepare(NEWEST_PURGE_SQL).pluck()
+  // Prepared only on the schema they were written for.
+  const before =
+    SCHEMA === 'before'
+      ? { upsert: sqlite.prepare(UPSERT_BEFORE_SQL), fixUrl: sqlite.prepare(FIX_URL_BEFORE_SQL), holding: sqlite.prepare(HOLDING_BEFORE_SQL) }
+      : undefined
   // No purge is recorded here, so the purge check is skipped in both (newestPurgeAt is null).
   const hot = {
-    ...latest,
+    upsertNode: (node: NodeInfo, at: number) => upsertNode.run(...nodeParams(node, at)),
+    newestPurgeAt: () => newestPurge.get() as number | null,
     recordStored(nodeId: string, entry: EntryRecord, newest?: number | null): boolean {
-      if (SCHEMA === 'latest') return latest.recordStored(nodeId, entry, newest)
-      upsertBefore.run(...entryParams(entry))
-      holdingBefore.run(...holdingParams(nodeId, entry))
+      if (latest) return latest.recordStored(nodeId, entry, newest)
+      if (!before) throw new Error('no statements for this schema')
+      if (before.upsert.run(...entryParams(entry)).changes > 0) before.fixUrl.run(entry.host, entry.url, entry.key, entry.variant, entry.storedAt, entry.host, entry.url)
+      before.holding.run(entry.key, entry.variant, nodeId, entry.storedAt)
       return true
     },
   }
@@ -116,9 +130,13 @@ try {
       for (let n = from; n < to; n++) hot.recordStored(list[n]!.node, list[n]!.entry, newest)
     })
     const t0 = process.hrtime.bigint()
+    const cpu0 = process.cpuUsage()
     for (let n = 0; n < OPS; n += 1000) apply(n, Math.min(OPS, n + 1000))
     const us = Number(process.hrtime.bigint() - t0) / 1000 / OPS
-    console.log(JSON.stringify({ schema: SCHEMA, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, opsPerSecond: Math.round(1e6 / us) }))
+    // CPU time, unlike the wall clock, hardly moves with other work on the machine.
+    const cpu = process.cpuUsage(cpu0)
+    const cpuUs = (cpu.user + cpu.system) / OPS
+    console.log(JSON.stringify({ schema: SCHEMA, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, opsPerSecond: Math.round(1e6 / us) }))
   }
   const pick = permutation(ENTRIES, 2)
   // A new entry (a miss anywhere in the cluster).

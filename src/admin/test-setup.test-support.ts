@@ -230,7 +230,7 @@ async function seedPeerRows(node: RunningCaje, n: number): Promise<void> {
           const i = from + j
           return { key: `${SITE}/bulk/${i}`, variant: '', storedAt: now - n + i }
         })
-        await trx
+        const ids = await trx
           .insertInto('entries')
           .values(
             rows.map((r) => ({
@@ -248,10 +248,11 @@ async function seedPeerRows(node: RunningCaje, n: number): Promise<void> {
               vary_headers: '{}',
             })),
           )
+          .returning(['id', 'stored_at'])
           .execute()
         await trx
           .insertInto('entry_nodes')
-          .values(rows.map((r) => ({ key: r.key, variant: r.variant, node_id: PEER, stored_at: r.storedAt })))
+          .values(ids.map((r) => ({ entry_id: r.id, node_id: PEER, stored_at: r.stored_at })))
           .execute()
       }
     })

@@ -30,6 +30,8 @@ export interface NodeTable {
 
 /** One stored response variant known to the cluster; bodies never live here. */
 export interface EntryTable {
+  /** The rowid, made explicit so it never changes: holdings and the URL search index name the entry by it. */
+  id: Generated<number>
   key: string
   /** '' when the response has no Vary. */
   variant: string
@@ -61,8 +63,8 @@ export interface NodeHoldingsTable {
 
 /** Which node holds which variant on its own disk. Cascades away with the entry. */
 export interface EntryNodeTable {
-  key: string
-  variant: string
+  /** entries.id of the variant held. */
+  entry_id: number
   node_id: string
   stored_at: number
 }

@@ -22,7 +22,7 @@ import {
 import type { EntryRecord } from './repositories.ts'
 import { indexQueued, queuedForIndex } from './search.ts'
 import { hotStatements } from './statements.ts'
-import { entry, freshManifest, tempDir } from './test-helpers.ts'
+import { entry, freshManifest, recordStoredOnOldSchema, tempDir } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
 
@@ -86,7 +86,7 @@ describe('recording a stored entry', () => {
       // A populated copy: the very same record from another node.
       await record(db, 'n3', first)
       expect(await row(db, 'k1')).toMatchObject({ stored_at: T, stale_at: T + 100 })
-      const holders = await db.selectFrom('entry_nodes').select('node_id').where('key', '=', 'k1').orderBy('node_id').execute()
+      const holders = await db.selectFrom('entry_nodes').innerJoin('entries', 'entries.id', 'entry_nodes.entry_id').select('node_id').where('key', '=', 'k1').orderBy('node_id').execute()
       expect(holders.map((h) => h.node_id)).toEqual(['n1', 'n2', 'n3'])
 
       // Revalidated after a soft purge: the original stored_at, a new lifetime.
@@ -96,7 +96,7 @@ describe('recording a stored entry', () => {
   }
 })
 
-describe('migrations 2026120113_entries_write_indexes and 2026120114_counts', () => {
+describe('migrations 2026120113_entries_write_indexes, 2026120114_counts and 2026120115_holdings_by_entry_id', () => {
   const cleanups: (() => void | Promise<void>)[] = []
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
@@ -111,7 +111,7 @@ describe('migrations 2026120113_entries_write_indexes and 2026120114_counts', ()
     for (const id of ['n1', 'n2', 'n3']) await upsertNode(db, { id, region: 'r', internalUrl: `http://${id}`, startedAt: T }, T)
     for (let i = 0; i < 60; i++) {
       const host = i % 5 === 0 ? 'rare.example' : 'ex.com'
-      await recordStored(
+      await recordStoredOnOldSchema(
         db,
         `n${(i % 3) + 1}`,
         entry({ url: `https://${host}/${i % 2 ? 'blog' : 'shop'}/${i}`, storedAt: T + i, staleAt: T + 100 * (i % 7), deleteAt: T + 1000 * (i % 4), tags: i % 3 ? [] : ['t'] }),
@@ -136,15 +136,15 @@ describe('migrations 2026120113_entries_write_indexes and 2026120114_counts', ()
       }))),
     })
     // The queries read entries_count (2026120114): they run on the latest schema, made from the old one with its rows.
-    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts'])
-    expect(await indexNames(db)).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts', '2026120115_holdings_by_entry_id'])
+    expect(await indexNames(db)).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url'])
     const before = await answers()
     expect(before.pruned).toBeGreaterThan(0)
     expect(before.host.entries.length).toBe(12)
     expect(before.count).toBe(60)
     expect(before.list.total).toBe(60)
 
-    // Down past both and up again: the same rows, the same answers.
+    // Down past all three and up again: the same rows, the same answers.
     await migrateTo(db, '2026120112_node_minute_paths')
     expect(await indexNames(db)).toEqual(['entries_delete_at', 'entries_host', 'entries_stale_at', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
     await migrateToLatest(db)

@@ -109,8 +109,7 @@ export async function hottestMissingOn(db: Db, nodeId: string, now: number, limi
         .selectFrom('entry_nodes as en')
         .innerJoin('nodes as n', 'n.id', 'en.node_id')
         .select(HOLDERS_JSON.as('h'))
-        .whereRef('en.key', '=', 'e.key')
-        .whereRef('en.variant', '=', 'e.variant')
+        .whereRef('en.entry_id', '=', 'e.id')
         .where('en.node_id', '!=', nodeId)
         .as('holders'),
     )
@@ -121,8 +120,7 @@ export async function hottestMissingOn(db: Db, nodeId: string, now: number, limi
           eb
             .selectFrom('entry_nodes as mine')
             .select(sql`1`.as('one'))
-            .whereRef('mine.key', '=', 'e.key')
-            .whereRef('mine.variant', '=', 'e.variant')
+            .whereRef('mine.entry_id', '=', 'e.id')
             .where('mine.node_id', '=', nodeId),
         ),
       ),

@@ -6,8 +6,9 @@ import { openDatabase } from './database.ts'
 import type { Database } from './database.ts'
 import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrateToLatest } from './migrate.ts'
 import { clearManifest, countEntries, listManifest, recordStored, sweepPurge } from './repositories.ts'
+import { indexQueued, queuedForIndex } from './search.ts'
 import { applyOps } from './ops.ts'
-import { entry, tableNames, tempDir } from './test-helpers.ts'
+import { entry, recordStoredOnOldSchema, tableNames, tempDir } from './test-helpers.ts'
 
 const ALL_TABLES = [
   'admins',
@@ -74,15 +75,15 @@ describe('migrations', () => {
     expect(node).toMatchObject({ id: 'n1', region: 'ams', last_purge_id: 0 })
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     // Each index is written on every stored op: only those a query reads are kept.
-    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
+    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url'])
   })
 
   it('counts the entries of an existing manifest, and the count follows every write after it', async () => {
     const { db } = open()
     await migrateTo(db, '2026120113_entries_write_indexes')
     const T = 1_700_000_000_000
-    for (let i = 0; i < 30; i++) await recordStored(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
-    expect(await migrateToLatest(db)).toEqual(['2026120114_counts'])
+    for (let i = 0; i < 30; i++) await recordStoredOnOldSchema(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id'])
     const total = async () => (await listManifest(db, { limit: 1 })).total
     const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
     const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
@@ -130,6 +131,65 @@ describe('migrations', () => {
     expect(indexes.rows.map((r) => r.name)).toContain('entries_delete_at')
     expect(await tableNames(db)).not.toContain('entries_count')
     expect(await tableNames(db)).not.toContain('node_holdings')
+  })
+
+  it('keys holdings by entry id (2026120115) on a file with rows, and back, keeping rowids, holdings, counts and the search index', async () => {
+    const { db } = open()
+    await migrateTo(db, '2026120114_counts')
+    const T = 1_700_000_000_000
+    for (let i = 0; i < 20; i++) {
+      const e = entry({ url: `https://h.test/${i % 2 ? 'blog' : 'shop'}/${i}`, storedAt: T + i, variant: i % 4 === 0 ? 'gzip' : '' })
+      await recordStoredOnOldSchema(db, 'a', e)
+      if (i % 3 === 0) await recordStoredOnOldSchema(db, 'b', e)
+    }
+    // A removed row leaves a gap in the rowids: the copy must keep them, not renumber.
+    await sql`delete from entries where key = 'https://h.test/shop/2'`.execute(db)
+    await indexQueued(db, 1000)
+    const rowsByRowid = async (idColumn: 'rowid' | 'id') =>
+      (await sql<{ rid: number; key: string; variant: string }>`select ${sql.raw(idColumn)} as rid, key, variant from entries order by 1`.execute(db)).rows
+    const holdingsBefore = (await sql<{ key: string; variant: string; node_id: string; stored_at: number }>`select key, variant, node_id, stored_at from entry_nodes order by 1, 2, 3`.execute(db)).rows
+    const rowids = await rowsByRowid('rowid')
+    expect(rowids.at(-1)!.rid).toBeGreaterThan(rowids.length)
+    expect(holdingsBefore).toHaveLength(19 + 7)
+
+    expect(await migrateToLatest(db)).toEqual(['2026120115_holdings_by_entry_id'])
+    expect(await rowsByRowid('id')).toEqual(rowids)
+    const holdingsUp = (await sql<{ key: string; variant: string; node_id: string; stored_at: number }>`
+      select e.key, e.variant, h.node_id, h.stored_at from entry_nodes h join entries e on e.id = h.entry_id order by 1, 2, 3`.execute(db)).rows
+    expect(holdingsUp).toEqual(holdingsBefore)
+    expect(await countEntries(db)).toBe(19)
+    expect(await countEntries(db, { nodeId: 'a' })).toBe(19)
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(7)
+    // Nothing queued: the index built before the move still names the right rows.
+    expect(await queuedForIndex(db)).toBe(0)
+    expect((await listManifest(db, { filter: 'blog/1' })).entries.map((e) => e.url).sort()).toEqual(['https://h.test/blog/1', 'https://h.test/blog/11', 'https://h.test/blog/13', 'https://h.test/blog/15', 'https://h.test/blog/17', 'https://h.test/blog/19'])
+    expect((await listManifest(db, { nodeId: 'b' })).entries.map((e) => [e.url, e.nodeIds])).toContainEqual(['https://h.test/shop/0', ['a', 'b']])
+    // Writes after the move keep the counts, and a purge still takes the holdings with it.
+    await applyOps(db, [
+      { type: 'stored', nodeId: 'b', entry: entry({ url: 'https://h.test/shop/4', storedAt: T + 4, variant: 'gzip' }) },
+      { type: 'stored', nodeId: 'c', entry: entry({ url: 'https://h.test/new', storedAt: T + 50 }) },
+      { type: 'deleted', nodeId: 'a', key: 'https://h.test/blog/1', variant: '' },
+    ])
+    expect(await countEntries(db)).toBe(20)
+    expect(await countEntries(db, { nodeId: 'a' })).toBe(18)
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(8)
+    await sweepPurge(db, { kind: 'prefix', value: 'https://h.test/shop/', host: null, createdAt: T + 1000, soft: false })
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n))
+
+    // Down: holdings by key again, the same rowids, the same counts.
+    const idsNow = await rowsByRowid('id')
+    const holdingsNow = (await sql<{ key: string; variant: string; node_id: string; stored_at: number }>`
+      select e.key, e.variant, h.node_id, h.stored_at from entry_nodes h join entries e on e.id = h.entry_id order by 1, 2, 3`.execute(db)).rows
+    await migrateTo(db, '2026120114_counts')
+    expect(await rowsByRowid('rowid')).toEqual(idsNow)
+    expect((await sql`select key, variant, node_id, stored_at from entry_nodes order by 1, 2, 3`.execute(db)).rows).toEqual(holdingsNow)
+    const counts = (await sql<{ node_id: string; n: number }>`select node_id, n from node_holdings where n > 0 order by node_id`.execute(db)).rows
+    const counted = (await sql<{ node_id: string; n: number }>`select node_id, count(*) as n from entry_nodes group by node_id order by node_id`.execute(db)).rows
+    expect(counts).toEqual(counted)
+    expect((await sql<{ n: number }>`select n from entries_count`.execute(db)).rows[0]!.n).toBe(idsNow.length)
+    // The old shape's cascade is back.
+    await sql`delete from entries`.execute(db)
+    expect((await sql<{ n: number }>`select count(*) as n from entry_nodes`.execute(db)).rows[0]!.n).toBe(0)
   })
 
   it('lets several processes migrate the same file at once', async () => {

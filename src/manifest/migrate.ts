@@ -17,6 +17,7 @@ import * as m2026120111 from './migrations/2026120111_soft_purge.ts'
 import * as m2026120112 from './migrations/2026120112_node_minute_paths.ts'
 import * as m2026120113 from './migrations/2026120113_entries_write_indexes.ts'
 import * as m2026120114 from './migrations/2026120114_counts.ts'
+import * as m2026120115 from './migrations/2026120115_holdings_by_entry_id.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -30,6 +31,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120112_node_minute_paths': m2026120112,
   '2026120113_entries_write_indexes': m2026120113,
   '2026120114_counts': m2026120114,
+  '2026120115_holdings_by_entry_id': m2026120115,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -179,10 +179,10 @@ describe('purges and reconciliation at scale', () => {
     const now = Date.now()
     raw.transaction(() => {
       const e = raw.prepare(`insert into entries (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers) values (?, '', 'ex.com', ?, 200, 1, '', ?, ?, ?, '[]', '{}')`)
-      const h = raw.prepare(`insert into entry_nodes (key, variant, node_id, stored_at) values (?, '', 'n1', ?)`)
+      const h = raw.prepare(`insert into entry_nodes (entry_id, node_id, stored_at) select id, 'n1', ? from entries where key = ? and variant = ''`)
       for (let i = 0; i < 3000; i++) {
         e.run(`k${i}`, `https://ex.com/${i}`, now, now + 60_000, now + 120_000)
-        h.run(`k${i}`, now)
+        h.run(now, `k${i}`)
       }
     })()
     raw.close()
@@ -202,10 +202,10 @@ describe('purges and reconciliation at scale', () => {
     const now = Date.now()
     raw.transaction(() => {
       const e = raw.prepare(`insert into entries (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers) values (?, '', 'ex.com', ?, 200, 1, '', ?, ?, ?, '[]', '{}')`)
-      const h = raw.prepare(`insert into entry_nodes (key, variant, node_id, stored_at) values (?, '', 'n1', ?)`)
+      const h = raw.prepare(`insert into entry_nodes (entry_id, node_id, stored_at) select id, 'n1', ? from entries where key = ? and variant = ''`)
       for (let i = 0; i < 2500; i++) {
         e.run(`gone${i}`, `https://ex.com/gone/${i}`, now, now + 60_000, now + 120_000)
-        h.run(`gone${i}`, now)
+        h.run(now, `gone${i}`)
       }
     })()
     raw.close()

@@ -21,14 +21,17 @@ import {
   MARK_PURGE_APPLIED_SQL,
   RECORD_PURGE_NODE_SQL,
   UPSERT_ENTRY_SQL,
+  UPSERT_HOLDING_BY_KEY_SQL,
   UPSERT_HOLDING_SQL,
   UPSERT_NODE_SQL,
   coveredParams,
   entryParams,
-  fixUrlParams,
+  holdingByKeyParams,
   holdingParams,
   nodeParams,
+  urlNeedsFix,
 } from './statements.ts'
+import type { UpsertedEntry } from './statements.ts'
 import { MIN_INDEXED_FILTER, candidateRowids, clearSearchIndex, indexedMatchesUpTo } from './search.ts'
 
 type Db = Kysely<Database>
@@ -165,9 +168,14 @@ export async function recordStored(db: Db, nodeId: string, meta: EntryRecord): P
   return inTransaction(db, async (trx) => {
     const covered = await trx.executeQuery(CompiledQuery.raw(COVERED_BY_PURGE_SQL, coveredParams(meta)))
     if (covered.rows.length > 0) return false
-    await trx.executeQuery(CompiledQuery.raw(UPSERT_ENTRY_SQL, entryParams(meta)))
-    await trx.executeQuery(CompiledQuery.raw(FIX_ENTRY_URL_SQL, fixUrlParams(meta)))
-    await trx.executeQuery(CompiledQuery.raw(UPSERT_HOLDING_SQL, holdingParams(nodeId, meta)))
+    // The same statements as statements.ts runs prepared: see there.
+    const row = (await trx.executeQuery<UpsertedEntry>(CompiledQuery.raw(UPSERT_ENTRY_SQL, entryParams(meta)))).rows[0]
+    if (row === undefined) {
+      await trx.executeQuery(CompiledQuery.raw(UPSERT_HOLDING_BY_KEY_SQL, holdingByKeyParams(nodeId, meta)))
+      return true
+    }
+    if (urlNeedsFix(row, meta)) await trx.executeQuery(CompiledQuery.raw(FIX_ENTRY_URL_SQL, [meta.host, meta.url, row.id]))
+    await trx.executeQuery(CompiledQuery.raw(UPSERT_HOLDING_SQL, holdingParams(nodeId, row.id, meta)))
     return true
   })
 }
@@ -191,7 +199,7 @@ export async function forgetHoldings(db: Db, nodeId: string, entries: readonly {
 
 /** Every variant the manifest records nodeId as holding. */
 export async function heldBy(db: Db, nodeId: string): Promise<Array<{ key: string; variant: string }>> {
-  return db.selectFrom('entry_nodes').select(['key', 'variant']).where('node_id', '=', nodeId).execute()
+  return db.selectFrom('entry_nodes as h').innerJoin('entries as e', 'e.id', 'h.entry_id').select(['e.key', 'e.variant']).where('h.node_id', '=', nodeId).execute()
 }
 
 /** nodeId emptied its whole body cache (its "clear FS"). Resolves to how many holdings were dropped. */
@@ -297,8 +305,7 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
         eb
           .selectFrom('entry_nodes as h')
           .select(sql`1`.as('one'))
-          .whereRef('h.key', '=', 'e.key')
-          .whereRef('h.variant', '=', 'e.variant')
+          .whereRef('h.entry_id', '=', 'e.id')
           .where('h.node_id', '=', nodeId),
       ),
     )
@@ -355,8 +362,7 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
       eb
         .selectFrom('entry_nodes as en')
         .select(sql<string>`json_group_array(en.node_id)`.as('ids'))
-        .whereRef('en.key', '=', 'e.key')
-        .whereRef('en.variant', '=', 'e.variant')
+        .whereRef('en.entry_id', '=', 'e.id')
         .as('node_ids'),
     )
     .where(sql<number>`e.rowid`, 'in', pageIds)
@@ -458,8 +464,7 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
         .selectFrom('entry_nodes as en')
         .innerJoin('nodes as n', 'n.id', 'en.node_id')
         .select(HOLDERS_JSON.as('h'))
-        .whereRef('en.key', '=', 'e.key')
-        .whereRef('en.variant', '=', 'e.variant')
+        .whereRef('en.entry_id', '=', 'e.id')
         .where('en.node_id', '!=', nodeId)
         .as('holders'),
     )
@@ -470,8 +475,7 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
           eb
             .selectFrom('entry_nodes as mine')
             .select(sql`1`.as('one'))
-            .whereRef('mine.key', '=', 'e.key')
-            .whereRef('mine.variant', '=', 'e.variant')
+            .whereRef('mine.entry_id', '=', 'e.id')
             .where('mine.node_id', '=', nodeId),
         ),
       ),
@@ -874,8 +878,7 @@ export async function purgeCoverage(db: Db, purge: Pick<NewPurge, 'kind' | 'valu
         eb
           .selectFrom('entries')
           .select(sql`1`.as('one'))
-          .whereRef('entries.key', '=', 'entry_nodes.key')
-          .whereRef('entries.variant', '=', 'entry_nodes.variant')
+          .whereRef('entries.id', '=', 'entry_nodes.entry_id')
           .where((inner) => purgeCondition(inner as unknown as ExpressionBuilder<Database, 'entries'>, purge)),
       ),
     )

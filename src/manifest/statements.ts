@@ -48,6 +48,11 @@ export const NEWEST_PURGE_SQL = 'select max(created_at) from purges'
  * same record) updates nothing at all. An equal stored_at with other values
  * still updates: a node that revalidated an entry a soft purge marked stale
  * records it again with its original stored_at and a new lifetime.
+ *
+ * It returns the row it inserted or updated (none when it changed nothing):
+ * its id for the holding, and its host and url, which differ from the op's
+ * only when an existing row took the update (FIX_ENTRY_URL_SQL). A new entry
+ * costs this statement and the holding's, nothing more.
  */
 export const UPSERT_ENTRY_SQL = `insert into entries
   (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
@@ -59,20 +64,40 @@ export const UPSERT_ENTRY_SQL = `insert into entries
   where entries.stored_at < excluded.stored_at
     or (entries.stored_at = excluded.stored_at
       and (entries.stale_at, entries.delete_at, entries.status, entries.size, entries.content_type, entries.tags, entries.vary_headers)
-        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))`
+        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))
+  returning id, host, url`
+
+/** The row UPSERT_ENTRY_SQL returns. */
+export interface UpsertedEntry {
+  id: number
+  host: string
+  url: string
+}
 
 /**
- * After UPSERT_ENTRY_SQL changed a row: its host and url, only if they differ
- * (parameters: fixUrlParams). Untouched, the host and url indexes and the URL
- * search trigger (which fires on an update of url) do no work.
+ * After UPSERT_ENTRY_SQL updated a row whose host or url differ from the op's
+ * (a rule rewrote the URL a key stands for): set them (parameters: host, url,
+ * entry id). Only then, so the host and url indexes and the URL search
+ * trigger (which fires on an update of url) do no work for the others.
  */
-export const FIX_ENTRY_URL_SQL = `update entries set host = ?, url = ?
-  where key = ? and variant = ? and stored_at = ? and (host <> ? or url <> ?)`
+export const FIX_ENTRY_URL_SQL = 'update entries set host = ?, url = ? where id = ?'
 
-export const UPSERT_HOLDING_SQL = `insert into entry_nodes (key, variant, node_id, stored_at) values (?, ?, ?, ?)
-  on conflict (key, variant, node_id) do update set stored_at = excluded.stored_at`
+/** Holdings name their entry by id (2026120115): a new entry's land at the end of the table. Parameters: holdingParams. */
+export const UPSERT_HOLDING_SQL = `insert into entry_nodes (entry_id, node_id, stored_at) values (?, ?, ?)
+  on conflict (entry_id, node_id) do update set stored_at = excluded.stored_at`
 
-export const DELETE_HOLDING_SQL = 'delete from entry_nodes where key = ? and variant = ? and node_id = ?'
+/**
+ * The holding when UPSERT_ENTRY_SQL changed nothing (an older or identical
+ * record: the entry exists), found by key (parameters: node id, stored_at,
+ * key, variant). The WHERE clause also keeps SQLite from reading ON CONFLICT
+ * as a join's ON.
+ */
+export const UPSERT_HOLDING_BY_KEY_SQL = `insert into entry_nodes (entry_id, node_id, stored_at)
+  select id, ?, ? from entries where key = ? and variant = ?
+  on conflict (entry_id, node_id) do update set stored_at = excluded.stored_at`
+
+/** Parameters: key, variant, node id. */
+export const DELETE_HOLDING_SQL = 'delete from entry_nodes where entry_id = (select id from entries where key = ? and variant = ?) and node_id = ?'
 
 export const CLEAR_NODE_SQL = 'delete from entry_nodes where node_id = ?'
 
@@ -108,12 +133,17 @@ export function entryParams(entry: EntryRecord): unknown[] {
   ]
 }
 
-export function fixUrlParams(entry: EntryRecord): unknown[] {
-  return [entry.host, entry.url, entry.key, entry.variant, entry.storedAt, entry.host, entry.url]
+/** Whether the row UPSERT_ENTRY_SQL returned needs FIX_ENTRY_URL_SQL. */
+export function urlNeedsFix(row: UpsertedEntry, entry: EntryRecord): boolean {
+  return row.host !== entry.host || row.url !== entry.url
 }
 
-export function holdingParams(nodeId: string, entry: EntryRecord): unknown[] {
-  return [entry.key, entry.variant, nodeId, entry.storedAt]
+export function holdingParams(nodeId: string, entryId: number, entry: EntryRecord): unknown[] {
+  return [entryId, nodeId, entry.storedAt]
+}
+
+export function holdingByKeyParams(nodeId: string, entry: EntryRecord): unknown[] {
+  return [nodeId, entry.storedAt, entry.key, entry.variant]
 }
 
 export function nodeParams(node: NodeInfo, seenAt: number): unknown[] {
@@ -148,6 +178,7 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
   const upsertEntry = sqlite.prepare(UPSERT_ENTRY_SQL)
   const fixUrl = sqlite.prepare(FIX_ENTRY_URL_SQL)
   const upsertHolding = sqlite.prepare(UPSERT_HOLDING_SQL)
+  const upsertHoldingByKey = sqlite.prepare(UPSERT_HOLDING_BY_KEY_SQL)
   const deleteHolding = sqlite.prepare(DELETE_HOLDING_SQL)
   const clearNode = sqlite.prepare(CLEAR_NODE_SQL)
   const upsertNode = sqlite.prepare(UPSERT_NODE_SQL)
@@ -158,9 +189,14 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
       // A batch of stores checks the purge log once (newestPurgeAt), not once per entry.
       const mayBeCovered = newestPurgeAt === undefined || (newestPurgeAt !== null && newestPurgeAt >= entry.storedAt)
       if (mayBeCovered && covered.get(...coveredParams(entry)) !== undefined) return false
-      // No change (an older or identical record): nothing of the row can need fixing.
-      if (upsertEntry.run(...entryParams(entry)).changes > 0) fixUrl.run(...fixUrlParams(entry))
-      upsertHolding.run(...holdingParams(nodeId, entry))
+      const row = upsertEntry.get(...entryParams(entry)) as UpsertedEntry | undefined
+      // No row: an older or identical record changed nothing, and nothing of the row can need fixing.
+      if (row === undefined) {
+        upsertHoldingByKey.run(...holdingByKeyParams(nodeId, entry))
+        return true
+      }
+      if (urlNeedsFix(row, entry)) fixUrl.run(entry.host, entry.url, row.id)
+      upsertHolding.run(...holdingParams(nodeId, row.id, entry))
       return true
     },
     newestPurgeAt() {

@@ -5,6 +5,7 @@ import os from 'node:os'
 import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import { afterEach, beforeEach } from 'vitest'
+import { sql } from 'kysely'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { openDatabase } from './database.ts'
@@ -71,6 +72,22 @@ export function entry(overrides: Partial<EntryRecord> & { url: string }): EntryR
     varyHeaders: {},
     ...overrides,
   }
+}
+
+/**
+ * Record a stored entry on a schema older than 2026120115 (holdings keyed by
+ * the entry's key), as the code of that time did: the migration tests fill
+ * old files with it, since recordStored speaks the latest schema only.
+ */
+export async function recordStoredOnOldSchema(db: Kysely<Database>, nodeId: string, e: EntryRecord): Promise<void> {
+  await sql`insert into entries (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
+    values (${e.key}, ${e.variant}, ${e.host}, ${e.url}, ${e.status}, ${e.size}, ${e.contentType}, ${e.storedAt}, ${e.staleAt}, ${e.deleteAt}, ${JSON.stringify(e.tags)}, ${JSON.stringify(e.varyHeaders)})
+    on conflict (key, variant) do update set host = excluded.host, url = excluded.url, status = excluded.status, size = excluded.size,
+      content_type = excluded.content_type, stored_at = excluded.stored_at, stale_at = excluded.stale_at, delete_at = excluded.delete_at,
+      tags = excluded.tags, vary_headers = excluded.vary_headers
+    where entries.stored_at < excluded.stored_at`.execute(db)
+  await sql`insert into entry_nodes (key, variant, node_id, stored_at) values (${e.key}, ${e.variant}, ${nodeId}, ${e.storedAt})
+    on conflict (key, variant, node_id) do update set stored_at = excluded.stored_at`.execute(db)
 }
 
 export interface CapturedLog {

@@ -68,7 +68,7 @@ export async function explain(deps: ExplainDeps, raw: string): Promise<Explanati
   const rows = await deps
     .readDb()
     .selectFrom('entries')
-    .leftJoin('entry_nodes', (j) => j.onRef('entry_nodes.key', '=', 'entries.key').onRef('entry_nodes.variant', '=', 'entries.variant'))
+    .leftJoin('entry_nodes', 'entry_nodes.entry_id', 'entries.id')
     .select(['entries.variant', 'entries.status', 'entries.stored_at', 'entries.stale_at', 'entries.delete_at', 'entries.tags', 'entry_nodes.node_id'])
     .where('entries.key', '=', m.key)
     .execute()
