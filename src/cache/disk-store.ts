@@ -688,40 +688,50 @@ class CacacheDiskStore implements DiskStore {
   }
 
   /**
-   * One pass over the index decides (a predicate that throws leaves the store
-   * untouched), then a second drops the matches: from the index (so they are
-   * no longer served), the accounting and the events. Both passes let the
-   * event loop turn every few milliseconds, so a purge of 10,000 entries
-   * never stalls the requests being served; an entry read (and so moved in
-   * the LRU order) meanwhile is dropped once. The files are removed in the
-   * background by the disk writer (close() waits for them).
+   * One pass over the index takes each match out of it (so it is no longer
+   * served, listed or counted), letting the event loop turn every few
+   * milliseconds, so a purge of 10,000 entries never stalls the requests
+   * being served; while it runs, a lookup of an entry it covers and has not
+   * reached yet drops that entry at once (#removing). It resolves then, with
+   * the count. The rest of each drop (byte accounting, the 'deleted' event,
+   * the files) follows in the background, yielding likewise; drain() and
+   * close() wait for it. A predicate that throws stops the pass: what it
+   * matched before is removed, the rest stays.
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
-    const matches: Handle[] = []
+    const removed: RemovedEntry[] = []
     let turnStarted = performance.now()
-    const nextTurn = async () => {
-      await new Promise<void>((resolve) => setImmediate(resolve))
-      turnStarted = performance.now()
-    }
     const removal: Removal = { predicate, reason, since: Date.now(), dropped: 0 }
     this.#removing.add(removal)
     try {
       // Taken now: variants stored while this runs are newer than the purge.
       for (const handle of this.#index.handles()) {
-        if (this.#index.live(handle) && predicate(this.#index.meta(handle))) matches.push(handle)
-        if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
-      }
-      for (const handle of matches) {
-        if (this.#index.live(handle)) {
-          removal.dropped++
-          void this.#drop(handle, reason)
+        if (this.#index.live(handle) && predicate(this.#index.meta(handle))) {
+          const entry = this.#index.remove(handle)
+          if (entry) removed.push(entry)
         }
-        if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+        if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve))
+          turnStarted = performance.now()
+        }
       }
     } finally {
       this.#removing.delete(removal)
+      if (removed.length > 0) void this.#track(this.#forgetAll(removed, reason))
     }
-    return removal.dropped
+    return removal.dropped + removed.length
+  }
+
+  /** #forget for entries already out of the index, a few milliseconds per turn of the event loop. */
+  async #forgetAll(removed: readonly RemovedEntry[], reason: DeleteReason): Promise<void> {
+    let turnStarted = performance.now()
+    for (const entry of removed) {
+      void this.#forget(entry, reason)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        turnStarted = performance.now()
+      }
+    }
   }
 
   /**
