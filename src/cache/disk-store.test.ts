@@ -601,6 +601,29 @@ describe('disk store index with metadata decoded on demand', () => {
     return newEntry(url, { headers, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, ...overrides })
   }
 
+  it('treats what a running deleteWhere covers as gone from the call, before its pass reaches it', async () => {
+    const store = await openStore()
+    const events = recordEvents(store)
+    for (let i = 0; i < 5; i++) await put(store, newEntry(`https://a.test/r/${i}`), bodyOf(10, i))
+    await put(store, newEntry('https://a.test/keep'), bodyOf(10, 9))
+    const missing: Record<string, boolean> = {}
+    let looked = false
+    const removed = await store.deleteWhere((m) => {
+      if (!looked) {
+        looked = true
+        // The pass has just started and dropped nothing: lookups already miss what it covers, and only that.
+        missing.last = store.variant('https://a.test/r/4', '') === undefined
+        missing.variants = store.variants('https://a.test/r/3').length === 0
+        missing.kept = store.variant('https://a.test/keep', '') === undefined
+      }
+      return m.url.startsWith('https://a.test/r/')
+    })
+    expect(missing).toEqual({ last: true, variants: true, kept: false })
+    expect(removed).toBe(5)
+    expect(events.filter((e) => e.type === 'deleted' && e.reason === 'purged')).toHaveLength(5)
+    expect((await store.list()).entries.map((e) => e.url)).toEqual(['https://a.test/keep'])
+  })
+
   it('finds every field, Vary variants, prefixes and tags when only one entry stays decoded, before and after a restart', async () => {
     let store = await openStore({ hotEntries: 1 })
     const stored: EntryMeta[] = []

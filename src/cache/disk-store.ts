@@ -97,6 +97,14 @@ const COMPACT_AFTER_LINES = 8
 /** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
 const YIELD_EVERY_MS = 4
 
+/** A deleteWhere() call while it runs: what it covers, since when, and how many it dropped. */
+interface Removal {
+  predicate: (meta: EntryMeta) => boolean
+  reason: 'purged' | 'cleared'
+  since: number
+  dropped: number
+}
+
 type DeleteReason = Extract<StoreEvent, { type: 'deleted' }>['reason']
 
 export async function createDiskStore(opts: DiskStoreOptions): Promise<DiskStore> {
@@ -197,6 +205,12 @@ class CacacheDiskStore implements DiskStore {
   readonly #lastCommit = new Map<string, number>()
   #commitSeq = 0
   #lastCommitAt = 0
+  /**
+   * deleteWhere() calls still running: a lookup of an entry one of them
+   * covers drops it at once, so the entry is gone from the moment the call
+   * starts, not only once the pass over the index reaches it.
+   */
+  readonly #removing = new Set<Removal>()
   readonly #files: OpenFiles
   /** Background work close() must wait for. Failures are logged where they happen (a commit refused for an unexpected body rejects to its caller). */
   readonly #inflight = new Set<Promise<unknown>>()
@@ -290,7 +304,22 @@ class CacacheDiskStore implements DiskStore {
       this.#drop(handle, 'expired')
       return undefined
     }
+    if (this.#removing.size > 0 && this.#dropIfRemoving(handle)) return undefined
     return handle
+  }
+
+  /** Drops the variant when a running deleteWhere() covers it (see #removing); whether it did. */
+  #dropIfRemoving(handle: Handle): boolean {
+    const meta = this.#index.meta(handle)
+    for (const removal of this.#removing) {
+      // Only what was stored before the call: the pass never sees what is stored after it.
+      if (meta.storedAt <= removal.since && removal.predicate(meta)) {
+        removal.dropped++
+        void this.#drop(handle, removal.reason)
+        return true
+      }
+    }
+    return false
   }
 
   variants(key: string): EntryMeta[] {
@@ -298,7 +327,7 @@ class CacacheDiskStore implements DiskStore {
     const metas: EntryMeta[] = []
     for (const handle of this.#index.variantsOf(key)) {
       if (isExpired(this.#index.deleteAt(handle), now)) this.#drop(handle, 'expired')
-      else metas.push(this.#index.meta(handle))
+      else if (this.#removing.size === 0 || !this.#dropIfRemoving(handle)) metas.push(this.#index.meta(handle))
     }
     return metas
   }
@@ -659,35 +688,50 @@ class CacacheDiskStore implements DiskStore {
   }
 
   /**
-   * One pass over the index decides (a predicate that throws leaves the store
-   * untouched), then a second drops the matches: from the index (so they are
-   * no longer served), the accounting and the events. Both passes let the
-   * event loop turn every few milliseconds, so a purge of 10,000 entries
-   * never stalls the requests being served; an entry read (and so moved in
-   * the LRU order) meanwhile is dropped once. The files are removed in the
-   * background by the disk writer (close() waits for them).
+   * One pass over the index takes each match out of it (so it is no longer
+   * served, listed or counted), letting the event loop turn every few
+   * milliseconds, so a purge of 10,000 entries never stalls the requests
+   * being served; while it runs, a lookup of an entry it covers and has not
+   * reached yet drops that entry at once (#removing). It resolves then, with
+   * the count. The rest of each drop (byte accounting, the 'deleted' event,
+   * the files) follows in the background, yielding likewise; drain() and
+   * close() wait for it. A predicate that throws stops the pass: what it
+   * matched before is removed, the rest stays.
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
-    const matches: Handle[] = []
+    const removed: RemovedEntry[] = []
     let turnStarted = performance.now()
-    const nextTurn = async () => {
-      await new Promise<void>((resolve) => setImmediate(resolve))
-      turnStarted = performance.now()
-    }
-    // Taken now: variants stored while this runs are newer than the purge.
-    for (const handle of this.#index.handles()) {
-      if (this.#index.live(handle) && predicate(this.#index.meta(handle))) matches.push(handle)
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
-    }
-    let dropped = 0
-    for (const handle of matches) {
-      if (this.#index.live(handle)) {
-        dropped++
-        void this.#drop(handle, reason)
+    const removal: Removal = { predicate, reason, since: Date.now(), dropped: 0 }
+    this.#removing.add(removal)
+    try {
+      // Taken now: variants stored while this runs are newer than the purge.
+      for (const handle of this.#index.handles()) {
+        if (this.#index.live(handle) && predicate(this.#index.meta(handle))) {
+          const entry = this.#index.remove(handle)
+          if (entry) removed.push(entry)
+        }
+        if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve))
+          turnStarted = performance.now()
+        }
       }
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+    } finally {
+      this.#removing.delete(removal)
+      if (removed.length > 0) void this.#track(this.#forgetAll(removed, reason))
     }
-    return dropped
+    return removal.dropped + removed.length
+  }
+
+  /** #forget for entries already out of the index, a few milliseconds per turn of the event loop. */
+  async #forgetAll(removed: readonly RemovedEntry[], reason: DeleteReason): Promise<void> {
+    let turnStarted = performance.now()
+    for (const entry of removed) {
+      void this.#forget(entry, reason)
+      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        turnStarted = performance.now()
+      }
+    }
   }
 
   /**

@@ -24,7 +24,7 @@ import { DirectWriter } from './writer.ts'
 const SECRET = 'a-cluster-secret-of-some-length'
 
 /** A writer that passes ops on to `w` and notes the type of each. */
-function countingWriter(w: Pick<DirectWriter, 'submit' | 'flush'>): { submitted: string[]; counting: Pick<DirectWriter, 'submit' | 'flush'> } {
+function countingWriter(w: Pick<DirectWriter, 'submit' | 'submitFirst' | 'flush'>): { submitted: string[]; counting: Pick<DirectWriter, 'submit' | 'submitFirst' | 'flush'> } {
   const submitted: string[] = []
   return {
     submitted,
@@ -32,6 +32,10 @@ function countingWriter(w: Pick<DirectWriter, 'submit' | 'flush'>): { submitted:
       submit: (op) => {
         submitted.push(op.type)
         w.submit(op)
+      },
+      submitFirst: (op, o) => {
+        submitted.push(op.type)
+        return w.submitFirst(op, o)
       },
       flush: (o) => w.flush(o),
     },

@@ -12,9 +12,9 @@ import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import { createPurgeApplier, purgeCovers } from './purge.ts'
 import type { PurgeApplier, PurgeApplierOptions } from './purge.ts'
-import { insertPurge, lastAppliedPurge, listManifest, purgeApplyTimes, recordStored, toEntryRecord, upsertNode } from './repositories.ts'
+import { countEntries, insertPurge, lastAppliedPurge, listManifest, purgeApplyTimes, recordStored, toEntryRecord, upsertNode } from './repositories.ts'
 import type { NewPurge } from './repositories.ts'
-import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
+import { captureLog, entry, freshManifest, waitFor } from './test-helpers.ts'
 import { DirectWriter } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
@@ -104,6 +104,19 @@ describe('purge applier', () => {
     const again = applier(s, 'n1')
     await again.applyPending()
     expect(await keys(s)).toEqual(['https://ex.com/a#'])
+  })
+
+  it('records a purge ahead of the ops queued before it (a backlog after a fill)', async () => {
+    const busy = new DirectWriter({ db, intervalMs: 5, maxBatch: 100, log: captureLog().log })
+    closers.push(() => busy.close())
+    // Elsewhere than the purge: these entries stay, so the count shows how many were applied.
+    for (let i = 0; i < 2000; i++) busy.submit({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://backlog.example/${i}` }) })
+    const a = applier(await store('first'), 'n1', { writer: busy })
+    await a.purge({ kind: 'prefix', value: 'https://ex.com/' })
+    await waitFor(async () => (await db.selectFrom('purges').select('id').execute()).length === 1, 5000, 'the purge in the log')
+    expect(await countEntries(db)).toBeLessThan(2000)
+    await busy.flush()
+    expect(await countEntries(db)).toBe(2000)
   })
 
   it('keeps entries stored after a purge when an old purge is applied late (a node restarted under a new id)', async () => {

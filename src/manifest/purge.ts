@@ -2,8 +2,9 @@
 // node applies the log, in id order, to its own body cache and records how
 // far it got (nodes.last_purge_id, via a 'purge-applied' op).
 //
-//  - purge(request) records a purge through the writer (on a replica that is
-//    a round trip to the primary), sends it at once to every known peer
+//  - purge(request) records a purge through the writer, ahead of the ops
+//    queued there (on a replica, one round trip to the primary, not one
+//    behind every op queued before it), sends it at once to every known peer
 //    (POST /_caje/internal/purge-nudge with the purge in the body), and
 //    applies it to this node's cache, without waiting for either: peers
 //    apply it within a round trip, not once the writer's queue has drained.
@@ -78,7 +79,7 @@ async function applyToStore(store: Pick<CacheStore, 'deleteWhere' | 'markStale'>
 export interface PurgeApplierOptions {
   readDb: () => Kysely<Database>
   store: Pick<CacheStore, 'deleteWhere' | 'markStale'>
-  writer: Pick<ManifestWriter, 'submit' | 'flush'>
+  writer: Pick<ManifestWriter, 'submit' | 'submitFirst'>
   nodeId: string
   /** Sent to peers' purge-nudge route; without it peers are not nudged (they still poll). */
   clusterSecret?: string
@@ -271,10 +272,10 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
    * progress then too: the purge history counts it among the nodes that
    * applied the purge as soon as the purge is in the log.
    */
-  async function announce(purge: NewPurge): Promise<void> {
+  async function announce(purge: NewPurge, recorded: Promise<void>): Promise<void> {
     try {
       await nudgePeers(purge)
-      await Promise.race([options.writer.flush({ timeoutMs: 30_000 }), aborted])
+      await Promise.race([recorded, aborted])
       if (!abort.signal.aborted) await Promise.all([applyPending(), nudgePeers(undefined)])
     } catch (err) {
       log('warn', 'nudging peers after a purge failed; they will apply it at their next poll', { error: describeError(err) })
@@ -293,8 +294,11 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
         nodeId: options.nodeId,
         soft: request.soft === true,
       }
-      options.writer.submit({ type: 'purge', purge })
-      if (!closed) track(announce(purge))
+      // Ahead of the ops queued here (a replica's backlog of 'stored' ops
+      // after a fill): the purge covers only what was stored before it.
+      const recorded = options.writer.submitFirst({ type: 'purge', purge }, { timeoutMs: 30_000 })
+      if (closed) recorded.catch(() => {})
+      else track(announce(purge, recorded))
       const removed = await applyHere(purge)
       log('info', 'purge requested', { kind: purge.kind, value: purge.value, host: purge.host, soft: purge.soft, removed })
       return { removed }

@@ -21,7 +21,7 @@ const stored = (i: number, nodeId = 'n2'): ManifestOp => ({ type: 'stored', node
 interface Peer {
   url: string
   port: number
-  requests: { node: string | undefined; ops: number }[]
+  requests: { node: string | undefined; ops: number; types: string[] }[]
   close(): Promise<void>
 }
 
@@ -30,8 +30,8 @@ async function startPeer(db: Kysely<Database> | undefined, port = 0, secret = SE
   const requests: Peer['requests'] = []
   const root = new Hono()
   root.use(`${INTERNAL_BASE_PATH}/*`, async (c, next) => {
-    const body = (await c.req.raw.clone().json().catch(() => ({}))) as { ops?: unknown[] }
-    requests.push({ node: c.req.header('x-caje-node'), ops: body.ops?.length ?? 0 })
+    const body = (await c.req.raw.clone().json().catch(() => ({}))) as { ops?: { type?: string }[] }
+    requests.push({ node: c.req.header('x-caje-node'), ops: body.ops?.length ?? 0, types: (body.ops ?? []).map((o) => String(o.type)) })
     await next()
   })
   root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: secret, writableDb: () => db, log: captureLog().log }))
@@ -180,6 +180,30 @@ describe('RemoteWriter', () => {
     writer.setPrimaryUrl(peer.url)
     await writer.flush({ timeoutMs: 5000 })
     expect(await countEntries(primaryDb)).toBe(5)
+  })
+
+  it('puts a purge ahead of its backlog, alone in a request, and keeps it first while the primary is away', async () => {
+    const port = await freePort()
+    const { writer } = remote({ primaryUrl: `http://127.0.0.1:${port}`, maxBatch: 100 })
+    for (let i = 0; i < 300; i++) writer.submit(stored(i))
+    const purge = (n: number): ManifestOp => ({
+      type: 'purge',
+      purge: { requestId: `r${n}`, kind: 'prefix', value: 'https://elsewhere.example/', host: null, createdAt: Date.now(), createdBy: 'admin', nodeId: 'n2', soft: false },
+    })
+    const first = writer.submitFirst(purge(1), { timeoutMs: 5000 })
+    // Delivery fails until the primary is up: the purge must stay ahead of the backlog.
+    await waitFor(() => writer.stats().failedAttempts >= 2, 3000, 'failed attempts')
+    const second = writer.submitFirst(purge(2), { timeoutMs: 5000 })
+    const peer = await startPeer(primaryDb, port)
+    peers.push(peer)
+    await Promise.all([first, second])
+    // The first request the primary saw is the two purges alone, in their order.
+    expect(peer.requests[0]!.types).toEqual(['purge', 'purge'])
+    const purges = await primaryDb.selectFrom('purges').select('request_id').orderBy('id').execute()
+    expect(purges.map((p) => p.request_id)).toEqual(['r1', 'r2'])
+    await writer.flush({ timeoutMs: 5000 })
+    expect(await countEntries(primaryDb)).toBe(300)
+    expect(writer.stats()).toMatchObject({ queued: 0, written: 302 })
   })
 
   it('close() delivers what is queued', async () => {

@@ -57,6 +57,13 @@ export interface FlushOptions {
 export interface ManifestWriter {
   /** Queue one op. Never throws and never waits: safe on the request path. */
   submit(op: ManifestOp): void
+  /**
+   * Queue one op ahead of every op not yet being delivered, in a batch of its own, and resolve
+   * once it is delivered (or dropped as invalid). For a purge: ops are idempotent and a purge
+   * covers only entries stored before it (by their stored time), so recording it need not wait
+   * behind a backlog of 'stored' ops, and the ops it overtakes lose nothing.
+   */
+  submitFirst(op: ManifestOp, options?: FlushOptions): Promise<void>
   /** Resolve once every op submitted before the call is delivered (or dropped as invalid). */
   flush(options?: FlushOptions): Promise<void>
   /** Stop accepting ops, try to deliver the queue, release resources. */
@@ -110,6 +117,10 @@ export abstract class BatchWriter implements ManifestWriter {
   private queue: ManifestOp[] = []
   private head = 0
   private inFlight = 0
+  /** queue[head + inFlight ..] starts with this many ops put first (submitFirst), in their order. */
+  private first = 0
+  /** Whether the batch in flight is made of ops put first (a failed one is first again). */
+  private inFlightFirst = false
   private running: Promise<void> | undefined
   private abortInFlight: AbortController | undefined
   private timer: NodeJS.Timeout | undefined
@@ -177,8 +188,25 @@ export abstract class BatchWriter implements ManifestWriter {
     this.schedule(this.size() >= this.maxBatch ? 0 : this.intervalMs)
   }
 
+  submitFirst(op: ManifestOp, options: FlushOptions = {}): Promise<void> {
+    if (this.closing || this.stopped) {
+      this.submit(op) // counted and logged as dropped
+      return Promise.reject(new WriterStoppedError())
+    }
+    // Not bounded by maxQueue: one op per purge, and a full queue is when it matters most.
+    const at = this.head + this.inFlight + this.first
+    this.queue.splice(at, 0, op)
+    this.first++
+    this.counters.submitted++
+    return this.settledUpTo(this.settled + (at - this.head) + 1, options)
+  }
+
   flush(options: FlushOptions = {}): Promise<void> {
-    const target = this.settled + this.size()
+    return this.settledUpTo(this.settled + this.size(), options)
+  }
+
+  /** Resolve once `target` ops in all have left the queue (delivered or refused). */
+  private settledUpTo(target: number, options: FlushOptions): Promise<void> {
     if (this.settled >= target) return Promise.resolve()
     if (this.stopped) return Promise.reject(new WriterStoppedError())
     const timeoutMs = options.timeoutMs ?? 30_000
@@ -252,6 +280,7 @@ export abstract class BatchWriter implements ManifestWriter {
     const rest = this.queue.slice(this.head)
     this.queue = []
     this.head = 0
+    this.first = 0
     this.failWaiters(new WriterStoppedError())
     await this.release()
     return rest
@@ -278,6 +307,8 @@ export abstract class BatchWriter implements ManifestWriter {
     }
     this.queue.splice(this.head + this.inFlight, 0, ...ops)
     this.counters.submitted += ops.length
+    // Whoever waits now waits for these too: they were queued before anything here.
+    for (const w of this.waiters) w.target += ops.length
     this.schedule(0)
   }
 
@@ -328,12 +359,16 @@ export abstract class BatchWriter implements ManifestWriter {
     if (this.running) return this.running
     if (this.size() === 0 || this.stopped || (this.paused && !this.closing)) return Promise.resolve()
     // maxBatch bounds the batch's weight: an op naming many variants counts for each.
+    // Ops put first go alone: the batch is one short request, not 1,000 ops of backlog.
+    const limit = this.first > 0 ? this.head + this.first : this.queue.length
     let end = this.head
-    for (let weight = 0; end < this.queue.length && (end === this.head || weight + opWeight(this.queue[end]!) <= this.maxBatch); end++) {
+    for (let weight = 0; end < limit && (end === this.head || weight + opWeight(this.queue[end]!) <= this.maxBatch); end++) {
       weight += opWeight(this.queue[end]!)
     }
     const batch = this.queue.slice(this.head, end)
     this.inFlight = batch.length
+    this.inFlightFirst = this.first > 0
+    if (this.inFlightFirst) this.first -= batch.length
     const abort = new AbortController()
     this.abortInFlight = abort
     const signal = budgetMs === undefined ? abort.signal : AbortSignal.any([abort.signal, AbortSignal.timeout(Math.max(1, budgetMs))])
@@ -347,6 +382,9 @@ export abstract class BatchWriter implements ManifestWriter {
       this.inFlight = 0
       this.abortInFlight = undefined
       if (this.stopped && outcome.kind === 'retry') return // stop() takes the batch back
+      // A batch to try again stays at the head; put first, it stays first.
+      if (outcome.kind === 'retry' && this.inFlightFirst) this.first += batch.length
+      this.inFlightFirst = false
       this.settle(batch, outcome)
     })().finally(() => {
       this.running = undefined
@@ -665,6 +703,16 @@ export function createManifestWriter(options: CreateManifestWriterOptions): Swit
   return {
     submit(op) {
       current.submit(op)
+    },
+    async submitFirst(op, flushOptions = {}) {
+      const deadline = Date.now() + (flushOptions.timeoutMs ?? 30_000)
+      try {
+        await current.submitFirst(op, flushOptions)
+      } catch (err) {
+        // The writer was swapped first: the op moved, ahead of the new writer's own, with the rest.
+        if (!(err instanceof WriterStoppedError) || closed || Date.now() >= deadline) throw err
+        await this.flush({ timeoutMs: Math.max(1, deadline - Date.now()) })
+      }
     },
     async flush(flushOptions = {}) {
       const deadline = Date.now() + (flushOptions.timeoutMs ?? 30_000)
