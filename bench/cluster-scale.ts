@@ -537,6 +537,14 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
   const cpuAfter = await Promise.all(cluster.nodes.map((n) => cpuMs(n)))
   const worst = await probes.stop()
   window.end()
+  explainSlowProbes(
+    cluster.nodes.map((n) => n.name),
+    probes.samples,
+    [
+      { label: 'populate', node: 2, at: t0, ms: seconds * 1000 },
+      { label: 'write queue', node: 2, at: t0 + seconds * 1000, ms: (secondsOnDisk - seconds) * 1000 },
+    ],
+  )
   const s = status as unknown as { done: number; failed: number }
   const cpu = cpuAfter.map((after, i) => after - cpuBefore[i]!)
   return {

@@ -222,6 +222,13 @@ function frame(meta: unknown): Buffer {
 
 /** Frames are gathered into pieces of about this size before they are handed to the response. */
 const FRAMES_PIECE_BYTES = 256 * 1024
+/**
+ * At most this many small bodies are read (synchronously) into one piece, and the event loop
+ * turns between pieces: otherwise, while the peer reads as fast as the socket takes it (each
+ * write drains on the next tick), a whole request of 128 objects is read in one turn, and a
+ * health check or a client's request waits behind it for hundreds of milliseconds.
+ */
+export const FRAMES_PIECE_OBJECTS = 16
 
 /**
  * The frames of POST /objects as a stream. Small bodies (nearly all) are read whole and several
@@ -233,6 +240,7 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
   let next = 0
   let body: AsyncIterator<Buffer> | undefined
   let bodyStream: Readable | undefined
+  let piecesRead = 0
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       for (;;) {
@@ -249,9 +257,12 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
           controller.close()
           return
         }
+        // Let the loop turn before the next piece's reads (see FRAMES_PIECE_OBJECTS).
+        if (piecesRead++ > 0) await new Promise<void>((resolve) => setImmediate(resolve))
         const pieces: Buffer[] = []
         let bytes = 0
-        while (next < items.length && bytes < FRAMES_PIECE_BYTES && !body) {
+        const last = Math.min(items.length, next + FRAMES_PIECE_OBJECTS)
+        while (next < last && bytes < FRAMES_PIECE_BYTES && !body) {
           const item = items[next++]!
           const found = store ? await openStored(store, item.key, item.variant) : undefined
           const head = frame(found ? found.meta : { key: item.key, variant: item.variant, missing: true })

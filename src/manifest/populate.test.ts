@@ -10,10 +10,11 @@ import { createCacheStore } from '../cache/tiered-store.ts'
 import { bodyOf, bytesOf, newEntry, put, sri } from '../cache/test-support.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Database } from './database.ts'
-import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE, createInternalApp } from './internal-routes.ts'
-import { OBJECTS_PER_REQUEST, createPopulator } from './populate.ts'
+import { FRAMES_PIECE_OBJECTS, INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE, createInternalApp } from './internal-routes.ts'
+import { COPIES_PER_TURN, OBJECTS_PER_REQUEST, createPopulator } from './populate.ts'
 import type { FillFn, PopulatorOptions } from './populate.ts'
 import { recordStored, toEntryRecord, upsertNode } from './repositories.ts'
+import { turnsDuring } from '../test-support/servers.ts'
 import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
@@ -460,5 +461,81 @@ describe('populate', () => {
     expect((await post({ items: [] })).status).toBe(400)
     expect((await post({ items: [{ key: 1 }] })).status).toBe(400)
     expect((await post({ items: [{ key: a.key, variant: '' }] }, 'Bearer wrong')).status).toBe(401)
+  })
+
+  it('stores at most a few copies of one peer response per turn of the event loop', async () => {
+    // A peer whose whole response arrives at once: every frame is buffered before the first is stored.
+    const bodies = Array.from({ length: COPIES_PER_TURN * 4 }, (_, i) => bodyOf(100, i + 1))
+    const metas = bodies.map((body, i) => ({ ...newEntry(`https://ex.com/turns/${i}`), size: body.length, integrity: sri(body) }))
+    const fast = await listen(async (req) => {
+      const { items } = (await req.json()) as { items: Array<{ key: string }> }
+      const parts: Buffer[] = []
+      for (const item of items) {
+        const i = metas.findIndex((m) => m.key === item.key)
+        const json = Buffer.from(JSON.stringify(metas[i]))
+        const head = Buffer.alloc(4)
+        head.writeUInt32BE(json.length)
+        parts.push(head, json, bodies[i]!)
+      }
+      return new Response(new Uint8Array(Buffer.concat(parts)), { headers: { 'content-type': OBJECTS_CONTENT_TYPE } })
+    })
+    closers.push(() => fast.close())
+    await upsertNode(db, { id: 'fast', region: 'r', internalUrl: fast.url, startedAt: Date.now() }, Date.now())
+    for (const meta of metas) await recordStored(db, 'fast', toEntryRecord(meta))
+    // Copies handed to the store, counted per turn of the event loop.
+    let turn = 0
+    let counting = true
+    const tick = () => {
+      turn++
+      if (counting) setImmediate(tick)
+    }
+    setImmediate(tick)
+    const perTurn = new Map<number, number>()
+    const store = new Proxy(localStore, {
+      get(target, prop) {
+        if (prop === 'writer') {
+          return (...args: Parameters<CacheStore['writer']>) => {
+            perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+            return target.writer(...args)
+          }
+        }
+        const value = Reflect.get(target, prop, target) as unknown
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    try {
+      expect(await runToEnd(populator({ concurrency: 1, store }))).toMatchObject({ done: metas.length, fromPeers: metas.length, failed: 0 })
+    } finally {
+      counting = false
+    }
+    expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(COPIES_PER_TURN)
+  })
+
+  it('internal /objects lets the event loop turn between pieces of small bodies read at once', async () => {
+    // A peer that reads as fast as the socket takes it would otherwise get every small body of
+    // the request read in one turn, and the sender's health checks and clients would wait meanwhile.
+    const count = FRAMES_PIECE_OBJECTS * 4
+    const metas: EntryMeta[] = []
+    for (let i = 0; i < count; i++) metas.push(await onPeer(`https://ex.com/t${i}`, bodyOf(100, i + 1)))
+    // Read once each: from now on they are small bodies the store hands over at once.
+    for (const meta of metas) await bytesOf((await peerStore.read(meta.key, ''))!)
+    const app = createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: peerStore, log: captureLog().log })
+    const { result: bytes, turns } = await turnsDuring(async () => {
+      const res = await app.request('/objects', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ items: metas.map((m) => ({ key: m.key, variant: '' })) }),
+      })
+      // Read the way a fast peer does: every chunk as soon as it is there.
+      const reader = res.body!.getReader()
+      let n = 0
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) return n
+        n += value.length
+      }
+    })
+    expect(bytes).toBeGreaterThan(count * 100)
+    expect(turns).toBeGreaterThanOrEqual(count / FRAMES_PIECE_OBJECTS - 1)
   })
 })

@@ -41,6 +41,8 @@ const MAX_HOLDERS_TRIED = 3
 const PAGE = 2000
 /** Entries asked of one peer in one /objects request. */
 export const OBJECTS_PER_REQUEST = 128
+/** Copies from one /objects response stored per turn of the event loop. */
+export const COPIES_PER_TURN = 16
 /** Failures logged one by one per run; the rest only in the run's summary. */
 const FAILURES_LOGGED = 10
 
@@ -379,6 +381,10 @@ export function createPopulator(options: PopulatorOptions): Populator {
           throw new Error(`the peer answered ${res.status} ${String(res.headers['content-type'] ?? '')}`.trim())
         }
         for (; at < entries.length; at++) {
+          // Frames already buffered are stored without waiting for anything: let the loop turn
+          // every few, or a whole response's copies are hashed and handed to the disk writer in
+          // one turn while health checks and clients wait.
+          if (at > 0 && at % COPIES_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve))
           const entry = entries[at]!
           const length = reader.exact(4, 'between objects')
           const metaBytes = (length instanceof Promise ? await length : length).readUInt32BE(0)
