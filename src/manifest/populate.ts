@@ -41,8 +41,17 @@ const MAX_HOLDERS_TRIED = 3
 const PAGE = 2000
 /** Entries asked of one peer in one /objects request. */
 export const OBJECTS_PER_REQUEST = 128
-/** Copies from one /objects response stored per turn of the event loop. */
-export const COPIES_PER_TURN = 16
+/**
+ * Copies from one /objects response stored per turn of the event loop. Each costs about a
+ * millisecond (hash, pack, hand to the disk writer), and with several peer requests at once a
+ * turn stores this many per request: kept small so health checks and clients wait milliseconds.
+ */
+export const COPIES_PER_TURN = 4
+/**
+ * Rows read per manifest query while planning. The queries run on the event loop (the node's own
+ * handle), about 0.1 ms a row: a page is read in parts with a turn of the loop between them.
+ */
+export const ROWS_PER_QUERY = 250
 /** Failures logged one by one per run; the rest only in the run's summary. */
 const FAILURES_LOGGED = 10
 
@@ -185,7 +194,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
     let after: { key: string; variant: string } | undefined
     while (!signal.aborted) {
-      const page = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit: PAGE, after, key, url: key === undefined ? undefined : url })
+      const page = await missingPage(after, key, key === undefined ? undefined : url)
       if (page.length === 0) break
       // Already tried in the hot pass: counted once per run.
       await fetchPage(hotDone.size === 0 ? page : page.filter((e) => !hotDone.has(`${e.key}\n${e.variant}`)))
@@ -194,6 +203,21 @@ export function createPopulator(options: PopulatorOptions): Populator {
       if (page.length < PAGE) break
     }
     if (failuresLogged > FAILURES_LOGGED) log('warn', 'populate: more failures than logged', { notLogged: failuresLogged - FAILURES_LOGGED })
+  }
+
+  /** The next PAGE entries missing here after `after`, read ROWS_PER_QUERY at a time with a turn of the loop between reads. */
+  async function missingPage(after: { key: string; variant: string } | undefined, key: string | undefined, url: string | undefined): Promise<MissingEntry[]> {
+    const page: MissingEntry[] = []
+    for (let from = after; page.length < PAGE; ) {
+      if (page.length > 0) await new Promise<void>((resolve) => setImmediate(resolve))
+      const limit = Math.min(ROWS_PER_QUERY, PAGE - page.length)
+      const part = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit, after: from, key, url })
+      page.push(...part)
+      if (part.length < limit) break
+      const last = part[part.length - 1]!
+      from = { key: last.key, variant: last.variant }
+    }
+    return page
   }
 
   /**
