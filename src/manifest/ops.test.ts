@@ -1,6 +1,6 @@
 import SQLite from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { applyOps, isTransientDbError, ManifestBusyError, parseOps, writeWhenFree } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
@@ -140,6 +140,19 @@ describe('applyOps', () => {
     // The replica delivers the purge again: the rest goes, what was stored since stays.
     expect(await applyOps(db, [{ type: 'purge', purge: second }])).toEqual({ applied: 1, failed: 0 })
     expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/keep', 'https://ex.com/q/after'])
+  })
+
+  it('sweeps a purge whose entries are slow to remove in smaller transactions', async () => {
+    await applyOps(db, Array.from({ length: 500 }, (_, i): ManifestOp => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/slow/${i}`, storedAt: T + i }) })))
+    // Every removal made slow (a couple of ms of SQLite), as many holdings and search rows, or a
+    // busy primary, make it: a fixed 250 per transaction would hold the loop for half a second.
+    await sql`create trigger slow_delete after delete on entries begin select count(*) from (with recursive c(x) as (select 1 union all select x + 1 from c where x < 20000) select x from c); end`.execute(db)
+    const purge: NewPurge = { requestId: 'slow', kind: 'prefix', value: 'https://ex.com/slow/', host: null, createdAt: T + 1000, createdBy: 'x', nodeId: 'a' }
+    const { result, turns } = await turnsDuring(() => applyOps(db, [{ type: 'purge', purge }]))
+    expect(result).toEqual({ applied: 1, failed: 0 })
+    expect(await countEntries(db)).toBe(0)
+    // Fitted to a few ms per transaction: tens of them, not the two or three of a fixed size.
+    expect(turns).toBeGreaterThanOrEqual(20)
   })
 
   it('lets the event loop turn while it applies a large batch', async () => {

@@ -159,8 +159,14 @@ function add(total: ApplyResult, part: ApplyResult): void {
   total.failed += part.failed
 }
 
-/** Entries one purge transaction removes: a few milliseconds of SQLite each. */
+/**
+ * Entries one purge transaction removes, at most: a few milliseconds of SQLite each on a quiet
+ * machine. Each entry also takes its holdings, counts and search rows with it, so the size is
+ * fitted to the time the last transaction took (aiming at YIELD_EVERY_MS), down to
+ * PURGE_SWEEP_MIN: on a busy primary a 250-entry transaction held the event loop for 100s of ms.
+ */
 const PURGE_SWEEP_CHUNK = 250
+const PURGE_SWEEP_MIN = 10
 
 /**
  * Record a purge, then remove its entries PURGE_SWEEP_CHUNK per transaction,
@@ -171,7 +177,12 @@ const PURGE_SWEEP_CHUNK = 250
 async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestLog): Promise<ApplyResult> {
   try {
     await withoutBusyWait(db, (trx) => recordPurge(trx, purge))
-    while ((await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, PURGE_SWEEP_CHUNK))) >= PURGE_SWEEP_CHUNK) {
+    for (let chunk = PURGE_SWEEP_CHUNK / 5; ; ) {
+      const started = performance.now()
+      const removed = await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, chunk))
+      if (removed < chunk) break
+      const perEntryMs = Math.max(performance.now() - started, 0.01) / removed
+      chunk = Math.max(PURGE_SWEEP_MIN, Math.min(PURGE_SWEEP_CHUNK, Math.floor(YIELD_EVERY_MS / perEntryMs)))
       await new Promise<void>((resolve) => setImmediate(resolve))
     }
     return { applied: 1, failed: 0 }
