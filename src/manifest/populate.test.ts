@@ -37,6 +37,22 @@ async function listen(fetchHandler: (req: Request) => Response | Promise<Respons
   }
 }
 
+/** A peer answering /objects with every frame asked for in one piece; `bodyFor(i)` is the body it sends for metas[i]. */
+function framingPeer(metas: ReadonlyArray<{ key: string }>, bodyFor: (i: number) => Buffer): Promise<{ url: string; close(): Promise<void> }> {
+  return listen(async (req) => {
+    const { items } = (await req.json()) as { items: Array<{ key: string }> }
+    const parts: Buffer[] = []
+    for (const item of items) {
+      const i = metas.findIndex((m) => m.key === item.key)
+      const json = Buffer.from(JSON.stringify(metas[i]))
+      const head = Buffer.alloc(4)
+      head.writeUInt32BE(json.length)
+      parts.push(head, json, bodyFor(i))
+    }
+    return new Response(new Uint8Array(Buffer.concat(parts)), { headers: { 'content-type': OBJECTS_CONTENT_TYPE } })
+  })
+}
+
 describe('populate', () => {
   let db: Kysely<Database>
   let dir: string
@@ -307,18 +323,7 @@ describe('populate', () => {
     const good = [bodyOf(900, 1), bodyOf(900, 2), bodyOf(900, 3)]
     const metas = good.map((body, i) => ({ ...newEntry(`https://ex.com/framed/${i}`), size: body.length, integrity: sri(body) }))
     // A peer whose second frame carries other bytes (same length) than its metadata announces.
-    const liar = await listen(async (req) => {
-      const { items } = (await req.json()) as { items: Array<{ key: string }> }
-      const parts: Buffer[] = []
-      for (const item of items) {
-        const i = metas.findIndex((m) => m.key === item.key)
-        const json = Buffer.from(JSON.stringify(metas[i]))
-        const head = Buffer.alloc(4)
-        head.writeUInt32BE(json.length)
-        parts.push(head, json, i === 1 ? bodyOf(900, 99) : good[i]!)
-      }
-      return new Response(new Uint8Array(Buffer.concat(parts)), { headers: { 'content-type': OBJECTS_CONTENT_TYPE } })
-    })
+    const liar = await framingPeer(metas, (i) => (i === 1 ? bodyOf(900, 99) : good[i]!))
     closers.push(() => liar.close())
     await upsertNode(db, { id: 'liar', region: 'r', internalUrl: liar.url, startedAt: Date.now() }, Date.now())
     for (const meta of metas) await recordStored(db, 'liar', toEntryRecord(meta))
@@ -486,18 +491,7 @@ describe('populate', () => {
     // A peer whose whole response arrives at once: every frame is buffered before the first is stored.
     const bodies = Array.from({ length: COPIES_PER_TURN * 4 }, (_, i) => bodyOf(100, i + 1))
     const metas = bodies.map((body, i) => ({ ...newEntry(`https://ex.com/turns/${i}`), size: body.length, integrity: sri(body) }))
-    const fast = await listen(async (req) => {
-      const { items } = (await req.json()) as { items: Array<{ key: string }> }
-      const parts: Buffer[] = []
-      for (const item of items) {
-        const i = metas.findIndex((m) => m.key === item.key)
-        const json = Buffer.from(JSON.stringify(metas[i]))
-        const head = Buffer.alloc(4)
-        head.writeUInt32BE(json.length)
-        parts.push(head, json, bodies[i]!)
-      }
-      return new Response(new Uint8Array(Buffer.concat(parts)), { headers: { 'content-type': OBJECTS_CONTENT_TYPE } })
-    })
+    const fast = await framingPeer(metas, (i) => bodies[i]!)
     closers.push(() => fast.close())
     await upsertNode(db, { id: 'fast', region: 'r', internalUrl: fast.url, startedAt: Date.now() }, Date.now())
     for (const meta of metas) await recordStored(db, 'fast', toEntryRecord(meta))
