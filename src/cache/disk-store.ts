@@ -14,6 +14,7 @@
 // - A content file is shared by every entry with the same digest and removed
 //   when the last one goes (reference count in ContentRecord.refs).
 
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
@@ -96,6 +97,21 @@ const OPEN_FILES = 256
 const COMPACT_AFTER_LINES = 8
 /** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
 const YIELD_EVERY_MS = 4
+
+/**
+ * Work in slices of about YIELD_EVERY_MS: spent() says the slice is over, and
+ * awaiting next() lets the event loop turn before the next slice starts.
+ */
+function turnBudget(): { spent(): boolean; next(): Promise<void> } {
+  let started = performance.now()
+  return {
+    spent: () => performance.now() - started >= YIELD_EVERY_MS,
+    next: async () => {
+      await nextTurn()
+      started = performance.now()
+    },
+  }
+}
 
 /** A deleteWhere() call while it runs: what it covers, since when, and how many it dropped. */
 interface Removal {
@@ -700,7 +716,7 @@ class CacacheDiskStore implements DiskStore {
    */
   async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const removed: RemovedEntry[] = []
-    let turnStarted = performance.now()
+    const budget = turnBudget()
     const removal: Removal = { predicate, reason, since: Date.now(), dropped: 0 }
     this.#removing.add(removal)
     try {
@@ -710,10 +726,7 @@ class CacacheDiskStore implements DiskStore {
           const entry = this.#index.remove(handle)
           if (entry) removed.push(entry)
         }
-        if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
-          await new Promise<void>((resolve) => setImmediate(resolve))
-          turnStarted = performance.now()
-        }
+        if (budget.spent()) await budget.next()
       }
     } finally {
       this.#removing.delete(removal)
@@ -724,13 +737,10 @@ class CacacheDiskStore implements DiskStore {
 
   /** #forget for entries already out of the index, a few milliseconds per turn of the event loop. */
   async #forgetAll(removed: readonly RemovedEntry[], reason: DeleteReason): Promise<void> {
-    let turnStarted = performance.now()
+    const budget = turnBudget()
     for (const entry of removed) {
       void this.#forget(entry, reason)
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        turnStarted = performance.now()
-      }
+      if (budget.spent()) await budget.next()
     }
   }
 
@@ -742,11 +752,7 @@ class CacacheDiskStore implements DiskStore {
    */
   async markStale(purgedAt: (meta: EntryMeta) => number | undefined): Promise<number> {
     const marks: Array<{ handle: Handle; at: number }> = []
-    let turnStarted = performance.now()
-    const nextTurn = async () => {
-      await new Promise<void>((resolve) => setImmediate(resolve))
-      turnStarted = performance.now()
-    }
+    const budget = turnBudget()
     const alreadyMarked = (meta: EntryMeta, at: number) => meta.softPurgedAt !== undefined && meta.softPurgedAt >= at
     for (const handle of this.#index.handles()) {
       if (this.#index.live(handle)) {
@@ -754,7 +760,7 @@ class CacacheDiskStore implements DiskStore {
         const at = purgedAt(meta)
         if (at !== undefined && !alreadyMarked(meta, at)) marks.push({ handle, at })
       }
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+      if (budget.spent()) await budget.next()
     }
     let marked = 0
     for (const { handle, at } of marks) {
@@ -775,7 +781,7 @@ class CacacheDiskStore implements DiskStore {
           }),
         )
       }
-      if (performance.now() - turnStarted >= YIELD_EVERY_MS) await nextTurn()
+      if (budget.spent()) await budget.next()
     }
     return marked
   }

@@ -20,6 +20,7 @@
 //                    a peer recorded a purge: apply it (sent as {"purge": {...}})
 //                    and any other pending purges now
 
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Readable } from 'node:stream'
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
@@ -258,7 +259,7 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
           return
         }
         // Let the loop turn before the next piece's reads (see FRAMES_PIECE_OBJECTS).
-        if (piecesRead++ > 0) await new Promise<void>((resolve) => setImmediate(resolve))
+        if (piecesRead++ > 0) await nextTurn()
         const pieces: Buffer[] = []
         let bytes = 0
         const last = Math.min(items.length, next + FRAMES_PIECE_OBJECTS)

@@ -4,6 +4,7 @@
 // their own timestamps and node ids, so applying one later, or on another
 // machine, records the same thing.
 
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { sql, type Kysely, type Transaction } from 'kysely'
 import { sqliteHandleOf } from './database.ts'
 import type { Database, PurgeKind } from './database.ts'
@@ -169,8 +170,9 @@ const PURGE_SWEEP_CHUNK = 250
 const PURGE_SWEEP_MIN = 10
 
 /**
- * Record a purge, then remove its entries PURGE_SWEEP_CHUNK per transaction,
- * letting the event loop turn in between. Stores the purge covers are never
+ * Record a purge, then remove its entries in transactions of at most
+ * PURGE_SWEEP_CHUNK (sized to the time the last one took), letting the event
+ * loop turn in between. Stores the purge covers are never
  * recorded once it is in the log (statements.ts), so the chunks cannot race
  * them; a redelivered purge sweeps again and finishes what a crash cut short.
  */
@@ -183,7 +185,7 @@ async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestL
       if (removed < chunk) break
       const perEntryMs = Math.max(performance.now() - started, 0.01) / removed
       chunk = Math.max(PURGE_SWEEP_MIN, Math.min(PURGE_SWEEP_CHUNK, Math.floor(YIELD_EVERY_MS / perEntryMs)))
-      await new Promise<void>((resolve) => setImmediate(resolve))
+      await nextTurn()
     }
     return { applied: 1, failed: 0 }
   } catch (err) {
@@ -215,7 +217,7 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
   if (db.isTransaction) {
     for (let start = 0; start < ops.length; ) {
       start = await applyChunk(db, sqlite, hot, ops, start)
-      if (start < ops.length) await new Promise<void>((resolve) => setImmediate(resolve))
+      if (start < ops.length) await nextTurn()
     }
     return { applied: ops.length, failed: 0 }
   }
@@ -234,7 +236,7 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
       add(result, await applyOneByOne(db, sqlite, hot, ops.slice(start, progress.at + 1), log))
       start = progress.at + 1
     }
-    if (start < ops.length) await new Promise<void>((resolve) => setImmediate(resolve))
+    if (start < ops.length) await nextTurn()
   }
   return result
 }

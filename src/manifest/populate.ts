@@ -12,6 +12,7 @@
 // entry as done, skipped or failed, and never stops for one failure; there
 // is never more than one run at a time.
 
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { Kysely } from 'kysely'
 import { Agent, type Dispatcher } from 'undici'
 import type { PopulateStatus } from '../vocabulary.ts'
@@ -209,7 +210,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
   async function missingPage(after: { key: string; variant: string } | undefined, key: string | undefined, url: string | undefined): Promise<MissingEntry[]> {
     const page: MissingEntry[] = []
     for (let from = after; page.length < PAGE; ) {
-      if (page.length > 0) await new Promise<void>((resolve) => setImmediate(resolve))
+      if (page.length > 0) await nextTurn()
       const limit = Math.min(ROWS_PER_QUERY, PAGE - page.length)
       const part = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit, after: from, key, url })
       page.push(...part)
@@ -408,7 +409,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
           // Frames already buffered are stored without waiting for anything: let the loop turn
           // every few, or a whole response's copies are hashed and handed to the disk writer in
           // one turn while health checks and clients wait.
-          if (at > 0 && at % COPIES_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve))
+          if (at > 0 && at % COPIES_PER_TURN === 0) await nextTurn()
           const entry = entries[at]!
           const length = reader.exact(4, 'between objects')
           const metaBytes = (length instanceof Promise ? await length : length).readUInt32BE(0)

@@ -8,6 +8,7 @@
 // not hold yet, and check every candidate against the row itself, so a
 // result is never stale or missing while the writer catches up.
 
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { CompiledQuery, sql } from 'kysely'
 import type { Kysely, RawBuilder } from 'kysely'
 import type SQLite from 'better-sqlite3'
@@ -45,7 +46,7 @@ export async function indexQueued(db: Db, maxRows = 2000): Promise<boolean> {
     })
     done += count
     if (count < CHUNK) return false
-    await new Promise<void>((resolve) => setImmediate(resolve))
+    await nextTurn()
   }
   return true
 }
