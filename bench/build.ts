@@ -14,3 +14,10 @@ export function buildCaje(repoDir: string, name = `main-${process.pid}.js`): str
   execFileSync('npm', ['run', 'build', '--silent', '--', `--outfile=${outfile}`], { cwd: repoDir, stdio: ['ignore', 'ignore', 'inherit'] })
   return outfile
 }
+
+/** bench/node-trace.ts as one file node can --import (the bench's instrumentation of each node). */
+export function buildTrace(repoDir: string, name: string): string {
+  const outfile = path.join(repoDir, 'dist', name)
+  execFileSync('npx', ['esbuild', 'bench/node-trace.ts', '--bundle', '--platform=node', '--format=esm', `--outfile=${outfile}`, '--log-level=warning'], { cwd: repoDir, stdio: ['ignore', 'ignore', 'inherit'] })
+  return outfile
+}

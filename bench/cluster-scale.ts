@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import SQLite from 'better-sqlite3'
-import { buildCaje } from './build.ts'
+import { buildCaje, buildTrace } from './build.ts'
 import { freePort } from './systems.ts'
 import { fillIndex } from './index-entries.ts'
 import { openDatabase } from '../src/manifest/database.ts'
@@ -43,6 +43,10 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --cpu-prof <dir>     start the caje processes with node --cpu-prof, profiles written there
   --keep               keep the temp dir (manifest, caches, logs)
   --threadpool <n>     UV_THREADPOOL_SIZE of the caje processes (default: Node's 4)
+  --trace              record on each node when it accepted and answered each health probe, its
+                       event-loop delay, run-queue wait and GC pauses (bench/node-trace.ts), and
+                       break the slowest probes down by where they waited
+  --trace-gc           start the caje processes with node --trace-gc (in their output; with --keep)
 `
 
 const SECRET = 'cluster-scale-bench-secret'
@@ -59,6 +63,8 @@ interface Options {
   cpuProf: string | undefined
   keep: boolean
   threadpool: number | undefined
+  trace: boolean
+  traceGc: boolean
 }
 
 function parseOptions(): Options {
@@ -72,6 +78,8 @@ function parseOptions(): Options {
       'cpu-prof': { type: 'string' },
       keep: { type: 'boolean' },
       threadpool: { type: 'string' },
+      trace: { type: 'boolean' },
+      'trace-gc': { type: 'boolean' },
       help: { type: 'boolean' },
     },
     allowPositionals: false,
@@ -98,6 +106,8 @@ function parseOptions(): Options {
     cpuProf: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined,
     keep: values.keep ?? false,
     threadpool: values.threadpool === undefined ? undefined : int('threadpool', values.threadpool, 4),
+    trace: values.trace ?? false,
+    traceGc: values['trace-gc'] ?? false,
   }
 }
 
@@ -114,12 +124,18 @@ async function waitFor(check: () => boolean | Promise<boolean>, what: string | (
 
 /** The production bundle, as `npm start` runs it (no TypeScript loader thread in the profiles). */
 let bundle = ''
+/** bench/node-trace.ts bundled, with --trace. */
+let traceBundle = ''
 
-function spawnNode(name: string, env: Record<string, string>, cpuProf: string | undefined): Promise<ClusterNode> {
+function spawnNode(name: string, env: Record<string, string>, options: Options): Promise<ClusterNode> {
   return startClusterNode(name, env, {
     entry: [bundle],
-    // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
-    nodeArgs: cpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(cpuProf, name)] : [],
+    nodeArgs: [
+      // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
+      ...(options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(options.cpuProf, name)] : []),
+      ...(options.traceGc ? ['--trace-gc'] : []),
+      ...(traceBundle ? ['--import', traceBundle] : []),
+    ],
     // A long run prints more than anyone reads: the tail is enough for a failure.
     keepOutputChars: 1_000_000,
   })
@@ -177,12 +193,13 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
       CAJE_LITEFS_DIR: litefs,
       CAJE_LITEFS_API: litefsApis[i]!.url,
       CAJE_INTERNAL_URL: `http://127.0.0.1:${ports[i]}`,
+      ...(traceBundle ? { CAJE_BENCH_TRACE: path.join(root, `trace-node${i + 1}.jsonl`) } : {}),
     }
   }
   const { db } = openDatabase({ path: common.CAJE_DATABASE_PATH })
   await migrateToLatest(db)
   await db.destroy()
-  const nodes = await Promise.all([0, 1, 2].map(async (i) => spawnNode(`node${i + 1}`, await envFor(i), options.cpuProf)))
+  const nodes = await Promise.all([0, 1, 2].map(async (i) => spawnNode(`node${i + 1}`, await envFor(i), options)))
   return {
     root,
     nodes,
@@ -255,7 +272,16 @@ interface ProbeSample {
   node: number
   at: number
   ms: number
+  /** The probe's local port (the node sees it as the remote port), and the wall clock it was sent at (ms). */
+  port?: number
+  wall: number
+  /** When the client's connect completed and its response headers arrived, ms after it was sent. */
+  connectMs?: number
+  headersMs?: number
 }
+
+/** The wall clock in ms, comparable with the nodes' traces (bench/node-trace.ts). */
+const wallNow = () => performance.timeOrigin + performance.now()
 
 /**
  * A health probe on a fresh connection to every node every 50 ms; stop()
@@ -268,17 +294,26 @@ function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]>; samples
   const inflight = new Set<Promise<void>>()
   const probe = (node: ClusterNode, i: number) => {
     const t0 = performance.now()
+    const sample: ProbeSample = { node: i, at: t0, ms: 0, wall: performance.timeOrigin + t0 }
     const done = () => {
       const ms = performance.now() - t0
       worst[i] = Math.max(worst[i]!, ms)
-      samples.push({ node: i, at: t0, ms })
+      sample.ms = ms
+      samples.push(sample)
     }
     const p = new Promise<void>((resolve) => {
       const req = http.get({ host: '127.0.0.1', port: node.port, path: '/_caje/health', agent: false }, (res) => {
+        sample.headersMs = performance.now() - t0
         res.resume()
         res.on('end', () => {
           done()
           resolve()
+        })
+      })
+      req.on('socket', (socket) => {
+        socket.once('connect', () => {
+          sample.connectMs = performance.now() - t0
+          sample.port = socket.localPort
         })
       })
       req.on('error', () => {
@@ -299,6 +334,77 @@ function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]>; samples
       return worst
     },
   }
+}
+
+/** What bench/node-trace.ts records on a node. */
+type TraceLine =
+  | { k: 'probe'; port: number; conn?: number; req: number; fin: number }
+  | { k: 'window'; from: number; to: number; delayMaxMs: number; util: number; runMs: number; waitMs: number; timers: number }
+  | { k: 'gc'; at: number; ms: number; kind?: number }
+
+async function readTrace(cluster: Cluster, i: number): Promise<TraceLine[]> {
+  const text = await fs.readFile(path.join(cluster.root, `trace-node${i + 1}.jsonl`), 'utf8').catch(() => '')
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as TraceLine)
+}
+
+/**
+ * With --trace: each node's slowest probes broken down by where they waited,
+ * from the client's and the node's clocks: accept (sent → the node's
+ * 'connection'), read (→ its 'request'), handler (→ response finished),
+ * back (→ the client has it all); and over the probe's span, the node's worst
+ * event-loop delay, its CPU time, run-queue wait and GC. Then per node over
+ * the whole scenario: the worst loop delay, the longest GC pause, the total
+ * run-queue wait.
+ */
+async function explainWithTrace(cluster: Cluster, samples: ProbeSample[], from: number, to: number, top = 3): Promise<Record<string, number>> {
+  if (!traceBundle) return {}
+  // The nodes flush their traces once a second.
+  await new Promise((r) => setTimeout(r, 1200))
+  const out: Record<string, number> = {}
+  for (let n = 0; n < cluster.nodes.length; n++) {
+    const trace = await readTrace(cluster, n)
+    const probes = new Map<number, Extract<TraceLine, { k: 'probe' }>>()
+    for (const t of trace) if (t.k === 'probe' && t.req >= from - 1000) probes.set(t.port, t)
+    const windows = trace.filter((t): t is Extract<TraceLine, { k: 'window' }> => t.k === 'window' && t.to >= from && t.from <= to)
+    const gcs = trace.filter((t): t is Extract<TraceLine, { k: 'gc' }> => t.k === 'gc' && t.at >= from && t.at <= to)
+    const name = cluster.nodes[n]!.name
+    const slow = samples
+      .filter((s) => s.node === n)
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, top)
+    for (const s of slow) {
+      const end = s.wall + s.ms
+      const p = s.port === undefined ? undefined : probes.get(s.port)
+      const over = windows.filter((w) => w.to >= s.wall && w.from <= end)
+      const g = gcs.filter((x) => x.at + x.ms >= s.wall && x.at <= end)
+      const r = (x: number) => Math.round(x)
+      const parts = p
+        ? `accept ${p.conn === undefined ? '?' : r(p.conn - s.wall)}, read ${p.conn === undefined ? '?' : r(p.req - p.conn)}, handler ${r(p.fin - p.req)}, back ${r(end - p.fin)} ms`
+        : 'no trace of it on the node'
+      console.log(
+        `    ${name} probe ${r(s.ms)} ms (client: connected +${r(s.connectMs ?? NaN)}, headers +${r(s.headersMs ?? NaN)}): ${parts}; ` +
+          `meanwhile worst loop delay ${r(Math.max(0, ...over.map((w) => w.delayMaxMs)))} ms, loop busy ${r((100 * over.reduce((a, w) => a + w.util, 0)) / Math.max(1, over.length))}%, ` +
+          `CPU ${r(over.reduce((a, w) => a + w.runMs, 0))} ms, run-queue wait ${r(over.reduce((a, w) => a + w.waitMs, 0))} ms, GC ${g.length}× ${r(g.reduce((a, x) => a + x.ms, 0))} ms (longest ${r(Math.max(0, ...g.map((x) => x.ms)))})`,
+      )
+    }
+    const seconds = (to - from) / 1000
+    const totals = {
+      loopDelayWorstMs: Math.round(Math.max(0, ...windows.map((w) => w.delayMaxMs))),
+      gcLongestMs: Math.round(Math.max(0, ...gcs.map((x) => x.ms))),
+      // Mark-sweep-compact: the whole heap (node:perf_hooks NODE_PERFORMANCE_GC_MAJOR).
+      gcMajor: gcs.filter((x) => x.kind === 2).length,
+      gcLongestMajorMs: Math.round(Math.max(0, ...gcs.filter((x) => x.kind === 2).map((x) => x.ms))),
+      gcMsPerSecond: Math.round(gcs.reduce((a, x) => a + x.ms, 0) / seconds),
+      runQueueWaitMsPerSecond: Math.round(windows.reduce((a, w) => a + w.waitMs, 0) / seconds),
+      cpuMsPerSecond: Math.round(windows.reduce((a, w) => a + w.runMs, 0) / seconds),
+    }
+    console.log(`    ${name} over the scenario: ${JSON.stringify(totals)}`)
+    for (const [k, v] of Object.entries(totals)) out[`${name}.${k}`] = v
+  }
+  return out
 }
 
 /** A request the bench made, for matching with slow probes. */
@@ -403,6 +509,7 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('purge')
   const t0 = performance.now()
+  const wall0 = wallNow()
   const missAt: (number | undefined)[] = cluster.nodes.map(() => undefined)
   const watchers = cluster.nodes.map(async (node, i) => {
     // The node answers a miss for a purged object (only-if-cached: RFC 9111
@@ -429,6 +536,7 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     probes.samples,
     [{ label: 'purge', node: 1, at: t0, ms: purgeMs }],
   )
+  const traced = await explainWithTrace(cluster, probes.samples, wall0, wallNow())
   if (purged.status !== 200) throw new Error(`purge answered ${purged.status}: ${JSON.stringify(purged.json)}`)
   return {
     fillOpsAppliedMs: Math.round(fillOpsMs),
@@ -436,8 +544,15 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
     allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
     healthWorstMs: Math.round(Math.max(...worst)),
+    ...perNode(cluster, 'healthWorstMs', worst),
     healthIdleWorstMs: idleWorst,
+    ...traced,
   }
+}
+
+/** One figure per node, named after it. */
+function perNode(cluster: Cluster, label: string, values: number[]): Record<string, number> {
+  return Object.fromEntries(values.map((v, i) => [`${cluster.nodes[i]!.name}.${label}`, Math.round(v)]))
 }
 
 /** The same probes on the idle cluster for a second: what the shared machine costs a probe anyway. */
@@ -518,6 +633,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
   const window = profileWindow('populate')
   const cpuBefore = await Promise.all(cluster.nodes.map((n) => cpuMs(n)))
   const t0 = performance.now()
+  const wall0 = wallNow()
   const started = await admin<{ started: boolean }>(node, '/_caje/populate', { method: 'POST', body: {} })
   if (started.status !== 202) throw new Error(`populate answered ${started.status}`)
   let status: { running: boolean; done: number; failed: number } | null = null
@@ -545,6 +661,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
       { label: 'write queue', node: 2, at: t0 + seconds * 1000, ms: (secondsOnDisk - seconds) * 1000 },
     ],
   )
+  const traced = await explainWithTrace(cluster, probes.samples, wall0, wallNow())
   const s = status as unknown as { done: number; failed: number }
   const cpu = cpuAfter.map((after, i) => after - cpuBefore[i]!)
   return {
@@ -557,7 +674,9 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
     failed: s.failed,
     originRequests: cluster.originRequests() - before,
     healthWorstMs: Math.round(Math.max(...worst)),
+    ...perNode(cluster, 'healthWorstMs', worst),
     healthIdleWorstMs: idleWorst,
+    ...traced,
   }
 }
 
@@ -695,6 +814,7 @@ async function main(): Promise<void> {
   const needsCluster = ['apply', 'purge', 'populate', 'list'].some((s) => options.scenarios.has(s))
   if (needsCluster) {
     bundle = buildCaje(process.cwd(), `cluster-scale-${process.pid}.js`)
+    if (options.trace) traceBundle = buildTrace(process.cwd(), `node-trace-${process.pid}.mjs`)
     const cluster = await startCluster(options, 'main')
     try {
       if (options.scenarios.has('apply')) {
@@ -728,6 +848,7 @@ async function main(): Promise<void> {
       agent.destroy()
       await cluster.close()
       await fs.rm(bundle, { force: true })
+      if (traceBundle) await fs.rm(traceBundle, { force: true })
     }
   }
   console.log(`\nmedians of ${options.runs} run(s), ${os.cpus().length} CPU(s), node ${process.version}, ${new Date().toISOString()}`)

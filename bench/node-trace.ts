@@ -1,0 +1,88 @@
+// Loaded into each caje process of `npm run bench:cluster-scale -- --trace`
+// (node --import, bundled by the bench): it records, on the node itself, what
+// a slow health probe waited for, in a JSON-lines file the bench reads
+// afterwards (CAJE_BENCH_TRACE). Nothing of this ships: caje never imports it.
+//
+//  probe   per /_caje/health request: the client's port, when the node
+//          accepted the connection ('connection'), parsed the request
+//          ('request') and finished the response, on the wall clock in ms
+//          (performance.timeOrigin + performance.now(), comparable across
+//          processes on one machine)
+//  window  per 50 ms: the worst event-loop delay (a 1 ms libuv timer: how
+//          late it fired, about the longest turn), the loop's utilisation,
+//          how long the main thread waited on the run queue for a CPU
+//          (/proc/self/task/<pid>/schedstat) and ran, and the turns taken
+//  gc      each garbage collection: start, duration and kind
+
+import dc from 'node:diagnostics_channel'
+import fs from 'node:fs'
+import type http from 'node:http'
+import type net from 'node:net'
+import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
+
+const file = process.env.CAJE_BENCH_TRACE
+if (file) start(file)
+
+function start(file: string): void {
+  const wall = () => performance.timeOrigin + performance.now()
+  let lines: string[] = []
+  const flush = () => {
+    if (lines.length === 0) return
+    fs.appendFileSync(file, lines.join('\n') + '\n')
+    lines = []
+  }
+  const accepted = new WeakMap<net.Socket, number>()
+  dc.subscribe('net.server.socket', (message) => {
+    accepted.set((message as { socket: net.Socket }).socket, wall())
+  })
+  dc.subscribe('http.server.request.start', (message) => {
+    const { request, response, socket } = message as { request: http.IncomingMessage; response: http.ServerResponse; socket: net.Socket }
+    if (request.url !== '/_caje/health' || request.headers.authorization) return
+    const req = wall()
+    const conn = accepted.get(socket)
+    const port = socket.remotePort
+    response.once('finish', () => lines.push(JSON.stringify({ k: 'probe', port, conn, req, fin: wall() })))
+  })
+
+  new PerformanceObserver((list) => {
+    // detail.kind: 1 scavenge (young generation), 2 mark-sweep-compact (whole heap), 4 incremental marking, 8 weak callbacks.
+    for (const e of list.getEntries()) lines.push(JSON.stringify({ k: 'gc', at: performance.timeOrigin + e.startTime, ms: e.duration, kind: (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind }))
+  }).observe({ entryTypes: ['gc'] })
+
+  const delay = monitorEventLoopDelay({ resolution: 1 })
+  delay.enable()
+  const schedstat = `/proc/self/task/${process.pid}/schedstat`
+  const sched = () => {
+    try {
+      const [run, wait, slices] = fs.readFileSync(schedstat, 'utf8').trim().split(' ').map(Number)
+      return { run: run! / 1e6, wait: wait! / 1e6, slices: slices! }
+    } catch {
+      return { run: 0, wait: 0, slices: 0 }
+    }
+  }
+  let last = { at: wall(), elu: performance.eventLoopUtilization(), sched: sched() }
+  // Turns: one setImmediate per turn would keep the loop from ever blocking in
+  // poll; the loop's own count is not exposed, so the 1 ms timer's count of
+  // firings (delay.count) stands in: it fires at most once per turn.
+  setInterval(() => {
+    const at = wall()
+    const elu = performance.eventLoopUtilization(last.elu)
+    const s = sched()
+    lines.push(
+      JSON.stringify({
+        k: 'window',
+        from: last.at,
+        to: at,
+        delayMaxMs: delay.max / 1e6,
+        util: Math.round(elu.utilization * 1000) / 1000,
+        runMs: s.run - last.sched.run,
+        waitMs: s.wait - last.sched.wait,
+        timers: delay.count,
+      }),
+    )
+    delay.reset()
+    last = { at, elu: performance.eventLoopUtilization(), sched: s }
+  }, 50).unref()
+  setInterval(flush, 1000).unref()
+  process.on('exit', flush)
+}
