@@ -36,6 +36,7 @@ import type {
   StoreEvent,
   StoreStats,
   StoredBody,
+  PurgeFields,
 } from './types.ts'
 
 export { SMALL_BODY_BYTES, entryId }
@@ -115,7 +116,7 @@ function turnBudget(): { spent(): boolean; next(): Promise<void> } {
 
 /** A deleteWhere() call while it runs: what it covers, since when, and how many it dropped. */
 interface Removal {
-  predicate: (meta: EntryMeta) => boolean
+  predicate: (meta: PurgeFields) => boolean
   reason: 'purged' | 'cleared'
   since: number
   dropped: number
@@ -714,7 +715,7 @@ class CacacheDiskStore implements DiskStore {
    * close() wait for it. A predicate that throws stops the pass: what it
    * matched before is removed, the rest stays.
    */
-  async deleteWhere(predicate: (meta: EntryMeta) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
+  async deleteWhere(predicate: (meta: PurgeFields) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const removed: RemovedEntry[] = []
     const budget = turnBudget()
     const removal: Removal = { predicate, reason, since: Date.now(), dropped: 0 }
@@ -722,7 +723,7 @@ class CacacheDiskStore implements DiskStore {
     try {
       // Taken now: variants stored while this runs are newer than the purge.
       for (const handle of this.#index.handles()) {
-        if (this.#index.live(handle) && predicate(this.#index.meta(handle))) {
+        if (this.#index.live(handle) && predicate(this.#index.purgeFields(handle))) {
           const entry = this.#index.remove(handle)
           if (entry) removed.push(entry)
         }
@@ -750,15 +751,15 @@ class CacacheDiskStore implements DiskStore {
    * (so the next lookup revalidates) and one index line queued for the disk
    * writer, so a restart loads the entry still marked.
    */
-  async markStale(purgedAt: (meta: EntryMeta) => number | undefined): Promise<number> {
+  async markStale(purgedAt: (meta: PurgeFields) => number | undefined): Promise<number> {
     const marks: Array<{ handle: Handle; at: number }> = []
     const budget = turnBudget()
     const alreadyMarked = (meta: EntryMeta, at: number) => meta.softPurgedAt !== undefined && meta.softPurgedAt >= at
     for (const handle of this.#index.handles()) {
       if (this.#index.live(handle)) {
-        const meta = this.#index.meta(handle)
-        const at = purgedAt(meta)
-        if (at !== undefined && !alreadyMarked(meta, at)) marks.push({ handle, at })
+        // Decoded whole only when the purge covers it.
+        const at = purgedAt(this.#index.purgeFields(handle))
+        if (at !== undefined && !alreadyMarked(this.#index.meta(handle), at)) marks.push({ handle, at })
       }
       if (budget.spent()) await budget.next()
     }

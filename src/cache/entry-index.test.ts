@@ -156,6 +156,18 @@ describe('entry index', () => {
     expect(index.meta(h)).toBe(again)
   })
 
+  it('gives a purge the fields it matches on without decoding an entry or changing which stay decoded', () => {
+    const index = new EntryIndex({ hotEntries: 2 })
+    const handles = [1, 2, 3, 4].map((i) => add(index, { ...meta(i), tags: [`t${i}`] }))
+    // The last two added are the decoded ones.
+    const hot = [index.meta(handles[2]!), index.meta(handles[3]!)]
+    const fields = handles.map((h) => index.purgeFields(h))
+    expect(fields.map((f) => [f.url, f.tags, f.storedAt])).toEqual([1, 2, 3, 4].map((i) => [`https://example.com/item/${i}`, [`t${i}`], i]))
+    // A pass over every entry left the same two decoded, as the same objects.
+    expect(index.meta(handles[2]!)).toBe(hot[0])
+    expect(index.meta(handles[3]!)).toBe(hot[1])
+  })
+
   it('updates metadata, Vary and deleteAt in place', () => {
     const index = new EntryIndex()
     const h = add(index, meta(1))

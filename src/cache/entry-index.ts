@@ -16,8 +16,8 @@
 // kept across an await is known to be stale once its variant was removed,
 // even when the slot is reused.
 
-import type { EntryMeta, NewEntry } from './types.ts'
-import { packMeta, unpackMeta } from './packed-meta.ts'
+import type { EntryMeta, NewEntry, PurgeFields } from './types.ts'
+import { packMeta, unpackMeta, unpackPurgeFields } from './packed-meta.ts'
 
 /** The id of one variant: cacache's index key. NUL cannot occur in a URL-derived key. */
 export function entryId(key: string, variant: string): string {
@@ -369,6 +369,16 @@ export class EntryIndex {
     const meta = freezeMeta(unpackMeta(this.#packed[slot]!, content.size, content.integrity))
     this.#remember(slot, meta)
     return meta
+  }
+
+  /**
+   * The fields a purge matches on: from the decoded metadata when it is among
+   * the hottest, else read from the packed string, decoding nothing else and
+   * leaving the hottest as they were (a purge's pass visits every entry).
+   */
+  purgeFields(handle: Handle): PurgeFields {
+    const slot = this.#checked(handle)
+    return this.#hot.get(slot) ?? unpackPurgeFields(this.#packed[slot]!)
   }
 
   #remember(slot: number, meta: EntryMeta): void {

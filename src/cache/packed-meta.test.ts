@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { decideStore } from '../proxy/policy.ts'
-import { packMeta, unpackMeta } from './packed-meta.ts'
+import { packMeta, unpackMeta, unpackPurgeFields } from './packed-meta.ts'
 import type { EntryMeta } from './types.ts'
 
 const NOW = Date.UTC(2026, 11, 1, 10, 0, 0, 123)
@@ -91,5 +91,17 @@ describe('packed metadata', () => {
     const packed = packMeta(filled())
     expect(() => unpackMeta(packed.slice(0, packed.length - 30), 1, 'x')).toThrow(/packed metadata/)
     expect(() => unpackMeta('k\u0000\u0000Z', 1, 'x')).toThrow(/unknown form/)
+  })
+
+  it('reads the fields a purge matches on without decoding the rest, in every form', () => {
+    const purgeFields = (m: EntryMeta) => ({ key: m.key, variant: m.variant, url: m.url, host: m.host, tags: m.tags, storedAt: m.storedAt })
+    const { origin: _o, via: _v, ...noOptional } = filled({ url: 'https://Example.com/other', policy: undefined, tags: [] })
+    const cases: EntryMeta[] = [
+      filled(),
+      filled({ storedAt: NOW + 0.5, staleAt: NOW - 10, deleteAt: Number.POSITIVE_INFINITY, tags: ['x'.repeat(300), 'a'] }),
+      noOptional as EntryMeta,
+      { ...filled(), future: 1 } as unknown as EntryMeta,
+    ]
+    for (const m of cases) expect(unpackPurgeFields(packMeta(m))).toStrictEqual(purgeFields(m))
   })
 })

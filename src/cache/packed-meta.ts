@@ -18,7 +18,7 @@
 // Size and integrity are not packed: the index keeps them with the content file.
 
 import type { FreshnessPolicy } from '../proxy/policy.ts'
-import type { EntryMeta, NewEntry } from './types.ts'
+import type { EntryMeta, NewEntry, PurgeFields } from './types.ts'
 
 const COMPACT = 'A'
 const JSON_FORM = 'J'
@@ -288,7 +288,74 @@ class Reader {
     }
     return out
   }
+
+  skipText(): void {
+    const length = this.uint()
+    this.at += length
+  }
+
+  /** Past a number, decoding nothing. */
+  skipNumber(): void {
+    if (this.tag() === 'c') this.skipText()
+    else this.uint()
+  }
+
+  /** Past a value, decoding nothing (no string, no date made). */
+  skipValue(): void {
+    if (this.tag() === 's') this.skipText()
+    else this.uint()
+  }
+
+  skipRecord(): void {
+    for (let n = this.uint(); n > 0; n--) {
+      this.skipValue()
+      this.skipValue()
+    }
+  }
 }
+
+/**
+ * The fields a purge matches on, read from a packed string without decoding
+ * the rest: a purge's pass over 100,000 entries decoding each whole (headers,
+ * dates, policy: about 2.8 KB of objects apiece) made hundreds of MB of
+ * garbage in a second, and its collection paused the node for 70–100 ms.
+ */
+export function unpackPurgeFields(packed: string): PurgeFields {
+  const keyEnd = packed.indexOf('\u0000')
+  const variantEnd = packed.indexOf('\u0000', keyEnd + 1)
+  const key = packed.slice(0, keyEnd)
+  const variant = packed.slice(keyEnd + 1, variantEnd)
+  if (packed[variantEnd + 1] !== COMPACT) {
+    const { url, host, tags, storedAt } = unpackMeta(packed, 0, '')
+    return { key, variant, url, host, tags, storedAt }
+  }
+  const r = new Reader(packed, variantEnd + 2)
+  const urlLength = r.uint()
+  let url = key
+  if (urlLength > 0) {
+    url = packed.slice(r.at, r.at + urlLength - 1)
+    r.at += urlLength - 1
+  }
+  const host = r.value()
+  r.uint() // status
+  const storedAt = r.number()
+  r.skipNumber() // staleAt
+  r.skipNumber() // deleteAt
+  r.skipRecord() // headers
+  r.skipRecord() // varyHeaders
+  // The policy: six numbers and the flags.
+  if (r.tag() === 'P') {
+    for (let i = 0; i < 6; i++) r.skipNumber()
+    r.uint()
+  }
+  const count = r.uint()
+  const tags: string[] = count === 0 ? NO_TAGS : []
+  for (let n = count; n > 0; n--) tags.push(r.value())
+  return { key, variant, url, host, tags, storedAt }
+}
+
+/** Shared by every entry without tags: nothing reads it but `includes`. */
+const NO_TAGS: string[] = Object.freeze([]) as unknown as string[]
 
 /** The length of the key at the start of a packed string. */
 export function packedKeyLength(packed: string): number {

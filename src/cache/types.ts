@@ -5,6 +5,9 @@
 import type { Readable } from 'node:stream'
 
 /** Metadata of one stored response variant. Everything here is JSON-safe. */
+/** What a purge matches an entry on (manifest/purge.ts purgeCovers), and which variant it is: the store's bulk passes read only these. */
+export type PurgeFields = Pick<EntryMeta, 'key' | 'variant' | 'url' | 'host' | 'tags' | 'storedAt'>
+
 export interface EntryMeta {
   /** Primary cache key: scheme + host + path + query (see proxy/cache-key.ts). */
   key: string
@@ -171,15 +174,15 @@ export interface CacheStore {
   updateMeta(meta: EntryMeta): Promise<void>
   /** Delete one variant, or every variant of a key when variant is omitted. Resolves to how many were removed. */
   delete(key: string, variant?: string): Promise<number>
-  /** Delete every entry matching the predicate (purge by prefix, tag, host...). */
-  deleteWhere(predicate: (meta: EntryMeta) => boolean, reason?: 'purged' | 'cleared'): Promise<number>
+  /** Delete every entry matching the predicate (purge by prefix, tag, host...); it sees only the fields a purge matches on. */
+  deleteWhere(predicate: (meta: PurgeFields) => boolean, reason?: 'purged' | 'cleared'): Promise<number>
   /**
    * Mark stale every entry for which `purgedAt` returns a time (a soft purge at that time): sets
    * softPurgedAt and ends staleAt there, keeping the body, durably (a restart keeps the mark).
    * An entry already marked at that time or later is left alone. Emits no events: the purge is
    * one record in the manifest, not one per entry. Resolves to how many entries were marked.
    */
-  markStale(purgedAt: (meta: EntryMeta) => number | undefined): Promise<number>
+  markStale(purgedAt: (meta: PurgeFields) => number | undefined): Promise<number>
   /** Remove everything (admin "Clear FS"). */
   clear(): Promise<number>
   /** Page through entries, newest first. */
