@@ -336,11 +336,28 @@ function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]>; samples
   }
 }
 
+/** CPU ms per second of each kind of thread (by name; the main thread is the one named after the process) between two wall times. */
+function threadCpu(trace: TraceLine[], from: number, to: number): Record<string, number> {
+  const snaps = trace.filter((t): t is Extract<TraceLine, { k: 'threads' }> => t.k === 'threads')
+  const first = snaps.findLast((t) => t.at <= from) ?? snaps[0]
+  const last = snaps.find((t) => t.at >= to) ?? snaps[snaps.length - 1]
+  if (!first || !last || last.at <= first.at) return {}
+  const out: Record<string, number> = {}
+  for (const [tid, [comm, ms]] of Object.entries(last.threads)) {
+    const name = comm.replace(/[0-9]+$/, '')
+    out[name] = (out[name] ?? 0) + ms - (first.threads[tid]?.[1] ?? 0)
+  }
+  const seconds = (last.at - first.at) / 1000
+  for (const k of Object.keys(out)) out[k] = Math.round(out[k]! / seconds)
+  return out
+}
+
 /** What bench/node-trace.ts records on a node. */
 type TraceLine =
   | { k: 'probe'; port: number; conn?: number; req: number; fin: number }
   | { k: 'window'; from: number; to: number; delayMaxMs: number; util: number; runMs: number; waitMs: number; timers: number }
   | { k: 'gc'; at: number; ms: number; kind?: number }
+  | { k: 'threads'; at: number; threads: Record<string, [string, number]> }
 
 async function readTrace(cluster: Cluster, i: number): Promise<TraceLine[]> {
   const text = await fs.readFile(path.join(cluster.root, `trace-node${i + 1}.jsonl`), 'utf8').catch(() => '')
@@ -401,7 +418,7 @@ async function explainWithTrace(cluster: Cluster, samples: ProbeSample[], from: 
       runQueueWaitMsPerSecond: Math.round(windows.reduce((a, w) => a + w.waitMs, 0) / seconds),
       cpuMsPerSecond: Math.round(windows.reduce((a, w) => a + w.runMs, 0) / seconds),
     }
-    console.log(`    ${name} over the scenario: ${JSON.stringify(totals)}`)
+    console.log(`    ${name} over the scenario: ${JSON.stringify(totals)}; CPU ms/s by thread: ${JSON.stringify(threadCpu(trace, from, to))}`)
     for (const [k, v] of Object.entries(totals)) out[`${name}.${k}`] = v
   }
   return out
@@ -530,7 +547,10 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   )
   const worst = await probes.stop()
   window.end()
-  console.log(`  purge run ${run}: the fill's ops applied ${Math.round(fillOpsMs)} ms before it; request ${Math.round(purgeMs)} ms; first miss per node ${missAt.map((m) => Math.round(m!)).join(', ')} ms`)
+  // When the node that took the purge logged it applied here (its pass over the index done), after the request was sent.
+  const passLine = cluster.nodes[1]!.logs().findLast((l) => l.msg === 'purge requested')
+  const passMs = typeof passLine?.time === 'string' ? Date.parse(passLine.time) - (wall0 - 0) : NaN
+  console.log(`  purge run ${run}: the fill's ops applied ${Math.round(fillOpsMs)} ms before it; request ${Math.round(purgeMs)} ms (its node's pass over the index done after ${Math.round(passMs)} ms); first miss per node ${missAt.map((m) => Math.round(m!)).join(', ')} ms`)
   explainSlowProbes(
     cluster.nodes.map((n) => n.name),
     probes.samples,

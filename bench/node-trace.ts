@@ -13,6 +13,7 @@
 //          how long the main thread waited on the run queue for a CPU
 //          (/proc/self/task/<pid>/schedstat) and ran, and the turns taken
 //  gc      each garbage collection: start, duration and kind
+//  threads once a second: each thread's name and CPU time so far (ms)
 
 import dc from 'node:diagnostics_channel'
 import fs from 'node:fs'
@@ -83,6 +84,24 @@ function start(file: string): void {
     delay.reset()
     last = { at, elu: performance.eventLoopUtilization(), sched: s }
   }, 50).unref()
-  setInterval(flush, 1000).unref()
+  // Every thread's CPU so far (main, disk writer, read worker, libuv pool, V8's GC helpers), once a second.
+  const threads = () => {
+    const out: Record<string, [string, number]> = {}
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      try {
+        const comm = tid === String(process.pid) ? 'main' : fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()
+        const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+        out[tid] = [comm, (Number(f[11]) + Number(f[12])) * 10]
+      } catch {
+        // The thread ended meanwhile.
+      }
+    }
+    return out
+  }
+  setInterval(() => {
+    lines.push(JSON.stringify({ k: 'threads', at: wall(), threads: threads() }))
+    flush()
+  }, 1000).unref()
   process.on('exit', flush)
 }

@@ -4,8 +4,8 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
-import { countEntries } from './repositories.ts'
-import { captureLog, entry, freshManifestPerTest } from './test-helpers.ts'
+import { countEntries, purgesAfter } from './repositories.ts'
+import { captureLog, entry, freshManifestPerTest, waitFor } from './test-helpers.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 const op: ManifestOp = { type: 'stored', nodeId: 'n2', entry: entry({ url: 'https://ex.com/x' }) }
@@ -53,6 +53,19 @@ describe('internal routes', () => {
     expect(res.headers.get('cache-control')).toBe('no-store')
     expect(await res.json()).toEqual({ applied: 2, failed: 0 })
     expect(await countEntries(db)).toBe(1)
+  })
+
+  it('acknowledges a purge that allows it once it is in the log, and removes its entries afterwards', async () => {
+    const stored: ManifestOp[] = Array.from({ length: 300 }, (_, i) => ({ type: 'stored', nodeId: 'n2', entry: entry({ url: `https://ex.com/p/${i}`, storedAt: 1000 + i }) }))
+    const a = app()
+    expect((await post(a, { ops: stored }, `Bearer ${SECRET}`)).status).toBe(200)
+    const purge = { requestId: 'r1', kind: 'prefix', value: 'https://ex.com/p/', host: null, createdAt: 5000, createdBy: 'admin', nodeId: 'n2', soft: false }
+    const res = await post(a, { ops: [{ type: 'purge', purge, sweepAfterAck: true }] }, `Bearer ${SECRET}`)
+    expect(await res.json()).toEqual({ applied: 1, failed: 0 })
+    // Answered with the purge recorded and before its sweep's first transaction (it waits for a turn of the loop).
+    expect((await purgesAfter(db, 0)).map((p) => p.requestId)).toEqual(['r1'])
+    expect(await countEntries(db)).toBe(300)
+    await waitFor(async () => (await countEntries(db)) === 0, 5000, 'the purge\'s entries to leave the manifest')
   })
 
   it('answers 409 with the primary it knows on a replica', async () => {

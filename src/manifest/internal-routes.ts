@@ -59,6 +59,38 @@ export interface InternalAppDeps {
   log?: ManifestLog
 }
 
+/** Tries per deferred purge sweep while the manifest is busy, and the pause between them. */
+const SWEEP_TRIES = 5
+const SWEEP_RETRY_MS = 1000
+
+/**
+ * Purge sweeps a replica's batch allowed to follow its acknowledgment (ops.ts
+ * sweepAfterAck): one at a time, in the order the purges were recorded, each
+ * tried again while the manifest is busy. A sweep that still fails leaves the
+ * entries listed (no node serves them: the purge is in the log) until they
+ * expire or a later purge covers them; it is logged.
+ */
+function sweepsAfterAck(log: ManifestLog): (sweep: () => Promise<void>) => void {
+  let tail = Promise.resolve()
+  return (sweep) => {
+    tail = tail.then(async () => {
+      // After the acknowledgment is on its way.
+      await nextTurn()
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await sweep()
+        } catch (err) {
+          if (!isTransientDbError(err) || attempt === SWEEP_TRIES) {
+            log('error', 'removing a purge\'s entries from the manifest failed; they stay listed until they expire', { error: describeError(err) })
+            return
+          }
+          await new Promise((r) => setTimeout(r, SWEEP_RETRY_MS))
+        }
+      }
+    })
+  }
+}
+
 /** `Authorization: Bearer <secret>`, compared in constant time (secretEquals). */
 export const requireClusterSecret = (secret: string | undefined): MiddlewareHandler => {
   return async function requireClusterSecret(c, next) {
@@ -77,7 +109,8 @@ export const requireClusterSecret = (secret: string | undefined): MiddlewareHand
 
 export function createInternalApp(deps: InternalAppDeps): Hono {
   const log = deps.log ?? jsonLog
-  const apply = deps.applyOps ?? ((db: Kysely<Database>, ops: ManifestOp[]) => applyOpsToDb(db, ops, log))
+  const sweeps = sweepsAfterAck(log)
+  const apply = deps.applyOps ?? ((db: Kysely<Database>, ops: ManifestOp[]) => applyOpsToDb(db, ops, log, { deferSweep: sweeps }))
   const app = new Hono()
 
   app.use('*', requireClusterSecret(deps.clusterSecret))

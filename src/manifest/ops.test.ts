@@ -50,6 +50,12 @@ describe('parseOps', () => {
     expect(parseOps({ ops: [badTimes] })).toMatchObject({ ok: false, error: expect.stringContaining('applied must be {id, at}') })
   })
 
+  it('reads whether a purge may be swept after its acknowledgment', () => {
+    const purge = { requestId: 'r', kind: 'all', value: '', host: null, createdAt: T, createdBy: 'x', nodeId: 'a', soft: false }
+    expect(parseOps({ ops: [{ type: 'purge', purge, sweepAfterAck: true }] })).toEqual({ ok: true, ops: [{ type: 'purge', purge, sweepAfterAck: true }], unknownTypes: [] })
+    expect(parseOps({ ops: [{ type: 'purge', purge, sweepAfterAck: 'yes' }] })).toEqual({ ok: false, error: 'ops[0]: sweepAfterAck must be true or false' })
+  })
+
   it('reads a purge from an older node, which sends no soft, as a hard purge', () => {
     const older = { type: 'purge', purge: { requestId: 'r', kind: 'all', value: '', host: null, createdAt: T, createdBy: 'x', nodeId: 'a' } }
     expect(parseOps({ ops: [older] })).toMatchObject({ ok: true, ops: [{ type: 'purge', purge: { soft: false } }] })
@@ -140,6 +146,32 @@ describe('applyOps', () => {
     // The replica delivers the purge again: the rest goes, what was stored since stays.
     expect(await applyOps(db, [{ type: 'purge', purge: second }])).toEqual({ applied: 1, failed: 0 })
     expect((await listManifest(db)).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/keep', 'https://ex.com/q/after'])
+  })
+
+  it('acknowledges a purge that allows it once it is recorded, and removes its entries when the deferred sweep runs', async () => {
+    await applyOps(db, Array.from({ length: 300 }, (_, i): ManifestOp => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://ex.com/d/${i}`, storedAt: T + i }) })))
+    const purge: NewPurge = { requestId: 'later', kind: 'prefix', value: 'https://ex.com/d/', host: null, createdAt: T + 1000, createdBy: 'x', nodeId: 'a' }
+    const deferred: (() => Promise<void>)[] = []
+    const deferSweep = (sweep: () => Promise<void>) => void deferred.push(sweep)
+    expect(await applyOps(db, [{ type: 'purge', purge, sweepAfterAck: true }], undefined, { deferSweep })).toEqual({ applied: 1, failed: 0 })
+    // In the log, its entries still listed: the sweep is handed over, not run.
+    expect((await purgesAfter(db, 0)).map((p) => p.requestId)).toEqual(['later'])
+    expect(deferred).toHaveLength(1)
+    expect(await countEntries(db)).toBe(300)
+    // A store it covers that arrives now is not recorded.
+    await applyOps(db, [{ type: 'stored', nodeId: 'b', entry: entry({ url: 'https://ex.com/d/late', storedAt: T + 999 }) }])
+    expect(await countEntries(db)).toBe(300)
+    await deferred[0]!()
+    expect(await countEntries(db)).toBe(0)
+
+    // Without a taker (a DirectWriter), and for an op that does not allow it, the sweep runs first.
+    await applyOps(db, [{ type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/e/1', storedAt: T }) }])
+    await applyOps(db, [{ type: 'purge', purge: { ...purge, requestId: 'now', value: 'https://ex.com/e/' }, sweepAfterAck: true }])
+    expect(await countEntries(db)).toBe(0)
+    await applyOps(db, [{ type: 'stored', nodeId: 'a', entry: entry({ url: 'https://ex.com/f/1', storedAt: T }) }])
+    await applyOps(db, [{ type: 'purge', purge: { ...purge, requestId: 'plain', value: 'https://ex.com/f/' } }], undefined, { deferSweep })
+    expect(await countEntries(db)).toBe(0)
+    expect(deferred).toHaveLength(1)
   })
 
   it('sweeps a purge whose entries are slow to remove in smaller transactions', async () => {

@@ -47,8 +47,13 @@ export type ManifestOp =
   | { type: 'node-forgotten'; nodeId: string }
   /** nodeId is alive and reachable at node.internalUrl. */
   | { type: 'node-heartbeat'; node: NodeInfo; at: number }
-  /** Record a purge (any node may ask; the primary assigns its id). */
-  | { type: 'purge'; purge: NewPurge }
+  /**
+   * Record a purge (any node may ask; the primary assigns its id) and remove the entries it
+   * covers. `sweepAfterAck`: the sender waits only for the purge to be in the log (it answers its
+   * admin then), so the primary may acknowledge the op once the purge is recorded and remove the
+   * entries afterwards (applyOps' deferSweep). Older primaries ignore it and do both first.
+   */
+  | { type: 'purge'; purge: NewPurge; sweepAfterAck?: boolean }
   /**
    * nodeId has applied every purge up to purgeId to its own cache; `applied` says when it
    * applied each purge it has not reported before (absent from older nodes).
@@ -136,7 +141,7 @@ export async function applyOp(db: Kysely<Database>, op: ManifestOp): Promise<voi
  * transaction and only the ops that fail again are dropped, so one bad op
  * never blocks the queue behind it.
  */
-export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog): Promise<ApplyResult> {
+export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[], log?: ManifestLog, options: ApplyOptions = {}): Promise<ApplyResult> {
   if (ops.length === 0) return { applied: 0, failed: 0 }
   // Inside a caller's transaction nothing can be split: everything in it.
   if (db.isTransaction) return applyBatch(db, ops, log)
@@ -149,10 +154,20 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
     const op = ops[i]
     if (op !== undefined && op.type !== 'purge') continue
     if (i > start) add(result, await applyBatch(db, ops.slice(start, i), log))
-    if (op?.type === 'purge') add(result, await applyPurge(db, op.purge, log))
+    if (op?.type === 'purge') add(result, await applyPurge(db, op.purge, log, op.sweepAfterAck === true ? options.deferSweep : undefined))
     start = i + 1
   }
   return result
+}
+
+export interface ApplyOptions {
+  /**
+   * Takes the removal of a purge's entries when the op allows it (sweepAfterAck): applyOps then
+   * resolves once the purge is recorded, and `sweep` (which throws what applyOps would) runs later.
+   * The primary's internal route passes one, so a replica's purge is acknowledged without waiting
+   * for 10,000 entries to leave the manifest.
+   */
+  deferSweep?: (sweep: () => Promise<void>) => void
 }
 
 function add(total: ApplyResult, part: ApplyResult): void {
@@ -176,22 +191,29 @@ const PURGE_SWEEP_MIN = 10
  * recorded once it is in the log (statements.ts), so the chunks cannot race
  * them; a redelivered purge sweeps again and finishes what a crash cut short.
  */
-async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestLog): Promise<ApplyResult> {
+async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestLog, deferSweep?: ApplyOptions['deferSweep']): Promise<ApplyResult> {
   try {
     await withoutBusyWait(db, (trx) => recordPurge(trx, purge))
-    for (let chunk = PURGE_SWEEP_CHUNK / 5; ; ) {
-      const started = performance.now()
-      const removed = await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, chunk))
-      if (removed < chunk) break
-      const perEntryMs = Math.max(performance.now() - started, 0.01) / removed
-      chunk = Math.max(PURGE_SWEEP_MIN, Math.min(PURGE_SWEEP_CHUNK, Math.floor(YIELD_EVERY_MS / perEntryMs)))
-      await nextTurn()
-    }
+    // In the log: from here on no node records a store it covers, and every node applies it.
+    if (deferSweep) deferSweep(() => sweepInChunks(db, purge))
+    else await sweepInChunks(db, purge)
     return { applied: 1, failed: 0 }
   } catch (err) {
     if (isTransientDbError(err)) throw err
     log?.('error', 'manifest op dropped: it cannot be applied', { op: 'purge', error: describeError(err) })
     return { applied: 0, failed: 1 }
+  }
+}
+
+/** Remove a recorded purge's entries in transactions sized to about YIELD_EVERY_MS each, with a turn of the loop between them. */
+async function sweepInChunks(db: Kysely<Database>, purge: NewPurge): Promise<void> {
+  for (let chunk = PURGE_SWEEP_CHUNK / 5; ; ) {
+    const started = performance.now()
+    const removed = await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, chunk))
+    if (removed < chunk) break
+    const perEntryMs = Math.max(performance.now() - started, 0.01) / removed
+    chunk = Math.max(PURGE_SWEEP_MIN, Math.min(PURGE_SWEEP_CHUNK, Math.floor(YIELD_EVERY_MS / perEntryMs)))
+    await nextTurn()
   }
 }
 
@@ -549,8 +571,10 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
       if (!isTime(p.createdAt)) return 'purge.createdAt must be an epoch-ms number'
       // Absent from older nodes: their purges are hard.
       if (p.soft !== undefined && typeof p.soft !== 'boolean') return 'purge.soft must be true or false'
+      if (v.sweepAfterAck !== undefined && typeof v.sweepAfterAck !== 'boolean') return 'sweepAfterAck must be true or false'
       return {
         type: 'purge',
+        ...(v.sweepAfterAck === true ? { sweepAfterAck: true } : {}),
         purge: {
           requestId: p.requestId,
           kind: p.kind as PurgeKind,

@@ -16,6 +16,7 @@ import { countEntries, insertPurge, lastAppliedPurge, listManifest, purgeApplyTi
 import type { NewPurge } from './repositories.ts'
 import { captureLog, entry, freshManifest, waitFor } from './test-helpers.ts'
 import { DirectWriter } from './writer.ts'
+import type { ManifestOp } from './ops.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 
@@ -117,6 +118,21 @@ describe('purge applier', () => {
     expect(await countEntries(db)).toBeLessThan(2000)
     await busy.flush()
     expect(await countEntries(db)).toBe(2000)
+  })
+
+  it('asks the primary only to record the purge before it acknowledges it: the manifest sweep may follow', async () => {
+    const sent: ManifestOp[] = []
+    const a = applier(await store('ack'), 'n1', {
+      writer: {
+        submit: (op) => writer.submit(op),
+        submitFirst: (op, o) => {
+          sent.push(op)
+          return writer.submitFirst(op, o)
+        },
+      },
+    })
+    await a.purge({ kind: 'prefix', value: 'https://ex.com/' })
+    expect(sent).toMatchObject([{ type: 'purge', purge: { kind: 'prefix', value: 'https://ex.com/' }, sweepAfterAck: true }])
   })
 
   it('keeps entries stored after a purge when an old purge is applied late (a node restarted under a new id)', async () => {

@@ -296,7 +296,8 @@ export function createPurgeApplier(options: PurgeApplierOptions): PurgeApplier {
       }
       // Ahead of the ops queued here (a replica's backlog of 'stored' ops
       // after a fill): the purge covers only what was stored before it.
-      const recorded = options.writer.submitFirst({ type: 'purge', purge }, { timeoutMs: 30_000 })
+      // Recorded is what the admin waits for: the primary may remove the entries from the manifest after acknowledging it.
+      const recorded = options.writer.submitFirst({ type: 'purge', purge, sweepAfterAck: true }, { timeoutMs: 30_000 })
       if (closed) recorded.catch(() => {})
       else track(announce(purge, recorded))
       const removed = await applyHere(purge)
