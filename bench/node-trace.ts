@@ -89,9 +89,10 @@ function start(file: string): void {
     const out: Record<string, [string, number]> = {}
     for (const tid of fs.readdirSync('/proc/self/task')) {
       try {
-        const comm = tid === String(process.pid) ? 'main' : fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()
         const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
         const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+        // Named by their thread name, and as lowered when they run below the process's priority (the disk writer).
+        const comm = tid === String(process.pid) ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))}${Number(f[16]) > 0 ? '-lowered' : ''}`
         out[tid] = [comm, (Number(f[11]) + Number(f[12])) * 10]
       } catch {
         // The thread ended meanwhile.

@@ -1,0 +1,43 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { DiskWriter } from './disk-writer.ts'
+import { tempDir } from './test-support.ts'
+
+/** The nice value of every thread of this process (Linux /proc), by thread id. */
+function threadNices(): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+      // Fields after the command name (in parentheses): nice is the 19th field of the line, the 17th here.
+      out.set(tid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]))
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return out
+}
+
+describe.runIf(process.platform === 'linux')('disk writer thread', () => {
+  const cleanups: (() => Promise<void>)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it('runs below the event loop: its thread, and only it, is ten nice steps lower', async () => {
+    const { dir, cleanup } = await tempDir()
+    cleanups.push(cleanup)
+    const before = threadNices()
+    const mine = before.get(String(process.pid))!
+    const writer = new DiskWriter({ dir, maxQueueBytes: 1 << 20 })
+    cleanups.push(() => writer.close())
+    // The thread starts with its first job.
+    expect(await writer.run({ op: 'rm-content', path: path.join(dir, 'none') })).toEqual({ ok: true })
+    const after = threadNices()
+    const lowered = [...after].filter(([tid, nice]) => !before.has(tid) && nice === Math.min(19, mine + 10))
+    expect(lowered).toHaveLength(1)
+    // The event loop's thread keeps its priority.
+    expect(after.get(String(process.pid))).toBe(mine)
+  })
+})
