@@ -14,7 +14,7 @@
 // - A content file is shared by every entry with the same digest and removed
 //   when the last one goes (reference count in ContentRecord.refs).
 
-import { setImmediate as nextTurn } from 'node:timers/promises'
+import { turnBudget } from '../turn-budget.ts'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
@@ -96,23 +96,6 @@ const OPEN_FILES = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */
 const COMPACT_AFTER_LINES = 8
-/** Longest stretch a bulk delete runs before letting the event loop serve requests, in ms. */
-const YIELD_EVERY_MS = 4
-
-/**
- * Work in slices of about YIELD_EVERY_MS: spent() says the slice is over, and
- * awaiting next() lets the event loop turn before the next slice starts.
- */
-function turnBudget(): { spent(): boolean; next(): Promise<void> } {
-  let started = performance.now()
-  return {
-    spent: () => performance.now() - started >= YIELD_EVERY_MS,
-    next: async () => {
-      await nextTurn()
-      started = performance.now()
-    },
-  }
-}
 
 /** A deleteWhere() call while it runs: what it covers, since when, and how many it dropped. */
 interface Removal {
@@ -723,11 +706,11 @@ class CacacheDiskStore implements DiskStore {
     try {
       // Taken now: variants stored while this runs are newer than the purge.
       for (const handle of this.#index.handles()) {
+        while (budget.spent()) await budget.next()
         if (this.#index.live(handle) && predicate(this.#index.purgeFields(handle))) {
           const entry = this.#index.remove(handle)
           if (entry) removed.push(entry)
         }
-        if (budget.spent()) await budget.next()
       }
     } finally {
       this.#removing.delete(removal)
@@ -740,8 +723,8 @@ class CacacheDiskStore implements DiskStore {
   async #forgetAll(removed: readonly RemovedEntry[], reason: DeleteReason): Promise<void> {
     const budget = turnBudget()
     for (const entry of removed) {
+      while (budget.spent()) await budget.next()
       void this.#forget(entry, reason)
-      if (budget.spent()) await budget.next()
     }
   }
 
@@ -756,15 +739,16 @@ class CacacheDiskStore implements DiskStore {
     const budget = turnBudget()
     const alreadyMarked = (meta: EntryMeta, at: number) => meta.softPurgedAt !== undefined && meta.softPurgedAt >= at
     for (const handle of this.#index.handles()) {
+      while (budget.spent()) await budget.next()
       if (this.#index.live(handle)) {
         // Decoded whole only when the purge covers it.
         const at = purgedAt(this.#index.purgeFields(handle))
         if (at !== undefined && !alreadyMarked(this.#index.meta(handle), at)) marks.push({ handle, at })
       }
-      if (budget.spent()) await budget.next()
     }
     let marked = 0
     for (const { handle, at } of marks) {
+      while (budget.spent()) await budget.next()
       // Gone, replaced or marked later meanwhile: the mark was for the entry as it was.
       const current = this.#index.live(handle) ? this.#index.meta(handle) : undefined
       if (current && !alreadyMarked(current, at)) {
@@ -782,7 +766,6 @@ class CacacheDiskStore implements DiskStore {
           }),
         )
       }
-      if (budget.spent()) await budget.next()
     }
     return marked
   }

@@ -21,6 +21,7 @@
 //                    and any other pending purges now
 
 import { setImmediate as nextTurn } from 'node:timers/promises'
+import { turnBudget } from '../turn-budget.ts'
 import { Readable } from 'node:stream'
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
@@ -275,6 +276,8 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
   let body: AsyncIterator<Buffer> | undefined
   let bodyStream: Readable | undefined
   let piecesRead = 0
+  // Shared with every other bulk pass of this process: sixteen requests at once still read about one slice per turn.
+  const budget = turnBudget()
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       for (;;) {
@@ -291,12 +294,14 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
           controller.close()
           return
         }
-        // Let the loop turn before the next piece's reads (see FRAMES_PIECE_OBJECTS).
-        if (piecesRead++ > 0) await nextTurn()
+        // Let the loop turn before the next piece's reads (see FRAMES_PIECE_OBJECTS), and end a piece early once the turn's slice is spent.
+        if (piecesRead++ > 0) await budget.next()
+        while (budget.spent()) await budget.next()
         const pieces: Buffer[] = []
         let bytes = 0
         const last = Math.min(items.length, next + FRAMES_PIECE_OBJECTS)
         while (next < last && bytes < FRAMES_PIECE_BYTES && !body) {
+          if (pieces.length > 0 && budget.spent()) break
           const item = items[next++]!
           const found = store ? await openStored(store, item.key, item.variant) : undefined
           const head = frame(found ? found.meta : { key: item.key, variant: item.variant, missing: true })

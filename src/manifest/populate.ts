@@ -13,6 +13,7 @@
 // is never more than one run at a time.
 
 import { setImmediate as nextTurn } from 'node:timers/promises'
+import { turnBudget } from '../turn-budget.ts'
 import type { Kysely } from 'kysely'
 import { Agent, type Dispatcher } from 'undici'
 import type { PopulateStatus } from '../vocabulary.ts'
@@ -391,6 +392,8 @@ export function createPopulator(options: PopulatorOptions): Populator {
     const secret = options.clusterSecret as string
     const left: MissingEntry[] = []
     let at = 0
+    // Shared with every other bulk pass of this process (the other requests of this run among them).
+    const budget = turnBudget()
     try {
       const res = await peerRequest(dispatcher, {
         url: `${holder.internalUrl.replace(/\/+$/, '')}${OBJECTS_PATH}`,
@@ -409,7 +412,8 @@ export function createPopulator(options: PopulatorOptions): Populator {
           // Frames already buffered are stored without waiting for anything: let the loop turn
           // every few, or a whole response's copies are hashed and handed to the disk writer in
           // one turn while health checks and clients wait.
-          if (at > 0 && at % COPIES_PER_TURN === 0) await nextTurn()
+          if (at > 0 && at % COPIES_PER_TURN === 0) await budget.next()
+          while (budget.spent()) await budget.next()
           const entry = entries[at]!
           const length = reader.exact(4, 'between objects')
           const metaBytes = (length instanceof Promise ? await length : length).readUInt32BE(0)
