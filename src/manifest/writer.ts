@@ -4,7 +4,8 @@
 //
 //  - DirectWriter applies batches to the local SQLite file (the primary, or
 //    every node when there is no LiteFS): one transaction every ~50 ms instead
-//    of one fsync per cached response.
+//    of one fsync per cached response. With applyThread, the hot ops go to a
+//    thread with its own connection (apply-thread.ts), off the event loop.
 //  - RemoteWriter, on a LiteFS replica, POSTs batches to the primary's
 //    /_caje/internal/manifest, retrying with exponential backoff while the
 //    primary is away. Its queue is bounded: past the bound, ops are dropped,
