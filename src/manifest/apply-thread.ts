@@ -61,7 +61,11 @@ export interface ApplyThread {
 export interface ApplyThreadOptions {
   /** The database file (not ':memory:'); it must exist (the writer migrated it). */
   path: string
-  /** How long the thread waits for another process's write lock before SQLITE_BUSY. Default 1000 ms. */
+  /**
+   * How long the thread waits for another process's write lock before SQLITE_BUSY (then the
+   * writer retries with backoff). Default 100 ms: the writer holds its connection meanwhile, so
+   * this process's other queries on the file wait as long.
+   */
   busyTimeoutMs?: number
 }
 
@@ -83,7 +87,7 @@ interface Reply {
 export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // The thread loads the same better-sqlite3 as the rest of caje does (under the bundle too).
   const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-  const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 1000, resolveFrom } })
+  const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 100, resolveFrom } })
   // An idle thread must not keep the process alive.
   worker.unref()
   const pending = new Map<number, { resolve: (r: ThreadApplyResult) => void; reject: (e: Error) => void }>()
