@@ -6,6 +6,7 @@ import type { ManifestOp } from './ops.ts'
 import { countEntries, heldBy, listNodes } from './repositories.ts'
 import { indexedMatchesUpTo, queuedForIndex } from './search.ts'
 import { captureLog, entry, freshManifest, holdWriteLock, waitFor } from './test-helpers.ts'
+import { appliedOnThread } from './apply-thread.ts'
 import { DirectWriter } from './writer.ts'
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
@@ -40,6 +41,27 @@ describe('DirectWriter with an apply thread', () => {
     expect(changesOn(sqlite)).toBe(before)
     expect(await queuedForIndex(db)).toBe(0)
     expect(await indexedMatchesUpTo(db, 'page-59', 100)).toBe(11) // page-59 and page-590..599
+    await writer.close()
+  })
+
+  it('applies every kind of op it is sent, none counted without being applied', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const ops: ManifestOp[] = [
+      { type: 'node-heartbeat', node: { id: 'n1', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: 1 }, at: 2 },
+      stored(1),
+      stored(2),
+      stored(3),
+      { type: 'deleted', nodeId: 'n1', key: 'https://ex.com/page-1', variant: '' },
+      { type: 'holdings-forgotten', nodeId: 'n1', entries: [{ key: 'https://ex.com/page-2', variant: '' }] },
+      { type: 'purge-applied', nodeId: 'n1', purgeId: 7 },
+      { type: 'node-cleared', nodeId: 'n1' },
+    ]
+    expect(ops.every(appliedOnThread)).toBe(true)
+    for (const op of ops) writer.submit(op)
+    await writer.flush()
+    expect(writer.stats()).toMatchObject({ written: ops.length, rejected: 0 })
+    expect(await heldBy(db, 'n1')).toEqual([])
+    expect((await db.selectFrom('nodes').select('last_purge_id').executeTakeFirstOrThrow()).last_purge_id).toBe(7)
     await writer.close()
   })
 

@@ -181,6 +181,10 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       throw err
     }
   }
+  // An op appliedOnThread() sends here but applyHotOp() does not know fails (and is dropped, logged), never passes as applied.
+  const apply = (c: NonNullable<typeof open>, op: ManifestOp, purgeAt?: number | null) => {
+    if (!lib.applyHotOp(c.hot, op, purgeAt)) throw new Error(`'${op.type}' ops are not applied on the apply thread`)
+  }
   port.on('message', (m: 'close' | { id: number; ops: ManifestOp[] }) => {
     if (m === 'close') {
       try {
@@ -196,7 +200,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
         inTransaction(c, () => {
           // A batch of stores checks the purge log once, in the same transaction (ops.ts applyChunk).
           const purgeAt = m.ops.some((op) => op.type === 'stored') ? c.hot.newestPurgeAt() : undefined
-          for (const op of m.ops) lib.applyHotOp(c.hot, op, purgeAt)
+          for (const op of m.ops) apply(c, op, purgeAt)
           // The URLs these ops added or changed, into the admin filter's index (search.ts), in the
           // same transaction; a backlog left by others is taken a little at a time.
           lib.indexQueuedNow(c.search, m.ops.length + 100)
@@ -209,7 +213,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
         let applied = 0
         for (const op of m.ops) {
           try {
-            inTransaction(c, () => lib.applyHotOp(c.hot, op))
+            inTransaction(c, () => apply(c, op))
             applied++
           } catch (e) {
             if (transient(e)) throw e
