@@ -43,7 +43,22 @@ export function contentPath(dir: string, integrity: string): string | undefined 
   const match = SHA512_SRI.exec(integrity)
   if (!match) return undefined
   const hex = Buffer.from(match[1], 'base64').toString('hex')
-  return path.join(contentDir(dir), 'sha512', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
+  // What path.join(contentDir(dir), 'sha512', hex[0..2], hex[2..4], hex[4..]) gives: the hex
+  // parts need no normalising, and every new body of a storm of misses asks for its path.
+  return `${sha512Root(dir)}${path.sep}${hex.slice(0, 2)}${path.sep}${hex.slice(2, 4)}${path.sep}${hex.slice(4)}`
+}
+
+/** The sha512 content root per cache dir (a process has one or a few). */
+const sha512Roots = new Map<string, string>()
+
+function sha512Root(dir: string): string {
+  let root = sha512Roots.get(dir)
+  if (root === undefined) {
+    if (sha512Roots.size >= 64) sha512Roots.clear()
+    root = path.join(contentDir(dir), 'sha512')
+    sha512Roots.set(dir, root)
+  }
+  return root
 }
 
 export function contentDir(dir: string): string {

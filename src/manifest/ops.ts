@@ -27,7 +27,7 @@ import {
   upsertNode,
 } from './repositories.ts'
 import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PathMisses, PurgeAppliedAt } from './repositories.ts'
-import { hotStatements } from './statements.ts'
+import { applyHotOp, hotStatements } from './statements.ts'
 import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
 import type { HotStatements } from './statements.ts'
@@ -322,38 +322,9 @@ function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatem
     recordHitsNow(sqlite, op)
     return true
   }
-  return hot !== undefined && applyHot(hot, op, newestPurgeAt)
-}
-
-/**
- * Apply the ops that make up nearly all of the traffic with statements
- * prepared once (statements.ts), synchronously, inside the transaction the
- * caller holds on the same handle. False for the rare kinds (purge, clear,
- * prune), which go through Kysely.
- */
-function applyHot(hot: HotStatements, op: ManifestOp, newestPurgeAt?: number | null): boolean {
-  switch (op.type) {
-    case 'stored':
-      hot.recordStored(op.nodeId, op.entry, newestPurgeAt)
-      return true
-    case 'deleted':
-      hot.recordDeleted(op.nodeId, op.key, op.variant)
-      return true
-    case 'holdings-forgotten':
-      hot.forgetHoldings(op.nodeId, op.entries)
-      return true
-    case 'node-cleared':
-      hot.recordNodeCleared(op.nodeId)
-      return true
-    case 'node-heartbeat':
-      hot.upsertNode(op.node, op.at)
-      return true
-    case 'purge-applied':
-      hot.markPurgeApplied(op.nodeId, op.purgeId, op.applied)
-      return true
-    default:
-      return false
-  }
+  // The ops that make up nearly all of the traffic run statements prepared once
+  // (statements.ts), synchronously, inside the transaction the caller holds on the same handle.
+  return hot !== undefined && applyHotOp(hot, op, newestPurgeAt)
 }
 
 /**

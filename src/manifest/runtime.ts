@@ -70,7 +70,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
     const role = staticPrimary()
     const writer = createManifestWriter({
       role,
-      openDirect: () => new DirectWriter({ ...options.direct, db, label: path, log }),
+      openDirect: () => new DirectWriter({ applyThread: true, ...options.direct, db, label: path, log }),
       // Never used without LiteFS (always primary), but the type wants it.
       remote: { clusterSecret: options.clusterSecret ?? '', nodeId: options.nodeId, log },
       log,
@@ -106,6 +106,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   const openDirect = () => {
     const { db } = openDatabase({ path, checkpointInBackground: true })
     return new DirectWriter({
+      applyThread: true,
       ...options.direct,
       db,
       label: path,

@@ -62,6 +62,38 @@ const REMOVE_SQL = `insert into entries_search (entries_search, rowid, url) valu
 const ADD_SQL = 'insert into entries_search (rowid, url) values (?, ?)'
 const DEQUEUE_SQL = 'delete from entries_search_queue where rid = ?'
 
+/** The indexing statements by name, for a thread that prepares them itself (indexQueuedNow). */
+export const SEARCH_INDEX_SQL = { next: NEXT_SQL, remove: REMOVE_SQL, add: ADD_SQL, dequeue: DEQUEUE_SQL } as const
+
+/** SEARCH_INDEX_SQL prepared on one handle. */
+export interface SearchIndexStatements {
+  next: { all(limit: number): unknown[] }
+  remove: { run(rid: number, url: string): unknown }
+  add: { run(rid: number, url: string): unknown }
+  dequeue: { run(rid: number): unknown }
+}
+
+/**
+ * Index up to about `maxRows` queued URL changes synchronously, inside the caller's write
+ * transaction on the statements' handle (the manifest's apply thread, apply-thread.ts, which
+ * indexes what each of its transactions queued). It refers to nothing but its arguments: that
+ * thread runs it from its source text. Returns the rows handled.
+ */
+export function indexQueuedNow(st: SearchIndexStatements, maxRows: number): number {
+  let done = 0
+  while (done < maxRows) {
+    const rows = st.next.all(100) as Array<{ rid: number; old_url: string | null; url: string | null }>
+    for (const row of rows) {
+      if (row.old_url !== null) st.remove.run(row.rid, row.old_url)
+      if (row.url !== null) st.add.run(row.rid, row.url)
+      st.dequeue.run(row.rid)
+    }
+    done += rows.length
+    if (rows.length < 100) break
+  }
+  return done
+}
+
 interface Indexer {
   next(): QueueRow[] | Promise<QueueRow[]>
   remove(rid: number, url: string): void | Promise<void>

@@ -11,6 +11,7 @@
 // so the two paths cannot drift apart.
 
 import type SQLite from 'better-sqlite3'
+import type { ManifestOp } from './ops.ts'
 import type { EntryRecord, NodeInfo } from './repositories.ts'
 
 /**
@@ -167,24 +168,53 @@ export interface HotStatements {
   markPurgeApplied(nodeId: string, purgeId: number, applied?: readonly { id: number; at: number }[]): void
 }
 
+/** The SQL of the hot writes, by statement (prepareHotStatements prepares each once). */
+export const HOT_SQL = {
+  covered: COVERED_BY_PURGE_SQL,
+  newestPurge: NEWEST_PURGE_SQL,
+  upsertEntry: UPSERT_ENTRY_SQL,
+  fixUrl: FIX_ENTRY_URL_SQL,
+  upsertHolding: UPSERT_HOLDING_SQL,
+  upsertHoldingByKey: UPSERT_HOLDING_BY_KEY_SQL,
+  deleteHolding: DELETE_HOLDING_SQL,
+  clearNode: CLEAR_NODE_SQL,
+  upsertNode: UPSERT_NODE_SQL,
+  markApplied: MARK_PURGE_APPLIED_SQL,
+  recordPurgeNode: RECORD_PURGE_NODE_SQL,
+} as const
+
+export type HotSql = typeof HOT_SQL
+
 const prepared = new WeakMap<SQLite.Database, HotStatements>()
 
 /** The statements for this handle, prepared on first use and kept as long as the handle lives. */
 export function hotStatements(sqlite: SQLite.Database): HotStatements {
   let s = prepared.get(sqlite)
-  if (s) return s
-  const covered = sqlite.prepare(COVERED_BY_PURGE_SQL).pluck()
-  const newestPurge = sqlite.prepare(NEWEST_PURGE_SQL).pluck()
-  const upsertEntry = sqlite.prepare(UPSERT_ENTRY_SQL)
-  const fixUrl = sqlite.prepare(FIX_ENTRY_URL_SQL)
-  const upsertHolding = sqlite.prepare(UPSERT_HOLDING_SQL)
-  const upsertHoldingByKey = sqlite.prepare(UPSERT_HOLDING_BY_KEY_SQL)
-  const deleteHolding = sqlite.prepare(DELETE_HOLDING_SQL)
-  const clearNode = sqlite.prepare(CLEAR_NODE_SQL)
-  const upsertNode = sqlite.prepare(UPSERT_NODE_SQL)
-  const markApplied = sqlite.prepare(MARK_PURGE_APPLIED_SQL)
-  const recordPurgeNode = sqlite.prepare(RECORD_PURGE_NODE_SQL)
-  s = {
+  if (!s) {
+    s = prepareHotStatements(sqlite, HOT_SQL)
+    prepared.set(sqlite, s)
+  }
+  return s
+}
+
+/**
+ * Prepare the hot writes on a handle. It refers to nothing but its arguments and the
+ * parameter functions above (all plain function declarations), so the manifest's apply
+ * thread (apply-thread.ts) runs this very code from its source text.
+ */
+export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotStatements {
+  const covered = sqlite.prepare(sql.covered).pluck()
+  const newestPurge = sqlite.prepare(sql.newestPurge).pluck()
+  const upsertEntry = sqlite.prepare(sql.upsertEntry)
+  const fixUrl = sqlite.prepare(sql.fixUrl)
+  const upsertHolding = sqlite.prepare(sql.upsertHolding)
+  const upsertHoldingByKey = sqlite.prepare(sql.upsertHoldingByKey)
+  const deleteHolding = sqlite.prepare(sql.deleteHolding)
+  const clearNode = sqlite.prepare(sql.clearNode)
+  const upsertNode = sqlite.prepare(sql.upsertNode)
+  const markApplied = sqlite.prepare(sql.markApplied)
+  const recordPurgeNode = sqlite.prepare(sql.recordPurgeNode)
+  return {
     recordStored(nodeId, entry, newestPurgeAt) {
       // A batch of stores checks the purge log once (newestPurgeAt), not once per entry.
       const mayBeCovered = newestPurgeAt === undefined || (newestPurgeAt !== null && newestPurgeAt >= entry.storedAt)
@@ -220,6 +250,35 @@ export function hotStatements(sqlite: SQLite.Database): HotStatements {
       for (const a of applied) recordPurgeNode.run(a.id, nodeId, a.at)
     },
   }
-  prepared.set(sqlite, s)
-  return s
+}
+
+/**
+ * Apply one op with the prepared hot writes, synchronously, inside the transaction the caller
+ * holds on their handle; false for the kinds that are not hot writes (purge, clear, prune,
+ * minutes, hits), which the caller applies its own way. Like prepareHotStatements, it refers
+ * to nothing but its arguments (the apply thread runs it from its source text).
+ */
+export function applyHotOp(hot: HotStatements, op: ManifestOp, newestPurgeAt?: number | null): boolean {
+  switch (op.type) {
+    case 'stored':
+      hot.recordStored(op.nodeId, op.entry, newestPurgeAt)
+      return true
+    case 'deleted':
+      hot.recordDeleted(op.nodeId, op.key, op.variant)
+      return true
+    case 'holdings-forgotten':
+      hot.forgetHoldings(op.nodeId, op.entries)
+      return true
+    case 'node-cleared':
+      hot.recordNodeCleared(op.nodeId)
+      return true
+    case 'node-heartbeat':
+      hot.upsertNode(op.node, op.at)
+      return true
+    case 'purge-applied':
+      hot.markPurgeApplied(op.nodeId, op.purgeId, op.applied)
+      return true
+    default:
+      return false
+  }
 }

@@ -4,7 +4,8 @@
 //
 //  - DirectWriter applies batches to the local SQLite file (the primary, or
 //    every node when there is no LiteFS): one transaction every ~50 ms instead
-//    of one fsync per cached response.
+//    of one fsync per cached response. With applyThread, the hot ops go to a
+//    thread with its own connection (apply-thread.ts), off the event loop.
 //  - RemoteWriter, on a LiteFS replica, POSTs batches to the primary's
 //    /_caje/internal/manifest, retrying with exponential backoff while the
 //    primary is away. Its queue is bounded: past the bound, ops are dropped,
@@ -17,6 +18,8 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
+import { ApplyThreadGoneError, appliedOnThread, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { sqliteHandleOf } from './database.ts'
 import { applyOps, isTransientDbError, opWeight } from './ops.ts'
 import { indexQueued } from './search.ts'
 import type { ApplyResult, ManifestOp } from './ops.ts'
@@ -468,7 +471,16 @@ export interface DirectWriterOptions extends BatchOptions {
   prepare?: () => Promise<void>
   /** Runs when the writer stops or closes (e.g. destroy a database opened for it). */
   onRelease?: () => Promise<void> | void
+  /**
+   * Apply the hot ops (stores, deletes, heartbeats...) on a thread of their own (apply-thread.ts)
+   * instead of on the event loop. Only for a database in a file opened writable; the rest of the
+   * ops keep going through Kysely here. Default false.
+   */
+  applyThread?: boolean
 }
+
+/** Ops sent to the apply thread in one message (one transaction there). */
+const THREAD_CHUNK = 250
 
 export class DirectWriter extends BatchWriter {
   protected readonly mode = 'direct' as const
@@ -478,6 +490,9 @@ export class DirectWriter extends BatchWriter {
   private readonly onRelease: (() => Promise<void> | void) | undefined
   private indexing: Promise<void> | undefined
   private released = false
+  /** The file the apply thread opens, when there is to be one. */
+  private readonly threadPath: string | undefined
+  private thread: ApplyThread | undefined
 
   constructor(options: DirectWriterOptions) {
     super({ maxBatch: 1000, ...options })
@@ -485,6 +500,8 @@ export class DirectWriter extends BatchWriter {
     this.label = options.label
     this.prepare = options.prepare
     this.onRelease = options.onRelease
+    const sqlite = options.applyThread ? sqliteHandleOf(options.db) : undefined
+    this.threadPath = sqlite && !sqlite.memory && !sqlite.readonly ? sqlite.name : undefined
   }
 
   protected target(): string | undefined {
@@ -497,14 +514,56 @@ export class DirectWriter extends BatchWriter {
         await this.prepare()
         this.prepare = undefined
       }
-      const result = await applyOps(this.db, batch, this.log)
-      this.indexInBackground()
+      if (this.threadPath === undefined) {
+        const result = await applyOps(this.db, batch, this.log)
+        this.indexInBackground()
+        return { kind: 'ok', result }
+      }
+      const { result, onMain } = await this.applyWithThread(batch)
+      // The thread indexes what its own transactions queue; ops applied here may have queued more.
+      if (onMain) this.indexInBackground()
       return { kind: 'ok', result }
     } catch (err) {
+      if (err instanceof ApplyThreadGoneError) {
+        // The next attempt starts a new thread; the ops are idempotent.
+        this.thread = undefined
+        return { kind: 'retry', error: err.message }
+      }
       // Locked or read-only (LiteFS just demoted us) passes; keep the ops.
       if (isTransientDbError(err) || this.prepare) return { kind: 'retry', error: describeError(err) }
       return { kind: 'reject', error: describeError(err) }
     }
+  }
+
+  /**
+   * The batch in order: runs of hot ops on the apply thread, the rest here (applyOps). While the
+   * thread applies a chunk, this writer holds its Kysely connection, so this process's other
+   * handles on the file wait their turn in the file lock (database.ts) instead of in SQLite's
+   * busy handler, which would stop the event loop.
+   */
+  private async applyWithThread(batch: ManifestOp[]): Promise<{ result: ApplyResult; onMain: boolean }> {
+    const result: ApplyResult = { applied: 0, failed: 0 }
+    let onMain = false
+    for (let start = 0; start < batch.length; ) {
+      const onThread = appliedOnThread(batch[start]!)
+      let end = start + 1
+      while (end < batch.length && appliedOnThread(batch[end]!) === onThread && (!onThread || end - start < THREAD_CHUNK)) end++
+      const run = batch.slice(start, end)
+      if (onThread) {
+        const thread = (this.thread ??= startApplyThread({ path: this.threadPath! }))
+        const done = await this.db.connection().execute(() => thread.apply(run))
+        result.applied += done.applied
+        result.failed += done.failed.length
+        for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
+      } else {
+        onMain = true
+        const done = await applyOps(this.db, run, this.log)
+        result.applied += done.applied
+        result.failed += done.failed
+      }
+      start = end
+    }
+    return { result, onMain }
   }
 
   /**
@@ -529,6 +588,9 @@ export class DirectWriter extends BatchWriter {
   protected override async release(): Promise<void> {
     this.released = true
     await this.indexing
+    const thread = this.thread
+    this.thread = undefined
+    await thread?.close()
     try {
       await this.onRelease?.()
     } catch (err) {

@@ -1,0 +1,123 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type SQLite from 'better-sqlite3'
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import type { ManifestOp } from './ops.ts'
+import { countEntries, heldBy, listNodes } from './repositories.ts'
+import { indexedMatchesUpTo, queuedForIndex } from './search.ts'
+import { captureLog, entry, freshManifest, holdWriteLock, waitFor } from './test-helpers.ts'
+import { appliedOnThread } from './apply-thread.ts'
+import { DirectWriter } from './writer.ts'
+
+const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
+
+/** Rows this connection has changed since it was opened: the writes made on it, not on another thread's connection. */
+const changesOn = (sqlite: SQLite.Database) => sqlite.prepare('select total_changes()').pluck().get() as number
+
+describe('DirectWriter with an apply thread', () => {
+  let db: Kysely<Database>
+  let sqlite: SQLite.Database
+  let path: string
+  let cleanup: () => Promise<void>
+  beforeEach(async () => {
+    ;({ db, sqlite, path, cleanup } = await freshManifest())
+  })
+  afterEach(async () => {
+    await cleanup()
+  })
+
+  it('applies stores, deletes and heartbeats on its own connection, and indexes their URLs for the filter', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, log: captureLog().log })
+    const before = changesOn(sqlite)
+    writer.submit({ type: 'node-heartbeat', node: { id: 'n1', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: 1 }, at: 2 })
+    for (let i = 0; i < 600; i++) writer.submit(stored(i))
+    writer.submit({ type: 'deleted', nodeId: 'n1', key: 'https://ex.com/page-0', variant: '' })
+    await writer.flush()
+    expect(writer.stats()).toMatchObject({ written: 602, rejected: 0, failedAttempts: 0 })
+    expect(await countEntries(db)).toBe(600)
+    expect((await heldBy(db, 'n1')).length).toBe(599)
+    expect((await listNodes(db)).map((n) => n.id)).toEqual(['n1'])
+    // Nothing was written through the event loop's connection, and nothing is left for it to index.
+    expect(changesOn(sqlite)).toBe(before)
+    expect(await queuedForIndex(db)).toBe(0)
+    expect(await indexedMatchesUpTo(db, 'page-59', 100)).toBe(11) // page-59 and page-590..599
+    await writer.close()
+  })
+
+  it('applies every kind of op it is sent, none counted without being applied', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const ops: ManifestOp[] = [
+      { type: 'node-heartbeat', node: { id: 'n1', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: 1 }, at: 2 },
+      stored(1),
+      stored(2),
+      stored(3),
+      { type: 'deleted', nodeId: 'n1', key: 'https://ex.com/page-1', variant: '' },
+      { type: 'holdings-forgotten', nodeId: 'n1', entries: [{ key: 'https://ex.com/page-2', variant: '' }] },
+      { type: 'purge-applied', nodeId: 'n1', purgeId: 7 },
+      { type: 'node-cleared', nodeId: 'n1' },
+    ]
+    expect(ops.every(appliedOnThread)).toBe(true)
+    for (const op of ops) writer.submit(op)
+    await writer.flush()
+    expect(writer.stats()).toMatchObject({ written: ops.length, rejected: 0 })
+    expect(await heldBy(db, 'n1')).toEqual([])
+    expect((await db.selectFrom('nodes').select('last_purge_id').executeTakeFirstOrThrow()).last_purge_id).toBe(7)
+    await writer.close()
+  })
+
+  it('keeps the order of a batch that mixes thread ops and a purge applied here', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const at = 1_700_000_000_000
+    writer.submit(stored(1, { storedAt: at - 10 }))
+    writer.submit({ type: 'purge', purge: { requestId: 'r1', kind: 'prefix', value: 'https://ex.com/', host: null, createdAt: at, createdBy: 'admin', nodeId: 'n1', soft: false } })
+    // Stored before the purge but recorded after it: the purge covers it, and it must not come back.
+    writer.submit(stored(2, { storedAt: at - 5 }))
+    // Stored after the purge: kept.
+    writer.submit(stored(3, { storedAt: at + 5 }))
+    await writer.flush()
+    const keys = (await db.selectFrom('entries').select('key').execute()).map((r) => r.key)
+    expect(keys).toEqual(['https://ex.com/page-3'])
+    await writer.close()
+  })
+
+  it('drops only the op that cannot be applied, logged, and applies the rest', async () => {
+    const captured = captureLog()
+    const writer = new DirectWriter({ db, applyThread: true, log: captured.log })
+    writer.submit(stored(1))
+    // No tags: its parameters cannot be bound, whatever the moment.
+    writer.submit(stored(2, { tags: undefined as unknown as string[] }))
+    writer.submit(stored(3))
+    await writer.flush()
+    expect(writer.stats()).toMatchObject({ written: 2, rejected: 1 })
+    expect(await countEntries(db)).toBe(2)
+    expect(captured.lines.filter((l) => l.msg === 'manifest op dropped: it cannot be applied')).toHaveLength(1)
+    await writer.close()
+  })
+
+  it('keeps the ops and retries while another process holds the write lock', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, backoffMs: 20, log: captureLog().log })
+    const lock = holdWriteLock(path)
+    for (let i = 0; i < 5; i++) writer.submit(stored(i))
+    await waitFor(() => writer.stats().failedAttempts > 0, 10_000, 'a failed attempt behind the lock')
+    expect(await countEntries(db)).toBe(0)
+    lock.release()
+    await writer.flush({ timeoutMs: 10_000 })
+    expect(await countEntries(db)).toBe(5)
+    await writer.close()
+  })
+
+  it('is not used for a database in memory: the ops are applied on the event loop', async () => {
+    const { openDatabase } = await import('./database.ts')
+    const { migrateToLatest } = await import('./migrate.ts')
+    const memory = openDatabase({ path: ':memory:' })
+    await migrateToLatest(memory.db)
+    const writer = new DirectWriter({ db: memory.db, applyThread: true, log: captureLog().log })
+    const before = changesOn(memory.sqlite)
+    writer.submit(stored(1))
+    await writer.flush()
+    expect(await countEntries(memory.db)).toBe(1)
+    expect(changesOn(memory.sqlite)).toBeGreaterThan(before)
+    await writer.close()
+    await memory.db.destroy()
+  })
+})

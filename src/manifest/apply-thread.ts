@@ -1,0 +1,237 @@
+// The manifest's hot writes on a thread of their own.
+//
+// Every response a node stores is one 'stored' op, which the writer applies to
+// the manifest (writer.ts) a batch at a time. better-sqlite3 is synchronous:
+// applied on the event loop, the statements and the COMMIT (its WAL write) were
+// a tenth of the main thread's time in a storm of misses, taken from the
+// requests being served. Here a worker thread holds a connection of its own to
+// the same file and applies those ops with the same prepared statements
+// (statements.ts, run from their source text); the event loop only posts the
+// batch and waits for the answer. The thread also indexes the URLs its
+// transactions queue for the admin filter (search.ts). The rare ops (purge, clear, prune, traffic
+// minutes, hit counts) stay with Kysely on the event loop.
+//
+// The writer holds its Kysely connection while the thread works (see
+// DirectWriter), so the process's handles on the file still take turns
+// (database.ts, "one lock per file per process") and no handle of this
+// process ever meets the thread's transaction in SQLite's busy handler. Other
+// processes on the file meet SQLite's own lock: the thread may wait for it
+// (busy_timeout) without holding up any request.
+
+import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
+import type { ManifestOp } from './ops.ts'
+import { SEARCH_INDEX_SQL, indexQueuedNow } from './search.ts'
+import { HOT_SQL, applyHotOp, coveredParams, entryParams, holdingByKeyParams, holdingParams, nodeParams, prepareHotStatements, urlNeedsFix } from './statements.ts'
+
+/** Whether the thread applies this kind of op (the hot writes of statements.ts). */
+export function appliedOnThread(op: ManifestOp): boolean {
+  switch (op.type) {
+    case 'stored':
+    case 'deleted':
+    case 'holdings-forgotten':
+    case 'node-cleared':
+    case 'node-heartbeat':
+    case 'purge-applied':
+      return true
+    default:
+      return false
+  }
+}
+
+export interface ThreadApplyResult {
+  applied: number
+  /** Ops that failed on their own and were dropped (the rest of the batch was applied). */
+  failed: Array<{ op: string; error: string }>
+}
+
+export interface ApplyThread {
+  /**
+   * Apply ops the thread takes (appliedOnThread), in order, in one transaction. When that fails
+   * for a reason that will not pass, each op is applied in a transaction of its own and the ones
+   * that fail again are dropped and reported. Rejects with the SQLite error (its `code` kept)
+   * when the file is busy, locked or read-only, so the caller keeps the ops and retries; rejects
+   * with ApplyThreadGoneError when the thread ended.
+   */
+  apply(ops: readonly ManifestOp[]): Promise<ThreadApplyResult>
+  /** Close the thread's connection and end the thread (after the apply in flight). */
+  close(): Promise<void>
+}
+
+export interface ApplyThreadOptions {
+  /** The database file (not ':memory:'); it must exist (the writer migrated it). */
+  path: string
+  /**
+   * How long the thread waits for another process's write lock before SQLITE_BUSY (then the
+   * writer retries with backoff). Default 100 ms: the writer holds its connection meanwhile, so
+   * this process's other queries on the file wait as long.
+   */
+  busyTimeoutMs?: number
+}
+
+/** The apply thread ended (it failed, or was closed): the ops were not applied. */
+export class ApplyThreadGoneError extends Error {
+  constructor(reason: string) {
+    super(`the manifest apply thread ended: ${reason}`)
+    this.name = 'ApplyThreadGoneError'
+  }
+}
+
+interface Reply {
+  id: number
+  applied?: number
+  failed?: ThreadApplyResult['failed']
+  error?: { message: string; code?: string }
+}
+
+export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
+  // The thread loads the same better-sqlite3 as the rest of caje does (under the bundle too).
+  const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
+  const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 100, resolveFrom } })
+  // An idle thread must not keep the process alive.
+  worker.unref()
+  const pending = new Map<number, { resolve: (r: ThreadApplyResult) => void; reject: (e: Error) => void }>()
+  let nextId = 1
+  let gone: string | undefined
+  const failAll = (reason: string) => {
+    gone ??= reason
+    for (const p of pending.values()) p.reject(new ApplyThreadGoneError(reason))
+    pending.clear()
+  }
+  let exited!: () => void
+  const ended = new Promise<void>((resolve) => (exited = resolve))
+  worker.on('message', (reply: Reply) => {
+    const p = pending.get(reply.id)
+    pending.delete(reply.id)
+    if (!p) return
+    if (reply.error) p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))
+    else p.resolve({ applied: reply.applied ?? 0, failed: reply.failed ?? [] })
+  })
+  worker.on('error', (err) => failAll(err.message))
+  worker.on('exit', () => {
+    failAll('it exited')
+    exited()
+  })
+  return {
+    apply(ops) {
+      if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
+      const id = nextId++
+      return new Promise<ThreadApplyResult>((resolve, reject) => {
+        pending.set(id, { resolve, reject })
+        // Ops are plain data (they also travel as JSON to a primary): the structured clone keeps them as they are.
+        worker.postMessage({ id, ops })
+      })
+    },
+    async close() {
+      if (gone === undefined) worker.postMessage('close')
+      gone ??= 'closed'
+      // A thread stuck behind another process's lock is not waited for forever.
+      const timer = setTimeout(() => void worker.terminate(), 5_000)
+      await ended
+      clearTimeout(timer)
+    },
+  }
+}
+
+/** The functions of statements.ts and search.ts the thread runs (from their source text, see THREAD_SOURCE). */
+interface ThreadLibrary {
+  prepareHotStatements: typeof prepareHotStatements
+  applyHotOp: typeof applyHotOp
+  indexQueuedNow: typeof indexQueuedNow
+}
+
+/**
+ * The thread's body, run as a script of its own (eval): it refers to nothing outside itself but
+ * its arguments (an imported name would be rewritten by a module transform into something the
+ * script does not have).
+ */
+function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof SEARCH_INDEX_SQL): void {
+  const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
+  const { createRequire: requireFrom } = process.getBuiltinModule('node:module')
+  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string }
+  type Statement = { run(...p: unknown[]): unknown }
+  type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
+  const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
+  const port = parentPort!
+  let open: { db: Handle; hot: ReturnType<ThreadLibrary['prepareHotStatements']>; search: Parameters<ThreadLibrary['indexQueuedNow']>[0]; begin: Statement; commit: Statement; rollback: Statement } | undefined
+  const connect = () => {
+    const db = new SQLite(data.path, { fileMustExist: true, timeout: data.busyTimeoutMs })
+    // As the writer's own handle is set up (database.ts openDatabase); the file is in WAL mode already.
+    db.pragma('foreign_keys = ON')
+    db.pragma('synchronous = NORMAL')
+    // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
+    const hot = lib.prepareHotStatements(db as never, sql)
+    const search = {
+      next: db.prepare(searchSql.next),
+      remove: db.prepare(searchSql.remove),
+      add: db.prepare(searchSql.add),
+      dequeue: db.prepare(searchSql.dequeue),
+    } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
+    return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK') }
+  }
+  const transient = (err: unknown) => /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(String((err as { code?: unknown } | null)?.code ?? ''))
+  const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
+  const inTransaction = (c: NonNullable<typeof open>, fn: () => void) => {
+    c.begin.run()
+    try {
+      fn()
+      c.commit.run()
+    } catch (err) {
+      if (c.db.inTransaction) c.rollback.run()
+      throw err
+    }
+  }
+  // An op appliedOnThread() sends here but applyHotOp() does not know fails (and is dropped, logged), never passes as applied.
+  const apply = (c: NonNullable<typeof open>, op: ManifestOp, purgeAt?: number | null) => {
+    if (!lib.applyHotOp(c.hot, op, purgeAt)) throw new Error(`'${op.type}' ops are not applied on the apply thread`)
+  }
+  port.on('message', (m: 'close' | { id: number; ops: ManifestOp[] }) => {
+    if (m === 'close') {
+      try {
+        open?.db.close()
+      } finally {
+        port.close()
+      }
+      return
+    }
+    try {
+      const c = (open ??= connect())
+      try {
+        inTransaction(c, () => {
+          // A batch of stores checks the purge log once, in the same transaction (ops.ts applyChunk).
+          const purgeAt = m.ops.some((op) => op.type === 'stored') ? c.hot.newestPurgeAt() : undefined
+          for (const op of m.ops) apply(c, op, purgeAt)
+          // The URLs these ops added or changed, into the admin filter's index (search.ts), in the
+          // same transaction; a backlog left by others is taken a little at a time.
+          lib.indexQueuedNow(c.search, m.ops.length + 100)
+        })
+        port.postMessage({ id: m.id, applied: m.ops.length, failed: [] })
+      } catch (err) {
+        if (transient(err)) throw err
+        // Blame single ops: each in a transaction of its own, and only those that fail again are dropped.
+        const failed: Array<{ op: string; error: string }> = []
+        let applied = 0
+        for (const op of m.ops) {
+          try {
+            inTransaction(c, () => apply(c, op))
+            applied++
+          } catch (e) {
+            if (transient(e)) throw e
+            failed.push({ op: op.type, error: message(e) })
+          }
+        }
+        port.postMessage({ id: m.id, applied, failed })
+      }
+    } catch (err) {
+      port.postMessage({ id: m.id, error: { message: message(err), code: (err as { code?: string } | null)?.code } })
+    }
+  })
+}
+
+// The functions by the names they have here: a bundler may rename a function (name and
+// declaration alike), so the call below names each by its own .name.
+const THREAD_SOURCE = [
+  'var __name = (f) => f;',
+  ...[coveredParams, entryParams, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, indexQueuedNow].map(String),
+  `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, indexQueuedNow: ${indexQueuedNow.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)})`,
+].join('\n')
