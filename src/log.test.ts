@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -41,6 +43,29 @@ describe('bufferedLines', () => {
     const { stdout } = await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} | { sleep 0.5; cat; }`], { maxBuffer: 64 * 1024 * 1024 })
     const got = stdout.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i)
     expect(got).toEqual(Array.from({ length: 20000 }, (_, i) => i))
+  })
+})
+
+describe('stdout as a file', () => {
+  it('gets every line, in order, when the process exits right after logging', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-log-'))
+    try {
+      const file = path.join(dir, 'out.log')
+      const script = `
+        import { createLogger } from ${JSON.stringify(path.join(here, 'log.ts'))}
+        const log = createLogger({ nodeId: 't' })
+        for (let i = 0; i < 20000; i++) log({ msg: 'request', i, text: 'é🙂' })
+        process.exit(0)
+      `
+      const node = JSON.stringify(process.execPath)
+      const quoted = `'${script.replaceAll("'", "'\\''")}'`
+      await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} > ${JSON.stringify(file)}`])
+      const got = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { i: number; text: string })
+      expect(got.map((l) => l.i)).toEqual(Array.from({ length: 20000 }, (_, i) => i))
+      expect(got.every((l) => l.text === 'é🙂')).toBe(true)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
 

@@ -16,6 +16,7 @@
 // reader slow caje down instead of growing its memory, as files and terminals
 // already do.
 
+import fs from 'node:fs'
 import type { Logger } from './vocabulary.ts'
 
 export type { Logger }
@@ -145,12 +146,33 @@ function blockingIfPipe(stream: NodeJS.WriteStream): void {
   if (!stream.isTTY && typeof handle?.setBlocking === 'function') handle.setBlocking(true)
 }
 
+/**
+ * Where stdout lines go. A regular file (a service manager's log file) is written straight through
+ * its descriptor, synchronously as process.stdout writes a file too, without the stream's
+ * per-write machinery around each flush. Pipes and terminals keep the stream.
+ */
+function stdoutSink(): { write(chunk: string): unknown } {
+  let isFile = false
+  try {
+    isFile = fs.fstatSync(1).isFile()
+  } catch {
+    // No usable descriptor 1: the stream reports whatever goes wrong with it.
+  }
+  return isFile ? { write: (chunk: string) => writeWhole(1, chunk) } : process.stdout
+}
+
+/** Write all of `chunk` to a blocking descriptor (a write may take only part of it). */
+export function writeWhole(fd: number, chunk: string): void {
+  const bytes = Buffer.from(chunk)
+  for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off)
+}
+
 /** The process-wide stdout/stderr writer, flushed on exit. */
 function stdLines(): LineWriter {
   if (!processLines) {
     blockingIfPipe(process.stdout)
     blockingIfPipe(process.stderr)
-    const lines = bufferedLines()
+    const lines = bufferedLines(stdoutSink())
     process.on('exit', () => lines.flush())
     processLines = lines
   }
