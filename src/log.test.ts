@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -44,6 +46,29 @@ describe('bufferedLines', () => {
   })
 })
 
+describe('stdout as a file', () => {
+  it('gets every line, in order, when the process exits right after logging', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-log-'))
+    try {
+      const file = path.join(dir, 'out.log')
+      const script = `
+        import { createLogger } from ${JSON.stringify(path.join(here, 'log.ts'))}
+        const log = createLogger({ nodeId: 't' })
+        for (let i = 0; i < 20000; i++) log({ msg: 'request', i, text: 'é🙂' })
+        process.exit(0)
+      `
+      const node = JSON.stringify(process.execPath)
+      const quoted = `'${script.replaceAll("'", "'\\''")}'`
+      await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} > ${JSON.stringify(file)}`])
+      const got = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { i: number; text: string })
+      expect(got.map((l) => l.i)).toEqual(Array.from({ length: 20000 }, (_, i) => i))
+      expect(got.every((l) => l.text === 'é🙂')).toBe(true)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
 describe('createLogger', () => {
   it('redacts fields that look like credentials', () => {
     const lines: string[] = []
@@ -68,5 +93,39 @@ describe('log lines', () => {
     expect(parsed[0]).toMatchObject({ level: 'info', node: 'n"1', msg: 'request', status: 200 })
     expect(parsed[2]).toMatchObject({ level: 'warn', msg: 'w' })
     expect(new Date(parsed[0]!.time as string).getTime()).toBeGreaterThan(0)
+  })
+})
+
+describe('log line text', () => {
+  // Every line must be the very text JSON.stringify gives for the same fields, whatever a client put in them.
+  const entries: Record<string, unknown>[] = [
+    { msg: 'request', method: 'GET', url: '/a?b=c', host: 'example.com', status: 200, cache: 'caje; hit; ttl=59', ms: 0.3, bytes: 1024 },
+    { msg: 'request', url: '/"quoted"\\back\u0000\u001f\u007f', host: 'h\n', originMs: 12.5, ms: -0, aborted: true },
+    { msg: 'emoji 🙂 and lone \ud800 and \udc00 surrogates, é', n: NaN, inf: Infinity, neg: -1.5e-7, big: 1e21 },
+    { msg: 'nested', detail: { a: [1, 'two', null, undefined], b: { c: '"' } }, list: ['x'], none: null, f: () => 1, off: false },
+    { msg: 'secrets', password: 'p', apiToken: { t: 1 }, cookie: undefined, authorization: () => 'x', when: new Date(0) },
+    { '"odd\nname': 'v', msg: 'keys' },
+  ]
+  const redacted = (e: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(e).map(([k, v]) => [k, v !== undefined && /pass(word)?|secret|token|authorization|cookie|credential/i.test(k) ? '[redacted]' : v]))
+
+  it('is what JSON.stringify writes for time, level, node and the entry', () => {
+    const lines: string[] = []
+    const log = createLogger({ nodeId: 'n"1', write: (l) => lines.push(l) })
+    for (const e of entries) log(e)
+    lines.forEach((line, i) => {
+      const time = (JSON.parse(line) as { time: string }).time
+      expect(line).toBe(JSON.stringify({ time, level: 'info', node: 'n"1', ...redacted(entries[i]!) }))
+    })
+  })
+
+  it('is the same when the entry sets a fixed field itself', () => {
+    const lines: string[] = []
+    const log = createLogger({ nodeId: 'n', write: (l) => lines.push(l) })
+    for (const e of entries) log({ ...e, level: 'warn' })
+    lines.forEach((line, i) => {
+      const time = (JSON.parse(line) as { time: string }).time
+      expect(line).toBe(JSON.stringify({ time, level: 'warn', node: 'n', ...redacted({ ...entries[i]!, level: 'warn' }) }))
+    })
   })
 })

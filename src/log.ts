@@ -16,6 +16,7 @@
 // reader slow caje down instead of growing its memory, as files and terminals
 // already do.
 
+import fs from 'node:fs'
 import type { Logger } from './vocabulary.ts'
 
 export type { Logger }
@@ -25,27 +26,64 @@ const SECRET_KEY = /pass(word)?|secret|token|authorization|cookie|credential/i
 /** Flush the buffer at once past this many characters (bounds memory between turns). */
 const FLUSH_AT_CHARS = 64 * 1024
 
-/** Whether a field name looks like a credential; names repeat on every line, so each is tested once. */
-const secretNames = new Map<string, boolean>()
-function isSecretName(name: string): boolean {
-  let secret = secretNames.get(name)
-  if (secret === undefined) {
-    secret = SECRET_KEY.test(name)
+/**
+ * Each field name's text in a line, `"name":`, or `"name":"[redacted]"` for a name that looks like
+ * a credential; names repeat on every line, so each is worked out once.
+ */
+const fieldPrefixes = new Map<string, { prefix: string; secret: boolean }>()
+function fieldPrefix(name: string): { prefix: string; secret: boolean } {
+  let field = fieldPrefixes.get(name)
+  if (field === undefined) {
+    const secret = SECRET_KEY.test(name)
+    field = { prefix: `${jsonString(name)}:${secret ? '"[redacted]"' : ''}`, secret }
     // Field names come from code, not from clients; the bound is only a safety net.
-    if (secretNames.size < 1000) secretNames.set(name, secret)
+    if (fieldPrefixes.size < 1000) fieldPrefixes.set(name, field)
   }
-  return secret
+  return field
 }
 
-function redact(entry: Record<string, unknown>): Record<string, unknown> {
-  let out: Record<string, unknown> | undefined
-  for (const k in entry) {
-    if (entry[k] !== undefined && isSecretName(k)) {
-      out ??= { ...entry }
-      out[k] = '[redacted]'
+/** What JSON.stringify escapes in a string: quote, backslash, control characters and (being well-formed) lone surrogates. */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
+
+/** A string as JSON: plain text (nearly every value) quoted as it is, anything else as JSON.stringify writes it. */
+function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`
+}
+
+/**
+ * The entry's fields as JSON object members, each led by a comma, exactly as JSON.stringify
+ * writes them (undefined and functions left out), credentials redacted. Written as text: an
+ * access-log line is a few flat fields, and JSON.stringify of the entry object was the largest
+ * part of what a line costs.
+ */
+function jsonMembers(entry: Record<string, unknown>): string {
+  let out = ''
+  for (const name in entry) {
+    const value = entry[name]
+    if (value === undefined) continue
+    const field = fieldPrefix(name)
+    if (field.secret) {
+      out += `,${field.prefix}`
+      continue
     }
+    let text: string | undefined
+    switch (typeof value) {
+      case 'string':
+        text = jsonString(value)
+        break
+      case 'number':
+        text = Number.isFinite(value) ? String(value) : 'null'
+        break
+      case 'boolean':
+        text = value ? 'true' : 'false'
+        break
+      default:
+        // null, objects and arrays; what JSON leaves out of an object (functions, symbols) stays out.
+        text = JSON.stringify(value) as string | undefined
+    }
+    if (text !== undefined) out += `,${field.prefix}${text}`
   }
-  return out ?? entry
+  return out
 }
 
 /** ISO time of the current millisecond, formatted once per millisecond (many lines share one). */
@@ -108,12 +146,33 @@ function blockingIfPipe(stream: NodeJS.WriteStream): void {
   if (!stream.isTTY && typeof handle?.setBlocking === 'function') handle.setBlocking(true)
 }
 
+/**
+ * Where stdout lines go. A regular file (a service manager's log file) is written straight through
+ * its descriptor, synchronously as process.stdout writes a file too, without the stream's
+ * per-write machinery around each flush. Pipes and terminals keep the stream.
+ */
+function stdoutSink(): { write(chunk: string): unknown } {
+  let isFile = false
+  try {
+    isFile = fs.fstatSync(1).isFile()
+  } catch {
+    // No usable descriptor 1: the stream reports whatever goes wrong with it.
+  }
+  return isFile ? { write: (chunk: string) => writeWhole(1, chunk) } : process.stdout
+}
+
+/** Write all of `chunk` to a blocking descriptor (a write may take only part of it). */
+export function writeWhole(fd: number, chunk: string): void {
+  const bytes = Buffer.from(chunk)
+  for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off)
+}
+
 /** The process-wide stdout/stderr writer, flushed on exit. */
 function stdLines(): LineWriter {
   if (!processLines) {
     blockingIfPipe(process.stdout)
     blockingIfPipe(process.stderr)
-    const lines = bufferedLines()
+    const lines = bufferedLines(stdoutSink())
     process.on('exit', () => lines.flush())
     processLines = lines
   }
@@ -127,13 +186,12 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
     if (opts.silent) return
     const level = (entry.level as string | undefined) ?? 'info'
     if ('time' in entry || 'level' in entry || 'node' in entry) {
-      write(JSON.stringify({ time: isoNow(), level, node: opts.nodeId, ...redact(entry) }), level === 'error')
+      // The entry names a fixed field itself: an object spread keeps JSON's order and last-one-wins.
+      write(`{${jsonMembers({ time: isoNow(), level, node: opts.nodeId, ...entry }).slice(1)}}`, level === 'error')
       return
     }
-    // The common case (every access-log line): the fixed fields written as text, the entry's own
-    // after them; the same JSON as the object spread above, without building that object.
-    const fields = JSON.stringify(redact(entry))
-    write(`{"time":"${isoNow()}","level":${JSON.stringify(level)},"node":${node}${fields === '{}' ? '}' : `,${fields.slice(1)}`}`, level === 'error')
+    // The common case (every access-log line): the fixed fields, then the entry's own.
+    write(`{"time":"${isoNow()}","level":${jsonString(level)},"node":${node}${jsonMembers(entry)}}`, level === 'error')
   }
 }
 
