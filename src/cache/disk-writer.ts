@@ -240,9 +240,9 @@ function packBatch(jobs: DiskJob[]): { message: BatchMessage; transfer: ArrayBuf
 }
 
 /**
- * A view of a SharedArrayBuffer: posting it shares the memory, not a copy. The memory tier's
- * slabs (slab-arena.ts) are long-lived and hold only bodies, so the writer's thread referring to
- * a whole slab keeps nothing alive that would otherwise be freed soon.
+ * A view of a SharedArrayBuffer: posting it shares the memory, not a copy. Most are views of the
+ * memory tier's slabs (slab-arena.ts), which live long and hold only bodies; a slab the tier has
+ * dropped is freed once this thread, too, has let go of it (at its next garbage collection).
  */
 function isShared(body: Uint8Array): boolean {
   return body.buffer instanceof SharedArrayBuffer
