@@ -54,6 +54,13 @@ export interface DiskStoreOptions {
   writeQueueBytes?: number
   /** Most variants kept under one key; the least recently used goes first (default 32). */
   maxVariants?: number
+  /**
+   * Memory for a body buffered while it is written, which the disk writer's thread reads
+   * without a copy: a view of a SharedArrayBuffer, or undefined for a SharedArrayBuffer of its
+   * own. The tiered store passes its memory tier's, so a body the tier keeps is written into
+   * the tier's memory once and never copied there.
+   */
+  allocateBody?: (length: number) => Buffer | undefined
   /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
   hotEntries?: number
   log?: LogFn
@@ -187,6 +194,7 @@ class CacacheDiskStore implements DiskStore {
   readonly #maxBytes: number
   readonly #maxObjectBytes: number
   readonly #maxVariants: number
+  readonly #allocateBody: ((length: number) => Buffer | undefined) | undefined
   readonly #log: LogFn
   readonly #tmpDir: string
   readonly #index: EntryIndex
@@ -221,6 +229,7 @@ class CacacheDiskStore implements DiskStore {
     this.#maxBytes = opts.maxBytes
     this.#maxObjectBytes = opts.maxObjectBytes
     this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
+    this.#allocateBody = opts.allocateBody
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#tmpDir = path.join(opts.dir, 'tmp')
     this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
@@ -425,7 +434,7 @@ class CacacheDiskStore implements DiskStore {
 
   readonly #writerHost: WriterHost = {
     closed: () => this.#closed,
-    newBody: (onFailure) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure }),
+    newBody: (onFailure) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure, allocateBody: this.#allocateBody }),
     commitBuffered: (entry, metadataJson, body) => this.#commitBuffered(entry, metadataJson, body),
     commitSpilled: (entry, metadataJson, body, reportFailure, expected) => this.#commitSpilled(entry, metadataJson, body, reportFailure, expected),
     discard: (entry, body) => this.#track(this.#discard(entry, body)),

@@ -214,7 +214,8 @@ interface BatchMessage {
 
 /**
  * The batch as one message. A body in a SharedArrayBuffer (what a buffered write holds, see
- * pending-body.ts) reaches the worker without a copy: structured cloning shares its memory.
+ * pending-body.ts) reaches the worker without a copy: structured cloning shares its memory
+ * (and keeps the view's offset and length).
  * Any other body is copied into one ArrayBuffer that is transferred, not cloned: a body is
  * often a view into a larger buffer (a network read of many objects), and cloning a view
  * copies its whole backing buffer, once per job.
@@ -238,9 +239,13 @@ function packBatch(jobs: DiskJob[]): { message: BatchMessage; transfer: ArrayBuf
   return { message: { jobs: posted, arena }, transfer: arena ? [arena] : [] }
 }
 
-/** A view of exactly one whole SharedArrayBuffer: posting it shares those bytes and no others. */
+/**
+ * A view of a SharedArrayBuffer: posting it shares the memory, not a copy. Most are views of the
+ * memory tier's slabs (slab-arena.ts), which live long and hold only bodies; a slab the tier has
+ * dropped is freed once this thread, too, has let go of it (at its next garbage collection).
+ */
 function isShared(body: Uint8Array): boolean {
-  return body.buffer instanceof SharedArrayBuffer && body.byteOffset === 0 && body.byteLength === body.buffer.byteLength
+  return body.buffer instanceof SharedArrayBuffer
 }
 
 /**

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createMemoryTier } from './memory-tier.ts'
+import { bodyOf } from './test-support.ts'
 
 const item = (size: number, integrity = 'x') => ({ buffer: Buffer.alloc(size), integrity })
 
@@ -63,5 +64,77 @@ describe('memory tier', () => {
 
   it('rejects a negative budget', () => {
     expect(() => createMemoryTier({ maxBytes: -1 })).toThrow(RangeError)
+  })
+
+  it('keeps a body written into allocate()d memory where it is, and copies any other body', () => {
+    const tier = createMemoryTier({ maxBytes: 64 * 1024, slabBytes: 4096 })
+    const room = tier.allocate(100)!
+    room.set(bodyOf(100, 1))
+    expect(tier.set('a', { buffer: room, integrity: 'a' })).toBe(true)
+    expect(tier.get('a')!.buffer).toBe(room)
+
+    const own = bodyOf(100, 2)
+    tier.set('b', { buffer: own, integrity: 'b' })
+    const held = tier.get('b')!.buffer
+    expect(held).not.toBe(own)
+    expect(held.buffer).toBe(room.buffer)
+    own.fill(0) // the caller's buffer is its own again
+    expect(held).toEqual(bodyOf(100, 2))
+    // The same allocated buffer set under a second key is a copy, not a second owner of that room.
+    tier.set('c', { buffer: room, integrity: 'c' })
+    expect(tier.get('c')!.buffer).not.toBe(room)
+    expect(tier.bytes).toBe(300)
+  })
+
+  it('allocates nothing for a body it would not keep', () => {
+    expect(createMemoryTier({ maxBytes: 0 }).allocate(10)).toBeUndefined()
+    const tier = createMemoryTier({ maxBytes: 64 * 1024, maxObjectBytes: 1000, slabBytes: 4096 })
+    expect(tier.allocate(1001)).toBeUndefined()
+    // Over an eighth of a slab: not from a slab (set() gives it memory of its own).
+    expect(tier.allocate(513)).toBeUndefined()
+    tier.set('big', { buffer: bodyOf(900), integrity: 'x' })
+    expect(tier.get('big')!.buffer.buffer.byteLength).toBe(900)
+  })
+
+  it('under churn, counts exactly the bytes it holds, serves the bytes stored, and holds memory about its budget', () => {
+    const maxBytes = 64 * 1024
+    const tier = createMemoryTier({ maxBytes, maxObjectBytes: 2000, slabBytes: 4096 })
+    let mismatches = 0
+    let miscounts = 0
+    const expected = new Map<string, Buffer>()
+    let x = 12345
+    const random = (n: number) => (x = (x * 1103515245 + 12345) >>> 0) % n
+    let maxHeld = 0
+    for (let i = 0; i < 3000; i++) {
+      const key = `k${random(300)}`
+      const op = random(10)
+      if (op < 5) {
+        // Mostly slab-sized bodies (up to an eighth of a slab), some with memory of their own.
+        const body = bodyOf(1 + (random(8) === 0 ? random(2000) : random(512)), i)
+        // Half the bodies come through allocate(), as a buffered write does.
+        const room = random(2) === 0 ? tier.allocate(body.length) : undefined
+        room?.set(body)
+        expect(tier.set(key, { buffer: room ?? body, integrity: String(i) })).toBe(true)
+        expected.set(key, body)
+      } else if (op < 9) {
+        const held = tier.get(key)
+        if (held && !held.buffer.equals(expected.get(key)!)) mismatches++
+      } else {
+        tier.delete(key)
+      }
+      for (const k of expected.keys()) if (!tier.has(k)) expected.delete(k)
+      let sum = 0
+      for (const body of expected.values()) sum += body.length
+      if (tier.bytes !== sum || tier.size !== expected.size) miscounts++
+      maxHeld = Math.max(maxHeld, tier.heldBytes)
+    }
+    for (const [k, body] of expected) if (!tier.get(k)!.buffer.equals(body)) mismatches++
+    expect(mismatches).toBe(0)
+    expect(miscounts).toBe(0)
+    expect(tier.bytes).toBeLessThanOrEqual(maxBytes)
+    // The budget, the room for dead space (two slabs here), and at most one slab more.
+    expect(maxHeld).toBeLessThanOrEqual(maxBytes + 3 * 4096)
+    tier.clear()
+    expect(tier.heldBytes).toBe(0)
   })
 })

@@ -2,6 +2,11 @@
 // in entries, because one 1 MiB body costs as much as a thousand 1 KiB ones.
 // A Map keeps insertion order, so "move to the end on use" plus "evict from
 // the front" gives O(1) get/set/delete without a hand-written linked list.
+// The bodies themselves are copied into the slabs of a SlabArena
+// (slab-arena.ts), so the memory they take is about the budget, however they
+// come and go.
+
+import { type Placement, SlabArena } from './slab-arena.ts'
 
 /** One body held in memory, tagged with the integrity it was stored under. */
 export interface MemoryItem {
@@ -19,6 +24,8 @@ export interface MemoryTierOptions {
   maxBytes: number
   /** Largest body kept (default maxBytes / 4): one huge body must not flush the whole tier. */
   maxObjectBytes?: number
+  /** Size of the arena's slabs (default: see SlabArenaOptions). */
+  slabBytes?: number
 }
 
 export interface MemoryTier {
@@ -28,10 +35,22 @@ export interface MemoryTier {
   readonly size: number
   /** Bytes held (sum of body lengths). */
   readonly bytes: number
+  /** Memory held for those bodies (slabs, whole): about `bytes`, at most the budget plus room for dead space. */
+  readonly heldBytes: number
   /** Returns the item and marks it most recently used. */
   get(key: string): MemoryItem | undefined
   has(key: string): boolean
-  /** Stores an item, evicting the least recently used ones to fit. Returns false when the item is not kept. */
+  /**
+   * Memory for a body of `length` bytes that is about to be set(): a buffer to fill, which
+   * set() then keeps where it is instead of copying it. Undefined when a body of that size
+   * would not be kept, or would get memory of its own.
+   */
+  allocate(length: number): Buffer | undefined
+  /**
+   * Stores the item's body, evicting the least recently used ones to fit: a buffer from
+   * allocate() stays where it is, any other is copied in (get() returns the copy). Returns
+   * false when the item is not kept.
+   */
   set(key: string, item: MemoryItem): boolean
   delete(key: string): boolean
   clear(): void
@@ -43,17 +62,25 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     throw new RangeError(`memory tier maxBytes must be a non-negative integer, got ${maxBytes}`)
   }
   const maxObjectBytes = Math.min(opts.maxObjectBytes ?? Math.floor(maxBytes / 4), maxBytes)
-  const items = new Map<string, MemoryItem>()
+  const arena = new SlabArena({ budgetBytes: maxBytes, slabBytes: opts.slabBytes })
+  const items = new Map<string, Held>()
+  /** Buffers handed out by allocate() and not set() yet; one never set is dead room in its slab. */
+  const reserved = new WeakMap<Buffer, Placement>()
   /** The item at the most-recently-used end, when known. */
-  let newest: MemoryItem | undefined
+  let newest: Held | undefined
   let bytes = 0
+
+  function forget(key: string, item: Held): void {
+    if (item === newest) newest = undefined
+    items.delete(key)
+    bytes -= item.buffer.length
+    arena.release(item)
+  }
 
   function remove(key: string): boolean {
     const item = items.get(key)
     if (!item) return false
-    if (item === newest) newest = undefined
-    items.delete(key)
-    bytes -= item.buffer.length
+    forget(key, item)
     return true
   }
 
@@ -65,6 +92,9 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     },
     get bytes() {
       return bytes
+    },
+    get heldBytes() {
+      return arena.heldBytes
     },
     get(key) {
       const item = items.get(key)
@@ -80,27 +110,41 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     has(key) {
       return items.has(key)
     },
+    allocate(length) {
+      if (maxBytes === 0 || length > maxObjectBytes) return undefined
+      const placement = arena.reserve(length)
+      if (!placement) return undefined
+      reserved.set(placement.buffer, placement)
+      return placement.buffer
+    },
     set(key, item) {
       remove(key)
       const length = item.buffer.length
       if (maxBytes === 0 || length > maxObjectBytes) return false
-      // The Map iterates oldest first: those are the least recently used.
+      // The Map iterates oldest first: those are the least recently used. Evicted before the
+      // copy is placed, so the arena can reuse their slabs' room.
       for (const [oldKey, old] of items) {
         if (bytes + length <= maxBytes) break
-        if (old === newest) newest = undefined
-        items.delete(oldKey)
-        bytes -= old.buffer.length
+        forget(oldKey, old)
       }
-      items.set(key, item)
-      newest = item
+      const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity }
+      const room = reserved.get(item.buffer)
+      if (room) reserved.delete(item.buffer)
+      if (!room || !arena.adopt(held, room)) arena.place(held, item.buffer)
+      items.set(key, held)
+      newest = held
       bytes += length
       return true
     },
     delete: remove,
     clear() {
       items.clear()
+      arena.clear()
       newest = undefined
       bytes = 0
     },
   }
 }
+
+/** An item as the tier keeps it: its body's copy and where the copy lives. */
+interface Held extends MemoryItem, Placement {}

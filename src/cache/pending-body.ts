@@ -32,6 +32,8 @@ export interface PendingBodyOptions {
   maxBytes: number
   /** Called once, as soon as writing to the temp file fails. */
   onFailure(error: unknown): void
+  /** Memory for a buffered body (see DiskStoreOptions.allocateBody). */
+  allocateBody?: (length: number) => Buffer | undefined
 }
 
 export type WriteOutcome = 'ok' | 'too-large' | 'failed'
@@ -77,11 +79,13 @@ export class PendingBody {
    * writer's thread gets it without a copy, and the memory tier keeps the same bytes. A plain
    * buffer would be copied into the writer thread with every job and stay there until that
    * thread's next garbage collection: under a storm of misses, a second copy of the whole
-   * write queue. It also holds exactly the body, not the socket read it arrived in.
+   * write queue. It also holds exactly the body, not the socket read it arrived in. The memory
+   * comes from allocateBody when it gives some (the memory tier's slabs, so the tier keeps the
+   * body where it is), else it is the body's own.
    */
   buffered(): BufferedBody | undefined {
     if (this.#fd) return undefined
-    const body = Buffer.from(new SharedArrayBuffer(this.#bytes))
+    const body = this.#opts.allocateBody?.(this.#bytes) ?? Buffer.from(new SharedArrayBuffer(this.#bytes))
     let offset = 0
     for (const chunk of this.#chunks) {
       body.set(chunk, offset)

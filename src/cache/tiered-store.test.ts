@@ -38,21 +38,28 @@ describe('tiered store', () => {
   it('keeps one copy of a small body: the memory tier holds the very bytes the disk writer thread wrote from', async () => {
     const store = await openStore()
     const small = bodyOf(5000)
+    const other = bodyOf(3000, 7)
     // Written in two chunks, as an origin body arrives.
     const writer = store.writer(newEntry('https://a.test/shared'))
     expect(writer.write(small.subarray(0, 2000)) && writer.write(small.subarray(2000))).toBe(true)
     await writer.commit()
+    await put(store, newEntry('https://a.test/other'), other)
     await store.drain()
     const hit = await store.read('https://a.test/shared', '')
     expect(hit).toMatchObject({ kind: 'buffer', tier: 'memory' })
     const held = (hit as { buffer: Buffer }).buffer
-    // Shared memory: posted to the writer thread without a copy, and exactly the body's size.
+    const next = ((await store.read('https://a.test/other', '')) as { buffer: Buffer }).buffer
+    // Shared memory, posted to the writer thread without a copy: both bodies were buffered
+    // one after the other in one slab of the memory tier, which kept them where they were.
     expect(held.buffer).toBeInstanceOf(SharedArrayBuffer)
-    expect(held.buffer.byteLength).toBe(small.length)
+    expect(next.buffer).toBe(held.buffer)
+    expect(next.byteOffset).toBe(held.byteOffset + small.length)
     expect(Buffer.compare(held, small)).toBe(0)
-    // And the file on disk has the same bytes: reopened, the body comes from disk.
+    expect(Buffer.compare(next, other)).toBe(0)
+    // And the files on disk have the same bytes: reopened, the bodies come from disk.
     const reopened = await reopen(store, { memoryBytes: 0 })
     expect(await bytesOf((await reopened.read('https://a.test/shared', ''))!)).toEqual(small)
+    expect(await bytesOf((await reopened.read('https://a.test/other', ''))!)).toEqual(other)
   })
 
   it('serves a fresh commit from memory, and large bodies from disk', async () => {

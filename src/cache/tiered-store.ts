@@ -25,12 +25,22 @@ export interface CacheStoreOptions {
 }
 
 export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheStore> {
-  const disk = await createDiskStore({ dir: opts.dir, maxBytes: opts.maxBytes, maxObjectBytes: opts.maxObjectBytes, writeQueueBytes: opts.writeQueueBytes, maxVariants: opts.maxVariants, log: opts.log })
   // Only bodies the disk tier hands over as buffers go to memory, and a quarter
   // of the budget at most, so one object cannot flush the rest.
   const memory = createMemoryTier({
     maxBytes: opts.memoryBytes,
     maxObjectBytes: Math.min(Math.floor(opts.memoryBytes / 4), SMALL_BODY_BYTES),
+  })
+  // A body being written is buffered in the memory tier's slabs: the tier then keeps it where
+  // it is, and the disk writer's thread reads the same bytes.
+  const disk = await createDiskStore({
+    dir: opts.dir,
+    maxBytes: opts.maxBytes,
+    maxObjectBytes: opts.maxObjectBytes,
+    writeQueueBytes: opts.writeQueueBytes,
+    maxVariants: opts.maxVariants,
+    allocateBody: (length) => memory.allocate(length),
+    log: opts.log,
   })
   return createTieredStore(disk, memory)
 }

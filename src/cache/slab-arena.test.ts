@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest'
+import { type Placement, SlabArena } from './slab-arena.ts'
+import { bodyOf } from './test-support.ts'
+
+const KiB = 1024
+const spot = (): Placement => ({ buffer: Buffer.alloc(0), slab: undefined })
+
+describe('slab arena', () => {
+  it('copies bodies one after another into one slab', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    const a = arena.place(spot(), bodyOf(100, 1))
+    const b = arena.place(spot(), bodyOf(200, 2))
+    expect(a.buffer).toEqual(bodyOf(100, 1))
+    expect(b.buffer).toEqual(bodyOf(200, 2))
+    expect(a.buffer.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(b.buffer.buffer).toBe(a.buffer.buffer)
+    expect(b.buffer.byteOffset).toBe(100)
+    expect(a.slab).toBe(b.slab)
+    expect(arena.liveBytes).toBe(300)
+    expect(arena.heldBytes).toBe(4 * KiB)
+    expect(arena.slabCount).toBe(1)
+  })
+
+  it('opens a new slab when a body does not fit, and drops a slab once all its bodies are released', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    const first = [arena.place(spot(), bodyOf(400)), arena.place(spot(), bodyOf(400))]
+    const filler = Array.from({ length: 9 }, (_, i) => arena.place(spot(), bodyOf(400, i)))
+    expect(arena.slabCount).toBe(2)
+    expect(filler.at(-1)!.slab).not.toBe(first[0]!.slab)
+    const firstSlab = first[0]!.slab!
+    for (const p of [...first, ...filler]) if (p.slab === firstSlab) arena.release(p)
+    expect(arena.slabCount).toBe(1)
+    expect(firstSlab.dropped).toBe(true)
+    expect(arena.heldBytes).toBe(4 * KiB)
+    expect(arena.liveBytes).toBe(400 * filler.filter((p) => p.slab && !p.slab.dropped).length)
+  })
+
+  it('never writes over memory it handed out, even once that body is released', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const kept = arena.place(spot(), bodyOf(1000, 9))
+    const handedOut = kept.buffer
+    arena.release(kept)
+    // Churn well past the budget: slabs come and go, the released body's bytes stay as they were.
+    for (let i = 0; i < 200; i++) {
+      const p = arena.place(spot(), Buffer.alloc(1000, i))
+      arena.release(p)
+    }
+    expect(handedOut).toEqual(bodyOf(1000, 9))
+    expect(arena.liveBytes).toBe(0)
+    expect(arena.heldBytes).toBeLessThanOrEqual(4 * KiB)
+  })
+
+  it('compacts sparse slabs: their bodies move, byte for byte, and the memory held stays within the limit', () => {
+    const arena = new SlabArena({ budgetBytes: 32 * KiB, slabBytes: 4 * KiB })
+    expect(arena.limitBytes).toBe(40 * KiB)
+    const live = new Map<Placement, Buffer>()
+    let seed = 1
+    const add = () => {
+      const body = bodyOf(500, seed++)
+      live.set(arena.place(spot(), body), body)
+    }
+    for (let i = 0; i < 60; i++) add()
+    // Every other body goes: each slab is left half full, with no slab empty to drop.
+    let drop = false
+    for (const p of [...live.keys()]) {
+      if ((drop = !drop)) {
+        arena.release(p)
+        live.delete(p)
+      }
+    }
+    const before = new Map([...live.keys()].map((p) => [p, p.buffer]))
+    for (let i = 0; i < 40; i++) add()
+    expect(arena.compactedBytes).toBeGreaterThan(0)
+    expect(arena.heldBytes).toBeLessThanOrEqual(arena.limitBytes)
+    const moved = [...before].filter(([p, buffer]) => p.buffer !== buffer)
+    expect(moved.length).toBeGreaterThan(0)
+    for (const [p, body] of live) expect(p.buffer).toEqual(body)
+    // A moved body's old bytes are left as they were, for whoever still holds them.
+    for (const [p, old] of moved) expect(old).toEqual(live.get(p))
+    expect(arena.liveBytes).toBe(500 * live.size)
+  })
+
+  it('gives bodies over an eighth of a slab (and empty ones) memory of their own', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    expect(arena.ownBufferFrom).toBe(512)
+    const big = arena.place(spot(), bodyOf(513))
+    expect(big.slab).toBeUndefined()
+    expect(big.buffer.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(big.buffer.buffer.byteLength).toBe(513)
+    expect(big.buffer).toEqual(bodyOf(513))
+    const empty = arena.place(spot(), Buffer.alloc(0))
+    expect(empty.buffer.length).toBe(0)
+    expect(arena.slabCount).toBe(0)
+    expect(arena.heldBytes).toBe(513)
+    expect(arena.liveBytes).toBe(513)
+    arena.release(big)
+    arena.release(empty)
+    expect(arena.heldBytes).toBe(0)
+    expect(arena.liveBytes).toBe(0)
+  })
+
+  it('reserves room that adopt() keeps where it is, and refuses room whose slab was dropped', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    const room = arena.reserve(300)!
+    room.buffer.set(bodyOf(300, 3))
+    expect(arena.liveBytes).toBe(0)
+    const kept = spot()
+    expect(arena.adopt(kept, room)).toBe(true)
+    expect(kept.buffer).toBe(room.buffer)
+    expect(arena.liveBytes).toBe(300)
+    expect(arena.reserve(513)).toBeUndefined()
+
+    // Room in a slab that was dropped: its only body released once the slab is full (of room
+    // reserved and never adopted, dead space).
+    const late = arena.reserve(300)!
+    for (let i = 0; i < 20; i++) arena.reserve(300)
+    arena.release(kept)
+    expect(late.slab!.dropped).toBe(true)
+    expect(arena.adopt(spot(), late)).toBe(false)
+  })
+
+  it('clear() forgets everything', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    const p = arena.place(spot(), bodyOf(100))
+    arena.place(spot(), bodyOf(1000))
+    arena.clear()
+    expect(arena.liveBytes).toBe(0)
+    expect(arena.heldBytes).toBe(0)
+    expect(p.buffer).toEqual(bodyOf(100))
+  })
+
+  it('sizes slabs from the budget: a 64th, a power of two between 64 KiB and 4 MiB', () => {
+    expect(new SlabArena({ budgetBytes: 256 * 1024 * KiB }).slabBytes).toBe(4 * 1024 * KiB)
+    expect(new SlabArena({ budgetBytes: 64 * 1024 * KiB }).slabBytes).toBe(1024 * KiB)
+    expect(new SlabArena({ budgetBytes: 100 }).slabBytes).toBe(64 * KiB)
+    expect(() => new SlabArena({ budgetBytes: -1 })).toThrow(RangeError)
+  })
+})
