@@ -249,7 +249,11 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
     // The op being applied when a chunk fails: the chunk up to it is rolled back.
     const progress = { at: start }
     try {
-      const end = await withoutBusyWait(db, (trx) => applyChunk(trx, sqlite, hot, ops, start, progress))
+      const end = await db.connection().execute(async (conn) => {
+        // Holding the connection, outside any transaction: the only place the journal can move.
+        if (sqlite) placeStatementJournal(sqlite, !UNBOUNDED_OPS.has(ops[start]!.type))
+        return withoutBusyWait(conn, (trx) => applyChunk(trx, sqlite, hot, ops, start, progress, true))
+      })
       result.applied += end - start
       start = end
     } catch (err) {
@@ -264,8 +268,40 @@ async function applyBatch(db: Kysely<Database>, ops: readonly ManifestOp[], log?
 }
 
 /**
+ * Ops that change rows without bound: every entry, or every holding of a
+ * node. The others change a few rows each (holdings-forgotten at most
+ * MAX_FORGOTTEN_PER_OP; a purge sweeps in chunks), and their chunks keep
+ * the statement journal in memory (placeStatementJournal); these never share
+ * a chunk with them.
+ */
+const UNBOUNDED_OPS: ReadonlySet<ManifestOpType> = new Set(['clear', 'prune', 'node-cleared', 'node-forgotten'])
+
+/**
+ * Where SQLite keeps statement journals on this handle: in memory, or (not
+ * inMemory) SQLite's default, a temp file once one passes 64 KiB.
+ *
+ * Every statement that writes `entries` or `entry_nodes` runs their triggers
+ * (counts, search queue) and may abort part-way, so inside a transaction
+ * SQLite first copies each page it changes into a statement journal, to undo
+ * that one statement. On the primary's loop of 'stored' ops that journal went
+ * to the temp file: about 2.4 pwrites per op, a quarter of an op's SQLite
+ * time. In memory it is a copy. A statement's journal is dropped when the
+ * statement ends, so bounded ops hold a few pages at a time; a statement that
+ * deletes every entry ('clear') journals the whole table, so unbounded ops
+ * keep the temp file. Changing the setting resets the handle's schema (every
+ * prepared statement prepares again once), so it changes only when the kind
+ * of chunk does, and never inside a transaction (SQLite refuses).
+ */
+function placeStatementJournal(sqlite: NonNullable<ReturnType<typeof sqliteHandleOf>>, inMemory: boolean): void {
+  const want = inMemory ? 2 : 0
+  if (sqlite.pragma('temp_store', { simple: true }) !== want) sqlite.pragma(`temp_store = ${want}`)
+}
+
+/**
  * Apply ops from `start` inside the transaction `trx` until YIELD_EVERY_MS
- * has passed; resolves to the index of the first op not applied.
+ * has passed; resolves to the index of the first op not applied. In a
+ * transaction of its own (`ownTransaction`), a chunk is all bounded ops or
+ * all unbounded ones (UNBOUNDED_OPS), for placeStatementJournal.
  */
 async function applyChunk(
   trx: Kysely<Database>,
@@ -274,15 +310,18 @@ async function applyChunk(
   ops: readonly ManifestOp[],
   start: number,
   progress: { at: number } = { at: start },
+  ownTransaction = false,
 ): Promise<number> {
   const started = performance.now()
+  const unbounded = UNBOUNDED_OPS.has(ops[start]!.type)
   // Purges arrive as ops of their own (applyOps splits the batch around them), and this
   // transaction holds the file: the newest purge cannot change under the chunk.
   const purgeAt = hot && ops.some((op) => op.type === 'stored') ? hot.newestPurgeAt() : undefined
   let i = start
   while (i < ops.length) {
-    progress.at = i
     const op = ops[i]!
+    if (ownTransaction && i > start && UNBOUNDED_OPS.has(op.type) !== unbounded) break
+    progress.at = i
     if (!applyPrepared(sqlite, hot, op, purgeAt)) await applyOp(trx, op)
     i++
     // better-sqlite3 is synchronous: the rest waits for the next chunk, after requests are served.
