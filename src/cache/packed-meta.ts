@@ -314,6 +314,22 @@ class Reader {
   }
 }
 
+/** The key and variant at the start of a packed string, and where the variant ends. */
+function splitKey(packed: string): { key: string; variant: string; variantEnd: number } {
+  const keyEnd = packed.indexOf('\u0000')
+  const variantEnd = packed.indexOf('\u0000', keyEnd + 1)
+  return { key: packed.slice(0, keyEnd), variant: packed.slice(keyEnd + 1, variantEnd), variantEnd }
+}
+
+/** The URL of a compact record: stored only when it differs from the key (length 0 means "the key"). */
+function readUrl(r: Reader, packed: string, key: string): string {
+  const urlLength = r.uint()
+  if (urlLength === 0) return key
+  const url = packed.slice(r.at, r.at + urlLength - 1)
+  r.at += urlLength - 1
+  return url
+}
+
 /**
  * The fields a purge matches on, read from a packed string without decoding
  * the rest: a purge's pass over 100,000 entries decoding each whole (headers,
@@ -321,21 +337,13 @@ class Reader {
  * garbage in a second, and its collection paused the node for 70–100 ms.
  */
 export function unpackPurgeFields(packed: string): PurgeFields {
-  const keyEnd = packed.indexOf('\u0000')
-  const variantEnd = packed.indexOf('\u0000', keyEnd + 1)
-  const key = packed.slice(0, keyEnd)
-  const variant = packed.slice(keyEnd + 1, variantEnd)
+  const { key, variant, variantEnd } = splitKey(packed)
   if (packed[variantEnd + 1] !== COMPACT) {
     const { url, host, tags, storedAt } = unpackMeta(packed, 0, '')
     return { key, variant, url, host, tags, storedAt }
   }
   const r = new Reader(packed, variantEnd + 2)
-  const urlLength = r.uint()
-  let url = key
-  if (urlLength > 0) {
-    url = packed.slice(r.at, r.at + urlLength - 1)
-    r.at += urlLength - 1
-  }
+  const url = readUrl(r, packed, key)
   const host = r.value()
   r.uint() // status
   const storedAt = r.number()
@@ -364,10 +372,7 @@ export function packedKeyLength(packed: string): number {
 
 /** Unpacks metadata packed by packMeta, with the size and integrity the index keeps beside it. */
 export function unpackMeta(packed: string, size: number, integrity: string): EntryMeta {
-  const keyEnd = packed.indexOf('\u0000')
-  const variantEnd = packed.indexOf('\u0000', keyEnd + 1)
-  const key = packed.slice(0, keyEnd)
-  const variant = packed.slice(keyEnd + 1, variantEnd)
+  const { key, variant, variantEnd } = splitKey(packed)
   const form = packed[variantEnd + 1]
   if (form === JSON_FORM) {
     const rest = JSON.parse(packed.slice(variantEnd + 2)) as Omit<NewEntry, 'key' | 'variant'>
@@ -375,12 +380,7 @@ export function unpackMeta(packed: string, size: number, integrity: string): Ent
   }
   if (form !== COMPACT) throw new Error(`packed metadata: unknown form ${JSON.stringify(form)}`)
   const r = new Reader(packed, variantEnd + 2)
-  const urlLength = r.uint()
-  let url = key
-  if (urlLength > 0) {
-    url = packed.slice(r.at, r.at + urlLength - 1)
-    r.at += urlLength - 1
-  }
+  const url = readUrl(r, packed, key)
   const host = r.value()
   const status = r.uint()
   const storedAt = r.number()
