@@ -56,7 +56,7 @@ describe('summarize', () => {
     expect(md).toContain('| s | caje | 60 | ±17% | 3.00 | 30.0 | 0.50 | 1 | 0 MB | 90.0% | wrong body |')
     expect(textTable(rows)).toContain('caje')
     const page = renderResults(
-      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], facts: [], warnings: [] },
+      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', disk: 'ext4 on /dev/vda (mounted at /)', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], facts: [], warnings: [] },
       rows,
     )
     expect(page).toContain('nproc): 2, cpu')
@@ -97,7 +97,7 @@ describe('compareSystems', () => {
   it('puts the comparison on the results page', () => {
     const c = compareSystems(ms, { scenario: 'r', system: 'caje (rules)', reference: 'caje (memory)', maxCost: 0.05 })!
     const page = renderResults(
-      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], facts: [], warnings: [] },
+      { date: 'd', nproc: 2, cpuModel: 'cpu', memory: '1 GiB', node: 'v20', os: 'Linux', loadAverage: { start: 0.2, end: 0.4 }, tool: 'wrk', toolVersion: '4', disk: 'ext4 on /dev/vda (mounted at /)', command: 'npm run bench', settings: ['x'], systems: ['y'], loadCommands: ['z'], facts: [], warnings: [] },
       summarize(ms),
       [c],
     )

@@ -212,6 +212,8 @@ export interface ReportMeta {
   loadAverage: { start: number; end: number }
   tool: string
   toolVersion: string
+  /** The file system under the systems' cache directories (bench/disk.ts). */
+  disk: string
   /** The command that produced this report. */
   command: string
   settings: string[]
@@ -238,6 +240,7 @@ Produced by \`${meta.command}\` on ${meta.date}. Regenerate with \`npm run bench
 - Node.js ${meta.node}, ${meta.os}
 - Load average (1 min) at start ${meta.loadAverage.start.toFixed(1)}, at end ${meta.loadAverage.end.toFixed(1)}${Math.max(meta.loadAverage.start, meta.loadAverage.end) > meta.nproc / 2 ? ' — other work was running: expect noisy numbers and read "× bare" rather than req/s' : ''}
 - Load generator: ${meta.tool} ${meta.toolVersion}
+- Cache directories: ${meta.disk}
 
 ## Settings
 

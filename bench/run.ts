@@ -11,6 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { OBJECT_COUNT, contentFor, sha256 } from './content.ts'
+import { describeDisk } from './disk.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
 import { rules50 } from './rules50.ts'
@@ -631,6 +632,7 @@ async function main(): Promise<number> {
       loadAverage: { start: loadAtStart, end: os.loadavg()[0]! },
       tool,
       toolVersion: await toolVersion(tool, tools.get('wrk'), repoDir),
+      disk: describeDisk(tmpDir),
       command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
       settings: [
         `${opts.connections} connections, ${tool === 'wrk' ? `${opts.threads} wrk thread(s), ` : ''}${opts.durationSec} s per run, ${opts.runs} repetition(s), ${opts.warmupSec} s warm-up per system and scenario`,
