@@ -187,7 +187,7 @@ function stdLines(): LineWriter {
 
 /** A number as JSON writes it. */
 function jsonNumber(n: number): string {
-  return Number.isFinite(n) ? String(n) : 'null'
+  return Number.isFinite(n) ? `${n}` : 'null'
 }
 
 /** How a logger made by createLogger writes an access-log line without an entry object. */
