@@ -214,23 +214,29 @@ export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: Incomin
       sendNode(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
       return
     }
-    const failed = (err: unknown) => {
-      opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
-      if (!outgoing.headersSent) {
-        outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
-        outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
-      } else outgoing.destroy()
-    }
     let answer: ProxyResult | Promise<ProxyResult>
     try {
       answer = opts.proxy.serve(req)
     } catch (err) {
-      failed(err)
+      exchangeFailed(opts, outgoing, err)
       return
     }
-    if (answer instanceof Promise) answer.then((result) => sendNode(opts, outgoing, req, result), failed)
+    if (answer instanceof Promise)
+      answer.then(
+        (result) => sendNode(opts, outgoing, req, result),
+        (err: unknown) => exchangeFailed(opts, outgoing, err),
+      )
     else sendNode(opts, outgoing, req, answer)
   }
+}
+
+/** The proxy itself failed (a bug, not an origin error): a plain 500, or a cut connection once the head is out. */
+function exchangeFailed(opts: ProxyHandlerOptions, outgoing: ServerResponse, err: unknown): void {
+  opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
+  if (!outgoing.headersSent) {
+    outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
+    outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
+  } else outgoing.destroy()
 }
 
 /** One proxied exchange from a web Request (app.request(), other runtimes): a Response is returned. */
