@@ -209,12 +209,20 @@ export function logRequest(log: Logger, method: string, url: string, host: strin
 export function createLogger(opts: { nodeId: string; write?: (line: string, isError: boolean) => void; silent?: boolean }): Logger {
   const write = opts.write ?? ((line: string, isError: boolean) => stdLines().write(line, isError))
   const node = JSON.stringify(opts.nodeId)
+  // What every access-log line of one millisecond starts with.
+  let prefixTime = ''
+  let prefix = ''
   const requestLine: RequestLineWriter = (method, url, host, status, cache, originMs, ms, bytes, aborted) => {
     if (opts.silent) return
+    const time = isoNow()
+    if (time !== prefixTime) {
+      prefixTime = time
+      prefix = `{"time":"${time}","level":"info","node":${node},"msg":"request","method":`
+    }
     // The fields of every access-log line, in their order, written as jsonMembers would write them.
     const origin = originMs === undefined ? '' : `,"originMs":${jsonNumber(originMs)}`
     write(
-      `{"time":"${isoNow()}","level":"info","node":${node},"msg":"request","method":${jsonString(method)},"url":${jsonString(url)},"host":${jsonString(host)},"status":${jsonNumber(status)},"cache":${jsonString(cache)}${origin},"ms":${jsonNumber(ms)},"bytes":${jsonNumber(bytes)}${aborted ? ',"aborted":true' : ''}}`,
+      `${prefix}${jsonString(method)},"url":${jsonString(url)},"host":${jsonString(host)},"status":${jsonNumber(status)},"cache":${jsonString(cache)}${origin},"ms":${jsonNumber(ms)},"bytes":${jsonNumber(bytes)}${aborted ? ',"aborted":true' : ''}}`,
       false,
     )
   }
