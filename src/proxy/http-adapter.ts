@@ -4,6 +4,8 @@
 // web Response is built from the same ProxyResult.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+// The module's binding: the global `performance` is a getter, looked up on every call.
+import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
 import { normaliseHost } from '../config.ts'
