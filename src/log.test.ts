@@ -5,7 +5,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { bufferedLines, createLogger } from './log.ts'
+import { bufferedLines, createLogger, logRequest } from './log.ts'
 
 const run = promisify(execFile)
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -116,6 +116,31 @@ describe('log line text', () => {
     lines.forEach((line, i) => {
       const time = (JSON.parse(line) as { time: string }).time
       expect(line).toBe(JSON.stringify({ time, level: 'info', node: 'n"1', ...redacted(entries[i]!) }))
+    })
+  })
+
+  it('is the same for an access-log line written from its values as for its entry', () => {
+    // method, url, host, status, cache, originMs, ms, bytes, aborted
+    const requests: Parameters<typeof logRequest> extends [unknown, ...infer R] ? R[] : never = [
+      ['GET', '/a?b=c', 'example.com', 200, 'caje; hit; ttl=59', undefined, 0.3, 1024, false],
+      ['GET', '/"quoted"\\back\u0000\u001f\u007f', 'h\n', 502, 'caje; fwd=miss; key="k\\"', 12.5, -0, 0, true],
+      ['HEAD', '/é🙂 lone \ud800', '', 304, '', NaN, Infinity, -1.5e-7, false],
+    ]
+    const direct: string[] = []
+    const fromEntries: string[] = []
+    const log = createLogger({ nodeId: 'n"1', write: (l) => direct.push(l) })
+    const plain = createLogger({ nodeId: 'n"1', write: (l) => fromEntries.push(l) })
+    for (const r of requests) {
+      logRequest(log, ...r)
+      // A logger with nothing but its call signature is given the entry.
+      logRequest((entry) => plain(entry), ...r)
+    }
+    expect(direct).toHaveLength(requests.length)
+    direct.forEach((line, i) => {
+      const time = (JSON.parse(line) as { time: string }).time
+      expect(line).toBe(fromEntries[i]!.replace(/"time":"[^"]*"/, `"time":"${time}"`))
+      const [method, url, host, status, cache, originMs, ms, bytes, aborted] = requests[i]!
+      expect(line).toBe(JSON.stringify({ time, level: 'info', node: 'n"1', msg: 'request', method, url, host, status, cache, originMs, ms, bytes, aborted: aborted || undefined }))
     })
   })
 

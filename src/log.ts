@@ -161,10 +161,16 @@ function stdoutSink(): { write(chunk: string): unknown } {
   return isFile ? { write: (chunk: string) => writeWhole(1, chunk) } : process.stdout
 }
 
-/** Write all of `chunk` to a blocking descriptor (a write may take only part of it). */
+/**
+ * Write all of `chunk` to a blocking descriptor. The string is handed to the write as it is:
+ * encoding it into a Buffer first cost more than the write itself. A write may take only part
+ * of it (rare for a file); the rest goes on from that byte offset.
+ */
 export function writeWhole(fd: number, chunk: string): void {
+  const written = fs.writeSync(fd, chunk)
+  if (written === Buffer.byteLength(chunk)) return
   const bytes = Buffer.from(chunk)
-  for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off)
+  for (let off = written; off < bytes.length; ) off += fs.writeSync(fd, bytes, off)
 }
 
 /** The process-wide stdout/stderr writer, flushed on exit. */
@@ -179,10 +185,48 @@ function stdLines(): LineWriter {
   return processLines
 }
 
+/** A number as JSON writes it. */
+function jsonNumber(n: number): string {
+  return Number.isFinite(n) ? `${n}` : 'null'
+}
+
+/** How a logger made by createLogger writes an access-log line without an entry object. */
+const REQUEST_LINE = Symbol('request line')
+type RequestLineWriter = (method: string, url: string, host: string, status: number, cache: string, originMs: number | undefined, ms: number, bytes: number, aborted: boolean) => void
+
+/**
+ * Log one answered request: `{msg: 'request', method, url, host, status, cache, originMs, ms,
+ * bytes, aborted}` (originMs left out when undefined, aborted when false). A logger from
+ * createLogger writes the line straight from these values, the same text as for the entry
+ * object; any other logger is given the entry.
+ */
+export function logRequest(log: Logger, method: string, url: string, host: string, status: number, cache: string, originMs: number | undefined, ms: number, bytes: number, aborted: boolean): void {
+  const direct = (log as { [REQUEST_LINE]?: RequestLineWriter })[REQUEST_LINE]
+  if (direct !== undefined) direct(method, url, host, status, cache, originMs, ms, bytes, aborted)
+  else log({ msg: 'request', method, url, host, status, cache, originMs, ms, bytes, aborted: aborted || undefined })
+}
+
 export function createLogger(opts: { nodeId: string; write?: (line: string, isError: boolean) => void; silent?: boolean }): Logger {
   const write = opts.write ?? ((line: string, isError: boolean) => stdLines().write(line, isError))
   const node = JSON.stringify(opts.nodeId)
-  return (entry) => {
+  // What every access-log line of one millisecond starts with.
+  let prefixTime = ''
+  let prefix = ''
+  const requestLine: RequestLineWriter = (method, url, host, status, cache, originMs, ms, bytes, aborted) => {
+    if (opts.silent) return
+    const time = isoNow()
+    if (time !== prefixTime) {
+      prefixTime = time
+      prefix = `{"time":"${time}","level":"info","node":${node},"msg":"request","method":`
+    }
+    // The fields of every access-log line, in their order, written as jsonMembers would write them.
+    const origin = originMs === undefined ? '' : `,"originMs":${jsonNumber(originMs)}`
+    write(
+      `${prefix}${jsonString(method)},"url":${jsonString(url)},"host":${jsonString(host)},"status":${jsonNumber(status)},"cache":${jsonString(cache)}${origin},"ms":${jsonNumber(ms)},"bytes":${jsonNumber(bytes)}${aborted ? ',"aborted":true' : ''}}`,
+      false,
+    )
+  }
+  const logEntry: Logger = (entry) => {
     if (opts.silent) return
     const level = (entry.level as string | undefined) ?? 'info'
     if ('time' in entry || 'level' in entry || 'node' in entry) {
@@ -190,9 +234,10 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
       write(`{${jsonMembers({ time: isoNow(), level, node: opts.nodeId, ...entry }).slice(1)}}`, level === 'error')
       return
     }
-    // The common case (every access-log line): the fixed fields, then the entry's own.
+    // The common case: the fixed fields, then the entry's own.
     write(`{"time":"${isoNow()}","level":${jsonString(level)},"node":${node}${jsonMembers(entry)}}`, level === 'error')
   }
+  return Object.assign(logEntry, { [REQUEST_LINE]: requestLine })
 }
 
 /** A logger that drops everything (tests that do not look at logs). */

@@ -56,17 +56,21 @@ export function createTrafficRecorder(options: { now?: () => number } = {}): Tra
     p.reasons[reason] = (p.reasons[reason] ?? 0) + 1
   }
   const withPaths = (m: MinuteStats): MinuteStats => ({ ...m, paths: topOfMinute(missesByMinute.get(m.minute)?.values() ?? []) })
-  const bucket = (minute: number): MinuteStats => {
+  /** The minute last counted in: nearly every request counts in the same one as the one before. */
+  let last: MinuteStats | undefined
+  const bucket = (t: number): MinuteStats => {
+    if (last !== undefined && t >= last.minute && t < last.minute + MINUTE_MS) return last
+    const minute = Math.floor(t / MINUTE_MS) * MINUTE_MS
     let m = minutes.get(minute)
     if (!m) {
       m = { minute, requests: 0, hits: 0, misses: 0, bytesCache: 0, bytesOrigin: 0 }
       minutes.set(minute, m)
     }
-    return m
+    return (last = m)
   }
   return {
     record(result, bytes, request) {
-      const m = bucket(Math.floor(now() / MINUTE_MS) * MINUTE_MS)
+      const m = bucket(now())
       m.requests++
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale' || label === 'revalidated') m.hits++
@@ -87,6 +91,7 @@ export function createTrafficRecorder(options: { now?: () => number } = {}): Tra
       const done = [...minutes.values()].filter((m) => m.minute < current).sort((a, b) => a.minute - b.minute)
       const taken = done.map(withPaths)
       for (const m of done) {
+        if (m === last) last = undefined
         minutes.delete(m.minute)
         missesByMinute.delete(m.minute)
       }

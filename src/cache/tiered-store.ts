@@ -56,9 +56,25 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     if (buffer.length === meta.size) memory.set(entryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
   }
 
+  /**
+   * The last variant's id: hits on a hot key ask for the same id again and again, and the
+   * string kept here, hashed once by the memory tier's map, is cheaper than a new one per read.
+   */
+  let lastKey = ''
+  let lastVariant = ''
+  let lastId = entryId('', '')
+  function idOf(key: string, variant: string): string {
+    if (key !== lastKey || variant !== lastVariant) {
+      lastKey = key
+      lastVariant = variant
+      lastId = entryId(key, variant)
+    }
+    return lastId
+  }
+
   /** The memory copy of a variant, if it is still the body the disk index has. */
   function fromMemory(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
-    const id = entryId(key, variant)
+    const id = idOf(key, variant)
     const held = memory.get(id)
     if (!held) return undefined
     // touch() also keeps the disk LRU aware of memory hits: a body hot in

@@ -4,10 +4,12 @@
 // web Response is built from the same ProxyResult.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+// The module's binding: the global `performance` is a getter, looked up on every call.
+import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
 import { normaliseHost } from '../config.ts'
-import type { Logger } from '../log.ts'
+import { logRequest, type Logger } from '../log.ts'
 import { canonicalTarget } from '../canonical-url.ts'
 import { formatCacheStatus } from './cache-status.ts'
 import type { FlatHeaders, HeaderBag } from './headers.ts'
@@ -74,18 +76,22 @@ function refusal(message: string): ProxyResult {
 /** Host names already normalised: the same few hosts arrive on every request. Bounded, since clients choose them. */
 const normalisedHosts = new Map<string, string>()
 const NORMALISED_HOSTS_LIMIT = 1024
+const lastHost = { raw: '', host: '' }
 
 /** The site a request is for (Host, or X-Forwarded-Host when trusted), or why it is refused. */
 function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string; scheme: 'http' | 'https' } | string {
   const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
   if (!hostRaw) return 'the request has no Host header; send one naming the site you want'
-  let host = normalisedHosts.get(hostRaw)
+  // The host of the last request first: comparing the field's text is cheaper than hashing it for the map.
+  let host = hostRaw === lastHost.raw ? lastHost.host : normalisedHosts.get(hostRaw)
   if (host === undefined) {
     if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return 'the Host header is not a valid host name'
     host = normaliseHost(hostRaw)
     if (normalisedHosts.size >= NORMALISED_HOSTS_LIMIT) normalisedHosts.clear()
     normalisedHosts.set(hostRaw, host)
   }
+  lastHost.raw = hostRaw
+  lastHost.host = host
   // The first value is the one the trusted proxy nearest the client wrote; anything but https
   // (scheme names are case-insensitive, RFC 3986 §3.1) keys as http. The origin is sent this
   // normalised scheme and host (forward.ts), never the raw fields, so key and body agree.
@@ -210,23 +216,29 @@ export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: Incomin
       sendNode(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
       return
     }
-    const failed = (err: unknown) => {
-      opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
-      if (!outgoing.headersSent) {
-        outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
-        outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
-      } else outgoing.destroy()
-    }
     let answer: ProxyResult | Promise<ProxyResult>
     try {
       answer = opts.proxy.serve(req)
     } catch (err) {
-      failed(err)
+      exchangeFailed(opts, outgoing, err)
       return
     }
-    if (answer instanceof Promise) answer.then((result) => sendNode(opts, outgoing, req, result), failed)
+    if (answer instanceof Promise)
+      answer.then(
+        (result) => sendNode(opts, outgoing, req, result),
+        (err: unknown) => exchangeFailed(opts, outgoing, err),
+      )
     else sendNode(opts, outgoing, req, answer)
   }
+}
+
+/** The proxy itself failed (a bug, not an origin error): a plain 500, or a cut connection once the head is out. */
+function exchangeFailed(opts: ProxyHandlerOptions, outgoing: ServerResponse, err: unknown): void {
+  opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
+  if (!outgoing.headersSent) {
+    outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
+    outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
+  } else outgoing.destroy()
 }
 
 /** One proxied exchange from a web Request (app.request(), other runtimes): a Response is returned. */
@@ -260,18 +272,18 @@ interface Served {
 function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
   opts.onServed?.(sent, bytes, served)
   if (!opts.accessLog) return
-  opts.log({
-    msg: 'request',
-    method: served.method,
-    url: served.path,
-    host: served.host,
-    status: sent.status,
-    cache: formatCacheStatus(sent.cacheStatus),
-    originMs: sent.originMs === undefined ? undefined : Math.round(sent.originMs * 10) / 10,
-    ms: Math.round((performance.now() - served.started) * 10) / 10,
+  logRequest(
+    opts.log,
+    served.method,
+    served.path,
+    served.host,
+    sent.status,
+    sent.cacheStatusText ?? formatCacheStatus(sent.cacheStatus),
+    sent.originMs === undefined ? undefined : Math.round(sent.originMs * 10) / 10,
+    Math.round((performance.now() - served.started) * 10) / 10,
     bytes,
-    aborted: aborted || undefined,
-  })
+    aborted,
+  )
 }
 
 /** Host field lines in a raw header list (names at even indexes). */

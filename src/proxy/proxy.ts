@@ -61,6 +61,8 @@ export interface ProxyResult {
   headers: Record<string, string | string[]>
   body: Buffer | Readable | null
   cacheStatus: CacheStatus
+  /** formatCacheStatus(cacheStatus), when the answer has it already (a stored answer's Cache-Status field). */
+  cacheStatusText?: string
   /** Where the body came from, for metrics. */
   tier: 'memory' | 'disk' | 'origin' | 'none'
   originMs?: number
@@ -207,12 +209,16 @@ export function createProxy(opts: ProxyOptions): Proxy {
     /** The rule and key that hitStatus names. */
     rule?: string
     key?: string
+    /** A plain hit's whole header set with this ageText and hitStatus (frozen: every such answer shares it). */
+    plain?: Readonly<Record<string, string>>
   }
   /**
    * The header fields every answer from one stored response shares: the stored fields
    * (RFC 9111 §3.1), Via, Accept-Ranges and Content-Length. Built once per stored entry
    * (entries are immutable; an update is a new object) and copied per answer. Age and
-   * Cache-Status change per answer: their placeholders give every copy the same shape.
+   * Cache-Status change per answer: their placeholders give every copy the same shape. Plain
+   * hits (the 200 or HEAD of a fresh hit that no rule changes) within one second send the
+   * same fields: they share one object, built when Age or Cache-Status change.
    */
   const storedHeads = new WeakMap<EntryMeta, StoredHead>()
   function storedHead(meta: EntryMeta): StoredHead {
@@ -239,16 +245,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
     // One object literal, so every answer's status has the same shape.
     const status = makeStatus(cacheStatus, { ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined })
     const head = storedHead(meta)
-    const headers: Record<string, string> = { ...head.fields }
-    if (rules?.browserTtl !== undefined) headers['cache-control'] = `max-age=${rules.browserTtl}`
     // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
     // second, not once a hit: reuse their text.
     const age = Math.floor(currentAge(policy, t))
     if (head.age !== age) {
       head.age = age
       head.ageText = String(age)
+      head.plain = undefined
     }
-    headers.age = head.ageText
+    let statusText: string
     if (cacheStatus === HIT) {
       const whole = Math.trunc(status.ttl!)
       if (head.ttl !== whole || head.rule !== status.rule || head.key !== status.key) {
@@ -256,37 +261,56 @@ export function createProxy(opts: ProxyOptions): Proxy {
         head.rule = status.rule
         head.key = status.key
         head.hitStatus = formatCacheStatus(status)
+        head.plain = undefined
       }
-      headers['cache-status'] = head.hitStatus
-    } else headers['cache-status'] = formatCacheStatus(status)
+      statusText = head.hitStatus
+    } else statusText = formatCacheStatus(status)
+    const browserTtl = rules?.browserTtl
+    /** The answer's fields: the stored ones with this answer's Age, Cache-Status and browser TTL (a copy the caller may change). */
+    const fields = (): Record<string, string> => {
+      const headers: Record<string, string> = { ...head.fields }
+      if (browserTtl !== undefined) headers['cache-control'] = `max-age=${browserTtl}`
+      headers.age = head.ageText
+      headers['cache-status'] = statusText
+      return headers
+    }
 
     // A stored part answers only the range inside it that usablePart() found.
     const slice = meta.status === 206 ? partSlice(meta, req.headers.range) : undefined
     if (slice) {
+      const headers = fields()
       headers['content-range'] = slice.contentRange
       headers['content-length'] = slice.contentLength
-      return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: slice.body }
+      return { result: storedResult(206, headers, null, status, statusText), needsBody: true, range: slice.body }
     }
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
-      const h: Record<string, string> = { age: headers.age, via: headers.via!, 'cache-status': headers['cache-status'] }
+      const h: Record<string, string> = { age: head.ageText, via: head.fields.via!, 'cache-status': statusText }
       for (const f of NOT_MODIFIED_FIELDS) if (meta.headers[f] !== undefined) h[f] = meta.headers[f]!
-      return { result: { status: 304, headers: h, body: null, cacheStatus: status, tier: 'none' }, needsBody: false }
+      return { result: storedResult(304, h, null, status, statusText), needsBody: false }
     }
 
     const range = meta.status === 200 && req.method === 'GET' && req.headers.range !== undefined && ifRangeAllows(req.headers, meta.headers) ? parseRange(req.headers.range, meta.size) : NO_RANGE
     if (range.kind === 'unsatisfiable') {
-      const h: Record<string, string> = { 'content-range': `bytes */${meta.size}`, 'cache-status': headers['cache-status'], via: headers.via!, 'content-length': '0' }
-      return { result: { status: 416, headers: h, body: Buffer.alloc(0), cacheStatus: status, tier: 'none' }, needsBody: false }
+      const h: Record<string, string> = { 'content-range': `bytes */${meta.size}`, 'cache-status': statusText, via: head.fields.via!, 'content-length': '0' }
+      return { result: storedResult(416, h, Buffer.alloc(0), status, statusText), needsBody: false }
     }
-    if (req.method === 'HEAD') return { result: { status: meta.status, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: false }
     if (range.kind === 'range') {
       const { start, end } = range.range
+      const headers = fields()
       headers['content-range'] = `bytes ${start}-${end}/${meta.size}`
       headers['content-length'] = String(end - start + 1)
-      return { result: { status: 206, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true, range: range.range }
+      return { result: storedResult(206, headers, null, status, statusText), needsBody: true, range: range.range }
     }
-    return { result: { status: meta.status, headers, body: null, cacheStatus: status, tier: 'none' }, needsBody: true }
+    let headers: Readonly<Record<string, string>>
+    if (cacheStatus === HIT && browserTtl === undefined) headers = head.plain ??= Object.freeze(fields())
+    else headers = fields()
+    return { result: storedResult(meta.status, headers, null, status, statusText), needsBody: req.method !== 'HEAD' }
+  }
+
+  /** A stored answer's result, every one of the same shape. */
+  function storedResult(status: number, headers: Readonly<Record<string, string>>, body: Buffer | null, cacheStatus: CacheStatus, cacheStatusText: string): ProxyResult {
+    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none' }
   }
 
   function withBody(result: ProxyResult, stored: StoredBody): ProxyResult {

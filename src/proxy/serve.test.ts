@@ -102,6 +102,24 @@ describe('serve', () => {
     expect(origin.count('/a')).toBe(1)
   })
 
+  it('gives each hit the Age and Cache-Status of its own second, whatever hits before it were sent', async () => {
+    const proxy = await proxyWith(1 << 20)
+    await fill(proxy, '/t')
+    clock += 2000
+    const first = await answer(proxy, request('/t'))
+    const again = await answer(proxy, request('/t'))
+    clock += 3000
+    const later = await answer(proxy, request('/t'))
+    const head = await answer(proxy, request('/t', {}, 'HEAD'))
+    // An answer's fields are not changed by the answers after it (a client may still be sending them).
+    expect(first.result.headers).toMatchObject({ age: '2', 'cache-status': expect.stringMatching(/^caje; hit; ttl=5[78]$/) })
+    expect(again.result.headers).toEqual(first.result.headers)
+    expect(later.result.headers).toMatchObject({ age: '5', 'cache-status': expect.stringMatching(/^caje; hit; ttl=5[45]$/) })
+    expect(head.result.headers).toEqual(later.result.headers)
+    // What the access log names is the field sent.
+    for (const a of [first, later, head]) expect(a.result.cacheStatusText).toBe(a.result.headers['cache-status'])
+  })
+
   it('answers conditionals, ranges and HEAD on a hit at once', async () => {
     const proxy = await proxyWith(1 << 20)
     await fill(proxy, '/c')
