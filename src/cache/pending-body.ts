@@ -88,7 +88,7 @@ export class PendingBody {
     const body = this.#opts.allocateBody?.(this.#bytes) ?? Buffer.from(new SharedArrayBuffer(this.#bytes))
     let offset = 0
     for (const chunk of this.#chunks) {
-      body.set(chunk, offset)
+      copyInto(body, offset, chunk)
       offset += chunk.length
     }
     this.#chunks = []
@@ -176,5 +176,31 @@ async function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
     pending = pending.slice(i)
     if (pending.length > 0 && skip > 0) pending[0] = pending[0].subarray(skip)
     if (bytesWritten === 0 && pending.length > 0) throw Object.assign(new Error('no progress writing cache temp file'), { code: 'ENOSPC' })
+  }
+}
+
+/** Scratch memory for copyInto: its own ArrayBuffer, so word-aligned at offset 0. */
+const SCRATCH_BYTES = 64 * 1024
+let scratch: Buffer | undefined
+
+/**
+ * Copies `chunk` into `target` at `at`. V8 copies into shared memory (a SharedArrayBuffer) with
+ * relaxed atomic moves, a word at a time only when source and target sit at the same offset
+ * within a word, else a byte at a time: several times slower, and a chunk is a view into a
+ * socket read at any offset, so most bodies took the slow way. Such a chunk is first copied
+ * (a plain memmove) into scratch memory at the target's offset within a word, and from there
+ * a word at a time.
+ */
+function copyInto(target: Buffer, at: number, chunk: Buffer): void {
+  const shift = (target.byteOffset + at) & 7
+  if (!(target.buffer instanceof SharedArrayBuffer) || ((chunk.byteOffset - shift) & 7) === 0) {
+    target.set(chunk, at)
+    return
+  }
+  scratch ??= Buffer.allocUnsafeSlow(SCRATCH_BYTES + 8)
+  for (let from = 0; from < chunk.length; from += SCRATCH_BYTES) {
+    const n = Math.min(SCRATCH_BYTES, chunk.length - from)
+    scratch.set(n === chunk.length ? chunk : chunk.subarray(from, from + n), shift)
+    target.set(scratch.subarray(shift, shift + n), at + from)
   }
 }
