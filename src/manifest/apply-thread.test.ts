@@ -6,7 +6,7 @@ import type { ManifestOp } from './ops.ts'
 import { countEntries, heldBy, listNodes } from './repositories.ts'
 import { indexedMatchesUpTo, queuedForIndex } from './search.ts'
 import { captureLog, entry, freshManifest, holdWriteLock, waitFor } from './test-helpers.ts'
-import { appliedOnThread } from './apply-thread.ts'
+import { isHotOp } from './statements.ts'
 import { DirectWriter } from './writer.ts'
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
@@ -56,7 +56,7 @@ describe('DirectWriter with an apply thread', () => {
       { type: 'purge-applied', nodeId: 'n1', purgeId: 7 },
       { type: 'node-cleared', nodeId: 'n1' },
     ]
-    expect(ops.every(appliedOnThread)).toBe(true)
+    expect(ops.every(isHotOp)).toBe(true)
     for (const op of ops) writer.submit(op)
     await writer.flush()
     expect(writer.stats()).toMatchObject({ written: ops.length, rejected: 0 })

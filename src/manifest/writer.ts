@@ -18,7 +18,9 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { ApplyThreadGoneError, appliedOnThread, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { ApplyThreadGoneError, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { isHotOp } from './statements.ts'
+import type { HotOp } from './statements.ts'
 import { sqliteHandleOf } from './database.ts'
 import { applyOps, isTransientDbError, opWeight } from './ops.ts'
 import { indexQueued } from './search.ts'
@@ -545,13 +547,13 @@ export class DirectWriter extends BatchWriter {
     const result: ApplyResult = { applied: 0, failed: 0 }
     let onMain = false
     for (let start = 0; start < batch.length; ) {
-      const onThread = appliedOnThread(batch[start]!)
+      const onThread = isHotOp(batch[start]!)
       let end = start + 1
-      while (end < batch.length && appliedOnThread(batch[end]!) === onThread && (!onThread || end - start < THREAD_CHUNK)) end++
+      while (end < batch.length && isHotOp(batch[end]!) === onThread && (!onThread || end - start < THREAD_CHUNK)) end++
       const run = batch.slice(start, end)
       if (onThread) {
         const thread = (this.thread ??= startApplyThread({ path: this.threadPath! }))
-        const done = await this.db.connection().execute(() => thread.apply(run))
+        const done = await this.db.connection().execute(() => thread.apply(run as HotOp[]))
         result.applied += done.applied
         result.failed += done.failed.length
         for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
