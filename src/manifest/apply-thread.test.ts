@@ -7,7 +7,7 @@ import { countEntries, heldBy, listNodes } from './repositories.ts'
 import { indexedMatchesUpTo, queuedForIndex } from './search.ts'
 import { captureLog, entry, freshManifest, holdWriteLock, waitFor } from './test-helpers.ts'
 import { isHotOp } from './statements.ts'
-import { DirectWriter } from './writer.ts'
+import { DirectWriter, WriterStoppedError } from './writer.ts'
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
 
@@ -63,6 +63,30 @@ describe('DirectWriter with an apply thread', () => {
     expect(await heldBy(db, 'n1')).toEqual([])
     expect((await db.selectFrom('nodes').select('last_purge_id').executeTakeFirstOrThrow()).last_purge_id).toBe(7)
     await writer.close()
+  })
+
+  it('applies a batch a replica sent on the thread, in order around a purge whose sweep it defers, and refuses batches once stopped', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const at = 1_700_000_000_000
+    const before = changesOn(sqlite)
+    const first = Array.from({ length: 600 }, (_, i) => stored(i, { storedAt: at - 10 }))
+    expect(await writer.applyReceived(first)).toEqual({ applied: 600, failed: 0 })
+    // The stores went through the thread's connection, not the event loop's.
+    expect(changesOn(sqlite)).toBe(before)
+    expect(await countEntries(db)).toBe(600)
+
+    const sweeps: Array<() => Promise<void>> = []
+    const purge: ManifestOp = { type: 'purge', sweepAfterAck: true, purge: { requestId: 'r1', kind: 'prefix', value: 'https://ex.com/', host: null, createdAt: at, createdBy: 'admin', nodeId: 'n1', soft: false } }
+    // Stored before the purge, recorded after it: covered. Stored after it: kept.
+    const result = await writer.applyReceived([purge, stored(1000, { storedAt: at - 5 }), stored(1001, { storedAt: at + 5 })], { deferSweep: (sweep) => sweeps.push(sweep) })
+    expect(result).toEqual({ applied: 3, failed: 0 })
+    expect(await countEntries(db)).toBe(601)
+    expect(sweeps).toHaveLength(1)
+    await sweeps[0]!()
+    expect((await db.selectFrom('entries').select('key').execute()).map((r) => r.key)).toEqual(['https://ex.com/page-1001'])
+
+    await writer.close()
+    await expect(writer.applyReceived([stored(2)])).rejects.toBeInstanceOf(WriterStoppedError)
   })
 
   it('keeps the order of a batch that mixes thread ops and a purge applied here', async () => {
