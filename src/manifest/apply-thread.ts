@@ -152,7 +152,9 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
   const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
   const port = parentPort!
-  let open: { db: Handle; hot: ReturnType<ThreadLibrary['prepareHotStatements']>; search: Parameters<ThreadLibrary['indexQueuedNow']>[0]; begin: Statement; commit: Statement; rollback: Statement } | undefined
+  let open:
+    | { db: Handle; hot: ReturnType<ThreadLibrary['prepareHotStatements']>; search: Parameters<ThreadLibrary['indexQueuedNow']>[0]; begin: Statement; commit: Statement; rollback: Statement; tempStore: number }
+    | undefined
   const connect = () => {
     const db = new SQLite(data.path, { fileMustExist: true, timeout: data.busyTimeoutMs })
     // As the writer's own handle is set up (database.ts openDatabase); the file is in WAL mode already.
@@ -166,7 +168,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       add: db.prepare(searchSql.add),
       dequeue: db.prepare(searchSql.dequeue),
     } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
-    return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK') }
+    return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
   }
   const transient = (err: unknown) => /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(String((err as { code?: unknown } | null)?.code ?? ''))
   const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
@@ -191,6 +193,14 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     }
     try {
       const c = (open ??= connect())
+      // Statement journals in memory (ops.ts placeStatementJournal says why), but on disk for a
+      // batch that clears a node's holdings: that one statement journals every page they fill.
+      // Changing it makes the handle prepare its statements again, so only when it changes.
+      const tempStore = m.ops.some((op) => op.type === 'node-cleared') ? 0 : 2
+      if (c.tempStore !== tempStore) {
+        c.db.pragma(`temp_store = ${tempStore}`)
+        c.tempStore = tempStore
+      }
       try {
         inTransaction(c, () => {
           // A batch of stores checks the purge log once, in the same transaction (ops.ts applyChunk).
