@@ -104,6 +104,19 @@ describe('DirectWriter with an apply thread', () => {
     await writer.close()
   })
 
+  it('indexes a moved URL for the filter: the old one out, the new one in', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const at = 1_700_000_000_000
+    await writer.applyReceived([stored(1, { key: 'k', url: 'https://ex.com/old-name', storedAt: at }), stored(2)])
+    expect(await indexedMatchesUpTo(db, 'old-name', 10)).toBe(1)
+    await writer.applyReceived([stored(1, { key: 'k', url: 'https://ex.com/new-name', storedAt: at + 1 })])
+    expect(await queuedForIndex(db)).toBe(0)
+    expect(await indexedMatchesUpTo(db, 'old-name', 10)).toBe(0)
+    expect(await indexedMatchesUpTo(db, 'new-name', 10)).toBe(1)
+    expect(await indexedMatchesUpTo(db, 'page-2', 10)).toBe(1)
+    await writer.close()
+  })
+
   it('keeps the order of a batch that mixes thread ops and a purge applied here', async () => {
     const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
     const at = 1_700_000_000_000

@@ -163,10 +163,9 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
     const hot = lib.prepareHotStatements(db as never, sql)
     const search = {
-      next: db.prepare(searchSql.next),
-      remove: db.prepare(searchSql.remove),
-      add: db.prepare(searchSql.add),
-      dequeue: db.prepare(searchSql.dequeue),
+      removeMany: db.prepare(searchSql.removeMany),
+      addMany: db.prepare(searchSql.addMany),
+      dequeueMany: db.prepare(searchSql.dequeueMany),
     } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
     return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
   }
