@@ -15,6 +15,7 @@
 // purge, the populate and the list requests; their worst wait is reported.
 // The machine is shared: every figure is the median of --runs repetitions.
 
+import { spawn } from 'node:child_process'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
@@ -39,6 +40,7 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --objects <n>        objects purged and populated (default 3000; the issue's figure is 10000)
   --entries <n>        manifest entries for the list scenario (default 300000; issue: 1000000)
   --index-entries <n>  entries for the in-memory index measure (default 100000)
+  --apply-ops <n>      stored ops the apply scenario sends per run, in batches of 1000 (default 20000)
   --runs <n>           repetitions; medians are reported (default 3)
   --cpu-prof <dir>     start the caje processes with node --cpu-prof, profiles written there
   --keep               keep the temp dir (manifest, caches, logs)
@@ -47,6 +49,8 @@ const HELP = `npm run bench:cluster-scale [-- options]
                        event-loop delay, run-queue wait and GC pauses (bench/node-trace.ts), and
                        break the slowest probes down by where they waited
   --trace-gc           start the caje processes with node --trace-gc (in their output; with --keep)
+  --perf <file>        record the primary (all its threads) with perf during the apply runs, into <file>
+                       (its JS frames named: the nodes run with --perf-basic-prof); read it with perf script
 `
 
 const SECRET = 'cluster-scale-bench-secret'
@@ -59,12 +63,14 @@ interface Options {
   objects: number
   entries: number
   indexEntries: number
+  applyOps: number
   runs: number
   cpuProf: string | undefined
   keep: boolean
   threadpool: number | undefined
   trace: boolean
   traceGc: boolean
+  perf: string | undefined
 }
 
 function parseOptions(): Options {
@@ -74,6 +80,8 @@ function parseOptions(): Options {
       objects: { type: 'string' },
       entries: { type: 'string' },
       'index-entries': { type: 'string' },
+      'apply-ops': { type: 'string' },
+      perf: { type: 'string' },
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
       keep: { type: 'boolean' },
@@ -102,12 +110,14 @@ function parseOptions(): Options {
     objects: int('objects', values.objects, 3000),
     entries: int('entries', values.entries, 300_000),
     indexEntries: int('index-entries', values['index-entries'], 100_000),
+    applyOps: int('apply-ops', values['apply-ops'], 20_000),
     runs: int('runs', values.runs, 3),
     cpuProf: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined,
     keep: values.keep ?? false,
     threadpool: values.threadpool === undefined ? undefined : int('threadpool', values.threadpool, 4),
     trace: values.trace ?? false,
     traceGc: values['trace-gc'] ?? false,
+    perf: values.perf ? path.resolve(values.perf) : undefined,
   }
 }
 
@@ -134,6 +144,7 @@ function spawnNode(name: string, env: Record<string, string>, options: Options):
       // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
       ...(options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(options.cpuProf, name)] : []),
       ...(options.traceGc ? ['--trace-gc'] : []),
+      ...(options.perf ? ['--perf-basic-prof'] : []),
       ...(traceBundle ? ['--import', traceBundle] : []),
     ],
     // A long run prints more than anyone reads: the tail is enough for a failure.
@@ -636,6 +647,24 @@ async function cpuMs(node: ClusterNode): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
 }
+/**
+ * perf recording every thread of `node` (cpu-clock: it works in a container without hardware
+ * counters) until stop(), which ends it with SIGINT so it writes its file.
+ */
+async function startPerf(node: ClusterNode, file: string): Promise<{ stop(): Promise<void> }> {
+  const perf = spawn('perf', ['record', '-e', 'cpu-clock', '-g', '-p', String(node.child.pid), '-o', file], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const exited = new Promise<void>((resolve) => perf.once('exit', () => resolve()))
+  // perf prints nothing when it starts: give it a moment to attach to every thread.
+  await new Promise((r) => setTimeout(r, 500))
+  return {
+    async stop() {
+      perf.kill('SIGINT')
+      await exited
+      console.log(`perf data of ${node.name} (pid ${node.child.pid}) in ${file}`)
+    },
+  }
+}
+
 /** USER_HZ: 100 on every Linux that caje runs on. */
 const CLOCK_TICKS = 100
 
@@ -839,8 +868,13 @@ async function main(): Promise<void> {
     try {
       if (options.scenarios.has('apply')) {
         const runs = []
-        for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, 20_000, r))
-        print('apply (primary, 20000 stored ops in batches of 1000)', runs)
+        const perf = options.perf ? await startPerf(cluster.nodes[0]!, options.perf) : undefined
+        try {
+          for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, options.applyOps, r))
+        } finally {
+          await perf?.stop()
+        }
+        print(`apply (primary, ${options.applyOps} stored ops in batches of 1000)`, runs)
       }
       if (options.scenarios.has('purge')) {
         const runs = []

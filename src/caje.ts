@@ -217,6 +217,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const internalApp = createInternalApp({
     clusterSecret: config.clusterSecret,
     writableDb: () => manifest.writer.writableDb(),
+    applyOps: (db, ops, options) => manifest.writer.applyReceived(db, ops, options),
     role: () => manifest.role.current(),
     nodeId: config.nodeId,
     store,

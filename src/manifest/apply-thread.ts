@@ -20,24 +20,22 @@
 
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
-import type { ManifestOp } from './ops.ts'
 import { SEARCH_INDEX_SQL, indexQueuedNow } from './search.ts'
-import { HOT_SQL, applyHotOp, coveredParams, entryParams, holdingByKeyParams, holdingParams, nodeParams, prepareHotStatements, urlNeedsFix } from './statements.ts'
-
-/** Whether the thread applies this kind of op (the hot writes of statements.ts). */
-export function appliedOnThread(op: ManifestOp): boolean {
-  switch (op.type) {
-    case 'stored':
-    case 'deleted':
-    case 'holdings-forgotten':
-    case 'node-cleared':
-    case 'node-heartbeat':
-    case 'purge-applied':
-      return true
-    default:
-      return false
-  }
-}
+import {
+  HOT_SQL,
+  applyHotOp,
+  applyHotOps,
+  coveredParams,
+  entryParams,
+  holdingByKeyParams,
+  holdingParams,
+  nodeParams,
+  prepareHotStatements,
+  pushEntryParams,
+  storedKeyOf,
+  urlNeedsFix,
+} from './statements.ts'
+import type { HotOp } from './statements.ts'
 
 export interface ThreadApplyResult {
   applied: number
@@ -47,13 +45,13 @@ export interface ThreadApplyResult {
 
 export interface ApplyThread {
   /**
-   * Apply ops the thread takes (appliedOnThread), in order, in one transaction. When that fails
+   * Apply hot ops (statements.ts isHotOp), in order, in one transaction. When that fails
    * for a reason that will not pass, each op is applied in a transaction of its own and the ones
    * that fail again are dropped and reported. Rejects with the SQLite error (its `code` kept)
    * when the file is busy, locked or read-only, so the caller keeps the ops and retries; rejects
    * with ApplyThreadGoneError when the thread ended.
    */
-  apply(ops: readonly ManifestOp[]): Promise<ThreadApplyResult>
+  apply(ops: readonly HotOp[]): Promise<ThreadApplyResult>
   /** Close the thread's connection and end the thread (after the apply in flight). */
   close(): Promise<void>
 }
@@ -137,6 +135,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
 interface ThreadLibrary {
   prepareHotStatements: typeof prepareHotStatements
   applyHotOp: typeof applyHotOp
+  applyHotOps: typeof applyHotOps
   indexQueuedNow: typeof indexQueuedNow
 }
 
@@ -153,7 +152,9 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
   const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
   const port = parentPort!
-  let open: { db: Handle; hot: ReturnType<ThreadLibrary['prepareHotStatements']>; search: Parameters<ThreadLibrary['indexQueuedNow']>[0]; begin: Statement; commit: Statement; rollback: Statement } | undefined
+  let open:
+    | { db: Handle; hot: ReturnType<ThreadLibrary['prepareHotStatements']>; search: Parameters<ThreadLibrary['indexQueuedNow']>[0]; begin: Statement; commit: Statement; rollback: Statement; tempStore: number }
+    | undefined
   const connect = () => {
     const db = new SQLite(data.path, { fileMustExist: true, timeout: data.busyTimeoutMs })
     // As the writer's own handle is set up (database.ts openDatabase); the file is in WAL mode already.
@@ -162,12 +163,11 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
     const hot = lib.prepareHotStatements(db as never, sql)
     const search = {
-      next: db.prepare(searchSql.next),
-      remove: db.prepare(searchSql.remove),
-      add: db.prepare(searchSql.add),
-      dequeue: db.prepare(searchSql.dequeue),
+      removeMany: db.prepare(searchSql.removeMany),
+      addMany: db.prepare(searchSql.addMany),
+      dequeueMany: db.prepare(searchSql.dequeueMany),
     } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
-    return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK') }
+    return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
   }
   const transient = (err: unknown) => /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(String((err as { code?: unknown } | null)?.code ?? ''))
   const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
@@ -181,11 +181,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       throw err
     }
   }
-  // An op appliedOnThread() sends here but applyHotOp() does not know fails (and is dropped, logged), never passes as applied.
-  const apply = (c: NonNullable<typeof open>, op: ManifestOp, purgeAt?: number | null) => {
-    if (!lib.applyHotOp(c.hot, op, purgeAt)) throw new Error(`'${op.type}' ops are not applied on the apply thread`)
-  }
-  port.on('message', (m: 'close' | { id: number; ops: ManifestOp[] }) => {
+  port.on('message', (m: 'close' | { id: number; ops: HotOp[] }) => {
     if (m === 'close') {
       try {
         open?.db.close()
@@ -196,11 +192,19 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     }
     try {
       const c = (open ??= connect())
+      // Statement journals in memory (ops.ts placeStatementJournal says why), but on disk for a
+      // batch that clears a node's holdings: that one statement journals every page they fill.
+      // Changing it makes the handle prepare its statements again, so only when it changes.
+      const tempStore = m.ops.some((op) => op.type === 'node-cleared') ? 0 : 2
+      if (c.tempStore !== tempStore) {
+        c.db.pragma(`temp_store = ${tempStore}`)
+        c.tempStore = tempStore
+      }
       try {
         inTransaction(c, () => {
           // A batch of stores checks the purge log once, in the same transaction (ops.ts applyChunk).
           const purgeAt = m.ops.some((op) => op.type === 'stored') ? c.hot.newestPurgeAt() : undefined
-          for (const op of m.ops) apply(c, op, purgeAt)
+          lib.applyHotOps(c.hot, m.ops, purgeAt)
           // The URLs these ops added or changed, into the admin filter's index (search.ts), in the
           // same transaction; a backlog left by others is taken a little at a time.
           lib.indexQueuedNow(c.search, m.ops.length + 100)
@@ -213,7 +217,8 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
         let applied = 0
         for (const op of m.ops) {
           try {
-            inTransaction(c, () => apply(c, op))
+            // An op of a kind applyHotOp does not take throws: dropped and reported, never counted as applied.
+            inTransaction(c, () => lib.applyHotOp(c.hot, op))
             applied++
           } catch (e) {
             if (transient(e)) throw e
@@ -232,6 +237,6 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
 // declaration alike), so the call below names each by its own .name.
 const THREAD_SOURCE = [
   'var __name = (f) => f;',
-  ...[coveredParams, entryParams, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, indexQueuedNow].map(String),
-  `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, indexQueuedNow: ${indexQueuedNow.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)})`,
+  ...[coveredParams, entryParams, pushEntryParams, storedKeyOf, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, applyHotOps, indexQueuedNow].map(String),
+  `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, applyHotOps: ${applyHotOps.name}, indexQueuedNow: ${indexQueuedNow.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)})`,
 ].join('\n')

@@ -25,15 +25,17 @@ import { turnBudget } from '../turn-budget.ts'
 import { Readable } from 'node:stream'
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import type { MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
+import type { IncomingMessage } from 'node:http'
 import type { Kysely } from 'kysely'
 import { bearerToken, secretEquals } from '../bearer.ts'
 import type { CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
 import type { Database } from './database.ts'
+import { parseBody, readBodyChunks } from './batch-body.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts'
-import type { ApplyResult, ManifestOp } from './ops.ts'
+import type { ApplyOptions, ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole } from './primary.ts'
 import type { NewPurge } from './repositories.ts'
 
@@ -48,8 +50,11 @@ export interface InternalAppDeps {
   writableDb(): Kysely<Database> | undefined
   /** This node's role, for the answer a replica gives to a misdirected batch. */
   role?(): ClusterRole
-  /** How to apply a received batch; defaults to applying it to writableDb() in one transaction. */
-  applyOps?(db: Kysely<Database>, ops: ManifestOp[]): Promise<ApplyResult>
+  /**
+   * How to apply a received batch to writableDb() (the manifest writer's applyReceived, which
+   * takes the hot ops off the event loop); defaults to applyOps on the event loop.
+   */
+  applyOps?(db: Kysely<Database>, ops: ManifestOp[], options: ApplyOptions): Promise<ApplyResult>
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
   store?: Pick<CacheStore, 'variants' | 'read'>
@@ -111,7 +116,7 @@ export const requireClusterSecret = (secret: string | undefined): MiddlewareHand
 export function createInternalApp(deps: InternalAppDeps): Hono {
   const log = deps.log ?? jsonLog
   const sweeps = sweepsAfterAck(log)
-  const apply = deps.applyOps ?? ((db: Kysely<Database>, ops: ManifestOp[]) => applyOpsToDb(db, ops, log, { deferSweep: sweeps }))
+  const apply = deps.applyOps ?? ((db: Kysely<Database>, ops: ManifestOp[], options: ApplyOptions) => applyOpsToDb(db, ops, log, options))
   const app = new Hono()
 
   app.use('*', requireClusterSecret(deps.clusterSecret))
@@ -121,50 +126,49 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
     return c.json({ nodeId: deps.nodeId, role: role?.kind ?? 'replica', primaryUrl: role?.kind === 'replica' ? role.primaryUrl : undefined })
   })
 
-  app.post(
-    '/manifest',
-    bodyLimit({
-      maxSize: deps.maxBodyBytes ?? 32 * 1024 * 1024,
-      onError: (c) => c.json({ error: 'batch too large; send fewer ops per request' }, 413),
-    }),
-    async (c) => {
-      const db = deps.writableDb()
-      if (!db) {
-        // The sender's view of the primary is stale (LiteFS moved it): 409
-        // tells it to retry, and where this node thinks the primary is.
-        const role = deps.role?.()
-        return c.json(
-          {
-            error: 'this node is a replica and cannot write the manifest; send manifest writes to the primary',
-            primaryUrl: role?.kind === 'replica' ? role.primaryUrl : undefined,
-          },
-          409,
-        )
-      }
-      let body: unknown
-      try {
-        body = await c.req.json()
-      } catch {
-        return c.json({ error: 'body is not valid JSON' }, 400)
-      }
-      const parsed = parseOps(body)
-      if (!parsed.ok) {
-        log('warn', 'refused a manifest batch from a peer', { from: c.req.header('x-caje-node'), error: parsed.error })
-        return c.json({ error: parsed.error }, 400)
-      }
-      if (parsed.unknownTypes.length > 0) {
-        log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from: c.req.header('x-caje-node'), types: parsed.unknownTypes })
-      }
-      try {
-        const result = await apply(db, parsed.ops)
-        return c.json(result)
-      } catch (err) {
-        log('error', 'applying a peer manifest batch failed', { from: c.req.header('x-caje-node'), ops: parsed.ops.length, error: describeError(err) })
-        // Busy or read-only right now: the sender keeps the batch and retries.
-        return c.json({ error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' }, 503)
-      }
-    },
-  )
+  const maxBatchBytes = deps.maxBodyBytes ?? 32 * 1024 * 1024
+  app.post('/manifest', async (c) => {
+    // Node's parser has refused a malformed length, or one beside Transfer-Encoding (RFC 9112
+    // §6.3), and ends the body at the declared length: a larger one is refused unread.
+    if (Number(c.req.header('content-length')) > maxBatchBytes) return tooLarge(c)
+    const db = deps.writableDb()
+    if (!db) {
+      // The sender's view of the primary is stale (LiteFS moved it): 409
+      // tells it to retry, and where this node thinks the primary is.
+      const role = deps.role?.()
+      return c.json(
+        {
+          error: 'this node is a replica and cannot write the manifest; send manifest writes to the primary',
+          primaryUrl: role?.kind === 'replica' ? role.primaryUrl : undefined,
+        },
+        409,
+      )
+    }
+    let body: unknown
+    try {
+      const chunks = await requestChunks(c, maxBatchBytes)
+      if (chunks === undefined) return tooLarge(c)
+      body = parseBody(chunks)
+    } catch {
+      return c.json({ error: 'body is not valid JSON' }, 400)
+    }
+    const parsed = parseOps(body)
+    if (!parsed.ok) {
+      log('warn', 'refused a manifest batch from a peer', { from: c.req.header('x-caje-node'), error: parsed.error })
+      return c.json({ error: parsed.error }, 400)
+    }
+    if (parsed.unknownTypes.length > 0) {
+      log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from: c.req.header('x-caje-node'), types: parsed.unknownTypes })
+    }
+    try {
+      const result = await apply(db, parsed.ops, { deferSweep: sweeps })
+      return c.json(result)
+    } catch (err) {
+      log('error', 'applying a peer manifest batch failed', { from: c.req.header('x-caje-node'), ops: parsed.ops.length, error: describeError(err) })
+      // Busy or read-only right now: the sender keeps the batch and retries.
+      return c.json({ error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' }, 503)
+    }
+  })
 
   app.get('/object', async (c) => {
     const key = c.req.query('key')
@@ -224,6 +228,22 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
   })
 
   return app
+}
+
+function tooLarge(c: Context): Response {
+  return c.json({ error: 'batch too large; send fewer ops per request' }, 413)
+}
+
+/**
+ * The request's body as the chunks it arrived in, or undefined past maxBytes: straight from
+ * Node's request stream (batch-body.ts) when the node's listener passed it and nothing has read
+ * it, else through the Request.
+ */
+async function requestChunks(c: Context, maxBytes: number): Promise<Buffer[] | undefined> {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
+  if (incoming !== undefined && !incoming.readableDidRead && incoming.readableFlowing === null) return readBodyChunks(incoming, maxBytes)
+  const body = Buffer.from(await c.req.arrayBuffer())
+  return body.length > maxBytes ? undefined : [body]
 }
 
 /** Header and content type of GET /object (populate.ts reads them). */

@@ -27,10 +27,10 @@ import {
   upsertNode,
 } from './repositories.ts'
 import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PathMisses, PurgeAppliedAt } from './repositories.ts'
-import { applyHotOp, hotStatements } from './statements.ts'
+import { STORED_ROWS_PER_STATEMENT, applyHotOp, applyHotOps, hotStatements, isHotOp } from './statements.ts'
 import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
-import type { HotStatements } from './statements.ts'
+import type { HotOp, HotStatements } from './statements.ts'
 
 export type ManifestOp =
   /** nodeId committed this variant to its disk cache. */
@@ -321,9 +321,20 @@ async function applyChunk(
   while (i < ops.length) {
     const op = ops[i]!
     if (ownTransaction && i > start && UNBOUNDED_OPS.has(op.type) !== unbounded) break
-    progress.at = i
-    if (!applyPrepared(sqlite, hot, op, purgeAt)) await applyOp(trx, op)
-    i++
+    if (hot !== undefined && isHotOp(op)) {
+      // A run of hot ops, many rows per statement (statements.ts), and no longer than
+      // STORED_ROWS_PER_STATEMENT ops, so the clock below is still read every few hundred µs.
+      let end = i + 1
+      while (end < ops.length && end - i < STORED_ROWS_PER_STATEMENT && isHotOp(ops[end]!) && !(ownTransaction && UNBOUNDED_OPS.has(ops[end]!.type) !== unbounded)) end++
+      // If the run fails, which of its ops failed is not known: all of them are replayed one by one.
+      progress.at = end - 1
+      applyHotOps(hot, ops.slice(i, end) as HotOp[], purgeAt)
+      i = end
+    } else {
+      progress.at = i
+      if (!applyPrepared(sqlite, hot, op, purgeAt)) await applyOp(trx, op)
+      i++
+    }
     // better-sqlite3 is synchronous: the rest waits for the next chunk, after requests are served.
     if (performance.now() - started >= YIELD_EVERY_MS) break
   }
@@ -363,7 +374,9 @@ function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatem
   }
   // The ops that make up nearly all of the traffic run statements prepared once
   // (statements.ts), synchronously, inside the transaction the caller holds on the same handle.
-  return hot !== undefined && applyHotOp(hot, op, newestPurgeAt)
+  if (hot === undefined || !isHotOp(op)) return false
+  applyHotOp(hot, op, newestPurgeAt)
+  return true
 }
 
 /**

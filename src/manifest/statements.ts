@@ -55,17 +55,21 @@ export const NEWEST_PURGE_SQL = 'select max(created_at) from purges'
  * only when an existing row took the update (FIX_ENTRY_URL_SQL). A new entry
  * costs this statement and the holding's, nothing more.
  */
-export const UPSERT_ENTRY_SQL = `insert into entries
+const UPSERT_ENTRY_HEAD = `insert into entries
   (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
-  values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-  on conflict (key, variant) do update set
+  values`
+const ENTRY_ROW = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'
+const UPSERT_ENTRY_CONFLICT = `on conflict (key, variant) do update set
     status = excluded.status, size = excluded.size, content_type = excluded.content_type,
     stored_at = excluded.stored_at, stale_at = excluded.stale_at, delete_at = excluded.delete_at,
     tags = excluded.tags, vary_headers = excluded.vary_headers
   where entries.stored_at < excluded.stored_at
     or (entries.stored_at = excluded.stored_at
       and (entries.stale_at, entries.delete_at, entries.status, entries.size, entries.content_type, entries.tags, entries.vary_headers)
-        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))
+        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))`
+
+export const UPSERT_ENTRY_SQL = `${UPSERT_ENTRY_HEAD} ${ENTRY_ROW}
+  ${UPSERT_ENTRY_CONFLICT}
   returning id, host, url`
 
 /** The row UPSERT_ENTRY_SQL returns. */
@@ -84,8 +88,36 @@ export interface UpsertedEntry {
 export const FIX_ENTRY_URL_SQL = 'update entries set host = ?, url = ? where id = ?'
 
 /** Holdings name their entry by id (2026120115): a new entry's land at the end of the table. Parameters: holdingParams. */
-export const UPSERT_HOLDING_SQL = `insert into entry_nodes (entry_id, node_id, stored_at) values (?, ?, ?)
-  on conflict (entry_id, node_id) do update set stored_at = excluded.stored_at`
+const UPSERT_HOLDING_HEAD = 'insert into entry_nodes (entry_id, node_id, stored_at) values'
+const HOLDING_ROW = '(?, ?, ?)'
+const UPSERT_HOLDING_CONFLICT = 'on conflict (entry_id, node_id) do update set stored_at = excluded.stored_at'
+export const UPSERT_HOLDING_SQL = `${UPSERT_HOLDING_HEAD} ${HOLDING_ROW} ${UPSERT_HOLDING_CONFLICT}`
+
+/**
+ * A run of stored ops is written STORED_ROWS_PER_STATEMENT at a time: one
+ * UPSERT_ENTRY_SQL with that many rows (returning each row it inserted or
+ * updated with its key, to match it to its op), then one UPSERT_HOLDING_SQL
+ * with a row per holding. Every statement inside a transaction that runs
+ * triggers first copies each page it changes into a statement journal, and
+ * binds, steps and resets on its own: one statement per row made that the
+ * larger part of a new entry's cost, while the pages a run changes are
+ * mostly the same few (the end of the tables and of the stored_at index, the
+ * count rows). A statement never names one key twice (recordStoredRun), so
+ * each returned row is one op's, and the ops' order still decides.
+ */
+export const STORED_ROWS_PER_STATEMENT = 50
+
+/** The parts the statements of many rows are made of (prepareHotStatements), by the number of rows. */
+export const MANY_ROWS_SQL = {
+  entriesHead: UPSERT_ENTRY_HEAD,
+  entryRow: ENTRY_ROW,
+  entriesTail: `${UPSERT_ENTRY_CONFLICT}
+  returning id, key, variant, host, url`,
+  holdingsHead: UPSERT_HOLDING_HEAD,
+  holdingRow: HOLDING_ROW,
+  holdingsTail: UPSERT_HOLDING_CONFLICT,
+  rows: STORED_ROWS_PER_STATEMENT,
+} as const
 
 /**
  * The holding when UPSERT_ENTRY_SQL changed nothing (an older or identical
@@ -115,6 +147,24 @@ export const RECORD_PURGE_NODE_SQL = 'insert into purge_nodes (purge_id, node_id
 
 export function coveredParams(entry: EntryRecord): unknown[] {
   return [entry.storedAt, entry.host, entry.url, entry.key, entry.url, JSON.stringify(entry.tags)]
+}
+
+/** entryParams, appended to `params` (one statement of many rows). */
+export function pushEntryParams(params: unknown[], entry: EntryRecord): void {
+  params.push(
+    entry.key,
+    entry.variant,
+    entry.host,
+    entry.url,
+    entry.status,
+    entry.size,
+    entry.contentType,
+    entry.storedAt,
+    entry.staleAt,
+    entry.deleteAt,
+    JSON.stringify(entry.tags),
+    JSON.stringify(entry.varyHeaders),
+  )
 }
 
 export function entryParams(entry: EntryRecord): unknown[] {
@@ -159,6 +209,11 @@ export interface HotStatements {
    * cannot be covered, and the per-entry purge query is skipped.
    */
   recordStored(nodeId: string, entry: EntryRecord, newestPurgeAt?: number | null): boolean
+  /**
+   * ops[start..end), every one a 'stored' op, recorded as recordStored would one after the
+   * other, STORED_ROWS_PER_STATEMENT rows per statement.
+   */
+  recordStoredRun(ops: readonly StoredOp[], start: number, end: number, newestPurgeAt?: number | null): void
   /** created_at of the newest recorded purge, or null when there is none. */
   newestPurgeAt(): number | null
   recordDeleted(nodeId: string, key: string, variant: string): void
@@ -181,6 +236,7 @@ export const HOT_SQL = {
   upsertNode: UPSERT_NODE_SQL,
   markApplied: MARK_PURGE_APPLIED_SQL,
   recordPurgeNode: RECORD_PURGE_NODE_SQL,
+  many: MANY_ROWS_SQL,
 } as const
 
 export type HotSql = typeof HOT_SQL
@@ -214,20 +270,78 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
   const upsertNode = sqlite.prepare(sql.upsertNode)
   const markApplied = sqlite.prepare(sql.markApplied)
   const recordPurgeNode = sqlite.prepare(sql.recordPurgeNode)
+  // The statements of n rows, prepared the first time a run needs n (at most sql.many.rows of each).
+  const entriesOf = new Map<number, SQLite.Statement>()
+  const holdingsOf = new Map<number, SQLite.Statement>()
+  const rowsOf = (head: string, row: string, tail: string, n: number) => `${head} ${new Array<string>(n).fill(row).join(', ')} ${tail}`
+  const upsertEntries = (n: number) => {
+    let st = entriesOf.get(n)
+    if (st === undefined) entriesOf.set(n, (st = sqlite.prepare(rowsOf(sql.many.entriesHead, sql.many.entryRow, sql.many.entriesTail, n)).raw()))
+    return st
+  }
+  const upsertHoldings = (n: number) => {
+    let st = holdingsOf.get(n)
+    if (st === undefined) holdingsOf.set(n, (st = sqlite.prepare(rowsOf(sql.many.holdingsHead, sql.many.holdingRow, sql.many.holdingsTail, n))))
+    return st
+  }
+  const isCovered = (entry: EntryRecord, newestPurgeAt: number | null | undefined) =>
+    // A batch of stores checks the purge log once (newestPurgeAt), not once per entry.
+    (newestPurgeAt === undefined || (newestPurgeAt !== null && newestPurgeAt >= entry.storedAt)) && covered.get(...coveredParams(entry)) !== undefined
+  const recordOne = (nodeId: string, entry: EntryRecord) => {
+    const row = upsertEntry.get(...entryParams(entry)) as UpsertedEntry | undefined
+    // No row: an older or identical record changed nothing, and nothing of the row can need fixing.
+    if (row === undefined) {
+      upsertHoldingByKey.run(...holdingByKeyParams(nodeId, entry))
+      return
+    }
+    if (urlNeedsFix(row, entry)) fixUrl.run(entry.host, entry.url, row.id)
+    upsertHolding.run(...holdingParams(nodeId, row.id, entry))
+  }
+  /** Ops of distinct keys, none covered: their entries in one statement, then their holdings in one. */
+  const recordMany = (group: readonly StoredOp[]) => {
+    const params: unknown[] = []
+    for (const op of group) pushEntryParams(params, op.entry)
+    // Raw rows: [id, key, variant, host, url], one per entry inserted or updated.
+    const rows = upsertEntries(group.length).all(params) as Array<[number, string, string, string, string]>
+    const byKey = new Map<string, [number, string, string, string, string]>()
+    for (const row of rows) byKey.set(storedKeyOf(row[1], row[2]), row)
+    const holdings: unknown[] = []
+    for (const op of group) {
+      const e = op.entry
+      const row = byKey.get(storedKeyOf(e.key, e.variant))
+      if (row === undefined) {
+        upsertHoldingByKey.run(...holdingByKeyParams(op.nodeId, e))
+        continue
+      }
+      if (urlNeedsFix({ id: row[0], host: row[3], url: row[4] }, e)) fixUrl.run(e.host, e.url, row[0])
+      holdings.push(row[0], op.nodeId, e.storedAt)
+    }
+    if (holdings.length > 0) upsertHoldings(holdings.length / 3).run(holdings)
+  }
   return {
     recordStored(nodeId, entry, newestPurgeAt) {
-      // A batch of stores checks the purge log once (newestPurgeAt), not once per entry.
-      const mayBeCovered = newestPurgeAt === undefined || (newestPurgeAt !== null && newestPurgeAt >= entry.storedAt)
-      if (mayBeCovered && covered.get(...coveredParams(entry)) !== undefined) return false
-      const row = upsertEntry.get(...entryParams(entry)) as UpsertedEntry | undefined
-      // No row: an older or identical record changed nothing, and nothing of the row can need fixing.
-      if (row === undefined) {
-        upsertHoldingByKey.run(...holdingByKeyParams(nodeId, entry))
-        return true
-      }
-      if (urlNeedsFix(row, entry)) fixUrl.run(entry.host, entry.url, row.id)
-      upsertHolding.run(...holdingParams(nodeId, row.id, entry))
+      if (isCovered(entry, newestPurgeAt)) return false
+      recordOne(nodeId, entry)
       return true
+    },
+    recordStoredRun(ops, start, end, newestPurgeAt) {
+      const group: StoredOp[] = []
+      const keys = new Set<string>()
+      for (let i = start; i < end; ) {
+        group.length = 0
+        keys.clear()
+        // A group ends before a key it already names: a later store of a key must see the earlier one applied.
+        for (; i < end && group.length < sql.many.rows; i++) {
+          const op = ops[i]!
+          const key = storedKeyOf(op.entry.key, op.entry.variant)
+          if (keys.has(key)) break
+          if (isCovered(op.entry, newestPurgeAt)) continue
+          keys.add(key)
+          group.push(op)
+        }
+        if (group.length === 1) recordOne(group[0]!.nodeId, group[0]!.entry)
+        else if (group.length > 1) recordMany(group)
+      }
     },
     newestPurgeAt() {
       const at = newestPurge.get()
@@ -252,33 +366,73 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
   }
 }
 
+/** One string per (key, variant): a key holds no NUL, and if one did, two pairs would only look alike and start a new statement. */
+export function storedKeyOf(key: string, variant: string): string {
+  return `${key}\u0000${variant}`
+}
+
 /**
- * Apply one op with the prepared hot writes, synchronously, inside the transaction the caller
- * holds on their handle; false for the kinds that are not hot writes (purge, clear, prune,
- * minutes, hits), which the caller applies its own way. Like prepareHotStatements, it refers
- * to nothing but its arguments (the apply thread runs it from its source text).
+ * The ops applied with the statements above (applyHotOps): the hot writes, on the apply thread or
+ * inside the event loop's transaction. The rest (purge, clear, prune, traffic minutes, hit
+ * counts) go through Kysely on the event loop. applyHotOp's switch takes exactly these
+ * (TypeScript checks that it covers every one of them and no other).
  */
-export function applyHotOp(hot: HotStatements, op: ManifestOp, newestPurgeAt?: number | null): boolean {
+export const HOT_OP_TYPES = new Set(['stored', 'deleted', 'holdings-forgotten', 'node-cleared', 'node-heartbeat', 'purge-applied'] as const)
+
+export type HotOpType = typeof HOT_OP_TYPES extends Set<infer T> ? T : never
+export type HotOp = Extract<ManifestOp, { type: HotOpType }>
+export type StoredOp = Extract<ManifestOp, { type: 'stored' }>
+
+export function isHotOp(op: ManifestOp): op is HotOp {
+  return (HOT_OP_TYPES as ReadonlySet<string>).has(op.type)
+}
+
+/**
+ * Apply one hot op with the prepared statements, synchronously, inside the transaction the
+ * caller holds on their handle. Like prepareHotStatements, it refers to nothing but its
+ * arguments (the apply thread runs it from its source text); an op of another kind throws.
+ */
+export function applyHotOp(hot: HotStatements, op: HotOp, newestPurgeAt?: number | null): void {
   switch (op.type) {
     case 'stored':
       hot.recordStored(op.nodeId, op.entry, newestPurgeAt)
-      return true
+      return
     case 'deleted':
       hot.recordDeleted(op.nodeId, op.key, op.variant)
-      return true
+      return
     case 'holdings-forgotten':
       hot.forgetHoldings(op.nodeId, op.entries)
-      return true
+      return
     case 'node-cleared':
       hot.recordNodeCleared(op.nodeId)
-      return true
+      return
     case 'node-heartbeat':
       hot.upsertNode(op.node, op.at)
-      return true
+      return
     case 'purge-applied':
       hot.markPurgeApplied(op.nodeId, op.purgeId, op.applied)
-      return true
-    default:
-      return false
+      return
+    default: {
+      const other: never = op
+      throw new Error(`'${(other as ManifestOp).type}' ops are not applied with the prepared statements`)
+    }
+  }
+}
+
+/**
+ * Apply hot ops in order (applyHotOp), each run of 'stored' ops many rows per statement
+ * (recordStoredRun). Self-contained like applyHotOp.
+ */
+export function applyHotOps(hot: HotStatements, ops: readonly HotOp[], newestPurgeAt?: number | null): void {
+  for (let i = 0; i < ops.length; ) {
+    if (ops[i]!.type !== 'stored') {
+      applyHotOp(hot, ops[i]!, newestPurgeAt)
+      i++
+      continue
+    }
+    let end = i + 1
+    while (end < ops.length && ops[end]!.type === 'stored') end++
+    hot.recordStoredRun(ops as readonly StoredOp[], i, end, newestPurgeAt)
+    i = end
   }
 }

@@ -18,11 +18,13 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { ApplyThreadGoneError, appliedOnThread, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { ApplyThreadGoneError, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { isHotOp } from './statements.ts'
+import type { HotOp } from './statements.ts'
 import { sqliteHandleOf } from './database.ts'
 import { applyOps, isTransientDbError, opWeight } from './ops.ts'
 import { indexQueued } from './search.ts'
-import type { ApplyResult, ManifestOp } from './ops.ts'
+import type { ApplyOptions, ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole, RoleSource } from './primary.ts'
 
 export type { ManifestOp } from './ops.ts'
@@ -479,8 +481,14 @@ export interface DirectWriterOptions extends BatchOptions {
   applyThread?: boolean
 }
 
-/** Ops sent to the apply thread in one message (one transaction there). */
-const THREAD_CHUNK = 250
+/**
+ * Ops sent to the apply thread in one message (one transaction there): a whole batch (maxBatch,
+ * a replica's 500 or 1,000). The event loop does not wait on it, only this process's other
+ * writes to the file do, and each commit writes the pages its ops share once: 250 ops per
+ * transaction cost the thread a fifth more per op, and the event loop a connection and a
+ * message per 250.
+ */
+const THREAD_CHUNK = 1000
 
 export class DirectWriter extends BatchWriter {
   protected readonly mode = 'direct' as const
@@ -510,23 +518,10 @@ export class DirectWriter extends BatchWriter {
 
   protected async deliver(batch: ManifestOp[]): Promise<Outcome> {
     try {
-      if (this.prepare) {
-        await this.prepare()
-        this.prepare = undefined
-      }
-      if (this.threadPath === undefined) {
-        const result = await applyOps(this.db, batch, this.log)
-        this.indexInBackground()
-        return { kind: 'ok', result }
-      }
-      const { result, onMain } = await this.applyWithThread(batch)
-      // The thread indexes what its own transactions queue; ops applied here may have queued more.
-      if (onMain) this.indexInBackground()
-      return { kind: 'ok', result }
+      return { kind: 'ok', result: await this.applyNow(batch) }
     } catch (err) {
       if (err instanceof ApplyThreadGoneError) {
         // The next attempt starts a new thread; the ops are idempotent.
-        this.thread = undefined
         return { kind: 'retry', error: err.message }
       }
       // Locked or read-only (LiteFS just demoted us) passes; keep the ops.
@@ -536,28 +531,63 @@ export class DirectWriter extends BatchWriter {
   }
 
   /**
+   * Apply a batch a replica sent (the internal route), now and in order, the way this writer
+   * applies its own: the hot ops on the apply thread, so the event loop only reads and checks the
+   * request. Not queued: the replica waits for the answer and keeps the ops until then (it
+   * retries on any error), and ops from different nodes need no order between them. Throws what
+   * applyOps throws, ApplyThreadGoneError when the thread ended, and WriterStoppedError once this
+   * writer was stopped (LiteFS moved the primary).
+   */
+  async applyReceived(ops: readonly ManifestOp[], options: ApplyOptions = {}): Promise<ApplyResult> {
+    if (this.released) throw new WriterStoppedError()
+    return this.applyNow(ops, options)
+  }
+
+  private async applyNow(batch: readonly ManifestOp[], options: ApplyOptions = {}): Promise<ApplyResult> {
+    if (this.prepare) {
+      await this.prepare()
+      this.prepare = undefined
+    }
+    if (this.threadPath === undefined) {
+      const result = await applyOps(this.db, batch, this.log, options)
+      this.indexInBackground()
+      return result
+    }
+    try {
+      const { result, onMain } = await this.applyWithThread(batch, options)
+      // The thread indexes what its own transactions queue; ops applied here may have queued more.
+      if (onMain) this.indexInBackground()
+      return result
+    } catch (err) {
+      if (err instanceof ApplyThreadGoneError) this.thread = undefined
+      throw err
+    }
+  }
+
+  /**
    * The batch in order: runs of hot ops on the apply thread, the rest here (applyOps). While the
    * thread applies a chunk, this writer holds its Kysely connection, so this process's other
    * handles on the file wait their turn in the file lock (database.ts) instead of in SQLite's
    * busy handler, which would stop the event loop.
    */
-  private async applyWithThread(batch: ManifestOp[]): Promise<{ result: ApplyResult; onMain: boolean }> {
+  private async applyWithThread(batch: readonly ManifestOp[], options: ApplyOptions): Promise<{ result: ApplyResult; onMain: boolean }> {
     const result: ApplyResult = { applied: 0, failed: 0 }
     let onMain = false
     for (let start = 0; start < batch.length; ) {
-      const onThread = appliedOnThread(batch[start]!)
+      const onThread = isHotOp(batch[start]!)
       let end = start + 1
-      while (end < batch.length && appliedOnThread(batch[end]!) === onThread && (!onThread || end - start < THREAD_CHUNK)) end++
+      while (end < batch.length && isHotOp(batch[end]!) === onThread && (!onThread || end - start < THREAD_CHUNK)) end++
       const run = batch.slice(start, end)
       if (onThread) {
+        if (this.released) throw new ApplyThreadGoneError('the writer was stopped')
         const thread = (this.thread ??= startApplyThread({ path: this.threadPath! }))
-        const done = await this.db.connection().execute(() => thread.apply(run))
+        const done = await this.db.connection().execute(() => thread.apply(run as HotOp[]))
         result.applied += done.applied
         result.failed += done.failed.length
         for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
       } else {
         onMain = true
-        const done = await applyOps(this.db, run, this.log)
+        const done = await applyOps(this.db, run, this.log, options)
         result.applied += done.applied
         result.failed += done.failed
       }
@@ -715,6 +745,11 @@ export interface SwitchingManifestWriter extends ManifestWriter {
   stats(): WriterStats & { role: ClusterRole['kind'] }
   /** The writable database while this node is the writer, else undefined (the internal route uses it). */
   writableDb(): Kysely<Database> | undefined
+  /**
+   * Apply a replica's batch to `db` (what writableDb() answered) as the writer applies its own
+   * (DirectWriter.applyReceived). Throws WriterStoppedError when this node no longer writes `db`.
+   */
+  applyReceived(db: Kysely<Database>, ops: readonly ManifestOp[], options?: ApplyOptions): Promise<ApplyResult>
 }
 
 export function createManifestWriter(options: CreateManifestWriterOptions): SwitchingManifestWriter {
@@ -812,6 +847,11 @@ export function createManifestWriter(options: CreateManifestWriterOptions): Swit
     },
     writableDb() {
       return current instanceof DirectWriter ? current.db : undefined
+    },
+    applyReceived(db, ops, applyOptions) {
+      // Demoted (or promoted again, with another handle) since the route asked: the replica retries.
+      if (!(current instanceof DirectWriter) || current.db !== db) return Promise.reject(new WriterStoppedError())
+      return current.applyReceived(ops, applyOptions)
     },
   }
 }

@@ -1,0 +1,137 @@
+// The hot writes many rows per statement (recordStoredRun) against the same
+// ops applied one statement per op: the same manifest, whatever the batch
+// holds (repeated keys, older and identical records, moved URLs, stores a
+// purge covers).
+
+import { describe, expect, it } from 'vitest'
+import type SQLite from 'better-sqlite3'
+import type { Kysely } from 'kysely'
+import type { Database } from './database.ts'
+import type { ManifestOp } from './ops.ts'
+import { recordPurge } from './repositories.ts'
+import { applyHotOp, applyHotOps, HOT_OP_TYPES, hotStatements, isHotOp, STORED_ROWS_PER_STATEMENT } from './statements.ts'
+import type { HotOp } from './statements.ts'
+import { entry, freshManifestPerTest } from './test-helpers.ts'
+
+const T = 1_700_000_000_000
+
+/** Every table a hot op writes, as rows (the entries' ids included: new entries get theirs in the ops' order). */
+function snapshot(sqlite: SQLite.Database): Record<string, unknown[]> {
+  const all = (q: string) => sqlite.prepare(q).all()
+  return {
+    entries: all('select * from entries order by id'),
+    holdings: all('select e.key, e.variant, h.node_id, h.stored_at from entry_nodes h join entries e on e.id = h.entry_id order by 1, 2, 3'),
+    counts: all('select n from entries_count'),
+    nodeHoldings: all('select * from node_holdings order by node_id'),
+    searchQueue: all('select * from entries_search_queue order by rid'),
+    nodes: all('select * from nodes order by id'),
+  }
+}
+
+function inTransaction(sqlite: SQLite.Database, fn: () => void): void {
+  sqlite.transaction(fn).immediate()
+}
+
+const stored = (nodeId: string, url: string, storedAt: number, overrides: Partial<ReturnType<typeof entry>> = {}): HotOp => ({
+  type: 'stored',
+  nodeId,
+  entry: entry({ url, storedAt, ...overrides }),
+})
+
+describe('hot writes, many rows per statement', () => {
+  let a: { db: Kysely<Database>; sqlite: SQLite.Database }
+  let b: { db: Kysely<Database>; sqlite: SQLite.Database }
+  freshManifestPerTest((m) => (a = m))
+  freshManifestPerTest((m) => (b = m))
+
+  /** The ops through applyHotOps on one manifest, one applyHotOp each on the other; both end alike. */
+  async function sameAsOneByOne(ops: HotOp[], purgeAt?: number): Promise<Record<string, unknown[]>> {
+    for (const m of [a, b]) {
+      if (purgeAt !== undefined) {
+        await recordPurge(m.db, { requestId: 'p', kind: 'prefix', value: 'https://ex.com/covered/', host: null, createdAt: purgeAt, createdBy: 'admin', nodeId: 'n1', soft: false })
+      }
+    }
+    const hotA = hotStatements(a.sqlite)
+    const hotB = hotStatements(b.sqlite)
+    inTransaction(a.sqlite, () => applyHotOps(hotA, ops, hotA.newestPurgeAt()))
+    inTransaction(b.sqlite, () => {
+      for (const op of ops) applyHotOp(hotB, op)
+    })
+    const many = snapshot(a.sqlite)
+    expect(many).toEqual(snapshot(b.sqlite))
+    return many
+  }
+
+  it('records a long run of new entries, two holders each, as one statement per op does', async () => {
+    const ops: HotOp[] = []
+    for (let i = 0; i < 3 * STORED_ROWS_PER_STATEMENT + 7; i++) ops.push(stored(`n${i % 2}`, `https://ex.com/p/${i}`, T + i))
+    for (let i = 0; i < 3 * STORED_ROWS_PER_STATEMENT + 7; i += 3) ops.push(stored('n2', `https://ex.com/p/${i}`, T + i))
+    const after = await sameAsOneByOne(ops)
+    expect(after.entries).toHaveLength(3 * STORED_ROWS_PER_STATEMENT + 7)
+    expect(after.holdings).toHaveLength(ops.length)
+  })
+
+  it('applies a key named twice in a run in order: an older store after a newer one changes neither its URL nor its metadata', async () => {
+    const after = await sameAsOneByOne([
+      stored('n1', 'https://ex.com/x', T + 1, { key: 'k' }),
+      // Older, under another URL: its holding counts, nothing else does.
+      stored('n2', 'https://ex.com/x-old', T, { key: 'k', size: 1 }),
+      stored('n3', 'https://ex.com/y', T),
+    ])
+    expect(after.entries).toMatchObject([{ key: 'k', url: 'https://ex.com/x', stored_at: T + 1, size: 100 }, { url: 'https://ex.com/y' }])
+    expect(after.holdings).toEqual([
+      { key: 'https://ex.com/y', variant: '', node_id: 'n3', stored_at: T },
+      { key: 'k', variant: '', node_id: 'n1', stored_at: T + 1 },
+      { key: 'k', variant: '', node_id: 'n2', stored_at: T },
+    ])
+  })
+
+  it('mixes new, newer, older and identical records, moved URLs, variants, deletes and heartbeats', async () => {
+    const ops: HotOp[] = [{ type: 'node-heartbeat', node: { id: 'n1', region: 'fra', internalUrl: 'http://n1', startedAt: T }, at: T }]
+    for (let i = 0; i < 40; i++) ops.push(stored('n1', `https://ex.com/m/${i}`, T + i, { key: `m${i}` }))
+    for (let i = 0; i < 40; i++) {
+      const key = `m${i}`
+      if (i % 4 === 0) ops.push(stored('n2', `https://ex.com/m/${i}`, T + i, { key })) // identical: a populated copy
+      if (i % 4 === 1) ops.push(stored('n2', `https://ex.com/moved/${i}`, T + i + 100, { key, size: 5 })) // newer, under a new URL
+      if (i % 4 === 2) ops.push(stored('n2', `https://ex.com/older/${i}`, T + i - 100, { key, size: 6 })) // older
+      if (i % 4 === 3) ops.push(stored('n2', `https://ex.com/m/${i}`, T + i, { key, staleAt: T + 9 })) // a new lifetime at the same time
+      ops.push(stored('n3', `https://ex.com/m/${i}`, T + i, { key, variant: 'br' }))
+      if (i % 10 === 0) ops.push({ type: 'deleted', nodeId: 'n1', key, variant: '' })
+    }
+    const after = await sameAsOneByOne(ops)
+    expect(after.entries).toHaveLength(80)
+    expect(after.entries.filter((e) => (e as { url: string }).url.includes('/moved/'))).toHaveLength(10)
+    expect(after.entries.filter((e) => (e as { url: string }).url.includes('/older/'))).toHaveLength(0)
+  })
+
+  it('leaves out what a recorded purge covers, in the middle of a run', async () => {
+    const ops: HotOp[] = []
+    for (let i = 0; i < 60; i++) ops.push(stored('n1', `https://ex.com/${i % 3 === 0 ? 'covered' : 'kept'}/${i}`, T + (i % 2 ? -10 : 10)))
+    const after = await sameAsOneByOne(ops, T)
+    // Covered: under the prefix and stored before the purge (odd i among multiples of 3).
+    const coveredCount = ops.filter((_, i) => i % 3 === 0 && i % 2 === 1).length
+    expect(after.entries).toHaveLength(60 - coveredCount)
+  })
+
+  it('names every kind it takes once: applyHotOp applies each, and refuses any other', () => {
+    const hot = hotStatements(a.sqlite)
+    const samples: Record<string, ManifestOp> = {
+      stored: stored('n1', 'https://ex.com/1', T),
+      deleted: { type: 'deleted', nodeId: 'n1', key: 'https://ex.com/1', variant: '' },
+      'holdings-forgotten': { type: 'holdings-forgotten', nodeId: 'n1', entries: [] },
+      'node-cleared': { type: 'node-cleared', nodeId: 'n1' },
+      'node-heartbeat': { type: 'node-heartbeat', node: { id: 'n1', region: 'r', internalUrl: 'http://n1', startedAt: T }, at: T },
+      'purge-applied': { type: 'purge-applied', nodeId: 'n1', purgeId: 1 },
+    }
+    expect([...HOT_OP_TYPES].sort()).toEqual(Object.keys(samples).sort())
+    inTransaction(a.sqlite, () => {
+      for (const op of Object.values(samples)) {
+        expect(isHotOp(op)).toBe(true)
+        applyHotOp(hot, op as HotOp)
+      }
+    })
+    const prune: ManifestOp = { type: 'prune', before: T }
+    expect(isHotOp(prune)).toBe(false)
+    expect(() => applyHotOp(hot, prune as unknown as HotOp)).toThrow("'prune' ops are not applied with the prepared statements")
+  })
+})
