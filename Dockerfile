@@ -32,6 +32,8 @@ COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 COPY views ./views
 COPY public ./public
+# bin/caje starts Node on the bundle with caje's memory settings (litefs.yml runs it).
+COPY bin ./bin
 # The server runs from one esbuild bundle (dist/main.js): plain JavaScript, no loader at run time.
 RUN npm run build
 COPY litefs.yml /etc/litefs.yml

@@ -412,7 +412,7 @@ async function main(): Promise<number> {
           cajes.set(tier, caje)
           systems.push(caje)
           startLines.push(
-            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${rulesEnv} node dist/main.js (after npm run build)`,
+            `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${rulesEnv} bin/caje (after npm run build)`,
           )
           log(`caje (${tier}) ${caje.baseUrl}`)
         } catch (err) {

@@ -1,7 +1,7 @@
 // Starting and stopping the systems under test, all on 127.0.0.1 and as the
-// current user: the origin and the bare server (node children), caje (a child
-// `node dist/main.js`, the production build), nginx with proxy_cache and Varnish
-// (non-daemon, configs in a temp dir). Every child is tracked so an
+// current user: the origin and the bare server (node children), caje (bin/caje
+// running the production build, as users start it), nginx with proxy_cache and
+// Varnish (non-daemon, configs in a temp dir). Every child is tracked so an
 // interrupted run still stops what it started.
 
 import { buildCaje } from './build.ts'
@@ -139,7 +139,10 @@ export interface CajeOptions {
   startTimeoutMs?: number
 }
 
-/** Start caje from its build (`node dist/main.js`, built first) with a fresh cache dir and database. */
+/**
+ * Start caje from its build (built first) the way users start it, through bin/caje (Node with
+ * caje's memory settings), with a fresh cache dir and database.
+ */
 export async function startCaje(ws: Workspace, opts: CajeOptions): Promise<RunningSystem> {
   if (!existsSync(path.join(ws.repoDir, 'src', 'main.ts'))) throw new Error('src/main.ts does not exist yet')
   const main = buildCaje(ws.repoDir)
@@ -161,9 +164,11 @@ export async function startCaje(ws: Workspace, opts: CajeOptions): Promise<Runni
     CAJE_CACHE_MAX_BYTES: String(4 * 1024 ** 3),
     CAJE_NODE_ID: 'bench',
     CAJE_PUBLIC_ORIGIN: `http://127.0.0.1:${port}`,
+    // This run's own build (see buildCaje) instead of dist/main.js.
+    CAJE_BUNDLE: main,
     ...opts.env,
   }
-  const child = spawnLogged(process.execPath, [main], { cwd: ws.repoDir, env, logPath })
+  const child = spawnLogged(path.join(ws.repoDir, 'bin', 'caje'), [], { cwd: ws.repoDir, env, logPath })
   const baseUrl = `http://127.0.0.1:${port}`
   await waitForHttp(`${baseUrl}/_caje/health`, child, opts.startTimeoutMs ?? 30_000, logPath)
   return { name: opts.name, kind: 'caje', baseUrl, pid: child.pid!, logPath, stop: () => stopChild(child, 'SIGTERM', 10_000) }

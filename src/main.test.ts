@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { buildCaje } from '../bench/build.ts'
@@ -92,5 +94,50 @@ describe('the production build', () => {
     const page = await fetch(url + '/')
     expect(page.status).toBe(200)
     expect(await page.text()).toContain('caje demo origin')
+  })
+})
+
+describe('bin/caje', () => {
+  /** bin/caje running `bundle` with `env` over the runner's environment; resolves once it listens or exits. */
+  async function launch(bundle: string, env: Record<string, string>) {
+    const child = spawn(path.resolve('bin/caje'), [], { env: { ...process.env, CAJE_BUNDLE: bundle, ...env } })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+    await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, 'bin/caje to start', 60_000)
+    return { child, out: () => out, exited }
+  }
+
+  it('becomes the Node process itself, with the memory settings, and exits with its code', async () => {
+    const bundle = buildCaje(process.cwd())
+    const dir = await tempDir()
+    const env = { PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ACCESS_LOG: 'false', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'launch-test', MALLOC_ARENA_MAX: '' }
+    // An empty variable counts as unset: the launcher's default applies.
+    const { child, exited } = await launch(bundle, env)
+    try {
+      // exec: the process started is Node (so signals reach caje, not a shell in between).
+      expect((await readFile(`/proc/${child.pid}/comm`, 'utf8')).trim()).toBe('node')
+      const args = (await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).split('\0')
+      expect(args.slice(1, 3)).toEqual(['--max-semi-space-size=8', '--heap-growing-percent=30'])
+      const environ = (await readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0')
+      expect(environ).toContain('MALLOC_ARENA_MAX=2')
+      expect(environ).toContain('MALLOC_MMAP_THRESHOLD_=131072')
+    } finally {
+      child.kill('SIGTERM')
+    }
+    expect(await exited).toBe(0)
+
+    // A value the user set wins over the launcher's.
+    const own = await launch(bundle, { ...env, MALLOC_ARENA_MAX: '4' })
+    const environ = (await readFile(`/proc/${own.child.pid}/environ`, 'utf8')).split('\0')
+    own.child.kill('SIGTERM')
+    expect(environ).toContain('MALLOC_ARENA_MAX=4')
+    expect(await own.exited).toBe(0)
+
+    // A configuration error's exit code and message come through unchanged.
+    const bad = await launch(bundle, { ...env, PORT: 'eighty' })
+    expect(await bad.exited).toBe(2)
+    expect(bad.out()).toContain('caje: configuration error: PORT')
   })
 })

@@ -21,10 +21,6 @@ async function main(): Promise<void> {
   const log = createLogger({ nodeId: config.nodeId })
   const node = await startCaje(config, log)
 
-  const banner = startBanner({ config, url: node.url, demoOrigin: node.demoOrigin, internalListenUrl: node.internalListenUrl, notices: node.notices })
-  process.stdout.write(banner.join('\n') + '\n')
-  log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, database: config.databasePath })
-
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return
@@ -47,6 +43,12 @@ async function main(): Promise<void> {
   })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+
+  // Announced only once the handlers above are in place: whoever starts caje may signal it as
+  // soon as it says it listens.
+  const banner = startBanner({ config, url: node.url, demoOrigin: node.demoOrigin, internalListenUrl: node.internalListenUrl, notices: node.notices })
+  process.stdout.write(banner.join('\n') + '\n')
+  log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, database: config.databasePath })
 }
 
 main().catch((err: unknown) => {
