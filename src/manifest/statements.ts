@@ -149,7 +149,7 @@ export function coveredParams(entry: EntryRecord): unknown[] {
   return [entry.storedAt, entry.host, entry.url, entry.key, entry.url, JSON.stringify(entry.tags)]
 }
 
-/** entryParams, appended to `params` (one statement of many rows). */
+/** One entry's parameters for the entries columns, appended to `params` (a statement of many rows takes several). */
 export function pushEntryParams(params: unknown[], entry: EntryRecord): void {
   params.push(
     entry.key,
@@ -167,21 +167,11 @@ export function pushEntryParams(params: unknown[], entry: EntryRecord): void {
   )
 }
 
+/** UPSERT_ENTRY_SQL's parameters for one entry. */
 export function entryParams(entry: EntryRecord): unknown[] {
-  return [
-    entry.key,
-    entry.variant,
-    entry.host,
-    entry.url,
-    entry.status,
-    entry.size,
-    entry.contentType,
-    entry.storedAt,
-    entry.staleAt,
-    entry.deleteAt,
-    JSON.stringify(entry.tags),
-    JSON.stringify(entry.varyHeaders),
-  ]
+  const params: unknown[] = []
+  pushEntryParams(params, entry)
+  return params
 }
 
 /** Whether the row UPSERT_ENTRY_SQL returned needs FIX_ENTRY_URL_SQL. */
