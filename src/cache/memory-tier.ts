@@ -7,7 +7,6 @@
 // come and go.
 
 import { type Placement, SlabArena } from './slab-arena.ts'
-import { createSlabMemory } from './slab-memory.ts'
 
 /** One body held in memory, tagged with the integrity it was stored under. */
 export interface MemoryItem {
@@ -63,9 +62,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     throw new RangeError(`memory tier maxBytes must be a non-negative integer, got ${maxBytes}`)
   }
   const maxObjectBytes = Math.min(opts.maxObjectBytes ?? Math.floor(maxBytes / 4), maxBytes)
-  // Slabs come with their pages mapped ahead by another thread (slab-memory.ts): the event loop
-  // then copies bodies in without a page fault each few KiB.
-  const arena = new SlabArena({ budgetBytes: maxBytes, slabBytes: opts.slabBytes, memory: maxBytes > 0 ? createSlabMemory() : undefined })
+  const arena = new SlabArena({ budgetBytes: maxBytes, slabBytes: opts.slabBytes })
   const items = new Map<string, Held>()
   /** Buffers handed out by allocate() and not set() yet; one never set is dead room in its slab. */
   const reserved = new WeakMap<Buffer, Placement>()

@@ -18,8 +18,6 @@
 // Slabs are SharedArrayBuffers, as the bodies were before: the disk writer's
 // thread and the memory tier can refer to the same bytes without a copy.
 
-import type { SlabMemory } from './slab-memory.ts'
-
 /** Where one body lives: the arena moves it (and updates both fields) when it compacts. */
 export interface Placement {
   buffer: Buffer
@@ -38,9 +36,9 @@ export class Slab {
   /** No longer part of the arena: nothing more is placed here. */
   dropped = false
 
-  constructor(memory: SharedArrayBuffer) {
-    this.memory = memory
-    this.bytes = new Uint8Array(memory)
+  constructor(size: number) {
+    this.memory = new SharedArrayBuffer(size)
+    this.bytes = new Uint8Array(this.memory)
   }
 }
 
@@ -49,8 +47,6 @@ export interface SlabArenaOptions {
   budgetBytes: number
   /** Size of one slab (default: a 64th of the budget, a power of two between 64 KiB and 4 MiB). */
   slabBytes?: number
-  /** Where new slabs' memory comes from (default: plain fresh memory). */
-  memory?: SlabMemory
 }
 
 const MIN_SLAB_BYTES = 64 * 1024
@@ -68,10 +64,8 @@ export class SlabArena {
   #ownBytes = 0
   #liveBytes = 0
   #compactedBytes = 0
-  readonly #memory: SlabMemory | undefined
 
   constructor(opts: SlabArenaOptions) {
-    this.#memory = opts.memory
     const { budgetBytes } = opts
     if (!Number.isSafeInteger(budgetBytes) || budgetBytes < 0) throw new RangeError(`slab arena budget must be a non-negative integer, got ${budgetBytes}`)
     this.slabBytes = opts.slabBytes ?? defaultSlabBytes(budgetBytes)
@@ -201,7 +195,7 @@ export class SlabArena {
   #openSlab(): Slab {
     const previous = this.#open
     if (previous && previous.live === 0) this.#drop(previous)
-    const fresh = new Slab(this.#memory?.take(this.slabBytes) ?? new SharedArrayBuffer(this.slabBytes))
+    const fresh = new Slab(this.slabBytes)
     this.#slabs.push(fresh)
     this.#open = fresh
     while (this.heldBytes > this.limitBytes) {
