@@ -9,6 +9,34 @@ import { indexedMatchesUpTo, queuedForIndex } from './search.ts'
 import { captureLog, entry, freshManifest, holdWriteLock, waitFor } from './test-helpers.ts'
 import { isHotOp } from './statements.ts'
 import { DirectWriter, WriterStoppedError } from './writer.ts'
+import type { Worker } from 'node:worker_threads'
+import { parseOps } from './ops.ts'
+import { ApplyThreadGoneError } from './apply-thread.ts'
+
+/** The bytes cut into chunks of the given sizes, over and over (a body as the socket delivers it). */
+function chunked(text: string, sizes: number[]): Buffer[] {
+  const bytes = Buffer.from(text)
+  const out: Buffer[] = []
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const n = sizes[i % sizes.length]!
+    out.push(bytes.subarray(at, at + n))
+    at += n
+  }
+  return out
+}
+
+/** Every table a replica's batch writes, as rows. */
+function manifestRows(sqlite: SQLite.Database): Record<string, unknown[]> {
+  const all = (q: string) => sqlite.prepare(q).all()
+  return {
+    entries: all('select * from entries order by id'),
+    holdings: all('select * from entry_nodes order by entry_id, node_id'),
+    counts: all('select * from entries_count'),
+    nodeHoldings: all('select * from node_holdings order by node_id'),
+    nodes: all('select * from nodes order by id'),
+    searchQueue: all('select * from entries_search_queue order by rid'),
+  }
+}
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
 
@@ -171,5 +199,84 @@ describe('DirectWriter with an apply thread', () => {
     expect(changesOn(memory.sqlite)).toBeGreaterThan(before)
     await writer.close()
     await memory.db.destroy()
+  })
+
+  it('applies a batch handed over as the bytes of its body, parsed and checked on the thread, as the same ops parsed here', async () => {
+    const other = await freshManifest()
+    try {
+      const at = 1_700_000_000_000
+      // Multi-byte characters split across chunks, a look-alike of an op's start inside a string, repeated keys, a moved URL, a heartbeat and a delete.
+      const ops: ManifestOp[] = [
+        { type: 'node-heartbeat', node: { id: 'n2', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: 1 }, at: 2 },
+        ...Array.from({ length: 1500 }, (_, i) => stored(i % 1200, { url: `https://ex.com/ü€/${i % 1200}/"${i % 7 === 0 ? ',{"type":' : '😀'}"`, key: `k${i % 1200}`, storedAt: at + i, tags: i % 5 === 0 ? ['t'] : [] })),
+        { type: 'deleted', nodeId: 'n1', key: 'k3', variant: '' },
+        { type: 'purge-applied', nodeId: 'n2', purgeId: 4 },
+      ]
+      const text = JSON.stringify({ ops })
+      const captured = captureLog()
+      const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captured.log })
+      const before = changesOn(sqlite)
+      expect(await writer.applyReceivedBody(chunked(text, [7, 65_536, 1000, 3]))).toEqual({ kind: 'applied', result: { applied: ops.length, failed: 0 } })
+      // Nothing was parsed into ops or written on the event loop.
+      expect(changesOn(sqlite)).toBe(before)
+      await writer.close()
+
+      const parsed = parseOps(JSON.parse(text))
+      if (!parsed.ok) throw new Error(parsed.error)
+      const reference = new DirectWriter({ db: other.db, applyThread: false, intervalMs: 10_000, log: captured.log })
+      expect(await reference.applyReceived(parsed.ops)).toEqual({ applied: ops.length, failed: 0 })
+      await reference.close()
+      // The event loop's writer indexes in the background; the thread in the batch's transaction.
+      const { indexQueued } = await import('./search.ts')
+      while (await indexQueued(other.db, 10_000));
+      expect(manifestRows(sqlite)).toEqual(manifestRows(other.sqlite))
+      expect(captured.lines.filter((l) => l.level !== 'info')).toEqual([])
+    } finally {
+      await other.cleanup()
+    }
+  })
+
+  it('hands back a body that is not hot ops alone, parsed, and one that is not JSON as such, applying nothing of either', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const purge = { type: 'purge', purge: { requestId: 'r1', kind: 'prefix', value: 'https://ex.com/', host: null, createdAt: 1, createdBy: 'admin', nodeId: 'n1', soft: false } }
+    const bodies = [
+      // A purge among stores: the event loop applies it in order, between the thread's runs.
+      { ops: [stored(1), purge, stored(2)] },
+      // An op of the wrong shape: the event loop's parseOps says what is wrong with it.
+      { ops: [stored(1), { ...stored(2), entry: { ...entry({ url: 'https://ex.com/x' }), storedAt: 'yesterday' } }] },
+      { ops: [stored(1), { type: 'from-the-future' }] },
+      { ops: [stored(1), 'not an op'] },
+      { ops: Array.from({ length: 10_001 }, (_, i) => stored(i)) },
+      { other: [stored(1)] },
+      [stored(1)],
+    ]
+    for (const body of bodies) {
+      const text = JSON.stringify(body)
+      expect(await writer.applyReceivedBody(chunked(text, [4096]))).toEqual({ kind: 'parsed', body: JSON.parse(text) })
+    }
+    for (const bad of ['{', `${JSON.stringify({ ops: [stored(1)] }).slice(0, -2)},]}`, '']) {
+      expect(await writer.applyReceivedBody(chunked(bad, [4096]))).toEqual({ kind: 'not-json' })
+    }
+    expect(await countEntries(db)).toBe(0)
+    await writer.close()
+  })
+
+  it('keeps a body\'s batch for the sender to retry while another process holds the write lock, and starts a thread again after one ended', async () => {
+    const threads: Worker[] = []
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, onApplyThread: (t) => threads.push(t) })
+    const body = (from: number) => chunked(JSON.stringify({ ops: Array.from({ length: 10 }, (_, i) => stored(from + i)) }), [100])
+    const lock = holdWriteLock(path)
+    await expect(writer.applyReceivedBody(body(0))).rejects.toMatchObject({ code: 'SQLITE_BUSY' })
+    lock.release()
+    expect(await writer.applyReceivedBody(body(0))).toEqual({ kind: 'applied', result: { applied: 10, failed: 0 } })
+
+    await threads[0]!.terminate()
+    await expect(writer.applyReceivedBody(body(10))).rejects.toBeInstanceOf(ApplyThreadGoneError)
+    // The next batch starts a thread of its own.
+    expect(await writer.applyReceivedBody(body(10))).toEqual({ kind: 'applied', result: { applied: 10, failed: 0 } })
+    expect(threads).toHaveLength(2)
+    expect(await countEntries(db)).toBe(20)
+    await writer.close()
+    await expect(writer.applyReceivedBody(body(20))).rejects.toBeInstanceOf(WriterStoppedError)
   })
 })

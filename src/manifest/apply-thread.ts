@@ -20,6 +20,9 @@
 
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
+import { PIECE_CHARS, parseBatch, splitBatch } from './batch-body.ts'
+import { isRecord, isStr, isTime, isWhole, parseEntry, parseHotBatch, parseHotOp } from './hot-op-shapes.ts'
+import { MAX_FORGOTTEN_PER_OP, MAX_OPS_PER_BATCH } from './ops.ts'
 import { SEARCH_INDEX_SQL, indexQueuedNow } from './search.ts'
 import {
   HOT_SQL,
@@ -43,6 +46,13 @@ export interface ThreadApplyResult {
   failed: Array<{ op: string; error: string }>
 }
 
+/**
+ * What became of a batch handed over as the bytes of its body (applyBody): applied, or not a
+ * batch of hot ops alone (`parsed`: the body as JSON.parse reads it, for the caller to check with
+ * parseOps and apply as ops), or not JSON at all.
+ */
+export type BodyApplyResult = ({ kind: 'applied' } & ThreadApplyResult) | { kind: 'parsed'; body: unknown } | { kind: 'not-json' }
+
 export interface ApplyThread {
   /**
    * Apply hot ops (statements.ts isHotOp), in order, in one transaction. When that fails
@@ -52,6 +62,12 @@ export interface ApplyThread {
    * with ApplyThreadGoneError when the thread ended.
    */
   apply(ops: readonly HotOp[]): Promise<ThreadApplyResult>
+  /**
+   * A batch as the bytes of its request body (`{"ops": [...]}`): the thread parses and checks it
+   * (batch-body.ts, hot-op-shapes.ts) and, when every op is a hot op of the right shape, applies
+   * it as apply() does; it fails the same ways. The event loop only copies the bytes, once.
+   */
+  applyBody(chunks: readonly Uint8Array[]): Promise<BodyApplyResult>
   /** Close the thread's connection and end the thread (after the apply in flight). */
   close(): Promise<void>
 }
@@ -65,6 +81,8 @@ export interface ApplyThreadOptions {
    * this process's other queries on the file wait as long.
    */
   busyTimeoutMs?: number
+  /** Called with the thread once started (tests end it, to see the writer start another). */
+  onThread?: (thread: Worker) => void
 }
 
 /** The apply thread ended (it failed, or was closed): the ops were not applied. */
@@ -79,8 +97,14 @@ interface Reply {
   id: number
   applied?: number
   failed?: ThreadApplyResult['failed']
+  /** A body that is not a batch of hot ops alone, as parsed. */
+  parsed?: unknown
+  notJson?: true
   error?: { message: string; code?: string }
 }
+
+/** The inbox starts this large and doubles as bodies need it: a replica's batch of 1,000 stored ops is about 300 KB. */
+const INBOX_BYTES = 512 * 1024
 
 export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // The thread loads the same better-sqlite3 as the rest of caje does (under the bundle too).
@@ -88,7 +112,8 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 100, resolveFrom } })
   // An idle thread must not keep the process alive.
   worker.unref()
-  const pending = new Map<number, { resolve: (r: ThreadApplyResult) => void; reject: (e: Error) => void }>()
+  options.onThread?.(worker)
+  const pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>()
   let nextId = 1
   let gone: string | undefined
   const failAll = (reason: string) => {
@@ -103,22 +128,57 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     pending.delete(reply.id)
     if (!p) return
     if (reply.error) p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))
-    else p.resolve({ applied: reply.applied ?? 0, failed: reply.failed ?? [] })
+    else p.resolve(reply)
   })
   worker.on('error', (err) => failAll(err.message))
   worker.on('exit', () => {
     failAll('it exited')
     exited()
   })
+  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; length: number }) => {
+    if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
+    const id = nextId++
+    return new Promise<Reply>((resolve, reject) => {
+      pending.set(id, { resolve, reject })
+      worker.postMessage({ id, ...message })
+    })
+  }
+  // Bodies reach the thread through memory both share, reused from one batch to the next: a
+  // structured clone of the parsed ops was about a quarter of the thread's time, and a buffer
+  // transferred per batch is fresh memory each time (a body is larger than glibc's mmap
+  // threshold under bin/caje, and every page of a fresh mapping faults). One body at a time: the
+  // next waits until the thread has answered for the last.
+  let inbox = new SharedArrayBuffer(INBOX_BYTES)
+  let inboxFree: Promise<unknown> = Promise.resolve()
+  const applyBody = async (chunks: readonly Uint8Array[]): Promise<BodyApplyResult> => {
+    let length = 0
+    for (const c of chunks) length += c.length
+    if (length > inbox.byteLength) {
+      let size = inbox.byteLength
+      while (size < length) size *= 2
+      inbox = new SharedArrayBuffer(size)
+    }
+    const into = new Uint8Array(inbox)
+    let at = 0
+    for (const c of chunks) {
+      into.set(c, at)
+      at += c.length
+    }
+    const reply = await send({ inbox, length })
+    if (reply.notJson) return { kind: 'not-json' }
+    if ('parsed' in reply) return { kind: 'parsed', body: reply.parsed }
+    return { kind: 'applied', applied: reply.applied ?? 0, failed: reply.failed ?? [] }
+  }
   return {
-    apply(ops) {
-      if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
-      const id = nextId++
-      return new Promise<ThreadApplyResult>((resolve, reject) => {
-        pending.set(id, { resolve, reject })
-        // Ops are plain data (they also travel as JSON to a primary): the structured clone keeps them as they are.
-        worker.postMessage({ id, ops })
-      })
+    async apply(ops) {
+      // Ops are plain data (they also travel as JSON to a primary): the structured clone keeps them as they are.
+      const reply = await send({ ops })
+      return { applied: reply.applied ?? 0, failed: reply.failed ?? [] }
+    },
+    applyBody(chunks) {
+      const done = inboxFree.then(() => applyBody(chunks))
+      inboxFree = done.catch(() => undefined)
+      return done
     },
     async close() {
       if (gone === undefined) worker.postMessage('close')
@@ -131,12 +191,21 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   }
 }
 
-/** The functions of statements.ts and search.ts the thread runs (from their source text, see THREAD_SOURCE). */
+/** The functions of statements.ts, search.ts, batch-body.ts and hot-op-shapes.ts the thread runs (from their source text, see THREAD_SOURCE). */
 interface ThreadLibrary {
   prepareHotStatements: typeof prepareHotStatements
   applyHotOp: typeof applyHotOp
   applyHotOps: typeof applyHotOps
   indexQueuedNow: typeof indexQueuedNow
+  parseBatch: typeof parseBatch
+  parseHotBatch: typeof parseHotBatch
+}
+
+/** Limits the thread checks a body against, as the event loop's parseOps does. */
+interface ThreadLimits {
+  maxOps: number
+  maxForgotten: number
+  pieceChars: number
 }
 
 /**
@@ -144,9 +213,10 @@ interface ThreadLibrary {
  * its arguments (an imported name would be rewritten by a module transform into something the
  * script does not have).
  */
-function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof SEARCH_INDEX_SQL): void {
+function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof SEARCH_INDEX_SQL, limits: ThreadLimits): void {
   const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const { createRequire: requireFrom } = process.getBuiltinModule('node:module')
+  const { StringDecoder } = process.getBuiltinModule('node:string_decoder')
   const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string }
   type Statement = { run(...p: unknown[]): unknown }
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
@@ -181,8 +251,19 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       throw err
     }
   }
-  port.on('message', (m: 'close' | { id: number; ops: HotOp[] }) => {
-    if (m === 'close') {
+  /** The ops of a body in the inbox, or the reply that says why there are none to apply. */
+  const opsOfBody = (id: number, inbox: SharedArrayBuffer, length: number): HotOp[] | { id: number; parsed?: unknown; notJson?: true } => {
+    let body: unknown
+    try {
+      body = lib.parseBatch([new Uint8Array(inbox, 0, length)], new StringDecoder('utf8'), limits.pieceChars)
+    } catch {
+      return { id, notJson: true }
+    }
+    // Anything but hot ops of the right shape goes back as parsed: the event loop checks it (parseOps) and says what is wrong.
+    return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { id, parsed: body }
+  }
+  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; length: number }) => {
+    if (received === 'close') {
       try {
         open?.db.close()
       } finally {
@@ -190,6 +271,15 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       }
       return
     }
+    let m: { id: number; ops: HotOp[] }
+    if ('inbox' in received) {
+      const ops = opsOfBody(received.id, received.inbox, received.length)
+      if (!Array.isArray(ops)) {
+        port.postMessage(ops)
+        return
+      }
+      m = { id: received.id, ops }
+    } else m = received
     try {
       const c = (open ??= connect())
       // Statement journals in memory (ops.ts placeStatementJournal says why), but on disk for a
@@ -235,8 +325,10 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
 
 // The functions by the names they have here: a bundler may rename a function (name and
 // declaration alike), so the call below names each by its own .name.
+const LIMITS: ThreadLimits = { maxOps: MAX_OPS_PER_BATCH, maxForgotten: MAX_FORGOTTEN_PER_OP, pieceChars: PIECE_CHARS }
 const THREAD_SOURCE = [
   'var __name = (f) => f;',
   ...[coveredParams, entryParams, pushEntryParams, storedKeyOf, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, applyHotOps, indexQueuedNow].map(String),
-  `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, applyHotOps: ${applyHotOps.name}, indexQueuedNow: ${indexQueuedNow.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)})`,
+  ...[splitBatch, parseBatch, isRecord, isStr, isTime, isWhole, parseEntry, parseHotOp, parseHotBatch].map(String),
+  `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, applyHotOps: ${applyHotOps.name}, indexQueuedNow: ${indexQueuedNow.name}, parseBatch: ${parseBatch.name}, parseHotBatch: ${parseHotBatch.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)}, ${JSON.stringify(LIMITS)})`,
 ].join('\n')

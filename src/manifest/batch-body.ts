@@ -15,13 +15,6 @@ import { StringDecoder } from 'node:string_decoder'
 
 /** Characters per piece parsed, about: far below the 128 KiB of a large-object string. */
 export const PIECE_CHARS = 32 * 1024
-/** Decoded this many bytes at a time: a body handed over whole (tests, other servers) is still decoded in small strings. */
-const DECODE_BYTES = 64 * 1024
-
-const HEAD = '{"ops":['
-const TAIL = ']}'
-/** Where an op begins in JSON.stringify's text of a batch: a comma, then the op's first key. */
-const OP_START = ',{"type":'
 
 /**
  * The request body's chunks, at most maxBytes in all, or undefined when it is larger (nothing
@@ -58,17 +51,47 @@ export function readBodyChunks(incoming: IncomingMessage, maxBytes: number): Pro
   })
 }
 
+/** What splitBatch and parseBatch decode with: a StringDecoder('utf8') of node:string_decoder, new for each body. */
+export interface Utf8Decoder {
+  write(bytes: Uint8Array): string
+  end(): string
+}
+
 /**
  * The body's text in pieces the batch can be parsed from one by one: every piece but the
  * first starts where an op starts, and each ends where the next begins. Undefined when the
  * text does not look like a batch (then it is parsed whole).
  */
-export function batchPieces(chunks: readonly Buffer[]): { pieces: string[]; whole: () => string } | undefined {
-  const decoder = new StringDecoder('utf8')
+export function batchPieces(chunks: readonly Uint8Array[]): { pieces: string[]; whole: () => string } | undefined {
+  const { pieces, whole } = splitBatch(chunks, new StringDecoder('utf8'), PIECE_CHARS)
+  return pieces === undefined ? undefined : { pieces, whole }
+}
+
+/**
+ * The body parsed as JSON, as JSON.parse would (it throws SyntaxError the same way). A batch
+ * is parsed piece by piece (batchPieces): each piece holds whole ops, so `[` + piece + `]` is
+ * valid JSON exactly when the piece is a list of values, and the batch is the lists joined.
+ * Anything else (other whitespace, other keys, invalid JSON) is parsed whole.
+ */
+export function parseBody(chunks: readonly Uint8Array[]): unknown {
+  return parseBatch(chunks, new StringDecoder('utf8'), PIECE_CHARS)
+}
+
+// splitBatch and parseBatch refer to nothing but their arguments and each other: the manifest's
+// apply thread (apply-thread.ts) runs them from their source text, on the bytes of a batch.
+
+/** batchPieces, with the decoder and the piece length given; no pieces when the text does not look like a batch. */
+export function splitBatch(chunks: readonly Uint8Array[], decoder: Utf8Decoder, pieceChars: number): { pieces: string[] | undefined; whole: () => string } {
+  // A body handed over whole (tests, other servers, the thread's copy) is still decoded in small strings.
+  const decodeBytes = 64 * 1024
+  const head = '{"ops":['
+  const tail = ']}'
+  // Where an op begins in JSON.stringify's text of a batch: a comma, then the op's first key.
+  const opStart = ',{"type":'
   const texts: string[] = []
   for (const chunk of chunks) {
-    for (let at = 0; at < chunk.length; at += DECODE_BYTES) {
-      const text = decoder.write(chunk.subarray(at, at + DECODE_BYTES))
+    for (let at = 0; at < chunk.length; at += decodeBytes) {
+      const text = decoder.write(chunk.subarray(at, at + decodeBytes))
       if (text !== '') texts.push(text)
     }
   }
@@ -81,7 +104,7 @@ export function batchPieces(chunks: readonly Buffer[]): { pieces: string[]; whol
     let from = 0
     for (;;) {
       // The next op start once the piece is long enough; one that straddles two chunks is not seen (the piece grows).
-      const at = text.indexOf(OP_START, from + Math.max(0, PIECE_CHARS - piece.length))
+      const at = text.indexOf(opStart, from + Math.max(0, pieceChars - piece.length))
       if (at < 0) {
         piece += text.slice(from)
         break
@@ -95,30 +118,25 @@ export function batchPieces(chunks: readonly Buffer[]): { pieces: string[]; whol
   pieces.push(piece)
   const first = pieces[0]!
   const last = pieces[pieces.length - 1]!
-  if (!first.startsWith(HEAD) || !last.endsWith(TAIL) || (pieces.length === 1 && first.length < HEAD.length + TAIL.length)) return undefined
-  pieces[0] = first.slice(HEAD.length)
-  pieces[pieces.length - 1] = pieces[pieces.length - 1]!.slice(0, -TAIL.length)
+  if (!first.startsWith(head) || !last.endsWith(tail) || (pieces.length === 1 && first.length < head.length + tail.length)) return { pieces: undefined, whole }
+  pieces[0] = first.slice(head.length)
+  pieces[pieces.length - 1] = pieces[pieces.length - 1]!.slice(0, -tail.length)
   return { pieces, whole }
 }
 
-/**
- * The body parsed as JSON, as JSON.parse would (it throws SyntaxError the same way). A batch
- * is parsed piece by piece (batchPieces): each piece holds whole ops, so `[` + piece + `]` is
- * valid JSON exactly when the piece is a list of values, and the batch is the lists joined.
- * Anything else (other whitespace, other keys, invalid JSON) is parsed whole.
- */
-export function parseBody(chunks: readonly Buffer[]): unknown {
-  const split = batchPieces(chunks)
-  if (split === undefined) return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+/** parseBody, with the decoder and the piece length given. */
+export function parseBatch(chunks: readonly Uint8Array[], decoder: Utf8Decoder, pieceChars: number): unknown {
+  const { pieces, whole } = splitBatch(chunks, decoder, pieceChars)
+  if (pieces === undefined) return JSON.parse(whole())
   const ops: unknown[] = []
   try {
-    for (const piece of split.pieces) {
+    for (const piece of pieces) {
       const values = JSON.parse(`[${piece}]`) as unknown[]
       for (const v of values) ops.push(v)
     }
   } catch {
     // Not a list of ops after all (or not JSON): the whole text decides, and its error is the one to report.
-    return JSON.parse(split.whole())
+    return JSON.parse(whole())
   }
   return { ops }
 }

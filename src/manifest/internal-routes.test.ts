@@ -5,7 +5,8 @@ import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries, purgesAfter } from './repositories.ts'
-import { captureLog, entry, freshManifestPerTest, waitFor } from './test-helpers.ts'
+import { captureLog, entry, freshManifestPerTest, holdWriteLock, waitFor } from './test-helpers.ts'
+import { DirectWriter } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 const op: ManifestOp = { type: 'stored', nodeId: 'n2', entry: entry({ url: 'https://ex.com/x' }) }
@@ -100,5 +101,51 @@ describe('internal routes', () => {
     const res = await post(busy, { ops: [op] }, `Bearer ${SECRET}`)
     expect(res.status).toBe(503)
     expect(await res.json()).toEqual({ error: 'manifest is busy; retry' })
+  })
+})
+
+describe('internal routes with the writer\'s apply thread, as a node wires them', () => {
+  let db: Kysely<Database>
+  let path: string
+  freshManifestPerTest((m) => ((db = m.db), (path = m.path)))
+
+  it('applies batches from their bytes on the thread, checks the rest here, and answers a busy file with 503', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const root = new Hono()
+    root.route(
+      INTERNAL_BASE_PATH,
+      createInternalApp({
+        clusterSecret: SECRET,
+        writableDb: () => db,
+        log: captureLog().log,
+        applyOps: (d, ops, options) => writer.applyReceived(ops, options),
+        applyBody: (d, chunks) => writer.applyReceivedBody(chunks),
+      }),
+    )
+    const post = (body: string) => root.request(`${INTERNAL_BASE_PATH}/manifest`, { method: 'POST', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' }, body })
+    const stored = (i: number, storedAt = 1000 + i): ManifestOp => ({ type: 'stored', nodeId: 'n2', entry: entry({ url: `https://ex.com/p/${i}`, storedAt }) })
+
+    const res = await post(JSON.stringify({ ops: Array.from({ length: 300 }, (_, i) => stored(i)) }))
+    expect(await res.json()).toEqual({ applied: 300, failed: 0 })
+    expect(await countEntries(db)).toBe(300)
+
+    // A purge among stores goes back to the event loop: recorded, acknowledged, swept afterwards; a store after it is kept.
+    const purge = { requestId: 'r1', kind: 'prefix', value: 'https://ex.com/p/', host: null, createdAt: 5000, createdBy: 'admin', nodeId: 'n2', soft: false }
+    const mixed = await post(JSON.stringify({ ops: [stored(300), { type: 'purge', purge, sweepAfterAck: true }, stored(301, 6000)] }))
+    expect(await mixed.json()).toEqual({ applied: 3, failed: 0 })
+    await waitFor(async () => (await countEntries(db)) === 1, 5000, 'the purge\'s entries to leave the manifest')
+
+    const bad = await post(JSON.stringify({ ops: [stored(1), { type: 'stored', nodeId: 'n2' }] }))
+    expect(bad.status).toBe(400)
+    expect(await bad.json()).toEqual({ error: 'ops[1]: entry: not an object' })
+    expect((await post('{"ops":[')).status).toBe(400)
+
+    const lock = holdWriteLock(path)
+    const busy = await post(JSON.stringify({ ops: [stored(400, 7000)] }))
+    lock.release()
+    expect(busy.status).toBe(503)
+    expect(await busy.json()).toEqual({ error: 'manifest is busy; retry' })
+    expect(await countEntries(db)).toBe(1)
+    await writer.close()
   })
 })

@@ -38,6 +38,7 @@ import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts
 import type { ApplyOptions, ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole } from './primary.ts'
 import type { NewPurge } from './repositories.ts'
+import type { ReceivedBody } from './writer.ts'
 
 export const INTERNAL_BASE_PATH = '/_caje/internal'
 
@@ -55,6 +56,13 @@ export interface InternalAppDeps {
    * takes the hot ops off the event loop); defaults to applyOps on the event loop.
    */
   applyOps?(db: Kysely<Database>, ops: ManifestOp[], options: ApplyOptions): Promise<ApplyResult>
+  /**
+   * How to apply a received batch from the bytes of its body (the manifest writer's
+   * applyReceivedBody: its apply thread parses and applies a batch of hot ops, so the event loop
+   * does neither). A body it hands back parsed is checked and applied as ops (applyOps). Without
+   * it, the body is parsed here.
+   */
+  applyBody?(db: Kysely<Database>, chunks: readonly Buffer[]): Promise<ReceivedBody>
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
   store?: Pick<CacheStore, 'variants' | 'read'>
@@ -144,29 +152,45 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
         409,
       )
     }
-    let body: unknown
+    const from = c.req.header('x-caje-node')
+    let chunks: Buffer[] | undefined
     try {
-      const chunks = await requestChunks(c, maxBatchBytes)
-      if (chunks === undefined) return tooLarge(c)
-      body = parseBody(chunks)
+      chunks = await requestChunks(c, maxBatchBytes)
     } catch {
       return c.json({ error: 'body is not valid JSON' }, 400)
     }
+    if (chunks === undefined) return tooLarge(c)
+    let body: unknown
+    if (deps.applyBody) {
+      let received: ReceivedBody
+      try {
+        received = await deps.applyBody(db, chunks)
+      } catch (err) {
+        return applyFailed(c, log, from, undefined, err)
+      }
+      if (received.kind === 'applied') return c.json(received.result)
+      if (received.kind === 'not-json') return c.json({ error: 'body is not valid JSON' }, 400)
+      body = received.body
+    } else {
+      try {
+        body = parseBody(chunks)
+      } catch {
+        return c.json({ error: 'body is not valid JSON' }, 400)
+      }
+    }
     const parsed = parseOps(body)
     if (!parsed.ok) {
-      log('warn', 'refused a manifest batch from a peer', { from: c.req.header('x-caje-node'), error: parsed.error })
+      log('warn', 'refused a manifest batch from a peer', { from, error: parsed.error })
       return c.json({ error: parsed.error }, 400)
     }
     if (parsed.unknownTypes.length > 0) {
-      log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from: c.req.header('x-caje-node'), types: parsed.unknownTypes })
+      log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from, types: parsed.unknownTypes })
     }
     try {
       const result = await apply(db, parsed.ops, { deferSweep: sweeps })
       return c.json(result)
     } catch (err) {
-      log('error', 'applying a peer manifest batch failed', { from: c.req.header('x-caje-node'), ops: parsed.ops.length, error: describeError(err) })
-      // Busy or read-only right now: the sender keeps the batch and retries.
-      return c.json({ error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' }, 503)
+      return applyFailed(c, log, from, parsed.ops.length, err)
     }
   })
 
@@ -228,6 +252,12 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
   })
 
   return app
+}
+
+/** A batch that could not be applied now: busy or read-only right now, the sender keeps it and retries. */
+function applyFailed(c: Context, log: ManifestLog, from: string | undefined, ops: number | undefined, err: unknown): Response {
+  log('error', 'applying a peer manifest batch failed', { from, ops, error: describeError(err) })
+  return c.json({ error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' }, 503)
 }
 
 function tooLarge(c: Context): Response {

@@ -31,6 +31,7 @@ import { STORED_ROWS_PER_STATEMENT, applyHotOp, applyHotOps, hotStatements, isHo
 import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
 import type { HotOp, HotStatements } from './statements.ts'
+import { isRecord, isStr, isTime, parseHotOp } from './hot-op-shapes.ts'
 
 export type ManifestOp =
   /** nodeId committed this variant to its disk cache. */
@@ -480,6 +481,9 @@ export type ParseResult = { ok: true; ops: ManifestOp[]; unknownTypes: string[] 
 
 const UNKNOWN_TYPE = Symbol('unknown op type')
 
+/** Most ops one batch from a peer may hold (a replica sends at most 1,000). */
+export const MAX_OPS_PER_BATCH = 10_000
+
 const PURGE_KINDS: readonly PurgeKind[] = ['url', 'prefix', 'tag', 'all']
 
 /**
@@ -487,7 +491,7 @@ const PURGE_KINDS: readonly PurgeKind[] = ['url', 'prefix', 'tag', 'all']
  * run another version: anything that does not fit is refused whole with the
  * reason, rather than half-applied.
  */
-export function parseOps(input: unknown, maxOps = 10_000): ParseResult {
+export function parseOps(input: unknown, maxOps = MAX_OPS_PER_BATCH): ParseResult {
   const list = isRecord(input) ? input.ops : undefined
   if (!Array.isArray(list)) return { ok: false, error: 'body must be {"ops": [...]}' }
   if (list.length > maxOps) return { ok: false, error: `too many ops in one batch (${list.length} > ${maxOps})` }
@@ -532,28 +536,10 @@ const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as nu
 function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
   if (!isRecord(v)) return 'not an object'
   if (typeof v.type !== 'string') return 'type must be a string'
+  // The hot ops (nearly every op of a batch) are checked by the functions the apply thread runs too.
+  const hot = parseHotOp(v, MAX_FORGOTTEN_PER_OP)
+  if (hot !== undefined) return hot
   switch (v.type) {
-    case 'stored': {
-      if (!isStr(v.nodeId)) return 'nodeId must be a string'
-      const entry = parseEntry(v.entry)
-      return typeof entry === 'string' ? `entry: ${entry}` : { type: 'stored', nodeId: v.nodeId, entry }
-    }
-    case 'deleted':
-      if (!isStr(v.nodeId) || !isStr(v.key) || typeof v.variant !== 'string') return 'nodeId, key and variant must be strings'
-      return { type: 'deleted', nodeId: v.nodeId, key: v.key, variant: v.variant }
-    case 'holdings-forgotten': {
-      if (!isStr(v.nodeId)) return 'nodeId must be a string'
-      if (!Array.isArray(v.entries) || v.entries.length > MAX_FORGOTTEN_PER_OP) return `entries must be an array of at most ${MAX_FORGOTTEN_PER_OP} {key, variant}`
-      const entries: Array<{ key: string; variant: string }> = []
-      for (const e of v.entries as unknown[]) {
-        if (!isRecord(e) || !isStr(e.key) || typeof e.variant !== 'string') return 'entries must be {key, variant} with string values'
-        entries.push({ key: e.key, variant: e.variant })
-      }
-      return { type: 'holdings-forgotten', nodeId: v.nodeId, entries }
-    }
-    case 'node-cleared':
-      if (!isStr(v.nodeId)) return 'nodeId must be a string'
-      return { type: 'node-cleared', nodeId: v.nodeId }
     case 'node-forgotten':
       if (!isStr(v.nodeId)) return 'nodeId must be a string'
       return { type: 'node-forgotten', nodeId: v.nodeId }
@@ -575,14 +561,6 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
         minutes.push(stats)
       }
       return { type: 'minutes', nodeId: v.nodeId, minutes }
-    }
-    case 'node-heartbeat': {
-      const n = v.node
-      if (!isRecord(n) || !isStr(n.id) || typeof n.region !== 'string' || !isStr(n.internalUrl) || !isTime(n.startedAt)) {
-        return 'node must be {id, region, internalUrl, startedAt}'
-      }
-      if (!isTime(v.at)) return 'at must be an epoch-ms number'
-      return { type: 'node-heartbeat', node: { id: n.id, region: n.region, internalUrl: n.internalUrl, startedAt: n.startedAt }, at: v.at }
     }
     case 'purge': {
       const p = v.purge
@@ -610,17 +588,6 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
         },
       }
     }
-    case 'purge-applied': {
-      if (!isStr(v.nodeId) || !Number.isSafeInteger(v.purgeId) || (v.purgeId as number) < 0) return 'nodeId must be a string and purgeId a whole number'
-      if (v.applied === undefined) return { type: 'purge-applied', nodeId: v.nodeId, purgeId: v.purgeId as number }
-      if (!Array.isArray(v.applied) || v.applied.length > 10_000) return 'applied must be an array of at most 10000 {id, at}'
-      const applied: PurgeAppliedAt[] = []
-      for (const a of v.applied as unknown[]) {
-        if (!isRecord(a) || !Number.isSafeInteger(a.id) || (a.id as number) < 1 || !isTime(a.at)) return 'applied must be {id, at} with a whole purge id and an epoch-ms time'
-        applied.push({ id: a.id as number, at: a.at as number })
-      }
-      return { type: 'purge-applied', nodeId: v.nodeId, purgeId: v.purgeId as number, applied }
-    }
     case 'clear':
       if (!isTime(v.at) || !isStr(v.by)) return 'clear needs at (epoch ms) and by'
       return { type: 'clear', at: v.at, by: v.by }
@@ -632,41 +599,4 @@ function parseOp(v: unknown): ManifestOp | string | typeof UNKNOWN_TYPE {
     default:
       return UNKNOWN_TYPE
   }
-}
-
-function parseEntry(v: unknown): EntryRecord | string {
-  if (!isRecord(v)) return 'not an object'
-  for (const k of ['key', 'url', 'host'] as const) if (!isStr(v[k])) return `${k} must be a non-empty string`
-  for (const k of ['variant', 'contentType'] as const) if (typeof v[k] !== 'string') return `${k} must be a string`
-  for (const k of ['status', 'size'] as const) if (!Number.isSafeInteger(v[k]) || (v[k] as number) < 0) return `${k} must be a whole number`
-  for (const k of ['storedAt', 'staleAt', 'deleteAt'] as const) if (!isTime(v[k])) return `${k} must be an epoch-ms number`
-  if (!Array.isArray(v.tags) || !v.tags.every((t) => typeof t === 'string')) return 'tags must be an array of strings'
-  const vary = v.varyHeaders
-  if (!isRecord(vary) || !Object.values(vary).every((h) => typeof h === 'string')) return 'varyHeaders must be an object of strings'
-  return {
-    key: v.key as string,
-    variant: v.variant as string,
-    host: v.host as string,
-    url: v.url as string,
-    status: v.status as number,
-    size: v.size as number,
-    contentType: v.contentType as string,
-    storedAt: v.storedAt as number,
-    staleAt: v.staleAt as number,
-    deleteAt: v.deleteAt as number,
-    tags: [...(v.tags as string[])],
-    varyHeaders: { ...(vary as Record<string, string>) },
-  }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function isStr(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0
-}
-
-function isTime(v: unknown): v is number {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0
 }

@@ -12,7 +12,7 @@ import type { ClusterRole, RoleListener, RoleSource } from './primary.ts'
 import { countEntries, listManifest } from './repositories.ts'
 import { freePort } from '../test-support/servers.ts'
 import { captureLog, entry, freshManifest, waitFor } from './test-helpers.ts'
-import { DirectWriter, RemoteWriter, createManifestWriter } from './writer.ts'
+import { DirectWriter, RemoteWriter, batchBody, createManifestWriter } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 
@@ -142,6 +142,14 @@ describe('RemoteWriter', () => {
     expect(peer.requests.length).toBeLessThanOrEqual(2)
     expect(peer.requests.every((r) => r.node === 'n2')).toBe(true)
     expect((await listManifest(primaryDb, { limit: 1 })).entries[0]!.nodeIds).toEqual(['n2'])
+  })
+
+  it('sends a batch as the text JSON.stringify makes of it, byte for byte, built a hundred ops at a time', () => {
+    const ops = Array.from({ length: 250 }, (_, i): ManifestOp => ({ type: 'stored', nodeId: 'n2', entry: entry({ url: `https://ex.com/ü€/${i}/"😀"`, tags: i % 3 ? [] : ['a,b'] }) }))
+    for (const n of [0, 1, 99, 100, 101, 250]) {
+      const batch = ops.slice(0, n)
+      expect(Buffer.from(batchBody(batch)).equals(Buffer.from(JSON.stringify({ ops: batch }))), String(n)).toBe(true)
+    }
   })
 
   it('retries with growing delays while the primary is down, then delivers when it is back', async () => {

@@ -14,11 +14,13 @@
 //  - createManifestWriter() follows the node's role (primary.ts) and moves
 //    queued ops, in order, from one to the other when LiteFS moves the primary.
 
+import type { Worker } from 'node:worker_threads'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { ApplyThreadGoneError, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { parseBody } from './batch-body.ts'
 import { isHotOp } from './statements.ts'
 import type { HotOp } from './statements.ts'
 import { sqliteHandleOf } from './database.ts'
@@ -479,6 +481,19 @@ export interface DirectWriterOptions extends BatchOptions {
    * ops keep going through Kysely here. Default false.
    */
   applyThread?: boolean
+  /** Called with each apply thread started: the first, and any started after one ended (tests). */
+  onApplyThread?: (thread: Worker) => void
+}
+
+/** A replica's batch body after applyReceivedBody. */
+export type ReceivedBody = { kind: 'applied'; result: ApplyResult } | { kind: 'parsed'; body: unknown } | { kind: 'not-json' }
+
+function parsedHere(chunks: readonly Uint8Array[]): ReceivedBody {
+  try {
+    return { kind: 'parsed', body: parseBody(chunks) }
+  } catch {
+    return { kind: 'not-json' }
+  }
 }
 
 /**
@@ -501,6 +516,7 @@ export class DirectWriter extends BatchWriter {
   /** The file the apply thread opens, when there is to be one. */
   private readonly threadPath: string | undefined
   private thread: ApplyThread | undefined
+  private readonly onApplyThread: ((thread: Worker) => void) | undefined
 
   constructor(options: DirectWriterOptions) {
     super({ maxBatch: 1000, ...options })
@@ -510,6 +526,12 @@ export class DirectWriter extends BatchWriter {
     this.onRelease = options.onRelease
     const sqlite = options.applyThread ? sqliteHandleOf(options.db) : undefined
     this.threadPath = sqlite && !sqlite.memory && !sqlite.readonly ? sqlite.name : undefined
+    this.onApplyThread = options.onApplyThread
+  }
+
+  /** The apply thread, started when there is none (the first batch, or after one ended). */
+  private threadNow(): ApplyThread {
+    return (this.thread ??= startApplyThread({ path: this.threadPath!, onThread: this.onApplyThread }))
   }
 
   protected target(): string | undefined {
@@ -543,11 +565,40 @@ export class DirectWriter extends BatchWriter {
     return this.applyNow(ops, options)
   }
 
-  private async applyNow(batch: readonly ManifestOp[], options: ApplyOptions = {}): Promise<ApplyResult> {
+  /**
+   * A replica's batch as the bytes of its request body: with an apply thread, the thread parses,
+   * checks and applies it (apply-thread.ts applyBody), so the event loop neither parses it nor
+   * copies the ops to the thread. Resolves to the result, or to the body parsed (a batch that is
+   * not hot ops alone, or one that does not fit: the caller checks it with parseOps and applies
+   * it with applyReceived), or 'not-json'. Throws as applyReceived does.
+   */
+  async applyReceivedBody(chunks: readonly Uint8Array[]): Promise<ReceivedBody> {
+    if (this.released) throw new WriterStoppedError()
+    if (this.threadPath === undefined) return parsedHere(chunks)
+    await this.prepared()
+    if (this.released) throw new WriterStoppedError()
+    const thread = this.threadNow()
+    try {
+      const done = await this.db.connection().execute(() => thread.applyBody(chunks))
+      if (done.kind === 'not-json') return { kind: 'not-json' }
+      if (done.kind === 'parsed') return { kind: 'parsed', body: done.body }
+      for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
+      return { kind: 'applied', result: { applied: done.applied, failed: done.failed.length } }
+    } catch (err) {
+      if (err instanceof ApplyThreadGoneError && this.thread === thread) this.thread = undefined
+      throw err
+    }
+  }
+
+  private async prepared(): Promise<void> {
     if (this.prepare) {
       await this.prepare()
       this.prepare = undefined
     }
+  }
+
+  private async applyNow(batch: readonly ManifestOp[], options: ApplyOptions = {}): Promise<ApplyResult> {
+    await this.prepared()
     if (this.threadPath === undefined) {
       const result = await applyOps(this.db, batch, this.log, options)
       this.indexInBackground()
@@ -580,7 +631,7 @@ export class DirectWriter extends BatchWriter {
       const run = batch.slice(start, end)
       if (onThread) {
         if (this.released) throw new ApplyThreadGoneError('the writer was stopped')
-        const thread = (this.thread ??= startApplyThread({ path: this.threadPath! }))
+        const thread = this.threadNow()
         const done = await this.db.connection().execute(() => thread.apply(run as HotOp[]))
         result.applied += done.applied
         result.failed += done.failed.length
@@ -681,7 +732,7 @@ export class RemoteWriter extends BatchWriter {
       res = await fetch(`${base}${MANIFEST_OPS_PATH}`, {
         method: 'POST',
         headers,
-        body: JSON.stringify({ ops: batch }),
+        body: batchBody(batch),
         signal: AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeoutMs)]),
         redirect: 'manual',
       })
@@ -707,6 +758,34 @@ export class RemoteWriter extends BatchWriter {
     // keep the ops and retry; the queue bound limits what this can cost.
     return { kind: 'retry', error: detail }
   }
+}
+
+/** Ops turned to text at a time when building a batch's body (batchBody). */
+const BODY_OPS_PER_PIECE = 100
+
+/**
+ * `JSON.stringify({ ops })`, byte for byte, as UTF-8, made a hundred ops at a time: the text of
+ * a whole batch of 1,000 stored ops is about 300 KB, and V8 puts a string of 128 KiB or more on
+ * pages of its own, mapped fresh each time (batch-body.ts says what that cost on the primary).
+ */
+export function batchBody(ops: readonly ManifestOp[]): Uint8Array<ArrayBuffer> {
+  const parts: Buffer[] = [Buffer.from('{"ops":[')]
+  let length = parts[0]!.length
+  for (let at = 0; at < ops.length; at += BODY_OPS_PER_PIECE) {
+    const list = JSON.stringify(ops.slice(at, at + BODY_OPS_PER_PIECE))
+    // The pieces' lists joined into one: each without its brackets, a comma between two.
+    const part = Buffer.from(`${at > 0 ? ',' : ''}${list.slice(1, -1)}`)
+    parts.push(part)
+    length += part.length
+  }
+  parts.push(Buffer.from(']}'))
+  const body = new Uint8Array(length + 2)
+  let at = 0
+  for (const part of parts) {
+    body.set(part, at)
+    at += part.length
+  }
+  return body
 }
 
 function safeJson(text: string): Record<string, unknown> | undefined {
@@ -750,6 +829,8 @@ export interface SwitchingManifestWriter extends ManifestWriter {
    * (DirectWriter.applyReceived). Throws WriterStoppedError when this node no longer writes `db`.
    */
   applyReceived(db: Kysely<Database>, ops: readonly ManifestOp[], options?: ApplyOptions): Promise<ApplyResult>
+  /** The same for a batch as the bytes of its body (DirectWriter.applyReceivedBody). */
+  applyReceivedBody(db: Kysely<Database>, chunks: readonly Uint8Array[]): Promise<ReceivedBody>
 }
 
 export function createManifestWriter(options: CreateManifestWriterOptions): SwitchingManifestWriter {
@@ -852,6 +933,10 @@ export function createManifestWriter(options: CreateManifestWriterOptions): Swit
       // Demoted (or promoted again, with another handle) since the route asked: the replica retries.
       if (!(current instanceof DirectWriter) || current.db !== db) return Promise.reject(new WriterStoppedError())
       return current.applyReceived(ops, applyOptions)
+    },
+    applyReceivedBody(db, chunks) {
+      if (!(current instanceof DirectWriter) || current.db !== db) return Promise.reject(new WriterStoppedError())
+      return current.applyReceivedBody(chunks)
     },
   }
 }
