@@ -41,6 +41,8 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --entries <n>        manifest entries for the list scenario (default 300000; issue: 1000000)
   --index-entries <n>  entries for the in-memory index measure (default 100000)
   --apply-ops <n>      stored ops the apply scenario sends per run, in batches of 1000 (default 20000)
+  --apply-senders <n>  batches in flight at once in the apply scenario, as that many replicas send
+                       them (default 1: one replica waits for each answer before it sends the next)
   --runs <n>           repetitions; medians are reported (default 3)
   --cpu-prof <dir>     start the caje processes with node --cpu-prof, profiles written there
   --keep               keep the temp dir (manifest, caches, logs)
@@ -64,6 +66,7 @@ interface Options {
   entries: number
   indexEntries: number
   applyOps: number
+  applySenders: number
   runs: number
   cpuProf: string | undefined
   keep: boolean
@@ -81,6 +84,7 @@ function parseOptions(): Options {
       entries: { type: 'string' },
       'index-entries': { type: 'string' },
       'apply-ops': { type: 'string' },
+      'apply-senders': { type: 'string' },
       perf: { type: 'string' },
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
@@ -111,6 +115,7 @@ function parseOptions(): Options {
     entries: int('entries', values.entries, 300_000),
     indexEntries: int('index-entries', values['index-entries'], 100_000),
     applyOps: int('apply-ops', values['apply-ops'], 20_000),
+    applySenders: int('apply-senders', values['apply-senders'], 1),
     runs: int('runs', values.runs, 3),
     cpuProf: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined,
     keep: values.keep ?? false,
@@ -482,7 +487,7 @@ function entryRecord(i: number, now: number, prefix = '/obj/') {
 }
 
 /** The primary applying replica batches: POST /_caje/internal/manifest, 1000 ops each, as a replica sends them. */
-async function scenarioApply(cluster: Cluster, totalOps: number, run: number): Promise<Record<string, number>> {
+async function scenarioApply(cluster: Cluster, totalOps: number, senders: number, run: number): Promise<Record<string, number>> {
   const primary = cluster.nodes[0]!
   const now = Date.now()
   const batches: ManifestOp[][] = []
@@ -496,30 +501,48 @@ async function scenarioApply(cluster: Cluster, totalOps: number, run: number): P
     }
     batches.push(ops)
   }
-  const bodies = batches.map((ops) => JSON.stringify({ ops }))
+  // Bytes, as a replica sends them (writer.ts batchBody), made before the clock starts.
+  const bodies = batches.map((ops) => new Uint8Array(Buffer.from(JSON.stringify({ ops }))))
   const idleWorst = await idleProbeWorst(cluster)
   // The saturated primary: fresh connections every 50 ms while batches arrive back to back.
   const probes = probeHealth([primary])
   const window = profileWindow('apply')
   // The primary's CPU (all its threads) per op: unlike ops/s, hardly moved by the other work on the machine.
   const cpuBefore = await cpuMs(primary)
+  const threadsBefore = await threadCpuMs(primary)
   const t0 = performance.now()
   let applied = 0
-  for (const body of bodies) {
-    const res = await fetch(`${primary.url}/_caje/internal/manifest`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', 'x-caje-node': 'bench' },
-      body,
-    })
-    const json = (await res.json()) as { applied?: number; error?: string }
-    if (!res.ok) throw new Error(`primary refused a batch: ${res.status} ${json.error}`)
-    applied += json.applied ?? 0
+  let next = 0
+  // Each sender as a replica: one batch at a time, the next once the primary has answered.
+  const send = async () => {
+    while (next < bodies.length) {
+      const body = bodies[next++]!
+      const res = await fetch(`${primary.url}/_caje/internal/manifest`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', 'x-caje-node': 'bench' },
+        body,
+      })
+      const json = (await res.json()) as { applied?: number; error?: string }
+      if (!res.ok) throw new Error(`primary refused a batch: ${res.status} ${json.error}`)
+      applied += json.applied ?? 0
+    }
   }
+  await Promise.all(Array.from({ length: senders }, send))
   const seconds = (performance.now() - t0) / 1000
   const cpuUsPerOp = ((await cpuMs(primary)) - cpuBefore) * 1000 / Math.max(1, applied)
+  const threads = threadCpuSince(threadsBefore, await threadCpuMs(primary), primary.child.pid!)
   const [worst] = await probes.stop()
   window.end()
-  return { opsPerSecond: Math.round(applied / seconds), cpuUsPerOp: Math.round(cpuUsPerOp), healthWorstMs: Math.round(worst!), healthIdleWorstMs: idleWorst }
+  return {
+    opsPerSecond: Math.round(applied / seconds),
+    cpuUsPerOp: Math.round(cpuUsPerOp),
+    // The event loop's share, and the busiest other thread's (the apply thread): with one batch
+    // in flight at a time, their sum bounds the rate.
+    loopUsPerOp: Math.round((threads.main * 1000) / Math.max(1, applied)),
+    busiestThreadUsPerOp: Math.round((threads.busiest * 1000) / Math.max(1, applied)),
+    healthWorstMs: Math.round(worst!),
+    healthIdleWorstMs: idleWorst,
+  }
 }
 
 /** Fill every node with the objects, then purge them by prefix through node 2 (a replica). */
@@ -647,6 +670,26 @@ async function cpuMs(node: ClusterNode): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
 }
+/** CPU time of each thread of a node's process so far, in ms, by thread id (Linux /proc). */
+async function threadCpuMs(node: ClusterNode): Promise<Map<number, number>> {
+  const out = new Map<number, number>()
+  const dir = `/proc/${node.child.pid}/task`
+  for (const tid of await fs.readdir(dir)) {
+    const stat = await fs.readFile(`${dir}/${tid}/stat`, 'utf8').catch(() => '')
+    if (stat === '') continue
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    out.set(Number(tid), ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS)
+  }
+  return out
+}
+
+/** The main thread's CPU ms between two readings, and the most any other thread used. */
+function threadCpuSince(before: Map<number, number>, after: Map<number, number>, mainTid: number): { main: number; busiest: number } {
+  let busiest = 0
+  for (const [tid, ms] of after) if (tid !== mainTid) busiest = Math.max(busiest, ms - (before.get(tid) ?? 0))
+  return { main: (after.get(mainTid) ?? 0) - (before.get(mainTid) ?? 0), busiest }
+}
+
 /**
  * perf recording every thread of `node` (cpu-clock: it works in a container without hardware
  * counters) until stop(), which ends it with SIGINT so it writes its file.
@@ -870,11 +913,11 @@ async function main(): Promise<void> {
         const runs = []
         const perf = options.perf ? await startPerf(cluster.nodes[0]!, options.perf) : undefined
         try {
-          for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, options.applyOps, r))
+          for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, options.applyOps, options.applySenders, r))
         } finally {
           await perf?.stop()
         }
-        print(`apply (primary, ${options.applyOps} stored ops in batches of 1000)`, runs)
+        print(`apply (primary, ${options.applyOps} stored ops in batches of 1000, ${options.applySenders} at a time)`, runs)
       }
       if (options.scenarios.has('purge')) {
         const runs = []

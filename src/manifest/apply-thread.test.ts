@@ -66,9 +66,9 @@ describe('DirectWriter with an apply thread', () => {
     expect(await countEntries(db)).toBe(600)
     expect((await heldBy(db, 'n1')).length).toBe(599)
     expect((await listNodes(db)).map((n) => n.id)).toEqual(['n1'])
-    // Nothing was written through the event loop's connection, and nothing is left for it to index.
+    // Nothing was written through the event loop's connection; the URLs are indexed once no batch waits.
     expect(changesOn(sqlite)).toBe(before)
-    expect(await queuedForIndex(db)).toBe(0)
+    await waitFor(async () => (await queuedForIndex(db)) === 0, 10_000, 'the URLs to be indexed')
     expect(await indexedMatchesUpTo(db, 'page-59', 100)).toBe(11) // page-59 and page-590..599
     await writer.close()
   })
@@ -135,10 +135,12 @@ describe('DirectWriter with an apply thread', () => {
   it('indexes a moved URL for the filter: the old one out, the new one in', async () => {
     const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
     const at = 1_700_000_000_000
+    const indexed = () => waitFor(async () => (await queuedForIndex(db)) === 0, 10_000, 'the URLs to be indexed')
     await writer.applyReceived([stored(1, { key: 'k', url: 'https://ex.com/old-name', storedAt: at }), stored(2)])
+    await indexed()
     expect(await indexedMatchesUpTo(db, 'old-name', 10)).toBe(1)
     await writer.applyReceived([stored(1, { key: 'k', url: 'https://ex.com/new-name', storedAt: at + 1 })])
-    expect(await queuedForIndex(db)).toBe(0)
+    await indexed()
     expect(await indexedMatchesUpTo(db, 'old-name', 10)).toBe(0)
     expect(await indexedMatchesUpTo(db, 'new-name', 10)).toBe(1)
     expect(await indexedMatchesUpTo(db, 'page-2', 10)).toBe(1)
@@ -219,6 +221,7 @@ describe('DirectWriter with an apply thread', () => {
       expect(await writer.applyReceivedBody(chunked(text, [7, 65_536, 1000, 3]))).toEqual({ kind: 'applied', result: { applied: ops.length, failed: 0 } })
       // Nothing was parsed into ops or written on the event loop.
       expect(changesOn(sqlite)).toBe(before)
+      await waitFor(async () => (await queuedForIndex(db)) === 0, 10_000, 'the URLs to be indexed')
       await writer.close()
 
       const parsed = parseOps(JSON.parse(text))
@@ -278,5 +281,32 @@ describe('DirectWriter with an apply thread', () => {
     expect(await countEntries(db)).toBe(20)
     await writer.close()
     await expect(writer.applyReceivedBody(body(20))).rejects.toBeInstanceOf(WriterStoppedError)
+  })
+
+  it('leaves the URLs of a burst for the filter\'s index to take when no batch waits, never more than the bound, and the filter finds every URL meanwhile', async () => {
+    const { listManifest } = await import('./repositories.ts')
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, searchBacklogRows: 300 })
+    const at = 1_700_000_000_000
+    // Batches back to back, as replicas send them: each leaves at most the bound queued.
+    const sent = Promise.all(
+      Array.from({ length: 5 }, (_, b) =>
+        writer.applyReceivedBody(chunked(JSON.stringify({ ops: Array.from({ length: 200 }, (_, i) => stored(b * 200 + i, { storedAt: at + i })) }), [65_536])),
+      ),
+    )
+    let worst = 0
+    let done = false
+    void sent.finally(() => (done = true))
+    while (!done) {
+      worst = Math.max(worst, await queuedForIndex(db))
+      await new Promise((r) => setImmediate(r))
+    }
+    expect(await sent).toEqual(Array.from({ length: 5 }, () => ({ kind: 'applied', result: { applied: 200, failed: 0 } })))
+    expect(worst).toBeLessThanOrEqual(300)
+    // Indexed or still queued, every URL is found by the filter.
+    expect((await listManifest(db, { filter: 'page-99', limit: 100 })).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/page-99', 'https://ex.com/page-990', 'https://ex.com/page-991', 'https://ex.com/page-992', 'https://ex.com/page-993', 'https://ex.com/page-994', 'https://ex.com/page-995', 'https://ex.com/page-996', 'https://ex.com/page-997', 'https://ex.com/page-998', 'https://ex.com/page-999'])
+    // With no batch waiting, the rest is indexed.
+    await waitFor(async () => (await queuedForIndex(db)) === 0, 10_000, 'the queue to be indexed')
+    expect(await indexedMatchesUpTo(db, 'page-99', 100)).toBe(11)
+    await writer.close()
   })
 })

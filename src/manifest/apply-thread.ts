@@ -44,6 +44,8 @@ export interface ThreadApplyResult {
   applied: number
   /** Ops that failed on their own and were dropped (the rest of the batch was applied). */
   failed: Array<{ op: string; error: string }>
+  /** URL changes left queued for the admin filter's index (search.ts) after the transaction; at most searchBacklogRows. */
+  searchBacklog: number
 }
 
 /**
@@ -68,6 +70,11 @@ export interface ApplyThread {
    * it as apply() does; it fails the same ways. The event loop only copies the bytes, once.
    */
   applyBody(chunks: readonly Uint8Array[]): Promise<BodyApplyResult>
+  /**
+   * Index up to maxRows queued URL changes for the admin filter in a transaction of their own
+   * (what apply() left queued), failing as apply() does. Resolves to the rows still queued.
+   */
+  indexSearch(maxRows: number): Promise<{ searchBacklog: number }>
   /** Close the thread's connection and end the thread (after the apply in flight). */
   close(): Promise<void>
 }
@@ -83,7 +90,21 @@ export interface ApplyThreadOptions {
   busyTimeoutMs?: number
   /** Called with the thread once started (tests end it, to see the writer start another). */
   onThread?: (thread: Worker) => void
+  /**
+   * Most URL changes a transaction of stores leaves queued for the admin filter's index
+   * (search.ts): up to this many are indexed later (indexSearch, when no batch waits), the rest
+   * in the same transaction. Default SEARCH_BACKLOG_ROWS.
+   */
+  searchBacklogRows?: number
 }
+
+/**
+ * Default of searchBacklogRows. Indexing a URL (trigram tokens into the FTS5 index, flushed at
+ * commit) was about a sixth of the thread's time per stored op; a burst of batches leaves it for
+ * when no batch waits. The filter reads the queue too and checks each queued row (search.ts
+ * candidateRowids), so a row queued is found all the same: the bound keeps that read small.
+ */
+export const SEARCH_BACKLOG_ROWS = 5000
 
 /** The apply thread ended (it failed, or was closed): the ops were not applied. */
 export class ApplyThreadGoneError extends Error {
@@ -96,6 +117,7 @@ export class ApplyThreadGoneError extends Error {
 interface Reply {
   id: number
   applied?: number
+  searchBacklog?: number
   failed?: ThreadApplyResult['failed']
   /** A body that is not a batch of hot ops alone, as parsed. */
   parsed?: unknown
@@ -109,7 +131,8 @@ const INBOX_BYTES = 512 * 1024
 export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // The thread loads the same better-sqlite3 as the rest of caje does (under the bundle too).
   const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-  const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 100, resolveFrom } })
+  const workerData = { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 100, resolveFrom, searchBacklogRows: options.searchBacklogRows ?? SEARCH_BACKLOG_ROWS }
+  const worker = new Worker(THREAD_SOURCE, { eval: true, workerData })
   // An idle thread must not keep the process alive.
   worker.unref()
   options.onThread?.(worker)
@@ -135,7 +158,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     failAll('it exited')
     exited()
   })
-  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; length: number }) => {
+  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; length: number } | { index: number }) => {
     if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
     const id = nextId++
     return new Promise<Reply>((resolve, reject) => {
@@ -167,13 +190,17 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     const reply = await send({ inbox, length })
     if (reply.notJson) return { kind: 'not-json' }
     if ('parsed' in reply) return { kind: 'parsed', body: reply.parsed }
-    return { kind: 'applied', applied: reply.applied ?? 0, failed: reply.failed ?? [] }
+    return { kind: 'applied', applied: reply.applied ?? 0, failed: reply.failed ?? [], searchBacklog: reply.searchBacklog ?? 0 }
   }
   return {
     async apply(ops) {
       // Ops are plain data (they also travel as JSON to a primary): the structured clone keeps them as they are.
       const reply = await send({ ops })
-      return { applied: reply.applied ?? 0, failed: reply.failed ?? [] }
+      return { applied: reply.applied ?? 0, failed: reply.failed ?? [], searchBacklog: reply.searchBacklog ?? 0 }
+    },
+    async indexSearch(maxRows) {
+      const reply = await send({ index: maxRows })
+      return { searchBacklog: reply.searchBacklog ?? 0 }
     },
     applyBody(chunks) {
       const done = inboxFree.then(() => applyBody(chunks))
@@ -217,19 +244,32 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
   const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const { createRequire: requireFrom } = process.getBuiltinModule('node:module')
   const { StringDecoder } = process.getBuiltinModule('node:string_decoder')
-  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string }
-  type Statement = { run(...p: unknown[]): unknown }
+  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number }
+  type Statement = { run(...p: unknown[]): unknown; get(...p: unknown[]): unknown }
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
   const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
   const port = parentPort!
   let open:
-    | { db: Handle; hot: ReturnType<ThreadLibrary['prepareHotStatements']>; search: Parameters<ThreadLibrary['indexQueuedNow']>[0]; begin: Statement; commit: Statement; rollback: Statement; tempStore: number }
+    | {
+        db: Handle
+        hot: ReturnType<ThreadLibrary['prepareHotStatements']>
+        search: Parameters<ThreadLibrary['indexQueuedNow']>[0]
+        queued: Statement
+        begin: Statement
+        commit: Statement
+        rollback: Statement
+        tempStore: number
+      }
     | undefined
   const connect = () => {
     const db = new SQLite(data.path, { fileMustExist: true, timeout: data.busyTimeoutMs })
     // As the writer's own handle is set up (database.ts openDatabase); the file is in WAL mode already.
     db.pragma('foreign_keys = ON')
     db.pragma('synchronous = NORMAL')
+    // Every batch of stores changes pages all over the entries' indexes, the holdings and the
+    // index's queue: SQLite's default cache of 2 MB read many of them back from the file (the
+    // WAL's newest copy, or the OS) in each transaction. Filled only as pages are used.
+    db.pragma(`cache_size = -${16 * 1024}`)
     // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
     const hot = lib.prepareHotStatements(db as never, sql)
     const search = {
@@ -237,7 +277,8 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       addMany: db.prepare(searchSql.addMany),
       dequeueMany: db.prepare(searchSql.dequeueMany),
     } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
-    return { db, hot, search, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
+    const queued = db.prepare(searchSql.queued)
+    return { db, hot, search, queued, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
   }
   const transient = (err: unknown) => /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(String((err as { code?: unknown } | null)?.code ?? ''))
   const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
@@ -262,12 +303,28 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // Anything but hot ops of the right shape goes back as parsed: the event loop checks it (parseOps) and says what is wrong.
     return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { id, parsed: body }
   }
-  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; length: number }) => {
+  /** Rows queued for the search index now, in the caller's transaction. */
+  const searchQueued = (c: NonNullable<typeof open>) => (c.queued.get() as { n: number }).n
+  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; length: number } | { id: number; index: number }) => {
     if (received === 'close') {
       try {
         open?.db.close()
       } finally {
         port.close()
+      }
+      return
+    }
+    if ('index' in received) {
+      try {
+        const c = (open ??= connect())
+        let searchBacklog = 0
+        inTransaction(c, () => {
+          lib.indexQueuedNow(c.search, received.index)
+          searchBacklog = searchQueued(c)
+        })
+        port.postMessage({ id: received.id, searchBacklog })
+      } catch (err) {
+        port.postMessage({ id: received.id, error: { message: message(err), code: (err as { code?: string } | null)?.code } })
       }
       return
     }
@@ -291,15 +348,18 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
         c.tempStore = tempStore
       }
       try {
+        let searchBacklog = 0
         inTransaction(c, () => {
           // A batch of stores checks the purge log once, in the same transaction (ops.ts applyChunk).
           const purgeAt = m.ops.some((op) => op.type === 'stored') ? c.hot.newestPurgeAt() : undefined
           lib.applyHotOps(c.hot, m.ops, purgeAt)
-          // The URLs these ops added or changed, into the admin filter's index (search.ts), in the
-          // same transaction; a backlog left by others is taken a little at a time.
-          lib.indexQueuedNow(c.search, m.ops.length + 100)
+          // The URLs these ops added or changed wait in the index's queue (search.ts) for a
+          // transaction of their own when no batch waits (indexSearch); past the bound, the
+          // oldest are indexed here, in this transaction.
+          const queued = searchQueued(c)
+          searchBacklog = queued > data.searchBacklogRows ? queued - lib.indexQueuedNow(c.search, queued - data.searchBacklogRows) : queued
         })
-        port.postMessage({ id: m.id, applied: m.ops.length, failed: [] })
+        port.postMessage({ id: m.id, applied: m.ops.length, failed: [], searchBacklog })
       } catch (err) {
         if (transient(err)) throw err
         // Blame single ops: each in a transaction of its own, and only those that fail again are dropped.
@@ -315,7 +375,9 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
             failed.push({ op: op.type, error: message(e) })
           }
         }
-        port.postMessage({ id: m.id, applied, failed })
+        let searchBacklog = 0
+        inTransaction(c, () => (searchBacklog = searchQueued(c)))
+        port.postMessage({ id: m.id, applied, failed, searchBacklog })
       }
     } catch (err) {
       port.postMessage({ id: m.id, error: { message: message(err), code: (err as { code?: string } | null)?.code } })

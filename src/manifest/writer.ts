@@ -21,6 +21,7 @@ import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { ApplyThreadGoneError, startApplyThread, type ApplyThread } from './apply-thread.ts'
 import { parseBody } from './batch-body.ts'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { isHotOp } from './statements.ts'
 import type { HotOp } from './statements.ts'
 import { sqliteHandleOf } from './database.ts'
@@ -483,7 +484,15 @@ export interface DirectWriterOptions extends BatchOptions {
   applyThread?: boolean
   /** Called with each apply thread started: the first, and any started after one ended (tests). */
   onApplyThread?: (thread: Worker) => void
+  /** Most URL changes the apply thread leaves for the admin filter's index to take later (apply-thread.ts SEARCH_BACKLOG_ROWS). */
+  searchBacklogRows?: number
 }
+
+/**
+ * Queued URL changes the apply thread indexes per transaction when no batch waits: a batch that
+ * arrives meanwhile waits for one such transaction at most (a few milliseconds).
+ */
+const IDLE_INDEX_ROWS = 200
 
 /** A replica's batch body after applyReceivedBody. */
 export type ReceivedBody = { kind: 'applied'; result: ApplyResult } | { kind: 'parsed'; body: unknown } | { kind: 'not-json' }
@@ -517,6 +526,10 @@ export class DirectWriter extends BatchWriter {
   private readonly threadPath: string | undefined
   private thread: ApplyThread | undefined
   private readonly onApplyThread: ((thread: Worker) => void) | undefined
+  private readonly searchBacklogRows: number | undefined
+  /** URL changes the apply thread left queued for the search index, as its last answer said. */
+  private searchBacklog = 0
+  private indexingOnThread: Promise<void> | undefined
 
   constructor(options: DirectWriterOptions) {
     super({ maxBatch: 1000, ...options })
@@ -527,11 +540,12 @@ export class DirectWriter extends BatchWriter {
     const sqlite = options.applyThread ? sqliteHandleOf(options.db) : undefined
     this.threadPath = sqlite && !sqlite.memory && !sqlite.readonly ? sqlite.name : undefined
     this.onApplyThread = options.onApplyThread
+    this.searchBacklogRows = options.searchBacklogRows
   }
 
   /** The apply thread, started when there is none (the first batch, or after one ended). */
   private threadNow(): ApplyThread {
-    return (this.thread ??= startApplyThread({ path: this.threadPath!, onThread: this.onApplyThread }))
+    return (this.thread ??= startApplyThread({ path: this.threadPath!, onThread: this.onApplyThread, searchBacklogRows: this.searchBacklogRows }))
   }
 
   protected target(): string | undefined {
@@ -582,6 +596,7 @@ export class DirectWriter extends BatchWriter {
       const done = await this.db.connection().execute(() => thread.applyBody(chunks))
       if (done.kind === 'not-json') return { kind: 'not-json' }
       if (done.kind === 'parsed') return { kind: 'parsed', body: done.body }
+      this.indexWhenIdle(done.searchBacklog)
       for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
       return { kind: 'applied', result: { applied: done.applied, failed: done.failed.length } }
     } catch (err) {
@@ -633,6 +648,7 @@ export class DirectWriter extends BatchWriter {
         if (this.released) throw new ApplyThreadGoneError('the writer was stopped')
         const thread = this.threadNow()
         const done = await this.db.connection().execute(() => thread.apply(run as HotOp[]))
+        this.indexWhenIdle(done.searchBacklog)
         result.applied += done.applied
         result.failed += done.failed.length
         for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
@@ -666,8 +682,38 @@ export class DirectWriter extends BatchWriter {
     })()
   }
 
+  /**
+   * Index what the apply thread left queued for the admin filter (its answer said how much), a
+   * few hundred rows per transaction, each while this writer holds its connection as for a
+   * batch: a batch that arrives waits behind one such transaction at most, and the rest waits
+   * behind the batch. Never more than one run at a time.
+   */
+  private indexWhenIdle(backlog: number): void {
+    this.searchBacklog = backlog
+    if (backlog === 0 || this.indexingOnThread || this.released) return
+    this.indexingOnThread = (async () => {
+      try {
+        while (!this.released && this.searchBacklog > 0) {
+          // After the answer to the batch is on its way.
+          await nextTurn()
+          const thread = this.thread
+          if (thread === undefined || this.released) return
+          this.searchBacklog = (await this.db.connection().execute(() => thread.indexSearch(IDLE_INDEX_ROWS))).searchBacklog
+        }
+      } catch (err) {
+        // Busy (another process's transaction), read-only (demoted), the thread ended: the next batch tries again.
+        if (!isTransientDbError(err) && !(err instanceof ApplyThreadGoneError)) {
+          this.log('warn', 'indexing entry URLs for the admin filter failed; will retry after the next batch', { error: describeError(err) })
+        }
+      } finally {
+        this.indexingOnThread = undefined
+      }
+    })()
+  }
+
   protected override async release(): Promise<void> {
     this.released = true
+    await this.indexingOnThread
     await this.indexing
     const thread = this.thread
     this.thread = undefined
