@@ -309,4 +309,15 @@ describe('DirectWriter with an apply thread', () => {
     expect(await indexedMatchesUpTo(db, 'page-99', 100)).toBe(11)
     await writer.close()
   })
+
+  it('applies a body larger than the memory it keeps for bodies, and the next one as well', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const long = 'x'.repeat(5000)
+    const big = JSON.stringify({ ops: Array.from({ length: 1000 }, (_, i) => stored(i, { url: `https://ex.com/${long}/${i}` })) })
+    expect(big.length).toBeGreaterThan(4 * 1024 * 1024)
+    expect(await writer.applyReceivedBody(chunked(big, [65_536]))).toEqual({ kind: 'applied', result: { applied: 1000, failed: 0 } })
+    expect(await writer.applyReceivedBody(chunked(JSON.stringify({ ops: [stored(5000)] }), [100]))).toEqual({ kind: 'applied', result: { applied: 1, failed: 0 } })
+    expect(await countEntries(db)).toBe(1001)
+    await writer.close()
+  })
 })

@@ -127,6 +127,8 @@ interface Reply {
 
 /** The inbox starts this large and doubles as bodies need it: a replica's batch of 1,000 stored ops is about 300 KB. */
 const INBOX_BYTES = 512 * 1024
+/** The inbox grows no larger than this (a replica sends at most 1,000 ops a batch); a larger body gets memory of its own. */
+const INBOX_KEPT_BYTES = 4 * 1024 * 1024
 
 export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // The thread loads the same better-sqlite3 as the rest of caje does (under the bundle too).
@@ -176,18 +178,20 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   const applyBody = async (chunks: readonly Uint8Array[]): Promise<BodyApplyResult> => {
     let length = 0
     for (const c of chunks) length += c.length
-    if (length > inbox.byteLength) {
-      let size = inbox.byteLength
+    // An odd large body gets memory of its own, dropped with it.
+    let memory = length > INBOX_KEPT_BYTES ? new SharedArrayBuffer(length) : inbox
+    if (length > memory.byteLength) {
+      let size = memory.byteLength
       while (size < length) size *= 2
-      inbox = new SharedArrayBuffer(size)
+      memory = inbox = new SharedArrayBuffer(size)
     }
-    const into = new Uint8Array(inbox)
+    const into = new Uint8Array(memory)
     let at = 0
     for (const c of chunks) {
       into.set(c, at)
       at += c.length
     }
-    const reply = await send({ inbox, length })
+    const reply = await send({ inbox: memory, length })
     if (reply.notJson) return { kind: 'not-json' }
     if ('parsed' in reply) return { kind: 'parsed', body: reply.parsed }
     return { kind: 'applied', applied: reply.applied ?? 0, failed: reply.failed ?? [], searchBacklog: reply.searchBacklog ?? 0 }
