@@ -270,10 +270,6 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // As the writer's own handle is set up (database.ts openDatabase); the file is in WAL mode already.
     db.pragma('foreign_keys = ON')
     db.pragma('synchronous = NORMAL')
-    // Every batch of stores changes pages all over the entries' indexes, the holdings and the
-    // index's queue: SQLite's default cache of 2 MB read many of them back from the file (the
-    // WAL's newest copy, or the OS) in each transaction. Filled only as pages are used.
-    db.pragma(`cache_size = -${16 * 1024}`)
     // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
     const hot = lib.prepareHotStatements(db as never, sql)
     const search = {
