@@ -320,4 +320,21 @@ describe('DirectWriter with an apply thread', () => {
     expect(await countEntries(db)).toBe(1001)
     await writer.close()
   })
+
+  it('takes a large backlog of the filter\'s index down a little with each batch, never all in one transaction', async () => {
+    const { hotStatements } = await import('./statements.ts')
+    // 3,000 entries whose URLs were never indexed (as after the upgrade that added the index).
+    const hot = hotStatements(sqlite)
+    sqlite.transaction(() => {
+      for (let i = 0; i < 3000; i++) hot.recordStored('n0', entry({ url: `https://ex.com/old/${i}` }))
+    })()
+    expect(await queuedForIndex(db)).toBe(3000)
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, searchBacklogRows: 100 })
+    expect(await writer.applyReceivedBody(chunked(JSON.stringify({ ops: Array.from({ length: 10 }, (_, i) => stored(i)) }), [1000]))).toEqual({ kind: 'applied', result: { applied: 10, failed: 0 } })
+    // The batch's transaction indexed 110 rows (and no batch waits, so a few hundred more may be gone by now).
+    expect(await queuedForIndex(db)).toBeGreaterThan(2000)
+    await waitFor(async () => (await queuedForIndex(db)) === 0, 30_000, 'the backlog to be indexed')
+    expect(await indexedMatchesUpTo(db, 'old/299', 100)).toBe(11)
+    await writer.close()
+  })
 })

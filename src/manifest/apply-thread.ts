@@ -44,7 +44,7 @@ export interface ThreadApplyResult {
   applied: number
   /** Ops that failed on their own and were dropped (the rest of the batch was applied). */
   failed: Array<{ op: string; error: string }>
-  /** URL changes left queued for the admin filter's index (search.ts) after the transaction; at most searchBacklogRows. */
+  /** URL changes left queued for the admin filter's index (search.ts) after the transaction, counted up to one past searchBacklogRows. */
   searchBacklog: number
 }
 
@@ -91,9 +91,9 @@ export interface ApplyThreadOptions {
   /** Called with the thread once started (tests end it, to see the writer start another). */
   onThread?: (thread: Worker) => void
   /**
-   * Most URL changes a transaction of stores leaves queued for the admin filter's index
-   * (search.ts): up to this many are indexed later (indexSearch, when no batch waits), the rest
-   * in the same transaction. Default SEARCH_BACKLOG_ROWS.
+   * URL changes a transaction of stores may leave queued for the admin filter's index
+   * (search.ts), to be indexed later (indexSearch, when no batch waits); past it, each
+   * transaction of stores indexes more than it queued. Default SEARCH_BACKLOG_ROWS.
    */
   searchBacklogRows?: number
 }
@@ -303,8 +303,8 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // Anything but hot ops of the right shape goes back as parsed: the event loop checks it (parseOps) and says what is wrong.
     return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { id, parsed: body }
   }
-  /** Rows queued for the search index now, in the caller's transaction. */
-  const searchQueued = (c: NonNullable<typeof open>) => (c.queued.get() as { n: number }).n
+  /** Rows queued for the search index now, in the caller's transaction, counted up to one past the bound (a count of a million rows reads them all). */
+  const searchQueued = (c: NonNullable<typeof open>) => (c.queued.get(data.searchBacklogRows + 1) as { n: number }).n
   port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; length: number } | { id: number; index: number }) => {
     if (received === 'close') {
       try {
@@ -354,10 +354,12 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
           const purgeAt = m.ops.some((op) => op.type === 'stored') ? c.hot.newestPurgeAt() : undefined
           lib.applyHotOps(c.hot, m.ops, purgeAt)
           // The URLs these ops added or changed wait in the index's queue (search.ts) for a
-          // transaction of their own when no batch waits (indexSearch); past the bound, the
-          // oldest are indexed here, in this transaction.
-          const queued = searchQueued(c)
-          searchBacklog = queued > data.searchBacklogRows ? queued - lib.indexQueuedNow(c.search, queued - data.searchBacklogRows) : queued
+          // transaction of their own when no batch waits (indexSearch). Past the bound, this
+          // transaction indexes more than it added, as many as it added and a hundred more: a
+          // backlog of a million (a manifest indexed for the first time) goes down a little with
+          // each batch, not all in one transaction.
+          if (searchQueued(c) > data.searchBacklogRows) lib.indexQueuedNow(c.search, m.ops.length + 100)
+          searchBacklog = searchQueued(c)
         })
         port.postMessage({ id: m.id, applied: m.ops.length, failed: [], searchBacklog })
       } catch (err) {

@@ -73,7 +73,7 @@ const ADD_MANY_SQL = `insert into entries_search (rowid, url) select q.rid, e.ur
 const DEQUEUE_MANY_SQL = `delete from entries_search_queue where rid in (select rid from ${QUEUED_HEAD})`
 
 /** The indexing statements by name, for a thread that prepares them itself (indexQueuedNow). */
-export const SEARCH_INDEX_SQL = { removeMany: REMOVE_MANY_SQL, addMany: ADD_MANY_SQL, dequeueMany: DEQUEUE_MANY_SQL, queued: 'select count(*) as n from entries_search_queue' } as const
+export const SEARCH_INDEX_SQL = { removeMany: REMOVE_MANY_SQL, addMany: ADD_MANY_SQL, dequeueMany: DEQUEUE_MANY_SQL, queued: 'select count(*) as n from (select 1 from entries_search_queue limit ?)' } as const
 
 /** SEARCH_INDEX_SQL prepared on one handle. */
 export interface SearchIndexStatements {
