@@ -125,6 +125,14 @@ describe('log line text', () => {
       ['GET', '/a?b=c', 'example.com', 200, 'caje; hit; ttl=59', undefined, 0.3, 1024, false],
       ['GET', '/"quoted"\\back\u0000\u001f\u007f', 'h\n', 502, 'caje; fwd=miss; key="k\\"', 12.5, -0, 0, true],
       ['HEAD', '/é🙂 lone \ud800', '', 304, '', NaN, Infinity, -1.5e-7, false],
+      // Lines after one another that differ in one field each: none may repeat the line before's.
+      ['GET', '/a?b=c', 'example.com', 200, 'caje; hit; ttl=59', undefined, 0.3, 1024, false],
+      ['GET', '/a?b=c', 'example.com', 200, 'caje; hit; ttl=59', undefined, 0.4, 1024, false],
+      ['HEAD', '/a?b=c', 'example.com', 200, 'caje; hit; ttl=59', undefined, 0.4, 0, false],
+      ['HEAD', '/a?b=d', 'example.com', 200, 'caje; hit; ttl=59', undefined, 0.4, 0, false],
+      ['HEAD', '/a?b=d', 'example.org', 200, 'caje; hit; ttl=59', undefined, 0.4, 0, false],
+      ['HEAD', '/a?b=d', 'example.org', 304, 'caje; hit; ttl=59', undefined, 0.4, 0, false],
+      ['HEAD', '/a?b=d', 'example.org', 304, 'caje; hit; ttl=58', 1, 0.4, 0, true],
     ]
     const direct: string[] = []
     const fromEntries: string[] = []

@@ -212,6 +212,9 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
   // What every access-log line of one millisecond starts with.
   let prefixTime = ''
   let prefix = ''
+  // The request's own fields (method to cache) as text, for the values of the line before: hits on
+  // a hot URL repeat them all, and comparing them is cheaper than escaping and joining them again.
+  const last = { method: '', url: '', host: '', status: -1, cache: '', text: '' }
   const requestLine: RequestLineWriter = (method, url, host, status, cache, originMs, ms, bytes, aborted) => {
     if (opts.silent) return
     const time = isoNow()
@@ -219,12 +222,17 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
       prefixTime = time
       prefix = `{"time":"${time}","level":"info","node":${node},"msg":"request","method":`
     }
+    if (url !== last.url || cache !== last.cache || host !== last.host || method !== last.method || status !== last.status) {
+      last.method = method
+      last.url = url
+      last.host = host
+      last.status = status
+      last.cache = cache
+      last.text = `${jsonString(method)},"url":${jsonString(url)},"host":${jsonString(host)},"status":${jsonNumber(status)},"cache":${jsonString(cache)}`
+    }
     // The fields of every access-log line, in their order, written as jsonMembers would write them.
     const origin = originMs === undefined ? '' : `,"originMs":${jsonNumber(originMs)}`
-    write(
-      `${prefix}${jsonString(method)},"url":${jsonString(url)},"host":${jsonString(host)},"status":${jsonNumber(status)},"cache":${jsonString(cache)}${origin},"ms":${jsonNumber(ms)},"bytes":${jsonNumber(bytes)}${aborted ? ',"aborted":true' : ''}}`,
-      false,
-    )
+    write(`${prefix}${last.text}${origin},"ms":${jsonNumber(ms)},"bytes":${jsonNumber(bytes)}${aborted ? ',"aborted":true' : ''}}`, false)
   }
   const logEntry: Logger = (entry) => {
     if (opts.silent) return

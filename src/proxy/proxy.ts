@@ -238,8 +238,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
    * an unsatisfiable Range → 416, HEAD → headers only (all finished), else the 200/206 whose
    * body (`range`, or all of it) still has to be read.
    */
-  function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
-    const t = now()
+  function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus, t: number): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const match = req.rules
     const rules = match !== undefined && match.matched.length !== 0 ? match.response(meta.status, meta.headers['content-type']) : undefined
     // One object literal, so every answer's status has the same shape.
@@ -323,8 +322,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
    * Serve a stored entry (see storedAnswer): at once when the store has the body at hand, else a
    * promise. Undefined (now or later) when the body is gone or corrupt.
    */
-  function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus): ProxyResult | undefined | Promise<ProxyResult | undefined> {
-    const answer = storedAnswer(req, meta, policy, cacheStatus)
+  function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus, t = now()): ProxyResult | undefined | Promise<ProxyResult | undefined> {
+    const answer = storedAnswer(req, meta, policy, cacheStatus, t)
     if (!answer.needsBody) return answer.result
     const stored = store.read(meta.key, meta.variant, answer.range)
     if (stored instanceof Promise) return stored.then((s) => s && withBody(answer.result, s))
@@ -593,8 +592,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
         const { meta } = lookup(ruleMatch(req).key, req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
-        if (meta && policy && decideReuse(policy, req.headers, now(), meta.softPurgedAt).kind === 'fresh') {
-          const served = serveStored(req, meta, policy, HIT)
+        // One clock reading decides freshness and dates the answer (Age, ttl).
+        const t = meta ? now() : 0
+        if (meta && policy && decideReuse(policy, req.headers, t, meta.softPurgedAt).kind === 'fresh') {
+          const served = serveStored(req, meta, policy, HIT, t)
           if (served instanceof Promise) return served.then((r) => (r ? r : handle(req, originUrl))).then(counted)
           if (served) return counted(served)
         }
