@@ -112,7 +112,7 @@ describe('bin/caje', () => {
   it('becomes the Node process itself, with the memory settings, and exits with its code', async () => {
     const bundle = buildCaje(process.cwd())
     const dir = await tempDir()
-    const env = { PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ACCESS_LOG: 'false', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'launch-test', MALLOC_ARENA_MAX: '' }
+    const env = { PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ACCESS_LOG: 'false', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'launch-test', MALLOC_ARENA_MAX: '', GLIBC_TUNABLES: '' }
     // An empty variable counts as unset: the launcher's default applies.
     const { child, exited } = await launch(bundle, env)
     try {
@@ -123,6 +123,7 @@ describe('bin/caje', () => {
       const environ = (await readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0')
       expect(environ).toContain('MALLOC_ARENA_MAX=2')
       expect(environ).toContain('MALLOC_MMAP_THRESHOLD_=131072')
+      expect(environ).toContain('GLIBC_TUNABLES=glibc.malloc.hugetlb=1')
     } finally {
       child.kill('SIGTERM')
     }

@@ -87,6 +87,31 @@ describe('packed metadata', () => {
     expect(roundTrip(oddPolicy)).toEqual(oddPolicy)
   })
 
+  it('packs a date seen before as it packed it the first time, whether it was a date or only looked like one', () => {
+    // The wrong weekday: 29 characters ending in GMT, but not what Date formats back.
+    const headers = { date: 'Mon, 15 Nov 1994 12:45:26 GMT', 'last-modified': 'Tue, 15 Nov 1994 12:45:26 GMT' }
+    const first = packMeta(filled({ headers }))
+    for (let i = 0; i < 3; i++) {
+      const again = packMeta(filled({ headers: { ...headers } }))
+      expect(again).toBe(first)
+      expect(unpackMeta(again, 1024, 'sha512-abc').headers).toStrictEqual(headers)
+    }
+    // The real date is packed as a number, the impostor as its text.
+    expect(first).toContain('Mon, 15 Nov 1994 12:45:26 GMT')
+    expect(first).not.toContain('Tue, 15 Nov 1994')
+  })
+
+  it('packs only a policy with exactly its own fields as numbers: one missing, extra or of another type is kept as JSON', () => {
+    const policy = filled().policy as Record<string, unknown>
+    const { lifetime: _l, ...missing } = policy
+    for (const odd of [missing, { ...policy, extra: 1 }, { ...policy, lifetime: '60' }, { ...policy, noCache: 0 }]) {
+      const meta = filled({ policy: odd })
+      const packed = packMeta(meta)
+      expect(packed[packed.indexOf('\u0000', packed.indexOf('\u0000') + 1) + 1]).toBe('J')
+      expect(unpackMeta(packed, meta.size, meta.integrity)).toEqual(meta)
+    }
+  })
+
   it('says what is wrong with a damaged packed string', () => {
     const packed = packMeta(filled())
     expect(() => unpackMeta(packed.slice(0, packed.length - 30), 1, 'x')).toThrow(/packed metadata/)

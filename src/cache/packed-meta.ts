@@ -103,10 +103,10 @@ class Writer {
     }
     // RFC 9110 §5.6.7 IMF-fixdate, the only form a sender generates: 29 characters ending in GMT.
     if (s.length === 29 && s.endsWith(' GMT')) {
-      const t = Date.parse(s)
-      if (t >= 0 && t % 1000 === 0 && new Date(t).toUTCString() === s) {
+      const t = imfSeconds(s)
+      if (t >= 0) {
         this.parts.push('d')
-        this.uint(t / 1000)
+        this.uint(t)
         return
       }
     }
@@ -131,6 +131,27 @@ class Writer {
 
 const DIGITS = /^(?:0|[1-9][0-9]*)$/
 
+/**
+ * Recent IMF-fixdate strings and their seconds (-1: not one that formats back to itself). The
+ * same few dates come with response after response (Date changes once a second, Last-Modified
+ * and Expires repeat per object), and parsing one and formatting it back to check it was most
+ * of what packing a date cost.
+ */
+const imfDates = new Map<string, number>()
+const IMF_DATES_KEPT = 256
+
+/** Seconds since the epoch of an IMF-fixdate that Date formats back exactly, else -1. */
+function imfSeconds(s: string): number {
+  let t = imfDates.get(s)
+  if (t === undefined) {
+    const ms = Date.parse(s)
+    t = ms >= 0 && ms % 1000 === 0 && new Date(ms).toUTCString() === s ? ms / 1000 : -1
+    if (imfDates.size >= IMF_DATES_KEPT) imfDates.clear()
+    imfDates.set(s, t)
+  }
+  return t
+}
+
 /** The fields of a FreshnessPolicy (proxy/policy.ts), in order: a policy with exactly these is packed as numbers. */
 const POLICY_FIELDS = ['v', 'requestTime', 'responseTime', 'initialAge', 'lifetime', 'heuristic', 'noCache', 'mustRevalidate', 'staleWhileRevalidate', 'staleIfError', 'source']
 const META_FIELDS = new Set(['key', 'variant', 'url', 'host', 'status', 'headers', 'varyHeaders', 'policy', 'storedAt', 'staleAt', 'deleteAt', 'tags', 'contentType', 'origin', 'via', 'size', 'integrity'])
@@ -140,12 +161,16 @@ type PackablePolicy = FreshnessPolicy
 
 function isPackablePolicy(p: unknown): p is PackablePolicy {
   if (typeof p !== 'object' || p === null) return false
-  const keys = Object.keys(p)
-  if (keys.length !== POLICY_FIELDS.length || !POLICY_FIELDS.every((k) => keys.includes(k))) return false
   const q = p as Record<string, unknown>
+  // Exactly the policy's own fields, each of its type: as many own fields as it has, and each of
+  // them read by name (every miss packs one, and a list of names made each check a scan).
+  let fields = 0
+  for (const k in q) if (Object.hasOwn(q, k)) fields++
   return (
+    fields === POLICY_FIELDS.length &&
     q.v === 1 &&
-    ['requestTime', 'responseTime', 'initialAge', 'lifetime', 'staleWhileRevalidate', 'staleIfError'].every((k) => typeof q[k] === 'number') &&
+    typeof q.requestTime === 'number' && typeof q.responseTime === 'number' && typeof q.initialAge === 'number' &&
+    typeof q.lifetime === 'number' && typeof q.staleWhileRevalidate === 'number' && typeof q.staleIfError === 'number' &&
     typeof q.heuristic === 'boolean' && typeof q.noCache === 'boolean' && typeof q.mustRevalidate === 'boolean' &&
     (q.source === 'cdn-cache-control' || q.source === 'cache-control')
   )
@@ -159,8 +184,8 @@ function isStringRecord(r: unknown): r is Record<string, string> {
 
 /** Whether every field of `meta` has the shape the compact form writes (else it is kept as JSON). */
 function compactable(meta: NewEntry): boolean {
-  for (const k of Object.keys(meta)) {
-    if (!META_FIELDS.has(k)) return false
+  for (const k in meta) {
+    if (Object.hasOwn(meta, k) && !META_FIELDS.has(k)) return false
   }
   return (
     typeof meta.url === 'string' && typeof meta.host === 'string' && typeof meta.contentType === 'string' &&
