@@ -398,7 +398,12 @@ describe('coalescing', () => {
     const bodies = await Promise.all(responses.map((r) => r.text()))
     expect(bodies.every((b) => b === 'shared')).toBe(true)
     expect(origin.count('/hot')).toBe(1)
-    expect(responses.filter((r) => r.headers.get('cache-status')?.includes('collapsed')).length).toBe(99)
+    // One request leads the fill; each other one either joined it while the origin was still
+    // answering (collapsed) or, on a loaded machine, arrived after the body was stored (a hit).
+    const statuses = responses.map((r) => r.headers.get('cache-status') ?? '')
+    expect(statuses.filter((s) => s.includes('fwd=uri-miss')).length).toBe(1)
+    expect(statuses.filter((s) => /^caje; hit/.test(s)).length).toBe(99)
+    expect(statuses.filter((s) => s.includes('collapsed')).length).toBeGreaterThan(0)
   })
 
   it('gives 100 concurrent misses on a Set-Cookie URL each their own response', async () => {
