@@ -6,37 +6,12 @@ import type { Database } from './database.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries, heldBy, listNodes } from './repositories.ts'
 import { indexedMatchesUpTo, queuedForIndex } from './search.ts'
-import { captureLog, entry, freshManifest, holdWriteLock, waitFor } from './test-helpers.ts'
+import { captureLog, chunked, entry, freshManifest, holdWriteLock, manifestTables, waitFor } from './test-helpers.ts'
 import { isHotOp } from './statements.ts'
 import { DirectWriter, WriterStoppedError } from './writer.ts'
 import type { Worker } from 'node:worker_threads'
 import { parseOps } from './ops.ts'
 import { ApplyThreadGoneError } from './apply-thread.ts'
-
-/** The bytes cut into chunks of the given sizes, over and over (a body as the socket delivers it). */
-function chunked(text: string, sizes: number[]): Buffer[] {
-  const bytes = Buffer.from(text)
-  const out: Buffer[] = []
-  for (let at = 0, i = 0; at < bytes.length; i++) {
-    const n = sizes[i % sizes.length]!
-    out.push(bytes.subarray(at, at + n))
-    at += n
-  }
-  return out
-}
-
-/** Every table a replica's batch writes, as rows. */
-function manifestRows(sqlite: SQLite.Database): Record<string, unknown[]> {
-  const all = (q: string) => sqlite.prepare(q).all()
-  return {
-    entries: all('select * from entries order by id'),
-    holdings: all('select * from entry_nodes order by entry_id, node_id'),
-    counts: all('select * from entries_count'),
-    nodeHoldings: all('select * from node_holdings order by node_id'),
-    nodes: all('select * from nodes order by id'),
-    searchQueue: all('select * from entries_search_queue order by rid'),
-  }
-}
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
 
@@ -232,7 +207,7 @@ describe('DirectWriter with an apply thread', () => {
       // The event loop's writer indexes in the background; the thread in the batch's transaction.
       const { indexQueued } = await import('./search.ts')
       while (await indexQueued(other.db, 10_000));
-      expect(manifestRows(sqlite)).toEqual(manifestRows(other.sqlite))
+      expect(manifestTables(sqlite)).toEqual(manifestTables(other.sqlite))
       expect(captured.lines.filter((l) => l.level !== 'info')).toEqual([])
     } finally {
       await other.cleanup()

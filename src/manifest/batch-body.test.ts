@@ -7,18 +7,7 @@ import { PIECE_CHARS, batchPieces, parseBody, readBodyChunks } from './batch-bod
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries } from './repositories.ts'
-import { captureLog, entry, freshManifestPerTest } from './test-helpers.ts'
-
-/** The bytes cut into chunks of the given sizes, over and over (a body as the socket delivers it). */
-function chunked(bytes: Buffer, sizes: number[]): Buffer[] {
-  const out: Buffer[] = []
-  for (let at = 0, i = 0; at < bytes.length; i++) {
-    const n = sizes[i % sizes.length]!
-    out.push(bytes.subarray(at, at + n))
-    at += n
-  }
-  return out
-}
+import { captureLog, chunked, entry, freshManifestPerTest } from './test-helpers.ts'
 
 const storedOps = (n: number, url = (i: number) => `https://ex.com/p/${i}`): ManifestOp[] =>
   Array.from({ length: n }, (_, i) => ({ type: 'stored', nodeId: `n${i % 3}`, entry: entry({ url: url(i), storedAt: 1000 + i }) }))

@@ -11,22 +11,9 @@ import type { ManifestOp } from './ops.ts'
 import { recordPurge } from './repositories.ts'
 import { applyHotOp, applyHotOps, HOT_OP_TYPES, hotStatements, isHotOp, STORED_ROWS_PER_STATEMENT } from './statements.ts'
 import type { HotOp } from './statements.ts'
-import { entry, freshManifestPerTest } from './test-helpers.ts'
+import { entry, freshManifestPerTest, manifestTables } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
-
-/** Every table a hot op writes, as rows (the entries' ids included: new entries get theirs in the ops' order). */
-function snapshot(sqlite: SQLite.Database): Record<string, unknown[]> {
-  const all = (q: string) => sqlite.prepare(q).all()
-  return {
-    entries: all('select * from entries order by id'),
-    holdings: all('select e.key, e.variant, h.node_id, h.stored_at from entry_nodes h join entries e on e.id = h.entry_id order by 1, 2, 3'),
-    counts: all('select n from entries_count'),
-    nodeHoldings: all('select * from node_holdings order by node_id'),
-    searchQueue: all('select * from entries_search_queue order by rid'),
-    nodes: all('select * from nodes order by id'),
-  }
-}
 
 function inTransaction(sqlite: SQLite.Database, fn: () => void): void {
   sqlite.transaction(fn).immediate()
@@ -57,8 +44,8 @@ describe('hot writes, many rows per statement', () => {
     inTransaction(b.sqlite, () => {
       for (const op of ops) applyHotOp(hotB, op)
     })
-    const many = snapshot(a.sqlite)
-    expect(many).toEqual(snapshot(b.sqlite))
+    const many = manifestTables(a.sqlite)
+    expect(many).toEqual(manifestTables(b.sqlite))
     return many
   }
 

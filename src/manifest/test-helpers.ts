@@ -158,3 +158,28 @@ export async function loopTurnsWhile(pending: Promise<unknown>, turns = 10): Pro
   }
   if (settled) throw new Error('the operation settled while the lock was still held: it did not wait for the lock')
 }
+
+/** The bytes cut into chunks of the given sizes, over and over (a body as the socket delivers it). */
+export function chunked(body: Buffer | string, sizes: number[]): Buffer[] {
+  const bytes = typeof body === 'string' ? Buffer.from(body) : body
+  const out: Buffer[] = []
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const n = sizes[i % sizes.length]!
+    out.push(bytes.subarray(at, at + n))
+    at += n
+  }
+  return out
+}
+
+/** Every table a hot op or a replica's batch writes, as rows (the entries' ids included: new entries get theirs in the ops' order). */
+export function manifestTables(sqlite: SQLite.Database): Record<string, unknown[]> {
+  const all = (q: string) => sqlite.prepare(q).all()
+  return {
+    entries: all('select * from entries order by id'),
+    holdings: all('select e.key, e.variant, h.node_id, h.stored_at from entry_nodes h join entries e on e.id = h.entry_id order by 1, 2, 3'),
+    counts: all('select n from entries_count'),
+    nodeHoldings: all('select * from node_holdings order by node_id'),
+    searchQueue: all('select * from entries_search_queue order by rid'),
+    nodes: all('select * from nodes order by id'),
+  }
+}
