@@ -19,7 +19,7 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { ApplyThreadGoneError, startApplyThread, type ApplyThread } from './apply-thread.ts'
+import { ApplyThreadGoneError, startApplyThread, type ApplyThread, type ThreadApplyResult } from './apply-thread.ts'
 import { parseBody } from './batch-body.ts'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { isHotOp } from './statements.ts'
@@ -543,9 +543,26 @@ export class DirectWriter extends BatchWriter {
     this.searchBacklogRows = options.searchBacklogRows
   }
 
-  /** The apply thread, started when there is none (the first batch, or after one ended). */
-  private threadNow(): ApplyThread {
-    return (this.thread ??= startApplyThread({ path: this.threadPath!, onThread: this.onApplyThread, searchBacklogRows: this.searchBacklogRows }))
+  /**
+   * A call on the apply thread, started when there is none (the first batch, or after one
+   * ended), while this writer holds its Kysely connection (see applyWithThread). A thread that
+   * ended is forgotten, so the next call starts another.
+   */
+  private async onThread<T>(call: (thread: ApplyThread) => Promise<T>): Promise<T> {
+    const thread = (this.thread ??= startApplyThread({ path: this.threadPath!, onThread: this.onApplyThread, searchBacklogRows: this.searchBacklogRows }))
+    try {
+      return await this.db.connection().execute(() => call(thread))
+    } catch (err) {
+      if (err instanceof ApplyThreadGoneError && this.thread === thread) this.thread = undefined
+      throw err
+    }
+  }
+
+  /** The apply thread's answer for a run of hot ops: the ops it dropped logged, what it left for the search index taken up. */
+  private threadApplied(done: ThreadApplyResult): ApplyResult {
+    this.indexWhenIdle(done.searchBacklog)
+    for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
+    return { applied: done.applied, failed: done.failed.length }
   }
 
   protected target(): string | undefined {
@@ -591,18 +608,10 @@ export class DirectWriter extends BatchWriter {
     if (this.threadPath === undefined) return parsedHere(chunks)
     await this.prepared()
     if (this.released) throw new WriterStoppedError()
-    const thread = this.threadNow()
-    try {
-      const done = await this.db.connection().execute(() => thread.applyBody(chunks))
-      if (done.kind === 'not-json') return { kind: 'not-json' }
-      if (done.kind === 'parsed') return { kind: 'parsed', body: done.body }
-      this.indexWhenIdle(done.searchBacklog)
-      for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
-      return { kind: 'applied', result: { applied: done.applied, failed: done.failed.length } }
-    } catch (err) {
-      if (err instanceof ApplyThreadGoneError && this.thread === thread) this.thread = undefined
-      throw err
-    }
+    const done = await this.onThread((thread) => thread.applyBody(chunks))
+    if (done.kind === 'not-json') return { kind: 'not-json' }
+    if (done.kind === 'parsed') return { kind: 'parsed', body: done.body }
+    return { kind: 'applied', result: this.threadApplied(done) }
   }
 
   private async prepared(): Promise<void> {
@@ -619,15 +628,10 @@ export class DirectWriter extends BatchWriter {
       this.indexInBackground()
       return result
     }
-    try {
-      const { result, onMain } = await this.applyWithThread(batch, options)
-      // The thread indexes what its own transactions queue; ops applied here may have queued more.
-      if (onMain) this.indexInBackground()
-      return result
-    } catch (err) {
-      if (err instanceof ApplyThreadGoneError) this.thread = undefined
-      throw err
-    }
+    const { result, onMain } = await this.applyWithThread(batch, options)
+    // The thread indexes what its own transactions queue; ops applied here may have queued more.
+    if (onMain) this.indexInBackground()
+    return result
   }
 
   /**
@@ -646,12 +650,9 @@ export class DirectWriter extends BatchWriter {
       const run = batch.slice(start, end)
       if (onThread) {
         if (this.released) throw new ApplyThreadGoneError('the writer was stopped')
-        const thread = this.threadNow()
-        const done = await this.db.connection().execute(() => thread.apply(run as HotOp[]))
-        this.indexWhenIdle(done.searchBacklog)
+        const done = this.threadApplied(await this.onThread((thread) => thread.apply(run as HotOp[])))
         result.applied += done.applied
-        result.failed += done.failed.length
-        for (const f of done.failed) this.log('error', 'manifest op dropped: it cannot be applied', { op: f.op, error: f.error })
+        result.failed += done.failed
       } else {
         onMain = true
         const done = await applyOps(this.db, run, this.log, options)
