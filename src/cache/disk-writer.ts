@@ -18,6 +18,7 @@
 // write happens after it, so the store needs no per-file locking.
 
 import { Worker } from 'node:worker_threads'
+import { lowerThisThreadSource } from '../thread-priority.ts'
 
 /** What identifies one version of a file on disk (see entry-index.ts FileSignature). */
 export interface WrittenFile {
@@ -256,17 +257,6 @@ function isShared(body: Uint8Array): boolean {
 function diskWriterThread(): void {
   const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const fs = process.getBuiltinModule('node:fs')
-  // Below the event loop: on a node short of CPU (a populate, a purge's file
-  // removals, other processes on the machine), the thread that accepts
-  // connections and answers health checks runs first, and the writes wait
-  // (their queue is bounded: a full queue skips storing a copy, never blocks a
-  // response). Linux keeps a nice value per thread, so this lowers only this
-  // one (elsewhere it would lower the whole process: left as it is); ten
-  // steps give it about a tenth of a contended CPU beside the loop.
-  if (process.platform === 'linux') {
-    const os = process.getBuiltinModule('node:os')
-    os.setPriority(Math.min(19, os.getPriority() + 10))
-  }
   const path = process.getBuiltinModule('node:path')
   const crypto = process.getBuiltinModule('node:crypto')
   const dir: string = (workerData as { dir: string }).dir
@@ -441,5 +431,6 @@ function diskWriterThread(): void {
 }
 
 // Transpilers may wrap named functions in a `__name(fn, "name")` helper that the eval'd script
-// would not have: give it a no-op one.
-const WORKER_SOURCE = `var __name = (f) => f;\n(${diskWriterThread.toString()})()`
+// would not have: give it a no-op one. The thread runs below the event loop (thread-priority.ts):
+// its queue is bounded, so a lowered writer slows the queue, never a response.
+const WORKER_SOURCE = `var __name = (f) => f;\n${lowerThisThreadSource('cache disk writer')}\n(${diskWriterThread.toString()})()`

@@ -18,6 +18,7 @@
 
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
+import { lowerThisThreadSource } from '../thread-priority.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 
@@ -130,4 +131,5 @@ function checkpointThread(): void {
   })
 }
 
-const WORKER_SOURCE = `var __name = (f) => f;\n(${checkpointThread.toString()})()`
+// Below the event loop (thread-priority.ts): PASSIVE checkpoints may lag, the writer's backstop bounds the WAL.
+const WORKER_SOURCE = `var __name = (f) => f;\n${lowerThisThreadSource('manifest checkpoint')}\n(${checkpointThread.toString()})()`
