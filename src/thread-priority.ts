@@ -12,6 +12,13 @@
 // idle one: the loop runs first, the background work waits (its queues are
 // bounded, so a lowered thread slows its producers, never a response).
 //
+// Lowered: the cache's disk writer and the WAL checkpoint thread. Not
+// lowered: the manifest apply thread (the writer holds its turn on the file
+// while the thread applies a batch, so a lowered thread that lost the CPU
+// inside a transaction would keep the event loop's own queries waiting; and
+// side by side a populate ran slower with it lowered) and the read worker
+// (an admin waits for its answer).
+//
 // Linux keeps a nice value per thread: setpriority(PRIO_PROCESS, 0) in a
 // thread changes that thread only, and lowering needs no privilege. Elsewhere
 // it would lower the whole process, so it is left alone there.

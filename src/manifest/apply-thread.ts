@@ -20,7 +20,6 @@
 
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
-import { lowerThisThreadSource } from '../thread-priority.ts'
 import { PIECE_CHARS, parseBatch, splitBatch } from './batch-body.ts'
 import { isRecord, isStr, isTime, isWhole, parseEntry, parseHotBatch, parseHotOp } from './hot-op-shapes.ts'
 import { MAX_FORGOTTEN_PER_OP, MAX_OPS_PER_BATCH } from './ops.ts'
@@ -393,8 +392,6 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
 const LIMITS: ThreadLimits = { maxOps: MAX_OPS_PER_BATCH, maxForgotten: MAX_FORGOTTEN_PER_OP, pieceChars: PIECE_CHARS }
 const THREAD_SOURCE = [
   'var __name = (f) => f;',
-  // Below the event loop (thread-priority.ts): under a shortage of CPU the node serves first and its manifest writes wait (the writer's queue is bounded).
-  lowerThisThreadSource('manifest apply'),
   ...[coveredParams, entryParams, pushEntryParams, storedKeyOf, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, applyHotOps, indexQueuedNow].map(String),
   ...[splitBatch, parseBatch, isRecord, isStr, isTime, isWhole, parseEntry, parseHotOp, parseHotBatch].map(String),
   `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, applyHotOps: ${applyHotOps.name}, indexQueuedNow: ${indexQueuedNow.name}, parseBatch: ${parseBatch.name}, parseHotBatch: ${parseHotBatch.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)}, ${JSON.stringify(LIMITS)})`,
