@@ -2,47 +2,57 @@
 // and times of the queries that read `entries`, at a given table size.
 //
 //   npx tsx bench/manifest-upsert.ts [--entries 1000000] [--ops 20000] [--schema latest|before]
+//     [--without name,...] [--search inline] [--fts 'detail=none'] [--checkpoint thread|inline] [--queries [--plans]]
 //
-// `before` migrates to the migration preceding 2026120115_holdings_by_entry_id
-// and records with the statements as they were then (holdings keyed by the
-// entry's text key), so the two are measured side by side on the same
-// machine. Each run builds its own temp file and removes it.
+// Ops are applied as the manifest's apply thread applies a replica's batch:
+// 1,000 per transaction, runs of stored ops many rows per statement
+// (statements.ts recordStoredRun). `before` stops at the migration before the
+// latest one, so the two schemas are measured side by side with the same
+// statements and queries. `--without` drops the named indexes or triggers
+// after seeding (what each one costs per op). `--search inline` indexes each
+// transaction's URLs for the admin filter inside it, as the apply thread does
+// once its backlog is past the bound. `--checkpoint inline` leaves the
+// WAL's checkpoints in the commits that cross 1,000 pages (SQLite's default),
+// `thread` (default) runs them on a thread of their own as a node does: the
+// CPU figure then counts that thread too, the time does not. Each run builds its own temp file and
+// removes it.
 
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { openDatabase } from '../src/manifest/database.ts'
-import { migrateTo, migrateToLatest } from '../src/manifest/migrate.ts'
+import { MIGRATIONS, migrateTo, migrateToLatest } from '../src/manifest/migrate.ts'
 import { entriesMissingOn, listManifest, pruneExpired, sweepPurge } from '../src/manifest/repositories.ts'
-import type { EntryRecord, NodeInfo } from '../src/manifest/repositories.ts'
-import { NEWEST_PURGE_SQL, UPSERT_NODE_SQL, entryParams, hotStatements, nodeParams } from '../src/manifest/statements.ts'
-
-/** The statements before 2026120115: no RETURNING, the url fixed by key, holdings by key. */
-const UPSERT_BEFORE_SQL = `insert into entries
-  (key, variant, host, url, status, size, content_type, stored_at, stale_at, delete_at, tags, vary_headers)
-  values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-  on conflict (key, variant) do update set
-    status = excluded.status, size = excluded.size, content_type = excluded.content_type,
-    stored_at = excluded.stored_at, stale_at = excluded.stale_at, delete_at = excluded.delete_at,
-    tags = excluded.tags, vary_headers = excluded.vary_headers
-  where entries.stored_at < excluded.stored_at
-    or (entries.stored_at = excluded.stored_at
-      and (entries.stale_at, entries.delete_at, entries.status, entries.size, entries.content_type, entries.tags, entries.vary_headers)
-        <> (excluded.stale_at, excluded.delete_at, excluded.status, excluded.size, excluded.content_type, excluded.tags, excluded.vary_headers))`
-const FIX_URL_BEFORE_SQL = `update entries set host = ?, url = ?
-  where key = ? and variant = ? and stored_at = ? and (host <> ? or url <> ?)`
-const HOLDING_BEFORE_SQL = `insert into entry_nodes (key, variant, node_id, stored_at) values (?, ?, ?, ?)
-  on conflict (key, variant, node_id) do update set stored_at = excluded.stored_at`
+import type { EntryRecord } from '../src/manifest/repositories.ts'
+import { SEARCH_INDEX_SQL, indexQueuedNow } from '../src/manifest/search.ts'
+import { hotStatements } from '../src/manifest/statements.ts'
+import type { StoredOp } from '../src/manifest/statements.ts'
 
 const { values } = parseArgs({
-  options: { entries: { type: 'string' }, ops: { type: 'string' }, schema: { type: 'string' }, queries: { type: 'boolean' }, plans: { type: 'boolean' } },
+  options: {
+    entries: { type: 'string' },
+    ops: { type: 'string' },
+    schema: { type: 'string' },
+    without: { type: 'string' },
+    search: { type: 'string' },
+    fts: { type: 'string' },
+    checkpoint: { type: 'string' },
+    queries: { type: 'boolean' },
+    plans: { type: 'boolean' },
+  },
 })
 const ENTRIES = Number(values.entries ?? 1_000_000)
 const OPS = Number(values.ops ?? 20_000)
 const SCHEMA = values.schema ?? 'latest'
-const BEFORE = '2026120114_counts'
+const NAMES = Object.keys(MIGRATIONS)
+const BEFORE = NAMES[NAMES.length - 2]!
+const WITHOUT = (values.without ?? '').split(',').filter((n) => n !== '')
+const SEARCH_INLINE = values.search === 'inline'
+const CHECKPOINT = values.checkpoint ?? 'thread'
+if (!['thread', 'inline'].includes(CHECKPOINT)) throw new Error('--checkpoint: thread (as a node: a thread of its own, the writer past its backstop) or inline (in the commit past 1,000 pages)')
 if (!['latest', 'before'].includes(SCHEMA)) throw new Error('--schema: latest or before')
+if (values.search !== undefined && !SEARCH_INLINE) throw new Error('--search: inline (or leave it out)')
 
 const HOSTS = ['www.example.com', 'static.example.com', 'api.example.net', 'rare.example.org']
 const NOW = 1_760_000_000_000
@@ -81,74 +91,78 @@ function permutation(n: number, seed: number): number[] {
 }
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-upsert-'))
-const opened = openDatabase({ path: path.join(dir, 'manifest.db') })
+const opened = openDatabase({ path: path.join(dir, 'manifest.db'), checkpointInBackground: CHECKPOINT === 'thread' })
 try {
   if (SCHEMA === 'latest') await migrateToLatest(opened.db)
   else await migrateTo(opened.db, BEFORE)
   const { sqlite } = opened
-  const latest = SCHEMA === 'latest' ? hotStatements(sqlite) : undefined
-  const upsertNode = sqlite.prepare(UPSERT_NODE_SQL)
-  const newestPurge = sqlite.prepare(NEWEST_PURGE_SQL).pluck()
-  // Prepared only on the schema they were written for.
-  const before =
-    SCHEMA === 'before'
-      ? { upsert: sqlite.prepare(UPSERT_BEFORE_SQL), fixUrl: sqlite.prepare(FIX_URL_BEFORE_SQL), holding: sqlite.prepare(HOLDING_BEFORE_SQL) }
-      : undefined
-  // No purge is recorded here, so the purge check is skipped in both (newestPurgeAt is null).
-  const hot = {
-    upsertNode: (node: NodeInfo, at: number) => upsertNode.run(...nodeParams(node, at)),
-    newestPurgeAt: () => newestPurge.get() as number | null,
-    recordStored(nodeId: string, entry: EntryRecord, newest?: number | null): boolean {
-      if (latest) return latest.recordStored(nodeId, entry, newest)
-      if (!before) throw new Error('no statements for this schema')
-      if (before.upsert.run(...entryParams(entry)).changes > 0) before.fixUrl.run(entry.host, entry.url, entry.key, entry.variant, entry.storedAt, entry.host, entry.url)
-      before.holding.run(entry.key, entry.variant, nodeId, entry.storedAt)
-      return true
-    },
+  // As the apply thread's handle (apply-thread.ts): statement journals in memory.
+  sqlite.pragma('temp_store = 2')
+  const hot = hotStatements(sqlite)
+  const search = {
+    removeMany: sqlite.prepare(SEARCH_INDEX_SQL.removeMany),
+    addMany: sqlite.prepare(SEARCH_INDEX_SQL.addMany),
+    dequeueMany: sqlite.prepare(SEARCH_INDEX_SQL.dequeueMany),
   }
   const nodes = ['node1', 'node2', 'node3']
   for (const id of nodes) hot.upsertNode({ id, region: 'r', internalUrl: `http://127.0.0.1/${id}`, startedAt: NOW }, NOW)
+  const stored = (nodeId: string, entry: EntryRecord): StoredOp => ({ type: 'stored', nodeId, entry })
 
   // Seed in batches of 1000 ops, as the writer applies them.
   const seedOrder = permutation(ENTRIES, 1)
-  const batch = sqlite.transaction((from: number, to: number) => {
-    const newest = hot.newestPurgeAt()
-    for (let n = from; n < to; n++) {
-      const i = seedOrder[n]!
-      hot.recordStored(nodes[i % 3]!, record(i, NOW - ENTRIES + i), newest)
-    }
-  })
-  for (let n = 0; n < ENTRIES; n += 1000) batch(n, Math.min(ENTRIES, n + 1000))
+  const batch = sqlite.transaction((ops: StoredOp[]) => hot.recordStoredRun(ops, 0, ops.length, hot.newestPurgeAt()))
+  for (let n = 0; n < ENTRIES; n += 1000) {
+    const ops: StoredOp[] = []
+    for (let k = n; k < Math.min(ENTRIES, n + 1000); k++) ops.push(stored(nodes[seedOrder[k]! % 3]!, record(seedOrder[k]!, NOW - ENTRIES + seedOrder[k]!)))
+    batch(ops)
+  }
+  if (values.fts !== undefined) {
+    // The URL search index made again with other FTS5 options (e.g. `detail=none`), to measure them.
+    sqlite.exec(`drop table entries_search; create virtual table entries_search using fts5(url, content='entries', content_rowid='rowid', tokenize='trigram', ${values.fts})`)
+  }
   // Index the URLs so the filter's trigram path is what runs.
   sqlite.exec(`insert into entries_search(entries_search) values ('rebuild'); delete from entries_search_queue`)
+  for (const name of WITHOUT) {
+    const kind = sqlite.prepare('select type from sqlite_schema where name = ?').pluck().get(name)
+    if (kind !== 'index' && kind !== 'trigger') throw new Error(`--without ${name}: no index or trigger of that name`)
+    sqlite.exec(`drop ${kind} ${name}`)
+  }
   sqlite.pragma('wal_checkpoint(TRUNCATE)')
 
+  /** This thread's CPU time in µs (Linux, ticks of 10 ms): without the checkpoint thread's. */
+  const threadCpuUs = () => {
+    const fields = fs.readFileSync('/proc/thread-self/stat', 'utf8').split(') ')[1]!.split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 10_000
+  }
+
   function timeOps(label: string, make: (n: number) => { node: string; entry: EntryRecord }): void {
-    const list = Array.from({ length: OPS }, (_, n) => make(n))
+    const list = Array.from({ length: OPS }, (_, n) => stored(make(n).node, make(n).entry))
     const apply = sqlite.transaction((from: number, to: number) => {
-      const newest = hot.newestPurgeAt()
-      for (let n = from; n < to; n++) hot.recordStored(list[n]!.node, list[n]!.entry, newest)
+      hot.recordStoredRun(list, from, to, hot.newestPurgeAt())
+      if (SEARCH_INLINE) indexQueuedNow(search, to - from + 100)
     })
     const t0 = process.hrtime.bigint()
     const cpu0 = process.cpuUsage()
+    const thread0 = threadCpuUs()
     for (let n = 0; n < OPS; n += 1000) apply(n, Math.min(OPS, n + 1000))
+    const threadUs = (threadCpuUs() - thread0) / OPS
     const us = Number(process.hrtime.bigint() - t0) / 1000 / OPS
     // CPU time, unlike the wall clock, hardly moves with other work on the machine.
     const cpu = process.cpuUsage(cpu0)
     const cpuUs = (cpu.user + cpu.system) / OPS
-    console.log(JSON.stringify({ schema: SCHEMA, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, opsPerSecond: Math.round(1e6 / us) }))
+    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
   }
   const pick = permutation(ENTRIES, 2)
   // A new entry (a miss anywhere in the cluster).
   timeOps('new entry', (n) => ({ node: 'node1', entry: record(ENTRIES + n, NOW + n) }))
   // Another node stores the same entry again (its own miss): newer stored_at, new lifetime.
   timeOps('re-stored', (n) => {
-    const i = pick[n]!
+    const i = pick[n % ENTRIES]!
     return { node: 'node2', entry: record(i, NOW + OPS + n) }
   })
   // A node populated a copy: the same record, another holder.
   timeOps('copy recorded', (n) => {
-    const i = pick[OPS + n]!
+    const i = pick[(OPS + n) % ENTRIES]!
     return { node: nodes[(i + 1) % 3]!, entry: record(i, NOW - ENTRIES + i) }
   })
 

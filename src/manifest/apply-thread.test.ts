@@ -12,6 +12,7 @@ import { DirectWriter, WriterStoppedError } from './writer.ts'
 import type { Worker } from 'node:worker_threads'
 import { parseOps } from './ops.ts'
 import { ApplyThreadGoneError } from './apply-thread.ts'
+import { BACKSTOP_WAL_PAGES } from './checkpointer.ts'
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
 
@@ -104,6 +105,21 @@ describe('DirectWriter with an apply thread', () => {
     expect(writes() - before).toBeLessThan(2000)
     expect(await writer.applyReceived([{ type: 'node-cleared', nodeId: 'n1' }, stored(5000)])).toEqual({ applied: 2, failed: 0 })
     expect((await heldBy(db, 'n1')).length).toBe(1)
+    await writer.close()
+  })
+
+  it('checkpoints the WAL only past the backstop its writer’s handle has, not at SQLite’s 1,000 pages', async () => {
+    // As openDatabase sets it when a thread of its own checkpoints (none runs here: the file grows only by checkpoints).
+    sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    await writer.applyReceived([stored(0)])
+    const fileBytes = () => fs.statSync(path).size
+    const walPages = () => fs.statSync(`${path}-wal`).size / 4096
+    const before = fileBytes()
+    for (let b = 0; b < 16; b++) expect(await writer.applyReceived(Array.from({ length: 1000 }, (_, i) => stored(1 + b * 1000 + i)))).toEqual({ applied: 1000, failed: 0 })
+    expect(walPages()).toBeGreaterThan(1000)
+    // Every page is still in the WAL: no commit of the thread copied them into the file.
+    expect(fileBytes()).toBe(before)
     await writer.close()
   })
 

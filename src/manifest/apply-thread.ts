@@ -96,6 +96,14 @@ export interface ApplyThreadOptions {
    * transaction of stores indexes more than it queued. Default SEARCH_BACKLOG_ROWS.
    */
   searchBacklogRows?: number
+  /**
+   * The thread connection's wal_autocheckpoint: the writer's own handle's, so that with the WAL
+   * checkpointed on a thread of its own (checkpointer.ts) the apply thread checkpoints only past
+   * the same backstop. Left at SQLite's default (1,000 pages), every commit of a batch of stores
+   * (2,000 pages and more) crossed it and copied the WAL back into the file and synced it on
+   * this thread. Default 1,000.
+   */
+  walAutocheckpointPages?: number
 }
 
 /**
@@ -133,7 +141,13 @@ const INBOX_KEPT_BYTES = 4 * 1024 * 1024
 export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // The thread loads the same better-sqlite3 as the rest of caje does (under the bundle too).
   const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-  const workerData = { path: options.path, busyTimeoutMs: options.busyTimeoutMs ?? 100, resolveFrom, searchBacklogRows: options.searchBacklogRows ?? SEARCH_BACKLOG_ROWS }
+  const workerData = {
+    path: options.path,
+    busyTimeoutMs: options.busyTimeoutMs ?? 100,
+    resolveFrom,
+    searchBacklogRows: options.searchBacklogRows ?? SEARCH_BACKLOG_ROWS,
+    walAutocheckpointPages: Math.max(0, Math.floor(options.walAutocheckpointPages ?? 1000)),
+  }
   const worker = new Worker(THREAD_SOURCE, { eval: true, workerData })
   // An idle thread must not keep the process alive.
   worker.unref()
@@ -248,7 +262,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
   const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const { createRequire: requireFrom } = process.getBuiltinModule('node:module')
   const { StringDecoder } = process.getBuiltinModule('node:string_decoder')
-  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number }
+  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number; walAutocheckpointPages: number }
   type Statement = { run(...p: unknown[]): unknown; get(...p: unknown[]): unknown }
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
   const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
@@ -270,6 +284,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // As the writer's own handle is set up (database.ts openDatabase); the file is in WAL mode already.
     db.pragma('foreign_keys = ON')
     db.pragma('synchronous = NORMAL')
+    db.pragma(`wal_autocheckpoint = ${data.walAutocheckpointPages}`)
     // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
     const hot = lib.prepareHotStatements(db as never, sql)
     const search = {

@@ -96,7 +96,7 @@ describe('recording a stored entry', () => {
   }
 })
 
-describe('migrations 2026120113_entries_write_indexes, 2026120114_counts and 2026120115_holdings_by_entry_id', () => {
+describe('migrations 2026120113_entries_write_indexes to 2026120201_url_index_not_key', () => {
   const cleanups: (() => void | Promise<void>)[] = []
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
@@ -136,15 +136,15 @@ describe('migrations 2026120113_entries_write_indexes, 2026120114_counts and 202
       }))),
     })
     // The queries read entries_count (2026120114): they run on the latest schema, made from the old one with its rows.
-    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts', '2026120115_holdings_by_entry_id'])
-    expect(await indexNames(db)).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url'])
+    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key'])
+    expect(await indexNames(db)).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
     const before = await answers()
     expect(before.pruned).toBeGreaterThan(0)
     expect(before.host.entries.length).toBe(12)
     expect(before.count).toBe(60)
     expect(before.list.total).toBe(60)
 
-    // Down past all three and up again: the same rows, the same answers.
+    // Down past all four and up again: the same rows, the same answers.
     await migrateTo(db, '2026120112_node_minute_paths')
     expect(await indexNames(db)).toEqual(['entries_delete_at', 'entries_host', 'entries_stale_at', 'entries_stored_at', 'entries_url', 'sqlite_autoindex_entries_1'])
     await migrateToLatest(db)

@@ -1,14 +1,15 @@
 import path from 'node:path'
+import type SQLite from 'better-sqlite3'
 import { sql } from 'kysely'
 import type { Kysely } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openDatabase } from './database.ts'
 import type { Database } from './database.ts'
 import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrateToLatest } from './migrate.ts'
-import { clearManifest, countEntries, listManifest, recordStored, sweepPurge } from './repositories.ts'
+import { clearManifest, countEntries, entriesMissingOn, listManifest, purgeCoverage, recordStored, sweepPurge } from './repositories.ts'
 import { indexQueued, queuedForIndex } from './search.ts'
 import { applyOps } from './ops.ts'
-import { entry, recordStoredOnOldSchema, tableNames, tempDir } from './test-helpers.ts'
+import { entry, queryPlans, recordStoredOnOldSchema, tableNames, tempDir } from './test-helpers.ts'
 
 const ALL_TABLES = [
   'admins',
@@ -41,13 +42,13 @@ describe('migrations', () => {
     for (const c of cleanups.splice(0).reverse()) await c()
   })
 
-  function open(): { db: Kysely<Database>; file: string } {
+  function open(): { db: Kysely<Database>; file: string; sqlite: SQLite.Database } {
     const { dir, cleanup } = tempDir()
     cleanups.push(cleanup)
     const file = path.join(dir, 'manifest.db')
-    const { db } = openDatabase({ path: file })
+    const { db, sqlite } = openDatabase({ path: file })
     cleanups.push(() => db.destroy())
-    return { db, file }
+    return { db, file, sqlite }
   }
 
   it('builds the whole schema on a fresh file, and a second run does nothing', async () => {
@@ -75,7 +76,7 @@ describe('migrations', () => {
     expect(node).toMatchObject({ id: 'n1', region: 'ams', last_purge_id: 0 })
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     // Each index is written on every stored op: only those a query reads are kept.
-    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url'])
+    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
   })
 
   it('counts the entries of an existing manifest, and the count follows every write after it', async () => {
@@ -83,7 +84,7 @@ describe('migrations', () => {
     await migrateTo(db, '2026120113_entries_write_indexes')
     const T = 1_700_000_000_000
     for (let i = 0; i < 30; i++) await recordStoredOnOldSchema(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
-    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key'])
     const total = async () => (await listManifest(db, { limit: 1 })).total
     const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
     const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
@@ -152,7 +153,7 @@ describe('migrations', () => {
     expect(rowids.at(-1)!.rid).toBeGreaterThan(rowids.length)
     expect(holdingsBefore).toHaveLength(19 + 7)
 
-    expect(await migrateToLatest(db)).toEqual(['2026120115_holdings_by_entry_id'])
+    expect(await migrateTo(db, '2026120115_holdings_by_entry_id')).toEqual(['2026120115_holdings_by_entry_id'])
     expect(await rowsByRowid('id')).toEqual(rowids)
     const holdingsUp = (await sql<{ key: string; variant: string; node_id: string; stored_at: number }>`
       select e.key, e.variant, h.node_id, h.stored_at from entry_nodes h join entries e on e.id = h.entry_id order by 1, 2, 3`.execute(db)).rows
@@ -190,6 +191,67 @@ describe('migrations', () => {
     // The old shape's cascade is back.
     await sql`delete from entries`.execute(db)
     expect((await sql<{ n: number }>`select count(*) as n from entry_nodes`.execute(db)).rows[0]!.n).toBe(0)
+  })
+
+  it('indexes only the URLs that are not their key (2026120201) on a file with rows, and still finds every entry by url', async () => {
+    const { db, sqlite } = open()
+    await migrateTo(db, '2026120115_holdings_by_entry_id')
+    const T = 1_700_000_000_000
+    const ops = []
+    for (let i = 0; i < 40; i++) ops.push({ type: 'stored' as const, nodeId: 'a', entry: entry({ url: `https://h.test/${i % 2 ? 'blog' : 'shop'}/${i}`, storedAt: T + i }) })
+    // Keys a rule rewrote: one key per language under one URL (stored before the rule too, as its own key), and a URL whose key sorts elsewhere.
+    const rewritten = [
+      entry({ url: 'https://h.test/shop/page', storedAt: T + 99 }),
+      entry({ url: 'https://h.test/shop/page', key: 'https://h.test/shop/page#lang=de', storedAt: T + 100 }),
+      entry({ url: 'https://h.test/shop/page', key: 'https://h.test/shop/page#lang=fr', storedAt: T + 101 }),
+      entry({ url: 'https://h.test/shop/moved', key: 'https://h.test/a-key-elsewhere', storedAt: T + 102 }),
+      entry({ url: 'https://h.test/elsewhere', key: 'https://h.test/shop/a-key-inside', storedAt: T + 103 }),
+    ]
+    for (const e of rewritten) ops.push({ type: 'stored' as const, nodeId: 'b', entry: e })
+    await applyOps(db, ops)
+
+    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key'])
+    const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
+    expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
+    const inUrlIndex = await sql<{ url: string }>`select url from entries indexed by entries_url_not_key where url <> key order by url`.execute(db)
+    expect(inUrlIndex.rows.map((r) => r.url)).toEqual(['https://h.test/elsewhere', 'https://h.test/shop/moved', 'https://h.test/shop/page', 'https://h.test/shop/page'])
+    // Written after the upgrade too: a new rewritten key goes in, a key that is its URL stays out.
+    await applyOps(db, [
+      { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://h.test/shop/page', key: 'https://h.test/shop/page#lang=it', storedAt: T + 200 }) },
+      { type: 'stored', nodeId: 'a', entry: entry({ url: 'https://h.test/shop/new', storedAt: T + 201 }) },
+    ])
+    expect(Number((await sql<{ n: number }>`select count(*) as n from entries indexed by entries_url_not_key where url <> key`.execute(db)).rows[0]!.n)).toBe(5)
+
+    // By url: the variants of every key of that URL; by key: that key's.
+    const missing = async (key: string, url?: string) => (await entriesMissingOn(db, 'c', T, { key, url })).map((e) => e.key).sort()
+    expect(await missing('https://h.test/shop/page#lang=de', 'https://h.test/shop/page')).toEqual(['https://h.test/shop/page', 'https://h.test/shop/page#lang=de', 'https://h.test/shop/page#lang=fr', 'https://h.test/shop/page#lang=it'])
+    expect(await missing('https://h.test/shop/2', 'https://h.test/shop/2')).toEqual(['https://h.test/shop/2'])
+    expect(await missing('https://h.test/shop/page#lang=de')).toEqual(['https://h.test/shop/page#lang=de'])
+    const coverage = async (kind: 'url' | 'prefix', value: string) => (await purgeCoverage(db, { kind, value, host: null })).entries
+    expect(await coverage('url', 'https://h.test/shop/page')).toBe(4)
+    expect(await coverage('url', 'https://h.test/a-key-elsewhere')).toBe(1)
+    expect(await coverage('url', 'https://h.test/blog/3')).toBe(1)
+    // A prefix matches the URL, not the key: /shop/moved is in, the key /shop/a-key-inside (URL /elsewhere) is not.
+    expect(await coverage('prefix', 'https://h.test/shop/')).toBe(20 + 4 + 2)
+
+    // Each lookup walks indexes, never the whole table.
+    const plans = await queryPlans(sqlite, async () => {
+      await entriesMissingOn(db, 'c', T, { key: 'https://h.test/shop/page#lang=de', url: 'https://h.test/shop/page' })
+      await sweepPurge(db, { kind: 'url', value: 'https://h.test/shop/page', host: null, createdAt: T + 1000, soft: false })
+      await sweepPurge(db, { kind: 'prefix', value: 'https://h.test/blog/', host: null, createdAt: T + 1000, soft: true }, 5)
+      await sweepPurge(db, { kind: 'prefix', value: 'https://h.test/shop/', host: null, createdAt: T + 1000, soft: false }, 5)
+    })
+    expect(plans).toHaveLength(4)
+    for (const plan of plans) {
+      expect(plan).toContain('entries_url_not_key')
+      expect(plan).not.toMatch(/\bSCAN (e|entries)\b/)
+    }
+    expect(await coverage('url', 'https://h.test/shop/page')).toBe(0)
+
+    // Down: the full url index again.
+    await migrateTo(db, '2026120115_holdings_by_entry_id')
+    const after = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
+    expect(after.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url'])
   })
 
   it('lets several processes migrate the same file at once', async () => {

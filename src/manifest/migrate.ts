@@ -18,6 +18,7 @@ import * as m2026120112 from './migrations/2026120112_node_minute_paths.ts'
 import * as m2026120113 from './migrations/2026120113_entries_write_indexes.ts'
 import * as m2026120114 from './migrations/2026120114_counts.ts'
 import * as m2026120115 from './migrations/2026120115_holdings_by_entry_id.ts'
+import * as m2026120201 from './migrations/2026120201_url_index_not_key.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -32,6 +33,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120113_entries_write_indexes': m2026120113,
   '2026120114_counts': m2026120114,
   '2026120115_holdings_by_entry_id': m2026120115,
+  '2026120201_url_index_not_key': m2026120201,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

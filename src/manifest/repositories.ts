@@ -11,7 +11,7 @@
 // when this node is a LiteFS replica.
 
 import { CompiledQuery, sql } from 'kysely'
-import type { Expression, ExpressionBuilder, Kysely, SelectQueryBuilder, SqlBool } from 'kysely'
+import type { Expression, ExpressionBuilder, Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { Database, EntryRow, NodeRow, PurgeKind, PurgeRow } from './database.ts'
 import {
   CLEAR_NODE_SQL,
@@ -481,7 +481,7 @@ export async function entriesMissingOn(db: Db, nodeId: string, now: number, opti
       ),
     )
   const { key, url } = options
-  if (key !== undefined) q = url === undefined ? q.where('e.key', '=', key) : q.where((eb) => eb.or([eb('e.key', '=', key), eb('e.url', '=', url)]))
+  if (key !== undefined) q = url === undefined ? q.where('e.key', '=', key) : q.where((eb) => eb.or([eb('e.key', '=', key), urlIs('e', url)]))
   const after = options.after
   if (after) q = q.where((eb) => eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant)))
   const rows = await q.orderBy('e.key').orderBy('e.variant').limit(limit).execute()
@@ -683,20 +683,34 @@ export function matchesPurge(purge: Pick<NewPurge, 'kind' | 'value' | 'host'>, e
   }
 }
 
+/**
+ * `<table>.url = url`, through the indexes: an entry whose url is its key (almost every one) is
+ * found by key, the others through entries_url_not_key, which holds only them (2026120201).
+ */
+function urlIs(table: 'e' | 'entries', url: string): RawBuilder<SqlBool> {
+  const key = sql.ref(`${table}.key`)
+  const column = sql.ref(`${table}.url`)
+  return sql<SqlBool>`((${key} = ${url} and ${column} = ${key}) or (${column} = ${url} and ${column} <> ${key}))`
+}
+
 function purgeCondition(eb: ExpressionBuilder<Database, 'entries'>, purge: Pick<NewPurge, 'kind' | 'value' | 'host'>): Expression<SqlBool> {
   const parts: Expression<SqlBool>[] = []
   if (purge.host !== null) parts.push(eb('entries.host', '=', purge.host))
   switch (purge.kind) {
     case 'url':
-      parts.push(eb.or([eb('entries.url', '=', purge.value), eb('entries.key', '=', purge.value)]))
+      parts.push(eb.or([eb('entries.key', '=', purge.value), urlIs('entries', purge.value)]))
       break
     case 'prefix':
-      // The range lets SQLite walk the url index instead of scanning every
-      // entry (a million on a large cluster); every URL with the prefix sorts
-      // inside it (URLs are ASCII). substr decides, not LIKE: LIKE ignores
-      // case and would purge /A when asked for /a.
-      parts.push(eb('entries.url', '>=', purge.value))
-      parts.push(eb('entries.url', '<', `${purge.value}\u{10FFFF}`))
+      // The ranges let SQLite walk the key index and the url index (urlIs)
+      // instead of scanning every entry (a million on a large cluster); every
+      // URL with the prefix sorts inside them (URLs are ASCII). substr
+      // decides, not LIKE: LIKE ignores case and would purge /A when asked for /a.
+      parts.push(
+        eb.or([
+          eb.and([eb('entries.key', '>=', purge.value), eb('entries.key', '<', `${purge.value}\u{10FFFF}`), eb('entries.url', '=', eb.ref('entries.key'))]),
+          eb.and([eb('entries.url', '>=', purge.value), eb('entries.url', '<', `${purge.value}\u{10FFFF}`), eb('entries.url', '<>', eb.ref('entries.key'))]),
+        ]),
+      )
       parts.push(sql<SqlBool>`substr(entries.url, 1, length(${purge.value})) = ${purge.value}`)
       break
     case 'tag':

@@ -527,6 +527,7 @@ export class DirectWriter extends BatchWriter {
   private thread: ApplyThread | undefined
   private readonly onApplyThread: ((thread: Worker) => void) | undefined
   private readonly searchBacklogRows: number | undefined
+  private readonly walAutocheckpointPages: number | undefined
   /** URL changes the apply thread left queued for the search index, as its last answer said. */
   private searchBacklog = 0
   private indexingOnThread: Promise<void> | undefined
@@ -539,6 +540,8 @@ export class DirectWriter extends BatchWriter {
     this.onRelease = options.onRelease
     const sqlite = options.applyThread ? sqliteHandleOf(options.db) : undefined
     this.threadPath = sqlite && !sqlite.memory && !sqlite.readonly ? sqlite.name : undefined
+    // The thread checkpoints as this handle does (openDatabase: past a backstop when a thread of its own checkpoints).
+    this.walAutocheckpointPages = this.threadPath === undefined ? undefined : Number(sqlite!.pragma('wal_autocheckpoint', { simple: true }))
     this.onApplyThread = options.onApplyThread
     this.searchBacklogRows = options.searchBacklogRows
   }
@@ -549,7 +552,12 @@ export class DirectWriter extends BatchWriter {
    * ended is forgotten, so the next call starts another.
    */
   private async onThread<T>(call: (thread: ApplyThread) => Promise<T>): Promise<T> {
-    const thread = (this.thread ??= startApplyThread({ path: this.threadPath!, onThread: this.onApplyThread, searchBacklogRows: this.searchBacklogRows }))
+    const thread = (this.thread ??= startApplyThread({
+      path: this.threadPath!,
+      onThread: this.onApplyThread,
+      searchBacklogRows: this.searchBacklogRows,
+      walAutocheckpointPages: this.walAutocheckpointPages,
+    }))
     try {
       return await this.db.connection().execute(() => call(thread))
     } catch (err) {
