@@ -3,7 +3,7 @@ import type http from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBareServer } from './bare.ts'
 import { FIXED_SIZES, contentFor, objectBody, objectIndex, sha256 } from './content.ts'
-import { createOriginServer, ORIGIN_STATS_PATH } from './origin.ts'
+import { createOriginServer, NO_STORE_PREFIX, ORIGIN_STATS_PATH } from './origin.ts'
 
 describe('content', () => {
   it('is deterministic and sized as named', () => {
@@ -66,6 +66,18 @@ describe('origin and bare servers', () => {
     }
     expect((await fetch(bareUrl + '/missing')).status).toBe(404)
     expect((await fetch(originUrl + '/missing')).status).toBe(404)
+  })
+
+  it('origin serves every content path under the no-store prefix with the same bytes, never cacheable', async () => {
+    for (const p of ['/1k', '/obj/17?storm=3']) {
+      const res = await fetch(originUrl + NO_STORE_PREFIX + p)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('cache-control')).toBe('no-store')
+      expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(sha256(contentFor(p)!.body))
+    }
+    // The shared content of a fixed path keeps its own headers.
+    expect((await fetch(originUrl + '/1k')).headers.get('cache-control')).toBe('public, max-age=3600')
+    expect((await fetch(originUrl + NO_STORE_PREFIX + '/missing')).status).toBe(404)
   })
 
   it('origin answers If-None-Match with 304 and counts requests', async () => {

@@ -9,9 +9,16 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { contentFor } from './content.ts'
+import { contentFor, type Content } from './content.ts'
 
 export const ORIGIN_STATS_PATH = '/__origin/stats'
+
+/**
+ * Any content path under this prefix is the same bytes and headers, but `Cache-Control:
+ * no-store`: a cache forwards it exactly as it would a miss, without storing it, so a miss's
+ * cost can be split into proxying and storing.
+ */
+export const NO_STORE_PREFIX = '/nostore'
 
 export interface OriginStats {
   /** Requests for benchmark content (everything but the stats path). */
@@ -42,7 +49,7 @@ export function createOriginServer(options: OriginServerOptions = {}): http.Serv
         res.end()
         return
       }
-      const content = contentFor(url)
+      const content = contentAt(url)
       if (!content) {
         res.writeHead(404, { 'content-type': 'text/plain', 'content-length': '10', 'cache-control': 'no-store' })
         res.end('not found\n')
@@ -65,6 +72,13 @@ export function createOriginServer(options: OriginServerOptions = {}): http.Serv
   })
   server.keepAliveTimeout = 65_000
   return server
+}
+
+/** The content for a request target, the no-store copy under NO_STORE_PREFIX (a new object: fixed paths' content is shared). */
+function contentAt(url: string): Content | undefined {
+  if (!url.startsWith(`${NO_STORE_PREFIX}/`)) return contentFor(url)
+  const content = contentFor(url.slice(NO_STORE_PREFIX.length))
+  return content && { ...content, headers: { ...content.headers, 'cache-control': 'no-store' } }
 }
 
 /** Start a server on host:port (0 = any free port) and print {"port":N} on stdout. */

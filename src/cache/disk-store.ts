@@ -234,7 +234,11 @@ class CacacheDiskStore implements DiskStore {
     this.#tmpDir = path.join(opts.dir, 'tmp')
     this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
     this.#paths = new ContentPaths((integrity) => contentPath(opts.dir, integrity) as string)
-    this.#writer = new DiskWriter({ dir: opts.dir, maxQueueBytes: opts.writeQueueBytes ?? DEFAULT_WRITE_QUEUE_BYTES })
+    this.#writer = new DiskWriter({
+      dir: opts.dir,
+      maxQueueBytes: opts.writeQueueBytes ?? DEFAULT_WRITE_QUEUE_BYTES,
+      onCallbackError: (error) => this.#log({ level: 'error', msg: 'cache could not record a finished disk write', ...describeError(error) }),
+    })
     this.#files = new OpenFiles({
       max: OPEN_FILES,
       onCloseError: (error, file) => this.#log({ level: 'warn', msg: 'cache could not close a content file', path: file, ...describeError(error) }),
@@ -471,7 +475,8 @@ class CacacheDiskStore implements DiskStore {
     const inPlace = !created && (content.pending !== undefined || content.verified !== undefined)
     const job: DiskJob = inPlace ? { op: 'index', id, line, compact } : { op: 'put', body: body.body, contentPath: content.path, id, line, compact }
     if (job.compact) this.#index.setIndexLines(handle, 1)
-    this.#track(this.#writer.run(job).then((result) => this.#written(handle, entry.key, content, body.body, result)))
+    // Not tracked: the writer's own drain() covers the job, and its callback runs before that resolves.
+    this.#writer.enqueue(job, (result) => this.#written(handle, entry.key, content, body.body, result))
     this.#evict()
     return { meta, body: body.body }
   }

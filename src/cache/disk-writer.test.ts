@@ -41,3 +41,41 @@ describe.runIf(process.platform === 'linux')('disk writer thread', () => {
     expect(after.get(String(process.pid))).toBe(mine)
   })
 })
+
+describe('disk writer callbacks', () => {
+  const cleanups: (() => Promise<void>)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it('answers every enqueued job before drain() resolves, in order, even when a callback throws', async () => {
+    const { dir, cleanup } = await tempDir()
+    cleanups.push(cleanup)
+    const failures: unknown[] = []
+    const writer = new DiskWriter({ dir, maxQueueBytes: 1 << 20, onCallbackError: (error) => failures.push(error) })
+    cleanups.push(() => writer.close())
+    const order: string[] = []
+    const body = new Uint8Array(Buffer.from('hello'))
+    const contentPath = path.join(dir, 'content-v2', 'x', 'y', 'z')
+    writer.enqueue({ op: 'put', body, contentPath, id: 'k', line: '{}', compact: false }, (result) => {
+      order.push(`put ${result.ok}`)
+      throw new Error('callback broke')
+    })
+    writer.enqueue({ op: 'rm-content', path: path.join(dir, 'none') }, (result) => order.push(`rm ${result.ok}`))
+    await writer.drain()
+    expect(order).toEqual(['put true', 'rm true'])
+    expect(failures).toHaveLength(1)
+    expect((failures[0] as Error).message).toBe('callback broke')
+    expect(writer.stats()).toEqual({ jobs: 0, bytes: 0 })
+    expect(fs.readFileSync(contentPath, 'utf8')).toBe('hello')
+  })
+
+  it('answers a job enqueued after close with an error, never silently', async () => {
+    const { dir, cleanup } = await tempDir()
+    cleanups.push(cleanup)
+    const writer = new DiskWriter({ dir, maxQueueBytes: 1 << 20 })
+    await writer.close()
+    const result = await new Promise((resolve) => writer.enqueue({ op: 'clear' }, resolve))
+    expect(result).toMatchObject({ ok: false, error: { code: 'ECLOSED' } })
+  })
+})

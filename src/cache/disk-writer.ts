@@ -45,6 +45,8 @@ export interface DiskWriterOptions {
   dir: string
   /** Most body bytes waiting to be written; a body that does not fit is not stored. */
   maxQueueBytes: number
+  /** A callback given to enqueue() threw: the other jobs of its batch are still answered. */
+  onCallbackError?: (error: unknown) => void
 }
 
 export interface DiskWriterStats {
@@ -63,6 +65,7 @@ interface Queued {
 export class DiskWriter {
   readonly #dir: string
   readonly #maxQueueBytes: number
+  readonly #onCallbackError: (error: unknown) => void
   #worker: Worker | undefined
   #queue: Queued[] = []
   /** Batches posted to the worker and not answered yet, oldest first (it answers in order). */
@@ -78,6 +81,11 @@ export class DiskWriter {
     if (!Number.isSafeInteger(opts.maxQueueBytes) || opts.maxQueueBytes < 0) throw new RangeError(`write queue bytes must be a non-negative integer, got ${opts.maxQueueBytes}`)
     this.#dir = opts.dir
     this.#maxQueueBytes = opts.maxQueueBytes
+    this.#onCallbackError =
+      opts.onCallbackError ??
+      ((error) => {
+        throw error
+      })
   }
 
   /** Whether a body of `bytes` (unknown: any body) would be queued now. */
@@ -100,14 +108,24 @@ export class DiskWriter {
 
   /** Queue a job; resolves when the worker has carried it out (never rejects: failures are results). */
   run(job: DiskJob): Promise<JobResult> {
-    if (this.#closed) return Promise.resolve({ ok: false, error: { message: 'the cache is closed', code: 'ECLOSED' } })
+    return new Promise<JobResult>((done) => this.enqueue(job, done))
+  }
+
+  /**
+   * run() with a callback instead of a promise: `done` is called once, with the job's result,
+   * before drain() resolves for it. A miss storm queues a job per stored body, and a promise,
+   * its reaction and the caller's tracking of it cost the main thread more than the call.
+   */
+  enqueue(job: DiskJob, done: (result: JobResult) => void): void {
+    if (this.#closed) {
+      queueMicrotask(() => done(CLOSED))
+      return
+    }
     const bytes = job.op === 'put' && job.body ? job.body.byteLength : 0
     this.#bytes += bytes
     this.#jobs++
-    return new Promise<JobResult>((done) => {
-      this.#queue.push({ job, bytes, done })
-      this.#schedule()
-    })
+    this.#queue.push({ job, bytes, done })
+    this.#schedule()
   }
 
   /** Resolves once every job queued so far is done. */
@@ -175,7 +193,11 @@ export class DiskWriter {
       const q = batch[i]!
       this.#bytes -= q.bytes
       this.#jobs--
-      q.done(results[i] ?? { ok: false, error: { message: 'cache writer thread gave no result' } })
+      try {
+        q.done(results[i] ?? { ok: false, error: { message: 'cache writer thread gave no result' } })
+      } catch (error) {
+        this.#onCallbackError(error)
+      }
     }
     if (this.#jobs === 0) for (const resolve of this.#idle.splice(0)) resolve()
     // Waiters are let in oldest first, each counted against the room the ones before it will take.
@@ -189,6 +211,8 @@ export class DiskWriter {
     this.#schedule()
   }
 }
+
+const CLOSED: JobResult = Object.freeze({ ok: false, error: Object.freeze({ message: 'the cache is closed', code: 'ECLOSED' }) })
 
 /**
  * Batches handed to the worker at once. With one, the worker sat idle from posting its

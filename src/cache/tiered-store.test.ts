@@ -62,6 +62,19 @@ describe('tiered store', () => {
     expect(await bytesOf((await reopened.read('https://a.test/other', ''))!)).toEqual(other)
   })
 
+  it('keeps a whole body stored in one put in memory, and answers with its metadata', async () => {
+    const store = await openStore()
+    const small = bodyOf(5000, 3)
+    const meta = await store.put(newEntry('https://a.test/whole'), small)
+    expect(meta).toMatchObject({ key: 'https://a.test/whole', size: 5000 })
+    // Once on disk, too: the memory tier's copy, not the file.
+    await store.drain()
+    const hit = await store.read('https://a.test/whole', '')
+    expect(hit).toMatchObject({ kind: 'buffer', tier: 'memory' })
+    expect(await bytesOf(hit!)).toEqual(small)
+    expect(store.stats()).toMatchObject({ entries: 1, memoryEntries: 1, memoryBytes: 5000 })
+  })
+
   it('serves a fresh commit from memory, and large bodies from disk', async () => {
     const store = await openStore()
     const small = bodyOf(5000)

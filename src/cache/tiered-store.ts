@@ -4,7 +4,7 @@
 // integrity, so deletes, purges, evictions and replacements on disk can never
 // leave a stale body served from memory.
 
-import { type DiskStore, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
+import { type CommittedBody, type DiskStore, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
 import type { BodyLookup, ByteRange, CacheStore, EntryMeta, EntryWriter, ExpectedBody, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
 
@@ -87,8 +87,15 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return undefined
   }
 
+  /** A committed body's metadata, its buffered body kept in memory. */
+  function kept(committed: CommittedBody | undefined): EntryMeta | undefined {
+    if (!committed) return undefined
+    if (committed.body) remember(committed.meta, committed.body)
+    return committed.meta
+  }
+
   /** A body read from disk, kept in memory when the tier takes it; the slice asked for when the whole was read for memory. */
-  function kept(found: EntryBody, range: ByteRange | undefined, wholeForMemory: boolean): StoredBody {
+  function keptRead(found: EntryBody, range: ByteRange | undefined, wholeForMemory: boolean): StoredBody {
     const { body, meta } = found
     if (body.kind !== 'buffer' || (range !== undefined && !wholeForMemory)) return body
     if (body.buffer.length <= memory.maxObjectBytes) remember(meta, body.buffer)
@@ -107,21 +114,23 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       const current = range ? disk.touch(key, variant) : undefined
       const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes
       const found = disk.readEntry(key, variant, wholeForMemory ? undefined : range)
-      if (found instanceof Promise) return found.then((f) => f && kept(f, range, wholeForMemory))
-      return found && kept(found, range, wholeForMemory)
+      if (found instanceof Promise) return found.then((f) => f && keptRead(f, range, wholeForMemory))
+      return found && keptRead(found, range, wholeForMemory)
     },
 
     admits: (key, size) => disk.admits(key, size),
     drain: () => disk.drain(),
     writeRoom: (size) => disk.writeRoom(size),
 
+    // A whole body (every miss whose body came with its head): the disk writer itself, without
+    // the wrapper a streamed body needs, and one reaction on its commit.
     put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
-      const writer = this.writer(entry)
-      if (!writer.write(body)) {
-        writer.abort()
+      const inner = disk.writer(entry)
+      if (!inner.write(body)) {
+        inner.abort()
         return Promise.resolve(undefined)
       }
-      return writer.commit()
+      return inner.commitWithBody().then(kept)
     },
 
     writer(entry: NewEntry, expected?: ExpectedBody): EntryWriter {
@@ -129,12 +138,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       return {
         write: (chunk) => inner.write(chunk),
         abort: (reason) => inner.abort(reason),
-        async commit() {
-          const committed = await inner.commitWithBody()
-          if (!committed) return undefined
-          if (committed.body) remember(committed.meta, committed.body)
-          return committed.meta
-        },
+        commit: () => inner.commitWithBody().then(kept),
       }
     },
 

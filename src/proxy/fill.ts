@@ -202,7 +202,9 @@ function outcomeOf(deps: FillDeps, target: FillTarget, commit: Promise<EntryMeta
  * the fr variant.
  */
 export function entryVariant(status: number, headers: FlatHeaders, requestHeaders: FlatHeaders): { variant: string; values: Record<string, string> } {
-  const values = varyValues(varyFields(headers.vary), stripHopByHop(requestHeaders).headers)
+  const fields = varyFields(headers.vary)
+  // Without Vary there is nothing to look up: no copy of the request's fields.
+  const values = fields.length === 0 ? {} : varyValues(fields, stripHopByHop(requestHeaders).headers)
   return { variant: storedVariantId(status, variantId(values)), values }
 }
 

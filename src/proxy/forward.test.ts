@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { cleanResponseHeaders, isCajeCookieName, originRequestHeaders, STEERING_REQUEST_HEADERS, withoutAdminCookies, type ForwardContext } from './forward.ts'
+import { cleanResponseHeaders, isCajeCookieName, originRequestHeaders, STEERING_REQUEST_HEADERS, withoutAdminCookies, withoutConditionals, type ForwardContext } from './forward.ts'
 
 const ctx = (over: Partial<ForwardContext> = {}): ForwardContext => ({
   host: 'site.test',
@@ -71,5 +71,21 @@ describe("caje's cookie names", () => {
     expect(cleaned.headers).toEqual({ 'content-type': 'text/plain' })
     expect(cleanResponseHeaders({ 'set-cookie': ['caje_session=x'] })).toMatchObject({ setCookie: [], hadSetCookie: true })
     expect(cleanResponseHeaders({})).toMatchObject({ setCookie: [], hadSetCookie: false, refusedCookies: [] })
+  })
+})
+
+describe('withoutConditionals', () => {
+  it('drops client conditionals and Range from a copy, leaving the given headers as they were', () => {
+    const given = { accept: '*/*', 'if-none-match': '"a"', 'if-modified-since': 'Mon, 01 Jan 2024 00:00:00 GMT', range: 'bytes=0-1', 'if-range': '"a"' }
+    const out = withoutConditionals(given)
+    expect(out).toEqual({ accept: '*/*' })
+    expect(given['if-none-match']).toBe('"a"')
+    expect(given.range).toBe('bytes=0-1')
+  })
+
+  it('hands back headers without any as they are', () => {
+    const given = { accept: '*/*', host: 'a.test' }
+    expect(withoutConditionals(given)).toBe(given)
+    expect(given).toEqual({ accept: '*/*', host: 'a.test' })
   })
 })

@@ -134,11 +134,20 @@ function setCookieName(line: string): string {
   return (eq < 0 ? pair : pair.slice(0, eq)).trim()
 }
 
-/** The headers of a request made to fill the cache: no client conditionals or ranges (caje wants the full representation). */
-export function withoutConditionals(headers: Record<string, string>): Record<string, string> {
-  const out = { ...headers }
-  for (const f of CONDITIONAL_FIELDS) delete out[f]
-  return out
+/**
+ * The headers of a request made to fill the cache: no client conditionals or ranges (caje wants
+ * the full representation). A copy when there is something to remove; else the very object
+ * given (most requests carry none, and a miss already copies its headers once), which callers
+ * therefore never change.
+ */
+export function withoutConditionals(headers: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  for (const f of CONDITIONAL_FIELDS) {
+    if (headers[f] === undefined) continue
+    const out = { ...headers }
+    for (const g of CONDITIONAL_FIELDS) delete out[g]
+    return out
+  }
+  return headers
 }
 
 /** Response headers from the origin, cleaned for the client. */
