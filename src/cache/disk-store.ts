@@ -61,6 +61,13 @@ export interface DiskStoreOptions {
    * the tier's memory once and never copied there.
    */
   allocateBody?: (length: number) => Buffer | undefined
+  /**
+   * Called once for every body allocateBody gave (after its commit, or when it was not
+   * committed), when this store no longer reads it: its disk write is done, failed or was
+   * never queued, and it is no longer served as a body not yet on disk. The memory can then be
+   * used again (slab-arena.ts).
+   */
+  releaseBody?: (body: Buffer) => void
   /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
   hotEntries?: number
   log?: LogFn
@@ -195,6 +202,7 @@ class CacacheDiskStore implements DiskStore {
   readonly #maxObjectBytes: number
   readonly #maxVariants: number
   readonly #allocateBody: ((length: number) => Buffer | undefined) | undefined
+  readonly #releaseBody: (body: Buffer) => void
   readonly #log: LogFn
   readonly #tmpDir: string
   readonly #index: EntryIndex
@@ -230,6 +238,7 @@ class CacacheDiskStore implements DiskStore {
     this.#maxObjectBytes = opts.maxObjectBytes
     this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
     this.#allocateBody = opts.allocateBody
+    this.#releaseBody = opts.releaseBody ?? (() => {})
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#tmpDir = path.join(opts.dir, 'tmp')
     this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
@@ -440,6 +449,7 @@ class CacacheDiskStore implements DiskStore {
     closed: () => this.#closed,
     newBody: (onFailure) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure, allocateBody: this.#allocateBody }),
     commitBuffered: (entry, metadataJson, body) => this.#commitBuffered(entry, metadataJson, body),
+    releaseBody: (body) => this.#releaseBody(body),
     commitSpilled: (entry, metadataJson, body, reportFailure, expected) => this.#commitSpilled(entry, metadataJson, body, reportFailure, expected),
     discard: (entry, body) => this.#track(this.#discard(entry, body)),
     reportFailure: (key, error) => this.#writeFailed(key, error),
@@ -459,6 +469,7 @@ class CacacheDiskStore implements DiskStore {
     const id = entryId(entry.key, entry.variant)
     if (!this.#writer.hasRoom(body.size)) {
       this.#skipped(entry.key)
+      this.#releaseBody(body.body)
       return undefined
     }
     // A large body of this entry still being written is superseded by this later commit.
@@ -571,6 +582,8 @@ class CacacheDiskStore implements DiskStore {
   /** The disk writer's answer for a buffered body. */
   #written(handle: Handle, key: string, content: ContentRecord, body: Buffer, result: JobResult): void {
     if (content.pending === body) content.pending = undefined
+    // Written (or not): neither the writer's thread nor a reader of pending bodies reads it from here on.
+    this.#releaseBody(body)
     if (result.ok) {
       // Just written from bytes whose digest was taken on the way in: trust this version of the file.
       if (result.file && this.#contents.get(content.integrity) === content) content.verified = result.file
@@ -910,6 +923,7 @@ interface WriterHost {
   closed(): boolean
   newBody(onFailure: (error: unknown) => void): PendingBody
   commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined
+  releaseBody(body: Buffer): void
   commitSpilled(
     entry: NewEntry,
     metadataJson: string,
@@ -961,6 +975,7 @@ class EntryWriterImpl implements DiskEntryWriter {
         this.#state = 'committing'
         const buffered = this.#body.buffered()
         const mismatch = buffered && this.#expected && unexpectedBody(this.#expected, buffered)
+        if (mismatch) this.#host.releaseBody(buffered.body)
         this.#result = mismatch
           ? Promise.reject(mismatch)
           : buffered

@@ -37,15 +37,25 @@ export interface MemoryTier {
   readonly bytes: number
   /** Memory held for those bodies (slabs, whole): about `bytes`, at most the budget plus room for dead space. */
   readonly heldBytes: number
-  /** Returns the item and marks it most recently used. */
+  /** Slabs allocated so far (see SlabArena.allocatedSlabs). */
+  readonly allocatedSlabs: number
+  /**
+   * Returns the item and marks it most recently used. Its buffer may be held for as long as
+   * the caller likes (sent to a slow client, say): its memory is never used for another body.
+   */
   get(key: string): MemoryItem | undefined
   has(key: string): boolean
   /**
    * Memory for a body of `length` bytes that is about to be set(): a buffer to fill, which
    * set() then keeps where it is instead of copying it. Undefined when a body of that size
-   * would not be kept, or would get memory of its own.
+   * would not be kept, or would get memory of its own. Its memory is not used for anything
+   * else until settle(buffer).
    */
   allocate(length: number): Buffer | undefined
+  /** A buffer from allocate() is no longer read or written by whoever asked for it (see SlabArena.settle). */
+  settle(buffer: Buffer): void
+  /** `buffer`, a body held here (or a view of one), goes to a reader: see get(). */
+  expose(buffer: Buffer): void
   /**
    * Stores the item's body, evicting the least recently used ones to fit: a buffer from
    * allocate() stays where it is, any other is copied in (get() returns the copy). Returns
@@ -96,6 +106,9 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     get heldBytes() {
       return arena.heldBytes
     },
+    get allocatedSlabs() {
+      return arena.allocatedSlabs
+    },
     get(key) {
       const item = items.get(key)
       if (!item) return undefined
@@ -105,6 +118,8 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
         items.set(key, item)
         newest = item
       }
+      // Handed out: this slab's memory is never used again (slab-arena.ts).
+      if (item.slab) item.slab.exposed = true
       return item
     },
     has(key) {
@@ -117,6 +132,8 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       reserved.set(placement.buffer, placement)
       return placement.buffer
     },
+    settle: (buffer) => arena.settle(buffer),
+    expose: (buffer) => arena.expose(buffer),
     set(key, item) {
       remove(key)
       const length = item.buffer.length
@@ -129,7 +146,11 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       }
       const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity }
       const room = reserved.get(item.buffer)
-      if (room) reserved.delete(item.buffer)
+      if (room) {
+        reserved.delete(item.buffer)
+        // Settled already: its slab may hold another body by now, so these bytes are not kept.
+        if (!arena.holds(item.buffer)) return false
+      }
       if (!room || !arena.adopt(held, room)) arena.place(held, item.buffer)
       items.set(key, held)
       newest = held

@@ -31,7 +31,8 @@ describe('slab arena', () => {
     for (const p of [...first, ...filler]) if (p.slab === firstSlab) arena.release(p)
     expect(arena.slabCount).toBe(1)
     expect(firstSlab.dropped).toBe(true)
-    expect(arena.heldBytes).toBe(4 * KiB)
+    // The dropped slab is kept to be used again (nothing read it).
+    expect(arena.heldBytes).toBe(8 * KiB)
     expect(arena.liveBytes).toBe(400 * filler.filter((p) => p.slab && !p.slab.dropped).length)
   })
 
@@ -39,6 +40,7 @@ describe('slab arena', () => {
     const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
     const kept = arena.place(spot(), bodyOf(1000, 9))
     const handedOut = kept.buffer
+    arena.expose(handedOut)
     arena.release(kept)
     // Churn well past the budget: slabs come and go, the released body's bytes stay as they were.
     for (let i = 0; i < 200; i++) {
@@ -47,7 +49,60 @@ describe('slab arena', () => {
     }
     expect(handedOut).toEqual(bodyOf(1000, 9))
     expect(arena.liveBytes).toBe(0)
-    expect(arena.heldBytes).toBeLessThanOrEqual(4 * KiB)
+    // Dropped slabs nobody read are used again: one free beside the one being filled.
+    expect(arena.heldBytes).toBeLessThanOrEqual(8 * KiB)
+  })
+
+  it('uses a dropped slab again instead of allocating one, when nothing can read it', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const live: Placement[] = []
+    // Ten times the budget through the arena, never more than the budget live (oldest released first).
+    for (let i = 0; i < 160; i++) {
+      live.push(arena.place(spot(), bodyOf(1000, i)))
+      if (live.length > 16) arena.release(live.shift()!)
+    }
+    live.forEach((p, i) => expect(p.buffer).toEqual(bodyOf(1000, 160 - live.length + i)))
+    // The limit is 24 KiB: six slabs at most were ever allocated, though forty were filled.
+    expect(arena.allocatedSlabs).toBeLessThanOrEqual(6)
+    expect(arena.heldBytes).toBeLessThanOrEqual(arena.limitBytes)
+  })
+
+  it('does not use a slab again while a reserved body in it is not settled, and does once it is', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    // Ten bodies of 400 bytes fill a slab.
+    const fill = (seed: number): Placement[] => Array.from({ length: 10 }, (_, i) => arena.place(spot(), Buffer.alloc(400, seed + i)))
+    const room = arena.reserve(400)!
+    room.buffer.set(bodyOf(400, 5))
+    const kept = spot()
+    expect(arena.adopt(kept, room)).toBe(true)
+    const rest = Array.from({ length: 9 }, (_, i) => arena.place(spot(), Buffer.alloc(400, i)))
+    expect(rest.every((p) => p.slab === room.slab)).toBe(true)
+    const second = fill(20)
+    // The tier lets every body of the first slab go while the reserved one's disk write still reads it.
+    for (const p of [kept, ...rest]) arena.release(p)
+    expect(room.slab!.dropped).toBe(true)
+    expect(arena.allocatedSlabs).toBe(2)
+    fill(40)
+    expect(arena.allocatedSlabs).toBe(3)
+    for (const p of second) arena.release(p)
+    fill(60)
+    expect(room.buffer).toEqual(bodyOf(400, 5))
+    arena.settle(room.buffer)
+    arena.settle(room.buffer) // a second settle changes nothing
+    expect(room.slab!.holds).toBe(0)
+    // Now its memory is used again, from its first byte, instead of a new slab.
+    fill(80)
+    expect(arena.allocatedSlabs).toBe(3)
+    expect(room.buffer).toEqual(Buffer.alloc(400, 80))
+  })
+
+  it('a reserved body settled before it is adopted is not adopted: its slab may hold another body by then', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const room = arena.reserve(400)!
+    expect(arena.holds(room.buffer)).toBe(true)
+    arena.settle(room.buffer)
+    expect(arena.holds(room.buffer)).toBe(false)
+    expect(arena.adopt(spot(), room)).toBe(false)
   })
 
   it('compacts sparse slabs: their bodies move, byte for byte, and the memory held stays within the limit', () => {

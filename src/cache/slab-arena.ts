@@ -10,10 +10,20 @@
 // compacted (its remaining bodies copied into the newest slab), so a tier of N
 // bytes holds about N bytes of memory.
 //
-// Memory is never written twice: a body is copied to fresh space, never over
-// space another body used, because a body handed out earlier (a response still
-// being written to a slow client) may still be reading it. A dropped slab is
-// freed by the garbage collector once nothing refers to it any more.
+// A dropped slab is used again, from its first byte, only when the arena knows
+// that nothing can still read it:
+// - every view of it handed out beyond the arena's own bookkeeping was counted:
+//   a reserve()d body being written and then read by the disk writer's thread
+//   holds its slab until settle(); a body handed to a reader (a hit, which may
+//   be sent to a slow client for minutes) marks its slab exposed(), and an
+//   exposed slab is never used again: it is freed by the garbage collector once
+//   nothing refers to it, as every dropped slab was before.
+// - Under a storm of misses no body is read back from memory, and without reuse
+//   the slabs the tier dropped waited for a full garbage collection (V8 starts
+//   one only after about 64 MB more memory outside its heap), a quarter of the
+//   tier's budget on top of it. Reused, they cost nothing more.
+// Otherwise memory is never written twice: a body is copied to fresh space,
+// never over space another body used.
 //
 // Slabs are SharedArrayBuffers, as the bodies were before: the disk writer's
 // thread and the memory tier can refer to the same bytes without a copy.
@@ -33,8 +43,14 @@ export class Slab {
   /** Bytes of the bodies still placed here. */
   live = 0
   readonly placements = new Set<Placement>()
-  /** No longer part of the arena: nothing more is placed here. */
+  /** No longer part of the arena: nothing more is placed here (until it is used again, see #retire). */
   dropped = false
+  /** Reserved bodies not settled yet: their writers (and the disk writer's thread) may still read or write them. */
+  holds = 0
+  /** A view was handed to a reader the arena cannot follow: never used again. */
+  exposed = false
+  /** Given up for good (the arena was cleared): never used again. */
+  discarded = false
 
   constructor(size: number) {
     this.memory = new SharedArrayBuffer(size)
@@ -64,6 +80,14 @@ export class SlabArena {
   #ownBytes = 0
   #liveBytes = 0
   #compactedBytes = 0
+  /** Dropped slabs nothing can read any more, to be used again before a new one is allocated. */
+  #free: Slab[] = []
+  /** Slabs allocated so far (reused ones not counted). */
+  #allocated = 0
+  /** Buffers handed out by reserve() and not settled yet. */
+  readonly #reserved = new WeakSet<Buffer>()
+  /** The slab behind each slab's memory, for settle() and expose() given only a buffer. */
+  readonly #slabOf = new WeakMap<ArrayBufferLike, Slab>()
 
   constructor(opts: SlabArenaOptions) {
     const { budgetBytes } = opts
@@ -81,8 +105,18 @@ export class SlabArena {
     return this.#liveBytes
   }
 
-  /** Memory the arena holds for bodies: its slabs, whole, and the bodies with memory of their own. */
+  /** Memory the arena holds for bodies: its slabs, whole (free ones too), and the bodies with memory of their own. */
   get heldBytes(): number {
+    return this.#placingBytes + this.#free.length * this.slabBytes
+  }
+
+  /** Slabs allocated so far; a slab used again is not allocated again. */
+  get allocatedSlabs(): number {
+    return this.#allocated
+  }
+
+  /** Memory of the slabs bodies are placed in, and of the bodies with memory of their own: what the limit bounds. */
+  get #placingBytes(): number {
     return this.#slabs.length * this.slabBytes + this.#ownBytes
   }
 
@@ -105,7 +139,7 @@ export class SlabArena {
       placement.slab = undefined
       this.#ownBytes += length
       // Room of its own comes on top of the slabs: compact them if that goes over the limit.
-      if (this.heldBytes > this.limitBytes + this.slabBytes) this.#openSlab()
+      if (this.#placingBytes > this.limitBytes + this.slabBytes) this.#openSlab()
     } else {
       this.#put(placement, body, this.#roomFor(length))
     }
@@ -115,24 +149,55 @@ export class SlabArena {
 
   /**
    * Room for a body of `length` bytes that is not there yet: the caller fills `buffer`, then
-   * either adopt()s it (no copy) or lets it go (its room is dead space). Undefined for a body
-   * that would get memory of its own.
+   * either adopt()s it (no copy) or lets it go (its room is dead space), and in both cases
+   * settle()s it once nothing of its own reads it any more. Until then its slab is not used
+   * again. Undefined for a body that would get memory of its own.
    */
   reserve(length: number): Placement | undefined {
     if (length === 0 || length > this.ownBufferFrom) return undefined
     const slab = this.#roomFor(length)
     const at = slab.used
     slab.used = at + length
-    return { buffer: Buffer.from(slab.memory, at, length), slab }
+    slab.holds++
+    const buffer = Buffer.from(slab.memory, at, length)
+    this.#reserved.add(buffer)
+    return { buffer, slab }
+  }
+
+  /** Whether `buffer` came from reserve() and is not settled yet (its bytes are still the ones written there). */
+  holds(buffer: Buffer): boolean {
+    return this.#reserved.has(buffer)
+  }
+
+  /**
+   * The reserved `buffer` is no longer read or written by whoever reserved it (its disk write
+   * is done or given up). Anything else is ignored, so settling twice is harmless.
+   */
+  settle(buffer: Buffer): void {
+    if (!this.#reserved.delete(buffer)) return
+    const slab = this.#slabOf.get(buffer.buffer)
+    if (!slab) return
+    slab.holds--
+    if (slab.holds === 0 && slab.dropped) this.#retire(slab)
+  }
+
+  /**
+   * `buffer` (a view of a placed body) goes to a reader the arena cannot follow, such as a
+   * response: its slab is never used again, whatever becomes of the body.
+   */
+  expose(buffer: Buffer): void {
+    const slab = this.#slabOf.get(buffer.buffer)
+    if (slab) slab.exposed = true
   }
 
   /**
    * Keeps a reserved body where it is, recorded in `placement` (buffer and slab). False when
-   * its slab was dropped meanwhile (it held nothing else): place() a copy then.
+   * its slab was dropped meanwhile (it held nothing else), or the body was settled already:
+   * place() a copy then (only while it holds(), see memory-tier.ts).
    */
   adopt(placement: Placement, reserved: Placement): boolean {
     const slab = reserved.slab
-    if (!slab || slab.dropped) return false
+    if (!slab || slab.dropped || !this.#reserved.has(reserved.buffer)) return false
     placement.buffer = reserved.buffer
     placement.slab = slab
     slab.live += reserved.buffer.byteLength
@@ -156,12 +221,15 @@ export class SlabArena {
     if (slab.live === 0 && slab !== this.#open) this.#drop(slab)
   }
 
-  /** Forgets every body (their buffers stay valid for whoever still holds them). */
+  /** Forgets every body (their buffers stay valid for whoever still holds them: no slab is used again). */
   clear(): void {
     for (const slab of this.#slabs) {
       for (const placement of slab.placements) placement.slab = undefined
       slab.dropped = true
+      slab.discarded = true
     }
+    for (const slab of this.#free) slab.discarded = true
+    this.#free = []
     this.#slabs = []
     this.#open = undefined
     this.#ownBytes = 0
@@ -195,10 +263,11 @@ export class SlabArena {
   #openSlab(): Slab {
     const previous = this.#open
     if (previous && previous.live === 0) this.#drop(previous)
-    const fresh = new Slab(this.slabBytes)
+    const fresh = this.#free.pop() ?? this.#newSlab()
+    fresh.dropped = false
     this.#slabs.push(fresh)
     this.#open = fresh
-    while (this.heldBytes > this.limitBytes) {
+    while (this.#placingBytes > this.limitBytes) {
       const victim = this.#sparsest(fresh)
       // A slab with no dead space gains nothing (the tier never holds more than its budget, so
       // over the limit there is always a slab with some).
@@ -218,11 +287,31 @@ export class SlabArena {
     return best
   }
 
+  #newSlab(): Slab {
+    const slab = new Slab(this.slabBytes)
+    this.#slabOf.set(slab.memory, slab)
+    this.#allocated++
+    return slab
+  }
+
   #drop(slab: Slab): void {
     slab.dropped = true
     const i = this.#slabs.indexOf(slab)
     if (i >= 0) this.#slabs.splice(i, 1)
     if (this.#open === slab) this.#open = undefined
+    if (slab.holds === 0) this.#retire(slab)
+  }
+
+  /**
+   * A dropped slab nothing of the arena's own reads any more: free to use again, unless a
+   * reader may still hold a view of it, or the arena holds enough without it (then the garbage
+   * collector frees it).
+   */
+  #retire(slab: Slab): void {
+    if (slab.exposed || slab.discarded || slab.live !== 0) return
+    if (this.#placingBytes + (this.#free.length + 1) * this.slabBytes > this.limitBytes) return
+    slab.used = 0
+    this.#free.push(slab)
   }
 }
 

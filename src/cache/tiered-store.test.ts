@@ -1,9 +1,9 @@
 import { writeFile } from 'node:fs/promises'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { contentPath } from './content-file.ts'
-import { createDiskStore } from './disk-store.ts'
+import { createDiskStore, entryId } from './disk-store.ts'
 import { createMemoryTier } from './memory-tier.ts'
-import { type CacheStoreOptions, createCacheStore, createTieredStore } from './tiered-store.ts'
+import { type CacheStoreOptions, createCacheStore, createTieredStore, tierBodies } from './tiered-store.ts'
 import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
 import type { CacheStore } from './types.ts'
 
@@ -202,5 +202,53 @@ describe('tiered store', () => {
     await store.delete('https://a.test/e')
     expect(events.map((e) => e.type)).toEqual(['stored', 'deleted'])
     expect(late).toEqual(['stored'])
+  })
+
+  describe('memory of evicted bodies used again', () => {
+    // A 1 MiB tier: slabs of 64 KiB, sixteen bodies of 4,000 bytes each.
+    async function openWithTier() {
+      const memory = createMemoryTier({ maxBytes: MiB, maxObjectBytes: 64 * 1024 })
+      const disk = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: 10 * MiB, ...tierBodies(memory), log: () => {} })
+      const store = createTieredStore(disk, memory)
+      open.push(store)
+      return { store, memory }
+    }
+    /** 3.2 MB of other bodies through the tier: fifty slabs filled, each written to disk, the oldest evicted. */
+    async function churn(store: CacheStore): Promise<void> {
+      for (let i = 0; i < 800; i++) await put(store, newEntry(`https://a.test/churn/${i}`), bodyOf(4000, 1000 + i))
+    }
+
+    it('a body served from memory (to a slow client, say) keeps its bytes while it is evicted and the tier reuses its slabs', async () => {
+      const { store, memory } = await openWithTier()
+      const body = bodyOf(4000, 42)
+      await put(store, newEntry('https://a.test/slow'), body)
+      const hit = store.read('https://a.test/slow', '')
+      expect(hit).toMatchObject({ kind: 'buffer', tier: 'memory' })
+      const held = (hit as { buffer: Buffer }).buffer
+      await churn(store)
+      // Slabs were used again (a new one for each of the fifty would be 3 MB)...
+      expect(memory.allocatedSlabs).toBeLessThanOrEqual(20)
+      // ...but never the one the response still reads from.
+      expect(Buffer.compare(held, body)).toBe(0)
+      expect(memory.has(entryId('https://a.test/slow', ''))).toBe(false)
+      expect(await bytesOf((await store.read('https://a.test/slow', ''))!)).toEqual(body)
+    })
+
+    it('a body served before its disk write is done keeps its bytes after the write and the eviction', async () => {
+      const { store, memory } = await openWithTier()
+      const body = bodyOf(4000, 43)
+      const writer = store.writer(newEntry('https://a.test/early'))
+      expect(writer.write(body)).toBe(true)
+      await writer.commit()
+      // Not in the tier any more, not on disk yet: read from the memory the disk writer reads.
+      memory.delete(entryId('https://a.test/early', ''))
+      const early = store.read('https://a.test/early', '')
+      expect(early).toMatchObject({ kind: 'buffer', tier: 'memory' })
+      const held = (early as { buffer: Buffer }).buffer
+      expect(held.buffer).toBeInstanceOf(SharedArrayBuffer)
+      await churn(store)
+      expect(memory.allocatedSlabs).toBeLessThanOrEqual(20)
+      expect(Buffer.compare(held, body)).toBe(0)
+    })
   })
 })

@@ -4,7 +4,7 @@
 // integrity, so deletes, purges, evictions and replacements on disk can never
 // leave a stale body served from memory.
 
-import { type CommittedBody, type DiskStore, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
+import { type CommittedBody, type DiskStore, type DiskStoreOptions, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
 import type { BodyLookup, ByteRange, CacheStore, EntryMeta, EntryWriter, ExpectedBody, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
 
@@ -39,10 +39,19 @@ export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheSt
     maxObjectBytes: opts.maxObjectBytes,
     writeQueueBytes: opts.writeQueueBytes,
     maxVariants: opts.maxVariants,
-    allocateBody: (length) => memory.allocate(length),
+    ...tierBodies(memory),
     log: opts.log,
   })
   return createTieredStore(disk, memory)
+}
+
+/**
+ * The disk store's memory for bodies being written, from the memory tier's slabs: the tier then
+ * keeps a body where it was written, and the slab is used again once its bodies are gone and
+ * their writes done (slab-arena.ts).
+ */
+export function tierBodies(memory: MemoryTier): Pick<DiskStoreOptions, 'allocateBody' | 'releaseBody'> {
+  return { allocateBody: (length) => memory.allocate(length), releaseBody: (body) => memory.settle(body) }
 }
 
 /** Combines an opened disk store with a memory tier (exported for tests that need their own tiers). */
@@ -94,6 +103,15 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return committed.meta
   }
 
+  /**
+   * A body not on disk yet is read from the memory its writer buffered it in, which is the
+   * memory tier's (createCacheStore): once handed out, its slab is never used again.
+   */
+  function exposed(found: EntryBody): EntryBody {
+    if (found.body.kind === 'buffer') memory.expose(found.body.buffer)
+    return found
+  }
+
   /** A body read from disk, kept in memory when the tier takes it; the slice asked for when the whole was read for memory. */
   function keptRead(found: EntryBody, range: ByteRange | undefined, wholeForMemory: boolean): StoredBody {
     const { body, meta } = found
@@ -114,8 +132,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       const current = range ? disk.touch(key, variant) : undefined
       const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes
       const found = disk.readEntry(key, variant, wholeForMemory ? undefined : range)
-      if (found instanceof Promise) return found.then((f) => f && keptRead(f, range, wholeForMemory))
-      return found && keptRead(found, range, wholeForMemory)
+      if (found instanceof Promise) return found.then((f) => f && keptRead(exposed(f), range, wholeForMemory))
+      return found && keptRead(exposed(found), range, wholeForMemory)
     },
 
     admits: (key, size) => disk.admits(key, size),
