@@ -28,6 +28,7 @@ import type { EntryRecord } from '../src/manifest/repositories.ts'
 import { SEARCH_INDEX_SQL, indexQueuedNow } from '../src/manifest/search.ts'
 import { hotStatements } from '../src/manifest/statements.ts'
 import type { StoredOp } from '../src/manifest/statements.ts'
+import { queryPlans } from '../src/test-support/query-plans.ts'
 
 const { values } = parseArgs({
   options: {
@@ -167,26 +168,8 @@ try {
   })
 
   if (values.queries) {
-    // Every statement a query runs, for its plan (EXPLAIN QUERY PLAN needs no bound values).
-    const seen: { source: string; args: unknown[] }[] = []
-    const prepare = sqlite.prepare.bind(sqlite)
-    sqlite.prepare = ((source: string) => {
-      const stmt = prepare(source)
-      for (const m of ['all', 'get', 'run', 'iterate'] as const) {
-        const f = (stmt[m] as (...a: unknown[]) => unknown).bind(stmt)
-        ;(stmt as unknown as Record<string, unknown>)[m] = (...args: unknown[]) => {
-          seen.push({ source, args })
-          return f(...args)
-        }
-      }
-      return stmt
-    }) as typeof sqlite.prepare
     const q = async (label: string, run: () => Promise<unknown>) => {
-      seen.length = 0
-      await run()
-      const plans = seen
-        .filter((s) => /^\s*(select|delete|update|with)/i.test(s.source))
-        .map((s) => prepare(`explain query plan ${s.source}`).all(...s.args).map((r) => (r as { detail: string }).detail).join('; '))
+      const plans = await queryPlans(sqlite, run)
       const times: number[] = []
       for (let r = 0; r < 3; r++) {
         const t0 = performance.now()
@@ -199,7 +182,7 @@ try {
     }
     const now = NOW - ENTRIES / 2
     await q('list first page', () => listManifest(opened.db, { limit: 50 }))
-    await q('list deep page (offset 99950)', () => listManifest(opened.db, { limit: 50, offset: 99_950 }))
+    await q('list deepest page by offset (9950)', () => listManifest(opened.db, { limit: 50, offset: 9_950 }))
     await q('list host filter (common host)', () => listManifest(opened.db, { limit: 50, host: HOSTS[0] }))
     await q('list host filter (rare host)', () => listManifest(opened.db, { limit: 50, host: HOSTS[3] }))
     await q('list host filter rare, deep page', () => listManifest(opened.db, { limit: 50, host: HOSTS[3], offset: 900 }))

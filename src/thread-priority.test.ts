@@ -1,4 +1,3 @@
-import fs from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startApplyThread } from './manifest/apply-thread.ts'
@@ -7,21 +6,7 @@ import { applyOps } from './manifest/ops.ts'
 import { openReadWorkerDatabase } from './manifest/read-worker.ts'
 import { freshManifest } from './manifest/test-helpers.ts'
 import { BACKGROUND_NICE_STEPS, lowerThisThreadSource } from './thread-priority.ts'
-
-/** The nice value of every thread of this process, by thread id (Linux /proc/<pid>/task/<tid>/stat). */
-function threadNices(): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    try {
-      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-      // Fields after the command name (in parentheses, which may hold spaces): nice is the 19th of the line, the 17th here.
-      out.set(tid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]))
-    } catch {
-      // The thread ended meanwhile.
-    }
-  }
-  return out
-}
+import { threadNices } from './test-support/threads.ts'
 
 const mine = () => threadNices().get(String(process.pid))!
 const lowered = () => Math.min(19, mine() + BACKGROUND_NICE_STEPS)

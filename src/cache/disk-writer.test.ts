@@ -3,21 +3,7 @@ import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { DiskWriter } from './disk-writer.ts'
 import { tempDir } from './test-support.ts'
-
-/** The nice value of every thread of this process (Linux /proc), by thread id. */
-function threadNices(): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    try {
-      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-      // Fields after the command name (in parentheses): nice is the 19th field of the line, the 17th here.
-      out.set(tid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]))
-    } catch {
-      // The thread ended meanwhile.
-    }
-  }
-  return out
-}
+import { threadNices } from '../test-support/threads.ts'
 
 describe.runIf(process.platform === 'linux')('disk writer thread', () => {
   const cleanups: (() => Promise<void>)[] = []
