@@ -1,23 +1,29 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { DiskWriter } from './disk-writer.ts'
+import { DiskWriter, type DiskWriterOptions } from './disk-writer.ts'
 import { tempDir } from './test-support.ts'
 import { threadNices } from '../test-support/threads.ts'
 
-describe.runIf(process.platform === 'linux')('disk writer thread', () => {
-  const cleanups: (() => Promise<void>)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+const cleanups: (() => Promise<void>)[] = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
 
+/** A writer on a temp dir of its own; both go after the test (close() first). */
+async function newWriter(opts: Omit<DiskWriterOptions, 'dir'> = { maxQueueBytes: 1 << 20 }): Promise<{ dir: string; writer: DiskWriter }> {
+  const { dir, cleanup } = await tempDir()
+  cleanups.push(cleanup)
+  const writer = new DiskWriter({ dir, ...opts })
+  cleanups.push(() => writer.close())
+  return { dir, writer }
+}
+
+describe.runIf(process.platform === 'linux')('disk writer thread', () => {
   it('runs below the event loop: its thread, and only it, is ten nice steps lower', async () => {
-    const { dir, cleanup } = await tempDir()
-    cleanups.push(cleanup)
     const before = threadNices()
     const mine = before.get(String(process.pid))!
-    const writer = new DiskWriter({ dir, maxQueueBytes: 1 << 20 })
-    cleanups.push(() => writer.close())
+    const { dir, writer } = await newWriter()
     // The thread starts with its first job.
     expect(await writer.run({ op: 'rm-content', path: path.join(dir, 'none') })).toEqual({ ok: true })
     const after = threadNices()
@@ -29,17 +35,9 @@ describe.runIf(process.platform === 'linux')('disk writer thread', () => {
 })
 
 describe('disk writer callbacks', () => {
-  const cleanups: (() => Promise<void>)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
-
   it('answers every enqueued job before drain() resolves, in order, even when a callback throws', async () => {
-    const { dir, cleanup } = await tempDir()
-    cleanups.push(cleanup)
     const failures: unknown[] = []
-    const writer = new DiskWriter({ dir, maxQueueBytes: 1 << 20, onCallbackError: (error) => failures.push(error) })
-    cleanups.push(() => writer.close())
+    const { dir, writer } = await newWriter({ maxQueueBytes: 1 << 20, onCallbackError: (error) => failures.push(error) })
     const order: string[] = []
     const body = new Uint8Array(Buffer.from('hello'))
     const contentPath = path.join(dir, 'content-v2', 'x', 'y', 'z')
@@ -57,9 +55,7 @@ describe('disk writer callbacks', () => {
   })
 
   it('answers a job enqueued after close with an error, never silently', async () => {
-    const { dir, cleanup } = await tempDir()
-    cleanups.push(cleanup)
-    const writer = new DiskWriter({ dir, maxQueueBytes: 1 << 20 })
+    const { writer } = await newWriter()
     await writer.close()
     const result = await new Promise((resolve) => writer.enqueue({ op: 'clear' }, resolve))
     expect(result).toMatchObject({ ok: false, error: { code: 'ECLOSED' } })
