@@ -11,14 +11,43 @@ const run = promisify(execFile)
 const here = path.dirname(fileURLToPath(import.meta.url))
 
 describe('bufferedLines', () => {
-  it('writes the lines of one turn of the event loop in one write, in order', async () => {
+  it('writes the lines of several turns of the event loop in one write, in order, when the flush comes', async () => {
+    const writes: string[] = []
+    const flushes: Array<() => void> = []
+    const lines = bufferedLines({ write: (c) => writes.push(c) }, { write: () => {} }, (flush) => flushes.push(flush))
+    lines.write('a', false)
+    await new Promise((resolve) => setImmediate(resolve))
+    lines.write('b', false)
+    // One flush scheduled for both lines, and nothing written before it runs.
+    expect(flushes).toHaveLength(1)
+    expect(writes).toEqual([])
+    flushes[0]!()
+    expect(writes).toEqual(['a\nb\n'])
+    lines.write('c', false)
+    expect(flushes).toHaveLength(2)
+    flushes[1]!()
+    expect(writes).toEqual(['a\nb\n', 'c\n'])
+  })
+
+  it('writes at once when 64 KiB pile up, without waiting for the flush', () => {
+    const writes: string[] = []
+    const lines = bufferedLines({ write: (c) => writes.push(c) }, { write: () => {} }, () => {})
+    const line = 'x'.repeat(1023)
+    for (let i = 0; i < 63; i++) lines.write(line, false)
+    expect(writes).toEqual([])
+    lines.write(line, false)
+    expect(writes).toEqual([`${line}\n`.repeat(64)])
+  })
+
+  it('flushes by itself, without being asked', async () => {
     const writes: string[] = []
     const lines = bufferedLines({ write: (c) => writes.push(c) }, { write: () => {} })
     lines.write('a', false)
-    lines.write('b', false)
-    expect(writes).toEqual([])
-    await new Promise((resolve) => setImmediate(resolve))
-    expect(writes).toEqual(['a\nb\n'])
+    await new Promise<void>((resolve) => {
+      const poll = () => (writes.length ? resolve() : setImmediate(poll))
+      poll()
+    })
+    expect(writes).toEqual(['a\n'])
   })
 
   it('writes an error at once, after what was queued before it', () => {
