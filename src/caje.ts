@@ -28,7 +28,7 @@ import { primaryKey } from './proxy/cache-key.ts'
 import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
-import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy/proxy.ts'
+import { createProxy, type Proxy } from './proxy/proxy.ts'
 import { explain } from './rules/explain.ts'
 import { createLastStatus } from './rules/last-status.ts'
 import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
@@ -111,7 +111,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     bodyTimeoutMs: config.originBodyTimeoutMs,
     metrics,
   })
-  const core = createProxy({
+  const proxy = createProxy({
     store,
     origin,
     resolveOrigin,
@@ -125,26 +125,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log,
     metrics,
   })
-  // The explain page shows the last Cache-Status sent for a key: noted as each answer leaves.
+  // The explain page shows the last Cache-Status sent for a key: noted as each answer is sent (onServed).
   const lastStatus = createLastStatus()
-  const noteStatus = (req: ProxyRequest, result: ProxyResult) => {
-    const sent = result.headers['cache-status']
-    if (req.rules && typeof sent === 'string') lastStatus.record(req.rules.key, sent)
-  }
-  const proxy: Proxy = {
-    ...core,
-    serve(req) {
-      const result = core.serve(req)
-      if (result instanceof Promise) {
-        return result.then((r) => {
-          noteStatus(req, r)
-          return r
-        })
-      }
-      noteStatus(req, result)
-      return result
-    },
-  }
 
   // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
   const purges = createPurgeApplier({
@@ -244,6 +226,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '', app: admin },
     ],
     onServed: (result, bytes, request) => {
+      const sent = result.headers['cache-status']
+      if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent)
       traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
       const label = statusLabel(result.cacheStatus)
