@@ -203,9 +203,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     /** Whole seconds of Age last sent, and its text. */
     age: number
     ageText: string
-    /** Whole seconds of ttl last sent in a plain hit's Cache-Status, and that field. */
+    /** Whole seconds of ttl last sent in a plain hit's Cache-Status, that status, and its field. */
     ttl: number
     hitStatus: string
+    hit?: CacheStatus
     /** The rule and key that hitStatus names. */
     rule?: string
     key?: string
@@ -241,8 +242,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
   function storedAnswer(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus, t: number): { result: ProxyResult; needsBody: boolean; range?: ByteRange } {
     const match = req.rules
     const rules = match !== undefined && match.matched.length !== 0 ? match.response(meta.status, meta.headers['content-type']) : undefined
-    // One object literal, so every answer's status has the same shape.
-    const status = makeStatus(cacheStatus, { ttl: ttl(policy, t), rule: rules && (rules.rule ?? match!.rule), key: match?.keyChanged ? match.key : undefined })
+    const rule = rules && (rules.rule ?? match!.rule)
+    const key = match?.keyChanged ? match.key : undefined
+    const left = ttl(policy, t)
     const head = storedHead(meta)
     // Age is whole seconds (RFC 9111 §5.1). It and a plain hit's Cache-Status change once a
     // second, not once a hit: reuse their text.
@@ -252,32 +254,33 @@ export function createProxy(opts: ProxyOptions): Proxy {
       head.ageText = String(age)
       head.plain = undefined
     }
+    let status: CacheStatus
     let statusText: string
     if (cacheStatus === HIT) {
-      const whole = Math.trunc(status.ttl!)
-      if (head.ttl !== whole || head.rule !== status.rule || head.key !== status.key) {
+      // A fresh hit's status says the same within a second (ttl is sent in whole seconds, and
+      // fresh means ttl > 0): one status object and its text serve every such answer.
+      const whole = Math.trunc(left)
+      if (head.hit === undefined || head.ttl !== whole || head.rule !== rule || head.key !== key) {
         head.ttl = whole
-        head.rule = status.rule
-        head.key = status.key
-        head.hitStatus = formatCacheStatus(status)
+        head.rule = rule
+        head.key = key
+        // One object literal (makeStatus), so every answer's status has the same shape.
+        head.hit = makeStatus(HIT, { ttl: whole, rule, key })
+        head.hitStatus = formatCacheStatus(head.hit)
         head.plain = undefined
       }
+      status = head.hit
       statusText = head.hitStatus
-    } else statusText = formatCacheStatus(status)
-    const browserTtl = rules?.browserTtl
-    /** The answer's fields: the stored ones with this answer's Age, Cache-Status and browser TTL (a copy the caller may change). */
-    const fields = (): Record<string, string> => {
-      const headers: Record<string, string> = { ...head.fields }
-      if (browserTtl !== undefined) headers['cache-control'] = `max-age=${browserTtl}`
-      headers.age = head.ageText
-      headers['cache-status'] = statusText
-      return headers
+    } else {
+      status = makeStatus(cacheStatus, { ttl: left, rule, key })
+      statusText = formatCacheStatus(status)
     }
+    const browserTtl = rules?.browserTtl
 
     // A stored part answers only the range inside it that usablePart() found.
     const slice = meta.status === 206 ? partSlice(meta, req.headers.range) : undefined
     if (slice) {
-      const headers = fields()
+      const headers = answerFields(head, browserTtl, statusText)
       headers['content-range'] = slice.contentRange
       headers['content-length'] = slice.contentLength
       return { result: storedResult(206, headers, null, status, statusText), needsBody: true, range: slice.body }
@@ -296,15 +299,24 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (range.kind === 'range') {
       const { start, end } = range.range
-      const headers = fields()
+      const headers = answerFields(head, browserTtl, statusText)
       headers['content-range'] = `bytes ${start}-${end}/${meta.size}`
       headers['content-length'] = String(end - start + 1)
       return { result: storedResult(206, headers, null, status, statusText), needsBody: true, range: range.range }
     }
     let headers: Readonly<Record<string, string>>
-    if (cacheStatus === HIT && browserTtl === undefined) headers = head.plain ??= Object.freeze(fields())
-    else headers = fields()
+    if (cacheStatus === HIT && browserTtl === undefined) headers = head.plain ??= Object.freeze(answerFields(head, browserTtl, statusText))
+    else headers = answerFields(head, browserTtl, statusText)
     return { result: storedResult(meta.status, headers, null, status, statusText), needsBody: req.method !== 'HEAD' }
+  }
+
+  /** A stored answer's fields: the stored ones with its Age, Cache-Status and browser TTL (a copy the caller may change). */
+  function answerFields(head: StoredHead, browserTtl: number | undefined, statusText: string): Record<string, string> {
+    const headers: Record<string, string> = { ...head.fields }
+    if (browserTtl !== undefined) headers['cache-control'] = `max-age=${browserTtl}`
+    headers.age = head.ageText
+    headers['cache-status'] = statusText
+    return headers
   }
 
   /** A stored answer's result, every one of the same shape. */

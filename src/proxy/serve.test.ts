@@ -118,6 +118,9 @@ describe('serve', () => {
     expect(head.result.headers).toEqual(later.result.headers)
     // What the access log names is the field sent.
     for (const a of [first, later, head]) expect(a.result.cacheStatusText).toBe(a.result.headers['cache-status'])
+    // So does the status the metrics and the traffic counts read, each its own second's.
+    for (const a of [first, later, head]) expect(`caje; hit; ttl=${a.result.cacheStatus.ttl}`).toBe(a.result.headers['cache-status'])
+    expect(first.result.cacheStatus).toMatchObject({ hit: true, fwd: undefined })
   })
 
   it('answers conditionals, ranges and HEAD on a hit at once', async () => {
