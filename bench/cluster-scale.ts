@@ -374,6 +374,7 @@ type TraceLine =
   | { k: 'window'; from: number; to: number; delayMaxMs: number; util: number; runMs: number; waitMs: number; timers: number }
   | { k: 'gc'; at: number; ms: number; kind?: number }
   | { k: 'threads'; at: number; threads: Record<string, [string, number]> }
+  | { k: 'turn'; at: number; ms: number; runMs: number; waitMs: number; fromUs: number; toUs: number }
 
 async function readTrace(cluster: Cluster, i: number): Promise<TraceLine[]> {
   const text = await fs.readFile(path.join(cluster.root, `trace-node${i + 1}.jsonl`), 'utf8').catch(() => '')
@@ -423,8 +424,17 @@ async function explainWithTrace(cluster: Cluster, samples: ProbeSample[], from: 
           `CPU ${r(over.reduce((a, w) => a + w.runMs, 0))} ms, run-queue wait ${r(over.reduce((a, w) => a + w.waitMs, 0))} ms, GC ${g.length}× ${r(g.reduce((a, x) => a + x.ms, 0))} ms (longest ${r(Math.max(0, ...g.map((x) => x.ms)))})`,
       )
     }
+    // The node's own long turns: wall time, and the part of it the main thread ran (the rest it waited for a CPU).
+    const turns = trace.filter((t): t is Extract<TraceLine, { k: 'turn' }> => t.k === 'turn' && t.at >= from && t.at <= to)
+    const longest = [...turns].sort((a, b) => b.runMs - a.runMs).slice(0, 5)
+    console.log(
+      `    ${name} turns over 20 ms: ${turns.length}; longest by CPU: ${longest.map((t) => `${Math.round(t.runMs)} ms ran of ${Math.round(t.ms)} (waited ${Math.round(t.waitMs)}) µs ${t.fromUs}-${t.toUs}`).join('; ') || 'none'}`,
+    )
     const seconds = (to - from) / 1000
     const totals = {
+      turnLongestMs: Math.round(Math.max(0, ...turns.map((t) => t.ms))),
+      turnLongestRunMs: Math.round(Math.max(0, ...turns.map((t) => t.runMs))),
+      turnsOver20Ms: turns.length,
       loopDelayWorstMs: Math.round(Math.max(0, ...windows.map((w) => w.delayMaxMs))),
       gcLongestMs: Math.round(Math.max(0, ...gcs.map((x) => x.ms))),
       // Mark-sweep-compact: the whole heap (node:perf_hooks NODE_PERFORMANCE_GC_MAJOR).
