@@ -1,4 +1,4 @@
-// npx tsx bench/long-turns.ts <trace-nodeN.jsonl> <profile.cpuprofile> [turns] [frames]
+// npx tsx bench/long-turns.ts <trace-nodeN.jsonl> <profile.cpuprofile> [turns] [frames] [fromUs toUs]
 //
 // What ran in a node's long turns: the 'turn' lines bench/node-trace.ts
 // records (cluster-scale --trace --keep) cut the same node's --cpu-prof
@@ -6,6 +6,8 @@
 // the frames that ran in it: self time, and inclusive time per frame (a frame
 // counted once per sample however deep it recurses). The longest turns by the
 // main thread's own CPU come first; then the same totals over all long turns.
+// A span (the bench prints each scenario's as 'profile window <name>: from to')
+// keeps only the turns in it.
 
 import fs from 'node:fs'
 
@@ -34,7 +36,7 @@ interface Turn {
   toUs: number
 }
 
-const [traceFile, profileFile, turnsArg, framesArg] = process.argv.slice(2)
+const [traceFile, profileFile, turnsArg, framesArg, fromArg, toArg] = process.argv.slice(2)
 if (!traceFile || !profileFile) {
   console.error('usage: npx tsx bench/long-turns.ts <trace-nodeN.jsonl> <profile.cpuprofile> [turns=5] [frames=12]')
   process.exit(2)
@@ -49,6 +51,7 @@ const turns = fs
   .filter((l) => l.includes('"k":"turn"'))
   .map((l) => JSON.parse(l) as Turn)
   .filter((t) => t.fromUs >= profile.startTime)
+  .filter((t) => fromArg === undefined || (t.fromUs >= Number(fromArg) && t.toUs <= Number(toArg ?? Infinity)))
 
 const byId = new Map(profile.nodes.map((n) => [n.id, n]))
 const parent = new Map<number, number>()
