@@ -49,7 +49,9 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --threadpool <n>     UV_THREADPOOL_SIZE of the caje processes (default: Node's 4)
   --trace              record on each node when it accepted and answered each health probe, its
                        event-loop delay, run-queue wait and GC pauses (bench/node-trace.ts), and
-                       break the slowest probes down by where they waited
+                       break the slowest probes down by where they waited; each node's turns over
+                       20 ms with the CPU its main thread ran in them (with --cpu-prof and --keep,
+                       bench/long-turns.ts prints the frames that ran in them)
   --trace-gc           start the caje processes with node --trace-gc (in their output; with --keep)
   --perf <file>        record the primary (all its threads) with perf during the apply runs, into <file>
                        (its JS frames named: the nodes run with --perf-basic-prof); read it with perf script
