@@ -49,7 +49,9 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --threadpool <n>     UV_THREADPOOL_SIZE of the caje processes (default: Node's 4)
   --trace              record on each node when it accepted and answered each health probe, its
                        event-loop delay, run-queue wait and GC pauses (bench/node-trace.ts), and
-                       break the slowest probes down by where they waited
+                       break the slowest probes down by where they waited; each node's turns over
+                       20 ms with the CPU its main thread ran in them (with --cpu-prof and --keep,
+                       bench/long-turns.ts prints the frames that ran in them)
   --trace-gc           start the caje processes with node --trace-gc (in their output; with --keep)
   --perf <file>        record the primary (all its threads) with perf during the apply runs, into <file>
                        (its JS frames named: the nodes run with --perf-basic-prof); read it with perf script
@@ -374,6 +376,7 @@ type TraceLine =
   | { k: 'window'; from: number; to: number; delayMaxMs: number; util: number; runMs: number; waitMs: number; timers: number }
   | { k: 'gc'; at: number; ms: number; kind?: number }
   | { k: 'threads'; at: number; threads: Record<string, [string, number]> }
+  | { k: 'turn'; at: number; ms: number; runMs: number; waitMs: number; fromUs: number; toUs: number }
 
 async function readTrace(cluster: Cluster, i: number): Promise<TraceLine[]> {
   const text = await fs.readFile(path.join(cluster.root, `trace-node${i + 1}.jsonl`), 'utf8').catch(() => '')
@@ -423,8 +426,17 @@ async function explainWithTrace(cluster: Cluster, samples: ProbeSample[], from: 
           `CPU ${r(over.reduce((a, w) => a + w.runMs, 0))} ms, run-queue wait ${r(over.reduce((a, w) => a + w.waitMs, 0))} ms, GC ${g.length}× ${r(g.reduce((a, x) => a + x.ms, 0))} ms (longest ${r(Math.max(0, ...g.map((x) => x.ms)))})`,
       )
     }
+    // The node's own long turns: wall time, and the part of it the main thread ran (the rest it waited for a CPU).
+    const turns = trace.filter((t): t is Extract<TraceLine, { k: 'turn' }> => t.k === 'turn' && t.at >= from && t.at <= to)
+    const longest = [...turns].sort((a, b) => b.runMs - a.runMs).slice(0, 5)
+    console.log(
+      `    ${name} turns over 20 ms: ${turns.length}; longest by CPU: ${longest.map((t) => `${Math.round(t.runMs)} ms ran of ${Math.round(t.ms)} (waited ${Math.round(t.waitMs)}) µs ${t.fromUs}-${t.toUs}`).join('; ') || 'none'}`,
+    )
     const seconds = (to - from) / 1000
     const totals = {
+      turnLongestMs: Math.round(Math.max(0, ...turns.map((t) => t.ms))),
+      turnLongestRunMs: Math.round(Math.max(0, ...turns.map((t) => t.runMs))),
+      turnsOver20Ms: turns.length,
       loopDelayWorstMs: Math.round(Math.max(0, ...windows.map((w) => w.delayMaxMs))),
       gcLongestMs: Math.round(Math.max(0, ...gcs.map((x) => x.ms))),
       // Mark-sweep-compact: the whole heap (node:perf_hooks NODE_PERFORMANCE_GC_MAJOR).

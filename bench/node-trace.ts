@@ -14,6 +14,12 @@
 //          (/proc/self/task/<pid>/schedstat) and ran, and the turns taken
 //  gc      each garbage collection: start, duration and kind
 //  threads once a second: each thread's name and CPU time so far (ms)
+//  turn    each stretch of more than LONG_TURN_MS between two firings of a
+//          1 ms timer (one turn of the loop, or several back to back): its
+//          wall time, how much of it the main thread ran on a CPU and how
+//          much it waited on the run queue (schedstat), and its span on the
+//          monotonic clock V8's --cpu-prof stamps samples with (µs), so the
+//          frames that ran in it can be read from the profile
 
 import dc from 'node:diagnostics_channel'
 import fs from 'node:fs'
@@ -84,6 +90,39 @@ function start(file: string): void {
     delay.reset()
     last = { at, elu: performance.eventLoopUtilization(), sched: s }
   }, 50).unref()
+  // Long turns, measured on the main thread itself: a 1 ms timer notes the
+  // main thread's run and wait time at each firing; a gap longer than
+  // LONG_TURN_MS is a turn (or turns) that kept it from firing.
+  const LONG_TURN_MS = 20
+  const schedFd = fs.openSync(schedstat, 'r')
+  const schedBuf = Buffer.alloc(128)
+  const runWait = (): [number, number] => {
+    const n = fs.readSync(schedFd, schedBuf, 0, 128, 0)
+    const text = schedBuf.toString('latin1', 0, n)
+    const sp = text.indexOf(' ')
+    return [Number(text.slice(0, sp)) / 1e6, Number(text.slice(sp + 1, text.indexOf(' ', sp + 1))) / 1e6]
+  }
+  let tick = { at: performance.now(), mono: process.hrtime.bigint(), rw: runWait() }
+  setInterval(() => {
+    const at = performance.now()
+    const mono = process.hrtime.bigint()
+    const rw = runWait()
+    const ms = at - tick.at
+    if (ms > LONG_TURN_MS) {
+      lines.push(
+        JSON.stringify({
+          k: 'turn',
+          at: performance.timeOrigin + tick.at,
+          ms: Math.round(ms * 10) / 10,
+          runMs: Math.round((rw[0] - tick.rw[0]) * 10) / 10,
+          waitMs: Math.round((rw[1] - tick.rw[1]) * 10) / 10,
+          fromUs: Number(tick.mono / 1000n),
+          toUs: Number(mono / 1000n),
+        }),
+      )
+    }
+    tick = { at, mono, rw }
+  }, 1).unref()
   // Every thread's CPU so far (main, disk writer, read worker, libuv pool, V8's GC helpers), once a second.
   const threads = () => {
     const out: Record<string, [string, number]> = {}

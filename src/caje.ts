@@ -141,6 +141,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   })
   const populator = createPopulator({
     readDb: () => manifest.readDb(),
+    listDb: () => manifest.listDb(),
     store,
     nodeId: config.nodeId,
     clusterSecret: config.clusterSecret,

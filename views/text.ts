@@ -1,6 +1,11 @@
 // Every user-facing string of the admin UI, in one place.
 
-const plural = (n: number, one: string, many: string) => `${n.toLocaleString('en')} ${n === 1 ? one : many}`
+// Made when the module loads, at start: the first number formatted in a process loads ICU's
+// locale data (25-45 ms here, up to 158 ms on a loaded node), and doing that inside the answer to
+// a purge held that node's event loop while it removed 10,000 entries. Once loaded, the
+// toLocaleString('en') calls of the views are cheap too.
+const NUMBER = new Intl.NumberFormat('en')
+const plural = (n: number, one: string, many: string) => `${NUMBER.format(n)} ${n === 1 ? one : many}`
 
 export const TEXT = {
   brand: 'caje',

@@ -1,7 +1,8 @@
 import type { Kysely } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Database } from './database.ts'
-import { HIT_RETENTION_MS, MAX_KEYS_PER_HITS_OP, createHitRecorder, hottestMissingOn } from './hot-set.ts'
+import { HIT_RETENTION_MS, MAX_KEYS_PER_HITS_OP, createHitRecorder, hottestMissingOn, hottestMissingPage } from './hot-set.ts'
+import type { HotCursor } from './hot-set.ts'
 import { applyOps, parseOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { recordStored, upsertNode } from './repositories.ts'
@@ -109,5 +110,26 @@ describe('hit counts', () => {
     const hot = await hottestMissingOn(db, 'me', now, 10)
     expect(hot.map((e) => e.key)).toEqual(['http://h/b', 'http://h/c'])
     expect(hot[0]!.holders.map((h) => h.nodeId)).toEqual(['peer'])
+  })
+
+  it('reads the hot set a page at a time: the pages joined are the whole list, ties in hits included', async () => {
+    const now = 1_700_000_000_000 + 1000
+    await upsertNode(db, { id: 'peer', region: 'r', internalUrl: 'http://127.0.0.1:1', startedAt: now }, now)
+    // Three keys per count of hits: a page may end inside a tie.
+    const keys = Array.from({ length: 12 }, (_, i) => `http://h/${String.fromCharCode(97 + i)}`)
+    for (const url of keys) await recordStored(db, 'peer', entry({ url }))
+    await applyOps(db, [{ type: 'hits', nodeId: 'peer', at: now, counts: keys.map((key, i) => ({ key, hits: 10 - Math.floor(i / 3) })) }])
+    const whole = (await hottestMissingOn(db, 'me', now, 100)).map((e) => e.key)
+    expect(whole).toHaveLength(12)
+    const paged: string[] = []
+    let after: HotCursor | undefined
+    for (;;) {
+      const page = await hottestMissingPage(db, 'me', now, 2, after)
+      if (page.entries.length === 0) break
+      expect(page.entries.length).toBeLessThanOrEqual(2)
+      paged.push(...page.entries.map((e) => e.key))
+      after = page.next
+    }
+    expect(paged).toEqual(whole)
   })
 })

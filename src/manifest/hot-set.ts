@@ -100,7 +100,25 @@ export function parseHitsOp(v: Record<string, unknown>): HitsOp | string {
  * hottest first, with their holders (as entriesMissingOn).
  */
 export async function hottestMissingOn(db: Db, nodeId: string, now: number, limit: number): Promise<MissingEntry[]> {
-  const rows = await db
+  return (await hottestMissingPage(db, nodeId, now, limit)).entries
+}
+
+/** Where a page of hottestMissingPage ended: the next page starts after it. */
+export interface HotCursor {
+  hits: number
+  key: string
+  variant: string
+}
+
+/**
+ * hottestMissingOn a page at a time: the `limit` after `after`, and the cursor
+ * of the last one (undefined when the page is empty). Populate reads the hot
+ * set this way, a few hundred rows per query with a turn of the loop between:
+ * read whole (up to CAJE_READY_HOT_SET rows, 100,000 at most), its rows and
+ * their holders' JSON were decoded in one turn.
+ */
+export async function hottestMissingPage(db: Db, nodeId: string, now: number, limit: number, after?: HotCursor): Promise<{ entries: MissingEntry[]; next: HotCursor | undefined }> {
+  let q = db
     .selectFrom('url_hits as h')
     .innerJoin('entries as e', 'e.key', 'h.key')
     .selectAll('e')
@@ -125,12 +143,19 @@ export async function hottestMissingOn(db: Db, nodeId: string, now: number, limi
         ),
       ),
     )
+  // Hits descending, then key and variant: past the cursor is fewer hits, or as many and a later key.
+  if (after) {
+    q = q.where('h.hits', '<=', after.hits).where((eb) => eb.or([eb('h.hits', '<', after.hits), eb(eb.refTuple('e.key', 'e.variant'), '>', eb.tuple(after.key, after.variant))]))
+  }
+  const rows = await q
+    .select('h.hits as hot_hits')
     .orderBy('h.hits', 'desc')
     .orderBy('e.key')
     .orderBy('e.variant')
     .limit(Math.max(1, Math.floor(limit)))
     .execute()
-  return rows.map(missingEntryFromRow)
+  const last = rows[rows.length - 1]
+  return { entries: rows.map(missingEntryFromRow), next: last && { hits: Number(last.hot_hits), key: last.key, variant: last.variant } }
 }
 
 // ── counting hits on this node ──────────────────────────────────────────

@@ -23,7 +23,7 @@ import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE } from './internal-routes.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { hottestMissingOn } from './hot-set.ts'
+import { hottestMissingPage, type HotCursor } from './hot-set.ts'
 import { type PeerBody, PeerStreamError, peerRequest } from './peer-request.ts'
 import { entriesMissingOn } from './repositories.ts'
 import type { Holder, MissingEntry } from './repositories.ts'
@@ -61,6 +61,12 @@ export type FillFn = (url: URL, varyHeaders: Record<string, string>, signal: Abo
 
 export interface PopulatorOptions {
   readDb: () => Kysely<Database>
+  /**
+   * Where a run reads what this node lacks (the hot set, then the manifest's
+   * pages): the read thread (read-worker.ts), so those queries, tens of
+   * milliseconds each at 10,000 entries, never run on the event loop. Default readDb.
+   */
+  listDb?: () => Kysely<Database>
   store: Pick<CacheStore, 'variants' | 'writer' | 'delete' | 'markStale' | 'writeRoom'>
   nodeId: string
   /** Needed to ask peers; without it every entry comes from the origin. */
@@ -113,6 +119,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
   const concurrency = Math.max(1, Math.floor(options.concurrency))
   const idleTimeoutMs = options.peerIdleTimeoutMs ?? 15_000
   const hotFirst = Math.max(0, Math.floor(options.hotFirst ?? 1000))
+  const listDb = options.listDb ?? options.readDb
 
   let current: PopulateStatus | undefined
   let running: Promise<void> | undefined
@@ -186,11 +193,16 @@ export function createPopulator(options: PopulatorOptions): Populator {
     const hotDone = new Set<string>()
     // A run for one key (the admin's "populate this URL") has nothing to order.
     if (hotFirst > 0 && key === undefined) {
-      const hot = await hottestMissingOn(options.readDb(), options.nodeId, now(), hotFirst)
-      for (let i = 0; i < hot.length && !signal.aborted; i += PAGE) {
-        const page = hot.slice(i, i + PAGE)
-        for (const e of page) hotDone.add(`${e.key}\n${e.variant}`)
-        await fetchPage(page)
+      let cursor: HotCursor | undefined
+      for (let read = 0; read < hotFirst && !signal.aborted; ) {
+        const want = Math.min(PAGE, hotFirst - read)
+        const page = await hotPage(cursor, want)
+        if (page.entries.length === 0) break
+        read += page.entries.length
+        cursor = page.next
+        for (const e of page.entries) hotDone.add(`${e.key}\n${e.variant}`)
+        await fetchPage(page.entries)
+        if (page.entries.length < want) break
       }
     }
 
@@ -213,13 +225,28 @@ export function createPopulator(options: PopulatorOptions): Populator {
     for (let from = after; page.length < PAGE; ) {
       if (page.length > 0) await nextTurn()
       const limit = Math.min(ROWS_PER_QUERY, PAGE - page.length)
-      const part = await entriesMissingOn(options.readDb(), options.nodeId, now(), { limit, after: from, key, url })
+      const part = await entriesMissingOn(listDb(), options.nodeId, now(), { limit, after: from, key, url })
       page.push(...part)
       if (part.length < limit) break
       const last = part[part.length - 1]!
       from = { key: last.key, variant: last.variant }
     }
     return page
+  }
+
+  /** The next `size` hottest entries missing here after `after`, read ROWS_PER_QUERY at a time with a turn of the loop between reads. */
+  async function hotPage(after: HotCursor | undefined, size: number): Promise<{ entries: MissingEntry[]; next: HotCursor | undefined }> {
+    const entries: MissingEntry[] = []
+    let next = after
+    while (entries.length < size) {
+      if (entries.length > 0) await nextTurn()
+      const limit = Math.min(ROWS_PER_QUERY, size - entries.length)
+      const part = await hottestMissingPage(listDb(), options.nodeId, now(), limit, next)
+      entries.push(...part.entries)
+      next = part.next ?? next
+      if (part.entries.length < limit) break
+    }
+    return { entries, next }
   }
 
   /**
@@ -232,7 +259,10 @@ export function createPopulator(options: PopulatorOptions): Populator {
     const units: Array<{ holder: Holder | undefined; entries: MissingEntry[] }> = []
     const open = new Map<string, { holder: Holder; entries: MissingEntry[] }>()
     const given = new Map<string, number>()
+    // A page is 2,000 entries, each looked up in the store: a few milliseconds per turn, not the page in one.
+    const budget = turnBudget()
     for (const entry of page) {
+      while (budget.spent()) await budget.next()
       const skip = await skipReason(entry, t)
       if (skip) {
         count({ result: 'skipped', reason: skip }, entry)
