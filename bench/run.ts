@@ -69,6 +69,12 @@ interface Scenario {
   /** After each caje run: time until its disk writer and manifest writer have nothing queued. */
   measureSettle?: boolean
   /**
+   * Targets for caje in this scenario, checked on every run and noted with the results: peak RSS
+   * at most the memory tier plus `rssOverTierBytes`, and (with measureSettle) nothing queued
+   * within `settleMs` of the load ending.
+   */
+  targets?: { rssOverTierBytes: number; settleMs: number }
+  /**
    * Run this caje instance too, in every repetition next to `caje` (their order alternating), and
    * report `caje` ÷ it: the cost of what sets the two apart, with the machine's drift shared.
    * Only the two caje instances (and bare) take part.
@@ -111,6 +117,9 @@ function scenarios(zipfExponent: number): Scenario[] {
       inSmoke: false,
       durationSec: 20,
       measureSettle: true,
+      // The memory tier's budget is the memory its bodies take: everything else caje holds under
+      // this load (V8's heaps, the threads, Node itself) must fit in 200 MB more.
+      targets: { rssOverTierBytes: 200 * 1024 * 1024, settleMs: 1000 },
     },
   ]
 }
@@ -590,6 +599,19 @@ async function main(): Promise<number> {
         if (runs.length === 0) continue
         const list = (pick: (s: Settled) => number | undefined) => runs.map((s) => pick(s) ?? '>30000').join(', ')
         addNote(scenario.id, system.name, `after the load: disk writer idle in ${list((s) => s.disk)} ms, manifest writer in ${list((s) => s.manifest)} ms`)
+      }
+      if (scenario.targets && caje) {
+        const { rssOverTierBytes, settleMs } = scenario.targets
+        const maxRss = opts.cajeMemoryBytes + rssOverTierBytes
+        const peaks = measurements.filter((m) => m.scenario === scenario.id && m.system === caje.name).map((m) => m.peakRssBytes)
+        const over = peaks.filter((p) => p === undefined || p > maxRss).length
+        const mb = (b: number) => (b / 1024 / 1024).toFixed(0)
+        addNote(scenario.id, caje.name, `peak RSS ${peaks.map((p) => (p === undefined ? '?' : mb(p))).join(', ')} MB: ${over === 0 ? 'within' : `${over} run(s) over`} the target of ${mb(maxRss)} MB (memory tier + ${mb(rssOverTierBytes)} MB)`)
+        const settled = settleNotes.filter((n) => n.scenario === scenario.id && n.system === caje.name).map((n) => Math.max(n.settled.disk ?? Infinity, n.settled.manifest ?? Infinity))
+        if (settled.length > 0) {
+          const late = settled.filter((ms) => ms > settleMs).length
+          addNote(scenario.id, caje.name, `${late === 0 ? 'every run' : `${late} run(s) not`} settled within the target of ${settleMs} ms`)
+        }
       }
 
       // After the load, caje must still serve the right bytes.

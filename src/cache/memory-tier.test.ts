@@ -5,24 +5,41 @@ import { bodyOf } from './test-support.ts'
 const item = (size: number, integrity = 'x') => ({ buffer: Buffer.alloc(size), integrity })
 
 describe('memory tier', () => {
+  // 64 KiB of 4 KiB slabs: the slabs' room (two slabs) and the slab being opened come out of
+  // the budget, which leaves 52 KiB for bodies.
+  const small = { maxBytes: 64 * 1024, slabBytes: 4096 }
+
+  it('keeps bodies up to the budget less the room its slabs need, so the slabs never take more than the budget', () => {
+    const tier = createMemoryTier(small)
+    expect(tier.maxBytes).toBe(64 * 1024)
+    expect(tier.bodyBytes).toBe(52 * 1024)
+    // Bodies of a slab's eighth and less go into slabs: fill the tier twice over.
+    for (let i = 0; i < 260; i++) expect(tier.set(`k${i}`, item(500))).toBe(true)
+    expect(tier.bytes).toBeLessThanOrEqual(tier.bodyBytes)
+    expect(tier.bytes).toBeGreaterThan(tier.bodyBytes - 500)
+    expect(tier.heldBytes).toBeLessThanOrEqual(tier.maxBytes)
+  })
+
   it('is bounded in bytes and evicts the least recently used first', () => {
-    const tier = createMemoryTier({ maxBytes: 100, maxObjectBytes: 50 })
-    expect(tier.set('a', item(40))).toBe(true)
-    expect(tier.set('b', item(40))).toBe(true)
+    const tier = createMemoryTier({ ...small, maxObjectBytes: 32 * 1024 })
+    const size = Math.floor(tier.bodyBytes * 0.4)
+    expect(tier.set('a', item(size))).toBe(true)
+    expect(tier.set('b', item(size))).toBe(true)
     expect(tier.get('a')).toBeDefined() // a is now more recent than b
-    expect(tier.set('c', item(40))).toBe(true)
+    expect(tier.set('c', item(size))).toBe(true)
     expect(tier.has('b')).toBe(false)
     expect(tier.has('a')).toBe(true)
     expect(tier.has('c')).toBe(true)
-    expect(tier.bytes).toBe(80)
+    expect(tier.bytes).toBe(2 * size)
     expect(tier.size).toBe(2)
   })
 
   it('evicts as many small items as needed for one larger item', () => {
-    const tier = createMemoryTier({ maxBytes: 100, maxObjectBytes: 100 })
-    for (let i = 0; i < 10; i++) tier.set(`k${i}`, item(10))
-    tier.set('big', item(55))
-    expect(tier.bytes).toBeLessThanOrEqual(100)
+    const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
+    const tenth = Math.floor(tier.bodyBytes / 10)
+    for (let i = 0; i < 10; i++) tier.set(`k${i}`, item(tenth))
+    tier.set('big', item(Math.floor(tier.bodyBytes * 0.55)))
+    expect(tier.bytes).toBeLessThanOrEqual(tier.bodyBytes)
     expect(tier.has('big')).toBe(true)
     expect(tier.has('k0')).toBe(false)
     expect(tier.has('k5')).toBe(false)
@@ -30,26 +47,26 @@ describe('memory tier', () => {
   })
 
   it('does not keep objects over the per-object cut (default a quarter of the budget)', () => {
-    const tier = createMemoryTier({ maxBytes: 100 })
-    expect(tier.maxObjectBytes).toBe(25)
-    expect(tier.set('big', item(26))).toBe(false)
+    const tier = createMemoryTier(small)
+    expect(tier.maxObjectBytes).toBe(16 * 1024)
+    expect(tier.set('big', item(16 * 1024 + 1))).toBe(false)
     expect(tier.has('big')).toBe(false)
     expect(tier.bytes).toBe(0)
   })
 
   it('replacing a key adjusts the byte count, and delete/clear release bytes', () => {
-    const tier = createMemoryTier({ maxBytes: 100 })
-    tier.set('a', item(20))
-    tier.set('a', item(5, 'y'))
-    expect(tier.bytes).toBe(5)
+    const tier = createMemoryTier(small)
+    tier.set('a', item(200))
+    tier.set('a', item(50, 'y'))
+    expect(tier.bytes).toBe(50)
     expect(tier.get('a')?.integrity).toBe('y')
     // Replacing with an object that is too big removes the old copy rather than keeping a stale one.
-    tier.set('a', item(90))
+    tier.set('a', item(20 * 1024))
     expect(tier.has('a')).toBe(false)
-    tier.set('b', item(10))
+    tier.set('b', item(100))
     expect(tier.delete('b')).toBe(true)
     expect(tier.delete('b')).toBe(false)
-    tier.set('c', item(10))
+    tier.set('c', item(100))
     tier.clear()
     expect(tier.bytes).toBe(0)
     expect(tier.size).toBe(0)
@@ -96,7 +113,7 @@ describe('memory tier', () => {
     expect(tier.get('big')!.buffer.buffer.byteLength).toBe(900)
   })
 
-  it('under churn, counts exactly the bytes it holds, serves the bytes stored, and holds memory about its budget', () => {
+  it('under churn, counts exactly the bytes it holds, serves the bytes stored, and holds no more memory than its budget', () => {
     const maxBytes = 64 * 1024
     const tier = createMemoryTier({ maxBytes, maxObjectBytes: 2000, slabBytes: 4096 })
     let mismatches = 0
@@ -131,9 +148,9 @@ describe('memory tier', () => {
     for (const [k, body] of expected) if (!tier.get(k)!.buffer.equals(body)) mismatches++
     expect(mismatches).toBe(0)
     expect(miscounts).toBe(0)
-    expect(tier.bytes).toBeLessThanOrEqual(maxBytes)
-    // The budget, the room for dead space (two slabs here), and at most one slab more.
-    expect(maxHeld).toBeLessThanOrEqual(maxBytes + 3 * 4096)
+    expect(tier.bytes).toBeLessThanOrEqual(tier.bodyBytes)
+    // Dead space, the slab being filled and bodies with memory of their own included.
+    expect(maxHeld).toBeLessThanOrEqual(maxBytes)
     tier.clear()
     expect(tier.heldBytes).toBe(0)
   })

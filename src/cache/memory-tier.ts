@@ -3,8 +3,9 @@
 // A Map keeps insertion order, so "move to the end on use" plus "evict from
 // the front" gives O(1) get/set/delete without a hand-written linked list.
 // The bodies themselves are copied into the slabs of a SlabArena
-// (slab-arena.ts), so the memory they take is about the budget, however they
-// come and go.
+// (slab-arena.ts), and the budget is the memory those slabs take, however
+// bodies come and go: the bodies kept are a little less than the budget
+// (bodyBytes), the rest is the slabs' room for dead space.
 
 import { type Placement, SlabArena } from './slab-arena.ts'
 
@@ -20,22 +21,25 @@ export interface MemoryItem {
 }
 
 export interface MemoryTierOptions {
-  /** Budget in bytes; 0 disables the tier. */
+  /** Budget in bytes of memory (slabs, whole); 0 disables the tier. */
   maxBytes: number
-  /** Largest body kept (default maxBytes / 4): one huge body must not flush the whole tier. */
+  /** Largest body kept (default a quarter of the budget): one huge body must not flush the whole tier. */
   maxObjectBytes?: number
   /** Size of the arena's slabs (default: see SlabArenaOptions). */
   slabBytes?: number
 }
 
 export interface MemoryTier {
+  /** The budget: memory held for bodies at most. */
   readonly maxBytes: number
+  /** Body bytes kept at most: the budget less the slabs' room for dead space (SlabArena.bodyBytes). */
+  readonly bodyBytes: number
   readonly maxObjectBytes: number
   /** Number of bodies held. */
   readonly size: number
   /** Bytes held (sum of body lengths). */
   readonly bytes: number
-  /** Memory held for those bodies (slabs, whole): about `bytes`, at most the budget plus room for dead space. */
+  /** Memory held for those bodies (slabs, whole): at most the budget. */
   readonly heldBytes: number
   /** Slabs allocated so far (see SlabArena.allocatedSlabs). */
   readonly allocatedSlabs: number
@@ -71,8 +75,9 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
     throw new RangeError(`memory tier maxBytes must be a non-negative integer, got ${maxBytes}`)
   }
-  const maxObjectBytes = Math.min(opts.maxObjectBytes ?? Math.floor(maxBytes / 4), maxBytes)
   const arena = new SlabArena({ budgetBytes: maxBytes, slabBytes: opts.slabBytes })
+  const bodyBytes = arena.bodyBytes
+  const maxObjectBytes = Math.min(opts.maxObjectBytes ?? Math.floor(maxBytes / 4), bodyBytes)
   const items = new Map<string, Held>()
   /** Buffers handed out by allocate() and not set() yet; one never set is dead room in its slab. */
   const reserved = new WeakMap<Buffer, Placement>()
@@ -96,6 +101,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
 
   return {
     maxBytes,
+    bodyBytes,
     maxObjectBytes,
     get size() {
       return items.size
@@ -126,7 +132,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       return items.has(key)
     },
     allocate(length) {
-      if (maxBytes === 0 || length > maxObjectBytes) return undefined
+      if (bodyBytes === 0 || length > maxObjectBytes) return undefined
       const placement = arena.reserve(length)
       if (!placement) return undefined
       reserved.set(placement.buffer, placement)
@@ -137,11 +143,11 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     set(key, item) {
       remove(key)
       const length = item.buffer.length
-      if (maxBytes === 0 || length > maxObjectBytes) return false
+      if (bodyBytes === 0 || length > maxObjectBytes) return false
       // The Map iterates oldest first: those are the least recently used. Evicted before the
       // copy is placed, so the arena can reuse their slabs' room.
       for (const [oldKey, old] of items) {
-        if (bytes + length <= maxBytes) break
+        if (bytes + length <= bodyBytes) break
         forget(oldKey, old)
       }
       const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity }

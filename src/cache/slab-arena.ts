@@ -7,8 +7,12 @@
 // glibc cannot hand back to the system: under a storm of misses the heap kept
 // about 1.5 times the tier's budget. A slab is one large block; a slab whose
 // bodies are all gone is dropped whole, and one left sparse by evictions is
-// compacted (its remaining bodies copied into the newest slab), so a tier of N
-// bytes holds about N bytes of memory.
+// compacted (its remaining bodies copied into the newest slab).
+//
+// The budget is memory, not body bytes: the slabs, whole, never add up to more
+// than it (the room they need for dead space and for the slab being filled
+// comes out of it, see bodyBytes), so a tier of N bytes takes at most N bytes
+// of the process's memory for its bodies.
 //
 // A dropped slab is used again, from its first byte, only when the arena knows
 // that nothing can still read it:
@@ -59,7 +63,7 @@ export class Slab {
 }
 
 export interface SlabArenaOptions {
-  /** The most body bytes held at once (the memory tier's budget): sets the slab size and the room for dead space. */
+  /** The most memory held for bodies at once (the memory tier's budget): slabs, whole, and bodies with memory of their own. */
   budgetBytes: number
   /** Size of one slab (default: a 64th of the budget, a power of two between 64 KiB and 4 MiB; 24 bytes less from 2 MiB, see defaultSlabBytes). */
   slabBytes?: number
@@ -69,11 +73,18 @@ const MIN_SLAB_BYTES = 64 * 1024
 const MAX_SLAB_BYTES = 4 * 1024 * 1024
 
 export class SlabArena {
+  readonly budgetBytes: number
   readonly slabBytes: number
   /** Bodies larger than this get memory of their own: in a slab, one would leave a hole as large when it goes. */
   readonly ownBufferFrom: number
-  /** Slab memory held at most before sparse slabs are compacted: the budget and some room for dead space. */
+  /** Memory held at most before sparse slabs are compacted: the budget less one slab, the most that opening a slab can add on top. */
   readonly limitBytes: number
+  /**
+   * The most body bytes to place (what the memory tier keeps at most): the limit less room for
+   * dead space, so that compacting always finds some. Bodies do not fill slabs exactly (a slab's
+   * tail too small for the next body stays empty), and evictions out of order leave holes.
+   */
+  readonly bodyBytes: number
   #slabs: Slab[] = []
   #open: Slab | undefined
   /** Bytes of bodies with memory of their own. */
@@ -92,12 +103,14 @@ export class SlabArena {
   constructor(opts: SlabArenaOptions) {
     const { budgetBytes } = opts
     if (!Number.isSafeInteger(budgetBytes) || budgetBytes < 0) throw new RangeError(`slab arena budget must be a non-negative integer, got ${budgetBytes}`)
+    this.budgetBytes = budgetBytes
     this.slabBytes = opts.slabBytes ?? defaultSlabBytes(budgetBytes)
     if (!Number.isSafeInteger(this.slabBytes) || this.slabBytes < 1) throw new RangeError(`slab size must be a positive integer, got ${this.slabBytes}`)
     this.ownBufferFrom = Math.floor(this.slabBytes / 8)
-    // Dead space allowed before compacting: a sixteenth of the budget, and never under two
-    // slabs (the one being filled, and one to compact into). More room means less copying.
-    this.limitBytes = budgetBytes + Math.max(2 * this.slabBytes, Math.floor(budgetBytes / 16))
+    this.limitBytes = Math.max(0, budgetBytes - this.slabBytes)
+    // Dead space allowed: a sixteenth of the budget, and never under two slabs (the one being
+    // filled, and one to compact into). More room means less copying.
+    this.bodyBytes = Math.max(0, this.limitBytes - Math.max(2 * this.slabBytes, Math.floor(budgetBytes / 16)))
   }
 
   /** Body bytes placed and not released. */
