@@ -1,8 +1,12 @@
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { type Placement, SlabArena } from './slab-arena.ts'
 import { bodyOf } from './test-support.ts'
 
 const KiB = 1024
+const here = path.dirname(fileURLToPath(import.meta.url))
 const spot = (): Placement => ({ buffer: Buffer.alloc(0), slab: undefined })
 
 describe('slab arena', () => {
@@ -175,6 +179,36 @@ describe('slab arena', () => {
     arena.release(kept)
     expect(late.slab!.dropped).toBe(true)
     expect(arena.adopt(spot(), late)).toBe(false)
+  })
+
+  it('returns from place() when a caller places more than bodyBytes: it goes over its limit instead of moving bodies round forever', async () => {
+    // Compacting only ends while the live bodies stay under bodyBytes; past it, bodies were moved
+    // from slab to slab in an endless loop. A loop blocks the test's own process, so the arena
+    // runs in a child, and a child still busy long after its work would take is killed and fails.
+    const script = `
+      import { SlabArena } from ${JSON.stringify(path.join(here, 'slab-arena.ts'))}
+      import { bodyOf } from ${JSON.stringify(path.join(here, 'test-support.ts'))}
+      const arena = new SlabArena({ budgetBytes: 1024 * 1024, slabBytes: 64 * 1024 })
+      const kept = []
+      for (let i = 0; i < 400; i++) {
+        kept.push([i, arena.place({ buffer: Buffer.alloc(0), slab: undefined }, bodyOf(5000 + (i % 7) * 300, i))])
+        // Releases leave slabs sparse, so every new slab compacts.
+        if (i % 3 === 0) arena.release(kept.splice(Math.floor(kept.length / 2), 1)[0][1])
+      }
+      const intact = kept.every(([i, p]) => p.buffer.equals(bodyOf(5000 + (i % 7) * 300, i)))
+      process.stdout.write(JSON.stringify({ intact, live: arena.liveBytes, bodyBytes: arena.bodyBytes, slabs: arena.slabCount }))
+    `
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    const watchdog = setTimeout(() => child.kill('SIGKILL'), 25_000)
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])))
+    clearTimeout(watchdog)
+    expect(signal, 'the arena never returned from place()').toBeNull()
+    expect(code).toBe(0)
+    const result = JSON.parse(out) as { intact: boolean; live: number; bodyBytes: number; slabs: number }
+    expect(result.live).toBeGreaterThan(result.bodyBytes)
+    expect(result.intact).toBe(true)
   })
 
   it('clear() forgets everything', () => {

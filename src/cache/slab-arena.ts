@@ -262,8 +262,13 @@ export class SlabArena {
   /** The slab to place `length` more bytes in: the open one, or a new one. */
   #roomFor(length: number): Slab {
     let slab = this.#open
-    // A new slab can fill up with bodies moved out of sparse ones: then another comes.
-    while (!slab || slab.used + length > this.slabBytes) slab = this.#openSlab()
+    // A new slab can fill up with bodies moved out of sparse ones: then another comes. Compacting
+    // comes to an end only while the live bodies stay under bodyBytes (the memory tier's limit);
+    // a caller placing more would have bodies moved round from slab to slab forever, so after
+    // as many tries as there are slabs a slab opens without compacting: the arena goes over its
+    // limit by that slab instead of hanging the process.
+    let compactingTries = this.#slabs.length + 1
+    while (!slab || slab.used + length > this.slabBytes) slab = this.#openSlab(compactingTries-- > 0)
     return slab
   }
 
@@ -273,14 +278,14 @@ export class SlabArena {
    * slab is empty), so the memory held never grows past the limit by more than one slab; each
    * move leaves less dead space, so opening slabs comes to an end.
    */
-  #openSlab(): Slab {
+  #openSlab(compact = true): Slab {
     const previous = this.#open
     if (previous && previous.live === 0) this.#drop(previous)
     const fresh = this.#free.pop() ?? this.#newSlab()
     fresh.dropped = false
     this.#slabs.push(fresh)
     this.#open = fresh
-    while (this.#placingBytes > this.limitBytes) {
+    while (compact && this.#placingBytes > this.limitBytes) {
       const victim = this.#sparsest(fresh)
       // A slab with no dead space gains nothing (the tier never holds more than its budget, so
       // over the limit there is always a slab with some).
