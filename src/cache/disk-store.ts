@@ -163,6 +163,8 @@ function isExpired(deleteAt: number, now: number): boolean {
 
 /** What goes into cacache's `metadata`: everything but size and integrity, which cacache records itself. */
 function storedMetadata(meta: NewEntry | EntryMeta): NewEntry {
+  // A fill's new entry has neither: it is used as it is, without a copy of every field.
+  if (!('size' in meta) && !('integrity' in meta)) return meta
   const { size: _size, integrity: _integrity, ...rest } = meta as EntryMeta
   return rest
 }
@@ -180,7 +182,8 @@ function isMetadata(value: unknown): value is NewEntry {
 
 /** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
 function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
-  return `{"key":${JSON.stringify(id)},"integrity":${JSON.stringify(integrity)},"time":${time},"size":${size},"metadata":${metadataJson}}`
+  // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
+  return `{"key":${JSON.stringify(id)},"integrity":"${integrity}","time":${time},"size":${size},"metadata":${metadataJson}}`
 }
 
 function jobError(result: JobResult): Error {

@@ -14,6 +14,7 @@ import { canonicalTarget } from '../canonical-url.ts'
 import { formatCacheStatus } from './cache-status.ts'
 import type { FlatHeaders, HeaderBag } from './headers.ts'
 import { writeInterim } from './interim.ts'
+import type { AbortSource } from './origin.ts'
 import { textResult, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
 
 /**
@@ -106,7 +107,7 @@ function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string
  */
 class NodeProxyRequest implements ProxyRequest {
   readonly body: ProxyRequest['body']
-  #controller: AbortController | undefined
+  #gone: ClientGone | undefined
   constructor(
     readonly method: string,
     readonly scheme: 'http' | 'https',
@@ -128,16 +129,44 @@ class NodeProxyRequest implements ProxyRequest {
     return (this.incoming.socket.remoteAddress ?? '127.0.0.1').replace(/^::ffff:/, '')
   }
 
-  get signal(): AbortSignal {
-    if (this.#controller) return this.#controller.signal
-    const ctrl = (this.#controller = new AbortController())
-    const outgoing = this.outgoing
-    if (outgoing.closed && !outgoing.writableFinished) ctrl.abort()
+  get signal(): AbortSource {
+    return (this.#gone ??= new ClientGone(this.outgoing))
+  }
+}
+
+/**
+ * The client's connection closing before its answer was complete, as the origin sender's
+ * cancellation (origin.ts AbortSource): one listener on the response, instead of an
+ * AbortController per origin request and EventTarget listeners added and removed on it.
+ * Like an AbortSignal's, a listener added after the abort is never called.
+ */
+class ClientGone implements AbortSource {
+  aborted = false
+  readonly reason = undefined
+  #listeners: (() => void)[] = []
+
+  constructor(outgoing: ServerResponse) {
+    if (outgoing.closed && !outgoing.writableFinished) this.aborted = true
     else
       outgoing.once('close', () => {
-        if (!outgoing.writableFinished) ctrl.abort()
+        if (!outgoing.writableFinished) this.#abort()
       })
-    return ctrl.signal
+  }
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (!this.aborted) this.#listeners.push(listener)
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const i = this.#listeners.indexOf(listener)
+    if (i >= 0) this.#listeners.splice(i, 1)
+  }
+
+  #abort(): void {
+    this.aborted = true
+    const listeners = this.#listeners
+    this.#listeners = []
+    for (const listener of listeners) listener()
   }
 }
 

@@ -23,6 +23,19 @@ export interface OriginMetrics {
   originError(kind: OriginFailureKind): void
 }
 
+/**
+ * What the sender needs of a cancellation: whether it happened, and one listener at a time.
+ * An AbortSignal is one; so is the adapter's cheaper watch on the client's connection
+ * (http-adapter.ts), since an AbortController per miss, with its EventTarget listeners,
+ * cost more than anything else the sender does for the request.
+ */
+export interface AbortSource {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
+
 export interface OriginRequest {
   /** Origin base URL, e.g. http://127.0.0.1:3000 (a path prefix is honoured). */
   origin: URL
@@ -31,7 +44,7 @@ export interface OriginRequest {
   path: string
   headers: Record<string, string | string[]>
   body?: Readable | AsyncIterable<Uint8Array> | Buffer | null
-  signal?: AbortSignal
+  signal?: AbortSource
   /** Each interim (1xx) response the origin sends before its final one (RFC 9110 §15.2). */
   onInterim?: (status: number, headers: HeaderBag) => void
 }
@@ -282,6 +295,6 @@ class OriginExchange implements Dispatcher.DispatchHandler {
   }
 }
 
-function abortReason(signal: AbortSignal): Error {
+function abortReason(signal: AbortSource): Error {
   return signal.reason instanceof Error ? signal.reason : new undiciErrors.RequestAbortedError()
 }

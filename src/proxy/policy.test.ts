@@ -1,3 +1,4 @@
+import CachePolicy from 'http-cache-semantics'
 import { describe, expect, it } from 'vitest'
 import { clientNotModified, currentAge, decideReuse, decideStore, mayServeStaleOnError, mergeNotModified, notModifiedMatches, parseDirectives, type FreshnessPolicy } from './policy.ts'
 import { normaliseFieldValue, variantId, varyFields } from './cache-key.ts'
@@ -32,6 +33,28 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(store({ 'cdn-cache-control': 'public, max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
     expect(store({ 'cache-control': 'max-age=60', vary: '*' })).toMatchObject({ store: false, reason: 'vary-star' })
     expect(store({ 'cache-control': 'max-age=60' }, { setCookie: true })).toMatchObject({ store: false, reason: 'set-cookie' })
+  })
+
+  it('keeps a quoted value with a comma as one directive (RFC 9110 §5.6.4), in request and response', () => {
+    expect(store({ 'cache-control': 'max-age=60, ext="a, private"' })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'max-age=60, ext="a, no-store"' })).toMatchObject({ store: true })
+    expect(store({ 'cache-control': 'max-age=60' }, { req: { 'cache-control': 'ext="a, no-store"' } })).toMatchObject({ store: true })
+  })
+
+  it('stores only what http-cache-semantics finds storable (shared cache)', () => {
+    // must-understand is left out: with it caje stores despite no-store (RFC 9111 §5.2.2.3), which the library does not know.
+    const fields = ['max-age=60', 's-maxage=60', 'public, max-age=60', 'no-cache, max-age=60', 'must-revalidate, max-age=60', 'no-store, max-age=60', 'private, max-age=60', 'proxy-revalidate, max-age=0, stale-if-error=60', 'immutable, max-age=60']
+    const requests: Record<string, string>[] = [{}, { 'cache-control': 'no-cache' }, { 'cache-control': 'max-age=0' }, { 'cache-control': 'no-store' }, { cookie: 'a=1' }, { authorization: 'x' }, { authorization: '' }]
+    for (const cc of fields) {
+      for (const req of requests) {
+        for (const target of ['cache-control', 'cdn-cache-control']) {
+          const res = { date: httpDate(T), etag: '"e"', [target]: cc }
+          const ours = store(res, { req })
+          const theirs = new CachePolicy({ method: 'GET', url: '/x', headers: { host: 'h', ...req } }, { status: 200, headers: target === 'cache-control' ? res : { ...res, 'cache-control': cc } }, { shared: true }).storable()
+          if (ours.store) expect(theirs, `${target}: ${cc} for ${JSON.stringify(req)}`).toBe(true)
+        }
+      }
+    }
   })
 
   it('stores explicit freshness for every final status it understands (RFC 9111 §3, RFC 9110 §15)', () => {

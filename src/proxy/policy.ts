@@ -278,6 +278,13 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
 }
 
 function baselineStorable(req: StoreRequest, res: StoreResponse, cc: Directives, source: FreshnessPolicy['source'], mustUnderstand: boolean): boolean {
+  // Without Authorization the library has nothing left to refuse: decideStore has already
+  // turned away other methods, request and response no-store and private (from caje's own
+  // parse, which keeps a quoted value's commas inside it, RFC 9110 §5.6.4), and with the 200
+  // standing in, the status and "cacheable by default" clauses always hold. So the policy,
+  // which parses every field again, is built only where §3.5 can still say no: a request
+  // with credentials (an empty field counts as none, as the library reads it).
+  if (!req.headers.authorization) return true
   const directives = [...cc].filter(([k]) => !(mustUnderstand && (k === 'no-store' || k === 'must-understand')))
   const headers: Record<string, string | string[]> = { ...res.headers, 'cache-control': directives.map(([k, v]) => (v === true ? k : `${k}=${v}`)).join(', ') }
   // CDN-Cache-Control decides freshness for caje: the Expires it overrides does not count.

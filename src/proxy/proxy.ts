@@ -17,7 +17,7 @@ import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
 import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, type FlatHeaders, type HeaderBag } from './headers.ts'
-import { classifyOriginError, OriginError, type OriginClient, type OriginResponse } from './origin.ts'
+import { classifyOriginError, OriginError, type AbortSource, type OriginClient, type OriginResponse } from './origin.ts'
 import {
   currentAge,
   clientNotModified,
@@ -49,7 +49,8 @@ export interface ProxyRequest {
   headers: FlatHeaders
   body: Readable | AsyncIterable<Uint8Array> | null
   clientIp: string
-  signal: AbortSignal
+  /** Aborted when the client goes away before its answer is complete. */
+  signal: AbortSource
   /** Pass an interim (1xx) response from the origin on to this client (see interim.ts); absent where there is no way to. */
   interim?(status: number, headers: HeaderBag): void
   /** What the rules file says about this request; filled in once, on first use (ruleMatch). */

@@ -12,7 +12,7 @@ import { entryTags, startFill, type Fill, type FillDeps } from './fill.ts'
 import type { RuleMatch } from '../rules/match.ts'
 import { cleanResponseHeaders, storedHeaders, withoutConditionals } from './forward.ts'
 import type { FlatHeaders, HeaderBag } from './headers.ts'
-import type { OriginClient, OriginResponse } from './origin.ts'
+import type { AbortSource, OriginClient, OriginResponse } from './origin.ts'
 import { decideStore, mergeNotModified, notModifiedMatches, validatorsFor, type FreshnessPolicy } from './policy.ts'
 
 export interface RevalidateDeps extends FillDeps {
@@ -30,7 +30,7 @@ export interface Revalidation {
   /** The fields to forward to the origin (forward.ts); their conditionals are replaced by the stored validators. */
   forwardHeaders: Record<string, string>
   /** Absent for a background refresh: nobody is waiting, so nobody can cancel it or see interim responses. */
-  signal?: AbortSignal
+  signal?: AbortSource
   onInterim?: (status: number, headers: HeaderBag) => void
   /** The rules file's answer for the request (store overrides, tags), if any. */
   rules?: RuleMatch
