@@ -39,6 +39,10 @@ describe('decideStore (RFC 9111 §3)', () => {
     expect(store({ 'cache-control': 'max-age=60, ext="a, private"' })).toMatchObject({ store: true })
     expect(store({ 'cache-control': 'max-age=60, ext="a, no-store"' })).toMatchObject({ store: true })
     expect(store({ 'cache-control': 'max-age=60' }, { req: { 'cache-control': 'ext="a, no-store"' } })).toMatchObject({ store: true })
+    // With credentials only public, s-maxage or must-revalidate allow storing (RFC 9111 §3.5): one inside a quoted value does not.
+    expect(store({ 'cache-control': 'max-age=60, ext="a, public"' }, { req: { authorization: 'x' } })).toMatchObject({ store: false, reason: 'authorization' })
+    expect(store({ 'cache-control': 'max-age=60, ext="s-maxage=60, must-revalidate"' }, { req: { authorization: 'x' } })).toMatchObject({ store: false, reason: 'authorization' })
+    expect(store({ 'cache-control': 'public, max-age=60, ext="a, b"' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
   })
 
   it('stores only what http-cache-semantics finds storable (shared cache)', () => {

@@ -285,7 +285,10 @@ function baselineStorable(req: StoreRequest, res: StoreResponse, cc: Directives,
   // which parses every field again, is built only where §3.5 can still say no: a request
   // with credentials (an empty field counts as none, as the library reads it).
   if (!req.headers.authorization) return true
-  const directives = [...cc].filter(([k]) => !(mustUnderstand && (k === 'no-store' || k === 'must-understand')))
+  // The library splits Cache-Control on every comma, so a quoted value such as ext="a, public"
+  // would hand it a `public` the origin never sent (RFC 9110 §5.6.4): such a value says nothing
+  // the §3.5 judgement reads, so it is left out rather than re-split.
+  const directives = [...cc].filter(([k, v]) => !(mustUnderstand && (k === 'no-store' || k === 'must-understand')) && (v === true || !v.includes(',')))
   const headers: Record<string, string | string[]> = { ...res.headers, 'cache-control': directives.map(([k, v]) => (v === true ? k : `${k}=${v}`)).join(', ') }
   // CDN-Cache-Control decides freshness for caje: the Expires it overrides does not count.
   if (source === 'cdn-cache-control') delete headers.expires
