@@ -530,19 +530,13 @@ describe('populate', () => {
     // 2,000 planned in one chain of promises held the event loop for tens of milliseconds.
     const n = 12
     for (let i = 0; i < n; i++) await onPeer(`https://ex.com/plan/${i}`, bodyOf(10, i))
-    let turn = 0
-    let counting = true
-    const tick = () => {
-      turn++
-      if (counting) setImmediate(tick)
-    }
-    setImmediate(tick)
+    const turns = countTurns()
     const lookupTurns: number[] = []
     const store = new Proxy(localStore, {
       get(target, prop) {
         if (prop === 'variants') {
           return (key: string) => {
-            lookupTurns.push(turn)
+            lookupTurns.push(turns.now)
             // A lookup that takes longer than a turn's slice: the plan must yield after each.
             const until = performance.now() + TURN_SLICE_MS + 1
             while (performance.now() < until);
@@ -556,7 +550,7 @@ describe('populate', () => {
     try {
       expect(await runToEnd(populator({ store, hotFirst: 0, concurrency: 1 }))).toMatchObject({ done: n, failed: 0 })
     } finally {
-      counting = false
+      turns.stop()
     }
     // The plan's lookups come first, one per entry: each in a turn of its own.
     const plan = lookupTurns.slice(0, n)
@@ -572,19 +566,13 @@ describe('populate', () => {
     await upsertNode(db, { id: 'fast', region: 'r', internalUrl: fast.url, startedAt: Date.now() }, Date.now())
     for (const meta of metas) await recordStored(db, 'fast', toEntryRecord(meta))
     // Copies handed to the store, counted per turn of the event loop.
-    let turn = 0
-    let counting = true
-    const tick = () => {
-      turn++
-      if (counting) setImmediate(tick)
-    }
-    setImmediate(tick)
+    const turns = countTurns()
     const perTurn = new Map<number, number>()
     const store = new Proxy(localStore, {
       get(target, prop) {
         if (prop === 'writer') {
           return (...args: Parameters<CacheStore['writer']>) => {
-            perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+            perTurn.set(turns.now, (perTurn.get(turns.now) ?? 0) + 1)
             return target.writer(...args)
           }
         }
@@ -595,7 +583,7 @@ describe('populate', () => {
     try {
       expect(await runToEnd(populator({ concurrency: 1, store }))).toMatchObject({ done: metas.length, fromPeers: metas.length, failed: 0 })
     } finally {
-      counting = false
+      turns.stop()
     }
     expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(COPIES_PER_TURN)
   })
@@ -628,3 +616,22 @@ describe('populate', () => {
     expect(turns).toBeGreaterThanOrEqual(count / FRAMES_PIECE_OBJECTS - 1)
   })
 })
+
+/** Numbers the turns of the event loop from now on (one setImmediate each) until stop(). */
+function countTurns(): { readonly now: number; stop(): void } {
+  let now = 0
+  let counting = true
+  const tick = (): void => {
+    now++
+    if (counting) setImmediate(tick)
+  }
+  setImmediate(tick)
+  return {
+    get now() {
+      return now
+    },
+    stop() {
+      counting = false
+    },
+  }
+}
