@@ -479,22 +479,21 @@ describe('populate', () => {
     h = await setup({ entries: 6 })
     const peerOnly = `${SITE}/blog/post-6`
     expect(await h.node.store.variants(peerOnly)).toHaveLength(0)
-    // The list's manifest reads go to the node's read thread: hold its one connection, so the
-    // list request waits there after reading this node's disk, as a slow query would make it.
+    // The list's manifest reads go to the node's read thread, where a slow query can keep the
+    // page waiting after it read this node's disk. The run shares that thread (its own reads of
+    // the manifest), so the wait is made in the list's read alone.
     let releaseReads!: () => void
-    const readsHeld = new Promise<void>((resolve) => {
-      void h.node.manifest.listDb().connection().execute(async () => {
-        resolve()
-        await new Promise<void>((r) => (releaseReads = r))
-      })
-    })
-    await readsHeld
+    const readsHeld = new Promise<void>((resolve) => (releaseReads = resolve))
     // The run is going (the origin holds its answer) when the page is asked for.
     const releaseOrigin = h.holdOrigin()
     expect((await h.client().request('/_caje/populate', { json: {}, headers: bearer() })).status).toBe(202)
     let diskRead!: () => void
     const diskWasRead = new Promise<void>((resolve) => (diskRead = resolve))
-    const actions = { ...h.node.actions, listDisk: (q: Parameters<typeof h.node.actions.listDisk>[0]) => (diskRead(), h.node.actions.listDisk(q)) }
+    const actions = {
+      ...h.node.actions,
+      listDisk: (q: Parameters<typeof h.node.actions.listDisk>[0]) => (diskRead(), h.node.actions.listDisk(q)),
+      listManifest: async (q: Parameters<typeof h.node.actions.listManifest>[0]) => (await readsHeld, h.node.actions.listManifest(q)),
+    }
     const client = new Client(new Hono().route('/_caje', createAdminApp({ ...h.deps, actions })))
     const answer = client.request('/_caje/list?limit=50', { headers: bearer() })
     await diskWasRead
