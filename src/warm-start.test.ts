@@ -172,11 +172,12 @@ describe('warm start', () => {
     }
     expect(await readyNow()).toMatchObject({ status: 503, body: { ready: false, state: 'warming', hotSet: 2, target: 2, fetched: 0, progress: 0 } })
     expect((await fetch(`${url}/_caje/health`)).status).toBe(200)
-    expect(out()).toContain('warm-up started')
+    // Log lines reach stdout in batches (log.ts FLUSH_AFTER_MS): wait for the line, not for the state.
+    await waitFor(() => out().includes('warm-up started'), 'the warm-up started line')
     release()
     await waitFor(async () => (await readyNow()).status === 200, '/_caje/ready to answer 200', 20_000)
     expect((await readyNow()).body).toMatchObject({ ready: true, state: 'warm', fetched: 2 })
-    expect(out()).toContain('warm-up done')
+    await waitFor(() => out().includes('warm-up done'), 'the warm-up done line')
     expect(await caje.stop()).toBe(0)
   })
 })
