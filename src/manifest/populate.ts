@@ -50,10 +50,31 @@ export const OBJECTS_PER_REQUEST = 128
  */
 export const COPIES_PER_TURN = 4
 /**
- * Rows read per manifest query while planning. The queries run on the event loop (the node's own
- * handle), about 0.1 ms a row: a page is read in parts with a turn of the loop between them.
+ * Rows read per manifest query while planning. The queries run on the read thread, but their rows
+ * are decoded on the event loop: a page is read in parts with a turn of the loop between them.
  */
 export const ROWS_PER_QUERY = 250
+
+/** A part of a paged read, and the cursor the next part starts after (undefined: from the start). */
+type PagedEntries<C> = { entries: MissingEntry[]; next: C | undefined }
+
+/**
+ * Up to `size` entries from `read`, starting after `after`, ROWS_PER_QUERY per query with a turn
+ * of the loop between queries. A short part is the end of what `read` has.
+ */
+async function readInParts<C>(size: number, after: C | undefined, read: (limit: number, after: C | undefined) => Promise<PagedEntries<C>>): Promise<PagedEntries<C>> {
+  const entries: MissingEntry[] = []
+  let next = after
+  while (entries.length < size) {
+    if (entries.length > 0) await nextTurn()
+    const limit = Math.min(ROWS_PER_QUERY, size - entries.length)
+    const part = await read(limit, next)
+    entries.push(...part.entries)
+    next = part.next ?? next
+    if (part.entries.length < limit) break
+  }
+  return { entries, next }
+}
 /** Failures logged one by one per run; the rest only in the run's summary. */
 const FAILURES_LOGGED = 10
 
@@ -209,44 +230,27 @@ export function createPopulator(options: PopulatorOptions): Populator {
     let after: { key: string; variant: string } | undefined
     while (!signal.aborted) {
       const page = await missingPage(after, key, key === undefined ? undefined : url)
-      if (page.length === 0) break
+      if (page.entries.length === 0) break
       // Already tried in the hot pass: counted once per run.
-      await fetchPage(hotDone.size === 0 ? page : page.filter((e) => !hotDone.has(`${e.key}\n${e.variant}`)))
-      const last = page[page.length - 1]!
-      after = { key: last.key, variant: last.variant }
-      if (page.length < PAGE) break
+      await fetchPage(hotDone.size === 0 ? page.entries : page.entries.filter((e) => !hotDone.has(`${e.key}\n${e.variant}`)))
+      after = page.next
+      if (page.entries.length < PAGE) break
     }
     if (failuresLogged > FAILURES_LOGGED) log('warn', 'populate: more failures than logged', { notLogged: failuresLogged - FAILURES_LOGGED })
   }
 
-  /** The next PAGE entries missing here after `after`, read ROWS_PER_QUERY at a time with a turn of the loop between reads. */
-  async function missingPage(after: { key: string; variant: string } | undefined, key: string | undefined, url: string | undefined): Promise<MissingEntry[]> {
-    const page: MissingEntry[] = []
-    for (let from = after; page.length < PAGE; ) {
-      if (page.length > 0) await nextTurn()
-      const limit = Math.min(ROWS_PER_QUERY, PAGE - page.length)
+  /** The next PAGE entries missing here after `after`. */
+  function missingPage(after: { key: string; variant: string } | undefined, key: string | undefined, url: string | undefined): Promise<PagedEntries<{ key: string; variant: string }>> {
+    return readInParts(PAGE, after, async (limit, from) => {
       const part = await entriesMissingOn(listDb(), options.nodeId, now(), { limit, after: from, key, url })
-      page.push(...part)
-      if (part.length < limit) break
-      const last = part[part.length - 1]!
-      from = { key: last.key, variant: last.variant }
-    }
-    return page
+      const last = part[part.length - 1]
+      return { entries: part, next: last && { key: last.key, variant: last.variant } }
+    })
   }
 
-  /** The next `size` hottest entries missing here after `after`, read ROWS_PER_QUERY at a time with a turn of the loop between reads. */
-  async function hotPage(after: HotCursor | undefined, size: number): Promise<{ entries: MissingEntry[]; next: HotCursor | undefined }> {
-    const entries: MissingEntry[] = []
-    let next = after
-    while (entries.length < size) {
-      if (entries.length > 0) await nextTurn()
-      const limit = Math.min(ROWS_PER_QUERY, size - entries.length)
-      const part = await hottestMissingPage(listDb(), options.nodeId, now(), limit, next)
-      entries.push(...part.entries)
-      next = part.next ?? next
-      if (part.entries.length < limit) break
-    }
-    return { entries, next }
+  /** The next `size` hottest entries missing here after `after`. */
+  function hotPage(after: HotCursor | undefined, size: number): Promise<PagedEntries<HotCursor>> {
+    return readInParts(size, after, (limit, from) => hottestMissingPage(listDb(), options.nodeId, now(), limit, from))
   }
 
   /**
