@@ -19,9 +19,17 @@ export type HeaderBag = Record<string, string | string[] | undefined>
 /** Flat, lower-cased header map: repeated fields joined with ", " (RFC 9110 §5.3), Set-Cookie kept apart by the caller. */
 export type FlatHeaders = Record<string, string>
 
+/**
+ * Connection values that name only fields already in HOP_BY_HOP_HEADERS: nearly every
+ * HTTP/1.1 message (keep-alive clients, and every keep-alive origin response) carries one of
+ * these, and parsing them into a set per message was measurable on pass-through.
+ */
+const PLAIN_CONNECTION_VALUES: ReadonlySet<string> = new Set(['keep-alive', 'Keep-Alive', 'upgrade', 'Upgrade'])
+
 /** Field names listed in Connection (RFC 9110 §7.6.1), which are hop-by-hop too. */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (!value) return undefined
+  if (typeof value === 'string' && PLAIN_CONNECTION_VALUES.has(value)) return undefined
   const joined = Array.isArray(value) ? value.join(',') : value
   const tokens = new Set<string>()
   for (const t of joined.split(',')) {
