@@ -74,7 +74,7 @@ describe('URL filter and keyset paging', () => {
     await integrityCheck()
   })
 
-  it('asks the index for the rows holding every trigram of the filter (of characters, not UTF-16 units); the row decides', async () => {
+  it('asks the index for the rows holding the trigrams that cover the filter (of characters, not UTF-16 units); the row decides', async () => {
     await applyOps(db, [
       stored('https://ex.com/abc-only', T),
       stored('https://ex.com/abc-x-bcd', T + 1),
