@@ -84,7 +84,7 @@ describe('migrations', () => {
     await migrateTo(db, '2026120113_entries_write_indexes')
     const T = 1_700_000_000_000
     for (let i = 0; i < 30; i++) await recordStoredOnOldSchema(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
-    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key'])
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids'])
     const total = async () => (await listManifest(db, { limit: 1 })).total
     const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
     const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
@@ -193,6 +193,28 @@ describe('migrations', () => {
     expect((await sql<{ n: number }>`select count(*) as n from entry_nodes`.execute(db)).rows[0]!.n).toBe(0)
   })
 
+  it('makes the URL search index again without positions (2026120202) and queues every entry for it; the filter finds them throughout', async () => {
+    const { db } = open()
+    await migrateTo(db, '2026120201_url_index_not_key')
+    const T = 1_700_000_000_000
+    await applyOps(db, Array.from({ length: 30 }, (_, i) => ({ type: 'stored' as const, nodeId: 'a', entry: entry({ url: `https://h.test/${i % 3 ? 'blog' : 'shop'}/${i}`, storedAt: T + i }) })))
+    await indexQueued(db, 10_000)
+    await db.deleteFrom('entries').where('url', '=', 'https://h.test/blog/1').execute()
+    const found = async (filter: string) => (await listManifest(db, { filter, limit: 100 })).total
+
+    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids'])
+    // Every entry, and nothing else (the deleted row's change has nothing to take out of the new index).
+    expect(await queuedForIndex(db)).toBe(29)
+    expect(await found('shop/')).toBe(10)
+    await indexQueued(db, 10_000)
+    expect(await queuedForIndex(db)).toBe(0)
+    expect(await found('shop/')).toBe(10)
+    expect(await found('BLOG/2')).toBe(8) // blog/2 and blog/20 to blog/29 but the shop's 21, 24 and 27
+    await sql`insert into entries_search (entries_search) values ('integrity-check')`.execute(db)
+    // No positions: a phrase is refused, which is why the filter asks for trigrams.
+    await expect(sql`select rowid from entries_search where entries_search match '"shop/1"'`.execute(db)).rejects.toThrow(/phrase queries are not supported/)
+  })
+
   it('indexes only the URLs that are not their key (2026120201) on a file with rows, and still finds every entry by url', async () => {
     const { db, sqlite } = open()
     await migrateTo(db, '2026120115_holdings_by_entry_id')
@@ -210,7 +232,7 @@ describe('migrations', () => {
     for (const e of rewritten) ops.push({ type: 'stored' as const, nodeId: 'b', entry: e })
     await applyOps(db, ops)
 
-    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key'])
+    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids'])
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
     const inUrlIndex = await sql<{ url: string }>`select url from entries indexed by entries_url_not_key where url <> key order by url`.execute(db)

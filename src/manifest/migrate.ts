@@ -19,6 +19,7 @@ import * as m2026120113 from './migrations/2026120113_entries_write_indexes.ts'
 import * as m2026120114 from './migrations/2026120114_counts.ts'
 import * as m2026120115 from './migrations/2026120115_holdings_by_entry_id.ts'
 import * as m2026120201 from './migrations/2026120201_url_index_not_key.ts'
+import * as m2026120202 from './migrations/2026120202_entries_search_rowids.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -34,6 +35,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120114_counts': m2026120114,
   '2026120115_holdings_by_entry_id': m2026120115,
   '2026120201_url_index_not_key': m2026120201,
+  '2026120202_entries_search_rowids': m2026120202,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {

@@ -9,7 +9,7 @@ import { applyOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { FILTER_COUNT_CAP, InvalidCursorError, clearManifest, listManifest } from './repositories.ts'
 import type { EntryRecord } from './repositories.ts'
-import { indexQueued, queuedForIndex } from './search.ts'
+import { indexQueued, indexedMatchesUpTo, queuedForIndex } from './search.ts'
 import { entry, freshManifest } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
@@ -72,6 +72,24 @@ describe('URL filter and keyset paging', () => {
     await indexQueued(db, 10_000)
     expect(await found('blog')).toEqual(['https://ex.com/blog/after-clear'])
     await integrityCheck()
+  })
+
+  it('asks the index for the rows holding the trigrams that cover the filter (of characters, not UTF-16 units); the row decides', async () => {
+    await applyOps(db, [
+      stored('https://ex.com/abc-only', T),
+      stored('https://ex.com/abc-x-bcd', T + 1),
+      stored('https://ex.com/abcd', T + 2),
+      stored('https://ex.com/\u{1F600}ab', T + 3),
+      stored(`https://ex.com/${'segment-'.repeat(12)}end`, T + 4),
+    ])
+    await indexQueued(db, 10_000)
+    // Without positions the index cannot tell abc-x-bcd from abcd; the URL itself does.
+    expect(await indexedMatchesUpTo(db, 'abcd', 10)).toBe(2)
+    expect(await found('abcd')).toEqual(['https://ex.com/abcd'])
+    expect(await indexedMatchesUpTo(db, '\u{1F600}ab', 10)).toBe(1)
+    expect(await found('\u{1F600}ab')).toEqual(['https://ex.com/\u{1F600}ab'])
+    // A long filter asks for some of its trigrams, spread over it.
+    expect(await found(`${'segment-'.repeat(12)}end`)).toEqual([`https://ex.com/${'segment-'.repeat(12)}end`])
   })
 
   it('two writers indexing the same queue at once (nodes sharing the file without LiteFS) leave a sound index', async () => {

@@ -151,10 +151,35 @@ export async function clearSearchIndex(trx: Db): Promise<void> {
  * against the row (an index entry can be stale until the writer catches up).
  */
 export function candidateRowids(filter: string): RawBuilder<number> {
-  // An FTS5 phrase: double quotes inside are doubled; the trigram tokenizer
-  // matches it as a case-insensitive substring.
-  const phrase = `"${filter.replace(/"/g, '""')}"`
-  return sql<number>`(select rowid from entries_search where entries_search match ${phrase} union select rid from entries_search_queue)`
+  return sql<number>`(select rowid from entries_search where entries_search match ${trigramQuery(filter)} union select rid from entries_search_queue)`
+}
+
+/** Most trigrams one filter asks the index for: FTS5 nests an AND per term, and a few already narrow a URL down. */
+const MAX_QUERY_TRIGRAMS = 32
+
+/**
+ * The FTS5 query for the rows whose URL holds the trigrams that cover `filter` (three
+ * characters or more) end to end: each trigram a string of its own, all of them ANDed. The
+ * index keeps no positions (migration 2026120202), so it cannot match the filter as one phrase;
+ * rows that hold the trigrams elsewhere in the URL are candidates the callers' check against the
+ * row drops. The index reads every row list asked for, so the trigrams do not overlap (but
+ * for the last, which ends the filter): a third of them, nearly as narrow. The trigram
+ * tokenizer folds case, so the match is case-insensitive, as the filter's LIKE is.
+ */
+export function trigramQuery(filter: string): string {
+  // Trigrams of characters, as the tokenizer cuts them (not of UTF-16 units).
+  const chars = Array.from(filter)
+  const last = chars.length - 3
+  const starts: number[] = []
+  for (let at = 0; at < last; at += 3) starts.push(at)
+  starts.push(last)
+  const trigrams = [...new Set(starts.map((at) => chars.slice(at, at + 3).join('')))]
+  // A long filter: trigrams spread over all of it.
+  const step = Math.max(1, trigrams.length / MAX_QUERY_TRIGRAMS)
+  const picked: string[] = []
+  for (let at = 0; at < trigrams.length && picked.length < MAX_QUERY_TRIGRAMS; at += step) picked.push(trigrams[Math.floor(at)]!)
+  // An FTS5 string: double quotes inside are doubled.
+  return picked.map((t) => `"${t.replace(/"/g, '""')}"`).join(' AND ')
 }
 
 /**
@@ -163,7 +188,6 @@ export function candidateRowids(filter: string): RawBuilder<number> {
  * indexed a deletion, so callers use it only to tell "more than cap" apart.
  */
 export async function indexedMatchesUpTo(db: Kysely<Database>, filter: string, cap: number): Promise<number> {
-  const phrase = `"${filter.replace(/"/g, '""')}"`
-  const row = await sql<{ n: number }>`select count(*) as n from (select rowid from entries_search where entries_search match ${phrase} limit ${cap})`.execute(db)
+  const row = await sql<{ n: number }>`select count(*) as n from (select rowid from entries_search where entries_search match ${trigramQuery(filter)} limit ${cap})`.execute(db)
   return Number(row.rows[0]?.n ?? 0)
 }
