@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { contentPath } from './content-file.ts'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
 import { waitFor } from '../test-support/servers.ts'
+import { sameHiddenClass } from '../test-support/hidden-class.ts'
 import { decideStore } from '../proxy/policy.ts'
 import type { EntryMeta, NewEntry } from './types.ts'
 import { bodyOf, bytesOf, contentBytesOnDisk, filesUnder, newEntry, put, recordEvents, sri, tempDir } from './test-support.ts'
@@ -104,6 +105,20 @@ describe('disk store', () => {
       expect(b).toEqual(small)
     }
     expect(store.stats().integrityFailures).toBe(0)
+  })
+
+  it('keeps the metadata of every stored entry in one hidden class', async () => {
+    // Each stored entry's metadata is frozen and kept (decoded for the hottest entries, and by
+    // the disk writer's queue): one hidden class of its own each would cost more than its fields.
+    const store = await openStore()
+    const metas: EntryMeta[] = []
+    for (let i = 0; i < 40; i++) {
+      const meta = await put(store, newEntry(`https://a.test/${i}`, { headers: { 'content-type': 'text/plain', etag: `"${i}"` } }), bodyOf(100, i))
+      metas.push(meta!)
+    }
+    const [a, b] = metas.slice(-2) as [EntryMeta, EntryMeta]
+    expect(Object.isFrozen(b)).toBe(true)
+    expect(sameHiddenClass(a, b)).toBe(true)
   })
 
   it('stores an empty body', async () => {

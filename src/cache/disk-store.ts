@@ -15,6 +15,7 @@
 //   when the last one goes (reference count in ContentRecord.refs).
 
 import { turnBudget } from '../turn-budget.ts'
+import { plainCopy } from '../plain-copy.ts'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
@@ -490,9 +491,18 @@ class CacacheDiskStore implements DiskStore {
     const job: DiskJob = inPlace ? { op: 'index', id, line, compact } : { op: 'put', body: body.body, contentPath: content.path, id, line, compact }
     if (job.compact) this.#index.setIndexLines(handle, 1)
     // Not tracked: the writer's own drain() covers the job, and its callback runs before that resolves.
-    this.#writer.enqueue(job, (result) => this.#written(handle, entry.key, content, body.body, result))
+    this.#writer.enqueue(job, this.#whenWritten(handle, entry.key, content, body.body))
     this.#evict()
     return { meta, body: body.body }
+  }
+
+  /**
+   * The callback of a queued write, made outside #commitBuffered so that it holds only what it
+   * uses: a closure keeps its function's whole scope, and the entry (its headers, policy and
+   * strings) would stay on the heap for every job queued behind a slow disk writer.
+   */
+  #whenWritten(handle: Handle, key: string, content: ContentRecord, body: Buffer): (result: JobResult) => void {
+    return (result) => this.#written(handle, key, content, body, result)
   }
 
   /** A body that spilled to a temp file: the disk writer moves it into place, then it becomes visible. */
@@ -567,7 +577,7 @@ class CacacheDiskStore implements DiskStore {
   #publish(id: string, entry: NewEntry, content: ContentRecord, committedAt = this.#commitTime()): { handle: Handle; meta: EntryMeta } {
     const previous = this.#index.find(entry.key, entry.variant)
     const indexLines = (previous === undefined ? 0 : this.#index.indexLines(previous)) + 1
-    const meta = freezeMeta({ ...entry, size: content.size, integrity: content.integrity })
+    const meta = freezeMeta(plainCopy(entry, { size: content.size, integrity: content.integrity }))
     const { handle, replaced } = this.#index.add({ meta, content, committedAt, indexLines })
     if (replaced) {
       this.#release(replaced.content)
@@ -619,7 +629,7 @@ class CacacheDiskStore implements DiskStore {
     if (handle === undefined) return
     // The body is untouched, so size and integrity stay those of the stored body.
     const content = this.#index.content(handle)
-    const updated = freezeMeta({ ...next, size: content.size, integrity: content.integrity })
+    const updated = freezeMeta(plainCopy(next, { size: content.size, integrity: content.integrity }))
     this.#index.updateMeta(handle, updated)
     const lines = this.#index.indexLines(handle) + 1
     const compact = lines > COMPACT_AFTER_LINES
@@ -783,7 +793,7 @@ class CacacheDiskStore implements DiskStore {
       const current = this.#index.live(handle) ? this.#index.meta(handle) : undefined
       if (current && !alreadyMarked(current, at)) {
         marked++
-        const meta = freezeMeta({ ...current, softPurgedAt: at, staleAt: Math.min(current.staleAt, at) })
+        const meta = freezeMeta(plainCopy(current, { softPurgedAt: at, staleAt: Math.min(current.staleAt, at) }))
         const metadataJson = JSON.stringify(storedMetadata(meta))
         this.#index.updateMeta(handle, meta)
         const lines = this.#index.indexLines(handle) + 1

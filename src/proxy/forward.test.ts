@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { cleanResponseHeaders, isCajeCookieName, originRequestHeaders, STEERING_REQUEST_HEADERS, withoutAdminCookies, withoutConditionals, type ForwardContext } from './forward.ts'
+import { cleanResponseHeaders, isCajeCookieName, originRequestHeaders, STEERING_REQUEST_HEADERS, storedHeaders, withoutAdminCookies, withoutConditionals, type ForwardContext } from './forward.ts'
+import { sameHiddenClass } from '../test-support/hidden-class.ts'
 
 const ctx = (over: Partial<ForwardContext> = {}): ForwardContext => ({
   host: 'site.test',
@@ -71,6 +72,19 @@ describe("caje's cookie names", () => {
     expect(cleaned.headers).toEqual({ 'content-type': 'text/plain' })
     expect(cleanResponseHeaders({ 'set-cookie': ['caje_session=x'] })).toMatchObject({ setCookie: [], hadSetCookie: true })
     expect(cleanResponseHeaders({})).toMatchObject({ setCookie: [], hadSetCookie: false, refusedCookies: [] })
+  })
+})
+
+describe('storedHeaders', () => {
+  it('keeps what is served, without Age and Cache-Status (RFC 9111 §5.1, RFC 9211)', () => {
+    const headers = { 'content-type': 'text/plain', age: '5', 'cache-status': 'origin; fwd=miss', etag: '"a"' }
+    expect(storedHeaders(headers)).toEqual({ 'content-type': 'text/plain', etag: '"a"' })
+    expect(headers.age).toBe('5')
+  })
+
+  it('gives the frozen headers of every stored response of one shape a single hidden class', () => {
+    const frozen = Array.from({ length: 50 }, (_, i) => Object.freeze(storedHeaders(cleanResponseHeaders({ 'content-type': 'text/plain', etag: `"${i}"`, age: '1' }).headers)))
+    expect(sameHiddenClass(frozen[48]!, frozen[49]!)).toBe(true)
   })
 })
 

@@ -181,9 +181,12 @@ export function cleanResponseHeaders(headers: HeaderBag): CleanedResponseHeaders
 
 /** What is persisted with a stored response: what will be served, minus per-response fields caje regenerates. */
 export function storedHeaders(headers: FlatHeaders): FlatHeaders {
-  const out: FlatHeaders = { ...headers }
-  // Age is recomputed on every hit (RFC 9111 §5.1); Cache-Status described this one exchange (RFC 9211).
-  delete out.age
-  delete out['cache-status']
+  // Copied field by field, not spread: it is frozen with the stored metadata (see plain-copy.ts).
+  const out: FlatHeaders = {}
+  for (const name in headers) {
+    // Age is recomputed on every hit (RFC 9111 §5.1); Cache-Status described this one exchange (RFC 9211).
+    if (name === 'age' || name === 'cache-status' || !Object.hasOwn(headers, name)) continue
+    out[name] = headers[name]!
+  }
   return out
 }
