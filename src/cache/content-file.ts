@@ -34,6 +34,11 @@ export function integrityOf(hash: ReturnType<typeof createHash>): string {
   return `sha512-${hash.digest('base64')}`
 }
 
+/** sha512 Subresource Integrity of a whole body in memory. */
+export function integrityOfBytes(body: Uint8Array): string {
+  return `sha512-${createHash('sha512').update(body).digest('base64')}`
+}
+
 /**
  * Where cacache keeps the body with this integrity (lib/content/path.js:
  * content-v2/<algo>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>). Undefined for

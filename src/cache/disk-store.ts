@@ -11,6 +11,9 @@
 //   never deletes a file a later write put in place.
 // - A small body is served from memory from its commit until the writer has
 //   put it on disk (write-behind); a large one becomes visible once on disk.
+//   A small body is hashed by the writer's thread: until it reports the
+//   digest, the entry's integrity is a placeholder of its own (types.ts
+//   pendingIntegrity), with a content record nothing else shares.
 // - A content file is shared by every entry with the same digest and removed
 //   when the last one goes (reference count in ContentRecord.refs).
 
@@ -19,11 +22,12 @@ import { plainCopy } from '../plain-copy.ts'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
-import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, isMissing, readContent, readTrustedNow } from './content-file.ts'
+import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, integrityOfBytes, isMissing, readContent, readTrustedNow } from './content-file.ts'
 import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from './disk-writer.ts'
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
+import { isPendingIntegrity, pendingIntegrity } from './types.ts'
 import type {
   BodyLookup,
   ByteRange,
@@ -104,6 +108,11 @@ export interface DiskStore extends CacheStore {
   readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
   /** The disk writer's backlog. */
   writeQueue(): DiskWriterStats
+  /**
+   * Calls `listener` when the writer has hashed and written a body committed under a
+   * placeholder integrity (pendingIntegrity): the variant's metadata now has `integrity`.
+   */
+  onDigest(listener: (id: string, placeholder: string, integrity: string) => void): () => void
 }
 
 /** Content files kept open for fast hits (the hottest ones; each costs one descriptor). */
@@ -181,6 +190,11 @@ function isMetadata(value: unknown): value is NewEntry {
   )
 }
 
+/** indexJson() around its integrity, for the disk writer to put in once it has hashed the body. */
+function indexJsonAround(id: string, time: number, size: number, metadataJson: string): [string, string] {
+  return [`{"key":${JSON.stringify(id)},"integrity":"`, `","time":${time},"size":${size},"metadata":${metadataJson}}`]
+}
+
 /** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
 function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
   // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
@@ -225,6 +239,13 @@ class CacacheDiskStore implements DiskStore {
   readonly #lastCommit = new Map<string, number>()
   #commitSeq = 0
   #lastCommitAt = 0
+  /** The start-up sweep is queueing removals of unreferenced content files (see #commitBuffered). */
+  #sweeping = false
+  /** Numbers the placeholder integrities of bodies the writer is hashing. */
+  #pendingSeq = 0
+  /** Bodies being hashed whose entry's metadata changed meanwhile: their index line is written once digested. */
+  readonly #relineAfterDigest = new Set<ContentRecord>()
+  readonly #digestListeners = new Set<(id: string, placeholder: string, integrity: string) => void>()
   /**
    * deleteWhere() calls still running: a lookup of an entry one of them
    * covers drops it at once, so the entry is gone from the moment the call
@@ -278,6 +299,7 @@ class CacacheDiskStore implements DiskStore {
       if (this.#index.live(handle)) this.#capVariants(this.#index.key(handle))
     }
     if (unwanted.length > 0) this.#log({ level: 'info', msg: 'cache dropping expired or unreadable entries at start', count: unwanted.length })
+    this.#sweeping = true
     this.#track(this.#cleanUp(unwanted))
     // A budget lowered since the last run applies at once.
     this.#evict()
@@ -314,6 +336,9 @@ class CacacheDiskStore implements DiskStore {
       }
     } catch (error) {
       this.#log({ level: 'warn', msg: 'cache orphan sweep failed', dir: this.dir, ...describeError(error) })
+    } finally {
+      // Every removal is queued: a body hashed by the writer from now on is written after them.
+      this.#sweeping = false
     }
     const removed = (await Promise.all(removals)).filter((r) => r.ok).length
     if (removed > 0) this.#log({ level: 'info', msg: 'cache removed unreferenced content files', count: removed })
@@ -478,7 +503,11 @@ class CacacheDiskStore implements DiskStore {
     }
     // A large body of this entry still being written is superseded by this later commit.
     this.#lastCommit.delete(id)
-    const { content, created } = this.#pin(body.integrity, body.size)
+    // While the start-up sweep decides which files nothing references, a body is hashed here:
+    // one the writer hashed later could be the file a removal the sweep queued after it takes.
+    const integrity = body.integrity ?? (this.#sweeping ? integrityOfBytes(body.body) : undefined)
+    if (integrity === undefined) return this.#commitUnhashed(id, entry, metadataJson, body.body, body.size)
+    const { content, created } = this.#pin(integrity, body.size)
     if (created) content.pending = body.body
     const { handle, meta } = this.#publish(id, entry, content)
     const lines = this.#index.indexLines(handle)
@@ -497,12 +526,103 @@ class CacacheDiskStore implements DiskStore {
   }
 
   /**
-   * The callback of a queued write, made outside #commitBuffered so that it holds only what it
-   * uses: a closure keeps its function's whole scope, and the entry (its headers, policy and
-   * strings) would stay on the heap for every job queued behind a slow disk writer.
+   * The callbacks of queued writes, made outside #commitBuffered and #commitUnhashed so that each
+   * holds only what it uses: a closure keeps its function's whole scope, and the entry (its
+   * headers, policy and strings) would stay on the heap for every job queued behind a slow
+   * disk writer.
    */
   #whenWritten(handle: Handle, key: string, content: ContentRecord, body: Buffer): (result: JobResult) => void {
     return (result) => this.#written(handle, key, content, body, result)
+  }
+
+  #whenDigested(handle: Handle, key: string, content: ContentRecord, body: Buffer): (result: JobResult) => void {
+    return (result) => this.#digested(handle, key, content, body, result)
+  }
+
+  /**
+   * A buffered body whose digest the disk writer's thread takes: published at once under a
+   * placeholder integrity of its own (see pendingIntegrity), served from memory until the
+   * writer reports the file written and its integrity, which then replaces the placeholder
+   * (#digested). Its index line is written by the writer, with the integrity it worked out.
+   */
+  #commitUnhashed(id: string, entry: NewEntry, metadataJson: string, body: Buffer, size: number): CommittedBody {
+    // The placeholder is never a valid SRI: contentPath() refuses it, so no file is ever named by it.
+    const { content } = this.#pin(pendingIntegrity(++this.#pendingSeq), size)
+    content.pending = body
+    const { handle, meta } = this.#publish(id, entry, content)
+    const compact = this.#index.indexLines(handle) > COMPACT_AFTER_LINES
+    if (compact) this.#index.setIndexLines(handle, 1)
+    const line = indexJsonAround(id, this.#index.committedAt(handle), size, metadataJson)
+    this.#writer.enqueue({ op: 'put-hashed', body, id, line, compact }, this.#whenDigested(handle, entry.key, content, body))
+    this.#evict()
+    return { meta, body }
+  }
+
+  /** The disk writer's answer for a body it hashed: the placeholder integrity gives way to the real one. */
+  #digested(handle: Handle, key: string, content: ContentRecord, body: Buffer, result: JobResult): void {
+    const placeholder = content.integrity
+    const held = this.#contents.get(placeholder) === content
+    if (!result.ok || result.integrity === undefined) {
+      if (held) this.#relineAfterDigest.delete(content)
+      this.#written(handle, key, content, body, result.ok ? { ok: false, error: { message: 'the cache writer gave no integrity' } } : result)
+      return
+    }
+    const integrity = result.integrity
+    const path = contentPath(this.dir, integrity)!
+    const existing = this.#contents.get(integrity)
+    if (content.pending === body) content.pending = undefined
+    this.#releaseBody(body)
+    if (!held) {
+      // Dropped, replaced or cleared before its write was done: the file it left goes too,
+      // unless another entry holds that body now (a removal queued now runs after any write
+      // of it queued before).
+      if (!existing) void this.#track(this.#writer.run({ op: 'rm-content', path }))
+      return
+    }
+    this.#contents.delete(placeholder)
+    let record = content
+    if (existing) {
+      // The same body as another entry's: one record for both. The writer found the file
+      // holding these bytes, or replaced it with them: this version of it is known good.
+      existing.refs += content.refs
+      this.#bytes -= content.size
+      // Usually left as it was (only the index line was written); replaced when it was torn.
+      if (existing.verified?.ino !== result.file?.ino) this.#files.forget(existing.path)
+      if (result.file) existing.verified = result.file
+      record = existing
+    } else {
+      content.integrity = integrity
+      if (result.file) content.verified = result.file
+      this.#contents.set(integrity, content)
+    }
+    if (!this.#index.live(handle) || this.#index.content(handle) !== content) return
+    this.#index.setContent(handle, record)
+    const id = this.#index.id(handle)
+    for (const listener of this.#digestListeners) listener(id, placeholder, integrity)
+    // Metadata changed while the body was being written: its line, now with the integrity.
+    if (this.#relineAfterDigest.delete(content)) this.#writeIndexLine(handle)
+  }
+
+  /**
+   * Appends the variant's current metadata to its cacache bucket (compacting it now and then).
+   * A body whose digest the writer has not reported yet has no integrity to write: its line
+   * is written once it has (#digested).
+   */
+  #writeIndexLine(handle: Handle, meta = this.#index.meta(handle), metadataJson = JSON.stringify(storedMetadata(meta))): Promise<void> {
+    const content = this.#index.content(handle)
+    if (isPendingIntegrity(content.integrity)) {
+      this.#relineAfterDigest.add(content)
+      return Promise.resolve()
+    }
+    const lines = this.#index.indexLines(handle) + 1
+    const compact = lines > COMPACT_AFTER_LINES
+    this.#index.setIndexLines(handle, compact ? 1 : lines)
+    return this.#track(
+      this.#writer.run({ op: 'index', id: this.#index.id(handle), line: this.#line(handle, meta, metadataJson), compact }).then((result) => {
+        // The metadata still applies in this process; a restart falls back to the previous one.
+        if (!result.ok) this.#writeFailed(meta.key, jobError(result))
+      }),
+    )
   }
 
   /** A body that spilled to a temp file: the disk writer moves it into place, then it becomes visible. */
@@ -631,13 +751,8 @@ class CacacheDiskStore implements DiskStore {
     const content = this.#index.content(handle)
     const updated = freezeMeta(plainCopy(next, { size: content.size, integrity: content.integrity }))
     this.#index.updateMeta(handle, updated)
-    const lines = this.#index.indexLines(handle) + 1
-    const compact = lines > COMPACT_AFTER_LINES
-    this.#index.setIndexLines(handle, compact ? 1 : lines)
     this.#emit({ type: 'stored', meta: updated })
-    const result = await this.#track(this.#writer.run({ op: 'index', id, line: this.#line(handle, updated, metadataJson), compact }))
-    // The new metadata still applies in this process; a restart falls back to the previous one.
-    if (!result.ok) this.#writeFailed(next.key, jobError(result))
+    await this.#writeIndexLine(handle, updated, metadataJson)
   }
 
   // ---- deletes and eviction -----------------------------------------------
@@ -689,6 +804,8 @@ class CacacheDiskStore implements DiskStore {
     if (content.refs > 0 || this.#contents.get(content.integrity) !== content) return undefined
     this.#contents.delete(content.integrity)
     this.#bytes -= content.size
+    // A body the writer has not hashed yet has no file name: #digested removes its file.
+    if (isPendingIntegrity(content.integrity)) return undefined
     this.#files.forget(content.path)
     return this.#track(
       this.#writer.run({ op: 'rm-content', path: content.path }).then((result) => {
@@ -796,15 +913,8 @@ class CacacheDiskStore implements DiskStore {
         const meta = freezeMeta(plainCopy(current, { softPurgedAt: at, staleAt: Math.min(current.staleAt, at) }))
         const metadataJson = JSON.stringify(storedMetadata(meta))
         this.#index.updateMeta(handle, meta)
-        const lines = this.#index.indexLines(handle) + 1
-        const compact = lines > COMPACT_AFTER_LINES
-        this.#index.setIndexLines(handle, compact ? 1 : lines)
-        void this.#track(
-          this.#writer.run({ op: 'index', id: this.#index.id(handle), line: this.#line(handle, meta, metadataJson), compact }).then((result) => {
-            // The mark still applies in this process; a restart would load the entry unmarked.
-            if (!result.ok) this.#writeFailed(meta.key, jobError(result))
-          }),
-        )
+        // Should the line not be written, the mark still applies in this process; a restart would load the entry unmarked.
+        void this.#writeIndexLine(handle, meta, metadataJson)
       }
     }
     return marked
@@ -854,6 +964,13 @@ class CacacheDiskStore implements DiskStore {
 
   writeQueue(): DiskWriterStats {
     return this.#writer.stats()
+  }
+
+  onDigest(listener: (id: string, placeholder: string, integrity: string) => void): () => void {
+    this.#digestListeners.add(listener)
+    return () => {
+      this.#digestListeners.delete(listener)
+    }
   }
 
   writeRoom(size: number): Promise<void> {
@@ -926,7 +1043,7 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 // ---- the writer handed to the proxy -----------------------------------------
 
 /** Why a body is not the one a writer was told to expect; undefined when it is. */
-function unexpectedBody(expected: ExpectedBody, got: { size: number; integrity: string }): Error | undefined {
+function unexpectedBody(expected: ExpectedBody, got: { size: number; integrity?: string }): Error | undefined {
   if (got.size === expected.size && got.integrity === expected.integrity) return undefined
   const what = got.size === expected.size ? 'its digest differs' : `${got.size} bytes instead of ${expected.size}`
   return Object.assign(new Error(`the body is not the one expected (${what}); nothing was stored`), { code: 'EINTEGRITY' })
@@ -986,7 +1103,9 @@ class EntryWriterImpl implements DiskEntryWriter {
     if (!this.#result) {
       if (this.#state === 'open' && !this.#host.closed()) {
         this.#state = 'committing'
-        const buffered = this.#body.buffered()
+        // Only a body that must match an expected digest is hashed here; any other is hashed
+        // by the disk writer's thread.
+        const buffered = this.#body.buffered(this.#expected !== undefined)
         const mismatch = buffered && this.#expected && unexpectedBody(this.#expected, buffered)
         if (mismatch) this.#host.releaseBody(buffered.body)
         this.#result = mismatch

@@ -7,6 +7,9 @@
 //
 // The files are cacache's format (content-v2/ bodies named by their sha512,
 // index-v5/ buckets of hashed JSON lines), so cacache's own tools read them.
+// A buffered body is hashed here too ('put-hashed'), from the bytes about to be
+// written: the main thread hands the body over and learns its integrity from
+// the job's result.
 // Crash safety: a new body is written under its content name (an existing one
 // is replaced through tmp/ and a rename), and its index line is appended only
 // after that, so a SIGKILL at any moment leaves at worst an unreferenced (maybe
@@ -31,6 +34,12 @@ export interface WrittenFile {
 export type DiskJob =
   /** A body (or a finished temp file) moved into content-v2, then its index line appended (or the bucket rewritten to that line). */
   | { op: 'put'; body?: Uint8Array; tmpPath?: string; contentPath: string; id: string; line: string; compact: boolean }
+  /**
+   * A body whose digest is not known yet: this thread hashes it, writes it under its content
+   * name and appends the index line `line[0] + integrity + line[1]`. The result carries the
+   * integrity.
+   */
+  | { op: 'put-hashed'; body: Uint8Array; id: string; line: readonly [string, string]; compact: boolean }
   /** An index line for a body already in place (a metadata update). */
   | { op: 'index'; id: string; line: string; compact: boolean }
   | { op: 'rm-bucket'; id: string }
@@ -38,7 +47,7 @@ export type DiskJob =
   /** Everything cacache keeps (cacache.rm.all): content-v*, index-v*. */
   | { op: 'clear' }
 
-export type JobResult = { ok: true; file?: WrittenFile } | { ok: false; error: { message: string; code?: string } }
+export type JobResult = { ok: true; file?: WrittenFile; integrity?: string } | { ok: false; error: { message: string; code?: string } }
 
 export interface DiskWriterOptions {
   /** The cacache directory. */
@@ -121,7 +130,7 @@ export class DiskWriter {
       queueMicrotask(() => done(CLOSED))
       return
     }
-    const bytes = job.op === 'put' && job.body ? job.body.byteLength : 0
+    const bytes = (job.op === 'put' || job.op === 'put-hashed') && job.body ? job.body.byteLength : 0
     this.#bytes += bytes
     this.#jobs++
     this.#queue.push({ job, bytes, done })
@@ -230,7 +239,8 @@ const MAX_BYTES_PER_MESSAGE = 4 * 1024 * 1024
  * A job as posted: a body in memory shared between threads travels as it is; any other body
  * as a range of the message's arena.
  */
-type PostedJob = DiskJob | (Omit<Extract<DiskJob, { op: 'put' }>, 'body'> & { bodyAt: number; bodyBytes: number })
+type PutJob = Extract<DiskJob, { op: 'put' | 'put-hashed' }>
+type PostedJob = DiskJob | (Omit<PutJob, 'body'> & { bodyAt: number; bodyBytes: number })
 
 interface BatchMessage {
   jobs: PostedJob[]
@@ -247,21 +257,25 @@ interface BatchMessage {
  */
 function packBatch(jobs: DiskJob[]): { message: BatchMessage; transfer: ArrayBuffer[] } {
   let arenaBytes = 0
-  for (const job of jobs) if (job.op === 'put' && job.body && !isShared(job.body)) arenaBytes += job.body.byteLength
+  for (const job of jobs) if (isPut(job) && job.body && !isShared(job.body)) arenaBytes += job.body.byteLength
   const arena = arenaBytes > 0 ? new ArrayBuffer(arenaBytes) : undefined
   const view = arena ? new Uint8Array(arena) : undefined
   let at = 0
   const posted = jobs.map((job): PostedJob => {
-    if (job.op !== 'put' || !job.body || isShared(job.body)) return job
+    if (!isPut(job) || !job.body || isShared(job.body)) return job
     // An empty body has no bytes to place (and its view may still pin a large buffer).
     if (job.body.byteLength === 0) return { ...job, body: new Uint8Array(0) }
     const { body, ...rest } = job
     view!.set(body, at)
-    const placed = { ...rest, bodyAt: at, bodyBytes: body.byteLength }
+    const placed = { ...rest, bodyAt: at, bodyBytes: body.byteLength } as PostedJob
     at += body.byteLength
     return placed
   })
   return { message: { jobs: posted, arena }, transfer: arena ? [arena] : [] }
+}
+
+function isPut(job: DiskJob): job is PutJob {
+  return job.op === 'put' || job.op === 'put-hashed'
 }
 
 /**
@@ -340,6 +354,11 @@ function diskWriterThread(): void {
     return path.join(dir, 'index-v5', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
   }
   const tmpName = (): string => path.join(tmpDir, `w${process.pid}-${++tmpCounter}`)
+  /** cacache lib/content/path.js: content-v2/sha512/<hex 2>/<hex 2>/<rest of the hex digest>. */
+  const contentPathOf = (digest: Buffer): string => {
+    const hex = digest.toString('hex')
+    return path.join(dir, 'content-v2', 'sha512', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
+  }
   /** cacache's index line: the sha1 of the JSON, a tab, the JSON (its reader skips lines whose hash does not match). */
   const indexLine = (json: string): string => `\n${crypto.createHash('sha1').update(json).digest('hex')}\t${json}`
   const writeIndex = (id: string, json: string, compact: boolean): void => {
@@ -385,8 +404,50 @@ function diskWriterThread(): void {
     }
   }
 
+  /** The signature of `file` when it holds exactly the bytes with this sha512 digest. */
+  const holds = (file: string, size: number, digest: Buffer): WrittenFile | undefined => {
+    let fd: number
+    try {
+      fd = fs.openSync(file, 'r')
+    } catch {
+      return undefined
+    }
+    try {
+      const st = fs.fstatSync(fd)
+      if (st.size !== size) return undefined
+      const bytes = Buffer.allocUnsafe(size)
+      for (let at = 0; at < size; ) {
+        const n = fs.readSync(fd, bytes, at, size - at, at)
+        if (n === 0) return undefined
+        at += n
+      }
+      if (!crypto.createHash('sha512').update(bytes).digest().equals(digest)) return undefined
+      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
   const run = (job: DiskJob): JobResult => {
     switch (job.op) {
+      case 'put-hashed': {
+        // The digest is taken here, from the very bytes written next: the main thread never
+        // hashes a buffered body, and the name the file gets is the digest of what it holds.
+        const digest = crypto.createHash('sha512').update(job.body).digest()
+        const integrity = `sha512-${digest.toString('base64')}`
+        const file = contentPathOf(digest)
+        const line = `${job.line[0]}${integrity}${job.line[1]}`
+        // A body already on disk (the same bytes under another entry) is not written again,
+        // only its index line; a file under that name with other bytes (torn by a crash) is
+        // replaced whole, as a put does.
+        const written = writeNew(file, job.body) ?? holds(file, job.body.byteLength, digest)
+        if (written) {
+          writeIndex(job.id, line, job.compact)
+          return { ok: true, file: written, integrity }
+        }
+        const result = run({ op: 'put', body: job.body, contentPath: file, id: job.id, line, compact: job.compact })
+        return result.ok ? { ...result, integrity } : result
+      }
       case 'put': {
         let source = job.tmpPath
         if (job.body) {
@@ -442,7 +503,7 @@ function diskWriterThread(): void {
     const results: JobResult[] = []
     for (const posted of jobs) {
       const job: DiskJob =
-        posted.op === 'put' && 'bodyAt' in posted ? { ...posted, body: new Uint8Array(arena!, posted.bodyAt, posted.bodyBytes) } : (posted as DiskJob)
+        'bodyAt' in posted ? ({ ...posted, body: new Uint8Array(arena!, posted.bodyAt, posted.bodyBytes) } as DiskJob) : (posted as DiskJob)
       try {
         results.push(run(job))
       } catch (error) {

@@ -397,6 +397,17 @@ export class EntryIndex {
     return this.#content[this.#checked(handle)]!
   }
 
+  /**
+   * Gives the variant another content record, or tells it its record's integrity changed (a
+   * body hashed after it was published): the metadata decoded for it had the old one.
+   */
+  setContent(handle: Handle, content: ContentRecord): void {
+    const slot = this.#checked(handle)
+    this.#content[slot] = content
+    this.#hot.delete(slot)
+    if (this.#hotNewest === slot) this.#hotNewest = NONE
+  }
+
   id(handle: Handle): string {
     const slot = this.#checked(handle)
     const packed = this.#packed[slot]!

@@ -67,6 +67,8 @@ export interface MemoryTier {
    */
   set(key: string, item: MemoryItem): boolean
   delete(key: string): boolean
+  /** The body held under `key`, if tagged `from`, is tagged `to` (its entry's integrity became known), its recency unchanged. */
+  retag(key: string, from: string, to: string): void
   clear(): void
 }
 
@@ -164,6 +166,10 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       return true
     },
     delete: remove,
+    retag(key, from, to) {
+      const item = items.get(key)
+      if (item && item.integrity === from) item.integrity = to
+    },
     clear() {
       items.clear()
       arena.clear()

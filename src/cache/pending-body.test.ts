@@ -47,7 +47,7 @@ describe('PendingBody.buffered', () => {
           allocateBody: (length) => Buffer.from(memory, targetOffset, length),
         })
         for (const chunk of chunks) expect(body.write(chunk)).toBe('ok')
-        const buffered = body.buffered()!
+        const buffered = body.buffered(true)!
         const expected = Buffer.concat(chunks)
         expect(buffered.body.buffer).toBe(memory)
         expect(buffered.body.byteOffset).toBe(targetOffset)

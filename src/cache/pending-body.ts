@@ -1,14 +1,16 @@
-// A body being written: hashed as it arrives, kept in memory while small and
-// spilled to a temp file in <dir>/tmp once it grows, so a large response never
-// sits whole in memory. Nothing here is visible to readers; on commit the
-// store hands the buffered body (or the finished temp file) to its disk writer.
+// A body being written: kept in memory while small and spilled to a temp file
+// in <dir>/tmp once it grows, so a large response never sits whole in memory.
+// Nothing here is visible to readers; on commit the store hands the buffered
+// body (or the finished temp file) to its disk writer. A body that spills is
+// hashed as it arrives (its bytes are not kept); a buffered one is hashed by
+// the disk writer's thread, off the main thread, unless its caller asks here.
 
 import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { SMALL_BODY_BYTES, integrityOf } from './content-file.ts'
+import { SMALL_BODY_BYTES, integrityOf, integrityOfBytes } from './content-file.ts'
 
 const openFd = promisify(fs.open)
 const writevFd = promisify(fs.writev)
@@ -21,7 +23,8 @@ export interface FinishedBody {
 }
 
 export interface BufferedBody {
-  integrity: string
+  /** Its sha512 integrity: only when buffered() was asked for it, else the disk writer works it out. */
+  integrity?: string
   size: number
   body: Buffer
 }
@@ -40,7 +43,8 @@ export type WriteOutcome = 'ok' | 'too-large' | 'failed'
 
 export class PendingBody {
   readonly #opts: PendingBodyOptions
-  readonly #hash = createHash('sha512')
+  /** Started when the body spills: a buffered body is hashed whole, once, by whoever needs its digest. */
+  #hash: ReturnType<typeof createHash> | undefined
   /** Named when the body spills (most bodies never do). */
   #tmpPath: string | undefined
   #bytes = 0
@@ -61,10 +65,14 @@ export class PendingBody {
     if (this.#bytes > this.#opts.maxBytes) return 'too-large'
     // No copy: the proxy hands over chunks it no longer changes.
     const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    this.#hash.update(buffer)
     this.#chunks.push(buffer)
-    if (this.#fd) this.#drain()
-    else if (this.#bytes > SMALL_BODY_BYTES) {
+    if (this.#fd) {
+      this.#hash!.update(buffer)
+      this.#drain()
+    } else if (this.#bytes > SMALL_BODY_BYTES) {
+      // Spilling: the bytes so far are all still here, the rest is hashed as it comes.
+      this.#hash = createHash('sha512')
+      for (const held of this.#chunks) this.#hash.update(held)
       this.#fd = this.#openTmp()
       this.#drain()
     }
@@ -83,7 +91,7 @@ export class PendingBody {
    * comes from allocateBody when it gives some (the memory tier's slabs, so the tier keeps the
    * body where it is), else it is the body's own.
    */
-  buffered(): BufferedBody | undefined {
+  buffered(withIntegrity = false): BufferedBody | undefined {
     if (this.#fd) return undefined
     const body = this.#opts.allocateBody?.(this.#bytes) ?? Buffer.from(new SharedArrayBuffer(this.#bytes))
     let offset = 0
@@ -92,7 +100,7 @@ export class PendingBody {
       offset += chunk.length
     }
     this.#chunks = []
-    return { integrity: integrityOf(this.#hash), size: this.#bytes, body }
+    return { integrity: withIntegrity ? integrityOfBytes(body) : undefined, size: this.#bytes, body }
   }
 
   /** For a body that spilled to its temp file: the whole body on disk and its digest. Rejects on I/O failure. */
@@ -101,7 +109,7 @@ export class PendingBody {
     while (this.#draining) await this.#draining
     await this.#close()
     if (this.#failure) throw this.#failure.error
-    return { tmpPath: this.#tmpPath!, integrity: integrityOf(this.#hash), size: this.#bytes }
+    return { tmpPath: this.#tmpPath!, integrity: integrityOf(this.#hash!), size: this.#bytes }
   }
 
   /** Drops everything written so far, including the temp file. */

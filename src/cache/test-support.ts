@@ -47,15 +47,20 @@ export function sri(body: Buffer): string {
   return `sha512-${createHash('sha512').update(body).digest('base64')}`
 }
 
-/** Writes a body in chunks, commits it, and waits until it is on disk (the store writes behind). */
-export async function put(store: Pick<CacheStore, 'writer'> & Partial<Pick<CacheStore, 'drain'>>, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
+/**
+ * Writes a body in chunks, commits it, and waits until it is on disk (the store writes behind):
+ * the metadata then, whose integrity is the body's digest (until the writer has hashed a
+ * buffered body, the store knows it by a placeholder).
+ */
+export async function put(store: Pick<CacheStore, 'writer'> & Partial<Pick<CacheStore, 'drain' | 'variant'>>, entry: NewEntry, body: Buffer, chunkSize = 64 * 1024): Promise<EntryMeta | undefined> {
   const writer = store.writer(entry)
   for (let offset = 0; offset < body.length; offset += chunkSize) {
     if (!writer.write(body.subarray(offset, offset + chunkSize))) break
   }
   const meta = await writer.commit()
-  await store.drain?.()
-  return meta
+  if (!store.drain) return meta
+  await store.drain()
+  return meta && (store.variant?.(entry.key, entry.variant) ?? meta)
 }
 
 export async function bytesOf(body: StoredBody): Promise<Buffer> {

@@ -35,6 +35,19 @@ async function reopen(store: CacheStore, overrides: Partial<CacheStoreOptions> =
 }
 
 describe('tiered store', () => {
+  it('keeps serving a body from memory once the disk writer has hashed it and its integrity is known', async () => {
+    const store = await openStore()
+    await store.drain() // past the start-up sweep, during which bodies are hashed on the main thread
+    const body = bodyOf(6000, 3)
+    const committed = await store.put(newEntry('https://a.test/hashed'), body)
+    expect(committed?.integrity).toMatch(/^pending-/)
+    await store.drain()
+    expect(store.variant('https://a.test/hashed', '')?.integrity).toMatch(/^sha512-/)
+    const hit = await store.read('https://a.test/hashed', '')
+    expect(hit).toMatchObject({ kind: 'buffer', tier: 'memory' })
+    expect(Buffer.compare((hit as { buffer: Buffer }).buffer, body)).toBe(0)
+  })
+
   it('keeps one copy of a small body: the memory tier holds the very bytes the disk writer thread wrote from', async () => {
     const store = await openStore()
     const small = bodyOf(5000)

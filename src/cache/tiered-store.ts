@@ -60,6 +60,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   const unsubscribe = disk.subscribe((event) => {
     if (event.type === 'deleted') memory.delete(entryId(event.key, event.variant))
   })
+  // A body committed before its digest was known keeps its memory copy once the digest is.
+  const unsubscribeDigests = disk.onDigest((id, placeholder, integrity) => memory.retag(id, placeholder, integrity))
 
   function remember(meta: EntryMeta, buffer: Buffer): void {
     if (buffer.length === meta.size) memory.set(entryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
@@ -187,6 +189,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     async close(): Promise<void> {
       await disk.close()
       unsubscribe()
+      unsubscribeDigests()
       memory.clear()
     },
   }

@@ -32,7 +32,11 @@ export interface EntryMeta {
   deleteAt: number
   /** Body length in bytes. */
   size: number
-  /** Subresource integrity of the body (sha512), set by the store when it is written. */
+  /**
+   * Subresource integrity of the body (sha512), set by the store. A body the store hashes as
+   * it writes it behind (off the main thread) is known meanwhile by a placeholder unique to it
+   * (see isPendingIntegrity), which gives way to the digest once the body is on disk.
+   */
   integrity: string
   /** Cache tags from Surrogate-Key / Cache-Tag, for purge by tag. */
   tags: string[]
@@ -51,6 +55,24 @@ export interface EntryMeta {
    * response ends the mark. Absent: not soft-purged.
    */
   softPurgedAt?: number
+}
+
+/** The placeholder integrity of a body not hashed yet (EntryMeta.integrity): never a valid SRI. */
+export function pendingIntegrity(seq: number): string {
+  return `pending-${seq}`
+}
+
+export function isPendingIntegrity(integrity: string): boolean {
+  return integrity.startsWith('pending-')
+}
+
+/**
+ * Whether `now` is still the stored body `before` described: the same commit (storedAt, size),
+ * with the same integrity, or with the digest that has since replaced `before`'s placeholder.
+ */
+export function sameStoredBody(before: EntryMeta, now: EntryMeta | undefined): boolean {
+  if (now === undefined || now.storedAt !== before.storedAt || now.size !== before.size) return false
+  return now.integrity === before.integrity || (isPendingIntegrity(before.integrity) && !isPendingIntegrity(now.integrity))
 }
 
 /** What the proxy hands the store to write: the store computes size and integrity itself. */

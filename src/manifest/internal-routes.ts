@@ -29,7 +29,8 @@ import type { Context, MiddlewareHandler } from 'hono'
 import type { IncomingMessage } from 'node:http'
 import type { Kysely } from 'kysely'
 import { bearerToken, secretEquals } from '../bearer.ts'
-import type { CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
+import { integrityOfBytes } from '../cache/content-file.ts'
+import { type CacheStore, type EntryMeta, type StoredBody, isPendingIntegrity, sameStoredBody } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { parseBody, readBodyChunks } from './batch-body.ts'
 import { describeError, jsonLog } from './log.ts'
@@ -377,6 +378,15 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
 }
 
 /**
+ * The metadata as a peer checks the body against: a body still being written behind is known
+ * here by a placeholder integrity, so its digest is taken from the bytes sent (they are in memory).
+ */
+function withDigest(meta: EntryMeta, body: StoredBody): EntryMeta {
+  if (!isPendingIntegrity(meta.integrity) || body.kind !== 'buffer') return meta
+  return { ...meta, integrity: integrityOfBytes(body.buffer) }
+}
+
+/**
  * The metadata and body of one stored variant, consistent with each other:
  * if the variant is replaced between reading the two, try once more.
  */
@@ -388,9 +398,9 @@ async function openStored(store: Pick<CacheStore, 'variants' | 'read'>, key: str
     const body = lookup instanceof Promise ? await lookup : lookup
     if (!body) return undefined
     // Read at once (a small body verified before): nothing can have replaced it meanwhile.
-    if (lookup === body) return { meta, body }
+    if (lookup === body) return { meta: withDigest(meta, body), body }
     const after = store.variants(key).find((m) => m.variant === variant)
-    if (after?.integrity === meta.integrity) return { meta, body }
+    if (sameStoredBody(meta, after)) return { meta: withDigest(after!, body), body }
     if (body.kind === 'stream') body.stream.destroy()
   }
   return undefined

@@ -588,6 +588,20 @@ describe('populate', () => {
     expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(COPIES_PER_TURN)
   })
 
+  it('internal /object sends the digest of a body still being written behind, never its placeholder integrity', async () => {
+    await peerStore.drain() // past the start-up sweep, during which bodies are hashed at once
+    const body = bodyOf(900, 5)
+    const committed = await peerStore.put(newEntry('https://ex.com/just-stored'), body)
+    expect(committed?.integrity).toMatch(/^pending-/)
+    const app = createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: peerStore, log: captureLog().log })
+    const res = await app.request(`/object?${new URLSearchParams({ key: 'https://ex.com/just-stored', variant: '' })}`, { headers: { authorization: `Bearer ${SECRET}` } })
+    expect(res.status).toBe(200)
+    const bytes = Buffer.from(await res.arrayBuffer())
+    const metaBytes = Number(res.headers.get(META_BYTES_HEADER))
+    expect(JSON.parse(bytes.subarray(0, metaBytes).toString('utf8'))).toMatchObject({ size: 900, integrity: sri(body) })
+    expect(bytes.subarray(metaBytes).equals(body)).toBe(true)
+  })
+
   it('internal /objects lets the event loop turn between pieces of small bodies read at once', async () => {
     // A peer that reads as fast as the socket takes it would otherwise get every small body of
     // the request read in one turn, and the sender's health checks and clients would wait meanwhile.

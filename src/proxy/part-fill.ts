@@ -9,7 +9,7 @@
 // the variant's part, which is then removed.
 
 import { Readable, Transform } from 'node:stream'
-import type { ByteRange, EntryMeta, StoredBody } from '../cache/types.ts'
+import { type ByteRange, type EntryMeta, type StoredBody, sameStoredBody } from '../cache/types.ts'
 import { cleanResponseHeaders } from './forward.ts'
 import { entryVariant, startFill, type Fill, type FillDeps, type FillRequest, type FillTarget } from './fill.ts'
 import type { HeaderBag } from './headers.ts'
@@ -83,7 +83,7 @@ async function storedPieces(deps: FillDeps, stored: EntryMeta, plan: CombinedPar
   const before = await read(plan.before)
   const after = await read(plan.after)
   const current = deps.store.variant(stored.key, stored.variant)
-  if (before === undefined || after === undefined || current?.integrity !== stored.integrity || current.storedAt !== stored.storedAt) {
+  if (before === undefined || after === undefined || !sameStoredBody(stored, current)) {
     for (const piece of [before, after]) if (piece?.kind === 'stream') discard(piece.stream)
     return undefined
   }
@@ -110,7 +110,7 @@ export function supersede(deps: FillDeps, outcome: Fill['outcome'], part: EntryM
 
 function dropPart(deps: FillDeps, part: EntryMeta): void {
   const current = deps.store.variant(part.key, part.variant)
-  if (current?.integrity !== part.integrity || current.storedAt !== part.storedAt) return
+  if (!sameStoredBody(part, current)) return
   deps.store.delete(part.key, part.variant).catch((err: unknown) => {
     deps.log({ level: 'error', msg: 'could not remove a stored part after combining it', key: part.key, error: (err as Error).message })
   })
