@@ -243,6 +243,14 @@ class CacacheDiskStore implements DiskStore {
   #sweeping = false
   /** Numbers the placeholder integrities of bodies the writer is hashing. */
   #pendingSeq = 0
+  /** Bodies handed to the writer to hash whose digest has not come back yet. */
+  #hashing = 0
+  /**
+   * Digests of files left by bodies whose entry went before they were hashed, removed once no
+   * body is being hashed: until then another entry's body still being hashed may be the same
+   * bytes, its file that very file (see #digested).
+   */
+  readonly #orphansAfterHashing = new Set<string>()
   /** Bodies being hashed whose entry's metadata changed meanwhile: their index line is written once digested. */
   readonly #relineAfterDigest = new Set<ContentRecord>()
   readonly #digestListeners = new Set<(id: string, placeholder: string, integrity: string) => void>()
@@ -548,6 +556,7 @@ class CacacheDiskStore implements DiskStore {
   #commitUnhashed(id: string, entry: NewEntry, metadataJson: string, body: Buffer, size: number): CommittedBody {
     // The placeholder is never a valid SRI: contentPath() refuses it, so no file is ever named by it.
     const { content } = this.#pin(pendingIntegrity(++this.#pendingSeq), size)
+    this.#hashing++
     content.pending = body
     const { handle, meta } = this.#publish(id, entry, content)
     const compact = this.#index.indexLines(handle) > COMPACT_AFTER_LINES
@@ -560,6 +569,15 @@ class CacacheDiskStore implements DiskStore {
 
   /** The disk writer's answer for a body it hashed: the placeholder integrity gives way to the real one. */
   #digested(handle: Handle, key: string, content: ContentRecord, body: Buffer, result: JobResult): void {
+    this.#hashing--
+    try {
+      this.#takeDigest(handle, key, content, body, result)
+    } finally {
+      if (this.#hashing === 0) this.#removeOrphans()
+    }
+  }
+
+  #takeDigest(handle: Handle, key: string, content: ContentRecord, body: Buffer, result: JobResult): void {
     const placeholder = content.integrity
     const held = this.#contents.get(placeholder) === content
     if (!result.ok || result.integrity === undefined) {
@@ -568,15 +586,14 @@ class CacacheDiskStore implements DiskStore {
       return
     }
     const integrity = result.integrity
-    const path = contentPath(this.dir, integrity)!
     const existing = this.#contents.get(integrity)
     if (content.pending === body) content.pending = undefined
     this.#releaseBody(body)
     if (!held) {
       // Dropped, replaced or cleared before its write was done: the file it left goes too,
-      // unless another entry holds that body now (a removal queued now runs after any write
-      // of it queued before).
-      if (!existing) void this.#track(this.#writer.run({ op: 'rm-content', path }))
+      // unless another entry holds that body. One still being hashed may (its job ran before
+      // this answer came, finding the file in place): the file goes once none is.
+      if (!existing) this.#orphansAfterHashing.add(integrity)
       return
     }
     this.#contents.delete(placeholder)
@@ -601,6 +618,14 @@ class CacacheDiskStore implements DiskStore {
     for (const listener of this.#digestListeners) listener(id, placeholder, integrity)
     // Metadata changed while the body was being written: its line, now with the integrity.
     if (this.#relineAfterDigest.delete(content)) this.#writeIndexLine(handle)
+  }
+
+  /** Removes the files of bodies dropped while being hashed that no entry holds now (a removal queued now runs after any write of them queued before). */
+  #removeOrphans(): void {
+    for (const integrity of this.#orphansAfterHashing) {
+      if (!this.#contents.has(integrity)) void this.#track(this.#writer.run({ op: 'rm-content', path: contentPath(this.dir, integrity)! }))
+    }
+    this.#orphansAfterHashing.clear()
   }
 
   /**

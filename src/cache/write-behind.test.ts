@@ -299,6 +299,22 @@ describe('bodies hashed by the disk writer thread', () => {
     expect(read && (await bytesOf(read))).toEqual(body)
   })
 
+  it('keeps the file of a body whose first entry went before it was hashed while a second entry with the same bytes was still being hashed', async () => {
+    const store = await openSwept()
+    const body = bodyOf(4500, 9)
+    await store.put(newEntry('https://a.test/first'), body)
+    await store.put(newEntry('https://a.test/second'), body)
+    // Gone before the writer has answered for either body: its file is the second's too.
+    expect(await store.delete('https://a.test/first')).toBe(1)
+    await store.drain()
+    expect((await cacache.get(dir, entryId('https://a.test/second', ''))).data.equals(body)).toBe(true)
+    expect(store.stats()).toMatchObject({ entries: 1, bytes: 4500 })
+    // And once the second goes too, nothing is left.
+    await store.delete('https://a.test/second')
+    await store.drain()
+    expect(await filesUnder(path.join(dir, 'content-v2'))).toEqual([])
+  })
+
   it('keeps a body committed while the start-up sweep removes unreferenced files, though its file was one of them', async () => {
     const body = bodyOf(5000, 8)
     const file = contentPath(dir, sri(body))!
