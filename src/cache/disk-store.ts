@@ -198,7 +198,8 @@ function indexJsonAround(id: string, time: number, size: number, metadataJson: s
 /** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
 function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
   // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
-  return `{"key":${JSON.stringify(id)},"integrity":"${integrity}","time":${time},"size":${size},"metadata":${metadataJson}}`
+  const [before, after] = indexJsonAround(id, time, size, metadataJson)
+  return `${before}${integrity}${after}`
 }
 
 function jobError(result: JobResult): Error {
