@@ -57,6 +57,8 @@ export interface DiskStoreOptions {
   maxObjectBytes: number
   /** Most body bytes waiting for the disk writer; a body that does not fit is served but not stored (default 64 MiB). */
   writeQueueBytes?: number
+  /** Most jobs waiting for the disk writer before a new body is served but not stored (default disk-writer.ts DEFAULT_MAX_QUEUE_JOBS). */
+  writeQueueJobs?: number
   /** Most variants kept under one key; the least recently used goes first (default 32). */
   maxVariants?: number
   /**
@@ -280,6 +282,7 @@ class CacacheDiskStore implements DiskStore {
     this.#writer = new DiskWriter({
       dir: opts.dir,
       maxQueueBytes: opts.writeQueueBytes ?? DEFAULT_WRITE_QUEUE_BYTES,
+      maxQueueJobs: opts.writeQueueJobs,
       onCallbackError: (error) => this.#log({ level: 'error', msg: 'cache could not record a finished disk write', ...describeError(error) }),
     })
     this.#files = new OpenFiles({

@@ -103,6 +103,30 @@ describe('write-behind disk writer', () => {
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(500))).toBeDefined()
   })
 
+  it('serves without storing, and counts it, when the write queue holds as many jobs as it may', async () => {
+    const store = await openStore({ writeQueueJobs: 2 })
+    const events = recordEvents(store)
+    /** A commit that does not wait for the disk: its job is still queued when it resolves. */
+    const commit = (url: string, seed: number) => {
+      const writer = store.writer(newEntry(url))
+      writer.write(bodyOf(100, seed))
+      return writer.commit()
+    }
+    await store.drain()
+    // Committed in one turn: the writer's thread has not answered either yet.
+    const [one, two] = await Promise.all([commit('https://a.test/one', 1), commit('https://a.test/two', 2)])
+    expect(one && two).toBeDefined()
+    expect(store.stats()).toMatchObject({ writeQueueJobs: 2 })
+    expect(store.admits('https://a.test/three', 100)).toBe(false)
+    expect(await commit('https://a.test/three', 3)).toBeUndefined()
+    expect(store.stats()).toMatchObject({ writesSkipped: 2, entries: 2 })
+    expect(events.filter((e) => e.type === 'write-skipped')).toHaveLength(2)
+    // A writer waiting for room is let in once the queue has gone down.
+    await store.writeRoom(100)
+    expect(store.admits('https://a.test/three', 100)).toBe(true)
+    expect(await commit('https://a.test/three', 3)).toBeDefined()
+  })
+
   it('replaces a torn file left under a body\'s content name, and shares one file between two entries with the same body', async () => {
     const body = bodyOf(5000, 3)
     const file = contentPath(dir, `sha512-${createHash('sha512').update(body).digest('base64')}`)!
