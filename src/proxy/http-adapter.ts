@@ -235,7 +235,8 @@ export function proxyHandler(opts: ProxyHandlerOptions): MiddlewareHandler {
  * The exchange as a plain Node request listener, for the server's fast path:
  * requests outside /_caje/ reach the proxy without a trip through the router.
  * The proxy answers a result or a promise of one (a fresh hit whose body is at
- * hand is written before this returns); one writer sends either.
+ * hand is answered before this returns, and written at the end of the turn:
+ * writeAtTurnEnd); one writer sends either.
  */
 export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: IncomingMessage, outgoing: ServerResponse) => void {
   return (incoming, outgoing) => {
