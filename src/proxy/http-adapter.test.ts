@@ -1,10 +1,11 @@
 // The proxy reached through Hono's fallback route with a web Request (app.request()).
 
 import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createApp } from '../app.ts'
+import { createApp, createRequestListener, type AppDeps } from '../app.ts'
 import { silentLogger } from '../log.ts'
-import { startNode, startOrigin } from '../test-support/servers.ts'
+import { startNode, startOrigin, waitFor } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -52,5 +53,57 @@ describe('a client that leaves before its answer', () => {
       await closed.get(path)
     }
     expect(origin.requests.map((r) => r.url)).toEqual(['/miss', '/pass'])
+  })
+})
+
+describe('answers whole in memory, written at the end of the turn', () => {
+  /** A GET to `port` for site.test; resolves with the body, or 'gone' when the connection drops. */
+  function get(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
+    return new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path, headers: { host: 'site.test', ...headers }, agent: false }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve(Buffer.concat(chunks).toString()))
+        res.on('error', () => resolve('gone'))
+      })
+      req.on('error', () => resolve('gone'))
+    })
+  }
+
+  it('writes nothing to a client that left while its hit waited, and logs it as cut', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': '5' })
+      res.end('hello')
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url)
+    cleanups.push(() => node.close())
+    const lines: Record<string, unknown>[] = []
+    const deps: AppDeps = {
+      config: { ...node.config, accessLog: true },
+      store: node.store,
+      proxy: node.proxy,
+      log: (entry) => void lines.push(entry),
+    }
+    const server = http.createServer(createRequestListener(createApp(deps), deps))
+    // Runs after caje's listener, in the same turn: the client is gone before its answer is written.
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      if (req.headers['x-leave'] !== undefined) res.destroy()
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
+    const port = (server.address() as AddressInfo).port
+
+    expect(await get(port, '/a')).toBe('hello')
+    await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
+    expect(await get(port, '/a', { 'x-leave': '1' })).toBe('gone')
+    expect(await get(port, '/a')).toBe('hello')
+    await waitFor(() => lines.filter((l) => l.msg === 'request').length === 3, 'three access-log lines')
+    const requests = lines.filter((l) => l.msg === 'request')
+    expect(requests.map((l) => [l.cache, l.bytes, l.aborted])).toEqual([
+      [expect.stringContaining('fwd=uri-miss'), 5, undefined],
+      [expect.stringContaining('hit'), 0, true],
+      [expect.stringContaining('hit'), 5, undefined],
+    ])
   })
 })
