@@ -382,8 +382,11 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       // transaction indexes more than it added, as many as it added and a hundred more: a
       // backlog of a million (a manifest indexed for the first time) goes down a little with
       // each batch, not all in one transaction.
-      if (searchQueued(c) > data.searchBacklogRows) lib.indexQueuedNow(c.search, ops + 100)
       searchBacklog = searchQueued(c)
+      if (searchBacklog > data.searchBacklogRows) {
+        lib.indexQueuedNow(c.search, ops + 100)
+        searchBacklog = searchQueued(c)
+      }
     })
     return searchBacklog
   }
