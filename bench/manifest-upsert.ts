@@ -2,11 +2,12 @@
 // and times of the queries that read `entries`, at a given table size.
 //
 //   npx tsx bench/manifest-upsert.ts [--entries 1000000] [--ops 20000] [--schema latest|before]
-//     [--without name,...] [--search inline] [--fts 'detail=none'] [--checkpoint thread|inline] [--queries [--plans]]
+//     [--without name,...] [--search inline] [--fts 'detail=none'] [--checkpoint thread|inline] [--batch 1000] [--queries [--plans]]
 //
 // Ops are applied as the manifest's apply thread applies a replica's batch:
-// 1,000 per transaction, runs of stored ops many rows per statement
-// (statements.ts recordStoredRun). `before` stops at the migration before the
+// 1,000 per transaction (--batch: the ops of several batches in one
+// transaction, as the thread applies batches that waited behind each other),
+// runs of stored ops many rows per statement (statements.ts recordStoredRun). `before` stops at the migration before the
 // latest one, so the two schemas are measured side by side with the same
 // statements and queries. `--without` drops the named indexes or triggers
 // after seeding (what each one costs per op). `--search inline` indexes each
@@ -41,10 +42,12 @@ const { values } = parseArgs({
     checkpoint: { type: 'string' },
     queries: { type: 'boolean' },
     plans: { type: 'boolean' },
+    batch: { type: 'string' },
   },
 })
 const ENTRIES = Number(values.entries ?? 1_000_000)
 const OPS = Number(values.ops ?? 20_000)
+const BATCH = Number(values.batch ?? 1000)
 const SCHEMA = values.schema ?? 'latest'
 const NAMES = Object.keys(MIGRATIONS)
 const BEFORE = NAMES[NAMES.length - 2]!
@@ -145,13 +148,13 @@ try {
     const t0 = process.hrtime.bigint()
     const cpu0 = process.cpuUsage()
     const thread0 = threadCpuUs()
-    for (let n = 0; n < OPS; n += 1000) apply(n, Math.min(OPS, n + 1000))
+    for (let n = 0; n < OPS; n += BATCH) apply(n, Math.min(OPS, n + BATCH))
     const threadUs = (threadCpuUs() - thread0) / OPS
     const us = Number(process.hrtime.bigint() - t0) / 1000 / OPS
     // CPU time, unlike the wall clock, hardly moves with other work on the machine.
     const cpu = process.cpuUsage(cpu0)
     const cpuUs = (cpu.user + cpu.system) / OPS
-    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
+    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
   }
   const pick = permutation(ENTRIES, 2)
   // A new entry (a miss anywhere in the cluster).

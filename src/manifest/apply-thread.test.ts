@@ -301,6 +301,40 @@ describe('DirectWriter with an apply thread', () => {
     await writer.close()
   })
 
+  it('applies the bodies that waited behind each other in one transaction, each sender answered for its own batch, a failing op costing the other batches nothing', async () => {
+    const threads: Worker[] = []
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, onApplyThread: (t) => threads.push(t) })
+    // An op that passes every shape check but that SQLite refuses.
+    sqlite.exec(`create trigger refuse_bad before insert on entries when new.url like '%/bad-%' begin select raise(abort, 'refused'); end`)
+    await writer.applyReceivedBody(chunked(JSON.stringify({ ops: [stored(0)] }), [100])) // the thread and its connection start
+    let replies = 0
+    threads[0]!.on('message', (m: object) => {
+      if ('outcomes' in m) replies++
+    })
+    const body = (ops: ManifestOp[]) => chunked(JSON.stringify({ ops }), [4096])
+    // While this process's connection is held (as by another batch), three replicas' bodies arrive.
+    const { sent } = await db.connection().execute(async () => {
+      const sent = Promise.all([
+        writer.applyReceivedBody(body(Array.from({ length: 100 }, (_, i) => stored(100 + i)))),
+        writer.applyReceivedBody(body([stored(200), stored(0, { url: 'https://ex.com/bad-1', key: 'bad-1' }), stored(201)])),
+        writer.applyReceivedBody(body([stored(300), { type: 'deleted', nodeId: 'n1', key: 'https://ex.com/page-0', variant: '' }])),
+      ])
+      await new Promise((r) => setImmediate(r))
+      // Wrapped: returned as it is, the promise would be awaited while the connection is held.
+      return { sent }
+    })
+    expect(await sent).toEqual([
+      { kind: 'applied', result: { applied: 100, failed: 0 } },
+      { kind: 'applied', result: { applied: 2, failed: 1 } },
+      { kind: 'applied', result: { applied: 2, failed: 0 } },
+    ])
+    // One message to the thread and one answer for the three (the answers to indexing in idle time aside).
+    expect(replies).toBe(1)
+    expect(await countEntries(db)).toBe(1 + 100 + 2 + 1)
+    expect((await heldBy(db, 'n1')).map((h) => h.key)).not.toContain('https://ex.com/page-0')
+    await writer.close()
+  })
+
   it('applies a body larger than the memory it keeps for bodies, and the next one as well', async () => {
     const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
     const long = 'x'.repeat(5000)

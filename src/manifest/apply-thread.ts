@@ -49,7 +49,7 @@ export interface ThreadApplyResult {
 }
 
 /**
- * What became of a batch handed over as the bytes of its body (applyBody): applied, or not a
+ * What became of a batch handed over as the bytes of its body (applyBodies): applied, or not a
  * batch of hot ops alone (`parsed`: the body as JSON.parse reads it, for the caller to check with
  * parseOps and apply as ops), or not JSON at all.
  */
@@ -65,11 +65,16 @@ export interface ApplyThread {
    */
   apply(ops: readonly HotOp[]): Promise<ThreadApplyResult>
   /**
-   * A batch as the bytes of its request body (`{"ops": [...]}`): the thread parses and checks it
-   * (batch-body.ts, hot-op-shapes.ts) and, when every op is a hot op of the right shape, applies
-   * it as apply() does; it fails the same ways. The event loop only copies the bytes, once.
+   * Batches as the bytes of their request bodies (`{"ops": [...]}`), one result per body in
+   * their order: the thread parses and checks each (batch-body.ts, hot-op-shapes.ts) and applies
+   * the ones whose ops are all hot ops of the right shape in one transaction, each batch in order
+   * (group commit: batches that waited behind each other share one COMMIT). When that
+   * transaction fails for a reason that will not pass, each batch is applied on its own as
+   * apply() applies one, so a batch with an op that cannot be applied costs the others nothing.
+   * Rejects as apply() does, for every body at once (a busy or read-only file fails them all
+   * alike). The event loop only copies the bytes, once.
    */
-  applyBody(chunks: readonly Uint8Array[]): Promise<BodyApplyResult>
+  applyBodies(bodies: ReadonlyArray<readonly Uint8Array[]>): Promise<BodyApplyResult[]>
   /**
    * Index up to maxRows queued URL changes for the admin filter in a transaction of their own
    * (what apply() left queued), failing as apply() does. Resolves to the rows still queued.
@@ -122,14 +127,14 @@ export class ApplyThreadGoneError extends Error {
   }
 }
 
+/** What became of one batch on the thread: applied (some ops maybe dropped), or a body that is not hot ops alone (as parsed), or not JSON. */
+type BatchOutcome = { applied: number; failed: ThreadApplyResult['failed'] } | { parsed: unknown } | { notJson: true }
+
 interface Reply {
   id: number
-  applied?: number
+  /** One per batch sent, in their order. */
+  outcomes?: BatchOutcome[]
   searchBacklog?: number
-  failed?: ThreadApplyResult['failed']
-  /** A body that is not a batch of hot ops alone, as parsed. */
-  parsed?: unknown
-  notJson?: true
   error?: { message: string; code?: string }
 }
 
@@ -174,7 +179,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     failAll('it exited')
     exited()
   })
-  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; length: number } | { index: number }) => {
+  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; bodies: Array<[number, number]> } | { index: number }) => {
     if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
     const id = nextId++
     return new Promise<Reply>((resolve, reject) => {
@@ -182,17 +187,18 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
       worker.postMessage({ id, ...message })
     })
   }
-  // Bodies reach the thread through memory both share, reused from one batch to the next: a
+  // Bodies reach the thread through memory both share, reused from one group to the next: a
   // structured clone of the parsed ops was about a quarter of the thread's time, and a buffer
   // transferred per batch is fresh memory each time (a body is larger than glibc's mmap
-  // threshold under bin/caje, and every page of a fresh mapping faults). One body at a time: the
-  // next waits until the thread has answered for the last.
+  // threshold under bin/caje, and every page of a fresh mapping faults). The bodies of a group
+  // lie one after the other; one group at a time: the next waits until the thread has answered
+  // for the last.
   let inbox = new SharedArrayBuffer(INBOX_BYTES)
   let inboxFree: Promise<unknown> = Promise.resolve()
-  const applyBody = async (chunks: readonly Uint8Array[]): Promise<BodyApplyResult> => {
+  const applyBodies = async (bodies: ReadonlyArray<readonly Uint8Array[]>): Promise<BodyApplyResult[]> => {
     let length = 0
-    for (const c of chunks) length += c.length
-    // An odd large body gets memory of its own, dropped with it.
+    for (const chunks of bodies) for (const c of chunks) length += c.length
+    // An odd large group gets memory of its own, dropped with it.
     let memory = length > INBOX_KEPT_BYTES ? new SharedArrayBuffer(length) : inbox
     if (length > memory.byteLength) {
       let size = memory.byteLength
@@ -200,28 +206,38 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
       memory = inbox = new SharedArrayBuffer(size)
     }
     const into = new Uint8Array(memory)
+    const places: Array<[number, number]> = []
     let at = 0
-    for (const c of chunks) {
-      into.set(c, at)
-      at += c.length
+    for (const chunks of bodies) {
+      const from = at
+      for (const c of chunks) {
+        into.set(c, at)
+        at += c.length
+      }
+      places.push([from, at - from])
     }
-    const reply = await send({ inbox: memory, length })
-    if (reply.notJson) return { kind: 'not-json' }
-    if ('parsed' in reply) return { kind: 'parsed', body: reply.parsed }
-    return { kind: 'applied', applied: reply.applied ?? 0, failed: reply.failed ?? [], searchBacklog: reply.searchBacklog ?? 0 }
+    const reply = await send({ inbox: memory, bodies: places })
+    const searchBacklog = reply.searchBacklog ?? 0
+    return (reply.outcomes ?? []).map((o): BodyApplyResult => {
+      if ('notJson' in o) return { kind: 'not-json' }
+      if ('parsed' in o) return { kind: 'parsed', body: o.parsed }
+      return { kind: 'applied', applied: o.applied, failed: o.failed, searchBacklog }
+    })
   }
   return {
     async apply(ops) {
       // Ops are plain data (they also travel as JSON to a primary): the structured clone keeps them as they are.
       const reply = await send({ ops })
-      return { applied: reply.applied ?? 0, failed: reply.failed ?? [], searchBacklog: reply.searchBacklog ?? 0 }
+      const outcome = reply.outcomes?.[0]
+      const done = outcome !== undefined && 'applied' in outcome ? outcome : { applied: 0, failed: [] }
+      return { applied: done.applied, failed: done.failed, searchBacklog: reply.searchBacklog ?? 0 }
     },
     async indexSearch(maxRows) {
       const reply = await send({ index: maxRows })
       return { searchBacklog: reply.searchBacklog ?? 0 }
     },
-    applyBody(chunks) {
-      const done = inboxFree.then(() => applyBody(chunks))
+    applyBodies(bodies) {
+      const done = inboxFree.then(() => applyBodies(bodies))
       inboxFree = done.catch(() => undefined)
       return done
     },
@@ -325,20 +341,102 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       throw err
     }
   }
-  /** The ops of a body in the inbox, or the reply that says why there are none to apply. */
-  const opsOfBody = (id: number, inbox: SharedArrayBuffer, length: number): HotOp[] | { id: number; parsed?: unknown; notJson?: true } => {
+  /** The ops of one body in the inbox, or the outcome that says why there are none to apply. */
+  const opsOfBody = (inbox: SharedArrayBuffer, at: number, length: number): HotOp[] | { parsed: unknown } | { notJson: true } => {
     let body: unknown
     try {
-      body = lib.parseBatch([new Uint8Array(inbox, 0, length)], new StringDecoder('utf8'), limits.pieceChars)
+      body = lib.parseBatch([new Uint8Array(inbox, at, length)], new StringDecoder('utf8'), limits.pieceChars)
     } catch {
-      return { id, notJson: true }
+      return { notJson: true }
     }
     // Anything but hot ops of the right shape goes back as parsed: the event loop checks it (parseOps) and says what is wrong.
-    return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { id, parsed: body }
+    return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { parsed: body }
   }
   /** Rows queued for the search index now, in the caller's transaction, counted up to one past the bound (a count of a million rows reads them all). */
   const searchQueued = (c: NonNullable<typeof open>) => (c.queued.get() as { n: number }).n
-  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; length: number } | { id: number; index: number }) => {
+  /**
+   * Statement journals in memory (ops.ts placeStatementJournal says why), but on disk for a
+   * transaction that clears a node's holdings: that one statement journals every page they fill.
+   * Changing it makes the handle prepare its statements again, so only when it changes.
+   */
+  const placeJournal = (c: NonNullable<typeof open>, batches: readonly HotOp[][]) => {
+    const tempStore = batches.some((ops) => ops.some((op) => op.type === 'node-cleared')) ? 0 : 2
+    if (c.tempStore !== tempStore) {
+      c.db.pragma(`temp_store = ${tempStore}`)
+      c.tempStore = tempStore
+    }
+  }
+  /** Batches of hot ops, each in order, in one transaction: the stores' URLs left queued for the search index, up to its bound. */
+  const applyTogether = (c: NonNullable<typeof open>, batches: readonly HotOp[][]): number => {
+    let ops = 0
+    let searchBacklog = 0
+    inTransaction(c, () => {
+      // A transaction of stores checks the purge log once (ops.ts applyChunk).
+      const purgeAt = batches.some((b) => b.some((op) => op.type === 'stored')) ? c.hot.newestPurgeAt() : undefined
+      for (const batch of batches) {
+        lib.applyHotOps(c.hot, batch, purgeAt)
+        ops += batch.length
+      }
+      // The URLs these ops added or changed wait in the index's queue (search.ts) for a
+      // transaction of their own when no batch waits (indexSearch). Past the bound, this
+      // transaction indexes more than it added, as many as it added and a hundred more: a
+      // backlog of a million (a manifest indexed for the first time) goes down a little with
+      // each batch, not all in one transaction.
+      searchBacklog = searchQueued(c)
+      if (searchBacklog > data.searchBacklogRows) {
+        lib.indexQueuedNow(c.search, ops + 100)
+        searchBacklog = searchQueued(c)
+      }
+    })
+    return searchBacklog
+  }
+  /** One batch whose transaction failed for a reason that will not pass: each op in a transaction of its own, and only those that fail again are dropped. */
+  const applyOneByOne = (c: NonNullable<typeof open>, ops: readonly HotOp[]) => {
+    const failed: Array<{ op: string; error: string }> = []
+    let applied = 0
+    for (const op of ops) {
+      try {
+        // An op of a kind applyHotOp does not take throws: dropped and reported, never counted as applied.
+        inTransaction(c, () => lib.applyHotOp(c.hot, op))
+        applied++
+      } catch (e) {
+        if (transient(e)) throw e
+        failed.push({ op: op.type, error: message(e) })
+      }
+    }
+    return { applied, failed }
+  }
+  type Applied = { applied: number; failed: Array<{ op: string; error: string }> }
+  /**
+   * Batches in one transaction (applyTogether), and the search index's backlog after it. When it
+   * fails for a reason that will not pass, each batch in a transaction of its own, and a batch
+   * that fails again op by op (applyOneByOne): the batches that can be applied whole are,
+   * whatever another one holds.
+   */
+  const applyBatches = (c: NonNullable<typeof open>, batches: readonly HotOp[][]): { done: Applied[]; searchBacklog: number } => {
+    placeJournal(c, batches)
+    try {
+      const searchBacklog = applyTogether(c, batches)
+      return { done: batches.map((ops) => ({ applied: ops.length, failed: [] })), searchBacklog }
+    } catch (err) {
+      if (transient(err)) throw err
+    }
+    const done = batches.map((ops): Applied => {
+      if (batches.length > 1) {
+        try {
+          applyTogether(c, [ops])
+          return { applied: ops.length, failed: [] }
+        } catch (err) {
+          if (transient(err)) throw err
+        }
+      }
+      return applyOneByOne(c, ops)
+    })
+    let searchBacklog = 0
+    inTransaction(c, () => (searchBacklog = searchQueued(c)))
+    return { done, searchBacklog }
+  }
+  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; bodies: Array<[number, number]> } | { id: number; index: number }) => {
     if (received === 'close') {
       try {
         open?.db.close()
@@ -361,61 +459,20 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       }
       return
     }
-    let m: { id: number; ops: HotOp[] }
-    if ('inbox' in received) {
-      const ops = opsOfBody(received.id, received.inbox, received.length)
-      if (!Array.isArray(ops)) {
-        port.postMessage(ops)
+    // Each body's ops, or what it is instead (parsed, not JSON); the batches of hot ops are applied together.
+    const outcomes: Array<HotOp[] | { parsed: unknown } | { notJson: true }> = 'inbox' in received ? received.bodies.map(([at, length]) => opsOfBody(received.inbox, at, length)) : [received.ops]
+    const batches = outcomes.filter((o): o is HotOp[] => Array.isArray(o))
+    try {
+      if (batches.length === 0) {
+        port.postMessage({ id: received.id, outcomes })
         return
       }
-      m = { id: received.id, ops }
-    } else m = received
-    try {
       const c = (open ??= connect())
-      // Statement journals in memory (ops.ts placeStatementJournal says why), but on disk for a
-      // batch that clears a node's holdings: that one statement journals every page they fill.
-      // Changing it makes the handle prepare its statements again, so only when it changes.
-      const tempStore = m.ops.some((op) => op.type === 'node-cleared') ? 0 : 2
-      if (c.tempStore !== tempStore) {
-        c.db.pragma(`temp_store = ${tempStore}`)
-        c.tempStore = tempStore
-      }
-      try {
-        let searchBacklog = 0
-        inTransaction(c, () => {
-          // A batch of stores checks the purge log once, in the same transaction (ops.ts applyChunk).
-          const purgeAt = m.ops.some((op) => op.type === 'stored') ? c.hot.newestPurgeAt() : undefined
-          lib.applyHotOps(c.hot, m.ops, purgeAt)
-          // The URLs these ops added or changed wait in the index's queue (search.ts) for a
-          // transaction of their own when no batch waits (indexSearch). Past the bound, this
-          // transaction indexes more than it added, as many as it added and a hundred more: a
-          // backlog of a million (a manifest indexed for the first time) goes down a little with
-          // each batch, not all in one transaction.
-          if (searchQueued(c) > data.searchBacklogRows) lib.indexQueuedNow(c.search, m.ops.length + 100)
-          searchBacklog = searchQueued(c)
-        })
-        port.postMessage({ id: m.id, applied: m.ops.length, failed: [], searchBacklog })
-      } catch (err) {
-        if (transient(err)) throw err
-        // Blame single ops: each in a transaction of its own, and only those that fail again are dropped.
-        const failed: Array<{ op: string; error: string }> = []
-        let applied = 0
-        for (const op of m.ops) {
-          try {
-            // An op of a kind applyHotOp does not take throws: dropped and reported, never counted as applied.
-            inTransaction(c, () => lib.applyHotOp(c.hot, op))
-            applied++
-          } catch (e) {
-            if (transient(e)) throw e
-            failed.push({ op: op.type, error: message(e) })
-          }
-        }
-        let searchBacklog = 0
-        inTransaction(c, () => (searchBacklog = searchQueued(c)))
-        port.postMessage({ id: m.id, applied, failed, searchBacklog })
-      }
+      const { done, searchBacklog } = applyBatches(c, batches)
+      let next = 0
+      port.postMessage({ id: received.id, outcomes: outcomes.map((o) => (Array.isArray(o) ? done[next++] : o)), searchBacklog })
     } catch (err) {
-      port.postMessage({ id: m.id, error: { message: message(err), code: (err as { code?: string } | null)?.code } })
+      port.postMessage({ id: received.id, error: { message: message(err), code: (err as { code?: string } | null)?.code } })
     }
   })
 }

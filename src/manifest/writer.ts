@@ -19,7 +19,7 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
-import { ApplyThreadGoneError, startApplyThread, type ApplyThread, type ThreadApplyResult } from './apply-thread.ts'
+import { ApplyThreadGoneError, startApplyThread, type ApplyThread, type BodyApplyResult, type ThreadApplyResult } from './apply-thread.ts'
 import { parseBody } from './batch-body.ts'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { isHotOp } from './statements.ts'
@@ -494,6 +494,21 @@ export interface DirectWriterOptions extends BatchOptions {
  */
 const IDLE_INDEX_ROWS = 200
 
+/**
+ * Most bodies applied in one transaction (applyWaitingBodies): a replica's batch is up to 1,000
+ * ops, so a group holds the file's write lock for about 4,000 ops' time (tens of milliseconds)
+ * at most, which another process writing the file waits out in its busy handler.
+ */
+const GROUP_BODIES = 4
+/** Most bytes of bodies in one group: within the memory the apply thread keeps for bodies (apply-thread.ts). */
+const GROUP_BYTES = 2 * 1024 * 1024
+
+interface WaitingBody {
+  chunks: readonly Uint8Array[]
+  resolve: (result: BodyApplyResult) => void
+  reject: (err: unknown) => void
+}
+
 /** A replica's batch body after applyReceivedBody. */
 export type ReceivedBody = { kind: 'applied'; result: ApplyResult } | { kind: 'parsed'; body: unknown } | { kind: 'not-json' }
 
@@ -531,6 +546,9 @@ export class DirectWriter extends BatchWriter {
   /** URL changes the apply thread left queued for the search index, as its last answer said. */
   private searchBacklog = 0
   private indexingOnThread: Promise<void> | undefined
+  /** Replicas' bodies waiting for the apply thread (applyWaitingBodies). */
+  private waitingBodies: WaitingBody[] = []
+  private applyingBodies = false
 
   constructor(options: DirectWriterOptions) {
     super({ maxBatch: 1000, ...options })
@@ -616,10 +634,59 @@ export class DirectWriter extends BatchWriter {
     if (this.threadPath === undefined) return parsedHere(chunks)
     await this.prepared()
     if (this.released) throw new WriterStoppedError()
-    const done = await this.onThread((thread) => thread.applyBody(chunks))
+    const done = await new Promise<BodyApplyResult>((resolve, reject) => {
+      this.waitingBodies.push({ chunks, resolve, reject })
+      this.applyWaitingBodies()
+    })
     if (done.kind === 'not-json') return { kind: 'not-json' }
     if (done.kind === 'parsed') return { kind: 'parsed', body: done.body }
     return { kind: 'applied', result: this.threadApplied(done) }
+  }
+
+  /**
+   * The bodies waiting for the apply thread, in groups (group commit): each group is taken once
+   * this writer holds its connection, so every body that arrived while the last group was being
+   * applied (other replicas' batches, or the next request of one) goes in one transaction, and
+   * the thread's COMMIT and the pages the batches share are written once for all. Each sender
+   * still gets its own answer (applyBodies). Never more than one group at a time.
+   */
+  private applyWaitingBodies(): void {
+    if (this.applyingBodies) return
+    this.applyingBodies = true
+    void (async () => {
+      try {
+        while (this.waitingBodies.length > 0) {
+          let group: WaitingBody[] | undefined
+          try {
+            if (this.released) throw new WriterStoppedError()
+            const results = await this.onThread((thread) => {
+              group = this.takeBodyGroup()
+              return thread.applyBodies(group.map((b) => b.chunks))
+            })
+            group!.forEach((b, i) => b.resolve(results[i]!))
+          } catch (err) {
+            // The file was busy or read-only, the thread ended, the writer stopped: every body of the group fails alike, and its sender retries.
+            for (const b of group ?? this.takeBodyGroup()) b.reject(err)
+          }
+        }
+      } finally {
+        this.applyingBodies = false
+      }
+    })()
+  }
+
+  /** The next group of waiting bodies: up to GROUP_BODIES of them, and no more bytes than GROUP_BYTES unless the first alone is larger. */
+  private takeBodyGroup(): WaitingBody[] {
+    let bytes = 0
+    let n = 0
+    while (n < this.waitingBodies.length && n < GROUP_BODIES) {
+      let size = 0
+      for (const c of this.waitingBodies[n]!.chunks) size += c.length
+      if (n > 0 && bytes + size > GROUP_BYTES) break
+      bytes += size
+      n++
+    }
+    return this.waitingBodies.splice(0, n)
   }
 
   private async prepared(): Promise<void> {
