@@ -16,6 +16,7 @@
 // The machine is shared: every figure is the median of --runs repetitions.
 
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
@@ -52,6 +53,7 @@ const HELP = `npm run bench:cluster-scale [-- options]
                        break the slowest probes down by where they waited; each node's turns over
                        20 ms with the CPU its main thread ran in them (with --cpu-prof and --keep,
                        bench/long-turns.ts prints the frames that ran in them)
+  --node-flags <flags> more flags for the caje processes' node, after bin/caje's (space-separated)
   --trace-gc           start the caje processes with node --trace-gc (in their output; with --keep)
   --perf <file>        record the primary (all its threads) with perf during the apply runs, into <file>
                        (its JS frames named: the nodes run with --perf-basic-prof); read it with perf script
@@ -75,6 +77,7 @@ interface Options {
   threadpool: number | undefined
   trace: boolean
   traceGc: boolean
+  nodeFlags: string[]
   perf: string | undefined
 }
 
@@ -94,6 +97,7 @@ function parseOptions(): Options {
       threadpool: { type: 'string' },
       trace: { type: 'boolean' },
       'trace-gc': { type: 'boolean' },
+      'node-flags': { type: 'string' },
       help: { type: 'boolean' },
     },
     allowPositionals: false,
@@ -124,6 +128,7 @@ function parseOptions(): Options {
     threadpool: values.threadpool === undefined ? undefined : int('threadpool', values.threadpool, 4),
     trace: values.trace ?? false,
     traceGc: values['trace-gc'] ?? false,
+    nodeFlags: (values['node-flags'] ?? '').split(/\s+/).filter(Boolean),
     perf: values.perf ? path.resolve(values.perf) : undefined,
   }
 }
@@ -144,10 +149,29 @@ let bundle = ''
 /** bench/node-trace.ts bundled, with --trace. */
 let traceBundle = ''
 
+/**
+ * Node's flags and the environment bin/caje starts caje with (its memory
+ * settings: V8's new space, glibc's arenas), read from the script, so the nodes
+ * run as in production. A node started with plain `node` scavenged semi-spaces
+ * of up to 16 MB: pauses of 30–70 ms during a populate, where bin/caje's 4 MB
+ * hold each to a few.
+ */
+function productionLaunch(): { nodeArgs: string[]; env: Record<string, string> } {
+  const script = readFileSync(path.join(process.cwd(), 'bin', 'caje'), 'utf8')
+  const exec = /^exec node ((?:--\S+ )*)"\$\{CAJE_BUNDLE/m.exec(script)
+  if (!exec) throw new Error('bin/caje: no `exec node <flags> "${CAJE_BUNDLE...` line to take the flags from')
+  const env: Record<string, string> = {}
+  for (const [, name, value] of script.matchAll(/^export (\w+)="\$\{\1:-([^}]*)\}"$/gm)) env[name!] = process.env[name!] ?? value!
+  return { nodeArgs: exec[1]!.trim().split(/\s+/).filter(Boolean), env }
+}
+
 function spawnNode(name: string, env: Record<string, string>, options: Options): Promise<ClusterNode> {
-  return startClusterNode(name, env, {
+  const launch = productionLaunch()
+  return startClusterNode(name, { ...launch.env, ...env }, {
     entry: [bundle],
     nodeArgs: [
+      ...launch.nodeArgs,
+      ...options.nodeFlags,
       // A directory per node: each thread (the main one, the disk writer) writes a profile of its own there.
       ...(options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(options.cpuProf, name)] : []),
       ...(options.traceGc ? ['--trace-gc'] : []),

@@ -588,6 +588,55 @@ describe('populate', () => {
     expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(COPIES_PER_TURN)
   })
 
+  it('commits a copy in a later turn when writing its body used up the turn of the event loop', async () => {
+    // A body that waited for the socket resumes in the poll phase that read it, for every
+    // request of a run at once: the commit (hash, index, hand-over to the disk writer) waits for a slice.
+    const bodies = Array.from({ length: 3 }, (_, i) => bodyOf(100, i + 1))
+    const metas = bodies.map((body, i) => ({ ...newEntry(`https://ex.com/slow-write/${i}`), size: body.length, integrity: sri(body) }))
+    const peer = await framingPeer(metas, (i) => bodies[i]!)
+    closers.push(() => peer.close())
+    await upsertNode(db, { id: 'slow', region: 'r', internalUrl: peer.url, startedAt: Date.now() }, Date.now())
+    for (const meta of metas) await recordStored(db, 'slow', toEntryRecord(meta))
+    const turns = countTurns()
+    const events: Array<{ what: 'write' | 'commit'; turn: number }> = []
+    const store = new Proxy(localStore, {
+      get(target, prop) {
+        if (prop === 'writer') {
+          return (...args: Parameters<CacheStore['writer']>) => {
+            const writer = target.writer(...args)
+            return {
+              write(chunk: Uint8Array) {
+                events.push({ what: 'write', turn: turns.now })
+                // Writing this body takes longer than a turn's slice.
+                const until = performance.now() + TURN_SLICE_MS + 1
+                while (performance.now() < until);
+                return writer.write(chunk)
+              },
+              commit() {
+                events.push({ what: 'commit', turn: turns.now })
+                return writer.commit()
+              },
+              abort: () => writer.abort(),
+            }
+          }
+        }
+        const value = Reflect.get(target, prop, target) as unknown
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    try {
+      expect(await runToEnd(populator({ concurrency: 1, store }))).toMatchObject({ done: metas.length, fromPeers: metas.length, failed: 0 })
+    } finally {
+      turns.stop()
+    }
+    const commits = events.flatMap((e, i) => (e.what === 'commit' ? [{ commit: e.turn, lastWrite: events[i - 1]! }] : []))
+    expect(commits).toHaveLength(metas.length)
+    for (const c of commits) {
+      expect(c.lastWrite.what).toBe('write')
+      expect(c.commit).toBeGreaterThan(c.lastWrite.turn)
+    }
+  })
+
   it('internal /object sends the digest of a body still being written behind, never its placeholder integrity', async () => {
     await peerStore.drain() // past the start-up sweep, during which bodies are hashed at once
     const body = bodyOf(900, 5)

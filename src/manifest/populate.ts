@@ -13,7 +13,7 @@
 // is never more than one run at a time.
 
 import { setImmediate as nextTurn } from 'node:timers/promises'
-import { turnBudget } from '../turn-budget.ts'
+import { turnBudget, type TurnBudget } from '../turn-budget.ts'
 import type { Kysely } from 'kysely'
 import { Agent, type Dispatcher } from 'undici'
 import type { PopulateStatus } from '../vocabulary.ts'
@@ -358,7 +358,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
       }
       // The body opens with the EntryMeta as JSON (metaBytes long), then the stored body.
       const meta = parseMeta((await res.body.exact(metaBytes, 'inside the metadata')).toString('utf8'))
-      return await storeCopy(holder, entry, meta, res.body)
+      return await storeCopy(holder, entry, meta, res.body, turnBudget())
     } finally {
       // Whatever is left (an abandoned body) is not read: the request is ended so the connection is freed.
       res.body.cancel()
@@ -369,9 +369,12 @@ export function createPopulator(options: PopulatorOptions): Populator {
    * Write a peer's copy of `entry` (its meta already read, its body next in
    * `reader`) into this node's store, checked against the integrity the peer
    * announced before it becomes visible, and marked as copied from `holder`.
-   * Resolves to the body bytes.
+   * Resolves to the body bytes. The store's work (hashing, writing, the
+   * commit) waits for a slice of `budget` each time: a read that waited for
+   * the socket resumes in the poll phase that brought the bytes, for every
+   * request of the run at once, outside any slice.
    */
-  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: PeerBody): Promise<number> {
+  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: PeerBody, budget: TurnBudget): Promise<number> {
     if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
     const fresh = meta.staleAt > now()
     const { size: _size, integrity: _integrity, ...copied } = meta
@@ -388,10 +391,14 @@ export function createPopulator(options: PopulatorOptions): Populator {
         const next = reader.upTo(meta.size - bytes, 'inside a body')
         const chunk = next instanceof Promise ? await next : next
         bytes += chunk.length
-        if (writer && !refused && !writer.write(chunk)) refused = true
+        if (writer && !refused) {
+          while (budget.spent()) await budget.next()
+          if (!writer.write(chunk)) refused = true
+        }
       }
       if (!writer) throw new PeerMiss('the peer copy is no longer fresh')
       if (refused) throw new Error('this node refused to store the body (over the per-object limit, or a disk failure)')
+      while (budget.spent()) await budget.next()
       const committing = writer.commit()
       writer = undefined
       // The store refuses a body that is not the one the peer announced (code EINTEGRITY).
@@ -459,7 +466,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
             continue
           }
           try {
-            count({ result: 'done', bytes: await storeCopy(holder, entry, head, reader), from: 'peer' }, entry)
+            count({ result: 'done', bytes: await storeCopy(holder, entry, head, reader, budget), from: 'peer' }, entry)
           } catch (err) {
             // The response broke off inside this body: nothing more will come (logged below).
             if (err instanceof PeerStreamError) throw err
