@@ -55,6 +55,21 @@ function framingPeer(metas: ReadonlyArray<{ key: string }>, bodyFor: (i: number)
   })
 }
 
+/**
+ * `target` with some of its methods replaced, as the populator sees it: for tests that watch
+ * when (in which turn of the event loop) the populator calls them.
+ */
+function storeWith(target: CacheStore, overrides: Partial<Pick<CacheStore, 'variants' | 'writer'>>): CacheStore {
+  return new Proxy(target, {
+    get(t, prop) {
+      const own = (overrides as Record<PropertyKey, unknown>)[prop]
+      if (own !== undefined) return own
+      const value = Reflect.get(t, prop, t) as unknown
+      return typeof value === 'function' ? value.bind(t) : value
+    },
+  })
+}
+
 describe('populate', () => {
   let db: Kysely<Database>
   let dir: string
@@ -532,19 +547,13 @@ describe('populate', () => {
     for (let i = 0; i < n; i++) await onPeer(`https://ex.com/plan/${i}`, bodyOf(10, i))
     const turns = countTurns()
     const lookupTurns: number[] = []
-    const store = new Proxy(localStore, {
-      get(target, prop) {
-        if (prop === 'variants') {
-          return (key: string) => {
-            lookupTurns.push(turns.now)
-            // A lookup that takes longer than a turn's slice: the plan must yield after each.
-            const until = performance.now() + TURN_SLICE_MS + 1
-            while (performance.now() < until);
-            return target.variants(key)
-          }
-        }
-        const value = Reflect.get(target, prop, target) as unknown
-        return typeof value === 'function' ? value.bind(target) : value
+    const store = storeWith(localStore, {
+      variants: (key: string) => {
+        lookupTurns.push(turns.now)
+        // A lookup that takes longer than a turn's slice: the plan must yield after each.
+        const until = performance.now() + TURN_SLICE_MS + 1
+        while (performance.now() < until);
+        return localStore.variants(key)
       },
     })
     try {
@@ -568,16 +577,10 @@ describe('populate', () => {
     // Copies handed to the store, counted per turn of the event loop.
     const turns = countTurns()
     const perTurn = new Map<number, number>()
-    const store = new Proxy(localStore, {
-      get(target, prop) {
-        if (prop === 'writer') {
-          return (...args: Parameters<CacheStore['writer']>) => {
-            perTurn.set(turns.now, (perTurn.get(turns.now) ?? 0) + 1)
-            return target.writer(...args)
-          }
-        }
-        const value = Reflect.get(target, prop, target) as unknown
-        return typeof value === 'function' ? value.bind(target) : value
+    const store = storeWith(localStore, {
+      writer: (...args) => {
+        perTurn.set(turns.now, (perTurn.get(turns.now) ?? 0) + 1)
+        return localStore.writer(...args)
       },
     })
     try {
@@ -599,29 +602,23 @@ describe('populate', () => {
     for (const meta of metas) await recordStored(db, 'slow', toEntryRecord(meta))
     const turns = countTurns()
     const events: Array<{ what: 'write' | 'commit'; turn: number }> = []
-    const store = new Proxy(localStore, {
-      get(target, prop) {
-        if (prop === 'writer') {
-          return (...args: Parameters<CacheStore['writer']>) => {
-            const writer = target.writer(...args)
-            return {
-              write(chunk: Uint8Array) {
-                events.push({ what: 'write', turn: turns.now })
-                // Writing this body takes longer than a turn's slice.
-                const until = performance.now() + TURN_SLICE_MS + 1
-                while (performance.now() < until);
-                return writer.write(chunk)
-              },
-              commit() {
-                events.push({ what: 'commit', turn: turns.now })
-                return writer.commit()
-              },
-              abort: () => writer.abort(),
-            }
-          }
+    const store = storeWith(localStore, {
+      writer: (...args) => {
+        const writer = localStore.writer(...args)
+        return {
+          write(chunk: Uint8Array) {
+            events.push({ what: 'write', turn: turns.now })
+            // Writing this body takes longer than a turn's slice.
+            const until = performance.now() + TURN_SLICE_MS + 1
+            while (performance.now() < until);
+            return writer.write(chunk)
+          },
+          commit() {
+            events.push({ what: 'commit', turn: turns.now })
+            return writer.commit()
+          },
+          abort: (reason?: unknown) => writer.abort(reason),
         }
-        const value = Reflect.get(target, prop, target) as unknown
-        return typeof value === 'function' ? value.bind(target) : value
       },
     })
     try {
