@@ -624,8 +624,9 @@ export class DirectWriter extends BatchWriter {
 
   /**
    * A replica's batch as the bytes of its request body: with an apply thread, the thread parses,
-   * checks and applies it (apply-thread.ts applyBody), so the event loop neither parses it nor
-   * copies the ops to the thread. Resolves to the result, or to the body parsed (a batch that is
+   * checks and applies it (apply-thread.ts applyBodies, together with the bodies that waited
+   * behind it: applyWaitingBodies), so the event loop neither parses it nor copies the ops to
+   * the thread. Resolves to the result, or to the body parsed (a batch that is
    * not hot ops alone, or one that does not fit: the caller checks it with parseOps and applies
    * it with applyReceived), or 'not-json'. Throws as applyReceived does.
    */
