@@ -23,6 +23,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
 import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, integrityOfBytes, isMissing, readContent, readTrustedNow } from './content-file.ts'
+import { BodyReader, type BodyFile } from './body-reader.ts'
 import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from './disk-writer.ts'
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
@@ -108,6 +109,8 @@ export interface DiskStore extends CacheStore {
   touch(key: string, variant: string): EntryMeta | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
   readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
+  /** readMany(), each body with the metadata it belongs to. */
+  readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>>
   /** The disk writer's backlog. */
   writeQueue(): DiskWriterStats
   /**
@@ -264,6 +267,8 @@ class CacacheDiskStore implements DiskStore {
    */
   readonly #removing = new Set<Removal>()
   readonly #files: OpenFiles
+  /** Reads many small bodies off the event loop, for a peer's populate (body-reader.ts). */
+  readonly #bodyReader = new BodyReader()
   /** Background work close() must wait for. Failures are logged where they happen (a commit refused for an unexpected body rejects to its caller). */
   readonly #inflight = new Set<Promise<unknown>>()
   #closed = false
@@ -422,6 +427,53 @@ class CacacheDiskStore implements DiskStore {
     const clamped = range ? clampRange(range, content.size) : undefined
     const now = readTrustedNow(this.#files, content, clamped)
     return now ? { body: now, meta: this.#index.meta(handle) } : this.#readFile(handle, content, clamped)
+  }
+
+  readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
+    return this.readEntries(items).then((found) => found.map((f) => f?.body))
+  }
+
+  /**
+   * Bodies up to SMALL_BODY_BYTES are read whole on the body reader thread, all in one message,
+   * with the same integrity rules as readContent(): a body not seen intact before (or changed
+   * since) is hashed there and must match, a corrupt or missing one drops its entry. Larger
+   * bodies go the way read() takes them.
+   */
+  async readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>> {
+    const found: Array<EntryBody | undefined | Promise<EntryBody | undefined>> = new Array(items.length).fill(undefined)
+    const files: BodyFile[] = []
+    const reading: Array<{ at: number; handle: Handle; content: ContentRecord; meta: EntryMeta }> = []
+    for (let i = 0; i < items.length; i++) {
+      const { key, variant } = items[i]!
+      const handle = this.#current(key, variant, true)
+      if (handle === undefined) continue
+      const content = this.#index.content(handle)
+      const meta = this.#index.meta(handle)
+      if (content.pending) found[i] = { body: { kind: 'buffer', buffer: content.pending, tier: 'memory' }, meta }
+      else if (content.size > SMALL_BODY_BYTES) found[i] = this.readEntry(key, variant)
+      else {
+        reading.push({ at: i, handle, content, meta })
+        files.push({ path: content.path, size: content.size, integrity: content.integrity, verified: content.verified })
+      }
+    }
+    const results = await this.#bodyReader.read(files)
+    for (let r = 0; r < reading.length; r++) {
+      const { at, handle, content, meta } = reading[r]!
+      const result = results[r]!
+      // The entry may have been replaced or dropped while the thread read: what it read is still
+      // the body `meta` names (content files are named by their digest), and a failure is the
+      // entry's only while it still holds that file.
+      const current = this.#index.live(handle) && this.#index.content(handle) === content
+      if (result.ok) {
+        if (result.hashed) content.verified = result.signature
+        found[at] = { body: { kind: 'buffer', buffer: result.body, tier: 'disk' }, meta }
+      } else if (result.reason === 'failed') {
+        this.#log({ level: 'warn', msg: 'cache read failed', key: meta.key, variant: meta.variant, error: result.message })
+      } else if (current) {
+        this.#corrupt(handle, result.reason)
+      }
+    }
+    return Promise.all(found)
   }
 
   async #readFile(handle: Handle, content: ContentRecord, clamped: ByteRange | undefined): Promise<EntryBody | undefined> {
@@ -1033,6 +1085,7 @@ class CacacheDiskStore implements DiskStore {
     this.#closed = true
     await this.drain()
     await this.#writer.close()
+    await this.#bodyReader.close()
     this.#files.closeAll()
   }
 

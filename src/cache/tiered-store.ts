@@ -138,6 +138,22 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       return found && keptRead(exposed(found), range, wholeForMemory)
     },
 
+    // A peer's populate: what memory holds, then the rest from disk in one batch. Not kept in
+    // memory: a peer copying everything says nothing about what this node's clients want.
+    async readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
+      const bodies: Array<StoredBody | undefined> = items.map((item) => fromMemory(item.key, item.variant))
+      const rest = items.filter((_, i) => bodies[i] === undefined)
+      if (rest.length === 0) return bodies
+      const read = await disk.readEntries(rest)
+      let r = 0
+      for (let i = 0; i < bodies.length; i++) {
+        if (bodies[i] !== undefined) continue
+        const found = read[r++]
+        bodies[i] = found && exposed(found).body
+      }
+      return bodies
+    },
+
     admits: (key, size) => disk.admits(key, size),
     drain: () => disk.drain(),
     writeRoom: (size) => disk.writeRoom(size),

@@ -168,6 +168,13 @@ export interface CacheStore {
    */
   read(key: string, variant: string, range?: ByteRange): BodyLookup
   /**
+   * The whole bodies of many variants at once (a peer's populate), one result per item in
+   * order, undefined where read() would give undefined. Small bodies on disk are read off the
+   * event loop, many per round trip; the integrity rules are read()'s. Optional: a store
+   * without it is read one variant at a time.
+   */
+  readMany?(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
+  /**
    * Whether a response for `key` with a body of `size` bytes (undefined: not known yet) can be
    * stored now. False while the disk write queue is full: the response is then served without
    * being stored, and the store counts it (stats().writesSkipped, a 'write-skipped' event).
