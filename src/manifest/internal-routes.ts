@@ -66,7 +66,7 @@ export interface InternalAppDeps {
   applyBody?(db: Kysely<Database>, chunks: readonly Buffer[]): Promise<ReceivedBody>
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
-  store?: Pick<CacheStore, 'variants' | 'read'>
+  store?: Pick<CacheStore, 'variants' | 'read' | 'readMany'>
   /** A peer recorded a purge (POST /purge-nudge, with the purge when the peer sent it): apply it now. Must not throw. */
   onPurgeNudge?: (purge?: NewPurge) => void
   /** Largest accepted request body. */
@@ -322,7 +322,7 @@ export const FRAMES_PIECE_OBJECTS = 16
  * reading them. A body the store streams (a large one) goes out chunk by chunk, at the pace
  * the peer reads it.
  */
-function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, items: Array<{ key: string; variant: string }>): ReadableStream<Uint8Array> {
+function objectFrames(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'> | undefined, items: Array<{ key: string; variant: string }>): ReadableStream<Uint8Array> {
   let next = 0
   let body: AsyncIterator<Buffer> | undefined
   let bodyStream: Readable | undefined
@@ -353,6 +353,16 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
         const last = Math.min(items.length, next + FRAMES_PIECE_OBJECTS)
         while (next < last && bytes < FRAMES_PIECE_BYTES && !body) {
           if (pieces.length > 0 && budget.spent()) break
+          // A run of small bodies is read in one batch, off the event loop when the store can.
+          const run = store?.readMany ? smallRun(store, items, next, last, FRAMES_PIECE_BYTES - bytes) : []
+          if (run.length > 0) {
+            for (const piece of await framedRun(store!, run)) {
+              pieces.push(piece)
+              bytes += piece.length
+            }
+            next += run.length
+            continue
+          }
           const item = items[next++]!
           const found = store ? await openStored(store, item.key, item.variant) : undefined
           const head = frame(found ? found.meta : { key: item.key, variant: item.variant, missing: true })
@@ -375,6 +385,55 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read'> | undefined, 
       bodyStream?.destroy()
     },
   })
+}
+
+/** Bodies up to this size are read in batches (readMany) rather than one by one. */
+export const BATCH_READ_BYTES = 64 * 1024
+
+/**
+ * The items from `from` (before `to`) that can be read in one batch: those this node holds with a
+ * body of at most BATCH_READ_BYTES (or does not hold: a frame saying so), up to about `room`
+ * bytes of bodies; empty when the first is larger (it is streamed).
+ */
+function smallRun(store: Pick<CacheStore, 'variants'>, items: Array<{ key: string; variant: string }>, from: number, to: number, room: number): Array<{ key: string; variant: string; meta: EntryMeta | undefined }> {
+  const run: Array<{ key: string; variant: string; meta: EntryMeta | undefined }> = []
+  let bytes = 0
+  for (let i = from; i < to && (run.length === 0 || bytes < room); i++) {
+    const item = items[i]!
+    const meta = store.variants(item.key).find((m) => m.variant === item.variant)
+    if (meta && meta.size > BATCH_READ_BYTES) break
+    run.push({ key: item.key, variant: item.variant, meta })
+    bytes += meta?.size ?? 0
+  }
+  return run
+}
+
+/**
+ * The frames of a run of small bodies (see smallRun), read with one readMany(). A variant
+ * replaced while its body was being read is read again on its own (openStored).
+ */
+async function framedRun(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'>, run: Array<{ key: string; variant: string; meta: EntryMeta | undefined }>): Promise<Buffer[]> {
+  const bodies = await store.readMany!(run)
+  const pieces: Buffer[] = []
+  for (let i = 0; i < run.length; i++) {
+    const { key, variant, meta } = run[i]!
+    let found: { meta: EntryMeta; body: StoredBody } | undefined
+    const body = bodies[i]
+    const after = meta && body ? store.variants(key).find((m) => m.variant === variant) : undefined
+    if (meta && body?.kind === 'buffer' && sameStoredBody(meta, after)) found = { meta: withDigest(after!, body), body }
+    else {
+      if (body?.kind === 'stream') body.stream.destroy()
+      found = meta && body ? await openStored(store, key, variant) : undefined
+      if (found?.body.kind === 'stream') {
+        // Grown past the batch size meanwhile: the peer asks the next holder for it.
+        found.body.stream.destroy()
+        found = undefined
+      }
+    }
+    pieces.push(frame(found ? found.meta : { key, variant, missing: true }))
+    if (found?.body.kind === 'buffer') pieces.push(found.body.buffer)
+  }
+  return pieces
 }
 
 /**
