@@ -287,6 +287,35 @@ describe('disk store', () => {
     expect(store.stats().integrityFailures).toBe(2)
   })
 
+  it('reads many small bodies on the reader thread: hashes those not seen intact, drops corrupt and missing ones', async () => {
+    let store = await openStore()
+    const urls = ['https://a.test/m0', 'https://a.test/m1', 'https://a.test/m2', 'https://a.test/m3']
+    const metas: EntryMeta[] = []
+    for (let i = 0; i < urls.length; i++) metas.push((await put(store, newEntry(urls[i]!), bodyOf(4000 + i, i + 1)))!)
+    store = await reopen(store) // nothing verified in this process yet: every file is hashed
+    // Same size, one byte changed: only the hash can tell.
+    await corruptContent(metas[1]!.integrity, (bytes) => {
+      bytes[7] ^= 0xff
+      return bytes
+    })
+    await rm(contentPath(dir, metas[2]!.integrity) as string)
+    const events = recordEvents(store)
+    const items = [...urls, 'https://a.test/none'].map((key) => ({ key, variant: '' }))
+    const bodies = await store.readMany(items)
+    expect(bodies.map((b) => (b?.kind === 'buffer' ? b.buffer : b))).toEqual([bodyOf(4000, 1), undefined, undefined, bodyOf(4003, 4), undefined])
+    expect(store.stats()).toMatchObject({ integrityFailures: 2, entries: 2 })
+    expect(events).toContainEqual({ type: 'deleted', key: urls[1], variant: '', reason: 'corrupt' })
+    expect(events).toContainEqual({ type: 'deleted', key: urls[2], variant: '', reason: 'corrupt' })
+
+    // Seen intact now; changed in place afterwards (a new mtime): hashed again, and refused.
+    await corruptContent(metas[3]!.integrity, (bytes) => {
+      bytes[0] ^= 1
+      return bytes
+    })
+    expect((await store.readMany([{ key: urls[0]!, variant: '' }, { key: urls[3]!, variant: '' }])).map((b) => b?.kind)).toEqual(['buffer', undefined])
+    expect(store.stats().integrityFailures).toBe(3)
+  })
+
   it('reads a small body at once only while its verified file is unchanged, opening it when needed', async () => {
     const store = await openStore()
     const body = bodyOf(5000)

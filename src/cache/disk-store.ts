@@ -109,6 +109,7 @@ export interface DiskStore extends CacheStore {
   touch(key: string, variant: string): EntryMeta | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
   readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
+  readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
   /** readMany(), each body with the metadata it belongs to. */
   readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>>
   /** The disk writer's backlog. */

@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
@@ -5,7 +6,7 @@ import path from 'node:path'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import type { Kysely } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import { bodyOf, bytesOf, newEntry, put, sri } from '../cache/test-support.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
@@ -646,6 +647,46 @@ describe('populate', () => {
     const metaBytes = Number(res.headers.get(META_BYTES_HEADER))
     expect(JSON.parse(bytes.subarray(0, metaBytes).toString('utf8'))).toMatchObject({ size: 900, integrity: sri(body) })
     expect(bytes.subarray(metaBytes).equals(body)).toBe(true)
+  })
+
+  it('internal /objects reads small bodies on disk without opening or reading a file on the event loop', async () => {
+    // A populate's peer asks for thousands of objects; opening and reading each body on the event
+    // loop held it for tens of milliseconds per turn, and the sender's health checks waited.
+    const diskOnly = await createCacheStore({ dir: path.join(dir, 'disk-only'), maxBytes: 1e9, memoryBytes: 0, maxObjectBytes: 1024 * 1024 })
+    closers.push(() => diskOnly.close())
+    const count = FRAMES_PIECE_OBJECTS * 2 + 3
+    const keys: string[] = []
+    for (let i = 0; i < count; i++) {
+      keys.push(`https://ex.com/disk/${i}`)
+      await put(diskOnly, newEntry(keys[i]!), bodyOf(3000, i + 1))
+    }
+    await diskOnly.drain() // every body on disk, none answered from the bytes being written
+    const app = createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: diskOnly, log: captureLog().log })
+    const openSync = vi.spyOn(fs, 'openSync')
+    const readSync = vi.spyOn(fs, 'readSync')
+    let bytes: Buffer
+    try {
+      const res = await app.request('/objects', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ items: [...keys, 'https://ex.com/none'].map((key) => ({ key, variant: '' })) }),
+      })
+      bytes = Buffer.from(await res.arrayBuffer())
+      expect(openSync).not.toHaveBeenCalled()
+      expect(readSync).not.toHaveBeenCalled()
+    } finally {
+      openSync.mockRestore()
+      readSync.mockRestore()
+    }
+    const bodies: Array<Buffer | true> = []
+    while (bytes.length > 0) {
+      const n = bytes.readUInt32BE(0)
+      const meta = JSON.parse(bytes.subarray(4, 4 + n).toString()) as { missing?: true; size: number }
+      const size = meta.missing ? 0 : meta.size
+      bodies.push(meta.missing ?? bytes.subarray(4 + n, 4 + n + size))
+      bytes = bytes.subarray(4 + n + size)
+    }
+    expect(bodies).toEqual([...keys.map((_, i) => bodyOf(3000, i + 1)), true])
   })
 
   it('internal /objects lets the event loop turn between pieces of small bodies read at once', async () => {
