@@ -12,7 +12,8 @@
 // idle one: the loop runs first, the background work waits (its queues are
 // bounded, so a lowered thread slows its producers, never a response).
 //
-// Lowered: the cache's disk writer and the WAL checkpoint thread. Not
+// Lowered: the cache's disk writer, its body reader (a peer's populate
+// waits for it, never a response) and the WAL checkpoint thread. Not
 // lowered: the manifest apply thread (the writer holds its turn on the file
 // while the thread applies a batch, so a lowered thread that lost the CPU
 // inside a transaction would keep the event loop's own queries waiting; and

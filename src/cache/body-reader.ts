@@ -13,6 +13,7 @@
 // on this thread and must match the integrity the index holds.
 
 import { Worker } from 'node:worker_threads'
+import { lowerThisThreadSource } from '../thread-priority.ts'
 import type { FileSignature } from './entry-index.ts'
 
 /** One body file to read whole: where, how large, and what vouches for it. */
@@ -141,6 +142,8 @@ function bodyReaderThread(): void {
 }
 
 // Transpilers may wrap named functions in a `__name(fn, "name")` helper that the eval'd script
-// would not have: give it a no-op one. The thread runs at the process's priority: a peer's
-// populate waits for its answers.
-const WORKER_SOURCE = `var __name = (f) => f;\n(${bodyReaderThread.toString()})()`
+// would not have: give it a no-op one. The thread runs below the event loop (thread-priority.ts):
+// at the process's priority it woke for every batch and took the core from the loop that had
+// just posted it (a thread that sleeps between batches wins the core on waking); lowered, it
+// reads when a core is free or in its share of a busy one, and only the peer's copy waits.
+const WORKER_SOURCE = `var __name = (f) => f;\n${lowerThisThreadSource('cache body reader')}\n(${bodyReaderThread.toString()})()`
