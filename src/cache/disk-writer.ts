@@ -20,7 +20,8 @@
 // Jobs run strictly in the order they were queued: a removal queued after a
 // write happens after it, so the store needs no per-file locking.
 
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startWorker } from '../thread-heap.ts'
 import { lowerThisThreadSource } from '../thread-priority.ts'
 
 /** What identifies one version of a file on disk (see entry-index.ts FileSignature). */
@@ -190,7 +191,7 @@ export class DiskWriter {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { dir: this.#dir } })
+    const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } })
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
     worker.on('message', (results: JobResult[]) => this.#finished(results))
