@@ -19,7 +19,8 @@
 // (busy_timeout) without holding up any request.
 
 import { createRequire } from 'node:module'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startWorker } from '../thread-heap.ts'
 import { PIECE_CHARS, parseBatch, splitBatch } from './batch-body.ts'
 import { isRecord, isStr, isTime, isWhole, parseEntry, parseHotBatch, parseHotOp } from './hot-op-shapes.ts'
 import { MAX_FORGOTTEN_PER_OP, MAX_OPS_PER_BATCH } from './ops.ts'
@@ -153,7 +154,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     searchBacklogRows: Math.max(0, Math.floor(options.searchBacklogRows ?? SEARCH_BACKLOG_ROWS)),
     walAutocheckpointPages: Math.max(0, Math.floor(options.walAutocheckpointPages ?? 1000)),
   }
-  const worker = new Worker(THREAD_SOURCE, { eval: true, workerData })
+  const worker = startWorker(THREAD_SOURCE, { workerData })
   // An idle thread must not keep the process alive.
   worker.unref()
   options.onThread?.(worker)

@@ -17,7 +17,8 @@
 // this thread ever falls behind or dies.
 
 import { createRequire } from 'node:module'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startWorker } from '../thread-heap.ts'
 import { lowerThisThreadSource } from '../thread-priority.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -58,7 +59,7 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   const stats: CheckpointStats = { runs: 0, frames: 0, lastError: undefined }
   // The thread loads the same better-sqlite3 as this module does (under the bundle too).
   const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { path: options.path, intervalMs: Math.max(10, options.intervalMs ?? 200), resolveFrom } })
+  const worker = startWorker(WORKER_SOURCE, { workerData: { path: options.path, intervalMs: Math.max(10, options.intervalMs ?? 200), resolveFrom } })
   // Closing the database ends it; an open handle alone must not keep the process alive.
   worker.unref()
   let closed: (() => void) | undefined

@@ -11,7 +11,8 @@
 // through the node's writer.
 
 import { createRequire } from 'node:module'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startWorker } from '../thread-heap.ts'
 import { CompiledQuery, Kysely, SqliteAdapter, SqliteIntrospector, SqliteQueryCompiler } from 'kysely'
 import type { DatabaseConnection, Dialect, Driver, QueryResult } from 'kysely'
 import type { Database } from './database.ts'
@@ -86,7 +87,7 @@ class ReadWorkerDriver implements Driver {
    */
   private start(): Worker {
     const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { path: this.options.path, busyTimeoutMs: this.options.busyTimeoutMs ?? 5000, resolveFrom } })
+    const worker = startWorker(WORKER_SOURCE, { workerData: { path: this.options.path, busyTimeoutMs: this.options.busyTimeoutMs ?? 5000, resolveFrom } })
     // An idle read thread must not keep the process alive.
     worker.unref()
     worker.on('message', (reply: Reply) => {

@@ -1,0 +1,58 @@
+import { execFile } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import type { Worker } from 'node:worker_threads'
+import { afterEach, describe, expect, it } from 'vitest'
+import { startApplyThread } from './manifest/apply-thread.ts'
+import { openReadWorkerDatabase } from './manifest/read-worker.ts'
+import { freshManifest } from './manifest/test-helpers.ts'
+import { WORKER_YOUNG_GENERATION_MB } from './thread-heap.ts'
+
+const run = promisify(execFile)
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+const cleanups: (() => unknown)[] = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
+
+/** Allocates short-lived objects until a new space has grown as far as it may, then reports its size. */
+const CHURN = `
+  const v8 = process.getBuiltinModule('node:v8')
+  let keep = []
+  for (let i = 0; i < 2e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 5000) keep = [] }
+  const newSpace = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size
+`
+
+describe('worker threads’ heaps', () => {
+  it('get their own young generation under bin/caje’s --max-semi-space-size, and the event loop keeps its own', async () => {
+    // What bin/caje starts Node with: a semi-space of 4 MB, a new space of 8 MB, in every thread unless told otherwise.
+    const script = `
+      import { startWorker } from ${JSON.stringify(path.join(here, 'thread-heap.ts'))}
+      const worker = startWorker(${JSON.stringify(`${CHURN}; process.getBuiltinModule('node:worker_threads').parentPort.postMessage(newSpace())`)})
+      const inWorker = await new Promise((resolve) => worker.once('message', resolve))
+      await worker.terminate()
+      ${CHURN}
+      console.log(JSON.stringify({ inWorker, inLoop: newSpace() }))
+    `
+    const { stdout } = await run(process.execPath, ['--max-semi-space-size=4', '--import', 'tsx', '--input-type=module', '-e', script])
+    const sizes = JSON.parse(stdout) as { inWorker: number; inLoop: number }
+    // Two of the young generation's three semi-spaces are new space.
+    expect(sizes.inWorker).toBeLessThanOrEqual(((WORKER_YOUNG_GENERATION_MB * 2) / 3) * 1024 * 1024)
+    expect(sizes.inLoop).toBe(8 * 1024 * 1024)
+  })
+
+  it('are limited for the manifest’s apply and read threads', async () => {
+    const m = await freshManifest()
+    cleanups.push(m.cleanup)
+    const threads: Worker[] = []
+    const apply = startApplyThread({ path: m.path, onThread: (t) => threads.push(t) })
+    cleanups.push(() => apply.close())
+    const reader = openReadWorkerDatabase({ path: m.path, onThread: (t) => threads.push(t) })
+    cleanups.push(() => reader.destroy())
+    await reader.selectFrom('entries').select('url').execute()
+    expect(threads).toHaveLength(2)
+    for (const thread of threads) expect(thread.resourceLimits?.maxYoungGenerationSizeMb).toBe(WORKER_YOUNG_GENERATION_MB)
+  })
+})

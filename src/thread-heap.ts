@@ -1,0 +1,40 @@
+// The V8 heaps of caje's worker threads, sized for what they hold.
+//
+// Every worker thread is an isolate of its own, and V8 gives each the young
+// generation the process's flags ask for: bin/caje's --max-semi-space-size=4,
+// sized for the event loop's requests, gave the cache's disk writer and the
+// manifest threads 8 MB of new space apiece, kept for good once a busy spell
+// had grown it. Their short-lived objects are a batch's job descriptions and
+// a query's rows, a fraction of that. Under a storm of misses those new
+// spaces were about a fifth of the memory the threads' heaps took.
+//
+// A Worker's resourceLimits.maxYoungGenerationSizeMb sizes its young
+// generation, but V8 lets --max-semi-space-size win over it (heap.cc,
+// ConfigureHeap). The flag is read only when an isolate sets up its heap: the
+// event loop's heap keeps the size it started with, and with the flag set to
+// 0 here (V8's "not set") the threads started afterwards get their limits.
+// Every worker caje starts goes through startWorker, so none gets V8's
+// default for the machine (up to 32 MB of new space) instead.
+
+import v8 from 'node:v8'
+import { Worker, type ResourceLimits, type WorkerOptions } from 'node:worker_threads'
+
+/**
+ * A worker's young generation: V8 makes it three semi-spaces (two for new space, one for
+ * new large objects), so 3 MB is a new space of 2 MB.
+ */
+export const WORKER_YOUNG_GENERATION_MB = 3
+
+export const WORKER_RESOURCE_LIMITS: Readonly<ResourceLimits> = Object.freeze({ maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB })
+
+let semiSpaceFlagCleared = false
+
+/** A worker thread running `source` (a script, eval'd), its heap sized by WORKER_RESOURCE_LIMITS. */
+export function startWorker(source: string, options: Omit<WorkerOptions, 'eval' | 'resourceLimits'> = {}): Worker {
+  if (!semiSpaceFlagCleared) {
+    // Process-wide, and read by V8 only when a new isolate configures its heap (see above).
+    v8.setFlagsFromString('--max-semi-space-size=0')
+    semiSpaceFlagCleared = true
+  }
+  return new Worker(source, { ...options, eval: true, resourceLimits: { ...WORKER_RESOURCE_LIMITS } })
+}
