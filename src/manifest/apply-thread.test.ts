@@ -346,6 +346,27 @@ describe('DirectWriter with an apply thread', () => {
     await writer.close()
   })
 
+  it('indexes the backlog when no batch waits a thousand rows per transaction', async () => {
+    const { hotStatements } = await import('./statements.ts')
+    const hot = hotStatements(sqlite)
+    sqlite.transaction(() => {
+      for (let i = 0; i < 2500; i++) hot.recordStored('n0', entry({ url: `https://ex.com/old/${i}` }))
+    })()
+    const left: number[] = []
+    // The thread's answers to the indexing transactions (no outcomes) say what each left queued.
+    const watch = (thread: Worker) =>
+      thread.on('message', (m: { outcomes?: unknown; searchBacklog?: number }) => {
+        if (m.outcomes === undefined && m.searchBacklog !== undefined) left.push(m.searchBacklog)
+      })
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, onApplyThread: watch })
+    expect(await writer.applyReceivedBody(chunked(JSON.stringify({ ops: [stored(0)] }), [1000]))).toEqual({ kind: 'applied', result: { applied: 1, failed: 0 } })
+    await waitFor(async () => left.at(-1) === 0, 30_000, 'the backlog to be indexed')
+    // 2,501 queued after the batch: 1,000 per transaction.
+    expect(left).toEqual([1501, 501, 0])
+    expect(await indexedMatchesUpTo(db, 'old/2499', 10)).toBe(1)
+    await writer.close()
+  })
+
   it('takes a large backlog of the filter\'s index down a little with each batch, never all in one transaction', async () => {
     const { hotStatements } = await import('./statements.ts')
     // 3,000 entries whose URLs were never indexed (as after the upgrade that added the index).
