@@ -108,6 +108,24 @@ describe('DirectWriter with an apply thread', () => {
     await writer.close()
   })
 
+  it('keeps the pages of a key index larger than SQLite\'s default cache in memory between batches', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    // Read syscalls of the whole process, the thread's included.
+    const reads = () => Number(/^syscr: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1])
+    const long = 'x'.repeat(200)
+    // Keys in a scattered order, so each new one lands on a leaf anywhere in the key index (about 6 MB).
+    const at = (i: number) => (i * 7919) % 24_000
+    const keyed = (i: number) => stored(0, { url: `https://ex.com/${long}/${at(i)}`, key: `https://ex.com/${long}/${at(i)}` })
+    for (let b = 0; b < 20; b++) expect(await writer.applyReceived(Array.from({ length: 1000 }, (_, i) => keyed(b * 1000 + i)))).toEqual({ applied: 1000, failed: 0 })
+    await waitFor(async () => (await queuedForIndex(db)) === 0, 30_000, 'the URLs to be indexed')
+    const before = reads()
+    expect(await writer.applyReceived(Array.from({ length: 2000 }, (_, i) => keyed(20_000 + i)))).toEqual({ applied: 2000, failed: 0 })
+    // With SQLite's 2 MiB the thread read about 10 pages back from the file per op (the key, stored_at and
+    // search indexes' leaves, the table's); here about 3 (the search index and the table outgrow the cache too).
+    expect(reads() - before).toBeLessThan(4 * 2000)
+    await writer.close()
+  })
+
   it('checkpoints the WAL only past the backstop its writer’s handle has, not at SQLite’s 1,000 pages', async () => {
     // As openDatabase sets it when a thread of its own checkpoints (none runs here: the file grows only by checkpoints).
     sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
