@@ -44,6 +44,9 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --apply-ops <n>      stored ops the apply scenario sends per run, in batches of 1000 (default 20000)
   --apply-senders <n>  batches in flight at once in the apply scenario, as that many replicas send
                        them (default 1: one replica waits for each answer before it sends the next)
+  --apply-warmup <n>   stored ops sent the same way before the timed apply runs, reported on a line
+                       of their own (default 1000; 0: none, the first timed run then measures the
+                       primary starting its apply thread, preparing statements and growing its WAL)
   --runs <n>           repetitions; medians are reported (default 3)
   --cpu-prof <dir>     start the caje processes with node --cpu-prof, profiles written there
   --keep               keep the temp dir (manifest, caches, logs)
@@ -71,6 +74,7 @@ interface Options {
   indexEntries: number
   applyOps: number
   applySenders: number
+  applyWarmup: number
   runs: number
   cpuProf: string | undefined
   keep: boolean
@@ -90,6 +94,7 @@ function parseOptions(): Options {
       'index-entries': { type: 'string' },
       'apply-ops': { type: 'string' },
       'apply-senders': { type: 'string' },
+      'apply-warmup': { type: 'string' },
       perf: { type: 'string' },
       runs: { type: 'string' },
       'cpu-prof': { type: 'string' },
@@ -122,6 +127,8 @@ function parseOptions(): Options {
     indexEntries: int('index-entries', values['index-entries'], 100_000),
     applyOps: int('apply-ops', values['apply-ops'], 20_000),
     applySenders: int('apply-senders', values['apply-senders'], 1),
+    // 0 allowed: no warm-up.
+    applyWarmup: values['apply-warmup'] === '0' ? 0 : int('apply-warmup', values['apply-warmup'], 1000),
     runs: int('runs', values.runs, 3),
     cpuProf: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined,
     keep: values.keep ?? false,
@@ -947,6 +954,12 @@ async function main(): Promise<void> {
     try {
       if (options.scenarios.has('apply')) {
         const runs = []
+        if (options.applyWarmup > 0) {
+          // The first batches after the cluster starts also start the primary's apply thread,
+          // prepare its statements, warm its JIT and grow the WAL file: timed on their own, so the
+          // runs below measure the steady state.
+          print(`apply warm-up (${options.applyWarmup} stored ops, the first after the cluster started; not in the medians below)`, [await scenarioApply(cluster, options.applyWarmup, options.applySenders, -1)])
+        }
         const perf = options.perf ? await startPerf(cluster.nodes[0]!, options.perf) : undefined
         try {
           for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, options.applyOps, options.applySenders, r))

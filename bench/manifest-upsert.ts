@@ -2,7 +2,7 @@
 // and times of the queries that read `entries`, at a given table size.
 //
 //   npx tsx bench/manifest-upsert.ts [--entries 1000000] [--ops 20000] [--schema latest|before]
-//     [--without name,...] [--search inline] [--fts 'detail=none'] [--checkpoint thread|inline] [--batch 1000] [--queries [--plans]]
+//     [--without name,...] [--search inline] [--fts 'detail=none'] [--checkpoint thread|inline] [--batch 1000] [--cache-mib 2] [--queries [--plans]]
 //
 // Ops are applied as the manifest's apply thread applies a replica's batch:
 // 1,000 per transaction (--batch: the ops of several batches in one
@@ -15,8 +15,9 @@
 // once its backlog is past the bound. `--checkpoint inline` leaves the
 // WAL's checkpoints in the commits that cross 1,000 pages (SQLite's default),
 // `thread` (default) runs them on a thread of their own as a node does: the
-// CPU figure then counts that thread too, the time does not. Each run builds its own temp file and
-// removes it.
+// CPU figure then counts that thread too, the time does not. `--cache-mib` sets the handle's page
+// cache (PRAGMA cache_size) for the timed ops (default: as the apply thread sets it). Each run
+// builds its own temp file and removes it.
 
 import fs from 'node:fs'
 import os from 'node:os'
@@ -28,6 +29,7 @@ import { entriesMissingOn, listManifest, pruneExpired, sweepPurge } from '../src
 import type { EntryRecord } from '../src/manifest/repositories.ts'
 import { SEARCH_INDEX_SQL, indexQueuedNow } from '../src/manifest/search.ts'
 import { hotStatements } from '../src/manifest/statements.ts'
+import { APPLY_CACHE_MIB } from '../src/manifest/apply-thread.ts'
 import type { StoredOp } from '../src/manifest/statements.ts'
 import { queryPlans } from '../src/test-support/query-plans.ts'
 
@@ -43,6 +45,7 @@ const { values } = parseArgs({
     queries: { type: 'boolean' },
     plans: { type: 'boolean' },
     batch: { type: 'string' },
+    'cache-mib': { type: 'string' },
   },
 })
 const ENTRIES = Number(values.entries ?? 1_000_000)
@@ -132,6 +135,7 @@ try {
     sqlite.exec(`drop ${kind} ${name}`)
   }
   sqlite.pragma('wal_checkpoint(TRUNCATE)')
+  sqlite.pragma(`cache_size = ${-1024 * Number(values['cache-mib'] ?? APPLY_CACHE_MIB)}`)
 
   /** This thread's CPU time in µs (Linux, ticks of 10 ms): without the checkpoint thread's. */
   const threadCpuUs = () => {
@@ -154,7 +158,7 @@ try {
     // CPU time, unlike the wall clock, hardly moves with other work on the machine.
     const cpu = process.cpuUsage(cpu0)
     const cpuUs = (cpu.user + cpu.system) / OPS
-    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
+    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, cacheMib: Number(values['cache-mib'] ?? APPLY_CACHE_MIB), entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
   }
   const pick = permutation(ENTRIES, 2)
   // A new entry (a miss anywhere in the cluster).

@@ -108,6 +108,24 @@ describe('DirectWriter with an apply thread', () => {
     await writer.close()
   })
 
+  it('keeps the pages of a key index larger than SQLite\'s default cache in memory between batches', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    // Read syscalls of the whole process, the thread's included.
+    const reads = () => Number(/^syscr: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1])
+    const long = 'x'.repeat(200)
+    // Keys in a scattered order, so each new one lands on a leaf anywhere in the key index (about 6 MB).
+    const at = (i: number) => (i * 7919) % 24_000
+    const keyed = (i: number) => stored(0, { url: `https://ex.com/${long}/${at(i)}`, key: `https://ex.com/${long}/${at(i)}` })
+    for (let b = 0; b < 20; b++) expect(await writer.applyReceived(Array.from({ length: 1000 }, (_, i) => keyed(b * 1000 + i)))).toEqual({ applied: 1000, failed: 0 })
+    await waitFor(async () => (await queuedForIndex(db)) === 0, 30_000, 'the URLs to be indexed')
+    const before = reads()
+    expect(await writer.applyReceived(Array.from({ length: 2000 }, (_, i) => keyed(20_000 + i)))).toEqual({ applied: 2000, failed: 0 })
+    // With SQLite's 2 MiB the thread read about 10 pages back from the file per op (the key, stored_at and
+    // search indexes' leaves, the table's); here about 3 (the search index and the table outgrow the cache too).
+    expect(reads() - before).toBeLessThan(4 * 2000)
+    await writer.close()
+  })
+
   it('checkpoints the WAL only past the backstop its writer’s handle has, not at SQLite’s 1,000 pages', async () => {
     // As openDatabase sets it when a thread of its own checkpoints (none runs here: the file grows only by checkpoints).
     sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
@@ -343,6 +361,27 @@ describe('DirectWriter with an apply thread', () => {
     expect(await writer.applyReceivedBody(chunked(big, [65_536]))).toEqual({ kind: 'applied', result: { applied: 1000, failed: 0 } })
     expect(await writer.applyReceivedBody(chunked(JSON.stringify({ ops: [stored(5000)] }), [100]))).toEqual({ kind: 'applied', result: { applied: 1, failed: 0 } })
     expect(await countEntries(db)).toBe(1001)
+    await writer.close()
+  })
+
+  it('indexes the backlog when no batch waits a thousand rows per transaction', async () => {
+    const { hotStatements } = await import('./statements.ts')
+    const hot = hotStatements(sqlite)
+    sqlite.transaction(() => {
+      for (let i = 0; i < 2500; i++) hot.recordStored('n0', entry({ url: `https://ex.com/old/${i}` }))
+    })()
+    const left: number[] = []
+    // The thread's answers to the indexing transactions (no outcomes) say what each left queued.
+    const watch = (thread: Worker) =>
+      thread.on('message', (m: { outcomes?: unknown; searchBacklog?: number }) => {
+        if (m.outcomes === undefined && m.searchBacklog !== undefined) left.push(m.searchBacklog)
+      })
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, onApplyThread: watch })
+    expect(await writer.applyReceivedBody(chunked(JSON.stringify({ ops: [stored(0)] }), [1000]))).toEqual({ kind: 'applied', result: { applied: 1, failed: 0 } })
+    await waitFor(async () => left.at(-1) === 0, 30_000, 'the backlog to be indexed')
+    // 2,501 queued after the batch: 1,000 per transaction.
+    expect(left).toEqual([1501, 501, 0])
+    expect(await indexedMatchesUpTo(db, 'old/2499', 10)).toBe(1)
     await writer.close()
   })
 

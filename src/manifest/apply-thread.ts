@@ -120,6 +120,15 @@ export interface ApplyThreadOptions {
  */
 export const SEARCH_BACKLOG_ROWS = 5000
 
+/**
+ * The thread connection's page cache, in MiB (PRAGMA cache_size). SQLite's default of 2 MiB holds
+ * a few hundred pages; at a million entries the key index alone is about 100 MB, and each new
+ * entry lands on a random leaf of it, so nearly every op read its leaf page again from the
+ * file. The cache is this connection's memory only: it changes nothing in the file or the WAL
+ * (what LiteFS replicates), and SQLite drops it whenever another connection wrote the file.
+ */
+export const APPLY_CACHE_MIB = 32
+
 /** The apply thread ended (it failed, or was closed): the ops were not applied. */
 export class ApplyThreadGoneError extends Error {
   constructor(reason: string) {
@@ -153,6 +162,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     resolveFrom,
     searchBacklogRows: Math.max(0, Math.floor(options.searchBacklogRows ?? SEARCH_BACKLOG_ROWS)),
     walAutocheckpointPages: Math.max(0, Math.floor(options.walAutocheckpointPages ?? 1000)),
+    cacheMib: APPLY_CACHE_MIB,
   }
   const worker = startWorker(THREAD_SOURCE, { workerData })
   // An idle thread must not keep the process alive.
@@ -279,7 +289,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
   const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const { createRequire: requireFrom } = process.getBuiltinModule('node:module')
   const { StringDecoder } = process.getBuiltinModule('node:string_decoder')
-  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number; walAutocheckpointPages: number }
+  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number; walAutocheckpointPages: number; cacheMib: number }
   type Statement = { run(...p: unknown[]): unknown; get(...p: unknown[]): unknown }
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
   const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
@@ -302,6 +312,8 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     db.pragma('foreign_keys = ON')
     db.pragma('synchronous = NORMAL')
     db.pragma(`wal_autocheckpoint = ${data.walAutocheckpointPages}`)
+    // Negative: KiB rather than pages (APPLY_CACHE_MIB says why it is larger than SQLite's default).
+    db.pragma(`cache_size = ${-1024 * data.cacheMib}`)
     // IMMEDIATE: take the write lock at the start, waiting for it here rather than failing mid-way.
     const hot = lib.prepareHotStatements(db as never, sql)
     // A LIMIT bound as a parameter makes SQLite prepare the statement again each time it runs
