@@ -324,6 +324,11 @@ function diskWriterThread(): void {
   const tmpDir = path.join(dir, 'tmp')
   let tmpCounter = 0
 
+  /**
+   * One-shot digests (crypto.hash, Node 20.12): a Hash object per digest, three per stored
+   * object, cost this thread more than hashing the ids and lines themselves.
+   */
+  const sha512 = (bytes: Uint8Array): Buffer => crypto.hash('sha512', bytes, 'buffer') as unknown as Buffer
   const codeOf = (error: unknown): string | undefined => (error as { code?: string } | null)?.code
   /**
    * Directories this thread has made or found. A fresh cache puts nearly every object in
@@ -402,19 +407,24 @@ function diskWriterThread(): void {
       return op()
     }
   }
+  // The roots of both trees, joined once: the hex parts below need no normalising, and
+  // path.join per stored object (two of them) showed in this thread's profile.
+  const sep = path.sep
+  const indexRoot = path.join(dir, 'index-v5')
+  const sha512Root = path.join(dir, 'content-v2', 'sha512')
   const bucketPath = (id: string): string => {
     // cacache lib/entry-index.js bucketPath: index-v5/<sha256 hex split 2/2/rest>.
-    const hex = crypto.createHash('sha256').update(id).digest('hex')
-    return path.join(dir, 'index-v5', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
+    const hex = crypto.hash('sha256', id, 'hex')
+    return `${indexRoot}${sep}${hex.slice(0, 2)}${sep}${hex.slice(2, 4)}${sep}${hex.slice(4)}`
   }
   const tmpName = (): string => path.join(tmpDir, `w${process.pid}-${++tmpCounter}`)
   /** cacache lib/content/path.js: content-v2/sha512/<hex 2>/<hex 2>/<rest of the hex digest>. */
   const contentPathOf = (digest: Buffer): string => {
     const hex = digest.toString('hex')
-    return path.join(dir, 'content-v2', 'sha512', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4))
+    return `${sha512Root}${sep}${hex.slice(0, 2)}${sep}${hex.slice(2, 4)}${sep}${hex.slice(4)}`
   }
   /** cacache's index line: the sha1 of the JSON, a tab, the JSON (its reader skips lines whose hash does not match). */
-  const indexLine = (json: string): string => `\n${crypto.createHash('sha1').update(json).digest('hex')}\t${json}`
+  const indexLine = (json: string): string => `\n${crypto.hash('sha1', json, 'hex')}\t${json}`
   const writeIndex = (id: string, json: string, compact: boolean): void => {
     const bucket = bucketPath(id)
     if (compact) {
@@ -475,7 +485,7 @@ function diskWriterThread(): void {
         if (n === 0) return undefined
         at += n
       }
-      if (!crypto.createHash('sha512').update(bytes).digest().equals(digest)) return undefined
+      if (!sha512(bytes).equals(digest)) return undefined
       return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
     } finally {
       fs.closeSync(fd)
@@ -487,7 +497,7 @@ function diskWriterThread(): void {
       case 'put-hashed': {
         // The digest is taken here, from the very bytes written next: the main thread never
         // hashes a buffered body, and the name the file gets is the digest of what it holds.
-        const digest = crypto.createHash('sha512').update(job.body).digest()
+        const digest = sha512(job.body)
         const integrity = `sha512-${digest.toString('base64')}`
         const file = contentPathOf(digest)
         const line = `${job.line[0]}${integrity}${job.line[1]}`
