@@ -12,7 +12,8 @@
 // mtime, ctime) is the one seen intact before is trusted, any other is hashed
 // on this thread and must match the integrity the index holds.
 
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startWorker } from '../thread-heap.ts'
 import { lowerThisThreadSource } from '../thread-priority.ts'
 import type { FileSignature } from './entry-index.ts'
 
@@ -64,7 +65,7 @@ export class BodyReader {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker
-    const worker = new Worker(WORKER_SOURCE, { eval: true })
+    const worker = startWorker(WORKER_SOURCE)
     // Idle between populates: it must not keep the process alive.
     worker.unref()
     worker.on('message', ({ results, arena }: ReplyMessage) => {
