@@ -49,6 +49,7 @@ const { values } = parseArgs({
   },
 })
 const ENTRIES = Number(values.entries ?? 1_000_000)
+const CACHE_MIB = Number(values['cache-mib'] ?? APPLY_CACHE_MIB)
 const OPS = Number(values.ops ?? 20_000)
 const BATCH = Number(values.batch ?? 1000)
 const SCHEMA = values.schema ?? 'latest'
@@ -135,7 +136,7 @@ try {
     sqlite.exec(`drop ${kind} ${name}`)
   }
   sqlite.pragma('wal_checkpoint(TRUNCATE)')
-  sqlite.pragma(`cache_size = ${-1024 * Number(values['cache-mib'] ?? APPLY_CACHE_MIB)}`)
+  sqlite.pragma(`cache_size = ${-1024 * CACHE_MIB}`)
 
   /** This thread's CPU time in µs (Linux, ticks of 10 ms): without the checkpoint thread's. */
   const threadCpuUs = () => {
@@ -158,7 +159,7 @@ try {
     // CPU time, unlike the wall clock, hardly moves with other work on the machine.
     const cpu = process.cpuUsage(cpu0)
     const cpuUs = (cpu.user + cpu.system) / OPS
-    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, cacheMib: Number(values['cache-mib'] ?? APPLY_CACHE_MIB), entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
+    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, cacheMib: CACHE_MIB, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
   }
   const pick = permutation(ENTRIES, 2)
   // A new entry (a miss anywhere in the cluster).
