@@ -1,5 +1,8 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { ext4HasJournal, mountOf } from './disk.ts'
+import { describeDisk, ext4HasJournal, mountOf, probeFileCreation } from './disk.ts'
 
 const MOUNTS = [
   '/dev/vda / ext4 rw,relatime 0 0',
@@ -28,5 +31,25 @@ describe('ext4HasJournal', () => {
     expect(ext4HasJournal('<none>\n')).toBe(false)
     expect(ext4HasJournal('jbd2/vda-8 (pid 123)\n')).toBe(true)
     expect(ext4HasJournal(undefined)).toBeUndefined()
+  })
+})
+
+describe('probeFileCreation', () => {
+  it('creates the files it times, in a new directory of its own per call, and leaves them for the caller', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'caje-disk-probe-'))
+    try {
+      expect(probeFileCreation(dir, 32)).toBeGreaterThan(0)
+      // A second probe in the same place times new files of its own.
+      expect(probeFileCreation(dir, 8)).toBeGreaterThan(0)
+      const made = readdirSync(dir).map((d) => readdirSync(path.join(dir, d)).length)
+      expect(made.sort((a, b) => a - b)).toEqual([8, 32])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('says what the probe measured in the report line', () => {
+    expect(describeDisk(os.tmpdir(), 41.6)).toMatch(/creating a file there took 42 µs at the start of this run$/)
+    expect(describeDisk(os.tmpdir())).not.toMatch(/took \d+ µs/)
   })
 })

@@ -6,7 +6,7 @@
 // (a test suite, an `rm -rf` of an old cache) each new object then costs
 // several times its usual CPU, so the report says which case it ran in.
 
-import { readFileSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 
 export interface MountInfo {
@@ -46,16 +46,32 @@ const readOrUndefined = (file: string): string | undefined => {
   }
 }
 
+/**
+ * What creating a file costs in `dir` now: `count` empty files made in a new directory
+ * there (one per call), the wall time per file in µs. A cold cache object is four new inodes in
+ * cacache's layout (two directories, the body, the index bucket), so this is what the
+ * disk adds to a stored miss, and how far the run's directory is from a mass deletion.
+ * The files are left for the caller's cleanup: removing them here would make the next
+ * files created nearby slow in their turn.
+ */
+export function probeFileCreation(dir: string, count = 256): number {
+  const probeDir = mkdtempSync(path.join(dir, 'file-creation-probe-'))
+  const started = process.hrtime.bigint()
+  for (let i = 0; i < count; i++) closeSync(openSync(path.join(probeDir, String(i)), 'wx'))
+  return Number(process.hrtime.bigint() - started) / 1000 / count
+}
+
 /** One line for the report's machine section, e.g. "ext4 on /dev/vda, no journal: ...". */
-export function describeDisk(dir: string): string {
+export function describeDisk(dir: string, createMicros?: number): string {
   const mounts = readOrUndefined('/proc/mounts')
   const mount = mounts ? mountOf(path.resolve(dir), mounts) : undefined
   if (!mount) return 'file system not known (no /proc/mounts)'
   const where = `${mount.fsType} on ${mount.source} (mounted at ${mount.mountPoint})`
-  if (mount.fsType !== 'ext4') return where
+  const probe = createMicros === undefined ? '' : `; creating a file there took ${createMicros.toFixed(0)} µs at the start of this run`
+  if (mount.fsType !== 'ext4') return `${where}${probe}`
   const journal = ext4HasJournal(readOrUndefined(`/sys/fs/ext4/${path.basename(mount.source)}/journal_task`))
   if (journal === false) {
-    return `${where}, without a journal: creating a file soon after many deletions is slow there (ext4 skips inodes freed in the last 60–300 s), which weighs on the caches that keep a file per object (caje, nginx) when the run follows a mass deletion`
+    return `${where}, without a journal: creating a file soon after many deletions is slow there (ext4 skips inodes freed in the last 60–300 s), which weighs on the caches that keep a file per object (caje, nginx) when the run follows a mass deletion${probe}`
   }
-  return journal ? `${where}, with a journal` : where
+  return `${journal ? `${where}, with a journal` : where}${probe}`
 }

@@ -11,7 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { OBJECT_COUNT, contentFor, sha256 } from './content.ts'
-import { describeDisk } from './disk.ts'
+import { describeDisk, probeFileCreation } from './disk.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
 import { rules50 } from './rules50.ts'
@@ -355,6 +355,14 @@ async function main(): Promise<number> {
     warnings.push(line)
     log(`WARNING: ${line}`)
   }
+  // Before any system starts: what a new file costs where the caches will be (bench/disk.ts).
+  let createMicros: number | undefined
+  try {
+    createMicros = probeFileCreation(tmpDir)
+    log(`creating a file in ${tmpDir}: ${createMicros.toFixed(0)} µs`)
+  } catch (err) {
+    warn(`could not time file creation in ${tmpDir}: ${(err as Error).message}`)
+  }
 
   // Tools.
   const wanted = [...(opts.tool === 'autocannon' ? [] : ['wrk']), ...(opts.systems.includes('nginx') ? ['nginx'] : []), ...(opts.systems.includes('varnish') ? ['varnishd'] : [])]
@@ -654,7 +662,7 @@ async function main(): Promise<number> {
       loadAverage: { start: loadAtStart, end: os.loadavg()[0]! },
       tool,
       toolVersion: await toolVersion(tool, tools.get('wrk'), repoDir),
-      disk: describeDisk(tmpDir),
+      disk: describeDisk(tmpDir, createMicros),
       command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
       settings: [
         `${opts.connections} connections, ${tool === 'wrk' ? `${opts.threads} wrk thread(s), ` : ''}${opts.durationSec} s per run, ${opts.runs} repetition(s), ${opts.warmupSec} s warm-up per system and scenario`,
