@@ -15,6 +15,7 @@ import { describeDisk } from './disk.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
 import { rules50 } from './rules50.ts'
+import { formatBreakdown } from './smaps.ts'
 import { BASELINE, compareSystems, noteKey, renderResults, summarize, textTable, type Comparison, type Measurement } from './report.ts'
 import {
   cpuSeconds,
@@ -537,7 +538,8 @@ async function main(): Promise<number> {
           const workload = scenario.workload(String(rep))
           const before = await originStats(origin)
           const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
-          const rss = pollPeakRss(await processTree(system.pid))
+          // For a scenario with an RSS target, what caje's memory was made of at its peak too.
+          const rss = pollPeakRss(await processTree(system.pid), 250, scenario.targets && system.kind === 'caje' ? system.pid : undefined)
           const cpuBefore = system.kind === 'caje' ? await cpuSeconds(system.pid) : undefined
           let result: LoadResult
           try {
@@ -558,6 +560,8 @@ async function main(): Promise<number> {
           }
           const cpuAfter = cpuBefore === undefined ? undefined : await cpuSeconds(system.pid)
           const peakRssBytes = await rss.stop()
+          const atPeak = rss.atPeak()
+          if (atPeak) addNote(scenario.id, system.name, `run ${rep} at its peak, MB: ${formatBreakdown(atPeak)}`)
           const after = await originStats(origin)
           let cajeHitRatio: number | undefined
           if (system.kind === 'caje') {
