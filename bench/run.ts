@@ -72,7 +72,8 @@ interface Scenario {
   /**
    * Targets for caje in this scenario, checked on every run and noted with the results: peak RSS
    * at most the memory tier plus `rssOverTierBytes`, and (with measureSettle) nothing queued
-   * within `settleMs` of the load ending.
+   * within `settleMs` of the load ending. Each run's note also says what caje's memory was made
+   * of at its peak (bench/smaps.ts).
    */
   targets?: { rssOverTierBytes: number; settleMs: number }
   /**
