@@ -15,6 +15,7 @@ import { describeDisk, probeFileCreation } from './disk.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
 import { rules50 } from './rules50.ts'
+import { formatBreakdown } from './smaps.ts'
 import { BASELINE, compareSystems, noteKey, renderResults, summarize, textTable, type Comparison, type Measurement } from './report.ts'
 import {
   cpuSeconds,
@@ -71,7 +72,8 @@ interface Scenario {
   /**
    * Targets for caje in this scenario, checked on every run and noted with the results: peak RSS
    * at most the memory tier plus `rssOverTierBytes`, and (with measureSettle) nothing queued
-   * within `settleMs` of the load ending.
+   * within `settleMs` of the load ending. Each run's note also says what caje's memory was made
+   * of at its peak (bench/smaps.ts).
    */
   targets?: { rssOverTierBytes: number; settleMs: number }
   /**
@@ -545,7 +547,8 @@ async function main(): Promise<number> {
           const workload = scenario.workload(String(rep))
           const before = await originStats(origin)
           const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
-          const rss = pollPeakRss(await processTree(system.pid))
+          // For a scenario with an RSS target, what caje's memory was made of at its peak too.
+          const rss = pollPeakRss(await processTree(system.pid), 250, scenario.targets && system.kind === 'caje' ? system.pid : undefined)
           const cpuBefore = system.kind === 'caje' ? await cpuSeconds(system.pid) : undefined
           let result: LoadResult
           try {
@@ -566,6 +569,8 @@ async function main(): Promise<number> {
           }
           const cpuAfter = cpuBefore === undefined ? undefined : await cpuSeconds(system.pid)
           const peakRssBytes = await rss.stop()
+          const atPeak = rss.atPeak()
+          if (atPeak) addNote(scenario.id, system.name, `run ${rep} at its peak, MB: ${formatBreakdown(atPeak)}`)
           const after = await originStats(origin)
           let cajeHitRatio: number | undefined
           if (system.kind === 'caje') {

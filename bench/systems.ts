@@ -5,9 +5,10 @@
 // interrupted run still stops what it started.
 
 import { buildCaje } from './build.ts'
+import { smapsBreakdown, type MemoryBreakdown } from './smaps.ts'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -401,15 +402,35 @@ export async function cpuSeconds(pid: number): Promise<number | undefined> {
   }
 }
 
-/** Polls the RSS of a process tree while a run goes on; stop() returns the peak in bytes. */
-export function pollPeakRss(pids: number[], intervalMs = 250): { stop(): Promise<number> } {
+/**
+ * Polls the RSS of a process tree while a run goes on; stop() returns the peak in bytes.
+ * With `breakdownPid`, atPeak() is what that process's memory was made of (smaps.ts) when the
+ * tree's RSS was last a new peak (read again only once the peak has grown by 4 MB, since a
+ * read of smaps walks every page table of the process).
+ */
+export function pollPeakRss(pids: number[], intervalMs = 250, breakdownPid?: number): { stop(): Promise<number>; atPeak(): MemoryBreakdown | undefined } {
   let peak = 0
   let busy = false
+  let atPeak: MemoryBreakdown | undefined
+  let breakdownAt = 0
+  let executable: string | undefined
   const sample = async () => {
     if (busy) return
     busy = true
     try {
-      peak = Math.max(peak, await statusBytes(pids, 'VmRSS'))
+      const rss = await statusBytes(pids, 'VmRSS')
+      if (rss > peak) {
+        peak = rss
+        if (breakdownPid !== undefined && rss >= breakdownAt + 4 * 1024 * 1024) {
+          breakdownAt = rss
+          try {
+            executable ??= await readlink(`/proc/${breakdownPid}/exe`)
+            atPeak = smapsBreakdown(await readFile(`/proc/${breakdownPid}/smaps`, 'utf8'), executable)
+          } catch {
+            // The process is gone, or there is no /proc: no breakdown.
+          }
+        }
+      }
     } finally {
       busy = false
     }
@@ -417,6 +438,7 @@ export function pollPeakRss(pids: number[], intervalMs = 250): { stop(): Promise
   void sample()
   const timer = setInterval(() => void sample(), intervalMs)
   return {
+    atPeak: () => atPeak,
     async stop() {
       clearInterval(timer)
       await sample()
