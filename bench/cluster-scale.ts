@@ -816,7 +816,13 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
 }
 
 /** Bulk-load entries straight into the manifest file (as if stored by the three nodes), then time the admin list. */
-async function seedManifest(dbPath: string, entries: number): Promise<{ now: number; keyOf: (i: number) => string }> {
+/** What seedManifest wrote: entry i was stored at now - i, as row idOf(i). */
+interface Seeded {
+  now: number
+  idOf: (i: number) => number
+}
+
+async function seedManifest(dbPath: string, entries: number): Promise<Seeded> {
   const sqlite = new SQLite(dbPath)
   sqlite.pragma('busy_timeout = 10000')
   const now = Date.now()
@@ -842,7 +848,15 @@ async function seedManifest(dbPath: string, entries: number): Promise<{ now: num
     await new Promise((r) => setTimeout(r, 5))
   }
   sqlite.close()
-  return { now, keyOf }
+  const idOf = (i: number) => {
+    const db = new SQLite(dbPath, { readonly: true })
+    try {
+      return db.prepare(`select id from entries where key = ? and variant = ''`).pluck().get(keyOf(i)) as number
+    } finally {
+      db.close()
+    }
+  }
+  return { now, idOf }
 }
 
 /** Wait for the primary's writer to index the seeded URLs for the filter; resolves to rows indexed per second. */
@@ -858,15 +872,16 @@ async function waitForSearchIndex(dbPath: string, entries: number): Promise<numb
   return Math.round(entries / ((performance.now() - t0) / 1000))
 }
 
-async function scenarioList(cluster: Cluster, entries: number, seeded: { now: number; keyOf: (i: number) => string }): Promise<Record<string, number>> {
+async function scenarioList(cluster: Cluster, entries: number, seeded: Seeded): Promise<Record<string, number>> {
   const node = cluster.nodes[1]!
   const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('list')
   const deep = Math.max(0, entries - 100)
   // Cursors as the list makes them (repositories.ts): the page after, and the page before, entry `deep`.
-  const deepCursor = Buffer.from(JSON.stringify([seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
-  const deepBefore = Buffer.from(JSON.stringify(['before', seeded.now - deep, seeded.keyOf(deep), ''])).toString('base64url')
+  const deepId = seeded.idOf(deep)
+  const deepCursor = Buffer.from(JSON.stringify(['after', seeded.now - deep, deepId])).toString('base64url')
+  const deepBefore = Buffer.from(JSON.stringify(['before', seeded.now - deep, deepId])).toString('base64url')
   const lastCursor = Buffer.from(JSON.stringify(['last'])).toString('base64url')
   const spans: Span[] = []
   const slowest: Record<string, number> = {}

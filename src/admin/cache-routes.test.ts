@@ -275,6 +275,11 @@ describe('list', () => {
     const bad = await c.request('/_caje/list?manifest_cursor=nonsense', { headers: bearer() })
     expect(bad.status).toBe(400)
     expect(await bad.text()).toMatch(/nextCursor/)
+    // A cursor of the order by key, as earlier versions made them (a saved link): 400, start again.
+    const old = Buffer.from(JSON.stringify([Date.now(), `${SITE}/bulk/10049`, ''])).toString('base64url')
+    const stale = await c.request(`/_caje/list?manifest_cursor=${old}`, { headers: bearer() })
+    expect(stale.status).toBe(400)
+    expect(await stale.text()).toMatch(/first page again/)
   })
 
   it('clamps silly paging values', async () => {

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { openDatabase } from './database.ts'
 import type { Database } from './database.ts'
 import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrateToLatest } from './migrate.ts'
-import { clearManifest, countEntries, entriesMissingOn, listManifest, purgeCoverage, recordStored, sweepPurge } from './repositories.ts'
+import { OldCursorError, clearManifest, countEntries, entriesMissingOn, listManifest, purgeCoverage, recordStored, sweepPurge } from './repositories.ts'
 import { indexQueued, queuedForIndex } from './search.ts'
 import { applyOps } from './ops.ts'
 import { entry, queryPlans, recordStoredOnOldSchema, tableNames, tempDir } from './test-helpers.ts'
@@ -84,7 +84,7 @@ describe('migrations', () => {
     await migrateTo(db, '2026120113_entries_write_indexes')
     const T = 1_700_000_000_000
     for (let i = 0; i < 30; i++) await recordStoredOnOldSchema(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
-    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids'])
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
     const total = async () => (await listManifest(db, { limit: 1 })).total
     const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
     const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
@@ -202,7 +202,7 @@ describe('migrations', () => {
     await db.deleteFrom('entries').where('url', '=', 'https://h.test/blog/1').execute()
     const found = async (filter: string) => (await listManifest(db, { filter, limit: 100 })).total
 
-    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids'])
+    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
     // Every entry, and nothing else (the deleted row's change has nothing to take out of the new index).
     expect(await queuedForIndex(db)).toBe(29)
     expect(await found('shop/')).toBe(10)
@@ -232,7 +232,7 @@ describe('migrations', () => {
     for (const e of rewritten) ops.push({ type: 'stored' as const, nodeId: 'b', entry: e })
     await applyOps(db, ops)
 
-    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids'])
+    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
     const inUrlIndex = await sql<{ url: string }>`select url from entries indexed by entries_url_not_key where url <> key order by url`.execute(db)
@@ -274,6 +274,55 @@ describe('migrations', () => {
     await migrateTo(db, '2026120115_holdings_by_entry_id')
     const after = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     expect(after.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url'])
+  })
+
+  it('orders the stored_at index by id (2026120203) on a file with rows, keeping them; the list pages across equal times; and back', async () => {
+    const { db } = open()
+    await migrateTo(db, '2026120202_entries_search_rowids')
+    const T = 1_700_000_000_000
+    // Three entries per millisecond, two holders for some, one removed (a gap in the ids).
+    const ops = []
+    for (let i = 0; i < 30; i++) {
+      const e = entry({ url: `https://h.test/${i % 2 ? 'blog' : 'shop'}/${i}`, storedAt: T + Math.floor(i / 3), variant: i % 4 === 0 ? 'gzip' : '' })
+      ops.push({ type: 'stored' as const, nodeId: 'a', entry: e })
+      if (i % 5 === 0) ops.push({ type: 'stored' as const, nodeId: 'b', entry: e })
+    }
+    await applyOps(db, ops)
+    await sql`delete from entries where key = 'https://h.test/shop/8'`.execute(db)
+    await indexQueued(db, 1000)
+    const rows = async () => (await sql`select * from entries order by id`.execute(db)).rows
+    const holdings = async () => (await sql`select * from entry_nodes order by entry_id, node_id`.execute(db)).rows
+    const indexColumns = async () => (await sql<{ name: string }>`select name from pragma_index_info('entries_stored_at') order by seqno`.execute(db)).rows.map((r) => r.name)
+    const rowsBefore = await rows()
+    const holdingsBefore = await holdings()
+    expect(rowsBefore).toHaveLength(29)
+    expect(await indexColumns()).toEqual(['stored_at', 'key', 'variant'])
+
+    expect(await migrateToLatest(db)).toEqual(['2026120203_stored_at_index_by_id'])
+    // The index names no key: each of its entries is stored_at and the row's id.
+    expect(await indexColumns()).toEqual(['stored_at'])
+    expect(await rows()).toEqual(rowsBefore)
+    expect(await holdings()).toEqual(holdingsBefore)
+    expect(await countEntries(db)).toBe(29)
+    expect(await countEntries(db, { nodeId: 'b' })).toBe(6)
+    // Every entry once, newest first, by cursor; a cursor of the old order is refused.
+    const seen: string[] = []
+    let page = await listManifest(db, { limit: 4 })
+    for (;;) {
+      seen.push(...page.entries.map((e) => `${e.key} ${e.variant}`))
+      if (!page.nextCursor) break
+      page = await listManifest(db, { limit: 4, cursor: page.nextCursor })
+    }
+    expect(seen).toHaveLength(29)
+    expect(new Set(seen).size).toBe(29)
+    const oldCursor = Buffer.from(JSON.stringify([T + 5, 'https://h.test/blog/15', ''])).toString('base64url')
+    await expect(listManifest(db, { cursor: oldCursor })).rejects.toThrow(OldCursorError)
+    expect((await listManifest(db, { filter: 'blog/1' })).entries.map((e) => e.url).sort()).toEqual(['https://h.test/blog/1', 'https://h.test/blog/11', 'https://h.test/blog/13', 'https://h.test/blog/15', 'https://h.test/blog/17', 'https://h.test/blog/19'])
+
+    // Down: the key columns again, the same rows.
+    await migrateTo(db, '2026120202_entries_search_rowids')
+    expect(await indexColumns()).toEqual(['stored_at', 'key', 'variant'])
+    expect(await rows()).toEqual(rowsBefore)
   })
 
   it('lets several processes migrate the same file at once', async () => {

@@ -6,6 +6,7 @@ import {
   DeepOffsetError,
   InvalidCursorError,
   MAX_LIST_OFFSET,
+  OldCursorError,
   clearManifest,
   countEntries,
   entriesMissingOn,
@@ -140,8 +141,44 @@ describe('manifest repositories', () => {
     expect((await listManifest(db, { offset: MAX_LIST_OFFSET, limit: 1 })).entries).toEqual([])
     await expect(listManifest(db, { offset: MAX_LIST_OFFSET + 1 })).rejects.toThrow(DeepOffsetError)
     await expect(listManifest(db, { offset: MAX_LIST_OFFSET + 1 })).rejects.toThrow(/by cursor/)
-    for (const bad of ['nonsense', Buffer.from('["before",1,"k"]').toString('base64url'), Buffer.from('["first"]').toString('base64url')]) {
+    for (const bad of ['nonsense', Buffer.from('["before",1,"k"]').toString('base64url'), Buffer.from('["first"]').toString('base64url'), Buffer.from('["after",1.5,2]').toString('base64url')]) {
       await expect(listManifest(db, { cursor: bad })).rejects.toThrow(InvalidCursorError)
+    }
+  })
+
+  it('listManifest pages across entries stored at the same time, each once, both ways', async () => {
+    // 23 entries, five per millisecond: every page edge falls inside a run of equal stored_at.
+    for (let i = 0; i < 23; i++) await recordStored(db, 'n1', entry({ url: `https://ex.com/${(i * 7) % 23}`, storedAt: T + Math.floor(i / 5) }))
+    const urls = (page: { entries: Array<{ url: string }> }) => page.entries.map((e) => e.url)
+    const forward: string[] = []
+    const pages: Array<Awaited<ReturnType<typeof listManifest>>> = []
+    for (let page = await listManifest(db, { limit: 4 }); ; page = await listManifest(db, { limit: 4, cursor: page.nextCursor })) {
+      pages.push(page)
+      forward.push(...urls(page))
+      if (!page.nextCursor) break
+    }
+    expect(pages).toHaveLength(6)
+    expect(forward).toHaveLength(23)
+    expect(new Set(forward).size).toBe(23)
+    // Newest first; within one time, the later insert first.
+    const stored = Array.from({ length: 23 }, (_, i) => ({ url: `https://ex.com/${(i * 7) % 23}`, at: Math.floor(i / 5), i }))
+    expect(forward).toEqual(stored.sort((a, b) => b.at - a.at || b.i - a.i).map((e) => e.url))
+    // Back from the last page, page by page: the same pages.
+    const backward: string[][] = []
+    for (let page = await listManifest(db, { limit: 4, cursor: pages[0]!.lastCursor }); ; page = await listManifest(db, { limit: 4, cursor: page.prevCursor })) {
+      backward.unshift(urls(page))
+      if (!page.prevCursor) break
+    }
+    expect(backward.flat()).toEqual(forward)
+  })
+
+  it('refuses a cursor of the list ordered by key, saying to start again from the first page', async () => {
+    await recordStored(db, 'n1', entry({ url: 'https://ex.com/a', storedAt: T }))
+    // As the list made them before it ordered equal times by id: [storedAt, key, variant] and ["before", storedAt, key, variant].
+    for (const old of [[T, 'https://ex.com/a', ''], ['before', T, 'https://ex.com/a', '']]) {
+      const cursor = Buffer.from(JSON.stringify(old)).toString('base64url')
+      await expect(listManifest(db, { cursor })).rejects.toThrow(OldCursorError)
+      await expect(listManifest(db, { cursor })).rejects.toThrow(/first page again/)
     }
   })
 
@@ -329,7 +366,7 @@ describe('manifest repositories', () => {
     expect(pFirst).toContain('SEARCH e USING INTEGER PRIMARY KEY (rowid=?)')
     // The last page and the page before a cursor walk the same index from the other end.
     expect(pLast).toContain('SCAN e USING COVERING INDEX entries_stored_at')
-    expect(pBefore).toContain('SEARCH e USING COVERING INDEX entries_stored_at ((stored_at,key,variant)>(?,?,?))')
+    expect(pBefore).toContain('SEARCH e USING COVERING INDEX entries_stored_at (stored_at>?)')
     expect(pFilter.some((d) => d.startsWith('SCAN entries_search VIRTUAL TABLE'))).toBe(true)
     expect(pMissing.some((d) => /^SCAN e USING INDEX entries_key/.test(d))).toBe(true)
   })

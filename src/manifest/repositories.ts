@@ -338,21 +338,20 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
   // the ones counted from the first.
   const size = cursor?.kind === 'last' && !totalIsLowerBound && total > 0 ? total - Math.floor((total - 1) / limit) * limit : limit
   if (cursor?.kind === 'after') {
-    base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.key', 'e.variant'), '<', eb.tuple(cursor.storedAt, cursor.key, cursor.variant)))
+    base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.id'), '<', eb.tuple(cursor.storedAt, cursor.id)))
   } else if (cursor?.kind === 'before') {
-    base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.key', 'e.variant'), '>', eb.tuple(cursor.storedAt, cursor.key, cursor.variant)))
+    base = base.where((eb) => eb(eb.refTuple('e.stored_at', 'e.id'), '>', eb.tuple(cursor.storedAt, cursor.id)))
   }
   const order = back ? 'asc' : 'desc'
 
-  // Find the page's rowids first: without a filter that walks the
-  // (stored_at, key, variant) index only, so an OFFSET skips index
-  // entries rather than whole rows. Then fetch just those rows. One row
+  // Find the page's rowids first: without a filter that walks the stored_at
+  // index only (its entries end with the id: 2026120203), so an OFFSET skips
+  // index entries rather than whole rows. Then fetch just those rows. One row
   // more than the page says whether there is another page beyond it.
   const pageIds = base
     .select(sql<number>`e.rowid`.as('rid'))
     .orderBy('e.stored_at', order)
-    .orderBy('e.key', order)
-    .orderBy('e.variant', order)
+    .orderBy('e.id', order)
     .limit(size + 1)
     .offset(offset)
   const rows = await db
@@ -367,8 +366,7 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
     )
     .where(sql<number>`e.rowid`, 'in', pageIds)
     .orderBy('e.stored_at', 'desc')
-    .orderBy('e.key', 'desc')
-    .orderBy('e.variant', 'desc')
+    .orderBy('e.id', 'desc')
     .execute()
 
   // The extra row is the newest when walking back, the oldest otherwise.
@@ -377,38 +375,51 @@ export async function listManifest(db: Db, options: ListManifestOptions = {}): P
   // Walking back from a cursor reached the newest entries before filling a page: show the first page whole instead.
   if (cursor?.kind === 'before' && !more && pageRows.length < limit) return listManifest(db, { ...options, cursor: undefined, offset: 0 })
   const entries = pageRows.map((row) => ({ ...entryFromRow(row), nodeIds: parseJson<string[]>(row.node_ids, []).sort() }))
-  const first = entries[0]
-  const last = entries[entries.length - 1]
+  const first = pageRows[0]
+  const last = pageRows[pageRows.length - 1]
   const atStart = back ? !more : cursor === undefined && offset === 0
   const atEnd = back ? cursor.kind === 'last' : !more
   return {
     total,
     totalIsLowerBound,
     entries,
-    nextCursor: last && !atEnd ? encodeCursor({ kind: 'after', storedAt: last.storedAt, key: last.key, variant: last.variant }) : undefined,
-    prevCursor: first && !atStart ? encodeCursor({ kind: 'before', storedAt: first.storedAt, key: first.key, variant: first.variant }) : undefined,
+    nextCursor: last && !atEnd ? encodeCursor({ kind: 'after', storedAt: last.stored_at, id: last.id }) : undefined,
+    prevCursor: first && !atStart ? encodeCursor({ kind: 'before', storedAt: first.stored_at, id: first.id }) : undefined,
     lastCursor: totalIsLowerBound ? undefined : encodeCursor({ kind: 'last' }),
     offset: atStart ? 0 : cursor?.kind === 'last' && !totalIsLowerBound ? Math.max(0, total - entries.length) : cursor === undefined ? offset : undefined,
   }
 }
 
-type ListCursor = { kind: 'after' | 'before'; storedAt: number; key: string; variant: string } | { kind: 'last' }
+type ListCursor = { kind: 'after' | 'before'; storedAt: number; id: number } | { kind: 'last' }
 
 /**
- * A cursor is the position of a page's edge row, base64url JSON: `[storedAt, key, variant]`
- * for the page after it (as first issued), `["before", storedAt, key, variant]` for the page
- * before it, `["last"]` for the last page.
+ * A cursor is the position of a page's edge row in the list's order (stored_at, then id),
+ * base64url JSON: `["after", storedAt, id]` for the page after it, `["before", storedAt, id]`
+ * for the page before it, `["last"]` for the last page.
  */
 function encodeCursor(c: ListCursor): string {
-  const v = c.kind === 'last' ? ['last'] : c.kind === 'after' ? [c.storedAt, c.key, c.variant] : ['before', c.storedAt, c.key, c.variant]
+  const v = c.kind === 'last' ? ['last'] : [c.kind, c.storedAt, c.id]
   return Buffer.from(JSON.stringify(v), 'utf8').toString('base64url')
 }
 
 /** A cursor this code did not make is a client error, said as such. */
 export class InvalidCursorError extends Error {
-  constructor() {
-    super('the list cursor is not valid: use the nextCursor, prevCursor or lastCursor of a previous page, or leave it out for the first page')
+  constructor(message = 'the list cursor is not valid: use the nextCursor, prevCursor or lastCursor of a previous page, or leave it out for the first page') {
+    super(message)
     this.name = 'InvalidCursorError'
+  }
+}
+
+/**
+ * A cursor made before the list ordered equal times by id (2026120203): it names its row by
+ * key (`[storedAt, key, variant]` or `["before", storedAt, key, variant]`), a position the
+ * list's order no longer has. Refused with what to do; a client that pages from the first
+ * page again gets cursors of the current kind.
+ */
+export class OldCursorError extends InvalidCursorError {
+  constructor() {
+    super('the list cursor was made by an earlier version of caje, which ordered the list otherwise: ask for the first page again (leave the cursor out) and page on from there')
+    this.name = 'OldCursorError'
   }
 }
 
@@ -421,10 +432,19 @@ function decodeCursor(text: string): ListCursor {
   }
   if (!Array.isArray(v)) throw new InvalidCursorError()
   if (v.length === 1 && v[0] === 'last') return { kind: 'last' }
-  const [kind, at] = v.length === 4 && v[0] === 'before' ? (['before', 1] as const) : (['after', 0] as const)
+  const [kind, storedAt, id] = v as unknown[]
+  if (v.length === 3 && (kind === 'after' || kind === 'before') && Number.isSafeInteger(storedAt) && Number.isSafeInteger(id)) {
+    return { kind, storedAt: storedAt as number, id: id as number }
+  }
+  if (isKeyCursor(v)) throw new OldCursorError()
+  throw new InvalidCursorError()
+}
+
+/** The cursors of the (stored_at, key, variant) order, before 2026120203. */
+function isKeyCursor(v: unknown[]): boolean {
+  const at = v.length === 4 && v[0] === 'before' ? 1 : 0
   const [storedAt, key, variant] = v.slice(at)
-  if (v.length !== at + 3 || !Number.isSafeInteger(storedAt) || typeof key !== 'string' || typeof variant !== 'string') throw new InvalidCursorError()
-  return { kind, storedAt: storedAt as number, key, variant }
+  return v.length === at + 3 && Number.isSafeInteger(storedAt) && typeof key === 'string' && typeof variant === 'string'
 }
 
 /** count(*) of a query's rows, stopping at `cap`. */
