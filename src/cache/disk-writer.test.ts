@@ -1,5 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import { afterEach, describe, expect, it } from 'vitest'
 import { DiskWriter, type DiskWriterOptions } from './disk-writer.ts'
 import { tempDir } from './test-support.ts'
@@ -59,5 +61,29 @@ describe('disk writer callbacks', () => {
     await writer.close()
     const result = await new Promise((resolve) => writer.enqueue({ op: 'clear' }, resolve))
     expect(result).toMatchObject({ ok: false, error: { code: 'ECLOSED' } })
+  })
+
+  it('lets go of a job once it is posted to its thread, not only once the thread answers', async () => {
+    v8.setFlagsFromString('--expose-gc')
+    const gc = vm.runInNewContext('gc') as () => void
+    const { dir, writer } = await newWriter({ maxQueueBytes: 64 << 20 })
+    const answered: boolean[] = []
+    // Made in a function of its own: nothing in the test holds the job but the WeakRef.
+    const watch = (i: number) => {
+      const job = { op: 'put' as const, body: new Uint8Array(Buffer.alloc(64 * 1024, i)), contentPath: path.join(dir, 'content-v2', `${i}`), id: `k${i}`, line: `{"n":${i}}`, compact: false }
+      writer.enqueue(job, (result) => answered.push(result.ok))
+      return new WeakRef(job)
+    }
+    const first = watch(0)
+    // The rest of the same message keeps the thread busy writing long after it is posted.
+    for (let i = 1; i < 200; i++) watch(i)
+    // The writer posts in the check phase of this turn, ahead of this callback.
+    await new Promise((resolve) => setImmediate(resolve))
+    gc()
+    expect(answered).toEqual([])
+    expect(first.deref()).toBeUndefined()
+    await writer.drain()
+    expect(answered).toHaveLength(200)
+    expect(answered.every(Boolean)).toBe(true)
   })
 })

@@ -72,7 +72,8 @@ export interface DiskWriterStats {
 }
 
 interface Queued {
-  job: DiskJob
+  /** Dropped once posted (see #send). */
+  job: DiskJob | undefined
   bytes: number
   done: (result: JobResult) => void
 }
@@ -185,7 +186,11 @@ export class DiskWriter {
     }
     const batch = this.#queue.splice(0, take)
     this.#inFlight.push(batch)
-    const { message, transfer } = packBatch(batch.map((q) => q.job))
+    const { message, transfer } = packBatch(batch.map((q) => q.job!))
+    // The worker has its own copy of each job now. Kept here until the answer (hundreds of
+    // milliseconds behind a busy disk), each job's index line, paths and body view outlived
+    // young-generation collections, were moved to the old generation and became garbage there.
+    for (const q of batch) q.job = undefined
     this.#ensureWorker().postMessage(message, transfer)
   }
 

@@ -298,12 +298,47 @@ function parseItems(body: unknown): Array<{ key: string; variant: string }> {
   })
 }
 
-/** One frame's head: the metadata's length (4 bytes, big-endian), then the metadata as JSON. */
-function frame(meta: unknown): Buffer {
-  const json = Buffer.from(JSON.stringify(meta), 'utf8')
-  const head = Buffer.alloc(4)
-  head.writeUInt32BE(json.length, 0)
-  return Buffer.concat([head, json])
+/**
+ * Frames gathered for one piece of the response, laid out once: each frame's head (the
+ * metadata's length, 4 bytes, big-endian, then the metadata as JSON) is encoded straight into
+ * the piece, and each body copied into it once. Built frame by frame (a buffer per head, then
+ * one concatenation of heads and bodies), a sender allocated three buffers per object and copied
+ * every metadata twice.
+ */
+export class FramesPiece {
+  private readonly metas: string[] = []
+  private readonly bodies: Array<Buffer | undefined> = []
+  /** The piece's length so far. */
+  bytes = 0
+
+  /** A frame: `meta` (as JSON), then `body` when there is one (a streamed body follows the piece). */
+  add(meta: unknown, body?: Buffer): void {
+    const json = JSON.stringify(meta)
+    this.metas.push(json)
+    this.bodies.push(body)
+    this.bytes += 4 + Buffer.byteLength(json, 'utf8') + (body?.length ?? 0)
+  }
+
+  get frames(): number {
+    return this.metas.length
+  }
+
+  /** The frames as one buffer. */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.bytes)
+    let at = 0
+    for (let i = 0; i < this.metas.length; i++) {
+      const written = out.write(this.metas[i]!, at + 4, 'utf8')
+      out.writeUInt32BE(written, at)
+      at += 4 + written
+      const body = this.bodies[i]
+      if (body) {
+        out.set(body, at)
+        at += body.length
+      }
+    }
+    return out
+  }
 }
 
 /** Frames are gathered into pieces of about this size before they are handed to the response. */
@@ -348,35 +383,26 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'> 
         // Let the loop turn before the next piece's reads (see FRAMES_PIECE_OBJECTS), and end a piece early once the turn's slice is spent.
         if (piecesRead++ > 0) await budget.next()
         while (budget.spent()) await budget.next()
-        const pieces: Buffer[] = []
-        let bytes = 0
+        const piece = new FramesPiece()
         const last = Math.min(items.length, next + FRAMES_PIECE_OBJECTS)
-        while (next < last && bytes < FRAMES_PIECE_BYTES && !body) {
-          if (pieces.length > 0 && budget.spent()) break
+        while (next < last && piece.bytes < FRAMES_PIECE_BYTES && !body) {
+          if (piece.frames > 0 && budget.spent()) break
           // A run of small bodies is read in one batch, off the event loop when the store can.
-          const run = store?.readMany ? smallRun(store, items, next, last, FRAMES_PIECE_BYTES - bytes) : []
+          const run = store?.readMany ? smallRun(store, items, next, last, FRAMES_PIECE_BYTES - piece.bytes) : []
           if (run.length > 0) {
-            for (const piece of await framedRun(store!, run)) {
-              pieces.push(piece)
-              bytes += piece.length
-            }
+            await framedRun(store!, run, piece)
             next += run.length
             continue
           }
           const item = items[next++]!
           const found = store ? await openStored(store, item.key, item.variant) : undefined
-          const head = frame(found ? found.meta : { key: item.key, variant: item.variant, missing: true })
-          pieces.push(head)
-          bytes += head.length
-          if (found?.body.kind === 'buffer') {
-            pieces.push(found.body.buffer)
-            bytes += found.body.buffer.length
-          } else if (found) {
+          piece.add(found ? found.meta : { key: item.key, variant: item.variant, missing: true }, found?.body.kind === 'buffer' ? found.body.buffer : undefined)
+          if (found?.body.kind === 'stream') {
             bodyStream = found.body.stream
             body = bodyStream[Symbol.asyncIterator]() as AsyncIterator<Buffer>
           }
         }
-        controller.enqueue(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, bytes))
+        controller.enqueue(piece.take())
         return
       }
     },
@@ -409,12 +435,11 @@ function smallRun(store: Pick<CacheStore, 'variants'>, items: Array<{ key: strin
 }
 
 /**
- * The frames of a run of small bodies (see smallRun), read with one readMany(). A variant
+ * The frames of a run of small bodies (see smallRun), read with one readMany(), added to `piece`. A variant
  * replaced while its body was being read is read again on its own (openStored).
  */
-async function framedRun(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'>, run: Array<{ key: string; variant: string; meta: EntryMeta | undefined }>): Promise<Buffer[]> {
+async function framedRun(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'>, run: Array<{ key: string; variant: string; meta: EntryMeta | undefined }>, piece: FramesPiece): Promise<void> {
   const bodies = await store.readMany!(run)
-  const pieces: Buffer[] = []
   for (let i = 0; i < run.length; i++) {
     const { key, variant, meta } = run[i]!
     let found: { meta: EntryMeta; body: StoredBody } | undefined
@@ -430,10 +455,8 @@ async function framedRun(store: Pick<CacheStore, 'variants' | 'read' | 'readMany
         found = undefined
       }
     }
-    pieces.push(frame(found ? found.meta : { key, variant, missing: true }))
-    if (found?.body.kind === 'buffer') pieces.push(found.body.buffer)
+    piece.add(found ? found.meta : { key, variant, missing: true }, found?.body.kind === 'buffer' ? found.body.buffer : undefined)
   }
-  return pieces
 }
 
 /**

@@ -11,7 +11,7 @@ import { createCacheStore } from '../cache/tiered-store.ts'
 import { bodyOf, bytesOf, newEntry, put, sri } from '../cache/test-support.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Database } from './database.ts'
-import { FRAMES_PIECE_OBJECTS, INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE, createInternalApp } from './internal-routes.ts'
+import { FRAMES_PIECE_OBJECTS, FramesPiece, INTERNAL_BASE_PATH, META_BYTES_HEADER, OBJECTS_CONTENT_TYPE, createInternalApp } from './internal-routes.ts'
 import { COPIES_PER_TURN, OBJECTS_PER_REQUEST, ROWS_PER_QUERY, createPopulator } from './populate.ts'
 import type { FillFn, PopulatorOptions } from './populate.ts'
 import { recordStored, toEntryRecord, upsertNode } from './repositories.ts'
@@ -358,6 +358,52 @@ describe('populate', () => {
     for (const i of [0, 2]) expect((await bytesOf((await localStore.read(metas[i]!.key, ''))!)).equals(good[i]!)).toBe(true)
   })
 
+  it('never stores a batch copy whose metadata is incomplete or mistyped, and keeps only a string origin', async () => {
+    const body = bodyOf(600, 7)
+    const entryOf = (i: number) => ({ ...newEntry(`https://ex.com/checked/${i}`), size: body.length, integrity: sri(body) })
+    const defects: Array<(m: Record<string, unknown>) => void> = [
+      (m) => (m.headers = { 'content-type': 7 }),
+      (m) => (m.varyHeaders = ['accept']),
+      (m) => (m.tags = ['news', 3]),
+      (m) => (m.storedAt = '1700000000000'),
+      (m) => (m.staleAt = null),
+      (m) => delete m.policy,
+      (m) => delete m.contentType,
+    ]
+    for (const [i, defect] of defects.entries()) {
+      const meta: Record<string, unknown> = entryOf(i)
+      defect(meta)
+      const liar = await framingPeer([meta as { key: string }], () => body)
+      closers.push(() => liar.close())
+      const id = `liar${i}`
+      await upsertNode(db, { id, region: 'r', internalUrl: liar.url, startedAt: Date.now() }, Date.now())
+      await recordStored(db, id, toEntryRecord(entryOf(i) as EntryMeta))
+      const filled: string[] = []
+      const p = populator({ concurrency: 1 }, async (url) => {
+        filled.push(url.pathname)
+        return { stored: false, status: 503, bytes: 0 }
+      })
+      await p.run({ key: meta.key as string })
+      await p.idle()
+      const status = p.status()!
+      expect({ i, done: status.done, failed: status.failed, filled }).toEqual({ i, done: 0, failed: 1, filled: [`/checked/${i}`] })
+      expect(localStore.variants(meta.key as string)).toEqual([])
+    }
+    // An origin that is not a string is dropped, not stored; the copy is kept, marked as the peer's.
+    const odd = { ...entryOf(99), origin: 42 }
+    const peerOfOdd = await framingPeer([odd], () => body)
+    closers.push(() => peerOfOdd.close())
+    await upsertNode(db, { id: 'odd', region: 'r', internalUrl: peerOfOdd.url, startedAt: Date.now() }, Date.now())
+    await recordStored(db, 'odd', toEntryRecord(entryOf(99) as EntryMeta))
+    const p = populator({ concurrency: 1 })
+    await p.run({ key: odd.key })
+    await p.idle()
+    expect(p.status()).toMatchObject({ done: 1, fromPeers: 1 })
+    const [stored] = localStore.variants(odd.key)
+    expect(stored).toMatchObject({ key: odd.key, integrity: sri(body), via: 'peer:odd' })
+    expect(stored!.origin).toBeUndefined()
+  })
+
   describe('a peer that breaks off in the middle of a batch', () => {
     /** A peer that sends `good` whole frames of what it is asked for, then a frame with half its body, then misbehaves. */
     async function brokenPeer(mode: 'reset' | 'truncate' | 'stall', bodies: Map<string, { meta: EntryMeta; body: Buffer }>, good: number) {
@@ -484,6 +530,31 @@ describe('populate', () => {
     expect((await post({ items: [] })).status).toBe(400)
     expect((await post({ items: [{ key: 1 }] })).status).toBe(400)
     expect((await post({ items: [{ key: a.key, variant: '' }] }, 'Bearer wrong')).status).toBe(401)
+  })
+
+  it('lays a piece of /objects frames out once: each head counts its metadata in UTF-8 bytes, each body follows it', () => {
+    const piece = new FramesPiece()
+    const withBody = { key: 'https://ex.com/caf\u00e9', tags: ['\u00fcber', '\u{1f600}'] }
+    const body = bodyOf(300, 5)
+    piece.add(withBody, body)
+    piece.add({ key: 'https://ex.com/none', variant: '', missing: true })
+    // A streamed body follows the piece: its frame ends with the metadata.
+    piece.add({ key: 'https://ex.com/large', size: 1 << 20 })
+    const out = piece.take()
+    expect(out.length).toBe(piece.bytes)
+    const expected = Buffer.concat(
+      [
+        [withBody, body],
+        [{ key: 'https://ex.com/none', variant: '', missing: true }, undefined],
+        [{ key: 'https://ex.com/large', size: 1 << 20 }, undefined],
+      ].flatMap(([meta, b]) => {
+        const json = Buffer.from(JSON.stringify(meta), 'utf8')
+        const head = Buffer.alloc(4)
+        head.writeUInt32BE(json.length)
+        return b ? [head, json, b as Buffer] : [head, json]
+      }),
+    )
+    expect(out.equals(expected)).toBe(true)
   })
 
   it('reads what is missing from the manifest a few hundred rows per query, and copies all of it', async () => {
