@@ -142,6 +142,17 @@ describe('entry index', () => {
     expect(index.find('https://example.com/item/0', '')).toBeUndefined()
   })
 
+  it('grows its slots by half, not by doubling', () => {
+    const index = new EntryIndex()
+    for (let i = 0; i < 1024; i++) add(index, meta(i))
+    expect(index.capacity).toBe(1024)
+    add(index, meta(1024))
+    expect(index.capacity).toBe(1536)
+    for (let i = 1025; i < 1537; i++) add(index, meta(i))
+    expect(index.capacity).toBe(2304)
+    for (let i = 0; i < 1537; i++) expect(index.find(`https://example.com/item/${i}`, '')).toBeDefined()
+  })
+
   it('decodes metadata equal to what was added, and keeps the hottest decoded as the same object', () => {
     const index = new EntryIndex({ hotEntries: 2 })
     const m = { ...meta(1), origin: 'https://origin.example/', via: 'peer:node-2' }

@@ -178,7 +178,9 @@ export class EntryIndex {
   #gen = new Int32Array(0)
   #vary = new Int32Array(0)
   #indexLines = new Int32Array(0)
+  /** Chains of slots by hash: a power of two of them, at least one per slot. */
   #buckets = new Int32Array(0)
+  #bucketMask = 0
   #free = NONE
   /** Least recently read first. */
   #lruHead = NONE
@@ -200,6 +202,11 @@ export class EntryIndex {
 
   get size(): number {
     return this.#size
+  }
+
+  /** Slots allocated (for measures): grows by half when they are all in use. */
+  get capacity(): number {
+    return this.#capacity
   }
 
   // ---- handles --------------------------------------------------------------
@@ -261,7 +268,7 @@ export class EntryIndex {
   }
 
   #search(key: string, variant: string, h: number): number {
-    for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
+    for (let s = this.#buckets[h & this.#bucketMask]!; s !== NONE; s = this.#hashNext[s]!) {
       if (this.#hash[s] !== h || this.#keyLength[s] !== key.length) continue
       const packed = this.#packed[s]!
       if (!packed.startsWith(key)) continue
@@ -295,7 +302,7 @@ export class EntryIndex {
     const slots: number[] = []
     if (this.#capacity === 0) return slots
     const h = this.#hashOf(key)
-    for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
+    for (let s = this.#buckets[h & this.#bucketMask]!; s !== NONE; s = this.#hashNext[s]!) {
       if (this.#hash[s] === h && this.#keyLength[s] === key.length && this.#packed[s]!.startsWith(key)) slots.push(s)
     }
     return slots
@@ -320,7 +327,7 @@ export class EntryIndex {
     const h = this.#hashOf(key)
     let first = NONE
     let mixed = false
-    for (let s = this.#buckets[h & (this.#capacity - 1)]!; s !== NONE; s = this.#hashNext[s]!) {
+    for (let s = this.#buckets[h & this.#bucketMask]!; s !== NONE; s = this.#hashNext[s]!) {
       if (this.#hash[s] !== h || this.#keyLength[s] !== key.length || !this.#packed[s]!.startsWith(key)) continue
       const vary = this.#vary[s]!
       if (first === NONE) first = vary
@@ -484,7 +491,7 @@ export class EntryIndex {
     this.#indexLines[slot] = record.indexLines
     const h = hashKey(meta.key)
     this.#hash[slot] = h
-    const bucket = h & (this.#capacity - 1)
+    const bucket = h & this.#bucketMask
     this.#hashNext[slot] = this.#buckets[bucket]!
     this.#buckets[bucket] = slot
     this.#linkLru(slot)
@@ -515,7 +522,7 @@ export class EntryIndex {
       content: this.#content[slot]!,
     }
     // Out of its hash chain.
-    const bucket = this.#hash[slot]! & (this.#capacity - 1)
+    const bucket = this.#hash[slot]! & this.#bucketMask
     if (this.#buckets[bucket] === slot) this.#buckets[bucket] = this.#hashNext[slot]!
     else {
       let s = this.#buckets[bucket]!
@@ -574,11 +581,15 @@ export class EntryIndex {
     return slot
   }
 
-  /** Doubles every per-slot array and rebuilds the hash table (one bucket per slot). */
+  /**
+   * Grows every per-slot array by half (a doubling would leave up to half of them unused, and
+   * a million entries' arrays are about 80 MB), and the hash table to the power of two at or
+   * above the new capacity, rebuilt only when its size changes.
+   */
   #grow(): void {
     const old = this.#capacity
-    const capacity = Math.max(MIN_CAPACITY, old * 2)
-    if (capacity > SLOT_SPAN) throw new RangeError(`entry index: more than ${SLOT_SPAN} entries`)
+    if (old >= SLOT_SPAN) throw new RangeError(`entry index: more than ${SLOT_SPAN} entries`)
+    const capacity = Math.min(SLOT_SPAN, Math.max(MIN_CAPACITY, old + (old >> 1)))
     const f64 = (a: Float64Array) => {
       const b = new Float64Array(capacity)
       b.set(a)
@@ -608,12 +619,16 @@ export class EntryIndex {
     this.#packed.length = capacity
     this.#content.length = capacity
     this.#capacity = capacity
-    this.#buckets = new Int32Array(capacity).fill(NONE)
-    for (let s = 0; s < old; s++) {
-      if (this.#packed[s] === undefined) continue
-      const bucket = this.#hash[s]! & (capacity - 1)
-      this.#hashNext[s] = this.#buckets[bucket]!
-      this.#buckets[bucket] = s
+    const buckets = 2 ** Math.ceil(Math.log2(capacity))
+    if (buckets !== this.#buckets.length) {
+      this.#buckets = new Int32Array(buckets).fill(NONE)
+      this.#bucketMask = buckets - 1
+      for (let s = 0; s < old; s++) {
+        if (this.#packed[s] === undefined) continue
+        const bucket = this.#hash[s]! & this.#bucketMask
+        this.#hashNext[s] = this.#buckets[bucket]!
+        this.#buckets[bucket] = s
+      }
     }
     // The new slots go on the free list, lowest first.
     for (let s = capacity - 1; s >= old; s--) {
