@@ -2,7 +2,7 @@
 // and times of the queries that read `entries`, at a given table size.
 //
 //   npx tsx bench/manifest-upsert.ts [--entries 1000000] [--ops 20000] [--schema latest|before]
-//     [--without name,...] [--search inline] [--fts 'detail=none'] [--checkpoint thread|inline] [--batch 1000] [--cache-mib 2] [--queries [--plans]]
+//     [--without name,...] [--search inline] [--fts 'detail=none'] [--fts-automerge 4] [--checkpoint thread|inline] [--batch 1000] [--cache-mib 2] [--queries [--plans]]
 //
 // Ops are applied as the manifest's apply thread applies a replica's batch:
 // 1,000 per transaction (--batch: the ops of several batches in one
@@ -10,7 +10,8 @@
 // runs of stored ops many rows per statement (statements.ts recordStoredRun). `before` stops at the migration before the
 // latest one, so the two schemas are measured side by side with the same
 // statements and queries. `--without` drops the named indexes or triggers
-// after seeding (what each one costs per op). `--search inline` indexes each
+// after seeding (what each one costs per op). `--fts-automerge` sets FTS5's automerge
+// on the URL search index (default 4). `--search inline` indexes each
 // transaction's URLs for the admin filter inside it, as the apply thread does
 // once its backlog is past the bound. `--checkpoint inline` leaves the
 // WAL's checkpoints in the commits that cross 1,000 pages (SQLite's default),
@@ -41,6 +42,7 @@ const { values } = parseArgs({
     without: { type: 'string' },
     search: { type: 'string' },
     fts: { type: 'string' },
+    'fts-automerge': { type: 'string' },
     checkpoint: { type: 'string' },
     queries: { type: 'boolean' },
     plans: { type: 'boolean' },
@@ -128,6 +130,10 @@ try {
     // The URL search index made again with other FTS5 options (e.g. `detail=none`), to measure them.
     sqlite.exec(`drop table entries_search; create virtual table entries_search using fts5(url, content='entries', content_rowid='rowid', tokenize='trigram', ${values.fts})`)
   }
+  if (values['fts-automerge'] !== undefined) {
+    // FTS5's automerge: how many segments of one level it lets gather before merging them into one of the next.
+    sqlite.exec(`insert into entries_search (entries_search, rank) values ('automerge', ${Math.floor(Number(values['fts-automerge']))})`)
+  }
   // Index the URLs so the filter's trigram path is what runs.
   sqlite.exec(`insert into entries_search(entries_search) values ('rebuild'); delete from entries_search_queue`)
   for (const name of WITHOUT) {
@@ -159,7 +165,7 @@ try {
     // CPU time, unlike the wall clock, hardly moves with other work on the machine.
     const cpu = process.cpuUsage(cpu0)
     const cpuUs = (cpu.user + cpu.system) / OPS
-    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, cacheMib: CACHE_MIB, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
+    console.log(JSON.stringify({ schema: SCHEMA, without: WITHOUT, fts: values.fts, ftsAutomerge: values['fts-automerge'], search: SEARCH_INLINE ? 'inline' : 'later', batch: BATCH, cacheMib: CACHE_MIB, entries: ENTRIES, case: label, usPerOp: Math.round(us * 10) / 10, cpuUsPerOp: Math.round(cpuUs * 10) / 10, threadCpuUsPerOp: Math.round(threadUs * 10) / 10, checkpoint: CHECKPOINT, opsPerSecond: Math.round(1e6 / us) }))
   }
   const pick = permutation(ENTRIES, 2)
   // A new entry (a miss anywhere in the cluster).
