@@ -870,8 +870,7 @@ async function waitForSearchIndex(dbPath: string, entries: number): Promise<numb
   const sqlite = new SQLite(dbPath, { readonly: true })
   const t0 = performance.now()
   try {
-    // Queued changes, and new entries past the indexed id (2026120301).
-    const queued = sqlite.prepare('select (select count(*) from entries_search_queue) + (select count(*) from entries where id > (select through from entries_search_through))').pluck()
+    const queued = sqlite.prepare('select count(*) from entries_search_queue').pluck()
     await waitFor(() => (queued.get() as number) === 0, 'the search index to catch up', 30 * 60_000, 500)
   } finally {
     sqlite.close()

@@ -45,7 +45,7 @@ export interface ThreadApplyResult {
   applied: number
   /** Ops that failed on their own and were dropped (the rest of the batch was applied). */
   failed: Array<{ op: string; error: string }>
-  /** URL changes and new entries left for the admin filter's index (search.ts) after the transaction: the queue counted up to one past searchBacklogRows, the new entries by id (an upper bound). */
+  /** URL changes left queued for the admin filter's index (search.ts) after the transaction, counted up to one past searchBacklogRows. */
   searchBacklog: number
 }
 
@@ -115,9 +115,8 @@ export interface ApplyThreadOptions {
 /**
  * Default of searchBacklogRows. Indexing a URL (trigram tokens into the FTS5 index, flushed at
  * commit) was about a sixth of the thread's time per stored op; a burst of batches leaves it for
- * when no batch waits. The filter reads the queue and the entries not yet indexed too and checks
- * each of those rows (search.ts candidateRowids), so such a row is found all the same: the bound
- * keeps that read small.
+ * when no batch waits. The filter reads the queue too and checks each queued row (search.ts
+ * candidateRowids), so a row queued is found all the same: the bound keeps that read small.
  */
 export const SEARCH_BACKLOG_ROWS = 5000
 
@@ -339,8 +338,6 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       removeMany: limited(searchSql.removeMany),
       addMany: limited(searchSql.addMany),
       dequeueMany: limited(searchSql.dequeueMany),
-      addNew: limited(searchSql.addNew),
-      advance: limited(searchSql.advance),
     } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
     const queued = db.prepare(searchSql.queued.replace('limit ?', `limit ${data.searchBacklogRows + 1}`))
     return { db, hot, search, queued, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
@@ -368,7 +365,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     // Anything but hot ops of the right shape goes back as parsed: the event loop checks it (parseOps) and says what is wrong.
     return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { parsed: body }
   }
-  /** Rows left for the search index now, in the caller's transaction: the queue counted up to one past the bound (a count of a million rows reads them all), new entries by id. */
+  /** Rows queued for the search index now, in the caller's transaction, counted up to one past the bound (a count of a million rows reads them all). */
   const searchQueued = (c: NonNullable<typeof open>) => (c.queued.get() as { n: number }).n
   /**
    * Statement journals in memory (ops.ts placeStatementJournal says why), but on disk for a

@@ -9,7 +9,7 @@ import { MIGRATIONS, MigrationFailedError, appliedMigrations, migrateTo, migrate
 import { OldCursorError, clearManifest, countEntries, entriesMissingOn, listManifest, purgeCoverage, recordStored, sweepPurge } from './repositories.ts'
 import { indexQueued, queuedForIndex } from './search.ts'
 import { applyOps } from './ops.ts'
-import { entry, indexQueueOnOldSchema, queryPlans, recordStoredOnOldSchema, tableNames, tempDir } from './test-helpers.ts'
+import { entry, queryPlans, recordStoredOnOldSchema, tableNames, tempDir } from './test-helpers.ts'
 
 const ALL_TABLES = [
   'admins',
@@ -23,7 +23,6 @@ const ALL_TABLES = [
   'entries_search_docsize',
   'entries_search_idx',
   'entries_search_queue',
-  'entries_search_through',
   'entry_nodes',
   'invites',
   'node_holdings',
@@ -85,7 +84,7 @@ describe('migrations', () => {
     await migrateTo(db, '2026120113_entries_write_indexes')
     const T = 1_700_000_000_000
     for (let i = 0; i < 30; i++) await recordStoredOnOldSchema(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
-    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120301_entries_search_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
     const total = async () => (await listManifest(db, { limit: 1 })).total
     const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
     const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
@@ -146,7 +145,7 @@ describe('migrations', () => {
     }
     // A removed row leaves a gap in the rowids: the copy must keep them, not renumber.
     await sql`delete from entries where key = 'https://h.test/shop/2'`.execute(db)
-    await indexQueueOnOldSchema(db)
+    await indexQueued(db, 1000)
     const rowsByRowid = async (idColumn: 'rowid' | 'id') =>
       (await sql<{ rid: number; key: string; variant: string }>`select ${sql.raw(idColumn)} as rid, key, variant from entries order by 1`.execute(db)).rows
     const holdingsBefore = (await sql<{ key: string; variant: string; node_id: string; stored_at: number }>`select key, variant, node_id, stored_at from entry_nodes order by 1, 2, 3`.execute(db)).rows
@@ -163,8 +162,8 @@ describe('migrations', () => {
     expect(await countEntries(db, { nodeId: 'a' })).toBe(19)
     expect(await countEntries(db, { nodeId: 'b' })).toBe(7)
     // Nothing queued: the index built before the move still names the right rows.
-    expect((await sql<{ n: number }>`select count(*) as n from entries_search_queue`.execute(db)).rows[0]!.n).toBe(0)
-    expect((await sql<{ url: string }>`select e.url from entries_search s join entries e on e.id = s.rowid where entries_search match '"blog/1"'`.execute(db)).rows.map((r) => r.url).sort()).toEqual(['https://h.test/blog/1', 'https://h.test/blog/11', 'https://h.test/blog/13', 'https://h.test/blog/15', 'https://h.test/blog/17', 'https://h.test/blog/19'])
+    expect(await queuedForIndex(db)).toBe(0)
+    expect((await listManifest(db, { filter: 'blog/1' })).entries.map((e) => e.url).sort()).toEqual(['https://h.test/blog/1', 'https://h.test/blog/11', 'https://h.test/blog/13', 'https://h.test/blog/15', 'https://h.test/blog/17', 'https://h.test/blog/19'])
     expect((await listManifest(db, { nodeId: 'b' })).entries.map((e) => [e.url, e.nodeIds])).toContainEqual(['https://h.test/shop/0', ['a', 'b']])
     // Writes after the move keep the counts, and a purge still takes the holdings with it.
     await applyOps(db, [
@@ -199,11 +198,11 @@ describe('migrations', () => {
     await migrateTo(db, '2026120201_url_index_not_key')
     const T = 1_700_000_000_000
     await applyOps(db, Array.from({ length: 30 }, (_, i) => ({ type: 'stored' as const, nodeId: 'a', entry: entry({ url: `https://h.test/${i % 3 ? 'blog' : 'shop'}/${i}`, storedAt: T + i }) })))
-    await indexQueueOnOldSchema(db)
+    await indexQueued(db, 10_000)
     await db.deleteFrom('entries').where('url', '=', 'https://h.test/blog/1').execute()
     const found = async (filter: string) => (await listManifest(db, { filter, limit: 100 })).total
 
-    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120301_entries_search_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
     // Every entry, and nothing else (the deleted row's change has nothing to take out of the new index).
     expect(await queuedForIndex(db)).toBe(29)
     expect(await found('shop/')).toBe(10)
@@ -233,7 +232,7 @@ describe('migrations', () => {
     for (const e of rewritten) ops.push({ type: 'stored' as const, nodeId: 'b', entry: e })
     await applyOps(db, ops)
 
-    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120301_entries_search_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
     const inUrlIndex = await sql<{ url: string }>`select url from entries indexed by entries_url_not_key where url <> key order by url`.execute(db)
@@ -290,7 +289,7 @@ describe('migrations', () => {
     }
     await applyOps(db, ops)
     await sql`delete from entries where key = 'https://h.test/shop/8'`.execute(db)
-    await indexQueueOnOldSchema(db)
+    await indexQueued(db, 1000)
     const rows = async () => (await sql`select * from entries order by id`.execute(db)).rows
     const holdings = async () => (await sql`select * from entry_nodes order by entry_id, node_id`.execute(db)).rows
     const indexColumns = async () => (await sql<{ name: string }>`select name from pragma_index_info('entries_stored_at') order by seqno`.execute(db)).rows.map((r) => r.name)
@@ -299,7 +298,7 @@ describe('migrations', () => {
     expect(rowsBefore).toHaveLength(29)
     expect(await indexColumns()).toEqual(['stored_at', 'key', 'variant'])
 
-    expect(await migrateToLatest(db)).toEqual(['2026120203_stored_at_index_by_id', '2026120301_entries_search_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120203_stored_at_index_by_id'])
     // The index names no key: each of its entries is stored_at and the row's id.
     expect(await indexColumns()).toEqual(['stored_at'])
     expect(await rows()).toEqual(rowsBefore)
@@ -324,71 +323,6 @@ describe('migrations', () => {
     await migrateTo(db, '2026120202_entries_search_rowids')
     expect(await indexColumns()).toEqual(['stored_at', 'key', 'variant'])
     expect(await rows()).toEqual(rowsBefore)
-  })
-
-  it('indexes new entries by id (2026120301) on a file with indexed entries and a queue not yet indexed, exactly, and back', async () => {
-    const { db } = open()
-    await migrateTo(db, '2026120203_stored_at_index_by_id')
-    const T = 1_700_000_000_000
-    const stored = (i: number, url = `https://h.test/${i % 3 ? 'blog' : 'shop'}/${i}`) => ({ type: 'stored' as const, nodeId: 'a', entry: entry({ url, storedAt: T + i }) })
-    const ids = async () => (await sql<{ id: number }>`select id from entries order by id`.execute(db)).rows.map((r) => r.id)
-    const queue = async () => (await sql<{ rid: number; old_url: string | null }>`select rid, old_url from entries_search_queue order by rid`.execute(db)).rows
-    const through = async () => Number((await sql<{ through: number }>`select through from entries_search_through`.execute(db)).rows[0]!.through)
-    const exactCheck = () => sql`insert into entries_search (entries_search, rank) values ('integrity-check', 1)`.execute(db)
-    const urls = async () => (await sql<{ url: string }>`select url from entries`.execute(db)).rows.map((r) => r.url)
-    const check = async (when: string) => {
-      for (const f of ['blog/', 'shop/1', 'moved', 'h.test/3']) {
-        const expected = (await urls()).filter((u) => u.includes(f)).sort()
-        expect((await listManifest(db, { filter: f, limit: 100 })).entries.map((e) => e.url).sort(), `${when}: ${f}`).toEqual(expected)
-      }
-    }
-    await applyOps(db, Array.from({ length: 30 }, (_, i) => stored(i)))
-    await indexQueueOnOldSchema(db)
-    // Left queued at the upgrade: a URL change of an indexed entry, ten new entries, the newest of them deleted.
-    await applyOps(db, [{ type: 'stored', nodeId: 'a', entry: { ...entry({ url: 'https://h.test/moved/5', storedAt: T + 100 }), key: 'https://h.test/blog/5' } }])
-    await applyOps(db, Array.from({ length: 10 }, (_, i) => stored(30 + i)))
-    const newest = (await ids()).at(-1)!
-    await db.deleteFrom('entries').where('id', '=', newest).execute()
-    expect(await queue()).toHaveLength(11)
-    expect((await queue()).at(-1)).toEqual({ rid: newest, old_url: null })
-
-    expect(await migrateToLatest(db)).toEqual(['2026120301_entries_search_by_id'])
-    // Past every entry and every queued row: the queue stays as it was, the deleted newest id included.
-    expect(await through()).toBe(newest)
-    expect(await queue()).toHaveLength(11)
-    expect(await queuedForIndex(db)).toBe(11)
-    await check('upgraded, queue not indexed')
-    // The next new entry takes the deleted newest id again (at the number: queued, once); the ones after it are past it.
-    await applyOps(db, [stored(40, 'https://h.test/shop/1-reused')])
-    expect((await ids()).at(-1)).toBe(newest)
-    await applyOps(db, [stored(41), stored(42), stored(43)])
-    expect(await queue()).toHaveLength(11)
-    expect(await queuedForIndex(db)).toBe(14)
-    await check('new entries after the upgrade')
-    await indexQueued(db, 10_000)
-    expect(await queuedForIndex(db)).toBe(0)
-    expect(await queue()).toEqual([])
-    expect(await through()).toBe(newest + 3)
-    await exactCheck()
-    await check('all indexed')
-
-    // Down: the entries past the number queued as new, as the old triggers would have.
-    await applyOps(db, [stored(44), stored(45)])
-    await migrateTo(db, '2026120203_stored_at_index_by_id')
-    expect(await tableNames(db)).not.toContain('entries_search_through')
-    expect(await queue()).toEqual([
-      { rid: newest + 4, old_url: null },
-      { rid: newest + 5, old_url: null },
-    ])
-    await applyOps(db, [stored(46)])
-    expect(await queue()).toHaveLength(3)
-    // And up again: what the old triggers queued stays queued.
-    await migrateToLatest(db)
-    expect(await through()).toBe(newest + 6)
-    await indexQueued(db, 10_000)
-    expect(await queuedForIndex(db)).toBe(0)
-    await exactCheck()
-    await check('down and up again')
   })
 
   it('lets several processes migrate the same file at once', async () => {

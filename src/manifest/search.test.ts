@@ -9,7 +9,7 @@ import { applyOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { FILTER_COUNT_CAP, InvalidCursorError, clearManifest, listManifest } from './repositories.ts'
 import type { EntryRecord } from './repositories.ts'
-import { indexQueued, indexedMatchesUpTo, queuedForIndex, trigramQuery } from './search.ts'
+import { indexQueued, indexedMatchesUpTo, queuedForIndex } from './search.ts'
 import { entry, freshManifest } from './test-helpers.ts'
 
 const T = 1_700_000_000_000
@@ -72,84 +72,6 @@ describe('URL filter and keyset paging', () => {
     await indexQueued(db, 10_000)
     expect(await found('blog')).toEqual(['https://ex.com/blog/after-clear'])
     await integrityCheck()
-  })
-
-  it('indexes new entries by id without queueing them, and keeps the index exact through URL changes, deletes, reused ids and purges', async () => {
-    const queueRows = async () => Number((await sql<{ n: number }>`select count(*) as n from entries_search_queue`.execute(db)).rows[0]!.n)
-    const through = async () => Number((await sql<{ through: number }>`select through from entries_search_through`.execute(db)).rows[0]!.through)
-    const maxId = async () => Number((await sql<{ n: number }>`select max(id) as n from entries`.execute(db)).rows[0]!.n)
-    /** The index itself, against the rows: what it holds for every row and nothing else. */
-    const exactCheck = () => sql`insert into entries_search (entries_search, rank) values ('integrity-check', 1)`.execute(db)
-    const idOf = async (url: string) => Number((await sql<{ id: number }>`select id from entries where url = ${url}`.execute(db)).rows[0]!.id)
-    /** Whether the index lists the row under the trigrams of `url` (its own, or one it held). */
-    const indexedUnder = async (id: number, url: string) =>
-      (await sql<{ rowid: number }>`select rowid from entries_search where entries_search match ${trigramQuery(url)}`.execute(db)).rows.some((r) => r.rowid === id)
-    const check = async (when: string) => {
-      for (const f of ['blog/', 'page-7', 'moved', 'gone', 'reused']) expect(await found(f), `${when}: ${f}`).toEqual(await expected(f))
-    }
-
-    const ops: ManifestOp[] = []
-    for (let i = 0; i < 150; i++) ops.push(stored(`https://ex.com/${['blog', 'shop'][i % 2]}/${i}/page-${i}`, T + i))
-    await applyOps(db, ops)
-    // A batch of new entries: nothing queued, all of them past the number.
-    expect(await queueRows()).toBe(0)
-    expect(await through()).toBe(0)
-    expect(await queuedForIndex(db)).toBe(150)
-    await check('new, not indexed')
-    // One transaction of a hundred rows.
-    await indexQueued(db, 25)
-    expect(await through()).toBe(100)
-    await check('partly indexed')
-    await indexQueued(db, 10_000)
-    expect(await through()).toBe(await maxId())
-    expect(await queuedForIndex(db)).toBe(0)
-    expect(await indexedMatchesUpTo(db, 'blog/', 100)).toBe(75)
-    await exactCheck()
-
-    // Indexed entries change: a URL moves (same key), one is deleted, some purged.
-    const moving = await idOf('https://ex.com/shop/1/page-1')
-    const deleted = await idOf('https://ex.com/shop/3/page-3')
-    const purged = await idOf('https://ex.com/blog/12/page-12')
-    expect(await indexedUnder(moving, 'https://ex.com/shop/1/page-1')).toBe(true)
-    await applyOps(db, [
-      { type: 'stored', nodeId: 'n1', entry: { ...entry({ url: 'https://ex.com/moved/page-1', storedAt: T + 1000 }), key: 'https://ex.com/shop/1/page-1' } },
-      { type: 'purge', purge: { requestId: 'p1', kind: 'prefix', value: 'https://ex.com/blog/1', host: null, createdAt: T + 900, createdBy: 'x', nodeId: 'n1' } },
-    ])
-    await db.deleteFrom('entries').where('url', '=', 'https://ex.com/shop/3/page-3').execute()
-    expect(await queueRows()).toBeGreaterThan(2)
-    await check('changed, not re-indexed')
-    await indexQueued(db, 10_000)
-    await check('changed, re-indexed')
-    expect(await indexedUnder(moving, 'https://ex.com/shop/1/page-1')).toBe(false)
-    expect(await indexedUnder(moving, 'https://ex.com/moved/page-1')).toBe(true)
-    expect(await indexedUnder(deleted, 'https://ex.com/shop/3/page-3')).toBe(false)
-    expect(await indexedUnder(purged, 'https://ex.com/blog/12/page-12')).toBe(false)
-    await exactCheck()
-
-    // New entries changed or deleted before they were indexed: nothing queued, the range takes the URL as it is.
-    await applyOps(db, [stored('https://ex.com/gone/a', T + 2000), stored('https://ex.com/blog/soon-moved', T + 2001), stored('https://ex.com/blog/stays', T + 2002)])
-    await db.deleteFrom('entries').where('url', '=', 'https://ex.com/gone/a').execute()
-    await db.updateTable('entries').set({ url: 'https://ex.com/moved/later' }).where('url', '=', 'https://ex.com/blog/soon-moved').execute()
-    expect(await queueRows()).toBe(0)
-    await check('new entries changed before indexing')
-    await indexQueued(db, 10_000)
-    expect(await indexedMatchesUpTo(db, 'gone/a', 10)).toBe(0)
-    expect(await indexedMatchesUpTo(db, 'soon-moved', 10)).toBe(0)
-    expect(await indexedMatchesUpTo(db, 'moved/later', 10)).toBe(1)
-    await exactCheck()
-
-    // The newest entry deleted after it was indexed: the next new row takes its id, at or below the number, and is queued.
-    const newest = await maxId()
-    await db.deleteFrom('entries').where('id', '=', newest).execute()
-    await indexQueued(db, 10_000)
-    await applyOps(db, [stored('https://ex.com/reused/id', T + 3000)])
-    expect(await maxId()).toBe(newest)
-    expect(await queueRows()).toBe(1)
-    await check('id reused, not indexed')
-    await indexQueued(db, 10_000)
-    expect(await indexedMatchesUpTo(db, 'reused/id', 10)).toBe(1)
-    await check('id reused, indexed')
-    await exactCheck()
   })
 
   it('asks the index for the rows holding the trigrams that cover the filter (of characters, not UTF-16 units); the row decides', async () => {

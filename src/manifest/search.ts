@@ -2,14 +2,11 @@
 // (entries_search, see the 2026120102 migration) kept up to date by the
 // manifest writer in the background, and the queries that use it.
 //
-// New entries are indexed by id range: every entry whose id is past
-// entries_search_through (2026120301) is not in the index yet. Triggers on
-// `entries` queue the rest: each rowid at or below that number whose URL
-// changed, was deleted or was taken again by a new row. indexQueued() moves a
-// chunk of the queue, then of the range, into the FTS5 index in one short
-// transaction. Queries read the index for what it holds and the queue and the
-// range for what it does not hold yet, and check every candidate against the
-// row itself, so a result is never stale or missing while the writer catches up.
+// Triggers on `entries` queue every rowid whose URL changed; indexQueued()
+// moves a chunk of the queue into the FTS5 index in one short transaction.
+// Queries read the index for what it holds and the queue for what it does
+// not hold yet, and check every candidate against the row itself, so a
+// result is never stale or missing while the writer catches up.
 
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { CompiledQuery, sql } from 'kysely'
@@ -27,7 +24,7 @@ const CHUNK = 100
 export const MIN_INDEXED_FILTER = 3
 
 /**
- * Index up to about `maxRows` queued URL changes and new entries, CHUNK rows per transaction
+ * Index up to `maxRows` queued URL changes, CHUNK rows per transaction
  * (each its own turn of the event loop). Resolves to whether rows are left.
  * Reading and writing the queue in one write transaction keeps two writers
  * (every node writes the file when there is no LiteFS) from applying a
@@ -42,11 +39,9 @@ export async function indexQueued(db: Db, maxRows = 2000): Promise<boolean> {
       // A handle not opened by openDatabase (or a caller's transaction): the same statements through Kysely.
       return indexChunk({
         next: async () => (await trx.executeQuery<QueueRow>(CompiledQuery.raw(NEXT_SQL, [CHUNK]))).rows,
-        nextNew: async (limit) => (await trx.executeQuery<NewRow>(CompiledQuery.raw(NEXT_NEW_SQL, [limit]))).rows,
         remove: async (rid, url) => void (await trx.executeQuery(CompiledQuery.raw(REMOVE_SQL, [rid, url]))),
         add: async (rid, url) => void (await trx.executeQuery(CompiledQuery.raw(ADD_SQL, [rid, url]))),
         dequeue: async (rid) => void (await trx.executeQuery(CompiledQuery.raw(DEQUEUE_SQL, [rid]))),
-        advance: async (through) => void (await trx.executeQuery(CompiledQuery.raw(ADVANCE_SQL, [through]))),
       })
     })
     done += count
@@ -62,20 +57,10 @@ interface QueueRow {
   url: string | null
 }
 
-interface NewRow {
-  id: number
-  url: string
-}
-
-/** Every entry with an id past this one is not in the index yet (2026120301); every other is, or is queued. */
-const THROUGH = '(select through from entries_search_through where id = 0)'
-
 const NEXT_SQL = 'select q.rid, q.old_url, e.url from entries_search_queue q left join entries e on e.rowid = q.rid order by q.rid limit ?'
-const NEXT_NEW_SQL = `select id, url from entries where id > ${THROUGH} order by id limit ?`
 const REMOVE_SQL = `insert into entries_search (entries_search, rowid, url) values ('delete', ?, ?)`
 const ADD_SQL = 'insert into entries_search (rowid, url) values (?, ?)'
 const DEQUEUE_SQL = 'delete from entries_search_queue where rid = ?'
-const ADVANCE_SQL = 'update entries_search_through set through = ? where id = 0'
 
 /**
  * The first `?` queued rows at once (indexQueuedNow): what the index holds for them out, their
@@ -86,67 +71,39 @@ const QUEUED_HEAD = '(select rid, old_url from entries_search_queue order by rid
 const REMOVE_MANY_SQL = `insert into entries_search (entries_search, rowid, url) select 'delete', rid, old_url from ${QUEUED_HEAD} where old_url is not null`
 const ADD_MANY_SQL = `insert into entries_search (rowid, url) select q.rid, e.url from ${QUEUED_HEAD} q join entries e on e.rowid = q.rid`
 const DEQUEUE_MANY_SQL = `delete from entries_search_queue where rid in (select rid from ${QUEUED_HEAD})`
-/**
- * The first `?` entries past the number (indexQueuedNow), in id order: their URLs in, then the
- * number moved on to the last of them. Both read the same rows (nothing else writes meanwhile:
- * one transaction); none left, the number stays.
- */
-const ADD_NEW_SQL = `insert into entries_search (rowid, url) select id, url from entries where id > ${THROUGH} order by id limit ?`
-const ADVANCE_MANY_SQL = 'update entries_search_through set through = coalesce((select max(id) from (select id from entries where id > through order by id limit ?)), through) where id = 0'
-
-/**
- * What is left for the index, counted from the queue up to `?` rows, and past the number by the
- * largest id (an upper bound: ids deleted past the number are counted too, until the number
- * moves past them). Two small reads, not a walk of the rows.
- */
-const LEFT_SQL = `select (select count(*) from (select 1 from entries_search_queue limit ?)) + max(0, coalesce((select max(id) from entries), 0) - ${THROUGH}) as n`
 
 /** The indexing statements by name, for a thread that prepares them itself (indexQueuedNow). */
-export const SEARCH_INDEX_SQL = {
-  removeMany: REMOVE_MANY_SQL,
-  addMany: ADD_MANY_SQL,
-  dequeueMany: DEQUEUE_MANY_SQL,
-  addNew: ADD_NEW_SQL,
-  advance: ADVANCE_MANY_SQL,
-  queued: LEFT_SQL,
-} as const
+export const SEARCH_INDEX_SQL = { removeMany: REMOVE_MANY_SQL, addMany: ADD_MANY_SQL, dequeueMany: DEQUEUE_MANY_SQL, queued: 'select count(*) as n from (select 1 from entries_search_queue limit ?)' } as const
 
 /** SEARCH_INDEX_SQL prepared on one handle. */
 export interface SearchIndexStatements {
   removeMany: { run(limit: number): unknown }
   addMany: { run(limit: number): unknown }
   dequeueMany: { run(limit: number): { changes: number } }
-  addNew: { run(limit: number): { changes: number } }
-  advance: { run(limit: number): unknown }
 }
 
 /**
- * Index up to about `maxRows` queued URL changes and as many new entries synchronously, inside
- * the caller's write transaction on the statements' handle (the manifest's apply thread,
- * apply-thread.ts, which indexes what each of its transactions added). It refers to nothing but
- * its arguments: that thread runs it from its source text. Returns the rows handled.
+ * Index up to about `maxRows` queued URL changes synchronously, inside the caller's write
+ * transaction on the statements' handle (the manifest's apply thread, apply-thread.ts, which
+ * indexes what each of its transactions queued). It refers to nothing but its arguments: that
+ * thread runs it from its source text. Returns the rows handled.
  */
 export function indexQueuedNow(st: SearchIndexStatements, maxRows: number): number {
-  // Three statements for the queue, two for the new entries: one statement per row bound,
-  // stepped and journalled each row on its own, about a third of the cost of indexing a new entry.
+  // Three statements for the lot: one statement per row bound, stepped and journalled each
+  // row on its own, about a third of the cost of indexing a new entry.
   st.removeMany.run(maxRows)
   st.addMany.run(maxRows)
-  const changed = st.dequeueMany.run(maxRows).changes
-  const added = st.addNew.run(maxRows).changes
-  st.advance.run(maxRows)
-  return changed + added
+  return st.dequeueMany.run(maxRows).changes
 }
 
 interface Indexer {
   next(): QueueRow[] | Promise<QueueRow[]>
-  nextNew(limit: number): NewRow[] | Promise<NewRow[]>
   remove(rid: number, url: string): void | Promise<void>
   add(rid: number, url: string): void | Promise<void>
   dequeue(rid: number): void | Promise<void>
-  advance(through: number): void | Promise<void>
 }
 
-/** One chunk of the queue, then of the new entries, into the index (CHUNK rows at most); resolves to the rows handled. */
+/** One chunk of the queue into the index; resolves to the rows handled. */
 async function indexChunk(ix: Indexer): Promise<number> {
   const rows = await ix.next()
   for (const row of rows) {
@@ -154,11 +111,7 @@ async function indexChunk(ix: Indexer): Promise<number> {
     if (row.url !== null) await ix.add(row.rid, row.url)
     await ix.dequeue(row.rid)
   }
-  if (rows.length === CHUNK) return rows.length
-  const added = await ix.nextNew(CHUNK - rows.length)
-  for (const row of added) await ix.add(row.id, row.url)
-  if (added.length > 0) await ix.advance(added[added.length - 1]!.id)
-  return rows.length + added.length
+  return rows.length
 }
 
 const indexers = new WeakMap<SQLite.Database, Indexer>()
@@ -167,46 +120,38 @@ function preparedIndexer(sqlite: SQLite.Database): Indexer {
   let ix = indexers.get(sqlite)
   if (ix) return ix
   const next = sqlite.prepare(NEXT_SQL)
-  const nextNew = sqlite.prepare(NEXT_NEW_SQL)
   const remove = sqlite.prepare(REMOVE_SQL)
   const add = sqlite.prepare(ADD_SQL)
   const dequeue = sqlite.prepare(DEQUEUE_SQL)
-  const advance = sqlite.prepare(ADVANCE_SQL)
   ix = {
     next: () => next.all(CHUNK) as QueueRow[],
-    nextNew: (limit) => nextNew.all(limit) as NewRow[],
     remove: (rid, url) => void remove.run(rid, url),
     add: (rid, url) => void add.run(rid, url),
     dequeue: (rid) => void dequeue.run(rid),
-    advance: (through) => void advance.run(through),
   }
   indexers.set(sqlite, ix)
   return ix
 }
 
-/** Changes and new entries not yet indexed (0 once the writer has caught up). */
+/** Changes not yet indexed (0 once the writer has caught up). */
 export async function queuedForIndex(db: Db): Promise<number> {
-  const row = (await db.executeQuery<{ n: number }>(CompiledQuery.raw(`select (select count(*) from entries_search_queue) + (select count(*) from entries where id > ${THROUGH}) as n`))).rows[0]
+  const row = (await db.executeQuery<{ n: number }>(CompiledQuery.raw('select count(*) as n from entries_search_queue'))).rows[0]
   return Number(row?.n ?? 0)
 }
 
-/**
- * After a clear of every entry: an empty index and queue, without tokenizing a million
- * deletions. The index holds nothing, so every entry is past the number: 0.
- */
+/** After a clear of every entry: an empty index and queue, without tokenizing a million deletions. */
 export async function clearSearchIndex(trx: Db): Promise<void> {
   await trx.executeQuery(CompiledQuery.raw('delete from entries_search_queue'))
   await trx.executeQuery(CompiledQuery.raw(`insert into entries_search (entries_search) values ('delete-all')`))
-  await trx.executeQuery(CompiledQuery.raw(ADVANCE_SQL, [0]))
 }
 
 /**
  * Rowids that may match `filter` (three characters or more): what the
- * index finds plus everything still queued or past the number. Callers check each candidate
+ * index finds plus everything still queued. Callers check each candidate
  * against the row (an index entry can be stale until the writer catches up).
  */
 export function candidateRowids(filter: string): RawBuilder<number> {
-  return sql<number>`(select rowid from entries_search where entries_search match ${trigramQuery(filter)} union select rid from entries_search_queue union select id from entries where id > ${sql.raw(THROUGH)})`
+  return sql<number>`(select rowid from entries_search where entries_search match ${trigramQuery(filter)} union select rid from entries_search_queue)`
 }
 
 /** Most trigrams one filter asks the index for: FTS5 nests an AND per term, and a few already narrow a URL down. */

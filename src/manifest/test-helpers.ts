@@ -171,16 +171,6 @@ export function chunked(body: Buffer | string, sizes: number[]): Buffer[] {
   return out
 }
 
-/**
- * Index everything the URL search queue holds, as the writer did before new entries were
- * indexed by id range (2026120301): search.ts speaks the latest schema only.
- */
-export async function indexQueueOnOldSchema(db: Kysely<Database>): Promise<void> {
-  await sql`insert into entries_search (entries_search, rowid, url) select 'delete', rid, old_url from entries_search_queue where old_url is not null`.execute(db)
-  await sql`insert into entries_search (rowid, url) select q.rid, e.url from entries_search_queue q join entries e on e.rowid = q.rid`.execute(db)
-  await sql`delete from entries_search_queue`.execute(db)
-}
-
 /** Every table a hot op or a replica's batch writes, as rows (the entries' ids included: new entries get theirs in the ops' order). */
 export function manifestTables(sqlite: SQLite.Database): Record<string, unknown[]> {
   const all = (q: string) => sqlite.prepare(q).all()
@@ -190,7 +180,6 @@ export function manifestTables(sqlite: SQLite.Database): Record<string, unknown[
     counts: all('select n from entries_count'),
     nodeHoldings: all('select * from node_holdings order by node_id'),
     searchQueue: all('select * from entries_search_queue order by rid'),
-    searchThrough: all('select through from entries_search_through'),
     nodes: all('select * from nodes order by id'),
   }
 }
