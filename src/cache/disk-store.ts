@@ -196,16 +196,30 @@ function isMetadata(value: unknown): value is NewEntry {
   )
 }
 
-/** indexJson() around its integrity, for the disk writer to put in once it has hashed the body. */
+/**
+ * indexJson() around its integrity, for the disk writer to put in once it has hashed the body.
+ * Each part is one flat string (see flatLine).
+ */
 function indexJsonAround(id: string, time: number, size: number, metadataJson: string): [string, string] {
-  return [`{"key":${JSON.stringify(id)},"integrity":"`, `","time":${time},"size":${size},"metadata":${metadataJson}}`]
+  return [flatLine(['{"key":', JSON.stringify(id), ',"integrity":"']), flatLine(['","time":', String(time), ',"size":', String(size), ',"metadata":', metadataJson, '}'])]
 }
 
 /** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
 function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
   // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
-  const [before, after] = indexJsonAround(id, time, size, metadataJson)
-  return `${before}${integrity}${after}`
+  return flatLine(['{"key":', JSON.stringify(id), ',"integrity":"', integrity, '","time":', String(time), ',"size":', String(size), ',"metadata":', metadataJson, '}'])
+}
+
+/**
+ * An index line as one flat string. A line joined with `+` or a template is a tree of V8 cons
+ * strings that keeps its parts, the metadata's JSON among them, for as long as the write waits
+ * in the queue (promoted to the old generation under a storm of misses); posting it to the
+ * writer's thread then flattens it, and the flat copy, made in the young generation but held by
+ * the old tree, is promoted too. Array join writes the parts into one new string once, and they
+ * die young.
+ */
+export function flatLine(parts: string[]): string {
+  return parts.join('')
 }
 
 function jobError(result: JobResult): Error {
