@@ -57,6 +57,8 @@ export interface Metrics {
   writeFailure(): void
   /** A storable response was served without being stored: the disk write queue was full. */
   writeSkipped(): void
+  /** A storable response was kept in the memory tier only: the disk write queue was full. */
+  storedMemoryOnly(): void
   /** An origin exchange failed before a usable response, by kind. */
   originError(kind: OriginErrorKind): void
   /** One entry handled by a populate run; bytes counted when it was fetched. */
@@ -161,6 +163,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     name: 'caje_cache_writes_skipped_total',
     help: 'Storable responses served without being stored because the disk write queue was full.',
   }).counts
+  const memoryOnlyCount = new CounterTable(registry, {
+    name: 'caje_cache_writes_memory_only_total',
+    help: 'Storable responses kept in the memory tier only (not written to disk, not shared with peers) because the disk write queue was full.',
+  }).counts
   const originErrors = new CounterTable(registry, {
     name: 'caje_origin_errors_total',
     help: 'Origin exchanges that failed, by kind (connect, timeout, reset, protocol, dns, aborted, other).',
@@ -263,6 +269,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     writeSkipped() {
       writeSkippedCount[0]!++
     },
+    storedMemoryOnly() {
+      memoryOnlyCount[0]!++
+    },
     originError(kind) {
       originErrors[ORIGIN_ERROR_INDEX[kind] ?? OTHER_ORIGIN_ERROR]!++
     },
@@ -302,7 +311,7 @@ export function countStoreEvents(metrics: Metrics): (event: StoreEvent) => void 
       case 'write-failure':
         return metrics.writeFailure()
       case 'write-skipped':
-        return metrics.writeSkipped()
+        return event.reason === 'memory-only' ? metrics.storedMemoryOnly() : metrics.writeSkipped()
     }
   }
 }

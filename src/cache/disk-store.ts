@@ -28,7 +28,7 @@ import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from '
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
-import { isPendingIntegrity, pendingIntegrity } from './types.ts'
+import { isMemoryOnlyIntegrity, isPendingIntegrity, memoryOnlyIntegrity, pendingIntegrity } from './types.ts'
 import type {
   BodyLookup,
   ByteRange,
@@ -43,6 +43,7 @@ import type {
   StoreStats,
   StoredBody,
   PurgeFields,
+  StoreAdmission,
 } from './types.ts'
 
 export { SMALL_BODY_BYTES, entryId }
@@ -76,9 +77,28 @@ export interface DiskStoreOptions {
    * used again (slab-arena.ts).
    */
   releaseBody?: (body: Buffer) => void
+  /**
+   * Where a buffered body goes while the disk write queue is full, instead of not being stored:
+   * the memory tier, as the entry's only copy (see keepMemoryOnly). Without it such a body is
+   * served but not stored.
+   */
+  memoryOnly?: MemoryOnlyBodies
   /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
   hotEntries?: number
   log?: LogFn
+}
+
+/**
+ * The memory tier as the only home of bodies the disk writer has no room for. Such an entry is
+ * in the index (lookups, Vary, purges, revalidation see it) under a placeholder integrity
+ * (memoryOnlyIntegrity), never on disk, never announced as held; the tier tells the store when
+ * it lets go of the body (DiskStore.forgetMemoryOnly), and the entry goes with it.
+ */
+export interface MemoryOnlyBodies {
+  /** Largest body the tier keeps. */
+  readonly maxObjectBytes: number
+  /** Keep `body` under `id`, tagged `integrity`; whether it was kept. The store reads it no more: releaseBody follows. */
+  keep(id: string, body: Buffer, integrity: string): boolean
 }
 
 export const DEFAULT_WRITE_QUEUE_BYTES = 64 * 1024 * 1024
@@ -114,6 +134,11 @@ export interface DiskStore extends CacheStore {
   readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>>
   /** The disk writer's backlog. */
   writeQueue(): DiskWriterStats
+  /**
+   * The memory tier let go of the body of a variant kept in memory only (integrity
+   * memoryOnlyIntegrity): the variant goes too (evicted), unless it has been replaced since.
+   */
+  forgetMemoryOnly(key: string, variant: string, integrity: string): void
   /**
    * Calls `listener` when the writer has hashed and written a body committed under a
    * placeholder integrity (pendingIntegrity): the variant's metadata now has `integrity`.
@@ -253,6 +278,8 @@ class CacacheDiskStore implements DiskStore {
   #integrityFailures = 0
   #writeFailures = 0
   #writesSkipped = 0
+  #writesMemoryOnly = 0
+  readonly #memoryOnly: MemoryOnlyBodies | undefined
   #evictions = 0
   readonly #listeners = new Set<(event: StoreEvent) => void>()
   readonly #writer: DiskWriter
@@ -295,6 +322,7 @@ class CacacheDiskStore implements DiskStore {
     this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
     this.#allocateBody = opts.allocateBody
     this.#releaseBody = opts.releaseBody ?? (() => {})
+    this.#memoryOnly = opts.memoryOnly
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#tmpDir = path.join(opts.dir, 'tmp')
     this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
@@ -439,6 +467,7 @@ class CacacheDiskStore implements DiskStore {
     const handle = this.#current(key, variant, true)
     if (handle === undefined) return undefined
     const content = this.#index.content(handle)
+    if (this.#bodyGone(handle, content)) return undefined
     const clamped = range ? clampRange(range, content.size) : undefined
     const now = readTrustedNow(this.#files, content, clamped)
     return now ? { body: now, meta: this.#index.meta(handle) } : this.#readFile(handle, content, clamped)
@@ -463,6 +492,8 @@ class CacacheDiskStore implements DiskStore {
       const handle = this.#current(key, variant, true)
       if (handle === undefined) continue
       const content = this.#index.content(handle)
+      // Kept in memory only: not held here, nothing to read (and the memory tier may still hold it).
+      if (isMemoryOnlyIntegrity(content.integrity)) continue
       const meta = this.#index.meta(handle)
       if (content.pending) found[i] = { body: { kind: 'buffer', buffer: content.pending, tier: 'memory' }, meta }
       else if (content.size > SMALL_BODY_BYTES) found[i] = this.readEntry(key, variant)
@@ -510,6 +541,22 @@ class CacacheDiskStore implements DiskStore {
     return { body: result.body, meta }
   }
 
+  /**
+   * A variant kept in memory only has no body here: asked for one, the memory tier no longer
+   * holds it (it tells forgetMemoryOnly when it lets go, so this is a safety net), and the
+   * variant goes.
+   */
+  #bodyGone(handle: Handle, content: ContentRecord): boolean {
+    if (!isMemoryOnlyIntegrity(content.integrity)) return false
+    this.#drop(handle, 'evicted')
+    return true
+  }
+
+  forgetMemoryOnly(key: string, variant: string, integrity: string): void {
+    const handle = this.#index.find(key, variant)
+    if (handle !== undefined && this.#index.content(handle).integrity === integrity) this.#drop(handle, 'evicted')
+  }
+
   /** A body that does not match its integrity (or is gone) is never served: count it and drop the entry. */
   #corrupt(handle: Handle, reason: 'missing' | 'corrupt'): void {
     if (!this.#index.live(handle)) return // already dropped or replaced: counted once
@@ -542,8 +589,10 @@ class CacacheDiskStore implements DiskStore {
     return writer.commit()
   }
 
-  admits(key: string, size: number | undefined): boolean {
-    if (this.#writer.hasRoom(size)) return true
+  admits(key: string, size: number | undefined): StoreAdmission {
+    if (this.#writer.hasRoom(size)) return 'disk'
+    // An unknown size is taken for the memory tier; a body that turns out larger is not stored (#commitBuffered).
+    if (this.#memoryOnly && this.#memoryOnly.maxObjectBytes > 0 && (size === undefined || size <= this.#memoryOnly.maxObjectBytes)) return 'memory-only'
     this.#skipped(key)
     return false
   }
@@ -571,11 +620,14 @@ class CacacheDiskStore implements DiskStore {
 
   /**
    * A body held in memory: visible at once (served from memory until the disk writer has
-   * written it), or not stored at all when the write queue is full.
+   * written it). When the write queue is full, kept in the memory tier only (#keepMemoryOnly),
+   * or not stored at all when the tier does not take it.
    */
   #commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined {
     const id = entryId(entry.key, entry.variant)
     if (!this.#writer.hasRoom(body.size)) {
+      const kept = this.#keepMemoryOnly(id, entry, body)
+      if (kept) return kept
       this.#skipped(entry.key)
       this.#releaseBody(body.body)
       return undefined
@@ -602,6 +654,33 @@ class CacacheDiskStore implements DiskStore {
     this.#writer.enqueue(job, this.#whenWritten(handle, entry.key, content, body.body))
     this.#evict()
     return { meta, body: body.body }
+  }
+
+  /**
+   * A body the disk writer has no room for, kept by the memory tier as the entry's only copy:
+   * published under a placeholder integrity of its own (memoryOnlyIntegrity) with a content
+   * record no file and no byte budget go with, then handed to the tier. Nothing is queued for
+   * the disk, so a restart (or a SIGKILL) simply finds it gone. Undefined when the tier does
+   * not take it.
+   */
+  #keepMemoryOnly(id: string, entry: NewEntry, body: BufferedBody): CommittedBody | undefined {
+    const memory = this.#memoryOnly
+    if (!memory || body.size > memory.maxObjectBytes) return undefined
+    // A large body of this entry still being written is superseded by this later commit.
+    this.#lastCommit.delete(id)
+    const content = new StoredContent(this.#paths, memoryOnlyIntegrity(++this.#pendingSeq), body.size)
+    content.refs = 1
+    const { handle, meta } = this.#publish(id, entry, content)
+    // Published first: the replaced variant's 'deleted' ends its memory copy before this one is kept.
+    if (!memory.keep(id, body.body, content.integrity)) {
+      void this.#drop(handle, 'evicted')
+      return undefined
+    }
+    this.#releaseBody(body.body)
+    this.#writesMemoryOnly++
+    this.#emit({ type: 'write-skipped', key: entry.key, reason: 'memory-only' })
+    // No body handed back: the tier has it already.
+    return { meta }
   }
 
   /**
@@ -706,6 +785,8 @@ class CacacheDiskStore implements DiskStore {
    */
   #writeIndexLine(handle: Handle, meta = this.#index.meta(handle), metadataJson = JSON.stringify(storedMetadata(meta))): Promise<void> {
     const content = this.#index.content(handle)
+    // Kept in memory only: nothing on disk to follow the metadata.
+    if (isMemoryOnlyIntegrity(content.integrity)) return Promise.resolve()
     if (isPendingIntegrity(content.integrity)) {
       this.#relineAfterDigest.add(content)
       return Promise.resolve()
@@ -797,7 +878,15 @@ class CacacheDiskStore implements DiskStore {
     const { handle, replaced } = this.#index.add({ meta, content, committedAt, indexLines })
     if (replaced) {
       this.#release(replaced.content)
-      this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced' })
+      const wasMemoryOnly = isMemoryOnlyIntegrity(replaced.content.integrity)
+      if (isMemoryOnlyIntegrity(content.integrity) && !wasMemoryOnly) {
+        // A variant on disk gives way to one kept in memory only: its index line goes (after any
+        // write of it queued before), and this node no longer holds it.
+        void this.#removeBucket(id)
+        this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'memory-only' })
+      } else {
+        this.#emit(wasMemoryOnly ? { type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced', memoryOnly: true } : { type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced' })
+      }
     }
     this.#emit({ type: 'stored', meta })
     this.#capVariants(meta.key)
@@ -868,6 +957,11 @@ class CacacheDiskStore implements DiskStore {
   #forget(removed: RemovedEntry, reason: DeleteReason): Promise<void> {
     if (reason === 'evicted') this.#evictions++
     const content = this.#release(removed.content)
+    if (isMemoryOnlyIntegrity(removed.content.integrity)) {
+      // Nothing on disk (a variant it replaced there had its index line removed then).
+      this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason, memoryOnly: true })
+      return Promise.resolve()
+    }
     this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason })
     const bucket = this.#removeBucket(removed.id)
     return content ? Promise.all([bucket, content]).then(() => undefined) : bucket
@@ -915,7 +1009,8 @@ class CacacheDiskStore implements DiskStore {
     if (this.#bytes <= this.#maxBytes) return
     for (const handle of this.#index.leastRecentlyUsed()) {
       if (this.#bytes <= this.#maxBytes) break
-      this.#drop(handle, 'evicted')
+      // Kept in memory only: takes nothing of the disk budget (the memory tier evicts it).
+      if (!isMemoryOnlyIntegrity(this.#index.content(handle).integrity)) this.#drop(handle, 'evicted')
     }
   }
 
@@ -1052,6 +1147,7 @@ class CacacheDiskStore implements DiskStore {
       integrityFailures: this.#integrityFailures,
       writeFailures: this.#writeFailures,
       writesSkipped: this.#writesSkipped,
+      writesMemoryOnly: this.#writesMemoryOnly,
       writeQueueJobs: queue.jobs,
       writeQueueBytes: queue.bytes,
       evictions: this.#evictions,

@@ -69,6 +69,12 @@ export interface MemoryTier {
   delete(key: string): boolean
   /** The body held under `key`, if tagged `from`, is tagged `to` (its entry's integrity became known), its recency unchanged. */
   retag(key: string, from: string, to: string): void
+  /**
+   * Calls `listener` with each item set() evicts to make room, once it is gone (not for
+   * delete() or clear()): the tiered store drops an entry whose only copy that was. Returns the
+   * unsubscribe function.
+   */
+  onEvict(listener: (key: string, item: MemoryItem) => void): () => void
   clear(): void
 }
 
@@ -86,6 +92,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
   /** The item at the most-recently-used end, when known. */
   let newest: Held | undefined
   let bytes = 0
+  const evictListeners = new Set<(key: string, item: MemoryItem) => void>()
 
   function forget(key: string, item: Held): void {
     if (item === newest) newest = undefined
@@ -151,6 +158,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       for (const [oldKey, old] of items) {
         if (bytes + length <= bodyBytes) break
         forget(oldKey, old)
+        for (const listener of evictListeners) listener(oldKey, old)
       }
       const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity }
       const room = reserved.get(item.buffer)
@@ -169,6 +177,12 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     retag(key, from, to) {
       const item = items.get(key)
       if (item && item.integrity === from) item.integrity = to
+    },
+    onEvict(listener) {
+      evictListeners.add(listener)
+      return () => {
+        evictListeners.delete(listener)
+      }
     },
     clear() {
       items.clear()

@@ -3,10 +3,15 @@
 // served only while the disk index still has that variant with the same
 // integrity, so deletes, purges, evictions and replacements on disk can never
 // leave a stale body served from memory.
+// One exception: a body stored while the disk writer's queue is full is kept
+// by the memory tier alone (a memory-only entry, see disk-store.ts
+// MemoryOnlyBodies). The disk index still records it, so the same rules hold;
+// when the tier evicts that body the entry leaves the index with it, and it is
+// never handed to a peer.
 
 import { type CommittedBody, type DiskStore, type DiskStoreOptions, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
-import type { BodyLookup, ByteRange, CacheStore, EntryMeta, EntryWriter, ExpectedBody, ListOptions, ListedEntry, NewEntry, StoreEvent, StoreStats, StoredBody } from './types.ts'
+import { type BodyLookup, type ByteRange, type CacheStore, type EntryMeta, type EntryWriter, type ExpectedBody, type ListOptions, type ListedEntry, type NewEntry, type StoreEvent, type StoreStats, type StoredBody, isMemoryOnlyIntegrity } from './types.ts'
 
 export interface CacheStoreOptions {
   /** cacache directory of this node. */
@@ -19,6 +24,8 @@ export interface CacheStoreOptions {
   maxObjectBytes: number
   /** Body bytes waiting for the disk writer at most (see DiskStoreOptions). */
   writeQueueBytes?: number
+  /** Jobs waiting for the disk writer at most (see DiskStoreOptions). */
+  writeQueueJobs?: number
   /** Variants kept under one key at most (see DiskStoreOptions). */
   maxVariants?: number
   log?: LogFn
@@ -38,6 +45,7 @@ export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheSt
     maxBytes: opts.maxBytes,
     maxObjectBytes: opts.maxObjectBytes,
     writeQueueBytes: opts.writeQueueBytes,
+    writeQueueJobs: opts.writeQueueJobs,
     maxVariants: opts.maxVariants,
     ...tierBodies(memory),
     log: opts.log,
@@ -50,8 +58,13 @@ export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheSt
  * keeps a body where it was written, and the slab is used again once its bodies are gone and
  * their writes done (slab-arena.ts).
  */
-export function tierBodies(memory: MemoryTier): Pick<DiskStoreOptions, 'allocateBody' | 'releaseBody'> {
-  return { allocateBody: (length) => memory.allocate(length), releaseBody: (body) => memory.settle(body) }
+export function tierBodies(memory: MemoryTier): Pick<DiskStoreOptions, 'allocateBody' | 'releaseBody' | 'memoryOnly'> {
+  return {
+    allocateBody: (length) => memory.allocate(length),
+    releaseBody: (body) => memory.settle(body),
+    // While the disk writer is behind, a body it has no room for stays in the tier only.
+    memoryOnly: { maxObjectBytes: memory.maxObjectBytes, keep: (id, body, integrity) => memory.set(id, { buffer: body, integrity }) },
+  }
 }
 
 /** Combines an opened disk store with a memory tier (exported for tests that need their own tiers). */
@@ -62,6 +75,12 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   })
   // A body committed before its digest was known keeps its memory copy once the digest is.
   const unsubscribeDigests = disk.onDigest((id, placeholder, integrity) => memory.retag(id, placeholder, integrity))
+  // A body the tier evicts that was its entry's only copy takes the entry with it.
+  const unsubscribeEvictions = memory.onEvict((id, item) => {
+    if (!isMemoryOnlyIntegrity(item.integrity)) return
+    const split = id.indexOf('\u0000')
+    disk.forgetMemoryOnly(id.slice(0, split), id.slice(split + 1), item.integrity)
+  })
 
   function remember(meta: EntryMeta, buffer: Buffer): void {
     if (buffer.length === meta.size) memory.set(entryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
@@ -83,11 +102,11 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return lastId
   }
 
-  /** The memory copy of a variant, if it is still the body the disk index has. */
-  function fromMemory(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
+  /** The memory copy of a variant, if it is still the body the disk index has (and, unless `memoryOnly`, not its only copy). */
+  function fromMemory(key: string, variant: string, range?: ByteRange, memoryOnly = true): StoredBody | undefined {
     const id = idOf(key, variant)
     const held = memory.get(id)
-    if (!held) return undefined
+    if (!held || (!memoryOnly && isMemoryOnlyIntegrity(held.integrity))) return undefined
     // touch() also keeps the disk LRU aware of memory hits: a body hot in
     // memory must not be the first one evicted from disk.
     const meta = disk.touch(key, variant)
@@ -139,9 +158,10 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     },
 
     // A peer's populate: what memory holds, then the rest from disk in one batch. Not kept in
-    // memory: a peer copying everything says nothing about what this node's clients want.
+    // memory: a peer copying everything says nothing about what this node's clients want. A
+    // body kept in memory only is not held by this node: a peer gets nothing for it.
     async readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
-      const bodies: Array<StoredBody | undefined> = items.map((item) => fromMemory(item.key, item.variant))
+      const bodies: Array<StoredBody | undefined> = items.map((item) => fromMemory(item.key, item.variant, undefined, false))
       const rest = items.filter((_, i) => bodies[i] === undefined)
       if (rest.length === 0) return bodies
       const read = await disk.readEntries(rest)
@@ -206,6 +226,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       await disk.close()
       unsubscribe()
       unsubscribeDigests()
+      unsubscribeEvictions()
       memory.clear()
     },
   }

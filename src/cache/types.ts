@@ -67,6 +67,20 @@ export function isPendingIntegrity(integrity: string): boolean {
 }
 
 /**
+ * The placeholder integrity of a body kept in the memory tier only (the disk write queue was
+ * full when it was stored): a pending integrity that never gives way to a digest, as the body
+ * is never written. Such an entry is not on disk, so it is never announced as held by this
+ * node nor handed to a peer: its body goes when the memory tier lets go of it.
+ */
+export function memoryOnlyIntegrity(seq: number): string {
+  return `pending-memory-${seq}`
+}
+
+export function isMemoryOnlyIntegrity(integrity: string): boolean {
+  return integrity.startsWith('pending-memory-')
+}
+
+/**
  * Whether `now` is still the stored body `before` described: the same commit (storedAt, size),
  * with the same integrity, or with the digest that has since replaced `before`'s placeholder.
  */
@@ -114,12 +128,25 @@ export interface EntryWriter {
 }
 
 export type StoreEvent =
+  /** A variant stored or its metadata updated; kept in memory only when its integrity says so (isMemoryOnlyIntegrity). */
   | { type: 'stored'; meta: EntryMeta }
-  | { type: 'deleted'; key: string; variant: string; reason: 'evicted' | 'purged' | 'replaced' | 'expired' | 'corrupt' | 'cleared' }
+  /**
+   * reason 'memory-only': a variant on disk replaced by one kept in memory only, so this node no
+   * longer holds it on disk. `memoryOnly`: the variant removed was kept in memory only (never
+   * announced as held).
+   */
+  | { type: 'deleted'; key: string; variant: string; reason: 'evicted' | 'purged' | 'replaced' | 'expired' | 'corrupt' | 'cleared' | 'memory-only'; memoryOnly?: true }
   | { type: 'integrity-failure'; key: string; variant: string }
   | { type: 'write-failure'; key: string; error: unknown }
-  /** A response that was not stored because the disk write queue was full (it was still served). */
-  | { type: 'write-skipped'; key: string; reason: 'queue-full' }
+  /**
+   * A response not written to disk because the disk write queue was full (it was still served):
+   * not stored at all ('queue-full'), or kept in the memory tier only ('memory-only', after its
+   * 'stored').
+   */
+  | { type: 'write-skipped'; key: string; reason: 'queue-full' | 'memory-only' }
+
+/** See CacheStore.admits. */
+export type StoreAdmission = 'disk' | 'memory-only' | false
 
 export interface StoreStats {
   entries: number
@@ -130,6 +157,8 @@ export interface StoreStats {
   writeFailures: number
   /** Responses not stored because the write queue was full. */
   writesSkipped: number
+  /** Responses kept in the memory tier only because the write queue was full (memoryOnlyIntegrity). */
+  writesMemoryOnly: number
   /** Disk writes queued and not yet done (jobs, and body bytes they hold in memory). */
   writeQueueJobs: number
   writeQueueBytes: number
@@ -175,11 +204,14 @@ export interface CacheStore {
    */
   readMany?(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
   /**
-   * Whether a response for `key` with a body of `size` bytes (undefined: not known yet) can be
-   * stored now. False while the disk write queue is full: the response is then served without
-   * being stored, and the store counts it (stats().writesSkipped, a 'write-skipped' event).
+   * How a response for `key` with a body of `size` bytes (undefined: not known yet) would be
+   * stored now: 'disk' (served from memory while written behind), 'memory-only' while the disk
+   * write queue is full and the memory tier takes a body of that size (kept there only, see
+   * memoryOnlyIntegrity; a body that turns out larger is not stored), or false: the queue is
+   * full and the body is not for the memory tier, so the response is served without being
+   * stored, and the store counts it (stats().writesSkipped, a 'write-skipped' event).
    */
-  admits(key: string, size: number | undefined): boolean
+  admits(key: string, size: number | undefined): StoreAdmission
   /** Resolves once every write queued so far is on disk. */
   drain(): Promise<void>
   /**

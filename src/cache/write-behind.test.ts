@@ -99,7 +99,7 @@ describe('write-behind disk writer', () => {
     expect(store.stats()).toMatchObject({ writesSkipped: 2, entries: 0 })
     expect(events.filter((e) => e.type === 'write-skipped')).toHaveLength(2)
     // What fits is stored.
-    expect(store.admits('https://a.test/small', 500)).toBe(true)
+    expect(store.admits('https://a.test/small', 500)).toBe('disk')
     expect(await put(store, newEntry('https://a.test/small'), bodyOf(500))).toBeDefined()
   })
 
@@ -123,7 +123,7 @@ describe('write-behind disk writer', () => {
     expect(events.filter((e) => e.type === 'write-skipped')).toHaveLength(2)
     // A writer waiting for room is let in once the queue has gone down.
     await store.writeRoom(100)
-    expect(store.admits('https://a.test/three', 100)).toBe(true)
+    expect(store.admits('https://a.test/three', 100)).toBe('disk')
     expect(await commit('https://a.test/three', 3)).toBeDefined()
   })
 
@@ -205,7 +205,7 @@ describe('write-behind disk writer', () => {
     await Promise.resolve()
     expect(roomy).toBe(false)
     await room
-    expect(store.admits('https://a.test/second', 500)).toBe(true)
+    expect(store.admits('https://a.test/second', 500)).toBe('disk')
     expect(await put(store, newEntry('https://a.test/second'), bodyOf(500))).toBeDefined()
     // With room already, at once.
     await store.writeRoom(10)

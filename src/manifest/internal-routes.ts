@@ -30,7 +30,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Kysely } from 'kysely'
 import { bearerToken, secretEquals } from '../bearer.ts'
 import { integrityOfBytes } from '../cache/content-file.ts'
-import { type CacheStore, type EntryMeta, type StoredBody, isPendingIntegrity, sameStoredBody } from '../cache/types.ts'
+import { type CacheStore, type EntryMeta, type StoredBody, isMemoryOnlyIntegrity, isPendingIntegrity, sameStoredBody } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { parseBody, readBodyChunks } from './batch-body.ts'
 import { describeError, jsonLog } from './log.ts'
@@ -475,7 +475,8 @@ function withDigest(meta: EntryMeta, body: StoredBody): EntryMeta {
 async function openStored(store: Pick<CacheStore, 'variants' | 'read'>, key: string, variant: string): Promise<{ meta: EntryMeta; body: StoredBody } | undefined> {
   for (let attempt = 0; attempt < 2; attempt++) {
     const meta = store.variants(key).find((m) => m.variant === variant)
-    if (!meta) return undefined
+    // Kept in memory only: not held by this node (its body may go at any moment).
+    if (!meta || isMemoryOnlyIntegrity(meta.integrity)) return undefined
     const lookup = store.read(key, variant)
     const body = lookup instanceof Promise ? await lookup : lookup
     if (!body) return undefined

@@ -26,6 +26,19 @@ async function openStore(dir: string): Promise<CacheStore> {
   return createCacheStore({ dir, maxBytes: 1e9, memoryBytes: 8 * 1024 * 1024, maxObjectBytes: 50 * 1024 * 1024 })
 }
 
+/** The frames of an /objects answer: each one's metadata and body. */
+function framesOf(buf: Buffer): Array<{ meta: Record<string, unknown>; body: Buffer }> {
+  const frames: Array<{ meta: Record<string, unknown>; body: Buffer }> = []
+  while (buf.length > 0) {
+    const n = buf.readUInt32BE(0)
+    const meta = JSON.parse(buf.subarray(4, 4 + n).toString()) as Record<string, unknown>
+    const size = meta.missing ? 0 : (meta.size as number)
+    frames.push({ meta, body: buf.subarray(4 + n, 4 + n + size) })
+    buf = buf.subarray(4 + n + size)
+  }
+  return frames
+}
+
 async function listen(fetchHandler: (req: Request) => Response | Promise<Response>): Promise<{ url: string; close(): Promise<void> }> {
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: fetchHandler, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server)) as Server
@@ -516,20 +529,32 @@ describe('populate', () => {
     const res = await post({ items: [{ key: a.key, variant: '' }, { key: 'https://ex.com/none', variant: '' }, { key: b.key, variant: '' }] })
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toBe(OBJECTS_CONTENT_TYPE)
-    let buf = Buffer.from(await res.arrayBuffer())
-    const frames: Array<{ meta: Record<string, unknown>; body: Buffer }> = []
-    while (buf.length > 0) {
-      const n = buf.readUInt32BE(0)
-      const meta = JSON.parse(buf.subarray(4, 4 + n).toString()) as Record<string, unknown>
-      const size = meta.missing ? 0 : (meta.size as number)
-      frames.push({ meta, body: buf.subarray(4 + n, 4 + n + size) })
-      buf = buf.subarray(4 + n + size)
-    }
+    const frames = framesOf(Buffer.from(await res.arrayBuffer()))
     expect(frames.map((f) => f.meta.missing ?? f.meta.integrity)).toEqual([a.integrity, true, b.integrity])
     expect(frames[0]!.body.equals(bodyOf(700, 3))).toBe(true)
     expect((await post({ items: [] })).status).toBe(400)
     expect((await post({ items: [{ key: 1 }] })).status).toBe(400)
     expect((await post({ items: [{ key: a.key, variant: '' }] }, 'Bearer wrong')).status).toBe(401)
+  })
+
+  it('internal /objects gives nothing for a body kept in memory only, small or large: this node does not hold it', async () => {
+    const full = await createCacheStore({ dir: path.join(dir, 'memory-only'), maxBytes: 1e9, memoryBytes: 8 * 1024 * 1024, maxObjectBytes: 50 * 1024 * 1024, writeQueueJobs: 1 })
+    closers.push(() => full.close())
+    await full.drain()
+    const root = new Hono()
+    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => db, store: full, log: captureLog().log }))
+    const node = await listen(root.fetch)
+    closers.push(() => node.close())
+    // One job fills the queue of one; the bodies committed in the same turn are kept in memory only.
+    const filler = full.put(newEntry('https://ex.com/mo/filler'), bodyOf(100, 1))
+    const kept = [full.put(newEntry('https://ex.com/mo/small'), bodyOf(700, 2)), full.put(newEntry('https://ex.com/mo/large'), bodyOf(100 * 1024, 3))]
+    await filler
+    for (const meta of await Promise.all(kept)) expect(meta?.integrity).toMatch(/^pending-memory-/)
+    await full.drain()
+    const items = ['small', 'large', 'filler'].map((name) => ({ key: `https://ex.com/mo/${name}`, variant: '' }))
+    const res = await fetch(`${node.url}${INTERNAL_BASE_PATH}/objects`, { method: 'POST', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' }, body: JSON.stringify({ items }) })
+    const frames = framesOf(Buffer.from(await res.arrayBuffer()))
+    expect(frames.map((f) => f.meta.missing ?? f.meta.key)).toEqual([true, true, 'https://ex.com/mo/filler'])
   })
 
   it('lays a piece of /objects frames out once: each head counts its metadata in UTF-8 bytes, each body follows it', () => {

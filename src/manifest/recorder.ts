@@ -3,7 +3,7 @@
 // slows a response and a manifest outage never fails one.
 
 import type { Kysely } from 'kysely'
-import type { CacheStore, StoreEvent } from '../cache/types.ts'
+import { type CacheStore, type StoreEvent, isMemoryOnlyIntegrity } from '../cache/types.ts'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -17,8 +17,12 @@ import type { ManifestWriter } from './writer.ts'
 export function opForStoreEvent(event: StoreEvent, nodeId: string): ManifestOp | undefined {
   switch (event.type) {
     case 'stored':
+      // Kept in memory only: not on disk, so not held here for peers to copy.
+      if (isMemoryOnlyIntegrity(event.meta.integrity)) return undefined
       return { type: 'stored', nodeId, entry: toEntryRecord(event.meta) }
     case 'deleted':
+      // Never announced, so nothing to take back.
+      if (event.memoryOnly) return undefined
       // 'replaced' is followed by the 'stored' of the new copy, which
       // overwrites the entry; recording a delete in between would only make
       // the manifest flicker for other nodes' populate.
@@ -103,6 +107,8 @@ export async function reconcileHoldings(options: ReconcileOptions): Promise<{ re
   }
   let recorded = 0
   for (const meta of entries) {
+    // Kept in memory only (stored since start): not held, and forgotten below if recorded.
+    if (isMemoryOnlyIntegrity(meta.integrity)) continue
     if (recordedHere.delete(`${meta.key}\n${meta.variant}`)) continue
     await submit({ type: 'stored', nodeId: options.nodeId, entry: toEntryRecord(meta) })
     recorded++

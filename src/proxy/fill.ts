@@ -61,7 +61,7 @@ export interface Fill {
   /** The body for the client: the whole of it when the origin's was read whole (origin.ts), else a stream. */
   body: Readable | Buffer
   stored: boolean
-  /** Why the response is not stored (a Cache-Status detail). */
+  /** Why the response is not stored, or 'memory-only' when it is kept in the memory tier only (a Cache-Status detail). */
   detail?: string
   /** Settles once the fill is over; never rejects. */
   outcome: Promise<FillOutcome>
@@ -98,6 +98,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
   )
   const declared = headers['content-length'] !== undefined ? Number(headers['content-length']) : undefined
   let detail: string | undefined
+  let memoryOnly = false
   if (!decision.store) detail = decision.reason
   else if (declared !== undefined && declared > deps.maxObjectBytes) detail = 'too-large'
   else if (declared === undefined && res.status !== 204 && !isChunked(res.headers['transfer-encoding'])) {
@@ -106,9 +107,12 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     // Pass such a response through, but never store what could be a truncated copy. (A 204
     // has no body at all, rule 1.)
     detail = 'no-length'
-  } else if (!store.admits(target.key, declared)) {
-    // The disk writer is behind: serve this one without storing it rather than queue without bound.
-    detail = 'write-queue-full'
+  } else {
+    const admission = store.admits(target.key, declared)
+    // The disk writer is behind: keep this one in the memory tier only, or, too large for it,
+    // serve it without storing it rather than queue without bound.
+    if (admission === false) detail = 'write-queue-full'
+    else memoryOnly = admission === 'memory-only'
   }
   if (detail !== undefined || !decision.store) {
     return { headers, setCookie, body: res.whole ?? res.body, stored: false, detail, outcome: NOT_STORED }
@@ -132,7 +136,9 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
     origin: target.origin.href,
     via: target.via,
   }
-  if (res.whole) return { headers, setCookie, body: res.whole, stored: true, outcome: storeWhole(deps, target, entry, res.whole) }
+  // Decided now, for the Cache-Status sent with the head: the commit decides again once the body is in.
+  const storedDetail = memoryOnly ? 'memory-only' : undefined
+  if (res.whole) return { headers, setCookie, body: res.whole, stored: true, detail: storedDetail, outcome: storeWhole(deps, target, entry, res.whole) }
   const writer = store.writer(entry)
   let feeding = true
   let received = 0
@@ -174,7 +180,7 @@ export function startFill(deps: FillDeps, target: FillTarget, req: FillRequest, 
   res.body.on('error', (err) => tee.destroy(err))
   tee.on('error', () => res.body.destroy())
   res.body.pipe(tee)
-  return { headers, setCookie, body: tee, stored: true, outcome }
+  return { headers, setCookie, body: tee, stored: true, detail: storedDetail, outcome }
 }
 
 /** Store a body that came whole, in the same read as its head (origin.ts): one write, no tee. */

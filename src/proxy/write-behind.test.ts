@@ -1,8 +1,10 @@
 // Storing through the disk writer, seen from a real caje node: a full write
-// queue serves without storing (and says so), and Vary cannot grow one URL
+// queue keeps a response in memory only, or serves it without storing when the
+// memory tier cannot keep it (and says so), and Vary cannot grow one URL
 // without bound.
 
 import { afterEach, describe, expect, it } from 'vitest'
+import { heldBy } from '../manifest/repositories.ts'
 import { startNode, startOrigin, type TestNode, type TestOrigin } from '../test-support/servers.ts'
 
 const cleanups: (() => Promise<void>)[] = []
@@ -25,11 +27,31 @@ async function metric(node: TestNode, name: string): Promise<number> {
 }
 
 describe('disk write queue', () => {
-  it('serves a storable response without storing it when the write queue is full, and counts it', async () => {
+  it('keeps a storable response in memory only when the write queue is full: the next request is a memory hit, and the manifest never holds it', async () => {
     const { origin, node } = await setup((_req, res) => {
       res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain', 'content-length': '5' })
       res.end('hello')
     }, { CAJE_WRITE_QUEUE_BYTES: '0' })
+    const first = await node.get('/full')
+    expect(await first.text()).toBe('hello')
+    expect(first.headers.get('cache-status')).toMatch(/fwd=uri-miss.*stored; detail=memory-only/)
+    const second = await node.get('/full')
+    expect(await second.text()).toBe('hello')
+    expect(second.headers.get('cache-status')).toMatch(/^caje; hit/)
+    expect(origin.count('/full')).toBe(1)
+    expect(node.store.stats()).toMatchObject({ entries: 1, writesMemoryOnly: 1, writesSkipped: 0 })
+    expect(await metric(node, 'caje_cache_writes_memory_only_total')).toBe(1)
+    expect(await metric(node, 'caje_cache_writes_skipped_total')).toBe(0)
+    await node.store.drain()
+    await node.manifest.writer.flush()
+    expect(await heldBy(node.manifest.readDb(), 'test-node')).toEqual([])
+  })
+
+  it('serves a storable response without storing it when the write queue is full and the memory tier cannot keep it, and counts it', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain', 'content-length': '5' })
+      res.end('hello')
+    }, { CAJE_WRITE_QUEUE_BYTES: '0', CAJE_MEMORY_CACHE_BYTES: '0' })
     for (let i = 0; i < 2; i++) {
       const res = await node.get('/full')
       expect(await res.text()).toBe('hello')
