@@ -296,6 +296,15 @@ async function originStats(origin: RunningSystem): Promise<OriginStats> {
   return JSON.parse(res.body.toString('utf8')) as OriginStats
 }
 
+/** The memory tier's and write queue's numbers from caje's health, in MB, for a note at its memory peak. */
+async function cajeMemoryAccount(caje: RunningSystem): Promise<string | undefined> {
+  const res = await get(`${caje.baseUrl}/_caje/health`, 5000)
+  const cache = (JSON.parse(res.body.toString('utf8')) as { cache?: Record<string, number | undefined> }).cache
+  if (!cache) return undefined
+  const mb = (n: number | undefined) => (n === undefined ? '?' : (n / 1024 / 1024).toFixed(0))
+  return `memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}); write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
+}
+
 /** caje_requests_total by cache_status from /_caje/metrics, or undefined when it is not there. */
 async function cajeRequestCounts(caje: RunningSystem): Promise<Map<string, number> | undefined> {
   try {
@@ -548,7 +557,7 @@ async function main(): Promise<number> {
           const before = await originStats(origin)
           const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
           // For a scenario with an RSS target, what caje's memory was made of at its peak too.
-          const rss = pollPeakRss(await processTree(system.pid), 250, scenario.targets && system.kind === 'caje' ? system.pid : undefined)
+          const rss = pollPeakRss(await processTree(system.pid), 250, scenario.targets && system.kind === 'caje' ? system.pid : undefined, () => cajeMemoryAccount(system))
           const cpuBefore = system.kind === 'caje' ? await cpuSeconds(system.pid) : undefined
           let result: LoadResult
           try {
@@ -570,7 +579,7 @@ async function main(): Promise<number> {
           const cpuAfter = cpuBefore === undefined ? undefined : await cpuSeconds(system.pid)
           const peakRssBytes = await rss.stop()
           const atPeak = rss.atPeak()
-          if (atPeak) addNote(scenario.id, system.name, `run ${rep} at its peak, MB: ${formatBreakdown(atPeak)}`)
+          if (atPeak) addNote(scenario.id, system.name, `run ${rep} at its peak, MB: ${formatBreakdown(atPeak)}; ${rss.probedAtPeak()}`)
           const after = await originStats(origin)
           let cajeHitRatio: number | undefined
           if (system.kind === 'caje') {

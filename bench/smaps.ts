@@ -58,3 +58,28 @@ export function formatBreakdown(b: MemoryBreakdown): string {
   const mb = (n: number) => (n / 1024 / 1024).toFixed(0)
   return `huge-page anon (slabs, large arrays) ${mb(b.hugeAnon)}, other anon (V8 heaps, stacks) ${mb(b.otherAnon)}, largest plain anon mapping (malloc arena) ${mb(b.largestAnon)}, [heap] ${mb(b.mallocHeap)}, node binary ${mb(b.binary)}, other files ${mb(b.files)}`
 }
+
+/** The huge-page anonymous mappings of `smaps` text by size: "count×size MB (resident MB)", largest total first. */
+export function hugeMappingSizes(smaps: string): string {
+  const bySize = new Map<number, { count: number; rss: number }>()
+  let size = 0
+  let rss = 0
+  let name = ''
+  for (const line of smaps.split('\n')) {
+    const header = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
+    if (header) {
+      size = Number.parseInt(header[2]!, 16) - Number.parseInt(header[1]!, 16)
+      name = header[3]!.trim()
+      rss = 0
+    } else if (line.startsWith('Rss:')) {
+      rss = Number(line.split(/\s+/)[1]) * 1024
+    } else if (line.startsWith('VmFlags:') && name === '' && line.split(/\s+/).includes('hg')) {
+      const s = bySize.get(size) ?? { count: 0, rss: 0 }
+      s.count++
+      s.rss += rss
+      bySize.set(size, s)
+    }
+  }
+  const mb = (n: number) => (n / 1024 / 1024).toFixed(n < 10 * 1024 * 1024 ? 2 : 0)
+  return [...bySize].sort((a, b) => b[1].rss - a[1].rss).map(([sz, s]) => `${s.count}×${mb(sz)} (${mb(s.rss)})`).join(', ')
+}

@@ -5,7 +5,7 @@
 // interrupted run still stops what it started.
 
 import { buildCaje } from './build.ts'
-import { smapsBreakdown, type MemoryBreakdown } from './smaps.ts'
+import { hugeMappingSizes, smapsBreakdown, type MemoryBreakdown } from './smaps.ts'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdir, readFile, readlink, writeFile } from 'node:fs/promises'
@@ -408,8 +408,14 @@ export async function cpuSeconds(pid: number): Promise<number | undefined> {
  * tree's RSS was last a new peak (read again only once the peak has grown by 4 MB, since a
  * read of smaps walks every page table of the process).
  */
-export function pollPeakRss(pids: number[], intervalMs = 250, breakdownPid?: number): { stop(): Promise<number>; atPeak(): MemoryBreakdown | undefined } {
+export function pollPeakRss(
+  pids: number[],
+  intervalMs = 250,
+  breakdownPid?: number,
+  probe?: () => Promise<string | undefined>,
+): { stop(): Promise<number>; atPeak(): MemoryBreakdown | undefined; probedAtPeak(): string | undefined } {
   let peak = 0
+  let probed: string | undefined
   let busy = false
   let atPeak: MemoryBreakdown | undefined
   let breakdownAt = 0
@@ -425,7 +431,9 @@ export function pollPeakRss(pids: number[], intervalMs = 250, breakdownPid?: num
           breakdownAt = rss
           try {
             executable ??= await readlink(`/proc/${breakdownPid}/exe`)
-            atPeak = smapsBreakdown(await readFile(`/proc/${breakdownPid}/smaps`, 'utf8'), executable)
+            const [smaps, extra] = await Promise.all([readFile(`/proc/${breakdownPid}/smaps`, 'utf8'), probe?.().catch(() => undefined)])
+            atPeak = smapsBreakdown(smaps, executable)
+            probed = [`huge-page mappings ${hugeMappingSizes(smaps)}`, extra].filter(Boolean).join('; ')
           } catch {
             // The process is gone, or there is no /proc: no breakdown.
           }
@@ -439,6 +447,7 @@ export function pollPeakRss(pids: number[], intervalMs = 250, breakdownPid?: num
   const timer = setInterval(() => void sample(), intervalMs)
   return {
     atPeak: () => atPeak,
+    probedAtPeak: () => probed,
     async stop() {
       clearInterval(timer)
       await sample()

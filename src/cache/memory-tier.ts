@@ -43,6 +43,10 @@ export interface MemoryTier {
   readonly heldBytes: number
   /** Slabs allocated so far (see SlabArena.allocatedSlabs). */
   readonly allocatedSlabs: number
+  /** Memory of dropped slabs not freed yet, on top of heldBytes (see SlabArena.droppedBytes). */
+  readonly droppedBytes: number
+  /** Part of droppedBytes: dropped slabs that bodies being written to disk still hold. */
+  readonly droppedHeldBytes: number
   /**
    * Returns the item and marks it most recently used. Its buffer may be held for as long as
    * the caller likes (sent to a slow client, say): its memory is never used for another body.
@@ -123,6 +127,12 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     },
     get allocatedSlabs() {
       return arena.allocatedSlabs
+    },
+    get droppedBytes() {
+      return arena.droppedBytes
+    },
+    get droppedHeldBytes() {
+      return arena.droppedHeldBytes
     },
     get(key) {
       const item = items.get(key)

@@ -101,6 +101,33 @@ describe('slab arena', () => {
     expect(room.buffer).toEqual(Buffer.alloc(400, 80))
   })
 
+  it('counts the memory of dropped slabs it no longer holds: held by reserved bodies, or exposed to readers', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const fill = (seed: number): Placement[] => Array.from({ length: 10 }, (_, i) => arena.place(spot(), Buffer.alloc(400, seed + i)))
+    const room = arena.reserve(400)!
+    const first = Array.from({ length: 9 }, (_, i) => arena.place(spot(), Buffer.alloc(400, i)))
+    const second = fill(20)
+    expect(arena.droppedBytes).toBe(0)
+    // Its bodies go while the reserved one's disk write still reads it: dropped, not free.
+    for (const p of first) arena.release(p)
+    expect(room.slab!.dropped).toBe(true)
+    expect(arena.droppedHeldBytes).toBe(4 * KiB)
+    expect(arena.droppedBytes).toBe(4 * KiB)
+    expect(arena.heldBytes).toBe(4 * KiB)
+    // Settled: free to use again, counted in heldBytes.
+    arena.settle(room.buffer)
+    expect(arena.droppedHeldBytes).toBe(0)
+    expect(arena.droppedBytes).toBe(0)
+    expect(arena.heldBytes).toBe(8 * KiB)
+    // A slab a reader was handed a view of is dropped for the garbage collector to free.
+    arena.expose(second[0]!.buffer)
+    fill(40)
+    for (const p of second) arena.release(p)
+    expect(second[0]!.buffer.byteLength).toBe(400) // still referred to: not collected
+    expect(arena.droppedHeldBytes).toBe(0)
+    expect(arena.droppedBytes).toBe(4 * KiB)
+  })
+
   it('a reserved body settled before it is adopted is not adopted: its slab may hold another body by then', () => {
     const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
     const room = arena.reserve(400)!

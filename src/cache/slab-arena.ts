@@ -95,6 +95,13 @@ export class SlabArena {
   #free: Slab[] = []
   /** Slabs allocated so far (reused ones not counted). */
   #allocated = 0
+  /** Slabs allocated and not yet collected by the garbage collector (its finalizer counts them down). */
+  #alive = 0
+  /** Dropped slabs that reserved bodies still hold (see settle()). */
+  #droppedHeld = 0
+  readonly #collected = new FinalizationRegistry<undefined>(() => {
+    this.#alive--
+  })
   /** Buffers handed out by reserve() and not settled yet. */
   readonly #reserved = new WeakSet<Buffer>()
   /** The slab behind each slab's memory, for settle() and expose() given only a buffer. */
@@ -126,6 +133,20 @@ export class SlabArena {
   /** Slabs allocated so far; a slab used again is not allocated again. */
   get allocatedSlabs(): number {
     return this.#allocated
+  }
+
+  /**
+   * Memory of slabs the arena no longer counts in heldBytes and the garbage collector has not
+   * freed yet: dropped slabs that reserved bodies still hold (the disk writer's queue), exposed
+   * ones, and ones kept out of the free list because the arena held enough without them.
+   */
+  get droppedBytes(): number {
+    return Math.max(0, this.#alive - this.#slabs.length - this.#free.length) * this.slabBytes
+  }
+
+  /** Memory of the dropped slabs that reserved bodies still hold (part of droppedBytes). */
+  get droppedHeldBytes(): number {
+    return this.#droppedHeld * this.slabBytes
   }
 
   /** Memory of the slabs bodies are placed in, and of the bodies with memory of their own: what the limit bounds. */
@@ -191,7 +212,10 @@ export class SlabArena {
     const slab = this.#slabOf.get(buffer.buffer)
     if (!slab) return
     slab.holds--
-    if (slab.holds === 0 && slab.dropped) this.#retire(slab)
+    if (slab.holds === 0 && slab.dropped) {
+      if (!slab.discarded) this.#droppedHeld--
+      this.#retire(slab)
+    }
   }
 
   /**
@@ -309,6 +333,8 @@ export class SlabArena {
     const slab = new Slab(this.slabBytes)
     this.#slabOf.set(slab.memory, slab)
     this.#allocated++
+    this.#alive++
+    this.#collected.register(slab.memory, undefined)
     return slab
   }
 
@@ -318,6 +344,7 @@ export class SlabArena {
     if (i >= 0) this.#slabs.splice(i, 1)
     if (this.#open === slab) this.#open = undefined
     if (slab.holds === 0) this.#retire(slab)
+    else this.#droppedHeld++
   }
 
   /**

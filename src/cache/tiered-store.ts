@@ -217,7 +217,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     },
 
     stats(): StoreStats {
-      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes }
+      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes, memoryHeldBytes: memory.heldBytes, memoryDroppedBytes: memory.droppedBytes, memoryDroppedHeldBytes: memory.droppedHeldBytes }
     },
 
     subscribe: (listener: (event: StoreEvent) => void) => disk.subscribe(listener),

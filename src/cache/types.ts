@@ -153,6 +153,12 @@ export interface StoreStats {
   bytes: number
   memoryEntries: number
   memoryBytes: number
+  /** Memory the memory tier's slabs take (its budget bounds it); absent without a memory tier. */
+  memoryHeldBytes?: number
+  /** Memory of slabs the tier dropped that is not freed yet (held by disk writes, or waiting for the garbage collector). */
+  memoryDroppedBytes?: number
+  /** Part of memoryDroppedBytes: dropped slabs that bodies still being written to disk hold. */
+  memoryDroppedHeldBytes?: number
   integrityFailures: number
   writeFailures: number
   /** Responses not stored because the write queue was full. */
