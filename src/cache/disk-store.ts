@@ -885,7 +885,7 @@ class CacacheDiskStore implements DiskStore {
         void this.#removeBucket(id)
         this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'memory-only' })
       } else {
-        this.#emit(wasMemoryOnly ? { type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced', memoryOnly: true } : { type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced' })
+        this.#emit({ type: 'deleted', key: meta.key, variant: meta.variant, reason: 'replaced', ...(wasMemoryOnly && { memoryOnly: true as const }) })
       }
     }
     this.#emit({ type: 'stored', meta })

@@ -24,6 +24,12 @@ export function entryId(key: string, variant: string): string {
   return `${key}\u0000${variant}`
 }
 
+/** The key and variant an entryId() joined. */
+export function splitEntryId(id: string): { key: string; variant: string } {
+  const split = id.indexOf('\u0000')
+  return { key: id.slice(0, split), variant: id.slice(split + 1) }
+}
+
 /** A content file, shared by every variant whose body has the same digest. */
 export interface ContentRecord {
   integrity: string

@@ -10,6 +10,7 @@
 // never handed to a peer.
 
 import { type CommittedBody, type DiskStore, type DiskStoreOptions, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
+import { splitEntryId } from './entry-index.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
 import { type BodyLookup, type ByteRange, type CacheStore, type EntryMeta, type EntryWriter, type ExpectedBody, type ListOptions, type ListedEntry, type NewEntry, type StoreEvent, type StoreStats, type StoredBody, isMemoryOnlyIntegrity } from './types.ts'
 
@@ -78,8 +79,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   // A body the tier evicts that was its entry's only copy takes the entry with it.
   const unsubscribeEvictions = memory.onEvict((id, item) => {
     if (!isMemoryOnlyIntegrity(item.integrity)) return
-    const split = id.indexOf('\u0000')
-    disk.forgetMemoryOnly(id.slice(0, split), id.slice(split + 1), item.integrity)
+    const { key, variant } = splitEntryId(id)
+    disk.forgetMemoryOnly(key, variant, item.integrity)
   })
 
   function remember(meta: EntryMeta, buffer: Buffer): void {
@@ -102,11 +103,11 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return lastId
   }
 
-  /** The memory copy of a variant, if it is still the body the disk index has (and, unless `memoryOnly`, not its only copy). */
-  function fromMemory(key: string, variant: string, range?: ByteRange, memoryOnly = true): StoredBody | undefined {
+  /** The memory copy of a variant, if it is still the body the disk index has (and, unless `includeMemoryOnly`, not its only copy). */
+  function fromMemory(key: string, variant: string, range?: ByteRange, includeMemoryOnly = true): StoredBody | undefined {
     const id = idOf(key, variant)
     const held = memory.get(id)
-    if (!held || (!memoryOnly && isMemoryOnlyIntegrity(held.integrity))) return undefined
+    if (!held || (!includeMemoryOnly && isMemoryOnlyIntegrity(held.integrity))) return undefined
     // touch() also keeps the disk LRU aware of memory hits: a body hot in
     // memory must not be the first one evicted from disk.
     const meta = disk.touch(key, variant)
