@@ -135,6 +135,16 @@ describe('createMetrics', () => {
     expect(m.value('caje_origin_response_seconds_count', { status: 'other' })).toBe(1)
   })
 
+  it('counts a latency equal to a bound in that bound’s bucket (le is inclusive)', async () => {
+    const metrics = createMetrics({ processMetrics: false, originLatencyBuckets: [0.01, 0.1] })
+    metrics.originLatency(0.01, 200)
+    metrics.originLatency(0.1, 200)
+    const m = await scrape(metrics)
+    expect(m.value('caje_origin_response_seconds_bucket', { status: '200', le: '0.01' })).toBe(1)
+    expect(m.value('caje_origin_response_seconds_bucket', { status: '200', le: '0.1' })).toBe(2)
+    expect(m.value('caje_origin_response_seconds_bucket', { status: '200', le: '+Inf' })).toBe(2)
+  })
+
   it('ignores values that are not counts instead of throwing on the request path', async () => {
     const metrics = createMetrics({ processMetrics: false })
     expect(() => {

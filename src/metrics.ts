@@ -8,11 +8,11 @@
 // start, and are handed to prom-client only when /_caje/metrics is scraped
 // (each counter's collect() adds what changed since the last scrape). prom-client's
 // own `.labels(...).inc()` allocates a label object and a hash string per
-// call, which is fine once per scrape and not once per hit. Only the origin
-// latency histogram goes through prom-client per call (a cached child per
-// status), and it runs only when caje already made a network round trip.
+// call, which is fine once per scrape and not once per hit. The origin latency
+// histogram, observed once per origin exchange (once per request on
+// pass-through), is plain counts per status code too, written out when scraped.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { StoreEvent } from './cache/types.ts'
 import { CACHE_STATUSES, ORIGIN_ERROR_KINDS, POPULATE_RESULTS, PURGE_KINDS, SERVE_TIERS, type CacheStatusLabel, type OriginErrorKind, type PopulateResult, type PurgeKind, type ServeTier } from './vocabulary.ts'
 
@@ -115,6 +115,70 @@ class CounterTable {
   }
 }
 
+/** One status code's observations in a LatencyHistogram. */
+interface LatencySeries {
+  /** Observations per bucket (not cumulative); the last one counts those above every bound. */
+  readonly counts: Float64Array
+  sum: number
+}
+
+/**
+ * A Prometheus histogram by HTTP status, `status="200"` (or `"other"` for a code outside
+ * 100-599), kept as plain counts and written out only when scraped. prom-client's Histogram
+ * builds a label object and a hash string on every observation, and the origin latency is
+ * observed once per origin exchange: on pass-through, once per request. The exposition is the
+ * one prom-client writes for a histogram (cumulative `_bucket` lines with `le`, `_sum`, `_count`).
+ */
+class LatencyHistogram {
+  readonly name: string
+  readonly help: string
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  private readonly bounds: readonly number[]
+  /** By status code; index 0 holds the codes outside 100-599. */
+  private series: (LatencySeries | undefined)[] = []
+
+  constructor(registry: Registry, config: { name: string; help: string; buckets: readonly number[] }) {
+    this.name = config.name
+    this.help = config.help
+    this.bounds = [...config.buckets].sort((a, b) => a - b)
+    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0])
+  }
+
+  observe(seconds: number, status: number): void {
+    const code = Number.isInteger(status) && status >= 100 && status <= 599 ? status : 0
+    const s = (this.series[code] ??= { counts: new Float64Array(this.bounds.length + 1), sum: 0 })
+    const bounds = this.bounds
+    let i = 0
+    while (i < bounds.length && seconds > bounds[i]!) i++
+    s.counts[i]!++
+    s.sum += seconds
+  }
+
+  /** What prom-client's registry asks of a metric when it writes /metrics. */
+  get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] } {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = []
+    this.series.forEach((s, code) => {
+      if (!s) return
+      const status = code === 0 ? 'other' : String(code)
+      let cumulative = 0
+      this.bounds.forEach((le, i) => {
+        cumulative += s.counts[i]!
+        values.push({ labels: { le, status }, value: cumulative, metricName: `${this.name}_bucket` })
+      })
+      cumulative += s.counts[this.bounds.length]!
+      values.push({ labels: { le: '+Inf', status }, value: cumulative, metricName: `${this.name}_bucket` })
+      values.push({ labels: { status }, value: s.sum, metricName: `${this.name}_sum` })
+      values.push({ labels: { status }, value: cumulative, metricName: `${this.name}_count` })
+    })
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+
+  reset(): void {
+    this.series = []
+  }
+}
+
 function indexOf<T extends string>(values: readonly T[]): Record<T, number> {
   const out = {} as Record<T, number>
   values.forEach((v, i) => {
@@ -190,23 +254,11 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     labelValues: PURGE_KINDS,
   }).counts
 
-  const originLatencyHistogram = new Histogram({
+  const originLatency = new LatencyHistogram(registry, {
     name: 'caje_origin_response_seconds',
     help: 'Time from sending a request to the origin until its response headers arrived, by origin status code.',
-    labelNames: ['status'],
     buckets: options.originLatencyBuckets ?? DEFAULT_ORIGIN_BUCKETS,
-    registers: [registry],
   })
-  const latencyChildren = new Map<number, { observe(value: number): void }>()
-  const latencyChild = (status: number) => {
-    const code = Number.isInteger(status) && status >= 100 && status <= 599 ? status : 0
-    let child = latencyChildren.get(code)
-    if (!child) {
-      child = originLatencyHistogram.labels(code === 0 ? 'other' : String(code))
-      latencyChildren.set(code, child)
-    }
-    return child
-  }
 
   let cacheStats = options.cacheStats
   const cacheGauge = (name: string, help: string, read: (s: CacheGaugeStats) => number) =>
@@ -248,7 +300,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     originLatency(seconds, status) {
       // prom-client throws on a non-finite value; a metric must never fail a response.
       if (!(seconds >= 0) || seconds === Infinity) return
-      latencyChild(status).observe(seconds)
+      originLatency.observe(seconds, status)
     },
     bytesServed(tier, n) {
       const i = SERVE_TIER_INDEX[tier]
