@@ -27,7 +27,7 @@ export type FlatHeaders = Record<string, string>
 const PLAIN_CONNECTION_VALUES: ReadonlySet<string> = new Set(['keep-alive', 'Keep-Alive', 'upgrade', 'Upgrade'])
 
 /** Field names listed in Connection (RFC 9110 §7.6.1), which are hop-by-hop too. */
-function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (!value) return undefined
   if (typeof value === 'string' && PLAIN_CONNECTION_VALUES.has(value)) return undefined
   const joined = Array.isArray(value) ? value.join(',') : value
