@@ -277,21 +277,28 @@ class OriginExchange implements Dispatcher.DispatchHandler {
 
   private answerWhole(whole: Buffer): void {
     this.answered = true
-    let stream: Readable | undefined
-    this.resolve({
-      status: this.status,
-      headers: this.headers,
-      whole,
-      headersMs: this.headersMs,
-      get body() {
-        if (!stream) {
-          stream = new Readable({ read() {} })
-          if (whole.length) stream.push(whole)
-          stream.push(null)
-        }
-        return stream
-      },
-    })
+    this.resolve(new WholeResponse(this.status, this.headers, whole, this.headersMs))
+  }
+}
+
+/** An origin response whose body came whole with its head; its stream is made only when asked for. */
+class WholeResponse implements OriginResponse {
+  #stream: Readable | undefined
+
+  constructor(
+    readonly status: number,
+    readonly headers: HeaderBag,
+    readonly whole: Buffer,
+    readonly headersMs: number,
+  ) {}
+
+  get body(): Readable {
+    if (!this.#stream) {
+      const stream = (this.#stream = new Readable({ read() {} }))
+      if (this.whole.length) stream.push(this.whole)
+      stream.push(null)
+    }
+    return this.#stream
   }
 }
 
