@@ -67,7 +67,8 @@ export interface Fill {
   outcome: Promise<FillOutcome>
 }
 
-const NOT_STORED: Promise<FillOutcome> = Promise.resolve({ stored: false })
+/** The outcome of every fill that stores nothing (one settled promise, so callers can tell it apart without waiting on it). */
+export const NOT_STORED: Promise<FillOutcome> = Promise.resolve({ stored: false })
 
 /**
  * An origin response's headers cleaned for the client (forward.ts). A refused cookie is

@@ -13,7 +13,7 @@ import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
 import { formatCacheStatus, makeStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { FillGate } from './coalesce.ts'
-import { cleanedForClient, startFill, type Fill, type FillDeps, type FillOutcome, type FillRequest, type FillTarget } from './fill.ts'
+import { cleanedForClient, NOT_STORED, startFill, type Fill, type FillDeps, type FillOutcome, type FillRequest, type FillTarget } from './fill.ts'
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
 import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, type FlatHeaders, type HeaderBag } from './headers.ts'
@@ -362,7 +362,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     if (req.rules?.keyChanged) status.key = req.rules.key
     const upstream = admitted.headers['cache-status']
-    headers['cache-status'] = upstream ? `${upstream}, ${formatCacheStatus(status)}` : formatCacheStatus(status)
+    // Formatted once: the access log names the same text (cacheStatusText).
+    const statusText = formatCacheStatus(status)
+    headers['cache-status'] = upstream ? `${upstream}, ${statusText}` : statusText
     if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
     // The cache fill asked for the full response; the client's own conditionals are answered
     // here (RFC 9110 §13.2.2), while the body keeps flowing into the cache.
@@ -371,15 +373,16 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const h: Record<string, string | string[]> = { via: headers.via as string, 'cache-status': headers['cache-status'] as string }
       for (const f of NOT_MODIFIED_FIELDS) if (admitted.headers[f] !== undefined) h[f] = admitted.headers[f]!
       if (admitted.setCookie.length) h['set-cookie'] = admitted.setCookie
-      return { status: 304, headers: h, body: null, cacheStatus: status, tier: 'origin', originMs: res.headersMs }
+      return { status: 304, headers: h, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', originMs: res.headersMs }
     }
     let body: Readable | Buffer | null = admitted.body
     if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
       drain(admitted.body)
       body = null
     }
-    const bodyFailure = (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: status.fwdStatus })
-    return { status: res.status, headers, body, cacheStatus: status, tier: 'origin', originMs: res.headersMs, bodyFailure }
+    // Only a streamed body can fail after the head came; one read whole already has.
+    const bodyFailure = body === null || Buffer.isBuffer(body) ? undefined : (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: status.fwdStatus })
+    return { status: res.status, headers, body, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', originMs: res.headersMs, bodyFailure }
   }
 
   /**
@@ -571,25 +574,33 @@ export function createProxy(opts: ProxyOptions): Proxy {
         turn.settle(false)
         throw err
       }
-      void filled.outcome.then(({ stored }) => turn.settle(stored))
+      // A response not stored settles the turn at once, without a reaction on its outcome.
+      if (filled.outcome === NOT_STORED) turn.settle(false)
+      else void filled.outcome.then(({ stored }) => turn.settle(stored))
       return filled.result
     }
   }
 
-  /** Everything but a fresh hit answered at once: misses, revalidation, pass-through, unsafe methods. */
+  /**
+   * Everything but a fresh hit answered at once: misses, revalidation, pass-through, unsafe
+   * methods. Counted here, in the one promise, rather than by a reaction chained on it.
+   */
   async function handle(req: ProxyRequest, originUrl: URL | undefined): Promise<ProxyResult> {
+    let result: ProxyResult
     if (!originUrl) {
-      return textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
+      result = textResult(421, `421 Misdirected Request: caje serves no site for host "${req.host}". Add it to CAJE_SITES (host=origin) or set CAJE_ORIGIN.`, { fwd: 'bypass', detail: 'unknown-host' })
+    } else {
+      try {
+        if (SAFE_METHODS.has(req.method)) result = ruleMatch(req).bypass ? await pass(req, originUrl, { fwd: 'bypass' }) : await handleCacheable(req, originUrl)
+        else {
+          result = await pass(req, originUrl, { fwd: 'method' })
+          await invalidateAfter(req, result)
+        }
+      } catch (err) {
+        result = originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
+      }
     }
-    try {
-      if (SAFE_METHODS.has(req.method) && ruleMatch(req).bypass) return await pass(req, originUrl, { fwd: 'bypass' })
-      if (SAFE_METHODS.has(req.method)) return await handleCacheable(req, originUrl)
-      const result = await pass(req, originUrl, { fwd: 'method' })
-      await invalidateAfter(req, result)
-      return result
-    } catch (err) {
-      return originFailure(err, { fwd: SAFE_METHODS.has(req.method) ? 'miss' : 'method' })
-    }
+    return counted(result)
   }
 
   function counted(result: ProxyResult): ProxyResult {
@@ -609,11 +620,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
         const t = meta ? now() : 0
         if (meta && policy && decideReuse(policy, req.headers, t, meta.softPurgedAt).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT, t)
-          if (served instanceof Promise) return served.then((r) => (r ? r : handle(req, originUrl))).then(counted)
+          if (served instanceof Promise) return served.then((r) => (r ? counted(r) : handle(req, originUrl)))
           if (served) return counted(served)
         }
       }
-      return handle(req, originUrl).then(counted)
+      return handle(req, originUrl)
     },
 
     async fill(url, varyHeaders, signal) {
