@@ -147,8 +147,9 @@ class ClientGone implements AbortSource {
 
   constructor(outgoing: ServerResponse) {
     if (outgoing.closed && !outgoing.writableFinished) this.aborted = true
+    // `on`, not `once`: a response closes once, and once() wraps each listener in two more objects.
     else
-      outgoing.once('close', () => {
+      outgoing.on('close', () => {
         if (!outgoing.writableFinished) this.#abort()
       })
   }

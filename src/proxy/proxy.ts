@@ -107,6 +107,8 @@ const SAFE_METHODS = new Set(['GET', 'HEAD'])
 const HIT: CacheStatus = makeStatus({ hit: true })
 const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
+/** lookup() of a key with nothing stored (every miss asks twice: serve, then handleCacheable). */
+const NOTHING_STORED: { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } = Object.freeze({ meta: undefined, hadVariants: false, variants: NO_VARIANTS })
 /** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
 const PASS_MARK_TTL_MS = 60_000
 const PASS_MARK_LIMIT = 10_000
@@ -151,7 +153,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function lookup(key: string, headers: FlatHeaders, originUrl: URL): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
     const varies = store.varyOf(key)
-    if (varies.length === 0) return { hadVariants: false, variants: NO_VARIANTS }
+    if (varies.length === 0) return NOTHING_STORED
     let best: EntryMeta | undefined
     for (const vary of varies) {
       const fields = varyFields(vary)
