@@ -56,3 +56,38 @@ describe('worker threads’ heaps', () => {
     for (const thread of threads) expect(thread.resourceLimits?.maxYoungGenerationSizeMb).toBe(WORKER_YOUNG_GENERATION_MB)
   })
 })
+
+describe('the thread map (CAJE_THREAD_MAP)', () => {
+  it.runIf(process.platform === 'linux')('names each worker thread by its Linux thread id, and writes nothing without the variable', async () => {
+    const { mkdtemp, readFile, rm } = await import('node:fs/promises')
+    const os = await import('node:os')
+    const { existsSync, readdirSync } = await import('node:fs')
+    const { startWorker, THREAD_MAP_ENV } = await import('./thread-heap.ts')
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-thread-map-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    const file = path.join(dir, 'threads')
+    const before = process.env[THREAD_MAP_ENV]
+    cleanups.push(() => {
+      if (before === undefined) delete process.env[THREAD_MAP_ENV]
+      else process.env[THREAD_MAP_ENV] = before
+    })
+    // The thread stays alive (waiting for a message) until its id has been checked against this process's threads.
+    const start = (name: string): Promise<Worker> =>
+      new Promise((resolve, reject) => {
+        const worker = startWorker(`const { parentPort } = process.getBuiltinModule('node:worker_threads'); parentPort.postMessage('up'); parentPort.once('message', () => process.exit(0))`, {}, name)
+        cleanups.push(() => worker.terminate())
+        worker.once('message', () => resolve(worker)).once('error', reject)
+      })
+    delete process.env[THREAD_MAP_ENV]
+    await start('unnamed')
+    process.env[THREAD_MAP_ENV] = file
+    await start('cache disk writer')
+    await start('manifest apply')
+    const lines = (await readFile(file, 'utf8')).trim().split('\n')
+    expect(lines.map((l) => l.replace(/^\d+ /, ''))).toEqual(['cache disk writer', 'manifest apply'])
+    const tids = new Set(readdirSync('/proc/self/task'))
+    for (const line of lines) expect(tids.has(line.split(' ')[0]!)).toBe(true)
+    expect(lines[0]!.split(' ')[0]).not.toBe(lines[1]!.split(' ')[0])
+    expect(existsSync(file)).toBe(true)
+  })
+})

@@ -29,12 +29,29 @@ export const WORKER_RESOURCE_LIMITS: Readonly<ResourceLimits> = Object.freeze({ 
 
 let semiSpaceFlagCleared = false
 
-/** A worker thread running `source` (a script, eval'd), its heap sized by WORKER_RESOURCE_LIMITS. */
-export function startWorker(source: string, options: Omit<WorkerOptions, 'eval' | 'resourceLimits'> = {}): Worker {
+/**
+ * A worker thread running `source` (a script, eval'd), its heap sized by WORKER_RESOURCE_LIMITS.
+ * `thread` names it for THREAD_MAP_ENV.
+ */
+export function startWorker(source: string, options: Omit<WorkerOptions, 'eval' | 'resourceLimits'> = {}, thread = 'worker'): Worker {
   if (!semiSpaceFlagCleared) {
     // Process-wide, and read by V8 only when a new isolate configures its heap (see above).
     v8.setFlagsFromString('--max-semi-space-size=0')
     semiSpaceFlagCleared = true
   }
-  return new Worker(source, { ...options, eval: true, resourceLimits: { ...WORKER_RESOURCE_LIMITS } })
+  const mapFile = process.env[THREAD_MAP_ENV]
+  const script = mapFile ? `${threadMapLine(mapFile, thread)}\n${source}` : source
+  return new Worker(script, { ...options, eval: true, resourceLimits: { ...WORKER_RESOURCE_LIMITS } })
+}
+
+/**
+ * With this variable naming a file, each worker thread appends `<its Linux thread id> <name>` to
+ * it as it starts: Node 20 gives every thread the process's name, and bench/thread-cpu.ts reads
+ * this to say which thread's CPU (/proc/<pid>/task/<tid>/stat) is the disk writer's, the
+ * manifest's... A diagnostic for benchmarks; nothing is written without it.
+ */
+export const THREAD_MAP_ENV = 'CAJE_THREAD_MAP'
+
+function threadMapLine(file: string, thread: string): string {
+  return `{ const fs = process.getBuiltinModule('node:fs'); try { fs.appendFileSync(${JSON.stringify(file)}, fs.readlinkSync('/proc/thread-self').split('/').pop() + ' ' + ${JSON.stringify(thread)} + '\\n') } catch {} }`
 }

@@ -65,7 +65,7 @@ export class BodyReader {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker
-    const worker = startWorker(WORKER_SOURCE)
+    const worker = startWorker(WORKER_SOURCE, {}, 'cache body reader')
     // Idle between populates: it must not keep the process alive.
     worker.unref()
     worker.on('message', ({ results, arena }: ReplyMessage) => {

@@ -196,7 +196,7 @@ export class DiskWriter {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker
-    const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } })
+    const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } }, 'cache disk writer')
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
     worker.on('message', (results: JobResult[]) => this.#finished(results))

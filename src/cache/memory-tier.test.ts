@@ -34,6 +34,32 @@ describe('memory tier', () => {
     expect(tier.size).toBe(2)
   })
 
+  it('evicts in recency order after hits, deletes and replacements at either end and in the middle', () => {
+    const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
+    const tenth = Math.floor(tier.bodyBytes / 10)
+    for (const k of ['a', 'b', 'c', 'd', 'e', 'f']) tier.set(k, item(tenth))
+    tier.get('c') // middle → newest: a b d e f c
+    tier.get('a') // oldest → newest: b d e f c a
+    tier.get('a') // newest already
+    tier.delete('f') // middle: b d e c a
+    tier.delete('b') // oldest: d e c a
+    tier.delete('a') // newest: d e c
+    tier.set('e', item(tenth)) // replaced: d c e
+    tier.set('g', item(tenth)) // d c e g
+    const evicted: string[] = []
+    tier.onEvict((key) => evicted.push(key))
+    // Room for 10 tenths: 4 held, a body of 9 tenths pushes out 3 of them, oldest first.
+    expect(tier.set('big', item(tenth * 9))).toBe(true)
+    expect(evicted).toEqual(['d', 'c', 'e'])
+    expect([...['g', 'big'].map((k) => tier.has(k))]).toEqual([true, true])
+    expect(tier.size).toBe(2)
+    tier.clear()
+    // After clear() the list starts again empty.
+    tier.set('h', item(tenth * 9))
+    expect(tier.set('i', item(tenth * 9))).toBe(true)
+    expect(evicted).toEqual(['d', 'c', 'e', 'h'])
+  })
+
   it('evicts as many small items as needed for one larger item', () => {
     const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
     const tenth = Math.floor(tier.bodyBytes / 10)

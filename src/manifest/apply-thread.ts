@@ -164,7 +164,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     walAutocheckpointPages: Math.max(0, Math.floor(options.walAutocheckpointPages ?? 1000)),
     cacheMib: APPLY_CACHE_MIB,
   }
-  const worker = startWorker(THREAD_SOURCE, { workerData })
+  const worker = startWorker(THREAD_SOURCE, { workerData }, 'manifest apply')
   // An idle thread must not keep the process alive.
   worker.unref()
   options.onThread?.(worker)

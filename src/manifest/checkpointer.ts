@@ -59,7 +59,7 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   const stats: CheckpointStats = { runs: 0, frames: 0, lastError: undefined }
   // The thread loads the same better-sqlite3 as this module does (under the bundle too).
   const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-  const worker = startWorker(WORKER_SOURCE, { workerData: { path: options.path, intervalMs: Math.max(10, options.intervalMs ?? 200), resolveFrom } })
+  const worker = startWorker(WORKER_SOURCE, { workerData: { path: options.path, intervalMs: Math.max(10, options.intervalMs ?? 200), resolveFrom } }, 'manifest checkpoint')
   // Closing the database ends it; an open handle alone must not keep the process alive.
   worker.unref()
   let closed: (() => void) | undefined

@@ -87,7 +87,7 @@ class ReadWorkerDriver implements Driver {
    */
   private start(): Worker {
     const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
-    const worker = startWorker(WORKER_SOURCE, { workerData: { path: this.options.path, busyTimeoutMs: this.options.busyTimeoutMs ?? 5000, resolveFrom } })
+    const worker = startWorker(WORKER_SOURCE, { workerData: { path: this.options.path, busyTimeoutMs: this.options.busyTimeoutMs ?? 5000, resolveFrom } }, 'manifest read')
     // An idle read thread must not keep the process alive.
     worker.unref()
     worker.on('message', (reply: Reply) => {
