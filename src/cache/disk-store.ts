@@ -1150,6 +1150,7 @@ class CacacheDiskStore implements DiskStore {
       writesMemoryOnly: this.#writesMemoryOnly,
       writeQueueJobs: queue.jobs,
       writeQueueBytes: queue.bytes,
+      writeThreadSharedBytes: queue.threadSharedBytes,
       evictions: this.#evictions,
     }
   }

@@ -168,6 +168,8 @@ export interface StoreStats {
   /** Disk writes queued and not yet done (jobs, and body bytes they hold in memory). */
   writeQueueJobs: number
   writeQueueBytes: number
+  /** Shared memory (the memory tier's slabs) the disk writer's thread has not let go of yet (DiskWriterStats.threadSharedBytes). */
+  writeThreadSharedBytes?: number
   evictions: number
 }
 
