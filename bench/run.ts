@@ -610,8 +610,9 @@ async function main(): Promise<number> {
             problems.push({ scenario: scenario.id, system: system.name, message })
             warn(`${scenario.id} / ${system.name}: ${message}`)
           }
+          const cpu = measurements.at(-1)!.cpuUsPerRequest
           log(
-            `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${errors ? `  errors ${errors}` : ''}`,
+            `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${cpu === undefined ? '' : `  CPU ${cpu.toFixed(0)} µs/req`}${peakRssBytes === undefined ? '' : `  peak RSS ${(peakRssBytes / 1024 / 1024).toFixed(0)} MB`}${errors ? `  errors ${errors}` : ''}`,
           )
         }
       }

@@ -101,6 +101,37 @@ describe('slab arena', () => {
     expect(room.buffer).toEqual(Buffer.alloc(400, 80))
   })
 
+  it('does not use a slab again while a body lent out of it is not given back, and does once it is', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const fill = (seed: number): Placement[] => Array.from({ length: 10 }, (_, i) => arena.place(spot(), Buffer.alloc(400, seed + i)))
+    const first = fill(0)
+    const second = fill(20)
+    // Readers (responses to slow clients) still hold views of the first slab's first body.
+    const read = first[0]!.buffer
+    const slab = first[0]!.slab!
+    arena.lend(slab)
+    arena.lend(slab)
+    for (const p of first) arena.release(p)
+    expect(slab.dropped).toBe(true)
+    fill(40)
+    expect(arena.allocatedSlabs).toBe(3)
+    // The second slab, which nobody reads, is used again; the first is not.
+    for (const p of second) arena.release(p)
+    fill(60)
+    expect(arena.allocatedSlabs).toBe(3)
+    expect(read).toEqual(Buffer.alloc(400, 0))
+    arena.giveBack(slab)
+    expect(arena.droppedBytes).toBe(4 * KiB)
+    expect(arena.heldBytes).toBe(8 * KiB)
+    // The last reader is done: its memory is used again, from its first byte, instead of a new slab.
+    arena.giveBack(slab)
+    expect(arena.droppedBytes).toBe(0)
+    expect(arena.heldBytes).toBe(12 * KiB)
+    fill(80)
+    expect(arena.allocatedSlabs).toBe(3)
+    expect(read).toEqual(Buffer.alloc(400, 80))
+  })
+
   it('counts the memory of dropped slabs it no longer holds: held by reserved bodies, or exposed to readers', () => {
     const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
     const fill = (seed: number): Placement[] => Array.from({ length: 10 }, (_, i) => arena.place(spot(), Buffer.alloc(400, seed + i)))
