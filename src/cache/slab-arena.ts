@@ -147,7 +147,7 @@ export class SlabArena {
   /**
    * Memory of slabs the arena no longer counts in heldBytes and the garbage collector has not
    * freed yet: dropped slabs that reserved bodies still hold (the disk writer's queue), ones
-   * still lent to readers, exposed ones, and ones kept out of the free list because the arena held enough without them.
+   * still lent to readers, exposed ones, and ones kept out of the free list because they would take the arena over its budget.
    */
   get droppedBytes(): number {
     return Math.max(0, this.#alive - this.#slabs.length - this.#free.length) * this.slabBytes
@@ -377,12 +377,17 @@ export class SlabArena {
 
   /**
    * A dropped slab nothing of the arena's own reads any more: free to use again, unless a
-   * reader still reads it (lent, then given back: retired then) or may (exposed), or the arena holds enough without it (then the garbage
-   * collector frees it).
+   * reader still reads it (lent: retired once given back) or may (exposed), or keeping it would
+   * take the arena over its budget (then the garbage collector frees it).
+   * The budget, not the limit: a slab compaction empties was dropped just after the new slab
+   * its bodies moved into was opened, so the arena sits at its limit then; measured against
+   * the limit, no such slab was ever used again, and with bodies evicted out of order (a hit
+   * makes its body the most recent) every one went to the garbage collector: under a miss
+   * storm after a Zipf mix, 30–130 MB of them waited there, and in the disk writer's thread.
    */
   #retire(slab: Slab): void {
     if (slab.exposed || slab.discarded || slab.live !== 0 || slab.readers !== 0) return
-    if (this.#placingBytes + (this.#free.length + 1) * this.slabBytes > this.limitBytes) return
+    if (this.#placingBytes + (this.#free.length + 1) * this.slabBytes > this.budgetBytes) return
     slab.used = 0
     this.#free.push(slab)
   }
