@@ -302,7 +302,7 @@ async function cajeMemoryAccount(caje: RunningSystem): Promise<string | undefine
   const cache = (JSON.parse(res.body.toString('utf8')) as { cache?: Record<string, number | undefined> }).cache
   if (!cache) return undefined
   const mb = (n: number | undefined) => (n === undefined ? '?' : (n / 1024 / 1024).toFixed(0))
-  return `memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
+  return `memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), slabs allocated since start ${mb(cache.memorySlabsAllocatedBytes)}, shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
 }
 
 /** caje_requests_total by cache_status from /_caje/metrics, or undefined when it is not there. */

@@ -43,6 +43,8 @@ export interface MemoryTier {
   readonly heldBytes: number
   /** Slabs allocated so far (see SlabArena.allocatedSlabs). */
   readonly allocatedSlabs: number
+  /** Size of one slab. */
+  readonly slabBytes: number
   /** Memory of dropped slabs not freed yet, on top of heldBytes (see SlabArena.droppedBytes). */
   readonly droppedBytes: number
   /** Part of droppedBytes: dropped slabs that bodies being written to disk still hold. */
@@ -152,6 +154,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     get allocatedSlabs() {
       return arena.allocatedSlabs
     },
+    slabBytes: arena.slabBytes,
     get droppedBytes() {
       return arena.droppedBytes
     },

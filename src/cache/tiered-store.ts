@@ -246,7 +246,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     },
 
     stats(): StoreStats {
-      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes, memoryHeldBytes: memory.heldBytes, memoryDroppedBytes: memory.droppedBytes, memoryDroppedHeldBytes: memory.droppedHeldBytes }
+      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes, memoryHeldBytes: memory.heldBytes, memoryDroppedBytes: memory.droppedBytes, memoryDroppedHeldBytes: memory.droppedHeldBytes, memorySlabsAllocatedBytes: memory.allocatedSlabs * memory.slabBytes }
     },
 
     subscribe: (listener: (event: StoreEvent) => void) => disk.subscribe(listener),

@@ -170,6 +170,8 @@ export interface StoreStats {
   memoryDroppedBytes?: number
   /** Part of memoryDroppedBytes: dropped slabs that bodies still being written to disk hold. */
   memoryDroppedHeldBytes?: number
+  /** Memory of every slab the memory tier has allocated since it started (one used again counted once): its budget when none went to the garbage collector. */
+  memorySlabsAllocatedBytes?: number
   integrityFailures: number
   writeFailures: number
   /** Responses not stored because the write queue was full. */
