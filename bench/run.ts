@@ -302,7 +302,7 @@ async function cajeMemoryAccount(caje: RunningSystem): Promise<string | undefine
   const cache = (JSON.parse(res.body.toString('utf8')) as { cache?: Record<string, number | undefined> }).cache
   if (!cache) return undefined
   const mb = (n: number | undefined) => (n === undefined ? '?' : (n / 1024 / 1024).toFixed(0))
-  return `memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}); write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
+  return `memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), slabs allocated since start ${mb(cache.memorySlabsAllocatedBytes)}, shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
 }
 
 /** caje_requests_total by cache_status from /_caje/metrics, or undefined when it is not there. */
@@ -610,8 +610,9 @@ async function main(): Promise<number> {
             problems.push({ scenario: scenario.id, system: system.name, message })
             warn(`${scenario.id} / ${system.name}: ${message}`)
           }
+          const cpu = measurements.at(-1)!.cpuUsPerRequest
           log(
-            `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${errors ? `  errors ${errors}` : ''}`,
+            `  ${scenario.id} run ${rep}/${opts.runs} ${system.name.padEnd(14)} ${Math.round(result.rps).toString().padStart(7)} req/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  p99 ${result.latencyMs.p99.toFixed(2)} ms${cpu === undefined ? '' : `  CPU ${cpu.toFixed(0)} µs/req`}${peakRssBytes === undefined ? '' : `  peak RSS ${(peakRssBytes / 1024 / 1024).toFixed(0)} MB`}${errors ? `  errors ${errors}` : ''}`,
           )
         }
       }

@@ -23,7 +23,7 @@ describe('caje routes', () => {
     const body = (await health.json()) as { status: string; node: string; region: string; cache: { entries: number; bytes: number } }
     expect(body).toMatchObject({ status: 'ok', node: 'node-a', region: 'ams', cache: { entries: 1, bytes: 1 } })
     // The memory tier's own memory: its slabs, and dropped ones not freed yet.
-    expect(body.cache).toMatchObject({ memoryHeldBytes: expect.any(Number), memoryDroppedBytes: 0, memoryDroppedHeldBytes: 0 })
+    expect(body.cache).toMatchObject({ memoryHeldBytes: expect.any(Number), memoryDroppedBytes: 0, memoryDroppedHeldBytes: 0, memorySlabsAllocatedBytes: expect.any(Number) })
     for (const root of ['/_caje', '/_caje/']) {
       const res = await node.get(root, { redirect: 'manual' })
       expect(res.status, root).toBe(303)

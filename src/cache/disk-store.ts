@@ -1007,10 +1007,11 @@ class CacacheDiskStore implements DiskStore {
   /** Evicts least recently read entries until the body bytes fit the budget. */
   #evict(): void {
     if (this.#bytes <= this.#maxBytes) return
+    // Entries kept in memory only take nothing of the disk budget (the memory tier evicts them):
+    // the index leaves them out of this order.
     for (const handle of this.#index.leastRecentlyUsed()) {
       if (this.#bytes <= this.#maxBytes) break
-      // Kept in memory only: takes nothing of the disk budget (the memory tier evicts it).
-      if (!isMemoryOnlyIntegrity(this.#index.content(handle).integrity)) this.#drop(handle, 'evicted')
+      this.#drop(handle, 'evicted')
     }
   }
 
@@ -1150,6 +1151,7 @@ class CacacheDiskStore implements DiskStore {
       writesMemoryOnly: this.#writesMemoryOnly,
       writeQueueJobs: queue.jobs,
       writeQueueBytes: queue.bytes,
+      writeThreadSharedBytes: queue.threadSharedBytes,
       evictions: this.#evictions,
     }
   }

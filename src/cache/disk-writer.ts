@@ -69,6 +69,13 @@ export interface DiskWriterStats {
   jobs: number
   /** Body bytes queued or being written. */
   bytes: number
+  /**
+   * Shared memory the writer's thread still refers to, as of its last answer: the
+   * SharedArrayBuffers (whole, one per buffer per batch) its jobs' bodies came in that its
+   * garbage collector has not freed yet. Memory the main thread has let go of stays allocated
+   * until this thread lets go too.
+   */
+  threadSharedBytes: number
 }
 
 interface Queued {
@@ -93,6 +100,7 @@ export class DiskWriter {
   #idle: (() => void)[] = []
   #roomWaiters: { bytes: number; resolve: () => void }[] = []
   #closed = false
+  #threadSharedBytes = 0
 
   constructor(opts: DiskWriterOptions) {
     if (!Number.isSafeInteger(opts.maxQueueBytes) || opts.maxQueueBytes < 0) throw new RangeError(`write queue bytes must be a non-negative integer, got ${opts.maxQueueBytes}`)
@@ -114,7 +122,7 @@ export class DiskWriter {
   }
 
   stats(): DiskWriterStats {
-    return { jobs: this.#jobs, bytes: this.#bytes }
+    return { jobs: this.#jobs, bytes: this.#bytes, threadSharedBytes: this.#threadSharedBytes }
   }
 
   /**
@@ -199,7 +207,10 @@ export class DiskWriter {
     const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } }, 'cache disk writer')
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
-    worker.on('message', (results: JobResult[]) => this.#finished(results))
+    worker.on('message', ({ results, sharedBytes }: BatchAnswer) => {
+      this.#threadSharedBytes = sharedBytes
+      this.#finished(results)
+    })
     worker.on('error', (error: Error) => {
       // A crashed worker fails the batches it was given; the next batch starts a new one.
       if (this.#worker === worker) this.#worker = undefined
@@ -273,6 +284,12 @@ type PostedJob = DiskJob | (Omit<PutJob, 'body'> & { bodyAt: number; bodyBytes: 
 interface BatchMessage {
   jobs: PostedJob[]
   arena: ArrayBuffer | undefined
+}
+
+/** The worker's answer to one batch: a result per job, and the shared memory it still refers to (DiskWriterStats.threadSharedBytes). */
+interface BatchAnswer {
+  results: JobResult[]
+  sharedBytes: number
 }
 
 /**
@@ -568,8 +585,25 @@ function diskWriterThread(): void {
     }
   }
 
+  /**
+   * SharedArrayBuffers this thread has received and its collector not freed yet, in bytes:
+   * each message brings its own object for each shared buffer its bodies are views of.
+   */
+  let sharedBytes = 0
+  const sharedCollected = new FinalizationRegistry<number>((bytes) => {
+    sharedBytes -= bytes
+  })
   parentPort!.on('message', ({ jobs, arena }: BatchMessage) => {
     const results: JobResult[] = []
+    const seen = new Set<SharedArrayBuffer>()
+    for (const posted of jobs) {
+      if ('body' in posted && posted.body && posted.body.buffer instanceof SharedArrayBuffer && !seen.has(posted.body.buffer)) {
+        seen.add(posted.body.buffer)
+        sharedBytes += posted.body.buffer.byteLength
+        sharedCollected.register(posted.body.buffer, posted.body.buffer.byteLength)
+      }
+    }
+    seen.clear()
     for (const posted of jobs) {
       const job: DiskJob =
         'bodyAt' in posted ? ({ ...posted, body: new Uint8Array(arena!, posted.bodyAt, posted.bodyBytes) } as DiskJob) : (posted as DiskJob)
@@ -580,7 +614,7 @@ function diskWriterThread(): void {
         results.push({ ok: false, error: { message: e?.message ?? String(error), code: e?.code } })
       }
     }
-    parentPort!.postMessage(results)
+    parentPort!.postMessage({ results, sharedBytes } satisfies BatchAnswer)
   })
 }
 

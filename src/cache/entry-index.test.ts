@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ContentPaths, EntryIndex, type Handle, StoredContent, entryId } from './entry-index.ts'
-import type { EntryMeta } from './types.ts'
+import { type EntryMeta, memoryOnlyIntegrity } from './types.ts'
 
 const paths = new ContentPaths((integrity) => `/nowhere/${integrity}`)
 
@@ -96,6 +96,35 @@ describe('entry index', () => {
     expect(evicted).toEqual([0, 1, 2, 4])
     expect(index.size).toBe(6)
     expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5, 6, 8, 9, 3, 7])
+  })
+
+  it('leaves entries kept in memory only out of the disk eviction order, and still finds, touches, lists and removes them', () => {
+    const index = new EntryIndex()
+    const memoryOnly = (i: number): Handle => {
+      const m = { ...meta(i), integrity: memoryOnlyIntegrity(i) }
+      return index.add({ meta: m, content: new StoredContent(paths, m.integrity, m.size), committedAt: i, indexLines: 0 }).handle
+    }
+    // A full disk whose least recently read end is thousands of memory-only entries.
+    for (let i = 0; i < 5000; i++) memoryOnly(i)
+    for (let i = 5000; i < 5003; i++) add(index, meta(i))
+    memoryOnly(5003)
+    expect(index.size).toBe(5004)
+    expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5000, 5001, 5002])
+    // A read moves it within its own order.
+    index.touch('https://example.com/item/0', '', 9000)
+    index.touch('https://example.com/item/5000', '', 9000)
+    expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5001, 5002, 5000])
+    const all = index.handles().map((h) => index.committedAt(h))
+    expect(all.slice(0, 4)).toEqual([5001, 5002, 5000, 1])
+    expect(all.slice(-2)).toEqual([5003, 0])
+    expect(new Set(all).size).toBe(5004)
+    expect(index.list({ limit: 1 }).records.map((h) => index.committedAt(h))).toEqual([5003])
+    // Replaced by a body on disk: the entry joins the disk's order.
+    add(index, meta(7))
+    expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5001, 5002, 5000, 7])
+    index.remove(index.find('https://example.com/item/0', '')!)
+    expect(index.size).toBe(5003)
+    expect(index.handles()).toHaveLength(5003)
   })
 
   it('groups variants by key, answers their Vary values, and forgets empty keys', () => {

@@ -16,7 +16,7 @@
 // kept across an await is known to be stale once its variant was removed,
 // even when the slot is reused.
 
-import type { EntryMeta, NewEntry, PurgeFields } from './types.ts'
+import { type EntryMeta, type NewEntry, type PurgeFields, isMemoryOnlyIntegrity } from './types.ts'
 import { packMeta, unpackMeta, unpackPurgeFields } from './packed-meta.ts'
 
 /** The id of one variant: cacache's index key. NUL cannot occur in a URL-derived key. */
@@ -155,6 +155,14 @@ const NO_VARY: readonly string[] = Object.freeze([])
 /** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
 const MAX_VARY_VALUES = 4096
 
+/** The use orders an entry can be in (EntryIndex #lruHeads). */
+const ON_DISK = 0
+const MEMORY_ONLY = 1
+
+function lruOf(content: ContentRecord): number {
+  return isMemoryOnlyIntegrity(content.integrity) ? MEMORY_ONLY : ON_DISK
+}
+
 /** FNV-1a over UTF-16 code units: a key's bucket. */
 function hashKey(key: string): number {
   let h = 0x811c9dc5
@@ -176,6 +184,8 @@ export class EntryIndex {
   #deleteAt = new Float64Array(0)
   #lruPrev = new Int32Array(0)
   #lruNext = new Int32Array(0)
+  /** Which use order the slot is in: ON_DISK, or MEMORY_ONLY (see #lruHeads). */
+  #lru = new Uint8Array(0)
   #commitPrev = new Int32Array(0)
   #commitNext = new Int32Array(0)
   #hashNext = new Int32Array(0)
@@ -188,9 +198,13 @@ export class EntryIndex {
   #buckets = new Int32Array(0)
   #bucketMask = 0
   #free = NONE
-  /** Least recently read first. */
-  #lruHead = NONE
-  #lruTail = NONE
+  /**
+   * Least recently read first, one order per kind of entry: those on disk (the disk's eviction
+   * order) and those kept in the memory tier only (isMemoryOnlyIntegrity), which take nothing
+   * of the disk's budget: an eviction pass over a full disk never walks past them.
+   */
+  readonly #lruHeads = new Int32Array([NONE, NONE])
+  readonly #lruTails = new Int32Array([NONE, NONE])
   /** Oldest commit first. */
   #commitHead = NONE
   #commitTail = NONE
@@ -297,7 +311,7 @@ export class EntryIndex {
     this.#lastAccess[slot] = now
     this.#recency[slot] = ++this.#uses
     // Already the most recent: nothing to move (the hot-key case).
-    if (this.#lruTail !== slot) {
+    if (this.#lruTails[this.#lru[slot]!] !== slot) {
       this.#unlinkLru(slot)
       this.#linkLru(slot)
     }
@@ -417,6 +431,12 @@ export class EntryIndex {
   setContent(handle: Handle, content: ContentRecord): void {
     const slot = this.#checked(handle)
     this.#content[slot] = content
+    const lru = lruOf(content)
+    if (lru !== this.#lru[slot]) {
+      this.#unlinkLru(slot)
+      this.#lru[slot] = lru
+      this.#linkLru(slot)
+    }
     this.#hot.delete(slot)
     if (this.#hotNewest === slot) this.#hotNewest = NONE
   }
@@ -500,6 +520,7 @@ export class EntryIndex {
     const bucket = h & this.#bucketMask
     this.#hashNext[slot] = this.#buckets[bucket]!
     this.#buckets[bucket] = slot
+    this.#lru[slot] = lruOf(record.content)
     this.#linkLru(slot)
     this.#commitPrev[slot] = this.#commitTail
     this.#commitNext[slot] = NONE
@@ -563,21 +584,25 @@ export class EntryIndex {
     return all
   }
 
+  /** Links `slot` at the most recent end of its use order (#lru). */
   #linkLru(slot: number): void {
-    this.#lruPrev[slot] = this.#lruTail
+    const lru = this.#lru[slot]!
+    const tail = this.#lruTails[lru]!
+    this.#lruPrev[slot] = tail
     this.#lruNext[slot] = NONE
-    if (this.#lruTail !== NONE) this.#lruNext[this.#lruTail] = slot
-    else this.#lruHead = slot
-    this.#lruTail = slot
+    if (tail !== NONE) this.#lruNext[tail] = slot
+    else this.#lruHeads[lru] = slot
+    this.#lruTails[lru] = slot
   }
 
   #unlinkLru(slot: number): void {
+    const lru = this.#lru[slot]!
     const prev = this.#lruPrev[slot]!
     const next = this.#lruNext[slot]!
     if (prev !== NONE) this.#lruNext[prev] = next
-    else this.#lruHead = next
+    else this.#lruHeads[lru] = next
     if (next !== NONE) this.#lruPrev[next] = prev
-    else this.#lruTail = prev
+    else this.#lruTails[lru] = prev
   }
 
   #allocate(): number {
@@ -612,6 +637,9 @@ export class EntryIndex {
     this.#deleteAt = f64(this.#deleteAt)
     this.#lruPrev = i32(this.#lruPrev)
     this.#lruNext = i32(this.#lruNext)
+    const lru = new Uint8Array(capacity)
+    lru.set(this.#lru)
+    this.#lru = lru
     this.#commitPrev = i32(this.#commitPrev)
     this.#commitNext = i32(this.#commitNext)
     this.#hashNext = i32(this.#hashNext)
@@ -654,7 +682,9 @@ export class EntryIndex {
     const slots: number[] = []
     for (let s = this.#commitHead; s !== NONE; s = this.#commitNext[s]!) slots.push(s)
     slots.sort((a, b) => this.#committedAt[a]! - this.#committedAt[b]!)
-    this.#commitHead = this.#commitTail = this.#lruHead = this.#lruTail = NONE
+    this.#commitHead = this.#commitTail = NONE
+    this.#lruHeads.fill(NONE)
+    this.#lruTails.fill(NONE)
     for (const slot of slots) {
       this.#linkLru(slot)
       this.#recency[slot] = ++this.#uses
@@ -666,19 +696,25 @@ export class EntryIndex {
     }
   }
 
-  /** Least recently read first, the eviction order; removing the variant just visited is safe. */
+  /**
+   * The variants on disk, least recently read first: the disk's eviction order (entries kept in
+   * memory only are not in it). Removing the variant just visited is safe.
+   */
   *leastRecentlyUsed(): IterableIterator<Handle> {
-    for (let s = this.#lruHead; s !== NONE; ) {
+    for (let s = this.#lruHeads[ON_DISK]!; s !== NONE; ) {
       const next = this.#lruNext[s]!
       yield this.#handle(s)
       s = next
     }
   }
 
-  /** Every variant, least recently read first, as a list taken now (safe to keep across awaits). */
+  /**
+   * Every variant, as a list taken now (safe to keep across awaits): those on disk least
+   * recently read first, then those kept in memory only, likewise.
+   */
   handles(): Handle[] {
     const all: Handle[] = []
-    for (let s = this.#lruHead; s !== NONE; s = this.#lruNext[s]!) all.push(this.#handle(s))
+    for (const head of this.#lruHeads) for (let s = head; s !== NONE; s = this.#lruNext[s]!) all.push(this.#handle(s))
     return all
   }
 

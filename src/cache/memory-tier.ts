@@ -10,7 +10,7 @@
 // bodies come and go: the bodies kept are a little less than the budget
 // (bodyBytes), the rest is the slabs' room for dead space.
 
-import { type Placement, SlabArena } from './slab-arena.ts'
+import { type Placement, type Slab, SlabArena } from './slab-arena.ts'
 
 /** One body held in memory, tagged with the integrity it was stored under. */
 export interface MemoryItem {
@@ -46,6 +46,8 @@ export interface MemoryTier {
   readonly heldBytes: number
   /** Slabs allocated so far (see SlabArena.allocatedSlabs). */
   readonly allocatedSlabs: number
+  /** Size of one slab. */
+  readonly slabBytes: number
   /** Memory of dropped slabs not freed yet, on top of heldBytes (see SlabArena.droppedBytes). */
   readonly droppedBytes: number
   /** Part of droppedBytes: dropped slabs that bodies being written to disk still hold. */
@@ -55,6 +57,12 @@ export interface MemoryTier {
    * the caller likes (sent to a slow client, say): its memory is never used for another body.
    */
   get(key: string): MemoryItem | undefined
+  /**
+   * get() for a reader that says when it is done: the item's memory is not used for another body
+   * until its loan is given back (once; more calls are ignored), after which the memory may be.
+   * A loan never given back keeps that memory from being used again, as get() does.
+   */
+  lend(key: string): MemoryLoan | undefined
   has(key: string): boolean
   /**
    * Memory for a body of `length` bytes that is about to be set(): a buffer to fill, which
@@ -67,6 +75,11 @@ export interface MemoryTier {
   settle(buffer: Buffer): void
   /** `buffer`, a body held here (or a view of one), goes to a reader: see get(). */
   expose(buffer: Buffer): void
+  /**
+   * expose() for a reader that says when it is done (see lend()); `integrity` is only passed on.
+   * Undefined when `buffer` is not in the tier's memory (nothing to give back).
+   */
+  lendView(buffer: Buffer, integrity: string): MemoryLoan | undefined
   /**
    * Stores the item's body, evicting the least recently used ones to fit: a buffer from
    * allocate() stays where it is, any other is copied in (get() returns the copy). Returns
@@ -125,6 +138,18 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     arena.release(item)
   }
 
+  /** The item under `key`, made the most recently used. */
+  function use(key: string): Held | undefined {
+    const item = items.get(key)
+    if (!item) return undefined
+    // To the most-recently-used end (nothing to do when it is there already).
+    if (item !== newest) {
+      unlink(item)
+      append(item)
+    }
+    return item
+  }
+
   function remove(key: string): boolean {
     const item = items.get(key)
     if (!item) return false
@@ -148,6 +173,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     get allocatedSlabs() {
       return arena.allocatedSlabs
     },
+    slabBytes: arena.slabBytes,
     get droppedBytes() {
       return arena.droppedBytes
     },
@@ -155,16 +181,18 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       return arena.droppedHeldBytes
     },
     get(key) {
-      const item = items.get(key)
-      if (!item) return undefined
-      // To the most-recently-used end (nothing to do when it is there already).
-      if (item !== newest) {
-        unlink(item)
-        append(item)
-      }
+      const item = use(key)
       // Handed out: this slab's memory is never used again (slab-arena.ts).
-      if (item.slab) item.slab.exposed = true
+      if (item?.slab) item.slab.exposed = true
       return item
+    },
+    lend(key) {
+      const item = use(key)
+      return item && new Loan(item.buffer, item.integrity, item.slab, arena)
+    },
+    lendView(buffer, integrity) {
+      const slab = arena.slabOf(buffer)
+      return slab && new Loan(buffer, integrity, slab, arena)
     },
     has(key) {
       return items.has(key)
@@ -229,4 +257,32 @@ interface Held extends MemoryItem, Placement {
   /** Neighbours in the recency list (undefined at its ends, and once the item has left it). */
   older: Held | undefined
   newer: Held | undefined
+}
+
+/** A body lent by MemoryTier.lend(): the item as it was when lent, and the way to give it back. */
+export interface MemoryLoan extends MemoryItem {
+  /** Nothing reads `buffer` (or views of it) any more. */
+  giveBack(): void
+}
+
+class Loan implements MemoryLoan {
+  readonly buffer: Buffer
+  readonly integrity: string
+  #slab: Slab | undefined
+  readonly #arena: SlabArena
+
+  constructor(buffer: Buffer, integrity: string, slab: Slab | undefined, arena: SlabArena) {
+    this.buffer = buffer
+    this.integrity = integrity
+    this.#arena = arena
+    this.#slab = slab
+    if (slab) arena.lend(slab)
+  }
+
+  giveBack(): void {
+    const slab = this.#slab
+    if (!slab) return
+    this.#slab = undefined
+    this.#arena.giveBack(slab)
+  }
 }

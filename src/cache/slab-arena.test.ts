@@ -101,6 +101,37 @@ describe('slab arena', () => {
     expect(room.buffer).toEqual(Buffer.alloc(400, 80))
   })
 
+  it('does not use a slab again while a body lent out of it is not given back, and does once it is', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const fill = (seed: number): Placement[] => Array.from({ length: 10 }, (_, i) => arena.place(spot(), Buffer.alloc(400, seed + i)))
+    const first = fill(0)
+    const second = fill(20)
+    // Readers (responses to slow clients) still hold views of the first slab's first body.
+    const read = first[0]!.buffer
+    const slab = first[0]!.slab!
+    arena.lend(slab)
+    arena.lend(slab)
+    for (const p of first) arena.release(p)
+    expect(slab.dropped).toBe(true)
+    fill(40)
+    expect(arena.allocatedSlabs).toBe(3)
+    // The second slab, which nobody reads, is used again; the first is not.
+    for (const p of second) arena.release(p)
+    fill(60)
+    expect(arena.allocatedSlabs).toBe(3)
+    expect(read).toEqual(Buffer.alloc(400, 0))
+    arena.giveBack(slab)
+    expect(arena.droppedBytes).toBe(4 * KiB)
+    expect(arena.heldBytes).toBe(8 * KiB)
+    // The last reader is done: its memory is used again, from its first byte, instead of a new slab.
+    arena.giveBack(slab)
+    expect(arena.droppedBytes).toBe(0)
+    expect(arena.heldBytes).toBe(12 * KiB)
+    fill(80)
+    expect(arena.allocatedSlabs).toBe(3)
+    expect(read).toEqual(Buffer.alloc(400, 80))
+  })
+
   it('counts the memory of dropped slabs it no longer holds: held by reserved bodies, or exposed to readers', () => {
     const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
     const fill = (seed: number): Placement[] => Array.from({ length: 10 }, (_, i) => arena.place(spot(), Buffer.alloc(400, seed + i)))
@@ -158,15 +189,34 @@ describe('slab arena', () => {
       }
     }
     const before = new Map([...live.keys()].map((p) => [p, p.buffer]))
+    // Readers hold views of every body still there (responses to slow clients, say).
+    const read = new Set([...live.keys()].map((p) => p.slab!))
+    for (const slab of read) arena.lend(slab)
     for (let i = 0; i < 40; i++) add()
     expect(arena.compactedBytes).toBeGreaterThan(0)
     expect(arena.heldBytes).toBeLessThanOrEqual(arena.budgetBytes)
     const moved = [...before].filter(([p, buffer]) => p.buffer !== buffer)
     expect(moved.length).toBeGreaterThan(0)
     for (const [p, body] of live) expect(p.buffer).toEqual(body)
-    // A moved body's old bytes are left as they were, for whoever still holds them.
+    // A moved body's old bytes are left as they were while a reader holds them.
     for (const [p, old] of moved) expect(old).toEqual(live.get(p))
     expect(arena.liveBytes).toBe(500 * live.size)
+  })
+
+  it('uses the slabs it compacted again, so bodies evicted out of order never make it allocate more than its budget', () => {
+    const arena = new SlabArena({ budgetBytes: 32 * KiB, slabBytes: 4 * KiB })
+    const live: Array<[Placement, number]> = []
+    // A hit makes its body the most recently used: evictions leave holes all over the slabs.
+    for (let i = 0; i < 2000; i++) {
+      while (arena.liveBytes + 400 > arena.bodyBytes) arena.release(live.splice((i * 7) % Math.ceil(live.length / 2), 1)[0]![0])
+      live.push([arena.place(spot(), bodyOf(400, i)), i])
+    }
+    expect(arena.compactedBytes).toBeGreaterThan(100 * KiB)
+    // Every slab it allocated is held (in use, or free to use): none left for the garbage collector.
+    expect(arena.allocatedSlabs).toBe(8)
+    expect(arena.heldBytes).toBe(arena.budgetBytes)
+    expect(arena.droppedBytes).toBe(0)
+    for (const [p, seed] of live) expect(p.buffer).toEqual(bodyOf(400, seed))
   })
 
   it('gives bodies over an eighth of a slab (and empty ones) memory of their own', () => {

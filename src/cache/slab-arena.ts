@@ -18,10 +18,17 @@
 // that nothing can still read it:
 // - every view of it handed out beyond the arena's own bookkeeping was counted:
 //   a reserve()d body being written and then read by the disk writer's thread
-//   holds its slab until settle(); a body handed to a reader (a hit, which may
-//   be sent to a slow client for minutes) marks its slab exposed(), and an
-//   exposed slab is never used again: it is freed by the garbage collector once
-//   nothing refers to it, as every dropped slab was before.
+//   holds its slab until settle(); a body lent to a reader (a hit, which may be
+//   sent to a slow client for minutes) holds its slab until the reader gives it
+//   back (lend(), then giveBack() once the response is written out or its
+//   connection closed); a body handed to a reader that never says when it is
+//   done marks its slab exposed(), and an exposed slab is never used again: it
+//   is freed by the garbage collector once nothing refers to it, as every
+//   dropped slab was before.
+// - Freed by the garbage collector means freed by every thread's: the disk
+//   writer's thread receives the slabs its bodies live in, and keeps each one it
+//   was handed until its own collector runs, which a thread that allocates
+//   little rarely does. A slab used again costs nothing more, whoever holds it.
 // - Under a storm of misses no body is read back from memory, and without reuse
 //   the slabs the tier dropped waited for a full garbage collection (V8 starts
 //   one only after about 64 MB more memory outside its heap), a quarter of the
@@ -51,6 +58,8 @@ export class Slab {
   dropped = false
   /** Reserved bodies not settled yet: their writers (and the disk writer's thread) may still read or write them. */
   holds = 0
+  /** Bodies lent to readers and not given back yet (lend()): not used again until they are. */
+  readers = 0
   /** A view was handed to a reader the arena cannot follow: never used again. */
   exposed = false
   /** Given up for good (the arena was cleared): never used again. */
@@ -137,8 +146,8 @@ export class SlabArena {
 
   /**
    * Memory of slabs the arena no longer counts in heldBytes and the garbage collector has not
-   * freed yet: dropped slabs that reserved bodies still hold (the disk writer's queue), exposed
-   * ones, and ones kept out of the free list because the arena held enough without them.
+   * freed yet: dropped slabs that reserved bodies still hold (the disk writer's queue), ones
+   * still lent to readers, exposed ones, and ones kept out of the free list because they would take the arena over its budget.
    */
   get droppedBytes(): number {
     return Math.max(0, this.#alive - this.#slabs.length - this.#free.length) * this.slabBytes
@@ -225,6 +234,25 @@ export class SlabArena {
   expose(buffer: Buffer): void {
     const slab = this.#slabOf.get(buffer.buffer)
     if (slab) slab.exposed = true
+  }
+
+  /** The slab `buffer` is a view of, if it is one of this arena's. */
+  slabOf(buffer: Uint8Array): Slab | undefined {
+    return this.#slabOf.get(buffer.buffer)
+  }
+
+  /**
+   * A body placed in `slab` goes to a reader that gives it back (giveBack(slab), once) when it
+   * no longer reads it: until then the slab is not used again, even once dropped.
+   */
+  lend(slab: Slab): void {
+    slab.readers++
+  }
+
+  /** A body lend() lent out of `slab` is no longer read. */
+  giveBack(slab: Slab): void {
+    slab.readers--
+    if (slab.readers === 0 && slab.dropped && slab.holds === 0) this.#retire(slab)
   }
 
   /**
@@ -349,12 +377,17 @@ export class SlabArena {
 
   /**
    * A dropped slab nothing of the arena's own reads any more: free to use again, unless a
-   * reader may still hold a view of it, or the arena holds enough without it (then the garbage
-   * collector frees it).
+   * reader still reads it (lent: retired once given back) or may (exposed), or keeping it would
+   * take the arena over its budget (then the garbage collector frees it).
+   * The budget, not the limit: a slab compaction empties was dropped just after the new slab
+   * its bodies moved into was opened, so the arena sits at its limit then; measured against
+   * the limit, no such slab was ever used again, and with bodies evicted out of order (a hit
+   * makes its body the most recent) every one went to the garbage collector: under a miss
+   * storm after a Zipf mix, 30–130 MB of them waited there, and in the disk writer's thread.
    */
   #retire(slab: Slab): void {
-    if (slab.exposed || slab.discarded || slab.live !== 0) return
-    if (this.#placingBytes + (this.#free.length + 1) * this.slabBytes > this.limitBytes) return
+    if (slab.exposed || slab.discarded || slab.live !== 0 || slab.readers !== 0) return
+    if (this.#placingBytes + (this.#free.length + 1) * this.slabBytes > this.budgetBytes) return
     slab.used = 0
     this.#free.push(slab)
   }

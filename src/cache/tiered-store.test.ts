@@ -266,6 +266,30 @@ describe('tiered store', () => {
       expect(memory.allocatedSlabs).toBeLessThanOrEqual(20)
       expect(Buffer.compare(held, body)).toBe(0)
     })
+
+    it('a body lent and given back once sent lets its slab be used again, from memory and before its disk write is done', async () => {
+      const { store, memory } = await openWithTier()
+      const body = bodyOf(4000, 44)
+      await put(store, newEntry('https://a.test/done'), body)
+      const writer = store.writer(newEntry('https://a.test/early'))
+      expect(writer.write(body)).toBe(true)
+      await writer.commit()
+      memory.delete(entryId('https://a.test/early', ''))
+      const hits = [store.read('https://a.test/done', ''), store.read('https://a.test/early', '')] as Array<{ buffer: Buffer; loan?: { giveBack(): void } }>
+      for (const hit of hits) {
+        expect(hit.loan).toBeDefined()
+        hit.loan!.giveBack()
+      }
+      await churn(store)
+      expect(memory.allocatedSlabs).toBeLessThanOrEqual(20)
+      // Their memory holds other bodies now.
+      for (const hit of hits) expect(Buffer.compare(hit.buffer, body)).not.toBe(0)
+      // Peers' reads are not lent (their slab is never used again): their reader never says when it is done.
+      await put(store, newEntry('https://a.test/peer'), bodyOf(4000, 45))
+      const [peer] = await store.readMany!([{ key: 'https://a.test/peer', variant: '' }])
+      expect(peer).toMatchObject({ kind: 'buffer', tier: 'memory' })
+      expect(peer).not.toHaveProperty('loan')
+    })
   })
 })
 

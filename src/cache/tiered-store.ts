@@ -103,17 +103,37 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return lastId
   }
 
-  /** The memory copy of a variant, if it is still the body the disk index has (and, unless `includeMemoryOnly`, not its only copy). */
-  function fromMemory(key: string, variant: string, range?: ByteRange, includeMemoryOnly = true): StoredBody | undefined {
+  /**
+   * The memory copy of a variant, if it is still the body the disk index has, lent (see
+   * StoredBody.loan).
+   */
+  function fromMemory(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
     const id = idOf(key, variant)
-    const held = memory.get(id)
-    if (!held || (!includeMemoryOnly && isMemoryOnlyIntegrity(held.integrity))) return undefined
+    const loan = memory.lend(id)
+    if (!loan) return undefined
     // touch() also keeps the disk LRU aware of memory hits: a body hot in
     // memory must not be the first one evicted from disk.
     const meta = disk.touch(key, variant)
-    if (meta && meta.integrity === held.integrity) {
-      return { kind: 'buffer', buffer: range ? sliceRange(held.buffer, range) : held.buffer, tier: 'memory' }
+    if (meta && meta.integrity === loan.integrity) {
+      try {
+        return { kind: 'buffer', buffer: range ? sliceRange(loan.buffer, range) : loan.buffer, tier: 'memory', loan }
+      } catch (error) {
+        loan.giveBack()
+        throw error
+      }
     }
+    loan.giveBack()
+    memory.delete(id)
+    return undefined
+  }
+
+  /** The memory copy of a variant for a peer (not lent: its reader never says when it is done), unless it is its only copy. */
+  function fromMemoryForPeer(key: string, variant: string): StoredBody | undefined {
+    const id = idOf(key, variant)
+    const held = memory.get(id)
+    if (!held || isMemoryOnlyIntegrity(held.integrity)) return undefined
+    const meta = disk.touch(key, variant)
+    if (meta && meta.integrity === held.integrity) return { kind: 'buffer', buffer: held.buffer, tier: 'memory' }
     memory.delete(id)
     return undefined
   }
@@ -134,12 +154,20 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     return found
   }
 
+  /** exposed() for read(): the body is lent instead (see StoredBody.loan). */
+  function lent(found: EntryBody): EntryBody {
+    const { body, meta } = found
+    if (body.kind !== 'buffer') return found
+    const loan = memory.lendView(body.buffer, meta.integrity)
+    return loan ? { meta, body: { kind: 'buffer', buffer: body.buffer, tier: body.tier, loan } } : found
+  }
+
   /** A body read from disk, kept in memory when the tier takes it; the slice asked for when the whole was read for memory. */
   function keptRead(found: EntryBody, range: ByteRange | undefined, wholeForMemory: boolean): StoredBody {
     const { body, meta } = found
     if (body.kind !== 'buffer' || (range !== undefined && !wholeForMemory)) return body
     if (body.buffer.length <= memory.maxObjectBytes) remember(meta, body.buffer)
-    return range ? { kind: 'buffer', buffer: sliceRange(body.buffer, range), tier: 'disk' } : body
+    return range ? { kind: 'buffer', buffer: sliceRange(body.buffer, range), tier: 'disk', loan: body.loan } : body
   }
 
   return {
@@ -154,15 +182,15 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       const current = range ? disk.touch(key, variant) : undefined
       const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes
       const found = disk.readEntry(key, variant, wholeForMemory ? undefined : range)
-      if (found instanceof Promise) return found.then((f) => f && keptRead(exposed(f), range, wholeForMemory))
-      return found && keptRead(exposed(found), range, wholeForMemory)
+      if (found instanceof Promise) return found.then((f) => f && keptRead(lent(f), range, wholeForMemory))
+      return found && keptRead(lent(found), range, wholeForMemory)
     },
 
     // A peer's populate: what memory holds, then the rest from disk in one batch. Not kept in
     // memory: a peer copying everything says nothing about what this node's clients want. A
     // body kept in memory only is not held by this node: a peer gets nothing for it.
     async readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
-      const bodies: Array<StoredBody | undefined> = items.map((item) => fromMemory(item.key, item.variant, undefined, false))
+      const bodies: Array<StoredBody | undefined> = items.map((item) => fromMemoryForPeer(item.key, item.variant))
       const rest = items.filter((_, i) => bodies[i] === undefined)
       if (rest.length === 0) return bodies
       const read = await disk.readEntries(rest)
@@ -218,7 +246,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     },
 
     stats(): StoreStats {
-      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes, memoryHeldBytes: memory.heldBytes, memoryDroppedBytes: memory.droppedBytes, memoryDroppedHeldBytes: memory.droppedHeldBytes }
+      return { ...disk.stats(), memoryEntries: memory.size, memoryBytes: memory.bytes, memoryHeldBytes: memory.heldBytes, memoryDroppedBytes: memory.droppedBytes, memoryDroppedHeldBytes: memory.droppedHeldBytes, memorySlabsAllocatedBytes: memory.allocatedSlabs * memory.slabBytes }
     },
 
     subscribe: (listener: (event: StoreEvent) => void) => disk.subscribe(listener),

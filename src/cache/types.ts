@@ -92,10 +92,21 @@ export function sameStoredBody(before: EntryMeta, now: EntryMeta | undefined): b
 /** What the proxy hands the store to write: the store computes size and integrity itself. */
 export type NewEntry = Omit<EntryMeta, 'size' | 'integrity'>
 
-/** A body read from the store. `buffer` when it came from memory (or is small), else a stream. */
+/**
+ * A body read from the store. `buffer` when it came from memory (or is small), else a stream.
+ * A buffer with a `loan` lives in memory the store uses again for other bodies once the loan is
+ * given back: the reader gives it back (once) when nothing reads the buffer any more (the
+ * response holding it written out, or its connection closed). A loan never given back only
+ * keeps that memory from being used again.
+ */
 export type StoredBody =
-  | { kind: 'buffer'; buffer: Buffer; tier: 'memory' | 'disk' }
+  | { kind: 'buffer'; buffer: Buffer; tier: 'memory' | 'disk'; loan?: BodyLoan }
   | { kind: 'stream'; stream: Readable; tier: 'disk' }
+
+/** See StoredBody. */
+export interface BodyLoan {
+  giveBack(): void
+}
 
 /** The body a writer must receive (see CacheStore.writer). */
 export interface ExpectedBody {
@@ -159,6 +170,8 @@ export interface StoreStats {
   memoryDroppedBytes?: number
   /** Part of memoryDroppedBytes: dropped slabs that bodies still being written to disk hold. */
   memoryDroppedHeldBytes?: number
+  /** Memory of every slab the memory tier has allocated since it started (one used again counted once): its budget when none went to the garbage collector. */
+  memorySlabsAllocatedBytes?: number
   integrityFailures: number
   writeFailures: number
   /** Responses not stored because the write queue was full. */
@@ -168,6 +181,8 @@ export interface StoreStats {
   /** Disk writes queued and not yet done (jobs, and body bytes they hold in memory). */
   writeQueueJobs: number
   writeQueueBytes: number
+  /** Shared memory (the memory tier's slabs) the disk writer's thread has not let go of yet (DiskWriterStats.threadSharedBytes). */
+  writeThreadSharedBytes?: number
   evictions: number
 }
 

@@ -1,10 +1,13 @@
 // The proxy reached through Hono's fallback route with a web Request (app.request()).
 
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createApp, createRequestListener, type AppDeps } from '../app.ts'
+import type { BodyLoan } from '../cache/types.ts'
 import { silentLogger } from '../log.ts'
+import { nodeProxyListener } from './http-adapter.ts'
+import type { Proxy, ProxyResult } from './proxy.ts'
 import { startNode, startOrigin, waitFor } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -105,5 +108,88 @@ describe('answers whole in memory, written at the end of the turn', () => {
       [expect.stringContaining('hit'), 0, true],
       [expect.stringContaining('hit'), 5, undefined],
     ])
+  })
+})
+
+describe('a body lent by the store', () => {
+  /** A counter of giveBack() calls, and a promise of the first. */
+  function spyLoan(inner?: BodyLoan): BodyLoan & { given: number; back: Promise<void> } {
+    let resolve!: () => void
+    const back = new Promise<void>((r) => (resolve = r))
+    const loan = {
+      given: 0,
+      back,
+      giveBack() {
+        loan.given++
+        inner?.giveBack()
+        resolve()
+      },
+    }
+    return loan
+  }
+
+  it('is given back once its answer is written, for a memory hit', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': '5' })
+      res.end('hello')
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url)
+    cleanups.push(() => node.close())
+    const loans: ReturnType<typeof spyLoan>[] = []
+    const proxy: Proxy = {
+      ...node.proxy,
+      serve: (req) => {
+        const lend = (result: ProxyResult): ProxyResult => {
+          if (result.loan) {
+            const loan = spyLoan(result.loan)
+            loans.push(loan)
+            result.loan = loan
+          }
+          return result
+        }
+        const result = node.proxy.serve(req)
+        return result instanceof Promise ? result.then(lend) : lend(result)
+      },
+    }
+    const deps: AppDeps = { config: node.config, store: node.store, proxy, log: silentLogger }
+    const server = http.createServer(createRequestListener(createApp(deps), deps))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
+    const port = (server.address() as AddressInfo).port
+    const get = () =>
+      new Promise<string>((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port, path: '/a', headers: { host: 'site.test' }, agent: false }, (res) => {
+          let text = ''
+          res.on('data', (c: Buffer) => (text += c.toString()))
+          res.on('end', () => resolve(text))
+        }).on('error', reject)
+      })
+
+    expect(await get()).toBe('hello')
+    await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
+    await waitFor(async () => (await get()) === 'hello' && loans.length > 0, 'a memory hit')
+    await Promise.all(loans.map((l) => l.back))
+    expect(loans.every((l) => l.given === 1)).toBe(true)
+  })
+
+  it('is kept while a slow client still reads it, and given back when it leaves', async () => {
+    // Far more than the socket buffers of both ends take: the answer is still being written.
+    const body = Buffer.alloc(64 * 1024 * 1024, 7)
+    const loan = spyLoan()
+    const proxy = { serve: (): ProxyResult => ({ status: 200, headers: { 'content-length': String(body.length) }, body, cacheStatus: { hit: true }, tier: 'memory', loan }) } as unknown as Proxy
+    const server = http.createServer(nodeProxyListener({ proxy, log: silentLogger, accessLog: false, trustForwarded: false }))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
+    const client = net.connect((server.address() as AddressInfo).port, '127.0.0.1')
+    client.on('error', () => {})
+    client.write('GET /big HTTP/1.1\r\nHost: site.test\r\n\r\n')
+    // The first bytes arrive once the answer was handed to the socket; then the client stops reading.
+    await new Promise((resolve) => client.once('data', resolve))
+    client.pause()
+    expect(loan.given).toBe(0)
+    client.destroy()
+    await loan.back
+    expect(loan.given).toBe(1)
   })
 })

@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
+import type { BodyLoan } from '../cache/types.ts'
 import { normaliseHost } from '../config.ts'
 import { logRequest, type Logger } from '../log.ts'
 import { canonicalTarget } from '../canonical-url.ts'
@@ -365,13 +366,25 @@ function writeWhole(opts: ProxyHandlerOptions, outgoing: ServerResponse, served:
   const body = result.body as Buffer | null
   // The client left while its answer waited: nothing to write, and the log says it was cut.
   if (outgoing.destroyed) {
+    result.loan?.giveBack()
     finished(opts, served, result, 0, true)
     return
   }
   // The whole answer is handed to the socket here: account for it now, without a listener per request.
   outgoing.writeHead(result.status, result.headers)
   outgoing.end(body ?? undefined)
+  if (result.loan !== undefined) giveBackWhenSent(outgoing, result.loan)
   finished(opts, served, result, body?.length ?? 0, false)
+}
+
+/**
+ * A lent body (StoredBody.loan) goes back once nothing reads it: at once when the socket took
+ * the whole answer (what almost every hit sees, so no listener per request), else when the
+ * response closes (written out, or its connection gone: then Node holds no write of it).
+ */
+function giveBackWhenSent(outgoing: ServerResponse, loan: BodyLoan): void {
+  if (outgoing.writableFinished) loan.giveBack()
+  else outgoing.once('close', () => loan.giveBack())
 }
 
 function sendNode(opts: ProxyHandlerOptions, outgoing: ServerResponse, served: Served, result: ProxyResult): void {

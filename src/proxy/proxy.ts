@@ -7,7 +7,7 @@
 // module only orchestrates them (serve → handleCacheable reads in order).
 
 import type { Readable } from 'node:stream'
-import type { ByteRange, CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
+import type { BodyLoan, ByteRange, CacheStore, EntryMeta, StoredBody } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'
 import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
@@ -66,6 +66,8 @@ export interface ProxyResult {
   cacheStatusText?: string
   /** Where the body came from, for metrics. */
   tier: 'memory' | 'disk' | 'origin' | 'none'
+  /** `body`'s loan from the store (StoredBody.loan): given back by whoever writes the answer, once the body is sent. */
+  loan?: BodyLoan
   originMs?: number
   /** For a streamed origin body: the 502/504 to send instead if the body fails before its first byte. */
   bodyFailure?: (err: unknown) => ProxyResult
@@ -324,11 +326,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
   /** A stored answer's result, every one of the same shape. */
   function storedResult(status: number, headers: Readonly<Record<string, string>>, body: Buffer | null, cacheStatus: CacheStatus, cacheStatusText: string): ProxyResult {
-    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none' }
+    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none', loan: undefined }
   }
 
   function withBody(result: ProxyResult, stored: StoredBody): ProxyResult {
-    result.body = stored.kind === 'buffer' ? stored.buffer : stored.stream
+    if (stored.kind === 'buffer') {
+      result.body = stored.buffer
+      result.loan = stored.loan
+    } else result.body = stored.stream
     result.tier = stored.tier
     return result
   }
