@@ -34,6 +34,7 @@ import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litef
 import { startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import type { ManifestOp } from '../src/manifest/ops.ts'
+import { PIPELINE_HEADER, PIPELINED_BATCHES, QUEUED_HEADER } from '../src/manifest/writer.ts'
 
 const HELP = `npm run bench:cluster-scale [-- options]
 
@@ -43,7 +44,10 @@ const HELP = `npm run bench:cluster-scale [-- options]
   --index-entries <n>  entries for the in-memory index measure (default 100000)
   --apply-ops <n>      stored ops the apply scenario sends per run, in batches of 1000 (default 20000)
   --apply-senders <n>  batches in flight at once in the apply scenario, as that many replicas send
-                       them (default 1: one replica waits for each answer before it sends the next)
+                       them (default 1)
+  --apply-in-line <n>  batches each sender sends per delivery as a replica does (writer.ts
+                       RemoteWriter: the next once the primary has the last in line, two in flight;
+                       default PIPELINED_BATCHES; 1: each batch waits for the answer to the last)
   --apply-warmup <n>   stored ops sent the same way before the timed apply runs, reported on a line
                        of their own (default 1000; 0: none, the first timed run then measures the
                        primary starting its apply thread, preparing statements and growing its WAL)
@@ -76,6 +80,7 @@ interface Options {
   indexEntries: number
   applyOps: number
   applySenders: number
+  applyInLine: number
   applyWarmup: number
   runs: number
   cpuProf: string | undefined
@@ -97,6 +102,7 @@ function parseOptions(): Options {
       'index-entries': { type: 'string' },
       'apply-ops': { type: 'string' },
       'apply-senders': { type: 'string' },
+      'apply-in-line': { type: 'string' },
       'apply-warmup': { type: 'string' },
       perf: { type: 'string' },
       runs: { type: 'string' },
@@ -131,6 +137,7 @@ function parseOptions(): Options {
     indexEntries: int('index-entries', values['index-entries'], 100_000),
     applyOps: int('apply-ops', values['apply-ops'], 20_000),
     applySenders: int('apply-senders', values['apply-senders'], 1),
+    applyInLine: int('apply-in-line', values['apply-in-line'], PIPELINED_BATCHES),
     // 0 allowed: no warm-up.
     applyWarmup: values['apply-warmup'] === '0' ? 0 : int('apply-warmup', values['apply-warmup'], 1000),
     runs: int('runs', values.runs, 3),
@@ -197,6 +204,8 @@ function spawnNode(name: string, env: Record<string, string>, options: Options):
 
 interface Cluster {
   root: string
+  /** The manifest file every node shares. */
+  dbPath: string
   nodes: ClusterNode[]
   originRequests: () => number
   envFor(i: number): Promise<Record<string, string>>
@@ -256,6 +265,7 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
   const nodes = await Promise.all([0, 1, 2].map(async (i) => spawnNode(`node${i + 1}`, await envFor(i), options)))
   return {
     root,
+    dbPath: common.CAJE_DATABASE_PATH,
     nodes,
     originRequests: () => originRequests,
     envFor,
@@ -535,7 +545,7 @@ function entryRecord(i: number, now: number, prefix = '/obj/') {
 }
 
 /** The primary applying replica batches: POST /_caje/internal/manifest, 1000 ops each, as a replica sends them. */
-async function scenarioApply(cluster: Cluster, totalOps: number, senders: number, run: number): Promise<Record<string, number>> {
+async function scenarioApply(cluster: Cluster, totalOps: number, senders: number, inLine: number, run: number): Promise<Record<string, number>> {
   const primary = cluster.nodes[0]!
   const now = Date.now()
   const batches: ManifestOp[][] = []
@@ -551,6 +561,8 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
   }
   // Bytes, as a replica sends them (writer.ts batchBody), made before the clock starts.
   const bodies = batches.map((ops) => new Uint8Array(Buffer.from(JSON.stringify({ ops }))))
+  // The search index's queue left by the run before (or the warm-up) is not this run's work.
+  await searchQueueBelow(cluster.dbPath, 1)
   const idleWorst = await idleProbeWorst(cluster)
   // The saturated primary: fresh connections every 50 ms while batches arrive back to back.
   const probes = probeHealth([primary])
@@ -561,18 +573,40 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
   const t0 = performance.now()
   let applied = 0
   let next = 0
-  // Each sender as a replica: one batch at a time, the next once the primary has answered.
-  const send = async () => {
-    while (next < bodies.length) {
-      const body = bodies[next++]!
+  // Each sender as a replica (writer.ts RemoteWriter): `inLine` batches per delivery, each sent
+  // once the primary has the one before it in line (two in flight), the next delivery once the
+  // last is answered; with 1, each batch once the primary has answered the last.
+  const post = (body: Uint8Array<ArrayBuffer>, line: string | undefined) => {
+    let queued!: (inLine: boolean) => void
+    const inLineAt = new Promise<boolean>((resolve) => (queued = resolve))
+    const answer = (async () => {
       const res = await fetch(`${primary.url}/_caje/internal/manifest`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', 'x-caje-node': 'bench' },
+        headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', 'x-caje-node': 'bench', ...(line ? { [PIPELINE_HEADER]: line } : {}) },
         body,
       })
-      const json = (await res.json()) as { applied?: number; error?: string }
-      if (!res.ok) throw new Error(`primary refused a batch: ${res.status} ${json.error}`)
+      queued(res.headers.get(QUEUED_HEADER) === '1')
+      const json = (await res.json()) as { applied?: number; error?: string; status?: number }
+      const status = json.status ?? res.status
+      if (status !== 200) throw new Error(`primary refused a batch: ${status} ${json.error}`)
       applied += json.applied ?? 0
+    })()
+    return { queued: inLineAt, answer }
+  }
+  const send = async () => {
+    while (next < bodies.length) {
+      const delivery = bodies.slice(next, next + inLine)
+      next += delivery.length
+      const line = delivery.length > 1 ? crypto.randomUUID() : undefined
+      const place = (i: number) => (line === undefined ? undefined : `${line} ${i}${i === delivery.length - 1 ? ' last' : ''}`)
+      let last = post(delivery[0]!, place(0))
+      for (let i = 1; i < delivery.length; i++) {
+        const before = last
+        if (!(await before.queued)) await before.answer
+        last = post(delivery[i]!, place(i))
+        await before.answer
+      }
+      await last.answer
     }
   }
   await Promise.all(Array.from({ length: senders }, send))
@@ -581,8 +615,14 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
   const threads = threadCpuSince(threadsBefore, await threadCpuMs(primary), primary.child.pid!)
   const [worst] = await probes.stop()
   window.end()
+  // URLs the run left for the admin filter's index to take when the primary is idle: its thread's CPU until they are indexed, too.
+  const searchBacklog = await searchQueueBelow(cluster.dbPath, Infinity)
+  await searchQueueBelow(cluster.dbPath, 1)
+  const indexed = threadCpuSince(threadsBefore, await threadCpuMs(primary), primary.child.pid!)
   return {
     opsPerSecond: Math.round(applied / seconds),
+    searchBacklog,
+    busiestThreadUsPerOpIndexed: Math.round((indexed.busiest * 1000) / Math.max(1, applied)),
     cpuUsPerOp: Math.round(cpuUsPerOp),
     // The event loop's share, and the busiest other thread's (the apply thread): with one batch
     // in flight at a time, their sum bounds the rate.
@@ -590,6 +630,19 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
     busiestThreadUsPerOp: Math.round((threads.busiest * 1000) / Math.max(1, applied)),
     healthWorstMs: Math.round(worst!),
     healthIdleWorstMs: idleWorst,
+  }
+}
+
+/** Wait until the search index's queue holds fewer than `rows` rows (60 s at most); resolves to the rows it held first. */
+async function searchQueueBelow(dbPath: string, rows: number): Promise<number> {
+  const db = new SQLite(dbPath, { readonly: true })
+  try {
+    const queued = () => (db.prepare('select count(*) as n from entries_search_queue').get() as { n: number }).n
+    const first = queued()
+    await waitFor(async () => queued() < rows, 'the search index to catch up', 60_000, 20)
+    return first
+  } finally {
+    db.close()
   }
 }
 
@@ -979,15 +1032,15 @@ async function main(): Promise<void> {
           // The first batches after the cluster starts also start the primary's apply thread,
           // prepare its statements, warm its JIT and grow the WAL file: timed on their own, so the
           // runs below measure the steady state.
-          print(`apply warm-up (${options.applyWarmup} stored ops, the first after the cluster started; not in the medians below)`, [await scenarioApply(cluster, options.applyWarmup, options.applySenders, -1)])
+          print(`apply warm-up (${options.applyWarmup} stored ops, the first after the cluster started; not in the medians below)`, [await scenarioApply(cluster, options.applyWarmup, options.applySenders, options.applyInLine, -1)])
         }
         const perf = options.perf ? await startPerf(cluster.nodes[0]!, options.perf) : undefined
         try {
-          for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, options.applyOps, options.applySenders, r))
+          for (let r = 0; r < options.runs; r++) runs.push(await scenarioApply(cluster, options.applyOps, options.applySenders, options.applyInLine, r))
         } finally {
           await perf?.stop()
         }
-        print(`apply (primary, ${options.applyOps} stored ops in batches of 1000, ${options.applySenders} at a time)`, runs)
+        print(`apply (primary, ${options.applyOps} stored ops in batches of 1000, ${options.applySenders} sender(s), ${options.applyInLine} per delivery)`, runs)
       }
       if (options.scenarios.has('purge')) {
         const runs = []

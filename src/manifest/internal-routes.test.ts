@@ -6,7 +6,7 @@ import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
 import { countEntries, purgesAfter } from './repositories.ts'
 import { captureLog, entry, freshManifestPerTest, holdWriteLock, waitFor } from './test-helpers.ts'
-import { DirectWriter } from './writer.ts'
+import { DirectWriter, PIPELINE_HEADER, QUEUED_HEADER } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 const op: ManifestOp = { type: 'stored', nodeId: 'n2', entry: entry({ url: 'https://ex.com/x' }) }
@@ -146,6 +146,51 @@ describe('internal routes with the writer\'s apply thread, as a node wires them'
     expect(busy.status).toBe(503)
     expect(await busy.json()).toEqual({ error: 'manifest is busy; retry' })
     expect(await countEntries(db)).toBe(1)
+    await writer.close()
+  })
+
+  it('answers a batch in line at once and its outcome after; applies a line in order, and none after a batch it did not apply', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const root = new Hono()
+    root.route(
+      INTERNAL_BASE_PATH,
+      createInternalApp({
+        clusterSecret: SECRET,
+        writableDb: () => db,
+        log: captureLog().log,
+        applyOps: (d, ops, options) => writer.applyReceived(ops, options),
+        applyBody: (d, chunks) => writer.applyReceivedBody(chunks),
+      }),
+    )
+    const post = (body: string, line: string) =>
+      root.request(`${INTERNAL_BASE_PATH}/manifest`, { method: 'POST', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', [PIPELINE_HEADER]: line }, body })
+    const stored = (i: number): ManifestOp => ({ type: 'stored', nodeId: 'n2', entry: entry({ url: `https://ex.com/line/${i}`, storedAt: 1000 + i }) })
+
+    // In line: the head says so, and the body carries the answer with its status.
+    const first = await post(JSON.stringify({ ops: [stored(1), stored(2)] }), 'line-a 0 last')
+    expect(first.status).toBe(200)
+    expect(first.headers.get(QUEUED_HEADER)).toBe('1')
+    expect(await first.json()).toEqual({ applied: 2, failed: 0, status: 200 })
+
+    // A batch the primary cannot apply, and the one sent after it in the same line: neither is applied.
+    const broken = await post('{"ops":[', 'line-b 0')
+    const after = await post(JSON.stringify({ ops: [stored(3)] }), 'line-b 1 last')
+    // Another line is not held up by it.
+    const other = await post(JSON.stringify({ ops: [stored(4)] }), 'line-c 0 last')
+    expect(await broken.json()).toEqual({ error: 'body is not valid JSON', status: 400 })
+    expect(await after.json()).toEqual({ error: 'the batch before this one in its line was not applied; retry', status: 503 })
+    expect(await other.json()).toEqual({ applied: 1, failed: 0, status: 200 })
+    expect(await countEntries(db)).toBe(3)
+
+    // A batch whose line this node does not know (the one before it failed and ended it, or never came): not applied either.
+    const stray = await post(JSON.stringify({ ops: [stored(3)] }), 'line-b 2 last')
+    expect(await stray.json()).toEqual({ error: 'the batch before this one in its line was not applied; retry', status: 503 })
+    expect(await countEntries(db)).toBe(3)
+
+    // Sent again, in a line of its own.
+    const again = await post(JSON.stringify({ ops: [stored(3)] }), 'line-d 0 last')
+    expect(await again.json()).toEqual({ applied: 1, failed: 0, status: 200 })
+    expect(await countEntries(db)).toBe(4)
     await writer.close()
   })
 })

@@ -4,7 +4,10 @@
 // (so probing reveals no route names).
 //
 // Routes:
-//   POST /manifest   a replica's batch of ManifestOps, applied by the primary
+//   POST /manifest   a replica's batch of ManifestOps, applied by the primary; a batch
+//                    sent in a line (x-caje-batch-line) is answered at once as in line
+//                    and its outcome follows in the body, so the replica sends the next
+//                    while this one is applied (writer.ts RemoteWriter)
 //   GET  /role       this node's view of the cluster (debugging, peer checks)
 //   GET  /object?key=&variant=
 //                    one variant of this node's cache, for a peer's populate:
@@ -39,6 +42,7 @@ import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts
 import type { ApplyOptions, ApplyResult, ManifestOp } from './ops.ts'
 import type { ClusterRole } from './primary.ts'
 import type { NewPurge } from './repositories.ts'
+import { PIPELINE_HEADER, QUEUED_HEADER } from './writer.ts'
 import type { ReceivedBody } from './writer.ts'
 
 export const INTERNAL_BASE_PATH = '/_caje/internal'
@@ -136,6 +140,43 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
   })
 
   const maxBatchBytes = deps.maxBodyBytes ?? 32 * 1024 * 1024
+  const lines = batchLines()
+  /** A replica's batch, read: applied (on the apply thread when deps.applyBody), or why not. */
+  const answerBatch = async (db: Kysely<Database>, chunks: Buffer[], from: string | undefined): Promise<BatchAnswer> => {
+    let body: unknown
+    if (deps.applyBody) {
+      let received: ReceivedBody
+      try {
+        received = await deps.applyBody(db, chunks)
+      } catch (err) {
+        return applyFailed(log, from, undefined, err)
+      }
+      if (received.kind === 'applied') return { status: 200, body: received.result }
+      if (received.kind === 'not-json') return { status: 400, body: { error: 'body is not valid JSON' } }
+      body = received.body
+    } else {
+      try {
+        body = parseBody(chunks)
+      } catch {
+        return { status: 400, body: { error: 'body is not valid JSON' } }
+      }
+    }
+    const parsed = parseOps(body)
+    if (!parsed.ok) {
+      log('warn', 'refused a manifest batch from a peer', { from, error: parsed.error })
+      return { status: 400, body: { error: parsed.error } }
+    }
+    if (parsed.unknownTypes.length > 0) {
+      log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from, types: parsed.unknownTypes })
+    }
+    try {
+      const result = await apply(db, parsed.ops, { deferSweep: sweeps })
+      return { status: 200, body: result }
+    } catch (err) {
+      return applyFailed(log, from, parsed.ops.length, err)
+    }
+  }
+
   app.post('/manifest', async (c) => {
     // Node's parser has refused a malformed length, or one beside Transfer-Encoding (RFC 9112
     // §6.3), and ends the body at the declared length: a larger one is refused unread.
@@ -161,38 +202,27 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
       return c.json({ error: 'body is not valid JSON' }, 400)
     }
     if (chunks === undefined) return tooLarge(c)
-    let body: unknown
-    if (deps.applyBody) {
-      let received: ReceivedBody
+    // A replica that sends its next batch while this one is applied (writer.ts RemoteWriter) names
+    // its line of batches: this one is answered at once as in line, and its outcome follows.
+    const line = deps.applyBody ? c.req.header(PIPELINE_HEADER) : undefined
+    if (line === undefined || line === '') {
+      const { status, body } = await answerBatch(db, chunks, from)
+      return c.json(body, status)
+    }
+    const place = lines.join(line)
+    const answer = (async (): Promise<BatchAnswer> => {
+      let answered: BatchAnswer | undefined
       try {
-        received = await deps.applyBody(db, chunks)
+        // The sender's batch before this one first: applied, then this one; not applied, and this one is not either (the sender sends both again, in order).
+        if (!(await place.previous)) return (answered = { status: 503, body: { error: 'the batch before this one in its line was not applied; retry' } })
+        return (answered = await answerBatch(db, chunks, from))
       } catch (err) {
-        return applyFailed(c, log, from, undefined, err)
+        return (answered = { status: 503, body: { error: describeError(err) } })
+      } finally {
+        place.done(answered?.status === 200)
       }
-      if (received.kind === 'applied') return c.json(received.result)
-      if (received.kind === 'not-json') return c.json({ error: 'body is not valid JSON' }, 400)
-      body = received.body
-    } else {
-      try {
-        body = parseBody(chunks)
-      } catch {
-        return c.json({ error: 'body is not valid JSON' }, 400)
-      }
-    }
-    const parsed = parseOps(body)
-    if (!parsed.ok) {
-      log('warn', 'refused a manifest batch from a peer', { from, error: parsed.error })
-      return c.json({ error: parsed.error }, 400)
-    }
-    if (parsed.unknownTypes.length > 0) {
-      log('warn', 'skipped manifest ops of a type this node does not know (a newer peer during a rolling deploy?); the rest of the batch is applied', { from, types: parsed.unknownTypes })
-    }
-    try {
-      const result = await apply(db, parsed.ops, { deferSweep: sweeps })
-      return c.json(result)
-    } catch (err) {
-      return applyFailed(c, log, from, parsed.ops.length, err)
-    }
+    })()
+    return pipelinedAnswer(answer)
   })
 
   app.get('/object', async (c) => {
@@ -255,10 +285,71 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
   return app
 }
 
+/** A status and the JSON the route answers a batch with. */
+interface BatchAnswer {
+  status: 200 | 400 | 503
+  body: object
+}
+
+/** Most lines kept (batchLines): past it they are forgotten, and a batch sent after one of them is sent again. */
+const MAX_LINES = 10_000
+
+/**
+ * A line's batches (PIPELINE_HEADER: `<line> <index>`, the last of a line also ` last`). A
+ * replica sends a batch only once the one before it is in line here (the answer's head says so,
+ * before its body), so a batch finds the one before it, waits for it, and is applied only when
+ * that one was: the batches of a line are applied in the order sent, and none after one that was
+ * not. A line is kept while the batch after its latest may still come: a batch not applied ends
+ * its line (one sent after it finds nothing before it, and is not applied either), and so does
+ * the last.
+ */
+function batchLines(): { join(header: string): { previous: Promise<boolean>; done(applied: boolean): void } } {
+  const lines = new Map<string, { index: number; applied: Promise<boolean> }>()
+  return {
+    join(header) {
+      const [line = '', at = '', last] = header.split(' ')
+      const index = Number(at)
+      const before = lines.get(line)
+      // The first of a line waits for nothing; another, for the one just before it, which must be here.
+      const previous = index === 0 ? Promise.resolve(true) : before?.index === index - 1 ? before.applied : Promise.resolve(false)
+      let settle!: (applied: boolean) => void
+      const mine = { index, applied: new Promise<boolean>((resolve) => (settle = resolve)) }
+      if (lines.size >= MAX_LINES) lines.clear()
+      lines.set(line, mine)
+      return {
+        previous,
+        done(applied) {
+          if ((!applied || last === 'last') && lines.get(line) === mine) lines.delete(line)
+          settle(applied)
+        },
+      }
+    },
+  }
+}
+
+/**
+ * The answer to a batch in line: its head at once (with a space, which JSON allows before a
+ * value: the head goes out with the first bytes), then the JSON answer with its status.
+ */
+function pipelinedAnswer(answer: Promise<BatchAnswer>): Response {
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new Uint8Array([0x20]))
+    },
+    async pull(controller) {
+      const { status, body } = await answer
+      controller.enqueue(new Uint8Array(Buffer.from(JSON.stringify({ ...body, status }))))
+      controller.close()
+    },
+  })
+  // Chunked named outright: the server sends the head without waiting to see whether the body ends soon.
+  return new Response(body, { status: 200, headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'transfer-encoding': 'chunked', [QUEUED_HEADER]: '1' } })
+}
+
 /** A batch that could not be applied now: busy or read-only right now, the sender keeps it and retries. */
-function applyFailed(c: Context, log: ManifestLog, from: string | undefined, ops: number | undefined, err: unknown): Response {
+function applyFailed(log: ManifestLog, from: string | undefined, ops: number | undefined, err: unknown): BatchAnswer {
   log('error', 'applying a peer manifest batch failed', { from, ops, error: describeError(err) })
-  return c.json({ error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' }, 503)
+  return { status: 503, body: { error: isTransientDbError(err) ? 'manifest is busy; retry' : 'manifest write failed; retry' } }
 }
 
 function tooLarge(c: Context): Response {

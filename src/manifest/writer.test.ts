@@ -12,7 +12,8 @@ import type { ClusterRole, RoleListener, RoleSource } from './primary.ts'
 import { countEntries, listManifest } from './repositories.ts'
 import { freePort } from '../test-support/servers.ts'
 import { captureLog, entry, freshManifest, waitFor } from './test-helpers.ts'
-import { DirectWriter, RemoteWriter, batchBody, createManifestWriter } from './writer.ts'
+import { DirectWriter, PIPELINE_HEADER, RemoteWriter, batchBody, createManifestWriter } from './writer.ts'
+import type { ReceivedBody } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 
@@ -212,6 +213,52 @@ describe('RemoteWriter', () => {
     await writer.flush({ timeoutMs: 5000 })
     expect(await countEntries(primaryDb)).toBe(300)
     expect(writer.stats()).toMatchObject({ queued: 0, written: 302 })
+  })
+
+  it('sends a delivery\'s batches in line, the next while the primary applies the last, and after a failure sends again only what was not applied', async () => {
+    // The primary as a node wires it: the batches' bytes applied on its apply thread.
+    const direct = new DirectWriter({ db: primaryDb, applyThread: true, intervalMs: 60_000, log: captureLog().log })
+    writers.push(direct)
+    const events: string[] = []
+    let requests = 0
+    let bodies = 0
+    let appliedOps = 0
+    let secondArrived!: () => void
+    const second = new Promise<void>((resolve) => (secondArrived = resolve))
+    const root = new Hono()
+    root.use(`${INTERNAL_BASE_PATH}/*`, async (c, next) => {
+      const n = ++requests
+      events.push(`request ${n}${c.req.header(PIPELINE_HEADER) ? ' in line' : ''}`)
+      if (n === 2) secondArrived()
+      await next()
+    })
+    const applyBody = async (chunks: readonly Buffer[]): Promise<ReceivedBody> => {
+      const n = ++bodies
+      // The first batch is applied once the second has arrived (or, if it never comes while this one waits, after a while: the test then fails below).
+      if (n === 1) await Promise.race([second, new Promise((r) => setTimeout(r, 2000))])
+      // The second batch finds the file busy, once.
+      if (n === 2) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })
+      const received = await direct.applyReceivedBody(chunks)
+      if (received.kind === 'applied') appliedOps += received.result.applied
+      events.push(`applied ${n}`)
+      return received
+    }
+    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => primaryDb, log: captureLog().log, applyOps: (d, ops, o) => direct.applyReceived(ops, o), applyBody: (d, chunks) => applyBody(chunks) }))
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server)) as Server
+    })
+    peers.push({ url: '', port: 0, requests: [], close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))) })
+    const { writer } = remote({ primaryUrl: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, maxBatch: 100, intervalMs: 60_000 })
+    for (let i = 0; i < 400; i++) writer.submit(stored(i))
+    await writer.flush({ timeoutMs: 10_000 })
+
+    expect(await countEntries(primaryDb)).toBe(400)
+    // Sent while the primary applied the first.
+    expect(events.indexOf('request 2 in line')).toBeLessThan(events.indexOf('applied 1'))
+    // The second failed; the third, sent in line after it, was not applied; both were sent again, with the fourth, and nothing was applied twice.
+    expect(appliedOps).toBe(400)
+    expect(requests).toBe(6)
+    expect(writer.stats()).toMatchObject({ written: 400, queued: 0, failedAttempts: 1, rejected: 0 })
   })
 
   it('close() delivers what is queued', async () => {

@@ -14,6 +14,7 @@
 //  - createManifestWriter() follows the node's role (primary.ts) and moves
 //    queued ops, in order, from one to the other when LiteFS moves the primary.
 
+import { randomUUID } from 'node:crypto'
 import type { Worker } from 'node:worker_threads'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
@@ -34,6 +35,17 @@ export type { ManifestOp } from './ops.ts'
 
 /** Where a replica sends its batches, under the primary's base URL. */
 export const MANIFEST_OPS_PATH = '/_caje/internal/manifest'
+
+/**
+ * Request header of a replica that sends its next batch while this one is applied (RemoteWriter):
+ * `<line> <index>` (the line's name, this batch's place in it from 0), and ` last` on its last batch.
+ */
+export const PIPELINE_HEADER = 'x-caje-batch-line'
+/**
+ * Response header saying the batch is in line (PIPELINE_HEADER, internal-routes.ts): the answer's status is 200
+ * and its body, once the batch is done, the JSON answer with its own `status`.
+ */
+export const QUEUED_HEADER = 'x-caje-batch-queued'
 
 export interface WriterStats {
   mode: 'direct' | 'remote'
@@ -102,7 +114,16 @@ export interface BatchOptions {
   log?: ManifestLog
 }
 
-type Outcome = { kind: 'ok'; result: ApplyResult } | { kind: 'retry'; error: string } | { kind: 'reject'; error: string }
+type Outcome =
+  | { kind: 'ok'; result: ApplyResult }
+  | { kind: 'retry'; error: string }
+  | { kind: 'reject'; error: string }
+  /**
+   * The first `delivered` ops of the batch were applied (`result`), the `rejected` after them
+   * refused as invalid; the rest stays first in the queue, tried again after a backoff when
+   * `retry` says so (else at once).
+   */
+  | { kind: 'partial'; delivered: number; result: ApplyResult; rejected: number; error: string; retry: boolean }
 
 interface FlushWaiter {
   target: number
@@ -116,6 +137,8 @@ export abstract class BatchWriter implements ManifestWriter {
   protected readonly log: ManifestLog
   protected readonly intervalMs: number
   protected maxBatch: number
+  /** Most batches of maxBatch ops one delivery takes (a RemoteWriter sends them one after the other, two in flight). */
+  protected batchesPerDelivery = 1
   private readonly maxQueue: number
   private readonly baseBackoffMs: number
   private readonly maxBackoffMs: number
@@ -369,8 +392,9 @@ export abstract class BatchWriter implements ManifestWriter {
     // maxBatch bounds the batch's weight: an op naming many variants counts for each.
     // Ops put first go alone: the batch is one short request, not 1,000 ops of backlog.
     const limit = this.first > 0 ? this.head + this.first : this.queue.length
+    const most = this.maxBatch * (this.first > 0 ? 1 : this.batchesPerDelivery)
     let end = this.head
-    for (let weight = 0; end < limit && (end === this.head || weight + opWeight(this.queue[end]!) <= this.maxBatch); end++) {
+    for (let weight = 0; end < limit && (end === this.head || weight + opWeight(this.queue[end]!) <= most); end++) {
       weight += opWeight(this.queue[end]!)
     }
     const batch = this.queue.slice(this.head, end)
@@ -390,10 +414,15 @@ export abstract class BatchWriter implements ManifestWriter {
       this.inFlight = 0
       this.abortInFlight = undefined
       if (this.stopped && outcome.kind === 'retry') return // stop() takes the batch back
-      // A batch to try again stays at the head; put first, it stays first.
-      if (outcome.kind === 'retry' && this.inFlightFirst) this.first += batch.length
+      const settledOps = outcome.kind === 'retry' ? 0 : outcome.kind === 'partial' ? outcome.delivered + outcome.rejected : batch.length
+      // Ops to try again stay at the head; put first, they stay first.
+      if (this.inFlightFirst) this.first += batch.length - settledOps
       this.inFlightFirst = false
-      this.settle(batch, outcome)
+      if (outcome.kind !== 'partial') return this.settle(batch, outcome)
+      // The part delivered, and the part refused, leave the queue; the rest waits for the next delivery.
+      if (outcome.delivered > 0) this.settle(batch.slice(0, outcome.delivered), { kind: 'ok', result: outcome.result })
+      if (outcome.rejected > 0) this.settle(batch.slice(outcome.delivered, settledOps), { kind: 'reject', error: outcome.error })
+      if (outcome.retry) this.settle([], { kind: 'retry', error: outcome.error })
     })().finally(() => {
       this.running = undefined
       // Someone is waiting in flush(), or a full batch is ready: no need to gather more.
@@ -816,6 +845,8 @@ export interface RemoteWriterOptions extends BatchOptions {
   nodeId?: string
   /** Per-request timeout. */
   requestTimeoutMs?: number
+  /** Send up to PIPELINED_BATCHES batches per delivery, the next while the primary applies the last (default true). */
+  pipelined?: boolean
 }
 
 export class RemoteWriter extends BatchWriter {
@@ -831,6 +862,7 @@ export class RemoteWriter extends BatchWriter {
     this.clusterSecret = options.clusterSecret
     this.nodeId = options.nodeId
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000
+    this.batchesPerDelivery = options.pipelined === false ? 1 : PIPELINED_BATCHES
   }
 
   protected target(): string | undefined {
@@ -845,46 +877,135 @@ export class RemoteWriter extends BatchWriter {
     if (next) this.retryNow()
   }
 
+  /**
+   * The batch as requests of at most maxBatch ops each, in order. With more than one, each
+   * names this writer's line (PIPELINE_HEADER) and the next goes as soon as the primary answers
+   * that the one before it is in line (its answer's head), so the primary reads the next while
+   * its apply thread applies the last: two in flight at most. The primary applies a line's
+   * batches in order, and none after one it did not apply; the batches delivered are settled,
+   * and the rest waits in the queue to be sent again, in order.
+   */
   protected async deliver(batch: ManifestOp[], signal: AbortSignal): Promise<Outcome> {
     const base = this.primaryUrl
     if (!base) return { kind: 'retry', error: 'LiteFS names no primary yet; the batch waits in the queue' }
+    const pieces: ManifestOp[][] = []
+    let weight = Infinity
+    for (const op of batch) {
+      const w = opWeight(op)
+      if (weight + w > this.maxBatch) {
+        pieces.push([])
+        weight = 0
+      }
+      pieces[pieces.length - 1]!.push(op)
+      weight += w
+    }
+    if (pieces.length === 1) return this.post(base, pieces[0]!, signal, undefined).answer
+    const posts: Array<{ ops: ManifestOp[]; sent: BatchPost }> = []
+    // A line of its own per delivery: its batches are in the primary's line in the order sent.
+    const line = randomUUID()
+    const sendNext = () => {
+      const index = posts.length
+      const ops = pieces[index]!
+      posts.push({ ops, sent: this.post(base, ops, signal, `${line} ${index}${index === pieces.length - 1 ? ' last' : ''}`) })
+    }
+    sendNext()
+    const result: ApplyResult = { applied: 0, failed: 0 }
+    let delivered = 0
+    for (let at = 0; at < posts.length; at++) {
+      const { ops, sent } = posts[at]!
+      // The next batch goes once this one is in line (an older primary answers only when it is applied).
+      if (posts.length < pieces.length && posts.length === at + 1 && (await sent.queued)) sendNext()
+      const outcome = await sent.answer
+      if (outcome.kind === 'ok') {
+        delivered += ops.length
+        result.applied += outcome.result.applied
+        result.failed += outcome.result.failed
+        if (posts.length < pieces.length && posts.length === at + 1) sendNext()
+        continue
+      }
+      // Not applied: the primary applies none of the line after it. Their answers are awaited, so nothing is left in flight.
+      await Promise.all(posts.slice(at + 1).map((p) => p.sent.answer))
+      if (outcome.kind === 'partial') return outcome
+      return { kind: 'partial', delivered, result, rejected: outcome.kind === 'reject' ? ops.length : 0, error: outcome.error, retry: outcome.kind === 'retry' }
+    }
+    return { kind: 'ok', result }
+  }
+
+  /** One request of a delivery (in its line, when named): `queued` once the primary has the batch in line (true) or has answered outright (false). */
+  private post(base: string, batch: ManifestOp[], signal: AbortSignal, inLine: string | undefined): BatchPost {
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.clusterSecret}`,
       'content-type': 'application/json',
     }
     if (this.nodeId) headers['x-caje-node'] = this.nodeId
-    let res: Response
-    try {
-      res = await fetch(`${base}${MANIFEST_OPS_PATH}`, {
-        method: 'POST',
-        headers,
-        body: batchBody(batch),
-        signal: AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeoutMs)]),
-        redirect: 'manual',
-      })
-    } catch (err) {
-      return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: ${describeCause(err)}` }
-    }
-    const text = await res.text().catch(() => '')
-    if (res.ok) {
+    if (inLine !== undefined) headers[PIPELINE_HEADER] = inLine
+    let queued!: (inLine: boolean) => void
+    const inLineAt = new Promise<boolean>((resolve) => (queued = resolve))
+    const answer = (async (): Promise<Outcome> => {
+      let res: Response
+      try {
+        res = await fetch(`${base}${MANIFEST_OPS_PATH}`, {
+          method: 'POST',
+          headers,
+          body: batchBody(batch),
+          signal: AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeoutMs)]),
+          redirect: 'manual',
+        })
+      } catch (err) {
+        queued(false)
+        return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: ${describeCause(err)}` }
+      }
+      const answeredLater = res.ok && res.headers.get(QUEUED_HEADER) === '1'
+      queued(answeredLater)
+      if (!answeredLater) return this.outcomeOf(res.status, await res.text().catch(() => ''), batch)
+      // In line: the status is in the body, which comes once the batch is applied (or not).
+      let text: string
+      try {
+        text = await res.text()
+      } catch (err) {
+        return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: the answer broke off: ${describeCause(err)}` }
+      }
+      const status = safeJson(text)?.status
+      if (typeof status !== 'number') return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: the answer ended without a status` }
+      return this.outcomeOf(status, text, batch)
+    })()
+    return { queued: inLineAt, answer }
+  }
+
+  /** What the primary's answer (status and body) means for the batch sent. */
+  private outcomeOf(status: number, text: string, batch: ManifestOp[]): Outcome {
+    if (status >= 200 && status < 300) {
       const body = safeJson(text)
       const applied = typeof body?.applied === 'number' ? body.applied : batch.length
       const failed = typeof body?.failed === 'number' ? body.failed : 0
       return { kind: 'ok', result: { applied, failed } }
     }
-    const detail = `primary answered ${res.status}: ${errorText(text)}`
-    if (res.status === 413 && batch.length > 1) {
+    const detail = `primary answered ${status}: ${errorText(text)}`
+    if (status === 413 && batch.length > 1) {
       // Too large for the primary's body limit: smaller batches from now on.
       this.maxBatch = Math.max(1, Math.floor(batch.length / 2))
       return { kind: 'retry', error: detail }
     }
     // Malformed for the primary (another version?): retrying cannot help.
-    if (res.status === 400 || res.status === 413 || res.status === 422) return { kind: 'reject', error: detail }
+    if (status === 400 || status === 413 || status === 422) return { kind: 'reject', error: detail }
     // 401/403 (secret mismatch), 409/503 (not the primary yet/any more), 5xx:
     // keep the ops and retry; the queue bound limits what this can cost.
     return { kind: 'retry', error: detail }
   }
 }
+
+/** A request of RemoteWriter.deliver in flight. */
+interface BatchPost {
+  queued: Promise<boolean>
+  answer: Promise<Outcome>
+}
+
+/**
+ * Batches one RemoteWriter delivery takes when enough ops wait: sent one after the other, the
+ * next while the primary applies the last (RemoteWriter.deliver). Between two deliveries the
+ * primary's apply thread waits for a round trip, once per this many batches.
+ */
+export const PIPELINED_BATCHES = 4
 
 /** Ops turned to text at a time when building a batch's body (batchBody). */
 const BODY_OPS_PER_PIECE = 100
