@@ -104,24 +104,30 @@ describe('internal routes', () => {
   })
 })
 
+/** The internal routes over a writer with its apply thread, wired as a node wires them. */
+function routesOnApplyThread(db: Kysely<Database>): { writer: DirectWriter; root: Hono } {
+  const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+  const root = new Hono()
+  root.route(
+    INTERNAL_BASE_PATH,
+    createInternalApp({
+      clusterSecret: SECRET,
+      writableDb: () => db,
+      log: captureLog().log,
+      applyOps: (d, ops, options) => writer.applyReceived(ops, options),
+      applyBody: (d, chunks) => writer.applyReceivedBody(chunks),
+    }),
+  )
+  return { writer, root }
+}
+
 describe('internal routes with the writer\'s apply thread, as a node wires them', () => {
   let db: Kysely<Database>
   let path: string
   freshManifestPerTest((m) => ((db = m.db), (path = m.path)))
 
   it('applies batches from their bytes on the thread, checks the rest here, and answers a busy file with 503', async () => {
-    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
-    const root = new Hono()
-    root.route(
-      INTERNAL_BASE_PATH,
-      createInternalApp({
-        clusterSecret: SECRET,
-        writableDb: () => db,
-        log: captureLog().log,
-        applyOps: (d, ops, options) => writer.applyReceived(ops, options),
-        applyBody: (d, chunks) => writer.applyReceivedBody(chunks),
-      }),
-    )
+    const { writer, root } = routesOnApplyThread(db)
     const post = (body: string) => root.request(`${INTERNAL_BASE_PATH}/manifest`, { method: 'POST', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' }, body })
     const stored = (i: number, storedAt = 1000 + i): ManifestOp => ({ type: 'stored', nodeId: 'n2', entry: entry({ url: `https://ex.com/p/${i}`, storedAt }) })
 
@@ -150,18 +156,7 @@ describe('internal routes with the writer\'s apply thread, as a node wires them'
   })
 
   it('answers a batch in line at once and its outcome after; applies a line in order, and none after a batch it did not apply', async () => {
-    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
-    const root = new Hono()
-    root.route(
-      INTERNAL_BASE_PATH,
-      createInternalApp({
-        clusterSecret: SECRET,
-        writableDb: () => db,
-        log: captureLog().log,
-        applyOps: (d, ops, options) => writer.applyReceived(ops, options),
-        applyBody: (d, chunks) => writer.applyReceivedBody(chunks),
-      }),
-    )
+    const { writer, root } = routesOnApplyThread(db)
     const post = (body: string, line: string) =>
       root.request(`${INTERNAL_BASE_PATH}/manifest`, { method: 'POST', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', [PIPELINE_HEADER]: line }, body })
     const stored = (i: number): ManifestOp => ({ type: 'stored', nodeId: 'n2', entry: entry({ url: `https://ex.com/line/${i}`, storedAt: 1000 + i }) })

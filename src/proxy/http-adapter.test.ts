@@ -15,15 +15,34 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!()
 })
 
+/** A caje node in front of an origin that answers every request with `body` and `cacheControl`. */
+async function nodeInFrontOf(cacheControl: string, body: string): Promise<{ origin: Awaited<ReturnType<typeof startOrigin>>; node: Awaited<ReturnType<typeof startNode>> }> {
+  const origin = await startOrigin((_req, res) => {
+    res.writeHead(200, { 'cache-control': cacheControl, 'content-length': String(Buffer.byteLength(body)) })
+    res.end(body)
+  })
+  cleanups.push(() => origin.close())
+  const node = await startNode(origin.url)
+  cleanups.push(() => node.close())
+  return { origin, node }
+}
+
+/** A GET to `port` for site.test; resolves with the body, or 'gone' when the connection drops. */
+function get(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path, headers: { host: 'site.test', ...headers }, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve(Buffer.concat(chunks).toString()))
+      res.on('error', () => resolve('gone'))
+    })
+    req.on('error', () => resolve('gone'))
+  })
+}
+
 describe('proxy behind app.request()', () => {
   it('never takes a client X-Real-IP for the client address', async () => {
-    const origin = await startOrigin((_req, res) => {
-      res.writeHead(200, { 'cache-control': 'no-store', 'content-length': '2' })
-      res.end('ok')
-    })
-    cleanups.push(() => origin.close())
-    const node = await startNode(origin.url)
-    cleanups.push(() => node.close())
+    const { origin, node } = await nodeInFrontOf('no-store', 'ok')
     const app = createApp({ config: node.config, store: node.store, proxy: node.proxy, log: silentLogger })
     const res = await app.request('/ip', { headers: { host: 'site.test', 'x-real-ip': '6.6.6.6' } })
     expect(await res.text()).toBe('ok')
@@ -60,27 +79,8 @@ describe('a client that leaves before its answer', () => {
 })
 
 describe('answers whole in memory, written at the end of the turn', () => {
-  /** A GET to `port` for site.test; resolves with the body, or 'gone' when the connection drops. */
-  function get(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
-    return new Promise((resolve) => {
-      const req = http.get({ host: '127.0.0.1', port, path, headers: { host: 'site.test', ...headers }, agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => resolve(Buffer.concat(chunks).toString()))
-        res.on('error', () => resolve('gone'))
-      })
-      req.on('error', () => resolve('gone'))
-    })
-  }
-
   it('writes nothing to a client that left while its hit waited, and logs it as cut', async () => {
-    const origin = await startOrigin((_req, res) => {
-      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': '5' })
-      res.end('hello')
-    })
-    cleanups.push(() => origin.close())
-    const node = await startNode(origin.url)
-    cleanups.push(() => node.close())
+    const { node } = await nodeInFrontOf('max-age=600', 'hello')
     const lines: Record<string, unknown>[] = []
     const deps: AppDeps = {
       config: { ...node.config, accessLog: true },
@@ -129,13 +129,7 @@ describe('a body lent by the store', () => {
   }
 
   it('is given back once its answer is written, for a memory hit', async () => {
-    const origin = await startOrigin((_req, res) => {
-      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': '5' })
-      res.end('hello')
-    })
-    cleanups.push(() => origin.close())
-    const node = await startNode(origin.url)
-    cleanups.push(() => node.close())
+    const { node } = await nodeInFrontOf('max-age=600', 'hello')
     const loans: ReturnType<typeof spyLoan>[] = []
     const proxy: Proxy = {
       ...node.proxy,
@@ -157,18 +151,10 @@ describe('a body lent by the store', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
     const port = (server.address() as AddressInfo).port
-    const get = () =>
-      new Promise<string>((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port, path: '/a', headers: { host: 'site.test' }, agent: false }, (res) => {
-          let text = ''
-          res.on('data', (c: Buffer) => (text += c.toString()))
-          res.on('end', () => resolve(text))
-        }).on('error', reject)
-      })
 
-    expect(await get()).toBe('hello')
+    expect(await get(port, '/a')).toBe('hello')
     await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
-    await waitFor(async () => (await get()) === 'hello' && loans.length > 0, 'a memory hit')
+    await waitFor(async () => (await get(port, '/a')) === 'hello' && loans.length > 0, 'a memory hit')
     await Promise.all(loans.map((l) => l.back))
     expect(loans.every((l) => l.given === 1)).toBe(true)
   })
