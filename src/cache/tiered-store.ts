@@ -104,6 +104,18 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   }
 
   /**
+   * Whether the memory copy under `id`, tagged `integrity`, is still the body the disk index has
+   * for the variant; a copy that is not is dropped. touch() also keeps the disk LRU aware of
+   * memory hits: a body hot in memory must not be the first one evicted from disk.
+   */
+  function stillCurrent(key: string, variant: string, id: string, integrity: string): boolean {
+    const meta = disk.touch(key, variant)
+    if (meta && meta.integrity === integrity) return true
+    memory.delete(id)
+    return false
+  }
+
+  /**
    * The memory copy of a variant, if it is still the body the disk index has, lent (see
    * StoredBody.loan).
    */
@@ -111,20 +123,16 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     const id = idOf(key, variant)
     const loan = memory.lend(id)
     if (!loan) return undefined
-    // touch() also keeps the disk LRU aware of memory hits: a body hot in
-    // memory must not be the first one evicted from disk.
-    const meta = disk.touch(key, variant)
-    if (meta && meta.integrity === loan.integrity) {
-      try {
-        return { kind: 'buffer', buffer: range ? sliceRange(loan.buffer, range) : loan.buffer, tier: 'memory', loan }
-      } catch (error) {
-        loan.giveBack()
-        throw error
-      }
+    if (!stillCurrent(key, variant, id, loan.integrity)) {
+      loan.giveBack()
+      return undefined
     }
-    loan.giveBack()
-    memory.delete(id)
-    return undefined
+    try {
+      return { kind: 'buffer', buffer: range ? sliceRange(loan.buffer, range) : loan.buffer, tier: 'memory', loan }
+    } catch (error) {
+      loan.giveBack()
+      throw error
+    }
   }
 
   /** The memory copy of a variant for a peer (not lent: its reader never says when it is done), unless it is its only copy. */
@@ -132,10 +140,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     const id = idOf(key, variant)
     const held = memory.get(id)
     if (!held || isMemoryOnlyIntegrity(held.integrity)) return undefined
-    const meta = disk.touch(key, variant)
-    if (meta && meta.integrity === held.integrity) return { kind: 'buffer', buffer: held.buffer, tier: 'memory' }
-    memory.delete(id)
-    return undefined
+    return stillCurrent(key, variant, id, held.integrity) ? { kind: 'buffer', buffer: held.buffer, tier: 'memory' } : undefined
   }
 
   /** A committed body's metadata, its buffered body kept in memory. */

@@ -1,6 +1,6 @@
 // Building the request caje sends to the origin, and cleaning what comes back.
 
-import { appendVia, connectionTokens, HOP_BY_HOP_HEADERS, stripHopByHop, type FlatHeaders, type HeaderBag } from './headers.ts'
+import { appendVia, stripHopByHop, type FlatHeaders, type HeaderBag } from './headers.ts'
 
 export interface ForwardContext {
   /** Host caje keyed the request on (normalised): the origin is told exactly this host. */
@@ -73,26 +73,23 @@ const CLIENT_ADDRESS_FIELDS: ReadonlySet<string> = new Set(['x-forwarded-for', '
  * in Vary (RFC 9111 §4.1), or the operator adds it to CAJE_STRIP_REQUEST_HEADERS.
  */
 export function originRequestHeaders(client: FlatHeaders, ctx: ForwardContext): Record<string, string> {
-  // One pass over the client's fields, leaving out what is not forwarded, rather than a copy
-  // and a delete per name that might be there (most never are, and deleting a field that is
-  // makes the object a slow dictionary for the sender after).
-  const extra = connectionTokens(client.connection)
+  // Left out in the one pass that strips hop-by-hop fields, rather than a delete per name that
+  // might be there (most never are, and deleting a field that is makes the object a slow
+  // dictionary for the sender after). A request has no business sending Set-Cookie: it comes
+  // back apart from the fields and is not forwarded.
   const strip = ctx.stripHeaders
   const trusted = ctx.trustForwarded
-  const out: Record<string, string> = {}
-  for (const name in client) {
-    const value = client[name]
-    if (value === undefined) continue
-    const lower = name.toLowerCase()
-    if (HOP_BY_HOP_HEADERS.has(lower) || extra?.has(lower) || strip.has(lower) || REBUILT_FORWARDING_FIELDS.has(lower)) continue
-    if (!trusted && CLIENT_ADDRESS_FIELDS.has(lower)) continue
-    // Expect: 100-continue (RFC 9110 §10.1.1) was already met on the client's hop: Node's server
-    // answers 100 Continue itself, and caje then streams the body. undici refuses to send Expect
-    // (it throws), which turned every such upload (curl sends it above 1 MB) into a 502.
-    // A request has no business sending Set-Cookie; it is not forwarded.
-    if (lower === 'expect' || lower === 'set-cookie') continue
-    out[lower] = Array.isArray(value) ? (value as string[]).join(', ') : value
-  }
+  const { headers: out } = stripHopByHop(
+    client,
+    (lower) =>
+      strip.has(lower) ||
+      REBUILT_FORWARDING_FIELDS.has(lower) ||
+      (!trusted && CLIENT_ADDRESS_FIELDS.has(lower)) ||
+      // Expect: 100-continue (RFC 9110 §10.1.1) was already met on the client's hop: Node's server
+      // answers 100 Continue itself, and caje then streams the body. undici refuses to send Expect
+      // (it throws), which turned every such upload (curl sends it above 1 MB) into a 502.
+      lower === 'expect',
+  )
   if (out.cookie !== undefined) {
     const kept = withoutAdminCookies(out.cookie)
     if (kept) out.cookie = kept

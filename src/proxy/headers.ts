@@ -27,7 +27,7 @@ export type FlatHeaders = Record<string, string>
 const PLAIN_CONNECTION_VALUES: ReadonlySet<string> = new Set(['keep-alive', 'Keep-Alive', 'upgrade', 'Upgrade'])
 
 /** Field names listed in Connection (RFC 9110 §7.6.1), which are hop-by-hop too. */
-export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (!value) return undefined
   if (typeof value === 'string' && PLAIN_CONNECTION_VALUES.has(value)) return undefined
   const joined = Array.isArray(value) ? value.join(',') : value
@@ -39,8 +39,11 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
   return tokens.size ? tokens : undefined
 }
 
-/** Copy headers without hop-by-hop fields, joining repeated values. `set-cookie` is returned separately. */
-export function stripHopByHop(headers: HeaderBag): { headers: FlatHeaders; setCookie: string[] } {
+/**
+ * Copy headers without hop-by-hop fields, joining repeated values. `set-cookie` is returned
+ * separately. `drop` leaves out more fields (given the lowercase name) in the same pass.
+ */
+export function stripHopByHop(headers: HeaderBag, drop?: (lower: string) => boolean): { headers: FlatHeaders; setCookie: string[] } {
   const extra = connectionTokens(headers.connection)
   const out: FlatHeaders = {}
   let setCookie: string[] = []
@@ -48,7 +51,7 @@ export function stripHopByHop(headers: HeaderBag): { headers: FlatHeaders; setCo
     const value = headers[name]
     if (value === undefined) continue
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP_HEADERS.has(lower) || extra?.has(lower)) continue
+    if (HOP_BY_HOP_HEADERS.has(lower) || extra?.has(lower) || drop?.(lower)) continue
     if (lower === 'set-cookie') {
       setCookie = Array.isArray(value) ? value : [value]
       continue
