@@ -219,6 +219,52 @@ describe('slab arena', () => {
     for (const [p, seed] of live) expect(p.buffer).toEqual(bodyOf(400, seed))
   })
 
+  it('leaves slabs that queued writes still hold out of compacting, so none goes to the garbage collector when they settle', () => {
+    const arena = new SlabArena({ budgetBytes: 32 * KiB, slabBytes: 4 * KiB })
+    const live: Array<[Placement, number]> = []
+    // Bodies written into reserved room wait in the disk writer's queue (more than a slab of
+    // them) before they are kept and settled; meanwhile the slabs they are in look nearly empty.
+    const queued: Array<[Placement, number]> = []
+    let copied = 0
+    for (let i = 0; i < 2000; i++) {
+      while (arena.liveBytes + 400 > arena.bodyBytes - 12 * 400) arena.release(live.splice((i * 7) % Math.ceil(live.length / 2), 1)[0]![0])
+      const room = arena.reserve(400)!
+      room.buffer.set(bodyOf(400, i))
+      queued.push([room, i])
+      if (queued.length <= 12) continue
+      const [written, seed] = queued.shift()!
+      const kept = spot()
+      if (!arena.adopt(kept, written)) {
+        arena.place(kept, written.buffer)
+        copied++
+      }
+      arena.settle(written.buffer)
+      live.push([kept, seed])
+    }
+    for (const [written] of queued) arena.settle(written.buffer)
+    expect(arena.compactedBytes).toBeGreaterThan(100 * KiB)
+    // Every body was kept where it was written, and every slab allocated is held: none was dropped while written.
+    expect(copied).toBe(0)
+    expect(arena.allocatedSlabs).toBe(8)
+    expect(arena.droppedBytes).toBe(0)
+    for (const [p, seed] of live) expect(p.buffer).toEqual(bodyOf(400, seed))
+  })
+
+  it('keeps a filled slab whose bodies are still being written, and drops it once they settle without being kept', () => {
+    const arena = new SlabArena({ budgetBytes: 32 * KiB, slabBytes: 4 * KiB })
+    const first = Array.from({ length: 10 }, (_, i) => arena.reserve(400 + i)!)
+    const next = arena.reserve(400)!
+    expect(next.slab).not.toBe(first[0]!.slab)
+    // Still written: the body may yet be kept where it is.
+    expect(first[0]!.slab!.dropped).toBe(false)
+    for (const room of first) arena.settle(room.buffer)
+    // None kept: nothing is placed in it any more, and it is used again for the next slab.
+    expect(first[0]!.slab!.dropped).toBe(true)
+    expect(arena.slabCount).toBe(1)
+    for (let i = 0; i < 10; i++) arena.reserve(400)
+    expect(arena.allocatedSlabs).toBe(2)
+  })
+
   it('gives bodies over an eighth of a slab (and empty ones) memory of their own', () => {
     const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
     expect(arena.ownBufferFrom).toBe(512)
