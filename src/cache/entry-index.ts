@@ -151,6 +151,12 @@ const SLOT_SPAN = 2 ** 26
 const MIN_CAPACITY = 1024
 const NONE = -1
 const DEFAULT_HOT = 4096
+
+/** Metadata decoded for one of the hottest entries, and whether it was asked for since the clock hand last passed it. */
+interface Decoded {
+  meta: EntryMeta
+  used: boolean
+}
 const NO_VARY: readonly string[] = Object.freeze([])
 /** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
 const MAX_VARY_VALUES = 4096
@@ -208,9 +214,12 @@ export class EntryIndex {
   /** Oldest commit first. */
   #commitHead = NONE
   #commitTail = NONE
-  /** Decoded metadata by slot, least recently asked for first. */
-  readonly #hot = new Map<number, EntryMeta>()
-  #hotNewest = NONE
+  /**
+   * Decoded metadata by slot, in the order of a clock hand (#evictDecoded): a hit only marks
+   * its entry used. Moving it to the end of the map on every hit, as a strict LRU order did,
+   * was a delete and an insert in a map of thousands for nearly every request of a mix of URLs.
+   */
+  readonly #hot = new Map<number, Decoded>()
   readonly #hotMax: number
   /** Vary header values by number ('' is 0), and each as a one-element list for varyOf. */
   readonly #varyIds = new Map<string, number>([['', 0]])
@@ -385,12 +394,8 @@ export class EntryIndex {
   #meta(slot: number): EntryMeta {
     const hot = this.#hot.get(slot)
     if (hot !== undefined) {
-      if (this.#hotNewest !== slot) {
-        this.#hot.delete(slot)
-        this.#hot.set(slot, hot)
-        this.#hotNewest = slot
-      }
-      return hot
+      hot.used = true
+      return hot.meta
     }
     const content = this.#content[slot]!
     const meta = freezeMeta(unpackMeta(this.#packed[slot]!, content.size, content.integrity))
@@ -405,18 +410,31 @@ export class EntryIndex {
    */
   purgeFields(handle: Handle): PurgeFields {
     const slot = this.#checked(handle)
-    return this.#hot.get(slot) ?? unpackPurgeFields(this.#packed[slot]!)
+    return this.#hot.get(slot)?.meta ?? unpackPurgeFields(this.#packed[slot]!)
   }
 
   #remember(slot: number, meta: EntryMeta): void {
-    this.#hot.delete(slot)
-    this.#hot.set(slot, meta)
-    this.#hotNewest = slot
-    if (this.#hot.size > this.#hotMax) {
-      for (const oldest of this.#hot.keys()) {
-        this.#hot.delete(oldest)
-        break
-      }
+    const hot = this.#hot.get(slot)
+    if (hot !== undefined) {
+      hot.meta = meta
+      hot.used = true
+      return
+    }
+    if (this.#hot.size >= this.#hotMax) this.#evictDecoded()
+    this.#hot.set(slot, { meta, used: false })
+  }
+
+  /**
+   * Drops one decoded entry, by second chance (CLOCK): from the front of the map, each entry used
+   * since it was last passed goes to the back, unmarked, and the first one not used is dropped.
+   * An entry asked for again stays decoded about as long as under a strict LRU order.
+   */
+  #evictDecoded(): void {
+    for (const [slot, hot] of this.#hot) {
+      this.#hot.delete(slot)
+      if (!hot.used) return
+      hot.used = false
+      this.#hot.set(slot, hot)
     }
   }
 
@@ -438,7 +456,6 @@ export class EntryIndex {
       this.#linkLru(slot)
     }
     this.#hot.delete(slot)
-    if (this.#hotNewest === slot) this.#hotNewest = NONE
   }
 
   id(handle: Handle): string {
@@ -564,7 +581,6 @@ export class EntryIndex {
     if (next !== NONE) this.#commitPrev[next] = prev
     else this.#commitTail = prev
     this.#hot.delete(slot)
-    if (this.#hotNewest === slot) this.#hotNewest = NONE
     this.#packed[slot] = undefined
     this.#content[slot] = undefined
     this.#gen[slot] = (this.#gen[slot]! + 1) % SLOT_SPAN
