@@ -152,10 +152,11 @@ const MIN_CAPACITY = 1024
 const NONE = -1
 const DEFAULT_HOT = 4096
 
-/** Metadata decoded for one of the hottest entries, and whether it was asked for since the clock hand last passed it. */
+/** Metadata decoded for one of the hottest entries, whether it was asked for since the clock hand last passed it, and its place on the clock. */
 interface Decoded {
   meta: EntryMeta
   used: boolean
+  at: number
 }
 const NO_VARY: readonly string[] = Object.freeze([])
 /** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
@@ -215,18 +216,20 @@ export class EntryIndex {
   #commitHead = NONE
   #commitTail = NONE
   /**
-   * Decoded metadata by slot, in the order of a clock hand (#evictDecoded): a hit only marks
-   * its entry used. Moving it to the end of the map on every hit, as a strict LRU order did,
-   * was a delete and an insert in a map of thousands for nearly every request of a mix of URLs.
+   * Decoded metadata by slot. A hit only marks its entry used (#placeDecoded): moving it to the
+   * end of the map on every hit, as a strict LRU order did, was a delete and an insert in a map
+   * of thousands for nearly every request of a mix of URLs.
    */
   readonly #hot = new Map<number, Decoded>()
-  readonly #hotMax: number
+  /** The decoded entries' slots, round which the clock hand goes (#placeDecoded). */
+  readonly #clock: Int32Array
+  #hand = 0
   /** Vary header values by number ('' is 0), and each as a one-element list for varyOf. */
   readonly #varyIds = new Map<string, number>([['', 0]])
   readonly #varyLists: (readonly string[])[] = [Object.freeze([''])]
 
   constructor(options: EntryIndexOptions = {}) {
-    this.#hotMax = Math.max(1, options.hotEntries ?? DEFAULT_HOT)
+    this.#clock = new Int32Array(Math.max(1, options.hotEntries ?? DEFAULT_HOT)).fill(NONE)
   }
 
   get size(): number {
@@ -420,21 +423,30 @@ export class EntryIndex {
       hot.used = true
       return
     }
-    if (this.#hot.size >= this.#hotMax) this.#evictDecoded()
-    this.#hot.set(slot, { meta, used: false })
+    const at = this.#placeDecoded()
+    this.#clock[at] = slot
+    this.#hot.set(slot, { meta, used: false, at })
   }
 
   /**
-   * Drops one decoded entry, by second chance (CLOCK): from the front of the map, each entry used
-   * since it was last passed goes to the back, unmarked, and the first one not used is dropped.
-   * An entry asked for again stays decoded about as long as under a strict LRU order.
+   * A place on the clock for one more decoded entry, by second chance (CLOCK): the hand passes
+   * each entry used since it last passed it, unmarking it, and stops at a free place (its entry
+   * was dropped from the index) or at the first entry not used, which is dropped. An entry asked
+   * for again stays decoded about as long as under a strict LRU order.
    */
-  #evictDecoded(): void {
-    for (const [slot, hot] of this.#hot) {
-      this.#hot.delete(slot)
-      if (!hot.used) return
+  #placeDecoded(): number {
+    for (;;) {
+      const at = this.#hand
+      this.#hand = at + 1 === this.#clock.length ? 0 : at + 1
+      const slot = this.#clock[at]!
+      const hot = slot === NONE ? undefined : this.#hot.get(slot)
+      // Free: never taken, or its entry left the index (and may be decoded again elsewhere).
+      if (hot === undefined || hot.at !== at) return at
+      if (!hot.used) {
+        this.#hot.delete(slot)
+        return at
+      }
       hot.used = false
-      this.#hot.set(slot, hot)
     }
   }
 
