@@ -196,6 +196,20 @@ describe('entry index', () => {
     expect(index.meta(h)).toBe(again)
   })
 
+  it('keeps an entry asked for again decoded when another is decoded, dropping one not asked for since', () => {
+    const index = new EntryIndex({ hotEntries: 3 })
+    const handles = [1, 2, 3].map((i) => add(index, meta(i)))
+    const first = index.meta(handles[0]!)
+    const third = index.meta(handles[2]!)
+    add(index, meta(4))
+    // The second, not asked for, made room; the first and third are the same objects still.
+    expect(index.meta(handles[0]!)).toBe(first)
+    expect(index.meta(handles[2]!)).toBe(third)
+    const second = index.meta(handles[1]!)
+    expect(second).toEqual(meta(2))
+    expect(index.meta(handles[1]!)).toBe(second)
+  })
+
   it('gives a purge the fields it matches on without decoding an entry or changing which stay decoded', () => {
     const index = new EntryIndex({ hotEntries: 2 })
     const handles = [1, 2, 3, 4].map((i) => add(index, { ...meta(i), tags: [`t${i}`] }))

@@ -151,6 +151,13 @@ const SLOT_SPAN = 2 ** 26
 const MIN_CAPACITY = 1024
 const NONE = -1
 const DEFAULT_HOT = 4096
+
+/** Metadata decoded for one of the hottest entries, whether it was asked for since the clock hand last passed it, and its place on the clock. */
+interface Decoded {
+  meta: EntryMeta
+  used: boolean
+  at: number
+}
 const NO_VARY: readonly string[] = Object.freeze([])
 /** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
 const MAX_VARY_VALUES = 4096
@@ -208,16 +215,21 @@ export class EntryIndex {
   /** Oldest commit first. */
   #commitHead = NONE
   #commitTail = NONE
-  /** Decoded metadata by slot, least recently asked for first. */
-  readonly #hot = new Map<number, EntryMeta>()
-  #hotNewest = NONE
-  readonly #hotMax: number
+  /**
+   * Decoded metadata by slot. A hit only marks its entry used (#placeDecoded): moving it to the
+   * end of the map on every hit, as a strict LRU order did, was a delete and an insert in a map
+   * of thousands for nearly every request of a mix of URLs.
+   */
+  readonly #hot = new Map<number, Decoded>()
+  /** The decoded entries' slots, round which the clock hand goes (#placeDecoded). */
+  readonly #clock: Int32Array
+  #hand = 0
   /** Vary header values by number ('' is 0), and each as a one-element list for varyOf. */
   readonly #varyIds = new Map<string, number>([['', 0]])
   readonly #varyLists: (readonly string[])[] = [Object.freeze([''])]
 
   constructor(options: EntryIndexOptions = {}) {
-    this.#hotMax = Math.max(1, options.hotEntries ?? DEFAULT_HOT)
+    this.#clock = new Int32Array(Math.max(1, options.hotEntries ?? DEFAULT_HOT)).fill(NONE)
   }
 
   get size(): number {
@@ -385,12 +397,8 @@ export class EntryIndex {
   #meta(slot: number): EntryMeta {
     const hot = this.#hot.get(slot)
     if (hot !== undefined) {
-      if (this.#hotNewest !== slot) {
-        this.#hot.delete(slot)
-        this.#hot.set(slot, hot)
-        this.#hotNewest = slot
-      }
-      return hot
+      hot.used = true
+      return hot.meta
     }
     const content = this.#content[slot]!
     const meta = freezeMeta(unpackMeta(this.#packed[slot]!, content.size, content.integrity))
@@ -405,18 +413,40 @@ export class EntryIndex {
    */
   purgeFields(handle: Handle): PurgeFields {
     const slot = this.#checked(handle)
-    return this.#hot.get(slot) ?? unpackPurgeFields(this.#packed[slot]!)
+    return this.#hot.get(slot)?.meta ?? unpackPurgeFields(this.#packed[slot]!)
   }
 
   #remember(slot: number, meta: EntryMeta): void {
-    this.#hot.delete(slot)
-    this.#hot.set(slot, meta)
-    this.#hotNewest = slot
-    if (this.#hot.size > this.#hotMax) {
-      for (const oldest of this.#hot.keys()) {
-        this.#hot.delete(oldest)
-        break
+    const hot = this.#hot.get(slot)
+    if (hot !== undefined) {
+      hot.meta = meta
+      hot.used = true
+      return
+    }
+    const at = this.#placeDecoded()
+    this.#clock[at] = slot
+    this.#hot.set(slot, { meta, used: false, at })
+  }
+
+  /**
+   * A place on the clock for one more decoded entry, by second chance (CLOCK): the hand passes
+   * each entry used since it last passed it, unmarking it, and stops at a free place (its entry
+   * was dropped from the index) or at the first entry not used, which is dropped. An entry asked
+   * for again stays decoded about as long as under a strict LRU order.
+   */
+  #placeDecoded(): number {
+    for (;;) {
+      const at = this.#hand
+      this.#hand = at + 1 === this.#clock.length ? 0 : at + 1
+      const slot = this.#clock[at]!
+      const hot = slot === NONE ? undefined : this.#hot.get(slot)
+      // Free: never taken, or its entry left the index (and may be decoded again elsewhere).
+      if (hot === undefined || hot.at !== at) return at
+      if (!hot.used) {
+        this.#hot.delete(slot)
+        return at
       }
+      hot.used = false
     }
   }
 
@@ -438,7 +468,6 @@ export class EntryIndex {
       this.#linkLru(slot)
     }
     this.#hot.delete(slot)
-    if (this.#hotNewest === slot) this.#hotNewest = NONE
   }
 
   id(handle: Handle): string {
@@ -564,7 +593,6 @@ export class EntryIndex {
     if (next !== NONE) this.#commitPrev[next] = prev
     else this.#commitTail = prev
     this.#hot.delete(slot)
-    if (this.#hotNewest === slot) this.#hotNewest = NONE
     this.#packed[slot] = undefined
     this.#content[slot] = undefined
     this.#gen[slot] = (this.#gen[slot]! + 1) % SLOT_SPAN

@@ -13,6 +13,7 @@ import type { Worker } from 'node:worker_threads'
 import { parseOps } from './ops.ts'
 import { ApplyThreadGoneError } from './apply-thread.ts'
 import { BACKSTOP_WAL_PAGES } from './checkpointer.ts'
+import { HIT_RETENTION_MS } from './hot-set.ts'
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
 
@@ -46,6 +47,25 @@ describe('DirectWriter with an apply thread', () => {
     expect(changesOn(sqlite)).toBe(before)
     await waitFor(async () => (await queuedForIndex(db)) === 0, 10_000, 'the URLs to be indexed')
     expect(await indexedMatchesUpTo(db, 'page-59', 100)).toBe(11) // page-59 and page-590..599
+    await writer.close()
+  })
+
+  it('adds hit counts on its own connection, pruning as the event loop would', async () => {
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
+    const at = 1_700_000_000_000
+    const before = changesOn(sqlite)
+    writer.submit({ type: 'hits', nodeId: 'n1', at: at - HIT_RETENTION_MS - 1, counts: [{ key: 'https://ex.com/old', hits: 9 }] })
+    writer.submit({ type: 'hits', nodeId: 'n1', at, counts: [{ key: 'https://ex.com/a', hits: 2 }, { key: 'https://ex.com/b', hits: 1 }] })
+    writer.submit({ type: 'hits', nodeId: 'n2', at: at - 5, counts: [{ key: 'https://ex.com/a', hits: 3 }] })
+    await writer.flush()
+    expect(writer.stats()).toMatchObject({ written: 3, rejected: 0 })
+    // The counts went through the thread's connection, not the event loop's.
+    expect(changesOn(sqlite)).toBe(before)
+    const rows = await db.selectFrom('url_hits').select(['key', 'hits', 'last_hit_at']).orderBy('key').execute()
+    expect(rows).toEqual([
+      { key: 'https://ex.com/a', hits: 5, last_hit_at: at },
+      { key: 'https://ex.com/b', hits: 1, last_hit_at: at },
+    ])
     await writer.close()
   })
 

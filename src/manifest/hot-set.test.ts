@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Database } from './database.ts'
-import { HIT_RETENTION_MS, MAX_KEYS_PER_HITS_OP, createHitRecorder, hottestMissingOn, hottestMissingPage } from './hot-set.ts'
+import { HIT_RETENTION_MS, MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS, createHitRecorder, hottestMissingOn, hottestMissingPage } from './hot-set.ts'
 import type { HotCursor } from './hot-set.ts'
 import { applyOps, parseOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
@@ -63,15 +63,19 @@ describe('hit counts', () => {
     expect(await rows()).toContainEqual(['http://h/a', 3])
   })
 
-  it('flushes early when a batch is full, so memory stays bounded whatever the traffic', async () => {
+  it('flushes early when enough keys are waiting, as ops of a bounded size, so memory stays bounded whatever the traffic', async () => {
     const recorder = createHitRecorder({ writer: counting(), nodeId: 'n1', flushMs: 0 })
-    for (let i = 0; i < MAX_KEYS_PER_HITS_OP + 10; i++) recorder.hit(`http://h/${i}`)
-    expect(submitted).toHaveLength(1)
-    expect((submitted[0] as { counts: unknown[] }).counts).toHaveLength(MAX_KEYS_PER_HITS_OP)
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS - 1; i++) recorder.hit(`http://h/${i % (MAX_KEYS_PER_HITS_OP + 10)}`)
+    // Many hits, but fewer keys than a hand-over takes: nothing handed over yet.
+    expect(submitted).toHaveLength(0)
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS + 10; i++) recorder.hit(`http://h/${i}`)
+    const sizes = submitted.map((op) => (op as { counts: unknown[] }).counts.length)
+    expect(sizes).toEqual(Array(MAX_PENDING_HIT_KEYS / MAX_KEYS_PER_HITS_OP).fill(MAX_KEYS_PER_HITS_OP))
     recorder.close()
-    expect(submitted).toHaveLength(2)
+    expect(submitted).toHaveLength(sizes.length + 1)
     await writer.flush()
-    expect(await rows()).toHaveLength(MAX_KEYS_PER_HITS_OP + 10)
+    expect(await rows()).toHaveLength(MAX_PENDING_HIT_KEYS + 10)
+    expect(await rows()).toContainEqual(['http://h/0', Math.ceil((MAX_PENDING_HIT_KEYS - 1) / (MAX_KEYS_PER_HITS_OP + 10)) + 1])
   })
 
   it('prunes keys not asked for within the retention window', async () => {

@@ -3,9 +3,10 @@
 // node starts with an empty disk (a new machine, a lost volume).
 //
 //  - Each node counts the requests it serves per key in memory and adds them
-//    to the manifest as ONE 'hits' op per batch (every CAJE_HIT_FLUSH_SECONDS,
-//    or sooner when MAX_KEYS_PER_HITS_OP distinct keys are waiting), through
-//    the manifest writer like every other write: never on the request path.
+//    to the manifest as 'hits' ops of up to MAX_KEYS_PER_HITS_OP keys (every
+//    CAJE_HIT_FLUSH_SECONDS, or sooner when MAX_PENDING_HIT_KEYS distinct keys
+//    are waiting), through the manifest writer like every other write: never
+//    on the request path.
 //  - Applying a batch also prunes keys not asked for within HIT_RETENTION_MS,
 //    and the least asked-for keys past MAX_HIT_ROWS, so the table stays bounded.
 //  - Populate fetches the hottest missing entries first (hottestMissingOn),
@@ -14,9 +15,9 @@
 
 import { CompiledQuery, sql } from 'kysely'
 import type { Kysely } from 'kysely'
-import type SQLite from 'better-sqlite3'
 import type { CacheStore } from '../cache/types.ts'
 import type { Database } from './database.ts'
+import { HITS_SQL } from './hits-sql.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { HOLDERS_JSON, missingEntryFromRow } from './repositories.ts'
@@ -27,10 +28,14 @@ type Db = Kysely<Database>
 
 /** Most keys one 'hits' op names: a batch stays well under the internal body limit. */
 export const MAX_KEYS_PER_HITS_OP = 1000
-/** Keys not asked for within this long are dropped from the counts. */
-export const HIT_RETENTION_MS = 7 * 24 * 3600_000
-/** Most keys counted; past it the least asked-for are dropped. */
-export const MAX_HIT_ROWS = 200_000
+/**
+ * Most distinct keys counted in memory before they are handed over (as ops of at most
+ * MAX_KEYS_PER_HITS_OP keys). A key is one row written per hand-over however often it was
+ * asked for: under a mix of 10,000 URLs, handing over at every 1,000 keys wrote a row for
+ * about every second request (each an upsert of two indexes on the manifest's apply thread).
+ */
+export const MAX_PENDING_HIT_KEYS = 10 * MAX_KEYS_PER_HITS_OP
+export { HIT_RETENTION_MS, MAX_HIT_ROWS } from './hits-sql.ts'
 
 export interface HitsOp {
   type: 'hits'
@@ -40,43 +45,15 @@ export interface HitsOp {
   counts: Array<{ key: string; hits: number }>
 }
 
-/** Batches arrive in any order: the newest hit stays the newest. */
-const ADD_HITS_SQL = `insert into url_hits (key, hits, last_hit_at) values (?, ?, ?)
-  on conflict (key) do update set hits = url_hits.hits + excluded.hits, last_hit_at = max(url_hits.last_hit_at, excluded.last_hit_at)`
-const PRUNE_OLD_SQL = 'delete from url_hits where last_hit_at < ?'
-/** The least asked-for keys past the bound (none while under it). */
-const PRUNE_OVER_SQL = `delete from url_hits where key in (
-  select key from url_hits order by hits asc, last_hit_at asc
-  limit max(0, (select count(*) from url_hits) - ?))`
-
-/** Add one batch of counts, then prune what is old or past the bound. Runs inside the writer's transaction. */
-export async function recordHits(db: Db, op: HitsOp): Promise<void> {
-  for (const { key, hits } of op.counts) await db.executeQuery(CompiledQuery.raw(ADD_HITS_SQL, [key, hits, op.at]))
-  await db.executeQuery(CompiledQuery.raw(PRUNE_OLD_SQL, [op.at - HIT_RETENTION_MS]))
-  await db.executeQuery(CompiledQuery.raw(PRUNE_OVER_SQL, [MAX_HIT_ROWS]))
-}
-
-const prepared = new WeakMap<SQLite.Database, (op: HitsOp) => void>()
-
 /**
- * recordHits with statements prepared once per handle, synchronously inside
- * the transaction the writer holds (statements.ts): a batch of 1,000 keys is
- * a millisecond or two of SQLite, not a thousand query builds.
+ * Add one batch of counts, then prune what is old or past the bound. Runs inside the writer's
+ * transaction. The writer applies a batch with the hot writes' prepared statements instead
+ * (statements.ts recordHits, on the manifest's apply thread when it has one).
  */
-export function recordHitsNow(sqlite: SQLite.Database, op: HitsOp): void {
-  let apply = prepared.get(sqlite)
-  if (!apply) {
-    const add = sqlite.prepare(ADD_HITS_SQL)
-    const pruneOld = sqlite.prepare(PRUNE_OLD_SQL)
-    const pruneOver = sqlite.prepare(PRUNE_OVER_SQL)
-    apply = (o) => {
-      for (const { key, hits } of o.counts) add.run(key, hits, o.at)
-      pruneOld.run(o.at - HIT_RETENTION_MS)
-      pruneOver.run(MAX_HIT_ROWS)
-    }
-    prepared.set(sqlite, apply)
-  }
-  apply(op)
+export async function recordHits(db: Db, op: HitsOp): Promise<void> {
+  for (const { key, hits } of op.counts) await db.executeQuery(CompiledQuery.raw(HITS_SQL.add, [key, hits, op.at]))
+  await db.executeQuery(CompiledQuery.raw(HITS_SQL.pruneOld, [op.at]))
+  await db.executeQuery(CompiledQuery.raw(HITS_SQL.pruneOver, []))
 }
 
 /** Check a 'hits' op received from a peer; a string says what is wrong. */
@@ -185,7 +162,16 @@ export function createHitRecorder(options: HitRecorderOptions): HitRecorder {
     if (counts.size === 0) return
     const batch = counts
     counts = new Map()
-    options.writer.submit({ type: 'hits', nodeId: options.nodeId, at: now(), counts: Array.from(batch, ([key, hits]) => ({ key, hits })) })
+    const at = now()
+    let op: HitsOp['counts'] = []
+    for (const [key, hits] of batch) {
+      op.push({ key, hits })
+      if (op.length === MAX_KEYS_PER_HITS_OP) {
+        options.writer.submit({ type: 'hits', nodeId: options.nodeId, at, counts: op })
+        op = []
+      }
+    }
+    if (op.length > 0) options.writer.submit({ type: 'hits', nodeId: options.nodeId, at, counts: op })
   }
   const timer = options.flushMs > 0 ? setInterval(flush, options.flushMs) : undefined
   timer?.unref()
@@ -194,7 +180,7 @@ export function createHitRecorder(options: HitRecorderOptions): HitRecorder {
       if (closed) return
       counts.set(key, (counts.get(key) ?? 0) + 1)
       // Memory stays bounded by the batch size, whatever the traffic.
-      if (counts.size >= MAX_KEYS_PER_HITS_OP) flush()
+      if (counts.size >= MAX_PENDING_HIT_KEYS) flush()
     },
     flush,
     close() {

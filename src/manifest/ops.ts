@@ -28,7 +28,7 @@ import {
 } from './repositories.ts'
 import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PathMisses, PurgeAppliedAt } from './repositories.ts'
 import { STORED_ROWS_PER_STATEMENT, applyHotOp, applyHotOps, hotStatements, isHotOp } from './statements.ts'
-import { parseHitsOp, recordHits, recordHitsNow } from './hot-set.ts'
+import { parseHitsOp, recordHits } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
 import type { HotOp, HotStatements } from './statements.ts'
 import { isRecord, isStr, isTime, parseHotOp } from './hot-op-shapes.ts'
@@ -369,10 +369,6 @@ async function applyOneByOne(
 
 /** Ops with statements prepared once per handle: the hot writes, and hit counts (hot-set.ts). */
 function applyPrepared(sqlite: ReturnType<typeof sqliteHandleOf>, hot: HotStatements | undefined, op: ManifestOp, newestPurgeAt?: number | null): boolean {
-  if (op.type === 'hits' && sqlite) {
-    recordHitsNow(sqlite, op)
-    return true
-  }
   // The ops that make up nearly all of the traffic run statements prepared once
   // (statements.ts), synchronously, inside the transaction the caller holds on the same handle.
   if (hot === undefined || !isHotOp(op)) return false

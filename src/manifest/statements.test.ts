@@ -109,6 +109,7 @@ describe('hot writes, many rows per statement', () => {
       'node-cleared': { type: 'node-cleared', nodeId: 'n1' },
       'node-heartbeat': { type: 'node-heartbeat', node: { id: 'n1', region: 'r', internalUrl: 'http://n1', startedAt: T }, at: T },
       'purge-applied': { type: 'purge-applied', nodeId: 'n1', purgeId: 1 },
+      hits: { type: 'hits', nodeId: 'n1', at: T, counts: [{ key: 'https://ex.com/1', hits: 2 }] },
     }
     expect([...HOT_OP_TYPES].sort()).toEqual(Object.keys(samples).sort())
     inTransaction(a.sqlite, () => {

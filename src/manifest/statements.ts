@@ -11,6 +11,7 @@
 // so the two paths cannot drift apart.
 
 import type SQLite from 'better-sqlite3'
+import { HITS_SQL } from './hits-sql.ts'
 import type { ManifestOp } from './ops.ts'
 import type { EntryRecord, NodeInfo } from './repositories.ts'
 
@@ -211,6 +212,8 @@ export interface HotStatements {
   recordNodeCleared(nodeId: string): void
   upsertNode(node: NodeInfo, seenAt: number): void
   markPurgeApplied(nodeId: string, purgeId: number, applied?: readonly { id: number; at: number }[]): void
+  /** A batch of hit counts taken at `at` (hot-set.ts), then the counts pruned (hits-sql.ts). */
+  recordHits(at: number, counts: readonly { key: string; hits: number }[]): void
 }
 
 /** The SQL of the hot writes, by statement (prepareHotStatements prepares each once). */
@@ -227,6 +230,7 @@ export const HOT_SQL = {
   markApplied: MARK_PURGE_APPLIED_SQL,
   recordPurgeNode: RECORD_PURGE_NODE_SQL,
   many: MANY_ROWS_SQL,
+  hits: HITS_SQL,
 } as const
 
 export type HotSql = typeof HOT_SQL
@@ -260,6 +264,9 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
   const upsertNode = sqlite.prepare(sql.upsertNode)
   const markApplied = sqlite.prepare(sql.markApplied)
   const recordPurgeNode = sqlite.prepare(sql.recordPurgeNode)
+  const addHits = sqlite.prepare(sql.hits.add)
+  const pruneOldHits = sqlite.prepare(sql.hits.pruneOld)
+  const pruneHitsOver = sqlite.prepare(sql.hits.pruneOver)
   // The statements of n rows, prepared the first time a run needs n (at most sql.many.rows of each).
   const entriesOf = new Map<number, SQLite.Statement>()
   const holdingsOf = new Map<number, SQLite.Statement>()
@@ -353,6 +360,11 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
       markApplied.run(purgeId, nodeId)
       for (const a of applied) recordPurgeNode.run(a.id, nodeId, a.at)
     },
+    recordHits(at, counts) {
+      for (const c of counts) addHits.run(c.key, c.hits, at)
+      pruneOldHits.run(at)
+      pruneHitsOver.run()
+    },
   }
 }
 
@@ -362,12 +374,13 @@ export function storedKeyOf(key: string, variant: string): string {
 }
 
 /**
- * The ops applied with the statements above (applyHotOps): the hot writes, on the apply thread or
- * inside the event loop's transaction. The rest (purge, clear, prune, traffic minutes, hit
- * counts) go through Kysely on the event loop. applyHotOp's switch takes exactly these
+ * The ops applied with the statements above (applyHotOps): the hot writes and the hit counts
+ * (a batch every few seconds, but as many rows as keys were asked for), on the apply thread or
+ * inside the event loop's transaction. The rest (purge, clear, prune, traffic minutes) go
+ * through Kysely on the event loop. applyHotOp's switch takes exactly these
  * (TypeScript checks that it covers every one of them and no other).
  */
-export const HOT_OP_TYPES = new Set(['stored', 'deleted', 'holdings-forgotten', 'node-cleared', 'node-heartbeat', 'purge-applied'] as const)
+export const HOT_OP_TYPES = new Set(['stored', 'deleted', 'holdings-forgotten', 'node-cleared', 'node-heartbeat', 'purge-applied', 'hits'] as const)
 
 export type HotOpType = typeof HOT_OP_TYPES extends Set<infer T> ? T : never
 export type HotOp = Extract<ManifestOp, { type: HotOpType }>
@@ -401,6 +414,9 @@ export function applyHotOp(hot: HotStatements, op: HotOp, newestPurgeAt?: number
       return
     case 'purge-applied':
       hot.markPurgeApplied(op.nodeId, op.purgeId, op.applied)
+      return
+    case 'hits':
+      hot.recordHits(op.at, op.counts)
       return
     default: {
       const other: never = op
