@@ -31,9 +31,10 @@ let semiSpaceFlagCleared = false
 
 /**
  * A worker thread running `source` (a script, eval'd), its heap sized by WORKER_RESOURCE_LIMITS.
- * `thread` names it for THREAD_MAP_ENV.
+ * `thread` names it for THREAD_MAP_ENV; `youngGenerationMb` overrides the young generation for a
+ * thread whose work keeps more alive at once (the manifest's apply thread).
  */
-export function startWorker(source: string, options: Omit<WorkerOptions, 'eval' | 'resourceLimits'> = {}, thread = 'worker'): Worker {
+export function startWorker(source: string, options: Omit<WorkerOptions, 'eval' | 'resourceLimits'> = {}, thread = 'worker', youngGenerationMb = WORKER_YOUNG_GENERATION_MB): Worker {
   if (!semiSpaceFlagCleared) {
     // Process-wide, and read by V8 only when a new isolate configures its heap (see above).
     v8.setFlagsFromString('--max-semi-space-size=0')
@@ -41,7 +42,7 @@ export function startWorker(source: string, options: Omit<WorkerOptions, 'eval' 
   }
   const mapFile = process.env[THREAD_MAP_ENV]
   const script = mapFile ? `${threadMapLine(mapFile, thread)}\n${source}` : source
-  return new Worker(script, { ...options, eval: true, resourceLimits: { ...WORKER_RESOURCE_LIMITS } })
+  return new Worker(script, { ...options, eval: true, resourceLimits: { ...WORKER_RESOURCE_LIMITS, maxYoungGenerationSizeMb: youngGenerationMb } })
 }
 
 /**

@@ -9,7 +9,7 @@ import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import type { ManifestOp } from './ops.ts'
 import { recordPurge } from './repositories.ts'
-import { applyHotOp, applyHotOps, HOT_OP_TYPES, hotStatements, isHotOp, STORED_ROWS_PER_STATEMENT } from './statements.ts'
+import { applyHotOp, applyHotOps, entryParams, HOT_OP_TYPES, hotStatements, isHotOp, STORED_ROWS_PER_STATEMENT } from './statements.ts'
 import type { HotOp } from './statements.ts'
 import { entry, freshManifestPerTest, manifestTables } from './test-helpers.ts'
 
@@ -98,6 +98,26 @@ describe('hot writes, many rows per statement', () => {
     // Covered: under the prefix and stored before the purge (odd i among multiples of 3).
     const coveredCount = ops.filter((_, i) => i % 3 === 0 && i % 2 === 1).length
     expect(after.entries).toHaveLength(60 - coveredCount)
+  })
+
+  it('writes tags and vary headers as JSON text, empty or not, in runs and one by one', async () => {
+    const shapes: Array<Pick<ReturnType<typeof entry>, 'tags' | 'varyHeaders'>> = [
+      { tags: [], varyHeaders: {} },
+      { tags: ['a', 'b "c"'], varyHeaders: {} },
+      { tags: [], varyHeaders: { 'accept-encoding': 'br' } },
+      { tags: ['t'], varyHeaders: { accept: 'image/avif', 'x-é': '' } },
+      // Only own keys count, as for JSON.stringify.
+      { tags: [], varyHeaders: Object.create({ inherited: 'x' }) as Record<string, string> },
+    ]
+    const ops = shapes.map((shape, i) => stored('n1', `https://ex.com/j/${i}`, T + i, shape))
+    // One of each alone too (a group of one goes through the single-row statement).
+    const after = await sameAsOneByOne([...ops, stored('n2', 'https://ex.com/j/alone', T, shapes[3])])
+    const columns = (after.entries as Array<{ url: string; tags: string; vary_headers: string }>).map((e) => [e.url, e.tags, e.vary_headers])
+    expect(columns).toEqual([
+      ...shapes.map((shape, i) => [`https://ex.com/j/${i}`, JSON.stringify(shape.tags), JSON.stringify(shape.varyHeaders)]),
+      ['https://ex.com/j/alone', '["t"]', '{"accept":"image/avif","x-é":""}'],
+    ])
+    for (const shape of shapes) expect(entryParams(entry({ url: 'https://ex.com/', ...shape })).slice(-2)).toEqual([JSON.stringify(shape.tags), JSON.stringify(shape.varyHeaders)])
   })
 
   it('names every kind it takes once: applyHotOp applies each, and refuses any other', () => {

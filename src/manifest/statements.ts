@@ -163,9 +163,16 @@ export function pushEntryParams(params: unknown[], entry: EntryRecord): void {
     entry.storedAt,
     entry.staleAt,
     entry.deleteAt,
-    JSON.stringify(entry.tags),
-    JSON.stringify(entry.varyHeaders),
+    // Most entries have no tags and vary on nothing: their text without a call to JSON.stringify.
+    entry.tags.length === 0 ? '[]' : JSON.stringify(entry.tags),
+    isEmptyObject(entry.varyHeaders) ? '{}' : JSON.stringify(entry.varyHeaders),
   )
+}
+
+/** Whether `o` has no own enumerable keys, without making a list of them. */
+export function isEmptyObject(o: object): boolean {
+  for (const k in o) if (Object.hasOwn(o, k)) return false
+  return true
 }
 
 /** UPSERT_ENTRY_SQL's parameters for one entry. */
@@ -299,7 +306,7 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
     const params: unknown[] = []
     for (const op of group) pushEntryParams(params, op.entry)
     // Raw rows: [id, key, variant, host, url], one per entry inserted or updated.
-    const rows = upsertEntries(group.length).all(params) as Array<[number, string, string, string, string]>
+    const rows = upsertEntries(group.length).all(...params) as Array<[number, string, string, string, string]>
     const byKey = new Map<string, [number, string, string, string, string]>()
     for (const row of rows) byKey.set(storedKeyOf(row[1], row[2]), row)
     const holdings: unknown[] = []
@@ -313,7 +320,7 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
       if (urlNeedsFix({ id: row[0], host: row[3], url: row[4] }, e)) fixUrl.run(e.host, e.url, row[0])
       holdings.push(row[0], op.nodeId, e.storedAt)
     }
-    if (holdings.length > 0) upsertHoldings(holdings.length / 3).run(holdings)
+    if (holdings.length > 0) upsertHoldings(holdings.length / 3).run(...holdings)
   }
   return {
     recordStored(nodeId, entry, newestPurgeAt) {
