@@ -18,10 +18,11 @@
 // that nothing can still read it:
 // - every view of it handed out beyond the arena's own bookkeeping was counted:
 //   a reserve()d body being written and then read by the disk writer's thread
-//   holds its slab until settle() (and keeps it out of compacting, see #sparsest); a body lent to a reader (a hit, which may be
-//   sent to a slow client for minutes) holds its slab until the reader gives it
-//   back (lend(), then giveBack() once the response is written out or its
-//   connection closed); a body handed to a reader that never says when it is
+//   holds its slab until settle() (and keeps it out of compacting, see
+//   #sparsest); a body lent to a reader (a hit, which may be sent to a slow
+//   client for minutes) holds its slab until the reader gives it back (lend(),
+//   then giveBack() once the response is written out or its connection
+//   closed); a body handed to a reader that never says when it is
 //   done marks its slab exposed(), and an exposed slab is never used again: it
 //   is freed by the garbage collector once nothing refers to it, as every
 //   dropped slab was before.
