@@ -107,6 +107,8 @@ export interface Proxy {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
 const HIT: CacheStatus = makeStatus({ hit: true })
+/** Slots of plainHitStatus (a power of two): whole seconds of ttl that plain hits share a status for at once. */
+const PLAIN_HIT_SLOTS = 256
 const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
 /** lookup() of a key with nothing stored (every miss asks twice: serve, then handleCacheable). */
@@ -240,6 +242,23 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /**
+   * A plain hit's status (no rule, no key) and its text for whole seconds of ttl, shared by every
+   * entry with that ttl: each entry's own would be rebuilt once a second, and in a mix of
+   * thousands of entries live long enough to reach the old generation. Slots by ttl modulo their
+   * number; one holds the ttl it was built for.
+   */
+  const plainHits: Array<{ ttl: number; status: CacheStatus; text: string } | undefined> = new Array(PLAIN_HIT_SLOTS).fill(undefined)
+  function plainHitStatus(ttl: number): { ttl: number; status: CacheStatus; text: string } {
+    const slot = ttl & (PLAIN_HIT_SLOTS - 1)
+    let shared = plainHits[slot]
+    if (shared === undefined || shared.ttl !== ttl) {
+      const status = makeStatus(HIT, { ttl })
+      plainHits[slot] = shared = { ttl, status, text: formatCacheStatus(status) }
+    }
+    return shared
+  }
+
+  /**
    * The answer a stored entry gives, before its body is opened: client conditionals → 304,
    * an unsatisfiable Range → 416, HEAD → headers only (all finished), else the 200/206 whose
    * body (`range`, or all of it) still has to be read.
@@ -269,9 +288,15 @@ export function createProxy(opts: ProxyOptions): Proxy {
         head.ttl = whole
         head.rule = rule
         head.key = key
-        // One object literal (makeStatus), so every answer's status has the same shape.
-        head.hit = makeStatus(HIT, { ttl: whole, rule, key })
-        head.hitStatus = formatCacheStatus(head.hit)
+        if (rule === undefined && key === undefined) {
+          const shared = plainHitStatus(whole)
+          head.hit = shared.status
+          head.hitStatus = shared.text
+        } else {
+          // One object literal (makeStatus), so every answer's status has the same shape.
+          head.hit = makeStatus(HIT, { ttl: whole, rule, key })
+          head.hitStatus = formatCacheStatus(head.hit)
+        }
         head.plain = undefined
       }
       status = head.hit

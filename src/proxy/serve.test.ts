@@ -23,6 +23,12 @@ beforeEach(async () => {
   origin = await startOrigin((req, res) => {
     const headers: Record<string, string> = { 'cache-control': 'public, max-age=60', etag: '"v1"', 'content-type': 'text/plain' }
     if (req.url === '/vary') headers.vary = 'x-lang'
+    // /ttl<n>: fresh for n seconds, without a Date field, so its age is the proxy clock's alone.
+    const ttl = /^\/ttl(\d+)$/.exec(req.url ?? '')
+    if (ttl) {
+      headers['cache-control'] = `public, max-age=${ttl[1]}`
+      res.sendDate = false
+    }
     if (req.url === '/big') {
       res.writeHead(200, headers)
       res.end(Buffer.alloc(300 * 1024, 7))
@@ -121,6 +127,25 @@ describe('serve', () => {
     // So does the status the metrics and the traffic counts read, each its own second's.
     for (const a of [first, later, head]) expect(`caje; hit; ttl=${a.result.cacheStatus.ttl}`).toBe(a.result.headers['cache-status'])
     expect(first.result.cacheStatus).toMatchObject({ hit: true, fwd: undefined })
+  })
+
+  it('gives hits of entries with different ttls each its own, also where their statuses are shared', async () => {
+    const proxy = await proxyWith(1 << 20)
+    // 60 and 316 seconds fall in the same slot of the plain hits' shared statuses (256 of them).
+    await fill(proxy, '/ttl60')
+    await fill(proxy, '/ttl316')
+    clock += 1000
+    const a = await answer(proxy, request('/ttl60'))
+    const b = await answer(proxy, request('/ttl316'))
+    const a2 = await answer(proxy, request('/ttl60'))
+    expect(a.result.headers).toMatchObject({ age: '1', 'cache-status': 'caje; hit; ttl=59' })
+    expect(b.result.headers).toMatchObject({ age: '1', 'cache-status': 'caje; hit; ttl=315' })
+    expect(b.result.cacheStatus.ttl).toBe(315)
+    expect(a2.result.headers['cache-status']).toBe('caje; hit; ttl=59')
+    clock += 256_000
+    // Now the 316-second entry has 59 seconds left: it sends the same field the other did.
+    const c = await answer(proxy, request('/ttl316'))
+    expect(c.result.headers).toMatchObject({ age: '257', 'cache-status': 'caje; hit; ttl=59' })
   })
 
   it('answers conditionals, ranges and HEAD on a hit at once', async () => {
