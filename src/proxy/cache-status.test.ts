@@ -31,3 +31,31 @@ describe('Cache-Status (RFC 9211)', () => {
     expect(statusLabel({ fwd: 'uri-miss' })).toBe('error')
   })
 })
+
+describe('Cache-Status texts handed out again', () => {
+  it('a status without ttl or key gets its own text, however many were formatted before it', () => {
+    const statuses = [
+      { fwd: 'uri-miss', fwdStatus: 200, stored: true },
+      { fwd: 'uri-miss', fwdStatus: 404, stored: true },
+      { fwd: 'uri-miss', fwdStatus: 200 },
+      { fwd: 'vary-miss', fwdStatus: 200, stored: true },
+      { fwd: 'uri-miss', fwdStatus: 200, stored: true, collapsed: true },
+      { fwd: 'uri-miss', fwdStatus: 200, stored: true, detail: 'memory-only' },
+      { fwd: 'uri-miss', fwdStatus: 200, stored: true, rule: 'memory-only' },
+      { fwd: 'uri-miss', fwdStatus: 200, stored: true, rule: 'r', detail: 'memory-only' },
+      { hit: true, fwd: 'stale', fwdStatus: 200 },
+    ] as const
+    const expected = [
+      'caje; fwd=uri-miss; fwd-status=200; stored',
+      'caje; fwd=uri-miss; fwd-status=404; stored',
+      'caje; fwd=uri-miss; fwd-status=200',
+      'caje; fwd=vary-miss; fwd-status=200; stored',
+      'caje; fwd=uri-miss; fwd-status=200; stored; collapsed',
+      'caje; fwd=uri-miss; fwd-status=200; stored; detail=memory-only',
+      'caje; fwd=uri-miss; fwd-status=200; stored; detail=rule:memory-only',
+      'caje; fwd=uri-miss; fwd-status=200; stored; detail="rule:r memory-only"',
+      'caje; hit; fwd=stale; fwd-status=200',
+    ]
+    for (let round = 0; round < 2; round++) expect(statuses.map((s) => formatCacheStatus(s))).toEqual(expected)
+  })
+})

@@ -47,6 +47,31 @@ export function formatCacheStatus(s: CacheStatus): string {
   if (s.hit && s.fwd === undefined && s.detail === undefined && s.key === undefined && !s.collapsed && s.ttl !== undefined && s.fwdStatus === undefined && !s.stored) {
     return s.rule === undefined ? `caje; hit; ttl=${Math.trunc(s.ttl)}` : `caje; hit; ttl=${Math.trunc(s.ttl)}${ruleDetail(s.rule)}`
   }
+  if (s.ttl !== undefined || s.key !== undefined) return buildCacheStatus(s)
+  return untimedText(s)
+}
+
+/**
+ * The texts of statuses without a ttl or key (every miss, pass and error), one per combination:
+ * a miss's text went on living with its request's other objects, past the young generation, in
+ * the explain page's last-status map (rules/last-status.ts) and in writes not yet flushed. A few
+ * dozen combinations come up, so the same few strings are handed out again.
+ */
+const untimedTexts = new Map<string, string>()
+function untimedText(s: CacheStatus): string {
+  // NUL cannot be in a rule name or a header value, so no two statuses share an id.
+  const id = `${s.hit ? 1 : 0}${s.stored ? 1 : 0}${s.collapsed ? 1 : 0}${s.fwd ?? ''}\u0000${s.fwdStatus ?? ''}\u0000${s.rule ?? '\u0001'}\u0000${s.detail ?? '\u0001'}`
+  let text = untimedTexts.get(id)
+  if (text === undefined) {
+    text = buildCacheStatus(s)
+    // Origin statuses, reasons and rule names are few; a bound keeps an odd origin from growing the map.
+    if (untimedTexts.size >= 1000) untimedTexts.clear()
+    untimedTexts.set(id, text)
+  }
+  return text
+}
+
+function buildCacheStatus(s: CacheStatus): string {
   let out = 'caje'
   if (s.hit) out += '; hit'
   if (s.fwd) out += `; fwd=${s.fwd}`
