@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
+    // Temp dirs the tests make are removed when each file ends.
+    setupFiles: ['src/test-support/remove-temp-dirs.ts'],
   },
 })

@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { explain } from '../rules/explain.ts'
+import { tempDirSync } from '../test-support/temp-dirs.ts'
 import type { RulesAdmin } from './rules-routes.ts'
 import { SITE, flashOf, setup, type Harness } from './test-setup.test-support.ts'
 
@@ -21,7 +22,7 @@ const rulesAdmin: RulesAdmin = {
 
 describe('explain and reload in the admin', () => {
   it('renders the explanation for a signed-in admin; the reload button needs the CSRF token and reports a bad file', async () => {
-    const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'caje-rules-admin-'))
+    const dir = tempDirSync('caje-rules-admin-')
     const file = path.join(dir, 'caje.yml')
     fs.writeFileSync(file, 'rules:\n  - name: blog\n    match: { path_glob: "/blog/:slug" }\n    tags: ["post-:slug"]\n')
     h = await setup({ entries: 1, env: { CAJE_CONFIG: file }, deps: { rules: rulesAdmin } })

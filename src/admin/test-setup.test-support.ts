@@ -5,8 +5,6 @@
 
 import fs from 'node:fs'
 import http from 'node:http'
-import os from 'node:os'
-import path from 'node:path'
 import { Hono } from 'hono'
 import type { Kysely } from 'kysely'
 import type { RunningCaje } from '../caje.ts'
@@ -16,6 +14,7 @@ import { silentLogger } from '../log.ts'
 import type { Database } from '../manifest/database.ts'
 import { toEntryRecord } from '../manifest/repositories.ts'
 import { startOrigin, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import { tempDirSync } from '../test-support/temp-dirs.ts'
 import type { ManifestEntry } from './actions.ts'
 import { createAdminApp, type AdminDeps } from './app.ts'
 
@@ -79,7 +78,7 @@ export async function setup(
     deps?: Partial<Omit<AdminDeps, 'db'>>
   } = {},
 ): Promise<Harness> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-admin-'))
+  const dir = tempDirSync('caje-admin-')
   let gate: Promise<void> | undefined
   const origin = await startOrigin((req, res) => {
     const pathname = (req.url ?? '/').split('?')[0]!

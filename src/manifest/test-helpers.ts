@@ -12,10 +12,11 @@ import { openDatabase } from './database.ts'
 import type { OpenedDatabase } from './database.ts'
 import type { LogLevel, ManifestLog } from './log.ts'
 import { migrateToLatest } from './migrate.ts'
+import { tempDirSync } from '../test-support/temp-dirs.ts'
 import type { EntryRecord } from './repositories.ts'
 
 export function tempDir(prefix = 'caje-manifest-'): { dir: string; cleanup: () => void } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const dir = tempDirSync(prefix)
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) }
 }
 

@@ -1,14 +1,13 @@
 // Real servers for tests: an origin on port 0 whose behaviour each test
 // scripts, and a full caje node on port 0 with its own temp cache dir.
 
-import fs from 'node:fs/promises'
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import { startCaje, type RunningCaje } from '../caje.ts'
 import { loadConfig } from '../config.ts'
 import { silentLogger, type Logger } from '../log.ts'
+import { tempDir } from './temp-dirs.ts'
 
 export interface TestOrigin {
   url: string
@@ -47,9 +46,7 @@ export async function startOrigin(handler: OriginHandler, port = 0): Promise<Tes
   }
 }
 
-export async function tempDir(prefix = 'caje-test-'): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), prefix))
-}
+export { tempDir }
 
 export interface TestNode extends RunningCaje {
   dir: string
