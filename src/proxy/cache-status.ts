@@ -51,6 +51,27 @@ export function formatCacheStatus(s: CacheStatus): string {
   return untimedText(s)
 }
 
+/** Slots of plainHitStatus (a power of two): whole seconds of ttl that plain hits share a status for at once. */
+const PLAIN_HIT_SLOTS = 256
+const HIT: CacheStatus = makeStatus({ hit: true })
+const plainHits: Array<{ ttl: number; status: CacheStatus; text: string } | undefined> = new Array(PLAIN_HIT_SLOTS).fill(undefined)
+
+/**
+ * A plain hit's status (no rule, no key) and its text for whole seconds of ttl, shared by every
+ * entry with that ttl: each entry's own would be rebuilt once a second, and in a mix of
+ * thousands of entries live long enough to reach the old generation. Slots by ttl modulo their
+ * number; one holds the ttl it was built for.
+ */
+export function plainHitStatus(ttl: number): { ttl: number; status: CacheStatus; text: string } {
+  const slot = ttl & (PLAIN_HIT_SLOTS - 1)
+  let shared = plainHits[slot]
+  if (shared === undefined || shared.ttl !== ttl) {
+    const status = makeStatus(HIT, { ttl })
+    plainHits[slot] = shared = { ttl, status, text: formatCacheStatus(status) }
+  }
+  return shared
+}
+
 /**
  * The texts of statuses without a ttl or key (every miss, pass and error), one per combination:
  * a miss's text went on living with its request's other objects, past the young generation, in

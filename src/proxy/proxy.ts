@@ -11,7 +11,7 @@ import type { BodyLoan, ByteRange, CacheStore, EntryMeta, StoredBody } from '../
 import type { Metrics } from '../metrics.ts'
 import { canonicalTarget } from '../canonical-url.ts'
 import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId, variantMatches } from './cache-key.ts'
-import { formatCacheStatus, makeStatus, statusLabel, type CacheStatus } from './cache-status.ts'
+import { formatCacheStatus, makeStatus, plainHitStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { FillGate } from './coalesce.ts'
 import { cleanedForClient, NOT_STORED, startFill, type Fill, type FillDeps, type FillOutcome, type FillRequest, type FillTarget } from './fill.ts'
 import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
@@ -107,8 +107,6 @@ export interface Proxy {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
 const HIT: CacheStatus = makeStatus({ hit: true })
-/** Slots of plainHitStatus (a power of two): whole seconds of ttl that plain hits share a status for at once. */
-const PLAIN_HIT_SLOTS = 256
 const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
 /** lookup() of a key with nothing stored (every miss asks twice: serve, then handleCacheable). */
@@ -239,23 +237,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
       storedHeads.set(meta, (head = { fields, age: -1, ageText: '', ttl: NaN, hitStatus: '' }))
     }
     return head
-  }
-
-  /**
-   * A plain hit's status (no rule, no key) and its text for whole seconds of ttl, shared by every
-   * entry with that ttl: each entry's own would be rebuilt once a second, and in a mix of
-   * thousands of entries live long enough to reach the old generation. Slots by ttl modulo their
-   * number; one holds the ttl it was built for.
-   */
-  const plainHits: Array<{ ttl: number; status: CacheStatus; text: string } | undefined> = new Array(PLAIN_HIT_SLOTS).fill(undefined)
-  function plainHitStatus(ttl: number): { ttl: number; status: CacheStatus; text: string } {
-    const slot = ttl & (PLAIN_HIT_SLOTS - 1)
-    let shared = plainHits[slot]
-    if (shared === undefined || shared.ttl !== ttl) {
-      const status = makeStatus(HIT, { ttl })
-      plainHits[slot] = shared = { ttl, status, text: formatCacheStatus(status) }
-    }
-    return shared
   }
 
   /**

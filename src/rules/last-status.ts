@@ -1,5 +1,5 @@
 // The last Cache-Status this node sent per cache key, for the explain page:
-// a Map kept in insertion order, bounded (the oldest key goes first).
+// a Map kept in the order keys were first recorded, bounded (the oldest key goes first).
 
 export interface LastStatus {
   record(key: string, cacheStatus: string): void
@@ -11,12 +11,14 @@ export function createLastStatus(limit = 10_000, now: () => number = Date.now): 
   return {
     record(key, cacheStatus) {
       const known = seen.get(key)
-      // The same answer again (a hit's Cache-Status changes once a second): only its time moves.
-      if (known !== undefined && known.cacheStatus === cacheStatus) {
+      // A key answered again keeps its record and its place: a hit's Cache-Status changes once a
+      // second, and moving the key to the end of the Map with a new record each time made, under
+      // a mix of thousands of keys, a record per key per second that lived long enough to be promoted.
+      if (known !== undefined) {
+        known.cacheStatus = cacheStatus
         known.at = now()
         return
       }
-      seen.delete(key)
       seen.set(key, { cacheStatus, at: now() })
       if (seen.size > limit) seen.delete(seen.keys().next().value!)
     },
