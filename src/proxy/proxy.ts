@@ -356,7 +356,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return stored && withBody(answer.result, stored)
   }
 
-  /** Response for the client from an origin response that was (maybe) admitted to the cache. */
+  /**
+   * Response for the client from an origin response that was (maybe) admitted to the cache.
+   * `admitted.headers` is the fill's own set (cleaned from the origin's for this one response; a
+   * stored entry keeps a copy, storedHeaders): Via, Cache-Status and a browser TTL are written
+   * into it rather than into a copy, one fewer header set per miss or pass.
+   */
   function clientResult(
     req: ProxyRequest,
     originUrl: URL,
@@ -366,7 +371,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
   ): ProxyResult {
     // fwd-status is what the origin sent (RFC 9211 §2.3), which a combined response (part-fill.ts) is not.
     const status = makeStatus(cacheStatus, { fwdStatus: cacheStatus.fwdStatus ?? res.status, stored: admitted.stored || undefined, detail: admitted.detail })
-    const headers: Record<string, string | string[]> = { ...admitted.headers, via: appendVia(admitted.headers.via) }
+    // The cache fill asked for the full response; the client's own conditionals are answered
+    // here (RFC 9110 §13.2.2), while the body keeps flowing into the cache. The 304 takes the
+    // origin's fields as they came, before a browser TTL rewrites Cache-Control below.
+    const notModified = res.status === 200 && clientNotModified(req.method, req.headers, admitted.headers) ? notModifiedFields(admitted.headers) : undefined
+    const headers: Record<string, string | string[]> = admitted.headers
+    const upstream = headers['cache-status']
+    headers.via = appendVia(admitted.headers.via)
     if (req.rules && req.rules.matched.length) {
       const rules = req.rules.response(res.status, admitted.headers['content-type'])
       status.rule = rules.rule ?? req.rules.rule
@@ -374,19 +385,16 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (rules.browserTtl !== undefined && !req.rules.bypass) headers['cache-control'] = `max-age=${rules.browserTtl}`
     }
     if (req.rules?.keyChanged) status.key = req.rules.key
-    const upstream = admitted.headers['cache-status']
     // Formatted once: the access log names the same text (cacheStatusText).
     const statusText = formatCacheStatus(status)
     headers['cache-status'] = upstream ? `${upstream}, ${statusText}` : statusText
     if (admitted.setCookie.length) headers['set-cookie'] = admitted.setCookie
-    // The cache fill asked for the full response; the client's own conditionals are answered
-    // here (RFC 9110 §13.2.2), while the body keeps flowing into the cache.
-    if (res.status === 200 && clientNotModified(req.method, req.headers, admitted.headers)) {
+    if (notModified) {
       drain(admitted.body)
-      const h: Record<string, string | string[]> = { via: headers.via as string, 'cache-status': headers['cache-status'] as string }
-      for (const f of NOT_MODIFIED_FIELDS) if (admitted.headers[f] !== undefined) h[f] = admitted.headers[f]!
-      if (admitted.setCookie.length) h['set-cookie'] = admitted.setCookie
-      return { status: 304, headers: h, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', originMs: res.headersMs }
+      notModified.via = headers.via as string
+      notModified['cache-status'] = headers['cache-status']
+      if (admitted.setCookie.length) notModified['set-cookie'] = admitted.setCookie
+      return { status: 304, headers: notModified, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', originMs: res.headersMs }
     }
     let body: Readable | Buffer | null = admitted.body
     if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
@@ -672,6 +680,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
 /** Interim responses for the client waiting on this origin request: only its own, never stored. */
 /** Let a body nobody sends on run to its end (a fill behind it still stores it). */
+/** The fields a 304 carries from the response it stands for (RFC 9110 §15.4.5), copied. */
+function notModifiedFields(headers: FlatHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const f of NOT_MODIFIED_FIELDS) if (headers[f] !== undefined) out[f] = headers[f]!
+  return out
+}
+
 function drain(body: Readable | Buffer): void {
   if (!Buffer.isBuffer(body)) body.resume()
 }

@@ -113,6 +113,7 @@ describe('rules file, through a real caje process', () => {
       if (p === '/default') return send(200, {})
       if (p === '/default-no-store') return send(200, { 'cache-control': 'no-store' })
       if (p === '/browser') return send(200, { 'cache-control': 'max-age=600' })
+      if (p === '/browser-etag') return send(200, { 'cache-control': 'max-age=600', etag: '"b1"' })
       if (p === '/img/a.png') return send(200, { 'content-type': 'image/png' })
       if (p === '/img/a.html') return send(200, { 'content-type': 'text/html' })
       if (p === '/missing') return send(404, {})
@@ -163,6 +164,16 @@ describe('rules file, through a real caje process', () => {
     expect(first.cacheControl).toBe('max-age=30')
     await untilHit(`${caje!.url}/browser`)
     expect((await get(`${caje!.url}/browser`)).cacheControl).toBe('max-age=30')
+  })
+
+  it("a client's If-None-Match answered on a miss gets a 304 with the origin's Cache-Control; the 200 gets the browser TTL", async () => {
+    const notModified = await get(`${caje!.url}/browser-etag?a`, { 'if-none-match': '"b1"' })
+    expect(notModified.status).toBe(304)
+    expect(notModified.cacheStatus).toMatch(/^caje; fwd=uri-miss; fwd-status=200; stored; detail=rule:browser$/)
+    expect(notModified.cacheControl).toBe('max-age=600')
+    const full = await get(`${caje!.url}/browser-etag?b`)
+    expect(full.status).toBe(200)
+    expect(full.cacheControl).toBe('max-age=30')
   })
 
   it('TTL by status keeps 404s and 5xx for their own seconds; content type decides with the response', async () => {
