@@ -678,8 +678,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 }
 
-/** Interim responses for the client waiting on this origin request: only its own, never stored. */
-/** Let a body nobody sends on run to its end (a fill behind it still stores it). */
 /** The fields a 304 carries from the response it stands for (RFC 9110 §15.4.5), copied. */
 function notModifiedFields(headers: FlatHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
@@ -687,10 +685,12 @@ function notModifiedFields(headers: FlatHeaders): Record<string, string | string
   return out
 }
 
+/** Let a body nobody sends on run to its end (a fill behind it still stores it). */
 function drain(body: Readable | Buffer): void {
   if (!Buffer.isBuffer(body)) body.resume()
 }
 
+/** Interim responses for the client waiting on this origin request: only its own, never stored. */
 function interimFor(req: ProxyRequest): ((status: number, headers: HeaderBag) => void) | undefined {
   return req.interim && ((status, headers) => req.interim!(status, headers))
 }
