@@ -38,7 +38,6 @@ import {
   isEmptyObject,
   pushEntryParams,
   storedKeyOf,
-  storedRowText,
   urlNeedsFix,
 } from './statements.ts'
 import type { HotOp } from './statements.ts'
@@ -507,7 +506,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
 const LIMITS: ThreadLimits = { maxOps: MAX_OPS_PER_BATCH, maxForgotten: MAX_FORGOTTEN_PER_OP, pieceChars: PIECE_CHARS }
 const THREAD_SOURCE = [
   'var __name = (f) => f;',
-  ...[coveredParams, entryParams, isEmptyObject, pushEntryParams, storedKeyOf, storedRowText, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, applyHotOps, indexQueuedNow].map(String),
+  ...[coveredParams, entryParams, isEmptyObject, pushEntryParams, storedKeyOf, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, applyHotOps, indexQueuedNow].map(String),
   ...[splitBatch, parseBatch, isRecord, isStr, isTime, isWhole, parseEntry, parseHotOp, parseHotBatch].map(String),
   `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, applyHotOps: ${applyHotOps.name}, indexQueuedNow: ${indexQueuedNow.name}, parseBatch: ${parseBatch.name}, parseHotBatch: ${parseHotBatch.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)}, ${JSON.stringify(LIMITS)})`,
 ].join('\n')

@@ -95,19 +95,9 @@ const UPSERT_HOLDING_CONFLICT = 'on conflict (entry_id, node_id) do update set s
 export const UPSERT_HOLDING_SQL = `${UPSERT_HOLDING_HEAD} ${HOLDING_ROW} ${UPSERT_HOLDING_CONFLICT}`
 
 /**
- * What the statement of many rows returns of each row beside its id: its key,
- * variant, host and url in one text (storedRowText), one string to read and
- * look up per row instead of four and a key made of two of them. An op whose
- * own text is among those returned was inserted or updated with its host and
- * url as they were; a row whose text no op has is one whose host or url
- * differ (FIX_ENTRY_URL_SQL), which is rare.
- */
-const STORED_ROW_TEXT_SQL = "key || char(0) || variant || char(0) || host || char(0) || url"
-
-/**
  * A run of stored ops is written STORED_ROWS_PER_STATEMENT at a time: one
  * UPSERT_ENTRY_SQL with that many rows (returning each row it inserted or
- * updated with its key, variant, host and url in one text, to match it to its op), then one UPSERT_HOLDING_SQL
+ * updated with its key, to match it to its op), then one UPSERT_HOLDING_SQL
  * with a row per holding. Every statement inside a transaction that runs
  * triggers first copies each page it changes into a statement journal, and
  * binds, steps and resets on its own: one statement per row made that the
@@ -123,7 +113,7 @@ export const MANY_ROWS_SQL = {
   entriesHead: UPSERT_ENTRY_HEAD,
   entryRow: ENTRY_ROW,
   entriesTail: `${UPSERT_ENTRY_CONFLICT}
-  returning id, ${STORED_ROW_TEXT_SQL}`,
+  returning id, key, variant, host, url`,
   holdingsHead: UPSERT_HOLDING_HEAD,
   holdingRow: HOLDING_ROW,
   holdingsTail: UPSERT_HOLDING_CONFLICT,
@@ -315,38 +305,20 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
   const recordMany = (group: readonly StoredOp[]) => {
     const params: unknown[] = []
     for (const op of group) pushEntryParams(params, op.entry)
-    // Raw rows: [id, storedRowText], one per entry inserted or updated.
-    const rows = upsertEntries(group.length).all(...params) as Array<[number, string]>
-    const idOf = new Map<string, number>()
-    for (const row of rows) idOf.set(row[1], row[0])
+    // Raw rows: [id, key, variant, host, url], one per entry inserted or updated.
+    const rows = upsertEntries(group.length).all(...params) as Array<[number, string, string, string, string]>
+    const byKey = new Map<string, [number, string, string, string, string]>()
+    for (const row of rows) byKey.set(storedKeyOf(row[1], row[2]), row)
     const holdings: unknown[] = []
-    let unmatched: StoredOp[] | undefined
     for (const op of group) {
       const e = op.entry
-      const id = idOf.get(storedRowText(e.key, e.variant, e.host, e.url))
-      if (id === undefined) (unmatched ??= []).push(op)
-      else holdings.push(id, op.nodeId, e.storedAt)
-    }
-    if (unmatched !== undefined) {
-      // Each op without its text changed nothing (an older or identical record), or updated a
-      // row whose host or url differ: only then are there rows left that no op matched.
-      const changed = new Map<string, [number, string, string]>()
-      if (rows.length > group.length - unmatched.length) {
-        for (const row of rows) {
-          const [key, variant, host, url] = row[1].split('\u0000') as [string, string, string, string]
-          changed.set(storedKeyOf(key, variant), [row[0], host, url])
-        }
+      const row = byKey.get(storedKeyOf(e.key, e.variant))
+      if (row === undefined) {
+        upsertHoldingByKey.run(...holdingByKeyParams(op.nodeId, e))
+        continue
       }
-      for (const op of unmatched) {
-        const e = op.entry
-        const row = changed.get(storedKeyOf(e.key, e.variant))
-        if (row === undefined) {
-          upsertHoldingByKey.run(...holdingByKeyParams(op.nodeId, e))
-          continue
-        }
-        if (urlNeedsFix({ id: row[0], host: row[1], url: row[2] }, e)) fixUrl.run(e.host, e.url, row[0])
-        holdings.push(row[0], op.nodeId, e.storedAt)
-      }
+      if (urlNeedsFix({ id: row[0], host: row[3], url: row[4] }, e)) fixUrl.run(e.host, e.url, row[0])
+      holdings.push(row[0], op.nodeId, e.storedAt)
     }
     if (holdings.length > 0) upsertHoldings(holdings.length / 3).run(...holdings)
   }
@@ -401,11 +373,6 @@ export function prepareHotStatements(sqlite: SQLite.Database, sql: HotSql): HotS
       pruneHitsOver.run()
     },
   }
-}
-
-/** A stored row's key, variant, host and url as the statement of many rows returns them (STORED_ROW_TEXT_SQL). */
-export function storedRowText(key: string, variant: string, host: string, url: string): string {
-  return `${key}\u0000${variant}\u0000${host}\u0000${url}`
 }
 
 /** One string per (key, variant): a key holds no NUL, and if one did, two pairs would only look alike and start a new statement. */
