@@ -91,6 +91,23 @@ describe('hot writes, many rows per statement', () => {
     expect(after.entries.filter((e) => (e as { url: string }).url.includes('/older/'))).toHaveLength(0)
   })
 
+  it('moves a key to another host in a statement of identical copies and new entries, non-ASCII keys and variants among them', async () => {
+    const ops: HotOp[] = []
+    for (let i = 0; i < 20; i++) ops.push(stored('n1', `https://ex.com/ü/${i}`, T + i, { key: `ké${i}`, variant: i % 2 ? 'gzip' : '' }))
+    for (let i = 0; i < 20; i++) {
+      const key = `ké${i}`
+      const variant = i % 2 ? 'gzip' : ''
+      // The same path on another host, newer: the row keeps its url text but not its host.
+      if (i % 5 === 0) ops.push(stored('n2', `https://ex.com/ü/${i}`, T + i + 1, { key, variant, host: 'ex.org' }))
+      else ops.push(stored('n2', `https://ex.com/ü/${i}`, T + i, { key, variant }))
+      ops.push(stored('n3', `https://ex.com/new/${i}`, T + i))
+    }
+    const after = await sameAsOneByOne(ops)
+    expect(after.entries).toHaveLength(40)
+    expect(after.entries.filter((e) => (e as { host: string }).host === 'ex.org')).toHaveLength(4)
+    expect(after.holdings).toHaveLength(60)
+  })
+
   it('leaves out what a recorded purge covers, in the middle of a run', async () => {
     const ops: HotOp[] = []
     for (let i = 0; i < 60; i++) ops.push(stored('n1', `https://ex.com/${i % 3 === 0 ? 'covered' : 'kept'}/${i}`, T + (i % 2 ? -10 : 10)))
