@@ -201,7 +201,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     clusterSecret: config.clusterSecret,
     writableDb: () => manifest.writer.writableDb(),
     applyOps: (db, ops, options) => manifest.writer.applyReceived(db, ops, options),
-    applyBody: (db, chunks) => manifest.writer.applyReceivedBody(db, chunks),
+    applyBody: (db, chunks, compact) => manifest.writer.applyReceivedBody(db, chunks, compact),
     role: () => manifest.role.current(),
     nodeId: config.nodeId,
     store,

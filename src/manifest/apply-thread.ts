@@ -22,7 +22,7 @@ import { createRequire } from 'node:module'
 import type { Worker } from 'node:worker_threads'
 import { startWorker } from '../thread-heap.ts'
 import { PIECE_CHARS, parseBatch, splitBatch } from './batch-body.ts'
-import { isRecord, isStr, isTime, isWhole, parseEntry, parseHotBatch, parseHotOp } from './hot-op-shapes.ts'
+import { expandStored, isRecord, isStr, isTime, isWhole, opsListOf, parseEntry, parseHotBatch, parseHotOp } from './hot-op-shapes.ts'
 import { MAX_FORGOTTEN_PER_OP, MAX_OPS_PER_BATCH } from './ops.ts'
 import { SEARCH_INDEX_SQL, indexQueuedNow } from './search.ts'
 import {
@@ -74,9 +74,10 @@ export interface ApplyThread {
    * transaction fails for a reason that will not pass, each batch is applied on its own as
    * apply() applies one, so a batch with an op that cannot be applied costs the others nothing.
    * Rejects as apply() does, for every body at once (a busy or read-only file fails them all
-   * alike). The event loop only copies the bytes, once.
+   * alike). The event loop only copies the bytes, once. `compact[i]`: body i is in the compact
+   * form (batch-body.ts COMPACT_CONTENT_TYPE, `{"c": [...]}`), else the JSON one.
    */
-  applyBodies(bodies: ReadonlyArray<readonly Uint8Array[]>): Promise<BodyApplyResult[]>
+  applyBodies(bodies: ReadonlyArray<readonly Uint8Array[]>, compact?: readonly boolean[]): Promise<BodyApplyResult[]>
   /**
    * Index up to maxRows queued URL changes for the admin filter in a transaction of their own
    * (what apply() left queued), failing as apply() does. Resolves to the rows still queued.
@@ -201,7 +202,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     failAll('it exited')
     exited()
   })
-  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; bodies: Array<[number, number]> } | { index: number }) => {
+  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { index: number }) => {
     if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
     const id = nextId++
     return new Promise<Reply>((resolve, reject) => {
@@ -217,7 +218,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // for the last.
   let inbox = new SharedArrayBuffer(INBOX_BYTES)
   let inboxFree: Promise<unknown> = Promise.resolve()
-  const applyBodies = async (bodies: ReadonlyArray<readonly Uint8Array[]>): Promise<BodyApplyResult[]> => {
+  const applyBodies = async (bodies: ReadonlyArray<readonly Uint8Array[]>, compact: readonly boolean[]): Promise<BodyApplyResult[]> => {
     let length = 0
     for (const chunks of bodies) for (const c of chunks) length += c.length
     // An odd large group gets memory of its own, dropped with it.
@@ -228,15 +229,15 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
       memory = inbox = new SharedArrayBuffer(size)
     }
     const into = new Uint8Array(memory)
-    const places: Array<[number, number]> = []
+    const places: Array<[number, number, boolean]> = []
     let at = 0
-    for (const chunks of bodies) {
+    for (let i = 0; i < bodies.length; i++) {
       const from = at
-      for (const c of chunks) {
+      for (const c of bodies[i]!) {
         into.set(c, at)
         at += c.length
       }
-      places.push([from, at - from])
+      places.push([from, at - from, compact[i] === true])
     }
     const reply = await send({ inbox: memory, bodies: places })
     const searchBacklog = reply.searchBacklog ?? 0
@@ -258,8 +259,8 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
       const reply = await send({ index: maxRows })
       return { searchBacklog: reply.searchBacklog ?? 0 }
     },
-    applyBodies(bodies) {
-      const done = inboxFree.then(() => applyBodies(bodies))
+    applyBodies(bodies, compact = []) {
+      const done = inboxFree.then(() => applyBodies(bodies, compact))
       inboxFree = done.catch(() => undefined)
       return done
     },
@@ -366,15 +367,15 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     }
   }
   /** The ops of one body in the inbox, or the outcome that says why there are none to apply. */
-  const opsOfBody = (inbox: SharedArrayBuffer, at: number, length: number): HotOp[] | { parsed: unknown } | { notJson: true } => {
+  const opsOfBody = (inbox: SharedArrayBuffer, at: number, length: number, compact: boolean): HotOp[] | { parsed: unknown } | { notJson: true } => {
     let body: unknown
     try {
-      body = lib.parseBatch([new Uint8Array(inbox, at, length)], new StringDecoder('utf8'), limits.pieceChars)
+      body = lib.parseBatch([new Uint8Array(inbox, at, length)], new StringDecoder('utf8'), limits.pieceChars, compact)
     } catch {
       return { notJson: true }
     }
     // Anything but hot ops of the right shape goes back as parsed: the event loop checks it (parseOps) and says what is wrong.
-    return lib.parseHotBatch(body, limits.maxOps, limits.maxForgotten) ?? { parsed: body }
+    return lib.parseHotBatch(body, compact, limits.maxOps, limits.maxForgotten) ?? { parsed: body }
   }
   /** Rows queued for the search index now, in the caller's transaction, counted up to one past the bound (a count of a million rows reads them all). */
   const searchQueued = (c: NonNullable<typeof open>) => (c.queued.get() as { n: number }).n
@@ -460,7 +461,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     inTransaction(c, () => (searchBacklog = searchQueued(c)))
     return { done, searchBacklog }
   }
-  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; bodies: Array<[number, number]> } | { id: number; index: number }) => {
+  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { id: number; index: number }) => {
     if (received === 'close') {
       try {
         open?.db.close()
@@ -484,7 +485,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       return
     }
     // Each body's ops, or what it is instead (parsed, not JSON); the batches of hot ops are applied together.
-    const outcomes: Array<HotOp[] | { parsed: unknown } | { notJson: true }> = 'inbox' in received ? received.bodies.map(([at, length]) => opsOfBody(received.inbox, at, length)) : [received.ops]
+    const outcomes: Array<HotOp[] | { parsed: unknown } | { notJson: true }> = 'inbox' in received ? received.bodies.map(([at, length, compact]) => opsOfBody(received.inbox, at, length, compact)) : [received.ops]
     const batches = outcomes.filter((o): o is HotOp[] => Array.isArray(o))
     try {
       if (batches.length === 0) {
@@ -507,6 +508,6 @@ const LIMITS: ThreadLimits = { maxOps: MAX_OPS_PER_BATCH, maxForgotten: MAX_FORG
 const THREAD_SOURCE = [
   'var __name = (f) => f;',
   ...[coveredParams, entryParams, isEmptyObject, pushEntryParams, storedKeyOf, urlNeedsFix, holdingParams, holdingByKeyParams, nodeParams, prepareHotStatements, applyHotOp, applyHotOps, indexQueuedNow].map(String),
-  ...[splitBatch, parseBatch, isRecord, isStr, isTime, isWhole, parseEntry, parseHotOp, parseHotBatch].map(String),
+  ...[splitBatch, parseBatch, isRecord, isStr, isTime, isWhole, parseEntry, parseHotOp, expandStored, opsListOf, parseHotBatch].map(String),
   `(${applyThread.toString()})({ prepareHotStatements: ${prepareHotStatements.name}, applyHotOp: ${applyHotOp.name}, applyHotOps: ${applyHotOps.name}, indexQueuedNow: ${indexQueuedNow.name}, parseBatch: ${parseBatch.name}, parseHotBatch: ${parseHotBatch.name} }, ${JSON.stringify(HOT_SQL)}, ${JSON.stringify(SEARCH_INDEX_SQL)}, ${JSON.stringify(LIMITS)})`,
 ].join('\n')

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { PIECE_CHARS, batchPieces, parseBody, readBodyChunks } from './batch-body.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import type { ManifestOp } from './ops.ts'
+import { batchBody } from './writer.ts'
 import { countEntries } from './repositories.ts'
 import { captureLog, chunked, entry, freshManifestPerTest } from './test-helpers.ts'
 
@@ -26,6 +27,23 @@ describe('parsing a batch body', () => {
       // No piece near the 128 KiB that puts a string in V8's large-object space.
       expect(Math.max(...split.pieces.map((p) => p.length))).toBeLessThan(4 * PIECE_CHARS)
     }
+  })
+
+  it('parses a large compact batch piece by piece too, cut where a stored op begins, and whole where a cut falls inside an op', () => {
+    // Every seventh op's tags begin with "s", so a cut there falls inside a stored op.
+    const ops = storedOps(3000).map((op, i) => (op.type === 'stored' && i % 7 === 0 ? { ...op, entry: { ...op.entry, tags: ['s', 'x'] } } : op))
+    const bytes = Buffer.from(batchBody(ops, true))
+    const text = bytes.toString()
+    expect(text.length).toBeGreaterThan(10 * PIECE_CHARS)
+    for (const sizes of [[65536], [7, 1000, 3]]) {
+      const chunks = chunked(bytes, sizes)
+      expect(parseBody(chunks, true)).toEqual(JSON.parse(text))
+      const split = batchPieces(chunks, true)!
+      expect(split.pieces.length).toBeGreaterThan(5)
+      expect(Math.max(...split.pieces.map((p) => p.length))).toBeLessThan(4 * PIECE_CHARS)
+    }
+    // The JSON form's cut is not the compact one's.
+    expect(batchPieces(chunked(bytes, [65536]))).toBeUndefined()
   })
 
   it('parses anything else whole, exactly as JSON.parse does, and refuses what is not JSON the same way', () => {

@@ -114,16 +114,43 @@ export function parseHotOp(v: Record<string, unknown>, maxForgotten: number): Ho
 }
 
 /**
+ * A 'stored' op as a compact batch carries it (batch-body.ts COMPACT_CONTENT_TYPE): an array,
+ * `["s", nodeId, key, variant, host, url, status, size, contentType, storedAt, staleAt,
+ * deleteAt, tags, varyHeaders]`, read back into the op's object form (parseHotOp checks it),
+ * or what is wrong with its shape. The primary reads it with the same checks as the object.
+ */
+export function expandStored(v: unknown[]): Record<string, unknown> | string {
+  if (v.length !== 14 || v[0] !== 's') return 'a stored op as an array is ["s", nodeId, key, variant, host, url, status, size, contentType, storedAt, staleAt, deleteAt, tags, varyHeaders]'
+  return {
+    type: 'stored',
+    nodeId: v[1],
+    entry: { key: v[2], variant: v[3], host: v[4], url: v[5], status: v[6], size: v[7], contentType: v[8], storedAt: v[9], staleAt: v[10], deleteAt: v[11], tags: v[12], varyHeaders: v[13] },
+  }
+}
+
+/**
+ * The list of ops of a parsed body: `ops` of the JSON form, `c` of the compact one (its stored
+ * ops arrays, see expandStored; every other op an object as in the JSON form). Undefined when
+ * the body has no such list.
+ */
+export function opsListOf(input: unknown, compact: boolean): unknown[] | undefined {
+  if (!isRecord(input)) return undefined
+  const list = compact ? input.c : input.ops
+  return Array.isArray(list) ? list : undefined
+}
+
+/**
  * A batch's ops when every one is a hot op of the right shape, else undefined (then parseOps
  * decides: it skips unknown types, checks the other kinds and says what is wrong). `input` is
- * the parsed body; `maxOps` and `maxForgotten` as parseOps takes them.
+ * the parsed body, in the compact form when `compact`; `maxOps` and `maxForgotten` as parseOps takes them.
  */
-export function parseHotBatch(input: unknown, maxOps: number, maxForgotten: number): HotOp[] | undefined {
-  const list = isRecord(input) ? input.ops : undefined
-  if (!Array.isArray(list) || list.length > maxOps) return undefined
+export function parseHotBatch(input: unknown, compact: boolean, maxOps: number, maxForgotten: number): HotOp[] | undefined {
+  const list = opsListOf(input, compact)
+  if (list === undefined || list.length > maxOps) return undefined
   const ops: HotOp[] = []
   for (let i = 0; i < list.length; i++) {
-    const v: unknown = list[i]
+    let v: unknown = list[i]
+    if (compact && Array.isArray(v)) v = expandStored(v)
     if (!isRecord(v)) return undefined
     const op = parseHotOp(v, maxForgotten)
     if (op === undefined || typeof op === 'string') return undefined

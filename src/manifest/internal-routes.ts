@@ -35,7 +35,7 @@ import { bearerToken, secretEquals } from '../bearer.ts'
 import { integrityOfBytes } from '../cache/content-file.ts'
 import { type CacheStore, type EntryMeta, type StoredBody, isMemoryOnlyIntegrity, isPendingIntegrity, sameStoredBody } from '../cache/types.ts'
 import type { Database } from './database.ts'
-import { parseBody, readBodyChunks } from './batch-body.ts'
+import { BATCH_FORMS_HEADER, COMPACT_CONTENT_TYPE, batchFormOf, parseBody, readBodyChunks } from './batch-body.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { applyOps as applyOpsToDb, isTransientDbError, parseOps } from './ops.ts'
@@ -65,9 +65,10 @@ export interface InternalAppDeps {
    * How to apply a received batch from the bytes of its body (the manifest writer's
    * applyReceivedBody: its apply thread parses and applies a batch of hot ops, so the event loop
    * does neither). A body it hands back parsed is checked and applied as ops (applyOps). Without
-   * it, the body is parsed here.
+   * it, the body is parsed here. `compact`: the body is in the compact form (batch-body.ts
+   * COMPACT_CONTENT_TYPE).
    */
-  applyBody?(db: Kysely<Database>, chunks: readonly Buffer[]): Promise<ReceivedBody>
+  applyBody?(db: Kysely<Database>, chunks: readonly Buffer[], compact: boolean): Promise<ReceivedBody>
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
   store?: Pick<CacheStore, 'variants' | 'read' | 'readMany'>
@@ -142,12 +143,12 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
   const maxBatchBytes = deps.maxBodyBytes ?? 32 * 1024 * 1024
   const lines = batchLines()
   /** A replica's batch, read: applied (on the apply thread when deps.applyBody), or why not. */
-  const answerBatch = async (db: Kysely<Database>, chunks: Buffer[], from: string | undefined): Promise<BatchAnswer> => {
+  const answerBatch = async (db: Kysely<Database>, chunks: Buffer[], compact: boolean, from: string | undefined): Promise<BatchAnswer> => {
     let body: unknown
     if (deps.applyBody) {
       let received: ReceivedBody
       try {
-        received = await deps.applyBody(db, chunks)
+        received = await deps.applyBody(db, chunks, compact)
       } catch (err) {
         return applyFailed(log, from, undefined, err)
       }
@@ -156,12 +157,12 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
       body = received.body
     } else {
       try {
-        body = parseBody(chunks)
+        body = parseBody(chunks, compact)
       } catch {
         return { status: 400, body: { error: 'body is not valid JSON' } }
       }
     }
-    const parsed = parseOps(body)
+    const parsed = parseOps(body, undefined, compact)
     if (!parsed.ok) {
       log('warn', 'refused a manifest batch from a peer', { from, error: parsed.error })
       return { status: 400, body: { error: parsed.error } }
@@ -177,7 +178,18 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
     }
   }
 
+  // Every answer of the batch endpoint says which forms beside JSON it reads: a replica sends
+  // the compact one once it has seen this (writer.ts RemoteWriter).
+  app.use('/manifest', async (c, next) => {
+    await next()
+    c.res.headers.set(BATCH_FORMS_HEADER, 'compact')
+  })
+
   app.post('/manifest', async (c) => {
+    const form = batchFormOf(c.req.header('content-type'))
+    if (form === undefined) {
+      return c.json({ error: `a batch is application/json ({"ops": [...]}) or ${COMPACT_CONTENT_TYPE} ({"c": [...]}), not ${c.req.header('content-type')}` }, 415)
+    }
     // Node's parser has refused a malformed length, or one beside Transfer-Encoding (RFC 9112
     // §6.3), and ends the body at the declared length: a larger one is refused unread.
     if (Number(c.req.header('content-length')) > maxBatchBytes) return tooLarge(c)
@@ -206,7 +218,7 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
     // its line of batches: this one is answered at once as in line, and its outcome follows.
     const line = deps.applyBody ? c.req.header(PIPELINE_HEADER) : undefined
     if (line === undefined || line === '') {
-      const { status, body } = await answerBatch(db, chunks, from)
+      const { status, body } = await answerBatch(db, chunks, form === 'compact', from)
       return c.json(body, status)
     }
     const place = lines.join(line)
@@ -215,7 +227,7 @@ export function createInternalApp(deps: InternalAppDeps): Hono {
       try {
         // The sender's batch before this one first: applied, then this one; not applied, and this one is not either (the sender sends both again, in order).
         if (!(await place.previous)) return (answered = { status: 503, body: { error: 'the batch before this one in its line was not applied; retry' } })
-        return (answered = await answerBatch(db, chunks, from))
+        return (answered = await answerBatch(db, chunks, form === 'compact', from))
       } catch (err) {
         return (answered = { status: 503, body: { error: describeError(err) } })
       } finally {

@@ -31,7 +31,7 @@ import { STORED_ROWS_PER_STATEMENT, applyHotOp, applyHotOps, hotStatements, isHo
 import { parseHitsOp, recordHits } from './hot-set.ts'
 import type { HitsOp } from './hot-set.ts'
 import type { HotOp, HotStatements } from './statements.ts'
-import { isRecord, isStr, isTime, parseHotOp } from './hot-op-shapes.ts'
+import { expandStored, isRecord, isStr, isTime, opsListOf, parseHotOp } from './hot-op-shapes.ts'
 
 export type ManifestOp =
   /** nodeId committed this variant to its disk cache. */
@@ -487,19 +487,26 @@ const PURGE_KINDS: readonly PurgeKind[] = ['url', 'prefix', 'tag', 'all']
  * run another version: anything that does not fit is refused whole with the
  * reason, rather than half-applied.
  */
-export function parseOps(input: unknown, maxOps = MAX_OPS_PER_BATCH): ParseResult {
-  const list = isRecord(input) ? input.ops : undefined
-  if (!Array.isArray(list)) return { ok: false, error: 'body must be {"ops": [...]}' }
+export function parseOps(input: unknown, maxOps = MAX_OPS_PER_BATCH, compact = false): ParseResult {
+  // The compact form (batch-body.ts COMPACT_CONTENT_TYPE): {"c": [...]}, its stored ops arrays.
+  const name = compact ? 'c' : 'ops'
+  const list = opsListOf(input, compact)
+  if (list === undefined) return { ok: false, error: `body must be {"${name}": [...]}` }
   if (list.length > maxOps) return { ok: false, error: `too many ops in one batch (${list.length} > ${maxOps})` }
   const ops: ManifestOp[] = []
   const unknownTypes = new Set<string>()
   for (let i = 0; i < list.length; i++) {
-    const op = parseOp(list[i])
+    let v: unknown = list[i]
+    if (compact && Array.isArray(v)) {
+      v = expandStored(v)
+      if (typeof v === 'string') return { ok: false, error: `${name}[${i}]: ${v}` }
+    }
+    const op = parseOp(v)
     if (op === UNKNOWN_TYPE) {
-      unknownTypes.add(String((list[i] as { type?: unknown }).type).slice(0, 64))
+      unknownTypes.add(String((v as { type?: unknown }).type).slice(0, 64))
       continue
     }
-    if (typeof op === 'string') return { ok: false, error: `ops[${i}]: ${op}` }
+    if (typeof op === 'string') return { ok: false, error: `${name}[${i}]: ${op}` }
     ops.push(op)
   }
   return { ok: true, ops, unknownTypes: [...unknownTypes] }

@@ -232,18 +232,18 @@ describe('RemoteWriter', () => {
       if (n === 2) secondArrived()
       await next()
     })
-    const applyBody = async (chunks: readonly Buffer[]): Promise<ReceivedBody> => {
+    const applyBody = async (chunks: readonly Buffer[], compact: boolean): Promise<ReceivedBody> => {
       const n = ++bodies
       // The first batch is applied once the second has arrived (or, if it never comes while this one waits, after a while: the test then fails below).
       if (n === 1) await Promise.race([second, new Promise((r) => setTimeout(r, 2000))])
       // The second batch finds the file busy, once.
       if (n === 2) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })
-      const received = await direct.applyReceivedBody(chunks)
+      const received = await direct.applyReceivedBody(chunks, compact)
       if (received.kind === 'applied') appliedOps += received.result.applied
       events.push(`applied ${n}`)
       return received
     }
-    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => primaryDb, log: captureLog().log, applyOps: (d, ops, o) => direct.applyReceived(ops, o), applyBody: (d, chunks) => applyBody(chunks) }))
+    root.route(INTERNAL_BASE_PATH, createInternalApp({ clusterSecret: SECRET, writableDb: () => primaryDb, log: captureLog().log, applyOps: (d, ops, o) => direct.applyReceived(ops, o), applyBody: (d, chunks, compact) => applyBody(chunks, compact) }))
     const server = await new Promise<Server>((resolve) => {
       const s = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server)) as Server
     })

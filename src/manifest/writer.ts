@@ -21,7 +21,7 @@ import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { ApplyThreadGoneError, startApplyThread, type ApplyThread, type BodyApplyResult, type ThreadApplyResult } from './apply-thread.ts'
-import { parseBody } from './batch-body.ts'
+import { BATCH_FORMS_HEADER, COMPACT_CONTENT_TYPE, parseBody } from './batch-body.ts'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { isHotOp } from './statements.ts'
 import type { HotOp } from './statements.ts'
@@ -537,6 +537,8 @@ const GROUP_BYTES = 2 * 1024 * 1024
 
 interface WaitingBody {
   chunks: readonly Uint8Array[]
+  /** In the compact form (batch-body.ts COMPACT_CONTENT_TYPE). */
+  compact: boolean
   resolve: (result: BodyApplyResult) => void
   reject: (err: unknown) => void
 }
@@ -544,9 +546,9 @@ interface WaitingBody {
 /** A replica's batch body after applyReceivedBody. */
 export type ReceivedBody = { kind: 'applied'; result: ApplyResult } | { kind: 'parsed'; body: unknown } | { kind: 'not-json' }
 
-function parsedHere(chunks: readonly Uint8Array[]): ReceivedBody {
+function parsedHere(chunks: readonly Uint8Array[], compact: boolean): ReceivedBody {
   try {
-    return { kind: 'parsed', body: parseBody(chunks) }
+    return { kind: 'parsed', body: parseBody(chunks, compact) }
   } catch {
     return { kind: 'not-json' }
   }
@@ -662,13 +664,13 @@ export class DirectWriter extends BatchWriter {
    * not hot ops alone, or one that does not fit: the caller checks it with parseOps and applies
    * it with applyReceived), or 'not-json'. Throws as applyReceived does.
    */
-  async applyReceivedBody(chunks: readonly Uint8Array[]): Promise<ReceivedBody> {
+  async applyReceivedBody(chunks: readonly Uint8Array[], compact = false): Promise<ReceivedBody> {
     if (this.released) throw new WriterStoppedError()
-    if (this.threadPath === undefined) return parsedHere(chunks)
+    if (this.threadPath === undefined) return parsedHere(chunks, compact)
     await this.prepared()
     if (this.released) throw new WriterStoppedError()
     const done = await new Promise<BodyApplyResult>((resolve, reject) => {
-      this.waitingBodies.push({ chunks, resolve, reject })
+      this.waitingBodies.push({ chunks, compact, resolve, reject })
       this.applyWaitingBodies()
     })
     if (done.kind === 'not-json') return { kind: 'not-json' }
@@ -694,7 +696,10 @@ export class DirectWriter extends BatchWriter {
             if (this.released) throw new WriterStoppedError()
             const results = await this.onThread((thread) => {
               group = this.takeBodyGroup()
-              return thread.applyBodies(group.map((b) => b.chunks))
+              return thread.applyBodies(
+                group.map((b) => b.chunks),
+                group.map((b) => b.compact),
+              )
             })
             group!.forEach((b, i) => b.resolve(results[i]!))
           } catch (err) {
@@ -855,6 +860,13 @@ export class RemoteWriter extends BatchWriter {
   private readonly clusterSecret: string
   private readonly nodeId: string | undefined
   private readonly requestTimeoutMs: number
+  /**
+   * The primary whose batch endpoint announced that it reads the compact form (its answers'
+   * BATCH_FORMS_HEADER): batches go to it compact. Until then, and for a primary that refused
+   * a compact batch (compactRefusedBy), they go as `{"ops": [...]}`, which every version reads.
+   */
+  private compactTo: string | undefined
+  private compactRefusedBy: string | undefined
 
   constructor(options: RemoteWriterOptions) {
     super({ maxBatch: 500, backoffMs: 200, maxBackoffMs: 10_000, ...options })
@@ -874,6 +886,9 @@ export class RemoteWriter extends BatchWriter {
     const next = url?.replace(/\/+$/, '')
     if (next === this.primaryUrl) return
     this.primaryUrl = next
+    // A new primary may be of another version: the JSON form until it announces the compact one.
+    this.compactTo = undefined
+    this.compactRefusedBy = undefined
     if (next) this.retryNow()
   }
 
@@ -933,9 +948,10 @@ export class RemoteWriter extends BatchWriter {
 
   /** One request of a delivery (in its line, when named): `queued` once the primary has the batch in line (true) or has answered outright (false). */
   private post(base: string, batch: ManifestOp[], signal: AbortSignal, inLine: string | undefined): BatchPost {
+    const compact = this.compactTo === base && this.compactRefusedBy !== base
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.clusterSecret}`,
-      'content-type': 'application/json',
+      'content-type': compact ? COMPACT_CONTENT_TYPE : 'application/json',
     }
     if (this.nodeId) headers['x-caje-node'] = this.nodeId
     if (inLine !== undefined) headers[PIPELINE_HEADER] = inLine
@@ -947,7 +963,7 @@ export class RemoteWriter extends BatchWriter {
         res = await fetch(`${base}${MANIFEST_OPS_PATH}`, {
           method: 'POST',
           headers,
-          body: batchBody(batch),
+          body: batchBody(batch, compact),
           signal: AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeoutMs)]),
           redirect: 'manual',
         })
@@ -955,9 +971,10 @@ export class RemoteWriter extends BatchWriter {
         queued(false)
         return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: ${describeCause(err)}` }
       }
+      this.noteForms(base, res.headers.get(BATCH_FORMS_HEADER))
       const answeredLater = res.ok && res.headers.get(QUEUED_HEADER) === '1'
       queued(answeredLater)
-      if (!answeredLater) return this.outcomeOf(res.status, await res.text().catch(() => ''), batch)
+      if (!answeredLater) return this.outcomeOf(res.status, await res.text().catch(() => ''), batch, compact ? base : undefined)
       // In line: the status is in the body, which comes once the batch is applied (or not).
       let text: string
       try {
@@ -967,13 +984,32 @@ export class RemoteWriter extends BatchWriter {
       }
       const status = safeJson(text)?.status
       if (typeof status !== 'number') return { kind: 'retry', error: `POST ${base}${MANIFEST_OPS_PATH}: the answer ended without a status` }
-      return this.outcomeOf(status, text, batch)
+      return this.outcomeOf(status, text, batch, compact ? base : undefined)
     })()
     return { queued: inLineAt, answer }
   }
 
-  /** What the primary's answer (status and body) means for the batch sent. */
-  private outcomeOf(status: number, text: string, batch: ManifestOp[]): Outcome {
+  /** The forms beside JSON the primary at `base` announced in an answer (BATCH_FORMS_HEADER): compact from now on, or JSON when it no longer says so. */
+  private noteForms(base: string, forms: string | null): void {
+    if (base !== this.primaryUrl) return
+    const compact = forms !== null && forms.split(',').some((f) => f.trim().toLowerCase() === 'compact')
+    if (compact) this.compactTo = base
+    else if (this.compactTo === base) this.compactTo = undefined
+  }
+
+  /**
+   * What the primary's answer (status and body) means for the batch sent; `compactTo`: the
+   * primary it was sent to in the compact form. A compact batch it refuses goes again as JSON
+   * (retry), and every batch after it: nothing is lost to a primary that reads the form otherwise.
+   */
+  private outcomeOf(status: number, text: string, batch: ManifestOp[], compactTo?: string): Outcome {
+    const outcome = this.outcomeOfStatus(status, text, batch)
+    if (outcome.kind !== 'reject' || compactTo === undefined) return outcome
+    this.compactRefusedBy = compactTo
+    return { kind: 'retry', error: `${outcome.error}; sent again as application/json` }
+  }
+
+  private outcomeOfStatus(status: number, text: string, batch: ManifestOp[]): Outcome {
     if (status >= 200 && status < 300) {
       const body = safeJson(text)
       const applied = typeof body?.applied === 'number' ? body.applied : batch.length
@@ -987,7 +1023,7 @@ export class RemoteWriter extends BatchWriter {
       return { kind: 'retry', error: detail }
     }
     // Malformed for the primary (another version?): retrying cannot help.
-    if (status === 400 || status === 413 || status === 422) return { kind: 'reject', error: detail }
+    if (status === 400 || status === 413 || status === 415 || status === 422) return { kind: 'reject', error: detail }
     // 401/403 (secret mismatch), 409/503 (not the primary yet/any more), 5xx:
     // keep the ops and retry; the queue bound limits what this can cost.
     return { kind: 'retry', error: detail }
@@ -1014,12 +1050,15 @@ const BODY_OPS_PER_PIECE = 100
  * `JSON.stringify({ ops })`, byte for byte, as UTF-8, made a hundred ops at a time: the text of
  * a whole batch of 1,000 stored ops is about 300 KB, and V8 puts a string of 128 KiB or more on
  * pages of its own, mapped fresh each time (batch-body.ts says what that cost on the primary).
+ * `compact`: the compact form instead (batch-body.ts COMPACT_CONTENT_TYPE), `{"c": [...]}` with
+ * each stored op an array (compactOp), about half the bytes.
  */
-export function batchBody(ops: readonly ManifestOp[]): Uint8Array<ArrayBuffer> {
-  const parts: Buffer[] = [Buffer.from('{"ops":[')]
+export function batchBody(ops: readonly ManifestOp[], compact = false): Uint8Array<ArrayBuffer> {
+  const parts: Buffer[] = [Buffer.from(compact ? '{"c":[' : '{"ops":[')]
   let length = parts[0]!.length
   for (let at = 0; at < ops.length; at += BODY_OPS_PER_PIECE) {
-    const list = JSON.stringify(ops.slice(at, at + BODY_OPS_PER_PIECE))
+    const slice = ops.slice(at, at + BODY_OPS_PER_PIECE)
+    const list = JSON.stringify(compact ? slice.map(compactOp) : slice)
     // The pieces' lists joined into one: each without its brackets, a comma between two.
     const part = Buffer.from(`${at > 0 ? ',' : ''}${list.slice(1, -1)}`)
     parts.push(part)
@@ -1033,6 +1072,13 @@ export function batchBody(ops: readonly ManifestOp[]): Uint8Array<ArrayBuffer> {
     at += part.length
   }
   return body
+}
+
+/** An op as the compact form carries it: a stored op as the array hot-op-shapes.ts expandStored reads, any other as it is. */
+export function compactOp(op: ManifestOp): unknown {
+  if (op.type !== 'stored') return op
+  const e = op.entry
+  return ['s', op.nodeId, e.key, e.variant, e.host, e.url, e.status, e.size, e.contentType, e.storedAt, e.staleAt, e.deleteAt, e.tags, e.varyHeaders]
 }
 
 function safeJson(text: string): Record<string, unknown> | undefined {
@@ -1077,7 +1123,7 @@ export interface SwitchingManifestWriter extends ManifestWriter {
    */
   applyReceived(db: Kysely<Database>, ops: readonly ManifestOp[], options?: ApplyOptions): Promise<ApplyResult>
   /** The same for a batch as the bytes of its body (DirectWriter.applyReceivedBody). */
-  applyReceivedBody(db: Kysely<Database>, chunks: readonly Uint8Array[]): Promise<ReceivedBody>
+  applyReceivedBody(db: Kysely<Database>, chunks: readonly Uint8Array[], compact: boolean): Promise<ReceivedBody>
 }
 
 export function createManifestWriter(options: CreateManifestWriterOptions): SwitchingManifestWriter {
@@ -1181,9 +1227,9 @@ export function createManifestWriter(options: CreateManifestWriterOptions): Swit
       if (!(current instanceof DirectWriter) || current.db !== db) return Promise.reject(new WriterStoppedError())
       return current.applyReceived(ops, applyOptions)
     },
-    applyReceivedBody(db, chunks) {
+    applyReceivedBody(db, chunks, compact) {
       if (!(current instanceof DirectWriter) || current.db !== db) return Promise.reject(new WriterStoppedError())
-      return current.applyReceivedBody(chunks)
+      return current.applyReceivedBody(chunks, compact)
     },
   }
 }
