@@ -114,6 +114,9 @@ describe('the primary reads both forms of a batch', () => {
       expect(batchBody(mixed(40), true).length).toBeLessThan(batchBody(mixed(40)).length * 0.7)
       expect(manifestTables(compact.m.sqlite)).toEqual(manifestTables(json.m.sqlite))
       expect(await countEntries(compact.m.db)).toBeGreaterThan(0)
+      // Stores alone are read and applied on the thread, not handed back to the event loop.
+      if (thread) expect(await compact.writer.applyReceivedBody([Buffer.from(batchBody([stored(800)], true))], true)).toEqual({ kind: 'applied', result: { applied: 1, failed: 0 } })
+      if (thread) expect(await json.writer.applyReceivedBody([Buffer.from(batchBody([stored(800)]))], false)).toEqual({ kind: 'applied', result: { applied: 1, failed: 0 } })
     })
   }
 
