@@ -34,7 +34,8 @@ import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litef
 import { startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
 import { migrateToLatest } from '../src/manifest/migrate.ts'
 import type { ManifestOp } from '../src/manifest/ops.ts'
-import { PIPELINE_HEADER, PIPELINED_BATCHES, QUEUED_HEADER } from '../src/manifest/writer.ts'
+import { PIPELINE_HEADER, PIPELINED_BATCHES, QUEUED_HEADER, batchBody } from '../src/manifest/writer.ts'
+import { BATCH_FORMS_HEADER, COMPACT_CONTENT_TYPE } from '../src/manifest/batch-body.ts'
 
 const HELP = `npm run bench:cluster-scale [-- options]
 
@@ -568,8 +569,13 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
     }
     batches.push(ops)
   }
+  // The form a replica sends once the primary has answered it (writer.ts RemoteWriter): compact when announced.
+  const probe = await fetch(`${primary.url}/_caje/internal/manifest`, { method: 'POST', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' }, body: '{"ops":[]}' })
+  await probe.arrayBuffer()
+  const compact = (probe.headers.get(BATCH_FORMS_HEADER) ?? '').split(',').some((f) => f.trim() === 'compact')
   // Bytes, as a replica sends them (writer.ts batchBody), made before the clock starts.
-  const bodies = batches.map((ops) => new Uint8Array(Buffer.from(JSON.stringify({ ops }))))
+  const bodies = batches.map((ops) => batchBody(ops, compact))
+  console.log(`  apply: batches sent as ${compact ? COMPACT_CONTENT_TYPE : 'application/json'}, ${Math.round(bodies[0]!.length / 1024)} KB per ${batches[0]!.length} ops`)
   // The search index's queue left by the run before (or the warm-up) is not this run's work.
   await searchQueueBelow(cluster.dbPath, 1)
   const idleWorst = await idleProbeWorst(cluster)
@@ -591,7 +597,7 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
     const answer = (async () => {
       const res = await fetch(`${primary.url}/_caje/internal/manifest`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json', 'x-caje-node': 'bench', ...(line ? { [PIPELINE_HEADER]: line } : {}) },
+        headers: { authorization: `Bearer ${SECRET}`, 'content-type': compact ? COMPACT_CONTENT_TYPE : 'application/json', 'x-caje-node': 'bench', ...(line ? { [PIPELINE_HEADER]: line } : {}) },
         body,
       })
       queued(res.headers.get(QUEUED_HEADER) === '1')
