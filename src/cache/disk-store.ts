@@ -24,7 +24,7 @@ import path from 'node:path'
 import cacache from 'cacache'
 import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, integrityOfBytes, isMissing, readContent, readTrustedNow } from './content-file.ts'
 import { BodyReader, type BodyFile } from './body-reader.ts'
-import { DiskWriter, type DiskJob, type DiskWriterStats, type IndexLine, type JobResult } from './disk-writer.ts'
+import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from './disk-writer.ts'
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
@@ -219,6 +219,32 @@ function isMetadata(value: unknown): value is NewEntry {
     typeof m.varyHeaders === 'object' && m.varyHeaders !== null &&
     Array.isArray(m.tags)
   )
+}
+
+/**
+ * indexJson() around its integrity, for the disk writer to put in once it has hashed the body.
+ * Each part is one flat string (see flatLine).
+ */
+function indexJsonAround(id: string, time: number, size: number, metadataJson: string): [string, string] {
+  return [flatLine(['{"key":', JSON.stringify(id), ',"integrity":"']), flatLine(['","time":', String(time), ',"size":', String(size), ',"metadata":', metadataJson, '}'])]
+}
+
+/** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
+function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
+  // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
+  return flatLine(['{"key":', JSON.stringify(id), ',"integrity":"', integrity, '","time":', String(time), ',"size":', String(size), ',"metadata":', metadataJson, '}'])
+}
+
+/**
+ * An index line as one flat string. A line joined with `+` or a template is a tree of V8 cons
+ * strings that keeps its parts, the metadata's JSON among them, for as long as the write waits
+ * in the queue (promoted to the old generation under a storm of misses); posting it to the
+ * writer's thread then flattens it, and the flat copy, made in the young generation but held by
+ * the old tree, is promoted too. Array join writes the parts into one new string once, and they
+ * die young.
+ */
+export function flatLine(parts: string[]): string {
+  return parts.join('')
 }
 
 function jobError(result: JobResult): Error {
@@ -685,7 +711,7 @@ class CacacheDiskStore implements DiskStore {
     const { handle, meta } = this.#publish(id, entry, content)
     const compact = this.#index.indexLines(handle) > COMPACT_AFTER_LINES
     if (compact) this.#index.setIndexLines(handle, 1)
-    const line = { time: this.#index.committedAt(handle), size, metadataJson }
+    const line = indexJsonAround(id, this.#index.committedAt(handle), size, metadataJson)
     this.#writer.enqueue({ op: 'put-hashed', body, id, line, compact }, this.#whenDigested(handle, entry.key, content, body))
     this.#evict()
     return { meta, body }
@@ -812,7 +838,7 @@ class CacacheDiskStore implements DiskStore {
       const committedAt = this.#commitTime()
       const previous = this.#index.find(entry.key, entry.variant)
       const indexLines = (previous === undefined ? 0 : this.#index.indexLines(previous)) + 1
-      const line: IndexLine = { integrity: finished.integrity, time: committedAt, size: finished.size, metadataJson }
+      const line = indexJson(id, finished.integrity, committedAt, finished.size, metadataJson)
       const result = await this.#writer.run({ op: 'put', tmpPath: finished.tmpPath, contentPath: path, id, line, compact: indexLines > COMPACT_AFTER_LINES })
       if (!result.ok) {
         this.#release(content)
@@ -867,8 +893,8 @@ class CacacheDiskStore implements DiskStore {
     return { handle, meta }
   }
 
-  #line(handle: Handle, meta: EntryMeta, metadataJson: string): IndexLine {
-    return { integrity: meta.integrity, time: this.#index.committedAt(handle), size: meta.size, metadataJson }
+  #line(handle: Handle, meta: EntryMeta, metadataJson: string): string {
+    return indexJson(entryId(meta.key, meta.variant), meta.integrity, this.#index.committedAt(handle), meta.size, metadataJson)
   }
 
   /** The disk writer's answer for a buffered body. */

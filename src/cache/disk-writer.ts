@@ -32,29 +32,17 @@ export interface WrittenFile {
   ctimeMs: number
 }
 
-/**
- * What an entry's index line holds besides its key (the job's id). The writer's thread makes the
- * line (indexJson) when it takes the job: a queued job holds the metadata's JSON, which its
- * committer made anyway, and no copy of it inside a line made on the event loop's thread (a copy
- * per miss that, under a storm, waited in the queue long enough to be promoted).
- */
-export interface IndexLine {
-  integrity: string
-  time: number
-  size: number
-  metadataJson: string
-}
-
 export type DiskJob =
   /** A body (or a finished temp file) moved into content-v2, then its index line appended (or the bucket rewritten to that line). */
-  | { op: 'put'; body?: Uint8Array; tmpPath?: string; contentPath: string; id: string; line: IndexLine; compact: boolean }
+  | { op: 'put'; body?: Uint8Array; tmpPath?: string; contentPath: string; id: string; line: string; compact: boolean }
   /**
    * A body whose digest is not known yet: this thread hashes it, writes it under its content
-   * name and appends its index line with that integrity. The result carries the integrity.
+   * name and appends the index line `line[0] + integrity + line[1]`. The result carries the
+   * integrity.
    */
-  | { op: 'put-hashed'; body: Uint8Array; id: string; line: Omit<IndexLine, 'integrity'>; compact: boolean }
+  | { op: 'put-hashed'; body: Uint8Array; id: string; line: readonly [string, string]; compact: boolean }
   /** An index line for a body already in place (a metadata update). */
-  | { op: 'index'; id: string; line: IndexLine; compact: boolean }
+  | { op: 'index'; id: string; line: string; compact: boolean }
   | { op: 'rm-bucket'; id: string }
   | { op: 'rm-content'; path: string }
   /** Everything cacache keeps (cacache.rm.all): content-v*, index-v*. */
@@ -457,14 +445,9 @@ function diskWriterThread(): void {
     const hex = digest.toString('hex')
     return `${sha512Root}${sep}${hex.slice(0, 2)}${sep}${hex.slice(2, 4)}${sep}${hex.slice(4)}`
   }
-  /** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
-  // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
-  const indexJson = (id: string, line: IndexLine): string =>
-    `{"key":${JSON.stringify(id)},"integrity":"${line.integrity}","time":${line.time},"size":${line.size},"metadata":${line.metadataJson}}`
   /** cacache's index line: the sha1 of the JSON, a tab, the JSON (its reader skips lines whose hash does not match). */
   const indexLine = (json: string): string => `\n${crypto.hash('sha1', json, 'hex')}\t${json}`
-  const writeIndex = (id: string, line: IndexLine, compact: boolean): void => {
-    const json = indexJson(id, line)
+  const writeIndex = (id: string, json: string, compact: boolean): void => {
     const bucket = bucketPath(id)
     if (compact) {
       // The bucket rewritten to its newest line, atomically (what cacache.index.compact does).
@@ -539,7 +522,7 @@ function diskWriterThread(): void {
         const digest = sha512(job.body)
         const integrity = `sha512-${digest.toString('base64')}`
         const file = contentPathOf(digest)
-        const line: IndexLine = { integrity, time: job.line.time, size: job.line.size, metadataJson: job.line.metadataJson }
+        const line = `${job.line[0]}${integrity}${job.line[1]}`
         // A body already on disk (the same bytes under another entry) is not written again,
         // only its index line; a file under that name with other bytes (torn by a crash) is
         // replaced whole, as a put does.
