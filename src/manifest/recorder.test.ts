@@ -30,6 +30,10 @@ describe('recorder', () => {
     const op = opForStoreEvent({ type: 'stored', meta }, 'n1')
     expect(op).toEqual({ type: 'stored', nodeId: 'n1', entry: entry({ url: 'https://ex.com/a', tags: ['t'] }) })
     expect(JSON.stringify(op)).not.toContain('policy')
+    // The stored metadata is frozen: the op shares its tags and vary values instead of copying them.
+    const stored = op as Extract<ManifestOp, { type: 'stored' }>
+    expect(stored.entry.tags).toBe(meta.tags)
+    expect(stored.entry.varyHeaders).toBe(meta.varyHeaders)
     expect(opForStoreEvent({ type: 'deleted', key: 'k', variant: 'v', reason: 'evicted' }, 'n1')).toEqual({
       type: 'deleted',
       nodeId: 'n1',

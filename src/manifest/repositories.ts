@@ -104,7 +104,11 @@ export interface Purge extends NewPurge {
   id: number
 }
 
-/** Pick the manifest's fields out of anything entry-shaped (an EntryMeta carries headers and policy too). */
+/**
+ * Pick the manifest's fields out of anything entry-shaped (an EntryMeta carries headers and policy too).
+ * Tags and vary values are shared, not copied: a stored entry's metadata is frozen (freezeMeta), an
+ * op's record is only read, and every 'stored' op of a miss storm would otherwise copy both.
+ */
 export function toEntryRecord(meta: EntryRecord): EntryRecord {
   return {
     key: meta.key,
@@ -117,8 +121,8 @@ export function toEntryRecord(meta: EntryRecord): EntryRecord {
     storedAt: meta.storedAt,
     staleAt: meta.staleAt,
     deleteAt: meta.deleteAt,
-    tags: [...meta.tags],
-    varyHeaders: { ...meta.varyHeaders },
+    tags: meta.tags,
+    varyHeaders: meta.varyHeaders,
   }
 }
 
