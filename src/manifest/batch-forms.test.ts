@@ -189,6 +189,20 @@ describe('RemoteWriter sends the compact form only where it is announced', () =>
     expect(await countEntries(p.m.db)).toBe(21)
   })
 
+  it("goes back to JSON once the primary's answers stop announcing the compact form (another version at the same address)", async () => {
+    const options = { announce: true }
+    const p = await startPrimary(options)
+    const writer = remote(p.url)
+    await deliver(writer, [stored(0)])
+    await deliver(writer, [stored(1)])
+    options.announce = false
+    // Sent compact (nothing said otherwise yet); its answer no longer announces the form.
+    await deliver(writer, [stored(2)])
+    await deliver(writer, [stored(3)])
+    expect(p.received).toEqual(['application/json', COMPACT_CONTENT_TYPE, COMPACT_CONTENT_TYPE, 'application/json'])
+    expect(await countEntries(p.m.db)).toBe(4)
+  })
+
   it('sends a compact batch the primary refuses again as JSON, losing nothing, and JSON from then on', async () => {
     const p = await startPrimary({ refuseCompact: true })
     const writer = remote(p.url)
