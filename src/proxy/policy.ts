@@ -550,7 +550,14 @@ export function clientNotModified(method: string, reqHeaders: FlatHeaders, store
 }
 
 /** Response fields a 304 carries (RFC 9110 §15.4.5). */
-export const NOT_MODIFIED_FIELDS: readonly string[] = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified']
+const NOT_MODIFIED_FIELDS: readonly string[] = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified']
+
+/** `into`, with the fields a 304 carries (RFC 9110 §15.4.5) copied from the response it stands for. */
+export function withNotModifiedFields<T extends Record<string, string | string[]>>(into: T, from: Readonly<Record<string, string>>): T {
+  const fields = into as Record<string, string | string[]>
+  for (const f of NOT_MODIFIED_FIELDS) if (from[f] !== undefined) fields[f] = from[f]
+  return into
+}
 
 /** Responses to unsafe methods that invalidate stored entries (RFC 9111 §4.4): non-error status. */
 export function invalidates(method: string, status: number): boolean {

@@ -25,12 +25,12 @@ import {
   invalidates,
   isFreshnessPolicy,
   mayServeStaleOnError,
-  NOT_MODIFIED_FIELDS,
   parseDirectives,
   ttl,
   type FreshnessPolicy,
   type StoreRules,
   usableUnder,
+  withNotModifiedFields,
 } from './policy.ts'
 import { completionRequest, storedPartFor, partSlice, usablePart } from './part.ts'
 import { discard, startPartFill, supersede } from './part-fill.ts'
@@ -298,8 +298,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
-      const h: Record<string, string> = { age: head.ageText, via: head.fields.via!, 'cache-status': statusText }
-      for (const f of NOT_MODIFIED_FIELDS) if (meta.headers[f] !== undefined) h[f] = meta.headers[f]!
+      const h = withNotModifiedFields<Record<string, string>>({ age: head.ageText, via: head.fields.via!, 'cache-status': statusText }, meta.headers)
       return { result: storedResult(304, h, null, status, statusText), needsBody: false }
     }
 
@@ -374,7 +373,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     // The cache fill asked for the full response; the client's own conditionals are answered
     // here (RFC 9110 §13.2.2), while the body keeps flowing into the cache. The 304 takes the
     // origin's fields as they came, before a browser TTL rewrites Cache-Control below.
-    const notModified = res.status === 200 && clientNotModified(req.method, req.headers, admitted.headers) ? notModifiedFields(admitted.headers) : undefined
+    const notModified = res.status === 200 && clientNotModified(req.method, req.headers, admitted.headers) ? withNotModifiedFields<Record<string, string | string[]>>({}, admitted.headers) : undefined
     const headers: Record<string, string | string[]> = admitted.headers
     const upstream = headers['cache-status']
     headers.via = appendVia(admitted.headers.via)
@@ -676,13 +675,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
     idle: () => background.idle(),
   }
-}
-
-/** The fields a 304 carries from the response it stands for (RFC 9110 §15.4.5), copied. */
-function notModifiedFields(headers: FlatHeaders): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {}
-  for (const f of NOT_MODIFIED_FIELDS) if (headers[f] !== undefined) out[f] = headers[f]!
-  return out
 }
 
 /** Let a body nobody sends on run to its end (a fill behind it still stores it). */
