@@ -13,7 +13,7 @@ import type { Worker } from 'node:worker_threads'
 import { parseOps } from './ops.ts'
 import { ApplyThreadGoneError } from './apply-thread.ts'
 import { BACKSTOP_WAL_PAGES } from './checkpointer.ts'
-import { HIT_RETENTION_MS } from './hot-set.ts'
+import { HIT_RETENTION_MS } from './hits-sql.ts'
 
 const stored = (i: number, overrides: Partial<ReturnType<typeof entry>> = {}): ManifestOp => ({ type: 'stored', nodeId: 'n1', entry: entry({ url: `https://ex.com/page-${i}`, ...overrides }) })
 

@@ -35,7 +35,6 @@ export const MAX_KEYS_PER_HITS_OP = 1000
  * about every second request (each an upsert of two indexes on the manifest's apply thread).
  */
 export const MAX_PENDING_HIT_KEYS = 10 * MAX_KEYS_PER_HITS_OP
-export { HIT_RETENTION_MS } from './hits-sql.ts'
 
 export interface HitsOp {
   type: 'hits'
