@@ -395,6 +395,33 @@ describe('disk store', () => {
     expect(await filesUnder(path.join(dir, 'content-v2'))).toEqual([])
   })
 
+  it('a body that must match an expected digest shows only once checked and written, and one that does not is never stored', async () => {
+    const store = await openStore()
+    const body = bodyOf(6000)
+    const other = bodyOf(6000, 7)
+    // The same size, another digest: refused, nothing on disk, nothing visible.
+    const bad = store.writer(newEntry('https://a.test/bad'), { size: 6000, integrity: sri(body) })
+    bad.write(other)
+    await expect(bad.commit()).rejects.toMatchObject({ code: 'EINTEGRITY' })
+    expect(store.variants('https://a.test/bad')).toEqual([])
+    // The matching copy: not visible until its commit resolves, then on disk under its digest.
+    const good = store.writer(newEntry('https://a.test/good'), { size: 6000, integrity: sri(body) })
+    good.write(body)
+    const committing = good.commit()
+    expect(store.variants('https://a.test/good')).toEqual([])
+    expect((await committing)?.integrity).toBe(sri(body))
+    expect(await readFile(contentPath(dir, sri(body)) as string)).toEqual(body)
+    expect(await filesUnder(path.join(dir, 'content-v2'))).toHaveLength(1)
+    // A second entry with the same body shares its file; both survive a restart.
+    const twin = store.writer(newEntry('https://a.test/twin'), { size: 6000, integrity: sri(body) })
+    twin.write(body)
+    await twin.commit()
+    const reopened = await reopen(store)
+    expect(await readBody(reopened, 'https://a.test/good')).toEqual(body)
+    expect(await readBody(reopened, 'https://a.test/twin')).toEqual(body)
+    expect(reopened.variants('https://a.test/bad')).toEqual([])
+  })
+
   it('answers byte ranges from small and large bodies', async () => {
     let store = await openStore()
     const small = bodyOf(10_000)

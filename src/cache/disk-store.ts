@@ -608,6 +608,7 @@ class CacacheDiskStore implements DiskStore {
     commitBuffered: (entry, metadataJson, body) => this.#commitBuffered(entry, metadataJson, body),
     releaseBody: (body) => this.#releaseBody(body),
     commitSpilled: (entry, metadataJson, body, reportFailure, expected) => this.#commitSpilled(entry, metadataJson, body, reportFailure, expected),
+    commitExpected: (entry, metadataJson, body, expected) => this.#commitExpected(entry, metadataJson, body, expected),
     discard: (entry, body) => this.#track(this.#discard(entry, body)),
     reportFailure: (key, error) => this.#writeFailed(key, error),
   }
@@ -800,6 +801,64 @@ class CacacheDiskStore implements DiskStore {
         if (!result.ok) this.#writeFailed(meta.key, jobError(result))
       }),
     )
+  }
+
+  /**
+   * A buffered body that must be the one `expected` names (a peer's copy): the disk writer's
+   * thread hashes it, compares and writes it, and only then does it become visible, as a spilled
+   * body does. The main thread never hashes it. The content record is pinned under the expected
+   * integrity before the job is queued, so no removal of a file with those bytes (another entry's,
+   * dropped meanwhile) can run between the write and the publication, and a removal the start-up
+   * sweep queued before runs before the write. When the write queue is full, it is hashed here and
+   * committed as any buffered body (which may keep it in memory only).
+   */
+  #commitExpected(entry: NewEntry, metadataJson: string, body: BufferedBody, expected: ExpectedBody): Promise<CommittedBody | undefined> {
+    const path = contentPath(this.dir, expected.integrity)
+    if (!path || !this.#writer.hasRoom(body.size)) {
+      const hashed: BufferedBody = { ...body, integrity: integrityOfBytes(body.body) }
+      const mismatch = unexpectedBody(expected, hashed)
+      if (mismatch) {
+        this.#releaseBody(body.body)
+        return Promise.reject(mismatch)
+      }
+      return Promise.resolve(this.#commitBuffered(entry, metadataJson, hashed))
+    }
+    const id = entryId(entry.key, entry.variant)
+    const seq = this.#nextCommit(id)
+    const { content, created } = this.#pin(expected.integrity, body.size)
+    const committedAt = this.#commitTime()
+    const previous = this.#index.find(entry.key, entry.variant)
+    const indexLines = (previous === undefined ? 0 : this.#index.indexLines(previous)) + 1
+    const line = indexJsonAround(id, committedAt, body.size, metadataJson)
+    const committing = new Promise<CommittedBody | undefined>((resolve, reject) => {
+      this.#writer.enqueue({ op: 'put-hashed', body: body.body, id, line, compact: indexLines > COMPACT_AFTER_LINES, expect: expected.integrity }, (result) => {
+        this.#releaseBody(body.body)
+        if (!result.ok) {
+          this.#release(content)
+          if (result.error.code === 'EINTEGRITY') reject(Object.assign(new Error(result.error.message), { code: 'EINTEGRITY' }))
+          else {
+            if (!this.#closed) this.#writeFailed(entry.key, jobError(result))
+            resolve(undefined)
+          }
+          return
+        }
+        // Just written (or found in place) holding these bytes: this version of the file is known good.
+        if (!created && content.verified?.ino !== result.file?.ino) this.#files.forget(content.path)
+        if (result.file) content.verified = result.file
+        if (this.#lastCommit.get(id) !== seq || this.#closed) {
+          // A newer commit or a delete came while this one was being written (see #commitSpilled).
+          this.#release(content)
+          resolve(undefined)
+          return
+        }
+        this.#lastCommit.delete(id)
+        const { handle, meta } = this.#publish(id, entry, content, committedAt)
+        this.#index.setIndexLines(handle, indexLines > COMPACT_AFTER_LINES ? 1 : indexLines)
+        this.#evict()
+        resolve({ meta })
+      })
+    })
+    return this.#track(committing)
   }
 
   /** A body that spilled to a temp file: the disk writer moves it into place, then it becomes visible. */
@@ -1256,6 +1315,7 @@ interface WriterHost {
     reportFailure: (error: unknown) => void,
     expected: ExpectedBody | undefined,
   ): Promise<CommittedBody | undefined>
+  commitExpected(entry: NewEntry, metadataJson: string, body: BufferedBody, expected: ExpectedBody): Promise<CommittedBody | undefined>
   discard(entry: NewEntry, body: PendingBody): void
   reportFailure(key: string, error: unknown): void
 }
@@ -1298,15 +1358,17 @@ class EntryWriterImpl implements DiskEntryWriter {
     if (!this.#result) {
       if (this.#state === 'open' && !this.#host.closed()) {
         this.#state = 'committing'
-        // Only a body that must match an expected digest is hashed here; any other is hashed
-        // by the disk writer's thread.
-        const buffered = this.#body.buffered(this.#expected !== undefined)
-        const mismatch = buffered && this.#expected && unexpectedBody(this.#expected, buffered)
-        if (mismatch) this.#host.releaseBody(buffered.body)
+        // Every buffered body is hashed by the disk writer's thread; one that must match an
+        // expected digest becomes visible once that thread has checked and written it.
+        const buffered = this.#body.buffered()
+        const mismatch = buffered && this.#expected && buffered.size !== this.#expected.size ? unexpectedBody(this.#expected, buffered) : undefined
+        if (mismatch) this.#host.releaseBody(buffered!.body)
         this.#result = mismatch
           ? Promise.reject(mismatch)
           : buffered
-            ? Promise.resolve(this.#host.commitBuffered(this.#entry, this.#metadataJson, buffered))
+            ? this.#expected
+              ? this.#host.commitExpected(this.#entry, this.#metadataJson, buffered, this.#expected)
+              : Promise.resolve(this.#host.commitBuffered(this.#entry, this.#metadataJson, buffered))
             : this.#host.commitSpilled(this.#entry, this.#metadataJson, this.#body, (error) => this.#reportFailure(error), this.#expected)
       } else {
         if (this.#state === 'open') this.abort()

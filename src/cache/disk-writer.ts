@@ -38,9 +38,10 @@ export type DiskJob =
   /**
    * A body whose digest is not known yet: this thread hashes it, writes it under its content
    * name and appends the index line `line[0] + integrity + line[1]`. The result carries the
-   * integrity.
+   * integrity. With `expect`, a body whose integrity is another is not written at all: the
+   * result is an error with code EINTEGRITY.
    */
-  | { op: 'put-hashed'; body: Uint8Array; id: string; line: readonly [string, string]; compact: boolean }
+  | { op: 'put-hashed'; body: Uint8Array; id: string; line: readonly [string, string]; compact: boolean; expect?: string }
   /** An index line for a body already in place (a metadata update). */
   | { op: 'index'; id: string; line: string; compact: boolean }
   | { op: 'rm-bucket'; id: string }
@@ -521,6 +522,9 @@ function diskWriterThread(): void {
         // hashes a buffered body, and the name the file gets is the digest of what it holds.
         const digest = sha512(job.body)
         const integrity = `sha512-${digest.toString('base64')}`
+        if (job.expect !== undefined && integrity !== job.expect) {
+          return { ok: false, error: { message: 'the body is not the one expected (its digest differs); nothing was stored', code: 'EINTEGRITY' } }
+        }
         const file = contentPathOf(digest)
         const line = `${job.line[0]}${integrity}${job.line[1]}`
         // A body already on disk (the same bytes under another entry) is not written again,

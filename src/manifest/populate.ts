@@ -358,7 +358,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
       }
       // The body opens with the EntryMeta as JSON (metaBytes long), then the stored body.
       const meta = parseMeta((await res.body.exact(metaBytes, 'inside the metadata')).toString('utf8'))
-      return await storeCopy(holder, entry, meta, res.body, turnBudget())
+      return await (await storeCopy(holder, entry, meta, res.body, turnBudget())).settled
     } finally {
       // Whatever is left (an abandoned body) is not read: the request is ended so the connection is freed.
       res.body.cancel()
@@ -369,12 +369,14 @@ export function createPopulator(options: PopulatorOptions): Populator {
    * Write a peer's copy of `entry` (its meta already read, its body next in
    * `reader`) into this node's store, checked against the integrity the peer
    * announced before it becomes visible, and marked as copied from `holder`.
-   * Resolves to the body bytes. The store's work (hashing, writing, the
-   * commit) waits for a slice of `budget` each time: a read that waited for
-   * the socket resumes in the poll phase that brought the bytes, for every
-   * request of the run at once, outside any slice.
+   * Resolves once the body is read, to `settled`: the body bytes once the
+   * copy is stored (the disk writer checks and writes it meanwhile, so the
+   * next frame is read without waiting for that). The store's work waits
+   * for a slice of `budget` each time: a read that waited for the socket
+   * resumes in the poll phase that brought the bytes, for every request of
+   * the run at once, outside any slice.
    */
-  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: PeerBody, budget: TurnBudget): Promise<number> {
+  async function storeCopy(holder: Holder, entry: MissingEntry, meta: EntryMeta, reader: PeerBody, budget: TurnBudget): Promise<{ settled: Promise<number> }> {
     if (meta.key !== entry.key || meta.variant !== entry.variant) throw new Error('the peer sent another entry')
     const fresh = meta.staleAt > now()
     // One copy of the parsed metadata, without the body's size and digest (the store works them out).
@@ -403,25 +405,30 @@ export function createPopulator(options: PopulatorOptions): Populator {
       while (budget.spent()) await budget.next()
       const committing = writer.commit()
       writer = undefined
-      // The store refuses a body that is not the one the peer announced (code EINTEGRITY).
-      const committed = await committing.catch((err: unknown) => {
-        throw new Error(`the body does not match the peer's integrity: ${describeError(err)}`)
-      })
-      if (!committed) throw new Error('this node gave up storing the body')
-      if (options.isPurged?.(committed)) {
-        // The peer had not applied a purge this node already applied: keep nothing.
-        await options.store.delete(committed.key, committed.variant)
-        throw new PeerMiss('a purge covers the peer copy')
-      }
-      const softAt = options.softPurgedAt?.(committed)
-      if (softAt !== undefined && committed.softPurgedAt === undefined) {
-        // The peer had not applied a soft purge this node already applied: keep the copy, stale as here.
-        await options.store.markStale((m) => (m.key === committed.key && m.variant === committed.variant ? softAt : undefined))
-      }
-      return bytes
+      return { settled: settleCopy(committing, bytes) }
     } finally {
       writer?.abort()
     }
+  }
+
+  /** What a commit of a peer's copy comes to: its bytes, or why it is not kept. */
+  async function settleCopy(committing: Promise<EntryMeta | undefined>, bytes: number): Promise<number> {
+    // The store refuses a body that is not the one the peer announced (code EINTEGRITY).
+    const committed = await committing.catch((err: unknown) => {
+      throw new Error(`the body does not match the peer's integrity: ${describeError(err)}`)
+    })
+    if (!committed) throw new Error('this node gave up storing the body')
+    if (options.isPurged?.(committed)) {
+      // The peer had not applied a purge this node already applied: keep nothing.
+      await options.store.delete(committed.key, committed.variant)
+      throw new PeerMiss('a purge covers the peer copy')
+    }
+    const softAt = options.softPurgedAt?.(committed)
+    if (softAt !== undefined && committed.softPurgedAt === undefined) {
+      // The peer had not applied a soft purge this node already applied: keep the copy, stale as here.
+      await options.store.markStale((m) => (m.key === committed.key && m.variant === committed.variant ? softAt : undefined))
+    }
+    return bytes
   }
 
   /**
@@ -434,6 +441,8 @@ export function createPopulator(options: PopulatorOptions): Populator {
   async function fromPeerBatch(holder: Holder, entries: MissingEntry[], runSignal: AbortSignal, count: (o: Outcome, e: MissingEntry) => void): Promise<MissingEntry[]> {
     const secret = options.clusterSecret as string
     const left: MissingEntry[] = []
+    /** Copies read and handed to the store whose commit has not settled yet. */
+    const settling: Promise<void>[] = []
     let at = 0
     // Shared with every other bulk pass of this process (the other requests of this run among them).
     const budget = turnBudget()
@@ -467,14 +476,18 @@ export function createPopulator(options: PopulatorOptions): Populator {
             left.push(entry)
             continue
           }
+          const notUsed = (err: unknown) => {
+            if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
+            left.push(entry)
+          }
           try {
-            count({ result: 'done', bytes: await storeCopy(holder, entry, head, reader, budget), from: 'peer' }, entry)
+            const { settled } = await storeCopy(holder, entry, head, reader, budget)
+            settling.push(settled.then((bytes) => count({ result: 'done', bytes, from: 'peer' }, entry), notUsed))
           } catch (err) {
             // The response broke off inside this body: nothing more will come (logged below).
             if (err instanceof PeerStreamError) throw err
             // Otherwise the body was read to its end, and the next frame follows.
-            if (!(err instanceof PeerMiss)) log('debug', 'populate: peer copy not used', { peer: holder.nodeId, url: entry.url, error: describeError(err) })
-            left.push(entry)
+            notUsed(err)
           }
         }
       } finally {
@@ -486,6 +499,8 @@ export function createPopulator(options: PopulatorOptions): Populator {
       log('warn', 'populate: a batch from a peer broke off; asking for the rest one by one', { peer: holder.nodeId, framesRead: at, entries: entries.length, error: describeError(err) })
       left.push(...entries.slice(at))
     }
+    // Every copy read is settled (stored, or left for the next holder) before the batch is.
+    await Promise.all(settling)
     return left
   }
 
