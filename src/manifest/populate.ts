@@ -6,9 +6,11 @@
 // with the stored Vary request headers.
 //
 // A peer's copy is written through this node's own store.writer(), told the
-// size and integrity the peer announced: the store hashes the body once, as
-// it arrives, and refuses the commit, before anything becomes visible, unless
-// both match. A run has bounded concurrency, counts each
+// size and integrity the peer announced: the disk writer's thread hashes the
+// body once, before writing it, and the store refuses the commit, before
+// anything becomes visible or is written, unless both match. A batch reads its
+// next frame while the copies before it are checked and written; it settles
+// once all of them are. A run has bounded concurrency, counts each
 // entry as done, skipped or failed, and never stops for one failure; there
 // is never more than one run at a time.
 
