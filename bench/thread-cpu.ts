@@ -1,5 +1,5 @@
 // Where caje's CPU goes, thread by thread, per request: a cold Zipf mix over 10,000 objects
-// (misses and hits), the same mix again warm (mostly hits), and a unique-URL miss storm, each on
+// (misses and hits), the same mix again warm (mostly hits; scenario zipf-cold leaves it out), and a unique-URL miss storm, each on
 // a fresh caje, 50 connections. The CPU of every thread (/proc/<pid>/task/*/stat) is read before
 // the load and once the process has gone idle after it (work the load queued counts), and divided
 // by the requests caje counted. caje's worker threads are named through CAJE_THREAD_MAP
@@ -8,7 +8,7 @@
 // libuv's pool). With --bundle-b or --env-b a second build or setting alternates with the first
 // (A B, then B A, ...). With --varnish, Varnish takes the same load after each cold run.
 //
-//   node --import tsx bench/thread-cpu.ts [--duration 8] [--runs 1] [--scenarios zipf,storm] [--varnish]
+//   node --import tsx bench/thread-cpu.ts [--duration 8] [--runs 1] [--scenarios zipf,zipf-cold,storm] [--varnish]
 //     [--bundle <main.js>] [--bundle-b <main.js>] [--env-a K=V,...] [--env-b K=V,...]
 // Run it under the benchmark lock like any load.
 
@@ -119,11 +119,11 @@ async function main() {
           console.log((await threads(caje.pid)).map((t) => `${t.tid}:${t.comm}:${threadMap.get(t.tid) ?? ''}`).join(' '))
           const q = `tc=${process.pid}-${run}`
           const phases: Array<[string, Workload]> =
-            scenario === 'zipf'
+            scenario === 'zipf' || scenario === 'zipf-cold'
               ? [
                   ['zipf cold', { kind: 'zipf', count: 10_000, exponent: 1, pathPrefix: '/obj/', query: q }],
                   ['zipf warm', { kind: 'zipf', count: 10_000, exponent: 1, pathPrefix: '/obj/', query: q }],
-                ]
+                ].slice(0, scenario === 'zipf' ? 2 : 1) as Array<[string, Workload]>
               : [['miss storm', { kind: 'unique', count: 10_000, pathPrefix: '/obj/', query: `s${q}` }]]
           for (const [label, workload] of phases) {
             const m0 = await metric(caje.baseUrl)

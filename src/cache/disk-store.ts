@@ -108,6 +108,12 @@ export interface CommittedBody {
   meta: EntryMeta
   /** The body, when it was small enough to be buffered while writing. */
   body?: Buffer
+  /**
+   * With `body`: the variant's id (entryId) as the index holds it, a view of its packed
+   * metadata. The memory tier keeps the body under it: a slice costs no copy of the key, where
+   * entryId() would join key and variant again for every stored body.
+   */
+  id?: string
 }
 
 export interface DiskEntryWriter extends EntryWriter {
@@ -654,7 +660,7 @@ class CacacheDiskStore implements DiskStore {
     // Not tracked: the writer's own drain() covers the job, and its callback runs before that resolves.
     this.#writer.enqueue(job, this.#whenWritten(handle, entry.key, content, body.body))
     this.#evict()
-    return { meta, body: body.body }
+    return { meta, body: body.body, id: this.#index.id(handle) }
   }
 
   /**
@@ -673,7 +679,7 @@ class CacacheDiskStore implements DiskStore {
     content.refs = 1
     const { handle, meta } = this.#publish(id, entry, content)
     // Published first: the replaced variant's 'deleted' ends its memory copy before this one is kept.
-    if (!memory.keep(id, body.body, content.integrity)) {
+    if (!memory.keep(this.#index.id(handle), body.body, content.integrity)) {
       void this.#drop(handle, 'evicted')
       return undefined
     }
@@ -715,7 +721,7 @@ class CacacheDiskStore implements DiskStore {
     const line = indexJsonAround(id, this.#index.committedAt(handle), size, metadataJson)
     this.#writer.enqueue({ op: 'put-hashed', body, id, line, compact }, this.#whenDigested(handle, entry.key, content, body))
     this.#evict()
-    return { meta, body }
+    return { meta, body, id: this.#index.id(handle) }
   }
 
   /** The disk writer's answer for a body it hashed: the placeholder integrity gives way to the real one. */

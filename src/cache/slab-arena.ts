@@ -397,7 +397,7 @@ export class SlabArena {
    * its bodies moved into was opened, so the arena sits at its limit then; measured against
    * the limit, no such slab was ever used again, and with bodies evicted out of order (a hit
    * makes its body the most recent) every one went to the garbage collector: under a miss
-   * storm after a Zipf mix, 30–130 MB of them waited there, and in the disk writer's thread.
+   * storm after a Zipf mix, 30 to 130 MB of them waited there, and in the disk writer's thread.
    */
   #retire(slab: Slab): void {
     if (slab.exposed || slab.discarded || slab.live !== 0 || slab.readers !== 0) return

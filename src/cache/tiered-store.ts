@@ -83,8 +83,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     disk.forgetMemoryOnly(key, variant, item.integrity)
   })
 
-  function remember(meta: EntryMeta, buffer: Buffer): void {
-    if (buffer.length === meta.size) memory.set(entryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
+  function remember(meta: EntryMeta, buffer: Buffer, id = entryId(meta.key, meta.variant)): void {
+    if (buffer.length === meta.size) memory.set(id, { buffer, integrity: meta.integrity })
   }
 
   /**
@@ -146,7 +146,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   /** A committed body's metadata, its buffered body kept in memory. */
   function kept(committed: CommittedBody | undefined): EntryMeta | undefined {
     if (!committed) return undefined
-    if (committed.body) remember(committed.meta, committed.body)
+    if (committed.body) remember(committed.meta, committed.body, committed.id)
     return committed.meta
   }
 

@@ -85,7 +85,7 @@ export function originRequestHeaders(client: FlatHeaders, ctx: ForwardContext): 
       strip.has(lower) ||
       REBUILT_FORWARDING_FIELDS.has(lower) ||
       (!trusted && CLIENT_ADDRESS_FIELDS.has(lower)) ||
-      // Expect: 100-continue (RFC 9110 §10.1.1) was already met on the client's hop: Node's server
+      // Expect: 100-continue (RFC 9110, section 10.1.1) was already met on the client's hop: Node's server
       // answers 100 Continue itself, and caje then streams the body. undici refuses to send Expect
       // (it throws), which turned every such upload (curl sends it above 1 MB) into a 502.
       lower === 'expect',
