@@ -54,6 +54,11 @@ describe('wrk output', () => {
     expect(zipf).toContain('request = function')
     expect(zipf).toContain('"?r=1"')
   })
+
+  it('paces each connection with delay() only when asked to', () => {
+    expect(wrkScript({ kind: 'fixed', path: '/1k' })).not.toContain('delay = function')
+    expect(wrkScript({ kind: 'fixed', path: '/1k' }, 5)).toMatch(/delay = function\(\)\n\s*return 5\n/)
+  })
 })
 
 describe('runLoad against a real origin', () => {

@@ -8,7 +8,13 @@
 // libuv's pool). With --bundle-b or --env-b a second build or setting alternates with the first
 // (A B, then B A, ...). With --varnish, Varnish takes the same load after each cold run.
 //
-//   node --import tsx bench/thread-cpu.ts [--duration 8] [--runs 1] [--scenarios zipf,zipf-cold,storm] [--varnish]
+// Scenario `hit`: the 1 KiB memory hit (access log on, as shipped) on caje and on the bare server
+// (bench/bare.ts) one after the other (bare first in odd runs), at a fixed rate: each of the 50
+// connections waits --delay ms after each response (wrk's delay()), so both serve the same
+// req/s. A server's CPU per request falls as its rate rises (more requests share each turn of its
+// loop), so µs per hit compares only at one rate; --delay 0 is the saturated load instead.
+//
+//   node --import tsx bench/thread-cpu.ts [--duration 8] [--runs 1] [--scenarios zipf,zipf-cold,storm,hit] [--varnish] [--delay 5]
 //     [--bundle <main.js>] [--bundle-b <main.js>] [--env-a K=V,...] [--env-b K=V,...]
 // Run it under the benchmark lock like any load.
 
@@ -31,11 +37,14 @@ const { values } = parseArgs({
     'bundle-b': { type: 'string' },
     'env-b': { type: 'string' },
     'env-a': { type: 'string' },
+    /** Scenario hit: ms each connection waits after a response (0: as fast as the server answers). */
+    delay: { type: 'string', default: '5' },
   },
 })
 const durationSec = Number(values.duration)
 const runs = Number(values.runs)
 const TICK_US = 1e6 / 100
+const delayMs = Number(values.delay)
 
 interface Thread {
   tid: string
@@ -98,8 +107,11 @@ async function main() {
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-thread-cpu-'))
   const ws: Workspace = { tmpDir, outDir: path.join(repoDir, 'bench', 'out'), repoDir }
   const wrkPath = findExecutable('wrk')!
+  hitWorkspace = ws
+  hitWrk = wrkPath
   const bundle = values.bundle ?? buildCaje(repoDir, `thread-cpu-${process.pid}.js`)
   const origin = await startNodeScript(ws, { name: 'origin', kind: 'origin', script: 'bench/origin.ts' })
+  const bare = values.scenarios!.split(',').includes('hit') ? await startNodeScript(ws, { name: 'bare', kind: 'bare', script: 'bench/bare.ts' }) : undefined
   let varnish: RunningSystem | undefined
   if (values.varnish) varnish = await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) })
   const load = (baseUrl: string, workload: Workload) =>
@@ -117,6 +129,10 @@ async function main() {
         try {
           threadMap = new Map((await readFile(mapFile, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => [l.split(' ')[0]!, l.split(' ').slice(1).join(' ')] as [string, string]))
           console.log((await threads(caje.pid)).map((t) => `${t.tid}:${t.comm}:${threadMap.get(t.tid) ?? ''}`).join(' '))
+          if (scenario === 'hit') {
+            report.push(...(await hitRun(variant.name, run, caje, bare!)))
+            continue
+          }
           const q = `tc=${process.pid}-${run}`
           const phases: Array<[string, Workload]> =
             scenario === 'zipf' || scenario === 'zipf-cold'
@@ -167,9 +183,56 @@ async function main() {
     }
   } finally {
     await varnish?.stop()
+    await bare?.stop()
     await origin.stop()
     await rm(tmpDir, { recursive: true, force: true })
   }
 }
+
+/** CPU of one process's threads while `workload` runs on it, per request wrk completed. */
+async function cpuPerRequest(system: RunningSystem, workload: Workload, ws: Workspace, wrkPath: string): Promise<{ rps: number; requests: number; main: number; total: number; detail: string }> {
+  const m0 = await mainDetail(system.pid)
+  const t0 = groups(system.pid, await threads(system.pid))
+  const r = await runLoad({ tool: 'wrk', wrkPath, baseUrl: system.baseUrl, workload, connections: 50, durationSec, threads: 1, timeoutSec: 10, scratchDir: ws.outDir, delayMs })
+  const t1 = groups(system.pid, await threads(system.pid))
+  const m1 = await mainDetail(system.pid)
+  const per = (i: number, scale = 1) => (((m1[i]! - m0[i]!) * scale) / r.requests).toFixed(2)
+  const detail = `user ${per(0, TICK_US)} sys ${per(1, TICK_US)} µs, switches ${per(2)} voluntary ${per(3)} forced`
+  let total = 0
+  const others: string[] = []
+  for (const [k, v] of t1) {
+    total += v - (t0.get(k) ?? 0)
+    if (k !== 'main' && v - (t0.get(k) ?? 0) > 0) others.push(`${k} ${(((v - (t0.get(k) ?? 0)) * TICK_US) / r.requests).toFixed(1)}`)
+  }
+  const main = (t1.get('main') ?? 0) - (t0.get('main') ?? 0)
+  return { rps: r.rps, requests: r.requests, main: (main * TICK_US) / r.requests, total: (total * TICK_US) / r.requests, detail: `${detail}; other threads (µs/req): ${others.join(', ')}` }
+}
+
+/** The main thread's user and system ticks and its voluntary and forced context switches. */
+async function mainDetail(pid: number): Promise<number[]> {
+  const stat = await readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const status = await readFile(`/proc/${pid}/task/${pid}/status`, 'utf8')
+  const count = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? 0)
+  return [Number(f[11]), Number(f[12]), count('voluntary_ctxt_switches'), count('nonvoluntary_ctxt_switches')]
+}
+
+/** Scenario hit: caje and the bare server on the same 1 KiB path at the same paced load. */
+async function hitRun(variant: string, run: number, caje: RunningSystem, bare: RunningSystem): Promise<string[]> {
+  const workload: Workload = { kind: 'fixed', path: '/1k' }
+  // Stored, and in the memory tier, before the load.
+  for (let i = 0; i < 3; i++) await (await fetch(`${caje.baseUrl}/1k`)).arrayBuffer()
+  const ws = hitWorkspace!
+  const order = run % 2 === 0 ? ([['caje', caje], ['bare', bare]] as const) : ([['bare', bare], ['caje', caje]] as const)
+  const got = new Map<string, Awaited<ReturnType<typeof cpuPerRequest>>>()
+  for (const [name, system] of order) got.set(name, await cpuPerRequest(system, workload, ws, hitWrk!))
+  const c = got.get('caje')!
+  const b = got.get('bare')!
+  const line = `## ${variant} hit-1k-memory (run ${run}, delay ${delayMs} ms): caje ${c.rps.toFixed(0)} req/s main ${c.main.toFixed(1)} µs/hit all ${c.total.toFixed(1)}; bare ${b.rps.toFixed(0)} req/s main ${b.main.toFixed(1)} all ${b.total.toFixed(1)}; main ratio bare/caje ${(b.main / c.main).toFixed(3)}\n  caje main: ${c.detail}\n  bare main: ${b.detail}`
+  console.log(line)
+  return [line]
+}
+let hitWorkspace: Workspace | undefined
+let hitWrk: string | undefined
 
 await main()
