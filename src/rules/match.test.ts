@@ -15,6 +15,15 @@ describe('rule matching', () => {
     expect(globRegExp('/x.y').test('/xzy')).toBe(false)
   })
 
+  it('without rules, each request gets its own URL as key, one after another', () => {
+    const set = rules('origin: http://127.0.0.1:1\n')
+    expect(set.match(req('/a')).key).toBe('https://www.example.com/a')
+    expect(set.match(req('/a')).key).toBe('https://www.example.com/a')
+    expect(set.match(req('/b')).key).toBe('https://www.example.com/b')
+    expect(set.match(req('/b', { host: 'other.example.com' })).key).toBe('https://other.example.com/b')
+    expect(set.match({ ...req('/b', { host: 'other.example.com' }), scheme: 'http' }).key).toBe('http://other.example.com/b')
+  })
+
   it('the first matching rule decides; continue adds; conditions are all required', () => {
     const set = rules(`
 rules:

@@ -403,13 +403,26 @@ export function compileRules(file: RulesFile): RuleSet {
   }
   const defaultOrigin = file.origin ? new URL(file.origin) : undefined
   const fallback = newSite(undefined, undefined, global)
-  const siteFor = (host: string): Site => exact.get(host) ?? patterns.find((p) => p.re.test(host))?.site ?? fallback
+  const siteFor = (host: string): Site => {
+    const site = exact.get(host)
+    if (site !== undefined) return site
+    // A loop, not find() with a closure: this runs on every request, hits included.
+    for (let i = 0; i < patterns.length; i++) if (patterns[i]!.re.test(host)) return patterns[i]!.site
+    return fallback
+  }
 
+  let lastPlain: { scheme: string; host: string; path: string; match: RuleMatch } | undefined
   function match(req: RequestFacts): RuleMatch {
     const site = siteFor(req.host)
     if (site.rules.length === 0) {
+      // The last such request's match again when this one is the same (a hot object's hits):
+      // a match is read-only, and building its key and object was a hit's allocation.
+      const last = lastPlain
+      if (last !== undefined && last.path === req.path && last.host === req.host && last.scheme === req.scheme) return last.match
       const plain = primaryKey(req.scheme, req.host, req.path)
-      return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
+      const plainMatch: RuleMatch = { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
+      lastPlain = { scheme: req.scheme, host: req.host, path: req.path, match: plainMatch }
+      return plainMatch
     }
     // A hit costs a lookup, not a walk over every rule: the same request gets the same match.
     const more = extras(site, req)
