@@ -163,7 +163,9 @@ export function variantId(values: Record<string, string>): string {
 
 /** Does a stored variant match this request? Both sides normalised the same way. */
 export function variantMatches(stored: Record<string, string>, fields: readonly string[], headers: FlatHeaders): boolean {
-  for (const f of fields) {
+  // Indexed, not for…of: every hit checks its variant, and the iterator allocated each time.
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!
     if ((fieldValue(stored, f) ?? '') !== normaliseFieldValue(f, fieldValue(headers, f))) return false
   }
   return true

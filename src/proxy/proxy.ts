@@ -154,11 +154,23 @@ export function createProxy(opts: ProxyOptions): Proxy {
    * answer: it counts as absent, whole or part, and the fill that follows replaces it.
    */
   function lookup(key: string, headers: FlatHeaders, originUrl: URL): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
+    if (store.varyOf(key).length === 0) return NOTHING_STORED
+    const best = storedVariant(key, headers, originUrl)
+    if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
+    // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
+    // exists (vary-miss or uri-miss) need the whole list, on this miss path only. Only this
+    // origin's count: with none, the miss is a uri-miss, not a vary-miss.
+    const variants = store.variants(key).filter((v) => fromOrigin(v, originUrl))
+    return { hadVariants: variants.some((v) => v.status !== 206), variants }
+  }
+
+  /** lookup()'s whole stored variant alone: what serve() asks of every request, without a result object per hit. */
+  function storedVariant(key: string, headers: FlatHeaders, originUrl: URL): EntryMeta | undefined {
     const varies = store.varyOf(key)
-    if (varies.length === 0) return NOTHING_STORED
     let best: EntryMeta | undefined
-    for (const vary of varies) {
-      const fields = varyFields(vary)
+    // Indexed, not for…of: the iterator's result objects were allocated on every hit.
+    for (let i = 0; i < varies.length; i++) {
+      const fields = varyFields(varies[i]!)
       const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
       if (meta && !fromOrigin(meta, originUrl)) continue
       // A stored part (206) is never taken for the whole response; only usablePart() picks one.
@@ -167,12 +179,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (!variantMatches(meta.varyHeaders, fields, headers)) continue
       if (!best || meta.storedAt > best.storedAt) best = meta
     }
-    if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
-    // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
-    // exists (vary-miss or uri-miss) need the whole list, on this miss path only. Only this
-    // origin's count: with none, the miss is a uri-miss, not a vary-miss.
-    const variants = store.variants(key).filter((v) => fromOrigin(v, originUrl))
-    return { hadVariants: variants.some((v) => v.status !== 206), variants }
+    return best
   }
 
   /** Stored from this origin (entries stored before the origin was recorded count as this origin's). */
@@ -634,7 +641,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // A fresh hit is answered at once when its body is at hand (memory, or a small verified
       // file already open), without a promise; everything else takes the asynchronous path.
       if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
-        const { meta } = lookup(ruleMatch(req).key, req.headers, originUrl)
+        const meta = storedVariant(ruleMatch(req).key, req.headers, originUrl)
         const policy = meta?.policy as FreshnessPolicy | undefined
         // One clock reading decides freshness and dates the answer (Age, ttl).
         const t = meta ? now() : 0
