@@ -411,18 +411,11 @@ export function compileRules(file: RulesFile): RuleSet {
     return fallback
   }
 
-  let lastPlain: { scheme: string; host: string; path: string; match: RuleMatch } | undefined
   function match(req: RequestFacts): RuleMatch {
     const site = siteFor(req.host)
     if (site.rules.length === 0) {
-      // The last such request's match again when this one is the same (a hot object's hits):
-      // a match is read-only, and building its key and object was a hit's allocation.
-      const last = lastPlain
-      if (last !== undefined && last.path === req.path && last.host === req.host && last.scheme === req.scheme) return last.match
       const plain = primaryKey(req.scheme, req.host, req.path)
-      const plainMatch: RuleMatch = { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
-      lastPlain = { scheme: req.scheme, host: req.host, path: req.path, match: plainMatch }
-      return plainMatch
+      return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
     }
     // A hit costs a lookup, not a walk over every rule: the same request gets the same match.
     const more = extras(site, req)
