@@ -126,6 +126,8 @@ export type EntryLookup = EntryBody | undefined | Promise<EntryBody | undefined>
 export interface EntryBody {
   body: StoredBody
   meta: EntryMeta
+  /** readEntries(): the variant was replaced or dropped while its body was read. */
+  replaced?: boolean
 }
 
 export interface DiskStore extends CacheStore {
@@ -136,6 +138,7 @@ export interface DiskStore extends CacheStore {
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
   readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
   readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
+  bodySize(key: string, variant: string): number | undefined
   /** readMany(), each body with the metadata it belongs to. */
   readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>>
   /** The disk writer's backlog. */
@@ -458,6 +461,11 @@ class CacacheDiskStore implements DiskStore {
     return handle === undefined ? undefined : this.#index.meta(handle)
   }
 
+  bodySize(key: string, variant: string): number | undefined {
+    const handle = this.#current(key, variant, false)
+    return handle === undefined ? undefined : this.#index.content(handle).size
+  }
+
   touch(key: string, variant: string): EntryMeta | undefined {
     const handle = this.#current(key, variant, true)
     return handle === undefined ? undefined : this.#index.meta(handle)
@@ -518,7 +526,7 @@ class CacacheDiskStore implements DiskStore {
       const current = this.#index.live(handle) && this.#index.content(handle) === content
       if (result.ok) {
         if (result.hashed) content.verified = result.signature
-        found[at] = { body: { kind: 'buffer', buffer: result.body, tier: 'disk' }, meta }
+        found[at] = current ? { body: { kind: 'buffer', buffer: result.body, tier: 'disk' }, meta } : { body: { kind: 'buffer', buffer: result.body, tier: 'disk' }, meta, replaced: true }
       } else if (result.reason === 'failed') {
         this.#log({ level: 'warn', msg: 'cache read failed', key: meta.key, variant: meta.variant, error: result.message })
       } else if (current) {

@@ -431,6 +431,26 @@ describe('memory-only entries', () => {
     expect(store.read('https://a.test/mine', '')).toMatchObject({ tier: 'memory' })
   })
 
+  it('gives a peer each body with the metadata it belongs to, and body sizes without the metadata', async () => {
+    const store = await openTiny()
+    const first = await put(store, newEntry('https://a.test/entry'), bodyOf(3000, 1))
+    expect(store.bodySize!('https://a.test/entry', '')).toBe(3000)
+    expect(store.bodySize!('https://a.test/none', '')).toBeUndefined()
+    const [entry, none] = await store.readEntries!([
+      { key: 'https://a.test/entry', variant: '' },
+      { key: 'https://a.test/none', variant: '' },
+    ])
+    expect(none).toBeUndefined()
+    expect(entry!.meta).toMatchObject({ key: 'https://a.test/entry', integrity: first!.integrity, size: 3000 })
+    expect(entry!.body).toMatchObject({ kind: 'buffer', buffer: bodyOf(3000, 1) })
+    expect(entry!.replaced).toBeFalsy()
+    // Replaced: the new body with its own metadata.
+    const second = await put(store, newEntry('https://a.test/entry'), bodyOf(2000, 2))
+    const [again] = await store.readEntries!([{ key: 'https://a.test/entry', variant: '' }])
+    expect(again!.meta).toMatchObject({ integrity: second!.integrity, size: 2000 })
+    expect(again!.body).toMatchObject({ kind: 'buffer', buffer: bodyOf(2000, 2) })
+  })
+
   it('a revalidation updates a memory-only entry in memory, writing nothing and announcing nothing', async () => {
     const store = await openTiny()
     const [meta] = await whileQueueFull(store, [['https://a.test/reval', bodyOf(3000, 1)]])

@@ -136,11 +136,35 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   }
 
   /** The memory copy of a variant for a peer (not lent: its reader never says when it is done), unless it is its only copy. */
-  function fromMemoryForPeer(key: string, variant: string): StoredBody | undefined {
+  function fromMemoryForPeer(key: string, variant: string): EntryBody | undefined {
     const id = idOf(key, variant)
     const held = memory.get(id)
     if (!held || isMemoryOnlyIntegrity(held.integrity)) return undefined
-    return stillCurrent(key, variant, id, held.integrity) ? { kind: 'buffer', buffer: held.buffer, tier: 'memory' } : undefined
+    const meta = disk.touch(key, variant)
+    if (!meta || meta.integrity !== held.integrity) {
+      memory.delete(id)
+      return undefined
+    }
+    return { body: { kind: 'buffer', buffer: held.buffer, tier: 'memory' }, meta }
+  }
+
+  /**
+   * A peer's populate: what memory holds, then the rest from disk in one batch, each body with its
+   * metadata. Not kept in memory: a peer copying everything says nothing about what this node's
+   * clients want. A body kept in memory only is not held by this node: a peer gets nothing for it.
+   */
+  async function readForPeer(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>> {
+    const entries: Array<EntryBody | undefined> = items.map((item) => fromMemoryForPeer(item.key, item.variant))
+    const rest = items.filter((_, i) => entries[i] === undefined)
+    if (rest.length === 0) return entries
+    const read = await disk.readEntries(rest)
+    let r = 0
+    for (let i = 0; i < entries.length; i++) {
+      if (entries[i] !== undefined) continue
+      const found = read[r++]
+      entries[i] = found && exposed(found)
+    }
+    return entries
   }
 
   /** A committed body's metadata, its buffered body kept in memory. */
@@ -195,18 +219,12 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     // memory: a peer copying everything says nothing about what this node's clients want. A
     // body kept in memory only is not held by this node: a peer gets nothing for it.
     async readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
-      const bodies: Array<StoredBody | undefined> = items.map((item) => fromMemoryForPeer(item.key, item.variant))
-      const rest = items.filter((_, i) => bodies[i] === undefined)
-      if (rest.length === 0) return bodies
-      const read = await disk.readEntries(rest)
-      let r = 0
-      for (let i = 0; i < bodies.length; i++) {
-        if (bodies[i] !== undefined) continue
-        const found = read[r++]
-        bodies[i] = found && exposed(found).body
-      }
-      return bodies
+      return (await readForPeer(items)).map((found) => found?.body)
     },
+
+    readEntries: readForPeer,
+
+    bodySize: (key, variant) => disk.bodySize(key, variant),
 
     admits: (key, size) => disk.admits(key, size),
     drain: () => disk.drain(),

@@ -225,6 +225,14 @@ export interface CacheStore {
    */
   readMany?(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
   /**
+   * readMany(), each body with the metadata it belongs to (unpacked once, as the read took it).
+   * `replaced`: the variant was replaced or dropped while its body was read (the body is still
+   * the one `meta` names). Optional, as readMany() is.
+   */
+  readEntries?(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<{ body: StoredBody; meta: EntryMeta; replaced?: boolean } | undefined>>
+  /** The body size of one variant held (no metadata unpacked), or undefined (absent or expired). Optional. */
+  bodySize?(key: string, variant: string): number | undefined
+  /**
    * How a response for `key` with a body of `size` bytes (undefined: not known yet) would be
    * stored now: 'disk' (served from memory while written behind), 'memory-only' while the disk
    * write queue is full and the memory tier takes a body of that size (kept there only, see

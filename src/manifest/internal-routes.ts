@@ -71,7 +71,7 @@ export interface InternalAppDeps {
   applyBody?(db: Kysely<Database>, chunks: readonly Buffer[], compact: boolean): Promise<ReceivedBody>
   nodeId?: string
   /** This node's cache, streamed to peers by GET /object; without it /object answers 404. */
-  store?: Pick<CacheStore, 'variants' | 'read' | 'readMany'>
+  store?: Pick<CacheStore, 'variants' | 'read' | 'readEntries' | 'bodySize'>
   /** A peer recorded a purge (POST /purge-nudge, with the purge when the peer sent it): apply it now. Must not throw. */
   onPurgeNudge?: (purge?: NewPurge) => void
   /** Largest accepted request body. */
@@ -460,7 +460,7 @@ export const FRAMES_PIECE_OBJECTS = 16
  * reading them. A body the store streams (a large one) goes out chunk by chunk, at the pace
  * the peer reads it.
  */
-function objectFrames(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'> | undefined, items: Array<{ key: string; variant: string }>): ReadableStream<Uint8Array> {
+function objectFrames(store: Pick<CacheStore, 'variants' | 'read' | 'readEntries' | 'bodySize'> | undefined, items: Array<{ key: string; variant: string }>): ReadableStream<Uint8Array> {
   let next = 0
   let body: AsyncIterator<Buffer> | undefined
   let bodyStream: Readable | undefined
@@ -491,7 +491,7 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'> 
         while (next < last && piece.bytes < FRAMES_PIECE_BYTES && !body) {
           if (piece.frames > 0 && budget.spent()) break
           // A run of small bodies is read in one batch, off the event loop when the store can.
-          const run = store?.readMany ? smallRun(store, items, next, last, FRAMES_PIECE_BYTES - piece.bytes) : []
+          const run = store?.readEntries ? smallRun(store, items, next, last, FRAMES_PIECE_BYTES - piece.bytes) : []
           if (run.length > 0) {
             await framedRun(store!, run, piece)
             next += run.length
@@ -516,42 +516,43 @@ function objectFrames(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'> 
   })
 }
 
-/** Bodies up to this size are read in batches (readMany) rather than one by one. */
+/** Bodies up to this size are read in batches (readEntries) rather than one by one. */
 export const BATCH_READ_BYTES = 64 * 1024
 
 /**
  * The items from `from` (before `to`) that can be read in one batch: those this node holds with a
  * body of at most BATCH_READ_BYTES (or does not hold: a frame saying so), up to about `room`
- * bytes of bodies; empty when the first is larger (it is streamed).
+ * bytes of bodies; empty when the first is larger (it is streamed). Only sizes are looked up
+ * (bodySize, when the store has it): the metadata comes with the bodies (readEntries).
  */
-function smallRun(store: Pick<CacheStore, 'variants'>, items: Array<{ key: string; variant: string }>, from: number, to: number, room: number): Array<{ key: string; variant: string; meta: EntryMeta | undefined }> {
-  const run: Array<{ key: string; variant: string; meta: EntryMeta | undefined }> = []
+function smallRun(store: Pick<CacheStore, 'variants' | 'bodySize'>, items: Array<{ key: string; variant: string }>, from: number, to: number, room: number): Array<{ key: string; variant: string }> {
+  const run: Array<{ key: string; variant: string }> = []
   let bytes = 0
   for (let i = from; i < to && (run.length === 0 || bytes < room); i++) {
     const item = items[i]!
-    const meta = store.variants(item.key).find((m) => m.variant === item.variant)
-    if (meta && meta.size > BATCH_READ_BYTES) break
-    run.push({ key: item.key, variant: item.variant, meta })
-    bytes += meta?.size ?? 0
+    const size = store.bodySize ? store.bodySize(item.key, item.variant) : store.variants(item.key).find((m) => m.variant === item.variant)?.size
+    if (size !== undefined && size > BATCH_READ_BYTES) break
+    run.push(item)
+    bytes += size ?? 0
   }
   return run
 }
 
 /**
- * The frames of a run of small bodies (see smallRun), read with one readMany(), added to `piece`. A variant
- * replaced while its body was being read is read again on its own (openStored).
+ * The frames of a run of small bodies (see smallRun), read with one readEntries(), added to `piece`,
+ * each with the metadata its body was read with. A variant replaced while its body was being read
+ * is read again on its own (openStored).
  */
-async function framedRun(store: Pick<CacheStore, 'variants' | 'read' | 'readMany'>, run: Array<{ key: string; variant: string; meta: EntryMeta | undefined }>, piece: FramesPiece): Promise<void> {
-  const bodies = await store.readMany!(run)
+async function framedRun(store: Pick<CacheStore, 'variants' | 'read' | 'readEntries'>, run: Array<{ key: string; variant: string }>, piece: FramesPiece): Promise<void> {
+  const entries = await store.readEntries!(run)
   for (let i = 0; i < run.length; i++) {
-    const { key, variant, meta } = run[i]!
+    const { key, variant } = run[i]!
+    const entry = entries[i]
     let found: { meta: EntryMeta; body: StoredBody } | undefined
-    const body = bodies[i]
-    const after = meta && body ? store.variants(key).find((m) => m.variant === variant) : undefined
-    if (meta && body?.kind === 'buffer' && sameStoredBody(meta, after)) found = { meta: withDigest(after!, body), body }
-    else {
-      if (body?.kind === 'stream') body.stream.destroy()
-      found = meta && body ? await openStored(store, key, variant) : undefined
+    if (entry && entry.body.kind === 'buffer' && !entry.replaced) found = { meta: withDigest(entry.meta, entry.body), body: entry.body }
+    else if (entry) {
+      if (entry.body.kind === 'stream') entry.body.stream.destroy()
+      found = await openStored(store, key, variant)
       if (found?.body.kind === 'stream') {
         // Grown past the batch size meanwhile: the peer asks the next holder for it.
         found.body.stream.destroy()
