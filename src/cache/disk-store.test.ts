@@ -301,7 +301,7 @@ describe('disk store', () => {
     await rm(contentPath(dir, metas[2]!.integrity) as string)
     const events = recordEvents(store)
     const items = [...urls, 'https://a.test/none'].map((key) => ({ key, variant: '' }))
-    const bodies = await store.readMany(items)
+    const bodies = (await store.readEntries(items)).map((e) => e?.body)
     expect(bodies.map((b) => (b?.kind === 'buffer' ? b.buffer : b))).toEqual([bodyOf(4000, 1), undefined, undefined, bodyOf(4003, 4), undefined])
     expect(store.stats()).toMatchObject({ integrityFailures: 2, entries: 2 })
     expect(events).toContainEqual({ type: 'deleted', key: urls[1], variant: '', reason: 'corrupt' })
@@ -312,7 +312,7 @@ describe('disk store', () => {
       bytes[0] ^= 1
       return bytes
     })
-    expect((await store.readMany([{ key: urls[0]!, variant: '' }, { key: urls[3]!, variant: '' }])).map((b) => b?.kind)).toEqual(['buffer', undefined])
+    expect((await store.readEntries([{ key: urls[0]!, variant: '' }, { key: urls[3]!, variant: '' }])).map((e) => e?.body.kind)).toEqual(['buffer', undefined])
     expect(store.stats().integrityFailures).toBe(3)
   })
 

@@ -137,9 +137,7 @@ export interface DiskStore extends CacheStore {
   touch(key: string, variant: string): EntryMeta | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
   readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
-  readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
   bodySize(key: string, variant: string): number | undefined
-  /** readMany(), each body with the metadata it belongs to. */
   readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>>
   /** The disk writer's backlog. */
   writeQueue(): DiskWriterStats
@@ -485,10 +483,6 @@ class CacacheDiskStore implements DiskStore {
     const clamped = range ? clampRange(range, content.size) : undefined
     const now = readTrustedNow(this.#files, content, clamped)
     return now ? { body: now, meta: this.#index.meta(handle) } : this.#readFile(handle, content, clamped)
-  }
-
-  readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
-    return this.readEntries(items).then((found) => found.map((f) => f?.body))
   }
 
   /**

@@ -286,9 +286,9 @@ describe('tiered store', () => {
       for (const hit of hits) expect(Buffer.compare(hit.buffer, body)).not.toBe(0)
       // Peers' reads are not lent (their slab is never used again): their reader never says when it is done.
       await put(store, newEntry('https://a.test/peer'), bodyOf(4000, 45))
-      const [peer] = await store.readMany!([{ key: 'https://a.test/peer', variant: '' }])
-      expect(peer).toMatchObject({ kind: 'buffer', tier: 'memory' })
-      expect(peer).not.toHaveProperty('loan')
+      const [peer] = await store.readEntries!([{ key: 'https://a.test/peer', variant: '' }])
+      expect(peer?.body).toMatchObject({ kind: 'buffer', tier: 'memory' })
+      expect(peer?.body).not.toHaveProperty('loan')
     })
   })
 })
@@ -421,7 +421,7 @@ describe('memory-only entries', () => {
     const store = await openTiny()
     await whileQueueFull(store, [['https://a.test/mine', bodyOf(3000, 1)]])
     await put(store, newEntry('https://a.test/held'), bodyOf(3000, 2))
-    const [mine, held] = await store.readMany!([
+    const [mine, held] = await store.readEntries!([
       { key: 'https://a.test/mine', variant: '' },
       { key: 'https://a.test/held', variant: '' },
     ])

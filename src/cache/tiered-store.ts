@@ -215,13 +215,6 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       return found && keptRead(lent(found), range, wholeForMemory)
     },
 
-    // A peer's populate: what memory holds, then the rest from disk in one batch. Not kept in
-    // memory: a peer copying everything says nothing about what this node's clients want. A
-    // body kept in memory only is not held by this node: a peer gets nothing for it.
-    async readMany(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>> {
-      return (await readForPeer(items)).map((found) => found?.body)
-    },
-
     readEntries: readForPeer,
 
     bodySize: (key, variant) => disk.bodySize(key, variant),

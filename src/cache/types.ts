@@ -219,15 +219,11 @@ export interface CacheStore {
   read(key: string, variant: string, range?: ByteRange): BodyLookup
   /**
    * The whole bodies of many variants at once (a peer's populate), one result per item in
-   * order, undefined where read() would give undefined. Small bodies on disk are read off the
-   * event loop, many per round trip; the integrity rules are read()'s. Optional: a store
+   * order, each with the metadata it belongs to (unpacked once, as the read took it), undefined
+   * where read() would give undefined. Small bodies on disk are read off the event loop, many
+   * per round trip; the integrity rules are read()'s. `replaced`: the variant was replaced or
+   * dropped while its body was read (the body is still the one `meta` names). Optional: a store
    * without it is read one variant at a time.
-   */
-  readMany?(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<StoredBody | undefined>>
-  /**
-   * readMany(), each body with the metadata it belongs to (unpacked once, as the read took it).
-   * `replaced`: the variant was replaced or dropped while its body was read (the body is still
-   * the one `meta` names). Optional, as readMany() is.
    */
   readEntries?(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<{ body: StoredBody; meta: EntryMeta; replaced?: boolean } | undefined>>
   /** The body size of one variant held (no metadata unpacked), or undefined (absent or expired). Optional. */
