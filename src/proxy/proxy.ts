@@ -154,8 +154,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
    * answer: it counts as absent, whole or part, and the fill that follows replaces it.
    */
   function lookup(key: string, headers: FlatHeaders, originUrl: URL): { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } {
-    if (store.varyOf(key).length === 0) return NOTHING_STORED
-    const best = storedVariant(key, headers, originUrl)
+    const varies = store.varyOf(key)
+    if (varies.length === 0) return NOTHING_STORED
+    const best = storedVariant(key, headers, originUrl, varies)
     if (best) return { meta: best, hadVariants: true, variants: NO_VARIANTS }
     // Nothing whole for this request: stored parts (usablePart) and whether any whole variant
     // exists (vary-miss or uri-miss) need the whole list, on this miss path only. Only this
@@ -165,8 +166,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /** lookup()'s whole stored variant alone: what serve() asks of every request, without a result object per hit. */
-  function storedVariant(key: string, headers: FlatHeaders, originUrl: URL): EntryMeta | undefined {
-    const varies = store.varyOf(key)
+  function storedVariant(key: string, headers: FlatHeaders, originUrl: URL, varies = store.varyOf(key)): EntryMeta | undefined {
     let best: EntryMeta | undefined
     // Indexed, not for…of: the iterator's result objects were allocated on every hit.
     for (let i = 0; i < varies.length; i++) {
