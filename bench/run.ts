@@ -554,6 +554,19 @@ async function main(): Promise<number> {
         const order = reference && caje && rep % 2 === 0 ? lineup.map((s) => (s === reference ? caje : s === caje ? reference : s)) : lineup
         for (const system of order) {
           const workload = scenario.workload(String(rep))
+          if (system.kind === 'caje' && workload.kind !== 'fixed') {
+            // What a new file costs where caje's cache is, just before a load that stores many: on
+            // ext4 without a journal it follows the deletions of the last minutes (bench/disk.ts),
+            // and caje's disk writer creates two files and, in a cold cache, about two directories
+            // per object stored.
+            try {
+              const micros = probeFileCreation(tmpDir, 64)
+              log(`  ${scenario.id} run ${rep}/${opts.runs} ${system.name}: creating a file took ${micros.toFixed(0)} µs just before`)
+              addNote(scenario.id, system.name, `run ${rep}: creating a file took ${micros.toFixed(0)} µs just before`)
+            } catch (err) {
+              warn(`could not time file creation in ${tmpDir}: ${(err as Error).message}`)
+            }
+          }
           const before = await originStats(origin)
           const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
           // For a scenario with an RSS target, what caje's memory was made of at its peak too.
