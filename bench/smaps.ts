@@ -94,7 +94,8 @@ interface HeapLogLine {
 /**
  * The V8 heaps in the end of caje's heap log (CAJE_HEAP_LOG): each thread's newest line, as
  * "main 114 (78 used), cache disk writer 13 (12 used)" in MB, committed first. Lines cut short
- * (the text is the file's tail) are skipped.
+ * (the text is the file's tail) are skipped. A thread busy with one long task writes no line
+ * meanwhile (the disk writer under a storm): its newest one may be a few seconds old.
  */
 export function formatHeapLog(tail: string): string {
   const newest = new Map<string, HeapLogLine>()
