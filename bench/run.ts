@@ -4,7 +4,7 @@
 // Varnish, and a non-zero exit when caje serves a wrong body or errors.
 
 import { execFileSync } from 'node:child_process'
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
@@ -15,7 +15,7 @@ import { describeDisk, probeFileCreation } from './disk.ts'
 import { runLoad, totalErrors, zipfCdf, zipfIdealHitRatio, zipfPick, type LoadResult, type LoadTool, type Workload } from './load.ts'
 import { ORIGIN_STATS_PATH, type OriginStats } from './origin.ts'
 import { rules50 } from './rules50.ts'
-import { formatBreakdown } from './smaps.ts'
+import { formatBreakdown, formatHeapLog } from './smaps.ts'
 import { BASELINE, compareSystems, noteKey, renderResults, summarize, textTable, type Comparison, type Measurement } from './report.ts'
 import {
   cpuSeconds,
@@ -296,13 +296,31 @@ async function originStats(origin: RunningSystem): Promise<OriginStats> {
   return JSON.parse(res.body.toString('utf8')) as OriginStats
 }
 
-/** The memory tier's and write queue's numbers from caje's health, in MB, for a note at its memory peak. */
-async function cajeMemoryAccount(caje: RunningSystem): Promise<string | undefined> {
+/**
+ * The memory tier's and write queue's numbers from caje's health, and each thread's V8 heap from
+ * its heap log (`heapLog`), in MB, for a note at its memory peak.
+ */
+async function cajeMemoryAccount(caje: RunningSystem, heapLog: string | undefined): Promise<string | undefined> {
   const res = await get(`${caje.baseUrl}/_caje/health`, 5000)
   const cache = (JSON.parse(res.body.toString('utf8')) as { cache?: Record<string, number | undefined> }).cache
   if (!cache) return undefined
   const mb = (n: number | undefined) => (n === undefined ? '?' : (n / 1024 / 1024).toFixed(0))
-  return `memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), slabs allocated since start ${mb(cache.memorySlabsAllocatedBytes)}, shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
+  const heaps = heapLog ? formatHeapLog(await readTail(heapLog, 64 * 1024).catch(() => '')) : ''
+  return `${heaps ? `V8 heaps committed: ${heaps}; ` : ''}memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), slabs allocated since start ${mb(cache.memorySlabsAllocatedBytes)}, shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
+}
+
+/** The last `bytes` of a file. */
+async function readTail(file: string, bytes: number): Promise<string> {
+  const handle = await open(file, 'r')
+  try {
+    const { size } = await handle.stat()
+    const length = Math.min(size, bytes)
+    const buffer = Buffer.alloc(length)
+    await handle.read(buffer, 0, length, size - length)
+    return buffer.toString('utf8')
+  } finally {
+    await handle.close()
+  }
 }
 
 /** caje_requests_total by cache_status from /_caje/metrics, or undefined when it is not there. */
@@ -417,13 +435,15 @@ async function main(): Promise<number> {
     // caje: one instance with a memory tier, one disk-only, one with a memory tier and 50 rules.
     const selected = scenarios(opts.zipfExponent).filter((s) => opts.scenarioIds.includes(s.id))
     const cajes = new Map<CajeInstance, RunningSystem>()
+    const cajeHeapLogs = new Map<RunningSystem, string | undefined>()
     let cajeFailed = false
     if (opts.systems.includes('caje')) {
       for (const tier of ['memory', 'disk', 'rules'] as const) {
         if (!selected.some((s) => s.caje === tier || s.compareWith?.caje === tier)) continue
         const memoryCacheBytes = tier === 'disk' ? 0 : opts.cajeMemoryBytes
         let rulesEnv = ''
-        const env: Record<string, string> = {}
+        // For a scenario with a memory target: each thread's V8 heap every 250 ms (src/thread-heap.ts), for the note at its peak.
+        const env: Record<string, string> = selected.some((s) => s.targets && s.caje === tier) ? { CAJE_HEAP_LOG: path.join(ws.tmpDir, `caje-${tier}-heap.jsonl`) } : {}
         if (tier === 'rules') {
           const file = path.join(ws.tmpDir, 'rules50.yml')
           await writeFile(file, rules50())
@@ -438,6 +458,7 @@ async function main(): Promise<number> {
             env,
           })
           cajes.set(tier, caje)
+          cajeHeapLogs.set(caje, env.CAJE_HEAP_LOG)
           systems.push(caje)
           startLines.push(
             `PORT=<port> CAJE_LISTEN_HOST=127.0.0.1 CAJE_ORIGIN=${origin.baseUrl.replace(/\d+$/, '<origin-port>')} CAJE_CACHE_DIR=<tmp> CAJE_DATABASE_PATH=<tmp>/manifest.db CAJE_POPULATE_INTERVAL=0 CAJE_MEMORY_CACHE_BYTES=${memoryCacheBytes}${rulesEnv} bin/caje (after npm run build)`,
@@ -570,7 +591,7 @@ async function main(): Promise<number> {
           const before = await originStats(origin)
           const cajeBefore = system.kind === 'caje' ? await cajeRequestCounts(system) : undefined
           // For a scenario with an RSS target, what caje's memory was made of at its peak too.
-          const rss = pollPeakRss(await processTree(system.pid), 250, scenario.targets && system.kind === 'caje' ? system.pid : undefined, () => cajeMemoryAccount(system))
+          const rss = pollPeakRss(await processTree(system.pid), 250, scenario.targets && system.kind === 'caje' ? system.pid : undefined, () => cajeMemoryAccount(system, cajeHeapLogs.get(system)))
           const cpuBefore = system.kind === 'caje' ? await cpuSeconds(system.pid) : undefined
           let result: LoadResult
           try {

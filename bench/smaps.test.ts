@@ -1,6 +1,6 @@
 import { readFile, readlink } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
-import { formatBreakdown, smapsBreakdown } from './smaps.ts'
+import { formatBreakdown, formatHeapLog, smapsBreakdown } from './smaps.ts'
 
 /** One smaps entry: its header line, Rss in kB, and VmFlags. */
 function mapping(range: string, name: string, rssKb: number, flags: string): string {
@@ -37,5 +37,15 @@ describe('smapsBreakdown', () => {
     const b = smapsBreakdown(smaps, await readlink('/proc/self/exe'))
     expect(b.binary).toBeGreaterThan(0)
     expect(b.hugeAnon + b.mallocHeap + b.largestAnon + b.otherAnon + b.binary + b.files).toBe(b.rss)
+  })
+})
+
+describe('formatHeapLog', () => {
+  it("gives each thread's newest heap from the log's tail, skipping a line cut short", () => {
+    const MB = 1024 * 1024
+    const line = (thread: string, committed: number, used: number) => JSON.stringify({ t: 1, thread, committed: committed * MB, used: used * MB, external: 0, spaces: {} })
+    const tail = ['ead":"main","committed":1}', line('main', 100, 60), line('cache disk writer', 13, 12), line('main', 114, 78), '{"t":2,"thread":"manifest a'].join('\n')
+    expect(formatHeapLog(tail)).toBe('main 114 (78 used), cache disk writer 13 (12 used)')
+    expect(formatHeapLog('')).toBe('')
   })
 })

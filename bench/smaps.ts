@@ -83,3 +83,31 @@ export function hugeMappingSizes(smaps: string): string {
   const mb = (n: number) => (n / 1024 / 1024).toFixed(n < 10 * 1024 * 1024 ? 2 : 0)
   return [...bySize].sort((a, b) => b[1].rss - a[1].rss).map(([sz, s]) => `${s.count}×${mb(sz)} (${mb(s.rss)})`).join(', ')
 }
+
+/** One line of caje's heap log (src/thread-heap.ts logHeap, CAJE_HEAP_LOG). */
+interface HeapLogLine {
+  thread: string
+  committed: number
+  used: number
+}
+
+/**
+ * The V8 heaps in the end of caje's heap log (CAJE_HEAP_LOG): each thread's newest line, as
+ * "main 114 (78 used), cache disk writer 13 (12 used)" in MB, committed first. Lines cut short
+ * (the text is the file's tail) are skipped. A thread busy with one long task writes no line
+ * meanwhile (the disk writer under a storm): its newest one may be a few seconds old.
+ */
+export function formatHeapLog(tail: string): string {
+  const newest = new Map<string, HeapLogLine>()
+  for (const text of tail.split('\n')) {
+    let line: HeapLogLine
+    try {
+      line = JSON.parse(text) as HeapLogLine
+    } catch {
+      continue
+    }
+    if (typeof line?.thread === 'string' && typeof line.committed === 'number') newest.set(line.thread, line)
+  }
+  const mb = (n: number) => (n / 1024 / 1024).toFixed(0)
+  return [...newest.values()].map((h) => `${h.thread} ${mb(h.committed)} (${mb(h.used)} used)`).join(', ')
+}

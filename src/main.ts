@@ -6,8 +6,11 @@ import { startBanner } from './banner.ts'
 import { startCaje } from './caje.ts'
 import { ConfigError, loadConfig } from './config.ts'
 import { createLogger } from './log.ts'
+import { HEAP_LOG_ENV, HEAP_LOG_INTERVAL_MS, logHeap } from './thread-heap.ts'
 
 async function main(): Promise<void> {
+  const heapLog = process.env[HEAP_LOG_ENV]
+  if (heapLog) logHeap(heapLog, 'main', HEAP_LOG_INTERVAL_MS)
   let config
   try {
     config = loadConfig(process.env, process.argv.slice(2))

@@ -92,3 +92,42 @@ describe('the thread map (CAJE_THREAD_MAP)', () => {
     expect(existsSync(file)).toBe(true)
   })
 })
+
+describe('the heap log (CAJE_HEAP_LOG)', () => {
+  it("appends each thread's heap statistics by name, the event loop's too, and nothing without the variable", async () => {
+    const { mkdtemp, readFile, rm } = await import('node:fs/promises')
+    const os = await import('node:os')
+    const { existsSync } = await import('node:fs')
+    const { startWorker, logHeap, HEAP_LOG_ENV } = await import('./thread-heap.ts')
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-heap-log-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    const file = path.join(dir, 'heap')
+    const before = process.env[HEAP_LOG_ENV]
+    cleanups.push(() => {
+      if (before === undefined) delete process.env[HEAP_LOG_ENV]
+      else process.env[HEAP_LOG_ENV] = before
+    })
+    // The thread waits for a message, so it lives until its line has been read.
+    const start = (name: string): Promise<Worker> =>
+      new Promise((resolve, reject) => {
+        const worker = startWorker(`const { parentPort } = process.getBuiltinModule('node:worker_threads'); parentPort.postMessage('up'); parentPort.once('message', () => process.exit(0))`, {}, name)
+        cleanups.push(() => worker.terminate())
+        worker.once('message', () => resolve(worker)).once('error', reject)
+      })
+    delete process.env[HEAP_LOG_ENV]
+    await start('unlogged')
+    process.env[HEAP_LOG_ENV] = file
+    await start('cache disk writer')
+    cleanups.push(logHeap(file, 'main', 10))
+    const threads = async (): Promise<Set<string>> => {
+      const text = existsSync(file) ? await readFile(file, 'utf8') : ''
+      return new Set(text.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { thread: string }).thread))
+    }
+    while ((await threads()).size < 2) await new Promise((resolve) => setTimeout(resolve, 20))
+    expect([...(await threads())].sort()).toEqual(['cache disk writer', 'main'])
+    const line = JSON.parse((await readFile(file, 'utf8')).trim().split('\n')[0]!) as { committed: number; used: number; spaces: Record<string, [number, number]> }
+    expect(line.used).toBeGreaterThan(0)
+    expect(line.committed).toBeGreaterThanOrEqual(line.used)
+    expect(line.spaces.old_space![0]).toBeGreaterThan(0)
+  })
+})
