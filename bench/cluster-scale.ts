@@ -63,7 +63,9 @@ const HELP = `npm run bench:cluster-scale [-- options]
                        dir placed in a block group of its own (about 0.1 ms)
   --threadpool <n>     UV_THREADPOOL_SIZE of the caje processes (default: Node's 4)
   --populate-concurrency <n>
-                       peer requests the populating node keeps going at once (default 16)
+                       peer requests the populating node keeps going at once (CAJE_POPULATE_CONCURRENCY;
+                       default: caje's own, 4; the bench set 16 before, 2,048 copies in flight, which
+                       cost the senders more CPU per object: see docs/scale-history.md)
   --trace              record on each node when it accepted and answered each health probe, its
                        event-loop delay, run-queue wait and GC pauses (bench/node-trace.ts), and
                        break the slowest probes down by where they waited; each node's turns over
@@ -94,7 +96,7 @@ interface Options {
   keep: boolean
   dir: string
   threadpool: number | undefined
-  populateConcurrency: number
+  populateConcurrency: number | undefined
   trace: boolean
   traceGc: boolean
   nodeFlags: string[]
@@ -154,7 +156,7 @@ function parseOptions(): Options {
     keep: values.keep ?? false,
     dir: values.dir ? path.resolve(values.dir) : os.tmpdir(),
     threadpool: values.threadpool === undefined ? undefined : int('threadpool', values.threadpool, 4),
-    populateConcurrency: int('populate-concurrency', values['populate-concurrency'], 16),
+    populateConcurrency: values['populate-concurrency'] === undefined ? undefined : int('populate-concurrency', values['populate-concurrency'], 4),
     trace: values.trace ?? false,
     traceGc: values['trace-gc'] ?? false,
     nodeFlags: (values['node-flags'] ?? '').split(/\s+/).filter(Boolean),
@@ -246,7 +248,7 @@ async function startCluster(options: Options, tag: string): Promise<Cluster> {
     CAJE_PRIMARY_URL_TEMPLATE: `http://{host}:${ports[0]}`,
     CAJE_ACCESS_LOG: 'false',
     CAJE_POPULATE_INTERVAL: '0',
-    CAJE_POPULATE_CONCURRENCY: String(options.populateConcurrency),
+    ...(options.populateConcurrency ? { CAJE_POPULATE_CONCURRENCY: String(options.populateConcurrency) } : {}),
     CAJE_SHUTDOWN_TIMEOUT_MS: '5000',
     CAJE_MEMORY_CACHE_BYTES: '0',
     ...(options.threadpool ? { UV_THREADPOOL_SIZE: String(options.threadpool) } : {}),
