@@ -227,7 +227,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '', app: admin },
     ],
     onServed: (result, bytes, request) => {
-      const sent = result.headers['cache-status']
+      // The text the answer carries when it has one: no look into its header object, whose shape
+      // varies by answer (a plain hit's shared fields, a copy, an origin's).
+      const sent = result.cacheStatusText ?? result.headers['cache-status']
       if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent)
       traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)

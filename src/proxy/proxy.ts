@@ -338,7 +338,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
   /** A stored answer's result, every one of the same shape. */
   function storedResult(status: number, headers: Readonly<Record<string, string>>, body: Buffer | null, cacheStatus: CacheStatus, cacheStatusText: string): ProxyResult {
-    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none', loan: undefined }
+    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none', loan: undefined, originMs: undefined, bodyFailure: undefined }
   }
 
   function withBody(result: ProxyResult, stored: StoredBody): ProxyResult {
@@ -400,7 +400,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       notModified.via = headers.via as string
       notModified['cache-status'] = headers['cache-status']
       if (admitted.setCookie.length) notModified['set-cookie'] = admitted.setCookie
-      return { status: 304, headers: notModified, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', originMs: res.headersMs }
+      return { status: 304, headers: notModified, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', loan: undefined, originMs: res.headersMs, bodyFailure: undefined }
     }
     let body: Readable | Buffer | null = admitted.body
     if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
@@ -409,7 +409,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     // Only a streamed body can fail after the head came; one read whole already has.
     const bodyFailure = body === null || Buffer.isBuffer(body) ? undefined : (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: status.fwdStatus })
-    return { status: res.status, headers, body, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', originMs: res.headersMs, bodyFailure }
+    return { status: res.status, headers, body, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', loan: undefined, originMs: res.headersMs, bodyFailure }
   }
 
   /**
