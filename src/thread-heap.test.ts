@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process'
+import { readdirSync, watch } from 'node:fs'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -7,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { APPLY_YOUNG_GENERATION_MB, startApplyThread } from './manifest/apply-thread.ts'
 import { openReadWorkerDatabase } from './manifest/read-worker.ts'
 import { freshManifest } from './manifest/test-helpers.ts'
-import { WORKER_YOUNG_GENERATION_MB } from './thread-heap.ts'
+import { HEAP_LOG_ENV, logHeap, startWorker, THREAD_MAP_ENV, WORKER_YOUNG_GENERATION_MB } from './thread-heap.ts'
 
 const run = promisify(execFile)
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -58,76 +61,83 @@ describe('worker threads’ heaps', () => {
   })
 })
 
+/** Points `variable` at a file in a fresh directory for this test; the variable's value before is restored after it. */
+async function envFile(variable: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-thread-heap-'))
+  const before = process.env[variable]
+  cleanups.push(() => {
+    if (before === undefined) delete process.env[variable]
+    else process.env[variable] = before
+    return rm(dir, { recursive: true, force: true })
+  })
+  const file = path.join(dir, 'log')
+  process.env[variable] = file
+  return file
+}
+
+/**
+ * Starts a worker thread named `name` through startWorker and resolves once its script has run
+ * (its first message): whatever startWorker puts before the script has run too. The thread then
+ * waits for a message, so it lives (its thread id stays this process's) until the test ends.
+ */
+function startThread(name: string): Promise<Worker> {
+  return new Promise((resolve, reject) => {
+    const worker = startWorker(`const { parentPort } = process.getBuiltinModule('node:worker_threads'); parentPort.postMessage('up'); parentPort.once('message', () => process.exit(0))`, {}, name)
+    cleanups.push(() => worker.terminate())
+    worker.once('message', () => resolve(worker)).once('error', reject)
+  })
+}
+
+const lines = async (file: string): Promise<string[]> => (await readFile(file, 'utf8')).trim().split('\n')
+
 describe('the thread map (CAJE_THREAD_MAP)', () => {
   it.runIf(process.platform === 'linux')('names each worker thread by its Linux thread id, and writes nothing without the variable', async () => {
-    const { mkdtemp, readFile, rm } = await import('node:fs/promises')
-    const os = await import('node:os')
-    const { existsSync, readdirSync } = await import('node:fs')
-    const { startWorker, THREAD_MAP_ENV } = await import('./thread-heap.ts')
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-thread-map-'))
-    cleanups.push(() => rm(dir, { recursive: true, force: true }))
-    const file = path.join(dir, 'threads')
-    const before = process.env[THREAD_MAP_ENV]
-    cleanups.push(() => {
-      if (before === undefined) delete process.env[THREAD_MAP_ENV]
-      else process.env[THREAD_MAP_ENV] = before
-    })
-    // The thread stays alive (waiting for a message) until its id has been checked against this process's threads.
-    const start = (name: string): Promise<Worker> =>
-      new Promise((resolve, reject) => {
-        const worker = startWorker(`const { parentPort } = process.getBuiltinModule('node:worker_threads'); parentPort.postMessage('up'); parentPort.once('message', () => process.exit(0))`, {}, name)
-        cleanups.push(() => worker.terminate())
-        worker.once('message', () => resolve(worker)).once('error', reject)
-      })
+    const file = await envFile(THREAD_MAP_ENV)
     delete process.env[THREAD_MAP_ENV]
-    await start('unnamed')
+    await startThread('unnamed')
     process.env[THREAD_MAP_ENV] = file
-    await start('cache disk writer')
-    await start('manifest apply')
-    const lines = (await readFile(file, 'utf8')).trim().split('\n')
-    expect(lines.map((l) => l.replace(/^\d+ /, ''))).toEqual(['cache disk writer', 'manifest apply'])
+    await startThread('cache disk writer')
+    await startThread('manifest apply')
+    const map = await lines(file)
+    expect(map.map((l) => l.replace(/^\d+ /, ''))).toEqual(['cache disk writer', 'manifest apply'])
     const tids = new Set(readdirSync('/proc/self/task'))
-    for (const line of lines) expect(tids.has(line.split(' ')[0]!)).toBe(true)
-    expect(lines[0]!.split(' ')[0]).not.toBe(lines[1]!.split(' ')[0])
-    expect(existsSync(file)).toBe(true)
+    for (const line of map) expect(tids.has(line.split(' ')[0]!)).toBe(true)
+    expect(map[0]!.split(' ')[0]).not.toBe(map[1]!.split(' ')[0])
   })
 })
 
+type HeapLine = { thread: string; committed: number; used: number; spaces: Record<string, [number, number]> }
+
 describe('the heap log (CAJE_HEAP_LOG)', () => {
-  it("appends each thread's heap statistics by name, the event loop's too, and nothing without the variable", async () => {
-    const { mkdtemp, readFile, rm } = await import('node:fs/promises')
-    const os = await import('node:os')
-    const { existsSync } = await import('node:fs')
-    const { startWorker, logHeap, HEAP_LOG_ENV } = await import('./thread-heap.ts')
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-heap-log-'))
-    cleanups.push(() => rm(dir, { recursive: true, force: true }))
-    const file = path.join(dir, 'heap')
-    const before = process.env[HEAP_LOG_ENV]
-    cleanups.push(() => {
-      if (before === undefined) delete process.env[HEAP_LOG_ENV]
-      else process.env[HEAP_LOG_ENV] = before
-    })
-    // The thread waits for a message, so it lives until its line has been read.
-    const start = (name: string): Promise<Worker> =>
-      new Promise((resolve, reject) => {
-        const worker = startWorker(`const { parentPort } = process.getBuiltinModule('node:worker_threads'); parentPort.postMessage('up'); parentPort.once('message', () => process.exit(0))`, {}, name)
-        cleanups.push(() => worker.terminate())
-        worker.once('message', () => resolve(worker)).once('error', reject)
-      })
+  it("appends each thread's heap statistics by name as it starts, the event loop's too, and nothing without the variable", async () => {
+    const file = await envFile(HEAP_LOG_ENV)
     delete process.env[HEAP_LOG_ENV]
-    await start('unlogged')
+    await startThread('unlogged')
     process.env[HEAP_LOG_ENV] = file
-    await start('cache disk writer')
-    cleanups.push(logHeap(file, 'main', 10))
-    const threads = async (): Promise<Set<string>> => {
-      const text = existsSync(file) ? await readFile(file, 'utf8') : ''
-      return new Set(text.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { thread: string }).thread))
+    // The thread's first line is written before its script runs, the event loop's before logHeap returns:
+    // both are there long before the first interval (250 ms for the thread) has passed.
+    await startThread('cache disk writer')
+    cleanups.push(logHeap(file, 'main', 60_000))
+    const heap = (await lines(file)).map((l) => JSON.parse(l) as HeapLine)
+    expect(heap.map((l) => l.thread)).toEqual(['cache disk writer', 'main'])
+    for (const line of heap) {
+      expect(line.used).toBeGreaterThan(0)
+      expect(line.committed).toBeGreaterThanOrEqual(line.used)
+      expect(line.spaces.old_space![0]).toBeGreaterThan(0)
     }
-    while ((await threads()).size < 2) await new Promise((resolve) => setTimeout(resolve, 20))
-    expect([...(await threads())].sort()).toEqual(['cache disk writer', 'main'])
-    const line = JSON.parse((await readFile(file, 'utf8')).trim().split('\n')[0]!) as { committed: number; used: number; spaces: Record<string, [number, number]> }
-    expect(line.used).toBeGreaterThan(0)
-    expect(line.committed).toBeGreaterThanOrEqual(line.used)
-    expect(line.spaces.old_space![0]).toBeGreaterThan(0)
+  })
+
+  it('goes on appending a line every interval', async () => {
+    const file = await envFile(HEAP_LOG_ENV)
+    cleanups.push(logHeap(file, 'main', 10))
+    // Three lines: the one at once and two from the timer.
+    await new Promise<void>((resolve, reject) => {
+      const watcher = watch(file)
+      cleanups.push(() => watcher.close())
+      const check = (): void => void lines(file).then((l) => l.length >= 3 && resolve(), reject)
+      watcher.on('change', check).on('error', reject)
+      check()
+    })
+    expect(new Set((await lines(file)).map((l) => (JSON.parse(l) as HeapLine).thread))).toEqual(new Set(['main']))
   })
 })

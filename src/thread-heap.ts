@@ -72,13 +72,15 @@ export const HEAP_LOG_INTERVAL_MS = 250
 
 /**
  * Appends `{"t","thread","committed","used","external","spaces":{name:[committed,used]}}` (bytes,
- * t in ms since the epoch) for this thread to `file` every `intervalMs` until the returned stop is
- * called; the timer keeps no thread alive. Self-contained, as worker threads run its source.
+ * t in ms since the epoch) for this thread to `file` at once, then every `intervalMs` until the
+ * returned stop is called; the timer keeps no thread alive. The first line is written before this
+ * returns, so a thread that lives less than an interval is in the log too (and, in a worker, before
+ * its own script runs). Self-contained, as worker threads run its source.
  */
 export function logHeap(file: string, thread: string, intervalMs: number): () => void {
   const fs = process.getBuiltinModule('node:fs')
   const v8 = process.getBuiltinModule('node:v8')
-  const timer = setInterval(() => {
+  const append = (): void => {
     const heap = v8.getHeapStatistics()
     const spaces: Record<string, [number, number]> = {}
     for (const space of v8.getHeapSpaceStatistics()) if (space.space_size > 0) spaces[space.space_name] = [space.space_size, space.space_used_size]
@@ -86,7 +88,9 @@ export function logHeap(file: string, thread: string, intervalMs: number): () =>
     try {
       fs.appendFileSync(file, JSON.stringify(line) + '\n')
     } catch {}
-  }, intervalMs)
+  }
+  append()
+  const timer = setInterval(append, intervalMs)
   timer.unref()
   return () => clearInterval(timer)
 }
