@@ -11,6 +11,7 @@ import SQLite from 'better-sqlite3'
 import { Kysely, SqliteDialect } from 'kysely'
 import { BACKSTOP_WAL_PAGES, startCheckpointer } from './checkpointer.ts'
 import type { Checkpointer } from './checkpointer.ts'
+import type { PurgeKind } from '../vocabulary.ts'
 import type { ColumnType, DatabaseConnection, Driver, Generated, Insertable, QueryCompiler, Selectable, TransactionSettings, Updateable } from 'kysely'
 
 /** A column with a database default: optional on insert, always present when read. */
@@ -68,8 +69,6 @@ export interface EntryNodeTable {
   node_id: string
   stored_at: number
 }
-
-export type PurgeKind = 'url' | 'prefix' | 'tag' | 'all'
 
 /** The purge log: every node applies each row, in id order, to its own cache. */
 export interface PurgeTable {

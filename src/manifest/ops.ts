@@ -7,7 +7,8 @@
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { sql, type Kysely, type Transaction } from 'kysely'
 import { sqliteHandleOf } from './database.ts'
-import type { Database, PurgeKind } from './database.ts'
+import type { PurgeKind } from '../vocabulary.ts'
+import type { Database } from './database.ts'
 import { describeError } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import {

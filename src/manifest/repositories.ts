@@ -12,7 +12,8 @@
 
 import { CompiledQuery, sql } from 'kysely'
 import type { Expression, ExpressionBuilder, Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
-import type { Database, EntryRow, NodeRow, PurgeKind, PurgeRow } from './database.ts'
+import type { PurgeKind } from '../vocabulary.ts'
+import type { Database, EntryRow, NodeRow, PurgeRow } from './database.ts'
 import {
   CLEAR_NODE_SQL,
   COVERED_BY_PURGE_SQL,

@@ -1,5 +1,7 @@
 // The Cache-Status response field (RFC 9211), cache name "caje".
 
+import type { CacheStatusLabel } from '../vocabulary.ts'
+
 /** RFC 9211 §2.2; `partial`: a stored part was there, and the rest of it was asked for. */
 export type ForwardReason = 'uri-miss' | 'vary-miss' | 'stale' | 'request' | 'bypass' | 'method' | 'miss' | 'partial'
 
@@ -128,7 +130,7 @@ function ruleDetail(rule: string): string {
 }
 
 /** Coarse label for logs and metrics. */
-export function statusLabel(s: CacheStatus): 'hit' | 'stale' | 'miss' | 'revalidated' | 'bypass' | 'pass' | 'error' {
+export function statusLabel(s: CacheStatus): CacheStatusLabel {
   if (s.hit) return s.fwd === 'stale' || (s.ttl !== undefined && s.ttl < 0) ? 'stale' : s.fwdStatus === 304 ? 'revalidated' : 'hit'
   if (s.fwd === 'bypass' || s.fwd === 'method') return 'bypass'
   if (s.fwdStatus === undefined) return 'error'
