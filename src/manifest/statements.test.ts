@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 import type SQLite from 'better-sqlite3'
 import type { Kysely } from 'kysely'
 import type { Database } from './database.ts'
-import type { ManifestOp } from './ops.ts'
+import { applyOps, type ManifestOp } from './ops.ts'
 import { recordPurge } from './repositories.ts'
 import { applyHotOp, applyHotOps, entryParams, HOT_OP_TYPES, hotStatements, isHotOp, STORED_ROWS_PER_STATEMENT } from './statements.ts'
 import type { HotOp } from './statements.ts'
@@ -158,5 +158,22 @@ describe('hot writes, many rows per statement', () => {
     const prune: ManifestOp = { type: 'prune', before: T }
     expect(isHotOp(prune)).toBe(false)
     expect(() => applyHotOp(hot, prune as unknown as HotOp)).toThrow("'prune' ops are not applied with the prepared statements")
+  })
+
+  it('prepares the hot writes once per handle: a later batch prepares none of them again', async () => {
+    const prepared: string[] = []
+    const prepare = a.sqlite.prepare.bind(a.sqlite)
+    a.sqlite.prepare = ((source: string) => {
+      prepared.push(source)
+      return prepare(source)
+    }) as typeof a.sqlite.prepare
+    const batch = (n: number): ManifestOp[] => Array.from({ length: 120 }, (_, i) => stored('n1', `https://ex.com/${n}/${i}`, T + i))
+    await applyOps(a.db, batch(1))
+    expect(prepared.filter((sql) => sql.startsWith('insert into entries'))).not.toEqual([])
+    prepared.length = 0
+    await applyOps(a.db, batch(2))
+    // What is left is the transaction itself (begin, commit) and the busy wait around it.
+    expect(prepared.filter((sql) => !/^(begin|commit|PRAGMA )/.test(sql))).toEqual([])
+    expect(await a.db.selectFrom('entries').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).toEqual({ n: 240 })
   })
 })
