@@ -7,7 +7,6 @@
 
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
-import { mkdir, rename, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { Transform, pipeline } from 'node:stream'
 import { promisify } from 'node:util'
@@ -76,15 +75,6 @@ export function signatureOf(st: fs.Stats): FileSignature {
 
 function sameSignature(a: FileSignature, b: fs.Stats): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs
-}
-
-/** Moves a finished temp file to its content path; identical content may already be there and is replaced. */
-export async function moveIntoPlace(tmpPath: string, destination: string): Promise<FileSignature> {
-  await mkdir(path.dirname(destination), { recursive: true })
-  // rename() replaces atomically: readers holding the old file keep their
-  // descriptor, and a corrupt file with this digest is healed by a rewrite.
-  await rename(tmpPath, destination)
-  return signatureOf(await stat(destination))
 }
 
 export function isMissing(err: unknown): boolean {
