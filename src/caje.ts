@@ -18,7 +18,7 @@ import { createInternalApp, INTERNAL_BASE_PATH } from './manifest/internal-route
 import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
-import { createHitRecorder, createWarmUp } from './manifest/hot-set.ts'
+import { countsTowardHotSet, createHitRecorder, createWarmUp } from './manifest/hot-set.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
@@ -233,12 +233,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent)
       traffic.record(result, bytes, request)
       if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
-      const label = statusLabel(result.cacheStatus)
-      // Only what the cache keeps is worth warming: passes, bypasses and errors are never stored.
-      if (request.scheme && (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (request.method === 'GET' || request.method === 'HEAD')) {
-        // The key the entry is stored under: the rules file may have shaped it.
-        hitCounts.hit(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
-      }
+      // The key the entry is stored under: the rules file may have shaped it.
+      if (request.scheme && countsTowardHotSet(statusLabel(result.cacheStatus), request.method)) hitCounts.hit(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
     },
   }
   const app = createApp(appDeps)

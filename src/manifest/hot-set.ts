@@ -16,6 +16,7 @@
 import { CompiledQuery, sql } from 'kysely'
 import type { Kysely } from 'kysely'
 import type { CacheStore } from '../cache/types.ts'
+import type { CacheStatusLabel } from '../vocabulary.ts'
 import type { Database } from './database.ts'
 import { HITS_SQL } from './hits-sql.ts'
 import { describeError, jsonLog } from './log.ts'
@@ -135,6 +136,16 @@ export async function hottestMissingPage(db: Db, nodeId: string, now: number, li
 }
 
 // ── counting hits on this node ──────────────────────────────────────────
+
+/**
+ * Whether an answer counts as a request for its key in the hot set: a read (GET, or HEAD,
+ * answered from the GET entry) that was served from the cache or stored, or went to the
+ * origin for an entry caje holds or now holds (a hit, stale, revalidated or a stored miss).
+ * Pass-through, bypass and errors name nothing a warming node could fetch ahead.
+ */
+export function countsTowardHotSet(label: CacheStatusLabel, method: string): boolean {
+  return (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (method === 'GET' || method === 'HEAD')
+}
 
 export interface HitRecorder {
   /** Count one request for a cache key. Synchronous and cheap: called for every request served. */
