@@ -159,6 +159,18 @@ describe('a body lent by the store', () => {
     expect(loans.every((l) => l.given === 1)).toBe(true)
   })
 
+  it('is given back once copied into the Response, for a memory hit reached through app.request()', async () => {
+    const body = Buffer.from('lent bytes')
+    const loan = spyLoan()
+    const proxy = { serve: (): ProxyResult => ({ status: 200, headers: { 'content-length': String(body.length) }, body, cacheStatus: { hit: true }, tier: 'memory', loan }) } as unknown as Proxy
+    const { node } = await nodeInFrontOf('max-age=600', 'unused')
+    const res = await createApp({ config: node.config, store: node.store, proxy, log: silentLogger }).request('/lent', { headers: { host: 'site.test' } })
+    // The store may reuse the bytes once given back: the Response holds its own copy.
+    expect(loan.given).toBe(1)
+    body.fill(0)
+    expect(await res.text()).toBe('lent bytes')
+  })
+
   it('is kept while a slow client still reads it, and given back when it leaves', async () => {
     // Far more than the socket buffers of both ends take: the answer is still being written.
     const body = Buffer.alloc(64 * 1024 * 1024, 7)

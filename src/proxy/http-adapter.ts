@@ -439,7 +439,10 @@ function toWebResponse(opts: ProxyHandlerOptions, served: Served, result: ProxyR
   const body = result.body
   if (body === null || Buffer.isBuffer(body)) {
     finish(body?.length ?? 0, false)
-    return new Response(body === null ? null : new Uint8Array(body), { status: result.status, headers })
+    // A copy: a lent body (memory tier) goes back at once, and its slab may then be used again.
+    const response = new Response(body === null ? null : new Uint8Array(body), { status: result.status, headers })
+    result.loan?.giveBack()
+    return response
   }
   let bytes = 0
   body.on('data', (chunk: Buffer) => {
