@@ -1,13 +1,14 @@
 // One cache fill against a real origin and a real store: the body streams on
-// while it is stored, a response policy forbids is passed on untouched, and a
-// fill whose client goes away before the end stores nothing.
+// while it is stored, at the client's pace (there against a body that counts
+// what is pulled from it), a response policy forbids is passed on untouched,
+// and a fill whose client goes away before the end stores nothing.
 
 import fs from 'node:fs/promises'
 import type http from 'node:http'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore } from '../cache/types.ts'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { bodyBytes, startOrigin, tempDir, type TestOrigin } from '../test-support/servers.ts'
 import { startFill, type Fill, type FillDeps, type FillTarget } from './fill.ts'
 import { createOriginClient, type OriginClient, type OriginResponse } from './origin.ts'
@@ -108,6 +109,31 @@ describe('startFill', () => {
     expect(stored && stored.kind === 'buffer' ? stored.buffer.toString() : undefined).toBe('small body')
     // A consumer that knows only streams still gets the same bytes.
     expect(await readAll(res.body)).toBe('small body')
+  })
+
+  it("takes the origin's body only as fast as the client reads it (stream backpressure), and still stores it whole", async () => {
+    // An origin body of 8 MiB whose chunks are made when asked for: what the fill pulls is counted.
+    const chunk = Buffer.alloc(64 * 1024, 1)
+    const chunks = 128
+    let pulled = 0
+    const body = new Readable({
+      read() {
+        if (pulled === chunks) this.push(null)
+        else {
+          pulled++
+          this.push(chunk)
+        }
+      },
+    })
+    const res: OriginResponse = { status: 200, headers: { 'cache-control': 'max-age=60', 'content-length': String(chunks * chunk.length) }, body, headersMs: 1 }
+    const fill = startFill(deps, target('/big'), { method: 'GET', headers: { host: 'site.test' }, requestTime: Date.now() }, res)
+    expect(fill.detail).toBeUndefined()
+    expect(fill.stored).toBe(true)
+    // The client has not read a byte yet: the fill has taken a few chunks, not the whole body.
+    await new Promise((resolve) => streamOf(fill).once('readable', resolve))
+    expect(pulled).toBeLessThan(8)
+    expect((await bodyBytes(fill.body)).length).toBe(chunks * chunk.length)
+    expect(await fill.outcome).toMatchObject({ stored: true, meta: { size: chunks * chunk.length } })
   })
 
   it('passes a response policy forbids on untouched, with the reason, and stores nothing', async () => {
