@@ -541,7 +541,9 @@ function explainSlowProbes(names: string[], samples: ProbeSample[], spans: Span[
 function entryRecord(i: number, now: number, prefix = '/obj/') {
   const url = `http://${HOST}${prefix}${i}`
   return {
-    key: `${HOST}${prefix}${i}`,
+    // A node's key is the URL it stored (src/proxy/cache-key.ts primaryKey): the manifest keeps a
+    // second copy of the URL (entries_url_not_key) only for the few keys a rule rewrote.
+    key: url,
     variant: '',
     host: HOST,
     url,

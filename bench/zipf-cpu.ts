@@ -1,0 +1,165 @@
+// Where every CPU second of the cold Zipf mix goes, for caje and for Varnish alike: each thread of
+// the cache under test (grouped by name; caje's workers by CAJE_THREAD_MAP, Varnish's by their
+// own names), the bench origin and wrk (its CPU from a wrapper shell's `times`), per request wrk
+// completed, with the origin's request count and how long caje's event loop waited for a CPU
+// (schedstat). Runs alternate caje, Varnish, Varnish, caje, ... on one long-lived instance of
+// each, a fresh query (a cold key space) per run, as bench/run.ts does. Work a run queued (disk
+// and manifest writes) counts: caje is read again once its threads have gone idle.
+// With --perf <dir>, a system-wide `perf record -a -g` of 3 s from 1 s into each run.
+//
+//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--perf <dir>]
+// Run it under the benchmark lock like any load, with TMPDIR a fresh chattr +T directory.
+
+import { mkdtemp, readdir, readFile, writeFile, chmod } from 'node:fs/promises'
+import os from 'node:os'
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { buildCaje } from './build.ts'
+import { runLoad, type Workload } from './load.ts'
+import { findExecutable, processTree, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    runs: { type: 'string', default: '2' },
+    bundle: { type: 'string' },
+    env: { type: 'string' },
+    /** Directory for a system-wide perf record (-a -g) of 3 s from 1 s into each run. */
+    perf: { type: 'string' },
+  },
+})
+const durationSec = Number(values.duration)
+const TICK_US = 1e6 / 100
+
+async function taskTicks(pids: number[], map: Map<string, string>, mainPid: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>()
+  for (const pid of pids) {
+    let tids: string[]
+    try {
+      tids = await readdir(`/proc/${pid}/task`)
+    } catch {
+      continue
+    }
+    tids.sort((a, b) => Number(a) - Number(b))
+    let n = 0
+    for (const tid of tids) {
+      try {
+        const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+        const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim()
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+        let name = comm
+        if (Number(tid) === mainPid) name = 'main'
+        else if (map.has(tid)) name = map.get(tid)!
+        else if (comm === 'node') {
+          n++
+          name = n === 1 ? 'V8 delayed tasks' : n <= 5 ? 'V8 platform (GC, compile)' : 'libuv pool, other'
+        } else if (comm.startsWith('libuv-worker')) name = 'libuv pool, other'
+        out.set(name, (out.get(name) ?? 0) + Number(f[11]) + Number(f[12]))
+      } catch {
+        // ended meanwhile
+      }
+    }
+  }
+  return out
+}
+
+/** The main thread's time on a CPU and waiting for one (ns), from schedstat. */
+async function sched(pid: number): Promise<number[]> {
+  return (await readFile(`/proc/${pid}/task/${pid}/schedstat`, 'utf8')).trim().split(' ').map(Number)
+}
+
+async function originStats(origin: RunningSystem): Promise<{ requests: number; notModified: number }> {
+  return (await (await fetch(`${origin.baseUrl}/__origin/stats`)).json()) as { requests: number; notModified: number }
+}
+
+async function main() {
+  const repoDir = process.cwd()
+  const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-zipf-cpu-'))
+  const ws: Workspace = { tmpDir, outDir: path.join(repoDir, 'bench', 'out'), repoDir }
+  const realWrk = findExecutable('wrk')!
+  // wrk's own CPU: a wrapper that writes its children's times when wrk exits.
+  const timesFile = path.join(tmpDir, 'wrk-times')
+  const wrkPath = path.join(tmpDir, 'wrk.sh')
+  await writeFile(wrkPath, `#!/bin/bash\n${realWrk} "$@"\nrc=$?\ntimes > ${timesFile}\nexit $rc\n`)
+  await chmod(wrkPath, 0o755)
+  const wrkCpu = async () => {
+    const lines = (await readFile(timesFile, 'utf8')).trim().split('\n')
+    const secs = [...lines[1]!.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]))
+    return secs[0]! + secs[1]!
+  }
+  const bundle = values.bundle ?? buildCaje(repoDir, `zipf-cpu-${process.pid}.js`)
+  const origin = await startNodeScript(ws, { name: 'origin', kind: 'origin', script: 'bench/origin.ts' })
+  const varnish = await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) })
+  const mapFile = path.join(tmpDir, 'threads')
+  const extraEnv = Object.fromEntries((values.env ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+  const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...extraEnv, CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile } })
+  const workload = (q: string): Workload => ({ kind: 'zipf', count: 10_000, exponent: 1, pathPrefix: '/obj/', query: q })
+  const totals = new Map<string, Map<string, number>>()
+  const reqTotals = new Map<string, { reqs: number; origin: number; rps: number[] }>()
+  try {
+    // Warm both (JIT, pools) on a key space of their own.
+    for (const s of [caje, varnish]) await runLoad({ tool: 'wrk', wrkPath, baseUrl: s.baseUrl, workload: workload('warm'), connections: 50, durationSec: 2, threads: 1, timeoutSec: 10, scratchDir: ws.outDir })
+    const runs = Number(values.runs)
+    for (let run = 0; run < runs; run++) {
+      const order = run % 2 === 0 ? [caje, varnish] : [varnish, caje]
+      for (const system of order) {
+        const name = system === caje ? 'caje' : 'varnish'
+        const map = new Map((await readFile(mapFile, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => [l.split(' ')[0]!, l.split(' ').slice(1).join(' ')] as [string, string]))
+        const pids = await processTree(system.pid)
+        const pid = system === caje ? system.pid : -1
+        const o0 = await originStats(origin)
+        const c0 = await taskTicks(pids, map, pid)
+        const g0 = await taskTicks([origin.pid], new Map(), origin.pid)
+        const s0 = system === caje ? await sched(caje.pid) : [0, 0]
+        const perfDone = values.perf
+          ? new Promise<void>((resolve) =>
+              setTimeout(() => spawn('perf', ['record', '-a', '-g', '-o', path.join(values.perf!, `${name}-${run}.data`), '--', 'sleep', '3'], { stdio: 'ignore' }).once('exit', () => resolve()), 1000),
+            )
+          : Promise.resolve()
+        const r = await runLoad({ tool: 'wrk', wrkPath, baseUrl: system.baseUrl, workload: workload(`zc-${process.pid}-${run}-${name}`), connections: 50, durationSec, threads: 1, timeoutSec: 10, scratchDir: ws.outDir })
+        const w = await wrkCpu()
+        await perfDone
+        const s1 = system === caje ? await sched(caje.pid) : [0, 0]
+        if (system === caje) console.log(`caje main thread during the load: ran ${((s1[0]! - s0[0]!) / 1e6).toFixed(0)} ms, waited for a CPU ${((s1[1]! - s0[1]!) / 1e6).toFixed(0)} ms of ${(r.durationSec * 1000).toFixed(0)} ms`)
+        // Work the load queued (disk writes, manifest) belongs to it: wait until the process is idle.
+        let prev = -1
+        for (;;) {
+          await new Promise((res) => setTimeout(res, 300))
+          const now = [...(await taskTicks(pids, map, pid)).values()].reduce((a, b) => a + b, 0)
+          if (now - prev <= 2) break
+          prev = now
+        }
+        const c1 = await taskTicks(pids, map, pid)
+        const g1 = await taskTicks([origin.pid], new Map(), origin.pid)
+        const o1 = await originStats(origin)
+        const acc = totals.get(name) ?? new Map<string, number>()
+        for (const [k, v] of c1) acc.set(`${name}: ${k}`, (acc.get(`${name}: ${k}`) ?? 0) + (v - (c0.get(k) ?? 0)) * TICK_US)
+        let og = 0
+        for (const [k, v] of g1) og += v - (g0.get(k) ?? 0)
+        acc.set('origin (node)', (acc.get('origin (node)') ?? 0) + og * TICK_US)
+        acc.set('wrk', (acc.get('wrk') ?? 0) + w * 1e6)
+        totals.set(name, acc)
+        const rt = reqTotals.get(name) ?? { reqs: 0, origin: 0, rps: [] }
+        rt.reqs += r.requests
+        rt.origin += o1.requests - o0.requests
+        rt.rps.push(Math.round(r.rps))
+        reqTotals.set(name, rt)
+        console.log(`${name} run ${run}: ${r.rps.toFixed(0)} req/s, ${r.requests} requests, origin ${o1.requests - o0.requests} (304: ${o1.notModified - o0.notModified}), wrk CPU ${(w * 1e6 / r.requests).toFixed(1)} µs/req`)
+      }
+    }
+    for (const [name, acc] of totals) {
+      const rt = reqTotals.get(name)!
+      const rows = [...acc.entries()].map(([k, us]) => [k, us / rt.reqs] as const).filter(([, v]) => v > 0.05).sort((a, b) => b[1] - a[1])
+      const total = rows.reduce((a, [, v]) => a + v, 0)
+      console.log(`## ${name}: req/s ${rt.rps.join(', ')}; ${rt.reqs} requests, ${rt.origin} to the origin (${((100 * rt.origin) / rt.reqs).toFixed(1)}%, hit ${(100 - (100 * rt.origin) / rt.reqs).toFixed(1)}%); all CPU ${total.toFixed(1)} µs/req`)
+      for (const [k, v] of rows) console.log(`  ${k.padEnd(40)} ${v.toFixed(1).padStart(7)} µs/req  ${((100 * v) / total).toFixed(1).padStart(5)}%  per origin request ${((v * rt.reqs) / rt.origin).toFixed(0)} µs`)
+    }
+  } finally {
+    await caje.stop()
+    await varnish.stop()
+    await origin.stop()
+  }
+}
+
+await main()
