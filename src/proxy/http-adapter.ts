@@ -371,8 +371,7 @@ function writeWhole(opts: ProxyHandlerOptions, outgoing: ServerResponse, served:
     return
   }
   // The whole answer is handed to the socket here: account for it now, without a listener per request.
-  const incoming = (served as { incoming?: IncomingMessage }).incoming
-  if (incoming !== undefined) settleRead(incoming)
+  settleRead(outgoing.req)
   outgoing.writeHead(result.status, result.headers)
   outgoing.end(body ?? undefined)
   if (result.loan !== undefined) giveBackWhenSent(outgoing, result.loan)
