@@ -271,21 +271,28 @@ describe('writeWhenFree', () => {
     m.sqlite.pragma(`busy_timeout = ${TEST_BUSY_TIMEOUT_MS}`)
     const lock = holdWriteLock(m.path)
     unlocks.push(lock.release)
-    let ticks = 0
-    const ticker = setInterval(() => ticks++, 1)
-    const t0 = Date.now()
-    const err = await writeWhenFree(m.db, insertAdmin('a'), { totalMs: 500 }).catch((e: unknown) => e)
-    const elapsed = Date.now() - t0
-    clearInterval(ticker)
+    // Each attempt and each turn of the event loop, in the order they happen.
+    const events: Array<'attempt' | 'turn'> = []
+    let turning = true
+    const turn = () => {
+      events.push('turn')
+      if (turning) setImmediate(turn)
+    }
+    setImmediate(turn)
+    const err = await writeWhenFree(m.db, (trx) => (events.push('attempt'), insertAdmin('a')(trx)), { totalMs: 500 }).catch((e: unknown) => e)
+    turning = false
     expect(err).toBeInstanceOf(ManifestBusyError)
-    expect((err as ManifestBusyError).attempts).toBeGreaterThan(2)
-    expect(((err as ManifestBusyError).cause as { code?: string }).code).toMatch(/^SQLITE_BUSY/)
+    const busy = err as ManifestBusyError
+    expect(busy.attempts).toBeGreaterThan(2)
+    expect(events.filter((e) => e === 'attempt')).toHaveLength(busy.attempts)
+    expect((busy.cause as { code?: string }).code).toMatch(/^SQLITE_BUSY/)
     expect(isTransientDbError(err)).toBe(true)
-    // It kept trying for the whole window, between attempts on timers (the ticker ran meanwhile);
-    // one wait in the busy handler would have taken the connection's minute.
-    expect(elapsed).toBeGreaterThanOrEqual(450)
-    expect(ticks).toBeGreaterThan(0)
-    expect(elapsed).toBeLessThan(TEST_BUSY_TIMEOUT_MS)
+    // It gave up only once its own clock said the window was over.
+    expect(busy.waitedMs).toBeGreaterThanOrEqual(500)
+    // Between every two attempts the event loop turned: the pauses are timers. One wait in
+    // SQLite's busy handler would have held the loop for the connection's minute, past the test's timeout.
+    const attemptsAt = events.flatMap((e, i) => (e === 'attempt' ? [i] : []))
+    for (let k = 1; k < attemptsAt.length; k++) expect(events.slice(attemptsAt[k - 1], attemptsAt[k]), `between attempts ${k} and ${k + 1}`).toContain('turn')
     lock.release()
     expect(await admins()).toEqual([])
   })
