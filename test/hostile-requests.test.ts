@@ -82,15 +82,13 @@ describe('absurd headers', () => {
   it('a pathological Cache-Control request header is parsed in linear time: caje does not stall', async () => {
     // An unterminated quoted-string full of backslashes once sent the directive parser into
     // exponential backtracking (26 pairs: a second of blocked event loop per request, doubling
-    // with each pair). 34 pairs would block for minutes; parsed linearly, both requests take
-    // milliseconds, so the bound leaves a loaded machine a wide margin.
+    // with each pair). 34 pairs would block for minutes, far past the test's timeout; parsed
+    // linearly, both requests are answered.
     const { node } = await setup()
-    const started = performance.now()
     const r = await get(node.url + '/cc', { 'cache-control': `no-cache, x="${'a\\'.repeat(34)}` })
     expect(r.status).toBe(200)
     const big = await get(node.url + '/cc', { 'cache-control': `x="${'\\"'.repeat(7_000)}` })
     expect(big.status).toBe(200)
-    expect(performance.now() - started).toBeLessThan(10_000)
   })
 
   it.each([
@@ -466,39 +464,40 @@ describe('Set-Cookie with CAJE_CACHE_SET_COOKIE=true', () => {
 })
 
 describe('slow and many clients', () => {
+  // Node's defaults are 20 s (headers) and 300 s (whole request): each test's timeout, shorter
+  // than the default it stands for, fails it unless the configured 1 s cut the client off.
   it('slowloris: a client trickling its headers is cut off by CAJE_HEADERS_TIMEOUT_MS, others are served meanwhile', async () => {
     const { origin, node } = await setup({ CAJE_HEADERS_TIMEOUT_MS: '1000' })
-    const started = Date.now()
     const socket = net.connect(node.port, '127.0.0.1')
     socket.on('error', () => {})
+    let received = ''
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')))
     socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n')
     const trickle = setInterval(() => socket.writable && socket.write('X-Slow: y\r\n'), 100)
-    const closedAfter = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)))
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
     try {
       expect((await get(node.url + '/meanwhile')).status).toBe(200)
-      // Cut by the configured 1 s (swept every second), long before the 20 s default.
-      const ms = await Promise.race([closedAfter, new Promise<number>((r) => setTimeout(() => r(Infinity), 15_000))])
-      expect(ms).toBeGreaterThanOrEqual(900)
-      expect(ms).toBeLessThan(10_000)
+      await closed
+      // Cut by the server's timeout, which answers 408 as it closes (RFC 9110 §15.5.9).
+      expect(received).toMatch(/^HTTP\/1\.1 408 /)
     } finally {
       clearInterval(trickle)
       socket.destroy()
     }
     expect(origin.requests.map((q) => q.url)).toEqual(['/meanwhile'])
-  })
+  }, 15_000)
 
   it('a trickled request body is cut off by CAJE_REQUEST_TIMEOUT_MS and nothing is stored', async () => {
     const { origin, node } = await setup({ CAJE_REQUEST_TIMEOUT_MS: '1000', CAJE_HEADERS_TIMEOUT_MS: '1000' })
-    const started = Date.now()
     const socket = net.connect(node.port, '127.0.0.1')
     socket.on('error', () => {})
+    let received = ''
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')))
     socket.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n')
     const trickle = setInterval(() => socket.writable && socket.write('x'), 100)
-    const closedAfter = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)))
     try {
-      // Cut by the configured 1 s, long before the 300 s default.
-      const ms = await Promise.race([closedAfter, new Promise<number>((r) => setTimeout(() => r(Infinity), 15_000))])
-      expect(ms).toBeLessThan(10_000)
+      await new Promise<void>((resolve) => socket.on('close', () => resolve()))
+      expect(received).toMatch(/^HTTP\/1\.1 408 /)
     } finally {
       clearInterval(trickle)
       socket.destroy()
@@ -506,7 +505,7 @@ describe('slow and many clients', () => {
     // The origin never received a complete request.
     expect(origin.requests).toEqual([])
     expect(node.store.stats().entries).toBe(0)
-  })
+  }, 15_000)
 
   it('500 concurrent connections are all answered, with the right body each', async () => {
     const { origin, node } = await setup()
