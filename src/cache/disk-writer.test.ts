@@ -68,6 +68,25 @@ describe('disk writer callbacks', () => {
     expect(writer.stats().threadSharedBytes).toBe(shared.byteLength)
   })
 
+  it('makes each directory of the cache once: objects stored in directories it has made cost no mkdir', async () => {
+    const { dir, writer } = await newWriter()
+    const ids = Array.from({ length: 200 }, (_, i) => `https://a.test/${i}`)
+    const stored = await Promise.all(
+      ids.map((id, i) => writer.run({ op: 'put-hashed', body: new Uint8Array(Buffer.from(`body ${i}`)), id, line: [`{"key":"${id}","integrity":"`, '"}'], compact: false })),
+    )
+    expect(stored.filter((r) => !r.ok)).toEqual([])
+    // A fresh cache: every directory was made by the thread, at most two calls each (a first
+    // one that found the parent missing).
+    const dirs = fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((d) => d.isDirectory()).length
+    const calls = writer.stats().mkdirCalls
+    expect(calls).toBeGreaterThanOrEqual(dirs)
+    expect(calls).toBeLessThanOrEqual(2 * dirs)
+    // New index lines for the same objects land in directories the thread has made: no mkdir at all.
+    const updated = await Promise.all(ids.map((id) => writer.run({ op: 'index', id, line: `{"key":"${id}"}`, compact: false })))
+    expect(updated.filter((r) => !r.ok)).toEqual([])
+    expect(writer.stats().mkdirCalls).toBe(calls)
+  })
+
   it('answers a job enqueued after close with an error, never silently', async () => {
     const { writer } = await newWriter()
     await writer.close()

@@ -77,6 +77,12 @@ export interface DiskWriterStats {
    * until this thread lets go too.
    */
   threadSharedBytes: number
+  /**
+   * mkdir calls the writer's thread has made, as of its last answer. It remembers the
+   * directories it has made or found, so this grows with the directories of the cache (one
+   * call each, two when the parent was missing too), not with the objects stored in them.
+   */
+  mkdirCalls: number
 }
 
 interface Queued {
@@ -102,6 +108,7 @@ export class DiskWriter {
   #roomWaiters: { bytes: number; resolve: () => void }[] = []
   #closed = false
   #threadSharedBytes = 0
+  #mkdirCalls = 0
 
   constructor(opts: DiskWriterOptions) {
     if (!Number.isSafeInteger(opts.maxQueueBytes) || opts.maxQueueBytes < 0) throw new RangeError(`write queue bytes must be a non-negative integer, got ${opts.maxQueueBytes}`)
@@ -123,7 +130,7 @@ export class DiskWriter {
   }
 
   stats(): DiskWriterStats {
-    return { jobs: this.#jobs, bytes: this.#bytes, threadSharedBytes: this.#threadSharedBytes }
+    return { jobs: this.#jobs, bytes: this.#bytes, threadSharedBytes: this.#threadSharedBytes, mkdirCalls: this.#mkdirCalls }
   }
 
   /**
@@ -208,8 +215,9 @@ export class DiskWriter {
     const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } }, 'cache disk writer')
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
-    worker.on('message', ({ results, sharedBytes }: BatchAnswer) => {
+    worker.on('message', ({ results, sharedBytes, mkdirCalls }: BatchAnswer) => {
       this.#threadSharedBytes = sharedBytes
+      this.#mkdirCalls = mkdirCalls
       this.#finished(results)
     })
     worker.on('error', (error: Error) => {
@@ -287,10 +295,14 @@ interface BatchMessage {
   arena: ArrayBuffer | undefined
 }
 
-/** The worker's answer to one batch: a result per job, and the shared memory it still refers to (DiskWriterStats.threadSharedBytes). */
+/**
+ * The worker's answer to one batch: a result per job, the shared memory it still refers to
+ * (DiskWriterStats.threadSharedBytes) and its mkdir calls so far (DiskWriterStats.mkdirCalls).
+ */
 interface BatchAnswer {
   results: JobResult[]
   sharedBytes: number
+  mkdirCalls: number
 }
 
 /**
@@ -388,6 +400,12 @@ function diskWriterThread(): void {
     } else if (known) leafBits[bit >> 3]! |= 1 << (bit & 7)
     else leafBits[bit >> 3]! &= ~(1 << (bit & 7))
   }
+  /** Every mkdir of this thread goes through here, counted (DiskWriterStats.mkdirCalls). */
+  let mkdirCalls = 0
+  const mkdir = (dirPath: string): void => {
+    mkdirCalls++
+    fs.mkdirSync(dirPath)
+  }
   const forgetDirs = (): void => {
     knownDirs.clear()
     leafBits.fill(0)
@@ -395,7 +413,7 @@ function diskWriterThread(): void {
   const ensureDir = (dirPath: string): void => {
     if (isKnown(dirPath)) return
     try {
-      fs.mkdirSync(dirPath)
+      mkdir(dirPath)
     } catch (error) {
       const code = codeOf(error)
       if (code === 'ENOENT') {
@@ -405,7 +423,7 @@ function diskWriterThread(): void {
         markKnown(parent, false)
         ensureDir(parent)
         try {
-          fs.mkdirSync(dirPath)
+          mkdir(dirPath)
         } catch (again) {
           if (codeOf(again) !== 'EEXIST') throw again
         }
@@ -618,7 +636,7 @@ function diskWriterThread(): void {
         results.push({ ok: false, error: { message: e?.message ?? String(error), code: e?.code } })
       }
     }
-    parentPort!.postMessage({ results, sharedBytes } satisfies BatchAnswer)
+    parentPort!.postMessage({ results, sharedBytes, mkdirCalls } satisfies BatchAnswer)
   })
 }
 
