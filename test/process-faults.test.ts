@@ -236,20 +236,12 @@ describe('cache directory removed under a running node', () => {
   })
 })
 
-/**
- * The longest a hit may take while another process holds the manifest lock:
- * half of SQLite's 5 s busy timeout. A wait in SQLite's busy handler stalls the
- * whole event loop for the full 5 s; load on a slow machine delays a local hit
- * by milliseconds, not seconds.
- */
-const STALL_MS = 2_500
-
 describe('manifest locked by another writer', () => {
   it('keeps serving while another process holds an exclusive lock; the writes land after it is released', async () => {
     const dir = await tempDir('caje-locked-')
     const { origin, expected } = await bodyOrigin({ size: 8 * 1024, chunk: 8 * 1024, pauseMs: 0 })
     const node = await spawnCaje(dir, origin.url)
-    // A hit to measure serving latency against while the lock is held.
+    // A hit to serve while the lock is held.
     await getBody(node.url + '/o/warm')
     await waitFor(async () => (await health(node.url)).manifestWriter.queued === 0 && (await health(node.url)).cache.entries === 1, 'the warm-up object to be recorded', 10_000)
 
@@ -265,17 +257,15 @@ describe('manifest locked by another writer', () => {
       }
     }
     cleanups.push(async () => release())
-    // While locked: misses (which queue manifest writes) and hits, one after another, each timed,
-    // until the node's writer has tried and failed to write at least twice meanwhile.
+    // While locked: misses (which queue manifest writes) and hits, one after another, until the
+    // node's writer has tried and failed to write at least twice meanwhile. Serving never waits for
+    // the lock: a wait in SQLite's busy handler (5 s) on the event loop for each of these writes
+    // would hold the requests past the test's timeout.
     const failedBefore = (await health(node.url)).manifestWriter.failedAttempts
-    const slowest = { ms: 0, what: '' }
     let i = 0
     while (i < 10 || (await health(node.url)).manifestWriter.failedAttempts < failedBefore + 2) {
       for (const p of [`/o/locked-${i}`, '/o/warm']) {
-        const t = Date.now()
         const r = await getBody(node.url + p)
-        const ms = Date.now() - t
-        if (ms > slowest.ms) Object.assign(slowest, { ms, what: p })
         expect(r.status).toBe(200)
         expect(r.hash).toBe(expected(p))
       }
@@ -297,8 +287,6 @@ describe('manifest locked by another writer', () => {
     }
     expect((await health(node.url)).manifestWriter.written).toBeGreaterThan(writtenWhileLocked)
     expect(node.child.exitCode).toBeNull()
-    // Serving never waited for the lock (a synchronous SQLite busy wait would stall every request).
-    expect(slowest.ms, `slowest request while locked: ${slowest.what}`).toBeLessThan(STALL_MS)
   }, 40_000)
 
   it('an admin sign-in while the lock is held never stalls serving: 503 "busy" past the retry window, signed in when the lock goes in time', async () => {
@@ -319,35 +307,37 @@ describe('manifest locked by another writer', () => {
         headers: { 'content-type': 'application/json', accept: 'application/json' },
         body: JSON.stringify({ password: 'process-faults-password' }),
       })
-    /** Cache hits, one after another, while the sign-in is pending (at most `limit`); the slowest one. */
-    const serveWhile = async (pending: Promise<unknown>, limit = Infinity) => {
+    /**
+     * Up to `limit` cache hits, one after another, each sent while the sign-in is still pending:
+     * how many were answered, and whether the sign-in had its answer by the last one.
+     */
+    const serveWhile = async (pending: Promise<unknown>, limit: number) => {
       let done = false
       void pending.then(
         () => (done = true),
         () => (done = true),
       )
-      let slowest = 0
       let served = 0
       while (!done && served < limit) {
-        const t = Date.now()
         const r = await getBody(node.url + '/o/warm')
-        slowest = Math.max(slowest, Date.now() - t)
         expect(r.status).toBe(200)
         expect(r.hash).toBe(expected('/o/warm'))
         served++
       }
-      return { slowest, served, done }
+      return { served, done }
     }
+    // The order of events shows that serving never waits for the lock: hits are answered one after
+    // another while the sign-in still waits. A wait in SQLite's busy handler (5 s, past the 3 s retry
+    // window) would hold the first hit until the sign-in had its answer.
 
     // Held past the retry window (3 s), released only once the answer is in: the admin gets a clear 503,
     // the proxy keeps serving.
     const first = lock()
     const refused = signIn()
-    const whileRefused = await serveWhile(refused)
+    const whileRefused = await serveWhile(refused, 5)
     const res = await refused
     first.release()
-    expect(whileRefused.slowest, 'slowest hit while the sign-in waited').toBeLessThan(STALL_MS)
-    expect(whileRefused.served).toBeGreaterThan(10)
+    expect(whileRefused, 'hits answered while the sign-in waited').toEqual({ served: 5, done: false })
     expect(res.status).toBe(503)
     expect(res.headers.get('retry-after')).toBe('1')
     expect(await res.json()).toEqual({ ok: false, error: TEXT.errors.manifestBusy })
@@ -357,12 +347,11 @@ describe('manifest locked by another writer', () => {
     const second = lock()
     const accepted = signIn()
     const whileAccepted = await serveWhile(accepted, 5)
-    expect(whileAccepted).toMatchObject({ served: 5, done: false })
+    expect(whileAccepted, 'hits answered while the sign-in waited').toEqual({ served: 5, done: false })
     second.release()
     const ok = await accepted
     expect(ok.status, await ok.clone().text()).toBe(200)
     expect(ok.headers.getSetCookie().some((c) => c.startsWith('caje_session='))).toBe(true)
-    expect(whileAccepted.slowest, 'slowest hit while the sign-in waited').toBeLessThan(STALL_MS)
     expect(node.child.exitCode).toBeNull()
     expect(node.logs().filter((l) => l.event === 'admin.error')).toEqual([])
   }, 60_000)
