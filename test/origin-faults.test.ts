@@ -286,18 +286,21 @@ const BODY_FAULTS: Array<{ name: string; fault: Fault }> = [
   },
 ]
 
+/**
+ * The timeout of the tests where only a timeout ends the exchange: half caje's 30 s defaults,
+ * so such a test fails unless the configured 300 ms body timeout is what ended it.
+ */
+const BELOW_DEFAULT_TIMEOUTS_MS = 15_000
+
 describe('origin faults after the response head', () => {
   it('origin hangs after a 200 head, before any body byte → 504 (nothing had reached the client yet)', async () => {
     const { origin, node } = await setup((s) => s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n'))
-    const started = Date.now()
     const r = await get(node.url + '/fault')
-    // Well under the 30 s defaults: the configured 300 ms body timeout is what ended it.
-    expect(Date.now() - started).toBeLessThan(10_000)
     expect(r.headers['cache-status']).toBe('caje; fwd=uri-miss; fwd-status=200; detail=timeout')
     expectGatewayError(r, 504, 'timeout')
     expect(r.body.toString()).toMatch(/stopped sending the body/)
     await expectStillServingAndNothingStored(node, origin)
-  })
+  }, BELOW_DEFAULT_TIMEOUTS_MS)
 
   it('origin closes after a 200 head, before any body byte → 502', async () => {
     const { origin, node } = await setup((s) => {
@@ -313,13 +316,10 @@ describe('origin faults after the response head', () => {
 
   it.each(BODY_FAULTS)('origin $name → the client sees a cut response, nothing stored', async ({ fault }) => {
     const { origin, node } = await setup(fault)
-    const started = Date.now()
     const r = await get(node.url + '/fault')
     expectCutOrGatewayError(r, 100)
-    // Well under the 30 s defaults: the configured 300 ms body timeout is what ended it.
-    expect(Date.now() - started).toBeLessThan(10_000)
     await expectStillServingAndNothingStored(node, origin)
-  })
+  }, BELOW_DEFAULT_TIMEOUTS_MS)
 
   it.each(BODY_FAULTS)('origin $name while revalidating → the stored copy is not replaced by a partial one', async ({ fault }) => {
     const { origin, node, mode } = await setup(fault)
