@@ -64,6 +64,11 @@ export interface WriterStats {
   batches: number
   /** Delivery attempts that failed and will be retried. */
   failedAttempts: number
+  /**
+   * The pause before the next attempt after a failed one, before its ±20 % jitter: doubles with
+   * each failure in a row, up to the writer's maximum; 0 once a delivery succeeds.
+   */
+  backoffMs: number
   lastError: string | undefined
   /** Epoch ms of the last successful delivery. */
   lastWriteAt: number | undefined
@@ -349,6 +354,7 @@ export abstract class BatchWriter implements ManifestWriter {
       target: this.target(),
       queued: this.size(),
       ...this.counters,
+      backoffMs: this.backoff,
       lastError: this.lastError,
       lastWriteAt: this.lastWriteAt,
     }
