@@ -196,9 +196,11 @@ describe('disk store', () => {
     expect(await store.variants('https://a.test/old')).toEqual([])
     expect(events).toContainEqual({ type: 'deleted', key: 'https://a.test/old', variant: '', reason: 'expired' })
 
-    await put(store, newEntry('https://a.test/soon', { deleteAt: Date.now() + 150 }), bodyOf(20))
+    const soonAt = Date.now() + 150
+    await put(store, newEntry('https://a.test/soon', { deleteAt: soonAt }), bodyOf(20))
     await put(store, newEntry('https://a.test/keep'), bodyOf(30))
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    // Reopened once the clock has passed its deleteAt.
+    while (Date.now() <= soonAt) await new Promise((resolve) => setTimeout(resolve, soonAt + 1 - Date.now()))
     store = await reopen(store)
     expect(store.stats().entries).toBe(1)
     await store.close() // lets the start-up clean-up finish

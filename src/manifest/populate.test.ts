@@ -279,7 +279,13 @@ describe('populate', () => {
     await waitFor(() => fills >= 2, 3000, 'two background runs')
     await p.close()
     const after = fills
-    await new Promise((r) => setTimeout(r, 150))
+    // Three of its periods go by (a timer of the same period fires three times, after its own
+    // interval would have): a run it started meanwhile would have called fill by idle().
+    await new Promise<void>((resolve) => {
+      let periods = 0
+      const t = setInterval(() => ++periods === 3 && (clearInterval(t), resolve()), 50)
+    })
+    await p.idle()
     expect(fills).toBe(after)
     expect(await p.run()).toEqual({ started: false })
   })
