@@ -23,13 +23,14 @@
 //     [--bundle <main.js>] [--bundle-b <main.js>] [--env-a K=V,...] [--env-b K=V,...]
 // Run it under the benchmark lock like any load.
 
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildCaje } from './build.ts'
 import { runLoad, type Workload } from './load.ts'
 import { findExecutable, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
+import { TICK_US, groups, readThreadMap, threads, untilIdle, type Thread } from './thread-ticks.ts'
 
 const { values } = parseArgs({
   options: {
@@ -50,49 +51,12 @@ const { values } = parseArgs({
 })
 const durationSec = Number(values.duration)
 const runs = Number(values.runs)
-const TICK_US = 1e6 / 100
 const delayMs = Number(values.delay)
 const warmupSec = Number(values.warmup)
 
-interface Thread {
-  tid: string
-  comm: string
-  ticks: number
-}
-
-async function threads(pid: number): Promise<Thread[]> {
-  const out: Thread[] = []
-  for (const tid of await readdir(`/proc/${pid}/task`)) {
-    try {
-      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-      const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim()
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      out.push({ tid, comm, ticks: Number(f[11]) + Number(f[12]) })
-    } catch {
-      // ended meanwhile
-    }
-  }
-  return out
-}
-
-/** Group name: comm, with tid order within a comm for caje's own workers (comm "node" after the main thread). */
+/** caje's worker threads by thread id (CAJE_THREAD_MAP), for grouping its threads' ticks. */
 let threadMap = new Map<string, string>()
-function groups(pid: number, list: Thread[]): Map<string, number> {
-  const m = new Map<string, number>()
-  const sorted = [...list].sort((a, b) => Number(a.tid) - Number(b.tid))
-  let n = 0
-  for (const t of sorted) {
-    let name: string
-    if (Number(t.tid) === pid) name = 'main'
-    else if (threadMap.has(t.tid)) name = threadMap.get(t.tid)!
-    else {
-      n++
-      name = n === 1 ? 'V8 delayed tasks' : n <= 5 ? 'V8 platform (GC, compile)' : 'libuv pool, other'
-    }
-    m.set(name, (m.get(name) ?? 0) + t.ticks)
-  }
-  return m
-}
+const grouped = (pid: number, list: Thread[]) => groups(list, { mainPid: pid, threadMap })
 
 async function metric(baseUrl: string): Promise<Record<string, number>> {
   const text = await (await fetch(`${baseUrl}/_caje/metrics`)).text()
@@ -137,7 +101,7 @@ async function main() {
         const mapFile = path.join(tmpDir, `threads-${run}-${variant.name}-${scenario}`)
         const caje = await startCaje(ws, { name: `caje tc ${run} ${variant.name} ${scenario}`, originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...variant.env, CAJE_BUNDLE: variant.bundle, CAJE_THREAD_MAP: mapFile } })
         try {
-          threadMap = new Map((await readFile(mapFile, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => [l.split(' ')[0]!, l.split(' ').slice(1).join(' ')] as [string, string]))
+          threadMap = await readThreadMap(mapFile)
           console.log((await threads(caje.pid)).map((t) => `${t.tid}:${t.comm}:${threadMap.get(t.tid) ?? ''}`).join(' '))
           if (scenario === 'hit') {
             report.push(...(await hitRun(variant.name, run, caje, bare!)))
@@ -155,18 +119,12 @@ async function main() {
             const m0 = await metric(caje.baseUrl)
             const t0raw = await threads(caje.pid)
             const t0w = Date.now(); const r = await runLoad({ tool: 'wrk', wrkPath, baseUrl: caje.baseUrl, workload, connections: 50, durationSec, threads: 1, timeoutSec: 10, scratchDir: ws.outDir })
-            // Work the load queued (disk writes, manifest) belongs to it: wait until the process is idle.
-            let prev = -1
-            for (;;) {
-              await new Promise((r) => setTimeout(r, 300))
-              const now = [...groups(caje.pid, await threads(caje.pid)).values()].reduce((a, b) => a + b, 0)
-              if (now - prev <= 2) break
-              prev = now
-            }
+            // Work the load queued (disk writes, manifest) belongs to it.
+            await untilIdle([caje.pid])
             const t1raw = await threads(caje.pid)
-            threadMap = new Map((await readFile(mapFile, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => [l.split(' ')[0]!, l.split(' ').slice(1).join(' ')] as [string, string]))
-            const t0 = groups(caje.pid, t0raw)
-            const t1 = groups(caje.pid, t1raw)
+            threadMap = await readThreadMap(mapFile)
+            const t0 = grouped(caje.pid, t0raw)
+            const t1 = grouped(caje.pid, t1raw)
             const m1 = await metric(caje.baseUrl)
             const d = (k: string) => (m1[k] ?? 0) - (m0[k] ?? 0)
             const reqs = Object.keys(m1).filter((k) => !['stored', 'writes_memory_only', 'writes_skipped'].includes(k)).reduce((a, k) => a + d(k), 0)
@@ -202,9 +160,9 @@ async function main() {
 /** CPU of one process's threads while `workload` runs on it, per request wrk completed. */
 async function cpuPerRequest(system: RunningSystem, workload: Workload, ws: Workspace, wrkPath: string): Promise<{ rps: number; requests: number; main: number; total: number; detail: string }> {
   const m0 = await mainDetail(system.pid)
-  const t0 = groups(system.pid, await threads(system.pid))
+  const t0 = grouped(system.pid, await threads(system.pid))
   const r = await runLoad({ tool: 'wrk', wrkPath, baseUrl: system.baseUrl, workload, connections: 50, durationSec, threads: 1, timeoutSec: 10, scratchDir: ws.outDir, delayMs })
-  const t1 = groups(system.pid, await threads(system.pid))
+  const t1 = grouped(system.pid, await threads(system.pid))
   const m1 = await mainDetail(system.pid)
   const per = (i: number, scale = 1) => (((m1[i]! - m0[i]!) * scale) / r.requests).toFixed(2)
   const detail = `user ${per(0, TICK_US)} sys ${per(1, TICK_US)} µs, switches ${per(2)} voluntary ${per(3)} forced`

@@ -10,7 +10,7 @@
 //   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--perf <dir>]
 // Run it under the benchmark lock like any load, with TMPDIR a fresh chattr +T directory.
 
-import { mkdtemp, readdir, readFile, writeFile, chmod } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile, chmod } from 'node:fs/promises'
 import os from 'node:os'
 import { spawn } from 'node:child_process'
 import path from 'node:path'
@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util'
 import { buildCaje } from './build.ts'
 import { runLoad, type Workload } from './load.ts'
 import { findExecutable, processTree, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
+import { TICK_US, readThreadMap, taskTicks, untilIdle } from './thread-ticks.ts'
 
 const { values } = parseArgs({
   options: {
@@ -30,40 +31,6 @@ const { values } = parseArgs({
   },
 })
 const durationSec = Number(values.duration)
-const TICK_US = 1e6 / 100
-
-async function taskTicks(pids: number[], map: Map<string, string>, mainPid: number): Promise<Map<string, number>> {
-  const out = new Map<string, number>()
-  for (const pid of pids) {
-    let tids: string[]
-    try {
-      tids = await readdir(`/proc/${pid}/task`)
-    } catch {
-      continue
-    }
-    tids.sort((a, b) => Number(a) - Number(b))
-    let n = 0
-    for (const tid of tids) {
-      try {
-        const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-        const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim()
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-        let name = comm
-        if (Number(tid) === mainPid) name = 'main'
-        else if (map.has(tid)) name = map.get(tid)!
-        else if (comm === 'node') {
-          n++
-          name = n === 1 ? 'V8 delayed tasks' : n <= 5 ? 'V8 platform (GC, compile)' : 'libuv pool, other'
-        } else if (comm.startsWith('libuv-worker')) name = 'libuv pool, other'
-        out.set(name, (out.get(name) ?? 0) + Number(f[11]) + Number(f[12]))
-      } catch {
-        // ended meanwhile
-      }
-    }
-  }
-  return out
-}
-
 /** The main thread's time on a CPU and waiting for one (ns), from schedstat. */
 async function sched(pid: number): Promise<number[]> {
   return (await readFile(`/proc/${pid}/task/${pid}/schedstat`, 'utf8')).trim().split(' ').map(Number)
@@ -105,12 +72,12 @@ async function main() {
       const order = run % 2 === 0 ? [caje, varnish] : [varnish, caje]
       for (const system of order) {
         const name = system === caje ? 'caje' : 'varnish'
-        const map = new Map((await readFile(mapFile, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => [l.split(' ')[0]!, l.split(' ').slice(1).join(' ')] as [string, string]))
+        // caje's own threads by its map and main thread; Varnish's process tree by thread names.
+        const ticksOf = { mainPid: system === caje ? system.pid : undefined, threadMap: system === caje ? await readThreadMap(mapFile) : undefined }
         const pids = await processTree(system.pid)
-        const pid = system === caje ? system.pid : -1
         const o0 = await originStats(origin)
-        const c0 = await taskTicks(pids, map, pid)
-        const g0 = await taskTicks([origin.pid], new Map(), origin.pid)
+        const c0 = await taskTicks(pids, ticksOf)
+        const g0 = await taskTicks([origin.pid], { mainPid: origin.pid })
         const s0 = system === caje ? await sched(caje.pid) : [0, 0]
         const perfDone = values.perf
           ? new Promise<void>((resolve) =>
@@ -122,16 +89,10 @@ async function main() {
         await perfDone
         const s1 = system === caje ? await sched(caje.pid) : [0, 0]
         if (system === caje) console.log(`caje main thread during the load: ran ${((s1[0]! - s0[0]!) / 1e6).toFixed(0)} ms, waited for a CPU ${((s1[1]! - s0[1]!) / 1e6).toFixed(0)} ms of ${(r.durationSec * 1000).toFixed(0)} ms`)
-        // Work the load queued (disk writes, manifest) belongs to it: wait until the process is idle.
-        let prev = -1
-        for (;;) {
-          await new Promise((res) => setTimeout(res, 300))
-          const now = [...(await taskTicks(pids, map, pid)).values()].reduce((a, b) => a + b, 0)
-          if (now - prev <= 2) break
-          prev = now
-        }
-        const c1 = await taskTicks(pids, map, pid)
-        const g1 = await taskTicks([origin.pid], new Map(), origin.pid)
+        // Work the load queued (disk writes, manifest) belongs to it.
+        await untilIdle(pids)
+        const c1 = await taskTicks(pids, ticksOf)
+        const g1 = await taskTicks([origin.pid], { mainPid: origin.pid })
         const o1 = await originStats(origin)
         const acc = totals.get(name) ?? new Map<string, number>()
         for (const [k, v] of c1) acc.set(`${name}: ${k}`, (acc.get(`${name}: ${k}`) ?? 0) + (v - (c0.get(k) ?? 0)) * TICK_US)
