@@ -13,9 +13,12 @@
 //
 // Health probes open a fresh connection to every node every 50 ms during the
 // purge, the populate and the list requests; their worst wait is reported.
+// A process of their own sends and times them (bench/health-prober.ts), as a
+// load balancer's checker would: this one polls the nodes and is their origin.
+// Its own worst event-loop delay meanwhile is reported as proberLoopWorstMs.
 // The machine is shared: every figure is the median of --runs repetitions.
 
-import { spawn } from 'node:child_process'
+import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import http from 'node:http'
@@ -29,6 +32,7 @@ import SQLite from 'better-sqlite3'
 import { buildCaje, buildTrace } from './build.ts'
 import { freePort } from './systems.ts'
 import { fillIndex } from './index-entries.ts'
+import type { ProberCommand, ProberReport } from './health-prober.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
 import { startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
@@ -359,54 +363,44 @@ interface ProbeSample {
 /** The wall clock in ms, comparable with the nodes' traces (bench/node-trace.ts). */
 const wallNow = () => performance.timeOrigin + performance.now()
 
+/** The prober process (bench/health-prober.ts), started once by main(). */
+let prober: ChildProcess | undefined
+/** Its event loop's worst delay in the last probing session (ms): what it may have added to a probe. */
+let proberLoopWorstMs = 0
+
+async function startProber(): Promise<void> {
+  // fork() runs it with this process's execArgv: under tsx, as this script is.
+  const child = fork(path.join(import.meta.dirname, 'health-prober.ts'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve())
+    child.once('exit', (code) => reject(new Error(`the health prober exited at start (code ${code})`)))
+  })
+  prober = child
+}
+
 /**
- * A health probe on a fresh connection to every node every 50 ms; stop()
- * resolves to the worst wait per node (ms), and `samples` keeps every probe,
+ * A health probe on a fresh connection to every node every 50 ms, sent and
+ * timed by the prober process (bench/health-prober.ts), so the wait is the
+ * node's and the machine's, not this process's: it polls the nodes and
+ * serves as their origin meanwhile. stop() resolves to the worst wait per
+ * node (ms), and `samples` keeps every probe (`at` on this process's clock),
  * so a slow one can be matched with the request that ran meanwhile.
  */
 function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]>; samples: ProbeSample[] } {
-  const worst = nodes.map(() => 0)
+  const child = prober!
   const samples: ProbeSample[] = []
-  const inflight = new Set<Promise<void>>()
-  const probe = (node: ClusterNode, i: number) => {
-    const t0 = performance.now()
-    const sample: ProbeSample = { node: i, at: t0, ms: 0, wall: performance.timeOrigin + t0 }
-    const done = () => {
-      const ms = performance.now() - t0
-      worst[i] = Math.max(worst[i]!, ms)
-      sample.ms = ms
-      samples.push(sample)
-    }
-    const p = new Promise<void>((resolve) => {
-      const req = http.get({ host: '127.0.0.1', port: node.port, path: '/_caje/health', agent: false }, (res) => {
-        sample.headersMs = performance.now() - t0
-        res.resume()
-        res.on('end', () => {
-          done()
-          resolve()
-        })
-      })
-      req.on('socket', (socket) => {
-        socket.once('connect', () => {
-          sample.connectMs = performance.now() - t0
-          sample.port = socket.localPort
-        })
-      })
-      req.on('error', () => {
-        done()
-        resolve()
-      })
-    })
-    inflight.add(p)
-    void p.finally(() => inflight.delete(p))
-  }
-  const timer = setInterval(() => nodes.forEach(probe), 50)
-  nodes.forEach(probe)
+  const command: ProberCommand = { k: 'start', ports: nodes.map((n) => n.port) }
+  child.send(command)
   return {
     samples,
     async stop() {
-      clearInterval(timer)
-      await Promise.all([...inflight])
+      const report = new Promise<ProberReport>((resolve) => child.once('message', (m: ProberReport) => resolve(m)))
+      child.send({ k: 'stop' } satisfies ProberCommand)
+      const { samples: got, loopWorstMs } = await report
+      proberLoopWorstMs = loopWorstMs
+      for (const s of got) samples.push({ ...s, at: s.wall - performance.timeOrigin })
+      const worst = nodes.map(() => 0)
+      for (const s of samples) worst[s.node] = Math.max(worst[s.node]!, s.ms)
       return worst
     },
   }
@@ -648,6 +642,7 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
     loopUsPerOp: Math.round((threads.main * 1000) / Math.max(1, applied)),
     busiestThreadUsPerOp: Math.round((threads.busiest * 1000) / Math.max(1, applied)),
     healthWorstMs: Math.round(worst!),
+    proberLoopWorstMs: Math.round(proberLoopWorstMs),
     healthIdleWorstMs: idleWorst,
   }
 }
@@ -718,6 +713,7 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
     firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
     allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
     healthWorstMs: Math.round(Math.max(...worst)),
+    proberLoopWorstMs: Math.round(proberLoopWorstMs),
     ...perNode(cluster, 'healthWorstMs', worst),
     healthIdleWorstMs: idleWorst,
     ...traced,
@@ -887,6 +883,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
     failed: s.failed,
     originRequests: cluster.originRequests() - before,
     healthWorstMs: Math.round(Math.max(...worst)),
+    proberLoopWorstMs: Math.round(proberLoopWorstMs),
     ...perNode(cluster, 'healthWorstMs', worst),
     healthIdleWorstMs: idleWorst,
     ...traced,
@@ -993,7 +990,7 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: Seeded): 
     probes.samples,
     spans,
   )
-  return { ...result, slowestRequestMs: Math.max(...Object.values(slowest)), healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
+  return { ...result, slowestRequestMs: Math.max(...Object.values(slowest)), healthWorstMs: Math.round(Math.max(...worst)), proberLoopWorstMs: Math.round(proberLoopWorstMs), healthIdleWorstMs: idleWorst }
 }
 
 /** Heap per entry of the in-memory index, filled like the disk store fills it at start (bench/index-entries.ts). */
@@ -1044,6 +1041,7 @@ async function main(): Promise<void> {
     bundle = buildCaje(process.cwd(), `cluster-scale-${process.pid}.js`)
     if (options.trace) traceBundle = buildTrace(process.cwd(), `node-trace-${process.pid}.mjs`)
     const cluster = await startCluster(options, 'main')
+    await startProber()
     try {
       if (options.scenarios.has('apply')) {
         const runs = []
@@ -1085,6 +1083,7 @@ async function main(): Promise<void> {
       throw err
     } finally {
       agent.destroy()
+      prober?.disconnect()
       await cluster.close()
       await fs.rm(bundle, { force: true })
       if (traceBundle) await fs.rm(traceBundle, { force: true })
