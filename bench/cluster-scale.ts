@@ -6,7 +6,8 @@
 //   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest),
 //             and the slowest health probe on a fresh connection to the primary meanwhile
 //   purge     a prefix purge of --objects objects held by all 3 nodes: the purge request,
-//             when each node first answers a miss, the slowest health probe meanwhile
+//             when each node first answers a miss, when its index is rid of them all (its
+//             health answer's entry count, polled every 20 ms), the slowest health probe meanwhile
 //   populate  objects/s node 3 copies from its peers after losing its disk; origin requests
 //   list      the admin list at --entries manifest entries: filtered, first and deep pages
 //   index     heap bytes per entry of the disk tier's in-memory index
@@ -671,6 +672,11 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   const fillOpsStart = performance.now()
   await waitFor(async () => (await Promise.all(cluster.nodes.map(health))).every((h) => (h.manifestWriter?.queued ?? 0) === 0), 'the fill\'s manifest ops to be applied', 120_000, 50)
   const fillOpsMs = performance.now() - fillOpsStart
+  // Each node's entries beside the purged ones: the purge is done on a node once its index is back to these.
+  const entriesBefore = await Promise.all(cluster.nodes.map(async (node) => (await health(node)).cache.entries - objects))
+  // What a node's CPU pays for one admin list filtered to the prefix (disk index scan, manifest search):
+  // the bench polled it every 50 ms to see the files go, loading the nodes it measured.
+  const listCpuMs = await listCpuCost(cluster.nodes[0]!, prefix)
   const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('purge')
@@ -689,13 +695,18 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   await Promise.all(watchers)
   const goneAt: number[] = []
   await Promise.all(
-    cluster.nodes.map(async (node) => {
-      await waitFor(async () => (await diskTotal(node, prefix)) === 0, `${node.name} to finish the purge`, 60_000, 50)
+    cluster.nodes.map(async (node, i) => {
+      // The entry count in the health answer, which costs a node what a probe does.
+      await waitFor(async () => (await health(node)).cache.entries <= entriesBefore[i]!, `${node.name} to finish the purge`, 60_000, 20)
       goneAt.push(performance.now() - t0)
     }),
   )
   const worst = await probes.stop()
   window.end()
+  for (const node of cluster.nodes) {
+    const left = await diskTotal(node, prefix)
+    if (left !== 0) throw new Error(`${node.name} still lists ${left} purged entries`)
+  }
   // When the node that took the purge logged it applied here (its pass over the index done), after the request was sent.
   const passLine = cluster.nodes[1]!.logs().findLast((l) => l.msg === 'purge requested')
   const passMs = typeof passLine?.time === 'string' ? Date.parse(passLine.time) - (wall0 - 0) : NaN
@@ -709,6 +720,7 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   if (purged.status !== 200) throw new Error(`purge answered ${purged.status}: ${JSON.stringify(purged.json)}`)
   return {
     fillOpsAppliedMs: Math.round(fillOpsMs),
+    listFilteredCpuMs: listCpuMs,
     purgeRequestMs: Math.round(purgeMs),
     firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
     allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
@@ -746,7 +758,7 @@ function profileWindow(name: string): { end(): void } {
 }
 
 interface NodeHealth {
-  cache: { writesSkipped: number; writeQueueJobs: number; writeFailures: number }
+  cache: { entries: number; writesSkipped: number; writeQueueJobs: number; writeFailures: number }
   manifestWriter?: { queued: number } | null
 }
 
@@ -778,6 +790,13 @@ async function fillNodes(nodes: ClusterNode[], paths: string[], prefix: string):
 async function diskTotal(node: ClusterNode, filter: string): Promise<number> {
   const res = await admin<{ disk: { total: number } }>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=1`)
   return res.json.disk.total
+}
+
+/** A node's CPU ms (all threads) per admin list filtered to `filter`, over 20 requests one after another. */
+async function listCpuCost(node: ClusterNode, filter: string): Promise<number> {
+  const before = await cpuMs(node)
+  for (let i = 0; i < 20; i++) await diskTotal(node, filter)
+  return Math.round(((await cpuMs(node)) - before) / 20)
 }
 
 /** CPU time a node's process has used so far (user + system, all threads), in ms (Linux /proc). */
