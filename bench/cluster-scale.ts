@@ -16,6 +16,8 @@
 // purge, the populate and the list requests; their worst wait is reported.
 // A process of their own sends and times them (bench/health-prober.ts), as a
 // load balancer's checker would: this one polls the nodes and is their origin.
+// It runs ten nice steps above the nodes where allowed, as a checker on
+// another machine does not wait for their cores.
 // Its own worst event-loop delay meanwhile is reported as proberLoopWorstMs.
 // The machine is shared: every figure is the median of --runs repetitions.
 
@@ -373,7 +375,10 @@ async function startProber(): Promise<void> {
   // fork() runs it with this process's execArgv: under tsx, as this script is.
   const child = fork(path.join(import.meta.dirname, 'health-prober.ts'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   await new Promise<void>((resolve, reject) => {
-    child.once('message', () => resolve())
+    child.once('message', (m: { nice: number }) => {
+      console.log(`health prober: pid ${child.pid}, nice ${m.nice} (the nodes ${os.getPriority()})`)
+      resolve()
+    })
     child.once('exit', (code) => reject(new Error(`the health prober exited at start (code ${code})`)))
   })
   prober = child
