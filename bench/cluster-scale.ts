@@ -6,16 +6,22 @@
 //   apply     ops/s the primary applies from replica batches (POST /_caje/internal/manifest),
 //             and the slowest health probe on a fresh connection to the primary meanwhile
 //   purge     a prefix purge of --objects objects held by all 3 nodes: the purge request,
-//             when each node first answers a miss, the slowest health probe meanwhile
+//             when each node first answers a miss, when its index is rid of them all (its
+//             health answer's entry count, polled every 20 ms), the slowest health probe meanwhile
 //   populate  objects/s node 3 copies from its peers after losing its disk; origin requests
 //   list      the admin list at --entries manifest entries: filtered, first and deep pages
 //   index     heap bytes per entry of the disk tier's in-memory index
 //
 // Health probes open a fresh connection to every node every 50 ms during the
 // purge, the populate and the list requests; their worst wait is reported.
+// A process of their own sends and times them (bench/health-prober.ts), as a
+// load balancer's checker would: this one polls the nodes and is their origin.
+// It runs ten nice steps above the nodes where allowed, as a checker on
+// another machine does not wait for their cores.
+// Its own worst event-loop delay meanwhile is reported as proberLoopWorstMs.
 // The machine is shared: every figure is the median of --runs repetitions.
 
-import { spawn } from 'node:child_process'
+import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import http from 'node:http'
@@ -29,6 +35,7 @@ import SQLite from 'better-sqlite3'
 import { buildCaje, buildTrace } from './build.ts'
 import { freePort } from './systems.ts'
 import { fillIndex } from './index-entries.ts'
+import type { ProberCommand, ProberReport } from './health-prober.ts'
 import { openDatabase } from '../src/manifest/database.ts'
 import { startFakeLitefs, type FakeLitefs } from '../src/test-support/fake-litefs.ts'
 import { startClusterNode, type ClusterNode } from '../src/test-support/cluster-node.ts'
@@ -359,54 +366,47 @@ interface ProbeSample {
 /** The wall clock in ms, comparable with the nodes' traces (bench/node-trace.ts). */
 const wallNow = () => performance.timeOrigin + performance.now()
 
+/** The prober process (bench/health-prober.ts), started once by main(). */
+let prober: ChildProcess | undefined
+/** Its event loop's worst delay in the last probing session (ms): what it may have added to a probe. */
+let proberLoopWorstMs = 0
+
+async function startProber(): Promise<void> {
+  // fork() runs it with this process's execArgv: under tsx, as this script is.
+  const child = fork(path.join(import.meta.dirname, 'health-prober.ts'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', (m: { nice: number }) => {
+      console.log(`health prober: pid ${child.pid}, nice ${m.nice} (the nodes ${os.getPriority()})`)
+      resolve()
+    })
+    child.once('exit', (code) => reject(new Error(`the health prober exited at start (code ${code})`)))
+  })
+  prober = child
+}
+
 /**
- * A health probe on a fresh connection to every node every 50 ms; stop()
- * resolves to the worst wait per node (ms), and `samples` keeps every probe,
+ * A health probe on a fresh connection to every node every 50 ms, sent and
+ * timed by the prober process (bench/health-prober.ts), so the wait is the
+ * node's and the machine's, not this process's: it polls the nodes and
+ * serves as their origin meanwhile. stop() resolves to the worst wait per
+ * node (ms), and `samples` keeps every probe (`at` on this process's clock),
  * so a slow one can be matched with the request that ran meanwhile.
  */
 function probeHealth(nodes: ClusterNode[]): { stop(): Promise<number[]>; samples: ProbeSample[] } {
-  const worst = nodes.map(() => 0)
+  const child = prober!
   const samples: ProbeSample[] = []
-  const inflight = new Set<Promise<void>>()
-  const probe = (node: ClusterNode, i: number) => {
-    const t0 = performance.now()
-    const sample: ProbeSample = { node: i, at: t0, ms: 0, wall: performance.timeOrigin + t0 }
-    const done = () => {
-      const ms = performance.now() - t0
-      worst[i] = Math.max(worst[i]!, ms)
-      sample.ms = ms
-      samples.push(sample)
-    }
-    const p = new Promise<void>((resolve) => {
-      const req = http.get({ host: '127.0.0.1', port: node.port, path: '/_caje/health', agent: false }, (res) => {
-        sample.headersMs = performance.now() - t0
-        res.resume()
-        res.on('end', () => {
-          done()
-          resolve()
-        })
-      })
-      req.on('socket', (socket) => {
-        socket.once('connect', () => {
-          sample.connectMs = performance.now() - t0
-          sample.port = socket.localPort
-        })
-      })
-      req.on('error', () => {
-        done()
-        resolve()
-      })
-    })
-    inflight.add(p)
-    void p.finally(() => inflight.delete(p))
-  }
-  const timer = setInterval(() => nodes.forEach(probe), 50)
-  nodes.forEach(probe)
+  const command: ProberCommand = { k: 'start', ports: nodes.map((n) => n.port) }
+  child.send(command)
   return {
     samples,
     async stop() {
-      clearInterval(timer)
-      await Promise.all([...inflight])
+      const report = new Promise<ProberReport>((resolve) => child.once('message', (m: ProberReport) => resolve(m)))
+      child.send({ k: 'stop' } satisfies ProberCommand)
+      const { samples: got, loopWorstMs } = await report
+      proberLoopWorstMs = loopWorstMs
+      for (const s of got) samples.push({ ...s, at: s.wall - performance.timeOrigin })
+      const worst = nodes.map(() => 0)
+      for (const s of samples) worst[s.node] = Math.max(worst[s.node]!, s.ms)
       return worst
     },
   }
@@ -648,6 +648,7 @@ async function scenarioApply(cluster: Cluster, totalOps: number, senders: number
     loopUsPerOp: Math.round((threads.main * 1000) / Math.max(1, applied)),
     busiestThreadUsPerOp: Math.round((threads.busiest * 1000) / Math.max(1, applied)),
     healthWorstMs: Math.round(worst!),
+    proberLoopWorstMs: Math.round(proberLoopWorstMs),
     healthIdleWorstMs: idleWorst,
   }
 }
@@ -676,6 +677,11 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   const fillOpsStart = performance.now()
   await waitFor(async () => (await Promise.all(cluster.nodes.map(health))).every((h) => (h.manifestWriter?.queued ?? 0) === 0), 'the fill\'s manifest ops to be applied', 120_000, 50)
   const fillOpsMs = performance.now() - fillOpsStart
+  // Each node's entries beside the purged ones: the purge is done on a node once its index is back to these.
+  const entriesBefore = await Promise.all(cluster.nodes.map(async (node) => (await health(node)).cache.entries - objects))
+  // What a node's CPU pays for one admin list filtered to the prefix (disk index scan, manifest search):
+  // the bench polled it every 50 ms to see the files go, loading the nodes it measured.
+  const listCpuMs = await listCpuCost(cluster.nodes[0]!, prefix)
   const idleWorst = await idleProbeWorst(cluster)
   const probes = probeHealth(cluster.nodes)
   const window = profileWindow('purge')
@@ -694,13 +700,18 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   await Promise.all(watchers)
   const goneAt: number[] = []
   await Promise.all(
-    cluster.nodes.map(async (node) => {
-      await waitFor(async () => (await diskTotal(node, prefix)) === 0, `${node.name} to finish the purge`, 60_000, 50)
+    cluster.nodes.map(async (node, i) => {
+      // The entry count in the health answer, which costs a node what a probe does.
+      await waitFor(async () => (await health(node)).cache.entries <= entriesBefore[i]!, `${node.name} to finish the purge`, 60_000, 20)
       goneAt.push(performance.now() - t0)
     }),
   )
   const worst = await probes.stop()
   window.end()
+  for (const node of cluster.nodes) {
+    const left = await diskTotal(node, prefix)
+    if (left !== 0) throw new Error(`${node.name} still lists ${left} purged entries`)
+  }
   // When the node that took the purge logged it applied here (its pass over the index done), after the request was sent.
   const passLine = cluster.nodes[1]!.logs().findLast((l) => l.msg === 'purge requested')
   const passMs = typeof passLine?.time === 'string' ? Date.parse(passLine.time) - (wall0 - 0) : NaN
@@ -714,10 +725,12 @@ async function scenarioPurge(cluster: Cluster, objects: number, run: number): Pr
   if (purged.status !== 200) throw new Error(`purge answered ${purged.status}: ${JSON.stringify(purged.json)}`)
   return {
     fillOpsAppliedMs: Math.round(fillOpsMs),
+    listFilteredCpuMs: listCpuMs,
     purgeRequestMs: Math.round(purgeMs),
     firstMissSlowestNodeMs: Math.round(Math.max(...(missAt as number[]))),
     allGoneSlowestNodeMs: Math.round(Math.max(...goneAt)),
     healthWorstMs: Math.round(Math.max(...worst)),
+    proberLoopWorstMs: Math.round(proberLoopWorstMs),
     ...perNode(cluster, 'healthWorstMs', worst),
     healthIdleWorstMs: idleWorst,
     ...traced,
@@ -750,7 +763,7 @@ function profileWindow(name: string): { end(): void } {
 }
 
 interface NodeHealth {
-  cache: { writesSkipped: number; writeQueueJobs: number; writeFailures: number }
+  cache: { entries: number; writesSkipped: number; writeQueueJobs: number; writeFailures: number }
   manifestWriter?: { queued: number } | null
 }
 
@@ -782,6 +795,13 @@ async function fillNodes(nodes: ClusterNode[], paths: string[], prefix: string):
 async function diskTotal(node: ClusterNode, filter: string): Promise<number> {
   const res = await admin<{ disk: { total: number } }>(node, `/_caje/list?filter=${encodeURIComponent(filter)}&limit=1`)
   return res.json.disk.total
+}
+
+/** A node's CPU ms (all threads) per admin list filtered to `filter`, over 20 requests one after another. */
+async function listCpuCost(node: ClusterNode, filter: string): Promise<number> {
+  const before = await cpuMs(node)
+  for (let i = 0; i < 20; i++) await diskTotal(node, filter)
+  return Math.round(((await cpuMs(node)) - before) / 20)
 }
 
 /** CPU time a node's process has used so far (user + system, all threads), in ms (Linux /proc). */
@@ -887,6 +907,7 @@ async function scenarioPopulate(cluster: Cluster, objects: number, run: number):
     failed: s.failed,
     originRequests: cluster.originRequests() - before,
     healthWorstMs: Math.round(Math.max(...worst)),
+    proberLoopWorstMs: Math.round(proberLoopWorstMs),
     ...perNode(cluster, 'healthWorstMs', worst),
     healthIdleWorstMs: idleWorst,
     ...traced,
@@ -993,7 +1014,7 @@ async function scenarioList(cluster: Cluster, entries: number, seeded: Seeded): 
     probes.samples,
     spans,
   )
-  return { ...result, slowestRequestMs: Math.max(...Object.values(slowest)), healthWorstMs: Math.round(Math.max(...worst)), healthIdleWorstMs: idleWorst }
+  return { ...result, slowestRequestMs: Math.max(...Object.values(slowest)), healthWorstMs: Math.round(Math.max(...worst)), proberLoopWorstMs: Math.round(proberLoopWorstMs), healthIdleWorstMs: idleWorst }
 }
 
 /** Heap per entry of the in-memory index, filled like the disk store fills it at start (bench/index-entries.ts). */
@@ -1044,6 +1065,7 @@ async function main(): Promise<void> {
     bundle = buildCaje(process.cwd(), `cluster-scale-${process.pid}.js`)
     if (options.trace) traceBundle = buildTrace(process.cwd(), `node-trace-${process.pid}.mjs`)
     const cluster = await startCluster(options, 'main')
+    await startProber()
     try {
       if (options.scenarios.has('apply')) {
         const runs = []
@@ -1085,6 +1107,7 @@ async function main(): Promise<void> {
       throw err
     } finally {
       agent.destroy()
+      prober?.disconnect()
       await cluster.close()
       await fs.rm(bundle, { force: true })
       if (traceBundle) await fs.rm(traceBundle, { force: true })
