@@ -102,6 +102,8 @@ export class DiskWriter {
   #roomWaiters: { bytes: number; resolve: () => void }[] = []
   #closed = false
   #threadSharedBytes = 0
+  /** Callers of makeSlabs() waiting for their slabs, oldest first (the worker answers in order). */
+  #slabWaiters: ((made: SharedArrayBuffer[]) => void)[] = []
 
   constructor(opts: DiskWriterOptions) {
     if (!Number.isSafeInteger(opts.maxQueueBytes) || opts.maxQueueBytes < 0) throw new RangeError(`write queue bytes must be a non-negative integer, got ${opts.maxQueueBytes}`)
@@ -157,6 +159,20 @@ export class DiskWriter {
     this.#schedule()
   }
 
+  /**
+   * Memory for `count` slabs of `bytes` (slab-arena.ts SlabMaker), allocated and its pages
+   * touched by the worker's thread between batches: the event loop never waits for the
+   * allocation or its page faults. `ready` gets what was made, none once the writer is closed.
+   */
+  makeSlabs(bytes: number, count: number, ready: (made: SharedArrayBuffer[]) => void): void {
+    if (this.#closed) {
+      queueMicrotask(() => ready([]))
+      return
+    }
+    this.#slabWaiters.push(ready)
+    this.#ensureWorker().postMessage({ slabBytes: bytes, slabCount: count } satisfies SlabRequest)
+  }
+
   /** Resolves once every job queued so far is done. */
   drain(): Promise<void> {
     if (this.#jobs === 0) return Promise.resolve()
@@ -208,9 +224,13 @@ export class DiskWriter {
     const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } }, 'cache disk writer')
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
-    worker.on('message', ({ results, sharedBytes }: BatchAnswer) => {
-      this.#threadSharedBytes = sharedBytes
-      this.#finished(results)
+    worker.on('message', (answer: BatchAnswer | SlabAnswer) => {
+      this.#threadSharedBytes = answer.sharedBytes
+      if ('slabs' in answer) {
+        this.#slabWaiters.shift()?.(answer.slabs)
+        return
+      }
+      this.#finished(answer.results)
     })
     worker.on('error', (error: Error) => {
       // A crashed worker fails the batches it was given; the next batch starts a new one.
@@ -218,6 +238,7 @@ export class DiskWriter {
       while (this.#inFlight.length > 0) {
         this.#finished(this.#inFlight[0]!.map((): JobResult => ({ ok: false, error: { message: `cache writer thread failed: ${error.message}` } })))
       }
+      for (const ready of this.#slabWaiters.splice(0)) ready([])
     })
     this.#worker = worker
     return worker
@@ -290,6 +311,16 @@ interface BatchMessage {
 /** The worker's answer to one batch: a result per job, and the shared memory it still refers to (DiskWriterStats.threadSharedBytes). */
 interface BatchAnswer {
   results: JobResult[]
+  sharedBytes: number
+}
+
+/** A request for slab memory (DiskWriter.makeSlabs), and its answer. */
+interface SlabRequest {
+  slabBytes: number
+  slabCount: number
+}
+interface SlabAnswer {
+  slabs: SharedArrayBuffer[]
   sharedBytes: number
 }
 
@@ -597,7 +628,29 @@ function diskWriterThread(): void {
   const sharedCollected = new FinalizationRegistry<number>((bytes) => {
     sharedBytes -= bytes
   })
-  parentPort!.on('message', ({ jobs, arena }: BatchMessage) => {
+  /**
+   * Slab memory for the memory tier: every page written once, so the kernel maps it here (on a
+   * transparent huge page, zeroed, where it can) and the event loop's first copy into it
+   * faults nothing. Counted as shared memory this thread refers to until its collector runs.
+   */
+  const makeSlabs = ({ slabBytes, slabCount }: SlabRequest): void => {
+    const slabs: SharedArrayBuffer[] = []
+    for (let i = 0; i < slabCount; i++) {
+      const memory = new SharedArrayBuffer(slabBytes)
+      const bytes = new Uint8Array(memory)
+      for (let at = 0; at < slabBytes; at += 4096) bytes[at] = 0
+      sharedBytes += slabBytes
+      sharedCollected.register(memory, slabBytes)
+      slabs.push(memory)
+    }
+    parentPort!.postMessage({ slabs, sharedBytes } satisfies SlabAnswer)
+  }
+  parentPort!.on('message', (message: BatchMessage | SlabRequest) => {
+    if ('slabBytes' in message) {
+      makeSlabs(message)
+      return
+    }
+    const { jobs, arena } = message
     const results: JobResult[] = []
     const seen = new Set<SharedArrayBuffer>()
     for (const posted of jobs) {

@@ -352,4 +352,38 @@ describe('slab arena', () => {
     expect(new SlabArena({ budgetBytes: 100 }).slabBytes).toBe(64 * KiB)
     expect(() => new SlabArena({ budgetBytes: -1 })).toThrow(RangeError)
   })
+
+  it('opens slabs a maker made ready ahead, keeps two of them within its budget, and allocates one itself when none is ready', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const asked: Array<{ count: number; ready: (made: SharedArrayBuffer[]) => void }> = []
+    arena.makeSlabsWith((bytes, count, ready) => {
+      expect(bytes).toBe(4 * KiB)
+      asked.push({ count, ready })
+    })
+    expect(asked.map((a) => a.count)).toEqual([2])
+    const made = [new SharedArrayBuffer(4 * KiB), new SharedArrayBuffer(4 * KiB)]
+    asked.shift()!.ready(made)
+    // Ready slabs are held memory, like free ones.
+    expect(arena.heldBytes).toBe(8 * KiB)
+    const first = arena.place(spot(), bodyOf(100, 1))
+    expect(made).toContain(first.slab!.memory)
+    expect(first.buffer).toEqual(bodyOf(100, 1))
+    // The one taken is asked for again.
+    expect(asked.map((a) => a.count)).toEqual([1])
+    // Not answered yet: the next slab is the other ready one, then one of the arena's own.
+    for (let i = 0; i < 7; i++) arena.place(spot(), bodyOf(512))
+    const second = arena.place(spot(), bodyOf(512, 2))
+    expect(made).toContain(second.slab!.memory)
+    expect(second.slab).not.toBe(first.slab)
+    for (let i = 0; i < 7; i++) arena.place(spot(), bodyOf(512))
+    const third = arena.place(spot(), bodyOf(512, 3))
+    expect(made).not.toContain(third.slab!.memory)
+    expect(third.slab).not.toBe(second.slab)
+    expect(arena.allocatedSlabs).toBe(3)
+    // Three slabs placing bodies leave room for one ready slab in the budget of four: the rest is not kept.
+    expect(asked.map((a) => a.count)).toEqual([1, 1])
+    asked.shift()!.ready([new SharedArrayBuffer(4 * KiB)])
+    asked.shift()!.ready([new SharedArrayBuffer(4 * KiB)])
+    expect(arena.heldBytes).toBe(16 * KiB)
+  })
 })
