@@ -496,6 +496,22 @@ function diskWriterThread(): void {
     withDir(path.dirname(bucket), () => fs.appendFileSync(bucket, indexLine(json)))
   }
 
+  /**
+   * Content files this thread wrote or checked in this process, by path, with their signature
+   * then. Many entries share one body (URLs that differ only in their query, say): a body found
+   * in place under its name whose signature is still the one it had (inode, size, change and
+   * modification times, as the store's own FileSignature) still holds those bytes, and is not
+   * read and hashed again. A file changed since, or never seen, is. Bounded: forgotten whole at
+   * KNOWN_FILES (a miss storm of unique bodies would otherwise grow it without end).
+   */
+  const KNOWN_FILES = 8192
+  const knownFiles = new Map<string, WrittenFile>()
+  const know = (file: string, signature: WrittenFile): WrittenFile => {
+    if (knownFiles.size >= KNOWN_FILES) knownFiles.clear()
+    knownFiles.set(file, signature)
+    return signature
+  }
+
   /** Creates `file` with `body` (never over an existing file); undefined when it exists. */
   const writeNew = (file: string, body: Uint8Array): WrittenFile | undefined => {
     let fd: number
@@ -509,7 +525,7 @@ function diskWriterThread(): void {
       for (let at = 0; at < body.byteLength; ) at += fs.writeSync(fd, body, at, body.byteLength - at)
       const st = fs.fstatSync(fd)
       fs.closeSync(fd)
-      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+      return know(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs })
     } catch (error) {
       // A partial body (disk full...) must not stay under its name.
       try {
@@ -533,6 +549,8 @@ function diskWriterThread(): void {
     try {
       const st = fs.fstatSync(fd)
       if (st.size !== size) return undefined
+      const known = knownFiles.get(file)
+      if (known !== undefined && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ctimeMs === st.ctimeMs) return known
       const bytes = Buffer.allocUnsafe(size)
       for (let at = 0; at < size; ) {
         const n = fs.readSync(fd, bytes, at, size - at, at)
@@ -540,7 +558,7 @@ function diskWriterThread(): void {
         at += n
       }
       if (!sha512(bytes).equals(digest)) return undefined
-      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+      return know(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs })
     } finally {
       fs.closeSync(fd)
     }
@@ -609,10 +627,12 @@ function diskWriterThread(): void {
         fs.rmSync(bucketPath(job.id), { force: true })
         return { ok: true }
       case 'rm-content':
+        knownFiles.delete(job.path)
         fs.rmSync(job.path, { force: true })
         return { ok: true }
       case 'clear':
         forgetDirs()
+        knownFiles.clear()
         for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
           if (/^(content|index)-v\d+$/.test(name)) fs.rmSync(path.join(dir, name), { recursive: true, force: true })
         }
