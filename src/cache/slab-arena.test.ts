@@ -386,4 +386,31 @@ describe('slab arena', () => {
     asked.shift()!.ready([new SharedArrayBuffer(4 * KiB)])
     expect(arena.heldBytes).toBe(16 * KiB)
   })
+
+  it('makes no slab ahead only to let it go: at its limit a slab compacting empties is used again first', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    let made = 0
+    // A maker that answers at once.
+    arena.makeSlabsWith((bytes, count, ready) => {
+      made += count
+      ready(Array.from({ length: count }, () => new SharedArrayBuffer(bytes)))
+    })
+    // Bodies evicted oldest first, as the memory tier does, keeping the live bytes under bodyBytes.
+    const live: Placement[] = []
+    let liveBytes = 0
+    for (let i = 0; i < 2000; i++) {
+      const size = 200 + ((i * 37) % 300)
+      while (liveBytes + size > arena.bodyBytes) {
+        const gone = live.shift()!
+        liveBytes -= gone.buffer.byteLength
+        arena.release(gone)
+      }
+      live.push(arena.place(spot(), bodyOf(size, i)))
+      liveBytes += size
+      expect(arena.heldBytes).toBeLessThanOrEqual(64 * KiB)
+    }
+    // Every slab made was taken in (allocatedSlabs counts those too), and slabs were used again.
+    expect(made).toBe(arena.allocatedSlabs)
+    expect(arena.allocatedSlabs).toBeLessThan(64 / 4 + 4)
+  })
 })

@@ -367,7 +367,6 @@ export class SlabArena {
     // One that bodies being written still hold stays: they may yet be kept there (settle() drops it if none is).
     if (previous && previous.live === 0 && previous.holds === 0) this.#drop(previous)
     const fresh = this.#free.pop() ?? this.#newSlab()
-    this.#makeAhead()
     fresh.dropped = false
     this.#slabs.push(fresh)
     this.#open = fresh
@@ -383,6 +382,9 @@ export class SlabArena {
       victim.live = 0
       this.#drop(victim)
     }
+    // Asked for once compacting is done: a slab it emptied is used again first, and at the
+    // limit nothing is made only to be let go when it comes.
+    this.#makeAhead()
     return fresh
   }
 
