@@ -83,7 +83,7 @@ export class Slab {
  */
 export type SlabMaker = (bytes: number, count: number, ready: (made: SharedArrayBuffer[]) => void) => void
 
-/** Slabs made ready ahead (SlabMaker) at most, counted in the arena's budget like any free slab. */
+/** Slabs made ready ahead (SlabMaker) at most, counted in the arena's budget like any free slab, while it is under its limit. */
 const READY_SLABS = 2
 
 export interface SlabArenaOptions {
@@ -401,12 +401,17 @@ export class SlabArena {
     return best
   }
 
-  /** Asks the maker for the ready slabs missing, as far as the budget has room for them beside the free ones. */
+  /**
+   * Asks the maker for the ready slabs missing while the arena is still growing: as far as its
+   * limit has room for them beside the free ones. Near the limit new slabs come from compacting
+   * and from slabs used again, whose pages are in already; one made then would take the room of
+   * such a slab, which would go to the garbage collector while fresh pages are faulted in.
+   */
   #makeAhead(): void {
     const maker = this.#maker
     if (!maker) return
     let count = 0
-    while (this.#free.length + this.#making + count < READY_SLABS && this.#placingBytes + (this.#free.length + this.#making + count + 1) * this.slabBytes <= this.budgetBytes) count++
+    while (this.#free.length + this.#making + count < READY_SLABS && this.#placingBytes + (this.#free.length + this.#making + count + 1) * this.slabBytes <= this.limitBytes) count++
     if (count === 0) return
     this.#making += count
     maker(this.slabBytes, count, (made) => {
