@@ -28,6 +28,7 @@ import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from '
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
+import type { SlabMaker } from './slab-arena.ts'
 import { isMemoryOnlyIntegrity, isPendingIntegrity, memoryOnlyIntegrity, pendingIntegrity } from './types.ts'
 import type {
   BodyLookup,
@@ -151,6 +152,8 @@ export interface DiskStore extends CacheStore {
    * placeholder integrity (pendingIntegrity): the variant's metadata now has `integrity`.
    */
   onDigest(listener: (id: string, placeholder: string, integrity: string) => void): () => void
+  /** Slab memory made ready by the disk writer's thread (slab-arena.ts SlabMaker). */
+  makeSlabs: SlabMaker
 }
 
 /** Content files kept open for fast hits (the hottest ones; each costs one descriptor). */
@@ -1237,6 +1240,8 @@ class CacacheDiskStore implements DiskStore {
   writeRoom(size: number): Promise<void> {
     return this.#writer.room(size)
   }
+
+  readonly makeSlabs: SlabMaker = (bytes, count, ready) => this.#writer.makeSlabs(bytes, count, ready)
 
   async drain(): Promise<void> {
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])

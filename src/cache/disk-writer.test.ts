@@ -117,4 +117,25 @@ describe('disk writer callbacks', () => {
     expect(answered).toHaveLength(200)
     expect(answered.every(Boolean)).toBe(true)
   })
+
+  it('makes slab memory on its thread: the size and number asked for, in the order asked, and counts it as memory it refers to', async () => {
+    const { writer } = await newWriter()
+    const made: SharedArrayBuffer[][] = []
+    await new Promise<void>((resolve) => {
+      writer.makeSlabs(64 * 1024, 2, (slabs) => made.push(slabs))
+      writer.makeSlabs(128 * 1024, 1, (slabs) => {
+        made.push(slabs)
+        resolve()
+      })
+    })
+    expect(made.map((slabs) => slabs.map((m) => m.byteLength))).toEqual([[64 * 1024, 64 * 1024], [128 * 1024]])
+    expect(made.flat().every((m) => m instanceof SharedArrayBuffer && new Uint8Array(m).every((b) => b === 0))).toBe(true)
+    expect(writer.stats().threadSharedBytes).toBe(256 * 1024)
+  })
+
+  it('makes no slabs once closed, and says so', async () => {
+    const { writer } = await newWriter()
+    await writer.close()
+    expect(await new Promise((resolve) => writer.makeSlabs(64 * 1024, 1, resolve))).toEqual([])
+  })
 })

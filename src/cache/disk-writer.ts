@@ -109,6 +109,8 @@ export class DiskWriter {
   #closed = false
   #threadSharedBytes = 0
   #mkdirCalls = 0
+  /** Callers of makeSlabs() waiting for their slabs, oldest first (the worker answers in order). */
+  #slabWaiters: ((made: SharedArrayBuffer[]) => void)[] = []
 
   constructor(opts: DiskWriterOptions) {
     if (!Number.isSafeInteger(opts.maxQueueBytes) || opts.maxQueueBytes < 0) throw new RangeError(`write queue bytes must be a non-negative integer, got ${opts.maxQueueBytes}`)
@@ -164,6 +166,20 @@ export class DiskWriter {
     this.#schedule()
   }
 
+  /**
+   * Memory for `count` slabs of `bytes` (slab-arena.ts SlabMaker), allocated and its pages
+   * touched by the worker's thread between batches: the event loop never waits for the
+   * allocation or its page faults. `ready` gets what was made, none once the writer is closed.
+   */
+  makeSlabs(bytes: number, count: number, ready: (made: SharedArrayBuffer[]) => void): void {
+    if (this.#closed) {
+      queueMicrotask(() => ready([]))
+      return
+    }
+    this.#slabWaiters.push(ready)
+    this.#ensureWorker().postMessage({ slabBytes: bytes, slabCount: count } satisfies SlabRequest)
+  }
+
   /** Resolves once every job queued so far is done. */
   drain(): Promise<void> {
     if (this.#jobs === 0) return Promise.resolve()
@@ -215,10 +231,14 @@ export class DiskWriter {
     const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } }, 'cache disk writer')
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
-    worker.on('message', ({ results, sharedBytes, mkdirCalls }: BatchAnswer) => {
-      this.#threadSharedBytes = sharedBytes
-      this.#mkdirCalls = mkdirCalls
-      this.#finished(results)
+    worker.on('message', (answer: BatchAnswer | SlabAnswer) => {
+      this.#threadSharedBytes = answer.sharedBytes
+      if ('slabs' in answer) {
+        this.#slabWaiters.shift()?.(answer.slabs)
+        return
+      }
+      this.#mkdirCalls = answer.mkdirCalls
+      this.#finished(answer.results)
     })
     worker.on('error', (error: Error) => {
       // A crashed worker fails the batches it was given; the next batch starts a new one.
@@ -226,6 +246,7 @@ export class DiskWriter {
       while (this.#inFlight.length > 0) {
         this.#finished(this.#inFlight[0]!.map((): JobResult => ({ ok: false, error: { message: `cache writer thread failed: ${error.message}` } })))
       }
+      for (const ready of this.#slabWaiters.splice(0)) ready([])
     })
     this.#worker = worker
     return worker
@@ -303,6 +324,16 @@ interface BatchAnswer {
   results: JobResult[]
   sharedBytes: number
   mkdirCalls: number
+}
+
+/** A request for slab memory (DiskWriter.makeSlabs), and its answer. */
+interface SlabRequest {
+  slabBytes: number
+  slabCount: number
+}
+interface SlabAnswer {
+  slabs: SharedArrayBuffer[]
+  sharedBytes: number
 }
 
 /**
@@ -483,6 +514,22 @@ function diskWriterThread(): void {
     withDir(path.dirname(bucket), () => fs.appendFileSync(bucket, indexLine(json)))
   }
 
+  /**
+   * Content files this thread wrote or checked in this process, by path, with their signature
+   * then. Many entries share one body (URLs that differ only in their query, say): a body found
+   * in place under its name whose signature is still the one it had (inode, size, change and
+   * modification times, as the store's own FileSignature) still holds those bytes, and is not
+   * read and hashed again. A file changed since, or never seen, is. Bounded: forgotten whole at
+   * KNOWN_FILES (a miss storm of unique bodies would otherwise grow it without end).
+   */
+  const KNOWN_FILES = 8192
+  const knownFiles = new Map<string, WrittenFile>()
+  const know = (file: string, signature: WrittenFile): WrittenFile => {
+    if (knownFiles.size >= KNOWN_FILES) knownFiles.clear()
+    knownFiles.set(file, signature)
+    return signature
+  }
+
   /** Creates `file` with `body` (never over an existing file); undefined when it exists. */
   const writeNew = (file: string, body: Uint8Array): WrittenFile | undefined => {
     let fd: number
@@ -496,7 +543,7 @@ function diskWriterThread(): void {
       for (let at = 0; at < body.byteLength; ) at += fs.writeSync(fd, body, at, body.byteLength - at)
       const st = fs.fstatSync(fd)
       fs.closeSync(fd)
-      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+      return know(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs })
     } catch (error) {
       // A partial body (disk full...) must not stay under its name.
       try {
@@ -520,6 +567,8 @@ function diskWriterThread(): void {
     try {
       const st = fs.fstatSync(fd)
       if (st.size !== size) return undefined
+      const known = knownFiles.get(file)
+      if (known !== undefined && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ctimeMs === st.ctimeMs) return known
       const bytes = Buffer.allocUnsafe(size)
       for (let at = 0; at < size; ) {
         const n = fs.readSync(fd, bytes, at, size - at, at)
@@ -527,7 +576,7 @@ function diskWriterThread(): void {
         at += n
       }
       if (!sha512(bytes).equals(digest)) return undefined
-      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+      return know(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs })
     } finally {
       fs.closeSync(fd)
     }
@@ -596,10 +645,12 @@ function diskWriterThread(): void {
         fs.rmSync(bucketPath(job.id), { force: true })
         return { ok: true }
       case 'rm-content':
+        knownFiles.delete(job.path)
         fs.rmSync(job.path, { force: true })
         return { ok: true }
       case 'clear':
         forgetDirs()
+        knownFiles.clear()
         for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
           if (/^(content|index)-v\d+$/.test(name)) fs.rmSync(path.join(dir, name), { recursive: true, force: true })
         }
@@ -615,7 +666,29 @@ function diskWriterThread(): void {
   const sharedCollected = new FinalizationRegistry<number>((bytes) => {
     sharedBytes -= bytes
   })
-  parentPort!.on('message', ({ jobs, arena }: BatchMessage) => {
+  /**
+   * Slab memory for the memory tier: every page written once, so the kernel maps it here (on a
+   * transparent huge page, zeroed, where it can) and the event loop's first copy into it
+   * faults nothing. Counted as shared memory this thread refers to until its collector runs.
+   */
+  const makeSlabs = ({ slabBytes, slabCount }: SlabRequest): void => {
+    const slabs: SharedArrayBuffer[] = []
+    for (let i = 0; i < slabCount; i++) {
+      const memory = new SharedArrayBuffer(slabBytes)
+      const bytes = new Uint8Array(memory)
+      for (let at = 0; at < slabBytes; at += 4096) bytes[at] = 0
+      sharedBytes += slabBytes
+      sharedCollected.register(memory, slabBytes)
+      slabs.push(memory)
+    }
+    parentPort!.postMessage({ slabs, sharedBytes } satisfies SlabAnswer)
+  }
+  parentPort!.on('message', (message: BatchMessage | SlabRequest) => {
+    if ('slabBytes' in message) {
+      makeSlabs(message)
+      return
+    }
+    const { jobs, arena } = message
     const results: JobResult[] = []
     const seen = new Set<SharedArrayBuffer>()
     for (const posted of jobs) {

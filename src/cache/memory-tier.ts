@@ -10,7 +10,7 @@
 // bodies come and go: the bodies kept are a little less than the budget
 // (bodyBytes), the rest is the slabs' room for dead space.
 
-import { type Placement, type Slab, SlabArena } from './slab-arena.ts'
+import { type Placement, type Slab, type SlabMaker, SlabArena } from './slab-arena.ts'
 
 /** One body held in memory, tagged with the integrity it was stored under. */
 export interface MemoryItem {
@@ -95,6 +95,8 @@ export interface MemoryTier {
    * unsubscribe function.
    */
   onEvict(listener: (key: string, item: MemoryItem) => void): () => void
+  /** New slabs are made ready by `maker`, off this thread (see SlabArena.makeSlabsWith). */
+  makeSlabsWith(maker: SlabMaker): void
   clear(): void
 }
 
@@ -205,6 +207,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       return placement.buffer
     },
     settle: (buffer) => arena.settle(buffer),
+    makeSlabsWith: (maker) => arena.makeSlabsWith(maker),
     expose: (buffer) => arena.expose(buffer),
     set(key, item) {
       remove(key)

@@ -352,4 +352,65 @@ describe('slab arena', () => {
     expect(new SlabArena({ budgetBytes: 100 }).slabBytes).toBe(64 * KiB)
     expect(() => new SlabArena({ budgetBytes: -1 })).toThrow(RangeError)
   })
+
+  it('opens slabs a maker made ready ahead, keeps two of them while under its limit, and allocates one itself when none is ready', () => {
+    const arena = new SlabArena({ budgetBytes: 16 * KiB, slabBytes: 4 * KiB })
+    const asked: Array<{ count: number; ready: (made: SharedArrayBuffer[]) => void }> = []
+    arena.makeSlabsWith((bytes, count, ready) => {
+      expect(bytes).toBe(4 * KiB)
+      asked.push({ count, ready })
+    })
+    expect(asked.map((a) => a.count)).toEqual([2])
+    const made = [new SharedArrayBuffer(4 * KiB), new SharedArrayBuffer(4 * KiB)]
+    asked.shift()!.ready(made)
+    // Ready slabs are held memory, like free ones.
+    expect(arena.heldBytes).toBe(8 * KiB)
+    const first = arena.place(spot(), bodyOf(100, 1))
+    expect(made).toContain(first.slab!.memory)
+    expect(first.buffer).toEqual(bodyOf(100, 1))
+    // The one taken is asked for again.
+    expect(asked.map((a) => a.count)).toEqual([1])
+    // Not answered yet: the next slab is the other ready one, then one of the arena's own.
+    for (let i = 0; i < 7; i++) arena.place(spot(), bodyOf(512))
+    const second = arena.place(spot(), bodyOf(512, 2))
+    expect(made).toContain(second.slab!.memory)
+    expect(second.slab).not.toBe(first.slab)
+    for (let i = 0; i < 7; i++) arena.place(spot(), bodyOf(512))
+    const third = arena.place(spot(), bodyOf(512, 3))
+    expect(made).not.toContain(third.slab!.memory)
+    expect(third.slab).not.toBe(second.slab)
+    expect(arena.allocatedSlabs).toBe(3)
+    // Only as far as the limit (the budget less a slab) has room: with two slabs placing bodies, none more was asked for.
+    expect(asked.map((a) => a.count)).toEqual([1])
+    // What comes is kept within the budget.
+    asked.shift()!.ready([new SharedArrayBuffer(4 * KiB)])
+    expect(arena.heldBytes).toBe(16 * KiB)
+  })
+
+  it('makes no slab ahead only to let it go: at its limit a slab compacting empties is used again first', () => {
+    const arena = new SlabArena({ budgetBytes: 64 * KiB, slabBytes: 4 * KiB })
+    let made = 0
+    // A maker that answers at once.
+    arena.makeSlabsWith((bytes, count, ready) => {
+      made += count
+      ready(Array.from({ length: count }, () => new SharedArrayBuffer(bytes)))
+    })
+    // Bodies evicted oldest first, as the memory tier does, keeping the live bytes under bodyBytes.
+    const live: Placement[] = []
+    let liveBytes = 0
+    for (let i = 0; i < 2000; i++) {
+      const size = 200 + ((i * 37) % 300)
+      while (liveBytes + size > arena.bodyBytes) {
+        const gone = live.shift()!
+        liveBytes -= gone.buffer.byteLength
+        arena.release(gone)
+      }
+      live.push(arena.place(spot(), bodyOf(size, i)))
+      liveBytes += size
+      expect(arena.heldBytes).toBeLessThanOrEqual(64 * KiB)
+    }
+    // Every slab made was taken in (allocatedSlabs counts those too), and slabs were used again.
+    expect(made).toBe(arena.allocatedSlabs)
+    expect(arena.allocatedSlabs).toBeLessThan(64 / 4 + 4)
+  })
 })

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises'
 import cacache from 'cacache'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { contentPath } from './content-file.ts'
 import { createDiskStore, entryId } from './disk-store.ts'
 import { createMemoryTier } from './memory-tier.ts'
@@ -38,6 +38,18 @@ async function reopen(store: CacheStore, overrides: Partial<CacheStoreOptions> =
 }
 
 describe('tiered store', () => {
+  it("has its memory tier's first slabs made by the disk writer's thread, before any body needs one", async () => {
+    const store = await openStore()
+    // 8 MiB of memory tier: slabs of 128 KiB, two of them made ready ahead.
+    await vi.waitFor(() => expect(store.stats()).toMatchObject({ memoryHeldBytes: 256 * 1024, writeThreadSharedBytes: 256 * 1024 }))
+    expect(store.stats().memorySlabsAllocatedBytes).toBe(256 * 1024)
+    const body = bodyOf(6000, 5)
+    await store.put(newEntry('https://a.test/first'), body)
+    const hit = await store.read('https://a.test/first', '')
+    expect(hit).toMatchObject({ kind: 'buffer', tier: 'memory' })
+    expect(Buffer.compare((hit as { buffer: Buffer }).buffer, body)).toBe(0)
+  })
+
   it('keeps serving a body from memory once the disk writer has hashed it and its integrity is known', async () => {
     const store = await openStore()
     await store.drain() // past the start-up sweep, during which bodies are hashed on the main thread

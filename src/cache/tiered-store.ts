@@ -51,6 +51,8 @@ export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheSt
     ...tierBodies(memory),
     log: opts.log,
   })
+  // Fresh slabs are made by the disk writer's thread, ahead of need.
+  memory.makeSlabsWith(disk.makeSlabs)
   return createTieredStore(disk, memory)
 }
 

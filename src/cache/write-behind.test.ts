@@ -360,4 +360,17 @@ describe('bodies hashed by the disk writer thread', () => {
     await store.drain()
     expect((await cacache.get(dir, entryId('https://a.test/healed', ''))).data.equals(body)).toBe(true)
   })
+
+  it('checks again a file it wrote itself once it has changed on disk, and replaces it when another entry stores the same body', async () => {
+    const store = await openSwept()
+    const body = bodyOf(5000, 4)
+    await store.put(newEntry('https://a.test/first'), body)
+    await store.drain()
+    const file = contentPath(dir, sri(body))!
+    // Changed behind the writer's back (same inode, same size, other bytes).
+    await writeFile(file, bodyOf(5000, 5))
+    await store.put(newEntry('https://a.test/second'), body)
+    await store.drain()
+    for (const url of ['https://a.test/first', 'https://a.test/second']) expect((await cacache.get(dir, entryId(url, ''))).data.equals(body)).toBe(true)
+  })
 })
