@@ -7,6 +7,8 @@ import type { ProxyResult } from './proxy.ts'
 
 /** Bytes queued for the reader before a write waits for it to pull (backpressure). */
 const QUEUED_BYTES = 64 * 1024
+/** Fetch's null body statuses: a Response with one has no body (as Node sends none for a 204 or a 304, RFC 9110 §15.3.5, §15.4.5). */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
 
 /**
  * writeHead() names the status and fields; the Response exists once the first body byte is
@@ -21,7 +23,7 @@ export class WebAnswer extends Writable {
   headersSent = false
   #resolve!: (response: Response) => void
   #reject!: (err: unknown) => void
-  #head: ResponseInit | undefined
+  #head: { status: number; headers: Headers } | undefined
   #controller: ReadableStreamDefaultController<Uint8Array> | undefined
   /** A write's callback, held until the reader pulls. */
   #waiting: (() => void) | undefined
@@ -47,6 +49,11 @@ export class WebAnswer extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (NULL_BODY_STATUSES.has(this.#requireHead().status)) {
+      this.#settle(null)
+      callback()
+      return
+    }
     const controller = this.#open()
     const room = (controller.desiredSize ?? 0) > 0
     // A copy: the chunk may be a store's lent bytes, given back once the answer is finished.
@@ -57,7 +64,7 @@ export class WebAnswer extends Writable {
 
   override _final(callback: (err?: Error | null) => void): void {
     if (this.#controller) this.#controller.close()
-    else this.#resolve(new Response(null, this.#requireHead()))
+    else this.#settle(null)
     callback()
   }
 
@@ -71,14 +78,13 @@ export class WebAnswer extends Writable {
     callback(err)
   }
 
-  #requireHead(): ResponseInit {
+  #requireHead(): { status: number; headers: Headers } {
     if (!this.#head) throw new Error('an answer\'s body was written before its head')
     return this.#head
   }
 
   #open(): ReadableStreamDefaultController<Uint8Array> {
     if (this.#controller) return this.#controller
-    const head = this.#requireHead()
     let controller!: ReadableStreamDefaultController<Uint8Array>
     const body = new ReadableStream<Uint8Array>(
       {
@@ -90,8 +96,17 @@ export class WebAnswer extends Writable {
       { highWaterMark: QUEUED_BYTES, size: (chunk) => chunk.byteLength },
     )
     this.#controller = controller
-    this.#resolve(new Response(body, head))
+    this.#settle(body)
     return controller
+  }
+
+  /** The Response, once (a second call changes nothing); a head a Response cannot carry rejects it. */
+  #settle(body: ReadableStream<Uint8Array> | null): void {
+    try {
+      this.#resolve(new Response(body, this.#requireHead()))
+    } catch (err) {
+      this.#reject(err)
+    }
   }
 
   #release(): void {
