@@ -31,6 +31,7 @@ import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
 import { explain } from './rules/explain.ts'
 import { createLastStatus } from './rules/last-status.ts'
+import { needsDemoOrigin, originResolver } from './rules/origins.ts'
 import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
 
 export interface RunningCaje {
@@ -63,14 +64,8 @@ export interface RunningCaje {
 export async function startCaje(config: Config, log: Logger): Promise<RunningCaje> {
   const manifestLog: ManifestLog = (level, msg, fields) => log({ level, msg, ...fields })
   const rules = createRulesRuntime({ path: config.rulesPath, initial: config.rules, log })
-  const demoOrigin = !config.origin && config.sites.size === 0 && !rules.current().hasSites ? await startDemoOrigin() : undefined
-  const demoUrl = demoOrigin ? new URL(demoOrigin.url) : undefined
-  // Environment before file (CAJE_SITES, then CAJE_ORIGIN over the file's top-level origin); a
-  // site's own origin in the file is more specific than either default.
-  const resolveOrigin = (host: string): URL | undefined => {
-    const current = rules.current()
-    return config.sites.get(host) ?? current.origin(host) ?? config.origin ?? current.defaultOrigin ?? demoUrl
-  }
+  const demoOrigin = needsDemoOrigin(config, rules.current()) ? await startDemoOrigin() : undefined
+  const resolveOrigin = originResolver(config, () => rules.current(), demoOrigin ? new URL(demoOrigin.url) : undefined)
 
   const store = await createCacheStore({
     dir: config.cacheDir,
@@ -180,8 +175,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     // A row's key names one variant set; a rule keyed on a request header or cookie value stores
     // one key per value under the same URL, and warming "this URL" means all of them.
     keyUrl: (key) => rules.current().purgeUrl(key),
-    // Purge by URL names what the rules made the key of: the URL with their query changes.
-    purge: (request, by) => purges.purge(request.kind === 'url' ? { ...request, value: rules.current().purgeUrl(request.value) } : request, by),
+    purgeUrl: (url) => rules.current().purgeUrl(url),
+    purge: (request, by) => purges.purge(request, by),
     log,
     direct: config.litefsDir === undefined,
     traffic,

@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { normaliseFieldValue } from './proxy/cache-key.ts'
-import { variantLabel } from './node-actions.ts'
+import { purgeInKeyForm, variantLabel } from './node-actions.ts'
+import { parseRulesText } from './rules/load.ts'
+import { compileRules } from './rules/match.ts'
 import { startNode, startOrigin, waitFor, type TestNode } from './test-support/servers.ts'
 
 describe('variantLabel', () => {
@@ -13,6 +15,21 @@ describe('variantLabel', () => {
     const label = variantLabel({ cookie })
     expect(label).toMatch(/^cookie=sha256:.{8}…$/)
     expect(label).not.toContain('very-secret')
+  })
+})
+
+describe('purgeInKeyForm', () => {
+  // The rules drop tracking parameters from the key: a stored /p?id=1 was requested as /p?utm_source=x&id=1 too.
+  const rules = compileRules(parseRulesText('t.yml', 'rules:\n  - { name: keys, cache_key: { drop_query: ["utm_*"] } }\n'))
+  const inKeyForm = (request: Parameters<typeof purgeInKeyForm>[0]) => purgeInKeyForm(request, (url) => rules.purgeUrl(url))
+
+  it('maps a purge by URL to the URL the rules key on, and keeps soft', () => {
+    expect(inKeyForm({ kind: 'url', value: 'https://site.test/p?utm_source=x&id=1' })).toEqual({ kind: 'url', value: 'https://site.test/p?id=1' })
+    expect(inKeyForm({ kind: 'url', value: 'https://site.test/p?utm_source=x', soft: true })).toEqual({ kind: 'url', value: 'https://site.test/p', soft: true })
+  })
+
+  it('leaves prefixes, tags and everything as they are', () => {
+    for (const request of [{ kind: 'prefix', value: 'https://site.test/p?utm_source=x' }, { kind: 'tag', value: 'utm_source' }, { kind: 'all' }] as const) expect(inKeyForm(request)).toBe(request)
   })
 })
 

@@ -32,7 +32,9 @@ export interface NodeActionsDeps {
   populator: PopulateJob
   /** The URL a cache key was made from (the rules' key changes undone), so populating a key warms every key of its URL. */
   keyUrl?: (key: string) => string
-  /** Record a purge and apply it here (manifest/purge.ts), with a URL already in the form the rules key on. */
+  /** The form of a URL the rules key on (RuleSet.purgeUrl: their query changes applied); default the URL as it is. */
+  purgeUrl?: (url: string) => string
+  /** Record a purge and apply it here (manifest/purge.ts); a URL comes in the form the rules key on (purgeInKeyForm). */
   purge(request: PurgeRequest, by?: string): Promise<{ removed: number }>
   now?: () => number
   log?: (o: Record<string, unknown>) => void
@@ -40,6 +42,15 @@ export interface NodeActionsDeps {
   direct?: boolean
   /** This node's minutes not yet in the manifest. */
   traffic?: Pick<TrafficRecorder, 'pending'>
+}
+
+/**
+ * A purge by URL names what the rules made the key of: the URL with their query changes
+ * (`purgeUrl`, RuleSet.purgeUrl), so purging a URL as a client sent it covers the entry its
+ * request was stored under. Prefixes, tags and everything are matched as they are.
+ */
+export function purgeInKeyForm(request: PurgeRequest, purgeUrl: (url: string) => string): PurgeRequest {
+  return request.kind === 'url' ? { ...request, value: purgeUrl(request.value) } : request
 }
 
 /** How long an admin action waits for its manifest writes before answering anyway. */
@@ -157,7 +168,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
     populate: (options) => deps.populator.run(options?.key === undefined || deps.keyUrl === undefined ? options : { key: options.key, url: deps.keyUrl(options.key) }),
     populateStatus: () => deps.populator.status(),
     async purge(request, by) {
-      const result = await deps.purge(request, by)
+      const result = await deps.purge(deps.purgeUrl === undefined ? request : purgeInKeyForm(request, deps.purgeUrl), by)
       await settled()
       return result
     },

@@ -52,6 +52,89 @@ describe('proxy behind app.request()', () => {
   })
 })
 
+describe('an origin body that fails', () => {
+  /**
+   * A node whose origin sends the head of /fail (and `body`, when given) and holds the rest; it drops the
+   * origin's connection once the proxy has its answer (the head is in). `app` reaches the same
+   * proxy through app.request().
+   */
+  async function failingOrigin(body?: string) {
+    let held: http.ServerResponse | undefined
+    const origin = await startOrigin((req, res) => {
+      if (req.url !== '/fail') return res.end('ok')
+      res.writeHead(200, { 'cache-control': 'no-store', 'content-length': '100' })
+      if (body === undefined) res.flushHeaders()
+      else res.write(body)
+      held = res
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url, { CAJE_ORIGIN_TIMEOUT_MS: '600000', CAJE_ORIGIN_BODY_TIMEOUT_MS: '600000' })
+    cleanups.push(() => node.close())
+    const serve = node.proxy.serve.bind(node.proxy)
+    // The proxy has the origin's head (its answer came): only then does the origin drop the connection.
+    node.proxy.serve = (req) => {
+      const answer = serve(req)
+      void Promise.resolve(answer).then(() => {
+        held?.destroy()
+      })
+      return answer
+    }
+    const app = createApp({ config: node.config, store: node.store, proxy: node.proxy, log: silentLogger })
+    return { node, app }
+  }
+
+  // RFC 9110 §15.6.3: nothing of the origin's answer reached the client, so it gets a clear 502, not an empty 200.
+  it('answers 502 when it fails before its first byte, through app.request()', async () => {
+    const { app } = await failingOrigin()
+    const res = await app.request('/fail', { headers: { host: 'site.test' } })
+    expect(res.status).toBe(502)
+    expect(res.headers.get('cache-status')).toMatch(/detail=/)
+    expect(await res.text()).toMatch(/^502 Bad Gateway: origin .* closed the connection/)
+  })
+
+  it('answers 502 when it fails before its first byte, on the Node listener', async () => {
+    const { node } = await failingOrigin()
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: node.port, path: '/fail', headers: { host: 'site.test' }, agent: false }, (r) => {
+          const chunks: Buffer[] = []
+          r.on('data', (c: Buffer) => chunks.push(c))
+          r.on('end', () => resolve({ status: r.statusCode!, body: Buffer.concat(chunks).toString() }))
+        })
+        .on('error', reject)
+    })
+    expect(res.status).toBe(502)
+    expect(res.body).toMatch(/^502 Bad Gateway: origin .* closed the connection/)
+  })
+
+  it('fails the body read when it fails after its first byte, through app.request()', async () => {
+    const { app } = await failingOrigin('first bytes')
+    const res = await app.request('/fail', { headers: { host: 'site.test' } })
+    // The head went out with the first bytes: the status stays, and the body is cut, never complete-looking.
+    expect(res.status).toBe(200)
+    await expect(res.text()).rejects.toThrow()
+  })
+})
+
+describe('answers without a body, through app.request()', () => {
+  it('answers a client conditional on a stored entry with a 304 and no body', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=600', etag: '"v1"', 'content-length': '5' })
+      res.end('hello')
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url)
+    cleanups.push(() => node.close())
+    const app = createApp({ config: node.config, store: node.store, proxy: node.proxy, log: silentLogger })
+    expect(await (await app.request('/c', { headers: { host: 'site.test' } })).text()).toBe('hello')
+    await waitFor(async () => (await node.store.variants('http://site.test/c')).length === 1, 'the entry stored')
+    const res = await app.request('/c', { headers: { host: 'site.test', 'if-none-match': '"v1"' } })
+    expect(res.status).toBe(304)
+    expect(res.body).toBeNull()
+    expect(res.headers.get('cache-status')).toMatch(/hit/)
+  })
+})
+
 describe('a client that leaves before its answer', () => {
   it('ends the origin request at once, for a cache miss and for a pass-through', async () => {
     // The origin never answers: only the client's leaving can end its requests (the timeouts are far away).

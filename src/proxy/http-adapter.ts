@@ -1,12 +1,15 @@
-// Between Hono and the proxy core. Under @hono/node-server the Node request
-// and response are used directly (bodies piped as Node streams, no web-stream
-// conversion on the hot path); under app.request() (tests, other runtimes) a
-// web Response is built from the same ProxyResult.
+// Between the HTTP server and the proxy core. One writer (send) decides what goes out for every
+// answer: when its head is written, the 502/504 for a body that fails before its first byte, the
+// cut connection for one that fails later, when a lent body goes back, the bytes counted, and the
+// metrics and access-log line. It writes to a Node ServerResponse (production: the Node request
+// and response used directly, bodies piped as Node streams) or to a WebAnswer, which becomes the
+// web Response returned to a web Request (Hono's fallback route under app.request(): tests, other
+// runtimes).
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 // The module's binding: the global `performance` is a getter, looked up on every call.
 import { performance } from 'node:perf_hooks'
-import { Readable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import type { Context, MiddlewareHandler } from 'hono'
 import type { BodyLoan } from '../cache/types.ts'
 import { normaliseHost } from '../config.ts'
@@ -17,6 +20,7 @@ import type { FlatHeaders, HeaderBag } from './headers.ts'
 import { writeInterim } from './interim.ts'
 import type { AbortSource } from './origin.ts'
 import { textResult, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
+import { WebAnswer } from './web-answer.ts'
 
 /**
  * The marker that tells @hono/node-server "the response was written already".
@@ -146,7 +150,7 @@ class ClientGone implements AbortSource {
   readonly reason = undefined
   #listeners: (() => void)[] = []
 
-  constructor(outgoing: ServerResponse) {
+  constructor(outgoing: AnswerTarget) {
     if (outgoing.closed && !outgoing.writableFinished) this.aborted = true
     // `on`, not `once`: a response closes once, and once() wraps each listener in two more objects.
     else
@@ -185,12 +189,12 @@ function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgo
   return new NodeProxyRequest(incoming.method ?? 'GET', site.scheme, site.host, path, headers, incoming, outgoing, started)
 }
 
-function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (ProxyRequest & Served) | string {
+function webRequest(opts: ProxyHandlerOptions, raw: Request, answer: WebAnswer, started: number): (ProxyRequest & Served) | string {
   const headers = headersFromWeb(raw.headers)
   const site = siteOf(opts, headers)
   if (typeof site === 'string') return site
   const method = raw.method
-  let controller: AbortController | undefined
+  let gone: ClientGone | undefined
   return {
     method,
     scheme: site.scheme,
@@ -202,12 +206,14 @@ function webRequest(opts: ProxyHandlerOptions, raw: Request, started: number): (
     // client's own X-Real-IP must never stand in for one: X-Forwarded-For would carry its lie on.
     clientIp: '127.0.0.1',
     started,
+    // The caller aborting its Request, or cancelling the Response's body, is the client leaving.
     get signal() {
-      if (!controller) {
-        const ctrl = (controller = new AbortController())
-        raw.signal?.addEventListener('abort', () => ctrl.abort(), { once: true })
+      if (!gone) {
+        gone = new ClientGone(answer)
+        if (raw.signal?.aborted) answer.destroy()
+        else raw.signal?.addEventListener('abort', () => void answer.destroy(), { once: true })
       }
-      return controller.signal
+      return gone
     },
   }
 }
@@ -244,41 +250,45 @@ export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: Incomin
   return (incoming, outgoing) => {
     const started = opts.accessLog ? performance.now() : 0
     const req = nodeRequest(opts, incoming, outgoing, started)
-    if (typeof req === 'string') {
-      sendNode(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
-      return
-    }
-    let answer: ProxyResult | Promise<ProxyResult>
-    try {
-      answer = opts.proxy.serve(req)
-    } catch (err) {
-      exchangeFailed(opts, outgoing, err)
-      return
-    }
-    if (answer instanceof Promise)
-      answer.then(
-        (result) => sendNode(opts, outgoing, req, result),
-        (err: unknown) => exchangeFailed(opts, outgoing, err),
-      )
-    else sendNode(opts, outgoing, req, answer)
+    if (typeof req === 'string') send(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
+    else serveInto(opts, req, outgoing)
   }
 }
 
+/** One proxied exchange from a web Request (app.request(), other runtimes): the same writer, into a WebAnswer. */
+function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Response> {
+  const started = opts.accessLog ? performance.now() : 0
+  const answer = new WebAnswer()
+  const req = webRequest(opts, raw, answer, started)
+  if (typeof req === 'string') send(opts, answer, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
+  else serveInto(opts, req, answer)
+  return answer.response
+}
+
+/** The proxy's answer to `req`, at once or once its promise settles, written to `target`. */
+function serveInto(opts: ProxyHandlerOptions, req: ProxyRequest & Served, target: AnswerTarget): void {
+  let answer: ProxyResult | Promise<ProxyResult>
+  try {
+    answer = opts.proxy.serve(req)
+  } catch (err) {
+    exchangeFailed(opts, target, err)
+    return
+  }
+  if (answer instanceof Promise)
+    answer.then(
+      (result) => send(opts, target, req, result),
+      (err: unknown) => exchangeFailed(opts, target, err),
+    )
+  else send(opts, target, req, answer)
+}
+
 /** The proxy itself failed (a bug, not an origin error): a plain 500, or a cut connection once the head is out. */
-function exchangeFailed(opts: ProxyHandlerOptions, outgoing: ServerResponse, err: unknown): void {
+function exchangeFailed(opts: ProxyHandlerOptions, outgoing: AnswerTarget, err: unknown): void {
   opts.log({ level: 'error', msg: 'proxy exchange failed', error: (err as Error).message })
   if (!outgoing.headersSent) {
     outgoing.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
     outgoing.end('500 Internal Server Error: caje failed to handle this request; see its log.\n')
   } else outgoing.destroy()
-}
-
-/** One proxied exchange from a web Request (app.request(), other runtimes): a Response is returned. */
-async function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Response> {
-  const started = opts.accessLog ? performance.now() : 0
-  const req = webRequest(opts, raw, started)
-  if (typeof req === 'string') return toWebResponse(opts, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
-  return toWebResponse(opts, req, await opts.proxy.serve(req))
 }
 
 /** A finished exchange's request; with a scheme when the proxy handled it (not refused), enough to name its cache key (cache-key.ts primaryKey). */
@@ -325,10 +335,21 @@ function countHost(rawHeaders: readonly string[]): number {
   return n
 }
 
+/**
+ * Where an answer is written: Node's ServerResponse, or a WebAnswer (the same calls, ending in a
+ * web Response). Only send, writeWhole and exchangeFailed write to one.
+ */
+interface AnswerTarget extends Writable {
+  readonly headersSent: boolean
+  writeHead(status: number, headers: ProxyResult['headers']): unknown
+  /** The request being answered, on Node (settleRead). */
+  readonly req?: IncomingMessage
+}
+
 /** An answer whose body is whole in memory, waiting for the end of this turn's I/O (writeAtTurnEnd). */
 interface WholeAnswer {
   opts: ProxyHandlerOptions
-  outgoing: ServerResponse
+  outgoing: AnswerTarget
   served: Served
   result: ProxyResult
 }
@@ -362,7 +383,7 @@ function writeWholeAnswers(): void {
   }
 }
 
-function writeWhole(opts: ProxyHandlerOptions, outgoing: ServerResponse, served: Served, result: ProxyResult): void {
+function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
   const body = result.body as Buffer | null
   // The client left while its answer waited: nothing to write, and the log says it was cut.
   if (outgoing.destroyed) {
@@ -389,9 +410,9 @@ function writeWhole(opts: ProxyHandlerOptions, outgoing: ServerResponse, served:
  * to Node: the buffer may have paused the connection, and only the dump's resume reads it again.
  * `_dumped` is Node's own flag (IncomingMessage._dump); where it does not exist, nothing changes.
  */
-function settleRead(incoming: IncomingMessage): void {
-  const node = incoming as IncomingMessage & { _dumped?: unknown }
-  if (typeof node._dumped === 'boolean' && incoming.readableLength === 0) node._dumped = true
+function settleRead(incoming: IncomingMessage | undefined): void {
+  const node = incoming as (IncomingMessage & { _dumped?: unknown }) | undefined
+  if (typeof node?._dumped === 'boolean' && node.readableLength === 0) node._dumped = true
 }
 
 /**
@@ -399,12 +420,13 @@ function settleRead(incoming: IncomingMessage): void {
  * the whole answer (what almost every hit sees, so no listener per request), else when the
  * response closes (written out, or its connection gone: then Node holds no write of it).
  */
-function giveBackWhenSent(outgoing: ServerResponse, loan: BodyLoan): void {
+function giveBackWhenSent(outgoing: AnswerTarget, loan: BodyLoan): void {
   if (outgoing.writableFinished) loan.giveBack()
   else outgoing.once('close', () => loan.giveBack())
 }
 
-function sendNode(opts: ProxyHandlerOptions, outgoing: ServerResponse, served: Served, result: ProxyResult): void {
+/** The one writer of an answer, whole or streamed, to either target. */
+function send(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
   const body = result.body
   if (body === null || Buffer.isBuffer(body)) {
     writeAtTurnEnd({ opts, outgoing, served, result })
@@ -443,29 +465,6 @@ function sendNode(opts: ProxyHandlerOptions, outgoing: ServerResponse, served: S
   outgoing.once('close', () => {
     if (!body.destroyed && !body.readableEnded) body.destroy()
   })
+  if (result.loan !== undefined) giveBackWhenSent(outgoing, result.loan)
   body.pipe(outgoing)
-}
-
-function toWebResponse(opts: ProxyHandlerOptions, served: Served, result: ProxyResult): Response {
-  const finish = (bytes: number, aborted: boolean) => finished(opts, served, result, bytes, aborted)
-  const headers = new Headers()
-  for (const [name, value] of Object.entries(result.headers)) {
-    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
-    else headers.set(name, value)
-  }
-  const body = result.body
-  if (body === null || Buffer.isBuffer(body)) {
-    finish(body?.length ?? 0, false)
-    // A copy: a lent body (memory tier) goes back at once, and its slab may then be used again.
-    const response = new Response(body === null ? null : new Uint8Array(body), { status: result.status, headers })
-    result.loan?.giveBack()
-    return response
-  }
-  let bytes = 0
-  body.on('data', (chunk: Buffer) => {
-    bytes += chunk.length
-  })
-  body.once('end', () => finish(bytes, false))
-  body.once('error', () => finish(bytes, true))
-  return new Response(Readable.toWeb(body) as unknown as ReadableStream, { status: result.status, headers })
 }
