@@ -945,7 +945,10 @@ class CacacheDiskStore implements DiskStore {
     const previous = this.#index.find(entry.key, entry.variant)
     const indexLines = (previous === undefined ? 0 : this.#index.indexLines(previous)) + 1
     const meta = freezeMeta(plainCopy(entry, { size: content.size, integrity: content.integrity }))
-    const { handle, replaced } = this.#index.add({ meta, content, committedAt, indexLines })
+    // Not kept decoded (hot: false): under a run of misses, a fresh entry's metadata kept among
+    // the hottest until its digest came back lived long enough to be promoted into V8's old
+    // space, and died there. A hit decodes it again if it is asked for.
+    const { handle, replaced } = this.#index.add({ meta, content, committedAt, indexLines, hot: false })
     if (replaced) {
       this.#release(replaced.content)
       const wasMemoryOnly = isMemoryOnlyIntegrity(replaced.content.integrity)

@@ -171,6 +171,32 @@ describe('entry index', () => {
     expect(index.find('https://example.com/item/0', '')).toBeUndefined()
   })
 
+  it('keeps the packed metadata outside the heap in chunks it compacts, every entry still found and decoded after most are removed', () => {
+    const index = new EntryIndex({ hotEntries: 1, arenaChunkBytes: 4096 })
+    // Every fifth key has a character above 255 (packed two bytes per character).
+    const keyOf = (i: number) => (i % 5 === 0 ? `https://example.com/\u65e5/${i}` : `https://example.com/item/${i}`)
+    for (let i = 0; i < 3000; i++) add(index, meta(i, { key: keyOf(i), variant: `v${i % 3}` }))
+    const filled = index.packedBytes
+    expect(filled.held).toBeGreaterThanOrEqual(filled.live)
+    // Removed in an order that leaves a few entries in every chunk: only compaction frees them.
+    for (let i = 0; i < 3000; i++) if (i % 4 !== 0) index.remove(index.find(keyOf(i), `v${i % 3}`)!)
+    expect(index.size).toBe(750)
+    expect(index.packedBytes.held).toBeLessThan(filled.held / 2)
+    for (let i = 0; i < 3000; i++) {
+      const handle = index.find(keyOf(i), `v${i % 3}`)
+      if (i % 4 !== 0) {
+        expect(handle).toBeUndefined()
+        continue
+      }
+      expect(index.id(handle!)).toBe(entryId(keyOf(i), `v${i % 3}`))
+      expect(index.key(handle!)).toBe(keyOf(i))
+      expect(index.meta(handle!)).toEqual(meta(i, { key: keyOf(i), variant: `v${i % 3}` }))
+      expect(index.purgeFields(handle!)).toMatchObject({ key: keyOf(i), variant: `v${i % 3}`, storedAt: i })
+    }
+    expect(index.find(keyOf(4), 'v0')).toBeUndefined()
+    expect(index.list({ filter: '\u65e5/2980' }).total).toBe(1)
+  })
+
   it('grows its slots by half, not by doubling', () => {
     const index = new EntryIndex()
     for (let i = 0; i < 1024; i++) add(index, meta(i))

@@ -9,8 +9,8 @@
 // the entry is worth (hidden classes, boxed numbers, a Map entry per order).
 // Each variant is a slot: its numbers live in typed arrays, both orders are
 // doubly linked lists through slot numbers, lookups go through a hash table of
-// slot chains, and the metadata is one packed string (packed-meta.ts), decoded
-// when asked for. The most recently asked-for metadata stays decoded, so a hit
+// slot chains, and the metadata is one packed string (packed-meta.ts), kept as
+// bytes outside V8's heap (packed-arena.ts) and decoded when asked for. The most recently asked-for metadata stays decoded, so a hit
 // on a hot entry decodes nothing and gets the same object every time.
 // Callers hold a Handle: a slot number with the slot's generation, so a handle
 // kept across an await is known to be stale once its variant was removed,
@@ -18,6 +18,7 @@
 
 import { type EntryMeta, type NewEntry, type PurgeFields, isMemoryOnlyIntegrity } from './types.ts'
 import { packMeta, unpackMeta, unpackPurgeFields } from './packed-meta.ts'
+import { PackedArena } from './packed-arena.ts'
 
 /** The id of one variant: cacache's index key. NUL cannot occur in a URL-derived key. */
 export function entryId(key: string, variant: string): string {
@@ -145,6 +146,8 @@ export interface IndexPage {
 export interface EntryIndexOptions {
   /** Decoded metadata kept for the most recently used entries (default 8192). */
   hotEntries?: number
+  /** Size of the chunks the packed metadata is kept in (default: see PackedArena). */
+  arenaChunkBytes?: number
 }
 
 const SLOT_SPAN = 2 ** 26
@@ -186,7 +189,10 @@ export class EntryIndex {
   #size = 0
   #uses = 0
   // Per slot. Slots on the free list chain through #hashNext.
-  #packed: (string | undefined)[] = []
+  /** The packed metadata: where it is in #arena, and its length code (PackedArena.lengthOf; 0: no entry). */
+  #packedAt = new Float64Array(0)
+  #packedLength = new Int32Array(0)
+  readonly #arena: PackedArena
   #content: (ContentRecord | undefined)[] = []
   #committedAt = new Float64Array(0)
   #lastAccess = new Float64Array(0)
@@ -234,6 +240,41 @@ export class EntryIndex {
 
   constructor(options: EntryIndexOptions = {}) {
     this.#clock = new Int32Array(Math.max(1, options.hotEntries ?? DEFAULT_HOT)).fill(NONE)
+    this.#arena = new PackedArena({ chunkBytes: options.arenaChunkBytes })
+  }
+
+  /** Memory the packed metadata takes outside V8's heap, and how much of it is live (for measures). */
+  get packedBytes(): { held: number; live: number } {
+    return { held: this.#arena.heldBytes, live: this.#arena.liveBytes }
+  }
+
+  /** The whole packed metadata of a slot, as a string (decoded from the arena). */
+  #packed(slot: number): string {
+    return this.#arena.read(this.#packedAt[slot]!, this.#packedLength[slot]!)
+  }
+
+  /** Whether the slot's packed string has `s` at character `from`. */
+  #packedHas(slot: number, s: string, from: number): boolean {
+    return this.#arena.startsWith(this.#packedAt[slot]!, this.#packedLength[slot]!, s, from)
+  }
+
+  #setPacked(slot: number, packed: string): void {
+    if (this.#packedLength[slot] !== 0) this.#arena.free(this.#packedAt[slot]!, this.#packedLength[slot]!)
+    const length = PackedArena.lengthOf(packed)
+    this.#packedAt[slot] = this.#arena.write(packed, length)
+    this.#packedLength[slot] = length
+  }
+
+  #freePacked(slot: number): void {
+    this.#arena.free(this.#packedAt[slot]!, this.#packedLength[slot]!)
+    this.#packedLength[slot] = 0
+    if (this.#arena.wantsCompaction) {
+      this.#arena.compact((move) => {
+        for (let s = 0; s < this.#capacity; s++) {
+          if (this.#packedLength[s] !== 0) this.#packedAt[s] = move(this.#packedAt[s]!, this.#packedLength[s]!)
+        }
+      })
+    }
   }
 
   get size(): number {
@@ -254,7 +295,7 @@ export class EntryIndex {
   /** The slot of a handle still in the index, else NONE. */
   #slot(handle: Handle): number {
     const slot = handle % SLOT_SPAN
-    if (slot >= this.#capacity || this.#packed[slot] === undefined || this.#gen[slot] !== (handle - slot) / SLOT_SPAN) return NONE
+    if (slot >= this.#capacity || this.#packedLength[slot] === 0 || this.#gen[slot] !== (handle - slot) / SLOT_SPAN) return NONE
     return slot
   }
 
@@ -306,10 +347,9 @@ export class EntryIndex {
   #search(key: string, variant: string, h: number): number {
     for (let s = this.#buckets[h & this.#bucketMask]!; s !== NONE; s = this.#hashNext[s]!) {
       if (this.#hash[s] !== h || this.#keyLength[s] !== key.length) continue
-      const packed = this.#packed[s]!
-      if (!packed.startsWith(key)) continue
       const at = key.length + 1
-      if (packed.charCodeAt(at + variant.length) === 0 && packed.startsWith(variant, at)) return s
+      if (this.#arena.charCodeAt(this.#packedAt[s]!, this.#packedLength[s]!, at + variant.length) !== 0) continue
+      if (this.#packedHas(s, key, 0) && this.#packedHas(s, variant, at)) return s
     }
     return NONE
   }
@@ -339,7 +379,7 @@ export class EntryIndex {
     if (this.#capacity === 0) return slots
     const h = this.#hashOf(key)
     for (let s = this.#buckets[h & this.#bucketMask]!; s !== NONE; s = this.#hashNext[s]!) {
-      if (this.#hash[s] === h && this.#keyLength[s] === key.length && this.#packed[s]!.startsWith(key)) slots.push(s)
+      if (this.#hash[s] === h && this.#keyLength[s] === key.length && this.#packedHas(s, key, 0)) slots.push(s)
     }
     return slots
   }
@@ -364,7 +404,7 @@ export class EntryIndex {
     let first = NONE
     let mixed = false
     for (let s = this.#buckets[h & this.#bucketMask]!; s !== NONE; s = this.#hashNext[s]!) {
-      if (this.#hash[s] !== h || this.#keyLength[s] !== key.length || !this.#packed[s]!.startsWith(key)) continue
+      if (this.#hash[s] !== h || this.#keyLength[s] !== key.length || !this.#packedHas(s, key, 0)) continue
       const vary = this.#vary[s]!
       if (first === NONE) first = vary
       if (vary === NONE || vary !== first) mixed = true
@@ -405,7 +445,7 @@ export class EntryIndex {
       return hot.meta
     }
     const content = this.#content[slot]!
-    const meta = freezeMeta(unpackMeta(this.#packed[slot]!, content.size, content.integrity))
+    const meta = freezeMeta(unpackMeta(this.#packed(slot), content.size, content.integrity))
     this.#remember(slot, meta)
     return meta
   }
@@ -417,7 +457,7 @@ export class EntryIndex {
    */
   purgeFields(handle: Handle): PurgeFields {
     const slot = this.#checked(handle)
-    return this.#hot.get(slot)?.meta ?? unpackPurgeFields(this.#packed[slot]!)
+    return this.#hot.get(slot)?.meta ?? unpackPurgeFields(this.#packed(slot))
   }
 
   #remember(slot: number, meta: EntryMeta): void {
@@ -454,6 +494,16 @@ export class EntryIndex {
     }
   }
 
+  /** Where the variant part of a slot's packed string ends (at the NUL after it). */
+  #variantEnd(slot: number): number {
+    const at = this.#packedAt[slot]!
+    const length = this.#packedLength[slot]!
+    const end = Math.abs(length)
+    let i = this.#keyLength[slot]! + 1
+    while (i < end && this.#arena.charCodeAt(at, length, i) !== 0) i++
+    return i
+  }
+
   content(handle: Handle): ContentRecord {
     return this.#content[this.#checked(handle)]!
   }
@@ -476,13 +526,12 @@ export class EntryIndex {
 
   id(handle: Handle): string {
     const slot = this.#checked(handle)
-    const packed = this.#packed[slot]!
-    return packed.slice(0, packed.indexOf('\u0000', this.#keyLength[slot]! + 1))
+    return this.#arena.slice(this.#packedAt[slot]!, this.#packedLength[slot]!, 0, this.#variantEnd(slot))
   }
 
   key(handle: Handle): string {
     const slot = this.#checked(handle)
-    return this.#packed[slot]!.slice(0, this.#keyLength[slot])
+    return this.#arena.slice(this.#packedAt[slot]!, this.#packedLength[slot]!, 0, this.#keyLength[slot]!)
   }
 
   committedAt(handle: Handle): number {
@@ -512,10 +561,13 @@ export class EntryIndex {
 
   /** The url, lower-cased, for filters: read from the packed metadata, no object decoded. */
   #urlLower(slot: number): string {
-    const packed = this.#packed[slot]!
-    const variantEnd = packed.indexOf('\u0000', this.#keyLength[slot]! + 1)
+    const at = this.#packedAt[slot]!
+    const length = this.#packedLength[slot]!
+    const variantEnd = this.#variantEnd(slot)
     // Compact form, url equal to the key (packed-meta.ts writes a 0 length for it).
-    if (packed[variantEnd + 1] === 'A' && packed.charCodeAt(variantEnd + 2) === 0) return packed.slice(0, this.#keyLength[slot]).toLowerCase()
+    if (this.#arena.charCodeAt(at, length, variantEnd + 1) === 0x41 && this.#arena.charCodeAt(at, length, variantEnd + 2) === 0) {
+      return this.#arena.slice(at, length, 0, this.#keyLength[slot]!).toLowerCase()
+    }
     return this.#meta(slot).url.toLowerCase()
   }
 
@@ -524,7 +576,7 @@ export class EntryIndex {
   /** Replaces a variant's metadata (its Vary and deleteAt may change with a 304's headers). */
   updateMeta(handle: Handle, meta: EntryMeta): void {
     const slot = this.#checked(handle)
-    this.#packed[slot] = packMeta(meta)
+    this.#setPacked(slot, packMeta(meta))
     this.#deleteAt[slot] = typeof meta.deleteAt === 'number' ? meta.deleteAt : NaN
     this.#vary[slot] = this.#varyId(meta)
     this.#remember(slot, freezeMeta(meta as EntryMeta))
@@ -539,7 +591,7 @@ export class EntryIndex {
     const existing = this.#find(meta.key, meta.variant)
     const replaced = existing === NONE ? undefined : this.#remove(existing)
     const slot = this.#allocate()
-    this.#packed[slot] = packMeta(meta)
+    this.#setPacked(slot, packMeta(meta))
     this.#content[slot] = record.content
     this.#committedAt[slot] = record.committedAt
     this.#lastAccess[slot] = record.committedAt
@@ -572,7 +624,7 @@ export class EntryIndex {
   }
 
   #remove(slot: number): RemovedEntry {
-    const packed = this.#packed[slot]!
+    const packed = this.#packed(slot)
     const keyLength = this.#keyLength[slot]!
     const variantEnd = packed.indexOf('\u0000', keyLength + 1)
     const removed: RemovedEntry = {
@@ -597,7 +649,7 @@ export class EntryIndex {
     if (next !== NONE) this.#commitPrev[next] = prev
     else this.#commitTail = prev
     this.#hot.delete(slot)
-    this.#packed[slot] = undefined
+    this.#freePacked(slot)
     this.#content[slot] = undefined
     this.#gen[slot] = (this.#gen[slot]! + 1) % SLOT_SPAN
     this.#hashNext[slot] = this.#free
@@ -682,7 +734,8 @@ export class EntryIndex {
     const hash = new Uint32Array(capacity)
     hash.set(this.#hash)
     this.#hash = hash
-    this.#packed.length = capacity
+    this.#packedAt = f64(this.#packedAt)
+    this.#packedLength = i32(this.#packedLength)
     this.#content.length = capacity
     this.#capacity = capacity
     const buckets = 2 ** Math.ceil(Math.log2(capacity))
@@ -690,7 +743,7 @@ export class EntryIndex {
       this.#buckets = new Int32Array(buckets).fill(NONE)
       this.#bucketMask = buckets - 1
       for (let s = 0; s < old; s++) {
-        if (this.#packed[s] === undefined) continue
+        if (this.#packedLength[s] === 0) continue
         const bucket = this.#hash[s]! & this.#bucketMask
         this.#hashNext[s] = this.#buckets[bucket]!
         this.#buckets[bucket] = s
