@@ -16,9 +16,7 @@ import type { ManifestWriter } from './manifest/writer.ts'
 import type { MinuteStats, PathMisses } from './manifest/repositories.ts'
 import { primaryKey } from './proxy/cache-key.ts'
 import { statusLabel } from './proxy/cache-status.ts'
-import type { ServedRequest } from './proxy/http-adapter.ts'
 import type { ProxyResult } from './proxy/proxy.ts'
-import type { RuleMatch } from './rules/match.ts'
 
 export const MINUTE_MS = 60_000
 
@@ -41,7 +39,13 @@ export type { PathMisses }
  * path name it in the top-misses tables; a scheme says the proxy handled it, and its key is
  * the one the rules made (the entry is stored under it), else the plain URL's.
  */
-export type CountedRequest = Pick<ServedRequest, 'method' | 'host' | 'path' | 'scheme'> & { rules?: Pick<RuleMatch, 'key'> }
+export interface CountedRequest {
+  method: string
+  host: string
+  path: string
+  scheme?: string
+  rules?: { key: string }
+}
 
 export interface TrafficRecorder {
   /** Count one answered request (called when its body has been sent): its minute and, when it counts toward the hot set, its key. */
