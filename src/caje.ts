@@ -18,21 +18,20 @@ import { createInternalApp, INTERNAL_BASE_PATH } from './manifest/internal-route
 import type { ManifestLog } from './manifest/log.ts'
 import { reconcileHoldings, recordStoreEvents, startHeartbeat } from './manifest/recorder.ts'
 import { createPopulator } from './manifest/populate.ts'
-import { countsTowardHotSet, createHitRecorder, createWarmUp } from './manifest/hot-set.ts'
+import { createWarmUp } from './manifest/hot-set.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions } from './node-actions.ts'
-import { primaryKey } from './proxy/cache-key.ts'
-import { createTrafficRecorder, startTrafficRecording } from './traffic.ts'
-import { statusLabel } from './proxy/cache-status.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
 import { explain } from './rules/explain.ts'
 import { createLastStatus } from './rules/last-status.ts'
 import { needsDemoOrigin, originResolver } from './rules/origins.ts'
 import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
+import { accountServed } from './served.ts'
+import { startTrafficRecording } from './traffic.ts'
 
 export interface RunningCaje {
   /** http://host:port caje listens on. */
@@ -148,8 +147,9 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     softPurgedAt: (meta) => purges.softPurgedAt(meta),
     hotFirst: config.readyHotSet,
   })
-  // Requests per cache key, to the manifest in one op per batch: what a node that starts empty fetches first.
-  const hitCounts = createHitRecorder({ writer: manifest.writer, nodeId: config.nodeId, flushMs: config.hitFlushSeconds * 1000 })
+  // This node's traffic, to the manifest in batches: per minute for the charts and top-misses tables,
+  // per cache key for the hot set (what a node that starts empty fetches first).
+  const traffic = startTrafficRecording({ writer: manifest.writer, nodeId: config.nodeId, hitFlushMs: config.hitFlushSeconds * 1000 })
   // Decided before the first request: a node whose disk is empty fetches the hot set before /_caje/ready says 200.
   const warmUp = await createWarmUp({
     store,
@@ -162,7 +162,6 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     populate: () => void populator.run(),
     log: manifestLog,
   })
-  const traffic = createTrafficRecorder()
   const actions = createNodeActions({
     config,
     store,
@@ -179,7 +178,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     purge: (request, by) => purges.purge(request, by),
     log,
     direct: config.litefsDir === undefined,
-    traffic,
+    traffic: traffic.recorder,
   })
   const enrolmentCode = config.adminPassword === undefined ? createEnrolmentCode() : undefined
   // Resolved per request: a promotion opens a writable handle, a demotion closes it.
@@ -221,16 +220,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },
       { path: '', app: admin },
     ],
-    onServed: (result, bytes, request) => {
-      // The text the answer carries when it has one: no look into its header object, whose shape
-      // varies by answer (a plain hit's shared fields, a copy, an origin's).
-      const sent = result.cacheStatusText ?? result.headers['cache-status']
-      if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent)
-      traffic.record(result, bytes, request)
-      if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
-      // The key the entry is stored under: the rules file may have shaped it.
-      if (request.scheme && countsTowardHotSet(statusLabel(result.cacheStatus), request.method)) hitCounts.hit(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
-    },
+    onServed: accountServed({ lastStatus, traffic: traffic.recorder, metrics }),
   }
   const app = createApp(appDeps)
 
@@ -255,7 +245,6 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const port = address.port
   const url = localUrl(address)
   const internalUrl = config.internalUrl.endsWith(':0') ? (internalListener?.url ?? url) : config.internalUrl
-  const trafficRecording = startTrafficRecording({ recorder: traffic, writer: manifest.writer, nodeId: config.nodeId })
   const stopHeartbeat = startHeartbeat({ writer: manifest.writer, node: { id: config.nodeId, region: config.region, internalUrl, startedAt: Date.now() } })
   // After the heartbeat: this node's row exists before its first 'purge-applied'.
   purges.start()
@@ -277,7 +266,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     manifest,
     app,
     actions,
-    recordTraffic: () => trafficRecording.recordNow(),
+    recordTraffic: () => traffic.recordNow(),
     rules,
     demoOrigin,
     notices,
@@ -294,9 +283,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
         }
         stopHeartbeat()
         warmUp.close()
-        // The last counts go out with the writer's queue below.
-        hitCounts.close()
-        trafficRecording.stop()
+        // The last minutes and counts per key go out with the writer's queue below.
+        traffic.stop()
         await populator.close()
         await purges.close()
         await proxy.idle()

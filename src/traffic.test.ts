@@ -1,8 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import type { CacheStatus } from './proxy/cache-status.ts'
-import { createTrafficRecorder, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED } from './traffic.ts'
+import { MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS } from './manifest/hot-set.ts'
+import type { ManifestOp } from './manifest/ops.ts'
+import { createTrafficRecorder, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED, type CountedRequest } from './traffic.ts'
 
 const served = (cacheStatus: CacheStatus, tier: 'memory' | 'disk' | 'origin' | 'none') => ({ cacheStatus, tier })
+const hit = served({ hit: true, ttl: 60 }, 'memory')
+/** A GET the proxy handled (http), named by its host and path. */
+const get = (host: string, path: string, more: Partial<CountedRequest> = {}): CountedRequest => ({ method: 'GET', scheme: 'http', host, path, ...more })
 
 describe('traffic per minute', () => {
   it('counts requests, answers from cache and from the origin, and their bytes, per minute', () => {
@@ -29,7 +34,7 @@ describe('traffic per minute', () => {
   it('ranks the paths that went to the origin by misses and by origin bytes, with why', () => {
     const clock = { now: Date.UTC(2026, 0, 1, 12, 0, 30) }
     const t = createTrafficRecorder({ now: () => clock.now })
-    const at = (path: string) => ({ host: 'shop.example', path })
+    const at = (path: string) => get('shop.example', path)
     for (let i = 0; i < 3; i++) t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'private' }, 'origin'), 10, at('/cart'))
     t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'too-large' }, 'origin'), 5_000_000, at('/video.mp4'))
     t.record(served({ fwd: 'uri-miss', fwdStatus: 200, stored: true }, 'origin'), 100, at('/page'))
@@ -61,8 +66,8 @@ describe('traffic per minute', () => {
     const t = createTrafficRecorder({ now: () => clock.now })
     const miss = served({ fwd: 'uri-miss', fwdStatus: 200, stored: true }, 'origin')
     // 200 paths missed twice each with small bodies, and 60 missed once with large ones.
-    for (let i = 0; i < 200; i++) for (let n = 0; n < 2; n++) t.record(miss, 10, { host: 'h', path: `/often/${String(i).padStart(3, '0')}` })
-    for (let i = 0; i < 60; i++) t.record(miss, 1_000_000 + i, { host: 'h', path: `/big/${i}` })
+    for (let i = 0; i < 200; i++) for (let n = 0; n < 2; n++) t.record(miss, 10, get('h', `/often/${String(i).padStart(3, '0')}`))
+    for (let i = 0; i < 60; i++) t.record(miss, 1_000_000 + i, get('h', `/big/${i}`))
     clock.now += 60_000
     const [m] = t.takeFinished()
     const paths = m!.paths!.map((p) => p.path)
@@ -73,13 +78,101 @@ describe('traffic per minute', () => {
     expect(m!.misses).toBe(460)
   })
 
-  it('records what is left, the current minute included with its top paths, when it stops', () => {
+  it('records what is left, the current minute included with its top paths and the counts per key, when it stops', () => {
     const ops: unknown[] = []
-    const t = createTrafficRecorder()
-    t.record(served({ hit: true, ttl: 1 }, 'memory'), 1)
-    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'no-store' }, 'origin'), 9, { host: 'h', path: '/feed' })
-    const recording = startTrafficRecording({ recorder: t, writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', intervalMs: 3_600_000 })
+    const recording = startTrafficRecording({ writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', intervalMs: 3_600_000, hitFlushMs: 3_600_000 })
+    const t = recording.recorder
+    t.record(served({ hit: true, ttl: 1 }, 'memory'), 1, get('h', '/page'))
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'no-store' }, 'origin'), 9, get('h', '/feed'))
+    expect(ops).toEqual([])
     recording.stop()
-    expect(ops).toMatchObject([{ type: 'minutes', nodeId: 'n1', minutes: [{ requests: 2, hits: 1, misses: 1, paths: [{ path: 'h/feed', misses: 1, originBytes: 9, reasons: { 'no-store': 1 } }] }] }])
+    expect(ops).toMatchObject([
+      { type: 'minutes', nodeId: 'n1', minutes: [{ requests: 2, hits: 1, misses: 1, paths: [{ path: 'h/feed', misses: 1, originBytes: 9, reasons: { 'no-store': 1 } }] }] },
+      { type: 'hits', nodeId: 'n1', counts: [{ key: 'http://h/page', hits: 1 }] },
+    ])
+    // Nothing is served after stop; were it counted, it would not reach a closing writer.
+    t.record(hit, 1, get('h', '/page'))
+    recording.recordHitsNow()
+    recording.stop()
+    expect(ops).toHaveLength(2)
+  })
+})
+
+describe('requests per cache key (the hot set)', () => {
+  it('counts a read answered from the cache or stored, under the key the entry is stored under', () => {
+    const t = createTrafficRecorder()
+    t.record(hit, 1, get('h', '/a'))
+    t.record(hit, 1, get('h', '/a', { method: 'HEAD' }))
+    t.record(served({ hit: true, fwd: 'stale', fwdStatus: 304, ttl: 60 }, 'disk'), 1, get('h', '/a'))
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, stored: true }, 'origin'), 1, get('h', '/b', { scheme: 'https' }))
+    // The rules file shaped the key: the entry is stored under it, not under the URL.
+    t.record(hit, 1, get('h', '/c?utm_source=x', { rules: { key: 'http://h/c' } }))
+    // Not counted: passed through (not stored), not a read, refused before the proxy (no scheme), an error.
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, detail: 'private' }, 'origin'), 1, get('h', '/cart'))
+    t.record(served({ fwd: 'method', fwdStatus: 201 }, 'origin'), 1, get('h', '/a', { method: 'POST' }))
+    t.record(hit, 1, get('h', '/a', { scheme: undefined }))
+    t.record(served({ fwd: 'uri-miss' }, 'none'), 1, get('h', '/down'))
+    t.record(hit, 1)
+    expect(t.takeHits()).toEqual([
+      { key: 'http://h/a', hits: 3 },
+      { key: 'https://h/b', hits: 1 },
+      { key: 'http://h/c', hits: 1 },
+    ])
+    // The same requests counted once each in the minute too.
+    expect(t.pending()[0]).toMatchObject({ requests: 10, hits: 6, misses: 2 })
+    // Taken counts leave; a key asked for again counts from one.
+    expect(t.takeHits()).toEqual([])
+    t.record(hit, 1, get('h', '/a'))
+    t.record(hit, 1, get('h', '/a'))
+    expect(t.takeHits()).toEqual([{ key: 'http://h/a', hits: 2 }])
+  })
+
+  it('hands the counts over early when enough keys are waiting, as ops of a bounded size, so memory stays bounded whatever the traffic', () => {
+    const ops: ManifestOp[] = []
+    const recording = startTrafficRecording({ writer: { submit: (op) => void ops.push(op) }, nodeId: 'n1', hitFlushMs: 0 })
+    const t = recording.recorder
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS - 1; i++) t.record(hit, 1, get('h', `/${i % (MAX_KEYS_PER_HITS_OP + 10)}`))
+    // Many hits, but fewer keys than a hand-over takes: nothing handed over yet.
+    expect(ops).toHaveLength(0)
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS + 10; i++) t.record(hit, 1, get('h', `/${i}`))
+    const sizes = ops.map((op) => (op.type === 'hits' ? op.counts.length : -1))
+    expect(sizes).toEqual(Array(MAX_PENDING_HIT_KEYS / MAX_KEYS_PER_HITS_OP).fill(MAX_KEYS_PER_HITS_OP))
+    const handed = ops.flatMap((op) => (op.type === 'hits' ? op.counts : []))
+    expect(handed).toContainEqual({ key: 'http://h/0', hits: Math.ceil((MAX_PENDING_HIT_KEYS - 1) / (MAX_KEYS_PER_HITS_OP + 10)) + 1 })
+    // Keys handed over and asked for again wait again, up to the same bound.
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS - 11; i++) t.record(hit, 1, get('h', `/${i}`))
+    expect(ops).toHaveLength(sizes.length)
+    t.record(hit, 1, get('h', '/new'))
+    expect(ops).toHaveLength(2 * sizes.length)
+    recording.stop()
+    expect(ops.filter((op) => op.type === 'hits').flatMap((op) => (op.type === 'hits' ? op.counts : [])).filter((c) => c.key === 'http://h/0')).toEqual([
+      { key: 'http://h/0', hits: Math.ceil((MAX_PENDING_HIT_KEYS - 1) / (MAX_KEYS_PER_HITS_OP + 10)) + 1 },
+      { key: 'http://h/0', hits: 1 },
+    ])
+  })
+
+  it('without a taker, drops the counts at the bound rather than hold more', () => {
+    const t = createTrafficRecorder()
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS; i++) t.record(hit, 1, get('h', `/${i}`))
+    t.record(hit, 1, get('h', '/after'))
+    expect(t.takeHits()).toEqual([{ key: 'http://h/after', hits: 1 }])
+  })
+
+  it('hands the counts over every hitFlushMs', async () => {
+    const handed = new Promise<ManifestOp>((resolve) => {
+      const recording = startTrafficRecording({
+        writer: {
+          submit(op) {
+            if (op.type !== 'hits') return
+            recording.stop()
+            resolve(op)
+          },
+        },
+        nodeId: 'n1',
+        hitFlushMs: 1,
+      })
+      recording.recorder.record(hit, 1, get('h', '/a'))
+    })
+    expect(await handed).toMatchObject({ type: 'hits', nodeId: 'n1', counts: [{ key: 'http://h/a', hits: 1 }] })
   })
 })

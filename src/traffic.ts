@@ -1,11 +1,20 @@
-// This node's traffic per minute: requests, answers from cache and from the
-// origin, the bytes of each, and the paths that went to the origin most (with
-// why). Kept in memory and recorded in the manifest once a minute (one batch of
-// finished minutes, each with its bounded top paths), so any node can draw
-// every node's charts and top-misses tables.
+// This node's traffic, counted once per answered request: per minute, the
+// requests, answers from cache and from the origin, the bytes of each, and the
+// paths that went to the origin most (with why); per cache key, how often it
+// was asked for (the hot set, src/manifest/hot-set.ts). Kept in memory and
+// recorded in the manifest in batches, never on the request path:
+//
+//  - finished minutes once a minute, each with its bounded top paths, so any
+//    node can draw every node's charts and top-misses tables ('minutes' ops);
+//  - the counts per key every CAJE_HIT_FLUSH_SECONDS, or sooner when
+//    MAX_PENDING_HIT_KEYS keys are waiting, as 'hits' ops of up to
+//    MAX_KEYS_PER_HITS_OP keys, added to every node's counts in url_hits:
+//    what populate fetches first and what /_caje/ready waits for.
 
+import { countsTowardHotSet, MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS, type HitsOp } from './manifest/hot-set.ts'
 import type { ManifestWriter } from './manifest/writer.ts'
 import type { MinuteStats, PathMisses } from './manifest/repositories.ts'
+import { primaryKey } from './proxy/cache-key.ts'
 import { statusLabel } from './proxy/cache-status.ts'
 import type { ProxyResult } from './proxy/proxy.ts'
 
@@ -25,17 +34,64 @@ export const TOP_PATHS_RECORDED = 50
 
 export type { PathMisses }
 
+/**
+ * What the recorder reads of an answered request (http-adapter's ServedRequest): host and
+ * path name it in the top-misses tables; a scheme says the proxy handled it, and its key is
+ * the one the rules made (the entry is stored under it), else the plain URL's.
+ */
+export interface CountedRequest {
+  method: string
+  host: string
+  path: string
+  scheme?: string
+  rules?: { key: string }
+}
+
 export interface TrafficRecorder {
-  /** Count one answered request (called when its body has been sent). */
-  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: { host: string; path: string }): void
+  /** Count one answered request (called when its body has been sent): its minute and, when it counts toward the hot set, its key. */
+  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: CountedRequest): void
   /** Finished minutes not taken yet, oldest first, each with its top paths; they leave the recorder. */
   takeFinished(): MinuteStats[]
   /** Everything still held here, the current minute included (not yet in the manifest), each with its top paths. */
   pending(): MinuteStats[]
+  /** Requests per cache key counted since the last take; the counts leave the recorder. */
+  takeHits(): HitsOp['counts']
 }
 
-export function createTrafficRecorder(options: { now?: () => number } = {}): TrafficRecorder {
+export interface TrafficRecorderOptions {
+  now?: () => number
+  /**
+   * Called (synchronously, from record) when MAX_PENDING_HIT_KEYS keys are waiting: take them
+   * now. Without it they are dropped there, so memory stays bounded whatever the traffic.
+   */
+  onHitsFull?: () => void
+}
+
+/** Requests for one key since the last take: a request for a key already counted only adds one. */
+interface KeyHits {
+  hits: number
+}
+
+export function createTrafficRecorder(options: TrafficRecorderOptions = {}): TrafficRecorder {
   const now = options.now ?? Date.now
+  // Per key, one lookup per counted request; at most MAX_PENDING_HIT_KEYS keys between takes.
+  let keys = new Map<string, KeyHits>()
+  const takeHits = (): HitsOp['counts'] => {
+    const taken = keys
+    keys = new Map()
+    const counts: HitsOp['counts'] = []
+    for (const [key, k] of taken) counts.push({ key, hits: k.hits })
+    return counts
+  }
+  const hitsFull = options.onHitsFull ?? (() => void takeHits())
+  const countKey = (key: string) => {
+    const k = keys.get(key)
+    if (k !== undefined) k.hits++
+    else {
+      keys.set(key, { hits: 1 })
+      if (keys.size >= MAX_PENDING_HIT_KEYS) hitsFull()
+    }
+  }
   const minutes = new Map<number, MinuteStats>()
   const missesByMinute = new Map<number, Map<string, PathMisses>>()
   const noteMiss = (minute: number, path: string, reason: string, bytes: number) => {
@@ -85,6 +141,7 @@ export function createTrafficRecorder(options: { now?: () => number } = {}): Tra
       }
       if (result.tier === 'memory' || result.tier === 'disk') m.bytesCache += bytes
       else if (result.tier === 'origin') m.bytesOrigin += bytes
+      if (request?.scheme !== undefined && countsTowardHotSet(label, request.method)) countKey(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
     },
     takeFinished() {
       const current = Math.floor(now() / MINUTE_MS) * MINUTE_MS
@@ -101,6 +158,8 @@ export function createTrafficRecorder(options: { now?: () => number } = {}): Tra
     pending() {
       return [...minutes.values()].sort((a, b) => a.minute - b.minute).map(withPaths)
     },
+
+    takeHits,
   }
 }
 
@@ -130,26 +189,58 @@ function topOfMinute(paths: Iterable<PathMisses>): PathMisses[] {
 }
 
 export interface TrafficRecording {
+  /** What counts this node's traffic. */
+  recorder: TrafficRecorder
   /** Record every minute held now, the current one as it stands; when it finishes, its full count overwrites it. */
   recordNow(): void
+  /** Hand the counts per key to the writer now, as ops of at most MAX_KEYS_PER_HITS_OP keys. */
+  recordHitsNow(): void
   /** Stop, recording what is left. */
   stop(): void
 }
 
-/** Record finished minutes, each with its top paths, in the manifest every interval. */
-export function startTrafficRecording(options: { recorder: TrafficRecorder; writer: Pick<ManifestWriter, 'submit'>; nodeId: string; intervalMs?: number }): TrafficRecording {
+export interface TrafficRecordingOptions {
+  writer: Pick<ManifestWriter, 'submit'>
+  nodeId: string
+  /** How often finished minutes go to the manifest. */
+  intervalMs?: number
+  /** How often the counts per key go to the manifest; 0 sends them only at stop or when MAX_PENDING_HIT_KEYS keys are waiting. */
+  hitFlushMs: number
+  now?: () => number
+}
+
+/** Count this node's traffic and record it in the manifest: finished minutes every interval, counts per key every hitFlushMs. */
+export function startTrafficRecording(options: TrafficRecordingOptions): TrafficRecording {
+  const now = options.now ?? Date.now
+  let stopped = false
+  const recordHits = () => {
+    const counts = recorder.takeHits()
+    if (stopped) return
+    const at = now()
+    for (let i = 0; i < counts.length; i += MAX_KEYS_PER_HITS_OP) options.writer.submit({ type: 'hits', nodeId: options.nodeId, at, counts: counts.slice(i, i + MAX_KEYS_PER_HITS_OP) })
+  }
+  const recorder = createTrafficRecorder({ now, onHitsFull: recordHits })
   const submit = (minutes: MinuteStats[]) => {
     if (minutes.length > 0) options.writer.submit({ type: 'minutes', nodeId: options.nodeId, minutes })
   }
-  const timer = setInterval(() => submit(options.recorder.takeFinished()), options.intervalMs ?? MINUTE_MS)
+  const timer = setInterval(() => submit(recorder.takeFinished()), options.intervalMs ?? MINUTE_MS)
   timer.unref()
-  const recordNow = () => submit([...options.recorder.takeFinished(), ...options.recorder.pending()])
+  const hitTimer = options.hitFlushMs > 0 ? setInterval(recordHits, options.hitFlushMs) : undefined
+  hitTimer?.unref()
+  const recordNow = () => submit([...recorder.takeFinished(), ...recorder.pending()])
   return {
+    recorder,
     recordNow,
+    recordHitsNow: recordHits,
     stop() {
+      if (stopped) return
       clearInterval(timer)
-      // At shutdown the current minute is recorded as it stands.
+      if (hitTimer) clearInterval(hitTimer)
+      // At shutdown the current minute is recorded as it stands, with the last counts per key.
       recordNow()
+      recordHits()
+      // Anything counted later (nothing is served after stop) is dropped: the writer is closing.
+      stopped = true
     },
   }
 }

@@ -2,7 +2,8 @@ import type { Kysely } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Database } from './database.ts'
 import { HIT_RETENTION_MS } from './hits-sql.ts'
-import { MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS, createHitRecorder, hottestMissingOn, hottestMissingPage } from './hot-set.ts'
+import { startTrafficRecording, type TrafficRecording } from '../traffic.ts'
+import { MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS, hottestMissingOn, hottestMissingPage } from './hot-set.ts'
 import type { HotCursor } from './hot-set.ts'
 import { applyOps, parseOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
@@ -34,18 +35,27 @@ describe('hit counts', () => {
 
   const rows = async () => (await db.selectFrom('url_hits').select(['key', 'hits']).orderBy('key').execute()).map((r) => [r.key, r.hits])
 
+  /** A node's traffic, counted as it serves (src/traffic.ts), handed to the writer only when told or when full. */
+  const node = (nodeId: string) => startTrafficRecording({ writer: counting(), nodeId, hitFlushMs: 0 })
+  /** One GET of `url` answered from the memory tier. */
+  const ask = (recording: TrafficRecording, url: string) => {
+    const u = new URL(url)
+    recording.recorder.record({ cacheStatus: { hit: true, ttl: 60 }, tier: 'memory' }, 1, { method: 'GET', scheme: 'http', host: u.host, path: u.pathname })
+  }
+  const hitsOps = () => submitted.filter((op) => op.type === 'hits')
+
   it('are kept in memory and reach the manifest as one op per batch, added to what other nodes counted', async () => {
-    const recorder = createHitRecorder({ writer: counting(), nodeId: 'n1', flushMs: 0 })
-    for (let i = 0; i < 5; i++) recorder.hit('http://h/z')
-    for (let i = 0; i < 3; i++) recorder.hit('http://h/y')
-    recorder.hit('http://h/a')
+    const recording = node('n1')
+    for (let i = 0; i < 5; i++) ask(recording, 'http://h/z')
+    for (let i = 0; i < 3; i++) ask(recording, 'http://h/y')
+    ask(recording, 'http://h/a')
     expect(submitted).toHaveLength(0)
     await writer.flush()
     expect(await rows()).toEqual([])
 
-    recorder.flush()
-    expect(submitted).toHaveLength(1)
-    expect(submitted[0]).toMatchObject({ type: 'hits', nodeId: 'n1', counts: expect.arrayContaining([{ key: 'http://h/z', hits: 5 }]) })
+    recording.recordHitsNow()
+    expect(hitsOps()).toHaveLength(1)
+    expect(hitsOps()[0]).toMatchObject({ type: 'hits', nodeId: 'n1', counts: expect.arrayContaining([{ key: 'http://h/z', hits: 5 }]) })
     await writer.flush()
     expect(await rows()).toEqual([
       ['http://h/a', 1],
@@ -54,26 +64,27 @@ describe('hit counts', () => {
     ])
 
     // Another node's batch adds to the same rows.
-    const other = createHitRecorder({ writer: counting(), nodeId: 'n2', flushMs: 0 })
-    other.hit('http://h/a')
-    other.hit('http://h/a')
-    other.close()
-    recorder.flush() // nothing counted since: no op
-    expect(submitted).toHaveLength(2)
+    const other = node('n2')
+    ask(other, 'http://h/a')
+    ask(other, 'http://h/a')
+    other.stop()
+    recording.recordHitsNow() // nothing counted since: no op
+    expect(hitsOps()).toHaveLength(2)
     await writer.flush()
     expect(await rows()).toContainEqual(['http://h/a', 3])
+    recording.stop()
   })
 
   it('flushes early when enough keys are waiting, as ops of a bounded size, so memory stays bounded whatever the traffic', async () => {
-    const recorder = createHitRecorder({ writer: counting(), nodeId: 'n1', flushMs: 0 })
-    for (let i = 0; i < MAX_PENDING_HIT_KEYS - 1; i++) recorder.hit(`http://h/${i % (MAX_KEYS_PER_HITS_OP + 10)}`)
+    const recording = node('n1')
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS - 1; i++) ask(recording, `http://h/${i % (MAX_KEYS_PER_HITS_OP + 10)}`)
     // Many hits, but fewer keys than a hand-over takes: nothing handed over yet.
     expect(submitted).toHaveLength(0)
-    for (let i = 0; i < MAX_PENDING_HIT_KEYS + 10; i++) recorder.hit(`http://h/${i}`)
-    const sizes = submitted.map((op) => (op as { counts: unknown[] }).counts.length)
+    for (let i = 0; i < MAX_PENDING_HIT_KEYS + 10; i++) ask(recording, `http://h/${i}`)
+    const sizes = hitsOps().map((op) => (op as { counts: unknown[] }).counts.length)
     expect(sizes).toEqual(Array(MAX_PENDING_HIT_KEYS / MAX_KEYS_PER_HITS_OP).fill(MAX_KEYS_PER_HITS_OP))
-    recorder.close()
-    expect(submitted).toHaveLength(sizes.length + 1)
+    recording.stop()
+    expect(hitsOps()).toHaveLength(sizes.length + 1)
     await writer.flush()
     expect(await rows()).toHaveLength(MAX_PENDING_HIT_KEYS + 10)
     expect(await rows()).toContainEqual(['http://h/0', Math.ceil((MAX_PENDING_HIT_KEYS - 1) / (MAX_KEYS_PER_HITS_OP + 10)) + 1])

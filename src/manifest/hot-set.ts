@@ -2,8 +2,9 @@
 // every node in the manifest's url_hits table, and the use made of it when a
 // node starts with an empty disk (a new machine, a lost volume).
 //
-//  - Each node counts the requests it serves per key in memory and adds them
-//    to the manifest as 'hits' ops of up to MAX_KEYS_PER_HITS_OP keys (every
+//  - Each node counts the requests it serves per key in memory, with the rest
+//    of its traffic (src/traffic.ts, one count per request), and adds them to
+//    the manifest as 'hits' ops of up to MAX_KEYS_PER_HITS_OP keys (every
 //    CAJE_HIT_FLUSH_SECONDS, or sooner when MAX_PENDING_HIT_KEYS distinct keys
 //    are waiting), through the manifest writer like every other write: never
 //    on the request path.
@@ -23,7 +24,6 @@ import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { HOLDERS_JSON, missingEntryFromRow } from './repositories.ts'
 import type { MissingEntry } from './repositories.ts'
-import type { ManifestWriter } from './writer.ts'
 
 type Db = Kysely<Database>
 
@@ -135,7 +135,7 @@ export async function hottestMissingPage(db: Db, nodeId: string, now: number, li
   return { entries: rows.map(missingEntryFromRow), next: last && { hits: Number(last.hot_hits), key: last.key, variant: last.variant } }
 }
 
-// ── counting hits on this node ──────────────────────────────────────────
+// ── what a node counts ──────────────────────────────────────────────────
 
 /**
  * Whether an answer counts as a request for its key in the hot set: a read (GET, or HEAD,
@@ -145,61 +145,6 @@ export async function hottestMissingPage(db: Db, nodeId: string, now: number, li
  */
 export function countsTowardHotSet(label: CacheStatusLabel, method: string): boolean {
   return (label === 'hit' || label === 'stale' || label === 'miss' || label === 'revalidated') && (method === 'GET' || method === 'HEAD')
-}
-
-export interface HitRecorder {
-  /** Count one request for a cache key. Synchronous and cheap: called for every request served. */
-  hit(key: string): void
-  /** Hand what is counted to the writer now, as one op. */
-  flush(): void
-  /** Stop the timer and hand over what is left. */
-  close(): void
-}
-
-export interface HitRecorderOptions {
-  writer: Pick<ManifestWriter, 'submit'>
-  nodeId: string
-  /** How often counts go to the manifest; 0 sends them only at close or when a batch is full. */
-  flushMs: number
-  now?: () => number
-}
-
-export function createHitRecorder(options: HitRecorderOptions): HitRecorder {
-  const now = options.now ?? Date.now
-  let counts = new Map<string, number>()
-  let closed = false
-  const flush = () => {
-    if (counts.size === 0) return
-    const batch = counts
-    counts = new Map()
-    const at = now()
-    let op: HitsOp['counts'] = []
-    for (const [key, hits] of batch) {
-      op.push({ key, hits })
-      if (op.length === MAX_KEYS_PER_HITS_OP) {
-        options.writer.submit({ type: 'hits', nodeId: options.nodeId, at, counts: op })
-        op = []
-      }
-    }
-    if (op.length > 0) options.writer.submit({ type: 'hits', nodeId: options.nodeId, at, counts: op })
-  }
-  const timer = options.flushMs > 0 ? setInterval(flush, options.flushMs) : undefined
-  timer?.unref()
-  return {
-    hit(key) {
-      if (closed) return
-      counts.set(key, (counts.get(key) ?? 0) + 1)
-      // Memory stays bounded by the batch size, whatever the traffic.
-      if (counts.size >= MAX_PENDING_HIT_KEYS) flush()
-    },
-    flush,
-    close() {
-      if (closed) return
-      closed = true
-      if (timer) clearInterval(timer)
-      flush()
-    },
-  }
 }
 
 // ── warm-up and readiness ───────────────────────────────────────────────

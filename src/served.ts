@@ -1,0 +1,31 @@
+// What an answered request leaves behind on this node, noted once its answer is
+// sent: the Cache-Status the explain page shows for its key, its count in this
+// node's traffic (minutes, top misses, requests per key for the hot set) and
+// the bytes served per tier on /_caje/metrics.
+
+import type { Metrics } from './metrics.ts'
+import type { ServedRequest } from './proxy/http-adapter.ts'
+import type { ProxyResult } from './proxy/proxy.ts'
+import type { LastStatus } from './rules/last-status.ts'
+import type { TrafficRecorder } from './traffic.ts'
+
+export interface ServedAccountingDeps {
+  lastStatus: Pick<LastStatus, 'record'>
+  traffic: Pick<TrafficRecorder, 'record'>
+  metrics: Pick<Metrics, 'bytesServed'>
+}
+
+export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest) => void
+
+/** The proxy's onServed: called for every answered request, on the request path, so it only counts. */
+export function accountServed(deps: ServedAccountingDeps): OnServed {
+  const { lastStatus, traffic, metrics } = deps
+  return function onServed(result, bytes, request) {
+    // The text the answer carries when it has one: no look into its header object, whose shape
+    // varies by answer (a plain hit's shared fields, a copy, an origin's).
+    const sent = result.cacheStatusText ?? result.headers['cache-status']
+    if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent)
+    traffic.record(result, bytes, request)
+    if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
+  }
+}
