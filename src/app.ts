@@ -11,9 +11,9 @@ import { bearerToken, secretEquals } from './bearer.ts'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo, Server } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
-import { nodeProxyListener, proxyHandler, type ProxyHandlerOptions, type ServedRequest } from './proxy/http-adapter.ts'
+import { nodeProxyListener, proxyHandler, type OnServed, type ProxyHandlerOptions } from './proxy/http-adapter.ts'
 import type { ReadyStatus } from './manifest/hot-set.ts'
-import type { Proxy, ProxyResult } from './proxy/proxy.ts'
+import type { Proxy } from './proxy/proxy.ts'
 
 export interface AppDeps {
   config: Pick<Config, 'nodeId' | 'region' | 'accessLog' | 'trustForwardedHeaders' | 'metricsToken'>
@@ -26,7 +26,7 @@ export interface AppDeps {
   healthInfo?: () => HealthInfo
   /** Sub-apps mounted under /_caje (admin, internal, metrics), most specific first. */
   mounts?: Array<{ path: string; app: Hono }>
-  onServed?: (result: ProxyResult, bytes: number, request: ServedRequest) => void
+  onServed?: OnServed
   metrics?: Metrics
 }
 

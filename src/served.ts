@@ -4,8 +4,7 @@
 // the bytes served per tier on /_caje/metrics.
 
 import type { Metrics } from './metrics.ts'
-import type { ServedRequest } from './proxy/http-adapter.ts'
-import type { ProxyResult } from './proxy/proxy.ts'
+import type { OnServed } from './proxy/http-adapter.ts'
 import type { LastStatus } from './rules/last-status.ts'
 import type { TrafficRecorder } from './traffic.ts'
 
@@ -14,8 +13,6 @@ export interface ServedAccountingDeps {
   traffic: Pick<TrafficRecorder, 'record'>
   metrics: Pick<Metrics, 'bytesServed'>
 }
-
-export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest) => void
 
 /** The proxy's onServed: called for every answered request, on the request path, so it only counts. */
 export function accountServed(deps: ServedAccountingDeps): OnServed {

@@ -48,8 +48,11 @@ export interface ProxyHandlerOptions {
   accessLog: boolean
   trustForwarded: boolean
   /** After each exchange (metrics, traffic, hit counts per key); `request` is what the access log names (host and path with query). */
-  onServed?: (result: ProxyResult, bytes: number, request: ServedRequest) => void
+  onServed?: OnServed
 }
+
+/** Called for every answered request once its answer is sent, on the request path (served.ts accountServed). */
+export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest) => void
 
 function headersFromWeb(headers: Headers): FlatHeaders {
   const out: FlatHeaders = {}
