@@ -19,6 +19,24 @@ describe('Coalescer', () => {
     expect(await (early as { outcome: Promise<string> }).outcome).toBe('stored')
     expect(c.join('k').role).toBe('leader')
   })
+
+  it('counts the waiters of every key until their leader settles', async () => {
+    const c = new Coalescer()
+    const a = c.join('a')
+    const b = c.join('b')
+    if (a.role !== 'leader' || b.role !== 'leader') throw new Error('first callers lead')
+    expect(c.waiters).toBe(0)
+    c.join('a')
+    c.join('a')
+    c.join('b')
+    expect({ size: c.size, waiters: c.waiters }).toEqual({ size: 2, waiters: 3 })
+    a.settle('not-shared')
+    expect({ size: c.size, waiters: c.waiters }).toEqual({ size: 1, waiters: 1 })
+    a.settle('stored')
+    expect(c.waiters).toBe(1)
+    b.settle('stored')
+    expect({ size: c.size, waiters: c.waiters }).toEqual({ size: 0, waiters: 0 })
+  })
 })
 
 describe('FillGate', () => {

@@ -11,14 +11,22 @@ interface Inflight {
   outcome: Promise<LeaderOutcome>
   /** The leader has the origin's whole response; only the cache write is left. */
   received: boolean
+  /** Requests that joined as waiters and wait for this leader's outcome. */
+  waiters: number
 }
 
 export class Coalescer {
   private readonly inflight = new Map<string, Inflight>()
+  private waiting = 0
 
   /** Number of keys with a leader in flight (for tests and metrics). */
   get size(): number {
     return this.inflight.size
+  }
+
+  /** Requests waiting for a leader's outcome, over all keys (those that joined as waiters, until it settles). */
+  get waiters(): number {
+    return this.waiting
   }
 
   /** The outcome of the leader in flight for `key`, if any (for requests that may wait but never lead). */
@@ -43,10 +51,14 @@ export class Coalescer {
     key: string,
   ): { role: 'waiter'; outcome: Promise<LeaderOutcome>; collapsed: boolean } | { role: 'leader'; received: () => void; settle: (o: LeaderOutcome) => void } {
     const existing = this.inflight.get(key)
-    if (existing) return { role: 'waiter', outcome: existing.outcome, collapsed: !existing.received }
+    if (existing) {
+      existing.waiters++
+      this.waiting++
+      return { role: 'waiter', outcome: existing.outcome, collapsed: !existing.received }
+    }
     let resolve!: (o: LeaderOutcome) => void
     const outcome = new Promise<LeaderOutcome>((r) => (resolve = r))
-    const entry: Inflight = { outcome, received: false }
+    const entry: Inflight = { outcome, received: false, waiters: 0 }
     this.inflight.set(key, entry)
     let settled = false
     return {
@@ -58,6 +70,7 @@ export class Coalescer {
         if (settled) return
         settled = true
         this.inflight.delete(key)
+        this.waiting -= entry.waiters
         resolve(o)
       },
     }
@@ -96,6 +109,11 @@ export class FillGate {
   /** Whether a leader for `key` is still waiting for the origin (not only for its cache write). */
   awaitingOrigin(key: string): boolean {
     return this.coalescer.awaitingOrigin(key)
+  }
+
+  /** Fills in flight (keys with a leader), and the requests waiting for their outcome. */
+  stats(): { inFlight: number; waiters: number } {
+    return { inFlight: this.coalescer.size, waiters: this.coalescer.waiters }
   }
 
   /** This request's turn for `key`; a leader or lone filler must call `settle` exactly once, whatever happens. */

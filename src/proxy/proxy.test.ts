@@ -381,44 +381,70 @@ describe('revalidation and stale content', () => {
 })
 
 describe('coalescing', () => {
+  /**
+   * An origin that holds its first answer until `waiters` requests wait for that fill (the
+   * proxy's own count), so every request overlaps the first without a timer; later requests
+   * are answered at once. `held` is the proxy's count when the first answer was released.
+   */
+  async function holdingFirstAnswer(waiters: number, answer: (res: http.ServerResponse, n: number) => void) {
+    let node: TestNode | undefined
+    let n = 0
+    const seen: { held?: ReturnType<TestNode['proxy']['stats']> } = {}
+    const { origin, node: started } = await setup((_req, res) => {
+      const mine = ++n
+      if (mine > 1) return answer(res, mine)
+      waitFor(() => node?.proxy.stats().fillWaiters === waiters, `${waiters} requests waiting for the fill`, 20_000).then(
+        () => {
+          seen.held = node!.proxy.stats()
+          answer(res, mine)
+        },
+        (err: Error) => {
+          res.writeHead(500)
+          res.end(err.message)
+        },
+      )
+    })
+    node = started
+    return { origin, node, seen }
+  }
+
   it('sends 100 concurrent misses on one URL to the origin once', async () => {
-    const { origin, node } = await setup((_req, res) => {
-      setTimeout(() => {
-        res.writeHead(200, { 'cache-control': 'max-age=60' })
-        res.end('shared')
-      }, 150)
+    const { origin, node, seen } = await holdingFirstAnswer(99, (res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60' })
+      res.end('shared')
     })
     const responses = await Promise.all(Array.from({ length: 100 }, () => node.get('/hot')))
     const bodies = await Promise.all(responses.map((r) => r.text()))
-    expect(bodies.every((b) => b === 'shared')).toBe(true)
+    expect(bodies.every((b) => b === 'shared'), bodies.find((b) => b !== 'shared')).toBe(true)
     expect(origin.count('/hot')).toBe(1)
-    // One request leads the fill; each other one either joined it while the origin was still
-    // answering (collapsed) or, on a loaded machine, arrived after the body was stored (a hit).
+    expect(seen.held).toEqual({ fillsInFlight: 1, fillWaiters: 99 })
+    // One request led the fill; the 99 others joined it while the origin was still answering.
     const statuses = responses.map((r) => r.headers.get('cache-status') ?? '')
     expect(statuses.filter((s) => s.includes('fwd=uri-miss')).length).toBe(1)
-    expect(statuses.filter((s) => /^caje; hit/.test(s)).length).toBe(99)
-    expect(statuses.filter((s) => s.includes('collapsed')).length).toBeGreaterThan(0)
+    expect(statuses.filter((s) => /^caje; hit/.test(s) && s.includes('collapsed')).length).toBe(99)
+    expect(node.proxy.stats()).toEqual({ fillsInFlight: 0, fillWaiters: 0 })
+    const health = (await (await node.get('/_caje/health')).json()) as { fills: unknown }
+    expect(health.fills).toEqual({ fillsInFlight: 0, fillWaiters: 0 })
   })
 
   it('gives 100 concurrent misses on a Set-Cookie URL each their own response', async () => {
-    let n = 0
-    const { origin, node } = await setup((_req, res) => {
-      const mine = ++n
-      setTimeout(() => {
-        res.writeHead(200, { 'cache-control': 'max-age=60', 'set-cookie': `session=${mine}` })
-        res.end(`user ${mine}`)
-      }, 100)
+    const { origin, node, seen } = await holdingFirstAnswer(99, (res, mine) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'set-cookie': `session=${mine}` })
+      res.end(`user ${mine}`)
     })
     const responses = await Promise.all(Array.from({ length: 100 }, () => node.get('/login')))
-    const seen = new Set<string>()
+    const seenBodies = new Set<string>()
     for (const r of responses) {
       const body = await r.text()
       const cookie = r.headers.get('set-cookie')
       expect(cookie).toBe(`session=${body.slice(5)}`)
-      seen.add(body)
+      seenBodies.add(body)
     }
-    expect(seen.size).toBe(100)
+    expect(seen.held).toEqual({ fillsInFlight: 1, fillWaiters: 99 })
+    // The first answer was not shareable: each of the 99 that waited for it asked the origin itself.
+    expect(seenBodies.size).toBe(100)
     expect(origin.count('/login')).toBe(100)
+    expect(responses.filter((r) => r.headers.get('cache-status')?.includes('collapsed')).length).toBe(99)
   })
 })
 

@@ -103,6 +103,15 @@ export interface Proxy {
   fill(url: URL, varyHeaders: Record<string, string>, signal?: AbortSignal): Promise<{ stored: boolean; status: number; bytes: number }>
   /** Resolves when background revalidations have finished (graceful shutdown). */
   idle(): Promise<void>
+  /** Cache fills in flight (one per key, coalesce.ts) and the requests waiting for their outcome. */
+  stats(): ProxyStats
+}
+
+export interface ProxyStats {
+  /** Keys being filled from the origin by a leading request. */
+  fillsInFlight: number
+  /** Requests waiting for another request's fill of their key instead of asking the origin themselves. */
+  fillWaiters: number
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD'])
@@ -681,6 +690,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
     },
 
     idle: () => background.idle(),
+
+    stats() {
+      const f = fills.stats()
+      return { fillsInFlight: f.inFlight, fillWaiters: f.waiters }
+    },
   }
 }
 
