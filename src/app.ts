@@ -38,6 +38,8 @@ export interface HealthInfo {
   manifestWriter?: object
   /** The last populate run's counts. */
   populate?: object | null
+  /** Event-loop stalls since start (event-loop-stalls.ts). */
+  eventLoop?: object
 }
 
 /**
@@ -73,7 +75,7 @@ export function createApp(deps: AppDeps): Hono {
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
       cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, memoryHeldBytes: stats.memoryHeldBytes, memoryDroppedBytes: stats.memoryDroppedBytes, memoryDroppedHeldBytes: stats.memoryDroppedHeldBytes, memorySlabsAllocatedBytes: stats.memorySlabsAllocatedBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures, writesSkipped: stats.writesSkipped, writesMemoryOnly: stats.writesMemoryOnly, writeQueueJobs: stats.writeQueueJobs, writeQueueBytes: stats.writeQueueBytes, writeThreadSharedBytes: stats.writeThreadSharedBytes },
       fills: deps.proxy.stats(),
-      ...(info && { role: info.role, manifestWriter: countsOf(info.manifestWriter), populate: countsOf(info.populate) }),
+      ...(info && { role: info.role, manifestWriter: countsOf(info.manifestWriter), populate: countsOf(info.populate), eventLoop: countsOf(info.eventLoop) }),
     })
   })
 

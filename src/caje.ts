@@ -22,6 +22,7 @@ import { createWarmUp } from './manifest/hot-set.ts'
 import { createPurgeApplier } from './manifest/purge.ts'
 import { describeRole } from './manifest/primary.ts'
 import { startManifest, type ManifestRuntime } from './manifest/runtime.ts'
+import { watchEventLoopStalls } from './event-loop-stalls.ts'
 import { countStoreEvents, createMetrics, type Metrics } from './metrics.ts'
 import { createNodeActions } from './node-actions.ts'
 import { createOriginClient } from './proxy/origin.ts'
@@ -99,6 +100,8 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
 
   const metrics = createMetrics({ cacheStats: () => store.stats() })
   store.subscribe(countStoreEvents(metrics))
+  // What synchronous work (SQLite, parsing) costs every user of this node: counted, for metrics and health.
+  const eventLoop = watchEventLoopStalls({ onStall: (ms) => metrics.eventLoopStall(ms / 1000) })
   const origin = createOriginClient({
     connectTimeoutMs: config.originConnectTimeoutMs,
     headersTimeoutMs: config.originHeadersTimeoutMs,
@@ -214,7 +217,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log,
     metrics,
     readiness: () => warmUp.status(),
-    healthInfo: () => ({ role: describeRole(manifest.role.current()).role, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null }),
+    healthInfo: () => ({ role: describeRole(manifest.role.current()).role, manifestWriter: manifest.writer.stats(), populate: populator.status() ?? null, eventLoop: eventLoop.stats() }),
     mounts: [
       // With CAJE_INTERNAL_LISTEN, peers use the internal listener and the public port refuses internal routes.
       { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },
@@ -294,6 +297,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
         await manifest.close()
         await origin.close()
         await demoOrigin?.close()
+        eventLoop.stop()
       })()
       return closing
     },

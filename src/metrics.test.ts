@@ -249,3 +249,22 @@ describe('hitRatio', () => {
     expect(metrics.hitRatio()).toBe(3 / 6)
   })
 })
+
+describe('event-loop stalls', () => {
+  it('are a histogram of their lengths, empty until the first', async () => {
+    const metrics = createMetrics({ processMetrics: false })
+    let m = await scrape(metrics)
+    expect(m.types.get('caje_event_loop_stall_seconds')).toBe('histogram')
+    expect(m.value('caje_event_loop_stall_seconds_count')).toBe(0)
+    metrics.eventLoopStall(0.3)
+    metrics.eventLoopStall(5.2)
+    metrics.eventLoopStall(Number.NaN)
+    m = await scrape(metrics)
+    expect(m.value('caje_event_loop_stall_seconds_count')).toBe(2)
+    expect(m.value('caje_event_loop_stall_seconds_sum')).toBeCloseTo(5.5)
+    expect(m.value('caje_event_loop_stall_seconds_bucket', { le: '0.25' })).toBe(0)
+    expect(m.value('caje_event_loop_stall_seconds_bucket', { le: '0.5' })).toBe(1)
+    expect(m.value('caje_event_loop_stall_seconds_bucket', { le: '5' })).toBe(1)
+    expect(m.value('caje_event_loop_stall_seconds_bucket', { le: '10' })).toBe(2)
+  })
+})

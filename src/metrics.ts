@@ -12,7 +12,7 @@
 // histogram, observed once per origin exchange (once per request on
 // pass-through), is plain counts per status code too, written out when scraped.
 
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { StoreEvent } from './cache/types.ts'
 import { CACHE_STATUSES, ORIGIN_ERROR_KINDS, POPULATE_RESULTS, PURGE_KINDS, SERVE_TIERS, type CacheStatusLabel, type OriginErrorKind, type PopulateResult, type PurgeKind, type ServeTier } from './vocabulary.ts'
 
@@ -65,11 +65,16 @@ export interface Metrics {
   populate(result: PopulateResult, bytes?: number): void
   /** A purge applied on this node. */
   purge(kind: PurgeKind): void
+  /** The event loop ran nothing else for this long (event-loop-stalls.ts: only stalls past its threshold). */
+  eventLoopStall(seconds: number): void
   /** Where the cache gauges read from (the CacheStore usually exists after the metrics). */
   setCacheStats(source: () => CacheGaugeStats): void
   /** Hits ÷ answers of cacheable requests since start (hit and stale over those plus miss, revalidated and pass); null before any. */
   hitRatio(): number | null
 }
+
+/** Upper bounds, in seconds, of the event-loop stall histogram (stalls start at 0.1 s, event-loop-stalls.ts). */
+export const EVENT_LOOP_STALL_BUCKETS = [0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 const DEFAULT_ORIGIN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
@@ -260,6 +265,14 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     buckets: options.originLatencyBuckets ?? DEFAULT_ORIGIN_BUCKETS,
   })
 
+  // Observed only when the loop stalled, rarely: prom-client's own histogram is cheap enough.
+  const stallSeconds = new Histogram({
+    name: 'caje_event_loop_stall_seconds',
+    help: 'Event-loop stalls: stretches of 0.1 s or more in which the loop ran nothing else (no request, health check or new connection was served), by length.',
+    buckets: EVENT_LOOP_STALL_BUCKETS,
+    registers: [registry],
+  })
+
   let cacheStats = options.cacheStats
   const cacheGauge = (name: string, help: string, read: (s: CacheGaugeStats) => number) =>
     new Gauge({
@@ -335,6 +348,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     purge(kind) {
       const i = PURGE_INDEX[kind]
       if (i !== undefined) purges[i]!++
+    },
+    eventLoopStall(seconds) {
+      if (seconds >= 0 && seconds !== Infinity) stallSeconds.observe(seconds)
     },
     setCacheStats(source) {
       cacheStats = source

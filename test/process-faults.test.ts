@@ -40,9 +40,23 @@ async function spawnCaje(dir: string, origin: string, env: Record<string, string
 interface Health {
   status: string
   cache: { entries: number; writeFailures: number }
-  manifestWriter: { queued: number; written: number; failures?: number }
+  manifestWriter: { queued: number; written: number; failures?: number; failedAttempts: number }
 }
 const health = async (url: string): Promise<Health> => (await (await fetch(`${url}/_caje/health`)).json()) as Health
+
+/**
+ * Event-loop stalls longer than `seconds` (a bound of caje_event_loop_stall_seconds) the node
+ * counted since it started: the histogram's count less its bucket at that bound.
+ */
+async function stallsOver(url: string, seconds: number): Promise<number> {
+  const text = await (await fetch(`${url}/_caje/metrics`)).text()
+  const sample = (re: RegExp) => {
+    const m = re.exec(text)
+    if (!m) throw new Error(`no ${re.source} in /_caje/metrics`)
+    return Number(m[1])
+  }
+  return sample(/^caje_event_loop_stall_seconds_count (\S+)$/m) - sample(new RegExp(`^caje_event_loop_stall_seconds_bucket\\{le="${seconds}"\\} (\\S+)$`, 'm'))
+}
 
 async function getBody(url: string): Promise<{ status: number; cache: string; hash: string; size: number }> {
   const res = await fetch(url)
@@ -271,8 +285,9 @@ describe('manifest locked by another writer', () => {
     cleanups.push(async () => release())
     // While locked: misses (which queue manifest writes) and hits, one after another, until the
     // node's writer has tried and failed to write at least twice meanwhile. Serving never waits for
-    // the lock: a wait in SQLite's busy handler (5 s) on the event loop for each of these writes
-    // would hold the requests past the test's timeout.
+    // the lock: the node counts no stall of its event loop anywhere near SQLite's busy wait (5 s)
+    // meanwhile. A stall counted past 2.5 s is one no scheduler delay explains.
+    const longStallsBefore = await stallsOver(node.url, 2.5)
     const failedBefore = (await health(node.url)).manifestWriter.failedAttempts
     let i = 0
     while (i < 10 || (await health(node.url)).manifestWriter.failedAttempts < failedBefore + 2) {
@@ -285,6 +300,7 @@ describe('manifest locked by another writer', () => {
     }
     const h = await health(node.url)
     expect(h.status).toBe('ok')
+    expect(await stallsOver(node.url, 2.5), 'event-loop stalls over 2.5 s while the manifest was locked').toBe(longStallsBefore)
     const writtenWhileLocked = h.manifestWriter.written
     release()
 
