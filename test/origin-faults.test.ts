@@ -96,8 +96,7 @@ const HEAD_FAULTS: Array<{ name: string; fault: Fault; status: 502 | 504; detail
   {
     name: 'resets the connection mid-headers',
     fault: (s) => {
-      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Con')
-      setTimeout(() => s.resetAndDestroy(), 20)
+      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Con', () => s.resetAndDestroy())
     },
     status: 502,
     detail: 'reset',
@@ -250,29 +249,25 @@ const BODY_FAULTS: Array<{ name: string; fault: Fault }> = [
   {
     name: 'resets the connection mid-body (Content-Length)',
     fault: (s) => {
-      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n' + 'x'.repeat(10))
-      setTimeout(() => s.resetAndDestroy(), 30)
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n' + 'x'.repeat(10), () => s.resetAndDestroy())
     },
   },
   {
     name: 'resets the connection mid-body (chunked)',
     fault: (s) => {
-      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxxxxxxx\r\n')
-      setTimeout(() => s.resetAndDestroy(), 30)
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxxxxxxx\r\n', () => s.resetAndDestroy())
     },
   },
   {
     name: 'closes cleanly with a body shorter than its Content-Length',
     fault: (s) => {
-      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n' + 'x'.repeat(10))
-      setTimeout(() => s.end(), 30)
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n' + 'x'.repeat(10), () => s.end())
     },
   },
   {
     name: 'closes cleanly before the last chunk',
     fault: (s) => {
-      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxxxxxxx\r\n')
-      setTimeout(() => s.end(), 30)
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxxxxxxx\r\n', () => s.end())
     },
   },
   {
@@ -304,8 +299,7 @@ describe('origin faults after the response head', () => {
 
   it('origin closes after a 200 head, before any body byte → 502', async () => {
     const { origin, node } = await setup((s) => {
-      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n')
-      setTimeout(() => s.end(), 30)
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n', () => s.end())
     })
     const r = await get(node.url + '/fault')
     expect(r.status).toBe(502)
@@ -356,8 +350,7 @@ describe('origin faults after the response head', () => {
     // RFC 9112 §6.3 rule 8: such a body ends where the connection ends, so a connection reset
     // halfway is indistinguishable from the end of the body. caje must not keep either.
     const { origin, node } = await setup((s) => {
-      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\n\r\nfirst half')
-      setTimeout(() => s.resetAndDestroy(), 30)
+      s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Type: text/plain\r\n\r\nfirst half', () => s.resetAndDestroy())
     })
     const r = await get(node.url + '/fault')
     if (r.status === 200) expect(r.body.toString()).toBe('first half')

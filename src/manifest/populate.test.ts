@@ -440,12 +440,13 @@ describe('populate', () => {
             head.writeUInt32BE(json.length)
             res.write(Buffer.concat([head, json, i < good ? body : body.subarray(0, body.length >> 1)]))
           })
-          // Let the frames reach the client before the misbehaviour.
-          setTimeout(() => {
+          // Misbehave once the client has read the whole frames: their copies are in its store.
+          const sent = items.slice(0, good).map((item) => item.key)
+          void waitFor(async () => (await Promise.all(sent.map((key) => localStore.variants(key)))).every((v) => v.length > 0), 20_000, 'the whole frames to be stored').then(() => {
             if (mode === 'reset') res.socket?.destroy()
             else if (mode === 'truncate') res.end()
             // 'stall': nothing more, ever (the server's close ends it).
-          }, 50)
+          })
         })
       })
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
