@@ -258,7 +258,7 @@ describe('populate', () => {
     const p = populator({ concurrency: 2 }, fill)
     expect(await p.run()).toEqual({ started: true })
     expect(await p.run()).toEqual({ started: false })
-    await waitFor(() => inFlight === 2, 2000, 'two fetches in flight')
+    await waitFor(() => inFlight === 2, 20_000, 'two fetches in flight')
     expect(p.status()).toMatchObject({ running: true, done: 0 })
     release()
     await p.idle()
@@ -276,7 +276,7 @@ describe('populate', () => {
       return { stored: false, status: 500, bytes: 0 }
     })
     p.start(0.05)
-    await waitFor(() => fills >= 2, 3000, 'two background runs')
+    await waitFor(() => fills >= 2, 20_000, 'two background runs')
     await p.close()
     const after = fills
     // Three of its periods go by (a timer of the same period fires three times, after its own

@@ -154,7 +154,7 @@ describe('purge applier', () => {
     await fill(s, 'https://ex.com/p')
     const a = applier(s, 'poller', { pollMs: 20 })
     a.start()
-    await waitFor(() => a.lastApplied() !== undefined, 2000, 'the first pass')
+    await waitFor(() => a.lastApplied() !== undefined, 20_000, 'the first pass')
     // Nothing but the poll applies purges recorded elsewhere (no nudge, no purge() here).
     await purge({ kind: 'url', value: 'https://ex.com/p' })
     await waitFor(async () => (await keys(s)).length === 0, 10_000, 'the poll to apply the purge')
@@ -199,13 +199,13 @@ describe('purge applier', () => {
     await waitFor(() => peerApplier.lastApplied() === 1, 10_000, 'the nudged peer to apply the purge')
     expect(await keys(there)).toEqual(['https://ex.com/u#'])
     // Only live peers are nudged, never this node itself: at once with the purge, and again once it is in the log.
-    await waitFor(() => nudged.length === 2, 3000, 'the second nudge')
+    await waitFor(() => nudged.length === 2, 20_000, 'the second nudge')
     expect(nudged).toEqual([`${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`, `${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`])
     // The purge is in the manifest's log, and its entry is gone from the manifest.
     expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/u'])
     // Once it is in the log, this node records its progress without a poll (the purge history
     // counts it), and does not apply (or count) the purge a second time.
-    await waitFor(async () => (await lastAppliedPurge(db, 'here')) === 1, 3000, 'this node to record that it applied the purge')
+    await waitFor(async () => (await lastAppliedPurge(db, 'here')) === 1, 20_000, 'this node to record that it applied the purge')
     expect(a.lastApplied()).toBe(1)
     await a.applyPending()
     expect(counted).toEqual(['tag'])
