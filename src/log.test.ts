@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { bufferedLines, createLogger, logRequest } from './log.ts'
+import { waitFor } from './test-support/servers.ts'
 
 const run = promisify(execFile)
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -65,11 +66,28 @@ describe('bufferedLines', () => {
       for (let i = 0; i < 20000; i++) log({ msg: 'request', i })
       process.exit(0)
     `
-    // A reader that starts late (a log collector busy elsewhere): the pipe fills long before it reads,
-    // so lines that Node queued behind a full pipe would be dropped by process.exit.
-    const node = JSON.stringify(process.execPath)
-    const quoted = `'${script.replaceAll("'", "'\\''")}'`
-    const { stdout } = await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} | { sleep 0.5; cat; }`], { maxBuffer: 64 * 1024 * 1024 })
+    // A reader that starts late (a log collector busy elsewhere): nothing is read until the logger
+    // is stuck writing to the full pipe (the kernel says so: its main thread waits in a pipe's or a
+    // socket's send; Node's 'pipe' is a socket pair), or has exited. Lines that Node queued behind a
+    // full pipe would be dropped by process.exit.
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    let gone = false
+    void exited.then(() => (gone = true))
+    // Paused: Node reads up to the stream's high-water mark and then leaves the pipe to fill.
+    child.stdout.pause()
+    const waitChannel = () => readFile(`/proc/${child.pid}/wchan`, 'utf8').catch(() => '')
+    await waitFor(async () => gone || /pipe_write|sock_alloc_send|unix_stream_sendmsg/.test(await waitChannel()), 'the logger to block on the full pipe, or to exit', 20_000)
+    const chunks: Buffer[] = []
+    child.stdout.on('data', (c: Buffer) => chunks.push(c))
+    const ended = new Promise<void>((resolve) => child.stdout.once('end', resolve))
+    child.stdout.resume()
+    expect(await exited).toBe(0)
+    // A guard only: a logger that lost lines can leave the stream unended (fails with what came).
+    let guard: NodeJS.Timeout | undefined
+    await Promise.race([ended, new Promise((resolve) => (guard = setTimeout(resolve, 20_000)))])
+    clearTimeout(guard)
+    const stdout = Buffer.concat(chunks).toString()
     const got = stdout.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i)
     expect(got).toEqual(Array.from({ length: 20000 }, (_, i) => i))
   })
