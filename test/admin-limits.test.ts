@@ -286,9 +286,9 @@ describe('/_caje/health', () => {
     for (const [n, role] of [[primary, 'primary'], [replica, 'replica']] as const) {
       const text = await (await n.get('/_caje/health')).text()
       const health = JSON.parse(text) as Record<string, unknown>
-      expect(Object.keys(health).sort()).toEqual(['cache', 'manifestWriter', 'node', 'populate', 'region', 'role', 'status', 'uptimeSeconds'])
+      expect(Object.keys(health).sort()).toEqual(['cache', 'eventLoop', 'fills', 'manifestWriter', 'node', 'populate', 'region', 'role', 'status', 'uptimeSeconds'])
       expect(health).toMatchObject({ status: 'ok', node: role, role })
-      for (const part of ['cache', 'manifestWriter'] as const) {
+      for (const part of ['cache', 'manifestWriter', 'eventLoop', 'fills'] as const) {
         for (const [k, v] of Object.entries(health[part] as object)) expect(typeof v, `${part}.${k}`).toBe('number')
       }
       expect(text).not.toContain(databasePath)
