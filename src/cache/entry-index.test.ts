@@ -90,6 +90,15 @@ describe('entry index', () => {
     expect(index.list({ filter: 'img.example' }).total).toBe(matched.length - 1)
   })
 
+  it('filters case-insensitively on the bytes of a one-byte url as on a string, and on a two-byte url', () => {
+    const index = new EntryIndex()
+    const urls = ['https://example.com/Ça/VA?x=ÀB', 'https://example.com/ça/va', 'https://example.com/日本/ÀB', 'https://example.com/plain']
+    for (const [i, url] of urls.entries()) add(index, { ...meta(i), key: url, url })
+    const matching = (filter: string) => index.list({ filter, limit: 10 }).records.map((h) => index.meta(h).url)
+    const byString = (filter: string) => [...urls].reverse().filter((u) => u.toLowerCase().includes(filter.toLowerCase()))
+    for (const filter of ['ÇA/va', 'àb', 'ÀB', '日本/à', 'A?X=', 'PLAIN', 'plainer', 'https://example.com/plain', '/', 'é']) expect(matching(filter)).toEqual(byString(filter))
+  })
+
   it('filters on the url when it differs from the key', () => {
     const index = new EntryIndex()
     add(index, { ...meta(1), key: 'https://example.com/a?x=1', url: 'https://example.com/A?X=1&utm=2' })

@@ -169,6 +169,12 @@ const NO_VARY: readonly string[] = Object.freeze([])
 /** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
 const MAX_VARY_VALUES = 4096
 
+/**
+ * Each character below 256 lower-cased, as String#toLowerCase does it (every one of them stays
+ * below 256): a url kept in one byte per character is matched on its bytes.
+ */
+const LATIN1_LOWER = Uint16Array.from({ length: 256 }, (_, c) => String.fromCharCode(c).toLowerCase().charCodeAt(0))
+
 /** The use orders an entry can be in (EntryIndex #lruHeads). */
 const ON_DISK = 0
 const MEMORY_ONLY = 1
@@ -561,16 +567,21 @@ export class EntryIndex {
     this.#indexLines[this.#checked(handle)] = lines
   }
 
-  /** The url, lower-cased, for filters: read from the packed metadata, no object decoded. */
-  #urlLower(slot: number): string {
+  /**
+   * Whether the url, lower-cased, contains `needle` (lower-cased), for filters: read from the
+   * packed metadata, no object decoded, and for a url kept as the key in one byte per
+   * character (nearly all), matched on those bytes without making a string.
+   */
+  #urlIncludes(slot: number, needle: string): boolean {
     const at = this.#packedAt[slot]!
     const length = this.#packedLength[slot]!
     const variantEnd = this.#variantEnd(slot)
     // Compact form, url equal to the key (packed-meta.ts writes a 0 length for it).
     if (this.#arena.charCodeAt(at, length, variantEnd + 1) === 0x41 && this.#arena.charCodeAt(at, length, variantEnd + 2) === 0) {
-      return this.#arena.slice(at, length, 0, this.#keyLength[slot]!).toLowerCase()
+      const keyLength = this.#keyLength[slot]!
+      return this.#arena.includesFolded(at, length, 0, keyLength, needle, LATIN1_LOWER) ?? this.#arena.slice(at, length, 0, keyLength).toLowerCase().includes(needle)
     }
-    return this.#meta(slot).url.toLowerCase()
+    return this.#meta(slot).url.toLowerCase().includes(needle)
   }
 
   // ---- changes --------------------------------------------------------------
@@ -840,7 +851,7 @@ export class EntryIndex {
       step: (variants) => {
         let s = cursor.next
         for (let n = 0; s !== NONE && n < variants; n++, s = this.#commitPrev[s]!) {
-          if (needle && !this.#urlLower(s).includes(needle)) continue
+          if (needle && !this.#urlIncludes(s, needle)) continue
           if (total >= offset && records.length < limit) records.push(this.#handle(s))
           total++
         }
