@@ -163,7 +163,7 @@ export interface DiskStore extends CacheStore {
 
 /** Content files kept open for fast hits (the hottest ones; each costs one descriptor). */
 const OPEN_FILES = 256
-/** Entries a filtered list reads between two looks at the turn's budget (about 20 µs of urls). */
+/** Entries a filtered list reads between two looks at the turn's budget (about 70 µs of urls). */
 const LIST_STEP = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */

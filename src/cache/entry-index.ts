@@ -834,7 +834,7 @@ export class EntryIndex {
   /**
    * The pass list() makes, in steps of a given number of variants, so a caller can let the
    * event loop turn between them: a filter over a million entries reads every url (about
-   * 90 ms in one go). The index may change between steps: a variant removed before the scan
+   * 300 ms in one go on a 2-core machine). The index may change between steps: a variant removed before the scan
    * reached it is not counted, one added meanwhile is newer than the scan and not visited
    * (as a list taken when the scan started), and a variant already on the page that is
    * removed later stays on it (check live() before reading it).
