@@ -33,10 +33,17 @@ if (file) start(file)
 function start(file: string): void {
   const wall = () => performance.timeOrigin + performance.now()
   let lines: string[] = []
+  // Appended off the event loop: a synchronous append once a second held a node's loop 48 ms
+  // in a purge run (the disk busy), long enough to make the probes it measures wait.
+  let appending = false
   const flush = () => {
-    if (lines.length === 0) return
-    fs.appendFileSync(file, lines.join('\n') + '\n')
+    if (lines.length === 0 || appending) return
+    const text = lines.join('\n') + '\n'
     lines = []
+    appending = true
+    fs.appendFile(file, text, () => {
+      appending = false
+    })
   }
   const accepted = new WeakMap<net.Socket, number>()
   dc.subscribe('net.server.socket', (message) => {
@@ -143,5 +150,8 @@ function start(file: string): void {
     lines.push(JSON.stringify({ k: 'threads', at: wall(), threads: threads() }))
     flush()
   }, 1000).unref()
-  process.on('exit', flush)
+  // At exit only what is left, at once (an append still going may be cut short with the process).
+  process.on('exit', () => {
+    if (lines.length > 0) fs.appendFileSync(file, lines.join('\n') + '\n')
+  })
 }

@@ -547,6 +547,36 @@ describe('disk store', () => {
     expect(one.lastAccess).toBeGreaterThanOrEqual(one.storedAt)
   })
 
+  it('makes a filtered list in steps, yielding to the event loop between them, and still counts every match', async () => {
+    // A budget spent after every step: each step then waits for a turn of the event loop.
+    let yields = 0
+    let worked = false
+    const store = await openStore({
+      turnBudget: () => ({
+        spent: () => {
+          if (worked) return true
+          worked = true
+          return false
+        },
+        next: async () => {
+          worked = false
+          yields++
+          await new Promise<void>((resolve) => setImmediate(resolve))
+        },
+      }),
+    })
+    const count = 700
+    for (let i = 0; i < count; i++) await put(store, newEntry(`https://${i % 7 === 0 ? 'img' : 'www'}.a.test/${i}`), bodyOf(10, i))
+    const listing = store.list({ filter: 'IMG.a', offset: 3, limit: 4 })
+    // Removed while the list is being made, before the scan reaches it (the oldest): not counted.
+    await store.delete('https://img.a.test/0')
+    const page = await listing
+    expect(page.total).toBe(count / 7 - 1)
+    expect(page.entries.map((e) => e.url)).toEqual([672, 665, 658, 651].map((i) => `https://img.a.test/${i}`))
+    // Hundreds of entries a step: the pass took more than one turn, and yielded between its steps.
+    expect(yields).toBeGreaterThanOrEqual(Math.floor(count / 256))
+  })
+
   it('recovers when the cache directory is removed under it', async () => {
     let store = await openStore()
     await put(store, newEntry('https://a.test/before'), bodyOf(100))

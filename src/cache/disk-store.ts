@@ -17,7 +17,7 @@
 // - A content file is shared by every entry with the same digest and removed
 //   when the last one goes (reference count in ContentRecord.refs).
 
-import { turnBudget } from '../turn-budget.ts'
+import { type TurnBudget, turnBudget } from '../turn-budget.ts'
 import { plainCopy } from '../plain-copy.ts'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
@@ -86,6 +86,11 @@ export interface DiskStoreOptions {
   memoryOnly?: MemoryOnlyBodies
   /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
   hotEntries?: number
+  /**
+   * A budget for each bulk pass (a purge's, a filtered list's), which yields to the event loop
+   * when its slice of the turn is used (default turn-budget.ts turnBudget, shared by the process).
+   */
+  turnBudget?: () => TurnBudget
   log?: LogFn
 }
 
@@ -158,6 +163,8 @@ export interface DiskStore extends CacheStore {
 
 /** Content files kept open for fast hits (the hottest ones; each costs one descriptor). */
 const OPEN_FILES = 256
+/** Entries a filtered list reads between two looks at the turn's budget (about 70 µs of urls). */
+const LIST_STEP = 256
 
 /** Updates append a line to the entry's cacache bucket; past this many, the bucket is rewritten with the newest only. */
 const COMPACT_AFTER_LINES = 8
@@ -278,6 +285,7 @@ class CacacheDiskStore implements DiskStore {
   readonly #allocateBody: ((length: number) => Buffer | undefined) | undefined
   readonly #releaseBody: (body: Buffer) => void
   readonly #log: LogFn
+  readonly #turnBudget: () => TurnBudget
   readonly #tmpDir: string
   readonly #index: EntryIndex
   /** Content files by integrity. */
@@ -334,6 +342,7 @@ class CacacheDiskStore implements DiskStore {
     this.#releaseBody = opts.releaseBody ?? (() => {})
     this.#memoryOnly = opts.memoryOnly
     this.#log = safeLog(opts.log ?? defaultLog)
+    this.#turnBudget = opts.turnBudget ?? turnBudget
     this.#tmpDir = path.join(opts.dir, 'tmp')
     this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
     this.#paths = new ContentPaths((integrity) => contentPath(opts.dir, integrity) as string)
@@ -1122,7 +1131,7 @@ class CacacheDiskStore implements DiskStore {
    */
   async deleteWhere(predicate: (meta: PurgeFields) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const removed: RemovedEntry[] = []
-    const budget = turnBudget()
+    const budget = this.#turnBudget()
     const removal: Removal = { predicate, reason, since: Date.now(), dropped: 0 }
     this.#removing.add(removal)
     try {
@@ -1143,7 +1152,7 @@ class CacacheDiskStore implements DiskStore {
 
   /** #forget for entries already out of the index, a few milliseconds per turn of the event loop. */
   async #forgetAll(removed: readonly RemovedEntry[], reason: DeleteReason): Promise<void> {
-    const budget = turnBudget()
+    const budget = this.#turnBudget()
     for (const entry of removed) {
       while (budget.spent()) await budget.next()
       void this.#forget(entry, reason)
@@ -1158,7 +1167,7 @@ class CacacheDiskStore implements DiskStore {
    */
   async markStale(purgedAt: (meta: PurgeFields) => number | undefined): Promise<number> {
     const marks: Array<{ handle: Handle; at: number }> = []
-    const budget = turnBudget()
+    const budget = this.#turnBudget()
     const alreadyMarked = (meta: EntryMeta, at: number) => meta.softPurgedAt !== undefined && meta.softPurgedAt >= at
     for (const handle of this.#index.handles()) {
       while (budget.spent()) await budget.next()
@@ -1203,11 +1212,26 @@ class CacacheDiskStore implements DiskStore {
 
   // ---- listing, stats, events, lifecycle ----------------------------------
 
+  /**
+   * One page of the index, newest first, optionally filtered by url: a pass over every entry
+   * (the total counts them all), LIST_STEP entries at a time, yielding to the event loop when
+   * the turn's slice is used, so a filter over a million entries never holds a turn.
+   */
   async list(options: ListOptions = {}): Promise<{ total: number; entries: ListedEntry[] }> {
-    const page = this.#index.list(options)
+    const scan = this.#index.listScan(options)
+    const budget = this.#turnBudget()
+    try {
+      do {
+        while (budget.spent()) await budget.next()
+      } while (!scan.step(LIST_STEP))
+    } finally {
+      scan.close()
+    }
+    const page = scan.page()
     return {
       total: page.total,
-      entries: page.records.map((handle) => ({ ...this.#index.meta(handle), inMemory: false, lastAccess: this.#index.lastAccess(handle) })),
+      // A variant on the page removed while the scan went on is left out.
+      entries: page.records.filter((handle) => this.#index.live(handle)).map((handle) => ({ ...this.#index.meta(handle), inMemory: false, lastAccess: this.#index.lastAccess(handle) })),
     }
   }
 

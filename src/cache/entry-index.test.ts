@@ -59,6 +59,46 @@ describe('entry index', () => {
     expect(index.list({ filter: 'no-such-thing' })).toEqual({ total: 0, records: [] })
   })
 
+  it('lists in steps as in one go, while variants are removed and added between the steps', () => {
+    const index = new EntryIndex()
+    const count = 100
+    const handles = Array.from({ length: count }, (_, i) => add(index, meta(i, { host: i % 3 === 0 ? 'Img.Example.com' : 'example.com' })))
+    const scan = index.listScan({ filter: 'img.EXAMPLE', offset: 2, limit: 5 })
+    let steps = 1
+    // Visits 99 down to 93.
+    expect(scan.step(7)).toBe(false)
+    // The variant the scan visits next, one it has not reached (a match), and one it has passed.
+    index.remove(handles[92]!)
+    index.remove(handles[51]!)
+    index.remove(handles[99]!)
+    // Newer than the scan (it takes the slot just freed): not visited.
+    add(index, meta(100, { host: 'img.example.com' }), 100)
+    while (!scan.step(7)) steps++
+    steps++
+    const matched = Array.from({ length: count }, (_, i) => i).filter((i) => i % 3 === 0 && i !== 51)
+    const { total, records } = scan.page()
+    expect(total).toBe(matched.length)
+    // Newest first from the scan's start: 99 (removed since), 96, then the page.
+    expect(records.map((h) => index.committedAt(h))).toEqual([93, 90, 87, 84, 81])
+    expect(steps).toBe(Math.ceil((count - 2) / 7))
+    // A scan that is done no longer follows removals; nor does one closed early.
+    const early = index.listScan()
+    early.step(3)
+    early.close()
+    index.remove(handles[96]!)
+    // 99 and 96 gone, 100 added.
+    expect(index.list({ filter: 'img.example' }).total).toBe(matched.length - 1)
+  })
+
+  it('filters case-insensitively on the bytes of a one-byte url as on a string, and on a two-byte url', () => {
+    const index = new EntryIndex()
+    const urls = ['https://example.com/Ça/VA?x=ÀB', 'https://example.com/ça/va', 'https://example.com/日本/ÀB', 'https://example.com/plain']
+    for (const [i, url] of urls.entries()) add(index, { ...meta(i), key: url, url })
+    const matching = (filter: string) => index.list({ filter, limit: 10 }).records.map((h) => index.meta(h).url)
+    const byString = (filter: string) => [...urls].reverse().filter((u) => u.toLowerCase().includes(filter.toLowerCase()))
+    for (const filter of ['ÇA/va', 'àb', 'ÀB', '日本/à', 'A?X=', 'PLAIN', 'plainer', 'https://example.com/plain', '/', 'é']) expect(matching(filter)).toEqual(byString(filter))
+  })
+
   it('filters on the url when it differs from the key', () => {
     const index = new EntryIndex()
     add(index, { ...meta(1), key: 'https://example.com/a?x=1', url: 'https://example.com/A?X=1&utm=2' })

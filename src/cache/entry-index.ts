@@ -16,7 +16,7 @@
 // kept across an await is known to be stale once its variant was removed,
 // even when the slot is reused.
 
-import { type EntryMeta, type NewEntry, type PurgeFields, isMemoryOnlyIntegrity } from './types.ts'
+import { type EntryMeta, type ListOptions, type NewEntry, type PurgeFields, isMemoryOnlyIntegrity } from './types.ts'
 import { packMeta, unpackMeta, unpackPurgeFields } from './packed-meta.ts'
 import { PackedArena } from './packed-arena.ts'
 
@@ -169,6 +169,12 @@ const NO_VARY: readonly string[] = Object.freeze([])
 /** Distinct Vary values remembered per slot as a number; a rarer one is read from the metadata. */
 const MAX_VARY_VALUES = 4096
 
+/**
+ * Each character below 256 lower-cased, as String#toLowerCase does it (every one of them stays
+ * below 256): a url kept in one byte per character is matched on its bytes.
+ */
+const LATIN1_LOWER = Uint16Array.from({ length: 256 }, (_, c) => String.fromCharCode(c).toLowerCase().charCodeAt(0))
+
 /** The use orders an entry can be in (EntryIndex #lruHeads). */
 const ON_DISK = 0
 const MEMORY_ONLY = 1
@@ -237,6 +243,8 @@ export class EntryIndex {
   /** Vary header values by number ('' is 0), and each as a one-element list for varyOf. */
   readonly #varyIds = new Map<string, number>([['', 0]])
   readonly #varyLists: (readonly string[])[] = [Object.freeze([''])]
+  /** Scans in progress (listScan): each one's next variant, moved on when that variant is removed. */
+  readonly #cursors = new Set<ScanCursor>()
 
   constructor(options: EntryIndexOptions = {}) {
     this.#clock = new Int32Array(Math.max(1, options.hotEntries ?? DEFAULT_HOT)).fill(NONE)
@@ -559,16 +567,21 @@ export class EntryIndex {
     this.#indexLines[this.#checked(handle)] = lines
   }
 
-  /** The url, lower-cased, for filters: read from the packed metadata, no object decoded. */
-  #urlLower(slot: number): string {
+  /**
+   * Whether the url, lower-cased, contains `needle` (lower-cased), for filters: read from the
+   * packed metadata, no object decoded, and for a url kept as the key in one byte per
+   * character (nearly all), matched on those bytes without making a string.
+   */
+  #urlIncludes(slot: number, needle: string): boolean {
     const at = this.#packedAt[slot]!
     const length = this.#packedLength[slot]!
     const variantEnd = this.#variantEnd(slot)
     // Compact form, url equal to the key (packed-meta.ts writes a 0 length for it).
     if (this.#arena.charCodeAt(at, length, variantEnd + 1) === 0x41 && this.#arena.charCodeAt(at, length, variantEnd + 2) === 0) {
-      return this.#arena.slice(at, length, 0, this.#keyLength[slot]!).toLowerCase()
+      const keyLength = this.#keyLength[slot]!
+      return this.#arena.includesFolded(at, length, 0, keyLength, needle, LATIN1_LOWER) ?? this.#arena.slice(at, length, 0, keyLength).toLowerCase().includes(needle)
     }
-    return this.#meta(slot).url.toLowerCase()
+    return this.#meta(slot).url.toLowerCase().includes(needle)
   }
 
   // ---- changes --------------------------------------------------------------
@@ -644,6 +657,8 @@ export class EntryIndex {
     this.#unlinkLru(slot)
     const prev = this.#commitPrev[slot]!
     const next = this.#commitNext[slot]!
+    // A scan about to visit this variant goes on to the one it would have visited after it.
+    for (const cursor of this.#cursors) if (cursor.next === slot) cursor.next = prev
     if (prev !== NONE) this.#commitNext[prev] = next
     else this.#commitHead = next
     if (next !== NONE) this.#commitPrev[next] = prev
@@ -764,6 +779,8 @@ export class EntryIndex {
    * persisted, so after a restart recency starts from commit order).
    */
   orderByCommitTime(): void {
+    // A scan's place in the order would mean nothing after it (the store orders once, as it loads).
+    if (this.#cursors.size > 0) throw new Error('entry index: reordered while a list is being made')
     const slots: number[] = []
     for (let s = this.#commitHead; s !== NONE; s = this.#commitNext[s]!) slots.push(s)
     slots.sort((a, b) => this.#committedAt[a]! - this.#committedAt[b]!)
@@ -805,21 +822,65 @@ export class EntryIndex {
 
   /**
    * One page of variants, newest commit first, optionally filtered by a
-   * case-insensitive substring of the url. One linear pass over the index.
+   * case-insensitive substring of the url. One linear pass over the index, in
+   * one go: listScan() makes the same pass in steps.
    */
-  list(options: { filter?: string; offset?: number; limit?: number } = {}): IndexPage {
+  list(options: ListOptions = {}): IndexPage {
+    const scan = this.listScan(options)
+    while (!scan.step(Infinity));
+    return scan.page()
+  }
+
+  /**
+   * The pass list() makes, in steps of a given number of variants, so a caller can let the
+   * event loop turn between them: a filter over a million entries reads every url (about
+   * 300 ms in one go on a 2-core machine). The index may change between steps: a variant removed before the scan
+   * reached it is not counted, one added meanwhile is newer than the scan and not visited
+   * (as a list taken when the scan started), and a variant already on the page that is
+   * removed later stays on it (check live() before reading it).
+   */
+  listScan(options: ListOptions = {}): ListScan {
     const needle = options.filter ? options.filter.toLowerCase() : ''
     const offset = Math.max(0, Math.floor(options.offset ?? 0))
     const limit = Math.max(0, Math.floor(options.limit ?? 50))
     const records: Handle[] = []
     let total = 0
-    for (let s = this.#commitTail; s !== NONE; s = this.#commitPrev[s]!) {
-      if (needle && !this.#urlLower(s).includes(needle)) continue
-      if (total >= offset && records.length < limit) records.push(this.#handle(s))
-      total++
+    const cursor: ScanCursor = { next: this.#commitTail }
+    this.#cursors.add(cursor)
+    return {
+      step: (variants) => {
+        let s = cursor.next
+        for (let n = 0; s !== NONE && n < variants; n++, s = this.#commitPrev[s]!) {
+          if (needle && !this.#urlIncludes(s, needle)) continue
+          if (total >= offset && records.length < limit) records.push(this.#handle(s))
+          total++
+        }
+        cursor.next = s
+        if (s !== NONE) return false
+        this.#cursors.delete(cursor)
+        return true
+      },
+      page: () => ({ total, records: records.slice() }),
+      close: () => {
+        this.#cursors.delete(cursor)
+      },
     }
-    return { total, records }
   }
+}
+
+/** A list() made in steps (EntryIndex.listScan). */
+export interface ListScan {
+  /** Visits up to `variants` more variants; whether the pass is done. */
+  step(variants: number): boolean
+  /** The page so far: the whole page once step() answered true. */
+  page(): IndexPage
+  /** Ends the pass early (a pass that is done needs no close). */
+  close(): void
+}
+
+/** Where a scan in progress goes next: moved on by #remove when that variant leaves the index. */
+interface ScanCursor {
+  next: number
 }
 
 /** Metadata is shared with every caller: freeze it so a caller cannot change the index by accident. */

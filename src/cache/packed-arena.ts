@@ -117,6 +117,28 @@ export class PackedArena {
     return true
   }
 
+  /**
+   * Whether characters `start` to `end` (exclusive) of the string stored at `at`, each mapped
+   * through `fold` (a table of 256 character codes), contain `needle`, as
+   * `fold(slice).includes(needle)` without making the slice: for the one-byte form only
+   * (undefined for the two-byte form).
+   */
+  includesFolded(at: Location, length: number, start: number, end: number, needle: string, fold: Uint16Array): boolean | undefined {
+    if (length < 0) return undefined
+    const n = needle.length
+    if (n === 0) return true
+    const chunk = this.#chunks[Math.floor(at / LOCATION_SPAN)]!
+    const offset = at % LOCATION_SPAN
+    const first = needle.charCodeAt(0)
+    for (let p = offset + start, last = offset + end - n; p <= last; p++) {
+      if (fold[chunk[p]!] !== first) continue
+      let i = 1
+      while (i < n && fold[chunk[p + i]!] === needle.charCodeAt(i)) i++
+      if (i === n) return true
+    }
+    return false
+  }
+
   /** Lets go of the string stored at `at`: its room is a hole until its chunk is freed or compacted. */
   free(at: Location, length: number): void {
     const bytes = byteLength(length)

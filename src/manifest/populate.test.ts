@@ -644,6 +644,29 @@ describe('populate', () => {
     expect(stored).toEqual(expected.map((e) => e.key))
   })
 
+  it('reads and plans the next page while the copies of the page before it are still being made', async () => {
+    // Waiting for every copy of a page before reading the next left the disk writer idle at
+    // each page's end. Here the hot set is one page (3 entries) and the rest the next.
+    const n = 10
+    const keys: string[] = []
+    for (let i = 0; i < n; i++) keys.push((await onPeer(`https://ex.com/ahead/${i}`, bodyOf(10, i))).key)
+    const hot = keys.slice(0, 3)
+    await applyOps(db, [{ type: 'hits', nodeId: 'peer', at: Date.now(), counts: hot.map((key) => ({ key, hits: 5 })) }])
+    /** Copies settled when each entry of the second page was planned (looked up in the store). */
+    const doneWhenPlanned: number[] = []
+    let p: ReturnType<typeof createPopulator> | undefined
+    const store = storeWith(localStore, {
+      variants: (key: string) => {
+        if (!hot.includes(key)) doneWhenPlanned.push(p!.status()!.done)
+        return localStore.variants(key)
+      },
+    })
+    p = populator({ store, hotFirst: hot.length, concurrency: 1 })
+    expect(await runToEnd(p)).toMatchObject({ done: n, fromPeers: n, failed: 0, skipped: 0 })
+    expect(doneWhenPlanned).toHaveLength(n - hot.length)
+    expect(Math.min(...doneWhenPlanned)).toBeLessThan(hot.length)
+  })
+
   it('plans a page of entries a few milliseconds per turn, not in one', async () => {
     // Each entry of a page is looked up in the store before it is asked of a peer: a page of
     // 2,000 planned in one chain of promises held the event loop for tens of milliseconds.
