@@ -6,7 +6,7 @@
 // web Response returned to a web Request (Hono's fallback route under app.request(): tests, other
 // runtimes).
 
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { OutgoingMessage, validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 // The module's binding: the global `performance` is a getter, looked up on every call.
 import { performance } from 'node:perf_hooks'
 import type { Writable } from 'node:stream'
@@ -396,7 +396,7 @@ function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: S
   }
   // The whole answer is handed to the socket here: account for it now, without a listener per request.
   settleRead(outgoing.req)
-  outgoing.writeHead(result.status, result.headers)
+  writeHead(outgoing, result.status, result.headers)
   outgoing.end(body ?? undefined)
   if (result.loan !== undefined) giveBackWhenSent(outgoing, result.loan)
   finished(opts, served, result, body?.length ?? 0, false)
@@ -416,6 +416,70 @@ function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: S
 function settleRead(incoming: IncomingMessage | undefined): void {
   const node = incoming as (IncomingMessage & { _dumped?: unknown }) | undefined
   if (typeof node?._dumped === 'boolean' && node.readableLength === 0) node._dumped = true
+}
+
+/**
+ * Node's slot for the fields of a response set before its head (OutgoingMessage[kOutHeaders]:
+ * lower-case name → [name, value]). writeHead() with no fields of its own writes the ones there as
+ * they are: setHeader() checked each when it put it there. Undefined where Node keeps them
+ * otherwise; every head then goes through writeHead() with its fields.
+ */
+const OUT_HEADERS: symbol | undefined = (() => {
+  const probe = new OutgoingMessage()
+  probe.setHeader('x-probe', 'y')
+  for (const symbol of Object.getOwnPropertySymbols(probe)) {
+    const slot = (probe as unknown as Record<symbol, unknown>)[symbol] as Record<string, unknown> | null
+    const entry = slot?.['x-probe']
+    if (symbol.description === 'kOutHeaders' && Array.isArray(entry) && entry[0] === 'x-probe' && entry[1] === 'y') return symbol
+  }
+  return undefined
+})()
+
+type OutFields = Record<string, [string, string | string[]]>
+/** A shared field set's entries for Node's slot, checked once; null when Node refuses one of them. */
+const outFields = new WeakMap<object, OutFields | null>()
+
+function checkedOutFields(headers: ProxyResult['headers']): OutFields | null {
+  let out = outFields.get(headers)
+  if (out === undefined) {
+    out = Object.create(null) as OutFields
+    try {
+      for (const name in headers) {
+        const value = headers[name]!
+        validateHeaderName(name)
+        if (Array.isArray(value)) for (const v of value) validateHeaderValue(name, v)
+        else validateHeaderValue(name, value)
+        out[name] = [name, value]
+      }
+    } catch {
+      // writeHead() with the fields themselves throws the same error, answered as any other.
+      out = null
+    }
+    outFields.set(headers, out)
+  }
+  return out
+}
+
+/**
+ * The head of an answer. A frozen field set is one that many answers share (a plain hit's fields
+ * within a second, proxy.ts storedAnswer): Node's checks of every name and value (two regular
+ * expressions per field, ten fields on a hit) are then made once for all those answers, when it is
+ * first written, and each answer's head is written from Node's own slot without them.
+ */
+function writeHead(outgoing: AnswerTarget, status: number, headers: ProxyResult['headers']): void {
+  if (OUT_HEADERS !== undefined && Object.isFrozen(headers)) {
+    const node = outgoing as unknown as ServerResponse & Record<symbol, unknown>
+    // null: a ServerResponse with no field set (setHeader) before this head.
+    if (node[OUT_HEADERS] === null) {
+      const out = checkedOutFields(headers)
+      if (out !== null) {
+        node[OUT_HEADERS] = out
+        node.writeHead(status)
+        return
+      }
+    }
+  }
+  outgoing.writeHead(status, headers)
 }
 
 /**
