@@ -87,25 +87,35 @@ const normalisedHosts = new Map<string, string>()
 const NORMALISED_HOSTS_LIMIT = 1024
 const lastHost = { raw: '', host: '' }
 
-/** The site a request is for (Host, or X-Forwarded-Host when trusted), or why it is refused. */
-function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string; scheme: 'http' | 'https' } | string {
+/** Why a request is refused before it reaches the proxy (refusal()). */
+class Refused {
+  constructor(readonly message: string) {}
+}
+
+/** The site a request is for (Host, or X-Forwarded-Host when trusted), normalised, or why it is refused. */
+function hostOf(opts: ProxyHandlerOptions, headers: FlatHeaders): string | Refused {
   const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
-  if (!hostRaw) return 'the request has no Host header; send one naming the site you want'
+  if (!hostRaw) return new Refused('the request has no Host header; send one naming the site you want')
   // The host of the last request first: comparing the field's text is cheaper than hashing it for the map.
   let host = hostRaw === lastHost.raw ? lastHost.host : normalisedHosts.get(hostRaw)
   if (host === undefined) {
-    if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return 'the Host header is not a valid host name'
+    if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return new Refused('the Host header is not a valid host name')
     host = normaliseHost(hostRaw)
     if (normalisedHosts.size >= NORMALISED_HOSTS_LIMIT) normalisedHosts.clear()
     normalisedHosts.set(hostRaw, host)
   }
   lastHost.raw = hostRaw
   lastHost.host = host
+  return host
+}
+
+/** The scheme a request keys as: http, or https when a trusted proxy says the client used it. */
+function schemeOf(opts: ProxyHandlerOptions, headers: FlatHeaders): 'http' | 'https' {
+  if (!opts.trustForwarded) return 'http'
   // The first value is the one the trusted proxy nearest the client wrote; anything but https
   // (scheme names are case-insensitive, RFC 3986 §3.1) keys as http. The origin is sent this
   // normalised scheme and host (forward.ts), never the raw fields, so key and body agree.
-  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() : undefined
-  return { host, scheme: protoRaw === 'https' ? 'https' : 'http' }
+  return headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() === 'https' ? 'https' : 'http'
 }
 
 /**
@@ -179,29 +189,29 @@ class ClientGone implements AbortSource {
   }
 }
 
-function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgoing: ServerResponse, started: number): NodeProxyRequest | string {
+function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgoing: ServerResponse, started: number): NodeProxyRequest | Refused {
   // RFC 9112 §3.2: a request with more than one Host field line gets a 400. Node keeps the first
   // one; a proxy in front of caje may key on the last, and the two would disagree on the site.
-  if (countHost(incoming.rawHeaders) > 1) return 'the request has more than one Host header; send exactly one'
+  if (countHost(incoming.rawHeaders) > 1) return new Refused('the request has more than one Host header; send exactly one')
   const headers = flatten(incoming.headers)
-  const site = siteOf(opts, headers)
-  if (typeof site === 'string') return site
+  const host = hostOf(opts, headers)
+  if (host instanceof Refused) return host
   const url = incoming.url ?? '/'
   // One spelling of the target for the key, the origin and purge (canonical-url.ts).
   const path = canonicalTarget(url.startsWith('/') ? url : pathAndQuery(url))
-  return new NodeProxyRequest(incoming.method ?? 'GET', site.scheme, site.host, path, headers, incoming, outgoing, started)
+  return new NodeProxyRequest(incoming.method ?? 'GET', schemeOf(opts, headers), host, path, headers, incoming, outgoing, started)
 }
 
-function webRequest(opts: ProxyHandlerOptions, raw: Request, answer: WebAnswer, started: number): (ProxyRequest & Served) | string {
+function webRequest(opts: ProxyHandlerOptions, raw: Request, answer: WebAnswer, started: number): (ProxyRequest & Served) | Refused {
   const headers = headersFromWeb(raw.headers)
-  const site = siteOf(opts, headers)
-  if (typeof site === 'string') return site
+  const host = hostOf(opts, headers)
+  if (host instanceof Refused) return host
   const method = raw.method
   let gone: ClientGone | undefined
   return {
     method,
-    scheme: site.scheme,
-    host: site.host,
+    scheme: schemeOf(opts, headers),
+    host,
     path: canonicalTarget(pathAndQuery(raw.url)),
     headers,
     body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
@@ -253,7 +263,7 @@ export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: Incomin
   return (incoming, outgoing) => {
     const started = opts.accessLog ? performance.now() : 0
     const req = nodeRequest(opts, incoming, outgoing, started)
-    if (typeof req === 'string') send(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
+    if (req instanceof Refused) send(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req.message))
     else serveInto(opts, req, outgoing)
   }
 }
@@ -263,7 +273,7 @@ function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Response>
   const started = opts.accessLog ? performance.now() : 0
   const answer = new WebAnswer()
   const req = webRequest(opts, raw, answer, started)
-  if (typeof req === 'string') send(opts, answer, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
+  if (req instanceof Refused) send(opts, answer, { method: raw.method, path: raw.url, host: '', started }, refusal(req.message))
   else serveInto(opts, req, answer)
   return answer.response
 }
@@ -349,14 +359,13 @@ interface AnswerTarget extends Writable {
   readonly req?: IncomingMessage
 }
 
-/** An answer whose body is whole in memory, waiting for the end of this turn's I/O (writeAtTurnEnd). */
-interface WholeAnswer {
-  opts: ProxyHandlerOptions
-  outgoing: AnswerTarget
-  served: Served
-  result: ProxyResult
-}
-let wholeAnswers: WholeAnswer[] = []
+/**
+ * Answers whose body is whole in memory, waiting for the end of this turn's I/O (writeAtTurnEnd):
+ * four slots each (options, target, request, result), in one array kept from turn to turn, so
+ * that queueing an answer allocates nothing.
+ */
+const wholeAnswers: (ProxyHandlerOptions | AnswerTarget | Served | ProxyResult | undefined)[] = []
+let queuedAnswers = 0
 
 /**
  * Answers ready at once (hits from memory, 304s, caje's own errors) are written together, after
@@ -368,21 +377,34 @@ let wholeAnswers: WholeAnswer[] = []
  * a hit, and the load generator slept before nearly every response (0.95 times per request).
  * A lone request waits only for the end of its own turn.
  */
-function writeAtTurnEnd(answer: WholeAnswer): void {
-  if (wholeAnswers.length === 0) setImmediate(writeWholeAnswers)
-  wholeAnswers.push(answer)
+function writeAtTurnEnd(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
+  if (queuedAnswers === 0) setImmediate(writeWholeAnswers)
+  const at = queuedAnswers * 4
+  wholeAnswers[at] = opts
+  wholeAnswers[at + 1] = outgoing
+  wholeAnswers[at + 2] = served
+  wholeAnswers[at + 3] = result
+  queuedAnswers++
 }
 
 function writeWholeAnswers(): void {
-  const answers = wholeAnswers
-  wholeAnswers = []
-  for (const { opts, outgoing, served, result } of answers) {
-    try {
-      writeWhole(opts, outgoing, served, result)
-    } catch (err) {
-      // One answer failing (a header Node refuses) must not keep the others of the turn unsent.
-      exchangeFailed(opts, outgoing, err)
+  try {
+    // An answer queued while these are written is written in this same loop.
+    for (let at = 0; at < queuedAnswers * 4; at += 4) {
+      const opts = wholeAnswers[at] as ProxyHandlerOptions
+      const outgoing = wholeAnswers[at + 1] as AnswerTarget
+      const served = wholeAnswers[at + 2] as Served
+      const result = wholeAnswers[at + 3] as ProxyResult
+      wholeAnswers[at] = wholeAnswers[at + 1] = wholeAnswers[at + 2] = wholeAnswers[at + 3] = undefined
+      try {
+        writeWhole(opts, outgoing, served, result)
+      } catch (err) {
+        // One answer failing (a header Node refuses) must not keep the others of the turn unsent.
+        exchangeFailed(opts, outgoing, err)
+      }
     }
+  } finally {
+    queuedAnswers = 0
   }
 }
 
@@ -496,7 +518,7 @@ function giveBackWhenSent(outgoing: AnswerTarget, loan: BodyLoan): void {
 function send(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
   const body = result.body
   if (body === null || Buffer.isBuffer(body)) {
-    writeAtTurnEnd({ opts, outgoing, served, result })
+    writeAtTurnEnd(opts, outgoing, served, result)
     return
   }
   let bytes = 0
