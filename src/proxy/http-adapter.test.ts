@@ -381,3 +381,28 @@ describe('a field set shared by many answers', () => {
     }
   })
 })
+
+describe('requests refused before the proxy', () => {
+  /** The raw answer to `request` on a new connection. */
+  function exchange(port: number, request: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1')
+      let text = ''
+      socket.on('data', (c: Buffer) => void (text += c.toString('latin1')))
+      socket.on('close', () => resolve(text))
+      socket.on('error', reject)
+      socket.write(request)
+    })
+  }
+
+  it('answers 400 to two Host fields and to a Host that is no host name (RFC 9112 §3.2)', async () => {
+    const { origin, node } = await nodeInFrontOf('max-age=600', 'never sent')
+    const twice = await exchange(node.port, 'GET /a HTTP/1.1\r\nHost: site.test\r\nHost: other.test\r\nConnection: close\r\n\r\n')
+    expect(twice).toMatch(/^HTTP\/1\.1 400 /)
+    expect(twice).toContain('more than one Host header')
+    const bad = await exchange(node.port, 'GET /a HTTP/1.1\r\nHost: site.test/evil\r\nConnection: close\r\n\r\n')
+    expect(bad).toMatch(/^HTTP\/1\.1 400 /)
+    expect(bad).toContain('not a valid host name')
+    expect(origin.requests).toEqual([])
+  })
+})
