@@ -406,3 +406,21 @@ describe('requests refused before the proxy', () => {
     expect(origin.requests).toEqual([])
   })
 })
+
+describe('accounting of answers written at the end of the turn', () => {
+  it('names the time they were sent', async () => {
+    const seen: number[] = []
+    const proxy = { serve: (): ProxyResult => ({ status: 200, headers: { 'content-length': '2' }, body: Buffer.from('ok'), cacheStatus: { hit: true }, tier: 'memory' }) } as unknown as Proxy
+    const server = http.createServer(nodeProxyListener({ proxy, log: silentLogger, accessLog: false, trustForwarded: false, onServed: (_r, _b, _q, at) => void seen.push(at ?? NaN) }))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
+    const before = Date.now()
+    await Promise.all([get((server.address() as AddressInfo).port, '/a'), get((server.address() as AddressInfo).port, '/b')])
+    const after = Date.now()
+    expect(seen).toHaveLength(2)
+    for (const at of seen) {
+      expect(at).toBeGreaterThanOrEqual(before)
+      expect(at).toBeLessThanOrEqual(after)
+    }
+  })
+})

@@ -51,8 +51,11 @@ export interface ProxyHandlerOptions {
   onServed?: OnServed
 }
 
-/** Called for every answered request once its answer is sent, on the request path (served.ts accountServed). */
-export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest) => void
+/**
+ * Called for every answered request once its answer is sent, on the request path (served.ts
+ * accountServed); `at` is when (epoch ms), read once for all the answers written together.
+ */
+export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest, at?: number) => void
 
 function headersFromWeb(headers: Headers): FlatHeaders {
   const out: FlatHeaders = {}
@@ -324,8 +327,8 @@ interface Served {
 }
 
 /** Metrics and the access log for one finished exchange. */
-function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
-  opts.onServed?.(sent, bytes, served)
+function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean, at = Date.now()): void {
+  opts.onServed?.(sent, bytes, served, at)
   if (!opts.accessLog) return
   logRequest(
     opts.log,
@@ -379,25 +382,27 @@ let queuedAnswers = 0
  */
 function writeAtTurnEnd(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
   if (queuedAnswers === 0) setImmediate(writeWholeAnswers)
-  const at = queuedAnswers * 4
-  wholeAnswers[at] = opts
-  wholeAnswers[at + 1] = outgoing
-  wholeAnswers[at + 2] = served
-  wholeAnswers[at + 3] = result
+  const i = queuedAnswers * 4
+  wholeAnswers[i] = opts
+  wholeAnswers[i + 1] = outgoing
+  wholeAnswers[i + 2] = served
+  wholeAnswers[i + 3] = result
   queuedAnswers++
 }
 
 function writeWholeAnswers(): void {
+  // One clock reading for the answers written together (accounting names the minute they were sent in).
+  const at = Date.now()
   try {
     // An answer queued while these are written is written in this same loop.
-    for (let at = 0; at < queuedAnswers * 4; at += 4) {
-      const opts = wholeAnswers[at] as ProxyHandlerOptions
-      const outgoing = wholeAnswers[at + 1] as AnswerTarget
-      const served = wholeAnswers[at + 2] as Served
-      const result = wholeAnswers[at + 3] as ProxyResult
-      wholeAnswers[at] = wholeAnswers[at + 1] = wholeAnswers[at + 2] = wholeAnswers[at + 3] = undefined
+    for (let i = 0; i < queuedAnswers * 4; i += 4) {
+      const opts = wholeAnswers[i] as ProxyHandlerOptions
+      const outgoing = wholeAnswers[i + 1] as AnswerTarget
+      const served = wholeAnswers[i + 2] as Served
+      const result = wholeAnswers[i + 3] as ProxyResult
+      wholeAnswers[i] = wholeAnswers[i + 1] = wholeAnswers[i + 2] = wholeAnswers[i + 3] = undefined
       try {
-        writeWhole(opts, outgoing, served, result)
+        writeWhole(opts, outgoing, served, result, at)
       } catch (err) {
         // One answer failing (a header Node refuses) must not keep the others of the turn unsent.
         exchangeFailed(opts, outgoing, err)
@@ -408,12 +413,12 @@ function writeWholeAnswers(): void {
   }
 }
 
-function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
+function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult, at: number): void {
   const body = result.body as Buffer | null
   // The client left while its answer waited: nothing to write, and the log says it was cut.
   if (outgoing.destroyed) {
     result.loan?.giveBack()
-    finished(opts, served, result, 0, true)
+    finished(opts, served, result, 0, true, at)
     return
   }
   // The whole answer is handed to the socket here: account for it now, without a listener per request.
@@ -421,7 +426,7 @@ function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: S
   writeHead(outgoing, result.status, result.headers)
   outgoing.end(body ?? undefined)
   if (result.loan !== undefined) giveBackWhenSent(outgoing, result.loan)
-  finished(opts, served, result, body?.length ?? 0, false)
+  finished(opts, served, result, body?.length ?? 0, false, at)
 }
 
 /**
