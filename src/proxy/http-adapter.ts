@@ -465,11 +465,18 @@ const OUT_HEADERS: symbol | undefined = (() => {
 type OutFields = Record<string, [string, string | string[]]>
 /** A shared field set's entries for Node's slot, checked once; null when Node refuses one of them. */
 const outFields = new WeakMap<object, OutFields | null>()
+/**
+ * The prototype of those entries: empty, with nothing above it, as Node's own slot has (a field
+ * named `__proto__` is then a field, and nothing inherited is ever enumerated). Node's slot has
+ * no prototype at all, which V8 keeps as a hash table: enumerated without a cache, looked up by
+ * hashing, on every head written. One with a prototype is an ordinary object.
+ */
+const NO_FIELDS: object = Object.freeze(Object.create(null))
 
 function checkedOutFields(headers: ProxyResult['headers']): OutFields | null {
   let out = outFields.get(headers)
   if (out === undefined) {
-    out = Object.create(null) as OutFields
+    out = Object.create(NO_FIELDS) as OutFields
     try {
       for (const name in headers) {
         const value = headers[name]!
@@ -478,6 +485,7 @@ function checkedOutFields(headers: ProxyResult['headers']): OutFields | null {
         else validateHeaderValue(name, value)
         out[name] = [name, value]
       }
+      Object.freeze(out)
     } catch {
       // writeHead() with the fields themselves throws the same error, answered as any other.
       out = null
