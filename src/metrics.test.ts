@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest'
-import { Counter, register as globalRegistry } from 'prom-client'
+import { Counter, Registry, collectDefaultMetrics, register as globalRegistry } from 'prom-client'
 import { CACHE_STATUSES, createMetrics, renderMetrics, type CacheGaugeStats } from './metrics.ts'
 
 interface Sample {
@@ -210,6 +210,20 @@ describe('createMetrics', () => {
     const m = await scrape(metrics)
     expect(m.value('process_resident_memory_bytes')).toBeGreaterThan(0)
     expect(m.types.get('nodejs_eventloop_lag_seconds')).toBe('gauge')
+  })
+
+  it("has every one of prom-client's default metrics but the per-collection GC histogram, which costs every collection a callback", async () => {
+    const defaults = new Registry()
+    collectDefaultMetrics({ register: defaults })
+    const expected = defaults
+      .getMetricsAsArray()
+      .map((metric) => metric.name)
+      .filter((name) => name !== 'nodejs_gc_duration_seconds')
+    const names = createMetrics()
+      .registry.getMetricsAsArray()
+      .map((metric) => metric.name)
+    expect(names).toEqual(expect.arrayContaining(expected))
+    expect(names).not.toContain('nodejs_gc_duration_seconds')
   })
 
   it('keeps the hot-path calls cheap: they only count, and prom-client sees the counts when scraped', async () => {

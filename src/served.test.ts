@@ -37,4 +37,14 @@ describe('served-request accounting', () => {
     expect(body).toContain('caje_served_bytes_total{tier="disk"} 7')
     expect(body).toContain('caje_served_bytes_total{tier="origin"} 100')
   })
+
+  it('counts an answer in the minute it was sent, read once by the writer for its Cache-Status and its traffic', () => {
+    const lastStatus = createLastStatus()
+    const traffic = createTrafficRecorder()
+    const onServed = accountServed({ lastStatus, traffic, metrics: createMetrics({ processMetrics: false }) })
+    const at = 7 * 60_000 + 5
+    onServed(answer({ cacheStatus: { hit: true, ttl: 60 }, cacheStatusText: 'caje; hit; ttl=60', tier: 'memory' }), 3, { method: 'GET', scheme: 'http', host: 'h', path: '/p', rules: rules('http://h/p') }, at)
+    expect(lastStatus.get('http://h/p')).toEqual({ cacheStatus: 'caje; hit; ttl=60', at })
+    expect(traffic.pending().map((m) => [m.minute, m.requests])).toEqual([[7 * 60_000, 1]])
+  })
 })

@@ -17,12 +17,12 @@ export interface ServedAccountingDeps {
 /** The proxy's onServed: called for every answered request, on the request path, so it only counts. */
 export function accountServed(deps: ServedAccountingDeps): OnServed {
   const { lastStatus, traffic, metrics } = deps
-  return function onServed(result, bytes, request) {
+  return function onServed(result, bytes, request, at) {
     // The text the answer carries when it has one: no look into its header object, whose shape
     // varies by answer (a plain hit's shared fields, a copy, an origin's).
     const sent = result.cacheStatusText ?? result.headers['cache-status']
-    if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent)
-    traffic.record(result, bytes, request)
+    if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent, at)
+    traffic.record(result, bytes, request, at)
     if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
   }
 }

@@ -48,8 +48,8 @@ export interface CountedRequest {
 }
 
 export interface TrafficRecorder {
-  /** Count one answered request (called when its body has been sent): its minute and, when it counts toward the hot set, its key. */
-  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: CountedRequest): void
+  /** Count one answered request (called when its body has been sent, `at` epoch ms, else now): its minute and, when it counts toward the hot set, its key. */
+  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: CountedRequest, at?: number): void
   /** Finished minutes not taken yet, oldest first, each with its top paths; they leave the recorder. */
   takeFinished(): MinuteStats[]
   /** Everything still held here, the current minute included (not yet in the manifest), each with its top paths. */
@@ -125,8 +125,8 @@ export function createTrafficRecorder(options: TrafficRecorderOptions = {}): Tra
     return (last = m)
   }
   return {
-    record(result, bytes, request) {
-      const m = bucket(now())
+    record(result, bytes, request, at = now()) {
+      const m = bucket(at)
       m.requests++
       const label = statusLabel(result.cacheStatus)
       if (label === 'hit' || label === 'stale' || label === 'revalidated') m.hits++

@@ -140,9 +140,10 @@ export interface DiskStore extends CacheStore {
   readonly dir: string
   writer(entry: NewEntry, expected?: ExpectedBody): DiskEntryWriter
   /** The current metadata of a variant, marking it recently used (memory-tier hits call this so disk LRU sees them). */
-  touch(key: string, variant: string): EntryMeta | undefined
+  /** `now` as for CacheStore.variant(). */
+  touch(key: string, variant: string, now?: number): EntryMeta | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
-  readEntry(key: string, variant: string, range?: ByteRange): EntryLookup
+  readEntry(key: string, variant: string, range?: ByteRange, now?: number): EntryLookup
   bodySize(key: string, variant: string): number | undefined
   readEntries(items: ReadonlyArray<{ key: string; variant: string }>): Promise<Array<EntryBody | undefined>>
   /** The disk writer's backlog. */
@@ -426,8 +427,7 @@ class CacacheDiskStore implements DiskStore {
   // ---- reads --------------------------------------------------------------
 
   /** The live variant, or undefined; drops it when expired. */
-  #current(key: string, variant: string, touch: boolean): Handle | undefined {
-    const now = Date.now()
+  #current(key: string, variant: string, touch: boolean, now = Date.now()): Handle | undefined {
     const handle = touch ? this.#index.touch(key, variant, now) : this.#index.find(key, variant)
     if (handle === undefined) return undefined
     if (isExpired(this.#index.deleteAt(handle), now)) {
@@ -466,8 +466,8 @@ class CacacheDiskStore implements DiskStore {
     return this.#index.varyOf(key)
   }
 
-  variant(key: string, variant: string): EntryMeta | undefined {
-    const handle = this.#current(key, variant, false)
+  variant(key: string, variant: string, now?: number): EntryMeta | undefined {
+    const handle = this.#current(key, variant, false, now)
     return handle === undefined ? undefined : this.#index.meta(handle)
   }
 
@@ -476,8 +476,8 @@ class CacacheDiskStore implements DiskStore {
     return handle === undefined ? undefined : this.#index.content(handle).size
   }
 
-  touch(key: string, variant: string): EntryMeta | undefined {
-    const handle = this.#current(key, variant, true)
+  touch(key: string, variant: string, now?: number): EntryMeta | undefined {
+    const handle = this.#current(key, variant, true, now)
     return handle === undefined ? undefined : this.#index.meta(handle)
   }
 
@@ -487,14 +487,14 @@ class CacacheDiskStore implements DiskStore {
     return found?.body
   }
 
-  readEntry(key: string, variant: string, range?: ByteRange): EntryLookup {
-    const handle = this.#current(key, variant, true)
+  readEntry(key: string, variant: string, range?: ByteRange, now?: number): EntryLookup {
+    const handle = this.#current(key, variant, true, now)
     if (handle === undefined) return undefined
     const content = this.#index.content(handle)
     if (this.#bodyGone(handle, content)) return undefined
     const clamped = range ? clampRange(range, content.size) : undefined
-    const now = readTrustedNow(this.#files, content, clamped)
-    return now ? { body: now, meta: this.#index.meta(handle) } : this.#readFile(handle, content, clamped)
+    const atHand = readTrustedNow(this.#files, content, clamped)
+    return atHand ? { body: atHand, meta: this.#index.meta(handle) } : this.#readFile(handle, content, clamped)
   }
 
   /**

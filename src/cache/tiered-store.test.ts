@@ -496,4 +496,26 @@ describe('memory-only entries', () => {
     expect(store.variant('https://a.test/large', '')).toBeUndefined()
     expect(store.stats()).toMatchObject({ writesSkipped: 2, writesMemoryOnly: 0 })
   })
+
+  it("judges expiry by the caller's clock reading when given one, for metadata and for a memory hit", async () => {
+    const store = await openStore()
+    const deleteAt = Date.now() + 3_600_000
+    const body = bodyOf(100, 2)
+    await store.put(newEntry('https://a.test/dated', { deleteAt }), body)
+    expect(store.variant('https://a.test/dated', '', deleteAt - 1)).toBeDefined()
+    const before = store.read('https://a.test/dated', '', undefined, deleteAt - 1)
+    expect(before).toMatchObject({ kind: 'buffer', tier: 'memory' })
+    ;(before as { loan?: { giveBack(): void } }).loan?.giveBack()
+    // Past deleteAt by the caller's clock (an hour ahead of this one): gone, from memory as from the index.
+    expect(store.read('https://a.test/dated', '', undefined, deleteAt)).toBeUndefined()
+    expect(store.variant('https://a.test/dated', '')).toBeUndefined()
+  })
+
+  it("judges expiry of metadata by the caller's clock reading", async () => {
+    const store = await openStore()
+    const deleteAt = Date.now() + 3_600_000
+    await store.put(newEntry('https://a.test/meta', { deleteAt }), bodyOf(100, 3))
+    expect(store.variant('https://a.test/meta', '', deleteAt)).toBeUndefined()
+    expect(store.variant('https://a.test/meta', '')).toBeUndefined()
+  })
 })

@@ -110,8 +110,8 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
    * for the variant; a copy that is not is dropped. touch() also keeps the disk LRU aware of
    * memory hits: a body hot in memory must not be the first one evicted from disk.
    */
-  function stillCurrent(key: string, variant: string, id: string, integrity: string): boolean {
-    const meta = disk.touch(key, variant)
+  function stillCurrent(key: string, variant: string, id: string, integrity: string, now: number | undefined): boolean {
+    const meta = disk.touch(key, variant, now)
     if (meta && meta.integrity === integrity) return true
     memory.delete(id)
     return false
@@ -121,11 +121,11 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
    * The memory copy of a variant, if it is still the body the disk index has, lent (see
    * StoredBody.loan).
    */
-  function fromMemory(key: string, variant: string, range?: ByteRange): StoredBody | undefined {
+  function fromMemory(key: string, variant: string, range: ByteRange | undefined, now: number | undefined): StoredBody | undefined {
     const id = idOf(key, variant)
     const loan = memory.lend(id)
     if (!loan) return undefined
-    if (!stillCurrent(key, variant, id, loan.integrity)) {
+    if (!stillCurrent(key, variant, id, loan.integrity, now)) {
       loan.giveBack()
       return undefined
     }
@@ -204,15 +204,15 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   return {
     variants: (key) => disk.variants(key),
     varyOf: (key) => disk.varyOf(key),
-    variant: (key, variant) => disk.variant(key, variant),
+    variant: (key, variant, now) => disk.variant(key, variant, now),
 
-    read(key: string, variant: string, range?: ByteRange): BodyLookup {
-      const held = fromMemory(key, variant, range)
+    read(key: string, variant: string, range?: ByteRange, now?: number): BodyLookup {
+      const held = fromMemory(key, variant, range, now)
       if (held) return held
       // A range of a body small enough for memory: read it whole once, keep it, serve the slice.
-      const current = range ? disk.touch(key, variant) : undefined
+      const current = range ? disk.touch(key, variant, now) : undefined
       const wholeForMemory = range !== undefined && current !== undefined && current.size <= memory.maxObjectBytes
-      const found = disk.readEntry(key, variant, wholeForMemory ? undefined : range)
+      const found = disk.readEntry(key, variant, wholeForMemory ? undefined : range, now)
       if (found instanceof Promise) return found.then((f) => f && keptRead(lent(f), range, wholeForMemory))
       return found && keptRead(lent(found), range, wholeForMemory)
     },

@@ -207,8 +207,12 @@ export interface CacheStore {
    * Empty when nothing is stored under the key.
    */
   varyOf(key: string): readonly string[]
-  /** One variant's metadata by its id (no body I/O), or undefined (absent or expired). */
-  variant(key: string, variant: string): EntryMeta | undefined
+  /**
+   * One variant's metadata by its id (no body I/O), or undefined (absent or expired). `now`: the
+   * caller's clock reading (epoch ms) when it has one, so that expiry is judged by the same clock
+   * without reading it again (as for read()).
+   */
+  variant(key: string, variant: string, now?: number): EntryMeta | undefined
   /**
    * The body of one variant (marks it recently used). When the body is at hand (memory tier, a
    * write not yet on disk, a small file verified before and already open) it is returned at
@@ -216,7 +220,7 @@ export interface CacheStore {
    * promise, when the entry is gone or its integrity check fails (then it is dropped and
    * counted). With `range`, only those bytes are returned.
    */
-  read(key: string, variant: string, range?: ByteRange): BodyLookup
+  read(key: string, variant: string, range?: ByteRange, now?: number): BodyLookup
   /**
    * The whole bodies of many variants at once (a peer's populate), one result per item in
    * order, each with the metadata it belongs to (unpacked once, as the read took it), undefined

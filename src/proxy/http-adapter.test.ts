@@ -336,3 +336,91 @@ describe('a connection kept alive across memory hits', () => {
     }
   })
 })
+
+describe('a field set shared by many answers', () => {
+  /** A Node server whose proxy answers every request with `headers` and `body`. */
+  async function serving(headers: Record<string, string>, body: Buffer): Promise<number> {
+    const proxy = { serve: (): ProxyResult => ({ status: 200, headers, body, cacheStatus: { hit: true }, tier: 'memory' }) } as unknown as Proxy
+    const server = http.createServer(nodeProxyListener({ proxy, log: silentLogger, accessLog: false, trustForwarded: false }))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
+    return (server.address() as AddressInfo).port
+  }
+
+  /** The raw bytes of one answer to GET /x on a new connection. */
+  function raw(port: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1')
+      let text = ''
+      socket.on('data', (c: Buffer) => {
+        text += c.toString('latin1')
+        if (text.endsWith('body')) socket.end()
+      })
+      socket.on('close', () => resolve(text))
+      socket.on('error', reject)
+      socket.write('GET /x HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n')
+    })
+  }
+
+  it('writes the same head as its own fields would, on every answer', async () => {
+    const fields = { 'content-type': 'text/plain', 'content-length': '4', age: '3', 'cache-status': 'caje; hit; ttl=5', date: 'Mon, 01 Jan 2024 00:00:00 GMT' }
+    const shared = await serving(Object.freeze({ ...fields }), Buffer.from('body'))
+    const own = await serving({ ...fields }, Buffer.from('body'))
+    const expected = await raw(own)
+    expect(expected).toContain('\r\nage: 3\r\ncache-status: caje; hit; ttl=5\r\n')
+    expect(await raw(shared)).toBe(expected)
+    expect(await raw(shared)).toBe(expected)
+  })
+
+  it('is refused like any field set when Node refuses one of its values: a 500, never the value on the wire', async () => {
+    const port = await serving(Object.freeze({ 'content-length': '4', 'x-bad': 'a\u0001b' }), Buffer.from('body'))
+    for (let i = 0; i < 2; i++) {
+      const answer = await raw(port)
+      expect(answer).toMatch(/^HTTP\/1\.1 500 /)
+      expect(answer).not.toContain('x-bad')
+    }
+  })
+})
+
+describe('requests refused before the proxy', () => {
+  /** The raw answer to `request` on a new connection. */
+  function exchange(port: number, request: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1')
+      let text = ''
+      socket.on('data', (c: Buffer) => void (text += c.toString('latin1')))
+      socket.on('close', () => resolve(text))
+      socket.on('error', reject)
+      socket.write(request)
+    })
+  }
+
+  it('answers 400 to two Host fields and to a Host that is no host name (RFC 9112 §3.2)', async () => {
+    const { origin, node } = await nodeInFrontOf('max-age=600', 'never sent')
+    const twice = await exchange(node.port, 'GET /a HTTP/1.1\r\nHost: site.test\r\nHost: other.test\r\nConnection: close\r\n\r\n')
+    expect(twice).toMatch(/^HTTP\/1\.1 400 /)
+    expect(twice).toContain('more than one Host header')
+    const bad = await exchange(node.port, 'GET /a HTTP/1.1\r\nHost: site.test/evil\r\nConnection: close\r\n\r\n')
+    expect(bad).toMatch(/^HTTP\/1\.1 400 /)
+    expect(bad).toContain('not a valid host name')
+    expect(origin.requests).toEqual([])
+  })
+})
+
+describe('accounting of answers written at the end of the turn', () => {
+  it('names the time they were sent', async () => {
+    const seen: number[] = []
+    const proxy = { serve: (): ProxyResult => ({ status: 200, headers: { 'content-length': '2' }, body: Buffer.from('ok'), cacheStatus: { hit: true }, tier: 'memory' }) } as unknown as Proxy
+    const server = http.createServer(nodeProxyListener({ proxy, log: silentLogger, accessLog: false, trustForwarded: false, onServed: (_r, _b, _q, at) => void seen.push(at ?? NaN) }))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())))
+    const before = Date.now()
+    await Promise.all([get((server.address() as AddressInfo).port, '/a'), get((server.address() as AddressInfo).port, '/b')])
+    const after = Date.now()
+    expect(seen).toHaveLength(2)
+    for (const at of seen) {
+      expect(at).toBeGreaterThanOrEqual(before)
+      expect(at).toBeLessThanOrEqual(after)
+    }
+  })
+})

@@ -6,7 +6,7 @@
 // web Response returned to a web Request (Hono's fallback route under app.request(): tests, other
 // runtimes).
 
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { OutgoingMessage, validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 // The module's binding: the global `performance` is a getter, looked up on every call.
 import { performance } from 'node:perf_hooks'
 import type { Writable } from 'node:stream'
@@ -51,8 +51,11 @@ export interface ProxyHandlerOptions {
   onServed?: OnServed
 }
 
-/** Called for every answered request once its answer is sent, on the request path (served.ts accountServed). */
-export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest) => void
+/**
+ * Called for every answered request once its answer is sent, on the request path (served.ts
+ * accountServed); `at` is when (epoch ms), read once for all the answers written together.
+ */
+export type OnServed = (result: ProxyResult, bytes: number, request: ServedRequest, at?: number) => void
 
 function headersFromWeb(headers: Headers): FlatHeaders {
   const out: FlatHeaders = {}
@@ -87,25 +90,35 @@ const normalisedHosts = new Map<string, string>()
 const NORMALISED_HOSTS_LIMIT = 1024
 const lastHost = { raw: '', host: '' }
 
-/** The site a request is for (Host, or X-Forwarded-Host when trusted), or why it is refused. */
-function siteOf(opts: ProxyHandlerOptions, headers: FlatHeaders): { host: string; scheme: 'http' | 'https' } | string {
+/** Why a request is refused before it reaches the proxy (refusal()). */
+class Refused {
+  constructor(readonly message: string) {}
+}
+
+/** The site a request is for (Host, or X-Forwarded-Host when trusted), normalised, or why it is refused. */
+function hostOf(opts: ProxyHandlerOptions, headers: FlatHeaders): string | Refused {
   const hostRaw = (opts.trustForwarded && headers['x-forwarded-host']?.split(',')[0]?.trim()) || headers.host
-  if (!hostRaw) return 'the request has no Host header; send one naming the site you want'
+  if (!hostRaw) return new Refused('the request has no Host header; send one naming the site you want')
   // The host of the last request first: comparing the field's text is cheaper than hashing it for the map.
   let host = hostRaw === lastHost.raw ? lastHost.host : normalisedHosts.get(hostRaw)
   if (host === undefined) {
-    if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return 'the Host header is not a valid host name'
+    if (!/^[A-Za-z0-9.\-_[\]:]+$/.test(hostRaw)) return new Refused('the Host header is not a valid host name')
     host = normaliseHost(hostRaw)
     if (normalisedHosts.size >= NORMALISED_HOSTS_LIMIT) normalisedHosts.clear()
     normalisedHosts.set(hostRaw, host)
   }
   lastHost.raw = hostRaw
   lastHost.host = host
+  return host
+}
+
+/** The scheme a request keys as: http, or https when a trusted proxy says the client used it. */
+function schemeOf(opts: ProxyHandlerOptions, headers: FlatHeaders): 'http' | 'https' {
+  if (!opts.trustForwarded) return 'http'
   // The first value is the one the trusted proxy nearest the client wrote; anything but https
   // (scheme names are case-insensitive, RFC 3986 §3.1) keys as http. The origin is sent this
   // normalised scheme and host (forward.ts), never the raw fields, so key and body agree.
-  const protoRaw = opts.trustForwarded ? headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() : undefined
-  return { host, scheme: protoRaw === 'https' ? 'https' : 'http' }
+  return headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() === 'https' ? 'https' : 'http'
 }
 
 /**
@@ -179,29 +192,29 @@ class ClientGone implements AbortSource {
   }
 }
 
-function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgoing: ServerResponse, started: number): NodeProxyRequest | string {
+function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgoing: ServerResponse, started: number): NodeProxyRequest | Refused {
   // RFC 9112 §3.2: a request with more than one Host field line gets a 400. Node keeps the first
   // one; a proxy in front of caje may key on the last, and the two would disagree on the site.
-  if (countHost(incoming.rawHeaders) > 1) return 'the request has more than one Host header; send exactly one'
+  if (countHost(incoming.rawHeaders) > 1) return new Refused('the request has more than one Host header; send exactly one')
   const headers = flatten(incoming.headers)
-  const site = siteOf(opts, headers)
-  if (typeof site === 'string') return site
+  const host = hostOf(opts, headers)
+  if (host instanceof Refused) return host
   const url = incoming.url ?? '/'
   // One spelling of the target for the key, the origin and purge (canonical-url.ts).
   const path = canonicalTarget(url.startsWith('/') ? url : pathAndQuery(url))
-  return new NodeProxyRequest(incoming.method ?? 'GET', site.scheme, site.host, path, headers, incoming, outgoing, started)
+  return new NodeProxyRequest(incoming.method ?? 'GET', schemeOf(opts, headers), host, path, headers, incoming, outgoing, started)
 }
 
-function webRequest(opts: ProxyHandlerOptions, raw: Request, answer: WebAnswer, started: number): (ProxyRequest & Served) | string {
+function webRequest(opts: ProxyHandlerOptions, raw: Request, answer: WebAnswer, started: number): (ProxyRequest & Served) | Refused {
   const headers = headersFromWeb(raw.headers)
-  const site = siteOf(opts, headers)
-  if (typeof site === 'string') return site
+  const host = hostOf(opts, headers)
+  if (host instanceof Refused) return host
   const method = raw.method
   let gone: ClientGone | undefined
   return {
     method,
-    scheme: site.scheme,
-    host: site.host,
+    scheme: schemeOf(opts, headers),
+    host,
     path: canonicalTarget(pathAndQuery(raw.url)),
     headers,
     body: method !== 'GET' && method !== 'HEAD' && raw.body ? (raw.body as unknown as AsyncIterable<Uint8Array>) : null,
@@ -253,7 +266,7 @@ export function nodeProxyListener(opts: ProxyHandlerOptions): (incoming: Incomin
   return (incoming, outgoing) => {
     const started = opts.accessLog ? performance.now() : 0
     const req = nodeRequest(opts, incoming, outgoing, started)
-    if (typeof req === 'string') send(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req))
+    if (req instanceof Refused) send(opts, outgoing, { method: incoming.method ?? 'GET', path: incoming.url ?? '/', host: '', started }, refusal(req.message))
     else serveInto(opts, req, outgoing)
   }
 }
@@ -263,7 +276,7 @@ function webExchange(opts: ProxyHandlerOptions, raw: Request): Promise<Response>
   const started = opts.accessLog ? performance.now() : 0
   const answer = new WebAnswer()
   const req = webRequest(opts, raw, answer, started)
-  if (typeof req === 'string') send(opts, answer, { method: raw.method, path: raw.url, host: '', started }, refusal(req))
+  if (req instanceof Refused) send(opts, answer, { method: raw.method, path: raw.url, host: '', started }, refusal(req.message))
   else serveInto(opts, req, answer)
   return answer.response
 }
@@ -314,8 +327,8 @@ interface Served {
 }
 
 /** Metrics and the access log for one finished exchange. */
-function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean): void {
-  opts.onServed?.(sent, bytes, served)
+function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean, at = Date.now()): void {
+  opts.onServed?.(sent, bytes, served, at)
   if (!opts.accessLog) return
   logRequest(
     opts.log,
@@ -349,14 +362,13 @@ interface AnswerTarget extends Writable {
   readonly req?: IncomingMessage
 }
 
-/** An answer whose body is whole in memory, waiting for the end of this turn's I/O (writeAtTurnEnd). */
-interface WholeAnswer {
-  opts: ProxyHandlerOptions
-  outgoing: AnswerTarget
-  served: Served
-  result: ProxyResult
-}
-let wholeAnswers: WholeAnswer[] = []
+/**
+ * Answers whose body is whole in memory, waiting for the end of this turn's I/O (writeAtTurnEnd):
+ * four slots each (options, target, request, result), in one array kept from turn to turn, so
+ * that queueing an answer allocates nothing.
+ */
+const wholeAnswers: (ProxyHandlerOptions | AnswerTarget | Served | ProxyResult | undefined)[] = []
+let queuedAnswers = 0
 
 /**
  * Answers ready at once (hits from memory, 304s, caje's own errors) are written together, after
@@ -368,38 +380,53 @@ let wholeAnswers: WholeAnswer[] = []
  * a hit, and the load generator slept before nearly every response (0.95 times per request).
  * A lone request waits only for the end of its own turn.
  */
-function writeAtTurnEnd(answer: WholeAnswer): void {
-  if (wholeAnswers.length === 0) setImmediate(writeWholeAnswers)
-  wholeAnswers.push(answer)
+function writeAtTurnEnd(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
+  if (queuedAnswers === 0) setImmediate(writeWholeAnswers)
+  const i = queuedAnswers * 4
+  wholeAnswers[i] = opts
+  wholeAnswers[i + 1] = outgoing
+  wholeAnswers[i + 2] = served
+  wholeAnswers[i + 3] = result
+  queuedAnswers++
 }
 
 function writeWholeAnswers(): void {
-  const answers = wholeAnswers
-  wholeAnswers = []
-  for (const { opts, outgoing, served, result } of answers) {
-    try {
-      writeWhole(opts, outgoing, served, result)
-    } catch (err) {
-      // One answer failing (a header Node refuses) must not keep the others of the turn unsent.
-      exchangeFailed(opts, outgoing, err)
+  // One clock reading for the answers written together (accounting names the minute they were sent in).
+  const at = Date.now()
+  try {
+    // An answer queued while these are written is written in this same loop.
+    for (let i = 0; i < queuedAnswers * 4; i += 4) {
+      const opts = wholeAnswers[i] as ProxyHandlerOptions
+      const outgoing = wholeAnswers[i + 1] as AnswerTarget
+      const served = wholeAnswers[i + 2] as Served
+      const result = wholeAnswers[i + 3] as ProxyResult
+      wholeAnswers[i] = wholeAnswers[i + 1] = wholeAnswers[i + 2] = wholeAnswers[i + 3] = undefined
+      try {
+        writeWhole(opts, outgoing, served, result, at)
+      } catch (err) {
+        // One answer failing (a header Node refuses) must not keep the others of the turn unsent.
+        exchangeFailed(opts, outgoing, err)
+      }
     }
+  } finally {
+    queuedAnswers = 0
   }
 }
 
-function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
+function writeWhole(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult, at: number): void {
   const body = result.body as Buffer | null
   // The client left while its answer waited: nothing to write, and the log says it was cut.
   if (outgoing.destroyed) {
     result.loan?.giveBack()
-    finished(opts, served, result, 0, true)
+    finished(opts, served, result, 0, true, at)
     return
   }
   // The whole answer is handed to the socket here: account for it now, without a listener per request.
   settleRead(outgoing.req)
-  outgoing.writeHead(result.status, result.headers)
+  writeHead(outgoing, result.status, result.headers)
   outgoing.end(body ?? undefined)
   if (result.loan !== undefined) giveBackWhenSent(outgoing, result.loan)
-  finished(opts, served, result, body?.length ?? 0, false)
+  finished(opts, served, result, body?.length ?? 0, false, at)
 }
 
 /**
@@ -419,6 +446,78 @@ function settleRead(incoming: IncomingMessage | undefined): void {
 }
 
 /**
+ * Node's slot for the fields of a response set before its head (OutgoingMessage[kOutHeaders]:
+ * lower-case name → [name, value]). writeHead() with no fields of its own writes the ones there as
+ * they are: setHeader() checked each when it put it there. Undefined where Node keeps them
+ * otherwise; every head then goes through writeHead() with its fields.
+ */
+const OUT_HEADERS: symbol | undefined = (() => {
+  const probe = new OutgoingMessage()
+  probe.setHeader('x-probe', 'y')
+  for (const symbol of Object.getOwnPropertySymbols(probe)) {
+    const slot = (probe as unknown as Record<symbol, unknown>)[symbol] as Record<string, unknown> | null
+    const entry = slot?.['x-probe']
+    if (symbol.description === 'kOutHeaders' && Array.isArray(entry) && entry[0] === 'x-probe' && entry[1] === 'y') return symbol
+  }
+  return undefined
+})()
+
+type OutFields = Record<string, [string, string | string[]]>
+/** A shared field set's entries for Node's slot, checked once; null when Node refuses one of them. */
+const outFields = new WeakMap<object, OutFields | null>()
+/**
+ * The prototype of those entries: empty, with nothing above it, as Node's own slot has (a field
+ * named `__proto__` is then a field, and nothing inherited is ever enumerated). Node's slot has
+ * no prototype at all, which V8 keeps as a hash table: enumerated without a cache, looked up by
+ * hashing, on every head written. One with a prototype is an ordinary object.
+ */
+const NO_FIELDS: object = Object.freeze(Object.create(null))
+
+function checkedOutFields(headers: ProxyResult['headers']): OutFields | null {
+  let out = outFields.get(headers)
+  if (out === undefined) {
+    out = Object.create(NO_FIELDS) as OutFields
+    try {
+      for (const name in headers) {
+        const value = headers[name]!
+        validateHeaderName(name)
+        if (Array.isArray(value)) for (const v of value) validateHeaderValue(name, v)
+        else validateHeaderValue(name, value)
+        out[name] = [name, value]
+      }
+      Object.freeze(out)
+    } catch {
+      // writeHead() with the fields themselves throws the same error, answered as any other.
+      out = null
+    }
+    outFields.set(headers, out)
+  }
+  return out
+}
+
+/**
+ * The head of an answer. A frozen field set is one that many answers share (a plain hit's fields
+ * within a second, proxy.ts storedAnswer): Node's checks of every name and value (two regular
+ * expressions per field, ten fields on a hit) are then made once for all those answers, when it is
+ * first written, and each answer's head is written from Node's own slot without them.
+ */
+function writeHead(outgoing: AnswerTarget, status: number, headers: ProxyResult['headers']): void {
+  if (OUT_HEADERS !== undefined && Object.isFrozen(headers)) {
+    const node = outgoing as unknown as ServerResponse & Record<symbol, unknown>
+    // null: a ServerResponse with no field set (setHeader) before this head.
+    if (node[OUT_HEADERS] === null) {
+      const out = checkedOutFields(headers)
+      if (out !== null) {
+        node[OUT_HEADERS] = out
+        node.writeHead(status)
+        return
+      }
+    }
+  }
+  outgoing.writeHead(status, headers)
+}
+
+/**
  * A lent body (StoredBody.loan) goes back once nothing reads it: at once when the socket took
  * the whole answer (what almost every hit sees, so no listener per request), else when the
  * response closes (written out, or its connection gone: then Node holds no write of it).
@@ -432,7 +531,7 @@ function giveBackWhenSent(outgoing: AnswerTarget, loan: BodyLoan): void {
 function send(opts: ProxyHandlerOptions, outgoing: AnswerTarget, served: Served, result: ProxyResult): void {
   const body = result.body
   if (body === null || Buffer.isBuffer(body)) {
-    writeAtTurnEnd({ opts, outgoing, served, result })
+    writeAtTurnEnd(opts, outgoing, served, result)
     return
   }
   let bytes = 0

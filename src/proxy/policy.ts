@@ -434,6 +434,10 @@ function staleness(p: FreshnessPolicy, now: number, softPurgedAt: number | undef
  * lifetime, nor stale-while-revalidate, nor a request's max-stale serves it unchecked — but
  * stale-if-error (RFC 5861 §4) still covers an origin failure, counted from the purge.
  */
+/** The decisions that carry nothing else, one object each: deciding a hit allocates nothing. */
+const FRESH: ReuseDecision = Object.freeze({ kind: 'fresh' })
+const STALE_WHILE_REVALIDATE: ReuseDecision = Object.freeze({ kind: 'stale-while-revalidate' })
+
 export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: number, softPurgedAt?: number): ReuseDecision {
   const age = currentAge(p, now)
   const remaining = p.lifetime - age
@@ -443,7 +447,8 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
 
   const rc = reqHeaders['cache-control']
   const reqcc = rc ? parseDirectives(rc) : undefined
-  if (reqcc?.has('no-cache') || (!rc && /no-cache/i.test(reqHeaders.pragma ?? ''))) {
+  const pragma = reqHeaders.pragma
+  if (reqcc?.has('no-cache') || (!rc && pragma !== undefined && /no-cache/i.test(pragma))) {
     return { kind: 'revalidate', reason: 'request', staleIfError: false }
   }
   if (p.noCache) return { kind: 'revalidate', reason: 'no-cache', staleIfError: false }
@@ -457,11 +462,11 @@ export function decideReuse(p: FreshnessPolicy, reqHeaders: FlatHeaders, now: nu
     if (!fresh && mayServeStale && reqcc.has('max-stale')) {
       const maxStale = reqcc.get('max-stale')
       const limit = maxStale === true ? Infinity : deltaSeconds(maxStale)
-      if (limit !== undefined && stalenessNow <= limit) return { kind: 'fresh' }
+      if (limit !== undefined && stalenessNow <= limit) return FRESH
     }
   }
-  if (fresh) return { kind: 'fresh' }
-  if (mayServeStale && stalenessNow <= p.staleWhileRevalidate) return { kind: 'stale-while-revalidate' }
+  if (fresh) return FRESH
+  if (mayServeStale && stalenessNow <= p.staleWhileRevalidate) return STALE_WHILE_REVALIDATE
   return { kind: 'revalidate', reason: 'stale', staleIfError }
 }
 

@@ -174,13 +174,17 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return { hadVariants: variants.some((v) => v.status !== 206), variants }
   }
 
-  /** lookup()'s whole stored variant alone: what serve() asks of every request, without a result object per hit. */
-  function storedVariant(key: string, headers: FlatHeaders, originUrl: URL, varies = store.varyOf(key)): EntryMeta | undefined {
+  /**
+   * lookup()'s whole stored variant alone: what serve() asks of every request, without a result
+   * object per hit. `t`: the clock reading that will date the answer, when there is one (the
+   * store judges expiry by it too).
+   */
+  function storedVariant(key: string, headers: FlatHeaders, originUrl: URL, varies = store.varyOf(key), t?: number): EntryMeta | undefined {
     let best: EntryMeta | undefined
     // Indexed, not for…of: the iterator's result objects were allocated on every hit.
     for (let i = 0; i < varies.length; i++) {
       const fields = varyFields(varies[i]!)
-      const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)))
+      const meta = store.variant(key, fields.length === 0 ? '' : variantId(varyValues(fields, headers)), t)
       if (meta && !fromOrigin(meta, originUrl)) continue
       // A stored part (206) is never taken for the whole response; only usablePart() picks one.
       if (!meta || meta.status === 206 || !isFreshnessPolicy(meta.policy)) continue
@@ -366,7 +370,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
   function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus, t = now()): ProxyResult | undefined | Promise<ProxyResult | undefined> {
     const answer = storedAnswer(req, meta, policy, cacheStatus, t)
     if (!answer.needsBody) return answer.result
-    const stored = store.read(meta.key, meta.variant, answer.range)
+    const stored = store.read(meta.key, meta.variant, answer.range, t)
     if (stored instanceof Promise) return stored.then((s) => s && withBody(answer.result, s))
     return stored && withBody(answer.result, stored)
   }
@@ -650,10 +654,11 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // A fresh hit is answered at once when its body is at hand (memory, or a small verified
       // file already open), without a promise; everything else takes the asynchronous path.
       if (originUrl && SAFE_METHODS.has(req.method) && !ruleMatch(req).bypass) {
-        const meta = storedVariant(ruleMatch(req).key, req.headers, originUrl)
+        // One clock reading decides freshness, dates the answer (Age, ttl) and judges expiry in the store.
+        const t = now()
+        const key = ruleMatch(req).key
+        const meta = storedVariant(key, req.headers, originUrl, store.varyOf(key), t)
         const policy = meta?.policy as FreshnessPolicy | undefined
-        // One clock reading decides freshness and dates the answer (Age, ttl).
-        const t = meta ? now() : 0
         if (meta && policy && decideReuse(policy, req.headers, t, meta.softPurgedAt).kind === 'fresh') {
           const served = serveStored(req, meta, policy, HIT, t)
           if (served instanceof Promise) return served.then((r) => (r ? counted(r) : handle(req, originUrl)))

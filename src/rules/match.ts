@@ -313,6 +313,11 @@ interface Site {
   /** Matches already made, by path, then by everything else they depend on (see extras()). */
   memo: Map<string, MemoEntry[]>
   memoSize: number
+  /** With no rules: the last request's plain match (its key is the URL alone), and what it was made of. */
+  lastMatch: RuleMatch | undefined
+  lastScheme: string
+  lastHost: string
+  lastPath: string
 }
 
 interface MemoEntry {
@@ -346,6 +351,10 @@ function newSite(name: string | undefined, origin: URL | undefined, rules: reado
     cookieValued: [...cookies.values()],
     memo: new Map(),
     memoSize: 0,
+    lastMatch: undefined,
+    lastScheme: '',
+    lastHost: '',
+    lastPath: '',
   }
 }
 
@@ -414,8 +423,14 @@ export function compileRules(file: RulesFile): RuleSet {
   function match(req: RequestFacts): RuleMatch {
     const site = siteFor(req.host)
     if (site.rules.length === 0) {
+      // A hot URL asked for again: the same match and the same key string, already hashed by the
+      // store's maps, instead of a new key to join, flatten and hash on every hit.
+      if (site.lastMatch !== undefined && site.lastPath === req.path && site.lastHost === req.host && site.lastScheme === req.scheme) return site.lastMatch
       const plain = primaryKey(req.scheme, req.host, req.path)
-      return { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules }
+      site.lastScheme = req.scheme
+      site.lastHost = req.host
+      site.lastPath = req.path
+      return (site.lastMatch = { matched: NO_TAGS, rule: undefined, bypass: false, key: plain, url: plain, keyChanged: false, response: noResponseRules })
     }
     // A hit costs a lookup, not a walk over every rule: the same request gets the same match.
     const more = extras(site, req)
