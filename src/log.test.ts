@@ -296,3 +296,19 @@ describe('bufferedLines with a line larger than its buffer', () => {
     expect(writes).toEqual(['a\n', `${big}\n`, 'b\n'])
   })
 })
+
+describe('an access-log line given the time its request finished', () => {
+  it('is dated by the wall clock of that millisecond, with the same text otherwise', () => {
+    const lines: string[] = []
+    const log = createLogger({ nodeId: 'n', write: (l) => lines.push(l) })
+    const before = Date.now()
+    logRequest(log, 'GET', '/', 'h', 200, 'c', undefined, 0.2, 1, false, performance.now())
+    const after = Date.now()
+    const line = JSON.parse(lines[0]!) as { time: string }
+    const time = new Date(line.time).getTime()
+    // The wall clock is read at the first line of a millisecond of the monotonic clock: at most one millisecond earlier.
+    expect(time).toBeGreaterThanOrEqual(before - 1)
+    expect(time).toBeLessThanOrEqual(after)
+    expect(lines[0]).toBe(JSON.stringify({ time: line.time, level: 'info', node: 'n', msg: 'request', method: 'GET', url: '/', host: 'h', status: 200, cache: 'c', ms: 0.2, bytes: 1 }))
+  })
+})

@@ -107,6 +107,23 @@ function isoNow(): string {
   return isoText
 }
 
+/**
+ * The ISO time of the millisecond in which performance.now() read `at`, for a line whose caller
+ * has just read that clock: the wall clock is read once per millisecond of the monotonic one, not
+ * once more per line. The time is the wall clock's at the first line of that millisecond, at most
+ * a millisecond before it.
+ */
+let atMs = -1
+let atText = ''
+function isoAt(at: number): string {
+  const ms = Math.floor(at)
+  if (ms !== atMs) {
+    atMs = ms
+    atText = isoNow()
+  }
+  return atText
+}
+
 export interface LineWriter {
   /** Queue one line (without its newline). Errors are written before this returns. */
   write(line: string, isError: boolean): void
@@ -397,17 +414,18 @@ const MAX_TAIL_BYTES = ORIGIN_MS.length + MS.length + BYTES.length + ABORTED.len
 
 /** How a logger made by createLogger writes an access-log line without an entry object. */
 const REQUEST_LINE = Symbol('request line')
-type RequestLineWriter = (method: string, url: string, host: string, status: number, cache: string, originMs: number | undefined, ms: number, bytes: number, aborted: boolean) => void
+type RequestLineWriter = (method: string, url: string, host: string, status: number, cache: string, originMs: number | undefined, ms: number, bytes: number, aborted: boolean, finishedAt: number | undefined) => void
 
 /**
  * Log one answered request: `{msg: 'request', method, url, host, status, cache, originMs, ms,
  * bytes, aborted}` (originMs left out when undefined, aborted when false). A logger from
  * createLogger writes the line straight from these values, the same text as for the entry
- * object; any other logger is given the entry.
+ * object; any other logger is given the entry. `finishedAt`, performance.now() as the request
+ * finished, spares the line a clock read of its own for its time.
  */
-export function logRequest(log: Logger, method: string, url: string, host: string, status: number, cache: string, originMs: number | undefined, ms: number, bytes: number, aborted: boolean): void {
+export function logRequest(log: Logger, method: string, url: string, host: string, status: number, cache: string, originMs: number | undefined, ms: number, bytes: number, aborted: boolean, finishedAt?: number): void {
   const direct = (log as { [REQUEST_LINE]?: RequestLineWriter })[REQUEST_LINE]
-  if (direct !== undefined) direct(method, url, host, status, cache, originMs, ms, bytes, aborted)
+  if (direct !== undefined) direct(method, url, host, status, cache, originMs, ms, bytes, aborted, finishedAt)
   else log({ msg: 'request', method, url, host, status, cache, originMs, ms, bytes, aborted: aborted || undefined })
 }
 
@@ -428,9 +446,9 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
   const lastFieldsStore = Buffer.allocUnsafe(1024)
   let lastFields: Buffer | undefined
 
-  const requestLine: RequestLineWriter = (method, url, host, status, cache, originMs, ms, bytes, aborted) => {
+  const requestLine: RequestLineWriter = (method, url, host, status, cache, originMs, ms, bytes, aborted, finishedAt) => {
     if (opts.silent) return
-    const time = isoNow()
+    const time = finishedAt === undefined ? isoNow() : isoAt(finishedAt)
     if (time !== openingTime) {
       if (time.length === openingTime.length) openingBytes.write(time, TIME_AT, 'latin1')
       else openingBytes = opening(time)
