@@ -399,18 +399,18 @@ function putNumber(buf: Buffer, pos: number, n: number): number {
 }
 
 /** The text between an access-log line's fields. */
-const URL = ',"url":'
-const HOST = ',"host":'
-const STATUS = ',"status":'
-const CACHE = ',"cache":'
+const URL_KEY = ',"url":'
+const HOST_KEY = ',"host":'
+const STATUS_KEY = ',"status":'
+const CACHE_KEY = ',"cache":'
 /** The most bytes of the request fields (method to cache) besides their strings' own text: keys, quotes, the status. */
-const FIELD_KEYS_BYTES = URL.length + HOST.length + STATUS.length + CACHE.length + 4 * 2 + MAX_NUMBER_BYTES
-const ORIGIN_MS = ',"originMs":'
-const MS = ',"ms":'
-const BYTES = ',"bytes":'
+const FIELD_KEYS_BYTES = URL_KEY.length + HOST_KEY.length + STATUS_KEY.length + CACHE_KEY.length + 4 * 2 + MAX_NUMBER_BYTES
+const ORIGIN_MS_KEY = ',"originMs":'
+const MS_KEY = ',"ms":'
+const BYTES_KEY = ',"bytes":'
 const ABORTED = ',"aborted":true}'
 /** The most bytes of a line besides its opening and its request fields: the keys above and three numbers. */
-const MAX_TAIL_BYTES = ORIGIN_MS.length + MS.length + BYTES.length + ABORTED.length + 3 * MAX_NUMBER_BYTES
+const MAX_TAIL_BYTES = ORIGIN_MS_KEY.length + MS_KEY.length + BYTES_KEY.length + ABORTED.length + 3 * MAX_NUMBER_BYTES
 
 /** How a logger made by createLogger writes an access-log line without an entry object. */
 const REQUEST_LINE = Symbol('request line')
@@ -470,10 +470,10 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
     } else {
       const fieldsAt = pos
       pos = putJsonString(buf, pos, method)
-      pos = putJsonString(buf, putAscii(buf, pos, URL), url)
-      pos = putJsonString(buf, putAscii(buf, pos, HOST), host)
-      pos = putNumber(buf, putAscii(buf, pos, STATUS), status)
-      pos = putJsonString(buf, putAscii(buf, pos, CACHE), cache)
+      pos = putJsonString(buf, putAscii(buf, pos, URL_KEY), url)
+      pos = putJsonString(buf, putAscii(buf, pos, HOST_KEY), host)
+      pos = putNumber(buf, putAscii(buf, pos, STATUS_KEY), status)
+      pos = putJsonString(buf, putAscii(buf, pos, CACHE_KEY), cache)
       last.method = method
       last.url = url
       last.host = host
@@ -486,9 +486,9 @@ export function createLogger(opts: { nodeId: string; write?: (line: string, isEr
       }
     }
     // The fields of every access-log line, in their order, written as jsonMembers would write them.
-    if (originMs !== undefined) pos = putNumber(buf, putAscii(buf, pos, ORIGIN_MS), originMs)
-    pos = putNumber(buf, putAscii(buf, pos, MS), ms)
-    pos = putNumber(buf, putAscii(buf, pos, BYTES), bytes)
+    if (originMs !== undefined) pos = putNumber(buf, putAscii(buf, pos, ORIGIN_MS_KEY), originMs)
+    pos = putNumber(buf, putAscii(buf, pos, MS_KEY), ms)
+    pos = putNumber(buf, putAscii(buf, pos, BYTES_KEY), bytes)
     if (aborted) pos = putAscii(buf, pos, ABORTED)
     else buf[pos++] = 0x7d
     if (room === undefined) write(buf.toString('utf8', 0, pos), false)
