@@ -209,3 +209,124 @@ describe('log line text', () => {
     })
   })
 })
+
+describe('access-log lines encoded as bytes', () => {
+  // method, url, host, status, cache, originMs, ms, bytes, aborted
+  type RequestArgs = Parameters<typeof logRequest> extends [unknown, ...infer R] ? R : never
+  const expected = (time: string, [method, url, host, status, cache, originMs, ms, bytes, aborted]: RequestArgs) =>
+    JSON.stringify({ time, level: 'info', node: 'n"1', msg: 'request', method, url, host, status, cache, originMs, ms, bytes, aborted: aborted || undefined })
+  const linesOf = (requests: RequestArgs[]) => {
+    const lines: string[] = []
+    const log = createLogger({ nodeId: 'n"1', write: (l) => lines.push(l) })
+    for (const r of requests) logRequest(log, ...r)
+    return lines
+  }
+  const timeOf = (line: string) => (JSON.parse(line) as { time: string }).time
+
+  it('escape quotes, backslashes and every control character, and write other text as UTF-8, as JSON.stringify does', () => {
+    const controls = Array.from({ length: 0x20 }, (_, c) => String.fromCharCode(c)).join('')
+    const texts = [
+      '"',
+      '\\',
+      '\\"',
+      controls,
+      '\u007f\u0080\u00ff',
+      '/caf\u00e9/\u4e2d\u6587?q=\u{1f642}',
+      '\ud83d\ude42\ud83d',
+      '\ud800',
+      '\udc00\ud800',
+      '\ude42\ud83d x',
+      '\ud83d\ue000\uffff',
+      '/a\u2028b\u2029c',
+      'plain',
+    ]
+    const requests: RequestArgs[] = texts.map((t, i) => ['GET', t, `h${t}`, 200 + i, `caje; ${t}`, undefined, 0.5, i, false])
+    // The same text in the method field too, each one once with the others plain.
+    requests.push(...texts.map((t): RequestArgs => [t, '/', 'h', 200, 'c', 1.5, 0.1, 0, true]))
+    const lines = linesOf(requests)
+    lines.forEach((line, i) => expect(line).toBe(expected(timeOf(line), requests[i]!)))
+  })
+
+  it('write numbers as String does: whole tenths digit by digit, anything else as it is', () => {
+    const numbers = [0, -0, 0.1, 0.3, 0.7, 1, 9.9, 10, 99.5, 100.1, 123456.7, 99999999999999.9, 1e14, 1e15 + 0.5, 2 ** 53, 1e21, 1 / 3, 0.05, 1e-7, -0.1, -12.5, -1, NaN, Infinity, -Infinity]
+    for (let k = 0; k < 2000; k++) numbers.push(Math.round(Math.random() * 10 ** (1 + (k % 15))) / 10)
+    const requests = numbers.map((n): RequestArgs => ['GET', '/', 'h', n, 'c', n, n, n, false])
+    const lines = linesOf(requests)
+    lines.forEach((line, i) => expect(line).toBe(expected(timeOf(line), requests[i]!)))
+  })
+
+  it('are whole when one line is larger than the line buffer', () => {
+    const url = `/${'\u00e9x\u{1f642}'.repeat(30_000)}`
+    const requests: RequestArgs[] = [
+      ['GET', '/small', 'h', 200, 'c', undefined, 0.2, 1, false],
+      ['GET', url, 'h', 200, 'c', undefined, 0.2, 1, false],
+      ['GET', url, 'h', 200, 'c', undefined, 0.3, 1, false],
+      ['GET', '/small', 'h', 200, 'c', undefined, 0.2, 1, false],
+    ]
+    const lines = linesOf(requests)
+    expect(lines[1]!.length).toBeGreaterThan(64 * 1024)
+    lines.forEach((line, i) => expect(line).toBe(expected(timeOf(line), requests[i]!)))
+  })
+
+  it('reach a stdout file whole and in order, lines larger than the buffer among them', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-log-'))
+    try {
+      const file = path.join(dir, 'out.log')
+      // Lines of every length around the buffer's: small ones filling it many times over, and some larger than all of it.
+      const script = `
+        import { createLogger, logRequest } from ${JSON.stringify(path.join(here, 'log.ts'))}
+        const log = createLogger({ nodeId: 't' })
+        for (let i = 0; i < 5000; i++) {
+          const url = i % 1000 === 500 ? '/big/' + 'é\\\\"🙂'.repeat(20000 + i) : '/u/' + i + '/' + 'x'.repeat(i % 300)
+          logRequest(log, 'GET', url, 'h', 200, 'caje; hit', undefined, i / 10, i, false)
+          if (i % 777 === 0) log({ msg: 'other', i })
+        }
+        process.exit(0)
+      `
+      const node = JSON.stringify(process.execPath)
+      const quoted = `'${script.replaceAll("'", "'\\''")}'`
+      await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} > ${JSON.stringify(file)}`])
+      const got = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { msg: string; url?: string; i?: number; bytes?: number })
+      const want: string[] = []
+      for (let i = 0; i < 5000; i++) {
+        want.push(i % 1000 === 500 ? `/big/${'é\\"🙂'.repeat(20000 + i)}` : `/u/${i}/${'x'.repeat(i % 300)}`)
+        if (i % 777 === 0) want.push(`other ${i}`)
+      }
+      expect(got.map((l) => (l.msg === 'request' ? l.url : `other ${l.i}`))).toEqual(want)
+      expect(got.filter((l) => l.msg === 'request').map((l) => l.bytes)).toEqual(Array.from({ length: 5000 }, (_, i) => i))
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('bufferedLines with a line larger than its buffer', () => {
+  it('writes what was queued, then that line by itself', () => {
+    const writes: string[] = []
+    const flushes: Array<() => void> = []
+    const lines = bufferedLines({ write: (c) => writes.push(c) }, { write: () => {} }, (flush) => flushes.push(flush))
+    const big = '\u00e9'.repeat(40_000)
+    lines.write('a', false)
+    lines.write(big, false)
+    lines.write('b', false)
+    expect(writes).toEqual(['a\n', `${big}\n`])
+    for (const flush of flushes) flush()
+    expect(writes).toEqual(['a\n', `${big}\n`, 'b\n'])
+  })
+})
+
+describe('an access-log line given the time its request finished', () => {
+  it('is dated by the wall clock of that millisecond, with the same text otherwise', () => {
+    const lines: string[] = []
+    const log = createLogger({ nodeId: 'n', write: (l) => lines.push(l) })
+    const before = Date.now()
+    logRequest(log, 'GET', '/', 'h', 200, 'c', undefined, 0.2, 1, false, performance.now())
+    const after = Date.now()
+    const line = JSON.parse(lines[0]!) as { time: string }
+    const time = new Date(line.time).getTime()
+    // The wall clock is read at the first line of a millisecond of the monotonic clock: at most one millisecond earlier.
+    expect(time).toBeGreaterThanOrEqual(before - 1)
+    expect(time).toBeLessThanOrEqual(after)
+    expect(lines[0]).toBe(JSON.stringify({ time: line.time, level: 'info', node: 'n', msg: 'request', method: 'GET', url: '/', host: 'h', status: 200, cache: 'c', ms: 0.2, bytes: 1 }))
+  })
+})

@@ -330,6 +330,7 @@ interface Served {
 function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, bytes: number, aborted: boolean, at = Date.now()): void {
   opts.onServed?.(sent, bytes, served, at)
   if (!opts.accessLog) return
+  const now = performance.now()
   logRequest(
     opts.log,
     served.method,
@@ -338,9 +339,10 @@ function finished(opts: ProxyHandlerOptions, served: Served, sent: ProxyResult, 
     sent.status,
     sent.cacheStatusText ?? formatCacheStatus(sent.cacheStatus),
     sent.originMs === undefined ? undefined : Math.round(sent.originMs * 10) / 10,
-    Math.round((performance.now() - served.started) * 10) / 10,
+    Math.round((now - served.started) * 10) / 10,
     bytes,
     aborted,
+    now,
   )
 }
 
