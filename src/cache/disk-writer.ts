@@ -409,15 +409,31 @@ function diskWriterThread(): void {
   const knownDirs = new Set<string>()
   const leafRoots = [path.join(dir, 'content-v2', 'sha512'), path.join(dir, 'index-v5')]
   const leafBits = new Uint8Array((leafRoots.length * 65536) / 8)
-  /** The bit of `dirPath` in leafBits when it is <root>/<2 hex>/<2 hex> under a leafRoot, else -1. */
+  const sepCode = path.sep.charCodeAt(0)
+  /** The value of a lower-case hex digit's character code, else -1. */
+  const hexDigit = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1)
+  /**
+   * The bit of `dirPath` in leafBits when it is <root>/<2 hex>/<2 hex> under a leafRoot, else -1.
+   * Asked twice per stored object: read off the characters in place, with no substring, regular
+   * expression or parse (which together showed in this thread's profile).
+   */
   const leafOf = (dirPath: string): number => {
     const cut = dirPath.length - 6
-    if (cut <= 0 || dirPath[cut] !== path.sep || dirPath[cut + 3] !== path.sep) return -1
-    const root = leafRoots.indexOf(dirPath.slice(0, cut))
+    if (cut <= 0 || dirPath.charCodeAt(cut) !== sepCode || dirPath.charCodeAt(cut + 3) !== sepCode) return -1
+    let root = -1
+    for (let r = 0; r < leafRoots.length; r++) {
+      if (leafRoots[r]!.length === cut && dirPath.startsWith(leafRoots[r]!)) {
+        root = r
+        break
+      }
+    }
     if (root < 0) return -1
-    const hex = dirPath.slice(cut + 1, cut + 3) + dirPath.slice(cut + 4)
-    if (!/^[0-9a-f]{4}$/.test(hex)) return -1
-    return root * 65536 + parseInt(hex, 16)
+    const a = hexDigit(dirPath.charCodeAt(cut + 1))
+    const b = hexDigit(dirPath.charCodeAt(cut + 2))
+    const c = hexDigit(dirPath.charCodeAt(cut + 4))
+    const d = hexDigit(dirPath.charCodeAt(cut + 5))
+    if ((a | b | c | d) < 0) return -1
+    return root * 65536 + ((a << 12) | (b << 8) | (c << 4) | d)
   }
   const isKnown = (dirPath: string): boolean => {
     const bit = leafOf(dirPath)

@@ -229,8 +229,12 @@ export function entryTags(headers: FlatHeaders, ruleTags: readonly string[] | un
 
 /** Cache tags for purge by tag: Surrogate-Key (space separated) and Cache-Tag (comma separated). */
 export function cacheTags(headers: FlatHeaders): string[] {
+  const surrogateKey = headers['surrogate-key']
+  const cacheTag = headers['cache-tag']
+  // Most responses carry neither: no splitting of empty strings and no Set per stored response.
+  if (surrogateKey === undefined && cacheTag === undefined) return []
   const tags = new Set<string>()
-  for (const t of (headers['surrogate-key'] ?? '').split(/\s+/)) if (t) tags.add(t)
-  for (const t of (headers['cache-tag'] ?? '').split(',')) if (t.trim()) tags.add(t.trim())
+  for (const t of (surrogateKey ?? '').split(/\s+/)) if (t) tags.add(t)
+  for (const t of (cacheTag ?? '').split(',')) if (t.trim()) tags.add(t.trim())
   return [...tags]
 }
