@@ -114,6 +114,31 @@ describe('DirectWriter with an apply thread', () => {
     await expect(writer.applyReceived([stored(2)])).rejects.toBeInstanceOf(WriterStoppedError)
   })
 
+  it('removes a purge\'s entries on its own connection, in chunks, none on the event loop\'s', async () => {
+    let thread: Worker | undefined
+    const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log, onApplyThread: (t) => (thread = t) })
+    const at = 1_700_000_000_000
+    expect(await writer.applyReceived(Array.from({ length: 2500 }, (_, i) => stored(i, { storedAt: at - 10 })))).toEqual({ applied: 2500, failed: 0 })
+    const sweeps: Array<() => Promise<void>> = []
+    const purge: ManifestOp = { type: 'purge', sweepAfterAck: true, purge: { requestId: 'r1', kind: 'prefix', value: 'https://ex.com/', host: null, createdAt: at, createdBy: 'admin', nodeId: 'n1', soft: false } }
+    // The stores' URLs may still wait for the search index: recording the purge here leaves them to the thread too.
+    expect(await writer.applyReceived([purge], { deferSweep: (sweep) => sweeps.push(sweep) })).toEqual({ applied: 1, failed: 0 })
+    const before = changesOn(sqlite)
+    expect(sweeps).toHaveLength(1)
+    const indexed = () => waitFor(async () => (await queuedForIndex(db)) === 0, 10_000, 'the URLs to be indexed')
+    let answers = 0
+    thread!.on('message', () => answers++)
+    await sweeps[0]!()
+    expect(await countEntries(db)).toBe(0)
+    await indexed()
+    // Every row went through the thread's connection, the search index's too, none through the event loop's.
+    expect(changesOn(sqlite)).toBe(before)
+    expect(await indexedMatchesUpTo(db, 'page-1', 100)).toBe(0)
+    // At most a thousand entries per transaction: three at least for 2,500 (and the search index's answers beside).
+    expect(answers).toBeGreaterThanOrEqual(3)
+    await writer.close()
+  })
+
   it('keeps the statement journals of its stores in memory, and still clears a node', async () => {
     const writer = new DirectWriter({ db, applyThread: true, intervalMs: 10_000, log: captureLog().log })
     // Write syscalls of the whole process, the thread's included.

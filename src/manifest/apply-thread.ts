@@ -9,7 +9,9 @@
 // (statements.ts, run from their source text); the event loop only posts the
 // batch and waits for the answer. The thread also indexes the URLs its
 // transactions queue for the admin filter (search.ts). The rare ops (purge, clear, prune, traffic
-// minutes, hit counts) stay with Kysely on the event loop.
+// minutes, hit counts) stay with Kysely on the event loop, but for the removal of a purge's
+// entries: built there, each chunk of it runs here as a statement of its own (run), so 10,000
+// entries leaving the manifest cost the loop no SQLite time and no COMMIT.
 //
 // The writer holds its Kysely connection while the thread works (see
 // DirectWriter), so the process's handles on the file still take turns
@@ -83,8 +85,20 @@ export interface ApplyThread {
    * (what apply() left queued), failing as apply() does. Resolves to the rows still queued.
    */
   indexSearch(maxRows: number): Promise<{ searchBacklog: number }>
+  /**
+   * Run one statement (with its parameters) in a transaction of its own, failing as apply() does:
+   * a chunk of a purge's sweep (ops.ts), which would otherwise hold the event loop for its SQLite
+   * time and its COMMIT. Resolves to the rows it changed and the search index's backlog after it.
+   */
+  run(statement: ThreadStatement): Promise<{ changes: number; searchBacklog: number }>
   /** Close the thread's connection and end the thread (after the apply in flight). */
   close(): Promise<void>
+}
+
+/** A statement as a query builder compiles it: its text and the values of its parameters. */
+export interface ThreadStatement {
+  sql: string
+  parameters: readonly unknown[]
 }
 
 export interface ApplyThreadOptions {
@@ -157,6 +171,8 @@ interface Reply {
   /** One per batch sent, in their order. */
   outcomes?: BatchOutcome[]
   searchBacklog?: number
+  /** Rows the statement changed (a `statement` message). */
+  changes?: number
   error?: { message: string; code?: string }
 }
 
@@ -202,7 +218,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     failAll('it exited')
     exited()
   })
-  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { index: number }) => {
+  const send = (message: { ops: readonly HotOp[] } | { inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { index: number } | { statement: ThreadStatement }) => {
     if (gone !== undefined) return Promise.reject(new ApplyThreadGoneError(gone))
     const id = nextId++
     return new Promise<Reply>((resolve, reject) => {
@@ -258,6 +274,11 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
     async indexSearch(maxRows) {
       const reply = await send({ index: maxRows })
       return { searchBacklog: reply.searchBacklog ?? 0 }
+    },
+    async run(statement) {
+      // Only the text and the values: a compiled query carries more (its syntax tree).
+      const reply = await send({ statement: { sql: statement.sql, parameters: statement.parameters } })
+      return { changes: reply.changes ?? 0, searchBacklog: reply.searchBacklog ?? 0 }
     },
     applyBodies(bodies, compact = []) {
       const done = inboxFree.then(() => applyBodies(bodies, compact))
@@ -316,6 +337,8 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
         commit: Statement
         rollback: Statement
         tempStore: number
+        /** Statements sent as text (run messages), by their text: a purge's chunks repeat a few. */
+        statements: Map<string, Statement & { run(...p: unknown[]): { changes: number } }>
       }
     | undefined
   const connect = () => {
@@ -352,7 +375,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       dequeueMany: limited(searchSql.dequeueMany),
     } as unknown as Parameters<ThreadLibrary['indexQueuedNow']>[0]
     const queued = db.prepare(searchSql.queued.replace('limit ?', `limit ${data.searchBacklogRows + 1}`))
-    return { db, hot, search, queued, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0 }
+    return { db, hot, search, queued, begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK'), tempStore: 0, statements: new Map() }
   }
   const transient = (err: unknown) => /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PROTOCOL)/.test(String((err as { code?: unknown } | null)?.code ?? ''))
   const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
@@ -461,12 +484,35 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     inTransaction(c, () => (searchBacklog = searchQueued(c)))
     return { done, searchBacklog }
   }
-  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { id: number; index: number }) => {
+  port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { id: number; index: number } | { id: number; statement: { sql: string; parameters: unknown[] } }) => {
     if (received === 'close') {
       try {
         open?.db.close()
       } finally {
         port.close()
+      }
+      return
+    }
+    if ('statement' in received) {
+      try {
+        const c = (open ??= connect())
+        const text = received.statement.sql
+        const st = c.statements.get(text) ?? (c.db.prepare(text) as unknown as { run(...p: unknown[]): { changes: number } })
+        if (!c.statements.has(text)) {
+          if (c.statements.size >= 16) c.statements.clear()
+          c.statements.set(text, st as never)
+        }
+        // A bounded statement (a chunk of a sweep): its statement journal in memory, as for stores.
+        placeJournal(c, [])
+        let changes = 0
+        let searchBacklog = 0
+        inTransaction(c, () => {
+          changes = st.run(...received.statement.parameters).changes
+          searchBacklog = searchQueued(c)
+        })
+        port.postMessage({ id: received.id, changes, searchBacklog })
+      } catch (err) {
+        port.postMessage({ id: received.id, error: { message: message(err), code: (err as { code?: string } | null)?.code } })
       }
       return
     }

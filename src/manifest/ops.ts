@@ -5,7 +5,7 @@
 // machine, records the same thing.
 
 import { setImmediate as nextTurn } from 'node:timers/promises'
-import { sql, type Kysely, type Transaction } from 'kysely'
+import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import { sqliteHandleOf } from './database.ts'
 import type { PurgeKind } from '../vocabulary.ts'
 import type { Database } from './database.ts'
@@ -25,6 +25,7 @@ import {
   recordNodeCleared,
   recordStored,
   sweepPurge,
+  sweepPurgeQuery,
   upsertNode,
 } from './repositories.ts'
 import type { EntryRecord, MinuteStats, NewPurge, NodeInfo, PathMisses, PurgeAppliedAt } from './repositories.ts'
@@ -156,7 +157,7 @@ export async function applyOps(db: Kysely<Database>, ops: readonly ManifestOp[],
     const op = ops[i]
     if (op !== undefined && op.type !== 'purge') continue
     if (i > start) add(result, await applyBatch(db, ops.slice(start, i), log))
-    if (op?.type === 'purge') add(result, await applyPurge(db, op.purge, log, op.sweepAfterAck === true ? options.deferSweep : undefined))
+    if (op?.type === 'purge') add(result, await applyPurge(db, op.purge, { log, deferSweep: op.sweepAfterAck === true ? options.deferSweep : undefined, runSweepChunk: options.runSweepChunk }))
     start = i + 1
   }
   return result
@@ -170,6 +171,13 @@ export interface ApplyOptions {
    * for 10,000 entries to leave the manifest.
    */
   deferSweep?: (sweep: () => Promise<void>) => void
+  /**
+   * Runs one chunk of a purge's sweep (the statement sweepPurgeQuery compiles) in a transaction
+   * of its own on another connection, resolving to the rows it changed: the writer's apply
+   * thread (writer.ts DirectWriter), so the chunks' SQLite time and COMMITs leave the event loop.
+   * Without it each chunk runs here, on the loop.
+   */
+  runSweepChunk?: (statement: CompiledQuery) => Promise<number>
 }
 
 function add(total: ApplyResult, part: ApplyResult): void {
@@ -187,18 +195,30 @@ const PURGE_SWEEP_CHUNK = 250
 const PURGE_SWEEP_MIN = 10
 
 /**
+ * Entries one purge transaction removes at most on another connection (runSweepChunk), and the
+ * time it aims at: the event loop does not wait for these, only the writes queued behind them do.
+ */
+const THREAD_SWEEP_CHUNK = 1000
+const THREAD_SWEEP_MS = 10
+
+/**
  * Record a purge, then remove its entries in transactions of at most
  * PURGE_SWEEP_CHUNK (sized to the time the last one took), letting the event
  * loop turn in between. Stores the purge covers are never
  * recorded once it is in the log (statements.ts), so the chunks cannot race
  * them; a redelivered purge sweeps again and finishes what a crash cut short.
  */
-async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestLog, deferSweep?: ApplyOptions['deferSweep']): Promise<ApplyResult> {
+async function applyPurge(
+  db: Kysely<Database>,
+  purge: NewPurge,
+  options: { log?: ManifestLog; deferSweep?: ApplyOptions['deferSweep']; runSweepChunk?: ApplyOptions['runSweepChunk'] },
+): Promise<ApplyResult> {
+  const { log, deferSweep, runSweepChunk } = options
   try {
     await withoutBusyWait(db, (trx) => recordPurge(trx, purge))
     // In the log: from here on no node records a store it covers, and every node applies it.
-    if (deferSweep) deferSweep(() => sweepInChunks(db, purge))
-    else await sweepInChunks(db, purge)
+    if (deferSweep) deferSweep(() => sweepInChunks(db, purge, runSweepChunk))
+    else await sweepInChunks(db, purge, runSweepChunk)
     return { applied: 1, failed: 0 }
   } catch (err) {
     if (isTransientDbError(err)) throw err
@@ -207,14 +227,19 @@ async function applyPurge(db: Kysely<Database>, purge: NewPurge, log?: ManifestL
   }
 }
 
-/** Remove a recorded purge's entries in transactions sized to about YIELD_EVERY_MS each, with a turn of the loop between them. */
-async function sweepInChunks(db: Kysely<Database>, purge: NewPurge): Promise<void> {
+/**
+ * Remove a recorded purge's entries in transactions sized to about YIELD_EVERY_MS each, with a
+ * turn of the loop between them; with `runChunk`, each on that connection instead, sized to about
+ * THREAD_SWEEP_MS (the loop only builds each statement and waits for its answer).
+ */
+async function sweepInChunks(db: Kysely<Database>, purge: NewPurge, runChunk?: ApplyOptions['runSweepChunk']): Promise<void> {
+  const [targetMs, largest] = runChunk ? [THREAD_SWEEP_MS, THREAD_SWEEP_CHUNK] : [YIELD_EVERY_MS, PURGE_SWEEP_CHUNK]
   for (let chunk = PURGE_SWEEP_CHUNK / 5; ; ) {
     const started = performance.now()
-    const removed = await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, chunk))
+    const removed = runChunk ? await runChunk(sweepPurgeQuery(db, purge, chunk)) : await withoutBusyWait(db, (trx) => sweepPurge(trx, purge, chunk))
     if (removed < chunk) break
     const perEntryMs = Math.max(performance.now() - started, 0.01) / removed
-    chunk = Math.max(PURGE_SWEEP_MIN, Math.min(PURGE_SWEEP_CHUNK, Math.floor(YIELD_EVERY_MS / perEntryMs)))
+    chunk = Math.max(PURGE_SWEEP_MIN, Math.min(largest, Math.floor(targetMs / perEntryMs)))
     await nextTurn()
   }
 }

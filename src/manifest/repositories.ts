@@ -607,6 +607,15 @@ export async function recordPurge(db: Db, purge: NewPurge): Promise<{ id: number
  * touched, so a repeated sweep finds nothing left to do.
  */
 export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt' | 'soft'>, limit?: number): Promise<number> {
+  const res = await db.executeQuery(sweepPurgeQuery(db, purge, limit))
+  return Number(res.numAffectedRows ?? 0n)
+}
+
+/**
+ * The statement sweepPurge runs, compiled: a connection of its own (the manifest apply thread,
+ * apply-thread.ts) can run it as it is, its result's `changes` the rows removed or marked.
+ */
+export function sweepPurgeQuery(db: Db, purge: Pick<NewPurge, 'kind' | 'value' | 'host' | 'createdAt' | 'soft'>, limit?: number): CompiledQuery {
   if (purge.soft) {
     const some = db
       .selectFrom('entries')
@@ -614,12 +623,11 @@ export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' 
       .where((eb) => purgeCondition(eb, purge))
       .where('entries.stored_at', '<=', purge.createdAt)
       .where('entries.stale_at', '>', purge.createdAt)
-    const res = await db
+    return db
       .updateTable('entries')
       .set({ stale_at: purge.createdAt })
       .where(sql<number>`entries.rowid`, 'in', limit === undefined ? some : some.limit(Math.max(1, Math.floor(limit))))
-      .executeTakeFirst()
-    return Number(res.numUpdatedRows)
+      .compile()
   }
   let q = db.deleteFrom('entries')
   if (limit === undefined) {
@@ -633,8 +641,7 @@ export async function sweepPurge(db: Db, purge: Pick<NewPurge, 'kind' | 'value' 
       .limit(Math.max(1, Math.floor(limit)))
     q = q.where(sql<number>`entries.rowid`, 'in', some)
   }
-  const res = await q.executeTakeFirst()
-  return Number(res.numDeletedRows)
+  return q.compile()
 }
 
 /** Purges with id > afterId, oldest first: what a node that applied up to afterId still has to apply. */

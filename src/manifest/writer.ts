@@ -16,7 +16,7 @@
 
 import { randomUUID } from 'node:crypto'
 import type { Worker } from 'node:worker_threads'
-import type { Kysely } from 'kysely'
+import type { CompiledQuery, Kysely } from 'kysely'
 import type { Database } from './database.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
@@ -747,9 +747,11 @@ export class DirectWriter extends BatchWriter {
       this.indexInBackground()
       return result
     }
-    const { result, onMain } = await this.applyWithThread(batch, options)
-    // The thread indexes what its own transactions queue; ops applied here may have queued more.
-    if (onMain) this.indexInBackground()
+    const { result, onMain } = await this.applyWithThread(batch, { ...options, runSweepChunk: (statement) => this.sweepChunkOnThread(statement) })
+    // The thread indexes what its own transactions queue; ops applied here may have queued more,
+    // which it indexes too (a purge's 10,000 removals indexed here were seconds of short turns
+    // of the loop, each with its SQLite time, its COMMIT and its rows to collect).
+    if (onMain) this.indexWhenIdle(Math.max(1, this.searchBacklog))
     return result
   }
 
@@ -781,6 +783,19 @@ export class DirectWriter extends BatchWriter {
       start = end
     }
     return { result, onMain }
+  }
+
+  /**
+   * One chunk of a purge's sweep (ops.ts sweepInChunks) on the apply thread, while this writer
+   * holds its connection as for a batch: on the event loop, a chunk and its COMMIT took tens of
+   * ms of a primary's turn when it was short of CPU. The entries it removes queue their URLs'
+   * removal from the search index, taken up as the thread's stores' are.
+   */
+  private async sweepChunkOnThread(statement: CompiledQuery): Promise<number> {
+    if (this.released) throw new WriterStoppedError()
+    const done = await this.onThread((thread) => thread.run({ sql: statement.sql, parameters: statement.parameters }))
+    this.indexWhenIdle(done.searchBacklog)
+    return done.changes
   }
 
   /**
