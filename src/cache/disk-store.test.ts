@@ -704,6 +704,59 @@ describe('disk store index with metadata decoded on demand', () => {
     return newEntry(url, { headers, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, ...overrides })
   }
 
+  it('queues the files of a large purge no faster than the disk writer takes them, and removes them all', async () => {
+    const store = await openStore({ writeQueueJobs: 16 })
+    for (let i = 0; i < 200; i++) await put(store, newEntry(`https://a.test/q/${i}`), bodyOf(10, i))
+    let most = 0
+    let done = false
+    const watching = (async () => {
+      while (!done) {
+        most = Math.max(most, store.writeQueue().jobs)
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+    })()
+    expect(await store.deleteWhere((m) => m.url.startsWith('https://a.test/q/'))).toBe(200)
+    await store.drain()
+    done = true
+    await watching
+    // 400 removals (a content file and an index bucket each), never more than the writer's bound (and one entry's two) queued at once.
+    expect(most).toBeGreaterThan(0)
+    expect(most).toBeLessThanOrEqual(16 + 1)
+    expect((await filesUnder(dir)).filter((f) => !f.endsWith('/') && !f.includes('tmp'))).toEqual([])
+    expect(logs.filter((l) => l.level === 'error')).toEqual([])
+  })
+
+  it('keeps the index bucket of a variant stored again before the purge that removed it got round to its files', async () => {
+    // The purge's removals wait (a budget spent until released) while the same URL is stored again.
+    let budgets = 0
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let store = await openStore({
+      turnBudget: () => {
+        const n = ++budgets
+        return {
+          spent: () => n === 2 && budgets > 0,
+          next: async () => {
+            await released
+            budgets = -1
+          },
+        }
+      },
+    })
+    for (let i = 0; i < 3; i++) await put(store, newEntry(`https://a.test/again/${i}`), bodyOf(10, i))
+    budgets = 0
+    expect(await store.deleteWhere((m) => m.url.startsWith('https://a.test/again/'))).toBe(3)
+    const writer = store.writer(newEntry('https://a.test/again/1'))
+    writer.write(bodyOf(20, 7))
+    await writer.commit()
+    release()
+    await store.drain()
+    store = await reopen(store)
+    expect(await readBody(store, 'https://a.test/again/1')).toEqual(bodyOf(20, 7))
+    expect(store.variant('https://a.test/again/0', '')).toBeUndefined()
+    expect(store.stats().entries).toBe(1)
+  })
+
   it('treats what a running deleteWhere covers as gone from the call, before its pass reaches it', async () => {
     const store = await openStore()
     const events = recordEvents(store)

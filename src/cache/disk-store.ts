@@ -1072,18 +1072,24 @@ class CacacheDiskStore implements DiskStore {
 
   /** Drops one reference; the last one removes the file (queued after any write of it queued before). */
   #release(content: ContentRecord): Promise<void> | undefined {
+    const file = this.#unpin(content)
+    if (file === undefined) return undefined
+    return this.#track(this.#writer.run({ op: 'rm-content', path: file }).then((result) => this.#contentRemoved(file, result)))
+  }
+
+  /** Drops one reference; the content file to remove when that was the last (none for a body the writer has not hashed: #digested removes it). */
+  #unpin(content: ContentRecord): string | undefined {
     content.refs--
     if (content.refs > 0 || this.#contents.get(content.integrity) !== content) return undefined
     this.#contents.delete(content.integrity)
     this.#bytes -= content.size
-    // A body the writer has not hashed yet has no file name: #digested removes its file.
     if (isPendingIntegrity(content.integrity)) return undefined
     this.#files.forget(content.path)
-    return this.#track(
-      this.#writer.run({ op: 'rm-content', path: content.path }).then((result) => {
-        if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove a content file', path: content.path, ...describeError(jobError(result)) })
-      }),
-    )
+    return content.path
+  }
+
+  #contentRemoved(file: string, result: JobResult): void {
+    if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove a content file', path: file, ...describeError(jobError(result)) })
   }
 
   /** Evicts least recently read entries until the body bytes fit the budget. */
@@ -1150,13 +1156,42 @@ class CacacheDiskStore implements DiskStore {
     return removal.dropped + removed.length
   }
 
-  /** #forget for entries already out of the index, a few milliseconds per turn of the event loop. */
+  /**
+   * #forget for entries already out of the index, a few milliseconds per turn of the event loop,
+   * their files' removals queued no faster than the disk writer carries them out (within its
+   * bound on queued jobs, as a fill's writes are). A purge of 10,000 entries queued 20,000
+   * removals at once, each with its promises and callbacks: they outlived young-generation
+   * collections while the writer worked through them, and the nodes' event loops spent their
+   * turns in scavenges copying them. drain() waits for the removals through the writer's.
+   */
   async #forgetAll(removed: readonly RemovedEntry[], reason: DeleteReason): Promise<void> {
     const budget = this.#turnBudget()
     for (const entry of removed) {
       while (budget.spent()) await budget.next()
-      void this.#forget(entry, reason)
+      if (!this.#writer.hasRoom(0)) await this.#writer.room(0)
+      this.#forgetLater(entry, reason)
     }
+  }
+
+  /**
+   * #forget for a variant taken out of the index some turns ago: its removals queued with a
+   * callback each, no promise. Its index bucket stays if the variant was stored again meanwhile
+   * (the new copy's bucket: its write is queued, or will be, and a removal queued now would run
+   * after it and take it).
+   */
+  #forgetLater(removed: RemovedEntry, reason: DeleteReason): void {
+    if (reason === 'evicted') this.#evictions++
+    const file = this.#unpin(removed.content)
+    if (isMemoryOnlyIntegrity(removed.content.integrity)) {
+      this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason, memoryOnly: true })
+      return
+    }
+    this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason })
+    if (file !== undefined) this.#writer.enqueue({ op: 'rm-content', path: file }, (result) => this.#contentRemoved(file, result))
+    if (this.#index.find(removed.key, removed.variant) !== undefined || this.#lastCommit.has(removed.id)) return
+    this.#writer.enqueue({ op: 'rm-bucket', id: removed.id }, (result) => {
+      if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove an index entry', id: removed.id, ...describeError(jobError(result)) })
+    })
   }
 
   /**
