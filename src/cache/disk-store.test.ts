@@ -44,12 +44,6 @@ async function readBody(store: DiskStore, url: string, variant = ''): Promise<Bu
   return body && bytesOf(body)
 }
 
-/** Resolve once the wall clock has moved on to the next millisecond. */
-async function nextMillisecond(): Promise<void> {
-  const now = Date.now()
-  while (Date.now() === now) await new Promise((resolve) => setImmediate(resolve))
-}
-
 async function corruptContent(integrity: string, mutate: (bytes: Buffer) => Buffer): Promise<void> {
   const file = contentPath(dir, integrity) as string
   await writeFile(file, mutate(await readFile(file)))
@@ -173,12 +167,13 @@ describe('disk store', () => {
   })
 
   it('keeps entries, metadata and listing order across a restart', async () => {
-    let store = await openStore()
+    let clock = Date.now()
+    let store = await openStore({ now: () => clock })
     const metas = []
     // After a restart the order comes from the index's commit times, in milliseconds: one commit per millisecond.
     for (let i = 0; i < 3; i++) {
       metas.push(await put(store, newEntry(`https://a.test/${i}`, { headers: { etag: `"${i}"` }, tags: [`t${i}`] }), bodyOf(100 + i, i)))
-      await nextMillisecond()
+      clock += 1
     }
     await put(store, newEntry('https://a.test/large'), bodyOf(2 * MiB, 9))
     store = await reopen(store)
@@ -190,18 +185,23 @@ describe('disk store', () => {
   })
 
   it('drops expired entries on access and at start', async () => {
-    let store = await openStore()
+    let clock = Date.now()
+    const now = () => clock
+    let store = await openStore({ now })
     const events = recordEvents(store)
-    await put(store, newEntry('https://a.test/old', { deleteAt: Date.now() - 1 }), bodyOf(10))
+    await put(store, newEntry('https://a.test/old', { deleteAt: clock - 1 }), bodyOf(10))
     expect(await store.variants('https://a.test/old')).toEqual([])
     expect(events).toContainEqual({ type: 'deleted', key: 'https://a.test/old', variant: '', reason: 'expired' })
 
-    const soonAt = Date.now() + 150
+    const soonAt = clock + 150
     await put(store, newEntry('https://a.test/soon', { deleteAt: soonAt }), bodyOf(20))
     await put(store, newEntry('https://a.test/keep'), bodyOf(30))
-    // Reopened once the clock has passed its deleteAt.
-    while (Date.now() <= soonAt) await new Promise((resolve) => setTimeout(resolve, soonAt + 1 - Date.now()))
-    store = await reopen(store)
+    // Still there at its deleteAt's millisecond; reopened once the clock has passed it.
+    clock = soonAt - 1
+    store = await reopen(store, { now })
+    expect(store.stats().entries).toBe(2)
+    clock = soonAt
+    store = await reopen(store, { now })
     expect(store.stats().entries).toBe(1)
     await store.close() // lets the start-up clean-up finish
     expect(await filesUnder(path.join(dir, 'content-v2'))).toHaveLength(1)
