@@ -4,6 +4,7 @@
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import path from 'node:path'
+import type { CacheStore } from '../cache/types.ts'
 import { startCaje, type RunningCaje } from '../caje.ts'
 import { loadConfig } from '../config.ts'
 import { silentLogger, type Logger } from '../log.ts'
@@ -65,6 +66,31 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
   }
 }
 
+/**
+ * Resolves once `reached` holds: checked now and again after each event `store` emits (every
+ * store, replacement and removal is one), never on a timer. A change that never comes is left to
+ * the test's timeout.
+ */
+export async function storeReaches(store: Pick<CacheStore, 'subscribe'>, reached: () => boolean | Promise<boolean>): Promise<void> {
+  let changed = false
+  let wake: (() => void) | undefined
+  const unsubscribe = store.subscribe(() => {
+    changed = true
+    wake?.()
+  })
+  try {
+    for (;;) {
+      changed = false
+      if (await reached()) return
+      // An event that came while `reached` ran is not waited for again.
+      if (!changed) await new Promise<void>((resolve) => (wake = resolve))
+      wake = undefined
+    }
+  } finally {
+    unsubscribe()
+  }
+}
+
 /** Start a caje node in front of `origin` with a fresh temp dir; env overrides are CAJE_* variables. */
 export async function startNode(origin: string, env: Record<string, string> = {}, opts: { dir?: string; log?: Logger } = {}): Promise<TestNode> {
   const dir = opts.dir ?? (await tempDir())
@@ -88,7 +114,7 @@ export async function startNode(origin: string, env: Record<string, string> = {}
     stored: (pathname, variants = 1) => {
       const key = `http://${new URL(node.url).host}${pathname}`
       // Stored bodies are written behind: wait for the disk writer too, so the files are there.
-      return waitFor(async () => (await node.store.variants(key)).length >= variants, `${variants} stored variant(s) of ${pathname}`).then(() => node.store.drain())
+      return storeReaches(node.store, async () => (await node.store.variants(key)).length >= variants).then(() => node.store.drain())
     },
   }
 }
