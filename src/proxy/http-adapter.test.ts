@@ -8,7 +8,7 @@ import type { BodyLoan } from '../cache/types.ts'
 import { silentLogger } from '../log.ts'
 import { nodeProxyListener } from './http-adapter.ts'
 import type { Proxy, ProxyResult } from './proxy.ts'
-import { startNode, startOrigin, waitFor } from '../test-support/servers.ts'
+import { startNode, startOrigin, storeReaches, waitFor } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -127,7 +127,7 @@ describe('answers without a body, through app.request()', () => {
     cleanups.push(() => node.close())
     const app = createApp({ config: node.config, store: node.store, proxy: node.proxy, log: silentLogger })
     expect(await (await app.request('/c', { headers: { host: 'site.test' } })).text()).toBe('hello')
-    await waitFor(async () => (await node.store.variants('http://site.test/c')).length === 1, 'the entry stored')
+    await storeReaches(node.store, async () => (await node.store.variants('http://site.test/c')).length === 1)
     const res = await app.request('/c', { headers: { host: 'site.test', 'if-none-match': '"v1"' } })
     expect(res.status).toBe(304)
     expect(res.body).toBeNull()
@@ -181,7 +181,7 @@ describe('answers whole in memory, written at the end of the turn', () => {
     const port = (server.address() as AddressInfo).port
 
     expect(await get(port, '/a')).toBe('hello')
-    await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
+    await storeReaches(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
     expect(await get(port, '/a', { 'x-leave': '1' })).toBe('gone')
     expect(await get(port, '/a')).toBe('hello')
     await waitFor(() => lines.filter((l) => l.msg === 'request').length === 3, 'three access-log lines')
@@ -236,7 +236,7 @@ describe('a body lent by the store', () => {
     const port = (server.address() as AddressInfo).port
 
     expect(await get(port, '/a')).toBe('hello')
-    await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
+    await storeReaches(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
     await waitFor(async () => (await get(port, '/a')) === 'hello' && loans.length > 0, 'a memory hit')
     await Promise.all(loans.map((l) => l.back))
     expect(loans.every((l) => l.given === 1)).toBe(true)
