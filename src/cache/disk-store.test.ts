@@ -4,7 +4,6 @@ import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { contentPath } from './content-file.ts'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
-import { waitFor } from '../test-support/servers.ts'
 import { sameHiddenClass } from '../test-support/hidden-class.ts'
 import { decideStore } from '../proxy/policy.ts'
 import type { EntryMeta, NewEntry } from './types.ts'
@@ -373,13 +372,15 @@ describe('disk store', () => {
     await put(store, newEntry('https://a.test/4'), bodyOf(3000, 4))
     expect(events.filter((e) => e.type === 'deleted')).toEqual([{ type: 'deleted', key: 'https://a.test/2', variant: '', reason: 'evicted' }])
     expect(store.stats()).toMatchObject({ entries: 3, bytes: 9000, evictions: 1 })
-    // Evicted content files are removed in the background: wait for the removal, never for a time.
-    await waitFor(async () => (await contentBytesOnDisk(dir)) === 9000, 'the evicted body to leave the disk')
+    // Evicted content files are removed in the background, by the disk writer: drain() waits for it.
+    await store.drain()
+    expect(await contentBytesOnDisk(dir)).toBe(9000)
 
     for (let i = 5; i <= 20; i++) {
       await put(store, newEntry(`https://a.test/${i}`), bodyOf(2500 + i, i))
       expect(store.stats().bytes).toBeLessThanOrEqual(10_000)
-      await waitFor(async () => (await contentBytesOnDisk(dir)) <= 10_000, 'evicted bodies to leave the disk')
+      await store.drain()
+      expect(await contentBytesOnDisk(dir)).toBeLessThanOrEqual(10_000)
     }
     expect(await store.variants('https://a.test/20')).toHaveLength(1)
   })
