@@ -9,6 +9,7 @@ import { startCaje, type RunningCaje } from '../caje.ts'
 import { loadConfig } from '../config.ts'
 import { silentLogger, type Logger } from '../log.ts'
 import { tempDir } from './temp-dirs.ts'
+import { WAIT_GUARD_MS } from './wait-guard.ts'
 
 export interface TestOrigin {
   url: string
@@ -57,8 +58,13 @@ export interface TestNode extends RunningCaje {
   stored(pathname: string, variants?: number): Promise<void>
 }
 
-/** Poll `check` until it returns true, failing after `timeoutMs`. */
-export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+/**
+ * Poll `check` until it returns true, failing after `timeoutMs` (WAIT_GUARD_MS at least). For
+ * state no event announces (another process, a worker thread, SQLite); where there is an event,
+ * wait for it instead (storeReaches, untilPrinted).
+ */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = WAIT_GUARD_MS): Promise<void> {
+  timeoutMs = Math.max(timeoutMs, WAIT_GUARD_MS)
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
