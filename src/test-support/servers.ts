@@ -4,10 +4,10 @@
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import path from 'node:path'
-import type { CacheStore } from '../cache/types.ts'
 import { startCaje, type RunningCaje } from '../caje.ts'
 import { loadConfig } from '../config.ts'
 import { silentLogger, type Logger } from '../log.ts'
+import { storeReaches } from './store-reaches.ts'
 import { tempDir } from './temp-dirs.ts'
 import { WAIT_GUARD_MS } from './wait-guard.ts'
 
@@ -48,7 +48,7 @@ export async function startOrigin(handler: OriginHandler, port = 0): Promise<Tes
   }
 }
 
-export { tempDir }
+export { storeReaches, tempDir }
 
 export interface TestNode extends RunningCaje {
   dir: string
@@ -69,31 +69,6 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
-/**
- * Resolves once `reached` holds: checked now and again after each event `store` emits (every
- * store, replacement and removal is one), never on a timer. A change that never comes is left to
- * the test's timeout.
- */
-export async function storeReaches(store: Pick<CacheStore, 'subscribe'>, reached: () => boolean | Promise<boolean>): Promise<void> {
-  let changed = false
-  let wake: (() => void) | undefined
-  const unsubscribe = store.subscribe(() => {
-    changed = true
-    wake?.()
-  })
-  try {
-    for (;;) {
-      changed = false
-      if (await reached()) return
-      // An event that came while `reached` ran is not waited for again.
-      if (!changed) await new Promise<void>((resolve) => (wake = resolve))
-      wake = undefined
-    }
-  } finally {
-    unsubscribe()
   }
 }
 
