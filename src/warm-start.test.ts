@@ -7,7 +7,7 @@ import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { ReadyStatus } from './manifest/hot-set.ts'
 import { killCajeProcesses, startCajeProcess } from './test-support/caje-process.ts'
-import { startNode, startOrigin, storeReaches, tempDir, type TestNode, type TestOrigin } from './test-support/servers.ts'
+import { startNode, startOrigin, tempDir, whenReached, type TestNode, type TestOrigin } from './test-support/servers.ts'
 
 const nodes: TestNode[] = []
 const origins: TestOrigin[] = []
@@ -106,9 +106,9 @@ describe('warm start', () => {
 
     release()
     // Ready follows the store: each copy stored is counted as it happens.
-    await storeReaches(b.store, async () => (await ready(b)).status === 200)
+    await whenReached(b.store, async () => (await ready(b)).status === 200)
     expect((await ready(b)).body).toMatchObject({ ready: true, state: 'warm', fetched: 2, target: 2, progress: 1 })
-    await storeReaches(b.store, () => origin.requests.length - before >= 4)
+    await whenReached(b.store, () => origin.requests.length - before >= 4)
     expect(origin.requests.slice(before).map((r) => r.url)).toEqual(['/hot-z', '/hot-y', '/a-cold', '/b-cold'])
   })
 

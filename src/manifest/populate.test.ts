@@ -17,7 +17,7 @@ import type { FillFn, PopulatorOptions } from './populate.ts'
 import { recordStored, toEntryRecord, upsertNode } from './repositories.ts'
 import { applyOps } from './ops.ts'
 import { TURN_SLICE_MS } from '../turn-budget.ts'
-import { storeReaches, turnsDuring } from '../test-support/servers.ts'
+import { turnsDuring, whenReached } from '../test-support/servers.ts'
 import { captureLog, freshManifest } from './test-helpers.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
@@ -447,7 +447,7 @@ describe('populate', () => {
           })
           // Misbehave once the client has read the whole frames: their copies are in its store.
           const sent = items.slice(0, good).map((item) => item.key)
-          void storeReaches(localStore, async () => (await Promise.all(sent.map((key) => localStore.variants(key)))).every((v) => v.length > 0)).then(() => {
+          void whenReached(localStore, async () => (await Promise.all(sent.map((key) => localStore.variants(key)))).every((v) => v.length > 0)).then(() => {
             if (mode === 'reset') res.socket?.destroy()
             else if (mode === 'truncate') res.end()
             // 'stall': nothing more, ever (the server's close ends it).

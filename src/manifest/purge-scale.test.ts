@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import { bodyOf, newEntry, put } from '../cache/test-support.ts'
 import type { CacheStore } from '../cache/types.ts'
-import { storeReaches } from '../test-support/store-reaches.ts'
+import { whenReached } from '../test-support/when-reached.ts'
 import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import { createPurgeApplier } from './purge.ts'
@@ -178,7 +178,7 @@ describe('purges and reconciliation at scale', () => {
     closers.push(async () => lock.release())
     const here = applier(hereStore, 'here', hereWriter)
     expect(await here.purge({ kind: 'prefix', value: 'https://ex.com/x/' })).toEqual({ removed: 5 })
-    await storeReaches(thereStore, async () => (await thereStore.list({ limit: 10 })).total === 0)
+    await whenReached(thereStore, async () => (await thereStore.list({ limit: 10 })).total === 0)
     expect(hereWriter.stats().queued).toBeGreaterThan(0)
     expect(hereWriter.stats().batches).toBe(0)
 

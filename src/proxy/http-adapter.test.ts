@@ -8,7 +8,7 @@ import type { BodyLoan } from '../cache/types.ts'
 import { silentLogger } from '../log.ts'
 import { nodeProxyListener } from './http-adapter.ts'
 import type { Proxy, ProxyResult } from './proxy.ts'
-import { startNode, startOrigin, storeReaches } from '../test-support/servers.ts'
+import { startNode, startOrigin, whenReached } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -127,7 +127,7 @@ describe('answers without a body, through app.request()', () => {
     cleanups.push(() => node.close())
     const app = createApp({ config: node.config, store: node.store, proxy: node.proxy, log: silentLogger })
     expect(await (await app.request('/c', { headers: { host: 'site.test' } })).text()).toBe('hello')
-    await storeReaches(node.store, async () => (await node.store.variants('http://site.test/c')).length === 1)
+    await whenReached(node.store, async () => (await node.store.variants('http://site.test/c')).length === 1)
     const res = await app.request('/c', { headers: { host: 'site.test', 'if-none-match': '"v1"' } })
     expect(res.status).toBe(304)
     expect(res.body).toBeNull()
@@ -186,7 +186,7 @@ describe('answers whole in memory, written at the end of the turn', () => {
     const port = (server.address() as AddressInfo).port
 
     expect(await get(port, '/a')).toBe('hello')
-    await storeReaches(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
+    await whenReached(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
     expect(await get(port, '/a', { 'x-leave': '1' })).toBe('gone')
     expect(await get(port, '/a')).toBe('hello')
     // A line is logged once its exchange has closed.
@@ -242,7 +242,7 @@ describe('a body lent by the store', () => {
     const port = (server.address() as AddressInfo).port
 
     expect(await get(port, '/a')).toBe('hello')
-    await storeReaches(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
+    await whenReached(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
     // Written to disk, the body stays in the memory tier: the next request is a memory hit.
     await node.store.drain()
     expect(await get(port, '/a')).toBe('hello')

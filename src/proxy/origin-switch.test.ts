@@ -1,6 +1,6 @@
 import http from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, storeReaches, tempDir } from '../test-support/servers.ts'
+import { startNode, startOrigin, tempDir, whenReached } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -49,7 +49,7 @@ describe('an entry records the origin it came from', () => {
 
     const before = await startNode(demo.url, {}, { dir })
     await get(before.url, HOST, '/page')
-    await storeReaches(before.store, async () => (await before.store.variants(KEY)).length === 1)
+    await whenReached(before.store, async () => (await before.store.variants(KEY)).length === 1)
     const hit = await get(before.url, HOST, '/page')
     expect(hit.body).toBe('from demo')
     expect(hit.cacheStatus).toMatch(/^caje; hit/)
@@ -66,7 +66,7 @@ describe('an entry records the origin it came from', () => {
     expect(first.cacheStatus).toContain('fwd=uri-miss')
     expect(real.count('/page')).toBe(1)
     // The real origin's answer replaces the demo's.
-    await storeReaches(after.store, async () => {
+    await whenReached(after.store, async () => {
       const variants = await after.store.variants(KEY)
       return variants.length === 1 && variants[0]!.origin === new URL(real.url).href
     })
@@ -82,7 +82,7 @@ describe('an entry records the origin it came from', () => {
 
     const before = await startNode(demo.url, {}, { dir })
     expect((await get(before.url, HOST, '/page', { range: 'bytes=5-8' })).body).toBe('demo')
-    await storeReaches(before.store, async () => (await before.store.variants(KEY)).some((v) => v.status === 206))
+    await whenReached(before.store, async () => (await before.store.variants(KEY)).some((v) => v.status === 206))
     const inside = await get(before.url, HOST, '/page', { range: 'bytes=6-7' })
     expect(inside.body).toBe('em')
     expect(inside.cacheStatus).toMatch(/^caje; hit/)

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { bodyOf } from '../cache/test-support.ts'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore, NewEntry } from '../cache/types.ts'
-import { bodyBytes, startOrigin, storeReaches, tempDir, type TestOrigin } from '../test-support/servers.ts'
+import { bodyBytes, startOrigin, tempDir, whenReached, type TestOrigin } from '../test-support/servers.ts'
 import type { FillDeps, FillRequest, FillTarget } from './fill.ts'
 import { createOriginClient, type OriginClient } from './origin.ts'
 import { concatenated, sliced, startPartFill } from './part-fill.ts'
@@ -117,7 +117,7 @@ describe('startPartFill', () => {
     const outcome = await taken!.fill.outcome
     expect(outcome.meta).toMatchObject({ status: 200, variant: '', size: SIZE })
     // The part it completed is dropped.
-    await storeReaches(store, () => store.variant(KEY, '~part') === undefined)
+    await whenReached(store, () => store.variant(KEY, '~part') === undefined)
     await store.drain()
     expect(store.variant(KEY, '')?.integrity).toBe(`sha512-${createHash('sha512').update(BODY).digest('base64')}`)
     const stored = await store.read(KEY, '')

@@ -7,7 +7,7 @@ import path from 'node:path'
 import { startCaje, type RunningCaje } from '../caje.ts'
 import { loadConfig } from '../config.ts'
 import { silentLogger, type Logger } from '../log.ts'
-import { storeReaches } from './store-reaches.ts'
+import { whenReached } from './when-reached.ts'
 import { tempDir } from './temp-dirs.ts'
 import { WAIT_GUARD_MS } from './wait-guard.ts'
 
@@ -48,7 +48,7 @@ export async function startOrigin(handler: OriginHandler, port = 0): Promise<Tes
   }
 }
 
-export { storeReaches, tempDir }
+export { tempDir, whenReached }
 
 export interface TestNode extends RunningCaje {
   dir: string
@@ -61,7 +61,7 @@ export interface TestNode extends RunningCaje {
 /**
  * Poll `check` until it returns true, failing after `timeoutMs` (WAIT_GUARD_MS at least). For
  * state no event announces (another process, a worker thread, SQLite); where there is an event,
- * wait for it instead (storeReaches, untilPrinted).
+ * wait for it instead (whenReached, untilPrinted).
  */
 export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = WAIT_GUARD_MS): Promise<void> {
   timeoutMs = Math.max(timeoutMs, WAIT_GUARD_MS)
@@ -95,7 +95,7 @@ export async function startNode(origin: string, env: Record<string, string> = {}
     stored: (pathname, variants = 1) => {
       const key = `http://${new URL(node.url).host}${pathname}`
       // Stored bodies are written behind: wait for the disk writer too, so the files are there.
-      return storeReaches(node.store, async () => (await node.store.variants(key)).length >= variants).then(() => node.store.drain())
+      return whenReached(node.store, async () => (await node.store.variants(key)).length >= variants).then(() => node.store.drain())
     },
   }
 }
