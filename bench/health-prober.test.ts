@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process'
+import { EventEmitter } from 'node:events'
 import http from 'node:http'
 import type net from 'node:net'
 import path from 'node:path'
@@ -10,12 +11,17 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
 
-/** A health endpoint that notes the client port of each request; `hold` keeps the next answer until released. */
-async function node(): Promise<{ port: number; seen: number[]; hold(): Promise<() => void> }> {
+/**
+ * A health endpoint that notes the client port of each request; `hold` keeps the next answer until
+ * released; `requests(n)` resolves once it has seen n requests.
+ */
+async function node(): Promise<{ port: number; seen: number[]; hold(): Promise<() => void>; requests(n: number): Promise<void> }> {
   const seen: number[] = []
+  const arrived = new EventEmitter()
   let holding: ((release: () => void) => void) | undefined
   const server = http.createServer((req, res) => {
     seen.push(req.socket.remotePort!)
+    arrived.emit('request')
     const answer = () => res.end('{"ok":true}')
     if (holding) {
       holding(answer)
@@ -24,7 +30,13 @@ async function node(): Promise<{ port: number; seen: number[]; hold(): Promise<(
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   cleanups.push(() => new Promise((resolve) => server.close(resolve)))
-  return { port: (server.address() as net.AddressInfo).port, seen, hold: () => new Promise((resolve) => (holding = resolve)) }
+  const requests = (n: number) =>
+    new Promise<void>((resolve) => {
+      const check = () => seen.length >= n && (arrived.off('request', check), resolve())
+      arrived.on('request', check)
+      check()
+    })
+  return { port: (server.address() as net.AddressInfo).port, seen, hold: () => new Promise((resolve) => (holding = resolve)), requests }
 }
 
 async function startProber(): Promise<ChildProcess> {
@@ -45,10 +57,7 @@ describe('the cluster-scale health prober', () => {
     send(prober, { k: 'start', ports: [a.port, b.port] })
     // Node b keeps one probe unanswered until stop has been asked for.
     const release = await b.hold()
-    await new Promise<void>((resolve) => {
-      const check = () => (a.seen.length >= 3 ? resolve() : setTimeout(check, 10))
-      check()
-    })
+    await a.requests(3)
     const report = new Promise<ProberReport>((resolve) => prober.once('message', (m: ProberReport) => resolve(m)))
     send(prober, { k: 'stop' })
     release()

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { buildCaje } from '../bench/build.ts'
-import { killCajeProcesses, startCajeProcess } from './test-support/caje-process.ts'
+import { killCajeProcesses, startCajeProcess, untilPrinted } from './test-support/caje-process.ts'
 import { startOrigin, tempDir, waitFor } from './test-support/servers.ts'
 
 afterEach(killCajeProcesses)
@@ -14,7 +14,7 @@ const startMain = (env: Record<string, string>, entry?: string[]) => startCajePr
 describe('npm start', () => {
   it('fronts the built-in demo origin without configuration, logs each request as JSON, and shuts down gracefully', async () => {
     const dir = await tempDir()
-    const { child, out, url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
+    const { child, out, url, printed } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
     expect(out()).toMatch(/no origin configured \(CAJE_ORIGIN \/ CAJE_SITES\): fronting the built-in demo origin at http:\/\/127\.0\.0\.1:\d+/)
     const first = await fetch(url + '/cacheable')
     expect(first.status).toBe(200)
@@ -36,7 +36,7 @@ describe('npm start', () => {
         .map((l) => JSON.parse(l) as Record<string, unknown>)
         .filter((l) => l.msg === 'request' && l.url === '/cacheable')
     // The access log line is written when the server side of the exchange closes.
-    await waitFor(() => requestLines().length === 2, 'two access log lines')
+    await printed(() => requestLines().length === 2, 'two access log lines')
     const requests = requestLines()
     expect(requests[0]).toMatchObject({ method: 'GET', status: 200, bytes: expect.any(Number), originMs: expect.any(Number) })
     expect(requests[1]!.cache).toMatch(/hit/)
@@ -63,13 +63,13 @@ describe('npm start', () => {
     })
     try {
       const dir = await tempDir()
-      const { child, out, url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ORIGIN: origin.url, CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
+      const { child, out, url, printed } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ORIGIN: origin.url, CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_ADMIN_PASSWORD: 'correct horse battery' })
       const inflight = fetch(url + '/slow').then(async (r) => ({ status: r.status, body: await r.text() }))
       await reached
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
       child.kill('SIGTERM')
       // caje has begun to stop (it no longer accepts connections) while the request is still open.
-      await waitFor(() => out().includes('"msg":"shutting down"'), 'caje to begin its shutdown')
+      await printed(() => out().includes('"msg":"shutting down"'), 'caje to begin its shutdown')
       answer()
       expect(await inflight).toEqual({ status: 200, body: 'finished after SIGTERM' })
       expect(await exited).toBe(0)
@@ -109,7 +109,7 @@ describe('bin/caje', () => {
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     child.stderr.on('data', (d: Buffer) => (out += d.toString()))
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
-    await waitFor(() => out.includes('caje is listening on') || child.exitCode !== null, 'bin/caje to start', 60_000)
+    await untilPrinted(child, () => out.includes('caje is listening on'))
     return { child, out: () => out, exited }
   }
 

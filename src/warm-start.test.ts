@@ -7,7 +7,7 @@ import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { ReadyStatus } from './manifest/hot-set.ts'
 import { killCajeProcesses, startCajeProcess } from './test-support/caje-process.ts'
-import { startNode, startOrigin, tempDir, waitFor, type TestNode, type TestOrigin } from './test-support/servers.ts'
+import { startNode, startOrigin, tempDir, whenReached, type TestNode, type TestOrigin } from './test-support/servers.ts'
 
 const nodes: TestNode[] = []
 const origins: TestOrigin[] = []
@@ -105,9 +105,10 @@ describe('warm start', () => {
     expect((await b.get('/_caje/health')).status).toBe(200)
 
     release()
-    await waitFor(async () => (await ready(b)).status === 200, '/_caje/ready to answer 200', 20_000)
+    // Ready follows the store: each copy stored is counted as it happens.
+    await whenReached(b.store, async () => (await ready(b)).status === 200)
     expect((await ready(b)).body).toMatchObject({ ready: true, state: 'warm', fetched: 2, target: 2, progress: 1 })
-    await waitFor(() => origin.requests.length - before >= 4, 'every entry fetched', 20_000)
+    await whenReached(b.store, () => origin.requests.length - before >= 4)
     expect(origin.requests.slice(before).map((r) => r.url)).toEqual(['/hot-z', '/hot-y', '/a-cold', '/b-cold'])
   })
 
@@ -138,17 +139,21 @@ describe('warm start', () => {
     origins.splice(origins.indexOf(origin), 1)
 
     const lines: Array<Record<string, unknown>> = []
+    let gaveUpLogged!: (line: Record<string, unknown>) => void
+    const gaveUpLine = new Promise<Record<string, unknown>>((resolve) => (gaveUpLogged = resolve))
     const b = await node(
       originUrl,
       path.join(shared, 'b'),
       path.join(shared, 'manifest.db'),
+      // CAJE_READY_TIMEOUT's least value: the give-up is the product's own timer, on the real clock.
       { CAJE_NODE_ID: 'b', CAJE_POPULATE_INTERVAL: '300', CAJE_READY_TIMEOUT: '1', CAJE_ORIGIN_CONNECT_TIMEOUT_MS: '500' },
-      (e) => lines.push(e),
+      (e) => {
+        lines.push(e)
+        if (String(e.msg).startsWith('warm-up gave up')) gaveUpLogged(e)
+      },
     )
-    const msgs = () => lines.map((l) => String(l.msg))
-    expect(msgs().some((m) => m.startsWith('warm-up started'))).toBe(true)
-    await waitFor(() => msgs().some((m) => m.startsWith('warm-up gave up')), 'the warm-up to give up', 20_000)
-    const gaveUp = lines.find((l) => String(l.msg).startsWith('warm-up gave up'))!
+    expect(lines.some((l) => String(l.msg).startsWith('warm-up started'))).toBe(true)
+    const gaveUp = await gaveUpLine
     expect(gaveUp).toMatchObject({ level: 'warn', fetched: 0, target: 4, hotSet: 4, timeoutSeconds: 1 })
     expect(await ready(b)).toMatchObject({ status: 200, body: { ready: true, state: 'timed-out', fetched: 0 } })
   })
@@ -167,7 +172,7 @@ describe('warm start', () => {
       CAJE_READY_HOT_SET: '2',
       CAJE_READY_WARM_SHARE: '100%',
     })
-    const { url, out } = caje
+    const { url } = caje
     const readyNow = async () => {
       const res = await fetch(`${url}/_caje/ready`)
       return { status: res.status, body: (await res.json()) as ReadyStatus }
@@ -175,11 +180,11 @@ describe('warm start', () => {
     expect(await readyNow()).toMatchObject({ status: 503, body: { ready: false, state: 'warming', hotSet: 2, target: 2, fetched: 0, progress: 0 } })
     expect((await fetch(`${url}/_caje/health`)).status).toBe(200)
     // Log lines reach stdout in batches (log.ts FLUSH_AFTER_MS): wait for the line, not for the state.
-    await waitFor(() => out().includes('warm-up started'), 'the warm-up started line')
+    await caje.printed((out) => out.includes('warm-up started'), 'the warm-up started line')
     release()
-    await waitFor(async () => (await readyNow()).status === 200, '/_caje/ready to answer 200', 20_000)
-    expect((await readyNow()).body).toMatchObject({ ready: true, state: 'warm', fetched: 2 })
-    await waitFor(() => out().includes('warm-up done'), 'the warm-up done line')
+    // The process says when it is warm: it is ready from then on.
+    await caje.printed((out) => out.includes('warm-up done'), 'the warm-up done line')
+    expect(await readyNow()).toMatchObject({ status: 200, body: { ready: true, state: 'warm', fetched: 2 } })
     expect(await caje.stop()).toBe(0)
   })
 })

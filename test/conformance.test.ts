@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto'
 import http from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, whenReached, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -228,14 +228,14 @@ describe('partial content (RFC 9111 §3.3)', () => {
     const past = await rawGet(node.url + '/file', { range: 'bytes=6-' })
     expect(past.body).toBe('6789')
     expect(past.cacheStatus).toContain('fwd=uri-miss')
-    await waitFor(async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.headers['content-range'] === 'bytes 4-9/10'), 'the parts 4-8 and 6-9 combined')
+    await whenReached(node.store, async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.headers['content-range'] === 'bytes 4-9/10'))
     // A whole-response request is never answered from a part: the origin is asked for the rest.
     const whole = await rawGet(node.url + '/file', {})
     expect(whole.status).toBe(200)
     expect(whole.body).toBe(BODY)
     expect(whole.cacheStatus).toBe('caje; fwd=partial; fwd-status=206; stored')
     expect(origin.requests.at(-1)!.headers.range).toBe('bytes=0-3')
-    await waitFor(async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.status === 200), 'the whole response to be stored')
+    await whenReached(node.store, async () => (await node.store.variants(`http://${new URL(node.url).host}/file`)).some((v) => v.status === 200))
     // Now every range comes from the whole response.
     const fromWhole = await rawGet(node.url + '/file', { range: 'bytes=0-2' })
     expect(fromWhole.body).toBe('012')
@@ -304,10 +304,10 @@ describe('partial content (RFC 9111 §3.3)', () => {
     expect(origin.requests[1]!.headers['if-range']).toBe('"ten"')
 
     // One complete entry, written as a new body of its own; the part it replaces is gone.
-    await waitFor(async () => {
+    await whenReached(node.store, async () => {
       const stored = await entries(node, '/file')
       return stored.length === 1 && stored[0]!.status === 200
-    }, 'the combined entry alone')
+    })
     await node.store.drain()
     const [entry] = await entries(node, '/file')
     expect(entry!.size).toBe(10)
@@ -342,7 +342,7 @@ describe('partial content (RFC 9111 §3.3)', () => {
     const second = await rawGet(node.url + '/file', { range: 'bytes=4-6' })
     expect([second.status, second.body, second.headers['content-range'], second.headers['content-length']]).toEqual([206, '456', 'bytes 4-6/10', '3'])
     expect(second.cacheStatus).toBe('caje; fwd=uri-miss; fwd-status=206; stored')
-    await waitFor(async () => (await entries(node, '/file')).some((v) => v.headers['content-range'] === 'bytes 0-6/10'), 'the parts 0-3 and 4-6 combined')
+    await whenReached(node.store, async () => (await entries(node, '/file')).some((v) => v.headers['content-range'] === 'bytes 0-6/10'))
     // A range across both parts: only the combined part holds it.
     const across = await rawGet(node.url + '/file', { range: 'bytes=2-5' })
     expect([across.status, across.body]).toEqual([206, '2345'])
@@ -350,10 +350,10 @@ describe('partial content (RFC 9111 §3.3)', () => {
 
     const last = await rawGet(node.url + '/file', { range: 'bytes=7-9' })
     expect([last.status, last.body, last.headers['content-range']]).toEqual([206, '789', 'bytes 7-9/10'])
-    await waitFor(async () => {
+    await whenReached(node.store, async () => {
       const stored = await entries(node, '/file')
       return stored.length === 1 && stored[0]!.status === 200
-    }, 'the complete entry alone')
+    })
     const whole = await rawGet(node.url + '/file', {})
     expect([whole.status, whole.body]).toEqual([200, BODY])
     expect(whole.cacheStatus).toMatch(/^caje; hit/)
@@ -381,12 +381,12 @@ describe('partial content (RFC 9111 §3.3)', () => {
     const asked = origin.requests.filter((r) => r.url === '/changed').map((r) => [r.headers.range, r.headers['if-range']])
     expect(asked).toEqual([['bytes=0-4', undefined], ['bytes=5-', '"v1"'], [undefined, undefined]])
     // The whole new response supersedes the old part.
-    await waitFor(async () => (await entries(node, '/changed')).map((v) => v.status).join() === '200', 'the part superseded')
+    await whenReached(node.store, async () => (await entries(node, '/changed')).map((v) => v.status).join() === '200')
 
     // A range of the new representation replaces the stored part rather than extend it.
     const range = await rawGet(node.url + '/changed-range', { range: 'bytes=5-9' })
     expect([range.status, range.body]).toEqual([206, 'fghij'])
-    await waitFor(async () => (await entries(node, '/changed-range')).some((v) => v.headers['content-range'] === 'bytes 5-9/10'), 'the new part stored')
+    await whenReached(node.store, async () => (await entries(node, '/changed-range')).some((v) => v.headers['content-range'] === 'bytes 5-9/10'))
     expect((await entries(node, '/changed-range')).map((v) => [v.status, v.headers['content-range']])).toEqual([[206, 'bytes 5-9/10']])
     expect((await rawGet(node.url + '/changed-range', {})).body).toBe(NEW_BODY)
 
@@ -419,7 +419,7 @@ describe('partial content (RFC 9111 §3.3)', () => {
     expect(origin.requests[1]!.headers.range).toBe('bytes=5-')
     expect([whole.status, whole.body]).toEqual([200, 'whole body'])
     expect(whole.cacheStatus).toBe('caje; fwd=partial; fwd-status=200; stored')
-    await waitFor(async () => (await entries(node, '/file')).map((v) => v.status).join() === '200', 'the whole response stored, superseding the part')
+    await whenReached(node.store, async () => (await entries(node, '/file')).map((v) => v.status).join() === '200')
     expect((await rawGet(node.url + '/file', {})).cacheStatus).toMatch(/^caje; hit/)
   })
 

@@ -6,7 +6,7 @@
 
 import { afterEach, describe, expect, it } from 'vitest'
 import { STEERING_REQUEST_HEADERS } from '../src/proxy/forward.ts'
-import { startNode, startOrigin, waitFor, type OriginHandler, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, whenReached, type OriginHandler, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
 import { get, rawExchange, statusCodes } from './support/raw.ts'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -23,7 +23,7 @@ async function setup(handler: OriginHandler, env: Record<string, string> = {}): 
 }
 
 async function waitStored(node: TestNode, key: string): Promise<void> {
-  await waitFor(async () => (await node.store.variants(key)).length > 0, `an entry stored under ${key}`)
+  await whenReached(node.store, async () => (await node.store.variants(key)).length > 0)
 }
 
 /**

@@ -7,7 +7,7 @@ import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, whenReached, type TestNode, type TestOrigin } from '../src/test-support/servers.ts'
 import { filesUnder } from '../src/cache/test-support.ts'
 import { get, rawExchange, statusCodes } from './support/raw.ts'
 
@@ -391,7 +391,7 @@ describe('Host and X-Forwarded-* spoofing', () => {
 
 /** Wait until a key (full URL) has a stored variant. */
 async function waitStored(node: TestNode, key: string): Promise<void> {
-  await waitFor(async () => (await node.store.variants(key)).length > 0, `a variant stored under ${key}`, 20_000)
+  await whenReached(node.store, async () => (await node.store.variants(key)).length > 0)
 }
 
 describe('Set-Cookie with CAJE_CACHE_SET_COOKIE=true', () => {

@@ -7,7 +7,7 @@ import http from 'node:http'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { killCajeProcesses, startCajeProcess } from '../src/test-support/caje-process.ts'
-import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, tempDir, waitFor, whenReached, type TestOrigin } from '../src/test-support/servers.ts'
 
 const origins: TestOrigin[] = []
 afterEach(async () => {
@@ -120,7 +120,7 @@ describe('entries stored on a guessed lifetime', () => {
     const guessing = await startNode(origin.url, { CAJE_HEURISTIC_FRESHNESS: 'true' }, { dir })
     try {
       expect((await get(guessing)).cacheStatus).toContain('stored')
-      await waitFor(async () => (await guessing.store.variants('http://site.test/old')).length === 1, 'the page to be stored')
+      await whenReached(guessing.store, async () => (await guessing.store.variants('http://site.test/old')).length === 1)
       expect((await get(guessing)).cacheStatus).toMatch(/^caje; hit/)
     } finally {
       await guessing.close()

@@ -14,7 +14,11 @@ afterEach(async () => {
 })
 
 
-/** Timeouts small enough that a stalled origin fails well inside a test's budget. */
+/**
+ * Timeouts small enough that a stalled origin fails well inside a test's budget: only for the
+ * faults that stall, since they are undici's timers on the real clock and every request of the
+ * node has them (a loaded machine could hold a good answer that long).
+ */
 const FAST_TIMEOUTS = { CAJE_ORIGIN_TIMEOUT_MS: '600', CAJE_ORIGIN_BODY_TIMEOUT_MS: '300', CAJE_ORIGIN_CONNECT_TIMEOUT_MS: '2000' }
 
 const OK_BODY = 'fine, thanks'
@@ -35,7 +39,7 @@ async function setup(fault: Fault, env: Record<string, string> = {}): Promise<{ 
     fault(socket)
   })
   cleanups.push(() => origin.close())
-  const node = await startNode(origin.url, { ...FAST_TIMEOUTS, ...env })
+  const node = await startNode(origin.url, env)
   cleanups.push(() => node.close())
   return { origin, node, mode }
 }
@@ -92,7 +96,8 @@ function expectGatewayError(r: ClientResult, status: 502 | 504, detail: string):
 const LONG_HEADERS = 'x-filler: ' + 'a'.repeat(8_000) + '\r\n'
 
 /** Faults that happen before the response head is complete: caje can still choose the status. */
-const HEAD_FAULTS: Array<{ name: string; fault: Fault; status: 502 | 504; detail: string }> = [
+/** `env`: what the node needs for the fault to end (FAST_TIMEOUTS for one that stalls). */
+const HEAD_FAULTS: Array<{ name: string; fault: Fault; status: 502 | 504; detail: string; env?: Record<string, string> }> = [
   {
     name: 'resets the connection mid-headers',
     fault: (s) => {
@@ -151,19 +156,20 @@ const HEAD_FAULTS: Array<{ name: string; fault: Fault; status: 502 | 504; detail
     },
     status: 504,
     detail: 'timeout',
+    env: FAST_TIMEOUTS,
   },
 ]
 
 describe('origin faults before the response head', () => {
-  it.each(HEAD_FAULTS)('origin $name → $status, caje stays up, nothing stored', async ({ fault, status, detail }) => {
-    const { origin, node } = await setup(fault)
+  it.each(HEAD_FAULTS)('origin $name → $status, caje stays up, nothing stored', async ({ fault, status, detail, env }) => {
+    const { origin, node } = await setup(fault, env)
     const r = await get(node.url + '/fault')
     expectGatewayError(r, status, detail)
     await expectStillServingAndNothingStored(node, origin)
   })
 
-  it.each(HEAD_FAULTS)('origin $name while a stale-if-error copy exists → the stale copy', async ({ fault }) => {
-    const { origin, node, mode } = await setup(fault)
+  it.each(HEAD_FAULTS)('origin $name while a stale-if-error copy exists → the stale copy', async ({ fault, env }) => {
+    const { origin, node, mode } = await setup(fault, env)
     expect((await get(node.url + '/sie')).body.toString()).toBe('stale but good')
     await node.stored('/sie')
     mode.current = 'fault'
@@ -245,7 +251,7 @@ describe('origin answers 5xx', () => {
 })
 
 /** Faults after the first body bytes have gone to the client: the client must see the cut. */
-const BODY_FAULTS: Array<{ name: string; fault: Fault }> = [
+const BODY_FAULTS: Array<{ name: string; fault: Fault; env?: Record<string, string> }> = [
   {
     name: 'resets the connection mid-body (Content-Length)',
     fault: (s) => {
@@ -273,6 +279,7 @@ const BODY_FAULTS: Array<{ name: string; fault: Fault }> = [
   {
     name: 'hangs mid-body (CAJE_ORIGIN_BODY_TIMEOUT_MS)',
     fault: (s) => s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxxxxxxx\r\n'),
+    env: FAST_TIMEOUTS,
   },
   {
     // RFC 9112 §6.3 (3): Transfer-Encoding overrides Content-Length; such a message "ought to be handled as an error".
@@ -289,7 +296,7 @@ const BELOW_DEFAULT_TIMEOUTS_MS = 15_000
 
 describe('origin faults after the response head', () => {
   it('origin hangs after a 200 head, before any body byte → 504 (nothing had reached the client yet)', async () => {
-    const { origin, node } = await setup((s) => s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n'))
+    const { origin, node } = await setup((s) => s.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n'), FAST_TIMEOUTS)
     const r = await get(node.url + '/fault')
     expect(r.headers['cache-status']).toBe('caje; fwd=uri-miss; fwd-status=200; detail=timeout')
     expectGatewayError(r, 504, 'timeout')
@@ -308,15 +315,15 @@ describe('origin faults after the response head', () => {
     await expectStillServingAndNothingStored(node, origin)
   })
 
-  it.each(BODY_FAULTS)('origin $name → the client sees a cut response, nothing stored', async ({ fault }) => {
-    const { origin, node } = await setup(fault)
+  it.each(BODY_FAULTS)('origin $name → the client sees a cut response, nothing stored', async ({ fault, env }) => {
+    const { origin, node } = await setup(fault, env)
     const r = await get(node.url + '/fault')
     expectCutOrGatewayError(r, 100)
     await expectStillServingAndNothingStored(node, origin)
   }, BELOW_DEFAULT_TIMEOUTS_MS)
 
-  it.each(BODY_FAULTS)('origin $name while revalidating → the stored copy is not replaced by a partial one', async ({ fault }) => {
-    const { origin, node, mode } = await setup(fault)
+  it.each(BODY_FAULTS)('origin $name while revalidating → the stored copy is not replaced by a partial one', async ({ fault, env }) => {
+    const { origin, node, mode } = await setup(fault, env)
     await get(node.url + '/sie')
     await node.stored('/sie')
     const key = `http://${new URL(node.url).host}/sie`

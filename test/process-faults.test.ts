@@ -12,7 +12,7 @@ import SQLite from 'better-sqlite3'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { holdWriteLock } from '../src/manifest/test-helpers.ts'
 import { killCajeProcesses, startCajeProcess, type CajeProcess } from '../src/test-support/caje-process.ts'
-import { startNode, startOrigin, tempDir, waitFor, type TestOrigin } from '../src/test-support/servers.ts'
+import { startNode, startOrigin, tempDir, waitFor, whenReached, type TestOrigin } from '../src/test-support/servers.ts'
 import { TEXT } from '../views/text.ts'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
@@ -197,7 +197,7 @@ describe('disk full', () => {
       expect(r.status).toBe(200)
       expect(r.hash, p).toBe(expected(p))
     }
-    await waitFor(() => node.store.stats().writeFailures > 0, 'a write failure to be counted', 10_000)
+    await whenReached(node.store, () => node.store.stats().writeFailures > 0)
     // Concurrent requests while the disk is full are all answered too.
     const again = await Promise.all(paths.map((p) => getBody(node.url + p)))
     for (const [i, r] of again.entries()) {

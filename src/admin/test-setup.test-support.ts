@@ -13,7 +13,7 @@ import { loadConfig, type Config } from '../config.ts'
 import { silentLogger } from '../log.ts'
 import type { Database } from '../manifest/database.ts'
 import { toEntryRecord } from '../manifest/repositories.ts'
-import { startOrigin, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import { startOrigin, whenReached, type TestOrigin } from '../test-support/servers.ts'
 import { tempDirSync } from '../test-support/temp-dirs.ts'
 import type { ManifestEntry } from './actions.ts'
 import { createAdminApp, type AdminDeps } from './app.ts'
@@ -199,7 +199,7 @@ async function seed(node: RunningCaje, n: number): Promise<void> {
       }
     }),
   )
-  await waitFor(() => node.store.stats().entries === n, `${n} sample pages on disk`, 20_000)
+  await whenReached(node.store, () => node.store.stats().entries === n)
   const peerUrls = new Set<string>()
   for (let i = 0; i < n; i++) {
     if (onThisNode(i)) continue

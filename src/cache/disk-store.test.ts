@@ -4,7 +4,6 @@ import cacache from 'cacache'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { contentPath } from './content-file.ts'
 import { type DiskStore, type DiskStoreOptions, createDiskStore, entryId } from './disk-store.ts'
-import { waitFor } from '../test-support/servers.ts'
 import { sameHiddenClass } from '../test-support/hidden-class.ts'
 import { decideStore } from '../proxy/policy.ts'
 import type { EntryMeta, NewEntry } from './types.ts'
@@ -42,12 +41,6 @@ async function reopen(store: DiskStore, overrides: Partial<DiskStoreOptions> = {
 async function readBody(store: DiskStore, url: string, variant = ''): Promise<Buffer | undefined> {
   const body = await store.read(url, variant)
   return body && bytesOf(body)
-}
-
-/** Resolve once the wall clock has moved on to the next millisecond. */
-async function nextMillisecond(): Promise<void> {
-  const now = Date.now()
-  while (Date.now() === now) await new Promise((resolve) => setImmediate(resolve))
 }
 
 async function corruptContent(integrity: string, mutate: (bytes: Buffer) => Buffer): Promise<void> {
@@ -173,12 +166,13 @@ describe('disk store', () => {
   })
 
   it('keeps entries, metadata and listing order across a restart', async () => {
-    let store = await openStore()
+    let clock = Date.now()
+    let store = await openStore({ now: () => clock })
     const metas = []
     // After a restart the order comes from the index's commit times, in milliseconds: one commit per millisecond.
     for (let i = 0; i < 3; i++) {
       metas.push(await put(store, newEntry(`https://a.test/${i}`, { headers: { etag: `"${i}"` }, tags: [`t${i}`] }), bodyOf(100 + i, i)))
-      await nextMillisecond()
+      clock += 1
     }
     await put(store, newEntry('https://a.test/large'), bodyOf(2 * MiB, 9))
     store = await reopen(store)
@@ -190,18 +184,23 @@ describe('disk store', () => {
   })
 
   it('drops expired entries on access and at start', async () => {
-    let store = await openStore()
+    let clock = Date.now()
+    const now = () => clock
+    let store = await openStore({ now })
     const events = recordEvents(store)
-    await put(store, newEntry('https://a.test/old', { deleteAt: Date.now() - 1 }), bodyOf(10))
+    await put(store, newEntry('https://a.test/old', { deleteAt: clock - 1 }), bodyOf(10))
     expect(await store.variants('https://a.test/old')).toEqual([])
     expect(events).toContainEqual({ type: 'deleted', key: 'https://a.test/old', variant: '', reason: 'expired' })
 
-    const soonAt = Date.now() + 150
+    const soonAt = clock + 150
     await put(store, newEntry('https://a.test/soon', { deleteAt: soonAt }), bodyOf(20))
     await put(store, newEntry('https://a.test/keep'), bodyOf(30))
-    // Reopened once the clock has passed its deleteAt.
-    while (Date.now() <= soonAt) await new Promise((resolve) => setTimeout(resolve, soonAt + 1 - Date.now()))
-    store = await reopen(store)
+    // Still there at its deleteAt's millisecond; reopened once the clock has passed it.
+    clock = soonAt - 1
+    store = await reopen(store, { now })
+    expect(store.stats().entries).toBe(2)
+    clock = soonAt
+    store = await reopen(store, { now })
     expect(store.stats().entries).toBe(1)
     await store.close() // lets the start-up clean-up finish
     expect(await filesUnder(path.join(dir, 'content-v2'))).toHaveLength(1)
@@ -373,13 +372,15 @@ describe('disk store', () => {
     await put(store, newEntry('https://a.test/4'), bodyOf(3000, 4))
     expect(events.filter((e) => e.type === 'deleted')).toEqual([{ type: 'deleted', key: 'https://a.test/2', variant: '', reason: 'evicted' }])
     expect(store.stats()).toMatchObject({ entries: 3, bytes: 9000, evictions: 1 })
-    // Evicted content files are removed in the background: wait for the removal, never for a time.
-    await waitFor(async () => (await contentBytesOnDisk(dir)) === 9000, 'the evicted body to leave the disk')
+    // Evicted content files are removed in the background, by the disk writer: drain() waits for it.
+    await store.drain()
+    expect(await contentBytesOnDisk(dir)).toBe(9000)
 
     for (let i = 5; i <= 20; i++) {
       await put(store, newEntry(`https://a.test/${i}`), bodyOf(2500 + i, i))
       expect(store.stats().bytes).toBeLessThanOrEqual(10_000)
-      await waitFor(async () => (await contentBytesOnDisk(dir)) <= 10_000, 'evicted bodies to leave the disk')
+      await store.drain()
+      expect(await contentBytesOnDisk(dir)).toBeLessThanOrEqual(10_000)
     }
     expect(await store.variants('https://a.test/20')).toHaveLength(1)
   })

@@ -91,6 +91,8 @@ export interface DiskStoreOptions {
    * when its slice of the turn is used (default turn-budget.ts turnBudget, shared by the process).
    */
   turnBudget?: () => TurnBudget
+  /** The clock (epoch ms) that expiry and commit times are read from (default Date.now). */
+  now?: () => number
   log?: LogFn
 }
 
@@ -333,6 +335,7 @@ class CacacheDiskStore implements DiskStore {
   /** Background work close() must wait for. Failures are logged where they happen (a commit refused for an unexpected body rejects to its caller). */
   readonly #inflight = new Set<Promise<unknown>>()
   #closed = false
+  readonly #now: () => number
 
   constructor(opts: DiskStoreOptions) {
     this.dir = opts.dir
@@ -344,6 +347,7 @@ class CacacheDiskStore implements DiskStore {
     this.#memoryOnly = opts.memoryOnly
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#turnBudget = opts.turnBudget ?? turnBudget
+    this.#now = opts.now ?? Date.now
     this.#tmpDir = path.join(opts.dir, 'tmp')
     this.#index = new EntryIndex({ hotEntries: opts.hotEntries })
     this.#paths = new ContentPaths((integrity) => contentPath(opts.dir, integrity) as string)
@@ -363,7 +367,7 @@ class CacacheDiskStore implements DiskStore {
 
   /** Rebuilds the in-memory index from cacache's index, then cleans up in the background. */
   async load(): Promise<void> {
-    const now = Date.now()
+    const now = this.#now()
     const unwanted: string[] = []
     // @types/cacache types the stream's items as the whole ls() object; each is one entry.
     const entries = cacache.ls.stream(this.dir) as unknown as AsyncIterable<cacache.CacheObject>
@@ -427,7 +431,7 @@ class CacacheDiskStore implements DiskStore {
   // ---- reads --------------------------------------------------------------
 
   /** The live variant, or undefined; drops it when expired. */
-  #current(key: string, variant: string, touch: boolean, now = Date.now()): Handle | undefined {
+  #current(key: string, variant: string, touch: boolean, now = this.#now()): Handle | undefined {
     const handle = touch ? this.#index.touch(key, variant, now) : this.#index.find(key, variant)
     if (handle === undefined) return undefined
     if (isExpired(this.#index.deleteAt(handle), now)) {
@@ -453,7 +457,7 @@ class CacacheDiskStore implements DiskStore {
   }
 
   variants(key: string): EntryMeta[] {
-    const now = Date.now()
+    const now = this.#now()
     const metas: EntryMeta[] = []
     for (const handle of this.#index.variantsOf(key)) {
       if (isExpired(this.#index.deleteAt(handle), now)) this.#drop(handle, 'expired')
@@ -945,7 +949,7 @@ class CacacheDiskStore implements DiskStore {
    * millisecond keep their order in listings after a restart (which sorts by this time).
    */
   #commitTime(): number {
-    this.#lastCommitAt = Math.max(Date.now(), this.#lastCommitAt + 1)
+    this.#lastCommitAt = Math.max(this.#now(), this.#lastCommitAt + 1)
     return this.#lastCommitAt
   }
 
@@ -1138,7 +1142,7 @@ class CacacheDiskStore implements DiskStore {
   async deleteWhere(predicate: (meta: PurgeFields) => boolean, reason: 'purged' | 'cleared' = 'purged'): Promise<number> {
     const removed: RemovedEntry[] = []
     const budget = this.#turnBudget()
-    const removal: Removal = { predicate, reason, since: Date.now(), dropped: 0 }
+    const removal: Removal = { predicate, reason, since: this.#now(), dropped: 0 }
     this.#removing.add(removal)
     try {
       // Taken now: variants stored while this runs are newer than the purge.

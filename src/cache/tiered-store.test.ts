@@ -8,6 +8,7 @@ import { type CacheStoreOptions, createCacheStore, createTieredStore, tierBodies
 import { opForStoreEvent } from '../manifest/recorder.ts'
 import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
 import type { CacheStore, EntryMeta, StoreEvent } from './types.ts'
+import { WAIT_GUARD_MS } from '../test-support/wait-guard.ts'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -41,7 +42,8 @@ describe('tiered store', () => {
   it("has its memory tier's first slabs made by the disk writer's thread, before any body needs one", async () => {
     const store = await openStore()
     // 8 MiB of memory tier: slabs of 128 KiB, two of them made ready ahead.
-    await vi.waitFor(() => expect(store.stats()).toMatchObject({ memoryHeldBytes: 256 * 1024, writeThreadSharedBytes: 256 * 1024 }))
+    // Made on the thread as it starts, which nothing announces: polled, with the guard of every poll (not vi.waitFor's 1 s).
+    await vi.waitFor(() => expect(store.stats()).toMatchObject({ memoryHeldBytes: 256 * 1024, writeThreadSharedBytes: 256 * 1024 }), { timeout: WAIT_GUARD_MS })
     expect(store.stats().memorySlabsAllocatedBytes).toBe(256 * 1024)
     const body = bodyOf(6000, 5)
     await store.put(newEntry('https://a.test/first'), body)

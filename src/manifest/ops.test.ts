@@ -279,16 +279,19 @@ describe('writeWhenFree', () => {
       if (turning) setImmediate(turn)
     }
     setImmediate(turn)
-    const err = await writeWhenFree(m.db, (trx) => (events.push('attempt'), insertAdmin('a')(trx)), { totalMs: 500 }).catch((e: unknown) => e)
+    // Each attempt takes 200 ms on the window's clock: the third ends past the 500 ms window.
+    let clock = 0
+    const attempt = (trx: Kysely<Database>) => (events.push('attempt'), (clock += 200), insertAdmin('a')(trx))
+    const err = await writeWhenFree(m.db, attempt, { totalMs: 500, now: () => clock }).catch((e: unknown) => e)
     turning = false
     expect(err).toBeInstanceOf(ManifestBusyError)
     const busy = err as ManifestBusyError
-    expect(busy.attempts).toBeGreaterThan(2)
+    expect(busy.attempts).toBe(3)
     expect(events.filter((e) => e === 'attempt')).toHaveLength(busy.attempts)
     expect((busy.cause as { code?: string }).code).toMatch(/^SQLITE_BUSY/)
     expect(isTransientDbError(err)).toBe(true)
-    // It gave up only once its own clock said the window was over.
-    expect(busy.waitedMs).toBeGreaterThanOrEqual(500)
+    // It gave up only once its clock said the window was over.
+    expect(busy.waitedMs).toBe(600)
     // Between every two attempts the event loop turned: the pauses are timers. One wait in
     // SQLite's busy handler would have held the loop for the connection's minute, past the test's timeout.
     const attemptsAt = events.flatMap((e, i) => (e === 'attempt' ? [i] : []))

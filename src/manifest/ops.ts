@@ -435,6 +435,8 @@ export interface BusyRetryOptions {
   firstDelayMs?: number
   /** Default 250. */
   maxDelayMs?: number
+  /** The clock (ms) the window is measured on. Default Date.now. */
+  now?: () => number
 }
 
 /** A manifest write gave up: another process held the file's write lock for the whole retry window. */
@@ -463,13 +465,14 @@ export async function writeWhenFree<T>(db: Kysely<Database>, fn: (trx: Transacti
   const totalMs = Math.max(0, options.totalMs ?? DEFAULT_BUSY_RETRY_MS)
   const maxDelayMs = Math.max(1, options.maxDelayMs ?? 250)
   let delayMs = Math.min(maxDelayMs, Math.max(1, options.firstDelayMs ?? 10))
-  const started = Date.now()
+  const now = options.now ?? Date.now
+  const started = now()
   for (let attempt = 1; ; attempt++) {
     try {
       return await withoutBusyWait(db, fn)
     } catch (err) {
       if (!isLockContention(err)) throw err
-      const waitedMs = Date.now() - started
+      const waitedMs = now() - started
       if (waitedMs >= totalMs) throw new ManifestBusyError(waitedMs, attempt, { cause: err })
       // The last pause ends at the deadline, for one more attempt there.
       await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, totalMs - waitedMs)))

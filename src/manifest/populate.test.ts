@@ -17,8 +17,8 @@ import type { FillFn, PopulatorOptions } from './populate.ts'
 import { recordStored, toEntryRecord, upsertNode } from './repositories.ts'
 import { applyOps } from './ops.ts'
 import { TURN_SLICE_MS } from '../turn-budget.ts'
-import { turnsDuring } from '../test-support/servers.ts'
-import { captureLog, freshManifest, waitFor } from './test-helpers.ts'
+import { turnsDuring, whenReached } from '../test-support/servers.ts'
+import { captureLog, freshManifest } from './test-helpers.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 
@@ -248,9 +248,12 @@ describe('populate', () => {
     const gate = new Promise<void>((r) => (release = r))
     let inFlight = 0
     let maxInFlight = 0
+    let twoInFlight!: () => void
+    const bothStarted = new Promise<void>((r) => (twoInFlight = r))
     const fill: FillFn = async () => {
       inFlight++
       maxInFlight = Math.max(maxInFlight, inFlight)
+      if (inFlight === 2) twoInFlight()
       await gate
       inFlight--
       return { stored: true, status: 200, bytes: 1 }
@@ -258,7 +261,7 @@ describe('populate', () => {
     const p = populator({ concurrency: 2 }, fill)
     expect(await p.run()).toEqual({ started: true })
     expect(await p.run()).toEqual({ started: false })
-    await waitFor(() => inFlight === 2, 20_000, 'two fetches in flight')
+    await bothStarted
     expect(p.status()).toMatchObject({ running: true, done: 0 })
     release()
     await p.idle()
@@ -271,12 +274,14 @@ describe('populate', () => {
   it('runs in the background on an interval, and close() stops it', async () => {
     await recordStored(db, 'nobody', toEntryRecord({ ...newEntry('https://ex.com/bg'), size: 1 }))
     let fills = 0
+    let secondRun!: () => void
+    const twoRuns = new Promise<void>((r) => (secondRun = r))
     const p = populator({}, async () => {
-      fills++
+      if (++fills === 2) secondRun()
       return { stored: false, status: 500, bytes: 0 }
     })
     p.start(0.05)
-    await waitFor(() => fills >= 2, 20_000, 'two background runs')
+    await twoRuns
     await p.close()
     const after = fills
     // Three of its periods go by (a timer of the same period fires three times, after its own
@@ -442,7 +447,7 @@ describe('populate', () => {
           })
           // Misbehave once the client has read the whole frames: their copies are in its store.
           const sent = items.slice(0, good).map((item) => item.key)
-          void waitFor(async () => (await Promise.all(sent.map((key) => localStore.variants(key)))).every((v) => v.length > 0), 20_000, 'the whole frames to be stored').then(() => {
+          void whenReached(localStore, async () => (await Promise.all(sent.map((key) => localStore.variants(key)))).every((v) => v.length > 0)).then(() => {
             if (mode === 'reset') res.socket?.destroy()
             else if (mode === 'truncate') res.end()
             // 'stall': nothing more, ever (the server's close ends it).
@@ -476,7 +481,8 @@ describe('populate', () => {
         await upsertNode(db, { id: 'broken', region: 'r', internalUrl: url, startedAt: Date.now() }, Date.now())
         for (const { meta } of bodies.values()) await recordStored(db, 'broken', toEntryRecord(meta))
         const { log, lines } = captureLog()
-        const status = await runToEnd(populator({ concurrency: 1, log, peerIdleTimeoutMs: 300 }))
+        // Only a stalled peer waits for the idle timeout: the others end the batch themselves.
+        const status = await runToEnd(populator({ concurrency: 1, log, ...(mode === 'stall' && { peerIdleTimeoutMs: 300 }) }))
         expect(status).toMatchObject({ done: 20, fromPeers: 20, fromOrigin: 0, failed: 0 })
         const brokeOff = lines.filter((l) => l.msg === 'populate: a batch from a peer broke off; asking for the rest one by one')
         expect(brokeOff).toHaveLength(1)

@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { startFakeLitefs, type FakeLitefs } from '../test-support/fake-litefs.ts'
 import { PRIMARY_UNKNOWN, createRoleSource, fetchLitefsStatus, parseEvent, primaryUrlFor, roleFromStatus, watchLitefs } from './primary.ts'
 import type { ClusterRole } from './primary.ts'
-import { captureLog, waitFor } from './test-helpers.ts'
+import { whenReached } from '../test-support/when-reached.ts'
+import { captureLog } from './test-helpers.ts'
 
 const TEMPLATE = 'http://{host}.vm.caje.internal:{port}'
 
@@ -23,7 +24,7 @@ describe('primary.ts: the role from LiteFS', () => {
     return { litefs, watcher, seen, lines }
   }
   const label = (r: ClusterRole) => (r.kind === 'primary' ? 'primary' : (r.primaryHost ?? 'unknown'))
-  const streamUp = (litefs: FakeLitefs) => waitFor(() => litefs.streams() === 1, 10_000, 'the event stream to connect')
+  const streamUp = (litefs: FakeLitefs) => whenReached(litefs, () => litefs.streams() === 1)
 
   it('builds the primary URL from the template', () => {
     expect(primaryUrlFor('http://{host}:{port}/', 'm1', 8080)).toBe('http://m1:8080')
@@ -56,18 +57,18 @@ describe('primary.ts: the role from LiteFS', () => {
     const { litefs, watcher, seen } = await setup({ isPrimary: false, hostname: 'machine-a' })
     // Until LiteFS has said anything, the node does not write.
     expect(watcher.current()).toBe(PRIMARY_UNKNOWN)
-    await waitFor(() => watcher.current().kind === 'replica' && label(watcher.current()) === 'machine-a', 10_000, 'the init event')
+    await whenReached(watcher, () => watcher.current().kind === 'replica' && label(watcher.current()) === 'machine-a')
     await streamUp(litefs)
 
     litefs.tx() // write traffic on the stream says nothing about the role
     litefs.losePrimary()
-    await waitFor(() => label(watcher.current()) === 'unknown', 10_000, 'primary unknown')
+    await whenReached(watcher, () => label(watcher.current()) === 'unknown')
     expect(watcher.current()).toEqual(PRIMARY_UNKNOWN)
 
     litefs.promote()
-    await waitFor(() => watcher.current().kind === 'primary', 10_000, 'promotion')
+    await whenReached(watcher, () => watcher.current().kind === 'primary')
     litefs.follow('machine-b')
-    await waitFor(() => label(watcher.current()) === 'machine-b', 10_000, 'demotion to a replica of machine-b')
+    await whenReached(watcher, () => label(watcher.current()) === 'machine-b')
     expect(watcher.current()).toEqual({ kind: 'replica', primaryHost: 'machine-b', primaryUrl: 'http://machine-b.vm.caje.internal:8080' })
 
     // One notification per change; the poll interval is a minute, so all of this came from the stream.
@@ -82,26 +83,26 @@ describe('primary.ts: the role from LiteFS', () => {
     await streamUp(litefs)
 
     await litefs.pause()
-    await waitFor(() => watcher.current() === PRIMARY_UNKNOWN, 10_000, 'primary unknown while LiteFS is away')
+    await whenReached(watcher, () => watcher.current() === PRIMARY_UNKNOWN)
     expect(lines.some((l) => l.level === 'error' && /cannot ask LiteFS/.test(l.msg))).toBe(true)
 
     await litefs.resume()
-    await waitFor(() => watcher.current().kind === 'primary', 10_000, 'the role back after reconnecting')
+    await whenReached(watcher, () => watcher.current().kind === 'primary')
     await streamUp(litefs)
   })
 
   it('reconnects a dropped stream and catches a change made while it was down', async () => {
     const { litefs, watcher } = await setup({ isPrimary: false, hostname: 'machine-a' })
     await streamUp(litefs)
-    await waitFor(() => label(watcher.current()) === 'machine-a', 10_000, 'replica of machine-a')
+    await whenReached(watcher, () => label(watcher.current()) === 'machine-a')
     litefs.dropStreams()
     litefs.promote() // nobody is listening: only /info or the next init event can tell
-    await waitFor(() => watcher.current().kind === 'primary', 10_000, 'promotion seen after the reconnect')
+    await whenReached(watcher, () => watcher.current().kind === 'primary')
   })
 
   it('also polls /info, so a node whose stream went quiet still converges', async () => {
     const { litefs, watcher } = await setup({ isPrimary: true }, 30)
-    await waitFor(() => litefs.requests('/info') >= 2, 10_000, 'two polls')
+    await whenReached(litefs, () => litefs.requests('/info') >= 2)
     expect(watcher.current()).toEqual({ kind: 'primary' })
   })
 

@@ -1,6 +1,7 @@
 // Purges and reconciliation at scale: what one purge or one restart costs
 // the manifest, with real SQLite files, real disk stores and real sockets.
 
+import { EventEmitter } from 'node:events'
 import fs from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
@@ -12,6 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import { bodyOf, newEntry, put } from '../cache/test-support.ts'
 import type { CacheStore } from '../cache/types.ts'
+import { whenReached } from '../test-support/when-reached.ts'
 import type { Database } from './database.ts'
 import { INTERNAL_BASE_PATH, createInternalApp } from './internal-routes.ts'
 import { createPurgeApplier } from './purge.ts'
@@ -23,18 +25,28 @@ import { DirectWriter } from './writer.ts'
 
 const SECRET = 'a-cluster-secret-of-some-length'
 
-/** A writer that passes ops on to `w` and notes the type of each. */
-function countingWriter(w: Pick<DirectWriter, 'submit' | 'submitFirst' | 'flush'>): { submitted: string[]; counting: Pick<DirectWriter, 'submit' | 'submitFirst' | 'flush'> } {
+/** A writer that passes ops on to `w` and notes the type of each; `sent(type)` resolves once an op of that type was submitted. */
+function countingWriter(w: Pick<DirectWriter, 'submit' | 'submitFirst' | 'flush'>): {
+  submitted: string[]
+  sent(type: string): Promise<void>
+  counting: Pick<DirectWriter, 'submit' | 'submitFirst' | 'flush'>
+} {
   const submitted: string[] = []
+  const noted = new EventEmitter()
+  const note = (type: string) => {
+    submitted.push(type)
+    noted.emit(type)
+  }
   return {
     submitted,
+    sent: (type) => (submitted.includes(type) ? Promise.resolve() : new Promise((resolve) => noted.once(type, () => resolve()))),
     counting: {
       submit: (op) => {
-        submitted.push(op.type)
+        note(op.type)
         w.submit(op)
       },
       submitFirst: (op, o) => {
-        submitted.push(op.type)
+        note(op.type)
         return w.submitFirst(op, o)
       },
       flush: (o) => w.flush(o),
@@ -97,7 +109,7 @@ describe('purges and reconciliation at scale', () => {
   async function purgeFixture(name: string) {
     const w = writer()
     const s = await store(name)
-    const { submitted, counting } = countingWriter(w)
+    const { submitted, sent, counting } = countingWriter(w)
     closers.push(async () => stop())
     const stop = recordStoreEvents(s, counting, 'n1')
     await fillMany(s, '/p/', 300, Date.now() - 1000)
@@ -105,16 +117,16 @@ describe('purges and reconciliation at scale', () => {
     await w.flush()
     expect(await countEntries(db)).toBe(303)
     submitted.length = 0
-    return { w, s, submitted, a: applier(s, 'n1', w, { writer: counting }) }
+    return { w, s, submitted, sent, a: applier(s, 'n1', w, { writer: counting }) }
   }
 
   it('records a purge of many variants as one op, not one "deleted" op per variant', async () => {
-    const { w, submitted, a } = await purgeFixture('n1')
+    const { w, submitted, sent, a } = await purgeFixture('n1')
     expect(await a.purge({ kind: 'prefix', value: 'https://ex.com/p/' })).toEqual({ removed: 300 })
     await w.flush()
     // The purge itself, and (once it is in the log, at its own pace) this node's progress: never a
     // "deleted" op per removed variant.
-    await waitFor(() => submitted.includes('purge-applied'), 5000, 'this node to record its progress')
+    await sent('purge-applied')
     expect(submitted).toEqual(['purge', 'purge-applied'])
     // The one purge op removed the entries (and their holdings) from the manifest.
     expect((await listManifest(db, { limit: 1000 })).entries.map((e) => e.url).sort()).toEqual(['https://ex.com/keep/0', 'https://ex.com/keep/1', 'https://ex.com/keep/2'])
@@ -122,11 +134,11 @@ describe('purges and reconciliation at scale', () => {
   })
 
   it('records a soft purge of many variants as one op too: marking entries stale sends no op per entry', async () => {
-    const { w, s, submitted, a } = await purgeFixture('soft')
+    const { w, s, submitted, sent, a } = await purgeFixture('soft')
     expect(await a.purge({ kind: 'prefix', value: 'https://ex.com/p/', soft: true })).toEqual({ removed: 300 })
     await w.flush()
     // The purge itself, and (once it is in the log) this node's progress: never an op per marked entry.
-    await waitFor(() => submitted.includes('purge-applied'), 5000, 'this node to record its progress')
+    await sent('purge-applied')
     expect(submitted).toEqual(['purge', 'purge-applied'])
     // Every entry stays, here and in the manifest; the purged ones are stale from the purge on.
     expect(s.stats().entries).toBe(303)
@@ -166,7 +178,7 @@ describe('purges and reconciliation at scale', () => {
     closers.push(async () => lock.release())
     const here = applier(hereStore, 'here', hereWriter)
     expect(await here.purge({ kind: 'prefix', value: 'https://ex.com/x/' })).toEqual({ removed: 5 })
-    await waitFor(async () => (await thereStore.list({ limit: 10 })).total === 0, 5000, 'the peer to apply the purge it was sent')
+    await whenReached(thereStore, async () => (await thereStore.list({ limit: 10 })).total === 0)
     expect(hereWriter.stats().queued).toBeGreaterThan(0)
     expect(hereWriter.stats().batches).toBe(0)
 

@@ -182,11 +182,13 @@ describe('purge applier', () => {
     await peerApplier.applyPending()
 
     const nudged: string[] = []
+    let nudgedTwice!: () => void
+    const secondNudge = new Promise<void>((resolve) => (nudgedTwice = resolve))
     const counted: string[] = []
     const a = applier(here, 'here', {
       metrics: { purge: (k) => void counted.push(k) },
       fetchImpl: (input, init) => {
-        nudged.push(String(input))
+        if (nudged.push(String(input)) === 2) nudgedTwice()
         return fetch(input, init)
       },
     })
@@ -199,7 +201,7 @@ describe('purge applier', () => {
     await waitFor(() => peerApplier.lastApplied() === 1, 10_000, 'the nudged peer to apply the purge')
     expect(await keys(there)).toEqual(['https://ex.com/u#'])
     // Only live peers are nudged, never this node itself: at once with the purge, and again once it is in the log.
-    await waitFor(() => nudged.length === 2, 20_000, 'the second nudge')
+    await secondNudge
     expect(nudged).toEqual([`${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`, `${peerUrl}${INTERNAL_BASE_PATH}/purge-nudge`])
     // The purge is in the manifest's log, and its entry is gone from the manifest.
     expect((await listManifest(db)).entries.map((e) => e.url)).toEqual(['https://ex.com/u'])

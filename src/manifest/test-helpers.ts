@@ -13,6 +13,7 @@ import type { OpenedDatabase } from './database.ts'
 import type { LogLevel, ManifestLog } from './log.ts'
 import { migrateToLatest } from './migrate.ts'
 import { tempDirSync } from '../test-support/temp-dirs.ts'
+import { WAIT_GUARD_MS } from '../test-support/wait-guard.ts'
 import type { EntryRecord } from './repositories.ts'
 
 export function tempDir(prefix = 'caje-manifest-'): { dir: string; cleanup: () => void } {
@@ -101,7 +102,9 @@ export function captureLog(): CapturedLog {
   return { lines, log: (level, msg, fields) => void lines.push({ level, msg, fields }) }
 }
 
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+/** Poll `check` until it returns true, failing after `timeoutMs` (WAIT_GUARD_MS at least: a guard, not a threshold). */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = WAIT_GUARD_MS, what = 'condition'): Promise<void> {
+  timeoutMs = Math.max(timeoutMs, WAIT_GUARD_MS)
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)

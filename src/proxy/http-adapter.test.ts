@@ -8,7 +8,7 @@ import type { BodyLoan } from '../cache/types.ts'
 import { silentLogger } from '../log.ts'
 import { nodeProxyListener } from './http-adapter.ts'
 import type { Proxy, ProxyResult } from './proxy.ts'
-import { startNode, startOrigin, waitFor } from '../test-support/servers.ts'
+import { startNode, startOrigin, whenReached } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -127,7 +127,7 @@ describe('answers without a body, through app.request()', () => {
     cleanups.push(() => node.close())
     const app = createApp({ config: node.config, store: node.store, proxy: node.proxy, log: silentLogger })
     expect(await (await app.request('/c', { headers: { host: 'site.test' } })).text()).toBe('hello')
-    await waitFor(async () => (await node.store.variants('http://site.test/c')).length === 1, 'the entry stored')
+    await whenReached(node.store, async () => (await node.store.variants('http://site.test/c')).length === 1)
     const res = await app.request('/c', { headers: { host: 'site.test', 'if-none-match': '"v1"' } })
     expect(res.status).toBe(304)
     expect(res.body).toBeNull()
@@ -165,11 +165,16 @@ describe('answers whole in memory, written at the end of the turn', () => {
   it('writes nothing to a client that left while its hit waited, and logs it as cut', async () => {
     const { node } = await nodeInFrontOf('max-age=600', 'hello')
     const lines: Record<string, unknown>[] = []
+    let threeLogged!: () => void
+    const logged = new Promise<void>((resolve) => (threeLogged = resolve))
     const deps: AppDeps = {
       config: { ...node.config, accessLog: true },
       store: node.store,
       proxy: node.proxy,
-      log: (entry) => void lines.push(entry),
+      log: (entry) => {
+        lines.push(entry)
+        if (lines.filter((l) => l.msg === 'request').length === 3) threeLogged()
+      },
     }
     const server = http.createServer(createRequestListener(createApp(deps), deps))
     // Runs after caje's listener, in the same turn: the client is gone before its answer is written.
@@ -181,10 +186,11 @@ describe('answers whole in memory, written at the end of the turn', () => {
     const port = (server.address() as AddressInfo).port
 
     expect(await get(port, '/a')).toBe('hello')
-    await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
+    await whenReached(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
     expect(await get(port, '/a', { 'x-leave': '1' })).toBe('gone')
     expect(await get(port, '/a')).toBe('hello')
-    await waitFor(() => lines.filter((l) => l.msg === 'request').length === 3, 'three access-log lines')
+    // A line is logged once its exchange has closed.
+    await logged
     const requests = lines.filter((l) => l.msg === 'request')
     expect(requests.map((l) => [l.cache, l.bytes, l.aborted])).toEqual([
       [expect.stringContaining('fwd=uri-miss'), 5, undefined],
@@ -236,8 +242,11 @@ describe('a body lent by the store', () => {
     const port = (server.address() as AddressInfo).port
 
     expect(await get(port, '/a')).toBe('hello')
-    await waitFor(async () => (await node.store.variants('http://site.test/a')).length === 1, 'the entry stored')
-    await waitFor(async () => (await get(port, '/a')) === 'hello' && loans.length > 0, 'a memory hit')
+    await whenReached(node.store, async () => (await node.store.variants('http://site.test/a')).length === 1)
+    // Written to disk, the body stays in the memory tier: the next request is a memory hit.
+    await node.store.drain()
+    expect(await get(port, '/a')).toBe('hello')
+    expect(loans.length).toBeGreaterThan(0)
     await Promise.all(loans.map((l) => l.back))
     expect(loans.every((l) => l.given === 1)).toBe(true)
   })

@@ -1,6 +1,6 @@
 import http from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, tempDir, waitFor } from '../test-support/servers.ts'
+import { startNode, startOrigin, tempDir, whenReached } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -49,7 +49,7 @@ describe('an entry records the origin it came from', () => {
 
     const before = await startNode(demo.url, {}, { dir })
     await get(before.url, HOST, '/page')
-    await waitFor(async () => (await before.store.variants(KEY)).length === 1, 'the demo answer to be stored')
+    await whenReached(before.store, async () => (await before.store.variants(KEY)).length === 1)
     const hit = await get(before.url, HOST, '/page')
     expect(hit.body).toBe('from demo')
     expect(hit.cacheStatus).toMatch(/^caje; hit/)
@@ -65,10 +65,11 @@ describe('an entry records the origin it came from', () => {
     expect(first.body).toBe('from real')
     expect(first.cacheStatus).toContain('fwd=uri-miss')
     expect(real.count('/page')).toBe(1)
-    await waitFor(async () => {
+    // The real origin's answer replaces the demo's.
+    await whenReached(after.store, async () => {
       const variants = await after.store.variants(KEY)
       return variants.length === 1 && variants[0]!.origin === new URL(real.url).href
-    }, 'the real origin’s answer to replace the demo’s')
+    })
     const second = await get(after.url, HOST, '/page')
     expect(second.body).toBe('from real')
     expect(second.cacheStatus).toMatch(/^caje; hit/)
@@ -81,7 +82,7 @@ describe('an entry records the origin it came from', () => {
 
     const before = await startNode(demo.url, {}, { dir })
     expect((await get(before.url, HOST, '/page', { range: 'bytes=5-8' })).body).toBe('demo')
-    await waitFor(async () => (await before.store.variants(KEY)).some((v) => v.status === 206), 'the demo part to be stored')
+    await whenReached(before.store, async () => (await before.store.variants(KEY)).some((v) => v.status === 206))
     const inside = await get(before.url, HOST, '/page', { range: 'bytes=6-7' })
     expect(inside.body).toBe('em')
     expect(inside.cacheStatus).toMatch(/^caje; hit/)

@@ -3,7 +3,7 @@ import http from 'node:http'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startNode, startOrigin, waitFor, type TestNode, type TestOrigin } from '../test-support/servers.ts'
+import { startNode, startOrigin, waitFor, whenReached, type TestNode, type TestOrigin } from '../test-support/servers.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -257,7 +257,7 @@ describe('revalidation and stale content', () => {
     }
     release()
     // One background revalidation for the three stale hits; its answer replaces the entry.
-    await waitFor(async () => (await node.store.variants(key))[0]?.storedAt !== first!.storedAt, 'the revalidated entry')
+    await whenReached(node.store, async () => (await node.store.variants(key))[0]?.storedAt !== first!.storedAt)
     await node.proxy.idle()
     expect(origin.count('/swr')).toBe(2)
     const fresh = await node.get('/swr')
@@ -613,7 +613,7 @@ describe('persistence', () => {
     // A fixed Host: the restarted node listens on another port, and the key includes the host.
     const host = { host: 'www.example.test' }
     expect((await rawGet(first.url + '/p', host)).body.toString()).toBe('persisted')
-    await waitFor(async () => (await first.store.variants('http://www.example.test/p')).length === 1, 'the entry to be stored')
+    await whenReached(first.store, async () => (await first.store.variants('http://www.example.test/p')).length === 1)
     await first.close()
     const second = await startNode(origin.url, {}, { dir: first.dir })
     cleanups.push(() => second.close())

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCacheStore } from '../cache/tiered-store.ts'
 import type { CacheStore } from '../cache/types.ts'
-import { bodyBytes, startOrigin, tempDir, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import { bodyBytes, startOrigin, tempDir, whenReached, type TestOrigin } from '../test-support/servers.ts'
 import { createOriginClient, type OriginClient } from './origin.ts'
 import { createProxy, type Proxy, type ProxyRequest, type ProxyResult } from './proxy.ts'
 
@@ -84,7 +84,7 @@ async function fill(proxy: Proxy, path: string, headers: Record<string, string> 
   await answer(proxy, request(path, headers))
   const key = `http://site.test${path}`
   // Stores finish after their responses: poll the store itself, with room for a loaded machine.
-  await waitFor(() => store.variants(key).length > 0, `${key} to be stored`, 10_000)
+  await whenReached(store, () => store.variants(key).length > 0)
   expect(store.variants(key).length).toBeGreaterThan(0)
   // Served from memory until the disk writer has it on disk.
   await store.drain()

@@ -7,6 +7,7 @@ import http from 'node:http'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startOrigin, tempDir, waitFor, type TestOrigin } from '../test-support/servers.ts'
+import { untilPrinted } from '../test-support/caje-process.ts'
 
 const TOKEN = 'rules-test-token-0123456789abcdef'
 const auth = { authorization: `Bearer ${TOKEN}`, accept: 'application/json' }
@@ -22,7 +23,7 @@ async function startCaje(env: Record<string, string>): Promise<Caje> {
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  await waitFor(() => /caje is listening on (http:\/\/\S+)/.test(out) || child.exitCode !== null, 'caje to start', 30_000)
+  await untilPrinted(child, () => /caje is listening on (http:\/\/\S+)/.test(out))
   return { child, out: () => out, url: /caje is listening on (http:\/\/\S+)/.exec(out)?.[1] ?? '' }
 }
 
@@ -290,14 +291,14 @@ describe('rules file, through a real caje process', () => {
     const file = path.join(dir, 'caje.yml')
     await fs.writeFile(file, RULES(origin.url).replace('name: api\n', 'name: api-v2\n'))
     caje!.child.kill('SIGHUP')
-    await waitFor(() => caje!.out().includes('"msg":"rules reloaded"'), 'the reload')
+    expect(await untilPrinted(caje!.child, () => caje!.out().includes('"msg":"rules reloaded"'))).toBe(true)
     const after = await viaAgent()
     expect(after.cacheStatus).toContain('detail=rule:api-v2')
     expect(after.socket).toBe(before.socket)
 
     await fs.writeFile(file, RULES(origin.url).replace('name: api\n', 'name: api-v3\n').replace('bypass: true\n  - name: forced', 'bypass: maybe\n  - name: forced'))
     caje!.child.kill('SIGHUP')
-    await waitFor(() => caje!.out().includes('rules reload refused'), 'the refusal')
+    expect(await untilPrinted(caje!.child, () => caje!.out().includes('rules reload refused'))).toBe(true)
     expect(caje!.out()).toMatch(/caje\.yml:\d+:\d+: rules\[2\]\.bypass: is \\"maybe\\"; write true or false/)
     expect((await viaAgent()).cacheStatus).toContain('detail=rule:api-v2')
     const status = (await (await fetch(`${caje!.url}/_caje/explain?url=${encodeURIComponent(caje!.url + '/')}`, { headers: auth })).json()) as { rules: { lastError: string } }

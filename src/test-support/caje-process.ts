@@ -4,7 +4,6 @@
 // manifest) start it here, so the start-up wait and the clean-up live in one place.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import { waitFor } from './servers.ts'
 
 export interface CajeProcess {
   child: ChildProcessWithoutNullStreams
@@ -15,11 +14,36 @@ export interface CajeProcess {
   out(): string
   /** Its JSON log lines so far. */
   logs(): Record<string, unknown>[]
+  /** Resolves once `seen(out())` holds (see untilPrinted); throws if the process ends first. */
+  printed(seen: (out: string) => boolean, what: string): Promise<void>
   /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code once it has exited. */
   stop(graceMs?: number): Promise<number | null>
 }
 
 const LISTENING = /caje is listening on (http:\/\/\S+)/
+
+/**
+ * Resolves once `seen()` holds, checked as `child` writes to stdout or stderr and once its
+ * streams close, never on a timer: true when it held, false when the process ended without.
+ * Listeners added before this call (the ones that collect the output) run first for each chunk.
+ */
+export function untilPrinted(child: ChildProcessWithoutNullStreams, seen: () => boolean): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (held: boolean) => {
+      child.stdout.off('data', check)
+      child.stderr.off('data', check)
+      child.off('close', closed)
+      resolve(held)
+    }
+    const check = () => seen() && done(true)
+    const closed = () => done(seen())
+    child.stdout.on('data', check)
+    child.stderr.on('data', check)
+    child.once('close', closed)
+    if (seen()) done(true)
+    else if (child.stdout.closed && child.stderr.closed) done(false)
+  })
+}
 
 /** What every test process gets unless the test says otherwise: any free port on loopback, no access log, no background populate. */
 export const PROCESS_DEFAULTS: Readonly<Record<string, string>> = {
@@ -71,9 +95,15 @@ export async function startCajeProcess(env: Record<string, string>, opts: StartO
   child.stdout.on('data', read)
   child.stderr.on('data', read)
   // Start-up is not under test: under tsx a busy machine takes many seconds to load src/, so
-  // the deadline only stops a process that never listens from hanging the run.
-  await waitFor(() => LISTENING.test(out) || child.exitCode !== null, `${name} to start`, opts.startTimeoutMs ?? 60_000)
-  if (child.exitCode !== null) throw new Error(`${name} exited at start (code ${child.exitCode}):\n${out}`)
+  // the guard only stops a process that never listens from hanging the run.
+  let guard: NodeJS.Timeout | undefined
+  const listening = await Promise.race([
+    untilPrinted(child, () => LISTENING.test(out)),
+    new Promise<'stuck'>((resolve) => (guard = setTimeout(() => resolve('stuck'), opts.startTimeoutMs ?? 60_000))),
+  ])
+  clearTimeout(guard)
+  if (listening === 'stuck') throw new Error(`${name} did not listen within ${opts.startTimeoutMs ?? 60_000} ms:\n${out}`)
+  if (!listening) throw new Error(`${name} exited at start (code ${child.exitCode}):\n${out}`)
   const url = LISTENING.exec(out)![1]!
   return {
     child,
@@ -85,6 +115,9 @@ export async function startCajeProcess(env: Record<string, string>, opts: StartO
         .split('\n')
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>),
+    printed: async (seen, what) => {
+      if (!(await untilPrinted(child, () => seen(out)))) throw new Error(`${name} ended before printing ${what}:\n${out}`)
+    },
     stop: (graceMs = 5_000) => stopProcess(child, graceMs),
   }
 }

@@ -26,6 +26,8 @@ export interface FakeLitefs {
   streams(): number
   /** Requests seen, by path. */
   requests(path: string): number
+  /** Told of each request and of each /events stream opened or closed (see when-reached.ts). */
+  subscribe(listener: () => void): () => void
   close(): Promise<void>
 }
 
@@ -35,6 +37,10 @@ export async function startFakeLitefs(initial: { isPrimary: boolean; hostname?: 
   let txid = 0
   const open = new Set<http.ServerResponse>()
   const seen = new Map<string, number>()
+  const listeners = new Set<() => void>()
+  const changed = () => {
+    for (const listener of listeners) listener()
+  }
 
   const status = () => ({ isPrimary, hostname: isPrimary ? '' : primaryHostname })
   const send = (res: http.ServerResponse, event: unknown) => res.write(JSON.stringify(event) + '\n')
@@ -56,17 +62,23 @@ export async function startFakeLitefs(initial: { isPrimary: boolean; hostname?: 
           '  ',
         ) + '\n',
       )
+      changed()
       return
     }
     if (path === '/events' && req.method === 'GET') {
       res.writeHead(200, { 'content-type': 'application/json' })
       send(res, { type: 'init', data: status() })
       open.add(res)
-      res.on('close', () => open.delete(res))
+      res.on('close', () => {
+        open.delete(res)
+        changed()
+      })
+      changed()
       return
     }
     res.writeHead(404, { 'content-type': 'text/plain' })
     res.end('404 page not found\n')
+    changed()
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
@@ -110,6 +122,10 @@ export async function startFakeLitefs(initial: { isPrimary: boolean; hostname?: 
     },
     streams: () => open.size,
     requests: (p) => seen.get(p) ?? 0,
+    subscribe(listener) {
+      listeners.add(listener)
+      return () => void listeners.delete(listener)
+    },
     async close() {
       for (const res of open) res.destroy()
       open.clear()

@@ -7,7 +7,9 @@ import path from 'node:path'
 import { startCaje, type RunningCaje } from '../caje.ts'
 import { loadConfig } from '../config.ts'
 import { silentLogger, type Logger } from '../log.ts'
+import { whenReached } from './when-reached.ts'
 import { tempDir } from './temp-dirs.ts'
+import { WAIT_GUARD_MS } from './wait-guard.ts'
 
 export interface TestOrigin {
   url: string
@@ -46,7 +48,7 @@ export async function startOrigin(handler: OriginHandler, port = 0): Promise<Tes
   }
 }
 
-export { tempDir }
+export { tempDir, whenReached }
 
 export interface TestNode extends RunningCaje {
   dir: string
@@ -56,8 +58,13 @@ export interface TestNode extends RunningCaje {
   stored(pathname: string, variants?: number): Promise<void>
 }
 
-/** Poll `check` until it returns true, failing after `timeoutMs`. */
-export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+/**
+ * Poll `check` until it returns true, failing after `timeoutMs` (WAIT_GUARD_MS at least). For
+ * state no event announces (another process, a worker thread, SQLite); where there is an event,
+ * wait for it instead (whenReached, untilPrinted).
+ */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = WAIT_GUARD_MS): Promise<void> {
+  timeoutMs = Math.max(timeoutMs, WAIT_GUARD_MS)
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
@@ -88,7 +95,7 @@ export async function startNode(origin: string, env: Record<string, string> = {}
     stored: (pathname, variants = 1) => {
       const key = `http://${new URL(node.url).host}${pathname}`
       // Stored bodies are written behind: wait for the disk writer too, so the files are there.
-      return waitFor(async () => (await node.store.variants(key)).length >= variants, `${variants} stored variant(s) of ${pathname}`).then(() => node.store.drain())
+      return whenReached(node.store, async () => (await node.store.variants(key)).length >= variants).then(() => node.store.drain())
     },
   }
 }
