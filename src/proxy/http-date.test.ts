@@ -59,4 +59,19 @@ describe('parseHttpDate (RFC 9110 §5.6.7)', () => {
   ])('rejects %s', (_name, value) => {
     expect(parseHttpDate(value, NOW)).toBeUndefined()
   })
+
+  it('reads each value as its own when the same ones come again and again, in turn', () => {
+    // The last IMF-fixdate is remembered (a run of misses reads the same Date): never another's.
+    const a = 'Thu, 18 Aug 2050 02:01:18 GMT'
+    const b = 'Thu, 18 Aug 2050 02:01:19 GMT'
+    for (let i = 0; i < 3; i++) {
+      expect(parseHttpDate(a, NOW)).toBe(at('2050-08-18T02:01:18Z'))
+      expect(parseHttpDate(a, NOW)).toBe(at('2050-08-18T02:01:18Z'))
+      expect(parseHttpDate(b, NOW)).toBe(at('2050-08-18T02:01:19Z'))
+      expect(parseHttpDate('Thu, 31 Feb 2050 02:01:18 GMT', NOW)).toBeUndefined()
+      expect(parseHttpDate('Thu, 31 Feb 2050 02:01:18 GMT', NOW)).toBeUndefined()
+      expect(parseHttpDate('Thursday, 18-Aug-50 02:01:18 GMT', NOW)).toBe(at('2050-08-18T02:01:18Z'))
+      expect(parseHttpDate('Thursday, 18-Aug-50 02:01:18 GMT', NOW)).toBe(at('2050-08-18T02:01:18Z'))
+    }
+  })
 })

@@ -18,6 +18,14 @@ const RFC850_DATE = /^([a-z]{6,9}), (\d{2})-([a-z]{3})-(\d{2}) (\d{2}):(\d{2}):(
 const ASCTIME_DATE = /^([a-z]{3}) ([a-z]{3}) ( \d|\d{2}) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/i
 
 /**
+ * The last IMF-fixdate read and its value: an origin stamps every response of the same second
+ * with the same Date, so a run of misses reads one value over and over. Only this form is kept:
+ * its value does not depend on `now`, as the RFC 850 form's two-digit year does.
+ */
+let lastFixdate: string | undefined
+let lastFixdateMs: number | undefined
+
+/**
  * Epoch ms of an HTTP-date, or undefined when the value is not one. Names of days and months
  * are matched without regard to case: the grammar is case-sensitive, but reading `THU` or
  * `gMT` as the date they plainly are loses nothing. Whitespace must be exactly as the grammar
@@ -25,11 +33,15 @@ const ASCTIME_DATE = /^([a-z]{3}) ([a-z]{3}) ( \d|\d{2}) (\d{2}):(\d{2}):(\d{2})
  */
 export function parseHttpDate(value: string | undefined, now: number = Date.now()): number | undefined {
   if (value === undefined) return undefined
+  if (value === lastFixdate) return lastFixdateMs
   const v = value.trim()
   let m = IMF_FIXDATE.exec(v)
   if (m) {
     if (!DAY_NAMES.includes(m[1]!.toLowerCase())) return undefined
-    return build(Number(m[4]), m[3]!, m[2]!, m[5]!, m[6]!, m[7]!)
+    const ms = build(Number(m[4]), m[3]!, m[2]!, m[5]!, m[6]!, m[7]!)
+    lastFixdate = value
+    lastFixdateMs = ms
+    return ms
   }
   m = RFC850_DATE.exec(v)
   if (m) {
