@@ -12,10 +12,12 @@
 // and all of an idle one: the loop runs first, the background work waits (its
 // queues are bounded, so a lowered thread slows its producers, never a
 // response). At ten steps (weight 110, a tenth of a core) the disk writer
-// still took the loop's core in a cold Zipf mix on 2 cores, where the loop
-// waited for a CPU a third of the time: at 19, six alternated pairs gave more
-// req/s in all six (median +8%), and a miss storm's queues still emptied
-// within 1 s of its end.
+// still took the loop's core in a cold Zipf mix on 2 cores loaded by other
+// work, where the loop waited for a CPU a third of the time: at 19, six
+// alternated pairs gave more req/s in all six (median +8%), and a miss
+// storm's queues still emptied within 1 s of its end. On a quieter machine
+// (the loop waiting a tenth of the time) it gained nothing measurable, and
+// more bodies were kept in memory only for a full write queue (README).
 //
 // Lowered: the cache's disk writer, its body reader (a peer's populate
 // waits for it, never a response) and the WAL checkpoint thread. Not
