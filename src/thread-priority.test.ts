@@ -9,8 +9,7 @@ import { BACKGROUND_NICE_STEPS, lowerThisThreadSource } from './thread-priority.
 import { threadNices } from './test-support/threads.ts'
 
 const mine = () => threadNices().get(String(process.pid))!
-/** Background threads run at the lowest priority Linux has, whatever the process's own. */
-const lowered = () => 19
+const lowered = () => Math.min(19, mine() + BACKGROUND_NICE_STEPS)
 
 /**
  * The threads started while `start` ran (it resolves once its thread has run its script), by

@@ -6,18 +6,11 @@
 // populate's writes, other processes on the machine) they all wait for a core
 // together, and a health check on a fresh connection waits for two turns of
 // the loop (one accepts the connection, the next reads the request), each
-// behind whatever background thread holds the core. Lowered to nice 19, the
-// lowest Linux has, a background thread gets about 1.5% of a contended core
-// beside a thread at the process's priority (CFS weights 1024 against 15)
-// and all of an idle one: the loop runs first, the background work waits (its
-// queues are bounded, so a lowered thread slows its producers, never a
-// response). At ten steps (weight 110, a tenth of a core) the disk writer
-// still took the loop's core in a cold Zipf mix on 2 cores loaded by other
-// work, where the loop waited for a CPU a third of the time: at 19, six
-// alternated pairs gave more req/s in all six (median +8%), and a miss
-// storm's queues still emptied within 1 s of its end. On a quieter machine
-// (the loop waiting a tenth of the time) it gained nothing measurable, and
-// more bodies were kept in memory only for a full write queue (README).
+// behind whatever background thread holds the core. Lowered ten nice steps, a
+// background thread gets about a tenth of a contended core beside a thread at
+// the process's priority (Linux CFS weights 1024 against 110) and all of an
+// idle one: the loop runs first, the background work waits (its queues are
+// bounded, so a lowered thread slows its producers, never a response).
 //
 // Lowered: the cache's disk writer, its body reader (a peer's populate
 // waits for it, never a response) and the WAL checkpoint thread. Not
@@ -31,8 +24,8 @@
 // thread changes that thread only, and lowering needs no privilege. Elsewhere
 // it would lower the whole process, so it is left alone there.
 
-/** Nice steps a background thread runs below the process: all the way to 19 from a process at 0. */
-export const BACKGROUND_NICE_STEPS = 19
+/** Nice steps a background thread runs below the process. */
+export const BACKGROUND_NICE_STEPS = 10
 
 /**
  * Lower the calling thread `steps` nice values (at most to 19), on Linux.
