@@ -3,6 +3,7 @@
 // Varnish's process tree and the bench origin). Linux only.
 
 import { readdir, readFile } from 'node:fs/promises'
+import os from 'node:os'
 
 /** Microseconds per clock tick (USER_HZ, 100 on Linux). */
 export const TICK_US = 1e6 / 100
@@ -14,6 +15,20 @@ export interface Thread {
   comm: string
   /** User and system time, in ticks. */
   ticks: number
+  /** V8's platform worker threads in its process (Node's --v8-pool-size; 4 unless its command line says otherwise). */
+  v8Workers: number
+}
+
+/**
+ * V8's platform workers a Node process started with `args` runs: 4 by default, the number given
+ * to --v8-pool-size, or for 0 (bin/caje's) one fewer than the cores, at least one, as Node 20
+ * sizes it.
+ */
+export function v8WorkersOf(args: readonly string[]): number {
+  const flag = args.find((a) => a.startsWith('--v8-pool-size='))
+  if (flag === undefined) return 4
+  const n = Number(flag.slice('--v8-pool-size='.length))
+  return n > 0 ? n : Math.max(1, os.availableParallelism() - 1)
 }
 
 /** The threads of one process as they are now; none when it has ended. */
@@ -25,13 +40,14 @@ export async function threads(pid: number): Promise<Thread[]> {
     return []
   }
   const out: Thread[] = []
+  const v8Workers = v8WorkersOf((await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0'))
   for (const tid of tids) {
     try {
       const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')
       const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim()
       // The fields after the command name, which may itself hold spaces and parentheses.
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      out.push({ pid, tid, comm, ticks: Number(f[11]) + Number(f[12]) })
+      out.push({ pid, tid, comm, ticks: Number(f[11]) + Number(f[12]), v8Workers })
     } catch {
       // ended meanwhile
     }
@@ -56,8 +72,9 @@ export async function readThreadMap(file: string): Promise<Map<string, string>> 
 /**
  * Ticks per group of threads. `mainPid`'s own thread is "main"; threads in `threadMap` take
  * their name from it; the other threads named "node" go by the order Node starts them, in each
- * process (V8's delayed-task thread, then its four platform workers, which do most of the garbage
- * collection off the event loop; after those, libuv's pool); libuv's named pool threads
+ * process (V8's delayed-task thread, then its platform workers, which do most of the garbage
+ * collection off the event loop, four unless --v8-pool-size says otherwise; after those, libuv's
+ * pool); libuv's named pool threads
  * ("libuv-worker") join the pool; any other thread (Varnish's) is grouped by its name.
  */
 export function groups(list: Thread[], opts: { mainPid?: number; threadMap?: Map<string, string> } = {}): Map<string, number> {
@@ -75,7 +92,7 @@ export function groups(list: Thread[], opts: { mainPid?: number; threadMap?: Map
     else if (opts.threadMap?.has(t.tid)) name = opts.threadMap.get(t.tid)!
     else if (t.comm === 'node') {
       n++
-      name = n === 1 ? 'V8 delayed tasks' : n <= 5 ? 'V8 platform (GC, compile)' : 'libuv pool, other'
+      name = n === 1 ? 'V8 delayed tasks' : n <= 1 + t.v8Workers ? 'V8 platform (GC, compile)' : 'libuv pool, other'
     } else if (t.comm.startsWith('libuv-worker')) name = 'libuv pool, other'
     out.set(name, (out.get(name) ?? 0) + t.ticks)
   }

@@ -5,9 +5,12 @@
 // (schedstat). Runs alternate caje, Varnish, Varnish, caje, ... on one long-lived instance of
 // each, a fresh query (a cold key space) per run, as bench/run.ts does. Work a run queued (disk
 // and manifest writes) counts: caje is read again once its threads have gone idle.
-// With --perf <dir>, a system-wide `perf record -a -g` of 3 s from 1 s into each run.
+// With --perf <dir>, a system-wide `perf record -a -g` of 3 s from 1 s into each run. With
+// --against-env K=V,..., a second caje ("cajeB", the same build with that environment) takes
+// Varnish's place: one setting measured side by side, alternated, with each run's count of bodies
+// kept in memory only because the disk writer's queue was full.
 //
-//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--perf <dir>]
+//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--against-env K=V,...] [--perf <dir>]
 // Run it under the benchmark lock like any load, with TMPDIR a fresh chattr +T directory.
 
 import { mkdtemp, readFile, writeFile, chmod } from 'node:fs/promises'
@@ -26,6 +29,8 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '2' },
     bundle: { type: 'string' },
     env: { type: 'string' },
+    /** Instead of Varnish, a second caje with this environment (K=V,...): an alternated A/B of one setting. */
+    'against-env': { type: 'string' },
     /** Directory for a system-wide perf record (-a -g) of 3 s from 1 s into each run. */
     perf: { type: 'string' },
   },
@@ -57,28 +62,33 @@ async function main() {
   }
   const bundle = values.bundle ?? buildCaje(repoDir, `zipf-cpu-${process.pid}.js`)
   const origin = await startNodeScript(ws, { name: 'origin', kind: 'origin', script: 'bench/origin.ts' })
-  const varnish = await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) })
+  const envOf = (list: string | undefined) => Object.fromEntries((list ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   const mapFile = path.join(tmpDir, 'threads')
-  const extraEnv = Object.fromEntries((values.env ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
-  const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...extraEnv, CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile } })
+  const mapFileB = path.join(tmpDir, 'threads-b')
+  const against = values['against-env']
+  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFileB } })
+  const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(values.env), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile } })
+  const isCaje = (s: RunningSystem) => s === caje || against !== undefined
+  const memoryOnly = async (s: RunningSystem) => (isCaje(s) ? ((await (await fetch(`${s.baseUrl}/_caje/health`)).json()) as { cache: { writesMemoryOnly: number } }).cache.writesMemoryOnly : 0)
   const workload = (q: string): Workload => ({ kind: 'zipf', count: 10_000, exponent: 1, pathPrefix: '/obj/', query: q })
   const totals = new Map<string, Map<string, number>>()
   const reqTotals = new Map<string, { reqs: number; origin: number; rps: number[] }>()
   try {
     // Warm both (JIT, pools) on a key space of their own.
-    for (const s of [caje, varnish]) await runLoad({ tool: 'wrk', wrkPath, baseUrl: s.baseUrl, workload: workload('warm'), connections: 50, durationSec: 2, threads: 1, timeoutSec: 10, scratchDir: ws.outDir })
+    for (const s of [caje, other]) await runLoad({ tool: 'wrk', wrkPath, baseUrl: s.baseUrl, workload: workload('warm'), connections: 50, durationSec: 2, threads: 1, timeoutSec: 10, scratchDir: ws.outDir })
     const runs = Number(values.runs)
     for (let run = 0; run < runs; run++) {
-      const order = run % 2 === 0 ? [caje, varnish] : [varnish, caje]
+      const order = run % 2 === 0 ? [caje, other] : [other, caje]
       for (const system of order) {
-        const name = system === caje ? 'caje' : 'varnish'
+        const name = system === caje ? 'caje' : against === undefined ? 'varnish' : 'cajeB'
         // caje's own threads by its map and main thread; Varnish's process tree by thread names.
-        const ticksOf = { mainPid: system === caje ? system.pid : undefined, threadMap: system === caje ? await readThreadMap(mapFile) : undefined }
+        const ticksOf = { mainPid: isCaje(system) ? system.pid : undefined, threadMap: isCaje(system) ? await readThreadMap(system === caje ? mapFile : mapFileB) : undefined }
+        const m0 = await memoryOnly(system)
         const pids = await processTree(system.pid)
         const o0 = await originStats(origin)
         const c0 = await taskTicks(pids, ticksOf)
         const g0 = await taskTicks([origin.pid], { mainPid: origin.pid })
-        const s0 = system === caje ? await sched(caje.pid) : [0, 0]
+        const s0 = isCaje(system) ? await sched(system.pid) : [0, 0]
         const perfDone = values.perf
           ? new Promise<void>((resolve) =>
               setTimeout(() => spawn('perf', ['record', '-a', '-g', '-o', path.join(values.perf!, `${name}-${run}.data`), '--', 'sleep', '3'], { stdio: 'ignore' }).once('exit', () => resolve()), 1000),
@@ -87,13 +97,14 @@ async function main() {
         const r = await runLoad({ tool: 'wrk', wrkPath, baseUrl: system.baseUrl, workload: workload(`zc-${process.pid}-${run}-${name}`), connections: 50, durationSec, threads: 1, timeoutSec: 10, scratchDir: ws.outDir })
         const w = await wrkCpu()
         await perfDone
-        const s1 = system === caje ? await sched(caje.pid) : [0, 0]
-        if (system === caje) console.log(`caje main thread during the load: ran ${((s1[0]! - s0[0]!) / 1e6).toFixed(0)} ms, waited for a CPU ${((s1[1]! - s0[1]!) / 1e6).toFixed(0)} ms of ${(r.durationSec * 1000).toFixed(0)} ms`)
+        const s1 = isCaje(system) ? await sched(system.pid) : [0, 0]
+        if (isCaje(system)) console.log(`${name} main thread during the load: ran ${((s1[0]! - s0[0]!) / 1e6).toFixed(0)} ms, waited for a CPU ${((s1[1]! - s0[1]!) / 1e6).toFixed(0)} ms of ${(r.durationSec * 1000).toFixed(0)} ms`)
         // Work the load queued (disk writes, manifest) belongs to it.
         await untilIdle(pids)
         const c1 = await taskTicks(pids, ticksOf)
         const g1 = await taskTicks([origin.pid], { mainPid: origin.pid })
         const o1 = await originStats(origin)
+        if (isCaje(system)) console.log(`${name} memory-only commits (write queue full): ${(await memoryOnly(system)) - m0}`)
         const acc = totals.get(name) ?? new Map<string, number>()
         for (const [k, v] of c1) acc.set(`${name}: ${k}`, (acc.get(`${name}: ${k}`) ?? 0) + (v - (c0.get(k) ?? 0)) * TICK_US)
         let og = 0
@@ -118,7 +129,7 @@ async function main() {
     }
   } finally {
     await caje.stop()
-    await varnish.stop()
+    await other.stop()
     await origin.stop()
   }
 }

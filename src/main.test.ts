@@ -123,7 +123,7 @@ describe('bin/caje', () => {
       // exec: the process started is Node (so signals reach caje, not a shell in between).
       expect((await readFile(`/proc/${child.pid}/comm`, 'utf8')).trim()).toBe('node')
       const args = (await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).split('\0')
-      expect(args.slice(1, 3)).toEqual(['--max-semi-space-size=4', '--heap-growing-percent=30'])
+      expect(args.slice(1, 4)).toEqual(['--max-semi-space-size=4', '--heap-growing-percent=30', '--v8-pool-size=0'])
       const environ = (await readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0')
       expect(environ).toContain('MALLOC_ARENA_MAX=2')
       expect(environ).toContain('MALLOC_MMAP_THRESHOLD_=131072')
