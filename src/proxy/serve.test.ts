@@ -129,6 +129,33 @@ describe('serve', () => {
     expect(first.result.cacheStatus).toMatchObject({ hit: true, fwd: undefined })
   })
 
+  it('shares one header set among the plain hits of an entry hit often within a second, from its fourth', async () => {
+    const proxy = await proxyWith(1 << 20)
+    await fill(proxy, '/often')
+    clock += 1000
+    const second = async () => {
+      const hits = []
+      for (let i = 0; i < 6; i++) hits.push((await answer(proxy, request('/often'))).result.headers)
+      return hits
+    }
+    const hits = await second()
+    // The first three each have a copy of their own, which dies with its answer (young).
+    expect(new Set(hits.slice(0, 4)).size).toBe(4)
+    for (const h of hits.slice(0, 3)) expect(Object.isFrozen(h)).toBe(false)
+    // From the fourth on, one frozen set: Node's checks of its fields are made once.
+    expect(Object.isFrozen(hits[3])).toBe(true)
+    expect(hits[4]).toBe(hits[3])
+    expect(hits[5]).toBe(hits[3])
+    for (const h of hits) expect(h).toEqual(hits[0])
+    // The next second counts again from its first hit.
+    clock += 1000
+    const next = await second()
+    expect(next[0]).not.toBe(hits[3])
+    expect(Object.isFrozen(next[0])).toBe(false)
+    expect(next[3]).toBe(next[5])
+    expect(next[3]).toMatchObject({ age: '2' })
+  })
+
   it('gives hits of entries with different ttls each its own, also where their statuses are shared', async () => {
     const proxy = await proxyWith(1 << 20)
     // 60 and 316 seconds fall in the same slot of the plain hits' shared statuses (256 of them).
