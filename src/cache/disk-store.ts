@@ -1041,25 +1041,34 @@ class CacacheDiskStore implements DiskStore {
 
   /** The rest of a drop, for a variant already out of the index: accounting, the event, the files (queued). */
   #forget(removed: RemovedEntry, reason: DeleteReason): Promise<void> {
-    if (reason === 'evicted') this.#evictions++
     const content = this.#release(removed.content)
-    if (isMemoryOnlyIntegrity(removed.content.integrity)) {
-      // Nothing on disk (a variant it replaced there had its index line removed then).
-      this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason, memoryOnly: true })
-      return Promise.resolve()
-    }
-    this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason })
+    if (!this.#gone(removed, reason)) return Promise.resolve()
     const bucket = this.#removeBucket(removed.id)
     return content ? Promise.all([bucket, content]).then(() => undefined) : bucket
   }
 
+  /**
+   * The accounting and the event of a variant out of the index (#forget, #forgetLater). False
+   * when it had nothing on disk: a memory-only body (a variant it replaced there had its index
+   * line removed then).
+   */
+  #gone(removed: RemovedEntry, reason: DeleteReason): boolean {
+    if (reason === 'evicted') this.#evictions++
+    if (isMemoryOnlyIntegrity(removed.content.integrity)) {
+      this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason, memoryOnly: true })
+      return false
+    }
+    this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason })
+    return true
+  }
+
   #removeBucket(id: string): Promise<void> {
     // A commit queued after this removal puts its bucket back afterwards.
-    return this.#track(
-      this.#writer.run({ op: 'rm-bucket', id }).then((result) => {
-        if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(jobError(result)) })
-      }),
-    )
+    return this.#track(this.#writer.run({ op: 'rm-bucket', id }).then((result) => this.#bucketRemoved(id, result)))
+  }
+
+  #bucketRemoved(id: string, result: JobResult): void {
+    if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove an index entry', id, ...describeError(jobError(result)) })
   }
 
   #pin(integrity: string, size: number): { content: ContentRecord; created: boolean } {
@@ -1184,18 +1193,11 @@ class CacacheDiskStore implements DiskStore {
    * after it and take it).
    */
   #forgetLater(removed: RemovedEntry, reason: DeleteReason): void {
-    if (reason === 'evicted') this.#evictions++
     const file = this.#unpin(removed.content)
-    if (isMemoryOnlyIntegrity(removed.content.integrity)) {
-      this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason, memoryOnly: true })
-      return
-    }
-    this.#emit({ type: 'deleted', key: removed.key, variant: removed.variant, reason })
+    if (!this.#gone(removed, reason)) return
     if (file !== undefined) this.#writer.enqueue({ op: 'rm-content', path: file }, (result) => this.#contentRemoved(file, result))
     if (this.#index.find(removed.key, removed.variant) !== undefined || this.#lastCommit.has(removed.id)) return
-    this.#writer.enqueue({ op: 'rm-bucket', id: removed.id }, (result) => {
-      if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove an index entry', id: removed.id, ...describeError(jobError(result)) })
-    })
+    this.#writer.enqueue({ op: 'rm-bucket', id: removed.id }, (result) => this.#bucketRemoved(removed.id, result))
   }
 
   /**
