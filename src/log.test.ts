@@ -95,26 +95,30 @@ describe('bufferedLines', () => {
 
 describe('stdout as a file', () => {
   it('gets every line, in order, when the process exits right after logging', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-log-'))
-    try {
-      const file = path.join(dir, 'out.log')
-      const script = `
-        import { createLogger } from ${JSON.stringify(path.join(here, 'log.ts'))}
-        const log = createLogger({ nodeId: 't' })
-        for (let i = 0; i < 20000; i++) log({ msg: 'request', i, text: 'é🙂' })
-        process.exit(0)
-      `
-      const node = JSON.stringify(process.execPath)
-      const quoted = `'${script.replaceAll("'", "'\\''")}'`
-      await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} > ${JSON.stringify(file)}`])
-      const got = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { i: number; text: string })
-      expect(got.map((l) => l.i)).toEqual(Array.from({ length: 20000 }, (_, i) => i))
-      expect(got.every((l) => l.text === 'é🙂')).toBe(true)
-    } finally {
-      await rm(dir, { recursive: true, force: true })
-    }
+    const got = await linesOfScriptIntoStdoutFile<{ i: number; text: string }>(`
+      import { createLogger } from ${JSON.stringify(path.join(here, 'log.ts'))}
+      const log = createLogger({ nodeId: 't' })
+      for (let i = 0; i < 20000; i++) log({ msg: 'request', i, text: 'é🙂' })
+      process.exit(0)
+    `)
+    expect(got.map((l) => l.i)).toEqual(Array.from({ length: 20000 }, (_, i) => i))
+    expect(got.every((l) => l.text === 'é🙂')).toBe(true)
   })
 })
+
+/** The JSON lines a module script (run by a Node child with tsx) wrote to its stdout, a file, as the shell redirects it. */
+async function linesOfScriptIntoStdoutFile<T>(script: string): Promise<T[]> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-log-'))
+  try {
+    const file = path.join(dir, 'out.log')
+    const node = JSON.stringify(process.execPath)
+    const quoted = `'${script.replaceAll("'", "'\\''")}'`
+    await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} > ${JSON.stringify(file)}`])
+    return (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as T)
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
 
 describe('createLogger', () => {
   it('redacts fields that look like credentials', () => {
@@ -269,34 +273,24 @@ describe('access-log lines encoded as bytes', () => {
   })
 
   it('reach a stdout file whole and in order, lines larger than the buffer among them', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'caje-log-'))
-    try {
-      const file = path.join(dir, 'out.log')
-      // Lines of every length around the buffer's: small ones filling it many times over, and some larger than all of it.
-      const script = `
-        import { createLogger, logRequest } from ${JSON.stringify(path.join(here, 'log.ts'))}
-        const log = createLogger({ nodeId: 't' })
-        for (let i = 0; i < 5000; i++) {
-          const url = i % 1000 === 500 ? '/big/' + 'é\\\\"🙂'.repeat(20000 + i) : '/u/' + i + '/' + 'x'.repeat(i % 300)
-          logRequest(log, 'GET', url, 'h', 200, 'caje; hit', undefined, i / 10, i, false)
-          if (i % 777 === 0) log({ msg: 'other', i })
-        }
-        process.exit(0)
-      `
-      const node = JSON.stringify(process.execPath)
-      const quoted = `'${script.replaceAll("'", "'\\''")}'`
-      await run('sh', ['-c', `${node} --import tsx --input-type=module -e ${quoted} > ${JSON.stringify(file)}`])
-      const got = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { msg: string; url?: string; i?: number; bytes?: number })
-      const want: string[] = []
+    // Lines of every length around the buffer's: small ones filling it many times over, and some larger than all of it.
+    const got = await linesOfScriptIntoStdoutFile<{ msg: string; url?: string; i?: number; bytes?: number }>(`
+      import { createLogger, logRequest } from ${JSON.stringify(path.join(here, 'log.ts'))}
+      const log = createLogger({ nodeId: 't' })
       for (let i = 0; i < 5000; i++) {
-        want.push(i % 1000 === 500 ? `/big/${'é\\"🙂'.repeat(20000 + i)}` : `/u/${i}/${'x'.repeat(i % 300)}`)
-        if (i % 777 === 0) want.push(`other ${i}`)
+        const url = i % 1000 === 500 ? '/big/' + 'é\\\\"🙂'.repeat(20000 + i) : '/u/' + i + '/' + 'x'.repeat(i % 300)
+        logRequest(log, 'GET', url, 'h', 200, 'caje; hit', undefined, i / 10, i, false)
+        if (i % 777 === 0) log({ msg: 'other', i })
       }
-      expect(got.map((l) => (l.msg === 'request' ? l.url : `other ${l.i}`))).toEqual(want)
-      expect(got.filter((l) => l.msg === 'request').map((l) => l.bytes)).toEqual(Array.from({ length: 5000 }, (_, i) => i))
-    } finally {
-      await rm(dir, { recursive: true, force: true })
+      process.exit(0)
+    `)
+    const want: string[] = []
+    for (let i = 0; i < 5000; i++) {
+      want.push(i % 1000 === 500 ? `/big/${'é\\"🙂'.repeat(20000 + i)}` : `/u/${i}/${'x'.repeat(i % 300)}`)
+      if (i % 777 === 0) want.push(`other ${i}`)
     }
+    expect(got.map((l) => (l.msg === 'request' ? l.url : `other ${l.i}`))).toEqual(want)
+    expect(got.filter((l) => l.msg === 'request').map((l) => l.bytes)).toEqual(Array.from({ length: 5000 }, (_, i) => i))
   })
 })
 
