@@ -497,10 +497,10 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       try {
         const c = (open ??= connect())
         const text = received.statement.sql
-        const st = c.statements.get(text) ?? (c.db.prepare(text) as unknown as { run(...p: unknown[]): { changes: number } })
-        if (!c.statements.has(text)) {
+        let st = c.statements.get(text)
+        if (st === undefined) {
           if (c.statements.size >= 16) c.statements.clear()
-          c.statements.set(text, st as never)
+          c.statements.set(text, (st = c.db.prepare(text) as Statement & { run(...p: unknown[]): { changes: number } }))
         }
         // A bounded statement (a chunk of a sweep): its statement journal in memory, as for stores.
         placeJournal(c, [])

@@ -793,7 +793,7 @@ export class DirectWriter extends BatchWriter {
    */
   private async sweepChunkOnThread(statement: CompiledQuery): Promise<number> {
     if (this.released) throw new WriterStoppedError()
-    const done = await this.onThread((thread) => thread.run({ sql: statement.sql, parameters: statement.parameters }))
+    const done = await this.onThread((thread) => thread.run(statement))
     this.indexWhenIdle(done.searchBacklog)
     return done.changes
   }
