@@ -22,7 +22,6 @@
 // The machine is shared: every figure is the median of --runs repetitions.
 
 import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
@@ -33,7 +32,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import SQLite from 'better-sqlite3'
 import { buildCaje, buildTrace } from './build.ts'
-import { freePort } from './systems.ts'
+import { cajeLaunch, freePort } from './systems.ts'
 import { fillIndex } from './index-entries.ts'
 import type { ProberCommand, ProberReport } from './health-prober.ts'
 import { openDatabase } from '../src/manifest/database.ts'
@@ -195,12 +194,7 @@ let traceBundle = ''
  * hold each to a few.
  */
 function productionLaunch(): { nodeArgs: string[]; env: Record<string, string> } {
-  const script = readFileSync(path.join(process.cwd(), 'bin', 'caje'), 'utf8')
-  const exec = /^exec node ((?:--\S+ )*)"\$\{CAJE_BUNDLE/m.exec(script)
-  if (!exec) throw new Error('bin/caje: no `exec node <flags> "${CAJE_BUNDLE...` line to take the flags from')
-  const env: Record<string, string> = {}
-  for (const [, name, value] of script.matchAll(/^export (\w+)="\$\{\1:-([^}]*)\}"$/gm)) env[name!] = process.env[name!] ?? value!
-  return { nodeArgs: exec[1]!.trim().split(/\s+/).filter(Boolean), env }
+  return cajeLaunch(process.cwd())
 }
 
 function spawnNode(name: string, env: Record<string, string>, options: Options): Promise<ClusterNode> {

@@ -7,7 +7,7 @@
 import { buildCaje } from './build.ts'
 import { hugeMappingSizes, smapsBreakdown, type MemoryBreakdown } from './smaps.ts'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { closeSync, existsSync, openSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { mkdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
@@ -137,7 +137,26 @@ export interface CajeOptions {
   memoryCacheBytes: number
   /** Extra environment for caje. */
   env?: Record<string, string>
+  /**
+   * More flags for Node, after bin/caje's own (a later V8 flag wins): caje then runs as
+   * `node <bin/caje's flags> <these> <bundle>` with bin/caje's environment, not through the script.
+   */
+  nodeFlags?: string[]
   startTimeoutMs?: number
+}
+
+/**
+ * How bin/caje starts Node: its flags from the `exec node <flags> "${CAJE_BUNDLE...` line and the
+ * variables it exports (`export NAME="${NAME:-value}"`), a value already in the environment winning
+ * as in the script. For runs that start Node themselves with more flags.
+ */
+export function cajeLaunch(repoDir: string): { nodeArgs: string[]; env: Record<string, string> } {
+  const script = readFileSync(path.join(repoDir, 'bin', 'caje'), 'utf8')
+  const exec = /^exec node ((?:--\S+ )*)"\$\{CAJE_BUNDLE/m.exec(script)
+  if (!exec) throw new Error('bin/caje: no `exec node <flags> "${CAJE_BUNDLE...` line to take the flags from')
+  const env: Record<string, string> = {}
+  for (const [, name, value] of script.matchAll(/^export (\w+)="\$\{\1:-([^}]*)\}"$/gm)) env[name!] = process.env[name!] ?? value!
+  return { nodeArgs: exec[1]!.trim().split(/\s+/).filter(Boolean), env }
 }
 
 /**
@@ -169,7 +188,12 @@ export async function startCaje(ws: Workspace, opts: CajeOptions): Promise<Runni
     CAJE_BUNDLE: main,
     ...opts.env,
   }
-  const child = spawnLogged(path.join(ws.repoDir, 'bin', 'caje'), [], { cwd: ws.repoDir, env, logPath })
+  let child: ChildProcess
+  if (opts.nodeFlags === undefined) child = spawnLogged(path.join(ws.repoDir, 'bin', 'caje'), [], { cwd: ws.repoDir, env, logPath })
+  else {
+    const launch = cajeLaunch(ws.repoDir)
+    child = spawnLogged(process.execPath, [...launch.nodeArgs, ...opts.nodeFlags, env.CAJE_BUNDLE!], { cwd: ws.repoDir, env: { ...launch.env, ...env }, logPath })
+  }
   const baseUrl = `http://127.0.0.1:${port}`
   await waitForHttp(`${baseUrl}/_caje/health`, child, opts.startTimeoutMs ?? 30_000, logPath)
   return { name: opts.name, kind: 'caje', baseUrl, pid: child.pid!, logPath, stop: () => stopChild(child, 'SIGTERM', 10_000) }

@@ -8,12 +8,16 @@
 // With --perf <dir>, a system-wide `perf record -a -g` of 3 s from 1 s into each run. With
 // --against-env K=V,..., a second caje ("cajeB", the same build with that environment) takes
 // Varnish's place: one setting measured side by side, alternated, with each run's count of bodies
-// kept in memory only because the disk writer's queue was full.
+// kept in memory only because the disk writer's queue was full. --flags and --against-flags add
+// Node/V8 flags after bin/caje's own (a later V8 flag wins) to the first caje and to cajeB: an A/B
+// of a heap flag. With --gc, both cajes run with --trace-gc and each run prints the event loop's
+// scavenges and mark-compacts during the load, and its pauses.
 //
-//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--against-env K=V,...] [--perf <dir>]
+//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--against-env K=V,...]
+//     [--flags '<node flags>'] [--against-flags '<node flags>'] [--gc] [--perf <dir>]
 // Run it under the benchmark lock like any load, with TMPDIR a fresh chattr +T directory.
 
-import { mkdtemp, readFile, writeFile, chmod } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile, chmod, stat } from 'node:fs/promises'
 import os from 'node:os'
 import { spawn } from 'node:child_process'
 import path from 'node:path'
@@ -31,6 +35,12 @@ const { values } = parseArgs({
     env: { type: 'string' },
     /** Instead of Varnish, a second caje with this environment (K=V,...): an alternated A/B of one setting. */
     'against-env': { type: 'string' },
+    /** More Node flags (space-separated) for caje, after bin/caje's. */
+    flags: { type: 'string' },
+    /** More Node flags for cajeB; implies a second caje in Varnish's place. */
+    'against-flags': { type: 'string' },
+    /** --trace-gc on both cajes; each run's GC counts and pauses on the event loop. */
+    gc: { type: 'boolean', default: false },
     /** Directory for a system-wide perf record (-a -g) of 3 s from 1 s into each run. */
     perf: { type: 'string' },
   },
@@ -43,6 +53,24 @@ async function sched(pid: number): Promise<number[]> {
 
 async function originStats(origin: RunningSystem): Promise<{ requests: number; notModified: number }> {
   return (await (await fetch(`${origin.baseUrl}/__origin/stats`)).json()) as { requests: number; notModified: number }
+}
+
+/** Scavenges and mark-compacts of the main isolate in --trace-gc lines written from `from` on. */
+async function gcCounts(logPath: string, from: number): Promise<{ scavenges: number; markCompacts: number; pauseMs: number }> {
+  const text = (await readFile(logPath)).subarray(from).toString('latin1')
+  const out = { scavenges: 0, markCompacts: 0, pauseMs: 0 }
+  // [pid:isolate] 1234 ms: Scavenge 30.1 (35.2) -> 27.0 (36.2) MB, 1.23 / 0.00 ms ...
+  const isolates = new Map<string, typeof out>()
+  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+)\]\s+\d+ ms: (Scavenge|Mark-Compact)(?: \(reduce\))? [\d.]+ \([\d.]+\) -> [\d.]+ \([\d.]+\) MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \//gm)) {
+    const c = isolates.get(m[1]!) ?? { scavenges: 0, markCompacts: 0, pauseMs: 0 }
+    if (m[2] === 'Scavenge') c.scavenges++
+    else c.markCompacts++
+    c.pauseMs += Number(m[3])
+    isolates.set(m[1]!, c)
+  }
+  // The event loop's isolate is the one collecting most often.
+  for (const c of isolates.values()) if (c.scavenges + c.markCompacts > out.scavenges + out.markCompacts) Object.assign(out, c)
+  return out
 }
 
 async function main() {
@@ -65,9 +93,13 @@ async function main() {
   const envOf = (list: string | undefined) => Object.fromEntries((list ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   const mapFile = path.join(tmpDir, 'threads')
   const mapFileB = path.join(tmpDir, 'threads-b')
-  const against = values['against-env']
-  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFileB } })
-  const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(values.env), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile } })
+  const against = values['against-env'] ?? (values['against-flags'] !== undefined ? '' : undefined)
+  const flagsOf = (list: string | undefined) => {
+    const flags = [...(list ?? '').split(/\s+/).filter(Boolean), ...(values.gc ? ['--trace-gc'] : [])]
+    return flags.length > 0 ? flags : undefined
+  }
+  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFileB }, nodeFlags: flagsOf(values['against-flags']) })
+  const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(values.env), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile }, nodeFlags: flagsOf(values.flags) })
   const isCaje = (s: RunningSystem) => s === caje || against !== undefined
   const memoryOnly = async (s: RunningSystem) => (isCaje(s) ? ((await (await fetch(`${s.baseUrl}/_caje/health`)).json()) as { cache: { writesMemoryOnly: number } }).cache.writesMemoryOnly : 0)
   const workload = (q: string): Workload => ({ kind: 'zipf', count: 10_000, exponent: 1, pathPrefix: '/obj/', query: q })
@@ -89,6 +121,7 @@ async function main() {
         const c0 = await taskTicks(pids, ticksOf)
         const g0 = await taskTicks([origin.pid], { mainPid: origin.pid })
         const s0 = isCaje(system) ? await sched(system.pid) : [0, 0]
+        const log0 = values.gc && isCaje(system) ? (await stat(system.logPath)).size : 0
         const perfDone = values.perf
           ? new Promise<void>((resolve) =>
               setTimeout(() => spawn('perf', ['record', '-a', '-g', '-o', path.join(values.perf!, `${name}-${run}.data`), '--', 'sleep', '3'], { stdio: 'ignore' }).once('exit', () => resolve()), 1000),
@@ -98,6 +131,10 @@ async function main() {
         const w = await wrkCpu()
         await perfDone
         const s1 = isCaje(system) ? await sched(system.pid) : [0, 0]
+        if (values.gc && isCaje(system)) {
+          const g = await gcCounts(system.logPath, log0)
+          console.log(`${name} event loop GC during the load: ${g.scavenges} scavenges, ${g.markCompacts} mark-compacts, pauses ${g.pauseMs.toFixed(0)} ms`)
+        }
         if (isCaje(system)) console.log(`${name} main thread during the load: ran ${((s1[0]! - s0[0]!) / 1e6).toFixed(0)} ms, waited for a CPU ${((s1[1]! - s0[1]!) / 1e6).toFixed(0)} ms of ${(r.durationSec * 1000).toFixed(0)} ms`)
         // Work the load queued (disk writes, manifest) belongs to it.
         await untilIdle(pids)
