@@ -26,6 +26,7 @@ import { buildCaje } from './build.ts'
 import { runLoad, type Workload } from './load.ts'
 import { findExecutable, processTree, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
 import { TICK_US, readThreadMap, taskTicks, untilIdle } from './thread-ticks.ts'
+import { gcCounts } from './gc-trace.ts'
 
 const { values } = parseArgs({
   options: {
@@ -53,24 +54,6 @@ async function sched(pid: number): Promise<number[]> {
 
 async function originStats(origin: RunningSystem): Promise<{ requests: number; notModified: number }> {
   return (await (await fetch(`${origin.baseUrl}/__origin/stats`)).json()) as { requests: number; notModified: number }
-}
-
-/** Scavenges and mark-compacts of the main isolate in --trace-gc lines written from `from` on. */
-async function gcCounts(logPath: string, from: number): Promise<{ scavenges: number; markCompacts: number; pauseMs: number }> {
-  const text = (await readFile(logPath)).subarray(from).toString('latin1')
-  const out = { scavenges: 0, markCompacts: 0, pauseMs: 0 }
-  // [pid:isolate] 1234 ms: Scavenge 30.1 (35.2) -> 27.0 (36.2) MB, 1.23 / 0.00 ms ...
-  const isolates = new Map<string, typeof out>()
-  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+)\]\s+\d+ ms: (Scavenge|Mark-Compact)(?: \(reduce\))? [\d.]+ \([\d.]+\) -> [\d.]+ \([\d.]+\) MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \//gm)) {
-    const c = isolates.get(m[1]!) ?? { scavenges: 0, markCompacts: 0, pauseMs: 0 }
-    if (m[2] === 'Scavenge') c.scavenges++
-    else c.markCompacts++
-    c.pauseMs += Number(m[3])
-    isolates.set(m[1]!, c)
-  }
-  // The event loop's isolate is the one collecting most often.
-  for (const c of isolates.values()) if (c.scavenges + c.markCompacts > out.scavenges + out.markCompacts) Object.assign(out, c)
-  return out
 }
 
 async function main() {
@@ -132,7 +115,7 @@ async function main() {
         await perfDone
         const s1 = isCaje(system) ? await sched(system.pid) : [0, 0]
         if (values.gc && isCaje(system)) {
-          const g = await gcCounts(system.logPath, log0)
+          const g = gcCounts((await readFile(system.logPath)).subarray(log0).toString('latin1'))
           console.log(`${name} event loop GC during the load: ${g.scavenges} scavenges, ${g.markCompacts} mark-compacts, pauses ${g.pauseMs.toFixed(0)} ms`)
         }
         if (isCaje(system)) console.log(`${name} main thread during the load: ran ${((s1[0]! - s0[0]!) / 1e6).toFixed(0)} ms, waited for a CPU ${((s1[1]! - s0[1]!) / 1e6).toFixed(0)} ms of ${(r.durationSec * 1000).toFixed(0)} ms`)
