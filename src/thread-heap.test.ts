@@ -46,6 +46,34 @@ describe('worker threads’ heaps', () => {
     expect(sizes.inLoop).toBe(8 * 1024 * 1024)
   })
 
+  it('start without bin/caje’s --initial-old-space-size, which the event loop keeps', async () => {
+    // Full collections (major GCs) while the old space grows from a few MB to about 35 MB of live
+    // objects: none under a floor of 64 MB, some in a heap collected as V8 sizes it.
+    const grow = (report: string) => `
+      const { PerformanceObserver, constants } = process.getBuiltinModule('node:perf_hooks')
+      globalThis.gc()
+      let majors = 0
+      const observer = new PerformanceObserver((list) => { for (const e of list.getEntries()) if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++ })
+      observer.observe({ entryTypes: ['gc'] })
+      const keep = []
+      for (let i = 0; i < 300000; i++) keep.push({ i, a: [i, i, i, i, i, i, i, i] })
+      // GC entries are delivered in a later turn of the loop.
+      setImmediate(() => setImmediate(() => { observer.disconnect(); ${report} }))
+    `
+    const script = `
+      import { startWorker } from ${JSON.stringify(path.join(here, 'thread-heap.ts'))}
+      const worker = startWorker(${JSON.stringify(grow("process.getBuiltinModule('node:worker_threads').parentPort.postMessage(majors)"))})
+      const inWorker = await new Promise((resolve) => worker.once('message', resolve))
+      await worker.terminate()
+      const inLoop = await new Promise((resolve) => eval(${JSON.stringify(grow('resolve(majors)'))}))
+      console.log(JSON.stringify({ inWorker, inLoop }))
+    `
+    const { stdout } = await run(process.execPath, ['--initial-old-space-size=64', '--heap-growing-percent=30', '--expose-gc', '--import', 'tsx', '--input-type=module', '-e', script])
+    const majors = JSON.parse(stdout) as { inWorker: number; inLoop: number }
+    expect(majors.inLoop).toBe(0)
+    expect(majors.inWorker).toBeGreaterThan(0)
+  })
+
   it('are limited for the manifest’s apply and read threads', async () => {
     const m = await freshManifest()
     cleanups.push(m.cleanup)
