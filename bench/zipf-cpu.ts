@@ -10,7 +10,7 @@
 // Varnish's place: one setting measured side by side, alternated, with each run's count of bodies
 // kept in memory only because the disk writer's queue was full.
 //
-//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--against-env K=V,...] [--perf <dir>]
+//   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--against-env K=V,...] [--against-bundle <main.js>] [--perf <dir>]
 // Run it under the benchmark lock like any load, with TMPDIR a fresh chattr +T directory.
 
 import { mkdtemp, readFile, writeFile, chmod } from 'node:fs/promises'
@@ -31,6 +31,8 @@ const { values } = parseArgs({
     env: { type: 'string' },
     /** Instead of Varnish, a second caje with this environment (K=V,...): an alternated A/B of one setting. */
     'against-env': { type: 'string' },
+    /** The second caje ("cajeB") runs this bundle instead (another build, A/B'd alternated); implies --against-env when that is not given. */
+    'against-bundle': { type: 'string' },
     /** Directory for a system-wide perf record (-a -g) of 3 s from 1 s into each run. */
     perf: { type: 'string' },
   },
@@ -65,8 +67,8 @@ async function main() {
   const envOf = (list: string | undefined) => Object.fromEntries((list ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   const mapFile = path.join(tmpDir, 'threads')
   const mapFileB = path.join(tmpDir, 'threads-b')
-  const against = values['against-env']
-  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFileB } })
+  const against = values['against-env'] ?? (values['against-bundle'] !== undefined ? '' : undefined)
+  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: values['against-bundle'] ?? bundle, CAJE_THREAD_MAP: mapFileB } })
   const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(values.env), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile } })
   const isCaje = (s: RunningSystem) => s === caje || against !== undefined
   const memoryOnly = async (s: RunningSystem) => (isCaje(s) ? ((await (await fetch(`${s.baseUrl}/_caje/health`)).json()) as { cache: { writesMemoryOnly: number } }).cache.writesMemoryOnly : 0)
