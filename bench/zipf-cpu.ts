@@ -14,7 +14,7 @@
 // scavenges and mark-compacts during the load, and its pauses.
 //
 //   node --import tsx bench/zipf-cpu.ts [--duration 5] [--runs 2] [--bundle <main.js>] [--env K=V,...] [--against-env K=V,...]
-//     [--flags '<node flags>'] [--against-flags '<node flags>'] [--gc] [--perf <dir>]
+//     [--against-bundle <main.js>] [--flags '<node flags>'] [--against-flags '<node flags>'] [--gc] [--perf <dir>]
 // Run it under the benchmark lock like any load, with TMPDIR a fresh chattr +T directory.
 
 import { mkdtemp, readFile, writeFile, chmod, stat } from 'node:fs/promises'
@@ -42,6 +42,8 @@ const { values } = parseArgs({
     'against-flags': { type: 'string' },
     /** --trace-gc on both cajes; each run's GC counts and pauses on the event loop. */
     gc: { type: 'boolean', default: false },
+    /** The second caje ("cajeB") runs this bundle instead (another build, A/B'd alternated); implies --against-env when that is not given. */
+    'against-bundle': { type: 'string' },
     /** Directory for a system-wide perf record (-a -g) of 3 s from 1 s into each run. */
     perf: { type: 'string' },
   },
@@ -76,12 +78,12 @@ async function main() {
   const envOf = (list: string | undefined) => Object.fromEntries((list ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   const mapFile = path.join(tmpDir, 'threads')
   const mapFileB = path.join(tmpDir, 'threads-b')
-  const against = values['against-env'] ?? (values['against-flags'] !== undefined ? '' : undefined)
+  const against = values['against-env'] ?? (values['against-flags'] !== undefined || values['against-bundle'] !== undefined ? '' : undefined)
   const flagsOf = (list: string | undefined) => {
     const flags = [...(list ?? '').split(/\s+/).filter(Boolean), ...(values.gc ? ['--trace-gc'] : [])]
     return flags.length > 0 ? flags : undefined
   }
-  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFileB }, nodeFlags: flagsOf(values['against-flags']) })
+  const other = against === undefined ? await startVarnish(ws, findExecutable('varnishd')!, { originPort: Number(new URL(origin.baseUrl).port) }) : await startCaje(ws, { name: 'caje zipf-cpu b', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(against), CAJE_BUNDLE: values['against-bundle'] ?? bundle, CAJE_THREAD_MAP: mapFileB }, nodeFlags: flagsOf(values['against-flags']) })
   const caje = await startCaje(ws, { name: 'caje zipf-cpu', originUrl: origin.baseUrl, memoryCacheBytes: 268435456, env: { ...envOf(values.env), CAJE_BUNDLE: bundle, CAJE_THREAD_MAP: mapFile }, nodeFlags: flagsOf(values.flags) })
   const isCaje = (s: RunningSystem) => s === caje || against !== undefined
   const memoryOnly = async (s: RunningSystem) => (isCaje(s) ? ((await (await fetch(`${s.baseUrl}/_caje/health`)).json()) as { cache: { writesMemoryOnly: number } }).cache.writesMemoryOnly : 0)
