@@ -237,15 +237,29 @@ describe('entry index', () => {
     expect(index.list({ filter: '\u65e5/2980' }).total).toBe(1)
   })
 
-  it('grows its slots by half, not by doubling', () => {
+  it('grows its slots by an eighth, in place, within the address space it reserved', () => {
     const index = new EntryIndex()
     for (let i = 0; i < 1024; i++) add(index, meta(i))
     expect(index.capacity).toBe(1024)
+    const reserved = index.reservedSlots
+    expect(reserved).toBe(2 ** 20)
     add(index, meta(1024))
-    expect(index.capacity).toBe(1536)
-    for (let i = 1025; i < 1537; i++) add(index, meta(i))
-    expect(index.capacity).toBe(2304)
-    for (let i = 0; i < 1537; i++) expect(index.find(`https://example.com/item/${i}`, '')).toBeDefined()
+    expect(index.capacity).toBe(1152)
+    for (let i = 1025; i < 1153; i++) add(index, meta(i))
+    expect(index.capacity).toBe(1296)
+    // No copy: the same reservation, and the arrays only as long as the slots (17 arrays, 85 bytes a slot).
+    expect(index.reservedSlots).toBe(reserved)
+    expect(index.slotBytes).toBe(1296 * 85)
+    for (let i = 0; i < 1153; i++) expect(index.find(`https://example.com/item/${i}`, '')).toBeDefined()
+  })
+
+  it('uses a removed slot again before it grows', () => {
+    const index = new EntryIndex()
+    for (let i = 0; i < 1024; i++) add(index, meta(i))
+    for (let i = 0; i < 10; i++) index.remove(index.find(`https://example.com/item/${i}`, '')!)
+    for (let i = 1024; i < 1034; i++) add(index, meta(i))
+    expect(index.capacity).toBe(1024)
+    for (let i = 10; i < 1034; i++) expect(index.meta(index.find(`https://example.com/item/${i}`, '')!).storedAt).toBe(i)
   })
 
   it('decodes metadata equal to what was added, and keeps the hottest decoded as the same object', () => {
