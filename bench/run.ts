@@ -306,7 +306,7 @@ async function cajeMemoryAccount(caje: RunningSystem, heapLog: string | undefine
   if (!cache) return undefined
   const mb = (n: number | undefined) => (n === undefined ? '?' : (n / 1024 / 1024).toFixed(0))
   const heaps = heapLog ? formatHeapLog(await readTail(heapLog, 64 * 1024).catch(() => '')) : ''
-  return `${heaps ? `V8 heaps committed: ${heaps}; ` : ''}memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), slabs allocated since start ${mb(cache.memorySlabsAllocatedBytes)}, shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
+  return `${heaps ? `V8 heaps committed: ${heaps}; ` : ''}memory tier: bodies ${mb(cache.memoryBytes)}, slabs ${mb(cache.memoryHeldBytes)}, dropped slabs not freed ${mb(cache.memoryDroppedBytes)} (held by disk writes ${mb(cache.memoryDroppedHeldBytes)}), slabs allocated since start ${mb(cache.memorySlabsAllocatedBytes)}, shared memory the disk writer's thread holds ${mb(cache.writeThreadSharedBytes)}; disk index outside V8's heap ${mb(cache.indexBytes)} (packed metadata live ${mb(cache.indexPackedLiveBytes)}) for ${cache.entries} entries; write queue ${cache.writeQueueJobs} jobs ${mb(cache.writeQueueBytes)}, memory-only ${cache.writesMemoryOnly}`
 }
 
 /** The last `bytes` of a file. */

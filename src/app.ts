@@ -73,7 +73,7 @@ export function createApp(deps: AppDeps): Hono {
       node: deps.config.nodeId,
       region: deps.config.region,
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-      cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, memoryHeldBytes: stats.memoryHeldBytes, memoryDroppedBytes: stats.memoryDroppedBytes, memoryDroppedHeldBytes: stats.memoryDroppedHeldBytes, memorySlabsAllocatedBytes: stats.memorySlabsAllocatedBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures, writesSkipped: stats.writesSkipped, writesMemoryOnly: stats.writesMemoryOnly, writeQueueJobs: stats.writeQueueJobs, writeQueueBytes: stats.writeQueueBytes, writeThreadSharedBytes: stats.writeThreadSharedBytes },
+      cache: { entries: stats.entries, bytes: stats.bytes, memoryEntries: stats.memoryEntries, memoryBytes: stats.memoryBytes, memoryHeldBytes: stats.memoryHeldBytes, memoryDroppedBytes: stats.memoryDroppedBytes, memoryDroppedHeldBytes: stats.memoryDroppedHeldBytes, memorySlabsAllocatedBytes: stats.memorySlabsAllocatedBytes, integrityFailures: stats.integrityFailures, writeFailures: stats.writeFailures, writesSkipped: stats.writesSkipped, writesMemoryOnly: stats.writesMemoryOnly, writeQueueJobs: stats.writeQueueJobs, writeQueueBytes: stats.writeQueueBytes, writeThreadSharedBytes: stats.writeThreadSharedBytes, indexBytes: stats.indexBytes, indexPackedLiveBytes: stats.indexPackedLiveBytes },
       fills: deps.proxy.stats(),
       ...(info && { role: info.role, manifestWriter: countsOf(info.manifestWriter), populate: countsOf(info.populate), eventLoop: countsOf(info.eventLoop) }),
     })

@@ -1290,6 +1290,8 @@ class CacacheDiskStore implements DiskStore {
       writeQueueJobs: queue.jobs,
       writeQueueBytes: queue.bytes,
       writeThreadSharedBytes: queue.threadSharedBytes,
+      indexBytes: this.#index.slotBytes + this.#index.packedBytes.held,
+      indexPackedLiveBytes: this.#index.packedBytes.live,
       evictions: this.#evictions,
     }
   }

@@ -183,6 +183,10 @@ export interface StoreStats {
   writeQueueBytes: number
   /** Shared memory (the memory tier's slabs) the disk writer's thread has not let go of yet (DiskWriterStats.threadSharedBytes). */
   writeThreadSharedBytes?: number
+  /** Memory the disk tier's in-memory index holds outside V8's heap: its per-slot arrays and the chunks of packed metadata (entry-index.ts). */
+  indexBytes?: number
+  /** Part of indexBytes: the packed metadata of entries in the index (the rest of the chunks is room freed by removals, and the newest chunk's tail). */
+  indexPackedLiveBytes?: number
   evictions: number
 }
 
