@@ -249,6 +249,7 @@ describe('entry index', () => {
     expect(index.capacity).toBe(1296)
     // No copy: the same reservation, and the arrays only as long as the slots (17 arrays, 85 bytes a slot).
     expect(index.reservedSlots).toBe(reserved)
+    expect(index.slotCopies).toBe(1)
     expect(index.slotBytes).toBe(1296 * 85)
     for (let i = 0; i < 1153; i++) expect(index.find(`https://example.com/item/${i}`, '')).toBeDefined()
   })

@@ -220,6 +220,7 @@ export class EntryIndex {
   #capacity = 0
   /** Slots the per-slot arrays' memory is reserved for (#grow): they grow in place up to it. */
   #reserved = 0
+  #slotCopies = 0
   /** Slots below this have been used (the free list holds those removed); the rest never were. */
   #fresh = 0
   #size = 0
@@ -811,6 +812,7 @@ export class EntryIndex {
     this.#vary = slotArray(Int32Array, slots, this.#vary, keep)
     this.#indexLines = slotArray(Int32Array, slots, this.#indexLines, keep)
     this.#reserved = slots
+    this.#slotCopies++
   }
 
   /** Memory the per-slot arrays hold (their current length, not their reservation), for measures and tests. */
@@ -823,6 +825,11 @@ export class EntryIndex {
   /** Slots the per-slot arrays have address space reserved for (see #reserve). */
   get reservedSlots(): number {
     return this.#reserved
+  }
+
+  /** Times the per-slot arrays were made anew (#reserve), each a copy of the slots in use: growing in place makes none. */
+  get slotCopies(): number {
+    return this.#slotCopies
   }
 
   // ---- orders ---------------------------------------------------------------
