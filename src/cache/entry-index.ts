@@ -173,6 +173,10 @@ const ResizableArrayBuffer = ArrayBuffer as unknown as new (byteLength: number, 
 /**
  * A per-slot array with address space for `reserve` slots: a length-tracking view of a
  * resizable ArrayBuffer, as long as `from` (whose first `keep` slots it copies), or empty.
+ * V8 11 (Node 20) reads such a view more slowly than a plain typed array: a hit's pass through
+ * the index (varyOf, touch, meta over 10,000 entries, in process) took 605-631 ns against
+ * 541-548, four alternated runs; views of fixed length, made again at each growth, 639-662.
+ * That is under a microsecond of a request's 50-60 µs on the event loop.
  */
 function slotArray<T extends SlotArray>(type: SlotArrayType<T>, reserve: number, from?: T, keep = 0): T {
   const bytes = type.BYTES_PER_ELEMENT
