@@ -1,8 +1,8 @@
 // What a rules file costs a memory hit inside the proxy, without sockets: the
 // same store answers /1k through three proxies, with no rules, an empty rules
 // file and the 50-rule bench file (bench/rules50.ts), each hit followed by what
-// the server does after it (the explain page's last-status note, the access
-// log line). The three are interleaved in batches of 1,000 hits, their order
+// the server does after it (its traffic count and the explain page's last-status
+// note, the access log line). The three are interleaved in batches of 1,000 hits, their order
 // rotating, so the machine's drift hits all alike; each ratio is taken within
 // a round, then the median over the rounds. `npm run bench:rules-hit` runs it
 // bundled, as caje runs (the TypeScript loader adds a cost per closure).
@@ -12,10 +12,10 @@ import { createLogger } from '../src/log.ts'
 import { formatCacheStatus } from '../src/proxy/cache-status.ts'
 import { createOriginClient } from '../src/proxy/origin.ts'
 import { createProxy, type ProxyRequest, type ProxyResult } from '../src/proxy/proxy.ts'
-import { createLastStatus } from '../src/rules/last-status.ts'
 import { parseRulesText } from '../src/rules/load.ts'
 import { compileRules, NO_RULES } from '../src/rules/match.ts'
 import { startOrigin, tempDir } from '../src/test-support/servers.ts'
+import { createTrafficRecorder } from '../src/traffic.ts'
 import { rm } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { rules50 } from './rules50.ts'
@@ -43,7 +43,7 @@ const proxies = Object.fromEntries(
     createProxy({ store, origin: client, resolveOrigin: () => new URL(origin.url), rules: () => sets[n], maxObjectBytes: 1e7, cacheSetCookie: false, preserveHost: false, trustForwarded: false, log: () => {} }),
   ]),
 ) as Record<Variant, ReturnType<typeof createProxy>>
-const lastStatus = createLastStatus()
+const traffic = createTrafficRecorder()
 const signal = new AbortController().signal
 const request = (): ProxyRequest => ({ method: 'GET', scheme: 'http', host: '127.0.0.1:8080', path: '/1k', headers: { host: '127.0.0.1:8080' }, body: null, clientIp: '127.0.0.1', signal })
 
@@ -57,7 +57,7 @@ function hit(n: Variant): void {
   const res = proxies[n].serve(req)
   if (res instanceof Promise) throw new Error(`${n}: /1k was not a memory hit`)
   const sent = res.headers['cache-status']
-  if (req.rules && typeof sent === 'string') lastStatus.record(req.rules.key, sent)
+  traffic.record(res, (res.body as Buffer).length, req, undefined, typeof sent === 'string' ? sent : undefined)
   log({ msg: 'request', method: req.method, url: req.path, host: req.host, status: res.status, cache: formatCacheStatus(res.cacheStatus), ms: 0.1, bytes: (res.body as Buffer).length })
 }
 

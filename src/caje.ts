@@ -28,7 +28,6 @@ import { createNodeActions } from './node-actions.ts'
 import { createOriginClient } from './proxy/origin.ts'
 import { createProxy, type Proxy } from './proxy/proxy.ts'
 import { explain } from './rules/explain.ts'
-import { createLastStatus } from './rules/last-status.ts'
 import { needsDemoOrigin, originResolver } from './rules/origins.ts'
 import { createRulesRuntime, type RulesRuntime } from './rules/runtime.ts'
 import { accountServed } from './served.ts'
@@ -122,8 +121,6 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     log,
     metrics,
   })
-  // The explain page shows the last Cache-Status sent for a key: noted as each answer is sent (onServed).
-  const lastStatus = createLastStatus()
 
   // Purges: recorded in the manifest, applied here at once, by peers when nudged (and by their poll).
   const purges = createPurgeApplier({
@@ -192,7 +189,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     actions,
     log,
     enrolmentCode,
-    rules: { explain: (url) => explain({ rules: () => rules.current(), store, readDb: () => manifest.readDb(), resolveOrigin, lastStatus: (key) => lastStatus.get(key) }, url), reload: () => rules.reload(), status: () => rules.status() },
+    rules: { explain: (url) => explain({ rules: () => rules.current(), store, readDb: () => manifest.readDb(), resolveOrigin, lastStatus: (key) => traffic.recorder.lastStatus(key) }, url), reload: () => rules.reload(), status: () => rules.status() },
   })
   const internalApp = createInternalApp({
     clusterSecret: config.clusterSecret,
@@ -223,7 +220,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
       { path: '/internal', app: config.internalListen ? refuseInternalRoutes() : internalApp },
       { path: '', app: admin },
     ],
-    onServed: accountServed({ lastStatus, traffic: traffic.recorder, metrics }),
+    onServed: accountServed({ traffic: traffic.recorder, metrics }),
   }
   const app = createApp(appDeps)
 

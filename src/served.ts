@@ -5,24 +5,22 @@
 
 import type { Metrics } from './metrics.ts'
 import type { OnServed } from './proxy/http-adapter.ts'
-import type { LastStatus } from './rules/last-status.ts'
 import type { TrafficRecorder } from './traffic.ts'
 
 export interface ServedAccountingDeps {
-  lastStatus: Pick<LastStatus, 'record'>
   traffic: Pick<TrafficRecorder, 'record'>
   metrics: Pick<Metrics, 'bytesServed'>
 }
 
 /** The proxy's onServed: called for every answered request, on the request path, so it only counts. */
 export function accountServed(deps: ServedAccountingDeps): OnServed {
-  const { lastStatus, traffic, metrics } = deps
+  const { traffic, metrics } = deps
   return function onServed(result, bytes, request, at) {
     // The text the answer carries when it has one: no look into its header object, whose shape
     // varies by answer (a plain hit's shared fields, a copy, an origin's).
     const sent = result.cacheStatusText ?? result.headers['cache-status']
-    if (request.rules && typeof sent === 'string') lastStatus.record(request.rules.key, sent, at)
-    traffic.record(result, bytes, request, at)
+    // Its count and its key's last status (the explain page) in one record per key (traffic.ts).
+    traffic.record(result, bytes, request, at, typeof sent === 'string' ? sent : undefined)
     if (result.tier !== 'none') metrics.bytesServed(result.tier, bytes)
   }
 }

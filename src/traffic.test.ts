@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import type { CacheStatus } from './proxy/cache-status.ts'
 import { MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS } from './manifest/hot-set.ts'
 import type { ManifestOp } from './manifest/ops.ts'
-import { createTrafficRecorder, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED, type CountedRequest } from './traffic.ts'
+import { createTrafficRecorder, KEYS_KEPT, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED, type CountedRequest } from './traffic.ts'
 
 const served = (cacheStatus: CacheStatus, tier: 'memory' | 'disk' | 'origin' | 'none') => ({ cacheStatus, tier })
 const hit = served({ hit: true, ttl: 60 }, 'memory')
@@ -174,5 +174,37 @@ describe('requests per cache key (the hot set)', () => {
       recording.recorder.record(hit, 1, get('h', '/a'))
     })
     expect(await handed).toMatchObject({ type: 'hits', nodeId: 'n1', counts: [{ key: 'http://h/a', hits: 1 }] })
+  })
+})
+
+describe('the last Cache-Status per key (the explain page)', () => {
+  const pass = served({ fwd: 'bypass', fwdStatus: 200 }, 'origin')
+  const ruled = (path: string) => get('h', path, { rules: { key: `http://h${path}` } })
+
+  it('gives the status and time of the latest answer for a key the rules matched, kept in the same record as its count', () => {
+    const t = createTrafficRecorder()
+    t.record(served({ fwd: 'uri-miss', fwdStatus: 200, stored: true }, 'origin'), 1, ruled('/a'), 1000, 'caje; fwd=uri-miss; fwd-status=200; stored')
+    t.record(hit, 1, ruled('/a'), 2000, 'caje; hit; ttl=59')
+    expect(t.lastStatus('http://h/a')).toEqual({ cacheStatus: 'caje; hit; ttl=59', at: 2000 })
+    // Taking the counts leaves the status; a request without a rules match notes none.
+    expect(t.takeHits()).toEqual([{ key: 'http://h/a', hits: 2 }])
+    expect(t.lastStatus('http://h/a')).toEqual({ cacheStatus: 'caje; hit; ttl=59', at: 2000 })
+    t.record(hit, 1, get('h', '/b'), 3000, 'caje; hit; ttl=1')
+    expect(t.lastStatus('http://h/b')).toBeUndefined()
+    expect(t.takeHits()).toEqual([{ key: 'http://h/b', hits: 1 }])
+  })
+
+  it('keeps at most KEYS_KEPT keys, dropping the one recorded first, whose waiting count is handed over before it goes', () => {
+    const taken: Array<{ key: string; hits: number }> = []
+    const t: ReturnType<typeof createTrafficRecorder> = createTrafficRecorder({ onHitsFull: () => void taken.push(...t.takeHits()) })
+    t.record(hit, 1, ruled('/first'), 1, 'caje; hit; ttl=1')
+    // Passed through: a status noted, nothing counted.
+    for (let i = 1; i < KEYS_KEPT; i++) t.record(pass, 1, ruled(`/p${i}`), 1, 'caje; fwd=bypass')
+    expect(taken).toEqual([])
+    t.record(pass, 1, ruled('/last'), 2, 'caje; fwd=bypass')
+    expect(taken).toEqual([{ key: 'http://h/first', hits: 1 }])
+    expect(t.lastStatus('http://h/first')).toBeUndefined()
+    expect(t.lastStatus('http://h/p1')?.cacheStatus).toBe('caje; fwd=bypass')
+    expect(t.lastStatus('http://h/last')).toEqual({ cacheStatus: 'caje; fwd=bypass', at: 2 })
   })
 })

@@ -48,8 +48,14 @@ export interface CountedRequest {
 }
 
 export interface TrafficRecorder {
-  /** Count one answered request (called when its body has been sent, `at` epoch ms, else now): its minute and, when it counts toward the hot set, its key. */
-  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: CountedRequest, at?: number): void
+  /**
+   * Count one answered request (called when its body has been sent, `at` epoch ms, else now): its
+   * minute and, when it counts toward the hot set, its key; `sent`, the Cache-Status text it was
+   * answered with, is noted as its key's last status when the rules matched it (lastStatus).
+   */
+  record(result: Pick<ProxyResult, 'cacheStatus' | 'tier'>, bytes: number, request?: CountedRequest, at?: number, sent?: string): void
+  /** The last Cache-Status sent for a cache key and when (the explain page), for the most recent KEYS_KEPT keys. */
+  lastStatus(key: string): { cacheStatus: string; at: number } | undefined
   /** Finished minutes not taken yet, oldest first, each with its top paths; they leave the recorder. */
   takeFinished(): MinuteStats[]
   /** Everything still held here, the current minute included (not yet in the manifest), each with its top paths. */
@@ -67,30 +73,56 @@ export interface TrafficRecorderOptions {
   onHitsFull?: () => void
 }
 
-/** Requests for one key since the last take: a request for a key already counted only adds one. */
-interface KeyHits {
+/**
+ * What the recorder keeps per cache key: requests since the last take (a request for a key
+ * already counted only adds one), and the last Cache-Status sent for it. One record, found once
+ * per answered request: under a mix of thousands of URLs each lookup in a map that large is a
+ * few cache misses, a measurable part of a memory hit.
+ */
+interface KeyRecord {
   hits: number
+  cacheStatus: string | undefined
+  at: number
 }
+
+/**
+ * Keys kept at most: the explain page's last status for this many keys, the oldest recorded
+ * first to go. Counts waiting in a record that goes are handed over first.
+ */
+export const KEYS_KEPT = Math.max(10_000, MAX_PENDING_HIT_KEYS)
 
 export function createTrafficRecorder(options: TrafficRecorderOptions = {}): TrafficRecorder {
   const now = options.now ?? Date.now
-  // Per key, one lookup per counted request; at most MAX_PENDING_HIT_KEYS keys between takes.
-  let keys = new Map<string, KeyHits>()
+  // Per key, one lookup per answered request, in the order keys were first recorded (a key
+  // answered again keeps its record and its place: no new record per request to be promoted).
+  const keys = new Map<string, KeyRecord>()
+  /** Keys with counts waiting: at most MAX_PENDING_HIT_KEYS between takes. */
+  let pendingKeys = 0
   const takeHits = (): HitsOp['counts'] => {
-    const taken = keys
-    keys = new Map()
     const counts: HitsOp['counts'] = []
-    for (const [key, k] of taken) counts.push({ key, hits: k.hits })
+    if (pendingKeys === 0) return counts
+    for (const [key, k] of keys) {
+      if (k.hits === 0) continue
+      counts.push({ key, hits: k.hits })
+      k.hits = 0
+    }
+    pendingKeys = 0
     return counts
   }
   const hitsFull = options.onHitsFull ?? (() => void takeHits())
-  const countKey = (key: string) => {
-    const k = keys.get(key)
-    if (k !== undefined) k.hits++
-    else {
-      keys.set(key, { hits: 1 })
-      if (keys.size >= MAX_PENDING_HIT_KEYS) hitsFull()
+  const recordOf = (key: string): KeyRecord => {
+    let k = keys.get(key)
+    if (k === undefined) {
+      if (keys.size >= KEYS_KEPT) {
+        const [oldest, record] = keys.entries().next().value!
+        // Its counts go with the others before it leaves.
+        if (record.hits !== 0) hitsFull()
+        keys.delete(oldest)
+      }
+      k = { hits: 0, cacheStatus: undefined, at: 0 }
+      keys.set(key, k)
     }
+    return k
   }
   const minutes = new Map<number, MinuteStats>()
   const missesByMinute = new Map<number, Map<string, PathMisses>>()
@@ -125,7 +157,7 @@ export function createTrafficRecorder(options: TrafficRecorderOptions = {}): Tra
     return (last = m)
   }
   return {
-    record(result, bytes, request, at = now()) {
+    record(result, bytes, request, at = now(), sent) {
       const m = bucket(at)
       m.requests++
       const label = statusLabel(result.cacheStatus)
@@ -141,7 +173,20 @@ export function createTrafficRecorder(options: TrafficRecorderOptions = {}): Tra
       }
       if (result.tier === 'memory' || result.tier === 'disk') m.bytesCache += bytes
       else if (result.tier === 'origin') m.bytesOrigin += bytes
-      if (request?.scheme !== undefined && countsTowardHotSet(label, request.method)) countKey(request.rules?.key ?? primaryKey(request.scheme, request.host, request.path))
+      const counted = request?.scheme !== undefined && countsTowardHotSet(label, request.method)
+      const noted = sent !== undefined && request?.rules !== undefined
+      if (!counted && !noted) return
+      const k = recordOf(request!.rules?.key ?? primaryKey(request!.scheme!, request!.host, request!.path))
+      if (noted) {
+        k.cacheStatus = sent
+        k.at = at
+      }
+      if (counted && k.hits++ === 0 && ++pendingKeys >= MAX_PENDING_HIT_KEYS) hitsFull()
+    },
+
+    lastStatus(key) {
+      const k = keys.get(key)
+      return k?.cacheStatus === undefined ? undefined : { cacheStatus: k.cacheStatus, at: k.at }
     },
     takeFinished() {
       const current = Math.floor(now() / MINUTE_MS) * MINUTE_MS

@@ -34,6 +34,20 @@ describe('memory tier', () => {
     expect(tier.size).toBe(2)
   })
 
+  it('moves an item used to the newest end only from the older half of the list: one in the newer half keeps its place', () => {
+    const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
+    const tenth = Math.floor(tier.bodyBytes / 10)
+    for (const k of ['a', 'b', 'c', 'd']) tier.set(k, item(tenth))
+    expect(tier.get('c')).toBeDefined() // newer half: stays a b c d
+    expect(tier.get('a')).toBeDefined() // older half: moves, b c d a
+    const evicted: string[] = []
+    tier.onEvict((key) => evicted.push(key))
+    // Room for 10 tenths: a body of 9 tenths pushes out 3 of the 4, oldest first.
+    expect(tier.set('big', item(tenth * 9))).toBe(true)
+    expect(evicted).toEqual(['b', 'c', 'd'])
+    expect(tier.has('a')).toBe(true)
+  })
+
   it('evicts in recency order after hits, deletes and replacements at either end and in the middle', () => {
     const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
     const tenth = Math.floor(tier.bodyBytes / 10)

@@ -2,7 +2,7 @@
 // in entries, because one 1 MiB body costs as much as a thousand 1 KiB ones.
 // A Map finds a body by key; the items themselves form a list from least to
 // most recently used, so a hit moves its item to the end with four pointer
-// writes. (Moving it with the Map's own insertion order, a delete and a set
+// writes, when the item is in the older half of the list (use()). (Moving it with the Map's own insertion order, a delete and a set
 // per hit, was the largest single item of the event loop's own work under a
 // Zipf mix over 10,000 objects, where most hits are not on the newest item.)
 // The bodies themselves are copied into the slabs of a SlabArena
@@ -115,6 +115,8 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
   let oldest: Held | undefined
   let newest: Held | undefined
   let bytes = 0
+  /** Items appended to the newest end so far (Held.appended). */
+  let appends = 0
   const evictListeners = new Set<(key: string, item: MemoryItem) => void>()
 
   function unlink(item: Held): void {
@@ -127,6 +129,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
   }
 
   function append(item: Held): void {
+    item.appended = ++appends
     item.older = newest
     if (newest) newest.newer = item
     else oldest = item
@@ -140,12 +143,18 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     arena.release(item)
   }
 
-  /** The item under `key`, made the most recently used. */
+  /**
+   * The item under `key`, made one of the most recently used: moved to the most-recently-used
+   * end unless it is in the newer half of the list already, where it is not among the next to
+   * be evicted. (Varnish moves an object in its LRU list at most once per lru_interval for the
+   * same reason.) A move writes to both neighbours, two objects no other part of the hit
+   * touches, and under a Zipf mix over thousands of objects each is a cache miss of its own.
+   */
   function use(key: string): Held | undefined {
     const item = items.get(key)
     if (!item) return undefined
-    // To the most-recently-used end (nothing to do when it is there already).
-    if (item !== newest) {
+    // At most `appends - item.appended` items are newer than it (some may have left since).
+    if (appends - item.appended >= items.size >>> 1) {
       unlink(item)
       append(item)
     }
@@ -220,7 +229,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
         forget(old.key, old)
         for (const listener of evictListeners) listener(old.key, old)
       }
-      const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity, key, older: undefined, newer: undefined }
+      const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity, key, older: undefined, newer: undefined, appended: 0 }
       const room = reserved.get(item.buffer)
       if (room) {
         reserved.delete(item.buffer)
@@ -260,6 +269,8 @@ interface Held extends MemoryItem, Placement {
   /** Neighbours in the recency list (undefined at its ends, and once the item has left it). */
   older: Held | undefined
   newer: Held | undefined
+  /** The count of appends when it was last appended to the newest end. */
+  appended: number
 }
 
 /** A body lent by MemoryTier.lend(): the item as it was when lent, and the way to give it back. */

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { contentPath } from './content-file.ts'
 import { createDiskStore, entryId } from './disk-store.ts'
 import { createMemoryTier } from './memory-tier.ts'
-import { type CacheStoreOptions, createCacheStore, createTieredStore, tierBodies } from './tiered-store.ts'
+import { type CacheStoreOptions, createCacheStore, createTieredStore, memoryId, tierBodies } from './tiered-store.ts'
 import { opForStoreEvent } from '../manifest/recorder.ts'
 import { bodyOf, bytesOf, newEntry, put, recordEvents, tempDir } from './test-support.ts'
 import type { CacheStore, EntryMeta, StoreEvent } from './types.ts'
@@ -120,6 +120,30 @@ describe('tiered store', () => {
     expect(store.stats()).toMatchObject({ entries: 2, memoryEntries: 1, memoryBytes: 5000 })
   })
 
+  it('names a variant without Vary by its key alone in the memory tier, and one with Vary by its entry id: each is served from memory and dropped with its entry', async () => {
+    const memory = createMemoryTier({ maxBytes: MiB, maxObjectBytes: 64 * 1024 })
+    const disk = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: 10 * MiB, ...tierBodies(memory), log: () => {} })
+    const store = createTieredStore(disk, memory)
+    open.push(store)
+    const asked: string[] = []
+    const lend = memory.lend.bind(memory)
+    memory.lend = (id) => {
+      asked.push(id)
+      return lend(id)
+    }
+    await put(store, newEntry('https://a.test/plain'), bodyOf(3000, 1))
+    await put(store, newEntry('https://a.test/varied', { variant: 'gzip', headers: { 'content-type': 'text/plain', vary: 'accept-encoding' } }), bodyOf(3000, 2))
+    expect(store.read('https://a.test/plain', '')).toMatchObject({ kind: 'buffer', tier: 'memory' })
+    expect(store.read('https://a.test/varied', 'gzip')).toMatchObject({ kind: 'buffer', tier: 'memory' })
+    // A hit asks the tier with the key the entry's metadata holds, not an id joined for it.
+    expect(asked).toEqual(['https://a.test/plain', entryId('https://a.test/varied', 'gzip')])
+    expect(memory.has('https://a.test/plain')).toBe(true)
+    await store.delete('https://a.test/plain')
+    await store.delete('https://a.test/varied')
+    expect(memory.size).toBe(0)
+    expect(store.read('https://a.test/plain', '')).toBeUndefined()
+  })
+
   it('promotes a body into memory after a verified disk read', async () => {
     let store = await openStore()
     await put(store, newEntry('https://a.test/p'), bodyOf(3000))
@@ -175,11 +199,11 @@ describe('tiered store', () => {
     const store = createTieredStore(disk, memory)
     open.push(store)
     const meta = await put(store, newEntry('https://a.test/i'), bodyOf(100, 1))
-    memory.set(`https://a.test/i\u0000`, { buffer: bodyOf(100, 9), integrity: 'sha512-stale' })
+    memory.set(`https://a.test/i`, { buffer: bodyOf(100, 9), integrity: 'sha512-stale' })
     const read = await store.read('https://a.test/i', '')
     expect(read?.tier).toBe('disk')
     expect(await bytesOf(read!)).toEqual(bodyOf(100, 1))
-    expect(memory.get(`https://a.test/i\u0000`)?.integrity).toBe(meta!.integrity)
+    expect(memory.get(`https://a.test/i`)?.integrity).toBe(meta!.integrity)
   })
 
   it('keeps memory hits recent in the disk LRU, so hot bodies are not evicted first', async () => {
@@ -260,7 +284,7 @@ describe('tiered store', () => {
       expect(memory.allocatedSlabs).toBeLessThanOrEqual(20)
       // ...but never the one the response still reads from.
       expect(Buffer.compare(held, body)).toBe(0)
-      expect(memory.has(entryId('https://a.test/slow', ''))).toBe(false)
+      expect(memory.has(memoryId('https://a.test/slow', ''))).toBe(false)
       expect(await bytesOf((await store.read('https://a.test/slow', ''))!)).toEqual(body)
     })
 
@@ -271,7 +295,7 @@ describe('tiered store', () => {
       expect(writer.write(body)).toBe(true)
       await writer.commit()
       // Not in the tier any more, not on disk yet: read from the memory the disk writer reads.
-      memory.delete(entryId('https://a.test/early', ''))
+      memory.delete(memoryId('https://a.test/early', ''))
       const early = store.read('https://a.test/early', '')
       expect(early).toMatchObject({ kind: 'buffer', tier: 'memory' })
       const held = (early as { buffer: Buffer }).buffer
@@ -288,7 +312,7 @@ describe('tiered store', () => {
       const writer = store.writer(newEntry('https://a.test/early'))
       expect(writer.write(body)).toBe(true)
       await writer.commit()
-      memory.delete(entryId('https://a.test/early', ''))
+      memory.delete(memoryId('https://a.test/early', ''))
       const hits = [store.read('https://a.test/done', ''), store.read('https://a.test/early', '')] as Array<{ buffer: Buffer; loan?: { giveBack(): void } }>
       for (const hit of hits) {
         expect(hit.loan).toBeDefined()
@@ -412,7 +436,7 @@ describe('memory-only entries', () => {
     await store.drain()
     await whileQueueFull(store, [['https://a.test/lost', bodyOf(3000, 5)]])
     // Let go of without telling the store (delete() is not an eviction).
-    expect(memory.delete(entryId('https://a.test/lost', ''))).toBe(true)
+    expect(memory.delete(memoryId('https://a.test/lost', ''))).toBe(true)
     expect(store.read('https://a.test/lost', '')).toBeUndefined()
     expect(store.variant('https://a.test/lost', '')).toBeUndefined()
   })

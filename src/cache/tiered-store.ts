@@ -66,41 +66,64 @@ export function tierBodies(memory: MemoryTier): Pick<DiskStoreOptions, 'allocate
     allocateBody: (length) => memory.allocate(length),
     releaseBody: (body) => memory.settle(body),
     // While the disk writer is behind, a body it has no room for stays in the tier only.
-    memoryOnly: { maxObjectBytes: memory.maxObjectBytes, keep: (id, body, integrity) => memory.set(id, { buffer: body, integrity }) },
+    memoryOnly: { maxObjectBytes: memory.maxObjectBytes, keep: (id, body, integrity) => memory.set(memoryIdOf(id), { buffer: body, integrity }) },
   }
+}
+
+/**
+ * A variant's name in the memory tier: its key alone when it has no Vary value (nearly every
+ * entry), else its entryId(). A hit then asks the tier's map with the key string the entry's
+ * metadata holds, flat and hashed once for as long as that metadata is kept, instead of a new id
+ * joined for it, flattened and hashed on every hit. Keys never hold NUL and an entryId() always
+ * does, so the two forms never name the same string.
+ */
+export function memoryId(key: string, variant: string): string {
+  return variant === '' ? key : entryId(key, variant)
+}
+
+/** The memoryId() of the variant an entryId() names. */
+function memoryIdOf(id: string): string {
+  return id.endsWith('\u0000') ? id.slice(0, -1) : id
+}
+
+/** The key and variant a memoryId() names. */
+function splitMemoryId(id: string): { key: string; variant: string } {
+  return id.includes('\u0000') ? splitEntryId(id) : { key: id, variant: '' }
 }
 
 /** Combines an opened disk store with a memory tier (exported for tests that need their own tiers). */
 export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheStore {
   // Disk removals of any kind (including 'replaced') end the memory copy.
   const unsubscribe = disk.subscribe((event) => {
-    if (event.type === 'deleted') memory.delete(entryId(event.key, event.variant))
+    if (event.type === 'deleted') memory.delete(memoryId(event.key, event.variant))
   })
   // A body committed before its digest was known keeps its memory copy once the digest is.
-  const unsubscribeDigests = disk.onDigest((id, placeholder, integrity) => memory.retag(id, placeholder, integrity))
+  const unsubscribeDigests = disk.onDigest((id, placeholder, integrity) => memory.retag(memoryIdOf(id), placeholder, integrity))
   // A body the tier evicts that was its entry's only copy takes the entry with it.
   const unsubscribeEvictions = memory.onEvict((id, item) => {
     if (!isMemoryOnlyIntegrity(item.integrity)) return
-    const { key, variant } = splitEntryId(id)
+    const { key, variant } = splitMemoryId(id)
     disk.forgetMemoryOnly(key, variant, item.integrity)
   })
 
-  function remember(meta: EntryMeta, buffer: Buffer, id = entryId(meta.key, meta.variant)): void {
-    if (buffer.length === meta.size) memory.set(id, { buffer, integrity: meta.integrity })
+  function remember(meta: EntryMeta, buffer: Buffer): void {
+    if (buffer.length === meta.size) memory.set(memoryId(meta.key, meta.variant), { buffer, integrity: meta.integrity })
   }
 
   /**
-   * The last variant's id: hits on a hot key ask for the same id again and again, and the
-   * string kept here, hashed once by the memory tier's map, is cheaper than a new one per read.
+   * A variant's memoryId(): the key itself without a Vary value; else the last variant's id, as
+   * hits on a hot key ask for the same one again and again, and the string kept here, hashed once
+   * by the memory tier's map, is cheaper than a new one per read.
    */
   let lastKey = ''
   let lastVariant = ''
-  let lastId = entryId('', '')
+  let lastId = memoryId('', '')
   function idOf(key: string, variant: string): string {
+    if (variant === '') return key
     if (key !== lastKey || variant !== lastVariant) {
       lastKey = key
       lastVariant = variant
-      lastId = entryId(key, variant)
+      lastId = memoryId(key, variant)
     }
     return lastId
   }
@@ -172,7 +195,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   /** A committed body's metadata, its buffered body kept in memory. */
   function kept(committed: CommittedBody | undefined): EntryMeta | undefined {
     if (!committed) return undefined
-    if (committed.body) remember(committed.meta, committed.body, committed.id)
+    if (committed.body) remember(committed.meta, committed.body)
     return committed.meta
   }
 
@@ -259,7 +282,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
 
     async list(options?: ListOptions): Promise<{ total: number; entries: ListedEntry[] }> {
       const page = await disk.list(options)
-      for (const entry of page.entries) entry.inMemory = memory.has(entryId(entry.key, entry.variant))
+      for (const entry of page.entries) entry.inMemory = memory.has(memoryId(entry.key, entry.variant))
       return page
     },
 

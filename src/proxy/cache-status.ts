@@ -77,7 +77,7 @@ export function plainHitStatus(ttl: number): { ttl: number; status: CacheStatus;
 /**
  * The texts of statuses without a ttl or key (every miss, pass and error), one per combination:
  * a miss's text went on living with its request's other objects, past the young generation, in
- * the explain page's last-status map (rules/last-status.ts) and in writes not yet flushed. A few
+ * the explain page's last status per key (traffic.ts) and in writes not yet flushed. A few
  * dozen combinations come up, so the same few strings are handed out again.
  */
 const untimedTexts = new Map<string, string>()
