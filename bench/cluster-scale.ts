@@ -186,19 +186,11 @@ let bundle = ''
 /** bench/node-trace.ts bundled, with --trace. */
 let traceBundle = ''
 
-/**
- * Node's flags and the environment bin/caje starts caje with (its memory
- * settings: V8's new space, glibc's arenas), read from the script, so the nodes
- * run as in production. A node started with plain `node` scavenged semi-spaces
- * of up to 16 MB: pauses of 30–70 ms during a populate, where bin/caje's 4 MB
- * hold each to a few.
- */
-function productionLaunch(): { nodeArgs: string[]; env: Record<string, string> } {
-  return cajeLaunch(process.cwd())
-}
-
 function spawnNode(name: string, env: Record<string, string>, options: Options): Promise<ClusterNode> {
-  const launch = productionLaunch()
+  // Node's flags and the environment bin/caje starts caje with, so the nodes run as in
+  // production: a node started with plain `node` scavenged semi-spaces of up to 16 MB, pauses
+  // of 30–70 ms during a populate, where bin/caje's 4 MB hold each to a few.
+  const launch = cajeLaunch(process.cwd())
   return startClusterNode(name, { ...launch.env, ...env }, {
     entry: [bundle],
     nodeArgs: [

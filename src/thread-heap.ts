@@ -16,7 +16,8 @@
 // Every worker caje starts goes through startWorker, so none gets V8's
 // default for the machine (up to 32 MB of new space) instead.
 //
-// bin/caje's --initial-old-space-size is the event loop's too, and is cleared
+// An --initial-old-space-size given to caje's Node (bin/caje sets none; an
+// operator may add it, see there) is the event loop's too, and is cleared
 // the same way: V8 never starts a full collection of a heap whose old space
 // is below that size (heap.cc: a configured initial size becomes the heap's
 // minimum). The event loop's garbage is a request's; a worker given the same

@@ -120,9 +120,9 @@ const NO_VARIANTS: readonly EntryMeta[] = Object.freeze([])
 const NO_RANGE = { kind: 'none' } as const
 /** lookup() of a key with nothing stored (every miss asks twice: serve, then handleCacheable). */
 const NOTHING_STORED: { meta?: EntryMeta; hadVariants: boolean; variants: readonly EntryMeta[] } = Object.freeze({ meta: undefined, hadVariants: false, variants: NO_VARIANTS })
-/** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
 /** The plain hit of an entry within one second from which on those hits share one header set (plainFields). */
 const SHARED_PLAIN_FROM = 4
+/** How long a key whose fill was not shareable bypasses coalescing, and how many such keys are remembered. */
 const PASS_MARK_TTL_MS = 60_000
 const PASS_MARK_LIMIT = 10_000
 
