@@ -42,6 +42,11 @@ export interface ContentRecord {
   verified?: FileSignature
   /** The body, while the disk writer has not put it on disk yet: reads are answered from it. */
   pending?: Buffer
+  /**
+   * The memory tier's copy of the body as a hit last found it (MemoryLoan.item): the next hit
+   * lends it without looking it up by key in the tier's map of thousands. Checked on use.
+   */
+  memory?: object
 }
 
 /** What identifies one version of a file on disk: a change to any of these means "hash it again". */
@@ -84,6 +89,7 @@ export class ContentPaths {
 export class StoredContent implements ContentRecord {
   refs = 0
   pending: Buffer | undefined = undefined
+  memory: object | undefined = undefined
   #ino = -1
   #sigSize = 0
   #mtimeMs = 0
@@ -267,11 +273,13 @@ export class EntryIndex {
   #commitHead = NONE
   #commitTail = NONE
   /**
-   * Decoded metadata by slot. A hit only marks its entry used (#placeDecoded): moving it to the
-   * end of the map on every hit, as a strict LRU order did, was a delete and an insert in a map
-   * of thousands for nearly every request of a mix of URLs.
+   * Decoded metadata by slot (as long as the per-slot arrays, set for the hottest only). A hit
+   * only marks its entry used (#placeDecoded): moving it to the end of a map on every hit, as a
+   * strict LRU order did, was a delete and an insert in a map of thousands for nearly every
+   * request of a mix of URLs. Indexed by slot rather than a Map by slot, a hit reads one element
+   * instead of hashing into a table of thousands (whose lines a mix of URLs finds cold).
    */
-  readonly #hot = new Map<number, Decoded>()
+  readonly #decoded: (Decoded | undefined)[] = []
   /** The decoded entries' slots, round which the clock hand goes (#placeDecoded). */
   readonly #clock: Int32Array
   #hand = 0
@@ -482,7 +490,7 @@ export class EntryIndex {
   }
 
   #meta(slot: number): EntryMeta {
-    const hot = this.#hot.get(slot)
+    const hot = this.#decoded[slot]
     if (hot !== undefined) {
       hot.used = true
       return hot.meta
@@ -500,11 +508,11 @@ export class EntryIndex {
    */
   purgeFields(handle: Handle): PurgeFields {
     const slot = this.#checked(handle)
-    return this.#hot.get(slot)?.meta ?? unpackPurgeFields(this.#packed(slot))
+    return this.#decoded[slot]?.meta ?? unpackPurgeFields(this.#packed(slot))
   }
 
   #remember(slot: number, meta: EntryMeta): void {
-    const hot = this.#hot.get(slot)
+    const hot = this.#decoded[slot]
     if (hot !== undefined) {
       hot.meta = meta
       hot.used = true
@@ -512,7 +520,7 @@ export class EntryIndex {
     }
     const at = this.#placeDecoded()
     this.#clock[at] = slot
-    this.#hot.set(slot, { meta, used: false, at })
+    this.#decoded[slot] = { meta, used: false, at }
   }
 
   /**
@@ -526,11 +534,11 @@ export class EntryIndex {
       const at = this.#hand
       this.#hand = at + 1 === this.#clock.length ? 0 : at + 1
       const slot = this.#clock[at]!
-      const hot = slot === NONE ? undefined : this.#hot.get(slot)
+      const hot = slot === NONE ? undefined : this.#decoded[slot]
       // Free: never taken, or its entry left the index (and may be decoded again elsewhere).
       if (hot === undefined || hot.at !== at) return at
       if (!hot.used) {
-        this.#hot.delete(slot)
+        this.#decoded[slot] = undefined
         return at
       }
       hot.used = false
@@ -564,7 +572,7 @@ export class EntryIndex {
       this.#lru[slot] = lru
       this.#linkLru(slot)
     }
-    this.#hot.delete(slot)
+    this.#decoded[slot] = undefined
   }
 
   id(handle: Handle): string {
@@ -698,7 +706,7 @@ export class EntryIndex {
     else this.#commitHead = next
     if (next !== NONE) this.#commitPrev[next] = prev
     else this.#commitTail = prev
-    this.#hot.delete(slot)
+    this.#decoded[slot] = undefined
     this.#freePacked(slot)
     this.#content[slot] = undefined
     this.#gen[slot] = (this.#gen[slot]! + 1) % SLOT_SPAN
@@ -769,6 +777,7 @@ export class EntryIndex {
     if (capacity > this.#reserved) this.#reserve(Math.min(SLOT_SPAN, Math.max(RESERVE_SLOTS, capacity * RESERVE_FACTOR)))
     for (const array of this.#slotArrays()) resizeSlots(array, capacity)
     this.#content.length = capacity
+    this.#decoded.length = capacity
     this.#capacity = capacity
     const buckets = 2 ** Math.ceil(Math.log2(capacity))
     if (buckets !== this.#buckets.length) {
