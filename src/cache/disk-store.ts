@@ -144,6 +144,8 @@ export interface DiskStore extends CacheStore {
   /** The current metadata of a variant, marking it recently used (memory-tier hits call this so disk LRU sees them). */
   /** `now` as for CacheStore.variant(). */
   touch(key: string, variant: string, now?: number): EntryMeta | undefined
+  /** touch() answering with the variant's content record instead of its metadata. */
+  touchContent(key: string, variant: string, now?: number): ContentRecord | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
   readEntry(key: string, variant: string, range?: ByteRange, now?: number): EntryLookup
   bodySize(key: string, variant: string): number | undefined
@@ -483,6 +485,11 @@ class CacacheDiskStore implements DiskStore {
   touch(key: string, variant: string, now?: number): EntryMeta | undefined {
     const handle = this.#current(key, variant, true, now)
     return handle === undefined ? undefined : this.#index.meta(handle)
+  }
+
+  touchContent(key: string, variant: string, now?: number): ContentRecord | undefined {
+    const handle = this.#current(key, variant, true, now)
+    return handle === undefined ? undefined : this.#index.content(handle)
   }
 
   read(key: string, variant: string, range?: ByteRange): BodyLookup {

@@ -74,6 +74,35 @@ describe('memory tier', () => {
     expect(evicted).toEqual(['d', 'c', 'e', 'h'])
   })
 
+  it('lends an item again by the loan that named it, moving it as lend() does, until it leaves the tier: then it holds no body', () => {
+    const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
+    const tenth = Math.floor(tier.bodyBytes / 10)
+    for (const k of ['a', 'b', 'c', 'd']) tier.set(k, { buffer: bodyOf(tenth, k.charCodeAt(0)), integrity: k })
+    const a = tier.lend('a')!.item!
+    const again = tier.lendItem(a, 'a')!
+    expect(again.buffer).toEqual(bodyOf(tenth, 97))
+    expect(again.integrity).toBe('a')
+    expect(again.item).toBe(a)
+    // Not the item under another key.
+    expect(tier.lendItem(a, 'b')).toBeUndefined()
+    // Moved to the newest end as a hit by key is: b c d a, so a body of 9 tenths evicts b, c and d.
+    const evicted: string[] = []
+    tier.onEvict((key) => evicted.push(key))
+    tier.set('big', item(tenth * 9))
+    expect(evicted).toEqual(['b', 'c', 'd'])
+    const b = tier.lend('a')!.item!
+    tier.set('a', { buffer: bodyOf(tenth, 1), integrity: 'a2' })
+    expect(tier.lendItem(b, 'a')).toBeUndefined()
+    expect((b as { buffer: Buffer }).buffer.length).toBe(0)
+    const replaced = tier.lend('a')!.item!
+    tier.delete('a')
+    expect(tier.lendItem(replaced, 'a')).toBeUndefined()
+    expect((replaced as { buffer: Buffer }).buffer.length).toBe(0)
+    const big = tier.lend('big')!.item!
+    tier.clear()
+    expect(tier.lendItem(big, 'big')).toBeUndefined()
+  })
+
   it('evicts as many small items as needed for one larger item', () => {
     const tier = createMemoryTier({ ...small, maxObjectBytes: 64 * 1024 })
     const tenth = Math.floor(tier.bodyBytes / 10)

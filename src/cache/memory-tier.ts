@@ -63,6 +63,11 @@ export interface MemoryTier {
    * A loan never given back keeps that memory from being used again, as get() does.
    */
   lend(key: string): MemoryLoan | undefined
+  /**
+   * lend() of the item a loan came from (MemoryLoan.item), without looking its key up: undefined
+   * once that item has left the tier, or when it is not the one under `key`.
+   */
+  lendItem(item: MemoryItemRef, key: string): MemoryLoan | undefined
   has(key: string): boolean
   /**
    * Memory for a body of `length` bytes that is about to be set(): a buffer to fill, which
@@ -141,6 +146,15 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     items.delete(key)
     bytes -= item.buffer.length
     arena.release(item)
+    item.kept = false
+  }
+
+  /**
+   * An item gone from the tier keeps no body: a reference to it kept elsewhere (MemoryLoan.item)
+   * must not hold its slab's memory.
+   */
+  function emptied(item: Held): void {
+    item.buffer = EMPTY
   }
 
   /**
@@ -152,7 +166,11 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
    */
   function use(key: string): Held | undefined {
     const item = items.get(key)
-    if (!item) return undefined
+    return item && used(item)
+  }
+
+  /** use() of an item at hand. */
+  function used(item: Held): Held {
     // At most `appends - item.appended` items are newer than it (some may have left since).
     if (appends - item.appended >= items.size >>> 1) {
       unlink(item)
@@ -165,6 +183,7 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     const item = items.get(key)
     if (!item) return false
     forget(key, item)
+    emptied(item)
     return true
   }
 
@@ -199,11 +218,15 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
     },
     lend(key) {
       const item = use(key)
-      return item && new Loan(item.buffer, item.integrity, item.slab, arena)
+      return item && new Loan(item, arena)
+    },
+    lendItem(ref, key) {
+      const item = ref as Held
+      return item.kept && item.key === key ? new Loan(used(item), arena) : undefined
     },
     lendView(buffer, integrity) {
       const slab = arena.slabOf(buffer)
-      return slab && new Loan(buffer, integrity, slab, arena)
+      return slab && new Loan(undefined, arena, buffer, integrity, slab)
     },
     has(key) {
       return items.has(key)
@@ -228,8 +251,9 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
         const old = oldest
         forget(old.key, old)
         for (const listener of evictListeners) listener(old.key, old)
+        emptied(old)
       }
-      const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity, key, older: undefined, newer: undefined, appended: 0 }
+      const held: Held = { buffer: item.buffer, slab: undefined, integrity: item.integrity, key, older: undefined, newer: undefined, appended: 0, kept: true }
       const room = reserved.get(item.buffer)
       if (room) {
         reserved.delete(item.buffer)
@@ -254,6 +278,10 @@ export function createMemoryTier(opts: MemoryTierOptions): MemoryTier {
       }
     },
     clear() {
+      for (const item of items.values()) {
+        item.kept = false
+        emptied(item)
+      }
       items.clear()
       arena.clear()
       oldest = undefined
@@ -271,21 +299,32 @@ interface Held extends MemoryItem, Placement {
   newer: Held | undefined
   /** The count of appends when it was last appended to the newest end. */
   appended: number
+  /** Still in the tier (false once evicted, deleted or replaced). */
+  kept: boolean
 }
+
+const EMPTY = Buffer.alloc(0)
+
+/** An item of the tier as a loan names it, for MemoryTier.lendItem(); nothing to read. */
+export type MemoryItemRef = object
 
 /** A body lent by MemoryTier.lend(): the item as it was when lent, and the way to give it back. */
 export interface MemoryLoan extends MemoryItem {
   /** Nothing reads `buffer` (or views of it) any more. */
   giveBack(): void
+  /** The item lent, to lend it again without its key (MemoryTier.lendItem); undefined for a view (lendView). */
+  readonly item: MemoryItemRef | undefined
 }
 
 class Loan implements MemoryLoan {
   readonly buffer: Buffer
   readonly integrity: string
+  readonly item: Held | undefined
   #slab: Slab | undefined
   readonly #arena: SlabArena
 
-  constructor(buffer: Buffer, integrity: string, slab: Slab | undefined, arena: SlabArena) {
+  constructor(item: Held | undefined, arena: SlabArena, buffer = item!.buffer, integrity = item!.integrity, slab = item!.slab) {
+    this.item = item
     this.buffer = buffer
     this.integrity = integrity
     this.#arena = arena

@@ -206,6 +206,33 @@ describe('tiered store', () => {
     expect(memory.get(`https://a.test/i`)?.integrity).toBe(meta!.integrity)
   })
 
+  it("lends a hit the memory copy its content record names, only while that copy is still the variant's own in the tier", async () => {
+    const disk = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: MiB, log: () => {} })
+    const memory = createMemoryTier({ maxBytes: MiB })
+    const store = createTieredStore(disk, memory)
+    open.push(store)
+    const meta = await put(store, newEntry('https://a.test/a'), bodyOf(100, 1))
+    const first = await store.read('https://a.test/a', '')
+    expect(first?.tier).toBe('memory')
+    first!.kind === 'buffer' && first!.loan?.giveBack()
+    // The tier's copy replaced (same integrity, other bytes, to tell them apart): the next hit gets the new one.
+    memory.set('https://a.test/a', { buffer: bodyOf(100, 9), integrity: meta!.integrity })
+    const second = await store.read('https://a.test/a', '')
+    expect(second?.tier).toBe('memory')
+    expect(await bytesOf(second!)).toEqual(bodyOf(100, 9))
+    // Two keys with the same body share one content record: each is lent its own copy only.
+    await put(store, newEntry('https://a.test/b'), bodyOf(100, 5))
+    await put(store, newEntry('https://a.test/c'), bodyOf(100, 5))
+    await store.drain()
+    expect(disk.touchContent('https://a.test/b', '')).toBe(disk.touchContent('https://a.test/c', ''))
+    expect((await store.read('https://a.test/c', ''))?.tier).toBe('memory')
+    expect((await store.read('https://a.test/b', ''))?.tier).toBe('memory')
+    memory.delete('https://a.test/b')
+    const b = await store.read('https://a.test/b', '')
+    expect(b?.tier).toBe('disk')
+    expect(await bytesOf(b!)).toEqual(bodyOf(100, 5))
+  })
+
   it('keeps memory hits recent in the disk LRU, so hot bodies are not evicted first', async () => {
     const store = await openStore({ maxBytes: 10_000 })
     const events = recordEvents(store)

@@ -129,27 +129,31 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
   }
 
   /**
-   * Whether the memory copy under `id`, tagged `integrity`, is still the body the disk index has
-   * for the variant; a copy that is not is dropped. touch() also keeps the disk LRU aware of
-   * memory hits: a body hot in memory must not be the first one evicted from disk.
-   */
-  function stillCurrent(key: string, variant: string, id: string, integrity: string, now: number | undefined): boolean {
-    const meta = disk.touch(key, variant, now)
-    if (meta && meta.integrity === integrity) return true
-    memory.delete(id)
-    return false
-  }
-
-  /**
    * The memory copy of a variant, if it is still the body the disk index has, lent (see
-   * StoredBody.loan).
+   * StoredBody.loan); a copy that is not is dropped. The variant is touched first, which also
+   * keeps the disk LRU aware of memory hits (a body hot in memory must not be the first one
+   * evicted from disk), and its content record names the copy a hit last found: lent from there,
+   * a hit asks the tier's map of thousands of keys nothing (an item no longer there, or not this
+   * variant's, is looked up by key as before).
    */
   function fromMemory(key: string, variant: string, range: ByteRange | undefined, now: number | undefined): StoredBody | undefined {
     const id = idOf(key, variant)
-    const loan = memory.lend(id)
-    if (!loan) return undefined
-    if (!stillCurrent(key, variant, id, loan.integrity, now)) {
+    const content = disk.touchContent(key, variant, now)
+    if (content === undefined) {
+      memory.delete(id)
+      return undefined
+    }
+    const item = content.memory
+    let loan = item === undefined ? undefined : memory.lendItem(item, id)
+    if (loan === undefined) {
+      loan = memory.lend(id)
+      if (loan === undefined) return undefined
+      content.memory = loan.item
+    }
+    if (loan.integrity !== content.integrity) {
       loan.giveBack()
+      memory.delete(id)
+      content.memory = undefined
       return undefined
     }
     try {
