@@ -475,9 +475,12 @@ const outFields = new WeakMap<object, OutFields | null>()
  */
 const NO_FIELDS: object = Object.freeze(Object.create(null))
 
-function checkedOutFields(headers: ProxyResult['headers']): OutFields | null {
+/** A frozen (shared) set's entries for Node's slot (see outFields); undefined for a set not frozen. */
+function checkedOutFields(headers: ProxyResult['headers']): OutFields | null | undefined {
   let out = outFields.get(headers)
-  if (out === undefined) {
+  // A set seen before is answered by the map alone; Object.isFrozen() is a call into V8's
+  // runtime, made once per set (and for every set of an answer's own, which the map never holds).
+  if (out === undefined && Object.isFrozen(headers)) {
     out = Object.create(NO_FIELDS) as OutFields
     try {
       for (const name in headers) {
@@ -504,12 +507,12 @@ function checkedOutFields(headers: ProxyResult['headers']): OutFields | null {
  * first written, and each answer's head is written from Node's own slot without them.
  */
 function writeHead(outgoing: AnswerTarget, status: number, headers: ProxyResult['headers']): void {
-  if (OUT_HEADERS !== undefined && Object.isFrozen(headers)) {
+  if (OUT_HEADERS !== undefined) {
     const node = outgoing as unknown as ServerResponse & Record<symbol, unknown>
     // null: a ServerResponse with no field set (setHeader) before this head.
     if (node[OUT_HEADERS] === null) {
       const out = checkedOutFields(headers)
-      if (out !== null) {
+      if (out != null) {
         node[OUT_HEADERS] = out
         node.writeHead(status)
         return
