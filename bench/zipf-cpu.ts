@@ -140,6 +140,9 @@ async function main() {
         rt.rps.push(Math.round(r.rps))
         reqTotals.set(name, rt)
         console.log(`${name} run ${run}: ${r.rps.toFixed(0)} req/s, ${r.requests} requests, origin ${o1.requests - o0.requests} (304: ${o1.notModified - o0.notModified}), wrk CPU ${(w * 1e6 / r.requests).toFixed(1)} µs/req`)
+        // Each run's threads too, per origin request, for medians of an A/B.
+        const perOrigin = [...c1].map(([k, v]) => `${k} ${(((v - (c0.get(k) ?? 0)) * TICK_US) / Math.max(1, o1.requests - o0.requests)).toFixed(0)}`)
+        console.log(`${name} run ${run} µs per origin request: ${perOrigin.join(', ')}`)
       }
     }
     for (const [name, acc] of totals) {

@@ -15,6 +15,7 @@
 import type { Worker } from 'node:worker_threads'
 import { startWorker } from '../thread-heap.ts'
 import { lowerThisThreadSource } from '../thread-priority.ts'
+import { CONTENT_ALGORITHMS } from './content-file.ts'
 import type { FileSignature } from './entry-index.ts'
 
 /** One body file to read whole: where, how large, and what vouches for it. */
@@ -65,7 +66,7 @@ export class BodyReader {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker
-    const worker = startWorker(WORKER_SOURCE, {}, 'cache body reader')
+    const worker = startWorker(WORKER_SOURCE, { workerData: { algorithms: CONTENT_ALGORITHMS } }, 'cache body reader')
     // Idle between populates: it must not keep the process alive.
     worker.unref()
     worker.on('message', ({ results, arena }: ReplyMessage) => {
@@ -88,9 +89,11 @@ export class BodyReader {
 
 /** The thread's body: it refers to nothing outside itself (it runs from its source text). */
 function bodyReaderThread(): void {
-  const { parentPort } = process.getBuiltinModule('node:worker_threads')
+  const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const fs = process.getBuiltinModule('node:fs')
   const crypto = process.getBuiltinModule('node:crypto')
+  /** The digests a content file may be named by (content-file.ts CONTENT_ALGORITHMS). */
+  const algorithms: readonly string[] = (workerData as { algorithms: readonly string[] }).algorithms
 
   parentPort!.on('message', (files: BodyFile[]) => {
     let total = 0
@@ -127,7 +130,10 @@ function bodyReaderThread(): void {
       const signature = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
       const v = file.verified
       if (v !== undefined && v.ino === st.ino && v.size === st.size && v.mtimeMs === st.mtimeMs && v.ctimeMs === st.ctimeMs) return { ok: true, at, signature, hashed: false }
-      const integrity = `sha512-${crypto.createHash('sha512').update(into).digest('base64')}`
+      // By the algorithm the integrity names: bodies stored by older versions are sha512's.
+      const algorithm = file.integrity.slice(0, file.integrity.indexOf('-'))
+      if (!algorithms.includes(algorithm)) return { ok: false, reason: 'corrupt' }
+      const integrity = `${algorithm}-${crypto.createHash(algorithm).update(into).digest('base64')}`
       if (integrity !== file.integrity) return { ok: false, reason: 'corrupt' }
       return { ok: true, at, signature, hashed: true }
     } catch (error) {

@@ -26,41 +26,75 @@ const openFd = promisify(fs.open)
 const readFd = promisify(fs.read)
 const closeFd = promisify(fs.close)
 
-const SHA512_SRI = /^sha512-([A-Za-z0-9+/]{86}==)$/
+/**
+ * The digest new bodies are named by. cacache reads any algorithm its integrity string names
+ * (lib/content/path.js puts a body under content-v2/<algorithm>/), and sha256 costs half of
+ * sha512 here (6.6 against 14.6 µs per 10 KiB, on the disk writer's thread, per stored body).
+ * Bodies stored before under sha512 stay readable: CONTENT_ALGORITHMS lists both.
+ */
+export const CONTENT_ALGORITHM = 'sha256'
 
-/** sha512 Subresource Integrity string of a finished hash, the format cacache uses. */
-export function integrityOf(hash: ReturnType<typeof createHash>): string {
-  return `sha512-${hash.digest('base64')}`
+/** Every digest a content file of this store may be named by: read, verified and swept alike. */
+export const CONTENT_ALGORITHMS = ['sha512', 'sha256'] as const
+
+export type ContentAlgorithm = (typeof CONTENT_ALGORITHMS)[number]
+
+/** A single digest of one of CONTENT_ALGORITHMS in Subresource Integrity form (base64, padded). */
+const CONTENT_SRI = /^(?:(sha512)-([A-Za-z0-9+/]{86}==)|(sha256)-([A-Za-z0-9+/]{43}=))$/
+
+/** The algorithm a content integrity names; undefined for anything else (placeholders, several digests). */
+export function algorithmOf(integrity: string): ContentAlgorithm | undefined {
+  const match = CONTENT_SRI.exec(integrity)
+  return match ? ((match[1] ?? match[3]) as ContentAlgorithm) : undefined
 }
 
-/** sha512 Subresource Integrity of a whole body in memory. */
-export function integrityOfBytes(body: Uint8Array): string {
-  return `sha512-${createHash('sha512').update(body).digest('base64')}`
+/** A hash of `algorithm` (the one new bodies are named by unless said) and, once done, its integrity (integrityOf). */
+export function contentHash(algorithm: ContentAlgorithm = CONTENT_ALGORITHM): ContentHash {
+  return Object.assign(createHash(algorithm), { algorithm })
+}
+
+export type ContentHash = ReturnType<typeof createHash> & { algorithm: ContentAlgorithm }
+
+/** Subresource Integrity string of a finished hash, the format cacache uses. */
+export function integrityOf(hash: ContentHash): string {
+  return `${hash.algorithm}-${hash.digest('base64')}`
+}
+
+/** Subresource Integrity of a whole body in memory, by `algorithm` (the one new bodies are named by unless said). */
+export function integrityOfBytes(body: Uint8Array, algorithm: ContentAlgorithm = CONTENT_ALGORITHM): string {
+  return `${algorithm}-${createHash(algorithm).update(body).digest('base64')}`
 }
 
 /**
  * Where cacache keeps the body with this integrity (lib/content/path.js:
  * content-v2/<algo>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>). Undefined for
- * anything but a single sha512 digest, the only kind this store writes.
+ * anything but a single digest of one of CONTENT_ALGORITHMS.
  */
 export function contentPath(dir: string, integrity: string): string | undefined {
-  const match = SHA512_SRI.exec(integrity)
+  const match = CONTENT_SRI.exec(integrity)
   if (!match) return undefined
-  const hex = Buffer.from(match[1], 'base64').toString('hex')
-  // What path.join(contentDir(dir), 'sha512', hex[0..2], hex[2..4], hex[4..]) gives: the hex
+  const algorithm = (match[1] ?? match[3]) as ContentAlgorithm
+  const hex = Buffer.from(match[2] ?? match[4]!, 'base64').toString('hex')
+  // What path.join(contentDir(dir), algorithm, hex[0..2], hex[2..4], hex[4..]) gives: the hex
   // parts need no normalising, and every new body of a storm of misses asks for its path.
-  return `${sha512Root(dir)}${path.sep}${hex.slice(0, 2)}${path.sep}${hex.slice(2, 4)}${path.sep}${hex.slice(4)}`
+  return `${algorithmRoot(dir, algorithm)}${path.sep}${hex.slice(0, 2)}${path.sep}${hex.slice(2, 4)}${path.sep}${hex.slice(4)}`
 }
 
-/** The sha512 content root per cache dir (a process has one or a few). */
-const sha512Roots = new Map<string, string>()
+/** The integrity of the content file at content-v2/<algorithm>/<a>/<b>/<name> (see contentPath). */
+export function integrityOfPath(algorithm: ContentAlgorithm, a: string, b: string, name: string): string {
+  return `${algorithm}-${Buffer.from(a + b + name, 'hex').toString('base64')}`
+}
 
-function sha512Root(dir: string): string {
-  let root = sha512Roots.get(dir)
+/** The content root of each algorithm per cache dir (a process has one or a few). */
+const algorithmRoots = new Map<string, string>()
+
+export function algorithmRoot(dir: string, algorithm: ContentAlgorithm): string {
+  const id = `${algorithm}\0${dir}`
+  let root = algorithmRoots.get(id)
   if (root === undefined) {
-    if (sha512Roots.size >= 64) sha512Roots.clear()
-    root = path.join(contentDir(dir), 'sha512')
-    sha512Roots.set(dir, root)
+    if (algorithmRoots.size >= 64) algorithmRoots.clear()
+    root = path.join(contentDir(dir), algorithm)
+    algorithmRoots.set(id, root)
   }
   return root
 }
@@ -113,7 +147,7 @@ export async function readContent(files: OpenFiles, content: ContentRecord, rang
 
     if (!trusted && content.size <= SMALL_BODY_BYTES) {
       const whole = await readExact(fd, 0, content.size)
-      if (integrityOf(createHash('sha512').update(whole)) !== content.integrity) return { ok: false, reason: 'corrupt' }
+      if (!matches(whole, content.integrity)) return { ok: false, reason: 'corrupt' }
       content.verified = signatureOf(st)
       return { ok: true, body: { kind: 'buffer', buffer: range ? whole.subarray(start, end + 1) : whole, tier: 'disk' } }
     }
@@ -121,7 +155,7 @@ export async function readContent(files: OpenFiles, content: ContentRecord, rang
     if (!trusted && range) {
       // A range of an unverified large file: only a whole-file hash can vouch
       // for it, so pay that once before serving any of its bytes.
-      if ((await hashFile(fd, content.size)) !== content.integrity) return { ok: false, reason: 'corrupt' }
+      if ((await hashFile(fd, content.size, content.integrity)) !== content.integrity) return { ok: false, reason: 'corrupt' }
       content.verified = signatureOf(st)
       trusted = true
     }
@@ -227,7 +261,8 @@ async function openCurrent(files: OpenFiles, filePath: string): Promise<{ lease:
 
 /** Passes a whole body through, hashing it, and errors at the end instead of finishing when the digest is wrong. */
 function verifyingStream(source: fs.ReadStream, content: ContentRecord, signature: FileSignature, hooks: ReadHooks): Transform {
-  const hash = createHash('sha512')
+  // A record whose integrity names no algorithm of ours has no path either (contentPath): never here.
+  const hash = contentHash(algorithmOf(content.integrity))
   const check = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       hash.update(chunk)
@@ -250,6 +285,12 @@ function verifyingStream(source: fs.ReadStream, content: ContentRecord, signatur
   return check
 }
 
+/** Whether `body` has this integrity (by the algorithm it names; never for one that names none of ours). */
+export function matches(body: Uint8Array, integrity: string): boolean {
+  const algorithm = algorithmOf(integrity)
+  return algorithm !== undefined && integrityOfBytes(body, algorithm) === integrity
+}
+
 async function readExact(fd: number, position: number, length: number): Promise<Buffer> {
   const buffer = Buffer.allocUnsafe(length)
   let done = 0
@@ -261,8 +302,9 @@ async function readExact(fd: number, position: number, length: number): Promise<
   return buffer
 }
 
-async function hashFile(fd: number, size: number): Promise<string> {
-  const hash = createHash('sha512')
+/** The integrity of the file's first `size` bytes, by the algorithm `integrity` names. */
+async function hashFile(fd: number, size: number, integrity: string): Promise<string> {
+  const hash = contentHash(algorithmOf(integrity))
   const buffer = Buffer.allocUnsafe(Math.min(size, SMALL_BODY_BYTES))
   let position = 0
   while (position < size) {

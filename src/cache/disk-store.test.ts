@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
@@ -675,6 +676,51 @@ describe('disk store', () => {
     expect(store.stats().entries).toBe(1)
     store = await openStore()
     expect(await readBody(store, 'https://a.test/kept')).toEqual(kept)
+  })
+
+  it('names new bodies by sha256 and still reads, verifies and sweeps bodies an older version named by sha512', async () => {
+    let store = await openStore()
+    const fresh = bodyOf(3000, 1)
+    const old = bodyOf(2000, 2)
+    const tampered = bodyOf(2500, 3)
+    const meta = await put(store, newEntry('https://a.test/new'), fresh)
+    expect(meta?.integrity).toMatch(/^sha256-/)
+    expect(contentPath(dir, meta!.integrity)).toContain(`${path.sep}content-v2${path.sep}sha256${path.sep}`)
+    for (const [url, body] of [['https://a.test/old', old], ['https://a.test/tampered', tampered]] as const) await put(store, newEntry(url), body)
+    await store.close()
+    // What an older version wrote: the same entries, their bodies under sha512 (cacache's default).
+    for (const [url, body] of [['https://a.test/old', old], ['https://a.test/tampered', tampered]] as const) {
+      const id = entryId(url, '')
+      const { metadata } = (await cacache.get.info(dir, id))!
+      await cacache.put(dir, id, body, { metadata, algorithms: ['sha512'] })
+    }
+    const oldIntegrity = `sha512-${createHash('sha512').update(old).digest('base64')}`
+    const tamperedIntegrity = `sha512-${createHash('sha512').update(tampered).digest('base64')}`
+    await corruptContent(tamperedIntegrity, (bytes) => Buffer.from(bytes.map((b) => b ^ 1)))
+    // Torn files no index line names, under both digests' trees.
+    const torn = [contentPath(dir, `sha512-${'A'.repeat(86)}==`)!, contentPath(dir, `sha256-${'A'.repeat(43)}=`)!]
+    for (const file of torn) {
+      await mkdir(path.dirname(file), { recursive: true })
+      await writeFile(file, 'torn')
+    }
+
+    store = await openStore()
+    expect(store.variant('https://a.test/old', '')?.integrity).toBe(oldIntegrity)
+    expect(await readBody(store, 'https://a.test/old')).toEqual(old)
+    expect(await readBody(store, 'https://a.test/new')).toEqual(fresh)
+    // A sha512 body is checked by sha512: one that changed on disk is never served.
+    expect(await readBody(store, 'https://a.test/tampered')).toBeUndefined()
+    expect(store.stats().integrityFailures).toBe(1)
+    const another = bodyOf(1500, 4)
+    const anotherMeta = await put(store, newEntry('https://a.test/another'), another)
+    await store.close()
+    const content = path.join(dir, 'content-v2')
+    // The torn files are gone, and so are the sha256 bodies the sha512 lines replaced.
+    expect((await filesUnder(content)).sort()).toEqual([meta!.integrity, oldIntegrity, anotherMeta!.integrity].map((i) => path.relative(content, contentPath(dir, i)!)).sort())
+    // A mixed cache is still cacache's: its own reader takes both.
+    for (const [url, body] of [['https://a.test/old', old], ['https://a.test/new', fresh], ['https://a.test/another', another]] as const) {
+      expect((await cacache.get(dir, entryId(url, ''))).data.equals(body)).toBe(true)
+    }
   })
 
   it('applies a lowered budget at start', async () => {

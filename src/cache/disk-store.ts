@@ -22,7 +22,7 @@ import { plainCopy } from '../plain-copy.ts'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import cacache from 'cacache'
-import { type ContentRead, SMALL_BODY_BYTES, contentDir, contentPath, integrityOfBytes, isMissing, readContent, readTrustedNow } from './content-file.ts'
+import { CONTENT_ALGORITHMS, type ContentAlgorithm, type ContentRead, algorithmOf, SMALL_BODY_BYTES, algorithmRoot, contentPath, integrityOfBytes, integrityOfPath, isMissing, readContent, readTrustedNow } from './content-file.ts'
 import { BodyReader, type BodyFile } from './body-reader.ts'
 import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from './disk-writer.ts'
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
@@ -253,7 +253,7 @@ function indexJsonAround(id: string, time: number, size: number, metadataJson: s
 
 /** The line cacache's index keeps for an entry (lib/entry-index.js insert): the same JSON as JSON.stringify of that object. */
 function indexJson(id: string, integrity: string, time: number, size: number, metadataJson: string): string {
-  // An integrity is sha512- and base64 (contentPath checks it): nothing in it needs escaping.
+  // An integrity is an algorithm, '-' and base64 (contentPath checks it): nothing in it needs escaping.
   return flatLine(['{"key":', JSON.stringify(id), ',"integrity":"', integrity, '","time":', String(time), ',"size":', String(size), ',"metadata":', metadataJson, '}'])
 }
 
@@ -408,15 +408,18 @@ class CacacheDiskStore implements DiskStore {
   /** Removes index buckets not loaded, then content files nothing references (crash leftovers, expired entries). */
   async #cleanUp(unwantedIds: string[]): Promise<void> {
     for (const id of unwantedIds) this.#removeBucket(id)
-    const root = path.join(contentDir(this.dir), 'sha512')
     const removals: Promise<JobResult>[] = []
     try {
-      for (const a of await readdirOrEmpty(root)) {
-        for (const b of await readdirOrEmpty(path.join(root, a))) {
-          for (const name of await readdirOrEmpty(path.join(root, a, b))) {
-            const file = path.join(root, a, b, name)
-            // Decided when queued: a write of this content queued later puts it back after the removal.
-            if (!this.#contents.has(integrityOfPath(a, b, name))) removals.push(this.#writer.run({ op: 'rm-content', path: file }))
+      // Every digest a body may be named by: one stored by an older version is sha512's.
+      for (const algorithm of CONTENT_ALGORITHMS) {
+        const root = algorithmRoot(this.dir, algorithm)
+        for (const a of await readdirOrEmpty(root)) {
+          for (const b of await readdirOrEmpty(path.join(root, a))) {
+            for (const name of await readdirOrEmpty(path.join(root, a, b))) {
+              const file = path.join(root, a, b, name)
+              // Decided when queued: a write of this content queued later puts it back after the removal.
+              if (!this.#contents.has(integrityOfPath(algorithm, a, b, name))) removals.push(this.#writer.run({ op: 'rm-content', path: file }))
+            }
           }
         }
       }
@@ -635,7 +638,7 @@ class CacacheDiskStore implements DiskStore {
 
   readonly #writerHost: WriterHost = {
     closed: () => this.#closed,
-    newBody: (onFailure) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure, allocateBody: this.#allocateBody }),
+    newBody: (onFailure, algorithm) => new PendingBody({ tmpDir: this.#tmpDir, maxBytes: this.#maxObjectBytes, onFailure, allocateBody: this.#allocateBody, algorithm }),
     commitBuffered: (entry, metadataJson, body) => this.#commitBuffered(entry, metadataJson, body),
     releaseBody: (body) => this.#releaseBody(body),
     commitSpilled: (entry, metadataJson, body, reportFailure, expected) => this.#commitSpilled(entry, metadataJson, body, reportFailure, expected),
@@ -846,7 +849,8 @@ class CacacheDiskStore implements DiskStore {
   #commitExpected(entry: NewEntry, metadataJson: string, body: BufferedBody, expected: ExpectedBody): Promise<CommittedBody | undefined> {
     const path = contentPath(this.dir, expected.integrity)
     if (!path || !this.#writer.hasRoom(body.size)) {
-      const hashed: BufferedBody = { ...body, integrity: integrityOfBytes(body.body) }
+      // By the expected digest's algorithm: a peer running an older version announces sha512.
+      const hashed: BufferedBody = { ...body, integrity: integrityOfBytes(body.body, algorithmOf(expected.integrity)) }
       const mismatch = unexpectedBody(expected, hashed)
       if (mismatch) {
         this.#releaseBody(body.body)
@@ -1370,10 +1374,6 @@ function clampRange(range: ByteRange, size: number): ByteRange {
   return { start, end: Math.min(end, size - 1) }
 }
 
-/** The integrity of the content file at content-v2/sha512/<a>/<b>/<name> (see contentPath). */
-function integrityOfPath(a: string, b: string, name: string): string {
-  return `sha512-${Buffer.from(a + b + name, 'hex').toString('base64')}`
-}
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {
   try {
@@ -1395,7 +1395,8 @@ function unexpectedBody(expected: ExpectedBody, got: { size: number; integrity?:
 
 interface WriterHost {
   closed(): boolean
-  newBody(onFailure: (error: unknown) => void): PendingBody
+  /** `algorithm`: what a body that spills is hashed by (an expected body's own; else the store's). */
+  newBody(onFailure: (error: unknown) => void, algorithm: ContentAlgorithm | undefined): PendingBody
   commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined
   releaseBody(body: Buffer): void
   commitSpilled(
@@ -1425,7 +1426,7 @@ class EntryWriterImpl implements DiskEntryWriter {
     this.#entry = entry
     this.#metadataJson = metadataJson
     this.#expected = expected
-    this.#body = host.newBody((error) => this.#reportFailure(error))
+    this.#body = host.newBody((error) => this.#reportFailure(error), expected && algorithmOf(expected.integrity))
     this.#state = host.closed() ? 'given-up' : 'open'
   }
 

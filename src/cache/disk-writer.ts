@@ -5,7 +5,7 @@
 // request it serves; here the main thread only queues, and one message per
 // batch crosses to the worker and back.
 //
-// The files are cacache's format (content-v2/ bodies named by their sha512,
+// The files are cacache's format (content-v2/ bodies named by their digest,
 // index-v5/ buckets of hashed JSON lines), so cacache's own tools read them.
 // A buffered body is hashed here too ('put-hashed'), from the bytes about to be
 // written: the main thread hands the body over and learns its integrity from
@@ -23,6 +23,7 @@
 import type { Worker } from 'node:worker_threads'
 import { startWorker } from '../thread-heap.ts'
 import { lowerThisThreadSource } from '../thread-priority.ts'
+import { CONTENT_ALGORITHM, CONTENT_ALGORITHMS } from './content-file.ts'
 
 /** What identifies one version of a file on disk (see entry-index.ts FileSignature). */
 export interface WrittenFile {
@@ -228,7 +229,7 @@ export class DiskWriter {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker
-    const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir } }, 'cache disk writer')
+    const worker = startWorker(WORKER_SOURCE, { workerData: { dir: this.#dir, algorithm: CONTENT_ALGORITHM, algorithms: CONTENT_ALGORITHMS } satisfies WriterData }, 'cache disk writer')
     // The store's close() drains the queue; an idle writer must not keep the process alive.
     worker.unref()
     worker.on('message', (answer: BatchAnswer | SlabAnswer) => {
@@ -326,6 +327,15 @@ interface BatchAnswer {
   mkdirCalls: number
 }
 
+/** What the writer's thread starts with: the cache dir, and the digests of content-file.ts. */
+interface WriterData {
+  dir: string
+  /** What a body this thread hashes is named by (CONTENT_ALGORITHM). */
+  algorithm: string
+  /** What a content file may be named by (CONTENT_ALGORITHMS): an expected integrity names one of these. */
+  algorithms: readonly string[]
+}
+
 /** A request for slab memory (DiskWriter.makeSlabs), and its answer. */
 interface SlabRequest {
   slabBytes: number
@@ -386,7 +396,7 @@ function diskWriterThread(): void {
   const fs = process.getBuiltinModule('node:fs')
   const path = process.getBuiltinModule('node:path')
   const crypto = process.getBuiltinModule('node:crypto')
-  const dir: string = (workerData as { dir: string }).dir
+  const { dir, algorithm: ownAlgorithm, algorithms } = workerData as WriterData
   const tmpDir = path.join(dir, 'tmp')
   let tmpCounter = 0
 
@@ -394,7 +404,7 @@ function diskWriterThread(): void {
    * One-shot digests (crypto.hash, Node 20.12): a Hash object per digest, three per stored
    * object, cost this thread more than hashing the ids and lines themselves.
    */
-  const sha512 = (bytes: Uint8Array): Buffer => crypto.hash('sha512', bytes, 'buffer') as unknown as Buffer
+  const digestOf = (algorithm: string, bytes: Uint8Array): Buffer => crypto.hash(algorithm, bytes, 'buffer') as unknown as Buffer
   const codeOf = (error: unknown): string | undefined => (error as { code?: string } | null)?.code
   /**
    * Directories this thread has made or found. A fresh cache puts nearly every object in
@@ -407,7 +417,8 @@ function diskWriterThread(): void {
    * objects (56,000 bucket directories). The few others (their parents, tmp) are kept by path.
    */
   const knownDirs = new Set<string>()
-  const leafRoots = [path.join(dir, 'content-v2', 'sha512'), path.join(dir, 'index-v5')]
+  const contentRoots = new Map(algorithms.map((algorithm) => [algorithm, path.join(dir, 'content-v2', algorithm)]))
+  const leafRoots = [...contentRoots.values(), path.join(dir, 'index-v5')]
   const leafBits = new Uint8Array((leafRoots.length * 65536) / 8)
   const sepCode = path.sep.charCodeAt(0)
   /** The value of a lower-case hex digit's character code, else -1. */
@@ -499,17 +510,16 @@ function diskWriterThread(): void {
   // path.join per stored object (two of them) showed in this thread's profile.
   const sep = path.sep
   const indexRoot = path.join(dir, 'index-v5')
-  const sha512Root = path.join(dir, 'content-v2', 'sha512')
   const bucketPath = (id: string): string => {
     // cacache lib/entry-index.js bucketPath: index-v5/<sha256 hex split 2/2/rest>.
     const hex = crypto.hash('sha256', id, 'hex')
     return `${indexRoot}${sep}${hex.slice(0, 2)}${sep}${hex.slice(2, 4)}${sep}${hex.slice(4)}`
   }
   const tmpName = (): string => path.join(tmpDir, `w${process.pid}-${++tmpCounter}`)
-  /** cacache lib/content/path.js: content-v2/sha512/<hex 2>/<hex 2>/<rest of the hex digest>. */
-  const contentPathOf = (digest: Buffer): string => {
+  /** cacache lib/content/path.js: content-v2/<algorithm>/<hex 2>/<hex 2>/<rest of the hex digest>. */
+  const contentPathOf = (algorithm: string, digest: Buffer): string => {
     const hex = digest.toString('hex')
-    return `${sha512Root}${sep}${hex.slice(0, 2)}${sep}${hex.slice(2, 4)}${sep}${hex.slice(4)}`
+    return `${contentRoots.get(algorithm)}${sep}${hex.slice(0, 2)}${sep}${hex.slice(2, 4)}${sep}${hex.slice(4)}`
   }
   /** cacache's index line: the sha1 of the JSON, a tab, the JSON (its reader skips lines whose hash does not match). */
   const indexLine = (json: string): string => `\n${crypto.hash('sha1', json, 'hex')}\t${json}`
@@ -572,8 +582,8 @@ function diskWriterThread(): void {
     }
   }
 
-  /** The signature of `file` when it holds exactly the bytes with this sha512 digest. */
-  const holds = (file: string, size: number, digest: Buffer): WrittenFile | undefined => {
+  /** The signature of `file` when it holds exactly the bytes with this digest. */
+  const holds = (file: string, size: number, algorithm: string, digest: Buffer): WrittenFile | undefined => {
     let fd: number
     try {
       fd = fs.openSync(file, 'r')
@@ -591,7 +601,7 @@ function diskWriterThread(): void {
         if (n === 0) return undefined
         at += n
       }
-      if (!sha512(bytes).equals(digest)) return undefined
+      if (!digestOf(algorithm, bytes).equals(digest)) return undefined
       return know(file, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs })
     } finally {
       fs.closeSync(fd)
@@ -603,17 +613,20 @@ function diskWriterThread(): void {
       case 'put-hashed': {
         // The digest is taken here, from the very bytes written next: the main thread never
         // hashes a buffered body, and the name the file gets is the digest of what it holds.
-        const digest = sha512(job.body)
-        const integrity = `sha512-${digest.toString('base64')}`
-        if (job.expect !== undefined && integrity !== job.expect) {
+        // Named by the algorithm an expected integrity names (a peer running an older version
+        // announces sha512), else by this store's own.
+        const algorithm = job.expect === undefined ? ownAlgorithm : job.expect.slice(0, job.expect.indexOf('-'))
+        const digest = algorithms.includes(algorithm) ? digestOf(algorithm, job.body) : undefined
+        const integrity = digest && `${algorithm}-${digest.toString('base64')}`
+        if (!digest || !integrity || (job.expect !== undefined && integrity !== job.expect)) {
           return { ok: false, error: { message: 'the body is not the one expected (its digest differs); nothing was stored', code: 'EINTEGRITY' } }
         }
-        const file = contentPathOf(digest)
+        const file = contentPathOf(algorithm, digest)
         const line = `${job.line[0]}${integrity}${job.line[1]}`
         // A body already on disk (the same bytes under another entry) is not written again,
         // only its index line; a file under that name with other bytes (torn by a crash) is
         // replaced whole, as a put does.
-        const written = writeNew(file, job.body) ?? holds(file, job.body.byteLength, digest)
+        const written = writeNew(file, job.body) ?? holds(file, job.body.byteLength, algorithm, digest)
         if (written) {
           writeIndex(job.id, line, job.compact)
           return { ok: true, file: written, integrity }

@@ -5,12 +5,12 @@
 // hashed as it arrives (its bytes are not kept); a buffered one is hashed by
 // the disk writer's thread, off the main thread, unless its caller asks here.
 
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { SMALL_BODY_BYTES, integrityOf, integrityOfBytes } from './content-file.ts'
+import { type ContentAlgorithm, type ContentHash, SMALL_BODY_BYTES, contentHash, integrityOf, integrityOfBytes } from './content-file.ts'
 
 const openFd = promisify(fs.open)
 const writevFd = promisify(fs.writev)
@@ -23,7 +23,7 @@ export interface FinishedBody {
 }
 
 export interface BufferedBody {
-  /** Its sha512 integrity: only when buffered() was asked for it, else the disk writer works it out. */
+  /** Its integrity (content-file.ts CONTENT_ALGORITHM): only when buffered() was asked for it, else the disk writer works it out. */
   integrity?: string
   size: number
   body: Buffer
@@ -37,6 +37,8 @@ export interface PendingBodyOptions {
   onFailure(error: unknown): void
   /** Memory for a buffered body (see DiskStoreOptions.allocateBody). */
   allocateBody?: (length: number) => Buffer | undefined
+  /** What a body that spills is hashed by (default content-file.ts CONTENT_ALGORITHM). */
+  algorithm?: ContentAlgorithm
 }
 
 export type WriteOutcome = 'ok' | 'too-large' | 'failed'
@@ -44,7 +46,7 @@ export type WriteOutcome = 'ok' | 'too-large' | 'failed'
 export class PendingBody {
   readonly #opts: PendingBodyOptions
   /** Started when the body spills: a buffered body is hashed whole, once, by whoever needs its digest. */
-  #hash: ReturnType<typeof createHash> | undefined
+  #hash: ContentHash | undefined
   /** Named when the body spills (most bodies never do). */
   #tmpPath: string | undefined
   #bytes = 0
@@ -71,7 +73,7 @@ export class PendingBody {
       this.#drain()
     } else if (this.#bytes > SMALL_BODY_BYTES) {
       // Spilling: the bytes so far are all still here, the rest is hashed as it comes.
-      this.#hash = createHash('sha512')
+      this.#hash = contentHash(this.#opts.algorithm)
       for (const held of this.#chunks) this.#hash.update(held)
       this.#fd = this.#openTmp()
       this.#drain()
@@ -100,7 +102,7 @@ export class PendingBody {
       offset += chunk.length
     }
     this.#chunks = []
-    return { integrity: withIntegrity ? integrityOfBytes(body) : undefined, size: this.#bytes, body }
+    return { integrity: withIntegrity ? integrityOfBytes(body, this.#opts.algorithm) : undefined, size: this.#bytes, body }
   }
 
   /** For a body that spilled to its temp file: the whole body on disk and its digest. Rejects on I/O failure. */

@@ -1,9 +1,9 @@
 // Helpers shared by the cache tests: real temp directories, entries and bodies.
 
-import { createHash } from 'node:crypto'
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import { integrityOfBytes } from './content-file.ts'
 import type { CacheStore, EntryMeta, NewEntry, StoreEvent, StoredBody } from './types.ts'
 
 export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
@@ -43,8 +43,9 @@ export function bodyOf(size: number, seed = 1): Buffer {
   return buffer
 }
 
+/** The integrity the store names a new body by (content-file.ts CONTENT_ALGORITHM). */
 export function sri(body: Buffer): string {
-  return `sha512-${createHash('sha512').update(body).digest('base64')}`
+  return integrityOfBytes(body)
 }
 
 /**

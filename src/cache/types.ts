@@ -33,7 +33,8 @@ export interface EntryMeta {
   /** Body length in bytes. */
   size: number
   /**
-   * Subresource integrity of the body (sha512), set by the store. A body the store hashes as
+   * Subresource integrity of the body (sha256; sha512 for bodies stored by older versions, see
+   * content-file.ts CONTENT_ALGORITHMS), set by the store. A body the store hashes as
    * it writes it behind (off the main thread) is known meanwhile by a placeholder unique to it
    * (see isPendingIntegrity), which gives way to the digest once the body is on disk.
    */
@@ -111,7 +112,7 @@ export interface BodyLoan {
 /** The body a writer must receive (see CacheStore.writer). */
 export interface ExpectedBody {
   size: number
-  /** sha512 Subresource Integrity, as EntryMeta.integrity. */
+  /** Subresource Integrity, as EntryMeta.integrity (sha256, or sha512 from a peer running an older version). */
   integrity: string
 }
 

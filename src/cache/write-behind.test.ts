@@ -129,7 +129,7 @@ describe('write-behind disk writer', () => {
 
   it('replaces a torn file left under a body\'s content name, and shares one file between two entries with the same body', async () => {
     const body = bodyOf(5000, 3)
-    const file = contentPath(dir, `sha512-${createHash('sha512').update(body).digest('base64')}`)!
+    const file = contentPath(dir, sri(body))!
     // What a SIGKILL in the middle of a direct write leaves: the first bytes, under the final name.
     await mkdir(path.dirname(file), { recursive: true })
     await writeFile(file, body.subarray(0, 1000))
@@ -194,6 +194,35 @@ describe('write-behind disk writer', () => {
     // Nothing of the refused bodies stays behind, not even a temp file.
     expect(Object.keys(await cacache.ls(dir))).toHaveLength(2)
     expect(await filesUnder(path.join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('stores a body expected by its sha512 integrity (a peer running an older version) under that digest, buffered or spilled', async () => {
+    const sha512 = (body: Buffer) => `sha512-${createHash('sha512').update(body).digest('base64')}`
+    const store = await openStore()
+    // No room in its write queue: a buffered body is checked on the event loop (and not stored).
+    const full = await openStore({ dir: path.join(dir, 'full'), writeQueueBytes: 0 })
+    for (const size of [2000, SMALL_BODY_BYTES + 100_000]) {
+      const body = bodyOf(size, 6)
+      const url = `https://a.test/old-peer/${size}`
+      for (const s of [store, full]) {
+        const wrong = s.writer(newEntry(url), { size, integrity: sha512(bodyOf(size, 7)) })
+        wrong.write(body)
+        await expect(wrong.commit()).rejects.toMatchObject({ code: 'EINTEGRITY' })
+      }
+      const unstored = full.writer(newEntry(url), { size, integrity: sha512(body) })
+      unstored.write(body)
+      await unstored.commit()
+      const right = store.writer(newEntry(url), { size, integrity: sha512(body) })
+      right.write(body)
+      expect((await right.commit())?.integrity).toBe(sha512(body))
+      await store.drain()
+      expect(store.variant(url, '')?.integrity).toBe(sha512(body))
+      const read = await store.read(url, '')
+      expect(read && (await bytesOf(read)).equals(body)).toBe(true)
+      const viaCacache = await cacache.get(dir, entryId(url, ''))
+      expect(viaCacache.integrity).toBe(sha512(body))
+      expect(viaCacache.data.equals(body)).toBe(true)
+    }
   })
 
   it('writeRoom() resolves once the queue has drained enough for the body, so a patient writer is not skipped', async () => {
@@ -280,7 +309,7 @@ describe('bodies hashed by the disk writer thread', () => {
     // Served at once, under a placeholder until the writer has hashed it.
     expect(committed?.integrity).toMatch(/^pending-/)
     await store.drain()
-    const cacacheIntegrity = String(await cacache.put(path.join(dir, 'other'), 'k', body))
+    const cacacheIntegrity = String(await cacache.put(path.join(dir, 'other'), 'k', body, { algorithms: ['sha256'] }))
     expect(store.variant('https://a.test/hashed', '')?.integrity).toBe(cacacheIntegrity)
     const viaCacache = await cacache.get(dir, entryId('https://a.test/hashed', ''))
     expect(viaCacache.integrity).toBe(cacacheIntegrity)
