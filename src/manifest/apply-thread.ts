@@ -142,8 +142,13 @@ export const SEARCH_BACKLOG_ROWS = 5000
  * entry lands on a random leaf of it, so nearly every op read its leaf page again from the
  * file. The cache is this connection's memory only: it changes nothing in the file or the WAL
  * (what LiteFS replicates), and SQLite drops it whenever another connection wrote the file.
+ * It fills under a storm of misses and stays: at 32 MiB it was most of the malloc arena the
+ * worker threads share (41-44 MB at a 20 s storm's peak RSS, 25 at 16 MiB). bench/manifest-upsert.ts
+ * at 1,000,000 entries, alternated: 57,900 and 52,900 new entries a second at 16 MiB against
+ * 55,700 and 57,200 at 32 (the thread's CPU 14.5-15.5 µs per op for both); at 8 MiB, 54,300
+ * against 61,700, and a storm's manifest once took 975 ms of its 1 s to settle.
  */
-export const APPLY_CACHE_MIB = 32
+export const APPLY_CACHE_MIB = 16
 
 /**
  * The apply thread's young generation, in MB (thread-heap.ts startWorker; other threads get 3).
