@@ -25,6 +25,9 @@ describe('decideStore (RFC 9111 §3)', () => {
   it('refuses what a shared cache must not store', () => {
     expect(store({ 'cache-control': 'no-store, max-age=60' })).toMatchObject({ store: false, reason: 'no-store' })
     expect(store({ 'cache-control': 'private, max-age=60' })).toMatchObject({ store: false, reason: 'private' })
+    // CDN-Cache-Control decides freshness, but cannot make a private response shareable.
+    expect(store({ 'cache-control': 'private', 'cdn-cache-control': 'max-age=60' })).toMatchObject({ store: false, reason: 'private' })
+    expect(store({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'private, max-age=60' })).toMatchObject({ store: false, reason: 'private' })
     expect(store({ 'cache-control': 'max-age=60' }, { req: { 'cache-control': 'no-store' } })).toMatchObject({ store: false })
     expect(store({ 'cache-control': 'max-age=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: false, reason: 'authorization' })
     expect(store({ 'cache-control': 's-maxage=60' }, { req: { authorization: 'x' } })).toMatchObject({ store: true })
