@@ -291,6 +291,21 @@ describe('entry index', () => {
     expect(index.meta(handles[1]!)).toBe(second)
   })
 
+  it('keeps an entry decoded when its content changes, with the new content\'s size and digest', () => {
+    const index = new EntryIndex({ hotEntries: 2 })
+    const h = add(index, meta(1))
+    const before = index.meta(h)
+    const written = new StoredContent(paths, 'sha256-written', 12)
+    written.refs = 1
+    index.setContent(h, written)
+    const after = index.meta(h)
+    expect(after).toEqual({ ...meta(1), size: 12, integrity: 'sha256-written' })
+    expect(Object.isFrozen(after)).toBe(true)
+    // Not decoded again from the packed form: the decoded fields are the same objects.
+    expect(after.headers).toBe(before.headers)
+    expect(index.meta(h)).toBe(after)
+  })
+
   it('gives a purge the fields it matches on without decoding an entry or changing which stay decoded', () => {
     const index = new EntryIndex({ hotEntries: 2 })
     const handles = [1, 2, 3, 4].map((i) => add(index, { ...meta(i), tags: [`t${i}`] }))
