@@ -32,6 +32,15 @@ async function openStore(overrides: Partial<CacheStoreOptions> = {}): Promise<Ca
   return store
 }
 
+/** A tiered store over a disk store and a memory tier of its own, both at hand to reach past the tiered store. */
+async function openTiers() {
+  const disk = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: MiB, log: () => {} })
+  const memory = createMemoryTier({ maxBytes: MiB })
+  const store = createTieredStore(disk, memory)
+  open.push(store)
+  return { disk, memory, store }
+}
+
 async function reopen(store: CacheStore, overrides: Partial<CacheStoreOptions> = {}): Promise<CacheStore> {
   await store.close()
   open.splice(open.indexOf(store), 1)
@@ -194,10 +203,7 @@ describe('tiered store', () => {
 
   it('does not trust a memory copy whose integrity no longer matches the disk index', async () => {
     // Two tiers sharing one disk store: a body can be in memory under an older integrity.
-    const disk = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: MiB, log: () => {} })
-    const memory = createMemoryTier({ maxBytes: MiB })
-    const store = createTieredStore(disk, memory)
-    open.push(store)
+    const { disk, memory, store } = await openTiers()
     const meta = await put(store, newEntry('https://a.test/i'), bodyOf(100, 1))
     memory.set(`https://a.test/i`, { buffer: bodyOf(100, 9), integrity: 'sha512-stale' })
     const read = await store.read('https://a.test/i', '')
@@ -207,10 +213,7 @@ describe('tiered store', () => {
   })
 
   it("lends a hit the memory copy its content record names, only while that copy is still the variant's own in the tier", async () => {
-    const disk = await createDiskStore({ dir, maxBytes: 100 * MiB, maxObjectBytes: MiB, log: () => {} })
-    const memory = createMemoryTier({ maxBytes: MiB })
-    const store = createTieredStore(disk, memory)
-    open.push(store)
+    const { disk, memory, store } = await openTiers()
     const meta = await put(store, newEntry('https://a.test/a'), bodyOf(100, 1))
     const first = await store.read('https://a.test/a', '')
     expect(first?.tier).toBe('memory')
