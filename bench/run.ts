@@ -18,6 +18,7 @@ import { rules50 } from './rules50.ts'
 import { formatBreakdown, formatHeapLog } from './smaps.ts'
 import { BASELINE, compareSystems, noteKey, renderResults, summarize, textTable, type Comparison, type Measurement } from './report.ts'
 import {
+  benchOutDir,
   cpuSeconds,
   ensureTools,
   killAllSync,
@@ -374,8 +375,7 @@ async function main(): Promise<number> {
   const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
   const opts = parseOptions(process.argv.slice(2), repoDir)
   if (!opts) return 0
-  const outDir = path.join(repoDir, 'bench', 'out')
-  await mkdir(outDir, { recursive: true })
+  const outDir = await benchOutDir(repoDir)
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-bench-'))
   const ws: Workspace = { tmpDir, outDir, repoDir }
   const loadAtStart = os.loadavg()[0]!

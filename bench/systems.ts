@@ -99,6 +99,13 @@ async function waitForHttp(url: string, child: ChildProcess, timeoutMs: number, 
   throw new Error(`${url} did not answer 200 within ${timeoutMs} ms (last: ${last}); log ${logPath}:\n${await tail(logPath)}`)
 }
 
+/** bench/out under the repo, made when missing (a fresh clone has none): the systems' logs go there. */
+export async function benchOutDir(repoDir: string): Promise<string> {
+  const dir = path.join(repoDir, 'bench', 'out')
+  await mkdir(dir, { recursive: true })
+  return dir
+}
+
 export interface Workspace {
   /** Temp dir for configs, caches, databases. */
   tmpDir: string

@@ -29,7 +29,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildCaje } from './build.ts'
 import { runLoad, type Workload } from './load.ts'
-import { findExecutable, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
+import { benchOutDir, findExecutable, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
 import { TICK_US, groups, readThreadMap, threads, untilIdle, type Thread } from './thread-ticks.ts'
 
 const { values } = parseArgs({
@@ -77,7 +77,7 @@ function envOf(list: string | undefined): Record<string, string> {
 async function main() {
   const repoDir = process.cwd()
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-thread-cpu-'))
-  const ws: Workspace = { tmpDir, outDir: path.join(repoDir, 'bench', 'out'), repoDir }
+  const ws: Workspace = { tmpDir, outDir: await benchOutDir(repoDir), repoDir }
   const wrkPath = findExecutable('wrk')!
   hitWorkspace = ws
   hitWrk = wrkPath

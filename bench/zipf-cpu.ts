@@ -24,7 +24,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildCaje } from './build.ts'
 import { runLoad, type Workload } from './load.ts'
-import { findExecutable, processTree, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
+import { benchOutDir, findExecutable, processTree, startCaje, startNodeScript, startVarnish, type RunningSystem, type Workspace } from './systems.ts'
 import { TICK_US, readThreadMap, taskTicks, untilIdle } from './thread-ticks.ts'
 import { gcCounts } from './gc-trace.ts'
 
@@ -61,7 +61,7 @@ async function originStats(origin: RunningSystem): Promise<{ requests: number; n
 async function main() {
   const repoDir = process.cwd()
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), 'caje-zipf-cpu-'))
-  const ws: Workspace = { tmpDir, outDir: path.join(repoDir, 'bench', 'out'), repoDir }
+  const ws: Workspace = { tmpDir, outDir: await benchOutDir(repoDir), repoDir }
   const realWrk = findExecutable('wrk')!
   // wrk's own CPU: a wrapper that writes its children's times when wrk exits.
   const timesFile = path.join(tmpDir, 'wrk-times')
