@@ -10,7 +10,7 @@
 // down below LOW_WATER_BYTES. A peer that sends nothing for `idleTimeoutMs`
 // is given up on; an abort of `signal` ends the request at once.
 
-import { type Dispatcher, util as undiciUtil } from 'undici'
+import { type Dispatcher, util as undiciUtil } from '../undici-core.ts'
 
 /**
  * Unread bytes at which reading from the socket pauses. Once resumed, undici

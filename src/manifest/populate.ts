@@ -17,7 +17,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { turnBudget, type TurnBudget } from '../turn-budget.ts'
 import type { Kysely } from 'kysely'
-import { Agent, type Dispatcher } from 'undici'
+import { Agent, type Dispatcher } from '../undici-core.ts'
 import type { PopulateStatus } from '../vocabulary.ts'
 import type { CacheStore, EntryMeta, NewEntry } from '../cache/types.ts'
 import type { Metrics } from '../metrics.ts'

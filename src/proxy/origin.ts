@@ -4,7 +4,7 @@
 // the one sender: every origin request (fill, pass, revalidation, populate)
 // goes through send(), which counts its latency or its failure.
 
-import { Agent, errors as undiciErrors, util as undiciUtil, type Dispatcher } from 'undici'
+import { Agent, errors as undiciErrors, util as undiciUtil, type Dispatcher } from '../undici-core.ts'
 import { Readable } from 'node:stream'
 import type { OriginErrorKind } from '../vocabulary.ts'
 import type { HeaderBag } from './headers.ts'
