@@ -2,7 +2,7 @@ import { raw } from 'hono/html'
 import type { FC, PropsWithChildren } from 'hono/jsx'
 import type { NodeStatus } from '../src/admin/actions.ts'
 import { Csrf, FlashMessage, type Flash } from './components.tsx'
-import { formatBytes, formatRatio } from './format.ts'
+import { formatBytes, formatCount, formatRatio } from './format.ts'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
 
@@ -52,7 +52,7 @@ const StatusBar: FC<{ status: NodeStatus }> = ({ status }) => (
     </div>
     <div>
       <dt>{TEXT.status.entries}</dt>
-      <dd>{status.entries.toLocaleString('en')}</dd>
+      <dd>{formatCount(status.entries)}</dd>
     </div>
   </dl>
 )

@@ -1,7 +1,7 @@
 import type { Child, FC } from 'hono/jsx'
 import type { ClusterNodeView, DiskEntry, ManifestEntry, PopulateStatus } from '../src/admin/actions.ts'
 import { ActionsCell, Badge, BytesCell, Csrf, DataTable, Empty, NumCell, Panel, StatusCell, TimeCell, UrlCell, type Flash } from './components.tsx'
-import { formatBytes, formatDuration, formatRelative, isoTime } from './format.ts'
+import { formatBytes, formatCount, formatDuration, formatRelative, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
@@ -307,7 +307,7 @@ const NodesPanel: FC<{ props: ListPageProps }> = ({ props }) => {
             <td>
               <Badge kind={n.online ? 'fresh' : 'offline'}>{n.online ? t.online : t.offline}</Badge>
             </td>
-            <NumCell>{n.holds.toLocaleString('en')}</NumCell>
+            <NumCell>{formatCount(n.holds)}</NumCell>
             <ActionsCell>
               {n.self || n.online ? null : (
                 <form method="post" action={PATHS.nodeForget(n.id)} data-component="inline-form">

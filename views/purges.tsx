@@ -1,7 +1,7 @@
 import type { FC } from 'hono/jsx'
 import type { PurgePreview, PurgeRecord, PurgeRequest } from '../src/admin/actions.ts'
 import { Badge, Csrf, DataTable, Empty, Panel, TimeCell, UrlCell, type Flash } from './components.tsx'
-import { formatBytes, formatClock, formatLag, isoTime } from './format.ts'
+import { formatBytes, formatCount, formatClock, formatLag, isoTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
@@ -39,7 +39,7 @@ export const PurgeConfirmPage: FC<PurgeConfirmPageProps> = ({ chrome, request, p
           </div>
           <div>
             <dt>{t.previewEntries}</dt>
-            <dd data-slot="entries">{preview.entries.toLocaleString('en')}</dd>
+            <dd data-slot="entries">{formatCount(preview.entries)}</dd>
           </div>
           <div>
             <dt>{t.previewBytes}</dt>

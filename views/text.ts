@@ -1,11 +1,9 @@
 // Every user-facing string of the admin UI, in one place.
 
-// Made when the module loads, at start: the first number formatted in a process loads ICU's
-// locale data (25-45 ms here, up to 158 ms on a loaded node), and doing that inside the answer to
-// a purge held that node's event loop while it removed 10,000 entries. Once loaded, the
-// toLocaleString('en') calls of the views are cheap too.
-const NUMBER = new Intl.NumberFormat('en')
-const plural = (n: number, one: string, many: string) => `${NUMBER.format(n)} ${n === 1 ? one : many}`
+import { formatCount } from './format.ts'
+
+// Counts are written by formatCount, not Intl (format.ts says why).
+const plural = (n: number, one: string, many: string) => `${formatCount(n)} ${n === 1 ? one : many}`
 
 export const TEXT = {
   brand: 'caje',
@@ -104,7 +102,7 @@ export const TEXT = {
     },
     /** `atLeast`: the total was counted up to a cap, so it reads "10,000+". */
     range: (from: number, to: number, total: number, atLeast = false) =>
-      total === 0 || to === 0 ? 'none' : `${from.toLocaleString('en')}–${to.toLocaleString('en')} of ${total.toLocaleString('en')}${atLeast ? '+' : ''}`,
+      total === 0 || to === 0 ? 'none' : `${formatCount(from)}–${formatCount(to)} of ${formatCount(total)}${atLeast ? '+' : ''}`,
     first: 'First',
     prev: 'Previous',
     next: 'Next',
@@ -196,7 +194,7 @@ export const TEXT = {
     populateRunning: 'Running',
     populateFinished: 'Last run',
     populateCounts: (s: { done: number; fromPeers: number; fromOrigin: number; skipped: number; failed: number }) =>
-      `${s.done.toLocaleString('en')} fetched (${s.fromPeers.toLocaleString('en')} from peers, ${s.fromOrigin.toLocaleString('en')} from the origin), ${s.skipped.toLocaleString('en')} skipped, ${s.failed.toLocaleString('en')} failed`,
+      `${formatCount(s.done)} fetched (${formatCount(s.fromPeers)} from peers, ${formatCount(s.fromOrigin)} from the origin), ${formatCount(s.skipped)} skipped, ${formatCount(s.failed)} failed`,
     clearHeading: 'Clear',
     clearLead: 'Empty this node’s disk cache, or the shared manifest for all nodes.',
     clearFsButton: 'Clear FS…',

@@ -2,7 +2,7 @@ import type { FC } from 'hono/jsx'
 import type { PathMisses, TrafficMinute } from '../src/admin/actions.ts'
 import { Badge, BytesCell, DataTable, NumCell, Panel, UrlCell } from './components.tsx'
 import { LineChart } from './charts.tsx'
-import { formatBytes, formatRatio, formatTime } from './format.ts'
+import { formatBytes, formatCount, formatRatio, formatTime } from './format.ts'
 import { Layout, type Chrome } from './layout.tsx'
 import { PATHS } from './paths.ts'
 import { TEXT } from './text.ts'
@@ -39,14 +39,14 @@ const TopMisses: FC<{ id: string; title: string; rows: PathMisses[] }> = ({ id, 
           {rows.map((r) => (
             <tr>
               <UrlCell url={r.path} />
-              <NumCell>{r.misses.toLocaleString('en')}</NumCell>
+              <NumCell>{formatCount(r.misses)}</NumCell>
               <BytesCell bytes={r.originBytes} />
               <td data-slot="reasons">
                 {Object.entries(r.reasons)
                   .sort((a, b) => b[1] - a[1])
                   .map(([reason, n]) => (
                     <Badge kind="stale" title={t.reasonTitle(reason)}>
-                      {reason} × {n.toLocaleString('en')}
+                      {reason} × {formatCount(n)}
                     </Badge>
                   ))}
               </td>
@@ -132,7 +132,7 @@ export const TrafficPage: FC<TrafficPageProps> = (props) => {
         <dl data-component="preview" data-slot="totals">
           <div>
             <dt>{t.requests}</dt>
-            <dd data-slot="requests">{total.requests.toLocaleString('en')}</dd>
+            <dd data-slot="requests">{formatCount(total.requests)}</dd>
           </div>
           <div>
             <dt>{t.hitRatio}</dt>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { formatBytes, formatDuration, formatRelative, formatTime } from '../../views/format.ts'
+import { formatBytes, formatCount, formatDuration, formatRelative, formatTime } from '../../views/format.ts'
 import { safeNext } from './http.ts'
 import { createRateLimiter } from './rate-limit.ts'
 import { secretEquals } from '../bearer.ts'
@@ -102,6 +102,12 @@ describe('formatting', () => {
     expect(formatDuration(5 * 86_400_000 + 4 * 3600_000)).toBe('5d 4h')
     expect(formatRelative(1_000, 61_000)).toBe('1m ago')
     expect(formatRelative(121_000, 1_000)).toBe('in 2m')
+  })
+
+  it('writes counts as toLocaleString("en") does', () => {
+    const counts = [0, 7, 999, 1000, 1234, 99_999, 100_000, 1_234_567, 10_000_000, 2 ** 31, Number.MAX_SAFE_INTEGER - 1, -1, -1234, -1_000_000, 1.5, 1234.25, 0.125, 2.0004, -0.5, 12.3456, Number.NaN, Infinity, -Infinity, 1e21]
+    for (const n of counts) expect(formatCount(n), String(n)).toBe(n.toLocaleString('en'))
+    expect(formatCount(1_234_567)).toBe('1,234,567')
   })
 })
 
