@@ -23,6 +23,8 @@
 import { createRequire } from 'node:module'
 import type { Worker } from 'node:worker_threads'
 import { startWorker } from '../thread-heap.ts'
+import type { CheckpointStats } from './checkpointer.ts'
+import { jsonLog, type ManifestLog } from './log.ts'
 import { PIECE_CHARS, parseBatch, splitBatch } from './batch-body.ts'
 import { expandStored, isRecord, isStr, isTime, isWhole, opsListOf, parseEntry, parseHotBatch, parseHotOp } from './hot-op-shapes.ts'
 import { MAX_FORGOTTEN_PER_OP, MAX_OPS_PER_BATCH } from './ops.ts'
@@ -91,7 +93,9 @@ export interface ApplyThread {
    * time and its COMMIT. Resolves to the rows it changed and the search index's backlog after it.
    */
   run(statement: ThreadStatement): Promise<{ changes: number; searchBacklog: number }>
-  /** Close the thread's connection and end the thread (after the apply in flight). */
+  /** The WAL checkpoints this thread ran (checkpointIntervalMs), counted as checkpointer.ts counts its own. */
+  checkpoints(): CheckpointStats
+  /** Close the thread's connection and end the thread (after the apply in flight; with checkpoints, after a last one). */
   close(): Promise<void>
 }
 
@@ -126,6 +130,17 @@ export interface ApplyThreadOptions {
    * this thread. Default 1,000.
    */
   walAutocheckpointPages?: number
+  /**
+   * Also copy the WAL back into the database file, with a PASSIVE checkpoint on this thread's
+   * connection every this many ms between the messages it handles, as checkpointer.ts does on a
+   * thread of its own: one thread (a V8 isolate, its stacks, its connection) fewer. PASSIVE never
+   * waits for a reader or a writer, so the event loop's transactions never wait for it; a batch
+   * that arrives during one waits for it on this thread. Default: none (the WAL is then left to
+   * the writing handles' wal_autocheckpoint).
+   */
+  checkpointIntervalMs?: number
+  /** Where a failed checkpoint is reported. Default: JSON lines on stderr. */
+  log?: ManifestLog
 }
 
 /**
@@ -181,6 +196,9 @@ interface Reply {
   error?: { message: string; code?: string }
 }
 
+/** The id of the thread's reports of its own checkpoints (`changes`: WAL frames copied back, or `error`); answers count from 1. */
+const CHECKPOINT_REPLY = 0
+
 /** The inbox starts this large and doubles as bodies need it: a replica's batch of 1,000 stored ops is about 300 KB. */
 const INBOX_BYTES = 512 * 1024
 /** The inbox grows no larger than this (a replica sends at most 1,000 ops a batch); a larger body gets memory of its own. */
@@ -191,6 +209,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   const resolveFrom = createRequire(import.meta.url).resolve('better-sqlite3')
   const workerData = {
     path: options.path,
+    checkpointIntervalMs: options.checkpointIntervalMs === undefined ? 0 : Math.max(10, options.checkpointIntervalMs),
     busyTimeoutMs: options.busyTimeoutMs ?? 100,
     resolveFrom,
     searchBacklogRows: Math.max(0, Math.floor(options.searchBacklogRows ?? SEARCH_BACKLOG_ROWS)),
@@ -201,6 +220,8 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   // An idle thread must not keep the process alive.
   worker.unref()
   options.onThread?.(worker)
+  const log = options.log ?? jsonLog
+  const checkpoints: CheckpointStats = { runs: 0, frames: 0, lastError: undefined }
   const pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>()
   let nextId = 1
   let gone: string | undefined
@@ -212,6 +233,16 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
   let exited!: () => void
   const ended = new Promise<void>((resolve) => (exited = resolve))
   worker.on('message', (reply: Reply) => {
+    if (reply.id === CHECKPOINT_REPLY) {
+      if (reply.error) {
+        if (checkpoints.lastError !== reply.error.message) log('warn', 'WAL checkpoint failed on the apply thread; the writer checkpoints itself past its backstop', { error: reply.error.message })
+        checkpoints.lastError = reply.error.message
+      } else {
+        checkpoints.runs++
+        checkpoints.frames += reply.changes ?? 0
+      }
+      return
+    }
     const p = pending.get(reply.id)
     pending.delete(reply.id)
     if (!p) return
@@ -285,6 +316,7 @@ export function startApplyThread(options: ApplyThreadOptions): ApplyThread {
       const reply = await send({ statement: { sql: statement.sql, parameters: statement.parameters } })
       return { changes: reply.changes ?? 0, searchBacklog: reply.searchBacklog ?? 0 }
     },
+    checkpoints: () => ({ ...checkpoints }),
     applyBodies(bodies, compact = []) {
       const done = inboxFree.then(() => applyBodies(bodies, compact))
       inboxFree = done.catch(() => undefined)
@@ -327,7 +359,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
   const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads')
   const { createRequire: requireFrom } = process.getBuiltinModule('node:module')
   const { StringDecoder } = process.getBuiltinModule('node:string_decoder')
-  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number; walAutocheckpointPages: number; cacheMib: number }
+  const data = workerData as { path: string; busyTimeoutMs: number; resolveFrom: string; searchBacklogRows: number; walAutocheckpointPages: number; cacheMib: number; checkpointIntervalMs: number }
   type Statement = { run(...p: unknown[]): unknown; get(...p: unknown[]): unknown }
   type Handle = { prepare(sql: string): Statement; pragma(source: string): unknown; close(): void; inTransaction: boolean }
   const SQLite = requireFrom(data.resolveFrom)(data.resolveFrom) as new (path: string, options: { fileMustExist: boolean; timeout: number }) => Handle
@@ -489,8 +521,31 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
     inTransaction(c, () => (searchBacklog = searchQueued(c)))
     return { done, searchBacklog }
   }
+  // WAL checkpoints (checkpointIntervalMs), run by a timer between messages: never inside this
+  // thread's own transaction. Each reports the frames it copied back since the previous one.
+  let lastCheckpointed = 0
+  const checkpoint = () => {
+    try {
+      const c = (open ??= connect())
+      const [result] = c.db.pragma('wal_checkpoint(PASSIVE)') as Array<{ busy: number; log: number; checkpointed: number }>
+      if (!result) return
+      // nBackfill (checkpointed) counts from the WAL's last restart: the progress since the previous run.
+      const moved = result.checkpointed >= lastCheckpointed ? result.checkpointed - lastCheckpointed : result.checkpointed
+      lastCheckpointed = result.checkpointed
+      if (moved > 0) port.postMessage({ id: 0, changes: moved })
+    } catch (err) {
+      // Another connection is checkpointing right now: the next run catches up.
+      if (/^SQLITE_(BUSY|LOCKED)/.test(String((err as { code?: unknown } | null)?.code ?? ''))) return
+      port.postMessage({ id: 0, error: { message: message(err) } })
+    }
+  }
+  const checkpoints = data.checkpointIntervalMs > 0 ? setInterval(checkpoint, data.checkpointIntervalMs) : undefined
   port.on('message', (received: 'close' | { id: number; ops: HotOp[] } | { id: number; inbox: SharedArrayBuffer; bodies: Array<[number, number, boolean]> } | { id: number; index: number } | { id: number; statement: { sql: string; parameters: unknown[] } }) => {
     if (received === 'close') {
+      if (checkpoints !== undefined) {
+        clearInterval(checkpoints)
+        checkpoint()
+      }
       try {
         open?.db.close()
       } finally {

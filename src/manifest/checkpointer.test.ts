@@ -6,7 +6,8 @@ import { openDatabase } from './database.ts'
 import { migrateToLatest } from './migrate.ts'
 import { applyOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
-import { entry, tempDir, waitFor } from './test-helpers.ts'
+import { captureLog, entry, tempDir, waitFor } from './test-helpers.ts'
+import { DirectWriter } from './writer.ts'
 
 describe('WAL checkpoints on their own thread', () => {
   const cleanups: (() => void | Promise<void>)[] = []
@@ -14,7 +15,7 @@ describe('WAL checkpoints on their own thread', () => {
     for (const c of cleanups.splice(0).reverse()) await c()
   })
 
-  function open(checkpointInBackground: boolean) {
+  function open(checkpointInBackground: boolean | 'apply-thread') {
     const { dir, cleanup } = tempDir()
     cleanups.push(cleanup)
     const file = path.join(dir, 'manifest.db')
@@ -36,6 +37,26 @@ describe('WAL checkpoints on their own thread', () => {
     await waitFor(() => checkpointer!.stats().frames > 0, 10_000, 'the checkpoint thread to copy the WAL back')
     expect(checkpointer!.stats().lastError).toBeUndefined()
     // Everything written is in the file once the handle is closed (the thread's last checkpoint, then the close).
+    await db.destroy()
+    cleanups.pop()
+    expect(fs.existsSync(`${file}-wal`)).toBe(false)
+    const reopened = openDatabase({ path: file, readonly: true })
+    cleanups.push(() => reopened.db.destroy())
+    expect(reopened.sqlite.prepare('select count(*) from entries').pluck().get()).toBe(2500)
+  })
+
+  it('copies the WAL back from the writer\'s apply thread when the handle leaves it that job, with no thread of its own', async () => {
+    const { db, sqlite, checkpointer, file } = open('apply-thread')
+    expect(checkpointer).toBeUndefined()
+    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(BACKSTOP_WAL_PAGES)
+    await migrateToLatest(db)
+    const writer = new DirectWriter({ db, applyThread: true, checkpointWal: true, intervalMs: 10_000, log: captureLog().log })
+    for (let b = 0; b < 5; b++) expect(await writer.applyReceived(stores(b * 500, 500))).toEqual({ applied: 500, failed: 0 })
+    // More than SQLite's default 1,000 pages went through the WAL, past neither connection's backstop.
+    await waitFor(() => writer.checkpoints().frames > 0, 10_000, 'the apply thread to copy the WAL back')
+    expect(writer.checkpoints().lastError).toBeUndefined()
+    // The thread's last checkpoint as the writer closes, then the handle's close: everything written is in the file.
+    await writer.close()
     await db.destroy()
     cleanups.pop()
     expect(fs.existsSync(`${file}-wal`)).toBe(false)

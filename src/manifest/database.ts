@@ -242,9 +242,11 @@ export interface OpenDatabaseOptions {
    * Copy the WAL back into the file on a thread of its own (checkpointer.ts)
    * instead of inside the commits of this handle, which run on the event
    * loop. For the handle a node writes the manifest with; ignored when
-   * readonly or in memory.
+   * readonly or in memory. 'apply-thread': the same, but on the thread of
+   * the DirectWriter given this handle with checkpointWal (writer.ts,
+   * apply-thread.ts): this sets only the handle's backstop.
    */
-  checkpointInBackground?: boolean
+  checkpointInBackground?: boolean | 'apply-thread'
 }
 
 export interface OpenedDatabase {
@@ -283,7 +285,7 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
   if (options.checkpointInBackground && !readonly && key !== undefined) {
     // The backstop: past it this handle checkpoints in its own commits again.
     sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
-    checkpointer = startCheckpointer({ path: key })
+    if (options.checkpointInBackground === true) checkpointer = startCheckpointer({ path: key })
   }
   const db = new Kysely<Database>({ dialect: new FileLockedSqliteDialect(sqlite, key, checkpointer) })
   handles.set(db, sqlite)

@@ -65,12 +65,13 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   const path = options.databasePath
 
   if (!options.litefsDir) {
-    const { db } = openDatabase({ path, checkpointInBackground: true })
+    // The WAL is checkpointed by the writer's apply thread: one thread fewer than a checkpointer of its own.
+    const { db } = openDatabase({ path, checkpointInBackground: 'apply-thread' })
     await migrateToLatest(db)
     const role = staticPrimary()
     const writer = createManifestWriter({
       role,
-      openDirect: () => new DirectWriter({ applyThread: true, ...options.direct, db, label: path, log }),
+      openDirect: () => new DirectWriter({ applyThread: true, checkpointWal: true, ...options.direct, db, label: path, log }),
       // Never used without LiteFS (always primary), but the type wants it.
       remote: { clusterSecret: options.clusterSecret ?? '', nodeId: options.nodeId, log },
       log,
@@ -104,9 +105,10 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   // Know the role before anything is written: primary now means migrate now.
   await role.refresh()
   const openDirect = () => {
-    const { db } = openDatabase({ path, checkpointInBackground: true })
+    const { db } = openDatabase({ path, checkpointInBackground: 'apply-thread' })
     return new DirectWriter({
       applyThread: true,
+      checkpointWal: true,
       ...options.direct,
       db,
       label: path,

@@ -18,6 +18,7 @@ import { randomUUID } from 'node:crypto'
 import type { Worker } from 'node:worker_threads'
 import type { CompiledQuery, Kysely } from 'kysely'
 import type { Database } from './database.ts'
+import { CHECKPOINT_INTERVAL_MS, type CheckpointStats } from './checkpointer.ts'
 import { describeError, jsonLog } from './log.ts'
 import type { ManifestLog } from './log.ts'
 import { ApplyThreadGoneError, startApplyThread, type ApplyThread, type BodyApplyResult, type ThreadApplyResult } from './apply-thread.ts'
@@ -519,6 +520,13 @@ export interface DirectWriterOptions extends BatchOptions {
   applyThread?: boolean
   /** Called with each apply thread started: the first, and any started after one ended (tests). */
   onApplyThread?: (thread: Worker) => void
+  /**
+   * The apply thread also checkpoints the WAL (apply-thread.ts checkpointIntervalMs), for a
+   * database opened with checkpointInBackground 'apply-thread' (database.ts): the thread is then
+   * started with the writer rather than by its first batch, so the WAL is copied back from the
+   * start. Default false.
+   */
+  checkpointWal?: boolean
   /** Most URL changes the apply thread leaves for the admin filter's index to take later (apply-thread.ts SEARCH_BACKLOG_ROWS). */
   searchBacklogRows?: number
 }
@@ -580,6 +588,7 @@ export class DirectWriter extends BatchWriter {
   /** The file the apply thread opens, when there is to be one. */
   private readonly threadPath: string | undefined
   private thread: ApplyThread | undefined
+  private readonly checkpointWal: boolean
   private readonly onApplyThread: ((thread: Worker) => void) | undefined
   private readonly searchBacklogRows: number | undefined
   private readonly walAutocheckpointPages: number | undefined
@@ -602,6 +611,24 @@ export class DirectWriter extends BatchWriter {
     this.walAutocheckpointPages = this.threadPath === undefined ? undefined : Number(sqlite!.pragma('wal_autocheckpoint', { simple: true }))
     this.onApplyThread = options.onApplyThread
     this.searchBacklogRows = options.searchBacklogRows
+    this.checkpointWal = options.checkpointWal === true && this.threadPath !== undefined
+    if (this.checkpointWal) this.startThread()
+  }
+
+  /** The apply thread, started when there is none. */
+  private startThread(): ApplyThread {
+    return (this.thread ??= startApplyThread({
+      path: this.threadPath!,
+      onThread: this.onApplyThread,
+      searchBacklogRows: this.searchBacklogRows,
+      walAutocheckpointPages: this.walAutocheckpointPages,
+      ...(this.checkpointWal ? { checkpointIntervalMs: CHECKPOINT_INTERVAL_MS, log: this.log } : {}),
+    }))
+  }
+
+  /** The WAL checkpoints the current apply thread ran (checkpointWal); none without one. */
+  checkpoints(): CheckpointStats {
+    return this.thread?.checkpoints() ?? { runs: 0, frames: 0, lastError: undefined }
   }
 
   /**
@@ -610,12 +637,7 @@ export class DirectWriter extends BatchWriter {
    * ended is forgotten, so the next call starts another.
    */
   private async onThread<T>(call: (thread: ApplyThread) => Promise<T>): Promise<T> {
-    const thread = (this.thread ??= startApplyThread({
-      path: this.threadPath!,
-      onThread: this.onApplyThread,
-      searchBacklogRows: this.searchBacklogRows,
-      walAutocheckpointPages: this.walAutocheckpointPages,
-    }))
+    const thread = this.startThread()
     try {
       return await this.db.connection().execute(() => call(thread))
     } catch (err) {
