@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import type { CacheStatus } from './proxy/cache-status.ts'
 import { MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS } from './manifest/hot-set.ts'
 import type { ManifestOp } from './manifest/ops.ts'
-import { createTrafficRecorder, KEYS_KEPT, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED, type CountedRequest } from './traffic.ts'
+import { createTrafficRecorder, KEYS_KEPT, rankPaths, startTrafficRecording, TOP_PATHS_RECORDED, type CountedRequest, type KeyCounter } from './traffic.ts'
 
 const served = (cacheStatus: CacheStatus, tier: 'memory' | 'disk' | 'origin' | 'none') => ({ cacheStatus, tier })
 const hit = served({ hit: true, ttl: 60 }, 'memory')
@@ -206,5 +206,50 @@ describe('the last Cache-Status per key (the explain page)', () => {
     expect(t.lastStatus('http://h/first')).toBeUndefined()
     expect(t.lastStatus('http://h/p1')?.cacheStatus).toBe('caje; fwd=bypass')
     expect(t.lastStatus('http://h/last')).toEqual({ cacheStatus: 'caje; fwd=bypass', at: 2 })
+  })
+})
+
+describe("an answer's key counter (a stored response's record carried from one hit to the next)", () => {
+  const ruled = (path: string) => get('h', path, { rules: { key: `http://h${path}` } })
+  const hitWith = (keyCounter: KeyCounter) => ({ ...hit, keyCounter })
+
+  it('counts and notes through the record the counter carries, as the map would', () => {
+    const t = createTrafficRecorder()
+    const counter: KeyCounter = {}
+    t.record(hitWith(counter), 1, ruled('/a'), 1000, 'caje; hit; ttl=59')
+    expect(counter.record).toBeDefined()
+    const carried = counter.record
+    t.record(hitWith(counter), 1, ruled('/a'), 2000, 'caje; hit; ttl=58')
+    t.record(hit, 1, ruled('/a'), 3000, 'caje; hit; ttl=57')
+    // One record for the key, whichever way it was found.
+    expect(counter.record).toBe(carried)
+    expect(t.takeHits()).toEqual([{ key: 'http://h/a', hits: 3 }])
+    expect(t.lastStatus('http://h/a')).toEqual({ cacheStatus: 'caje; hit; ttl=57', at: 3000 })
+  })
+
+  it("never counts under another key's record: a counter carried to a request for another key is filled again", () => {
+    const t = createTrafficRecorder()
+    const counter: KeyCounter = {}
+    t.record(hitWith(counter), 1, ruled('/a'), 1, 'caje; hit')
+    t.record(hitWith(counter), 1, ruled('/b'), 2, 'caje; hit')
+    expect(t.takeHits().sort((x, y) => x.key.localeCompare(y.key))).toEqual([
+      { key: 'http://h/a', hits: 1 },
+      { key: 'http://h/b', hits: 1 },
+    ])
+  })
+
+  it('finds the key again once its record left the recorder (KEYS_KEPT), so no count is lost', () => {
+    const taken: Array<{ key: string; hits: number }> = []
+    const t: ReturnType<typeof createTrafficRecorder> = createTrafficRecorder({ onHitsFull: () => void taken.push(...t.takeHits()) })
+    const counter: KeyCounter = {}
+    t.record(hitWith(counter), 1, ruled('/first'), 1, 'caje; hit')
+    for (let i = 1; i <= KEYS_KEPT; i++) t.record(served({ fwd: 'bypass', fwdStatus: 200 }, 'origin'), 1, ruled(`/p${i}`), 1, 'caje; fwd=bypass')
+    expect(t.lastStatus('http://h/first')).toBeUndefined()
+    t.record(hitWith(counter), 1, ruled('/first'), 2, 'caje; hit')
+    expect(t.lastStatus('http://h/first')).toEqual({ cacheStatus: 'caje; hit', at: 2 })
+    expect([...taken, ...t.takeHits()].filter((c) => c.key === 'http://h/first')).toEqual([
+      { key: 'http://h/first', hits: 1 },
+      { key: 'http://h/first', hits: 1 },
+    ])
   })
 })

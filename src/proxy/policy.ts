@@ -233,8 +233,9 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
     const declared = res.headers['content-length']
     if (!part || declared === undefined || Number(declared) !== part.end - part.start + 1) return { store: false, reason: 'partial' }
   }
-  const reqcc = parseDirectives(req.headers['cache-control'])
-  if (reqcc.has('no-store')) return { store: false, reason: 'request-no-store' }
+  // Most requests send no Cache-Control: nothing to parse then.
+  const rc = req.headers['cache-control']
+  if (rc !== undefined && parseDirectives(rc).has('no-store')) return { store: false, reason: 'request-no-store' }
   const { cc, source } = targetedDirectives(res.headers)
   // RFC 9111 §5.2.2.3: must-understand stores only where the status code is understood, and
   // there it overrides no-store (which it is sent with, for caches that do not know it).
@@ -243,7 +244,8 @@ export function decideStore(req: StoreRequest, res: StoreResponse, opts: StoreRu
     if (mustUnderstand && !KNOWN_STATUSES.has(res.status)) return { store: false, reason: 'must-understand' }
     if (cc.has('no-store') && !mustUnderstand) return { store: false, reason: 'no-store' }
     // A shared cache must not store private responses (§5.2.2.7); CDN-Cache-Control cannot make them public.
-    if (parseDirectives(res.headers['cache-control']).has('private') || cc.has('private')) return { store: false, reason: 'private' }
+    // Cache-Control parsed once: it is `cc` itself unless CDN-Cache-Control took its place.
+    if ((source === 'cache-control' ? cc : parseDirectives(res.headers['cache-control'])).has('private') || cc.has('private')) return { store: false, reason: 'private' }
   }
   if (res.hasSetCookie && !opts.cacheSetCookie) return { store: false, reason: 'set-cookie' }
   const vary = res.headers.vary

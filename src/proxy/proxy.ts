@@ -37,6 +37,7 @@ import { discard, startPartFill, supersede } from './part-fill.ts'
 import { ifRangeAllows, parseRange } from './range.ts'
 import { fieldsFromKey, NO_RULES, type RuleMatch, type RuleSet } from '../rules/match.ts'
 import { SOFT_PURGE_DETAIL } from '../vocabulary.ts'
+import type { KeyCounter } from '../traffic.ts'
 
 export interface ProxyRequest {
   method: string
@@ -71,6 +72,8 @@ export interface ProxyResult {
   originMs?: number
   /** For a streamed origin body: the 502/504 to send instead if the body fails before its first byte. */
   bodyFailure?: (err: unknown) => ProxyResult
+  /** A stored answer's key record in the traffic recorder, kept with the stored response (traffic.ts KeyCounter). */
+  keyCounter?: KeyCounter
 }
 
 /** The counters the proxy reports (origin exchanges are counted by the origin sender); src/metrics.ts implements them. */
@@ -135,6 +138,7 @@ export function textResult(status: number, message: string, cacheStatus: CacheSt
     body,
     cacheStatus: makeStatus(cacheStatus),
     tier: 'none',
+    keyCounter: undefined,
   }
 }
 
@@ -241,6 +245,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     plain?: Readonly<Record<string, string>>
     /** Plain hits answered with a copy of their own since `plain` was last dropped (plainFields). */
     plainCopies: number
+    /** Every answer from this response carries it to the traffic recorder, which keeps its key's record in it. */
+    counter: KeyCounter
   }
   /**
    * The header fields every answer from one stored response shares: the stored fields
@@ -258,7 +264,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       if (meta.status === 200) fields['accept-ranges'] = 'bytes'
       // RFC 9110 §8.6: a 204 carries no Content-Length.
       if (meta.status !== 204) fields['content-length'] = String(meta.size)
-      storedHeads.set(meta, (head = { fields, age: -1, ageText: '', ttl: NaN, hitStatus: '', plain: undefined, plainCopies: 0 }))
+      storedHeads.set(meta, (head = { fields, age: -1, ageText: '', ttl: NaN, hitStatus: '', plain: undefined, plainCopies: 0, counter: { record: undefined } }))
     }
     return head
   }
@@ -320,30 +326,30 @@ export function createProxy(opts: ProxyOptions): Proxy {
       const headers = answerFields(head, browserTtl, statusText)
       headers['content-range'] = slice.contentRange
       headers['content-length'] = slice.contentLength
-      return { result: storedResult(206, headers, null, status, statusText), needsBody: true, range: slice.body }
+      return { result: storedResult(206, headers, null, status, statusText, head.counter), needsBody: true, range: slice.body }
     }
 
     if (meta.status === 200 && clientNotModified(req.method, req.headers, meta.headers, policy.responseTime)) {
       const h = withNotModifiedFields<Record<string, string>>({ age: head.ageText, via: head.fields.via!, 'cache-status': statusText }, meta.headers)
-      return { result: storedResult(304, h, null, status, statusText), needsBody: false }
+      return { result: storedResult(304, h, null, status, statusText, head.counter), needsBody: false }
     }
 
     const range = meta.status === 200 && req.method === 'GET' && req.headers.range !== undefined && ifRangeAllows(req.headers, meta.headers) ? parseRange(req.headers.range, meta.size) : NO_RANGE
     if (range.kind === 'unsatisfiable') {
       const h: Record<string, string> = { 'content-range': `bytes */${meta.size}`, 'cache-status': statusText, via: head.fields.via!, 'content-length': '0' }
-      return { result: storedResult(416, h, Buffer.alloc(0), status, statusText), needsBody: false }
+      return { result: storedResult(416, h, Buffer.alloc(0), status, statusText, head.counter), needsBody: false }
     }
     if (range.kind === 'range') {
       const { start, end } = range.range
       const headers = answerFields(head, browserTtl, statusText)
       headers['content-range'] = `bytes ${start}-${end}/${meta.size}`
       headers['content-length'] = String(end - start + 1)
-      return { result: storedResult(206, headers, null, status, statusText), needsBody: true, range: range.range }
+      return { result: storedResult(206, headers, null, status, statusText, head.counter), needsBody: true, range: range.range }
     }
     let headers: Readonly<Record<string, string>>
     if (cacheStatus === HIT && browserTtl === undefined) headers = plainFields(head, statusText)
     else headers = answerFields(head, browserTtl, statusText)
-    return { result: storedResult(meta.status, headers, null, status, statusText), needsBody: req.method !== 'HEAD' }
+    return { result: storedResult(meta.status, headers, null, status, statusText, head.counter), needsBody: req.method !== 'HEAD' }
   }
 
   /**
@@ -373,8 +379,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
   }
 
   /** A stored answer's result, every one of the same shape. */
-  function storedResult(status: number, headers: Readonly<Record<string, string>>, body: Buffer | null, cacheStatus: CacheStatus, cacheStatusText: string): ProxyResult {
-    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none', loan: undefined, originMs: undefined, bodyFailure: undefined }
+  function storedResult(status: number, headers: Readonly<Record<string, string>>, body: Buffer | null, cacheStatus: CacheStatus, cacheStatusText: string, keyCounter: KeyCounter): ProxyResult {
+    return { status, headers: headers as Record<string, string>, body, cacheStatus, cacheStatusText, tier: 'none', loan: undefined, originMs: undefined, bodyFailure: undefined, keyCounter }
   }
 
   function withBody(result: ProxyResult, stored: StoredBody): ProxyResult {
@@ -436,7 +442,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       notModified.via = headers.via as string
       notModified['cache-status'] = headers['cache-status']
       if (admitted.setCookie.length) notModified['set-cookie'] = admitted.setCookie
-      return { status: 304, headers: notModified, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', loan: undefined, originMs: res.headersMs, bodyFailure: undefined }
+      return { status: 304, headers: notModified, body: null, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', loan: undefined, originMs: res.headersMs, bodyFailure: undefined, keyCounter: undefined }
     }
     let body: Readable | Buffer | null = admitted.body
     if (req.method === 'HEAD' || res.status === 204 || res.status === 304) {
@@ -445,7 +451,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
     // Only a streamed body can fail after the head came; one read whole already has.
     const bodyFailure = body === null || Buffer.isBuffer(body) ? undefined : (err: unknown) => originFailure(classifyOriginError(err, originUrl), { fwd: cacheStatus.fwd, fwdStatus: status.fwdStatus })
-    return { status: res.status, headers, body, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', loan: undefined, originMs: res.headersMs, bodyFailure }
+    return { status: res.status, headers, body, cacheStatus: status, cacheStatusText: statusText, tier: 'origin', loan: undefined, originMs: res.headersMs, bodyFailure, keyCounter: undefined }
   }
 
   /**

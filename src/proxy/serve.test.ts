@@ -108,6 +108,23 @@ describe('serve', () => {
     expect(origin.count('/a')).toBe(1)
   })
 
+  it("carries one key counter with every answer from a stored response (the traffic recorder's record for its key), and none with a miss", async () => {
+    const proxy = await proxyWith(1 << 20)
+    const miss = await answer(proxy, request('/k'))
+    expect(miss.result.keyCounter).toBeUndefined()
+    await store.drain()
+    const first = await answer(proxy, request('/k'))
+    const head = await answer(proxy, request('/k', {}, 'HEAD'))
+    const notModified = await answer(proxy, request('/k', { 'if-none-match': '"v1"' }))
+    expect(notModified.result.status).toBe(304)
+    expect(first.result.keyCounter).toBeDefined()
+    expect(head.result.keyCounter).toBe(first.result.keyCounter)
+    expect(notModified.result.keyCounter).toBe(first.result.keyCounter)
+    // Another stored response, another counter.
+    await fill(proxy, '/other')
+    expect((await answer(proxy, request('/other'))).result.keyCounter).not.toBe(first.result.keyCounter)
+  })
+
   it('gives each hit the Age and Cache-Status of its own second, whatever hits before it were sent', async () => {
     const proxy = await proxyWith(1 << 20)
     await fill(proxy, '/t')
