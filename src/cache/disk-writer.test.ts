@@ -4,6 +4,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { afterEach, describe, expect, it } from 'vitest'
 import { DiskWriter, type DiskWriterOptions } from './disk-writer.ts'
+import { contentPath } from './content-file.ts'
 import { tempDir } from './test-support.ts'
 import { threadNices } from '../test-support/threads.ts'
 
@@ -85,6 +86,29 @@ describe('disk writer callbacks', () => {
     const updated = await Promise.all(ids.map((id) => writer.run({ op: 'index', id, line: `{"key":"${id}"}`, compact: false })))
     expect(updated.filter((r) => !r.ok)).toEqual([])
     expect(writer.stats().mkdirCalls).toBe(calls)
+  })
+
+  it('checks a body it wrote before taking it as in place: one changed or removed by hand since is written again', async () => {
+    const { dir, writer } = await newWriter()
+    const body = Buffer.from('the same body for several entries')
+    const put = (id: string) => writer.run({ op: 'put-hashed', body: new Uint8Array(body), id, line: [`{"key":"${id}","integrity":"`, '"}'], compact: false })
+    const first = await put('a')
+    if (!first.ok) throw new Error(first.error.message)
+    const file = contentPath(dir, first.integrity!)!
+    expect(fs.readFileSync(file)).toEqual(body)
+    // Another entry with the same body: the file is left as it is (same inode).
+    const second = await put('b')
+    expect(second).toMatchObject({ ok: true, integrity: first.integrity, file: { ino: first.file!.ino } })
+    // Bytes changed in place, the size kept: written again, whole.
+    fs.writeFileSync(file, Buffer.alloc(body.length, 0x78))
+    expect(await put('c')).toMatchObject({ ok: true, integrity: first.integrity })
+    expect(fs.readFileSync(file)).toEqual(body)
+    // Removed: written again.
+    fs.rmSync(file)
+    const fourth = await put('d')
+    expect(fourth).toMatchObject({ ok: true, integrity: first.integrity })
+    expect(fs.readFileSync(file)).toEqual(body)
+    expect(fourth.ok && fourth.file!.ino).toBe(fs.statSync(file).ino)
   })
 
   it('answers a job enqueued after close with an error, never silently', async () => {

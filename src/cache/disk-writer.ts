@@ -545,19 +545,28 @@ function diskWriterThread(): void {
    * then. Many entries share one body (URLs that differ only in their query, say): a body found
    * in place under its name whose signature is still the one it had (inode, size, change and
    * modification times, as the store's own FileSignature) still holds those bytes, and is not
-   * read and hashed again. A file changed since, or never seen, is. Bounded: forgotten whole at
-   * KNOWN_FILES (a miss storm of unique bodies would otherwise grow it without end).
+   * read and hashed again. A file changed since, or never seen, is. Bounded: at KNOWN_FILES the
+   * one least recently written or found goes (a miss storm of unique bodies would otherwise grow
+   * it without end), so the bodies shared most stay known.
    */
   const KNOWN_FILES = 8192
   const knownFiles = new Map<string, WrittenFile>()
   const know = (file: string, signature: WrittenFile): WrittenFile => {
-    if (knownFiles.size >= KNOWN_FILES) knownFiles.clear()
+    // Deleted first so that a file found again moves to the newest end of the map's order.
+    if (!knownFiles.delete(file) && knownFiles.size >= KNOWN_FILES) knownFiles.delete(knownFiles.keys().next().value!)
     knownFiles.set(file, signature)
     return signature
   }
 
-  /** Creates `file` with `body` (never over an existing file); undefined when it exists. */
+  /**
+   * Creates `file` with `body` (never over an existing file); undefined when it exists. A file
+   * this thread knows is taken to exist without trying: an exclusive open of an existing file
+   * fails with an error object and its stack trace, which with the second open to check the
+   * file (holds) cost more than writing a new body does. holds() finds out whether it is still
+   * there, and forgets it when it is not.
+   */
   const writeNew = (file: string, body: Uint8Array): WrittenFile | undefined => {
+    if (knownFiles.has(file)) return undefined
     let fd: number
     try {
       fd = withDir(path.dirname(file), () => fs.openSync(file, 'wx'))
@@ -584,6 +593,17 @@ function diskWriterThread(): void {
 
   /** The signature of `file` when it holds exactly the bytes with this digest. */
   const holds = (file: string, size: number, algorithm: string, digest: Buffer): WrittenFile | undefined => {
+    const known = knownFiles.get(file)
+    if (known !== undefined) {
+      // One stat, no descriptor: a known file whose signature is unchanged still holds those bytes.
+      const st = fs.statSync(file, { throwIfNoEntry: false })
+      if (st === undefined) {
+        knownFiles.delete(file)
+        return undefined
+      }
+      if (st.size !== size) return undefined
+      if (known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ctimeMs === st.ctimeMs) return know(file, known)
+    }
     let fd: number
     try {
       fd = fs.openSync(file, 'r')
@@ -593,8 +613,6 @@ function diskWriterThread(): void {
     try {
       const st = fs.fstatSync(fd)
       if (st.size !== size) return undefined
-      const known = knownFiles.get(file)
-      if (known !== undefined && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ctimeMs === st.ctimeMs) return known
       const bytes = Buffer.allocUnsafe(size)
       for (let at = 0; at < size; ) {
         const n = fs.readSync(fd, bytes, at, size - at, at)
