@@ -3,16 +3,12 @@
 // it first, so a challenge is answered at most once whatever the outcome.
 // Sign-in is usernameless: discoverable credentials, no allowCredentials list.
 
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type AuthenticatorTransportFuture,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
-  type RegistrationResponseJSON,
+import type {
+  AuthenticationResponseJSON,
+  AuthenticatorTransportFuture,
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+  RegistrationResponseJSON,
 } from '@simplewebauthn/server'
 import { TEXT } from '../../views/text.ts'
 import type { Shared } from './context.ts'
@@ -20,6 +16,14 @@ import * as repo from './repo.ts'
 import { hashToken, randomToken } from './secrets.ts'
 
 export const CHALLENGE_TTL_MS = 5 * 60_000
+
+/**
+ * @simplewebauthn/server and what it pulls in (ASN.1 and X.509 parsers, a DI container) take
+ * about 4 MB of the event loop's V8 heap once loaded, for as long as the process lives, and V8
+ * sizes the heap by what is live: loaded at the first ceremony, not at start, a node whose
+ * admins never sign in there (a proxy at full load, say) does not carry them.
+ */
+const webauthn = () => import('@simplewebauthn/server')
 
 export type Result<T> = { ok: true; value: T } | { ok: false; status: 400 | 401 | 409; message: string; reason: string }
 
@@ -52,7 +56,7 @@ async function storeChallenge(
 // ── authentication ──────────────────────────────────────────────────────
 
 export async function authenticationOptions(shared: Shared): Promise<{ challengeId: string; options: PublicKeyCredentialRequestOptionsJSON }> {
-  const options = await generateAuthenticationOptions({
+  const options = await (await webauthn()).generateAuthenticationOptions({
     rpID: shared.config.rpId,
     userVerification: 'required',
     timeout: CHALLENGE_TTL_MS,
@@ -87,7 +91,7 @@ export async function verifyAuthentication(
 
   let verification
   try {
-    verification = await verifyAuthenticationResponse({
+    verification = await (await webauthn()).verifyAuthenticationResponse({
       response,
       expectedChallenge: challenge.challenge,
       expectedOrigin: shared.config.publicOrigin,
@@ -133,7 +137,7 @@ export async function registrationOptions(
     userName = target.name || 'admin'
   }
   const userId = target.kind === 'admin' ? target.adminId : inviteeAdminId(challengeId)
-  const options = await generateRegistrationOptions({
+  const options = await (await webauthn()).generateRegistrationOptions({
     rpName: shared.config.rpName,
     rpID: shared.config.rpId,
     userName,
@@ -171,7 +175,7 @@ export async function verifyRegistration(
 
   let verification
   try {
-    verification = await verifyRegistrationResponse({
+    verification = await (await webauthn()).verifyRegistrationResponse({
       response,
       expectedChallenge: challenge.challenge,
       expectedOrigin: shared.config.publicOrigin,
