@@ -4,7 +4,8 @@
 // reload the rules already running stay).
 
 import { readFileSync } from 'node:fs'
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml'
+import { createRequire } from 'node:module'
+import type { Node, parseDocument } from 'yaml'
 import { FILE_SHAPE, type Shape } from './schema.ts'
 import type { RulesFile, RuleSpec } from './types.ts'
 
@@ -26,6 +27,14 @@ export class RulesFileError extends Error {
   }
 }
 
+/**
+ * The yaml package, loaded by the first rules file read: about 1 MB of the event loop's V8 heap
+ * for as long as the process lives (V8 sizes the heap by what is live), which a node without a
+ * rules file does not carry. Required, not imported: a rules file is read synchronously.
+ */
+let yamlModule: typeof import('yaml') | undefined
+const yaml = (): typeof import('yaml') => (yamlModule ??= createRequire(import.meta.url)('yaml') as typeof import('yaml'))
+
 /** Read, parse and check a rules file; throws RulesFileError listing every mistake. */
 export function loadRulesFile(file: string): RulesFile {
   let text: string
@@ -40,8 +49,8 @@ export function loadRulesFile(file: string): RulesFile {
 
 /** Parse and check the text of a rules file (YAML, or JSON, which YAML 1.2 includes). */
 export function parseRulesText(file: string, text: string): RulesFile {
-  const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const lineCounter = new (yaml().LineCounter)()
+  const doc = yaml().parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const problems: RulesProblem[] = []
   const at = (offset: number | undefined) => {
     const pos = lineCounter.linePos(offset ?? 0)
@@ -60,9 +69,9 @@ export function parseRulesText(file: string, text: string): RulesFile {
 type Report = (node: Node | null | undefined, key: string, message: string) => void
 
 function describe(node: Node): string {
-  if (isMap(node)) return 'a mapping'
-  if (isSeq(node)) return 'a list'
-  if (isScalar(node)) return node.value === null ? 'empty' : JSON.stringify(node.value)
+  if (yaml().isMap(node)) return 'a mapping'
+  if (yaml().isSeq(node)) return 'a list'
+  if (yaml().isScalar(node)) return node.value === null ? 'empty' : JSON.stringify(node.value)
   return 'this value'
 }
 
@@ -72,7 +81,7 @@ function check(node: Node | null | undefined, shape: Shape, key: string, report:
     report(node, key, 'has no value; give one or remove the key')
     return undefined
   }
-  const scalar = isScalar(node) ? node.value : undefined
+  const scalar = yaml().isScalar(node) ? node.value : undefined
   switch (shape.type) {
     case 'string':
       if (typeof scalar !== 'string') return report(node, key, `is ${describe(node)}; write ${shape.hint}`)
@@ -94,8 +103,8 @@ function check(node: Node | null | undefined, shape: Shape, key: string, report:
       return report(node, key, `is ${describe(node)}; write a status such as 404 or a range such as "500-504"`)
     }
     case 'list': {
-      if (!isSeq(node)) {
-        if (shape.single && !isMap(node)) {
+      if (!yaml().isSeq(node)) {
+        if (shape.single && !yaml().isMap(node)) {
           const one = check(node, shape.of, key, report)
           return one === undefined ? undefined : [one]
         }
@@ -104,10 +113,10 @@ function check(node: Node | null | undefined, shape: Shape, key: string, report:
       return node.items.map((item, i) => check(item as Node, shape.of, `${key}[${i}]`, report))
     }
     case 'map': {
-      if (!isMap(node)) return report(node, key, `is ${describe(node)}; write a mapping of ${shape.keyHint} to a value`)
+      if (!yaml().isMap(node)) return report(node, key, `is ${describe(node)}; write a mapping of ${shape.keyHint} to a value`)
       const out: Record<string, unknown> = {}
       for (const pair of node.items) {
-        const k = isScalar(pair.key) ? String(pair.key.value) : ''
+        const k = yaml().isScalar(pair.key) ? String(pair.key.value) : ''
         const sub = key ? `${key}.${k}` : k
         if (!shape.keyPattern.test(k) || (shape.keyHint.includes('status') && !statusRange(k))) report(pair.key as Node, sub, `"${k}" is not valid; write ${shape.keyHint}`)
         else out[k] = check(pair.value as Node, shape.value, sub, report)
@@ -115,10 +124,10 @@ function check(node: Node | null | undefined, shape: Shape, key: string, report:
       return out
     }
     case 'object': {
-      if (!isMap(node)) return report(node, key, `is ${describe(node)}; write a mapping with keys such as ${Object.keys(shape.props).slice(0, 3).join(', ')}`)
+      if (!yaml().isMap(node)) return report(node, key, `is ${describe(node)}; write a mapping with keys such as ${Object.keys(shape.props).slice(0, 3).join(', ')}`)
       const out: Record<string, unknown> = {}
       for (const pair of node.items) {
-        const k = isScalar(pair.key) ? String(pair.key.value) : ''
+        const k = yaml().isScalar(pair.key) ? String(pair.key.value) : ''
         const sub = key ? `${key}.${k}` : k
         const prop = Object.hasOwn(shape.props, k) ? shape.props[k] : undefined
         if (!prop) {
