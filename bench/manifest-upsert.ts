@@ -15,8 +15,8 @@
 // transaction's URLs for the admin filter inside it, as the apply thread does
 // once its backlog is past the bound. `--checkpoint inline` leaves the
 // WAL's checkpoints in the commits that cross 1,000 pages (SQLite's default),
-// `thread` (default) runs them on a thread of their own as a node does: the
-// CPU figure then counts that thread too, the time does not. `--cache-mib` sets the handle's page
+// `thread` (default) runs them on a manifest apply thread's timer as a node
+// does (apply-thread.ts checkpointIntervalMs): the CPU figure then counts that thread too, the time does not. `--cache-mib` sets the handle's page
 // cache (PRAGMA cache_size) for the timed ops (default: as the apply thread sets it). Each run
 // builds its own temp file and removes it.
 
@@ -30,7 +30,8 @@ import { entriesMissingOn, listManifest, pruneExpired, sweepPurge } from '../src
 import type { EntryRecord } from '../src/manifest/repositories.ts'
 import { SEARCH_INDEX_SQL, indexQueuedNow } from '../src/manifest/search.ts'
 import { hotStatements } from '../src/manifest/statements.ts'
-import { APPLY_CACHE_MIB } from '../src/manifest/apply-thread.ts'
+import { APPLY_CACHE_MIB, startApplyThread } from '../src/manifest/apply-thread.ts'
+import { BACKSTOP_WAL_PAGES, CHECKPOINT_INTERVAL_MS } from '../src/manifest/checkpointer.ts'
 import type { StoredOp } from '../src/manifest/statements.ts'
 import { queryPlans } from '../src/test-support/query-plans.ts'
 
@@ -60,7 +61,7 @@ const BEFORE = NAMES[NAMES.length - 2]!
 const WITHOUT = (values.without ?? '').split(',').filter((n) => n !== '')
 const SEARCH_INLINE = values.search === 'inline'
 const CHECKPOINT = values.checkpoint ?? 'thread'
-if (!['thread', 'inline'].includes(CHECKPOINT)) throw new Error('--checkpoint: thread (as a node: a thread of its own, the writer past its backstop) or inline (in the commit past 1,000 pages)')
+if (!['thread', 'inline'].includes(CHECKPOINT)) throw new Error('--checkpoint: thread (as a node: on an apply thread, the writer past its backstop) or inline (in the commit past 1,000 pages)')
 if (!['latest', 'before'].includes(SCHEMA)) throw new Error('--schema: latest or before')
 if (values.search !== undefined && !SEARCH_INLINE) throw new Error('--search: inline (or leave it out)')
 
@@ -102,9 +103,12 @@ function permutation(n: number, seed: number): number[] {
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caje-upsert-'))
 const opened = openDatabase({ path: path.join(dir, 'manifest.db'), checkpointInBackground: CHECKPOINT === 'thread' })
+// As a node: an apply thread, started once the schema is in place, checkpoints the WAL on its timer.
+let checkpointThread: ReturnType<typeof startApplyThread> | undefined
 try {
   if (SCHEMA === 'latest') await migrateToLatest(opened.db)
   else await migrateTo(opened.db, BEFORE)
+  if (CHECKPOINT === 'thread') checkpointThread = startApplyThread({ path: path.join(dir, 'manifest.db'), checkpointIntervalMs: CHECKPOINT_INTERVAL_MS, walAutocheckpointPages: BACKSTOP_WAL_PAGES })
   const { sqlite } = opened
   // As the apply thread's handle (apply-thread.ts): statement journals in memory.
   sqlite.pragma('temp_store = 2')
@@ -222,6 +226,7 @@ try {
     await q('prune expired (0.1% due)', rolledBack(() => pruneExpired(opened.db, NOW - ENTRIES + ENTRIES / 1000 + 120_000)))
   }
 } finally {
+  await checkpointThread?.close()
   await opened.db.destroy()
   fs.rmSync(dir, { recursive: true, force: true })
 }

@@ -1,8 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startApplyThread } from './manifest/apply-thread.ts'
-import { startCheckpointer } from './manifest/checkpointer.ts'
-import { applyOps } from './manifest/ops.ts'
 import { openReadWorkerDatabase } from './manifest/read-worker.ts'
 import { freshManifest } from './manifest/test-helpers.ts'
 import { BACKGROUND_NICE_STEPS, lowerThisThreadSource } from './thread-priority.ts'
@@ -60,18 +58,9 @@ describe.runIf(process.platform === 'linux')('background threads run below the e
   })
 
   // The cache's disk writer: disk-writer.test.ts.
-  it('the WAL checkpoint thread, but not the manifest apply thread or the read worker, which this process waits for', async () => {
-    const { db, path: file, cleanup } = await freshManifest()
+  it('not the manifest apply thread or the read worker, which this process waits for', async () => {
+    const { path: file, cleanup } = await freshManifest()
     cleanups.push(cleanup)
-
-    const checkpoint = await niceOfNewThreads(async () => {
-      const checkpointer = startCheckpointer({ path: file, intervalMs: 10 })
-      cleanups.push(() => checkpointer.close())
-      // The thread has run its script once it checkpoints; a write gives it something to copy back.
-      await applyOps(db, [{ type: 'node-heartbeat', node: { id: 'n1', region: 'fra', internalUrl: 'http://127.0.0.1:9', startedAt: 1 }, at: 2 }])
-      while (checkpointer.stats().runs === 0) await new Promise((r) => setTimeout(r, 10))
-    })
-    expect(checkpoint).toEqual([lowered()])
 
     // The writer holds its turn on the file while this thread applies a batch: lowered, it would keep
     // the event loop's own queries waiting whenever it lost the CPU inside a transaction.

@@ -12,10 +12,9 @@
 // idle one: the loop runs first, the background work waits (its queues are
 // bounded, so a lowered thread slows its producers, never a response).
 //
-// Lowered: the cache's disk writer, its body reader (a peer's populate
-// waits for it, never a response) and the WAL checkpoint thread (where one
-// runs: a node's runtime checkpoints on the apply thread instead). Not
-// lowered: the manifest apply thread (the writer holds its turn on the file
+// Lowered: the cache's disk writer and its body reader (a peer's populate
+// waits for it, never a response). Not lowered: the manifest apply thread,
+// which also checkpoints the WAL (the writer holds its turn on the file
 // while the thread applies a batch, so a lowered thread that lost the CPU
 // inside a transaction would keep the event loop's own queries waiting; and
 // side by side a populate ran slower with it lowered) and the read worker

@@ -93,7 +93,7 @@ export interface ApplyThread {
    * time and its COMMIT. Resolves to the rows it changed and the search index's backlog after it.
    */
   run(statement: ThreadStatement): Promise<{ changes: number; searchBacklog: number }>
-  /** The WAL checkpoints this thread ran (checkpointIntervalMs), counted as checkpointer.ts counts its own. */
+  /** The WAL checkpoints this thread ran (checkpointIntervalMs), (frames: WAL frames copied back). */
   checkpoints(): CheckpointStats
   /** Close the thread's connection and end the thread (after the apply in flight; with checkpoints, after a last one). */
   close(): Promise<void>
@@ -124,16 +124,16 @@ export interface ApplyThreadOptions {
   searchBacklogRows?: number
   /**
    * The thread connection's wal_autocheckpoint: the writer's own handle's, so that with the WAL
-   * checkpointed on a thread of its own (checkpointer.ts) the apply thread checkpoints only past
-   * the same backstop. Left at SQLite's default (1,000 pages), every commit of a batch of stores
+   * checkpointed in the background (checkpointer.ts) the apply thread's commits checkpoint only
+   * past the same backstop. Left at SQLite's default (1,000 pages), every commit of a batch of stores
    * (2,000 pages and more) crossed it and copied the WAL back into the file and synced it on
    * this thread. Default 1,000.
    */
   walAutocheckpointPages?: number
   /**
    * Also copy the WAL back into the database file, with a PASSIVE checkpoint on this thread's
-   * connection every this many ms between the messages it handles, as checkpointer.ts does on a
-   * thread of its own: one thread (a V8 isolate, its stacks, its connection) fewer. PASSIVE never
+   * connection every this many ms between the messages it handles (checkpointer.ts says why),
+   * rather than on a thread of its own: one thread (a V8 isolate, its stacks, its connection) fewer. PASSIVE never
    * waits for a reader or a writer, so the event loop's transactions never wait for it; a batch
    * that arrives during one waits for it on this thread. Default: none (the WAL is then left to
    * the writing handles' wal_autocheckpoint).

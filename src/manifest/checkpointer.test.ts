@@ -9,13 +9,13 @@ import type { ManifestOp } from './ops.ts'
 import { captureLog, entry, tempDir, waitFor } from './test-helpers.ts'
 import { DirectWriter } from './writer.ts'
 
-describe('WAL checkpoints on their own thread', () => {
+describe('WAL checkpoints off the event loop', () => {
   const cleanups: (() => void | Promise<void>)[] = []
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
   })
 
-  function open(checkpointInBackground: boolean | 'apply-thread') {
+  function open(checkpointInBackground: boolean) {
     const { dir, cleanup } = tempDir()
     cleanups.push(cleanup)
     const file = path.join(dir, 'manifest.db')
@@ -27,27 +27,8 @@ describe('WAL checkpoints on their own thread', () => {
   const stores = (from: number, n: number): ManifestOp[] =>
     Array.from({ length: n }, (_, i) => ({ type: 'stored', nodeId: 'a', entry: entry({ url: `https://h.test/${'p'.repeat(200)}/${from + i}`, storedAt: 1_700_000_000_000 + from + i }) }))
 
-  it('copies the writer\'s commits back into the file from the thread, the writer only past its backstop', async () => {
-    const { db, sqlite, checkpointer, file } = open(true)
-    expect(checkpointer).toBeDefined()
-    expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(BACKSTOP_WAL_PAGES)
-    await migrateToLatest(db)
-    for (let b = 0; b < 5; b++) await applyOps(db, stores(b * 500, 500))
-    // More than SQLite's default 1,000 pages went through the WAL, none of them checkpointed by the writer.
-    await waitFor(() => checkpointer!.stats().frames > 0, 10_000, 'the checkpoint thread to copy the WAL back')
-    expect(checkpointer!.stats().lastError).toBeUndefined()
-    // Everything written is in the file once the handle is closed (the thread's last checkpoint, then the close).
-    await db.destroy()
-    cleanups.pop()
-    expect(fs.existsSync(`${file}-wal`)).toBe(false)
-    const reopened = openDatabase({ path: file, readonly: true })
-    cleanups.push(() => reopened.db.destroy())
-    expect(reopened.sqlite.prepare('select count(*) from entries').pluck().get()).toBe(2500)
-  })
-
-  it('copies the WAL back from the writer\'s apply thread when the handle leaves it that job, with no thread of its own', async () => {
-    const { db, sqlite, checkpointer, file } = open('apply-thread')
-    expect(checkpointer).toBeUndefined()
+  it('copies the WAL back from the writer\'s apply thread when the handle leaves it that job', async () => {
+    const { db, sqlite, file } = open(true)
     expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(BACKSTOP_WAL_PAGES)
     await migrateToLatest(db)
     const writer = new DirectWriter({ db, applyThread: true, checkpointWal: true, intervalMs: 10_000, log: captureLog().log })
@@ -65,9 +46,8 @@ describe('WAL checkpoints on their own thread', () => {
     expect(reopened.sqlite.prepare('select count(*) from entries').pluck().get()).toBe(2500)
   })
 
-  it('leaves checkpoints to SQLite on handles that do not ask for the thread', async () => {
-    const { sqlite, checkpointer } = open(false)
-    expect(checkpointer).toBeUndefined()
+  it('leaves checkpoints to SQLite on handles that do not leave them to the apply thread', async () => {
+    const { sqlite } = open(false)
     expect(sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(1000)
   })
 })

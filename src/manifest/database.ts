@@ -9,8 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import { Kysely, SqliteDialect } from 'kysely'
-import { BACKSTOP_WAL_PAGES, startCheckpointer } from './checkpointer.ts'
-import type { Checkpointer } from './checkpointer.ts'
+import { BACKSTOP_WAL_PAGES } from './checkpointer.ts'
 import type { PurgeKind } from '../vocabulary.ts'
 import type { ColumnType, DatabaseConnection, Driver, Generated, Insertable, QueryCompiler, Selectable, TransactionSettings, Updateable } from 'kysely'
 
@@ -239,22 +238,20 @@ export interface OpenDatabaseOptions {
   /** Milliseconds a statement waits for another writer's lock before SQLITE_BUSY. */
   busyTimeoutMs?: number
   /**
-   * Copy the WAL back into the file on a thread of its own (checkpointer.ts)
-   * instead of inside the commits of this handle, which run on the event
-   * loop. For the handle a node writes the manifest with; ignored when
-   * readonly or in memory. 'apply-thread': the same, but on the thread of
-   * the DirectWriter given this handle with checkpointWal (writer.ts,
-   * apply-thread.ts): this sets only the handle's backstop.
+   * The WAL is copied back into the file by the apply thread of the
+   * DirectWriter given this handle with checkpointWal (writer.ts,
+   * apply-thread.ts), not inside the commits of this handle, which run on
+   * the event loop: this handle checkpoints itself only past a backstop
+   * (checkpointer.ts). For the handle a node writes the manifest with;
+   * ignored when readonly or in memory.
    */
-  checkpointInBackground?: boolean | 'apply-thread'
+  checkpointInBackground?: boolean
 }
 
 export interface OpenedDatabase {
   db: Kysely<Database>
   /** The underlying handle, for pragmas and backups; `db.destroy()` closes it. */
   sqlite: SQLite.Database
-  /** With checkpointInBackground: the thread that checkpoints the WAL; `db.destroy()` ends it. */
-  checkpointer?: Checkpointer
 }
 
 export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
@@ -281,15 +278,11 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
     throw err
   }
   const key = options.path === ':memory:' ? undefined : fs.realpathSync(options.path)
-  let checkpointer: Checkpointer | undefined
-  if (options.checkpointInBackground && !readonly && key !== undefined) {
-    // The backstop: past it this handle checkpoints in its own commits again.
-    sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
-    if (options.checkpointInBackground === true) checkpointer = startCheckpointer({ path: key })
-  }
-  const db = new Kysely<Database>({ dialect: new FileLockedSqliteDialect(sqlite, key, checkpointer) })
+  // The backstop: past it this handle checkpoints in its own commits again.
+  if (options.checkpointInBackground && !readonly && key !== undefined) sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`)
+  const db = new Kysely<Database>({ dialect: new FileLockedSqliteDialect(sqlite, key) })
   handles.set(db, sqlite)
-  return checkpointer ? { db, sqlite, checkpointer } : { db, sqlite }
+  return { db, sqlite }
 }
 
 const handles = new WeakMap<Kysely<Database>, SQLite.Database>()
@@ -360,7 +353,6 @@ class FileLockedDriver implements Driver {
     private readonly inner: Driver,
     private readonly lock: AsyncLock,
     private readonly key: string,
-    private readonly checkpointer: Checkpointer | undefined,
   ) {}
 
   init(): Promise<void> {
@@ -410,8 +402,6 @@ class FileLockedDriver implements Driver {
   }
 
   async destroy(): Promise<void> {
-    // The thread's last checkpoint runs while this handle is still open, so closing it finds the WAL copied back.
-    await this.checkpointer?.close()
     await this.inner.destroy()
     if (!this.released) {
       this.released = true
@@ -424,13 +414,12 @@ class FileLockedSqliteDialect extends SqliteDialect {
   constructor(
     database: SQLite.Database,
     private readonly fileKey: string | undefined,
-    private readonly checkpointer: Checkpointer | undefined,
   ) {
     super({ database })
   }
 
   override createDriver(): Driver {
     const driver = super.createDriver()
-    return this.fileKey ? new FileLockedDriver(driver, acquireFileLock(this.fileKey), this.fileKey, this.checkpointer) : driver
+    return this.fileKey ? new FileLockedDriver(driver, acquireFileLock(this.fileKey), this.fileKey) : driver
   }
 }

@@ -66,7 +66,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
 
   if (!options.litefsDir) {
     // The WAL is checkpointed by the writer's apply thread: one thread fewer than a checkpointer of its own.
-    const { db } = openDatabase({ path, checkpointInBackground: 'apply-thread' })
+    const { db } = openDatabase({ path, checkpointInBackground: true })
     await migrateToLatest(db)
     const role = staticPrimary()
     const writer = createManifestWriter({
@@ -105,7 +105,7 @@ export async function startManifest(options: ManifestRuntimeOptions): Promise<Ma
   // Know the role before anything is written: primary now means migrate now.
   await role.refresh()
   const openDirect = () => {
-    const { db } = openDatabase({ path, checkpointInBackground: 'apply-thread' })
+    const { db } = openDatabase({ path, checkpointInBackground: true })
     return new DirectWriter({
       applyThread: true,
       checkpointWal: true,

@@ -522,7 +522,7 @@ export interface DirectWriterOptions extends BatchOptions {
   onApplyThread?: (thread: Worker) => void
   /**
    * The apply thread also checkpoints the WAL (apply-thread.ts checkpointIntervalMs), for a
-   * database opened with checkpointInBackground 'apply-thread' (database.ts): the thread is then
+   * database opened with checkpointInBackground (database.ts): the thread is then
    * started with the writer rather than by its first batch, so the WAL is copied back from the
    * start. Default false.
    */
