@@ -93,7 +93,7 @@ export interface ApplyThread {
    * time and its COMMIT. Resolves to the rows it changed and the search index's backlog after it.
    */
   run(statement: ThreadStatement): Promise<{ changes: number; searchBacklog: number }>
-  /** The WAL checkpoints this thread ran (checkpointIntervalMs), (frames: WAL frames copied back). */
+  /** The WAL checkpoints this thread ran (checkpointIntervalMs): how many copied pages back, the WAL frames they copied, the last failure. */
   checkpoints(): CheckpointStats
   /** Close the thread's connection and end the thread (after the apply in flight; with checkpoints, after a last one). */
   close(): Promise<void>
@@ -133,10 +133,10 @@ export interface ApplyThreadOptions {
   /**
    * Also copy the WAL back into the database file, with a PASSIVE checkpoint on this thread's
    * connection every this many ms between the messages it handles (checkpointer.ts says why),
-   * rather than on a thread of its own: one thread (a V8 isolate, its stacks, its connection) fewer. PASSIVE never
-   * waits for a reader or a writer, so the event loop's transactions never wait for it; a batch
-   * that arrives during one waits for it on this thread. Default: none (the WAL is then left to
-   * the writing handles' wal_autocheckpoint).
+   * rather than on a thread of its own: one thread (a V8 isolate, its stacks, its connection)
+   * fewer. PASSIVE never waits for a reader or a writer, so the event loop's transactions never
+   * wait for it; a batch that arrives during one waits for it on this thread. Default: none (the
+   * WAL is then left to the writing handles' wal_autocheckpoint).
    */
   checkpointIntervalMs?: number
   /** Where a failed checkpoint is reported. Default: JSON lines on stderr. */
@@ -532,6 +532,7 @@ function applyThread(lib: ThreadLibrary, sql: typeof HOT_SQL, searchSql: typeof 
       // nBackfill (checkpointed) counts from the WAL's last restart: the progress since the previous run.
       const moved = result.checkpointed >= lastCheckpointed ? result.checkpointed - lastCheckpointed : result.checkpointed
       lastCheckpointed = result.checkpointed
+      // id 0: CHECKPOINT_REPLY (this function runs as a script of its own and cannot name it).
       if (moved > 0) port.postMessage({ id: 0, changes: moved })
     } catch (err) {
       // Another connection is checkpointing right now: the next run catches up.
