@@ -136,7 +136,7 @@ describe('migrations 2026120113_entries_write_indexes to 2026120201_url_index_no
       }))),
     })
     // The queries read entries_count (2026120114): they run on the latest schema, made from the old one with its rows.
-    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120113_entries_write_indexes', '2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120501_url_hits_prune_order'])
     expect(await indexNames(db)).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
     const before = await answers()
     expect(before.pruned).toBeGreaterThan(0)

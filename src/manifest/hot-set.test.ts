@@ -1,19 +1,21 @@
 import type { Kysely } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Database } from './database.ts'
-import { HIT_RETENTION_MS } from './hits-sql.ts'
+import { HIT_RETENTION_MS, HITS_SQL, MAX_HIT_ROWS } from './hits-sql.ts'
 import { startTrafficRecording, type TrafficRecording } from '../traffic.ts'
 import { MAX_KEYS_PER_HITS_OP, MAX_PENDING_HIT_KEYS, hottestMissingOn, hottestMissingPage } from './hot-set.ts'
 import type { HotCursor } from './hot-set.ts'
 import { applyOps, parseOps } from './ops.ts'
 import type { ManifestOp } from './ops.ts'
 import { recordStored, upsertNode } from './repositories.ts'
-import { captureLog, entry, freshManifest } from './test-helpers.ts'
+import { hotStatements } from './statements.ts'
+import { captureLog, entry, freshManifest, type FreshManifest } from './test-helpers.ts'
 import { DirectWriter } from './writer.ts'
 
 describe('hit counts', () => {
   let db: Kysely<Database>
   let cleanup: () => Promise<void>
+  let sqlite: FreshManifest['sqlite']
   let writer: DirectWriter
   let submitted: ManifestOp[]
   const counting = () => ({
@@ -24,7 +26,7 @@ describe('hit counts', () => {
   })
 
   beforeEach(async () => {
-    ;({ db, cleanup } = await freshManifest())
+    ;({ db, cleanup, sqlite } = await freshManifest())
     writer = new DirectWriter({ db, intervalMs: 5, log: captureLog().log })
     submitted = []
   })
@@ -95,6 +97,30 @@ describe('hit counts', () => {
     await applyOps(db, [{ type: 'hits', nodeId: 'n1', at: at - HIT_RETENTION_MS - 1000, counts: [{ key: 'http://h/old', hits: 100 }] }])
     await applyOps(db, [{ type: 'hits', nodeId: 'n1', at, counts: [{ key: 'http://h/new', hits: 1 }] }])
     expect(await rows()).toEqual([['http://h/new', 1]])
+  })
+
+  it('past MAX_HIT_ROWS drops the least asked-for keys, the longest unasked among equals, reading its index in order', async () => {
+    const at = Date.now()
+    // A full table: every key asked for once, key i last at `at - MAX_HIT_ROWS + i`, and ten asked for twice, long ago.
+    const insert = sqlite.prepare('insert into url_hits (key, hits, last_hit_at) values (?, ?, ?)')
+    sqlite.transaction(() => {
+      for (let i = 0; i < MAX_HIT_ROWS - 10; i++) insert.run(`http://h/${i}`, 1, at - MAX_HIT_ROWS + i)
+      for (let i = 0; i < 10; i++) insert.run(`http://h/twice-${i}`, 2, at - 2 * MAX_HIT_ROWS)
+    })()
+    // What SQLite does, not how long it takes: the prune walks the (hits, last_hit_at) index and
+    // stops after the rows it drops. Sorting the lowest count's rows instead (a temporary B-tree)
+    // cost every batch of counts tens of ms once the table was full.
+    const plan = (sqlite.prepare(`explain query plan ${HITS_SQL.pruneOver}`).all() as Array<{ detail: string }>).map((p) => p.detail)
+    expect(plan.some((d) => /TEMP B-TREE/.test(d))).toBe(false)
+    expect(plan).toContain('SCAN url_hits USING COVERING INDEX url_hits_hits_last_hit_at')
+    // Five new keys (once each) and one more count for key 0: the table is five over its bound.
+    const hot = hotStatements(sqlite)
+    sqlite.transaction(() => hot.recordHits(at, [...Array.from({ length: 5 }, (_, i) => ({ key: `http://h/new-${i}`, hits: 1 })), { key: 'http://h/0', hits: 1 }]))()
+    const count = (sql: string, ...params: unknown[]) => (sqlite.prepare(sql).get(...params) as { n: number }).n
+    expect(count('select count(*) as n from url_hits')).toBe(MAX_HIT_ROWS)
+    // Gone: keys 1-5, asked for once and longest ago. Kept: key 0 (now twice), key 6, the new keys, and the keys asked for twice however old.
+    for (let i = 1; i <= 5; i++) expect(count('select count(*) as n from url_hits where key = ?', `http://h/${i}`)).toBe(0)
+    for (const key of ['http://h/0', 'http://h/6', 'http://h/new-0', 'http://h/new-4', 'http://h/twice-0', 'http://h/twice-9']) expect(count('select count(*) as n from url_hits where key = ?', key)).toBe(1)
   })
 
   it('records the same counts inside a caller\'s transaction (through Kysely) as with prepared statements', async () => {

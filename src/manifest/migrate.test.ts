@@ -84,7 +84,7 @@ describe('migrations', () => {
     await migrateTo(db, '2026120113_entries_write_indexes')
     const T = 1_700_000_000_000
     for (let i = 0; i < 30; i++) await recordStoredOnOldSchema(db, 'a', entry({ url: `https://h.test/old/${i}`, storedAt: T + i }))
-    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120114_counts', '2026120115_holdings_by_entry_id', '2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120501_url_hits_prune_order'])
     const total = async () => (await listManifest(db, { limit: 1 })).total
     const counted = async () => Number((await sql<{ n: number }>`select count(*) as n from entries`.execute(db)).rows[0]!.n)
     const holdings = async () => Number((await sql<{ n: number }>`select count(*) as n from entry_nodes where node_id = 'b'`.execute(db)).rows[0]!.n)
@@ -202,7 +202,7 @@ describe('migrations', () => {
     await db.deleteFrom('entries').where('url', '=', 'https://h.test/blog/1').execute()
     const found = async (filter: string) => (await listManifest(db, { filter, limit: 100 })).total
 
-    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120501_url_hits_prune_order'])
     // Every entry, and nothing else (the deleted row's change has nothing to take out of the new index).
     expect(await queuedForIndex(db)).toBe(29)
     expect(await found('shop/')).toBe(10)
@@ -232,7 +232,7 @@ describe('migrations', () => {
     for (const e of rewritten) ops.push({ type: 'stored' as const, nodeId: 'b', entry: e })
     await applyOps(db, ops)
 
-    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120201_url_index_not_key', '2026120202_entries_search_rowids', '2026120203_stored_at_index_by_id', '2026120501_url_hits_prune_order'])
     const indexes = await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'entries'`.execute(db)
     expect(indexes.rows.map((r) => r.name).sort()).toEqual(['entries_host', 'entries_key', 'entries_stored_at', 'entries_url_not_key'])
     const inUrlIndex = await sql<{ url: string }>`select url from entries indexed by entries_url_not_key where url <> key order by url`.execute(db)
@@ -298,7 +298,7 @@ describe('migrations', () => {
     expect(rowsBefore).toHaveLength(29)
     expect(await indexColumns()).toEqual(['stored_at', 'key', 'variant'])
 
-    expect(await migrateToLatest(db)).toEqual(['2026120203_stored_at_index_by_id'])
+    expect(await migrateToLatest(db)).toEqual(['2026120203_stored_at_index_by_id', '2026120501_url_hits_prune_order'])
     // The index names no key: each of its entries is stored_at and the row's id.
     expect(await indexColumns()).toEqual(['stored_at'])
     expect(await rows()).toEqual(rowsBefore)

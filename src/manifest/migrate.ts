@@ -21,6 +21,7 @@ import * as m2026120115 from './migrations/2026120115_holdings_by_entry_id.ts'
 import * as m2026120201 from './migrations/2026120201_url_index_not_key.ts'
 import * as m2026120202 from './migrations/2026120202_entries_search_rowids.ts'
 import * as m2026120203 from './migrations/2026120203_stored_at_index_by_id.ts'
+import * as m2026120501 from './migrations/2026120501_url_hits_prune_order.ts'
 
 /** Every migration, by name; Kysely runs them in name order. Add new ones here. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
@@ -38,6 +39,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '2026120201_url_index_not_key': m2026120201,
   '2026120202_entries_search_rowids': m2026120202,
   '2026120203_stored_at_index_by_id': m2026120203,
+  '2026120501_url_hits_prune_order': m2026120501,
 }
 
 export class StaticMigrationProvider implements MigrationProvider {
