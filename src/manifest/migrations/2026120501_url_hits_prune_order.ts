@@ -5,9 +5,10 @@
 // least asked-for and among those the longest unasked. With hits alone SQLite
 // walked that index and sorted every row of the lowest count by last_hit_at in
 // a temporary B-tree before taking the few it drops: once the table was full,
-// every batch of counts sorted up to 200,000 rows (about 30 ms of the apply
-// thread per batch in memory, 50-110 ms on a busy node's file), and a storm of
-// unique URLs left the manifest's queue seconds behind. With both columns the
+// every batch of counts sorted up to 200,000 rows (the sort alone about 30 ms
+// of the apply thread in memory; on a busy node's file a batch of 1,000 counts
+// took 50-110 ms in all), and after a storm of unique URLs the manifest's
+// queue took up to a second to drain. With both columns the
 // prune reads the index in order and stops after the rows it drops. The hot
 // set, read hottest first (hot-set.ts), is served by the same index.
 //
