@@ -73,6 +73,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
     maxObjectBytes: config.maxObjectBytes,
     maxVariants: config.maxVariants,
     writeQueueBytes: config.writeQueueBytes,
+    diskAdmission: config.diskAdmission,
     log,
   })
   const manifest = await startManifest({

@@ -31,6 +31,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ CAJE_LITEFS_API: 'http://localhost:20202' })).toThrow(/CAJE_LITEFS_API: is set but CAJE_LITEFS_DIR is not/)
   })
 
+  it('writes every stored body to disk unless told to wait for a second request', () => {
+    expect(loadConfig({}).diskAdmission).toBe('first-request')
+    expect(loadConfig({ CAJE_DISK_ADMISSION: 'second-request' }).diskAdmission).toBe('second-request')
+    expect(loadConfig({ CAJE_DISK_ADMISSION: ' Second-Request ' }).diskAdmission).toBe('second-request')
+    expect(loadConfig({}, ['--disk-admission=second-request']).diskAdmission).toBe('second-request')
+  })
+
   it('reads flags over environment variables', () => {
     const c = loadConfig({ PORT: '9000', CAJE_ORIGIN: 'http://a:1' }, ['--port', '9100', '--memory-cache-bytes=2MB', '--origin=http://b:2'])
     expect(c.port).toBe(9100)
@@ -47,6 +54,7 @@ describe('loadConfig', () => {
     [{ CAJE_MEMORY_CACHE_BYTES: 'lots' }, /^CAJE_MEMORY_CACHE_BYTES: "lots" is not a size/],
     [{ CAJE_CACHE_MAX_BYTES: '1MB', CAJE_MAX_OBJECT_BYTES: '2MB' }, /^CAJE_CACHE_MAX_BYTES: .* smaller than CAJE_MAX_OBJECT_BYTES/],
     [{ CAJE_ACCESS_LOG: 'maybe' }, /^CAJE_ACCESS_LOG: "maybe" is not a boolean/],
+    [{ CAJE_DISK_ADMISSION: 'third-request' }, /^CAJE_DISK_ADMISSION: "third-request" is not a disk admission rule; use first-request .* or second-request/],
     [{ CAJE_PURGE_POLL_MS: '-1' }, /^CAJE_PURGE_POLL_MS: -1 is out of range; set it to a number between 0 and 3600000/],
     [{ CAJE_LITEFS_DIR: '/litefs' }, /^CAJE_CLUSTER_SECRET: must be set when CAJE_LITEFS_DIR is set/],
     [{ CAJE_ADMIN_PASSWORD: 'short' }, /^CAJE_ADMIN_PASSWORD: is too short/],

@@ -9,6 +9,7 @@ import { DEFAULT_LITEFS_API } from './manifest/primary.ts'
 import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
 import { loadRulesFile, RulesFileError } from './rules/load.ts'
 import type { RulesFile } from './rules/types.ts'
+import type { DiskAdmission } from './cache/disk-store.ts'
 
 export class ConfigError extends Error {
   constructor(
@@ -41,6 +42,8 @@ export interface Config {
   maxVariants: number
   /** Most body bytes waiting to be written to disk; a response that does not fit is served without being stored. */
   writeQueueBytes: number
+  /** When a body small enough for the memory tier is written to disk (cache/disk-store.ts DiskAdmission). */
+  diskAdmission: DiskAdmission
   nodeId: string
   region: string
   /** FLY_APP_NAME or FLY_MACHINE_ID is set: Fly's proxy is in front and sets Fly-Client-IP. */
@@ -154,6 +157,12 @@ function share(variable: string, raw: string | undefined, fallback: number): num
   const n = m ? Number(m[1]) / (m[2] ? 100 : 1) : NaN
   if (!(n >= 0 && n <= 1)) throw new ConfigError(variable, `"${raw}" is not a share; set it to a number between 0 and 1 (e.g. 0.9) or a percentage (90%)`)
   return n
+}
+
+function diskAdmission(variable: string, raw: string): DiskAdmission {
+  const v = raw.trim().toLowerCase()
+  if (v === 'first-request' || v === 'second-request') return v
+  throw new ConfigError(variable, `"${raw}" is not a disk admission rule; use first-request (every stored body is written to disk) or second-request (a body the memory tier holds is written to disk when its URL is asked for again)`)
 }
 
 function bool(variable: string, raw: string): boolean {
@@ -384,6 +393,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     hitFlushSeconds: number('CAJE_HIT_FLUSH_SECONDS', 60, 1, 3600),
     maxVariants: number('CAJE_MAX_VARIANTS', 32, 1, 10_000),
     writeQueueBytes: bytes('CAJE_WRITE_QUEUE_BYTES', 64 * MIB),
+    diskAdmission: diskAdmission('CAJE_DISK_ADMISSION', get('CAJE_DISK_ADMISSION') ?? 'first-request'),
     purgePollMs: number('CAJE_PURGE_POLL_MS', 1_000, 0, 3_600_000),
     adminPassword,
     allowPasswordLogin: flag('CAJE_ALLOW_PASSWORD_LOGIN', false),

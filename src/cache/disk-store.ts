@@ -28,6 +28,7 @@ import { DiskWriter, type DiskJob, type DiskWriterStats, type JobResult } from '
 import { ContentPaths, type ContentRecord, EntryIndex, type Handle, type RemovedEntry, StoredContent, entryId, freezeMeta } from './entry-index.ts'
 import { type BufferedBody, type FinishedBody, PendingBody } from './pending-body.ts'
 import { OpenFiles } from './open-files.ts'
+import { RecentKeys } from './recent-keys.ts'
 import type { SlabMaker } from './slab-arena.ts'
 import { isMemoryOnlyIntegrity, isPendingIntegrity, memoryOnlyIntegrity, pendingIntegrity } from './types.ts'
 import type {
@@ -84,6 +85,8 @@ export interface DiskStoreOptions {
    * served but not stored.
    */
   memoryOnly?: MemoryOnlyBodies
+  /** When a body small enough for the memory tier goes to disk (default 'first-request'; see DiskAdmission). */
+  admission?: DiskAdmission
   /** Entries whose metadata the index keeps decoded, the most recently used (default 4096; see entry-index.ts). */
   hotEntries?: number
   /**
@@ -108,6 +111,17 @@ export interface MemoryOnlyBodies {
   /** Keep `body` under `id`, tagged `integrity`; whether it was kept. The store reads it no more: releaseBody follows. */
   keep(id: string, body: Buffer, integrity: string): boolean
 }
+
+/**
+ * When a stored body small enough for the memory tier (memoryOnly) is written to disk:
+ * - 'first-request': as soon as it is stored (while the write queue has room).
+ * - 'second-request': when its key is asked for again. The first request keeps it in the memory
+ *   tier only (a memory-only entry: served from memory, never announced to peers); a hit on it
+ *   there stores it again, to disk (promotion()), and a key asked for again after the tier let it
+ *   go goes to disk with its new fill (recent-keys.ts remembers the keys). Larger bodies, and
+ *   every body without a memory tier, go to disk at once either way.
+ */
+export type DiskAdmission = 'first-request' | 'second-request'
 
 export const DEFAULT_WRITE_QUEUE_BYTES = 64 * 1024 * 1024
 export const DEFAULT_MAX_VARIANTS = 32
@@ -144,6 +158,13 @@ export interface DiskStore extends CacheStore {
   /** The current metadata of a variant, marking it recently used (memory-tier hits call this so disk LRU sees them). */
   /** `now` as for CacheStore.variant(). */
   touch(key: string, variant: string, now?: number): EntryMeta | undefined
+  /**
+   * With 'second-request' admission (DiskAdmission), for a hit on a variant kept in memory only:
+   * the metadata to store it again under, so that its body goes to disk (the caller puts it with
+   * the body it holds), or undefined when it stays as it is (another admission, not memory-only,
+   * gone, or the write queue is full: a later hit asks again).
+   */
+  promotion(key: string, variant: string): EntryMeta | undefined
   /** touch() answering with the variant's content record instead of its metadata. */
   touchContent(key: string, variant: string, now?: number): ContentRecord | undefined
   /** read(), plus the metadata the returned body belongs to (the memory tier keeps the two together). */
@@ -202,7 +223,7 @@ const defaultLog: LogFn = (obj) => {
 }
 
 /** commit() and friends must not reject because a logger threw: fall back to stderr then. */
-function safeLog(log: LogFn): LogFn {
+export function safeLog(log: LogFn): LogFn {
   return (obj) => {
     try {
       log(obj)
@@ -303,6 +324,8 @@ class CacacheDiskStore implements DiskStore {
   #writesSkipped = 0
   #writesMemoryOnly = 0
   readonly #memoryOnly: MemoryOnlyBodies | undefined
+  /** Keys asked for before, with 'second-request' admission (DiskAdmission); undefined otherwise. */
+  readonly #recentKeys: RecentKeys | undefined
   #evictions = 0
   readonly #listeners = new Set<(event: StoreEvent) => void>()
   readonly #writer: DiskWriter
@@ -347,6 +370,7 @@ class CacacheDiskStore implements DiskStore {
     this.#allocateBody = opts.allocateBody
     this.#releaseBody = opts.releaseBody ?? (() => {})
     this.#memoryOnly = opts.memoryOnly
+    this.#recentKeys = opts.admission === 'second-request' && opts.memoryOnly ? new RecentKeys() : undefined
     this.#log = safeLog(opts.log ?? defaultLog)
     this.#turnBudget = opts.turnBudget ?? turnBudget
     this.#now = opts.now ?? Date.now
@@ -624,11 +648,28 @@ class CacacheDiskStore implements DiskStore {
   }
 
   admits(key: string, size: number | undefined): StoreAdmission {
+    // A key's first request under 'second-request' admission: the memory tier only (#commitBuffered decides the same).
+    if (this.#recentKeys && size !== undefined && this.#fitsMemoryOnly(size) && !this.#recentKeys.has(key)) return 'memory-only'
     if (this.#writer.hasRoom(size)) return 'disk'
     // An unknown size is taken for the memory tier; a body that turns out larger is not stored (#commitBuffered).
-    if (this.#memoryOnly && this.#memoryOnly.maxObjectBytes > 0 && (size === undefined || size <= this.#memoryOnly.maxObjectBytes)) return 'memory-only'
+    if (this.#fitsMemoryOnly(size ?? 0)) return 'memory-only'
     this.#skipped(key)
     return false
+  }
+
+  #fitsMemoryOnly(size: number): boolean {
+    return this.#memoryOnly !== undefined && this.#memoryOnly.maxObjectBytes > 0 && size <= this.#memoryOnly.maxObjectBytes
+  }
+
+  promotion(key: string, variant: string): EntryMeta | undefined {
+    if (!this.#recentKeys || this.#closed) return undefined
+    const handle = this.#index.find(key, variant)
+    if (handle === undefined) return undefined
+    const content = this.#index.content(handle)
+    if (!isMemoryOnlyIntegrity(content.integrity) || !this.#writer.hasRoom(content.size)) return undefined
+    // Its second request: the commit that follows goes to disk.
+    this.#recentKeys.note(key)
+    return this.#index.meta(handle)
   }
 
   #skipped(key: string): void {
@@ -660,6 +701,12 @@ class CacacheDiskStore implements DiskStore {
    */
   #commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined {
     const id = entryId(entry.key, entry.variant)
+    // 'second-request' admission: a key asked for the first time stays in the memory tier (DiskAdmission).
+    if (this.#recentKeys && this.#fitsMemoryOnly(body.size) && !this.#recentKeys.note(entry.key)) {
+      const kept = this.#keepMemoryOnly(id, entry, body)
+      if (kept) return kept
+      // The tier did not take it: to disk, as with 'first-request'.
+    }
     if (!this.#writer.hasRoom(body.size)) {
       const kept = this.#keepMemoryOnly(id, entry, body)
       if (kept) return kept

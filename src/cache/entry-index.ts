@@ -220,7 +220,7 @@ function lruOf(content: ContentRecord): number {
 }
 
 /** FNV-1a over UTF-16 code units: a key's bucket. */
-function hashKey(key: string): number {
+export function hashKey(key: string): number {
   let h = 0x811c9dc5
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
   return h >>> 0

@@ -9,7 +9,8 @@
 // when the tier evicts that body the entry leaves the index with it, and it is
 // never handed to a peer.
 
-import { type CommittedBody, type DiskStore, type DiskStoreOptions, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId } from './disk-store.ts'
+import { type CommittedBody, type DiskAdmission, type DiskStore, type DiskStoreOptions, type EntryBody, type LogFn, SMALL_BODY_BYTES, createDiskStore, entryId, safeLog } from './disk-store.ts'
+import { describeError } from '../vocabulary.ts'
 import { splitEntryId } from './entry-index.ts'
 import { type MemoryTier, createMemoryTier } from './memory-tier.ts'
 import { type BodyLookup, type ByteRange, type CacheStore, type EntryMeta, type EntryWriter, type ExpectedBody, type ListOptions, type ListedEntry, type NewEntry, type StoreEvent, type StoreStats, type StoredBody, isMemoryOnlyIntegrity } from './types.ts'
@@ -29,6 +30,8 @@ export interface CacheStoreOptions {
   writeQueueJobs?: number
   /** Variants kept under one key at most (see DiskStoreOptions). */
   maxVariants?: number
+  /** When a body the memory tier can hold is written to disk (see disk-store.ts DiskAdmission). */
+  diskAdmission?: DiskAdmission
   log?: LogFn
 }
 
@@ -49,11 +52,12 @@ export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheSt
     writeQueueJobs: opts.writeQueueJobs,
     maxVariants: opts.maxVariants,
     ...tierBodies(memory),
+    admission: opts.diskAdmission,
     log: opts.log,
   })
   // Fresh slabs are made by the disk writer's thread, ahead of need.
   memory.makeSlabsWith(disk.makeSlabs)
-  return createTieredStore(disk, memory)
+  return createTieredStore(disk, memory, opts.log)
 }
 
 /**
@@ -92,7 +96,8 @@ function splitMemoryId(id: string): { key: string; variant: string } {
 }
 
 /** Combines an opened disk store with a memory tier (exported for tests that need their own tiers). */
-export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheStore {
+export function createTieredStore(disk: DiskStore, memory: MemoryTier, log?: LogFn): CacheStore {
+  const logSafely = log && safeLog(log)
   // Disk removals of any kind (including 'replaced') end the memory copy.
   const unsubscribe = disk.subscribe((event) => {
     if (event.type === 'deleted') memory.delete(memoryId(event.key, event.variant))
@@ -156,12 +161,45 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
       content.memory = undefined
       return undefined
     }
+    if (isMemoryOnlyIntegrity(content.integrity)) promote(key, variant, loan.buffer)
     try {
       return { kind: 'buffer', buffer: range ? sliceRange(loan.buffer, range) : loan.buffer, tier: 'memory', loan }
     } catch (error) {
       loan.giveBack()
       throw error
     }
+  }
+
+  /**
+   * A hit on a body kept in memory only, under 'second-request' admission: stored again with the
+   * same metadata, so it goes to disk (DiskStore.promotion). put() copies the body before anything
+   * else, so the bytes lent to this hit's answer stay as they are; the memory-only variant then
+   * gives way to one being written, whose body the tier keeps as for any fill.
+   */
+  function promote(key: string, variant: string, buffer: Buffer): void {
+    const meta = disk.promotion(key, variant)
+    if (meta === undefined) return
+    try {
+      void put(meta, buffer).catch((error: unknown) => logPromotionFailure(key, error))
+    } catch (error) {
+      // Never this hit's failure: the body stays in memory only, and the next hit tries again.
+      logPromotionFailure(key, error)
+    }
+  }
+
+  function logPromotionFailure(key: string, error: unknown): void {
+    logSafely?.({ level: 'error', msg: 'cache could not write a body kept in memory only to disk on its second request; it stays in memory', key, error: describeError(error) })
+  }
+
+  // A whole body (every miss whose body came with its head): the disk writer itself, without
+  // the wrapper a streamed body needs, and one reaction on its commit.
+  function put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
+    const inner = disk.writer(entry)
+    if (!inner.write(body)) {
+      inner.abort()
+      return Promise.resolve(undefined)
+    }
+    return inner.commitWithBody().then(kept)
   }
 
   /** The memory copy of a variant for a peer (not lent: its reader never says when it is done), unless it is its only copy. */
@@ -252,16 +290,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier): CacheSto
     drain: () => disk.drain(),
     writeRoom: (size) => disk.writeRoom(size),
 
-    // A whole body (every miss whose body came with its head): the disk writer itself, without
-    // the wrapper a streamed body needs, and one reaction on its commit.
-    put(entry: NewEntry, body: Uint8Array): Promise<EntryMeta | undefined> {
-      const inner = disk.writer(entry)
-      if (!inner.write(body)) {
-        inner.abort()
-        return Promise.resolve(undefined)
-      }
-      return inner.commitWithBody().then(kept)
-    },
+    put,
 
     writer(entry: NewEntry, expected?: ExpectedBody): EntryWriter {
       const inner = disk.writer(entry, expected)
