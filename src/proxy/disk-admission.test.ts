@@ -80,6 +80,20 @@ describe('CAJE_DISK_ADMISSION=second-request', () => {
     expect(origin.count('/again')).toBe(2)
   })
 
+  it('keeps a body in memory only while the write queue is full, hit after hit, and never announces it', async () => {
+    const { origin, node } = await setup('queued', { CAJE_DISK_ADMISSION: 'second-request', CAJE_WRITE_QUEUE_BYTES: '0' })
+    for (let i = 0; i < 3; i++) {
+      const res = await node.get('/queued')
+      expect(await res.text()).toBe('queued')
+      expect(res.headers.get('cache-status')).toMatch(i === 0 ? /stored; detail=memory-only/ : /^caje; hit/)
+    }
+    await settled(node)
+    expect(await onDisk(node, '/queued')).toEqual([])
+    expect(await heldBy(node.manifest.readDb(), 'test-node')).toEqual([])
+    expect(origin.count('/queued')).toBe(1)
+    expect(node.store.stats()).toMatchObject({ entries: 1, writesMemoryOnly: 1 })
+  })
+
   it('writes a body too large for the memory tier to disk on its first request', async () => {
     const large = Buffer.alloc(SMALL_BODY_BYTES + 1, 'x')
     const { node } = await setup(large, { CAJE_DISK_ADMISSION: 'second-request' })
