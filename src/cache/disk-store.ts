@@ -701,8 +701,9 @@ class CacacheDiskStore implements DiskStore {
    */
   #commitBuffered(entry: NewEntry, metadataJson: string, body: BufferedBody): CommittedBody | undefined {
     const id = entryId(entry.key, entry.variant)
-    // 'second-request' admission: a key asked for the first time stays in the memory tier (DiskAdmission).
-    if (this.#recentKeys && this.#fitsMemoryOnly(body.size) && !this.#recentKeys.note(entry.key)) {
+    // 'second-request' admission: a key a client asks for the first time stays in the memory tier
+    // (DiskAdmission). A populate's fill (entry.via) is of a URL other nodes' clients asked for.
+    if (this.#recentKeys && entry.via === undefined && this.#fitsMemoryOnly(body.size) && !this.#recentKeys.note(entry.key)) {
       const kept = this.#keepMemoryOnly(id, entry, body)
       if (kept) return kept
       // The tier did not take it: to disk, as with 'first-request'.

@@ -575,3 +575,15 @@ describe('memory-only entries', () => {
     expect(store.variant('https://a.test/meta', '')).toBeUndefined()
   })
 })
+
+describe('second-request disk admission', () => {
+  it("keeps a client's first fill in memory only and writes a populate's fill at once", async () => {
+    const store = await openStore({ diskAdmission: 'second-request' })
+    await put(store, newEntry('https://a.example/client'), bodyOf(100))
+    await put(store, newEntry('https://a.example/warmed', { via: 'populate' }), bodyOf(100, 2))
+    await store.drain()
+    expect(store.stats()).toMatchObject({ entries: 2, writesMemoryOnly: 1 })
+    const listed = Object.values(await cacache.ls(dir)).map((e) => e.key.split('\u0000')[0])
+    expect(listed).toEqual(['https://a.example/warmed'])
+  })
+})
