@@ -4,7 +4,7 @@
 
 import type { Kysely } from 'kysely'
 import type { AdminActions, EntryVia, ManifestEntry, PopulateStatus, PurgeRecord, PurgeRequest } from './admin/actions.ts'
-import type { CacheStore } from './cache/types.ts'
+import { type CacheStore, isMemoryOnlyIntegrity } from './cache/types.ts'
 import type { Config } from './config.ts'
 import type { Database } from './manifest/database.ts'
 import type { ClusterRole } from './manifest/primary.ts'
@@ -88,6 +88,7 @@ export function createNodeActions(deps: NodeActionsDeps): AdminActions {
           storedAt: e.storedAt,
           staleAt: e.staleAt,
           inMemory: e.inMemory,
+          onDisk: !isMemoryOnlyIntegrity(e.integrity),
           via: entryVia(e.via),
         })),
       }

@@ -141,6 +141,19 @@ const Source: FC<{ via: DiskEntry['via'] }> = ({ via }) => {
   return <span data-slot="muted">{t.request}</span>
 }
 
+/** Where this node keeps the body: the memory tier and disk, disk alone, or the memory tier alone (never announced to peers). */
+const TierBadge: FC<{ entry: { inMemory: boolean; onDisk: boolean } }> = ({ entry }) => {
+  const t = TEXT.list
+  if (!entry.onDisk) {
+    return (
+      <Badge kind="memory-only" title={t.tierMemoryOnlyTitle}>
+        {t.tierMemoryOnly}
+      </Badge>
+    )
+  }
+  return <Badge kind={entry.inMemory ? 'memory' : 'disk'}>{entry.inMemory ? t.tierMemory : t.tierDisk}</Badge>
+}
+
 const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
   const t = TEXT.list
   if (props.disk.entries.length === 0) return <Empty text={props.filter ? t.noMatch : t.diskEmpty} />
@@ -159,7 +172,7 @@ const DiskTable: FC<{ props: ListPageProps }> = ({ props }) => {
           <TimeCell at={e.storedAt} />
           <FreshnessCell staleAt={e.staleAt} now={props.now} />
           <td>
-            <Badge kind={e.inMemory ? 'memory' : 'disk'}>{e.inMemory ? t.tierMemory : t.tierDisk}</Badge>
+            <TierBadge entry={e} />
           </td>
           <td data-slot="source">
             <Source via={e.via} />

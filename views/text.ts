@@ -80,6 +80,8 @@ export const TEXT = {
       nodes: 'Held by',
     },
     tierMemory: 'memory + disk',
+    tierMemoryOnly: 'memory only',
+    tierMemoryOnlyTitle: 'Not on disk and not offered to other nodes: kept while the memory tier holds it (the disk writer was behind, or CAJE_DISK_ADMISSION=second-request and its URL was asked for once)',
     tierDisk: 'disk',
     fresh: 'fresh',
     stale: 'stale',

@@ -44,6 +44,8 @@ export interface DiskEntry {
   staleAt: number
   /** Also held by the memory tier. */
   inMemory: boolean
+  /** Its body is on disk (false: kept by the memory tier only, never offered to peers). */
+  onDisk: boolean
   /** How this node got it: a client's request through it, or populate from a peer or the origin. */
   via: EntryVia
 }

@@ -215,6 +215,24 @@ describe('list', () => {
     expect(none.html).toContain('Nothing matches this filter.')
   })
 
+  it('says which entries are in memory only, on disk, or both', async () => {
+    h = await setup({ env: { CAJE_DISK_ADMISSION: 'second-request' } })
+    // Asked for once: memory only. Asked for twice: written to disk from memory, and still there.
+    expect(await fetchAsSite(h.node, '/blog/post-1')).toBe(200)
+    for (let i = 0; i < 2; i++) expect(await fetchAsSite(h.node, '/blog/post-2')).toBe(200)
+    await h.node.store.drain()
+    const c = h.client()
+    await c.signInWithPassword()
+    const { html } = await c.page('/_caje/list')
+    const rowOf = (path: string) => html.split('<tr').find((row) => row.includes(`${SITE}${path}<`)) ?? ''
+    expect(rowOf('/blog/post-1')).toMatch(/data-kind="memory-only"[^>]*>memory only</)
+    expect(rowOf('/blog/post-2')).toMatch(/data-kind="memory">memory \+ disk</)
+    const json = (await (await h.client().request('/_caje/list', { headers: bearer() })).json()) as { disk: { entries: Array<{ url: string; inMemory: boolean; onDisk: boolean }> } }
+    const byUrl = new Map(json.disk.entries.map((e) => [e.url, e]))
+    expect(byUrl.get(`${SITE}/blog/post-1`)).toMatchObject({ inMemory: true, onDisk: false })
+    expect(byUrl.get(`${SITE}/blog/post-2`)).toMatchObject({ inMemory: true, onDisk: true })
+  })
+
   it('answers JSON for scripts', async () => {
     h = await setup({ entries: 20 })
     const res = await h.client().request('/_caje/list?limit=5&offset=5&filter=example', { headers: bearer() })
