@@ -4,6 +4,7 @@
 // it, and a URL asked for again after its memory copy went is written with its
 // new fill. On disk means readable with cacache's own tools.
 
+import http from 'node:http'
 import path from 'node:path'
 import cacache from 'cacache'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -32,6 +33,18 @@ async function onDisk(node: TestNode, pathname: string): Promise<string[]> {
   const dir = path.join(node.dir, 'cache')
   const entries = Object.values(await cacache.ls(dir)).filter((e) => new URL(e.key.split('\u0000')[0]!).pathname === pathname)
   return Promise.all(entries.map(async (e) => (await cacache.get.byDigest(dir, e.integrity)).toString()))
+}
+
+/** A GET with exactly these request headers (fetch() adds its own to a conditional one). */
+function plainGet(node: TestNode, pathname: string, headers: Record<string, string>): Promise<{ status: number; cacheStatus: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: node.port, path: pathname, headers, agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, cacheStatus: String(res.headers['cache-status'] ?? '') }))
+      })
+      .on('error', reject)
+  })
 }
 
 /** Everything written and recorded: the disk writer idle, the manifest's queue applied. */
@@ -63,6 +76,31 @@ describe('CAJE_DISK_ADMISSION=second-request', () => {
     expect(third.headers.get('cache-status')).toMatch(/^caje; hit/)
     expect(origin.count('/twice')).toBe(1)
     expect(node.store.stats()).toMatchObject({ entries: 1, writesMemoryOnly: 1 })
+  })
+
+  it('counts a second request served with its body: a HEAD or a 304 leaves it in memory, a GET writes it', async () => {
+    const origin = await startOrigin((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain', 'content-length': '4', etag: '"v1"' })
+      res.end('body')
+    })
+    cleanups.push(() => origin.close())
+    const node = await startNode(origin.url, { CAJE_DISK_ADMISSION: 'second-request' })
+    cleanups.push(() => node.close())
+    expect((await node.get('/conditional')).headers.get('cache-status')).toMatch(/stored; detail=memory-only/)
+    const head = await node.get('/conditional', { method: 'HEAD' })
+    expect(head.headers.get('cache-status')).toMatch(/^caje; hit/)
+    await settled(node)
+    expect(await onDisk(node, '/conditional')).toEqual([])
+    // By node:http: fetch() would add Cache-Control: no-cache to a conditional request.
+    const notModified = await plainGet(node, '/conditional', { 'if-none-match': '"v1"' })
+    expect(notModified.status).toBe(304)
+    expect(notModified.cacheStatus).toMatch(/^caje; hit/)
+    await settled(node)
+    expect(await onDisk(node, '/conditional')).toEqual([])
+    expect(await (await node.get('/conditional')).text()).toBe('body')
+    await settled(node)
+    expect(await onDisk(node, '/conditional')).toEqual(['body'])
+    expect(origin.count('/conditional')).toBe(1)
   })
 
   it('writes a URL asked for again after its memory copy went with its new fill', async () => {
