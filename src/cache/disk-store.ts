@@ -1372,6 +1372,9 @@ class CacacheDiskStore implements DiskStore {
 
   readonly makeSlabs: SlabMaker = (bytes, count, ready) => this.#writer.makeSlabs(bytes, count, ready)
 
+  /** Nothing here: a variant kept in memory only is the tiered store's to write (tiered-store.ts). */
+  askedAgain(): void {}
+
   async drain(): Promise<void> {
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])
     await this.#writer.drain()

@@ -171,14 +171,22 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier, log?: Log
   }
 
   /**
-   * A hit on a body kept in memory only, under 'second-request' admission: stored again with the
-   * same metadata, so it goes to disk (DiskStore.promotion). put() copies the body before anything
-   * else, so the bytes lent to this hit's answer stay as they are; the memory-only variant then
-   * gives way to one being written, whose body the tier keeps as for any fill.
+   * A variant kept in memory only and asked for again, under 'second-request' admission: stored
+   * again with the same metadata, so it goes to disk (DiskStore.promotion). `buffer`: the body a
+   * hit was lent; without it (a HEAD or a 304 read none), the tier's copy, if it still has the one
+   * the index names. put() copies the body before anything else, so bytes lent to an answer stay
+   * as they are; the memory-only variant then gives way to one being written, whose body the tier
+   * keeps as for any fill.
    */
-  function promote(key: string, variant: string, buffer: Buffer): void {
+  function promote(key: string, variant: string, buffer?: Buffer): void {
     const meta = disk.promotion(key, variant)
     if (meta === undefined) return
+    if (buffer === undefined) {
+      const item = memory.get(idOf(key, variant))
+      // Gone from the tier: its entry goes with it (forgetMemoryOnly).
+      if (item === undefined || item.integrity !== meta.integrity) return
+      buffer = item.buffer
+    }
     try {
       void put(meta, buffer).catch((error: unknown) => logPromotionFailure(key, error))
     } catch (error) {
@@ -287,6 +295,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier, log?: Log
     bodySize: (key, variant) => disk.bodySize(key, variant),
 
     admits: (key, size) => disk.admits(key, size),
+    askedAgain: (key, variant) => promote(key, variant),
     drain: () => disk.drain(),
     writeRoom: (size) => disk.writeRoom(size),
 

@@ -246,6 +246,12 @@ export interface CacheStore {
    * stored, and the store counts it (stats().writesSkipped, a 'write-skipped' event).
    */
   admits(key: string, size: number | undefined): StoreAdmission
+  /**
+   * A stored variant answered without its body being read (a HEAD, a 304 to a conditional
+   * request): it was asked for again all the same, which second-request disk admission counts
+   * (disk-store.ts DiskAdmission). A body read for an answer counts by itself.
+   */
+  askedAgain(key: string, variant: string): void
   /** Resolves once every write queued so far is on disk. */
   drain(): Promise<void>
   /**

@@ -398,7 +398,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
    */
   function serveStored(req: ProxyRequest, meta: EntryMeta, policy: FreshnessPolicy, cacheStatus: CacheStatus, t = now()): ProxyResult | undefined | Promise<ProxyResult | undefined> {
     const answer = storedAnswer(req, meta, policy, cacheStatus, t)
-    if (!answer.needsBody) return answer.result
+    if (!answer.needsBody) {
+      store.askedAgain(meta.key, meta.variant)
+      return answer.result
+    }
     const stored = store.read(meta.key, meta.variant, answer.range, t)
     if (stored instanceof Promise) return stored.then((s) => s && withBody(answer.result, s))
     return stored && withBody(answer.result, stored)
