@@ -181,17 +181,21 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier, log?: Log
   function promote(key: string, variant: string, buffer?: Buffer): void {
     const meta = disk.promotion(key, variant)
     if (meta === undefined) return
-    if (buffer === undefined) {
-      const item = memory.get(idOf(key, variant))
-      // Gone from the tier: its entry goes with it (forgetMemoryOnly).
-      if (item === undefined || item.integrity !== meta.integrity) return
-      buffer = item.buffer
-    }
+    // Lent for the copy only (get() would keep its memory from ever being used again).
+    const loan = buffer === undefined ? memory.lend(idOf(key, variant)) : undefined
     try {
+      if (buffer === undefined) {
+        // Gone from the tier: its entry goes with it (forgetMemoryOnly).
+        if (loan === undefined || loan.integrity !== meta.integrity) return
+        buffer = loan.buffer
+      }
+      // put() has copied the body by the time it returns (the commit gathers it synchronously).
       void put(meta, buffer).catch((error: unknown) => logPromotionFailure(key, error))
     } catch (error) {
-      // Never this hit's failure: the body stays in memory only, and the next hit tries again.
+      // Never a request's failure: the body stays in memory only, and the next request tries again.
       logPromotionFailure(key, error)
+    } finally {
+      loan?.giveBack()
     }
   }
 
