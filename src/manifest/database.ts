@@ -254,6 +254,27 @@ export interface OpenedDatabase {
   sqlite: SQLite.Database
 }
 
+/**
+ * PRAGMA journal_mode = WAL, tried again while another process holds the file, for up to
+ * `timeoutMs`. Two processes switching a new file at once (a local cluster started together)
+ * each hold the read lock the other's switch waits for; SQLite answers one of them SQLITE_BUSY
+ * at once instead of calling the busy handler, since waiting could not end. That one waits a
+ * little (synchronously: this runs once, while a node opens its database) and tries again,
+ * by which time the other has switched the file.
+ */
+function switchToWal(sqlite: SQLite.Database, timeoutMs: number): void {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      sqlite.pragma('journal_mode = WAL')
+      return
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw err
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10 + Math.random() * 40)
+    }
+  }
+}
+
 export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
   const readonly = options.readonly ?? false
   if (!readonly && options.path !== ':memory:') fs.mkdirSync(path.dirname(options.path), { recursive: true })
@@ -264,11 +285,12 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
     // Several processes share the file in the local cluster: wait for the
     // writer's lock instead of failing at once. First, so that switching to
     // WAL below also waits when another process is mid-transaction.
-    sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`)
+    const busyTimeoutMs = Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))
+    sqlite.pragma(`busy_timeout = ${busyTimeoutMs}`)
     // WAL lets readers (the admin list, populate) run while the writer
     // commits. Setting it is a write to the file header, so a read-only
     // handle skips it and reads whatever mode the writer chose.
-    if (!readonly) sqlite.pragma('journal_mode = WAL')
+    if (!readonly) switchToWal(sqlite, busyTimeoutMs)
     sqlite.pragma('foreign_keys = ON')
     // NORMAL is durable across application crashes in WAL mode; only an OS
     // crash can lose the last transactions, which the manifest can afford.
