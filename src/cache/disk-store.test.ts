@@ -386,6 +386,51 @@ describe('disk store', () => {
     expect(await store.variants('https://a.test/20')).toHaveLength(1)
   })
 
+  it('evicts least recently read entries to stay under the entry limit, whatever their size', async () => {
+    // Every entry costs the in-memory index the same whatever its body: a cache of small bodies
+    // meets the entry limit long before the byte budget.
+    const store = await openStore({ maxEntries: 3 })
+    const events = recordEvents(store)
+    for (let i = 1; i <= 3; i++) await put(store, newEntry(`https://a.test/${i}`), bodyOf(10, i))
+    expect(store.stats()).toMatchObject({ entries: 3, diskEntries: 3, maxEntries: 3, evictions: 0 })
+    await readBody(store, 'https://a.test/1') // 2 is now the least recently read
+    await put(store, newEntry('https://a.test/4'), bodyOf(10, 4))
+    expect(events.filter((e) => e.type === 'deleted')).toEqual([{ type: 'deleted', key: 'https://a.test/2', variant: '', reason: 'evicted' }])
+    expect(store.stats()).toMatchObject({ entries: 3, diskEntries: 3, bytes: 30, evictions: 1 })
+    await store.drain()
+    // What cacache's own reader finds: the three kept, not the evicted one.
+    expect((Object.keys(await cacache.ls(dir))).sort()).toEqual([1, 3, 4].map((i) => entryId(`https://a.test/${i}`, '')))
+    expect(await contentBytesOnDisk(dir)).toBe(30)
+
+    for (let i = 5; i <= 12; i++) {
+      await put(store, newEntry(`https://a.test/${i}`), bodyOf(10, i))
+      expect(store.stats().diskEntries).toBeLessThanOrEqual(3)
+    }
+    await store.drain()
+    expect(Object.keys(await cacache.ls(dir))).toHaveLength(3)
+    expect(await readBody(store, 'https://a.test/12')).toEqual(bodyOf(10, 12))
+    expect(await readBody(store, 'https://a.test/1')).toBeUndefined()
+  })
+
+  it('applies a lowered entry limit at start, keeping the most recently stored', async () => {
+    let store = await openStore()
+    for (let i = 0; i < 5; i++) await put(store, newEntry(`https://a.test/${i}`), bodyOf(100, i))
+    expect(store.stats()).not.toHaveProperty('maxEntries')
+    store = await reopen(store, { maxEntries: 2 })
+    expect(store.stats()).toMatchObject({ entries: 2, diskEntries: 2, maxEntries: 2, evictions: 3 })
+    const kept: number[] = []
+    for (let i = 0; i < 5; i++) if (await readBody(store, `https://a.test/${i}`)) kept.push(i)
+    expect(kept).toEqual([3, 4])
+    await store.drain()
+    expect(await contentBytesOnDisk(dir)).toBe(200)
+  })
+
+  it('refuses an entry limit that is not a positive whole number', async () => {
+    for (const maxEntries of [0, -1, 1.5, Number.NaN]) {
+      await expect(createDiskStore({ dir, maxBytes: MiB, maxObjectBytes: MiB, maxEntries })).rejects.toThrow(/maxEntries must be a positive integer/)
+    }
+  })
+
   it('shares one content file between entries with the same body', async () => {
     const store = await openStore()
     const body = bodyOf(4000)

@@ -57,6 +57,12 @@ export interface DiskStoreOptions {
   dir: string
   /** Budget for body bytes on disk; least recently read entries are evicted beyond it. */
   maxBytes: number
+  /**
+   * Most entries on disk (default: no limit); least recently read entries are evicted beyond it.
+   * Every entry costs the in-memory index memory whatever its body's size, so a cache of many
+   * small bodies reaches this before maxBytes.
+   */
+  maxEntries?: number
   /** Bodies larger than this are not stored. */
   maxObjectBytes: number
   /** Most body bytes waiting for the disk writer; a body that does not fit is served but not stored (default 64 MiB). */
@@ -209,6 +215,7 @@ export async function createDiskStore(opts: DiskStoreOptions): Promise<DiskStore
   for (const name of ['maxBytes', 'maxObjectBytes'] as const) {
     if (!Number.isSafeInteger(opts[name]) || opts[name] < 0) throw new RangeError(`disk store ${name} must be a non-negative integer, got ${opts[name]}`)
   }
+  if (opts.maxEntries !== undefined && !(Number.isSafeInteger(opts.maxEntries) && opts.maxEntries > 0)) throw new RangeError(`disk store maxEntries must be a positive integer, got ${opts.maxEntries}`)
   const dir = path.resolve(opts.dir)
   await mkdir(dir, { recursive: true })
   // Temp files belong to writes of a previous process that never finished.
@@ -306,6 +313,7 @@ interface Committing {
 class CacacheDiskStore implements DiskStore {
   readonly dir: string
   readonly #maxBytes: number
+  readonly #maxEntries: number
   readonly #maxObjectBytes: number
   readonly #maxVariants: number
   readonly #allocateBody: ((length: number) => Buffer | undefined) | undefined
@@ -365,6 +373,7 @@ class CacacheDiskStore implements DiskStore {
   constructor(opts: DiskStoreOptions) {
     this.dir = opts.dir
     this.#maxBytes = opts.maxBytes
+    this.#maxEntries = opts.maxEntries ?? Infinity
     this.#maxObjectBytes = opts.maxObjectBytes
     this.#maxVariants = opts.maxVariants ?? DEFAULT_MAX_VARIANTS
     this.#allocateBody = opts.allocateBody
@@ -1164,15 +1173,19 @@ class CacacheDiskStore implements DiskStore {
     if (!result.ok) this.#log({ level: 'error', msg: 'cache could not remove a content file', path: file, ...describeError(jobError(result)) })
   }
 
-  /** Evicts least recently read entries until the body bytes fit the budget. */
+  /** Evicts least recently read entries until the body bytes and the entries on disk fit their budgets. */
   #evict(): void {
-    if (this.#bytes <= this.#maxBytes) return
-    // Entries kept in memory only take nothing of the disk budget (the memory tier evicts them):
-    // the index leaves them out of this order.
+    if (!this.#overBudget()) return
+    // Entries kept in memory only take nothing of the disk budgets (the memory tier evicts them):
+    // the index leaves them out of this order and out of onDiskCount.
     for (const handle of this.#index.leastRecentlyUsed()) {
-      if (this.#bytes <= this.#maxBytes) break
+      if (!this.#overBudget()) break
       this.#drop(handle, 'evicted')
     }
+  }
+
+  #overBudget(): boolean {
+    return this.#bytes > this.#maxBytes || this.#index.onDiskCount > this.#maxEntries
   }
 
   /** Keeps at most maxVariants variants under a key: the least recently used go (a Vary on a field with many values must not grow one key without bound). */
@@ -1340,6 +1353,8 @@ class CacacheDiskStore implements DiskStore {
     return {
       entries: this.#index.size,
       bytes: this.#bytes,
+      diskEntries: this.#index.onDiskCount,
+      ...(Number.isFinite(this.#maxEntries) ? { maxEntries: this.#maxEntries } : {}),
       memoryEntries: 0,
       memoryBytes: 0,
       integrityFailures: this.#integrityFailures,

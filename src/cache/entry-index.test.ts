@@ -149,6 +149,8 @@ describe('entry index', () => {
     for (let i = 5000; i < 5003; i++) add(index, meta(i))
     memoryOnly(5003)
     expect(index.size).toBe(5004)
+    // The entries a disk's entry limit counts: those on disk only.
+    expect(index.onDiskCount).toBe(3)
     expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5000, 5001, 5002])
     // A read moves it within its own order.
     index.touch('https://example.com/item/0', '', 9000)
@@ -159,12 +161,24 @@ describe('entry index', () => {
     expect(all.slice(-2)).toEqual([5003, 0])
     expect(new Set(all).size).toBe(5004)
     expect(index.list({ limit: 1 }).records.map((h) => index.committedAt(h))).toEqual([5003])
+    expect(index.onDiskCount).toBe(3)
     // Replaced by a body on disk: the entry joins the disk's order.
     add(index, meta(7))
     expect([...index.leastRecentlyUsed()].map((h) => index.committedAt(h))).toEqual([5001, 5002, 5000, 7])
+    expect(index.onDiskCount).toBe(4)
     index.remove(index.find('https://example.com/item/0', '')!)
     expect(index.size).toBe(5003)
     expect(index.handles()).toHaveLength(5003)
+    expect(index.onDiskCount).toBe(4)
+    // Its body written at last (a new content record): counted on disk from then on.
+    const eight = index.find('https://example.com/item/8', '')!
+    index.setContent(eight, new StoredContent(paths, 'sha512-8', 10))
+    expect(index.onDiskCount).toBe(5)
+    index.remove(index.find('https://example.com/item/5000', '')!)
+    expect(index.onDiskCount).toBe(4)
+    index.orderByCommitTime()
+    expect(index.onDiskCount).toBe(4)
+    expect([...index.leastRecentlyUsed()]).toHaveLength(4)
   })
 
   it('groups variants by key, answers their Vary values, and forgets empty keys', () => {

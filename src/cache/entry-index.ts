@@ -269,6 +269,8 @@ export class EntryIndex {
    */
   readonly #lruHeads = new Int32Array([NONE, NONE])
   readonly #lruTails = new Int32Array([NONE, NONE])
+  /** Variants in each use order (onDiskCount: what the store's entry limit counts). */
+  readonly #lruCounts = new Int32Array([0, 0])
   /** Oldest commit first. */
   #commitHead = NONE
   #commitTail = NONE
@@ -330,6 +332,11 @@ export class EntryIndex {
 
   get size(): number {
     return this.#size
+  }
+
+  /** Variants whose body is on disk (or being written): every one but those kept in memory only. */
+  get onDiskCount(): number {
+    return this.#lruCounts[ON_DISK]!
   }
 
   /** Slots the per-slot arrays are long (for measures): grows by an eighth, in place, when they are all in use (#grow). */
@@ -739,6 +746,7 @@ export class EntryIndex {
     if (tail !== NONE) this.#lruNext[tail] = slot
     else this.#lruHeads[lru] = slot
     this.#lruTails[lru] = slot
+    this.#lruCounts[lru]!++
   }
 
   #unlinkLru(slot: number): void {
@@ -749,6 +757,7 @@ export class EntryIndex {
     else this.#lruHeads[lru] = next
     if (next !== NONE) this.#lruPrev[next] = prev
     else this.#lruTails[lru] = prev
+    this.#lruCounts[lru]!--
   }
 
   #allocate(): number {
@@ -865,6 +874,7 @@ export class EntryIndex {
     this.#commitHead = this.#commitTail = NONE
     this.#lruHeads.fill(NONE)
     this.#lruTails.fill(NONE)
+    this.#lruCounts.fill(0)
     for (const slot of slots) {
       this.#linkLru(slot)
       this.#recency[slot] = ++this.#uses

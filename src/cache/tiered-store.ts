@@ -20,6 +20,8 @@ export interface CacheStoreOptions {
   dir: string
   /** Disk budget for bodies, in bytes. */
   maxBytes: number
+  /** Most entries on disk (see DiskStoreOptions; default no limit). */
+  maxEntries?: number
   /** Memory tier budget in bytes; 0 disables it. */
   memoryBytes: number
   /** Per-object limit: larger bodies are not stored. */
@@ -47,6 +49,7 @@ export async function createCacheStore(opts: CacheStoreOptions): Promise<CacheSt
   const disk = await createDiskStore({
     dir: opts.dir,
     maxBytes: opts.maxBytes,
+    maxEntries: opts.maxEntries,
     maxObjectBytes: opts.maxObjectBytes,
     writeQueueBytes: opts.writeQueueBytes,
     writeQueueJobs: opts.writeQueueJobs,

@@ -163,6 +163,10 @@ export type StoreAdmission = 'disk' | 'memory-only' | false
 export interface StoreStats {
   entries: number
   bytes: number
+  /** Entries whose body is on disk (every one but those kept in memory only): what maxEntries bounds. */
+  diskEntries?: number
+  /** The disk tier's entry limit (CAJE_CACHE_MAX_ENTRIES); absent when it has none. */
+  maxEntries?: number
   memoryEntries: number
   memoryBytes: number
   /** Memory the memory tier's slabs take (its budget bounds it); absent without a memory tier. */
