@@ -69,6 +69,7 @@ export async function startCaje(config: Config, log: Logger): Promise<RunningCaj
   const store = await createCacheStore({
     dir: config.cacheDir,
     maxBytes: config.cacheMaxBytes,
+    maxEntries: config.cacheMaxEntries,
     memoryBytes: config.memoryCacheBytes,
     maxObjectBytes: config.maxObjectBytes,
     maxVariants: config.maxVariants,

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, flagsToEnv, loadConfig, parseBytes, parseSites } from './config.ts'
+import os from 'node:os'
+import { ConfigError, INDEX_BYTES_PER_ENTRY, autoMaxEntries, flagsToEnv, loadConfig, machineMemoryBytes, parseBytes, parseSites } from './config.ts'
 import { STEERING_REQUEST_HEADERS } from './proxy/forward.ts'
 
 describe('loadConfig', () => {
@@ -38,6 +39,21 @@ describe('loadConfig', () => {
     expect(loadConfig({}, ['--disk-admission=second-request']).diskAdmission).toBe('second-request')
   })
 
+  it('bounds the entries on disk by a quarter of the memory unless told a number', () => {
+    // A 512 MB machine (fly.toml's): 131,072 entries, 128 MiB of index at 1 KiB an entry.
+    expect(autoMaxEntries(512 * 1024 * 1024)).toBe(131_072)
+    expect(autoMaxEntries(1024 * 1024)).toBe(1000)
+    expect(INDEX_BYTES_PER_ENTRY).toBe(1024)
+    const memory = machineMemoryBytes()
+    expect(memory).toBeGreaterThan(0)
+    expect(memory).toBeLessThanOrEqual(os.totalmem())
+    expect(loadConfig({})).toMatchObject({ cacheMaxEntries: autoMaxEntries(memory), cacheMaxEntriesAuto: true })
+    expect(loadConfig({ CAJE_CACHE_MAX_ENTRIES: ' Auto ' })).toMatchObject({ cacheMaxEntries: autoMaxEntries(memory), cacheMaxEntriesAuto: true })
+    expect(loadConfig({ CAJE_CACHE_MAX_ENTRIES: '500000' })).toMatchObject({ cacheMaxEntries: 500_000, cacheMaxEntriesAuto: false })
+    expect(loadConfig({ CAJE_CACHE_MAX_ENTRIES: '2_000_000' }).cacheMaxEntries).toBe(2_000_000)
+    expect(loadConfig({}, ['--cache-max-entries=300']).cacheMaxEntries).toBe(300)
+  })
+
   it('reads flags over environment variables', () => {
     const c = loadConfig({ PORT: '9000', CAJE_ORIGIN: 'http://a:1' }, ['--port', '9100', '--memory-cache-bytes=2MB', '--origin=http://b:2'])
     expect(c.port).toBe(9100)
@@ -54,6 +70,9 @@ describe('loadConfig', () => {
     [{ CAJE_MEMORY_CACHE_BYTES: 'lots' }, /^CAJE_MEMORY_CACHE_BYTES: "lots" is not a size/],
     [{ CAJE_CACHE_MAX_BYTES: '1MB', CAJE_MAX_OBJECT_BYTES: '2MB' }, /^CAJE_CACHE_MAX_BYTES: .* smaller than CAJE_MAX_OBJECT_BYTES/],
     [{ CAJE_ACCESS_LOG: 'maybe' }, /^CAJE_ACCESS_LOG: "maybe" is not a boolean/],
+    [{ CAJE_CACHE_MAX_ENTRIES: '0' }, /^CAJE_CACHE_MAX_ENTRIES: "0" is not a number of entries; set it to a whole number of at least 1 .* or to auto/],
+    [{ CAJE_CACHE_MAX_ENTRIES: 'lots' }, /^CAJE_CACHE_MAX_ENTRIES: "lots" is not a number of entries/],
+    [{ CAJE_CACHE_MAX_ENTRIES: '1e6' }, /^CAJE_CACHE_MAX_ENTRIES: "1e6" is not a number of entries/],
     [{ CAJE_DISK_ADMISSION: 'third-request' }, /^CAJE_DISK_ADMISSION: "third-request" is not a disk admission rule; use first-request .* or second-request/],
     [{ CAJE_PURGE_POLL_MS: '-1' }, /^CAJE_PURGE_POLL_MS: -1 is out of range; set it to a number between 0 and 3600000/],
     [{ CAJE_LITEFS_DIR: '/litefs' }, /^CAJE_CLUSTER_SECRET: must be set when CAJE_LITEFS_DIR is set/],

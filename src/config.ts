@@ -37,6 +37,10 @@ export interface Config {
   databasePath: string
   memoryCacheBytes: number
   cacheMaxBytes: number
+  /** Most entries on disk (CAJE_CACHE_MAX_ENTRIES): each one costs the in-memory index memory. */
+  cacheMaxEntries: number
+  /** cacheMaxEntries was worked out from the machine's memory (CAJE_CACHE_MAX_ENTRIES=auto, the default). */
+  cacheMaxEntriesAuto: boolean
   maxObjectBytes: number
   /** Most variants (Vary) kept under one URL; the least recently used goes first. */
   maxVariants: number
@@ -147,6 +151,38 @@ function int(variable: string, raw: string, min: number, max: number): number {
   if (!/^\s*-?\d+\s*$/.test(raw)) throw new ConfigError(variable, `"${raw}" is not a whole number; set it to a number between ${min} and ${max}`)
   const n = Number(raw)
   if (n < min || n > max) throw new ConfigError(variable, `${n} is out of range; set it to a number between ${min} and ${max}`)
+  return n
+}
+
+/**
+ * Memory the in-memory index of the disk tier is planned at per entry: 449 bytes of V8 heap
+ * and about 200 outside it at a million entries (`npm run bench:index-memory`), plus the heap's
+ * room to grow between collections.
+ */
+export const INDEX_BYTES_PER_ENTRY = 1024
+
+/** The share of the machine's memory CAJE_CACHE_MAX_ENTRIES=auto lets the index take. */
+export const AUTO_INDEX_SHARE = 0.25
+
+/**
+ * The memory this process may use: its cgroup's limit (a container's) when it has one,
+ * else the machine's. Node reports no limit as a number far above the machine's memory.
+ */
+export function machineMemoryBytes(): number {
+  const constrained = process.constrainedMemory?.() ?? 0
+  const total = os.totalmem()
+  return constrained > 0 && constrained < total ? constrained : total
+}
+
+/** CAJE_CACHE_MAX_ENTRIES=auto: the entries whose index fits AUTO_INDEX_SHARE of `memoryBytes` (at least 1,000). */
+export function autoMaxEntries(memoryBytes: number): number {
+  return Math.max(1000, Math.floor((memoryBytes * AUTO_INDEX_SHARE) / INDEX_BYTES_PER_ENTRY))
+}
+
+function entryCount(variable: string, raw: string): number {
+  const m = /^(\d+)(?:[_,]\d{3})*$/.test(raw) ? raw.replace(/[_,]/g, '') : undefined
+  const n = m === undefined ? NaN : Number(m)
+  if (!(Number.isSafeInteger(n) && n >= 1)) throw new ConfigError(variable, `"${raw}" is not a number of entries; set it to a whole number of at least 1 (e.g. 500000) or to auto (a quarter of the machine's memory at ${INDEX_BYTES_PER_ENTRY} bytes an entry)`)
   return n
 }
 
@@ -305,6 +341,9 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   const memoryCacheBytes = bytes('CAJE_MEMORY_CACHE_BYTES', 64 * MIB)
   const cacheMaxBytes = bytes('CAJE_CACHE_MAX_BYTES', 1 * GIB)
   const maxObjectBytes = bytes('CAJE_MAX_OBJECT_BYTES', 100 * MIB)
+  const maxEntriesRaw = (get('CAJE_CACHE_MAX_ENTRIES') ?? 'auto').trim()
+  const cacheMaxEntriesAuto = maxEntriesRaw.toLowerCase() === 'auto'
+  const cacheMaxEntries = cacheMaxEntriesAuto ? autoMaxEntries(machineMemoryBytes()) : entryCount('CAJE_CACHE_MAX_ENTRIES', maxEntriesRaw)
   if (maxObjectBytes <= 0) throw new ConfigError('CAJE_MAX_OBJECT_BYTES', 'must be larger than 0')
   if (cacheMaxBytes < maxObjectBytes) {
     throw new ConfigError('CAJE_CACHE_MAX_BYTES', `(${cacheMaxBytes} bytes) is smaller than CAJE_MAX_OBJECT_BYTES (${maxObjectBytes}); raise the disk budget or lower the object limit`)
@@ -376,6 +415,8 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     databasePath,
     memoryCacheBytes,
     cacheMaxBytes,
+    cacheMaxEntries,
+    cacheMaxEntriesAuto,
     maxObjectBytes,
     nodeId,
     region,

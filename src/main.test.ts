@@ -21,6 +21,10 @@ describe('npm start', () => {
     expect(first.headers.get('cache-status')).toMatch(/fwd=uri-miss; fwd-status=200; stored/)
     await first.text()
     await waitFor(async () => ((await (await fetch(url + '/_caje/health')).json()) as { cache: { entries: number } }).cache.entries === 1, 'the demo page to be stored')
+    // The disk's entry limit, worked out from the machine's memory, is said at start and in health.
+    const started = out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'started')!
+    expect(started).toMatchObject({ cacheMaxEntries: expect.any(Number), cacheMaxEntriesFrom: expect.stringMatching(/^auto: a quarter of \d+ MiB of memory$/) })
+    expect(((await (await fetch(url + '/_caje/health')).json()) as { cache: Record<string, unknown> }).cache).toMatchObject({ diskEntries: 1, maxEntries: started.cacheMaxEntries })
     const second = await fetch(url + '/cacheable')
     expect(second.headers.get('cache-status')).toMatch(/^caje; hit/)
     await second.text()
@@ -46,6 +50,37 @@ describe('npm start', () => {
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
     expect(out()).toContain('"msg":"stopped"')
+  })
+
+  it('keeps at most CAJE_CACHE_MAX_ENTRIES entries, evicting the least recently used', async () => {
+    const asked = new Map<string, number>()
+    const origin = await startOrigin((req, res) => {
+      asked.set(req.url!, (asked.get(req.url!) ?? 0) + 1)
+      res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-type': 'text/plain' })
+      res.end(`body of ${req.url}`)
+    })
+    try {
+      const dir = await tempDir()
+      const { url } = await startMain({ PORT: '0', CAJE_LISTEN_HOST: '127.0.0.1', CAJE_ORIGIN: origin.url, CAJE_DATA_DIR: path.join(dir, 'data'), CAJE_NODE_ID: 'main-test', CAJE_CACHE_MAX_ENTRIES: '2' })
+      const get = async (p: string) => {
+        const r = await fetch(url + p)
+        await r.text()
+        return r.headers.get('cache-status') ?? ''
+      }
+      const health = async () => ((await (await fetch(url + '/_caje/health')).json()) as { cache: { entries: number; diskEntries: number; maxEntries: number } }).cache
+      for (const p of ['/a', '/b']) expect(await get(p)).toMatch(/stored/)
+      await waitFor(async () => (await health()).diskEntries === 2, 'two entries on disk')
+      expect(await get('/a')).toMatch(/^caje; hit/) // /b is now the least recently used
+      expect(await get('/c')).toMatch(/stored/)
+      await waitFor(async () => (await health()).entries === 2, 'the least recently used entry evicted')
+      expect(await health()).toMatchObject({ entries: 2, diskEntries: 2, maxEntries: 2 })
+      expect(await get('/a')).toMatch(/^caje; hit/)
+      expect(await get('/c')).toMatch(/^caje; hit/)
+      expect(await get('/b')).toMatch(/fwd=uri-miss/)
+      expect(Object.fromEntries(asked)).toEqual({ '/a': 1, '/b': 2, '/c': 1 })
+    } finally {
+      await origin.close()
+    }
   })
 
   it('finishes a request in flight when SIGTERM arrives', async () => {
