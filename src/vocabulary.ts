@@ -47,6 +47,11 @@ export interface PopulateStatus {
   skipped: number
   failed: number
   bytes: number
+  /**
+   * The run stopped before the rest of the manifest because this node's disk was full: copying
+   * more would only evict what it holds (what it copied first, the hottest, among it).
+   */
+  diskFull: boolean
   /** Epoch ms. */
   startedAt: number
   finishedAt: number | null

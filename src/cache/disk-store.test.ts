@@ -425,6 +425,24 @@ describe('disk store', () => {
     expect(await contentBytesOnDisk(dir)).toBe(200)
   })
 
+  it('says it is full within 5% of either budget, where a new entry evicts another', async () => {
+    const byEntries = await openStore({ maxEntries: 3 })
+    for (let i = 1; i <= 2; i++) await put(byEntries, newEntry(`https://a.test/${i}`), bodyOf(10, i))
+    expect(byEntries.full()).toBe(false)
+    await put(byEntries, newEntry('https://a.test/3'), bodyOf(10, 3))
+    expect(byEntries.full()).toBe(true)
+    await byEntries.delete('https://a.test/3')
+    expect(byEntries.full()).toBe(false)
+    await byEntries.close()
+    open.splice(open.indexOf(byEntries), 1)
+
+    const byBytes = await openStore({ maxBytes: 1000 })
+    await put(byBytes, newEntry('https://a.test/big'), bodyOf(900, 1))
+    expect(byBytes.full()).toBe(false)
+    await put(byBytes, newEntry('https://a.test/more'), bodyOf(60, 2))
+    expect(byBytes.full()).toBe(true)
+  })
+
   it('refuses an entry limit that is not a positive whole number', async () => {
     for (const maxEntries of [0, -1, 1.5, Number.NaN]) {
       await expect(createDiskStore({ dir, maxBytes: MiB, maxObjectBytes: MiB, maxEntries })).rejects.toThrow(/maxEntries must be a positive integer/)

@@ -209,6 +209,9 @@ interface Removal {
   dropped: number
 }
 
+/** The share of a disk budget (bytes or entries) from which the store says it is full(). */
+const FULL_SHARE = 0.95
+
 type DeleteReason = Extract<StoreEvent, { type: 'deleted' }>['reason']
 
 export async function createDiskStore(opts: DiskStoreOptions): Promise<DiskStore> {
@@ -1383,6 +1386,11 @@ class CacacheDiskStore implements DiskStore {
 
   writeRoom(size: number): Promise<void> {
     return this.#writer.room(size)
+  }
+
+  full(): boolean {
+    // Eviction keeps both just under their budget once the disk has filled: within 5% is full.
+    return this.#bytes >= this.#maxBytes * FULL_SHARE || this.#index.onDiskCount >= this.#maxEntries * FULL_SHARE
   }
 
   readonly makeSlabs: SlabMaker = (bytes, count, ready) => this.#writer.makeSlabs(bytes, count, ready)

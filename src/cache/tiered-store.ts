@@ -305,6 +305,7 @@ export function createTieredStore(disk: DiskStore, memory: MemoryTier, log?: Log
     askedAgain: (key, variant) => promote(key, variant),
     drain: () => disk.drain(),
     writeRoom: (size) => disk.writeRoom(size),
+    full: () => disk.full(),
 
     put,
 

@@ -264,6 +264,11 @@ export interface CacheStore {
    */
   writeRoom(size: number): Promise<void>
   /**
+   * The disk holds its budget of bytes or of entries (CAJE_CACHE_MAX_BYTES, CAJE_CACHE_MAX_ENTRIES),
+   * or nearly: a new entry evicts the least recently used. Populate stops copying there.
+   */
+  full(): boolean
+  /**
    * Store a variant whose whole body is at hand (populate): the same write path as writer()
    * (write-behind, bounded queue). Resolves to the stored meta, or undefined when not stored.
    */

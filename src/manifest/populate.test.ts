@@ -145,7 +145,7 @@ describe('populate', () => {
     const c = await onPeer('https://ex.com/c', Buffer.alloc(0))
 
     const status = await runToEnd(populator())
-    expect(status).toMatchObject({ running: false, done: 3, fromPeers: 3, fromOrigin: 0, skipped: 0, failed: 0, bytes: small.length + large.length })
+    expect(status).toMatchObject({ running: false, done: 3, fromPeers: 3, fromOrigin: 0, skipped: 0, failed: 0, bytes: small.length + large.length, diskFull: false })
     expect(status.finishedAt).toBeGreaterThanOrEqual(status.startedAt)
     for (const [meta, body] of [
       [a, small],
@@ -593,6 +593,27 @@ describe('populate', () => {
       }),
     )
     expect(out.equals(expected)).toBe(true)
+  })
+
+  it('copies nothing more into a full disk, which would evict what this node serves; a run for one key still copies it', async () => {
+    await localStore.close()
+    localStore = await createCacheStore({ dir: path.join(dir, 'local-full'), maxBytes: 1e9, maxEntries: 2, memoryBytes: 8 * 1024 * 1024, maxObjectBytes: 1024 * 1024 })
+    const own = [await put(localStore, newEntry('https://ex.com/own/1'), bodyOf(10, 1)), await put(localStore, newEntry('https://ex.com/own/2'), bodyOf(10, 2))]
+    expect(localStore.full()).toBe(true)
+    for (let i = 0; i < 5; i++) await onPeer(`https://ex.com/theirs/${i}`, bodyOf(10, 10 + i))
+    const log = captureLog()
+    const status = await runToEnd(populator({ log: log.log }))
+    expect(status).toMatchObject({ done: 0, fromPeers: 0, diskFull: true })
+    expect(peerRequests).toBe(0)
+    for (const meta of own) expect(await localStore.variants(meta!.key)).toHaveLength(1)
+    expect(log.lines.find((l) => l.msg === 'populate run finished')?.fields).toMatchObject({ diskFull: true, done: 0 })
+    // The admin's "populate this URL": asked for by name, copied (the least recently used goes).
+    const one = populator()
+    expect(await one.run({ key: 'https://ex.com/theirs/3' })).toEqual({ started: true })
+    await one.idle()
+    expect(one.status()).toMatchObject({ done: 1, diskFull: false })
+    expect(await localStore.variants('https://ex.com/theirs/3')).toHaveLength(1)
+    expect(await localStore.variants('https://ex.com/own/1')).toHaveLength(0)
   })
 
   it('reads what is missing from the manifest a few hundred rows per query, and copies all of it', async () => {

@@ -90,7 +90,7 @@ export interface PopulatorOptions {
    * milliseconds each at 10,000 entries, never run on the event loop. Default readDb.
    */
   listDb?: () => Kysely<Database>
-  store: Pick<CacheStore, 'variants' | 'writer' | 'delete' | 'markStale' | 'writeRoom'>
+  store: Pick<CacheStore, 'variants' | 'writer' | 'delete' | 'markStale' | 'writeRoom' | 'full'>
   nodeId: string
   /** Needed to ask peers; without it every entry comes from the origin. */
   clusterSecret: string | undefined
@@ -225,6 +225,13 @@ export function createPopulator(options: PopulatorOptions): Populator {
       }
       let after: { key: string; variant: string } | undefined
       while (!signal.aborted) {
+        // A full disk takes a copy only by evicting an entry: the rest of the manifest, in its
+        // order rather than by use, would push out what this node serves (and the hot set just
+        // copied, least recently used of all). A run for one key is asked for by an admin.
+        if (key === undefined && options.store.full()) {
+          status.diskFull = true
+          break
+        }
         const page = await missingPage(after, key, key === undefined ? undefined : url)
         if (page.entries.length === 0) break
         // Already tried in the hot pass: counted once per run.
@@ -544,7 +551,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
 
   function startRun(key?: string, url?: string): boolean {
     if (running || closed) return false
-    const status: PopulateStatus = { running: true, key: key ?? null, done: 0, fromPeers: 0, fromOrigin: 0, skipped: 0, failed: 0, bytes: 0, startedAt: now(), finishedAt: null }
+    const status: PopulateStatus = { running: true, key: key ?? null, done: 0, fromPeers: 0, fromOrigin: 0, skipped: 0, failed: 0, bytes: 0, diskFull: false, startedAt: now(), finishedAt: null }
     current = status
     const controller = new AbortController()
     abort = controller
@@ -565,6 +572,7 @@ export function createPopulator(options: PopulatorOptions): Populator {
         skipped: status.skipped,
         failed: status.failed,
         bytes: status.bytes,
+        diskFull: status.diskFull,
         ms: status.finishedAt - status.startedAt,
         stopped: controller.signal.aborted,
       })
