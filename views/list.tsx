@@ -236,7 +236,7 @@ export function populateSummary(status: PopulateStatus | undefined, now: number)
   if (!status) return t.populateNever
   const when = status.running ? `started ${formatRelative(status.startedAt, now)}` : `finished ${formatRelative(status.finishedAt, now)}`
   const what = status.key === null ? '' : ` (${status.key.replace(/^GET /, '')})`
-  return `${status.running ? t.populateRunning : t.populateFinished}${what} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)} · ${when}`
+  return `${status.running ? t.populateRunning : t.populateFinished}${what} · ${t.populateCounts(status)} · ${formatBytes(status.bytes)}${status.diskFull ? ` · ${t.populateDiskFull}` : ''} · ${when}`
 }
 
 const PopulateState: FC<{ status: PopulateStatus | undefined; now: number }> = ({ status, now }) => (

@@ -195,6 +195,7 @@ export const TEXT = {
     populateNever: 'Not run since start.',
     populateRunning: 'Running',
     populateFinished: 'Last run',
+    populateDiskFull: 'stopped: this node’s disk is full (CAJE_CACHE_MAX_BYTES or CAJE_CACHE_MAX_ENTRIES), more copies would evict what it serves',
     populateCounts: (s: { done: number; fromPeers: number; fromOrigin: number; skipped: number; failed: number }) =>
       `${formatCount(s.done)} fetched (${formatCount(s.fromPeers)} from peers, ${formatCount(s.fromOrigin)} from the origin), ${formatCount(s.skipped)} skipped, ${formatCount(s.failed)} failed`,
     clearHeading: 'Clear',

@@ -504,6 +504,21 @@ describe('populate', () => {
     expect(html).toMatch(/Last run · 2 fetched \(0 from peers, 2 from the origin\), \d+ skipped, 0 failed/)
   })
 
+  it('says when a run stopped because the node’s disk is full', async () => {
+    h = await setup({ env: { CAJE_CACHE_MAX_ENTRIES: '2' } })
+    for (const p of ['/blog/post-1', '/blog/post-2']) expect(await fetchAsSite(h.node, p)).toBe(200)
+    await waitFor(() => h.diskCount() === 2, 'two pages stored')
+    const c = h.client()
+    await c.signInWithPassword()
+    await c.request('/_caje/populate', { form: {} })
+    expect(await populateDone()).toMatchObject({ done: 0, diskFull: true })
+    expect(h.diskCount()).toBe(2)
+    const status = (await (await c.request('/_caje/populate', { headers: { accept: 'application/json' } })).json()) as { summary: string }
+    expect(status.summary).toMatch(/^Last run · 0 fetched .* · stopped: this node’s disk is full \(CAJE_CACHE_MAX_BYTES or CAJE_CACHE_MAX_ENTRIES\)/)
+    const { html } = await c.page('/_caje/list')
+    expect(html).toContain('stopped: this node’s disk is full')
+  })
+
   it('never answers a run as ended beside a disk table read before its last copy, though the manifest is read on its own thread', async () => {
     h = await setup({ entries: 6 })
     const peerOnly = `${SITE}/blog/post-6`
