@@ -39,8 +39,8 @@ export interface Config {
   cacheMaxBytes: number
   /** Most entries on disk (CAJE_CACHE_MAX_ENTRIES): each one costs the in-memory index memory. */
   cacheMaxEntries: number
-  /** cacheMaxEntries was worked out from the machine's memory (CAJE_CACHE_MAX_ENTRIES=auto, the default). */
-  cacheMaxEntriesAuto: boolean
+  /** The memory cacheMaxEntries was worked out from (CAJE_CACHE_MAX_ENTRIES=auto, the default); undefined when it was set. */
+  cacheMaxEntriesMemoryBytes: number | undefined
   maxObjectBytes: number
   /** Most variants (Vary) kept under one URL; the least recently used goes first. */
   maxVariants: number
@@ -180,8 +180,7 @@ export function autoMaxEntries(memoryBytes: number): number {
 }
 
 function entryCount(variable: string, raw: string): number {
-  const m = /^(\d+)(?:[_,]\d{3})*$/.test(raw) ? raw.replace(/[_,]/g, '') : undefined
-  const n = m === undefined ? NaN : Number(m)
+  const n = /^\d+(?:[_,]\d{3})*$/.test(raw) ? Number(raw.replace(/[_,]/g, '')) : NaN
   if (!(Number.isSafeInteger(n) && n >= 1)) throw new ConfigError(variable, `"${raw}" is not a number of entries; set it to a whole number of at least 1 (e.g. 500000) or to auto (a quarter of the machine's memory at ${INDEX_BYTES_PER_ENTRY} bytes an entry)`)
   return n
 }
@@ -342,8 +341,8 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   const cacheMaxBytes = bytes('CAJE_CACHE_MAX_BYTES', 1 * GIB)
   const maxObjectBytes = bytes('CAJE_MAX_OBJECT_BYTES', 100 * MIB)
   const maxEntriesRaw = (get('CAJE_CACHE_MAX_ENTRIES') ?? 'auto').trim()
-  const cacheMaxEntriesAuto = maxEntriesRaw.toLowerCase() === 'auto'
-  const cacheMaxEntries = cacheMaxEntriesAuto ? autoMaxEntries(machineMemoryBytes()) : entryCount('CAJE_CACHE_MAX_ENTRIES', maxEntriesRaw)
+  const cacheMaxEntriesMemoryBytes = maxEntriesRaw.toLowerCase() === 'auto' ? machineMemoryBytes() : undefined
+  const cacheMaxEntries = cacheMaxEntriesMemoryBytes !== undefined ? autoMaxEntries(cacheMaxEntriesMemoryBytes) : entryCount('CAJE_CACHE_MAX_ENTRIES', maxEntriesRaw)
   if (maxObjectBytes <= 0) throw new ConfigError('CAJE_MAX_OBJECT_BYTES', 'must be larger than 0')
   if (cacheMaxBytes < maxObjectBytes) {
     throw new ConfigError('CAJE_CACHE_MAX_BYTES', `(${cacheMaxBytes} bytes) is smaller than CAJE_MAX_OBJECT_BYTES (${maxObjectBytes}); raise the disk budget or lower the object limit`)
@@ -416,7 +415,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     memoryCacheBytes,
     cacheMaxBytes,
     cacheMaxEntries,
-    cacheMaxEntriesAuto,
+    cacheMaxEntriesMemoryBytes,
     maxObjectBytes,
     nodeId,
     region,

@@ -4,7 +4,7 @@
 
 import { startBanner } from './banner.ts'
 import { startCaje } from './caje.ts'
-import { ConfigError, loadConfig, machineMemoryBytes } from './config.ts'
+import { ConfigError, loadConfig } from './config.ts'
 import { createLogger } from './log.ts'
 import { HEAP_LOG_ENV, HEAP_LOG_INTERVAL_MS, logHeap } from './thread-heap.ts'
 
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   // soon as it says it listens.
   const banner = startBanner({ config, url: node.url, demoOrigin: node.demoOrigin, internalListenUrl: node.internalListenUrl, notices: node.notices })
   process.stdout.write(banner.join('\n') + '\n')
-  log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, cacheMaxBytes: config.cacheMaxBytes, cacheMaxEntries: config.cacheMaxEntries, cacheMaxEntriesFrom: config.cacheMaxEntriesAuto ? `auto: a quarter of ${Math.round(machineMemoryBytes() / 2 ** 20)} MiB of memory` : 'CAJE_CACHE_MAX_ENTRIES', database: config.databasePath })
+  log({ msg: 'started', url: node.url, demo: node.demoOrigin !== undefined, cacheDir: config.cacheDir, cacheMaxBytes: config.cacheMaxBytes, cacheMaxEntries: config.cacheMaxEntries, cacheMaxEntriesFrom: config.cacheMaxEntriesMemoryBytes === undefined ? 'CAJE_CACHE_MAX_ENTRIES' : `auto: a quarter of ${Math.round(config.cacheMaxEntriesMemoryBytes / 2 ** 20)} MiB of memory`, database: config.databasePath })
 }
 
 main().catch((err: unknown) => {
