@@ -302,6 +302,49 @@ describe('revalidation and stale content', () => {
     expect(r.headers.get('cache-status')).toMatch(/fwd-status=503.*stale-if-error/)
   })
 
+  it('does not answer a no-cache request from the stored copy when the origin fails: the client asked for the origin', async () => {
+    let fail = false
+    const { node } = await setup((_req, res) => {
+      if (fail) {
+        res.writeHead(503)
+        return res.end('down')
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=600, stale-if-error=600' })
+      res.end('good copy')
+    })
+    await (await node.get('/nc')).text()
+    await node.stored('/nc')
+    fail = true
+    for (const headers of [{ 'cache-control': 'no-cache' }, { pragma: 'no-cache' }] as Record<string, string>[]) {
+      const r = await node.get('/nc', { headers })
+      expect(r.status).toBe(503)
+      expect(await r.text()).toBe('down')
+      expect(r.headers.get('cache-status')).toBe('caje; fwd=request; fwd-status=503')
+    }
+    // Without the request's no-cache, the copy is fresh and served as it is.
+    const hit = await node.get('/nc')
+    expect(await hit.text()).toBe('good copy')
+    expect(hit.headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
+  })
+
+  it('answers only-if-cached with a 504 when the stored copy must be revalidated, without asking the origin', async () => {
+    const { origin, node } = await setup((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=10', age: '11', etag: '"e"' })
+      res.end('stale copy')
+    })
+    await (await node.get('/oic')).text()
+    await node.stored('/oic')
+    const r = await node.get('/oic', { headers: { 'cache-control': 'only-if-cached' } })
+    expect(r.status).toBe(504)
+    expect(r.headers.get('cache-status')).toBe('caje; fwd=stale; detail=only-if-cached')
+    expect(origin.count('/oic')).toBe(1)
+    // A stale copy the request accepts (max-stale) is a stored answer it may have.
+    const accepted = await node.get('/oic', { headers: { 'cache-control': 'only-if-cached, max-stale=60' } })
+    expect(accepted.status).toBe(200)
+    expect(await accepted.text()).toBe('stale copy')
+    expect(origin.count('/oic')).toBe(1)
+  })
+
   it('revalidates a soft-purged entry on its next use (a 304 keeps the body), and still serves it under stale-if-error', async () => {
     let fail = false
     let conditional = 0

@@ -582,28 +582,34 @@ export function createProxy(opts: ProxyOptions): Proxy {
           }
           continue
         }
-        // Must revalidate before use.
+        // Must revalidate before use: asked for by the request (Cache-Status fwd=request) or because
+        // the copy is stale, purged or no-cache (fwd=stale). RFC 9111 §5.2.1.7: a client that asked
+        // only-if-cached gets a 504 instead: the copy may not be used unchecked, nor the origin asked.
+        const fwd = decision.reason === 'request' ? 'request' : 'stale'
+        if (reqcc?.has('only-if-cached')) return textResult(504, '504 Gateway Timeout: the stored response must be revalidated and the request said only-if-cached', { fwd, detail: 'only-if-cached' })
         const outcome = await revalidate(revalidateDeps, revalidation(req, originUrl, meta, policy))
         if (outcome.kind === 'refreshed') {
-          const served = await serveStored(req, outcome.meta, outcome.policy, { fwd: decision.reason === 'request' ? 'request' : 'stale', fwdStatus: 304, detail: purged })
+          const served = await serveStored(req, outcome.meta, outcome.policy, { fwd, fwdStatus: 304, detail: purged })
           if (served) return { ...served, originMs: outcome.originMs }
           continue
         }
         if (outcome.kind === 'replaced') {
-          return clientResult(req, originUrl, outcome.fill, outcome.response, { fwd: decision.reason === 'request' ? 'request' : 'stale', detail: purged })
+          return clientResult(req, originUrl, outcome.fill, outcome.response, { fwd, detail: purged })
         }
-        // Origin failed or answered 5xx: stale-if-error (RFC 5861 §4) when allowed.
-        if (mayServeStaleOnError(policy, now(), meta.softPurgedAt)) {
+        // Origin failed or answered 5xx: stale-if-error (RFC 5861 §4) when allowed, by the response
+        // and by the request (decideReuse: not for a request's no-cache, which asked for the origin's
+        // answer), and still within its window now that the origin has answered.
+        if (decision.staleIfError && mayServeStaleOnError(policy, now(), meta.softPurgedAt)) {
           outcome.response?.body.resume()
-          const served = await serveStored(req, meta, policy, { fwd: 'stale', fwdStatus: outcome.status, detail: 'stale-if-error' })
+          const served = await serveStored(req, meta, policy, { fwd, fwdStatus: outcome.status, detail: 'stale-if-error' })
           if (served) return served
         }
         if (outcome.response) {
           const cleaned = cleanedForClient(outcome.response, meta.url, opts.log)
-          return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd: 'stale', detail: purged })
+          return clientResult(req, originUrl, { ...cleaned, body: outcome.response.body, stored: false }, outcome.response, { fwd, detail: purged })
         }
         if (outcome.status === 304) continue // unmatched 304: entry dropped, fetch again
-        return originFailure(outcome.error, { fwd: 'stale' })
+        return originFailure(outcome.error, { fwd })
       }
 
       const part = usablePart(req.method, req.headers, variants, now(), storeRules)
