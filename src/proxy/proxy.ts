@@ -527,24 +527,32 @@ export function createProxy(opts: ProxyOptions): Proxy {
     return clientResult(req, originUrl, { ...cleaned, body: res.whole ?? res.body, stored: false }, res, cacheStatus)
   }
 
-  /** RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location / Content-Location. */
+  /**
+   * RFC 9111 §4.4: a successful unsafe request invalidates the target URI and same-host Location /
+   * Content-Location. Each is looked up as a GET of it would be (a rule may shape the key by
+   * method, query or header), and every entry stored for that URL goes: when the rules add header
+   * or cookie values to the key, the entries for other values than this request's are the same
+   * URL's too (found by a pass over the index, as a purge by URL finds them).
+   */
   async function invalidateAfter(req: ProxyRequest, result: ProxyResult): Promise<void> {
     if (!invalidates(req.method, result.status)) return
-    const keys = [ruleMatch(req).key]
+    const rules = opts.rules?.() ?? NO_RULES
+    const targets = [rules.match({ ...req, method: 'GET' })]
     const base = new URL(primaryKey(req.scheme, req.host, req.path))
     for (const field of ['location', 'content-location']) {
       const v = result.headers[field]
       if (typeof v !== 'string') continue
       try {
         const u = new URL(v, base)
-        if (u.host.toLowerCase() === base.host) keys.push((opts.rules?.() ?? NO_RULES).match({ ...req, path: canonicalTarget(u.pathname + u.search) }).key)
+        if (u.host.toLowerCase() === base.host) targets.push(rules.match({ ...req, method: 'GET', path: canonicalTarget(u.pathname + u.search) }))
       } catch {
         // An unparseable Location names nothing we could have stored.
       }
     }
-    for (const key of keys) {
+    for (const { key, url } of targets) {
       try {
-        await store.delete(key)
+        if (key === url) await store.delete(key)
+        else await store.deleteWhere((meta) => meta.host === req.host && meta.url === url)
       } catch (err) {
         opts.log({ level: 'error', msg: 'invalidation failed', key, error: (err as Error).message })
       }

@@ -94,6 +94,9 @@ rules:
   - name: blog
     match: { path_glob: /blog/:slug, method: GET }
     tags: [blog, "post-:slug"]
+  - name: get-keyed
+    match: { path: /getkey, method: GET }
+    cache_key: { ignore_query: true }
 `
 
 describe('rules file, through a real caje process', () => {
@@ -109,7 +112,7 @@ describe('rules file, through a real caje process', () => {
         res.writeHead(status, { 'content-length': String(Buffer.byteLength(body)), ...headers })
         res.end(body)
       }
-      if (p.startsWith('/api/') || p === '/search' || p.startsWith('/blog/') || p === '/lang') return send(200, { 'cache-control': 'max-age=600' })
+      if (p.startsWith('/api/') || p === '/search' || p.startsWith('/blog/') || p.startsWith('/lang') || p === '/getkey') return send(200, { 'cache-control': 'max-age=600' })
       if (p === '/forced') return send(200, { 'cache-control': 'private, no-store' })
       if (p === '/default') return send(200, {})
       if (p === '/default-no-store') return send(200, { 'cache-control': 'no-store' })
@@ -225,6 +228,24 @@ describe('rules file, through a real caje process', () => {
     expect(de.body).toBe('/lang de')
   })
 
+  it('a successful POST invalidates every entry of its URL, however a rule keyed them', async () => {
+    const post = async (target: string, headers: Record<string, string> = {}) => {
+      const res = await fetch(`${caje!.url}${target}`, { method: 'POST', headers, body: 'changed' })
+      await res.text()
+      expect(res.headers.get('cache-status')).toBe('caje; fwd=method; fwd-status=200')
+    }
+    // Keyed by a header: the POST carries one value, and the URL's entries for the others go too.
+    await untilHit(`${caje!.url}/lang/post`, { 'x-lang': 'fr' })
+    await untilHit(`${caje!.url}/lang/post`, { 'x-lang': 'de' })
+    await post('/lang/post', { 'x-lang': 'fr' })
+    expect((await get(`${caje!.url}/lang/post`, { 'x-lang': 'de' })).cacheStatus).toMatch(/fwd=uri-miss/)
+    expect((await get(`${caje!.url}/lang/post`, { 'x-lang': 'fr' })).cacheStatus).toMatch(/fwd=uri-miss/)
+    // Keyed by a rule for GET only (the query ignored): the POST finds what a GET of it is stored under.
+    await untilHit(`${caje!.url}/getkey?v=2`)
+    await post('/getkey?v=2')
+    expect((await get(`${caje!.url}/getkey?v=2`)).cacheStatus).toMatch(/fwd=uri-miss/)
+  })
+
   it('tags from the path: purge by a derived tag', async () => {
     await get(`${caje!.url}/blog/tagged`)
     await untilHit(`${caje!.url}/blog/tagged`)
@@ -262,7 +283,7 @@ describe('rules file, through a real caje process', () => {
       origin: `${origin.url}/`,
       onOk: { rule: 'blog', tags: ['blog', 'post-explained'] },
       thisNode: [expect.objectContaining({ status: 200, tags: ['blog', 'post-explained'] })],
-      rules: { ruleCount: 13, lastError: null },
+      rules: { ruleCount: 14, lastError: null },
       lastCacheStatus: { cacheStatus: expect.stringMatching(/^caje; hit/), at: expect.any(Number) },
     })
     await waitFor(async () => ((await (await fetch(res.url, { headers: auth })).json()) as { manifest: unknown[] }).manifest.length === 1, 'the manifest row')
@@ -307,7 +328,7 @@ describe('rules file, through a real caje process', () => {
     // The admin's reload button does the same as SIGHUP.
     await fs.writeFile(file, RULES(origin.url))
     const button = await fetch(`${caje!.url}/_caje/rules/reload`, { method: 'POST', headers: auth })
-    expect(await button.json()).toMatchObject({ ok: true, ruleCount: 13 })
+    expect(await button.json()).toMatchObject({ ok: true, ruleCount: 14 })
     expect((await viaAgent()).cacheStatus).toContain('detail=rule:api')
     agent.destroy()
   })
