@@ -414,6 +414,18 @@ describe('requests refused before the proxy', () => {
     expect(bad).toContain('not a valid host name')
     expect(origin.requests).toEqual([])
   })
+
+  it('refuses an absolute-form target naming another host than Host, and serves one naming the same (RFC 9112 §3.2.2)', async () => {
+    const { origin, node } = await nodeInFrontOf('max-age=600', 'the body')
+    const other = await exchange(node.port, 'GET http://other.test/a HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n')
+    expect(other).toMatch(/^HTTP\/1\.1 400 /)
+    expect(other).toContain('the request target names the host "other.test" but the Host header names "site.test"')
+    expect(origin.requests).toEqual([])
+    const same = await exchange(node.port, 'GET http://SITE.test:80/a HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n')
+    expect(same).toMatch(/^HTTP\/1\.1 200 /)
+    expect(same).toContain('the body')
+    expect(origin.requests.map((r) => r.url)).toEqual(['/a'])
+  })
 })
 
 describe('accounting of answers written at the end of the turn', () => {

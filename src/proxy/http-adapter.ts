@@ -200,6 +200,15 @@ function nodeRequest(opts: ProxyHandlerOptions, incoming: IncomingMessage, outgo
   const host = hostOf(opts, headers)
   if (host instanceof Refused) return host
   const url = incoming.url ?? '/'
+  if (!url.startsWith('/')) {
+    // RFC 9112 §3.2.2: an absolute-form target's authority is the request's host, not the Host
+    // field. One naming another site would have caje and whatever routed the request disagree on
+    // the site (as with two Host fields): refused rather than keyed under either.
+    const target = targetHost(url)
+    if (target !== undefined && headers.host !== undefined && target !== normaliseHost(headers.host)) {
+      return new Refused(`the request target names the host "${target}" but the Host header names "${headers.host}"; send the same host in both`)
+    }
+  }
   // One spelling of the target for the key, the origin and purge (canonical-url.ts).
   const path = canonicalTarget(url.startsWith('/') ? url : pathAndQuery(url))
   return new NodeProxyRequest(incoming.method ?? 'GET', schemeOf(opts, headers), host, path, headers, incoming, outgoing, started)
@@ -231,6 +240,16 @@ function webRequest(opts: ProxyHandlerOptions, raw: Request, answer: WebAnswer, 
       }
       return gone
     },
+  }
+}
+
+/** The normalised host of an absolute-form request target, or undefined for any other form. */
+function targetHost(url: string): string | undefined {
+  if (!/^https?:\/\//i.test(url)) return undefined
+  try {
+    return normaliseHost(new URL(url).host)
+  } catch {
+    return undefined
   }
 }
 
