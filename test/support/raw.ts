@@ -3,6 +3,7 @@
 // that either read a response leniently (node:http, reporting cuts) or send
 // bytes fetch would refuse to send (net.connect).
 
+import { readFile } from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
 
@@ -81,13 +82,24 @@ export function writeResponse(socket: net.Socket, status: number, headers: Recor
   socket.write(b)
 }
 
-/** A port nothing listens on (bound, then released). */
+/**
+ * A port nothing listens on, checked by connecting to it. Taken below the system's range of
+ * ephemeral ports: one released from listen(0) could be handed to the next server any test
+ * starts on port 0 (it was, once in a full run, and the request meant to be refused hung).
+ */
 export async function closedPort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
+  const range = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768')
+  const low = Math.max(2048, Number(range.trim().split(/\s+/)[0]) || 32768)
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 1024 + Math.floor(Math.random() * (low - 1024))
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1')
+      socket.once('connect', () => (socket.destroy(), resolve(false)))
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
+    })
+    if (refused) return port
+  }
+  throw new Error('no closed port found below the ephemeral range in 50 tries')
 }
 
 export interface ClientResult {
