@@ -327,6 +327,76 @@ describe('revalidation and stale content', () => {
     expect(hit.headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
   })
 
+  it('a 304 that may not be stored for this request (its Authorization, a Set-Cookie) is served from the stored body once, and the shared entry stays', async () => {
+    const { origin, node } = await setup((req, res) => {
+      if (req.headers['if-none-match'] === '"e"') {
+        res.writeHead(304, { etag: '"e"', 'cache-control': 'max-age=10', ...(req.url === '/cookie' ? { 'set-cookie': 'sess=refreshed; Path=/' } : {}) })
+        return res.end()
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=10', age: '11', etag: '"e"' })
+      res.end(`shared ${req.url}`)
+    })
+    for (const p of ['/auth', '/cookie']) {
+      await (await node.get(p)).text()
+      await node.stored(p)
+    }
+    const bob = await node.get('/auth', { headers: { authorization: 'Bearer bob' } })
+    expect(await bob.text()).toBe('shared /auth')
+    expect(bob.headers.get('cache-status')).toBe('caje; fwd=stale; fwd-status=304; ttl=0')
+    expect(origin.count('/auth')).toBe(2) // the fill and one conditional request, no refetch
+    expect(await node.store.variants(`http://${new URL(node.url).host}/auth`)).toHaveLength(1)
+    // Left as it was (stale): the next request without credentials revalidates it and refreshes it.
+    const anon = await node.get('/auth')
+    expect(anon.headers.get('cache-status')).toMatch(/^caje; fwd=stale; fwd-status=304; ttl=\d+$/)
+    expect((await node.get('/auth')).headers.get('cache-status')).toMatch(/^caje; hit; ttl=\d+$/)
+
+    const withCookie = await node.get('/cookie')
+    expect(await withCookie.text()).toBe('shared /cookie')
+    expect(withCookie.headers.get('set-cookie')).toBe('sess=refreshed; Path=/')
+    expect(withCookie.headers.get('cache-status')).toBe('caje; fwd=stale; fwd-status=304; ttl=0')
+    // Not refreshed by an answer carrying a cookie, and not dropped: revalidated again, the cookie not replayed from cache.
+    const next = await node.get('/cookie')
+    expect(next.headers.get('cache-status')).toMatch(/fwd=stale; fwd-status=304/)
+    expect(origin.count('/cookie')).toBe(3)
+  })
+
+  it('a 304 whose headers now forbid storing serves the stored body once, then the entry is gone', async () => {
+    const { origin, node } = await setup((req, res) => {
+      if (req.headers['if-none-match'] === '"e"') {
+        res.writeHead(304, { etag: '"e"', 'cache-control': 'no-store' })
+        return res.end()
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=10', age: '11', etag: '"e"' })
+      res.end('last copy')
+    })
+    await (await node.get('/ns')).text()
+    await node.stored('/ns')
+    const once = await node.get('/ns')
+    expect(await once.text()).toBe('last copy')
+    expect(once.headers.get('cache-status')).toBe('caje; fwd=stale; fwd-status=304; ttl=0')
+    expect(origin.count('/ns')).toBe(2)
+    const after = await node.get('/ns')
+    expect(after.headers.get('cache-status')).toMatch(/fwd=uri-miss/)
+  })
+
+  it('a background refresh whose 304 now forbids storing drops the entry', async () => {
+    const { origin, node } = await setup((req, res) => {
+      if (req.headers['if-none-match'] === '"e"') {
+        res.writeHead(304, { etag: '"e"', 'cache-control': 'no-store' })
+        return res.end()
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600', age: '2', etag: '"e"' })
+      res.end('stale for a while')
+    })
+    await (await node.get('/bg')).text()
+    await node.stored('/bg')
+    const stale = await node.get('/bg')
+    expect(stale.headers.get('cache-status')).toMatch(/detail=stale-while-revalidate/)
+    const key = `http://${new URL(node.url).host}/bg`
+    await whenReached(node.store, async () => (await node.store.variants(key)).length === 0)
+    expect(origin.count('/bg')).toBe(2)
+  })
+
   it('answers only-if-cached with a 504 when the stored copy must be revalidated, without asking the origin', async () => {
     const { origin, node } = await setup((_req, res) => {
       res.writeHead(200, { 'cache-control': 'max-age=10', age: '11', etag: '"e"' })

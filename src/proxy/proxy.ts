@@ -559,6 +559,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
   }
 
+  async function dropVariant(meta: EntryMeta): Promise<void> {
+    try {
+      await store.delete(meta.key, meta.variant)
+    } catch (err) {
+      opts.log({ level: 'error', msg: 'dropping a stored response failed', key: meta.key, error: (err as Error).message })
+    }
+  }
+
   /** The revalidation of a stored entry this request found stale (revalidate.ts). */
   function revalidation(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): Revalidation {
     return { meta, policy, originUrl, clientHeaders: req.headers, forwardHeaders: originRequestHeaders(req.headers, forwardContext(req, originUrl)), signal: req.signal, onInterim: interimFor(req), rules: req.rules }
@@ -598,8 +606,12 @@ export function createProxy(opts: ProxyOptions): Proxy {
         const outcome = await revalidate(revalidateDeps, revalidation(req, originUrl, meta, policy))
         if (outcome.kind === 'refreshed') {
           const served = await serveStored(req, outcome.meta, outcome.policy, { fwd, fwdStatus: 304, detail: purged })
-          if (served) return { ...served, originMs: outcome.originMs }
-          continue
+          // Dropped only now that its body is taken: a response that may no longer be kept is served this once.
+          if (outcome.dropAfterServing) await dropVariant(outcome.meta)
+          if (!served) continue
+          // The 304's cookies are this client's (never stored); a hit's header set may be shared, so a copy.
+          if (outcome.setCookie.length > 0) return { ...served, headers: { ...served.headers, 'set-cookie': outcome.setCookie }, originMs: outcome.originMs }
+          return { ...served, originMs: outcome.originMs }
         }
         if (outcome.kind === 'replaced') {
           return clientResult(req, originUrl, outcome.fill, outcome.response, { fwd, detail: purged })

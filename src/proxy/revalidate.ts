@@ -37,8 +37,13 @@ export interface Revalidation {
 }
 
 export type RevalidationOutcome =
-  /** 304 that matched: the stored body with merged headers (the entry is updated, or dropped when they now forbid storing). */
-  | { kind: 'refreshed'; meta: EntryMeta; policy: FreshnessPolicy; originMs: number }
+  /**
+   * 304 that matched: the stored body with merged headers, and the 304's Set-Cookie for this
+   * client. The entry is updated; or, when this answer may not be stored, left as it was (the
+   * refusal is this request's: its Authorization, Cookie or no-store) or to be dropped once
+   * served (`dropAfterServing`: the merged headers now forbid storing it for anyone).
+   */
+  | { kind: 'refreshed'; meta: EntryMeta; policy: FreshnessPolicy; originMs: number; setCookie: string[]; dropAfterServing: boolean }
   /** A full response that is not a 5xx: it replaces the entry as it streams. */
   | { kind: 'replaced'; response: OriginResponse; fill: Fill }
   /** No response (error), a 5xx (`response`, body unread), or a 304 that matched nothing (entry dropped). */
@@ -59,7 +64,7 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
   }
   if (res.status === 304) {
     res.body.resume()
-    const { headers: notModified } = cleanResponseHeaders(res.headers)
+    const { headers: notModified, setCookie } = cleanResponseHeaders(res.headers)
     if (!notModifiedMatches(meta.headers, notModified)) {
       // §4.3.4: a 304 that selects no stored response cannot update it; drop it and fetch afresh.
       await store.delete(meta.key, meta.variant)
@@ -70,15 +75,19 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
     const rules = r.rules?.response(meta.status, merged['content-type'])
     const decision = decideStore(
       { method: 'GET', url: meta.url, headers: r.clientHeaders, requestTime },
-      { status: meta.status, headers: merged, hasSetCookie: false, responseTime },
+      { status: meta.status, headers: merged, hasSetCookie: setCookie.length > 0, responseTime },
       deps.storeRules,
       rules?.store,
     )
     if (!decision.store) {
-      // The refreshed headers forbid storing (e.g. now no-store): serve this once, keep nothing.
-      await store.delete(meta.key, meta.variant)
+      // Served this once, from the stored body (the caller takes it before anything is dropped).
+      // Whether the merged headers would be stored for a request without credentials and a
+      // Set-Cookie says whose the refusal is: this exchange's (a signed-in user's request must
+      // not take the shared copy away from everyone), or the response's (now no-store: §4.3.4
+      // updates the stored response with them, and it may no longer be kept).
+      const forAnyone = decideStore({ method: 'GET', url: meta.url, headers: {}, requestTime }, { status: meta.status, headers: merged, hasSetCookie: false, responseTime }, deps.storeRules, rules?.store)
       const fresh: FreshnessPolicy = { ...policy, lifetime: 0, responseTime, initialAge: 0 }
-      return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs }
+      return { kind: 'refreshed', meta: { ...meta, headers: merged }, policy: fresh, originMs: res.headersMs, setCookie, dropAfterServing: !forAnyone.store }
     }
     // The origin confirmed the stored body: whatever a soft purge marked, it is fresh again.
     const updated: EntryMeta = { ...meta, headers: merged, policy: decision.policy, staleAt: decision.staleAt, deleteAt: decision.deleteAt, tags: entryTags(merged, rules?.tags), softPurgedAt: undefined }
@@ -87,7 +96,7 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
     } catch (err) {
       deps.log({ level: 'error', msg: 'cache metadata update failed', key: meta.key, error: (err as Error).message })
     }
-    return { kind: 'refreshed', meta: updated, policy: decision.policy, originMs: res.headersMs }
+    return { kind: 'refreshed', meta: updated, policy: decision.policy, originMs: res.headersMs, setCookie, dropAfterServing: false }
   }
   if (res.status >= 500) return { kind: 'failed', status: res.status, response: res }
   const fill = startFill(deps, { key: meta.key, url: meta.url, host: meta.host, origin: r.originUrl }, { method: 'GET', headers: r.clientHeaders, requestTime, rules: r.rules }, res)
@@ -115,6 +124,8 @@ export class BackgroundRevalidator {
             stream.resume()
           })
         }
+      } else if (outcome.kind === 'refreshed' && outcome.dropAfterServing) {
+        await this.deps.store.delete(meta.key, meta.variant)
       } else if (outcome.kind === 'failed') {
         outcome.response?.body.resume()
         this.deps.log({ level: 'warn', msg: 'background revalidation failed', key: meta.key, status: outcome.status, error: (outcome.error as Error | undefined)?.message })
