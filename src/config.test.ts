@@ -56,6 +56,16 @@ describe('loadConfig', () => {
     expect(loadConfig({}, ['--cache-max-entries=300']).cacheMaxEntries).toBe(300)
   })
 
+  it('takes CAJE_RP_ID as the public host or a parent domain of it, on a label boundary', () => {
+    const origin = { CAJE_PUBLIC_ORIGIN: 'https://cdn.example.com' }
+    expect(loadConfig(origin).rpId).toBe('cdn.example.com')
+    expect(loadConfig({ ...origin, CAJE_RP_ID: 'example.com' }).rpId).toBe('example.com')
+    expect(loadConfig({ ...origin, CAJE_RP_ID: 'cdn.example.com' }).rpId).toBe('cdn.example.com')
+    for (const rpId of ['ample.com', 'xample.com', 'other.com']) {
+      expect(() => loadConfig({ ...origin, CAJE_RP_ID: rpId })).toThrow(`CAJE_RP_ID: "${rpId}" must be the host of CAJE_PUBLIC_ORIGIN (cdn.example.com) or a parent domain of it`)
+    }
+  })
+
   it('reads flags over environment variables', () => {
     const c = loadConfig({ PORT: '9000', CAJE_ORIGIN: 'http://a:1' }, ['--port', '9100', '--memory-cache-bytes=2MB', '--origin=http://b:2'])
     expect(c.port).toBe(9100)

@@ -386,7 +386,9 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
   const publicOriginUrl = httpUrl('CAJE_PUBLIC_ORIGIN', publicOriginRaw)
   const publicOrigin = publicOriginUrl.origin
   const rpId = get('CAJE_RP_ID') ?? publicOriginUrl.hostname
-  if (!publicOriginUrl.hostname.endsWith(rpId)) {
+  // A parent domain on a label boundary: `ample.com` is no parent of `cdn.example.com`, and a
+  // browser would refuse every passkey ceremony under it (WebAuthn §5.1.3, registrable suffix).
+  if (publicOriginUrl.hostname !== rpId && !publicOriginUrl.hostname.endsWith(`.${rpId}`)) {
     throw new ConfigError('CAJE_RP_ID', `"${rpId}" must be the host of CAJE_PUBLIC_ORIGIN (${publicOriginUrl.hostname}) or a parent domain of it`)
   }
 
