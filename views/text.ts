@@ -303,6 +303,7 @@ export const TEXT = {
     purgeBadSoft: 'soft must be true or false (the form sends yes).',
     purgeNeedsValue: 'Enter a URL, prefix or tag to purge.',
     purgeBadUrl: 'A URL purge needs an absolute URL, e.g. https://example.com/page.',
+    purgeBadPrefix: 'A prefix purge needs the start of an absolute URL, e.g. https://example.com/blog/.',
     nodeForgotten: (id: string, n: number) => `Forgot node ${id}: ${plural(n, 'holding', 'holdings')} dropped from the manifest.`,
     nodeForgetRefused: {
       self: 'This node cannot forget itself.',

@@ -460,6 +460,24 @@ describe('purge', () => {
     expect(await h.purgeCount()).toBe(0)
   })
 
+  it('refuses a prefix that is not the start of an absolute URL, and a body that is not JSON, saying which', async () => {
+    h = await setup()
+    const c = h.client()
+    for (const prefix of ['/blog/', 'example.com/blog/', 'ftp://example.com/']) {
+      const res = await c.request('/_caje/purge', { json: { prefix }, headers: bearer() })
+      expect(res.status, prefix).toBe(400)
+      expect(await res.json()).toMatchObject({ ok: false, code: 'purge_bad_url', error: 'A prefix purge needs the start of an absolute URL, e.g. https://example.com/blog/.' })
+    }
+    expect(await h.purgeCount()).toBe(0)
+    const ok = await c.request('/_caje/purge', { json: { prefix: 'https://example.com/blog/' }, headers: bearer() })
+    expect(ok.status).toBe(200)
+    expect(await h.purgeCount()).toBe(1)
+    const broken = await h.app.request('/_caje/purge', { method: 'POST', body: "{'url': 'https://example.com/'}", headers: { 'content-type': 'application/json', accept: 'application/json', ...bearer() } })
+    expect(broken.status).toBe(400)
+    expect(((await broken.json()) as { error: string }).error).toMatch(/^the request body is not valid JSON \(.+\); send one JSON object with the fields this request takes$/)
+    expect(await h.purgeCount()).toBe(1)
+  })
+
   it('reports a failing action without its details', async () => {
     h = await setup()
     // The node's purge fails as a full disk would make it.

@@ -91,6 +91,9 @@ function parsePurgeTarget(body: Body): PurgeParse {
     }
     case 'prefix': {
       if (!value) return { ok: false, code: 'purge_needs_value', message: TEXT.flash.purgeNeedsValue }
+      // Stored URLs are absolute: a prefix such as `/blog/` or `example.com/blog/` could never match
+      // one, and the purge would be recorded and applied everywhere, removing nothing.
+      if (!/^https?:\/\/[^/?#\\]+/i.test(value) || !URL.canParse(value)) return { ok: false, code: 'purge_bad_url', message: TEXT.flash.purgeBadPrefix }
       const prefix = canonicalUrlPrefix(value)
       return { ok: true, request: { kind, value: prefix }, label: `${kind} ${prefix}` }
     }

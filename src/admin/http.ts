@@ -61,6 +61,8 @@ export async function readBody(c: Context): Promise<Body> {
   } catch (err) {
     const tooLarge = bodyTooLarge(err)
     if (tooLarge) throw new HTTPException(413, { message: bodyTooLargeMessage(tooLarge.limitBytes) })
+    // Said as it is: taken for an empty body, a script's broken JSON was answered as if a field were missing.
+    if (err instanceof SyntaxError && type.includes('application/json')) throw new HTTPException(400, { message: `the request body is not valid JSON (${err.message}); send one JSON object with the fields this request takes` })
     // A malformed body is treated as an empty one; every handler validates its fields.
     return {}
   }
