@@ -475,6 +475,10 @@ describe('purge', () => {
     const broken = await h.app.request('/_caje/purge', { method: 'POST', body: "{'url': 'https://example.com/'}", headers: { 'content-type': 'application/json', accept: 'application/json', ...bearer() } })
     expect(broken.status).toBe(400)
     expect(((await broken.json()) as { error: string }).error).toMatch(/^the request body is not valid JSON \(.+\); send one JSON object with the fields this request takes$/)
+    // No body at all is an empty object: a missing field, said as such.
+    const empty = await h.app.request('/_caje/purge', { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', ...bearer() } })
+    expect(empty.status).toBe(400)
+    expect(await empty.json()).toMatchObject({ code: 'purge_needs_value' })
     expect(await h.purgeCount()).toBe(1)
   })
 

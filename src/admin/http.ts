@@ -52,7 +52,10 @@ export async function readBody(c: Context): Promise<Body> {
   const type = c.req.header('content-type') ?? ''
   try {
     if (type.includes('application/json')) {
-      const v: unknown = await c.req.json()
+      // No body at all is an empty object (`curl -X POST -H 'content-type: application/json'`).
+      const text = await c.req.text()
+      if (text.trim() === '') return {}
+      const v: unknown = JSON.parse(text)
       return v && typeof v === 'object' && !Array.isArray(v) ? (v as Body) : {}
     }
     if (type.includes('application/x-www-form-urlencoded') || type.includes('multipart/form-data')) {
