@@ -118,7 +118,7 @@ export function flagsToEnv(argv: readonly string[]): Source {
   const out: Source = {}
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (!arg.startsWith('--')) throw new ConfigError(arg, `unexpected argument; flags look like --cache-dir=/path (run with --help for the list)`)
+    if (!arg.startsWith('--')) throw new ConfigError(arg, `unexpected argument; flags look like --cache-dir=/path, one for each variable of the README's configuration table (CAJE_CACHE_DIR as --cache-dir)`)
     let name = arg.slice(2)
     let value: string | undefined
     const eq = name.indexOf('=')
