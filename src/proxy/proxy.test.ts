@@ -284,18 +284,20 @@ describe('revalidation and stale content', () => {
     expect(await down.text()).toMatch(/502 Bad Gateway: origin 127\.0\.0\.1:\d+ refused the connection/)
   })
 
-  it('serves stale-if-error when the origin answers 5xx', async () => {
-    let fail = false
+  /** An origin answering `good copy` with `headers` until `fail()`, then 503 `down`. */
+  async function failingOrigin(headers: Record<string, string>) {
+    let failing = false
     const { node } = await setup((_req, res) => {
-      if (fail) {
-        res.writeHead(503)
-        return res.end('down')
-      }
-      res.writeHead(200, { 'cache-control': 'max-age=10, stale-if-error=600', age: '11' })
-      res.end('good copy')
+      res.writeHead(failing ? 503 : 200, failing ? {} : headers)
+      res.end(failing ? 'down' : 'good copy')
     })
+    return { node, fail: () => void (failing = true) }
+  }
+
+  it('serves stale-if-error when the origin answers 5xx', async () => {
+    const { node, fail } = await failingOrigin({ 'cache-control': 'max-age=10, stale-if-error=600', age: '11' })
     await (await node.get('/e')).text()
-    fail = true
+    fail()
     const r = await node.get('/e')
     expect(r.status).toBe(200)
     expect(await r.text()).toBe('good copy')
@@ -303,18 +305,10 @@ describe('revalidation and stale content', () => {
   })
 
   it('does not answer a no-cache request from the stored copy when the origin fails: the client asked for the origin', async () => {
-    let fail = false
-    const { node } = await setup((_req, res) => {
-      if (fail) {
-        res.writeHead(503)
-        return res.end('down')
-      }
-      res.writeHead(200, { 'cache-control': 'max-age=600, stale-if-error=600' })
-      res.end('good copy')
-    })
+    const { node, fail } = await failingOrigin({ 'cache-control': 'max-age=600, stale-if-error=600' })
     await (await node.get('/nc')).text()
     await node.stored('/nc')
-    fail = true
+    fail()
     for (const headers of [{ 'cache-control': 'no-cache' }, { pragma: 'no-cache' }] as Record<string, string>[]) {
       const r = await node.get('/nc', { headers })
       expect(r.status).toBe(503)
@@ -360,15 +354,16 @@ describe('revalidation and stale content', () => {
     expect(origin.count('/cookie')).toBe(3)
   })
 
-  it('a 304 whose headers now forbid storing serves the stored body once, then the entry is gone', async () => {
-    const { origin, node } = await setup((req, res) => {
-      if (req.headers['if-none-match'] === '"e"') {
-        res.writeHead(304, { etag: '"e"', 'cache-control': 'no-store' })
-        return res.end()
-      }
-      res.writeHead(200, { 'cache-control': 'max-age=10', age: '11', etag: '"e"' })
-      res.end('last copy')
+  /** An origin whose first answer (ETag "e", already stale) is `cacheControl`, and whose 304 for it says no-store. */
+  const noStoreOn304 = (cacheControl: string, age: string, body: string) =>
+    setup((req, res) => {
+      const revalidating = req.headers['if-none-match'] === '"e"'
+      res.writeHead(revalidating ? 304 : 200, revalidating ? { etag: '"e"', 'cache-control': 'no-store' } : { 'cache-control': cacheControl, age, etag: '"e"' })
+      res.end(revalidating ? undefined : body)
     })
+
+  it('a 304 whose headers now forbid storing serves the stored body once, then the entry is gone', async () => {
+    const { origin, node } = await noStoreOn304('max-age=10', '11', 'last copy')
     await (await node.get('/ns')).text()
     await node.stored('/ns')
     const once = await node.get('/ns')
@@ -380,14 +375,7 @@ describe('revalidation and stale content', () => {
   })
 
   it('a background refresh whose 304 now forbids storing drops the entry', async () => {
-    const { origin, node } = await setup((req, res) => {
-      if (req.headers['if-none-match'] === '"e"') {
-        res.writeHead(304, { etag: '"e"', 'cache-control': 'no-store' })
-        return res.end()
-      }
-      res.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600', age: '2', etag: '"e"' })
-      res.end('stale for a while')
-    })
+    const { origin, node } = await noStoreOn304('max-age=1, stale-while-revalidate=600', '2', 'stale for a while')
     await (await node.get('/bg')).text()
     await node.stored('/bg')
     const stale = await node.get('/bg')
