@@ -74,6 +74,13 @@ describe('loadConfig', () => {
     expect(flagsToEnv(['--trust-forwarded'])).toEqual({ CAJE_TRUST_FORWARDED: 'true' })
   })
 
+  it('refuses a flag that names no setting, rather than starting without it', () => {
+    expect(() => loadConfig({}, ['--orign=http://b:2'])).toThrow("--orign: is not a caje setting; the flags are the variables of the README's configuration table (CAJE_CACHE_DIR as --cache-dir, PORT as --port)")
+    expect(() => loadConfig({}, ['--help'])).toThrow(/^--help: is not a caje setting/)
+    // The same name in the environment is not caje's to judge (other programs' variables live there too).
+    expect(loadConfig({ CAJE_ORIGN: 'http://b:2' }).origin).toBeUndefined()
+  })
+
   it.each([
     [{ PORT: 'eighty' }, /^PORT: "eighty" is not a whole number/],
     [{ PORT: '70000' }, /^PORT: 70000 is out of range/],

@@ -303,8 +303,12 @@ export function parseSites(raw: string): Map<string, URL> {
 
 /** Build the validated Config from environment variables, overridden by CLI flags. */
 export function loadConfig(env: Source = process.env, argv: readonly string[] = []): Config {
-  const src: Source = { ...env, ...flagsToEnv(argv) }
+  const flags = flagsToEnv(argv)
+  const src: Source = { ...env, ...flags }
+  /** Every setting read: a flag naming none of them is a mistake (checked at the end). */
+  const read = new Set<string>()
   const get = (name: string): string | undefined => {
+    read.add(name)
     const v = src[name]
     return v === undefined || v === '' ? undefined : v
   }
@@ -403,7 +407,7 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     }
   }
 
-  return {
+  const config: Config = {
     rulesPath,
     rules,
     port,
@@ -457,4 +461,9 @@ export function loadConfig(env: Source = process.env, argv: readonly string[] = 
     shutdownTimeoutMs: number('CAJE_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     accessLog: flag('CAJE_ACCESS_LOG', true),
   }
+  // A misspelt flag (`--orign`) would otherwise be an unread variable, and caje would start without it.
+  for (const name of Object.keys(flags)) {
+    if (!read.has(name)) throw new ConfigError(`--${name === 'PORT' ? 'port' : name.slice('CAJE_'.length).toLowerCase().replace(/_/g, '-')}`, `is not a caje setting; the flags are the variables of the README's configuration table (CAJE_CACHE_DIR as --cache-dir, PORT as --port)`)
+  }
+  return config
 }
