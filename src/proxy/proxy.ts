@@ -14,7 +14,7 @@ import { primaryKey, requestHeadersForVariant, varyFields, varyValues, variantId
 import { formatCacheStatus, makeStatus, plainHitStatus, statusLabel, type CacheStatus } from './cache-status.ts'
 import { FillGate } from './coalesce.ts'
 import { cleanedForClient, NOT_STORED, startFill, type Fill, type FillDeps, type FillOutcome, type FillRequest, type FillTarget } from './fill.ts'
-import { BackgroundRevalidator, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
+import { BackgroundRevalidator, dropAfterServing, revalidate, type Revalidation, type RevalidateDeps } from './revalidate.ts'
 import { originRequestHeaders, STEERING_REQUEST_HEADERS, withoutConditionals, type ForwardContext } from './forward.ts'
 import { appendVia, type FlatHeaders, type HeaderBag } from './headers.ts'
 import { classifyOriginError, OriginError, type AbortSource, type OriginClient, type OriginResponse } from './origin.ts'
@@ -559,14 +559,6 @@ export function createProxy(opts: ProxyOptions): Proxy {
     }
   }
 
-  async function dropVariant(meta: EntryMeta): Promise<void> {
-    try {
-      await store.delete(meta.key, meta.variant)
-    } catch (err) {
-      opts.log({ level: 'error', msg: 'dropping a stored response failed', key: meta.key, error: (err as Error).message })
-    }
-  }
-
   /** The revalidation of a stored entry this request found stale (revalidate.ts). */
   function revalidation(req: ProxyRequest, originUrl: URL, meta: EntryMeta, policy: FreshnessPolicy): Revalidation {
     return { meta, policy, originUrl, clientHeaders: req.headers, forwardHeaders: originRequestHeaders(req.headers, forwardContext(req, originUrl)), signal: req.signal, onInterim: interimFor(req), rules: req.rules }
@@ -607,7 +599,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         if (outcome.kind === 'refreshed') {
           const served = await serveStored(req, outcome.meta, outcome.policy, { fwd, fwdStatus: 304, detail: purged })
           // Dropped only now that its body is taken: a response that may no longer be kept is served this once.
-          if (outcome.dropAfterServing) await dropVariant(outcome.meta)
+          if (outcome.dropAfterServing) await dropAfterServing(revalidateDeps, outcome.meta)
           if (!served) continue
           // The 304's cookies are this client's (never stored); a hit's header set may be shared, so a copy.
           if (outcome.setCookie.length > 0) return { ...served, headers: { ...served.headers, 'set-cookie': outcome.setCookie }, originMs: outcome.originMs }

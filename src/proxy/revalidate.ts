@@ -103,6 +103,18 @@ export async function revalidate(deps: RevalidateDeps, r: Revalidation): Promise
   return { kind: 'replaced', response: res, fill }
 }
 
+/**
+ * Drops a variant a revalidation found may no longer be kept (`dropAfterServing`), once whoever
+ * waited for it has its body; a failure is logged, as a metadata update's is.
+ */
+export async function dropAfterServing(deps: Pick<RevalidateDeps, 'store' | 'log'>, meta: EntryMeta): Promise<void> {
+  try {
+    await deps.store.delete(meta.key, meta.variant)
+  } catch (err) {
+    deps.log({ level: 'error', msg: 'dropping a stored response failed', key: meta.key, error: (err as Error).message })
+  }
+}
+
 /** Background refreshes (stale-while-revalidate): at most one per stored variant at a time. */
 export class BackgroundRevalidator {
   private readonly running = new OncePerKey()
@@ -125,7 +137,7 @@ export class BackgroundRevalidator {
           })
         }
       } else if (outcome.kind === 'refreshed' && outcome.dropAfterServing) {
-        await this.deps.store.delete(meta.key, meta.variant)
+        await dropAfterServing(this.deps, meta)
       } else if (outcome.kind === 'failed') {
         outcome.response?.body.resume()
         this.deps.log({ level: 'warn', msg: 'background revalidation failed', key: meta.key, status: outcome.status, error: (outcome.error as Error | undefined)?.message })
